@@ -1,0 +1,1 @@
+"""Alembic migrations of the zoo registry (installed as ``zoo_migrations``)."""

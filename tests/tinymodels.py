@@ -1,0 +1,69 @@
+"""Tiny real models in Hugging Face layout, built from transformers' config classes.
+
+Random weights with a fixed seed, saved with ``save_pretrained`` exactly as a real
+checkpoint is (config.json + model.safetensors, or shards with an index). No network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Small enough for fast tests, big enough that every axis can halve twice.
+TINY = {
+    "bert": dict(
+        arch="BertForMaskedLM",
+        config=dict(vocab_size=96, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                    intermediate_size=64, max_position_embeddings=64, type_vocab_size=2),
+    ),
+    "roberta": dict(
+        arch="RobertaForMaskedLM",
+        config=dict(vocab_size=96, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                    intermediate_size=64, max_position_embeddings=66, type_vocab_size=1,
+                    pad_token_id=1),
+    ),
+    "gpt2": dict(
+        arch="GPT2LMHeadModel",
+        config=dict(vocab_size=96, n_embd=32, n_layer=4, n_head=4, n_positions=64),
+    ),
+    "vit": dict(
+        arch="ViTForImageClassification",
+        config=dict(image_size=16, patch_size=4, num_channels=3, hidden_size=32,
+                    num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
+                    num_labels=5),
+    ),
+    "llama": dict(
+        arch="LlamaForCausalLM",
+        config=dict(vocab_size=96, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                    num_key_value_heads=2, intermediate_size=88, max_position_embeddings=64,
+                    tie_word_embeddings=False),
+    ),
+}
+
+FAMILIES = tuple(TINY)
+
+
+def build_model(family: str, *, seed: int = 0, **overrides):
+    """Return a freshly initialized tiny transformers model of ``family``."""
+    import torch
+    import transformers
+
+    spec = TINY[family]
+    arch = getattr(transformers, spec["arch"])
+    config = arch.config_class(**{**spec["config"], **overrides})
+    torch.manual_seed(seed)
+    model = arch(config)
+    model.eval()
+    return model
+
+
+def save_tiny(family: str, folder: Path, *, seed: int = 0, max_shard_size: str | None = None,
+              **overrides) -> Path:
+    """Build a tiny ``family`` model and save it in HF layout under ``folder``."""
+    model = build_model(family, seed=seed, **overrides)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    kwargs = {"safe_serialization": True}
+    if max_shard_size is not None:
+        kwargs["max_shard_size"] = max_shard_size
+    model.save_pretrained(folder, **kwargs)
+    return folder

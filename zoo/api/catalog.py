@@ -1,0 +1,160 @@
+"""Registering checkpoints and finding them again: import, list, show, tag, defaults."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from zoo.db import queries
+from zoo.db.entities import ArtifactInfo, TensorRecord
+from zoo.errors import ConflictError, InvalidCheckpointError, InvalidInputError
+from zoo.progress import progress_bar
+
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def import_checkpoint(reg, source: str | os.PathLike[str], *, name: str | None = None,
+                      revision: str | None = None, convert_bin: bool = False,
+                      progress: bool = False) -> ArtifactInfo:
+    """Register a Hugging Face checkpoint; see :meth:`zoo.Registry.import_checkpoint`."""
+    from zoo.checkpoint import open_checkpoint, validate_name
+    from zoo.families import family_for_config
+
+    if name is not None:
+        validate_name(name)
+    path, origin, commit = _locate(source, revision)
+    with open_checkpoint(path, allow_bin=convert_bin) as ckpt:
+        if ckpt.config is None:
+            raise InvalidCheckpointError(
+                f"{path} is a bare .safetensors file; import needs a folder with config.json.",
+                path=str(path),
+            )
+        family = family_for_config(ckpt.config).name
+        from zoo.checkpoint import manifest_hash
+
+        content_hash = manifest_hash(ckpt.config, ckpt.tensors)
+        tensors = [TensorRecord(t.name, t.dtype, tuple(t.shape), t.nbytes, t.digest)
+                   for t in ckpt.tensors]
+        # Blobs first, rows second: a crash in between leaves collectable orphans only.
+        total = sum(t.nbytes for t in tensors)
+        with progress_bar(total, f"import {Path(path).name}", enabled=progress) as bar:
+            for t in tensors:
+                if not reg.store.has(t.digest):
+                    reg.store.put(ckpt.read_bytes(t.name), t.digest)
+                bar.update(t.nbytes)
+        files = dict(ckpt.files)
+        config = ckpt.config
+
+    default_name = _default_name(source if commit else path)
+
+    def find_existing(session: Session):
+        row = queries.find_by_content(session, "source", content_hash)
+        if row is None:
+            return None
+        if row.deleted_at is not None:  # importing again brings it back
+            row.deleted_at = None
+        queries.add_import(session, row, origin=origin, revision=commit, files=files,
+                           by=reg.user)
+        if name and name != row.name:
+            owner = queries.alias_target(session, name)
+            if owner is None and not queries.name_taken(session, name):
+                queries.add_alias(session, name, row)
+            elif owner is None or owner.id != row.id:
+                raise ConflictError(
+                    f"{name!r} already names another artifact; this checkpoint is "
+                    f"registered as {row.name!r}."
+                )
+        return queries.to_info(session, row)
+
+    def insert(session: Session) -> ArtifactInfo:
+        existing = find_existing(session)
+        if existing is not None:
+            return existing
+        chosen = name or default_name
+        if queries.name_taken(session, chosen):
+            if name:
+                raise ConflictError(
+                    f"The name {name!r} is already taken by other content; choose another "
+                    "--name or move it with `zoo tag`."
+                )
+            chosen = f"{default_name}-{content_hash[:8]}"
+        row = queries.insert_artifact(
+            session, kind="source", name=chosen, family=family, content_hash=content_hash,
+            config=config, info={"format": "safetensors"}, tensors=tensors,
+            created_by=reg.user,
+        )
+        queries.add_import(session, row, origin=origin, revision=commit, files=files,
+                           by=reg.user)
+        return queries.to_info(session, row)
+
+    return reg.transaction(insert, on_conflict=find_existing)
+
+
+def _locate(source: str | os.PathLike[str], revision: str | None) -> tuple[Path, str, str]:
+    """(local folder, origin for provenance, commit or "")."""
+    text = os.fspath(source)
+    path = Path(text).expanduser()
+    if path.exists():
+        if revision:
+            raise InvalidInputError("--revision applies to Hub repositories, not local paths.")
+        return path, str(path.resolve()), ""
+    if _REPO_ID.fullmatch(text) and not text.startswith((".", "/")):
+        from zoo.hub import resolve_snapshot
+
+        snap = resolve_snapshot(text, revision)
+        return snap.path, f"hf://{snap.repo_id}", snap.commit
+    raise InvalidCheckpointError(
+        f"{text} is neither an existing folder nor a Hub repository id (ORG/NAME).", path=text
+    )
+
+
+def _default_name(source) -> str:
+    text = os.fspath(source).rstrip("/\\")
+    base = text.split("/")[-1] if "/" in text else Path(text).name
+    base = Path(base).stem if base.endswith(".safetensors") else base
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip(".-") or "checkpoint"
+    return cleaned[:100]
+
+
+def list_artifacts(reg, *, kind: str | None = None, family: str | None = None,
+                   include_deleted: bool = False) -> list[ArtifactInfo]:
+    if kind is not None and kind not in queries.KINDS:
+        raise InvalidInputError(f"Unknown kind {kind!r}; choose one of {', '.join(queries.KINDS)}.")
+    with reg.session() as session:
+        rows = queries.list_artifacts(session, kind=kind, family=family,
+                                      include_deleted=include_deleted)
+        return [queries.to_info(session, r, tensors=True) for r in rows]
+
+
+def show(reg, query: str) -> ArtifactInfo:
+    with reg.session() as session:
+        return queries.to_info(session, queries.resolve(session, query))
+
+
+def tag(reg, query: str, alias: str) -> ArtifactInfo:
+    """Point ``alias`` at the artifact ``query`` names (moving it if it pointed elsewhere)."""
+    from zoo.checkpoint import validate_name
+
+    validate_name(alias, "alias")
+
+    def work(session: Session) -> ArtifactInfo:
+        row = queries.resolve(session, query)
+        from sqlalchemy import select
+
+        from zoo.db.models import Alias, Artifact
+
+        if session.scalar(select(Artifact.id).where(Artifact.name == alias)) is not None:
+            raise ConflictError(f"{alias!r} is the registry name of an artifact; "
+                                "an alias must be a new name.")
+        existing = session.get(Alias, alias)
+        if existing is None:
+            queries.add_alias(session, alias, row)
+        else:
+            existing.artifact_id = row.id
+            session.flush()
+        return queries.to_info(session, row)
+
+    return reg.transaction(work)

@@ -1,0 +1,175 @@
+"""The registry handle: settings, database engine, blob store, and transactions."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import random
+import time
+from collections.abc import Iterator
+from functools import cached_property
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from zoo.config import Settings, load_settings
+from zoo.db import engine as db_engine
+from zoo.store import BlobStore, open_store
+
+# Contention on SQLite ("database is locked") and serialization failures on PostgreSQL
+# are retried with jittered backoff so they never reach the user.
+_RETRIES = 8
+
+
+def _transient(exc: OperationalError) -> bool:
+    text = str(exc.orig).lower()
+    return "locked" in text or "busy" in text or "deadlock" in text or "serializ" in text
+
+
+def current_user() -> str:
+    with contextlib.suppress(Exception):
+        return getpass.getuser()
+    return os.environ.get("USER", "unknown")
+
+
+class Registry:
+    """A zoo registry: a database plus a blob store.
+
+    Open one with :func:`zoo.connect`. The schema is checked (or created at head for a new
+    database) on first use.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, check_schema: bool = True) -> None:
+        self.settings = settings or load_settings()
+        self._check_schema = check_schema
+        self._schema_ok = False
+
+    def __repr__(self) -> str:
+        s = self.settings.redacted()
+        return f"Registry(db_url={s['db_url']!r}, store_url={s['store_url']!r})"
+
+    @cached_property
+    def engine(self) -> Engine:
+        return db_engine.make_engine(self.settings.db_url)
+
+    @cached_property
+    def store(self) -> BlobStore:
+        return open_store(self.settings.store_url)
+
+    @cached_property
+    def _sessions(self) -> sessionmaker[Session]:
+        return sessionmaker(self.engine, expire_on_commit=False)
+
+    def ensure_schema(self) -> None:
+        if not self._schema_ok and self._check_schema:
+            db_engine.ensure_schema(self.engine)
+        self._schema_ok = True
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A read session (no transaction is committed)."""
+        self.ensure_schema()
+        with self._sessions() as session:
+            yield session
+
+    def transaction(self, work, *, on_conflict=None):
+        """Run ``work(session)`` in a transaction, retrying transient contention.
+
+        ``on_conflict(session)`` is called (in a fresh transaction) when ``work`` hits a
+        unique constraint because another writer got there first; its result is returned.
+        """
+        self.ensure_schema()
+        for attempt in range(_RETRIES):
+            try:
+                with self._sessions() as session, session.begin():
+                    return work(session)
+            except IntegrityError:
+                if on_conflict is None or attempt == _RETRIES - 1:
+                    raise
+                with self._sessions() as session, session.begin():
+                    result = on_conflict(session)
+                if result is not None:
+                    return result
+            except OperationalError as exc:
+                if not _transient(exc) or attempt == _RETRIES - 1:
+                    raise
+            time.sleep(min(0.5, 0.01 * 2**attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def user(self) -> str:
+        return current_user()
+
+    # --- the public API; each method delegates to the module that owns the job --------
+
+    def import_checkpoint(self, source, *, name: str | None = None,
+                          revision: str | None = None, convert_bin: bool = False,
+                          progress: bool = False):
+        """Register a checkpoint in Hugging Face layout.
+
+        Args:
+            source: a local folder (config.json + safetensors), or ``ORG/NAME`` resolved
+                from the local HF cache (offline) or the Hub (online).
+            name: the registry name; default the folder or repository name.
+            revision: a Hub branch, tag or commit.
+            convert_bin: read a pickle ``.bin`` checkpoint with ``weights_only`` loading.
+            progress: show a progress bar on stderr.
+
+        Returns:
+            The :class:`~zoo.db.entities.ArtifactInfo`; importing the same content again
+            returns the same record and stores nothing new.
+
+        Example:
+            >>> reg = zoo.connect()                          # doctest: +SKIP
+            >>> reg.import_checkpoint("./bert-tiny").name    # doctest: +SKIP
+            'bert-tiny'
+        """
+        from zoo.api.catalog import import_checkpoint
+
+        return import_checkpoint(self, source, name=name, revision=revision,
+                                 convert_bin=convert_bin, progress=progress)
+
+    def list(self, *, kind: str | None = None, family: str | None = None,
+             include_deleted: bool = False):
+        """Registered artifacts, oldest first, optionally of one kind or family."""
+        from zoo.api.catalog import list_artifacts
+
+        return list_artifacts(self, kind=kind, family=family, include_deleted=include_deleted)
+
+    def show(self, name: str):
+        """The artifact an alias, name or content-hash prefix names."""
+        from zoo.api.catalog import show
+
+        return show(self, name)
+
+    def tag(self, name: str, alias: str):
+        """Point ``alias`` at the artifact ``name``."""
+        from zoo.api.catalog import tag
+
+        return tag(self, name, alias)
+
+    def db_upgrade(self, revision: str = "head") -> tuple[str | None, str | None]:
+        """Upgrade the database schema; returns (before, after) revisions."""
+        return db_engine.upgrade(self.engine, revision)
+
+    def db_downgrade(self, revision: str) -> tuple[str | None, str | None]:
+        """Downgrade the database schema; returns (before, after) revisions."""
+        return db_engine.downgrade(self.engine, revision)
+
+    def db_current(self) -> dict[str, str | None]:
+        """The database's schema revision and the one this zoo needs."""
+        with self.engine.connect() as connection:
+            current = db_engine.current_revision(connection)
+        return {"current": current, "head": db_engine.head_revision()}

@@ -1,0 +1,96 @@
+"""Where zoo keeps its state: settings from arguments, environment and a config file.
+
+Precedence, highest first: explicit arguments, environment (``ZOO_DB_URL``,
+``ZOO_STORE_URL``, ``ZOO_HOME``), the config file ``$ZOO_HOME/config.toml`` (keys
+``db_url`` and ``store_url``), then the embedded default: a SQLite file and a blob folder
+under ``ZOO_HOME`` (default ``~/.zoo``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from zoo.errors import InvalidInputError
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - 3.10
+    tomllib = None  # type: ignore[assignment]
+
+CONFIG_FILE_NAME = "config.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings in effect, and where each came from."""
+
+    home: Path
+    db_url: str
+    store_url: str
+    db_url_from: str
+    store_url_from: str
+
+    def redacted(self) -> dict[str, str]:
+        """Settings safe to print: passwords in URLs are masked."""
+        return {
+            "home": str(self.home),
+            "db_url": redact_url(self.db_url),
+            "db_url_from": self.db_url_from,
+            "store_url": redact_url(self.store_url),
+            "store_url_from": self.store_url_from,
+        }
+
+
+def redact_url(url: str) -> str:
+    """Mask the password (and any secret-looking query value) in a URL."""
+    url = re.sub(r"(//[^:/@]+:)[^@]+@", r"\1***@", url)
+    return re.sub(r"((?:secret|password|token|key)[^=&]*=)[^&]+", r"\1***", url, flags=re.I)
+
+
+def _read_config_file(home: Path) -> dict[str, str]:
+    path = home / CONFIG_FILE_NAME
+    if not path.is_file() or tomllib is None:
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"Config file {path} is not valid TOML: {exc}.") from exc
+    unknown = set(data) - {"db_url", "store_url"}
+    if unknown:
+        raise InvalidInputError(
+            f"Config file {path} has unknown keys {sorted(unknown)}; "
+            "only db_url and store_url are read."
+        )
+    return {k: str(v) for k, v in data.items()}
+
+
+def load_settings(
+    *, home: str | os.PathLike[str] | None = None, db_url: str | None = None,
+    store_url: str | None = None,
+) -> Settings:
+    """Resolve the settings in effect.
+
+    Args:
+        home: the zoo home folder; default ``$ZOO_HOME`` or ``~/.zoo``.
+        db_url: a SQLAlchemy URL; default ``$ZOO_DB_URL``, the config file, or SQLite in home.
+        store_url: a blob store URL or folder; default ``$ZOO_STORE_URL``, the config file,
+            or ``home/blobs``.
+    """
+    home_path = Path(home or os.environ.get("ZOO_HOME") or Path.home() / ".zoo").expanduser()
+    file_values = _read_config_file(home_path)
+
+    def pick(explicit: str | None, env: str, key: str, default: str) -> tuple[str, str]:
+        if explicit:
+            return explicit, "argument"
+        if os.environ.get(env):
+            return os.environ[env], f"${env}"
+        if key in file_values:
+            return file_values[key], str(home_path / CONFIG_FILE_NAME)
+        return default, "default"
+
+    db, db_from = pick(db_url, "ZOO_DB_URL", "db_url", f"sqlite:///{home_path / 'zoo.db'}")
+    store, store_from = pick(store_url, "ZOO_STORE_URL", "store_url", str(home_path / "blobs"))
+    return Settings(home_path, db, store, db_from, store_from)

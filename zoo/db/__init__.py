@@ -1,0 +1,1 @@
+"""The registry database: ORM schema, engines, schema gate and queries."""

@@ -1,0 +1,193 @@
+"""Engines, sessions and the schema version gate.
+
+SQLite (the embedded default) runs with WAL, foreign keys on and a busy timeout;
+PostgreSQL for many writers. A brand-new database is created at head on first use, under
+a lock so that many processes born at once create it exactly once; a database at another
+revision is refused with the exact command that fixes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+from zoo.errors import InvalidInputError, SchemaOutdatedError
+
+SQLITE_BUSY_TIMEOUT_S = 30
+# Any fixed 64-bit key: PostgreSQL advisory lock that serializes schema creation.
+_PG_SCHEMA_LOCK = 0x7A6F6F5F736368
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for ``url`` with zoo's connection settings."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise InvalidInputError(f"Database URL {url!r} is not a valid SQLAlchemy URL.") from exc
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+        event.listen(engine, "connect", _sqlite_on_connect)
+        return engine
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except NoSuchModuleError as exc:
+        raise InvalidInputError(
+            f"Database URL {url!r} needs a driver that is not installed "
+            "(for PostgreSQL: pip install 'zoo[postgres]')."
+        ) from exc
+
+
+def _sqlite_on_connect(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+# --- Alembic ---------------------------------------------------------------------------
+
+
+def migrations_path() -> str:
+    """Folder of the Alembic scripts, also inside a non-editable install."""
+    return str(resources.files("zoo_migrations"))
+
+
+def alembic_config(connection: Connection):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", migrations_path())
+    cfg.set_main_option("sqlalchemy.url", connection.engine.url.render_as_string(False))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", migrations_path())
+    heads = ScriptDirectory.from_config(cfg).get_heads()
+    if len(heads) != 1:  # a packaging error, not a user error
+        raise RuntimeError(f"zoo's migrations must have exactly one head, found {heads}")
+    return heads[0]
+
+
+def current_revision(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _has_any_table(connection: Connection) -> bool:
+    return bool(inspect(connection).get_table_names())
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Upgrade the schema; returns (revision before, revision after)."""
+    with _schema_lock(engine) as connection:
+        before = current_revision(connection)
+        _run_alembic(connection, "upgrade", revision)
+        return before, current_revision(connection)
+
+
+def downgrade(engine: Engine, revision: str) -> tuple[str | None, str | None]:
+    """Downgrade the schema; returns (revision before, revision after)."""
+    with _schema_lock(engine) as connection:
+        before = current_revision(connection)
+        _run_alembic(connection, "downgrade", revision)
+        return before, current_revision(connection)
+
+
+def _run_alembic(connection: Connection, verb: str, revision: str) -> None:
+    from alembic import command
+
+    cfg = alembic_config(connection)
+    if connection.dialect.name == "sqlite":
+        # Batch migrations copy tables; foreign keys must be off while they do.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    try:
+        getattr(command, verb)(cfg, revision)
+        connection.commit()
+    finally:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+
+
+@contextlib.contextmanager
+def _schema_lock(engine: Engine) -> Iterator[Connection]:
+    """A connection holding the lock that serializes schema changes across processes."""
+    if engine.dialect.name == "sqlite":
+        from filelock import FileLock
+
+        database = engine.url.database
+        if not database or database == ":memory:":
+            with engine.connect() as connection:
+                yield connection
+            return
+        # A plain lock file beside the database; SQLite's own locks do not cover the
+        # check-then-create of the schema.
+        with FileLock(os.fspath(Path(database).expanduser()) + ".schema.lock"):
+            with engine.connect() as connection:
+                yield connection
+        return
+    with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_SCHEMA_LOCK})
+            connection.commit()
+        try:
+            yield connection
+        finally:
+            if connection.dialect.name == "postgresql":
+                connection.rollback()
+                connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_SCHEMA_LOCK})
+                connection.commit()
+
+
+def ensure_schema(engine: Engine, *, create: bool = True) -> None:
+    """Refuse a database whose schema is not at head; create an empty one at head.
+
+    Raises:
+        SchemaOutdatedError: the database exists at another revision.
+    """
+    head = head_revision()
+    try:
+        with engine.connect() as connection:
+            current = current_revision(connection)
+            if current == head:
+                return
+            empty = current is None and not _has_any_table(connection)
+    except OperationalError as exc:
+        raise SchemaOutdatedError(
+            f"Cannot open the database {engine.url.render_as_string(True)}: "
+            f"{str(exc.orig).strip().splitlines()[0]}."
+        ) from exc
+    if empty and create:
+        with _schema_lock(engine) as connection:
+            current = current_revision(connection)  # another process may have won the race
+            if current is None and not _has_any_table(connection):
+                _run_alembic(connection, "upgrade", "head")
+                return
+    if current != head:
+        where = engine.url.render_as_string(True)
+        if current is None:
+            raise SchemaOutdatedError(
+                f"The database {where} has tables but no zoo schema version; "
+                "point ZOO_DB_URL at an empty database or at a zoo registry."
+            )
+        raise SchemaOutdatedError(
+            f"The database {where} is at schema revision {current} but this zoo needs "
+            f"{head}; run `zoo db upgrade`."
+        )

@@ -1,0 +1,87 @@
+"""Plain, immutable records that leave the data layer instead of ORM rows."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TensorRecord:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    digest: str
+
+
+@dataclass(frozen=True)
+class ImportInfo:
+    origin: str
+    revision: str
+    files: dict[str, str]
+    imported_at: datetime
+    imported_by: str
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """A registered artifact: a source checkpoint, a learngene or a derived checkpoint."""
+
+    id: int
+    kind: str
+    name: str
+    family: str
+    content_hash: str
+    config: dict[str, Any] | None
+    info: dict[str, Any]
+    virtual: bool
+    created_at: datetime
+    created_by: str
+    deleted: bool = False
+    aliases: tuple[str, ...] = ()
+    imports: tuple[ImportInfo, ...] = ()
+    tensors: tuple[TensorRecord, ...] = field(default=(), repr=False)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    def to_json(self, *, with_tensors: bool = False) -> dict[str, Any]:
+        """A JSON-ready dict (datetimes as ISO strings)."""
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        data["imports"] = [
+            {**asdict(i), "imported_at": i.imported_at.isoformat()} for i in self.imports
+        ]
+        data["nbytes"] = self.nbytes
+        data["tensor_count"] = len(self.tensors)
+        if with_tensors:
+            data["tensors"] = [asdict(t) | {"shape": list(t.shape)} for t in self.tensors]
+        else:
+            del data["tensors"]
+        data["aliases"] = list(self.aliases)
+        return data
+
+
+@dataclass(frozen=True)
+class EdgeInfo:
+    """A derivation: ``parent`` --relation--> ``child`` with its recipe."""
+
+    id: int
+    parent_id: int
+    child_id: int
+    relation: str
+    recipe: dict[str, Any]
+    zoo_version: str
+    created_at: datetime
+    created_by: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "created_at": self.created_at.isoformat()}
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)

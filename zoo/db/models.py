@@ -1,0 +1,124 @@
+"""The ORM schema. Alembic owns the database: every change here needs a migration.
+
+Nodes of the lineage graph are artifacts (source checkpoints, learngenes, derived
+checkpoints), identified by content: ``(kind, content_hash)`` is unique, so registering
+the same content twice finds the existing row. Edges carry the recipe of a derivation.
+Tensor rows name blobs by sha256; a virtual derived checkpoint records its tensors'
+hashes without storing their bytes, so ``digest`` is deliberately not a foreign key.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+HASH = String(64)  # sha256 hex
+NAME = String(128)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Artifact(Base):
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("kind", "content_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # source | learngene | derived
+    name: Mapped[str] = mapped_column(NAME, unique=True)
+    family: Mapped[str] = mapped_column(String(32), index=True)
+    content_hash: Mapped[str] = mapped_column(HASH)
+    config_json: Mapped[str | None] = mapped_column(Text)
+    # Kind-specific facts as canonical JSON: a learngene's method and settings, a derived
+    # checkpoint's recipe and target size.
+    info_json: Mapped[str] = mapped_column(Text, default="{}")
+    virtual: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(128))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ArtifactTensor(Base):
+    __tablename__ = "artifact_tensors"
+    __table_args__ = (Index("ix_artifact_tensors_digest", "digest"),)
+
+    artifact_id: Mapped[int] = mapped_column(
+        ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(512), primary_key=True)
+    dtype: Mapped[str] = mapped_column(String(16))
+    shape_json: Mapped[str] = mapped_column(String(256))
+    nbytes: Mapped[int] = mapped_column(BigInteger)
+    digest: Mapped[str] = mapped_column(HASH)
+
+
+class Edge(Base):
+    __tablename__ = "edges"
+    __table_args__ = (UniqueConstraint("parent_id", "child_id", "relation"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    parent_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id"), index=True)
+    child_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id"), index=True)
+    relation: Mapped[str] = mapped_column(String(32))  # extract | materialize | finetune | ...
+    recipe_json: Mapped[str] = mapped_column(Text, default="{}")
+    zoo_version: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(128))
+
+
+class ImportRecord(Base):
+    """Provenance of a source: the import edge from outside the registry."""
+
+    __tablename__ = "imports"
+    __table_args__ = (UniqueConstraint("artifact_id", "origin", "revision"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    artifact_id: Mapped[int] = mapped_column(
+        ForeignKey("artifacts.id", ondelete="CASCADE"), index=True
+    )
+    origin: Mapped[str] = mapped_column(String(1024))  # a local path or hf://ORG/NAME
+    revision: Mapped[str] = mapped_column(String(64), default="")  # Hub commit, "" for paths
+    files_json: Mapped[str] = mapped_column(Text)  # {file name: sha256}
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    imported_by: Mapped[str] = mapped_column(String(128))
+
+
+class Alias(Base):
+    __tablename__ = "aliases"
+
+    name: Mapped[str] = mapped_column(NAME, primary_key=True)
+    artifact_id: Mapped[int] = mapped_column(
+        ForeignKey("artifacts.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FamilyDefault(Base):
+    """The learngene a bare family name (``zoo materialize bert``) resolves to."""
+
+    __tablename__ = "family_defaults"
+
+    family: Mapped[str] = mapped_column(String(32), primary_key=True)
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"))

@@ -1,0 +1,258 @@
+"""Query functions. Each takes a session owned by the caller and never commits."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from zoo.db.entities import ArtifactInfo, EdgeInfo, ImportInfo, TensorRecord, loads
+from zoo.db.models import Alias, Artifact, ArtifactTensor, Edge, FamilyDefault, ImportRecord
+from zoo.errors import AmbiguousNameError, NotFoundError
+
+KINDS = ("source", "learngene", "derived")
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def dumps(obj: Any) -> str:
+    """Canonical JSON for stored documents."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite returns naive datetimes even for timezone-aware columns; zoo stores UTC.
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def to_info(session: Session, row: Artifact, *, tensors: bool = True) -> ArtifactInfo:
+    aliases = session.scalars(
+        select(Alias.name).where(Alias.artifact_id == row.id).order_by(Alias.name)
+    ).all()
+    imports = session.scalars(
+        select(ImportRecord).where(ImportRecord.artifact_id == row.id).order_by(ImportRecord.id)
+    ).all()
+    tensor_rows = tensor_records(session, row.id) if tensors else ()
+    return ArtifactInfo(
+        id=row.id,
+        kind=row.kind,
+        name=row.name,
+        family=row.family,
+        content_hash=row.content_hash,
+        config=loads(row.config_json),
+        info=loads(row.info_json) or {},
+        virtual=row.virtual,
+        created_at=_aware(row.created_at),
+        created_by=row.created_by,
+        deleted=row.deleted_at is not None,
+        aliases=tuple(aliases),
+        imports=tuple(
+            ImportInfo(i.origin, i.revision, json.loads(i.files_json), _aware(i.imported_at),
+                       i.imported_by)
+            for i in imports
+        ),
+        tensors=tuple(tensor_rows),
+    )
+
+
+def tensor_records(session: Session, artifact_id: int) -> list[TensorRecord]:
+    rows = session.scalars(
+        select(ArtifactTensor)
+        .where(ArtifactTensor.artifact_id == artifact_id)
+        .order_by(ArtifactTensor.name)
+    ).all()
+    return [
+        TensorRecord(t.name, t.dtype, tuple(json.loads(t.shape_json)), t.nbytes, t.digest)
+        for t in rows
+    ]
+
+
+def find_by_content(session: Session, kind: str, content_hash: str) -> Artifact | None:
+    return session.scalar(
+        select(Artifact).where(Artifact.kind == kind, Artifact.content_hash == content_hash)
+    )
+
+
+def name_taken(session: Session, name: str) -> bool:
+    return (
+        session.scalar(select(Artifact.id).where(Artifact.name == name)) is not None
+        or session.get(Alias, name) is not None
+    )
+
+
+def insert_artifact(
+    session: Session,
+    *,
+    kind: str,
+    name: str,
+    family: str,
+    content_hash: str,
+    config: dict[str, Any] | None,
+    info: dict[str, Any],
+    tensors: Iterable[TensorRecord],
+    created_by: str,
+    virtual: bool = False,
+) -> Artifact:
+    row = Artifact(
+        kind=kind,
+        name=name,
+        family=family,
+        content_hash=content_hash,
+        config_json=None if config is None else dumps(config),
+        info_json=dumps(info),
+        virtual=virtual,
+        created_at=now(),
+        created_by=created_by,
+    )
+    session.add(row)
+    session.flush()
+    session.add_all(
+        ArtifactTensor(
+            artifact_id=row.id,
+            name=t.name,
+            dtype=t.dtype,
+            shape_json=json.dumps(list(t.shape)),
+            nbytes=t.nbytes,
+            digest=t.digest,
+        )
+        for t in tensors
+    )
+    session.flush()
+    return row
+
+
+def add_import(session: Session, artifact: Artifact, *, origin: str, revision: str,
+               files: dict[str, str], by: str) -> None:
+    exists = session.scalar(
+        select(ImportRecord.id).where(
+            ImportRecord.artifact_id == artifact.id,
+            ImportRecord.origin == origin,
+            ImportRecord.revision == revision,
+        )
+    )
+    if exists is None:
+        session.add(ImportRecord(artifact_id=artifact.id, origin=origin, revision=revision,
+                                 files_json=dumps(files), imported_at=now(), imported_by=by))
+        session.flush()
+
+
+def add_alias(session: Session, alias: str, artifact: Artifact) -> None:
+    session.add(Alias(name=alias, artifact_id=artifact.id, created_at=now()))
+    session.flush()
+
+
+def alias_target(session: Session, alias: str) -> Artifact | None:
+    row = session.get(Alias, alias)
+    return None if row is None else session.get(Artifact, row.artifact_id)
+
+
+def add_edge(session: Session, *, parent: Artifact, child: Artifact, relation: str,
+             recipe: dict[str, Any], zoo_version: str, by: str) -> None:
+    exists = session.scalar(
+        select(Edge.id).where(Edge.parent_id == parent.id, Edge.child_id == child.id,
+                              Edge.relation == relation)
+    )
+    if exists is None:
+        session.add(Edge(parent_id=parent.id, child_id=child.id, relation=relation,
+                         recipe_json=dumps(recipe), zoo_version=zoo_version,
+                         created_at=now(), created_by=by))
+        session.flush()
+
+
+def edges(session: Session, *, parent_id: int | None = None,
+          child_id: int | None = None) -> list[EdgeInfo]:
+    query = select(Edge).order_by(Edge.id)
+    if parent_id is not None:
+        query = query.where(Edge.parent_id == parent_id)
+    if child_id is not None:
+        query = query.where(Edge.child_id == child_id)
+    return [
+        EdgeInfo(e.id, e.parent_id, e.child_id, e.relation, json.loads(e.recipe_json),
+                 e.zoo_version, _aware(e.created_at), e.created_by)
+        for e in session.scalars(query)
+    ]
+
+
+def list_artifacts(session: Session, *, kind: str | None = None, family: str | None = None,
+                   include_deleted: bool = False) -> list[Artifact]:
+    query = select(Artifact).order_by(Artifact.id)
+    if kind:
+        query = query.where(Artifact.kind == kind)
+    if family:
+        query = query.where(Artifact.family == family)
+    if not include_deleted:
+        query = query.where(Artifact.deleted_at.is_(None))
+    return list(session.scalars(query))
+
+
+def set_family_default(session: Session, family: str, artifact: Artifact) -> None:
+    row = session.get(FamilyDefault, family)
+    if row is None:
+        session.add(FamilyDefault(family=family, artifact_id=artifact.id))
+    else:
+        row.artifact_id = artifact.id
+    session.flush()
+
+
+def family_default(session: Session, family: str) -> Artifact | None:
+    row = session.get(FamilyDefault, family)
+    return None if row is None else session.get(Artifact, row.artifact_id)
+
+
+def resolve(session: Session, query: str, *, kinds: Iterable[str] | None = None) -> Artifact:
+    """Find the artifact a user means by ``query``.
+
+    Tried in order: an alias, a registry name, a content-hash prefix (8+ hex digits).
+
+    Raises:
+        NotFoundError: nothing matches (with near-match suggestions).
+        AmbiguousNameError: a hash prefix matches several artifacts.
+    """
+    kinds = tuple(kinds) if kinds else KINDS
+    row = alias_target(session, query)
+    if row is None:
+        row = session.scalar(select(Artifact).where(Artifact.name == query))
+    if row is None and len(query) >= 8 and all(c in "0123456789abcdef" for c in query):
+        matches = session.scalars(
+            select(Artifact).where(Artifact.content_hash.startswith(query))
+        ).all()
+        if len(matches) > 1:
+            raise AmbiguousNameError(
+                f"Hash prefix {query!r} matches {len(matches)} artifacts "
+                f"({', '.join(m.name for m in matches)}); give more digits.",
+                candidates=[m.name for m in matches],
+            )
+        row = matches[0] if matches else None
+    if row is None or row.deleted_at is not None or row.kind not in kinds:
+        what = " or ".join(kinds) if len(kinds) < len(KINDS) else "artifact"
+        raise not_found(session, query, what=what)
+    return row
+
+
+def not_found(session: Session, query: str, *, what: str = "artifact") -> NotFoundError:
+    names = list(session.scalars(select(Artifact.name).where(Artifact.deleted_at.is_(None))))
+    names += list(session.scalars(select(Alias.name)))
+    close = difflib.get_close_matches(query, names, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else " Run `zoo ls` to see what is registered."
+    return NotFoundError(f"No {what} named {query!r}.{hint}", query=query, suggestions=close)
+
+
+def artifacts_with_digests(session: Session, digests: Iterable[str]) -> dict[int, int]:
+    """For a set of tensor digests: artifact id -> how many of them it holds."""
+    digests = list(set(digests))
+    counts: dict[int, int] = {}
+    for start in range(0, len(digests), 500):
+        chunk = digests[start:start + 500]
+        for artifact_id, _ in session.execute(
+            select(ArtifactTensor.artifact_id, ArtifactTensor.digest)
+            .where(or_(ArtifactTensor.digest.in_(chunk)))
+        ):
+            counts[artifact_id] = counts.get(artifact_id, 0) + 1
+    return counts

@@ -1,0 +1,107 @@
+"""What every architecture family tells zoo: its signals and how its config resizes.
+
+A *signal* is one tensor made of same-role parameters: the per-layer matrices of one role
+stacked over depth into ``(layers, out, in)``, per-layer vectors into ``(layers, d)``, or a
+tensor outside the layer stack (embeddings, final norms, heads) on its own. Each axis of a
+signal carries a *role* name. Roles that appear in :meth:`Family.axis_sizes` (``layers``,
+``hidden``, ``ffn``, ``kv``...) change with the target size; any other role (``vocab``,
+``positions``, ``classes``, ``channels``...) never changes by transform.
+
+Transforms never see HF names: a family turns a state dict into signals
+(:meth:`Family.to_signals`) and signals of a target size back into a state dict
+(:meth:`Family.from_signals`). Adding a family is one module in this package plus its
+test; nothing in ``zoo.transforms`` changes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import torch
+
+# How a signal's amplitude should be treated by rescaling rules: matrices have a fan-in
+# axis, norm gains stay near 1, biases and embeddings are plain vectors/tables.
+SignalKind = Literal["linear", "bias", "norm_weight", "norm_bias", "embedding", "head"]
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A group of same-role parameters as one tensor, with the role of each axis.
+
+    Attributes:
+        tensor: the stacked parameters, matrices in ``(out, in)`` order (HF Linear order;
+            GPT-2's Conv1D ``(in, out)`` is transposed by its family).
+        axes: one role name per axis of ``tensor``.
+        kind: what the parameters are, for amplitude rules.
+        fan_in_axis: index of the input axis for ``linear`` signals, else ``None``.
+    """
+
+    tensor: torch.Tensor
+    axes: tuple[str, ...]
+    kind: SignalKind
+    fan_in_axis: int | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.axes) != self.tensor.dim():
+            raise ValueError(
+                f"signal has {self.tensor.dim()} axes but {len(self.axes)} roles {self.axes}"
+            )
+
+
+@dataclass(frozen=True)
+class SignalSpec:
+    """A signal without its tensor: what a learngene records about each group."""
+
+    axes: tuple[str, ...]
+    kind: SignalKind
+    fan_in_axis: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TargetSize:
+    """A requested size; ``None`` fields take the family's defaults."""
+
+    layers: int
+    hidden: int
+    heads: int | None = None
+    intermediate: int | None = None
+    kv_heads: int | None = None
+
+
+class Family(ABC):
+    """One architecture family (bert, gpt2, ...)."""
+
+    #: registry name, e.g. ``"bert"``
+    name: str
+    #: config.json ``model_type`` values this family reads
+    model_types: tuple[str, ...]
+
+    @abstractmethod
+    def axis_sizes(self, config: Mapping[str, Any]) -> dict[str, int]:
+        """Sizes of the roles that can change, e.g. ``{"layers": 12, "hidden": 768, ...}``."""
+
+    @abstractmethod
+    def target_config(self, config: Mapping[str, Any], target: TargetSize) -> dict[str, Any]:
+        """The source ``config`` rewritten for ``target``.
+
+        Defaults keep head_dim and the source's intermediate/hidden ratio. Raises
+        :class:`zoo.errors.InvalidTargetError` before any work when the request cannot be
+        built, with a message that says what would work.
+        """
+
+    @abstractmethod
+    def to_signals(
+        self, state: Mapping[str, torch.Tensor], config: Mapping[str, Any]
+    ) -> dict[str, Signal]:
+        """Group a state dict into signals. Every tensor lands in exactly one signal."""
+
+    @abstractmethod
+    def from_signals(
+        self, signals: Mapping[str, torch.Tensor], config: Mapping[str, Any]
+    ) -> dict[str, torch.Tensor]:
+        """Rebuild an HF state dict for ``config`` from signals already at its sizes."""

@@ -1,0 +1,77 @@
+"""Blob store in a local folder: ``ROOT/ab/abcdef...``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from zoo.errors import BlobMissingError
+from zoo.store.base import _DIGEST, BlobStore
+
+TEMP_PREFIX = ".tmp-"
+
+
+class LocalStore(BlobStore):
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser()
+        self.url = str(self.root)
+
+    def _path(self, digest: str) -> Path:
+        return self.root / digest[:2] / digest
+
+    def has(self, digest: str) -> bool:
+        return self._path(digest).is_file()
+
+    def _write(self, digest: str, data: bytes | memoryview) -> None:
+        final = self._path(digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # A unique temporary name per writer: two processes storing the same blob each
+        # write their own file, and the last rename wins with identical bytes.
+        temp = final.parent / f"{TEMP_PREFIX}{digest[:16]}-{uuid.uuid4().hex}"
+        try:
+            with open(temp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+
+    def _read(self, digest: str) -> bytes:
+        try:
+            return self._path(digest).read_bytes()
+        except FileNotFoundError:
+            raise BlobMissingError(
+                f"Blob {digest[:12]} is missing from {self.url}; run `zoo fsck` to check "
+                "the registry against its store.",
+                digest=digest,
+            ) from None
+
+    def size(self, digest: str) -> int:
+        try:
+            return self._path(digest).stat().st_size
+        except FileNotFoundError:
+            raise BlobMissingError(f"Blob {digest[:12]} is missing from {self.url}.",
+                                   digest=digest) from None
+
+    def delete(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(digest).unlink()
+
+    def digests(self) -> Iterator[str]:
+        if not self.root.is_dir():
+            return
+        for sub in sorted(self.root.iterdir()):
+            if sub.is_dir() and len(sub.name) == 2:
+                for f in sorted(sub.iterdir()):
+                    if _DIGEST.fullmatch(f.name):
+                        yield f.name
+
+    def temp_files(self) -> Iterator[Path]:
+        """Temporary files left by writers that were killed mid-write."""
+        if self.root.is_dir():
+            yield from self.root.glob(f"*/{TEMP_PREFIX}*")
