@@ -158,6 +158,122 @@ def config_show(as_json: bool) -> None:
     _emit(as_json, s, text)
 
 
+@cli.command("extract")
+@click.argument("source")
+@click.option("--method", type=click.Choice(["dwt", "dct"]), default="dwt", show_default=True)
+@click.option("--wavelet", help="dwt: any discrete wavelet PyWavelets knows (default haar).")
+@click.option("--levels", type=int, help="dwt: decomposition levels to store (default 2).")
+@click.option("--keep", type=float, help="dct: kept fraction of each axis (default 0.5).")
+@click.option("--name", help="Registry name for the learngene.")
+@click.option("--device", help="cpu or cuda.")
+@json_option
+def extract_cmd(source, method, wavelet, levels, keep, name, device, as_json) -> None:
+    """Extract a learngene (wavelet bands or DCT block) from SOURCE, once."""
+    info = _registry().extract(source, method=method, wavelet=wavelet, levels=levels,
+                               keep=keep, name=name, device=device)
+    _emit(as_json, info.to_json(), render.artifact_line(info))
+
+
+@cli.command("materialize")
+@click.argument("name")
+@click.option("--layers", type=int, required=True, help="Target number of layers.")
+@click.option("--hidden", type=int, required=True, help="Target hidden size.")
+@click.option("--heads", type=int, help="Attention heads (default: keep head_dim).")
+@click.option("--intermediate", type=int, help="FFN size (default: keep the source's ratio).")
+@click.option("--kv-heads", type=int, help="Key/value heads (grouped-query attention).")
+@click.option("--method", type=click.Choice(
+    ["dwt", "dct", "weight-selection", "hypercloning", "net2net", "scratch"]))
+@click.option("--wavelet", help="dwt: the wavelet (default: the learngene's, else haar).")
+@click.option("--rescale", type=click.Choice(["none", "std", "fan"]),
+              help="Amplitude rule for dwt/dct (default none: raw, as the papers).")
+@click.option("--seed", type=int, default=0, show_default=True, help="For scratch/net2net.")
+@click.option("--device", help="cpu (default) or cuda.")
+@click.option("--out", type=click.Path(file_okay=False), help="Write an HF folder here.")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
+@click.option("--store", is_flag=True, help="Keep the weights in the registry too.")
+@json_option
+def materialize_cmd(name, layers, hidden, heads, intermediate, kv_heads, method, wavelet,
+                    rescale, seed, device, out, force, store, as_json) -> None:
+    """Materialize a model of any size from NAME (learngene, source, alias or family)."""
+    result = _registry().materialize(
+        name, layers=layers, hidden=hidden, heads=heads, intermediate=intermediate,
+        kv_heads=kv_heads, method=method, wavelet=wavelet, rescale=rescale, seed=seed,
+        device=device, out=out, force=force, store=store)
+    data = {"artifact": result.artifact.to_json(), "config": result.config,
+            "out": str(result.out) if result.out else None}
+    text = render.artifact_line(result.artifact)
+    if result.out:
+        text += f"\nwrote {result.out}"
+    _emit(as_json, data, text)
+
+
+@cli.command("rederive")
+@click.argument("name")
+@click.option("--out", type=click.Path(file_okay=False), help="Write an HF folder here.")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
+@click.option("--device", help="Override the recorded device.")
+@json_option
+def rederive_cmd(name, out, force, device, as_json) -> None:
+    """Re-derive a derived checkpoint from its recipe and verify it bit for bit."""
+    result = _registry().rederive(name, out=out, force=force, device=device)
+    text = f"{result.artifact.name}: re-derived bit for bit ({result.artifact.content_hash[:12]})"
+    if result.out:
+        text += f"\nwrote {result.out}"
+    _emit(as_json, {"artifact": result.artifact.to_json(), "verified": True,
+                    "out": str(result.out) if result.out else None}, text)
+
+
+@cli.command("default")
+@click.argument("family")
+@click.argument("name")
+@json_option
+def default_cmd(family, name, as_json) -> None:
+    """Make learngene NAME the default that `zoo materialize FAMILY` uses."""
+    info = _registry().set_default(family, name)
+    _emit(as_json, {"family": family, "learngene": info.to_json()}, f"{family} -> {info.name}")
+
+
+@cli.command("lineage")
+@click.argument("name")
+@click.option("--up", "direction", flag_value="up", help="Ancestors only.")
+@click.option("--down", "direction", flag_value="down", help="Descendants only.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "dot", "mermaid"]),
+              default="text", show_default=True)
+def lineage_cmd(name, direction, fmt) -> None:
+    """Ancestors and descendants of NAME, with each edge's recipe."""
+    graph = _registry().lineage(name, up=direction in (None, "up"),
+                                down=direction in (None, "down"))
+    if fmt == "json":
+        click.echo(json.dumps(graph.to_json(), indent=2, sort_keys=True, default=str))
+    else:
+        click.echo({"text": graph.to_text, "dot": graph.to_dot,
+                    "mermaid": graph.to_mermaid}[fmt]())
+
+
+@cli.command("link")
+@click.argument("child")
+@click.option("--from", "parent", required=True, help="The parent artifact.")
+@click.option("--relation", default="finetune", show_default=True)
+@click.option("--note", help="Free text kept on the edge.")
+@json_option
+def link_cmd(child, parent, relation, note, as_json) -> None:
+    """Declare that CHILD was made from a parent outside zoo (e.g. a fine-tune)."""
+    edge = _registry().link(child, parent, relation=relation, note=note)
+    _emit(as_json, edge.to_json(), f"{parent} --{relation}--> {child}")
+
+
+@cli.command("audit")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--verify", is_flag=True, help="Re-derive it and compare hashes.")
+@json_option
+def audit_cmd(path, verify, as_json) -> None:
+    """Identify a checkpoint folder or .safetensors file by content, with its ancestry."""
+    report = _registry().audit(path, verify=verify)
+    _emit(as_json, report.to_json(), report.to_text())
+    if report.status != "known" or report.verified is False:
+        sys.exit(10)
+
+
 def _exit_code(exc: BaseException) -> int:
     names = {cls.__name__ for cls in type(exc).__mro__}
     for name, code in EXIT_CODES:

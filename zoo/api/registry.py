@@ -173,3 +173,92 @@ class Registry:
         with self.engine.connect() as connection:
             current = db_engine.current_revision(connection)
         return {"current": current, "head": db_engine.head_revision()}
+
+    # --- learngenes, materialization, lineage, audit --------------------------------------
+
+    def extract(self, source: str, *, method: str = "dwt", wavelet: str | None = None,
+                levels: int | None = None, keep: float | None = None,
+                name: str | None = None, device: str | None = None):
+        """Extract a learngene from a registered checkpoint, once.
+
+        Args:
+            source: the checkpoint's name, alias or hash prefix.
+            method: ``dwt`` (BoT: approximation bands at levels 1..``levels`` over every
+                changeable axis) or ``dct`` (FRONT: the low-frequency block, ``keep``
+                ratio per axis, with per-layer statistics).
+            wavelet: any discrete wavelet PyWavelets knows (``dwt``; default haar).
+            levels: decomposition levels to store (``dwt``; default 2).
+            keep: kept fraction per axis (``dct``; default 0.5).
+
+        Returns:
+            The learngene's :class:`~zoo.db.entities.ArtifactInfo`; the same request
+            returns the same learngene.
+        """
+        from zoo.api.learngenes import extract
+
+        return extract(self, source, method=method, wavelet=wavelet, levels=levels, keep=keep,
+                       name=name, device=device)
+
+    def materialize(self, name: str, *, layers: int, hidden: int, heads: int | None = None,
+                    intermediate: int | None = None, kv_heads: int | None = None,
+                    method: str | None = None, wavelet: str | None = None,
+                    rescale: str | None = None, seed: int = 0, device: str | None = None,
+                    out=None, force: bool = False, store: bool = False):
+        """Materialize a model of the requested size.
+
+        Args:
+            name: a learngene, a source, an alias, or a family name (its default learngene).
+            layers, hidden, heads, intermediate, kv_heads: the target size; omitted ones
+                keep head_dim and the source's intermediate/hidden ratio.
+            method: dwt, dct, weight-selection, hypercloning, net2net or scratch.
+            rescale: amplitude rule for dwt/dct: none (raw, as the papers), std or fan.
+            device: ``cpu`` or ``cuda``; the transforms run there.
+            out: write an HF folder there (refused if not empty unless ``force``).
+            store: keep the weights in the registry (default: recipe only, re-derivable).
+
+        Returns:
+            :class:`~zoo.api.materialize.Materialized` with the state dict (on ``device``),
+            the config, and the recorded derived checkpoint.
+
+        Example:
+            >>> m = reg.materialize("bert", layers=6, hidden=384)   # doctest: +SKIP
+            >>> m.config["num_hidden_layers"]                      # doctest: +SKIP
+            6
+        """
+        from zoo.api.materialize import materialize
+
+        return materialize(self, name, layers=layers, hidden=hidden, heads=heads,
+                           intermediate=intermediate, kv_heads=kv_heads, method=method,
+                           wavelet=wavelet, rescale=rescale, seed=seed, device=device,
+                           out=out, force=force, store=store)
+
+    def rederive(self, name: str, *, out=None, force: bool = False, device: str | None = None):
+        """Re-derive a derived checkpoint from its recipe and verify it bit for bit."""
+        from zoo.api.materialize import rederive
+
+        return rederive(self, name, out=out, force=force, device=device)
+
+    def set_default(self, family: str, name: str):
+        """Make the learngene ``name`` what ``materialize(family, ...)`` uses."""
+        from zoo.api.materialize import set_default
+
+        return set_default(self, family, name)
+
+    def lineage(self, name: str, *, up: bool = True, down: bool = True):
+        """Ancestors and/or descendants of an artifact, with each edge's recipe."""
+        from zoo.api.lineage import lineage
+
+        return lineage(self, name, up=up, down=down)
+
+    def link(self, child: str, parent: str, *, relation: str = "finetune",
+             note: str | None = None):
+        """Declare that ``child`` was made from ``parent`` outside zoo."""
+        from zoo.api.lineage import link
+
+        return link(self, child, parent, relation=relation, note=note)
+
+    def audit(self, path, *, verify: bool = False):
+        """Identify a checkpoint folder or .safetensors file by content, with ancestry."""
+        from zoo.api.audit import audit
+
+        return audit(self, path, verify=verify)

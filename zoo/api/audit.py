@@ -1,0 +1,159 @@
+"""Auditing a checkpoint found on a disk: which registered artifact is it, where did it
+come from, and was it changed after it was derived?"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo.db import queries
+from zoo.db.entities import ArtifactInfo
+
+
+@dataclass
+class AuditReport:
+    """The verdict on one file or folder.
+
+    Attributes:
+        status: ``known`` (every tensor matches a registered artifact), ``modified`` (it
+            shares tensors with one but some differ), or ``unknown``.
+        artifact: the registered artifact it is (or was derived as).
+        differing / missing / extra: tensor names whose bytes differ, that the file lacks,
+            and that the artifact lacks.
+        config_differs: the tensors match but config.json does not.
+        verified: with ``verify``, whether re-deriving reproduced the recorded hashes.
+    """
+
+    path: str
+    status: str
+    artifact: ArtifactInfo | None = None
+    differing: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    config_differs: bool = False
+    lineage: Any = None
+    verified: bool | None = None
+    verify_error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "status": self.status,
+            "artifact": self.artifact.to_json() if self.artifact else None,
+            "differing": self.differing,
+            "missing": self.missing,
+            "extra": self.extra,
+            "config_differs": self.config_differs,
+            "lineage": self.lineage.to_json() if self.lineage else None,
+            "verified": self.verified,
+            "verify_error": self.verify_error,
+        }
+
+    def to_text(self) -> str:
+        if self.status == "unknown":
+            return f"{self.path}: unknown: no registered artifact shares its tensors."
+        a = self.artifact
+        lines = []
+        if self.status == "known":
+            note = " (config.json differs)" if self.config_differs else ""
+            lines.append(f"{self.path}: {a.kind} {a.name} ({a.content_hash[:12]}){note}")
+        else:
+            lines.append(
+                f"{self.path}: MODIFIED after it was derived as {a.kind} {a.name} "
+                f"({a.content_hash[:12]}): {len(self.differing)} tensors differ"
+                + (f", {len(self.missing)} missing" if self.missing else "")
+                + (f", {len(self.extra)} extra" if self.extra else "")
+            )
+            for name in self.differing[:20]:
+                lines.append(f"  differs: {name}")
+            for name in self.missing[:20]:
+                lines.append(f"  missing: {name}")
+            for name in self.extra[:20]:
+                lines.append(f"  extra:   {name}")
+        if self.verified is not None:
+            lines.append("verify: re-derived bit for bit" if self.verified
+                         else f"verify: FAILED: {self.verify_error}")
+        if self.lineage is not None:
+            lines.append("ancestry:")
+            lines.extend("  " + line for line in self.lineage.to_text().splitlines())
+        return "\n".join(lines)
+
+
+def audit(reg, path: str | Path, *, verify: bool = False) -> AuditReport:
+    """Identify ``path`` (an HF folder or a .safetensors file) by content."""
+    from zoo.checkpoint import manifest_hash, open_checkpoint
+    from zoo.db.models import Artifact
+    from zoo.errors import ZooError
+
+    from .lineage import lineage
+
+    with open_checkpoint(Path(path)) as ckpt:
+        file_tensors = {t.name: t.digest for t in ckpt.tensors}
+        config = ckpt.config
+        content = manifest_hash(config, ckpt.tensors) if config is not None else None
+        claimed = _claimed_hash(ckpt.metadata)
+
+    with reg.session() as session:
+        row = None
+        if content is not None:
+            for kind in queries.KINDS:
+                row = row or queries.find_by_content(session, kind, content)
+        candidates: dict[int, int] = queries.artifacts_with_digests(session, file_tensors.values())
+        if row is None and claimed:
+            row = session.scalar(_by_hash(claimed))
+        best = row
+        best_info = queries.to_info(session, best) if best is not None else None
+        if best_info is None and candidates:
+            ranked = sorted(candidates.items(), key=lambda kv: (-kv[1], kv[0]))
+            for artifact_id, _ in ranked:
+                info = queries.to_info(session, session.get(Artifact, artifact_id))
+                if best_info is None or _overlap(info, file_tensors) > _overlap(best_info,
+                                                                              file_tensors):
+                    best_info = info
+    if best_info is None:
+        return AuditReport(str(path), "unknown")
+
+    recorded = {t.name: t.digest for t in best_info.tensors}
+    differing = sorted(n for n in file_tensors if n in recorded and recorded[n] != file_tensors[n])
+    missing = sorted(set(recorded) - set(file_tensors))
+    extra = sorted(set(file_tensors) - set(recorded))
+    status = "known" if not (differing or missing or extra) else "modified"
+    report = AuditReport(
+        str(path), status, best_info, differing, missing, extra,
+        config_differs=status == "known" and config is not None
+        and content != best_info.content_hash,
+        lineage=lineage(reg, best_info.name, up=True, down=False),
+    )
+    if verify and best_info.kind == "derived":
+        from .materialize import rederive
+
+        try:
+            rederive(reg, best_info.name)
+            report.verified = status == "known"
+            if status != "known":
+                report.verify_error = "the recipe re-derives, but this file differs from it"
+        except ZooError as exc:
+            report.verified = False
+            report.verify_error = str(exc)
+    return report
+
+
+def _overlap(info: ArtifactInfo, file_tensors: dict[str, str]) -> int:
+    return sum(1 for t in info.tensors if file_tensors.get(t.name) == t.digest)
+
+
+def _claimed_hash(metadata: dict[str, str]) -> str | None:
+    try:
+        return json.loads(metadata.get("zoo.derived", "null") or "null")["content_hash"]
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def _by_hash(content_hash: str):
+    from sqlalchemy import select
+
+    from zoo.db.models import Artifact
+
+    return select(Artifact).where(Artifact.content_hash == content_hash)

@@ -1,0 +1,92 @@
+"""Writing a materialized model as a Hugging Face folder, all or nothing.
+
+The folder is assembled under a hidden temporary name beside the destination and renamed
+into place only when complete, so an interrupted run never leaves a partial folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import ConflictError
+
+
+def check_out_dir(out: Path, *, force: bool) -> None:
+    """Refuse an output folder that exists and is not empty, unless ``force``."""
+    if out.exists() and not out.is_dir():
+        raise ConflictError(f"--out {out} exists and is not a folder.")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ConflictError(f"--out {out} exists and is not empty; pass --force to replace it.")
+
+
+def write_hf_folder(out: Path, state: Mapping[str, Any], config: Mapping[str, Any], *,
+                    force: bool, metadata: Mapping[str, str], card: str) -> Path:
+    """Write config.json, model.safetensors and README.md to ``out`` atomically."""
+    from safetensors.torch import save_file
+
+    check_out_dir(out, force=force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = out.parent / f".{out.name}.zoo-tmp-{uuid.uuid4().hex[:8]}"
+    temp.mkdir()
+    try:
+        (temp / "config.json").write_text(json.dumps(dict(config), indent=2, sort_keys=True)
+                                          + "\n", encoding="utf-8")
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+        save_file(tensors, str(temp / "model.safetensors"), metadata=dict(metadata))
+        (temp / "README.md").write_text(card, encoding="utf-8")
+        for f in temp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        _swap_into_place(temp, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(temp)
+    return out
+
+
+def _swap_into_place(temp: Path, out: Path) -> None:
+    if not out.exists():
+        os.replace(temp, out)
+        return
+    old = out.parent / f".{out.name}.zoo-old-{uuid.uuid4().hex[:8]}"
+    os.replace(out, old)
+    try:
+        os.replace(temp, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def model_card(plan, info) -> str:
+    """A model card whose front matter names the base model and zoo's recipe."""
+    from zoo import __version__
+
+    src = plan.source
+    base = next((i.origin[len("hf://"):] for i in src.imports if i.origin.startswith("hf://")),
+                src.name)
+    recipe = plan.recipe
+    how = recipe.method + (f" ({recipe.wavelet})" if recipe.wavelet else "")
+    lg = (f"- learngene: `{plan.learngene.name}` ({plan.learngene.content_hash})\n"
+          if plan.learngene else "")
+    return (
+        "---\n"
+        f"base_model: {base}\n"
+        "library_name: transformers\n"
+        "tags:\n- zoo\n- learngene\n"
+        "---\n\n"
+        f"# {info.name}\n\n"
+        f"Initialized by zoo {__version__} from `{src.name}` with {how}, "
+        f"rescale `{recipe.rescale}`. This is an initialization, not a trained model.\n\n"
+        "## Lineage\n\n"
+        f"- source: `{src.name}` ({src.content_hash})\n{lg}"
+        f"- this checkpoint: {info.content_hash}\n\n"
+        "Audit it with `zoo audit PATH`; re-derive it with `zoo rederive NAME`.\n"
+    )

@@ -1,0 +1,396 @@
+"""Materializing a checkpoint of any size from a learngene or a source, and re-deriving it.
+
+Every materialization is recorded as a derived checkpoint (recipe + manifest hash), kept
+virtual (recipe only) unless ``store=True``. Because derivation is deterministic on a
+device, a virtual checkpoint can be re-derived and verified bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+
+from zoo.db import queries
+from zoo.db.entities import ArtifactInfo
+from zoo.derive import Recipe
+from zoo.errors import (
+    AmbiguousNameError,
+    InvalidInputError,
+    NotFoundError,
+    VerificationError,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+#: zoo's default initialization when none is asked for (see README, "Defaults").
+DEFAULT_METHOD = "dwt"
+DEFAULT_WAVELET = "haar"
+DEFAULT_RESCALE = "none"
+
+
+@dataclass(frozen=True)
+class Materialized:
+    """What :meth:`zoo.Registry.materialize` returns.
+
+    Attributes:
+        state_dict: the target's tensors, on the requested device.
+        config: the target's config.json as a dict.
+        artifact: the derived checkpoint recorded in the registry.
+        out: the HF folder written, if one was asked for.
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    config: dict[str, Any]
+    artifact: ArtifactInfo
+    out: Path | None = None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    parent: ArtifactInfo  # the artifact the derivation edge hangs off
+    source: ArtifactInfo  # the checkpoint whose config and signals are resized
+    learngene: ArtifactInfo | None
+    recipe: Recipe
+    target_config: dict[str, Any]
+
+
+def materialize(reg, query: str, *, layers: int, hidden: int, heads: int | None = None,
+                intermediate: int | None = None, kv_heads: int | None = None,
+                method: str | None = None, wavelet: str | None = None,
+                rescale: str | None = None, seed: int = 0, device: str | None = None,
+                out: str | Path | None = None, force: bool = False,
+                store: bool = False) -> Materialized:
+    """Build a model of the requested size; see :meth:`zoo.Registry.materialize`."""
+    from zoo.families.base import TargetSize
+
+    from . import export
+    from . import tensors as tio
+
+    if out is not None:
+        export.check_out_dir(Path(out), force=force)  # refuse before any work
+    dev = tio.resolve_device(device)
+    with reg.session() as session:
+        parent_row = _resolve_parent(session, query)
+        parent = queries.to_info(session, parent_row)
+        learngene = parent if parent.kind == "learngene" else None
+        source = _source_of(session, parent) if learngene else parent
+    recipe = _recipe(learngene, method, wavelet, rescale, seed)
+    if learngene is not None and recipe.method not in ("dwt", "dct"):
+        learngene = None  # baselines read the source itself
+        parent = source
+    elif learngene is not None and recipe.method != learngene.info["method"]:
+        raise InvalidInputError(
+            f"{learngene.name} holds {learngene.info['method']} data, not {recipe.method}; "
+            f"use --method {learngene.info['method']} or name the source {source.name}."
+        )
+    target = TargetSize(layers=layers, hidden=hidden, heads=heads,
+                        intermediate=intermediate, kv_heads=kv_heads)
+    plan = _plan(source, parent, learngene, recipe, target)
+    state = derive_state(reg, plan, dev)
+    info = _record(reg, plan, state, dev, store=store)
+    written = None
+    if out is not None:
+        written = export.write_hf_folder(
+            Path(out), state, plan.target_config, force=force,
+            metadata=_provenance(plan, info), card=export.model_card(plan, info),
+        )
+    return Materialized(state, plan.target_config, info, written)
+
+
+def _plan(source: ArtifactInfo, parent: ArtifactInfo, learngene: ArtifactInfo | None,
+          recipe: Recipe, target) -> _Plan:
+    from zoo.derive import check_method
+    from zoo.families import get_family
+
+    family = get_family(source.family)
+    target_config = family.target_config(source.config, target)
+    check_method(recipe.method, family.axis_sizes(source.config),
+                 family.axis_sizes(target_config))
+    return _Plan(parent, source, learngene, recipe, target_config)
+
+
+def _recipe(learngene: ArtifactInfo | None, method, wavelet, rescale, seed) -> Recipe:
+    if method is None:
+        method = learngene.info["method"] if learngene else DEFAULT_METHOD
+    if method == "dwt" and wavelet is None:
+        wavelet = learngene.info["wavelet"] if learngene else DEFAULT_WAVELET
+    if method != "dwt" and wavelet is not None:
+        raise InvalidInputError("--wavelet applies to --method dwt only.")
+    return Recipe(method=method, wavelet=wavelet if method == "dwt" else None,
+                  rescale=rescale or DEFAULT_RESCALE, seed=seed)
+
+
+def _resolve_parent(session: Session, query: str):
+    """A name, alias or hash; or a family name, meaning that family's default learngene."""
+    from zoo.families import FAMILY_NAMES
+
+    try:
+        return queries.resolve(session, query)
+    except NotFoundError:
+        if query not in FAMILY_NAMES:
+            raise
+    row = queries.family_default(session, query)
+    if row is not None and row.deleted_at is None:
+        return row
+    candidates = queries.list_artifacts(session, kind="learngene", family=query)
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        sources = [r.name for r in queries.list_artifacts(session, kind="source", family=query)]
+        hint = (f" Extract one with `zoo extract {sources[0]}`, or name a source: "
+                f"{', '.join(sources)}." if sources else f" Import a {query} checkpoint first.")
+        raise NotFoundError(f"No {query} learngene is registered.{hint}", query=query,
+                            suggestions=sources)
+    names = [r.name for r in candidates]
+    raise AmbiguousNameError(
+        f"Several {query} learngenes qualify ({', '.join(names)}); name one, or set the "
+        f"default with `zoo default {query} NAME`.", candidates=names,
+    )
+
+
+def _source_of(session: Session, learngene: ArtifactInfo) -> ArtifactInfo:
+    from zoo.db.models import Artifact
+
+    for edge in queries.edges(session, child_id=learngene.id):
+        if edge.relation == "extract":
+            return queries.to_info(session, session.get(Artifact, edge.parent_id))
+    raise NotFoundError(f"Learngene {learngene.name} has no recorded source.")
+
+
+def derive_state(reg, plan: _Plan, dev) -> dict[str, torch.Tensor]:
+    """The target state dict: bands and blocks from the learngene when they suffice,
+    the source's signals otherwise."""
+    import torch
+
+    from zoo.derive import signal_stats, target_shape
+    from zoo.families import get_family
+    from zoo.families.base import SignalSpec
+
+    from . import tensors as tio
+
+    family = get_family(plan.source.family)
+    target_sizes = family.axis_sizes(plan.target_config)
+    generator = torch.Generator().manual_seed(plan.recipe.seed)
+    stored = {t.name: t for t in plan.learngene.tensors} if plan.learngene else {}
+    lg_signals = plan.learngene.info["signals"] if plan.learngene else {}
+
+    source_signals = None
+
+    def all_source_signals():
+        # Read lazily: a learngene's bands often suffice and the source is never read.
+        nonlocal source_signals
+        if source_signals is None:
+            state = tio.load_tensors(reg.store, plan.source.tensors, device=dev)
+            source_signals = family.to_signals(state, plan.source.config)
+        return source_signals
+
+    def source_signal(key: str):
+        return all_source_signals()[key]
+
+    def stored_tensor(name: str):
+        return tio.load_tensors(reg.store, [stored[name]], device=dev)[name]
+
+    keys = sorted(lg_signals) if plan.learngene else sorted(all_source_signals())
+    out: dict[str, torch.Tensor] = {}
+    for key in keys:
+        if plan.learngene:
+            meta = lg_signals[key]
+            spec = SignalSpec(tuple(meta["axes"]), meta["kind"], meta["fan_in_axis"])
+            shape = tuple(meta["shape"])
+            reference = (meta["mean"], meta["std"])
+        else:
+            sig = source_signal(key)
+            spec = SignalSpec(sig.axes, sig.kind, sig.fan_in_axis)
+            shape = tuple(sig.tensor.shape)
+            reference = signal_stats(sig.tensor)
+        tshape = target_shape(spec.axes, shape, target_sizes)
+        out[key] = _derive_one(plan, key, spec, shape, tshape, reference, stored,
+                               stored_tensor, source_signal, generator, dev)
+    return family.from_signals(out, plan.target_config)
+
+
+def _derive_one(plan, key, spec, shape, tshape, reference, stored, stored_tensor,
+                source_signal, generator, dev):
+    from zoo.derive import derive_signal
+
+    recipe = plan.recipe
+    if recipe.method == "dct" and plan.learngene is not None:
+        from zoo.transforms import FrontBlock, front_materialize
+
+        block = FrontBlock(
+            block=stored_tensor(f"{key}@dct.block"), means=stored_tensor(f"{key}@dct.mean"),
+            stds=stored_tensor(f"{key}@dct.std"), source_shape=shape,
+        )
+        y = front_materialize(block, tshape)
+        return _amplitude(y, spec, recipe, reference)
+    if recipe.method == "dwt" and plan.learngene is not None and recipe.rescale == "none":
+        # The exact BoT L2S case: the stored cA band at the level that gives this shape.
+        for level in plan.learngene.info["signals"][key].get("levels", []):
+            band = stored.get(f"{key}@dwt{level}")
+            if band is not None and tuple(band.shape) == tuple(tshape):
+                return stored_tensor(band.name)
+    x = source_signal(key).tensor
+    return derive_signal(x, spec, tshape, recipe, reference=reference, generator=generator)
+
+
+def _amplitude(y, spec, recipe: Recipe, reference):
+    """FRONT blocks come back de-normalized; only norm layers get the shared moment rule."""
+    from zoo.derive import _match_moments
+
+    if spec.kind in ("norm_weight", "norm_bias") and recipe.rescale != "none":
+        return _match_moments(y, *reference)
+    return y
+
+
+def _record(reg, plan: _Plan, state, dev, *, store: bool) -> ArtifactInfo:
+    from zoo.checkpoint import manifest_hash
+
+    from . import tensors as tio
+
+    recs = tio.store_tensors(reg.store, state) if store else tio.records(state)
+    content_hash = manifest_hash(plan.target_config, recs)
+    recipe = edge_recipe(plan, dev)
+    family = plan.source.family
+    cfg = plan.target_config
+    from zoo.families import get_family
+
+    sizes = get_family(family).axis_sizes(cfg)
+    label = plan.recipe.method + (f"-{plan.recipe.wavelet}" if plan.recipe.wavelet else "")
+    base = f"{family}-l{sizes['layers']}-h{sizes['hidden']}-{label}"
+    info = {"recipe": recipe, "target": sizes}
+
+    def find(session: Session):
+        row = queries.find_by_content(session, "derived", content_hash)
+        if row is None:
+            return None
+        if row.deleted_at is not None:
+            row.deleted_at = None
+        if store and row.virtual:
+            row.virtual = False
+        parent = session.get(type(row), plan.parent.id)
+        queries.add_edge(session, parent=parent, child=row, relation="materialize",
+                         recipe=recipe, zoo_version=_zoo_version(), by=reg.user)
+        return queries.to_info(session, row)
+
+    def insert(session: Session) -> ArtifactInfo:
+        found = find(session)
+        if found is not None:
+            return found
+        name = f"{base}-{content_hash[:8]}"
+        row = queries.insert_artifact(
+            session, kind="derived", name=name, family=family, content_hash=content_hash,
+            config=cfg, info=info, tensors=recs, created_by=reg.user, virtual=not store,
+        )
+        parent = session.get(type(row), plan.parent.id)
+        queries.add_edge(session, parent=parent, child=row, relation="materialize",
+                         recipe=recipe, zoo_version=_zoo_version(), by=reg.user)
+        return queries.to_info(session, row)
+
+    return reg.transaction(insert, on_conflict=find)
+
+
+def edge_recipe(plan: _Plan, dev) -> dict[str, Any]:
+    from zoo.transforms import TRANSFORM_VERSION
+
+    return {
+        **plan.recipe.to_json(),
+        "device": dev.type,
+        "transform_version": TRANSFORM_VERSION,
+        "source": plan.source.content_hash,
+        "learngene": plan.learngene.content_hash if plan.learngene else None,
+        "target_config": plan.target_config,
+    }
+
+
+def _provenance(plan: _Plan, info: ArtifactInfo) -> dict[str, str]:
+    """safetensors metadata (string -> string): lineage as JSON strings."""
+    import json
+
+    return {
+        "format": "pt",
+        "zoo.derived": json.dumps({"name": info.name, "content_hash": info.content_hash}),
+        "zoo.source": json.dumps({"name": plan.source.name,
+                                  "content_hash": plan.source.content_hash}),
+        "zoo.learngene": json.dumps(
+            {"name": plan.learngene.name, "content_hash": plan.learngene.content_hash}
+            if plan.learngene else None
+        ),
+        "zoo.recipe": json.dumps(plan.recipe.to_json(), sort_keys=True),
+    }
+
+
+def rederive(reg, query: str, *, out: str | Path | None = None, force: bool = False,
+             device: str | None = None) -> Materialized:
+    """Re-derive a derived checkpoint from its recorded recipe and verify it bit for bit.
+
+    Raises:
+        VerificationError: the re-derived tensors do not hash to the recorded manifest.
+    """
+    from zoo.checkpoint import manifest_hash
+    from zoo.db.models import Artifact
+
+    from . import export
+    from . import tensors as tio
+
+    if out is not None:
+        export.check_out_dir(Path(out), force=force)
+    with reg.session() as session:
+        row = queries.resolve(session, query, kinds=("derived",))
+        info = queries.to_info(session, row)
+        edge = next((e for e in queries.edges(session, child_id=row.id)
+                     if e.relation == "materialize"), None)
+        if edge is None:
+            raise NotFoundError(f"{info.name} has no materialize recipe to re-derive from.")
+        parent = queries.to_info(session, session.get(Artifact, edge.parent_id))
+        learngene = parent if parent.kind == "learngene" else None
+        source = _source_of(session, parent) if learngene else parent
+    r = edge.recipe
+    recipe = Recipe(method=r["method"], wavelet=r.get("wavelet"), rescale=r["rescale"],
+                    seed=r["seed"])
+    dev = tio.resolve_device(device or r["device"])
+    plan = _Plan(parent, source, learngene, recipe, r["target_config"])
+    state = derive_state(reg, plan, dev)
+    recs = tio.records(state)
+    actual = manifest_hash(plan.target_config, recs)
+    if actual != info.content_hash:
+        recorded = {t.name: t.digest for t in info.tensors}
+        differ = sorted(t.name for t in recs if recorded.get(t.name) != t.digest)
+        raise VerificationError(
+            f"Re-deriving {info.name} on {dev.type} gave different tensors "
+            f"({len(differ)} differ, e.g. {', '.join(differ[:3])}); recorded on "
+            f"{r['device']} with transforms {r['transform_version']}."
+        )
+    written = None
+    if out is not None:
+        written = export.write_hf_folder(Path(out), state, plan.target_config, force=force,
+                                         metadata=_provenance(plan, info),
+                                         card=export.model_card(plan, info))
+    return Materialized(state, plan.target_config, info, written)
+
+
+def set_default(reg, family: str, query: str) -> ArtifactInfo:
+    """Make ``query`` (a learngene) what a bare family name materializes from."""
+    from zoo.families import get_family
+
+    get_family(family)
+
+    def work(session: Session) -> ArtifactInfo:
+        row = queries.resolve(session, query, kinds=("learngene",))
+        if row.family != family:
+            raise InvalidInputError(
+                f"{row.name} is a {row.family} learngene, not {family}; pick a {family} one."
+            )
+        queries.set_family_default(session, family, row)
+        return queries.to_info(session, row)
+
+    return reg.transaction(work)
+
+
+def _zoo_version() -> str:
+    from zoo import __version__
+
+    return __version__

@@ -1,0 +1,164 @@
+"""Deriving a target-size state dict from a source's signals or a learngene's bands.
+
+Pure tensors in, tensors out: no database, no files. :mod:`zoo.api.materialize` reads
+the inputs from the registry and records what comes out. Everything here is
+deterministic for the same inputs on the same device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from zoo.errors import InvalidInputError, InvalidTargetError
+
+if TYPE_CHECKING:
+    import torch
+
+    from zoo.families.base import SignalSpec
+
+#: Methods zoo can materialize with; the first two read learngenes.
+METHODS = ("dwt", "dct", "weight-selection", "hypercloning", "net2net", "scratch")
+RESCALES = ("none", "std", "fan")
+# HF's default initializer_range for every family zoo ships.
+SCRATCH_INIT_STD = 0.02
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a derived checkpoint is made; recorded on its lineage edge.
+
+    Attributes:
+        method: one of :data:`METHODS`.
+        wavelet: the wavelet for ``dwt``.
+        rescale: amplitude rule: ``none`` (raw coefficients, as the papers), ``std``
+            (match the source signal's std) or ``fan`` (std-matched, then each matrix
+            divided by its input-width multiplier).
+        seed: seeds ``scratch`` and ``net2net``, the only methods that draw random numbers.
+    """
+
+    method: str
+    wavelet: str | None = None
+    rescale: str = "none"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InvalidInputError(
+                f"Unknown method {self.method!r}; choose one of {', '.join(METHODS)}."
+            )
+        if self.rescale not in RESCALES:
+            raise InvalidInputError(
+                f"Unknown rescale {self.rescale!r}; choose one of {', '.join(RESCALES)}."
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def target_shape(axes: tuple[str, ...], shape: tuple[int, ...],
+                 target_sizes: Mapping[str, int]) -> tuple[int, ...]:
+    """The signal's shape at the target size: changeable roles resize, fixed ones stay."""
+    return tuple(target_sizes.get(role, n) for role, n in zip(axes, shape))
+
+
+def check_method(method: str, source_sizes: Mapping[str, int],
+                 target_sizes: Mapping[str, int]) -> None:
+    """Refuse, before any work, a target the method cannot produce; say which can."""
+    grows = [r for r in target_sizes if target_sizes[r] > source_sizes.get(r, 0)]
+    shrinks = [r for r in target_sizes if target_sizes[r] < source_sizes.get(r, 0)]
+    problem = None
+    if method == "weight-selection" and grows:
+        problem = (f"weight-selection only shrinks, but {', '.join(grows)} grows; "
+                   "use dwt, dct, hypercloning or net2net to grow")
+    elif method in ("hypercloning", "net2net"):
+        if shrinks:
+            problem = (f"{method} only grows, but {', '.join(shrinks)} shrinks; "
+                       "use dwt, dct or weight-selection to shrink")
+        elif method == "hypercloning":
+            uneven = [r for r in grows if target_sizes[r] % source_sizes[r]]
+            if uneven:
+                problem = (f"hypercloning needs integer multipliers, but {', '.join(uneven)} "
+                           f"goes {source_sizes[uneven[0]]} -> {target_sizes[uneven[0]]}; "
+                           "use net2net, dwt or dct for other ratios")
+    if problem:
+        raise InvalidTargetError(problem[0].upper() + problem[1:] + ".")
+
+
+def derive_signal(
+    x: torch.Tensor,
+    spec: SignalSpec,
+    shape: tuple[int, ...],
+    recipe: Recipe,
+    *,
+    reference: tuple[float, float] | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Resize one source signal ``x`` to ``shape`` by ``recipe``.
+
+    ``reference`` is the source signal's (mean, std), used by the rescale rules.
+    Normalization parameters are treated the same way by every method: unless the
+    amplitude rule is ``none``, their result is affinely matched to the source's mean and
+    std, so a LayerNorm gain scale cannot pass for a better transfer.
+    """
+    from zoo import transforms
+
+    if tuple(x.shape) == tuple(shape) and recipe.method != "scratch":
+        return x.clone()
+    if recipe.method == "scratch":
+        return scratch_signal(spec, shape, x.dtype, x.device, generator)
+    layer_axis = spec.axes.index("layers") if "layers" in spec.axes else None
+    is_norm = spec.kind in ("norm_weight", "norm_bias")
+    fan_in = (spec.fan_in_axis,) if spec.kind == "linear" and spec.fan_in_axis is not None else ()
+    method = {"weight-selection": "select", "hypercloning": "tile"}.get(recipe.method,
+                                                                        recipe.method)
+    options: dict[str, Any] = {"layer_axis": layer_axis}
+    if method == "dwt":
+        options["wavelet"] = recipe.wavelet or "haar"
+    if method in ("dwt", "dct"):
+        rescale = "none" if is_norm else recipe.rescale
+        options["rescale"] = rescale
+        if rescale != "none":
+            options["reference_std"] = reference[1] if reference else None
+            options["fan_in_axes"] = fan_in
+    elif method in ("tile", "net2net"):
+        options["fan_in_axes"] = fan_in
+        if method == "net2net":
+            options["generator"] = generator
+    y = transforms.resize(x, shape, method=method, **options)
+    if is_norm and recipe.rescale != "none" and reference is not None:
+        y = _match_moments(y, *reference)
+    return y
+
+
+def _match_moments(y: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    y32 = y.float()
+    spread = y32.std() if y32.numel() > 1 else y32.new_tensor(0.0)
+    centered = y32 - y32.mean()
+    if float(spread) > 0 and std > 0:
+        centered = centered * (std / spread)
+    return (centered + mean).to(y.dtype)
+
+
+def scratch_signal(spec: SignalSpec, shape: tuple[int, ...], dtype, device,
+                   generator: torch.Generator | None) -> torch.Tensor:
+    """The target architecture's own initialization (HF's: normal(0, 0.02), zero biases,
+    unit norm gains), drawn from ``generator`` on the CPU so every device agrees."""
+    import torch
+
+    if spec.kind == "norm_weight":
+        return torch.ones(shape, dtype=dtype, device=device)
+    if spec.kind in ("bias", "norm_bias"):
+        return torch.zeros(shape, dtype=dtype, device=device)
+    values = torch.randn(shape, generator=generator, dtype=torch.float32) * SCRATCH_INIT_STD
+    return values.to(device=device, dtype=dtype)
+
+
+def signal_stats(x: torch.Tensor) -> tuple[float, float]:
+    """(mean, std) of a signal in float64, stable across devices to ~1e-12."""
+    x64 = x.double()
+    std = float(x64.std()) if x.numel() > 1 else 0.0
+    mean = float(x64.mean())
+    return (0.0 if math.isnan(mean) else mean), (0.0 if math.isnan(std) else std)
