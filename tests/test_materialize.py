@@ -1,0 +1,215 @@
+"""Learngenes, materialize, lineage and audit, end to end for every family.
+
+import -> extract (dwt and dct) -> materialize L2S and S2L -> transformers loads the folder
+-> lineage both ways -> audit of a renamed copy -> verify of a virtual checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pywt
+import torch
+import transformers
+from safetensors import safe_open
+
+from zoo.errors import (
+    AmbiguousNameError,
+    ConflictError,
+    DeviceUnavailableError,
+    InvalidInputError,
+    InvalidTargetError,
+    NotFoundError,
+)
+
+FAMILY_SIZES = {  # tiny sources are 4 layers x 32 hidden (tests/tinymodels.py)
+    "bert": ("num_hidden_layers", "hidden_size"),
+    "roberta": ("num_hidden_layers", "hidden_size"),
+    "gpt2": ("n_layer", "n_embd"),
+    "vit": ("num_hidden_layers", "hidden_size"),
+    "llama": ("num_hidden_layers", "hidden_size"),
+}
+
+
+def _load(folder: Path):
+    config = json.loads((folder / "config.json").read_text())
+    arch = getattr(transformers, config["architectures"][0])
+    model, info = arch.from_pretrained(folder, output_loading_info=True)
+    return model, info
+
+
+def _forward(model, family: str):
+    with torch.no_grad():
+        if family == "vit":
+            return model(pixel_values=torch.randn(1, 3, 16, 16)).logits
+        return model(input_ids=torch.tensor([[1, 5, 7, 9, 2]])).logits
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_SIZES))
+def test_end_to_end(family, registry, tiny_dir, tmp_path):
+    src = registry.import_checkpoint(tiny_dir(family))
+    dwt = registry.extract(src.name, method="dwt", wavelet="haar", levels=2)
+    dct = registry.extract(src.name, method="dct", keep=0.5)
+    assert registry.extract(src.name, method="dwt", wavelet="haar", levels=2).id == dwt.id
+
+    layers_key, hidden_key = FAMILY_SIZES[family]
+    small = registry.materialize(dwt.name, layers=2, hidden=16, out=tmp_path / "small")
+    big = registry.materialize(dct.name, layers=8, hidden=64, out=tmp_path / "big")
+    for result, (layers, hidden) in ((small, (2, 16)), (big, (8, 64))):
+        assert result.config[layers_key] == layers and result.config[hidden_key] == hidden
+        model, info = _load(result.out)
+        assert not info["missing_keys"] and not info["unexpected_keys"], info
+        out = _forward(model, family)
+        assert torch.isfinite(out).all()
+        assert result.artifact.virtual  # recipe only, unless store=True
+        card = (result.out / "README.md").read_text()
+        assert card.startswith("---\nbase_model: ")
+        with safe_open(result.out / "model.safetensors", "pt") as f:
+            meta = f.metadata()
+        assert json.loads(meta["zoo.source"])["content_hash"] == src.content_hash
+        assert json.loads(meta["zoo.derived"])["content_hash"] == result.artifact.content_hash
+
+    # Lineage both ways, with recipes.
+    down = registry.lineage(src.name, up=False)
+    assert {(down.nodes[e.parent_id].name, e.relation, down.nodes[e.child_id].name)
+            for e in down.edges} == {
+        (src.name, "extract", dwt.name), (src.name, "extract", dct.name),
+        (dwt.name, "materialize", small.artifact.name),
+        (dct.name, "materialize", big.artifact.name),
+    }
+    up = registry.lineage(small.artifact.name, down=False)
+    assert [up.nodes[e.child_id].name for e in up.edges] == [dwt.name, small.artifact.name]
+    assert src.id in up.imports
+    assert "digraph" in up.to_dot() and "graph LR" in up.to_mermaid()
+
+    # Audit a renamed copy of the weights file; verify the virtual checkpoint.
+    renamed = tmp_path / "found-on-a-disk.safetensors"
+    shutil.copy(small.out / "model.safetensors", renamed)
+    report = registry.audit(renamed, verify=True)
+    assert report.status == "known" and report.artifact.id == small.artifact.id
+    assert report.verified is True
+    assert {n.name for n in report.lineage.nodes.values()} == {src.name, dwt.name,
+                                                              small.artifact.name}
+
+
+def test_l2s_band_equals_pywavelets(registry, tiny_dir):
+    """The derived query weights are PyWavelets' 3-D cA of the stacked source weights."""
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    lg = registry.extract(src.name, method="dwt", wavelet="db2", levels=1)
+    state = registry.materialize(lg.name, layers=2, hidden=16).state_dict
+    with safe_open(tiny_dir("bert") / "model.safetensors", "np") as f:
+        stack = np.stack([f.get_tensor(f"bert.encoder.layer.{i}.attention.self.query.weight")
+                          for i in range(4)]).astype(np.float64)
+    ca = pywt.wavedecn(stack, "db2", mode="periodization", level=1, axes=(0, 1, 2))[0]
+    got = np.stack([state[f"bert.encoder.layer.{i}.attention.self.query.weight"].numpy()
+                    for i in range(2)])
+    np.testing.assert_allclose(got, ca, rtol=1e-5, atol=1e-6)
+
+
+def test_materialize_is_deterministic_and_virtual_checkpoints_rederive(registry, tiny_dir):
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    a = registry.materialize(src.name, layers=3, hidden=24, method="dwt", wavelet="db2")
+    b = registry.materialize(src.name, layers=3, hidden=24, method="dwt", wavelet="db2")
+    assert a.artifact.id == b.artifact.id
+    for k in a.state_dict:
+        assert torch.equal(a.state_dict[k], b.state_dict[k]), k
+    again = registry.rederive(a.artifact.name)
+    assert again.artifact.content_hash == a.artifact.content_hash
+
+
+def test_store_keeps_weights_and_audit_sees_modifications(registry, tiny_dir, tmp_path):
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    m = registry.materialize(src.name, layers=2, hidden=16, method="weight-selection",
+                             store=True, out=tmp_path / "ws")
+    assert not m.artifact.virtual
+    for t in m.artifact.tensors:
+        assert registry.store.verify(t.digest)
+    tampered = tmp_path / "tampered"
+    shutil.copytree(m.out, tampered)
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(tampered / "model.safetensors")
+    victim = sorted(tensors)[3]
+    tensors[victim] = tensors[victim] + 1
+    save_file(tensors, tampered / "model.safetensors")
+    report = registry.audit(tampered)
+    assert report.status == "modified" and report.differing == [victim]
+    assert report.artifact.id == m.artifact.id
+    unknown = tmp_path / "unknown.safetensors"
+    save_file({"w": torch.ones(3)}, unknown)
+    assert registry.audit(unknown).status == "unknown"
+
+
+def test_family_name_resolves_to_the_default_learngene(registry, tiny_dir):
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    with pytest.raises(NotFoundError, match="zoo extract"):
+        registry.materialize("bert", layers=2, hidden=16)
+    one = registry.extract(src.name, method="dwt")
+    assert registry.materialize("bert", layers=2, hidden=16).artifact.info["recipe"][
+        "learngene"] == one.content_hash
+    two = registry.extract(src.name, method="dct")
+    with pytest.raises(AmbiguousNameError) as err:
+        registry.materialize("bert", layers=2, hidden=16)
+    assert set(err.value.candidates) == {one.name, two.name}
+    registry.set_default("bert", two.name)
+    assert registry.materialize("bert", layers=2, hidden=16).artifact.info["recipe"][
+        "learngene"] == two.content_hash
+    gpt = registry.extract(registry.import_checkpoint(tiny_dir("gpt2")).name)
+    with pytest.raises(InvalidInputError, match="gpt2 learngene"):
+        registry.set_default("bert", gpt.name)
+
+
+def test_link_declares_finetune_edges(registry, tiny_dir, run_cli):
+    base = registry.import_checkpoint(tiny_dir("bert"))
+    tuned = registry.import_checkpoint(tiny_dir("bert", seed=1), name="bert-tuned")
+    code, _, err = run_cli("link", "bert-tuned", "--from", base.name, "--relation", "finetune")
+    assert code == 0, err
+    code, out, _ = run_cli("lineage", tuned.name, "--up", "--format", "json")
+    edges = json.loads(out)["edges"]
+    assert [(e["parent"], e["relation"]) for e in edges] == [(base.name, "finetune")]
+    code, _, err = run_cli("link", base.name, "--from", "bert-tuned")
+    assert code == 2 and "cycle" in err
+
+
+def test_bad_requests_fail_cleanly(registry, tiny_dir, tmp_path, run_cli):
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    with pytest.raises(InvalidTargetError, match="dwt, dct, hypercloning or net2net"):
+        registry.materialize(src.name, layers=8, hidden=64, method="weight-selection")
+    with pytest.raises(InvalidTargetError, match="integer multipliers"):
+        registry.materialize(src.name, layers=4, hidden=48, method="hypercloning")
+    with pytest.raises(InvalidTargetError):
+        registry.materialize(src.name, layers=0, hidden=16)
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceUnavailableError):
+            registry.materialize(src.name, layers=2, hidden=16, device="cuda")
+        code, out, err = run_cli("materialize", src.name, "--layers", "2", "--hidden", "16",
+                                 "--device", "cuda")
+        assert code == 7 and out == "" and err.count("\n") == 1
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    with pytest.raises(ConflictError, match="--force"):
+        registry.materialize(src.name, layers=2, hidden=16, out=full)
+    assert (full / "keep.txt").read_text() == "mine"
+    registry.materialize(src.name, layers=2, hidden=16, out=full, force=True)
+    assert not (full / "keep.txt").exists() and (full / "model.safetensors").exists()
+    code, _, err = run_cli("materialize", "bret", "--layers", "2", "--hidden", "16")
+    assert code == 3 and "bert" in err
+
+
+def test_interrupted_materialization_leaves_no_partial_folder(registry, tiny_dir, tmp_path,
+                                                              monkeypatch):
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    import safetensors.torch
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save_file", boom)
+    with pytest.raises(KeyboardInterrupt):
+        registry.materialize(src.name, layers=2, hidden=16, out=tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name) == []

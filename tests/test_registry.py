@@ -1,0 +1,248 @@
+"""The registry core end to end: import, ls, show, tag, provenance, dedup, bad input.
+
+Database-backed tests run on SQLite and PostgreSQL (see conftest's ``registry``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from zoo.errors import BlobCorruptError, ConflictError, InvalidNameError
+
+
+def _blob_files(store_root: Path) -> list[Path]:
+    return sorted(p for p in store_root.rglob("*") if p.is_file())
+
+
+def test_import_records_config_tensors_and_provenance(registry, tiny_dir):
+    folder = tiny_dir("bert")
+    info = registry.import_checkpoint(folder)
+    assert info.kind == "source" and info.family == "bert" and info.name == folder.name
+    assert info.config == json.loads((folder / "config.json").read_text())
+    with safe_open(folder / "model.safetensors", "np") as f:
+        expected = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    assert {t.name for t in info.tensors} == set(expected)
+    for t in info.tensors:
+        array = expected[t.name]
+        assert t.shape == array.shape
+        assert t.digest == hashlib.sha256(array.tobytes()).hexdigest()
+    (imp,) = info.imports
+    assert imp.origin == str(folder.resolve()) and imp.revision == ""
+    assert imp.files["model.safetensors"] == hashlib.sha256(
+        (folder / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_import_twice_stores_nothing_new_and_returns_the_same_record(registry, tiny_dir,
+                                                                     tmp_path):
+    folder = tiny_dir("gpt2")
+    first = registry.import_checkpoint(folder)
+    blobs = _blob_files(Path(registry.settings.store_url))
+    copy = tmp_path / "renamed-copy"
+    shutil.copytree(folder, copy)
+    second = registry.import_checkpoint(copy, name="gpt2-copy")
+    assert second.id == first.id and second.content_hash == first.content_hash
+    assert _blob_files(Path(registry.settings.store_url)) == blobs
+    assert "gpt2-copy" in second.aliases
+    assert len(second.imports) == 2  # both places it was found are kept as provenance
+    assert len(registry.list()) == 1
+
+
+def test_shared_tensors_are_stored_once(registry, tiny_dir, tmp_path):
+    folder = tiny_dir("bert")
+    registry.import_checkpoint(folder)
+    before = len(_blob_files(Path(registry.settings.store_url)))
+    # A "fine-tune" that changed one tensor and the config.
+    from tinymodels import build_model
+
+    model = build_model("bert")
+    import torch
+
+    with torch.no_grad():
+        model.bert.pooler.dense.bias.add_(1.0) if hasattr(model.bert, "pooler") and \
+            model.bert.pooler is not None else model.cls.predictions.bias.add_(1.0)
+    tuned = tmp_path / "tuned"
+    model.save_pretrained(tuned)
+    info = registry.import_checkpoint(tuned)
+    assert info.name == "tuned"
+    assert len(_blob_files(Path(registry.settings.store_url))) == before + 1
+
+
+def test_sharded_checkpoint_imports_like_a_single_file(registry, tiny_dir):
+    single = registry.import_checkpoint(tiny_dir("bert"))
+    sharded = registry.import_checkpoint(tiny_dir("bert", sharded=True))
+    assert {t.digest for t in sharded.tensors} == {t.digest for t in single.tensors}
+    assert sharded.id == single.id  # same config and tensors: the same checkpoint
+
+
+def test_default_name_collision_gets_a_hash_suffix(registry, tiny_dir, tmp_path):
+    a, b = tmp_path / "a" / "model", tmp_path / "b" / "model"
+    shutil.copytree(tiny_dir("bert"), a)
+    shutil.copytree(tiny_dir("bert", seed=1), b)
+    first = registry.import_checkpoint(a)
+    second = registry.import_checkpoint(b)
+    assert first.name == "model"
+    assert second.name == f"model-{second.content_hash[:8]}"
+    with pytest.raises(ConflictError):
+        registry.import_checkpoint(tiny_dir("gpt2"), name="model")
+
+
+def test_show_resolves_name_alias_and_hash_prefix(registry, tiny_dir):
+    info = registry.import_checkpoint(tiny_dir("vit"))
+    registry.tag(info.name, "prod")
+    assert registry.show("prod").id == info.id
+    assert registry.show(info.content_hash[:10]).id == info.id
+    with pytest.raises(InvalidNameError):
+        registry.tag(info.name, "bad/alias")
+
+
+def test_tag_moves_an_alias(registry, tiny_dir):
+    a = registry.import_checkpoint(tiny_dir("bert"))
+    b = registry.import_checkpoint(tiny_dir("gpt2"))
+    registry.tag(a.name, "latest")
+    registry.tag(b.name, "latest")
+    assert registry.show("latest").id == b.id
+    assert "latest" not in registry.show(a.name).aliases
+
+
+def test_cli_ls_show_tag_json(registry, tiny_dir, run_cli):
+    code, out, _ = run_cli("import", str(tiny_dir("llama")), "--json")
+    assert code == 0
+    imported = json.loads(out)
+    assert imported["family"] == "llama"
+    code, out, _ = run_cli("tag", imported["name"], "base", "--json")
+    assert code == 0 and json.loads(out)["alias"] == "base"
+    code, out, _ = run_cli("ls", "--json")
+    rows = json.loads(out)
+    assert [r["name"] for r in rows] == [imported["name"]] and rows[0]["aliases"] == ["base"]
+    code, out, _ = run_cli("show", "base", "--json", "--tensors")
+    shown = json.loads(out)
+    assert shown["content_hash"] == imported["content_hash"]
+    assert len(shown["tensors"]) == imported["tensor_count"]
+    code, out, _ = run_cli("ls")
+    assert imported["name"] in out and "base" in out
+
+
+def test_modified_blob_is_detected_on_read(registry, tiny_dir):
+    info = registry.import_checkpoint(tiny_dir("bert"))
+    victim = max(info.tensors, key=lambda t: t.nbytes)
+    path = Path(registry.settings.store_url) / victim.digest[:2] / victim.digest
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(BlobCorruptError, match=victim.digest[:12]):
+        registry.store.get(victim.digest)
+
+
+def test_import_from_the_offline_hf_cache(registry, tiny_dir, tmp_path, monkeypatch, run_cli):
+    """`zoo import ORG/NAME` with HF_HUB_OFFLINE=1 reads the local cache, never the Hub."""
+    import huggingface_hub
+
+    def refuse(*a, **k):
+        raise AssertionError("network used")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+    cache = Path(os.environ["HF_HUB_CACHE"])
+    commit = "c" * 40
+    snap = cache / "models--acme--tiny-bert" / "snapshots" / commit
+    shutil.copytree(tiny_dir("bert"), snap)
+    (cache / "models--acme--tiny-bert" / "refs").mkdir()
+    (cache / "models--acme--tiny-bert" / "refs" / "main").write_text(commit)
+    code, out, err = run_cli("import", "acme/tiny-bert", "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["name"] == "tiny-bert"
+    assert info["imports"][0]["origin"] == "hf://acme/tiny-bert"
+    assert info["imports"][0]["revision"] == commit
+
+
+# --- bad input: one clear line, non-zero exit, nothing written --------------------------
+
+
+def _corrupt_cases(src: Path, root: Path) -> dict[str, Path]:
+    """Folders each broken in one way, made from a real tiny checkpoint."""
+    cases: dict[str, Path] = {}
+
+    def clone(name: str) -> Path:
+        dst = root / name
+        shutil.copytree(src, dst)
+        return dst
+
+    d = clone("no-config")
+    (d / "config.json").unlink()
+    cases["no config.json"] = d
+
+    d = clone("no-model-type")
+    cfg = json.loads((d / "config.json").read_text())
+    del cfg["model_type"]
+    (d / "config.json").write_text(json.dumps(cfg))
+    cases["model_type"] = d
+
+    d = clone("unknown-model-type")
+    cfg["model_type"] = "not-a-family"
+    (d / "config.json").write_text(json.dumps(cfg))
+    cases["not-a-family"] = d
+
+    d = clone("truncated")
+    data = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(data[: len(data) // 2])
+    cases["truncated"] = d
+
+    d = clone("header-past-end")
+    data = bytearray((d / "model.safetensors").read_bytes())
+    data[:8] = struct.pack("<Q", len(data) * 4)
+    (d / "model.safetensors").write_bytes(bytes(data))
+    cases["after the length field"] = d
+
+    d = clone("header-not-json")
+    data = bytearray((d / "model.safetensors").read_bytes())
+    n = struct.unpack("<Q", data[:8])[0]
+    data[8:8 + n] = b"{" * n
+    (d / "model.safetensors").write_bytes(bytes(data))
+    cases["JSON"] = d
+
+    d = clone("pickle")
+    (d / "model.safetensors").unlink()
+    (d / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
+    cases["--convert-bin"] = d
+    return cases
+
+
+def test_bad_input_gives_one_line_nonzero_and_writes_nothing(registry, tiny_dir, tmp_path,
+                                                             run_cli):
+    store_root = Path(registry.settings.store_url)
+    for needle, folder in _corrupt_cases(tiny_dir("bert"), tmp_path / "bad").items():
+        code, out, err = run_cli("import", str(folder))
+        assert code != 0, needle
+        assert out == "", needle
+        assert err.startswith("zoo: error: ") and err.count("\n") == 1, (needle, err)
+        assert needle.lower() in err.lower(), (needle, err)
+    for bad_name in ("a/b", "a\\b", "x\x07y"):
+        code, _, err = run_cli("import", str(tiny_dir("bert")), "--name", bad_name)
+        assert code == 2 and err.count("\n") == 1, bad_name
+    assert registry.list() == []
+    assert _blob_files(store_root) == []
+
+
+def test_unknown_name_suggests_near_matches(registry, tiny_dir, run_cli):
+    registry.import_checkpoint(tiny_dir("bert"), name="bert-base")
+    code, out, err = run_cli("show", "bert-bsae")
+    assert code == 3 and out == ""
+    assert "bert-base" in err and err.count("\n") == 1
+
+
+def test_help_does_not_import_torch_or_sqlalchemy():
+    code = ("import sys; from zoo_cli.main import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "bad = [m for m in ('torch', 'sqlalchemy', 'transformers') if m in sys.modules]\n"
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
