@@ -23,7 +23,8 @@ TINY = {
     ),
     "gpt2": dict(
         arch="GPT2LMHeadModel",
-        config=dict(vocab_size=96, n_embd=32, n_layer=4, n_head=4, n_positions=64),
+        config=dict(vocab_size=96, n_embd=32, n_layer=4, n_head=4, n_positions=64,
+                    bos_token_id=0, eos_token_id=0),
     ),
     "vit": dict(
         arch="ViTForImageClassification",

@@ -29,7 +29,7 @@ def check_out_dir(out: Path, *, force: bool) -> None:
 def write_hf_folder(out: Path, state: Mapping[str, Any], config: Mapping[str, Any], *,
                     force: bool, metadata: Mapping[str, str], card: str) -> Path:
     """Write config.json, model.safetensors and README.md to ``out`` atomically."""
-    from safetensors.torch import save_file
+    from zoo.checkpoint import write_safetensors
 
     check_out_dir(out, force=force)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -38,8 +38,7 @@ def write_hf_folder(out: Path, state: Mapping[str, Any], config: Mapping[str, An
     try:
         (temp / "config.json").write_text(json.dumps(dict(config), indent=2, sort_keys=True)
                                           + "\n", encoding="utf-8")
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-        save_file(tensors, str(temp / "model.safetensors"), metadata=dict(metadata))
+        write_safetensors(temp / "model.safetensors", state, dict(metadata))
         (temp / "README.md").write_text(card, encoding="utf-8")
         for f in temp.iterdir():
             with open(f, "rb") as fh:

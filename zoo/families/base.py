@@ -23,8 +23,11 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import torch
 
-# How a signal's amplitude should be treated by rescaling rules: matrices have a fan-in
-# axis, norm gains stay near 1, biases and embeddings are plain vectors/tables.
+# How a signal's amplitude should be treated by rescaling rules: matrices (``linear``, and
+# task/LM ``head`` s) have a fan-in axis, norm gains stay near 1, biases and embeddings are
+# plain vectors/tables. Pass-through signals (saved buffers such as ``position_ids``, unknown
+# tensors whose sizes cannot change) are ``embedding`` s whose axes are all fixed roles, so
+# no transform ever touches them.
 SignalKind = Literal["linear", "bias", "norm_weight", "norm_bias", "embedding", "head"]
 
 
@@ -37,7 +40,9 @@ class Signal:
             GPT-2's Conv1D ``(in, out)`` is transposed by its family).
         axes: one role name per axis of ``tensor``.
         kind: what the parameters are, for amplitude rules.
-        fan_in_axis: index of the input axis for ``linear`` signals, else ``None``.
+        fan_in_axis: index of the input axis for ``linear`` and ``head`` signals (the last
+            axis, except ViT's patch convolution ``(hidden, channels, patch, patch)``, whose
+            fan-in starts at axis 1 and spans only fixed axes), else ``None``.
     """
 
     tensor: torch.Tensor
@@ -50,6 +55,11 @@ class Signal:
             raise ValueError(
                 f"signal has {self.tensor.dim()} axes but {len(self.axes)} roles {self.axes}"
             )
+
+    @property
+    def spec(self) -> SignalSpec:
+        """This signal without its tensor."""
+        return SignalSpec(self.axes, self.kind, self.fan_in_axis)
 
 
 @dataclass(frozen=True)
@@ -98,10 +108,18 @@ class Family(ABC):
     def to_signals(
         self, state: Mapping[str, torch.Tensor], config: Mapping[str, Any]
     ) -> dict[str, Signal]:
-        """Group a state dict into signals. Every tensor lands in exactly one signal."""
+        """Group a state dict into signals. Every tensor lands in exactly one signal.
+
+        A head tied to the embeddings is its own signal when the state has it and absent
+        when it does not (``save_pretrained`` omits it), so round trips keep the keys.
+        """
 
     @abstractmethod
     def from_signals(
         self, signals: Mapping[str, torch.Tensor], config: Mapping[str, Any]
     ) -> dict[str, torch.Tensor]:
-        """Rebuild an HF state dict for ``config`` from signals already at its sizes."""
+        """Rebuild an HF state dict for ``config`` from signals already at its sizes.
+
+        The names are those ``save_pretrained`` writes for ``config["architectures"][0]``,
+        which ``from_pretrained`` loads without missing or unexpected keys.
+        """

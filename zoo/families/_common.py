@@ -1,0 +1,654 @@
+"""Shared machinery of the transformer families: name rules, stacking, target sizing.
+
+A family module declares a table of :class:`Rule` s (which HF tensor names exist, which
+signal each feeds, with which axis roles) and the config keys of its sizes;
+:class:`TransformerFamily` does the rest: it matches a state dict against the rules,
+stacks per-layer tensors over depth, checks every shape against the config, and writes
+state dicts and configs back. Nothing here imports torch at module level.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from zoo.errors import InvalidCheckpointError, InvalidInputError, InvalidTargetError
+from zoo.families.base import Family, Signal, SignalKind, TargetSize
+
+if TYPE_CHECKING:
+    import torch
+
+#: roles whose size a target may change; every other role is fixed.
+CHANGING_ROLES = ("layers", "hidden", "ffn", "kv")
+
+#: signal-name prefix of tensors no rule knows that pass through unchanged.
+EXTRA_PREFIX = "extra:"
+
+#: role of the leading axis of a stacked per-layer *buffer* (never resized by a transform).
+COPIES = "copies"
+
+Split = Callable[["torch.Tensor"], Sequence["torch.Tensor"]]
+Join = Callable[[Sequence["torch.Tensor"]], "torch.Tensor"]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One signal that a tensor rule feeds; per-layer axes exclude the ``layers`` axis."""
+
+    signal: str
+    axes: tuple[str, ...]
+    kind: SignalKind
+    fan_in_axis: int | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one HF tensor name maps to signals.
+
+    Attributes:
+        keys: accepted names; the first is the one :meth:`TransformerFamily.from_signals`
+            writes, the others are older or newer layouts that are also read. A ``{i}`` in
+            the name makes the rule per layer.
+        pieces: the signals the tensor feeds (several when ``split`` cuts it, as GPT-2's
+            fused ``c_attn``).
+        scope: ``"base"`` names sit under the base-model prefix (``bert.``...), ``"top"``
+            names are absolute (task heads).
+        required: a checkpoint without it is refused.
+        buffer: a non-parameter buffer that transformers can rebuild; it is passed through
+            (per-layer ones stacked along a fixed ``copies`` axis and replicated over the
+            target's layers) and left out when the target's sizes no longer fit it.
+        split: tensor -> one tensor per piece, in ``(out, in)`` order (default: itself).
+        join: the inverse of ``split``.
+    """
+
+    keys: tuple[str, ...]
+    pieces: tuple[Piece, ...]
+    scope: Literal["base", "top"] = "base"
+    required: bool = True
+    buffer: bool = False
+    split: Split | None = None
+    join: Join | None = None
+
+    @property
+    def per_layer(self) -> bool:
+        return "{i}" in self.keys[0]
+
+
+def rule(
+    keys: str | tuple[str, ...],
+    signal: str,
+    axes: tuple[str, ...],
+    kind: SignalKind,
+    *,
+    scope: Literal["base", "top"] = "base",
+    required: bool = True,
+    buffer: bool = False,
+    fan_in_axis: int | None = None,
+    split: Split | None = None,
+    join: Join | None = None,
+) -> Rule:
+    """A rule for a tensor that feeds one signal.
+
+    ``fan_in_axis`` defaults to the last axis for ``linear`` and ``head`` matrices.
+    """
+    if fan_in_axis is None and kind in ("linear", "head") and len(axes) >= 2:
+        fan_in_axis = len(axes) - 1
+    keys = (keys,) if isinstance(keys, str) else keys
+    return Rule(
+        keys, (Piece(signal, axes, kind, fan_in_axis),), scope, required, buffer, split, join
+    )
+
+
+def linear(
+    keys: str | tuple[str, ...],
+    name: str,
+    out: str,
+    in_: str,
+    *,
+    bias: bool = True,
+    bias_required: bool = True,
+    required: bool = True,
+    scope: Literal["base", "top"] = "base",
+    kind: SignalKind = "linear",
+) -> list[Rule]:
+    """Rules for a Linear layer ``<key>.weight`` (out, in) and optionally ``<key>.bias``."""
+    keys = (keys,) if isinstance(keys, str) else keys
+    layer = ("layers",) if "{i}" in keys[0] else ()
+    out_rules = [
+        rule(
+            tuple(f"{k}.weight" for k in keys),
+            f"{name}.weight",
+            (*layer, out, in_),
+            kind,
+            scope=scope,
+            required=required,
+        )
+    ]
+    if bias:
+        out_rules.append(
+            rule(
+                tuple(f"{k}.bias" for k in keys),
+                f"{name}.bias",
+                (*layer, out),
+                "bias",
+                scope=scope,
+                required=required and bias_required,
+            )
+        )
+    return out_rules
+
+
+def norm(
+    keys: str | tuple[str, ...],
+    name: str,
+    *,
+    bias: bool = True,
+    required: bool = True,
+    scope: Literal["base", "top"] = "base",
+) -> list[Rule]:
+    """Rules for a LayerNorm (weight and bias) or RMSNorm (weight only) over ``hidden``."""
+    keys = (keys,) if isinstance(keys, str) else keys
+    layer = ("layers",) if "{i}" in keys[0] else ()
+    out = [
+        rule(
+            tuple(f"{k}.weight" for k in keys),
+            f"{name}.weight",
+            (*layer, "hidden"),
+            "norm_weight",
+            required=required,
+            scope=scope,
+        )
+    ]
+    if bias:
+        out.append(
+            rule(
+                tuple(f"{k}.bias" for k in keys),
+                f"{name}.bias",
+                (*layer, "hidden"),
+                "norm_bias",
+                required=required,
+                scope=scope,
+            )
+        )
+    return out
+
+
+# --- config reading -----------------------------------------------------------------------
+
+
+def config_int(
+    config: Mapping[str, Any], key: str, family: str, *, default: int | None = None
+) -> int:
+    """``config[key]`` as a positive int, or a clear :class:`InvalidCheckpointError`."""
+    value = config.get(key)
+    if value is None:
+        value = default
+    if value is None:
+        raise InvalidCheckpointError(
+            f"config.json of this {family} checkpoint has no {key!r}; add it or re-export "
+            "the checkpoint with transformers."
+        )
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidCheckpointError(
+            f"config.json of this {family} checkpoint has {key}={value!r}; expected a "
+            "positive integer."
+        )
+    return value
+
+
+def head_dim_of(hidden: int, heads: int, family: str) -> int:
+    if hidden % heads:
+        raise InvalidCheckpointError(
+            f"this {family} config has hidden size {hidden} not divisible by {heads} "
+            "attention heads; it cannot be a valid checkpoint."
+        )
+    return hidden // heads
+
+
+# --- target sizing -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated target: every size a family writes into its config."""
+
+    layers: int
+    hidden: int
+    heads: int
+    head_dim: int
+    ffn: int
+    kv_heads: int | None = None
+
+
+def _positive(what: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidTargetError(f"target {what} must be a positive integer, got {value!r}.")
+    return value
+
+
+def divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted({*small, *(n // d for d in small)})
+
+
+def closest(values: Sequence[int], around: float, k: int = 4) -> list[int]:
+    return sorted(sorted(values, key=lambda v: (abs(v - around), v))[:k])
+
+
+def multiples_near(value: int, step: int) -> list[int]:
+    lower = value // step * step
+    return [m for m in (lower, lower + step) if m >= step]
+
+
+def join_or(values: Sequence[int]) -> str:
+    values = [str(v) for v in values]
+    return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} or {values[-1]}"
+
+
+def round_ratio(value: int, numerator: int, denominator: int) -> int:
+    """``value * numerator / denominator`` rounded half up, in exact integer arithmetic."""
+    return (2 * value * numerator + denominator) // (2 * denominator)
+
+
+def plan_target(
+    family: str,
+    *,
+    src_hidden: int,
+    src_heads: int,
+    src_ffn: int,
+    target: TargetSize,
+    gqa: bool = False,
+) -> Plan:
+    """Validate ``target`` against the defaults every family shares.
+
+    Defaults: heads = hidden / source head_dim (head_dim kept); intermediate = hidden times
+    the source's intermediate/hidden ratio, rounded half up. Raises
+    :class:`InvalidTargetError` with what would work.
+    """
+    layers = _positive("layers", target.layers)
+    hidden = _positive("hidden", target.hidden)
+    src_head_dim = src_hidden // src_heads
+    if target.heads is None:
+        if hidden % src_head_dim:
+            heads_ok = closest(divisors(hidden), hidden / src_head_dim)
+            raise InvalidTargetError(
+                f"hidden {hidden} is not a multiple of the source head_dim {src_head_dim}, "
+                f"which the default keeps (heads = hidden / head_dim); use hidden "
+                f"{join_or(multiples_near(hidden, src_head_dim))}, or set heads to one that "
+                f"divides {hidden} ({join_or(heads_ok)})."
+            )
+        heads = hidden // src_head_dim
+    else:
+        heads = _positive("heads", target.heads)
+        if hidden % heads:
+            heads_ok = closest(divisors(hidden), heads)
+            raise InvalidTargetError(
+                f"hidden {hidden} is not divisible by {heads} heads; use heads "
+                f"{join_or(heads_ok)}, or hidden {join_or(multiples_near(hidden, heads))}."
+            )
+    if target.intermediate is None:
+        ffn = round_ratio(hidden, src_ffn, src_hidden)
+        if ffn < 1:
+            raise InvalidTargetError(
+                f"the source's intermediate/hidden ratio {src_ffn}/{src_hidden} gives an "
+                f"intermediate size of 0 for hidden {hidden}; set intermediate explicitly."
+            )
+    else:
+        ffn = _positive("intermediate", target.intermediate)
+    if target.kv_heads is not None and not gqa and target.kv_heads != heads:
+        raise InvalidTargetError(
+            f"{family} has no grouped-query attention (kv_heads always equals heads, here "
+            f"{heads}); leave kv_heads unset."
+        )
+    return Plan(layers, hidden, heads, hidden // heads, ffn)
+
+
+# --- the engine ---------------------------------------------------------------------------
+
+_INDEX = re.compile(r"(?:^|(?<=\.))(\d+)(?=\.)")
+
+
+def _template(name: str) -> tuple[str, int] | None:
+    """``"encoder.layer.3.x"`` -> ``("encoder.layer.{i}.x", 3)``; ``None`` without an index."""
+    m = _INDEX.search(name)
+    if m is None:
+        return None
+    return f"{name[: m.start()]}{{i}}{name[m.end() :]}", int(m.group(1))
+
+
+def _as_tensor(value: Any) -> torch.Tensor:
+    return value.tensor if isinstance(value, Signal) else value
+
+
+class TransformerFamily(Family):
+    """A family described by a rule table; subclasses set the class attributes below."""
+
+    #: prefix of the base model inside task models, e.g. ``"bert"``
+    base_prefix: ClassVar[str]
+    #: architectures whose checkpoints have no base prefix (the bare base model)
+    base_archs: ClassVar[frozenset[str]]
+    #: name stems of the layer stack, e.g. ``("encoder.layer",)``; unknown tensors under
+    #: them are refused because their count follows the depth
+    layer_stems: ClassVar[tuple[str, ...]]
+    #: config keys of the sizes
+    layers_key: ClassVar[str]
+    hidden_key: ClassVar[str]
+    heads_key: ClassVar[str]
+
+    def build_rules(self) -> list[Rule]:
+        """Every tensor rule, in the order a state dict lists them."""
+        raise NotImplementedError
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        cached = self.__dict__.get("_rules_cache")
+        if cached is None:
+            cached = self.__dict__["_rules_cache"] = tuple(self.build_rules())
+        return cached
+
+    # --- sizes ---------------------------------------------------------------------------
+
+    def sizes(self, config: Mapping[str, Any]) -> dict[str, int]:
+        """Sizes of every role the config fixes: the changing ones and known fixed ones."""
+        raise NotImplementedError
+
+    def axis_sizes(self, config: Mapping[str, Any]) -> dict[str, int]:
+        sizes = self.sizes(config)
+        return {r: sizes[r] for r in CHANGING_ROLES if r in sizes}
+
+    # --- state dict -> signals -----------------------------------------------------------------
+
+    def _tables(self) -> tuple[dict[str, tuple[int, Rule]], dict[str, tuple[int, Rule]]]:
+        cached = self.__dict__.get("_tables_cache")
+        if cached is None:
+            base: dict[str, tuple[int, Rule]] = {}
+            top: dict[str, tuple[int, Rule]] = {}
+            for n, r in enumerate(self.rules):
+                for key in r.keys:
+                    (top if r.scope == "top" else base)[key] = (n, r)
+            cached = (base, top)
+            self.__dict__["_tables_cache"] = cached
+        return cached
+
+    def _match(self, key: str) -> tuple[int, Rule, int | None] | None:
+        base, top = self._tables()
+        if key in top:
+            return (*top[key], None)
+        prefix = f"{self.base_prefix}."
+        rel = key[len(prefix) :] if key.startswith(prefix) else key
+        if rel in base:
+            return (*base[rel], None)
+        templ = _template(rel)
+        if templ is not None and templ[0] in base:
+            n, r = base[templ[0]]
+            return n, r, templ[1]
+        return None
+
+    def _check_shape(
+        self,
+        key: str,
+        piece: Piece,
+        shape: tuple[int, ...],
+        sizes: Mapping[str, int],
+        *,
+        layered: bool,
+    ) -> None:
+        axes = piece.axes[1:] if layered else piece.axes
+        want = tuple(sizes.get(a) for a in axes)
+        if len(shape) != len(axes) or any(
+            w is not None and w != s for w, s in zip(want, shape, strict=True)
+        ):
+            shown = tuple("?" if w is None else w for w in want)
+            raise InvalidCheckpointError(
+                f"tensor {key!r} has shape {tuple(shape)} but this {self.name} config expects "
+                f"{shown} (axes {axes}); the checkpoint does not match its config.json."
+            )
+
+    def _unknown(self, key: str, tensor: torch.Tensor, changing: Mapping[str, int]) -> Signal:
+        for stem in self.layer_stems:
+            for candidate in (key, key.removeprefix(f"{self.base_prefix}.")):
+                if re.match(rf"{re.escape(stem)}\.\d+\.", candidate):
+                    raise InvalidCheckpointError(
+                        f"tensor {key!r} is a per-layer tensor that the {self.name} family "
+                        "does not know, so zoo cannot follow a change of depth; remove it "
+                        "or add a rule for it in zoo/families."
+                    )
+        hits = [f"{d} ({r})" for d in tensor.shape for r, s in changing.items() if d == s]
+        if hits:
+            raise InvalidCheckpointError(
+                f"tensor {key!r} with shape {tuple(tensor.shape)} is not a {self.name} "
+                f"parameter zoo knows, and its size {hits[0]} may change with the target; "
+                "remove it or add a rule for it in zoo/families."
+            )
+        return Signal(tensor, ("fixed",) * tensor.dim(), "embedding")
+
+    def to_signals(
+        self, state: Mapping[str, torch.Tensor], config: Mapping[str, Any]
+    ) -> dict[str, Signal]:
+        """Group a state dict into signals; see :meth:`Family.to_signals`.
+
+        Accepts the checkpoint layout ``save_pretrained`` writes, the in-memory layout of the
+        installed transformers, and a bare base model without the base prefix. Tensors no
+        rule knows pass through as ``"extra:<name>"`` signals with fixed roles when none of
+        their sizes could change, and are refused otherwise.
+
+        Raises:
+            InvalidCheckpointError: a tensor is missing, unknown, duplicated or mis-shaped.
+        """
+        import torch
+
+        sizes = self.sizes(config)
+        changing = {r: sizes[r] for r in CHANGING_ROLES if r in sizes}
+        layers = sizes["layers"]
+        rules = self.rules
+        found: dict[int, dict[int | None, tuple[str, torch.Tensor]]] = {}
+        extras: dict[str, Signal] = {}
+        for key, tensor in state.items():
+            hit = self._match(key)
+            if hit is None:
+                extras[EXTRA_PREFIX + key] = self._unknown(key, tensor, changing)
+                continue
+            n, r, index = hit
+            slot = found.setdefault(n, {})
+            if index in slot:
+                raise InvalidCheckpointError(
+                    f"tensors {slot[index][0]!r} and {key!r} are the same {self.name} "
+                    "parameter in two layouts; keep one."
+                )
+            if index is not None and index >= layers and not r.buffer:
+                raise InvalidCheckpointError(
+                    f"tensor {key!r} belongs to layer {index} but config.json says "
+                    f"{self.layers_key}={layers}."
+                )
+            slot[index] = (key, tensor)
+
+        signals: dict[str, Signal] = {}
+        for n, r in enumerate(rules):
+            slot = found.get(n)
+            if not slot:
+                if r.required:
+                    raise InvalidCheckpointError(
+                        f"this {self.name} checkpoint lacks {r.keys[0].format(i=0)!r} (or "
+                        f"its per-layer copies); it is required."
+                    )
+                continue
+
+            def split(key: str, tensor: torch.Tensor, r: Rule = r) -> Sequence[torch.Tensor]:
+                if r.split is None:
+                    return (tensor,)
+                try:
+                    parts = r.split(tensor)
+                except (RuntimeError, IndexError, ValueError):
+                    parts = ()
+                if len(parts) != len(r.pieces):
+                    raise InvalidCheckpointError(
+                        f"tensor {key!r} has shape {tuple(tensor.shape)}, which does not split "
+                        f"into {[p.signal for p in r.pieces]}; the checkpoint does not match "
+                        "its config.json."
+                    )
+                return parts
+
+            if not r.per_layer:
+                key, tensor = slot[None]
+                parts = split(key, tensor)
+                for piece, part in zip(r.pieces, parts, strict=True):
+                    self._check_shape(key, piece, tuple(part.shape), sizes, layered=False)
+                    signals[piece.signal] = Signal(part, piece.axes, piece.kind, piece.fan_in_axis)
+                continue
+            count = max(slot) + 1 if r.buffer else layers
+            missing = [i for i in range(count) if i not in slot]
+            if missing:
+                raise InvalidCheckpointError(
+                    f"this {self.name} checkpoint lacks {r.keys[0].format(i=missing[0])!r} "
+                    f"(layers {missing} of {count} have no such tensor)."
+                )
+            per_piece: list[list[torch.Tensor]] = [[] for _ in r.pieces]
+            for i in range(count):
+                key, tensor = slot[i]
+                for j, part in enumerate(split(key, tensor)):
+                    piece = r.pieces[j]
+                    self._check_shape(key, piece, tuple(part.shape), sizes, layered=True)
+                    if per_piece[j] and part.dtype != per_piece[j][0].dtype:
+                        raise InvalidCheckpointError(
+                            f"tensor {key!r} is {part.dtype} but layer 0 has "
+                            f"{per_piece[j][0].dtype}; one role must share one dtype."
+                        )
+                    per_piece[j].append(part)
+            for piece, parts in zip(r.pieces, per_piece, strict=True):
+                signals[piece.signal] = Signal(
+                    torch.stack(parts), piece.axes, piece.kind, piece.fan_in_axis
+                )
+        signals.update(extras)
+        return signals
+
+    # --- signals -> state dict -----------------------------------------------------------------
+
+    def signal_names(self) -> tuple[str, ...]:
+        """Every signal name a rule can produce (``extra:`` signals aside)."""
+        return tuple(p.signal for r in self.rules for p in r.pieces)
+
+    def _prefixed(self, config: Mapping[str, Any], signals: Mapping[str, Any]) -> bool:
+        archs = config.get("architectures") or ()
+        if archs:
+            return archs[0] not in self.base_archs
+        # No architecture recorded (a config built in memory): a task head implies the
+        # task model's layout.
+        return any(p.signal in signals for r in self.rules if r.scope == "top" for p in r.pieces)
+
+    def from_signals(
+        self, signals: Mapping[str, torch.Tensor], config: Mapping[str, Any]
+    ) -> dict[str, torch.Tensor]:
+        """Rebuild a state dict in ``save_pretrained``'s checkpoint layout for ``config``.
+
+        A head tied to the embeddings is written only when its signal is there (as in the
+        source), so a round trip keeps the keys exactly; ``from_pretrained`` ties it either
+        way. The base prefix follows ``config["architectures"]``. Values may be tensors or
+        :class:`Signal` s. Returned tensors may share memory with ``signals``.
+
+        Raises:
+            InvalidInputError: a required signal is missing, a name is unknown, or a shape
+                does not match ``config``.
+        """
+        sizes = self.sizes(config)
+        layers = sizes["layers"]
+        prefix = f"{self.base_prefix}." if self._prefixed(config, signals) else ""
+        out: dict[str, torch.Tensor] = {}
+        used: set[str] = set()
+        rules = self.rules
+        first_layer = next((n for n, r in enumerate(rules) if r.per_layer), len(rules))
+        layer_rules: list[tuple[Rule, list[torch.Tensor]]] = []
+
+        def gather(r: Rule) -> list[torch.Tensor] | None:
+            names = [p.signal for p in r.pieces]
+            have = [s in signals for s in names]
+            if not any(have):
+                if r.required:
+                    raise InvalidInputError(
+                        f"signal {names[0]!r} is missing; a {self.name} model needs it."
+                    )
+                return None
+            if not all(have):
+                raise InvalidInputError(
+                    f"signals {names} come from one tensor; got only "
+                    f"{[s for s, h in zip(names, have, strict=True) if h]}."
+                )
+            used.update(names)
+            tensors = [_as_tensor(signals[s]) for s in names]
+            for piece, t in zip(r.pieces, tensors, strict=True):
+                want = tuple(sizes.get(a) for a in piece.axes)
+                if r.buffer and r.per_layer:
+                    want = (None, *want[1:])
+                bad = len(want) != t.dim() or any(
+                    w is not None and w != s for w, s in zip(want, t.shape, strict=True)
+                )
+                if bad and r.buffer:
+                    return None  # transformers rebuilds it at the target's size
+                if bad:
+                    shown = tuple("?" if w is None else w for w in want)
+                    raise InvalidInputError(
+                        f"signal {piece.signal!r} has shape {tuple(t.shape)} but the target "
+                        f"config needs {shown} (axes {piece.axes})."
+                    )
+            return tensors
+
+        def emit(r: Rule, tensors: list[torch.Tensor], index: int | None) -> None:
+            parts = tensors if index is None else [t[min(index, t.shape[0] - 1)] for t in tensors]
+            value = r.join(parts) if r.join else parts[0]
+            name = r.keys[0] if index is None else r.keys[0].format(i=index)
+            out[(prefix if r.scope == "base" else "") + name] = value.contiguous()
+
+        after: list[tuple[Rule, list[torch.Tensor]]] = []
+        for n, r in enumerate(rules):
+            tensors = gather(r)
+            if tensors is None:
+                continue
+            if r.per_layer:
+                layer_rules.append((r, tensors))
+            elif n < first_layer:
+                emit(r, tensors, None)
+            else:
+                after.append((r, tensors))
+        for i in range(layers):
+            for r, tensors in layer_rules:
+                emit(r, tensors, i)
+        for r, tensors in after:
+            emit(r, tensors, None)
+
+        unknown = [s for s in signals if s not in used and not s.startswith(EXTRA_PREFIX)]
+        if unknown:
+            raise InvalidInputError(
+                f"signals {sorted(unknown)} are not {self.name} signals; known ones are "
+                f"{', '.join(self.signal_names())}."
+            )
+        for s in signals:
+            if s.startswith(EXTRA_PREFIX):
+                out[s[len(EXTRA_PREFIX) :]] = _as_tensor(signals[s])
+        return out
+
+    # --- config ----------------------------------------------------------------------------
+
+    def plan(self, config: Mapping[str, Any], target: TargetSize) -> Plan:
+        """The validated target sizes; families with more knobs extend it."""
+        sizes = self.sizes(config)
+        heads = config_int(config, self.heads_key, self.name)
+        return plan_target(
+            self.name,
+            src_hidden=sizes["hidden"],
+            src_heads=heads,
+            src_ffn=sizes["ffn"],
+            target=target,
+        )
+
+    def write_config(self, config: dict[str, Any], plan: Plan, source: Mapping[str, Any]) -> None:
+        """Write ``plan``'s sizes into ``config`` (a deep copy of ``source``)."""
+        raise NotImplementedError
+
+    def target_config(self, config: Mapping[str, Any], target: TargetSize) -> dict[str, Any]:
+        plan = self.plan(config, target)
+        out = copy.deepcopy(dict(config))
+        self.write_config(out, plan, config)
+        return out
