@@ -42,7 +42,8 @@ def import_checkpoint(reg, source: str | os.PathLike[str], *, name: str | None =
         total = sum(t.nbytes for t in tensors)
         with progress_bar(total, f"import {Path(path).name}", enabled=progress) as bar:
             for t in tensors:
-                if not reg.store.has(t.digest):
+                # keep, not has: a reused blob gets a fresh time so gc leaves it alone.
+                if not reg.store.keep(t.digest):
                     reg.store.put(ckpt.read_bytes(t.name), t.digest)
                 bar.update(t.nbytes)
         files = dict(ckpt.files)

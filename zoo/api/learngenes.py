@@ -26,6 +26,10 @@ def band_name(signal: str, level: int) -> str:
     return f"{signal}@dwt{level}"
 
 
+def full_name(signal: str) -> str:
+    return f"{signal}@full"
+
+
 def extract_recipe(method: str, *, wavelet: str | None, levels: int | None,
                    keep: float | None) -> dict[str, Any]:
     """The normalized settings of an extraction (its identity besides the source)."""
@@ -114,8 +118,13 @@ def extract(reg, source: str, *, method: str = "dwt", wavelet: str | None = None
             "shape": list(sig.tensor.shape), "dtype": str(sig.tensor.dtype).replace("torch.", ""),
             "mean": mean, "std": std,
         }
-        if recipe["method"] == "dwt":
-            bands = dwt_levels(tuple(sig.tensor.shape), axes, recipe["levels"]) if axes else []
+        if not axes:
+            # Nothing in it can change size (vocab-only biases, fixed buffers): kept whole.
+            # Its bytes usually equal a source tensor's, so the store holds them once.
+            out_tensors[full_name(key)] = sig.tensor
+            entry["full"] = True
+        elif recipe["method"] == "dwt":
+            bands = dwt_levels(tuple(sig.tensor.shape), axes, recipe["levels"])
             for k in bands:
                 out_tensors[band_name(key, k)] = dwt_approx(
                     sig.tensor, axes=axes, level=k, wavelet=recipe["wavelet"]
@@ -123,10 +132,13 @@ def extract(reg, source: str, *, method: str = "dwt", wavelet: str | None = None
             entry["levels"] = bands
         else:
             layer_axis = sig.axes.index("layers") if "layers" in sig.axes else None
-            block = front_extract(sig.tensor, keep=recipe["keep"], layer_axis=layer_axis)
+            # Only axes that can change are low-passed; vocab, positions... stay whole.
+            keep = [recipe["keep"] if i in axes else 1.0 for i in range(sig.tensor.dim())]
+            block = front_extract(sig.tensor, keep=keep, layer_axis=layer_axis)
             out_tensors[f"{key}@dct.block"] = block.block
             out_tensors[f"{key}@dct.mean"] = block.means
             out_tensors[f"{key}@dct.std"] = block.stds
+            entry["layer_axis"] = layer_axis
         signal_info[key] = entry
 
     recs = tio.store_tensors(reg.store, out_tensors)  # blobs before rows

@@ -195,8 +195,8 @@ def derive_state(reg, plan: _Plan, dev) -> dict[str, torch.Tensor]:
         return tio.load_tensors(reg.store, [stored[name]], device=dev)[name]
 
     keys = sorted(lg_signals) if plan.learngene else sorted(all_source_signals())
-    out: dict[str, torch.Tensor] = {}
-    for key in keys:
+
+    def one(key: str) -> torch.Tensor:
         if plan.learngene:
             meta = lg_signals[key]
             spec = SignalSpec(tuple(meta["axes"]), meta["kind"], meta["fan_in_axis"])
@@ -208,9 +208,17 @@ def derive_state(reg, plan: _Plan, dev) -> dict[str, torch.Tensor]:
             shape = tuple(sig.tensor.shape)
             reference = signal_stats(sig.tensor)
         tshape = target_shape(spec.axes, shape, target_sizes)
-        out[key] = _derive_one(plan, key, spec, shape, tshape, reference, stored,
-                               stored_tensor, source_signal, generator, dev)
-    return family.from_signals(out, plan.target_config)
+        return _derive_one(plan, key, spec, shape, tshape, reference, stored,
+                           stored_tensor, source_signal, generator, dev)
+
+    if plan.recipe.method in ("scratch", "net2net"):
+        # These draw from one generator: the order of the signals fixes the numbers.
+        values = [one(k) for k in keys]
+    else:
+        if plan.learngene is None:
+            all_source_signals()  # load once, before the threads need it
+        values = tio.parallel_map(one, keys)
+    return family.from_signals(dict(zip(keys, values)), plan.target_config)
 
 
 def _derive_one(plan, key, spec, shape, tshape, reference, stored, stored_tensor,
@@ -218,18 +226,24 @@ def _derive_one(plan, key, spec, shape, tshape, reference, stored, stored_tensor
     from zoo.derive import derive_signal
 
     recipe = plan.recipe
+    meta = plan.learngene.info["signals"][key] if plan.learngene is not None else {}
+    if meta.get("full") and recipe.method in ("dwt", "dct"):
+        return stored_tensor(f"{key}@full")  # nothing in this signal changes size
     if recipe.method == "dct" and plan.learngene is not None:
+        import torch
+
         from zoo.transforms import FrontBlock, front_materialize
 
         block = FrontBlock(
             block=stored_tensor(f"{key}@dct.block"), means=stored_tensor(f"{key}@dct.mean"),
             stds=stored_tensor(f"{key}@dct.std"), source_shape=shape,
+            layer_axis=meta["layer_axis"], dtype=getattr(torch, meta["dtype"]),
         )
         y = front_materialize(block, tshape)
         return _amplitude(y, spec, recipe, reference)
     if recipe.method == "dwt" and plan.learngene is not None and recipe.rescale == "none":
         # The exact BoT L2S case: the stored cA band at the level that gives this shape.
-        for level in plan.learngene.info["signals"][key].get("levels", []):
+        for level in meta.get("levels", []):
             band = stored.get(f"{key}@dwt{level}")
             if band is not None and tuple(band.shape) == tuple(tshape):
                 return stored_tensor(band.name)

@@ -62,6 +62,12 @@ class Registry:
     def _sessions(self) -> sessionmaker[Session]:
         return sessionmaker(self.engine, expire_on_commit=False)
 
+    @cached_property
+    def _write_sessions(self) -> sessionmaker[Session]:
+        # Same pool; on SQLite these transactions take the write lock at BEGIN.
+        return sessionmaker(self.engine.execution_options(**db_engine.WRITE_OPTIONS),
+                            expire_on_commit=False)
+
     def ensure_schema(self) -> None:
         if not self._schema_ok and self._check_schema:
             db_engine.ensure_schema(self.engine)
@@ -79,24 +85,40 @@ class Registry:
 
         ``on_conflict(session)`` is called (in a fresh transaction) when ``work`` hits a
         unique constraint because another writer got there first; its result is returned.
+        When it returns None, or there is none, ``work`` runs again from the start: it
+        checks before it inserts, so the second run sees the winner's committed rows.
+        Every attempt rolls back completely before the next one.
         """
         self.ensure_schema()
         for attempt in range(_RETRIES):
+            last = attempt == _RETRIES - 1
             try:
-                with self._sessions() as session, session.begin():
+                with self._write_sessions() as session, session.begin():
                     return work(session)
             except IntegrityError:
-                if on_conflict is None or attempt == _RETRIES - 1:
+                if last:
                     raise
-                with self._sessions() as session, session.begin():
-                    result = on_conflict(session)
-                if result is not None:
-                    return result
+                if on_conflict is not None:
+                    result = self._attempt(on_conflict)
+                    if result is not None:
+                        return result
             except OperationalError as exc:
-                if not _transient(exc) or attempt == _RETRIES - 1:
+                if not _transient(exc) or last:
                     raise
-            time.sleep(min(0.5, 0.01 * 2**attempt) * (0.5 + random.random()))
+            time.sleep(min(0.2, 0.005 * 2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
+
+    def _attempt(self, work):
+        """``work(session)`` in one write transaction; None if it lost a race again."""
+        try:
+            with self._write_sessions() as session, session.begin():
+                return work(session)
+        except IntegrityError:
+            return None
+        except OperationalError as exc:
+            if not _transient(exc):
+                raise
+            return None
 
     def close(self) -> None:
         if "engine" in self.__dict__:
@@ -159,6 +181,78 @@ class Registry:
         from zoo.api.catalog import tag
 
         return tag(self, name, alias)
+
+    # --- maintenance of a shared registry (zoo.api.maintenance) ----------------------
+
+    def rm(self, name: str, *, cascade: bool = False):
+        """Remove an artifact: a soft delete that ``gc`` later makes final.
+
+        Args:
+            name: an alias, registry name or content-hash prefix.
+            cascade: also remove every kept artifact derived from it, down the edges.
+
+        Returns:
+            The removed artifacts (:class:`~zoo.db.entities.ArtifactInfo`), ``name``'s first.
+
+        Raises:
+            ConflictError: something derived from it is still kept and ``cascade`` is off.
+
+        Example:
+            >>> [i.name for i in reg.rm("bert-tiny", cascade=True)]   # doctest: +SKIP
+            ['bert-tiny', 'bert-tiny-dwt-haar-1a2b3c4d']
+        """
+        from zoo.api.maintenance import rm
+
+        return rm(self, name, cascade=cascade)
+
+    def gc(self, *, grace: str | float = "24h", dry_run: bool = False):
+        """Collect garbage: sweep blobs nothing kept needs, then forget removed rows.
+
+        A blob is kept while a kept stored artifact holds it, or while a kept virtual
+        artifact needs it to be re-derived (its ancestors' tensors, even removed ones).
+        Other blobs are swept once older than ``grace``; removed rows that no kept
+        artifact descends from are then deleted for good.
+
+        Args:
+            grace: minimum blob age before a sweep, e.g. ``"24h"`` or seconds. Writers
+                refresh blobs they reuse, so anything above an hour is safe while others
+                write; ``0`` is only safe when nobody else is writing.
+            dry_run: report what would go, change nothing.
+
+        Returns:
+            A :class:`~zoo.api.maintenance.GcReport`.
+        """
+        from zoo.api.maintenance import gc
+
+        return gc(self, grace=grace, dry_run=dry_run)
+
+    def fsck(self, *, repair: bool = False, grace: str | float = "24h"):
+        """Check the database against the store.
+
+        Reports kept rows whose blobs are missing or the wrong size (``report.ok`` is
+        False), temporary files and unfinished uploads left by killed writers, and orphan
+        blobs no row points at. ``repair`` removes only leftovers and orphans older than
+        ``grace``, never anything a row references.
+
+        Returns:
+            A :class:`~zoo.api.maintenance.FsckReport`.
+        """
+        from zoo.api.maintenance import fsck
+
+        return fsck(self, repair=repair, grace=grace)
+
+    def verify(self, name: str | None = None):
+        """Re-hash stored blobs: all of them, or those one artifact needs.
+
+        For a virtual artifact, the blobs it is re-derived from are checked.
+
+        Returns:
+            A :class:`~zoo.api.maintenance.VerifyReport`; ``report.ok`` is False when a
+            blob is missing or its bytes no longer hash to its name.
+        """
+        from zoo.api.maintenance import verify
+
+        return verify(self, name)
 
     def db_upgrade(self, revision: str = "head") -> tuple[str | None, str | None]:
         """Upgrade the database schema; returns (before, after) revisions."""

@@ -1,0 +1,104 @@
+"""Weight selection, HyperCloning tiling and Net2Net widening."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zoo.errors import TransformError
+from zoo.transforms import net2net_widen, resize, select_indices, tile, weight_select
+
+
+@pytest.mark.parametrize(
+    ("s", "t", "layer", "expect"),
+    [
+        (12, 4, False, [0, 3, 6, 9]),
+        (12, 6, False, [0, 2, 4, 6, 8, 10]),
+        (12, 5, False, [0, 3, 6, 8, 11]),
+        (10, 4, False, [0, 3, 6, 9]),
+        (768, 1, False, [0]),
+        (7, 2, False, [0, 6]),
+        (12, 3, True, [0, 1, 2]),
+        (12, 5, True, [0, 1, 2, 3, 4]),
+    ],
+)
+def test_select_indices_are_the_documented_ones(s, t, layer, expect):
+    assert select_indices(s, t, layer=layer) == expect
+
+
+def test_weight_select_picks_exactly_those_elements():
+    x = torch.arange(12 * 10 * 9, dtype=torch.float32).reshape(12, 10, 9)
+    y = weight_select(x, (4, 5, 9), layer_axis=0)
+    expect = x[[0, 1, 2, 3]][:, [0, 2, 4, 6, 8]]
+    assert torch.equal(y, expect)
+    y2 = resize(x, (4, 4, 9), method="select")  # no layer axis: stride along axis 0
+    assert torch.equal(y2, x[[0, 3, 6, 9]][:, select_indices(10, 4)])
+
+
+def test_tile_preserves_a_linear_layer():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(5, 4, dtype=torch.float64, generator=g)
+    b = torch.randn(5, dtype=torch.float64, generator=g)
+    x = torch.randn(4, dtype=torch.float64, generator=g)
+    w2 = tile(w, (10, 12), fan_in_axes=(1,))
+    b2 = tile(b, (10,))
+    y2 = w2 @ x.repeat(3) + b2
+    torch.testing.assert_close(y2, (w @ x + b).repeat(2))
+    # resize(method="tile") is the same operation
+    torch.testing.assert_close(resize(w, (10, 12), method="tile", fan_in_axes=(1,)), w2)
+
+
+def test_tile_stacks_depth():
+    x = torch.arange(2 * 3, dtype=torch.float32).reshape(2, 3)
+    y = tile(x, (5, 6), fan_in_axes=(1,), layer_axis=0)
+    assert torch.equal(y[:, :3] * 2, x[[0, 1, 0, 1, 0]])
+
+
+def _mlp(w1, b1, w2, x):
+    return w2 @ torch.relu(w1 @ x + b1)
+
+
+def test_net2net_preserves_a_two_layer_mlp():
+    g = torch.Generator().manual_seed(1)
+    w1, b1 = (
+        torch.randn(6, 4, generator=g, dtype=torch.float64),
+        torch.randn(6, generator=g, dtype=torch.float64),
+    )
+    w2 = torch.randn(3, 6, generator=g, dtype=torch.float64)
+    x = torch.randn(4, generator=g, dtype=torch.float64)
+
+    def gen():
+        return torch.Generator().manual_seed(7)
+
+    w1n = net2net_widen(w1, (15, 4), generator=gen())
+    b1n = net2net_widen(b1, (15,), generator=gen())
+    w2n = net2net_widen(w2, (3, 15), fan_in_axes=(1,), generator=gen())
+    torch.testing.assert_close(_mlp(w1n, b1n, w2n, x), _mlp(w1, b1, w2, x))
+    assert torch.equal(w1n[:6], w1)
+    # the extra units are copies, and some unit was copied (not just appended zeros)
+    assert all(any(torch.equal(w1n[i], w1[j]) for j in range(6)) for i in range(6, 15))
+
+
+def test_net2net_is_deterministic_given_the_generator():
+    w = torch.randn(4, 8)
+    a = net2net_widen(w, (4, 20), generator=torch.Generator().manual_seed(3))
+    b = net2net_widen(w, (4, 20), generator=torch.Generator().manual_seed(3))
+    c = net2net_widen(w, (4, 20), generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(net2net_widen(w, (4, 20)), net2net_widen(w, (4, 20)))
+
+
+@pytest.mark.parametrize(
+    ("call", "word"),
+    [
+        (lambda: tile(torch.randn(4, 4), (4, 6)), "shape"),
+        (lambda: tile(torch.randn(4, 4), (2, 4)), "shape"),
+        (lambda: weight_select(torch.randn(4, 4), (8, 4)), "shape"),
+        (lambda: net2net_widen(torch.randn(4, 4), (2, 4)), "shape"),
+        (lambda: tile(torch.randn(4, 4), (8, 4), fan_in_axes=(3,)), "fan_in_axes"),
+        (lambda: weight_select(torch.randn(4, 4), (2, 4), layer_axis=5), "layer_axis"),
+    ],
+)
+def test_bad_arguments(call, word):
+    with pytest.raises(TransformError, match=f"`{word}`"):
+        call()

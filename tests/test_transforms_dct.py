@@ -1,0 +1,113 @@
+"""DCT, inverse DCT and DCT resize against scipy.fft (norm="ortho")."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.fft as sfft
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zoo.errors import TransformError
+from zoo.transforms import dct, dct_resize, idct
+
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 5e-2}
+
+
+def _scipy_resize(x: np.ndarray, shape) -> np.ndarray:
+    c = sfft.dctn(x, norm="ortho")
+    out = np.zeros(shape)
+    keep = tuple(slice(0, min(a, b)) for a, b in zip(x.shape, shape, strict=True))
+    out[keep] = c[keep]
+    return sfft.idctn(out, norm="ortho")
+
+
+shapes = st.lists(st.integers(1, 20), min_size=1, max_size=3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes, st.data())
+def test_dct_and_idct_match_scipy(shape, data):
+    x = torch.randn(shape, dtype=torch.float64)
+    axes = data.draw(st.lists(st.integers(0, len(shape) - 1), min_size=1, unique=True))
+    ref = sfft.dctn(x.numpy(), norm="ortho", axes=axes)
+    np.testing.assert_allclose(dct(x, axes=axes).numpy(), ref, atol=1e-10)
+    np.testing.assert_allclose(
+        idct(torch.from_numpy(ref), axes=axes).numpy(), x.numpy(), atol=1e-10
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes, st.data())
+def test_dct_resize_matches_scipy(shape, data):
+    target = [data.draw(st.integers(1, 24)) for _ in shape]
+    x = torch.randn(shape, dtype=torch.float64)
+    np.testing.assert_allclose(
+        dct_resize(x, target).numpy(), _scipy_resize(x.numpy(), target), atol=1e-10
+    )
+
+
+@pytest.mark.parametrize(("n", "t"), [(1500, 700), (1100, 2049), (2048, 1024), (1025, 1025)])
+def test_long_axes_use_fft_path_and_match_scipy(n, t):
+    x = torch.randn(3, n, dtype=torch.float64)
+    np.testing.assert_allclose(
+        dct_resize(x, (3, t)).numpy(), _scipy_resize(x.numpy(), (3, t)), atol=1e-9
+    )
+    np.testing.assert_allclose(
+        dct(x, axes=(1,)).numpy(), sfft.dct(x.numpy(), norm="ortho"), atol=1e-9
+    )
+    xt = torch.randn(n, 2, dtype=torch.float64)  # long axis not last
+    np.testing.assert_allclose(
+        idct(xt, axes=(0,)).numpy(), sfft.idct(xt.numpy(), norm="ortho", axis=0), atol=1e-9
+    )
+
+
+def test_down_up_is_projection_and_up_down_is_identity():
+    x = torch.randn(12, 30, dtype=torch.float64)
+    down = (9, 17)
+
+    def proj(v):
+        return dct_resize(dct_resize(v, down), x.shape)
+
+    p = proj(x)
+    torch.testing.assert_close(proj(p), p, atol=1e-10, rtol=0)
+    torch.testing.assert_close(dct_resize(dct_resize(p, (20, 40)), x.shape), p, atol=1e-10, rtol=0)
+
+
+def test_smooth_signal_scales_by_sqrt_ratio():
+    x = torch.full((6, 8), 2.0, dtype=torch.float64)
+    y = dct_resize(x, (3, 32))
+    torch.testing.assert_close(y, torch.full_like(y, 2.0 * (6 / 3 * 8 / 32) ** 0.5))
+
+
+@pytest.mark.parametrize("dtype", list(TOL))
+def test_dtypes(dtype):
+    x = torch.randn(6, 40).to(dtype)
+    y = dct_resize(x, (4, 50))
+    assert y.dtype == dtype
+    np.testing.assert_allclose(
+        y.double().numpy(), _scipy_resize(x.double().numpy(), (4, 50)), atol=TOL[dtype] * 10
+    )
+
+
+def test_unchanged_axes_untouched_and_deterministic():
+    x = torch.randn(5, 7, 9)
+    y = dct_resize(x, (5, 7, 9))
+    assert torch.equal(y, x)
+    assert torch.equal(dct_resize(x, (3, 7, 12)), dct_resize(x, (3, 7, 12)))
+
+
+@pytest.mark.parametrize(
+    ("call", "word"),
+    [
+        (lambda: dct_resize(torch.randn(4, 4), (4, 0)), "shape"),
+        (lambda: dct_resize(torch.randn(4, 4), (4,)), "shape"),
+        (lambda: dct_resize(torch.ones(4, dtype=torch.int32), (2,)), "x"),
+        (lambda: dct(torch.randn(4), axes=(1,)), "axes"),
+        (lambda: idct(torch.tensor(1.0), axes=(0,)), "x"),
+    ],
+)
+def test_bad_arguments(call, word):
+    with pytest.raises(TransformError, match=f"`{word}`"):
+        call()

@@ -1,0 +1,428 @@
+"""Keeping a shared registry sound: remove, collect garbage, check, verify.
+
+The rule everything here follows: the store may hold blobs no row points at (a writer is
+killed between its blob and its row, or a row was deleted), but a kept row must never
+point at a missing blob. So writers put blobs before rows; ``rm`` only marks rows;
+``gc`` sweeps a blob only when no kept row needs it *and* it is older than a grace period
+(writers refresh the time of blobs they reuse, see :meth:`zoo.store.BlobStore.keep`);
+``fsck`` reports both kinds of problem and repairs only the harmless kind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from zoo.db import queries
+from zoo.db.entities import ArtifactInfo
+from zoo.db.models import Alias, Artifact, ArtifactTensor, Edge, FamilyDefault, ImportRecord
+from zoo.errors import BlobCorruptError, ConflictError, InvalidInputError
+
+DEFAULT_GRACE = "24h"
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*")
+_CHUNK = 500
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds in ``"90s"``, ``"30m"``, ``"24h"``, ``"7d"``, ``"2w"`` or a plain number.
+
+    Example:
+        >>> parse_duration("24h")
+        86400.0
+    """
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        match = _DURATION.fullmatch(text)
+        if not match:
+            raise InvalidInputError(
+                f"{text!r} is not a duration; write a number with s, m, h, d or w (e.g. 24h)."
+            )
+        seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if seconds < 0:
+        raise InvalidInputError(f"A duration cannot be negative (got {text!r}).")
+    return seconds
+
+
+# --- reports ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BlobProblem:
+    """A blob that kept rows need but that is missing, damaged or the wrong size."""
+
+    digest: str
+    problem: str  # missing | corrupt | wrong-size
+    artifacts: tuple[str, ...] = ()
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class StoreItem:
+    """A blob or leftover file in the store: name, size and age in seconds."""
+
+    name: str
+    size: int
+    age_s: float
+
+
+@dataclass(frozen=True)
+class FsckReport:
+    """What ``zoo fsck`` found, and what ``--repair`` removed."""
+
+    store_url: str
+    checked_rows: int
+    stored_blobs: int
+    problems: tuple[BlobProblem, ...]
+    temp_files: tuple[StoreItem, ...]
+    orphans: tuple[StoreItem, ...]
+    removed: tuple[str, ...] = ()
+    grace_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """No kept row points at a missing or damaged blob (leftovers are harmless)."""
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What ``zoo gc`` swept (or would sweep, with ``dry_run``)."""
+
+    dry_run: bool
+    grace_s: float
+    marked: int
+    swept: tuple[StoreItem, ...]
+    too_young: int
+    hard_deleted: tuple[str, ...]
+    kept_deleted: tuple[str, ...] = field(default=())
+
+    @property
+    def swept_bytes(self) -> int:
+        return sum(b.size for b in self.swept)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "swept_bytes": self.swept_bytes}
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What ``zoo verify`` re-hashed and what did not match."""
+
+    checked: int
+    checked_bytes: int
+    problems: tuple[BlobProblem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+# --- the lineage graph, as the collector sees it -----------------------------------------
+
+
+def _edges(session: Session) -> list[tuple[int, int]]:
+    return list(session.execute(select(Edge.parent_id, Edge.child_id)))
+
+
+def _walk(start: Iterable[int], step: dict[int, set[int]]) -> set[int]:
+    """Every id reachable from ``start`` through ``step`` (``start`` excluded unless looped)."""
+    seen: set[int] = set()
+    todo = [n for s in start for n in step.get(s, ())]
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(step.get(node, ()))
+    return seen
+
+
+def _parents_of(edges: list[tuple[int, int]]) -> dict[int, set[int]]:
+    out: dict[int, set[int]] = {}
+    for parent, child in edges:
+        out.setdefault(child, set()).add(parent)
+    return out
+
+
+def _children_of(edges: list[tuple[int, int]]) -> dict[int, set[int]]:
+    out: dict[int, set[int]] = {}
+    for parent, child in edges:
+        out.setdefault(parent, set()).add(child)
+    return out
+
+
+def _digests_of(session: Session, artifact_ids: Iterable[int]) -> set[str]:
+    ids = sorted(set(artifact_ids))
+    out: set[str] = set()
+    for start in range(0, len(ids), _CHUNK):
+        out.update(session.scalars(
+            select(ArtifactTensor.digest).where(
+                ArtifactTensor.artifact_id.in_(ids[start:start + _CHUNK])).distinct()
+        ))
+    return out
+
+
+def _mark(session: Session) -> tuple[set[str], set[int]]:
+    """(digests kept rows need, ids of rows that must stay: kept ones and their ancestors).
+
+    A digest is needed when a kept, stored (non-virtual) artifact holds it, or when a kept
+    virtual artifact needs it to be re-derived: every tensor of its ancestors, up the
+    edges, even of ancestors that were removed.
+    """
+    rows = session.execute(
+        select(Artifact.id, Artifact.virtual).where(Artifact.deleted_at.is_(None))
+    ).all()
+    kept = {i for i, _ in rows}
+    virtual = {i for i, v in rows if v}
+    parents = _parents_of(_edges(session))
+    needed_rows = kept | _walk(kept, parents)
+    digests = set(session.scalars(
+        select(ArtifactTensor.digest)
+        .join(Artifact, Artifact.id == ArtifactTensor.artifact_id)
+        .where(Artifact.deleted_at.is_(None), Artifact.virtual.is_(False))
+        .distinct()
+    ))
+    digests |= _digests_of(session, _walk(virtual, parents))
+    return digests, needed_rows
+
+
+def _needed_by_virtual(session: Session, artifact_id: int) -> set[str]:
+    """The stored digests a virtual artifact needs to be re-derived."""
+    return _digests_of(session, _walk([artifact_id], _parents_of(_edges(session))))
+
+
+# --- rm ----------------------------------------------------------------------------------
+
+
+def rm(reg, query: str, *, cascade: bool = False) -> list[ArtifactInfo]:
+    """Remove an artifact (soft delete); see :meth:`zoo.Registry.rm`."""
+
+    def work(session: Session) -> list[ArtifactInfo]:
+        row = queries.resolve(session, query)
+        deleted = {
+            i for i in session.scalars(select(Artifact.id).where(Artifact.deleted_at.isnot(None)))
+        }
+        below = _walk([row.id], _children_of(_edges(session))) - deleted - {row.id}
+        if below and not cascade:
+            names = sorted(session.scalars(select(Artifact.name).where(Artifact.id.in_(below))))
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            raise ConflictError(
+                f"{row.name} cannot be removed: {shown} derived from it "
+                f"{'is' if len(names) == 1 else 'are'} still kept; remove "
+                f"{'it' if len(names) == 1 else 'them'} first or pass --cascade."
+            )
+        stamp = queries.now()
+        doomed = [row] + [session.get(Artifact, i) for i in sorted(below)]
+        for r in doomed:
+            r.deleted_at = stamp
+        session.flush()
+        return [queries.to_info(session, r, tensors=False) for r in doomed]
+
+    return reg.transaction(work)
+
+
+# --- gc ----------------------------------------------------------------------------------
+
+
+def gc(reg, *, grace: str | float = DEFAULT_GRACE, dry_run: bool = False) -> GcReport:
+    """Sweep unreferenced blobs and forget removed rows; see :meth:`zoo.Registry.gc`."""
+    grace_s = parse_duration(grace)
+    store = reg.store
+    # List before marking: a blob written after the listing is not a candidate, and a
+    # row committed after the mark refreshed its blobs' time (keep), which the re-check
+    # just before each delete sees.
+    listing = list(store.entries())
+    with reg.session() as session:
+        marked, _ = _mark(session)
+    now = time.time()
+    candidates = [e for e in listing if e.digest not in marked]
+    old = [e for e in candidates if now - e.mtime > grace_s]
+    swept = []
+    for entry in old:
+        if not dry_run:
+            try:
+                if time.time() - store.modified(entry.digest) <= grace_s:
+                    continue  # a writer is reusing it right now
+            except FileNotFoundError:
+                continue
+            store.delete(entry.digest)
+        swept.append(StoreItem(entry.digest, entry.size, now - entry.mtime))
+    hard, kept_deleted = _forget_removed(reg, dry_run=dry_run)
+    return GcReport(dry_run=dry_run, grace_s=grace_s, marked=len(marked), swept=tuple(swept),
+                    too_young=len(candidates) - len(old), hard_deleted=tuple(hard),
+                    kept_deleted=tuple(kept_deleted))
+
+
+def _forget_removed(reg, *, dry_run: bool) -> tuple[list[str], list[str]]:
+    """Hard-delete removed rows that no kept row descends from; (deleted, still needed)."""
+
+    def work(session: Session) -> tuple[list[str], list[str]]:
+        _, needed = _mark(session)
+        removed = dict(session.execute(
+            select(Artifact.id, Artifact.name).where(Artifact.deleted_at.isnot(None))
+        ).all())
+        doomed = sorted(set(removed) - needed)
+        kept = sorted(removed[i] for i in set(removed) & needed)
+        if doomed and not dry_run:
+            for start in range(0, len(doomed), _CHUNK):
+                ids = doomed[start:start + _CHUNK]
+                session.execute(delete(Edge).where(Edge.child_id.in_(ids)))
+                session.execute(delete(Edge).where(Edge.parent_id.in_(ids)))
+                for model in (ArtifactTensor, ImportRecord, Alias, FamilyDefault):
+                    session.execute(delete(model).where(model.artifact_id.in_(ids)))
+                session.execute(delete(Artifact).where(
+                    Artifact.id.in_(ids), Artifact.deleted_at.isnot(None)))
+        return sorted(removed[i] for i in doomed), kept
+
+    if dry_run:
+        with reg.session() as session:
+            return work(session)
+    return reg.transaction(work)
+
+
+# --- fsck --------------------------------------------------------------------------------
+
+
+def _kept_tensors(session: Session) -> dict[str, int]:
+    """digest -> nbytes for every tensor of a kept, stored artifact."""
+    return dict(session.execute(
+        select(ArtifactTensor.digest, ArtifactTensor.nbytes)
+        .join(Artifact, Artifact.id == ArtifactTensor.artifact_id)
+        .where(Artifact.deleted_at.is_(None), Artifact.virtual.is_(False))
+        .distinct()
+    ).all())
+
+
+def _holders(session: Session, digests: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """digest -> names of the kept, stored artifacts holding it."""
+    digests = sorted(set(digests))
+    out: dict[str, set[str]] = {}
+    for start in range(0, len(digests), _CHUNK):
+        for digest, name in session.execute(
+            select(ArtifactTensor.digest, Artifact.name)
+            .join(Artifact, Artifact.id == ArtifactTensor.artifact_id)
+            .where(ArtifactTensor.digest.in_(digests[start:start + _CHUNK]),
+                   Artifact.deleted_at.is_(None), Artifact.virtual.is_(False))
+        ):
+            out.setdefault(digest, set()).add(name)
+    return {d: tuple(sorted(n)) for d, n in out.items()}
+
+
+def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> FsckReport:
+    """Check the registry against its store; see :meth:`zoo.Registry.fsck`."""
+    grace_s = parse_duration(grace)
+    store = reg.store
+    # Rows first, then the listing: a row read here had its blobs written before it was
+    # committed, so a blob absent from the later listing is really missing.
+    with reg.session() as session:
+        needed = _kept_tensors(session)
+    temps = list(store.temp_entries())
+    listing = {e.digest: e for e in store.entries()}
+    # ...and the references again after the listing: a blob listed before its row was
+    # committed is not an orphan.
+    with reg.session() as session:
+        referenced = set(session.scalars(select(ArtifactTensor.digest).distinct()))
+        now = time.time()
+        problems: list[BlobProblem] = []
+        missing = [d for d in needed if d not in listing and not store.has(d)]
+        wrong = [d for d in needed if d in listing and listing[d].size != needed[d]]
+        holders = _holders(session, missing + wrong)
+        still_needed = _kept_tensors(session) if missing else {}
+    for d in sorted(missing):
+        if d in still_needed:  # not removed (and swept) while we looked
+            problems.append(BlobProblem(d, "missing", holders.get(d, ())))
+    for d in sorted(wrong):
+        problems.append(BlobProblem(
+            d, "wrong-size", holders.get(d, ()),
+            f"stored {listing[d].size} bytes, rows say {needed[d]}"))
+    orphans = [StoreItem(d, e.size, now - e.mtime) for d, e in sorted(listing.items())
+               if d not in referenced]
+    temp_items = [StoreItem(t.name, t.size, now - t.mtime) for t in temps]
+    removed: list[str] = []
+    if repair:
+        for t in temp_items:
+            if t.age_s > grace_s:
+                store.remove_temp(t.name)
+                removed.append(t.name)
+        removed += _remove_orphans(reg, [o for o in orphans if o.age_s > grace_s], grace_s)
+    return FsckReport(store_url=store.url, checked_rows=len(needed), stored_blobs=len(listing),
+                      problems=tuple(problems), temp_files=tuple(temp_items),
+                      orphans=tuple(orphans), removed=tuple(removed), grace_s=grace_s)
+
+
+def _remove_orphans(reg, orphans: list[StoreItem], grace_s: float) -> list[str]:
+    if not orphans:
+        return []
+    with reg.session() as session:
+        referenced = set()
+        names = [o.name for o in orphans]
+        for start in range(0, len(names), _CHUNK):
+            referenced.update(session.scalars(
+                select(ArtifactTensor.digest)
+                .where(ArtifactTensor.digest.in_(names[start:start + _CHUNK])).distinct()
+            ))
+    removed = []
+    for o in orphans:
+        if o.name in referenced:
+            continue  # a row appeared meanwhile
+        try:
+            if time.time() - reg.store.modified(o.name) <= grace_s:
+                continue
+        except FileNotFoundError:
+            continue
+        reg.store.delete(o.name)
+        removed.append(o.name)
+    return removed
+
+
+# --- verify ------------------------------------------------------------------------------
+
+
+def verify(reg, query: str | None = None, *, workers: int | None = None) -> VerifyReport:
+    """Re-hash stored blobs; see :meth:`zoo.Registry.verify`."""
+    store = reg.store
+    with reg.session() as session:
+        if query is None:
+            needed = set(_kept_tensors(session))
+            digests = sorted(set(store.digests()) | needed)
+        else:
+            row = queries.resolve(session, query)
+            if row.virtual:
+                digests = sorted(_needed_by_virtual(session, row.id))
+            else:
+                digests = sorted({t.digest for t in queries.tensor_records(session, row.id)})
+
+    def check(digest: str) -> tuple[str, int, str | None, str]:
+        try:
+            return digest, len(store.get(digest)), None, ""
+        except BlobCorruptError as exc:
+            return digest, 0, "corrupt", str(exc)
+        except FileNotFoundError:
+            return digest, 0, "missing", ""
+
+    workers = workers or min(8, (os.cpu_count() or 1) + 2)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(check, digests))
+    # A blob no kept row needs may be swept while we read: that is not a problem.
+    bad = [(d, p, m) for d, _, p, m in results
+           if p is not None and (query is not None or p != "missing" or d in needed)]
+    with reg.session() as session:
+        holders = _holders(session, [d for d, _, _ in bad])
+    problems = tuple(BlobProblem(d, p, holders.get(d, ()), m) for d, p, m in bad)
+    return VerifyReport(checked=len(digests), checked_bytes=sum(n for _, n, _, _ in results),
+                        problems=problems)

@@ -1,0 +1,654 @@
+"""Opening a checkpoint in Hugging Face layout, and hashing every tensor in it.
+
+``open_checkpoint`` accepts what ``save_pretrained`` writes and what an auditor finds:
+
+- a folder with ``config.json`` and ``model.safetensors``;
+- a folder with ``config.json``, ``model.safetensors.index.json`` and the shards it names;
+- a single ``.safetensors`` file (no config);
+- pickle weights (``pytorch_model.bin``, its index and shards, ``*.pt``) only when the caller
+  opted in with ``allow_bin=True``; they are then loaded with ``torch.load(weights_only=True)``.
+
+Every safetensors header is validated by :mod:`zoo.checkpoint.safetensors_format`. Each file
+is memory-mapped and read once from disk: the whole-file hash (provenance) and the per-tensor
+hashes (content addressing) stream from zero-copy slices of the map, on worker threads
+(hashlib releases the GIL), so a multi-GB checkpoint hashes at disk or SHA-256 speed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import mmap
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from zoo.checkpoint.bin_format import PICKLE_SUFFIXES
+from zoo.checkpoint.safetensors_format import Header, read_header, tensor_from_bytes
+from zoo.errors import InvalidCheckpointError, NotFoundError, UnsafeFormatError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "CONFIG_NAME",
+    "SAFE_INDEX_NAME",
+    "SAFE_WEIGHTS_NAME",
+    "LocalCheckpoint",
+    "Progress",
+    "TensorInfo",
+    "open_checkpoint",
+]
+
+CONFIG_NAME = "config.json"
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_INDEX_NAME = "model.safetensors.index.json"
+BIN_WEIGHTS_NAME = "pytorch_model.bin"
+BIN_INDEX_NAME = "pytorch_model.bin.index.json"
+
+#: ``progress(done_bytes, total_bytes)``; may be called from worker threads, never concurrently.
+Progress = Callable[[int, int], None]
+
+_CHUNK = 16 << 20  # bytes per hashlib.update: large enough to release the GIL usefully
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of a checkpoint and the content hash of its bytes.
+
+    Attributes:
+        name: the parameter name (``bert.encoder.layer.0.attention.self.query.weight``).
+        dtype: safetensors dtype code (``"F32"``, ``"BF16"``...).
+        shape: the tensor's shape.
+        nbytes: length of its raw bytes.
+        digest: sha256 hex of its raw little-endian bytes, exactly as safetensors stores them.
+        file: the file (relative to the checkpoint's root) that holds it; not part of
+            equality, so the same tensor in a differently sharded copy compares equal.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    digest: str
+    file: str = field(default="", compare=False)
+
+
+class LocalCheckpoint:
+    """A validated, hashed checkpoint on disk; a context manager that closes its file maps.
+
+    Create it with :func:`open_checkpoint`. Attributes:
+
+    - ``path``: what was opened; ``root``: the folder its file names are relative to.
+    - ``config``: the parsed ``config.json`` (``None`` for a lone weights file).
+    - ``tensors``: :class:`TensorInfo` of every tensor, sorted by name.
+    - ``files``: relative file name -> sha256 of the whole file (config, index, weights).
+    - ``metadata``: the safetensors ``__metadata__`` of all files merged (first file in
+      name order wins a clash); empty for pickle weights.
+    - ``format``: ``"safetensors"`` or ``"pickle"`` (loaded with ``weights_only=True``).
+    """
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        root: Path,
+        config: dict[str, Any] | None,
+        tensors: list[TensorInfo],
+        files: dict[str, str],
+        metadata: dict[str, str],
+        format: str,
+        reader: _Reader,
+    ) -> None:
+        self.path = path
+        self.root = root
+        self.config = config
+        self.tensors = tensors
+        self.files = files
+        self.metadata = metadata
+        self.format = format
+        self._by_name = {t.name: t for t in tensors}
+        self._reader = reader
+
+    def __enter__(self) -> LocalCheckpoint:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<LocalCheckpoint {self.path} ({self.format}, {len(self.tensors)} tensors, "
+            f"{len(self.files)} files)>"
+        )
+
+    def __iter__(self) -> Iterator[TensorInfo]:
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def close(self) -> None:
+        """Release the file maps; views returned by :meth:`read_bytes` keep theirs alive."""
+        self._reader.close()
+
+    @property
+    def nbytes(self) -> int:
+        """Total bytes of all tensors."""
+        return sum(t.nbytes for t in self.tensors)
+
+    def info(self, name: str) -> TensorInfo:
+        """The :class:`TensorInfo` of tensor ``name`` (``NotFoundError`` when absent)."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise NotFoundError(
+                f"{self.path} has no tensor named {name!r}; list its tensors with "
+                "checkpoint.tensors.",
+                query=name,
+            ) from None
+
+    def read_bytes(self, name: str) -> memoryview:
+        """The raw bytes of tensor ``name``, as a read-only view (no copy).
+
+        The view reads the file map: use it while the checkpoint is open, or copy it with
+        ``bytes(view)`` to keep it.
+        """
+        return self._reader.read(self.info(name))
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """Tensor ``name`` as a new CPU tensor that owns its memory."""
+        info = self.info(name)
+        return tensor_from_bytes(self._reader.read(info), info.dtype, info.shape)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Every tensor, by name (a copy of each; for tiny models and tests)."""
+        return {t.name: self.tensor(t.name) for t in self.tensors}
+
+    def manifest_hash(self) -> str:
+        """The checkpoint's identity; see :func:`zoo.checkpoint.manifest.manifest_hash`."""
+        from zoo.checkpoint.manifest import manifest_hash
+
+        return manifest_hash(self.config, self.tensors)
+
+
+def open_checkpoint(
+    path: str | os.PathLike[str], *, allow_bin: bool = False, progress: Progress | None = None
+) -> LocalCheckpoint:
+    """Validate and hash a checkpoint in Hugging Face layout, or a lone weights file.
+
+    Args:
+        path: a folder saved by ``save_pretrained`` (``config.json`` + safetensors weights,
+            single or sharded), or one ``.safetensors`` file (then ``config`` is ``None``).
+        allow_bin: also accept pickle weights (``pytorch_model.bin``, its shards, ``*.pt``),
+            loaded with ``torch.load(weights_only=True)``, never a full unpickle.
+        progress: called as ``progress(done_bytes, total_bytes)`` while files are hashed.
+
+    Returns:
+        An open :class:`LocalCheckpoint`; use it as a context manager.
+
+    Raises:
+        InvalidCheckpointError: missing or malformed config, index, shard or safetensors file.
+        UnsafeFormatError: only pickle weights were found and ``allow_bin`` is false.
+
+    Example:
+        >>> with open_checkpoint("tiny-bert") as ckpt:  # doctest: +SKIP
+        ...     print(ckpt.manifest_hash(), len(ckpt.tensors))
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InvalidCheckpointError(
+            f"{path} does not exist; pass a checkpoint folder or a .safetensors file.",
+            path=str(path),
+        )
+    if path.is_file():
+        return _open_file(path, allow_bin=allow_bin, progress=progress)
+    if not path.is_dir():
+        raise InvalidCheckpointError(
+            f"{path} is neither a file nor a folder; pass a checkpoint folder or a "
+            ".safetensors file.",
+            path=str(path),
+        )
+    return _open_folder(path, allow_bin=allow_bin, progress=progress)
+
+
+# --- layouts ------------------------------------------------------------------------------
+
+
+def _open_file(path: Path, *, allow_bin: bool, progress: Progress | None) -> LocalCheckpoint:
+    root = path.parent
+    if path.suffix == ".safetensors":
+        return _open_safetensors(path, root, None, [path.name], {}, [], progress)
+    if path.suffix in PICKLE_SUFFIXES:
+        if not allow_bin:
+            raise _refuse_pickle(path, [path.name])
+        return _open_pickle(path, root, None, [path.name], [], progress)
+    raise InvalidCheckpointError(
+        f"{path} is not a .safetensors file; pass a .safetensors file or a checkpoint folder.",
+        path=str(path),
+    )
+
+
+def _open_folder(root: Path, *, allow_bin: bool, progress: Progress | None) -> LocalCheckpoint:
+    config = _read_config(root)
+    if (root / SAFE_WEIGHTS_NAME).is_file():
+        return _open_safetensors(
+            root, root, config, [SAFE_WEIGHTS_NAME], {}, [CONFIG_NAME], progress
+        )
+    if (root / SAFE_INDEX_NAME).is_file():
+        weight_map = _read_index(root, SAFE_INDEX_NAME)
+        shards = sorted(set(weight_map.values()))
+        return _open_safetensors(
+            root, root, config, shards, weight_map, [CONFIG_NAME, SAFE_INDEX_NAME], progress
+        )
+
+    pickles = sorted(p.name for p in root.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
+    if (root / BIN_INDEX_NAME).is_file():
+        if not allow_bin:
+            raise _refuse_pickle(root, [BIN_INDEX_NAME])
+        weight_map = _read_index(root, BIN_INDEX_NAME)
+        return _open_pickle(
+            root,
+            root,
+            config,
+            sorted(set(weight_map.values())),
+            [CONFIG_NAME, BIN_INDEX_NAME],
+            progress,
+            weight_map=weight_map,
+        )
+    if pickles:
+        if not allow_bin:
+            raise _refuse_pickle(root, pickles)
+        if BIN_WEIGHTS_NAME in pickles:
+            chosen = BIN_WEIGHTS_NAME
+        else:
+            # training_args.bin, optimizer.pt... are not weights; only a lone file is certain.
+            weights = [p for p in pickles if p != "training_args.bin"]
+            if len(weights) != 1:
+                raise InvalidCheckpointError(
+                    f"{root} holds no {BIN_WEIGHTS_NAME} and no single other weights file "
+                    f"({', '.join(pickles)}); pass the weights file itself.",
+                    path=str(root),
+                )
+            chosen = weights[0]
+        return _open_pickle(root, root, config, [chosen], [CONFIG_NAME], progress)
+
+    others = sorted(p.name for p in root.glob("*.safetensors"))
+    if others:
+        raise InvalidCheckpointError(
+            f"{root} has neither {SAFE_WEIGHTS_NAME} nor {SAFE_INDEX_NAME} but holds "
+            f"{', '.join(others)}; pass that .safetensors file itself.",
+            path=str(root),
+        )
+    raise InvalidCheckpointError(
+        f"{root} holds no weights ({SAFE_WEIGHTS_NAME} or {SAFE_INDEX_NAME}); pass a folder "
+        "saved with save_pretrained(safe_serialization=True).",
+        path=str(root),
+    )
+
+
+def _read_config(root: Path) -> dict[str, Any]:
+    cfg = root / CONFIG_NAME
+    if not cfg.is_file():
+        raise InvalidCheckpointError(
+            f"{root} has no {CONFIG_NAME}; pass a folder saved with save_pretrained, or a "
+            "single .safetensors file to read weights without a config.",
+            path=str(cfg),
+        )
+    obj = _read_json(cfg)
+    if not isinstance(obj, dict):
+        raise InvalidCheckpointError(
+            f"{cfg} holds a JSON {type(obj).__name__}, not an object; restore the "
+            "config.json that save_pretrained wrote.",
+            path=str(cfg),
+        )
+    return obj
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidCheckpointError(
+            f"{path} cannot be read as UTF-8 text ({exc}); restore the file.", path=str(path)
+        ) from exc
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InvalidCheckpointError(
+            f"{path} is not valid JSON ({exc}); restore the file that save_pretrained wrote.",
+            path=str(path),
+        ) from exc
+
+
+def _read_index(root: Path, index_name: str) -> dict[str, str]:
+    index = root / index_name
+    obj = _read_json(index)
+    weight_map = obj.get("weight_map") if isinstance(obj, dict) else None
+    if (
+        not isinstance(weight_map, dict)
+        or not weight_map
+        or not all(isinstance(v, str) for v in weight_map.values())
+    ):
+        raise InvalidCheckpointError(
+            f"{index} has no non-empty weight_map of tensor -> shard file names; restore the "
+            "index that save_pretrained wrote.",
+            path=str(index),
+        )
+    for shard in set(weight_map.values()):
+        parts = PurePosixPath(shard).parts
+        if not parts or shard.startswith("/") or "\\" in shard or ".." in parts:
+            raise InvalidCheckpointError(
+                f"{index} names the shard {shard!r}, which is not a file inside the "
+                "checkpoint folder; the index is corrupt or forged.",
+                path=str(index),
+            )
+        if not (root / shard).is_file():
+            raise InvalidCheckpointError(
+                f"{index} names the shard {shard} but {root / shard} does not exist; restore "
+                "the missing shard.",
+                path=str(root / shard),
+            )
+    return weight_map
+
+
+def _refuse_pickle(where: Path, names: list[str]) -> UnsafeFormatError:
+    return UnsafeFormatError(
+        f"{where} holds only pickle weights ({', '.join(names)}) and zoo reads safetensors "
+        "only; re-run with --convert-bin to load them with torch.load(weights_only=True) "
+        "and convert them.",
+        path=str(where),
+    )
+
+
+def _check_weight_map(
+    root: Path, index_name: str, weight_map: dict[str, str], found: dict[str, str]
+) -> None:
+    """Check that the index and the shards' own contents (``found``) agree exactly."""
+    index = root / index_name
+    for name, shard in sorted(weight_map.items()):
+        if found.get(name) != shard:
+            where = f"; it is in {found[name]}" if name in found else ""
+            raise InvalidCheckpointError(
+                f"{index} places tensor {name!r} in {shard} but that shard does not hold "
+                f"it{where}; restore the shard or the index that save_pretrained wrote.",
+                path=str(root / shard),
+            )
+    extra = sorted(set(found) - set(weight_map))
+    if extra:
+        raise InvalidCheckpointError(
+            f"{root / found[extra[0]]} holds tensor {extra[0]!r}, which {index} does not "
+            "list; restore the index that save_pretrained wrote.",
+            path=str(root / found[extra[0]]),
+        )
+
+
+def _claim(root: Path, found: dict[str, str], name: str, shard: str) -> None:
+    if name in found:
+        raise InvalidCheckpointError(
+            f"Tensor {name!r} appears in both {root / found[name]} and {root / shard}; keep "
+            "it in one shard only.",
+            path=str(root / shard),
+        )
+    found[name] = shard
+
+
+# --- safetensors --------------------------------------------------------------------------
+
+
+def _open_safetensors(
+    path: Path,
+    root: Path,
+    config: dict[str, Any] | None,
+    weight_files: list[str],
+    weight_map: dict[str, str],
+    side_files: list[str],
+    progress: Progress | None,
+) -> LocalCheckpoint:
+    headers = {name: read_header(root / name) for name in weight_files}
+    found: dict[str, str] = {}
+    for fname, header in headers.items():
+        for tname in header.tensors:
+            _claim(root, found, tname, fname)
+    if weight_map:
+        _check_weight_map(root, SAFE_INDEX_NAME, weight_map, found)
+
+    reader = _MmapReader(root)
+    try:
+        digests, file_digests = reader.hash_all(headers, side_files, progress)
+    except BaseException:
+        reader.close()
+        raise
+    tensors = sorted(
+        (
+            TensorInfo(e.name, e.dtype, e.shape, e.nbytes, digests[e.name], fname)
+            for fname, header in headers.items()
+            for e in header.tensors.values()
+        ),
+        key=lambda t: t.name,
+    )
+    metadata: dict[str, str] = {}
+    for fname in sorted(headers):
+        for key, value in headers[fname].metadata.items():
+            metadata.setdefault(key, value)
+    return LocalCheckpoint(
+        path=path,
+        root=root,
+        config=config,
+        tensors=tensors,
+        files=file_digests,
+        metadata=metadata,
+        format="safetensors",
+        reader=reader,
+    )
+
+
+class _Reader:
+    def read(self, info: TensorInfo) -> memoryview:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _MmapReader(_Reader):
+    """Maps each weight file once; serves zero-copy slices of the maps."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.maps: dict[str, mmap.mmap] = {}
+        self.offsets: dict[str, tuple[int, int]] = {}
+        self.closed = False
+
+    def hash_all(
+        self, headers: dict[str, Header], side_files: list[str], progress: Progress | None
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        for fname, header in headers.items():
+            self.maps[fname] = self._map(fname, header)
+            for e in header.tensors.values():
+                self.offsets[e.name] = (e.begin, e.end)
+        total = sum(h.file_size for h in headers.values())
+        counter = _Counter(total, progress)
+        digests: dict[str, str] = {}
+        file_digests: dict[str, str] = {}
+        for name in side_files:
+            file_digests[name] = _sha256_file(self.root / name)
+        # Two jobs per file, so even a single-file checkpoint uses two cores: one hashes the
+        # whole file (provenance), one hashes each tensor's slice (content addressing).
+        jobs = [(fname, kind) for fname in headers for kind in ("file", "tensors")]
+        workers = max(1, min(len(jobs), os.cpu_count() or 1, 16))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zoo-hash") as pool:
+            futures = {
+                pool.submit(
+                    self._hash_file if kind == "file" else self._hash_tensors,
+                    fname,
+                    headers[fname],
+                    counter,
+                ): (fname, kind)
+                for fname, kind in jobs
+            }
+            for future, (fname, kind) in futures.items():
+                result = future.result()
+                if kind == "file":
+                    file_digests[fname] = result
+                else:
+                    digests.update(result)
+        return digests, dict(sorted(file_digests.items()))
+
+    def _map(self, fname: str, header: Header) -> mmap.mmap:
+        path = self.root / fname
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size != header.file_size:
+                raise InvalidCheckpointError(
+                    f"{path} changed size while being read; open it again once nothing writes it.",
+                    path=str(path),
+                )
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def _hash_file(self, fname: str, header: Header, counter: _Counter) -> str:
+        h = hashlib.sha256()
+        with memoryview(self.maps[fname]) as view:
+            for start in range(0, len(view), _CHUNK):
+                chunk = view[start : start + _CHUNK]
+                h.update(chunk)
+                counter.add(len(chunk))
+                chunk.release()
+        return h.hexdigest()
+
+    def _hash_tensors(self, fname: str, header: Header, counter: _Counter) -> dict[str, str]:
+        out: dict[str, str] = {}
+        with memoryview(self.maps[fname]) as view:
+            # In file order, so a cold file is read front to back.
+            for e in sorted(header.tensors.values(), key=lambda e: e.begin):
+                h = hashlib.sha256()
+                for start in range(e.begin, e.end, _CHUNK):
+                    chunk = view[start : min(start + _CHUNK, e.end)]
+                    h.update(chunk)
+                    chunk.release()
+                out[e.name] = h.hexdigest()
+        return out
+
+    def read(self, info: TensorInfo) -> memoryview:
+        if self.closed:
+            raise ValueError(
+                f"the checkpoint holding {info.name!r} is closed; read it inside the with block."
+            )
+        begin, end = self.offsets[info.name]
+        return memoryview(self.maps[info.file])[begin:end]
+
+    def close(self) -> None:
+        self.closed = True
+        for m in self.maps.values():
+            # A caller may still hold a read_bytes view; the map then closes when it dies.
+            with contextlib.suppress(BufferError):
+                m.close()
+        self.maps.clear()
+
+
+class _Counter:
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self.total = total
+        self.done = 0
+        self.progress = progress
+        self.lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        if self.progress is None:
+            return
+        with self.lock:
+            self.done += n
+            self.progress(self.done, self.total)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --- pickle (opt-in) ----------------------------------------------------------------------
+
+
+def _open_pickle(
+    path: Path,
+    root: Path,
+    config: dict[str, Any] | None,
+    files: list[str],
+    side_files: list[str],
+    progress: Progress | None,
+    *,
+    weight_map: dict[str, str] | None = None,
+) -> LocalCheckpoint:
+    from zoo.checkpoint.bin_format import load_weights_only, tensor_bytes
+    from zoo.checkpoint.safetensors_format import dtype_code
+
+    found: dict[str, str] = {}
+    loaded: dict[str, torch.Tensor] = {}
+    for fname in files:
+        for name, t in load_weights_only(root / fname).items():
+            _claim(root, found, name, fname)
+            loaded[name] = t
+    if weight_map:
+        _check_weight_map(root, BIN_INDEX_NAME, weight_map, found)
+    file_digests = {name: _sha256_file(root / name) for name in [*side_files, *files]}
+    if progress is not None:
+        total = sum((root / f).stat().st_size for f in files)
+        progress(total, total)
+    tensors = sorted(
+        (
+            TensorInfo(
+                name,
+                dtype_code(t.dtype),
+                tuple(t.shape),
+                t.numel() * t.element_size(),
+                hashlib.sha256(tensor_bytes(t)).hexdigest(),
+                found[name],
+            )
+            for name, t in loaded.items()
+        ),
+        key=lambda t: t.name,
+    )
+    return LocalCheckpoint(
+        path=path,
+        root=root,
+        config=config,
+        tensors=tensors,
+        files=dict(sorted(file_digests.items())),
+        metadata={},
+        format="pickle",
+        reader=_TensorReader(loaded),
+    )
+
+
+class _TensorReader(_Reader):
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.tensors = tensors
+
+    def read(self, info: TensorInfo) -> memoryview:
+        from zoo.checkpoint.bin_format import tensor_bytes
+
+        if info.name not in self.tensors:
+            raise ValueError(
+                f"the checkpoint holding {info.name!r} is closed; read it inside the with block."
+            )
+        return tensor_bytes(self.tensors[info.name])
+
+    def close(self) -> None:
+        self.tensors = {}

@@ -1,0 +1,41 @@
+"""Weight-signal transforms: tensors in, tensors out (BoT wavelets, FRONT DCT, baselines).
+
+Every function is pure (no files, no database), works on any torch device, computes
+fp16/bf16 in fp32 and returns the input dtype, and raises :class:`zoo.errors.TransformError`
+naming the offending argument. See docs/transforms.md for the rules on non-dyadic sizes,
+odd lengths, amplitude and FRONT's depth expansion.
+"""
+
+from __future__ import annotations
+
+from .baselines import net2net_widen, select_indices, tile, weight_select
+from .dct import dct, dct_resize, idct
+from .front import FrontBlock, front_extract, front_materialize
+from .resize import METHODS, RESCALES, resize
+from .sizes import dyadic_plan
+from .wavelets import dwt_approx, idwt_zero, wavedec, waverec
+
+# Bump when any transform's numerics change; recorded in lineage.
+TRANSFORM_VERSION = "1"
+
+__all__ = [
+    "METHODS",
+    "RESCALES",
+    "TRANSFORM_VERSION",
+    "FrontBlock",
+    "dct",
+    "dct_resize",
+    "dwt_approx",
+    "dyadic_plan",
+    "front_extract",
+    "front_materialize",
+    "idct",
+    "idwt_zero",
+    "net2net_widen",
+    "resize",
+    "select_indices",
+    "tile",
+    "wavedec",
+    "waverec",
+    "weight_select",
+]

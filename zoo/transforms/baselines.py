@@ -1,0 +1,143 @@
+"""Training-free baselines: weight selection (L2S), HyperCloning tiling and Net2Net (S2L).
+
+Same conventions as the wavelet transforms: tensors in, tensors out, axes whose size is
+equal are untouched, fp16/bf16 computed in fp32 and returned in the input dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from zoo.errors import TransformError
+
+from ._checks import as_float, check_shape, norm_axes, norm_axis, restore
+
+
+def select_indices(s: int, t: int, *, layer: bool = False) -> list[int]:
+    """Indices weight selection keeps when an axis shrinks from ``s`` to ``t``.
+
+    * layer axis: the first ``t`` layers (Xu et al. 2023, "first-N layer selection");
+    * ``s % t == 0``: every ``(s // t)``-th element starting at 0 (uniform selection);
+    * otherwise: rounded linspace, ``floor(i * (s - 1) / (t - 1) + 1/2)`` for
+      ``i < t``, in exact integer arithmetic (first and last element always kept).
+
+    Example:
+        >>> select_indices(12, 4), select_indices(12, 5), select_indices(12, 3, layer=True)
+        ([0, 3, 6, 9], [0, 3, 6, 8, 11], [0, 1, 2])
+    """
+    if layer:
+        return list(range(t))
+    if s % t == 0:
+        return list(range(0, s, s // t))
+    return [(2 * i * (s - 1) + (t - 1)) // (2 * (t - 1)) for i in range(t)]
+
+
+def _setup(x, shape, fan_in_axes, layer_axis):
+    xf = as_float(x)
+    target = check_shape(shape, xf.ndim)
+    fan = set(norm_axes(fan_in_axes, xf.ndim, "fan_in_axes"))
+    return xf, target, fan, norm_axis(layer_axis, xf.ndim, "layer_axis")
+
+
+def weight_select(
+    x: torch.Tensor, shape: Sequence[int], *, layer_axis: int | None = None
+) -> torch.Tensor:
+    """Weight selection (L2S): keep a subset of elements per shrinking axis.
+
+    See :func:`select_indices` for exactly which. Growing an axis is refused.
+    """
+    xf, target, _, la = _setup(x, shape, (), layer_axis)
+    for a, (s, t) in enumerate(zip(xf.shape, target, strict=True)):
+        if t > s:
+            raise TransformError(
+                f"`shape` grows axis {a} ({s} -> {t}); weight selection only shrinks. "
+                f"Use method 'tile', 'net2net', 'dwt' or 'dct' to grow."
+            )
+        if t < s:
+            idx = torch.tensor(select_indices(s, t, layer=a == la), device=xf.device)
+            xf = xf.index_select(a, idx)
+    return restore(xf, x)
+
+
+def _divide_along(x: torch.Tensor, axis: int, div: torch.Tensor) -> torch.Tensor:
+    view = [1] * x.ndim
+    view[axis] = -1
+    return x / div.to(x.dtype).reshape(view)
+
+
+def tile(
+    x: torch.Tensor,
+    shape: Sequence[int],
+    *,
+    fan_in_axes: Sequence[int] = (),
+    layer_axis: int | None = None,
+) -> torch.Tensor:
+    """HyperCloning-style expansion: ``W' = tile(W) / n_in`` along fan-in axes.
+
+    Each growing axis must grow by an integer multiple ``n``; the tensor is repeated
+    ``n`` times along it (``[W, W, ...]``) and divided by ``n`` along ``fan_in_axes``,
+    so a Linear layer fed a tiled input returns tiled outputs: the function is kept.
+    The ``layer_axis`` (depth) grows by stacking the whole stack again (target layer
+    ``i`` is source layer ``i % S``), which needs no integer multiple and no division.
+    """
+    xf, target, fan, la = _setup(x, shape, fan_in_axes, layer_axis)
+    for a, (s, t) in enumerate(zip(xf.shape, target, strict=True)):
+        if t == s:
+            continue
+        if t < s or (a != la and t % s):
+            raise TransformError(
+                f"`shape` changes axis {a} from {s} to {t}; tiling needs an integer "
+                f"multiple (e.g. {s} -> {2 * s}). Use 'net2net' or 'dwt' for other sizes."
+            )
+        xf = xf.index_select(a, torch.arange(t, device=xf.device) % s)
+        if a in fan and a != la:
+            xf = xf / (t // s)
+    return restore(xf, x)
+
+
+def net2net_widen(
+    x: torch.Tensor,
+    shape: Sequence[int],
+    *,
+    fan_in_axes: Sequence[int] = (),
+    generator: torch.Generator | None = None,
+    layer_axis: int | None = None,
+) -> torch.Tensor:
+    """Net2Net widening: copy random units, divide fan-in weights by the replica count.
+
+    For each growing axis (in axis order) target unit ``i < S`` is source unit ``i`` and
+    each extra unit copies ``torch.randint(0, S, (T - S,), generator=generator)``; along
+    ``fan_in_axes`` every copy is divided by how many times its source unit appears, so a
+    widened hidden layer computes the same function. Two calls with generators in the
+    same state draw the same mapping: widen the producing and the consuming weights with
+    equally seeded generators. ``generator=None`` means a CPU generator seeded with 0.
+    The ``layer_axis`` grows by stacking (layer ``i`` copies ``i % S``, no division).
+    """
+    xf, target, fan, la = _setup(x, shape, fan_in_axes, layer_axis)
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    for a, (s, t) in enumerate(zip(xf.shape, target, strict=True)):
+        if t == s:
+            continue
+        if t < s:
+            raise TransformError(
+                f"`shape` shrinks axis {a} ({s} -> {t}); Net2Net only widens. "
+                f"Use 'select', 'dwt' or 'dct' to shrink."
+            )
+        if a == la:
+            xf = xf.index_select(a, torch.arange(t, device=xf.device) % s)
+            continue
+        extra = torch.randint(0, s, (t - s,), generator=gen, device=gen.device)
+        mapping = torch.cat([torch.arange(s, device=gen.device), extra]).to(xf.device)
+        xf = xf.index_select(a, mapping)
+        if a in fan:
+            counts = torch.bincount(mapping, minlength=s)
+            xf = _divide_along(xf, a, counts[mapping])
+    return restore(xf, x)
+
+
+def fan_in_multiplier(src: Sequence[int], dst: Sequence[int], fan_in_axes: Sequence[int]) -> float:
+    """``prod(dst[a] / src[a])`` over ``fan_in_axes``: how much wider each input got."""
+    return math.prod(dst[a] / src[a] for a in fan_in_axes)
