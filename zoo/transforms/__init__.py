@@ -16,7 +16,7 @@ from .sizes import dyadic_plan
 from .wavelets import dwt_approx, idwt_zero, wavedec, waverec
 
 # Bump when any transform's numerics change; recorded in lineage.
-TRANSFORM_VERSION = "1"
+TRANSFORM_VERSION = "2"
 
 __all__ = [
     "METHODS",

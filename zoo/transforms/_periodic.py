@@ -99,8 +99,14 @@ def _gather(taps, up, n_in, n_out, device: torch.device) -> torch.Tensor:
     return ((torch.arange((blocks + 1) * chunk) + start) % n_in).to(device)
 
 
-def apply(x: torch.Tensor, axis: int, taps, *, up: bool) -> torch.Tensor:
-    """Apply one periodic two-fold down- (``up=False``) or up-sampling filter along ``axis``."""
+def apply(
+    x: torch.Tensor, axis: int, taps, *, up: bool, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Apply one periodic two-fold down- (``up=False``) or up-sampling filter along ``axis``.
+
+    ``out``, if given, is a contiguous tensor of the result's shape that receives it (and
+    is returned); results are the same bits either way.
+    """
     shape = list(x.shape)
     n_in = shape[axis]
     n_out = n_in * 2 if up else n_in // 2
@@ -109,17 +115,26 @@ def apply(x: torch.Tensor, axis: int, taps, *, up: bool) -> torch.Tensor:
     shape[axis] = n_out
     if n_out <= _DENSE_MAX:
         x3 = x.reshape(p, n_in, q)
-        out = x3.reshape(p, n_in) @ mat.T if q == 1 else torch.matmul(mat, x3)
-        return out.reshape(shape)
+        if q == 1:
+            dst = None if out is None else out.view(p, n_out)
+            res = torch.matmul(x3.reshape(p, n_in), mat.T, out=dst)
+        else:
+            dst = None if out is None else out.view(p, n_out, q)
+            res = torch.matmul(mat, x3, out=dst)
+        return res.reshape(shape) if out is None else out
     _, chunk, blocks, _, rows = _plan(taps, up, n_in, n_out)
     xp = x.reshape(p, n_in, q).index_select(1, _gather(taps, up, n_in, n_out, x.device))
     if q == 1:
         y = (xp.reshape(-1, chunk) @ mat.T).reshape(p, blocks + 1, 2 * rows)
-        out = y[:, :blocks, :rows] + y[:, 1:, rows:]
     else:
         y = torch.matmul(mat, xp.reshape(p, blocks + 1, chunk, q))
-        out = y[:, :blocks, :rows] + y[:, 1:, rows:]
-    out = out.reshape(p, blocks * rows, q)
+    if out is not None and blocks * rows == n_out:
+        dst = out.view(p, blocks, rows) if q == 1 else out.view(p, blocks, rows, q)
+        torch.add(y[:, :blocks, :rows], y[:, 1:, rows:], out=dst)
+        return out
+    res = (y[:, :blocks, :rows] + y[:, 1:, rows:]).reshape(p, blocks * rows, q)
     if blocks * rows != n_out:
-        out = out[:, :n_out]
-    return out.reshape(shape)
+        res = res[:, :n_out]
+    if out is not None:
+        return out.view(p, n_out, q).copy_(res).view(shape)
+    return res.reshape(shape)

@@ -21,7 +21,7 @@ import torch
 
 from zoo.errors import TransformError
 
-from . import _filters, _periodic
+from . import _filters, _memory, _periodic
 from ._checks import as_float, check_level, norm_axes, restore
 
 
@@ -43,11 +43,17 @@ def lowpass_down(x: torch.Tensor, axes: Sequence[int], wavelet: str, level: int 
     if _filters.is_haar(wavelet):
         return _haar_down(x, list(axes), level)
     taps = _periodic.analysis_taps(_filters.bank(wavelet)[0])
-    # Short axes first: a dense product over the largest data costs least per element.
-    order = sorted(axes, key=lambda a: x.shape[a])
     for _ in range(level):
-        for a in order:
-            x = _periodic.apply(x, a, taps, up=False)
+        # Short axes first: a dense product over the largest data costs least per element.
+        order = sorted(axes, key=lambda a: x.shape[a])
+        steps = [(a, taps) for a in order]
+        free = _free_axis(x.ndim, axes)
+        if free is None and order[0] == min(axes) != x.ndim - 1:
+            # Once the first axis is done the others run slab by slab along it.
+            buf = _memory.empty(_grown(x.shape, order[:1], 0.5), like=x)
+            x = _periodic.apply(x, order[0], taps, up=False, out=buf)
+            free, steps = order[0], steps[1:]
+        x = _by_slabs(x, free, steps, up=False)
     return x
 
 
@@ -56,57 +62,156 @@ def lowpass_up(c: torch.Tensor, axes: Sequence[int], wavelet: str, level: int = 
     if _filters.is_haar(wavelet):
         return _haar_up(c, list(axes), level)
     taps = _periodic.synthesis_taps(_filters.bank(wavelet)[2])
-    order = sorted(axes, key=lambda a: -c.shape[a])  # mirror of lowpass_down
     for _ in range(level):
-        for a in order:
-            c = _periodic.apply(c, a, taps, up=True)
+        order = sorted(axes, key=lambda a: -c.shape[a])  # mirror of lowpass_down
+        steps = [(a, taps) for a in order]
+        free = _free_axis(c.ndim, axes)
+        if free is None and order[-1] == min(axes) != c.ndim - 1:
+            c = _by_slabs(c, order[-1], steps[:-1], up=True)
+            buf = _memory.empty(_grown(c.shape, order[-1:], 2), like=c)
+            c = _periodic.apply(c, order[-1], taps, up=True, out=buf)
+        else:
+            c = _by_slabs(c, free, steps, up=True)
     return c
+
+
+def _free_axis(ndim: int, axes: Sequence[int]) -> int | None:
+    """An axis outside ``axes`` and before all of them, or ``None``.
+
+    Slabs along it change only the batch of each matrix product, never the shape of one
+    product, so every slab rounds exactly as the whole tensor would."""
+    return 0 if min(axes) > 0 and ndim > 1 else None
+
+
+def _grown(shape, axes, factor) -> list[int]:
+    return [int(n * factor) if d in axes else n for d, n in enumerate(shape)]
+
+
+def _by_slabs(x: torch.Tensor, free: int | None, steps, *, up: bool) -> torch.Tensor:
+    """Apply ``steps`` ((axis, taps) along axes other than ``free``) slab by slab along
+    ``free`` (or to the whole tensor if ``None``); each slab gives the same bits as the
+    whole tensor would."""
+    if free is None:
+        for a, taps in steps:
+            buf = _memory.empty(_grown(x.shape, [a], 2 if up else 0.5), like=x)
+            x = _periodic.apply(x, a, taps, up=up, out=buf)
+        return x
+    if not steps:
+        return x
+    factor = 2 if up else 0.5
+    out = _memory.empty(_grown(x.shape, [a for a, _ in steps], factor), like=x)
+    n = x.shape[free]
+    big = max(x.nbytes, out.nbytes) // max(n, 1)
+    for i, k in _slabs(n, big):
+        s = x.narrow(free, i, k)
+        for a, taps in steps:
+            s = _periodic.apply(s, a, taps, up=up)
+        out.narrow(free, i, k).copy_(s)
+    return out
+
+
+# Haar works on slabs of about this many input bytes, so each slab's partial sums stay in
+# cache and the only large allocation is the output.
+_SLAB_BYTES = 4 << 20
+
+
+def _slabs(n: int, row_bytes: int):
+    """``(start, length)`` chunks of ``n`` rows, each about ``_SLAB_BYTES``."""
+    k = max(1, min(n, _SLAB_BYTES // max(row_bytes, 1)))
+    return [(i, min(k, n - i)) for i in range(0, n, k)]
 
 
 def _haar_down(x: torch.Tensor, axes: list[int], level: int) -> torch.Tensor:
-    # Sum the 2**n corners of each 2x...x2 cell, then scale once: one pass over the input
-    # for all non-contiguous axes, a pairwise add for the innermost one.
-    last = x.ndim - 1
-    outer = [a for a in axes if a != last]
     for _ in range(level):
-        shape = list(x.shape)
-        if outer:
-            split = []
-            for d, n in enumerate(shape):
-                split += [n // 2, 2] if d in outer else [n]
-            v = x.reshape(split)
-            pos = {a: a + sum(1 for b in outer if b < a) + 1 for a in outer}
-            acc = None
-            for corner in itertools.product((0, 1), repeat=len(outer)):
-                idx = [slice(None)] * v.ndim
-                for a, c in zip(outer, corner, strict=True):
-                    idx[pos[a]] = c
-                term = v[tuple(idx)]
-                acc = term.clone() if acc is None else acc.add_(term)
-            x = acc
-        if last in axes:
-            v = x.reshape(*x.shape[:-1], x.shape[-1] // 2, 2)
-            x = v[..., 0] + v[..., 1]
-        x = x.mul_(2.0 ** (-len(axes) / 2))
+        x = _haar_down_once(x, axes)
     return x
 
 
+def _haar_down_once(x: torch.Tensor, axes: list[int]) -> torch.Tensor:
+    # Sum the 2**n corners of each 2x...x2 cell, then scale once. The additions happen in
+    # a fixed order (outer corners in ``itertools.product`` order, then the innermost
+    # pair), slab by slab along the first dim, straight into the preallocated output.
+    last = x.ndim - 1
+    outer = [a for a in axes if a != last]
+    shape = list(x.shape)
+    split, pos = [], {}
+    for d, n in enumerate(shape):
+        if d in outer:
+            pos[d] = len(split) + 1
+            split += [n // 2, 2]
+        else:
+            split.append(n)
+    v = x.reshape(split)
+    out_shape = [n // 2 if d in axes else n for d, n in enumerate(shape)]
+    out = _memory.empty(out_shape, like=x)
+    scale = 2.0 ** (-len(axes) / 2)
+    corners = []
+    for corner in itertools.product((0, 1), repeat=len(outer)):
+        idx = [slice(None)] * v.ndim
+        for a, c in zip(outer, corner, strict=True):
+            idx[pos[a]] = c
+        corners.append(tuple(idx))
+    rows = out_shape[0] if x.ndim > 1 else 1
+    row_bytes = x.nbytes // max(rows, 1)
+    for i, k in _slabs(rows, row_bytes) if x.ndim > 1 else [(0, 1)]:
+        o = out.narrow(0, i, k) if x.ndim > 1 else out
+        vs = v.narrow(0, i, k) if x.ndim > 1 else v
+        if outer:
+            terms = [vs[c] for c in corners]
+            acc = o if last not in axes else None
+            acc = torch.add(terms[0], terms[1], out=acc)
+            for term in terms[2:]:
+                acc.add_(term)
+        else:
+            acc = vs
+        if last in axes:
+            w = acc.reshape(*acc.shape[:-1], acc.shape[-1] // 2, 2)
+            torch.add(w[..., 0], w[..., 1], out=o)
+        o.mul_(scale)
+    return out
+
+
 def _haar_up(c: torch.Tensor, axes: list[int], level: int) -> torch.Tensor:
-    # Zero-detail haar synthesis repeats each coefficient over its 2x...x2 cell.
     for _ in range(level):
-        c = c * (2.0 ** (-len(axes) / 2))
-        view, expand, target = [], [], []
-        for d, n in enumerate(c.shape):
-            if d in axes:
-                view += [n, 1]
-                expand += [n, 2]
-                target.append(2 * n)
-            else:
-                view.append(n)
-                expand.append(n)
-                target.append(n)
-        c = c.reshape(view).expand(expand).reshape(target)
+        c = _haar_up_once(c, axes)
     return c
+
+
+def _haar_up_once(c: torch.Tensor, axes: list[int]) -> torch.Tensor:
+    # Zero-detail haar synthesis repeats each scaled coefficient over its 2x...x2 cell:
+    # per slab, scale, duplicate along the innermost axis (as a complex number with equal
+    # parts, one vectorized pass), then one broadcast copy into the output.
+    last = c.ndim - 1
+    scale = 2.0 ** (-len(axes) / 2)
+    view, expand, target = [], [], []
+    for d, n in enumerate(c.shape):
+        if d in axes and d != last:
+            view += [n, 1]
+            expand += [n, 2]
+        else:
+            m = 2 * n if d in axes else n
+            view.append(m)
+            expand.append(m)
+        target.append(2 * n if d in axes else n)
+    out = _memory.empty(target, like=c)
+    ov = out.view(expand)
+    complex_ok = last in axes and c.dtype in (torch.float32, torch.float64)
+    rows = c.shape[0] if c.ndim > 1 else 1
+    for i, k in _slabs(rows, out.nbytes // max(rows, 1)) if c.ndim > 1 else [(0, 1)]:
+        cs = (c.narrow(0, i, k) if c.ndim > 1 else c) * scale
+        if last in axes:
+            if complex_ok:
+                cs = torch.view_as_real(torch.complex(cs, cs))
+            else:
+                cs = cs.unsqueeze(-1).expand(*cs.shape, 2).contiguous()
+            cs = cs.reshape(*cs.shape[:-2], -1)
+        sview = list(view)
+        sexp = list(expand)
+        if c.ndim > 1:
+            sview[0] = sexp[0] = k
+        dst = ov.narrow(0, i, k) if c.ndim > 1 else ov
+        dst.copy_(cs.reshape(sview).expand(sexp))
+    return out
 
 
 def dwt_approx(
