@@ -185,20 +185,23 @@ def extract_cmd(source, method, wavelet, levels, keep, name, device, as_json) ->
     ["dwt", "dct", "weight-selection", "hypercloning", "net2net", "scratch"]))
 @click.option("--wavelet", help="dwt: the wavelet (default: the learngene's, else haar).")
 @click.option("--rescale", type=click.Choice(["none", "std", "fan"]),
-              help="Amplitude rule for dwt/dct (default none: raw, as the papers).")
+              help="Amplitude rule for dwt/dct (none: raw, as the papers; default: "
+                   "zoo's measured default for the family and direction).")
 @click.option("--seed", type=int, default=0, show_default=True, help="For scratch/net2net.")
+@click.option("--norm", type=click.Choice(["method", "match"]),
+              help="Norm layers: resized by the method, or matched to the source's moments.")
 @click.option("--device", help="cpu (default) or cuda.")
 @click.option("--out", type=click.Path(file_okay=False), help="Write an HF folder here.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
 @click.option("--store", is_flag=True, help="Keep the weights in the registry too.")
 @json_option
 def materialize_cmd(name, layers, hidden, heads, intermediate, kv_heads, method, wavelet,
-                    rescale, seed, device, out, force, store, as_json) -> None:
+                    rescale, seed, norm, device, out, force, store, as_json) -> None:
     """Materialize a model of any size from NAME (learngene, source, alias or family)."""
     result = _registry().materialize(
         name, layers=layers, hidden=hidden, heads=heads, intermediate=intermediate,
         kv_heads=kv_heads, method=method, wavelet=wavelet, rescale=rescale, seed=seed,
-        device=device, out=out, force=force, store=store)
+        norm=norm, device=device, out=out, force=force, store=store)
     data = {"artifact": result.artifact.to_json(), "config": result.config,
             "out": str(result.out) if result.out else None}
     text = render.artifact_line(result.artifact)
@@ -273,6 +276,96 @@ def audit_cmd(path, verify, as_json) -> None:
     if report.status != "known" or report.verified is False:
         sys.exit(10)
 
+
+# --- maintenance of a shared registry ----------------------------------------------------
+
+# Exit status of fsck and verify when they find damage (the code of BlobMissingError).
+DAMAGE_FOUND = 6
+grace_option = click.option(
+    "--grace", default="24h", show_default=True,
+    help="Leave blobs and temporary files younger than this (e.g. 30m, 24h, 7d, 0).")
+
+
+@cli.command("rm")
+@click.argument("name")
+@click.option("--cascade", is_flag=True, help="Also remove everything derived from it.")
+@json_option
+def rm_cmd(name: str, cascade: bool, as_json: bool) -> None:
+    """Remove an artifact (its blobs go at the next `zoo gc`)."""
+    infos = _registry().rm(name, cascade=cascade)
+    _emit(as_json, [i.to_json() for i in infos],
+          "\n".join(f"removed {i.name}" for i in infos))
+
+
+@cli.command("gc")
+@grace_option
+@click.option("--dry-run", is_flag=True, help="Report what would be removed; change nothing.")
+@json_option
+def gc_cmd(grace: str, dry_run: bool, as_json: bool) -> None:
+    """Sweep blobs nothing kept needs, then forget removed artifacts for good."""
+    report = _registry().gc(grace=grace, dry_run=dry_run)
+    _emit(as_json, report.to_json(), render.gc_report(report))
+
+
+@cli.command("fsck")
+@click.option("--repair", is_flag=True,
+              help="Remove orphan blobs and leftovers of killed writers (never referenced data).")
+@grace_option
+@json_option
+def fsck_cmd(repair: bool, grace: str, as_json: bool) -> None:
+    """Check that every kept row's blobs are in the store; list orphans and leftovers."""
+    report = _registry().fsck(repair=repair, grace=grace)
+    _emit(as_json, report.to_json(), render.fsck_report(report))
+    if not report.ok:
+        sys.exit(DAMAGE_FOUND)
+
+
+@cli.command("verify")
+@click.argument("name", required=False)
+@json_option
+def verify_cmd(name: str | None, as_json: bool) -> None:
+    """Re-hash stored blobs (all, or those NAME needs); exit 6 on any damage."""
+    report = _registry().verify(name)
+    _emit(as_json, report.to_json(), render.verify_report(report))
+    if not report.ok:
+        sys.exit(DAMAGE_FOUND)
+
+
+@cli.group("bench")
+def bench_group() -> None:
+    """Benchmarks: what zoo's initializations are worth in training steps."""
+
+
+@bench_group.command("transfer")
+@click.option("--family", type=click.Choice(["gpt2", "bert"]), default="gpt2", show_default=True)
+@click.option("--direction", type=click.Choice(["l2s", "s2l"]), default="l2s", show_default=True)
+@click.option("--source", help="A registered source to transfer from (default: train one).")
+@click.option("--source-size", default="4x128", show_default=True, help="LAYERSxHIDDEN.")
+@click.option("--target-size", help="LAYERSxHIDDEN (default: half for l2s, double for s2l).")
+@click.option("--methods", help="Comma-separated, e.g. scratch,weight-selection,dwt:db2:fan.")
+@click.option("--seeds", type=int, default=3, show_default=True)
+@click.option("--steps", type=int, default=400, show_default=True)
+@click.option("--source-steps", type=int, default=600, show_default=True)
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--seq", type=int, default=64, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Write transfer-FAMILY-DIRECTION.json and .png here.")
+@json_option
+def bench_transfer_cmd(family, direction, source, source_size, target_size, methods, seeds,
+                       steps, source_steps, batch, seq, out_dir, as_json) -> None:
+    """Train each initialization on the same batches; compare with scratch and baselines."""
+    import os
+
+    from zoo.bench.transfer import markdown_table, run_transfer
+
+    report = run_transfer(
+        family, direction, source_size, target_size,
+        methods=methods.split(",") if methods else None, seeds=seeds, steps=steps,
+        source=source, home=os.environ.get("ZOO_HOME") if source else None,
+        source_steps=source_steps, batch=batch, seq=seq, out_dir=out_dir,
+        progress=sys.stderr.isatty(),
+    )
+    _emit(as_json, report, markdown_table(report))
 
 def _exit_code(exc: BaseException) -> int:
     names = {cls.__name__ for cls in type(exc).__mro__}

@@ -51,3 +51,65 @@ def artifact_detail(info, with_tensors: bool = False) -> str:
         for t in info.tensors:
             lines.append(f"  {t.name}  {t.dtype}  {list(t.shape)}  {t.digest[:12]}")
     return "\n".join(lines)
+
+
+# --- maintenance reports ---------------------------------------------------------------------
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _problems(problems) -> list[str]:
+    lines = []
+    for p in problems:
+        held = f" (held by {', '.join(p.artifacts)})" if p.artifacts else ""
+        detail = f": {p.detail}" if p.detail and p.problem == "wrong-size" else ""
+        lines.append(f"  {p.problem:<10} {p.digest[:16]}{held}{detail}")
+    return lines
+
+
+def fsck_report(report) -> str:
+    lines = [f"store {report.store_url}: {report.stored_blobs} blobs; "
+             f"{report.checked_rows} blobs needed by kept rows"]
+    if report.problems:
+        lines.append(f"{len(report.problems)} damaged (run `zoo verify` for details):")
+        lines += _problems(report.problems)
+    else:
+        lines.append("every kept row's blobs are present")
+    if report.temp_files:
+        lines.append(f"{len(report.temp_files)} leftovers of killed writers "
+                     f"({human_bytes(sum(t.size for t in report.temp_files))})")
+    if report.orphans:
+        lines.append(f"{len(report.orphans)} orphan blobs no row points at "
+                     f"({human_bytes(sum(o.size for o in report.orphans))}; `zoo gc` sweeps them)")
+    if report.removed:
+        lines.append(f"removed {len(report.removed)} (older than {_age(report.grace_s)})")
+    elif report.temp_files or report.orphans:
+        lines.append("run `zoo fsck --repair` to remove those older than the grace period")
+    return "\n".join(lines)
+
+
+def gc_report(report) -> str:
+    verb = "would sweep" if report.dry_run else "swept"
+    lines = [f"{verb} {len(report.swept)} blobs ({human_bytes(report.swept_bytes)}); "
+             f"{report.marked} blobs still needed; {report.too_young} unneeded but younger "
+             f"than {_age(report.grace_s)}"]
+    if report.hard_deleted:
+        forgot = "would forget" if report.dry_run else "forgot"
+        lines.append(f"{forgot} {len(report.hard_deleted)} removed artifacts: "
+                     f"{', '.join(report.hard_deleted)}")
+    if report.kept_deleted:
+        lines.append(f"kept {len(report.kept_deleted)} removed artifacts that kept ones derive "
+                     f"from: {', '.join(report.kept_deleted)}")
+    return "\n".join(lines)
+
+
+def verify_report(report) -> str:
+    head = f"checked {report.checked} blobs ({human_bytes(report.checked_bytes)})"
+    if report.ok:
+        return f"{head}: all intact"
+    return "\n".join([f"{head}: {len(report.problems)} damaged", *_problems(report.problems)])

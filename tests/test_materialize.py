@@ -96,6 +96,7 @@ def test_end_to_end(family, registry, tiny_dir, tmp_path):
                                                               small.artifact.name}
 
 
+@pytest.mark.filterwarnings("ignore:Level value of 1 is too high")  # 4 layers vs db2's 4 taps
 def test_l2s_band_equals_pywavelets(registry, tiny_dir):
     """The derived query weights are PyWavelets' 3-D cA of the stacked source weights."""
     src = registry.import_checkpoint(tiny_dir("bert"))
@@ -213,3 +214,19 @@ def test_interrupted_materialization_leaves_no_partial_folder(registry, tiny_dir
     with pytest.raises(KeyboardInterrupt):
         registry.materialize(src.name, layers=2, hidden=16, out=tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name) == []
+
+
+@pytest.mark.parametrize(("layers", "hidden"), [(2, 16), (8, 64)])
+def test_unspecified_settings_take_the_measured_defaults(registry, tiny_dir, layers, hidden):
+    from zoo.defaults import default_recipe
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    m = registry.materialize(src.name, layers=layers, hidden=hidden)
+    source_sizes = {"layers": 4, "hidden": 32}
+    want = default_recipe("gpt2", source_sizes, {"layers": layers, "hidden": hidden})
+    recipe = m.artifact.info["recipe"]
+    assert (recipe["method"], recipe["wavelet"], recipe["rescale"]) == want
+    # The paper-faithful setting stays one flag away.
+    raw = registry.materialize(src.name, layers=layers, hidden=hidden, method="dwt",
+                               rescale="none")
+    assert raw.artifact.info["recipe"]["rescale"] == "none"

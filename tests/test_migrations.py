@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
@@ -118,3 +119,8 @@ def test_non_editable_install_carries_migrations(tmp_path):
     assert "zoo_migrations/script.py.mako" in names
     assert "zoo_migrations/versions/0001_initial.py" in names
     assert "zoo_cli/main.py" in names
+    # Every package folder of the source tree ships (a missing entry in pyproject's list
+    # would install zoo without that part).
+    root = Path(__file__).parent.parent
+    for init in root.glob("zoo/**/__init__.py"):
+        assert init.relative_to(root).as_posix() in names, init

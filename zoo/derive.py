@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 #: Methods zoo can materialize with; the first two read learngenes.
 METHODS = ("dwt", "dct", "weight-selection", "hypercloning", "net2net", "scratch")
 RESCALES = ("none", "std", "fan")
+#: How normalization layers are resized (see :class:`Recipe`); "method" is the default.
+NORMS = ("method", "match")
 # HF's default initializer_range for every family zoo ships.
 SCRATCH_INIT_STD = 0.02
 
@@ -37,12 +39,20 @@ class Recipe:
             (match the source signal's std) or ``fan`` (std-matched, then each matrix
             divided by its input-width multiplier).
         seed: seeds ``scratch`` and ``net2net``, the only methods that draw random numbers.
+        norm: how normalization parameters (LayerNorm/RMSNorm gains and biases) are
+            resized. ``method`` (default): by the method, then moment-matched to the
+            source's mean and std when ``rescale`` is not none. ``match``: every method's
+            result is moment-matched to the source's, raw ``dwt``/``dct`` and the baselines
+            alike, so a gain scale (raw L2S doubles LayerNorm gains) cannot pass for a
+            better transfer. ``scratch`` keeps its ones and zeros either way. Left out of
+            :meth:`to_json` when it is the default, so existing recipes keep their JSON.
     """
 
     method: str
     wavelet: str | None = None
     rescale: str = "none"
     seed: int = 0
+    norm: str = "method"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -53,9 +63,16 @@ class Recipe:
             raise InvalidInputError(
                 f"Unknown rescale {self.rescale!r}; choose one of {', '.join(RESCALES)}."
             )
+        if self.norm not in NORMS:
+            raise InvalidInputError(
+                f"Unknown norm rule {self.norm!r}; choose one of {', '.join(NORMS)}."
+            )
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.norm == "method":
+            del out["norm"]
+        return out
 
 
 def target_shape(axes: tuple[str, ...], shape: tuple[int, ...],
@@ -128,7 +145,7 @@ def derive_signal(
         if method == "net2net":
             options["generator"] = generator
     y = transforms.resize(x, shape, method=method, **options)
-    if is_norm and recipe.rescale != "none" and reference is not None:
+    if is_norm and reference is not None and (recipe.rescale != "none" or recipe.norm == "match"):
         y = _match_moments(y, *reference)
     return y
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -42,9 +43,8 @@ def import_checkpoint(reg, source: str | os.PathLike[str], *, name: str | None =
         total = sum(t.nbytes for t in tensors)
         with progress_bar(total, f"import {Path(path).name}", enabled=progress) as bar:
             for t in tensors:
-                # keep, not has: a reused blob gets a fresh time so gc leaves it alone.
-                if not reg.store.keep(t.digest):
-                    reg.store.put(ckpt.read_bytes(t.name), t.digest)
+                # Not has-then-put: a reused blob gets a fresh time so gc leaves it alone.
+                reg.store.put_if_absent(t.digest, functools.partial(ckpt.read_bytes, t.name))
                 bar.update(t.nbytes)
         files = dict(ckpt.files)
         config = ckpt.config

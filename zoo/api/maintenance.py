@@ -170,10 +170,13 @@ def _digests_of(session: Session, artifact_ids: Iterable[int]) -> set[str]:
     ids = sorted(set(artifact_ids))
     out: set[str] = set()
     for start in range(0, len(ids), _CHUNK):
-        out.update(session.scalars(
-            select(ArtifactTensor.digest).where(
-                ArtifactTensor.artifact_id.in_(ids[start:start + _CHUNK])).distinct()
-        ))
+        out.update(
+            session.scalars(
+                select(ArtifactTensor.digest)
+                .where(ArtifactTensor.artifact_id.in_(ids[start : start + _CHUNK]))
+                .distinct()
+            )
+        )
     return out
 
 
@@ -191,12 +194,14 @@ def _mark(session: Session) -> tuple[set[str], set[int]]:
     virtual = {i for i, v in rows if v}
     parents = _parents_of(_edges(session))
     needed_rows = kept | _walk(kept, parents)
-    digests = set(session.scalars(
-        select(ArtifactTensor.digest)
-        .join(Artifact, Artifact.id == ArtifactTensor.artifact_id)
-        .where(Artifact.deleted_at.is_(None), Artifact.virtual.is_(False))
-        .distinct()
-    ))
+    digests = set(
+        session.scalars(
+            select(ArtifactTensor.digest)
+            .join(Artifact, Artifact.id == ArtifactTensor.artifact_id)
+            .where(Artifact.deleted_at.is_(None), Artifact.virtual.is_(False))
+            .distinct()
+        )
+    )
     digests |= _digests_of(session, _walk(virtual, parents))
     return digests, needed_rows
 
@@ -263,9 +268,15 @@ def gc(reg, *, grace: str | float = DEFAULT_GRACE, dry_run: bool = False) -> GcR
             store.delete(entry.digest)
         swept.append(StoreItem(entry.digest, entry.size, now - entry.mtime))
     hard, kept_deleted = _forget_removed(reg, dry_run=dry_run)
-    return GcReport(dry_run=dry_run, grace_s=grace_s, marked=len(marked), swept=tuple(swept),
-                    too_young=len(candidates) - len(old), hard_deleted=tuple(hard),
-                    kept_deleted=tuple(kept_deleted))
+    return GcReport(
+        dry_run=dry_run,
+        grace_s=grace_s,
+        marked=len(marked),
+        swept=tuple(swept),
+        too_young=len(candidates) - len(old),
+        hard_deleted=tuple(hard),
+        kept_deleted=tuple(kept_deleted),
+    )
 
 
 def _forget_removed(reg, *, dry_run: bool) -> tuple[list[str], list[str]]:
@@ -273,20 +284,23 @@ def _forget_removed(reg, *, dry_run: bool) -> tuple[list[str], list[str]]:
 
     def work(session: Session) -> tuple[list[str], list[str]]:
         _, needed = _mark(session)
-        removed = dict(session.execute(
-            select(Artifact.id, Artifact.name).where(Artifact.deleted_at.isnot(None))
-        ).all())
+        removed = dict(
+            session.execute(
+                select(Artifact.id, Artifact.name).where(Artifact.deleted_at.isnot(None))
+            ).all()
+        )
         doomed = sorted(set(removed) - needed)
         kept = sorted(removed[i] for i in set(removed) & needed)
         if doomed and not dry_run:
             for start in range(0, len(doomed), _CHUNK):
-                ids = doomed[start:start + _CHUNK]
+                ids = doomed[start : start + _CHUNK]
                 session.execute(delete(Edge).where(Edge.child_id.in_(ids)))
                 session.execute(delete(Edge).where(Edge.parent_id.in_(ids)))
                 for model in (ArtifactTensor, ImportRecord, Alias, FamilyDefault):
                     session.execute(delete(model).where(model.artifact_id.in_(ids)))
-                session.execute(delete(Artifact).where(
-                    Artifact.id.in_(ids), Artifact.deleted_at.isnot(None)))
+                session.execute(
+                    delete(Artifact).where(Artifact.id.in_(ids), Artifact.deleted_at.isnot(None))
+                )
         return sorted(removed[i] for i in doomed), kept
 
     if dry_run:
@@ -300,12 +314,14 @@ def _forget_removed(reg, *, dry_run: bool) -> tuple[list[str], list[str]]:
 
 def _kept_tensors(session: Session) -> dict[str, int]:
     """digest -> nbytes for every tensor of a kept, stored artifact."""
-    return dict(session.execute(
-        select(ArtifactTensor.digest, ArtifactTensor.nbytes)
-        .join(Artifact, Artifact.id == ArtifactTensor.artifact_id)
-        .where(Artifact.deleted_at.is_(None), Artifact.virtual.is_(False))
-        .distinct()
-    ).all())
+    return dict(
+        session.execute(
+            select(ArtifactTensor.digest, ArtifactTensor.nbytes)
+            .join(Artifact, Artifact.id == ArtifactTensor.artifact_id)
+            .where(Artifact.deleted_at.is_(None), Artifact.virtual.is_(False))
+            .distinct()
+        ).all()
+    )
 
 
 def _holders(session: Session, digests: Iterable[str]) -> dict[str, tuple[str, ...]]:
@@ -316,8 +332,11 @@ def _holders(session: Session, digests: Iterable[str]) -> dict[str, tuple[str, .
         for digest, name in session.execute(
             select(ArtifactTensor.digest, Artifact.name)
             .join(Artifact, Artifact.id == ArtifactTensor.artifact_id)
-            .where(ArtifactTensor.digest.in_(digests[start:start + _CHUNK]),
-                   Artifact.deleted_at.is_(None), Artifact.virtual.is_(False))
+            .where(
+                ArtifactTensor.digest.in_(digests[start : start + _CHUNK]),
+                Artifact.deleted_at.is_(None),
+                Artifact.virtual.is_(False),
+            )
         ):
             out.setdefault(digest, set()).add(name)
     return {d: tuple(sorted(n)) for d, n in out.items()}
@@ -347,11 +366,19 @@ def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> Fs
         if d in still_needed:  # not removed (and swept) while we looked
             problems.append(BlobProblem(d, "missing", holders.get(d, ())))
     for d in sorted(wrong):
-        problems.append(BlobProblem(
-            d, "wrong-size", holders.get(d, ()),
-            f"stored {listing[d].size} bytes, rows say {needed[d]}"))
-    orphans = [StoreItem(d, e.size, now - e.mtime) for d, e in sorted(listing.items())
-               if d not in referenced]
+        problems.append(
+            BlobProblem(
+                d,
+                "wrong-size",
+                holders.get(d, ()),
+                f"stored {listing[d].size} bytes, rows say {needed[d]}",
+            )
+        )
+    orphans = [
+        StoreItem(d, e.size, now - e.mtime)
+        for d, e in sorted(listing.items())
+        if d not in referenced
+    ]
     temp_items = [StoreItem(t.name, t.size, now - t.mtime) for t in temps]
     removed: list[str] = []
     if repair:
@@ -360,9 +387,16 @@ def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> Fs
                 store.remove_temp(t.name)
                 removed.append(t.name)
         removed += _remove_orphans(reg, [o for o in orphans if o.age_s > grace_s], grace_s)
-    return FsckReport(store_url=store.url, checked_rows=len(needed), stored_blobs=len(listing),
-                      problems=tuple(problems), temp_files=tuple(temp_items),
-                      orphans=tuple(orphans), removed=tuple(removed), grace_s=grace_s)
+    return FsckReport(
+        store_url=store.url,
+        checked_rows=len(needed),
+        stored_blobs=len(listing),
+        problems=tuple(problems),
+        temp_files=tuple(temp_items),
+        orphans=tuple(orphans),
+        removed=tuple(removed),
+        grace_s=grace_s,
+    )
 
 
 def _remove_orphans(reg, orphans: list[StoreItem], grace_s: float) -> list[str]:
@@ -372,10 +406,13 @@ def _remove_orphans(reg, orphans: list[StoreItem], grace_s: float) -> list[str]:
         referenced = set()
         names = [o.name for o in orphans]
         for start in range(0, len(names), _CHUNK):
-            referenced.update(session.scalars(
-                select(ArtifactTensor.digest)
-                .where(ArtifactTensor.digest.in_(names[start:start + _CHUNK])).distinct()
-            ))
+            referenced.update(
+                session.scalars(
+                    select(ArtifactTensor.digest)
+                    .where(ArtifactTensor.digest.in_(names[start : start + _CHUNK]))
+                    .distinct()
+                )
+            )
     removed = []
     for o in orphans:
         if o.name in referenced:
@@ -419,10 +456,14 @@ def verify(reg, query: str | None = None, *, workers: int | None = None) -> Veri
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(check, digests))
     # A blob no kept row needs may be swept while we read: that is not a problem.
-    bad = [(d, p, m) for d, _, p, m in results
-           if p is not None and (query is not None or p != "missing" or d in needed)]
+    bad = [
+        (d, p, m)
+        for d, _, p, m in results
+        if p is not None and (query is not None or p != "missing" or d in needed)
+    ]
     with reg.session() as session:
         holders = _holders(session, [d for d, _, _ in bad])
     problems = tuple(BlobProblem(d, p, holders.get(d, ()), m) for d, p, m in bad)
-    return VerifyReport(checked=len(digests), checked_bytes=sum(n for _, n, _, _ in results),
-                        problems=problems)
+    return VerifyReport(
+        checked=len(digests), checked_bytes=sum(n for _, n, _, _ in results), problems=problems
+    )

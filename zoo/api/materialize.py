@@ -26,8 +26,7 @@ from zoo.errors import (
 if TYPE_CHECKING:
     import torch
 
-#: zoo's default initialization when none is asked for (see README, "Defaults").
-DEFAULT_METHOD = "dwt"
+#: Fallbacks when the measured defaults (zoo/defaults.py) do not apply to the method asked.
 DEFAULT_WAVELET = "haar"
 DEFAULT_RESCALE = "none"
 
@@ -61,9 +60,9 @@ class _Plan:
 def materialize(reg, query: str, *, layers: int, hidden: int, heads: int | None = None,
                 intermediate: int | None = None, kv_heads: int | None = None,
                 method: str | None = None, wavelet: str | None = None,
-                rescale: str | None = None, seed: int = 0, device: str | None = None,
-                out: str | Path | None = None, force: bool = False,
-                store: bool = False) -> Materialized:
+                rescale: str | None = None, seed: int = 0, norm: str | None = None,
+                device: str | None = None, out: str | Path | None = None,
+                force: bool = False, store: bool = False) -> Materialized:
     """Build a model of the requested size; see :meth:`zoo.Registry.materialize`."""
     from zoo.families.base import TargetSize
 
@@ -78,7 +77,10 @@ def materialize(reg, query: str, *, layers: int, hidden: int, heads: int | None 
         parent = queries.to_info(session, parent_row)
         learngene = parent if parent.kind == "learngene" else None
         source = _source_of(session, parent) if learngene else parent
-    recipe = _recipe(learngene, method, wavelet, rescale, seed)
+    target = TargetSize(layers=layers, hidden=hidden, heads=heads,
+                        intermediate=intermediate, kv_heads=kv_heads)
+    recipe = _recipe(source, learngene, target, method=method, wavelet=wavelet,
+                     rescale=rescale, seed=seed, norm=norm)
     if learngene is not None and recipe.method not in ("dwt", "dct"):
         learngene = None  # baselines read the source itself
         parent = source
@@ -87,8 +89,6 @@ def materialize(reg, query: str, *, layers: int, hidden: int, heads: int | None 
             f"{learngene.name} holds {learngene.info['method']} data, not {recipe.method}; "
             f"use --method {learngene.info['method']} or name the source {source.name}."
         )
-    target = TargetSize(layers=layers, hidden=hidden, heads=heads,
-                        intermediate=intermediate, kv_heads=kv_heads)
     plan = _plan(source, parent, learngene, recipe, target)
     state = derive_state(reg, plan, dev)
     info = _record(reg, plan, state, dev, store=store)
@@ -113,15 +113,30 @@ def _plan(source: ArtifactInfo, parent: ArtifactInfo, learngene: ArtifactInfo | 
     return _Plan(parent, source, learngene, recipe, target_config)
 
 
-def _recipe(learngene: ArtifactInfo | None, method, wavelet, rescale, seed) -> Recipe:
+def _recipe(source: ArtifactInfo, learngene: ArtifactInfo | None, target, *, method,
+            wavelet, rescale, seed: int, norm: str | None) -> Recipe:
+    """Fill what the user left out: the learngene's own settings first, then zoo's
+    measured defaults for this family and direction (zoo/defaults.py)."""
+    from zoo.defaults import default_recipe
+    from zoo.families import get_family
+
+    family = get_family(source.family)
+    target_config = family.target_config(source.config, target)  # refuses bad sizes early
+    d_method, d_wavelet, d_rescale = default_recipe(
+        source.family, family.axis_sizes(source.config), family.axis_sizes(target_config))
     if method is None:
-        method = learngene.info["method"] if learngene else DEFAULT_METHOD
+        method = learngene.info["method"] if learngene else d_method
     if method == "dwt" and wavelet is None:
-        wavelet = learngene.info["wavelet"] if learngene else DEFAULT_WAVELET
+        if learngene is not None and learngene.info["method"] == "dwt":
+            wavelet = learngene.info["wavelet"]
+        else:
+            wavelet = d_wavelet if d_method == "dwt" else DEFAULT_WAVELET
     if method != "dwt" and wavelet is not None:
         raise InvalidInputError("--wavelet applies to --method dwt only.")
+    if rescale is None:
+        rescale = d_rescale if method == d_method else DEFAULT_RESCALE
     return Recipe(method=method, wavelet=wavelet if method == "dwt" else None,
-                  rescale=rescale or DEFAULT_RESCALE, seed=seed)
+                  rescale=rescale, seed=seed, norm=norm or "method")
 
 
 def _resolve_parent(session: Session, query: str):
@@ -241,7 +256,9 @@ def _derive_one(plan, key, spec, shape, tshape, reference, stored, stored_tensor
         )
         y = front_materialize(block, tshape)
         return _amplitude(y, spec, recipe, reference)
-    if recipe.method == "dwt" and plan.learngene is not None and recipe.rescale == "none":
+    norm_matched = spec.kind in ("norm_weight", "norm_bias") and recipe.norm == "match"
+    if (recipe.method == "dwt" and plan.learngene is not None and recipe.rescale == "none"
+            and not norm_matched):
         # The exact BoT L2S case: the stored cA band at the level that gives this shape.
         for level in meta.get("levels", []):
             band = stored.get(f"{key}@dwt{level}")
@@ -255,7 +272,8 @@ def _amplitude(y, spec, recipe: Recipe, reference):
     """FRONT blocks come back de-normalized; only norm layers get the shared moment rule."""
     from zoo.derive import _match_moments
 
-    if spec.kind in ("norm_weight", "norm_bias") and recipe.rescale != "none":
+    if spec.kind in ("norm_weight", "norm_bias") and (recipe.rescale != "none"
+                                                      or recipe.norm == "match"):
         return _match_moments(y, *reference)
     return y
 
@@ -364,7 +382,7 @@ def rederive(reg, query: str, *, out: str | Path | None = None, force: bool = Fa
         source = _source_of(session, parent) if learngene else parent
     r = edge.recipe
     recipe = Recipe(method=r["method"], wavelet=r.get("wavelet"), rescale=r["rescale"],
-                    seed=r["seed"])
+                    seed=r["seed"], norm=r.get("norm", "method"))
     dev = tio.resolve_device(device or r["device"])
     plan = _Plan(parent, source, learngene, recipe, r["target_config"])
     state = derive_state(reg, plan, dev)

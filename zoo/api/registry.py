@@ -93,7 +93,8 @@ class Registry:
         for attempt in range(_RETRIES):
             last = attempt == _RETRIES - 1
             try:
-                with self._write_sessions() as session, session.begin():
+                with db_engine.write_lock(self.engine), self._write_sessions() as session, \
+                        session.begin():
                     return work(session)
             except IntegrityError:
                 if last:
@@ -111,7 +112,8 @@ class Registry:
     def _attempt(self, work):
         """``work(session)`` in one write transaction; None if it lost a race again."""
         try:
-            with self._write_sessions() as session, session.begin():
+            with db_engine.write_lock(self.engine), self._write_sessions() as session, \
+                    session.begin():
                 return work(session)
         except IntegrityError:
             return None
@@ -296,8 +298,9 @@ class Registry:
     def materialize(self, name: str, *, layers: int, hidden: int, heads: int | None = None,
                     intermediate: int | None = None, kv_heads: int | None = None,
                     method: str | None = None, wavelet: str | None = None,
-                    rescale: str | None = None, seed: int = 0, device: str | None = None,
-                    out=None, force: bool = False, store: bool = False):
+                    rescale: str | None = None, seed: int = 0, norm: str | None = None,
+                    device: str | None = None, out=None, force: bool = False,
+                    store: bool = False):
         """Materialize a model of the requested size.
 
         Args:
@@ -305,7 +308,11 @@ class Registry:
             layers, hidden, heads, intermediate, kv_heads: the target size; omitted ones
                 keep head_dim and the source's intermediate/hidden ratio.
             method: dwt, dct, weight-selection, hypercloning, net2net or scratch.
+            method, wavelet, rescale: omitted ones take the learngene's settings, then
+                zoo's measured defaults for the family and direction (``zoo.defaults``).
             rescale: amplitude rule for dwt/dct: none (raw, as the papers), std or fan.
+            norm: ``method`` (norm layers resized like the rest) or ``match`` (every
+                method's norm layers keep the source's mean and spread).
             device: ``cpu`` or ``cuda``; the transforms run there.
             out: write an HF folder there (refused if not empty unless ``force``).
             store: keep the weights in the registry (default: recipe only, re-derivable).
@@ -323,7 +330,8 @@ class Registry:
 
         return materialize(self, name, layers=layers, hidden=hidden, heads=heads,
                            intermediate=intermediate, kv_heads=kv_heads, method=method,
-                           wavelet=wavelet, rescale=rescale, seed=seed, device=device,
+                           wavelet=wavelet, rescale=rescale, seed=seed, norm=norm,
+                           device=device,
                            out=out, force=force, store=store)
 
     def rederive(self, name: str, *, out=None, force: bool = False, device: str | None = None):

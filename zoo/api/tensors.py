@@ -71,8 +71,7 @@ def store_tensors(store, state: Mapping[str, torch.Tensor]) -> list[TensorRecord
     """Put every tensor's bytes in the store (once); returns their records."""
     def put(name: str) -> TensorRecord:
         rec, data = record(name, state[name])
-        if not store.has(rec.digest):
-            store.put(data, rec.digest)
+        store.put(data, rec.digest)  # also refreshes a reused blob so gc keeps it
         return rec
 
     return parallel_map(put, sorted(state))

@@ -20,6 +20,11 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from zoo.errors import InvalidInputError, SchemaOutdatedError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 SQLITE_BUSY_TIMEOUT_S = 30
 # Any fixed 64-bit key: PostgreSQL advisory lock that serializes schema creation.
 _PG_SCHEMA_LOCK = 0x7A6F6F5F736368
@@ -36,6 +41,7 @@ def make_engine(url: str) -> Engine:
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
         event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
         return engine
     try:
         return create_engine(url, pool_pre_ping=True)
@@ -46,7 +52,48 @@ def make_engine(url: str) -> Engine:
         ) from exc
 
 
+# Python's sqlite3 module opens transactions behind SQLAlchemy's back: not before a SELECT
+# (so a read-then-write transaction is not isolated) and not before DDL (so a migration
+# killed halfway leaves a schema without a version, which no later process can repair).
+# zoo turns that off and emits BEGIN itself, as SQLAlchemy's documentation recommends;
+# writers (``WRITE_OPTIONS``) take the write lock up front with BEGIN IMMEDIATE, so they
+# queue on the busy timeout instead of failing at commit with "database is locked".
+WRITE_OPTIONS = {"zoo_write": True}
+
+
+@contextlib.contextmanager
+def write_lock(engine: Engine) -> Iterator[None]:
+    """Queue this process's write transaction behind the others on the same SQLite file.
+
+    SQLite's busy handler polls with sleeps of up to 100 ms and is unfair: under many
+    writers one of them can lose the race again and again and wait for seconds. A
+    blocking ``flock`` beside the database is released by the kernel the moment its
+    holder is done, so a writer waits only for the transactions queued before it. Blobs
+    are never written under it. Other databases (and platforms without ``fcntl``) get no
+    lock here: PostgreSQL queues writers itself.
+    """
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or fcntl is None:
+        yield
+        return
+    # A new descriptor per transaction: flock excludes open file descriptions, so two
+    # threads of one process exclude each other too.
+    fd = os.open(os.fspath(Path(database).expanduser()) + ".write.lock",
+                 os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    write = connection.get_execution_options().get("zoo_write")
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
 def _sqlite_on_connect(dbapi_connection, _record) -> None:
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -115,15 +162,20 @@ def _run_alembic(connection: Connection, verb: str, revision: str) -> None:
     from alembic import command
 
     cfg = alembic_config(connection)
-    if connection.dialect.name == "sqlite":
-        # Batch migrations copy tables; foreign keys must be off while they do.
-        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Batch migrations copy tables; foreign keys must be off while they do. The pragma
+        # is a no-op inside a transaction, so it goes to the driver between transactions;
+        # Alembic then runs every migration in one transaction (DDL included).
+        connection.commit()
+        connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
     try:
         getattr(command, verb)(cfg, revision)
         connection.commit()
     finally:
-        if connection.dialect.name == "sqlite":
-            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+        if sqlite:
+            connection.rollback()
+            connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")
 
 
 @contextlib.contextmanager
@@ -168,18 +220,19 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
             current = current_revision(connection)
             if current == head:
                 return
-            empty = current is None and not _has_any_table(connection)
     except OperationalError as exc:
         raise SchemaOutdatedError(
             f"Cannot open the database {engine.url.render_as_string(True)}: "
             f"{str(exc.orig).strip().splitlines()[0]}."
         ) from exc
-    if empty and create:
+    if current is None:
+        # Decide under the lock: another process may be creating the schema right now
+        # (seen empty, or with tables but not yet stamped, it must not be refused).
         with _schema_lock(engine) as connection:
-            current = current_revision(connection)  # another process may have won the race
-            if current is None and not _has_any_table(connection):
+            current = current_revision(connection)
+            if create and current is None and not _has_any_table(connection):
                 _run_alembic(connection, "upgrade", "head")
-                return
+                current = current_revision(connection)
     if current != head:
         where = engine.url.render_as_string(True)
         if current is None:

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
-from zoo.store.base import BlobStore, sha256_hex
+from zoo.store.base import BlobEntry, BlobStore, TempEntry, sha256_hex
 
 
 def open_store(url: str) -> BlobStore:
-    """Open the store at ``url``: a folder path or ``file://`` URL."""
+    """Open the store at ``url``.
+
+    Args:
+        url: a folder path, a ``file://`` URL, ``s3://BUCKET/PREFIX`` (S3 or an
+            S3-compatible server named by ``ZOO_S3_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL``),
+            or any other URL fsspec can open (``memory://``, ``gcs://``...).
+
+    Example:
+        >>> open_store("/tmp/zoo-blobs").url
+        '/tmp/zoo-blobs'
+    """
     from zoo.store.local import LocalStore
 
     if url.startswith("file://"):
-        return LocalStore(url[len("file://"):])
+        return LocalStore(url[len("file://") :])
     if "://" in url:
-        from zoo.errors import InvalidInputError
+        from zoo.store.fsspec_store import FsspecStore
 
-        raise InvalidInputError(
-            f"Store URL {url!r} has a scheme zoo does not support yet; use a folder path."
-        )
+        return FsspecStore(url)
     return LocalStore(url)
 
 
-__all__ = ["BlobStore", "open_store", "sha256_hex"]
+__all__ = ["BlobEntry", "BlobStore", "TempEntry", "open_store", "sha256_hex"]

@@ -9,12 +9,37 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from zoo.errors import BlobCorruptError, InvalidInputError
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+
+# A blob that is reused (``keep``) has its modification time refreshed when it is older
+# than this, so a garbage collector with a longer grace period never sweeps a blob that a
+# writer is about to point a new row at (git "freshens" reused objects the same way).
+FRESHEN_AFTER_S = 3600.0
+
+
+@dataclass(frozen=True)
+class BlobEntry:
+    """One stored blob as a listing sees it: digest, size, modification time (epoch s)."""
+
+    digest: str
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True)
+class TempEntry:
+    """Something a killed writer left behind: a temporary file or an unfinished upload."""
+
+    name: str
+    size: int
+    mtime: float
 
 
 def sha256_hex(data: bytes | memoryview) -> str:
@@ -56,13 +81,68 @@ class BlobStore(ABC):
     def size(self, digest: str) -> int:
         """Stored size in bytes; raises BlobMissingError when absent."""
 
+    @abstractmethod
+    def modified(self, digest: str) -> float:
+        """Modification time (epoch seconds); raises BlobMissingError when absent."""
+
+    @abstractmethod
+    def _touch(self, digest: str) -> None:
+        """Set the blob's modification time to now."""
+
+    def entries(self) -> Iterator[BlobEntry]:
+        """Every stored blob with its size and modification time."""
+        for digest in self.digests():
+            try:
+                yield BlobEntry(digest, self.size(digest), self.modified(digest))
+            except FileNotFoundError:  # removed while we listed
+                continue
+
+    def temp_entries(self) -> Iterator[TempEntry]:
+        """Leftovers of writers killed mid-write (never visible as blobs)."""
+        return iter(())
+
+    def remove_temp(self, name: str) -> None:
+        """Remove one leftover listed by :meth:`temp_entries`."""
+        raise NotImplementedError(f"{type(self).__name__} leaves no temporary files.")
+
+    def keep(self, digest: str) -> bool:
+        """Whether the blob is stored; if it is, make sure a sweep will not take it now.
+
+        Call this instead of :meth:`has` before pointing a new row at an existing blob:
+        an old blob gets a fresh modification time, so ``zoo gc`` (which sweeps only
+        unreferenced blobs older than its grace period) leaves it alone until the row is
+        committed.
+        """
+        try:
+            age = time.time() - self.modified(digest)
+        except FileNotFoundError:
+            return False
+        if age > FRESHEN_AFTER_S:
+            try:
+                self._touch(digest)
+            except FileNotFoundError:
+                return False
+        return True
+
+    def put_if_absent(self, digest: str, read: Callable[[], bytes | memoryview]) -> bool:
+        """Keep the blob if it is stored, else store ``read()``; True when it was written.
+
+        One existence check (one request on S3), and the bytes are read only when needed.
+        ``read`` must return the bytes ``digest`` names (the caller hashed them).
+        """
+        check_digest(digest)
+        if self.keep(digest):
+            return False
+        self._write(digest, read())
+        return True
+
     def put(self, data: bytes | memoryview, digest: str | None = None) -> tuple[str, bool]:
         """Store ``data``; returns ``(digest, written)``, ``written`` False if it was there.
 
         ``digest`` may be passed when the caller already hashed these exact bytes.
         """
         digest = check_digest(digest) if digest else sha256_hex(data)
-        if self.has(digest):
+        if self.keep(digest):
             return digest, False
         self._write(digest, data)
         return digest, True

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from zoo.errors import BlobMissingError
-from zoo.store.base import _DIGEST, BlobStore
+from zoo.store.base import _DIGEST, BlobEntry, BlobStore, TempEntry
 
 TEMP_PREFIX = ".tmp-"
 
@@ -55,8 +56,21 @@ class LocalStore(BlobStore):
         try:
             return self._path(digest).stat().st_size
         except FileNotFoundError:
-            raise BlobMissingError(f"Blob {digest[:12]} is missing from {self.url}.",
-                                   digest=digest) from None
+            raise BlobMissingError(
+                f"Blob {digest[:12]} is missing from {self.url}.", digest=digest
+            ) from None
+
+    def modified(self, digest: str) -> float:
+        try:
+            return self._path(digest).stat().st_mtime
+        except FileNotFoundError:
+            raise BlobMissingError(
+                f"Blob {digest[:12]} is missing from {self.url}.", digest=digest
+            ) from None
+
+    def _touch(self, digest: str) -> None:
+        now = time.time()
+        os.utime(self._path(digest), (now, now))
 
     def delete(self, digest: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -71,7 +85,26 @@ class LocalStore(BlobStore):
                     if _DIGEST.fullmatch(f.name):
                         yield f.name
 
+    def entries(self) -> Iterator[BlobEntry]:
+        for digest in self.digests():
+            with contextlib.suppress(FileNotFoundError):
+                st = self._path(digest).stat()
+                yield BlobEntry(digest, st.st_size, st.st_mtime)
+
     def temp_files(self) -> Iterator[Path]:
         """Temporary files left by writers that were killed mid-write."""
         if self.root.is_dir():
             yield from self.root.glob(f"*/{TEMP_PREFIX}*")
+
+    def temp_entries(self) -> Iterator[TempEntry]:
+        for path in self.temp_files():
+            with contextlib.suppress(FileNotFoundError):
+                st = path.stat()
+                yield TempEntry(str(path.relative_to(self.root)), st.st_size, st.st_mtime)
+
+    def remove_temp(self, name: str) -> None:
+        path = self.root / name
+        if not path.name.startswith(TEMP_PREFIX) or path.parent.parent != self.root:
+            raise ValueError(f"{name!r} is not a temporary file of {self.url}")
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

@@ -1,0 +1,157 @@
+"""Crash safety: ``zoo import`` / ``extract`` / ``materialize`` killed with SIGKILL at
+random points, many times, from the very first command (so kills land in schema creation
+too); afterwards no row points at a missing blob, no partial blob is visible, and every
+command still works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from tinymodels import save_tiny
+
+KILL_BUDGET_S = 10  # time spent killing, per back end
+MAX_KILLS = 12
+# One launcher imports everything once, then forks a fresh process per command that runs
+# the CLI's own entry point: a random delay then measures time spent working, not time
+# spent starting Python, and a kill can land anywhere in the command's work.
+_LAUNCHER = """
+import json, os, sys
+import torch, zoo.api.catalog, zoo.api.learngenes, zoo.api.materialize, zoo.transforms
+from zoo_cli.main import main
+print("ready", flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    if "run" in req:
+        pid = os.fork()
+        if pid == 0:
+            fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            code = 0
+            try:
+                main(req["run"])
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        print(pid, flush=True)
+    else:
+        print(os.waitpid(req["wait"], 0)[1], flush=True)
+"""
+
+
+class Launcher:
+    def __init__(self, log_dir) -> None:
+        self.log_dir = log_dir
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCHER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=os.environ.copy(),
+            text=True,
+        )
+        assert self.proc.stdout.readline() == "ready\n"
+
+    def _ask(self, req: dict) -> int:
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
+
+    def start(self, args, n: int) -> int:
+        return self._ask({"run": list(args), "log": str(self.log_dir / f"{n}.log")})
+
+    def wait(self, pid: int) -> int:
+        """The raw wait status."""
+        return self._ask({"wait": pid})
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def medium_ckpt(tmp_path_factory):
+    """A ~17 MB checkpoint: writing its blobs takes long enough to be interrupted."""
+    folder = tmp_path_factory.mktemp("crash") / "bert-medium"
+    return save_tiny(
+        "bert",
+        folder,
+        hidden_size=256,
+        intermediate_size=1024,
+        vocab_size=4000,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+    )
+
+
+def test_sigkill_at_random_points_leaves_a_sound_registry(
+    registry, medium_ckpt, tiny_dir, run_cli, tmp_path
+):
+    """``registry`` set ZOO_DB_URL / ZOO_STORE_URL; the database does not exist yet."""
+    rng = random.Random(int(os.environ.get("ZOO_CRASH_SEED", "1234")))
+    small = str(tiny_dir("gpt2"))
+    name = medium_ckpt.name
+    learngene = f"{name}-lg"
+    commands = [
+        ("import", str(medium_ckpt)),
+        ("import", small),
+        ("extract", name, "--name", learngene),
+        ("materialize", learngene, "--layers", "2", "--hidden", "128", "--store"),
+        ("materialize", learngene, "--layers", "3", "--hidden", "64"),
+    ]
+    kills, finished = 0, 0
+    deadline = time.monotonic() + KILL_BUDGET_S
+    launcher = Launcher(tmp_path)
+    try:
+        while kills < MAX_KILLS and time.monotonic() < deadline:
+            n = kills + finished
+            args = commands[n % len(commands)]
+            pid = launcher.start(args, n)
+            time.sleep(rng.uniform(0.0, 0.8 if args[0] == "import" else 1.2))
+            os.kill(pid, signal.SIGKILL)  # a no-op if it already finished
+            status = launcher.wait(pid)
+            if os.WIFSIGNALED(status):
+                kills += 1
+                continue
+            log = (tmp_path / f"{n}.log").read_text()
+            # Finishing is fine; so is "not found" when its input's import was killed.
+            assert os.WEXITSTATUS(status) in (0, 3), log
+            assert "Traceback" not in log and "locked" not in log, log
+            finished += 1
+    finally:
+        launcher.close()
+    assert kills >= 5, f"only {kills} kills landed (finished {finished})"
+
+    # No row points at a missing blob; no visible blob is partial.
+    report = registry.fsck(grace=0)
+    assert report.ok, report.problems
+    verified = registry.verify()
+    assert verified.ok, verified.problems
+
+    # Every command still works, start to finish.
+    for args in commands:
+        code, _, err = run_cli(*args)
+        assert code == 0, err
+    code, out, err = run_cli("ls")
+    assert code == 0 and name in out and learngene in out, err
+
+    # Leftovers of killed writers are listed, and repair removes them and orphans only.
+    code, _, err = run_cli("fsck", "--repair", "--grace", "0")
+    assert code == 0, err
+    after = registry.fsck(grace=0)
+    assert after.ok and after.temp_files == () and after.orphans == ()
+    assert registry.verify().ok
+    assert {i.name for i in registry.list()} >= {name, learngene}
+    print(
+        f"{kills} kills, {finished} finished, {len(report.temp_files)} leftovers, "
+        f"{len(report.orphans)} orphans before repair"
+    )

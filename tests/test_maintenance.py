@@ -1,0 +1,333 @@
+"""rm, gc, fsck and verify on both databases.
+
+Learngenes and derived checkpoints are made here directly through ``zoo.db.queries``
+(stored blobs, or virtual rows whose tensors exist only as hashes) so that these tests
+depend on nothing but the registry's core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+from sqlalchemy import select
+
+from zoo.db import queries
+from zoo.db.entities import TensorRecord
+from zoo.db.models import Artifact, Edge
+from zoo.errors import ConflictError, InvalidInputError, NotFoundError
+from zoo.store import sha256_hex
+
+DAY = 86400
+
+
+def _records(prefix: str, payloads: list[bytes]) -> list[TensorRecord]:
+    return [
+        TensorRecord(f"{prefix}.{i}", "U8", (len(p),), len(p), sha256_hex(p))
+        for i, p in enumerate(payloads)
+    ]
+
+
+def _add(
+    reg,
+    name: str,
+    *,
+    kind: str = "learngene",
+    parent: str | None = None,
+    payloads: list[bytes] = (),
+    virtual: bool = False,
+) -> int:
+    """Register an artifact holding ``payloads`` (stored unless virtual), under ``parent``."""
+    recs = _records(name, list(payloads))
+    if not virtual:
+        for p in payloads:
+            reg.store.put(p)
+
+    def work(session):
+        row = queries.insert_artifact(
+            session,
+            kind=kind,
+            name=name,
+            family="bert",
+            content_hash=sha256_hex(name.encode()),
+            config=None,
+            info={},
+            tensors=recs,
+            created_by="test",
+            virtual=virtual,
+        )
+        if parent is not None:
+            queries.add_edge(
+                session,
+                parent=queries.resolve(session, parent),
+                child=row,
+                relation="extract" if kind == "learngene" else "materialize",
+                recipe={},
+                zoo_version="test",
+                by="test",
+            )
+        return row.id
+
+    return reg.transaction(work)
+
+
+def _soft_delete(reg, name: str) -> None:
+    """Mark a row removed behind rm's back (rm refuses while children are kept)."""
+
+    def work(session):
+        session.scalar(select(Artifact).where(Artifact.name == name)).deleted_at = queries.now()
+
+    reg.transaction(work)
+
+
+def _age_all_blobs(reg, seconds: float) -> None:
+    past = time.time() - seconds
+    for digest in reg.store.digests():
+        os.utime(reg.store._path(digest), (past, past))
+
+
+def _own_digests(info, *others) -> list[str]:
+    """Digests only ``info`` holds (zero biases and unit norms are shared across models)."""
+    counts: dict[str, int] = {}
+    for t in info.tensors:
+        counts[t.digest] = counts.get(t.digest, 0) + 1
+    shared = {t.digest for o in others for t in o.tensors}
+    return sorted(d for d, n in counts.items() if n == 1 and d not in shared)
+
+
+def _names(reg, *, include_deleted: bool = True) -> set[str]:
+    return {i.name for i in reg.list(include_deleted=include_deleted)}
+
+
+@pytest.fixture
+def family(registry, tiny_dir):
+    """source -> learngene (stored) -> derived (virtual), plus an unrelated source."""
+    src = registry.import_checkpoint(tiny_dir("bert"), name="src")
+    other = registry.import_checkpoint(tiny_dir("gpt2"), name="other")
+    _add(registry, "lg", parent="src", payloads=[b"lg-0" * 64, b"lg-1" * 64])
+    _add(registry, "virt", kind="derived", parent="lg", payloads=[b"never stored"], virtual=True)
+    return {"src": src, "other": other}
+
+
+# --- rm ------------------------------------------------------------------------------------
+
+
+def test_rm_is_a_soft_delete(registry, family, run_cli):
+    stored = set(registry.store.digests())
+    [removed] = registry.rm("other")
+    assert removed.name == "other" and removed.deleted
+    assert "other" not in _names(registry, include_deleted=False)
+    assert "other" in _names(registry)
+    with pytest.raises(NotFoundError):
+        registry.show("other")
+    assert set(registry.store.digests()) == stored  # blobs go only at gc
+    code, _, err = run_cli("rm", "other")
+    assert code == 3 and "other" in err
+
+
+def test_rm_is_refused_while_something_derived_is_kept(registry, family, run_cli):
+    with pytest.raises(ConflictError, match=r"lg.*--cascade"):
+        registry.rm("src")
+    code, out, err = run_cli("rm", "lg")
+    assert code == 4 and out == "" and err.count("\n") == 1 and "virt" in err
+    assert {"src", "lg", "virt"} <= _names(registry, include_deleted=False)
+    # Once the descendants are gone, it may go.
+    registry.rm("virt")
+    registry.rm("lg")
+    assert [i.name for i in registry.rm("src")] == ["src"]
+
+
+def test_rm_cascade_removes_descendants(registry, family, run_cli):
+    code, out, _ = run_cli("rm", "src", "--cascade", "--json")
+    assert code == 0
+    assert sorted(i["name"] for i in json.loads(out)) == ["lg", "src", "virt"]
+    assert _names(registry, include_deleted=False) == {"other"}
+
+
+# --- gc ------------------------------------------------------------------------------------
+
+
+def test_gc_sweeps_only_what_nothing_kept_needs(registry, family, tiny_dir, run_cli):
+    src_blobs = {t.digest for t in family["src"].tensors}
+    other_blobs = {t.digest for t in family["other"].tensors} - src_blobs
+    kept_blobs = set(registry.store.digests()) - other_blobs
+    registry.rm("other")
+    # A dry run reports, changes nothing.
+    code, out, _ = run_cli("gc", "--dry-run", "--grace", "0", "--json")
+    assert code == 0
+    dry = json.loads(out)
+    assert {b["name"] for b in dry["swept"]} == other_blobs and dry["hard_deleted"] == ["other"]
+    assert set(registry.store.digests()) == kept_blobs | other_blobs
+    assert "other" in _names(registry)
+    # Fresh blobs survive the default grace period; the removed row is forgotten, and its
+    # blobs are now orphans.
+    report = registry.gc()
+    assert report.swept == () and report.too_young == len(other_blobs)
+    assert report.hard_deleted == ("other",) and "other" not in _names(registry)
+    assert {o.name for o in registry.fsck().orphans} == other_blobs
+    # Old enough: swept, exactly those.
+    _age_all_blobs(registry, 2 * DAY)
+    code, out, _ = run_cli("gc")
+    assert code == 0 and f"swept {len(other_blobs)} blobs" in out
+    assert set(registry.store.digests()) == kept_blobs
+    assert registry.fsck().ok and registry.verify().ok
+    # Nothing is left to do, and the name is free again.
+    assert registry.gc(grace=0).swept == ()
+    assert registry.import_checkpoint(tiny_dir("gpt2"), name="other").name == "other"
+
+
+def test_gc_keeps_blobs_shared_with_kept_artifacts(registry, family):
+    shared = b"lg-0" * 64  # also a tensor of lg
+    _add(registry, "dup", parent="src", payloads=[shared, b"only dup" * 8])
+    registry.rm("dup")
+    report = registry.gc(grace=0)
+    assert [b.name for b in report.swept] == [sha256_hex(b"only dup" * 8)]
+    assert registry.store.has(sha256_hex(shared))
+    assert registry.fsck().ok
+
+
+def test_virtual_checkpoint_keeps_removed_ancestors_blobs(registry, family):
+    """A kept virtual checkpoint must stay re-derivable: its ancestors' blobs stay."""
+    needed = {t.digest for name in ("src", "lg") for t in registry.show(name).tensors}
+    _soft_delete(registry, "lg")
+    _soft_delete(registry, "src")
+    report = registry.gc(grace=0)
+    assert needed <= set(registry.store.digests())
+    assert not needed & {b.name for b in report.swept}
+    assert set(report.kept_deleted) == {"src", "lg"} and report.hard_deleted == ()
+    assert registry.verify("virt").ok and registry.verify("virt").checked == len(needed)
+    # Remove the virtual checkpoint too: now everything of that family can go.
+    registry.rm("virt")
+    report = registry.gc(grace=0)
+    assert set(report.hard_deleted) == {"src", "lg", "virt"}
+    other_blobs = {t.digest for t in family["other"].tensors}
+    assert set(registry.store.digests()) == other_blobs
+    with registry.session() as s:
+        assert s.scalars(select(Edge)).all() == []
+    assert _names(registry) == {"other"}
+    assert registry.fsck().ok
+
+
+def test_stored_child_keeps_removed_parent_row_but_not_its_blobs(registry, family):
+    """Lineage rows stay while a kept artifact descends from them; their blobs may go."""
+    registry.rm("virt")
+    _add(registry, "real", kind="derived", parent="lg", payloads=[b"real" * 16])
+    _soft_delete(registry, "lg")
+    report = registry.gc(grace=0)
+    lg_blobs = {sha256_hex(b"lg-0" * 64), sha256_hex(b"lg-1" * 64)}
+    assert lg_blobs <= {b.name for b in report.swept}
+    assert "lg" in report.kept_deleted and "lg" in _names(registry)
+    assert "virt" in report.hard_deleted
+    assert registry.fsck().ok
+
+
+def test_gc_never_deletes_a_referenced_blob(registry, family):
+    _age_all_blobs(registry, 30 * DAY)
+    before = set(registry.store.digests())
+    report = registry.gc(grace=0)
+    assert report.swept == () and set(registry.store.digests()) == before
+
+
+def test_gc_leaves_a_blob_a_writer_is_reusing(registry, tiny_dir, monkeypatch):
+    """The collector runs between a writer's blobs and its row: nothing it needs goes."""
+    info = registry.import_checkpoint(tiny_dir("gpt2"))
+    registry.rm(info.name)
+    registry.gc(grace="1000d")  # the row is forgotten; its blobs are old orphans now
+    _age_all_blobs(registry, 2 * DAY)
+    transaction, ran = registry.transaction, []
+
+    def collect_first(work, **kwargs):
+        if not ran:
+            ran.append(None)  # gc's own transaction must not collect again
+            ran[0] = registry.gc(grace="1h")
+        return transaction(work, **kwargs)
+
+    monkeypatch.setattr(registry, "transaction", collect_first)
+    registry.import_checkpoint(tiny_dir("gpt2"))  # reuses the blobs, then writes its row
+    monkeypatch.undo()
+    assert ran and ran[0].swept == ()
+    assert registry.fsck().ok and registry.verify().ok
+
+
+def test_gc_bad_grace_is_refused(registry, run_cli):
+    with pytest.raises(InvalidInputError):
+        registry.gc(grace="tomorrow")
+    code, _, err = run_cli("gc", "--grace", "-5h")
+    assert code == 2 and "duration" in err
+
+
+# --- fsck ----------------------------------------------------------------------------------
+
+
+def test_fsck_clean_registry(registry, family, run_cli):
+    code, out, _ = run_cli("fsck", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["ok"] and report["problems"] == []
+    assert report["orphans"] == [] and report["temp_files"] == []
+
+
+def test_fsck_finds_missing_and_wrong_size_blobs(registry, family, run_cli):
+    gone, short = _own_digests(family["src"], family["other"])[:2]
+    registry.store.delete(gone)
+    path = registry.store._path(short)
+    path.write_bytes(path.read_bytes()[:-1])
+    report = registry.fsck()
+    assert not report.ok
+    problems = {p.digest: p for p in report.problems}
+    assert problems[gone].problem == "missing" and problems[gone].artifacts == ("src",)
+    assert problems[short].problem == "wrong-size"
+    code, out, _ = run_cli("fsck")
+    assert code == 6 and "missing" in out and "src" in out
+    # Repair never touches data rows need.
+    registry.fsck(repair=True, grace=0)
+    assert not registry.fsck().ok and registry.store.has(short)
+
+
+def test_fsck_ignores_virtual_and_removed_rows(registry, family):
+    # virt's tensors were never stored: not a problem. Nor is a removed row's missing blob.
+    registry.rm("other")
+    for t in family["other"].tensors:
+        if t.digest not in {t.digest for t in family["src"].tensors}:
+            registry.store.delete(t.digest)
+    assert registry.fsck().ok
+
+
+def test_fsck_repair_removes_old_leftovers_and_orphans_only(registry, family, run_cli):
+    orphan, _ = registry.store.put(b"nobody points at me")
+    temp = registry.store._path(orphan).parent / ".tmp-deadbeef-1"
+    temp.write_bytes(b"partial")
+    report = registry.fsck()
+    assert report.ok  # leftovers are harmless
+    assert [o.name for o in report.orphans] == [orphan] and len(report.temp_files) == 1
+    referenced = set(registry.store.digests()) - {orphan}
+    # Younger than the grace period: kept (a writer may still be between blob and row).
+    assert registry.fsck(repair=True).removed == ()
+    assert registry.store.has(orphan) and temp.exists()
+    code, out, _ = run_cli("fsck", "--repair", "--grace", "0", "--json")
+    assert code == 0 and len(json.loads(out)["removed"]) == 2
+    assert not registry.store.has(orphan) and not temp.exists()
+    assert set(registry.store.digests()) == referenced
+
+
+# --- verify --------------------------------------------------------------------------------
+
+
+def test_verify_finds_changed_bytes(registry, family, run_cli):
+    code, out, _ = run_cli("verify")
+    assert code == 0 and "all intact" in out
+    victim = _own_digests(family["src"], family["other"])[0]
+    path = registry.store._path(victim)
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF
+    path.write_bytes(bytes(data))
+    report = registry.verify()
+    assert [(p.digest, p.problem, p.artifacts) for p in report.problems] == [
+        (victim, "corrupt", ("src",))
+    ]
+    assert registry.verify("other").ok  # one artifact's blobs only
+    code, out, _ = run_cli("verify", "src", "--json")
+    assert code == 6 and json.loads(out)["problems"][0]["digest"] == victim
+    registry.store.delete(_own_digests(family["other"], family["src"])[0])
+    assert {p.problem for p in registry.verify().problems} == {"corrupt", "missing"}

@@ -1,0 +1,71 @@
+"""zoo's default initialization per family and direction, chosen by the transfer benchmark.
+
+The table maps ``(family, direction)`` to ``(method, wavelet, rescale)``. The evidence is in
+benchmarks/results/transfer.md (``zoo bench transfer``; byte-level LMs on the Python
+standard library, 3 seeds, equal training budgets). Only gpt2 (decoder, causal LM) and bert
+(encoder, masked LM) were measured; the other families take the closest measured one and
+say so below. Re-run the benchmark and update this table together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from zoo.errors import InvalidInputError
+
+#: (method, wavelet, rescale); wavelet is None for methods other than dwt.
+Recipe3 = tuple[str, str | None, str]
+
+#: Measured: see benchmarks/results/transfer.md for the table behind every entry.
+MEASURED: dict[tuple[str, str], Recipe3] = {
+    ("gpt2", "l2s"): ("dwt", "db2", "none"),
+    ("gpt2", "s2l"): ("dwt", "db2", "fan"),
+    ("bert", "l2s"): ("dwt", "db2", "none"),
+    ("bert", "s2l"): ("dwt", "db2", "fan"),
+}
+
+#: Families without a measurement of their own take the closest measured one.
+CLOSEST = {
+    "gpt2": "gpt2",
+    "bert": "bert",
+    "roberta": "bert",  # not measured: encoder with masked-LM pre-training, like bert
+    "vit": "bert",  # not measured: encoder (post-/pre-LN differs), closest is bert
+    "llama": "gpt2",  # not measured: pre-norm decoder (RMSNorm, SwiGLU), closest is gpt2
+}
+
+#: The whole table, every family zoo ships.
+DEFAULTS: dict[tuple[str, str], Recipe3] = {
+    (family, direction): MEASURED[(measured, direction)]
+    for family, measured in CLOSEST.items()
+    for direction in ("l2s", "s2l")
+}
+
+
+def direction_of(source_sizes: Mapping[str, int], target_sizes: Mapping[str, int]) -> str:
+    """``s2l`` if any changeable size grows, else ``l2s``."""
+    grows = any(n > source_sizes.get(role, n) for role, n in target_sizes.items())
+    return "s2l" if grows else "l2s"
+
+
+def default_recipe(
+    family: str, source_sizes: Mapping[str, int], target_sizes: Mapping[str, int]
+) -> Recipe3:
+    """``(method, wavelet, rescale)`` zoo uses when the user names none.
+
+    Args:
+        family: a family name (bert, roberta, gpt2, vit, llama).
+        source_sizes, target_sizes: changeable sizes, e.g. ``{"layers": 4, "hidden": 128}``
+            (``Family.axis_sizes`` of the source and target configs).
+
+    Example:
+        >>> default_recipe("gpt2", {"layers": 4, "hidden": 128}, {"layers": 2, "hidden": 64})
+        ('dwt', 'db2', 'none')
+    """
+    if family not in CLOSEST:
+        raise InvalidInputError(
+            f"No default initialization for family {family!r}; known: {', '.join(CLOSEST)}."
+        )
+    return DEFAULTS[(family, direction_of(source_sizes, target_sizes))]
+
+
+__all__ = ["CLOSEST", "DEFAULTS", "MEASURED", "default_recipe", "direction_of"]

@@ -1,0 +1,247 @@
+"""Blob store on any fsspec filesystem, above all S3-compatible object storage.
+
+``s3://bucket/prefix`` keeps blobs at ``prefix/ab/abcdef...``. An S3 PUT is atomic (an
+object never appears partially, and a multipart upload appears only when completed), so
+blobs are written in place; a killed multipart upload leaves an unfinished upload that
+``zoo fsck --repair`` aborts. On other fsspec back ends a blob is written under a
+temporary name and moved into place.
+
+The S3 endpoint of a compatible server (MinIO, Ceph, moto...) comes from
+``ZOO_S3_ENDPOINT_URL`` or the standard ``AWS_ENDPOINT_URL``; credentials come from the
+standard AWS environment variables and files, read by botocore, never from the URL and
+never printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from zoo.config import redact_url
+from zoo.errors import BlobMissingError, InvalidInputError
+from zoo.store.base import _DIGEST, BlobEntry, BlobStore, TempEntry
+
+TEMP_PREFIX = ".tmp-"
+ENDPOINT_ENV = ("ZOO_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def s3_endpoint() -> str | None:
+    """The S3 endpoint from the environment, or None for AWS itself."""
+    for var in ENDPOINT_ENV:
+        if os.environ.get(var):
+            return os.environ[var]
+    return None
+
+
+def _epoch(value: Any) -> float:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return 0.0
+
+
+class FsspecStore(BlobStore):
+    """Content-addressed blobs under ``url`` on an fsspec filesystem."""
+
+    def __init__(self, url: str, *, fs=None) -> None:
+        import fsspec
+
+        self.url = redact_url(url)
+        protocol, _, rest = url.partition("://")
+        self.protocol = protocol
+        if "@" in rest.split("/", 1)[0]:
+            raise InvalidInputError(
+                f"Store URL {self.url!r} carries credentials; put them in the standard "
+                "AWS environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) instead."
+            )
+        self.s3 = protocol in ("s3", "s3a")
+        if fs is not None:
+            self.fs = fs
+        elif self.s3:
+            try:
+                import s3fs
+            except ModuleNotFoundError as exc:
+                raise InvalidInputError(
+                    f"Store URL {self.url!r} needs s3fs: pip install 'zoo[s3]'."
+                ) from exc
+            endpoint = s3_endpoint()
+            # No listings cache: another process may add or remove a blob at any time.
+            self.fs = s3fs.S3FileSystem(
+                client_kwargs={"endpoint_url": endpoint} if endpoint else {},
+                use_listings_cache=False,
+                skip_instance_cache=True,
+            )
+        else:
+            try:
+                self.fs = fsspec.filesystem(protocol)
+            except (ImportError, ValueError) as exc:
+                raise InvalidInputError(
+                    f"Store URL {self.url!r}: fsspec cannot open {protocol!r} ({exc})."
+                ) from exc
+        self.root = self.fs._strip_protocol(url).rstrip("/")
+        if self.s3 and not self.root:
+            raise InvalidInputError(
+                f"Store URL {self.url!r} names no bucket; use s3://BUCKET/PREFIX."
+            )
+
+    def _path(self, digest: str) -> str:
+        return f"{self.root}/{digest[:2]}/{digest}"
+
+    def _missing(self, digest: str) -> BlobMissingError:
+        return BlobMissingError(
+            f"Blob {digest[:12]} is missing from {self.url}; run `zoo fsck` to check the "
+            "registry against its store.",
+            digest=digest,
+        )
+
+    def _info(self, digest: str) -> dict[str, Any]:
+        try:
+            return self.fs.info(self._path(digest))
+        except FileNotFoundError:
+            raise self._missing(digest) from None
+
+    def has(self, digest: str) -> bool:
+        try:
+            self.fs.info(self._path(digest))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _write(self, digest: str, data: bytes | memoryview) -> None:
+        final = self._path(digest)
+        if self.s3:
+            # One PUT (or one completed multipart upload): atomic, never partial.
+            self.fs.pipe_file(final, bytes(data))
+            return
+        temp = f"{self.root}/{digest[:2]}/{TEMP_PREFIX}{digest[:16]}-{uuid.uuid4().hex}"
+        self.fs.makedirs(f"{self.root}/{digest[:2]}", exist_ok=True)
+        try:
+            self.fs.pipe_file(temp, bytes(data))
+            self.fs.mv(temp, final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                if self.fs.exists(temp):
+                    self.fs.rm_file(temp)
+
+    def _read(self, digest: str) -> bytes:
+        try:
+            return self.fs.cat_file(self._path(digest))
+        except FileNotFoundError:
+            raise self._missing(digest) from None
+
+    def size(self, digest: str) -> int:
+        return int(self._info(digest)["size"])
+
+    def modified(self, digest: str) -> float:
+        return self._mtime(self._info(digest))
+
+    @staticmethod
+    def _mtime(info: dict[str, Any]) -> float:
+        for key in ("LastModified", "mtime", "last_modified", "created"):
+            if info.get(key) is not None:
+                return _epoch(info[key])
+        return 0.0
+
+    def _touch(self, digest: str) -> None:
+        path = self._path(digest)
+        if self.s3:
+            # A copy onto itself with new metadata is how S3 refreshes LastModified; it
+            # happens inside the server, no bytes travel.
+            bucket, key, _ = self.fs.split_path(path)
+            try:
+                self.fs.call_s3(
+                    "copy_object",
+                    Bucket=bucket,
+                    Key=key,
+                    CopySource={"Bucket": bucket, "Key": key},
+                    MetadataDirective="REPLACE",
+                    Metadata={"zoo-kept": "1"},
+                )
+            except FileNotFoundError:
+                raise self._missing(digest) from None
+            except OSError:
+                # Refused (a >5 GB object, a bucket policy): the blob is there, which is
+                # what the writer needs; only gc's freshness hint is lost, and the grace
+                # period still covers any writer faster than it.
+                pass
+            return
+        try:
+            self.fs.touch(path, truncate=False)
+        except FileNotFoundError:
+            raise self._missing(digest) from None
+        except (NotImplementedError, ValueError, OSError):
+            # No way to set the time in place: write the same bytes again (temp, move).
+            self._write(digest, self._read(digest))
+
+    def delete(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self._path(digest))
+
+    def _listing(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """(folder, file name, info) of every file under ``ROOT/xx/``."""
+        try:
+            found = self.fs.find(self.root, detail=True)
+        except FileNotFoundError:
+            return
+        start = len(self.root) + 1
+        for path, info in sorted(found.items()):
+            folder, _, name = path[start:].rpartition("/")
+            if path.startswith(self.root + "/") and len(folder) == 2:
+                yield folder, name, info
+
+    def digests(self) -> Iterator[str]:
+        for folder, name, _ in self._listing():
+            if _DIGEST.fullmatch(name) and name.startswith(folder):
+                yield name
+
+    def entries(self) -> Iterator[BlobEntry]:
+        for folder, name, info in self._listing():
+            if _DIGEST.fullmatch(name) and name.startswith(folder):
+                yield BlobEntry(name, int(info.get("size") or 0), self._mtime(info))
+
+    def temp_entries(self) -> Iterator[TempEntry]:
+        for folder, name, info in self._listing():
+            if name.startswith(TEMP_PREFIX):
+                yield TempEntry(f"{folder}/{name}", int(info.get("size") or 0), self._mtime(info))
+        if self.s3:
+            for upload in self._multipart_uploads():
+                yield TempEntry(
+                    f"upload:{upload['Key']}:{upload['UploadId']}",
+                    0,
+                    _epoch(upload.get("Initiated")),
+                )
+
+    def _multipart_uploads(self) -> list[dict[str, Any]]:
+        bucket, _, prefix = self.root.partition("/")
+        uploads: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        while True:
+            page = self.fs.call_s3("list_multipart_uploads", **kwargs)
+            uploads += page.get("Uploads", [])
+            if not page.get("IsTruncated"):
+                return uploads
+            kwargs.update(
+                KeyMarker=page["NextKeyMarker"], UploadIdMarker=page["NextUploadIdMarker"]
+            )
+
+    def remove_temp(self, name: str) -> None:
+        if name.startswith("upload:") and self.s3:
+            _, key, upload_id = name.split(":", 2)
+            bucket = self.root.partition("/")[0]
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.call_s3(
+                    "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id
+                )
+            return
+        sub, _, base = name.partition("/")
+        if not base.startswith(TEMP_PREFIX) or "/" in base or len(sub) != 2:
+            raise ValueError(f"{name!r} is not a temporary file of {self.url}")
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(f"{self.root}/{name}")
