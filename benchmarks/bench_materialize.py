@@ -33,8 +33,13 @@ def machine(device: str) -> dict:
                 break
     except OSError:
         pass
-    info = {"cpu": cpu, "cores": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "device": device}
+    info = {
+        "cpu": cpu,
+        "cores": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": device,
+    }
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -71,9 +76,12 @@ def main() -> None:
     import zoo
 
     work = Path(tempfile.mkdtemp(prefix="zoo-bench-"))
-    cfg = transformers.BertConfig(num_hidden_layers=args.layers, hidden_size=args.hidden,
-                                  num_attention_heads=args.hidden // 64,
-                                  intermediate_size=4 * args.hidden)
+    cfg = transformers.BertConfig(
+        num_hidden_layers=args.layers,
+        hidden_size=args.hidden,
+        num_attention_heads=args.hidden // 64,
+        intermediate_size=4 * args.hidden,
+    )
     torch.manual_seed(0)
     transformers.BertForMaskedLM(cfg).save_pretrained(work / "source")
     reg = zoo.connect(home=work / "home")
@@ -87,40 +95,71 @@ def main() -> None:
         ("haar L2S (learngene band)", haar.name, dict(layers=L // 2, hidden=H // 2)),
         ("db2 L2S (learngene band)", db2.name, dict(layers=L // 2, hidden=H // 2)),
         ("dct L2S (learngene block)", dct.name, dict(layers=L // 2, hidden=H // 2)),
-        ("haar S2L (from source)", src.name, dict(layers=2 * L, hidden=2 * H,
-                                                  method="dwt", wavelet="haar")),
-        ("weight-selection L2S", src.name, dict(layers=L // 2, hidden=H // 2,
-                                                method="weight-selection")),
+        (
+            "haar S2L (from source)",
+            src.name,
+            dict(layers=2 * L, hidden=2 * H, method="dwt", wavelet="haar"),
+        ),
+        (
+            "weight-selection L2S",
+            src.name,
+            dict(layers=L // 2, hidden=H // 2, method="weight-selection"),
+        ),
     ]
     rows = []
     for label, name, kwargs in cases:
         result = reg.materialize(name, device=args.device, **kwargs)
         target = work / f"target-{len(rows)}.safetensors"
-        save_file({k: v.detach().cpu().contiguous().clone() for k, v in
-                   result.state_dict.items()}, target)
-        mat = timed(lambda n=name, kw=kwargs: reg.materialize(n, device=args.device, **kw),
-                    args.device, args.repeats)
-        load = timed(lambda t=target: load_file(t, device=args.device), args.device,
-                     args.repeats)
+        save_file(
+            {k: v.detach().cpu().contiguous().clone() for k, v in result.state_dict.items()}, target
+        )
+        mat = timed(
+            lambda n=name, kw=kwargs: reg.materialize(n, device=args.device, **kw),
+            args.device,
+            args.repeats,
+        )
+        load = timed(lambda t=target: load_file(t, device=args.device), args.device, args.repeats)
         mb = target.stat().st_size / 2**20
-        rows.append({"case": label, "target_mb": round(mb, 1), "materialize_s": round(mat, 4),
-                     "load_s": round(load, 4), "ratio": round(mat / load, 2)})
-        print(f"{label:32s} {mb:8.1f} MB  materialize {mat * 1e3:8.1f} ms  "
-              f"load {load * 1e3:8.1f} ms  ratio {mat / load:6.2f}", flush=True)
+        rows.append(
+            {
+                "case": label,
+                "target_mb": round(mb, 1),
+                "materialize_s": round(mat, 4),
+                "load_s": round(load, 4),
+                "ratio": round(mat / load, 2),
+            }
+        )
+        print(
+            f"{label:32s} {mb:8.1f} MB  materialize {mat * 1e3:8.1f} ms  "
+            f"load {load * 1e3:8.1f} ms  ratio {mat / load:6.2f}",
+            flush=True,
+        )
 
-    report = {"machine": machine(args.device), "source": f"bert {L}x{H}",
-              "repeats": args.repeats, "rows": rows,
-              "note": "materialize = the full API call: resolve, read bands or source blobs "
-                      "(sha256-verified), transform, rebuild the state dict, hash every "
-                      "output tensor and record the derived checkpoint."}
+    report = {
+        "machine": machine(args.device),
+        "source": f"bert {L}x{H}",
+        "repeats": args.repeats,
+        "rows": rows,
+        "note": "materialize = the full API call: resolve, read bands or source blobs "
+        "(sha256-verified), transform, rebuild the state dict, hash every "
+        "output tensor and record the derived checkpoint.",
+    }
     RESULTS.mkdir(exist_ok=True)
     stem = f"materialize-{args.device}"
     (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = [f"# materialize vs load ({args.device})", "",
-             f"Machine: {report['machine']}", "",
-             "| case | target MB | materialize ms | load ms | ratio |", "|---|---|---|---|---|"]
-    lines += [f"| {r['case']} | {r['target_mb']} | {r['materialize_s'] * 1e3:.1f} | "
-              f"{r['load_s'] * 1e3:.1f} | {r['ratio']} |" for r in rows]
+    lines = [
+        f"# materialize vs load ({args.device})",
+        "",
+        f"Machine: {report['machine']}",
+        "",
+        "| case | target MB | materialize ms | load ms | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['case']} | {r['target_mb']} | {r['materialize_s'] * 1e3:.1f} | "
+        f"{r['load_s'] * 1e3:.1f} | {r['ratio']} |"
+        for r in rows
+    ]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 

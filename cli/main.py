@@ -11,7 +11,6 @@ import json
 import sys
 
 import click
-
 from zoo_cli import render
 
 # Exit codes by error class, most specific first.
@@ -61,14 +60,19 @@ def cli() -> None:
 @click.argument("source")
 @click.option("--name", help="Registry name (default: the folder or repository name).")
 @click.option("--revision", help="Hub branch, tag or commit (for ORG/NAME sources).")
-@click.option("--convert-bin", is_flag=True,
-              help="Accept a pickle .bin checkpoint, read with torch.load(weights_only=True).")
+@click.option(
+    "--convert-bin",
+    is_flag=True,
+    help="Accept a pickle .bin checkpoint, read with torch.load(weights_only=True).",
+)
 @json_option
-def import_cmd(source: str, name: str | None, revision: str | None, convert_bin: bool,
-               as_json: bool) -> None:
+def import_cmd(
+    source: str, name: str | None, revision: str | None, convert_bin: bool, as_json: bool
+) -> None:
     """Register a checkpoint: a local HF folder, or ORG/NAME from the HF cache or Hub."""
-    info = _registry().import_checkpoint(source, name=name, revision=revision,
-                                         convert_bin=convert_bin, progress=sys.stderr.isatty())
+    info = _registry().import_checkpoint(
+        source, name=name, revision=revision, convert_bin=convert_bin, progress=sys.stderr.isatty()
+    )
     _emit(as_json, info.to_json(), render.artifact_line(info))
 
 
@@ -129,8 +133,11 @@ def db_upgrade(revision: str, as_json: bool) -> None:
 def db_downgrade(revision: str, as_json: bool) -> None:
     """Downgrade the schema to REVISION ('base' removes every table)."""
     before, after = _raw_registry().db_downgrade(revision)
-    _emit(as_json, {"before": before, "after": after},
-          f"schema {before or '(empty)'} -> {after or '(empty)'}")
+    _emit(
+        as_json,
+        {"before": before, "after": after},
+        f"schema {before or '(empty)'} -> {after or '(empty)'}",
+    )
 
 
 @db_group.command("current")
@@ -169,8 +176,9 @@ def config_show(as_json: bool) -> None:
 @json_option
 def extract_cmd(source, method, wavelet, levels, keep, name, device, as_json) -> None:
     """Extract a learngene (wavelet bands or DCT block) from SOURCE, once."""
-    info = _registry().extract(source, method=method, wavelet=wavelet, levels=levels,
-                               keep=keep, name=name, device=device)
+    info = _registry().extract(
+        source, method=method, wavelet=wavelet, levels=levels, keep=keep, name=name, device=device
+    )
     _emit(as_json, info.to_json(), render.artifact_line(info))
 
 
@@ -181,29 +189,69 @@ def extract_cmd(source, method, wavelet, levels, keep, name, device, as_json) ->
 @click.option("--heads", type=int, help="Attention heads (default: keep head_dim).")
 @click.option("--intermediate", type=int, help="FFN size (default: keep the source's ratio).")
 @click.option("--kv-heads", type=int, help="Key/value heads (grouped-query attention).")
-@click.option("--method", type=click.Choice(
-    ["dwt", "dct", "weight-selection", "hypercloning", "net2net", "scratch"]))
+@click.option(
+    "--method",
+    type=click.Choice(["dwt", "dct", "weight-selection", "hypercloning", "net2net", "scratch"]),
+)
 @click.option("--wavelet", help="dwt: the wavelet (default: the learngene's, else haar).")
-@click.option("--rescale", type=click.Choice(["none", "std", "fan"]),
-              help="Amplitude rule for dwt/dct (none: raw, as the papers; default: "
-                   "zoo's measured default for the family and direction).")
+@click.option(
+    "--rescale",
+    type=click.Choice(["none", "std", "fan"]),
+    help="Amplitude rule for dwt/dct (none: raw, as the papers; default: "
+    "zoo's measured default for the family and direction).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="For scratch/net2net.")
-@click.option("--norm", type=click.Choice(["method", "match"]),
-              help="Norm layers: resized by the method, or matched to the source's moments.")
+@click.option(
+    "--norm",
+    type=click.Choice(["method", "match"]),
+    help="Norm layers: resized by the method, or matched to the source's moments.",
+)
 @click.option("--device", help="cpu (default) or cuda.")
 @click.option("--out", type=click.Path(file_okay=False), help="Write an HF folder here.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
 @click.option("--store", is_flag=True, help="Keep the weights in the registry too.")
 @json_option
-def materialize_cmd(name, layers, hidden, heads, intermediate, kv_heads, method, wavelet,
-                    rescale, seed, norm, device, out, force, store, as_json) -> None:
+def materialize_cmd(
+    name,
+    layers,
+    hidden,
+    heads,
+    intermediate,
+    kv_heads,
+    method,
+    wavelet,
+    rescale,
+    seed,
+    norm,
+    device,
+    out,
+    force,
+    store,
+    as_json,
+) -> None:
     """Materialize a model of any size from NAME (learngene, source, alias or family)."""
     result = _registry().materialize(
-        name, layers=layers, hidden=hidden, heads=heads, intermediate=intermediate,
-        kv_heads=kv_heads, method=method, wavelet=wavelet, rescale=rescale, seed=seed,
-        norm=norm, device=device, out=out, force=force, store=store)
-    data = {"artifact": result.artifact.to_json(), "config": result.config,
-            "out": str(result.out) if result.out else None}
+        name,
+        layers=layers,
+        hidden=hidden,
+        heads=heads,
+        intermediate=intermediate,
+        kv_heads=kv_heads,
+        method=method,
+        wavelet=wavelet,
+        rescale=rescale,
+        seed=seed,
+        norm=norm,
+        device=device,
+        out=out,
+        force=force,
+        store=store,
+    )
+    data = {
+        "artifact": result.artifact.to_json(),
+        "config": result.config,
+        "out": str(result.out) if result.out else None,
+    }
     text = render.artifact_line(result.artifact)
     if result.out:
         text += f"\nwrote {result.out}"
@@ -222,8 +270,15 @@ def rederive_cmd(name, out, force, device, as_json) -> None:
     text = f"{result.artifact.name}: re-derived bit for bit ({result.artifact.content_hash[:12]})"
     if result.out:
         text += f"\nwrote {result.out}"
-    _emit(as_json, {"artifact": result.artifact.to_json(), "verified": True,
-                    "out": str(result.out) if result.out else None}, text)
+    _emit(
+        as_json,
+        {
+            "artifact": result.artifact.to_json(),
+            "verified": True,
+            "out": str(result.out) if result.out else None,
+        },
+        text,
+    )
 
 
 @cli.command("default")
@@ -240,17 +295,22 @@ def default_cmd(family, name, as_json) -> None:
 @click.argument("name")
 @click.option("--up", "direction", flag_value="up", help="Ancestors only.")
 @click.option("--down", "direction", flag_value="down", help="Descendants only.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "dot", "mermaid"]),
-              default="text", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "dot", "mermaid"]),
+    default="text",
+    show_default=True,
+)
 def lineage_cmd(name, direction, fmt) -> None:
     """Ancestors and descendants of NAME, with each edge's recipe."""
-    graph = _registry().lineage(name, up=direction in (None, "up"),
-                                down=direction in (None, "down"))
+    graph = _registry().lineage(
+        name, up=direction in (None, "up"), down=direction in (None, "down")
+    )
     if fmt == "json":
         click.echo(json.dumps(graph.to_json(), indent=2, sort_keys=True, default=str))
     else:
-        click.echo({"text": graph.to_text, "dot": graph.to_dot,
-                    "mermaid": graph.to_mermaid}[fmt]())
+        click.echo({"text": graph.to_text, "dot": graph.to_dot, "mermaid": graph.to_mermaid}[fmt]())
 
 
 @cli.command("link")
@@ -282,8 +342,11 @@ def audit_cmd(path, verify, as_json) -> None:
 # Exit status of fsck and verify when they find damage (the code of BlobMissingError).
 DAMAGE_FOUND = 6
 grace_option = click.option(
-    "--grace", default="24h", show_default=True,
-    help="Leave blobs and temporary files younger than this (e.g. 30m, 24h, 7d, 0).")
+    "--grace",
+    default="24h",
+    show_default=True,
+    help="Leave blobs and temporary files younger than this (e.g. 30m, 24h, 7d, 0).",
+)
 
 
 @cli.command("rm")
@@ -293,8 +356,7 @@ grace_option = click.option(
 def rm_cmd(name: str, cascade: bool, as_json: bool) -> None:
     """Remove an artifact (its blobs go at the next `zoo gc`)."""
     infos = _registry().rm(name, cascade=cascade)
-    _emit(as_json, [i.to_json() for i in infos],
-          "\n".join(f"removed {i.name}" for i in infos))
+    _emit(as_json, [i.to_json() for i in infos], "\n".join(f"removed {i.name}" for i in infos))
 
 
 @cli.command("gc")
@@ -308,8 +370,11 @@ def gc_cmd(grace: str, dry_run: bool, as_json: bool) -> None:
 
 
 @cli.command("fsck")
-@click.option("--repair", is_flag=True,
-              help="Remove orphan blobs and leftovers of killed writers (never referenced data).")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Remove orphan blobs and leftovers of killed writers (never referenced data).",
+)
 @grace_option
 @json_option
 def fsck_cmd(repair: bool, grace: str, as_json: bool) -> None:
@@ -348,24 +413,51 @@ def bench_group() -> None:
 @click.option("--source-steps", type=int, default=600, show_default=True)
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--seq", type=int, default=64, show_default=True)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="Write transfer-FAMILY-DIRECTION.json and .png here.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Write transfer-FAMILY-DIRECTION.json and .png here.",
+)
 @json_option
-def bench_transfer_cmd(family, direction, source, source_size, target_size, methods, seeds,
-                       steps, source_steps, batch, seq, out_dir, as_json) -> None:
+def bench_transfer_cmd(
+    family,
+    direction,
+    source,
+    source_size,
+    target_size,
+    methods,
+    seeds,
+    steps,
+    source_steps,
+    batch,
+    seq,
+    out_dir,
+    as_json,
+) -> None:
     """Train each initialization on the same batches; compare with scratch and baselines."""
     import os
 
     from zoo.bench.transfer import markdown_table, run_transfer
 
     report = run_transfer(
-        family, direction, source_size, target_size,
-        methods=methods.split(",") if methods else None, seeds=seeds, steps=steps,
-        source=source, home=os.environ.get("ZOO_HOME") if source else None,
-        source_steps=source_steps, batch=batch, seq=seq, out_dir=out_dir,
+        family,
+        direction,
+        source_size,
+        target_size,
+        methods=methods.split(",") if methods else None,
+        seeds=seeds,
+        steps=steps,
+        source=source,
+        home=os.environ.get("ZOO_HOME") if source else None,
+        source_steps=source_steps,
+        batch=batch,
+        seq=seq,
+        out_dir=out_dir,
         progress=sys.stderr.isatty(),
     )
     _emit(as_json, report, markdown_table(report))
+
 
 def _exit_code(exc: BaseException) -> int:
     names = {cls.__name__ for cls in type(exc).__mro__}

@@ -14,8 +14,10 @@ def human_bytes(n: int) -> str:
 
 def artifact_line(info) -> str:
     virtual = " (virtual)" if info.virtual else ""
-    return (f"{info.name}  {info.kind}{virtual}  {info.family}  {info.content_hash[:12]}  "
-            f"{len(info.tensors)} tensors  {human_bytes(info.nbytes)}")
+    return (
+        f"{info.name}  {info.kind}{virtual}  {info.family}  {info.content_hash[:12]}  "
+        f"{len(info.tensors)} tensors  {human_bytes(info.nbytes)}"
+    )
 
 
 def artifact_table(infos) -> str:
@@ -24,10 +26,20 @@ def artifact_table(infos) -> str:
     rows = [("NAME", "KIND", "FAMILY", "HASH", "SIZE", "ALIASES")]
     for i in infos:
         kind = i.kind + (" (virtual)" if i.virtual else "") + (" (removed)" if i.deleted else "")
-        rows.append((i.name, kind, i.family, i.content_hash[:12], human_bytes(i.nbytes),
-                     ",".join(i.aliases)))
+        rows.append(
+            (
+                i.name,
+                kind,
+                i.family,
+                i.content_hash[:12],
+                human_bytes(i.nbytes),
+                ",".join(i.aliases),
+            )
+        )
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
 
 
 def artifact_detail(info, with_tensors: bool = False) -> str:
@@ -45,8 +57,10 @@ def artifact_detail(info, with_tensors: bool = False) -> str:
         lines.append(f"{key + ':':<10} {value}")
     for imp in info.imports:
         rev = f"@{imp.revision}" if imp.revision else ""
-        lines.append(f"imported:  {imp.origin}{rev} ({imp.imported_at.isoformat(timespec='seconds')}"
-                     f" by {imp.imported_by})")
+        lines.append(
+            f"imported:  {imp.origin}{rev} ({imp.imported_at.isoformat(timespec='seconds')}"
+            f" by {imp.imported_by})"
+        )
     if with_tensors:
         for t in info.tensors:
             lines.append(f"  {t.name}  {t.dtype}  {list(t.shape)}  {t.digest[:12]}")
@@ -73,19 +87,25 @@ def _problems(problems) -> list[str]:
 
 
 def fsck_report(report) -> str:
-    lines = [f"store {report.store_url}: {report.stored_blobs} blobs; "
-             f"{report.checked_rows} blobs needed by kept rows"]
+    lines = [
+        f"store {report.store_url}: {report.stored_blobs} blobs; "
+        f"{report.checked_rows} blobs needed by kept rows"
+    ]
     if report.problems:
         lines.append(f"{len(report.problems)} damaged (run `zoo verify` for details):")
         lines += _problems(report.problems)
     else:
         lines.append("every kept row's blobs are present")
     if report.temp_files:
-        lines.append(f"{len(report.temp_files)} leftovers of killed writers "
-                     f"({human_bytes(sum(t.size for t in report.temp_files))})")
+        lines.append(
+            f"{len(report.temp_files)} leftovers of killed writers "
+            f"({human_bytes(sum(t.size for t in report.temp_files))})"
+        )
     if report.orphans:
-        lines.append(f"{len(report.orphans)} orphan blobs no row points at "
-                     f"({human_bytes(sum(o.size for o in report.orphans))}; `zoo gc` sweeps them)")
+        lines.append(
+            f"{len(report.orphans)} orphan blobs no row points at "
+            f"({human_bytes(sum(o.size for o in report.orphans))}; `zoo gc` sweeps them)"
+        )
     if report.removed:
         lines.append(f"removed {len(report.removed)} (older than {_age(report.grace_s)})")
     elif report.temp_files or report.orphans:
@@ -95,16 +115,22 @@ def fsck_report(report) -> str:
 
 def gc_report(report) -> str:
     verb = "would sweep" if report.dry_run else "swept"
-    lines = [f"{verb} {len(report.swept)} blobs ({human_bytes(report.swept_bytes)}); "
-             f"{report.marked} blobs still needed; {report.too_young} unneeded but younger "
-             f"than {_age(report.grace_s)}"]
+    lines = [
+        f"{verb} {len(report.swept)} blobs ({human_bytes(report.swept_bytes)}); "
+        f"{report.marked} blobs still needed; {report.too_young} unneeded but younger "
+        f"than {_age(report.grace_s)}"
+    ]
     if report.hard_deleted:
         forgot = "would forget" if report.dry_run else "forgot"
-        lines.append(f"{forgot} {len(report.hard_deleted)} removed artifacts: "
-                     f"{', '.join(report.hard_deleted)}")
+        lines.append(
+            f"{forgot} {len(report.hard_deleted)} removed artifacts: "
+            f"{', '.join(report.hard_deleted)}"
+        )
     if report.kept_deleted:
-        lines.append(f"kept {len(report.kept_deleted)} removed artifacts that kept ones derive "
-                     f"from: {', '.join(report.kept_deleted)}")
+        lines.append(
+            f"kept {len(report.kept_deleted)} removed artifacts that kept ones derive "
+            f"from: {', '.join(report.kept_deleted)}"
+        )
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tinymodels import save_tiny  # noqa: E402
+from tinymodels import save_tiny
 
 PG_URL = os.environ.get("ZOO_TEST_DATABASE_URL")
 
@@ -104,7 +104,6 @@ def registry(db_url, tmp_path, monkeypatch):
 def run_cli():
     """Run the CLI in-process; returns (exit code, stdout, stderr)."""
     from click.testing import CliRunner
-
     from zoo_cli.main import main
 
     def run(*args: str):
@@ -118,8 +117,13 @@ def run_cli():
 def _as_command(main):
     import click
 
-    @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                                     "help_option_names": []})
+    @click.command(
+        context_settings={
+            "ignore_unknown_options": True,
+            "allow_extra_args": True,
+            "help_option_names": [],
+        }
+    )
     @click.pass_context
     def wrapper(ctx):
         main(list(ctx.args))

@@ -75,9 +75,11 @@ def test_end_to_end(family, registry, tiny_dir, tmp_path):
 
     # Lineage both ways, with recipes.
     down = registry.lineage(src.name, up=False)
-    assert {(down.nodes[e.parent_id].name, e.relation, down.nodes[e.child_id].name)
-            for e in down.edges} == {
-        (src.name, "extract", dwt.name), (src.name, "extract", dct.name),
+    assert {
+        (down.nodes[e.parent_id].name, e.relation, down.nodes[e.child_id].name) for e in down.edges
+    } == {
+        (src.name, "extract", dwt.name),
+        (src.name, "extract", dct.name),
         (dwt.name, "materialize", small.artifact.name),
         (dct.name, "materialize", big.artifact.name),
     }
@@ -92,8 +94,11 @@ def test_end_to_end(family, registry, tiny_dir, tmp_path):
     report = registry.audit(renamed, verify=True)
     assert report.status == "known" and report.artifact.id == small.artifact.id
     assert report.verified is True
-    assert {n.name for n in report.lineage.nodes.values()} == {src.name, dwt.name,
-                                                              small.artifact.name}
+    assert {n.name for n in report.lineage.nodes.values()} == {
+        src.name,
+        dwt.name,
+        small.artifact.name,
+    }
 
 
 @pytest.mark.filterwarnings("ignore:Level value of 1 is too high")  # 4 layers vs db2's 4 taps
@@ -103,11 +108,13 @@ def test_l2s_band_equals_pywavelets(registry, tiny_dir):
     lg = registry.extract(src.name, method="dwt", wavelet="db2", levels=1)
     state = registry.materialize(lg.name, layers=2, hidden=16).state_dict
     with safe_open(tiny_dir("bert") / "model.safetensors", "np") as f:
-        stack = np.stack([f.get_tensor(f"bert.encoder.layer.{i}.attention.self.query.weight")
-                          for i in range(4)]).astype(np.float64)
+        stack = np.stack(
+            [f.get_tensor(f"bert.encoder.layer.{i}.attention.self.query.weight") for i in range(4)]
+        ).astype(np.float64)
     ca = pywt.wavedecn(stack, "db2", mode="periodization", level=1, axes=(0, 1, 2))[0]
-    got = np.stack([state[f"bert.encoder.layer.{i}.attention.self.query.weight"].numpy()
-                    for i in range(2)])
+    got = np.stack(
+        [state[f"bert.encoder.layer.{i}.attention.self.query.weight"].numpy() for i in range(2)]
+    )
     np.testing.assert_allclose(got, ca, rtol=1e-5, atol=1e-6)
 
 
@@ -124,8 +131,9 @@ def test_materialize_is_deterministic_and_virtual_checkpoints_rederive(registry,
 
 def test_store_keeps_weights_and_audit_sees_modifications(registry, tiny_dir, tmp_path):
     src = registry.import_checkpoint(tiny_dir("bert"))
-    m = registry.materialize(src.name, layers=2, hidden=16, method="weight-selection",
-                             store=True, out=tmp_path / "ws")
+    m = registry.materialize(
+        src.name, layers=2, hidden=16, method="weight-selection", store=True, out=tmp_path / "ws"
+    )
     assert not m.artifact.virtual
     for t in m.artifact.tensors:
         assert registry.store.verify(t.digest)
@@ -150,15 +158,19 @@ def test_family_name_resolves_to_the_default_learngene(registry, tiny_dir):
     with pytest.raises(NotFoundError, match="zoo extract"):
         registry.materialize("bert", layers=2, hidden=16)
     one = registry.extract(src.name, method="dwt")
-    assert registry.materialize("bert", layers=2, hidden=16).artifact.info["recipe"][
-        "learngene"] == one.content_hash
+    assert (
+        registry.materialize("bert", layers=2, hidden=16).artifact.info["recipe"]["learngene"]
+        == one.content_hash
+    )
     two = registry.extract(src.name, method="dct")
     with pytest.raises(AmbiguousNameError) as err:
         registry.materialize("bert", layers=2, hidden=16)
     assert set(err.value.candidates) == {one.name, two.name}
     registry.set_default("bert", two.name)
-    assert registry.materialize("bert", layers=2, hidden=16).artifact.info["recipe"][
-        "learngene"] == two.content_hash
+    assert (
+        registry.materialize("bert", layers=2, hidden=16).artifact.info["recipe"]["learngene"]
+        == two.content_hash
+    )
     gpt = registry.extract(registry.import_checkpoint(tiny_dir("gpt2")).name)
     with pytest.raises(InvalidInputError, match="gpt2 learngene"):
         registry.set_default("bert", gpt.name)
@@ -187,8 +199,9 @@ def test_bad_requests_fail_cleanly(registry, tiny_dir, tmp_path, run_cli):
     if not torch.cuda.is_available():
         with pytest.raises(DeviceUnavailableError):
             registry.materialize(src.name, layers=2, hidden=16, device="cuda")
-        code, out, err = run_cli("materialize", src.name, "--layers", "2", "--hidden", "16",
-                                 "--device", "cuda")
+        code, out, err = run_cli(
+            "materialize", src.name, "--layers", "2", "--hidden", "16", "--device", "cuda"
+        )
         assert code == 7 and out == "" and err.count("\n") == 1
     full = tmp_path / "full"
     full.mkdir()
@@ -202,8 +215,9 @@ def test_bad_requests_fail_cleanly(registry, tiny_dir, tmp_path, run_cli):
     assert code == 3 and "bert" in err
 
 
-def test_interrupted_materialization_leaves_no_partial_folder(registry, tiny_dir, tmp_path,
-                                                              monkeypatch):
+def test_interrupted_materialization_leaves_no_partial_folder(
+    registry, tiny_dir, tmp_path, monkeypatch
+):
     src = registry.import_checkpoint(tiny_dir("bert"))
     import safetensors.torch
 
@@ -227,6 +241,5 @@ def test_unspecified_settings_take_the_measured_defaults(registry, tiny_dir, lay
     recipe = m.artifact.info["recipe"]
     assert (recipe["method"], recipe["wavelet"], recipe["rescale"]) == want
     # The paper-faithful setting stays one flag away.
-    raw = registry.materialize(src.name, layers=layers, hidden=hidden, method="dwt",
-                               rescale="none")
+    raw = registry.materialize(src.name, layers=layers, hidden=hidden, method="dwt", rescale="none")
     assert raw.artifact.info["recipe"]["rescale"] == "none"

@@ -109,9 +109,20 @@ def test_non_editable_install_carries_migrations(tmp_path):
 
     out = tmp_path / "wheel"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(out), "."],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            ".",
+        ],
+        check=True,
+        capture_output=True,
     )
     wheel = next(out.glob("zoo-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())

@@ -38,12 +38,13 @@ def test_import_records_config_tensors_and_provenance(registry, tiny_dir):
         assert t.digest == hashlib.sha256(array.tobytes()).hexdigest()
     (imp,) = info.imports
     assert imp.origin == str(folder.resolve()) and imp.revision == ""
-    assert imp.files["model.safetensors"] == hashlib.sha256(
-        (folder / "model.safetensors").read_bytes()).hexdigest()
+    assert (
+        imp.files["model.safetensors"]
+        == hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    )
 
 
-def test_import_twice_stores_nothing_new_and_returns_the_same_record(registry, tiny_dir,
-                                                                     tmp_path):
+def test_import_twice_stores_nothing_new_and_returns_the_same_record(registry, tiny_dir, tmp_path):
     folder = tiny_dir("gpt2")
     first = registry.import_checkpoint(folder)
     blobs = _blob_files(Path(registry.settings.store_url))
@@ -68,8 +69,9 @@ def test_shared_tensors_are_stored_once(registry, tiny_dir, tmp_path):
     import torch
 
     with torch.no_grad():
-        model.bert.pooler.dense.bias.add_(1.0) if hasattr(model.bert, "pooler") and \
-            model.bert.pooler is not None else model.cls.predictions.bias.add_(1.0)
+        model.bert.pooler.dense.bias.add_(1.0) if hasattr(
+            model.bert, "pooler"
+        ) and model.bert.pooler is not None else model.cls.predictions.bias.add_(1.0)
     tuned = tmp_path / "tuned"
     model.save_pretrained(tuned)
     info = registry.import_checkpoint(tuned)
@@ -206,7 +208,7 @@ def _corrupt_cases(src: Path, root: Path) -> dict[str, Path]:
     d = clone("header-not-json")
     data = bytearray((d / "model.safetensors").read_bytes())
     n = struct.unpack("<Q", data[:8])[0]
-    data[8:8 + n] = b"{" * n
+    data[8 : 8 + n] = b"{" * n
     (d / "model.safetensors").write_bytes(bytes(data))
     cases["JSON"] = d
 
@@ -217,8 +219,7 @@ def _corrupt_cases(src: Path, root: Path) -> dict[str, Path]:
     return cases
 
 
-def test_bad_input_gives_one_line_nonzero_and_writes_nothing(registry, tiny_dir, tmp_path,
-                                                             run_cli):
+def test_bad_input_gives_one_line_nonzero_and_writes_nothing(registry, tiny_dir, tmp_path, run_cli):
     store_root = Path(registry.settings.store_url)
     for needle, folder in _corrupt_cases(tiny_dir("bert"), tmp_path / "bad").items():
         code, out, err = run_cli("import", str(folder))
@@ -241,8 +242,10 @@ def test_unknown_name_suggests_near_matches(registry, tiny_dir, run_cli):
 
 
 def test_help_does_not_import_torch_or_sqlalchemy():
-    code = ("import sys; from zoo_cli.main import main\n"
-            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "bad = [m for m in ('torch', 'sqlalchemy', 'transformers') if m in sys.modules]\n"
-            "assert not bad, bad")
+    code = (
+        "import sys; from zoo_cli.main import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "bad = [m for m in ('torch', 'sqlalchemy', 'transformers') if m in sys.modules]\n"
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

@@ -12,31 +12,66 @@ from pathlib import Path
 TINY = {
     "bert": dict(
         arch="BertForMaskedLM",
-        config=dict(vocab_size=96, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
-                    intermediate_size=64, max_position_embeddings=64, type_vocab_size=2),
+        config=dict(
+            vocab_size=96,
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            type_vocab_size=2,
+        ),
     ),
     "roberta": dict(
         arch="RobertaForMaskedLM",
-        config=dict(vocab_size=96, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
-                    intermediate_size=64, max_position_embeddings=66, type_vocab_size=1,
-                    pad_token_id=1),
+        config=dict(
+            vocab_size=96,
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=66,
+            type_vocab_size=1,
+            pad_token_id=1,
+        ),
     ),
     "gpt2": dict(
         arch="GPT2LMHeadModel",
-        config=dict(vocab_size=96, n_embd=32, n_layer=4, n_head=4, n_positions=64,
-                    bos_token_id=0, eos_token_id=0),
+        config=dict(
+            vocab_size=96,
+            n_embd=32,
+            n_layer=4,
+            n_head=4,
+            n_positions=64,
+            bos_token_id=0,
+            eos_token_id=0,
+        ),
     ),
     "vit": dict(
         arch="ViTForImageClassification",
-        config=dict(image_size=16, patch_size=4, num_channels=3, hidden_size=32,
-                    num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
-                    num_labels=5),
+        config=dict(
+            image_size=16,
+            patch_size=4,
+            num_channels=3,
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=64,
+            num_labels=5,
+        ),
     ),
     "llama": dict(
         arch="LlamaForCausalLM",
-        config=dict(vocab_size=96, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
-                    num_key_value_heads=2, intermediate_size=88, max_position_embeddings=64,
-                    tie_word_embeddings=False),
+        config=dict(
+            vocab_size=96,
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=88,
+            max_position_embeddings=64,
+            tie_word_embeddings=False,
+        ),
     ),
 }
 
@@ -57,8 +92,9 @@ def build_model(family: str, *, seed: int = 0, **overrides):
     return model
 
 
-def save_tiny(family: str, folder: Path, *, seed: int = 0, max_shard_size: str | None = None,
-              **overrides) -> Path:
+def save_tiny(
+    family: str, folder: Path, *, seed: int = 0, max_shard_size: str | None = None, **overrides
+) -> Path:
     """Build a tiny ``family`` model and save it in HF layout under ``folder``."""
     model = build_model(family, seed=seed, **overrides)
     folder = Path(folder)

@@ -68,7 +68,9 @@ def _read_config_file(home: Path) -> dict[str, str]:
 
 
 def load_settings(
-    *, home: str | os.PathLike[str] | None = None, db_url: str | None = None,
+    *,
+    home: str | os.PathLike[str] | None = None,
+    db_url: str | None = None,
     store_url: str | None = None,
 ) -> Settings:
     """Resolve the settings in effect.

@@ -75,31 +75,39 @@ class Recipe:
         return out
 
 
-def target_shape(axes: tuple[str, ...], shape: tuple[int, ...],
-                 target_sizes: Mapping[str, int]) -> tuple[int, ...]:
+def target_shape(
+    axes: tuple[str, ...], shape: tuple[int, ...], target_sizes: Mapping[str, int]
+) -> tuple[int, ...]:
     """The signal's shape at the target size: changeable roles resize, fixed ones stay."""
-    return tuple(target_sizes.get(role, n) for role, n in zip(axes, shape))
+    return tuple(target_sizes.get(role, n) for role, n in zip(axes, shape, strict=True))
 
 
-def check_method(method: str, source_sizes: Mapping[str, int],
-                 target_sizes: Mapping[str, int]) -> None:
+def check_method(
+    method: str, source_sizes: Mapping[str, int], target_sizes: Mapping[str, int]
+) -> None:
     """Refuse, before any work, a target the method cannot produce; say which can."""
     grows = [r for r in target_sizes if target_sizes[r] > source_sizes.get(r, 0)]
     shrinks = [r for r in target_sizes if target_sizes[r] < source_sizes.get(r, 0)]
     problem = None
     if method == "weight-selection" and grows:
-        problem = (f"weight-selection only shrinks, but {', '.join(grows)} grows; "
-                   "use dwt, dct, hypercloning or net2net to grow")
+        problem = (
+            f"weight-selection only shrinks, but {', '.join(grows)} grows; "
+            "use dwt, dct, hypercloning or net2net to grow"
+        )
     elif method in ("hypercloning", "net2net"):
         if shrinks:
-            problem = (f"{method} only grows, but {', '.join(shrinks)} shrinks; "
-                       "use dwt, dct or weight-selection to shrink")
+            problem = (
+                f"{method} only grows, but {', '.join(shrinks)} shrinks; "
+                "use dwt, dct or weight-selection to shrink"
+            )
         elif method == "hypercloning":
             uneven = [r for r in grows if target_sizes[r] % source_sizes[r]]
             if uneven:
-                problem = (f"hypercloning needs integer multipliers, but {', '.join(uneven)} "
-                           f"goes {source_sizes[uneven[0]]} -> {target_sizes[uneven[0]]}; "
-                           "use net2net, dwt or dct for other ratios")
+                problem = (
+                    f"hypercloning needs integer multipliers, but {', '.join(uneven)} "
+                    f"goes {source_sizes[uneven[0]]} -> {target_sizes[uneven[0]]}; "
+                    "use net2net, dwt or dct for other ratios"
+                )
     if problem:
         raise InvalidTargetError(problem[0].upper() + problem[1:] + ".")
 
@@ -129,8 +137,9 @@ def derive_signal(
     layer_axis = spec.axes.index("layers") if "layers" in spec.axes else None
     is_norm = spec.kind in ("norm_weight", "norm_bias")
     fan_in = (spec.fan_in_axis,) if spec.kind == "linear" and spec.fan_in_axis is not None else ()
-    method = {"weight-selection": "select", "hypercloning": "tile"}.get(recipe.method,
-                                                                        recipe.method)
+    method = {"weight-selection": "select", "hypercloning": "tile"}.get(
+        recipe.method, recipe.method
+    )
     options: dict[str, Any] = {"layer_axis": layer_axis}
     if method == "dwt":
         options["wavelet"] = recipe.wavelet or "haar"
@@ -159,8 +168,9 @@ def _match_moments(y: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     return (centered + mean).to(y.dtype)
 
 
-def scratch_signal(spec: SignalSpec, shape: tuple[int, ...], dtype, device,
-                   generator: torch.Generator | None) -> torch.Tensor:
+def scratch_signal(
+    spec: SignalSpec, shape: tuple[int, ...], dtype, device, generator: torch.Generator | None
+) -> torch.Tensor:
     """The target architecture's own initialization (HF's: normal(0, 0.02), zero biases,
     unit norm gains), drawn from ``generator`` on the CPU so every device agrees."""
     import torch

@@ -55,8 +55,9 @@ class TransformError(InvalidInputError):
 class NotFoundError(ZooError, LookupError):
     """A name, alias, id or hash matches nothing in the registry."""
 
-    def __init__(self, message: str, *, query: str | None = None,
-                 suggestions: list[str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, query: str | None = None, suggestions: list[str] | None = None
+    ) -> None:
         super().__init__(message)
         self.query = query
         self.suggestions = suggestions or []

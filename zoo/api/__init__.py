@@ -8,8 +8,12 @@ from zoo.api.registry import Registry
 from zoo.config import load_settings
 
 
-def connect(*, home: str | os.PathLike[str] | None = None, db_url: str | None = None,
-            store_url: str | None = None) -> Registry:
+def connect(
+    *,
+    home: str | os.PathLike[str] | None = None,
+    db_url: str | None = None,
+    store_url: str | None = None,
+) -> Registry:
     """Open the registry configured by arguments, environment or config file.
 
     Example:

@@ -73,8 +73,11 @@ class AuditReport:
             for name in self.extra[:20]:
                 lines.append(f"  extra:   {name}")
         if self.verified is not None:
-            lines.append("verify: re-derived bit for bit" if self.verified
-                         else f"verify: FAILED: {self.verify_error}")
+            lines.append(
+                "verify: re-derived bit for bit"
+                if self.verified
+                else f"verify: FAILED: {self.verify_error}"
+            )
         if self.lineage is not None:
             lines.append("ancestry:")
             lines.extend("  " + line for line in self.lineage.to_text().splitlines())
@@ -109,8 +112,9 @@ def audit(reg, path: str | Path, *, verify: bool = False) -> AuditReport:
             ranked = sorted(candidates.items(), key=lambda kv: (-kv[1], kv[0]))
             for artifact_id, _ in ranked:
                 info = queries.to_info(session, session.get(Artifact, artifact_id))
-                if best_info is None or _overlap(info, file_tensors) > _overlap(best_info,
-                                                                              file_tensors):
+                if best_info is None or _overlap(info, file_tensors) > _overlap(
+                    best_info, file_tensors
+                ):
                     best_info = info
     if best_info is None:
         return AuditReport(str(path), "unknown")
@@ -121,8 +125,14 @@ def audit(reg, path: str | Path, *, verify: bool = False) -> AuditReport:
     extra = sorted(set(file_tensors) - set(recorded))
     status = "known" if not (differing or missing or extra) else "modified"
     report = AuditReport(
-        str(path), status, best_info, differing, missing, extra,
-        config_differs=status == "known" and config is not None
+        str(path),
+        status,
+        best_info,
+        differing,
+        missing,
+        extra,
+        config_differs=status == "known"
+        and config is not None
         and content != best_info.content_hash,
         lineage=lineage(reg, best_info.name, up=True, down=False),
     )

@@ -17,9 +17,15 @@ from zoo.progress import progress_bar
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-def import_checkpoint(reg, source: str | os.PathLike[str], *, name: str | None = None,
-                      revision: str | None = None, convert_bin: bool = False,
-                      progress: bool = False) -> ArtifactInfo:
+def import_checkpoint(
+    reg,
+    source: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    revision: str | None = None,
+    convert_bin: bool = False,
+    progress: bool = False,
+) -> ArtifactInfo:
     """Register a Hugging Face checkpoint; see :meth:`zoo.Registry.import_checkpoint`."""
     from zoo.checkpoint import open_checkpoint, validate_name
     from zoo.families import family_for_config
@@ -37,8 +43,9 @@ def import_checkpoint(reg, source: str | os.PathLike[str], *, name: str | None =
         from zoo.checkpoint import manifest_hash
 
         content_hash = manifest_hash(ckpt.config, ckpt.tensors)
-        tensors = [TensorRecord(t.name, t.dtype, tuple(t.shape), t.nbytes, t.digest)
-                   for t in ckpt.tensors]
+        tensors = [
+            TensorRecord(t.name, t.dtype, tuple(t.shape), t.nbytes, t.digest) for t in ckpt.tensors
+        ]
         # Blobs first, rows second: a crash in between leaves collectable orphans only.
         total = sum(t.nbytes for t in tensors)
         with progress_bar(total, f"import {Path(path).name}", enabled=progress) as bar:
@@ -57,8 +64,7 @@ def import_checkpoint(reg, source: str | os.PathLike[str], *, name: str | None =
             return None
         if row.deleted_at is not None:  # importing again brings it back
             row.deleted_at = None
-        queries.add_import(session, row, origin=origin, revision=commit, files=files,
-                           by=reg.user)
+        queries.add_import(session, row, origin=origin, revision=commit, files=files, by=reg.user)
         if name and name != row.name:
             owner = queries.alias_target(session, name)
             if owner is None and not queries.name_taken(session, name):
@@ -83,12 +89,17 @@ def import_checkpoint(reg, source: str | os.PathLike[str], *, name: str | None =
                 )
             chosen = f"{default_name}-{content_hash[:8]}"
         row = queries.insert_artifact(
-            session, kind="source", name=chosen, family=family, content_hash=content_hash,
-            config=config, info={"format": "safetensors"}, tensors=tensors,
+            session,
+            kind="source",
+            name=chosen,
+            family=family,
+            content_hash=content_hash,
+            config=config,
+            info={"format": "safetensors"},
+            tensors=tensors,
             created_by=reg.user,
         )
-        queries.add_import(session, row, origin=origin, revision=commit, files=files,
-                           by=reg.user)
+        queries.add_import(session, row, origin=origin, revision=commit, files=files, by=reg.user)
         return queries.to_info(session, row)
 
     return reg.transaction(insert, on_conflict=find_existing)
@@ -120,13 +131,15 @@ def _default_name(source) -> str:
     return cleaned[:100]
 
 
-def list_artifacts(reg, *, kind: str | None = None, family: str | None = None,
-                   include_deleted: bool = False) -> list[ArtifactInfo]:
+def list_artifacts(
+    reg, *, kind: str | None = None, family: str | None = None, include_deleted: bool = False
+) -> list[ArtifactInfo]:
     if kind is not None and kind not in queries.KINDS:
         raise InvalidInputError(f"Unknown kind {kind!r}; choose one of {', '.join(queries.KINDS)}.")
     with reg.session() as session:
-        rows = queries.list_artifacts(session, kind=kind, family=family,
-                                      include_deleted=include_deleted)
+        rows = queries.list_artifacts(
+            session, kind=kind, family=family, include_deleted=include_deleted
+        )
         return [queries.to_info(session, r, tensors=True) for r in rows]
 
 
@@ -148,8 +161,9 @@ def tag(reg, query: str, alias: str) -> ArtifactInfo:
         from zoo.db.models import Alias, Artifact
 
         if session.scalar(select(Artifact.id).where(Artifact.name == alias)) is not None:
-            raise ConflictError(f"{alias!r} is the registry name of an artifact; "
-                                "an alias must be a new name.")
+            raise ConflictError(
+                f"{alias!r} is the registry name of an artifact; an alias must be a new name."
+            )
         existing = session.get(Alias, alias)
         if existing is None:
             queries.add_alias(session, alias, row)

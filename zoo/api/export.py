@@ -26,8 +26,15 @@ def check_out_dir(out: Path, *, force: bool) -> None:
         raise ConflictError(f"--out {out} exists and is not empty; pass --force to replace it.")
 
 
-def write_hf_folder(out: Path, state: Mapping[str, Any], config: Mapping[str, Any], *,
-                    force: bool, metadata: Mapping[str, str], card: str) -> Path:
+def write_hf_folder(
+    out: Path,
+    state: Mapping[str, Any],
+    config: Mapping[str, Any],
+    *,
+    force: bool,
+    metadata: Mapping[str, str],
+    card: str,
+) -> Path:
     """Write config.json, model.safetensors and README.md to ``out`` atomically."""
     from zoo.checkpoint import write_safetensors
 
@@ -36,8 +43,9 @@ def write_hf_folder(out: Path, state: Mapping[str, Any], config: Mapping[str, An
     temp = out.parent / f".{out.name}.zoo-tmp-{uuid.uuid4().hex[:8]}"
     temp.mkdir()
     try:
-        (temp / "config.json").write_text(json.dumps(dict(config), indent=2, sort_keys=True)
-                                          + "\n", encoding="utf-8")
+        (temp / "config.json").write_text(
+            json.dumps(dict(config), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
         write_safetensors(temp / "model.safetensors", state, dict(metadata))
         (temp / "README.md").write_text(card, encoding="utf-8")
         for f in temp.iterdir():
@@ -69,12 +77,16 @@ def model_card(plan, info) -> str:
     from zoo import __version__
 
     src = plan.source
-    base = next((i.origin[len("hf://"):] for i in src.imports if i.origin.startswith("hf://")),
-                src.name)
+    base = next(
+        (i.origin[len("hf://") :] for i in src.imports if i.origin.startswith("hf://")), src.name
+    )
     recipe = plan.recipe
     how = recipe.method + (f" ({recipe.wavelet})" if recipe.wavelet else "")
-    lg = (f"- learngene: `{plan.learngene.name}` ({plan.learngene.content_hash})\n"
-          if plan.learngene else "")
+    lg = (
+        f"- learngene: `{plan.learngene.name}` ({plan.learngene.content_hash})\n"
+        if plan.learngene
+        else ""
+    )
     return (
         "---\n"
         f"base_model: {base}\n"

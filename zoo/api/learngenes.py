@@ -30,8 +30,9 @@ def full_name(signal: str) -> str:
     return f"{signal}@full"
 
 
-def extract_recipe(method: str, *, wavelet: str | None, levels: int | None,
-                   keep: float | None) -> dict[str, Any]:
+def extract_recipe(
+    method: str, *, wavelet: str | None, levels: int | None, keep: float | None
+) -> dict[str, Any]:
     """The normalized settings of an extraction (its identity besides the source)."""
     from zoo.transforms import TRANSFORM_VERSION
 
@@ -49,8 +50,12 @@ def extract_recipe(method: str, *, wavelet: str | None, levels: int | None,
             raise InvalidInputError(f"--levels must be at least 1, got {levels}.")
         if keep is not None:
             raise InvalidInputError("--keep applies to --method dct, not dwt.")
-        return {"method": "dwt", "wavelet": wavelet, "levels": levels,
-                "transform_version": TRANSFORM_VERSION}
+        return {
+            "method": "dwt",
+            "wavelet": wavelet,
+            "levels": levels,
+            "transform_version": TRANSFORM_VERSION,
+        }
     if method == "dct":
         keep = DEFAULT_KEEP if keep is None else keep
         if not 0 < keep <= 1:
@@ -76,9 +81,17 @@ def dwt_levels(shape: tuple[int, ...], axes: tuple[int, ...], wanted: int) -> li
     return out
 
 
-def extract(reg, source: str, *, method: str = "dwt", wavelet: str | None = None,
-            levels: int | None = None, keep: float | None = None, name: str | None = None,
-            device: str | None = None) -> ArtifactInfo:
+def extract(
+    reg,
+    source: str,
+    *,
+    method: str = "dwt",
+    wavelet: str | None = None,
+    levels: int | None = None,
+    keep: float | None = None,
+    name: str | None = None,
+    device: str | None = None,
+) -> ArtifactInfo:
     """Extract (once) a learngene from a registered checkpoint."""
     from zoo.checkpoint import manifest_hash, validate_name
     from zoo.derive import signal_stats
@@ -114,9 +127,13 @@ def extract(reg, source: str, *, method: str = "dwt", wavelet: str | None = None
         mean, std = signal_stats(sig.tensor)
         axes = changeable_axes(sig.axes, sizes)
         entry: dict[str, Any] = {
-            "axes": list(sig.axes), "kind": sig.kind, "fan_in_axis": sig.fan_in_axis,
-            "shape": list(sig.tensor.shape), "dtype": str(sig.tensor.dtype).replace("torch.", ""),
-            "mean": mean, "std": std,
+            "axes": list(sig.axes),
+            "kind": sig.kind,
+            "fan_in_axis": sig.fan_in_axis,
+            "shape": list(sig.tensor.shape),
+            "dtype": str(sig.tensor.dtype).replace("torch.", ""),
+            "mean": mean,
+            "std": std,
         }
         if not axes:
             # Nothing in it can change size (vocab-only biases, fixed buffers): kept whole.
@@ -142,8 +159,12 @@ def extract(reg, source: str, *, method: str = "dwt", wavelet: str | None = None
         signal_info[key] = entry
 
     recs = tio.store_tensors(reg.store, out_tensors)  # blobs before rows
-    info = {**recipe, "source": src_info.content_hash, "source_name": src_info.name,
-            "signals": signal_info}
+    info = {
+        **recipe,
+        "source": src_info.content_hash,
+        "source_name": src_info.name,
+        "signals": signal_info,
+    }
     content_hash = manifest_hash({"learngene": info}, recs)
     default_name = _default_name(src_info.name, recipe, content_hash)
 
@@ -152,8 +173,15 @@ def extract(reg, source: str, *, method: str = "dwt", wavelet: str | None = None
         if row is None:
             return None
         parent = session.get(type(row), src_info.id)
-        queries.add_edge(session, parent=parent, child=row, relation="extract",
-                         recipe=recipe, zoo_version=_zoo_version(), by=reg.user)
+        queries.add_edge(
+            session,
+            parent=parent,
+            child=row,
+            relation="extract",
+            recipe=recipe,
+            zoo_version=_zoo_version(),
+            by=reg.user,
+        )
         return queries.to_info(session, row)
 
     def insert(session: Session) -> ArtifactInfo:
@@ -168,13 +196,26 @@ def extract(reg, source: str, *, method: str = "dwt", wavelet: str | None = None
                 raise ConflictError(f"The name {name!r} is already taken; choose another --name.")
             chosen = f"{default_name}-{content_hash[:8]}"
         row = queries.insert_artifact(
-            session, kind="learngene", name=chosen, family=src_info.family,
-            content_hash=content_hash, config=src_info.config, info=info, tensors=recs,
+            session,
+            kind="learngene",
+            name=chosen,
+            family=src_info.family,
+            content_hash=content_hash,
+            config=src_info.config,
+            info=info,
+            tensors=recs,
             created_by=reg.user,
         )
         parent = session.get(type(row), src_info.id)
-        queries.add_edge(session, parent=parent, child=row, relation="extract",
-                         recipe=recipe, zoo_version=_zoo_version(), by=reg.user)
+        queries.add_edge(
+            session,
+            parent=parent,
+            child=row,
+            relation="extract",
+            recipe=recipe,
+            zoo_version=_zoo_version(),
+            by=reg.user,
+        )
         return queries.to_info(session, row)
 
     return reg.transaction(insert, on_conflict=find)

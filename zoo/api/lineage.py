@@ -30,8 +30,15 @@ class Node:
 
     @classmethod
     def of(cls, info: ArtifactInfo) -> Node:
-        return cls(info.id, info.kind, info.name, info.family, info.content_hash,
-                   info.virtual, info.deleted)
+        return cls(
+            info.id,
+            info.kind,
+            info.name,
+            info.family,
+            info.content_hash,
+            info.virtual,
+            info.deleted,
+        )
 
 
 @dataclass
@@ -47,12 +54,20 @@ class Lineage:
         return {
             "root": self.nodes[self.root].name,
             "nodes": [asdict(n) for n in self.nodes.values()],
-            "edges": [{**e.to_json(), "parent": self.nodes[e.parent_id].name,
-                       "child": self.nodes[e.child_id].name} for e in self.edges],
-            "imports": {self.nodes[i].name: [{**asdict(imp),
-                                               "imported_at": imp.imported_at.isoformat()}
-                                              for imp in imps]
-                        for i, imps in self.imports.items()},
+            "edges": [
+                {
+                    **e.to_json(),
+                    "parent": self.nodes[e.parent_id].name,
+                    "child": self.nodes[e.child_id].name,
+                }
+                for e in self.edges
+            ],
+            "imports": {
+                self.nodes[i].name: [
+                    {**asdict(imp), "imported_at": imp.imported_at.isoformat()} for imp in imps
+                ]
+                for i, imps in self.imports.items()
+            },
         }
 
     def to_text(self) -> str:
@@ -63,8 +78,10 @@ class Lineage:
                 lines.append(f"{imp.origin}{rev} --import--> {self.nodes[node_id].name}")
         for e in self.edges:
             detail = _recipe_summary(e)
-            lines.append(f"{self.nodes[e.parent_id].name} --{e.relation}--> "
-                         f"{self.nodes[e.child_id].name}{detail}")
+            lines.append(
+                f"{self.nodes[e.parent_id].name} --{e.relation}--> "
+                f"{self.nodes[e.child_id].name}{detail}"
+            )
         if not lines:
             lines.append(f"{self.nodes[self.root].name} (no recorded lineage)")
         return "\n".join(lines)
@@ -123,8 +140,11 @@ def lineage(reg, query: str, *, up: bool = True, down: bool = True) -> Lineage:
             visited = {root.id}
             while todo:
                 node_id = todo.popleft()
-                found = (queries.edges(session, child_id=node_id) if direction == "up"
-                         else queries.edges(session, parent_id=node_id))
+                found = (
+                    queries.edges(session, child_id=node_id)
+                    if direction == "up"
+                    else queries.edges(session, parent_id=node_id)
+                )
                 for e in found:
                     if e.id not in seen_edges:
                         seen_edges.add(e.id)
@@ -171,11 +191,20 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
             )
         from zoo import __version__
 
-        queries.add_edge(session, parent=p, child=c, relation=relation,
-                         recipe={"declared": True, "note": note or ""},
-                         zoo_version=__version__, by=reg.user)
-        return next(e for e in queries.edges(session, child_id=c.id)
-                    if e.parent_id == p.id and e.relation == relation)
+        queries.add_edge(
+            session,
+            parent=p,
+            child=c,
+            relation=relation,
+            recipe={"declared": True, "note": note or ""},
+            zoo_version=__version__,
+            by=reg.user,
+        )
+        return next(
+            e
+            for e in queries.edges(session, child_id=c.id)
+            if e.parent_id == p.id and e.relation == relation
+        )
 
     return reg.transaction(work)
 

@@ -57,12 +57,25 @@ class _Plan:
     target_config: dict[str, Any]
 
 
-def materialize(reg, query: str, *, layers: int, hidden: int, heads: int | None = None,
-                intermediate: int | None = None, kv_heads: int | None = None,
-                method: str | None = None, wavelet: str | None = None,
-                rescale: str | None = None, seed: int = 0, norm: str | None = None,
-                device: str | None = None, out: str | Path | None = None,
-                force: bool = False, store: bool = False) -> Materialized:
+def materialize(
+    reg,
+    query: str,
+    *,
+    layers: int,
+    hidden: int,
+    heads: int | None = None,
+    intermediate: int | None = None,
+    kv_heads: int | None = None,
+    method: str | None = None,
+    wavelet: str | None = None,
+    rescale: str | None = None,
+    seed: int = 0,
+    norm: str | None = None,
+    device: str | None = None,
+    out: str | Path | None = None,
+    force: bool = False,
+    store: bool = False,
+) -> Materialized:
     """Build a model of the requested size; see :meth:`zoo.Registry.materialize`."""
     from zoo.families.base import TargetSize
 
@@ -77,10 +90,19 @@ def materialize(reg, query: str, *, layers: int, hidden: int, heads: int | None 
         parent = queries.to_info(session, parent_row)
         learngene = parent if parent.kind == "learngene" else None
         source = _source_of(session, parent) if learngene else parent
-    target = TargetSize(layers=layers, hidden=hidden, heads=heads,
-                        intermediate=intermediate, kv_heads=kv_heads)
-    recipe = _recipe(source, learngene, target, method=method, wavelet=wavelet,
-                     rescale=rescale, seed=seed, norm=norm)
+    target = TargetSize(
+        layers=layers, hidden=hidden, heads=heads, intermediate=intermediate, kv_heads=kv_heads
+    )
+    recipe = _recipe(
+        source,
+        learngene,
+        target,
+        method=method,
+        wavelet=wavelet,
+        rescale=rescale,
+        seed=seed,
+        norm=norm,
+    )
     if learngene is not None and recipe.method not in ("dwt", "dct"):
         learngene = None  # baselines read the source itself
         parent = source
@@ -95,26 +117,43 @@ def materialize(reg, query: str, *, layers: int, hidden: int, heads: int | None 
     written = None
     if out is not None:
         written = export.write_hf_folder(
-            Path(out), state, plan.target_config, force=force,
-            metadata=_provenance(plan, info), card=export.model_card(plan, info),
+            Path(out),
+            state,
+            plan.target_config,
+            force=force,
+            metadata=_provenance(plan, info),
+            card=export.model_card(plan, info),
         )
     return Materialized(state, plan.target_config, info, written)
 
 
-def _plan(source: ArtifactInfo, parent: ArtifactInfo, learngene: ArtifactInfo | None,
-          recipe: Recipe, target) -> _Plan:
+def _plan(
+    source: ArtifactInfo,
+    parent: ArtifactInfo,
+    learngene: ArtifactInfo | None,
+    recipe: Recipe,
+    target,
+) -> _Plan:
     from zoo.derive import check_method
     from zoo.families import get_family
 
     family = get_family(source.family)
     target_config = family.target_config(source.config, target)
-    check_method(recipe.method, family.axis_sizes(source.config),
-                 family.axis_sizes(target_config))
+    check_method(recipe.method, family.axis_sizes(source.config), family.axis_sizes(target_config))
     return _Plan(parent, source, learngene, recipe, target_config)
 
 
-def _recipe(source: ArtifactInfo, learngene: ArtifactInfo | None, target, *, method,
-            wavelet, rescale, seed: int, norm: str | None) -> Recipe:
+def _recipe(
+    source: ArtifactInfo,
+    learngene: ArtifactInfo | None,
+    target,
+    *,
+    method,
+    wavelet,
+    rescale,
+    seed: int,
+    norm: str | None,
+) -> Recipe:
     """Fill what the user left out: the learngene's own settings first, then zoo's
     measured defaults for this family and direction (zoo/defaults.py)."""
     from zoo.defaults import default_recipe
@@ -123,7 +162,8 @@ def _recipe(source: ArtifactInfo, learngene: ArtifactInfo | None, target, *, met
     family = get_family(source.family)
     target_config = family.target_config(source.config, target)  # refuses bad sizes early
     d_method, d_wavelet, d_rescale = default_recipe(
-        source.family, family.axis_sizes(source.config), family.axis_sizes(target_config))
+        source.family, family.axis_sizes(source.config), family.axis_sizes(target_config)
+    )
     if method is None:
         method = learngene.info["method"] if learngene else d_method
     if method == "dwt" and wavelet is None:
@@ -135,8 +175,13 @@ def _recipe(source: ArtifactInfo, learngene: ArtifactInfo | None, target, *, met
         raise InvalidInputError("--wavelet applies to --method dwt only.")
     if rescale is None:
         rescale = d_rescale if method == d_method else DEFAULT_RESCALE
-    return Recipe(method=method, wavelet=wavelet if method == "dwt" else None,
-                  rescale=rescale, seed=seed, norm=norm or "method")
+    return Recipe(
+        method=method,
+        wavelet=wavelet if method == "dwt" else None,
+        rescale=rescale,
+        seed=seed,
+        norm=norm or "method",
+    )
 
 
 def _resolve_parent(session: Session, query: str):
@@ -156,14 +201,19 @@ def _resolve_parent(session: Session, query: str):
         return candidates[0]
     if not candidates:
         sources = [r.name for r in queries.list_artifacts(session, kind="source", family=query)]
-        hint = (f" Extract one with `zoo extract {sources[0]}`, or name a source: "
-                f"{', '.join(sources)}." if sources else f" Import a {query} checkpoint first.")
-        raise NotFoundError(f"No {query} learngene is registered.{hint}", query=query,
-                            suggestions=sources)
+        hint = (
+            f" Extract one with `zoo extract {sources[0]}`, or name a source: {', '.join(sources)}."
+            if sources
+            else f" Import a {query} checkpoint first."
+        )
+        raise NotFoundError(
+            f"No {query} learngene is registered.{hint}", query=query, suggestions=sources
+        )
     names = [r.name for r in candidates]
     raise AmbiguousNameError(
         f"Several {query} learngenes qualify ({', '.join(names)}); name one, or set the "
-        f"default with `zoo default {query} NAME`.", candidates=names,
+        f"default with `zoo default {query} NAME`.",
+        candidates=names,
     )
 
 
@@ -223,8 +273,19 @@ def derive_state(reg, plan: _Plan, dev) -> dict[str, torch.Tensor]:
             shape = tuple(sig.tensor.shape)
             reference = signal_stats(sig.tensor)
         tshape = target_shape(spec.axes, shape, target_sizes)
-        return _derive_one(plan, key, spec, shape, tshape, reference, stored,
-                           stored_tensor, source_signal, generator, dev)
+        return _derive_one(
+            plan,
+            key,
+            spec,
+            shape,
+            tshape,
+            reference,
+            stored,
+            stored_tensor,
+            source_signal,
+            generator,
+            dev,
+        )
 
     if plan.recipe.method in ("scratch", "net2net"):
         # These draw from one generator: the order of the signals fixes the numbers.
@@ -233,11 +294,12 @@ def derive_state(reg, plan: _Plan, dev) -> dict[str, torch.Tensor]:
         if plan.learngene is None:
             all_source_signals()  # load once, before the threads need it
         values = tio.parallel_map(one, keys)
-    return family.from_signals(dict(zip(keys, values)), plan.target_config)
+    return family.from_signals(dict(zip(keys, values, strict=True)), plan.target_config)
 
 
-def _derive_one(plan, key, spec, shape, tshape, reference, stored, stored_tensor,
-                source_signal, generator, dev):
+def _derive_one(
+    plan, key, spec, shape, tshape, reference, stored, stored_tensor, source_signal, generator, dev
+):
     from zoo.derive import derive_signal
 
     recipe = plan.recipe
@@ -250,15 +312,22 @@ def _derive_one(plan, key, spec, shape, tshape, reference, stored, stored_tensor
         from zoo.transforms import FrontBlock, front_materialize
 
         block = FrontBlock(
-            block=stored_tensor(f"{key}@dct.block"), means=stored_tensor(f"{key}@dct.mean"),
-            stds=stored_tensor(f"{key}@dct.std"), source_shape=shape,
-            layer_axis=meta["layer_axis"], dtype=getattr(torch, meta["dtype"]),
+            block=stored_tensor(f"{key}@dct.block"),
+            means=stored_tensor(f"{key}@dct.mean"),
+            stds=stored_tensor(f"{key}@dct.std"),
+            source_shape=shape,
+            layer_axis=meta["layer_axis"],
+            dtype=getattr(torch, meta["dtype"]),
         )
         y = front_materialize(block, tshape)
         return _amplitude(y, spec, recipe, reference)
     norm_matched = spec.kind in ("norm_weight", "norm_bias") and recipe.norm == "match"
-    if (recipe.method == "dwt" and plan.learngene is not None and recipe.rescale == "none"
-            and not norm_matched):
+    if (
+        recipe.method == "dwt"
+        and plan.learngene is not None
+        and recipe.rescale == "none"
+        and not norm_matched
+    ):
         # The exact BoT L2S case: the stored cA band at the level that gives this shape.
         for level in meta.get("levels", []):
             band = stored.get(f"{key}@dwt{level}")
@@ -272,8 +341,9 @@ def _amplitude(y, spec, recipe: Recipe, reference):
     """FRONT blocks come back de-normalized; only norm layers get the shared moment rule."""
     from zoo.derive import _match_moments
 
-    if spec.kind in ("norm_weight", "norm_bias") and (recipe.rescale != "none"
-                                                      or recipe.norm == "match"):
+    if spec.kind in ("norm_weight", "norm_bias") and (
+        recipe.rescale != "none" or recipe.norm == "match"
+    ):
         return _match_moments(y, *reference)
     return y
 
@@ -304,8 +374,15 @@ def _record(reg, plan: _Plan, state, dev, *, store: bool) -> ArtifactInfo:
         if store and row.virtual:
             row.virtual = False
         parent = session.get(type(row), plan.parent.id)
-        queries.add_edge(session, parent=parent, child=row, relation="materialize",
-                         recipe=recipe, zoo_version=_zoo_version(), by=reg.user)
+        queries.add_edge(
+            session,
+            parent=parent,
+            child=row,
+            relation="materialize",
+            recipe=recipe,
+            zoo_version=_zoo_version(),
+            by=reg.user,
+        )
         return queries.to_info(session, row)
 
     def insert(session: Session) -> ArtifactInfo:
@@ -314,12 +391,27 @@ def _record(reg, plan: _Plan, state, dev, *, store: bool) -> ArtifactInfo:
             return found
         name = f"{base}-{content_hash[:8]}"
         row = queries.insert_artifact(
-            session, kind="derived", name=name, family=family, content_hash=content_hash,
-            config=cfg, info=info, tensors=recs, created_by=reg.user, virtual=not store,
+            session,
+            kind="derived",
+            name=name,
+            family=family,
+            content_hash=content_hash,
+            config=cfg,
+            info=info,
+            tensors=recs,
+            created_by=reg.user,
+            virtual=not store,
         )
         parent = session.get(type(row), plan.parent.id)
-        queries.add_edge(session, parent=parent, child=row, relation="materialize",
-                         recipe=recipe, zoo_version=_zoo_version(), by=reg.user)
+        queries.add_edge(
+            session,
+            parent=parent,
+            child=row,
+            relation="materialize",
+            recipe=recipe,
+            zoo_version=_zoo_version(),
+            by=reg.user,
+        )
         return queries.to_info(session, row)
 
     return reg.transaction(insert, on_conflict=find)
@@ -345,18 +437,26 @@ def _provenance(plan: _Plan, info: ArtifactInfo) -> dict[str, str]:
     return {
         "format": "pt",
         "zoo.derived": json.dumps({"name": info.name, "content_hash": info.content_hash}),
-        "zoo.source": json.dumps({"name": plan.source.name,
-                                  "content_hash": plan.source.content_hash}),
+        "zoo.source": json.dumps(
+            {"name": plan.source.name, "content_hash": plan.source.content_hash}
+        ),
         "zoo.learngene": json.dumps(
             {"name": plan.learngene.name, "content_hash": plan.learngene.content_hash}
-            if plan.learngene else None
+            if plan.learngene
+            else None
         ),
         "zoo.recipe": json.dumps(plan.recipe.to_json(), sort_keys=True),
     }
 
 
-def rederive(reg, query: str, *, out: str | Path | None = None, force: bool = False,
-             device: str | None = None) -> Materialized:
+def rederive(
+    reg,
+    query: str,
+    *,
+    out: str | Path | None = None,
+    force: bool = False,
+    device: str | None = None,
+) -> Materialized:
     """Re-derive a derived checkpoint from its recorded recipe and verify it bit for bit.
 
     Raises:
@@ -373,16 +473,23 @@ def rederive(reg, query: str, *, out: str | Path | None = None, force: bool = Fa
     with reg.session() as session:
         row = queries.resolve(session, query, kinds=("derived",))
         info = queries.to_info(session, row)
-        edge = next((e for e in queries.edges(session, child_id=row.id)
-                     if e.relation == "materialize"), None)
+        edge = next(
+            (e for e in queries.edges(session, child_id=row.id) if e.relation == "materialize"),
+            None,
+        )
         if edge is None:
             raise NotFoundError(f"{info.name} has no materialize recipe to re-derive from.")
         parent = queries.to_info(session, session.get(Artifact, edge.parent_id))
         learngene = parent if parent.kind == "learngene" else None
         source = _source_of(session, parent) if learngene else parent
     r = edge.recipe
-    recipe = Recipe(method=r["method"], wavelet=r.get("wavelet"), rescale=r["rescale"],
-                    seed=r["seed"], norm=r.get("norm", "method"))
+    recipe = Recipe(
+        method=r["method"],
+        wavelet=r.get("wavelet"),
+        rescale=r["rescale"],
+        seed=r["seed"],
+        norm=r.get("norm", "method"),
+    )
     dev = tio.resolve_device(device or r["device"])
     plan = _Plan(parent, source, learngene, recipe, r["target_config"])
     state = derive_state(reg, plan, dev)
@@ -398,9 +505,14 @@ def rederive(reg, query: str, *, out: str | Path | None = None, force: bool = Fa
         )
     written = None
     if out is not None:
-        written = export.write_hf_folder(Path(out), state, plan.target_config, force=force,
-                                         metadata=_provenance(plan, info),
-                                         card=export.model_card(plan, info))
+        written = export.write_hf_folder(
+            Path(out),
+            state,
+            plan.target_config,
+            force=force,
+            metadata=_provenance(plan, info),
+            card=export.model_card(plan, info),
+        )
     return Materialized(state, plan.target_config, info, written)
 
 

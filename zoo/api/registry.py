@@ -65,8 +65,9 @@ class Registry:
     @cached_property
     def _write_sessions(self) -> sessionmaker[Session]:
         # Same pool; on SQLite these transactions take the write lock at BEGIN.
-        return sessionmaker(self.engine.execution_options(**db_engine.WRITE_OPTIONS),
-                            expire_on_commit=False)
+        return sessionmaker(
+            self.engine.execution_options(**db_engine.WRITE_OPTIONS), expire_on_commit=False
+        )
 
     def ensure_schema(self) -> None:
         if not self._schema_ok and self._check_schema:
@@ -93,8 +94,11 @@ class Registry:
         for attempt in range(_RETRIES):
             last = attempt == _RETRIES - 1
             try:
-                with db_engine.write_lock(self.engine), self._write_sessions() as session, \
-                        session.begin():
+                with (
+                    db_engine.write_lock(self.engine),
+                    self._write_sessions() as session,
+                    session.begin(),
+                ):
                     return work(session)
             except IntegrityError:
                 if last:
@@ -112,8 +116,11 @@ class Registry:
     def _attempt(self, work):
         """``work(session)`` in one write transaction; None if it lost a race again."""
         try:
-            with db_engine.write_lock(self.engine), self._write_sessions() as session, \
-                    session.begin():
+            with (
+                db_engine.write_lock(self.engine),
+                self._write_sessions() as session,
+                session.begin(),
+            ):
                 return work(session)
         except IntegrityError:
             return None
@@ -138,9 +145,15 @@ class Registry:
 
     # --- the public API; each method delegates to the module that owns the job --------
 
-    def import_checkpoint(self, source, *, name: str | None = None,
-                          revision: str | None = None, convert_bin: bool = False,
-                          progress: bool = False):
+    def import_checkpoint(
+        self,
+        source,
+        *,
+        name: str | None = None,
+        revision: str | None = None,
+        convert_bin: bool = False,
+        progress: bool = False,
+    ):
         """Register a checkpoint in Hugging Face layout.
 
         Args:
@@ -162,11 +175,13 @@ class Registry:
         """
         from zoo.api.catalog import import_checkpoint
 
-        return import_checkpoint(self, source, name=name, revision=revision,
-                                 convert_bin=convert_bin, progress=progress)
+        return import_checkpoint(
+            self, source, name=name, revision=revision, convert_bin=convert_bin, progress=progress
+        )
 
-    def list(self, *, kind: str | None = None, family: str | None = None,
-             include_deleted: bool = False):
+    def list(
+        self, *, kind: str | None = None, family: str | None = None, include_deleted: bool = False
+    ):
         """Registered artifacts, oldest first, optionally of one kind or family."""
         from zoo.api.catalog import list_artifacts
 
@@ -272,9 +287,17 @@ class Registry:
 
     # --- learngenes, materialization, lineage, audit --------------------------------------
 
-    def extract(self, source: str, *, method: str = "dwt", wavelet: str | None = None,
-                levels: int | None = None, keep: float | None = None,
-                name: str | None = None, device: str | None = None):
+    def extract(
+        self,
+        source: str,
+        *,
+        method: str = "dwt",
+        wavelet: str | None = None,
+        levels: int | None = None,
+        keep: float | None = None,
+        name: str | None = None,
+        device: str | None = None,
+    ):
         """Extract a learngene from a registered checkpoint, once.
 
         Args:
@@ -292,15 +315,36 @@ class Registry:
         """
         from zoo.api.learngenes import extract
 
-        return extract(self, source, method=method, wavelet=wavelet, levels=levels, keep=keep,
-                       name=name, device=device)
+        return extract(
+            self,
+            source,
+            method=method,
+            wavelet=wavelet,
+            levels=levels,
+            keep=keep,
+            name=name,
+            device=device,
+        )
 
-    def materialize(self, name: str, *, layers: int, hidden: int, heads: int | None = None,
-                    intermediate: int | None = None, kv_heads: int | None = None,
-                    method: str | None = None, wavelet: str | None = None,
-                    rescale: str | None = None, seed: int = 0, norm: str | None = None,
-                    device: str | None = None, out=None, force: bool = False,
-                    store: bool = False):
+    def materialize(
+        self,
+        name: str,
+        *,
+        layers: int,
+        hidden: int,
+        heads: int | None = None,
+        intermediate: int | None = None,
+        kv_heads: int | None = None,
+        method: str | None = None,
+        wavelet: str | None = None,
+        rescale: str | None = None,
+        seed: int = 0,
+        norm: str | None = None,
+        device: str | None = None,
+        out=None,
+        force: bool = False,
+        store: bool = False,
+    ):
         """Materialize a model of the requested size.
 
         Args:
@@ -328,11 +372,24 @@ class Registry:
         """
         from zoo.api.materialize import materialize
 
-        return materialize(self, name, layers=layers, hidden=hidden, heads=heads,
-                           intermediate=intermediate, kv_heads=kv_heads, method=method,
-                           wavelet=wavelet, rescale=rescale, seed=seed, norm=norm,
-                           device=device,
-                           out=out, force=force, store=store)
+        return materialize(
+            self,
+            name,
+            layers=layers,
+            hidden=hidden,
+            heads=heads,
+            intermediate=intermediate,
+            kv_heads=kv_heads,
+            method=method,
+            wavelet=wavelet,
+            rescale=rescale,
+            seed=seed,
+            norm=norm,
+            device=device,
+            out=out,
+            force=force,
+            store=store,
+        )
 
     def rederive(self, name: str, *, out=None, force: bool = False, device: str | None = None):
         """Re-derive a derived checkpoint from its recipe and verify it bit for bit."""
@@ -352,8 +409,7 @@ class Registry:
 
         return lineage(self, name, up=up, down=down)
 
-    def link(self, child: str, parent: str, *, relation: str = "finetune",
-             note: str | None = None):
+    def link(self, child: str, parent: str, *, relation: str = "finetune", note: str | None = None):
         """Declare that ``child`` was made from ``parent`` outside zoo."""
         from zoo.api.lineage import link
 

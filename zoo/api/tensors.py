@@ -69,6 +69,7 @@ def parallel_map(fn, items: list) -> list:
 
 def store_tensors(store, state: Mapping[str, torch.Tensor]) -> list[TensorRecord]:
     """Put every tensor's bytes in the store (once); returns their records."""
+
     def put(name: str) -> TensorRecord:
         rec, data = record(name, state[name])
         store.put(data, rec.digest)  # also refreshes a reused blob so gc keeps it
@@ -86,4 +87,4 @@ def load_tensors(store, recs: Iterable[TensorRecord], *, device=None) -> dict[st
         return t if device is None or str(device) == "cpu" else t.to(device)
 
     recs = list(recs)
-    return dict(zip([r.name for r in recs], parallel_map(load, recs)))
+    return dict(zip([r.name for r in recs], parallel_map(load, recs), strict=True))

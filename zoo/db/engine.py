@@ -78,8 +78,9 @@ def write_lock(engine: Engine) -> Iterator[None]:
         return
     # A new descriptor per transaction: flock excludes open file descriptions, so two
     # threads of one process exclude each other too.
-    fd = os.open(os.fspath(Path(database).expanduser()) + ".write.lock",
-                 os.O_RDWR | os.O_CREAT, 0o666)
+    fd = os.open(
+        os.fspath(Path(database).expanduser()) + ".write.lock", os.O_RDWR | os.O_CREAT, 0o666
+    )
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -191,9 +192,9 @@ def _schema_lock(engine: Engine) -> Iterator[Connection]:
             return
         # A plain lock file beside the database; SQLite's own locks do not cover the
         # check-then-create of the schema.
-        with FileLock(os.fspath(Path(database).expanduser()) + ".schema.lock"):
-            with engine.connect() as connection:
-                yield connection
+        lock = FileLock(os.fspath(Path(database).expanduser()) + ".schema.lock")
+        with lock, engine.connect() as connection:
+            yield connection
         return
     with engine.connect() as connection:
         if connection.dialect.name == "postgresql":

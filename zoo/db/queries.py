@@ -54,8 +54,9 @@ def to_info(session: Session, row: Artifact, *, tensors: bool = True) -> Artifac
         deleted=row.deleted_at is not None,
         aliases=tuple(aliases),
         imports=tuple(
-            ImportInfo(i.origin, i.revision, json.loads(i.files_json), _aware(i.imported_at),
-                       i.imported_by)
+            ImportInfo(
+                i.origin, i.revision, json.loads(i.files_json), _aware(i.imported_at), i.imported_by
+            )
             for i in imports
         ),
         tensors=tuple(tensor_rows),
@@ -114,8 +115,14 @@ def insert_artifact(
     session.add(row)
     session.flush()
     rows = [
-        {"artifact_id": row.id, "name": t.name, "dtype": t.dtype,
-         "shape_json": json.dumps(list(t.shape)), "nbytes": t.nbytes, "digest": t.digest}
+        {
+            "artifact_id": row.id,
+            "name": t.name,
+            "dtype": t.dtype,
+            "shape_json": json.dumps(list(t.shape)),
+            "nbytes": t.nbytes,
+            "digest": t.digest,
+        }
         for t in tensors
     ]
     if rows:
@@ -124,8 +131,15 @@ def insert_artifact(
     return row
 
 
-def add_import(session: Session, artifact: Artifact, *, origin: str, revision: str,
-               files: dict[str, str], by: str) -> None:
+def add_import(
+    session: Session,
+    artifact: Artifact,
+    *,
+    origin: str,
+    revision: str,
+    files: dict[str, str],
+    by: str,
+) -> None:
     exists = session.scalar(
         select(ImportRecord.id).where(
             ImportRecord.artifact_id == artifact.id,
@@ -134,8 +148,16 @@ def add_import(session: Session, artifact: Artifact, *, origin: str, revision: s
         )
     )
     if exists is None:
-        session.add(ImportRecord(artifact_id=artifact.id, origin=origin, revision=revision,
-                                 files_json=dumps(files), imported_at=now(), imported_by=by))
+        session.add(
+            ImportRecord(
+                artifact_id=artifact.id,
+                origin=origin,
+                revision=revision,
+                files_json=dumps(files),
+                imported_at=now(),
+                imported_by=by,
+            )
+        )
         session.flush()
 
 
@@ -149,35 +171,66 @@ def alias_target(session: Session, alias: str) -> Artifact | None:
     return None if row is None else session.get(Artifact, row.artifact_id)
 
 
-def add_edge(session: Session, *, parent: Artifact, child: Artifact, relation: str,
-             recipe: dict[str, Any], zoo_version: str, by: str) -> None:
+def add_edge(
+    session: Session,
+    *,
+    parent: Artifact,
+    child: Artifact,
+    relation: str,
+    recipe: dict[str, Any],
+    zoo_version: str,
+    by: str,
+) -> None:
     exists = session.scalar(
-        select(Edge.id).where(Edge.parent_id == parent.id, Edge.child_id == child.id,
-                              Edge.relation == relation)
+        select(Edge.id).where(
+            Edge.parent_id == parent.id, Edge.child_id == child.id, Edge.relation == relation
+        )
     )
     if exists is None:
-        session.add(Edge(parent_id=parent.id, child_id=child.id, relation=relation,
-                         recipe_json=dumps(recipe), zoo_version=zoo_version,
-                         created_at=now(), created_by=by))
+        session.add(
+            Edge(
+                parent_id=parent.id,
+                child_id=child.id,
+                relation=relation,
+                recipe_json=dumps(recipe),
+                zoo_version=zoo_version,
+                created_at=now(),
+                created_by=by,
+            )
+        )
         session.flush()
 
 
-def edges(session: Session, *, parent_id: int | None = None,
-          child_id: int | None = None) -> list[EdgeInfo]:
+def edges(
+    session: Session, *, parent_id: int | None = None, child_id: int | None = None
+) -> list[EdgeInfo]:
     query = select(Edge).order_by(Edge.id)
     if parent_id is not None:
         query = query.where(Edge.parent_id == parent_id)
     if child_id is not None:
         query = query.where(Edge.child_id == child_id)
     return [
-        EdgeInfo(e.id, e.parent_id, e.child_id, e.relation, json.loads(e.recipe_json),
-                 e.zoo_version, _aware(e.created_at), e.created_by)
+        EdgeInfo(
+            e.id,
+            e.parent_id,
+            e.child_id,
+            e.relation,
+            json.loads(e.recipe_json),
+            e.zoo_version,
+            _aware(e.created_at),
+            e.created_by,
+        )
         for e in session.scalars(query)
     ]
 
 
-def list_artifacts(session: Session, *, kind: str | None = None, family: str | None = None,
-                   include_deleted: bool = False) -> list[Artifact]:
+def list_artifacts(
+    session: Session,
+    *,
+    kind: str | None = None,
+    family: str | None = None,
+    include_deleted: bool = False,
+) -> list[Artifact]:
     query = select(Artifact).order_by(Artifact.id)
     if kind:
         query = query.where(Artifact.kind == kind)
@@ -236,7 +289,11 @@ def not_found(session: Session, query: str, *, what: str = "artifact") -> NotFou
     names = list(session.scalars(select(Artifact.name).where(Artifact.deleted_at.is_(None))))
     names += list(session.scalars(select(Alias.name)))
     close = difflib.get_close_matches(query, names, n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(close)}?" if close else " Run `zoo ls` to see what is registered."
+    hint = (
+        f" Did you mean {', '.join(close)}?"
+        if close
+        else " Run `zoo ls` to see what is registered."
+    )
     return NotFoundError(f"No {what} named {query!r}.{hint}", query=query, suggestions=close)
 
 
@@ -245,10 +302,11 @@ def artifacts_with_digests(session: Session, digests: Iterable[str]) -> dict[int
     digests = list(set(digests))
     counts: dict[int, int] = {}
     for start in range(0, len(digests), 500):
-        chunk = digests[start:start + 500]
+        chunk = digests[start : start + 500]
         for artifact_id, _ in session.execute(
-            select(ArtifactTensor.artifact_id, ArtifactTensor.digest)
-            .where(or_(ArtifactTensor.digest.in_(chunk)))
+            select(ArtifactTensor.artifact_id, ArtifactTensor.digest).where(
+                or_(ArtifactTensor.digest.in_(chunk))
+            )
         ):
             counts[artifact_id] = counts.get(artifact_id, 0) + 1
     return counts
