@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -106,12 +107,15 @@ def main() -> None:
             dict(layers=L // 2, hidden=H // 2, method="weight-selection"),
         ),
     ]
+    from zoo.api.tensors import load_tensors
+
     rows = []
     for label, name, kwargs in cases:
-        result = reg.materialize(name, device=args.device, **kwargs)
+        stored = reg.materialize(name, device=args.device, store=True, **kwargs)
         target = work / f"target-{len(rows)}.safetensors"
         save_file(
-            {k: v.detach().cpu().contiguous().clone() for k, v in result.state_dict.items()}, target
+            {k: v.detach().cpu().contiguous().clone() for k, v in stored.state_dict.items()},
+            target,
         )
         mat = timed(
             lambda n=name, kw=kwargs: reg.materialize(n, device=args.device, **kw),
@@ -119,6 +123,10 @@ def main() -> None:
             args.repeats,
         )
         load = timed(lambda t=target: load_file(t, device=args.device), args.device, args.repeats)
+        recs = stored.artifact.tensors
+        verified = timed(
+            lambda r=recs: load_tensors(reg.store, r, device=args.device), args.device, args.repeats
+        )
         mb = target.stat().st_size / 2**20
         rows.append(
             {
@@ -126,12 +134,15 @@ def main() -> None:
                 "target_mb": round(mb, 1),
                 "materialize_s": round(mat, 4),
                 "load_s": round(load, 4),
+                "registry_load_s": round(verified, 4),
                 "ratio": round(mat / load, 2),
+                "ratio_vs_registry_load": round(mat / verified, 2),
             }
         )
         print(
-            f"{label:32s} {mb:8.1f} MB  materialize {mat * 1e3:8.1f} ms  "
-            f"load {load * 1e3:8.1f} ms  ratio {mat / load:6.2f}",
+            f"{label:28s} {mb:7.1f} MB  materialize {mat * 1e3:7.1f} ms  "
+            f"load {load * 1e3:7.1f} ms ({mat / load:5.1f}x)  registry load "
+            f"{verified * 1e3:7.1f} ms ({mat / verified:4.2f}x)",
             flush=True,
         )
 
@@ -152,14 +163,17 @@ def main() -> None:
         "",
         f"Machine: {report['machine']}",
         "",
-        "| case | target MB | materialize ms | load ms | ratio |",
-        "|---|---|---|---|---|",
+        "| case | target MB | materialize ms | safetensors load ms | ratio "
+        "| registry load ms (sha256-verified) | ratio |",
+        "|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {r['case']} | {r['target_mb']} | {r['materialize_s'] * 1e3:.1f} | "
-        f"{r['load_s'] * 1e3:.1f} | {r['ratio']} |"
+        f"{r['load_s'] * 1e3:.1f} | {r['ratio']} | {r['registry_load_s'] * 1e3:.1f} | "
+        f"{r['ratio_vs_registry_load']} |"
         for r in rows
     ]
+    lines += ["", report["note"], "", f"Load average after the run: {os.getloadavg()}"]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
