@@ -106,7 +106,7 @@ def test_l2s_band_equals_pywavelets(registry, tiny_dir):
     """The derived query weights are PyWavelets' 3-D cA of the stacked source weights."""
     src = registry.import_checkpoint(tiny_dir("bert"))
     lg = registry.extract(src.name, method="dwt", wavelet="db2", levels=1)
-    state = registry.materialize(lg.name, layers=2, hidden=16).state_dict
+    state = registry.materialize(lg.name, layers=2, hidden=16, rescale="none").state_dict
     with safe_open(tiny_dir("bert") / "model.safetensors", "np") as f:
         stack = np.stack(
             [f.get_tensor(f"bert.encoder.layer.{i}.attention.self.query.weight") for i in range(4)]

@@ -1,0 +1,134 @@
+"""The transfer benchmark: a micro run's report, and the analysis on synthetic curves."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("matplotlib")
+
+from zoo.bench import transfer  # noqa: E402
+
+
+def test_steps_to_reach_interpolates_between_eval_points():
+    steps = [0, 10, 20, 30]
+    losses = [5.0, 4.0, 3.0, 2.5]
+    assert transfer.steps_to_reach(steps, losses, 5.0) == 0.0
+    assert transfer.steps_to_reach(steps, losses, 4.0) == 10.0
+    assert transfer.steps_to_reach(steps, losses, 3.5) == pytest.approx(15.0)
+    assert transfer.steps_to_reach(steps, losses, 2.75) == pytest.approx(25.0)
+    assert transfer.steps_to_reach(steps, losses, 2.0) is None
+
+
+def test_tie_when_difference_within_seed_spread():
+    assert transfer.verdict(2.00, 0.02, 2.01, 0.01) == "tie"
+    assert transfer.verdict(2.00, 0.005, 2.05, 0.01) == "win"
+    assert transfer.verdict(2.10, 0.005, 2.05, 0.01) == "loss"
+    assert transfer.spread([1.0]) == 0.0
+    assert transfer.spread([1.0, 3.0]) == pytest.approx(2**0.5)
+
+
+def test_summary_on_synthetic_curves():
+    grid = [0, 10, 20, 30, 40]
+
+    def run(losses):
+        return {"steps": grid, "loss": losses, "wall_s": 1.0}
+
+    runs = {
+        "scratch": [run([5, 4, 3.5, 3.2, 3.0]), run([5, 4, 3.5, 3.2, 3.0])],
+        "weight-selection": [run([4, 3, 2.8, 2.7, 2.6]), run([4, 3, 2.8, 2.7, 2.6])],
+        "dwt:db2:none": [run([3.5, 2.8, 2.6, 2.5, 2.4]), run([3.5, 2.8, 2.6, 2.5, 2.4])],
+    }
+    specs = {n: transfer.parse_method(n) for n in runs}
+    s = transfer.summarize(runs, specs, steps=40, flops=100.0)
+    assert s["best_baseline"] == "weight-selection"
+    m = s["methods"]["dwt:db2:none"]
+    assert m["steps_to_scratch"] == pytest.approx(10 * (3.5 - 3.0) / (3.5 - 2.8))
+    assert m["steps_to_baseline"] == pytest.approx(20.0)
+    assert m["saved_vs_baseline"] == pytest.approx(0.5)
+    assert m["flops_saved_vs_scratch"] == pytest.approx((40 - m["steps_to_scratch"]) * 100)
+    assert m["verdict_vs_baseline"] == "win"
+    assert s["methods"]["scratch"]["steps_to_scratch"] == 40.0
+    t = transfer.check_targets(s, "dwt:db2:none")
+    assert t["beats_baseline_beyond_spread"] and t["reaches_baseline_within_70pct"]
+    assert t["all_met"]
+
+
+def test_parse_method_names():
+    assert transfer.parse_method("dwt:db2:fan").wavelet == "db2"
+    assert transfer.parse_method("dwt").name == "dwt:haar:none"
+    nm = transfer.parse_method("dwt:haar:none+nm")
+    assert nm.norm == "match" and nm.rescale == "none"
+    assert transfer.parse_method("weight-selection+nd").norm == "dwt"
+    assert transfer.parse_method("weight-selection").baseline
+    with pytest.raises(ValueError):
+        transfer.parse_method("magic")
+
+
+def test_micro_run_report(tmp_path):
+    torch.set_num_threads(1)
+    report = transfer.run_transfer(
+        "gpt2",
+        "l2s",
+        "2x64",
+        "1x32",
+        methods=["scratch", "dwt:db2:none"],
+        seeds=[0, 0],
+        steps=10,
+        source_steps=10,
+        batch=2,
+        seq=16,
+        val_windows=4,
+        eval_every=5,
+        max_bytes=2_000_000,
+        home=tmp_path / "home",
+        out_dir=tmp_path / "out",
+        progress=False,
+    )
+    data = json.loads((tmp_path / "out" / "transfer-gpt2-l2s.json").read_text())
+    assert (tmp_path / "out" / "transfer-gpt2-l2s.png").stat().st_size > 0
+    assert data["partial"] is False and set(data["methods"]) == {"scratch", "dwt:db2:none"}
+    scratch, dwt = report["methods"]["scratch"], report["methods"]["dwt:db2:none"]
+    # Same seed, same batches: the two scratch runs are identical, spread zero.
+    assert scratch["final_spread"] == 0.0 and scratch["curve_std"] == [0.0] * 3
+    assert scratch["curve_steps"] == [0, 5, 10]
+    # A transfer starts somewhere else than scratch.
+    assert abs(dwt["loss0_mean"] - scratch["loss0_mean"]) > 1e-3
+    assert dwt["verdict_vs_scratch"] in ("win", "tie", "loss")
+    assert report["machine"]["torch"] == torch.__version__
+    assert report["source"]["trained_here"] and report["flops_per_step"] > 0
+
+
+def test_recipe_norm_match_is_one_rule_and_default_unchanged():
+    from zoo.derive import Recipe, derive_signal, signal_stats
+    from zoo.families.base import SignalSpec
+
+    assert "norm" not in Recipe("dwt", "haar").to_json()
+    assert Recipe("dwt", "haar", norm="match").to_json()["norm"] == "match"
+    gains = 1.0 + 0.1 * torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    spec = SignalSpec(("layers", "hidden"), "norm_weight")
+    ref = signal_stats(gains)
+    raw = derive_signal(gains, spec, (2, 4), Recipe("dwt", "haar"), reference=ref)
+    assert float(raw.mean()) == pytest.approx(2 * float(gains.mean()), rel=1e-5)  # raw: x2
+    for method in ("dwt", "weight-selection"):
+        y = derive_signal(gains, spec, (2, 4), Recipe(method, norm="match"), reference=ref)
+        assert float(y.mean()) == pytest.approx(ref[0], abs=1e-5)
+        assert float(y.double().std()) == pytest.approx(ref[1], rel=1e-4)
+
+
+def test_defaults_table_covers_every_family_and_direction():
+    from zoo.defaults import DEFAULTS, default_recipe, direction_of
+    from zoo.derive import METHODS, RESCALES
+
+    for family in ("bert", "roberta", "gpt2", "vit", "llama"):
+        for direction in ("l2s", "s2l"):
+            method, wavelet, rescale = DEFAULTS[(family, direction)]
+            assert method in METHODS and rescale in RESCALES
+            assert (wavelet is not None) == (method == "dwt")
+    small, big = {"layers": 2, "hidden": 64}, {"layers": 4, "hidden": 128}
+    assert direction_of(big, small) == "l2s" and direction_of(small, big) == "s2l"
+    assert direction_of({"layers": 4, "hidden": 128}, {"layers": 2, "hidden": 256}) == "s2l"
+    assert default_recipe("roberta", big, small) == DEFAULTS[("bert", "l2s")]
