@@ -249,3 +249,23 @@ def test_help_does_not_import_torch_or_sqlalchemy():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_pickle_checkpoint_is_refused_unless_converted(registry, tiny_dir, tmp_path, run_cli):
+    import torch
+    from tinymodels import build_model
+
+    folder = tmp_path / "bin-bert"
+    folder.mkdir()
+    shutil.copy(tiny_dir("bert") / "config.json", folder / "config.json")
+    # The legacy pickle layout, as older transformers wrote it.
+    torch.save(build_model("bert").state_dict(), folder / "pytorch_model.bin")
+    code, out, err = run_cli("import", str(folder))
+    assert code == 2 and out == "" and "--convert-bin" in err
+    assert registry.list() == []
+    info = registry.import_checkpoint(folder, convert_bin=True)
+    reference = registry.import_checkpoint(tiny_dir("bert"))
+    # Same weights, read through weights_only loading: the shared tensors hash the same.
+    shared = {t.name: t.digest for t in reference.tensors}
+    assert all(shared[t.name] == t.digest for t in info.tensors if t.name in shared)
+    assert len(set(shared) & {t.name for t in info.tensors}) >= len(shared) - 1
