@@ -93,8 +93,13 @@ def main() -> None:
 
     L, H = args.layers, args.hidden
     cases = [
-        ("haar L2S (learngene band)", haar.name, dict(layers=L // 2, hidden=H // 2)),
-        ("db2 L2S (learngene band)", db2.name, dict(layers=L // 2, hidden=H // 2)),
+        ("haar L2S (band, default fan rescale)", haar.name, dict(layers=L // 2, hidden=H // 2)),
+        ("db2 L2S (band, default fan rescale)", db2.name, dict(layers=L // 2, hidden=H // 2)),
+        (
+            "haar L2S (band, raw: BoT as published)",
+            haar.name,
+            dict(layers=L // 2, hidden=H // 2, rescale="none"),
+        ),
         ("dct L2S (learngene block)", dct.name, dict(layers=L // 2, hidden=H // 2)),
         (
             "haar S2L (from source)",

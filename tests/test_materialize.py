@@ -243,3 +243,17 @@ def test_unspecified_settings_take_the_measured_defaults(registry, tiny_dir, lay
     # The paper-faithful setting stays one flag away.
     raw = registry.materialize(src.name, layers=layers, hidden=hidden, method="dwt", rescale="none")
     assert raw.artifact.info["recipe"]["rescale"] == "none"
+
+
+def test_rescaled_l2s_from_bands_matches_the_source_path(registry, tiny_dir):
+    """With std/fan amplitude, a learngene's stored band gives what resizing the source
+    gives (the band is used; the source is not re-read)."""
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    lg = registry.extract(src.name, method="dwt", wavelet="haar", levels=1)
+    for rescale in ("std", "fan"):
+        a = registry.materialize(lg.name, layers=2, hidden=16, rescale=rescale).state_dict
+        b = registry.materialize(
+            src.name, layers=2, hidden=16, method="dwt", wavelet="haar", rescale=rescale
+        ).state_dict
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)

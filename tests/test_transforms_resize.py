@@ -175,3 +175,19 @@ def test_non_float_input_rejected():
 
 def test_version_is_a_string():
     assert isinstance(TRANSFORM_VERSION, str) and TRANSFORM_VERSION
+
+
+@pytest.mark.parametrize("rescale", ["none", "std", "fan"])
+def test_rescale_like_matches_resize_on_a_precomputed_result(rescale):
+    from zoo.transforms import rescale_like
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 8, 16, generator=g)
+    shape = (2, 4, 8)
+    ref = float(x.std(correction=0))
+    want = resize(x, shape, rescale=rescale, reference_std=ref, fan_in_axes=(2,))
+    raw = resize(x, shape, rescale="none")
+    got = rescale_like(raw, x.shape, rescale=rescale, reference_std=ref, fan_in_axes=(2,))
+    torch.testing.assert_close(got, want)
+    if rescale != "none":
+        assert not torch.allclose(got, raw)

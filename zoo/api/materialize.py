@@ -321,20 +321,31 @@ def _derive_one(
         )
         y = front_materialize(block, tshape)
         return _amplitude(y, spec, recipe, reference)
-    norm_matched = spec.kind in ("norm_weight", "norm_bias") and recipe.norm == "match"
-    if (
-        recipe.method == "dwt"
-        and plan.learngene is not None
-        and recipe.rescale == "none"
-        and not norm_matched
-    ):
-        # The exact BoT L2S case: the stored cA band at the level that gives this shape.
+    if recipe.method == "dwt" and plan.learngene is not None:
+        # The exact BoT L2S case: the stored cA band at the level that gives this shape,
+        # with the same amplitude rules derive_signal applies to a computed one.
         for level in meta.get("levels", []):
             band = stored.get(f"{key}@dwt{level}")
             if band is not None and tuple(band.shape) == tuple(tshape):
-                return stored_tensor(band.name)
+                return _finish_band(stored_tensor(band.name), spec, shape, recipe, reference)
     x = source_signal(key).tensor
     return derive_signal(x, spec, tshape, recipe, reference=reference, generator=generator)
+
+
+def _finish_band(y, spec, shape, recipe: Recipe, reference):
+    from zoo.derive import _match_moments
+    from zoo.transforms import rescale_like
+
+    if spec.kind in ("norm_weight", "norm_bias"):
+        if recipe.rescale != "none" or recipe.norm == "match":
+            return _match_moments(y, *reference)
+        return y
+    if recipe.rescale == "none":
+        return y
+    fan = (spec.fan_in_axis,) if spec.kind == "linear" and spec.fan_in_axis is not None else ()
+    return rescale_like(
+        y, shape, rescale=recipe.rescale, reference_std=reference[1], fan_in_axes=fan
+    )
 
 
 def _amplitude(y, spec, recipe: Recipe, reference):

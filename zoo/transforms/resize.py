@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -48,6 +49,37 @@ def _rescale(y, x, rescale, reference_std, fan_in_axes, target):
     if rescale == "fan":
         y = y / baselines.fan_in_multiplier(list(x.shape), target, fan_in_axes)
     return y
+
+
+def rescale_like(
+    y: torch.Tensor,
+    source_shape: Sequence[int],
+    *,
+    rescale: str,
+    reference_std: float | None,
+    fan_in_axes: Sequence[int] = (),
+) -> torch.Tensor:
+    """Apply :func:`resize`'s amplitude rule to an already resized ``y``.
+
+    For results computed elsewhere, e.g. a stored approximation band that already has the
+    target shape: ``resize(x, shape, rescale=r)`` equals ``rescale_like(raw, x.shape,
+    rescale=r, reference_std=std(x))`` up to rounding, where ``raw`` is the unrescaled result.
+    """
+    if rescale not in RESCALES:
+        raise TransformError(f"`rescale` {rescale!r} is not one of {', '.join(RESCALES)}.")
+    if rescale != "none" and reference_std is None:
+        raise TransformError("`reference_std` (the source's std) is needed to rescale `y`.")
+    yf = as_float(y, "y")
+    fan = norm_axes(fan_in_axes, yf.ndim, "fan_in_axes")
+    source = check_shape(source_shape, yf.ndim, "source_shape")
+    # With a reference std given, _rescale reads nothing of the source but its shape.
+    out = _rescale(yf, _Shape(tuple(source)), rescale, reference_std, fan, list(yf.shape))
+    return restore(out, y)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    shape: tuple[int, ...]
 
 
 def resize(
