@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from zoo import __version__
 from zoo.db import queries
 from zoo.db.entities import ArtifactInfo
 from zoo.errors import InvalidInputError
@@ -179,7 +180,7 @@ def extract(
             child=row,
             relation="extract",
             recipe=recipe,
-            zoo_version=_zoo_version(),
+            zoo_version=__version__,
             by=reg.user,
         )
         return queries.to_info(session, row)
@@ -213,7 +214,7 @@ def extract(
             child=row,
             relation="extract",
             recipe=recipe,
-            zoo_version=_zoo_version(),
+            zoo_version=__version__,
             by=reg.user,
         )
         return queries.to_info(session, row)
@@ -238,9 +239,3 @@ def _default_name(source_name: str, recipe: dict[str, Any], content_hash: str) -
     else:
         base = f"{source_name}-dct-k{recipe['keep']:g}"
     return base[:120]
-
-
-def _zoo_version() -> str:
-    from zoo import __version__
-
-    return __version__

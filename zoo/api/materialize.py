@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
+from zoo import __version__
 from zoo.db import queries
 from zoo.db.entities import ArtifactInfo
 from zoo.derive import Recipe
@@ -114,6 +115,13 @@ def materialize(
     plan = _plan(source, parent, learngene, recipe, target)
     state = derive_state(reg, plan, dev)
     info = _record(reg, plan, state, dev, store=store)
+    return _result(plan, info, state, out, force=force)
+
+
+def _result(plan: _Plan, info: ArtifactInfo, state, out, *, force: bool) -> Materialized:
+    """The API's answer, after writing the HF folder when one was asked for."""
+    from . import export
+
     written = None
     if out is not None:
         written = export.write_hf_folder(
@@ -391,7 +399,7 @@ def _record(reg, plan: _Plan, state, dev, *, store: bool) -> ArtifactInfo:
             child=row,
             relation="materialize",
             recipe=recipe,
-            zoo_version=_zoo_version(),
+            zoo_version=__version__,
             by=reg.user,
         )
         return queries.to_info(session, row)
@@ -420,7 +428,7 @@ def _record(reg, plan: _Plan, state, dev, *, store: bool) -> ArtifactInfo:
             child=row,
             relation="materialize",
             recipe=recipe,
-            zoo_version=_zoo_version(),
+            zoo_version=__version__,
             by=reg.user,
         )
         return queries.to_info(session, row)
@@ -514,17 +522,7 @@ def rederive(
             f"({len(differ)} differ, e.g. {', '.join(differ[:3])}); recorded on "
             f"{r['device']} with transforms {r['transform_version']}."
         )
-    written = None
-    if out is not None:
-        written = export.write_hf_folder(
-            Path(out),
-            state,
-            plan.target_config,
-            force=force,
-            metadata=_provenance(plan, info),
-            card=export.model_card(plan, info),
-        )
-    return Materialized(state, plan.target_config, info, written)
+    return _result(plan, info, state, out, force=force)
 
 
 def set_default(reg, family: str, query: str) -> ArtifactInfo:
@@ -543,9 +541,3 @@ def set_default(reg, family: str, query: str) -> ArtifactInfo:
         return queries.to_info(session, row)
 
     return reg.transaction(work)
-
-
-def _zoo_version() -> str:
-    from zoo import __version__
-
-    return __version__
