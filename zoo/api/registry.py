@@ -305,7 +305,7 @@ class Registry:
             method: ``dwt`` (BoT: approximation bands at levels 1..``levels`` over every
                 changeable axis) or ``dct`` (FRONT: the low-frequency block, ``keep``
                 ratio per axis, with per-layer statistics).
-            wavelet: any discrete wavelet PyWavelets knows (``dwt``; default haar).
+            wavelet: any discrete wavelet PyWavelets knows (``dwt``; default db2).
             levels: decomposition levels to store (``dwt``; default 2).
             keep: kept fraction per axis (``dct``; default 0.5).
 
