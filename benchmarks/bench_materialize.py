@@ -22,21 +22,17 @@ from pathlib import Path
 
 import torch
 
+from zoo.bench.machine import cpu_model
+
 RESULTS = Path(__file__).parent / "results"
 
 
 def machine(device: str) -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     info = {
         "cpu": cpu,
-        "cores": torch.get_num_threads(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": device,

@@ -41,9 +41,11 @@ import traceback
 import uuid
 from pathlib import Path
 
+from zoo.bench.machine import cpu_model
+
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # tinymodels: tiny HF checkpoints
+sys.path.insert(0, str(ROOT / "tests"))  # tinymodels (tiny HF checkpoints), forklauncher
 
 N_PROCS = 8
 OPS = ("import", "extract", "materialize")
@@ -53,12 +55,7 @@ OPS = ("import", "extract", "materialize")
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     mem = None
     with contextlib.suppress(OSError, ValueError, IndexError):
         mem = round(int(Path("/proc/meminfo").read_text().split()[1]) / 2**20, 1)
@@ -290,31 +287,7 @@ def writers(db_url: str, store_url: str, ckpts: list[str], n_ops: int, ops=OPS) 
 
 # --- 2. kill points ----------------------------------------------------------------------
 
-_LAUNCHER = """
-import json, os, sys
-import torch, zoo.api.catalog, zoo.api.learngenes, zoo.api.materialize, zoo.transforms
-from zoo_cli.main import main
-print("ready", flush=True)
-for line in sys.stdin:
-    req = json.loads(line)
-    if "run" in req:
-        pid = os.fork()
-        if pid == 0:
-            fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            code = 0
-            try:
-                main(req["run"])
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-        print(pid, flush=True)
-    else:
-        print(os.waitpid(req["wait"], 0)[1], flush=True)
-"""
+from forklauncher import LAUNCHER  # noqa: E402  (tests/ is on sys.path from here on)
 
 
 def kill_points(
@@ -332,7 +305,7 @@ def kill_points(
         ["materialize", learngene, "--layers", "3", "--hidden", "64"],
     ]
     launcher = subprocess.Popen(
-        [sys.executable, "-c", _LAUNCHER],
+        [sys.executable, "-c", LAUNCHER],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -40,6 +40,7 @@ import scipy
 import scipy.fft as sfft
 import torch
 
+from zoo.bench.machine import cpu_model
 from zoo.transforms import dct_resize, dwt_approx, idwt_zero
 from zoo.transforms._memory import empty as alloc_like
 
@@ -64,14 +65,7 @@ def _timer(fn, *, repeats: int, warmup: int, sync) -> float:
 
 
 def machine_info(device: str) -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     info = {
         "cpu_model": cpu,
         "cpu_cores": os.cpu_count(),

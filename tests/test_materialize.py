@@ -257,3 +257,14 @@ def test_rescaled_l2s_from_bands_matches_the_source_path(registry, tiny_dir):
         ).state_dict
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+
+
+def test_extracting_a_removed_learngene_again_brings_it_back(registry, tiny_dir):
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    lg = registry.extract(src.name, method="dwt")
+    registry.rm(lg.name)
+    with pytest.raises(NotFoundError):
+        registry.show(lg.name)
+    again = registry.extract(src.name, method="dwt")
+    assert again.id == lg.id and not again.deleted
+    assert registry.show(lg.name).id == lg.id

@@ -171,10 +171,7 @@ def extract(
     content_hash = manifest_hash({"learngene": info}, recs)
     default_name = _default_name(src_info.name, recipe, content_hash)
 
-    def find(session: Session):
-        row = queries.find_by_content(session, "learngene", content_hash)
-        if row is None:
-            return None
+    def link(session: Session, row) -> ArtifactInfo:
         parent = session.get(type(row), src_info.id)
         queries.add_edge(
             session,
@@ -186,6 +183,14 @@ def extract(
             by=reg.user,
         )
         return queries.to_info(session, row)
+
+    def find(session: Session):
+        row = queries.find_by_content(session, "learngene", content_hash)
+        if row is None:
+            return None
+        if row.deleted_at is not None:  # extracting again brings it back
+            row.deleted_at = None
+        return link(session, row)
 
     def insert(session: Session) -> ArtifactInfo:
         found = find(session)
@@ -209,17 +214,7 @@ def extract(
             tensors=recs,
             created_by=reg.user,
         )
-        parent = session.get(type(row), src_info.id)
-        queries.add_edge(
-            session,
-            parent=parent,
-            child=row,
-            relation="extract",
-            recipe=recipe,
-            zoo_version=__version__,
-            by=reg.user,
-        )
-        return queries.to_info(session, row)
+        return link(session, row)
 
     return reg.transaction(insert, on_conflict=find)
 

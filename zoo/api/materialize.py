@@ -384,14 +384,7 @@ def _record(reg, plan: _Plan, state, dev, *, store: bool) -> ArtifactInfo:
     base = f"{family}-l{sizes['layers']}-h{sizes['hidden']}-{label}"
     info = {"recipe": recipe, "target": sizes}
 
-    def find(session: Session):
-        row = queries.find_by_content(session, "derived", content_hash)
-        if row is None:
-            return None
-        if row.deleted_at is not None:
-            row.deleted_at = None
-        if store and row.virtual:
-            row.virtual = False
+    def link(session: Session, row) -> ArtifactInfo:
         parent = session.get(type(row), plan.parent.id)
         queries.add_edge(
             session,
@@ -404,15 +397,24 @@ def _record(reg, plan: _Plan, state, dev, *, store: bool) -> ArtifactInfo:
         )
         return queries.to_info(session, row)
 
+    def find(session: Session):
+        row = queries.find_by_content(session, "derived", content_hash)
+        if row is None:
+            return None
+        if row.deleted_at is not None:
+            row.deleted_at = None
+        if store and row.virtual:
+            row.virtual = False
+        return link(session, row)
+
     def insert(session: Session) -> ArtifactInfo:
         found = find(session)
         if found is not None:
             return found
-        name = f"{base}-{content_hash[:8]}"
         row = queries.insert_artifact(
             session,
             kind="derived",
-            name=name,
+            name=f"{base}-{content_hash[:8]}",
             family=family,
             content_hash=content_hash,
             config=cfg,
@@ -421,17 +423,7 @@ def _record(reg, plan: _Plan, state, dev, *, store: bool) -> ArtifactInfo:
             created_by=reg.user,
             virtual=not store,
         )
-        parent = session.get(type(row), plan.parent.id)
-        queries.add_edge(
-            session,
-            parent=parent,
-            child=row,
-            relation="materialize",
-            recipe=recipe,
-            zoo_version=__version__,
-            by=reg.user,
-        )
-        return queries.to_info(session, row)
+        return link(session, row)
 
     return reg.transaction(insert, on_conflict=find)
 

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from . import data as bdata
+from .machine import cpu_model
 
 BASELINES = ("weight-selection", "hypercloning", "net2net")
 FAMILIES = ("gpt2", "bert")
@@ -183,14 +184,7 @@ def default_lr(hidden: int) -> float:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
