@@ -77,6 +77,25 @@ def test_verify_on_read_detects_a_changed_byte(store_url):
     assert not store.verify(digest)
 
 
+def test_read_into_fills_the_buffer_and_checks_bytes_and_size(store_url):
+    store = open_store(store_url)
+    data = os.urandom(3 * 4096 + 7)
+    digest, _ = store.put(data)
+    buf = bytearray(len(data))
+    store.read_into(digest, memoryview(buf))
+    assert bytes(buf) == data
+    for wrong in (len(data) - 1, len(data) + 1):  # a record whose size is not the blob's
+        with pytest.raises(BlobCorruptError, match="bytes where"):
+            store.read_into(digest, memoryview(bytearray(wrong)))
+    _corrupt(store, digest)
+    with pytest.raises(BlobCorruptError, match="hash to") as err:
+        store.read_into(digest, memoryview(bytearray(len(data))))
+    assert err.value.digest == digest
+    store.delete(digest)
+    with pytest.raises(BlobMissingError):
+        store.read_into(digest, memoryview(bytearray(len(data))))
+
+
 def test_keep_refreshes_an_old_blob(store_url, monkeypatch):
     store = open_store(store_url)
     digest, _ = store.put(b"reused")

@@ -27,6 +27,8 @@ from zoo.errors import (
 if TYPE_CHECKING:
     import torch
 
+    from .tensors import KnownDigests
+
 #: Fallbacks when the measured defaults (zoo/defaults.py) do not apply to the method asked.
 DEFAULT_WAVELET = "haar"
 DEFAULT_RESCALE = "none"
@@ -113,8 +115,9 @@ def materialize(
             f"use --method {learngene.info['method']} or name the source {source.name}."
         )
     plan = _plan(source, parent, learngene, recipe, target)
-    state = derive_state(reg, plan, dev)
-    info = _record(reg, plan, state, dev, store=store)
+    known = tio.KnownDigests()
+    state = derive_state(reg, plan, dev, known)
+    info = _record(reg, plan, state, dev, store=store, known=known)
     return _result(plan, info, state, out, force=force)
 
 
@@ -234,9 +237,11 @@ def _source_of(session: Session, learngene: ArtifactInfo) -> ArtifactInfo:
     raise NotFoundError(f"Learngene {learngene.name} has no recorded source.")
 
 
-def derive_state(reg, plan: _Plan, dev) -> dict[str, torch.Tensor]:
+def derive_state(
+    reg, plan: _Plan, dev, known: KnownDigests | None = None
+) -> dict[str, torch.Tensor]:
     """The target state dict: bands and blocks from the learngene when they suffice,
-    the source's signals otherwise."""
+    the source's signals otherwise. ``known`` learns the digests of what was read."""
     import torch
 
     from zoo.derive import signal_stats, target_shape
@@ -257,7 +262,7 @@ def derive_state(reg, plan: _Plan, dev) -> dict[str, torch.Tensor]:
         # Read lazily: a learngene's bands often suffice and the source is never read.
         nonlocal source_signals
         if source_signals is None:
-            state = tio.load_tensors(reg.store, plan.source.tensors, device=dev)
+            state = tio.load_tensors(reg.store, plan.source.tensors, device=dev, known=known)
             source_signals = family.to_signals(state, plan.source.config)
         return source_signals
 
@@ -265,7 +270,7 @@ def derive_state(reg, plan: _Plan, dev) -> dict[str, torch.Tensor]:
         return all_source_signals()[key]
 
     def stored_tensor(name: str):
-        return tio.load_tensors(reg.store, [stored[name]], device=dev)[name]
+        return tio.load_tensors(reg.store, [stored[name]], device=dev, known=known)[name]
 
     keys = sorted(lg_signals) if plan.learngene else sorted(all_source_signals())
 
@@ -367,12 +372,14 @@ def _amplitude(y, spec, recipe: Recipe, reference):
     return y
 
 
-def _record(reg, plan: _Plan, state, dev, *, store: bool) -> ArtifactInfo:
+def _record(reg, plan: _Plan, state, dev, *, store: bool, known=None) -> ArtifactInfo:
     from zoo.checkpoint import manifest_hash
 
     from . import tensors as tio
 
-    recs = tio.store_tensors(reg.store, state) if store else tio.records(state)
+    # Outputs that are stored tensors unchanged (a raw band, a fixed signal) keep their
+    # verified digests; the rest are hashed here.
+    recs = tio.store_tensors(reg.store, state, known) if store else tio.records(state, known)
     content_hash = manifest_hash(plan.target_config, recs)
     recipe = edge_recipe(plan, dev)
     family = plan.source.family
@@ -503,8 +510,9 @@ def rederive(
     )
     dev = tio.resolve_device(device or r["device"])
     plan = _Plan(parent, source, learngene, recipe, r["target_config"])
-    state = derive_state(reg, plan, dev)
-    recs = tio.records(state)
+    known = tio.KnownDigests()
+    state = derive_state(reg, plan, dev, known)
+    recs = tio.records(state, known)
     actual = manifest_hash(plan.target_config, recs)
     if actual != info.content_hash:
         recorded = {t.name: t.digest for t in info.tensors}

@@ -40,51 +40,130 @@ def raw_bytes(t: torch.Tensor) -> memoryview:
     return tensor_bytes(t.detach().to("cpu").contiguous())
 
 
-def record(name: str, t: torch.Tensor) -> tuple[TensorRecord, memoryview]:
-    """(TensorRecord with sha256, raw bytes) for one tensor."""
+class KnownDigests:
+    """Digests of tensors read, verified, from the store during one operation.
+
+    An output that *is* one of those tensors (the same object, not modified in place
+    since: torch bumps a tensor's version counter on every in-place write, through any
+    view) has exactly the stored bytes, so its sha256 is known without hashing it again.
+    """
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, tuple[torch.Tensor, int, str]] = {}
+
+    def add(self, t: torch.Tensor, digest: str) -> None:
+        self._by_id[id(t)] = (t, t._version, digest)
+
+    def get(self, t: torch.Tensor) -> str | None:
+        hit = self._by_id.get(id(t))
+        if hit is None or hit[0] is not t or hit[1] != t._version:
+            return None
+        return hit[2]
+
+
+def record(
+    name: str, t: torch.Tensor, known: KnownDigests | None = None
+) -> tuple[TensorRecord, memoryview | None]:
+    """(TensorRecord with sha256, raw bytes) for one tensor; no bytes when the digest
+    was already known."""
     from zoo.checkpoint import dtype_code
 
-    data = raw_bytes(t)
-    digest = hashlib.sha256(data).hexdigest()
-    return TensorRecord(name, dtype_code(t.dtype), tuple(t.shape), data.nbytes, digest), data
+    digest = known.get(t) if known is not None else None
+    data = None
+    if digest is None:
+        data = raw_bytes(t)
+        digest = hashlib.sha256(data).hexdigest()
+    nbytes = t.numel() * t.element_size()
+    return TensorRecord(name, dtype_code(t.dtype), tuple(t.shape), nbytes, digest), data
 
 
-def records(state: Mapping[str, torch.Tensor]) -> list[TensorRecord]:
+def records(
+    state: Mapping[str, torch.Tensor], known: KnownDigests | None = None
+) -> list[TensorRecord]:
     """Tensor records (names sorted) of a state dict, without storing anything."""
-    return parallel_map(lambda n: record(n, state[n])[0], sorted(state))
+    names = sorted(state)
+    return parallel_map(lambda n: record(n, state[n], known)[0], names, cost=_cost(state, names))
 
 
-def parallel_map(fn, items: list) -> list:
+def parallel_map(fn, items: list, *, cost=None) -> list:
     """``[fn(x) for x in items]`` on a few threads, in order.
 
     sha256 and torch kernels release the GIL, so hashing and transforming independent
-    tensors overlap; results are identical to the sequential loop.
+    tensors overlap; results are identical to the sequential loop. ``cost`` (one number
+    per item) starts the dearest items first, so one large tensor does not run alone at
+    the end while the other threads idle.
     """
     workers = min(len(items), os.cpu_count() or 1, 8)
     if workers <= 1:
         return [fn(x) for x in items]
+    order = list(range(len(items)))
+    if cost is not None:
+        order.sort(key=lambda i: -cost[i])
+    results: list = [None] * len(items)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(fn, items))
+        for i, value in zip(order, pool.map(lambda i: fn(items[i]), order), strict=True):
+            results[i] = value
+    return results
 
 
-def store_tensors(store, state: Mapping[str, torch.Tensor]) -> list[TensorRecord]:
+def _cost(state: Mapping[str, torch.Tensor], names: list[str]) -> list[int]:
+    return [state[n].numel() * state[n].element_size() for n in names]
+
+
+def store_tensors(
+    store, state: Mapping[str, torch.Tensor], known: KnownDigests | None = None
+) -> list[TensorRecord]:
     """Put every tensor's bytes in the store (once); returns their records."""
 
     def put(name: str) -> TensorRecord:
-        rec, data = record(name, state[name])
+        rec, data = record(name, state[name], known)
+        if data is None and store.keep(rec.digest):
+            return rec  # read from this store: already there (and now freshened)
+        if data is None:
+            data = raw_bytes(state[name])
         store.put(data, rec.digest)  # also refreshes a reused blob so gc keeps it
         return rec
 
-    return parallel_map(put, sorted(state))
+    names = sorted(state)
+    return parallel_map(put, names, cost=_cost(state, names))
 
 
-def load_tensors(store, recs: Iterable[TensorRecord], *, device=None) -> dict[str, torch.Tensor]:
-    """Read (and verify) tensors from the store, onto ``device``."""
-    from zoo.checkpoint import tensor_from_bytes
+def load_tensors(
+    store,
+    recs: Iterable[TensorRecord],
+    *,
+    device=None,
+    known: KnownDigests | None = None,
+) -> dict[str, torch.Tensor]:
+    """Read (and verify) tensors from the store, onto ``device``; ``known`` learns their
+    digests."""
 
     def load(r: TensorRecord):
-        t = tensor_from_bytes(store.get(r.digest), r.dtype, r.shape)
-        return t if device is None or str(device) == "cpu" else t.to(device)
+        t = read_tensor(store, r)
+        if device is not None and str(device) != "cpu":
+            t = t.to(device)
+        if known is not None:
+            known.add(t, r.digest)
+        return t
 
     recs = list(recs)
-    return dict(zip([r.name for r in recs], parallel_map(load, recs), strict=True))
+    values = parallel_map(load, recs, cost=[r.nbytes for r in recs])
+    return dict(zip([r.name for r in recs], values, strict=True))
+
+
+def read_tensor(store, r: TensorRecord) -> torch.Tensor:
+    """One verified CPU tensor, read straight into its own (huge-page hinted) memory."""
+    import sys
+
+    import torch
+
+    from zoo import _memory
+    from zoo.checkpoint import tensor_from_bytes, torch_dtype
+
+    dt = torch_dtype(r.dtype)
+    if r.nbytes == 0 or dt == torch.bool or sys.byteorder != "little":
+        # The general path: validates BOOL bytes and lays out any byte order.
+        return tensor_from_bytes(store.get(r.digest), r.dtype, r.shape)
+    t = _memory.empty(r.shape, dtype=dt)  # a blob of another size is reported corrupt
+    store.read_into(r.digest, memoryview(t.view(torch.uint8).reshape(-1).numpy()))
+    return t

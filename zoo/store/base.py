@@ -155,14 +155,35 @@ class BlobStore(ABC):
             BlobCorruptError: its bytes changed since they were written.
         """
         data = self._read(check_digest(digest))
+        self._check(digest, data)
+        return data
+
+    def read_into(self, digest: str, buffer: memoryview) -> None:
+        """Fill ``buffer`` (writable, exactly the blob's size) with its verified bytes.
+
+        Saves the intermediate ``bytes`` object ``get`` builds; stores that can read in
+        place override it. On error ``buffer`` holds garbage and must be discarded.
+
+        Raises:
+            BlobMissingError: the store does not have it.
+            BlobCorruptError: its bytes changed, or its size is not ``buffer``'s.
+        """
+        data = self.get(digest)
+        if len(data) != buffer.nbytes:
+            raise self._corrupt(digest, f"{len(data)} bytes where {buffer.nbytes} were expected")
+        buffer[:] = data
+
+    def _check(self, digest: str, data: bytes | memoryview) -> None:
         actual = sha256_hex(data)
         if actual != digest:
-            raise BlobCorruptError(
-                f"Blob {digest[:12]} in {self.url} is corrupt (its bytes hash to "
-                f"{actual[:12]}); run `zoo verify` to list every damaged blob.",
-                digest=digest,
-            )
-        return data
+            raise self._corrupt(digest, f"its bytes hash to {actual[:12]}")
+
+    def _corrupt(self, digest: str, what: str) -> BlobCorruptError:
+        return BlobCorruptError(
+            f"Blob {digest[:12]} in {self.url} is corrupt ({what}); run `zoo verify` to "
+            "list every damaged blob.",
+            digest=digest,
+        )
 
     def verify(self, digest: str) -> bool:
         """Whether the stored bytes still match ``digest`` (False if missing)."""

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
-from . import _memory
+from zoo import _memory
+
 from ._checks import as_float, check_shape, norm_axes, restore
 
 _DENSE_MAX = 1024

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from zoo import _memory
 from zoo.errors import TransformError
 
 from . import baselines, wavelets
@@ -44,11 +45,22 @@ def _rescale(y, x, rescale, reference_std, fan_in_axes, target):
     else:
         ref = float(reference_std)
     cur = float(y.std(correction=0)) if y.numel() > 1 else 0.0
-    if cur > 0.0 and ref > 0.0:
-        y = y * (ref / cur)
+    gain = ref / cur if cur > 0.0 and ref > 0.0 else None
+    fan = None
     if rescale == "fan":
-        y = y / baselines.fan_in_multiplier(list(x.shape), target, fan_in_axes)
-    return y
+        fan = baselines.fan_in_multiplier(list(x.shape), target, fan_in_axes)
+    if gain is None and fan is None:
+        return y
+    # One hinted output written in place: same roundings as ``y * gain / fan``, without
+    # a second fresh (page-faulting) full-size temporary.
+    out = _memory.empty(y.shape, like=y)
+    if gain is not None:
+        torch.mul(y, gain, out=out)
+        if fan is not None:
+            out.div_(fan)
+    else:
+        torch.div(y, fan, out=out)
+    return out
 
 
 def rescale_like(

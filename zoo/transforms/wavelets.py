@@ -19,9 +19,10 @@ from collections.abc import Sequence
 
 import torch
 
+from zoo import _memory
 from zoo.errors import TransformError
 
-from . import _filters, _memory, _periodic
+from . import _filters, _periodic
 from ._checks import as_float, check_level, norm_axes, restore
 
 

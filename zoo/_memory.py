@@ -5,10 +5,11 @@ first write, 4 KiB at a time; on a VM that costs far more than the write itself 
 113 MB fp32 stack: ~120 ms of faults against ~15 ms to copy it into warm memory).
 NumPy (and so PyWavelets and SciPy) asks the kernel for transparent huge pages on every
 allocation of 4 MiB or more (``madvise(MADV_HUGEPAGE)``); torch's CPU allocator does not
-unless ``THP_MEM_ALLOC_ENABLE=1`` is set before torch starts. :func:`empty` gives the
-transforms' own large outputs and buffers the same hint, on their 2 MiB-aligned interior,
-before anything is written. It is only a hint about this one buffer: values, strides and
-lifetime are those of ``torch.empty``; elsewhere (other OSes, CUDA, THP off) it is a no-op.
+unless ``THP_MEM_ALLOC_ENABLE=1`` is set before torch starts. :func:`empty` gives zoo's
+own large buffers (transform outputs, tensors read from the blob store) the same hint, on
+their 2 MiB-aligned interior, before anything is written. It is only a hint about this one
+buffer: values, strides and lifetime are those of ``torch.empty``; elsewhere (other OSes,
+CUDA, THP off) it is a no-op.
 """
 
 from __future__ import annotations
@@ -52,8 +53,12 @@ def advise_huge(t: torch.Tensor) -> None:
         fn(start, end - start, _MADV_HUGEPAGE)  # failure only loses the hint
 
 
-def empty(shape, *, like: torch.Tensor) -> torch.Tensor:
-    """``torch.empty(shape)`` with ``like``'s dtype and device, huge-page hinted if large."""
-    t = torch.empty(shape, dtype=like.dtype, device=like.device)
+def empty(shape, *, like: torch.Tensor | None = None, dtype=None, device=None) -> torch.Tensor:
+    """``torch.empty(shape)`` with ``like``'s dtype and device (or the ones given),
+    huge-page hinted if large."""
+    if like is not None:
+        dtype = dtype or like.dtype
+        device = device or like.device
+    t = torch.empty(shape, dtype=dtype, device=device or "cpu")
     advise_huge(t)
     return t
