@@ -197,6 +197,22 @@ def test_in_memory_round_trip_is_exact(tiny, name):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
+def test_unchanged_outputs_are_views_of_their_signals(tiny, name):
+    """What a family says it passes through uncopied is what from_signals returns."""
+    t = tiny[name]
+    family = get_family(name)
+    signals = {k: s.tensor.contiguous() for k, s in family.to_signals(t.disk, t.config).items()}
+    back = family.from_signals(signals, t.config)
+    outputs = {(v.data_ptr(), tuple(v.shape)) for v in back.values()}
+    said = {k: family.unchanged_outputs(k) for k in signals}
+    assert any(v == "layers" for v in said.values()) and any(v == "whole" for v in said.values())
+    for key, layout in said.items():
+        parts = {"whole": [signals[key]], "layers": list(signals[key].unbind(0)), None: []}
+        for p in parts[layout]:
+            assert (p.data_ptr(), tuple(p.shape)) in outputs, (key, layout)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
 @pytest.mark.parametrize("source", ["disk", "memory"])
 def test_every_tensor_lands_in_exactly_one_signal(tiny, name, source):
     t = tiny[name]

@@ -7,6 +7,7 @@ device, a virtual checkpoint can be re-derived and verified bit for bit.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -300,13 +301,31 @@ def derive_state(
             dev,
         )
 
+    def work(key: str) -> int:
+        # Elements written and hashed, plus those read when the source is transformed:
+        # the largest signals start first so none runs alone at the end.
+        if plan.learngene:
+            meta = lg_signals[key]
+            axes, shape, read = tuple(meta["axes"]), tuple(meta["shape"]), 0
+        else:
+            sig = source_signal(key)
+            axes, shape, read = sig.axes, tuple(sig.tensor.shape), sig.tensor.numel()
+        return math.prod(target_shape(axes, shape, target_sizes)) + read
+
+    def one_hashed(key: str) -> torch.Tensor:
+        y = one(key)
+        layout = family.unchanged_outputs(key)
+        if known is not None and layout is not None:
+            known.hash_ahead(y, layout)
+        return y
+
     if plan.recipe.method in ("scratch", "net2net"):
         # These draw from one generator: the order of the signals fixes the numbers.
-        values = [one(k) for k in keys]
+        values = [one_hashed(k) for k in keys]
     else:
         if plan.learngene is None:
             all_source_signals()  # load once, before the threads need it
-        values = tio.parallel_map(one, keys)
+        values = tio.parallel_map(one_hashed, keys, cost=[work(k) for k in keys])
     return family.from_signals(dict(zip(keys, values, strict=True)), plan.target_config)
 
 

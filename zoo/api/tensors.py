@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -41,24 +42,41 @@ def raw_bytes(t: torch.Tensor) -> memoryview:
 
 
 class KnownDigests:
-    """Digests of tensors read, verified, from the store during one operation.
+    """Digests of tensors whose bytes were verified or hashed during one operation.
 
-    An output that *is* one of those tensors (the same object, not modified in place
-    since: torch bumps a tensor's version counter on every in-place write, through any
-    view) has exactly the stored bytes, so its sha256 is known without hashing it again.
+    Keyed by the memory a tensor covers (device, address, dtype, shape, strides), so a
+    view made later of the same region is found too. A hit counts only while the tensor
+    is unchanged: torch bumps a version counter, shared by a tensor and all its views, on
+    every in-place write. The tensors are kept alive, so no address is reused meanwhile.
     """
 
     def __init__(self) -> None:
-        self._by_id: dict[int, tuple[torch.Tensor, int, str]] = {}
+        self._by_region: dict[tuple, tuple[torch.Tensor, int, str]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _region(t: torch.Tensor) -> tuple:
+        return (str(t.device), t.data_ptr(), t.dtype, tuple(t.shape), tuple(t.stride()))
 
     def add(self, t: torch.Tensor, digest: str) -> None:
-        self._by_id[id(t)] = (t, t._version, digest)
+        with self._lock:
+            self._by_region[self._region(t)] = (t, t._version, digest)
 
     def get(self, t: torch.Tensor) -> str | None:
-        hit = self._by_id.get(id(t))
-        if hit is None or hit[0] is not t or hit[1] != t._version:
+        with self._lock:
+            hit = self._by_region.get(self._region(t))
+        if hit is None or hit[1] != t._version:
             return None
         return hit[2]
+
+    def hash_ahead(self, t: torch.Tensor, layout: str) -> None:
+        """Hash now the outputs a state-dict builder will cut from ``t`` without copying
+        (``layout`` as :meth:`zoo.families.base.Family.unchanged_outputs` says), so the
+        hashing overlaps other work instead of waiting for the whole state dict."""
+        parts = [t] if layout == "whole" else list(t.unbind(0))
+        for p in parts:
+            if p.is_contiguous() and self.get(p) is None:
+                self.add(p, hashlib.sha256(raw_bytes(p)).hexdigest())
 
 
 def record(

@@ -531,6 +531,16 @@ class TransformerFamily(Family):
         """Every signal name a rule can produce (``extra:`` signals aside)."""
         return tuple(p.signal for r in self.rules for p in r.pieces)
 
+    def unchanged_outputs(self, signal: str) -> str | None:
+        if signal.startswith(EXTRA_PREFIX):
+            return "whole"
+        for r in self.rules:
+            if any(p.signal == signal for p in r.pieces):
+                if r.join is not None or r.buffer or len(r.pieces) != 1:
+                    return None
+                return "layers" if r.per_layer else "whole"
+        return None
+
     def _prefixed(self, config: Mapping[str, Any], signals: Mapping[str, Any]) -> bool:
         archs = config.get("architectures") or ()
         if archs:

@@ -114,6 +114,16 @@ class Family(ABC):
         when it does not (``save_pretrained`` omits it), so round trips keep the keys.
         """
 
+    def unchanged_outputs(self, signal: str) -> str | None:
+        """How :meth:`from_signals` passes ``signal`` through without copying it.
+
+        ``"whole"``: the output tensor is the signal itself; ``"layers"``: the outputs are
+        its slices along axis 0, one per layer; ``None``: rebuilt (joined, transposed...).
+        Lets a caller hash outputs while other signals are still being computed; ``None``
+        is always a safe answer.
+        """
+        return None
+
     @abstractmethod
     def from_signals(
         self, signals: Mapping[str, torch.Tensor], config: Mapping[str, Any]
