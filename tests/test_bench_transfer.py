@@ -121,12 +121,12 @@ def test_recipe_norm_match_is_one_rule_and_default_unchanged():
 
 def test_defaults_table_covers_every_family_and_direction():
     from zoo.defaults import DEFAULTS, default_recipe, direction_of
-    from zoo.derive import METHODS, RESCALES
+    from zoo.derive import METHODS, NORMS, RESCALES
 
     for family in ("bert", "roberta", "gpt2", "vit", "llama"):
         for direction in ("l2s", "s2l"):
-            method, wavelet, rescale = DEFAULTS[(family, direction)]
-            assert method in METHODS and rescale in RESCALES
+            method, wavelet, rescale, norm = DEFAULTS[(family, direction)]
+            assert method in METHODS and rescale in RESCALES and norm in NORMS
             assert (wavelet is not None) == (method == "dwt")
     small, big = {"layers": 2, "hidden": 64}, {"layers": 4, "hidden": 128}
     assert direction_of(big, small) == "l2s" and direction_of(small, big) == "s2l"

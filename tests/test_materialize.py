@@ -280,7 +280,8 @@ def test_unspecified_settings_take_the_measured_defaults(registry, tiny_dir, lay
     source_sizes = {"layers": 4, "hidden": 32}
     want = default_recipe("gpt2", source_sizes, {"layers": layers, "hidden": hidden})
     recipe = m.artifact.info["recipe"]
-    assert (recipe["method"], recipe["wavelet"], recipe["rescale"]) == want
+    got = (recipe["method"], recipe["wavelet"], recipe["rescale"], recipe.get("norm", "method"))
+    assert got == want
     # The paper-faithful setting stays one flag away.
     raw = registry.materialize(src.name, layers=layers, hidden=hidden, method="dwt", rescale="none")
     assert raw.artifact.info["recipe"]["rescale"] == "none"

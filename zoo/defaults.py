@@ -1,6 +1,7 @@
 """zoo's default initialization per family and direction, chosen by the transfer benchmark.
 
-The table maps ``(family, direction)`` to ``(method, wavelet, rescale)``. The evidence is in
+The table maps ``(family, direction)`` to a :class:`Default` ``(method, wavelet, rescale,
+norm)``. The evidence is in
 benchmarks/results/transfer.md (``zoo bench transfer``; byte-level LMs on the Python
 standard library, 3 seeds, equal training budgets). Only gpt2 (decoder, causal LM) and bert
 (encoder, masked LM) were measured; the other families take the closest measured one and
@@ -10,27 +11,35 @@ say so below. Re-run the benchmark and update this table together.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from zoo.errors import InvalidInputError
 
-#: (method, wavelet, rescale); wavelet is None for methods other than dwt.
-Recipe3 = tuple[str, str | None, str]
+
+class Default(NamedTuple):
+    """One default recipe; the fields are :class:`zoo.derive.Recipe`'s."""
+
+    method: str
+    wavelet: str | None  # None for methods other than dwt
+    rescale: str
+    norm: str = "method"
+
 
 #: Measured: see benchmarks/results/transfer.md for the table behind every entry.
 #: Final validation loss, mean ± std over 3 seeds (best training-free baseline in brackets).
-MEASURED: dict[tuple[str, str], Recipe3] = {
+MEASURED: dict[tuple[str, str], Default] = {
     # 4x128 -> 2x64, 400 steps: weight selection 2.014 ± 0.005 ties dwt db2 raw 2.016 ± 0.009;
     # every BoT variant trails weight selection with x2 LayerNorm gains (1.961, not
     # expressible as a recipe yet); dwt db2 fan 2.045 loses. No BoT recipe beats the baseline.
-    ("gpt2", "l2s"): ("weight-selection", None, "none"),
+    ("gpt2", "l2s"): Default("weight-selection", None, "none"),
     # 2x64 -> 4x128, 250 steps: dwt db2 fan 1.788 ± 0.009 beats hypercloning 1.809 ± 0.010.
-    ("gpt2", "s2l"): ("dwt", "db2", "fan"),
+    ("gpt2", "s2l"): Default("dwt", "db2", "fan"),
     # 4x128 -> 2x64, 400 steps: dwt db2 fan 2.931 ± 0.019 beats weight selection 2.954 ± 0.015
     # (the only variant beyond the spread; the other dwt variants tie).
-    ("bert", "l2s"): ("dwt", "db2", "fan"),
+    ("bert", "l2s"): Default("dwt", "db2", "fan"),
     # 2x64 -> 4x128, 250 steps: dwt db2 fan 2.904 ± 0.030 beats hypercloning 2.942 ± 0.010;
     # raw db2 with norms matched to the source (Recipe norm="match") is better still, 2.865.
-    ("bert", "s2l"): ("dwt", "db2", "fan"),
+    ("bert", "s2l"): Default("dwt", "db2", "fan"),
 }
 
 #: Families without a measurement of their own take the closest measured one.
@@ -43,7 +52,7 @@ CLOSEST = {
 }
 
 #: The whole table, every family zoo ships.
-DEFAULTS: dict[tuple[str, str], Recipe3] = {
+DEFAULTS: dict[tuple[str, str], Default] = {
     (family, direction): MEASURED[(measured, direction)]
     for family, measured in CLOSEST.items()
     for direction in ("l2s", "s2l")
@@ -58,8 +67,8 @@ def direction_of(source_sizes: Mapping[str, int], target_sizes: Mapping[str, int
 
 def default_recipe(
     family: str, source_sizes: Mapping[str, int], target_sizes: Mapping[str, int]
-) -> Recipe3:
-    """``(method, wavelet, rescale)`` zoo uses when the user names none.
+) -> Default:
+    """The recipe zoo uses when the user names none.
 
     Args:
         family: a family name (bert, roberta, gpt2, vit, llama).
@@ -68,9 +77,7 @@ def default_recipe(
 
     Example:
         >>> default_recipe("gpt2", {"layers": 4, "hidden": 128}, {"layers": 2, "hidden": 64})
-        ('weight-selection', None, 'none')
-        >>> default_recipe("bert", {"layers": 2, "hidden": 64}, {"layers": 4, "hidden": 128})
-        ('dwt', 'db2', 'fan')
+        Default(method='weight-selection', wavelet=None, rescale='none', norm='method')
     """
     if family not in CLOSEST:
         raise InvalidInputError(
@@ -79,4 +86,4 @@ def default_recipe(
     return DEFAULTS[(family, direction_of(source_sizes, target_sizes))]
 
 
-__all__ = ["CLOSEST", "DEFAULTS", "MEASURED", "default_recipe", "direction_of"]
+__all__ = ["CLOSEST", "DEFAULTS", "MEASURED", "Default", "default_recipe", "direction_of"]

@@ -173,7 +173,7 @@ def _recipe(
 
     family = get_family(source.family)
     target_config = family.target_config(source.config, target)  # refuses bad sizes early
-    d_method, d_wavelet, d_rescale = default_recipe(
+    d_method, d_wavelet, d_rescale, d_norm = default_recipe(
         source.family, family.axis_sizes(source.config), family.axis_sizes(target_config)
     )
     if method is None:
@@ -187,12 +187,16 @@ def _recipe(
         raise InvalidInputError("--wavelet applies to --method dwt only.")
     if rescale is None:
         rescale = d_rescale if method == d_method else DEFAULT_RESCALE
+    if norm is None:
+        # The measured norm rule goes with the measured recipe, not with any other.
+        same = (method, rescale) == (d_method, d_rescale)
+        norm = d_norm if same else "method"
     return Recipe(
         method=method,
         wavelet=wavelet if method == "dwt" else None,
         rescale=rescale,
         seed=seed,
-        norm=norm or "method",
+        norm=norm,
     )
 
 

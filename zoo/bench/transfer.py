@@ -476,12 +476,13 @@ def zoo_default_method(family: str, source: tuple[int, int], target: tuple[int, 
     from zoo.defaults import default_recipe
 
     sizes = [{"layers": layers, "hidden": hidden} for layers, hidden in (source, target)]
-    method, wavelet, rescale = default_recipe(family, *sizes)
+    method, wavelet, rescale, norm = default_recipe(family, *sizes)
+    suffix = "+nm" if norm == "match" else ""
     if method == "dwt":
-        return f"dwt:{wavelet}:{rescale}"
+        return f"dwt:{wavelet}:{rescale}{suffix}"
     if method == "dct":
-        return f"dct:{rescale}"
-    return method
+        return f"dct:{rescale}{suffix}"
+    return method + suffix
 
 
 def _learngene(reg, source: str, spec: MethodSpec, dct_keep: float) -> str:
@@ -512,8 +513,9 @@ def initialize(
         wavelet=spec.wavelet,
         rescale=spec.rescale,
         seed=seed,
-        # +nm is zoo's own option; +nd (raw-DWT norm scale for any method) is not.
-        norm="match" if spec.norm == "match" else None,
+        # +nm is zoo's own option; +nd (raw-DWT norm scale for any method) is not. Always
+        # explicit: a name without +nm means the method's own rule, whatever the default.
+        norm="match" if spec.norm == "match" else "method",
     )
     state = dict(m.state_dict)
     if spec.norm == "dwt":
