@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     ap.add_argument("--s2l", default="2x64:4x128", help="SOURCE:TARGET sizes")
     ap.add_argument("--source-steps", default="4x128:1000,2x64:1500")
     ap.add_argument("--source-batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, help="peak learning rate (default: per size)")
     ap.add_argument("--eval-every", type=int, default=20)
     ap.add_argument("--val-windows", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
@@ -85,6 +86,7 @@ def main(argv=None) -> int:
             source_batch=args.source_batch,
             batch=args.batch,
             seq=args.seq,
+            lr=args.lr,
             eval_every=args.eval_every,
             val_windows=args.val_windows,
             home=args.home,

@@ -64,8 +64,52 @@ def test_parse_method_names():
     assert nm.norm == "match" and nm.rescale == "none"
     assert transfer.parse_method("weight-selection+nd").norm == "dwt"
     assert transfer.parse_method("weight-selection").baseline
+    rd = transfer.parse_method("dwt:db2:none+nm+rd")
+    assert rd.residual_depth and rd.norm == "match" and rd.name == "dwt:db2:none+nm+rd"
+    assert transfer.parse_method("hypercloning+rd").baseline
     with pytest.raises(ValueError):
         transfer.parse_method("magic")
+    with pytest.raises(ValueError):
+        transfer.parse_method("scratch+rd")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+def test_residual_depth_scaling_touches_exactly_the_residual_writers(family):
+    """+rd divides the matrices whose output is added to the residual stream, and their
+    biases, by the depth ratio; nothing else changes."""
+    import transformers
+
+    def model(layers):
+        if family == "gpt2":
+            cfg = transformers.GPT2Config(n_layer=layers, n_embd=32, n_head=2, vocab_size=50)
+            return transformers.GPT2LMHeadModel(cfg)
+        cfg = transformers.BertConfig(
+            num_hidden_layers=layers,
+            hidden_size=32,
+            num_attention_heads=2,
+            intermediate_size=64,
+            vocab_size=50,
+        )
+        return transformers.BertForMaskedLM(cfg)
+
+    src, tgt = model(2), model(4)
+    state = tgt.state_dict()
+    out = transfer.residual_depth_scaled(family, state, tgt.config.to_dict(), src.config.to_dict())
+    writers = {
+        "gpt2": ("attn.c_proj.", "mlp.c_proj."),
+        "bert": ("attention.output.dense.", "output.dense."),
+    }[family]
+    scaled = {k for k in state if not torch.equal(out[k], state[k])}
+    expected = {
+        k
+        for k in state
+        if any(w in k for w in writers)
+        and "LayerNorm" not in k
+        and state[k].abs().sum() > 0  # zero biases stay zero either way
+    }
+    assert scaled == expected and len(expected) > 0
+    for k in scaled:
+        torch.testing.assert_close(out[k], state[k] / 2)
 
 
 def test_micro_run_report(tmp_path):

@@ -24,6 +24,7 @@ shared across methods, so a LayerNorm gain scale cannot pass for a better transf
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -62,6 +63,7 @@ class MethodSpec:
     wavelet: str | None = None
     rescale: str | None = None
     norm: str | None = None  # None: the method's own; "match" (+nm) or "dwt" (+nd)
+    residual_depth: bool = False  # +rd: residual-writing matrices / (target/source depth)
 
     @property
     def baseline(self) -> bool:
@@ -71,9 +73,17 @@ class MethodSpec:
 def parse_method(text: str) -> MethodSpec:
     """``dwt:db2:fan`` -> MethodSpec; see the module doc for the grammar."""
     name = text.strip()
+    rd = name.endswith("+rd")
+    if rd:
+        name = name[:-3]
     suffixes = {"+nm": "match", "+nd": "dwt"}
     norm = suffixes.get(name[-3:])
     body, tail = (name[:-3], name[-3:]) if norm else (name, "")
+    if rd:
+        spec = parse_method(name)
+        if spec.method == "scratch":
+            raise ValueError("+rd applies to transferred initializations, not scratch")
+        return dataclasses.replace(spec, name=spec.name + "+rd", residual_depth=True)
     parts = body.split(":")
     head = parts[0]
     if head == "dwt":
@@ -89,7 +99,7 @@ def parse_method(text: str) -> MethodSpec:
         return MethodSpec(name, head, None, None, norm)
     raise ValueError(
         f"unknown method {text!r}; use scratch, weight-selection, hypercloning, net2net, "
-        "dwt:WAVELET:RESCALE or dct:RESCALE (optionally +nm)"
+        "dwt:WAVELET:RESCALE or dct:RESCALE (optionally +nm or +nd, then +rd)"
     )
 
 
@@ -520,7 +530,28 @@ def initialize(
     state = dict(m.state_dict)
     if spec.norm == "dwt":
         state = shared_norms(family, state, m.config, source_state, spec.norm)
+    if spec.residual_depth:
+        state = residual_depth_scaled(family, state, m.config, source_state[0])
     return state, m.config, m.artifact.name
+
+
+# Matrices (and biases) whose output is added to the residual stream, per family.
+RESIDUAL_WRITERS = {
+    "gpt2": re.compile(r"\.h\.\d+\.(attn|mlp)\.c_proj\.(weight|bias)$"),
+    "bert": re.compile(r"\.layer\.\d+\.(attention\.output|output)\.dense\.(weight|bias)$"),
+}
+
+
+def residual_depth_scaled(family: str, state, config, source_config) -> dict[str, torch.Tensor]:
+    """Divide every residual-writing matrix and bias by target depth / source depth (the
+    ``+rd`` ablation): when depth grows by copying or smoothly interpolating layers, each
+    source layer's update reaches the residual stream that many times."""
+    from zoo.families import get_family
+
+    fam = get_family(family)
+    ratio = fam.axis_sizes(config)["layers"] / fam.axis_sizes(source_config)["layers"]
+    pattern = RESIDUAL_WRITERS[family]
+    return {k: v / ratio if pattern.search("." + k) else v for k, v in state.items()}
 
 
 def shared_norms(family: str, state, config, source_state, rule: str) -> dict[str, torch.Tensor]:
