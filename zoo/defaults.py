@@ -1,11 +1,10 @@
 """zoo's default initialization per family and direction, chosen by the transfer benchmark.
 
 The table maps ``(family, direction)`` to a :class:`Default` ``(method, wavelet, rescale,
-norm)``. The evidence is in
-benchmarks/results/transfer.md (``zoo bench transfer``; byte-level LMs on the Python
-standard library, 3 seeds, equal training budgets). Only gpt2 (decoder, causal LM) and bert
-(encoder, masked LM) were measured; the other families take the closest measured one and
-say so below. Re-run the benchmark and update this table together.
+norm)``. The evidence is in benchmarks/results/transfer.md (``zoo bench transfer``;
+byte-level LMs on the Python standard library, 3 seeds, equal training budgets). Only
+gpt2 (decoder, causal LM) and bert (encoder, masked LM) were measured; the other families
+take the closest measured one and say so below. Re-run the benchmark and update this table together.
 """
 
 from __future__ import annotations
@@ -29,16 +28,19 @@ class Default(NamedTuple):
 #: Final validation loss, mean ± std over 3 seeds (best training-free baseline in brackets).
 MEASURED: dict[tuple[str, str], Default] = {
     # 4x128 -> 2x64, 400 steps: weight selection 2.014 ± 0.005 ties dwt db2 raw 2.016 ± 0.009;
-    # every BoT variant trails weight selection with x2 LayerNorm gains (1.961, not
-    # expressible as a recipe yet); dwt db2 fan 2.045 loses. No BoT recipe beats the baseline.
+    # every BoT variant trails weight selection with x2 LayerNorm gains (1.961, a gain-scale
+    # effect, not a transfer); dwt db2 fan 2.045 loses. No BoT recipe beats the baseline.
     ("gpt2", "l2s"): Default("weight-selection", None, "none"),
-    # 2x64 -> 4x128, 250 steps: dwt db2 fan 1.788 ± 0.009 beats hypercloning 1.809 ± 0.010.
+    # 2x64 -> 4x128, 250 steps: dwt db2 fan 1.788 ± 0.009 beats hypercloning 1.809 ± 0.010;
+    # 4x128 -> 8x256, 400 steps: 1.723 ± 0.009 beats 1.749 ± 0.022.
     ("gpt2", "s2l"): Default("dwt", "db2", "fan"),
     # 4x128 -> 2x64, 400 steps: dwt db2 fan 2.931 ± 0.019 beats weight selection 2.954 ± 0.015
     # (the only variant beyond the spread; the other dwt variants tie).
     ("bert", "l2s"): Default("dwt", "db2", "fan"),
     # 2x64 -> 4x128, 250 steps: dwt db2 fan 2.904 ± 0.030 beats hypercloning 2.942 ± 0.010;
-    # raw db2 with norms matched to the source (Recipe norm="match") is better still, 2.865.
+    # raw db2 with norms matched to the source (norm="match") is better still, 2.865. At
+    # 4x128 -> 8x256, 400 steps: fan 2.925 ± 0.003, norm-matched raw db2 2.934 ± 0.012 and
+    # hypercloning 2.945 ± 0.043 tie; fan stays, with the better mean at the larger size.
     ("bert", "s2l"): Default("dwt", "db2", "fan"),
 }
 

@@ -212,7 +212,7 @@ def _haar_up_once(c: torch.Tensor, axes: list[int]) -> torch.Tensor:
     pair_buf = None
     if complex_ok:
         pair_dtype = torch.complex64 if c.dtype == torch.float32 else torch.complex128
-        pair_buf = _memory.empty(slab_shape, like=torch.empty(0, dtype=pair_dtype))
+        pair_buf = _memory.empty(slab_shape, dtype=pair_dtype, device=c.device)
     for i, k in slabs:
         src = c.narrow(0, i, k) if c.ndim > 1 else c
         cs = scaled_buf.narrow(0, 0, k) if c.ndim > 1 else scaled_buf
