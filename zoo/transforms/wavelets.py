@@ -183,11 +183,10 @@ def _haar_up(c: torch.Tensor, axes: list[int], level: int) -> torch.Tensor:
 
 def _haar_up_once(c: torch.Tensor, axes: list[int]) -> torch.Tensor:
     # Zero-detail haar synthesis repeats each scaled coefficient over its 2x...x2 cell:
-    # per slab, scale into a reused buffer, duplicate along the innermost axis (as a
-    # complex number with equal parts, one vectorized pass into a second reused buffer),
-    # then one broadcast copy into the output. The two buffers are allocated once per
-    # call with the huge-page hint: fresh per-slab temporaries cost more in page faults
-    # than the arithmetic.
+    # per slab, duplicate along the innermost axis (as a complex number with equal parts,
+    # one vectorized pass into a reused buffer), then one broadcasting multiply by the
+    # scale straight into the output. The buffer is allocated once per call with the
+    # huge-page hint: fresh per-slab temporaries cost more in page faults than the math.
     last = c.ndim - 1
     scale = 2.0 ** (-len(axes) / 2)
     view, expand, target = [], [], []
@@ -206,17 +205,14 @@ def _haar_up_once(c: torch.Tensor, axes: list[int]) -> torch.Tensor:
     complex_ok = pairs and c.dtype in (torch.float32, torch.float64)
     rows = c.shape[0] if c.ndim > 1 else 1
     slabs = _slabs(rows, out.nbytes // max(rows, 1), _UP_SLAB_BYTES) if c.ndim > 1 else [(0, 1)]
-    k_max = max(k for _, k in slabs)
-    slab_shape = [k_max, *c.shape[1:]] if c.ndim > 1 else list(c.shape)
-    scaled_buf = _memory.empty(slab_shape, like=c)
     pair_buf = None
     if complex_ok:
+        k_max = max(k for _, k in slabs)
+        slab_shape = [k_max, *c.shape[1:]] if c.ndim > 1 else list(c.shape)
         pair_dtype = torch.complex64 if c.dtype == torch.float32 else torch.complex128
         pair_buf = _memory.empty(slab_shape, dtype=pair_dtype, device=c.device)
     for i, k in slabs:
-        src = c.narrow(0, i, k) if c.ndim > 1 else c
-        cs = scaled_buf.narrow(0, 0, k) if c.ndim > 1 else scaled_buf
-        torch.mul(src, scale, out=cs)
+        cs = c.narrow(0, i, k) if c.ndim > 1 else c
         if pairs:
             if complex_ok:
                 z = pair_buf.narrow(0, 0, k) if c.ndim > 1 else pair_buf
@@ -229,7 +225,7 @@ def _haar_up_once(c: torch.Tensor, axes: list[int]) -> torch.Tensor:
         if c.ndim > 1:
             sview[0] = sexp[0] = k
         dst = ov.narrow(0, i, k) if c.ndim > 1 else ov
-        dst.copy_(cs.reshape(sview).expand(sexp))
+        torch.mul(cs.reshape(sview).expand(sexp), scale, out=dst)
     return out
 
 
