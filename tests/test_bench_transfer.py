@@ -176,3 +176,39 @@ def test_defaults_table_covers_every_family_and_direction():
     assert direction_of(big, small) == "l2s" and direction_of(small, big) == "s2l"
     assert direction_of({"layers": 4, "hidden": 128}, {"layers": 2, "hidden": 256}) == "s2l"
     assert default_recipe("roberta", big, small) == DEFAULTS[("bert", "l2s")]
+
+
+@pytest.mark.parametrize("kind", ["linear", "norm_weight", "bias"])
+@pytest.mark.parametrize("shape", [(2, 4, 4), (8, 16, 16)])
+def test_needs_reference_says_exactly_when_derive_signal_reads_it(kind, shape):
+    """Materialize skips the source's statistics when needs_reference is False; the
+    result must then not depend on them, and must when it is True."""
+    import itertools
+
+    from zoo.derive import METHODS, NORMS, RESCALES, Recipe, derive_signal, needs_reference
+    from zoo.families.base import SignalSpec
+
+    x = 1.0 + 0.1 * torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(1))
+    fan = 2 if kind == "linear" else None
+    axes = ("layers", "hidden", "hidden") if kind == "linear" else ("layers", "hidden", "ffn")
+    spec = SignalSpec(axes, kind, fan)
+    seen = set()
+    for method, rescale, norm in itertools.product(METHODS, RESCALES, NORMS):
+        if method == "weight-selection" and shape[0] > x.shape[0]:
+            continue  # selection only shrinks
+        if method in ("hypercloning", "net2net") and shape[0] < x.shape[0]:
+            continue  # tiling and Net2Net only grow
+        recipe = Recipe(method, "db2" if method == "dwt" else None, rescale, norm=norm)
+
+        def run(ref, recipe=recipe):
+            gen = torch.Generator().manual_seed(0)
+            return derive_signal(x, spec, shape, recipe, reference=ref, generator=gen)
+
+        a, b = run((0.0, 1.0)), run((5.0, 3.0))
+        needed = needs_reference(spec, recipe)
+        seen.add(needed)
+        if needed:
+            assert not torch.equal(a, b), (method, rescale, norm)
+        else:
+            assert torch.equal(a, run(None)) and torch.equal(a, b), (method, rescale, norm)
+    assert seen == {True, False}

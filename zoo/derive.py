@@ -159,6 +159,16 @@ def derive_signal(
     return y
 
 
+def needs_reference(spec: SignalSpec, recipe: Recipe) -> bool:
+    """Whether :func:`derive_signal` reads ``reference`` for this signal and recipe, so a
+    caller can skip computing the source's statistics (a full pass over it) otherwise."""
+    if recipe.method == "scratch":
+        return False
+    if spec.kind in ("norm_weight", "norm_bias"):
+        return recipe.rescale != "none" or recipe.norm == "match"
+    return recipe.method in ("dwt", "dct") and recipe.rescale != "none"
+
+
 def _match_moments(y: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     y32 = y.float()
     spread = y32.std() if y32.numel() > 1 else y32.new_tensor(0.0)

@@ -249,7 +249,7 @@ def derive_state(
     the source's signals otherwise. ``known`` learns the digests of what was read."""
     import torch
 
-    from zoo.derive import signal_stats, target_shape
+    from zoo.derive import needs_reference, signal_stats, target_shape
     from zoo.families import get_family
     from zoo.families.base import SignalSpec
 
@@ -289,7 +289,9 @@ def derive_state(
             sig = source_signal(key)
             spec = SignalSpec(sig.axes, sig.kind, sig.fan_in_axis)
             shape = tuple(sig.tensor.shape)
-            reference = signal_stats(sig.tensor)
+            # The statistics cost a float64 pass over the signal; most recipes never read them.
+            needed = needs_reference(spec, plan.recipe)
+            reference = signal_stats(sig.tensor) if needed else None
         tshape = target_shape(spec.axes, shape, target_sizes)
         return _derive_one(
             plan,
