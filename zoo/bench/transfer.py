@@ -19,7 +19,8 @@ any of them with a suffix that replaces the method's own normalization layers by
 shared across methods, so a LayerNorm gain scale cannot pass for a better transfer:
 ``+nm`` moment-matches them to the source's (the ``norm="match"`` rule of
 :class:`zoo.derive.Recipe`); ``+nd`` resizes them by raw haar DWT, the scale raw BoT gives
-(x2 gains for a 2x L2S on both axes, x0.5 for S2L).
+(x2 gains for a 2x L2S on both axes, x0.5 for S2L). A final ``+rd`` (an ablation of the
+depth axis) divides every residual-writing matrix and bias by target depth / source depth.
 """
 
 from __future__ import annotations
@@ -73,17 +74,14 @@ class MethodSpec:
 def parse_method(text: str) -> MethodSpec:
     """``dwt:db2:fan`` -> MethodSpec; see the module doc for the grammar."""
     name = text.strip()
-    rd = name.endswith("+rd")
-    if rd:
-        name = name[:-3]
-    suffixes = {"+nm": "match", "+nd": "dwt"}
-    norm = suffixes.get(name[-3:])
-    body, tail = (name[:-3], name[-3:]) if norm else (name, "")
-    if rd:
-        spec = parse_method(name)
+    if name.endswith("+rd"):
+        spec = parse_method(name[:-3])
         if spec.method == "scratch":
             raise ValueError("+rd applies to transferred initializations, not scratch")
         return dataclasses.replace(spec, name=spec.name + "+rd", residual_depth=True)
+    suffixes = {"+nm": "match", "+nd": "dwt"}
+    norm = suffixes.get(name[-3:])
+    body, tail = (name[:-3], name[-3:]) if norm else (name, "")
     parts = body.split(":")
     head = parts[0]
     if head == "dwt":
