@@ -287,6 +287,24 @@ def test_unspecified_settings_take_the_measured_defaults(registry, tiny_dir, lay
     assert raw.artifact.info["recipe"]["rescale"] == "none"
 
 
+def test_a_default_norm_rule_goes_only_with_its_recipe(registry, tiny_dir, monkeypatch):
+    from zoo import defaults
+
+    table = dict(defaults.DEFAULTS)
+    table[("gpt2", "l2s")] = defaults.Default("dwt", "db2", "none", "match")
+    monkeypatch.setattr(defaults, "DEFAULTS", table)
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+
+    def recipe(**kw):
+        m = registry.materialize(src.name, layers=2, hidden=16, **kw)
+        return m.artifact.info["recipe"]
+
+    assert recipe()["norm"] == "match"  # the default recipe, with its norm rule
+    assert "norm" not in recipe(rescale="fan")  # another recipe: the method's own rule
+    assert "norm" not in recipe(method="weight-selection")
+    assert "norm" not in recipe(norm="method")  # asked for explicitly
+
+
 def test_rescaled_l2s_from_bands_matches_the_source_path(registry, tiny_dir):
     """With std/fan amplitude, a learngene's stored band gives what resizing the source
     gives (the band is used; the source is not re-read)."""
