@@ -96,6 +96,37 @@ def test_read_into_fills_the_buffer_and_checks_bytes_and_size(store_url):
         store.read_into(digest, memoryview(bytearray(len(data))))
 
 
+@pytest.mark.parametrize(
+    ("dtype", "shape"),
+    [
+        ("float32", ()),  # a scalar parameter
+        ("float32", (3, 5)),
+        ("bfloat16", (4,)),
+        ("float16", (2, 2, 2)),
+        ("int64", (7,)),
+        ("bool", (6,)),
+        ("float32", (0, 4)),
+    ],
+)
+def test_tensors_round_trip_through_the_store(store_url, dtype, shape):
+    """What materialize and the registry read back is exactly what was stored."""
+    import torch
+
+    from zoo.api import tensors as tio
+
+    gen = torch.Generator().manual_seed(0)
+    t = (torch.randn(shape, generator=gen) * 3).to(getattr(torch, dtype))
+    store = open_store(store_url)
+    recs = tio.store_tensors(store, {"t": t})
+    back = tio.load_tensors(store, recs)["t"]
+    assert back.dtype == t.dtype and back.shape == t.shape and torch.equal(back, t)
+    if back.dtype == torch.bool:
+        back.logical_not_()
+    else:
+        back.add_(1)
+    assert torch.equal(tio.load_tensors(store, recs)["t"], t)  # it owns its memory
+
+
 def test_keep_refreshes_an_old_blob(store_url, monkeypatch):
     store = open_store(store_url)
     digest, _ = store.put(b"reused")

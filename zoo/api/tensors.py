@@ -183,5 +183,5 @@ def read_tensor(store, r: TensorRecord) -> torch.Tensor:
         # The general path: validates BOOL bytes and lays out any byte order.
         return tensor_from_bytes(store.get(r.digest), r.dtype, r.shape)
     t = _memory.empty(r.shape, dtype=dt)  # a blob of another size is reported corrupt
-    store.read_into(r.digest, memoryview(t.view(torch.uint8).reshape(-1).numpy()))
+    store.read_into(r.digest, memoryview(t.reshape(-1).view(torch.uint8).numpy()))
     return t
