@@ -170,9 +170,12 @@ def needs_reference(spec: SignalSpec, recipe: Recipe) -> bool:
 
 
 def _match_moments(y: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    from zoo._threads import one_thread
+
     y32 = y.float()
-    spread = y32.std() if y32.numel() > 1 else y32.new_tensor(0.0)
-    centered = y32 - y32.mean()
+    with one_thread(y32):
+        spread = y32.std() if y32.numel() > 1 else y32.new_tensor(0.0)
+        centered = y32 - y32.mean()
     if float(spread) > 0 and std > 0:
         centered = centered * (std / spread)
     return (centered + mean).to(y.dtype)
@@ -194,8 +197,12 @@ def scratch_signal(
 
 
 def signal_stats(x: torch.Tensor) -> tuple[float, float]:
-    """(mean, std) of a signal in float64, stable across devices to ~1e-12."""
+    """(mean, std) of a signal in float64, stable across devices to ~1e-12 (and, on the
+    CPU, the same bits at any thread count)."""
+    from zoo._threads import one_thread
+
     x64 = x.double()
-    std = float(x64.std()) if x.numel() > 1 else 0.0
-    mean = float(x64.mean())
+    with one_thread(x64):
+        std = float(x64.std()) if x.numel() > 1 else 0.0
+        mean = float(x64.mean())
     return (0.0 if math.isnan(mean) else mean), (0.0 if math.isnan(std) else std)

@@ -118,7 +118,15 @@ def parallel_map(fn, items: list, *, cost=None) -> list:
     if cost is not None:
         order.sort(key=lambda i: -cost[i])
     results: list = [None] * len(items)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    # A new thread takes torch's thread count from a process-wide default that
+    # ``zoo._threads.one_thread`` lowers for a moment in other workers; start from the
+    # caller's instead, so no worker runs its elementwise kernels on one thread by chance.
+    import torch
+
+    threads = torch.get_num_threads()
+    with ThreadPoolExecutor(
+        max_workers=workers, initializer=torch.set_num_threads, initargs=(threads,)
+    ) as pool:
         for i, value in zip(order, pool.map(lambda i: fn(items[i]), order), strict=True):
             results[i] = value
     return results

@@ -19,6 +19,8 @@ import math
 
 import torch
 
+from zoo._threads import one_thread
+
 # Outputs per block: small blocks waste fewer multiplies on zeros of the band, large ones
 # give BLAS longer rows; 32 suits 2-18 tap filters. Axes whose output is at most
 # _DENSE_MAX long use one dense periodic matrix instead.
@@ -115,19 +117,21 @@ def apply(
     shape[axis] = n_out
     if n_out <= _DENSE_MAX:
         x3 = x.reshape(p, n_in, q)
-        if q == 1:
-            dst = None if out is None else out.view(p, n_out)
-            res = torch.matmul(x3.reshape(p, n_in), mat.T, out=dst)
-        else:
-            dst = None if out is None else out.view(p, n_out, q)
-            res = torch.matmul(mat, x3, out=dst)
+        with one_thread(x):
+            if q == 1:
+                dst = None if out is None else out.view(p, n_out)
+                res = torch.matmul(x3.reshape(p, n_in), mat.T, out=dst)
+            else:
+                dst = None if out is None else out.view(p, n_out, q)
+                res = torch.matmul(mat, x3, out=dst)
         return res.reshape(shape) if out is None else out
     _, chunk, blocks, _, rows = _plan(taps, up, n_in, n_out)
     xp = x.reshape(p, n_in, q).index_select(1, _gather(taps, up, n_in, n_out, x.device))
-    if q == 1:
-        y = (xp.reshape(-1, chunk) @ mat.T).reshape(p, blocks + 1, 2 * rows)
-    else:
-        y = torch.matmul(mat, xp.reshape(p, blocks + 1, chunk, q))
+    with one_thread(x):
+        if q == 1:
+            y = (xp.reshape(-1, chunk) @ mat.T).reshape(p, blocks + 1, 2 * rows)
+        else:
+            y = torch.matmul(mat, xp.reshape(p, blocks + 1, chunk, q))
     if out is not None and blocks * rows == n_out:
         dst = out.view(p, blocks, rows) if q == 1 else out.view(p, blocks, rows, q)
         torch.add(y[:, :blocks, :rows], y[:, 1:, rows:], out=dst)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 
 from zoo import _memory
+from zoo._threads import one_thread
 
 from ._checks import as_float, check_shape, norm_axes, restore
 
@@ -55,10 +56,11 @@ def apply_matrix(x: torch.Tensor, axis: int, mat: torch.Tensor) -> torch.Tensor:
     p, n, q = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :])
     shape[axis] = mat.shape[0]
     out = _memory.empty(shape, like=x)
-    if q == 1:
-        torch.matmul(x.reshape(p, n), mat.T, out=out.view(p, mat.shape[0]))
-    else:
-        torch.matmul(mat, x.reshape(p, n, q), out=out.view(p, mat.shape[0], q))
+    with one_thread(x):
+        if q == 1:
+            torch.matmul(x.reshape(p, n), mat.T, out=out.view(p, mat.shape[0]))
+        else:
+            torch.matmul(mat, x.reshape(p, n, q), out=out.view(p, mat.shape[0], q))
     return out
 
 
@@ -230,10 +232,11 @@ def _along_last(x: torch.Tensor, axis: int, fn, t: int) -> torch.Tensor:
     for i in range(0, n, k):
         j = min(k, n - i)
         src = rows.narrow(lead, i, j)
+        with one_thread(x):
+            y = fn(src.contiguous() if last else src.movedim(axis, -1).contiguous())
         if last:
-            dst.narrow(0, i, j).copy_(fn(src.contiguous()))
+            dst.narrow(0, i, j).copy_(y)
         else:
-            y = fn(src.movedim(axis, -1).contiguous())
             dst.narrow(lead, i, j).copy_(y.movedim(-1, axis))
     return out
 

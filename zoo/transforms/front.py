@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from zoo._threads import one_thread
 from zoo.errors import TransformError
 
 from ._checks import as_float, check_shape, norm_axis, restore
@@ -88,8 +89,9 @@ def front_extract(
     la = norm_axis(layer_axis, xf.ndim, "layer_axis")
     sizes = _keep_sizes(keep, xf.shape)
     flat = xf.reshape(1, -1) if la is None else xf.movedim(la, 0).reshape(xf.shape[la], -1)
-    means = flat.mean(dim=1)
-    stds = flat.std(dim=1, correction=0) if flat.shape[1] > 1 else torch.zeros_like(means)
+    with one_thread(flat):
+        means = flat.mean(dim=1)
+        stds = flat.std(dim=1, correction=0) if flat.shape[1] > 1 else torch.zeros_like(means)
     stds = torch.where(stds > 0, stds, torch.ones_like(stds))
     z = (xf - _bcast(means, xf.ndim, la)) / _bcast(stds, xf.ndim, la)
     for a, m in enumerate(sizes):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from zoo import _memory
+from zoo._threads import one_thread
 from zoo.errors import TransformError
 
 from . import baselines, wavelets
@@ -40,11 +41,12 @@ def _dwt_resize(x: torch.Tensor, target: list[int], wavelet: str) -> torch.Tenso
 def _rescale(y, x, rescale, reference_std, fan_in_axes, target):
     if rescale == "none":
         return y
-    if reference_std is None:
-        ref = float(x.std(correction=0)) if x.numel() > 1 else 0.0
-    else:
-        ref = float(reference_std)
-    cur = float(y.std(correction=0)) if y.numel() > 1 else 0.0
+    with one_thread(y):
+        if reference_std is None:
+            ref = float(x.std(correction=0)) if x.numel() > 1 else 0.0
+        else:
+            ref = float(reference_std)
+        cur = float(y.std(correction=0)) if y.numel() > 1 else 0.0
     gain = ref / cur if cur > 0.0 and ref > 0.0 else None
     fan = None
     if rescale == "fan":

@@ -1,0 +1,98 @@
+"""Derivations give the same bits at any torch thread count (zoo/_threads.py).
+
+Without ``one_thread``, each case below gave different bits at 1 and 2 (or 3) intra-op
+threads on this project's 2-core CI machine: MKL's product of a 4-row matrix with a wide
+one, the FFT path of the DCT resize, and a float64 mean over two million elements. A
+re-derive or a second extraction on a machine with another core count would then not
+match what was recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from zoo import transforms
+from zoo._threads import one_thread
+from zoo.derive import signal_stats
+from zoo.transforms.dct import resize_axis
+from zoo.transforms.front import front_extract
+
+THREADS = (1, 2, 3, 4)
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _randn(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+
+
+def _front(x: torch.Tensor) -> torch.Tensor:
+    fb = front_extract(x, keep=0.5, layer_axis=None)  # one mean and std over all
+    return torch.cat([fb.block.flatten(), fb.means, fb.stds])
+
+
+CASES = {
+    # A layer axis 4 -> 6 is a (6 x 4) matrix times every column: MKL splits the wide side.
+    "dct resize of a short layer axis": lambda: resize_axis(_randn(4, 64, 256), 0, 6),
+    # Axes over 1024 go through torch.fft, which batches rows per thread.
+    "dct resize through the FFT path": lambda: resize_axis(_randn(4, 256, 2048), 2, 1536),
+    "dwt resize to a non-dyadic size, std-matched": lambda: transforms.resize(
+        _randn(4, 64, 256), (6, 96, 384), method="dwt", wavelet="db2", rescale="std"
+    ),
+    "front_extract block and statistics": lambda: _front(_randn(4, 256, 2048)),
+    "float64 signal statistics": lambda: torch.tensor(
+        signal_stats(_randn(4, 256, 2048)), dtype=torch.float64
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_same_bits_at_any_thread_count(case):
+    results = []
+    for n in THREADS:
+        with threads(n):
+            results.append(CASES[case]())
+    for n, got in zip(THREADS[1:], results[1:], strict=True):
+        assert torch.equal(got, results[0]), f"{case}: {n} threads differ from 1"
+
+
+def test_materialize_and_extract_are_independent_of_the_thread_count(registry, tiny_dir):
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    seen = set()
+    for n in THREADS:
+        with threads(n):
+            lg = registry.extract(src.name, method="dct", keep=0.5)
+            grown = registry.materialize(src.name, layers=6, hidden=48, method="dct")
+            shrunk = registry.materialize(lg.name, layers=3, hidden=24, rescale="std")
+        seen.add((lg.content_hash, grown.artifact.content_hash, shrunk.artifact.content_hash))
+    assert len(seen) == 1, seen
+
+
+def test_one_thread_restores_the_callers_setting():
+    x = torch.zeros(1)
+    with threads(3):
+        with one_thread(x):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 3
+        with pytest.raises(RuntimeError), one_thread(x):
+            raise RuntimeError("boom")
+        assert torch.get_num_threads() == 3
+    with threads(1), one_thread(x):
+        assert torch.get_num_threads() == 1
+
+
+def test_one_thread_leaves_other_devices_alone():
+    meta = torch.empty(1, device="meta")  # CUDA takes the same branch
+    with threads(3), one_thread(meta):
+        assert torch.get_num_threads() == 3
