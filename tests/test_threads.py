@@ -44,7 +44,7 @@ def _front(x: torch.Tensor) -> torch.Tensor:
 
 CASES = {
     # A layer axis 4 -> 6 is a (6 x 4) matrix times every column: MKL splits the wide side.
-    "dct resize of a short layer axis": lambda: resize_axis(_randn(4, 64, 256), 0, 6),
+    "dct resize of a short layer axis": lambda: resize_axis(_randn(4, 128, 1024), 0, 6),
     # Axes over 1024 go through torch.fft, which batches rows per thread.
     "dct resize through the FFT path": lambda: resize_axis(_randn(4, 256, 2048), 2, 1536),
     "dwt resize to a non-dyadic size, std-matched": lambda: transforms.resize(
@@ -96,3 +96,34 @@ def test_one_thread_leaves_other_devices_alone():
     meta = torch.empty(1, device="meta")  # CUDA takes the same branch
     with threads(3), one_thread(meta):
         assert torch.get_num_threads() == 3
+
+
+def _count_after_default_changes(setter) -> int:
+    """In a fresh thread: ``setter(1)``, then another thread changes torch's default,
+    then read this thread's own count."""
+    import threading
+
+    ready, changed, seen = threading.Event(), threading.Event(), []
+
+    def worker():
+        setter(1)
+        ready.set()
+        changed.wait()
+        seen.append(torch.get_num_threads())
+
+    t = threading.Thread(target=worker)
+    with threads(2):
+        t.start()
+        ready.wait()
+        torch.set_num_threads(3)  # what a caller restoring its own setting does
+        changed.set()
+        t.join()
+    return seen[0]
+
+
+def test_a_pool_threads_setting_survives_a_later_change_of_the_default():
+    from zoo._threads import set_threads
+
+    # With torch.set_num_threads alone (torch 2.13) the thread's lazy first read of the
+    # default overwrote its setting: pool threads ran MKL on several threads now and then.
+    assert _count_after_default_changes(set_threads) == 1

@@ -123,9 +123,11 @@ def parallel_map(fn, items: list, *, cost=None) -> list:
     # caller's instead, so no worker runs its elementwise kernels on one thread by chance.
     import torch
 
+    from zoo._threads import set_threads
+
     threads = torch.get_num_threads()
     with ThreadPoolExecutor(
-        max_workers=workers, initializer=torch.set_num_threads, initargs=(threads,)
+        max_workers=workers, initializer=set_threads, initargs=(threads,)
     ) as pool:
         for i, value in zip(order, pool.map(lambda i: fn(items[i]), order), strict=True):
             results[i] = value

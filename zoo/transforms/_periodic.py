@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from zoo._threads import one_thread
+from zoo._threads import blockwise, product
 
 # Outputs per block: small blocks waste fewer multiplies on zeros of the band, large ones
 # give BLAS longer rows; 32 suits 2-18 tap filters. Axes whose output is at most
@@ -107,38 +107,26 @@ def apply(
     """Apply one periodic two-fold down- (``up=False``) or up-sampling filter along ``axis``.
 
     ``out``, if given, is a contiguous tensor of the result's shape that receives it (and
-    is returned); results are the same bits either way.
+    is returned); results are the same bits either way. The work runs in blocks fixed by
+    the shape, each on one intra-op thread (``zoo._threads.blockwise``), so the bits do
+    not depend on the thread count either.
     """
-    shape = list(x.shape)
-    n_in = shape[axis]
+    n_in = x.shape[axis]
     n_out = n_in * 2 if up else n_in // 2
-    p, q = math.prod(shape[:axis]), math.prod(shape[axis + 1 :])
     mat = _matrix(taps, up, n_in, n_out, x.device, x.dtype)
-    shape[axis] = n_out
     if n_out <= _DENSE_MAX:
-        x3 = x.reshape(p, n_in, q)
-        with one_thread(x):
-            if q == 1:
-                dst = None if out is None else out.view(p, n_out)
-                res = torch.matmul(x3.reshape(p, n_in), mat.T, out=dst)
-            else:
-                dst = None if out is None else out.view(p, n_out, q)
-                res = torch.matmul(mat, x3, out=dst)
-        return res.reshape(shape) if out is None else out
+        return blockwise(x, axis, n_out, lambda src, dst: product(mat, src, dst), out)
     _, chunk, blocks, _, rows = _plan(taps, up, n_in, n_out)
-    xp = x.reshape(p, n_in, q).index_select(1, _gather(taps, up, n_in, n_out, x.device))
-    with one_thread(x):
+    gather = _gather(taps, up, n_in, n_out, x.device)
+
+    def banded(src: torch.Tensor, dst: torch.Tensor) -> None:
+        p, _, q = src.shape
+        xp = src.index_select(1, gather)
         if q == 1:
-            y = (xp.reshape(-1, chunk) @ mat.T).reshape(p, blocks + 1, 2 * rows)
+            y = (xp.reshape(-1, chunk) @ mat.T).reshape(p, blocks + 1, 2 * rows, 1)
         else:
             y = torch.matmul(mat, xp.reshape(p, blocks + 1, chunk, q))
-    if out is not None and blocks * rows == n_out:
-        dst = out.view(p, blocks, rows) if q == 1 else out.view(p, blocks, rows, q)
-        torch.add(y[:, :blocks, :rows], y[:, 1:, rows:], out=dst)
-        return out
-    res = (y[:, :blocks, :rows] + y[:, 1:, rows:]).reshape(p, blocks * rows, q)
-    if blocks * rows != n_out:
-        res = res[:, :n_out]
-    if out is not None:
-        return out.view(p, n_out, q).copy_(res).view(shape)
-    return res.reshape(shape)
+        res = (y[:, :blocks, :rows] + y[:, 1:, rows:]).reshape(p, blocks * rows, q)
+        dst.copy_(res[:, :n_out])
+
+    return blockwise(x, axis, n_out, banded, out)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 
 from zoo import _memory
-from zoo._threads import one_thread
+from zoo._threads import blockwise, each_on_one_thread, product
 
 from ._checks import as_float, check_shape, norm_axes, restore
 
@@ -52,16 +52,7 @@ def resize_matrix(s: int, t: int, device: torch.device, dtype: torch.dtype) -> t
 
 def apply_matrix(x: torch.Tensor, axis: int, mat: torch.Tensor) -> torch.Tensor:
     """``mat @ x`` along ``axis``, written into a fresh (huge-page hinted) output."""
-    shape = list(x.shape)
-    p, n, q = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :])
-    shape[axis] = mat.shape[0]
-    out = _memory.empty(shape, like=x)
-    with one_thread(x):
-        if q == 1:
-            torch.matmul(x.reshape(p, n), mat.T, out=out.view(p, mat.shape[0]))
-        else:
-            torch.matmul(mat, x.reshape(p, n, q), out=out.view(p, mat.shape[0], q))
-    return out
+    return blockwise(x, axis, mat.shape[0], lambda src, dst: product(mat, src, dst))
 
 
 @functools.lru_cache(maxsize=64)
@@ -101,15 +92,18 @@ def _resize_dense(x: torch.Tensor, axis: int, t: int) -> torch.Tensor:
         return apply_matrix(x, axis, resize_matrix(s, t, x.device, x.dtype))
     plus, minus = _split_resize_matrices(s, t, x.device, x.dtype)
     hs, ht = s // 2, t // 2
-    u, w = x.narrow(axis, 0, hs), x.narrow(axis, hs, hs).flip(axis)
-    p = apply_matrix(u + w, axis, plus)
-    q = apply_matrix(u - w, axis, minus)
-    shape = list(x.shape)
-    shape[axis] = t
-    out = _memory.empty(shape, like=x)
-    torch.add(p, q, out=out.narrow(axis, 0, ht))
-    out.narrow(axis, ht, ht).copy_(p.sub_(q).flip(axis))
-    return out
+
+    def block(src: torch.Tensor, dst: torch.Tensor) -> None:
+        u, w = src[:, :hs], src[:, hs:].flip(1)
+        rows = (src.shape[0], ht, src.shape[2])
+        p = torch.empty(rows, dtype=src.dtype, device=src.device)
+        q = torch.empty(rows, dtype=src.dtype, device=src.device)
+        product(plus, u + w, p)
+        product(minus, u - w, q)
+        torch.add(p, q, out=dst[:, :ht])
+        dst[:, ht:].copy_(p.sub_(q).flip(1))
+
+    return blockwise(x, axis, t, block)
 
 
 def _fft_forward(x: torch.Tensor, m: int) -> torch.Tensor:
@@ -229,15 +223,17 @@ def _along_last(x: torch.Tensor, axis: int, fn, t: int) -> torch.Tensor:
     n = rows.shape[lead] if rows.ndim > 1 else 1
     per = max(rows.nbytes, dst.nbytes) // max(n, 1)
     k = max(1, min(n, _SLAB_BYTES // max(per, 1)))
-    for i in range(0, n, k):
+
+    def slab(i: int) -> None:
         j = min(k, n - i)
         src = rows.narrow(lead, i, j)
-        with one_thread(x):
-            y = fn(src.contiguous() if last else src.movedim(axis, -1).contiguous())
+        y = fn(src.contiguous() if last else src.movedim(axis, -1).contiguous())
         if last:
             dst.narrow(0, i, j).copy_(y)
         else:
             dst.narrow(lead, i, j).copy_(y.movedim(-1, axis))
+
+    each_on_one_thread([lambda i=i: slab(i) for i in range(0, n, k)], x)
     return out
 
 

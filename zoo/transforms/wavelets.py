@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 
 from zoo import _memory
+from zoo._threads import each_on_one_thread
 from zoo.errors import TransformError
 
 from . import _filters, _periodic
@@ -103,11 +104,15 @@ def _by_slabs(x: torch.Tensor, free: int | None, steps, *, up: bool) -> torch.Te
     out = _memory.empty(_grown(x.shape, [a for a, _ in steps], factor), like=x)
     n = x.shape[free]
     big = max(x.nbytes, out.nbytes) // max(n, 1)
-    for i, k in _slabs(n, big):
+
+    def slab(i: int, k: int) -> None:
         s = x.narrow(free, i, k)
         for a, taps in steps:
             s = _periodic.apply(s, a, taps, up=up)
         out.narrow(free, i, k).copy_(s)
+
+    # Slabs are fixed by the shape; each runs whole on one thread (zoo/_threads.py).
+    each_on_one_thread([lambda i=i, k=k: slab(i, k) for i, k in _slabs(n, big)], x)
     return out
 
 
