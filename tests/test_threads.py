@@ -127,3 +127,26 @@ def test_a_pool_threads_setting_survives_a_later_change_of_the_default():
     # With torch.set_num_threads alone (torch 2.13) the thread's lazy first read of the
     # default overwrote its setting: pool threads ran MKL on several threads now and then.
     assert _count_after_default_changes(set_threads) == 1
+
+
+def test_an_error_in_a_block_is_raised_once_no_block_runs_any_more():
+    import time
+
+    from zoo._threads import each_on_one_thread
+
+    done = []
+
+    def fails():
+        raise ValueError("block 0")
+
+    def slow(i):
+        time.sleep(0.05)
+        done.append(i)
+
+    tasks = [fails] + [lambda i=i: slow(i) for i in range(5)]
+    with threads(2), pytest.raises(ValueError, match="block 0"):
+        each_on_one_thread(tasks, torch.zeros(1))
+    seen = list(done)
+    assert seen  # the other worker's blocks ran
+    time.sleep(0.3)
+    assert done == seen  # and none was still running when the error came out

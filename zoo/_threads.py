@@ -14,7 +14,9 @@ own and keep every thread.
 
 ``torch.set_num_threads`` is per calling thread for OpenMP and MKL; it also sets the
 default that threads created meanwhile start from, which is why the previous value is
-put back on exit. CUDA tensors are left alone (their kernels do not depend on it).
+put back on exit, and a thread reads that default lazily, once, at its first parallel
+kernel (:func:`set_threads` makes a fresh thread's own setting stick). CUDA tensors are
+left alone (their kernels do not depend on it).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import torch
 
@@ -62,7 +64,9 @@ def each_on_one_thread(tasks: Sequence[Callable[[], None]], like: torch.Tensor) 
     before = torch.get_num_threads()
     groups = [tasks[k::workers] for k in range(workers)]
     try:
-        for future in [_pool().submit(_run_all, group) for group in groups]:
+        futures = [_pool().submit(_run_all, group) for group in groups]
+        wait(futures)  # all of them, so none still writes after an error is raised
+        for future in futures:
             future.result()
     finally:
         torch.set_num_threads(before)  # the default new threads start from; see module doc
