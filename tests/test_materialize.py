@@ -328,3 +328,18 @@ def test_extracting_a_removed_learngene_again_brings_it_back(registry, tiny_dir)
     again = registry.extract(src.name, method="dwt")
     assert again.id == lg.id and not again.deleted
     assert registry.show(lg.name).id == lg.id
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("method", ["dwt", "dct"])
+def test_cuda_materialize_matches_cpu_and_rederives_on_cuda(registry, tiny_dir, method):
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    kw = dict(layers=6, hidden=48, method=method)  # non-dyadic: products and resamples
+    cpu = registry.materialize(src.name, device="cpu", **kw)
+    gpu = registry.materialize(src.name, device="cuda", **kw)
+    assert {t.device.type for t in gpu.state_dict.values()} == {"cuda"}
+    for k, v in cpu.state_dict.items():
+        torch.testing.assert_close(gpu.state_dict[k].cpu(), v, rtol=1e-4, atol=1e-5)
+    again = registry.materialize(src.name, device="cuda", **kw)
+    assert again.artifact.content_hash == gpu.artifact.content_hash
+    assert registry.rederive(gpu.artifact.name).artifact.content_hash == gpu.artifact.content_hash
