@@ -343,3 +343,16 @@ def test_cuda_materialize_matches_cpu_and_rederives_on_cuda(registry, tiny_dir, 
     again = registry.materialize(src.name, device="cuda", **kw)
     assert again.artifact.content_hash == gpu.artifact.content_hash
     assert registry.rederive(gpu.artifact.name).artifact.content_hash == gpu.artifact.content_hash
+
+
+def test_a_learngene_whose_bands_do_not_fit_reads_its_source(registry, tiny_dir):
+    # 4x32 -> 6x48 is no whole wavelet level, so the bands cannot serve and zoo reads the
+    # source through the learngene's extract edge: the same tensors as asking the source.
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    lg = registry.extract(src.name, method="dwt", wavelet="db2", levels=1)
+    kw = dict(layers=6, hidden=48, method="dwt", wavelet="db2", rescale="fan")
+    via_learngene = registry.materialize(lg.name, **kw)
+    via_source = registry.materialize(src.name, **kw)
+    assert via_learngene.artifact.content_hash == via_source.artifact.content_hash
+    for k, v in via_source.state_dict.items():
+        assert torch.equal(via_learngene.state_dict[k], v), k

@@ -238,7 +238,10 @@ def _source_of(session: Session, learngene: ArtifactInfo) -> ArtifactInfo:
 
     for edge in queries.edges(session, child_id=learngene.id):
         if edge.relation == "extract":
-            return queries.to_info(session, session.get(Artifact, edge.parent_id))
+            # Without its tensor records: a learngene's bands usually suffice, and
+            # derive_state reads the records only when it has to read the source.
+            row = session.get(Artifact, edge.parent_id)
+            return queries.to_info(session, row, tensors=False)
     raise NotFoundError(f"Learngene {learngene.name} has no recorded source.")
 
 
@@ -267,7 +270,11 @@ def derive_state(
         # Read lazily: a learngene's bands often suffice and the source is never read.
         nonlocal source_signals
         if source_signals is None:
-            state = tio.load_tensors(reg.store, plan.source.tensors, device=dev, known=known)
+            records = plan.source.tensors
+            if not records:  # loaded without them (see _source_of)
+                with reg.session() as session:
+                    records = queries.tensor_records(session, plan.source.id)
+            state = tio.load_tensors(reg.store, records, device=dev, known=known)
             source_signals = family.to_signals(state, plan.source.config)
         return source_signals
 
