@@ -93,8 +93,12 @@ def main() -> None:
 
     L, H = args.layers, args.hidden
     cases = [
-        ("haar L2S (band, default fan rescale)", haar.name, dict(layers=L // 2, hidden=H // 2)),
-        ("db2 L2S (band, default fan rescale)", db2.name, dict(layers=L // 2, hidden=H // 2)),
+        (
+            "haar L2S (band, fan rescale)",
+            haar.name,
+            dict(layers=L // 2, hidden=H // 2, rescale="fan"),
+        ),
+        ("db2 L2S (band, BERT's default: raw)", db2.name, dict(layers=L // 2, hidden=H // 2)),
         (
             "haar L2S (band, raw: BoT as published)",
             haar.name,
