@@ -15,8 +15,10 @@ from .resize import METHODS, RESCALES, rescale_like, resize
 from .sizes import dyadic_plan
 from .wavelets import dwt_approx, idwt_zero, wavedec, waverec
 
-# Bump when any transform's numerics change; recorded in lineage.
-TRANSFORM_VERSION = "2"
+# Bump when any transform's numerics change; recorded in lineage. 3: products, FFTs and
+# reductions in shape-fixed blocks on one intra-op thread each (zoo/_threads.py), so the
+# bits no longer depend on the thread count; a few last-bit changes against 2.
+TRANSFORM_VERSION = "3"
 
 __all__ = [
     "METHODS",
