@@ -356,3 +356,31 @@ def test_a_learngene_whose_bands_do_not_fit_reads_its_source(registry, tiny_dir)
     assert via_learngene.artifact.content_hash == via_source.artifact.content_hash
     for k, v in via_source.state_dict.items():
         assert torch.equal(via_learngene.state_dict[k], v), k
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_SIZES))
+def test_weight_selection_reads_only_the_layers_it_keeps(
+    registry, tiny_dir, family, monkeypatch
+):
+    from zoo.api import materialize as mat
+    from zoo.api import tensors as tio
+
+    src = registry.import_checkpoint(tiny_dir(family))
+    read: list[str] = []
+    load = tio.load_tensors
+
+    def counting_load(store, records, **kw):
+        read.extend(r.name for r in records)
+        return load(store, records, **kw)
+
+    monkeypatch.setattr(tio, "load_tensors", counting_load)
+    cut = registry.materialize(src.name, layers=2, hidden=16, method="weight-selection")
+    assert read and not any(".2." in n or ".3." in n for n in read), read  # layers 2, 3
+    read_cut = len(read)
+    read.clear()
+    monkeypatch.setattr(mat, "_what_to_read", lambda plan, fam, recs: (recs, plan.source.config))
+    whole = registry.materialize(src.name, layers=2, hidden=16, method="weight-selection")
+    assert len(read) > read_cut
+    assert whole.artifact.content_hash == cut.artifact.content_hash
+    for k, v in whole.state_dict.items():
+        assert torch.equal(cut.state_dict[k], v), k

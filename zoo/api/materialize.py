@@ -245,6 +245,27 @@ def _source_of(session: Session, learngene: ArtifactInfo) -> ArtifactInfo:
     raise NotFoundError(f"Learngene {learngene.name} has no recorded source.")
 
 
+def _what_to_read(plan: _Plan, family, records):
+    """The source's tensor records to read, and the config they make up.
+
+    Weight selection keeps the first layers, so a shallower target reads only those (a
+    12 -> 6 layer request reads about half the source); everything else reads it all."""
+    recipe = plan.recipe
+    layers = family.axis_sizes(plan.target_config)["layers"]
+    if (
+        recipe.method != "weight-selection"
+        or recipe.rescale != "none"
+        or recipe.norm == "match"  # moment matching reads statistics of every layer
+        or layers >= family.axis_sizes(plan.source.config)["layers"]
+    ):
+        return records, plan.source.config
+    cut = family.first_layers(plan.source.config, [r.name for r in records], layers)
+    if cut is None:
+        return records, plan.source.config
+    config, names = cut
+    return [r for r in records if r.name in names], config
+
+
 def derive_state(
     reg, plan: _Plan, dev, known: KnownDigests | None = None
 ) -> dict[str, torch.Tensor]:
@@ -274,8 +295,9 @@ def derive_state(
             if not records:  # loaded without them (see _source_of)
                 with reg.session() as session:
                     records = queries.tensor_records(session, plan.source.id)
+            records, config = _what_to_read(plan, family, records)
             state = tio.load_tensors(reg.store, records, device=dev, known=known)
-            source_signals = family.to_signals(state, plan.source.config)
+            source_signals = family.to_signals(state, config)
         return source_signals
 
     def source_signal(key: str):

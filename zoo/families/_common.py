@@ -541,6 +541,19 @@ class TransformerFamily(Family):
                 return "layers" if r.per_layer else "whole"
         return None
 
+    def first_layers(
+        self, config: Mapping[str, Any], names: Sequence[str], layers: int
+    ) -> tuple[dict[str, Any], set[str]]:
+        cut = dict(config)
+        cut[self.layers_key] = layers
+        keep = set()
+        for name in names:
+            t = _template(name)
+            in_stack = t is not None and any(f"{stem}.{{i}}." in t[0] for stem in self.layer_stems)
+            if not in_stack or t[1] < layers:
+                keep.add(name)
+        return cut, keep
+
     def _prefixed(self, config: Mapping[str, Any], signals: Mapping[str, Any]) -> bool:
         archs = config.get("architectures") or ()
         if archs:

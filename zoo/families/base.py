@@ -16,7 +16,7 @@ test; nothing in ``zoo.transforms`` changes.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -122,6 +122,14 @@ class Family(ABC):
         Lets a caller hash outputs while other signals are still being computed; ``None``
         is always a safe answer.
         """
+        return None
+
+    def first_layers(
+        self, config: Mapping[str, Any], names: Sequence[str], layers: int
+    ) -> tuple[dict[str, Any], set[str]] | None:
+        """The config and the tensor names of the model made of the first ``layers`` layers
+        of one with ``config`` and tensors ``names`` (weight selection keeps exactly those),
+        so a caller can read no more; ``None`` when the family cannot tell."""
         return None
 
     @abstractmethod
