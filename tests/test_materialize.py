@@ -359,9 +359,7 @@ def test_a_learngene_whose_bands_do_not_fit_reads_its_source(registry, tiny_dir)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILY_SIZES))
-def test_weight_selection_reads_only_the_layers_it_keeps(
-    registry, tiny_dir, family, monkeypatch
-):
+def test_weight_selection_reads_only_the_layers_it_keeps(registry, tiny_dir, family, monkeypatch):
     from zoo.api import materialize as mat
     from zoo.api import tensors as tio
 
