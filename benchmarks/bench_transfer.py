@@ -55,6 +55,7 @@ def main(argv=None) -> int:
     ap.add_argument("--source-batch", type=int, default=32)
     ap.add_argument("--lr", type=float, help="peak learning rate (default: per size)")
     ap.add_argument("--eval-every", type=int, default=20)
+    ap.add_argument("--warmup", type=float, default=0.1, help="warmup, fraction of the steps")
     ap.add_argument("--val-windows", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--home", default=None, help="ZOO_HOME for the run (default temporary)")
@@ -88,6 +89,7 @@ def main(argv=None) -> int:
             seq=args.seq,
             lr=args.lr,
             eval_every=args.eval_every,
+            warmup=args.warmup,
             val_windows=args.val_windows,
             home=args.home,
             cache_dir=args.cache,

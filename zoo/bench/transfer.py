@@ -251,8 +251,10 @@ def train(
     val: torch.Tensor,
     eval_every: int,
     bar=None,
+    warmup: float = 0.1,
 ) -> dict[str, Any]:
-    """AdamW with linear warmup (10%, at least 10 steps) and cosine decay to 10%."""
+    """AdamW with linear warmup (``warmup`` of the steps, at least 10) and cosine decay to
+    10% of the peak."""
     torch.manual_seed(seed)
     model.train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
@@ -263,7 +265,7 @@ def train(
         betas=(0.9, 0.95),
         eps=1e-8,
     )
-    warm = min(steps, max(10, steps // 10))
+    warm = min(steps, max(10, int(steps * warmup)))
 
     def lr_at(step: int) -> float:
         if step < warm:
@@ -602,6 +604,7 @@ def run_transfer(
     seq: int = 64,
     lr: float | None = None,
     eval_every: int = 10,
+    warmup: float = 0.1,
     val_windows: int = 64,
     dct_keep: float | None = None,
     max_bytes: int | None = 32_000_000,
@@ -630,6 +633,7 @@ def run_transfer(
         batch, seq: tokens per step are ``batch * seq``.
         lr: peak AdamW learning rate of the target (default :func:`default_lr`).
         eval_every: validation every this many steps (steps-to-reach resolution).
+        warmup: the targets' linear warmup, a fraction of ``steps`` (at least 10 steps).
         val_windows: validation windows (fixed, held-out files).
         dct_keep: FRONT keep ratio (default: target/source ratio, capped at 1).
         cache_dir: where trained sources are kept for reuse (default under ``home``).
@@ -689,8 +693,9 @@ def run_transfer(
         "eval_every": eval_every,
         "val_windows": val_windows,
         "dct_keep": dct_keep,
-        "schedule": "AdamW(0.9,0.95, wd 0.01 on matrices), warmup 10% then cosine to 10%, "
-        "grad clip 1.0",
+        "schedule": f"AdamW(0.9,0.95, wd 0.01 on matrices), warmup {warmup:.0%} (at least "
+        "10 steps) then cosine to 10%, grad clip 1.0",
+        "warmup": warmup,
         "objective": "causal LM" if family == "gpt2" else "masked LM (15%, 80/10/10)",
         "data": {
             "corpus": "python stdlib *.py (no site-packages), bytes + specials",
@@ -766,6 +771,7 @@ def run_transfer(
                     val=val,
                     eval_every=eval_every,
                     bar=bar,
+                    warmup=warmup,
                 )
                 run.update(seed=seed, materialize_s=t_init, derived=derived)
                 runs[name].append(run)
