@@ -376,9 +376,15 @@ def test_weight_selection_reads_only_the_layers_it_keeps(registry, tiny_dir, fam
     assert read and not any(".2." in n or ".3." in n for n in read), read  # layers 2, 3
     read_cut = len(read)
     read.clear()
+    what_to_read = mat._what_to_read
     monkeypatch.setattr(mat, "_what_to_read", lambda plan, fam, recs: (recs, plan.source.config))
     whole = registry.materialize(src.name, layers=2, hidden=16, method="weight-selection")
     assert len(read) > read_cut
     assert whole.artifact.content_hash == cut.artifact.content_hash
     for k, v in whole.state_dict.items():
         assert torch.equal(cut.state_dict[k], v), k
+    # Norms matched to the source's statistics need every layer: nothing is cut then.
+    monkeypatch.setattr(mat, "_what_to_read", what_to_read)
+    read.clear()
+    registry.materialize(src.name, layers=2, hidden=16, method="weight-selection", norm="match")
+    assert len(read) == len(src.tensors)

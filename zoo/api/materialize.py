@@ -250,12 +250,17 @@ def _what_to_read(plan: _Plan, family, records):
 
     Weight selection keeps the first layers, so a shallower target reads only those (a
     12 -> 6 layer request reads about half the source); everything else reads it all."""
+    from zoo.derive import needs_reference
+    from zoo.families.base import SignalSpec
+
     recipe = plan.recipe
     layers = family.axis_sizes(plan.target_config)["layers"]
+    # Weight selection reads source statistics only for norm signals, and those span
+    # every layer: then the whole source is read.
+    norms = SignalSpec(("layers", "hidden"), "norm_weight", None)
     if (
         recipe.method != "weight-selection"
-        or recipe.rescale != "none"
-        or recipe.norm == "match"  # moment matching reads statistics of every layer
+        or needs_reference(norms, recipe)
         or layers >= family.axis_sizes(plan.source.config)["layers"]
     ):
         return records, plan.source.config
