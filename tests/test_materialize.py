@@ -155,6 +155,43 @@ def test_recorded_digests_are_the_sha256_of_the_returned_tensors(
     assert registry.rederive(m.artifact.name).artifact.content_hash == m.artifact.content_hash
 
 
+def test_raw_band_layers_use_recorded_digests_and_verify_hashes_them_itself(registry, tiny_dir):
+    """A raw L2S band's layers are the target's per-layer tensors; extraction records
+    their sha256 so materialize need not hash them again. The recorded digests are
+    trusted by materialize (a wrong one shows up in its record) but never by verify."""
+    import hashlib
+
+    from sqlalchemy import select
+
+    from zoo.api.tensors import load_tensors
+    from zoo.db.models import Artifact
+    from zoo.errors import VerificationError
+
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    lg = registry.extract(src.name, method="dwt", wavelet="haar", levels=1)
+    per_layer = {k: m for k, m in lg.info["signals"].items() if "layer_digests" in m}
+    assert per_layer  # bert's attention and MLP matrices, stacked over depth
+    bands = {t.name: t for t in lg.tensors}
+    key = sorted(per_layer)[0]
+    stacked = load_tensors(registry.store, [bands[f"{key}@dwt1"]])[f"{key}@dwt1"]
+    assert per_layer[key]["layer_digests"]["1"] == [
+        hashlib.sha256(stacked[i].contiguous().numpy().tobytes()).hexdigest()
+        for i in range(stacked.shape[0])
+    ]
+
+    # Corrupt one recorded layer digest in the database.
+    info = json.loads(json.dumps(lg.info))
+    wrong = "0" * 64
+    info["signals"][key]["layer_digests"]["1"][0] = wrong
+    with registry.session() as session, session.begin():
+        row = session.scalar(select(Artifact).where(Artifact.id == lg.id))
+        row.info_json = json.dumps(info)
+    m = registry.materialize(lg.name, layers=2, hidden=16, rescale="none")
+    assert wrong in {t.digest for t in m.artifact.tensors}  # trusted, hence not rehashed
+    with pytest.raises(VerificationError, match="differ"):
+        registry.rederive(m.artifact.name)
+
+
 def test_known_digests_forget_a_tensor_changed_in_place(registry, tiny_dir):
     from zoo.api import tensors as tio
 

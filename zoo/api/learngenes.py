@@ -4,7 +4,9 @@ A learngene is stored once, content-addressed, as tensors named ``SIGNAL@dwtK`` 
 band after K levels over every changeable axis) or ``SIGNAL@dct.block`` /
 ``@dct.mean`` / ``@dct.std`` (the FRONT block and the per-layer statistics that undo its
 normalization). Its ``info`` records the source, method, settings, zoo's transform
-version, and each signal's axes, kind, shape and statistics.
+version, and each signal's axes, kind, shape and statistics. A band whose layers become
+the target's per-layer tensors unchanged (a raw L2S band) also records the sha256 of each
+layer's bytes, so materializing from it hashes nothing it read.
 """
 
 from __future__ import annotations
@@ -145,10 +147,12 @@ def extract(
             entry["full"] = True
         elif recipe["method"] == "dwt":
             bands = dwt_levels(tuple(sig.tensor.shape), axes, recipe["levels"])
+            per_layer = family.unchanged_outputs(key) == "layers"
             for k in bands:
-                out_tensors[band_name(key, k)] = dwt_approx(
-                    sig.tensor, axes=axes, level=k, wavelet=recipe["wavelet"]
-                )
+                band = dwt_approx(sig.tensor, axes=axes, level=k, wavelet=recipe["wavelet"])
+                out_tensors[band_name(key, k)] = band
+                if per_layer:
+                    entry.setdefault("layer_digests", {})[str(k)] = tio.layer_digests(band)
             entry["levels"] = bands
         else:
             layer_axis = sig.axes.index("layers") if "layers" in sig.axes else None

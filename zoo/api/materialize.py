@@ -7,6 +7,7 @@ device, a virtual checkpoint can be re-derived and verified bit for bit.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from zoo.errors import (
     NotFoundError,
     VerificationError,
 )
+
+from .learngenes import band_name
 
 if TYPE_CHECKING:
     import torch
@@ -272,10 +275,18 @@ def _what_to_read(plan: _Plan, family, records):
 
 
 def derive_state(
-    reg, plan: _Plan, dev, known: KnownDigests | None = None
+    reg,
+    plan: _Plan,
+    dev,
+    known: KnownDigests | None = None,
+    *,
+    recorded_layer_digests: bool = True,
 ) -> dict[str, torch.Tensor]:
     """The target state dict: bands and blocks from the learngene when they suffice,
-    the source's signals otherwise. ``known`` learns the digests of what was read."""
+    the source's signals otherwise. ``known`` learns the digests of what was read and,
+    with ``recorded_layer_digests``, the per-layer digests the learngene recorded for its
+    bands (a band passed through unchanged is then not hashed again; verification turns
+    this off and hashes every output itself)."""
     import torch
 
     from zoo.derive import needs_reference, signal_stats, target_shape
@@ -308,8 +319,24 @@ def derive_state(
     def source_signal(key: str):
         return all_source_signals()[key]
 
+    layer_digests = {}
+    if recorded_layer_digests and known is not None:
+        layer_digests = {
+            band_name(key, int(level)): digests
+            for key, meta in lg_signals.items()
+            for level, digests in meta.get("layer_digests", {}).items()
+        }
+
     def stored_tensor(name: str):
-        return tio.load_tensors(reg.store, [stored[name]], device=dev, known=known)[name]
+        t = tio.load_tensors(reg.store, [stored[name]], device=dev, known=known)[name]
+        digests = layer_digests.get(name)
+        if digests is not None and len(digests) == t.shape[0]:
+            # The band's bytes were just verified; its layers' digests were taken from
+            # those same bytes at extraction. Keyed by region and version, they count
+            # only for the band's own layers while it is unchanged.
+            for part, digest in zip(t.unbind(0), digests, strict=True):
+                known.add(part, digest)
+        return t
 
     keys = sorted(lg_signals) if plan.learngene else sorted(all_source_signals())
 
@@ -397,7 +424,7 @@ def _derive_one(
         # The exact BoT L2S case: the stored cA band at the level that gives this shape,
         # with the same amplitude rules derive_signal applies to a computed one.
         for level in meta.get("levels", []):
-            band = stored.get(f"{key}@dwt{level}")
+            band = stored.get(band_name(key, level))
             if band is not None and tuple(band.shape) == tuple(tshape):
                 return _finish_band(stored_tensor(band.name), spec, shape, recipe, reference)
     x = source_signal(key).tensor
@@ -461,7 +488,10 @@ def _record(reg, plan: _Plan, state, dev, *, store: bool, known=None) -> Artifac
             zoo_version=__version__,
             by=reg.user,
         )
-        return queries.to_info(session, row)
+        # Same content hash, same tensor records: no need to read them back.
+        return dataclasses.replace(
+            queries.to_info(session, row, tensors=False), tensors=tuple(recs)
+        )
 
     def find(session: Session):
         row = queries.find_by_content(session, "derived", content_hash)
@@ -570,7 +600,7 @@ def rederive(
     dev = tio.resolve_device(device or r["device"])
     plan = _Plan(parent, source, learngene, recipe, r["target_config"])
     known = tio.KnownDigests()
-    state = derive_state(reg, plan, dev, known)
+    state = derive_state(reg, plan, dev, known, recorded_layer_digests=False)
     recs = tio.records(state, known)
     actual = manifest_hash(plan.target_config, recs)
     if actual != info.content_hash:

@@ -79,6 +79,11 @@ class KnownDigests:
                 self.add(p, hashlib.sha256(raw_bytes(p)).hexdigest())
 
 
+def layer_digests(t: torch.Tensor) -> list[str]:
+    """sha256 of each slice of ``t`` along axis 0, as a state dict would hold it."""
+    return [hashlib.sha256(raw_bytes(p)).hexdigest() for p in t.unbind(0)]
+
+
 def record(
     name: str, t: torch.Tensor, known: KnownDigests | None = None
 ) -> tuple[TensorRecord, memoryview | None]:
@@ -100,7 +105,18 @@ def records(
 ) -> list[TensorRecord]:
     """Tensor records (names sorted) of a state dict, without storing anything."""
     names = sorted(state)
-    return parallel_map(lambda n: record(n, state[n], known)[0], names, cost=_cost(state, names))
+    done = {
+        n: record(n, state[n], known)[0] for n in names if known is not None and known.get(state[n])
+    }
+    todo = [n for n in names if n not in done]  # only these cost a pass over their bytes
+    done.update(
+        zip(
+            todo,
+            parallel_map(lambda n: record(n, state[n], known)[0], todo, cost=_cost(state, todo)),
+            strict=True,
+        )
+    )
+    return [done[n] for n in names]
 
 
 def parallel_map(fn, items: list, *, cost=None) -> list:
