@@ -71,6 +71,47 @@ def test_parse_method_names():
         transfer.parse_method("magic")
     with pytest.raises(ValueError):
         transfer.parse_method("scratch+rd")
+    dc = transfer.parse_method("dwt:db2:fan+dc+rd")
+    assert dc.depth == "copies" and dc.residual_depth and dc.name == "dwt:db2:fan+dc+rd"
+    assert transfer.parse_method("weight-selection+nd+ds").depth == "stack"
+    for bad in ("scratch+dc", "dwt:db2:fan+dc+ds", "dwt:db2:fan+rd+dc"):
+        with pytest.raises(ValueError):
+            transfer.parse_method(bad)
+
+
+@pytest.mark.parametrize("rule", ["copies", "stack"])
+def test_depth_rules_copy_stack_and_average_layers(rule):
+    """+dc / +ds set the depth by a fixed rule; checked per HF tensor name here."""
+    import transformers
+
+    def model(layers):
+        cfg = transformers.GPT2Config(n_layer=layers, n_embd=32, n_head=2, vocab_size=50)
+        return transformers.GPT2LMHeadModel(cfg)
+
+    src = model(2)
+    state = {k: v.detach().clone() for k, v in src.state_dict().items()}
+    grown, cfg = transfer.depth_by_rule("gpt2", state, src.config.to_dict(), 4, rule)
+    assert cfg["n_layer"] == 4
+    for name, value in grown.items():
+        parts = name.split(".")
+        if parts[:2] != ["transformer", "h"]:
+            assert torch.equal(value, state[name]), name
+            continue
+        i = int(parts[2])
+        j = i // 2 if rule == "copies" else i % 2
+        assert torch.equal(value, state[".".join([*parts[:2], str(j), *parts[3:]])]), name
+    back, cfg = transfer.depth_by_rule("gpt2", grown, cfg, 2, rule)
+    assert cfg["n_layer"] == 2
+    for name, value in back.items():  # a mean of two copies is the layer itself
+        assert torch.equal(value, state[name]), name
+    one, _ = transfer.depth_by_rule("gpt2", state, src.config.to_dict(), 1, rule)
+    w = "transformer.h.{}.attn.c_attn.weight"
+    want = state[w.format(0)]
+    if rule == "copies":
+        want = (state[w.format(0)] + state[w.format(1)]) / 2
+    torch.testing.assert_close(one[w.format(0)], want, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="integer depth ratio"):
+        transfer.depth_by_rule("gpt2", state, src.config.to_dict(), 3, rule)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "bert"])

@@ -19,8 +19,13 @@ any of them with a suffix that replaces the method's own normalization layers by
 shared across methods, so a LayerNorm gain scale cannot pass for a better transfer:
 ``+nm`` moment-matches them to the source's (the ``norm="match"`` rule of
 :class:`zoo.derive.Recipe`); ``+nd`` resizes them by raw haar DWT, the scale raw BoT gives
-(x2 gains for a 2x L2S on both axes, x0.5 for S2L). A final ``+rd`` (an ablation of the
-depth axis) divides every residual-writing matrix and bias by target depth / source depth.
+(x2 gains for a 2x L2S on both axes, x0.5 for S2L). Then two ablations of the depth
+axis: ``+dc`` / ``+ds`` let the method change only the width and set the depth by a fixed
+rule instead: ``+dc`` by adjacent copies (``[L0, L0, L1, L1]``; shrinking: means of
+adjacent layers), i.e. haar along depth with the amplitude kept, no boundary wrap;
+``+ds`` by stacking (``[L0, L1, L0, L1]``, as hypercloning does; shrinking: the first
+layers, as weight selection does). A final ``+rd`` divides every residual-writing matrix
+and bias by target depth / source depth.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ class MethodSpec:
     rescale: str | None = None
     norm: str | None = None  # None: the method's own; "match" (+nm) or "dwt" (+nd)
     residual_depth: bool = False  # +rd: residual-writing matrices / (target/source depth)
+    depth: str | None = None  # None: the method's own; "copies" (+dc) or "stack" (+ds)
 
     @property
     def baseline(self) -> bool:
@@ -79,6 +85,12 @@ def parse_method(text: str) -> MethodSpec:
         if spec.method == "scratch":
             raise ValueError("+rd applies to transferred initializations, not scratch")
         return dataclasses.replace(spec, name=spec.name + "+rd", residual_depth=True)
+    depth_rules = {"+dc": "copies", "+ds": "stack"}
+    if name[-3:] in depth_rules:
+        spec = parse_method(name[:-3])
+        if spec.method == "scratch" or spec.depth or spec.residual_depth:
+            raise ValueError(f"bad method {text!r}: +dc/+ds follow a transfer, before +rd")
+        return dataclasses.replace(spec, name=spec.name + name[-3:], depth=depth_rules[name[-3:]])
     suffixes = {"+nm": "match", "+nd": "dwt"}
     norm = suffixes.get(name[-3:])
     body, tail = (name[:-3], name[-3:]) if norm else (name, "")
@@ -97,7 +109,7 @@ def parse_method(text: str) -> MethodSpec:
         return MethodSpec(name, head, None, None, norm)
     raise ValueError(
         f"unknown method {text!r}; use scratch, weight-selection, hypercloning, net2net, "
-        "dwt:WAVELET:RESCALE or dct:RESCALE (optionally +nm or +nd, then +rd)"
+        "dwt:WAVELET:RESCALE or dct:RESCALE (optionally +nm or +nd, then +dc or +ds, then +rd)"
     )
 
 
@@ -515,9 +527,14 @@ def initialize(
     """The target's state dict and config, made by ``reg.materialize``."""
     layers, hidden = target
     parent = _learngene(reg, source, spec, dct_keep) if spec.method in ("dwt", "dct") else source
+    if spec.depth:
+        from zoo.families import get_family
+
+        layers_key = get_family(family).layers_key
+        source_layers = source_state[0][layers_key]
     m = reg.materialize(
         parent,
-        layers=layers,
+        layers=source_layers if spec.depth else layers,
         hidden=hidden,
         method=spec.method,
         wavelet=spec.wavelet,
@@ -527,12 +544,46 @@ def initialize(
         # explicit: a name without +nm means the method's own rule, whatever the default.
         norm="match" if spec.norm == "match" else "method",
     )
-    state = dict(m.state_dict)
+    state, config = dict(m.state_dict), m.config
     if spec.norm == "dwt":
-        state = shared_norms(family, state, m.config, source_state, spec.norm)
+        state = shared_norms(family, state, config, source_state, spec.norm)
+    if spec.depth:
+        state, config = depth_by_rule(family, state, config, layers, spec.depth)
     if spec.residual_depth:
-        state = residual_depth_scaled(family, state, m.config, source_state[0])
-    return state, m.config, m.artifact.name
+        state = residual_depth_scaled(family, state, config, source_state[0])
+    return state, config, m.artifact.name
+
+
+def depth_by_rule(family: str, state, config, layers: int, rule: str):
+    """``state`` (at the source's depth) taken to ``layers`` layers by a fixed rule (the
+    ``+dc`` / ``+ds`` ablations): ``copies`` repeats each layer in place, or averages
+    adjacent groups; ``stack`` repeats the whole stack, or keeps the first layers. Needs
+    an integer ratio between the depths."""
+    from zoo.families import get_family
+
+    fam = get_family(family)
+    now = fam.axis_sizes(config)["layers"]
+    big, small = max(now, layers), min(now, layers)
+    if big % small:
+        raise ValueError(f"+dc/+ds need an integer depth ratio, not {now} -> {layers}")
+    factor = big // small
+    out_config = {**config, fam.layers_key: layers}
+    signals = {}
+    for key, sig in fam.to_signals(state, config).items():
+        t = sig.tensor
+        if "layers" in sig.axes:
+            t = t.movedim(sig.axes.index("layers"), 0)
+            if layers > now and rule == "copies":
+                t = t.repeat_interleave(factor, dim=0)
+            elif layers > now:
+                t = t.repeat(factor, *([1] * (t.dim() - 1)))
+            elif rule == "copies":
+                t = t.reshape(layers, factor, *t.shape[1:]).mean(dim=1)
+            else:
+                t = t[:layers]
+            t = t.movedim(0, sig.axes.index("layers")).contiguous()
+        signals[key] = t
+    return fam.from_signals(signals, out_config), out_config
 
 
 # Matrices (and biases) whose output is added to the residual stream, per family.
