@@ -54,6 +54,9 @@ def artifact_detail(info, with_tensors: bool = False) -> str:
     if info.aliases:
         lines.append(f"aliases:   {', '.join(info.aliases)}")
     for key, value in sorted(info.info.items()):
+        if key == "signals" and isinstance(value, dict):
+            # Per-signal axes, statistics and digests: hundreds of lines; --json has them.
+            value = f"{len(value)} parameter groups (details: --json)"
         lines.append(f"{key + ':':<10} {value}")
     for imp in info.imports:
         rev = f"@{imp.revision}" if imp.revision else ""

@@ -425,3 +425,14 @@ def test_weight_selection_reads_only_the_layers_it_keeps(registry, tiny_dir, fam
     read.clear()
     registry.materialize(src.name, layers=2, hidden=16, method="weight-selection", norm="match")
     assert len(read) == len(src.tensors)
+
+
+def test_cli_show_summarizes_a_learngenes_signals(registry, tiny_dir, run_cli):
+    """Per-signal axes, statistics and layer digests are for --json, not the terminal."""
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    lg = registry.extract(src.name, method="dwt", wavelet="haar", levels=1)
+    code, out, _ = run_cli("show", lg.name)
+    assert code == 0 and f"{len(lg.info['signals'])} parameter groups" in out
+    assert "layer_digests" not in out and len(out.splitlines()) < 20
+    code, out, _ = run_cli("show", lg.name, "--json")
+    assert code == 0 and json.loads(out)["info"]["signals"] == lg.info["signals"]
