@@ -76,12 +76,17 @@ class KnownDigests:
         parts = [t] if layout == "whole" else list(t.unbind(0))
         for p in parts:
             if p.is_contiguous() and self.get(p) is None:
-                self.add(p, hashlib.sha256(raw_bytes(p)).hexdigest())
+                self.add(p, digest(p))
+
+
+def digest(t: torch.Tensor) -> str:
+    """sha256 hex of the tensor's bytes as safetensors lays them out."""
+    return hashlib.sha256(raw_bytes(t)).hexdigest()
 
 
 def layer_digests(t: torch.Tensor) -> list[str]:
-    """sha256 of each slice of ``t`` along axis 0, as a state dict would hold it."""
-    return [hashlib.sha256(raw_bytes(p)).hexdigest() for p in t.unbind(0)]
+    """:func:`digest` of each slice of ``t`` along axis 0, as a state dict would hold it."""
+    return [digest(p) for p in t.unbind(0)]
 
 
 def record(

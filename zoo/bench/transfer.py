@@ -527,14 +527,15 @@ def initialize(
     """The target's state dict and config, made by ``reg.materialize``."""
     layers, hidden = target
     parent = _learngene(reg, source, spec, dct_keep) if spec.method in ("dwt", "dct") else source
-    if spec.depth:
+    if spec.depth:  # the method changes the width only; depth_by_rule sets the depth
         from zoo.families import get_family
 
-        layers_key = get_family(family).layers_key
-        source_layers = source_state[0][layers_key]
+        depth = source_state[0][get_family(family).layers_key]
+    else:
+        depth = layers
     m = reg.materialize(
         parent,
-        layers=source_layers if spec.depth else layers,
+        layers=depth,
         hidden=hidden,
         method=spec.method,
         wavelet=spec.wavelet,
