@@ -109,19 +109,15 @@ def records(
     state: Mapping[str, torch.Tensor], known: KnownDigests | None = None
 ) -> list[TensorRecord]:
     """Tensor records (names sorted) of a state dict, without storing anything."""
+
+    def one(n: str) -> TensorRecord:
+        return record(n, state[n], known)[0]
+
     names = sorted(state)
-    done = {
-        n: record(n, state[n], known)[0] for n in names if known is not None and known.get(state[n])
-    }
-    todo = [n for n in names if n not in done]  # only these cost a pass over their bytes
-    done.update(
-        zip(
-            todo,
-            parallel_map(lambda n: record(n, state[n], known)[0], todo, cost=_cost(state, todo)),
-            strict=True,
-        )
-    )
-    return [done[n] for n in names]
+    # Only tensors without a known digest cost a pass over their bytes: thread those.
+    todo = [n for n in names if known is None or known.get(state[n]) is None]
+    hashed = dict(zip(todo, parallel_map(one, todo, cost=_cost(state, todo)), strict=True))
+    return [hashed[n] if n in hashed else one(n) for n in names]
 
 
 def parallel_map(fn, items: list, *, cost=None) -> list:
