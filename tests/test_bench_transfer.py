@@ -74,7 +74,17 @@ def test_parse_method_names():
     dc = transfer.parse_method("dwt:db2:fan+dc+rd")
     assert dc.depth == "copies" and dc.residual_depth and dc.name == "dwt:db2:fan+dc+rd"
     assert transfer.parse_method("weight-selection+nd+ds").depth == "stack"
-    for bad in ("scratch+dc", "dwt:db2:fan+dc+ds", "dwt:db2:fan+rd+dc"):
+    eb = transfer.parse_method("dwt:db2:fan+nm+eb+ds")
+    assert eb.baseline_embeddings and eb.norm == "match" and eb.depth == "stack"
+    assert not transfer.parse_method("dwt:db2:fan").baseline_embeddings
+    for bad in (
+        "scratch+dc",
+        "dwt:db2:fan+dc+ds",
+        "dwt:db2:fan+rd+dc",
+        "scratch+eb",
+        "dwt:db2:fan+eb+eb",
+        "dwt:db2:fan+ds+eb",
+    ):
         with pytest.raises(ValueError):
             transfer.parse_method(bad)
 
@@ -151,6 +161,51 @@ def test_residual_depth_scaling_touches_exactly_the_residual_writers(family):
     assert scaled == expected and len(expected) > 0
     for k in scaled:
         torch.testing.assert_close(out[k], state[k] / 2)
+
+
+EMBEDDINGS = {
+    "gpt2": {"transformer.wte.weight", "transformer.wpe.weight"},
+    "bert": {
+        "bert.embeddings.word_embeddings.weight",
+        "bert.embeddings.position_embeddings.weight",
+        "bert.embeddings.token_type_embeddings.weight",
+    },
+}
+
+
+@pytest.mark.parametrize(("family", "target"), [("gpt2", (8, 64)), ("bert", (2, 16))])
+def test_baseline_embeddings_swap_exactly_the_embedding_tables(family, target, tmp_path, tiny_dir):
+    """+eb: the embedding tables are the direction's baseline's (hypercloning to grow,
+    weight selection to shrink), materialized separately; every other tensor is the
+    method's own. Checked per HF tensor name."""
+    import zoo
+    from zoo.api import tensors as tio
+
+    reg = zoo.connect(home=tmp_path / "home")
+    try:
+        src = reg.import_checkpoint(tiny_dir(family)).name
+        info = reg.show(src)
+        source_state = (info.config, tio.load_tensors(reg.store, info.tensors))
+        kw = dict(seed=0, dct_keep=0.5, source_state=source_state)
+        state, _, _ = transfer.initialize(
+            reg, family, src, transfer.parse_method("dwt:db2:fan+eb"), target, **kw
+        )
+        own, _, _ = transfer.initialize(
+            reg, family, src, transfer.parse_method("dwt:db2:fan"), target, **kw
+        )
+        baseline = "hypercloning" if target[1] > 32 else "weight-selection"
+        base, _, _ = transfer.initialize(
+            reg, family, src, transfer.parse_method(baseline), target, **kw
+        )
+    finally:
+        reg.close()
+    assert set(state) == set(own)
+    assert EMBEDDINGS[family] <= set(state)
+    for name, value in state.items():
+        want = base[name] if name in EMBEDDINGS[family] else own[name]
+        assert torch.equal(value, want), name
+    for name in EMBEDDINGS[family]:  # the swap is visible: the two methods differ there
+        assert not torch.equal(base[name], own[name]), name
 
 
 def test_micro_run_report(tmp_path):

@@ -25,7 +25,10 @@ rule instead: ``+dc`` by adjacent copies (``[L0, L0, L1, L1]``; shrinking: means
 adjacent layers), i.e. haar along depth with the amplitude kept, no boundary wrap;
 ``+ds`` by stacking (``[L0, L1, L0, L1]``, as hypercloning does; shrinking: the first
 layers, as weight selection does). A final ``+rd`` divides every residual-writing matrix
-and bias by target depth / source depth.
+and bias by target depth / source depth. ``+eb`` (after the norm suffix, before the depth
+ones) ablates the embeddings: every embedding table (token, position, token type) is
+taken from the direction's baseline (weight selection for L2S, hypercloning for S2L),
+materialized at the same size, and everything else from the method.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class MethodSpec:
     norm: str | None = None  # None: the method's own; "match" (+nm) or "dwt" (+nd)
     residual_depth: bool = False  # +rd: residual-writing matrices / (target/source depth)
     depth: str | None = None  # None: the method's own; "copies" (+dc) or "stack" (+ds)
+    baseline_embeddings: bool = False  # +eb: embedding tables from the direction's baseline
 
     @property
     def baseline(self) -> bool:
@@ -91,6 +95,12 @@ def parse_method(text: str) -> MethodSpec:
         if spec.method == "scratch" or spec.depth or spec.residual_depth:
             raise ValueError(f"bad method {text!r}: +dc/+ds follow a transfer, before +rd")
         return dataclasses.replace(spec, name=spec.name + name[-3:], depth=depth_rules[name[-3:]])
+    if name.endswith("+eb"):
+        spec = parse_method(name[:-3])
+        later = spec.baseline_embeddings or spec.depth or spec.residual_depth
+        if spec.method == "scratch" or later:
+            raise ValueError(f"bad method {text!r}: +eb follows a transfer, before +dc/+ds/+rd")
+        return dataclasses.replace(spec, name=spec.name + "+eb", baseline_embeddings=True)
     suffixes = {"+nm": "match", "+nd": "dwt"}
     norm = suffixes.get(name[-3:])
     body, tail = (name[:-3], name[-3:]) if norm else (name, "")
@@ -109,7 +119,8 @@ def parse_method(text: str) -> MethodSpec:
         return MethodSpec(name, head, None, None, norm)
     raise ValueError(
         f"unknown method {text!r}; use scratch, weight-selection, hypercloning, net2net, "
-        "dwt:WAVELET:RESCALE or dct:RESCALE (optionally +nm or +nd, then +dc or +ds, then +rd)"
+        "dwt:WAVELET:RESCALE or dct:RESCALE (optionally +nm or +nd, then +eb, then +dc or +ds, "
+        "then +rd)"
     )
 
 
@@ -546,6 +557,10 @@ def initialize(
         norm="match" if spec.norm == "match" else "method",
     )
     state, config = dict(m.state_dict), m.config
+    if spec.baseline_embeddings:
+        baseline = baseline_for(family, source_state[0], hidden)
+        b = reg.materialize(source, layers=depth, hidden=hidden, method=baseline, seed=seed)
+        state = embeddings_from(family, state, config, dict(b.state_dict))
     if spec.norm == "dwt":
         state = shared_norms(family, state, config, source_state, spec.norm)
     if spec.depth:
@@ -553,6 +568,27 @@ def initialize(
     if spec.residual_depth:
         state = residual_depth_scaled(family, state, config, source_state[0])
     return state, config, m.artifact.name
+
+
+def baseline_for(family: str, source_config, hidden: int) -> str:
+    """The direction's training-free baseline: weight selection to shrink, hypercloning to grow."""
+    from zoo.families import get_family
+
+    grows = hidden > get_family(family).axis_sizes(source_config)["hidden"]
+    return "hypercloning" if grows else "weight-selection"
+
+
+def embeddings_from(family: str, state, config, other) -> dict[str, torch.Tensor]:
+    """``state`` with every embedding signal (token, position, token type) taken from
+    ``other``, a state of the same config (the ``+eb`` ablation)."""
+    from zoo.families import get_family
+
+    fam = get_family(family)
+    mine, theirs = fam.to_signals(state, config), fam.to_signals(other, config)
+    signals = {
+        key: (theirs[key] if sig.kind == "embedding" else sig).tensor for key, sig in mine.items()
+    }
+    return fam.from_signals(signals, config)
 
 
 def depth_by_rule(family: str, state, config, layers: int, rule: str):
