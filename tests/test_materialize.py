@@ -395,6 +395,53 @@ def test_a_learngene_whose_bands_do_not_fit_reads_its_source(registry, tiny_dir)
         assert torch.equal(via_learngene.state_dict[k], v), k
 
 
+@pytest.mark.filterwarnings("ignore:Level value of 1 is too high")  # 4 layers vs db2's 4 taps
+def test_a_wavelet_other_than_the_bands_is_computed_not_read(registry, tiny_dir):
+    """--wavelet W on a learngene of another wavelet gives W's result (from the source),
+    never the stored bands relabeled; an unknown wavelet is refused even where a stored
+    band would have fit the size."""
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    db2 = registry.extract(src.name, method="dwt", wavelet="db2", levels=1)
+    haar = registry.extract(src.name, method="dwt", wavelet="haar", levels=1)
+    kw = dict(layers=2, hidden=16, method="dwt", rescale="none")
+    from_db2 = registry.materialize(db2.name, wavelet="haar", **kw)
+    from_haar = registry.materialize(haar.name, wavelet="haar", **kw)
+    own = registry.materialize(db2.name, **kw)  # the learngene's own wavelet
+    # Computed from the source axis by axis vs. read from a jointly computed band: the
+    # same numbers up to float rounding.
+    for k, v in from_haar.state_dict.items():
+        torch.testing.assert_close(from_db2.state_dict[k], v, rtol=1e-5, atol=1e-6)
+    differs = [
+        k for k, v in own.state_dict.items() if not torch.allclose(v, from_haar.state_dict[k])
+    ]
+    assert any("query.weight" in k for k in differs)
+    edges = registry.lineage(from_db2.artifact.name, up=True, down=False).edges
+    assert {(e.recipe or {}).get("wavelet") for e in edges} >= {"haar"}
+    with pytest.raises(InvalidInputError, match="Unknown wavelet 'nosuch'"):
+        registry.materialize(db2.name, wavelet="nosuch", **kw)
+
+
+def test_rescale_is_refused_for_methods_it_does_not_apply_to(registry, tiny_dir, run_cli):
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    for method in ("weight-selection", "scratch"):
+        with pytest.raises(InvalidInputError, match="--rescale applies to --method dwt or dct"):
+            registry.materialize(src.name, layers=1, hidden=16, method=method, rescale="fan")
+    registry.materialize(src.name, layers=1, hidden=16, method="weight-selection", rescale="none")
+    code, out, err = run_cli(
+        "materialize",
+        src.name,
+        "--layers",
+        "1",
+        "--hidden",
+        "16",
+        "--method",
+        "weight-selection",
+        "--rescale",
+        "std",
+    )
+    assert code == 2 and out == "" and err.count("\n") == 1
+
+
 @pytest.mark.parametrize("family", sorted(FAMILY_SIZES))
 def test_weight_selection_reads_only_the_layers_it_keeps(registry, tiny_dir, family, monkeypatch):
     from zoo.api import materialize as mat

@@ -26,6 +26,17 @@ DEFAULT_WAVELET = "db2"
 DEFAULT_KEEP = 0.5
 
 
+def check_wavelet(wavelet: str) -> None:
+    """Refuse a name that is not a discrete wavelet PyWavelets knows."""
+    import pywt
+
+    if wavelet not in pywt.wavelist(kind="discrete"):
+        raise InvalidInputError(
+            f"Unknown wavelet {wavelet!r}; any discrete wavelet PyWavelets knows works "
+            "(haar, db2, coif3, sym8, bior6.8...)."
+        )
+
+
 def band_name(signal: str, level: int) -> str:
     return f"{signal}@dwt{level}"
 
@@ -41,15 +52,9 @@ def extract_recipe(
     from zoo.transforms import TRANSFORM_VERSION
 
     if method == "dwt":
-        import pywt
-
         # db2: the wavelet of every dwt entry in zoo/defaults.py (the transfer benchmark).
         wavelet = wavelet or DEFAULT_WAVELET
-        if wavelet not in pywt.wavelist(kind="discrete"):
-            raise InvalidInputError(
-                f"Unknown wavelet {wavelet!r}; any discrete wavelet PyWavelets knows works "
-                "(haar, db2, coif3, sym8, bior6.8...)."
-            )
+        check_wavelet(wavelet)
         levels = DEFAULT_LEVELS if levels is None else levels
         if levels < 1:
             raise InvalidInputError(f"--levels must be at least 1, got {levels}.")

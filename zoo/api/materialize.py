@@ -26,7 +26,7 @@ from zoo.errors import (
     VerificationError,
 )
 
-from .learngenes import band_name
+from .learngenes import band_name, check_wavelet
 
 if TYPE_CHECKING:
     import torch
@@ -188,6 +188,13 @@ def _recipe(
             wavelet = d_wavelet if d_method == "dwt" else DEFAULT_WAVELET
     if method != "dwt" and wavelet is not None:
         raise InvalidInputError("--wavelet applies to --method dwt only.")
+    if method == "dwt":
+        check_wavelet(wavelet)
+    if rescale is not None and rescale != "none" and method not in ("dwt", "dct"):
+        raise InvalidInputError(
+            f"--rescale applies to --method dwt or dct, not {method}; "
+            "use --norm match to match normalization layers to the source."
+        )
     if rescale is None:
         rescale = d_rescale if method == d_method else DEFAULT_RESCALE
     if norm is None:
@@ -420,7 +427,7 @@ def _derive_one(
         )
         y = front_materialize(block, tshape)
         return _amplitude(y, spec, recipe, reference)
-    if recipe.method == "dwt" and plan.learngene is not None:
+    if recipe.method == "dwt" and plan.learngene is not None and _same_wavelet(plan):
         # The exact BoT L2S case: the stored cA band at the level that gives this shape,
         # with the same amplitude rules derive_signal applies to a computed one.
         for level in meta.get("levels", []):
@@ -429,6 +436,13 @@ def _derive_one(
                 return _finish_band(stored_tensor(band.name), spec, shape, recipe, reference)
     x = source_signal(key).tensor
     return derive_signal(x, spec, tshape, recipe, reference=reference, generator=generator)
+
+
+def _same_wavelet(plan) -> bool:
+    """A stored band stands for the recipe's wavelet only if it was made with it; with any
+    other wavelet the signal is computed from the source."""
+    info = plan.learngene.info
+    return info.get("method") == "dwt" and info.get("wavelet") == plan.recipe.wavelet
 
 
 def _finish_band(y, spec, shape, recipe: Recipe, reference):
