@@ -231,6 +231,29 @@ def test_store_keeps_weights_and_audit_sees_modifications(registry, tiny_dir, tm
     assert registry.audit(unknown).status == "unknown"
 
 
+def test_audit_takes_no_shared_zeros_and_ones_for_ancestry(registry, tiny_dir, tmp_path):
+    """Another random model of the same config shares only its untouched zero biases and
+    unit LayerNorm gains with the registered one: that is no evidence, so it is unknown.
+    One real tensor copied over is evidence, and names the model it came from."""
+    from safetensors.torch import load_file, save_file
+
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    mine = load_file(tiny_dir("bert") / "model.safetensors")
+    other_dir = tiny_dir("bert", seed=1)
+    other = load_file(other_dir / "model.safetensors")
+    shared = [k for k in other if torch.equal(other[k], mine[k])]
+    assert shared and all(set(other[k].unique().tolist()) <= {0.0, 1.0} for k in shared)
+    report = registry.audit(other_dir)
+    assert report.status == "unknown" and report.artifact is None
+    victim = "bert.encoder.layer.0.attention.self.query.weight"
+    other[victim] = mine[victim]
+    borrowed = tmp_path / "borrowed.safetensors"
+    save_file(other, borrowed)
+    report = registry.audit(borrowed)
+    assert report.status == "modified" and report.artifact.id == src.id
+    assert victim not in report.differing
+
+
 def test_family_name_resolves_to_the_default_learngene(registry, tiny_dir):
     src = registry.import_checkpoint(tiny_dir("bert"))
     with pytest.raises(NotFoundError, match="zoo extract"):

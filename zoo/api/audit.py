@@ -18,7 +18,8 @@ class AuditReport:
 
     Attributes:
         status: ``known`` (every tensor matches a registered artifact), ``modified`` (it
-            shares tensors with one but some differ), or ``unknown``.
+            shares tensors with one but some differ; shared all-zero or all-one tensors,
+            which unrelated models have in common, do not count), or ``unknown``.
         artifact: the registered artifact it is (or was derived as).
         differing / missing / extra: tensor names whose bytes differ, that the file lacks,
             and that the artifact lacks.
@@ -94,6 +95,7 @@ def audit(reg, path: str | Path, *, verify: bool = False) -> AuditReport:
 
     with open_checkpoint(Path(path)) as ckpt:
         file_tensors = {t.name: t.digest for t in ckpt.tensors}
+        fills = _fill_digests(ckpt.tensors)
         config = ckpt.config
         content = manifest_hash(config, ckpt.tensors) if config is not None else None
         claimed = _claimed_hash(ckpt.metadata)
@@ -103,7 +105,9 @@ def audit(reg, path: str | Path, *, verify: bool = False) -> AuditReport:
         if content is not None:
             for kind in queries.KINDS:
                 row = row or queries.find_by_content(session, kind, content)
-        candidates: dict[int, int] = queries.artifacts_with_digests(session, file_tensors.values())
+        # Only tensors that can tell checkpoints apart are evidence of where a file came from.
+        evidence = {n: d for n, d in file_tensors.items() if d not in fills}
+        candidates: dict[int, int] = queries.artifacts_with_digests(session, evidence.values())
         if row is None and claimed:
             row = session.scalar(_by_hash(claimed))
         best = row
@@ -112,9 +116,7 @@ def audit(reg, path: str | Path, *, verify: bool = False) -> AuditReport:
             ranked = sorted(candidates.items(), key=lambda kv: (-kv[1], kv[0]))
             for artifact_id, _ in ranked:
                 info = queries.to_info(session, session.get(Artifact, artifact_id))
-                if best_info is None or _overlap(info, file_tensors) > _overlap(
-                    best_info, file_tensors
-                ):
+                if best_info is None or _overlap(info, evidence) > _overlap(best_info, evidence):
                     best_info = info
     if best_info is None:
         return AuditReport(str(path), "unknown")
@@ -148,6 +150,37 @@ def audit(reg, path: str | Path, *, verify: bool = False) -> AuditReport:
             report.verified = False
             report.verify_error = str(exc)
     return report
+
+
+def _fill_digests(tensors) -> set[str]:
+    """Digests of the file's tensors that are all zeros or all ones. Unrelated models share
+    these (biases and norm gains still at their initial values), so a match on them says
+    nothing about where a file came from. Hashed from a 1 MiB pattern, once per
+    (dtype, size), without materializing the fill."""
+    import hashlib
+
+    import torch
+
+    from zoo.checkpoint.safetensors_format import torch_dtype
+
+    from .tensors import raw_bytes
+
+    def streamed(chunk: bytes, nbytes: int) -> str:
+        h = hashlib.sha256()
+        full, rest = divmod(nbytes, len(chunk))
+        for _ in range(full):
+            h.update(chunk)
+        h.update(chunk[:rest])
+        return h.hexdigest()
+
+    out: set[str] = set()
+    for code, nbytes in {(t.dtype, t.nbytes) for t in tensors}:
+        dtype = torch_dtype(code)
+        count = (1 << 20) // torch.empty(0, dtype=dtype).element_size()
+        ones = bytes(raw_bytes(torch.ones(count, dtype=dtype)))
+        out.add(streamed(bytes(len(ones)), nbytes))
+        out.add(streamed(ones, nbytes))
+    return out
 
 
 def _overlap(info: ArtifactInfo, file_tensors: dict[str, str]) -> int:
