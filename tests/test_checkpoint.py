@@ -685,16 +685,55 @@ def test_write_safetensors_refuses_non_string_metadata(tmp_path: Path) -> None:
 def test_failure_mid_write_leaves_nothing_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import safetensors.torch
+    from zoo.checkpoint import bin_format
 
-    def half_write(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
-        raise OSError("disk full")
+    real = bin_format.tensor_bytes
+    calls = []
 
-    monkeypatch.setattr(safetensors.torch, "save_file", half_write)
+    def disk_full_on_second(t):
+        calls.append(t)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(t)
+
+    monkeypatch.setattr(bin_format, "tensor_bytes", disk_full_on_second)
     with pytest.raises(OSError, match="disk full"):
-        write_safetensors(tmp_path / "x.safetensors", {"w": torch.ones(3)})
-    assert os.listdir(tmp_path) == []
+        write_safetensors(tmp_path / "x.safetensors", {"a": torch.ones(3), "b": torch.ones(2)})
+    assert len(calls) == 2 and os.listdir(tmp_path) == []
+
+
+def test_write_safetensors_bytes_depend_on_content_only(tmp_path: Path) -> None:
+    """Same tensors and metadata, given in any order: the same bytes (content addressing
+    of output files depends on it), readable by the safetensors library."""
+    g = torch.Generator().manual_seed(0)
+    tensors = {f"t{i}": torch.randn(i + 1, 3, generator=g) for i in range(6)}
+    tensors["ids"] = torch.arange(5)
+    tensors["half"] = torch.ones(7, dtype=torch.float16)
+    meta = {f"key{i}": f"value {i} \u00e9" for i in range(8)}
+    a = write_safetensors(tmp_path / "a.safetensors", tensors, meta)
+    b = write_safetensors(
+        tmp_path / "b.safetensors",
+        dict(reversed(tensors.items())),
+        dict(reversed(meta.items())),
+    )
+    assert a.read_bytes() == b.read_bytes()
+    with safe_open(a, "pt") as f:
+        assert f.metadata() == meta
+        for name, t in tensors.items():
+            assert torch.equal(f.get_tensor(name), t), name
+    header_len = int.from_bytes(a.read_bytes()[:8], "little")
+    assert header_len % 8 == 0
+    for info in read_header(a).tensors.values():  # each tensor aligned to its item size
+        assert (info.begin - 8 - header_len) % DTYPE_ITEMSIZE[info.dtype] == 0
+
+
+def test_write_safetensors_applies_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        path = write_safetensors(tmp_path / "x.safetensors", {"w": torch.ones(3)})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_failure_before_rename_keeps_the_old_file(

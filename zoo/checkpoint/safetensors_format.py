@@ -18,7 +18,7 @@ import json
 import math
 import os
 import struct
-import tempfile
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -448,7 +448,9 @@ def write_safetensors(
 
     The bytes go to a unique temporary file in the same folder, which is flushed to disk and
     then renamed over ``path``: a crash leaves either the old file or the new one, never a
-    half-written one, and the temporary file is removed when anything fails.
+    half-written one, and the temporary file is removed when anything fails. The same
+    tensors and metadata always give the same bytes (header keys in a fixed order), and
+    the file gets the permissions of any file the user creates (umask applied).
 
     Args:
         path: the destination file.
@@ -461,7 +463,7 @@ def write_safetensors(
     Example:
         >>> write_safetensors("w.safetensors", {"w": torch.ones(2)})  # doctest: +SKIP
     """
-    from safetensors import torch as st_torch
+    from .bin_format import tensor_bytes
 
     path = Path(path)
     if metadata is not None and not all(
@@ -471,12 +473,17 @@ def write_safetensors(
             f"metadata for {path} must map strings to strings; encode other values as JSON strings."
         )
     prepared = _prepare(tensors)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    header = _header(prepared, metadata)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    # os.open with 0o666 applies the umask, as creating any file does (mkstemp gives 0600).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        st_torch.save_file(prepared, str(tmp), metadata=dict(metadata) if metadata else None)
-        with open(tmp, "rb+") as f:
+        with os.fdopen(fd, "wb") as f:
+            f.write(struct.pack("<Q", len(header)))
+            f.write(header)
+            for _, t in _in_file_order(prepared):
+                f.write(tensor_bytes(t))
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -486,11 +493,34 @@ def write_safetensors(
     return path
 
 
+def _in_file_order(prepared: Mapping[str, torch.Tensor]):
+    # Wider dtypes first, then by name (as the safetensors library orders them): every
+    # tensor starts at a multiple of its item size, so readers can map it in place.
+    return sorted(prepared.items(), key=lambda kv: (-kv[1].element_size(), kv[0]))
+
+
+def _header(prepared: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None) -> bytes:
+    """The JSON header, keys in a fixed order, padded with spaces to a multiple of 8."""
+    entries: dict[str, Any] = {}
+    if metadata:
+        entries["__metadata__"] = dict(sorted(metadata.items()))
+    offset = 0
+    for name, t in _in_file_order(prepared):
+        end = offset + t.numel() * t.element_size()
+        entries[name] = {
+            "dtype": dtype_code(t.dtype),
+            "shape": list(t.shape),
+            "data_offsets": [offset, end],
+        }
+        offset = end
+    raw = json.dumps(entries, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return raw + b" " * (-len(raw) % 8)
+
+
 def _prepare(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     import torch
 
     out: dict[str, torch.Tensor] = {}
-    storages: set[int] = set()
     for name, t in tensors.items():
         if not isinstance(name, str) or not isinstance(t, torch.Tensor):
             raise InvalidInputError(
@@ -500,15 +530,7 @@ def _prepare(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         t = t.detach()
         if t.device.type != "cpu":
             t = t.cpu()
-        t = t.contiguous()
-        # safetensors refuses tensors that share storage (tied weights); give repeats their
-        # own copy, because content addressing dedupes them anyway.
-        ptr = t.untyped_storage().data_ptr()
-        if t.numel() and ptr in storages:
-            t = t.clone()
-        elif t.numel():
-            storages.add(ptr)
-        out[name] = t
+        out[name] = t.contiguous()  # tied weights are simply written twice
     return out
 
 
