@@ -320,12 +320,13 @@ def test_interrupted_materialization_leaves_no_partial_folder(
     registry, tiny_dir, tmp_path, monkeypatch
 ):
     src = registry.import_checkpoint(tiny_dir("bert"))
-    import safetensors.torch
+    from zoo.checkpoint import safetensors_format
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(safetensors.torch, "save_file", boom)
+    # After config.json is written to the temporary folder, before model.safetensors.
+    monkeypatch.setattr(safetensors_format, "_header", boom)
     with pytest.raises(KeyboardInterrupt):
         registry.materialize(src.name, layers=2, hidden=16, out=tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name) == []
