@@ -26,8 +26,12 @@ EXIT_CODES = (
     ("VerificationError", 6),
     ("DeviceUnavailableError", 7),
     ("OfflineError", 8),
+    ("DatabaseUnavailableError", 9),
     ("ZooError", 1),
 )
+# Not zoo's own errors, but the environment's: one line, not a traceback.
+EXIT_DATABASE = 9
+EXIT_STORAGE = 11
 
 
 def _registry():
@@ -486,7 +490,10 @@ def main(argv: list[str] | None = None) -> None:
         if not isinstance(exc, ZooError):
             if _is_database_error(exc):
                 click.echo(f"zoo: error: database error: {_first_line(exc)}", err=True)
-                sys.exit(9)
+                sys.exit(EXIT_DATABASE)
+            if isinstance(exc, OSError) or _is_object_store_error(exc):
+                click.echo(f"zoo: error: {_storage_message(exc)}", err=True)
+                sys.exit(EXIT_STORAGE)
             raise
         click.echo(f"zoo: error: {_first_line(exc)}", err=True)
         sys.exit(_exit_code(exc))
@@ -496,6 +503,19 @@ def main(argv: list[str] | None = None) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _storage_message(exc: BaseException) -> str:
+    """``No space left on device: /path`` rather than ``[Errno 28] ...: '/path'``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = exc.filename if exc.filename is not None else ""
+        return f"{exc.strerror}: {where}" if where != "" else exc.strerror
+    return f"object store: {_first_line(exc)}"
+
+
+def _is_object_store_error(exc: BaseException) -> bool:
+    # botocore's errors (no credentials, access denied...) reach us through s3fs.
+    return any(c.__module__.startswith("botocore") for c in type(exc).__mro__)
 
 
 def _is_database_error(exc: BaseException) -> bool:

@@ -234,6 +234,39 @@ def test_bad_input_gives_one_line_nonzero_and_writes_nothing(registry, tiny_dir,
     assert _blob_files(store_root) == []
 
 
+def test_environment_errors_are_one_line_with_their_own_exit_code(
+    registry, tiny_dir, tmp_path, run_cli, monkeypatch
+):
+    """A file where a folder should be, a revision that does not exist, a database that
+    cannot be reached: one line on stderr, no traceback, a documented exit code."""
+    src = registry.import_checkpoint(tiny_dir("gpt2")).name
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    code, out, err = run_cli(
+        "materialize", src, "--layers", "1", "--hidden", "16", "--out", str(a_file / "x")
+    )
+    assert code == 11 and out == "" and err.count("\n") == 1, err
+    assert err.startswith("zoo: error: ") and str(a_file) in err and "Errno" not in err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    code, out, err = run_cli("db", "downgrade", "nosuchrev")
+    assert code == 2 and err.count("\n") == 1 and "nosuchrev" in err, err
+    monkeypatch.setenv("ZOO_DB_URL", f"sqlite:///{a_file}/registry.db")
+    code, out, err = run_cli("ls")
+    assert code == 11 and err.count("\n") == 1 and str(a_file) in err, err
+    pytest.importorskip("psycopg")
+    monkeypatch.setenv("ZOO_DB_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    code, out, err = run_cli("ls")
+    assert code == 9 and err.count("\n") == 1 and "Cannot open the database" in err, err
+
+
+def test_object_store_errors_count_as_storage_errors():
+    from zoo_cli.main import _is_object_store_error
+
+    fake = type("NoCredentialsError", (Exception,), {"__module__": "botocore.exceptions"})
+    assert _is_object_store_error(fake("Unable to locate credentials"))
+    assert not _is_object_store_error(ValueError("x"))
+
+
 def test_unknown_name_suggests_near_matches(registry, tiny_dir, run_cli):
     registry.import_checkpoint(tiny_dir("bert"), name="bert-base")
     code, out, err = run_cli("show", "bert-bsae")

@@ -82,6 +82,10 @@ class SchemaOutdatedError(ZooError, RuntimeError):
     """The database schema is older (or newer) than this version of zoo expects."""
 
 
+class DatabaseUnavailableError(ZooError, ConnectionError):
+    """The database cannot be opened or reached (server down, bad URL, no permission)."""
+
+
 class BlobMissingError(ZooError, FileNotFoundError):
     """A row points at a blob that the store does not have."""
 

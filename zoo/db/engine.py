@@ -18,7 +18,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
-from zoo.errors import InvalidInputError, SchemaOutdatedError
+from zoo.errors import DatabaseUnavailableError, InvalidInputError, SchemaOutdatedError
 
 try:
     import fcntl
@@ -170,8 +170,13 @@ def _run_alembic(connection: Connection, verb: str, revision: str) -> None:
         # Alembic then runs every migration in one transaction (DDL included).
         connection.commit()
         connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+    from alembic.util.exc import CommandError
+
     try:
-        getattr(command, verb)(cfg, revision)
+        try:
+            getattr(command, verb)(cfg, revision)
+        except CommandError as exc:  # e.g. a revision that does not exist
+            raise InvalidInputError(f"zoo db {verb} {revision}: {_first_line(exc)}.") from exc
         connection.commit()
     finally:
         if sqlite:
@@ -209,6 +214,10 @@ def _schema_lock(engine: Engine) -> Iterator[Connection]:
                 connection.commit()
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+
+
 def ensure_schema(engine: Engine, *, create: bool = True) -> None:
     """Refuse a database whose schema is not at head; create an empty one at head.
 
@@ -222,7 +231,7 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
             if current == head:
                 return
     except OperationalError as exc:
-        raise SchemaOutdatedError(
+        raise DatabaseUnavailableError(
             f"Cannot open the database {engine.url.render_as_string(True)}: "
             f"{str(exc.orig).strip().splitlines()[0]}."
         ) from exc
