@@ -445,6 +445,49 @@ def test_a_wavelet_other_than_the_bands_is_computed_not_read(registry, tiny_dir)
         registry.materialize(db2.name, wavelet="nosuch", **kw)
 
 
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_a_target_bigger_than_memory_is_refused_before_any_work(
+    registry, tiny_dir, tmp_path, monkeypatch, run_cli, family
+):
+    from zoo import _memory
+
+    src = registry.import_checkpoint(tiny_dir(family))
+    lg = registry.extract(src.name, method="dwt", wavelet="haar", levels=1)
+    # The size estimate, from shapes alone, is the state dict's real size on both paths.
+    for parent, size in ((src.name, (6, 48)), (lg.name, (2, 16))):
+        m = registry.materialize(parent, layers=size[0], hidden=size[1], method="dwt")
+        real = sum(v.numel() * v.element_size() for v in m.state_dict.values())
+        monkeypatch.setattr(_memory, "available_bytes", lambda dev, real=real: real - 1)
+        with pytest.raises(InvalidTargetError, match="GB of weights, more than"):
+            registry.materialize(parent, layers=size[0], hidden=size[1], method="dwt")
+        monkeypatch.setattr(_memory, "available_bytes", lambda dev, real=real: real)
+        registry.materialize(parent, layers=size[0], hidden=size[1], method="dwt")
+    before = len(registry.list())
+    monkeypatch.setattr(_memory, "available_bytes", lambda dev: 10**9)
+    code, out, err = run_cli(
+        "materialize",
+        src.name,
+        "--layers",
+        "100000",
+        "--hidden",
+        "64",
+        "--out",
+        str(tmp_path / "huge"),
+    )
+    assert code == 2 and out == "" and err.count("\n") == 1 and "1.0 GB of memory" in err
+    assert not (tmp_path / "huge").exists() and len(registry.list()) == before
+
+
+def test_available_memory_is_a_plausible_reading():
+    import os
+
+    from zoo import _memory
+
+    have = _memory.available_bytes(torch.device("cpu"))
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert have is not None and 0 < have <= total
+
+
 def test_rescale_is_refused_for_methods_it_does_not_apply_to(registry, tiny_dir, run_cli):
     src = registry.import_checkpoint(tiny_dir("gpt2"))
     for method in ("weight-selection", "scratch"):

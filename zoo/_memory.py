@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 import sys
 
 import torch
@@ -62,3 +63,23 @@ def empty(shape, *, like: torch.Tensor | None = None, dtype=None, device=None) -
     t = torch.empty(shape, dtype=dtype, device=device or "cpu")
     advise_huge(t)
     return t
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory a new allocation can still get on ``device`` (None when unknown): free GPU
+    memory, or the kernel's MemAvailable estimate (free plus reclaimable cache)."""
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -22,6 +22,7 @@ from zoo.derive import Recipe
 from zoo.errors import (
     AmbiguousNameError,
     InvalidInputError,
+    InvalidTargetError,
     NotFoundError,
     VerificationError,
 )
@@ -119,6 +120,7 @@ def materialize(
             f"use --method {learngene.info['method']} or name the source {source.name}."
         )
     plan = _plan(source, parent, learngene, recipe, target)
+    _check_fits(reg, plan, dev)
     known = tio.KnownDigests()
     state = derive_state(reg, plan, dev, known)
     info = _record(reg, plan, state, dev, store=store, known=known)
@@ -140,6 +142,56 @@ def _result(plan: _Plan, info: ArtifactInfo, state, out, *, force: bool) -> Mate
             card=export.model_card(plan, info),
         )
     return Materialized(state, plan.target_config, info, written)
+
+
+def _check_fits(reg, plan: _Plan, dev) -> None:
+    """Refuse, before any work, a target whose weights alone exceed the memory ``dev``
+    has available: it would only end in an out-of-memory kill."""
+    from zoo import _memory
+    from zoo.families import get_family
+
+    need = _target_bytes(reg, plan)
+    have = _memory.available_bytes(dev)
+    if have is not None and need > have:
+        sizes = get_family(plan.source.family).axis_sizes(plan.target_config)
+        raise InvalidTargetError(
+            f"A {sizes['layers']}x{sizes['hidden']} {plan.source.family} holds "
+            f"{need / 1e9:.1f} GB of weights, more than the {have / 1e9:.1f} GB of memory "
+            f"available on {dev.type}; ask for fewer layers or a smaller hidden size."
+        )
+
+
+def _target_bytes(reg, plan: _Plan) -> int:
+    """Bytes of the target's state dict, from shapes alone (no tensor is read)."""
+    import torch
+
+    from zoo.checkpoint.safetensors_format import torch_dtype
+    from zoo.derive import target_shape
+    from zoo.families import get_family
+
+    family = get_family(plan.source.family)
+    sizes = family.axis_sizes(plan.target_config)
+    if plan.learngene is not None:
+        signals = [
+            (tuple(m["axes"]), tuple(m["shape"]), getattr(torch, m["dtype"]))
+            for m in plan.learngene.info["signals"].values()
+        ]
+    else:
+        records = plan.source.tensors
+        if not records:
+            with reg.session() as session:
+                records = queries.tensor_records(session, plan.source.id)
+        meta = {
+            r.name: torch.empty(r.shape, dtype=torch_dtype(r.dtype), device="meta") for r in records
+        }
+        signals = [
+            (s.axes, tuple(s.tensor.shape), s.tensor.dtype)
+            for s in family.to_signals(meta, plan.source.config).values()
+        ]
+    return sum(
+        math.prod(target_shape(axes, shape, sizes)) * torch.empty(0, dtype=dt).element_size()
+        for axes, shape, dt in signals
+    )
 
 
 def _plan(
