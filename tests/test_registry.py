@@ -212,6 +212,20 @@ def _corrupt_cases(src: Path, root: Path) -> dict[str, Path]:
     (d / "model.safetensors").write_bytes(bytes(data))
     cases["JSON"] = d
 
+    # Weights that contradict config.json: a layer count the weights lack, or a width
+    # they do not have. Caught at import, before any blob is written.
+    d = clone("more-layers-than-weights")
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["num_hidden_layers"] += 2
+    (d / "config.json").write_text(json.dumps(cfg))
+    cases["lacks"] = d
+
+    d = clone("wider-than-weights")
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["hidden_size"] *= 2
+    (d / "config.json").write_text(json.dumps(cfg))
+    cases["config.json"] = d
+
     d = clone("pickle")
     (d / "model.safetensors").unlink()
     (d / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")

@@ -176,7 +176,8 @@ def _resolve_in_cache(repo_id: str, revision: str | None, cache: Path) -> Snapsh
     def not_cached(what: str) -> OfflineError:
         return OfflineError(
             f"{repo_id}{what} is not in the local Hugging Face cache ({cache}) and offline "
-            "mode is on; download it once online (unset HF_HUB_OFFLINE) or pass --cache-dir."
+            "mode is on; download it once online (unset HF_HUB_OFFLINE), or point HF_HUB_CACHE "
+            "at the cache that holds it."
         )
 
     commit: str | None = None

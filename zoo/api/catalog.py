@@ -17,6 +17,24 @@ from zoo.progress import progress_bar
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
+def _check_layout(family: str, ckpt) -> None:
+    """Refuse, before any blob is written, weights that contradict their config.json
+    (missing layers, wrong widths): grouped into signals on meta tensors, no data read."""
+    import torch
+
+    from zoo.checkpoint.safetensors_format import torch_dtype
+    from zoo.families import get_family
+
+    try:
+        meta = {
+            t.name: torch.empty(t.shape, dtype=torch_dtype(t.dtype), device="meta")
+            for t in ckpt.tensors
+        }
+    except InvalidInputError:
+        return  # a dtype this torch lacks: stored as bytes, checked when first derived from
+    get_family(family).to_signals(meta, ckpt.config)
+
+
 def import_checkpoint(
     reg,
     source: str | os.PathLike[str],
@@ -40,6 +58,7 @@ def import_checkpoint(
                 path=str(path),
             )
         family = family_for_config(ckpt.config).name
+        _check_layout(family, ckpt)
         from zoo.checkpoint import manifest_hash
 
         content_hash = manifest_hash(ckpt.config, ckpt.tensors)

@@ -305,8 +305,8 @@ def _read_config(root: Path) -> dict[str, Any]:
     cfg = root / CONFIG_NAME
     if not cfg.is_file():
         raise InvalidCheckpointError(
-            f"{root} has no {CONFIG_NAME}; pass a folder saved with save_pretrained, or a "
-            "single .safetensors file to read weights without a config.",
+            f"{root} has no {CONFIG_NAME}; pass a folder saved with save_pretrained "
+            "(`zoo audit` also reads a lone .safetensors file).",
             path=str(cfg),
         )
     obj = _read_json(cfg)
