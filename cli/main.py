@@ -478,8 +478,14 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("zoo: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        # One line like every other error, with where to read the usage.
+        where = exc.ctx.command_path if exc.ctx is not None else "zoo"
+        message = exc.format_message().strip().splitlines()[0].rstrip(".")
+        click.echo(f"zoo: error: {message} (see `{where} --help`).", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"zoo: error: {exc.format_message().strip().splitlines()[0]}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("zoo: interrupted", err=True)

@@ -273,6 +273,21 @@ def test_environment_errors_are_one_line_with_their_own_exit_code(
     assert code == 9 and err.count("\n") == 1 and "Cannot open the database" in err, err
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("materialize", "x", "--layers", "2.5", "--hidden", "16"),
+        ("materialize",),
+        ("no-such-command",),
+        ("materialize", "x", "--layers", "2", "--hidden", "16", "--rescale", "bogus"),
+    ],
+)
+def test_usage_errors_are_one_line_too(run_cli, args):
+    code, out, err = run_cli(*args)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith("zoo: error: ") and "--help" in err and "Usage" not in err
+
+
 def test_object_store_errors_count_as_storage_errors():
     from zoo_cli.main import _is_object_store_error
 
@@ -286,6 +301,18 @@ def test_unknown_name_suggests_near_matches(registry, tiny_dir, run_cli):
     code, out, err = run_cli("show", "bert-bsae")
     assert code == 3 and out == ""
     assert "bert-base" in err and err.count("\n") == 1
+
+
+def test_a_name_of_the_wrong_kind_says_what_it_is(registry, tiny_dir, run_cli):
+    src = registry.import_checkpoint(tiny_dir("bert"), name="bert-base")
+    lg = registry.extract(src.name, method="dwt")
+    code, out, err = run_cli("extract", lg.name)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert f"'{lg.name}' is a learngene; this command needs a source or derived" in err
+    code, _, err = run_cli("rederive", src.name)
+    assert code == 2 and "is a source; this command needs a derived" in err
+    code, _, err = run_cli("show", src.content_hash[:6])
+    assert code == 3 and "at least 8 hex digits" in err
 
 
 def test_help_does_not_import_torch_or_sqlalchemy():

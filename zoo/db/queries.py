@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from zoo.db.entities import ArtifactInfo, EdgeInfo, ImportInfo, TensorRecord, loads
 from zoo.db.models import Alias, Artifact, ArtifactTensor, Edge, FamilyDefault, ImportRecord
-from zoo.errors import AmbiguousNameError, NotFoundError
+from zoo.errors import AmbiguousNameError, InvalidInputError, NotFoundError
 
 KINDS = ("source", "learngene", "derived")
 
@@ -279,8 +279,10 @@ def resolve(session: Session, query: str, *, kinds: Iterable[str] | None = None)
                 candidates=[m.name for m in matches],
             )
         row = matches[0] if matches else None
-    if row is None or row.deleted_at is not None or row.kind not in kinds:
-        what = " or ".join(kinds) if len(kinds) < len(KINDS) else "artifact"
+    what = " or ".join(kinds) if len(kinds) < len(KINDS) else "artifact"
+    if row is not None and row.deleted_at is None and row.kind not in kinds:
+        raise InvalidInputError(f"{query!r} is a {row.kind}; this command needs a {what}.")
+    if row is None or row.deleted_at is not None:
         raise not_found(session, query, what=what)
     return row
 
@@ -289,11 +291,12 @@ def not_found(session: Session, query: str, *, what: str = "artifact") -> NotFou
     names = list(session.scalars(select(Artifact.name).where(Artifact.deleted_at.is_(None))))
     names += list(session.scalars(select(Alias.name)))
     close = difflib.get_close_matches(query, names, n=3, cutoff=0.5)
-    hint = (
-        f" Did you mean {', '.join(close)}?"
-        if close
-        else " Run `zoo ls` to see what is registered."
-    )
+    if close:
+        hint = f" Did you mean {', '.join(close)}?"
+    elif len(query) < 8 and query and all(c in "0123456789abcdef" for c in query):
+        hint = " A content-hash prefix needs at least 8 hex digits."
+    else:
+        hint = " Run `zoo ls` to see what is registered."
     return NotFoundError(f"No {what} named {query!r}.{hint}", query=query, suggestions=close)
 
 
