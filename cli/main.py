@@ -297,8 +297,8 @@ def default_cmd(family, name, as_json) -> None:
 
 @cli.command("lineage")
 @click.argument("name")
-@click.option("--up", "direction", flag_value="up", help="Ancestors only.")
-@click.option("--down", "direction", flag_value="down", help="Descendants only.")
+@click.option("--up", is_flag=True, help="Ancestors (only, unless --down too).")
+@click.option("--down", is_flag=True, help="Descendants (only, unless --up too).")
 @click.option(
     "--format",
     "fmt",
@@ -306,11 +306,10 @@ def default_cmd(family, name, as_json) -> None:
     default="text",
     show_default=True,
 )
-def lineage_cmd(name, direction, fmt) -> None:
+def lineage_cmd(name, up, down, fmt) -> None:
     """Ancestors and descendants of NAME, with each edge's recipe."""
-    graph = _registry().lineage(
-        name, up=direction in (None, "up"), down=direction in (None, "down")
-    )
+    both = up == down  # neither flag, or both: the whole neighbourhood
+    graph = _registry().lineage(name, up=up or both, down=down or both)
     if fmt == "json":
         click.echo(json.dumps(graph.to_json(), indent=2, sort_keys=True, default=str))
     else:

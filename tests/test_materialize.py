@@ -285,6 +285,10 @@ def test_link_declares_finetune_edges(registry, tiny_dir, run_cli):
     code, out, _ = run_cli("lineage", tuned.name, "--up", "--format", "json")
     edges = json.loads(out)["edges"]
     assert [(e["parent"], e["relation"]) for e in edges] == [(base.name, "finetune")]
+    # --up and --down together: ancestors and descendants, as with neither flag.
+    for flags, parents in [(("--down",), []), (("--up", "--down"), [base.name]), ((), [base.name])]:
+        code, out, _ = run_cli("lineage", tuned.name, *flags, "--format", "json")
+        assert [e["parent"] for e in json.loads(out)["edges"]] == parents, flags
     code, _, err = run_cli("link", base.name, "--from", "bert-tuned")
     assert code == 2 and "cycle" in err
 
@@ -312,6 +316,8 @@ def test_bad_requests_fail_cleanly(registry, tiny_dir, tmp_path, run_cli):
     assert (full / "keep.txt").read_text() == "mine"
     registry.materialize(src.name, layers=2, hidden=16, out=full, force=True)
     assert not (full / "keep.txt").exists() and (full / "model.safetensors").exists()
+    code, out, err = run_cli("materialize", src.name, "--layers", "2", "--hidden", "16", "--force")
+    assert code == 2 and out == "" and "give --out" in err and err.count("\n") == 1
     code, _, err = run_cli("materialize", "bret", "--layers", "2", "--hidden", "16")
     assert code == 3 and "bert" in err
 

@@ -15,7 +15,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import ConflictError
+from zoo.errors import ConflictError, InvalidInputError
+
+
+def check_out(out: str | Path | None, *, force: bool) -> None:
+    """Refuse ``force`` without an output folder, and a folder :func:`check_out_dir` refuses."""
+    if out is None:
+        if force:
+            raise InvalidInputError("--force replaces a non-empty --out folder; give --out.")
+        return
+    check_out_dir(Path(out), force=force)
 
 
 def check_out_dir(out: Path, *, force: bool) -> None:

@@ -90,8 +90,7 @@ def materialize(
     from . import export
     from . import tensors as tio
 
-    if out is not None:
-        export.check_out_dir(Path(out), force=force)  # refuse before any work
+    export.check_out(out, force=force)  # refuse before any work
     dev = tio.resolve_device(device)
     with reg.session() as session:
         parent_row = _resolve_parent(session, query)
@@ -641,8 +640,7 @@ def rederive(
     from . import export
     from . import tensors as tio
 
-    if out is not None:
-        export.check_out_dir(Path(out), force=force)
+    export.check_out(out, force=force)
     with reg.session() as session:
         row = queries.resolve(session, query, kinds=("derived",))
         info = queries.to_info(session, row)
