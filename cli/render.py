@@ -14,9 +14,10 @@ def human_bytes(n: int) -> str:
 
 def artifact_line(info) -> str:
     virtual = " (virtual)" if info.virtual else ""
+    aliases = f"  aliases: {', '.join(info.aliases)}" if info.aliases else ""
     return (
         f"{info.name}  {info.kind}{virtual}  {info.family}  {info.content_hash[:12]}  "
-        f"{len(info.tensors)} tensors  {human_bytes(info.nbytes)}"
+        f"{len(info.tensors)} tensors  {human_bytes(info.nbytes)}{aliases}"
     )
 
 

@@ -58,6 +58,13 @@ def test_import_twice_stores_nothing_new_and_returns_the_same_record(registry, t
     assert len(registry.list()) == 1
 
 
+def test_importing_again_under_a_new_name_says_it_became_an_alias(registry, tiny_dir, run_cli):
+    first = registry.import_checkpoint(tiny_dir("gpt2"))
+    code, out, err = run_cli("import", str(tiny_dir("gpt2")), "--name", "my-gpt2")
+    assert code == 0, err
+    assert out.startswith(first.name) and "aliases: my-gpt2" in out
+
+
 def test_shared_tensors_are_stored_once(registry, tiny_dir, tmp_path):
     folder = tiny_dir("bert")
     registry.import_checkpoint(folder)
