@@ -74,6 +74,11 @@ def test_parse_method_names():
     dc = transfer.parse_method("dwt:db2:fan+dc+rd")
     assert dc.depth == "copies" and dc.residual_depth and dc.name == "dwt:db2:fan+dc+rd"
     assert transfer.parse_method("weight-selection+nd+ds").depth == "stack"
+    hd = transfer.parse_method("dwt:db2:fan+nm+hd+eb")
+    assert hd.head_aware and hd.baseline_embeddings and hd.name == "dwt:db2:fan+nm+hd+eb"
+    for bad in ("weight-selection+hd", "dwt:db2:fan+hd+hd", "dct:none+hd"):
+        with pytest.raises(ValueError):
+            transfer.parse_method(bad)
     eb = transfer.parse_method("dwt:db2:fan+nm+eb+ds")
     assert eb.baseline_embeddings and eb.norm == "match" and eb.depth == "stack"
     assert not transfer.parse_method("dwt:db2:fan").baseline_embeddings
@@ -206,6 +211,52 @@ def test_baseline_embeddings_swap_exactly_the_embedding_tables(family, target, t
         assert torch.equal(value, want), name
     for name in EMBEDDINGS[family]:  # the swap is visible: the two methods differ there
         assert not torch.equal(base[name], own[name]), name
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+def test_head_aware_attention_keeps_heads_whole(family, tmp_path, tiny_dir):
+    """+hd with raw haar, 4x32 (4 heads of 8) -> 8x64 (8 heads of 8): each target head is
+    a whole source head, so target[l, h, :, j] = source[l // 2, h // 2, :, j // 2] / 2**1.5
+    (haar synthesis with zero details repeats each coefficient over its cell, scaled by
+    1/sqrt(2) per doubled axis: layers, heads, input hidden). Checked by indexing; the
+    flat transform does not have this property, and the non-attention tensors are the
+    method's own."""
+    import zoo
+    from zoo.api import tensors as tio
+    from zoo.families import get_family
+
+    reg = zoo.connect(home=tmp_path / "home")
+    try:
+        src = reg.import_checkpoint(tiny_dir(family)).name
+        info = reg.show(src)
+        source_state = (info.config, tio.load_tensors(reg.store, info.tensors))
+        kw = dict(seed=0, dct_keep=0.5, source_state=source_state)
+        hd, config, _ = transfer.initialize(
+            reg, family, src, transfer.parse_method("dwt:haar:none+hd"), (8, 64), **kw
+        )
+        flat, _, _ = transfer.initialize(
+            reg, family, src, transfer.parse_method("dwt:haar:none"), (8, 64), **kw
+        )
+    finally:
+        reg.close()
+    fam = get_family(family)
+    s = fam.to_signals(source_state[1], source_state[0])
+    t = fam.to_signals(hd, config)
+    f = fam.to_signals(flat, config)
+    q_src = s["attn.q.weight"].tensor.reshape(4, 4, 8, 32)
+    q_hd = t["attn.q.weight"].tensor.reshape(8, 8, 8, 64)
+    want = q_src[:, :, :, :].repeat_interleave(2, 0).repeat_interleave(2, 1)
+    want = want.repeat_interleave(2, 3) / 2**1.5
+    torch.testing.assert_close(q_hd, want, rtol=1e-5, atol=1e-6)
+    q_flat = f["attn.q.weight"].tensor.reshape(8, 8, 8, 64)
+    assert not torch.allclose(q_flat, want, atol=1e-4)
+    o_src = s["attn.out.weight"].tensor.reshape(4, 32, 4, 8)  # (layers, out, heads, d)
+    o_hd = t["attn.out.weight"].tensor.reshape(8, 64, 8, 8)
+    want = o_src.repeat_interleave(2, 0).repeat_interleave(2, 1).repeat_interleave(2, 2)
+    torch.testing.assert_close(o_hd, want / 2**1.5, rtol=1e-5, atol=1e-6)
+    for key in t:
+        if key not in transfer.HEAD_AXES:
+            assert torch.equal(t[key].tensor, f[key].tensor), key
 
 
 def test_micro_run_report(tmp_path):

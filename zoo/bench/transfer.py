@@ -28,7 +28,11 @@ layers, as weight selection does). A final ``+rd`` divides every residual-writin
 and bias by target depth / source depth. ``+eb`` (after the norm suffix, before the depth
 ones) ablates the embeddings: every embedding table (token, position, token type) is
 taken from the direction's baseline (weight selection for L2S, hypercloning for S2L),
-materialized at the same size, and everything else from the method.
+materialized at the same size, and everything else from the method. ``+hd`` (right after
+the method and its norm suffix; dwt only) redoes the attention projections head-aware:
+the hidden axis that indexes heads (the outputs of q, k, v and the inputs of the output
+projection) is seen as (heads, head_dim) and only the heads are resized, so each target
+head is a whole source head (or a blend of whole heads), never a slice of one.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ class MethodSpec:
     residual_depth: bool = False  # +rd: residual-writing matrices / (target/source depth)
     depth: str | None = None  # None: the method's own; "copies" (+dc) or "stack" (+ds)
     baseline_embeddings: bool = False  # +eb: embedding tables from the direction's baseline
+    head_aware: bool = False  # +hd: attention resized along (heads, head_dim), heads only
 
     @property
     def baseline(self) -> bool:
@@ -101,6 +106,11 @@ def parse_method(text: str) -> MethodSpec:
         if spec.method == "scratch" or later:
             raise ValueError(f"bad method {text!r}: +eb follows a transfer, before +dc/+ds/+rd")
         return dataclasses.replace(spec, name=spec.name + "+eb", baseline_embeddings=True)
+    if name.endswith("+hd"):
+        spec = parse_method(name[:-3])
+        if spec.method != "dwt" or spec.head_aware:
+            raise ValueError(f"bad method {text!r}: +hd follows a dwt method, once")
+        return dataclasses.replace(spec, name=spec.name + "+hd", head_aware=True)
     suffixes = {"+nm": "match", "+nd": "dwt"}
     norm = suffixes.get(name[-3:])
     body, tail = (name[:-3], name[-3:]) if norm else (name, "")
@@ -119,8 +129,8 @@ def parse_method(text: str) -> MethodSpec:
         return MethodSpec(name, head, None, None, norm)
     raise ValueError(
         f"unknown method {text!r}; use scratch, weight-selection, hypercloning, net2net, "
-        "dwt:WAVELET:RESCALE or dct:RESCALE (optionally +nm or +nd, then +eb, then +dc or +ds, "
-        "then +rd)"
+        "dwt:WAVELET:RESCALE or dct:RESCALE (optionally +nm or +nd, then +hd, then +eb, then "
+        "+dc or +ds, then +rd)"
     )
 
 
@@ -557,6 +567,8 @@ def initialize(
         norm="match" if spec.norm == "match" else "method",
     )
     state, config = dict(m.state_dict), m.config
+    if spec.head_aware:
+        state = heads_aware(family, state, config, source_state, spec)
     if spec.baseline_embeddings:
         baseline = baseline_for(family, source_state[0], hidden)
         b = reg.materialize(source, layers=depth, hidden=hidden, method=baseline, seed=seed)
@@ -568,6 +580,59 @@ def initialize(
     if spec.residual_depth:
         state = residual_depth_scaled(family, state, config, source_state[0])
     return state, config, m.artifact.name
+
+
+# Attention signals whose hidden axis indexes heads: axis position -> it is (heads, head_dim).
+HEAD_AXES = {
+    "attn.q.weight": 1,
+    "attn.k.weight": 1,
+    "attn.v.weight": 1,
+    "attn.q.bias": 1,
+    "attn.k.bias": 1,
+    "attn.v.bias": 1,
+    "attn.out.weight": 2,
+}
+
+
+def _heads(config) -> int:
+    return int(config.get("n_head") or config["num_attention_heads"])
+
+
+def heads_aware(family: str, state, config, source_state, spec: MethodSpec):
+    """``state`` with its attention projections re-derived from the source by ``spec``'s dwt
+    recipe, the head-indexing hidden axis split into (heads, head_dim) and only the heads
+    resized (the ``+hd`` ablation). Needs the same head_dim on both sides."""
+    from zoo.derive import Recipe, derive_signal, signal_stats, target_shape
+    from zoo.families import get_family
+    from zoo.families.base import SignalSpec
+
+    fam = get_family(family)
+    src_cfg, src = source_state
+    s_sizes, t_sizes = fam.axis_sizes(src_cfg), fam.axis_sizes(config)
+    s_heads, t_heads = _heads(src_cfg), _heads(config)
+    head_dim = s_sizes["hidden"] // s_heads
+    if t_sizes["hidden"] // t_heads != head_dim:
+        raise ValueError(
+            f"+hd keeps head_dim, but it goes {head_dim} -> {t_sizes['hidden'] // t_heads}"
+        )
+    recipe = Recipe(method="dwt", wavelet=spec.wavelet, rescale=spec.rescale, norm="method")
+    sizes = {**t_sizes, "heads": t_heads, "head_dim": head_dim}
+    src_signals = fam.to_signals(src, src_cfg)
+    signals = {key: sig.tensor for key, sig in fam.to_signals(state, config).items()}
+    for key, at in HEAD_AXES.items():
+        sig = src_signals[key]
+        axes = (*sig.axes[:at], "heads", "head_dim", *sig.axes[at + 1 :])
+        shape = (*sig.tensor.shape[:at], s_heads, head_dim, *sig.tensor.shape[at + 1 :])
+        fan_in = None
+        if sig.fan_in_axis is not None:
+            fan_in = at if sig.fan_in_axis == at else sig.fan_in_axis + (sig.fan_in_axis > at)
+        split = SignalSpec(axes, sig.kind, fan_in)
+        x = sig.tensor.reshape(shape)
+        y = derive_signal(
+            x, split, target_shape(axes, shape, sizes), recipe, reference=signal_stats(x)
+        )
+        signals[key] = y.reshape(signals[key].shape).to(signals[key].dtype)
+    return fam.from_signals(signals, config)
 
 
 def baseline_for(family: str, source_config, hidden: int) -> str:
