@@ -7,11 +7,16 @@ Heavy modules (sqlalchemy, torch) are imported inside commands so ``--help`` sta
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 
 import click
 from zoo_cli import render
+
+# click >= 8.2 raises this for a group called with nothing; older clicks print help themselves.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 # Exit codes by error class, most specific first.
 EXIT_CODES = (
@@ -477,10 +482,13 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("zoo: aborted", err=True)
         sys.exit(130)
+    except _NO_ARGS_IS_HELP as exc:  # a bare `zoo` or `zoo db`: the help, as before
+        exc.show()
+        sys.exit(exc.exit_code)
     except click.UsageError as exc:
         # One line like every other error, with where to read the usage.
         where = exc.ctx.command_path if exc.ctx is not None else "zoo"
-        message = exc.format_message().strip().splitlines()[0].rstrip(".")
+        message = exc.format_message().strip().splitlines()[0].removesuffix(".")
         click.echo(f"zoo: error: {message} (see `{where} --help`).", err=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
@@ -489,6 +497,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("zoo: interrupted", err=True)
         sys.exit(130)
+    except BrokenPipeError:  # `zoo ls | head`: the reader is gone, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except Exception as exc:
         from zoo.errors import ZooError
 
@@ -496,7 +507,7 @@ def main(argv: list[str] | None = None) -> None:
             if _is_database_error(exc):
                 click.echo(f"zoo: error: database error: {_first_line(exc)}", err=True)
                 sys.exit(EXIT_DATABASE)
-            if isinstance(exc, OSError) or _is_object_store_error(exc):
+            if _is_storage_error(exc):
                 click.echo(f"zoo: error: {_storage_message(exc)}", err=True)
                 sys.exit(EXIT_STORAGE)
             raise
@@ -510,12 +521,35 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+# What the environment, not zoo, got wrong: full disks, permissions, a file where a folder
+# should be. Any other OSError is unexpected and keeps its traceback.
+_STORAGE_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+    errno.ENOENT,
+    errno.EMFILE,
+    errno.ENAMETOOLONG,
+}
+
+
+def _is_storage_error(exc: BaseException) -> bool:
+    if _is_object_store_error(exc):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS
+
+
 def _storage_message(exc: BaseException) -> str:
     """``No space left on device: /path`` rather than ``[Errno 28] ...: '/path'``."""
-    if isinstance(exc, OSError) and exc.strerror:
-        where = exc.filename if exc.filename is not None else ""
-        return f"{exc.strerror}: {where}" if where != "" else exc.strerror
-    return f"object store: {_first_line(exc)}"
+    if _is_object_store_error(exc):
+        return f"object store: {_first_line(exc)}"
+    where = exc.filename if exc.filename is not None else ""
+    return f"{exc.strerror}: {where}" if where != "" else str(exc.strerror)
 
 
 def _is_object_store_error(exc: BaseException) -> bool:

@@ -232,17 +232,25 @@ def test_store_keeps_weights_and_audit_sees_modifications(registry, tiny_dir, tm
 
 
 def test_audit_takes_no_shared_zeros_and_ones_for_ancestry(registry, tiny_dir, tmp_path):
-    """Another random model of the same config shares only its untouched zero biases and
-    unit LayerNorm gains with the registered one: that is no evidence, so it is unknown.
-    One real tensor copied over is evidence, and names the model it came from."""
+    """Another random model of the same config shares only its untouched zero biases,
+    unit LayerNorm gains and integer buffers (position ids) with the registered one: that
+    is no evidence, so it is unknown. One real tensor copied over is evidence, and names
+    the model it came from."""
     from safetensors.torch import load_file, save_file
 
-    src = registry.import_checkpoint(tiny_dir("bert"))
-    mine = load_file(tiny_dir("bert") / "model.safetensors")
-    other_dir = tiny_dir("bert", seed=1)
+    ids = "bert.embeddings.position_ids"
+    mine_dir, other_dir = tmp_path / "mine", tmp_path / "other"
+    for folder, seed in ((mine_dir, 0), (other_dir, 1)):
+        shutil.copytree(tiny_dir("bert", seed=seed), folder)
+        tensors = load_file(folder / "model.safetensors")
+        tensors[ids] = torch.arange(64).unsqueeze(0)
+        save_file(tensors, folder / "model.safetensors")
+    src = registry.import_checkpoint(mine_dir)
+    mine = load_file(mine_dir / "model.safetensors")
     other = load_file(other_dir / "model.safetensors")
     shared = [k for k in other if torch.equal(other[k], mine[k])]
-    assert shared and all(set(other[k].unique().tolist()) <= {0.0, 1.0} for k in shared)
+    assert ids in shared
+    assert all(set(other[k].unique().tolist()) <= {0.0, 1.0} for k in shared if k != ids)
     report = registry.audit(other_dir)
     assert report.status == "unknown" and report.artifact is None
     victim = "bert.encoder.layer.0.attention.self.query.weight"
@@ -328,13 +336,20 @@ def test_interrupted_materialization_leaves_no_partial_folder(
     src = registry.import_checkpoint(tiny_dir("bert"))
     from zoo.checkpoint import safetensors_format
 
-    def boom(*args, **kwargs):
-        raise KeyboardInterrupt
+    real = safetensors_format._in_file_order
+    calls = []
 
-    # After config.json is written to the temporary folder, before model.safetensors.
-    monkeypatch.setattr(safetensors_format, "_header", boom)
+    def interrupted_after_the_first_tensor(prepared):
+        calls.append(1)
+        for i, item in enumerate(real(prepared)):
+            if len(calls) == 2 and i == 1:  # 1st call: the header; 2nd: the data
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(safetensors_format, "_in_file_order", interrupted_after_the_first_tensor)
     with pytest.raises(KeyboardInterrupt):
         registry.materialize(src.name, layers=2, hidden=16, out=tmp_path / "out")
+    assert len(calls) == 2  # interrupted while writing tensor data, not before
     assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name) == []
 
 

@@ -295,12 +295,42 @@ def test_usage_errors_are_one_line_too(run_cli, args):
     assert err.startswith("zoo: error: ") and "--help" in err and "Usage" not in err
 
 
-def test_object_store_errors_count_as_storage_errors():
-    from zoo_cli.main import _is_object_store_error
+def test_a_bare_group_prints_its_help(run_cli):
+    for args in ((), ("db",)):
+        code, _, err = run_cli(*args)
+        assert code == 2 and "Usage:" in err and "zoo: error" not in err and "Commands:" in err
+
+
+def test_which_errors_count_as_the_environments():
+    import errno
+
+    from zoo_cli.main import _is_storage_error, _storage_message
 
     fake = type("NoCredentialsError", (Exception,), {"__module__": "botocore.exceptions"})
-    assert _is_object_store_error(fake("Unable to locate credentials"))
-    assert not _is_object_store_error(ValueError("x"))
+    assert _is_storage_error(fake("Unable to locate credentials"))
+    assert _storage_message(fake("Unable to locate credentials")).startswith("object store: ")
+    full = OSError(errno.ENOSPC, "No space left on device", "/data/x")
+    assert _is_storage_error(full)
+    assert _storage_message(full) == "No space left on device: /data/x"
+    # Anything else is unexpected: it keeps its traceback for the bug report.
+    assert not _is_storage_error(OSError("Can't load the model"))
+    assert not _is_storage_error(ValueError("x"))
+
+
+def test_tensors_the_family_does_not_know_still_import(registry, tiny_dir, tmp_path):
+    """Only a contradiction with config.json is refused at import; an adapter or custom
+    head the family has no rule for imports as before (deriving from it is refused later)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "with-adapter"
+    shutil.copytree(tiny_dir("bert"), folder)
+    tensors = load_file(folder / "model.safetensors")
+    tensors["bert.encoder.layer.0.attention.output.adapter.down.weight"] = torch.ones(8, 32)
+    tensors["custom_head.weight"] = torch.ones(3, 32)
+    save_file(tensors, folder / "model.safetensors")
+    info = registry.import_checkpoint(folder)
+    assert "custom_head.weight" in {t.name for t in info.tensors}
 
 
 def test_unknown_name_suggests_near_matches(registry, tiny_dir, run_cli):
@@ -319,7 +349,7 @@ def test_a_name_of_the_wrong_kind_says_what_it_is(registry, tiny_dir, run_cli):
     code, _, err = run_cli("rederive", src.name)
     assert code == 2 and "is a source; this command needs a derived" in err
     code, _, err = run_cli("show", src.content_hash[:6])
-    assert code == 3 and "at least 8 hex digits" in err
+    assert code == 3 and "give at least 8 hex digits" in err
 
 
 def test_help_does_not_import_torch_or_sqlalchemy():

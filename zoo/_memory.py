@@ -67,19 +67,39 @@ def empty(shape, *, like: torch.Tensor | None = None, dtype=None, device=None) -
 
 def available_bytes(device: torch.device) -> int | None:
     """Memory a new allocation can still get on ``device`` (None when unknown): free GPU
-    memory, or the kernel's MemAvailable estimate (free plus reclaimable cache)."""
+    memory plus what torch holds cached but unused; on the CPU the kernel's MemAvailable
+    (free plus reclaimable cache), capped by a cgroup v2 memory limit when one is set."""
     import torch
 
     if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
+        free = torch.cuda.mem_get_info(device)[0]
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    have = None
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    have = int(line.split()[1]) * 1024
+                    break
     except OSError:
         pass
+    if have is None:
+        try:
+            have = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    limit = _cgroup_room()
+    return have if limit is None else min(have, limit)
+
+
+def _cgroup_room() -> int | None:
+    """Bytes left under this process's cgroup v2 memory limit, if it has one."""
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
+            limit = f.read().strip()
+        if limit == "max":
+            return None
+        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as f:
+            return max(int(limit) - int(f.read().strip()), 0)
+    except (OSError, ValueError):
         return None

@@ -33,6 +33,11 @@ class InvalidCheckpointError(ZooError, ValueError):
         self.path = path
 
 
+class ConfigMismatchError(InvalidCheckpointError):
+    """The weights contradict their config.json (layers it names are missing, or a tensor's
+    shape is not the one the config implies)."""
+
+
 class UnsafeFormatError(InvalidCheckpointError):
     """A pickle-based checkpoint was offered where only safetensors are accepted."""
 

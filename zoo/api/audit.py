@@ -10,6 +10,7 @@ from typing import Any
 
 from zoo.db import queries
 from zoo.db.entities import ArtifactInfo
+from zoo.errors import InvalidInputError
 
 
 @dataclass
@@ -96,6 +97,9 @@ def audit(reg, path: str | Path, *, verify: bool = False) -> AuditReport:
     with open_checkpoint(Path(path)) as ckpt:
         file_tensors = {t.name: t.digest for t in ckpt.tensors}
         fills = _fill_digests(ckpt.tensors)
+        # Integer and bool tensors are buffers (position ids, causal masks) that every model
+        # of a config shares; weights are floating point.
+        floating = {t.name for t in ckpt.tensors if t.dtype.startswith(("F", "BF"))}
         config = ckpt.config
         content = manifest_hash(config, ckpt.tensors) if config is not None else None
         claimed = _claimed_hash(ckpt.metadata)
@@ -106,7 +110,7 @@ def audit(reg, path: str | Path, *, verify: bool = False) -> AuditReport:
             for kind in queries.KINDS:
                 row = row or queries.find_by_content(session, kind, content)
         # Only tensors that can tell checkpoints apart are evidence of where a file came from.
-        evidence = {n: d for n, d in file_tensors.items() if d not in fills}
+        evidence = {n: d for n, d in file_tensors.items() if n in floating and d not in fills}
         candidates: dict[int, int] = queries.artifacts_with_digests(session, evidence.values())
         if row is None and claimed:
             row = session.scalar(_by_hash(claimed))
@@ -175,7 +179,10 @@ def _fill_digests(tensors) -> set[str]:
 
     out: set[str] = set()
     for code, nbytes in {(t.dtype, t.nbytes) for t in tensors}:
-        dtype = torch_dtype(code)
+        try:
+            dtype = torch_dtype(code)
+        except InvalidInputError:  # a dtype this torch lacks: no fill of it to recognize
+            continue
         count = (1 << 20) // torch.empty(0, dtype=dtype).element_size()
         ones = bytes(raw_bytes(torch.ones(count, dtype=dtype)))
         out.add(streamed(bytes(len(ones)), nbytes))

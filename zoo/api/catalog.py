@@ -11,7 +11,12 @@ from sqlalchemy.orm import Session
 
 from zoo.db import queries
 from zoo.db.entities import ArtifactInfo, TensorRecord
-from zoo.errors import ConflictError, InvalidCheckpointError, InvalidInputError
+from zoo.errors import (
+    ConfigMismatchError,
+    ConflictError,
+    InvalidCheckpointError,
+    InvalidInputError,
+)
 from zoo.progress import progress_bar
 
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -19,7 +24,9 @@ _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 def _check_layout(family: str, ckpt) -> None:
     """Refuse, before any blob is written, weights that contradict their config.json
-    (missing layers, wrong widths): grouped into signals on meta tensors, no data read."""
+    (missing layers, wrong widths): grouped into signals on meta tensors, no data read.
+    Whatever else the grouping refuses (tensors the family does not know, such as
+    adapters) is still importable and refused only when something is derived from it."""
     import torch
 
     from zoo.checkpoint.safetensors_format import torch_dtype
@@ -30,9 +37,11 @@ def _check_layout(family: str, ckpt) -> None:
             t.name: torch.empty(t.shape, dtype=torch_dtype(t.dtype), device="meta")
             for t in ckpt.tensors
         }
-    except InvalidInputError:
-        return  # a dtype this torch lacks: stored as bytes, checked when first derived from
-    get_family(family).to_signals(meta, ckpt.config)
+        get_family(family).to_signals(meta, ckpt.config)
+    except ConfigMismatchError:
+        raise
+    except (InvalidCheckpointError, InvalidInputError):
+        return
 
 
 def import_checkpoint(

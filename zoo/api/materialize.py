@@ -145,7 +145,8 @@ def _result(plan: _Plan, info: ArtifactInfo, state, out, *, force: bool) -> Mate
 
 def _check_fits(reg, plan: _Plan, dev) -> None:
     """Refuse, before any work, a target whose weights alone exceed the memory ``dev``
-    has available: it would only end in an out-of-memory kill."""
+    has available: it would only end in an out-of-memory kill. A guard against hopeless
+    requests, not a promise: the source (when read) and temporaries come on top."""
     from zoo import _memory
     from zoo.families import get_family
 

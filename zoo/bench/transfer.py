@@ -546,14 +546,13 @@ def initialize(
     source_state=None,
 ):
     """The target's state dict and config, made by ``reg.materialize``."""
+    from zoo.families import get_family
+
     layers, hidden = target
     parent = _learngene(reg, source, spec, dct_keep) if spec.method in ("dwt", "dct") else source
-    if spec.depth:  # the method changes the width only; depth_by_rule sets the depth
-        from zoo.families import get_family
-
-        depth = source_state[0][get_family(family).layers_key]
-    else:
-        depth = layers
+    source_depth = source_state[0][get_family(family).layers_key] if source_state else None
+    # +dc/+ds: the method changes the width only; depth_by_rule sets the depth.
+    depth = source_depth if spec.depth else layers
     m = reg.materialize(
         parent,
         layers=depth,
@@ -570,9 +569,11 @@ def initialize(
     if spec.head_aware:
         state = heads_aware(family, state, config, source_state, spec)
     if spec.baseline_embeddings:
+        # Embeddings have no depth: the baseline is made at the source's, so it can grow
+        # (or shrink) the width whichever way the depth goes.
         baseline = baseline_for(family, source_state[0], hidden)
-        b = reg.materialize(source, layers=depth, hidden=hidden, method=baseline, seed=seed)
-        state = embeddings_from(family, state, config, dict(b.state_dict))
+        b = reg.materialize(source, layers=source_depth, hidden=hidden, method=baseline, seed=seed)
+        state = embeddings_from(family, state, config, dict(b.state_dict), b.config)
     if spec.norm == "dwt":
         state = shared_norms(family, state, config, source_state, spec.norm)
     if spec.depth:
@@ -643,13 +644,13 @@ def baseline_for(family: str, source_config, hidden: int) -> str:
     return "hypercloning" if grows else "weight-selection"
 
 
-def embeddings_from(family: str, state, config, other) -> dict[str, torch.Tensor]:
+def embeddings_from(family: str, state, config, other, other_config) -> dict[str, torch.Tensor]:
     """``state`` with every embedding signal (token, position, token type) taken from
-    ``other``, a state of the same config (the ``+eb`` ablation)."""
+    ``other``, a state of the same width (the ``+eb`` ablation)."""
     from zoo.families import get_family
 
     fam = get_family(family)
-    mine, theirs = fam.to_signals(state, config), fam.to_signals(other, config)
+    mine, theirs = fam.to_signals(state, config), fam.to_signals(other, other_config)
     signals = {
         key: (theirs[key] if sig.kind == "embedding" else sig).tensor for key, sig in mine.items()
     }

@@ -476,7 +476,7 @@ def write_safetensors(
     header = _header(prepared, metadata)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     # os.open with 0o666 applies the umask, as creating any file does (mkstemp gives 0600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(struct.pack("<Q", len(header)))

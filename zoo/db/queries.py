@@ -294,7 +294,7 @@ def not_found(session: Session, query: str, *, what: str = "artifact") -> NotFou
     if close:
         hint = f" Did you mean {', '.join(close)}?"
     elif len(query) < 8 and query and all(c in "0123456789abcdef" for c in query):
-        hint = " A content-hash prefix needs at least 8 hex digits."
+        hint = f" If {query!r} is a content-hash prefix, give at least 8 hex digits."
     else:
         hint = " Run `zoo ls` to see what is registered."
     return NotFoundError(f"No {what} named {query!r}.{hint}", query=query, suggestions=close)

@@ -16,7 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from zoo.errors import InvalidCheckpointError, InvalidInputError, InvalidTargetError
+from zoo.errors import (
+    ConfigMismatchError,
+    InvalidCheckpointError,
+    InvalidInputError,
+    InvalidTargetError,
+)
 from zoo.families.base import Family, Signal, SignalKind, TargetSize
 
 if TYPE_CHECKING:
@@ -403,7 +408,7 @@ class TransformerFamily(Family):
             w is not None and w != s for w, s in zip(want, shape, strict=True)
         ):
             shown = tuple("?" if w is None else w for w in want)
-            raise InvalidCheckpointError(
+            raise ConfigMismatchError(
                 f"tensor {key!r} has shape {tuple(shape)} but this {self.name} config expects "
                 f"{shown} (axes {axes}); the checkpoint does not match its config.json."
             )
@@ -460,7 +465,7 @@ class TransformerFamily(Family):
                     "parameter in two layouts; keep one."
                 )
             if index is not None and index >= layers and not r.buffer:
-                raise InvalidCheckpointError(
+                raise ConfigMismatchError(
                     f"tensor {key!r} belongs to layer {index} but config.json says "
                     f"{self.layers_key}={layers}."
                 )
@@ -485,7 +490,7 @@ class TransformerFamily(Family):
                 except (RuntimeError, IndexError, ValueError):
                     parts = ()
                 if len(parts) != len(r.pieces):
-                    raise InvalidCheckpointError(
+                    raise ConfigMismatchError(
                         f"tensor {key!r} has shape {tuple(tensor.shape)}, which does not split "
                         f"into {[p.signal for p in r.pieces]}; the checkpoint does not match "
                         "its config.json."
@@ -502,7 +507,7 @@ class TransformerFamily(Family):
             count = max(slot) + 1 if r.buffer else layers
             missing = [i for i in range(count) if i not in slot]
             if missing:
-                raise InvalidCheckpointError(
+                raise ConfigMismatchError(
                     f"this {self.name} checkpoint lacks {r.keys[0].format(i=missing[0])!r} "
                     f"(layers {missing} of {count} have no such tensor)."
                 )
