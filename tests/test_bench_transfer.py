@@ -168,6 +168,35 @@ def test_residual_depth_scaling_touches_exactly_the_residual_writers(family):
         torch.testing.assert_close(out[k], state[k] / 2)
 
 
+def _initialized(tmp_path, folder, family, requests):
+    """(state, config) per (method, target size), made by transfer.initialize from the
+    checkpoint in ``folder`` registered in a fresh registry."""
+    import zoo
+    from zoo.api import tensors as tio
+
+    reg = zoo.connect(home=tmp_path / "home")
+    try:
+        src = reg.import_checkpoint(folder).name
+        info = reg.show(src)
+        source_state = (info.config, tio.load_tensors(reg.store, info.tensors))
+        out = []
+        for method, size in requests:
+            state, config, _ = transfer.initialize(
+                reg,
+                family,
+                src,
+                transfer.parse_method(method),
+                size,
+                seed=0,
+                dct_keep=0.5,
+                source_state=source_state,
+            )
+            out.append((state, config))
+        return out
+    finally:
+        reg.close()
+
+
 EMBEDDINGS = {
     "gpt2": {"transformer.wte.weight", "transformer.wpe.weight"},
     "bert": {
@@ -190,27 +219,13 @@ def test_baseline_embeddings_swap_exactly_the_embedding_tables(
     method's own. Checked per HF tensor name. The baseline is made at the source's depth
     (embeddings have none), so depth and width may move in opposite directions; where the
     baseline can be made at the full target, its embeddings are the same."""
-    import zoo
-    from zoo.api import tensors as tio
-
-    reg = zoo.connect(home=tmp_path / "home")
-    try:
-        src = reg.import_checkpoint(tiny_dir(family)).name
-        info = reg.show(src)
-        source_state = (info.config, tio.load_tensors(reg.store, info.tensors))
-        kw = dict(seed=0, dct_keep=0.5, source_state=source_state)
-        state, _, _ = transfer.initialize(
-            reg, family, src, transfer.parse_method("dwt:db2:fan+eb"), target, **kw
-        )
-        own, _, _ = transfer.initialize(
-            reg, family, src, transfer.parse_method("dwt:db2:fan"), target, **kw
-        )
-        baseline = "hypercloning" if target[1] > 32 else "weight-selection"
-        base, _, _ = transfer.initialize(
-            reg, family, src, transfer.parse_method(baseline), base_size, **kw
-        )
-    finally:
-        reg.close()
+    baseline = "hypercloning" if target[1] > 32 else "weight-selection"
+    (state, _), (own, _), (base, _) = _initialized(
+        tmp_path,
+        tiny_dir(family),
+        family,
+        [("dwt:db2:fan+eb", target), ("dwt:db2:fan", target), (baseline, base_size)],
+    )
     assert set(state) == set(own)
     assert EMBEDDINGS[family] <= set(state)
     for name, value in state.items():
@@ -228,26 +243,19 @@ def test_head_aware_attention_keeps_heads_whole(family, tmp_path, tiny_dir):
     1/sqrt(2) per doubled axis: layers, heads, input hidden). Checked by indexing; the
     flat transform does not have this property, and the non-attention tensors are the
     method's own."""
-    import zoo
-    from zoo.api import tensors as tio
+    from safetensors.torch import load_file
+
     from zoo.families import get_family
 
-    reg = zoo.connect(home=tmp_path / "home")
-    try:
-        src = reg.import_checkpoint(tiny_dir(family)).name
-        info = reg.show(src)
-        source_state = (info.config, tio.load_tensors(reg.store, info.tensors))
-        kw = dict(seed=0, dct_keep=0.5, source_state=source_state)
-        hd, config, _ = transfer.initialize(
-            reg, family, src, transfer.parse_method("dwt:haar:none+hd"), (8, 64), **kw
-        )
-        flat, _, _ = transfer.initialize(
-            reg, family, src, transfer.parse_method("dwt:haar:none"), (8, 64), **kw
-        )
-    finally:
-        reg.close()
+    (hd, config), (flat, _) = _initialized(
+        tmp_path,
+        tiny_dir(family),
+        family,
+        [("dwt:haar:none+hd", (8, 64)), ("dwt:haar:none", (8, 64))],
+    )
     fam = get_family(family)
-    s = fam.to_signals(source_state[1], source_state[0])
+    source = json.loads((tiny_dir(family) / "config.json").read_text())
+    s = fam.to_signals(load_file(tiny_dir(family) / "model.safetensors"), source)
     t = fam.to_signals(hd, config)
     f = fam.to_signals(flat, config)
     q_src = s["attn.q.weight"].tensor.reshape(4, 4, 8, 32)
