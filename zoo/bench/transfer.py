@@ -28,7 +28,8 @@ layers, as weight selection does). A final ``+rd`` divides every residual-writin
 and bias by target depth / source depth. ``+eb`` (after the norm suffix, before the depth
 ones) ablates the embeddings: every embedding table (token, position, token type) is
 taken from the direction's baseline (weight selection for L2S, hypercloning for S2L),
-materialized at the same size, and everything else from the method. ``+hd`` (right after
+materialized at the target width (and the source's depth: embeddings have none), and
+everything else from the method. ``+hd`` (right after
 the method and its norm suffix; dwt only) redoes the attention projections head-aware:
 the hidden axis that indexes heads (the outputs of q, k, v and the inputs of the output
 projection) is seen as (heads, head_dim) and only the heads are resized, so each target
