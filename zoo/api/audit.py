@@ -165,7 +165,7 @@ def _fill_digests(tensors) -> set[str]:
 
     import torch
 
-    from zoo.checkpoint.safetensors_format import torch_dtype
+    from zoo.checkpoint.safetensors_format import DTYPE_ITEMSIZE, torch_dtype
 
     from .tensors import raw_bytes
 
@@ -183,7 +183,7 @@ def _fill_digests(tensors) -> set[str]:
             dtype = torch_dtype(code)
         except InvalidInputError:  # a dtype this torch lacks: no fill of it to recognize
             continue
-        count = (1 << 20) // torch.empty(0, dtype=dtype).element_size()
+        count = (1 << 20) // DTYPE_ITEMSIZE[code]
         ones = bytes(raw_bytes(torch.ones(count, dtype=dtype)))
         out.add(streamed(bytes(len(ones)), nbytes))
         out.add(streamed(ones, nbytes))

@@ -27,17 +27,12 @@ def _check_layout(family: str, ckpt) -> None:
     (missing layers, wrong widths): grouped into signals on meta tensors, no data read.
     Whatever else the grouping refuses (tensors the family does not know, such as
     adapters) is still importable and refused only when something is derived from it."""
-    import torch
-
-    from zoo.checkpoint.safetensors_format import torch_dtype
     from zoo.families import get_family
 
+    from .tensors import meta_state
+
     try:
-        meta = {
-            t.name: torch.empty(t.shape, dtype=torch_dtype(t.dtype), device="meta")
-            for t in ckpt.tensors
-        }
-        get_family(family).to_signals(meta, ckpt.config)
+        get_family(family).to_signals(meta_state(ckpt.tensors), ckpt.config)
     except ConfigMismatchError:
         raise
     except (InvalidCheckpointError, InvalidInputError):

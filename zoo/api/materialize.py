@@ -165,9 +165,10 @@ def _target_bytes(reg, plan: _Plan) -> int:
     """Bytes of the target's state dict, from shapes alone (no tensor is read)."""
     import torch
 
-    from zoo.checkpoint.safetensors_format import torch_dtype
     from zoo.derive import target_shape
     from zoo.families import get_family
+
+    from . import tensors as tio
 
     family = get_family(plan.source.family)
     sizes = family.axis_sizes(plan.target_config)
@@ -181,12 +182,9 @@ def _target_bytes(reg, plan: _Plan) -> int:
         if not records:
             with reg.session() as session:
                 records = queries.tensor_records(session, plan.source.id)
-        meta = {
-            r.name: torch.empty(r.shape, dtype=torch_dtype(r.dtype), device="meta") for r in records
-        }
         signals = [
             (s.axes, tuple(s.tensor.shape), s.tensor.dtype)
-            for s in family.to_signals(meta, plan.source.config).values()
+            for s in family.to_signals(tio.meta_state(records), plan.source.config).values()
         ]
     return sum(
         math.prod(target_shape(axes, shape, sizes)) * torch.empty(0, dtype=dt).element_size()

@@ -34,6 +34,18 @@ def resolve_device(device: str | None):
     return dev
 
 
+def meta_state(records: Iterable) -> dict[str, torch.Tensor]:
+    """Shape-only (``meta`` device) tensors for records with ``name``, ``shape`` and a
+    safetensors ``dtype`` code: enough to group or size a state dict without reading it."""
+    import torch
+
+    from zoo.checkpoint.safetensors_format import torch_dtype
+
+    return {
+        r.name: torch.empty(r.shape, dtype=torch_dtype(r.dtype), device="meta") for r in records
+    }
+
+
 def raw_bytes(t: torch.Tensor) -> memoryview:
     """The tensor's bytes as safetensors lays them out (CPU, contiguous, little-endian)."""
     from zoo.checkpoint.bin_format import tensor_bytes
