@@ -178,7 +178,12 @@ def config_show(as_json: bool) -> None:
 @click.argument("source")
 @click.option("--method", type=click.Choice(["dwt", "dct"]), default="dwt", show_default=True)
 @click.option("--wavelet", help="dwt: any discrete wavelet PyWavelets knows (default db2).")
-@click.option("--levels", type=int, help="dwt: decomposition levels to store (default 2).")
+@click.option(
+    "--levels",
+    type=int,
+    help="dwt: decomposition levels to store (default 2; at most as many times as the "
+    "source's axes halve exactly).",
+)
 @click.option("--keep", type=float, help="dct: kept fraction of each axis (default 0.5).")
 @click.option("--name", help="Registry name for the learngene.")
 @click.option("--device", help="cpu or cuda.")

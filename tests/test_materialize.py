@@ -412,6 +412,22 @@ def test_extracting_a_removed_learngene_again_brings_it_back(registry, tiny_dir)
     assert registry.show(lg.name).id == lg.id
 
 
+def test_levels_beyond_every_axis_are_refused_before_anything_is_stored(
+    registry, tiny_dir, tmp_path, run_cli
+):
+    src = registry.import_checkpoint(tiny_dir("bert"))  # hidden 32: halves 5 times at most
+    blobs = sorted(p.name for p in (tmp_path / "blobs").rglob("*"))
+    with pytest.raises(InvalidInputError, match="at most 5 times"):
+        registry.extract(src.name, method="dwt", wavelet="haar", levels=6)
+    code, out, err = run_cli("extract", src.name, "--levels", "9")
+    assert code == 2 and out == "" and "ask for 5 or fewer" in err and err.count("\n") == 1
+    assert sorted(p.name for p in (tmp_path / "blobs").rglob("*")) == blobs
+    assert [a.kind for a in registry.list()] == ["source"]
+    lg = registry.extract(src.name, method="dwt", wavelet="haar", levels=5)
+    embeddings = registry.show(lg.name).info["signals"]["embeddings.word"]
+    assert embeddings["levels"] == [1, 2, 3, 4, 5]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("method", ["dwt", "dct"])
 def test_cuda_materialize_matches_cpu_and_rederives_on_cuda(registry, tiny_dir, method):

@@ -91,6 +91,29 @@ def dwt_levels(shape: tuple[int, ...], axes: tuple[int, ...], wanted: int) -> li
     return out
 
 
+def _check_levels(signals, sizes: dict[str, int], wanted: int, source_name: str) -> None:
+    """Refuse levels no signal can reach: such a learngene would hold the same bands as a
+    lower-level one under a name that promises more."""
+    reachable = max(
+        (
+            len(dwt_levels(tuple(sig.tensor.shape), axes, wanted))
+            for sig in signals.values()
+            if (axes := changeable_axes(sig.axes, sizes))
+        ),
+        default=0,
+    )
+    if wanted > reachable:
+        if reachable == 0:
+            raise InvalidInputError(
+                f"No resizable axis of {source_name} halves exactly, so a dwt learngene would "
+                "hold no band; use --method dct."
+            )
+        raise InvalidInputError(
+            f"--levels {wanted}: the axes of {source_name} halve exactly at most {reachable} "
+            f"times; ask for {reachable} or fewer."
+        )
+
+
 def extract(
     reg,
     source: str,
@@ -129,6 +152,8 @@ def extract(
     state = tio.load_tensors(reg.store, src_info.tensors, device=dev)
     sizes = family.axis_sizes(src_info.config)
     signals = family.to_signals(state, src_info.config)
+    if recipe["method"] == "dwt":
+        _check_levels(signals, sizes, recipe["levels"], src_info.name)
 
     out_tensors = {}
     signal_info: dict[str, Any] = {}
