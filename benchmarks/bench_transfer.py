@@ -1,4 +1,4 @@
-"""Run the four transfer benchmarks (GPT-2 / BERT, L2S / S2L) and write benchmarks/results/.
+"""Run the transfer benchmarks (GPT-2 / BERT by default, llama on request; L2S / S2L) and write
 
 A thin script around :func:`zoo.bench.transfer.run_transfer`; see benchmarks/results/
 transfer.md for the settings used and the results. Example:

@@ -415,7 +415,9 @@ def bench_group() -> None:
 
 
 @bench_group.command("transfer")
-@click.option("--family", type=click.Choice(["gpt2", "bert"]), default="gpt2", show_default=True)
+@click.option(
+    "--family", type=click.Choice(["gpt2", "bert", "llama"]), default="gpt2", show_default=True
+)
 @click.option("--direction", type=click.Choice(["l2s", "s2l"]), default="l2s", show_default=True)
 @click.option("--source", help="A registered source to transfer from (default: train one).")
 @click.option("--source-size", default="4x128", show_default=True, help="LAYERSxHIDDEN.")

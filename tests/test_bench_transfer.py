@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -129,7 +130,7 @@ def test_depth_rules_copy_stack_and_average_layers(rule):
         transfer.depth_by_rule("gpt2", state, src.config.to_dict(), 3, rule)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "bert"])
+@pytest.mark.parametrize("family", ["gpt2", "bert", "llama"])
 def test_residual_depth_scaling_touches_exactly_the_residual_writers(family):
     """+rd divides the matrices whose output is added to the residual stream, and their
     biases, by the depth ratio; nothing else changes."""
@@ -139,6 +140,9 @@ def test_residual_depth_scaling_touches_exactly_the_residual_writers(family):
         if family == "gpt2":
             cfg = transformers.GPT2Config(n_layer=layers, n_embd=32, n_head=2, vocab_size=50)
             return transformers.GPT2LMHeadModel(cfg)
+        if family == "llama":
+            cfg = transformers.LlamaConfig(**transfer.source_config("llama", layers, 64, 16))
+            return transformers.LlamaForCausalLM(cfg)
         cfg = transformers.BertConfig(
             num_hidden_layers=layers,
             hidden_size=32,
@@ -154,6 +158,7 @@ def test_residual_depth_scaling_touches_exactly_the_residual_writers(family):
     writers = {
         "gpt2": ("attn.c_proj.", "mlp.c_proj."),
         "bert": ("attention.output.dense.", "output.dense."),
+        "llama": ("self_attn.o_proj.", "mlp.down_proj."),
     }[family]
     scaled = {k for k in state if not torch.equal(out[k], state[k])}
     expected = {
@@ -374,3 +379,33 @@ def test_needs_reference_says_exactly_when_derive_signal_reads_it(kind, shape):
         else:
             assert torch.equal(a, run(None)) and torch.equal(a, b), (method, rescale, norm)
     assert seen == {True, False}
+
+
+def test_micro_run_llama_grows_through_every_s2l_method(tmp_path):
+    """The causal llama path end to end: a source trained here, then scratch, hypercloning
+    and zoo's default all load strictly into LlamaForCausalLM at the target size."""
+    torch.set_num_threads(1)
+    report = transfer.run_transfer(
+        "llama",
+        "s2l",
+        "1x64",
+        "2x128",
+        seeds=[0],
+        steps=4,
+        source_steps=4,
+        batch=2,
+        seq=16,
+        val_windows=4,
+        eval_every=2,
+        max_bytes=2_000_000,
+        home=tmp_path / "home",
+        methods=["scratch", "hypercloning", "dwt:db2:fan"],
+        progress=False,
+    )
+    assert report["objective"] == "causal LM" and report["target_method"] == "dwt:db2:fan"
+    assert report["target_config"]["intermediate_size"] == 384
+    assert report["best_baseline"] == "hypercloning"
+    starts = {name: m["loss0_mean"] for name, m in report["methods"].items()}
+    assert all(math.isfinite(v) for v in starts.values()), starts
+    # Both transfers carry what the source learned: they start well below scratch.
+    assert max(starts["hypercloning"], starts["dwt:db2:fan"]) < starts["scratch"] - 0.1, starts

@@ -10,8 +10,8 @@ win/tie/loss verdict (a difference within the seed spread is a tie). It writes J
 PNG of the mean loss curves.
 
 Data: the Python standard library's own source as bytes (:mod:`zoo.bench.data`); causal LM
-for ``gpt2`` (GPT2LMHeadModel), masked LM for ``bert`` (BertForMaskedLM, 15% masking with
-a fixed mask seed per batch).
+for ``gpt2`` (GPT2LMHeadModel) and ``llama`` (LlamaForCausalLM), masked LM for ``bert``
+(BertForMaskedLM, 15% masking with a fixed mask seed per batch).
 
 Method names: ``scratch``, ``weight-selection``, ``hypercloning``, ``net2net``,
 ``dwt:WAVELET:RESCALE`` (BoT; RESCALE none|std|fan), ``dct:RESCALE`` (FRONT learngene), and
@@ -57,13 +57,15 @@ from . import data as bdata
 from .machine import cpu_model
 
 BASELINES = ("weight-selection", "hypercloning", "net2net")
-FAMILIES = ("gpt2", "bert")
+FAMILIES = ("gpt2", "bert", "llama")
+CAUSAL = ("gpt2", "llama")
 HEAD_DIM = 32
-ARCH = {"gpt2": "GPT2LMHeadModel", "bert": "BertForMaskedLM"}
+ARCH = {"gpt2": "GPT2LMHeadModel", "bert": "BertForMaskedLM", "llama": "LlamaForCausalLM"}
 # Tied tensors save_pretrained leaves out; load_state_dict may miss exactly these.
 TIED = {
     "gpt2": {"lm_head.weight"},
     "bert": {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"},
+    "llama": set(),  # its own lm_head, as LlamaConfig has by default
 }
 
 
@@ -196,6 +198,21 @@ def source_config(family: str, layers: int, hidden: int, seq: int) -> dict[str, 
             attention_probs_dropout_prob=0.0,
             pad_token_id=bdata.PAD,
         )
+    if family == "llama":
+        # SwiGLU width 3x hidden (Llama's is 8/3x; 3x keeps it dyadic), full multi-head
+        # attention, RMSNorm, rotary positions, no biases, untied head.
+        return dict(
+            vocab_size=bdata.VOCAB,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
+            intermediate_size=3 * hidden,
+            max_position_embeddings=seq,
+            bos_token_id=bdata.SEP,
+            eos_token_id=bdata.SEP,
+            tie_word_embeddings=False,
+        )
     raise ValueError(f"family {family!r} not benchmarked; choose one of {FAMILIES}")
 
 
@@ -240,7 +257,7 @@ def machine() -> dict[str, Any]:
 
 
 def _loss(model, family: str, x: torch.Tensor, mask_seed: int) -> torch.Tensor:
-    if family == "gpt2":
+    if family in CAUSAL:
         return model(input_ids=x, labels=x).loss
     inputs, labels = bdata.mask_tokens(x, seed=mask_seed)
     return model(input_ids=inputs, labels=labels).loss
@@ -694,6 +711,7 @@ def depth_by_rule(family: str, state, config, layers: int, rule: str):
 RESIDUAL_WRITERS = {
     "gpt2": re.compile(r"\.h\.\d+\.(attn|mlp)\.c_proj\.(weight|bias)$"),
     "bert": re.compile(r"\.layer\.\d+\.(attention\.output|output)\.dense\.(weight|bias)$"),
+    "llama": re.compile(r"\.layers\.\d+\.(self_attn\.o_proj|mlp\.down_proj)\.weight$"),
 }
 
 
@@ -773,7 +791,7 @@ def run_transfer(
     """Run the transfer benchmark; returns the report (also written as JSON + PNG).
 
     Args:
-        family: ``gpt2`` (causal LM) or ``bert`` (masked LM).
+        family: ``gpt2`` or ``llama`` (causal LM), or ``bert`` (masked LM).
         direction: ``l2s`` (target smaller) or ``s2l`` (target larger).
         source_size, target_size: ``"LAYERSxHIDDEN"``; target defaults to half (l2s) or
             double (s2l) the source on both axes.
@@ -851,7 +869,7 @@ def run_transfer(
         "schedule": f"AdamW(0.9,0.95, wd 0.01 on matrices), warmup {warmup:.0%} (at least "
         "10 steps) then cosine to 10%, grad clip 1.0",
         "warmup": warmup,
-        "objective": "causal LM" if family == "gpt2" else "masked LM (15%, 80/10/10)",
+        "objective": "causal LM" if family in CAUSAL else "masked LM (15%, 80/10/10)",
         "data": {
             "corpus": "python stdlib *.py (no site-packages), bytes + specials",
             "root": corpus.root,
