@@ -412,6 +412,28 @@ def test_extracting_a_removed_learngene_again_brings_it_back(registry, tiny_dir)
     assert registry.show(lg.name).id == lg.id
 
 
+def test_audit_takes_no_rotary_frequencies_for_ancestry(registry, tiny_dir, tmp_path):
+    """Llama checkpoints saved by older transformers carry each layer's rotary inv_freq, a
+    function of the config alone: two unrelated models share it, and that is no evidence."""
+    from safetensors.torch import load_file, save_file
+
+    config = json.loads((tiny_dir("llama") / "config.json").read_text())
+    head_dim = config["hidden_size"] // config["num_attention_heads"]
+    inv_freq = 1.0 / 10000 ** (torch.arange(0, head_dim, 2).float() / head_dim)
+    folders = []
+    for seed in (0, 1):
+        folder = tmp_path / f"llama-{seed}"
+        shutil.copytree(tiny_dir("llama", seed=seed), folder)
+        tensors = load_file(folder / "model.safetensors")
+        for layer in range(config["num_hidden_layers"]):
+            tensors[f"model.layers.{layer}.self_attn.rotary_emb.inv_freq"] = inv_freq.clone()
+        save_file(tensors, folder / "model.safetensors")
+        folders.append(folder)
+    registry.import_checkpoint(folders[0])
+    assert registry.audit(folders[1]).status == "unknown"
+    assert registry.audit(folders[0]).status == "known"
+
+
 def test_levels_beyond_every_axis_are_refused_before_anything_is_stored(
     registry, tiny_dir, tmp_path, run_cli
 ):

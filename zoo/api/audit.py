@@ -86,6 +86,12 @@ class AuditReport:
         return "\n".join(lines)
 
 
+# Floating-point buffers that older transformers saved with the weights although they
+# follow from the config (rotary frequencies from head_dim and rope_theta): every model of
+# that config holds the same bytes.
+CONFIG_BUFFERS = (".inv_freq",)
+
+
 def audit(reg, path: str | Path, *, verify: bool = False) -> AuditReport:
     """Identify ``path`` (an HF folder or a .safetensors file) by content."""
     from zoo.checkpoint import manifest_hash, open_checkpoint
@@ -98,8 +104,13 @@ def audit(reg, path: str | Path, *, verify: bool = False) -> AuditReport:
         file_tensors = {t.name: t.digest for t in ckpt.tensors}
         fills = _fill_digests(ckpt.tensors)
         # Integer and bool tensors are buffers (position ids, causal masks) that every model
-        # of a config shares; weights are floating point.
-        floating = {t.name for t in ckpt.tensors if t.dtype.startswith(("F", "BF"))}
+        # of a config shares; weights are floating point, less the floating-point buffers
+        # computed from the config alone.
+        floating = {
+            t.name
+            for t in ckpt.tensors
+            if t.dtype.startswith(("F", "BF")) and not t.name.endswith(CONFIG_BUFFERS)
+        }
         config = ckpt.config
         content = manifest_hash(config, ckpt.tensors) if config is not None else None
         claimed = _claimed_hash(ckpt.metadata)
