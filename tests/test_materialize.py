@@ -401,6 +401,34 @@ def test_rescaled_l2s_from_bands_matches_the_source_path(registry, tiny_dir):
             torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
 
 
+def test_a_dct_learngene_applies_the_requested_amplitude(registry, tiny_dir):
+    """--rescale std / fan on a FRONT learngene: every matrix signal comes out with the
+    source signal's std (std), divided by its fan-in multiplier (fan); each rule is its own
+    derived checkpoint. The source's statistics are computed here from its file."""
+    from safetensors.torch import load_file
+
+    from zoo.families import get_family
+
+    src = registry.import_checkpoint(tiny_dir("bert"))  # 4 x 32
+    lg = registry.extract(src.name, method="dct", keep=0.5)
+    family = get_family("bert")
+    config = json.loads((tiny_dir("bert") / "config.json").read_text())
+    source = family.to_signals(load_file(tiny_dir("bert") / "model.safetensors"), config)
+    results = {
+        rescale: registry.materialize(lg.name, layers=8, hidden=64, rescale=rescale)
+        for rescale in ("none", "std", "fan")
+    }
+    assert len({r.artifact.id for r in results.values()}) == 3
+    signals = {k: family.to_signals(r.state_dict, r.config) for k, r in results.items()}
+    key = "attn.q.weight"  # (layers, hidden out, hidden in); fan-in grows x2
+    assert source[key].kind == "linear"
+    want = source[key].tensor.double().std(correction=0)
+    got = {k: s[key].tensor.double().std(correction=0) for k, s in signals.items()}
+    assert abs(got["none"] / want - 1) > 0.2  # the raw block is off: rescaling matters
+    torch.testing.assert_close(got["std"], want, rtol=1e-3, atol=0)
+    torch.testing.assert_close(got["fan"], want / 2, rtol=1e-3, atol=0)
+
+
 def test_extracting_a_removed_learngene_again_brings_it_back(registry, tiny_dir):
     src = registry.import_checkpoint(tiny_dir("bert"))
     lg = registry.extract(src.name, method="dwt")

@@ -476,14 +476,14 @@ def _derive_one(
             dtype=getattr(torch, meta["dtype"]),
         )
         y = front_materialize(block, tshape)
-        return _amplitude(y, spec, recipe, reference)
+        return _amplitude(y, spec, shape, recipe, reference)
     if recipe.method == "dwt" and plan.learngene is not None and _same_wavelet(plan):
         # The exact BoT L2S case: the stored cA band at the level that gives this shape,
         # with the same amplitude rules derive_signal applies to a computed one.
         for level in meta.get("levels", []):
             band = stored.get(band_name(key, level))
             if band is not None and tuple(band.shape) == tuple(tshape):
-                return _finish_band(stored_tensor(band.name), spec, shape, recipe, reference)
+                return _amplitude(stored_tensor(band.name), spec, shape, recipe, reference)
     x = source_signal(key).tensor
     return derive_signal(x, spec, tshape, recipe, reference=reference, generator=generator)
 
@@ -495,7 +495,10 @@ def _same_wavelet(plan) -> bool:
     return info.get("method") == "dwt" and info.get("wavelet") == plan.recipe.wavelet
 
 
-def _finish_band(y, spec, shape, recipe: Recipe, reference):
+def _amplitude(y, spec, shape, recipe: Recipe, reference):
+    """The amplitude rules derive_signal applies to a computed signal, applied to one read
+    from a learngene (a stored band, or a FRONT block brought back to the target size):
+    the source's statistics come from the learngene, so the source is not read."""
     from zoo.derive import _match_moments
     from zoo.transforms import rescale_like
 
@@ -509,17 +512,6 @@ def _finish_band(y, spec, shape, recipe: Recipe, reference):
     return rescale_like(
         y, shape, rescale=recipe.rescale, reference_std=reference[1], fan_in_axes=fan
     )
-
-
-def _amplitude(y, spec, recipe: Recipe, reference):
-    """FRONT blocks come back de-normalized; only norm layers get the shared moment rule."""
-    from zoo.derive import _match_moments
-
-    if spec.kind in ("norm_weight", "norm_bias") and (
-        recipe.rescale != "none" or recipe.norm == "match"
-    ):
-        return _match_moments(y, *reference)
-    return y
 
 
 def _record(reg, plan: _Plan, state, dev, *, store: bool, known=None) -> ArtifactInfo:
