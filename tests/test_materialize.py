@@ -462,6 +462,35 @@ def test_audit_takes_no_rotary_frequencies_for_ancestry(registry, tiny_dir, tmp_
     assert registry.audit(folders[0]).status == "known"
 
 
+def test_importing_a_materialized_folder_keeps_it_one_artifact_with_its_lineage(
+    registry, tiny_dir, tmp_path, run_cli
+):
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    small = registry.materialize(src.name, layers=2, hidden=16, out=tmp_path / "small")
+    assert small.artifact.virtual
+    again = registry.import_checkpoint(tmp_path / "small", name="small-copy")
+    assert again.id == small.artifact.id and again.kind == "derived"
+    assert not again.virtual and "small-copy" in again.aliases  # its weights are stored now
+    assert registry.verify(again.name).ok
+    report = registry.audit(tmp_path / "small")
+    assert report.status == "known" and report.artifact.id == small.artifact.id
+    assert src.name in {n.name for n in report.lineage.nodes.values()}
+    assert [a.kind for a in registry.list()].count("source") == 1
+
+
+def test_a_content_hash_names_one_artifact_when_kinds_share_the_content(registry, tiny_dir):
+    """A same-size materialize reproduces its source bit for bit: the hash (or a prefix)
+    names the first registration of that content, the source."""
+    src = registry.import_checkpoint(tiny_dir("gpt2"))  # 4 x 32
+    same = registry.materialize(src.name, layers=4, hidden=32, method="weight-selection")
+    assert same.artifact.content_hash == src.content_hash and same.artifact.id != src.id
+    for query in (src.content_hash, src.content_hash[:8]):
+        assert registry.show(query).id == src.id
+    registry.rm(src.name, cascade=True)
+    with pytest.raises(NotFoundError):
+        registry.show(src.content_hash[:8])
+
+
 def test_levels_beyond_every_axis_are_refused_before_anything_is_stored(
     registry, tiny_dir, tmp_path, run_cli
 ):

@@ -39,6 +39,10 @@ def _check_layout(family: str, ckpt) -> None:
         return
 
 
+# Kinds whose content is a whole checkpoint, in the order an import looks for it.
+IMPORTABLE = ("source", "derived")
+
+
 def import_checkpoint(
     reg,
     source: str | os.PathLike[str],
@@ -82,11 +86,17 @@ def import_checkpoint(
     default_name = _default_name(source if commit else path)
 
     def find_existing(session: Session):
-        row = queries.find_by_content(session, "source", content_hash)
-        if row is None:
+        # The same content registered as a derived checkpoint (a materialized folder being
+        # imported) stays that one artifact, so its lineage is kept.
+        rows = [queries.find_by_content(session, kind, content_hash) for kind in IMPORTABLE]
+        rows = [r for r in rows if r is not None]
+        if not rows:
             return None
+        row = next((r for r in rows if r.deleted_at is None), rows[0])
         if row.deleted_at is not None:  # importing again brings it back
             row.deleted_at = None
+        if row.virtual:  # its weights are in the store now
+            row.virtual = False
         queries.add_import(session, row, origin=origin, revision=commit, files=files, by=reg.user)
         if name and name != row.name:
             owner = queries.alias_target(session, name)

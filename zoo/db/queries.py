@@ -270,8 +270,14 @@ def resolve(session: Session, query: str, *, kinds: Iterable[str] | None = None)
         row = session.scalar(select(Artifact).where(Artifact.name == query))
     if row is None and len(query) >= 8 and all(c in "0123456789abcdef" for c in query):
         matches = session.scalars(
-            select(Artifact).where(Artifact.content_hash.startswith(query))
+            select(Artifact)
+            .where(Artifact.content_hash.startswith(query), Artifact.deleted_at.is_(None))
+            .order_by(Artifact.id)
         ).all()
+        if len({m.content_hash for m in matches}) == 1:
+            # One content under several kinds (a same-size materialize equals its source):
+            # the first registration, where that content entered the registry.
+            matches = matches[:1]
         if len(matches) > 1:
             raise AmbiguousNameError(
                 f"Hash prefix {query!r} matches {len(matches)} artifacts "
