@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from zoo.config import redact_url
 from zoo.errors import BlobCorruptError, BlobMissingError, InvalidInputError
 from zoo.store import base as store_base
 from zoo.store import open_store, sha256_hex
@@ -269,6 +270,23 @@ def test_s3_endpoint_comes_from_the_environment(s3_store_url, s3_server, monkeyp
     monkeypatch.setenv("ZOO_S3_ENDPOINT_URL", s3_server)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # ZOO_ wins
     assert open_store(s3_store_url).get(digest) == b"via AWS_ENDPOINT_URL"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://zoo:hunter2@db/zoo",
+        "postgresql+psycopg://:hunter2@db/zoo",  # an empty user name
+        "s3://:hunter2@bucket/x",
+        "s3://bucket/x?secret_key=hunter2",
+    ],
+)
+def test_urls_are_shown_without_their_secrets(url, run_cli, monkeypatch):
+    assert "hunter2" not in redact_url(url) and "***" in redact_url(url)
+    if url.startswith("s3://:"):
+        monkeypatch.setenv("ZOO_STORE_URL", url)
+        code, out, err = run_cli("verify")
+        assert code == 2 and "carries credentials" in err and "hunter2" not in out + err
 
 
 def test_config_show_masks_secrets(run_cli, monkeypatch):

@@ -46,7 +46,7 @@ class Settings:
 
 def redact_url(url: str) -> str:
     """Mask the password (and any secret-looking query value) in a URL."""
-    url = re.sub(r"(//[^:/@]+:)[^@]+@", r"\1***@", url)
+    url = re.sub(r"(//[^:/@]*:)[^@]+@", r"\1***@", url)  # the user name may be empty
     return re.sub(r"((?:secret|password|token|key)[^=&]*=)[^&]+", r"\1***", url, flags=re.I)
 
 
