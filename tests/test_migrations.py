@@ -68,30 +68,52 @@ def test_new_database_is_created_at_head_on_first_use(db_url, tmp_path):
     reg.close()
 
 
-def test_older_schema_is_refused_with_the_upgrade_command(db_url, tmp_path):
+def test_older_schema_is_refused_with_the_upgrade_command(db_url, tmp_path, monkeypatch):
     engine = db_engine.make_engine(db_url)
     db_engine.upgrade(engine)
-    # Pretend the database was left behind by an older zoo.
-    with engine.begin() as c:
-        c.exec_driver_sql("UPDATE alembic_version SET version_num = '0000'")
     engine.dispose()
+    # Pretend this zoo is newer: its head is a later revision than the database's.
+    monkeypatch.setattr(db_engine, "head_revision", lambda: "0999")
     reg = Registry(load_settings(db_url=db_url, store_url=str(tmp_path / "b")))
-    with pytest.raises(SchemaOutdatedError, match="zoo db upgrade"):
+    with pytest.raises(SchemaOutdatedError, match="needs 0999; run `zoo db upgrade`"):
         reg.list()
     reg.close()
 
 
-def test_cli_refuses_outdated_schema_with_one_line(db_url, monkeypatch, run_cli):
+def _stamp(db_url: str, revision: str) -> None:
     engine = db_engine.make_engine(db_url)
     db_engine.upgrade(engine)
     with engine.begin() as c:
-        c.exec_driver_sql("UPDATE alembic_version SET version_num = '0000'")
+        c.exec_driver_sql(f"UPDATE alembic_version SET version_num = '{revision}'")
     engine.dispose()
+
+
+def test_cli_refuses_a_newer_schema_with_one_line_saying_upgrade_zoo(db_url, monkeypatch, run_cli):
+    """A revision this zoo does not know was written by a newer zoo: `zoo db upgrade`
+    cannot help; upgrading zoo can."""
+    _stamp(db_url, "0999")
     monkeypatch.setenv("ZOO_DB_URL", db_url)
     code, out, err = run_cli("ls")
-    assert code == 5
-    assert out == ""
-    assert err.count("\n") == 1 and "zoo db upgrade" in err
+    assert code == 5 and out == ""
+    assert err.count("\n") == 1 and "newer than this zoo" in err and "db upgrade" not in err
+
+
+def test_after_downgrade_to_base_the_next_use_starts_a_fresh_schema(db_url, tmp_path):
+    engine = db_engine.make_engine(db_url)
+    db_engine.upgrade(engine)
+    db_engine.downgrade(engine, "base")
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    engine.dispose()
+    reg = Registry(load_settings(db_url=db_url, store_url=str(tmp_path / "b")))
+    assert reg.list() == [] and reg.db_current()["current"] == db_engine.head_revision()
+    reg.close()
+
+
+def test_a_database_url_without_its_driver_is_one_line(monkeypatch, run_cli):
+    monkeypatch.setenv("ZOO_DB_URL", "mysql://zoo:hunter2@db.example/zoo")  # no MySQLdb
+    code, out, err = run_cli("ls")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "driver that is not installed" in err and "hunter2" not in err
 
 
 def test_sqlite_connection_settings(tmp_path):

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
+from zoo.config import redact_url
 from zoo.errors import DatabaseUnavailableError, InvalidInputError, SchemaOutdatedError
 
 try:
@@ -35,7 +36,9 @@ def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise InvalidInputError(f"Database URL {url!r} is not a valid SQLAlchemy URL.") from exc
+        raise InvalidInputError(
+            f"Database URL {redact_url(url)!r} is not a valid SQLAlchemy URL."
+        ) from exc
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -45,9 +48,9 @@ def make_engine(url: str) -> Engine:
         return engine
     try:
         return create_engine(url, pool_pre_ping=True)
-    except NoSuchModuleError as exc:
+    except (NoSuchModuleError, ImportError) as exc:  # no dialect, or no DBAPI module for it
         raise InvalidInputError(
-            f"Database URL {url!r} needs a driver that is not installed "
+            f"Database URL {redact_url(url)!r} needs a driver that is not installed "
             "(for PostgreSQL: pip install 'zoo[postgres]')."
         ) from exc
 
@@ -140,7 +143,21 @@ def current_revision(connection: Connection) -> str | None:
 
 
 def _has_any_table(connection: Connection) -> bool:
-    return bool(inspect(connection).get_table_names())
+    # An empty alembic_version table is what `zoo db downgrade base` leaves: no schema.
+    return bool(set(inspect(connection).get_table_names()) - {"alembic_version"})
+
+
+def _is_known_revision(revision: str) -> bool:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    cfg = Config()
+    cfg.set_main_option("script_location", migrations_path())
+    try:
+        return ScriptDirectory.from_config(cfg).get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
@@ -249,6 +266,11 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
             raise SchemaOutdatedError(
                 f"The database {where} has tables but no zoo schema version; "
                 "point ZOO_DB_URL at an empty database or at a zoo registry."
+            )
+        if not _is_known_revision(current):
+            raise SchemaOutdatedError(
+                f"The database {where} is at schema revision {current}, newer than this "
+                f"zoo knows (it needs {head}); upgrade zoo itself (pip install -U zoo)."
             )
         raise SchemaOutdatedError(
             f"The database {where} is at schema revision {current} but this zoo needs "
