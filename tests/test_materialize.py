@@ -491,6 +491,22 @@ def test_a_content_hash_names_one_artifact_when_kinds_share_the_content(registry
         registry.show(src.content_hash[:8])
 
 
+def test_learngene_names_of_a_long_source_stay_valid(registry, tiny_dir):
+    from zoo.checkpoint import validate_name
+    from zoo.checkpoint.names import MAX_NAME_LENGTH
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"), name="P" * MAX_NAME_LENGTH)
+    registry.tag(src.name, "P" * 108 + "-dwt-db2-l2")  # takes dwt's default name
+    names = [
+        registry.extract(src.name, method="dwt").name,
+        registry.extract(src.name, method="dct").name,
+    ]
+    assert names[0].endswith("-dwt-db2-l2-" + registry.show(names[0]).content_hash[:8])
+    assert names[1].endswith("-dct-k0.5")
+    for name in names:
+        assert validate_name(name) and len(name) <= MAX_NAME_LENGTH
+
+
 def test_levels_beyond_every_axis_are_refused_before_anything_is_stored(
     registry, tiny_dir, tmp_path, run_cli
 ):

@@ -265,8 +265,13 @@ def _existing_extraction(session: Session, source_id: int, recipe: dict[str, Any
 
 
 def _default_name(source_name: str, recipe: dict[str, Any], content_hash: str) -> str:
+    """SOURCE-RECIPE, the source's part shortened so that the recipe and a ``-HASH8``
+    added on a name clash still fit in a registry name."""
+    from zoo.checkpoint.names import MAX_NAME_LENGTH
+
     if recipe["method"] == "dwt":
-        base = f"{source_name}-dwt-{recipe['wavelet']}-l{recipe['levels']}"
+        suffix = f"-dwt-{recipe['wavelet']}-l{recipe['levels']}"
     else:
-        base = f"{source_name}-dct-k{recipe['keep']:g}"
-    return base[:120]
+        suffix = f"-dct-k{recipe['keep']:g}"
+    room = MAX_NAME_LENGTH - len(suffix) - len(f"-{content_hash[:8]}")
+    return source_name[:room].rstrip(".-") + suffix
