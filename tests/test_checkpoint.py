@@ -800,7 +800,9 @@ def test_tensor_from_bytes_refuses_wrong_length() -> None:
 # --- names ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["bert", "bert-base.v2", "_x", "A1", "x" * 128, "llama_3-8b"])
+@pytest.mark.parametrize(
+    "name", ["bert", "bert-base.v2", "_x", "A1", "x" * 128, "llama_3-8b", "cafe", "deadbeef-2"]
+)
 def test_valid_names_pass_unchanged(name: str) -> None:
     assert validate_name(name) == name
 
@@ -822,6 +824,8 @@ def test_valid_names_pass_unchanged(name: str) -> None:
         ("", "empty"),
         ("x" * 129, "129 characters"),
         ("a" * 64, "content hash"),
+        ("eeff2bf3", "prefix of one"),  # would shadow `zoo show eeff2bf3`
+        ("DEADBEEF00", "prefix of one"),
     ],
 )
 def test_invalid_names_are_refused_naming_the_problem(name: str, phrase: str) -> None:

@@ -172,6 +172,11 @@ def test_import_from_the_offline_hf_cache(registry, tiny_dir, tmp_path, monkeypa
     assert info["name"] == "tiny-bert"
     assert info["imports"][0]["origin"] == "hf://acme/tiny-bert"
     assert info["imports"][0]["revision"] == commit
+    # The snapshot folder itself, named by its commit: named after the repository, since
+    # a hex name would read as a content-hash prefix.
+    config = json.loads((snap / "config.json").read_text())
+    (snap / "config.json").write_text(json.dumps({**config, "_name_or_path": "other"}))
+    assert registry.import_checkpoint(snap).name == "tiny-bert-cccccccc"
 
 
 # --- bad input: one clear line, non-zero exit, nothing written --------------------------

@@ -161,6 +161,11 @@ def _default_name(source) -> str:
     base = text.split("/")[-1] if "/" in text else Path(text).name
     base = Path(base).stem if base.endswith(".safetensors") else base
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip(".-") or "checkpoint"
+    if re.fullmatch(r"[0-9a-fA-F]{8,64}", cleaned):
+        # A hex folder name (an HF cache snapshot is named by its commit) would read as a
+        # content-hash prefix: name it after the repository folder above, if there is one.
+        repo = re.search(r"(?:models|datasets)--(?:[^/]+--)?([^/]+)/snapshots/", text)
+        cleaned = f"{repo.group(1) if repo else 'checkpoint'}-{cleaned[:8]}"
     return cleaned[:100]
 
 

@@ -3,8 +3,8 @@
 A name is 1 to 128 ASCII characters from ``A-Z a-z 0-9 . _ -``, starting with a letter,
 digit or ``_``. Names end up in file names, URLs, shell commands and object-store keys, so
 path separators (``/`` and ``\\``), whitespace, control characters and a leading ``.`` or
-``-`` (hidden files, ``..``, command-line options) are refused, as is a 64-hex-digit name,
-which would read as a content hash.
+``-`` (hidden files, ``..``, command-line options) are refused, as is a name of 8 to 64 hex
+digits, which would read as a content hash or a prefix of one (and take over that prefix).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ __all__ = ["MAX_NAME_LENGTH", "validate_name"]
 MAX_NAME_LENGTH = 128
 
 _ALLOWED = re.compile(r"[A-Za-z0-9._-]")
-_HASH = re.compile(r"[0-9a-fA-F]{64}")
+_HASH = re.compile(r"[0-9a-fA-F]{8,64}")
 _RULE = "use letters, digits, '.', '_' and '-' only"
 
 
@@ -69,7 +69,7 @@ def validate_name(name: str, what: str = "name") -> str:
         )
     if _HASH.fullmatch(name):
         raise InvalidNameError(
-            f"The {what} {name!r} looks like a content hash; choose a name that is not 64 "
-            "hex digits."
+            f"The {what} {name!r} looks like a content hash or a prefix of one; choose a "
+            "name that is not 8 to 64 hex digits."
         )
     return name
