@@ -103,6 +103,14 @@ def test_default_name_collision_gets_a_hash_suffix(registry, tiny_dir, tmp_path)
     assert second.name == f"model-{second.content_hash[:8]}"
     with pytest.raises(ConflictError):
         registry.import_checkpoint(tiny_dir("gpt2"), name="model")
+    # A removed artifact keeps its name until gc: the refusals say so.
+    registry.rm(first.name)
+    with pytest.raises(ConflictError, match=r"removed source .*`zoo gc` frees the name"):
+        registry.import_checkpoint(tiny_dir("gpt2"), name="model")
+    with pytest.raises(ConflictError, match="removed source"):
+        registry.tag(second.name, "model")
+    registry.gc(grace=0)
+    assert registry.import_checkpoint(tiny_dir("gpt2"), name="model").name == "model"
 
 
 def test_show_resolves_name_alias_and_hash_prefix(registry, tiny_dir):

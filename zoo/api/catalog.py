@@ -117,8 +117,9 @@ def import_checkpoint(
         if queries.name_taken(session, chosen):
             if name:
                 raise ConflictError(
-                    f"The name {name!r} is already taken by other content; choose another "
-                    "--name or move it with `zoo tag`."
+                    f"The name {name!r} is already taken by other content"
+                    f"{queries.removed_holder_note(session, name)}; choose another --name or "
+                    "move it with `zoo tag`."
                 )
             chosen = f"{default_name}-{content_hash[:8]}"
         row = queries.insert_artifact(
@@ -200,7 +201,8 @@ def tag(reg, query: str, alias: str) -> ArtifactInfo:
 
         if session.scalar(select(Artifact.id).where(Artifact.name == alias)) is not None:
             raise ConflictError(
-                f"{alias!r} is the registry name of an artifact; an alias must be a new name."
+                f"{alias!r} is the registry name of an artifact"
+                f"{queries.removed_holder_note(session, alias)}; an alias must be a new name."
             )
         existing = session.get(Alias, alias)
         if existing is None:

@@ -88,6 +88,17 @@ def name_taken(session: Session, name: str) -> bool:
     )
 
 
+def removed_holder_note(session: Session, name: str) -> str:
+    """ " ..." explaining that ``name`` is held by a removed artifact, or ""."""
+    row = session.scalar(select(Artifact).where(Artifact.name == name))
+    if row is None or row.deleted_at is None:
+        return ""
+    return (
+        f" (by the removed {row.kind} {row.content_hash[:12]}: `zoo gc` frees the name once "
+        "it collects it)"
+    )
+
+
 def insert_artifact(
     session: Session,
     *,
