@@ -353,6 +353,32 @@ def test_interrupted_materialization_leaves_no_partial_folder(
     assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name) == []
 
 
+def test_out_folders_a_rename_cannot_swap_are_refused_in_one_line(
+    registry, tiny_dir, tmp_path, monkeypatch, run_cli
+):
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    here = tmp_path / "work" / "empty"
+    here.mkdir(parents=True)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    (tmp_path / "link").symlink_to(tmp_path / "full")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    monkeypatch.chdir(here)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    for out, phrase in (
+        (".", "current folder"),
+        ("..", "current folder or one above"),
+        (str(tmp_path / "link"), "symbolic link"),
+        (str(tmp_path / "dangling"), "symbolic link"),
+    ):
+        code, stdout, err = run_cli(
+            "materialize", src.name, "--layers", "2", "--hidden", "16", "--out", out, "--force"
+        )
+        assert code == 2 and stdout == "" and phrase in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing left behind
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize(("layers", "hidden"), [(2, 16), (8, 64)])
 def test_unspecified_settings_take_the_measured_defaults(registry, tiny_dir, layers, hidden):
     from zoo.defaults import default_recipe

@@ -28,7 +28,17 @@ def check_out(out: str | Path | None, *, force: bool) -> None:
 
 
 def check_out_dir(out: Path, *, force: bool) -> None:
-    """Refuse an output folder that exists and is not empty, unless ``force``."""
+    """Refuse an output folder that exists and is not empty, unless ``force``; and folders
+    that cannot be swapped by a rename: a symbolic link (the link, not its target, would
+    be replaced), the current folder or one above it."""
+    if out.is_symlink():
+        raise InvalidInputError(f"--out {out} is a symbolic link; give the folder it points to.")
+    here = Path.cwd().resolve()
+    if out.resolve() in (here, *here.parents):
+        raise InvalidInputError(
+            f"--out {out} is the current folder or one above it; zoo renames the finished "
+            "folder into place, so give a folder below it."
+        )
     if out.exists() and not out.is_dir():
         raise ConflictError(f"--out {out} exists and is not a folder.")
     if out.is_dir() and any(out.iterdir()) and not force:
