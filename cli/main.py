@@ -346,14 +346,18 @@ def audit_cmd(path, verify, as_json) -> None:
     """Identify a checkpoint folder or .safetensors file by content, with its ancestry."""
     report = _registry().audit(path, verify=verify)
     _emit(as_json, report.to_json(), report.to_text())
-    if report.status != "known" or report.verified is False:
-        sys.exit(10)
+    if report.status != "known":
+        sys.exit(NOT_KNOWN)
+    if report.verified is False:
+        sys.exit(DAMAGE_FOUND)
 
 
 # --- maintenance of a shared registry ----------------------------------------------------
 
-# Exit status of fsck and verify when they find damage (the code of BlobMissingError).
+# Exit status of fsck, verify and audit --verify when they find damage (the code of
+# BlobMissingError), and of audit when a file is not a known artifact.
 DAMAGE_FOUND = 6
+NOT_KNOWN = 10
 grace_option = click.option(
     "--grace",
     default="24h",

@@ -231,6 +231,22 @@ def test_store_keeps_weights_and_audit_sees_modifications(registry, tiny_dir, tm
     assert registry.audit(unknown).status == "unknown"
 
 
+def test_cli_audit_exit_codes(registry, tiny_dir, tmp_path, run_cli):
+    """0 known, 10 unknown or modified, 6 known but its recorded weights fail --verify."""
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    small = registry.materialize(src.name, layers=2, hidden=16, out=tmp_path / "small")
+    assert run_cli("audit", str(small.out), "--verify")[0] == 0
+    assert run_cli("audit", str(tiny_dir("bert", seed=1)))[0] == 10
+    query = next(t for t in src.tensors if t.name.endswith("layer.0.attention.self.query.weight"))
+    blob = registry.store._path(query.digest)
+    data = bytearray(blob.read_bytes())
+    data[0] ^= 0xFF  # damage what re-deriving reads
+    blob.write_bytes(bytes(data))
+    code, out, _ = run_cli("audit", str(small.out), "--verify")
+    assert code == 6 and "verify: FAILED" in out
+    assert run_cli("audit", str(small.out))[0] == 0  # without --verify: identified by content
+
+
 def test_audit_takes_no_shared_zeros_and_ones_for_ancestry(registry, tiny_dir, tmp_path):
     """Another random model of the same config shares only its untouched zero biases,
     unit LayerNorm gains and integer buffers (position ids) with the registered one: that
