@@ -346,6 +346,20 @@ def test_bad_requests_fail_cleanly(registry, tiny_dir, tmp_path, run_cli):
     assert code == 3 and "bert" in err
 
 
+def test_a_virtual_checkpoint_is_refused_as_a_parent_until_stored(registry, tiny_dir, run_cli):
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    mid = registry.materialize(src.name, layers=2, hidden=16).artifact
+    for args in (
+        ["materialize", mid.name, "--layers", "1", "--hidden", "8"],
+        ["extract", mid.name],
+    ):
+        code, out, err = run_cli(*args)
+        assert code == 2 and out == "" and "virtual checkpoint" in err and "--store" in err, err
+    registry.materialize(src.name, layers=2, hidden=16, store=True)
+    small = registry.materialize(mid.name, layers=1, hidden=8)
+    assert small.config["num_hidden_layers"] == 1
+
+
 def test_interrupted_materialization_leaves_no_partial_folder(
     registry, tiny_dir, tmp_path, monkeypatch
 ):

@@ -78,6 +78,15 @@ def extract_recipe(
     )
 
 
+def refuse_virtual(info: ArtifactInfo, doing: str) -> None:
+    """A virtual checkpoint has no stored weights to read."""
+    if info.virtual:
+        raise InvalidInputError(
+            f"{info.name} is a virtual checkpoint (recipe only); keep its weights with the "
+            f"`zoo materialize` that made it plus --store before {doing}."
+        )
+
+
 def changeable_axes(axes: tuple[str, ...], sizes: dict[str, int]) -> tuple[int, ...]:
     return tuple(i for i, role in enumerate(axes) if role in sizes)
 
@@ -142,11 +151,7 @@ def extract(
         if existing is not None:
             return queries.to_info(session, existing)
         src_info = queries.to_info(session, src)
-    if src_info.virtual:
-        raise InvalidInputError(
-            f"{src_info.name} is a virtual checkpoint (recipe only); re-derive it with "
-            "`zoo materialize ... --store` before extracting from it."
-        )
+    refuse_virtual(src_info, "extracting from it")
     family = get_family(src_info.family)
     dev = tio.resolve_device(device)
     state = tio.load_tensors(reg.store, src_info.tensors, device=dev)

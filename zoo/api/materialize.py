@@ -27,7 +27,7 @@ from zoo.errors import (
     VerificationError,
 )
 
-from .learngenes import band_name, check_wavelet
+from .learngenes import band_name, check_wavelet, refuse_virtual
 
 if TYPE_CHECKING:
     import torch
@@ -97,6 +97,7 @@ def materialize(
         parent = queries.to_info(session, parent_row)
         learngene = parent if parent.kind == "learngene" else None
         source = _source_of(session, parent) if learngene else parent
+    refuse_virtual(source, "materializing from it")
     target = TargetSize(
         layers=layers, hidden=hidden, heads=heads, intermediate=intermediate, kv_heads=kv_heads
     )
