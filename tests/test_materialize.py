@@ -232,7 +232,8 @@ def test_store_keeps_weights_and_audit_sees_modifications(registry, tiny_dir, tm
 
 
 def test_cli_audit_exit_codes(registry, tiny_dir, tmp_path, run_cli):
-    """0 known, 10 unknown or modified, 6 known but its recorded weights fail --verify."""
+    """0 known, 10 unknown, modified or removed, 6 known but its recorded weights fail
+    --verify."""
     src = registry.import_checkpoint(tiny_dir("bert"))
     small = registry.materialize(src.name, layers=2, hidden=16, out=tmp_path / "small")
     assert run_cli("audit", str(small.out), "--verify")[0] == 0
@@ -245,6 +246,11 @@ def test_cli_audit_exit_codes(registry, tiny_dir, tmp_path, run_cli):
     code, out, _ = run_cli("audit", str(small.out), "--verify")
     assert code == 6 and "verify: FAILED" in out
     assert run_cli("audit", str(small.out))[0] == 0  # without --verify: identified by content
+    registry.rm(src.name, cascade=True)
+    for folder, artifact in ((small.out, small.artifact), (tiny_dir("bert"), src)):
+        code, out, err = run_cli("audit", str(folder))
+        assert code == 10 and err == "" and f"was {artifact.kind} {artifact.name}" in out
+        assert "removed" in out
 
 
 def test_audit_takes_no_shared_zeros_and_ones_for_ancestry(registry, tiny_dir, tmp_path):

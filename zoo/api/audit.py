@@ -20,7 +20,9 @@ class AuditReport:
     Attributes:
         status: ``known`` (every tensor matches a registered artifact), ``modified`` (it
             shares tensors with one but some differ; shared all-zero or all-one tensors,
-            which unrelated models have in common, do not count), or ``unknown``.
+            which unrelated models have in common, do not count), ``removed`` (it is, or
+            was derived as, an artifact removed with ``zoo rm`` and not yet collected), or
+            ``unknown``.
         artifact: the registered artifact it is (or was derived as).
         differing / missing / extra: tensor names whose bytes differ, that the file lacks,
             and that the artifact lacks.
@@ -57,6 +59,11 @@ class AuditReport:
         if self.status == "unknown":
             return f"{self.path}: unknown: no registered artifact shares its tensors."
         a = self.artifact
+        if self.status == "removed":
+            return (
+                f"{self.path}: was {a.kind} {a.name} ({a.content_hash[:12]}), removed with "
+                "`zoo rm`; importing or materializing it again brings it back until `zoo gc`."
+            )
         lines = []
         if self.status == "known":
             note = " (config.json differs)" if self.config_differs else ""
@@ -135,6 +142,8 @@ def audit(reg, path: str | Path, *, verify: bool = False) -> AuditReport:
                     best_info = info
     if best_info is None:
         return AuditReport(str(path), "unknown")
+    if best_info.deleted:  # its rows stay until gc, its ancestry is no longer served
+        return AuditReport(str(path), "removed", best_info)
 
     recorded = {t.name: t.digest for t in best_info.tensors}
     differing = sorted(n for n in file_tensors if n in recorded and recorded[n] != file_tensors[n])
