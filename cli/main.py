@@ -207,7 +207,10 @@ def extract_cmd(source, method, wavelet, levels, keep, name, device, as_json) ->
     "--method",
     type=click.Choice(["dwt", "dct", "weight-selection", "hypercloning", "net2net", "scratch"]),
 )
-@click.option("--wavelet", help="dwt: the wavelet (default: the learngene's, else haar).")
+@click.option(
+    "--wavelet",
+    help="dwt: the wavelet (default: the learngene's, else db2).",
+)
 @click.option(
     "--rescale",
     type=click.Choice(["none", "std", "fan"]),
@@ -220,7 +223,7 @@ def extract_cmd(source, method, wavelet, levels, keep, name, device, as_json) ->
     type=click.Choice(["method", "match"]),
     help="Norm layers: resized by the method, or matched to the source's moments.",
 )
-@click.option("--device", help="cpu (default) or cuda.")
+@click.option("--device", help="cpu or cuda (default: cuda when a GPU is available, else cpu).")
 @click.option("--out", type=click.Path(file_okay=False), help="Write an HF folder here.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
 @click.option("--store", is_flag=True, help="Keep the weights in the registry too.")

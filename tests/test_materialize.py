@@ -429,6 +429,21 @@ def test_unspecified_settings_take_the_measured_defaults(registry, tiny_dir, lay
     # The paper-faithful setting stays one flag away.
     raw = registry.materialize(src.name, layers=layers, hidden=hidden, method="dwt", rescale="none")
     assert raw.artifact.info["recipe"]["rescale"] == "none"
+    # --method dwt where the table's method is not dwt: extract's wavelet, db2.
+    assert raw.artifact.info["recipe"]["wavelet"] == "db2"
+    gpu = torch.cuda.is_available()
+    assert m.artifact.info["recipe"]["device"] == ("cuda" if gpu else "cpu")
+
+
+def test_the_gpu_is_the_default_device_when_there_is_one(monkeypatch):
+    from zoo.api.tensors import resolve_device
+
+    if not torch.cuda.is_available():
+        assert resolve_device(None, prefer_gpu=True).type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device(None, prefer_gpu=True).type == "cuda"
+    assert resolve_device(None).type == "cpu"  # extract keeps the CPU: one learngene per source
+    assert resolve_device("cpu", prefer_gpu=True).type == "cpu"
 
 
 def test_a_default_norm_rule_goes_only_with_its_recipe(registry, tiny_dir, monkeypatch):

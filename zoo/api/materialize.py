@@ -27,15 +27,15 @@ from zoo.errors import (
     VerificationError,
 )
 
-from .learngenes import band_name, check_wavelet, refuse_virtual
+from .learngenes import DEFAULT_WAVELET, band_name, check_wavelet, refuse_virtual
 
 if TYPE_CHECKING:
     import torch
 
     from .tensors import KnownDigests
 
-#: Fallbacks when the measured defaults (zoo/defaults.py) do not apply to the method asked.
-DEFAULT_WAVELET = "haar"
+#: Fallback when the measured defaults (zoo/defaults.py) do not apply to the method asked;
+#: the wavelet falls back to extract's (db2, the better wavelet in every measured pair).
 DEFAULT_RESCALE = "none"
 
 
@@ -91,7 +91,7 @@ def materialize(
     from . import tensors as tio
 
     export.check_out(out, force=force)  # refuse before any work
-    dev = tio.resolve_device(device)
+    dev = tio.resolve_device(device, prefer_gpu=True)
     with reg.session() as session:
         parent_row = _resolve_parent(session, query)
         parent = queries.to_info(session, parent_row)

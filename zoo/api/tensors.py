@@ -16,11 +16,12 @@ if TYPE_CHECKING:
     import torch
 
 
-def resolve_device(device: str | None):
-    """A torch device; a clear error (not a traceback) when it is not available."""
+def resolve_device(device: str | None, *, prefer_gpu: bool = False):
+    """A torch device; a clear error (not a traceback) when it is not available. Without
+    ``device``: the GPU when ``prefer_gpu`` and one is available, else the CPU."""
     import torch
 
-    name = device or "cpu"
+    name = device or ("cuda" if prefer_gpu and torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
     except (RuntimeError, TypeError) as exc:
