@@ -322,3 +322,50 @@ def test_gc_never_sweeps_a_blob_writers_are_reusing(db_url, tmp_path, tiny_dir):
         assert len(reg.list()) == len(ckpts)
     finally:
         reg.close()
+
+
+# --- declared links racing each other -------------------------------------------------------
+
+
+def _link_worker(i: int, db_url: str, store_url: str, pairs, barrier, queue) -> None:
+    try:
+        import zoo
+        from zoo.errors import InvalidInputError
+
+        reg = zoo.connect(db_url=db_url, store_url=store_url)
+        reg.list()
+        a, b = pairs[i // 2]
+        child, parent = (a, b) if i % 2 else (b, a)
+        barrier.wait(timeout=120)
+        try:
+            reg.link(child, parent, relation="finetune")
+            result = "linked"
+        except InvalidInputError as exc:
+            result = "cycle" if "cycle" in str(exc) else str(exc)
+        reg.close()
+        queue.put((i, "ok", result))
+    except BaseException:
+        queue.put((i, "error", traceback.format_exc()))
+
+
+def test_opposite_links_at_once_never_make_a_cycle(db_url, tmp_path, tiny_dir):
+    """Pairs of processes link A -> B and B -> A at the same moment: in each pair exactly
+    one link lands and the other is refused as a cycle; the graph stays acyclic."""
+    import zoo
+
+    store_url = str(tmp_path / "blobs")
+    reg = zoo.connect(db_url=db_url, store_url=store_url)
+    names = [reg.import_checkpoint(tiny_dir("gpt2", seed=s)).name for s in range(N_PROCS)]
+    reg.close()
+    pairs = [(names[2 * j], names[2 * j + 1]) for j in range(N_PROCS // 2)]
+    results = run_processes(_link_worker, lambda i: (i, db_url, store_url, pairs))
+    for j in range(N_PROCS // 2):
+        assert sorted(results[2 * j : 2 * j + 2]) == ["cycle", "linked"], results
+    engine = db_engine.make_engine(db_url)
+    try:
+        with engine.connect() as c:
+            edges = c.execute(select(Edge.parent_id, Edge.child_id)).all()
+    finally:
+        engine.dispose()
+    declared = {(p, ch) for p, ch in edges}
+    assert not {(ch, p) for p, ch in declared} & declared  # no two-node cycle

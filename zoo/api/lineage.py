@@ -181,6 +181,9 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
         )
 
     def work(session: Session) -> EdgeInfo:
+        from zoo.db.engine import lock_lineage
+
+        lock_lineage(session)  # before the cycle check, so no other link slips in between
         c = queries.resolve(session, child)
         p = queries.resolve(session, parent)
         if c.id == p.id:

@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - Windows
 SQLITE_BUSY_TIMEOUT_S = 30
 # Any fixed 64-bit key: PostgreSQL advisory lock that serializes schema creation.
 _PG_SCHEMA_LOCK = 0x7A6F6F5F736368
+_PG_LINEAGE_LOCK = 0x7A6F6F5F6C696E
 
 
 def make_engine(url: str) -> Engine:
@@ -89,6 +90,15 @@ def write_lock(engine: Engine) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def lock_lineage(session) -> None:
+    """Serialize, until this transaction ends, the writers that check the lineage graph
+    before adding an edge (a declared link must not close a cycle that another link,
+    committed meanwhile, opened). SQLite writers are serialized already (BEGIN IMMEDIATE);
+    PostgreSQL's READ COMMITTED would let two such checks pass side by side."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LINEAGE_LOCK})
 
 
 def _sqlite_on_begin(connection: Connection) -> None:
