@@ -19,7 +19,15 @@ from sqlalchemy import func, inspect, select, text
 from zoo.db import engine as db_engine
 from zoo.db.models import Artifact, ArtifactTensor, Edge, ImportRecord
 
-TABLES = {"artifacts", "artifact_tensors", "edges", "imports", "aliases", "family_defaults"}
+TABLES = {
+    "artifacts",
+    "artifact_tensors",
+    "edges",
+    "imports",
+    "aliases",
+    "family_defaults",
+    "registry_identity",
+}
 N_PROCS = 8
 
 

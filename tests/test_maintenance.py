@@ -331,3 +331,31 @@ def test_verify_finds_changed_bytes(registry, family, run_cli):
     assert code == 6 and json.loads(out)["problems"][0]["digest"] == victim
     registry.store.delete(_own_digests(family["other"], family["src"])[0])
     assert {p.problem for p in registry.verify().problems} == {"corrupt", "missing"}
+
+
+# --- a store shared by two registries --------------------------------------------------------
+
+
+def test_gc_and_fsck_repair_refuse_a_store_another_registry_uses(
+    registry, tiny_dir, tmp_path, monkeypatch, run_cli
+):
+    """Registry B, pointed at A's store, sees A's blobs as orphans: sweeping them would
+    destroy A. Both record their ids in the store; B's gc and fsck --repair refuse."""
+    import zoo
+
+    a = registry
+    src = a.import_checkpoint(tiny_dir("gpt2"))
+    b = zoo.connect(db_url=f"sqlite:///{tmp_path / 'b.db'}", store_url=a.settings.store_url)
+    assert a.registry_id != b.registry_id
+    assert len(b.fsck().orphans) == len({t.digest for t in src.tensors})  # A's, seen from B
+    assert sorted(b.store.claims()) == sorted([a.registry_id, b.registry_id])
+    with pytest.raises(ConflictError, match="also used by 1 other registry"):
+        b.gc(grace=0)
+    with pytest.raises(ConflictError, match="would delete blobs they need"):
+        b.fsck(repair=True, grace=0)
+    assert b.gc(grace=0, dry_run=True).swept  # looking is allowed
+    monkeypatch.setenv("ZOO_DB_URL", f"sqlite:///{tmp_path / 'b.db'}")
+    code, out, err = run_cli("gc", "--grace", "0")
+    assert code == 4 and out == "" and err.count("\n") == 1
+    assert a.verify().ok  # nothing of A's was touched
+    b.close()

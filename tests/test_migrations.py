@@ -14,7 +14,15 @@ from zoo.config import load_settings
 from zoo.db import engine as db_engine
 from zoo.errors import SchemaOutdatedError
 
-TABLES = {"artifacts", "artifact_tensors", "edges", "imports", "aliases", "family_defaults"}
+TABLES = {
+    "artifacts",
+    "artifact_tensors",
+    "edges",
+    "imports",
+    "aliases",
+    "family_defaults",
+    "registry_identity",
+}
 
 
 def _tables(engine) -> set[str]:

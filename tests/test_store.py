@@ -14,7 +14,7 @@ import time
 import pytest
 
 from zoo.config import redact_url
-from zoo.errors import BlobCorruptError, BlobMissingError, InvalidInputError
+from zoo.errors import BlobCorruptError, BlobMissingError, ConflictError, InvalidInputError
 from zoo.store import base as store_base
 from zoo.store import open_store, sha256_hex
 from zoo.store.fsspec_store import FsspecStore
@@ -314,4 +314,13 @@ def test_registry_on_s3_imports_verifies_and_reads_back(tmp_path, tiny_dir, s3_s
     assert reg.import_checkpoint(tiny_dir("bert")).id == info.id
     assert set(reg.store.digests()) == stored
     assert reg.verify().ok and reg.fsck().ok
+    # The registry's id is recorded beside the blobs (not among them); a second registry
+    # on the same bucket adds its own, and its gc refuses to sweep the first one's blobs.
+    assert reg.store.claims() == [reg.registry_id]
+    other = zoo.connect(db_url=f"sqlite:///{tmp_path / 'other.db'}", store_url=s3_store_url)
+    with pytest.raises(ConflictError, match="also used by 1 other registry"):
+        other.gc(grace=0)
+    assert sorted(reg.store.claims()) == sorted([reg.registry_id, other.registry_id])
+    assert set(reg.store.digests()) == stored and reg.gc(grace=0, dry_run=True).marked
+    other.close()
     reg.close()

@@ -244,10 +244,25 @@ def rm(reg, query: str, *, cascade: bool = False) -> list[ArtifactInfo]:
 # --- gc ----------------------------------------------------------------------------------
 
 
+def _refuse_shared_store(reg, command: str) -> None:
+    """Blobs another registry's rows need look like orphans here: never sweep them."""
+    others = [c for c in reg.store.claims() if c != reg.registry_id]
+    if others:
+        raise ConflictError(
+            f"The store {reg.store.url} is also used by {len(others)} other registr"
+            f"{'y' if len(others) == 1 else 'ies'} ({', '.join(o[:8] for o in others)}); "
+            f"{command} would delete blobs they need. Give each registry its own store "
+            f"(ZOO_STORE_URL), or delete {reg.store.CLAIMS}/ID in the store for a registry "
+            "that no longer exists."
+        )
+
+
 def gc(reg, *, grace: str | float = DEFAULT_GRACE, dry_run: bool = False) -> GcReport:
     """Sweep unreferenced blobs and forget removed rows; see :meth:`zoo.Registry.gc`."""
     grace_s = parse_duration(grace)
     store = reg.store
+    if not dry_run:
+        _refuse_shared_store(reg, "zoo gc")
     # List before marking: a blob written after the listing is not a candidate, and a
     # row committed after the mark refreshed its blobs' time (keep), which the re-check
     # just before each delete sees.
@@ -346,6 +361,8 @@ def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> Fs
     """Check the registry against its store; see :meth:`zoo.Registry.fsck`."""
     grace_s = parse_duration(grace)
     store = reg.store
+    if repair:
+        _refuse_shared_store(reg, "zoo fsck --repair")
     # Rows first, then the listing: a row read here had its blobs written before it was
     # committed, so a blob absent from the later listing is really missing.
     with reg.session() as session:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from zoo.config import Settings, load_settings
 from zoo.db import engine as db_engine
+from zoo.db import queries
 from zoo.store import BlobStore, open_store
 
 # Contention on SQLite ("database is locked") and serialization failures on PostgreSQL
@@ -56,7 +57,17 @@ class Registry:
 
     @cached_property
     def store(self) -> BlobStore:
-        return open_store(self.settings.store_url)
+        store = open_store(self.settings.store_url)
+        with contextlib.suppress(PermissionError):  # a read-only client keeps nothing there
+            store.claim(self.registry_id)
+        return store
+
+    @cached_property
+    def registry_id(self) -> str:
+        """This registry's id (a uuid4 made with its schema), recorded in its stores."""
+        self.ensure_schema()
+        with self.session() as session:
+            return queries.registry_id(session)
 
     @cached_property
     def _sessions(self) -> sessionmaker[Session]:

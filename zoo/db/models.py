@@ -122,3 +122,13 @@ class FamilyDefault(Base):
 
     family: Mapped[str] = mapped_column(String(32), primary_key=True)
     artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"))
+
+
+class RegistryIdentity(Base):
+    """One row: this registry's id. A blob store records the ids of the registries that
+    use it, so gc and fsck --repair can refuse to sweep a store another registry shares."""
+
+    __tablename__ = "registry_identity"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # a uuid4
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -12,7 +12,15 @@ from sqlalchemy import insert, or_, select
 from sqlalchemy.orm import Session
 
 from zoo.db.entities import ArtifactInfo, EdgeInfo, ImportInfo, TensorRecord, loads
-from zoo.db.models import Alias, Artifact, ArtifactTensor, Edge, FamilyDefault, ImportRecord
+from zoo.db.models import (
+    Alias,
+    Artifact,
+    ArtifactTensor,
+    Edge,
+    FamilyDefault,
+    ImportRecord,
+    RegistryIdentity,
+)
 from zoo.errors import AmbiguousNameError, InvalidInputError, NotFoundError
 
 KINDS = ("source", "learngene", "derived")
@@ -73,6 +81,10 @@ def tensor_records(session: Session, artifact_id: int) -> list[TensorRecord]:
         TensorRecord(t.name, t.dtype, tuple(json.loads(t.shape_json)), t.nbytes, t.digest)
         for t in rows
     ]
+
+
+def registry_id(session: Session) -> str:
+    return session.scalars(select(RegistryIdentity.id)).one()
 
 
 def find_by_content(session: Session, kind: str, content_hash: str) -> Artifact | None:

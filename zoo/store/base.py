@@ -13,6 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 from zoo.errors import BlobCorruptError, InvalidInputError
 
@@ -104,6 +105,33 @@ class BlobStore(ABC):
     def remove_temp(self, name: str) -> None:
         """Remove one leftover listed by :meth:`temp_entries`."""
         raise NotImplementedError(f"{type(self).__name__} leaves no temporary files.")
+
+    # --- the registries that use this store ---------------------------------------------
+
+    #: Folder of one small marker object per registry that uses the store (blobs live in
+    #: two-character folders, so listings of blobs never see it).
+    CLAIMS = "registries"
+
+    def claim(self, registry_id: str) -> None:
+        """Record that the registry ``registry_id`` keeps blobs here (once; idempotent)."""
+        if registry_id not in self._claim_cache:
+            if registry_id not in self.claims():
+                self._write_claim(registry_id)
+            self._claim_cache.add(registry_id)
+
+    def claims(self) -> list[str]:
+        """Ids of the registries that use this store."""
+        return sorted(self._list_claims())
+
+    @cached_property
+    def _claim_cache(self) -> set[str]:
+        return set()
+
+    @abstractmethod
+    def _write_claim(self, registry_id: str) -> None: ...
+
+    @abstractmethod
+    def _list_claims(self) -> list[str]: ...
 
     def keep(self, digest: str) -> bool:
         """Whether the blob is stored; if it is, make sure a sweep will not take it now.

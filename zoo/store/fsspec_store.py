@@ -180,6 +180,20 @@ class FsspecStore(BlobStore):
             # No way to set the time in place: write the same bytes again (temp, move).
             self._write(digest, self._read(digest))
 
+    def _write_claim(self, registry_id: str) -> None:
+        folder = f"{self.root}/{self.CLAIMS}"
+        if not self.s3:
+            self.fs.makedirs(folder, exist_ok=True)
+        self.fs.pipe_file(f"{folder}/{registry_id}", b"")
+
+    def _list_claims(self) -> list[str]:
+        folder = f"{self.root}/{self.CLAIMS}"
+        self.fs.invalidate_cache(folder)  # another registry may have written one since
+        try:
+            return [p.rsplit("/", 1)[-1] for p in self.fs.ls(folder, detail=False)]
+        except FileNotFoundError:
+            return []
+
     def delete(self, digest: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._path(digest))

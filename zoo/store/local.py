@@ -96,6 +96,15 @@ class LocalStore(BlobStore):
         now = time.time()
         os.utime(self._path(digest), (now, now))
 
+    def _write_claim(self, registry_id: str) -> None:
+        folder = self.root / self.CLAIMS
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / registry_id).touch()
+
+    def _list_claims(self) -> list[str]:
+        folder = self.root / self.CLAIMS
+        return [p.name for p in folder.iterdir()] if folder.is_dir() else []
+
     def delete(self, digest: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(digest).unlink()
