@@ -324,3 +324,14 @@ def test_registry_on_s3_imports_verifies_and_reads_back(tmp_path, tiny_dir, s3_s
     assert set(reg.store.digests()) == stored and reg.gc(grace=0, dry_run=True).marked
     other.close()
     reg.close()
+
+
+@pytest.mark.s3
+def test_a_missing_bucket_is_one_line_exit_11(s3_store_url, tiny_dir, monkeypatch, run_cli):
+    """s3fs turns botocore's NoSuchBucket into a FileNotFoundError without an errno."""
+    missing = "s3://zoo-no-such-bucket-" + s3_store_url.split("-")[-1]
+    monkeypatch.setenv("ZOO_STORE_URL", missing)
+    for args in (["import", str(tiny_dir("gpt2"))], ["fsck"], ["verify"]):
+        code, out, err = run_cli(*args)
+        assert code == 11 and out == "" and err.count("\n") == 1, (args, err)
+        assert "object store" in err and "bucket" in err.lower(), err
