@@ -305,6 +305,16 @@ def test_family_name_resolves_to_the_default_learngene(registry, tiny_dir):
     gpt = registry.extract(registry.import_checkpoint(tiny_dir("gpt2")).name)
     with pytest.raises(InvalidInputError, match="gpt2 learngene"):
         registry.set_default("bert", gpt.name)
+    # An artifact named like the family (a Hub checkpoint imported as "bert") does not
+    # hide the default that `zoo default` set; without a default, the name is the artifact.
+    registry.tag(src.name, "bert")
+    by_family = registry.materialize("bert", layers=2, hidden=16).artifact
+    assert by_family.info["recipe"]["learngene"] == two.content_hash
+    registry.tag(gpt.name, "gpt2")
+    assert (
+        registry.materialize("gpt2", layers=2, hidden=16).artifact.info["recipe"]["learngene"]
+        == gpt.content_hash
+    )
 
 
 def test_link_declares_finetune_edges(registry, tiny_dir, run_cli):

@@ -262,17 +262,20 @@ def _recipe(
 
 
 def _resolve_parent(session: Session, query: str):
-    """A name, alias or hash; or a family name, meaning that family's default learngene."""
+    """A family name with a default set (`zoo default`) means that default, whatever else
+    has that name; otherwise a name, alias or hash; or a family name, meaning its only
+    learngene."""
     from zoo.families import FAMILY_NAMES
 
+    if query in FAMILY_NAMES:
+        row = queries.family_default(session, query)
+        if row is not None and row.deleted_at is None:
+            return row
     try:
         return queries.resolve(session, query)
     except NotFoundError:
         if query not in FAMILY_NAMES:
             raise
-    row = queries.family_default(session, query)
-    if row is not None and row.deleted_at is None:
-        return row
     candidates = queries.list_artifacts(session, kind="learngene", family=query)
     if len(candidates) == 1:
         return candidates[0]
