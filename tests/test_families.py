@@ -687,7 +687,7 @@ BAD_TARGETS = [
     (
         "llama",
         TargetSize(2, 40, heads=8),
-        ["even head_dim", "gives 5", "heads 2, 4, 5 or 10"],
+        ["even head_dim", "gives 5", "heads 2, 4, 10 or 20, or hidden 32 or 48"],
         TargetSize(2, 40, heads=10),
     ),
     ("llama", TargetSize(2, 16, heads=2, kv_heads=0), ["kv_heads 0"], None),
@@ -715,3 +715,59 @@ def test_source_config_errors_are_clear(tiny):
     llama = {**tiny["llama"].config, "num_key_value_heads": 3}
     with pytest.raises(InvalidCheckpointError, match="num_key_value_heads=3"):
         get_family("llama").target_config(llama, TargetSize(2, 16))
+
+
+def _suggested_targets(message: str, target: TargetSize) -> list[TargetSize]:
+    """Every alternative a size refusal proposes, as targets (kv_heads kept)."""
+    import re
+
+    def numbers(text: str) -> list[int]:
+        return [int(n) for n in re.findall(r"\d+", text)]
+
+    out = []
+    kv = target.kv_heads
+    for part in re.findall(r"hidden ([\d, or]+) with heads left unset", message):
+        out += [TargetSize(target.layers, h, None, kv_heads=kv) for h in numbers(part)]
+    message = re.sub(r"hidden [\d, or]+ with heads left unset", "", message)
+    for part in re.findall(r"use hidden ([\d, or]+)", message):
+        out += [TargetSize(target.layers, h, target.heads, kv_heads=kv) for h in numbers(part)]
+    for part in re.findall(r"set heads to one that divides \d+ \(([\d, or]+)\)", message):
+        out += [TargetSize(target.layers, target.hidden, n, kv_heads=kv) for n in numbers(part)]
+    for part in re.findall(r"use heads ([\d, or]+)", message):
+        out += [TargetSize(target.layers, target.hidden, n, kv_heads=kv) for n in numbers(part)]
+    for part in re.findall(r"(?:set|use) kv_heads (?:to one of )?([\d, or]+)", message):
+        out += [
+            TargetSize(target.layers, target.hidden, target.heads, kv_heads=k)
+            for k in numbers(part)
+        ]
+    for part in re.findall(r", or hidden ([\d, or]+)", message):
+        out += [TargetSize(target.layers, h, target.heads, kv_heads=kv) for h in numbers(part)]
+    return out
+
+
+@pytest.mark.parametrize("family", ["llama", "bert"])
+@pytest.mark.parametrize("source_heads", [(4, 2), (8, 4)])  # (heads, kv heads) at hidden 128
+def test_every_size_a_refusal_suggests_is_accepted(family, source_heads):
+    """Sweep hidden sizes and head counts; every refusal names alternatives, and each of
+    them plans (llama's even head_dim and whole kv groups included)."""
+    fam = get_family(family)
+    heads, kv = source_heads
+    config = dict(TINY[family]["config"])
+    config.update({fam.hidden_key: 128, fam.heads_key: heads})
+    if family == "llama":
+        config.update(num_key_value_heads=kv, intermediate_size=344)
+    refused = 0
+    for hidden in range(8, 400, 3):
+        for t_heads in (None, 3, 5, 6, 8):
+            target = TargetSize(2, hidden, t_heads)
+            try:
+                fam.plan(config, target)
+                continue
+            except InvalidTargetError as exc:
+                message = str(exc)
+            refused += 1
+            suggested = _suggested_targets(message, target)
+            assert suggested, message
+            for alternative in suggested:
+                fam.plan(config, alternative)  # raises if a suggestion is refused
+    assert refused > 100

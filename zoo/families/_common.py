@@ -259,6 +259,16 @@ def round_ratio(value: int, numerator: int, denominator: int) -> int:
     return (2 * value * numerator + denominator) // (2 * denominator)
 
 
+def fitting_multiples_near(
+    value: int, step: int, ok: Callable[[int], bool], reach: int = 64
+) -> list[int]:
+    """The nearest multiples of ``step`` below and above ``value`` that ``ok`` accepts."""
+    lower = value // step * step
+    below = next((m for m in range(lower, 0, -step) if ok(m)), None)
+    above = next((m for m in range(lower + step, lower + step * (reach + 1), step) if ok(m)), None)
+    return [m for m in (below, above) if m is not None and m != value]
+
+
 def plan_target(
     family: str,
     *,
@@ -267,33 +277,50 @@ def plan_target(
     src_ffn: int,
     target: TargetSize,
     gqa: bool = False,
+    fits: Callable[[int, int], bool] = lambda hidden, heads: True,
 ) -> Plan:
     """Validate ``target`` against the defaults every family shares.
 
     Defaults: heads = hidden / source head_dim (head_dim kept); intermediate = hidden times
     the source's intermediate/hidden ratio, rounded half up. Raises
-    :class:`InvalidTargetError` with what would work.
+    :class:`InvalidTargetError` with what would work: sizes that ``fits(hidden, heads)``,
+    the family's own further rules, accepts too.
     """
     layers = _positive("layers", target.layers)
     hidden = _positive("hidden", target.hidden)
     src_head_dim = src_hidden // src_heads
     if target.heads is None:
         if hidden % src_head_dim:
-            heads_ok = closest(divisors(hidden), hidden / src_head_dim)
+            heads_ok = [d for d in divisors(hidden) if fits(hidden, d)]
+            hiddens = fitting_multiples_near(
+                hidden, src_head_dim, lambda h: fits(h, h // src_head_dim)
+            )
             raise InvalidTargetError(
                 f"hidden {hidden} is not a multiple of the source head_dim {src_head_dim}, "
                 f"which the default keeps (heads = hidden / head_dim); use hidden "
-                f"{join_or(multiples_near(hidden, src_head_dim))}, or set heads to one that "
-                f"divides {hidden} ({join_or(heads_ok)})."
+                f"{join_or(hiddens)}"
+                + (
+                    f", or set heads to one that divides {hidden} "
+                    f"({join_or(closest(heads_ok, hidden / src_head_dim))})."
+                    if heads_ok
+                    else "."
+                )
             )
         heads = hidden // src_head_dim
     else:
         heads = _positive("heads", target.heads)
         if hidden % heads:
-            heads_ok = closest(divisors(hidden), heads)
+            heads_ok = [d for d in divisors(hidden) if fits(hidden, d)]
+            hiddens = fitting_multiples_near(hidden, heads, lambda h: fits(h, heads))
+            options = [f"heads {join_or(closest(heads_ok, heads))}"] if heads_ok else []
+            options += [f"hidden {join_or(hiddens)}"] if hiddens else []
+            if not options:  # no hidden fits this head count: drop it, keep head_dim
+                defaults = fitting_multiples_near(
+                    hidden, src_head_dim, lambda h: fits(h, h // src_head_dim)
+                )
+                options = [f"hidden {join_or(defaults)} with heads left unset"]
             raise InvalidTargetError(
-                f"hidden {hidden} is not divisible by {heads} heads; use heads "
-                f"{join_or(heads_ok)}, or hidden {join_or(multiples_near(hidden, heads))}."
+                f"hidden {hidden} is not divisible by {heads} heads; use {', or '.join(options)}."
             )
     if target.intermediate is None:
         ffn = round_ratio(hidden, src_ffn, src_hidden)

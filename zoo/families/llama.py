@@ -32,9 +32,9 @@ from zoo.families._common import (
     closest,
     config_int,
     divisors,
+    fitting_multiples_near,
     join_or,
     linear,
-    multiples_near,
     norm,
     plan_target,
     rule,
@@ -139,6 +139,15 @@ class LlamaFamily(TransformerFamily):
 
     def plan(self, config: Mapping[str, Any], target: TargetSize) -> Plan:
         hidden, heads, kv_heads, _ = self._heads(config)
+        group = heads // kv_heads
+        kv_set = target.kv_heads
+        kv_set = kv_set if isinstance(kv_set, int) and not isinstance(kv_set, bool) else None
+
+        def fits(t_hidden: int, t_heads: int) -> bool:
+            """Llama's own rules: an even head_dim (rotary), whole query groups per kv head."""
+            per_kv = t_heads % kv_set == 0 if kv_set and kv_set > 0 else t_heads % group == 0
+            return (t_hidden // t_heads) % 2 == 0 and per_kv
+
         plan = plan_target(
             self.name,
             src_hidden=hidden,
@@ -146,17 +155,22 @@ class LlamaFamily(TransformerFamily):
             src_ffn=self.sizes(config)["ffn"],
             target=target,
             gqa=True,
+            fits=fits,
         )
         if plan.head_dim % 2:
-            even = [h for h in divisors(plan.hidden) if (plan.hidden // h) % 2 == 0]
-            fix = (
-                f"use heads {join_or(closest(even, plan.heads))}"
-                if even
-                else f"use an even hidden size such as {join_or(multiples_near(plan.hidden, 2))}"
-            )
+            even = [h for h in divisors(plan.hidden) if fits(plan.hidden, h)]
+            hiddens = fitting_multiples_near(plan.hidden, plan.heads, lambda h: fits(h, plan.heads))
+            options = [f"heads {join_or(closest(even, plan.heads))}"] if even else []
+            options += [f"hidden {join_or(hiddens)}"] if hiddens else []
+            if not options:
+                src_head_dim = hidden // heads
+                defaults = fitting_multiples_near(
+                    plan.hidden, src_head_dim, lambda h: fits(h, h // src_head_dim)
+                )
+                options = [f"hidden {join_or(defaults)} with heads left unset"]
             raise InvalidTargetError(
                 f"llama's rotary embeddings need an even head_dim, but hidden {plan.hidden} / "
-                f"{plan.heads} heads gives {plan.head_dim}; {fix}."
+                f"{plan.heads} heads gives {plan.head_dim}; use {', or '.join(options)}."
             )
         if target.kv_heads is not None:
             kv = target.kv_heads
@@ -166,7 +180,6 @@ class LlamaFamily(TransformerFamily):
                     f"heads; use kv_heads {join_or(divisors(plan.heads))}."
                 )
         else:
-            group = heads // kv_heads
             if plan.heads % group:
                 raise InvalidTargetError(
                     f"the target's {plan.heads} heads cannot keep the source's {group} query "
