@@ -110,9 +110,14 @@ def fsck_report(report) -> str:
             f"{len(report.orphans)} orphan blobs no row points at "
             f"({human_bytes(sum(o.size for o in report.orphans))}; `zoo gc` sweeps them)"
         )
-    if report.removed:
-        lines.append(f"removed {len(report.removed)} (older than {_age(report.grace_s)})")
-    elif report.temp_files or report.orphans:
+    found = len(report.temp_files) + len(report.orphans)
+    if report.repair:
+        kept = found - len(report.removed)
+        lines.append(
+            f"removed {len(report.removed)} older than {_age(report.grace_s)}"
+            + (f"; kept {kept} younger ones (a writer may still be using them)" if kept else "")
+        )
+    elif found:
         lines.append("run `zoo fsck --repair` to remove those older than the grace period")
     return "\n".join(lines)
 

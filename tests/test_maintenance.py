@@ -305,6 +305,9 @@ def test_fsck_repair_removes_old_leftovers_and_orphans_only(registry, family, ru
     # Younger than the grace period: kept (a writer may still be between blob and row).
     assert registry.fsck(repair=True).removed == ()
     assert registry.store.has(orphan) and temp.exists()
+    code, out, _ = run_cli("fsck", "--repair")
+    assert code == 0 and "removed 0 older than 1.0d; kept 2 younger ones" in out
+    assert "run `zoo fsck --repair`" not in out
     code, out, _ = run_cli("fsck", "--repair", "--grace", "0", "--json")
     assert code == 0 and len(json.loads(out)["removed"]) == 2
     assert not registry.store.has(orphan) and not temp.exists()

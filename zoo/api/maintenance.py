@@ -87,6 +87,7 @@ class FsckReport:
     orphans: tuple[StoreItem, ...]
     removed: tuple[str, ...] = ()
     grace_s: float = 0.0
+    repair: bool = False
 
     @property
     def ok(self) -> bool:
@@ -413,6 +414,7 @@ def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> Fs
         orphans=tuple(orphans),
         removed=tuple(removed),
         grace_s=grace_s,
+        repair=repair,
     )
 
 
