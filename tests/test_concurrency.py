@@ -260,9 +260,9 @@ def _writers_check(
 def test_many_writers_same_and_different_checkpoints(db_url, tmp_path, tiny_dir):
     ckpts = _checkpoints(tiny_dir, tmp_path)
     stats = _writers_check(db_url, str(tmp_path / "blobs"), ckpts, n_ops=6)
-    # The benchmark measures the tail properly; here a lock wait of the busy-timeout
-    # kind (tens of seconds) must not happen on a loaded 2-core machine.
-    assert stats["max"] < 10, stats
+    # The benchmark measures the tail properly; here no writer may wait out SQLite's
+    # busy timeout (30 s), even on a loaded 2-core machine.
+    assert stats["max"] < db_engine.SQLITE_BUSY_TIMEOUT_S * 0.8, stats
 
 
 @pytest.mark.s3

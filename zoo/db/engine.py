@@ -262,14 +262,14 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
             f"Cannot open the database {engine.url.render_as_string(True)}: "
             f"{str(exc.orig).strip().splitlines()[0]}."
         ) from exc
-    if current is None:
-        # Decide under the lock: another process may be creating the schema right now
-        # (seen empty, or with tables but not yet stamped, it must not be refused).
-        with _schema_lock(engine) as connection:
+    # Decide under the lock: another process may be creating the schema right now (seen
+    # empty, with tables but not yet stamped, or stamped with an earlier revision of the
+    # same upgrade, it must not be refused).
+    with _schema_lock(engine) as connection:
+        current = current_revision(connection)
+        if create and current is None and not _has_any_table(connection):
+            _run_alembic(connection, "upgrade", "head")
             current = current_revision(connection)
-            if create and current is None and not _has_any_table(connection):
-                _run_alembic(connection, "upgrade", "head")
-                current = current_revision(connection)
     if current != head:
         where = engine.url.render_as_string(True)
         if current is None:
