@@ -17,17 +17,9 @@ import pytest
 from sqlalchemy import func, inspect, select, text
 
 from zoo.db import engine as db_engine
-from zoo.db.models import Artifact, ArtifactTensor, Edge, ImportRecord
+from zoo.db.models import Artifact, ArtifactTensor, Base, Edge, ImportRecord
 
-TABLES = {
-    "artifacts",
-    "artifact_tensors",
-    "edges",
-    "imports",
-    "aliases",
-    "family_defaults",
-    "registry_identity",
-}
+TABLES = set(Base.metadata.tables)  # every table the models declare
 N_PROCS = 8
 
 

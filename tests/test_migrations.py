@@ -12,17 +12,10 @@ from sqlalchemy import inspect
 from zoo.api import Registry
 from zoo.config import load_settings
 from zoo.db import engine as db_engine
+from zoo.db.models import Base
 from zoo.errors import SchemaOutdatedError
 
-TABLES = {
-    "artifacts",
-    "artifact_tensors",
-    "edges",
-    "imports",
-    "aliases",
-    "family_defaults",
-    "registry_identity",
-}
+TABLES = set(Base.metadata.tables)  # every table the models declare
 
 
 def _tables(engine) -> set[str]:
