@@ -317,6 +317,16 @@ def test_family_name_resolves_to_the_default_learngene(registry, tiny_dir):
     )
 
 
+def test_lineage_marks_removed_artifacts(registry, tiny_dir):
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    small = registry.materialize(src.name, layers=2, hidden=16).artifact
+    registry.rm(small.name)
+    graph = registry.lineage(src.name)
+    assert f"--materialize--> {small.name} (removed)" in graph.to_text()
+    assert f"{small.name} (removed) (derived)" in graph.to_mermaid()
+    assert f"{src.name} (removed)" not in graph.to_text() + graph.to_dot()
+
+
 def test_link_declares_finetune_edges(registry, tiny_dir, run_cli):
     base = registry.import_checkpoint(tiny_dir("bert"))
     tuned = registry.import_checkpoint(tiny_dir("bert", seed=1), name="bert-tuned")

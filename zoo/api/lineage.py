@@ -40,6 +40,11 @@ class Node:
             info.deleted,
         )
 
+    @property
+    def label(self) -> str:
+        """The name, marked when the artifact was removed (its rows stay until gc)."""
+        return f"{self.name} (removed)" if self.deleted else self.name
+
 
 @dataclass
 class Lineage:
@@ -75,15 +80,15 @@ class Lineage:
         for node_id, imps in self.imports.items():
             for imp in imps:
                 rev = f"@{imp.revision[:12]}" if imp.revision else ""
-                lines.append(f"{imp.origin}{rev} --import--> {self.nodes[node_id].name}")
+                lines.append(f"{imp.origin}{rev} --import--> {self.nodes[node_id].label}")
         for e in self.edges:
             detail = _recipe_summary(e)
             lines.append(
-                f"{self.nodes[e.parent_id].name} --{e.relation}--> "
-                f"{self.nodes[e.child_id].name}{detail}"
+                f"{self.nodes[e.parent_id].label} --{e.relation}--> "
+                f"{self.nodes[e.child_id].label}{detail}"
             )
         if not lines:
-            lines.append(f"{self.nodes[self.root].name} (no recorded lineage)")
+            lines.append(f"{self.nodes[self.root].label} (no recorded lineage)")
         return "\n".join(lines)
 
     def to_dot(self) -> str:
@@ -91,7 +96,7 @@ class Lineage:
         for n in self.nodes.values():
             shape = {"source": "box", "learngene": "ellipse", "derived": "box"}[n.kind]
             style = ', style="dashed"' if n.virtual else ""
-            lines.append(f'  n{n.id} [label="{_esc(n.name)}\\n{n.kind}", shape={shape}{style}];')
+            lines.append(f'  n{n.id} [label="{_esc(n.label)}\\n{n.kind}", shape={shape}{style}];')
         for i, (node_id, imps) in enumerate(self.imports.items()):
             for j, imp in enumerate(imps):
                 lines.append(f'  o{i}_{j} [label="{_esc(imp.origin)}", shape=note];')
@@ -104,7 +109,7 @@ class Lineage:
     def to_mermaid(self) -> str:
         lines = ["graph LR"]
         for n in self.nodes.values():
-            lines.append(f'  n{n.id}["{_esc(n.name)} ({n.kind})"]')
+            lines.append(f'  n{n.id}["{_esc(n.label)} ({n.kind})"]')
         for i, (node_id, imps) in enumerate(self.imports.items()):
             for j, imp in enumerate(imps):
                 lines.append(f'  o{i}_{j}>"{_esc(imp.origin)}"] -->|import| n{node_id}')
