@@ -582,6 +582,7 @@ def initialize(
         # +nm is zoo's own option; +nd (raw-DWT norm scale for any method) is not. Always
         # explicit: a name without +nm means the method's own rule, whatever the default.
         norm="match" if spec.norm == "match" else "method",
+        device="cpu",  # where the targets train; the same bits on any machine
     )
     state, config = dict(m.state_dict), m.config
     if spec.head_aware:
@@ -590,7 +591,9 @@ def initialize(
         # Embeddings have no depth: the baseline is made at the source's, so it can grow
         # (or shrink) the width whichever way the depth goes.
         baseline = baseline_for(family, source_state[0], hidden)
-        b = reg.materialize(source, layers=source_depth, hidden=hidden, method=baseline, seed=seed)
+        b = reg.materialize(
+            source, layers=source_depth, hidden=hidden, method=baseline, seed=seed, device="cpu"
+        )
         state = embeddings_from(family, state, config, dict(b.state_dict), b.config)
     if spec.norm == "dwt":
         state = shared_norms(family, state, config, source_state, spec.norm)
