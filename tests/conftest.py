@@ -28,6 +28,8 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("ZOO_HOME", str(home))
     for var in ("ZOO_DB_URL", "ZOO_STORE_URL"):
         monkeypatch.delenv(var, raising=False)
+    # Tests compare with CPU references; the CUDA tests name their device.
+    monkeypatch.setenv("ZOO_DEVICE", "cpu")
     hf = tmp_path_factory.mktemp("hf-home")
     monkeypatch.setenv("HF_HOME", str(hf))
     monkeypatch.setenv("HF_HUB_CACHE", str(hf / "hub"))

@@ -362,3 +362,27 @@ def test_gc_and_fsck_repair_refuse_a_store_another_registry_uses(
     assert code == 4 and out == "" and err.count("\n") == 1
     assert a.verify().ok  # nothing of A's was touched
     b.close()
+
+
+def test_a_store_from_before_registry_ids_is_not_swept_until_a_person_says(
+    registry, tiny_dir, tmp_path
+):
+    """Blobs written before registries recorded their ids may be another registry's: the
+    first claim on such a store marks them unclaimed, and gc refuses until the marker is
+    deleted. Stray files beside the claims are no registry."""
+    import shutil
+
+    import zoo
+
+    registry.import_checkpoint(tiny_dir("gpt2"))
+    root = tmp_path / "blobs"
+    shutil.rmtree(root / "registries")  # as a store written by zoo before schema 0002
+    again = zoo.connect(db_url=registry.settings.db_url, store_url=str(root))
+    (root / "registries").mkdir(exist_ok=True)
+    (root / "registries" / ".DS_Store").write_bytes(b"")
+    assert again.store.claims() == sorted(["unclaimed", again.registry_id])
+    with pytest.raises(ConflictError, match="registries/unclaimed"):
+        again.gc(grace=0)
+    (root / "registries" / "unclaimed").unlink()
+    assert again.gc(grace=0).swept == ()  # its own store again: nothing to sweep
+    again.close()

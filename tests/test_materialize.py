@@ -451,19 +451,22 @@ def test_unspecified_settings_take_the_measured_defaults(registry, tiny_dir, lay
     assert raw.artifact.info["recipe"]["rescale"] == "none"
     # --method dwt where the table's method is not dwt: extract's wavelet, db2.
     assert raw.artifact.info["recipe"]["wavelet"] == "db2"
-    gpu = torch.cuda.is_available()
-    assert m.artifact.info["recipe"]["device"] == ("cuda" if gpu else "cpu")
+    assert m.artifact.info["recipe"]["device"] == "cpu"  # ZOO_DEVICE=cpu (conftest)
 
 
 def test_the_gpu_is_the_default_device_when_there_is_one(monkeypatch):
     from zoo.api.tensors import resolve_device
 
+    monkeypatch.delenv("ZOO_DEVICE")
     if not torch.cuda.is_available():
         assert resolve_device(None, prefer_gpu=True).type == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device(None, prefer_gpu=True).type == "cuda"
     assert resolve_device(None).type == "cpu"  # extract keeps the CPU: one learngene per source
     assert resolve_device("cpu", prefer_gpu=True).type == "cpu"
+    monkeypatch.setenv("ZOO_DEVICE", "cpu")  # pins the default on a GPU machine
+    assert resolve_device(None, prefer_gpu=True).type == "cpu"
+    assert resolve_device("cuda", prefer_gpu=True).type == "cuda"  # an explicit device wins
 
 
 def test_a_default_norm_rule_goes_only_with_its_recipe(registry, tiny_dir, monkeypatch):
@@ -573,6 +576,11 @@ def test_importing_a_materialized_folder_keeps_it_one_artifact_with_its_lineage(
     assert report.status == "known" and report.artifact.id == small.artifact.id
     assert src.name in {n.name for n in report.lineage.nodes.values()}
     assert [a.kind for a in registry.list()].count("source") == 1
+    # An identity recipe from it gives it back, with no edge from itself to itself.
+    twice = registry.materialize(again.name, layers=2, hidden=16, method="weight-selection")
+    assert twice.artifact.id == again.id
+    edges = registry.lineage(again.name).edges
+    assert all(e.parent_id != e.child_id for e in edges), edges
 
 
 def test_a_content_hash_names_one_artifact_when_kinds_share_the_content(registry, tiny_dir):
@@ -583,6 +591,8 @@ def test_a_content_hash_names_one_artifact_when_kinds_share_the_content(registry
     assert same.artifact.content_hash == src.content_hash and same.artifact.id != src.id
     for query in (src.content_hash, src.content_hash[:8]):
         assert registry.show(query).id == src.id
+    # A command that takes derived checkpoints only means the derived one.
+    assert registry.rederive(src.content_hash[:12]).artifact.id == same.artifact.id
     registry.rm(src.name, cascade=True)
     with pytest.raises(NotFoundError):
         registry.show(src.content_hash[:8])

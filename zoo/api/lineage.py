@@ -193,7 +193,7 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
         p = queries.resolve(session, parent)
         if c.id == p.id:
             raise InvalidInputError("An artifact cannot be its own parent.")
-        if _is_ancestor(session, c.id, p.id):
+        if is_ancestor(session, c.id, p.id):
             raise InvalidInputError(
                 f"{c.name} is already an ancestor of {p.name}; the link would make a cycle."
             )
@@ -217,7 +217,7 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
     return reg.transaction(work)
 
 
-def _is_ancestor(session: Session, ancestor: int, node: int) -> bool:
+def is_ancestor(session: Session, ancestor: int, node: int) -> bool:
     todo, seen = deque([node]), {node}
     while todo:
         for e in queries.edges(session, child_id=todo.popleft()):

@@ -248,6 +248,13 @@ def rm(reg, query: str, *, cascade: bool = False) -> list[ArtifactInfo]:
 def _refuse_shared_store(reg, command: str) -> None:
     """Blobs another registry's rows need look like orphans here: never sweep them."""
     others = [c for c in reg.store.claims() if c != reg.registry_id]
+    if reg.store.UNCLAIMED in others:
+        raise ConflictError(
+            f"The store {reg.store.url} holds blobs from before zoo recorded which registries "
+            f"use a store; {command} cannot tell whether another registry needs them. If no "
+            f"other registry uses this store, delete {reg.store.CLAIMS}/{reg.store.UNCLAIMED} "
+            "in it and run again."
+        )
     if others:
         raise ConflictError(
             f"The store {reg.store.url} is also used by {len(others)} other registr"

@@ -538,16 +538,22 @@ def _record(reg, plan: _Plan, state, dev, *, store: bool, known=None) -> Artifac
     info = {"recipe": recipe, "target": sizes}
 
     def link(session: Session, row) -> ArtifactInfo:
+        from .lineage import is_ancestor
+
         parent = session.get(type(row), plan.parent.id)
-        queries.add_edge(
-            session,
-            parent=parent,
-            child=row,
-            relation="materialize",
-            recipe=recipe,
-            zoo_version=__version__,
-            by=reg.user,
-        )
+        # An identity recipe can give back the parent itself, or one of its ancestors (an
+        # imported copy of a derived folder): the result is that artifact, with no edge
+        # that would close a cycle.
+        if row.id != parent.id and not is_ancestor(session, row.id, parent.id):
+            queries.add_edge(
+                session,
+                parent=parent,
+                child=row,
+                relation="materialize",
+                recipe=recipe,
+                zoo_version=__version__,
+                by=reg.user,
+            )
         # Same content hash, same tensor records: no need to read them back.
         return dataclasses.replace(
             queries.to_info(session, row, tensors=False), tensors=tuple(recs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import getpass
 import os
 import random
@@ -58,8 +59,11 @@ class Registry:
     @cached_property
     def store(self) -> BlobStore:
         store = open_store(self.settings.store_url)
-        with contextlib.suppress(PermissionError):  # a read-only client keeps nothing there
+        try:
             store.claim(self.registry_id)
+        except OSError as exc:  # a read-only client (no permission, read-only mount)...
+            if not isinstance(exc, PermissionError) and exc.errno != errno.EROFS:
+                raise  # ...keeps nothing there; any other failure is the store's to report
         return store
 
     @cached_property

@@ -18,10 +18,15 @@ if TYPE_CHECKING:
 
 def resolve_device(device: str | None, *, prefer_gpu: bool = False):
     """A torch device; a clear error (not a traceback) when it is not available. Without
-    ``device``: the GPU when ``prefer_gpu`` and one is available, else the CPU."""
+    ``device``: ``$ZOO_DEVICE`` when set (e.g. ``cpu`` on a GPU machine whose virtual
+    checkpoints CPU-only users must re-derive), else the GPU when ``prefer_gpu`` and one is
+    available, else the CPU."""
+    import os
+
     import torch
 
-    name = device or ("cuda" if prefer_gpu and torch.cuda.is_available() else "cpu")
+    name = device or os.environ.get("ZOO_DEVICE") or ""
+    name = name or ("cuda" if prefer_gpu and torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
     except (RuntimeError, TypeError) as exc:

@@ -297,6 +297,9 @@ def resolve(session: Session, query: str, *, kinds: Iterable[str] | None = None)
             .where(Artifact.content_hash.startswith(query), Artifact.deleted_at.is_(None))
             .order_by(Artifact.id)
         ).all()
+        # The kinds the command takes first (rederive of a hash a source shares with the
+        # same-size derived checkpoint means the derived one).
+        matches = [m for m in matches if m.kind in kinds] or matches
         if len({m.content_hash for m in matches}) == 1:
             # One content under several kinds (a same-size materialize equals its source):
             # the first registration, where that content entered the registry.

@@ -18,6 +18,7 @@ from functools import cached_property
 from zoo.errors import BlobCorruptError, InvalidInputError
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+_REGISTRY_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 # A blob that is reused (``keep``) has its modification time refreshed when it is older
 # than this, so a garbage collector with a longer grace period never sweeps a blob that a
@@ -112,16 +113,25 @@ class BlobStore(ABC):
     #: two-character folders, so listings of blobs never see it).
     CLAIMS = "registries"
 
+    #: The claim that stands for blobs written before registries recorded their ids: zoo
+    #: cannot tell whose they are, so it counts as another registry until a person says.
+    UNCLAIMED = "unclaimed"
+
     def claim(self, registry_id: str) -> None:
         """Record that the registry ``registry_id`` keeps blobs here (once; idempotent)."""
         if registry_id not in self._claim_cache:
-            if registry_id not in self.claims():
+            existing = self.claims()
+            if registry_id not in existing:
+                if not existing and next(iter(self.digests()), None) is not None:
+                    self._write_claim(self.UNCLAIMED)
                 self._write_claim(registry_id)
             self._claim_cache.add(registry_id)
 
     def claims(self) -> list[str]:
-        """Ids of the registries that use this store."""
-        return sorted(self._list_claims())
+        """Ids of the registries that use this store (and ``UNCLAIMED``, see above)."""
+        return sorted(
+            c for c in self._list_claims() if c == self.UNCLAIMED or _REGISTRY_ID.fullmatch(c)
+        )
 
     @cached_property
     def _claim_cache(self) -> set[str]:
