@@ -21,8 +21,6 @@ def resolve_device(device: str | None, *, prefer_gpu: bool = False):
     ``device``: ``$ZOO_DEVICE`` when set (e.g. ``cpu`` on a GPU machine whose virtual
     checkpoints CPU-only users must re-derive), else the GPU when ``prefer_gpu`` and one is
     available, else the CPU."""
-    import os
-
     import torch
 
     name = device or os.environ.get("ZOO_DEVICE") or ""

@@ -134,13 +134,18 @@ def alembic_config(connection: Connection):
     return cfg
 
 
-def head_revision() -> str:
+def _scripts():
+    """zoo's Alembic migration scripts (no database needed)."""
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
     cfg = Config()
     cfg.set_main_option("script_location", migrations_path())
-    heads = ScriptDirectory.from_config(cfg).get_heads()
+    return ScriptDirectory.from_config(cfg)
+
+
+def head_revision() -> str:
+    heads = _scripts().get_heads()
     if len(heads) != 1:  # a packaging error, not a user error
         raise RuntimeError(f"zoo's migrations must have exactly one head, found {heads}")
     return heads[0]
@@ -158,14 +163,10 @@ def _has_any_table(connection: Connection) -> bool:
 
 
 def _is_known_revision(revision: str) -> bool:
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
     from alembic.util import CommandError
 
-    cfg = Config()
-    cfg.set_main_option("script_location", migrations_path())
     try:
-        return ScriptDirectory.from_config(cfg).get_revision(revision) is not None
+        return _scripts().get_revision(revision) is not None
     except CommandError:
         return False
 

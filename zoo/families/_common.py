@@ -244,11 +244,6 @@ def closest(values: Sequence[int], around: float, k: int = 4) -> list[int]:
     return sorted(sorted(values, key=lambda v: (abs(v - around), v))[:k])
 
 
-def multiples_near(value: int, step: int) -> list[int]:
-    lower = value // step * step
-    return [m for m in (lower, lower + step) if m >= step]
-
-
 def join_or(values: Sequence[int]) -> str:
     values = [str(v) for v in values]
     return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} or {values[-1]}"
