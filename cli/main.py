@@ -213,7 +213,7 @@ def extract_cmd(source, method, wavelet, levels, keep, name, device, as_json) ->
 )
 @click.option(
     "--rescale",
-    type=click.Choice(["none", "std", "fan"]),
+    type=click.Choice(["none", "std", "fan", "fan-sqrt"]),
     help="Amplitude rule for dwt/dct (none: raw, as the papers; default: "
     "zoo's measured default for the family and direction).",
 )

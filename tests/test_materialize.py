@@ -372,18 +372,36 @@ def test_bad_requests_fail_cleanly(registry, tiny_dir, tmp_path, run_cli):
     assert code == 3 and "bert" in err
 
 
-def test_a_virtual_checkpoint_is_refused_as_a_parent_until_stored(registry, tiny_dir, run_cli):
+def test_a_virtual_checkpoint_is_rederived_to_serve_as_a_parent(
+    registry, tiny_dir, tmp_path, run_cli
+):
+    """Materializing from a virtual checkpoint re-derives its weights (verified) first.
+    Reference: the same recipe run in a second registry on the checkpoint's written files."""
+    from zoo import Registry
+    from zoo.config import load_settings
+
     src = registry.import_checkpoint(tiny_dir("bert"))
-    mid = registry.materialize(src.name, layers=2, hidden=16).artifact
-    for args in (
-        ["materialize", mid.name, "--layers", "1", "--hidden", "8"],
-        ["extract", mid.name],
-    ):
-        code, out, err = run_cli(*args)
-        assert code == 2 and out == "" and "virtual checkpoint" in err and "--store" in err, err
-    registry.materialize(src.name, layers=2, hidden=16, store=True)
-    small = registry.materialize(mid.name, layers=1, hidden=8)
-    assert small.config["num_hidden_layers"] == 1
+    mid = registry.materialize(src.name, layers=4, hidden=32, out=tmp_path / "mid")
+    assert mid.artifact.virtual
+    kw = dict(layers=2, hidden=16, method="dwt", wavelet="db2", rescale="fan")
+    small = registry.materialize(mid.artifact.name, **kw)
+    up = registry.lineage(small.artifact.name, down=False)
+    assert {
+        (up.nodes[e.parent_id].name, up.nodes[e.child_id].name) for e in up.edges
+    } == {(src.name, mid.artifact.name), (mid.artifact.name, small.artifact.name)}
+
+    db = f"sqlite:///{tmp_path / 'other.db'}"
+    other = Registry(load_settings(db_url=db, store_url=str(tmp_path / "other-blobs")))
+    copy = other.import_checkpoint(tmp_path / "mid")
+    want = other.materialize(copy.name, **kw)
+    assert small.artifact.content_hash == want.artifact.content_hash
+    # Re-deriving the grandchild re-derives mid on the way; verify checks both.
+    assert registry.rederive(small.artifact.name).artifact.content_hash == want.artifact.content_hash
+    code, _, err = run_cli("verify", small.artifact.name)
+    assert code == 0, err
+    # Extraction still needs stored weights: a one-line refusal naming the way out.
+    code, out, err = run_cli("extract", mid.artifact.name)
+    assert code == 2 and out == "" and "virtual checkpoint" in err and "--store" in err, err
 
 
 def test_interrupted_materialization_leaves_no_partial_folder(
@@ -502,9 +520,10 @@ def test_rescaled_l2s_from_bands_matches_the_source_path(registry, tiny_dir):
 
 
 def test_a_dct_learngene_applies_the_requested_amplitude(registry, tiny_dir):
-    """--rescale std / fan on a FRONT learngene: every matrix signal comes out with the
-    source signal's std (std), divided by its fan-in multiplier (fan); each rule is its own
-    derived checkpoint. The source's statistics are computed here from its file."""
+    """--rescale std / fan / fan-sqrt on a FRONT learngene: every matrix signal comes out
+    with the source signal's std (std), divided by its fan-in multiplier (fan) or by its
+    square root (fan-sqrt); each rule is its own derived checkpoint. The source's
+    statistics are computed here from its file."""
     from safetensors.torch import load_file
 
     from zoo.families import get_family
@@ -516,9 +535,9 @@ def test_a_dct_learngene_applies_the_requested_amplitude(registry, tiny_dir):
     source = family.to_signals(load_file(tiny_dir("bert") / "model.safetensors"), config)
     results = {
         rescale: registry.materialize(lg.name, layers=8, hidden=64, rescale=rescale)
-        for rescale in ("none", "std", "fan")
+        for rescale in ("none", "std", "fan", "fan-sqrt")
     }
-    assert len({r.artifact.id for r in results.values()}) == 3
+    assert len({r.artifact.id for r in results.values()}) == 4
     signals = {k: family.to_signals(r.state_dict, r.config) for k, r in results.items()}
     key = "attn.q.weight"  # (layers, hidden out, hidden in); fan-in grows x2
     assert source[key].kind == "linear"
@@ -527,6 +546,7 @@ def test_a_dct_learngene_applies_the_requested_amplitude(registry, tiny_dir):
     assert abs(got["none"] / want - 1) > 0.2  # the raw block is off: rescaling matters
     torch.testing.assert_close(got["std"], want, rtol=1e-3, atol=0)
     torch.testing.assert_close(got["fan"], want / 2, rtol=1e-3, atol=0)
+    torch.testing.assert_close(got["fan-sqrt"], want / 2**0.5, rtol=1e-3, atol=0)
 
 
 def test_extracting_a_removed_learngene_again_brings_it_back(registry, tiny_dir):

@@ -132,6 +132,10 @@ def test_rescale_std_and_fan():
     torch.testing.assert_close(std, raw * (x.std(correction=0) / raw.std(correction=0)))
     fan = resize(x, (8, 32, 16), rescale="fan", fan_in_axes=(2,))
     torch.testing.assert_close(fan, std / 2)
+    sqrt = resize(x, (8, 32, 16), rescale="fan-sqrt", fan_in_axes=(2,))
+    torch.testing.assert_close(sqrt, std / 2**0.5)
+    shrink = resize(x, (2, 8, 4), rescale="fan-sqrt", fan_in_axes=(1, 2))
+    torch.testing.assert_close(shrink.std(correction=0), x.std(correction=0) * 2)  # 1/sqrt(1/4)
     ref = resize(x, (8, 32, 16), rescale="fan", fan_in_axes=(1, 2), reference_std=0.5)
     torch.testing.assert_close(ref.std(correction=0), torch.tensor(0.5 / 4, dtype=torch.float64))
     # tile already divides by the fan-in multiplier, so "fan" agrees with "none"
@@ -177,7 +181,7 @@ def test_version_is_a_string():
     assert isinstance(TRANSFORM_VERSION, str) and TRANSFORM_VERSION
 
 
-@pytest.mark.parametrize("rescale", ["none", "std", "fan"])
+@pytest.mark.parametrize("rescale", ["none", "std", "fan", "fan-sqrt"])
 def test_rescale_like_matches_resize_on_a_precomputed_result(rescale):
     from zoo.transforms import rescale_like
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 #: Methods zoo can materialize with; the first two read learngenes.
 METHODS = ("dwt", "dct", "weight-selection", "hypercloning", "net2net", "scratch")
-RESCALES = ("none", "std", "fan")
+RESCALES = ("none", "std", "fan", "fan-sqrt")
 #: How normalization layers are resized (see :class:`Recipe`); "method" is the default.
 NORMS = ("method", "match")
 # HF's default initializer_range for every family zoo ships.
@@ -36,8 +36,9 @@ class Recipe:
         method: one of :data:`METHODS`.
         wavelet: the wavelet for ``dwt``.
         rescale: amplitude rule: ``none`` (raw coefficients, as the papers), ``std``
-            (match the source signal's std) or ``fan`` (std-matched, then each matrix
-            divided by its input-width multiplier).
+            (match the source signal's std), ``fan`` (std-matched, then each matrix
+            divided by its input-width multiplier) or ``fan-sqrt`` (divided by the
+            multiplier's square root).
         seed: seeds ``scratch`` and ``net2net``, the only methods that draw random numbers.
         norm: how normalization parameters (LayerNorm/RMSNorm gains and biases) are
             resized. ``method`` (default): by the method, then moment-matched to the

@@ -27,7 +27,7 @@ from zoo.errors import (
     VerificationError,
 )
 
-from .learngenes import DEFAULT_WAVELET, band_name, check_wavelet, refuse_virtual
+from .learngenes import DEFAULT_WAVELET, band_name, check_wavelet
 
 if TYPE_CHECKING:
     import torch
@@ -97,7 +97,6 @@ def materialize(
         parent = queries.to_info(session, parent_row)
         learngene = parent if parent.kind == "learngene" else None
         source = _source_of(session, parent) if learngene else parent
-    refuse_virtual(source, "materializing from it")
     target = TargetSize(
         layers=layers, hidden=hidden, heads=heads, intermediate=intermediate, kv_heads=kv_heads
     )
@@ -373,7 +372,10 @@ def derive_state(
                 with reg.session() as session:
                     records = queries.tensor_records(session, plan.source.id)
             records, config = _what_to_read(plan, family, records)
-            state = tio.load_tensors(reg.store, records, device=dev, known=known)
+            if plan.source.virtual:
+                state = _virtual_weights(reg, plan.source, records, dev, known)
+            else:
+                state = tio.load_tensors(reg.store, records, device=dev, known=known)
             source_signals = family.to_signals(state, config)
         return source_signals
 
@@ -635,18 +637,27 @@ def rederive(
     Raises:
         VerificationError: the re-derived tensors do not hash to the recorded manifest.
     """
-    from zoo.checkpoint import manifest_hash
-    from zoo.db.models import Artifact
-
     from . import export
-    from . import tensors as tio
 
     export.check_out(out, force=force)
     with reg.session() as session:
         row = queries.resolve(session, query, kinds=("derived",))
         info = queries.to_info(session, row)
+    plan, state = _verified_rederivation(reg, info, device)
+    return _result(plan, info, state, out, force=force)
+
+
+def _verified_rederivation(reg, info: ArtifactInfo, device: str | None):
+    """``info``'s recorded recipe run again (on the recorded device unless ``device``
+    names another), checked against its manifest; returns the plan and the state."""
+    from zoo.checkpoint import manifest_hash
+    from zoo.db.models import Artifact
+
+    from . import tensors as tio
+
+    with reg.session() as session:
         edge = next(
-            (e for e in queries.edges(session, child_id=row.id) if e.relation == "materialize"),
+            (e for e in queries.edges(session, child_id=info.id) if e.relation == "materialize"),
             None,
         )
         if edge is None:
@@ -676,7 +687,26 @@ def rederive(
             f"({len(differ)} differ, e.g. {', '.join(differ[:3])}); recorded on "
             f"{r['device']} with transforms {r['transform_version']}."
         )
-    return _result(plan, info, state, out, force=force)
+    return plan, state
+
+
+def _virtual_weights(reg, info: ArtifactInfo, records, dev, known) -> dict[str, torch.Tensor]:
+    """A virtual checkpoint's weights, re-derived on the device it was recorded on (the
+    only one that gives its bytes) and verified, then moved to ``dev``."""
+    from zoo.db.models import Artifact
+
+    if not info.tensors:  # loaded without them (see _source_of)
+        with reg.session() as session:
+            info = queries.to_info(session, session.get(Artifact, info.id))
+    _, state = _verified_rederivation(reg, info, None)
+    digests = {t.name: t.digest for t in info.tensors}
+    out = {}
+    for r in records:
+        t = state[r.name]
+        if known is not None:
+            known.add(t, digests[r.name])
+        out[r.name] = t.to(dev)
+    return out
 
 
 def set_default(reg, family: str, query: str) -> ArtifactInfo:

@@ -19,7 +19,7 @@ from .dct import dct_resize, resize_axis, resize_order
 from .sizes import dyadic_plan
 
 METHODS = ("dwt", "dct", "select", "tile", "net2net")
-RESCALES = ("none", "std", "fan")
+RESCALES = ("none", "std", "fan", "fan-sqrt")
 
 
 def _dwt_resize(x: torch.Tensor, target: list[int], wavelet: str) -> torch.Tensor:
@@ -49,8 +49,11 @@ def _rescale(y, x, rescale, reference_std, fan_in_axes, target):
         cur = float(y.std(correction=0)) if y.numel() > 1 else 0.0
     gain = ref / cur if cur > 0.0 and ref > 0.0 else None
     fan = None
-    if rescale == "fan":
+    if rescale in ("fan", "fan-sqrt"):
         fan = baselines.fan_in_multiplier(list(x.shape), target, fan_in_axes)
+        # fan-sqrt: the 1/sqrt(fan-in) scaling random inits follow (inputs taken as
+        # independent); fan: 1/fan-in, exact when the wider input repeats the narrower one.
+        fan = math.sqrt(fan) if rescale == "fan-sqrt" else fan
     if gain is None and fan is None:
         return y
     # One hinted output written in place: same roundings as ``y * gain / fan``, without
@@ -120,7 +123,8 @@ def resize(
         wavelet: for ``"dwt"``: any discrete wavelet PyWavelets knows.
         rescale: ``"none"``: raw output (paper-faithful); ``"std"``: multiply so the whole
             result's std equals ``reference_std``; ``"fan"``: ``"std"`` then divide by the
-            fan-in multiplier ``prod(T / S)`` over ``fan_in_axes``. Applied after every
+            fan-in multiplier ``prod(T / S)`` over ``fan_in_axes``; ``"fan-sqrt"``: by its
+            square root instead (the variance rule of random inits). Applied after every
             method alike (for tile/net2net, whose output already carries the fan-in
             division, ``"fan"`` gives the same result and ``"std"`` undoes the division).
         fan_in_axes: input-width axes (for HF Linear ``(L, out, in)``: the last one).
