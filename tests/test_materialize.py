@@ -386,9 +386,10 @@ def test_a_virtual_checkpoint_is_rederived_to_serve_as_a_parent(
     kw = dict(layers=2, hidden=16, method="dwt", wavelet="db2", rescale="fan")
     small = registry.materialize(mid.artifact.name, **kw)
     up = registry.lineage(small.artifact.name, down=False)
-    assert {
-        (up.nodes[e.parent_id].name, up.nodes[e.child_id].name) for e in up.edges
-    } == {(src.name, mid.artifact.name), (mid.artifact.name, small.artifact.name)}
+    assert {(up.nodes[e.parent_id].name, up.nodes[e.child_id].name) for e in up.edges} == {
+        (src.name, mid.artifact.name),
+        (mid.artifact.name, small.artifact.name),
+    }
 
     db = f"sqlite:///{tmp_path / 'other.db'}"
     other = Registry(load_settings(db_url=db, store_url=str(tmp_path / "other-blobs")))
@@ -396,7 +397,9 @@ def test_a_virtual_checkpoint_is_rederived_to_serve_as_a_parent(
     want = other.materialize(copy.name, **kw)
     assert small.artifact.content_hash == want.artifact.content_hash
     # Re-deriving the grandchild re-derives mid on the way; verify checks both.
-    assert registry.rederive(small.artifact.name).artifact.content_hash == want.artifact.content_hash
+    assert (
+        registry.rederive(small.artifact.name).artifact.content_hash == want.artifact.content_hash
+    )
     code, _, err = run_cli("verify", small.artifact.name)
     assert code == 0, err
     # Extraction still needs stored weights: a one-line refusal naming the way out.

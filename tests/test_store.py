@@ -5,6 +5,7 @@ Every store is content-addressed, verifies on read, and never shows a partial bl
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -301,6 +302,24 @@ def test_config_show_masks_secrets(run_cli, monkeypatch):
         assert code == 0, err
         assert "hunter2" not in out and "sekrit2" not in out and secret not in out
         assert "***" in out and "db.example" in out and s3_store_url in out
+
+
+def test_config_show_names_the_s3_endpoint_and_where_it_came_from(run_cli, monkeypatch):
+    for var in ("ZOO_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("ZOO_STORE_URL", "s3://zoo-bucket/zoo")
+    _, out, _ = run_cli("config", "show", "--json")
+    assert json.loads(out)["s3_endpoint"] == "AWS"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://ceph.internal:7480")
+    monkeypatch.setenv("ZOO_S3_ENDPOINT_URL", "https://minio.internal")  # ZOO_ wins
+    code, out, err = run_cli("config", "show", "--json")
+    shown = json.loads(out)
+    assert code == 0, err
+    assert shown["s3_endpoint"] == "https://minio.internal"
+    assert shown["s3_endpoint_from"] == "$ZOO_S3_ENDPOINT_URL"
+    monkeypatch.setenv("ZOO_STORE_URL", "/srv/zoo/blobs")  # a folder: no endpoint to show
+    _, out, _ = run_cli("config", "show")
+    assert "s3_endpoint" not in out and "/srv/zoo/blobs" in out
 
 
 @pytest.mark.s3

@@ -34,14 +34,34 @@ class Settings:
     store_url_from: str
 
     def redacted(self) -> dict[str, str]:
-        """Settings safe to print: passwords in URLs are masked."""
-        return {
+        """Settings safe to print: passwords in URLs are masked. An S3 store adds the
+        endpoint it talks to (from the environment, read when the store opens)."""
+        out = {
             "home": str(self.home),
             "db_url": redact_url(self.db_url),
             "db_url_from": self.db_url_from,
             "store_url": redact_url(self.store_url),
             "store_url_from": self.store_url_from,
         }
+        if self.store_url.startswith("s3://"):
+            var = _s3_endpoint_var()
+            out["s3_endpoint"] = redact_url(os.environ[var]) if var else "AWS"
+            out["s3_endpoint_from"] = f"${var}" if var else "default"
+        return out
+
+
+#: Where an S3-compatible server's address is read from, first set wins.
+S3_ENDPOINT_ENV = ("ZOO_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def _s3_endpoint_var() -> str | None:
+    return next((var for var in S3_ENDPOINT_ENV if os.environ.get(var)), None)
+
+
+def s3_endpoint() -> str | None:
+    """The S3 endpoint from the environment, or None for AWS itself."""
+    var = _s3_endpoint_var()
+    return os.environ[var] if var else None
 
 
 def redact_url(url: str) -> str:

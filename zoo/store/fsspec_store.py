@@ -15,26 +15,16 @@ never printed.
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from zoo.config import redact_url
+from zoo.config import redact_url, s3_endpoint
 from zoo.errors import BlobMissingError, InvalidInputError
 from zoo.store.base import _DIGEST, BlobEntry, BlobStore, TempEntry
 
 TEMP_PREFIX = ".tmp-"
-ENDPOINT_ENV = ("ZOO_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
-
-
-def s3_endpoint() -> str | None:
-    """The S3 endpoint from the environment, or None for AWS itself."""
-    for var in ENDPOINT_ENV:
-        if os.environ.get(var):
-            return os.environ[var]
-    return None
 
 
 def _epoch(value: Any) -> float:
