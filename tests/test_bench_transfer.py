@@ -72,6 +72,7 @@ def test_parse_method_names():
         transfer.parse_method("magic")
     with pytest.raises(ValueError):
         transfer.parse_method("scratch+rd")
+    assert transfer.parse_method("hypercloning+dz").depth == "identity"
     dc = transfer.parse_method("dwt:db2:fan+dc+rd")
     assert dc.depth == "copies" and dc.residual_depth and dc.name == "dwt:db2:fan+dc+rd"
     assert transfer.parse_method("weight-selection+nd+ds").depth == "stack"
@@ -128,6 +129,45 @@ def test_depth_rules_copy_stack_and_average_layers(rule):
     torch.testing.assert_close(one[w.format(0)], want, rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="integer depth ratio"):
         transfer.depth_by_rule("gpt2", state, src.config.to_dict(), 3, rule)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_identity_depth_rule_preserves_a_pre_ln_models_function(family):
+    """+dz: every layer repeated in place, the repeats' residual writers zeroed. For a
+    pre-LN model the deeper one computes the same logits (checked with transformers)."""
+    import transformers
+
+    def model(layers):
+        if family == "gpt2":
+            cfg = transformers.GPT2Config(n_layer=layers, n_embd=32, n_head=2, vocab_size=50)
+            return transformers.GPT2LMHeadModel(cfg).eval()
+        cfg = transformers.LlamaConfig(**transfer.source_config("llama", layers, 64, 16))
+        return transformers.LlamaForCausalLM(cfg).eval()
+
+    torch.manual_seed(0)
+    src = model(2)
+    state = {k: v.detach().clone() for k, v in src.state_dict().items()}
+    # Non-zero biases everywhere, so a bias left in a repeat would show.
+    for k, v in state.items():
+        if k.endswith("bias"):
+            v.normal_(0, 0.1)
+    src.load_state_dict(state)
+    grown, _ = transfer.depth_by_rule(family, state, src.config.to_dict(), 4, "identity")
+    deep = model(4)
+    deep.load_state_dict(grown)
+    zeroed = {k for k, v in grown.items() if v.abs().max() == 0}
+    writers = transfer.RESIDUAL_WRITERS[family]
+    assert zeroed and all(int(writers.search("." + k).group(1)) % 2 == 1 for k in zeroed)
+    ids = torch.randint(0, 50, (2, 12))
+    with torch.no_grad():
+        want, got = src(ids).logits, deep(ids).logits
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    copies, _ = transfer.depth_by_rule(family, state, src.config.to_dict(), 4, "copies")
+    with torch.no_grad():
+        deep.load_state_dict(copies)
+        assert not torch.allclose(deep(ids).logits, want, atol=1e-3)  # copies alone do not
+    with pytest.raises(ValueError, match="grows"):
+        transfer.depth_by_rule(family, state, src.config.to_dict(), 1, "identity")
 
 
 @pytest.mark.parametrize("family", ["gpt2", "bert", "llama"])

@@ -14,26 +14,28 @@ for ``gpt2`` (GPT2LMHeadModel) and ``llama`` (LlamaForCausalLM), masked LM for `
 (BertForMaskedLM, 15% masking with a fixed mask seed per batch).
 
 Method names: ``scratch``, ``weight-selection``, ``hypercloning``, ``net2net``,
-``dwt:WAVELET:RESCALE`` (BoT; RESCALE none|std|fan), ``dct:RESCALE`` (FRONT learngene), and
-any of them with a suffix that replaces the method's own normalization layers by one rule
-shared across methods, so a LayerNorm gain scale cannot pass for a better transfer:
-``+nm`` moment-matches them to the source's (the ``norm="match"`` rule of
+``dwt:WAVELET:RESCALE`` (BoT; RESCALE none|std|fan|fan-sqrt), ``dct:RESCALE`` (FRONT
+learngene), and any of them with a suffix that replaces the method's own normalization layers by one rule
+shared across methods, so a LayerNorm gain scale cannot pass for a better transfer: ``+nm``
+moment-matches them to the source's (the ``norm="match"`` rule of
 :class:`zoo.derive.Recipe`); ``+nd`` resizes them by raw haar DWT, the scale raw BoT gives
-(x2 gains for a 2x L2S on both axes, x0.5 for S2L). Then two ablations of the depth
-axis: ``+dc`` / ``+ds`` let the method change only the width and set the depth by a fixed
-rule instead: ``+dc`` by adjacent copies (``[L0, L0, L1, L1]``; shrinking: means of
-adjacent layers), i.e. haar along depth with the amplitude kept, no boundary wrap;
-``+ds`` by stacking (``[L0, L1, L0, L1]``, as hypercloning does; shrinking: the first
-layers, as weight selection does). A final ``+rd`` divides every residual-writing matrix
-and bias by target depth / source depth. ``+eb`` (after the norm suffix, before the depth
-ones) ablates the embeddings: every embedding table (token, position, token type) is
+(x2 gains for a 2x L2S on both axes, x0.5 for S2L). Then three ablations of the depth axis:
+``+dc`` / ``+ds`` / ``+dz`` let the method change only the width and set the depth by a
+fixed rule instead: ``+dc`` by adjacent copies (``[L0, L0, L1, L1]``; shrinking: means of adjacent
+layers), i.e. haar along depth with the amplitude kept, no boundary wrap; ``+ds`` by
+stacking (``[L0, L1, L0, L1]``, as hypercloning does; shrinking: the first layers, as weight
+selection does); ``+dz`` (growing only) by copies whose repeats start as identities
+(``[L0, L0', L1, L1']``, the repeats' residual-writing matrices and biases zeroed: exactly
+function-preserving along depth for pre-LN models). A final ``+rd`` divides every
+residual-writing matrix and bias by target depth / source depth. ``+eb`` (after the norm suffix, before the
+depth ones) ablates the embeddings: every embedding table (token, position, token type) is
 taken from the direction's baseline (weight selection for L2S, hypercloning for S2L),
 materialized at the target width (and the source's depth: embeddings have none), and
-everything else from the method. ``+hd`` (right after
-the method and its norm suffix; dwt only) redoes the attention projections head-aware:
-the hidden axis that indexes heads (the outputs of q, k, v and the inputs of the output
-projection) is seen as (heads, head_dim) and only the heads are resized, so each target
-head is a whole source head (or a blend of whole heads), never a slice of one.
+everything else from the method. ``+hd`` (right after the method and its norm suffix; dwt
+only) redoes the attention projections head-aware: the hidden axis that indexes heads (the
+outputs of q, k, v and the inputs of the output projection) is seen as (heads, head_dim) and
+only the heads are resized, so each target head is a whole source head (or a blend of whole
+heads), never a slice of one.
 """
 
 from __future__ import annotations
@@ -97,17 +99,17 @@ def parse_method(text: str) -> MethodSpec:
         if spec.method == "scratch":
             raise ValueError("+rd applies to transferred initializations, not scratch")
         return dataclasses.replace(spec, name=spec.name + "+rd", residual_depth=True)
-    depth_rules = {"+dc": "copies", "+ds": "stack"}
+    depth_rules = {"+dc": "copies", "+ds": "stack", "+dz": "identity"}
     if name[-3:] in depth_rules:
         spec = parse_method(name[:-3])
         if spec.method == "scratch" or spec.depth or spec.residual_depth:
-            raise ValueError(f"bad method {text!r}: +dc/+ds follow a transfer, before +rd")
+            raise ValueError(f"bad method {text!r}: +dc/+ds/+dz follow a transfer, before +rd")
         return dataclasses.replace(spec, name=spec.name + name[-3:], depth=depth_rules[name[-3:]])
     if name.endswith("+eb"):
         spec = parse_method(name[:-3])
         later = spec.baseline_embeddings or spec.depth or spec.residual_depth
         if spec.method == "scratch" or later:
-            raise ValueError(f"bad method {text!r}: +eb follows a transfer, before +dc/+ds/+rd")
+            raise ValueError(f"bad method {text!r}: +eb follows a transfer, before +d?/+rd")
         return dataclasses.replace(spec, name=spec.name + "+eb", baseline_embeddings=True)
     if name.endswith("+hd"):
         spec = parse_method(name[:-3])
@@ -133,7 +135,7 @@ def parse_method(text: str) -> MethodSpec:
     raise ValueError(
         f"unknown method {text!r}; use scratch, weight-selection, hypercloning, net2net, "
         "dwt:WAVELET:RESCALE or dct:RESCALE (optionally +nm or +nd, then +hd, then +eb, then "
-        "+dc or +ds, then +rd)"
+        "+dc, +ds or +dz, then +rd)"
     )
 
 
@@ -569,7 +571,7 @@ def initialize(
     layers, hidden = target
     parent = _learngene(reg, source, spec, dct_keep) if spec.method in ("dwt", "dct") else source
     source_depth = source_state[0][get_family(family).layers_key] if source_state else None
-    # +dc/+ds: the method changes the width only; depth_by_rule sets the depth.
+    # +dc/+ds/+dz: the method changes the width only; depth_by_rule sets the depth.
     depth = source_depth if spec.depth else layers
     m = reg.materialize(
         parent,
@@ -680,9 +682,10 @@ def embeddings_from(family: str, state, config, other, other_config) -> dict[str
 
 def depth_by_rule(family: str, state, config, layers: int, rule: str):
     """``state`` (at the source's depth) taken to ``layers`` layers by a fixed rule (the
-    ``+dc`` / ``+ds`` ablations): ``copies`` repeats each layer in place, or averages
-    adjacent groups; ``stack`` repeats the whole stack, or keeps the first layers. Needs
-    an integer ratio between the depths."""
+    ``+dc`` / ``+ds`` / ``+dz`` ablations): ``copies`` repeats each layer in place, or
+    averages adjacent groups; ``stack`` repeats the whole stack, or keeps the first layers;
+    ``identity`` (growing only) repeats each layer in place with the repeats' residual
+    writers zeroed. Needs an integer ratio between the depths."""
     from zoo.families import get_family
 
     fam = get_family(family)
@@ -691,13 +694,15 @@ def depth_by_rule(family: str, state, config, layers: int, rule: str):
     if big % small:
         raise ValueError(f"+dc/+ds need an integer depth ratio, not {now} -> {layers}")
     factor = big // small
+    if rule == "identity" and layers < now:
+        raise ValueError("+dz grows the depth; it has no rule for shrinking")
     out_config = {**config, fam.layers_key: layers}
     signals = {}
     for key, sig in fam.to_signals(state, config).items():
         t = sig.tensor
         if "layers" in sig.axes:
             t = t.movedim(sig.axes.index("layers"), 0)
-            if layers > now and rule == "copies":
+            if layers > now and rule in ("copies", "identity"):
                 t = t.repeat_interleave(factor, dim=0)
             elif layers > now:
                 t = t.repeat(factor, *([1] * (t.dim() - 1)))
@@ -707,14 +712,22 @@ def depth_by_rule(family: str, state, config, layers: int, rule: str):
                 t = t[:layers]
             t = t.movedim(0, sig.axes.index("layers")).contiguous()
         signals[key] = t
-    return fam.from_signals(signals, out_config), out_config
+    out = fam.from_signals(signals, out_config)
+    if rule == "identity" and layers > now:
+        writer = RESIDUAL_WRITERS[family]
+        for name, t in out.items():
+            hit = writer.search("." + name)
+            if hit and int(hit.group(1)) % factor:  # a repeat, not the first copy
+                out[name] = torch.zeros_like(t)
+    return out, out_config
 
 
-# Matrices (and biases) whose output is added to the residual stream, per family.
+# Matrices (and biases) whose output is added to the residual stream, per family; group 1
+# is the layer index.
 RESIDUAL_WRITERS = {
-    "gpt2": re.compile(r"\.h\.\d+\.(attn|mlp)\.c_proj\.(weight|bias)$"),
-    "bert": re.compile(r"\.layer\.\d+\.(attention\.output|output)\.dense\.(weight|bias)$"),
-    "llama": re.compile(r"\.layers\.\d+\.(self_attn\.o_proj|mlp\.down_proj)\.weight$"),
+    "gpt2": re.compile(r"\.h\.(\d+)\.(attn|mlp)\.c_proj\.(weight|bias)$"),
+    "bert": re.compile(r"\.layer\.(\d+)\.(attention\.output|output)\.dense\.(weight|bias)$"),
+    "llama": re.compile(r"\.layers\.(\d+)\.(self_attn\.o_proj|mlp\.down_proj)\.weight$"),
 }
 
 
