@@ -15,27 +15,27 @@ for ``gpt2`` (GPT2LMHeadModel) and ``llama`` (LlamaForCausalLM), masked LM for `
 
 Method names: ``scratch``, ``weight-selection``, ``hypercloning``, ``net2net``,
 ``dwt:WAVELET:RESCALE`` (BoT; RESCALE none|std|fan|fan-sqrt), ``dct:RESCALE`` (FRONT
-learngene), and any of them with a suffix that replaces the method's own normalization layers by one rule
-shared across methods, so a LayerNorm gain scale cannot pass for a better transfer: ``+nm``
-moment-matches them to the source's (the ``norm="match"`` rule of
+learngene), and any of them with a suffix that replaces the method's own normalization
+layers by one rule shared across methods, so a LayerNorm gain scale cannot pass for a better
+transfer: ``+nm`` moment-matches them to the source's (the ``norm="match"`` rule of
 :class:`zoo.derive.Recipe`); ``+nd`` resizes them by raw haar DWT, the scale raw BoT gives
 (x2 gains for a 2x L2S on both axes, x0.5 for S2L). Then three ablations of the depth axis:
 ``+dc`` / ``+ds`` / ``+dz`` let the method change only the width and set the depth by a
-fixed rule instead: ``+dc`` by adjacent copies (``[L0, L0, L1, L1]``; shrinking: means of adjacent
-layers), i.e. haar along depth with the amplitude kept, no boundary wrap; ``+ds`` by
-stacking (``[L0, L1, L0, L1]``, as hypercloning does; shrinking: the first layers, as weight
-selection does); ``+dz`` (growing only) by copies whose repeats start as identities
+fixed rule instead: ``+dc`` by adjacent copies (``[L0, L0, L1, L1]``; shrinking: means of
+adjacent layers), i.e. haar along depth with the amplitude kept, no boundary wrap; ``+ds``
+by stacking (``[L0, L1, L0, L1]``, as hypercloning does; shrinking: the first layers, as
+weight selection does); ``+dz`` (growing only) by copies whose repeats start as identities
 (``[L0, L0', L1, L1']``, the repeats' residual-writing matrices and biases zeroed: exactly
 function-preserving along depth for pre-LN models). A final ``+rd`` divides every
-residual-writing matrix and bias by target depth / source depth. ``+eb`` (after the norm suffix, before the
-depth ones) ablates the embeddings: every embedding table (token, position, token type) is
-taken from the direction's baseline (weight selection for L2S, hypercloning for S2L),
-materialized at the target width (and the source's depth: embeddings have none), and
-everything else from the method. ``+hd`` (right after the method and its norm suffix; dwt
-only) redoes the attention projections head-aware: the hidden axis that indexes heads (the
-outputs of q, k, v and the inputs of the output projection) is seen as (heads, head_dim) and
-only the heads are resized, so each target head is a whole source head (or a blend of whole
-heads), never a slice of one.
+residual-writing matrix and bias by target depth / source depth. ``+eb`` (after the norm
+suffix, before the depth ones) ablates the embeddings: every embedding table (token,
+position, token type) is taken from the direction's baseline (weight selection for L2S,
+hypercloning for S2L), materialized at the target width (and the source's depth: embeddings
+have none), and everything else from the method. ``+hd`` (right after the method and its
+norm suffix; dwt only) redoes the attention projections head-aware: the hidden axis that
+indexes heads (the outputs of q, k, v and the inputs of the output projection) is seen as
+(heads, head_dim) and only the heads are resized, so each target head is a whole source head
+(or a blend of whole heads), never a slice of one.
 """
 
 from __future__ import annotations
