@@ -149,7 +149,7 @@ def test_importing_families_does_not_import_torch():
 
 
 def test_registry_names_and_lookup(tiny):
-    assert set(FAMILY_NAMES) == {"bert", "roberta", "gpt2", "vit", "llama"}
+    assert set(FAMILY_NAMES) == {"bert", "roberta", "gpt2", "vit", "deit", "llama"}
     for name in FAMILY_NAMES:
         family = get_family(name)
         assert isinstance(family, Family)
@@ -164,13 +164,13 @@ def test_unknown_or_missing_model_type_is_refused(config):
     with pytest.raises(UnknownFamilyError) as err:
         family_for_config(config)
     message = str(err.value)
-    for model_type in ("bert", "roberta", "gpt2", "vit", "llama"):
+    for model_type in ("bert", "roberta", "gpt2", "vit", "deit", "llama"):
         assert model_type in message
     assert message.count(".") >= 1 and "\n" not in message
 
 
 def test_unknown_family_name_is_refused():
-    with pytest.raises(UnknownFamilyError, match="bert, roberta, gpt2, vit, llama"):
+    with pytest.raises(UnknownFamilyError, match="bert, roberta, gpt2, vit, deit, llama"):
         get_family("t5")
 
 
@@ -287,18 +287,26 @@ def shape_table(name: str) -> dict[str, tuple[tuple[str, ...], tuple[int, ...], 
         }
     if name == "gpt2":
         table |= {"embeddings.position": (("positions", "hidden"), (64, H), "embedding")}
-    if name == "vit":
+    if name in ("vit", "deit"):
         del table["embeddings.word"]
+        tokens = 2 if name == "deit" else 1  # cls (and distillation)
         table |= {
             "embeddings.cls_token": (("one", "one", "hidden"), (1, 1, H), "embedding"),
-            "embeddings.position": (("one", "positions", "hidden"), (1, 17, H), "embedding"),
+            "embeddings.position": (
+                ("one", "positions", "hidden"),
+                (1, 16 + tokens, H),
+                "embedding",
+            ),
             "embeddings.patch.weight": (
                 ("hidden", "channels", "patch", "patch"),
                 (H, 3, 4, 4),
                 "linear",
             ),
-            "classifier.weight": (("classes", "hidden"), (5, H), "head"),
         }
+        heads = ["cls_classifier", "distillation_classifier"] if name == "deit" else ["classifier"]
+        table |= {f"{h}.weight": (("classes", "hidden"), (5, H), "head") for h in heads}
+    if name == "deit":
+        table["embeddings.distillation"] = (("one", "one", "hidden"), (1, 1, H), "embedding")
     return table
 
 
@@ -496,7 +504,13 @@ def test_from_signals_refuses_wrong_sizes_and_unknown_names(tiny):
 
 @pytest.mark.parametrize(
     "name, arch",
-    [("bert", "BertModel"), ("vit", "ViTModel"), ("gpt2", "GPT2Model"), ("llama", "LlamaModel")],
+    [
+        ("bert", "BertModel"),
+        ("vit", "ViTModel"),
+        ("deit", "DeiTModel"),
+        ("gpt2", "GPT2Model"),
+        ("llama", "LlamaModel"),
+    ],
 )
 def test_bare_base_model_round_trips(tiny, name, arch):
     import transformers
@@ -553,7 +567,7 @@ def test_target_builds_and_loads_strictly(tiny, name, kind):
 
 
 def _inputs(name: str) -> dict[str, torch.Tensor]:
-    if name == "vit":
+    if name in ("vit", "deit"):
         return {"pixel_values": torch.randn(2, 3, 16, 16)}
     return {"input_ids": torch.randint(0, 96, (2, 7))}
 

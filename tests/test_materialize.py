@@ -31,6 +31,7 @@ FAMILY_SIZES = {  # tiny sources are 4 layers x 32 hidden (tests/tinymodels.py)
     "roberta": ("num_hidden_layers", "hidden_size"),
     "gpt2": ("n_layer", "n_embd"),
     "vit": ("num_hidden_layers", "hidden_size"),
+    "deit": ("num_hidden_layers", "hidden_size"),
     "llama": ("num_hidden_layers", "hidden_size"),
 }
 
@@ -44,7 +45,7 @@ def _load(folder: Path):
 
 def _forward(model, family: str):
     with torch.no_grad():
-        if family == "vit":
+        if family in ("vit", "deit"):
             return model(pixel_values=torch.randn(1, 3, 16, 16)).logits
         return model(input_ids=torch.tensor([[1, 5, 7, 9, 2]])).logits
 

@@ -60,6 +60,20 @@ TINY = {
             num_labels=5,
         ),
     ),
+    # Distilled DeiT (model_type deit): ViT plus a distillation token and a second head.
+    "deit": dict(
+        arch="DeiTForImageClassificationWithTeacher",
+        config=dict(
+            image_size=16,
+            patch_size=4,
+            num_channels=3,
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=64,
+            num_labels=5,
+        ),
+    ),
     "llama": dict(
         arch="LlamaForCausalLM",
         config=dict(

@@ -19,6 +19,7 @@ from typing import Any
 from zoo.errors import UnknownFamilyError
 from zoo.families.base import Family, Signal, SignalKind, SignalSpec, TargetSize
 from zoo.families.bert import BertFamily
+from zoo.families.deit import DeiTFamily
 from zoo.families.gpt2 import GPT2Family
 from zoo.families.llama import LlamaFamily
 from zoo.families.roberta import RobertaFamily
@@ -26,7 +27,15 @@ from zoo.families.vit import ViTFamily
 
 # The registry: adding a family is its module plus one entry here.
 _FAMILIES: dict[str, Family] = {
-    f.name: f for f in (BertFamily(), RobertaFamily(), GPT2Family(), ViTFamily(), LlamaFamily())
+    f.name: f
+    for f in (
+        BertFamily(),
+        RobertaFamily(),
+        GPT2Family(),
+        ViTFamily(),
+        DeiTFamily(),
+        LlamaFamily(),
+    )
 }
 _BY_MODEL_TYPE: dict[str, Family] = {t: f for f in _FAMILIES.values() for t in f.model_types}
 

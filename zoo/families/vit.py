@@ -1,5 +1,5 @@
 """ViT (and DeiT checkpoints published as ``model_type: vit``): a pre-LayerNorm encoder on
-image patches.
+image patches. Distilled DeiT (``model_type: deit``) is :mod:`zoo.families.deit`.
 
 transformers 5 renamed ViT's modules (``layers.{i}.attention.q_proj``...) but
 ``save_pretrained`` still writes the original names (``encoder.layer.{i}.attention.
@@ -66,7 +66,26 @@ class ViTFamily(TransformerFamily):
     hidden_key = "hidden_size"
     heads_key = "num_attention_heads"
 
+    #: tokens prepended to the patches (cls; DeiT adds a distillation token)
+    extra_tokens = 1
+
     def build_rules(self) -> list[Rule]:
+        return [*self.encoder_rules(), *self.head_rules()]
+
+    def head_rules(self) -> list[Rule]:
+        return [
+            *linear(
+                "classifier",
+                "classifier",
+                "classes",
+                "hidden",
+                scope="top",
+                required=False,
+                kind="head",
+            ),
+        ]
+
+    def encoder_rules(self) -> list[Rule]:
         old, new = "encoder.layer.{i}", "layers.{i}"
 
         def both(old_rest: str, new_rest: str) -> tuple[str, str]:
@@ -128,15 +147,6 @@ class ViTFamily(TransformerFamily):
             *norm("layernorm", "final_norm"),
             # ViTModel's pooler maps hidden -> pooler_output_size, which defaults to hidden.
             *linear("pooler.dense", "pooler", "hidden", "hidden", required=False),
-            *linear(
-                "classifier",
-                "classifier",
-                "classes",
-                "hidden",
-                scope="top",
-                required=False,
-                kind="head",
-            ),
         ]
 
     def sizes(self, config: Mapping[str, Any]) -> dict[str, int]:
@@ -156,7 +166,7 @@ class ViTFamily(TransformerFamily):
             "ffn": config_int(config, "intermediate_size", self.name),
             "channels": config_int(config, "num_channels", self.name, default=3),
             "patch": patch[0],
-            "positions": patches + 1,
+            "positions": patches + self.extra_tokens,
             "one": 1,
         }
 
