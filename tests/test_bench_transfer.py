@@ -319,7 +319,7 @@ def test_head_aware_attention_keeps_heads_whole(family, tmp_path, tiny_dir):
             assert torch.equal(t[key].tensor, f[key].tensor), key
 
 
-def test_micro_run_report(tmp_path):
+def test_micro_run_report(tmp_path, capsys):
     torch.set_num_threads(1)
     report = transfer.run_transfer(
         "gpt2",
@@ -351,6 +351,8 @@ def test_micro_run_report(tmp_path):
     assert dwt["verdict_vs_scratch"] in ("win", "tie", "loss")
     assert report["machine"]["torch"] == torch.__version__
     assert report["source"]["trained_here"] and report["flops_per_step"] > 0
+    # Without a bar of its own, nothing else draws one either (transformers' shard bar).
+    assert capsys.readouterr().err == ""
 
 
 def test_recipe_norm_match_is_one_rule_and_default_unchanged():
@@ -374,7 +376,7 @@ def test_defaults_table_covers_every_family_and_direction():
     from zoo.defaults import DEFAULTS, default_recipe, direction_of
     from zoo.derive import METHODS, NORMS, RESCALES
 
-    for family in ("bert", "roberta", "gpt2", "vit", "llama"):
+    for family in ("bert", "roberta", "gpt2", "vit", "deit", "llama"):
         for direction in ("l2s", "s2l"):
             method, wavelet, rescale, norm = DEFAULTS[(family, direction)]
             assert method in METHODS and rescale in RESCALES and norm in NORMS

@@ -510,7 +510,7 @@ def obtain_source(
             bar=bar,
         )
         folder.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(folder, safe_serialization=True)
+        _save_quietly(model, folder)
         meta = {
             "steps": steps,
             "batch": batch,
@@ -678,6 +678,20 @@ def embeddings_from(family: str, state, config, other, other_config) -> dict[str
         key: (theirs[key] if sig.kind == "embedding" else sig).tensor for key, sig in mine.items()
     }
     return fam.from_signals(signals, config)
+
+
+def _save_quietly(model, folder: Path) -> None:
+    """save_pretrained without transformers' own shard bar, which would cut through the
+    benchmark's bar (and print before any error that follows)."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(folder, safe_serialization=True)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def depth_by_rule(family: str, state, config, layers: int, rule: str):
