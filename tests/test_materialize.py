@@ -381,10 +381,11 @@ def test_a_virtual_checkpoint_is_rederived_to_serve_as_a_parent(
     from zoo import Registry
     from zoo.config import load_settings
 
-    src = registry.import_checkpoint(tiny_dir("bert"))
-    mid = registry.materialize(src.name, layers=4, hidden=32, out=tmp_path / "mid")
+    src = registry.import_checkpoint(tiny_dir("bert"))  # 4 x 32
+    # Another size than the source, so none of its tensors is one of the source's blobs.
+    mid = registry.materialize(src.name, layers=2, hidden=16, out=tmp_path / "mid")
     assert mid.artifact.virtual
-    kw = dict(layers=2, hidden=16, method="dwt", wavelet="db2", rescale="fan")
+    kw = dict(layers=4, hidden=32, method="dwt", wavelet="db2", rescale="fan")
     small = registry.materialize(mid.artifact.name, **kw)
     up = registry.lineage(small.artifact.name, down=False)
     assert {(up.nodes[e.parent_id].name, up.nodes[e.child_id].name) for e in up.edges} == {
@@ -397,15 +398,44 @@ def test_a_virtual_checkpoint_is_rederived_to_serve_as_a_parent(
     copy = other.import_checkpoint(tmp_path / "mid")
     want = other.materialize(copy.name, **kw)
     assert small.artifact.content_hash == want.artifact.content_hash
-    # Re-deriving the grandchild re-derives mid on the way; verify checks both.
+    # Re-deriving the grandchild re-derives mid on the way. It needs the source's blobs
+    # only: verify checks those (not mid's, which were never stored) and gc keeps them.
     assert (
         registry.rederive(small.artifact.name).artifact.content_hash == want.artifact.content_hash
     )
-    code, _, err = run_cli("verify", small.artifact.name)
+    code, out, err = run_cli("verify", small.artifact.name, "--json")
     assert code == 0, err
+    assert json.loads(out)["checked"] == len({t.digest for t in src.tensors})
+    code, _, err = run_cli("gc", "--grace", "0s")
+    assert code == 0, err
+    assert (
+        registry.rederive(small.artifact.name).artifact.content_hash == want.artifact.content_hash
+    )
     # Extraction still needs stored weights: a one-line refusal naming the way out.
     code, out, err = run_cli("extract", mid.artifact.name)
     assert code == 2 and out == "" and "virtual checkpoint" in err and "--store" in err, err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_virtual_parent_recorded_on_an_absent_device_is_explained(registry, tiny_dir, run_cli):
+    """Its bits exist only on its recorded device: the error names it and the way out
+    (not "use --device cpu" to a user who did)."""
+    from sqlalchemy import select
+
+    from zoo.db.models import Edge
+
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    mid = registry.materialize(src.name, layers=2, hidden=16).artifact
+    with registry.session() as session:  # as if it had been made on a GPU machine
+        edge = session.scalar(select(Edge).where(Edge.child_id == mid.id))
+        edge.recipe_json = json.dumps({**json.loads(edge.recipe_json), "device": "cuda"})
+        session.commit()
+    args = ["materialize", mid.name, "--layers", "1", "--hidden", "8", "--device", "cpu"]
+    code, out, err = run_cli(*args)
+    assert code == 7 and out == "" and err.count("\n") == 1, err
+    assert mid.name in err and "derived on cuda" in err and "--store" in err, err
+    code, _, err = run_cli("rederive", mid.name)
+    assert code == 7 and "derived on cuda" in err and "--device cpu" in err, err
 
 
 def test_interrupted_materialization_leaves_no_partial_folder(

@@ -317,6 +317,14 @@ def test_config_show_names_the_s3_endpoint_and_where_it_came_from(run_cli, monke
     assert code == 0, err
     assert shown["s3_endpoint"] == "https://minio.internal"
     assert shown["s3_endpoint_from"] == "$ZOO_S3_ENDPOINT_URL"
+    monkeypatch.setenv("ZOO_STORE_URL", "s3a://zoo-bucket/zoo")  # s3a is S3 too
+    assert json.loads(run_cli("config", "show", "--json")[1])["s3_endpoint_from"] == (
+        "$ZOO_S3_ENDPOINT_URL"
+    )
+    signed = "https://minio.internal/?X-Amz-Signature=abc123&X-Amz-Credential=AKIA%2F2026"
+    monkeypatch.setenv("ZOO_S3_ENDPOINT_URL", signed)
+    shown = json.loads(run_cli("config", "show", "--json")[1])["s3_endpoint"]
+    assert "abc123" not in shown and "AKIA" not in shown and "minio.internal" in shown
     monkeypatch.setenv("ZOO_STORE_URL", "/srv/zoo/blobs")  # a folder: no endpoint to show
     _, out, _ = run_cli("config", "show")
     assert "s3_endpoint" not in out and "/srv/zoo/blobs" in out

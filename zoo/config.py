@@ -43,11 +43,17 @@ class Settings:
             "store_url": redact_url(self.store_url),
             "store_url_from": self.store_url_from,
         }
-        if self.store_url.startswith("s3://"):
+        if is_s3_url(self.store_url):
             var = _s3_endpoint_var()
             out["s3_endpoint"] = redact_url(os.environ[var]) if var else "AWS"
-            out["s3_endpoint_from"] = f"${var}" if var else "default"
+            # botocore also reads endpoint_url from the AWS config file.
+            out["s3_endpoint_from"] = f"${var}" if var else "default (or the AWS config file)"
         return out
+
+
+def is_s3_url(url: str) -> bool:
+    """Whether a store URL names S3 (``s3://`` or ``s3a://``)."""
+    return url.split("://", 1)[0].lower() in ("s3", "s3a") if "://" in url else False
 
 
 #: Where an S3-compatible server's address is read from, first set wins.
@@ -67,7 +73,8 @@ def s3_endpoint() -> str | None:
 def redact_url(url: str) -> str:
     """Mask the password (and any secret-looking query value) in a URL."""
     url = re.sub(r"(//[^:/@]*:)[^@]+@", r"\1***@", url)  # the user name may be empty
-    return re.sub(r"((?:secret|password|token|key)[^=&]*=)[^&]+", r"\1***", url, flags=re.I)
+    secret = r"((?:secret|password|token|key|signature|credential)[^=&]*=)[^&]+"
+    return re.sub(secret, r"\1***", url, flags=re.I)
 
 
 def _read_config_file(home: Path) -> dict[str, str]:

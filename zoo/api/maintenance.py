@@ -167,14 +167,20 @@ def _children_of(edges: list[tuple[int, int]]) -> dict[int, set[int]]:
     return out
 
 
-def _digests_of(session: Session, artifact_ids: Iterable[int]) -> set[str]:
+def _stored_digests_of(session: Session, artifact_ids: Iterable[int]) -> set[str]:
+    """The digests the stored (non-virtual) artifacts among ``artifact_ids`` hold; a
+    virtual one's tensors are re-derived, never read from the store."""
     ids = sorted(set(artifact_ids))
     out: set[str] = set()
     for start in range(0, len(ids), _CHUNK):
         out.update(
             session.scalars(
                 select(ArtifactTensor.digest)
-                .where(ArtifactTensor.artifact_id.in_(ids[start : start + _CHUNK]))
+                .join(Artifact, Artifact.id == ArtifactTensor.artifact_id)
+                .where(
+                    ArtifactTensor.artifact_id.in_(ids[start : start + _CHUNK]),
+                    Artifact.virtual.is_(False),
+                )
                 .distinct()
             )
         )
@@ -185,8 +191,8 @@ def _mark(session: Session) -> tuple[set[str], set[int]]:
     """(digests kept rows need, ids of rows that must stay: kept ones and their ancestors).
 
     A digest is needed when a kept, stored (non-virtual) artifact holds it, or when a kept
-    virtual artifact needs it to be re-derived: every tensor of its ancestors, up the
-    edges, even of ancestors that were removed.
+    virtual artifact needs it to be re-derived: every stored tensor of its ancestors, up
+    the edges, even of ancestors that were removed.
     """
     rows = session.execute(
         select(Artifact.id, Artifact.virtual).where(Artifact.deleted_at.is_(None))
@@ -203,13 +209,14 @@ def _mark(session: Session) -> tuple[set[str], set[int]]:
             .distinct()
         )
     )
-    digests |= _digests_of(session, _walk(virtual, parents))
+    digests |= _stored_digests_of(session, _walk(virtual, parents))
     return digests, needed_rows
 
 
 def _needed_by_virtual(session: Session, artifact_id: int) -> set[str]:
-    """The stored digests a virtual artifact needs to be re-derived."""
-    return _digests_of(session, _walk([artifact_id], _parents_of(_edges(session))))
+    """The stored digests a virtual artifact needs to be re-derived (through virtual
+    ancestors, which are re-derived in turn)."""
+    return _stored_digests_of(session, _walk([artifact_id], _parents_of(_edges(session))))
 
 
 # --- rm ----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from zoo.db.entities import ArtifactInfo
 from zoo.derive import Recipe
 from zoo.errors import (
     AmbiguousNameError,
+    DeviceUnavailableError,
     InvalidInputError,
     InvalidTargetError,
     NotFoundError,
@@ -647,9 +648,10 @@ def rederive(
     return _result(plan, info, state, out, force=force)
 
 
-def _verified_rederivation(reg, info: ArtifactInfo, device: str | None):
+def _verified_rederivation(reg, info: ArtifactInfo, device: str | None, *, as_parent=False):
     """``info``'s recorded recipe run again (on the recorded device unless ``device``
-    names another), checked against its manifest; returns the plan and the state."""
+    names another), checked against its manifest; returns the plan and the state.
+    ``as_parent``: it is read as the source of another derivation (the error says so)."""
     from zoo.checkpoint import manifest_hash
     from zoo.db.models import Artifact
 
@@ -673,7 +675,20 @@ def _verified_rederivation(reg, info: ArtifactInfo, device: str | None):
         seed=r["seed"],
         norm=r.get("norm", "method"),
     )
-    dev = tio.resolve_device(device or r["device"])
+    try:
+        dev = tio.resolve_device(device or r["device"])
+    except DeviceUnavailableError as exc:
+        if device:
+            raise
+        # Its bits are reproduced on the recorded device; another may round differently.
+        missing = f"{info.name} was derived on {r['device']}, which is not available here"
+        raise DeviceUnavailableError(
+            f"{missing}; it is virtual: keep its weights on such a machine with the `zoo "
+            "materialize` that made it plus --store, then materialize from it anywhere."
+            if as_parent
+            else f"{missing}; re-derive it on a machine with one, or pass --device cpu "
+            "(its bits may then differ and fail verification)."
+        ) from exc
     plan = _Plan(parent, source, learngene, recipe, r["target_config"])
     known = tio.KnownDigests()
     state = derive_state(reg, plan, dev, known, recorded_layer_digests=False)
@@ -698,7 +713,7 @@ def _virtual_weights(reg, info: ArtifactInfo, records, dev, known) -> dict[str, 
     if not info.tensors:  # loaded without them (see _source_of)
         with reg.session() as session:
             info = queries.to_info(session, session.get(Artifact, info.id))
-    _, state = _verified_rederivation(reg, info, None)
+    _, state = _verified_rederivation(reg, info, None, as_parent=True)
     digests = {t.name: t.digest for t in info.tensors}
     out = {}
     for r in records:

@@ -369,7 +369,8 @@ class Registry:
             method: dwt, dct, weight-selection, hypercloning, net2net or scratch.
             method, wavelet, rescale: omitted ones take the learngene's settings, then
                 zoo's measured defaults for the family and direction (``zoo.defaults``).
-            rescale: amplitude rule for dwt/dct: none (raw, as the papers), std or fan.
+            rescale: amplitude rule for dwt/dct: none (raw, as the papers), std, fan
+                or fan-sqrt (see :class:`zoo.derive.Recipe`).
             norm: ``method`` (norm layers resized like the rest) or ``match`` (every
                 method's norm layers keep the source's mean and spread).
             device: ``cpu`` or ``cuda``; the transforms run there.

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from zoo.config import redact_url, s3_endpoint
+from zoo.config import is_s3_url, redact_url, s3_endpoint
 from zoo.errors import BlobMissingError, InvalidInputError
 from zoo.store.base import _DIGEST, BlobEntry, BlobStore, TempEntry
 
@@ -57,7 +57,7 @@ class FsspecStore(BlobStore):
                 f"Store URL {self.url!r} carries credentials; put them in the standard "
                 "AWS environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) instead."
             )
-        self.s3 = protocol in ("s3", "s3a")
+        self.s3 = is_s3_url(url)
         if fs is not None:
             self.fs = fs
         elif self.s3:
