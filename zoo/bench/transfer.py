@@ -109,7 +109,7 @@ def parse_method(text: str) -> MethodSpec:
         spec = parse_method(name[:-3])
         later = spec.baseline_embeddings or spec.depth or spec.residual_depth
         if spec.method == "scratch" or later:
-            raise ValueError(f"bad method {text!r}: +eb follows a transfer, before +d?/+rd")
+            raise ValueError(f"bad method {text!r}: +eb follows a transfer, before +dc/+ds/+dz/+rd")
         return dataclasses.replace(spec, name=spec.name + "+eb", baseline_embeddings=True)
     if name.endswith("+hd"):
         spec = parse_method(name[:-3])
@@ -706,7 +706,7 @@ def depth_by_rule(family: str, state, config, layers: int, rule: str):
     now = fam.axis_sizes(config)["layers"]
     big, small = max(now, layers), min(now, layers)
     if big % small:
-        raise ValueError(f"+dc/+ds need an integer depth ratio, not {now} -> {layers}")
+        raise ValueError(f"+dc/+ds/+dz need an integer depth ratio, not {now} -> {layers}")
     factor = big // small
     if rule == "identity" and layers < now:
         raise ValueError("+dz grows the depth; it has no rule for shrinking")
