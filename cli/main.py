@@ -223,6 +223,12 @@ def extract_cmd(source, method, wavelet, levels, keep, name, device, as_json) ->
     type=click.Choice(["method", "match"]),
     help="Norm layers: resized by the method, or matched to the source's moments.",
 )
+@click.option(
+    "--depth",
+    type=click.Choice(["method", "identity"]),
+    help="Added layers: by the method, or as copies that start as identities "
+    "(default: zoo's measured default).",
+)
 @click.option("--device", help="cpu or cuda (default: cuda when a GPU is available, else cpu).")
 @click.option("--out", type=click.Path(file_okay=False), help="Write an HF folder here.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
@@ -240,6 +246,7 @@ def materialize_cmd(
     rescale,
     seed,
     norm,
+    depth,
     device,
     out,
     force,
@@ -259,6 +266,7 @@ def materialize_cmd(
         rescale=rescale,
         seed=seed,
         norm=norm,
+        depth=depth,
         device=device,
         out=out,
         force=force,

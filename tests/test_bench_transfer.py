@@ -87,6 +87,7 @@ def test_parse_method_names():
     for bad in (
         "scratch+dc",
         "dwt:db2:fan+dc+ds",
+        "dwt:db2:fan+hd+dz",
         "dwt:db2:fan+rd+dc",
         "scratch+eb",
         "dwt:db2:fan+eb+eb",
@@ -374,12 +375,13 @@ def test_recipe_norm_match_is_one_rule_and_default_unchanged():
 
 def test_defaults_table_covers_every_family_and_direction():
     from zoo.defaults import DEFAULTS, default_recipe, direction_of
-    from zoo.derive import METHODS, NORMS, RESCALES
+    from zoo.derive import DEPTHS, METHODS, NORMS, RESCALES
 
     for family in ("bert", "roberta", "gpt2", "vit", "deit", "llama"):
         for direction in ("l2s", "s2l"):
-            method, wavelet, rescale, norm = DEFAULTS[(family, direction)]
+            method, wavelet, rescale, norm, depth = DEFAULTS[(family, direction)]
             assert method in METHODS and rescale in RESCALES and norm in NORMS
+            assert depth in DEPTHS and (depth == "method" or direction == "s2l")
             assert (wavelet is not None) == (method == "dwt")
     small, big = {"layers": 2, "hidden": 64}, {"layers": 4, "hidden": 128}
     assert direction_of(big, small) == "l2s" and direction_of(small, big) == "s2l"

@@ -497,7 +497,9 @@ def test_unspecified_settings_take_the_measured_defaults(registry, tiny_dir, lay
     want = default_recipe("gpt2", source_sizes, {"layers": layers, "hidden": hidden})
     recipe = m.artifact.info["recipe"]
     got = (recipe["method"], recipe["wavelet"], recipe["rescale"], recipe.get("norm", "method"))
-    assert got == want
+    assert got == want[:4]
+    deeper = layers > source_sizes["layers"]
+    assert recipe.get("depth", "method") == (want.depth if deeper else "method")
     # The paper-faithful setting stays one flag away.
     raw = registry.materialize(src.name, layers=layers, hidden=hidden, method="dwt", rescale="none")
     assert raw.artifact.info["recipe"]["rescale"] == "none"
@@ -843,3 +845,74 @@ def test_cli_show_summarizes_a_learngenes_signals(registry, tiny_dir, run_cli):
     assert "layer_digests" not in out and len(out.splitlines()) < 20
     code, out, _ = run_cli("show", lg.name, "--json")
     assert code == 0 and json.loads(out)["info"]["signals"] == lg.info["signals"]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("layers", [8, 6])
+def test_identity_depth_keeps_a_pre_norm_models_function(
+    registry, tiny_dir, tmp_path, family, layers
+):
+    """--depth identity: each source layer, then copies of it whose residual writers are
+    zero. At the source's width the deeper model computes the same logits (transformers
+    runs both); 4 -> 6 is not an integer ratio: layers 0 and 2 get one repeat each."""
+    src = registry.import_checkpoint(tiny_dir(family))
+    m = registry.materialize(
+        src.name, layers=layers, hidden=32, method="dwt", depth="identity", out=tmp_path / "deep"
+    )
+    assert m.artifact.info["recipe"]["depth"] == "identity"
+    source, _ = _load(tiny_dir(family))
+    deep, info = _load(tmp_path / "deep")
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    ids = torch.tensor([[1, 5, 7, 9, 2, 4, 4, 8]])
+    with torch.no_grad():
+        want, got = source(input_ids=ids).logits, deep(input_ids=ids).logits
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # Which target layer copies which source layer, and which start as identities.
+    stem = "transformer.h" if family == "gpt2" else "model.layers"
+    writer = "attn.c_proj.weight" if family == "gpt2" else "self_attn.o_proj.weight"
+    reader = "attn.c_attn.weight" if family == "gpt2" else "self_attn.q_proj.weight"
+    copies = [0, 0, 1, 1, 2, 2, 3, 3] if layers == 8 else [0, 0, 1, 2, 2, 3]
+    state, src_state = m.state_dict, source.state_dict()
+    for j, i in enumerate(copies):
+        assert torch.equal(state[f"{stem}.{j}.{reader}"], src_state[f"{stem}.{i}.{reader}"])
+        repeat = j > 0 and copies[j - 1] == i
+        if repeat:
+            assert not state[f"{stem}.{j}.{writer}"].any()
+        else:
+            assert torch.equal(state[f"{stem}.{j}.{writer}"], src_state[f"{stem}.{i}.{writer}"])
+    again = registry.rederive(m.artifact.name)
+    assert again.artifact.content_hash == m.artifact.content_hash
+
+
+def test_identity_depth_equals_the_benchmarks_rule_after_a_width_transfer(registry, tiny_dir):
+    """zoo's --depth identity = the method at the source's depth, then the transfer
+    benchmark's +dz rule (checked against transformers' logits in its own tests)."""
+    from zoo.bench.transfer import depth_by_rule
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))  # 4 x 32
+    kw = dict(method="dwt", wavelet="db2", rescale="fan")
+    got = registry.materialize(src.name, layers=8, hidden=64, depth="identity", **kw)
+    wide = registry.materialize(src.name, layers=4, hidden=64, **kw)
+    want, config = depth_by_rule("gpt2", dict(wide.state_dict), wide.config, 8, "identity")
+    assert got.config["n_layer"] == config["n_layer"] == 8
+    assert set(got.state_dict) == set(want)
+    for name, value in want.items():
+        assert torch.equal(got.state_dict[name], value), name
+    # hypercloning's integer-multiplier check sees the source's depth: 4 -> 6 is fine.
+    hc = registry.materialize(
+        src.name, layers=6, hidden=64, method="hypercloning", depth="identity"
+    )
+    assert hc.config["n_layer"] == 6
+
+
+def test_identity_depth_is_refused_where_it_cannot_apply(registry, tiny_dir, run_cli):
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    for args in (
+        ["--layers", "2", "--hidden", "16", "--depth", "identity"],  # no layers added
+        ["--layers", "8", "--hidden", "64", "--method", "scratch", "--depth", "identity"],
+    ):
+        code, out, err = run_cli("materialize", src.name, *args)
+        assert code == 2 and out == "" and err.count("\n") == 1 and "identity" in err, err
+    # Without added layers the default rule is "method": the recipe does not name one.
+    wider = registry.materialize(src.name, layers=4, hidden=64)
+    assert "depth" not in wider.artifact.info["recipe"]

@@ -22,6 +22,7 @@ class Default(NamedTuple):
     wavelet: str | None  # None for methods other than dwt
     rescale: str
     norm: str = "method"
+    depth: str = "method"  # applies only when the target has more layers
 
 
 #: Measured: see benchmarks/results/transfer.md for the table behind every entry.
@@ -84,8 +85,8 @@ def default_recipe(
             (``Family.axis_sizes`` of the source and target configs).
 
     Example:
-        >>> default_recipe("gpt2", {"layers": 4, "hidden": 128}, {"layers": 2, "hidden": 64})
-        Default(method='weight-selection', wavelet=None, rescale='none', norm='method')
+        >>> default_recipe("gpt2", {"layers": 4, "hidden": 128}, {"layers": 2, "hidden": 64})[:3]
+        ('weight-selection', None, 'none')
     """
     if family not in CLOSEST:
         raise InvalidInputError(

@@ -24,6 +24,12 @@ METHODS = ("dwt", "dct", "weight-selection", "hypercloning", "net2net", "scratch
 RESCALES = ("none", "std", "fan", "fan-sqrt")
 #: How normalization layers are resized (see :class:`Recipe`); "method" is the default.
 NORMS = ("method", "match")
+#: How a deeper target gets its layers (see :class:`Recipe`); "method" is the default.
+DEPTHS = ("method", "identity")
+#: Signals whose output is added to the residual stream (every family names them so).
+RESIDUAL_WRITERS = frozenset(
+    {"attn.out.weight", "attn.out.bias", "ffn.out.weight", "ffn.out.bias", "ffn.down.weight"}
+)
 # HF's default initializer_range for every family zoo ships.
 SCRATCH_INIT_STD = 0.02
 
@@ -47,6 +53,13 @@ class Recipe:
             alike, so a gain scale (raw L2S doubles LayerNorm gains) cannot pass for a
             better transfer. ``scratch`` keeps its ones and zeros either way. Left out of
             :meth:`to_json` when it is the default, so existing recipes keep their JSON.
+        depth: how a target deeper than the source gets its layers. ``method``
+            (default): the method resizes the layer axis like any other. ``identity``: the
+            method resizes everything but depth, then each source layer is followed by
+            copies of itself whose residual-writing matrices and biases are zero, so they
+            start as identities (Net2Net's deepening; exactly function-preserving along
+            depth for pre-norm models). No effect when the depth does not grow; left out
+            of :meth:`to_json` when it is the default.
     """
 
     method: str
@@ -54,6 +67,7 @@ class Recipe:
     rescale: str = "none"
     seed: int = 0
     norm: str = "method"
+    depth: str = "method"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -68,11 +82,20 @@ class Recipe:
             raise InvalidInputError(
                 f"Unknown norm rule {self.norm!r}; choose one of {', '.join(NORMS)}."
             )
+        if self.depth not in DEPTHS:
+            raise InvalidInputError(
+                f"Unknown depth rule {self.depth!r}; choose one of {', '.join(DEPTHS)}."
+            )
+        if self.depth == "identity" and self.method == "scratch":
+            raise InvalidInputError(
+                "--depth identity repeats transferred layers; scratch has none to repeat."
+            )
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        if self.norm == "method":
-            del out["norm"]
+        for key in ("norm", "depth"):
+            if out[key] == "method":
+                del out[key]
         return out
 
 
@@ -81,6 +104,28 @@ def target_shape(
 ) -> tuple[int, ...]:
     """The signal's shape at the target size: changeable roles resize, fixed ones stay."""
     return tuple(target_sizes.get(role, n) for role, n in zip(axes, shape, strict=True))
+
+
+def identity_depth_index(source_layers: int, target_layers: int) -> list[int]:
+    """The source layer each target layer copies under ``depth="identity"``: source layer
+    ``i`` fills target layers ``floor(j * S / T) == i`` (its first copy, then repeats)."""
+    return [j * source_layers // target_layers for j in range(target_layers)]
+
+
+def deepen_by_identity(
+    y: torch.Tensor, key: str, axes: tuple[str, ...], target_layers: int
+) -> torch.Tensor:
+    """``y`` (at the source's depth) taken to ``target_layers`` by the identity rule: every
+    layer repeated in place, the repeats of a residual writer zeroed."""
+    import torch
+
+    axis = axes.index("layers")
+    index = identity_depth_index(y.shape[axis], target_layers)
+    out = y.index_select(axis, torch.tensor(index, device=y.device))
+    if key in RESIDUAL_WRITERS:
+        repeats = [j for j in range(1, target_layers) if index[j] == index[j - 1]]
+        out.index_fill_(axis, torch.tensor(repeats, dtype=torch.long, device=y.device), 0)
+    return out
 
 
 def check_method(

@@ -80,6 +80,7 @@ def materialize(
     rescale: str | None = None,
     seed: int = 0,
     norm: str | None = None,
+    depth: str | None = None,
     device: str | None = None,
     out: str | Path | None = None,
     force: bool = False,
@@ -110,6 +111,7 @@ def materialize(
         rescale=rescale,
         seed=seed,
         norm=norm,
+        depth=depth,
     )
     if learngene is not None and recipe.method not in ("dwt", "dct"):
         learngene = None  # baselines read the source itself
@@ -205,7 +207,11 @@ def _plan(
 
     family = get_family(source.family)
     target_config = family.target_config(source.config, target)
-    check_method(recipe.method, family.axis_sizes(source.config), family.axis_sizes(target_config))
+    source_sizes = family.axis_sizes(source.config)
+    method_sizes = family.axis_sizes(target_config)
+    if recipe.depth == "identity":  # the method sees the source's depth
+        method_sizes["layers"] = source_sizes["layers"]
+    check_method(recipe.method, source_sizes, method_sizes)
     return _Plan(parent, source, learngene, recipe, target_config)
 
 
@@ -219,6 +225,7 @@ def _recipe(
     rescale,
     seed: int,
     norm: str | None,
+    depth: str | None = None,
 ) -> Recipe:
     """Fill what the user left out: the learngene's own settings first, then zoo's
     measured defaults for this family and direction (zoo/defaults.py)."""
@@ -227,8 +234,9 @@ def _recipe(
 
     family = get_family(source.family)
     target_config = family.target_config(source.config, target)  # refuses bad sizes early
-    d_method, d_wavelet, d_rescale, d_norm = default_recipe(
-        source.family, family.axis_sizes(source.config), family.axis_sizes(target_config)
+    source_sizes, target_sizes = family.axis_sizes(source.config), family.axis_sizes(target_config)
+    d_method, d_wavelet, d_rescale, d_norm, d_depth = default_recipe(
+        source.family, source_sizes, target_sizes
     )
     if method is None:
         method = learngene.info["method"] if learngene else d_method
@@ -248,16 +256,26 @@ def _recipe(
         )
     if rescale is None:
         rescale = d_rescale if method == d_method else DEFAULT_RESCALE
+    # The measured norm and depth rules go with the measured recipe, not with any other.
+    same = (method, rescale) == (d_method, d_rescale)
     if norm is None:
-        # The measured norm rule goes with the measured recipe, not with any other.
-        same = (method, rescale) == (d_method, d_rescale)
         norm = d_norm if same else "method"
+    deeper = target_sizes["layers"] > source_sizes["layers"]
+    if depth == "identity" and not deeper:
+        raise InvalidInputError(
+            f"--depth identity adds layers, but the target has {target_sizes['layers']} "
+            f"and the source {source_sizes['layers']}."
+        )
+    if depth is None:
+        # Without added layers the rule changes nothing: one recipe, one artifact.
+        depth = d_depth if same and deeper and method != "scratch" else "method"
     return Recipe(
         method=method,
         wavelet=wavelet if method == "dwt" else None,
         rescale=rescale,
         seed=seed,
         norm=norm,
+        depth=depth,
     )
 
 
@@ -350,7 +368,7 @@ def derive_state(
     this off and hashes every output itself)."""
     import torch
 
-    from zoo.derive import needs_reference, signal_stats, target_shape
+    from zoo.derive import deepen_by_identity, needs_reference, signal_stats, target_shape
     from zoo.families import get_family
     from zoo.families.base import SignalSpec
 
@@ -358,6 +376,11 @@ def derive_state(
 
     family = get_family(plan.source.family)
     target_sizes = family.axis_sizes(plan.target_config)
+    target_layers = target_sizes["layers"]
+    source_layers = family.axis_sizes(plan.source.config)["layers"]
+    deepen = plan.recipe.depth == "identity" and target_layers > source_layers
+    if deepen:  # the method resizes everything but depth; deepen_by_identity adds layers
+        target_sizes = {**target_sizes, "layers": source_layers}
     generator = torch.Generator().manual_seed(plan.recipe.seed)
     stored = {t.name: t for t in plan.learngene.tensors} if plan.learngene else {}
     lg_signals = plan.learngene.info["signals"] if plan.learngene else {}
@@ -443,8 +466,15 @@ def derive_state(
             axes, shape, read = sig.axes, tuple(sig.tensor.shape), sig.tensor.numel()
         return math.prod(target_shape(axes, shape, target_sizes)) + read
 
+    def axes_of(key: str) -> tuple[str, ...]:
+        if plan.learngene:
+            return tuple(lg_signals[key]["axes"])
+        return source_signal(key).axes
+
     def one_hashed(key: str) -> torch.Tensor:
         y = one(key)
+        if deepen and "layers" in axes_of(key):
+            y = deepen_by_identity(y, key, axes_of(key), target_layers)
         layout = family.unchanged_outputs(key)
         if known is not None and layout is not None:
             known.hash_ahead(y, layout)
@@ -674,6 +704,7 @@ def _verified_rederivation(reg, info: ArtifactInfo, device: str | None, *, as_pa
         rescale=r["rescale"],
         seed=r["seed"],
         norm=r.get("norm", "method"),
+        depth=r.get("depth", "method"),
     )
     try:
         dev = tio.resolve_device(device or r["device"])

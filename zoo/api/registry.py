@@ -355,6 +355,7 @@ class Registry:
         rescale: str | None = None,
         seed: int = 0,
         norm: str | None = None,
+        depth: str | None = None,
         device: str | None = None,
         out=None,
         force: bool = False,
@@ -373,6 +374,9 @@ class Registry:
                 or fan-sqrt (see :class:`zoo.derive.Recipe`).
             norm: ``method`` (norm layers resized like the rest) or ``match`` (every
                 method's norm layers keep the source's mean and spread).
+            depth: for a deeper target, ``method`` (the method resizes the layer axis) or
+                ``identity`` (each source layer followed by copies that start as
+                identities); default: zoo's measured default. See :class:`zoo.derive.Recipe`.
             device: ``cpu`` or ``cuda``; the transforms run there.
             out: write an HF folder there (refused if not empty unless ``force``).
             store: keep the weights in the registry (default: recipe only, re-derivable).
@@ -401,6 +405,7 @@ class Registry:
             rescale=rescale,
             seed=seed,
             norm=norm,
+            depth=depth,
             device=device,
             out=out,
             force=force,

@@ -104,6 +104,9 @@ def parse_method(text: str) -> MethodSpec:
         spec = parse_method(name[:-3])
         if spec.method == "scratch" or spec.depth or spec.residual_depth:
             raise ValueError(f"bad method {text!r}: +dc/+ds/+dz follow a transfer, before +rd")
+        if name.endswith("+dz") and spec.head_aware:
+            # +hd redoes attention at the target depth by the method, not by this rule.
+            raise ValueError(f"bad method {text!r}: +hd and +dz do not combine")
         return dataclasses.replace(spec, name=spec.name + name[-3:], depth=depth_rules[name[-3:]])
     if name.endswith("+eb"):
         spec = parse_method(name[:-3])
@@ -539,8 +542,10 @@ def zoo_default_method(family: str, source: tuple[int, int], target: tuple[int, 
     from zoo.defaults import default_recipe
 
     sizes = [{"layers": layers, "hidden": hidden} for layers, hidden in (source, target)]
-    method, wavelet, rescale, norm = default_recipe(family, *sizes)
+    method, wavelet, rescale, norm, depth = default_recipe(family, *sizes)
     suffix = "+nm" if norm == "match" else ""
+    if depth == "identity" and target[0] > source[0]:
+        suffix += "+dz"
     if method == "dwt":
         return f"dwt:{wavelet}:{rescale}{suffix}"
     if method == "dct":
@@ -571,19 +576,22 @@ def initialize(
     layers, hidden = target
     parent = _learngene(reg, source, spec, dct_keep) if spec.method in ("dwt", "dct") else source
     source_depth = source_state[0][get_family(family).layers_key] if source_state else None
-    # +dc/+ds/+dz: the method changes the width only; depth_by_rule sets the depth.
-    depth = source_depth if spec.depth else layers
+    # +dz is zoo's own --depth identity. +dc/+ds: the method changes the width only;
+    # depth_by_rule sets the depth.
+    by_rule = spec.depth in ("copies", "stack")
     m = reg.materialize(
         parent,
-        layers=depth,
+        layers=source_depth if by_rule else layers,
         hidden=hidden,
         method=spec.method,
         wavelet=spec.wavelet,
         rescale=spec.rescale,
         seed=seed,
         # +nm is zoo's own option; +nd (raw-DWT norm scale for any method) is not. Always
-        # explicit: a name without +nm means the method's own rule, whatever the default.
+        # explicit: a name without +nm means the method's own rule, whatever the default;
+        # the same for the depth rule.
         norm="match" if spec.norm == "match" else "method",
+        depth="identity" if spec.depth == "identity" else "method",
         device="cpu",  # where the targets train; the same bits on any machine
     )
     state, config = dict(m.state_dict), m.config
@@ -599,7 +607,7 @@ def initialize(
         state = embeddings_from(family, state, config, dict(b.state_dict), b.config)
     if spec.norm == "dwt":
         state = shared_norms(family, state, config, source_state, spec.norm)
-    if spec.depth:
+    if by_rule:
         state, config = depth_by_rule(family, state, config, layers, spec.depth)
     if spec.residual_depth:
         state = residual_depth_scaled(family, state, config, source_state[0])
