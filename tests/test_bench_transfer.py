@@ -24,6 +24,17 @@ def test_steps_to_reach_interpolates_between_eval_points():
     assert transfer.steps_to_reach(steps, losses, 2.0) is None
 
 
+def test_steps_to_reach_counts_from_where_the_curve_stays_below():
+    """A warm start's dip in warmup, then a rise at the peak learning rate, is not
+    reaching the target: the step counts from the last crossing."""
+    steps = [0, 50, 100, 150, 200]
+    losses = [3.0, 1.8, 2.1, 1.9, 1.7]
+    assert transfer.first_crossing(steps, losses, 1.85) == pytest.approx(50 * 1.15 / 1.2)
+    assert transfer.steps_to_reach(steps, losses, 1.85) == pytest.approx(150 + 50 * 0.05 / 0.2)
+    assert transfer.steps_to_reach(steps, losses, 2.2) == pytest.approx(50 * 0.8 / 1.2)
+    assert transfer.steps_to_reach([0, 50], [1.9, 2.1], 2.0) is None  # ends above
+
+
 def test_tie_when_difference_within_seed_spread():
     assert transfer.verdict(2.00, 0.02, 2.01, 0.01) == "tie"
     assert transfer.verdict(2.00, 0.005, 2.05, 0.01) == "win"
@@ -352,6 +363,9 @@ def test_micro_run_report(tmp_path, capsys):
     assert dwt["verdict_vs_scratch"] in ("win", "tie", "loss")
     assert report["machine"]["torch"] == torch.__version__
     assert report["source"]["trained_here"] and report["flops_per_step"] > 0
+    # A saved report rescored with the same rules is unchanged.
+    again = transfer.rescore(json.loads(json.dumps(data)))
+    assert again["methods"] == data["methods"] and again["targets"] == data["targets"]
     # Without a bar of its own, nothing else draws one either (transformers' shard bar).
     assert capsys.readouterr().err == ""
 
