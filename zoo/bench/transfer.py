@@ -372,6 +372,10 @@ def mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
+#: How "steps to reach" is counted; recorded in every report (absent: the first crossing).
+STEPS_RULE = "stays below: the step from which the mean curve stays at or below the target"
+
+
 def steps_to_reach(steps: Sequence[int], losses: Sequence[float], target: float) -> float | None:
     """The step from which the curve stays at or below ``target`` (linear between eval
     points); None if it ends above. Not the first crossing: warm starts often dip below a
@@ -472,6 +476,7 @@ def rescore(report: dict[str, Any]) -> dict[str, Any]:
     :func:`steps_to_reach`), from its stored mean curves and final losses."""
     report["best_baseline"] = compare(report["methods"], report["steps"], report["flops_per_step"])
     add_targets(report)
+    report["steps_rule"] = STEPS_RULE
     return report
 
 
@@ -960,6 +965,7 @@ def run_transfer(
         },
         "machine": machine(),
         "target_method": target_method,
+        "steps_rule": STEPS_RULE,
         "partial": True,
     }
     total = len(specs) * len(seed_list) * steps + (0 if source else source_steps)
