@@ -487,14 +487,17 @@ def test_out_folders_a_rename_cannot_swap_are_refused_in_one_line(
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
 @pytest.mark.parametrize(("layers", "hidden"), [(2, 16), (8, 64)])
-def test_unspecified_settings_take_the_measured_defaults(registry, tiny_dir, layers, hidden):
+def test_unspecified_settings_take_the_measured_defaults(
+    registry, tiny_dir, family, layers, hidden
+):
     from zoo.defaults import default_recipe
 
-    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    src = registry.import_checkpoint(tiny_dir(family))
     m = registry.materialize(src.name, layers=layers, hidden=hidden)
     source_sizes = {"layers": 4, "hidden": 32}
-    want = default_recipe("gpt2", source_sizes, {"layers": layers, "hidden": hidden})
+    want = default_recipe(family, source_sizes, {"layers": layers, "hidden": hidden})
     recipe = m.artifact.info["recipe"]
     got = (recipe["method"], recipe["wavelet"], recipe["rescale"], recipe.get("norm", "method"))
     assert got == want[:4]
