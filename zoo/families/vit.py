@@ -73,17 +73,8 @@ class ViTFamily(TransformerFamily):
         return [*self.encoder_rules(), *self.head_rules()]
 
     def head_rules(self) -> list[Rule]:
-        return [
-            *linear(
-                "classifier",
-                "classifier",
-                "classes",
-                "hidden",
-                scope="top",
-                required=False,
-                kind="head",
-            ),
-        ]
+        top = dict(scope="top", required=False, kind="head")
+        return [*linear("classifier", "classifier", "classes", "hidden", **top)]
 
     def encoder_rules(self) -> list[Rule]:
         old, new = "encoder.layer.{i}", "layers.{i}"
