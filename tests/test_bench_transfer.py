@@ -33,6 +33,10 @@ def test_steps_to_reach_counts_from_where_the_curve_stays_below():
     assert transfer.steps_to_reach(steps, losses, 1.85) == pytest.approx(150 + 50 * 0.05 / 0.2)
     assert transfer.steps_to_reach(steps, losses, 2.2) == pytest.approx(50 * 0.8 / 1.2)
     assert transfer.steps_to_reach([0, 50], [1.9, 2.1], 2.0) is None  # ends above
+    nan = float("nan")
+    assert transfer.steps_to_reach([0, 50, 100], [3.0, 1.5, nan], 2.0) is None  # diverged
+    assert transfer.steps_to_reach([0, 50], [nan, nan], 2.0) is None
+    assert transfer.steps_to_reach([0, 50], [3.0, 1.0], nan) is None
 
 
 def test_tie_when_difference_within_seed_spread():
@@ -99,6 +103,7 @@ def test_parse_method_names():
         "scratch+dc",
         "dwt:db2:fan+dc+ds",
         "dwt:db2:fan+hd+dz",
+        "dwt:db2:fan+nd+dz",
         "dwt:db2:fan+rd+dc",
         "scratch+eb",
         "dwt:db2:fan+eb+eb",

@@ -885,6 +885,31 @@ def test_identity_depth_keeps_a_pre_norm_models_function(
             assert torch.equal(state[f"{stem}.{j}.{writer}"], src_state[f"{stem}.{i}.{writer}"])
     again = registry.rederive(m.artifact.name)
     assert again.artifact.content_hash == m.artifact.content_hash
+    # The rule is shown wherever the recipe is: lineage, the model card.
+    assert "depth=identity" in registry.lineage(m.artifact.name, down=False).to_text()
+    assert "depth `identity`" in (tmp_path / "deep" / "README.md").read_text()
+
+
+def test_identity_depth_zeroes_biases_of_the_residual_writers_too(registry, tmp_path):
+    """llama with MLP and attention biases: a repeat's o_proj and down_proj biases must be
+    zero as well, or the deeper model computes something else (transformers' logits)."""
+    from tinymodels import save_tiny
+
+    folder = save_tiny("llama", tmp_path / "src", mlp_bias=True, attention_bias=True)
+    source, _ = _load(folder)
+    with torch.no_grad():
+        for name, p in source.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.1)
+    source.save_pretrained(folder)
+    src = registry.import_checkpoint(folder)
+    registry.materialize(src.name, layers=8, hidden=32, depth="identity", out=tmp_path / "deep")
+    deep, _ = _load(tmp_path / "deep")
+    ids = torch.tensor([[1, 5, 7, 9, 2, 4]])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            deep(input_ids=ids).logits, source(input_ids=ids).logits, rtol=1e-5, atol=1e-5
+        )
 
 
 def test_identity_depth_equals_the_benchmarks_rule_after_a_width_transfer(registry, tiny_dir):
@@ -919,3 +944,8 @@ def test_identity_depth_is_refused_where_it_cannot_apply(registry, tiny_dir, run
     # Without added layers the default rule is "method": the recipe does not name one.
     wider = registry.materialize(src.name, layers=4, hidden=64)
     assert "depth" not in wider.artifact.info["recipe"]
+    # The measured depth rule goes with the measured recipe only (db2 fan for bert).
+    deeper = registry.materialize(src.name, layers=8, hidden=64)
+    assert deeper.artifact.info["recipe"]["depth"] == "identity"
+    haar = registry.materialize(src.name, layers=8, hidden=64, wavelet="haar")
+    assert "depth" not in haar.artifact.info["recipe"]

@@ -28,7 +28,8 @@ NORMS = ("method", "match")
 DEPTHS = ("method", "identity")
 #: Signals whose output is added to the residual stream (every family names them so).
 RESIDUAL_WRITERS = frozenset(
-    {"attn.out.weight", "attn.out.bias", "ffn.out.weight", "ffn.out.bias", "ffn.down.weight"}
+    {"attn.out.weight", "attn.out.bias", "ffn.out.weight", "ffn.out.bias"}
+    | {"ffn.down.weight", "ffn.down.bias"}
 )
 # HF's default initializer_range for every family zoo ships.
 SCRATCH_INIT_STD = 0.02

@@ -101,6 +101,9 @@ def model_card(plan, info) -> str:
     )
     recipe = plan.recipe
     how = recipe.method + (f" ({recipe.wavelet})" if recipe.wavelet else "")
+    rules = f"rescale `{recipe.rescale}`"
+    rules += f", norm `{recipe.norm}`" if recipe.norm != "method" else ""
+    rules += f", depth `{recipe.depth}`" if recipe.depth != "method" else ""
     lg = (
         f"- learngene: `{plan.learngene.name}` ({plan.learngene.content_hash})\n"
         if plan.learngene
@@ -114,7 +117,7 @@ def model_card(plan, info) -> str:
         "---\n\n"
         f"# {info.name}\n\n"
         f"Initialized by zoo {__version__} from `{src.name}` with {how}, "
-        f"rescale `{recipe.rescale}`. This is an initialization, not a trained model.\n\n"
+        f"{rules}. This is an initialization, not a trained model.\n\n"
         "## Lineage\n\n"
         f"- source: `{src.name}` ({src.content_hash})\n{lg}"
         f"- this checkpoint: {info.content_hash}\n\n"

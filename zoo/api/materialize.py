@@ -257,7 +257,8 @@ def _recipe(
     if rescale is None:
         rescale = d_rescale if method == d_method else DEFAULT_RESCALE
     # The measured norm and depth rules go with the measured recipe, not with any other.
-    same = (method, rescale) == (d_method, d_rescale)
+    measured = (d_method, d_wavelet, d_rescale)
+    same = (method, wavelet if method == "dwt" else None, rescale) == measured
     if norm is None:
         norm = d_norm if same else "method"
     deeper = target_sizes["layers"] > source_sizes["layers"]

@@ -104,9 +104,9 @@ def parse_method(text: str) -> MethodSpec:
         spec = parse_method(name[:-3])
         if spec.method == "scratch" or spec.depth or spec.residual_depth:
             raise ValueError(f"bad method {text!r}: +dc/+ds/+dz follow a transfer, before +rd")
-        if name.endswith("+dz") and spec.head_aware:
-            # +hd redoes attention at the target depth by the method, not by this rule.
-            raise ValueError(f"bad method {text!r}: +hd and +dz do not combine")
+        if name.endswith("+dz") and (spec.head_aware or spec.norm == "dwt"):
+            # +hd and +nd redo attention / norms at the target depth by the method.
+            raise ValueError(f"bad method {text!r}: +hd and +nd do not combine with +dz")
         return dataclasses.replace(spec, name=spec.name + name[-3:], depth=depth_rules[name[-3:]])
     if name.endswith("+eb"):
         spec = parse_method(name[:-3])
@@ -381,7 +381,10 @@ def steps_to_reach(steps: Sequence[int], losses: Sequence[float], target: float)
     points); None if it ends above. Not the first crossing: warm starts often dip below a
     target in warmup and rise above it again at the peak learning rate (seventh session;
     earlier reports took the first crossing)."""
-    above = [i for i, loss in enumerate(losses) if loss > target]
+    if not losses or not math.isfinite(target):
+        return None
+    # NaN is never "at or below": a diverged run does not reach anything.
+    above = [i for i, loss in enumerate(losses) if not loss <= target]
     if not above:
         return float(steps[0])
     last = above[-1]
@@ -795,7 +798,7 @@ def depth_by_rule(family: str, state, config, layers: int, rule: str):
 RESIDUAL_WRITERS = {
     "gpt2": re.compile(r"\.h\.(\d+)\.(attn|mlp)\.c_proj\.(weight|bias)$"),
     "bert": re.compile(r"\.layer\.(\d+)\.(attention\.output|output)\.dense\.(weight|bias)$"),
-    "llama": re.compile(r"\.layers\.(\d+)\.(self_attn\.o_proj|mlp\.down_proj)\.weight$"),
+    "llama": re.compile(r"\.layers\.(\d+)\.(self_attn\.o_proj|mlp\.down_proj)\.(weight|bias)$"),
 }
 
 
