@@ -755,8 +755,9 @@ def depth_by_rule(family: str, state, config, layers: int, rule: str):
     """``state`` (at the source's depth) taken to ``layers`` layers by a fixed rule (the
     ``+dc`` / ``+ds`` / ``+dz`` ablations): ``copies`` repeats each layer in place, or
     averages adjacent groups; ``stack`` repeats the whole stack, or keeps the first layers;
-    ``identity`` (growing only) repeats each layer in place with the repeats' residual
-    writers zeroed. Needs an integer ratio between the depths."""
+    ``identity`` (growing only) is zoo's ``--depth identity`` rule
+    (:func:`zoo.derive.deepen_by_identity`). Needs an integer ratio between the depths."""
+    from zoo.derive import deepen_by_identity
     from zoo.families import get_family
 
     fam = get_family(family)
@@ -771,9 +772,11 @@ def depth_by_rule(family: str, state, config, layers: int, rule: str):
     signals = {}
     for key, sig in fam.to_signals(state, config).items():
         t = sig.tensor
-        if "layers" in sig.axes:
+        if "layers" in sig.axes and rule == "identity":
+            t = deepen_by_identity(t, key, sig.axes, layers)
+        elif "layers" in sig.axes:
             t = t.movedim(sig.axes.index("layers"), 0)
-            if layers > now and rule in ("copies", "identity"):
+            if layers > now and rule == "copies":
                 t = t.repeat_interleave(factor, dim=0)
             elif layers > now:
                 t = t.repeat(factor, *([1] * (t.dim() - 1)))
@@ -783,14 +786,7 @@ def depth_by_rule(family: str, state, config, layers: int, rule: str):
                 t = t[:layers]
             t = t.movedim(0, sig.axes.index("layers")).contiguous()
         signals[key] = t
-    out = fam.from_signals(signals, out_config)
-    if rule == "identity" and layers > now:
-        writer = RESIDUAL_WRITERS[family]
-        for name, t in out.items():
-            hit = writer.search("." + name)
-            if hit and int(hit.group(1)) % factor:  # a repeat, not the first copy
-                out[name] = torch.zeros_like(t)
-    return out, out_config
+    return fam.from_signals(signals, out_config), out_config
 
 
 # Matrices (and biases) whose output is added to the residual stream, per family; group 1
