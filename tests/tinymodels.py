@@ -8,6 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# ViT and DeiT share one configuration: 16 patches of 4x4.
+VISION = dict(
+    image_size=16,
+    patch_size=4,
+    num_channels=3,
+    hidden_size=32,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    intermediate_size=64,
+    num_labels=5,
+)
+
 # Small enough for fast tests, big enough that every axis can halve twice.
 TINY = {
     "bert": dict(
@@ -47,33 +59,9 @@ TINY = {
             eos_token_id=0,
         ),
     ),
-    "vit": dict(
-        arch="ViTForImageClassification",
-        config=dict(
-            image_size=16,
-            patch_size=4,
-            num_channels=3,
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            intermediate_size=64,
-            num_labels=5,
-        ),
-    ),
+    "vit": dict(arch="ViTForImageClassification", config=VISION),
     # Distilled DeiT (model_type deit): ViT plus a distillation token and a second head.
-    "deit": dict(
-        arch="DeiTForImageClassificationWithTeacher",
-        config=dict(
-            image_size=16,
-            patch_size=4,
-            num_channels=3,
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            intermediate_size=64,
-            num_labels=5,
-        ),
-    ),
+    "deit": dict(arch="DeiTForImageClassificationWithTeacher", config=VISION),
     "llama": dict(
         arch="LlamaForCausalLM",
         config=dict(
