@@ -185,13 +185,28 @@ def config_show(as_json: bool) -> None:
     "source's axes halve exactly).",
 )
 @click.option("--keep", type=float, help="dct: kept fraction of each axis (default 0.5).")
+@click.option(
+    "--order",
+    type=click.Choice(["stored", "similar"]),
+    default="stored",
+    show_default=True,
+    help="Unit order the transform sees: as stored, or chained by similarity "
+    "(function unchanged).",
+)
 @click.option("--name", help="Registry name for the learngene.")
 @click.option("--device", help="cpu or cuda.")
 @json_option
-def extract_cmd(source, method, wavelet, levels, keep, name, device, as_json) -> None:
+def extract_cmd(source, method, wavelet, levels, keep, order, name, device, as_json) -> None:
     """Extract a learngene (wavelet bands or DCT block) from SOURCE, once."""
     info = _registry().extract(
-        source, method=method, wavelet=wavelet, levels=levels, keep=keep, name=name, device=device
+        source,
+        method=method,
+        wavelet=wavelet,
+        levels=levels,
+        keep=keep,
+        order=order,
+        name=name,
+        device=device,
     )
     _emit(as_json, info.to_json(), render.artifact_line(info))
 
@@ -229,6 +244,12 @@ def extract_cmd(source, method, wavelet, levels, keep, name, device, as_json) ->
     help="Added layers: by the method, or as copies that start as identities "
     "(default: zoo's measured default).",
 )
+@click.option(
+    "--order",
+    type=click.Choice(["stored", "similar"]),
+    help="Unit order the method sees: as stored, or chained by similarity (function "
+    "unchanged; default: a learngene's own order, else stored).",
+)
 @click.option("--device", help="cpu or cuda (default: cuda when a GPU is available, else cpu).")
 @click.option("--out", type=click.Path(file_okay=False), help="Write an HF folder here.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
@@ -247,6 +268,7 @@ def materialize_cmd(
     seed,
     norm,
     depth,
+    order,
     device,
     out,
     force,
@@ -267,6 +289,7 @@ def materialize_cmd(
         seed=seed,
         norm=norm,
         depth=depth,
+        order=order,
         device=device,
         out=out,
         force=force,

@@ -61,6 +61,10 @@ class Recipe:
             start as identities (Net2Net's deepening; exactly function-preserving along
             depth for pre-norm models). No effect when the depth does not grow; left out
             of :meth:`to_json` when it is the default.
+        order: the unit order the method sees (:mod:`zoo.unit_order`): ``stored``
+            (default) or ``similar`` (units chained by similarity first; the function is
+            unchanged). From a learngene, the order it was extracted in. Left out of
+            :meth:`to_json` when it is the default.
     """
 
     method: str
@@ -69,8 +73,12 @@ class Recipe:
     seed: int = 0
     norm: str = "method"
     depth: str = "method"
+    order: str = "stored"
 
     def __post_init__(self) -> None:
+        from zoo.unit_order import check_order
+
+        check_order(self.order)
         if self.method not in METHODS:
             raise InvalidInputError(
                 f"Unknown method {self.method!r}; choose one of {', '.join(METHODS)}."
@@ -91,11 +99,13 @@ class Recipe:
             raise InvalidInputError(
                 "--depth identity repeats transferred layers; scratch has none to repeat."
             )
+        if self.order != "stored" and self.method == "scratch":
+            raise InvalidInputError("--order applies to transfers; scratch reads no units.")
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        for key in ("norm", "depth"):
-            if out[key] == "method":
+        for key, default in (("norm", "method"), ("depth", "method"), ("order", "stored")):
+            if out[key] == default:
                 del out[key]
         return out
 

@@ -104,6 +104,7 @@ def model_card(plan, info) -> str:
     rules = f"rescale `{recipe.rescale}`"
     rules += f", norm `{recipe.norm}`" if recipe.norm != "method" else ""
     rules += f", depth `{recipe.depth}`" if recipe.depth != "method" else ""
+    rules += f", unit order `{recipe.order}`" if recipe.order != "stored" else ""
     lg = (
         f"- learngene: `{plan.learngene.name}` ({plan.learngene.content_hash})\n"
         if plan.learngene

@@ -46,10 +46,21 @@ def full_name(signal: str) -> str:
 
 
 def extract_recipe(
-    method: str, *, wavelet: str | None, levels: int | None, keep: float | None
+    method: str,
+    *,
+    wavelet: str | None,
+    levels: int | None,
+    keep: float | None,
+    order: str = "stored",
 ) -> dict[str, Any]:
     """The normalized settings of an extraction (its identity besides the source)."""
     from zoo.transforms import TRANSFORM_VERSION
+    from zoo.unit_order import check_order
+
+    check_order(order)
+    # The default order is left out, so learngenes extracted before orders existed
+    # keep their identity.
+    ordered = {} if order == "stored" else {"order": order}
 
     if method == "dwt":
         # db2: the wavelet of every dwt entry in zoo/defaults.py (the transfer benchmark).
@@ -64,6 +75,7 @@ def extract_recipe(
             "method": "dwt",
             "wavelet": wavelet,
             "levels": levels,
+            **ordered,
             "transform_version": TRANSFORM_VERSION,
         }
     if method == "dct":
@@ -72,7 +84,7 @@ def extract_recipe(
             raise InvalidInputError(f"--keep must be in (0, 1], got {keep}.")
         if wavelet is not None or levels is not None:
             raise InvalidInputError("--wavelet and --levels apply to --method dwt, not dct.")
-        return {"method": "dct", "keep": keep, "transform_version": TRANSFORM_VERSION}
+        return {"method": "dct", "keep": keep, **ordered, "transform_version": TRANSFORM_VERSION}
     raise InvalidInputError(
         f"Unknown extraction method {method!r}; choose one of {', '.join(EXTRACT_METHODS)}."
     )
@@ -133,18 +145,20 @@ def extract(
     keep: float | None = None,
     name: str | None = None,
     device: str | None = None,
+    order: str = "stored",
 ) -> ArtifactInfo:
     """Extract (once) a learngene from a registered checkpoint."""
     from zoo.checkpoint import manifest_hash, validate_name
     from zoo.derive import signal_stats
     from zoo.families import get_family
     from zoo.transforms import dwt_approx, front_extract
+    from zoo.unit_order import ordered
 
     from . import tensors as tio
 
     if name is not None:
         validate_name(name)
-    recipe = extract_recipe(method, wavelet=wavelet, levels=levels, keep=keep)
+    recipe = extract_recipe(method, wavelet=wavelet, levels=levels, keep=keep, order=order)
     with reg.session() as session:
         src = queries.resolve(session, source, kinds=("source", "derived"))
         existing = _existing_extraction(session, src.id, recipe)
@@ -156,7 +170,7 @@ def extract(
     dev = tio.resolve_device(device)
     state = tio.load_tensors(reg.store, src_info.tensors, device=dev)
     sizes = family.axis_sizes(src_info.config)
-    signals = family.to_signals(state, src_info.config)
+    signals = ordered(family.to_signals(state, src_info.config), order)
     if recipe["method"] == "dwt":
         _check_levels(signals, sizes, recipe["levels"], src_info.name)
 
@@ -278,5 +292,7 @@ def _default_name(source_name: str, recipe: dict[str, Any], content_hash: str) -
         suffix = f"-dwt-{recipe['wavelet']}-l{recipe['levels']}"
     else:
         suffix = f"-dct-k{recipe['keep']:g}"
+    if recipe.get("order", "stored") != "stored":
+        suffix += f"-{recipe['order']}"
     room = MAX_NAME_LENGTH - len(suffix) - len(f"-{content_hash[:8]}")
     return source_name[:room].rstrip(".-") + suffix

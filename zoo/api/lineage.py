@@ -124,7 +124,18 @@ def _esc(text: str) -> str:
 
 def _recipe_summary(e: EdgeInfo) -> str:
     r = e.recipe
-    keys = ("method", "wavelet", "levels", "keep", "rescale", "norm", "depth", "device", "note")
+    keys = (
+        "method",
+        "wavelet",
+        "levels",
+        "keep",
+        "rescale",
+        "norm",
+        "depth",
+        "order",
+        "device",
+        "note",
+    )
     parts = [f"{k}={r[k]}" for k in keys if r.get(k) not in (None, "")]
     return f"  [{', '.join(parts)}]" if parts else ""
 

@@ -81,6 +81,7 @@ def materialize(
     seed: int = 0,
     norm: str | None = None,
     depth: str | None = None,
+    order: str | None = None,
     device: str | None = None,
     out: str | Path | None = None,
     force: bool = False,
@@ -112,6 +113,7 @@ def materialize(
         seed=seed,
         norm=norm,
         depth=depth,
+        order=order,
     )
     if learngene is not None and recipe.method not in ("dwt", "dct"):
         learngene = None  # baselines read the source itself
@@ -226,6 +228,7 @@ def _recipe(
     seed: int,
     norm: str | None,
     depth: str | None = None,
+    order: str | None = None,
 ) -> Recipe:
     """Fill what the user left out: the learngene's own settings first, then zoo's
     measured defaults for this family and direction (zoo/defaults.py)."""
@@ -270,6 +273,7 @@ def _recipe(
     if depth is None:
         # Without added layers the rule changes nothing: one recipe, one artifact.
         depth = d_depth if same and deeper and method != "scratch" else "method"
+    order = _order(learngene, method, order)
     return Recipe(
         method=method,
         wavelet=wavelet if method == "dwt" else None,
@@ -277,7 +281,27 @@ def _recipe(
         seed=seed,
         norm=norm,
         depth=depth,
+        order=order,
     )
+
+
+def _order(learngene: ArtifactInfo | None, method: str, order: str | None) -> str:
+    """The unit order: a learngene's bands were taken in the order it was extracted in,
+    so its dwt/dct recipes have that order; everything else reads the source in the
+    order asked (default as stored)."""
+    from zoo.unit_order import check_order
+
+    if order is not None:
+        check_order(order)
+    if learngene is None or method not in ("dwt", "dct"):
+        return order or "stored"
+    extracted = learngene.info.get("order", "stored")
+    if order is not None and order != extracted:
+        raise InvalidInputError(
+            f"{learngene.name} was extracted in unit order {extracted!r}, not {order!r}; "
+            f"extract one with --order {order}, or leave --order out."
+        )
+    return extracted
 
 
 def _resolve_parent(session: Session, query: str):
@@ -339,10 +363,12 @@ def _what_to_read(plan: _Plan, family, records):
     recipe = plan.recipe
     layers = family.axis_sizes(plan.target_config)["layers"]
     # Weight selection reads source statistics only for norm signals, and those span
-    # every layer: then the whole source is read.
+    # every layer: then the whole source is read. So does a unit order other than
+    # stored, which is chosen from every layer.
     norms = SignalSpec(("layers", "hidden"), "norm_weight", None)
     if (
         recipe.method != "weight-selection"
+        or recipe.order != "stored"
         or needs_reference(norms, recipe)
         or layers >= family.axis_sizes(plan.source.config)["layers"]
     ):
@@ -372,6 +398,7 @@ def derive_state(
     from zoo.derive import deepen_by_identity, needs_reference, signal_stats, target_shape
     from zoo.families import get_family
     from zoo.families.base import SignalSpec
+    from zoo.unit_order import ordered
 
     from . import tensors as tio
 
@@ -401,7 +428,8 @@ def derive_state(
                 state = _virtual_weights(reg, plan.source, records, dev, known)
             else:
                 state = tio.load_tensors(reg.store, records, device=dev, known=known)
-            source_signals = family.to_signals(state, config)
+            # In the learngene's order when bands are taken from the source.
+            source_signals = ordered(family.to_signals(state, config), plan.recipe.order)
         return source_signals
 
     def source_signal(key: str):
@@ -706,6 +734,7 @@ def _verified_rederivation(reg, info: ArtifactInfo, device: str | None, *, as_pa
         seed=r["seed"],
         norm=r.get("norm", "method"),
         depth=r.get("depth", "method"),
+        order=r.get("order", "stored"),
     )
     try:
         dev = tio.resolve_device(device or r["device"])

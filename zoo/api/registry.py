@@ -312,6 +312,7 @@ class Registry:
         keep: float | None = None,
         name: str | None = None,
         device: str | None = None,
+        order: str = "stored",
     ):
         """Extract a learngene from a registered checkpoint, once.
 
@@ -323,6 +324,9 @@ class Registry:
             wavelet: any discrete wavelet PyWavelets knows (``dwt``; default db2).
             levels: decomposition levels to store (``dwt``; default 2).
             keep: kept fraction per axis (``dct``; default 0.5).
+            order: ``stored`` (units as the checkpoint has them) or ``similar`` (units
+                chained by similarity before the transform; the function is unchanged;
+                see :mod:`zoo.unit_order`).
 
         Returns:
             The learngene's :class:`~zoo.db.entities.ArtifactInfo`; the same request
@@ -339,6 +343,7 @@ class Registry:
             keep=keep,
             name=name,
             device=device,
+            order=order,
         )
 
     def materialize(
@@ -356,6 +361,7 @@ class Registry:
         seed: int = 0,
         norm: str | None = None,
         depth: str | None = None,
+        order: str | None = None,
         device: str | None = None,
         out=None,
         force: bool = False,
@@ -377,6 +383,8 @@ class Registry:
             depth: for a deeper target, ``method`` (the method resizes the layer axis) or
                 ``identity`` (each source layer followed by copies that start as
                 identities); default: zoo's measured default. See :class:`zoo.derive.Recipe`.
+            order: the unit order the method sees, ``stored`` or ``similar``
+                (:mod:`zoo.unit_order`); from a learngene, the order it was extracted in.
             device: ``cpu`` or ``cuda``; the transforms run there.
             out: write an HF folder there (refused if not empty unless ``force``).
             store: keep the weights in the registry (default: recipe only, re-derivable).
@@ -406,6 +414,7 @@ class Registry:
             seed=seed,
             norm=norm,
             depth=depth,
+            order=order,
             device=device,
             out=out,
             force=force,

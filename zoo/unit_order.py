@@ -1,0 +1,160 @@
+"""Function-preserving unit orders: permute a checkpoint's units so neighbours are alike.
+
+A trained network stores its units (residual-stream coordinates, FFN neurons) in an
+arbitrary order. BoT's wavelets and FRONT's DCT low-pass every axis as if neighbouring
+units were alike, and weight selection keeps every other unit as if neighbours could
+stand in for each other. Reordering units changes no output of the network, so zoo can
+choose the order those transforms see: ``similar`` chains units so that each sits next
+to the most similar one not yet placed.
+
+What is permuted, and why it keeps the function:
+
+* the **residual axis** (every ``hidden`` axis except attention's inner one), by one
+  permutation for the whole model: embeddings, norms (LayerNorm and RMSNorm act per
+  coordinate after a permutation-invariant statistic), and every matrix reading or
+  writing the residual stream move together;
+* the **FFN axis**, by one permutation per layer: the rows of its input (and gate)
+  matrices and biases and the columns of its output matrix move together.
+
+Attention's inner axis (heads x head_dim; rotary pairs in llama) is left as stored. The
+measurements behind this module are in benchmarks/results/transfer.md (eighth session).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from zoo.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    import torch
+
+    from zoo.families.base import Signal
+
+#: ``stored``: units as the checkpoint has them (default); ``similar``: see the module doc.
+ORDERS = ("stored", "similar")
+
+#: Signals whose ``hidden`` axis at this position is attention's inner (heads x head_dim)
+#: axis, not the residual stream; every family names its attention projections so.
+ATTENTION_INNER = {
+    "attn.q.weight": 1,
+    "attn.k.weight": 1,
+    "attn.v.weight": 1,
+    "attn.q.bias": 1,
+    "attn.k.bias": 1,
+    "attn.v.bias": 1,
+    "attn.out.weight": 2,
+}
+
+
+def check_order(order: str) -> None:
+    if order not in ORDERS:
+        raise InvalidInputError(f"Unknown unit order {order!r}; choose one of {', '.join(ORDERS)}.")
+
+
+def residual_axes(key: str, signal: Signal) -> list[int]:
+    """Positions of ``signal``'s residual-stream axes."""
+    inner = ATTENTION_INNER.get(key)
+    return [i for i, role in enumerate(signal.axes) if role == "hidden" and i != inner]
+
+
+def chain(gram: torch.Tensor) -> torch.Tensor:
+    """A greedy nearest-neighbour chain through units, given their cosine ``gram``.
+
+    Starts at the unit least like the rest on average (the most peripheral one, a
+    natural end of the chain), then steps to the most similar unit not yet placed. Ties go to the lowest index (``argmax``), so
+    the same gram gives the same order on any device.
+    """
+    import torch
+
+    n = gram.shape[0]
+    if n == 1:
+        return torch.zeros(1, dtype=torch.long)
+    current = int(gram.sum(dim=1).argmin())
+    sim = gram.clone()
+    sim.fill_diagonal_(-float("inf"))
+    order = [current]
+    placed = torch.zeros(n, dtype=torch.bool, device=gram.device)
+    placed[current] = True
+    sim[:, current] = -float("inf")
+    for _ in range(n - 1):
+        current = int(sim[current].argmax())
+        order.append(current)
+        placed[current] = True
+        sim[:, current] = -float("inf")
+    return torch.tensor(order, dtype=torch.long)
+
+
+def cosine_gram(blocks: list[torch.Tensor]) -> torch.Tensor:
+    """Cosine similarity of units whose features are the rows of ``blocks`` side by side,
+    each block scaled to unit Frobenius norm so no one tensor decides the order. The gram
+    is accumulated block by block: the features are never concatenated."""
+    import torch
+
+    gram = None
+    for block in blocks:
+        b = block.float().reshape(block.shape[0], -1)
+        size = b.norm()
+        if size == 0:
+            continue
+        b = b / size
+        part = b @ b.t()
+        gram = part if gram is None else gram + part
+    if gram is None:
+        n = blocks[0].shape[0]
+        return torch.eye(n, device=blocks[0].device)
+    diag = gram.diagonal().clamp_min(1e-30).sqrt()
+    return gram / diag[:, None] / diag[None, :]
+
+
+def similar_order(signals: Mapping[str, Signal]) -> tuple[dict[str, Signal], dict[str, list]]:
+    """``signals`` with units chained by similarity (module doc); also the permutations,
+    ``{"hidden": [...], "ffn": [[...] per layer]}``, as index lists."""
+    import dataclasses
+
+    import torch
+
+    blocks = []
+    for key, sig in signals.items():
+        for axis in residual_axes(key, sig):
+            t = sig.tensor.movedim(axis, 0)
+            blocks.append(t.reshape(t.shape[0], -1))
+    if not blocks:
+        raise InvalidInputError("This checkpoint has no residual axis to order.")
+    hidden = chain(cosine_gram(blocks))
+
+    ffn_keys = sorted(k for k, s in signals.items() if "ffn" in s.axes)
+    for key in ffn_keys:
+        if signals[key].axes[0] != "layers" or signals[key].axes.count("ffn") != 1:
+            raise InvalidInputError(f"Cannot order the FFN units of signal {key}.")
+    layers = signals[ffn_keys[0]].tensor.shape[0] if ffn_keys else 0
+    ffn = []
+    for layer in range(layers):
+        per_layer = []
+        for key in ffn_keys:
+            sig = signals[key]
+            t = sig.tensor[layer].movedim(sig.axes.index("ffn") - 1, 0)
+            per_layer.append(t.reshape(t.shape[0], -1))
+        ffn.append(chain(cosine_gram(per_layer)))
+
+    out = {}
+    for key, sig in signals.items():
+        t = sig.tensor
+        for axis in residual_axes(key, sig):
+            t = t.index_select(axis, hidden.to(t.device))
+        if key in ffn_keys:
+            axis = sig.axes.index("ffn") - 1
+            t = torch.stack(
+                [t[i].index_select(axis, ffn[i].to(t.device)) for i in range(layers)]
+            )
+        out[key] = dataclasses.replace(sig, tensor=t.contiguous()) if t is not sig.tensor else sig
+    return out, {"hidden": hidden.tolist(), "ffn": [p.tolist() for p in ffn]}
+
+
+def ordered(signals: Mapping[str, Signal], order: str) -> dict[str, Signal]:
+    """``signals`` in unit order ``order`` (one of :data:`ORDERS`)."""
+    check_order(order)
+    if order == "stored":
+        return dict(signals)
+    return similar_order(signals)[0]
