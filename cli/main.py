@@ -190,8 +190,7 @@ def config_show(as_json: bool) -> None:
     type=click.Choice(["stored", "similar"]),
     default="stored",
     show_default=True,
-    help="Unit order the transform sees: as stored, or chained by similarity "
-    "(function unchanged).",
+    help="Unit order the transform sees: as stored, or chained by similarity (function unchanged).",
 )
 @click.option("--name", help="Registry name for the learngene.")
 @click.option("--device", help="cpu or cuda.")

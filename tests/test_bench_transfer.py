@@ -111,6 +111,12 @@ def test_parse_method_names():
     ):
         with pytest.raises(ValueError):
             transfer.parse_method(bad)
+    so = transfer.parse_method("weight-selection+nd+so")
+    assert so.order == "similar" and so.norm == "dwt" and not so.baseline  # zoo's variant
+    assert transfer.parse_method("dwt:db2:none+nm+dz+so").depth == "identity"
+    for bad in ("scratch+so", "dwt:db2:fan+so+so", "dwt:db2:fan+so+nm", "dwt:db2:fan+hd+so"):
+        with pytest.raises(ValueError):
+            transfer.parse_method(bad)
 
 
 @pytest.mark.parametrize("rule", ["copies", "stack"])
@@ -295,6 +301,41 @@ def test_baseline_embeddings_swap_exactly_the_embedding_tables(
         assert torch.equal(value, want), name
     for name in EMBEDDINGS[family]:  # the swap is visible: the two methods differ there
         assert not torch.equal(base[name], own[name]), name
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+def test_similar_order_suffix_takes_norms_in_the_methods_order(family, tmp_path, tiny_dir):
+    """+so is zoo's order="similar". At L2S with +nd the norms come from the source in the
+    order the method saw (else they would belong to other units); at the source's size,
+    weight selection in similar order is the reordered source, norms included."""
+    import zoo
+    from zoo.api import tensors as tio
+
+    (small, _), (small_own, small_config), (same, _) = _initialized(
+        tmp_path,
+        tiny_dir(family),
+        family,
+        [
+            ("weight-selection+nd+so", (2, 16)),
+            ("weight-selection+so", (2, 16)),
+            ("weight-selection+so", (4, 32)),
+        ],
+    )
+    reg = zoo.connect(home=tmp_path / "home")
+    info = reg.show(reg.list()[0].name)
+    stored = (info.config, tio.load_tensors(reg.store, info.tensors))
+    config, reordered = transfer.in_order(family, stored, "similar")
+    assert set(same) == set(reordered)
+    for name, value in reordered.items():
+        assert torch.equal(same[name], value), name
+    assert any(not torch.equal(stored[1][n], v) for n, v in reordered.items())
+    # +nd resizes the reordered source's norms by raw haar DWT; +so alone keeps the
+    # selected units' own norm values.
+    want = transfer.shared_norms(family, small_own, small_config, (config, reordered), "dwt")
+    assert set(want) == set(small)
+    for name, value in want.items():
+        assert torch.equal(small[name], value), name
+    assert any(not torch.equal(small[n], small_own[n]) for n in small)  # norms did change
 
 
 @pytest.mark.parametrize("family", ["gpt2", "bert"])

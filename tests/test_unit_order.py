@@ -36,7 +36,7 @@ def _trained_like(family: str, **overrides):
     model = build_model(family, **overrides)
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.ndim == 1:
                 p.add_(torch.randn(p.shape, generator=g) * 0.2)
     return model
@@ -57,8 +57,11 @@ def _reordered_copy(model, folder):
     (folder / "new").mkdir()
     shutil.copy(folder / "src" / "config.json", folder / "new")
     new_state = fam.from_signals({k: s.tensor for k, s in reordered.items()}, config)
-    save_file({k: v.contiguous() for k, v in new_state.items()}, folder / "new" / "model.safetensors",
-              metadata={"format": "pt"})
+    save_file(
+        {k: v.contiguous() for k, v in new_state.items()},
+        folder / "new" / "model.safetensors",
+        metadata={"format": "pt"},
+    )
     arch = getattr(transformers, config["architectures"][0])
     return arch.from_pretrained(folder / "src"), arch.from_pretrained(folder / "new"), perms
 
@@ -117,6 +120,7 @@ def test_order_brings_similar_units_next_to_each_other():
     gram = cosine_gram(blocks)
     _, perms = similar_order(signals)
     p = torch.tensor(perms["hidden"])
+
     def adjacent(perm):
         return gram[perm][:, perm].diagonal(1).mean()
 
@@ -140,7 +144,11 @@ def test_materialize_at_the_sources_size_in_similar_order_keeps_the_function(
     result is the reordered source, which transformers runs to the source's logits."""
     src = registry.import_checkpoint(tiny_dir("gpt2"))
     m = registry.materialize(
-        src.name, layers=4, hidden=32, method="weight-selection", order="similar",
+        src.name,
+        layers=4,
+        hidden=32,
+        method="weight-selection",
+        order="similar",
         out=tmp_path / "same",
     )
     assert m.artifact.info["recipe"]["order"] == "similar"
@@ -153,9 +161,7 @@ def test_materialize_at_the_sources_size_in_similar_order_keeps_the_function(
     assert again.artifact.content_hash == m.artifact.content_hash
 
 
-def test_a_learngene_keeps_its_order_and_its_materializations_follow_it(
-    registry, tiny_dir
-):
+def test_a_learngene_keeps_its_order_and_its_materializations_follow_it(registry, tiny_dir):
     src = registry.import_checkpoint(tiny_dir("bert"))
     stored = registry.extract(src.name, method="dwt", wavelet="haar", levels=1)
     similar = registry.extract(src.name, method="dwt", wavelet="haar", levels=1, order="similar")
@@ -166,7 +172,12 @@ def test_a_learngene_keeps_its_order_and_its_materializations_follow_it(
     assert m.artifact.info["recipe"]["order"] == "similar"
     # Bands taken in similar order = the source's signals reordered, then transformed.
     direct = registry.materialize(
-        src.name, layers=2, hidden=16, method="dwt", wavelet="haar", order="similar",
+        src.name,
+        layers=2,
+        hidden=16,
+        method="dwt",
+        wavelet="haar",
+        order="similar",
         rescale=m.artifact.info["recipe"]["rescale"],
     )
     for name, t in m.state_dict.items():
@@ -184,8 +195,18 @@ def test_bad_orders_are_refused_with_one_line(registry, tiny_dir, run_cli):
     lg = registry.extract(src.name, method="dwt", wavelet="haar", levels=1, order="similar")
     for args in (
         ["materialize", lg.name, "--layers", "2", "--hidden", "16", "--order", "stored"],
-        ["materialize", src.name, "--layers", "2", "--hidden", "16", "--method", "scratch",
-         "--order", "similar"],
+        [
+            "materialize",
+            src.name,
+            "--layers",
+            "2",
+            "--hidden",
+            "16",
+            "--method",
+            "scratch",
+            "--order",
+            "similar",
+        ],
     ):
         code, out, err = run_cli(*args)
         assert code == 2 and out == "" and err.count("\n") == 1 and "order" in err, (args, err)

@@ -63,8 +63,9 @@ def chain(gram: torch.Tensor) -> torch.Tensor:
     """A greedy nearest-neighbour chain through units, given their cosine ``gram``.
 
     Starts at the unit least like the rest on average (the most peripheral one, a
-    natural end of the chain), then steps to the most similar unit not yet placed. Ties go to the lowest index (``argmax``), so
-    the same gram gives the same order on any device.
+    natural end of the chain), then steps to the most similar unit not yet placed. Ties
+    go to the lowest index (``argmax``), so the same gram gives the same order on any
+    device.
     """
     import torch
 
@@ -145,9 +146,7 @@ def similar_order(signals: Mapping[str, Signal]) -> tuple[dict[str, Signal], dic
             t = t.index_select(axis, hidden.to(t.device))
         if key in ffn_keys:
             axis = sig.axes.index("ffn") - 1
-            t = torch.stack(
-                [t[i].index_select(axis, ffn[i].to(t.device)) for i in range(layers)]
-            )
+            t = torch.stack([t[i].index_select(axis, ffn[i].to(t.device)) for i in range(layers)])
         out[key] = dataclasses.replace(sig, tensor=t.contiguous()) if t is not sig.tensor else sig
     return out, {"hidden": hidden.tolist(), "ffn": [p.tolist() for p in ffn]}
 

@@ -35,7 +35,10 @@ have none), and everything else from the method. ``+hd`` (right after the method
 norm suffix; dwt only) redoes the attention projections head-aware: the hidden axis that
 indexes heads (the outputs of q, k, v and the inputs of the output projection) is seen as
 (heads, head_dim) and only the heads are resized, so each target head is a whole source head
-(or a blend of whole heads), never a slice of one.
+(or a blend of whole heads), never a slice of one. ``+so``, last, is zoo's ``order="similar"``
+(:mod:`zoo.unit_order`): the method sees the source's residual and FFN units chained by
+similarity instead of as stored (the function is unchanged). A baseline with ``+so`` is
+zoo's variant of it, no longer the published baseline.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from zoo.derive import RESCALES
 
 from . import data as bdata
 from .machine import cpu_model
@@ -85,15 +90,25 @@ class MethodSpec:
     depth: str | None = None  # None: the method's own; "copies" (+dc) or "stack" (+ds)
     baseline_embeddings: bool = False  # +eb: embedding tables from the direction's baseline
     head_aware: bool = False  # +hd: attention resized along (heads, head_dim), heads only
+    order: str = "stored"  # +so: zoo's order="similar"
 
     @property
     def baseline(self) -> bool:
-        return self.method in BASELINES
+        # A published baseline reads units as stored; with +so it is zoo's variant.
+        return self.method in BASELINES and self.order == "stored"
 
 
 def parse_method(text: str) -> MethodSpec:
     """``dwt:db2:fan`` -> MethodSpec; see the module doc for the grammar."""
     name = text.strip()
+    if name.endswith("+so"):
+        spec = parse_method(name[:-3])
+        if spec.method == "scratch" or spec.order != "stored":
+            raise ValueError(f"bad method {text!r}: +so follows a transfer, once, last")
+        if spec.head_aware or spec.baseline_embeddings:
+            # +hd and +eb re-read the source as stored.
+            raise ValueError(f"bad method {text!r}: +hd and +eb do not combine with +so")
+        return dataclasses.replace(spec, name=spec.name + "+so", order="similar")
     if name.endswith("+rd"):
         spec = parse_method(name[:-3])
         if spec.method == "scratch":
@@ -127,18 +142,20 @@ def parse_method(text: str) -> MethodSpec:
     if head == "dwt":
         wavelet = parts[1] if len(parts) > 1 and parts[1] else "haar"
         rescale = parts[2] if len(parts) > 2 and parts[2] else "none"
-        if len(parts) > 3:
+        if len(parts) > 3 or rescale not in RESCALES:
             raise ValueError(f"bad method {text!r}: use dwt:WAVELET:RESCALE")
         return MethodSpec(f"dwt:{wavelet}:{rescale}{tail}", "dwt", wavelet, rescale, norm)
     if head == "dct":
         rescale = parts[1] if len(parts) > 1 and parts[1] else "none"
+        if len(parts) > 2 or rescale not in RESCALES:
+            raise ValueError(f"bad method {text!r}: use dct:RESCALE")
         return MethodSpec(f"dct:{rescale}{tail}", "dct", None, rescale, norm)
     if head in (*BASELINES, "scratch") and len(parts) == 1 and not (head == "scratch" and norm):
         return MethodSpec(name, head, None, None, norm)
     raise ValueError(
         f"unknown method {text!r}; use scratch, weight-selection, hypercloning, net2net, "
         "dwt:WAVELET:RESCALE or dct:RESCALE (optionally +nm or +nd, then +hd, then +eb, then "
-        "+dc, +ds or +dz, then +rd)"
+        "+dc, +ds or +dz, then +rd, then +so)"
     )
 
 
@@ -604,8 +621,10 @@ def zoo_default_method(family: str, source: tuple[int, int], target: tuple[int, 
 
 def _learngene(reg, source: str, spec: MethodSpec, dct_keep: float) -> str:
     if spec.method == "dwt":
-        return reg.extract(source, method="dwt", wavelet=spec.wavelet, levels=2).name
-    return reg.extract(source, method="dct", keep=dct_keep).name
+        return reg.extract(
+            source, method="dwt", wavelet=spec.wavelet, levels=2, order=spec.order
+        ).name
+    return reg.extract(source, method="dct", keep=dct_keep, order=spec.order).name
 
 
 def initialize(
@@ -641,6 +660,7 @@ def initialize(
         # the same for the depth rule.
         norm="match" if spec.norm == "match" else "method",
         depth="identity" if spec.depth == "identity" else "method",
+        order=spec.order,
         device="cpu",  # where the targets train; the same bits on any machine
     )
     state, config = dict(m.state_dict), m.config
@@ -655,7 +675,10 @@ def initialize(
         )
         state = embeddings_from(family, state, config, dict(b.state_dict), b.config)
     if spec.norm == "dwt":
-        state = shared_norms(family, state, config, source_state, spec.norm)
+        # The norms must be in the order the method saw.
+        state = shared_norms(
+            family, state, config, in_order(family, source_state, spec.order), "dwt"
+        )
     if by_rule:
         state, config = depth_by_rule(family, state, config, layers, spec.depth)
     if spec.residual_depth:
@@ -808,6 +831,19 @@ def residual_depth_scaled(family: str, state, config, source_config) -> dict[str
     ratio = fam.axis_sizes(config)["layers"] / fam.axis_sizes(source_config)["layers"]
     pattern = RESIDUAL_WRITERS[family]
     return {k: v / ratio if pattern.search("." + k) else v for k, v in state.items()}
+
+
+def in_order(family: str, source_state, order: str):
+    """``(config, state)`` of the source with its units in ``order`` (zoo.unit_order)."""
+    from zoo.families import get_family
+    from zoo.unit_order import ordered
+
+    if order == "stored":
+        return source_state
+    fam = get_family(family)
+    config, state = source_state
+    signals = ordered(fam.to_signals(state, config), order)
+    return config, fam.from_signals({k: s.tensor for k, s in signals.items()}, config)
 
 
 def shared_norms(family: str, state, config, source_state, rule: str) -> dict[str, torch.Tensor]:
