@@ -99,7 +99,7 @@ def test_chain_recovers_points_shuffled_along_an_arc():
     angles = torch.linspace(0, math.pi / 2, n, dtype=torch.float64)
     points = torch.stack([angles.cos(), angles.sin()], dim=1)
     shuffle = torch.randperm(n, generator=torch.Generator().manual_seed(0))
-    order = chain(cosine_gram([points[shuffle]]))
+    order = chain(cosine_gram([points[shuffle]], n))
     by_angle = angles[shuffle][order]
     assert torch.all(by_angle.diff() > 0) or torch.all(by_angle.diff() < 0)
     assert sorted(order.tolist()) == list(range(n))
@@ -117,7 +117,7 @@ def test_order_brings_similar_units_next_to_each_other():
         for k, s in signals.items()
         for a in residual_axes(k, s)
     ]
-    gram = cosine_gram(blocks)
+    gram = cosine_gram(blocks, 64)
     _, perms = similar_order(signals)
     p = torch.tensor(perms["hidden"])
 

@@ -22,7 +22,7 @@ measurements behind this module are in benchmarks/results/transfer.md (eighth se
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from zoo.errors import InvalidInputError
@@ -87,15 +87,16 @@ def chain(gram: torch.Tensor) -> torch.Tensor:
     return torch.tensor(order, dtype=torch.long)
 
 
-def cosine_gram(blocks: list[torch.Tensor]) -> torch.Tensor:
-    """Cosine similarity of units whose features are the rows of ``blocks`` side by side,
-    each block scaled to unit Frobenius norm so no one tensor decides the order. The gram
-    is accumulated block by block: the features are never concatenated."""
+def cosine_gram(blocks: Iterable[torch.Tensor], n: int) -> torch.Tensor:
+    """Cosine similarity of ``n`` units whose features are the rows of ``blocks`` side by
+    side, each block scaled to unit Frobenius norm so no one tensor decides the order.
+    Accumulated block by block: blocks may come from a generator, so the features are
+    never all in memory at once."""
     import torch
 
     gram = None
     for block in blocks:
-        b = block.float().reshape(block.shape[0], -1)
+        b = block.float().reshape(n, -1)
         size = b.norm()
         if size == 0:
             continue
@@ -103,10 +104,15 @@ def cosine_gram(blocks: list[torch.Tensor]) -> torch.Tensor:
         part = b @ b.t()
         gram = part if gram is None else gram + part
     if gram is None:
-        n = blocks[0].shape[0]
-        return torch.eye(n, device=blocks[0].device)
+        return torch.eye(n)
     diag = gram.diagonal().clamp_min(1e-30).sqrt()
     return gram / diag[:, None] / diag[None, :]
+
+
+def _rows(tensor: torch.Tensor, axis: int) -> torch.Tensor:
+    """``tensor`` with ``axis`` first and the rest flattened: one row per unit."""
+    t = tensor.movedim(axis, 0)
+    return t.reshape(t.shape[0], -1)
 
 
 def similar_order(signals: Mapping[str, Signal]) -> tuple[dict[str, Signal], dict[str, list]]:
@@ -116,14 +122,11 @@ def similar_order(signals: Mapping[str, Signal]) -> tuple[dict[str, Signal], dic
 
     import torch
 
-    blocks = []
-    for key, sig in signals.items():
-        for axis in residual_axes(key, sig):
-            t = sig.tensor.movedim(axis, 0)
-            blocks.append(t.reshape(t.shape[0], -1))
-    if not blocks:
+    residual = [(s.tensor, a) for k, s in signals.items() for a in residual_axes(k, s)]
+    if not residual:
         raise InvalidInputError("This checkpoint has no residual axis to order.")
-    hidden = chain(cosine_gram(blocks))
+    width = residual[0][0].shape[residual[0][1]]
+    hidden = chain(cosine_gram((_rows(t, a) for t, a in residual), width))
 
     ffn_keys = sorted(k for k, s in signals.items() if "ffn" in s.axes)
     for key in ffn_keys:
@@ -132,12 +135,9 @@ def similar_order(signals: Mapping[str, Signal]) -> tuple[dict[str, Signal], dic
     layers = signals[ffn_keys[0]].tensor.shape[0] if ffn_keys else 0
     ffn = []
     for layer in range(layers):
-        per_layer = []
-        for key in ffn_keys:
-            sig = signals[key]
-            t = sig.tensor[layer].movedim(sig.axes.index("ffn") - 1, 0)
-            per_layer.append(t.reshape(t.shape[0], -1))
-        ffn.append(chain(cosine_gram(per_layer)))
+        per_layer = [(signals[k].tensor[layer], signals[k].axes.index("ffn") - 1) for k in ffn_keys]
+        units = per_layer[0][0].shape[per_layer[0][1]]
+        ffn.append(chain(cosine_gram((_rows(t, a) for t, a in per_layer), units)))
 
     out = {}
     for key, sig in signals.items():
