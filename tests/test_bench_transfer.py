@@ -114,7 +114,9 @@ def test_parse_method_names():
     so = transfer.parse_method("weight-selection+nd+so")
     assert so.order == "similar" and so.norm == "dwt" and not so.baseline  # zoo's variant
     assert transfer.parse_method("dwt:db2:none+nm+dz+so").depth == "identity"
-    for bad in ("scratch+so", "dwt:db2:fan+so+so", "dwt:db2:fan+so+nm", "dwt:db2:fan+hd+so"):
+    bad_so = ("scratch+so", "dwt:db2:fan+so+so", "dwt:db2:fan+so+nm", "dwt:db2:fan+hd+so")
+    bad_so += ("weight-selection+so+eb", "dwt:db2:fan+so+hd", "dwt:db2:fan+so+dz")
+    for bad in bad_so:
         with pytest.raises(ValueError):
             transfer.parse_method(bad)
 

@@ -92,6 +92,19 @@ def test_attention_inner_axes_are_not_residual():
     assert residual_axes("embeddings.word", sigs["embeddings.word"]) == [1]
 
 
+def test_ordering_leaves_the_callers_tensors_alone():
+    """Even float64 CPU tensors, which the gram reads without a copy, are not scaled in
+    place; and the same signals give the same order twice."""
+    model = build_model("gpt2").double()
+    fam = get_family("gpt2")
+    signals = fam.to_signals(dict(model.state_dict()), model.config.to_dict())
+    before = {k: s.tensor.clone() for k, s in signals.items()}
+    _, first = similar_order(signals)
+    for key, sig in signals.items():
+        assert torch.equal(sig.tensor, before[key]), key
+    assert similar_order(signals)[1] == first
+
+
 def test_chain_recovers_points_shuffled_along_an_arc():
     """Units on a quarter circle, shuffled: the chain visits them in angle order (either
     way round); that is the order a sort by angle gives."""

@@ -17,7 +17,9 @@ What is permuted, and why it keeps the function:
   matrices and biases and the columns of its output matrix move together.
 
 Attention's inner axis (heads x head_dim; rotary pairs in llama) is left as stored. The
-measurements behind this module are in benchmarks/results/transfer.md (eighth session).
+model's outputs (logits, task heads) are unchanged; hidden states, which live on the
+residual axis, come out in the new order. The measurements behind this module are in
+benchmarks/results/transfer.md (eighth session).
 """
 
 from __future__ import annotations
@@ -64,8 +66,7 @@ def chain(gram: torch.Tensor) -> torch.Tensor:
 
     Starts at the unit least like the rest on average (the most peripheral one, a
     natural end of the chain), then steps to the most similar unit not yet placed. Ties
-    go to the lowest index (``argmax``), so the same gram gives the same order on any
-    device.
+    go to the lowest index (``argmax``).
     """
     import torch
 
@@ -76,13 +77,10 @@ def chain(gram: torch.Tensor) -> torch.Tensor:
     sim = gram.clone()
     sim.fill_diagonal_(-float("inf"))
     order = [current]
-    placed = torch.zeros(n, dtype=torch.bool, device=gram.device)
-    placed[current] = True
     sim[:, current] = -float("inf")
     for _ in range(n - 1):
         current = int(sim[current].argmax())
         order.append(current)
-        placed[current] = True
         sim[:, current] = -float("inf")
     return torch.tensor(order, dtype=torch.long)
 
@@ -91,20 +89,25 @@ def cosine_gram(blocks: Iterable[torch.Tensor], n: int) -> torch.Tensor:
     """Cosine similarity of ``n`` units whose features are the rows of ``blocks`` side by
     side, each block scaled to unit Frobenius norm so no one tensor decides the order.
     Accumulated block by block: blocks may come from a generator, so the features are
-    never all in memory at once."""
+    never all in memory at once.
+
+    Computed on the CPU in float64 whatever the device of the blocks: the greedy chain is
+    discrete, and a rounding difference between devices could change it. One order per
+    checkpoint, on every machine, is what lets a learngene's bands and the source signals
+    a materialization falls back to agree, and a virtual checkpoint re-derive anywhere."""
     import torch
 
     gram = None
     for block in blocks:
-        b = block.float().reshape(n, -1)
+        b = block.detach().to("cpu", torch.float64).reshape(n, -1)
         size = b.norm()
         if size == 0:
             continue
-        b = b / size
+        b = b / size  # not in place: b may be the caller's own float64 tensor
         part = b @ b.t()
-        gram = part if gram is None else gram + part
+        gram = part if gram is None else gram.add_(part)
     if gram is None:
-        return torch.eye(n)
+        return torch.eye(n, dtype=torch.float64)
     diag = gram.diagonal().clamp_min(1e-30).sqrt()
     return gram / diag[:, None] / diag[None, :]
 

@@ -101,6 +101,8 @@ class MethodSpec:
 def parse_method(text: str) -> MethodSpec:
     """``dwt:db2:fan`` -> MethodSpec; see the module doc for the grammar."""
     name = text.strip()
+    if "+so" in name[:-3]:
+        raise ValueError(f"bad method {text!r}: +so comes last")
     if name.endswith("+so"):
         spec = parse_method(name[:-3])
         if spec.method == "scratch" or spec.order != "stored":
