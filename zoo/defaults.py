@@ -31,7 +31,10 @@ MEASURED: dict[tuple[str, str], Default] = {
     # 4x128 -> 2x64, 400 steps: weight selection 2.014 ± 0.005 ties dwt db2 raw 2.016 ± 0.009;
     # every BoT variant trails weight selection with x2 LayerNorm gains (1.961, a gain-scale
     # effect, not a transfer); dwt db2 fan 2.045 loses. At 4000 steps every method ties
-    # (1.575-1.588). No BoT recipe beats the baseline.
+    # (1.575-1.588). No BoT recipe beats the baseline. Units in similar order (eighth
+    # session, order="similar"): every method gains at 400 steps (weight selection 1.993
+    # ± 0.011, raw db2 1.982 ± 0.006) and ties at 4000 (1.577-1.580), so the order stays
+    # "stored"; it makes GPT-2 S2L worse (db2 fan 1.597 vs 1.584) and BERT L2S ties.
     ("gpt2", "l2s"): Default("weight-selection", None, "none"),
     # 2x64 -> 4x128, 250 steps: dwt db2 fan 1.788 ± 0.009 beats hypercloning 1.809 ± 0.010;
     # 1500 steps: 1.584 ± 0.002 vs 1.632 ± 0.008; 4x128 -> 8x256, 400 steps: 1.723 ± 0.009
