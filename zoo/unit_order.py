@@ -3,8 +3,8 @@
 A trained network stores its units (residual-stream coordinates, FFN neurons) in an
 arbitrary order. BoT's wavelets and FRONT's DCT low-pass every axis as if neighbouring
 units were alike, and weight selection keeps every other unit as if neighbours could
-stand in for each other. Reordering units changes no output of the network, so zoo can
-choose the order those transforms see: ``similar`` chains units so that each sits next
+stand in for each other. Reordering units leaves the network's outputs unchanged, so zoo
+can choose the order those transforms see: ``similar`` chains units so that each sits next
 to the most similar one not yet placed.
 
 What is permuted, and why it keeps the function:
