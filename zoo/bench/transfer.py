@@ -59,6 +59,7 @@ from typing import Any
 import torch
 
 from zoo.derive import RESCALES
+from zoo.unit_order import ATTENTION_INNER
 
 from . import data as bdata
 from .machine import cpu_model
@@ -689,15 +690,7 @@ def initialize(
 
 
 # Attention signals whose hidden axis indexes heads: axis position -> it is (heads, head_dim).
-HEAD_AXES = {
-    "attn.q.weight": 1,
-    "attn.k.weight": 1,
-    "attn.v.weight": 1,
-    "attn.q.bias": 1,
-    "attn.k.bias": 1,
-    "attn.v.bias": 1,
-    "attn.out.weight": 2,
-}
+HEAD_AXES = ATTENTION_INNER
 
 
 def _heads(config) -> int:
