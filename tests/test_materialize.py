@@ -588,6 +588,44 @@ def test_a_dct_learngene_applies_the_requested_amplitude(registry, tiny_dir):
     torch.testing.assert_close(got["fan-sqrt"], want / 2**0.5, rtol=1e-3, atol=0)
 
 
+def test_a_dct_checkpoint_recorded_under_the_old_amplitude_rule_still_re_derives(
+    registry, tiny_dir, monkeypatch
+):
+    """Until the sixth session a FRONT learngene applied --rescale std/fan to norm layers
+    only, under the same transform version. A virtual checkpoint recorded then still
+    re-derives and verifies (the old rule is tried when the current one gives other
+    bytes, and kept only if it gives the recorded ones), and still serves as a parent."""
+    import dataclasses
+
+    from zoo.api import materialize as mat
+
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    lg = registry.extract(src.name, method="dct", keep=0.5)
+    real_plan = mat._plan
+
+    def old_plan(*args, **kwargs):
+        return dataclasses.replace(real_plan(*args, **kwargs), legacy_front_amplitude=True)
+
+    monkeypatch.setattr(mat, "_plan", old_plan)  # what the old code derived and recorded
+    old = registry.materialize(lg.name, layers=8, hidden=64, rescale="std")
+    monkeypatch.setattr(mat, "_plan", real_plan)
+    assert old.artifact.virtual
+    # Another seed (unused by dct) so the recipe is not the recorded one.
+    now = registry.materialize(lg.name, layers=8, hidden=64, rescale="std", seed=1)
+    assert now.artifact.content_hash != old.artifact.content_hash  # the rules differ
+    again = registry.rederive(old.artifact.name)
+    assert again.artifact.content_hash == old.artifact.content_hash
+    for name, t in old.state_dict.items():
+        assert torch.equal(again.state_dict[name], t), name
+    child = registry.materialize(old.artifact.name, layers=8, hidden=64, method="weight-selection")
+    assert child.config["num_hidden_layers"] == 8
+    # The current rule re-derives as before; raw blocks never had two rules.
+    assert registry.rederive(now.artifact.name).artifact.content_hash == now.artifact.content_hash
+    assert not mat._maybe_legacy_front(
+        mat._Plan(lg, src, lg, mat.Recipe(method="dct"), {}), {"transform_version": "3"}
+    )
+
+
 def test_extracting_a_removed_learngene_again_brings_it_back(registry, tiny_dir):
     src = registry.import_checkpoint(tiny_dir("bert"))
     lg = registry.extract(src.name, method="dwt")

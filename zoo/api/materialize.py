@@ -64,6 +64,9 @@ class _Plan:
     learngene: ArtifactInfo | None
     recipe: Recipe
     target_config: dict[str, Any]
+    # Re-derivation only: a FRONT block's amplitude as zoo applied it before rescale
+    # reached its matrices (norm layers only), for checkpoints recorded then.
+    legacy_front_amplitude: bool = False
 
 
 def materialize(
@@ -542,6 +545,8 @@ def _derive_one(
             dtype=getattr(torch, meta["dtype"]),
         )
         y = front_materialize(block, tshape)
+        if plan.legacy_front_amplitude:
+            return _legacy_front_amplitude(y, spec, recipe, reference)
         return _amplitude(y, spec, shape, recipe, reference)
     if recipe.method == "dwt" and plan.learngene is not None and _same_wavelet(plan):
         # The exact BoT L2S case: the stored cA band at the level that gives this shape,
@@ -578,6 +583,18 @@ def _amplitude(y, spec, shape, recipe: Recipe, reference):
     return rescale_like(
         y, shape, rescale=recipe.rescale, reference_std=reference[1], fan_in_axes=fan
     )
+
+
+def _legacy_front_amplitude(y, spec, recipe: Recipe, reference):
+    """What zoo did to a FRONT block until --rescale reached matrices (see
+    _verified_rederivation): the shared moment rule on norm layers, nothing else."""
+    from zoo.derive import _match_moments
+
+    if spec.kind in ("norm_weight", "norm_bias") and (
+        recipe.rescale != "none" or recipe.norm == "match"
+    ):
+        return _match_moments(y, *reference)
+    return y
 
 
 def _record(reg, plan: _Plan, state, dev, *, store: bool, known=None) -> ArtifactInfo:
@@ -751,10 +768,21 @@ def _verified_rederivation(reg, info: ArtifactInfo, device: str | None, *, as_pa
             "(its bits may then differ and fail verification)."
         ) from exc
     plan = _Plan(parent, source, learngene, recipe, r["target_config"])
-    known = tio.KnownDigests()
-    state = derive_state(reg, plan, dev, known, recorded_layer_digests=False)
-    recs = tio.records(state, known)
-    actual = manifest_hash(plan.target_config, recs)
+
+    def attempt(plan: _Plan):
+        known = tio.KnownDigests()
+        state = derive_state(reg, plan, dev, known, recorded_layer_digests=False)
+        recs = tio.records(state, known)
+        return state, recs, manifest_hash(plan.target_config, recs)
+
+    state, recs, actual = attempt(plan)
+    if actual != info.content_hash and _maybe_legacy_front(plan, r):
+        # Recorded before FRONT's --rescale reached matrices, under the same transform
+        # version: the old rule is tried, and kept only if it gives the recorded bytes.
+        legacy = dataclasses.replace(plan, legacy_front_amplitude=True)
+        old_state, old_recs, old_actual = attempt(legacy)
+        if old_actual == info.content_hash:
+            plan, state, recs, actual = legacy, old_state, old_recs, old_actual
     if actual != info.content_hash:
         recorded = {t.name: t.digest for t in info.tensors}
         differ = sorted(t.name for t in recs if recorded.get(t.name) != t.digest)
@@ -764,6 +792,16 @@ def _verified_rederivation(reg, info: ArtifactInfo, device: str | None, *, as_pa
             f"{r['device']} with transforms {r['transform_version']}."
         )
     return plan, state
+
+
+def _maybe_legacy_front(plan: _Plan, recorded: dict[str, Any]) -> bool:
+    """Could this checkpoint have been derived under the old FRONT amplitude rule?"""
+    return (
+        plan.learngene is not None
+        and plan.recipe.method == "dct"
+        and plan.recipe.rescale in ("std", "fan")
+        and recorded.get("transform_version") == "3"
+    )
 
 
 def _virtual_weights(reg, info: ArtifactInfo, records, dev, known) -> dict[str, torch.Tensor]:
