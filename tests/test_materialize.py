@@ -411,9 +411,17 @@ def test_a_virtual_checkpoint_is_rederived_to_serve_as_a_parent(
     assert (
         registry.rederive(small.artifact.name).artifact.content_hash == want.artifact.content_hash
     )
-    # Extraction still needs stored weights: a one-line refusal naming the way out.
-    code, out, err = run_cli("extract", mid.artifact.name)
-    assert code == 2 and out == "" and "virtual checkpoint" in err and "--store" in err, err
+    # A learngene can be extracted from it too (its weights re-derived and verified
+    # first): the same bands as from its written files in the other registry.
+    code, out, err = run_cli("extract", mid.artifact.name, "--wavelet", "haar", "--json")
+    assert code == 0, err
+    lg = registry.show(json.loads(out)["name"])
+    want_lg = other.extract(copy.name, wavelet="haar")
+    bands = {t.name: t.digest for t in lg.tensors}
+    assert bands == {t.name: t.digest for t in want_lg.tensors} and len(bands) > 10
+    grand = registry.materialize(lg.name, layers=1, hidden=8)
+    want_grand = other.materialize(want_lg.name, layers=1, hidden=8)
+    assert grand.artifact.content_hash == want_grand.artifact.content_hash
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
@@ -434,6 +442,8 @@ def test_a_virtual_parent_recorded_on_an_absent_device_is_explained(registry, ti
     code, out, err = run_cli(*args)
     assert code == 7 and out == "" and err.count("\n") == 1, err
     assert mid.name in err and "derived on cuda" in err and "--store" in err, err
+    code, out, err = run_cli("extract", mid.name)  # the same for extracting from it
+    assert code == 7 and out == "" and "derived on cuda" in err and "--store" in err, err
     code, _, err = run_cli("rederive", mid.name)
     assert code == 7 and "derived on cuda" in err and "--device cpu" in err, err
 

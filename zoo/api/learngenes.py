@@ -90,15 +90,6 @@ def extract_recipe(
     )
 
 
-def refuse_virtual(info: ArtifactInfo, doing: str) -> None:
-    """A virtual checkpoint has no stored weights to read."""
-    if info.virtual:
-        raise InvalidInputError(
-            f"{info.name} is a virtual checkpoint (recipe only); keep its weights with the "
-            f"`zoo materialize` that made it plus --store before {doing}."
-        )
-
-
 def changeable_axes(axes: tuple[str, ...], sizes: dict[str, int]) -> tuple[int, ...]:
     return tuple(i for i, role in enumerate(axes) if role in sizes)
 
@@ -165,10 +156,15 @@ def extract(
         if existing is not None:
             return queries.to_info(session, existing)
         src_info = queries.to_info(session, src)
-    refuse_virtual(src_info, "extracting from it")
     family = get_family(src_info.family)
     dev = tio.resolve_device(device)
-    state = tio.load_tensors(reg.store, src_info.tensors, device=dev)
+    if src_info.virtual:
+        # Recipe only: its weights are re-derived on their recorded device and verified.
+        from .materialize import virtual_weights
+
+        state = virtual_weights(reg, src_info, src_info.tensors, dev, None)
+    else:
+        state = tio.load_tensors(reg.store, src_info.tensors, device=dev)
     sizes = family.axis_sizes(src_info.config)
     signals = ordered(family.to_signals(state, src_info.config), order)
     if recipe["method"] == "dwt":

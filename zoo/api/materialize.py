@@ -428,7 +428,7 @@ def derive_state(
                     records = queries.tensor_records(session, plan.source.id)
             records, config = _what_to_read(plan, family, records)
             if plan.source.virtual:
-                state = _virtual_weights(reg, plan.source, records, dev, known)
+                state = virtual_weights(reg, plan.source, records, dev, known)
             else:
                 state = tio.load_tensors(reg.store, records, device=dev, known=known)
             # In the learngene's order when bands are taken from the source.
@@ -762,7 +762,7 @@ def _verified_rederivation(reg, info: ArtifactInfo, device: str | None, *, as_pa
         missing = f"{info.name} was derived on {r['device']}, which is not available here"
         raise DeviceUnavailableError(
             f"{missing}; it is virtual: keep its weights on such a machine with the `zoo "
-            "materialize` that made it plus --store, then materialize from it anywhere."
+            "materialize` that made it plus --store, then use it anywhere."
             if as_parent
             else f"{missing}; re-derive it on a machine with one, or pass --device cpu "
             "(its bits may then differ and fail verification)."
@@ -804,7 +804,7 @@ def _maybe_legacy_front(plan: _Plan, recorded: dict[str, Any]) -> bool:
     )
 
 
-def _virtual_weights(reg, info: ArtifactInfo, records, dev, known) -> dict[str, torch.Tensor]:
+def virtual_weights(reg, info: ArtifactInfo, records, dev, known) -> dict[str, torch.Tensor]:
     """A virtual checkpoint's weights, re-derived on the device it was recorded on (the
     only one that gives its bytes) and verified, then moved to ``dev``."""
     from zoo.db.models import Artifact
