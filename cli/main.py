@@ -187,10 +187,11 @@ def config_show(as_json: bool) -> None:
 @click.option("--keep", type=float, help="dct: kept fraction of each axis (default 0.5).")
 @click.option(
     "--order",
-    type=click.Choice(["stored", "similar"]),
+    type=click.Choice(["stored", "similar", "dissimilar"]),
     default="stored",
     show_default=True,
-    help="Unit order the transform sees: as stored, or chained by similarity (function unchanged).",
+    help="Unit order the transform sees: as stored, or chained by similarity or "
+    "dissimilarity (function unchanged).",
 )
 @click.option("--name", help="Registry name for the learngene.")
 @click.option("--device", help="cpu or cuda.")
@@ -245,9 +246,9 @@ def extract_cmd(source, method, wavelet, levels, keep, order, name, device, as_j
 )
 @click.option(
     "--order",
-    type=click.Choice(["stored", "similar"]),
-    help="Unit order the method sees: as stored, or chained by similarity (function "
-    "unchanged; default: a learngene's own order, else stored).",
+    type=click.Choice(["stored", "similar", "dissimilar"]),
+    help="Unit order the method sees: as stored, or chained by similarity or dissimilarity "
+    "(function unchanged; default: a learngene's own order, else stored).",
 )
 @click.option("--device", help="cpu or cuda (default: cuda when a GPU is available, else cpu).")
 @click.option("--out", type=click.Path(file_okay=False), help="Write an HF folder here.")

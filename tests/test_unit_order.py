@@ -15,7 +15,7 @@ import transformers
 from tinymodels import FAMILIES, build_model
 
 from zoo.families import get_family
-from zoo.unit_order import chain, cosine_gram, residual_axes, similar_order
+from zoo.unit_order import chain, chained_order, cosine_gram, residual_axes
 
 
 def _inputs(family: str) -> dict:
@@ -53,7 +53,7 @@ def _reordered_copy(model, folder):
     config = json.loads((folder / "src" / "config.json").read_text())
     fam = get_family(config["model_type"])
     state = load_file(folder / "src" / "model.safetensors")
-    reordered, perms = similar_order(fam.to_signals(state, config))
+    reordered, perms = chained_order(fam.to_signals(state, config))
     (folder / "new").mkdir()
     shutil.copy(folder / "src" / "config.json", folder / "new")
     new_state = fam.from_signals({k: s.tensor for k, s in reordered.items()}, config)
@@ -99,10 +99,10 @@ def test_ordering_leaves_the_callers_tensors_alone():
     fam = get_family("gpt2")
     signals = fam.to_signals(dict(model.state_dict()), model.config.to_dict())
     before = {k: s.tensor.clone() for k, s in signals.items()}
-    _, first = similar_order(signals)
+    _, first = chained_order(signals)
     for key, sig in signals.items():
         assert torch.equal(sig.tensor, before[key]), key
-    assert similar_order(signals)[1] == first
+    assert chained_order(signals)[1] == first
 
 
 def test_chain_recovers_points_shuffled_along_an_arc():
@@ -131,7 +131,7 @@ def test_order_brings_similar_units_next_to_each_other():
         for a in residual_axes(k, s)
     ]
     gram = cosine_gram(blocks, 64)
-    _, perms = similar_order(signals)
+    _, perms = chained_order(signals)
     p = torch.tensor(perms["hidden"])
 
     def adjacent(perm):

@@ -5,7 +5,7 @@ arbitrary order. BoT's wavelets and FRONT's DCT low-pass every axis as if neighb
 units were alike, and weight selection keeps every other unit as if neighbours could
 stand in for each other. Reordering units leaves the network's outputs unchanged, so zoo
 can choose the order those transforms see: ``similar`` chains units so that each sits next
-to the most similar one not yet placed.
+to the most similar one not yet placed, ``dissimilar`` next to the least similar one.
 
 What is permuted, and why it keeps the function:
 
@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 
     from zoo.families.base import Signal
 
-#: ``stored``: units as the checkpoint has them (default); ``similar``: see the module doc.
-ORDERS = ("stored", "similar")
+#: ``stored``: units as the checkpoint has them (default); ``similar``, ``dissimilar``:
+#: see the module doc.
+ORDERS = ("stored", "similar", "dissimilar")
 
 #: Signals whose ``hidden`` axis at this position is attention's inner (heads x head_dim)
 #: axis, not the residual stream; every family names its attention projections so.
@@ -118,8 +119,11 @@ def _rows(tensor: torch.Tensor, axis: int) -> torch.Tensor:
     return t.reshape(t.shape[0], -1)
 
 
-def similar_order(signals: Mapping[str, Signal]) -> tuple[dict[str, Signal], dict[str, list]]:
-    """``signals`` with units chained by similarity (module doc); also the permutations,
+def chained_order(
+    signals: Mapping[str, Signal], order: str = "similar"
+) -> tuple[dict[str, Signal], dict[str, list]]:
+    """``signals`` with units chained by similarity (``similar``) or dissimilarity
+    (``dissimilar``: the chain of the negated gram); also the permutations,
     ``{"hidden": [...], "ffn": [[...] per layer]}``, as index lists."""
     import dataclasses
 
@@ -129,7 +133,8 @@ def similar_order(signals: Mapping[str, Signal]) -> tuple[dict[str, Signal], dic
     if not residual:
         raise InvalidInputError("This checkpoint has no residual axis to order.")
     width = residual[0][0].shape[residual[0][1]]
-    hidden = chain(cosine_gram((_rows(t, a) for t, a in residual), width))
+    sign = {"similar": 1.0, "dissimilar": -1.0}[order]
+    hidden = chain(sign * cosine_gram((_rows(t, a) for t, a in residual), width))
 
     ffn_keys = sorted(k for k, s in signals.items() if "ffn" in s.axes)
     for key in ffn_keys:
@@ -140,7 +145,7 @@ def similar_order(signals: Mapping[str, Signal]) -> tuple[dict[str, Signal], dic
     for layer in range(layers):
         per_layer = [(signals[k].tensor[layer], signals[k].axes.index("ffn") - 1) for k in ffn_keys]
         units = per_layer[0][0].shape[per_layer[0][1]]
-        ffn.append(chain(cosine_gram((_rows(t, a) for t, a in per_layer), units)))
+        ffn.append(chain(sign * cosine_gram((_rows(t, a) for t, a in per_layer), units)))
 
     out = {}
     for key, sig in signals.items():
@@ -159,4 +164,4 @@ def ordered(signals: Mapping[str, Signal], order: str) -> dict[str, Signal]:
     check_order(order)
     if order == "stored":
         return dict(signals)
-    return similar_order(signals)[0]
+    return chained_order(signals, order)[0]

@@ -35,10 +35,11 @@ have none), and everything else from the method. ``+hd`` (right after the method
 norm suffix; dwt only) redoes the attention projections head-aware: the hidden axis that
 indexes heads (the outputs of q, k, v and the inputs of the output projection) is seen as
 (heads, head_dim) and only the heads are resized, so each target head is a whole source head
-(or a blend of whole heads), never a slice of one. ``+so``, last, is zoo's ``order="similar"``
-(:mod:`zoo.unit_order`): the method sees the source's residual and FFN units chained by
-similarity instead of as stored (the function is unchanged). A baseline with ``+so`` is
-zoo's variant of it, no longer the published baseline.
+(or a blend of whole heads), never a slice of one. ``+so`` / ``+sd``, last, are zoo's
+``order="similar"`` / ``"dissimilar"`` (:mod:`zoo.unit_order`): the method sees the source's
+residual and FFN units chained by similarity (dissimilarity) instead of as stored (the
+function is unchanged). A baseline with either is zoo's variant of it, no longer the
+published baseline.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class MethodSpec:
     depth: str | None = None  # None: the method's own; "copies" (+dc) or "stack" (+ds)
     baseline_embeddings: bool = False  # +eb: embedding tables from the direction's baseline
     head_aware: bool = False  # +hd: attention resized along (heads, head_dim), heads only
-    order: str = "stored"  # +so: zoo's order="similar"
+    order: str = "stored"  # +so / +sd: zoo's order="similar" / "dissimilar"
 
     @property
     def baseline(self) -> bool:
@@ -102,16 +103,17 @@ class MethodSpec:
 def parse_method(text: str) -> MethodSpec:
     """``dwt:db2:fan`` -> MethodSpec; see the module doc for the grammar."""
     name = text.strip()
-    if "+so" in name[:-3]:
-        raise ValueError(f"bad method {text!r}: +so comes last")
-    if name.endswith("+so"):
+    orders = {"+so": "similar", "+sd": "dissimilar"}
+    if any(suffix in name[:-3] for suffix in orders):
+        raise ValueError(f"bad method {text!r}: +so / +sd comes last")
+    if name[-3:] in orders:
         spec = parse_method(name[:-3])
-        if spec.method == "scratch" or spec.order != "stored":
-            raise ValueError(f"bad method {text!r}: +so follows a transfer, once, last")
+        if spec.method == "scratch":
+            raise ValueError(f"bad method {text!r}: +so / +sd follows a transfer")
         if spec.head_aware or spec.baseline_embeddings:
             # +hd and +eb re-read the source as stored.
-            raise ValueError(f"bad method {text!r}: +hd and +eb do not combine with +so")
-        return dataclasses.replace(spec, name=spec.name + "+so", order="similar")
+            raise ValueError(f"bad method {text!r}: +hd and +eb do not combine with +so / +sd")
+        return dataclasses.replace(spec, name=spec.name + name[-3:], order=orders[name[-3:]])
     if name.endswith("+rd"):
         spec = parse_method(name[:-3])
         if spec.method == "scratch":
@@ -158,7 +160,7 @@ def parse_method(text: str) -> MethodSpec:
     raise ValueError(
         f"unknown method {text!r}; use scratch, weight-selection, hypercloning, net2net, "
         "dwt:WAVELET:RESCALE or dct:RESCALE (optionally +nm or +nd, then +hd, then +eb, then "
-        "+dc, +ds or +dz, then +rd, then +so)"
+        "+dc, +ds or +dz, then +rd, then +so or +sd)"
     )
 
 
