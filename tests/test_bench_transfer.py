@@ -116,6 +116,9 @@ def test_parse_method_names():
     assert transfer.parse_method("dwt:db2:none+nm+dz+so").depth == "identity"
     bad_so = ("scratch+so", "dwt:db2:fan+so+so", "dwt:db2:fan+so+nm", "dwt:db2:fan+hd+so")
     bad_so += ("weight-selection+so+eb", "dwt:db2:fan+so+hd", "dwt:db2:fan+so+dz")
+    bad_so += ("dwt:db2:fan+sd+so", "scratch+sd", "dwt:db2:fan+sd+nm")
+    sd = transfer.parse_method("dwt:db2:fan+dz+sd")
+    assert sd.order == "dissimilar" and sd.depth == "identity" and sd.name == "dwt:db2:fan+dz+sd"
     for bad in bad_so:
         with pytest.raises(ValueError):
             transfer.parse_method(bad)

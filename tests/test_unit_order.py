@@ -42,7 +42,7 @@ def _trained_like(family: str, **overrides):
     return model
 
 
-def _reordered_copy(model, folder):
+def _reordered_copy(model, folder, order="similar"):
     """Save ``model`` as HF saves it, reorder its units through its family's signals,
     and load both folders back with transformers."""
     import shutil
@@ -53,7 +53,7 @@ def _reordered_copy(model, folder):
     config = json.loads((folder / "src" / "config.json").read_text())
     fam = get_family(config["model_type"])
     state = load_file(folder / "src" / "model.safetensors")
-    reordered, perms = chained_order(fam.to_signals(state, config))
+    reordered, perms = chained_order(fam.to_signals(state, config), order)
     (folder / "new").mkdir()
     shutil.copy(folder / "src" / "config.json", folder / "new")
     new_state = fam.from_signals({k: s.tensor for k, s in reordered.items()}, config)
@@ -73,6 +73,15 @@ def test_similar_order_keeps_every_familys_function(family, tmp_path):
     hidden = source.config.hidden_size
     assert perms["hidden"] != list(range(hidden)) and sorted(perms["hidden"]) == list(range(hidden))
     assert len(perms["ffn"]) == 4 and any(p != sorted(p) for p in perms["ffn"])
+    torch.testing.assert_close(
+        _logits(reordered, family), _logits(source, family), rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_dissimilar_order_keeps_the_function_too(family, tmp_path):
+    source, reordered, perms = _reordered_copy(_trained_like(family), tmp_path, "dissimilar")
+    assert perms["hidden"] != list(range(source.config.hidden_size))
     torch.testing.assert_close(
         _logits(reordered, family), _logits(source, family), rtol=1e-5, atol=1e-5
     )
@@ -121,7 +130,8 @@ def test_chain_recovers_points_shuffled_along_an_arc():
 def test_order_brings_similar_units_next_to_each_other():
     """The residual units' neighbours become more alike (the mean cosine of adjacent
     units), more than under any of 50 random orders: what the wavelet's low band and
-    weight selection's "every other unit" rely on."""
+    weight selection's "every other unit" rely on. The dissimilar order does the
+    opposite."""
     fam = get_family("gpt2")
     model = build_model("gpt2", n_embd=64, n_head=4)
     signals = fam.to_signals(dict(model.state_dict()), model.config.to_dict())
@@ -138,8 +148,11 @@ def test_order_brings_similar_units_next_to_each_other():
         return gram[perm][:, perm].diagonal(1).mean()
 
     g = torch.Generator().manual_seed(0)
-    best_random = max(adjacent(torch.randperm(64, generator=g)) for _ in range(50))
-    assert adjacent(p) > best_random > 0
+    randoms = [adjacent(torch.randperm(64, generator=g)) for _ in range(50)]
+    assert adjacent(p) > max(randoms) > 0
+    # dissimilar: the other way round, below every random order.
+    _, perms = chained_order(signals, "dissimilar")
+    assert adjacent(torch.tensor(perms["hidden"])) < min(randoms)
 
 
 # --- through the registry ----------------------------------------------------------
@@ -181,6 +194,9 @@ def test_a_learngene_keeps_its_order_and_its_materializations_follow_it(registry
     assert "order" not in stored.info and similar.info["order"] == "similar"
     assert similar.content_hash != stored.content_hash and similar.name.endswith("-similar")
     assert registry.extract(src.name, wavelet="haar", levels=1, order="similar") == similar
+    other = registry.extract(src.name, wavelet="haar", levels=1, order="dissimilar")
+    assert other.info["order"] == "dissimilar" and other.name.endswith("-dissimilar")
+    assert other.content_hash not in (stored.content_hash, similar.content_hash)
     m = registry.materialize(similar.name, layers=2, hidden=16)
     assert m.artifact.info["recipe"]["order"] == "similar"
     # Bands taken in similar order = the source's signals reordered, then transformed.
