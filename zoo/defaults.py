@@ -39,7 +39,9 @@ MEASURED: dict[tuple[str, str], Default] = {
     # 2x64 -> 4x128, 250 steps: dwt db2 fan 1.788 ± 0.009 beats hypercloning 1.809 ± 0.010;
     # 1500 steps: 1.584 ± 0.002 vs 1.632 ± 0.008; 4x128 -> 8x256, 400 steps: 1.723 ± 0.009
     # beats 1.749 ± 0.022. Identity layers for depth (seventh session): 1.590 ± 0.004, 0.006
-    # behind, so the depth stays the method's.
+    # behind, so the depth stays the method's. Eighth session: units in dissimilar order
+    # 1.576 ± 0.004 (78% of hypercloning's steps), similar order 1.597; one run of one
+    # family, and a learngene's order is fixed at extraction, so the order stays "stored".
     ("gpt2", "s2l"): Default("dwt", "db2", "fan"),
     # 4x128 -> 2x64, 400 steps: dwt db2 fan 2.931 ± 0.019 beats weight selection 2.954 ± 0.015,
     # raw db2 2.934 ± 0.023 ties it. 4000 steps from a source trained 4000 steps: raw db2
