@@ -545,8 +545,8 @@ def _derive_one(
             dtype=getattr(torch, meta["dtype"]),
         )
         y = front_materialize(block, tshape)
-        if plan.legacy_front_amplitude:
-            return _legacy_front_amplitude(y, spec, recipe, reference)
+        if plan.legacy_front_amplitude and spec.kind not in ("norm_weight", "norm_bias"):
+            return y  # the old rule (see _verified_rederivation) rescaled norm layers only
         return _amplitude(y, spec, shape, recipe, reference)
     if recipe.method == "dwt" and plan.learngene is not None and _same_wavelet(plan):
         # The exact BoT L2S case: the stored cA band at the level that gives this shape,
@@ -583,18 +583,6 @@ def _amplitude(y, spec, shape, recipe: Recipe, reference):
     return rescale_like(
         y, shape, rescale=recipe.rescale, reference_std=reference[1], fan_in_axes=fan
     )
-
-
-def _legacy_front_amplitude(y, spec, recipe: Recipe, reference):
-    """What zoo did to a FRONT block until --rescale reached matrices (see
-    _verified_rederivation): the shared moment rule on norm layers, nothing else."""
-    from zoo.derive import _match_moments
-
-    if spec.kind in ("norm_weight", "norm_bias") and (
-        recipe.rescale != "none" or recipe.norm == "match"
-    ):
-        return _match_moments(y, *reference)
-    return y
 
 
 def _record(reg, plan: _Plan, state, dev, *, store: bool, known=None) -> ArtifactInfo:

@@ -96,7 +96,7 @@ class MethodSpec:
 
     @property
     def baseline(self) -> bool:
-        # A published baseline reads units as stored; with +so it is zoo's variant.
+        # A published baseline reads units as stored; with +so / +sd it is zoo's variant.
         return self.method in BASELINES and self.order == "stored"
 
 
