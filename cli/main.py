@@ -18,26 +18,6 @@ from zoo_cli import render
 # click >= 8.2 raises this for a group called with nothing; older clicks print help themselves.
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
-# Exit codes by error class, most specific first.
-EXIT_CODES = (
-    ("InvalidInputError", 2),
-    ("InvalidCheckpointError", 2),
-    ("NotFoundError", 3),
-    ("AmbiguousNameError", 3),
-    ("ConflictError", 4),
-    ("SchemaOutdatedError", 5),
-    ("BlobMissingError", 6),
-    ("BlobCorruptError", 6),
-    ("VerificationError", 6),
-    ("DeviceUnavailableError", 7),
-    ("OfflineError", 8),
-    ("DatabaseUnavailableError", 9),
-    ("ZooError", 1),
-)
-# Not zoo's own errors, but the environment's: one line, not a traceback.
-EXIT_DATABASE = 9
-EXIT_STORAGE = 11
-
 
 def _registry():
     import zoo
@@ -512,14 +492,6 @@ def bench_transfer_cmd(
     _emit(as_json, report, markdown_table(report))
 
 
-def _exit_code(exc: BaseException) -> int:
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    for name, code in EXIT_CODES:
-        if name in names:
-            return code
-    return 1
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, turning zoo's errors into one line + exit code."""
     try:
@@ -546,7 +518,7 @@ def main(argv: list[str] | None = None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
     except Exception as exc:
-        from zoo.errors import ZooError
+        from zoo.errors import EXIT_DATABASE, EXIT_STORAGE, ZooError
 
         if not isinstance(exc, ZooError):
             if _is_database_error(exc):
@@ -557,7 +529,7 @@ def main(argv: list[str] | None = None) -> None:
                 sys.exit(EXIT_STORAGE)
             raise
         click.echo(f"zoo: error: {_first_line(exc)}", err=True)
-        sys.exit(_exit_code(exc))
+        sys.exit(exc.exit_code)
     sys.exit(0)
 
 

@@ -393,3 +393,35 @@ def test_pickle_checkpoint_is_refused_unless_converted(registry, tiny_dir, tmp_p
     shared = {t.name: t.digest for t in reference.tensors}
     assert all(shared[t.name] == t.digest for t in info.tensors if t.name in shared)
     assert len(set(shared) & {t.name for t in info.tensors}) >= len(shared) - 1
+
+
+def test_every_error_class_carries_the_documented_exit_code_and_http_status():
+    """The README's exit-code table, read from the classes themselves: a subclass inherits
+    its parent's code, so renaming or adding a class cannot silently change one."""
+    from zoo import errors
+
+    documented = {
+        errors.InvalidInputError: (2, 400),
+        errors.InvalidNameError: (2, 400),
+        errors.UnknownFamilyError: (2, 400),
+        errors.InvalidTargetError: (2, 400),
+        errors.InvalidCheckpointError: (2, 422),
+        errors.UnsafeFormatError: (2, 422),
+        errors.ConfigMismatchError: (2, 422),
+        errors.TransformError: (2, 400),
+        errors.NotFoundError: (3, 404),
+        errors.AmbiguousNameError: (3, 409),
+        errors.ConflictError: (4, 409),
+        errors.SchemaOutdatedError: (5, 503),
+        errors.BlobMissingError: (6, 500),
+        errors.BlobCorruptError: (6, 500),
+        errors.VerificationError: (6, 500),
+        errors.DeviceUnavailableError: (7, 503),
+        errors.OfflineError: (8, 503),
+        errors.DatabaseUnavailableError: (9, 503),
+        errors.ZooError: (1, 500),
+    }
+    for cls, (code, status) in documented.items():
+        assert (cls.exit_code, cls.http_status) == (code, status), cls.__name__
+    every = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, Exception)]
+    assert set(every) == set(documented)  # a new class gets its row here too

@@ -3,8 +3,9 @@
 Every error a user can cause is a :class:`ZooError`. Each also subclasses the matching
 built-in (a not-found error is a ``LookupError``, bad input a ``ValueError``) so callers
 that only know Python's own exceptions still catch them. Messages are whole sentences
-that say how to fix the problem; the CLI prints them on one line and maps the class to
-an exit code in one table (``zoo_cli.main``).
+that say how to fix the problem. Each class carries what a front end answers with: the
+CLI's exit code (``exit_code``) and a server's HTTP status (``http_status``), so renaming
+or adding a class cannot silently change either.
 """
 
 from __future__ import annotations
@@ -13,12 +14,18 @@ from __future__ import annotations
 class ZooError(Exception):
     """Base class of every error zoo raises on purpose."""
 
+    exit_code: int = 1
+    http_status: int = 500
+
 
 # --- input the user gave us -------------------------------------------------------------
 
 
 class InvalidInputError(ZooError, ValueError):
     """An argument, name or option is not acceptable."""
+
+    exit_code = 2
+    http_status = 400
 
 
 class InvalidNameError(InvalidInputError):
@@ -27,6 +34,9 @@ class InvalidNameError(InvalidInputError):
 
 class InvalidCheckpointError(ZooError, ValueError):
     """A checkpoint on disk is malformed: missing config, bad safetensors, missing shard..."""
+
+    exit_code = 2
+    http_status = 422
 
     def __init__(self, message: str, *, path: str | None = None) -> None:
         super().__init__(message)
@@ -60,6 +70,9 @@ class TransformError(InvalidInputError):
 class NotFoundError(ZooError, LookupError):
     """A name, alias, id or hash matches nothing in the registry."""
 
+    exit_code = 3
+    http_status = 404
+
     def __init__(
         self, message: str, *, query: str | None = None, suggestions: list[str] | None = None
     ) -> None:
@@ -71,6 +84,9 @@ class NotFoundError(ZooError, LookupError):
 class AmbiguousNameError(ZooError, LookupError):
     """A name matches several artifacts; the message lists the candidates."""
 
+    exit_code = 3
+    http_status = 409
+
     def __init__(self, message: str, *, candidates: list[str] | None = None) -> None:
         super().__init__(message)
         self.candidates = candidates or []
@@ -79,6 +95,9 @@ class AmbiguousNameError(ZooError, LookupError):
 class OfflineError(ZooError, ConnectionError):
     """A Hub call was needed while offline, or the Hub could not be reached."""
 
+    exit_code = 8
+    http_status = 503
+
 
 # --- the registry's own state -------------------------------------------------------------
 
@@ -86,13 +105,22 @@ class OfflineError(ZooError, ConnectionError):
 class SchemaOutdatedError(ZooError, RuntimeError):
     """The database schema is older (or newer) than this version of zoo expects."""
 
+    exit_code = 5
+    http_status = 503
+
 
 class DatabaseUnavailableError(ZooError, ConnectionError):
     """The database cannot be opened or reached (server down, bad URL, no permission)."""
 
+    exit_code = 9
+    http_status = 503
+
 
 class BlobMissingError(ZooError, FileNotFoundError):
     """A row points at a blob that the store does not have."""
+
+    exit_code = 6
+    http_status = 500
 
     def __init__(self, message: str, *, digest: str | None = None) -> None:
         super().__init__(message)
@@ -102,6 +130,9 @@ class BlobMissingError(ZooError, FileNotFoundError):
 class BlobCorruptError(ZooError, OSError):
     """A stored blob's bytes no longer match its content hash."""
 
+    exit_code = 6
+    http_status = 500
+
     def __init__(self, message: str, *, digest: str | None = None) -> None:
         super().__init__(message)
         self.digest = digest
@@ -110,10 +141,25 @@ class BlobCorruptError(ZooError, OSError):
 class ConflictError(ZooError, RuntimeError):
     """The request conflicts with the registry's state (alias taken, folder not empty...)."""
 
+    exit_code = 4
+    http_status = 409
+
 
 class DeviceUnavailableError(ZooError, RuntimeError):
     """A device such as ``cuda`` was requested but is not available."""
 
+    exit_code = 7
+    http_status = 503
+
 
 class VerificationError(ZooError, RuntimeError):
     """Re-deriving or re-hashing something did not reproduce the recorded hashes."""
+
+    exit_code = 6
+    http_status = 500
+
+
+#: Exit codes for failures of the environment rather than of zoo's own checks: a database
+#: driver's error, and a file system or object store refusing (no space, no permission).
+EXIT_DATABASE = DatabaseUnavailableError.exit_code
+EXIT_STORAGE = 11
