@@ -15,6 +15,9 @@ import sys
 import click
 from zoo_cli import render
 
+from zoo.derive import DEPTHS, DTYPES, METHODS, NORMS, RESCALES
+from zoo.unit_order import ORDERS
+
 # click >= 8.2 raises this for a group called with nothing; older clicks print help themselves.
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
@@ -198,83 +201,58 @@ def extract_cmd(source, method, wavelet, levels, keep, order, name, device, as_j
 @click.option("--heads", type=int, help="Attention heads (default: keep head_dim).")
 @click.option("--intermediate", type=int, help="FFN size (default: keep the source's ratio).")
 @click.option("--kv-heads", type=int, help="Key/value heads (grouped-query attention).")
-@click.option(
-    "--method",
-    type=click.Choice(["dwt", "dct", "weight-selection", "hypercloning", "net2net", "scratch"]),
-)
+@click.option("--method", type=click.Choice(METHODS))
 @click.option(
     "--wavelet",
     help="dwt: the wavelet (default: the learngene's, else db2).",
 )
 @click.option(
     "--rescale",
-    type=click.Choice(["none", "std", "fan", "fan-sqrt"]),
+    type=click.Choice(RESCALES),
     help="Amplitude rule for dwt/dct (none: raw, as the papers; default: "
     "zoo's measured default for the family and direction).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="For scratch/net2net.")
 @click.option(
     "--norm",
-    type=click.Choice(["method", "match"]),
+    type=click.Choice(NORMS),
     help="Norm layers: resized by the method, or matched to the source's moments.",
 )
 @click.option(
     "--depth",
-    type=click.Choice(["method", "identity"]),
+    type=click.Choice(DEPTHS),
     help="Added layers: by the method, or as copies that start as identities "
     "(default: zoo's measured default).",
 )
 @click.option(
     "--order",
-    type=click.Choice(["stored", "similar", "dissimilar"]),
+    type=click.Choice(ORDERS),
     help="Unit order the method sees: as stored, or chained by similarity or dissimilarity "
     "(function unchanged; default: a learngene's own order, else stored).",
 )
+@click.option(
+    "--dtype",
+    type=click.Choice(DTYPES),
+    default="auto",
+    show_default=True,
+    help="Floating-point dtype of the result (auto: each tensor's source dtype).",
+)
 @click.option("--device", help="cpu or cuda (default: cuda when a GPU is available, else cpu).")
-@click.option("--out", type=click.Path(file_okay=False), help="Write an HF folder here.")
-@click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Write an HF folder here, streamed: the whole model is never in memory.",
+)
+@click.option("--force", is_flag=True, help="Replace a previous --out folder of zoo's.")
+@click.option(
+    "--max-shard-size",
+    help="Bytes per weights file in --out, e.g. 500MB or 2GiB [default: 5GB].",
+)
 @click.option("--store", is_flag=True, help="Keep the weights in the registry too.")
 @json_option
-def materialize_cmd(
-    name,
-    layers,
-    hidden,
-    heads,
-    intermediate,
-    kv_heads,
-    method,
-    wavelet,
-    rescale,
-    seed,
-    norm,
-    depth,
-    order,
-    device,
-    out,
-    force,
-    store,
-    as_json,
-) -> None:
+def materialize_cmd(name: str, as_json: bool, **options) -> None:
     """Materialize a model of any size from NAME (learngene, source, alias or family)."""
-    result = _registry().materialize(
-        name,
-        layers=layers,
-        hidden=hidden,
-        heads=heads,
-        intermediate=intermediate,
-        kv_heads=kv_heads,
-        method=method,
-        wavelet=wavelet,
-        rescale=rescale,
-        seed=seed,
-        norm=norm,
-        depth=depth,
-        order=order,
-        device=device,
-        out=out,
-        force=force,
-        store=store,
-    )
+    result = _registry().materialize(name, **options)
     data = {
         "artifact": result.artifact.to_json(),
         "config": result.config,
@@ -289,12 +267,13 @@ def materialize_cmd(
 @cli.command("rederive")
 @click.argument("name")
 @click.option("--out", type=click.Path(file_okay=False), help="Write an HF folder here.")
-@click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
+@click.option("--force", is_flag=True, help="Replace a previous --out folder of zoo's.")
 @click.option("--device", help="Override the recorded device.")
+@click.option("--max-shard-size", help="Bytes per weights file in --out [default: 5GB].")
 @json_option
-def rederive_cmd(name, out, force, device, as_json) -> None:
+def rederive_cmd(name, as_json, **options) -> None:
     """Re-derive a derived checkpoint from its recipe and verify it bit for bit."""
-    result = _registry().rederive(name, out=out, force=force, device=device)
+    result = _registry().rederive(name, **options)
     text = f"{result.artifact.name}: re-derived bit for bit ({result.artifact.content_hash[:12]})"
     if result.out:
         text += f"\nwrote {result.out}"

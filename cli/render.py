@@ -110,7 +110,12 @@ def fsck_report(report) -> str:
             f"{len(report.orphans)} orphan blobs no row points at "
             f"({human_bytes(sum(o.size for o in report.orphans))}; `zoo gc` sweeps them)"
         )
-    found = len(report.temp_files) + len(report.orphans)
+    if report.output_leftovers:
+        lines.append(
+            f"{len(report.output_leftovers)} unfinished --out folders of killed writers: "
+            + ", ".join(report.output_leftovers[:3])
+        )
+    found = len(report.temp_files) + len(report.orphans) + len(report.output_leftovers)
     if report.repair:
         kept = found - len(report.removed)
         lines.append(

@@ -1,7 +1,8 @@
-"""Crash safety: ``zoo import`` / ``extract`` / ``materialize`` killed with SIGKILL at
-random points, many times, from the very first command (so kills land in schema creation
-too); afterwards no row points at a missing blob, no partial blob is visible, and every
-command still works.
+"""Crash safety: ``zoo import`` / ``extract`` / ``materialize`` (to the store and to an
+``--out`` folder) killed with SIGKILL at random points, many times, from the very first
+command (so kills land in schema creation too); afterwards no row points at a missing
+blob, no partial blob or folder is visible, ``zoo fsck --repair`` removes every leftover,
+and every command still works.
 """
 
 from __future__ import annotations
@@ -76,12 +77,24 @@ def test_sigkill_at_random_points_leaves_a_sound_registry(
     small = str(tiny_dir("gpt2"))
     name = medium_ckpt.name
     learngene = f"{name}-lg"
+    out_dir = tmp_path / "out"
     commands = [
         ("import", str(medium_ckpt)),
         ("import", small),
         ("extract", name, "--name", learngene),
         ("materialize", learngene, "--layers", "2", "--hidden", "128", "--store"),
         ("materialize", learngene, "--layers", "3", "--hidden", "64"),
+        (
+            "materialize",
+            learngene,
+            "--layers",
+            "2",
+            "--hidden",
+            "64",
+            "--out",
+            str(out_dir),
+            "--force",
+        ),
     ]
     kills, finished = 0, 0
     # Upper bound of the random delay before each kill, per command; shortened to the
@@ -130,9 +143,13 @@ def test_sigkill_at_random_points_leaves_a_sound_registry(
     assert code == 0, err
     after = registry.fsck(grace=0)
     assert after.ok and after.temp_files == () and after.orphans == ()
+    assert after.output_leftovers == ()
+    assert [p.name for p in tmp_path.iterdir() if ".zoo-" in p.name] == []
+    assert registry.audit(out_dir).status == "known"
     assert registry.verify().ok
     assert {i.name for i in registry.list()} >= {name, learngene}
     print(
         f"{kills} kills, {finished} finished, {len(report.temp_files)} leftovers, "
-        f"{len(report.orphans)} orphans before repair"
+        f"{len(report.orphans)} orphans, {len(report.output_leftovers)} output folders "
+        "before repair"
     )

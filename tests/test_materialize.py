@@ -7,7 +7,10 @@ import -> extract (dwt and dct) -> materialize L2S and S2L -> transformers loads
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -364,9 +367,14 @@ def test_bad_requests_fail_cleanly(registry, tiny_dir, tmp_path, run_cli):
     (full / "keep.txt").write_text("mine")
     with pytest.raises(ConflictError, match="--force"):
         registry.materialize(src.name, layers=2, hidden=16, out=full)
+    with pytest.raises(ConflictError, match="not written by zoo"):
+        registry.materialize(src.name, layers=2, hidden=16, out=full, force=True)
+    assert [p.name for p in full.iterdir()] == ["keep.txt"]
     assert (full / "keep.txt").read_text() == "mine"
-    registry.materialize(src.name, layers=2, hidden=16, out=full, force=True)
-    assert not (full / "keep.txt").exists() and (full / "model.safetensors").exists()
+    mine = tmp_path / "mine"
+    registry.materialize(src.name, layers=2, hidden=16, out=mine)
+    registry.materialize(src.name, layers=2, hidden=32, out=mine, force=True)
+    assert json.loads((mine / "config.json").read_text())["hidden_size"] == 32
     code, out, err = run_cli("materialize", src.name, "--layers", "2", "--hidden", "16", "--force")
     assert code == 2 and out == "" and "give --out" in err and err.count("\n") == 1
     code, _, err = run_cli("materialize", "bret", "--layers", "2", "--hidden", "16")
@@ -448,27 +456,62 @@ def test_a_virtual_parent_recorded_on_an_absent_device_is_explained(registry, ti
     assert code == 7 and "derived on cuda" in err and "--device cpu" in err, err
 
 
-def test_interrupted_materialization_leaves_no_partial_folder(
+def _outputs_journal(registry):
+    from zoo.db import queries
+
+    with registry.session() as session:
+        return queries.outputs_on(session, socket.gethostname())
+
+
+def test_interrupted_materialization_leaves_no_partial_folder_and_no_row(
     registry, tiny_dir, tmp_path, monkeypatch
 ):
+    """Ctrl-C while tensors stream into the folder: no folder, no temporary folder, no
+    derived row, no journal entry."""
+    from zoo.api import export
+
     src = registry.import_checkpoint(tiny_dir("bert"))
-    from zoo.checkpoint import safetensors_format
+    real, calls = export.OutputFolder.put, []
 
-    real = safetensors_format._in_file_order
-    calls = []
+    def interrupted_after_the_first_tensor(self, name, data):
+        calls.append(name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real(self, name, data)
 
-    def interrupted_after_the_first_tensor(prepared):
-        calls.append(1)
-        for i, item in enumerate(real(prepared)):
-            if len(calls) == 2 and i == 1:  # 1st call: the header; 2nd: the data
-                raise KeyboardInterrupt
-            yield item
-
-    monkeypatch.setattr(safetensors_format, "_in_file_order", interrupted_after_the_first_tensor)
+    monkeypatch.setattr(export.OutputFolder, "put", interrupted_after_the_first_tensor)
     with pytest.raises(KeyboardInterrupt):
         registry.materialize(src.name, layers=2, hidden=16, out=tmp_path / "out")
-    assert len(calls) == 2  # interrupted while writing tensor data, not before
+    # Interrupted while writing tensor data: the other workers stop after their tensor.
+    assert 2 <= len(calls) < len(registry.show(src.name).tensors)
     assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name) == []
+    assert registry.list(kind="derived") == []
+    assert _outputs_journal(registry) == []
+
+
+def test_a_late_ctrl_c_gives_the_folder_and_its_row_together(
+    registry, tiny_dir, tmp_path, monkeypatch
+):
+    """A SIGINT that arrives while the finished folder is renamed into place is acted on
+    once its row is written too: both exist, or (earlier) neither."""
+    from zoo.api import export
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    real = export.OutputFolder.commit
+
+    def commit_then_sigint(self, **kwargs):
+        path = real(self, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return path
+
+    monkeypatch.setattr(export.OutputFolder, "commit", commit_then_sigint)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        registry.materialize(src.name, layers=2, hidden=16, out=out)
+    (derived,) = registry.list(kind="derived")
+    meta = json.loads(safe_open(out / "model.safetensors", "pt").metadata()["zoo.derived"])
+    assert meta == {"name": derived.name, "content_hash": derived.content_hash}
+    assert _outputs_journal(registry) == []
 
 
 def test_out_folders_a_rename_cannot_swap_are_refused_in_one_line(
@@ -601,24 +644,25 @@ def test_a_dct_learngene_applies_the_requested_amplitude(registry, tiny_dir):
 def test_a_dct_checkpoint_recorded_under_the_old_amplitude_rule_still_re_derives(
     registry, tiny_dir, monkeypatch
 ):
-    """Until the sixth session a FRONT learngene applied --rescale std/fan to norm layers
-    only, under the same transform version. A virtual checkpoint recorded then still
+    """zoo's FRONT rule once applied --rescale std/fan to norm layers only, under the same
+    transform version as today's. A virtual checkpoint recorded then still
     re-derives and verifies (the old rule is tried when the current one gives other
     bytes, and kept only if it gives the recorded ones), and still serves as a parent."""
     import dataclasses
 
     from zoo.api import materialize as mat
+    from zoo.api.plan import Plan
 
     src = registry.import_checkpoint(tiny_dir("bert"))
     lg = registry.extract(src.name, method="dct", keep=0.5)
-    real_plan = mat._plan
+    real_plan = mat.make_plan
 
     def old_plan(*args, **kwargs):
         return dataclasses.replace(real_plan(*args, **kwargs), legacy_front_amplitude=True)
 
-    monkeypatch.setattr(mat, "_plan", old_plan)  # what the old code derived and recorded
+    monkeypatch.setattr(mat, "make_plan", old_plan)  # what the old code derived and recorded
     old = registry.materialize(lg.name, layers=8, hidden=64, rescale="std")
-    monkeypatch.setattr(mat, "_plan", real_plan)
+    monkeypatch.setattr(mat, "make_plan", real_plan)
     assert old.artifact.virtual
     # Another seed (unused by dct) so the recipe is not the recorded one.
     now = registry.materialize(lg.name, layers=8, hidden=64, rescale="std", seed=1)
@@ -632,7 +676,7 @@ def test_a_dct_checkpoint_recorded_under_the_old_amplitude_rule_still_re_derives
     # The current rule re-derives as before; raw blocks never had two rules.
     assert registry.rederive(now.artifact.name).artifact.content_hash == now.artifact.content_hash
     assert not mat._maybe_legacy_front(
-        mat._Plan(lg, src, lg, mat.Recipe(method="dct"), {}), {"transform_version": "3"}
+        Plan(lg, src, lg, mat.Recipe(method="dct"), {}), {"transform_version": "3"}
     )
 
 
@@ -796,17 +840,27 @@ def test_a_target_bigger_than_memory_is_refused_before_any_work(
     registry, tiny_dir, tmp_path, monkeypatch, run_cli, family
 ):
     from zoo import _memory
+    from zoo.api import materialize as mat
+    from zoo.api.derivation import Derivation
+    from zoo.api.plan import MaterializeRequest, make_plan
+    from zoo.api.tensors import KnownDigests
 
     src = registry.import_checkpoint(tiny_dir(family))
     lg = registry.extract(src.name, method="dwt", wavelet="haar", levels=1)
-    # The size estimate, from shapes alone, is the state dict's real size on both paths.
     for parent, size in ((src.name, (6, 48)), (lg.name, (2, 16))):
         m = registry.materialize(parent, layers=size[0], hidden=size[1], method="dwt")
         real = sum(v.numel() * v.element_size() for v in m.state_dict.values())
-        monkeypatch.setattr(_memory, "available_bytes", lambda dev, real=real: real - 1)
-        with pytest.raises(InvalidTargetError, match="GB of weights, more than"):
+        request = MaterializeRequest(*size, method="dwt")
+        plan = make_plan(registry, parent, request)
+        planned = Derivation(registry, plan, torch.device("cpu"), known=KnownDigests())
+        # The size estimate, from shapes alone, is the state dict's real size on both paths;
+        # a target kept in memory needs it plus the working set of the groups in flight.
+        assert planned.target_bytes == real
+        need = (real + planned.largest_working_set) / mat.MEMORY_MARGIN
+        monkeypatch.setattr(_memory, "available_bytes", lambda dev, n=need: int(n) - 1)
+        with pytest.raises(InvalidTargetError, match="GB of weights and needs"):
             registry.materialize(parent, layers=size[0], hidden=size[1], method="dwt")
-        monkeypatch.setattr(_memory, "available_bytes", lambda dev, real=real: real)
+        monkeypatch.setattr(_memory, "available_bytes", lambda dev, n=need: int(n) + 1)
         registry.materialize(parent, layers=size[0], hidden=size[1], method="dwt")
     before = len(registry.list())
     monkeypatch.setattr(_memory, "available_bytes", lambda dev: 10**9)
@@ -820,7 +874,7 @@ def test_a_target_bigger_than_memory_is_refused_before_any_work(
         "--out",
         str(tmp_path / "huge"),
     )
-    assert code == 2 and out == "" and err.count("\n") == 1 and "1.0 GB of memory" in err
+    assert code == 2 and out == "" and err.count("\n") == 1 and "1.0 GB available" in err
     assert not (tmp_path / "huge").exists() and len(registry.list()) == before
 
 
@@ -857,7 +911,7 @@ def test_rescale_is_refused_for_methods_it_does_not_apply_to(registry, tiny_dir,
 
 @pytest.mark.parametrize("family", sorted(FAMILY_SIZES))
 def test_weight_selection_reads_only_the_layers_it_keeps(registry, tiny_dir, family, monkeypatch):
-    from zoo.api import materialize as mat
+    from zoo.api import derivation
     from zoo.api import tensors as tio
 
     src = registry.import_checkpoint(tiny_dir(family))
@@ -873,15 +927,15 @@ def test_weight_selection_reads_only_the_layers_it_keeps(registry, tiny_dir, fam
     assert read and not any(".2." in n or ".3." in n for n in read), read  # layers 2, 3
     read_cut = len(read)
     read.clear()
-    what_to_read = mat._what_to_read
-    monkeypatch.setattr(mat, "_what_to_read", lambda plan, fam, recs: (recs, plan.source.config))
+    what_to_read = derivation._what_to_read
+    monkeypatch.setattr(derivation, "_what_to_read", lambda plan, recs: (recs, plan.source.config))
     whole = registry.materialize(src.name, layers=2, hidden=16, method="weight-selection")
     assert len(read) > read_cut
     assert whole.artifact.content_hash == cut.artifact.content_hash
     for k, v in whole.state_dict.items():
         assert torch.equal(cut.state_dict[k], v), k
     # Norms matched to the source's statistics need every layer: nothing is cut then.
-    monkeypatch.setattr(mat, "_what_to_read", what_to_read)
+    monkeypatch.setattr(derivation, "_what_to_read", what_to_read)
     read.clear()
     registry.materialize(src.name, layers=2, hidden=16, method="weight-selection", norm="match")
     assert len(read) == len(src.tensors)
@@ -923,7 +977,9 @@ def test_identity_depth_keeps_a_pre_norm_models_function(
     writer = "attn.c_proj.weight" if family == "gpt2" else "self_attn.o_proj.weight"
     reader = "attn.c_attn.weight" if family == "gpt2" else "self_attn.q_proj.weight"
     copies = [0, 0, 1, 1, 2, 2, 3, 3] if layers == 8 else [0, 0, 1, 2, 2, 3]
-    state, src_state = m.state_dict, source.state_dict()
+    from safetensors.torch import load_file
+
+    state, src_state = load_file(tmp_path / "deep" / "model.safetensors"), source.state_dict()
     for j, i in enumerate(copies):
         assert torch.equal(state[f"{stem}.{j}.{reader}"], src_state[f"{stem}.{i}.{reader}"])
         repeat = j > 0 and copies[j - 1] == i

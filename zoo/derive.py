@@ -26,6 +26,8 @@ RESCALES = ("none", "std", "fan", "fan-sqrt")
 NORMS = ("method", "match")
 #: How a deeper target gets its layers (see :class:`Recipe`); "method" is the default.
 DEPTHS = ("method", "identity")
+#: The dtype of a target's floating-point tensors; "auto" keeps each source tensor's.
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 #: Signals whose output is added to the residual stream (every family names them so).
 RESIDUAL_WRITERS = frozenset(
     {"attn.out.weight", "attn.out.bias", "ffn.out.weight", "ffn.out.bias"}
@@ -65,6 +67,9 @@ class Recipe:
             (default) or ``similar`` (units chained by similarity first; the function is
             unchanged). From a learngene, the order it was extracted in. Left out of
             :meth:`to_json` when it is the default.
+        dtype: the floating-point dtype the target is written in: ``auto`` (default: each
+            tensor keeps its source's) or one of :data:`DTYPES`; integer buffers never
+            change. Left out of :meth:`to_json` when it is the default.
     """
 
     method: str
@@ -74,6 +79,7 @@ class Recipe:
     norm: str = "method"
     depth: str = "method"
     order: str = "stored"
+    dtype: str = "auto"
 
     def __post_init__(self) -> None:
         from zoo.unit_order import check_order
@@ -95,6 +101,10 @@ class Recipe:
             raise InvalidInputError(
                 f"Unknown depth rule {self.depth!r}; choose one of {', '.join(DEPTHS)}."
             )
+        if self.dtype not in DTYPES:
+            raise InvalidInputError(
+                f"Unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}."
+            )
         if self.depth == "identity" and self.method == "scratch":
             raise InvalidInputError(
                 "--depth identity repeats transferred layers; scratch has none to repeat."
@@ -104,7 +114,8 @@ class Recipe:
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        for key, default in (("norm", "method"), ("depth", "method"), ("order", "stored")):
+        defaults = (("norm", "method"), ("depth", "method"), ("order", "stored"), ("dtype", "auto"))
+        for key, default in defaults:
             if out[key] == default:
                 del out[key]
         return out

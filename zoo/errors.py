@@ -138,6 +138,13 @@ class BlobCorruptError(ZooError, OSError):
         self.digest = digest
 
 
+class StorageError(ZooError, OSError):
+    """A file system or object store cannot take what zoo must write (no space...)."""
+
+    exit_code = 11
+    http_status = 507
+
+
 class ConflictError(ZooError, RuntimeError):
     """The request conflicts with the registry's state (alias taken, folder not empty...)."""
 
@@ -162,4 +169,4 @@ class VerificationError(ZooError, RuntimeError):
 #: Exit codes for failures of the environment rather than of zoo's own checks: a database
 #: driver's error, and a file system or object store refusing (no space, no permission).
 EXIT_DATABASE = DatabaseUnavailableError.exit_code
-EXIT_STORAGE = 11
+EXIT_STORAGE = StorageError.exit_code

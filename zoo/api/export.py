@@ -1,97 +1,425 @@
-"""Writing a materialized model as a Hugging Face folder, all or nothing.
+"""Output folders: a materialized model written as a Hugging Face folder, all or nothing.
 
-The folder is assembled under a hidden temporary name beside the destination and renamed
-into place only when complete, so an interrupted run never leaves a partial folder.
+A folder is assembled under a hidden temporary name beside the destination and renamed
+into place only when complete, so an interrupted run never leaves a partial folder. The
+weights are streamed: the file layout (shards, offsets, headers) is fixed from the
+tensors' shapes before any is derived, each finished tensor is written at its offset by
+whichever worker finished it, and the headers (with zoo's provenance, known only once
+every tensor is hashed) are written last into space reserved for them.
+
+Every folder zoo writes carries a marker (:data:`MARKER`) listing its files. ``--force``
+replaces only such a folder, untouched since zoo wrote it, and never the registry's own
+home, database, blob store or a source's folder: nothing zoo did not write is deleted.
+
+The temporary and set-aside names carry the writer's host and process id, so the next
+write to the same destination (and ``zoo fsck --repair``, for the outputs the registry's
+journal lists) can tell a dead writer's leftovers from a live writer's work.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import shutil
+import socket
+import struct
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from zoo.errors import ConflictError, InvalidInputError
 
+#: The marker file of every output folder: the files zoo wrote, with size and mtime.
+MARKER = ".zoo-output.json"
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+#: Hugging Face's default shard size for uploads (transformers' ``max_shard_size``).
+DEFAULT_SHARD_SIZE = 5_000_000_000
+# Space kept in each shard's header for zoo's provenance metadata, which names the
+# derived checkpoint's content hash: known only after every tensor has been hashed.
+_METADATA_RESERVE = 4096
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
 
-def check_out(out: str | Path | None, *, force: bool) -> None:
-    """Refuse ``force`` without an output folder, and a folder :func:`check_out_dir` refuses."""
-    if out is None:
-        if force:
-            raise InvalidInputError("--force replaces a non-empty --out folder; give --out.")
-        return
-    check_out_dir(Path(out), force=force)
+
+def parse_size(text: str | int) -> int:
+    """``"5GB"`` -> 5_000_000_000 (KB/MB/GB decimal, KiB/MiB/GiB binary, as the Hub's tools).
+
+    Example:
+        >>> parse_size("500MB"), parse_size("2GiB"), parse_size(1024)
+        (500000000, 2147483648, 1024)
+    """
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(text))
+        unit = m.group(2).upper() if m else None
+        if m is None or unit not in _UNITS:
+            raise InvalidInputError(f"{text!r} is not a size; write it like 5GB, 500MB or 2GiB.")
+        value = int(float(m.group(1)) * _UNITS[unit])
+    if value < 1:
+        raise InvalidInputError(f"A shard size must be at least 1 byte, got {text!r}.")
+    return value
 
 
-def check_out_dir(out: Path, *, force: bool) -> None:
-    """Refuse an output folder that exists and is not empty, unless ``force``; and folders
-    that cannot be swapped by a rename: a symbolic link (the link, not its target, would
-    be replaced), the current folder or one above it."""
+# --- where an output may go -----------------------------------------------------------------
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_out_dir(out: Path, *, force: bool, protected: Iterable[Path] = ()) -> None:
+    """Refuse, before any work, an output folder zoo must not write or replace.
+
+    Refused: a symbolic link (the link, not its target, would be replaced); the current
+    folder or one above it (it cannot be renamed into place); a path that is, contains or
+    lies inside one of ``protected`` (the registry's home, database, blob store, a
+    source's folder); an existing file; a non-empty folder without ``force``; and, with
+    ``force``, a non-empty folder that is not an untouched output of zoo's.
+    """
     if out.is_symlink():
         raise InvalidInputError(f"--out {out} is a symbolic link; give the folder it points to.")
     here = Path.cwd().resolve()
-    if out.resolve() in (here, *here.parents):
+    resolved = out.resolve()
+    if resolved in (here, *here.parents):
         raise InvalidInputError(
             f"--out {out} is the current folder or one above it; zoo renames the finished "
             "folder into place, so give a folder below it."
         )
+    home = Path.home().resolve()
+    for kept in protected:
+        kept = kept.resolve()
+        if _inside(kept, resolved) or _inside(resolved, kept):
+            raise ConflictError(
+                f"--out {out} would hold or replace {kept}, which zoo's registry uses; "
+                "give a folder outside it."
+            )
+    if resolved == home or _inside(home, resolved):
+        raise ConflictError(f"--out {out} is or holds your home folder; give a folder below it.")
     if out.exists() and not out.is_dir():
         raise ConflictError(f"--out {out} exists and is not a folder.")
-    if out.is_dir() and any(out.iterdir()) and not force:
+    if not (out.is_dir() and any(out.iterdir())):
+        return
+    if not force:
         raise ConflictError(f"--out {out} exists and is not empty; pass --force to replace it.")
+    problem = _not_a_zoo_output(out)
+    if problem:
+        raise ConflictError(
+            f"--out {out} {problem}; --force replaces only a folder zoo wrote, so move or "
+            "delete it yourself."
+        )
 
 
-def write_hf_folder(
-    out: Path,
-    state: Mapping[str, Any],
-    config: Mapping[str, Any],
-    *,
-    force: bool,
-    metadata: Mapping[str, str],
-    card: str,
-) -> Path:
-    """Write config.json, model.safetensors and README.md to ``out`` atomically."""
-    from zoo.checkpoint import write_safetensors
-
-    check_out_dir(out, force=force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.parent / f".{out.name}.zoo-tmp-{uuid.uuid4().hex[:8]}"
-    temp.mkdir()
+def _not_a_zoo_output(folder: Path) -> str | None:
+    """Why ``folder`` is not an output zoo wrote and nobody changed since; None if it is."""
     try:
-        (temp / "config.json").write_text(
+        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+        files = marker["files"]
+        assert isinstance(files, dict)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        return "was not written by zoo (no readable zoo output marker)"
+    present = {p.name for p in folder.iterdir()} - {MARKER}
+    extra = sorted(present - set(files))
+    if extra:
+        return f"holds files zoo did not write ({', '.join(extra[:3])})"
+    for name, seen in files.items():
+        path = folder / name
+        try:
+            st = path.lstat()
+        except OSError:
+            continue  # removed since: nothing of the user's to lose
+        if not path.is_file() or [st.st_size, st.st_mtime_ns] != seen:
+            return f"has {name} changed since zoo wrote it"
+    return None
+
+
+# --- leftovers of interrupted writers ---------------------------------------------------------
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.zoo-(?P<what>tmp|old)-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-")
+
+
+def leftovers(out: Path, *, pid: int | None = None) -> list[Path]:
+    """Temporary and set-aside folders that dead writers to ``out`` left on this host (of
+    process ``pid`` only, when given). A live writer's folders are never listed."""
+    host = _host_tag()
+    try:
+        siblings = list(out.parent.iterdir())
+    except OSError:
+        return []
+    found = []
+    for p in siblings:
+        m = _LEFTOVER.match(p.name)
+        if not m or m["name"] != out.name or m["host"] != host:
+            continue
+        writer = int(m["pid"])
+        if pid is not None and writer != pid:
+            continue
+        if writer != os.getpid() and not pid_alive(writer):
+            found.append(p)
+    return sorted(found)
+
+
+def clean_leftovers(out: Path, *, pid: int | None = None) -> list[Path]:
+    """Undo what dead writers to ``out`` left: a previous output set aside while its
+    replacement was being renamed in is put back if nothing took its place (else dropped);
+    temporary folders are removed. Returns the paths removed or restored."""
+    done = []
+    for p in leftovers(out, pid=pid):
+        m = _LEFTOVER.match(p.name)
+        if m and m["what"] == "old" and not out.exists():
+            os.replace(p, out)  # the swap never finished: the previous output stays
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+        done.append(p)
+    return done
+
+
+# --- the streamed writer -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorSlot:
+    """Where one tensor goes: its file and the offset of its bytes in the data section."""
+
+    file: str
+    start: int
+    end: int
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def plan_files(
+    layout: Mapping[str, tuple[str, tuple[int, ...], int]], max_shard_size: int
+) -> dict[str, dict[str, TensorSlot]]:
+    """Assign tensors (name -> (safetensors dtype code, shape, bytes)) to files.
+
+    Wider dtypes first, then by name, as the safetensors library orders a file (every
+    tensor starts at a multiple of its item size); a new shard starts when the next
+    tensor would pass ``max_shard_size`` (a larger tensor gets a shard of its own).
+    """
+    from zoo.checkpoint.safetensors_format import torch_dtype
+
+    def width(code: str) -> int:
+        import torch
+
+        return torch.empty(0, dtype=torch_dtype(code)).element_size()
+
+    order = sorted(layout, key=lambda n: (-width(layout[n][0]), n))
+    shards: list[list[str]] = [[]]
+    size = 0
+    for name in order:
+        nbytes = layout[name][2]
+        if shards[-1] and size + nbytes > max_shard_size:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    count = len(shards)
+    files: dict[str, dict[str, TensorSlot]] = {}
+    for i, names in enumerate(shards):
+        file = SINGLE_FILE if count == 1 else f"model-{i + 1:05d}-of-{count:05d}.safetensors"
+        offset = 0
+        slots = {}
+        for name in names:
+            code, shape, nbytes = layout[name]
+            slots[name] = TensorSlot(file, offset, offset + nbytes, code, tuple(shape))
+            offset += nbytes
+        files[file] = slots
+    return files
+
+
+class OutputFolder:
+    """An HF folder being written: ``with OutputFolder(out, ...) as folder:`` put every
+    tensor (any order, any thread), then :meth:`commit`. Leaving the block without a
+    commit removes everything written; a commit renames the folder into place.
+
+    Args:
+        out: the destination.
+        layout: every tensor's (safetensors dtype code, shape, bytes), by name.
+        force: replace an existing output of zoo's (see :func:`check_out_dir`).
+        protected: paths the folder must neither be, hold nor lie in.
+        max_shard_size: bytes per weights file (``model-0000i-of-0000N.safetensors``
+            plus an index when there are several).
+    """
+
+    def __init__(
+        self,
+        out: Path,
+        layout: Mapping[str, tuple[str, tuple[int, ...], int]],
+        *,
+        force: bool,
+        protected: Iterable[Path] = (),
+        max_shard_size: int = DEFAULT_SHARD_SIZE,
+    ) -> None:
+        self.out = Path(out)
+        self.force = force
+        self.protected = tuple(protected)
+        self.files = plan_files(layout, max_shard_size)
+        self.slots = {n: s for slots in self.files.values() for n, s in slots.items()}
+        self.temp: Path | None = None
+        self._fds: dict[str, int] = {}
+        self._data_start: dict[str, int] = {}
+        self._written: set[str] = set()
+
+    def __enter__(self) -> OutputFolder:
+        clean_leftovers(self.out)
+        check_out_dir(self.out, force=self.force, protected=self.protected)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        tag = f"{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.temp = self.out.parent / f".{self.out.name}.zoo-tmp-{tag}"
+        self.temp.mkdir()
+        self._tag = tag
+        for file, slots in self.files.items():
+            start = 8 + len(_header(slots, None)) + _METADATA_RESERVE
+            start += -start % 8
+            fd = os.open(
+                self.temp / file, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+            )
+            self._fds[file] = fd
+            self._data_start[file] = start
+            end = max((s.end for s in slots.values()), default=0)
+            os.ftruncate(fd, start + end)
+        return self
+
+    def put(self, name: str, data: memoryview | bytes) -> None:
+        """Write one tensor's bytes (as safetensors lays them out) at its place."""
+        slot = self.slots[name]
+        view = memoryview(data).cast("B")
+        if view.nbytes != slot.end - slot.start:
+            raise AssertionError(
+                f"{name}: {view.nbytes} bytes for a slot of {slot.end - slot.start}"
+            )
+        fd, at = self._fds[slot.file], self._data_start[slot.file] + slot.start
+        done = 0
+        while done < view.nbytes:
+            done += os.pwrite(fd, view[done:], at + done)
+        self._written.add(name)
+
+    def commit(
+        self,
+        *,
+        config: Mapping[str, Any],
+        metadata: Mapping[str, str],
+        card: str,
+        extra_files: Mapping[str, bytes] | None = None,
+    ) -> Path:
+        """Write headers, config, card and marker; flush; rename into place."""
+        missing = sorted(set(self.slots) - self._written)
+        if missing:
+            raise AssertionError(f"{len(missing)} tensors were never written, e.g. {missing[0]}")
+        assert self.temp is not None
+        for file, slots in self.files.items():
+            fd = self._fds[file]
+            header = _header(slots, metadata)
+            room = self._data_start[file] - 8
+            if len(header) > room:
+                raise InvalidInputError(
+                    f"zoo's provenance for {file} needs {len(header)} header bytes, more than "
+                    f"the {room} reserved."
+                )
+            header += b" " * (room - len(header))
+            os.pwrite(fd, struct.pack("<Q", len(header)) + header, 0)
+            os.fsync(fd)
+        if len(self.files) > 1:
+            index = {
+                "metadata": {"total_size": sum(s.end - s.start for s in self.slots.values())},
+                "weight_map": {n: self.slots[n].file for n in sorted(self.slots)},
+            }
+            (self.temp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+        (self.temp / "config.json").write_text(
             json.dumps(dict(config), indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
-        write_safetensors(temp / "model.safetensors", state, dict(metadata))
-        (temp / "README.md").write_text(card, encoding="utf-8")
-        for f in temp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        _swap_into_place(temp, out)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(temp)
-    return out
+        (self.temp / "README.md").write_text(card, encoding="utf-8")
+        for name, data in (extra_files or {}).items():
+            if name in (MARKER, INDEX_FILE, "config.json", "README.md", *self.files):
+                continue
+            (self.temp / name).write_bytes(data)
+        files = {}
+        for p in sorted(self.temp.iterdir()):
+            if p.name not in self._fds:
+                with open(p, "rb") as fh:
+                    os.fsync(fh.fileno())
+            st = p.stat()
+            files[p.name] = [st.st_size, st.st_mtime_ns]
+        (self.temp / MARKER).write_text(json.dumps({"files": files}, sort_keys=True) + "\n")
+        self._close()
+        _swap_into_place(self.temp, self.out, self._tag)
+        self.temp = None
+        return self.out
+
+    def _close(self) -> None:
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+
+    def __exit__(self, *exc) -> None:
+        self._close()
+        if self.temp is not None:
+            shutil.rmtree(self.temp, ignore_errors=True)
+            self.temp = None
 
 
-def _swap_into_place(temp: Path, out: Path) -> None:
+def _header(slots: Mapping[str, TensorSlot], metadata: Mapping[str, str] | None) -> bytes:
+    entries: dict[str, Any] = {}
+    if metadata:
+        entries["__metadata__"] = dict(sorted(metadata.items()))
+    for name, s in sorted(slots.items(), key=lambda kv: kv[1].start):
+        entries[name] = {"dtype": s.dtype, "shape": list(s.shape), "data_offsets": [s.start, s.end]}
+    raw = json.dumps(entries, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return raw + b" " * (-len(raw) % 8)
+
+
+def _swap_into_place(temp: Path, out: Path, tag: str) -> None:
+    from zoo.checkpoint.safetensors_format import _fsync_dir
+
     if not out.exists():
         os.replace(temp, out)
+        _fsync_dir(out.parent)
         return
-    old = out.parent / f".{out.name}.zoo-old-{uuid.uuid4().hex[:8]}"
+    old = out.parent / f".{out.name}.zoo-old-{tag}"
     os.replace(out, old)
     try:
         os.replace(temp, out)
     except BaseException:
         os.replace(old, out)
         raise
+    _fsync_dir(out.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
-def model_card(plan, info) -> str:
+def model_card(plan, name: str, content_hash: str) -> str:
     """A model card whose front matter names the base model and zoo's recipe."""
     from zoo import __version__
 
@@ -116,11 +444,11 @@ def model_card(plan, info) -> str:
         "library_name: transformers\n"
         "tags:\n- zoo\n- learngene\n"
         "---\n\n"
-        f"# {info.name}\n\n"
+        f"# {name}\n\n"
         f"Initialized by zoo {__version__} from `{src.name}` with {how}, "
         f"{rules}. This is an initialization, not a trained model.\n\n"
         "## Lineage\n\n"
         f"- source: `{src.name}` ({src.content_hash})\n{lg}"
-        f"- this checkpoint: {info.content_hash}\n\n"
+        f"- this checkpoint: {content_hash}\n\n"
         "Audit it with `zoo audit PATH`; re-derive it with `zoo rederive NAME`.\n"
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -85,6 +86,8 @@ class FsckReport:
     problems: tuple[BlobProblem, ...]
     temp_files: tuple[StoreItem, ...]
     orphans: tuple[StoreItem, ...]
+    #: temporary or set-aside output folders (``--out``) that killed writers left
+    output_leftovers: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     grace_s: float = 0.0
     repair: bool = False
@@ -412,8 +415,10 @@ def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> Fs
         if d not in referenced
     ]
     temp_items = [StoreItem(t.name, t.size, now - t.mtime) for t in temps]
+    outputs, dead = _output_leftovers(reg)
     removed: list[str] = []
     if repair:
+        removed += _clean_outputs(reg, dead)
         for t in temp_items:
             if t.age_s > grace_s:
                 store.remove_temp(t.name)
@@ -426,10 +431,42 @@ def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> Fs
         problems=tuple(problems),
         temp_files=tuple(temp_items),
         orphans=tuple(orphans),
+        output_leftovers=tuple(outputs),
         removed=tuple(removed),
         grace_s=grace_s,
         repair=repair,
     )
+
+
+def _output_leftovers(reg) -> tuple[list[str], list[tuple[int, str, int]]]:
+    """Folders that output writers on this host left when killed, found through the
+    output journal; and the journal rows of those dead writers."""
+    from pathlib import Path
+
+    from .export import leftovers, pid_alive
+
+    with reg.session() as session:
+        rows = queries.outputs_on(session, socket.gethostname())
+    found, dead = [], []
+    for output_id, path, pid, _ in rows:
+        if pid != os.getpid() and not pid_alive(pid):
+            dead.append((output_id, path, pid))
+            found += [str(p) for p in leftovers(Path(path), pid=pid)]
+    return sorted(found), dead
+
+
+def _clean_outputs(reg, dead: list[tuple[int, str, int]]) -> list[str]:
+    """Undo what dead output writers left (a set-aside previous output goes back in
+    place if nothing replaced it) and close their journal rows."""
+    from pathlib import Path
+
+    from .export import clean_leftovers
+
+    removed = []
+    for output_id, path, pid in dead:
+        removed += [str(p) for p in clean_leftovers(Path(path), pid=pid)]
+        reg.transaction(lambda s, i=output_id: queries.remove_output(s, i))
+    return removed
 
 
 def _remove_orphans(reg, orphans: list[StoreItem], grace_s: float) -> list[str]:

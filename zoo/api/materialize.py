@@ -1,43 +1,54 @@
-"""Materializing a checkpoint of any size from a learngene or a source, and re-deriving it.
+"""Materializing a checkpoint of any size, and re-deriving a recorded one.
+
+The flow: plan (:mod:`zoo.api.plan`: names, recipe, sizes), check that the work fits
+(memory, disk), derive group by group (:mod:`zoo.api.derivation`) into a sink that hashes
+every tensor and writes it to an output folder, the blob store or memory, then record
+(:mod:`zoo.api.record`). Rows come after what they describe: blobs are stored, and an
+output folder is renamed into place, before the derived checkpoint's row is written.
 
 Every materialization is recorded as a derived checkpoint (recipe + manifest hash), kept
-virtual (recipe only) unless ``store=True``. Because derivation is deterministic on a
-device, a virtual checkpoint can be re-derived and verified bit for bit.
+virtual (recipe only) unless ``store``. Because derivation is deterministic on a device, a
+virtual checkpoint can be re-derived and verified bit for bit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import math
+import os
+import shutil
+import signal
+import socket
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.orm import Session
-
-from zoo import __version__
 from zoo.db import queries
 from zoo.db.entities import ArtifactInfo
 from zoo.derive import Recipe
 from zoo.errors import (
-    AmbiguousNameError,
     DeviceUnavailableError,
     InvalidInputError,
     InvalidTargetError,
     NotFoundError,
+    StorageError,
     VerificationError,
 )
 
-from .learngenes import DEFAULT_WAVELET, band_name, check_wavelet
+from .derivation import Derivation, Sink
+from .plan import MaterializeRequest, Plan, make_plan, source_of
+from .record import derived_name, provenance, record_derived
 
 if TYPE_CHECKING:
     import torch
 
     from .tensors import KnownDigests
 
-#: Fallback when the measured defaults (zoo/defaults.py) do not apply to the method asked;
-#: the wavelet falls back to extract's (db2, the better wavelet in every measured pair).
-DEFAULT_RESCALE = "none"
+#: Share of the memory a device reports available that a derivation may plan to use: the
+#: estimate of a group's working set is not exact, and other work shares the machine.
+MEMORY_MARGIN = 0.8
 
 
 @dataclass(frozen=True)
@@ -45,648 +56,47 @@ class Materialized:
     """What :meth:`zoo.Registry.materialize` returns.
 
     Attributes:
-        state_dict: the target's tensors, on the requested device.
+        state_dict: the target's tensors on the requested device; ``None`` when they were
+            streamed to an output folder (load it with ``from_pretrained``).
         config: the target's config.json as a dict.
         artifact: the derived checkpoint recorded in the registry.
         out: the HF folder written, if one was asked for.
     """
 
-    state_dict: dict[str, torch.Tensor]
+    state_dict: dict[str, torch.Tensor] | None
     config: dict[str, Any]
     artifact: ArtifactInfo
     out: Path | None = None
 
 
-@dataclass(frozen=True)
-class _Plan:
-    parent: ArtifactInfo  # the artifact the derivation edge hangs off
-    source: ArtifactInfo  # the checkpoint whose config and signals are resized
-    learngene: ArtifactInfo | None
-    recipe: Recipe
-    target_config: dict[str, Any]
-    # Re-derivation only: a FRONT block's amplitude as zoo applied it before rescale
-    # reached its matrices (norm layers only), for checkpoints recorded then.
-    legacy_front_amplitude: bool = False
-
-
-def materialize(
-    reg,
-    query: str,
-    *,
-    layers: int,
-    hidden: int,
-    heads: int | None = None,
-    intermediate: int | None = None,
-    kv_heads: int | None = None,
-    method: str | None = None,
-    wavelet: str | None = None,
-    rescale: str | None = None,
-    seed: int = 0,
-    norm: str | None = None,
-    depth: str | None = None,
-    order: str | None = None,
-    device: str | None = None,
-    out: str | Path | None = None,
-    force: bool = False,
-    store: bool = False,
-) -> Materialized:
+def materialize(reg, query: str, request: MaterializeRequest) -> Materialized:
     """Build a model of the requested size; see :meth:`zoo.Registry.materialize`."""
-    from zoo.families.base import TargetSize
-
-    from . import export
     from . import tensors as tio
 
-    export.check_out(out, force=force)  # refuse before any work
-    dev = tio.resolve_device(device, prefer_gpu=True)
-    with reg.session() as session:
-        parent_row = _resolve_parent(session, query)
-        parent = queries.to_info(session, parent_row)
-        learngene = parent if parent.kind == "learngene" else None
-        source = _source_of(session, parent) if learngene else parent
-    target = TargetSize(
-        layers=layers, hidden=hidden, heads=heads, intermediate=intermediate, kv_heads=kv_heads
-    )
-    recipe = _recipe(
-        source,
-        learngene,
-        target,
-        method=method,
-        wavelet=wavelet,
-        rescale=rescale,
-        seed=seed,
-        norm=norm,
-        depth=depth,
-        order=order,
-    )
-    if learngene is not None and recipe.method not in ("dwt", "dct"):
-        learngene = None  # baselines read the source itself
-        parent = source
-    elif learngene is not None and recipe.method != learngene.info["method"]:
-        raise InvalidInputError(
-            f"{learngene.name} holds {learngene.info['method']} data, not {recipe.method}; "
-            f"use --method {learngene.info['method']} or name the source {source.name}."
-        )
-    plan = _plan(source, parent, learngene, recipe, target)
-    _check_fits(reg, plan, dev)
+    out = _check_out(reg, request.out, request.force, request.max_shard_size)
+    dev = tio.resolve_device(request.device, prefer_gpu=True)
+    plan = make_plan(reg, query, request)
     known = tio.KnownDigests()
-    state = derive_state(reg, plan, dev, known)
-    info = _record(reg, plan, state, dev, store=store, known=known)
-    return _result(plan, info, state, out, force=force)
+    derivation = Derivation(reg, plan, dev, known=known)
+    workers = check_resources(derivation, dev, keep=out is None, out=out)
+    sink = Sink(known=known, store=reg.store if request.store else None, keep=out is None)
 
+    def finish(content_hash: str) -> ArtifactInfo:
+        records = sink.sorted_records()
+        return record_derived(reg, plan, records, content_hash, dev, store=request.store)
 
-def _result(plan: _Plan, info: ArtifactInfo, state, out, *, force: bool) -> Materialized:
-    """The API's answer, after writing the HF folder when one was asked for."""
-    from . import export
-
-    written = None
-    if out is not None:
-        written = export.write_hf_folder(
-            Path(out),
-            state,
-            plan.target_config,
-            force=force,
-            metadata=_provenance(plan, info),
-            card=export.model_card(plan, info),
-        )
-    return Materialized(state, plan.target_config, info, written)
-
-
-def _check_fits(reg, plan: _Plan, dev) -> None:
-    """Refuse, before any work, a target whose weights alone exceed the memory ``dev``
-    has available: it would only end in an out-of-memory kill. A guard against hopeless
-    requests, not a promise: the source (when read) and temporaries come on top."""
-    from zoo import _memory
-    from zoo.families import get_family
-
-    need = _target_bytes(reg, plan)
-    have = _memory.available_bytes(dev)
-    if have is not None and need > have:
-        sizes = get_family(plan.source.family).axis_sizes(plan.target_config)
-        raise InvalidTargetError(
-            f"A {sizes['layers']}x{sizes['hidden']} {plan.source.family} holds "
-            f"{need / 1e9:.1f} GB of weights, more than the {have / 1e9:.1f} GB of memory "
-            f"available on {dev.type}; ask for fewer layers or a smaller hidden size."
-        )
-
-
-def _target_bytes(reg, plan: _Plan) -> int:
-    """Bytes of the target's state dict, from shapes alone (no tensor is read)."""
-    import torch
-
-    from zoo.derive import target_shape
-    from zoo.families import get_family
-
-    from . import tensors as tio
-
-    family = get_family(plan.source.family)
-    sizes = family.axis_sizes(plan.target_config)
-    if plan.learngene is not None:
-        signals = [
-            (tuple(m["axes"]), tuple(m["shape"]), getattr(torch, m["dtype"]))
-            for m in plan.learngene.info["signals"].values()
-        ]
-    else:
-        records = plan.source.tensors
-        if not records:
-            with reg.session() as session:
-                records = queries.tensor_records(session, plan.source.id)
-        signals = [
-            (s.axes, tuple(s.tensor.shape), s.tensor.dtype)
-            for s in family.to_signals(tio.meta_state(records), plan.source.config).values()
-        ]
-    return sum(
-        math.prod(target_shape(axes, shape, sizes)) * torch.empty(0, dtype=dt).element_size()
-        for axes, shape, dt in signals
+    info = _run(
+        reg,
+        plan,
+        derivation,
+        sink,
+        workers,
+        finish,
+        out=out,
+        force=request.force,
+        max_shard_size=request.max_shard_size,
     )
-
-
-def _plan(
-    source: ArtifactInfo,
-    parent: ArtifactInfo,
-    learngene: ArtifactInfo | None,
-    recipe: Recipe,
-    target,
-) -> _Plan:
-    from zoo.derive import check_method
-    from zoo.families import get_family
-
-    family = get_family(source.family)
-    target_config = family.target_config(source.config, target)
-    source_sizes = family.axis_sizes(source.config)
-    method_sizes = family.axis_sizes(target_config)
-    if recipe.depth == "identity":  # the method sees the source's depth
-        method_sizes["layers"] = source_sizes["layers"]
-    check_method(recipe.method, source_sizes, method_sizes)
-    return _Plan(parent, source, learngene, recipe, target_config)
-
-
-def _recipe(
-    source: ArtifactInfo,
-    learngene: ArtifactInfo | None,
-    target,
-    *,
-    method,
-    wavelet,
-    rescale,
-    seed: int,
-    norm: str | None,
-    depth: str | None = None,
-    order: str | None = None,
-) -> Recipe:
-    """Fill what the user left out: the learngene's own settings first, then zoo's
-    measured defaults for this family and direction (zoo/defaults.py)."""
-    from zoo.defaults import default_recipe
-    from zoo.families import get_family
-
-    family = get_family(source.family)
-    target_config = family.target_config(source.config, target)  # refuses bad sizes early
-    source_sizes, target_sizes = family.axis_sizes(source.config), family.axis_sizes(target_config)
-    d_method, d_wavelet, d_rescale, d_norm, d_depth = default_recipe(
-        source.family, source_sizes, target_sizes
-    )
-    if method is None:
-        method = learngene.info["method"] if learngene else d_method
-    if method == "dwt" and wavelet is None:
-        if learngene is not None and learngene.info["method"] == "dwt":
-            wavelet = learngene.info["wavelet"]
-        else:
-            wavelet = d_wavelet if d_method == "dwt" else DEFAULT_WAVELET
-    if method != "dwt" and wavelet is not None:
-        raise InvalidInputError("--wavelet applies to --method dwt only.")
-    if method == "dwt":
-        check_wavelet(wavelet)
-    if rescale is not None and rescale != "none" and method not in ("dwt", "dct"):
-        raise InvalidInputError(
-            f"--rescale applies to --method dwt or dct, not {method}; "
-            "use --norm match to match normalization layers to the source."
-        )
-    if rescale is None:
-        rescale = d_rescale if method == d_method else DEFAULT_RESCALE
-    # The measured norm and depth rules go with the measured recipe, not with any other.
-    measured = (d_method, d_wavelet, d_rescale)
-    same = (method, wavelet if method == "dwt" else None, rescale) == measured
-    if norm is None:
-        norm = d_norm if same else "method"
-    deeper = target_sizes["layers"] > source_sizes["layers"]
-    if depth == "identity" and not deeper:
-        raise InvalidInputError(
-            f"--depth identity adds layers, but the target has {target_sizes['layers']} "
-            f"and the source {source_sizes['layers']}."
-        )
-    if depth is None:
-        # Without added layers the rule changes nothing: one recipe, one artifact.
-        depth = d_depth if same and deeper and method != "scratch" else "method"
-    order = _order(learngene, method, order)
-    return Recipe(
-        method=method,
-        wavelet=wavelet if method == "dwt" else None,
-        rescale=rescale,
-        seed=seed,
-        norm=norm,
-        depth=depth,
-        order=order,
-    )
-
-
-def _order(learngene: ArtifactInfo | None, method: str, order: str | None) -> str:
-    """The unit order: a learngene's bands were taken in the order it was extracted in,
-    so its dwt/dct recipes have that order; everything else reads the source in the
-    order asked (default as stored)."""
-    from zoo.unit_order import check_order
-
-    if order is not None:
-        check_order(order)
-    if learngene is None or method not in ("dwt", "dct"):
-        return order or "stored"
-    extracted = learngene.info.get("order", "stored")
-    if order is not None and order != extracted:
-        raise InvalidInputError(
-            f"{learngene.name} was extracted in unit order {extracted!r}, not {order!r}; "
-            f"extract one with --order {order}, or leave --order out."
-        )
-    return extracted
-
-
-def _resolve_parent(session: Session, query: str):
-    """A family name with a default set (`zoo default`) means that default, whatever else
-    has that name; otherwise a name, alias or hash; or a family name, meaning its only
-    learngene."""
-    from zoo.families import FAMILY_NAMES
-
-    if query in FAMILY_NAMES:
-        row = queries.family_default(session, query)
-        if row is not None and row.deleted_at is None:
-            return row
-    try:
-        return queries.resolve(session, query)
-    except NotFoundError:
-        if query not in FAMILY_NAMES:
-            raise
-    candidates = queries.list_artifacts(session, kind="learngene", family=query)
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        sources = [r.name for r in queries.list_artifacts(session, kind="source", family=query)]
-        hint = (
-            f" Extract one with `zoo extract {sources[0]}`, or name a source: {', '.join(sources)}."
-            if sources
-            else f" Import a {query} checkpoint first."
-        )
-        raise NotFoundError(
-            f"No {query} learngene is registered.{hint}", query=query, suggestions=sources
-        )
-    names = [r.name for r in candidates]
-    raise AmbiguousNameError(
-        f"Several {query} learngenes qualify ({', '.join(names)}); name one, or set the "
-        f"default with `zoo default {query} NAME`.",
-        candidates=names,
-    )
-
-
-def _source_of(session: Session, learngene: ArtifactInfo) -> ArtifactInfo:
-    from zoo.db.models import Artifact
-
-    for edge in queries.edges(session, child_id=learngene.id):
-        if edge.relation == "extract":
-            # Without its tensor records: a learngene's bands usually suffice, and
-            # derive_state reads the records only when it has to read the source.
-            row = session.get(Artifact, edge.parent_id)
-            return queries.to_info(session, row, tensors=False)
-    raise NotFoundError(f"Learngene {learngene.name} has no recorded source.")
-
-
-def _what_to_read(plan: _Plan, family, records):
-    """The source's tensor records to read, and the config they make up.
-
-    Weight selection keeps the first layers, so a shallower target reads only those (a
-    12 -> 6 layer request reads about half the source); everything else reads it all."""
-    from zoo.derive import needs_reference
-    from zoo.families.base import SignalSpec
-
-    recipe = plan.recipe
-    layers = family.axis_sizes(plan.target_config)["layers"]
-    # Weight selection reads source statistics only for norm signals, and those span
-    # every layer: then the whole source is read. So does a unit order other than
-    # stored, which is chosen from every layer.
-    norms = SignalSpec(("layers", "hidden"), "norm_weight", None)
-    if (
-        recipe.method != "weight-selection"
-        or recipe.order != "stored"
-        or needs_reference(norms, recipe)
-        or layers >= family.axis_sizes(plan.source.config)["layers"]
-    ):
-        return records, plan.source.config
-    cut = family.first_layers(plan.source.config, [r.name for r in records], layers)
-    if cut is None:
-        return records, plan.source.config
-    config, names = cut
-    return [r for r in records if r.name in names], config
-
-
-def derive_state(
-    reg,
-    plan: _Plan,
-    dev,
-    known: KnownDigests | None = None,
-    *,
-    recorded_layer_digests: bool = True,
-) -> dict[str, torch.Tensor]:
-    """The target state dict: bands and blocks from the learngene when they suffice,
-    the source's signals otherwise. ``known`` learns the digests of what was read and,
-    with ``recorded_layer_digests``, the per-layer digests the learngene recorded for its
-    bands (a band passed through unchanged is then not hashed again; verification turns
-    this off and hashes every output itself)."""
-    import torch
-
-    from zoo.derive import deepen_by_identity, needs_reference, signal_stats, target_shape
-    from zoo.families import get_family
-    from zoo.families.base import SignalSpec
-    from zoo.unit_order import ordered
-
-    from . import tensors as tio
-
-    family = get_family(plan.source.family)
-    target_sizes = family.axis_sizes(plan.target_config)
-    target_layers = target_sizes["layers"]
-    source_layers = family.axis_sizes(plan.source.config)["layers"]
-    deepen = plan.recipe.depth == "identity" and target_layers > source_layers
-    if deepen:  # the method resizes everything but depth; deepen_by_identity adds layers
-        target_sizes = {**target_sizes, "layers": source_layers}
-    generator = torch.Generator().manual_seed(plan.recipe.seed)
-    stored = {t.name: t for t in plan.learngene.tensors} if plan.learngene else {}
-    lg_signals = plan.learngene.info["signals"] if plan.learngene else {}
-
-    source_signals = None
-
-    def all_source_signals():
-        # Read lazily: a learngene's bands often suffice and the source is never read.
-        nonlocal source_signals
-        if source_signals is None:
-            records = plan.source.tensors
-            if not records:  # loaded without them (see _source_of)
-                with reg.session() as session:
-                    records = queries.tensor_records(session, plan.source.id)
-            records, config = _what_to_read(plan, family, records)
-            if plan.source.virtual:
-                state = virtual_weights(reg, plan.source, records, dev, known)
-            else:
-                state = tio.load_tensors(reg.store, records, device=dev, known=known)
-            # In the learngene's order when bands are taken from the source.
-            source_signals = ordered(family.to_signals(state, config), plan.recipe.order)
-        return source_signals
-
-    def source_signal(key: str):
-        return all_source_signals()[key]
-
-    layer_digests = {}
-    if recorded_layer_digests and known is not None:
-        layer_digests = {
-            band_name(key, int(level)): digests
-            for key, meta in lg_signals.items()
-            for level, digests in meta.get("layer_digests", {}).items()
-        }
-
-    def stored_tensor(name: str):
-        t = tio.load_tensors(reg.store, [stored[name]], device=dev, known=known)[name]
-        digests = layer_digests.get(name)
-        if digests is not None and len(digests) == t.shape[0]:
-            # The band's bytes were just verified; its layers' digests were taken from
-            # those same bytes at extraction. Keyed by region and version, they count
-            # only for the band's own layers while it is unchanged.
-            for part, digest in zip(t.unbind(0), digests, strict=True):
-                known.add(part, digest)
-        return t
-
-    keys = sorted(lg_signals) if plan.learngene else sorted(all_source_signals())
-
-    def one(key: str) -> torch.Tensor:
-        if plan.learngene:
-            meta = lg_signals[key]
-            spec = SignalSpec(tuple(meta["axes"]), meta["kind"], meta["fan_in_axis"])
-            shape = tuple(meta["shape"])
-            reference = (meta["mean"], meta["std"])
-        else:
-            sig = source_signal(key)
-            spec = SignalSpec(sig.axes, sig.kind, sig.fan_in_axis)
-            shape = tuple(sig.tensor.shape)
-            # The statistics cost a float64 pass over the signal; most recipes never read them.
-            needed = needs_reference(spec, plan.recipe)
-            reference = signal_stats(sig.tensor) if needed else None
-        tshape = target_shape(spec.axes, shape, target_sizes)
-        return _derive_one(
-            plan,
-            key,
-            spec,
-            shape,
-            tshape,
-            reference,
-            stored,
-            stored_tensor,
-            source_signal,
-            generator,
-            dev,
-        )
-
-    def work(key: str) -> int:
-        # Elements written and hashed, plus those read when the source is transformed:
-        # the largest signals start first so none runs alone at the end.
-        if plan.learngene:
-            meta = lg_signals[key]
-            axes, shape, read = tuple(meta["axes"]), tuple(meta["shape"]), 0
-        else:
-            sig = source_signal(key)
-            axes, shape, read = sig.axes, tuple(sig.tensor.shape), sig.tensor.numel()
-        return math.prod(target_shape(axes, shape, target_sizes)) + read
-
-    def axes_of(key: str) -> tuple[str, ...]:
-        if plan.learngene:
-            return tuple(lg_signals[key]["axes"])
-        return source_signal(key).axes
-
-    def one_hashed(key: str) -> torch.Tensor:
-        y = one(key)
-        if deepen and "layers" in axes_of(key):
-            y = deepen_by_identity(y, key, axes_of(key), target_layers)
-        layout = family.unchanged_outputs(key)
-        if known is not None and layout is not None:
-            known.hash_ahead(y, layout)
-        return y
-
-    if plan.recipe.method in ("scratch", "net2net"):
-        # These draw from one generator: the order of the signals fixes the numbers.
-        values = [one_hashed(k) for k in keys]
-    else:
-        if plan.learngene is None:
-            all_source_signals()  # load once, before the threads need it
-        values = tio.parallel_map(one_hashed, keys, cost=[work(k) for k in keys])
-    return family.from_signals(dict(zip(keys, values, strict=True)), plan.target_config)
-
-
-def _derive_one(
-    plan, key, spec, shape, tshape, reference, stored, stored_tensor, source_signal, generator, dev
-):
-    from zoo.derive import derive_signal
-
-    recipe = plan.recipe
-    meta = plan.learngene.info["signals"][key] if plan.learngene is not None else {}
-    if meta.get("full") and recipe.method in ("dwt", "dct"):
-        return stored_tensor(f"{key}@full")  # nothing in this signal changes size
-    if recipe.method == "dct" and plan.learngene is not None:
-        import torch
-
-        from zoo.transforms import FrontBlock, front_materialize
-
-        block = FrontBlock(
-            block=stored_tensor(f"{key}@dct.block"),
-            means=stored_tensor(f"{key}@dct.mean"),
-            stds=stored_tensor(f"{key}@dct.std"),
-            source_shape=shape,
-            layer_axis=meta["layer_axis"],
-            dtype=getattr(torch, meta["dtype"]),
-        )
-        y = front_materialize(block, tshape)
-        if plan.legacy_front_amplitude and spec.kind not in ("norm_weight", "norm_bias"):
-            return y  # the old rule (see _verified_rederivation) rescaled norm layers only
-        return _amplitude(y, spec, shape, recipe, reference)
-    if recipe.method == "dwt" and plan.learngene is not None and _same_wavelet(plan):
-        # The exact BoT L2S case: the stored cA band at the level that gives this shape,
-        # with the same amplitude rules derive_signal applies to a computed one.
-        for level in meta.get("levels", []):
-            band = stored.get(band_name(key, level))
-            if band is not None and tuple(band.shape) == tuple(tshape):
-                return _amplitude(stored_tensor(band.name), spec, shape, recipe, reference)
-    x = source_signal(key).tensor
-    return derive_signal(x, spec, tshape, recipe, reference=reference, generator=generator)
-
-
-def _same_wavelet(plan) -> bool:
-    """A stored band stands for the recipe's wavelet only if it was made with it; with any
-    other wavelet the signal is computed from the source."""
-    info = plan.learngene.info
-    return info.get("method") == "dwt" and info.get("wavelet") == plan.recipe.wavelet
-
-
-def _amplitude(y, spec, shape, recipe: Recipe, reference):
-    """The amplitude rules derive_signal applies to a computed signal, applied to one read
-    from a learngene (a stored band, or a FRONT block brought back to the target size):
-    the source's statistics come from the learngene, so the source is not read."""
-    from zoo.derive import _match_moments
-    from zoo.transforms import rescale_like
-
-    if spec.kind in ("norm_weight", "norm_bias"):
-        if recipe.rescale != "none" or recipe.norm == "match":
-            return _match_moments(y, *reference)
-        return y
-    if recipe.rescale == "none":
-        return y
-    fan = (spec.fan_in_axis,) if spec.kind == "linear" and spec.fan_in_axis is not None else ()
-    return rescale_like(
-        y, shape, rescale=recipe.rescale, reference_std=reference[1], fan_in_axes=fan
-    )
-
-
-def _record(reg, plan: _Plan, state, dev, *, store: bool, known=None) -> ArtifactInfo:
-    from zoo.checkpoint import manifest_hash
-
-    from . import tensors as tio
-
-    # Outputs that are stored tensors unchanged (a raw band, a fixed signal) keep their
-    # verified digests; the rest are hashed here.
-    recs = tio.store_tensors(reg.store, state, known) if store else tio.records(state, known)
-    content_hash = manifest_hash(plan.target_config, recs)
-    recipe = edge_recipe(plan, dev)
-    family = plan.source.family
-    cfg = plan.target_config
-    from zoo.families import get_family
-
-    sizes = get_family(family).axis_sizes(cfg)
-    label = plan.recipe.method + (f"-{plan.recipe.wavelet}" if plan.recipe.wavelet else "")
-    base = f"{family}-l{sizes['layers']}-h{sizes['hidden']}-{label}"
-    info = {"recipe": recipe, "target": sizes}
-
-    def link(session: Session, row) -> ArtifactInfo:
-        from .lineage import is_ancestor
-
-        parent = session.get(type(row), plan.parent.id)
-        # An identity recipe can give back the parent itself, or one of its ancestors (an
-        # imported copy of a derived folder): the result is that artifact, with no edge
-        # that would close a cycle.
-        if row.id != parent.id and not is_ancestor(session, row.id, parent.id):
-            queries.add_edge(
-                session,
-                parent=parent,
-                child=row,
-                relation="materialize",
-                recipe=recipe,
-                zoo_version=__version__,
-                by=reg.user,
-            )
-        # Same content hash, same tensor records: no need to read them back.
-        return dataclasses.replace(
-            queries.to_info(session, row, tensors=False), tensors=tuple(recs)
-        )
-
-    def find(session: Session):
-        row = queries.find_by_content(session, "derived", content_hash)
-        if row is None:
-            return None
-        if row.deleted_at is not None:
-            row.deleted_at = None
-        if store and row.virtual:
-            row.virtual = False
-        return link(session, row)
-
-    def insert(session: Session) -> ArtifactInfo:
-        found = find(session)
-        if found is not None:
-            return found
-        row = queries.insert_artifact(
-            session,
-            kind="derived",
-            name=f"{base}-{content_hash[:8]}",
-            family=family,
-            content_hash=content_hash,
-            config=cfg,
-            info=info,
-            tensors=recs,
-            created_by=reg.user,
-            virtual=not store,
-        )
-        return link(session, row)
-
-    return reg.transaction(insert, on_conflict=find)
-
-
-def edge_recipe(plan: _Plan, dev) -> dict[str, Any]:
-    from zoo.transforms import TRANSFORM_VERSION
-
-    return {
-        **plan.recipe.to_json(),
-        "device": dev.type,
-        "transform_version": TRANSFORM_VERSION,
-        "source": plan.source.content_hash,
-        "learngene": plan.learngene.content_hash if plan.learngene else None,
-        "target_config": plan.target_config,
-    }
-
-
-def _provenance(plan: _Plan, info: ArtifactInfo) -> dict[str, str]:
-    """safetensors metadata (string -> string): lineage as JSON strings."""
-    import json
-
-    return {
-        "format": "pt",
-        "zoo.derived": json.dumps({"name": info.name, "content_hash": info.content_hash}),
-        "zoo.source": json.dumps(
-            {"name": plan.source.name, "content_hash": plan.source.content_hash}
-        ),
-        "zoo.learngene": json.dumps(
-            {"name": plan.learngene.name, "content_hash": plan.learngene.content_hash}
-            if plan.learngene
-            else None
-        ),
-        "zoo.recipe": json.dumps(plan.recipe.to_json(), sort_keys=True),
-    }
+    return Materialized(sink.state if out is None else None, plan.target_config, info, out)
 
 
 def rederive(
@@ -696,27 +106,196 @@ def rederive(
     out: str | Path | None = None,
     force: bool = False,
     device: str | None = None,
+    max_shard_size: int | str | None = None,
 ) -> Materialized:
-    """Re-derive a derived checkpoint from its recorded recipe and verify it bit for bit.
+    """Re-derive a derived checkpoint from its recorded recipe and verify it bit for bit;
+    with ``out``, each tensor is checked as it is written, and the folder appears only if
+    every one matches.
 
     Raises:
         VerificationError: the re-derived tensors do not hash to the recorded manifest.
     """
-    from . import export
-
-    export.check_out(out, force=force)
+    target = _check_out(reg, out, force, max_shard_size)
     with reg.session() as session:
         row = queries.resolve(session, query, kinds=("derived",))
         info = queries.to_info(session, row)
-    plan, state = _verified_rederivation(reg, info, device)
-    return _result(plan, info, state, out, force=force)
+    plan, state = _verified(
+        reg, info, device, out=target, force=force, max_shard_size=max_shard_size
+    )
+    return Materialized(state, plan.target_config, info, target)
 
 
-def _verified_rederivation(reg, info: ArtifactInfo, device: str | None, *, as_parent=False):
-    """``info``'s recorded recipe run again (on the recorded device unless ``device``
-    names another), checked against its manifest; returns the plan and the state.
-    ``as_parent``: it is read as the source of another derivation (the error says so)."""
+# --- the steps -------------------------------------------------------------------------------
+
+
+def _check_out(reg, out, force: bool, max_shard_size) -> Path | None:
+    """Refuse, before any work, an output option that cannot be honoured."""
+    from . import export
+
+    if out is None:
+        if force:
+            raise InvalidInputError("--force replaces a previous --out folder; give --out.")
+        if max_shard_size is not None:
+            raise InvalidInputError("--max-shard-size applies to --out; give --out.")
+        return None
+    if max_shard_size is not None:
+        export.parse_size(max_shard_size)
+    out = Path(out)
+    export.check_out_dir(out, force=force, protected=protected_paths(reg, out))
+    return out
+
+
+def protected_paths(reg, out: Path | None = None) -> list[Path]:
+    """What an output folder must neither be, hold nor lie in: the registry's home,
+    database and local blob store, and (when ``out`` would replace a folder) the folders
+    sources were imported from."""
+    from sqlalchemy.engine import make_url
+
+    settings = reg.settings
+    paths = [settings.home]
+    url = make_url(settings.db_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        paths.append(Path(url.database))
+    if "://" not in settings.store_url or settings.store_url.startswith("file://"):
+        paths.append(Path(settings.store_url.removeprefix("file://")))
+    if out is not None and out.is_dir() and any(out.iterdir()):
+        from zoo.db.models import ImportRecord
+
+        with reg.session() as session:
+            origins = session.scalars(
+                queries.select(ImportRecord.origin).where(ImportRecord.origin == str(out.resolve()))
+            )
+            paths += [Path(o) for o in origins]
+    return [p.expanduser() for p in paths]
+
+
+def check_resources(derivation: Derivation, dev, *, keep: bool, out: Path | None) -> int:
+    """How many groups may be derived at once; refuses, before any work, a target whose
+    derivation would not fit the memory ``dev`` has (the whole target when it is kept
+    in memory, else the largest group's working set) or an output the disk cannot hold."""
+    from zoo import _memory
+
+    plan = derivation.plan
+    group = derivation.largest_working_set
+    whole = derivation.target_bytes if keep else 0
+    have = _memory.available_bytes(dev)
+    workers = os.cpu_count() or 1
+    if have is not None:
+        budget = int(have * MEMORY_MARGIN) - whole
+        if budget < group:
+            what = (
+                f"{plan.target_sizes['layers']}x{plan.target_sizes['hidden']} {plan.source.family}"
+            )
+            if keep:
+                raise InvalidTargetError(
+                    f"A {what} holds {whole / 1e9:.1f} GB of weights and needs "
+                    f"{(whole + group) / 1e9:.1f} GB while it is derived, more than the "
+                    f"{have / 1e9:.1f} GB available on {dev.type}; write it with --out "
+                    "(which streams it), or ask for fewer layers or a smaller hidden size."
+                )
+            raise InvalidTargetError(
+                f"A {what} needs {group / 1e9:.1f} GB for its largest part while it is "
+                f"derived, more than the {have / 1e9:.1f} GB available on {dev.type}; "
+                "ask for fewer layers or a smaller hidden size."
+            )
+        workers = max(1, min(workers, budget // max(group, 1)))
+    if out is not None:
+        existing = next(p for p in (out, *out.parents) if p.exists())
+        free = shutil.disk_usage(existing).free
+        if derivation.target_bytes > free:
+            raise StorageError(
+                f"--out {out} needs {derivation.target_bytes / 1e9:.1f} GB and its file "
+                f"system has {free / 1e9:.1f} GB free; free some space or write elsewhere."
+            )
+    return workers
+
+
+def _run(
+    reg,
+    plan: Plan,
+    derivation: Derivation,
+    sink: Sink,
+    workers: int,
+    finish,
+    *,
+    out: Path | None,
+    force: bool = False,
+    max_shard_size: int | str | None = None,
+    verify=None,
+) -> ArtifactInfo:
+    """Derive into ``sink``, run ``verify(sink)`` (it raises on a mismatch), then
+    ``finish(content_hash)`` records the result. With ``out`` the tensors stream into an
+    output folder, renamed into place just before ``finish``."""
     from zoo.checkpoint import manifest_hash
+
+    from . import export
+
+    if out is None:
+        derivation.run(sink, workers=workers)
+        if verify is not None:
+            verify(sink)
+        return finish(manifest_hash(plan.target_config, sink.sorted_records()))
+    shard = export.parse_size(max_shard_size or export.DEFAULT_SHARD_SIZE)
+    with (
+        _journal(reg, out),
+        export.OutputFolder(
+            out,
+            derivation.layout,
+            force=force,
+            protected=protected_paths(reg, out),
+            max_shard_size=shard,
+        ) as folder,
+    ):
+        sink.folder = folder
+        derivation.run(sink, workers=workers)
+        if verify is not None:
+            verify(sink)
+        content_hash = manifest_hash(plan.target_config, sink.sorted_records())
+        name = derived_name(reg, plan, content_hash)
+        with _interrupts_deferred():  # the folder and its row appear together
+            folder.commit(
+                config=plan.target_config,
+                metadata=provenance(plan, name, content_hash),
+                card=export.model_card(plan, name, content_hash),
+            )
+            return finish(content_hash)
+
+
+@contextlib.contextmanager
+def _journal(reg, out: Path) -> Iterator[None]:
+    """A journal row while ``out`` is written: if the writer is killed, ``zoo fsck`` finds
+    what it left beside ``out`` from it."""
+    host, pid = socket.gethostname(), os.getpid()
+    row = reg.transaction(lambda s: queries.add_output(s, str(out.resolve()), host, pid))
+    try:
+        yield
+    finally:
+        reg.transaction(lambda s: queries.remove_output(s, row))
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C back for the block (a rename and a commit), then act on it: the
+    output folder and the row that describes it appear together or not at all."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+# --- re-derivation ----------------------------------------------------------------------------
+
+
+def _recorded_plan(reg, info: ArtifactInfo, device: str | None, *, as_parent: bool):
+    """The plan ``info``'s lineage edge recorded, and the device its bits come from (the
+    recorded one unless ``device`` names another)."""
     from zoo.db.models import Artifact
 
     from . import tensors as tio
@@ -730,7 +309,7 @@ def _verified_rederivation(reg, info: ArtifactInfo, device: str | None, *, as_pa
             raise NotFoundError(f"{info.name} has no materialize recipe to re-derive from.")
         parent = queries.to_info(session, session.get(Artifact, edge.parent_id))
         learngene = parent if parent.kind == "learngene" else None
-        source = _source_of(session, parent) if learngene else parent
+        source = source_of(session, parent) if learngene else parent
     r = edge.recipe
     recipe = Recipe(
         method=r["method"],
@@ -740,6 +319,7 @@ def _verified_rederivation(reg, info: ArtifactInfo, device: str | None, *, as_pa
         norm=r.get("norm", "method"),
         depth=r.get("depth", "method"),
         order=r.get("order", "stored"),
+        dtype=r.get("dtype", "auto"),
     )
     try:
         dev = tio.resolve_device(device or r["device"])
@@ -755,34 +335,74 @@ def _verified_rederivation(reg, info: ArtifactInfo, device: str | None, *, as_pa
             else f"{missing}; re-derive it on a machine with one, or pass --device cpu "
             "(its bits may then differ and fail verification)."
         ) from exc
-    plan = _Plan(parent, source, learngene, recipe, r["target_config"])
+    return Plan(parent, source, learngene, recipe, r["target_config"]), dev, r
 
-    def attempt(plan: _Plan):
-        known = tio.KnownDigests()
-        state = derive_state(reg, plan, dev, known, recorded_layer_digests=False)
-        recs = tio.records(state, known)
-        return state, recs, manifest_hash(plan.target_config, recs)
 
-    state, recs, actual = attempt(plan)
-    if actual != info.content_hash and _maybe_legacy_front(plan, r):
+def _verified(
+    reg,
+    info: ArtifactInfo,
+    device: str | None,
+    *,
+    out: Path | None = None,
+    force: bool = False,
+    max_shard_size: int | str | None = None,
+    as_parent: bool = False,
+):
+    """``info``'s recorded recipe run again and checked against its manifest; returns the
+    plan and (when not written to ``out``) the state. ``as_parent``: it is read as the
+    source of another derivation (an error says so)."""
+    from . import tensors as tio
+
+    if not info.tensors:  # loaded without them (see plan.source_of)
+        from zoo.db.models import Artifact
+
+        with reg.session() as session:
+            info = queries.to_info(session, session.get(Artifact, info.id))
+    plan, dev, recorded = _recorded_plan(reg, info, device, as_parent=as_parent)
+    expected = {t.name: t.digest for t in info.tensors}
+    candidates = [plan]
+    if _maybe_legacy_front(plan, recorded):
         # Recorded before FRONT's --rescale reached matrices, under the same transform
         # version: the old rule is tried, and kept only if it gives the recorded bytes.
-        legacy = dataclasses.replace(plan, legacy_front_amplitude=True)
-        old_state, old_recs, old_actual = attempt(legacy)
-        if old_actual == info.content_hash:
-            plan, state, recs, actual = legacy, old_state, old_recs, old_actual
-    if actual != info.content_hash:
-        recorded = {t.name: t.digest for t in info.tensors}
-        differ = sorted(t.name for t in recs if recorded.get(t.name) != t.digest)
-        raise VerificationError(
-            f"Re-deriving {info.name} on {dev.type} gave different tensors "
-            f"({len(differ)} differ, e.g. {', '.join(differ[:3])}); recorded on "
-            f"{r['device']} with transforms {r['transform_version']}."
-        )
-    return plan, state
+        candidates.append(dataclasses.replace(plan, legacy_front_amplitude=True))
+    differ: list[str] = []
+
+    def verify(sink: Sink) -> None:
+        differ[:] = sorted(set(sink.differ) | (set(expected) ^ set(sink.records)))
+        if differ:
+            raise VerificationError(
+                f"Re-deriving {info.name} on {dev.type} gave different tensors "
+                f"({len(differ)} differ, e.g. {', '.join(differ[:3])}); recorded on "
+                f"{recorded['device']} with transforms {recorded['transform_version']}."
+            )
+
+    for i, candidate in enumerate(candidates):
+        known = tio.KnownDigests()
+        derivation = Derivation(reg, candidate, dev, known=known, recorded_layer_digests=False)
+        workers = check_resources(derivation, dev, keep=out is None, out=out)
+        sink = Sink(known=known, keep=out is None, expected=expected)
+        try:
+            _run(
+                reg,
+                candidate,
+                derivation,
+                sink,
+                workers,
+                lambda _hash: info,
+                out=out,
+                force=force,
+                max_shard_size=max_shard_size,
+                verify=verify,
+            )
+        except VerificationError:
+            if i == len(candidates) - 1:
+                raise
+            continue
+        return candidate, (sink.state if out is None else None)
+    raise AssertionError("unreachable")
 
 
-def _maybe_legacy_front(plan: _Plan, recorded: dict[str, Any]) -> bool:
+def _maybe_legacy_front(plan: Plan, recorded: dict[str, Any]) -> bool:
     """Could this checkpoint have been derived under the old FRONT amplitude rule?"""
     return (
         plan.learngene is not None
@@ -792,16 +412,13 @@ def _maybe_legacy_front(plan: _Plan, recorded: dict[str, Any]) -> bool:
     )
 
 
-def virtual_weights(reg, info: ArtifactInfo, records, dev, known) -> dict[str, torch.Tensor]:
-    """A virtual checkpoint's weights, re-derived on the device it was recorded on (the
-    only one that gives its bytes) and verified, then moved to ``dev``."""
-    from zoo.db.models import Artifact
-
-    if not info.tensors:  # loaded without them (see _source_of)
-        with reg.session() as session:
-            info = queries.to_info(session, session.get(Artifact, info.id))
-    _, state = _verified_rederivation(reg, info, None, as_parent=True)
-    digests = {t.name: t.digest for t in info.tensors}
+def virtual_weights(
+    reg, info: ArtifactInfo, records, dev, known: KnownDigests | None
+) -> dict[str, torch.Tensor]:
+    """A virtual checkpoint's weights (those ``records`` name), re-derived on the device it
+    was recorded on (the only one that gives its bytes) and verified, then moved to ``dev``."""
+    _, state = _verified(reg, info, None, as_parent=True)
+    digests = {t.name: t.digest for t in records}
     out = {}
     for r in records:
         t = state[r.name]
@@ -813,6 +430,8 @@ def virtual_weights(reg, info: ArtifactInfo, records, dev, known) -> dict[str, t
 
 def set_default(reg, family: str, query: str) -> ArtifactInfo:
     """Make ``query`` (a learngene) what a bare family name materializes from."""
+    from sqlalchemy.orm import Session
+
     from zoo.families import get_family
 
     get_family(family)

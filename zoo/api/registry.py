@@ -362,9 +362,11 @@ class Registry:
         norm: str | None = None,
         depth: str | None = None,
         order: str | None = None,
+        dtype: str = "auto",
         device: str | None = None,
         out=None,
         force: bool = False,
+        max_shard_size: int | str | None = None,
         store: bool = False,
     ):
         """Materialize a model of the requested size.
@@ -383,15 +385,23 @@ class Registry:
             depth: for a deeper target, ``method`` (the method resizes the layer axis) or
                 ``identity`` (each source layer followed by copies that start as
                 identities); default: zoo's measured default. See :class:`zoo.derive.Recipe`.
-            order: the unit order the method sees, ``stored`` or ``similar``
-                (:mod:`zoo.unit_order`); from a learngene, the order it was extracted in.
+            order: the unit order the method sees, ``stored``, ``similar`` or
+                ``dissimilar`` (:mod:`zoo.unit_order`); from a learngene, the order it was
+                extracted in.
+            dtype: ``auto`` (each tensor keeps its source dtype), float32, bfloat16 or
+                float16 for the floating-point tensors.
             device: ``cpu`` or ``cuda``; the transforms run there.
-            out: write an HF folder there (refused if not empty unless ``force``).
+            out: write an HF folder there, streamed group by group (the whole target is
+                never in memory); refused if not empty, and with ``force`` replaces only
+                a previous output of zoo's.
+            max_shard_size: bytes per weights file in ``out`` (e.g. ``"5GB"``, the
+                default; several files get an index, as ``save_pretrained`` writes).
             store: keep the weights in the registry (default: recipe only, re-derivable).
 
         Returns:
-            :class:`~zoo.api.materialize.Materialized` with the state dict (on ``device``),
-            the config, and the recorded derived checkpoint.
+            :class:`~zoo.api.materialize.Materialized` with the state dict (on ``device``;
+            ``None`` when written to ``out``), the config, and the recorded derived
+            checkpoint.
 
         Example:
             >>> m = reg.materialize("bert", layers=6, hidden=384)   # doctest: +SKIP
@@ -399,10 +409,9 @@ class Registry:
             6
         """
         from zoo.api.materialize import materialize
+        from zoo.api.plan import MaterializeRequest
 
-        return materialize(
-            self,
-            name,
+        request = MaterializeRequest(
             layers=layers,
             hidden=hidden,
             heads=heads,
@@ -415,17 +424,31 @@ class Registry:
             norm=norm,
             depth=depth,
             order=order,
+            dtype=dtype,
             device=device,
             out=out,
             force=force,
+            max_shard_size=max_shard_size,
             store=store,
         )
+        return materialize(self, name, request)
 
-    def rederive(self, name: str, *, out=None, force: bool = False, device: str | None = None):
-        """Re-derive a derived checkpoint from its recipe and verify it bit for bit."""
+    def rederive(
+        self,
+        name: str,
+        *,
+        out=None,
+        force: bool = False,
+        device: str | None = None,
+        max_shard_size: int | str | None = None,
+    ):
+        """Re-derive a derived checkpoint from its recipe and verify it bit for bit (with
+        ``out``, every tensor as it is written: the folder appears only if all match)."""
         from zoo.api.materialize import rederive
 
-        return rederive(self, name, out=out, force=force, device=device)
+        return rederive(
+            self, name, out=out, force=force, device=device, max_shard_size=max_shard_size
+        )
 
     def set_default(self, family: str, name: str):
         """Make the learngene ``name`` what ``materialize(family, ...)`` uses."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import weakref
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -62,12 +63,14 @@ class KnownDigests:
 
     Keyed by the memory a tensor covers (device, address, dtype, shape, strides), so a
     view made later of the same region is found too. A hit counts only while the tensor
-    is unchanged: torch bumps a version counter, shared by a tensor and all its views, on
-    every in-place write. The tensors are kept alive, so no address is reused meanwhile.
+    is unchanged (torch bumps a version counter, shared by a tensor and all its views, on
+    every in-place write) and alive: entries hold the tensor owning the memory weakly, so
+    knowing a digest never keeps memory that a streamed derivation has let go, and an
+    entry dies with that memory before its address can be reused.
     """
 
     def __init__(self) -> None:
-        self._by_region: dict[tuple, tuple[torch.Tensor, int, str]] = {}
+        self._by_region: dict[tuple, tuple[weakref.ref, int, str]] = {}
         self._lock = threading.Lock()
 
     @staticmethod
@@ -75,13 +78,23 @@ class KnownDigests:
         return (str(t.device), t.data_ptr(), t.dtype, tuple(t.shape), tuple(t.stride()))
 
     def add(self, t: torch.Tensor, digest: str) -> None:
+        region = self._region(t)
+        # A view's region is valid while the tensor that owns its memory lives.
+        owner = t._base if t._base is not None else t
+
+        def forget(_ref, region=region) -> None:
+            with self._lock:
+                hit = self._by_region.get(region)
+                if hit is not None and hit[0] is _ref:
+                    del self._by_region[region]
+
         with self._lock:
-            self._by_region[self._region(t)] = (t, t._version, digest)
+            self._by_region[region] = (weakref.ref(owner, forget), t._version, digest)
 
     def get(self, t: torch.Tensor) -> str | None:
         with self._lock:
             hit = self._by_region.get(self._region(t))
-        if hit is None or hit[1] != t._version:
+        if hit is None or hit[0]() is None or hit[1] != t._version:
             return None
         return hit[2]
 
@@ -136,7 +149,7 @@ def records(
     return [hashed[n] if n in hashed else one(n) for n in names]
 
 
-def parallel_map(fn, items: list, *, cost=None) -> list:
+def parallel_map(fn, items: list, *, cost=None, workers: int | None = None) -> list:
     """``[fn(x) for x in items]`` on a few threads, in order.
 
     sha256 and torch kernels release the GIL, so hashing and transforming independent
@@ -144,7 +157,7 @@ def parallel_map(fn, items: list, *, cost=None) -> list:
     per item) starts the dearest items first, so one large tensor does not run alone at
     the end while the other threads idle.
     """
-    workers = min(len(items), os.cpu_count() or 1, 8)
+    workers = min(len(items), os.cpu_count() or 1, 8, workers or 8)
     if workers <= 1:
         return [fn(x) for x in items]
     order = list(range(len(items)))
@@ -159,11 +172,16 @@ def parallel_map(fn, items: list, *, cost=None) -> list:
     from zoo._threads import set_threads
 
     threads = torch.get_num_threads()
-    with ThreadPoolExecutor(
-        max_workers=workers, initializer=set_threads, initargs=(threads,)
-    ) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers, initializer=set_threads, initargs=(threads,))
+    try:
         for i, value in zip(order, pool.map(lambda i: fn(items[i]), order), strict=True):
             results[i] = value
+    except BaseException:
+        # A failure or Ctrl-C stops what has not started: items already running finish,
+        # the rest never do.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return results
 
 

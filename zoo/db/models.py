@@ -132,3 +132,19 @@ class RegistryIdentity(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)  # a uuid4
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OutputRecord(Base):
+    """An output folder being written: a row while the write runs, removed when it ends.
+
+    A row that outlives its writer (killed) tells ``zoo fsck`` where to look for the
+    temporary folder it left beside ``path``.
+    """
+
+    __tablename__ = "outputs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

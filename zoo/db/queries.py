@@ -345,3 +345,33 @@ def artifacts_with_digests(session: Session, digests: Iterable[str]) -> dict[int
         ):
             counts[artifact_id] = counts.get(artifact_id, 0) + 1
     return counts
+
+
+# --- the output journal ----------------------------------------------------------------------
+
+
+def add_output(session: Session, path: str, host: str, pid: int) -> int:
+    """Note that ``pid`` on ``host`` is writing an output folder at ``path``."""
+    from zoo.db.models import OutputRecord
+
+    row = OutputRecord(path=path, host=host, pid=pid, started_at=now())
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def remove_output(session: Session, output_id: int) -> None:
+    from zoo.db.models import OutputRecord
+
+    row = session.get(OutputRecord, output_id)
+    if row is not None:
+        session.delete(row)
+
+
+def outputs_on(session: Session, host: str) -> list[tuple[int, str, int, datetime]]:
+    """(id, path, pid, started) of the outputs the journal lists as being written on
+    ``host``: running, or left by a writer that was killed."""
+    from zoo.db.models import OutputRecord
+
+    rows = session.scalars(select(OutputRecord).where(OutputRecord.host == host))
+    return [(r.id, r.path, r.pid, _aware(r.started_at)) for r in rows]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -453,15 +453,34 @@ class TransformerFamily(Family):
             )
         return Signal(tensor, ("fixed",) * tensor.dim(), "embedding")
 
+    def group_of(self, tensor_name: str) -> tuple[str, ...]:
+        """The signals that tensor feeds together with every other tensor of its rule:
+        the unit in which a state dict can be turned into signals and back piece by piece
+        (GPT-2's fused ``c_attn`` feeds q, k and v; most tensors feed one signal)."""
+        hit = self._match(tensor_name)
+        if hit is None:
+            return (EXTRA_PREFIX + tensor_name,)
+        return tuple(p.signal for p in hit[1].pieces)
+
+    def signal_group(self, signal: str) -> tuple[str, ...]:
+        """The group (see :meth:`group_of`) that ``signal`` belongs to."""
+        for r in self.rules:
+            names = tuple(p.signal for p in r.pieces)
+            if signal in names:
+                return names
+        return (signal,)
+
     def to_signals(
-        self, state: Mapping[str, torch.Tensor], config: Mapping[str, Any]
+        self, state: Mapping[str, torch.Tensor], config: Mapping[str, Any], *, partial: bool = False
     ) -> dict[str, Signal]:
         """Group a state dict into signals; see :meth:`Family.to_signals`.
 
         Accepts the checkpoint layout ``save_pretrained`` writes, the in-memory layout of the
         installed transformers, and a bare base model without the base prefix. Tensors no
         rule knows pass through as ``"extra:<name>"`` signals with fixed roles when none of
-        their sizes could change, and are refused otherwise.
+        their sizes could change, and are refused otherwise. ``partial``: ``state`` holds
+        whole groups (:meth:`group_of`) of a checkpoint, not all of it; the rules it has
+        no tensor for are skipped rather than refused.
 
         Raises:
             InvalidCheckpointError: a tensor is missing, unknown, duplicated or mis-shaped.
@@ -497,7 +516,7 @@ class TransformerFamily(Family):
         for n, r in enumerate(rules):
             slot = found.get(n)
             if not slot:
-                if r.required:
+                if r.required and not partial:
                     raise InvalidCheckpointError(
                         f"this {self.name} checkpoint lacks {r.keys[0].format(i=0)!r} (or "
                         f"its per-layer copies); it is required."
@@ -581,7 +600,7 @@ class TransformerFamily(Family):
                 keep.add(name)
         return cut, keep
 
-    def _prefixed(self, config: Mapping[str, Any], signals: Mapping[str, Any]) -> bool:
+    def _prefixed(self, config: Mapping[str, Any], signals: Collection[str]) -> bool:
         archs = config.get("architectures") or ()
         if archs:
             return archs[0] not in self.base_archs
@@ -590,7 +609,11 @@ class TransformerFamily(Family):
         return any(p.signal in signals for r in self.rules if r.scope == "top" for p in r.pieces)
 
     def from_signals(
-        self, signals: Mapping[str, torch.Tensor], config: Mapping[str, Any]
+        self,
+        signals: Mapping[str, torch.Tensor],
+        config: Mapping[str, Any],
+        *,
+        part_of: Collection[str] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Rebuild a state dict in ``save_pretrained``'s checkpoint layout for ``config``.
 
@@ -598,6 +621,8 @@ class TransformerFamily(Family):
         source), so a round trip keeps the keys exactly; ``from_pretrained`` ties it either
         way. The base prefix follows ``config["architectures"]``. Values may be tensors or
         :class:`Signal` s. Returned tensors may share memory with ``signals``.
+        ``part_of``: ``signals`` are whole groups (:meth:`group_of`) of the model whose
+        signals are ``part_of``; only their tensors are built.
 
         Raises:
             InvalidInputError: a required signal is missing, a name is unknown, or a shape
@@ -605,7 +630,8 @@ class TransformerFamily(Family):
         """
         sizes = self.sizes(config)
         layers = sizes["layers"]
-        prefix = f"{self.base_prefix}." if self._prefixed(config, signals) else ""
+        whole = signals if part_of is None else part_of
+        prefix = f"{self.base_prefix}." if self._prefixed(config, whole) else ""
         out: dict[str, torch.Tensor] = {}
         used: set[str] = set()
         rules = self.rules
@@ -616,7 +642,7 @@ class TransformerFamily(Family):
             names = [p.signal for p in r.pieces]
             have = [s in signals for s in names]
             if not any(have):
-                if r.required:
+                if r.required and part_of is None:
                     raise InvalidInputError(
                         f"signal {names[0]!r} is missing; a {self.name} model needs it."
                     )

@@ -16,7 +16,7 @@ test; nothing in ``zoo.transforms`` changes.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -106,13 +106,25 @@ class Family(ABC):
 
     @abstractmethod
     def to_signals(
-        self, state: Mapping[str, torch.Tensor], config: Mapping[str, Any]
+        self, state: Mapping[str, torch.Tensor], config: Mapping[str, Any], *, partial: bool = False
     ) -> dict[str, Signal]:
         """Group a state dict into signals. Every tensor lands in exactly one signal.
 
         A head tied to the embeddings is its own signal when the state has it and absent
         when it does not (``save_pretrained`` omits it), so round trips keep the keys.
+        ``partial``: ``state`` is some whole groups (:meth:`group_of`) of a checkpoint, so
+        required tensors it lacks are not refused.
         """
+
+    @abstractmethod
+    def group_of(self, tensor_name: str) -> tuple[str, ...]:
+        """The signals a tensor feeds together with the other tensors of its group: the
+        smallest unit that :meth:`to_signals` and :meth:`from_signals` can convert on its
+        own, which lets a model be derived and written group by group."""
+
+    @abstractmethod
+    def signal_group(self, signal: str) -> tuple[str, ...]:
+        """The group (see :meth:`group_of`) that ``signal`` belongs to."""
 
     def unchanged_outputs(self, signal: str) -> str | None:
         """How :meth:`from_signals` passes ``signal`` through without copying it.
@@ -134,10 +146,16 @@ class Family(ABC):
 
     @abstractmethod
     def from_signals(
-        self, signals: Mapping[str, torch.Tensor], config: Mapping[str, Any]
+        self,
+        signals: Mapping[str, torch.Tensor],
+        config: Mapping[str, Any],
+        *,
+        part_of: Collection[str] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Rebuild an HF state dict for ``config`` from signals already at its sizes.
 
         The names are those ``save_pretrained`` writes for ``config["architectures"][0]``,
-        which ``from_pretrained`` loads without missing or unexpected keys.
+        which ``from_pretrained`` loads without missing or unexpected keys. ``part_of``:
+        ``signals`` are whole groups of the model whose signals it names; only their
+        tensors are built.
         """

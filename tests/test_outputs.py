@@ -1,0 +1,333 @@
+"""Output folders: what ``--force`` may replace, what killed writers leave and who cleans
+it, sharded and typed output, and a derivation that streams instead of holding the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import weakref
+from pathlib import Path
+
+import torch
+import transformers
+from safetensors import safe_open
+
+from zoo.api import export
+
+
+def _tree(root: Path) -> list[tuple[str, int, int]]:
+    """Every path below ``root`` with its size and mtime: what "nothing touched" compares."""
+    out = []
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        out.append((str(p.relative_to(root)), st.st_size, st.st_mtime_ns))
+    return out
+
+
+def _load(folder: Path):
+    config = json.loads((folder / "config.json").read_text())
+    arch = getattr(transformers, config["architectures"][0])
+    return arch.from_pretrained(folder, output_loading_info=True)
+
+
+def _logits(model):
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([[1, 5, 7, 9, 2]])).logits
+
+
+def test_force_never_replaces_what_zoo_did_not_write(
+    registry, tiny_dir, tmp_path, monkeypatch, run_cli
+):
+    """The registry's home, its database's folder, its blob store, a source's folder, the
+    user's home folder, a folder of someone else's files, and an output of zoo's that was
+    changed since: each refused with one line and exit 4, nothing touched."""
+    home = Path(os.environ["ZOO_HOME"])
+    home.mkdir(exist_ok=True)
+    (home / "notes.txt").write_text("kept")
+    src_folder = tmp_path / "src"
+    import shutil
+
+    shutil.copytree(tiny_dir("bert"), src_folder)
+    src = registry.import_checkpoint(src_folder)
+    user_home = tmp_path / "user"
+    (user_home / "work").mkdir(parents=True)
+    (user_home / "work" / "thesis.tex").write_text("mine")
+    monkeypatch.setenv("HOME", str(user_home))
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "data.csv").write_text("1,2")
+    added, changed = tmp_path / "added", tmp_path / "changed"
+    for folder in (added, changed):
+        registry.materialize(src.name, layers=2, hidden=16, out=folder)
+    (added / "notes.md").write_text("mine")
+    with open(changed / "model.safetensors", "r+b") as f:
+        f.seek(-4, os.SEEK_END)
+        f.write(b"\x00\x00\x80\x3f")  # a fine-tune in place, same size
+    store = Path(registry.settings.store_url)
+    db_folder = Path(registry.settings.db_url.removeprefix("sqlite:///")).parent
+    targets = [home, store, src_folder, user_home, foreign, added, changed]
+    if registry.settings.db_url.startswith("sqlite:"):
+        targets.append(db_folder)
+    before = {t: _tree(t) for t in targets}
+    artifacts = len(registry.list())
+    for target in targets:
+        code, out, err = run_cli(
+            "materialize",
+            src.name,
+            "--layers",
+            "2",
+            "--hidden",
+            "16",
+            "--out",
+            str(target),
+            "--force",
+        )
+        assert code == 4 and out == "" and err.count("\n") == 1, (target, err)
+        assert err.startswith("zoo: error: --out "), err
+    assert {t: _tree(t) for t in targets} == before
+    assert len(registry.list()) == artifacts
+    assert registry.fsck(grace=0).ok
+    # Inside the blob store or the registry's home is refused too, even when new.
+    code, _, err = run_cli(
+        "materialize", src.name, "--layers", "2", "--hidden", "16", "--out", str(store / "x")
+    )
+    assert code == 4 and "registry uses" in err
+    assert _tree(store) == before[store]
+
+
+def test_force_replaces_a_previous_output_of_zoos(registry, tiny_dir, tmp_path, run_cli):
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    out = tmp_path / "outs" / "out"
+    code, _, err = run_cli(
+        "materialize", src.name, "--layers", "2", "--hidden", "16", "--out", str(out)
+    )
+    assert code == 0, err
+    marker = json.loads((out / export.MARKER).read_text())
+    assert set(marker["files"]) == {"config.json", "model.safetensors", "README.md"}
+    code, _, err = run_cli(
+        "materialize", src.name, "--layers", "3", "--hidden", "32", "--out", str(out), "--force"
+    )
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["n_layer"] == 3
+    assert [p.name for p in out.parent.iterdir()] == ["out"]  # nothing set aside is left
+
+
+_WRITER = """
+import os, sys, time
+import zoo
+from zoo.api import export
+real = export.OutputFolder.put
+def slow(self, name, data):
+    real(self, name, data)
+    open(sys.argv[2], "w").close()  # a tensor is in the temporary folder
+    time.sleep(60)
+export.OutputFolder.put = slow
+zoo.connect().materialize(sys.argv[1], layers=2, hidden=16, out=sys.argv[3])
+"""
+
+
+def _killed_writer(src_name: str, out: Path, tmp_path: Path) -> None:
+    """Start a writer of ``out``, SIGKILL it once a tensor is written, reap it."""
+    flag = tmp_path / "flag"
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, src_name, str(flag), str(out)])
+    try:
+        deadline = time.monotonic() + 120
+        while not flag.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the writer ended"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    flag.unlink()
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".zoo-" in p.name)
+
+
+def test_a_killed_writers_folder_is_found_by_fsck_and_removed_by_repair(
+    registry, tiny_dir, tmp_path, run_cli
+):
+    from zoo.db import queries
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    out = tmp_path / "out"
+    _killed_writer(src.name, out, tmp_path)
+    assert len(_leftovers(tmp_path)) == 1 and not out.exists()
+    report = registry.fsck(grace=0)
+    assert [Path(p).name for p in report.output_leftovers] == _leftovers(tmp_path)
+    code, text, _ = run_cli("fsck")
+    assert code == 0 and "unfinished --out folders" in text
+    code, _, err = run_cli("fsck", "--repair")  # a dead writer's folder goes at any age
+    assert code == 0, err
+    assert _leftovers(tmp_path) == [] and not out.exists()
+    with registry.session() as session:
+        assert queries.outputs_on(session, socket.gethostname()) == []
+    assert registry.list(kind="derived") == []  # rows come after the folder
+
+
+def test_the_next_write_to_a_destination_removes_a_killed_writers_folder(
+    registry, tiny_dir, tmp_path
+):
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    out = tmp_path / "out"
+    _killed_writer(src.name, out, tmp_path)
+    assert len(_leftovers(tmp_path)) == 1
+    registry.materialize(src.name, layers=2, hidden=16, out=out)
+    assert _leftovers(tmp_path) == [] and registry.audit(out).status == "known"
+
+
+def test_an_interrupted_swap_puts_the_previous_output_back(tmp_path):
+    """Killed between setting the previous output aside and renaming the new one in: the
+    cleanup restores the previous one, and drops the unfinished new one."""
+    done = subprocess.run(["true"], check=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    del done
+    out = tmp_path / "out"
+    tag = f"{export._host_tag()}-{dead.pid}-abcd1234"
+    old = tmp_path / f".out.zoo-old-{tag}"
+    old.mkdir()
+    (old / "config.json").write_text("{}")
+    temp = tmp_path / f".out.zoo-tmp-{tag}"
+    temp.mkdir()
+    (temp / "model.safetensors").write_bytes(b"partial")
+    live = tmp_path / f".out.zoo-tmp-{export._host_tag()}-{os.getpid()}-ffff0000"
+    live.mkdir()  # a live writer's folder (this process) is never touched
+    other = tmp_path / f".other.zoo-tmp-{tag}"
+    other.mkdir()  # another destination's
+    assert export.clean_leftovers(out) == sorted([old, temp])
+    assert (out / "config.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", live.name, other.name])
+
+
+def test_a_sharded_output_loads_strictly_and_keeps_its_identity(registry, tiny_dir, tmp_path):
+    """A tiny --max-shard-size splits the weights into HF shards with an index; transformers
+    loads them strictly with the logits of a single-file output, and the manifest (hence
+    the derived checkpoint) is the same: identity covers tensors, not files."""
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    one = registry.materialize(src.name, layers=3, hidden=48, out=tmp_path / "one")
+    many = registry.materialize(
+        src.name, layers=3, hidden=48, out=tmp_path / "many", max_shard_size="20KB"
+    )
+    assert many.artifact.content_hash == one.artifact.content_hash
+    index = json.loads((tmp_path / "many" / export.INDEX_FILE).read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 2 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+    total = 0
+    for shard in shards:
+        data = 0
+        with safe_open(tmp_path / "many" / shard, "pt") as f:
+            assert (
+                json.loads(f.metadata()["zoo.derived"])["content_hash"]
+                == many.artifact.content_hash
+            )
+            for name in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                assert index["weight_map"][name] == shard
+                t = f.get_tensor(name)
+                data += t.numel() * t.element_size()
+            # A shard holds at most the limit, or one tensor larger than it.
+            assert data <= 20_000 or len(f.keys()) == 1
+        total += data
+    assert index["metadata"]["total_size"] == total
+    assert not (tmp_path / "one" / export.INDEX_FILE).exists()
+    (m1, _), (m2, info2) = _load(tmp_path / "one"), _load(tmp_path / "many")
+    assert not info2["missing_keys"] and not info2["unexpected_keys"]
+    torch.testing.assert_close(_logits(m2), _logits(m1), rtol=0, atol=0)
+    assert registry.audit(tmp_path / "many").status == "known"
+    again = registry.rederive(many.artifact.name, out=tmp_path / "again", max_shard_size="30KB")
+    assert again.artifact.content_hash == many.artifact.content_hash
+
+
+def test_dtype_writes_the_floating_tensors_in_it_and_is_part_of_the_recipe(
+    registry, tiny_dir, tmp_path, run_cli
+):
+    src = registry.import_checkpoint(tiny_dir("llama"))
+    code, out, err = run_cli(
+        "materialize",
+        src.name,
+        "--layers",
+        "2",
+        "--hidden",
+        "32",
+        "--dtype",
+        "bfloat16",
+        "--out",
+        str(tmp_path / "bf16"),
+        "--json",
+    )
+    assert code == 0, err
+    artifact = json.loads(out)["artifact"]
+    with safe_open(tmp_path / "bf16" / "model.safetensors", "pt") as f:
+        dtypes = {f.get_tensor(n).dtype for n in f.keys()}  # noqa: SIM118
+    assert dtypes == {torch.bfloat16}
+    model, info = _load(tmp_path / "bf16")
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    full = registry.materialize(src.name, layers=2, hidden=32)
+    assert full.artifact.content_hash != artifact["content_hash"]
+    for name, t in model.state_dict().items():
+        if name in full.state_dict:
+            assert torch.equal(t, full.state_dict[name].to(torch.bfloat16)), name
+    lineage = registry.lineage(artifact["name"], down=False)
+    assert any(e.recipe.get("dtype") == "bfloat16" for e in lineage.edges)
+    assert "dtype" not in full.artifact.info["recipe"]  # auto: recipes keep their JSON
+    assert registry.rederive(artifact["name"]).artifact.content_hash == artifact["content_hash"]
+    code, _, err = run_cli(
+        "materialize", src.name, "--layers", "2", "--hidden", "32", "--dtype", "int8"
+    )
+    assert code == 2 and err.count("\n") == 1
+
+
+def test_bad_output_options_are_refused_before_any_work(registry, tiny_dir, tmp_path, run_cli):
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    outs = tmp_path / "outs"
+    outs.mkdir()
+    for args, phrase in (
+        (["--max-shard-size", "5GB"], "applies to --out"),
+        (["--out", str(outs / "o"), "--max-shard-size", "lots"], "is not a size"),
+        (["--out", str(outs / "o"), "--max-shard-size", "0"], "at least 1 byte"),
+    ):
+        code, out, err = run_cli("materialize", src.name, "--layers", "2", "--hidden", "16", *args)
+        assert code == 2 and out == "" and phrase in err and err.count("\n") == 1, err
+    assert registry.list(kind="derived") == [] and list(outs.iterdir()) == []
+
+
+def test_a_streamed_derivation_never_holds_the_whole_target(
+    registry, tiny_dir, tmp_path, monkeypatch
+):
+    """Each finished tensor is written and let go: the bytes of derived tensors alive at
+    once stay a small part of the target (they would reach all of it if the target were
+    collected before writing), and the output is the same as a derivation in memory."""
+    from zoo.api.derivation import Sink
+
+    src = registry.import_checkpoint(tiny_dir("llama"))
+    live, peak = [0], [0]
+    real = Sink.__call__
+
+    def tracked(self, name, t):
+        n = t.numel() * t.element_size()
+        live[0] += n
+        peak[0] = max(peak[0], live[0])
+
+        def gone(n=n):
+            live[0] -= n
+
+        weakref.finalize(t, gone)
+        real(self, name, t)
+
+    monkeypatch.setattr(Sink, "__call__", tracked)
+    streamed = registry.materialize(
+        src.name, layers=16, hidden=32, method="dwt", out=tmp_path / "deep", device="cpu"
+    )
+    target = sum(r.nbytes for r in streamed.artifact.tensors)
+    assert streamed.state_dict is None
+    assert 0 < peak[0] < target / 3, (peak[0], target)
+    kept = registry.materialize(src.name, layers=16, hidden=32, method="dwt")
+    assert kept.artifact.content_hash == streamed.artifact.content_hash
+    assert peak[0] >= target  # kept in memory: every tensor stays alive

@@ -1,0 +1,471 @@
+"""Deriving a target group by group: each finished tensor goes to a sink, then is freed.
+
+A *group* is the smallest part of a model that converts between tensors and signals on
+its own (:meth:`zoo.families.base.Family.group_of`: one role's signal stacked over depth,
+or GPT-2's fused q/k/v). For each group the learngene's bands are read (or the source's
+tensors, when the bands do not suffice), its signals are resized by the recipe, turned
+into the target's tensors, and each tensor is handed to :class:`Sink`, which hashes it and
+writes it to a folder, the blob store or memory. At most ``workers`` groups are in memory
+at once, so the peak is bounded by the largest group's working set, not by the model.
+
+The arithmetic of each signal does not depend on how the model is cut into groups or how
+many run at once: the same recipe gives the same bits on the same device.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from zoo.db import queries
+from zoo.db.entities import TensorRecord
+from zoo.derive import Recipe
+
+from .learngenes import band_name
+from .plan import Plan
+
+if TYPE_CHECKING:
+    import torch
+
+    from .tensors import KnownDigests
+
+# Bytes per element of a group's working set, per source and per target element: the
+# float32 copies the transforms compute in, their temporaries and the result's own dtype.
+_SOURCE_BYTES, _TARGET_BYTES = 8, 12
+
+
+@dataclass(frozen=True)
+class SignalMeta:
+    """A signal without its values: what is needed to size and plan its derivation."""
+
+    axes: tuple[str, ...]
+    kind: str
+    fan_in_axis: int | None
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+@dataclass(frozen=True)
+class Group:
+    """Signals derived together and the target tensors they make."""
+
+    signals: tuple[str, ...]
+    #: target tensor name -> (dtype, shape), in the dtype they are written in
+    outputs: dict[str, tuple[torch.dtype, tuple[int, ...]]]
+    #: source tensors to read when the source (not a learngene) is transformed
+    source_names: tuple[str, ...]
+    source_elements: int
+    target_elements: int
+
+    @property
+    def working_set(self) -> int:
+        """Bytes this group holds at its peak (an estimate that errs high)."""
+        return _SOURCE_BYTES * self.source_elements + _TARGET_BYTES * self.target_elements
+
+
+class Derivation:
+    """The target of ``plan``, planned group by group; :meth:`run` derives it.
+
+    Args:
+        reg: the registry the learngene or source is read from.
+        plan: what to derive (:func:`zoo.api.plan.make_plan`).
+        dev: the torch device the transforms run on.
+        known: learns the digests of what is read, so outputs that are read tensors
+            unchanged are not hashed again.
+        recorded_layer_digests: trust the per-layer digests a learngene recorded for its
+            raw bands (verification turns this off and hashes every output itself).
+    """
+
+    def __init__(
+        self, reg, plan: Plan, dev, *, known: KnownDigests, recorded_layer_digests: bool = True
+    ) -> None:
+        import torch
+
+        from zoo.families.base import SignalSpec
+
+        self.reg, self.plan, self.dev, self.known = reg, plan, dev, known
+        self.family = plan.family
+        self._recorded_layer_digests = recorded_layer_digests
+        self._lock = threading.Lock()
+        self._all_source: dict | None = None
+        lg = plan.learngene
+        self._records, self._source_config = _what_to_read(plan, self._source_records())
+        self._stored = {t.name: t for t in lg.tensors} if lg is not None else {}
+        self._group_source: dict[tuple[str, ...], dict] = {}
+        if lg is not None:
+            self.metas = {
+                k: SignalMeta(
+                    tuple(m["axes"]),
+                    m["kind"],
+                    m["fan_in_axis"],
+                    tuple(m["shape"]),
+                    getattr(torch, m["dtype"]),
+                )
+                for k, m in lg.info["signals"].items()
+            }
+        else:
+            from . import tensors as tio
+
+            signals = self.family.to_signals(tio.meta_state(self._records), self._source_config)
+            self.metas = {
+                k: SignalMeta(s.axes, s.kind, s.fan_in_axis, tuple(s.tensor.shape), s.tensor.dtype)
+                for k, s in signals.items()
+            }
+        self.specs = {k: SignalSpec(m.axes, m.kind, m.fan_in_axis) for k, m in self.metas.items()}
+        names_of: dict[tuple[str, ...], list[str]] = {}
+        for r in self._records:
+            names_of.setdefault(self.family.group_of(r.name), []).append(r.name)
+        elements = {r.name: math.prod(r.shape) for r in self._records}
+        seen: set[str] = set()
+        self.groups: list[Group] = []
+        for key in sorted(self.metas):
+            if key in seen:
+                continue
+            members = tuple(k for k in self.family.signal_group(key) if k in self.metas) or (key,)
+            seen.update(members)
+            names = tuple(names_of.get(members, ()))
+            self.groups.append(self._group(members, names, sum(elements[n] for n in names)))
+        self._by_name = {n: g for g in self.groups for n in g.outputs}
+
+    def _source_records(self) -> list:
+        records = self.plan.source.tensors
+        if not records:  # loaded without them (see plan.source_of)
+            with self.reg.session() as session:
+                records = queries.tensor_records(session, self.plan.source.id)
+        return list(records)
+
+    def _group(self, members, names, source_elements) -> Group:
+        import torch
+
+        from zoo.derive import target_shape
+
+        plan = self.plan
+        shapes = {
+            k: target_shape(self.metas[k].axes, self.metas[k].shape, plan.target_sizes)
+            for k in members
+        }
+        meta = {
+            k: torch.empty(shapes[k], dtype=self.metas[k].dtype, device="meta") for k in members
+        }
+        out = self.family.from_signals(meta, plan.target_config, part_of=self.metas)
+        outputs = {n: (output_dtype(t.dtype, plan.recipe), tuple(t.shape)) for n, t in out.items()}
+        target = sum(math.prod(s) for s in shapes.values())
+        return Group(members, outputs, names, source_elements, target)
+
+    # --- sizes, before any work ------------------------------------------------------------
+
+    @property
+    def layout(self) -> dict[str, tuple[str, tuple[int, ...], int]]:
+        """Every target tensor's (safetensors dtype code, shape, bytes), by name."""
+        import torch
+
+        from zoo.checkpoint import dtype_code
+
+        return {
+            name: (
+                dtype_code(dt),
+                shape,
+                math.prod(shape) * torch.empty(0, dtype=dt).element_size(),
+            )
+            for g in self.groups
+            for name, (dt, shape) in g.outputs.items()
+        }
+
+    @property
+    def target_bytes(self) -> int:
+        return sum(nbytes for _, _, nbytes in self.layout.values())
+
+    @property
+    def largest_working_set(self) -> int:
+        return max((g.working_set for g in self.groups), default=0)
+
+    # --- the work -------------------------------------------------------------------------
+
+    def run(self, emit: Callable[[str, torch.Tensor], None], *, workers: int | None = None) -> None:
+        """Derive every group and ``emit(name, tensor)`` each target tensor, from up to
+        ``workers`` threads at once; a group's tensors are dropped once emitted."""
+        import torch
+
+        from . import tensors as tio
+
+        if self.plan.recipe.method in ("scratch", "net2net"):
+            # These draw from one generator, signal by signal in name order: that order
+            # fixes the numbers, so they run one signal at a time.
+            generator = torch.Generator().manual_seed(self.plan.recipe.seed)
+            group_of = {k: g for g in self.groups for k in g.signals}
+            pending: dict[str, torch.Tensor] = {}
+            for key in sorted(self.metas):
+                g = group_of[key]
+                pending[key] = self._signal(key, generator, g)
+                if all(k in pending for k in g.signals):
+                    self._emit(g, {k: pending.pop(k) for k in g.signals}, emit)
+            return
+        if self._needs_whole_source():
+            self._whole_source()  # load once, before the threads need it
+        cost = [g.working_set for g in self.groups]
+
+        def one(g: Group) -> None:
+            self._emit(g, {k: self._signal(k, None, g) for k in g.signals}, emit)
+
+        tio.parallel_map(one, self.groups, cost=cost, workers=workers)
+
+    def _emit(self, group: Group, values: dict, emit) -> None:
+        from zoo.derive import deepen_by_identity
+
+        plan = self.plan
+        if plan.deepen:
+            layers = plan.target_sizes["layers"]
+            values = {
+                k: deepen_by_identity(v, k, self.metas[k].axes, layers)
+                if "layers" in self.metas[k].axes
+                else v
+                for k, v in values.items()
+            }
+        tensors = self.family.from_signals(values, plan.target_config, part_of=self.metas)
+        for name, t in tensors.items():
+            emit(name, t.to(group.outputs[name][0]))
+        with self._lock:  # the group's source tensors are not needed again
+            self._group_source.pop(group.signals, None)
+
+    # --- one signal -----------------------------------------------------------------------
+
+    def _signal(self, key: str, generator, group: Group) -> torch.Tensor:
+        from zoo.derive import needs_reference, signal_stats, target_shape
+
+        plan = self.plan
+        meta, spec = self.metas[key], self.specs[key]
+        if plan.learngene is not None:
+            info = plan.learngene.info["signals"][key]
+            reference = (info["mean"], info["std"])
+        else:
+            # The statistics cost a float64 pass over the signal; most recipes never read them.
+            x = self._source_signal(key, group).tensor
+            reference = signal_stats(x) if needs_reference(spec, plan.recipe) else None
+        tshape = target_shape(meta.axes, meta.shape, plan.method_sizes)
+        return derive_one(
+            plan,
+            key,
+            spec,
+            meta.shape,
+            tshape,
+            reference,
+            self._stored_tensor,
+            lambda k: self._source_signal(k, group),
+            generator,
+        )
+
+    def _stored_tensor(self, name: str) -> torch.Tensor:
+        from . import tensors as tio
+
+        lg = self.plan.learngene
+        t = tio.load_tensors(
+            self.reg.store, [self._stored[name]], device=self.dev, known=self.known
+        )[name]
+        digests = None
+        if self._recorded_layer_digests:
+            key, _, level = name.rpartition("@dwt")
+            meta = lg.info["signals"].get(key, {})
+            digests = meta.get("layer_digests", {}).get(level) if level.isdigit() else None
+        if digests is not None and len(digests) == t.shape[0]:
+            # The band's bytes were just verified; its layers' digests were taken from
+            # those same bytes at extraction. Keyed by region and version, they count
+            # only for the band's own layers while it is unchanged.
+            for part, digest in zip(t.unbind(0), digests, strict=True):
+                self.known.add(part, digest)
+        return t
+
+    def _needs_whole_source(self) -> bool:
+        """A unit order other than stored is chosen from every layer of every signal, and a
+        virtual source is re-derived whole: then the source is read once, whole."""
+        return self.plan.recipe.order != "stored" or self.plan.source.virtual
+
+    def _whole_source(self) -> dict:
+        from zoo.unit_order import ordered
+
+        from . import tensors as tio
+
+        with self._lock:
+            if self._all_source is None:
+                plan = self.plan
+                if plan.source.virtual:
+                    from .materialize import virtual_weights
+
+                    state = virtual_weights(
+                        self.reg, plan.source, self._records, self.dev, self.known
+                    )
+                else:
+                    state = tio.load_tensors(
+                        self.reg.store, self._records, device=self.dev, known=self.known
+                    )
+                # In the learngene's order when bands are taken from the source.
+                signals = self.family.to_signals(state, self._source_config)
+                self._all_source = ordered(signals, plan.recipe.order)
+            return self._all_source
+
+    def _source_signal(self, key: str, group: Group):
+        """The source signal ``key``, read with the rest of its group (once per group)."""
+        from . import tensors as tio
+
+        if self._needs_whole_source():
+            return self._whole_source()[key]
+        with self._lock:
+            signals = self._group_source.get(group.signals)
+        if signals is None:
+            names = set(group.source_names)
+            records = [r for r in self._records if r.name in names]
+            state = tio.load_tensors(self.reg.store, records, device=self.dev, known=self.known)
+            signals = self.family.to_signals(state, self._source_config, partial=True)
+            with self._lock:
+                self._group_source[group.signals] = signals
+        return signals[key]
+
+
+def output_dtype(dtype: torch.dtype, recipe: Recipe) -> torch.dtype:
+    """The dtype a target tensor is written in: the recipe's for floating-point tensors
+    (``auto`` keeps the source's); integer and boolean buffers never change."""
+    import torch
+
+    if recipe.dtype == "auto" or not dtype.is_floating_point:
+        return dtype
+    return getattr(torch, recipe.dtype)
+
+
+def _what_to_read(plan: Plan, records: list):
+    """The source's tensor records to read, and the config they make up.
+
+    Weight selection keeps the first layers, so a shallower target reads only those (a
+    12 -> 6 layer request reads about half the source); everything else reads it all."""
+    from zoo.derive import needs_reference
+    from zoo.families.base import SignalSpec
+
+    recipe, family = plan.recipe, plan.family
+    # Weight selection reads source statistics only for norm signals, and those span
+    # every layer: then the whole source is read. So does a unit order other than
+    # stored, which is chosen from every layer.
+    norms = SignalSpec(("layers", "hidden"), "norm_weight", None)
+    if (
+        recipe.method != "weight-selection"
+        or recipe.order != "stored"
+        or needs_reference(norms, recipe)
+        or plan.target_sizes["layers"] >= plan.source_sizes["layers"]
+    ):
+        return records, plan.source.config
+    cut = family.first_layers(
+        plan.source.config, [r.name for r in records], plan.target_sizes["layers"]
+    )
+    if cut is None:
+        return records, plan.source.config
+    config, names = cut
+    return [r for r in records if r.name in names], config
+
+
+def derive_one(
+    plan: Plan, key, spec, shape, tshape, reference, stored_tensor, source_signal, generator
+):
+    """One target signal: from the learngene's stored band or block when it holds this
+    shape, else computed from the source signal by the recipe."""
+    from zoo.derive import derive_signal
+
+    recipe = plan.recipe
+    meta = plan.learngene.info["signals"][key] if plan.learngene is not None else {}
+    if meta.get("full") and recipe.method in ("dwt", "dct"):
+        return stored_tensor(f"{key}@full")  # nothing in this signal changes size
+    if recipe.method == "dct" and plan.learngene is not None:
+        import torch
+
+        from zoo.transforms import FrontBlock, front_materialize
+
+        block = FrontBlock(
+            block=stored_tensor(f"{key}@dct.block"),
+            means=stored_tensor(f"{key}@dct.mean"),
+            stds=stored_tensor(f"{key}@dct.std"),
+            source_shape=shape,
+            layer_axis=meta["layer_axis"],
+            dtype=getattr(torch, meta["dtype"]),
+        )
+        y = front_materialize(block, tshape)
+        if plan.legacy_front_amplitude and spec.kind not in ("norm_weight", "norm_bias"):
+            return y  # the old rule (see materialize.rederive) rescaled norm layers only
+        return _amplitude(y, spec, shape, recipe, reference)
+    if recipe.method == "dwt" and plan.learngene is not None and _same_wavelet(plan):
+        # The exact BoT L2S case: the stored cA band at the level that gives this shape,
+        # with the same amplitude rules derive_signal applies to a computed one.
+        stored = {t.name: t for t in plan.learngene.tensors}
+        for level in meta.get("levels", []):
+            band = stored.get(band_name(key, level))
+            if band is not None and tuple(band.shape) == tuple(tshape):
+                return _amplitude(stored_tensor(band.name), spec, shape, recipe, reference)
+    x = source_signal(key).tensor
+    return derive_signal(x, spec, tshape, recipe, reference=reference, generator=generator)
+
+
+def _same_wavelet(plan: Plan) -> bool:
+    """A stored band stands for the recipe's wavelet only if it was made with it; with any
+    other wavelet the signal is computed from the source."""
+    info = plan.learngene.info
+    return info.get("method") == "dwt" and info.get("wavelet") == plan.recipe.wavelet
+
+
+def _amplitude(y, spec, shape, recipe: Recipe, reference):
+    """The amplitude rules derive_signal applies to a computed signal, applied to one read
+    from a learngene (a stored band, or a FRONT block brought back to the target size):
+    the source's statistics come from the learngene, so the source is not read."""
+    from zoo.derive import _match_moments
+    from zoo.transforms import rescale_like
+
+    if spec.kind in ("norm_weight", "norm_bias"):
+        if recipe.rescale != "none" or recipe.norm == "match":
+            return _match_moments(y, *reference)
+        return y
+    if recipe.rescale == "none":
+        return y
+    fan = (spec.fan_in_axis,) if spec.kind == "linear" and spec.fan_in_axis is not None else ()
+    return rescale_like(
+        y, shape, rescale=recipe.rescale, reference_std=reference[1], fan_in_axes=fan
+    )
+
+
+class Sink:
+    """Where derived tensors go: hashed always; then written to an output folder, the
+    blob store, kept in memory, or checked against recorded digests, as asked.
+
+    Safe to call from several threads. ``records`` lists what was emitted, by name.
+    """
+
+    def __init__(
+        self,
+        *,
+        known: KnownDigests | None = None,
+        folder=None,
+        store=None,
+        keep: bool = False,
+        expected: dict[str, str] | None = None,
+    ) -> None:
+        self.known, self.folder, self.store, self.keep = known, folder, store, keep
+        self.expected = expected
+        self.records: dict[str, TensorRecord] = {}
+        self.state: dict[str, Any] = {}
+        self.differ: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str, t: torch.Tensor) -> None:
+        from . import tensors as tio
+
+        rec, data = tio.record(name, t, self.known)
+        if self.expected is not None and self.expected.get(name) != rec.digest:
+            with self._lock:
+                self.differ.append(name)
+        if self.folder is not None:
+            self.folder.put(name, data if data is not None else tio.raw_bytes(t))
+        if self.store is not None and not (data is None and self.store.keep(rec.digest)):
+            self.store.put(data if data is not None else tio.raw_bytes(t), rec.digest)
+        with self._lock:
+            self.records[name] = rec
+            if self.keep:
+                self.state[name] = t
+
+    def sorted_records(self) -> list[TensorRecord]:
+        return [self.records[n] for n in sorted(self.records)]

@@ -1,0 +1,278 @@
+"""Planning a materialization: from a request to everything decided before any tensor.
+
+A :class:`MaterializeRequest` is what the user asked (target size, recipe options, where
+the result goes); :func:`make_plan` resolves the names, fills the recipe from the
+learngene's settings and zoo's measured defaults, sizes the target, refuses what cannot be
+built, and returns a :class:`Plan` that the derivation and the record then read: the
+family and the sizes are decided here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+
+from zoo.db import queries
+from zoo.db.entities import ArtifactInfo
+from zoo.derive import Recipe
+from zoo.errors import AmbiguousNameError, InvalidInputError, NotFoundError
+
+from .learngenes import DEFAULT_WAVELET, check_wavelet
+
+if TYPE_CHECKING:
+    from zoo.families.base import Family
+
+#: Fallback when the measured defaults (zoo/defaults.py) do not apply to the method asked;
+#: the wavelet falls back to extract's.
+DEFAULT_RESCALE = "none"
+
+
+@dataclass(frozen=True)
+class MaterializeRequest:
+    """What ``zoo materialize`` is asked for; ``None`` means "zoo decides".
+
+    Attributes:
+        layers, hidden, heads, intermediate, kv_heads: the target size; omitted ones keep
+            head_dim and the source's intermediate/hidden ratio.
+        method, wavelet, rescale, norm, depth, order, seed: the recipe
+            (:class:`zoo.derive.Recipe`); omitted ones take the learngene's settings, then
+            zoo's measured defaults for the family and direction.
+        dtype: ``auto`` (each tensor keeps its source dtype) or float32, bfloat16, float16.
+        device: where the transforms run (``cpu``, ``cuda``; default: the GPU if any).
+        out: write an HF folder there; ``force`` replaces a previous output of zoo's.
+        max_shard_size: bytes per weights file in ``out`` (e.g. ``"5GB"``).
+        store: keep the weights in the registry (default: recipe only, re-derivable).
+    """
+
+    layers: int
+    hidden: int
+    heads: int | None = None
+    intermediate: int | None = None
+    kv_heads: int | None = None
+    method: str | None = None
+    wavelet: str | None = None
+    rescale: str | None = None
+    seed: int = 0
+    norm: str | None = None
+    depth: str | None = None
+    order: str | None = None
+    dtype: str = "auto"
+    device: str | None = None
+    out: str | Path | None = None
+    force: bool = False
+    max_shard_size: int | str | None = None
+    store: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided about a derivation before it runs."""
+
+    parent: ArtifactInfo  # the artifact the derivation edge hangs off
+    source: ArtifactInfo  # the checkpoint whose config and signals are resized
+    learngene: ArtifactInfo | None
+    recipe: Recipe
+    target_config: dict[str, Any]
+    # Re-derivation only: a FRONT block's amplitude as zoo applied it before rescale
+    # reached its matrices (norm layers only), for checkpoints recorded then.
+    legacy_front_amplitude: bool = False
+
+    @cached_property
+    def family(self) -> Family:
+        from zoo.families import get_family
+
+        return get_family(self.source.family)
+
+    @cached_property
+    def source_sizes(self) -> dict[str, int]:
+        return self.family.axis_sizes(self.source.config)
+
+    @cached_property
+    def target_sizes(self) -> dict[str, int]:
+        return self.family.axis_sizes(self.target_config)
+
+    @property
+    def deepen(self) -> bool:
+        """Whether identity layers add the depth (the method keeps the source's)."""
+        return (
+            self.recipe.depth == "identity"
+            and self.target_sizes["layers"] > self.source_sizes["layers"]
+        )
+
+    @cached_property
+    def method_sizes(self) -> dict[str, int]:
+        """The sizes the method itself produces (identity layers add the rest)."""
+        if self.deepen:
+            return {**self.target_sizes, "layers": self.source_sizes["layers"]}
+        return dict(self.target_sizes)
+
+
+def make_plan(reg, query: str, request: MaterializeRequest) -> Plan:
+    """Resolve ``query`` and fill ``request``'s recipe; refuse what cannot be built."""
+    from zoo.derive import check_method
+    from zoo.families.base import TargetSize
+
+    with reg.session() as session:
+        parent = queries.to_info(session, _resolve_parent(session, query))
+        learngene = parent if parent.kind == "learngene" else None
+        source = source_of(session, parent) if learngene else parent
+    target = TargetSize(
+        layers=request.layers,
+        hidden=request.hidden,
+        heads=request.heads,
+        intermediate=request.intermediate,
+        kv_heads=request.kv_heads,
+    )
+    from zoo.families import get_family
+
+    family = get_family(source.family)
+    target_config = family.target_config(source.config, target)  # refuses bad sizes early
+    recipe = _recipe(
+        family.axis_sizes(source.config),
+        family.axis_sizes(target_config),
+        source,
+        learngene,
+        request,
+    )
+    if learngene is not None and recipe.method not in ("dwt", "dct"):
+        learngene = None  # baselines read the source itself
+        parent = source
+    elif learngene is not None and recipe.method != learngene.info["method"]:
+        raise InvalidInputError(
+            f"{learngene.name} holds {learngene.info['method']} data, not {recipe.method}; "
+            f"use --method {learngene.info['method']} or name the source {source.name}."
+        )
+    plan = Plan(parent, source, learngene, recipe, target_config)
+    check_method(recipe.method, plan.source_sizes, plan.method_sizes)
+    return plan
+
+
+def _recipe(
+    source_sizes: dict[str, int],
+    target_sizes: dict[str, int],
+    source: ArtifactInfo,
+    learngene: ArtifactInfo | None,
+    request: MaterializeRequest,
+) -> Recipe:
+    """Fill what the user left out: the learngene's own settings first, then zoo's
+    measured defaults for this family and direction (zoo/defaults.py)."""
+    from zoo.defaults import default_recipe
+
+    method, wavelet, rescale = request.method, request.wavelet, request.rescale
+    norm, depth = request.norm, request.depth
+    d_method, d_wavelet, d_rescale, d_norm, d_depth = default_recipe(
+        source.family, source_sizes, target_sizes
+    )
+    if method is None:
+        method = learngene.info["method"] if learngene else d_method
+    if method == "dwt" and wavelet is None:
+        if learngene is not None and learngene.info["method"] == "dwt":
+            wavelet = learngene.info["wavelet"]
+        else:
+            wavelet = d_wavelet if d_method == "dwt" else DEFAULT_WAVELET
+    if method != "dwt" and wavelet is not None:
+        raise InvalidInputError("--wavelet applies to --method dwt only.")
+    if method == "dwt":
+        check_wavelet(wavelet)
+    if rescale is not None and rescale != "none" and method not in ("dwt", "dct"):
+        raise InvalidInputError(
+            f"--rescale applies to --method dwt or dct, not {method}; "
+            "use --norm match to match normalization layers to the source."
+        )
+    if rescale is None:
+        rescale = d_rescale if method == d_method else DEFAULT_RESCALE
+    # The measured norm and depth rules go with the measured recipe, not with any other.
+    measured = (d_method, d_wavelet, d_rescale)
+    same = (method, wavelet if method == "dwt" else None, rescale) == measured
+    if norm is None:
+        norm = d_norm if same else "method"
+    deeper = target_sizes["layers"] > source_sizes["layers"]
+    if depth == "identity" and not deeper:
+        raise InvalidInputError(
+            f"--depth identity adds layers, but the target has {target_sizes['layers']} "
+            f"and the source {source_sizes['layers']}."
+        )
+    if depth is None:
+        # Without added layers the rule changes nothing: one recipe, one artifact.
+        depth = d_depth if same and deeper and method != "scratch" else "method"
+    return Recipe(
+        method=method,
+        wavelet=wavelet if method == "dwt" else None,
+        rescale=rescale,
+        seed=request.seed,
+        norm=norm,
+        depth=depth,
+        order=_order(learngene, method, request.order),
+        dtype=request.dtype,
+    )
+
+
+def _order(learngene: ArtifactInfo | None, method: str, order: str | None) -> str:
+    """The unit order: a learngene's bands were taken in the order it was extracted in,
+    so its dwt/dct recipes have that order; everything else reads the source in the
+    order asked (default as stored)."""
+    from zoo.unit_order import check_order
+
+    if order is not None:
+        check_order(order)
+    if learngene is None or method not in ("dwt", "dct"):
+        return order or "stored"
+    extracted = learngene.info.get("order", "stored")
+    if order is not None and order != extracted:
+        raise InvalidInputError(
+            f"{learngene.name} was extracted in unit order {extracted!r}, not {order!r}; "
+            f"extract one with --order {order}, or leave --order out."
+        )
+    return extracted
+
+
+def _resolve_parent(session: Session, query: str):
+    """A family name with a default set (`zoo default`) means that default, whatever else
+    has that name; otherwise a name, alias or hash; or a family name, meaning its only
+    learngene."""
+    from zoo.families import FAMILY_NAMES
+
+    if query in FAMILY_NAMES:
+        row = queries.family_default(session, query)
+        if row is not None and row.deleted_at is None:
+            return row
+    try:
+        return queries.resolve(session, query)
+    except NotFoundError:
+        if query not in FAMILY_NAMES:
+            raise
+    candidates = queries.list_artifacts(session, kind="learngene", family=query)
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        sources = [r.name for r in queries.list_artifacts(session, kind="source", family=query)]
+        hint = (
+            f" Extract one with `zoo extract {sources[0]}`, or name a source: {', '.join(sources)}."
+            if sources
+            else f" Import a {query} checkpoint first."
+        )
+        raise NotFoundError(
+            f"No {query} learngene is registered.{hint}", query=query, suggestions=sources
+        )
+    names = [r.name for r in candidates]
+    raise AmbiguousNameError(
+        f"Several {query} learngenes qualify ({', '.join(names)}); name one, or set the "
+        f"default with `zoo default {query} NAME`.",
+        candidates=names,
+    )
+
+
+def source_of(session: Session, learngene: ArtifactInfo) -> ArtifactInfo:
+    """The checkpoint a learngene was extracted from (without its tensor records: a
+    learngene's bands usually suffice, and the derivation reads them only when needed)."""
+    from zoo.db.models import Artifact
+
+    for edge in queries.edges(session, child_id=learngene.id):
+        if edge.relation == "extract":
+            row = session.get(Artifact, edge.parent_id)
+            return queries.to_info(session, row, tensors=False)
+    raise NotFoundError(f"Learngene {learngene.name} has no recorded source.")

@@ -1,0 +1,131 @@
+"""Recording a derived checkpoint: its row, its tensors' records and its lineage edge.
+
+A derived checkpoint is identified by content (its manifest hash); the same request, or
+another recipe that gives the same tensors, finds the existing row. Its name is decided
+before anything is written (:func:`derived_name`), because the output folder's metadata
+carries it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from zoo import __version__
+from zoo.db import queries
+from zoo.db.entities import ArtifactInfo, TensorRecord
+
+from .plan import Plan
+
+
+def derived_name(reg, plan: Plan, content_hash: str) -> str:
+    """The name the derived checkpoint has, or will have once recorded: an existing
+    artifact's with the same content keeps its own."""
+    with reg.session() as session:
+        row = queries.find_by_content(session, "derived", content_hash)
+        if row is not None:
+            return row.name
+    return _new_name(plan, content_hash)
+
+
+def _new_name(plan: Plan, content_hash: str) -> str:
+    sizes = plan.target_sizes
+    recipe = plan.recipe
+    label = recipe.method + (f"-{recipe.wavelet}" if recipe.wavelet else "")
+    return f"{plan.source.family}-l{sizes['layers']}-h{sizes['hidden']}-{label}-{content_hash[:8]}"
+
+
+def record_derived(
+    reg, plan: Plan, records: list[TensorRecord], content_hash: str, dev, *, store: bool
+) -> ArtifactInfo:
+    """Register the derived checkpoint (virtual unless ``store``) and its edge; a row with
+    the same content is reused (brought back if removed, kept if now stored)."""
+    recipe = edge_recipe(plan, dev)
+    info = {"recipe": recipe, "target": plan.target_sizes}
+
+    def link(session: Session, row) -> ArtifactInfo:
+        from .lineage import is_ancestor
+
+        parent = session.get(type(row), plan.parent.id)
+        # An identity recipe can give back the parent itself, or one of its ancestors (an
+        # imported copy of a derived folder): the result is that artifact, with no edge
+        # that would close a cycle.
+        if row.id != parent.id and not is_ancestor(session, row.id, parent.id):
+            queries.add_edge(
+                session,
+                parent=parent,
+                child=row,
+                relation="materialize",
+                recipe=recipe,
+                zoo_version=__version__,
+                by=reg.user,
+            )
+        # Same content hash, same tensor records: no need to read them back.
+        return dataclasses.replace(
+            queries.to_info(session, row, tensors=False), tensors=tuple(records)
+        )
+
+    def find(session: Session):
+        row = queries.find_by_content(session, "derived", content_hash)
+        if row is None:
+            return None
+        if row.deleted_at is not None:
+            row.deleted_at = None
+        if store and row.virtual:
+            row.virtual = False
+        return link(session, row)
+
+    def insert(session: Session) -> ArtifactInfo:
+        found = find(session)
+        if found is not None:
+            return found
+        row = queries.insert_artifact(
+            session,
+            kind="derived",
+            name=_new_name(plan, content_hash),
+            family=plan.source.family,
+            content_hash=content_hash,
+            config=plan.target_config,
+            info=info,
+            tensors=records,
+            created_by=reg.user,
+            virtual=not store,
+        )
+        return link(session, row)
+
+    return reg.transaction(insert, on_conflict=find)
+
+
+def edge_recipe(plan: Plan, dev) -> dict[str, Any]:
+    """What the lineage edge records: the recipe, the device and transform version whose
+    bits it gives, the inputs' content hashes and the target config."""
+    from zoo.transforms import TRANSFORM_VERSION
+
+    return {
+        **plan.recipe.to_json(),
+        "device": dev.type,
+        "transform_version": TRANSFORM_VERSION,
+        "source": plan.source.content_hash,
+        "learngene": plan.learngene.content_hash if plan.learngene else None,
+        "target_config": plan.target_config,
+    }
+
+
+def provenance(plan: Plan, name: str, content_hash: str) -> dict[str, str]:
+    """safetensors metadata (string -> string): lineage as JSON strings."""
+    return {
+        "format": "pt",
+        "zoo.derived": json.dumps({"name": name, "content_hash": content_hash}),
+        "zoo.source": json.dumps(
+            {"name": plan.source.name, "content_hash": plan.source.content_hash}
+        ),
+        "zoo.learngene": json.dumps(
+            {"name": plan.learngene.name, "content_hash": plan.learngene.content_hash}
+            if plan.learngene
+            else None
+        ),
+        "zoo.recipe": json.dumps(plan.recipe.to_json(), sort_keys=True),
+    }
