@@ -680,6 +680,46 @@ def test_a_dct_checkpoint_recorded_under_the_old_amplitude_rule_still_re_derives
     )
 
 
+def test_a_dct_learngene_keeps_the_sources_own_signals_where_their_size_is_kept(
+    registry, tiny_dir, monkeypatch
+):
+    """FRONT's low-frequency block brought back at the source's own size is a smoothed
+    copy; zoo gives the source's exact signal wherever the size does not change (as every
+    other method and dwt learngenes do), and low-passes only what is resized. Checkpoints
+    recorded under the earlier rule (everything low-passed) still re-derive."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from zoo.api import materialize as mat
+
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    lg = registry.extract(src.name, method="dct", keep=0.5)
+    source = load_file(tiny_dir("bert") / "model.safetensors")
+    same = registry.materialize(lg.name, layers=4, hidden=32)
+    assert set(same.state_dict) == set(source)
+    for name, t in same.state_dict.items():
+        assert torch.equal(t, source[name]), name
+    wider_ffn = registry.materialize(lg.name, layers=4, hidden=32, intermediate=128)
+    for name, t in wider_ffn.state_dict.items():
+        if "attention" in name or "embeddings" in name:
+            assert torch.equal(t, source[name]), name
+        elif "intermediate.dense.weight" in name:
+            assert t.shape == (128, 32)
+    real_plan = mat.make_plan
+
+    def old_plan(*args, **kwargs):
+        return dataclasses.replace(real_plan(*args, **kwargs), legacy_dct_unchanged=True)
+
+    monkeypatch.setattr(mat, "make_plan", old_plan)  # what the earlier rule recorded
+    old = registry.materialize(lg.name, layers=4, hidden=32, seed=5)
+    monkeypatch.setattr(mat, "make_plan", real_plan)
+    name = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(old.state_dict[name], source[name])  # low-passed
+    again = registry.rederive(old.artifact.name)
+    assert again.artifact.content_hash == old.artifact.content_hash
+
+
 def test_extracting_a_removed_learngene_again_brings_it_back(registry, tiny_dir):
     src = registry.import_checkpoint(tiny_dir("bert"))
     lg = registry.extract(src.name, method="dwt")

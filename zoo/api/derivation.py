@@ -376,6 +376,12 @@ def derive_one(
     if recipe.method == "dct" and plan.learngene is not None:
         import torch
 
+        if tuple(tshape) == tuple(shape) and not plan.legacy_dct_unchanged:
+            # FRONT keeps a low-frequency block: brought back at the source's own size it
+            # is a smoothed copy. A signal whose size does not change is the source's, as
+            # it is for every other method and for dwt learngenes.
+            return source_signal(key).tensor.clone()
+
         from zoo.transforms import FrontBlock, front_materialize
 
         block = FrontBlock(

@@ -360,11 +360,7 @@ def _verified(
             info = queries.to_info(session, session.get(Artifact, info.id))
     plan, dev, recorded = _recorded_plan(reg, info, device, as_parent=as_parent)
     expected = {t.name: t.digest for t in info.tensors}
-    candidates = [plan]
-    if _maybe_legacy_front(plan, recorded):
-        # Recorded before FRONT's --rescale reached matrices, under the same transform
-        # version: the old rule is tried, and kept only if it gives the recorded bytes.
-        candidates.append(dataclasses.replace(plan, legacy_front_amplitude=True))
+    candidates = [plan, *_legacy_variants(plan, recorded)]
     differ: list[str] = []
 
     def verify(sink: Sink) -> None:
@@ -400,6 +396,21 @@ def _verified(
             continue
         return candidate, (sink.state if out is None else None)
     raise AssertionError("unreachable")
+
+
+def _legacy_variants(plan: Plan, recorded: dict[str, Any]) -> list[Plan]:
+    """The plan under zoo's earlier FRONT rules (same transform version), for checkpoints
+    recorded then; each is tried after the current rules and kept only if it gives the
+    recorded bytes."""
+    if plan.learngene is None or plan.recipe.method != "dct":
+        return []
+    front = [False, True] if _maybe_legacy_front(plan, recorded) else [False]
+    variants = [
+        dataclasses.replace(plan, legacy_front_amplitude=f, legacy_dct_unchanged=u)
+        for f in front
+        for u in (False, True)
+    ]
+    return variants[1:]
 
 
 def _maybe_legacy_front(plan: Plan, recorded: dict[str, Any]) -> bool:

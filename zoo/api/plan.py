@@ -77,9 +77,11 @@ class Plan:
     learngene: ArtifactInfo | None
     recipe: Recipe
     target_config: dict[str, Any]
-    # Re-derivation only: a FRONT block's amplitude as zoo applied it before rescale
-    # reached its matrices (norm layers only), for checkpoints recorded then.
+    # Re-derivation only, for checkpoints recorded under zoo's earlier FRONT rules: a
+    # block's amplitude rescaled in norm layers only, and signals whose size does not
+    # change low-passed like the rest (now they are the source's own).
     legacy_front_amplitude: bool = False
+    legacy_dct_unchanged: bool = False
 
     @cached_property
     def family(self) -> Family:
