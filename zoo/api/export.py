@@ -124,3 +124,37 @@ def model_card(plan, info) -> str:
         f"- this checkpoint: {info.content_hash}\n\n"
         "Audit it with `zoo audit PATH`; re-derive it with `zoo rederive NAME`.\n"
     )
+
+
+def export_artifact(reg, query: str, out: str | Path, *, force: bool = False) -> Path:
+    """Write a registered checkpoint as an HF folder; see :meth:`zoo.Registry.export`.
+
+    A derived checkpoint is re-derived from its recipe and verified (that also writes its
+    provenance into the file); a source is read from the store, every blob verified."""
+    import json as _json
+
+    from zoo.errors import InvalidInputError as _Invalid
+
+    from . import tensors as tio
+
+    check_out(out, force=force)
+    info = reg.show(query)
+    if info.kind == "derived":
+        return reg.rederive(info.name, out=out, force=force).out
+    if info.kind != "source":
+        raise _Invalid(
+            f"{info.name} is a {info.kind}, not a checkpoint; materialize a size from it."
+        )
+    state = tio.load_tensors(reg.store, info.tensors)
+    card = (
+        "---\nlibrary_name: transformers\ntags:\n- zoo\n---\n\n"
+        f"# {info.name}\n\nA source checkpoint registered in zoo ({info.content_hash}).\n"
+        "Audit a copy with `zoo audit PATH`.\n"
+    )
+    metadata = {
+        "format": "pt",
+        "zoo.source": _json.dumps({"name": info.name, "content_hash": info.content_hash}),
+    }
+    return write_hf_folder(
+        Path(out), state, info.config or {}, force=force, metadata=metadata, card=card
+    )
