@@ -544,7 +544,9 @@ def token_create(name: str, role: str, as_json: bool) -> None:
     info, secret = _registry().create_token(name, role=role)
     _emit(as_json, {**info.to_json(), "secret": secret}, secret)
     if not as_json:
-        click.echo(f"token {info.name} ({info.role}): keep the line above, it is not stored", err=True)
+        click.echo(
+            f"token {info.name} ({info.role}): keep the line above, it is not stored", err=True
+        )
 
 
 @token_group.command("list")

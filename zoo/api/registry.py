@@ -488,3 +488,10 @@ class Registry:
         from zoo.api.export import export_artifact
 
         return export_artifact(self, name, out, force=force)
+
+    def audit_manifest(self, label: str, tensors, config=None, metadata=None, *, verify=False):
+        """Like :meth:`audit`, from the tensors' records (name, dtype, shape, nbytes,
+        digest) a client hashed itself; ``label`` names the file in the report."""
+        from zoo.api.audit import audit_manifest
+
+        return audit_manifest(self, label, tensors, config, metadata, verify=verify)
