@@ -516,7 +516,7 @@ def serve_cmd(host, port, public_read, max_upload, cache, workers) -> None:
     from zoo.server import ServerOptions, serve
 
     serve(
-        _registry(),
+        None,  # the configured database and store, never a server's (ZOO_ENDPOINT)
         ServerOptions(
             host=host,
             port=port,
