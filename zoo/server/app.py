@@ -36,9 +36,6 @@ from zoo.server.work import FileCache, ServingRegistry, SingleFlight, acting_use
 
 log = logging.getLogger("zoo.server")
 
-# A name, alias or content-hash prefix as a URL segment: zoo's name characters only,
-# checked before anything reaches the database (NUL, slashes, '..', 200-character names).
-_QUERY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 # Files accepted in an upload: plain names, no folders, no hidden files.
 _UPLOAD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _REPO = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}")
@@ -46,7 +43,10 @@ _UPLOAD_SUFFIXES = (".json", ".safetensors", ".md", ".txt", ".model")
 
 
 def check_query(text: str, what: str = "name") -> str:
-    if not _QUERY.fullmatch(text or ""):
+    """Refuse, before the database sees it, what no name can hold and some databases
+    cannot store (NUL, control characters, thousands of characters); anything else is
+    looked up, and not found, as on the command line."""
+    if not text or len(text) > 256 or not text.isprintable():
         shown = text[:40].encode("unicode_escape").decode() if text else ""
         raise InvalidNameError(
             f"{shown!r} is not a zoo {what}: use 1 to 128 letters, digits, '.', '_' and '-', "
@@ -461,12 +461,6 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
             out.append(i.to_json(with_tensors=tensors) | {"size": _size_text(i)})
         return out
 
-    @app.get("/api/artifacts/{name}", tags=["artifacts"])
-    async def show(name: str, tensors: bool = True, _=read):
-        """One artifact by name, alias or content-hash prefix."""
-        info = await server.db(server.reg.show, check_query(name))
-        return info.to_json(with_tensors=tensors) | {"size": _size_text(info)}
-
     @app.get("/api/artifacts/{name}/lineage", tags=["artifacts"])
     async def lineage(
         name: str,
@@ -542,6 +536,14 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         device = body.device if body else None
         result = await server.work.call(server.reg.rederive, check_query(name), device=device)
         return {"artifact": result.artifact.to_json(with_tensors=True), "verified": True}
+
+    # Registered after the routes below an artifact: a name with a slash reaches the
+    # registry (and is not found there, as on the command line) instead of no route.
+    @app.get("/api/artifacts/{name:path}", tags=["artifacts"])
+    async def show(name: str, tensors: bool = True, _=read):
+        """One artifact by name, alias or content-hash prefix."""
+        info = await server.db(server.reg.show, check_query(name))
+        return info.to_json(with_tensors=tensors) | {"size": _size_text(info)}
 
     # --- writing: import, extract, materialize ------------------------------------------------
 
