@@ -114,18 +114,35 @@ class BodyLimit:
             return await zoo_error_response(too_large, {"Connection": "close"})(
                 scope, receive, send
             )
-        received = 0
+        received, exceeded, answered = 0, False, False
 
         async def limited():
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
+                    exceeded = True
                     raise too_large
             return message
 
-        await self.app(scope, limited, send)
+        async def answer_413():
+            nonlocal answered
+            if not answered:
+                answered = True
+                await zoo_error_response(too_large, {"Connection": "close"})(scope, receive, send)
+
+        async def guarded(message):
+            # Whatever the app made of the interrupted body (a form parser's 400), the
+            # client is told the truth: too large.
+            if exceeded:
+                return await answer_413()
+            await send(message)
+
+        try:
+            await self.app(scope, limited, guarded)
+        except PayloadTooLargeError:
+            await answer_413()
 
 
 # --- request bodies --------------------------------------------------------------------------
@@ -576,7 +593,10 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         _=write,
     ):
         """Import an uploaded checkpoint folder (multipart: one part per file)."""
-        check_query(folder, "folder name")
+        if not _UPLOAD_NAME.fullmatch(folder):
+            raise InvalidInputError(
+                f"Folder name {folder[:40]!r} is refused: one plain name, no path."
+            )
         if name:
             check_query(name)
         staging = await server.db(server.cache.upload_dir)
