@@ -7,7 +7,7 @@ from __future__ import annotations
 from html import escape
 from urllib.parse import quote
 
-W, H, GAP_X, GAP_Y, PAD = 230, 54, 90, 26, 20
+W, H, GAP_X, GAP_Y, PAD = 210, 54, 70, 26, 12
 COLORS = {
     "source": ("#e8f0fe", "#1a56db"),
     "learngene": ("#e6f6ec", "#15803d"),
@@ -16,7 +16,7 @@ COLORS = {
 }
 
 
-def _short(text: str, n: int = 30) -> str:
+def _short(text: str, n: int = 25) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
