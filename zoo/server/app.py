@@ -256,8 +256,8 @@ class Server:
         cache = Path(options.cache) if options.cache else settings.home / "serve-cache"
         self.cache = FileCache(cache)
         self.work = SingleFlight(options.workers)
-        # (repository key, revision) -> content hash of what that revision materialized.
-        self.revisions: dict[tuple[str, str], str] = {}
+        # Materialize requests answered: key -> (artifact, config).
+        self.done: dict[tuple, tuple] = {}
 
     async def db(self, fn, *args, **kwargs):
         """A short registry call, off the event loop."""
@@ -308,17 +308,41 @@ class Server:
             remove_tree(pending)
 
     async def materialize(self, query: str, params: dict[str, Any]):
-        """Materialize once per distinct request, keep its files; returns the result's
-        artifact and config."""
-        key = ("materialize", query, json.dumps(params, sort_keys=True))
-        return await self.work.run(key, lambda: self._materialize(query, params))
+        """Materialize once per distinct request and keep its files; returns the result's
+        artifact and config. Derivation is deterministic, so a request already answered
+        (same parent content, same parameters) is answered again from memory while its
+        files are in the cache; requests that arrive while it runs wait for it."""
+        parent = await self.parent_key(query)
+        key = ("materialize", parent, json.dumps(params, sort_keys=True))
+        done = self.done.get(key)
+        if done is not None and self.cache.folder(done[0].content_hash) is not None:
+            return done
+        return await self.work.run(key, lambda: self._materialize(key, query, params))
 
-    def _materialize(self, query: str, params: dict[str, Any]):
+    async def parent_key(self, query: str) -> str:
+        """What a request derives from: the named artifact's content, or for a bare
+        family name (its default learngene, which `zoo default` may move) the name."""
+        from zoo.families import FAMILY_NAMES
+
+        if query in FAMILY_NAMES:
+            return f"family:{query}"
+        try:
+            return (await self.db(self.reg.show, query)).content_hash
+        except NotFoundError:
+            return f"name:{query}"
+
+    def _materialize(self, key, query: str, params: dict[str, Any]):
+        done = self.done.get(key)
+        if done is not None and self.cache.folder(done[0].content_hash) is not None:
+            return done  # finished between the caller's check and this thread's start
         pending = self.cache.pending()
         try:
             result = self.reg.materialize(query, out=pending, **params)
             self.cache.adopt(pending, result.artifact.content_hash)
-            return result.artifact, result.config
+            # Recorded here, in the worker, before any waiter resumes: a request arriving
+            # after the work ends finds the answer instead of starting it again.
+            self.done[key] = (result.artifact, result.config)
+            return self.done[key]
         finally:
             remove_tree(pending)
 
@@ -691,6 +715,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         info = await server.db(
             server.reg.set_default, check_query(family, "family"), check_query(body.learngene)
         )
+        server.done.clear()  # a bare family name now means another learngene
         return {"family": family, "learngene": info.to_json(with_tensors=True)}
 
     @app.post("/api/gc", tags=["maintenance"])

@@ -66,13 +66,8 @@ def add_hf_routes(app, server, read) -> None:
             return await server.export(info)
         spec = _SPEC.fullmatch(revision)
         if spec:
-            key = (info.content_hash if info is not None else f"family:{repo}", revision)
-            known = server.revisions.get(key)
-            if known is not None and server.cache.folder(known) is not None:
-                return known
             params = {"layers": int(spec.group(1)), "hidden": int(spec.group(2))}
             made, _config = await server.materialize(repo, params)
-            server.revisions[key] = made.content_hash
             return made.content_hash
         if _COMMIT.fullmatch(revision):
             try:

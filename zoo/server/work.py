@@ -38,7 +38,7 @@ class SingleFlight:
     def __init__(self, workers: int) -> None:
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zoo-work")
         self._running: dict[Any, asyncio.Future] = {}
-        self.started: dict[Any, int] = {}  # key -> times its work ran (for the stats)
+        self.started: dict[Any, int] = {}  # key -> times its work succeeded (for the stats)
         self._lock = threading.Lock()
 
     async def run(self, key, fn: Callable[[], Any]):
@@ -52,9 +52,10 @@ class SingleFlight:
         return await asyncio.shield(fut)
 
     def _counted(self, key, fn):
-        with self._lock:
+        result = fn()
+        with self._lock:  # counted when it succeeds: a refused request may be asked again
             self.started[key] = self.started.get(key, 0) + 1
-        return fn()
+        return result
 
     async def call(self, fn: Callable[..., Any], *args, **kwargs):
         """Long work without a key (each call is its own)."""
