@@ -154,6 +154,11 @@ async def load(url: str, token: str, clients: int, seconds: float, pid: int) -> 
     }
 
 
+def result_errors(scope: dict) -> int:
+    result = scope.get("result")
+    return 1 if result is None else result["errors"]
+
+
 def run_case(name: str, env: dict, clients: int, seconds: float) -> dict:
     from zooserver import ZooServer
 
@@ -171,6 +176,10 @@ def run_case(name: str, env: dict, clients: int, seconds: float) -> dict:
         result = asyncio.run(load(server.url, token, clients, seconds, server.proc.pid))
     finally:
         server.stop()
+        if result_errors(locals()):
+            keep = Path(tempfile.gettempdir()) / f"zoo-serve-bench-{name}.log"
+            keep.write_bytes(server.log.read_bytes())
+            print(f"server log kept at {keep}", file=sys.stderr)
     result["back_end"] = name
     result["download_bytes"] = int(head.headers["content-length"])
     import zoo

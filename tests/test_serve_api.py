@@ -147,6 +147,8 @@ def test_concurrent_requests_for_one_size_derive_it_once(served):
         after = http.get("/api/stats").json()
     assert all(a.status_code == 200 for a in answers), answers[0].text
     assert len({a.json()["artifact"]["content_hash"] for a in answers}) == 1
+    # Recorded under the token that asked, not the server's account.
+    assert served.reg.show(answers[0].json()["artifact"]["name"]).created_by == "t-write"
     assert after["duplicate_derivations"] == before["duplicate_derivations"] == 0
     assert after["derivations"] - before["derivations"] <= 8
     assert after["distinct_derivations"] == before["distinct_derivations"] + 1

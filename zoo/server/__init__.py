@@ -61,7 +61,16 @@ def serve(registry, options: ServerOptions) -> None:
     import uvicorn
 
     app = create_app(registry, options)
-    uvicorn.run(app, host=options.host, port=options.port, log_level="info", access_log=False)
+    uvicorn.run(
+        app,
+        host=options.host,
+        port=options.port,
+        log_level="info",
+        access_log=False,
+        # Longer than clients keep idle pooled connections (httpx, requests: 5 s and up),
+        # so the server never closes one just as a client reuses it.
+        timeout_keep_alive=75,
+    )
 
 
 __all__ = ["ServerOptions", "create_app", "parse_size", "serve"]
