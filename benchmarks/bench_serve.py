@@ -224,7 +224,23 @@ def markdown(info: dict, results: list[dict], commit: str, when: str) -> str:
             f"{r['derived_rows']} | {'ok' if r['fsck_ok'] else 'PROBLEMS'} | "
             f"{mem[0][1]} -> {mem[-1][1]} (max {max(m for _, m in mem)}) |"
         )
-    lines += ["", "Latency per kind (p50 / p99 / max ms, count):", ""]
+    lines += [
+        "",
+        "Latency is mostly queueing: with every client always waiting on one request, "
+        "the mean latency is clients / throughput ("
+        + ", ".join(
+            f"{r['back_end']}: {r['clients']} / {r['requests_per_s']} = "
+            f"{r['clients'] / r['requests_per_s']:.1f} s"
+            for r in results
+        )
+        + "); the server, the load generator and the machine's other jobs share its cores. "
+        "The first request for a size derives it (the `size` p99); later ones are served "
+        "from the cache. Memory rises while the first sizes are derived (torch and the "
+        "derivation pool warm up), then stays flat.",
+        "",
+        "Latency per kind (p50 / p99 / max ms, count):",
+        "",
+    ]
     lines.append("| back end | " + " | ".join(k for k, _ in MIX) + " |")
     lines.append("|---|" + "---|" * len(MIX))
     for r in results:
