@@ -51,8 +51,10 @@ class ServerOptions:
 
 def create_app(registry=None, options: ServerOptions | None = None):
     """The ASGI app over ``registry`` (default: the configured one)."""
-    from zoo.server.app import create_app as make
-
+    try:
+        from zoo.server.app import create_app as make
+    except ImportError as exc:  # the server's packages are an extra
+        raise InvalidInputError(f"zoo serve needs {exc.name}: pip install 'zoo[serve]'.") from None
     return make(registry, options or ServerOptions())
 
 
