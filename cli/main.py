@@ -471,6 +471,81 @@ def bench_transfer_cmd(
     _emit(as_json, report, markdown_table(report))
 
 
+# --- the server, and who may use it -------------------------------------------------------
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--public-read", is_flag=True, help="Let requests without a token read.")
+@click.option(
+    "--max-upload",
+    default="8GB",
+    show_default=True,
+    help="Largest request body accepted (uploads for import and audit), e.g. 500MB.",
+)
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False),
+    help="Folder for the files it serves (default: $ZOO_HOME/serve-cache).",
+)
+@click.option("--workers", type=int, default=4, show_default=True, help="Derivation threads.")
+def serve_cmd(host, port, public_read, max_upload, cache, workers) -> None:
+    """Serve the registry over HTTP: REST API, Hugging Face downloads, web page."""
+    from zoo.server import ServerOptions, serve
+
+    serve(
+        None,  # the configured database and store, never a server's (ZOO_ENDPOINT)
+        ServerOptions(
+            host=host,
+            port=port,
+            public_read=public_read,
+            max_upload=max_upload,
+            cache=cache,
+            workers=workers,
+        ),
+    )
+
+
+@cli.group("token")
+def token_group() -> None:
+    """Bearer tokens for `zoo serve`: create, list, revoke."""
+
+
+@token_group.command("create")
+@click.option("--name", required=True, help="Who or what holds it, e.g. ci or alice.")
+@click.option(
+    "--role", type=click.Choice(["read", "write", "admin"]), default="read", show_default=True
+)
+@json_option
+def token_create(name: str, role: str, as_json: bool) -> None:
+    """Create a token and print its secret (shown only this once)."""
+    info, secret = _registry().create_token(name, role=role)
+    _emit(as_json, {**info.to_json(), "secret": secret}, secret)
+    if not as_json:
+        click.echo(
+            f"token {info.name} ({info.role}): keep the line above, it is not stored", err=True
+        )
+
+
+@token_group.command("list")
+@click.option("--all", "include_revoked", is_flag=True, help="Include revoked tokens.")
+@json_option
+def token_list(include_revoked: bool, as_json: bool) -> None:
+    """List tokens (never their secrets)."""
+    infos = _registry().list_tokens(include_revoked=include_revoked)
+    _emit(as_json, [i.to_json() for i in infos], render.token_table(infos))
+
+
+@token_group.command("revoke")
+@click.argument("name")
+@json_option
+def token_revoke(name: str, as_json: bool) -> None:
+    """Revoke the active token NAME; the server refuses it from now on."""
+    infos = _registry().revoke_token(name)
+    _emit(as_json, [i.to_json() for i in infos], "\n".join(f"revoked {i.name}" for i in infos))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, turning zoo's errors into one line + exit code."""
     try:

@@ -153,3 +153,23 @@ def verify_report(report) -> str:
     if report.ok:
         return f"{head}: all intact"
     return "\n".join([f"{head}: {len(report.problems)} damaged", *_problems(report.problems)])
+
+
+def token_table(infos) -> str:
+    if not infos:
+        return "(no tokens; create one with `zoo token create --name NAME --role read`)"
+    rows = [("NAME", "ROLE", "CREATED", "BY", "REVOKED")]
+    for t in infos:
+        rows.append(
+            (
+                t.name,
+                t.role,
+                t.created_at.isoformat(timespec="seconds"),
+                t.created_by,
+                t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "",
+            )
+        )
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )

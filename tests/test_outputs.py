@@ -302,7 +302,7 @@ def test_a_streamed_derivation_never_holds_the_whole_target(
     registry, tiny_dir, tmp_path, monkeypatch
 ):
     """Each finished tensor is written and let go: the bytes of derived tensors alive at
-    once stay a small part of the target (they would reach all of it if the target were
+    once stay those of the groups in flight (they would reach the whole target if it were
     collected before writing), and the output is the same as a derivation in memory."""
     from zoo.api.derivation import Sink
 
@@ -322,12 +322,13 @@ def test_a_streamed_derivation_never_holds_the_whole_target(
         real(self, name, t)
 
     monkeypatch.setattr(Sink, "__call__", tracked)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # two groups in flight at most
     streamed = registry.materialize(
         src.name, layers=16, hidden=32, method="dwt", out=tmp_path / "deep", device="cpu"
     )
     target = sum(r.nbytes for r in streamed.artifact.tensors)
     assert streamed.state_dict is None
-    assert 0 < peak[0] < target / 3, (peak[0], target)
+    assert 0 < peak[0] < target / 2, (peak[0], target)
     kept = registry.materialize(src.name, layers=16, hidden=32, method="dwt")
     assert kept.artifact.content_hash == streamed.artifact.content_hash
     assert peak[0] >= target  # kept in memory: every tensor stays alive

@@ -420,6 +420,10 @@ def test_every_error_class_carries_the_documented_exit_code_and_http_status():
         errors.DeviceUnavailableError: (7, 503),
         errors.OfflineError: (8, 503),
         errors.DatabaseUnavailableError: (9, 503),
+        errors.ServerUnavailableError: (9, 502),
+        errors.AuthenticationError: (12, 401),
+        errors.PermissionDeniedError: (12, 403),
+        errors.PayloadTooLargeError: (2, 413),
         errors.ZooError: (1, 500),
     }
     for cls, (code, status) in documented.items():

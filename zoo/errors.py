@@ -166,6 +166,35 @@ class VerificationError(ZooError, RuntimeError):
     http_status = 500
 
 
+# --- a zoo server and its clients ------------------------------------------------------------
+
+
+class AuthenticationError(ZooError, PermissionError):
+    """A zoo server was called without a token it accepts (none, unknown or revoked)."""
+
+    exit_code = 12
+    http_status = 401
+
+
+class PermissionDeniedError(AuthenticationError):
+    """The token is valid but its role does not allow the request (read on a write)."""
+
+    http_status = 403
+
+
+class PayloadTooLargeError(InvalidInputError):
+    """An upload exceeds the server's configured limit (``zoo serve --max-upload``)."""
+
+    http_status = 413
+
+
+class ServerUnavailableError(ZooError, ConnectionError):
+    """The zoo server named by ZOO_ENDPOINT cannot be reached, or answered garbage."""
+
+    exit_code = 9
+    http_status = 502
+
+
 #: Exit codes for failures of the environment rather than of zoo's own checks: a database
 #: driver's error, and a file system or object store refusing (no space, no permission).
 EXIT_DATABASE = DatabaseUnavailableError.exit_code

@@ -101,26 +101,44 @@ CONFIG_BUFFERS = (".inv_freq",)
 
 def audit(reg, path: str | Path, *, verify: bool = False) -> AuditReport:
     """Identify ``path`` (an HF folder or a .safetensors file) by content."""
-    from zoo.checkpoint import manifest_hash, open_checkpoint
+    from zoo.checkpoint import open_checkpoint
+
+    with open_checkpoint(Path(path)) as ckpt:
+        tensors, config, metadata = list(ckpt.tensors), ckpt.config, dict(ckpt.metadata)
+    return audit_manifest(reg, str(path), tensors, config, metadata, verify=verify)
+
+
+def audit_manifest(
+    reg,
+    label: str,
+    tensors,
+    config: dict[str, Any] | None = None,
+    metadata: dict[str, str] | None = None,
+    *,
+    verify: bool = False,
+) -> AuditReport:
+    """Identify a checkpoint from its tensors' records alone (``name``, ``dtype``,
+    ``shape``, ``nbytes`` and ``digest`` each): what a client that hashed its file
+    itself sends, so the weights need not travel. ``label`` names it in the report."""
+    from zoo.checkpoint import manifest_hash
     from zoo.db.models import Artifact
     from zoo.errors import ZooError
 
     from .lineage import lineage
 
-    with open_checkpoint(Path(path)) as ckpt:
-        file_tensors = {t.name: t.digest for t in ckpt.tensors}
-        fills = _fill_digests(ckpt.tensors)
-        # Integer and bool tensors are buffers (position ids, causal masks) that every model
-        # of a config shares; weights are floating point, less the floating-point buffers
-        # computed from the config alone.
-        floating = {
-            t.name
-            for t in ckpt.tensors
-            if t.dtype.startswith(("F", "BF")) and not t.name.endswith(CONFIG_BUFFERS)
-        }
-        config = ckpt.config
-        content = manifest_hash(config, ckpt.tensors) if config is not None else None
-        claimed = _claimed_hash(ckpt.metadata)
+    path = label
+    file_tensors = {t.name: t.digest for t in tensors}
+    fills = _fill_digests(tensors)
+    # Integer and bool tensors are buffers (position ids, causal masks) that every model
+    # of a config shares; weights are floating point, less the floating-point buffers
+    # computed from the config alone.
+    floating = {
+        t.name
+        for t in tensors
+        if t.dtype.startswith(("F", "BF")) and not t.name.endswith(CONFIG_BUFFERS)
+    }
+    content = manifest_hash(config, tensors) if config is not None else None
+    claimed = _claimed_hash(metadata or {})
 
     with reg.session() as session:
         row = None

@@ -27,7 +27,7 @@ import shutil
 import socket
 import struct
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,13 +84,16 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_out_dir(out: Path, *, force: bool, protected: Iterable[Path] = ()) -> None:
+def check_out_dir(
+    out: Path, *, force: bool, protected: Iterable[Path] = (), stores: Iterable[Path] = ()
+) -> None:
     """Refuse, before any work, an output folder zoo must not write or replace.
 
     Refused: a symbolic link (the link, not its target, would be replaced); the current
-    folder or one above it (it cannot be renamed into place); a path that is, contains or
-    lies inside one of ``protected`` (the registry's home, database, blob store, a
-    source's folder); an existing file; a non-empty folder without ``force``; and, with
+    folder or one above it (it cannot be renamed into place); a path that is or holds one
+    of ``protected`` (the registry's home, database, blob store, a source's folder) or
+    the user's home folder; a path inside one of ``stores`` (blob stores, whose files
+    gc collects); an existing file; a non-empty folder without ``force``; and, with
     ``force``, a non-empty folder that is not an untouched output of zoo's.
     """
     if out.is_symlink():
@@ -105,10 +108,17 @@ def check_out_dir(out: Path, *, force: bool, protected: Iterable[Path] = ()) -> 
     home = Path.home().resolve()
     for kept in protected:
         kept = kept.resolve()
-        if _inside(kept, resolved) or _inside(resolved, kept):
+        if _inside(kept, resolved):
             raise ConflictError(
                 f"--out {out} would hold or replace {kept}, which zoo's registry uses; "
                 "give a folder outside it."
+            )
+    for store in stores:
+        store = store.resolve()
+        if _inside(resolved, store):
+            raise ConflictError(
+                f"--out {out} lies inside the blob store {store}, which zoo's registry uses "
+                "(and collects); give a folder outside it."
             )
     if resolved == home or _inside(home, resolved):
         raise ConflictError(f"--out {out} is or holds your home folder; give a folder below it.")
@@ -259,6 +269,46 @@ def plan_files(
     return files
 
 
+def _new_temp(out: Path) -> tuple[Path, str]:
+    """A fresh temporary folder beside ``out``, named for this host and process."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    temp = out.parent / f".{out.name}.zoo-tmp-{tag}"
+    temp.mkdir()
+    return temp, tag
+
+
+def _write_marker(temp: Path, *, synced: Iterable[str] = ()) -> None:
+    """Flush every file of ``temp`` to disk and list them (size, mtime) in the marker."""
+    files = {}
+    for p in sorted(temp.iterdir()):
+        if p.name not in synced:
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+        st = p.stat()
+        files[p.name] = [st.st_size, st.st_mtime_ns]
+    (temp / MARKER).write_text(json.dumps({"files": files}, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def staged(out: Path, *, force: bool, protected: Iterable[Path] = ()) -> Iterator[Path]:
+    """A folder of files for ``out``: write them into the yielded temporary folder; when
+    the block ends without an error they are marked as zoo's and renamed into place,
+    else removed. For folders whose files arrive whole (a download); weights that
+    stream in use :class:`OutputFolder`."""
+    out = Path(out)
+    clean_leftovers(out)
+    check_out_dir(out, force=force, protected=protected)
+    temp, tag = _new_temp(out)
+    try:
+        yield temp
+        (temp / MARKER).unlink(missing_ok=True)  # only zoo's own marker counts
+        _write_marker(temp)
+        _swap_into_place(temp, out, tag)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 class OutputFolder:
     """An HF folder being written: ``with OutputFolder(out, ...) as folder:`` put every
     tensor (any order, any thread), then :meth:`commit`. Leaving the block without a
@@ -268,7 +318,7 @@ class OutputFolder:
         out: the destination.
         layout: every tensor's (safetensors dtype code, shape, bytes), by name.
         force: replace an existing output of zoo's (see :func:`check_out_dir`).
-        protected: paths the folder must neither be, hold nor lie in.
+        protected, stores: see :func:`check_out_dir`.
         max_shard_size: bytes per weights file (``model-0000i-of-0000N.safetensors``
             plus an index when there are several).
     """
@@ -280,11 +330,12 @@ class OutputFolder:
         *,
         force: bool,
         protected: Iterable[Path] = (),
+        stores: Iterable[Path] = (),
         max_shard_size: int = DEFAULT_SHARD_SIZE,
     ) -> None:
         self.out = Path(out)
         self.force = force
-        self.protected = tuple(protected)
+        self.protected, self.stores = tuple(protected), tuple(stores)
         self.files = plan_files(layout, max_shard_size)
         self.slots = {n: s for slots in self.files.values() for n, s in slots.items()}
         self.temp: Path | None = None
@@ -294,12 +345,8 @@ class OutputFolder:
 
     def __enter__(self) -> OutputFolder:
         clean_leftovers(self.out)
-        check_out_dir(self.out, force=self.force, protected=self.protected)
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        tag = f"{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.temp = self.out.parent / f".{self.out.name}.zoo-tmp-{tag}"
-        self.temp.mkdir()
-        self._tag = tag
+        check_out_dir(self.out, force=self.force, protected=self.protected, stores=self.stores)
+        self.temp, self._tag = _new_temp(self.out)
         for file, slots in self.files.items():
             start = 8 + len(_header(slots, None)) + _METADATA_RESERVE
             start += -start % 8
@@ -365,14 +412,7 @@ class OutputFolder:
             if name in (MARKER, INDEX_FILE, "config.json", "README.md", *self.files):
                 continue
             (self.temp / name).write_bytes(data)
-        files = {}
-        for p in sorted(self.temp.iterdir()):
-            if p.name not in self._fds:
-                with open(p, "rb") as fh:
-                    os.fsync(fh.fileno())
-            st = p.stat()
-            files[p.name] = [st.st_size, st.st_mtime_ns]
-        (self.temp / MARKER).write_text(json.dumps({"files": files}, sort_keys=True) + "\n")
+        _write_marker(self.temp, synced=self._fds)
         self._close()
         _swap_into_place(self.temp, self.out, self._tag)
         self.temp = None

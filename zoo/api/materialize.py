@@ -125,6 +125,55 @@ def rederive(
     return Materialized(state, plan.target_config, info, target)
 
 
+def export(reg, query: str, out: str | Path, *, force: bool = False, max_shard_size=None) -> Path:
+    """Write a registered checkpoint as an HF folder; see :meth:`zoo.Registry.export`.
+
+    A derived checkpoint is re-derived from its recipe and verified as it is written
+    (that also writes its provenance into the file); a source streams from the store,
+    tensor by tensor, every blob verified."""
+    import json
+
+    from . import export as folders
+    from . import tensors as tio
+
+    target = _check_out(reg, out, force, max_shard_size)
+    info = reg.show(query)
+    if info.kind == "derived":
+        again = rederive(reg, info.name, out=target, force=force, max_shard_size=max_shard_size)
+        return again.out
+    if info.kind != "source":
+        raise InvalidInputError(
+            f"{info.name} is a {info.kind}, not a checkpoint; materialize a size from it."
+        )
+    layout = {t.name: (t.dtype, tuple(t.shape), t.nbytes) for t in info.tensors}
+    card = (
+        "---\nlibrary_name: transformers\ntags:\n- zoo\n---\n\n"
+        f"# {info.name}\n\nA source checkpoint registered in zoo ({info.content_hash}).\n"
+        "Audit a copy with `zoo audit PATH`.\n"
+    )
+    metadata = {
+        "format": "pt",
+        "zoo.source": json.dumps({"name": info.name, "content_hash": info.content_hash}),
+    }
+    shard = folders.parse_size(max_shard_size or folders.DEFAULT_SHARD_SIZE)
+    with (
+        _journal(reg, target),
+        folders.OutputFolder(
+            target,
+            layout,
+            force=force,
+            **guards(reg, target),
+            max_shard_size=shard,
+        ) as folder,
+    ):
+
+        def copy(record) -> None:
+            folder.put(record.name, tio.raw_bytes(tio.read_tensor(reg.store, record)))
+
+        tio.parallel_map(copy, list(info.tensors), cost=[t.nbytes for t in info.tensors])
+        return folder.commit(config=info.config or {}, metadata=metadata, card=card)
+
+
 # --- the steps -------------------------------------------------------------------------------
 
 
@@ -141,32 +190,36 @@ def _check_out(reg, out, force: bool, max_shard_size) -> Path | None:
     if max_shard_size is not None:
         export.parse_size(max_shard_size)
     out = Path(out)
-    export.check_out_dir(out, force=force, protected=protected_paths(reg, out))
+    export.check_out_dir(out, force=force, **guards(reg, out))
     return out
 
 
-def protected_paths(reg, out: Path | None = None) -> list[Path]:
-    """What an output folder must neither be, hold nor lie in: the registry's home,
-    database and local blob store, and (when ``out`` would replace a folder) the folders
-    sources were imported from."""
+def guards(reg, out: Path | None = None) -> dict[str, list[Path]]:
+    """What an output folder must not be or hold (``protected``: the registry's home,
+    database and blob store, and, when ``out`` would replace a folder, the folders sources
+    were imported from) and must not lie in (``stores``: a local blob store)."""
     from sqlalchemy.engine import make_url
 
     settings = reg.settings
-    paths = [settings.home]
+    protected = [settings.home]
+    stores = []
     url = make_url(settings.db_url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        paths.append(Path(url.database))
+        protected.append(Path(url.database))
     if "://" not in settings.store_url or settings.store_url.startswith("file://"):
-        paths.append(Path(settings.store_url.removeprefix("file://")))
+        stores.append(Path(settings.store_url.removeprefix("file://")))
     if out is not None and out.is_dir() and any(out.iterdir()):
         from zoo.db.models import ImportRecord
 
         with reg.session() as session:
-            origins = session.scalars(
-                queries.select(ImportRecord.origin).where(ImportRecord.origin == str(out.resolve()))
-            )
-            paths += [Path(o) for o in origins]
-    return [p.expanduser() for p in paths]
+            where = ImportRecord.origin == str(out.resolve())
+            protected += [
+                Path(o) for o in session.scalars(queries.select(ImportRecord.origin).where(where))
+            ]
+    return {
+        "protected": [p.expanduser() for p in (*protected, *stores)],
+        "stores": [p.expanduser() for p in stores],
+    }
 
 
 def check_resources(derivation: Derivation, dev, *, keep: bool, out: Path | None) -> int:
@@ -242,7 +295,7 @@ def _run(
             out,
             derivation.layout,
             force=force,
-            protected=protected_paths(reg, out),
+            **guards(reg, out),
             max_shard_size=shard,
         ) as folder,
     ):

@@ -473,3 +473,48 @@ class Registry:
         from zoo.api.audit import audit
 
         return audit(self, path, verify=verify)
+
+    # --- bearer tokens of `zoo serve` (zoo.api.tokens) ----------------------------------
+
+    def create_token(self, name: str, *, role: str = "read"):
+        """A new bearer token with ``role`` (read, write or admin).
+
+        Returns:
+            ``(TokenInfo, secret)``: the secret is not stored and cannot be shown again.
+        """
+        from zoo.api.tokens import create_token
+
+        return create_token(self, name, role)
+
+    def revoke_token(self, name: str):
+        """Revoke the active token named ``name``; returns the revoked records."""
+        from zoo.api.tokens import revoke_token
+
+        return revoke_token(self, name)
+
+    def list_tokens(self, *, include_revoked: bool = False):
+        """Token records (never secrets), oldest first."""
+        from zoo.api.tokens import list_tokens
+
+        return list_tokens(self, include_revoked=include_revoked)
+
+    def check_token(self, secret: str):
+        """The active :class:`~zoo.api.tokens.TokenInfo` a secret belongs to, or None."""
+        from zoo.api.tokens import check_token
+
+        return check_token(self, secret)
+
+    def export(self, name: str, out, *, force: bool = False, max_shard_size=None):
+        """Write a source or derived checkpoint as a Hugging Face folder (config.json,
+        weights, README.md), all or nothing and streamed; a virtual one is re-derived and
+        verified as it is written. Returns the folder."""
+        from zoo.api.materialize import export
+
+        return export(self, name, out, force=force, max_shard_size=max_shard_size)
+
+    def audit_manifest(self, label: str, tensors, config=None, metadata=None, *, verify=False):
+        """Like :meth:`audit`, from the tensors' records (name, dtype, shape, nbytes,
+        digest) a client hashed itself; ``label`` names the file in the report."""
+        from zoo.api.audit import audit_manifest
+
+        return audit_manifest(self, label, tensors, config, metadata, verify=verify)

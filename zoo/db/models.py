@@ -148,3 +148,20 @@ class OutputRecord(Base):
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ApiToken(Base):
+    """A bearer token of ``zoo serve``: only its sha256 is kept, never the secret.
+
+    Tokens are 256-bit random strings, so a fast hash is enough (nothing to brute-force);
+    a revoked token keeps its row so the list shows who had access and until when."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(NAME, index=True)
+    role: Mapped[str] = mapped_column(String(16))  # read | write | admin
+    token_hash: Mapped[str] = mapped_column(HASH, unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(128))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,289 @@
+"""``zoo serve`` as a client sees it: a real server process on 127.0.0.1, its REST API and
+its Hugging Face-compatible downloads, checked against the Registry's own answers and
+against transformers loading what it serves."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import pytest
+from zooserver import ZooServer, client, registry_for, server_env
+
+pytest.importorskip("fastapi")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_dir):
+    home = tmp_path_factory.mktemp("served")
+    env = server_env(home)
+    reg = registry_for(env)
+    reg.import_checkpoint(tiny_dir("bert"), name="tiny-bert")
+    tokens = {role: reg.create_token(f"t-{role}", role=role)[1] for role in ("read", "write")}
+    server = ZooServer(env, log=home / "server.log").start()
+    try:
+        yield SimpleNamespace(url=server.url, env=env, reg=reg, tokens=tokens, home=home)
+    finally:
+        server.stop()
+        reg.close()
+
+
+def _read(served):
+    return client(served.url, served.tokens["read"])
+
+
+def _write(served):
+    return client(served.url, served.tokens["write"])
+
+
+def test_the_openapi_schema_describes_every_endpoint(served):
+    paths = client(served.url).get("/openapi.json").json()["paths"]
+    for path in (
+        "/api/artifacts",
+        "/api/artifacts/{name}",
+        "/api/artifacts/{name}/lineage",
+        "/api/import/upload",
+        "/api/extract",
+        "/api/materialize",
+        "/api/audit",
+        "/api/audit/hashes",
+        "/api/models/{repo}/revision/{revision}",
+        "/{repo}/resolve/{revision}/{filename}",
+    ):
+        assert path in paths, path
+
+
+def test_list_search_and_show_answer_what_the_registry_holds(served):
+    with _read(served) as http:
+        listed = http.get("/api/artifacts").json()
+        assert [a["name"] for a in listed] == [i.name for i in served.reg.list()]
+        assert http.get("/api/artifacts", params={"q": "TINY-b"}).json()[0]["name"] == "tiny-bert"
+        assert http.get("/api/artifacts", params={"size": "4x32"}).json()[0]["size"] == "4x32"
+        assert http.get("/api/artifacts", params={"size": "2x16", "kind": "source"}).json() == []
+        assert http.get("/api/artifacts", params={"family": "gpt2"}).json() == []
+        shown = http.get("/api/artifacts/tiny-bert").json()
+        info = served.reg.show("tiny-bert")
+        assert shown["content_hash"] == info.content_hash
+        assert len(shown["tensors"]) == len(info.tensors)
+        by_hash = http.get(f"/api/artifacts/{info.content_hash[:12]}").json()
+        assert by_hash["name"] == "tiny-bert"
+        missing = http.get("/api/artifacts/no-such-model")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["class"] == "NotFoundError"
+        assert missing.json()["error"]["exit_code"] == 3
+        bad = http.get("/api/artifacts/tiny%00bert")
+        assert bad.status_code == 400 and bad.json()["error"]["class"] == "InvalidNameError"
+        bad_kind = http.get("/api/artifacts", params={"kind": "nonsense"})
+        assert bad_kind.status_code == 400
+        assert bad_kind.json()["error"]["class"] == "InvalidInputError"
+
+
+def test_writes_over_rest_match_the_registry(served):
+    with _write(served) as http:
+        lg = http.post("/api/extract", json={"source": "tiny-bert", "wavelet": "haar"})
+        assert lg.status_code == 200, lg.text
+        same = served.reg.extract("tiny-bert", wavelet="haar")
+        assert lg.json()["content_hash"] == same.content_hash  # the same request, once
+        made = http.post(
+            "/api/materialize", json={"name": same.name, "layers": 2, "hidden": 16}
+        ).json()
+        local = served.reg.materialize(same.name, layers=2, hidden=16)
+        assert made["artifact"]["content_hash"] == local.artifact.content_hash
+        assert made["config"] == local.config
+        # The weights it serves are the ones a local materialize derives.
+        files = http.get(made["files"]).json()["files"]
+        blob = http.get(f"{made['files']}/model.safetensors").content
+        assert hashlib.sha256(blob).hexdigest() == files["model.safetensors"]["sha256"]
+        from safetensors.torch import load
+
+        served_state = load(blob)
+        assert set(served_state) == set(local.state_dict)
+        for name, t in local.state_dict.items():
+            assert served_state[name].equal(t), name
+        tagged = http.post(f"/api/artifacts/{same.name}/aliases", json={"alias": "bert-lg"})
+        assert tagged.status_code == 200
+        assert "bert-lg" in served.reg.show(same.name).aliases
+        child = made["artifact"]["name"]
+        link = http.post(
+            f"/api/artifacts/{child}/links", json={"parent": "tiny-bert", "relation": "distill"}
+        )
+        assert link.status_code == 200 and link.json()["relation"] == "distill"
+        cycle = http.post("/api/artifacts/tiny-bert/links", json={"parent": child})
+        assert cycle.status_code == 400 and "cycle" in cycle.json()["error"]["message"]
+        removed = http.delete(f"/api/artifacts/{child}")
+        assert [a["name"] for a in removed.json()] == [child]
+        assert http.get(f"/api/artifacts/{child}").status_code == 404
+
+
+def test_lineage_in_every_format_is_the_registrys(served):
+    lg = served.reg.extract("tiny-bert", wavelet="haar")
+    graph = served.reg.lineage(lg.name)
+    with _read(served) as http:
+        url = f"/api/artifacts/{lg.name}/lineage"
+        assert http.get(url).json() == json.loads(json.dumps(graph.to_json(), default=str))
+        assert http.get(url, params={"format": "dot"}).text == graph.to_dot()
+        assert http.get(url, params={"format": "mermaid"}).text == graph.to_mermaid()
+        assert http.get(url, params={"format": "text"}).text == graph.to_text()
+        svg = http.get(url, params={"format": "svg"})
+        assert svg.headers["content-type"].startswith("image/svg+xml")
+        root = ET.fromstring(svg.text)
+        names = {g.get("data-name") for g in root.iter("{http://www.w3.org/2000/svg}g")}
+        assert {"tiny-bert", lg.name} <= names
+        assert http.get(url, params={"format": "png"}).status_code == 400
+
+
+def test_concurrent_requests_for_one_size_derive_it_once(served):
+    with _write(served) as http:
+        before = http.get("/api/stats").json()
+        body = {"name": "tiny-bert", "layers": 3, "hidden": 24, "heads": 4}
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: http.post("/api/materialize", json=body), range(8)))
+        after = http.get("/api/stats").json()
+    assert all(a.status_code == 200 for a in answers), answers[0].text
+    assert len({a.json()["artifact"]["content_hash"] for a in answers}) == 1
+    # Recorded under the token that asked, not the server's account.
+    assert served.reg.show(answers[0].json()["artifact"]["name"]).created_by == "t-write"
+    assert after["duplicate_derivations"] == before["duplicate_derivations"] == 0
+    assert after["derivations"] - before["derivations"] <= 8
+    assert after["distinct_derivations"] == before["distinct_derivations"] + 1
+
+
+def _tensor_hashes(path):
+    """Each tensor's sha256 straight from the safetensors layout (8-byte header length,
+    JSON header, data), independently of zoo's reader."""
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    meta = header.pop("__metadata__", {})
+    data = raw[8 + n :]
+    tensors = [
+        {
+            "name": name,
+            "dtype": h["dtype"],
+            "shape": h["shape"],
+            "nbytes": h["data_offsets"][1] - h["data_offsets"][0],
+            "digest": hashlib.sha256(data[slice(*h["data_offsets"])]).hexdigest(),
+        }
+        for name, h in header.items()
+    ]
+    return tensors, meta
+
+
+def test_audit_by_upload_and_by_posted_hashes(served, tmp_path):
+    out = tmp_path / "small"
+    made = served.reg.materialize("tiny-bert", layers=2, hidden=16, out=out)
+    weights = out / "model.safetensors"
+    with _read(served) as http:
+        with open(weights, "rb") as fh:
+            up = http.post("/api/audit", files=[("files", ("model.safetensors", fh))])
+        assert up.status_code == 200, up.text
+        assert up.json()["status"] == "known"
+        assert up.json()["artifact"]["content_hash"] == made.artifact.content_hash
+        tensors, meta = _tensor_hashes(weights)
+        config = json.loads((out / "config.json").read_text())
+        body = {"label": "small", "tensors": tensors, "config": config, "metadata": meta}
+        posted = http.post("/api/audit/hashes", json=body).json()
+        assert posted["status"] == "known" and posted["path"] == "small"
+        assert posted["lineage"]["root"] == made.artifact.name
+        tensors[0]["digest"] = "0" * 64
+        changed = http.post("/api/audit/hashes", json={**body, "tensors": tensors}).json()
+        assert changed["status"] == "modified" and changed["differing"] == [tensors[0]["name"]]
+        bad = http.post("/api/audit/hashes", json={"tensors": [{"name": "x"}]})
+        assert bad.status_code == 400
+
+
+def test_hub_reads_carry_the_headers_huggingface_hub_needs(served):
+    info = served.reg.show("tiny-bert")
+    with _read(served) as http:
+        head = http.head("/tiny-bert/resolve/main/model.safetensors")
+        assert head.status_code == 200
+        assert head.headers["x-repo-commit"] == info.content_hash[:40]
+        body = http.get("/tiny-bert/resolve/main/model.safetensors").content
+        assert head.headers["etag"].strip('"') == hashlib.sha256(body).hexdigest()
+        assert int(head.headers["content-length"]) == len(body)
+        at_commit = http.get(f"/tiny-bert/resolve/{info.content_hash[:40]}/model.safetensors")
+        assert at_commit.content == body
+        missing = http.head("/tiny-bert/resolve/main/tokenizer.json")
+        assert missing.status_code == 404
+        assert missing.headers["x-error-code"] == "EntryNotFound"
+        assert missing.headers["x-repo-commit"] == info.content_hash[:40]
+        assert http.head("/nobody/resolve/main/config.json").headers["x-error-code"] == (
+            "RepoNotFound"
+        )
+        assert http.head("/tiny-bert/resolve/v2/config.json").headers["x-error-code"] == (
+            "RevisionNotFound"
+        )
+        tree = http.get("/api/models/tiny-bert/revision/main").json()
+        assert tree["sha"] == info.content_hash[:40]
+        assert {s["rfilename"] for s in tree["siblings"]} == {
+            "config.json",
+            "model.safetensors",
+            "README.md",
+        }
+
+
+FROM_PRETRAINED = """
+import json, sys, torch
+from transformers import AutoModelForMaskedLM
+from huggingface_hub import snapshot_download
+model = AutoModelForMaskedLM.from_pretrained("tiny-bert", revision="2x32")
+ids = torch.tensor([[1, 5, 9, 17, 33, 2]])
+with torch.no_grad():
+    logits = model(input_ids=ids).logits
+folder = snapshot_download("tiny-bert", revision="2x32")
+print(json.dumps({"logits": logits.tolist(), "layers": model.config.num_hidden_layers,
+                  "folder": folder}))
+"""
+
+
+def test_from_pretrained_with_a_size_as_revision_gets_a_model_no_registry_had(served, tmp_path):
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    derived = {i.content_hash for i in served.reg.list(kind="derived", include_deleted=True)}
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(
+        HF_ENDPOINT=served.url,
+        HF_TOKEN=served.tokens["read"],
+        HF_HOME=str(tmp_path / "hf"),
+        HF_HUB_CACHE=str(tmp_path / "hf" / "hub"),
+        HF_HUB_DISABLE_TELEMETRY="1",
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", FROM_PRETRAINED],
+        env=env,
+        cwd=tmp_path,  # no local folder named like the repository
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["layers"] == 2
+    # It was recorded: a derived checkpoint that did not exist before the download.
+    now = served.reg.list(kind="derived")
+    new = [i for i in now if i.content_hash not in derived]
+    assert len(new) == 1 and new[0].config["hidden_size"] == 32
+    # The same request materialized locally gives the same logits.
+    local = served.reg.materialize("tiny-bert", layers=2, hidden=32)
+    assert local.artifact.content_hash == new[0].content_hash
+    model = BertForMaskedLM(BertConfig(**local.config)).eval()
+    model.load_state_dict(local.state_dict, strict=False)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([[1, 5, 9, 17, 33, 2]])).logits
+    # Products may round differently with another thread count: the logits agree to
+    # float32's precision, and the weights downloaded are the local ones bit for bit.
+    assert torch.allclose(logits, torch.tensor(got["logits"]), rtol=1e-5, atol=1e-6)
+    from safetensors.torch import load_file
+
+    downloaded = load_file(f"{got['folder']}/model.safetensors")
+    assert set(downloaded) == set(local.state_dict)
+    assert all(downloaded[k].equal(v) for k, v in local.state_dict.items())
+    # The Hub cache names the snapshot by the content hash (the commit the server answered).
+    assert got["folder"].endswith(new[0].content_hash[:40])

@@ -1,0 +1,191 @@
+"""The web page in a real browser (Playwright driving Debian's chromium) against a real
+server process: browse -> artifact -> lineage -> audit, and the defaults table.
+
+Screenshots go to ``$ZOO_SCREENSHOTS`` when it is set (docs/screenshots/ holds the
+committed ones). Without chromium or Playwright the tests skip, except under
+``ZOO_REQUIRE_SERVICES=1`` (CI), where they must run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from zooserver import ZooServer, registry_for, server_env
+
+CHROMIUM = os.environ.get("ZOO_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _need_browser():
+    missing = None
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing = "Playwright is not installed (pip install playwright)"
+    if missing is None and not Path(CHROMIUM).exists():
+        missing = f"no chromium at {CHROMIUM} (apt-get install chromium)"
+    if missing:
+        if os.environ.get("ZOO_REQUIRE_SERVICES"):
+            pytest.fail(f"{missing}; ZOO_REQUIRE_SERVICES needs the browser tests to run")
+        pytest.skip(missing)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, tiny_dir):
+    _need_browser()
+    home = tmp_path_factory.mktemp("site")
+    env = server_env(home)
+    reg = registry_for(env)
+    reg.import_checkpoint(tiny_dir("bert"), name="bert-base-tiny")
+    reg.import_checkpoint(tiny_dir("gpt2"), name="gpt2-tiny")
+    lg = reg.extract("bert-base-tiny", wavelet="haar", name="bert-tiny-haar")
+    reg.tag(lg.name, "bert-lg")
+    out = home / "exports" / "bert-2x16"
+    small = reg.materialize(lg.name, layers=2, hidden=16, out=out)
+    reg.materialize(lg.name, layers=3, hidden=24, heads=4)
+    reg.extract("gpt2-tiny", name="gpt2-tiny-db2")
+    server = ZooServer(env, "--public-read", log=home / "server.log").start()
+    try:
+        yield SimpleNamespace(url=server.url, reg=reg, small=small.artifact, out=out, lg=lg)
+    finally:
+        server.stop()
+        reg.close()
+
+
+@pytest.fixture(scope="module")
+def browser(site):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    pg = context.new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    context.close()
+    assert errors == []  # no script error on any page
+
+
+def _shot(page, name: str) -> None:
+    folder = os.environ.get("ZOO_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+def test_browse_artifact_lineage_and_audit_in_a_browser(site, page, tmp_path):
+    page.goto(site.url + "/")
+    rows = page.locator("tr.row")
+    rows.first.wait_for()
+    assert rows.count() == len(site.reg.list())
+    # Search narrows the table as the registry's list does.
+    page.fill("#q", "bert-lg")
+    page.wait_for_function("document.querySelectorAll('tr.row').length === 1")
+    assert page.locator("tr.row").first.get_attribute("data-name") == site.lg.name
+    page.fill("#q", "")
+    page.select_option("#kind", "derived")
+    page.wait_for_function("document.querySelectorAll('tr.row').length === 2")
+    page.select_option("#kind", "")
+    page.wait_for_function(f"document.querySelectorAll('tr.row').length === {rows.count()}")
+    _shot(page, "browse")
+
+    # Artifact: a derived checkpoint's page, with its recipe, tensors and lineage.
+    page.click(f"tr.row[data-name='{site.small.name}']")
+    page.wait_for_selector("#graph svg")
+    assert page.locator("h1").inner_text() == site.small.name
+    text = page.locator("main").inner_text()
+    assert site.small.content_hash in text
+    assert f"{len(site.small.tensors)} tensors" in text
+    assert "haar" in text  # the recipe's wavelet
+    page.wait_for_function("!document.getElementById('card').classList.contains('muted')")
+    assert "This is an initialization" in page.locator("#card").inner_text()
+    nodes = page.locator("#graph svg g.node")
+    assert {nodes.nth(i).get_attribute("data-name") for i in range(nodes.count())} >= {
+        "bert-base-tiny",
+        site.lg.name,
+        site.small.name,
+    }
+    _shot(page, "artifact")
+
+    # Lineage: click through the graph to the learngene, then to the source.
+    page.click(f"#graph svg g.node[data-name='{site.lg.name}']")
+    page.wait_for_function(f"document.querySelector('h1').innerText === '{site.lg.name}'")
+    page.wait_for_selector("#graph svg")
+    derived_nodes = page.locator("#graph svg g.node-derived")
+    assert derived_nodes.count() == 2  # both sizes made from it
+    _shot(page, "lineage")
+    page.click("#graph svg g.node[data-name='bert-base-tiny']")
+    page.wait_for_function("document.querySelector('h1').innerText === 'bert-base-tiny'")
+
+    # Audit: a file dropped on the page is hashed in the browser and identified.
+    page.click("a[data-nav='audit']")
+    page.set_input_files(
+        "#pick", [str(site.out / "model.safetensors"), str(site.out / "config.json")]
+    )
+    page.wait_for_selector(".verdict")
+    assert page.locator(".verdict .badge").inner_text() == "known"
+    assert site.small.name in page.locator(".verdict").inner_text()
+    page.wait_for_selector("#audit-graph svg")
+    _shot(page, "audit")
+
+    # A changed file is caught: one tensor's bytes altered.
+    changed = tmp_path / "model.safetensors"
+    raw = bytearray((site.out / "model.safetensors").read_bytes())
+    raw[-4:] = b"\x00\x00\x80\x7f"
+    changed.write_bytes(bytes(raw))
+    page.set_input_files("#pick", [str(changed)])
+    page.wait_for_function(
+        "document.querySelector('.verdict .badge') && "
+        "document.querySelector('.verdict .badge').innerText === 'modified'"
+    )
+
+
+def test_the_defaults_table_is_zoos(site, page):
+    from zoo.defaults import DEFAULTS
+
+    page.goto(site.url + "/#/defaults")
+    page.wait_for_selector("tbody tr")
+    assert page.locator("tbody tr").count() == len(DEFAULTS)
+    row = page.locator("tbody tr", has_text="gpt2").first.inner_text()
+    assert "weight-selection" in row
+    _shot(page, "defaults")
+
+
+def test_anonymous_readers_cannot_write(site):
+    with httpx.Client(base_url=site.url) as http:
+        assert http.get("/api/artifacts").status_code == 200
+        assert http.get("/api/whoami").json() == {"name": "anonymous", "role": "read"}
+        denied = http.post("/api/artifacts/gpt2-tiny/aliases", json={"alias": "x"})
+        assert denied.status_code == 401
+    assert site.reg.show("gpt2-tiny").aliases == ()
+
+
+def test_the_page_vendors_nothing_it_would_fetch_from_elsewhere():
+    static = Path(__file__).parent.parent / "zoo" / "server" / "static"
+    for f in static.iterdir():
+        text = f.read_text()
+        assert "http://" not in text.replace("http://www.w3.org", "")
+        assert "https://" not in text
+    assert shutil.which  # the page is three files of zoo's own

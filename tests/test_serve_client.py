@@ -1,0 +1,135 @@
+"""Client mode: the CLI with ZOO_ENDPOINT and ZOO_TOKEN talks to a real server process and
+prints what it prints on the server's own database, with the same exit codes."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from zooserver import ZooServer, registry_for, server_env
+
+pytest.importorskip("fastapi")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_dir):
+    home = tmp_path_factory.mktemp("client")
+    env = server_env(home)
+    reg = registry_for(env)
+    reg.import_checkpoint(tiny_dir("gpt2"), name="tiny-gpt2")
+    admin = reg.create_token("admin", role="admin")[1]
+    reader = reg.create_token("reader", role="read")[1]
+    server = ZooServer(env, log=home / "server.log").start()
+    try:
+        yield SimpleNamespace(url=server.url, env=env, reg=reg, admin=admin, reader=reader)
+    finally:
+        server.stop()
+        reg.close()
+
+
+@pytest.fixture
+def both(served, run_cli, monkeypatch):
+    """``run(*args)`` -> (local result, remote result); ``remote(*args)`` alone."""
+
+    def local(*args):
+        for var in ("ZOO_HOME", "ZOO_DB_URL", "ZOO_STORE_URL"):
+            monkeypatch.setenv(var, served.env[var])
+        monkeypatch.delenv("ZOO_ENDPOINT", raising=False)
+        monkeypatch.delenv("ZOO_TOKEN", raising=False)
+        return run_cli(*args)
+
+    def remote(*args, token=None):
+        # Nothing of the database reaches the client: only the endpoint and a token.
+        for var in ("ZOO_DB_URL", "ZOO_STORE_URL"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("ZOO_ENDPOINT", served.url)
+        monkeypatch.setenv("ZOO_TOKEN", token or served.admin)
+        return run_cli(*args)
+
+    return SimpleNamespace(run=lambda *a: (local(*a), remote(*a)), local=local, remote=remote)
+
+
+def test_reads_print_the_same_both_ways(both, served):
+    lg = served.reg.extract("tiny-gpt2", wavelet="haar")
+    served.reg.materialize(lg.name, layers=2, hidden=16)
+    for args in (
+        ("ls",),
+        ("ls", "--kind", "learngene"),
+        ("ls", "--json"),
+        ("show", "tiny-gpt2"),
+        ("show", lg.name, "--tensors"),
+        ("show", lg.name, "--json"),
+        ("lineage", lg.name),
+        ("lineage", "tiny-gpt2", "--format", "json"),
+        ("lineage", lg.name, "--up", "--format", "dot"),
+        ("lineage", lg.name, "--format", "mermaid"),
+    ):
+        local, remote = both.run(*args)
+        assert local[0] == 0, (args, local)
+        assert remote == local, args
+
+
+def test_errors_have_the_same_exit_code_and_line_both_ways(both):
+    for args, code in (
+        (("show", "no-such-model"), 3),
+        (("show", "bad/name"), 3),
+        (("materialize", "tiny-gpt2", "--layers", "2", "--hidden", "15"), 2),
+        (("tag", "tiny-gpt2", "-x"), 2),
+        (("lineage", "nothing-here"), 3),
+    ):
+        local, remote = both.run(*args)
+        assert local[0] == code, (args, local)
+        assert remote == local, args
+
+
+def test_writes_through_the_server_print_what_local_writes_print(both, served, tiny_dir, tmp_path):
+    # Importing and extracting are idempotent: the second run answers the first's record.
+    folder = tiny_dir("gpt2")
+    remote = both.remote("import", str(folder), "--name", "tiny-gpt2")
+    assert remote == both.local("import", str(folder), "--name", "tiny-gpt2")
+    assert remote[0] == 0 and remote[1].startswith("tiny-gpt2  source")
+    remote = both.remote("extract", "tiny-gpt2", "--wavelet", "db2")
+    assert remote[0] == 0 and remote == both.local("extract", "tiny-gpt2", "--wavelet", "db2")
+    size = ("materialize", "tiny-gpt2", "--layers", "3", "--hidden", "24", "--heads", "4")
+    remote = both.remote(*size, "--out", str(tmp_path / "r"))
+    local = both.local(*size, "--out", str(tmp_path / "l"))
+    assert remote[0] == local[0] == 0
+    assert remote[1].replace(str(tmp_path / "r"), "OUT") == local[1].replace(
+        str(tmp_path / "l"), "OUT"
+    )
+    for name in ("config.json", "model.safetensors", "README.md"):
+        assert (tmp_path / "r" / name).read_bytes() == (tmp_path / "l" / name).read_bytes()
+    # The downloaded folder audits as the derived checkpoint, both ways.
+    local, remote = both.run("audit", str(tmp_path / "r"))
+    assert local[0] == 0 and remote == local
+    assert both.remote("tag", "tiny-gpt2", "gpt2-small") == (0, "gpt2-small -> tiny-gpt2\n", "")
+    assert "gpt2-small" in served.reg.show("tiny-gpt2").aliases
+    # A read token cannot write: the class the server named, and its exit code.
+    code, out, err = both.remote("tag", "tiny-gpt2", "other", token=served.reader)
+    assert (code, out) == (12, "") and "PermissionDenied" not in err and "role read" in err
+    assert "other" not in served.reg.show("tiny-gpt2").aliases
+
+
+def test_audit_of_an_unknown_file_exits_10_both_ways(both, tmp_path, tiny_dir):
+    foreign = tiny_dir("gpt2", seed=7)
+    local, remote = both.run("audit", str(foreign / "model.safetensors"))
+    assert local[0] == 10 and remote == local
+
+
+def test_tokens_through_the_server_need_admin(both, served):
+    code, secret, _ = both.remote("token", "create", "--name", "ci", "--role", "read")
+    assert code == 0 and secret.startswith("zoo_")
+    assert served.reg.check_token(secret.strip()).role == "read"
+    local, remote = both.run("token", "list")
+    assert remote == local and "ci" in local[1]
+    assert both.remote("token", "revoke", "ci")[0] == 0
+    assert served.reg.check_token(secret.strip()) is None
+
+
+def test_an_unreachable_server_is_one_line_and_exit_9(run_cli, monkeypatch):
+    from zooserver import free_port
+
+    monkeypatch.setenv("ZOO_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    code, out, err = run_cli("ls")
+    assert code == 9 and out == "" and err.count("\n") == 1
+    assert "Cannot reach the zoo server" in err

@@ -1,0 +1,462 @@
+"""Client mode: the registry's API over HTTP, for users who hold a token, not credentials.
+
+With ``ZOO_ENDPOINT`` (and ``ZOO_TOKEN``) set, :func:`zoo.connect` returns a
+:class:`RemoteRegistry`: the same methods as :class:`zoo.Registry`, returning the same
+records, and raising the same error classes (the server names the class in its answer),
+so the CLI prints the same output and exits with the same codes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from zoo import errors
+from zoo.errors import InvalidInputError, ServerUnavailableError, ZooError
+
+# What a checkpoint folder upload carries: what zoo reads, nothing else.
+_UPLOADED = ("config.json", "model.safetensors.index.json")
+_TIMEOUT = float(os.environ.get("ZOO_TIMEOUT", "600"))
+
+
+def _error_from(response) -> ZooError:
+    """The zoo error class the server named, with its message."""
+    try:
+        body = response.json()["error"]
+        name, message = body["class"], body["message"]
+    except (ValueError, KeyError, TypeError):
+        return ServerUnavailableError(
+            f"The server answered {response.status_code} without a zoo error: "
+            f"{response.text[:200]!r}."
+        )
+    cls = getattr(errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, ZooError)):
+        # An error of the server's environment (its database, its disk): same exit code.
+        cls = type(name, (ZooError,), {"exit_code": body.get("exit_code", 1)})
+    return cls(message)
+
+
+class RemoteRegistry:
+    """A zoo server's registry, through its REST API (see :mod:`zoo.server`)."""
+
+    def __init__(self, endpoint: str, token: str | None = None) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.token = token
+
+    def __repr__(self) -> str:
+        return f"RemoteRegistry(endpoint={self.endpoint!r})"
+
+    @cached_property
+    def _http(self):
+        import httpx
+
+        headers = {"User-Agent": "zoo-client"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return httpx.Client(base_url=self.endpoint, headers=headers, timeout=_TIMEOUT)
+
+    def close(self) -> None:
+        if "_http" in self.__dict__:
+            self._http.close()
+
+    def __enter__(self) -> RemoteRegistry:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs) -> Any:
+        import httpx
+
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ServerUnavailableError(
+                f"Cannot reach the zoo server at {self.endpoint}: {exc}."
+            ) from None
+        if response.status_code >= 400:
+            raise _error_from(response)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.text
+
+    def _download(self, content_hash: str, out: Path, *, force: bool) -> Path:
+        """The checkpoint's files into ``out``, all or nothing (as zoo writes folders)."""
+        from zoo.api.export import staged
+
+        listing = self._call("GET", f"/api/artifacts/{content_hash}/files")
+        with staged(out, force=force) as temp:
+            for name, meta in listing["files"].items():
+                self._fetch(f"/api/artifacts/{content_hash}/files/{name}", temp / name, meta)
+        return out
+
+    def _fetch(self, url: str, dest: Path, meta: dict[str, Any]) -> None:
+        import hashlib
+
+        import httpx
+
+        h = hashlib.sha256()
+        try:
+            with self._http.stream("GET", url) as response, open(dest, "wb") as fh:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error_from(response)
+                for chunk in response.iter_bytes(1 << 20):
+                    h.update(chunk)
+                    fh.write(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except httpx.HTTPError as exc:
+            raise ServerUnavailableError(f"Download of {url} failed: {exc}.") from None
+        if h.hexdigest() != meta["sha256"]:
+            raise errors.VerificationError(f"{dest.name} arrived damaged (sha256 differs).")
+
+    # --- the Registry's public methods, over HTTP ------------------------------------------
+
+    def import_checkpoint(
+        self, source, *, name=None, revision=None, convert_bin=False, progress=False
+    ):
+        path = Path(os.fspath(source)).expanduser()
+        if path.exists():
+            if revision:
+                raise InvalidInputError("--revision applies to Hub repositories, not local paths.")
+            if not path.is_dir():
+                raise errors.InvalidCheckpointError(
+                    f"{path} is a bare .safetensors file; import needs a folder with config.json.",
+                    path=str(path),
+                )
+            names = sorted(
+                f.name
+                for f in path.iterdir()
+                if f.is_file() and (f.name in _UPLOADED or f.name.endswith(".safetensors"))
+            )
+            if not names:
+                raise errors.InvalidCheckpointError(
+                    f"{path} holds no config.json or .safetensors files to upload.", path=str(path)
+                )
+            with contextlib.ExitStack() as stack:
+                files = [
+                    (
+                        "files",
+                        (n, stack.enter_context(open(path / n, "rb")), "application/octet-stream"),
+                    )
+                    for n in names
+                ]
+                data = {"folder": _folder_name(path)}
+                if name:
+                    data["name"] = name
+                body = self._call("POST", "/api/import/upload", files=files, data=data)
+            return artifact_from_json(body)
+        body = {"repo": os.fspath(source), "revision": revision, "name": name}
+        body["convert_bin"] = convert_bin
+        return artifact_from_json(self._call("POST", "/api/import", json=body))
+
+    def list(self, *, kind=None, family=None, include_deleted=False):
+        params = {"tensors": "true", "all": str(include_deleted).lower()}
+        if kind:
+            params["kind"] = kind
+        if family:
+            params["family"] = family
+        return [artifact_from_json(a) for a in self._call("GET", "/api/artifacts", params=params)]
+
+    def show(self, name: str):
+        return artifact_from_json(self._call("GET", f"/api/artifacts/{_q(name)}"))
+
+    def tag(self, name: str, alias: str):
+        body = self._call("POST", f"/api/artifacts/{_q(name)}/aliases", json={"alias": alias})
+        return artifact_from_json(body["artifact"])
+
+    def rm(self, name: str, *, cascade: bool = False):
+        body = self._call("DELETE", f"/api/artifacts/{_q(name)}", params={"cascade": cascade})
+        return [artifact_from_json(a) for a in body]
+
+    def extract(self, source: str, **kwargs):
+        return artifact_from_json(
+            self._call("POST", "/api/extract", json={"source": source, **kwargs})
+        )
+
+    def materialize(self, name: str, *, out=None, force: bool = False, **kwargs):
+        _check_out(out, force)
+        body = self._call("POST", "/api/materialize", json={"name": name, **kwargs})
+        artifact = artifact_from_json(body["artifact"])
+        written = self._download(artifact.content_hash, Path(out), force=force) if out else None
+        return RemoteMaterialized(self, body["config"], artifact, written)
+
+    def rederive(self, name: str, *, out=None, force: bool = False, device=None):
+        _check_out(out, force)
+        body = self._call("POST", f"/api/artifacts/{_q(name)}/rederive", json={"device": device})
+        artifact = artifact_from_json(body["artifact"])
+        written = self._download(artifact.content_hash, Path(out), force=force) if out else None
+        return RemoteMaterialized(self, artifact.config, artifact, written)
+
+    def set_default(self, family: str, name: str):
+        body = self._call("PUT", f"/api/defaults/{_q(family)}", json={"learngene": name})
+        return artifact_from_json(body["learngene"])
+
+    def lineage(self, name: str, *, up: bool = True, down: bool = True):
+        params = {"up": str(up).lower(), "down": str(down).lower(), "format": "json"}
+        return lineage_from_json(
+            self._call("GET", f"/api/artifacts/{_q(name)}/lineage", params=params)
+        )
+
+    def link(self, child: str, parent: str, *, relation: str = "finetune", note=None):
+        from zoo.db.entities import EdgeInfo
+
+        body = self._call(
+            "POST",
+            f"/api/artifacts/{_q(child)}/links",
+            json={"parent": parent, "relation": relation, "note": note},
+        )
+        return _edge(body, EdgeInfo)
+
+    def audit(self, path, *, verify: bool = False):
+        path = Path(path)
+        if path.is_dir():
+            names = sorted(
+                f.name
+                for f in path.iterdir()
+                if f.is_file() and (f.name in _UPLOADED or f.name.endswith(".safetensors"))
+            )
+        else:
+            names = [path.name]
+        folder = path if path.is_dir() else path.parent
+        with contextlib.ExitStack() as stack:
+            files = [
+                (
+                    "files",
+                    (n, stack.enter_context(open(folder / n, "rb")), "application/octet-stream"),
+                )
+                for n in names
+            ]
+            body = self._call(
+                "POST",
+                "/api/audit",
+                files=files,
+                data={"label": str(path), "verify": str(verify).lower()},
+            )
+        return audit_from_json(body)
+
+    def gc(self, *, grace="24h", dry_run: bool = False):
+        from zoo.api.maintenance import GcReport, StoreItem
+
+        body = self._call("POST", "/api/gc", json={"grace": str(grace), "dry_run": dry_run})
+        return GcReport(
+            dry_run=body["dry_run"],
+            grace_s=body["grace_s"],
+            marked=body["marked"],
+            swept=tuple(StoreItem(**s) for s in body["swept"]),
+            too_young=body["too_young"],
+            hard_deleted=tuple(body["hard_deleted"]),
+            kept_deleted=tuple(body["kept_deleted"]),
+        )
+
+    def fsck(self, *, repair: bool = False, grace="24h"):
+        from zoo.api.maintenance import FsckReport, StoreItem
+
+        body = self._call("POST", "/api/fsck", json={"repair": repair, "grace": str(grace)})
+        return FsckReport(
+            store_url=body["store_url"],
+            checked_rows=body["checked_rows"],
+            stored_blobs=body["stored_blobs"],
+            problems=_problems(body["problems"]),
+            temp_files=tuple(StoreItem(**s) for s in body["temp_files"]),
+            orphans=tuple(StoreItem(**s) for s in body["orphans"]),
+            removed=tuple(body["removed"]),
+            grace_s=body["grace_s"],
+            repair=body["repair"],
+        )
+
+    def verify(self, name: str | None = None):
+        from zoo.api.maintenance import VerifyReport
+
+        body = self._call("POST", "/api/verify", params={"name": name} if name else None)
+        return VerifyReport(body["checked"], body["checked_bytes"], _problems(body["problems"]))
+
+    def create_token(self, name: str, *, role: str = "read"):
+        body = self._call("POST", "/api/tokens", json={"name": name, "role": role})
+        return token_from_json(body), body["secret"]
+
+    def revoke_token(self, name: str):
+        return [token_from_json(t) for t in self._call("DELETE", f"/api/tokens/{_q(name)}")]
+
+    def list_tokens(self, *, include_revoked: bool = False):
+        body = self._call("GET", "/api/tokens", params={"all": str(include_revoked).lower()})
+        return [token_from_json(t) for t in body]
+
+    def _local_only(self, *args, **kwargs):
+        raise InvalidInputError(
+            "Schema migrations run where the database is: on the server's machine, without "
+            "ZOO_ENDPOINT."
+        )
+
+    db_upgrade = db_downgrade = db_current = _local_only
+
+
+class RemoteMaterialized:
+    """What ``materialize`` returns in client mode; ``state_dict`` is downloaded (and
+    loaded on the CPU) only when it is read."""
+
+    def __init__(self, reg: RemoteRegistry, config, artifact, out: Path | None) -> None:
+        self._reg, self.config, self.artifact, self.out = reg, config, artifact, out
+
+    @cached_property
+    def state_dict(self):
+        from safetensors.torch import load_file
+
+        if self.out is not None:
+            return load_file(str(self.out / "model.safetensors"))
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self._reg._download(self.artifact.content_hash, Path(tmp) / "m", force=False)
+            return load_file(str(folder / "model.safetensors"))
+
+
+# --- records back from JSON -------------------------------------------------------------------
+
+
+def _parts(stack: contextlib.ExitStack, folder: Path, names: list[str]) -> list:
+    """Multipart file parts, each read from disk as it is sent."""
+    return [
+        ("files", (n, stack.enter_context(open(folder / n, "rb")), "application/octet-stream"))
+        for n in names
+    ]
+
+
+def _q(name: str) -> str:
+    return quote(name, safe="")
+
+
+def _folder_name(path: Path) -> str:
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", path.resolve().name).strip(".-")
+    return name[:100] or "upload"
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def artifact_from_json(d: dict[str, Any]):
+    from zoo.db.entities import ArtifactInfo, ImportInfo, TensorRecord
+
+    return ArtifactInfo(
+        id=d["id"],
+        kind=d["kind"],
+        name=d["name"],
+        family=d["family"],
+        content_hash=d["content_hash"],
+        config=d["config"],
+        info=d["info"],
+        virtual=d["virtual"],
+        created_at=_time(d["created_at"]),
+        created_by=d["created_by"],
+        deleted=d.get("deleted", False),
+        aliases=tuple(d.get("aliases", ())),
+        imports=tuple(
+            ImportInfo(
+                i["origin"], i["revision"], i["files"], _time(i["imported_at"]), i["imported_by"]
+            )
+            for i in d.get("imports", ())
+        ),
+        tensors=tuple(
+            TensorRecord(t["name"], t["dtype"], tuple(t["shape"]), t["nbytes"], t["digest"])
+            for t in d.get("tensors", ())
+        ),
+    )
+
+
+def _edge(e: dict[str, Any], cls):
+    return cls(
+        id=e["id"],
+        parent_id=e["parent_id"],
+        child_id=e["child_id"],
+        relation=e["relation"],
+        recipe=e["recipe"],
+        zoo_version=e["zoo_version"],
+        created_at=_time(e["created_at"]),
+        created_by=e["created_by"],
+    )
+
+
+def lineage_from_json(d: dict[str, Any]):
+    from zoo.api.lineage import Lineage, Node
+    from zoo.db.entities import EdgeInfo, ImportInfo
+
+    nodes = {n["id"]: Node(**n) for n in d["nodes"]}
+    ids = {n.name: i for i, n in nodes.items()}
+    graph = Lineage(root=ids[d["root"]], nodes=nodes)
+    graph.edges = [_edge(e, EdgeInfo) for e in d["edges"]]
+    graph.imports = {
+        ids[name]: [
+            ImportInfo(
+                i["origin"], i["revision"], i["files"], _time(i["imported_at"]), i["imported_by"]
+            )
+            for i in imps
+        ]
+        for name, imps in d["imports"].items()
+    }
+    return graph
+
+
+def audit_from_json(d: dict[str, Any]):
+    from zoo.api.audit import AuditReport
+
+    return AuditReport(
+        path=d["path"],
+        status=d["status"],
+        artifact=artifact_from_json(d["artifact"]) if d["artifact"] else None,
+        differing=d["differing"],
+        missing=d["missing"],
+        extra=d["extra"],
+        config_differs=d["config_differs"],
+        lineage=lineage_from_json(d["lineage"]) if d["lineage"] else None,
+        verified=d["verified"],
+        verify_error=d["verify_error"],
+    )
+
+
+def token_from_json(d: dict[str, Any]):
+    from zoo.api.tokens import TokenInfo
+
+    return TokenInfo(
+        d["id"],
+        d["name"],
+        d["role"],
+        _time(d["created_at"]),
+        d["created_by"],
+        _time(d["revoked_at"]),
+    )
+
+
+def _problems(items) -> tuple:
+    from zoo.api.maintenance import BlobProblem
+
+    return tuple(
+        BlobProblem(p["digest"], p["problem"], tuple(p["artifacts"]), p["detail"]) for p in items
+    )
+
+
+def endpoint_from_env() -> tuple[str, str | None] | None:
+    endpoint = os.environ.get("ZOO_ENDPOINT", "").strip()
+    return (endpoint, os.environ.get("ZOO_TOKEN") or None) if endpoint else None
+
+
+__all__ = ["RemoteRegistry", "artifact_from_json", "endpoint_from_env"]
+
+
+def _check_out(out, force: bool) -> None:
+    """Refuse, before asking the server for any work, an --out zoo would not write."""
+    from zoo.api.export import check_out_dir
+    from zoo.errors import InvalidInputError
+
+    if out is None:
+        if force:
+            raise InvalidInputError("--force replaces a previous --out folder; give --out.")
+        return
+    check_out_dir(Path(out), force=force)

@@ -1,0 +1,819 @@
+"""The ASGI app: the REST API over :class:`zoo.Registry`, roles, limits and errors.
+
+Every endpoint states the least role it needs (``read`` < ``write`` < ``admin``). Errors
+are zoo's own classes, answered with each class's ``http_status`` and a body naming the
+class, so a client raises the same class and the CLI exits with the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from zoo import __version__
+from zoo.api.tokens import TokenInfo
+from zoo.errors import (
+    AuthenticationError,
+    InvalidInputError,
+    InvalidNameError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    ZooError,
+)
+from zoo.server import ServerOptions, parse_size
+from zoo.server.work import FileCache, ServingRegistry, SingleFlight, acting_user, remove_tree
+
+log = logging.getLogger("zoo.server")
+
+# Files accepted in an upload: plain names, no folders, no hidden files.
+_UPLOAD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+_REPO = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}")
+_UPLOAD_SUFFIXES = (".json", ".safetensors", ".md", ".txt", ".model")
+
+
+def check_query(text: str, what: str = "name") -> str:
+    """Refuse, before the database sees it, what no name can hold and some databases
+    cannot store (NUL, control characters, thousands of characters); anything else is
+    looked up, and not found, as on the command line."""
+    if not text or len(text) > 256 or not text.isprintable():
+        shown = text[:40].encode("unicode_escape").decode() if text else ""
+        raise InvalidNameError(
+            f"{shown!r} is not a zoo {what}: use 1 to 128 letters, digits, '.', '_' and '-', "
+            "starting with a letter, digit or '_'."
+        )
+    return text
+
+
+def check_upload_name(name: str | None) -> str:
+    base = name or ""
+    if not _UPLOAD_NAME.fullmatch(base) or not base.endswith(_UPLOAD_SUFFIXES):
+        shown = base[:40].encode("unicode_escape").decode()
+        raise InvalidInputError(
+            f"Upload file name {shown!r} is refused: plain file names only (no folders), "
+            f"ending in {', '.join(_UPLOAD_SUFFIXES)}."
+        )
+    return base
+
+
+def error_body(exc: BaseException, status: int, exit_code: int) -> dict[str, Any]:
+    text = str(exc).strip()
+    message = text.splitlines()[0] if text else type(exc).__name__
+    return {
+        "error": {
+            "class": type(exc).__name__,
+            "message": message,
+            "status": status,
+            "exit_code": exit_code,
+        }
+    }
+
+
+def zoo_error_response(exc: ZooError, headers: dict[str, str] | None = None) -> JSONResponse:
+    headers = dict(headers or {})
+    if isinstance(exc, AuthenticationError) and not isinstance(exc, PermissionDeniedError):
+        headers["WWW-Authenticate"] = 'Bearer realm="zoo"'
+    hf_code = getattr(exc, "hf_error_code", None)
+    if hf_code:  # what huggingface_hub reads to tell a missing repo, revision or file apart
+        headers["X-Error-Code"] = hf_code
+        headers["X-Error-Message"] = error_body(exc, 0, 0)["error"]["message"][:200]
+    headers.update(getattr(exc, "extra_headers", {}) or {})
+    return JSONResponse(
+        error_body(exc, exc.http_status, exc.exit_code),
+        status_code=exc.http_status,
+        headers=headers,
+    )
+
+
+class BodyLimit:
+    """Refuses request bodies over the limit: at once when Content-Length says so, else
+    as soon as the bytes received pass it (nothing is parsed or written beyond that)."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or ()).get(b"content-length")
+        too_large = PayloadTooLargeError(
+            f"The request body exceeds this server's upload limit of {self.limit} bytes "
+            "(zoo serve --max-upload)."
+        )
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await zoo_error_response(too_large, {"Connection": "close"})(
+                scope, receive, send
+            )
+        received, exceeded, answered = 0, False, False
+
+        async def limited():
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    exceeded = True
+                    raise too_large
+            return message
+
+        async def answer_413():
+            nonlocal answered
+            if not answered:
+                answered = True
+                await zoo_error_response(too_large, {"Connection": "close"})(scope, receive, send)
+
+        async def guarded(message):
+            # Whatever the app made of the interrupted body (a form parser's 400), the
+            # client is told the truth: too large.
+            if exceeded:
+                return await answer_413()
+            await send(message)
+
+        try:
+            await self.app(scope, limited, guarded)
+        except PayloadTooLargeError:
+            await answer_413()
+
+
+# --- request bodies --------------------------------------------------------------------------
+
+
+class ImportRequest(BaseModel):
+    repo: str = Field(description="A Hub repository id (ORG/NAME) the server can reach.")
+    revision: str | None = None
+    name: str | None = None
+    convert_bin: bool = False
+
+
+class ExtractRequest(BaseModel):
+    source: str
+    method: str = "dwt"
+    wavelet: str | None = None
+    levels: int | None = None
+    keep: float | None = None
+    order: str = "stored"
+    name: str | None = None
+    device: str | None = None
+
+
+class MaterializeRequest(BaseModel):
+    name: str
+    layers: int
+    hidden: int
+    heads: int | None = None
+    intermediate: int | None = None
+    kv_heads: int | None = None
+    method: str | None = None
+    wavelet: str | None = None
+    rescale: str | None = None
+    seed: int = 0
+    norm: str | None = None
+    depth: str | None = None
+    order: str | None = None
+    device: str | None = None
+    store: bool = False
+
+
+class TagRequest(BaseModel):
+    alias: str
+
+
+class LinkRequest(BaseModel):
+    parent: str
+    relation: str = "finetune"
+    note: str | None = None
+
+
+class TensorHash(BaseModel):
+    name: str = Field(max_length=512)
+    dtype: str = Field(max_length=16)
+    shape: list[int]
+    nbytes: int
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class AuditHashesRequest(BaseModel):
+    label: str = Field("upload", max_length=1024)
+    tensors: list[TensorHash] = Field(max_length=100_000)
+    config: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
+
+
+class RederiveRequest(BaseModel):
+    device: str | None = None
+
+
+class DefaultRequest(BaseModel):
+    learngene: str
+
+
+class TokenRequest(BaseModel):
+    name: str
+    role: str = "read"
+
+
+class GcRequest(BaseModel):
+    grace: str = "24h"
+    dry_run: bool = False
+
+
+class FsckRequest(BaseModel):
+    repair: bool = False
+    grace: str = "24h"
+
+
+class _TensorView:
+    """A posted tensor hash with the attributes audit reads."""
+
+    def __init__(self, t: TensorHash) -> None:
+        self.name, self.dtype, self.shape = t.name, t.dtype, tuple(t.shape)
+        self.nbytes, self.digest = t.nbytes, t.digest
+
+
+# --- the app ----------------------------------------------------------------------------------
+
+
+class Server:
+    """What every handler shares: the registry, the work pool, the file cache."""
+
+    def __init__(self, registry, options: ServerOptions) -> None:
+        from zoo.config import load_settings
+
+        settings = registry.settings if registry is not None else load_settings()
+        self.options = options
+        self.reg = ServingRegistry(settings)
+        self.limit = parse_size(options.max_upload)
+        cache = Path(options.cache) if options.cache else settings.home / "serve-cache"
+        self.cache = FileCache(cache)
+        self.work = SingleFlight(options.workers)
+        # Materialize requests answered: key -> (artifact, config).
+        self.done: dict[tuple, tuple] = {}
+
+    async def db(self, fn, *args, **kwargs):
+        """A short registry call, off the event loop."""
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(fn, *args, **kwargs)
+
+    async def authorize(self, request: Request, role: str) -> TokenInfo | None:
+        header = request.headers.get("authorization")
+        if not header:
+            if role == "read" and self.options.public_read:
+                acting_user.set("anonymous")
+                return None
+            raise AuthenticationError(
+                "This zoo server needs a bearer token: set ZOO_TOKEN (zoo token create "
+                "--name NAME --role read, run by an admin)."
+            )
+        scheme, _, secret = header.partition(" ")
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret:
+            raise AuthenticationError("Send the token as 'Authorization: Bearer TOKEN'.")
+        info = await self.db(self.reg.check_token, secret)
+        if info is None:
+            raise AuthenticationError("The token is unknown or revoked.")
+        if not info.allows(role):
+            raise PermissionDeniedError(
+                f"The token {info.name!r} has role {info.role}; this request needs {role}."
+            )
+        acting_user.set(info.name)
+        return info
+
+    # --- files of a checkpoint, built once ----------------------------------------------
+
+    async def export(self, info) -> str:
+        """The cached HF folder of a source or derived artifact; returns its hash."""
+        if self.cache.folder(info.content_hash) is None:
+            await self.work.run(("export", info.content_hash), lambda: self._export(info))
+        return info.content_hash
+
+    def _export(self, info) -> None:
+        if self.cache.folder(info.content_hash) is not None:
+            return
+        pending = self.cache.pending()
+        try:
+            self.reg.export(info.content_hash, pending)
+            self.cache.adopt(pending, info.content_hash)
+        finally:
+            remove_tree(pending)
+
+    async def materialize(self, query: str, params: dict[str, Any]):
+        """Materialize once per distinct request and keep its files; returns the result's
+        artifact and config. Derivation is deterministic, so a request already answered
+        (same parent content, same parameters) is answered again from memory while its
+        files are in the cache; requests that arrive while it runs wait for it."""
+        parent = await self.parent_key(query)
+        key = ("materialize", parent, json.dumps(params, sort_keys=True))
+        done = self.done.get(key)
+        if done is not None and self.cache.folder(done[0].content_hash) is not None:
+            return done
+        return await self.work.run(key, lambda: self._materialize(key, query, params))
+
+    async def parent_key(self, query: str) -> str:
+        """What a request derives from: the named artifact's content, or for a bare
+        family name (its default learngene, which `zoo default` may move) the name."""
+        from zoo.families import FAMILY_NAMES
+
+        if query in FAMILY_NAMES:
+            return f"family:{query}"
+        try:
+            return (await self.db(self.reg.show, query)).content_hash
+        except NotFoundError:
+            return f"name:{query}"
+
+    def _materialize(self, key, query: str, params: dict[str, Any]):
+        done = self.done.get(key)
+        if done is not None and self.cache.folder(done[0].content_hash) is not None:
+            return done  # finished between the caller's check and this thread's start
+        pending = self.cache.pending()
+        try:
+            result = self.reg.materialize(query, out=pending, **params)
+            self.cache.adopt(pending, result.artifact.content_hash)
+            # Recorded here, in the worker, before any waiter resumes: a request arriving
+            # after the work ends finds the answer instead of starting it again.
+            self.done[key] = (result.artifact, result.config)
+            return self.done[key]
+        finally:
+            remove_tree(pending)
+
+    def file_response(self, request: Request, content_hash: str, filename: str, headers=None):
+        files = self.cache.files(content_hash)
+        meta = files.get(filename)
+        if meta is None:
+            raise _entry_missing(filename)
+        path = self.cache.root / content_hash / filename
+        extra = {
+            "ETag": f'"{meta["sha256"]}"',
+            "X-Linked-Etag": f'"{meta["sha256"]}"',
+            "X-Repo-Commit": content_hash[:40],
+            "Accept-Ranges": "bytes",
+            "Cache-Control": "public, max-age=31536000, immutable",
+            **(headers or {}),
+        }
+        if request.headers.get("if-none-match", "").strip('"') == meta["sha256"]:
+            return Response(status_code=304, headers=extra)
+        return FileResponse(path, headers=extra, filename=None, stat_result=None)
+
+
+def _entry_missing(filename: str) -> NotFoundError:
+    exc = NotFoundError(f"No file {filename[:80]!r} in this checkpoint.")
+    exc.hf_error_code = "EntryNotFound"
+    return exc
+
+
+def create_app(registry, options: ServerOptions) -> FastAPI:
+    from contextlib import asynccontextmanager
+
+    server = Server(registry, options)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        left = server.cache.clean_leftovers()
+        if left:
+            log.info("removed %d leftovers of an interrupted server from the cache", len(left))
+        await server.db(server.reg.ensure_schema)
+        yield
+        server.work.close()
+        server.reg.close()
+
+    app = FastAPI(
+        title="zoo",
+        version=__version__,
+        description="A model-zoo registry and lineage database: learngenes stored once, "
+        "any size materialized on demand, lineage audited.",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.server = server
+    app.add_middleware(BodyLimit, limit=server.limit)
+
+    @app.exception_handler(ZooError)
+    async def _zoo_error(request: Request, exc: ZooError):
+        return zoo_error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
+        return zoo_error_response(InvalidInputError(message))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        cls = NotFoundError if exc.status_code == 404 else InvalidInputError
+        err = cls(f"{request.method} {request.url.path[:100]}: {exc.detail}")
+        return JSONResponse(
+            error_body(err, exc.status_code, err.exit_code), status_code=exc.status_code
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        import errno as _errno
+        import sys
+
+        sa = sys.modules.get("sqlalchemy.exc")
+        if sa is not None and isinstance(exc, sa.SQLAlchemyError):
+            log.error("database error: %s", exc)
+            return JSONResponse(error_body(exc, 503, 9), status_code=503)
+        if isinstance(exc, OSError) and exc.errno in (
+            _errno.ENOSPC,
+            _errno.EDQUOT,
+            _errno.EACCES,
+            _errno.EROFS,
+        ):
+            log.error("storage error: %s", exc)
+            return JSONResponse(error_body(exc, 507, 11), status_code=507)
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse(error_body(exc, 500, 1), status_code=500)
+
+    def role(name: str):
+        async def dep(request: Request):
+            return await server.authorize(request, name)
+
+        return Depends(dep)
+
+    read, write, admin = role("read"), role("write"), role("admin")
+
+    # --- the service itself -------------------------------------------------------------
+
+    @app.get("/api/health", tags=["service"])
+    async def health():
+        """Liveness (no token needed)."""
+        return {"ok": True, "version": __version__}
+
+    @app.get("/api/whoami", tags=["service"])
+    async def whoami(token: TokenInfo | None = read):
+        """The token's name and role (``anonymous`` under --public-read)."""
+        if token is None:
+            return {"name": "anonymous", "role": "read"}
+        return {"name": token.name, "role": token.role}
+
+    @app.get("/api/stats", tags=["service"])
+    async def stats(_=read):
+        """Derivations run, duplicate runs of one request, and the server's memory."""
+        started = dict(server.work.started)
+        derivations = {k: v for k, v in started.items() if k[0] == "materialize"}
+        return {
+            "derivations": sum(derivations.values()),
+            "distinct_derivations": len(derivations),
+            "duplicate_derivations": sum(v - 1 for v in derivations.values()),
+            "exports": sum(v for k, v in started.items() if k[0] == "export"),
+            "rss_bytes": _rss_bytes(),
+        }
+
+    # --- artifacts ------------------------------------------------------------------------
+
+    @app.get("/api/artifacts", tags=["artifacts"])
+    async def list_artifacts(
+        kind: str | None = None,
+        family: str | None = None,
+        q: str | None = Query(None, max_length=128, description="Substring of a name or alias."),
+        name: str | None = Query(None, max_length=128),
+        alias: str | None = Query(None, max_length=128),
+        size: str | None = Query(None, max_length=32, description="LAYERSxHIDDEN, e.g. 6x384."),
+        all: bool = False,
+        tensors: bool = False,
+        _=read,
+    ):
+        """List and search artifacts (kind, family, name, alias, size)."""
+        infos = await server.db(server.reg.list, kind=kind, family=family, include_deleted=all)
+        wanted = _parse_spec(size) if size else None
+        out = []
+        for i in infos:
+            if q and not any(q.lower() in n.lower() for n in (i.name, *i.aliases)):
+                continue
+            if name and i.name != name:
+                continue
+            if alias and alias not in i.aliases:
+                continue
+            if wanted and _size_of(i) != wanted:
+                continue
+            out.append(i.to_json(with_tensors=tensors) | {"size": _size_text(i)})
+        return out
+
+    @app.get("/api/artifacts/{name}/lineage", tags=["artifacts"])
+    async def lineage(
+        name: str,
+        up: bool = True,
+        down: bool = True,
+        format: str = Query("json", pattern="^(json|text|dot|mermaid|svg)$"),
+        _=read,
+    ):
+        """Ancestors and descendants with each edge's recipe: json, text, dot, mermaid, svg."""
+        graph = await server.db(server.reg.lineage, check_query(name), up=up, down=down)
+        if format == "json":
+            return graph.to_json()
+        if format == "svg":
+            from zoo.server.svg import lineage_svg
+
+            return Response(lineage_svg(graph), media_type="image/svg+xml")
+        text = {"text": graph.to_text, "dot": graph.to_dot, "mermaid": graph.to_mermaid}[format]()
+        return PlainTextResponse(text)
+
+    @app.get("/api/artifacts/{name}/card", tags=["artifacts"])
+    async def card(name: str, _=read):
+        """The model card (README.md) of a source or derived checkpoint."""
+        info = await server.db(server.reg.show, check_query(name))
+        if info.kind == "learngene":
+            return PlainTextResponse(_learngene_card(info))
+        digest = await server.export(info)
+        return PlainTextResponse((server.cache.root / digest / "README.md").read_text())
+
+    @app.get("/api/artifacts/{name}/files", tags=["artifacts"])
+    async def files(name: str, _=read):
+        """The files of a source or derived checkpoint, with their sha256 and size."""
+        info = await server.db(server.reg.show, check_query(name))
+        digest = await server.export(info)
+        return {"content_hash": digest, "files": server.cache.files(digest)}
+
+    @app.get("/api/artifacts/{name}/files/{filename}", tags=["artifacts"])
+    @app.head(
+        "/api/artifacts/{name}/files/{filename}", tags=["artifacts"], operation_id="head_file"
+    )
+    async def file(request: Request, name: str, filename: str, _=read):
+        """Download one file (ETag: its sha256)."""
+        info = await server.db(server.reg.show, check_query(name))
+        digest = await server.export(info)
+        return server.file_response(request, digest, filename)
+
+    @app.post("/api/artifacts/{name}/aliases", tags=["artifacts"])
+    async def tag(name: str, body: TagRequest, _=write):
+        """Point an alias at the artifact (zoo tag)."""
+        info = await server.db(server.reg.tag, check_query(name), check_query(body.alias, "alias"))
+        return {"alias": body.alias, "artifact": info.to_json(with_tensors=True)}
+
+    @app.post("/api/artifacts/{name}/links", tags=["artifacts"])
+    async def link(name: str, body: LinkRequest, _=write):
+        """Declare a derivation made outside zoo (zoo link)."""
+        edge = await server.db(
+            server.reg.link,
+            check_query(name),
+            check_query(body.parent),
+            relation=body.relation,
+            note=body.note,
+        )
+        return edge.to_json()
+
+    @app.delete("/api/artifacts/{name}", tags=["artifacts"])
+    async def rm(name: str, cascade: bool = False, _=write):
+        """Remove an artifact (soft; zoo gc makes it final)."""
+        infos = await server.db(server.reg.rm, check_query(name), cascade=cascade)
+        return [i.to_json() for i in infos]
+
+    @app.post("/api/artifacts/{name}/rederive", tags=["artifacts"])
+    async def rederive(name: str, body: RederiveRequest | None = None, _=read):
+        """Re-derive a derived checkpoint and verify it bit for bit."""
+        device = body.device if body else None
+        result = await server.work.call(server.reg.rederive, check_query(name), device=device)
+        return {"artifact": result.artifact.to_json(with_tensors=True), "verified": True}
+
+    # Registered after the routes below an artifact: a name with a slash reaches the
+    # registry (and is not found there, as on the command line) instead of no route.
+    @app.get("/api/artifacts/{name:path}", tags=["artifacts"])
+    async def show(name: str, tensors: bool = True, _=read):
+        """One artifact by name, alias or content-hash prefix."""
+        info = await server.db(server.reg.show, check_query(name))
+        return info.to_json(with_tensors=tensors) | {"size": _size_text(info)}
+
+    # --- writing: import, extract, materialize ------------------------------------------------
+
+    @app.post("/api/import", tags=["writing"])
+    async def import_hub(body: ImportRequest, _=write):
+        """Import a Hub repository the server can reach (ORG/NAME)."""
+        if (
+            not re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}", body.repo)
+            or ".." in body.repo
+        ):
+            raise InvalidInputError(f"{body.repo[:100]!r} is not a Hub repository id (ORG/NAME).")
+        if body.name:
+            check_query(body.name)
+        info = await server.work.call(
+            server.reg.import_checkpoint,
+            body.repo,
+            name=body.name,
+            revision=body.revision,
+            convert_bin=body.convert_bin,
+        )
+        return info.to_json(with_tensors=True)
+
+    @app.post("/api/import/upload", tags=["writing"])
+    async def import_upload(
+        files: Annotated[list[UploadFile], File(description="config.json, *.safetensors")],
+        folder: Annotated[str, Form(description="The folder's name (the default name).")] = (
+            "upload"
+        ),
+        name: Annotated[str | None, Form()] = None,
+        _=write,
+    ):
+        """Import an uploaded checkpoint folder (multipart: one part per file)."""
+        if not _UPLOAD_NAME.fullmatch(folder):
+            raise InvalidInputError(
+                f"Folder name {folder[:40]!r} is refused: one plain name, no path."
+            )
+        if name:
+            check_query(name)
+        staging = await server.db(server.cache.upload_dir)
+        try:
+            target = staging / folder
+            target.mkdir()
+            await _save_uploads(files, target)
+            info = await server.work.call(server.reg.import_checkpoint, target, name=name)
+            return info.to_json(with_tensors=True)
+        finally:
+            await server.db(remove_tree, staging)
+
+    @app.post("/api/extract", tags=["writing"])
+    async def extract(body: ExtractRequest, _=write):
+        """Extract a learngene once (zoo extract)."""
+        params = body.model_dump()
+        source = check_query(params.pop("source"))
+        if params.get("name"):
+            check_query(params["name"])
+        key = ("extract", source, json.dumps(params, sort_keys=True))
+        info = await server.work.run(key, lambda: server.reg.extract(source, **params))
+        return info.to_json(with_tensors=True)
+
+    @app.post("/api/materialize", tags=["writing"])
+    async def materialize(body: MaterializeRequest, _=write):
+        """Materialize a size (zoo materialize); its files are then under /files."""
+        params = body.model_dump()
+        query = check_query(params.pop("name"))
+        artifact, config = await server.materialize(query, params)
+        return {
+            "artifact": artifact.to_json(with_tensors=True),
+            "config": config,
+            "files": f"/api/artifacts/{artifact.content_hash}/files",
+        }
+
+    # --- auditing -----------------------------------------------------------------------------
+
+    @app.post("/api/audit", tags=["auditing"])
+    async def audit_upload(
+        files: Annotated[list[UploadFile], File(description="A .safetensors file or a folder")],
+        label: Annotated[str, Form(max_length=1024)] = "upload",
+        verify: Annotated[bool, Form()] = False,
+        _=read,
+    ):
+        """Audit an uploaded file or folder: which registered artifact is it?"""
+        staging = await server.db(server.cache.upload_dir)
+        try:
+            await _save_uploads(files, staging)
+            target = staging
+            if len(files) == 1 and files[0].filename.endswith(".safetensors"):
+                target = staging / files[0].filename
+            report = await server.work.call(server.reg.audit, target, verify=verify)
+            report.path = label
+            return report.to_json()
+        finally:
+            await server.db(remove_tree, staging)
+
+    @app.post("/api/audit/hashes", tags=["auditing"])
+    async def audit_hashes(body: AuditHashesRequest, verify: bool = False, _=read):
+        """Audit by the tensors' sha256 alone (what the web page hashes in the browser)."""
+        tensors = [_TensorView(t) for t in body.tensors]
+        report = await server.work.call(
+            server.reg.audit_manifest,
+            body.label,
+            tensors,
+            body.config,
+            body.metadata,
+            verify=verify,
+        )
+        return report.to_json()
+
+    # --- defaults, maintenance, tokens ------------------------------------------------------
+
+    @app.get("/api/defaults", tags=["defaults"])
+    async def defaults(_=read):
+        """zoo's measured default recipe per family and direction."""
+        from zoo.defaults import CLOSEST, DEFAULTS
+
+        return [
+            {
+                "family": family,
+                "direction": direction,
+                "measured_on": CLOSEST[family],
+                **d._asdict(),
+            }
+            for (family, direction), d in DEFAULTS.items()
+        ]
+
+    @app.put("/api/defaults/{family}", tags=["defaults"])
+    async def set_default(family: str, body: DefaultRequest, _=admin):
+        """Make a learngene what a bare family name materializes from (zoo default)."""
+        info = await server.db(
+            server.reg.set_default, check_query(family, "family"), check_query(body.learngene)
+        )
+        server.done.clear()  # a bare family name now means another learngene
+        return {"family": family, "learngene": info.to_json(with_tensors=True)}
+
+    @app.post("/api/gc", tags=["maintenance"])
+    async def gc(body: GcRequest, _=admin):
+        """Sweep blobs nothing kept needs (zoo gc)."""
+        report = await server.work.call(server.reg.gc, grace=body.grace, dry_run=body.dry_run)
+        return report.to_json()
+
+    @app.post("/api/fsck", tags=["maintenance"])
+    async def fsck(body: FsckRequest, _=admin):
+        """Check the database against the store (zoo fsck)."""
+        report = await server.work.call(server.reg.fsck, repair=body.repair, grace=body.grace)
+        return report.to_json()
+
+    @app.post("/api/verify", tags=["maintenance"])
+    async def verify(name: str | None = None, _=admin):
+        """Re-hash stored blobs (zoo verify)."""
+        report = await server.work.call(server.reg.verify, check_query(name) if name else None)
+        return report.to_json()
+
+    @app.get("/api/tokens", tags=["tokens"])
+    async def tokens(all: bool = False, _=admin):
+        """Token records (never secrets)."""
+        infos = await server.db(server.reg.list_tokens, include_revoked=all)
+        return [i.to_json() for i in infos]
+
+    @app.post("/api/tokens", tags=["tokens"])
+    async def create_token(body: TokenRequest, _=admin):
+        """Create a token; the secret is in this answer only."""
+        info, secret = await server.db(server.reg.create_token, body.name, role=body.role)
+        return {**info.to_json(), "secret": secret}
+
+    @app.delete("/api/tokens/{name}", tags=["tokens"])
+    async def revoke_token(name: str, _=admin):
+        """Revoke the active token NAME."""
+        infos = await server.db(server.reg.revoke_token, check_query(name, "token name"))
+        return [i.to_json() for i in infos]
+
+    from zoo.server.hf import add_hf_routes
+    from zoo.server.ui import add_ui_routes
+
+    add_ui_routes(app)
+    add_hf_routes(app, server, read)  # last: its /{repo}/resolve/... routes are the widest
+    return app
+
+
+async def _save_uploads(files: list[UploadFile], folder: Path) -> None:
+    """Copy uploaded parts into ``folder`` under checked names; refuses duplicates."""
+    seen = set()
+    for f in files:
+        name = check_upload_name(f.filename)
+        if name in seen:
+            raise InvalidInputError(f"{name} is uploaded twice.")
+        seen.add(name)
+        with open(folder / name, "xb") as out:
+            while chunk := await f.read(1 << 20):
+                await asyncio.to_thread(out.write, chunk)
+
+
+def _parse_spec(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d{1,5})x(\d{1,7})", text)
+    if not m:
+        raise InvalidInputError(f"{text[:40]!r} is not a size: write LAYERSxHIDDEN, e.g. 6x384.")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _size_of(info) -> tuple[int, int] | None:
+    if not info.config:
+        return None
+    try:
+        from zoo.families import get_family
+
+        sizes = get_family(info.family).axis_sizes(info.config)
+        return sizes["layers"], sizes["hidden"]
+    except (ZooError, KeyError, TypeError):
+        return None
+
+
+def _size_text(info) -> str | None:
+    size = _size_of(info)
+    return f"{size[0]}x{size[1]}" if size else None
+
+
+def _learngene_card(info) -> str:
+    settings = ", ".join(f"{k}={v}" for k, v in sorted(info.info.items()) if k != "signals")
+    return (
+        f"# {info.name}\n\nA {info.family} learngene ({info.content_hash}): {settings}.\n"
+        "Materialize any size from it: `zoo materialize NAME --layers L --hidden H`, or ask "
+        '`from_pretrained(NAME, revision="LxH")` of a zoo server.\n'
+    )
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

@@ -1,0 +1,155 @@
+"""Hugging Face-compatible reads: ``huggingface_hub`` and ``from_pretrained`` pointed at a
+zoo server (``HF_ENDPOINT`` or ``endpoint=``) download its checkpoints.
+
+The repository id is a zoo name or alias (or a family name with a default learngene). The
+revision is ``main`` (the artifact itself), a commit (the first 40 hex digits of a content
+hash, which is what ``X-Repo-Commit`` answers), or a size ``LAYERSxHIDDEN`` such as
+``6x384``: that size is materialized on demand, recorded, and served. What
+``huggingface_hub`` reads (its ``file_download.py`` and ``hf_api.py``): ``HEAD`` then
+``GET /{repo}/resolve/{revision}/{file}`` with ``X-Repo-Commit``, ``ETag`` (here the
+file's sha256) and ``Content-Length``; ``/api/models/{repo}/revision/{revision}`` for the
+commit and file list; ``/api/models/{repo}/tree/{commit}``; and ``X-Error-Code``
+(``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``) on a 404.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import Request
+
+from zoo.errors import InvalidInputError, NotFoundError, ZooError
+
+_SPEC = re.compile(r"(\d{1,5})x(\d{1,7})")
+_COMMIT = re.compile(r"[0-9a-f]{8,64}")
+
+
+def _hub_time(when) -> str:
+    """The Hub's timestamp format (UTC, milliseconds, 'Z'), which huggingface_hub parses."""
+    from datetime import timezone
+
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _hf(exc: ZooError, code: str) -> ZooError:
+    exc.hf_error_code = code
+    return exc
+
+
+def add_hf_routes(app, server, read) -> None:
+    from zoo.server.app import check_query
+
+    async def artifact(repo: str):
+        try:
+            check_query(repo, "repository id")
+            return await server.db(server.reg.show, repo)
+        except NotFoundError as exc:
+            from zoo.families import FAMILY_NAMES
+
+            if repo in FAMILY_NAMES:
+                return None  # a family: sizes come from its default learngene
+            raise _hf(exc, "RepoNotFound") from None
+
+    async def resolve(repo: str, revision: str) -> str:
+        """The content hash whose files the revision names; builds them if needed."""
+        info = await artifact(repo)
+        if revision == "main":
+            if info is None or info.kind == "learngene":
+                what = "a family" if info is None else "a learngene"
+                raise _hf(
+                    NotFoundError(
+                        f"{repo} is {what}, not a checkpoint: ask for a size as the revision, "
+                        'e.g. revision="6x384" (layers x hidden).'
+                    ),
+                    "RevisionNotFound",
+                )
+            return await server.export(info)
+        spec = _SPEC.fullmatch(revision)
+        if spec:
+            params = {"layers": int(spec.group(1)), "hidden": int(spec.group(2))}
+            made, _config = await server.materialize(repo, params)
+            return made.content_hash
+        if _COMMIT.fullmatch(revision):
+            try:
+                found = await server.db(server.reg.show, revision)
+            except NotFoundError as exc:
+                raise _hf(exc, "RevisionNotFound") from None
+            if found.kind == "learngene":
+                raise _hf(NotFoundError(f"{revision} is a learngene."), "RevisionNotFound")
+            return await server.export(found)
+        raise _hf(
+            NotFoundError(
+                f"Revision {revision[:40]!r} is not main, a commit, or a size LAYERSxHIDDEN "
+                "(e.g. 6x384)."
+            ),
+            "RevisionNotFound",
+        )
+
+    def repo_info(repo: str, digest: str, info) -> dict:
+        files = server.cache.files(digest)
+        return {
+            "_id": digest[:24],
+            "id": repo,
+            "modelId": repo,
+            "sha": digest[:40],
+            "private": False,
+            "disabled": False,
+            "gated": False,
+            "downloads": 0,
+            "likes": 0,
+            "library_name": "transformers",
+            "tags": ["zoo", *([info.kind, info.family] if info else [])],
+            "createdAt": _hub_time(info.created_at) if info else None,
+            "lastModified": _hub_time(info.created_at) if info else None,
+            "siblings": [
+                {
+                    "rfilename": name,
+                    "size": meta["size"],
+                    "lfs": {"sha256": meta["sha256"], "size": meta["size"], "pointerSize": 134},
+                }
+                for name, meta in sorted(files.items())
+            ],
+        }
+
+    @app.get("/api/models/{repo}", tags=["hugging face"])
+    async def model_info(repo: str, _=read):
+        """Repository info at ``main``."""
+        return repo_info(repo, await resolve(repo, "main"), await artifact(repo))
+
+    @app.get("/api/models/{repo}/revision/{revision}", tags=["hugging face"])
+    async def model_info_at(repo: str, revision: str, _=read):
+        """Repository info at a revision: ``main``, a commit, or a size such as ``6x384``."""
+        return repo_info(repo, await resolve(repo, revision), await artifact(repo))
+
+    @app.get("/api/models/{repo}/tree/{revision}", tags=["hugging face"])
+    async def tree(repo: str, revision: str, _=read):
+        """The files at a revision (one flat folder)."""
+        digest = await resolve(repo, revision)
+        return [
+            {
+                "type": "file",
+                "oid": meta["sha256"][:40],
+                "size": meta["size"],
+                "path": name,
+                "lfs": {"oid": meta["sha256"], "size": meta["size"], "pointerSize": 134},
+            }
+            for name, meta in sorted(server.cache.files(digest).items())
+        ]
+
+    @app.get("/{repo}/resolve/{revision}/{filename:path}", tags=["hugging face"])
+    @app.head(
+        "/{repo}/resolve/{revision}/{filename:path}",
+        tags=["hugging face"],
+        operation_id="head_resolve_file",
+    )
+    async def resolve_file(request: Request, repo: str, revision: str, filename: str, _=read):
+        """One file; ``ETag`` is its sha256, ``X-Repo-Commit`` the checkpoint's content hash
+        cut to 40 hex digits."""
+        if "\x00" in filename or len(filename) > 256:
+            raise InvalidInputError("A file name must be under 256 characters, without NUL.")
+        digest = await resolve(repo, revision)
+        try:
+            return server.file_response(request, digest, filename)
+        except NotFoundError as exc:
+            exc.extra_headers = {"X-Repo-Commit": digest[:40]}
+            raise

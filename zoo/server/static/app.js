@@ -1,0 +1,289 @@
+// zoo's web page: renders what the REST API returns. No framework, no build step.
+"use strict";
+
+const view = document.getElementById("view");
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+const enc = encodeURIComponent;
+const tokenBox = document.getElementById("token");
+tokenBox.value = localStorage.getItem("zoo-token") || "";
+
+function headers(extra) {
+  const h = Object.assign({}, extra || {});
+  const t = tokenBox.value.trim();
+  if (t) h["Authorization"] = "Bearer " + t;
+  return h;
+}
+
+async function api(path, options) {
+  const opts = Object.assign({}, options || {});
+  opts.headers = headers(opts.headers);
+  const r = await fetch(path, opts);
+  const type = r.headers.get("content-type") || "";
+  const body = type.includes("json") ? await r.json() : await r.text();
+  if (!r.ok) {
+    const e = body && body.error ? body.error : {message: r.statusText};
+    const err = new Error(e.message);
+    err.status = r.status;
+    throw err;
+  }
+  return body;
+}
+
+function bytes(n) {
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0, v = n;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+function badge(a) {
+  let html = `<span class="badge ${esc(a.kind)}">${esc(a.kind)}</span>`;
+  if (a.virtual) html += ` <span class="badge virtual" title="recipe only: re-derived on demand">virtual</span>`;
+  return html;
+}
+
+function showError(e) {
+  const hint = e.status === 401 ? " Paste a token in the box at the top right." : "";
+  view.innerHTML = `<div class="error">${esc(e.message)}${esc(hint)}</div>`;
+}
+
+// --- browse -------------------------------------------------------------------------------
+
+let browseState = {q: "", kind: "", family: "", size: ""};
+
+async function browse() {
+  view.innerHTML = `
+    <div class="head"><h1>Library</h1><span id="count" class="count"></span></div>
+    <div class="toolbar">
+      <input id="q" type="search" placeholder="Search names and aliases" value="${esc(browseState.q)}">
+      <select id="kind"><option value="">every kind</option><option>source</option><option>learngene</option><option>derived</option></select>
+      <select id="family"><option value="">every family</option></select>
+      <input id="size" placeholder="size, e.g. 6x384" style="flex:0 0 150px" value="${esc(browseState.size)}">
+    </div>
+    <div class="card" style="padding:0"><table><thead><tr><th>Name</th><th>Kind</th><th>Family</th><th>Size</th><th>Weights</th><th>Hash</th><th>Created</th></tr></thead><tbody id="rows"></tbody></table></div>`;
+  const all = await api("/api/artifacts?tensors=false");
+  const families = [...new Set(all.map((a) => a.family))].sort();
+  const fam = document.getElementById("family");
+  fam.innerHTML += families.map((f) => `<option>${esc(f)}</option>`).join("");
+  document.getElementById("kind").value = browseState.kind;
+  fam.value = browseState.family;
+  const refresh = async () => {
+    browseState = {
+      q: document.getElementById("q").value.trim(),
+      kind: document.getElementById("kind").value,
+      family: fam.value,
+      size: document.getElementById("size").value.trim(),
+    };
+    const p = new URLSearchParams();
+    for (const [k, v] of Object.entries(browseState)) if (v) p.set(k, v);
+    let list;
+    try { list = await api("/api/artifacts?" + p.toString()); }
+    catch (e) { document.getElementById("rows").innerHTML = `<tr><td colspan="7" class="error">${esc(e.message)}</td></tr>`; return; }
+    document.getElementById("count").textContent = `${list.length} of ${all.length} artifacts`;
+    document.getElementById("rows").innerHTML = list.map((a) => `
+      <tr class="row" data-name="${esc(a.name)}">
+        <td><a href="#/artifact/${enc(a.name)}">${esc(a.name)}</a> ${a.aliases.map((x) => `<span class="alias">${esc(x)}</span>`).join("")}</td>
+        <td>${badge(a)}</td><td>${esc(a.family)}</td><td>${esc(a.size || "")}</td>
+        <td>${bytes(a.nbytes)}</td><td class="mono">${esc(a.content_hash.slice(0, 12))}</td>
+        <td class="muted">${esc(a.created_at.slice(0, 10))} · ${esc(a.created_by)}</td></tr>`).join("")
+      || `<tr><td colspan="7" class="muted">Nothing matches. Register checkpoints with <code>zoo import PATH</code>.</td></tr>`;
+    for (const tr of document.querySelectorAll("tr.row")) tr.onclick = (ev) => { if (ev.target.tagName !== "A") location.hash = "#/artifact/" + enc(tr.dataset.name); };
+  };
+  for (const id of ["q", "size"]) document.getElementById(id).oninput = refresh;
+  for (const id of ["kind", "family"]) document.getElementById(id).onchange = refresh;
+  await refresh();
+}
+
+// --- one artifact -------------------------------------------------------------------------
+
+function factsTable(obj, skip) {
+  return `<dl class="facts">${Object.entries(obj).filter(([k]) => !(skip || []).includes(k)).map(([k, v]) =>
+    `<dt>${esc(k)}</dt><dd class="mono">${esc(typeof v === "object" ? JSON.stringify(v) : v)}</dd>`).join("")}</dl>`;
+}
+
+function tensorSummary(a) {
+  const ts = a.tensors || [];
+  const dtypes = {};
+  for (const t of ts) dtypes[t.dtype] = (dtypes[t.dtype] || 0) + t.nbytes;
+  const biggest = [...ts].sort((x, y) => y.nbytes - x.nbytes).slice(0, 8);
+  return `
+    <p><strong>${ts.length}</strong> tensors, <strong>${bytes(a.nbytes)}</strong>
+      (${Object.entries(dtypes).map(([d, n]) => `${esc(d)} ${bytes(n)}`).join(", ")})</p>
+    <table><thead><tr><th>Largest tensors</th><th>Shape</th><th>sha256</th></tr></thead><tbody>
+    ${biggest.map((t) => `<tr><td class="mono">${esc(t.name)}</td><td class="mono">${esc(JSON.stringify(t.shape))}</td><td class="mono">${esc(t.digest.slice(0, 12))}</td></tr>`).join("")}
+    </tbody></table>`;
+}
+
+async function artifact(name) {
+  const a = await api(`/api/artifacts/${enc(name)}`);
+  const recipe = a.info.recipe || (a.kind === "learngene" ? Object.fromEntries(Object.entries(a.info).filter(([k]) => k !== "signals")) : null);
+  const origin = window.location.origin;
+  const sizeHint = a.size ? a.size.split("x") : null;
+  view.innerHTML = `
+    <div class="head"><h1>${esc(a.name)}</h1>${badge(a)} <span class="muted">${esc(a.family)}${a.size ? " · " + esc(a.size) : ""}</span>
+      ${a.aliases.map((x) => `<span class="alias">${esc(x)}</span>`).join("")}</div>
+    <div class="card"><h2>Lineage</h2><div id="graph" class="graph muted">drawing…</div>
+      <details><summary>DOT and Mermaid</summary><div class="grid" style="margin-top:10px"><pre id="dot"></pre><pre id="mermaid"></pre></div></details></div>
+    <div class="grid">
+      <div class="card"><h2>Identity</h2>${factsTable({
+        "content hash": a.content_hash, created: a.created_at.replace("T", " ").slice(0, 19), "created by": a.created_by,
+        stored: a.virtual ? "recipe only (re-derived and verified on demand)" : "weights in the store",
+        imported: a.imports.map((i) => i.origin + (i.revision ? "@" + i.revision.slice(0, 12) : "")).join(", ") || "—"})}</div>
+      <div class="card"><h2>${a.kind === "learngene" ? "Extraction" : "Recipe"}</h2>${recipe ? factsTable(recipe, ["target_config"]) : '<p class="muted">A source checkpoint: registered as imported.</p>'}</div>
+      <div class="card"><h2>Tensors</h2>${tensorSummary(a)}</div>
+      <div class="card"><h2>Config</h2><div class="scroll">${a.config ? factsTable(a.config) : '<p class="muted">none</p>'}</div></div>
+    </div>
+    <div class="card" style="margin-top:18px"><h2>Use it</h2>
+      ${a.kind === "learngene"
+        ? `<p>Any size on demand, from Python:</p><pre>from transformers import AutoModel
+model = AutoModel.from_pretrained("${esc(a.name)}", revision="6x384")  # layers x hidden
+# with HF_ENDPOINT=${esc(origin)} and HF_TOKEN set</pre>`
+        : `<pre>from transformers import AutoModel
+model = AutoModel.from_pretrained("${esc(a.name)}")${sizeHint ? `                      # ${esc(a.size)}
+model = AutoModel.from_pretrained("${esc(a.name)}", revision="${Math.max(1, Math.floor(sizeHint[0] / 2))}x${Math.max(8, Math.floor(sizeHint[1] / 2))}")  # another size` : ""}
+# with HF_ENDPOINT=${esc(origin)} and HF_TOKEN set</pre><p id="files" class="muted snippet"></p>`}
+    </div>
+    <div class="card"><h2>Model card</h2><pre id="card" class="muted">…</pre></div>`;
+  // The page may be left before these arrive: fill only what is still there.
+  const fill = (id, f) => { const el = document.getElementById(id); if (el) f(el); };
+  api(`/api/artifacts/${enc(a.name)}/lineage?format=svg`).then(
+    (svg) => fill("graph", (el) => { el.innerHTML = svg; el.classList.remove("muted"); }),
+    (e) => fill("graph", (el) => { el.textContent = e.message; }));
+  api(`/api/artifacts/${enc(a.name)}/lineage?format=dot`).then((t) => fill("dot", (el) => { el.textContent = t; }), () => {});
+  api(`/api/artifacts/${enc(a.name)}/lineage?format=mermaid`).then((t) => fill("mermaid", (el) => { el.textContent = t; }), () => {});
+  api(`/api/artifacts/${enc(a.name)}/card`).then(
+    (t) => fill("card", (el) => { el.textContent = t; el.classList.remove("muted"); }),
+    (e) => fill("card", (el) => { el.textContent = e.message; }));
+  if (a.kind !== "learngene") {
+    api(`/api/artifacts/${enc(a.content_hash)}/files`).then((f) => fill("files", (el) => {
+      el.innerHTML = "Files: " + Object.entries(f.files).map(([n, m]) =>
+        `<a href="/api/artifacts/${enc(a.content_hash)}/files/${enc(n)}" download>${esc(n)}</a> (${bytes(m.size)})`).join(" · ");
+    }), () => {});
+  }
+}
+
+// --- audit --------------------------------------------------------------------------------
+
+async function hashTensors(file, progress) {
+  // The safetensors layout: 8-byte little-endian header length, JSON header, then data.
+  const n = Number(new DataView(await file.slice(0, 8).arrayBuffer()).getBigUint64(0, true));
+  if (n <= 0 || n > 100 * 1024 * 1024 || 8 + n > file.size) throw new Error(`${file.name} is not a safetensors file.`);
+  const header = JSON.parse(new TextDecoder().decode(await file.slice(8, 8 + n).arrayBuffer()));
+  const metadata = header.__metadata__ || null;
+  delete header.__metadata__;
+  const entries = Object.entries(header);
+  const tensors = [];
+  let done = 0;
+  for (const [name, t] of entries) {
+    const [start, end] = t.data_offsets;
+    const data = await file.slice(8 + n + start, 8 + n + end).arrayBuffer();
+    const digest = await crypto.subtle.digest("SHA-256", data);
+    tensors.push({name, dtype: t.dtype, shape: t.shape, nbytes: end - start,
+      digest: [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("")});
+    progress(++done / entries.length);
+  }
+  return {tensors, metadata};
+}
+
+function auditPage() {
+  view.innerHTML = `
+    <div class="head"><h1>Audit a checkpoint</h1><span class="muted">Which registered artifact is this file? Where did it come from? Was it changed?</span></div>
+    <div class="card">
+      <label id="drop" class="drop"><input id="pick" type="file" multiple accept=".safetensors,.json" hidden>
+        <strong>Drop a model.safetensors here</strong> (and its config.json, if you have it)<br>
+        <span class="muted">or click to choose. Each tensor is hashed in your browser; only the hashes are sent.</span>
+        <div class="progress"><div id="bar"></div></div></label>
+    </div>
+    <div id="result"></div>`;
+  const drop = document.getElementById("drop");
+  const pick = document.getElementById("pick");
+  drop.ondragover = (e) => { e.preventDefault(); drop.classList.add("over"); };
+  drop.ondragleave = () => drop.classList.remove("over");
+  drop.ondrop = (e) => { e.preventDefault(); drop.classList.remove("over"); runAudit([...e.dataTransfer.files]); };
+  pick.onchange = () => runAudit([...pick.files]);
+}
+
+async function runAudit(files) {
+  const result = document.getElementById("result");
+  const bar = document.getElementById("bar");
+  const weights = files.find((f) => f.name.endsWith(".safetensors"));
+  const configFile = files.find((f) => f.name === "config.json");
+  if (!weights) { result.innerHTML = `<div class="error">Drop a .safetensors file.</div>`; return; }
+  result.innerHTML = `<p class="muted">Hashing ${esc(weights.name)} (${bytes(weights.size)})…</p>`;
+  try {
+    let report;
+    if (window.crypto && crypto.subtle) {
+      const {tensors, metadata} = await hashTensors(weights, (f) => { bar.style.width = (f * 100).toFixed(0) + "%"; });
+      const config = configFile ? JSON.parse(await configFile.text()) : null;
+      report = await api("/api/audit/hashes", {method: "POST", headers: {"Content-Type": "application/json"},
+        body: JSON.stringify({label: weights.name, tensors, config, metadata})});
+    } else {  // not a secure context: send the file itself
+      const form = new FormData();
+      form.append("files", weights, weights.name);
+      form.append("label", weights.name);
+      report = await api("/api/audit", {method: "POST", body: form});
+    }
+    bar.style.width = "100%";
+    showReport(report);
+  } catch (e) {
+    result.innerHTML = `<div class="error">${esc(e.message)}</div>`;
+  }
+}
+
+function showReport(r) {
+  const result = document.getElementById("result");
+  const a = r.artifact;
+  const say = {
+    known: a && `is <a href="#/artifact/${enc(a.name)}">${esc(a.name)}</a>, a ${esc(a.kind)} checkpoint, bit for bit${r.config_differs ? " (its config.json differs)" : ""}.`,
+    modified: a && `was derived as <a href="#/artifact/${enc(a.name)}">${esc(a.name)}</a>, then changed: ${r.differing.length} tensors differ${r.missing.length ? `, ${r.missing.length} missing` : ""}${r.extra.length ? `, ${r.extra.length} extra` : ""}.`,
+    removed: a && `was ${esc(a.kind)} ${esc(a.name)}, removed from the library.`,
+    unknown: "shares no tensors with any registered artifact.",
+  }[r.status];
+  result.innerHTML = `<div class="card"><div class="verdict"><span class="badge ${esc(r.status)}">${esc(r.status)}</span>
+      <span><strong>${esc(r.path)}</strong> ${say}</span></div>
+      ${r.differing.length ? `<details open><summary>Tensors that differ</summary><pre>${esc(r.differing.slice(0, 50).join("\n"))}</pre></details>` : ""}
+      ${a ? `<h2 style="margin-top:14px">Ancestry</h2><div id="audit-graph" class="graph"></div>` : ""}</div>`;
+  if (a) api(`/api/artifacts/${enc(a.name)}/lineage?format=svg&down=false`).then((svg) => {
+    const el = document.getElementById("audit-graph");
+    if (el) el.innerHTML = svg;
+  }, () => {});
+}
+
+// --- defaults -----------------------------------------------------------------------------
+
+async function defaultsPage() {
+  const rows = await api("/api/defaults");
+  view.innerHTML = `
+    <div class="head"><h1>Defaults</h1><span class="muted">What <code>zoo materialize FAMILY</code> and a size revision use when no method is given, chosen by the transfer benchmark</span></div>
+    <div class="card" style="padding:0"><table><thead><tr><th>Family</th><th>Direction</th><th>Method</th><th>Wavelet</th><th>Rescale</th><th>Norm</th><th>Depth</th><th>Measured on</th></tr></thead><tbody>
+    ${rows.map((d) => `<tr><td><strong>${esc(d.family)}</strong></td><td>${d.direction === "l2s" ? "smaller target" : "larger target"}</td>
+      <td>${esc(d.method)}</td><td>${esc(d.wavelet || "—")}</td><td>${esc(d.rescale)}</td><td>${esc(d.norm)}</td><td>${esc(d.depth)}</td>
+      <td class="${d.measured_on === d.family ? "" : "muted"}">${esc(d.measured_on === d.family ? "itself" : d.measured_on)}</td></tr>`).join("")}
+    </tbody></table></div>`;
+}
+
+// --- routing ------------------------------------------------------------------------------
+
+async function route() {
+  const hash = location.hash || "#/";
+  for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", hash.startsWith("#/" + (a.dataset.nav === "browse" ? "" : a.dataset.nav)) && (a.dataset.nav !== "browse" || hash === "#/" || hash.startsWith("#/artifact")));
+  try {
+    if (hash.startsWith("#/artifact/")) await artifact(decodeURIComponent(hash.slice("#/artifact/".length)));
+    else if (hash.startsWith("#/audit")) auditPage();
+    else if (hash.startsWith("#/defaults")) await defaultsPage();
+    else await browse();
+    window.scrollTo(0, 0);
+  } catch (e) { showError(e); }
+}
+
+document.getElementById("token-form").onsubmit = (e) => { e.preventDefault(); };
+tokenBox.onchange = () => { localStorage.setItem("zoo-token", tokenBox.value.trim()); whoami(); route(); };
+async function whoami() {
+  const w = document.getElementById("whoami");
+  try { const me = await api("/api/whoami"); w.textContent = `${me.name} · ${me.role}`; }
+  catch (e) { w.textContent = e.status === 401 ? "sign in with a token" : ""; }
+}
+api("/api/health").then((h) => { document.getElementById("version").textContent = h.version; });
+window.addEventListener("hashchange", route);
+whoami();
+route();

@@ -1,0 +1,119 @@
+"""A lineage graph as SVG: layered left to right (each node one column right of its
+deepest parent), nodes that link to their pages, edges labelled with their relation.
+Drawn here so the web page needs no graph library."""
+
+from __future__ import annotations
+
+from html import escape
+from urllib.parse import quote
+
+W, H, GAP_X, GAP_Y, PAD = 210, 54, 70, 26, 12
+COLORS = {
+    "source": ("#e8f0fe", "#1a56db"),
+    "learngene": ("#e6f6ec", "#15803d"),
+    "derived": ("#fff4e5", "#c2410c"),
+    "origin": ("#f3f4f6", "#6b7280"),
+}
+
+
+def _short(text: str, n: int = 25) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def lineage_svg(graph, link: str = "#/artifact/{name}") -> str:
+    """An SVG document of ``graph`` (a :class:`zoo.api.lineage.Lineage`)."""
+    nodes: dict[str, dict] = {}
+    for n in graph.nodes.values():
+        nodes[f"n{n.id}"] = {
+            "label": n.label,
+            "kind": n.kind,
+            "sub": f"{n.kind}{' · virtual' if n.virtual else ''} · {n.family}",
+            "href": link.format(name=quote(n.name)) if not n.deleted else None,
+            "dashed": n.virtual,
+            "root": n.id == graph.root,
+            "faded": n.deleted,
+        }
+    edges = [(f"n{e.parent_id}", f"n{e.child_id}", e.relation) for e in graph.edges]
+    for node_id, imps in graph.imports.items():
+        for j, imp in enumerate(imps):
+            key = f"o{node_id}_{j}"
+            origin = imp.origin.removeprefix("hf://")
+            nodes[key] = {
+                "label": origin.rsplit("/", 1)[-1]
+                if not imp.origin.startswith("hf://")
+                else origin,
+                "kind": "origin",
+                "sub": "hub" if imp.origin.startswith("hf://") else "folder",
+                "href": None,
+                "dashed": False,
+                "root": False,
+                "faded": False,
+            }
+            edges.append((key, f"n{node_id}", "import"))
+
+    # Column: the longest path from a node without parents (the graph is acyclic).
+    parents: dict[str, list[str]] = {k: [] for k in nodes}
+    for p, c, _ in edges:
+        parents[c].append(p)
+    column: dict[str, int] = {}
+
+    def depth(k: str, seen=()) -> int:
+        if k not in column:
+            column[k] = 1 + max(
+                (depth(p, (*seen, k)) for p in parents[k] if p not in seen), default=-1
+            )
+        return column[k]
+
+    for k in nodes:
+        depth(k)
+    rows: dict[int, list[str]] = {}
+    for k in sorted(nodes, key=lambda k: (column[k], k[0] != "o", k)):
+        rows.setdefault(column[k], []).append(k)
+    pos = {}
+    for col, keys in rows.items():
+        for i, k in enumerate(keys):
+            pos[k] = (PAD + col * (W + GAP_X), PAD + i * (H + GAP_Y))
+    width = PAD * 2 + (max(rows) + 1) * (W + GAP_X) - GAP_X
+    height = PAD * 2 + max(len(v) for v in rows.values()) * (H + GAP_Y) - GAP_Y
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" class="lineage" role="img" '
+        'font-family="system-ui, -apple-system, Segoe UI, sans-serif">',
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
+        'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
+        'fill="#9ca3af"/></marker></defs>',
+    ]
+    for p, c, relation in edges:
+        (x1, y1), (x2, y2) = pos[p], pos[c]
+        x1, y1, x2, y2 = x1 + W, y1 + H / 2, x2, y2 + H / 2
+        mx = (x1 + x2) / 2
+        out.append(
+            f'<path d="M{x1},{y1} C{mx},{y1} {mx},{y2} {x2 - 2},{y2}" fill="none" '
+            'stroke="#9ca3af" stroke-width="1.5" marker-end="url(#arrow)"/>'
+        )
+        out.append(
+            f'<text x="{mx}" y="{(y1 + y2) / 2 - 6}" text-anchor="middle" font-size="11" '
+            f'fill="#6b7280">{escape(relation)}</text>'
+        )
+    for k, n in nodes.items():
+        x, y = pos[k]
+        fill, stroke = COLORS[n["kind"]]
+        dash = ' stroke-dasharray="5 3"' if n["dashed"] else ""
+        width_ = 3 if n["root"] else 1.5
+        opacity = ' opacity="0.5"' if n["faded"] else ""
+        box = (
+            f'<g class="node node-{n["kind"]}" data-name="{escape(n["label"])}"{opacity}>'
+            f"<title>{escape(n['label'])}</title>"
+            f'<rect x="{x}" y="{y}" width="{W}" height="{H}" rx="8" fill="{fill}" '
+            f'stroke="{stroke}" stroke-width="{width_}"{dash}/>'
+            f'<text x="{x + 12}" y="{y + 22}" font-size="13" font-weight="600" '
+            f'fill="#111827">{escape(_short(n["label"]))}</text>'
+            f'<text x="{x + 12}" y="{y + 40}" font-size="11" fill="{stroke}">'
+            f"{escape(_short(n['sub'], 36))}</text></g>"
+        )
+        if n["href"]:
+            box = f'<a href="{escape(n["href"])}" class="node-link">{box}</a>'
+        out.append(box)
+    out.append("</svg>")
+    return "\n".join(out)

@@ -1,0 +1,153 @@
+"""What the server does off the event loop: long work on a thread pool, each derivation
+once however many requests ask for it at the same time, and the files it serves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import hashlib
+import json
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from zoo.api.export import MARKER
+from zoo.api.registry import Registry
+
+#: Who a request acts for (a token's name): what ``created_by`` records.
+acting_user: contextvars.ContextVar[str | None] = contextvars.ContextVar("zoo_user", default=None)
+
+
+class ServingRegistry(Registry):
+    """The configured registry, recording each change under the token that asked for it."""
+
+    @property
+    def user(self) -> str:
+        return acting_user.get() or super().user
+
+
+class SingleFlight:
+    """Runs ``fn`` for a key once while it is running: later callers with the same key
+    wait for the first one's result. Coordination happens on the event loop's thread."""
+
+    def __init__(self, workers: int) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zoo-work")
+        self._running: dict[Any, asyncio.Future] = {}
+        self.started: dict[Any, int] = {}  # key -> times its work succeeded (for the stats)
+        self._lock = threading.Lock()
+
+    async def run(self, key, fn: Callable[[], Any]):
+        fut = self._running.get(key)
+        if fut is None:
+            loop = asyncio.get_running_loop()
+            context = contextvars.copy_context()
+            fut = loop.run_in_executor(self.executor, context.run, self._counted, key, fn)
+            self._running[key] = fut
+            fut.add_done_callback(lambda _f: self._running.pop(key, None))
+        return await asyncio.shield(fut)
+
+    def _counted(self, key, fn):
+        result = fn()
+        with self._lock:  # counted when it succeeds: a refused request may be asked again
+            self.started[key] = self.started.get(key, 0) + 1
+        return result
+
+    async def call(self, fn: Callable[..., Any], *args, **kwargs):
+        """Long work without a key (each call is its own)."""
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(self.executor, lambda: context.run(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+# Names this cache writes besides finished folders; anything else in it is left alone.
+_PENDING = ".pending-"
+_UPLOAD = ".upload-"
+_TMP_MARKS = (".zoo-tmp-", ".zoo-old-")
+
+
+class FileCache:
+    """Hugging Face folders of served checkpoints, one per content hash.
+
+    A folder is built under a ``.pending-`` name and renamed into place when complete, so
+    a server killed mid-build leaves only a pending folder, removed at the next start.
+    The store and the database stay the registry's: this cache can be deleted at any time.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._files: dict[str, dict[str, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def clean_leftovers(self) -> list[str]:
+        """Remove what a killed server left (pending builds, uploads); returns the names."""
+        removed = []
+        for entry in self.root.iterdir():
+            name = entry.name
+            if name.startswith((_PENDING, _UPLOAD)) or any(m in name for m in _TMP_MARKS):
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
+                removed.append(name)
+        return removed
+
+    def folder(self, content_hash: str) -> Path | None:
+        path = self.root / content_hash
+        return path if path.is_dir() else None
+
+    def pending(self) -> Path:
+        """A fresh path to build a folder at (it does not exist yet)."""
+        return self.root / f"{_PENDING}{uuid.uuid4().hex}"
+
+    def upload_dir(self) -> Path:
+        path = self.root / f"{_UPLOAD}{uuid.uuid4().hex}"
+        path.mkdir()
+        return path
+
+    def adopt(self, built: Path, content_hash: str) -> Path:
+        """Rename a complete build into place (another build of the same content may have
+        won the race: then this one is dropped)."""
+        final = self.root / content_hash
+        try:
+            os.replace(built, final) if not final.exists() else shutil.rmtree(built)
+        except OSError:  # lost a race between the check and the rename
+            shutil.rmtree(built, ignore_errors=True)
+        return final
+
+    def files(self, content_hash: str) -> dict[str, dict[str, Any]]:
+        """``{file name: {"sha256", "size"}}`` of a cached folder (hashed once)."""
+        with self._lock:
+            known = self._files.get(content_hash)
+        if known is not None:
+            return known
+        folder = self.root / content_hash
+        index = self.root / f"{content_hash}.files.json"
+        try:
+            files = json.loads(index.read_text())
+        except (OSError, ValueError):
+            files = {}
+            for f in sorted(folder.iterdir()):
+                if f.is_file() and f.name != MARKER:  # zoo's bookkeeping, not the model's
+                    h = hashlib.sha256()
+                    with open(f, "rb") as fh:
+                        for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                            h.update(chunk)
+                    files[f.name] = {"sha256": h.hexdigest(), "size": f.stat().st_size}
+            temp = self.root / f".{content_hash}.files{_TMP_MARKS[0]}{uuid.uuid4().hex[:8]}"
+            temp.write_text(json.dumps(files, sort_keys=True))
+            os.replace(temp, index)
+        with self._lock:
+            self._files[content_hash] = files
+        return files
+
+
+def remove_tree(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(path)
