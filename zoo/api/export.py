@@ -53,8 +53,10 @@ def write_hf_folder(
     force: bool,
     metadata: Mapping[str, str],
     card: str,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> Path:
-    """Write config.json, model.safetensors and README.md to ``out`` atomically."""
+    """Write config.json, model.safetensors and README.md to ``out`` atomically, with
+    ``extra_files`` (file name -> bytes: the source's tokenizer and configs) beside them."""
     from zoo.checkpoint import write_safetensors
 
     check_out_dir(out, force=force)
@@ -67,6 +69,10 @@ def write_hf_folder(
         )
         write_safetensors(temp / "model.safetensors", state, dict(metadata))
         (temp / "README.md").write_text(card, encoding="utf-8")
+        for name, data in (extra_files or {}).items():
+            if (temp / name).exists() or Path(name).name != name:
+                raise InvalidInputError(f"{name!r} is not a side file zoo can write to --out.")
+            (temp / name).write_bytes(data)
         for f in temp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -89,38 +95,3 @@ def _swap_into_place(temp: Path, out: Path) -> None:
         os.replace(old, out)
         raise
     shutil.rmtree(old, ignore_errors=True)
-
-
-def model_card(plan, info) -> str:
-    """A model card whose front matter names the base model and zoo's recipe."""
-    from zoo import __version__
-
-    src = plan.source
-    base = next(
-        (i.origin[len("hf://") :] for i in src.imports if i.origin.startswith("hf://")), src.name
-    )
-    recipe = plan.recipe
-    how = recipe.method + (f" ({recipe.wavelet})" if recipe.wavelet else "")
-    rules = f"rescale `{recipe.rescale}`"
-    rules += f", norm `{recipe.norm}`" if recipe.norm != "method" else ""
-    rules += f", depth `{recipe.depth}`" if recipe.depth != "method" else ""
-    rules += f", unit order `{recipe.order}`" if recipe.order != "stored" else ""
-    lg = (
-        f"- learngene: `{plan.learngene.name}` ({plan.learngene.content_hash})\n"
-        if plan.learngene
-        else ""
-    )
-    return (
-        "---\n"
-        f"base_model: {base}\n"
-        "library_name: transformers\n"
-        "tags:\n- zoo\n- learngene\n"
-        "---\n\n"
-        f"# {info.name}\n\n"
-        f"Initialized by zoo {__version__} from `{src.name}` with {how}, "
-        f"{rules}. This is an initialization, not a trained model.\n\n"
-        "## Lineage\n\n"
-        f"- source: `{src.name}` ({src.content_hash})\n{lg}"
-        f"- this checkpoint: {info.content_hash}\n\n"
-        "Audit it with `zoo audit PATH`; re-derive it with `zoo rederive NAME`.\n"
-    )

@@ -28,6 +28,7 @@ from zoo.errors import (
     VerificationError,
 )
 
+from .catalog import resizable
 from .learngenes import DEFAULT_WAVELET, band_name, check_wavelet
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ def materialize(
         parent = queries.to_info(session, parent_row)
         learngene = parent if parent.kind == "learngene" else None
         source = _source_of(session, parent) if learngene else parent
+    resizable(source)  # one line naming the families zoo resizes, before any work
     target = TargetSize(
         layers=layers, hidden=hidden, heads=heads, intermediate=intermediate, kv_heads=kv_heads
     )
@@ -131,22 +133,26 @@ def materialize(
     known = tio.KnownDigests()
     state = derive_state(reg, plan, dev, known)
     info = _record(reg, plan, state, dev, store=store, known=known)
-    return _result(plan, info, state, out, force=force)
+    return _result(reg, plan, info, state, out, force=force)
 
 
-def _result(plan: _Plan, info: ArtifactInfo, state, out, *, force: bool) -> Materialized:
+def _result(reg, plan: _Plan, info: ArtifactInfo, state, out, *, force: bool) -> Materialized:
     """The API's answer, after writing the HF folder when one was asked for."""
     from . import export
+    from .cards import model_card
+    from .side_files import card_metadata_of, out_files
 
     written = None
     if out is not None:
+        extra = out_files(reg, plan.source)
         written = export.write_hf_folder(
             Path(out),
             state,
             plan.target_config,
             force=force,
             metadata=_provenance(plan, info),
-            card=export.model_card(plan, info),
+            card=model_card(plan, info, card_metadata_of(reg, plan.source), sorted(extra)),
+            extra_files=extra,
         )
     return Materialized(state, plan.target_config, info, written)
 
@@ -709,7 +715,7 @@ def rederive(
         row = queries.resolve(session, query, kinds=("derived",))
         info = queries.to_info(session, row)
     plan, state = _verified_rederivation(reg, info, device)
-    return _result(plan, info, state, out, force=force)
+    return _result(reg, plan, info, state, out, force=force)
 
 
 def _verified_rederivation(reg, info: ArtifactInfo, device: str | None, *, as_parent=False):

@@ -92,6 +92,9 @@ class Decoder:
             (Gemma 2 and 3's ``query_pre_attn_scalar``); a different value is kept.
         per_layer_keys: config lists with one entry per layer (``layer_types``: sliding or
             full attention), rewritten for the target's depth by :func:`layer_pattern`.
+        heads_divide_hidden: transformers' config class refuses a hidden size that the
+            head count does not divide, even where head_dim is set apart (llama, Gemma 2
+            and 3), so targets keep to it.
     """
 
     name: str
@@ -105,26 +108,27 @@ class Decoder:
     gain_offset: bool = False
     follow_head_dim: tuple[str, ...] = ()
     per_layer_keys: tuple[str, ...] = ("layer_types",)
+    heads_divide_hidden: bool = False
 
 
 def layer_pattern(values: Sequence[Any], layers: int) -> list[Any]:
-    """A per-layer config list for a model of ``layers`` layers.
+    """A per-layer config list (attention types) for a model of ``layers`` layers.
 
-    A pattern that repeats at least twice (Gemma 2's alternating sliding and full
-    attention, Gemma 3's five sliding layers then one full) goes on repeating; any other
-    (Qwen's first layers full, the rest sliding) is stretched or squeezed, target layer
-    ``j`` taking source layer ``j * S // T``'s entry.
+    A shallower target takes the first entries, the layers weight selection keeps (and,
+    for a pattern that starts at layer 0 like Gemma 2's alternating sliding and full
+    attention, the pattern itself); a deeper one repeats each entry in place, target
+    layer ``j`` taking source layer ``j * S // T``'s: the layer ``--depth identity``
+    copies there, so the deeper model computes the source's function.
 
     Example:
-        >>> layer_pattern(["sliding", "full", "sliding", "full"], 6)
-        ['sliding', 'full', 'sliding', 'full', 'sliding', 'full']
-        >>> layer_pattern(["full", "full", "sliding", "sliding"], 2)
-        ['full', 'sliding']
+        >>> layer_pattern(["sliding", "full", "sliding", "full"], 2)
+        ['sliding', 'full']
+        >>> layer_pattern(["sliding", "full"], 4)
+        ['sliding', 'sliding', 'full', 'full']
     """
     n = len(values)
-    for period in range(1, n // 2 + 1):
-        if all(values[i] == values[i % period] for i in range(n)):
-            return [values[j % period] for j in range(layers)]
+    if layers <= n:
+        return list(values[:layers])
     return [values[j * n // layers] for j in range(layers)]
 
 
@@ -360,6 +364,15 @@ class DecoderFamily(TransformerFamily):
             t_heads = t_hidden * heads // hidden
         else:
             t_heads = _positive("heads", target.heads)
+            if self.decl.heads_divide_hidden and t_hidden % t_heads:
+                ok = [h for h in divisors(t_hidden) if whole_groups(h)]
+                hiddens = fitting_multiples_near(t_hidden, t_heads, lambda h: True)
+                options = [f"heads {join_or(closest(ok, t_heads))}"] if ok else []
+                raise InvalidTargetError(
+                    f"{self.name} needs a hidden size that its head count divides, and hidden "
+                    f"{t_hidden} is not divisible by {t_heads} heads; use "
+                    f"{', or '.join([*options, f'hidden {join_or(hiddens)}'])}."
+                )
         if target.intermediate is None:
             ffn = round_ratio(t_hidden, self.sizes(config)["ffn"], hidden)
             if ffn < 1:
@@ -397,7 +410,8 @@ class DecoderFamily(TransformerFamily):
         config["num_attention_heads"] = plan.heads
         config["num_key_value_heads"] = plan.kv_heads
         config["intermediate_size"] = plan.ffn
-        config["head_dim"] = plan.head_dim
+        if source.get("head_dim") is not None or plan.head_dim * plan.heads != plan.hidden:
+            config["head_dim"] = plan.head_dim  # else transformers takes hidden / heads
         for key in self.decl.follow_head_dim:
             if source.get(key) == src_head_dim:
                 config[key] = plan.head_dim

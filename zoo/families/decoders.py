@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from zoo.families.decoder import Decoder
 
-LLAMA = Decoder("llama", ("llama",), frozenset({"LlamaModel"}))
+LLAMA = Decoder("llama", ("llama",), frozenset({"LlamaModel"}), heads_divide_hidden=True)
 
 # Mistral 7B is llama's layout with a sliding attention window (a config value);
 # Mistral NeMo sets head_dim apart from hidden / heads.
@@ -37,6 +37,7 @@ GEMMA2 = Decoder(
     gain_offset=True,
     sandwich_norms=True,
     follow_head_dim=("query_pre_attn_scalar",),
+    heads_divide_hidden=True,
 )
 
 # Gemma 3's text model (Gemma3ForCausalLM; the multimodal gemma3 checkpoints are
@@ -49,6 +50,7 @@ GEMMA3 = Decoder(
     sandwich_norms=True,
     qk_norm=True,
     follow_head_dim=("query_pre_attn_scalar",),
+    heads_divide_hidden=True,
 )
 
 # Phi-3: q, k and v in one qkv_proj, gate and up in one gate_up_proj.
