@@ -355,8 +355,6 @@ def _forget_removed(reg, *, dry_run: bool) -> tuple[list[str], list[str]]:
         unused = {i: n for i, n in unused.items() if i not in linked}
         kept = sorted(removed[i] for i in set(removed) & needed)
         doomed = sorted(doomed_rows)
-        if unused and not dry_run:
-            _forget_placeholders(session, sorted(unused))
         if doomed and not dry_run:
             for start in range(0, len(doomed), _CHUNK):
                 ids = doomed[start : start + _CHUNK]
@@ -367,6 +365,8 @@ def _forget_removed(reg, *, dry_run: bool) -> tuple[list[str], list[str]]:
                 session.execute(
                     delete(Artifact).where(Artifact.id.in_(ids), Artifact.deleted_at.isnot(None))
                 )
+        if unused and not dry_run:  # after the edges of the rows just forgotten are gone
+            _forget_placeholders(session, sorted(unused))
         return sorted([*(removed[i] for i in doomed), *unused.values()]), kept
 
     if dry_run:
