@@ -159,6 +159,18 @@ def test_an_unknown_model_type_is_catalogued_like_any_other(registry, tiny_dir, 
     assert registry.fsck().ok and registry.audit(t5).status == "unknown"
 
 
+def test_a_config_without_a_model_type_is_catalogued_too(registry, tiny_dir, tmp_path):
+    folder = tmp_path / "custom"
+    shutil.copytree(tiny_dir("bert"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    del config["model_type"]
+    (folder / "config.json").write_text(json.dumps(config))
+    info = registry.import_checkpoint(folder)
+    assert info.family is None and info.config == config
+    with pytest.raises(UnknownFamilyError, match="custom is a checkpoint without a model_type"):
+        registry.materialize("custom", layers=2, hidden=16)
+
+
 def test_broken_files_of_an_unknown_type_are_still_refused(registry, tmp_path):
     t5 = save_t5(tmp_path / "t5")
     weights = t5 / "model.safetensors"
