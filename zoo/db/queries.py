@@ -103,7 +103,9 @@ def file_records(session: Session, artifact_id: int) -> list[FileRecord]:
 
 def set_files(session: Session, artifact: Artifact, files: Iterable[FileRecord]) -> None:
     """Make ``files`` the artifact's stored files (their blobs are already stored)."""
-    files = list(files)
+    files = sorted(files, key=lambda f: f.name)
+    if file_records(session, artifact.id) == files:
+        return  # a re-import of the same folder: no write
     session.execute(delete(ArtifactFile).where(ArtifactFile.artifact_id == artifact.id))
     if files:
         session.execute(
