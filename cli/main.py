@@ -69,7 +69,7 @@ def import_cmd(
 
 
 @cli.command("ls")
-@click.option("--kind", type=click.Choice(["source", "learngene", "derived"]))
+@click.option("--kind", type=click.Choice(["source", "learngene", "derived", "placeholder"]))
 @click.option("--family")
 @click.option("--all", "include_deleted", is_flag=True, help="Include removed artifacts.")
 @json_option

@@ -12,12 +12,18 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def family_of(info) -> str:
+    """The family column: ``-`` for an artifact no family resizes (catalogued only)."""
+    return info.family or "-"
+
+
 def artifact_line(info) -> str:
     virtual = " (virtual)" if info.virtual else ""
     aliases = f"  aliases: {', '.join(info.aliases)}" if info.aliases else ""
+    files = f", {len(info.files)} files" if info.files else ""
     return (
-        f"{info.name}  {info.kind}{virtual}  {info.family}  {info.content_hash[:12]}  "
-        f"{len(info.tensors)} tensors  {human_bytes(info.nbytes)}{aliases}"
+        f"{info.name}  {info.kind}{virtual}  {family_of(info)}  {info.content_hash[:12]}  "
+        f"{len(info.tensors)} tensors{files}  {human_bytes(info.nbytes)}{aliases}"
     )
 
 
@@ -31,7 +37,7 @@ def artifact_table(infos) -> str:
             (
                 i.name,
                 kind,
-                i.family,
+                family_of(i),
                 i.content_hash[:12],
                 human_bytes(i.nbytes),
                 ",".join(i.aliases),
@@ -47,7 +53,7 @@ def artifact_detail(info, with_tensors: bool = False) -> str:
     lines = [
         f"name:      {info.name}",
         f"kind:      {info.kind}{' (virtual: recipe only)' if info.virtual else ''}",
-        f"family:    {info.family}",
+        f"family:    {info.family or _no_family(info)}",
         f"hash:      {info.content_hash}",
         f"created:   {info.created_at.isoformat(timespec='seconds')} by {info.created_by}",
         f"tensors:   {len(info.tensors)} ({human_bytes(info.nbytes)})",
@@ -59,6 +65,8 @@ def artifact_detail(info, with_tensors: bool = False) -> str:
             # Per-signal axes, statistics and digests: hundreds of lines; --json has them.
             value = f"{len(value)} parameter groups (details: --json)"
         lines.append(f"{key + ':':<10} {value}")
+    for f in info.files:
+        lines.append(f"file:      {f.name}  {f.role}  {human_bytes(f.nbytes)}  {f.digest[:12]}")
     for imp in info.imports:
         rev = f"@{imp.revision}" if imp.revision else ""
         lines.append(
@@ -69,6 +77,13 @@ def artifact_detail(info, with_tensors: bool = False) -> str:
         for t in info.tensors:
             lines.append(f"  {t.name}  {t.dtype}  {list(t.shape)}  {t.digest[:12]}")
     return "\n".join(lines)
+
+
+def _no_family(info) -> str:
+    if info.kind == "placeholder":
+        return "- (a placeholder: no content until it is imported)"
+    model_type = (info.config or {}).get("model_type") or "none"
+    return f"- (model_type {model_type}: catalogued; no family resizes it)"
 
 
 # --- maintenance reports ---------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, inspect, select, text
 
 from zoo.db import engine as db_engine
-from zoo.db.models import Artifact, ArtifactTensor, Base, Edge, ImportRecord
+from zoo.db.models import Artifact, ArtifactFile, ArtifactTensor, Base, Edge, ImportRecord
 
 TABLES = set(Base.metadata.tables)  # every table the models declare
 N_PROCS = 8
@@ -225,11 +225,13 @@ def _writers_check(
             names = [a.name for a in artifacts]
             n_imports = s.scalar(select(func.count()).select_from(ImportRecord))
             edges = s.execute(select(Edge.parent_id, Edge.child_id, Edge.relation)).all()
-            stored_refs = set(
-                s.scalars(
-                    select(ArtifactTensor.digest).join(Artifact).where(Artifact.virtual.is_(False))
+            stored_refs = {
+                digest
+                for table in (ArtifactTensor, ArtifactFile)  # tensors, and generation configs
+                for digest in s.scalars(
+                    select(table.digest).join(Artifact).where(Artifact.virtual.is_(False))
                 )
-            )
+            }
         # Nothing lost: every result any writer got is a row; nothing twice: one row per
         # distinct content, one import record per folder, one edge per derivation.
         made = {m for r in reports for m in r["made"]}

@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tinymodels import FAMILIES, TINY, build_model, save_tiny
+from tinymodels import DECODERS, FAMILIES, TINY, build_model, save_tiny
 
 from zoo.errors import (
     InvalidCheckpointError,
@@ -35,7 +35,7 @@ from zoo.families import (
     get_family,
 )
 
-CHANGING = ("layers", "hidden", "ffn", "kv")
+CHANGING = ("layers", "hidden", "ffn", "kv", "attn")
 
 # Targets from the 4-layer, 32-wide tiny sources: smaller, larger, and not a power of two.
 TARGETS = {
@@ -149,7 +149,7 @@ def test_importing_families_does_not_import_torch():
 
 
 def test_registry_names_and_lookup(tiny):
-    assert set(FAMILY_NAMES) == {"bert", "roberta", "gpt2", "vit", "deit", "llama"}
+    assert set(FAMILY_NAMES) == {"bert", "roberta", "gpt2", "vit", "deit", *DECODERS}
     for name in FAMILY_NAMES:
         family = get_family(name)
         assert isinstance(family, Family)
@@ -239,6 +239,7 @@ def test_signal_shapes_follow_axis_roles(tiny, name):
             assert s.fan_in_axis is not None and s.axes[s.fan_in_axis] in (
                 "hidden",
                 "ffn",
+                "attn",
                 "channels",
             ), sname
         else:
@@ -254,16 +255,32 @@ def shape_table(name: str) -> dict[str, tuple[tuple[str, ...], tuple[int, ...], 
         "attn.out.weight": (("layers", "hidden", "hidden"), (L, H, H), "linear"),
         "attn.norm.weight": (("layers", "hidden"), (L, H), "norm_weight"),
     }
-    if name == "llama":
+    if name in DECODERS:
+        config = TINY[name]["config"]
+        D = config.get("head_dim", H // 4)
+        A, KV = 4 * D, 2 * D  # 4 heads, 2 kv heads
+        gain = "norm_bias" if name.startswith("gemma") else "norm_weight"  # (1 + w)
         table |= {
-            "attn.k.weight": (("layers", "kv", "hidden"), (L, 16, H), "linear"),
-            "attn.v.weight": (("layers", "kv", "hidden"), (L, 16, H), "linear"),
+            "attn.q.weight": (("layers", "attn", "hidden"), (L, A, H), "linear"),
+            "attn.out.weight": (("layers", "hidden", "attn"), (L, H, A), "linear"),
+            "attn.norm.weight": (("layers", "hidden"), (L, H), gain),
+            "attn.k.weight": (("layers", "kv", "hidden"), (L, KV, H), "linear"),
+            "attn.v.weight": (("layers", "kv", "hidden"), (L, KV, H), "linear"),
+            "ffn.norm.weight": (("layers", "hidden"), (L, H), gain),
             "ffn.gate.weight": (("layers", "ffn", "hidden"), (L, F, H), "linear"),
             "ffn.up.weight": (("layers", "ffn", "hidden"), (L, F, H), "linear"),
             "ffn.down.weight": (("layers", "hidden", "ffn"), (L, H, F), "linear"),
-            "final_norm.weight": (("hidden",), (H,), "norm_weight"),
+            "final_norm.weight": (("hidden",), (H,), gain),
             "lm_head.weight": (("vocab", "hidden"), (V, H), "head"),
         }
+        if name == "qwen2":
+            table["attn.q.bias"] = (("layers", "attn"), (L, A), "bias")
+            table["attn.k.bias"] = (("layers", "kv"), (L, KV), "bias")
+        if name in ("qwen3", "gemma3"):
+            table["attn.q_norm.weight"] = (("layers", "head_dim"), (L, D), gain)
+        if name in ("gemma2", "gemma3"):
+            table["attn.post_norm.weight"] = (("layers", "hidden"), (L, H), gain)
+            table["ffn.post_norm.weight"] = (("layers", "hidden"), (L, H), gain)
         return table
     table |= {
         "attn.k.weight": (("layers", "hidden", "hidden"), (L, H, H), "linear"),
@@ -597,7 +614,11 @@ def test_target_saves_and_loads_with_from_pretrained(tiny, tmp_path, name):
         ((mkey, mvalue),) = own.items()
         assert torch.equal(loaded[mkey], mvalue), key
     if config.get("tie_word_embeddings"):
-        word = next(v for k, v in loaded.items() if "word_embeddings" in k or "wte" in k)
+        word = next(
+            v
+            for k, v in loaded.items()
+            if any(w in k for w in ("word_embeddings", "wte", "embed_tokens"))
+        )
         head = next(
             v for k, v in loaded.items() if k.endswith(("decoder.weight", "lm_head.weight"))
         )
@@ -650,7 +671,13 @@ def test_llama_target_config_keeps_group_ratio_and_head_dim(tiny):
     assert config["num_key_value_heads"] == 4  # 2 query heads per kv head, as in the source
     assert config["head_dim"] == 8
     assert config["intermediate_size"] == 176  # 88/32 = 2.75
-    assert family.axis_sizes(config) == {"layers": 6, "hidden": 64, "ffn": 176, "kv": 32}
+    assert family.axis_sizes(config) == {
+        "layers": 6,
+        "hidden": 64,
+        "ffn": 176,
+        "kv": 32,
+        "attn": 64,
+    }
     config = family.target_config(llama, TargetSize(2, 32, heads=2, kv_heads=1))
     assert (config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]) == (
         2,

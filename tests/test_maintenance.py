@@ -151,7 +151,8 @@ def test_rm_cascade_removes_descendants(registry, family, run_cli):
 
 def test_gc_sweeps_only_what_nothing_kept_needs(registry, family, tiny_dir, run_cli):
     src_blobs = {t.digest for t in family["src"].tensors}
-    other_blobs = {t.digest for t in family["other"].tensors} - src_blobs
+    other = family["other"]  # tensors, and the generation config stored beside them
+    other_blobs = {t.digest for t in (*other.tensors, *other.files)} - src_blobs
     kept_blobs = set(registry.store.digests()) - other_blobs
     registry.rm("other")
     # A dry run reports, changes nothing.
@@ -202,7 +203,7 @@ def test_virtual_checkpoint_keeps_removed_ancestors_blobs(registry, family):
     registry.rm("virt")
     report = registry.gc(grace=0)
     assert set(report.hard_deleted) == {"src", "lg", "virt"}
-    other_blobs = {t.digest for t in family["other"].tensors}
+    other_blobs = {t.digest for t in (*family["other"].tensors, *family["other"].files)}
     assert set(registry.store.digests()) == other_blobs
     with registry.session() as s:
         assert s.scalars(select(Edge)).all() == []
@@ -350,7 +351,8 @@ def test_gc_and_fsck_repair_refuse_a_store_another_registry_uses(
     src = a.import_checkpoint(tiny_dir("gpt2"))
     b = zoo.connect(db_url=f"sqlite:///{tmp_path / 'b.db'}", store_url=a.settings.store_url)
     assert a.registry_id != b.registry_id
-    assert len(b.fsck().orphans) == len({t.digest for t in src.tensors})  # A's, seen from B
+    own = {t.digest for t in (*src.tensors, *src.files)}  # tensors, generation config
+    assert len(b.fsck().orphans) == len(own)  # A's, seen from B
     assert sorted(b.store.claims()) == sorted([a.registry_id, b.registry_id])
     with pytest.raises(ConflictError, match="also used by 1 other registry"):
         b.gc(grace=0)

@@ -109,7 +109,12 @@ def test_force_replaces_a_previous_output_of_zoos(registry, tiny_dir, tmp_path, 
     )
     assert code == 0, err
     marker = json.loads((out / export.MARKER).read_text())
-    assert set(marker["files"]) == {"config.json", "model.safetensors", "README.md"}
+    assert set(marker["files"]) == {
+        "config.json",
+        "model.safetensors",
+        "README.md",
+        "generation_config.json",
+    }
     code, _, err = run_cli(
         "materialize", src.name, "--layers", "3", "--hidden", "32", "--out", str(out), "--force"
     )

@@ -14,7 +14,7 @@ import torch
 import transformers
 from tinymodels import FAMILIES, build_model
 
-from zoo.families import get_family
+from zoo.families import family_for_config, get_family
 from zoo.unit_order import chain, chained_order, cosine_gram, residual_axes
 
 
@@ -51,7 +51,7 @@ def _reordered_copy(model, folder, order="similar"):
 
     model.save_pretrained(folder / "src")
     config = json.loads((folder / "src" / "config.json").read_text())
-    fam = get_family(config["model_type"])
+    fam = family_for_config(config)
     state = load_file(folder / "src" / "model.safetensors")
     reordered, perms = chained_order(fam.to_signals(state, config), order)
     (folder / "new").mkdir()

@@ -77,6 +77,56 @@ TINY = {
     ),
 }
 
+# The llama-shaped decoders (zoo/families/decoders.py): llama's sizes, each with what
+# sets its family apart switched on, so the tests see every declared difference. Sliding
+# windows of 4 tokens are shorter than the tests' inputs, so they change the logits.
+_DECODER = dict(TINY["llama"]["config"])
+DECODER_TINY = {
+    # head_dim set apart from hidden / heads, as in Mistral NeMo
+    "mistral": ("MistralForCausalLM", dict(head_dim=16, sliding_window=4)),
+    # q/k/v biases, a tied head, full attention in the first two layers then sliding
+    "qwen2": (
+        "Qwen2ForCausalLM",
+        dict(
+            tie_word_embeddings=True, use_sliding_window=True, sliding_window=4, max_window_layers=2
+        ),
+    ),
+    # q/k norms over a head_dim set apart
+    "qwen3": ("Qwen3ForCausalLM", dict(head_dim=16)),
+    # (1 + w) gains, embeddings scaled by sqrt(hidden), a tied head
+    "gemma": ("GemmaForCausalLM", dict(head_dim=16, tie_word_embeddings=True)),
+    # norms around both blocks, soft-caps, alternating sliding/full attention
+    "gemma2": (
+        "Gemma2ForCausalLM",
+        dict(
+            head_dim=8,
+            query_pre_attn_scalar=8,
+            sliding_window=4,
+            attn_logit_softcapping=50.0,
+            final_logit_softcapping=30.0,
+            tie_word_embeddings=True,
+        ),
+    ),
+    # Gemma 2 plus q/k norms; three sliding layers, then one full
+    "gemma3": (
+        "Gemma3ForCausalLM",
+        dict(
+            head_dim=16,
+            query_pre_attn_scalar=16,
+            sliding_window=4,
+            layer_types=["sliding_attention"] * 3 + ["full_attention"],
+            tie_word_embeddings=True,
+        ),
+    ),
+    # fused qkv_proj and gate_up_proj (grouped kv heads make the split uneven)
+    "phi3": ("Phi3ForCausalLM", dict(pad_token_id=0, bos_token_id=1, eos_token_id=2)),
+}
+for _name, (_arch, _extra) in DECODER_TINY.items():
+    TINY[_name] = dict(arch=_arch, config={**_DECODER, **_extra})
+
+#: every llama-shaped decoder family, llama included
+DECODERS = ("llama", *DECODER_TINY)
+
 FAMILIES = tuple(TINY)
 
 

@@ -343,7 +343,7 @@ def _time(text: str | None) -> datetime | None:
 
 
 def artifact_from_json(d: dict[str, Any]):
-    from zoo.db.entities import ArtifactInfo, ImportInfo, TensorRecord
+    from zoo.db.entities import ArtifactInfo, FileRecord, ImportInfo, TensorRecord
 
     return ArtifactInfo(
         id=d["id"],
@@ -368,6 +368,7 @@ def artifact_from_json(d: dict[str, Any]):
             TensorRecord(t["name"], t["dtype"], tuple(t["shape"]), t["nbytes"], t["digest"])
             for t in d.get("tensors", ())
         ),
+        files=tuple(FileRecord(**f) for f in d.get("files", ())),
     )
 
 

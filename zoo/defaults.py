@@ -66,6 +66,13 @@ CLOSEST = {
     "vit": "bert",  # not measured: encoder (post-/pre-LN differs), closest is bert
     "deit": "bert",  # not measured: vit with a distillation token
     "llama": "gpt2",  # measured on itself (sixth session): gpt2's defaults held
+    "mistral": "gpt2",  # not measured: llama-shaped decoder, like llama
+    "qwen2": "gpt2",  # not measured: llama-shaped decoder, like llama
+    "qwen3": "gpt2",  # not measured: llama-shaped decoder, like llama
+    "gemma": "gpt2",  # not measured: llama-shaped decoder, like llama
+    "gemma2": "gpt2",  # not measured: llama-shaped decoder, like llama
+    "gemma3": "gpt2",  # not measured: llama-shaped decoder, like llama
+    "phi3": "gpt2",  # not measured: llama-shaped decoder, like llama
 }
 
 #: The whole table, every family zoo ships.

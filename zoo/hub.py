@@ -35,6 +35,7 @@ ALLOW_PATTERNS = [
     "*.txt",  # vocab.txt, merges.txt
     "*.model",  # sentencepiece: tokenizer.model, spiece.model
     "*.tiktoken",
+    "*.jinja",  # chat_template.jinja
 ]
 _PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth"]
 

@@ -1,4 +1,11 @@
-"""Registering checkpoints and finding them again: import, list, show, tag, defaults."""
+"""Registering checkpoints and finding them again: import, list, show, tag, defaults.
+
+Any checkpoint in Hugging Face layout is catalogued: one whose ``model_type`` no family
+resizes is a source with no family (stored, listed, audited, verified and collected like
+any other; ``extract`` and ``materialize`` refuse it). Import also stores the files around
+the weights (zoo.checkpoint.side_files) and the ``base_model`` edges of its model card
+(zoo.api.base_models).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +17,13 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from zoo.db import queries
-from zoo.db.entities import ArtifactInfo, TensorRecord
+from zoo.db.entities import ArtifactInfo, FileRecord, TensorRecord
 from zoo.errors import (
     ConfigMismatchError,
     ConflictError,
     InvalidCheckpointError,
     InvalidInputError,
+    UnknownFamilyError,
 )
 from zoo.progress import progress_bar
 
@@ -43,6 +51,42 @@ def _check_layout(family: str, ckpt) -> None:
 IMPORTABLE = ("source", "derived")
 
 
+def family_name(config) -> str | None:
+    """The family that resizes checkpoints of this config.json, or None: zoo then
+    catalogues it without one."""
+    from zoo.families import family_for_config
+
+    try:
+        return family_for_config(config).name
+    except UnknownFamilyError:
+        return None
+
+
+def resizable(info: ArtifactInfo):
+    """The :class:`~zoo.families.Family` that resizes ``info``.
+
+    Raises:
+        UnknownFamilyError: it has none (a catalogued-only checkpoint or a placeholder),
+            in one line naming the families zoo resizes.
+    """
+    from zoo.families import FAMILY_NAMES, get_family
+
+    if info.family is not None:
+        return get_family(info.family)
+    families = ", ".join(FAMILY_NAMES)
+    if info.kind == "placeholder":
+        repo = info.info.get("repo_id", info.name)
+        raise UnknownFamilyError(
+            f"{info.name} is a placeholder for the Hub model {repo}, which a model card names "
+            f"as its base; import it first (`zoo import {repo}`)."
+        )
+    model_type = (info.config or {}).get("model_type")
+    what = f"a {model_type!r} checkpoint" if model_type else "a checkpoint without a model_type"
+    raise UnknownFamilyError(
+        f"{info.name} is {what}: zoo catalogues it but resizes only {families}."
+    )
+
+
 def import_checkpoint(
     reg,
     source: str | os.PathLike[str],
@@ -54,7 +98,9 @@ def import_checkpoint(
 ) -> ArtifactInfo:
     """Register a Hugging Face checkpoint; see :meth:`zoo.Registry.import_checkpoint`."""
     from zoo.checkpoint import open_checkpoint, validate_name
-    from zoo.families import family_for_config
+    from zoo.checkpoint.side_files import base_models, card_metadata, find_side_files
+
+    from .base_models import adopt_placeholder, record_base_models
 
     if name is not None:
         validate_name(name)
@@ -65,8 +111,9 @@ def import_checkpoint(
                 f"{path} is a bare .safetensors file; import needs a folder with config.json.",
                 path=str(path),
             )
-        family = family_for_config(ckpt.config).name
-        _check_layout(family, ckpt)
+        family = family_name(ckpt.config)
+        if family is not None:
+            _check_layout(family, ckpt)
         from zoo.checkpoint import manifest_hash
 
         content_hash = manifest_hash(ckpt.config, ckpt.tensors)
@@ -80,8 +127,26 @@ def import_checkpoint(
                 # Not has-then-put: a reused blob gets a fresh time so gc leaves it alone.
                 reg.store.put_if_absent(t.digest, functools.partial(ckpt.read_bytes, t.name))
                 bar.update(t.nbytes)
-        files = dict(ckpt.files)
+        side = find_side_files(ckpt.root)
+        for f in side:
+            reg.store.put_if_absent(f.digest, functools.partial(bytes, f.data))
+        files = {**ckpt.files, **{f.name: f.digest for f in side}}
         config = ckpt.config
+    side_records = [FileRecord(f.name, f.role, f.nbytes, f.digest) for f in side]
+    card = next((f for f in side if f.role == "card"), None)
+    bases, relation = base_models(
+        card_metadata(card.data.decode("utf-8", "replace")) if card else {}
+    )
+
+    def record(session: Session, row) -> None:
+        """What an import adds besides the row: its files, the import, the Hub's edges."""
+        queries.add_import(session, row, origin=origin, revision=commit, files=files, by=reg.user)
+        if side_records:  # the newest import that brought files defines them
+            queries.set_files(session, row, side_records)
+        if origin.startswith("hf://"):
+            adopt_placeholder(session, row, origin[len("hf://") :])
+        if row.kind == "source":  # a derived one's lineage is zoo's own
+            record_base_models(session, row, bases, relation, by=reg.user)
 
     default_name = _default_name(source if commit else path)
 
@@ -97,7 +162,7 @@ def import_checkpoint(
             row.deleted_at = None
         if row.virtual:  # its weights are in the store now
             row.virtual = False
-        queries.add_import(session, row, origin=origin, revision=commit, files=files, by=reg.user)
+        record(session, row)
         if name and name != row.name:
             owner = queries.alias_target(session, name)
             if owner is None and not queries.name_taken(session, name):
@@ -133,7 +198,7 @@ def import_checkpoint(
             tensors=tensors,
             created_by=reg.user,
         )
-        queries.add_import(session, row, origin=origin, revision=commit, files=files, by=reg.user)
+        record(session, row)
         return queries.to_info(session, row)
 
     return reg.transaction(insert, on_conflict=find_existing)

@@ -409,8 +409,8 @@ class OutputFolder:
         )
         (self.temp / "README.md").write_text(card, encoding="utf-8")
         for name, data in (extra_files or {}).items():
-            if name in (MARKER, INDEX_FILE, "config.json", "README.md", *self.files):
-                continue
+            if (self.temp / name).exists() or name == MARKER or Path(name).name != name:
+                raise InvalidInputError(f"{name!r} is not a side file zoo can write to --out.")
             (self.temp / name).write_bytes(data)
         _write_marker(self.temp, synced=self._fds)
         self._close()
@@ -457,38 +457,3 @@ def _swap_into_place(temp: Path, out: Path, tag: str) -> None:
         raise
     _fsync_dir(out.parent)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def model_card(plan, name: str, content_hash: str) -> str:
-    """A model card whose front matter names the base model and zoo's recipe."""
-    from zoo import __version__
-
-    src = plan.source
-    base = next(
-        (i.origin[len("hf://") :] for i in src.imports if i.origin.startswith("hf://")), src.name
-    )
-    recipe = plan.recipe
-    how = recipe.method + (f" ({recipe.wavelet})" if recipe.wavelet else "")
-    rules = f"rescale `{recipe.rescale}`"
-    rules += f", norm `{recipe.norm}`" if recipe.norm != "method" else ""
-    rules += f", depth `{recipe.depth}`" if recipe.depth != "method" else ""
-    rules += f", unit order `{recipe.order}`" if recipe.order != "stored" else ""
-    lg = (
-        f"- learngene: `{plan.learngene.name}` ({plan.learngene.content_hash})\n"
-        if plan.learngene
-        else ""
-    )
-    return (
-        "---\n"
-        f"base_model: {base}\n"
-        "library_name: transformers\n"
-        "tags:\n- zoo\n- learngene\n"
-        "---\n\n"
-        f"# {name}\n\n"
-        f"Initialized by zoo {__version__} from `{src.name}` with {how}, "
-        f"{rules}. This is an initialization, not a trained model.\n\n"
-        "## Lineage\n\n"
-        f"- source: `{src.name}` ({src.content_hash})\n{lg}"
-        f"- this checkpoint: {content_hash}\n\n"
-        "Audit it with `zoo audit PATH`; re-derive it with `zoo rederive NAME`.\n"
-    )

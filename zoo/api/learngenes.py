@@ -141,11 +141,11 @@ def extract(
     """Extract (once) a learngene from a registered checkpoint."""
     from zoo.checkpoint import manifest_hash, validate_name
     from zoo.derive import signal_stats
-    from zoo.families import get_family
     from zoo.transforms import dwt_approx, front_extract
     from zoo.unit_order import ordered
 
     from . import tensors as tio
+    from .catalog import resizable
 
     if name is not None:
         validate_name(name)
@@ -156,7 +156,7 @@ def extract(
         if existing is not None:
             return queries.to_info(session, existing)
         src_info = queries.to_info(session, src)
-    family = get_family(src_info.family)
+    family = resizable(src_info)
     dev = tio.resolve_device(device)
     if src_info.virtual:
         # Recipe only: its weights are re-derived on their recorded device and verified.

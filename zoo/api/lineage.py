@@ -23,7 +23,7 @@ class Node:
     id: int
     kind: str
     name: str
-    family: str
+    family: str | None
     content_hash: str
     virtual: bool
     deleted: bool
@@ -94,7 +94,7 @@ class Lineage:
     def to_dot(self) -> str:
         lines = ["digraph lineage {", "  rankdir=LR;"]
         for n in self.nodes.values():
-            shape = {"source": "box", "learngene": "ellipse", "derived": "box"}[n.kind]
+            shape = {"source": "box", "learngene": "ellipse", "derived": "box"}.get(n.kind, "note")
             style = ', style="dashed"' if n.virtual else ""
             lines.append(f'  n{n.id} [label="{_esc(n.label)}\\n{n.kind}", shape={shape}{style}];')
         for i, (node_id, imps) in enumerate(self.imports.items()):

@@ -19,12 +19,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, exists, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from zoo.db import queries
 from zoo.db.entities import ArtifactInfo
-from zoo.db.models import Alias, Artifact, ArtifactTensor, Edge, FamilyDefault, ImportRecord
+from zoo.db.models import (
+    Alias,
+    Artifact,
+    ArtifactFile,
+    ArtifactTensor,
+    Edge,
+    FamilyDefault,
+    ImportRecord,
+)
 from zoo.errors import BlobCorruptError, ConflictError, InvalidInputError
 
 DEFAULT_GRACE = "24h"
@@ -137,6 +145,18 @@ class VerifyReport:
         return {**asdict(self), "ok": self.ok}
 
 
+# --- what rows point at ----------------------------------------------------------------
+
+
+def _refs():
+    """Every blob a row points at: its tensors and the files stored beside them
+    (tokenizers, configs, model cards), as ``(artifact_id, digest, nbytes)``."""
+    return union_all(
+        select(ArtifactTensor.artifact_id, ArtifactTensor.digest, ArtifactTensor.nbytes),
+        select(ArtifactFile.artifact_id, ArtifactFile.digest, ArtifactFile.nbytes),
+    ).subquery("blob_refs")
+
+
 # --- the lineage graph, as the collector sees it -----------------------------------------
 
 
@@ -176,12 +196,13 @@ def _stored_digests_of(session: Session, artifact_ids: Iterable[int]) -> set[str
     ids = sorted(set(artifact_ids))
     out: set[str] = set()
     for start in range(0, len(ids), _CHUNK):
+        refs = _refs()
         out.update(
             session.scalars(
-                select(ArtifactTensor.digest)
-                .join(Artifact, Artifact.id == ArtifactTensor.artifact_id)
+                select(refs.c.digest)
+                .join(Artifact, Artifact.id == refs.c.artifact_id)
                 .where(
-                    ArtifactTensor.artifact_id.in_(ids[start : start + _CHUNK]),
+                    refs.c.artifact_id.in_(ids[start : start + _CHUNK]),
                     Artifact.virtual.is_(False),
                 )
                 .distinct()
@@ -204,10 +225,11 @@ def _mark(session: Session) -> tuple[set[str], set[int]]:
     virtual = {i for i, v in rows if v}
     parents = _parents_of(_edges(session))
     needed_rows = kept | _walk(kept, parents)
+    refs = _refs()
     digests = set(
         session.scalars(
-            select(ArtifactTensor.digest)
-            .join(Artifact, Artifact.id == ArtifactTensor.artifact_id)
+            select(refs.c.digest)
+            .join(Artifact, Artifact.id == refs.c.artifact_id)
             .where(Artifact.deleted_at.is_(None), Artifact.virtual.is_(False))
             .distinct()
         )
@@ -313,7 +335,9 @@ def gc(reg, *, grace: str | float = DEFAULT_GRACE, dry_run: bool = False) -> GcR
 
 
 def _forget_removed(reg, *, dry_run: bool) -> tuple[list[str], list[str]]:
-    """Hard-delete removed rows that no kept row descends from; (deleted, still needed)."""
+    """Hard-delete removed rows that no kept row descends from, and placeholders that no
+    edge uses any more (they exist only to anchor a model card's base_model edges);
+    (deleted, still needed)."""
 
     def work(session: Session) -> tuple[list[str], list[str]]:
         _, needed = _mark(session)
@@ -322,19 +346,31 @@ def _forget_removed(reg, *, dry_run: bool) -> tuple[list[str], list[str]]:
                 select(Artifact.id, Artifact.name).where(Artifact.deleted_at.isnot(None))
             ).all()
         )
-        doomed = sorted(set(removed) - needed)
+        doomed_rows = set(removed) - needed
+        linked = {n for e in _edges(session) if not set(e) & doomed_rows for n in e}
+        unused = dict(
+            session.execute(
+                select(Artifact.id, Artifact.name).where(
+                    Artifact.kind == "placeholder", Artifact.deleted_at.is_(None)
+                )
+            ).all()
+        )
+        unused = {i: n for i, n in unused.items() if i not in linked}
         kept = sorted(removed[i] for i in set(removed) & needed)
+        doomed = sorted(doomed_rows)
         if doomed and not dry_run:
             for start in range(0, len(doomed), _CHUNK):
                 ids = doomed[start : start + _CHUNK]
                 session.execute(delete(Edge).where(Edge.child_id.in_(ids)))
                 session.execute(delete(Edge).where(Edge.parent_id.in_(ids)))
-                for model in (ArtifactTensor, ImportRecord, Alias, FamilyDefault):
+                for model in (ArtifactTensor, ArtifactFile, ImportRecord, Alias, FamilyDefault):
                     session.execute(delete(model).where(model.artifact_id.in_(ids)))
                 session.execute(
                     delete(Artifact).where(Artifact.id.in_(ids), Artifact.deleted_at.isnot(None))
                 )
-        return sorted(removed[i] for i in doomed), kept
+        if unused and not dry_run:  # after the edges of the rows just forgotten are gone
+            _forget_placeholders(session, sorted(unused))
+        return sorted([*(removed[i] for i in doomed), *unused.values()]), kept
 
     if dry_run:
         with reg.session() as session:
@@ -342,15 +378,26 @@ def _forget_removed(reg, *, dry_run: bool) -> tuple[list[str], list[str]]:
     return reg.transaction(work)
 
 
+def _forget_placeholders(session: Session, ids: list[int]) -> None:
+    """Delete these placeholders and their aliases, unless an edge to one appeared since
+    they were found unused (an import recording its card's base_model meanwhile)."""
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        for model, column in ((Alias, Alias.artifact_id), (Artifact, Artifact.id)):
+            in_use = exists().where(or_(Edge.parent_id == column, Edge.child_id == column))
+            session.execute(delete(model).where(column.in_(chunk), ~in_use))
+
+
 # --- fsck --------------------------------------------------------------------------------
 
 
 def _kept_tensors(session: Session) -> dict[str, int]:
-    """digest -> nbytes for every tensor of a kept, stored artifact."""
+    """digest -> nbytes for every tensor and file of a kept, stored artifact."""
+    refs = _refs()
     return dict(
         session.execute(
-            select(ArtifactTensor.digest, ArtifactTensor.nbytes)
-            .join(Artifact, Artifact.id == ArtifactTensor.artifact_id)
+            select(refs.c.digest, refs.c.nbytes)
+            .join(Artifact, Artifact.id == refs.c.artifact_id)
             .where(Artifact.deleted_at.is_(None), Artifact.virtual.is_(False))
             .distinct()
         ).all()
@@ -362,11 +409,12 @@ def _holders(session: Session, digests: Iterable[str]) -> dict[str, tuple[str, .
     digests = sorted(set(digests))
     out: dict[str, set[str]] = {}
     for start in range(0, len(digests), _CHUNK):
+        refs = _refs()
         for digest, name in session.execute(
-            select(ArtifactTensor.digest, Artifact.name)
-            .join(Artifact, Artifact.id == ArtifactTensor.artifact_id)
+            select(refs.c.digest, Artifact.name)
+            .join(Artifact, Artifact.id == refs.c.artifact_id)
             .where(
-                ArtifactTensor.digest.in_(digests[start : start + _CHUNK]),
+                refs.c.digest.in_(digests[start : start + _CHUNK]),
                 Artifact.deleted_at.is_(None),
                 Artifact.virtual.is_(False),
             )
@@ -390,7 +438,7 @@ def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> Fs
     # ...and the references again after the listing: a blob listed before its row was
     # committed is not an orphan.
     with reg.session() as session:
-        referenced = set(session.scalars(select(ArtifactTensor.digest).distinct()))
+        referenced = set(session.scalars(select(_refs().c.digest).distinct()))
         now = time.time()
         problems: list[BlobProblem] = []
         missing = [d for d in needed if d not in listing and not store.has(d)]
@@ -476,10 +524,11 @@ def _remove_orphans(reg, orphans: list[StoreItem], grace_s: float) -> list[str]:
         referenced = set()
         names = [o.name for o in orphans]
         for start in range(0, len(names), _CHUNK):
+            refs = _refs()
             referenced.update(
                 session.scalars(
-                    select(ArtifactTensor.digest)
-                    .where(ArtifactTensor.digest.in_(names[start : start + _CHUNK]))
+                    select(refs.c.digest)
+                    .where(refs.c.digest.in_(names[start : start + _CHUNK]))
                     .distinct()
                 )
             )
@@ -512,7 +561,11 @@ def verify(reg, query: str | None = None, *, workers: int | None = None) -> Veri
             if row.virtual:
                 digests = sorted(_needed_by_virtual(session, row.id))
             else:
-                digests = sorted({t.digest for t in queries.tensor_records(session, row.id)})
+                records = [
+                    *queries.tensor_records(session, row.id),
+                    *queries.file_records(session, row.id),
+                ]
+                digests = sorted({r.digest for r in records})
 
     def check(digest: str) -> tuple[str, int, str | None, str]:
         try:

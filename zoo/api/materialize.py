@@ -145,8 +145,12 @@ def export(reg, query: str, out: str | Path, *, force: bool = False, max_shard_s
         raise InvalidInputError(
             f"{info.name} is a {info.kind}, not a checkpoint; materialize a size from it."
         )
+    from .side_files import files_of
+
     layout = {t.name: (t.dtype, tuple(t.shape), t.nbytes) for t in info.tensors}
-    card = (
+    # The files imported with it, its own model card included, each blob verified.
+    extra = {f.name: reg.store.get(f.digest) for f in files_of(reg, info)}
+    card = extra.pop("README.md", b"").decode("utf-8", "replace") or (
         "---\nlibrary_name: transformers\ntags:\n- zoo\n---\n\n"
         f"# {info.name}\n\nA source checkpoint registered in zoo ({info.content_hash}).\n"
         "Audit a copy with `zoo audit PATH`.\n"
@@ -171,7 +175,9 @@ def export(reg, query: str, out: str | Path, *, force: bool = False, max_shard_s
             folder.put(record.name, tio.raw_bytes(tio.read_tensor(reg.store, record)))
 
         tio.parallel_map(copy, list(info.tensors), cost=[t.nbytes for t in info.tensors])
-        return folder.commit(config=info.config or {}, metadata=metadata, card=card)
+        return folder.commit(
+            config=info.config or {}, metadata=metadata, card=card, extra_files=extra
+        )
 
 
 # --- the steps -------------------------------------------------------------------------------
@@ -288,7 +294,14 @@ def _run(
         if verify is not None:
             verify(sink)
         return finish(manifest_hash(plan.target_config, sink.sorted_records()))
+    from .cards import model_card
+    from .side_files import card_metadata_of, out_files
+
     shard = export.parse_size(max_shard_size or export.DEFAULT_SHARD_SIZE)
+    # The source's tokenizer and configs travel with the weights (read, and verified,
+    # before any work).
+    extra = out_files(reg, plan.source)
+    source_card = card_metadata_of(reg, plan.source)
     with (
         _journal(reg, out),
         export.OutputFolder(
@@ -309,7 +322,8 @@ def _run(
             folder.commit(
                 config=plan.target_config,
                 metadata=provenance(plan, name, content_hash),
-                card=export.model_card(plan, name, content_hash),
+                card=model_card(plan, name, content_hash, source_card, sorted(extra)),
+                extra_files=extra,
             )
             return finish(content_hash)
 

@@ -21,6 +21,7 @@ from zoo.db.entities import ArtifactInfo
 from zoo.derive import Recipe
 from zoo.errors import AmbiguousNameError, InvalidInputError, NotFoundError
 
+from .catalog import resizable
 from .learngenes import DEFAULT_WAVELET, check_wavelet
 
 if TYPE_CHECKING:
@@ -122,6 +123,7 @@ def make_plan(reg, query: str, request: MaterializeRequest) -> Plan:
         parent = queries.to_info(session, _resolve_parent(session, query))
         learngene = parent if parent.kind == "learngene" else None
         source = source_of(session, parent) if learngene else parent
+    resizable(source)  # one line naming the families zoo resizes, before any work
     target = TargetSize(
         layers=request.layers,
         hidden=request.hidden,

@@ -169,7 +169,12 @@ class Registry:
         convert_bin: bool = False,
         progress: bool = False,
     ):
-        """Register a checkpoint in Hugging Face layout.
+        """Register a checkpoint in Hugging Face layout, of any ``model_type``.
+
+        One that no family resizes is catalogued with ``family`` None. The tokenizer
+        files, generation and processor configs, chat template and model card are stored
+        with it (``files``), and a card's ``base_model`` becomes a lineage edge (from a
+        placeholder until that repository is imported).
 
         Args:
             source: a local folder (config.json + safetensors), or ``ORG/NAME`` resolved

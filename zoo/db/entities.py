@@ -18,6 +18,16 @@ class TensorRecord:
 
 
 @dataclass(frozen=True)
+class FileRecord:
+    """A file stored with a checkpoint besides its weights (see zoo.checkpoint.side_files)."""
+
+    name: str
+    role: str
+    nbytes: int
+    digest: str
+
+
+@dataclass(frozen=True)
 class ImportInfo:
     origin: str
     revision: str
@@ -28,12 +38,15 @@ class ImportInfo:
 
 @dataclass(frozen=True)
 class ArtifactInfo:
-    """A registered artifact: a source checkpoint, a learngene or a derived checkpoint."""
+    """A registered artifact: a source checkpoint, a learngene, a derived checkpoint, or a
+    placeholder for a Hub model that a model card names as its base but zoo has not
+    imported. ``family`` is None when no family resizes it (it is catalogued all the
+    same) and for placeholders; ``files`` are the files stored with its weights."""
 
     id: int
     kind: str
     name: str
-    family: str
+    family: str | None
     content_hash: str
     config: dict[str, Any] | None
     info: dict[str, Any]
@@ -44,6 +57,7 @@ class ArtifactInfo:
     aliases: tuple[str, ...] = ()
     imports: tuple[ImportInfo, ...] = ()
     tensors: tuple[TensorRecord, ...] = field(default=(), repr=False)
+    files: tuple[FileRecord, ...] = ()
 
     @property
     def nbytes(self) -> int:
@@ -63,6 +77,7 @@ class ArtifactInfo:
         else:
             del data["tensors"]
         data["aliases"] = list(self.aliases)
+        data["files"] = [asdict(f) for f in self.files]
         return data
 
 

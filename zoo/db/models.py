@@ -46,9 +46,13 @@ class Artifact(Base):
     __table_args__ = (UniqueConstraint("kind", "content_hash"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # source | learngene | derived
+    # source | learngene | derived | placeholder (a Hub model named as a base_model in a
+    # model card but not imported: it anchors lineage edges, and holds no content)
+    kind: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(NAME, unique=True)
-    family: Mapped[str] = mapped_column(String(32), index=True)
+    # None: zoo catalogues the checkpoint but knows no family that resizes it (a t5, a
+    # mixture of experts), or the artifact is a placeholder with no content.
+    family: Mapped[str | None] = mapped_column(String(32), index=True)
     content_hash: Mapped[str] = mapped_column(HASH)
     config_json: Mapped[str | None] = mapped_column(Text)
     # Kind-specific facts as canonical JSON: a learngene's method and settings, a derived
@@ -70,6 +74,23 @@ class ArtifactTensor(Base):
     name: Mapped[str] = mapped_column(String(512), primary_key=True)
     dtype: Mapped[str] = mapped_column(String(16))
     shape_json: Mapped[str] = mapped_column(String(256))
+    nbytes: Mapped[int] = mapped_column(BigInteger)
+    digest: Mapped[str] = mapped_column(HASH)
+
+
+class ArtifactFile(Base):
+    """A file that came with a checkpoint besides its weights and config (tokenizer,
+    generation and processor configs, chat template, model card), stored as a blob like a
+    tensor: content-addressed by the sha256 of its bytes."""
+
+    __tablename__ = "artifact_files"
+    __table_args__ = (Index("ix_artifact_files_digest", "digest"),)
+
+    artifact_id: Mapped[int] = mapped_column(
+        ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)  # relative file name
+    role: Mapped[str] = mapped_column(String(32))  # tokenizer | generation | processor | ...
     nbytes: Mapped[int] = mapped_column(BigInteger)
     digest: Mapped[str] = mapped_column(HASH)
 

@@ -8,13 +8,21 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import insert, or_, select
+from sqlalchemy import delete, insert, or_, select
 from sqlalchemy.orm import Session
 
-from zoo.db.entities import ArtifactInfo, EdgeInfo, ImportInfo, TensorRecord, loads
+from zoo.db.entities import (
+    ArtifactInfo,
+    EdgeInfo,
+    FileRecord,
+    ImportInfo,
+    TensorRecord,
+    loads,
+)
 from zoo.db.models import (
     Alias,
     Artifact,
+    ArtifactFile,
     ArtifactTensor,
     Edge,
     FamilyDefault,
@@ -23,7 +31,7 @@ from zoo.db.models import (
 )
 from zoo.errors import AmbiguousNameError, InvalidInputError, NotFoundError
 
-KINDS = ("source", "learngene", "derived")
+KINDS = ("source", "learngene", "derived", "placeholder")
 
 
 def now() -> datetime:
@@ -68,6 +76,7 @@ def to_info(session: Session, row: Artifact, *, tensors: bool = True) -> Artifac
             for i in imports
         ),
         tensors=tuple(tensor_rows),
+        files=tuple(file_records(session, row.id)),
     )
 
 
@@ -81,6 +90,38 @@ def tensor_records(session: Session, artifact_id: int) -> list[TensorRecord]:
         TensorRecord(t.name, t.dtype, tuple(json.loads(t.shape_json)), t.nbytes, t.digest)
         for t in rows
     ]
+
+
+def file_records(session: Session, artifact_id: int) -> list[FileRecord]:
+    rows = session.scalars(
+        select(ArtifactFile)
+        .where(ArtifactFile.artifact_id == artifact_id)
+        .order_by(ArtifactFile.name)
+    ).all()
+    return [FileRecord(f.name, f.role, f.nbytes, f.digest) for f in rows]
+
+
+def set_files(session: Session, artifact: Artifact, files: Iterable[FileRecord]) -> None:
+    """Make ``files`` the artifact's stored files (their blobs are already stored)."""
+    files = sorted(files, key=lambda f: f.name)
+    if file_records(session, artifact.id) == files:
+        return  # a re-import of the same folder: no write
+    session.execute(delete(ArtifactFile).where(ArtifactFile.artifact_id == artifact.id))
+    if files:
+        session.execute(
+            insert(ArtifactFile),
+            [
+                {
+                    "artifact_id": artifact.id,
+                    "name": f.name,
+                    "role": f.role,
+                    "nbytes": f.nbytes,
+                    "digest": f.digest,
+                }
+                for f in files
+            ],
+        )
+    session.flush()
 
 
 def registry_id(session: Session) -> str:
@@ -116,7 +157,7 @@ def insert_artifact(
     *,
     kind: str,
     name: str,
-    family: str,
+    family: str | None,
     content_hash: str,
     config: dict[str, Any] | None,
     info: dict[str, Any],

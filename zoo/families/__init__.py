@@ -1,7 +1,8 @@
 """Architecture families: how HF parameter names group into signals, and how a config is
 rewritten for a target size.
 
-One module per architecture; :data:`FAMILY_NAMES` lists them and :func:`get_family` /
+One module per architecture, except the llama-shaped decoders, which are declarations
+(zoo/families/decoders.py); :data:`FAMILY_NAMES` lists them all and :func:`get_family` /
 :func:`family_for_config` find one. Importing this package does not import torch.
 
 Example:
@@ -19,13 +20,15 @@ from typing import Any
 from zoo.errors import UnknownFamilyError
 from zoo.families.base import Family, Signal, SignalKind, SignalSpec, TargetSize
 from zoo.families.bert import BertFamily
+from zoo.families.decoder import DecoderFamily
+from zoo.families.decoders import DECODERS
 from zoo.families.deit import DeiTFamily
 from zoo.families.gpt2 import GPT2Family
-from zoo.families.llama import LlamaFamily
 from zoo.families.roberta import RobertaFamily
 from zoo.families.vit import ViTFamily
 
-# The registry: adding a family is its module plus one entry here.
+# The registry: adding a family is its module plus one entry here, or for a llama-shaped
+# decoder one declaration in decoders.py.
 _FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
@@ -34,7 +37,7 @@ _FAMILIES: dict[str, Family] = {
         GPT2Family(),
         ViTFamily(),
         DeiTFamily(),
-        LlamaFamily(),
+        *(DecoderFamily(d) for d in DECODERS),
     )
 }
 _BY_MODEL_TYPE: dict[str, Family] = {t: f for f in _FAMILIES.values() for t in f.model_types}

@@ -27,8 +27,10 @@ from zoo.families.base import Family, Signal, SignalKind, TargetSize
 if TYPE_CHECKING:
     import torch
 
-#: roles whose size a target may change; every other role is fixed.
-CHANGING_ROLES = ("layers", "hidden", "ffn", "kv")
+#: roles whose size a target may change; every other role is fixed. ``attn`` is the width
+#: of attention's queries (heads x head_dim), which equals ``hidden`` unless a config sets
+#: head_dim apart (Qwen3, Gemma); ``kv`` the width of keys and values (kv heads x head_dim).
+CHANGING_ROLES = ("layers", "hidden", "ffn", "kv", "attn")
 
 #: signal-name prefix of tensors no rule knows that pass through unchanged.
 EXTRA_PREFIX = "extra:"
@@ -68,6 +70,9 @@ class Rule:
             target's layers) and left out when the target's sizes no longer fit it.
         split: tensor -> one tensor per piece, in ``(out, in)`` order (default: itself).
         join: the inverse of ``split``.
+        fused_axis: the tensor is its pieces concatenated along this axis (of the stored,
+            per-layer tensor), each as wide as the config makes its role there: Phi-3's
+            ``qkv_proj`` is q, k and v stacked, ``gate_up_proj`` gate and up.
     """
 
     keys: tuple[str, ...]
@@ -77,6 +82,7 @@ class Rule:
     buffer: bool = False
     split: Split | None = None
     join: Join | None = None
+    fused_axis: int | None = None
 
     @property
     def per_layer(self) -> bool:
@@ -147,6 +153,21 @@ def linear(
     return out_rules
 
 
+def fused(
+    key: str, pieces: Sequence[tuple[str, tuple[str, ...], SignalKind]], *, axis: int = 0
+) -> Rule:
+    """A rule for a tensor that is several signals concatenated along ``axis``; each
+    piece is ``(signal, axes, kind)`` with per-layer axes including ``layers``."""
+    return Rule(
+        (key,),
+        tuple(
+            Piece(signal, axes, kind, len(axes) - 1 if kind in ("linear", "head") else None)
+            for signal, axes, kind in pieces
+        ),
+        fused_axis=axis,
+    )
+
+
 def norm(
     keys: str | tuple[str, ...],
     name: str,
@@ -154,16 +175,23 @@ def norm(
     bias: bool = True,
     required: bool = True,
     scope: Literal["base", "top"] = "base",
+    axis: str = "hidden",
+    gain: SignalKind = "norm_weight",
 ) -> list[Rule]:
-    """Rules for a LayerNorm (weight and bias) or RMSNorm (weight only) over ``hidden``."""
+    """Rules for a LayerNorm (weight and bias) or RMSNorm (weight only) over ``axis``.
+
+    ``gain`` is the weight's kind: ``norm_weight`` for a gain that starts at one,
+    ``norm_bias`` for one stored as an offset from one (Gemma's ``1 + w``), which starts
+    at zero like a bias.
+    """
     keys = (keys,) if isinstance(keys, str) else keys
     layer = ("layers",) if "{i}" in keys[0] else ()
     out = [
         rule(
             tuple(f"{k}.weight" for k in keys),
             f"{name}.weight",
-            (*layer, "hidden"),
-            "norm_weight",
+            (*layer, axis),
+            gain,
             required=required,
             scope=scope,
         )
@@ -173,7 +201,7 @@ def norm(
             rule(
                 tuple(f"{k}.bias" for k in keys),
                 f"{name}.bias",
-                (*layer, "hidden"),
+                (*layer, axis),
                 "norm_bias",
                 required=required,
                 scope=scope,
@@ -524,6 +552,8 @@ class TransformerFamily(Family):
                 continue
 
             def split(key: str, tensor: torch.Tensor, r: Rule = r) -> Sequence[torch.Tensor]:
+                if r.fused_axis is not None:
+                    return self._unfuse(key, tensor, r, sizes)
                 if r.split is None:
                     return (tensor,)
                 try:
@@ -570,6 +600,24 @@ class TransformerFamily(Family):
                 )
         signals.update(extras)
         return signals
+
+    def _unfuse(
+        self, key: str, tensor: torch.Tensor, r: Rule, sizes: Mapping[str, int]
+    ) -> Sequence[torch.Tensor]:
+        """A fused tensor cut into its pieces, each as wide as the config says."""
+        offset = 1 if r.per_layer else 0
+        widths = [sizes.get(p.axes[offset + r.fused_axis]) for p in r.pieces]
+        if (
+            tensor.dim() <= r.fused_axis
+            or None in widths
+            or sum(widths) != tensor.shape[r.fused_axis]
+        ):
+            raise ConfigMismatchError(
+                f"tensor {key!r} has shape {tuple(tensor.shape)}, which does not split "
+                f"into {[p.signal for p in r.pieces]} of widths {widths} along axis "
+                f"{r.fused_axis}; the checkpoint does not match its config.json."
+            )
+        return tensor.split(widths, dim=r.fused_axis)
 
     # --- signals -> state dict -----------------------------------------------------------------
 
@@ -673,7 +721,12 @@ class TransformerFamily(Family):
 
         def emit(r: Rule, tensors: list[torch.Tensor], index: int | None) -> None:
             parts = tensors if index is None else [t[min(index, t.shape[0] - 1)] for t in tensors]
-            value = r.join(parts) if r.join else parts[0]
+            if r.fused_axis is not None:
+                import torch
+
+                value = torch.cat(parts, dim=r.fused_axis)
+            else:
+                value = r.join(parts) if r.join else parts[0]
             name = r.keys[0] if index is None else r.keys[0].format(i=index)
             out[(prefix if r.scope == "base" else "") + name] = value.contiguous()
 

@@ -10,7 +10,8 @@ signal carries a *role* name. Roles that appear in :meth:`Family.axis_sizes` (``
 Transforms never see HF names: a family turns a state dict into signals
 (:meth:`Family.to_signals`) and signals of a target size back into a state dict
 (:meth:`Family.from_signals`). Adding a family is one module in this package plus its
-test; nothing in ``zoo.transforms`` changes.
+test; nothing in ``zoo.transforms`` changes. A llama-shaped decoder is not even a module:
+it is one :class:`zoo.families.decoder.Decoder` declaration in ``zoo/families/decoders.py``.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ if TYPE_CHECKING:
 
 # How a signal's amplitude should be treated by rescaling rules: matrices (``linear``, and
 # task/LM ``head`` s) have a fan-in axis, norm gains stay near 1, biases and embeddings are
-# plain vectors/tables. Pass-through signals (saved buffers such as ``position_ids``, unknown
-# tensors whose sizes cannot change) are ``embedding`` s whose axes are all fixed roles, so
-# no transform ever touches them.
+# plain vectors/tables. ``norm_bias`` covers every zero-centred normalization parameter:
+# LayerNorm biases, and gains stored as an offset from one (Gemma's RMSNorm scales by
+# ``1 + w``), which a from-scratch init sets to zero, not one. Pass-through signals (saved
+# buffers such as ``position_ids``, unknown tensors whose sizes cannot change) are
+# ``embedding`` s whose axes are all fixed roles, so no transform ever touches them.
 SignalKind = Literal["linear", "bias", "norm_weight", "norm_bias", "embedding", "head"]
 
 

@@ -1,0 +1,414 @@
+"""Every checkpoint an organization has: catalogued without a family, with the files
+around its weights, and with the lineage its model card declares.
+
+- A model_type no family resizes (t5) imports and goes through list, show, tag, link,
+  audit, verify, rm and gc like any other; extract and materialize refuse it in one line.
+- Tokenizer files, generation config, chat template and model card are stored as blobs;
+  every --out folder carries them, so transformers' AutoTokenizer and pipeline() run on
+  it; gc, fsck and verify know the blobs.
+- A card's base_model becomes an edge, from a placeholder until the base is imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from tinymodels import save_tiny
+
+from zoo.errors import InvalidCheckpointError, UnknownFamilyError
+
+FAMILIES_NAMED = ("bert", "llama", "qwen3", "gemma2", "phi3")  # in every refusal
+
+
+# --- tiny checkpoints with what real ones carry ---------------------------------------------
+
+
+def save_t5(folder: Path) -> Path:
+    config = transformers.T5Config(
+        vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4
+    )
+    torch.manual_seed(0)
+    transformers.T5ForConditionalGeneration(config).save_pretrained(folder)
+    return folder
+
+
+def wordpiece_tokenizer():
+    """A BERT tokenizer over a 40-token vocabulary, built offline with `tokenizers`."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz"]
+    words += ["the", "cat", "sat", "on", "mat", "dog", "##s", ".", ","]
+    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
+    )
+    tok.decoder = decoders.WordPiece()
+    return transformers.BertTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+    )
+
+
+def bpe_tokenizer():
+    """A byte-level BPE tokenizer of 96 tokens (end of text, printable ASCII, space)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = ["<|endoftext|>", *(chr(i) for i in range(33, 127)), "Ġ"]
+    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(vocab)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>"
+    )
+    fast.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+    return fast
+
+
+CARD = """---
+license: apache-2.0
+base_model: {base}
+tags:
+- text
+---
+
+# A checkpoint with a card
+"""
+
+
+@pytest.fixture(scope="module")
+def bert_with_tokenizer(tmp_path_factory) -> Path:
+    folder = save_tiny("bert", tmp_path_factory.mktemp("bert-tok") / "bert-tok")
+    wordpiece_tokenizer().save_pretrained(folder)
+    (folder / "README.md").write_text(CARD.format(base="org/bert-base"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def llama_with_tokenizer(tmp_path_factory) -> Path:
+    folder = save_tiny("llama", tmp_path_factory.mktemp("llama-tok") / "llama-tok")
+    bpe_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def one_line_refusal(code: int, err: str) -> str:
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+# --- any model_type ---------------------------------------------------------------------------
+
+
+def test_an_unknown_model_type_is_catalogued_like_any_other(registry, tiny_dir, tmp_path, run_cli):
+    t5 = save_t5(tmp_path / "t5-tiny")
+    code, out, err = run_cli("import", str(t5), "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["family"] is None and info["kind"] == "source" and info["tensor_count"] > 0
+    assert [f["name"] for f in info["files"]] == ["generation_config.json"]
+
+    code, out, _ = run_cli("ls")
+    assert code == 0 and any(
+        line.split()[:3] == ["t5-tiny", "source", "-"] for line in out.splitlines()
+    )
+    assert run_cli("ls", "--family", "bert")[1].count("t5-tiny") == 0
+    code, out, _ = run_cli("show", "t5-tiny")
+    assert code == 0 and "model_type t5: catalogued" in out
+    assert run_cli("tag", "t5-tiny", "translator")[0] == 0
+    bert = registry.import_checkpoint(tiny_dir("bert"))
+    assert run_cli("link", "translator", "--from", bert.name, "--relation", "distill")[0] == 0
+    assert "--distill--> t5-tiny" in run_cli("lineage", "t5-tiny")[1]
+
+    # Resizing is refused in one line that names the families zoo resizes.
+    for args in (
+        ("extract", "translator"),
+        ("materialize", "t5-tiny", "--layers", "1", "--hidden", "16"),
+    ):
+        line = one_line_refusal(*run_cli(*args)[::2])
+        assert "'t5' checkpoint" in line and all(f in line for f in FAMILIES_NAMED), line
+    with pytest.raises(UnknownFamilyError):
+        registry.extract("t5-tiny")
+
+    # Audited by content, verified, collected.
+    assert registry.audit(t5).status == "known"
+    assert registry.audit(t5 / "model.safetensors").artifact.name == "t5-tiny"
+    assert registry.verify("t5-tiny").ok
+    digests = {t.digest for t in registry.show("t5-tiny").tensors} - {
+        t.digest for t in bert.tensors
+    }
+    assert run_cli("rm", "t5-tiny")[0] == 0
+    report = registry.gc(grace="0s")
+    assert "t5-tiny" in report.hard_deleted
+    assert digests <= {s.name for s in report.swept}
+    assert registry.fsck().ok and registry.audit(t5).status == "unknown"
+
+
+def test_a_config_without_a_model_type_is_catalogued_too(registry, tiny_dir, tmp_path):
+    folder = tmp_path / "custom"
+    shutil.copytree(tiny_dir("bert"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    del config["model_type"]
+    (folder / "config.json").write_text(json.dumps(config))
+    info = registry.import_checkpoint(folder)
+    assert info.family is None and info.config == config
+    with pytest.raises(UnknownFamilyError, match="custom is a checkpoint without a model_type"):
+        registry.materialize("custom", layers=2, hidden=16)
+
+
+def test_broken_files_of_an_unknown_type_are_still_refused(registry, tmp_path):
+    t5 = save_t5(tmp_path / "t5")
+    weights = t5 / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(InvalidCheckpointError):
+        registry.import_checkpoint(t5)
+    (t5 / "config.json").write_text("{not json")
+    with pytest.raises(InvalidCheckpointError, match="not valid JSON"):
+        registry.import_checkpoint(t5)
+    assert registry.list() == [] and not list(registry.store.digests())
+
+
+# --- the files around the weights --------------------------------------------------------------
+
+
+def test_tokenizer_and_card_go_with_every_out_folder(
+    registry, bert_with_tokenizer, tmp_path, run_cli
+):
+    src = registry.import_checkpoint(bert_with_tokenizer)
+    files = {f.name: f for f in src.files}
+    assert set(files) == {"tokenizer.json", "tokenizer_config.json", "README.md"}
+    assert files["README.md"].role == "card" and files["tokenizer.json"].role == "tokenizer"
+    for name, f in files.items():
+        data = (bert_with_tokenizer / name).read_bytes()
+        assert f.digest == hashlib.sha256(data).hexdigest() and f.nbytes == len(data)
+        assert registry.store.get(f.digest) == data
+        assert src.imports[0].files[name] == f.digest
+    code, out, _ = run_cli("show", src.name)
+    assert code == 0 and "tokenizer.json  tokenizer" in out and "README.md  card" in out
+
+    lg = registry.extract(src.name, method="dwt", wavelet="haar")
+    small = registry.materialize(lg.name, layers=2, hidden=16, out=tmp_path / "small")
+    source_tok = transformers.AutoTokenizer.from_pretrained(bert_with_tokenizer)
+    tok = transformers.AutoTokenizer.from_pretrained(small.out)
+    text = "the cat sat on the mat."
+    assert tok(text)["input_ids"] == source_tok(text)["input_ids"]
+    fill = transformers.pipeline("fill-mask", model=str(small.out), device="cpu")
+    guesses = fill("the [MASK] sat on the mat.")
+    # An untrained initialization guesses anything; the tokenizer round trip is real.
+    assert len(guesses) == 5 and all("sat on the mat." in g["sequence"] for g in guesses)
+
+    card = (small.out / "README.md").read_text()
+    assert card.startswith("---\nbase_model: bert-tok\nlicense: apache-2.0\n")
+    assert "initialization" in card and "not a trained model" in card
+    assert f"`{lg.name}`" in card and "with dwt (haar)" in card
+    assert "org/bert-base" not in card  # the source's own base is not this model's
+
+    # A re-derived folder carries them too.
+    again = registry.rederive(small.artifact.name, out=tmp_path / "again")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (again.out / name).read_bytes() == (bert_with_tokenizer / name).read_bytes()
+    assert (again.out / "README.md").read_text() == card
+
+
+def test_a_decoder_folder_generates_text_with_its_chat_template(
+    registry, llama_with_tokenizer, tmp_path
+):
+    src = registry.import_checkpoint(llama_with_tokenizer)
+    assert {f.role for f in src.files} == {"tokenizer", "generation", "chat_template"}
+    m = registry.materialize(src.name, layers=2, hidden=16, out=tmp_path / "out")
+    for name in ("generation_config.json", "chat_template.jinja", "tokenizer.json"):
+        assert (m.out / name).read_bytes() == (llama_with_tokenizer / name).read_bytes()
+    generate = transformers.pipeline("text-generation", model=str(m.out), device="cpu")
+    text = generate("abc", max_new_tokens=4, do_sample=False)[0]["generated_text"]
+    assert text.startswith("abc") and len(text) > 3
+    tok = transformers.AutoTokenizer.from_pretrained(m.out)
+    chat = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    assert chat == "<user>hi"
+    card = (m.out / "README.md").read_text()
+    assert "license" not in card  # the source's card names none
+
+
+def test_file_blobs_are_kept_checked_and_collected(registry, bert_with_tokenizer, tmp_path):
+    src = registry.import_checkpoint(bert_with_tokenizer)
+    tokenizer = next(f for f in src.files if f.name == "tokenizer.json")
+    assert registry.gc(grace="0s").swept == ()  # referenced: never swept
+    assert registry.verify(src.name).checked == len({t.digest for t in src.tensors}) + 3
+
+    blob = next(registry.store.root.rglob(tokenizer.digest))
+    data = blob.read_bytes()
+    blob.write_bytes(data[:-1] + b"!")
+    report = registry.verify(src.name)
+    assert [(p.digest, p.problem) for p in report.problems] == [(tokenizer.digest, "corrupt")]
+    blob.unlink()
+    report = registry.fsck()
+    assert [(p.digest, p.problem, p.artifacts) for p in report.problems] == [
+        (tokenizer.digest, "missing", (src.name,))
+    ]
+    with pytest.raises(FileNotFoundError):
+        registry.materialize(src.name, layers=2, hidden=16, out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    registry.import_checkpoint(bert_with_tokenizer)  # brings the blob back
+    assert registry.fsck().ok and registry.verify().ok
+
+    registry.rm(src.name, cascade=True)  # with the virtual checkpoint recorded above
+    swept = {s.name for s in registry.gc(grace="0s").swept}
+    assert {f.digest for f in src.files} <= swept
+
+
+def test_a_later_import_with_files_replaces_them(registry, tiny_dir, bert_with_tokenizer, tmp_path):
+    bare = registry.import_checkpoint(tiny_dir("bert"))
+    assert bare.files == ()
+    again = registry.import_checkpoint(bert_with_tokenizer)
+    assert again.id == bare.id and len(again.files) == 3
+    weights_only = tmp_path / "weights-only"
+    shutil.copytree(tiny_dir("bert"), weights_only)
+    assert len(registry.import_checkpoint(weights_only).files) == 3  # none brought: kept
+
+
+# --- lineage from the Hub's records ------------------------------------------------------------
+
+
+def cache_repo(repo_id: str, folder: Path, commit: str = "a" * 40) -> None:
+    """Put ``folder`` into the HF cache (HF_HUB_CACHE) as ``repo_id`` at ``commit``."""
+    repo = Path(os.environ["HF_HUB_CACHE"]) / ("models--" + repo_id.replace("/", "--"))
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+def with_card(tiny_dir, family: str, seed: int, folder: Path, card: str) -> Path:
+    shutil.copytree(tiny_dir(family, seed=seed), folder)
+    (folder / "README.md").write_text(card)
+    return folder
+
+
+def edges_into(registry, name: str) -> set[tuple[str, str, str]]:
+    g = registry.lineage(name, down=False)
+    return {(g.nodes[e.parent_id].name, e.relation, g.nodes[e.child_id].name) for e in g.edges}
+
+
+def test_a_cards_base_model_is_an_edge_from_a_placeholder_until_it_is_imported(
+    registry, tiny_dir, tmp_path, run_cli
+):
+    child = registry.import_checkpoint(
+        with_card(tiny_dir, "bert", 1, tmp_path / "child", CARD.format(base="org/base"))
+    )
+    assert edges_into(registry, child.name) == {("org/base", "finetune", "child")}
+    code, out, _ = run_cli("ls", "--kind", "placeholder", "--json")
+    assert code == 0
+    (ph,) = json.loads(out)
+    assert (ph["name"], ph["family"], ph["tensor_count"]) == ("org/base", None, 0)
+    assert "org/base --finetune--> child" in run_cli("lineage", "child")[1]
+    line = one_line_refusal(
+        *run_cli("materialize", "org/base", "--layers", "2", "--hidden", "16")[::2]
+    )
+    assert "placeholder" in line and "zoo import org/base" in line
+
+    # The base is imported from the Hub (its cache): it takes the placeholder's place.
+    cache_repo("org/base", tiny_dir("bert", seed=0))
+    base = registry.import_checkpoint("org/base")
+    assert registry.list(kind="placeholder") == []
+    assert edges_into(registry, child.name) == {(base.name, "finetune", "child")}
+    assert "child" in {n.name for n in registry.lineage(base.name, up=False).nodes.values()}
+
+    # A card naming a registered base links to it; several bases are a merge, and the
+    # card's own relation wins when it states one.
+    merged = registry.import_checkpoint(
+        with_card(
+            tiny_dir,
+            "bert",
+            2,
+            tmp_path / "merged",
+            "---\nbase_model:\n- org/base\n- gpt2\n---\n",
+        )
+    )
+    assert edges_into(registry, merged.name) == {
+        (base.name, "merge", "merged"),
+        ("hf:gpt2", "merge", "merged"),  # a legacy id: never a registry or family name
+    }
+    quant = registry.import_checkpoint(
+        with_card(
+            tiny_dir,
+            "bert",
+            3,
+            tmp_path / "quant",
+            "---\nbase_model: org/base\nbase_model_relation: quantized\n---\n",
+        )
+    )
+    assert edges_into(registry, quant.name) == {(base.name, "quantized", "quant")}
+
+    # A placeholder no edge uses any more is forgotten by gc.
+    registry.rm("merged")
+    report = registry.gc(grace="0s")
+    assert {"merged", "hf:gpt2"} <= set(report.hard_deleted)
+    assert [a.name for a in registry.list(kind="placeholder", include_deleted=True)] == []
+
+
+def test_zoos_own_card_adds_no_edge_when_its_folder_is_imported(registry, tiny_dir, tmp_path):
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    m = registry.materialize(src.name, layers=2, hidden=16, out=tmp_path / "small")
+    again = registry.import_checkpoint(m.out)
+    assert again.id == m.artifact.id and registry.list(kind="placeholder") == []
+    # Changed after it was derived: a new source whose card names zoo's source by name.
+    changed = tmp_path / "changed"
+    shutil.copytree(m.out, changed)
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(changed / "model.safetensors")
+    key = next(iter(state))
+    state[key] = state[key] + 1
+    save_file(state, changed / "model.safetensors", metadata={"format": "pt"})
+    tuned = registry.import_checkpoint(changed)
+    assert edges_into(registry, tuned.name) == {(src.name, "finetune", "changed")}
+    assert registry.list(kind="placeholder") == []
+
+
+def test_downgrade_forgets_placeholders_and_keeps_family_less_sources(
+    db_url, tiny_dir, tmp_path, monkeypatch
+):
+    """0005's downgrade: placeholders and their edges go, a source with no family gets
+    family '' (the older zoo catalogues it and refuses to resize it); upgrade again."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import text
+
+    import zoo
+    from zoo.db import engine as db_engine
+
+    monkeypatch.setenv("ZOO_DB_URL", db_url)
+    monkeypatch.setenv("ZOO_STORE_URL", str(tmp_path / "blobs"))
+    reg = zoo.connect()
+    reg.import_checkpoint(save_t5(tmp_path / "t5"))
+    reg.import_checkpoint(
+        with_card(tiny_dir, "bert", 1, tmp_path / "child", CARD.format(base="o/b"))
+    )
+    reg.close()
+    cfg = Config()
+    cfg.set_main_option("script_location", db_engine.migrations_path())
+    scripts = ScriptDirectory.from_config(cfg)
+    before = scripts.get_revision("0005").down_revision
+    engine = db_engine.make_engine(db_url)
+    try:
+        db_engine.downgrade(engine, before)
+        with engine.connect() as c:
+            rows = c.execute(text("SELECT name, kind, family FROM artifacts ORDER BY name")).all()
+            assert [tuple(r) for r in rows] == [("child", "source", "bert"), ("t5", "source", "")]
+            assert c.execute(text("SELECT count(*) FROM edges")).scalar() == 0
+        db_engine.upgrade(engine)
+    finally:
+        engine.dispose()

@@ -1,0 +1,222 @@
+"""The llama-shaped decoder families declared in zoo/families/decoders.py, end to end.
+
+Each family's tiny model (tests/tinymodels.py, with its family's differences switched
+on) goes through the registry on both databases: import, extract both ways, materialize
+smaller and larger (transformers loads the folders strictly), an identity-size
+materialization that computes the source's logits exactly, audit and lineage. The
+per-family rules (head_dim kept or tied, per-layer attention types, fused projections,
+(1 + w) gains) are checked against transformers' own models.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from tinymodels import DECODER_TINY, TINY, build_model
+
+from zoo.errors import InvalidTargetError
+from zoo.families import TargetSize, get_family
+
+NEW = tuple(DECODER_TINY)
+IDS = torch.tensor([[1, 5, 7, 9, 2, 4, 4, 8, 11, 3]])  # longer than the 4-token windows
+
+
+def _load(folder: Path):
+    config = json.loads((folder / "config.json").read_text())
+    arch = getattr(transformers, config["architectures"][0])
+    return arch.from_pretrained(folder, output_loading_info=True)
+
+
+def _logits(model) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(input_ids=IDS).logits
+
+
+@pytest.mark.parametrize("family", NEW)
+def test_decoder_end_to_end(family, registry, tiny_dir, tmp_path):
+    src = registry.import_checkpoint(tiny_dir(family))
+    assert src.family == family
+    dwt = registry.extract(src.name, method="dwt", wavelet="haar", levels=2)
+    dct = registry.extract(src.name, method="dct", keep=0.5)
+
+    small = registry.materialize(dwt.name, layers=2, hidden=16, out=tmp_path / "small")
+    big = registry.materialize(dct.name, layers=8, hidden=64, out=tmp_path / "big")
+    for result, (layers, hidden) in ((small, (2, 16)), (big, (8, 64))):
+        config = result.config
+        assert (config["num_hidden_layers"], config["hidden_size"]) == (layers, hidden)
+        model, info = _load(result.out)
+        assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+        assert model.config.num_hidden_layers == layers
+        assert torch.isfinite(_logits(model)).all()
+
+    # The same size: the source's own function, bit for bit, and its own content.
+    same = registry.materialize(src.name, layers=4, hidden=32, out=tmp_path / "same")
+    assert same.artifact.content_hash == src.content_hash
+    source_model, _ = _load(tiny_dir(family))
+    same_model, info = _load(tmp_path / "same")
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    assert torch.equal(_logits(same_model), _logits(source_model))
+
+    down = registry.lineage(src.name, up=False)
+    edges = {
+        (down.nodes[e.parent_id].name, e.relation, down.nodes[e.child_id].name) for e in down.edges
+    }
+    assert {
+        (src.name, "extract", dwt.name),
+        (src.name, "extract", dct.name),
+        (dwt.name, "materialize", small.artifact.name),
+        (dct.name, "materialize", big.artifact.name),
+    } <= edges
+    renamed = tmp_path / "found-on-a-disk.safetensors"
+    shutil.copy(small.out / "model.safetensors", renamed)
+    report = registry.audit(renamed, verify=True)
+    assert report.status == "known" and report.artifact.id == small.artifact.id
+    assert report.verified is True
+    assert {n.name for n in report.lineage.nodes.values()} == {
+        src.name,
+        dwt.name,
+        small.artifact.name,
+    }
+
+
+def test_sandwich_norms_and_attention_types_keep_the_function_under_identity_depth(
+    registry, tiny_dir, tmp_path
+):
+    """Gemma 2: its extra norms act on the zeroed residual writers of the added layers,
+    and each added layer has the attention type of the layer it copies, so the deeper
+    model computes the source's logits on inputs longer than the sliding window."""
+    src = registry.import_checkpoint(tiny_dir("gemma2"))
+    deep = registry.materialize(
+        src.name, layers=6, hidden=32, method="dwt", depth="identity", out=tmp_path / "deep"
+    )
+    assert deep.config["layer_types"] == [
+        "sliding_attention",
+        "sliding_attention",
+        "full_attention",
+        "sliding_attention",
+        "sliding_attention",
+        "full_attention",
+    ]
+    source, _ = _load(tiny_dir("gemma2"))
+    model, _ = _load(tmp_path / "deep")
+    torch.testing.assert_close(_logits(model), _logits(source), rtol=1e-5, atol=1e-5)
+
+
+# --- target sizes ------------------------------------------------------------------------
+
+
+def _config(family: str) -> dict:
+    return build_model(family).config.to_dict()
+
+
+@pytest.mark.parametrize("family", ["mistral", "qwen3", "gemma", "gemma3"])
+def test_a_head_dim_set_apart_is_kept(family):
+    """head_dim 16 on hidden 32 with 4 heads: targets keep head_dim, and by default the
+    source's heads per hidden unit; transformers builds what zoo writes."""
+    fam = get_family(family)
+    source = _config(family)
+    config = fam.target_config(source, TargetSize(2, 16))
+    assert (config["num_attention_heads"], config["head_dim"]) == (2, 16)
+    assert fam.axis_sizes(config) == {"layers": 2, "hidden": 16, "ffn": 44, "kv": 16, "attn": 32}
+    # Three heads where the config class allows hidden % heads != 0, else eight.
+    heads = 8 if fam.decl.heads_divide_hidden else 3
+    config = fam.target_config(source, TargetSize(2, 16, heads=heads, kv_heads=1))
+    assert (config["num_attention_heads"], config["head_dim"]) == (heads, 16)
+    model = getattr(transformers, TINY[family]["arch"])(
+        type(build_model(family).config).from_dict(config)
+    )
+    assert model.model.layers[0].self_attn.q_proj.weight.shape == (16 * heads, 16)
+    if fam.decl.heads_divide_hidden:
+        with pytest.raises(InvalidTargetError, match="not divisible by 3 heads; use heads"):
+            fam.target_config(source, TargetSize(2, 16, heads=3, kv_heads=1))
+    with pytest.raises(InvalidTargetError) as err:
+        fam.target_config(source, TargetSize(2, 20))
+    assert "keeps head_dim 16" in str(err.value) and "use hidden 16 or 32" in str(err.value)
+    fam.target_config(source, TargetSize(2, 32))
+
+
+def test_a_query_scale_equal_to_head_dim_follows_it():
+    fam = get_family("gemma2")
+    source = _config("gemma2")  # head_dim 8 = hidden / heads, query_pre_attn_scalar 8
+    assert fam.target_config(source, TargetSize(2, 32, heads=2))["query_pre_attn_scalar"] == 16
+    assert fam.target_config(source, TargetSize(2, 16))["query_pre_attn_scalar"] == 8
+    kept = fam.target_config({**source, "query_pre_attn_scalar": 6}, TargetSize(2, 32, heads=2))
+    assert kept["query_pre_attn_scalar"] == 6  # not head_dim: the model's own choice
+
+
+def test_attention_types_follow_the_depth():
+    """Qwen2's first two layers full, the rest sliding; transformers validates the list."""
+    fam = get_family("qwen2")
+    source = _config("qwen2")
+    assert source["layer_types"] == ["full_attention"] * 2 + ["sliding_attention"] * 2
+    for layers, want in (
+        (2, ["full_attention"] * 2),
+        (8, ["full_attention"] * 4 + ["sliding_attention"] * 4),
+    ):
+        config = fam.target_config(source, TargetSize(layers, 32))
+        assert config["layer_types"] == want
+        transformers.Qwen2Config.from_dict(config)
+
+
+def test_per_frequency_rope_factors_keep_head_dim():
+    """Phi-3's longrope lists one factor per rotary pair: a target that changes head_dim
+    is refused in one line; one that keeps it is not."""
+    fam = get_family("phi3")
+    source = _config("phi3")
+    source["rope_parameters"] = {
+        **source["rope_parameters"],
+        "rope_type": "longrope",
+        "short_factor": [1.0] * 4,
+        "long_factor": [2.0] * 4,
+        "original_max_position_embeddings": 32,
+    }
+    with pytest.raises(InvalidTargetError) as err:
+        fam.target_config(source, TargetSize(2, 32, heads=2))
+    assert "keep head_dim 8" in str(err.value) and "\n" not in str(err.value)
+    config = fam.target_config(source, TargetSize(2, 16))
+    transformers.Phi3Config.from_dict(config)
+
+
+# --- what sets each family apart, against transformers' models -----------------------------
+
+
+def test_phi3_fused_projections_split_where_transformers_splits_them():
+    model = build_model("phi3")
+    fam = get_family("phi3")
+    signals = fam.to_signals(model.state_dict(), model.config.to_dict())
+    attn, mlp = model.model.layers[2].self_attn, model.model.layers[2].mlp
+    x = torch.randn(3, 32)
+    with torch.no_grad():
+        qkv = attn.qkv_proj(x)  # q (4 heads x 8), then k and v (2 kv heads x 8 each)
+        gate, up = mlp.gate_up_proj(x).chunk(2, dim=-1)
+    parts = [x @ signals[f"attn.{r}.weight"].tensor[2].T for r in "qkv"]
+    torch.testing.assert_close(torch.cat(parts, dim=-1), qkv)
+    assert [p.shape[-1] for p in parts] == [32, 16, 16]
+    torch.testing.assert_close(x @ signals["ffn.gate.weight"].tensor[2].T, gate)
+    torch.testing.assert_close(x @ signals["ffn.up.weight"].tensor[2].T, up)
+
+
+@pytest.mark.parametrize("family", ["gemma", "qwen3"])
+def test_a_from_scratch_init_gives_unit_gains(family):
+    """Gemma stores its RMSNorm gains as w in (1 + w): scratch sets them to zero, as
+    transformers' own init does; Qwen3's plain gains start at one."""
+    from zoo.derive import Recipe, derive_signal
+
+    model = build_model(family)
+    fam = get_family(family)
+    config = model.config.to_dict()
+    signals = fam.to_signals(model.state_dict(), config)
+    gen = torch.Generator().manual_seed(0)
+    for key in ("attn.norm.weight", "final_norm.weight"):
+        sig = signals[key]
+        shape = (2, 16) if sig.tensor.dim() == 2 else (16,)
+        y = derive_signal(sig.tensor, sig.spec, shape, Recipe("scratch"), generator=gen)
+        fresh = build_model(family, seed=1).state_dict()
+        init = fresh["model.norm.weight"]
+        assert torch.equal(y, torch.full(shape, float(init[0]))), key
+        assert init.unique().numel() == 1

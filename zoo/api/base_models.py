@@ -1,0 +1,140 @@
+"""Lineage from the Hub's own records: a model card's ``base_model``.
+
+A checkpoint's model card may name the models it was made from (``base_model``, and
+``base_model_relation``: adapter, merge, quantized or finetune); the Hub draws its model
+tree from them. At import zoo records the same edges, so its graph and the Hub's agree:
+from the registered artifact imported from that repository when there is one, else from a
+*placeholder*, an artifact of kind ``placeholder`` named by the repository id that holds
+no content. Importing the repository later turns the placeholder into the real artifact:
+its edges move over and the placeholder is forgotten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from zoo import __version__
+from zoo.db import queries
+from zoo.db.models import Alias, Artifact, Edge, ImportRecord
+
+from .lineage import is_ancestor
+
+#: What a base_model edge's recipe says: declared by the card, not derived by zoo.
+CARD_RECIPE = {"declared": True, "note": "base_model in the model card"}
+
+
+def placeholder_hash(repo_id: str) -> str:
+    """A placeholder's stand-in content hash: one per repository id."""
+    return hashlib.sha256(f"hf://{repo_id}".encode()).hexdigest()
+
+
+def record_base_models(
+    session: Session, row: Artifact, repos: list[str], relation: str, *, by: str
+) -> None:
+    """Edges from each base repository in ``repos`` to ``row``, skipping any that would
+    close a cycle or that zoo's own lineage already holds (a materialized folder whose
+    card names its source)."""
+    for repo in repos:
+        base = _registered(session, repo) or _placeholder(session, repo, by=by)
+        if base.id == row.id or is_ancestor(session, base.id, row.id):
+            continue
+        if is_ancestor(session, row.id, base.id):
+            continue
+        queries.add_edge(
+            session,
+            parent=base,
+            child=row,
+            relation=relation,
+            recipe=CARD_RECIPE,
+            zoo_version=__version__,
+            by=by,
+        )
+
+
+def adopt_placeholder(session: Session, row: Artifact, repo_id: str) -> None:
+    """``row`` was imported from ``repo_id``: a placeholder for it hands over its edges
+    and aliases, then is forgotten."""
+    ph = queries.find_by_content(session, "placeholder", placeholder_hash(repo_id))
+    if ph is None or ph.id == row.id:
+        return
+    for edge in session.scalars(select(Edge).where(Edge.parent_id == ph.id)).all():
+        taken = _edge_exists(session, row.id, edge.child_id, edge.relation)
+        if taken or edge.child_id == row.id or is_ancestor(session, edge.child_id, row.id):
+            session.delete(edge)
+        else:
+            edge.parent_id = row.id
+    for edge in session.scalars(select(Edge).where(Edge.child_id == ph.id)).all():
+        taken = _edge_exists(session, edge.parent_id, row.id, edge.relation)
+        if taken or edge.parent_id == row.id or is_ancestor(session, row.id, edge.parent_id):
+            session.delete(edge)
+        else:
+            edge.child_id = row.id
+    session.flush()
+    session.execute(update(Alias).where(Alias.artifact_id == ph.id).values(artifact_id=row.id))
+    session.execute(delete(Artifact).where(Artifact.id == ph.id))
+    session.flush()
+
+
+def _edge_exists(session: Session, parent_id: int, child_id: int, relation: str) -> bool:
+    return (
+        session.scalar(
+            select(Edge.id).where(
+                Edge.parent_id == parent_id, Edge.child_id == child_id, Edge.relation == relation
+            )
+        )
+        is not None
+    )
+
+
+def _registered(session: Session, repo: str) -> Artifact | None:
+    """The kept artifact imported from the Hub repository ``repo`` (the first registered
+    when several revisions were); for an id without an organization, else the artifact
+    with that registry name or alias (the card of a folder zoo materialized from a source
+    imported from a folder names its base so)."""
+    row = session.scalar(
+        select(Artifact)
+        .join(ImportRecord, ImportRecord.artifact_id == Artifact.id)
+        .where(
+            ImportRecord.origin == f"hf://{repo}",
+            Artifact.deleted_at.is_(None),
+            Artifact.kind != "placeholder",
+        )
+        .order_by(Artifact.id)
+        .limit(1)
+    )
+    if row is None and "/" not in repo:
+        row = queries.alias_target(session, repo) or session.scalar(
+            select(Artifact).where(Artifact.name == repo)
+        )
+        if row is not None and (row.deleted_at is not None or row.kind == "placeholder"):
+            row = None
+    return row
+
+
+def _placeholder(session: Session, repo: str, *, by: str) -> Artifact:
+    """The placeholder for ``repo``, created when missing. Named by the repository id; a
+    legacy id without an organization (``gpt2``) is prefixed ``hf:``, so it can never take
+    a registry name or a family's name (neither may hold ``/`` or ``:``)."""
+    content_hash = placeholder_hash(repo)
+    row = queries.find_by_content(session, "placeholder", content_hash)
+    if row is not None:
+        if row.deleted_at is not None:
+            row.deleted_at = None
+        return row
+    name = repo if "/" in repo else f"hf:{repo}"
+    if queries.name_taken(session, name):
+        name = f"{name}-{content_hash[:8]}"
+    return queries.insert_artifact(
+        session,
+        kind="placeholder",
+        name=name,
+        family=None,
+        content_hash=content_hash,
+        config=None,
+        info={"repo_id": repo, "origin": f"hf://{repo}"},
+        tensors=(),
+        created_by=by,
+    )
