@@ -685,9 +685,9 @@ def test_write_safetensors_refuses_non_string_metadata(tmp_path: Path) -> None:
 def test_failure_mid_write_leaves_nothing_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from zoo.checkpoint import bin_format
+    from zoo.checkpoint import safetensors_format
 
-    real = bin_format.tensor_bytes
+    real = safetensors_format.tensor_bytes
     calls = []
 
     def disk_full_on_second(t):
@@ -696,7 +696,7 @@ def test_failure_mid_write_leaves_nothing_behind(
             raise OSError("disk full")
         return real(t)
 
-    monkeypatch.setattr(bin_format, "tensor_bytes", disk_full_on_second)
+    monkeypatch.setattr(safetensors_format, "tensor_bytes", disk_full_on_second)
     with pytest.raises(OSError, match="disk full"):
         write_safetensors(tmp_path / "x.safetensors", {"a": torch.ones(3), "b": torch.ones(2)})
     assert len(calls) == 2 and os.listdir(tmp_path) == []

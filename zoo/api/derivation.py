@@ -77,10 +77,19 @@ class Derivation:
             unchanged are not hashed again.
         recorded_layer_digests: trust the per-layer digests a learngene recorded for its
             raw bands (verification turns this off and hashes every output itself).
+        read_virtual: ``(info, records, dev, known) -> state`` for a virtual source, whose
+            weights are re-derived (:func:`zoo.api.materialize.virtual_weights`).
     """
 
     def __init__(
-        self, reg, plan: Plan, dev, *, known: KnownDigests, recorded_layer_digests: bool = True
+        self,
+        reg,
+        plan: Plan,
+        dev,
+        *,
+        known: KnownDigests,
+        recorded_layer_digests: bool = True,
+        read_virtual=None,
     ) -> None:
         import torch
 
@@ -89,6 +98,7 @@ class Derivation:
         self.reg, self.plan, self.dev, self.known = reg, plan, dev, known
         self.family = plan.family
         self._recorded_layer_digests = recorded_layer_digests
+        self._read_virtual = read_virtual
         self._lock = threading.Lock()
         self._all_source: dict | None = None
         lg = plan.learngene
@@ -291,11 +301,7 @@ class Derivation:
             if self._all_source is None:
                 plan = self.plan
                 if plan.source.virtual:
-                    from .materialize import virtual_weights
-
-                    state = virtual_weights(
-                        self.reg, plan.source, self._records, self.dev, self.known
-                    )
+                    state = self._read_virtual(plan.source, self._records, self.dev, self.known)
                 else:
                     state = tio.load_tensors(
                         self.reg.store, self._records, device=self.dev, known=self.known

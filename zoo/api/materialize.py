@@ -77,7 +77,7 @@ def materialize(reg, query: str, request: MaterializeRequest) -> Materialized:
     dev = tio.resolve_device(request.device, prefer_gpu=True)
     plan = make_plan(reg, query, request)
     known = tio.KnownDigests()
-    derivation = Derivation(reg, plan, dev, known=known)
+    derivation = Derivation(reg, plan, dev, known=known, read_virtual=_reader(reg))
     workers = check_resources(derivation, dev, keep=out is None, out=out)
     sink = Sink(known=known, store=reg.store if request.store else None, keep=out is None)
 
@@ -441,7 +441,14 @@ def _verified(
 
     for i, candidate in enumerate(candidates):
         known = tio.KnownDigests()
-        derivation = Derivation(reg, candidate, dev, known=known, recorded_layer_digests=False)
+        derivation = Derivation(
+            reg,
+            candidate,
+            dev,
+            known=known,
+            recorded_layer_digests=False,
+            read_virtual=_reader(reg),
+        )
         workers = check_resources(derivation, dev, keep=out is None, out=out)
         sink = Sink(known=known, keep=out is None, expected=expected)
         try:
@@ -488,6 +495,11 @@ def _maybe_legacy_front(plan: Plan, recorded: dict[str, Any]) -> bool:
         and plan.recipe.rescale in ("std", "fan")
         and recorded.get("transform_version") == "3"
     )
+
+
+def _reader(reg):
+    """How a derivation reads a virtual source: re-derived and verified."""
+    return lambda info, records, dev, known: virtual_weights(reg, info, records, dev, known)
 
 
 def virtual_weights(

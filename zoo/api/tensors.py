@@ -53,7 +53,7 @@ def meta_state(records: Iterable) -> dict[str, torch.Tensor]:
 
 def raw_bytes(t: torch.Tensor) -> memoryview:
     """The tensor's bytes as safetensors lays them out (CPU, contiguous, little-endian)."""
-    from zoo.checkpoint.bin_format import tensor_bytes
+    from zoo.checkpoint.safetensors_format import tensor_bytes
 
     return tensor_bytes(t.detach().to("cpu").contiguous())
 

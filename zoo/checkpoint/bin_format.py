@@ -17,7 +17,7 @@ from zoo.errors import InvalidCheckpointError, InvalidInputError, UnsafeFormatEr
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["PICKLE_SUFFIXES", "load_weights_only", "tensor_bytes"]
+__all__ = ["PICKLE_SUFFIXES", "load_weights_only"]
 
 #: File suffixes of pickle-based weights that zoo recognizes (and refuses by default).
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
@@ -90,13 +90,3 @@ def _reason(exc: BaseException) -> str:
         if "GLOBAL" in line or "Unsupported" in line or "unsupported" in line:
             return f" ({line.strip().rstrip('.')})"
     return ""
-
-
-def tensor_bytes(t: torch.Tensor) -> memoryview:
-    """The raw bytes of a contiguous CPU tensor, as the safetensors layout stores them."""
-    import torch
-
-    flat = t.reshape(-1)
-    if flat.numel() == 0:
-        return memoryview(b"")
-    return memoryview(flat.view(torch.uint8).numpy()).cast("B")

@@ -596,8 +596,8 @@ def _open_pickle(
     *,
     weight_map: dict[str, str] | None = None,
 ) -> LocalCheckpoint:
-    from zoo.checkpoint.bin_format import load_weights_only, tensor_bytes
-    from zoo.checkpoint.safetensors_format import dtype_code
+    from zoo.checkpoint.bin_format import load_weights_only
+    from zoo.checkpoint.safetensors_format import dtype_code, tensor_bytes
 
     found: dict[str, str] = {}
     loaded: dict[str, torch.Tensor] = {}
@@ -642,7 +642,7 @@ class _TensorReader(_Reader):
         self.tensors = tensors
 
     def read(self, info: TensorInfo) -> memoryview:
-        from zoo.checkpoint.bin_format import tensor_bytes
+        from zoo.checkpoint.safetensors_format import tensor_bytes
 
         if info.name not in self.tensors:
             raise ValueError(

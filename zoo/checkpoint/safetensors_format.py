@@ -463,8 +463,6 @@ def write_safetensors(
     Example:
         >>> write_safetensors("w.safetensors", {"w": torch.ones(2)})  # doctest: +SKIP
     """
-    from .bin_format import tensor_bytes
-
     path = Path(path)
     if metadata is not None and not all(
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
@@ -547,3 +545,13 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def tensor_bytes(t: torch.Tensor) -> memoryview:
+    """The raw bytes of a contiguous CPU tensor, as the safetensors layout stores them."""
+    import torch
+
+    flat = t.reshape(-1)
+    if flat.numel() == 0:
+        return memoryview(b"")
+    return memoryview(flat.view(torch.uint8).numpy()).cast("B")
