@@ -217,7 +217,7 @@ def _overlap(info: ArtifactInfo, file_tensors: dict[str, str]) -> int:
 def _claimed_hash(metadata: dict[str, str]) -> str | None:
     try:
         return json.loads(metadata.get("zoo.derived", "null") or "null")["content_hash"]
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         return None
 
 

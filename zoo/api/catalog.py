@@ -23,14 +23,17 @@ _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def _check_layout(family: str, ckpt) -> None:
-    """Refuse, before any blob is written, weights that contradict their config.json
-    (missing layers, wrong widths): grouped into signals on meta tensors, no data read.
+    """Refuse, before any blob is written, a config.json whose sizes are unusable and
+    weights that contradict it (missing layers, wrong widths): grouped into signals on meta tensors, no data read.
     Whatever else the grouping refuses (tensors the family does not know, such as
     adapters) is still importable and refused only when something is derived from it."""
     from zoo.families import get_family
 
     from .tensors import meta_state
 
+    # Sizes every derivation reads (hidden_size 0, 32.5, "32", -1 layers...): refused now,
+    # not at the first extract.
+    get_family(family).axis_sizes(ckpt.config)
     try:
         get_family(family).to_signals(meta_state(ckpt.tensors), ckpt.config)
     except ConfigMismatchError:

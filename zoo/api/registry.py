@@ -54,7 +54,9 @@ class Registry:
 
     @cached_property
     def engine(self) -> Engine:
-        return db_engine.make_engine(self.settings.db_url)
+        # zoo's own home is created on first use; a folder someone named must exist.
+        own = self.settings.db_url_from == "default"
+        return db_engine.make_engine(self.settings.db_url, create_folder=own)
 
     @cached_property
     def store(self) -> BlobStore:
