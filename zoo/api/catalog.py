@@ -24,9 +24,10 @@ _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 def _check_layout(family: str, ckpt) -> None:
     """Refuse, before any blob is written, a config.json whose sizes are unusable and
-    weights that contradict it (missing layers, wrong widths): grouped into signals on meta tensors, no data read.
-    Whatever else the grouping refuses (tensors the family does not know, such as
-    adapters) is still importable and refused only when something is derived from it."""
+    weights that contradict it (missing layers, wrong widths): grouped into signals on
+    meta tensors, no data read. Whatever else the grouping refuses (tensors the family
+    does not know, such as adapters) is still importable and refused only when something
+    is derived from it."""
     from zoo.families import get_family
 
     from .tensors import meta_state
