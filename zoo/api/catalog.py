@@ -77,12 +77,19 @@ def import_checkpoint(
         tensors = [
             TensorRecord(t.name, t.dtype, tuple(t.shape), t.nbytes, t.digest) for t in ckpt.tensors
         ]
+        reg.check_writable()  # a read-only registry: refused before any blob is written
+        with reg.session() as session:
+            known = any(queries.find_by_content(session, k, content_hash) for k in IMPORTABLE)
         # Blobs first, rows second: a crash in between leaves collectable orphans only.
         total = sum(t.nbytes for t in tensors)
         with progress_bar(total, f"import {Path(path).name}", enabled=progress) as bar:
             for t in tensors:
+                read = functools.partial(ckpt.read_bytes, t.name)
+                if known and not reg.store.verify(t.digest):
+                    # Importing a registered checkpoint again restores its damaged blobs.
+                    reg.store.rewrite(t.digest, read())
                 # Not has-then-put: a reused blob gets a fresh time so gc leaves it alone.
-                reg.store.put_if_absent(t.digest, functools.partial(ckpt.read_bytes, t.name))
+                reg.store.put_if_absent(t.digest, read)
                 bar.update(t.nbytes)
         files = dict(ckpt.files)
         config = ckpt.config
@@ -187,8 +194,10 @@ def list_artifacts(
 
 
 def show(reg, query: str) -> ArtifactInfo:
+    """The artifact ``query`` names, with every other artifact of the same content (a hash
+    prefix names the first registration of that content)."""
     with reg.session() as session:
-        return queries.to_info(session, queries.resolve(session, query))
+        return queries.to_info(session, queries.resolve(session, query), same_content=True)
 
 
 def tag(reg, query: str, alias: str) -> ArtifactInfo:

@@ -169,12 +169,7 @@ def write_lock(engine: Engine) -> Iterator[None]:
     if not database or database == ":memory:" or fcntl is None:
         yield
         return
-    path = Path(database).expanduser()
-    if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
-        raise DatabaseUnavailableError(
-            f"The database {path} is read-only for this user: zoo can list, show and audit "
-            "with it, but writing needs write access to the file and its folder."
-        )
+    check_writable(engine)
     # A new descriptor per transaction: flock excludes open file descriptions, so two
     # threads of one process exclude each other too.
     fd = os.open(
@@ -185,6 +180,24 @@ def write_lock(engine: Engine) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def check_writable(engine: Engine) -> None:
+    """Refuse a write to a SQLite file this user cannot write (reads still work), before
+    any work is done; other databases answer for themselves.
+
+    Raises:
+        DatabaseUnavailableError: the file or its folder is read-only here.
+    """
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        return
+    path = Path(database).expanduser()
+    if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+        raise DatabaseUnavailableError(
+            f"The database {path} is read-only for this user: zoo can list, show and audit "
+            "with it, but writing needs write access to the file and its folder."
+        )
 
 
 def lock_lineage(session) -> None:

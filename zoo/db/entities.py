@@ -44,6 +44,9 @@ class ArtifactInfo:
     aliases: tuple[str, ...] = ()
     imports: tuple[ImportInfo, ...] = ()
     tensors: tuple[TensorRecord, ...] = field(default=(), repr=False)
+    #: (kind, name) of the other kept artifacts with this very content, e.g. a derived
+    #: checkpoint materialized at its source's own size; filled in by show and audit.
+    same_content: tuple[tuple[str, str], ...] = ()
 
     @property
     def nbytes(self) -> int:
@@ -63,6 +66,7 @@ class ArtifactInfo:
         else:
             del data["tensors"]
         data["aliases"] = list(self.aliases)
+        data["same_content"] = [{"kind": k, "name": n} for k, n in self.same_content]
         return data
 
 
