@@ -93,6 +93,13 @@ def test_an_output_saved_again_by_transformers_audits_as_known(reg, family, tmp_
         assert report.missing == report.extra == report.differing == []
         assert dropped <= set(report.not_compared)
 
+    # Saved by another transformers version: config.json differs, the weights do not.
+    cfg = json.loads((resaved / "config.json").read_text())
+    (resaved / "config.json").write_text(json.dumps({**cfg, "transformers_version": "4.30.0"}))
+    report = reg.audit(resaved)
+    assert report.status == "known" and report.config_differs
+    assert report.artifact.id == m.artifact.id
+
     # The source, saved again the same way, is still the source.
     report = reg.audit(_resave(src_dir, tmp_path / "src-resaved"))
     assert report.status == "known" and report.artifact.id == src.id

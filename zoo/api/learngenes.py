@@ -193,6 +193,8 @@ def extract(
             row.deleted_at = None
         return link(session, row)
 
+    created: list[int] = []
+
     def insert(session: Session) -> ArtifactInfo:
         found = find(session)
         if found is not None:
@@ -215,11 +217,12 @@ def extract(
             tensors=recs,
             created_by=reg.user,
         )
+        created[:] = [row.id]
         return link(session, row)
 
     result = reg.transaction(insert, on_conflict=find)
-    if result.content_hash != content_hash:
-        # Registered before (under a hash that named its source): its blobs may be damaged.
+    if created != [result.id]:
+        # Registered before (storing a blob that is there keeps it): restore damaged ones.
         restore_blobs(reg, result, lambda: out_tensors)
     return result
 

@@ -480,9 +480,7 @@ def verify(
     # What is still damaged is whatever a fresh look finds, with why it was not restored.
     after = _verify(reg, query, workers=workers)
     problems = tuple(
-        dataclasses.replace(p, fix=f"not restored: {failed[p.digest]}")
-        if p.digest in failed
-        else p
+        dataclasses.replace(p, fix=f"not restored: {failed[p.digest]}") if p.digest in failed else p
         for p in after.problems
     )
     repaired = sorted({p.digest for p in report.problems} - {p.digest for p in problems})
