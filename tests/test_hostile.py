@@ -286,11 +286,6 @@ def test_hostile_input_is_refused_in_one_line(name, tiny, tmp_path, monkeypatch,
         assert case.untouched(folder) == before
 
 
-def test_the_corpus_counts_what_it_refuses():
-    """The number the benchmark notes quote (one line each above)."""
-    assert len(CORPUS) >= 35
-
-
 def test_a_percent_in_a_database_url_is_read_and_never_printed(db_url, monkeypatch, run_cli):
     """A percent-encoded password is how a URL carries an '@'; configparser (under
     Alembic) once read it as interpolation and printed the URL in a traceback."""
