@@ -200,14 +200,14 @@ def run_kills(db_url: str, store_url: str, work: Path, n_kills: int, seed: int) 
     }
     launcher.run(["materialize", "lg", *TARGET, "--json"])  # registers the derived row
     derived = _derived_name(db_url, store_url)
-    durations["materialize"] = launcher.run(
-        ["materialize", "lg", *TARGET, "--out", str(outs / "calibration-m")]
-    )
-    durations["rederive"] = launcher.run(
-        ["rederive", derived, "--out", str(outs / "calibration-r")]
-    )
-    for name in ("calibration-m", "calibration-r"):
-        shutil.rmtree(outs / name)
+    writes = {}
+    for command, args in (
+        ("materialize", ["materialize", "lg", *TARGET]),
+        ("rederive", ["rederive", derived]),
+    ):
+        dest = outs / f"calibration-{command}"
+        durations[command], writes[command] = _timed_write(launcher, [*args, "--out", str(dest)])
+        shutil.rmtree(dest)
 
     attempts: list[dict] = []
     kills = {c: 0 for c in COMMANDS}
@@ -227,8 +227,18 @@ def run_kills(db_url: str, store_url: str, work: Path, n_kills: int, seed: int) 
             args = ["materialize", "lg", *size, "--out", str(outs / f"m-{k:03d}")]
         else:
             args = ["rederive", derived, "--out", str(outs / f"r-{k:03d}")]
-        delay = rng.uniform(0, 1.1 * durations[command])
+        writes_out = command in ("materialize", "rederive")
+        # Half the --out kills wait until the output is being written (anything new beside
+        # the destination), then land within its measured write time.
+        in_write = writes_out and k % 2 == 1
+        before = set(os.listdir(outs))
         pid, log = launcher.start(args)
+        if in_write:
+            started = _wait_for(outs, before, timeout=3 * durations[command] + 30)
+            delay = rng.uniform(0, 1.1 * writes[command])
+        else:
+            started = None
+            delay = rng.uniform(0, 1.1 * durations[command])
         time.sleep(delay)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -243,18 +253,21 @@ def run_kills(db_url: str, store_url: str, work: Path, n_kills: int, seed: int) 
             attempt["exit"] = os.WEXITSTATUS(status)
             if attempt["exit"]:
                 attempt["log"] = log.read_text()[-300:]
-        if command in ("materialize", "rederive"):
+        if writes_out:
             dest = Path(args[-1])
+            attempt["mode"] = "in the write" if in_write else "anywhere"
+            attempt["write_seen"] = started is not None if in_write else None
             attempt["out_complete"] = dest.is_dir()
-            attempt["out_leftovers"] = _beside(outs, dest.name)
+            attempt["out_leftovers"] = sorted(set(os.listdir(outs)) - before - {dest.name})
         attempts.append(attempt)
         # A finished output is not needed any more; keep the disk small.
-        if command in ("materialize", "rederive") and Path(args[-1]).is_dir():
+        if writes_out and Path(args[-1]).is_dir():
             _check_output(Path(args[-1]), attempt)
             shutil.rmtree(args[-1])
     launcher.close()
     return {
         "durations_s": {c: round(d, 2) for c, d in durations.items()},
+        "write_s": {c: round(d, 2) for c, d in writes.items()},
         "kills": kills,
         "finished": finished,
         "attempts": attempts,
@@ -262,16 +275,36 @@ def run_kills(db_url: str, store_url: str, work: Path, n_kills: int, seed: int) 
     }
 
 
+def _wait_for(outs: Path, before: set[str], *, timeout: float) -> float | None:
+    """Wait until something new appears in ``outs`` (an output being assembled, whatever
+    zoo names it); returns when, or None after ``timeout``."""
+    end = time.perf_counter() + timeout
+    while time.perf_counter() < end:
+        if set(os.listdir(outs)) - before:
+            return time.perf_counter()
+        time.sleep(0.005)
+    return None
+
+
+def _timed_write(launcher: Launcher, args: list[str]) -> tuple[float, float]:
+    """(duration, seconds from the first new entry beside the destination to the end)."""
+    outs = Path(args[-1]).parent
+    before = set(os.listdir(outs))
+    t = time.perf_counter()
+    pid, log = launcher.start(args)
+    seen = _wait_for(outs, before, timeout=600)
+    status = launcher.wait(pid)
+    end = time.perf_counter()
+    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) or seen is None:
+        raise RuntimeError(f"{' '.join(args)} failed: {log.read_text()[-500:]}")
+    return end - t, end - seen
+
+
 def _derived_name(db_url: str, store_url: str) -> str:
     import zoo
 
     with zoo.connect(db_url=db_url, store_url=store_url) as reg:
         return reg.list(kind="derived")[-1].name
-
-
-def _beside(outs: Path, name: str) -> list[str]:
-    """Entries in the outputs folder that belong to destination ``name`` but are not it."""
-    return sorted(p.name for p in outs.iterdir() if p.name != name and name in p.name)
 
 
 def _check_output(dest: Path, attempt: dict) -> None:
@@ -348,27 +381,35 @@ def markdown(res: dict) -> str:
         "machine: other jobs ran too. Produced by `python benchmarks/bench_kill.py "
         f"--kills {res['args']['kills']} --seed {res['args']['seed']}`.",
         "",
-        "Commands killed in turn after a random delay, uniform over 1.1 times their own "
-        "uncontended duration: `import` of a 90 MB BERT whose blobs are new, `extract` of "
-        "a recipe not extracted yet, `materialize --out` and `rederive --out` of a 160 MB "
-        "target into a fresh folder. Then `zoo fsck --repair --grace 0s`.",
+        "Commands killed in turn: `import` of a 90 MB BERT whose blobs are new, `extract` "
+        "of a recipe not extracted yet, `materialize --out` of a size not registered yet "
+        "(130-210 MB) and `rederive --out` (160 MB), each into a fresh folder. A kill "
+        "comes after a random delay, uniform over 1.1 times the command's uncontended "
+        "duration (*anywhere*); every other `--out` kill instead waits until something new "
+        "appears beside the destination and lands uniformly within 1.1 times the measured "
+        "write time (*in the write*). Then `zoo fsck --repair --grace 0s`.",
         "",
     ]
     for backend, r in res["backends"].items():
         a = r["after"]
-        mid = {
-            c: sum(
+
+        def count(command: str, mode: str, *, left: bool = False, r=r) -> int:
+            return sum(
                 1
                 for x in r["attempts"]
-                if x["command"] == c and x["killed"] and x.get("out_leftovers")
+                if x["command"] == command
+                and x.get("mode") == mode
+                and x["killed"]
+                and (bool(x["out_leftovers"]) or not left)
             )
-            for c in ("materialize", "rederive")
-        }
+
         lines += [
             f"## {backend}",
             "",
             "Uncontended durations (s): "
-            + ", ".join(f"{c} {d}" for c, d in r["durations_s"].items()),
+            + ", ".join(f"{c} {d}" for c, d in r["durations_s"].items())
+            + "; of which writing the output folder: "
+            + ", ".join(f"{c} {d}" for c, d in r["write_s"].items()),
             "",
             "| command | kills | finished before the kill |",
             "|---|---|---|",
@@ -391,11 +432,16 @@ def markdown(res: dict) -> str:
             f"| finished outputs that are not whole checkpoints | {a['broken_outputs']} |",
             f"| commands that finished with an error | {a['unexpected_exits']} |",
             "",
-            f"Kills that landed while an output folder was being written (a temporary "
-            f"folder was left): materialize {mid['materialize']}, rederive "
-            f"{mid['rederive']}. Killed `materialize --out` runs whose derived checkpoint "
-            f"row is registered without its folder: {a['killed_out_commands_without_folder']} "
-            "(the row is a recipe, re-derivable; the folder is what was lost).",
+            "`--out` kills that left something beside the destination, by where they "
+            "landed: "
+            + "; ".join(
+                f"{c} {count(c, mode, left=True)} of {count(c, mode)} {mode}"
+                for c in ("materialize", "rederive")
+                for mode in ("anywhere", "in the write")
+            )
+            + ". Killed `materialize --out` runs whose derived checkpoint row is registered "
+            f"without its folder: {a['killed_out_commands_without_folder']} (the row is a "
+            "recipe, re-derivable; the folder is what was lost).",
             "",
         ]
     return "\n".join(lines)
