@@ -48,19 +48,28 @@ from forklauncher import LAUNCHER  # noqa: E402
 from zoo.bench.machine import cpu_model  # noqa: E402
 
 COMMANDS = ("import", "extract", "materialize", "rederive")
-# Each extract kill asks for a recipe not extracted yet, so it has blobs to write.
-WAVELETS = ["haar", "db2", "db3", "db4", "db5", "sym2", "sym3", "sym4", "coif1", "coif2"]
-EXTRACT_RECIPES = [
-    ["--wavelet", w, "--levels", str(levels)]
-    for levels in (1, 2)
-    for w in WAVELETS
-    if (w, levels) != ("db2", 2)  # what the calibration run extracts
-] + [["--method", "dct", "--keep", k] for k in ("0.2", "0.3", "0.4", "0.6", "0.7", "0.8")]
+
+
+def extract_recipes(rng: random.Random) -> list[list[str]]:
+    """Recipes not extracted yet, one per extract attempt: every discrete wavelet at
+    levels 1 and 2, then DCT blocks, in a random order."""
+    import pywt
+
+    recipes = [
+        ["--wavelet", w, "--levels", str(levels)]
+        for w in pywt.wavelist(kind="discrete")
+        for levels in (1, 2)
+        if (w, levels) != ("db2", 2)  # what the calibration run extracts
+    ]
+    rng.shuffle(recipes)
+    return recipes + [["--method", "dct", "--keep", f"{k / 100:g}"] for k in range(5, 100, 5)]
+
+
 SOURCE = dict(hidden=384, layers=6, heads=6, ffn=1536, vocab=30522)  # ~90 MB in float32
 TARGET = ("--layers", "8", "--hidden", "512")  # ~160 MB written per output
-# Each materialize kill asks for a size not registered yet (130-210 MB written), so a kill
+# Each materialize kill asks for a size not registered yet (80-260 MB written), so a kill
 # after its row is recorded but before its folder is in place shows as such.
-TARGETS = [(layers, hidden) for hidden in (448, 512) for layers in range(5, 13)]
+TARGETS = [(layers, hidden) for hidden in (384, 448, 512, 576) for layers in range(5, 13)]
 
 
 # --- the machine -------------------------------------------------------------------------
@@ -185,12 +194,9 @@ def run_kills(db_url: str, store_url: str, work: Path, n_kills: int, seed: int) 
     logs = work / "logs"
     logs.mkdir()
     base = base_checkpoint(work / "inputs" / "bert")
-    per_command = -(-n_kills // len(COMMANDS))
-    pool = [
-        variant(base, work / "inputs" / f"bert-{i}", seed * 1000 + i) for i in range(per_command)
-    ]
-    recipes = rng.sample(EXTRACT_RECIPES, k=min(per_command, len(EXTRACT_RECIPES)))
-    targets = rng.sample([t for t in TARGETS if t != (8, 512)], k=min(per_command, 15))
+    recipes = extract_recipes(rng)
+    targets = [t for t in TARGETS if t != (8, 512)]
+    rng.shuffle(targets)
 
     launcher = Launcher(env, logs)
     # Uncontended durations, which also register what the later commands start from.
@@ -217,10 +223,11 @@ def run_kills(db_url: str, store_url: str, work: Path, n_kills: int, seed: int) 
         command = COMMANDS[i % len(COMMANDS)]
         k = i // len(COMMANDS)
         i += 1
-        if command == "import":
-            args = ["import", str(pool[k % len(pool)])]
+        if command == "import":  # a checkpoint of new content each time, made untimed
+            fresh = variant(base, work / "inputs" / f"bert-{k}", seed * 1000 + k)
+            args = ["import", str(fresh)]
         elif command == "extract":
-            args = ["extract", "src", *recipes[k % len(recipes)]]
+            args = ["extract", "src", *recipes[k]]
         elif command == "materialize":
             layers, hidden = targets[k % len(targets)]
             size = ["--layers", str(layers), "--hidden", str(hidden)]
@@ -264,6 +271,8 @@ def run_kills(db_url: str, store_url: str, work: Path, n_kills: int, seed: int) 
         if writes_out and Path(args[-1]).is_dir():
             _check_output(Path(args[-1]), attempt)
             shutil.rmtree(args[-1])
+        if command == "import":
+            shutil.rmtree(fresh)
     launcher.close()
     return {
         "durations_s": {c: round(d, 2) for c, d in durations.items()},
@@ -383,7 +392,7 @@ def markdown(res: dict) -> str:
         "",
         "Commands killed in turn: `import` of a 90 MB BERT whose blobs are new, `extract` "
         "of a recipe not extracted yet, `materialize --out` of a size not registered yet "
-        "(130-210 MB) and `rederive --out` (160 MB), each into a fresh folder. A kill "
+        "(80-260 MB) and `rederive --out` (160 MB), each into a fresh folder. A kill "
         "comes after a random delay, uniform over 1.1 times the command's uncontended "
         "duration (*anywhere*); every other `--out` kill instead waits until something new "
         "appears beside the destination and lands uniformly within 1.1 times the measured "
