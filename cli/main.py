@@ -397,10 +397,16 @@ def fsck_cmd(repair: bool, grace: str, as_json: bool) -> None:
 
 @cli.command("verify")
 @click.argument("name", required=False)
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Restore damaged blobs zoo can produce again (learngenes, stored derived "
+    "checkpoints, sources whose folder is still here).",
+)
 @json_option
-def verify_cmd(name: str | None, as_json: bool) -> None:
-    """Re-hash stored blobs (all, or those NAME needs); exit 6 on any damage."""
-    report = _registry().verify(name)
+def verify_cmd(name: str | None, repair: bool, as_json: bool) -> None:
+    """Re-hash stored blobs (all, or those NAME needs); exit 6 on any damage left."""
+    report = _registry().verify(name, repair=repair)
     _emit(as_json, report.to_json(), render.verify_report(report))
     if not report.ok:
         sys.exit(DAMAGE_FOUND)

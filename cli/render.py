@@ -60,6 +60,7 @@ def artifact_detail(info, with_tensors: bool = False) -> str:
     ]
     if info.aliases:
         lines.append(f"aliases:   {', '.join(info.aliases)}")
+    lines.extend(same_content_lines(info))
     for key, value in sorted(info.info.items()):
         if key == "signals" and isinstance(value, dict):
             # Per-signal axes, statistics and digests: hundreds of lines; --json has them.
@@ -86,6 +87,17 @@ def _no_family(info) -> str:
     return f"- (model_type {model_type}: catalogued; no family resizes it)"
 
 
+def same_content_lines(info) -> list[str]:
+    """The other artifacts holding exactly this content, and what that means."""
+    if not info.same_content:
+        return []
+    others = ", ".join(f"{kind} {name}" for kind, name in info.same_content)
+    return [
+        f"same content: {others} (identical config and tensors, one hash; each record "
+        "keeps its own lineage)"
+    ]
+
+
 # --- maintenance reports ---------------------------------------------------------------------
 
 
@@ -102,6 +114,8 @@ def _problems(problems) -> list[str]:
         held = f" (held by {', '.join(p.artifacts)})" if p.artifacts else ""
         detail = f": {p.detail}" if p.detail and p.problem == "wrong-size" else ""
         lines.append(f"  {p.problem:<10} {p.digest[:16]}{held}{detail}")
+        if p.fix:
+            lines.append(f"    fix: {p.fix}")
     return lines
 
 
@@ -111,7 +125,10 @@ def fsck_report(report) -> str:
         f"{report.checked_rows} blobs needed by kept rows"
     ]
     if report.problems:
-        lines.append(f"{len(report.problems)} damaged (run `zoo verify` for details):")
+        lines.append(
+            f"{len(report.problems)} damaged (`zoo verify` says what restores each; "
+            "`zoo verify --repair` restores those zoo can produce again):"
+        )
         lines += _problems(report.problems)
     else:
         lines.append("every kept row's blobs are present")
@@ -165,9 +182,14 @@ def gc_report(report) -> str:
 
 def verify_report(report) -> str:
     head = f"checked {report.checked} blobs ({human_bytes(report.checked_bytes)})"
+    restored = [f"restored {len(report.repaired)} damaged blobs"] if report.repaired else []
     if report.ok:
-        return f"{head}: all intact"
-    return "\n".join([f"{head}: {len(report.problems)} damaged", *_problems(report.problems)])
+        return "\n".join([*restored, f"{head}: all intact"])
+    lines = [*restored, f"{head}: {len(report.problems)} damaged", *_problems(report.problems)]
+    fixable = sum("--repair" in p.fix for p in report.problems)
+    if fixable and not report.repair:
+        lines.append(f"run `zoo verify --repair` to restore {fixable} of them")
+    return "\n".join(lines)
 
 
 def token_table(infos) -> str:

@@ -9,19 +9,25 @@ holds a commit hash, ``snapshots/<commit>/<file>`` are relative symlinks to ``bl
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import socket
 from pathlib import Path
 
-import httpx2
 import huggingface_hub
 import pytest
 import torch
 from huggingface_hub import errors as hf_errors
+from huggingface_hub.utils import get_session
 
 from zoo.checkpoint import open_checkpoint, write_safetensors
 from zoo.errors import AmbiguousNameError, InvalidInputError, NotFoundError, OfflineError
 from zoo.hub import ALLOW_PATTERNS, Snapshot, cache_dir_from_env, is_offline, resolve_snapshot
+
+# The HTTP client huggingface_hub itself uses (requests, httpx or httpx2, by version): zoo
+# declares none of them, so the tests take whichever came with huggingface_hub.
+SESSION = type(get_session())
+HTTP = importlib.import_module(SESSION.__module__.split(".")[0])
 
 C1 = "1" * 8 + "a" * 32
 C2 = "1" * 8 + "b" * 32
@@ -52,7 +58,7 @@ def no_network_and_private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     for name in dir(huggingface_hub.HfApi):
         if not name.startswith("_") and callable(getattr(huggingface_hub.HfApi, name)):
             monkeypatch.setattr(huggingface_hub.HfApi, name, _refuse)
-    monkeypatch.setattr(httpx2.Client, "send", _refuse)
+    monkeypatch.setattr(SESSION, "send", _refuse)
     monkeypatch.setattr(socket.socket, "connect", _refuse)
     monkeypatch.setattr(socket, "create_connection", _refuse)
 
@@ -293,15 +299,25 @@ def test_offline_flag_never_calls_snapshot_download(
     assert fake_download == []
 
 
-def _response(status: int) -> httpx2.Response:
-    return httpx2.Response(status, request=httpx2.Request("GET", "https://hub.invalid/x"))
+def _response(status: int):
+    url = "https://hub.invalid/x"
+    if HTTP.__name__ == "requests":
+        response = HTTP.Response()
+        response.status_code, response.url = status, url
+        response.request = HTTP.Request("GET", url).prepare()
+        return response
+    return HTTP.Response(status, request=HTTP.Request("GET", url))
+
+
+def _connect_error(message: str) -> Exception:
+    return (getattr(HTTP, "ConnectError", None) or HTTP.ConnectionError)(message)
 
 
 @pytest.mark.parametrize(
     ("raised", "expected", "phrase"),
     [
-        (httpx2.ConnectError("Name or service not known"), OfflineError, "check the network"),
-        (httpx2.ReadTimeout("timed out"), OfflineError, "HF_HUB_OFFLINE=1"),
+        (_connect_error("Name or service not known"), OfflineError, "check the network"),
+        (HTTP.ReadTimeout("timed out"), OfflineError, "HF_HUB_OFFLINE=1"),
         (hf_errors.LocalEntryNotFoundError("no cache\nsecond line"), OfflineError, "no cache"),
         (
             hf_errors.HfHubHTTPError("500 boom", response=_response(500)),

@@ -17,8 +17,8 @@ from zoo.errors import InvalidInputError
 
 try:  # Python 3.11+
     import tomllib
-except ModuleNotFoundError:  # pragma: no cover - 3.10
-    tomllib = None  # type: ignore[assignment]
+except ModuleNotFoundError:  # Python 3.10: the same parser as a package (a dependency there)
+    import tomli as tomllib
 
 CONFIG_FILE_NAME = "config.toml"
 
@@ -79,7 +79,7 @@ def redact_url(url: str) -> str:
 
 def _read_config_file(home: Path) -> dict[str, str]:
     path = home / CONFIG_FILE_NAME
-    if not path.is_file() or tomllib is None:
+    if not path.is_file():
         return {}
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -27,6 +27,13 @@ class AuditReport:
         differing / missing / extra: tensor names whose bytes differ, that the file lacks,
             and that the artifact lacks.
         config_differs: the tensors match but config.json does not.
+        not_compared: tensors present on one side only, or differing, that are no
+            evidence either way: buffers transformers rebuilds from the config and drops
+            on ``save_pretrained`` (position ids, causal masks, rotary frequencies), and
+            tied copies it writes once (bytes the other side holds under another name).
+        named_by_file: the file's zoo metadata names ``artifact`` (a zoo output); where
+            several artifacts hold this content (``artifact.same_content`` lists the
+            others) that decides which is named, else the first registered is.
         verified: with ``verify``, whether re-deriving reproduced the recorded hashes.
     """
 
@@ -37,6 +44,8 @@ class AuditReport:
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
     config_differs: bool = False
+    not_compared: list[str] = field(default_factory=list)
+    named_by_file: bool = False
     lineage: Any = None
     verified: bool | None = None
     verify_error: str | None = None
@@ -50,6 +59,8 @@ class AuditReport:
             "missing": self.missing,
             "extra": self.extra,
             "config_differs": self.config_differs,
+            "not_compared": self.not_compared,
+            "named_by_file": self.named_by_file,
             "lineage": self.lineage.to_json() if self.lineage else None,
             "verified": self.verified,
             "verify_error": self.verify_error,
@@ -81,6 +92,25 @@ class AuditReport:
                 lines.append(f"  missing: {name}")
             for name in self.extra[:20]:
                 lines.append(f"  extra:   {name}")
+        if self.not_compared:
+            lines.append(
+                f"  not compared: {len(self.not_compared)} buffers or tied copies that "
+                "transformers rebuilds or writes once ("
+                + ", ".join(self.not_compared[:3])
+                + (", ..." if len(self.not_compared) > 3 else "")
+                + ")"
+            )
+        if a.same_content:
+            others = ", ".join(f"{kind} {name}" for kind, name in a.same_content)
+            why = (
+                "the file's metadata names it"
+                if self.named_by_file
+                else "the first registration of this content"
+            )
+            lines.append(
+                f"  same content: {others}: identical config and tensors; {a.name} is "
+                f"named above because {why}"
+            )
         if self.verified is not None:
             lines.append(
                 "verify: re-derived bit for bit"
@@ -100,7 +130,13 @@ CONFIG_BUFFERS = (".inv_freq",)
 
 
 def audit(reg, path: str | Path, *, verify: bool = False) -> AuditReport:
-    """Identify ``path`` (an HF folder or a .safetensors file) by content."""
+    """Identify ``path`` (an HF folder or a .safetensors file) by content.
+
+    When several artifacts hold the same content (a checkpoint materialized at its
+    source's own size is its source, byte for byte), the report names the one the file
+    says it is (a zoo output's metadata names its derived checkpoint), else the first
+    registered, and lists the others in ``artifact.same_content``.
+    """
     from zoo.checkpoint import open_checkpoint
 
     with open_checkpoint(Path(path)) as ckpt:
@@ -128,6 +164,7 @@ def audit_manifest(
 
     path = label
     file_tensors = {t.name: t.digest for t in tensors}
+    file_dtypes = {t.name: t.dtype for t in tensors}
     fills = _fill_digests(tensors)
     # Integer and bool tensors are buffers (position ids, causal masks) that every model
     # of a config shares; weights are floating point, less the floating-point buffers
@@ -138,35 +175,59 @@ def audit_manifest(
         if t.dtype.startswith(("F", "BF")) and not t.name.endswith(CONFIG_BUFFERS)
     }
     content = manifest_hash(config, tensors) if config is not None else None
-    claimed = _claimed_hash(metadata or {})
+    claimed = _claim(metadata or {})
 
     with reg.session() as session:
         row = None
         if content is not None:
-            for kind in queries.KINDS:
-                row = row or queries.find_by_content(session, kind, content)
+            row = _named_by_file(
+                [r for k in queries.KINDS if (r := queries.find_by_content(session, k, content))],
+                claimed,
+            )
         # Only tensors that can tell checkpoints apart are evidence of where a file came from.
         evidence = {n: d for n, d in file_tensors.items() if n in floating and d not in fills}
         candidates: dict[int, int] = queries.artifacts_with_digests(session, evidence.values())
         if row is None and claimed:
-            row = session.scalar(_by_hash(claimed))
+            row = _named_by_file(list(session.scalars(_by_hash(claimed[1]))), claimed)
         best = row
-        best_info = queries.to_info(session, best) if best is not None else None
-        if best_info is None and candidates:
+        if best is None and candidates:
             ranked = sorted(candidates.items(), key=lambda kv: (-kv[1], kv[0]))
+            best_overlap = -1
             for artifact_id, _ in ranked:
-                info = queries.to_info(session, session.get(Artifact, artifact_id))
-                if best_info is None or _overlap(info, evidence) > _overlap(best_info, evidence):
-                    best_info = info
+                candidate = session.get(Artifact, artifact_id)
+                overlap = _overlap(queries.tensor_records(session, artifact_id), evidence)
+                if overlap > best_overlap:
+                    best, best_overlap = candidate, overlap
+        if best is not None:
+            best = _named_by_file([best, *queries.coinciding(session, best)], claimed) or best
+        best_info = queries.to_info(session, best, same_content=True) if best else None
     if best_info is None:
         return AuditReport(str(path), "unknown")
     if best_info.deleted:  # its rows stay until gc, its ancestry is no longer served
         return AuditReport(str(path), "removed", best_info)
 
-    recorded = {t.name: t.digest for t in best_info.tensors}
-    differing = sorted(n for n in file_tensors if n in recorded and recorded[n] != file_tensors[n])
-    missing = sorted(set(recorded) - set(file_tensors))
-    extra = sorted(set(file_tensors) - set(recorded))
+    recorded = {t.name: t for t in best_info.tensors}
+    weight = _weight_test(best_info.family)
+    file_digests = set(file_tensors.values())
+    recorded_digests = {t.digest for t in recorded.values()}
+    not_compared = set()
+    differing, missing, extra = [], [], []
+    for name in sorted(set(recorded) | set(file_tensors)):
+        mine, theirs = file_tensors.get(name), recorded.get(name)
+        if theirs is not None and mine == theirs.digest:
+            continue
+        if theirs is None:  # extra: a buffer, or a tied copy of a recorded tensor
+            dtype, counted = file_dtypes[name], mine not in recorded_digests
+            into = extra
+        elif mine is None:  # missing: a buffer, or tied to a tensor the file has
+            dtype, counted = theirs.dtype, theirs.digest not in file_digests
+            into = missing
+        else:
+            dtype, counted, into = theirs.dtype, True, differing
+        if counted and weight(name, dtype):
+            into.append(name)
+        else:
+            not_compared.add(name)
     status = "known" if not (differing or missing or extra) else "modified"
     report = AuditReport(
         str(path),
@@ -178,6 +239,9 @@ def audit_manifest(
         config_differs=status == "known"
         and config is not None
         and content != best_info.content_hash,
+        not_compared=sorted(not_compared),
+        named_by_file=claimed is not None
+        and (claimed[0] == best_info.name or claimed[1] == best_info.content_hash),
         lineage=lineage(reg, best_info.name, up=True, down=False),
     )
     if verify and best_info.kind == "derived":
@@ -192,6 +256,40 @@ def audit_manifest(
             report.verified = False
             report.verify_error = str(exc)
     return report
+
+
+def _weight_test(family_name: str):
+    """``(name, dtype) -> bool``: whether a tensor is a weight whose presence and bytes
+    are evidence. Not: integer and bool buffers, floating-point buffers computed from the
+    config, and the buffers the family declares (see :meth:`zoo.families.Family.is_buffer`)."""
+    from zoo.errors import UnknownFamilyError
+    from zoo.families import get_family
+
+    try:
+        family = get_family(family_name)
+    except UnknownFamilyError:
+        family = None
+
+    def is_weight(name: str, dtype: str) -> bool:
+        if not dtype.startswith(("F", "BF")) or name.endswith(CONFIG_BUFFERS):
+            return False
+        return family is None or not family.is_buffer(name)
+
+    return is_weight
+
+
+def _named_by_file(rows: list, claimed: tuple[str, str] | None):
+    """Of artifacts with one content, the one the file's metadata names, else the first
+    registered (where that content entered the registry)."""
+    rows = sorted(rows, key=lambda r: r.id)
+    if not rows:
+        return None
+    if claimed is not None:
+        name, content_hash = claimed
+        for r in rows:
+            if r.name == name or (r.kind == "derived" and r.content_hash == content_hash):
+                return r
+    return rows[0]
 
 
 def _fill_digests(tensors) -> set[str]:
@@ -228,14 +326,16 @@ def _fill_digests(tensors) -> set[str]:
     return out
 
 
-def _overlap(info: ArtifactInfo, file_tensors: dict[str, str]) -> int:
-    return sum(1 for t in info.tensors if file_tensors.get(t.name) == t.digest)
+def _overlap(records, file_tensors: dict[str, str]) -> int:
+    return sum(1 for t in records if file_tensors.get(t.name) == t.digest)
 
 
-def _claimed_hash(metadata: dict[str, str]) -> str | None:
+def _claim(metadata: dict[str, str]) -> tuple[str, str] | None:
+    """(name, content hash) of the derived checkpoint a zoo output says it is."""
     try:
-        return json.loads(metadata.get("zoo.derived", "null") or "null")["content_hash"]
-    except (ValueError, TypeError, KeyError):
+        claim = json.loads(metadata.get("zoo.derived", "null") or "null")
+        return str(claim["name"]), str(claim["content_hash"])
+    except (ValueError, TypeError, KeyError, RecursionError):
         return None
 
 

@@ -31,14 +31,18 @@ _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def _check_layout(family: str, ckpt) -> None:
-    """Refuse, before any blob is written, weights that contradict their config.json
-    (missing layers, wrong widths): grouped into signals on meta tensors, no data read.
-    Whatever else the grouping refuses (tensors the family does not know, such as
-    adapters) is still importable and refused only when something is derived from it."""
+    """Refuse, before any blob is written, a config.json whose sizes are unusable and
+    weights that contradict it (missing layers, wrong widths): grouped into signals on
+    meta tensors, no data read. Whatever else the grouping refuses (tensors the family
+    does not know, such as adapters) is still importable and refused only when something
+    is derived from it."""
     from zoo.families import get_family
 
     from .tensors import meta_state
 
+    # Sizes every derivation reads (hidden_size 0, 32.5, "32", -1 layers...): refused now,
+    # not at the first extract.
+    get_family(family).axis_sizes(ckpt.config)
     try:
         get_family(family).to_signals(meta_state(ckpt.tensors), ckpt.config)
     except ConfigMismatchError:
@@ -120,12 +124,19 @@ def import_checkpoint(
         tensors = [
             TensorRecord(t.name, t.dtype, tuple(t.shape), t.nbytes, t.digest) for t in ckpt.tensors
         ]
+        reg.check_writable()  # a read-only registry: refused before any blob is written
+        with reg.session() as session:
+            known = any(queries.find_by_content(session, k, content_hash) for k in IMPORTABLE)
         # Blobs first, rows second: a crash in between leaves collectable orphans only.
         total = sum(t.nbytes for t in tensors)
         with progress_bar(total, f"import {Path(path).name}", enabled=progress) as bar:
             for t in tensors:
+                read = functools.partial(ckpt.read_bytes, t.name)
+                if known and not reg.store.verify(t.digest):
+                    # Importing a registered checkpoint again restores its damaged blobs.
+                    reg.store.rewrite(t.digest, read())
                 # Not has-then-put: a reused blob gets a fresh time so gc leaves it alone.
-                reg.store.put_if_absent(t.digest, functools.partial(ckpt.read_bytes, t.name))
+                reg.store.put_if_absent(t.digest, read)
                 bar.update(t.nbytes)
         side = find_side_files(ckpt.root)
         for f in side:
@@ -248,8 +259,10 @@ def list_artifacts(
 
 
 def show(reg, query: str) -> ArtifactInfo:
+    """The artifact ``query`` names, with every other artifact of the same content (a hash
+    prefix names the first registration of that content)."""
     with reg.session() as session:
-        return queries.to_info(session, queries.resolve(session, query))
+        return queries.to_info(session, queries.resolve(session, query), same_content=True)
 
 
 def tag(reg, query: str, alias: str) -> ArtifactInfo:

@@ -11,6 +11,8 @@ layer's bytes, so materializing from it hashes nothing it read.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -18,7 +20,7 @@ from sqlalchemy.orm import Session
 from zoo import __version__
 from zoo.db import queries
 from zoo.db.entities import ArtifactInfo
-from zoo.errors import InvalidInputError
+from zoo.errors import InvalidInputError, VerificationError
 
 EXTRACT_METHODS = ("dwt", "dct")
 DEFAULT_LEVELS = 2
@@ -138,11 +140,11 @@ def extract(
     device: str | None = None,
     order: str = "stored",
 ) -> ArtifactInfo:
-    """Extract (once) a learngene from a registered checkpoint."""
+    """Extract (once) a learngene from a registered checkpoint.
+
+    Asked again, it returns the learngene already registered, after checking its blobs:
+    missing or damaged ones are recomputed from the source and rewritten."""
     from zoo.checkpoint import manifest_hash, validate_name
-    from zoo.derive import signal_stats
-    from zoo.transforms import dwt_approx, front_extract
-    from zoo.unit_order import ordered
 
     from . import tensors as tio
     from .catalog import resizable
@@ -153,9 +155,91 @@ def extract(
     with reg.session() as session:
         src = queries.resolve(session, source, kinds=("source", "derived"))
         existing = _existing_extraction(session, src.id, recipe)
-        if existing is not None:
-            return queries.to_info(session, existing)
         src_info = queries.to_info(session, src)
+        if existing is not None:
+            existing = queries.to_info(session, existing)
+    resizable(src_info)  # one line naming the families zoo resizes, before any work
+    if existing is not None:
+        restore_blobs(reg, existing, lambda: compute(reg, src_info, recipe, device)[0])
+        return existing
+    reg.check_writable()  # before any blob is written
+    out_tensors, signal_info = compute(reg, src_info, recipe, device)
+    recs = tio.store_tensors(reg.store, out_tensors)  # blobs before rows
+    identity = {**recipe, "source": src_info.content_hash, "signals": signal_info}
+    # The source's registry name is shown, not hashed: the same bytes extracted in any
+    # registry, from a source under any name, are one learngene.
+    info = {**identity, "source_name": src_info.name}
+    content_hash = manifest_hash({"learngene": identity}, recs)
+    default_name = _default_name(src_info.name, recipe, content_hash)
+
+    def link(session: Session, row) -> ArtifactInfo:
+        parent = session.get(type(row), src_info.id)
+        queries.add_edge(
+            session,
+            parent=parent,
+            child=row,
+            relation="extract",
+            recipe=recipe,
+            zoo_version=__version__,
+            by=reg.user,
+        )
+        return queries.to_info(session, row)
+
+    def find(session: Session):
+        row = queries.find_by_content(session, "learngene", content_hash)
+        if row is None:
+            row = _recorded_before(session, src_info.family, identity, recs)
+        if row is None:
+            return None
+        if row.deleted_at is not None:  # extracting again brings it back
+            row.deleted_at = None
+        return link(session, row)
+
+    created: list[int] = []
+
+    def insert(session: Session) -> ArtifactInfo:
+        found = find(session)
+        if found is not None:
+            return found
+        chosen = name or default_name
+        if queries.name_taken(session, chosen):
+            if name:
+                from zoo.errors import ConflictError
+
+                raise ConflictError(f"The name {name!r} is already taken; choose another --name.")
+            chosen = f"{default_name}-{content_hash[:8]}"
+        row = queries.insert_artifact(
+            session,
+            kind="learngene",
+            name=chosen,
+            family=src_info.family,
+            content_hash=content_hash,
+            config=src_info.config,
+            info=info,
+            tensors=recs,
+            created_by=reg.user,
+        )
+        created[:] = [row.id]
+        return link(session, row)
+
+    result = reg.transaction(insert, on_conflict=find)
+    if created != [result.id]:
+        # Registered before (storing a blob that is there keeps it): restore damaged ones.
+        restore_blobs(reg, result, lambda: out_tensors)
+    return result
+
+
+def compute(
+    reg, src_info: ArtifactInfo, recipe: dict[str, Any], device: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A learngene's tensors and per-signal info, computed from its source's weights."""
+    from zoo.derive import signal_stats
+    from zoo.transforms import dwt_approx, front_extract
+    from zoo.unit_order import ordered
+
+    from . import tensors as tio
+    from .catalog import resizable
+
     family = resizable(src_info)
     dev = tio.resolve_device(device)
     if src_info.virtual:
@@ -166,7 +250,7 @@ def extract(
     else:
         state = tio.load_tensors(reg.store, src_info.tensors, device=dev)
     sizes = family.axis_sizes(src_info.config)
-    signals = ordered(family.to_signals(state, src_info.config), order)
+    signals = ordered(family.to_signals(state, src_info.config), recipe.get("order", "stored"))
     if recipe["method"] == "dwt":
         _check_levels(signals, sizes, recipe["levels"], src_info.name)
 
@@ -209,63 +293,73 @@ def extract(
             out_tensors[f"{key}@dct.std"] = block.stds
             entry["layer_axis"] = layer_axis
         signal_info[key] = entry
+    return out_tensors, signal_info
 
-    recs = tio.store_tensors(reg.store, out_tensors)  # blobs before rows
-    info = {
-        **recipe,
-        "source": src_info.content_hash,
-        "source_name": src_info.name,
-        "signals": signal_info,
-    }
-    content_hash = manifest_hash({"learngene": info}, recs)
-    default_name = _default_name(src_info.name, recipe, content_hash)
 
-    def link(session: Session, row) -> ArtifactInfo:
-        parent = session.get(type(row), src_info.id)
-        queries.add_edge(
-            session,
-            parent=parent,
-            child=row,
-            relation="extract",
-            recipe=recipe,
-            zoo_version=__version__,
-            by=reg.user,
+def restore_blobs(reg, info: ArtifactInfo, tensors: Callable[[], Mapping[str, Any]]) -> list[str]:
+    """Rewrite the blobs of ``info`` that are missing or damaged, from ``tensors()`` (called
+    only when one is); returns the digests rewritten.
+
+    Raises:
+        VerificationError: a recomputed tensor does not give the recorded bytes.
+    """
+    from . import tensors as tio
+
+    def intact(digest: str) -> bool:
+        return reg.store.verify(digest)
+
+    records = list(info.tensors)
+    ok = tio.parallel_map(intact, [r.digest for r in records], cost=[r.nbytes for r in records])
+    damaged = [r for r, good in zip(records, ok, strict=True) if not good]
+    if not damaged:
+        return []
+    reg.check_writable()
+    fresh = tensors()
+    rewritten = []
+    for r in damaged:
+        t = fresh.get(r.name)
+        data = tio.raw_bytes(t) if t is not None else None
+        if data is None or hashlib.sha256(data).hexdigest() != r.digest:
+            raise VerificationError(
+                f"{info.name}'s tensor {r.name} is missing or damaged in the store, and "
+                "recomputing it did not give the recorded bytes (extracted on another "
+                "device?); extract it again on that device, or remove it with `zoo rm`."
+            )
+        if r.digest not in rewritten:
+            reg.store.rewrite(r.digest, data)
+            rewritten.append(r.digest)
+    return rewritten
+
+
+def _recorded_before(session: Session, family: str, identity: dict[str, Any], recs):
+    """A learngene with exactly this content registered under the earlier identity rule,
+    whose hash also covered its source's registry name. It keeps that hash (derived
+    checkpoints' recipes and written folders cite it); nothing is registered twice."""
+    from sqlalchemy import select
+
+    from zoo.db.entities import loads
+    from zoo.db.models import Artifact
+
+    wanted = sorted((r.name, r.digest) for r in recs)
+    rows = session.scalars(
+        select(Artifact)
+        .where(
+            Artifact.kind == "learngene",
+            Artifact.family == family,
+            # Stored as canonical JSON (sorted keys, no spaces): a cheap first filter.
+            Artifact.info_json.contains(f'"source":"{identity["source"]}"'),
         )
-        return queries.to_info(session, row)
-
-    def find(session: Session):
-        row = queries.find_by_content(session, "learngene", content_hash)
-        if row is None:
-            return None
-        if row.deleted_at is not None:  # extracting again brings it back
-            row.deleted_at = None
-        return link(session, row)
-
-    def insert(session: Session) -> ArtifactInfo:
-        found = find(session)
-        if found is not None:
-            return found
-        chosen = name or default_name
-        if queries.name_taken(session, chosen):
-            if name:
-                from zoo.errors import ConflictError
-
-                raise ConflictError(f"The name {name!r} is already taken; choose another --name.")
-            chosen = f"{default_name}-{content_hash[:8]}"
-        row = queries.insert_artifact(
-            session,
-            kind="learngene",
-            name=chosen,
-            family=src_info.family,
-            content_hash=content_hash,
-            config=src_info.config,
-            info=info,
-            tensors=recs,
-            created_by=reg.user,
-        )
-        return link(session, row)
-
-    return reg.transaction(insert, on_conflict=find)
+        .order_by(Artifact.id)
+    )
+    for row in rows:
+        info = loads(row.info_json) or {}
+        info.pop("source_name", None)
+        if info != identity:
+            continue
+        have = sorted((t.name, t.digest) for t in queries.tensor_records(session, row.id))
+        if have == wanted:
+            return row
+    return None
 
 
 def _existing_extraction(session: Session, source_id: int, recipe: dict[str, Any]):

@@ -10,6 +10,7 @@ point at a missing blob. So writers put blobs before rows; ``rm`` only marks row
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import socket
@@ -73,6 +74,7 @@ class BlobProblem:
     problem: str  # missing | corrupt | wrong-size
     artifacts: tuple[str, ...] = ()
     detail: str = ""
+    fix: str = ""  # what restores it (see zoo.api.repair)
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,8 @@ class VerifyReport:
     checked: int
     checked_bytes: int
     problems: tuple[BlobProblem, ...]
+    repaired: tuple[str, ...] = ()
+    repair: bool = False
 
     @property
     def ok(self) -> bool:
@@ -549,8 +553,29 @@ def _remove_orphans(reg, orphans: list[StoreItem], grace_s: float) -> list[str]:
 # --- verify ------------------------------------------------------------------------------
 
 
-def verify(reg, query: str | None = None, *, workers: int | None = None) -> VerifyReport:
+def verify(
+    reg, query: str | None = None, *, repair: bool = False, workers: int | None = None
+) -> VerifyReport:
     """Re-hash stored blobs; see :meth:`zoo.Registry.verify`."""
+    report = _verify(reg, query, workers=workers)
+    if not repair or report.ok:
+        return dataclasses.replace(report, repair=repair)
+    from .repair import restore
+
+    _, failed = restore(reg, [p.digest for p in report.problems])
+    # What is still damaged is whatever a fresh look finds, with why it was not restored.
+    after = _verify(reg, query, workers=workers)
+    problems = tuple(
+        dataclasses.replace(p, fix=f"not restored: {failed[p.digest]}") if p.digest in failed else p
+        for p in after.problems
+    )
+    repaired = sorted({p.digest for p in report.problems} - {p.digest for p in problems})
+    return dataclasses.replace(after, problems=problems, repaired=tuple(repaired), repair=True)
+
+
+def _verify(reg, query: str | None, *, workers: int | None) -> VerifyReport:
+    from .repair import fix_hint, holders
+
     store = reg.store
     with reg.session() as session:
         if query is None:
@@ -585,8 +610,17 @@ def verify(reg, query: str | None = None, *, workers: int | None = None) -> Veri
         if p is not None and (query is not None or p != "missing" or d in needed)
     ]
     with reg.session() as session:
-        holders = _holders(session, [d for d, _, _ in bad])
-    problems = tuple(BlobProblem(d, p, holders.get(d, ()), m) for d, p, m in bad)
+        held = holders(session, [d for d, _, _ in bad])
+    problems = tuple(
+        BlobProblem(
+            d,
+            p,
+            tuple(sorted({h.name for h in held.get(d, [])})),
+            m,
+            fix_hint(held.get(d, [])),
+        )
+        for d, p, m in bad
+    )
     return VerifyReport(
         checked=len(digests), checked_bytes=sum(n for _, n, _, _ in results), problems=problems
     )

@@ -76,6 +76,7 @@ def materialize(reg, query: str, request: MaterializeRequest) -> Materialized:
     out = _check_out(reg, request.out, request.force, request.max_shard_size)
     dev = tio.resolve_device(request.device, prefer_gpu=True)
     plan = make_plan(reg, query, request)
+    reg.check_writable()  # its row is written at the end: refuse now, not after the work
     known = tio.KnownDigests()
     derivation = Derivation(reg, plan, dev, known=known, read_virtual=_reader(reg))
     workers = check_resources(derivation, dev, keep=out is None, out=out)

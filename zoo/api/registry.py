@@ -54,7 +54,9 @@ class Registry:
 
     @cached_property
     def engine(self) -> Engine:
-        return db_engine.make_engine(self.settings.db_url)
+        # zoo's own home is created on first use; a folder someone named must exist.
+        own = self.settings.db_url_from == "default"
+        return db_engine.make_engine(self.settings.db_url, create_folder=own)
 
     @cached_property
     def store(self) -> BlobStore:
@@ -83,6 +85,10 @@ class Registry:
         return sessionmaker(
             self.engine.execution_options(**db_engine.WRITE_OPTIONS), expire_on_commit=False
         )
+
+    def check_writable(self) -> None:
+        """Refuse, before any work, a write this user cannot make (a read-only registry)."""
+        db_engine.check_writable(self.engine)
 
     def ensure_schema(self) -> None:
         if not self._schema_ok and self._check_schema:
@@ -278,18 +284,21 @@ class Registry:
 
         return fsck(self, repair=repair, grace=grace)
 
-    def verify(self, name: str | None = None):
+    def verify(self, name: str | None = None, *, repair: bool = False):
         """Re-hash stored blobs: all of them, or those one artifact needs.
 
-        For a virtual artifact, the blobs it is re-derived from are checked.
+        For a virtual artifact, the blobs it is re-derived from are checked. Each damaged
+        blob's ``fix`` says what restores it; ``repair`` restores those zoo can produce
+        again (a learngene's, extracted again; a stored derived checkpoint's, re-derived;
+        a source's, read again from the folder it was imported from).
 
         Returns:
             A :class:`~zoo.api.maintenance.VerifyReport`; ``report.ok`` is False when a
-            blob is missing or its bytes no longer hash to its name.
+            blob is still missing or its bytes no longer hash to its name.
         """
         from zoo.api.maintenance import verify
 
-        return verify(self, name)
+        return verify(self, name, repair=repair)
 
     def db_upgrade(self, revision: str = "head") -> tuple[str | None, str | None]:
         """Upgrade the database schema; returns (before, after) revisions."""

@@ -30,7 +30,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from zoo.checkpoint.bin_format import PICKLE_SUFFIXES
-from zoo.checkpoint.safetensors_format import Header, read_header, tensor_from_bytes
+from zoo.checkpoint.safetensors_format import (
+    MAX_TENSORS,
+    Header,
+    read_header,
+    tensor_from_bytes,
+)
 from zoo.errors import InvalidCheckpointError, NotFoundError, UnsafeFormatError
 
 if TYPE_CHECKING:
@@ -56,6 +61,15 @@ BIN_INDEX_NAME = "pytorch_model.bin.index.json"
 Progress = Callable[[int, int], None]
 
 _CHUNK = 16 << 20  # bytes per hashlib.update: large enough to release the GIL usefully
+
+#: config.json and index files larger than this are refused unread. Label maps of tens of
+#: thousands of classes make the largest real configs a few MB; an index lists one line per
+#: tensor (see MAX_TENSORS).
+MAX_JSON_BYTES = 64 << 20
+
+#: Nesting of a config.json: real ones nest a handful of levels (a multimodal model's
+#: text_config.rope_scaling...); thousands would exhaust the recursion of every reader.
+MAX_CONFIG_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -310,6 +324,12 @@ def _read_config(root: Path) -> dict[str, Any]:
             path=str(cfg),
         )
     obj = _read_json(cfg)
+    if _depth(obj) > MAX_CONFIG_DEPTH:
+        raise InvalidCheckpointError(
+            f"{cfg} nests more than {MAX_CONFIG_DEPTH} levels deep, which no real config "
+            "does; restore the config.json that save_pretrained wrote.",
+            path=str(cfg),
+        )
     if not isinstance(obj, dict):
         raise InvalidCheckpointError(
             f"{cfg} holds a JSON {type(obj).__name__}, not an object; restore the "
@@ -321,6 +341,13 @@ def _read_config(root: Path) -> dict[str, Any]:
 
 def _read_json(path: Path) -> Any:
     try:
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise InvalidCheckpointError(
+                f"{path} is {size} bytes, more than the {MAX_JSON_BYTES} zoo reads (no real "
+                "config or index is that large); restore the file that save_pretrained wrote.",
+                path=str(path),
+            )
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidCheckpointError(
@@ -333,6 +360,26 @@ def _read_json(path: Path) -> Any:
             f"{path} is not valid JSON ({exc}); restore the file that save_pretrained wrote.",
             path=str(path),
         ) from exc
+    except RecursionError as exc:
+        raise InvalidCheckpointError(
+            f"{path} nests thousands of levels deep, which no real file does; restore the "
+            "file that save_pretrained wrote.",
+            path=str(path),
+        ) from exc
+
+
+def _depth(obj: Any) -> int:
+    """How deeply ``obj`` nests lists and objects (iteratively: no recursion to exhaust)."""
+    deepest = 0
+    todo = [(obj, 1)]
+    while todo:
+        value, level = todo.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, level)
+            todo.extend((v, level + 1) for v in value)
+    return deepest
 
 
 def _read_index(root: Path, index_name: str) -> dict[str, str]:
@@ -349,6 +396,8 @@ def _read_index(root: Path, index_name: str) -> dict[str, str]:
             "index that save_pretrained wrote.",
             path=str(index),
         )
+    if len(weight_map) > MAX_TENSORS:
+        raise _too_many(index, len(weight_map))
     for shard in set(weight_map.values()):
         parts = PurePosixPath(shard).parts
         if not parts or shard.startswith("/") or "\\" in shard or ".." in parts:
@@ -364,6 +413,14 @@ def _read_index(root: Path, index_name: str) -> dict[str, str]:
                 path=str(root / shard),
             )
     return weight_map
+
+
+def _too_many(where: Path, count: int) -> InvalidCheckpointError:
+    return InvalidCheckpointError(
+        f"{where} names {count} tensors, more than the {MAX_TENSORS} zoo accepts in one "
+        "checkpoint (no real model has that many); the checkpoint is corrupt or forged.",
+        path=str(where),
+    )
 
 
 def _refuse_pickle(where: Path, names: list[str]) -> UnsafeFormatError:
@@ -420,6 +477,9 @@ def _open_safetensors(
     progress: Progress | None,
 ) -> LocalCheckpoint:
     headers = {name: read_header(root / name) for name in weight_files}
+    count = sum(len(h.tensors) for h in headers.values())
+    if count > MAX_TENSORS:
+        raise _too_many(root, count)
     found: dict[str, str] = {}
     for fname, header in headers.items():
         for tname in header.tensors:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DTYPE_ITEMSIZE",
     "MAX_HEADER_SIZE",
+    "MAX_TENSORS",
     "Header",
     "TensorEntry",
     "dtype_code",
@@ -62,6 +63,20 @@ DTYPE_ITEMSIZE: dict[str, int] = {
 
 #: The same cap the safetensors library uses: a header this large is an attack, not a model.
 MAX_HEADER_SIZE = 100_000_000
+
+#: Tensors in one checkpoint (all shards together). The largest published checkpoints,
+#: mixtures of hundreds of experts with a scale tensor per weight, hold under 150,000;
+#: every tensor costs a registry row, so a header naming millions is refused.
+MAX_TENSORS = 500_000
+
+#: Axes of one tensor: real checkpoints use at most 5 (3-D convolutions).
+MAX_NDIM = 16
+
+#: Characters of a tensor name: what a registry row holds (``artifact_tensors.name``).
+MAX_TENSOR_NAME = 512
+
+#: torch (and numpy) count elements and bytes in signed 64-bit integers.
+_MAX_BYTES = 2**63 - 1
 
 # dtype code -> name of the torch dtype attribute. Strings, so this module needs no torch.
 _TORCH_NAMES: dict[str, str] = {
@@ -209,6 +224,10 @@ def parse_header(raw: bytes, *, path: str | os.PathLike[str], file_size: int) ->
         raise _bad(
             path, f"has a header that names {exc.args[0]!r} twice; the file is corrupt"
         ) from exc
+    except RecursionError as exc:  # a header is two levels deep; thousands is an attack
+        raise _bad(
+            path, "has a header nested thousands of levels deep; the file is corrupt or forged"
+        ) from exc
     except ValueError as exc:
         raise _bad(
             path,
@@ -231,6 +250,12 @@ def parse_header(raw: bytes, *, path: str | os.PathLike[str], file_size: int) ->
             "re-save the file with string metadata values",
         )
 
+    if len(obj) > MAX_TENSORS:
+        raise _bad(
+            path,
+            f"names {len(obj)} tensors, more than the {MAX_TENSORS} zoo accepts in one "
+            "checkpoint (no real model has that many); the file is corrupt or forged",
+        )
     entries = [_parse_entry(path, name, spec, data_start, data_len) for name, spec in obj.items()]
     _check_coverage(path, entries, data_start, data_len)
     tensors = {e.name: e for e in sorted(entries, key=lambda e: e.name)}
@@ -267,6 +292,12 @@ def _is_int(x: object) -> bool:
 def _parse_entry(
     path: Path, name: str, spec: object, data_start: int, data_len: int
 ) -> TensorEntry:
+    if len(name) > MAX_TENSOR_NAME:
+        raise _bad(
+            path,
+            f"names a tensor {name[:40]!r}... of {len(name)} characters, more than the "
+            f"{MAX_TENSOR_NAME} a registry holds; the file is corrupt or forged",
+        )
     if not isinstance(spec, dict):
         raise _bad(
             path,
@@ -289,8 +320,21 @@ def _parse_entry(
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
         raise _bad(
             path,
-            f"gives tensor {name!r} the shape {shape!r}, which is not a list of "
+            f"gives tensor {name!r} the shape {str(shape)[:80]}, which is not a list of "
             "non-negative integers; the file is corrupt",
+        )
+    if len(shape) > MAX_NDIM:
+        raise _bad(
+            path,
+            f"gives tensor {name!r} {len(shape)} axes, more than the {MAX_NDIM} zoo reads; "
+            "the file is corrupt or forged",
+        )
+    # Zero-size tensors included: torch multiplies every axis and refuses an overflow.
+    if math.prod(d for d in shape if d) * DTYPE_ITEMSIZE[dtype] > _MAX_BYTES:
+        raise _bad(
+            path,
+            f"gives tensor {name!r} the shape {tuple(shape)}, whose size overflows 64 bits; "
+            "the file is corrupt or forged",
         )
     offsets = spec["data_offsets"]
     if not (

@@ -9,7 +9,9 @@ revision is refused with the exact command that fixes it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import urllib.parse
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -32,8 +34,14 @@ _PG_SCHEMA_LOCK = 0x7A6F6F5F736368
 _PG_LINEAGE_LOCK = 0x7A6F6F5F6C696E
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine for ``url`` with zoo's connection settings."""
+def make_engine(url: str, *, create_folder: bool = False) -> Engine:
+    """Create an engine for ``url`` with zoo's connection settings.
+
+    Args:
+        url: a SQLAlchemy URL.
+        create_folder: create a SQLite file's missing folder (zoo's own home); a folder
+            named explicitly must exist, or the URL is more likely mistyped than new.
+    """
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -41,12 +49,7 @@ def make_engine(url: str) -> Engine:
             f"Database URL {redact_url(url)!r} is not a valid SQLAlchemy URL."
         ) from exc
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
-        event.listen(engine, "connect", _sqlite_on_connect)
-        event.listen(engine, "begin", _sqlite_on_begin)
-        return engine
+        return _sqlite_engine(url, parsed.database, create_folder=create_folder)
     try:
         return create_engine(url, pool_pre_ping=True)
     except (NoSuchModuleError, ImportError) as exc:  # no dialect, or no DBAPI module for it
@@ -54,6 +57,92 @@ def make_engine(url: str) -> Engine:
             f"Database URL {redact_url(url)!r} needs a driver that is not installed "
             "(for PostgreSQL: pip install 'zoo[postgres]')."
         ) from exc
+
+
+def _sqlite_engine(url: str, database: str | None, *, create_folder: bool) -> Engine:
+    """A SQLite engine whose connections never create the file behind zoo's back.
+
+    sqlite3 creates a missing file on connect, so a mistyped path, a deleted database or
+    one truncated to 0 bytes would silently become a new, empty registry. zoo creates a
+    new database file itself (complete, in WAL mode, renamed into place) and then opens
+    it read-write only if it exists (``mode=rw``), or read-only (``mode=ro``) when this
+    user cannot write it, so that reads still work.
+    """
+    if not database or database == ":memory:" or database.startswith("file:"):
+        raise InvalidInputError(
+            f"Database URL {redact_url(url)!r} names no SQLite file (an in-memory or URI "
+            "database): a registry must outlive the command, so give a file, e.g. "
+            "sqlite:////home/me/.zoo/zoo.db."
+        )
+    path = Path(database).expanduser().absolute()
+    folder = path.parent
+    if not folder.is_dir():
+        if folder.exists():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+        if not create_folder:
+            raise DatabaseUnavailableError(
+                f"The folder {folder} of the database {redact_url(url)} does not exist; "
+                "create it, or correct ZOO_DB_URL."
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        _create_sqlite_file(path)
+        size = path.stat().st_size
+    if size == 0:
+        raise DatabaseUnavailableError(
+            f"The database {path} is empty (0 bytes): it was truncated or emptied, which zoo "
+            "never does; restore it from a backup, or delete it to start a new registry."
+        )
+    writable = os.access(path, os.W_OK) and os.access(folder, os.W_OK)
+    mode = "rw" if writable else "ro"
+    if not writable and not os.access(folder, os.W_OK) and not _shm(path).exists():
+        # WAL readers need the -shm index; where none exists and none can be created, the
+        # file is read as it is (no writer can have it open without one).
+        mode += "&immutable=1"
+    uri = f"file:{urllib.parse.quote(str(path))}?mode={mode}"
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+
+    def connect(dialect, connection_record, cargs, cparams) -> None:
+        cargs[:1] = [uri]
+        cparams["uri"] = True
+
+    event.listen(engine, "do_connect", connect)
+    event.listen(engine, "connect", _sqlite_on_connect if writable else _sqlite_on_connect_ro)
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _shm(path: Path) -> Path:
+    return path.with_name(path.name + "-shm")
+
+
+def _create_sqlite_file(path: Path) -> None:
+    """Create an empty database in WAL mode at ``path`` atomically (a hard link of a
+    finished file), so that no process ever sees a half-made one; another process
+    creating it at the same moment is fine."""
+    import sqlite3
+    import uuid
+
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.creating")
+    try:
+        connection = sqlite3.connect(temp)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")  # writes the header: 4 KiB
+        finally:
+            connection.close()
+        with open(temp, "rb") as f:
+            os.fsync(f.fileno())
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            pass  # created by another process meanwhile
+        except OSError:  # no hard links here (some network file systems)
+            if not path.exists():
+                os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 # Python's sqlite3 module opens transactions behind SQLAlchemy's back: not before a SELECT
@@ -80,6 +169,7 @@ def write_lock(engine: Engine) -> Iterator[None]:
     if not database or database == ":memory:" or fcntl is None:
         yield
         return
+    check_writable(engine)
     # A new descriptor per transaction: flock excludes open file descriptions, so two
     # threads of one process exclude each other too.
     fd = os.open(
@@ -90,6 +180,24 @@ def write_lock(engine: Engine) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def check_writable(engine: Engine) -> None:
+    """Refuse a write to a SQLite file this user cannot write (reads still work), before
+    any work is done; other databases answer for themselves.
+
+    Raises:
+        DatabaseUnavailableError: the file or its folder is read-only here.
+    """
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        return
+    path = Path(database).expanduser()
+    if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+        raise DatabaseUnavailableError(
+            f"The database {path} is read-only for this user: zoo can list, show and audit "
+            "with it, but writing needs write access to the file and its folder."
+        )
 
 
 def lock_lineage(session) -> None:
@@ -116,6 +224,14 @@ def _sqlite_on_connect(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _sqlite_on_connect_ro(dbapi_connection, _record) -> None:
+    # Read-only: the journal mode is the file's (setting it would be a write).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+    cursor.close()
+
+
 # --- Alembic ---------------------------------------------------------------------------
 
 
@@ -129,7 +245,10 @@ def alembic_config(connection: Connection):
 
     cfg = Config()
     cfg.set_main_option("script_location", migrations_path())
-    cfg.set_main_option("sqlalchemy.url", connection.engine.url.render_as_string(False))
+    # configparser reads % as interpolation: a percent-encoded password (p%40ss) must not
+    # end in a traceback that prints it.
+    url = connection.engine.url.render_as_string(False).replace("%", "%%")
+    cfg.set_main_option("sqlalchemy.url", url)
     cfg.attributes["connection"] = connection
     return cfg
 

@@ -58,6 +58,9 @@ class ArtifactInfo:
     imports: tuple[ImportInfo, ...] = ()
     tensors: tuple[TensorRecord, ...] = field(default=(), repr=False)
     files: tuple[FileRecord, ...] = ()
+    #: (kind, name) of the other kept artifacts with this very content, e.g. a derived
+    #: checkpoint materialized at its source's own size; filled in by show and audit.
+    same_content: tuple[tuple[str, str], ...] = ()
 
     @property
     def nbytes(self) -> int:
@@ -78,6 +81,7 @@ class ArtifactInfo:
             del data["tensors"]
         data["aliases"] = list(self.aliases)
         data["files"] = [asdict(f) for f in self.files]
+        data["same_content"] = [{"kind": k, "name": n} for k, n in self.same_content]
         return data
 
 

@@ -48,7 +48,11 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-def to_info(session: Session, row: Artifact, *, tensors: bool = True) -> ArtifactInfo:
+def to_info(
+    session: Session, row: Artifact, *, tensors: bool = True, same_content: bool = False
+) -> ArtifactInfo:
+    """``row`` as a plain record; ``same_content`` also lists the other kept artifacts
+    that hold exactly its content (one query more, so only where it is shown)."""
     aliases = session.scalars(
         select(Alias.name).where(Alias.artifact_id == row.id).order_by(Alias.name)
     ).all()
@@ -77,6 +81,30 @@ def to_info(session: Session, row: Artifact, *, tensors: bool = True) -> Artifac
         ),
         tensors=tuple(tensor_rows),
         files=tuple(file_records(session, row.id)),
+        same_content=tuple((r.kind, r.name) for r in coinciding(session, row))
+        if same_content
+        else (),
+    )
+
+
+def coinciding(session: Session, row: Artifact) -> list[Artifact]:
+    """The other kept artifacts with ``row``'s content hash, oldest first.
+
+    Content is identity, and ``(kind, content_hash)`` is unique, so the same content can
+    be registered once per kind: a derived checkpoint materialized at its source's own
+    size (or imported back) is byte for byte its source, and both records stay, each
+    with its own lineage.
+    """
+    return list(
+        session.scalars(
+            select(Artifact)
+            .where(
+                Artifact.content_hash == row.content_hash,
+                Artifact.id != row.id,
+                Artifact.deleted_at.is_(None),
+            )
+            .order_by(Artifact.id)
+        )
     )
 
 

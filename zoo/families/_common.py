@@ -429,6 +429,10 @@ class TransformerFamily(Family):
             self.__dict__["_tables_cache"] = cached
         return cached
 
+    def is_buffer(self, name: str) -> bool:
+        hit = self._match(name)
+        return hit is not None and hit[1].buffer
+
     def _match(self, key: str) -> tuple[int, Rule, int | None] | None:
         base, top = self._tables()
         if key in top:

@@ -129,6 +129,12 @@ class Family(ABC):
     def signal_group(self, signal: str) -> tuple[str, ...]:
         """The group (see :meth:`group_of`) that ``signal`` belongs to."""
 
+    def is_buffer(self, name: str) -> bool:
+        """Whether the tensor ``name`` is a buffer transformers rebuilds from the config
+        (position ids, causal masks, rotary frequencies) rather than a weight: older
+        versions saved such buffers, current ones drop them on ``save_pretrained``."""
+        return False
+
     def unchanged_outputs(self, signal: str) -> str | None:
         """How :meth:`from_signals` passes ``signal`` through without copying it.
 

@@ -185,6 +185,21 @@ class BlobStore(ABC):
         self._write(digest, data)
         return digest, True
 
+    def rewrite(self, digest: str, data: bytes | memoryview) -> None:
+        """Replace a missing or damaged blob with ``data`` (checked to hash to ``digest``),
+        atomically like every write.
+
+        Raises:
+            InvalidInputError: ``data`` is not the blob ``digest`` names.
+        """
+        check_digest(digest)
+        if sha256_hex(data) != digest:
+            raise InvalidInputError(
+                f"The bytes offered for blob {digest[:12]} hash to something else; a blob is "
+                "only ever rewritten with its own bytes."
+            )
+        self._write(digest, data)
+
     def get(self, digest: str) -> bytes:
         """The blob's bytes, verified against ``digest``.
 
@@ -218,8 +233,8 @@ class BlobStore(ABC):
 
     def _corrupt(self, digest: str, what: str) -> BlobCorruptError:
         return BlobCorruptError(
-            f"Blob {digest[:12]} in {self.url} is corrupt ({what}); run `zoo verify` to "
-            "list every damaged blob.",
+            f"Blob {digest[:12]} in {self.url} is corrupt ({what}); `zoo verify` says what "
+            "restores it, and `zoo verify --repair` restores it if zoo can produce it again.",
             digest=digest,
         )
 

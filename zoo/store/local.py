@@ -71,8 +71,8 @@ class LocalStore(BlobStore):
 
     def _missing(self, digest: str) -> BlobMissingError:
         return BlobMissingError(
-            f"Blob {digest[:12]} is missing from {self.url}; run `zoo fsck` to check "
-            "the registry against its store.",
+            f"Blob {digest[:12]} is missing from {self.url}; `zoo verify` says what "
+            "restores it, and `zoo verify --repair` restores it if zoo can produce it again.",
             digest=digest,
         )
 

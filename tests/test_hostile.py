@@ -1,0 +1,374 @@
+"""The hostile-input corpus: every case ends in one line on stderr, a documented non-zero
+exit code, and nothing written (no blob, no row, no folder, no file changed).
+
+Each case builds its input in a fresh folder and names the command to run; the corpus
+runs through the CLI's own entry point, as a user would meet it. The parser-level checks
+of each safetensors rule live in test_checkpoint.py; this corpus is end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from tinymodels import save_tiny
+
+from zoo.checkpoint.hf import MAX_CONFIG_DEPTH
+from zoo.checkpoint.safetensors_format import MAX_TENSORS
+
+
+@dataclass
+class Case:
+    """``build(folder, tiny)`` -> the CLI arguments; ``env`` is set around the command."""
+
+    build: Callable[[Path, Path], list[str]]
+    code: int
+    phrase: str
+    env: Callable[[Path], dict[str, str]] = field(default=lambda folder: {})
+    untouched: Callable[[Path], object] | None = None  # a snapshot that must not change
+
+
+def _safetensors(path: Path, header: dict | bytes, data: bytes = b"") -> Path:
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    return path
+
+
+def _folder(
+    folder: Path, tiny: Path, *, header=None, data=b"", config=None, config_text=None
+) -> list[str]:
+    """A copy of the tiny checkpoint with a forged header and/or config.json."""
+    out = folder / "ckpt"
+    shutil.copytree(tiny, out)
+    if header is not None:
+        _safetensors(out / "model.safetensors", header, data)
+    if config is not None:
+        cfg = json.loads((out / "config.json").read_text())
+        (out / "config.json").write_text(json.dumps({**cfg, **config}))
+    if config_text is not None:
+        (out / "config.json").write_text(config_text)
+    return ["import", str(out)]
+
+
+def _one(shape, dtype="F32", offsets=(0, 0)) -> dict:
+    return {"w": {"dtype": dtype, "shape": shape, "data_offsets": list(offsets)}}
+
+
+def _deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def _config_with(**keys):
+    return lambda f, t: _folder(f, t, config=keys)
+
+
+def _lone_file(header, data=b""):
+    def build(folder: Path, tiny: Path) -> list[str]:
+        return ["audit", str(_safetensors(folder / "found.safetensors", header, data))]
+
+    return build
+
+
+def _ls(folder: Path, tiny: Path) -> list[str]:
+    return ["ls"]
+
+
+def _empty_db(folder: Path) -> dict[str, str]:
+    (folder / "home").mkdir()
+    (folder / "home" / "zoo.db").write_bytes(b"")
+    return {"ZOO_HOME": str(folder / "home")}
+
+
+def _header_past_end(folder: Path, tiny: Path) -> list[str]:
+    args = _folder(folder, tiny)
+    path = folder / "ckpt" / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[:8] = struct.pack("<Q", len(data) * 4)
+    path.write_bytes(bytes(data))
+    return args
+
+
+def _index(folder: Path, tiny: Path, shard: str) -> list[str]:
+    out = folder / "ckpt"
+    shutil.copytree(tiny, out)
+    (out / "model.safetensors").rename(out / "model-00001.safetensors")
+    (out / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": shard}}))
+    return ["import", str(out)]
+
+
+def _pickle_only(folder: Path, tiny: Path) -> list[str]:
+    out = folder / "ckpt"
+    shutil.copytree(tiny, out)
+    (out / "model.safetensors").unlink()
+    (out / "pytorch_model.bin").write_bytes(b"\x80\x04not a pickle")
+    return ["import", str(out)]
+
+
+def _config_toml(folder: Path, text: str) -> dict[str, str]:
+    home = folder / "home"
+    home.mkdir()
+    (home / "config.toml").write_text(text)
+    return {"ZOO_HOME": str(home)}
+
+
+CORPUS: dict[str, Case] = {
+    # --- forged safetensors headers, met at import -------------------------------------
+    "shape overflowing 64 bits": Case(
+        lambda f, t: _folder(f, t, header=_one([2**62, 2**62, 0])), 2, "overflows 64 bits"
+    ),
+    "header nested 100,000 deep": Case(
+        lambda f, t: _folder(f, t, header=f'{{"w": {_deep(100_000)}}}'.encode()),
+        2,
+        "nested thousands of levels",
+    ),
+    "a million zero-size tensors": Case(
+        lambda f, t: _folder(
+            f,
+            t,
+            header={
+                f"t{i}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
+                for i in range(MAX_TENSORS + 1)
+            },
+        ),
+        2,
+        f"more than the {MAX_TENSORS}",
+    ),
+    "tensor name of 600 characters": Case(
+        lambda f, t: _folder(f, t, header={"w" * 600: _one([0])["w"]}), 2, "characters"
+    ),
+    "tensor of 17 axes": Case(lambda f, t: _folder(f, t, header=_one([1] * 17)), 2, "17 axes"),
+    "negative axis": Case(lambda f, t: _folder(f, t, header=_one([-1])), 2, "non-negative"),
+    "axis that is a float": Case(lambda f, t: _folder(f, t, header=_one([2.5])), 2, "integers"),
+    "unknown dtype": Case(lambda f, t: _folder(f, t, header=_one([1], "X9")), 2, "unknown dtype"),
+    "offsets past the end": Case(
+        lambda f, t: _folder(f, t, header=_one([4], offsets=(0, 16))), 2, "truncated"
+    ),
+    "bytes not matching the shape": Case(
+        lambda f, t: _folder(f, t, header=_one([3], offsets=(0, 8)), data=b"\0" * 8),
+        2,
+        "needs 12",
+    ),
+    "overlapping tensors": Case(
+        lambda f, t: _folder(
+            f,
+            t,
+            header={
+                "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]},
+            },
+            data=b"\0" * 12,
+        ),
+        2,
+        "overlap",
+    ),
+    "duplicate tensor name": Case(
+        lambda f, t: _folder(f, t, header=b'{"w": {}, "w": {}}'), 2, "twice"
+    ),
+    "NaN in the header": Case(lambda f, t: _folder(f, t, header=b'{"w": NaN}'), 2, "NaN"),
+    "header that is not JSON": Case(lambda f, t: _folder(f, t, header=b"{" * 64), 2, "JSON"),
+    "header length past the end": Case(_header_past_end, 2, "declares a header"),
+    "metadata that is not strings": Case(
+        lambda f, t: _folder(f, t, header={"__metadata__": {"a": 1}}), 2, "__metadata__"
+    ),
+    # --- config.json --------------------------------------------------------------------
+    "config nested 100,000 deep": Case(
+        lambda f, t: _folder(f, t, config_text=f'{{"model_type": "bert", "x": {_deep(100_000)}}}'),
+        2,
+        "nests thousands of levels",
+    ),
+    f"config nested {MAX_CONFIG_DEPTH + 1} deep": Case(
+        lambda f, t: _folder(f, t, config={"x": json.loads(_deep(MAX_CONFIG_DEPTH))}),
+        2,
+        f"more than {MAX_CONFIG_DEPTH} levels",
+    ),
+    "hidden_size 0": Case(_config_with(hidden_size=0), 2, "hidden_size=0"),
+    "hidden_size 32.5": Case(_config_with(hidden_size=32.5), 2, "hidden_size=32.5"),
+    'hidden_size "32"': Case(_config_with(hidden_size="32"), 2, "hidden_size='32'"),
+    "hidden_size true": Case(_config_with(hidden_size=True), 2, "hidden_size=True"),
+    "num_hidden_layers -1": Case(_config_with(num_hidden_layers=-1), 2, "num_hidden_layers=-1"),
+    "num_attention_heads not dividing": Case(
+        _config_with(num_attention_heads=5), 2, "not divisible"
+    ),
+    "config that is a list": Case(lambda f, t: _folder(f, t, config_text="[1]"), 2, "list"),
+    "weights contradicting the config": Case(_config_with(num_hidden_layers=6), 2, "lacks"),
+    # --- other layouts ------------------------------------------------------------------
+    "index escaping the folder": Case(
+        lambda f, t: _index(f, t, "../outside.safetensors"), 2, "not a file inside"
+    ),
+    "pickle weights only": Case(lambda f, t: _pickle_only(f, t), 2, "--convert-bin"),
+    # --- files found on a disk, met at audit -----------------------------------------------
+    "audit: shape overflowing 64 bits": Case(
+        _lone_file(_one([2**62, 2**62, 0])), 2, "overflows 64 bits"
+    ),
+    "audit: header nested 100,000 deep": Case(
+        _lone_file(f'{{"w": {_deep(100_000)}}}'.encode()), 2, "nested thousands"
+    ),
+    # --- database URLs and registries --------------------------------------------------------
+    "sqlite in memory": Case(
+        _ls, 2, "in-memory", env=lambda f: {"ZOO_DB_URL": "sqlite:///:memory:"}
+    ),
+    "sqlite without a path": Case(_ls, 2, "in-memory", env=lambda f: {"ZOO_DB_URL": "sqlite://"}),
+    "database folder that does not exist": Case(
+        _ls,
+        9,
+        "does not exist",
+        env=lambda f: {"ZOO_DB_URL": f"sqlite:///{f / 'nonexistent' / 'dir' / 'zoo.db'}"},
+        untouched=lambda f: (f / "nonexistent").exists(),
+    ),
+    "zoo.db truncated to 0 bytes": Case(
+        _ls,
+        9,
+        "empty (0 bytes)",
+        env=_empty_db,
+        untouched=lambda f: (f / "home" / "zoo.db").read_bytes(),
+    ),
+    "password percent-encoded, server down": Case(
+        _ls,
+        9,
+        "Cannot open the database",
+        env=lambda f: {"ZOO_DB_URL": "postgresql+psycopg://zoo:s3cr%40t@127.0.0.1:1/zoo"},
+    ),
+    "config.toml that is not TOML": Case(
+        _ls, 2, "not valid TOML", env=lambda f: _config_toml(f, "db_url = ")
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return save_tiny("bert", tmp_path_factory.mktemp("tiny") / "bert")
+
+
+def _written(home: Path) -> list[str]:
+    """Blobs and registry rows under ``home``; registry files themselves do not count."""
+    blobs = [
+        str(p.relative_to(home))
+        for p in home.rglob("*")
+        if p.is_file() and len(p.parent.name) == 2 and "blobs" in p.parts
+    ]
+    db = home / "zoo.db"
+    if db.is_file() and db.stat().st_size:
+        with sqlite3.connect(db) as c:
+            tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master")}
+            if "artifacts" in tables:
+                blobs += [f"row {r[0]}" for r in c.execute("SELECT name FROM artifacts")]
+    return blobs
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_hostile_input_is_refused_in_one_line(name, tiny, tmp_path, monkeypatch, run_cli):
+    case = CORPUS[name]
+    folder = tmp_path / "case"
+    folder.mkdir()
+    args = case.build(folder, tiny)
+    for var, value in case.env(folder).items():
+        monkeypatch.setenv(var, value)
+    before = case.untouched(folder) if case.untouched else None
+    code, out, err = run_cli(*args)
+    assert code == case.code, (code, err)
+    assert out == "" and err.count("\n") == 1 and err.startswith("zoo: error: "), err
+    assert case.phrase in err, err
+    assert "Traceback" not in err and "s3cr" not in err
+    assert _written(Path(os.environ["ZOO_HOME"])) == []
+    if case.untouched:
+        assert case.untouched(folder) == before
+
+
+def test_a_percent_in_a_database_url_is_read_and_never_printed(db_url, monkeypatch, run_cli):
+    """A percent-encoded password is how a URL carries an '@'; configparser (under
+    Alembic) once read it as interpolation and printed the URL in a traceback."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite":
+        # A folder whose name holds a %: the same interpolation, on the embedded default.
+        folder = Path(url.database).parent / "100%"
+        folder.mkdir()
+        db_url = f"sqlite:///{folder / 'zoo.db'}"
+    else:
+        db_url = url.set(password="s3cr@t").render_as_string(hide_password=False)
+        assert "s3cr%40t" in db_url
+    monkeypatch.setenv("ZOO_DB_URL", db_url)
+    code, out, err = run_cli("ls")
+    assert code == 0 and err == "", err
+    assert "no artifacts" in out
+
+
+def test_a_read_only_registry_lists_and_refuses_writes_cleanly(
+    tiny, tmp_path, monkeypatch, run_cli
+):
+    """Read-only for this user (a file mode for users, the immutable flag for root, who
+    ignores modes): listing, showing and auditing work; a write is refused in one line
+    before anything is written."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("ZOO_HOME", str(home))
+    assert run_cli("import", str(tiny), "--name", "ro")[0] == 0
+    other = save_tiny("bert", tmp_path / "other", seed=1)
+    blobs = sorted(p for p in (home / "blobs").rglob("*") if p.is_file())
+    locked = [home / "zoo.db", home]
+    if os.geteuid() == 0:
+        if shutil.which("chattr") is None:
+            pytest.skip("chattr is not installed")
+        done = subprocess.run(["chattr", "+i", *map(str, locked)], capture_output=True)
+        if done.returncode:
+            pytest.skip(f"chattr +i is not allowed here: {done.stderr.decode().strip()}")
+        undo = ["chattr", "-i", *map(str, locked)]
+    else:
+        for p in locked:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+        undo = None
+    try:
+        code, out, err = run_cli("ls")
+        assert code == 0 and "ro" in out, err
+        assert run_cli("show", "ro")[0] == 0
+        assert run_cli("audit", str(tiny))[0] == 0
+        code, out, err = run_cli("import", str(other))
+        assert code == 9 and err.count("\n") == 1 and "read-only" in err, err
+        assert sorted(p for p in (home / "blobs").rglob("*") if p.is_file()) == blobs
+    finally:
+        if undo:
+            subprocess.run(undo, check=True)
+        else:
+            for p in locked:
+                p.chmod(0o755 if p.is_dir() else 0o644)
+
+
+def test_a_new_registry_is_still_created_in_zoos_own_home(tmp_path, monkeypatch, run_cli):
+    home = tmp_path / "not" / "yet"
+    monkeypatch.setenv("ZOO_HOME", str(home))
+    code, out, err = run_cli("ls")
+    assert code == 0 and "no artifacts" in out, err
+    assert (home / "zoo.db").stat().st_size > 0
+
+
+def test_config_toml_is_read_on_python_3_10(tmp_path):
+    """Python 3.10 has no tomllib; zoo reads config.toml with tomli there (a dependency
+    on 3.10 only). Run as 3.10 would: tomllib hidden from the import system."""
+    home = tmp_path / "home"
+    home.mkdir()
+    url = f"sqlite:///{tmp_path / 'configured.db'}"
+    (home / "config.toml").write_text(f'db_url = "{url}"\n')
+    script = (
+        "import sys\n"
+        "sys.modules['tomllib'] = None\n"  # `import tomllib` now fails as on 3.10
+        "from zoo.config import load_settings\n"
+        "s = load_settings()\n"
+        "print(s.db_url, s.db_url_from)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("ZOO_DB_URL", "ZOO_STORE_URL")}
+    env["ZOO_HOME"] = str(home)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout.split() == [url, str(home / "config.toml")]

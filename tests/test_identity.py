@@ -1,0 +1,265 @@
+"""Identity is content: what an audit names, what content shared between artifacts means,
+what a learngene's hash covers, and how damaged blobs are restored.
+
+Round trips use transformers itself (``from_pretrained`` then ``save_pretrained``), as a
+user does with every output; sources carry the buffers older transformers saved.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from tinymodels import FAMILIES, TINY, save_tiny
+
+import zoo
+
+
+@pytest.fixture
+def reg():
+    """A registry in the test's own ZOO_HOME (SQLite): what is tested here does not
+    depend on the database."""
+    with zoo.connect() as registry:
+        yield registry
+
+
+def _names(folder: Path) -> set[str]:
+    names: set[str] = set()
+    for file in folder.glob("*.safetensors"):
+        with safe_open(file, "pt") as f:
+            names.update(f.keys())
+    return names
+
+
+def _with_saved_buffers(family: str, folder: Path) -> set[str]:
+    """Add the buffers older transformers saved with the weights (current versions
+    rebuild them from the config and leave them out); returns their names."""
+    cfg = json.loads((folder / "config.json").read_text())
+    tensors = load_file(folder / "model.safetensors")
+    added: dict[str, torch.Tensor] = {}
+    if family in ("bert", "roberta"):
+        positions = cfg["max_position_embeddings"]
+        added[f"{family}.embeddings.position_ids"] = torch.arange(positions).unsqueeze(0)
+    elif family == "gpt2":
+        n = cfg["n_positions"]
+        mask = torch.tril(torch.ones(n, n, dtype=torch.bool)).view(1, 1, n, n)
+        for i in range(cfg["n_layer"]):
+            added[f"transformer.h.{i}.attn.bias"] = mask.clone()
+            added[f"transformer.h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    elif family == "llama":
+        head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
+        inv_freq = 1.0 / 10000 ** (torch.arange(0, head_dim, 2).float() / head_dim)
+        for i in range(cfg["num_hidden_layers"]):
+            added[f"model.layers.{i}.self_attn.rotary_emb.inv_freq"] = inv_freq.clone()
+    save_file({**tensors, **added}, folder / "model.safetensors", metadata={"format": "pt"})
+    return set(added)
+
+
+def _resave(folder: Path, dest: Path, **kwargs) -> Path:
+    """Load with transformers and save again, as a user does with an output."""
+    import transformers
+
+    arch = json.loads((folder / "config.json").read_text())["architectures"][0]
+    model = getattr(transformers, arch).from_pretrained(folder)
+    model.save_pretrained(dest, **kwargs)
+    return dest
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_output_saved_again_by_transformers_audits_as_known(reg, family, tmp_path):
+    src_dir = save_tiny(family, tmp_path / "src")
+    buffers = _with_saved_buffers(family, src_dir)
+    src = reg.import_checkpoint(src_dir)
+    lg = reg.extract(src.name, method="dwt", wavelet="haar", levels=1)
+    m = reg.materialize(lg.name, layers=2, hidden=16, device="cpu", out=tmp_path / "out")
+    written = _names(m.out)
+    assert not buffers or written & buffers  # the output passes the old buffers on
+
+    resaved = _resave(m.out, tmp_path / "resaved")
+    resharded = _resave(m.out, tmp_path / "resharded", max_shard_size="10KB")
+    assert len(list(resharded.glob("*.safetensors"))) > 1
+    for folder in (resaved, resharded):
+        dropped = written - _names(folder)
+        assert bool(dropped) == bool(buffers), dropped  # transformers leaves them out
+        report = reg.audit(folder)
+        assert report.status == "known", report.to_text()
+        assert report.artifact.id == m.artifact.id
+        assert report.missing == report.extra == report.differing == []
+        assert dropped <= set(report.not_compared)
+
+    # Saved by another transformers version: config.json differs, the weights do not.
+    cfg = json.loads((resaved / "config.json").read_text())
+    (resaved / "config.json").write_text(json.dumps({**cfg, "transformers_version": "4.30.0"}))
+    report = reg.audit(resaved)
+    assert report.status == "known" and report.config_differs
+    assert report.artifact.id == m.artifact.id
+
+    # The source, saved again the same way, is still the source.
+    report = reg.audit(_resave(src_dir, tmp_path / "src-resaved"))
+    assert report.status == "known" and report.artifact.id == src.id
+
+    # What is no evidence is only that: a changed weight in a re-saved copy still shows.
+    tensors = load_file(resaved / "model.safetensors")
+    victim = next(n for n, t in sorted(tensors.items()) if t.is_floating_point() and t.dim() == 2)
+    tensors[victim] = tensors[victim] + 1
+    save_file(tensors, resaved / "model.safetensors", metadata={"format": "pt"})
+    report = reg.audit(resaved)
+    assert report.status == "modified" and report.differing == [victim]
+    assert report.artifact.id == m.artifact.id
+
+
+def test_a_removed_weight_is_missing_even_when_buffers_are_not_compared(reg, tmp_path):
+    src_dir = save_tiny("bert", tmp_path / "src")
+    _with_saved_buffers("bert", src_dir)
+    src = reg.import_checkpoint(src_dir)
+    tensors = load_file(src_dir / "model.safetensors")
+    del tensors["bert.embeddings.position_ids"]
+    save_file(tensors, src_dir / "model.safetensors", metadata={"format": "pt"})
+    assert reg.audit(src_dir).status == "known"
+    del tensors["bert.encoder.layer.0.output.dense.weight"]
+    save_file(tensors, src_dir / "model.safetensors", metadata={"format": "pt"})
+    report = reg.audit(src_dir)
+    assert report.status == "modified" and report.artifact.id == src.id
+    assert report.missing == ["bert.encoder.layer.0.output.dense.weight"]
+
+
+def test_content_shared_by_a_source_and_a_derived_checkpoint_names_both(reg, tmp_path, run_cli):
+    """A dwt learngene materialized at its source's own size gives the source back, byte
+    for byte: one content, registered as a source and as a derived checkpoint. Both
+    records stay (each with its lineage); show and audit list both and say which they
+    name: the one the file's metadata names, else the first registered."""
+    size = TINY["bert"]["config"]
+    src_dir = save_tiny("bert", tmp_path / "src")
+    src = reg.import_checkpoint(src_dir)
+    lg = reg.extract(src.name, method="dwt", wavelet="haar", levels=1)
+    same = reg.materialize(
+        lg.name,
+        layers=size["num_hidden_layers"],
+        hidden=size["hidden_size"],
+        device="cpu",
+        out=tmp_path / "same",
+    )
+    derived = same.artifact
+    assert derived.content_hash == src.content_hash and derived.id != src.id
+
+    for query, named in ((src.content_hash[:12], src), (derived.name, derived)):
+        code, out, _ = run_cli("show", query)
+        other = src if named is derived else derived
+        assert code == 0 and f"name:      {named.name}" in out
+        assert f"same content: {other.kind} {other.name}" in out
+        data = json.loads(run_cli("show", query, "--json")[1])
+        assert data["same_content"] == [{"kind": other.kind, "name": other.name}]
+
+    report = reg.audit(same.out)  # the output's metadata names the derived checkpoint
+    assert report.status == "known" and report.artifact.id == derived.id
+    assert report.named_by_file and report.artifact.same_content == (("source", src.name),)
+    code, out, _ = run_cli("audit", str(same.out))
+    assert code == 0 and f"same content: source {src.name}" in out
+    assert "the file's metadata names it" in out
+    assert lg.name in out  # the ancestry is the derived checkpoint's
+
+    for folder in (src_dir, _resave(same.out, tmp_path / "resaved")):  # no zoo metadata
+        report = reg.audit(folder)
+        assert report.status == "known" and report.artifact.id == src.id
+        assert not report.named_by_file
+        assert report.artifact.same_content == (("derived", derived.name),)
+        assert "first registration" in report.to_text()
+
+
+def test_a_learngenes_hash_is_its_content_not_its_sources_name(tmp_path):
+    """The same checkpoint imported under two names, into two registries, gives one
+    learngene hash; the name is kept for display only."""
+    folder = save_tiny("gpt2", tmp_path / "gpt2")
+    hashes = []
+    for name in ("alpha", "beta"):
+        home = tmp_path / name
+        with zoo.connect(home=home) as reg:
+            reg.import_checkpoint(folder, name=name)
+            lg = reg.extract(name, method="dwt", wavelet="haar", levels=1)
+            assert lg.info["source_name"] == name
+            hashes.append(lg.content_hash)
+    assert hashes[0] == hashes[1]
+
+
+def test_a_learngene_recorded_under_the_earlier_hash_is_found_not_duplicated(reg, tmp_path):
+    """Learngenes registered while the hash covered the source's name keep that hash (the
+    recipes of derived checkpoints and the metadata of written folders cite it). Extracting
+    again finds them, by the edge from their source or by their content."""
+    from zoo.checkpoint import manifest_hash
+
+    src = reg.import_checkpoint(save_tiny("gpt2", tmp_path / "gpt2"))
+    lg = reg.extract(src.name, method="dwt", wavelet="haar", levels=1)
+    earlier = manifest_hash({"learngene": lg.info}, lg.tensors)  # with source_name
+    assert earlier != lg.content_hash
+    db = Path(reg.settings.db_url.removeprefix("sqlite:///"))
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE artifacts SET content_hash = ? WHERE id = ?", (earlier, lg.id))
+    reg.close()
+
+    with zoo.connect() as again:
+        assert again.extract(src.name, method="dwt", wavelet="haar", levels=1).id == lg.id
+        again.rm(src.name, cascade=True)  # its edge now leads from a removed source
+        again.import_checkpoint(tmp_path / "gpt2")  # brings the source back
+        found = again.extract(src.name, method="dwt", wavelet="haar", levels=1)
+        assert found.id == lg.id and found.content_hash == earlier and not found.deleted
+        assert [a.id for a in again.list(kind="learngene")] == [lg.id]
+
+
+def _damage(store, digest: str, *, remove: bool = False) -> None:
+    path = store._path(digest)
+    if remove:
+        path.unlink()
+        return
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_blobs_are_restored_and_every_hint_says_how(reg, tmp_path, run_cli):
+    src_dir = save_tiny("bert", tmp_path / "src")
+    src = reg.import_checkpoint(src_dir)
+    lg = reg.extract(src.name, method="dwt", wavelet="haar", levels=1)
+    own = sorted({t.digest for t in lg.tensors} - {t.digest for t in src.tensors})
+    assert len(own) >= 2
+    store = reg.store
+
+    # Damaged and missing learngene blobs: every message says what restores them.
+    _damage(store, own[0])
+    _damage(store, own[1], remove=True)
+    code, _, err = run_cli("materialize", lg.name, "--layers", "2", "--hidden", "16")
+    assert code == 6 and err.count("\n") == 1 and "zoo verify --repair" in err, err
+    code, out, _ = run_cli("fsck")
+    assert code == 6 and "zoo verify --repair" in out
+    code, out, _ = run_cli("verify")
+    assert code == 6 and out.count(f"fix: `zoo verify --repair` extracts learngene {lg.name}") == 2
+    # Extracting again restores them.
+    code, _, err = run_cli("extract", src.name, "--wavelet", "haar", "--levels", "1")
+    assert code == 0 and all(store.verify(d) for d in own), err
+    assert run_cli("verify")[0] == 0
+
+    # So does `zoo verify --repair`, for a learngene's, a stored derived checkpoint's and a
+    # source's blobs (read again from the folder it was imported from).
+    m = reg.materialize(lg.name, layers=2, hidden=16, device="cpu", store=True)
+    derived_own = sorted({t.digest for t in m.artifact.tensors} - {t.digest for t in lg.tensors})
+    src_own = sorted({t.digest for t in src.tensors} - {t.digest for t in lg.tensors})
+    damaged = [own[0], derived_own[0], src_own[0]]
+    for d in damaged:
+        _damage(store, d)
+    code, out, _ = run_cli("verify", "--repair")
+    assert code == 0 and "restored 3 damaged blobs" in out, out
+    assert all(store.verify(d) for d in damaged)
+    assert reg.rederive(m.artifact.name).artifact.id == m.artifact.id
+
+    # A source's blob whose folder is gone: verify says to import it again, which works.
+    _damage(store, src_own[0])
+    moved = shutil.move(src_dir, tmp_path / "moved")
+    code, out, _ = run_cli("verify", "--repair")
+    assert code == 6 and f"zoo import {src_dir}" in out, out
+    code, _, err = run_cli("import", str(moved))
+    assert code == 0 and store.verify(src_own[0]), err

@@ -1,0 +1,178 @@
+"""Restoring missing or damaged blobs from what zoo can compute or read again.
+
+A blob is content: any process that produces the same bytes may put them back. zoo can
+produce them again for three kinds of holder:
+
+- a learngene: extracted again from its source (the extraction is deterministic);
+- a stored derived checkpoint: re-derived from its recipe and verified bit for bit;
+- a source: read again from the folder it was imported from, if that folder is on this
+  machine and still holds the same tensor.
+
+Anything else (a source imported from the Hub, or whose folder changed) needs the
+checkpoint itself: ``zoo import`` of the original puts missing blobs back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from zoo.db import queries
+from zoo.db.models import Artifact, ArtifactTensor
+from zoo.errors import ZooError
+
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A kept artifact whose stored tensors include a damaged blob, and how zoo can
+    produce that blob again (``how``: recompute, rederive, reread, or "" when it cannot)."""
+
+    artifact_id: int
+    name: str
+    kind: str
+    how: str
+    origin: str = ""
+
+
+def holders(session: Session, digests) -> dict[str, list[Holder]]:
+    """digest -> the kept, stored artifacts holding it, those zoo can repair from first."""
+    digests = sorted(set(digests))
+    found: dict[str, list[Holder]] = {}
+    for start in range(0, len(digests), _CHUNK):
+        rows = session.execute(
+            select(ArtifactTensor.digest, Artifact)
+            .join(Artifact, Artifact.id == ArtifactTensor.artifact_id)
+            .where(
+                ArtifactTensor.digest.in_(digests[start : start + _CHUNK]),
+                Artifact.deleted_at.is_(None),
+                Artifact.virtual.is_(False),
+            )
+            .order_by(Artifact.id)
+        )
+        for digest, row in rows:
+            found.setdefault(digest, []).append(_holder(session, row))
+    return {d: sorted(h, key=lambda h: _ORDER[h.how]) for d, h in found.items()}
+
+
+# Sources first (a learngene is extracted again from its source's blobs), then learngenes
+# (a stored derived checkpoint is re-derived from them).
+_ORDER = {"reread": 0, "recompute": 1, "rederive": 2, "": 3}
+
+
+def _holder(session: Session, row: Artifact) -> Holder:
+    if row.kind == "learngene":
+        return Holder(row.id, row.name, row.kind, "recompute")
+    if row.kind == "derived":
+        return Holder(row.id, row.name, row.kind, "rederive")
+    info = queries.to_info(session, row, tensors=False)
+    local = [i.origin for i in info.imports if not i.origin.startswith("hf://")]
+    hub = [i for i in info.imports if i.origin.startswith("hf://")]
+    if any(Path(o).exists() for o in local):
+        return Holder(row.id, row.name, row.kind, "reread", next(o for o in local))
+    if hub:
+        repo = hub[-1].origin[len("hf://") :]
+        rev = f" --revision {hub[-1].revision}" if hub[-1].revision else ""
+        return Holder(row.id, row.name, row.kind, "", f"{repo}{rev}")
+    return Holder(row.id, row.name, row.kind, "", local[-1] if local else "")
+
+
+def fix_hint(holders_of_blob: list[Holder]) -> str:
+    """What restores one blob, in words a user can act on."""
+    if not holders_of_blob:
+        return "no kept artifact holds it"
+    h = holders_of_blob[0]
+    if h.how == "recompute":
+        return f"`zoo verify --repair` extracts learngene {h.name} again from its source"
+    if h.how == "rederive":
+        return f"`zoo verify --repair` re-derives {h.name} from its recipe"
+    if h.how == "reread":
+        return f"`zoo verify --repair` reads it again from {h.origin}"
+    if h.origin:
+        return f"import {h.name} again: `zoo import {h.origin}`"
+    return f"restore the store from a backup, or remove {h.name} with `zoo rm`"
+
+
+def restore(reg, digests) -> tuple[list[str], dict[str, str]]:
+    """Rewrite the blobs ``digests`` from what can produce them again.
+
+    Returns:
+        (digests rewritten, digest -> why it was not for the others).
+    """
+    digests = set(digests)
+    with reg.session() as session:
+        by_digest = holders(session, digests)
+    plan: dict[int, Holder] = {}
+    for d in digests:
+        for h in by_digest.get(d, []):
+            if h.how:
+                plan.setdefault(h.artifact_id, h)
+                break
+    done: set[str] = set()
+    failed: dict[str, str] = {}
+    for h in sorted(plan.values(), key=lambda h: (_ORDER[h.how], h.artifact_id)):
+        try:
+            done.update(_restore_one(reg, h, digests - done))
+        except ZooError as exc:
+            for d in digests - done:
+                if any(x.artifact_id == h.artifact_id for x in by_digest.get(d, [])):
+                    failed[d] = f"{h.name}: {str(exc).splitlines()[0]}"
+    for d in digests - done:
+        failed.setdefault(d, fix_hint(by_digest.get(d, [])))
+    return sorted(done), failed
+
+
+def _restore_one(reg, holder: Holder, wanted: set[str]) -> set[str]:
+    from zoo.db.models import Artifact as Row
+
+    with reg.session() as session:
+        info = queries.to_info(session, session.get(Row, holder.artifact_id))
+        extract_edge = next(
+            (e for e in queries.edges(session, child_id=info.id) if e.relation == "extract"),
+            None,
+        )
+        source = (
+            queries.to_info(session, session.get(Row, extract_edge.parent_id))
+            if extract_edge is not None
+            else None
+        )
+    mine = {t.digest for t in info.tensors} & wanted
+    if holder.how == "recompute":
+        from .learngenes import compute, restore_blobs
+
+        if source is None:
+            raise _cannot(f"{info.name} has no recorded source to extract it from again")
+        recipe = extract_edge.recipe
+        return set(restore_blobs(reg, info, lambda: compute(reg, source, recipe)[0])) & mine
+    if holder.how == "rederive":
+        from .learngenes import restore_blobs
+        from .materialize import rederive
+
+        return set(restore_blobs(reg, info, lambda: rederive(reg, info.name).state_dict)) & mine
+    return _reread(reg, info, holder.origin, mine)
+
+
+def _reread(reg, info, origin: str, wanted: set[str]) -> set[str]:
+    from zoo.checkpoint import open_checkpoint
+
+    reg.check_writable()
+    done = set()
+    with open_checkpoint(Path(origin)) as ckpt:
+        here = {t.digest: t.name for t in ckpt.tensors}
+        for digest in sorted(wanted):
+            if digest in here:
+                reg.store.rewrite(digest, ckpt.read_bytes(here[digest]))
+                done.add(digest)
+    if wanted - done:
+        raise _cannot(f"{origin} no longer holds the tensors {info.name} was imported with")
+    return done
+
+
+def _cannot(message: str) -> ZooError:
+    from zoo.errors import VerificationError
+
+    return VerificationError(message + ".")
