@@ -337,3 +337,27 @@ def test_a_streamed_derivation_never_holds_the_whole_target(
     kept = registry.materialize(src.name, layers=16, hidden=32, method="dwt")
     assert kept.artifact.content_hash == streamed.artifact.content_hash
     assert peak[0] >= target  # kept in memory: every tensor stays alive
+
+
+def test_extraction_reads_the_source_one_group_at_a_time(registry, tiny_dir, monkeypatch):
+    """extract reads one group of source tensors (a role's per-layer tensors), bands it,
+    stores the bands and moves on: never the whole source at once, except for a unit
+    order, which is chosen from every layer."""
+    from zoo.api import tensors as tio
+
+    src = registry.import_checkpoint(tiny_dir("llama"))
+    reads: list[int] = []
+    load = tio.load_tensors
+
+    def counting(store, records, **kw):
+        records = list(records)
+        reads.append(len(records))
+        return load(store, records, **kw)
+
+    monkeypatch.setattr(tio, "load_tensors", counting)
+    registry.extract(src.name, method="dwt", wavelet="haar", levels=1)
+    layers = src.config["num_hidden_layers"]
+    assert sum(reads) == len(src.tensors) and max(reads) == layers
+    reads.clear()
+    registry.extract(src.name, method="dwt", wavelet="haar", levels=1, order="similar")
+    assert reads == [len(src.tensors)]

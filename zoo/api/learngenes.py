@@ -12,14 +12,14 @@ layer's bytes, so materializing from it hashes nothing it read.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from zoo import __version__
 from zoo.db import queries
-from zoo.db.entities import ArtifactInfo
+from zoo.db.entities import ArtifactInfo, TensorRecord
 from zoo.errors import InvalidInputError, VerificationError
 
 EXTRACT_METHODS = ("dwt", "dct")
@@ -159,12 +159,21 @@ def extract(
         if existing is not None:
             existing = queries.to_info(session, existing)
     resizable(src_info)  # one line naming the families zoo resizes, before any work
+
+    def recompute(emit) -> None:
+        compute(reg, src_info, recipe, device, emit=emit)
+
     if existing is not None:
-        restore_blobs(reg, existing, lambda: compute(reg, src_info, recipe, device)[0])
+        restore_blobs(reg, existing, recompute)
         return existing
     reg.check_writable()  # before any blob is written
-    out_tensors, signal_info = compute(reg, src_info, recipe, device)
-    recs = tio.store_tensors(reg.store, out_tensors)  # blobs before rows
+    stored: dict[str, TensorRecord] = {}
+
+    def keep(name: str, t) -> None:  # blobs before rows, each as soon as it is computed
+        stored[name] = tio.store_tensors(reg.store, {name: t})[0]
+
+    signal_info = compute(reg, src_info, recipe, device, emit=keep)
+    recs = [stored[n] for n in sorted(stored)]
     identity = {**recipe, "source": src_info.content_hash, "signals": signal_info}
     # The source's registry name is shown, not hashed: the same bytes extracted in any
     # registry, from a source under any name, are one learngene.
@@ -225,80 +234,111 @@ def extract(
     result = reg.transaction(insert, on_conflict=find)
     if created != [result.id]:
         # Registered before (storing a blob that is there keeps it): restore damaged ones.
-        restore_blobs(reg, result, lambda: out_tensors)
+        restore_blobs(reg, result, recompute)
     return result
 
 
 def compute(
-    reg, src_info: ArtifactInfo, recipe: dict[str, Any], device: str | None = None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A learngene's tensors and per-signal info, computed from its source's weights."""
-    from zoo.derive import signal_stats
-    from zoo.transforms import dwt_approx, front_extract
-    from zoo.unit_order import ordered
-
+    reg,
+    src_info: ArtifactInfo,
+    recipe: dict[str, Any],
+    device: str | None = None,
+    *,
+    emit: Callable[[str, Any], None],
+) -> dict[str, Any]:
+    """A learngene's tensors, computed from its source's weights group by group (a
+    group's source tensors, its bands, then the next group) and handed to ``emit(name,
+    tensor)`` one by one, so no more than a group is in memory; returns the per-signal
+    info. A unit order other than stored is chosen from every layer, and a virtual source
+    is re-derived whole: those read the source once, whole."""
     from . import tensors as tio
     from .catalog import resizable
 
     family = resizable(src_info)
     dev = tio.resolve_device(device)
-    if src_info.virtual:
-        # Recipe only: its weights are re-derived on their recorded device and verified.
-        from .materialize import virtual_weights
-
-        state = virtual_weights(reg, src_info, src_info.tensors, dev, None)
-    else:
-        state = tio.load_tensors(reg.store, src_info.tensors, device=dev)
-    sizes = family.axis_sizes(src_info.config)
-    signals = ordered(family.to_signals(state, src_info.config), recipe.get("order", "stored"))
+    config = src_info.config
+    sizes = family.axis_sizes(config)
+    records = list(src_info.tensors)
+    shapes = family.to_signals(tio.meta_state(records), config)  # checks every tensor first
     if recipe["method"] == "dwt":
-        _check_levels(signals, sizes, recipe["levels"], src_info.name)
-
-    out_tensors = {}
+        _check_levels(shapes, sizes, recipe["levels"], src_info.name)
+    order = recipe.get("order", "stored")
     signal_info: dict[str, Any] = {}
-    for key in sorted(signals):
-        sig = signals[key]
-        mean, std = signal_stats(sig.tensor)
-        axes = changeable_axes(sig.axes, sizes)
-        entry: dict[str, Any] = {
-            "axes": list(sig.axes),
-            "kind": sig.kind,
-            "fan_in_axis": sig.fan_in_axis,
-            "shape": list(sig.tensor.shape),
-            "dtype": str(sig.tensor.dtype).replace("torch.", ""),
-            "mean": mean,
-            "std": std,
-        }
-        if not axes:
-            # Nothing in it can change size (vocab-only biases, fixed buffers): kept whole.
-            # Its bytes usually equal a source tensor's, so the store holds them once.
-            out_tensors[full_name(key)] = sig.tensor
-            entry["full"] = True
-        elif recipe["method"] == "dwt":
-            bands = dwt_levels(tuple(sig.tensor.shape), axes, recipe["levels"])
-            per_layer = family.unchanged_outputs(key) == "layers"
-            for k in bands:
-                band = dwt_approx(sig.tensor, axes=axes, level=k, wavelet=recipe["wavelet"])
-                out_tensors[band_name(key, k)] = band
-                if per_layer:
-                    entry.setdefault("layer_digests", {})[str(k)] = tio.layer_digests(band)
-            entry["levels"] = bands
+    if src_info.virtual or order != "stored":
+        from zoo.unit_order import ordered
+
+        if src_info.virtual:
+            # Recipe only: its weights are re-derived on their recorded device and verified.
+            from .materialize import virtual_weights
+
+            state = virtual_weights(reg, src_info, records, dev, None)
         else:
-            layer_axis = sig.axes.index("layers") if "layers" in sig.axes else None
-            # Only axes that can change are low-passed; vocab, positions... stay whole.
-            keep = [recipe["keep"] if i in axes else 1.0 for i in range(sig.tensor.dim())]
-            block = front_extract(sig.tensor, keep=keep, layer_axis=layer_axis)
-            out_tensors[f"{key}@dct.block"] = block.block
-            out_tensors[f"{key}@dct.mean"] = block.means
-            out_tensors[f"{key}@dct.std"] = block.stds
-            entry["layer_axis"] = layer_axis
-        signal_info[key] = entry
-    return out_tensors, signal_info
+            state = tio.load_tensors(reg.store, records, device=dev)
+        parts = [ordered(family.to_signals(state, config), order)]
+    else:
+        groups: dict[tuple[str, ...], list] = {}
+        for r in records:
+            groups.setdefault(family.group_of(r.name), []).append(r)
+
+        def read(group: list):
+            state = tio.load_tensors(reg.store, group, device=dev)
+            return family.to_signals(state, config, partial=True)
+
+        parts = (read(groups[g]) for g in sorted(groups))
+    for signals in parts:
+        for key in sorted(signals):
+            signal_info[key] = _bands(family, key, signals[key], sizes, recipe, emit)
+    return signal_info
 
 
-def restore_blobs(reg, info: ArtifactInfo, tensors: Callable[[], Mapping[str, Any]]) -> list[str]:
-    """Rewrite the blobs of ``info`` that are missing or damaged, from ``tensors()`` (called
-    only when one is); returns the digests rewritten.
+def _bands(family, key: str, sig, sizes: dict[str, int], recipe: dict[str, Any], emit) -> dict:
+    """One signal's learngene tensors, handed to ``emit``; returns its info."""
+    from zoo.derive import signal_stats
+    from zoo.transforms import dwt_approx, front_extract
+
+    from . import tensors as tio
+
+    mean, std = signal_stats(sig.tensor)
+    axes = changeable_axes(sig.axes, sizes)
+    entry: dict[str, Any] = {
+        "axes": list(sig.axes),
+        "kind": sig.kind,
+        "fan_in_axis": sig.fan_in_axis,
+        "shape": list(sig.tensor.shape),
+        "dtype": str(sig.tensor.dtype).replace("torch.", ""),
+        "mean": mean,
+        "std": std,
+    }
+    if not axes:
+        # Nothing in it can change size (vocab-only biases, fixed buffers): kept whole.
+        # Its bytes usually equal a source tensor's, so the store holds them once.
+        emit(full_name(key), sig.tensor)
+        entry["full"] = True
+    elif recipe["method"] == "dwt":
+        bands = dwt_levels(tuple(sig.tensor.shape), axes, recipe["levels"])
+        per_layer = family.unchanged_outputs(key) == "layers"
+        for k in bands:
+            band = dwt_approx(sig.tensor, axes=axes, level=k, wavelet=recipe["wavelet"])
+            if per_layer:
+                entry.setdefault("layer_digests", {})[str(k)] = tio.layer_digests(band)
+            emit(band_name(key, k), band)
+        entry["levels"] = bands
+    else:
+        layer_axis = sig.axes.index("layers") if "layers" in sig.axes else None
+        # Only axes that can change are low-passed; vocab, positions... stay whole.
+        keep = [recipe["keep"] if i in axes else 1.0 for i in range(sig.tensor.dim())]
+        block = front_extract(sig.tensor, keep=keep, layer_axis=layer_axis)
+        emit(f"{key}@dct.block", block.block)
+        emit(f"{key}@dct.mean", block.means)
+        emit(f"{key}@dct.std", block.stds)
+        entry["layer_axis"] = layer_axis
+    return entry
+
+
+def restore_blobs(reg, info: ArtifactInfo, produce: Callable[[Callable], Any]) -> list[str]:
+    """Rewrite the blobs of ``info`` that are missing or damaged, from what
+    ``produce(emit)`` hands ``emit(name, tensor)`` (called only when a blob is damaged);
+    returns the digests rewritten.
 
     Raises:
         VerificationError: a recomputed tensor does not give the recorded bytes.
@@ -314,20 +354,28 @@ def restore_blobs(reg, info: ArtifactInfo, tensors: Callable[[], Mapping[str, An
     if not damaged:
         return []
     reg.check_writable()
-    fresh = tensors()
-    rewritten = []
-    for r in damaged:
-        t = fresh.get(r.name)
-        data = tio.raw_bytes(t) if t is not None else None
-        if data is None or hashlib.sha256(data).hexdigest() != r.digest:
-            raise VerificationError(
-                f"{info.name}'s tensor {r.name} is missing or damaged in the store, and "
-                "recomputing it did not give the recorded bytes (extracted on another "
-                "device?); extract it again on that device, or remove it with `zoo rm`."
-            )
-        if r.digest not in rewritten:
-            reg.store.rewrite(r.digest, data)
-            rewritten.append(r.digest)
+    wanted = {r.name: r.digest for r in damaged}
+    rewritten: list[str] = []
+
+    def restore(name: str, t) -> None:
+        digest = wanted.pop(name, None)
+        if digest is None:
+            return
+        data = tio.raw_bytes(t)
+        if hashlib.sha256(data).hexdigest() != digest:
+            wanted[name] = digest
+            return
+        if digest not in rewritten:
+            reg.store.rewrite(digest, data)
+            rewritten.append(digest)
+
+    produce(restore)
+    if wanted:
+        raise VerificationError(
+            f"{info.name}'s tensor {sorted(wanted)[0]} is missing or damaged in the store, "
+            "and recomputing it did not give the recorded bytes (extracted on another "
+            "device?); extract it again on that device, or remove it with `zoo rm`."
+        )
     return rewritten
 
 

@@ -147,12 +147,20 @@ def _restore_one(reg, holder: Holder, wanted: set[str]) -> set[str]:
         if source is None:
             raise _cannot(f"{info.name} has no recorded source to extract it from again")
         recipe = extract_edge.recipe
-        return set(restore_blobs(reg, info, lambda: compute(reg, source, recipe)[0])) & mine
+
+        def again(emit) -> None:
+            compute(reg, source, recipe, emit=emit)
+
+        return set(restore_blobs(reg, info, again)) & mine
     if holder.how == "rederive":
         from .learngenes import restore_blobs
         from .materialize import rederive
 
-        return set(restore_blobs(reg, info, lambda: rederive(reg, info.name).state_dict)) & mine
+        def rederived(emit) -> None:
+            for name, t in rederive(reg, info.name).state_dict.items():
+                emit(name, t)
+
+        return set(restore_blobs(reg, info, rederived)) & mine
     return _reread(reg, info, holder.origin, mine)
 
 
