@@ -24,7 +24,7 @@ from zoo.db import queries
 from zoo.db.entities import TensorRecord
 from zoo.derive import Recipe
 
-from .learngenes import band_name
+from .learngene_format import band_name
 from .plan import Plan
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from zoo.derive import Recipe
 from zoo.errors import AmbiguousNameError, InvalidInputError, NotFoundError
 
 from .catalog import resizable
-from .learngenes import DEFAULT_WAVELET, check_wavelet
+from .learngene_format import DEFAULT_WAVELET, check_wavelet
 
 if TYPE_CHECKING:
     from zoo.families.base import Family

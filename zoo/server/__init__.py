@@ -8,45 +8,8 @@ credentials; clients hold a bearer token (:mod:`zoo.api.tokens`).
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 from zoo.errors import InvalidInputError
-
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*", re.IGNORECASE)
-_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
-
-
-def parse_size(text: str | int) -> int:
-    """Bytes in ``"500MB"``, ``"8GB"``, ``"64KiB"`` or a plain number."""
-    if isinstance(text, int):
-        return text
-    m = _SIZE.fullmatch(str(text))
-    if not m:
-        raise InvalidInputError(f"{text!r} is not a size; write e.g. 500MB or 8GB.")
-    unit = (m.group(2) or "").upper()
-    base = 1024 if "I" in unit else 1000
-    power = "KMGT".find(unit[:1]) + 1 if unit[:1] in "KMGT" and unit[:1] else 0
-    return int(float(m.group(1)) * base**power)
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    """How ``zoo serve`` runs.
-
-    Attributes:
-        public_read: requests without a token may read (list, show, download, audit).
-        max_upload: the largest request body, in bytes or as ``"8GB"``.
-        cache: folder for the files served (default ``$ZOO_HOME/serve-cache``).
-        workers: threads for long work (extract, materialize, export).
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 8000
-    public_read: bool = False
-    max_upload: str | int = "8GB"
-    cache: str | None = None
-    workers: int = 4
+from zoo.server.options import ServerOptions
 
 
 def create_app(registry=None, options: ServerOptions | None = None):
@@ -75,4 +38,4 @@ def serve(registry, options: ServerOptions) -> None:
     )
 
 
-__all__ = ["ServerOptions", "create_app", "parse_size", "serve"]
+__all__ = ["ServerOptions", "create_app", "serve"]

@@ -21,49 +21,23 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zoo import __version__
+from zoo.api.export import parse_size
 from zoo.api.tokens import TokenInfo
 from zoo.errors import (
     AuthenticationError,
     InvalidInputError,
-    InvalidNameError,
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
     ZooError,
 )
-from zoo.server import ServerOptions, parse_size
+from zoo.server.checks import _UPLOAD_NAME, check_query, check_upload_name
+from zoo.server.options import ServerOptions
 from zoo.server.work import FileCache, ServingRegistry, SingleFlight, acting_user, remove_tree
 
 log = logging.getLogger("zoo.server")
 
-# Files accepted in an upload: plain names, no folders, no hidden files.
-_UPLOAD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _REPO = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}")
-_UPLOAD_SUFFIXES = (".json", ".safetensors", ".md", ".txt", ".model")
-
-
-def check_query(text: str, what: str = "name") -> str:
-    """Refuse, before the database sees it, what no name can hold and some databases
-    cannot store (NUL, control characters, thousands of characters); anything else is
-    looked up, and not found, as on the command line."""
-    if not text or len(text) > 256 or not text.isprintable():
-        shown = text[:40].encode("unicode_escape").decode() if text else ""
-        raise InvalidNameError(
-            f"{shown!r} is not a zoo {what}: use 1 to 128 letters, digits, '.', '_' and '-', "
-            "starting with a letter, digit or '_'."
-        )
-    return text
-
-
-def check_upload_name(name: str | None) -> str:
-    base = name or ""
-    if not _UPLOAD_NAME.fullmatch(base) or not base.endswith(_UPLOAD_SUFFIXES):
-        shown = base[:40].encode("unicode_escape").decode()
-        raise InvalidInputError(
-            f"Upload file name {shown!r} is refused: plain file names only (no folders), "
-            f"ending in {', '.join(_UPLOAD_SUFFIXES)}."
-        )
-    return base
 
 
 def error_body(exc: BaseException, status: int, exit_code: int) -> dict[str, Any]:

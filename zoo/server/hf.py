@@ -37,7 +37,7 @@ def _hf(exc: ZooError, code: str) -> ZooError:
 
 
 def add_hf_routes(app, server, read) -> None:
-    from zoo.server.app import check_query
+    from zoo.server.checks import check_query
 
     async def artifact(repo: str):
         try:

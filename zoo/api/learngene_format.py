@@ -1,0 +1,96 @@
+"""A learngene's format: the names of its tensors and the settings that identify it.
+
+A learngene is stored as tensors named ``SIGNAL@dwtK`` (the cA band after K levels over
+every changeable axis), ``SIGNAL@dct.block`` / ``@dct.mean`` / ``@dct.std`` (the FRONT
+block and the per-layer statistics that undo its normalization) or ``SIGNAL@full`` (a
+signal nothing in which changes size). Extraction (:mod:`zoo.api.learngenes`) writes them
+and derivation (:mod:`zoo.api.derivation`) reads them; both take the names from here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zoo.errors import InvalidInputError
+
+EXTRACT_METHODS = ("dwt", "dct")
+DEFAULT_LEVELS = 2
+DEFAULT_WAVELET = "db2"
+DEFAULT_KEEP = 0.5
+
+
+def check_wavelet(wavelet: str) -> None:
+    """Refuse a name that is not a discrete wavelet PyWavelets knows."""
+    import pywt
+
+    if wavelet not in pywt.wavelist(kind="discrete"):
+        raise InvalidInputError(
+            f"Unknown wavelet {wavelet!r}; any discrete wavelet PyWavelets knows works "
+            "(haar, db2, coif3, sym8, bior6.8...)."
+        )
+
+
+def band_name(signal: str, level: int) -> str:
+    return f"{signal}@dwt{level}"
+
+
+def full_name(signal: str) -> str:
+    return f"{signal}@full"
+
+
+def extract_recipe(
+    method: str,
+    *,
+    wavelet: str | None,
+    levels: int | None,
+    keep: float | None,
+    order: str = "stored",
+) -> dict[str, Any]:
+    """The normalized settings of an extraction (its identity besides the source)."""
+    from zoo.transforms import TRANSFORM_VERSION
+    from zoo.unit_order import check_order
+
+    check_order(order)
+    # The default order is left out, so learngenes extracted before orders existed
+    # keep their identity.
+    ordered = {} if order == "stored" else {"order": order}
+
+    if method == "dwt":
+        # db2: the wavelet of every dwt entry in zoo/defaults.py (the transfer benchmark).
+        wavelet = wavelet or DEFAULT_WAVELET
+        check_wavelet(wavelet)
+        levels = DEFAULT_LEVELS if levels is None else levels
+        if levels < 1:
+            raise InvalidInputError(f"--levels must be at least 1, got {levels}.")
+        if keep is not None:
+            raise InvalidInputError("--keep applies to --method dct, not dwt.")
+        return {
+            "method": "dwt",
+            "wavelet": wavelet,
+            "levels": levels,
+            **ordered,
+            "transform_version": TRANSFORM_VERSION,
+        }
+    if method == "dct":
+        keep = DEFAULT_KEEP if keep is None else keep
+        if not 0 < keep <= 1:
+            raise InvalidInputError(f"--keep must be in (0, 1], got {keep}.")
+        if wavelet is not None or levels is not None:
+            raise InvalidInputError("--wavelet and --levels apply to --method dwt, not dct.")
+        return {"method": "dct", "keep": keep, **ordered, "transform_version": TRANSFORM_VERSION}
+    raise InvalidInputError(
+        f"Unknown extraction method {method!r}; choose one of {', '.join(EXTRACT_METHODS)}."
+    )
+
+
+def changeable_axes(axes: tuple[str, ...], sizes: dict[str, int]) -> tuple[int, ...]:
+    return tuple(i for i, role in enumerate(axes) if role in sizes)
+
+
+def dwt_levels(shape: tuple[int, ...], axes: tuple[int, ...], wanted: int) -> list[int]:
+    """Levels 1..wanted at which every changeable axis still halves exactly."""
+    out = []
+    for k in range(1, wanted + 1):
+        if all(shape[a] % (2**k) == 0 and shape[a] >= 2**k for a in axes):
+            out.append(k)
+    return out

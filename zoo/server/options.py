@@ -1,0 +1,24 @@
+"""How ``zoo serve`` runs: the options the command line and tests set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """How ``zoo serve`` runs.
+
+    Attributes:
+        public_read: requests without a token may read (list, show, download, audit).
+        max_upload: the largest request body, in bytes or as ``"8GB"``.
+        cache: folder for the files served (default ``$ZOO_HOME/serve-cache``).
+        workers: threads for long work (extract, materialize, export).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_read: bool = False
+    max_upload: str | int = "8GB"
+    cache: str | None = None
+    workers: int = 4
