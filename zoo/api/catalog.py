@@ -185,23 +185,18 @@ def import_checkpoint(
                 )
         return queries.to_info(session, row)
 
-    def insert(session: Session) -> ArtifactInfo:
-        existing = find_existing(session)
-        if existing is not None:
-            return existing
-        chosen = name or default_name
-        if queries.name_taken(session, chosen):
-            if name:
-                raise ConflictError(
-                    f"The name {name!r} is already taken by other content"
-                    f"{queries.removed_holder_note(session, name)}; choose another --name or "
-                    "move it with `zoo tag`."
-                )
-            chosen = f"{default_name}-{content_hash[:8]}"
+    def create(session: Session) -> ArtifactInfo:
+        clash = (
+            f"The name {name!r} is already taken by other content"
+            f"{queries.removed_holder_note(session, name)}; choose another --name or "
+            "move it with `zoo tag`."
+            if name
+            else ""
+        )
         row = queries.insert_artifact(
             session,
             kind="source",
-            name=chosen,
+            name=queries.free_name(session, name, default_name, content_hash, clash=clash),
             family=family,
             content_hash=content_hash,
             config=config,
@@ -212,7 +207,7 @@ def import_checkpoint(
         record(session, row)
         return queries.to_info(session, row)
 
-    return reg.transaction(insert, on_conflict=find_existing)
+    return reg.get_or_create(find_existing, create)
 
 
 def _locate(source: str | os.PathLike[str], revision: str | None) -> tuple[Path, str, str]:

@@ -132,21 +132,12 @@ def extract(
 
     created: list[int] = []
 
-    def insert(session: Session) -> ArtifactInfo:
-        found = find(session)
-        if found is not None:
-            return found
-        chosen = name or default_name
-        if queries.name_taken(session, chosen):
-            if name:
-                from zoo.errors import ConflictError
-
-                raise ConflictError(f"The name {name!r} is already taken; choose another --name.")
-            chosen = f"{default_name}-{content_hash[:8]}"
+    def create(session: Session) -> ArtifactInfo:
+        clash = f"The name {name!r} is already taken; choose another --name."
         row = queries.insert_artifact(
             session,
             kind="learngene",
-            name=chosen,
+            name=queries.free_name(session, name, default_name, content_hash, clash=clash),
             family=src_info.family,
             content_hash=content_hash,
             config=src_info.config,
@@ -157,7 +148,7 @@ def extract(
         created[:] = [row.id]
         return link(session, row)
 
-    result = reg.transaction(insert, on_conflict=find)
+    result = reg.get_or_create(find, create)
     if created != [result.id]:
         # Registered before (storing a blob that is there keeps it): restore damaged ones.
         restore_blobs(reg, result, recompute)

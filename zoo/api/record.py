@@ -78,10 +78,7 @@ def record_derived(
             row.virtual = False
         return link(session, row)
 
-    def insert(session: Session) -> ArtifactInfo:
-        found = find(session)
-        if found is not None:
-            return found
+    def create(session: Session) -> ArtifactInfo:
         row = queries.insert_artifact(
             session,
             kind="derived",
@@ -96,7 +93,7 @@ def record_derived(
         )
         return link(session, row)
 
-    return reg.transaction(insert, on_conflict=find)
+    return reg.get_or_create(find, create)
 
 
 def edge_recipe(plan: Plan, dev) -> dict[str, Any]:

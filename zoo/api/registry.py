@@ -134,6 +134,18 @@ class Registry:
             time.sleep(min(0.2, 0.005 * 2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
+    def get_or_create(self, find, create):
+        """The artifact ``find(session)`` returns, else the one ``create(session)`` inserts,
+        in one transaction; when another writer inserts the same content first (a unique
+        constraint), the winner is found instead. Content is identity: an import, an
+        extraction and a materialization each register their content once this way."""
+
+        def work(session: Session):
+            found = find(session)
+            return found if found is not None else create(session)
+
+        return self.transaction(work, on_conflict=find)
+
     def _attempt(self, work):
         """``work(session)`` in one write transaction; None if it lost a race again."""
         try:

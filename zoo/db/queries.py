@@ -169,6 +169,20 @@ def name_taken(session: Session, name: str) -> bool:
     )
 
 
+def free_name(
+    session: Session, asked: str | None, default: str, content_hash: str, *, clash: str
+) -> str:
+    """The name a new artifact gets: ``asked`` (refused with ``clash`` when taken), else
+    ``default``, made unique with the content hash's first 8 digits when that is taken."""
+    from zoo.errors import ConflictError
+
+    if asked is not None:
+        if name_taken(session, asked):
+            raise ConflictError(clash)
+        return asked
+    return default if not name_taken(session, default) else f"{default}-{content_hash[:8]}"
+
+
 def removed_holder_note(session: Session, name: str) -> str:
     """ " ..." explaining that ``name`` is held by a removed artifact, or ""."""
     row = session.scalar(select(Artifact).where(Artifact.name == name))
