@@ -1,0 +1,130 @@
+"""The source checkpoint: a registered one (a real checkpoint, with its tokenizer), or a
+small one the benchmark trains on the byte corpus, caches and registers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .models import build_model, default_lr, source_config
+from .training import train
+
+#: Files a Hugging Face tokenizer is read from.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
+
+
+def source_origin(info) -> Path | None:
+    """The local folder ``info`` (an ArtifactInfo) was imported from, if it still exists."""
+    for imp in info.imports:
+        path = Path(imp.origin)
+        if not imp.origin.startswith("hf://") and path.is_dir():
+            return path
+    return None
+
+
+def source_tokenizer(info):
+    """The tokenizer of a registered source, or None if it has none (sources trained here
+    read bytes).
+
+    zoo does not store tokenizers yet, so it is read from the folder the source was
+    imported from (its import record's origin); this is the one place to change when it
+    does.
+    """
+    folder = source_origin(info)
+    if folder is None or not any((folder / f).exists() for f in TOKENIZER_FILES):
+        return None
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    quiet = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    finally:
+        hf_logging.set_verbosity(quiet)
+
+
+def obtain_source(
+    reg,
+    family: str,
+    size: tuple[int, int],
+    *,
+    corpus,
+    source: str | None,
+    steps: int,
+    batch: int,
+    seq: int,
+    val: torch.Tensor,
+    eval_every: int,
+    cache_dir: Path,
+    bar=None,
+) -> dict[str, Any]:
+    """A registered source by name, or a short-trained one (cached, then registered)."""
+    if source is not None:
+        info = reg.show(source)
+        return {"name": info.name, "trained_here": False, "config": info.config}
+    layers, hidden = size
+    folder = cache_dir / f"{family}-{layers}x{hidden}-s{steps}-b{batch}-q{seq}-{corpus.digest}"
+    meta_path = folder / "bench_source.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if bar is not None:
+            bar.update(steps)
+    else:
+        model = build_model(family, source_config(family, layers, hidden, seq))
+        torch.manual_seed(0)
+        model.apply(model._init_weights)
+        run = train(
+            model,
+            family,
+            corpus,
+            steps=steps,
+            seed=10_000,
+            batch=batch,
+            seq=seq,
+            lr=default_lr(hidden),
+            val=val,
+            eval_every=eval_every,
+            bar=bar,
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        _save_quietly(model, folder)
+        meta = {
+            "steps": steps,
+            "batch": batch,
+            "seq": seq,
+            "lr": default_lr(hidden),
+            "final_val_loss": run["loss"][-1],
+            "curve_steps": run["steps"],
+            "curve": run["loss"],
+            "wall_s": run["wall_s"],
+            "data_seed": 10_000,
+        }
+        meta_path.write_text(json.dumps(meta, indent=1))
+    name = f"bench-{family}-{layers}x{hidden}-{corpus.digest[:8]}-s{steps}"
+    info = reg.import_checkpoint(str(folder), name=name)
+    return {
+        "name": info.name,
+        "trained_here": True,
+        "config": info.config,
+        "content_hash": info.content_hash,
+        **meta,
+    }
+
+
+def _save_quietly(model, folder: Path) -> None:
+    """save_pretrained without transformers' own shard bar, which would cut through the
+    benchmark's bar (and print before any error that follows)."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(folder, safe_serialization=True)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
