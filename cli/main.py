@@ -208,7 +208,7 @@ def extract_cmd(source, method, wavelet, levels, keep, order, name, device, as_j
 )
 @click.option(
     "--rescale",
-    type=click.Choice(["none", "std", "fan", "fan-sqrt"]),
+    type=click.Choice(["none", "std", "fan", "fan-sqrt", "exact"]),
     help="Amplitude rule for dwt/dct (none: raw, as the papers; default: "
     "zoo's measured default for the family and direction).",
 )

@@ -555,11 +555,11 @@ def test_a_default_norm_rule_goes_only_with_its_recipe(registry, tiny_dir, monke
 
 
 def test_rescaled_l2s_from_bands_matches_the_source_path(registry, tiny_dir):
-    """With std/fan amplitude, a learngene's stored band gives what resizing the source
-    gives (the band is used; the source is not re-read)."""
+    """With std/fan/exact amplitude, a learngene's stored band gives what resizing the
+    source gives (the band is used; the source is not re-read)."""
     src = registry.import_checkpoint(tiny_dir("bert"))
     lg = registry.extract(src.name, method="dwt", wavelet="haar", levels=1)
-    for rescale in ("std", "fan"):
+    for rescale in ("std", "fan", "exact"):
         a = registry.materialize(lg.name, layers=2, hidden=16, rescale=rescale).state_dict
         b = registry.materialize(
             src.name, layers=2, hidden=16, method="dwt", wavelet="haar", rescale=rescale
