@@ -759,3 +759,29 @@ def test_cuda_training_sees_the_cpu_batches_under_bf16_autocast():
     torch.testing.assert_close(
         torch.tensor(curves["cuda"]), torch.tensor(curves["cpu"]), rtol=0, atol=0.05
     )
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_preservation_finds_hyperclonings_tiled_copy_of_the_source(family, tmp_path, tiny_dir):
+    """Width-only hypercloning repeats every unit, heads whole: the folded last hidden
+    states are the source's (cosine 1, tiled), for post-LN BERT and pre-LN GPT-2 alike;
+    a scratch target is unrelated to the source."""
+    import zoo
+    from zoo.api import tensors as tio
+    from zoo.bench.transfer.preservation import fold, preservation
+
+    reg = zoo.connect(home=tmp_path / "home")
+    try:
+        info = reg.import_checkpoint(tiny_dir(family))
+        state = (info.config, tio.load_tensors(reg.store, info.tensors))
+        specs = {n: transfer.parse_method(n) for n in ("scratch", "hypercloning")}
+        windows = torch.randint(0, 96, (4, 12), generator=torch.Generator().manual_seed(0))
+        got = preservation(reg, family, info.name, specs, (4, 64), windows, source_state=state)
+    finally:
+        reg.close()
+    assert got["hypercloning"]["layout"] == "tiled"
+    assert got["hypercloning"]["cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert abs(got["scratch"]["cosine"]) < 0.5
+    h = torch.arange(6.0).reshape(1, 6)
+    assert fold(h, 3)["tiled"].tolist() == [[1.5, 2.5, 3.5]]
+    assert fold(h, 3)["interleaved"].tolist() == [[0.5, 2.5, 4.5]]
