@@ -452,6 +452,17 @@ def test_defaults_table_covers_every_family_and_direction():
     assert direction_of(big, small) == "l2s" and direction_of(small, big) == "s2l"
     assert direction_of({"layers": 4, "hidden": 128}, {"layers": 2, "hidden": 256}) == "s2l"
     assert default_recipe("roberta", big, small) == DEFAULTS[("bert", "l2s")]
+    # Where no learngene recipe beat it on a real checkpoint, the default is the baseline.
+    assert DEFAULTS[("bert", "l2s")].method == "weight-selection"
+    assert DEFAULTS[("bert", "s2l")].method == "hypercloning"
+    # HyperCloning grows by integer multiples; other sizes take the best dwt recipe.
+    uneven = default_recipe("bert", {"layers": 6, "hidden": 384}, {"layers": 9, "hidden": 576})
+    assert uneven == ("dwt", "db2", "fan", "method", "identity")
+    # A method asked for alone gets its own best measured recipe.
+    assert default_recipe("bert", small, big, "dwt") == uneven
+    assert default_recipe("bert", big, small, "dwt")[:3] == ("dwt", "db2", "none")
+    assert default_recipe("vit", small, big, "dct")[:3] == ("dct", None, "fan")
+    assert default_recipe("gpt2", small, big, "net2net")[:3] == ("net2net", None, "none")
 
 
 @pytest.mark.parametrize("kind", ["linear", "norm_weight", "bias"])
@@ -511,7 +522,7 @@ def test_micro_run_llama_grows_through_every_s2l_method(tmp_path):
         methods=["scratch", "hypercloning", "dwt:db2:fan"],
         progress=False,
     )
-    assert report["objective"] == "causal LM" and report["target_method"] == "dwt:db2:fan"
+    assert report["objective"] == "causal LM" and report["target_method"] == "hypercloning"
     assert report["target_config"]["intermediate_size"] == 384
     assert report["best_baseline"] == "hypercloning"
     starts = {name: m["loss0_mean"] for name, m in report["methods"].items()}

@@ -521,6 +521,20 @@ def test_unspecified_settings_take_the_measured_defaults(
     assert m.artifact.info["recipe"]["device"] == "cpu"  # ZOO_DEVICE=cpu (conftest)
 
 
+def test_a_method_asked_alone_takes_its_best_measured_recipe(registry, tiny_dir):
+    """The default grow is HyperCloning; --method dwt alone gets dwt's best measured grow
+    recipe (zoo/defaults.py BY_METHOD), not raw coefficients, and a size HyperCloning
+    cannot make (no integer multiple) gets the same dwt recipe."""
+    src = registry.import_checkpoint(tiny_dir("bert"))  # 4 x 32
+    plain = registry.materialize(src.name, layers=8, hidden=64).artifact.info["recipe"]
+    assert plain["method"] == "hypercloning"
+    for kw in ({"method": "dwt"}, {}):
+        size = {"layers": 8, "hidden": 64} if kw else {"layers": 6, "hidden": 48}
+        recipe = registry.materialize(src.name, **size, **kw).artifact.info["recipe"]
+        got = (recipe["method"], recipe["wavelet"], recipe["rescale"], recipe.get("depth"))
+        assert got == ("dwt", "db2", "fan", "identity"), kw
+
+
 def test_the_gpu_is_the_default_device_when_there_is_one(monkeypatch):
     from zoo.api.tensors import resolve_device
 
