@@ -796,3 +796,24 @@ def test_preservation_finds_hyperclonings_tiled_copy_of_the_source(family, tmp_p
     h = torch.arange(6.0).reshape(1, 6)
     assert fold(h, 3)["tiled"].tolist() == [[1.5, 2.5, 3.5]]
     assert fold(h, 3)["interleaved"].tolist() == [[0.5, 2.5, 4.5]]
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
+def test_haar_exact_laid_out_tiled_is_hypercloning(family, tmp_path, tiny_dir):
+    """Haar with zero details and the exact amplitude repeats every unit; +tl lays the
+    copies out as HyperCloning does, and the two grown states agree tensor by tensor
+    (HyperCloning is the independent reference: tiling plus a fan-in division)."""
+    (tiled, _), (flat, _), (clone, _) = _initialized(
+        tmp_path,
+        tiny_dir(family),
+        family,
+        [("dwt:haar:exact+tl", (4, 64)), ("dwt:haar:exact", (4, 64)), ("hypercloning", (4, 64))],
+    )
+    assert set(tiled) == set(clone)
+    for name, value in clone.items():
+        torch.testing.assert_close(tiled[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    assert any(not torch.allclose(flat[n], v, atol=1e-4) for n, v in clone.items())
+    assert transfer.parse_method("dwt:haar:exact+dz+so+tl").layout == "tiled"
+    for bad in ("hypercloning+tl", "dwt:haar:exact+tl+tl", "dwt:haar:exact+tl+so"):
+        with pytest.raises(ValueError):
+            transfer.parse_method(bad)

@@ -95,7 +95,44 @@ def initialize(
         state, config = depth_by_rule(family, state, config, layers, spec.depth)
     if spec.residual_depth:
         state = residual_depth_scaled(family, state, config, source_state[0])
+    if spec.layout == "tiled":
+        state = tiled_layout(family, state, config, source_state[0])
     return state, config, m.artifact.name
+
+
+#: Axes whose units a grown model repeats (the others keep their size or are depth).
+UNIT_AXES = ("hidden", "ffn", "kv")
+
+
+def tiled_order(source: int, target: int) -> torch.Tensor:
+    """Interleaved index of each tiled position: tiled unit ``c * S + i`` is interleaved
+    unit ``k * i + c`` (the ``c``-th copy of source unit ``i``)."""
+    k = target // source
+    p = torch.arange(target)
+    return (p % source) * k + p // source
+
+
+def tiled_layout(family: str, state, config, source_config) -> dict[str, torch.Tensor]:
+    """``state`` with every axis that grew by an integer factor permuted from interleaved
+    to tiled copies (the ``+tl`` ablation); one permutation per axis role, so the
+    function is unchanged."""
+    from zoo.families import get_family
+
+    fam = get_family(family)
+    s_sizes, t_sizes = fam.axis_sizes(source_config), fam.axis_sizes(config)
+    perms = {
+        role: tiled_order(s_sizes[role], t_sizes[role])
+        for role in UNIT_AXES
+        if role in t_sizes and t_sizes[role] > s_sizes[role] and t_sizes[role] % s_sizes[role] == 0
+    }
+    signals = {}
+    for key, sig in fam.to_signals(state, config).items():
+        t = sig.tensor
+        for axis, role in enumerate(sig.axes):
+            if role in perms:
+                t = t.index_select(axis, perms[role])
+        signals[key] = t
+    return fam.from_signals(signals, config)
 
 
 # Attention signals whose hidden axis indexes heads: axis position -> it is (heads, head_dim).

@@ -26,7 +26,12 @@ indexes heads (the outputs of q, k, v and the inputs of the output projection) i
 ``order="similar"`` / ``"dissimilar"`` (:mod:`zoo.unit_order`): the method sees the source's
 residual and FFN units chained by similarity (dissimilarity) instead of as stored (the
 function is unchanged). A baseline with either is zoo's variant of it, no longer the
-published baseline.
+published baseline. ``+tl``, at the very end (dwt and dct only), lays the grown units out
+tiled instead of interleaved: every axis that grew by an integer factor ``k`` (hidden, FFN,
+key-value) is permuted so that target unit ``c * S + i`` is the ``c``-th copy of source unit
+``i`` (HyperCloning's layout, which keeps attention heads whole; haar repeats unit ``i`` at
+``k * i + c``, splitting each head across ``k`` target heads). One permutation per axis for
+the whole model, so the function the method gave is kept.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class MethodSpec:
     baseline_embeddings: bool = False  # +eb: embedding tables from the direction's baseline
     head_aware: bool = False  # +hd: attention resized along (heads, head_dim), heads only
     order: str = "stored"  # +so / +sd: zoo's order="similar" / "dissimilar"
+    layout: str = "method"  # +tl: grown units laid out tiled (copies in blocks), not interleaved
 
     @property
     def baseline(self) -> bool:
@@ -62,6 +68,13 @@ class MethodSpec:
 def parse_method(text: str) -> MethodSpec:
     """``dwt:db2:fan`` -> MethodSpec; see the module doc for the grammar."""
     name = text.strip()
+    if "+tl" in name[:-3]:
+        raise InvalidInputError(f"bad method {text!r}: +tl comes last")
+    if name.endswith("+tl"):
+        spec = parse_method(name[:-3])
+        if spec.method not in ("dwt", "dct") or spec.layout != "method":
+            raise InvalidInputError(f"bad method {text!r}: +tl follows a dwt or dct method, once")
+        return dataclasses.replace(spec, name=spec.name + "+tl", layout="tiled")
     orders = {"+so": "similar", "+sd": "dissimilar"}
     if any(suffix in name[:-3] for suffix in orders):
         raise InvalidInputError(f"bad method {text!r}: +so / +sd comes last")
