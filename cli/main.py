@@ -449,7 +449,13 @@ def bench_group() -> None:
 @click.option("--methods", help="Comma-separated, e.g. scratch,weight-selection,dwt:db2:fan.")
 @click.option("--seeds", type=int, default=3, show_default=True)
 @click.option("--steps", type=int, default=400, show_default=True)
-@click.option("--source-steps", type=int, default=600, show_default=True)
+@click.option(
+    "--source-steps",
+    type=int,
+    default=600,
+    show_default=True,
+    help="Training steps of a source trained here; 0: until its validation loss is flat.",
+)
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--seq", type=int, default=64, show_default=True)
 @click.option(

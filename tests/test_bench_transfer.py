@@ -817,3 +817,32 @@ def test_haar_exact_laid_out_tiled_is_hypercloning(family, tmp_path, tiny_dir):
     for bad in ("hypercloning+tl", "dwt:haar:exact+tl+tl", "dwt:haar:exact+tl+so"):
         with pytest.raises(ValueError):
             transfer.parse_method(bad)
+
+
+def test_a_source_trained_until_flat_stops_when_a_round_stops_helping(tmp_path, monkeypatch):
+    """source_steps=0: rounds of training on new batches until one improves validation
+    loss by less than the tolerance; the source is cached and registered once."""
+    from zoo.bench.transfer import sources
+
+    monkeypatch.setattr(sources, "FLAT_ROUND", 6)
+    monkeypatch.setattr(sources, "FLAT_TOLERANCE", 0.5)  # any round after the first stops
+    torch.set_num_threads(1)
+    kw = dict(
+        seeds=[0],
+        steps=1,
+        source_steps=0,
+        batch=2,
+        seq=16,
+        val_windows=2,
+        eval_every=3,
+        max_bytes=2_000_000,
+        home=tmp_path / "home",
+        methods=["scratch"],
+        progress=False,
+    )
+    report = transfer.run_transfer("gpt2", "l2s", "2x32", "1x32", **kw)
+    src = report["source"]
+    assert src["until_flat"] and src["rounds"] == 2 and src["steps"] == 12
+    assert src["name"].endswith("-flat") and src["curve_steps"][-1] == 12
+    again = transfer.run_transfer("gpt2", "l2s", "2x32", "1x32", **kw)
+    assert again["source"]["content_hash"] == src["content_hash"]  # reused, not retrained

@@ -76,7 +76,8 @@ def run_transfer(
             here on bytes, reads the byte corpus.
         home: ZOO_HOME of the registry (default: the default registry with ``source``, a
             fresh temporary one without).
-        source_steps: training budget of a source trained here.
+        source_steps: training budget of a source trained here; 0: until its validation
+            loss has flattened (:func:`.sources.obtain_source`).
         source_batch: its batch size (default ``batch``).
         batch, seq: tokens per step are ``batch * seq``.
         lr: peak AdamW learning rate of the target (default :func:`default_lr`).
@@ -109,6 +110,8 @@ def run_transfer(
     for label, value in (("steps", steps), ("batch", batch), ("seq", seq)):
         if value < 1:
             raise InvalidInputError(f"{label} must be at least 1, not {value}.")
+    if source_steps < 0:
+        raise InvalidInputError(f"source_steps must be 0 (until flat) or more, not {source_steps}.")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
         raise InvalidInputError("Give at least one seed.")

@@ -13,6 +13,12 @@ import torch
 from .models import build_model, default_lr, source_config
 from .training import train
 
+#: Training a source until flat: rounds of this many steps, stopped when a round improves
+#: the validation loss by less than this fraction, or after MAX_ROUNDS.
+FLAT_ROUND = 500
+FLAT_TOLERANCE = 0.01
+MAX_ROUNDS = 20
+
 #: Files a Hugging Face tokenizer is read from.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
 
@@ -63,12 +69,15 @@ def obtain_source(
     cache_dir: Path,
     bar=None,
 ) -> dict[str, Any]:
-    """A registered source by name, or a short-trained one (cached, then registered)."""
+    """A registered source by name, or one trained here (cached, then registered): for
+    ``steps`` steps, or with ``steps=0`` until its validation loss has flattened (rounds of
+    :data:`FLAT_ROUND` steps until one improves it by less than :data:`FLAT_TOLERANCE`)."""
     if source is not None:
         info = reg.show(source)
         return {"name": info.name, "trained_here": False, "config": info.config}
     layers, hidden = size
-    folder = cache_dir / f"{family}-{layers}x{hidden}-s{steps}-b{batch}-q{seq}-{corpus.digest}"
+    budget = f"s{steps}" if steps else "flat"
+    folder = cache_dir / f"{family}-{layers}x{hidden}-{budget}-b{batch}-q{seq}-{corpus.digest}"
     meta_path = folder / "bench_source.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
@@ -78,34 +87,52 @@ def obtain_source(
         model = build_model(family, source_config(family, layers, hidden, seq))
         torch.manual_seed(0)
         model.apply(model._init_weights)
-        run = train(
-            model,
-            family,
-            corpus,
-            steps=steps,
-            seed=10_000,
-            batch=batch,
-            seq=seq,
-            lr=default_lr(hidden),
-            val=val,
-            eval_every=eval_every,
-            bar=bar,
-        )
+        rounds = []
+        for i in range(1 if steps else MAX_ROUNDS):
+            # Until flat: rounds of warmup + cosine (warm restarts), each on new batches,
+            # until a round improves validation loss by less than FLAT_TOLERANCE.
+            run = train(
+                model,
+                family,
+                corpus,
+                steps=steps or FLAT_ROUND,
+                seed=10_000 + i,
+                batch=batch,
+                seq=seq,
+                lr=default_lr(hidden),
+                val=val,
+                eval_every=eval_every,
+                bar=bar,
+            )
+            rounds.append(run)
+            if (
+                len(rounds) > 1
+                and rounds[-2]["loss"][-1] - run["loss"][-1]
+                < FLAT_TOLERANCE * (rounds[-2]["loss"][-1])
+            ):
+                break
         folder.mkdir(parents=True, exist_ok=True)
         _save_quietly(model, folder)
+        done = sum(r["steps"][-1] for r in rounds)
         meta = {
-            "steps": steps,
+            "steps": done,
+            "until_flat": not steps,
+            "rounds": len(rounds),
             "batch": batch,
             "seq": seq,
             "lr": default_lr(hidden),
-            "final_val_loss": run["loss"][-1],
-            "curve_steps": run["steps"],
-            "curve": run["loss"],
-            "wall_s": run["wall_s"],
+            "final_val_loss": rounds[-1]["loss"][-1],
+            "curve_steps": [
+                sum(r["steps"][-1] for r in rounds[:i]) + x
+                for i, r in enumerate(rounds)
+                for x in r["steps"]
+            ],
+            "curve": [x for r in rounds for x in r["loss"]],
+            "wall_s": sum(r["wall_s"] for r in rounds),
             "data_seed": 10_000,
         }
         meta_path.write_text(json.dumps(meta, indent=1))
-    name = f"bench-{family}-{layers}x{hidden}-{corpus.digest[:8]}-s{steps}"
+    name = f"bench-{family}-{layers}x{hidden}-{corpus.digest[:8]}-{budget}"
     info = reg.import_checkpoint(str(folder), name=name)
     return {
         "name": info.name,
