@@ -19,7 +19,7 @@ from .initializations import initialize, zoo_default_method
 from .methods import default_methods, parse_method
 from .models import CAUSAL, FAMILIES, build_model, default_lr, load_state, parse_size
 from .report import machine, plot, write_report
-from .sources import obtain_source, source_tokenizer
+from .sources import obtain_source, registered_source
 from .statistics import STEPS_RULE, add_targets, summarize
 from .training import flops_per_step, train
 
@@ -129,30 +129,7 @@ def run_transfer(
     try:
         tokenizer = None
         if source is not None:
-            info = reg.show(source)
-            if family is None:
-                family = info.family
-            if info.family != family:
-                raise InvalidInputError(f"{info.name} is a {info.family} checkpoint, not {family}.")
-            if family not in FAMILIES:
-                raise InvalidInputError(
-                    f"{info.name} is a {family} checkpoint; the benchmark runs {FAMILIES}."
-                )
-            from zoo.families import get_family
-
-            sizes = get_family(family).axis_sizes(info.config)
-            own = (sizes["layers"], sizes["hidden"])
-            if source_size is not None and parse_size(source_size) != own:
-                raise InvalidInputError(
-                    f"{info.name} is {own[0]}x{own[1]}, not {source_size}; leave out --source-size."
-                )
-            src_size = own
-            tokenizer = source_tokenizer(info)
-            if tokenizer is None and info.config.get("vocab_size") != bdata.VOCAB:
-                raise InvalidInputError(
-                    f"{info.name} has no tokenizer in the folder it was imported from; the "
-                    "benchmark reads text in the source's own tokenizer."
-                )
+            family, src_size, tokenizer = registered_source(reg, source, family, source_size)
         else:
             family = family or "gpt2"
             src_size = parse_size(source_size or DEFAULT_SOURCE_SIZE)

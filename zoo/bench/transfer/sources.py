@@ -54,6 +54,37 @@ def source_tokenizer(info):
         hf_logging.set_verbosity(quiet)
 
 
+def registered_source(reg, name: str, family: str | None, size) -> tuple[str, tuple[int, int], Any]:
+    """(family, (layers, hidden), tokenizer or None) of the registered source ``name``,
+    checked against what the caller asked for (None: take the source's)."""
+    from zoo.errors import InvalidInputError
+    from zoo.families import get_family
+
+    from . import data as bdata
+    from .models import FAMILIES, parse_size
+
+    info = reg.show(name)
+    if family is not None and info.family != family:
+        raise InvalidInputError(f"{info.name} is a {info.family} checkpoint, not {family}.")
+    if info.family not in FAMILIES:
+        raise InvalidInputError(
+            f"{info.name} is a {info.family} checkpoint; the benchmark runs {FAMILIES}."
+        )
+    sizes = get_family(info.family).axis_sizes(info.config)
+    own = (sizes["layers"], sizes["hidden"])
+    if size is not None and parse_size(size) != own:
+        raise InvalidInputError(
+            f"{info.name} is {own[0]}x{own[1]}, not {size}; leave out --source-size."
+        )
+    tokenizer = source_tokenizer(info)
+    if tokenizer is None and info.config.get("vocab_size") != bdata.VOCAB:
+        raise InvalidInputError(
+            f"{info.name} has no tokenizer in the folder it was imported from; the "
+            "benchmark reads text in the source's own tokenizer."
+        )
+    return info.family, own, tokenizer
+
+
 def obtain_source(
     reg,
     family: str,
