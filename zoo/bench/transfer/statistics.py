@@ -51,7 +51,7 @@ def steps_to_reach(steps: Sequence[int], losses: Sequence[float], target: float)
 
 def first_crossing(steps: Sequence[int], losses: Sequence[float], target: float) -> float | None:
     """The first step at which the curve reaches ``target`` (the rule of the reports
-    before the seventh session; kept to recompute them)."""
+    made before the stays-below rule; kept to recompute them)."""
     if losses[0] <= target:
         return float(steps[0])
     for i in range(1, len(steps)):
@@ -147,7 +147,8 @@ def add_targets(report: dict[str, Any]) -> None:
 
 
 def check_targets(summary: dict[str, Any], name: str) -> dict[str, Any]:
-    """The benchmark's targets for method ``name`` (see the issue "Transfer benchmark")."""
+    """The benchmark's targets for method ``name``: beat the best baseline beyond the
+    spread, reach its final loss within 70% of its steps, save 50% of scratch's."""
     m = summary["methods"].get(name)
     if m is None:
         return {"method": name, "measured": False}
