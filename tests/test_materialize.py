@@ -1006,8 +1006,11 @@ def test_identity_depth_is_refused_where_it_cannot_apply(registry, tiny_dir, run
     # Without added layers the default rule is "method": the recipe does not name one.
     wider = registry.materialize(src.name, layers=4, hidden=64)
     assert "depth" not in wider.artifact.info["recipe"]
-    # The measured depth rule goes with the measured recipe only (db2 fan for bert).
-    deeper = registry.materialize(src.name, layers=8, hidden=64)
+    # The measured depth rule goes with the measured recipe only (for bert, dwt's best
+    # grow: db2 fan; the default grow, HyperCloning, keeps the method's depth).
+    deeper = registry.materialize(src.name, layers=8, hidden=64, method="dwt")
     assert deeper.artifact.info["recipe"]["depth"] == "identity"
-    haar = registry.materialize(src.name, layers=8, hidden=64, wavelet="haar")
+    haar = registry.materialize(src.name, layers=8, hidden=64, method="dwt", wavelet="haar")
     assert "depth" not in haar.artifact.info["recipe"]
+    default = registry.materialize(src.name, layers=8, hidden=64).artifact.info["recipe"]
+    assert default["method"] == "hypercloning" and "depth" not in default
