@@ -34,8 +34,9 @@ class Default(NamedTuple):
 MEASURED: dict[tuple[str, str], Default] = {
     # all-MiniLM-L6-v2 6x384 -> 3x192 (H200, 500 steps of 64x128 tokens): weight selection
     # 5.16 ± .05 beats every learngene recipe (dwt db2 raw 5.37 ± .01, BoT haar raw 5.38,
-    # FRONT 5.35, db2 fan 6.02; scratch 5.95). The CPU run at a short budget agrees (see
-    # transfer.md, with the recipes tried since).
+    # FRONT 5.35, db2 fan 6.02; scratch 5.95). On a 2-core CPU (12x64 tokens a step) raw db2
+    # and haar lead it after 120-240 steps and fall behind by 480 (5.54 ± .04 against haar
+    # 5.57, a tie, and db2 5.59, a loss): a head start that training does not keep.
     ("bert", "l2s"): Default("weight-selection", None, "none"),
     # all-MiniLM-L6-v2 6x384 -> 12x768 (H200, 500 steps): HyperCloning 3.02 / 3.09 beats
     # dwt db2 fan with identity depth 3.33 / 3.32; BoT and FRONT as published stay at
