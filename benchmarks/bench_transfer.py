@@ -1,9 +1,12 @@
-"""Run the transfer benchmarks (GPT-2 / BERT by default, llama on request; L2S / S2L) and write
+"""Run the transfer benchmarks on small sources trained here (GPT-2 / BERT by default, llama
+on request; L2S / S2L), or join reports made apart, and write JSON + PNG under results/.
 
 A thin script around :func:`zoo.bench.transfer.run_transfer`; see benchmarks/results/
-transfer.md for the settings used and the results. Example:
+transfer.md for the settings used and the results. Real checkpoints run through
+``zoo bench transfer --source NAME`` (the same function). Examples:
 
     python benchmarks/bench_transfer.py --only gpt2-l2s --steps-l2s 400
+    python benchmarks/bench_transfer.py --merge a.json b.json --out results --tag minilm
 """
 
 from __future__ import annotations
@@ -63,7 +66,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--methods", help="comma-separated; default the lists above")
     ap.add_argument("--tag", help="suffix of the output file names")
+    ap.add_argument("--merge", nargs="+", help="reports of one setting to join (no training)")
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, Path(args.out), args.tag)
 
     from zoo.bench.transfer import run_transfer
 
@@ -102,6 +108,17 @@ def main(argv=None) -> int:
             ),
             file=sys.stderr,
         )
+    return 0
+
+
+def merge(paths, out: Path, tag: str | None) -> int:
+    from zoo.bench.transfer import markdown_table, merge_reports, plot, write_report
+
+    report = merge_reports([json.loads(Path(p).read_text()) for p in paths])
+    stem = f"transfer-{report['family']}-{report['direction']}" + (f"-{tag}" if tag else "")
+    write_report(report, out, stem)
+    plot(report, out / f"{stem}.png")
+    print(markdown_table(report))
     return 0
 
 

@@ -419,16 +419,28 @@ def bench_group() -> None:
 
 @bench_group.command("transfer")
 @click.option(
-    "--family", type=click.Choice(["gpt2", "bert", "llama"]), default="gpt2", show_default=True
+    "--family",
+    type=click.Choice(["gpt2", "bert", "llama"]),
+    help="Model family (default: the source's; gpt2 when training one).",
 )
 @click.option("--direction", type=click.Choice(["l2s", "s2l"]), default="l2s", show_default=True)
-@click.option("--source", help="A registered source to transfer from (default: train one).")
-@click.option("--source-size", default="4x128", show_default=True, help="LAYERSxHIDDEN.")
+@click.option(
+    "--source",
+    help="A registered source to transfer from, e.g. a real checkpoint read in its own "
+    "tokenizer (default: train a small one on bytes).",
+)
+@click.option("--source-size", help="LAYERSxHIDDEN of a source trained here (default 4x128).")
 @click.option("--target-size", help="LAYERSxHIDDEN (default: half for l2s, double for s2l).")
 @click.option("--methods", help="Comma-separated, e.g. scratch,weight-selection,dwt:db2:fan.")
 @click.option("--seeds", type=int, default=3, show_default=True)
 @click.option("--steps", type=int, default=400, show_default=True)
-@click.option("--source-steps", type=int, default=600, show_default=True)
+@click.option(
+    "--source-steps",
+    type=int,
+    default=600,
+    show_default=True,
+    help="Training steps of a source trained here; 0: until its validation loss is flat.",
+)
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--seq", type=int, default=64, show_default=True)
 @click.option(
@@ -436,6 +448,19 @@ def bench_group() -> None:
     "out_dir",
     type=click.Path(file_okay=False),
     help="Write transfer-FAMILY-DIRECTION.json and .png here.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Where the targets train (cuda: bf16 autocast, the same batches).",
+)
+@click.option(
+    "--text",
+    "text_dir",
+    type=click.Path(file_okay=False, exists=True),
+    help="A folder of *.txt files to read instead of Python's documentation (real sources).",
 )
 @json_option
 def bench_transfer_cmd(
@@ -451,6 +476,8 @@ def bench_transfer_cmd(
     batch,
     seq,
     out_dir,
+    device,
+    text_dir,
     as_json,
 ) -> None:
     """Train each initialization on the same batches; compare with scratch and baselines."""
@@ -473,6 +500,8 @@ def bench_transfer_cmd(
         seq=seq,
         out_dir=out_dir,
         progress=sys.stderr.isatty(),
+        device=device,
+        text_dir=text_dir,
     )
     _emit(as_json, report, markdown_table(report))
 

@@ -453,6 +453,17 @@ def test_defaults_table_covers_every_family_and_direction():
     assert direction_of(big, small) == "l2s" and direction_of(small, big) == "s2l"
     assert direction_of({"layers": 4, "hidden": 128}, {"layers": 2, "hidden": 256}) == "s2l"
     assert default_recipe("roberta", big, small) == DEFAULTS[("bert", "l2s")]
+    # Where no learngene recipe beat it on a real checkpoint, the default is the baseline.
+    assert DEFAULTS[("bert", "l2s")].method == "weight-selection"
+    assert DEFAULTS[("bert", "s2l")].method == "hypercloning"
+    # HyperCloning grows by integer multiples; other sizes take the best dwt recipe.
+    uneven = default_recipe("bert", {"layers": 6, "hidden": 384}, {"layers": 9, "hidden": 576})
+    assert uneven == ("dwt", "db2", "fan", "method", "identity")
+    # A method asked for alone gets its own best measured recipe.
+    assert default_recipe("bert", small, big, "dwt") == uneven
+    assert default_recipe("bert", big, small, "dwt")[:3] == ("dwt", "db2", "none")
+    assert default_recipe("vit", small, big, "dct")[:3] == ("dct", None, "fan")
+    assert default_recipe("gpt2", small, big, "net2net")[:3] == ("net2net", None, "none")
 
 
 @pytest.mark.parametrize("kind", ["linear", "norm_weight", "bias"])
@@ -512,10 +523,327 @@ def test_micro_run_llama_grows_through_every_s2l_method(tmp_path):
         methods=["scratch", "hypercloning", "dwt:db2:fan"],
         progress=False,
     )
-    assert report["objective"] == "causal LM" and report["target_method"] == "dwt:db2:fan"
+    assert report["objective"] == "causal LM" and report["target_method"] == "hypercloning"
     assert report["target_config"]["intermediate_size"] == 384
     assert report["best_baseline"] == "hypercloning"
     starts = {name: m["loss0_mean"] for name, m in report["methods"].items()}
     assert all(math.isfinite(v) for v in starts.values()), starts
     # Both transfers carry what the source learned: they start well below scratch.
     assert max(starts["hypercloning"], starts["dwt:db2:fan"]) < starts["scratch"] - 0.1, starts
+
+
+# --- real checkpoints: their own tokenizer on English text -------------------------------
+
+WORDS = "the of and to in is a that for it as with be on by this are an or from at which"
+WORDS = [*WORDS.split(), "function", "return", "value", "module", "class", "object", "name"]
+
+
+def _sentence_encoder(folder):
+    """A tiny BERT saved as a sentence encoder is (BertModel: a pooler, no MLM head), with
+    a WordPiece tokenizer in its folder, as a real checkpoint ships one."""
+    import transformers
+
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *letters, ".", ","]
+    vocab += [f"##{c}" for c in letters]
+    folder.mkdir(parents=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    # Positional: transformers 4 calls it vocab_file, 5 vocab (a path or a dict).
+    transformers.BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    cfg = transformers.BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    transformers.BertModel(cfg).save_pretrained(folder)
+    return folder, len(vocab)
+
+
+def _texts(folder, n=40):
+    g = torch.Generator().manual_seed(0)
+    folder.mkdir(parents=True)
+    for i in range(n):
+        idx = torch.randint(0, len(WORDS), (60,), generator=g).tolist()
+        (folder / f"doc{i:02d}.txt").write_text(" ".join(WORDS[j] for j in idx) + ".")
+    return folder
+
+
+def test_a_real_checkpoint_trains_on_text_in_its_own_tokenizer(tmp_path):
+    """A registered sentence encoder: the family and size come from it, the corpus is
+    text in its tokenizer (read from the folder it was imported from), and the MLM head
+    it lacks is the model class's init, recorded as such."""
+    import zoo
+
+    folder, vocab = _sentence_encoder(tmp_path / "encoder")
+    reg = zoo.connect(home=tmp_path / "home")
+    name = reg.import_checkpoint(folder, name="encoder").name
+    reg.close()
+    torch.set_num_threads(1)
+    report = transfer.run_transfer(
+        None,
+        "l2s",
+        source=name,
+        home=tmp_path / "home",
+        text_dir=_texts(tmp_path / "text"),
+        methods=["weight-selection"],
+        seeds=[0],
+        steps=2,
+        batch=2,
+        seq=16,
+        val_windows=2,
+        eval_every=1,
+        progress=False,
+    )
+    assert report["family"] == "bert" and report["source_size"] == [2, 32]
+    assert report["target_size"] == [1, 16] and report["data"]["vocab"] == vocab
+    assert "*.txt under" in report["data"]["corpus"] and report["data"]["files"] == 40
+    assert "cls.predictions.transform.dense.weight" in report["head_initialized"]
+    assert set(report["methods"]) == {"scratch", "weight-selection"}
+    assert all(math.isfinite(m["final_mean"]) for m in report["methods"].values())
+    with pytest.raises(ValueError, match="not 3x64"):
+        transfer.run_transfer(None, "l2s", "3x64", source=name, home=tmp_path / "home")
+
+
+def test_tokenizer_comes_from_the_folder_a_source_was_imported_from(tmp_path, tiny_dir):
+    import zoo
+
+    folder, _ = _sentence_encoder(tmp_path / "encoder")
+    reg = zoo.connect(home=tmp_path / "home")
+    try:
+        tok = transfer.source_tokenizer(reg.import_checkpoint(folder, name="enc"))
+        assert tok.convert_ids_to_tokens(tok("the module")["input_ids"])[1:-1] == [
+            "the",
+            "module",
+        ]
+        assert transfer.source_tokenizer(reg.import_checkpoint(tiny_dir("bert"))) is None
+    finally:
+        reg.close()
+
+
+def test_text_masks_never_pick_special_tokens_and_draw_ordinary_ones(tmp_path):
+    from transformers import BertTokenizer
+
+    from zoo.bench.transfer import data
+
+    folder, vocab = _sentence_encoder(tmp_path / "encoder")
+    corpus = data.load_text_corpus(
+        BertTokenizer.from_pretrained(folder), folder=str(_texts(tmp_path / "text"))
+    )
+    assert corpus.specials == (0, 1, 2, 3, 4) and corpus.random_ids == (5, vocab)
+    assert corpus.mask_id == 4 and int(corpus.train.max()) < vocab
+    assert int((corpus.train == 3).sum()) == 38  # one separator per training document
+    x = data.windows(corpus.train, torch.arange(0, 640, 16), 16)
+    inputs, labels = data.mask_tokens(x, seed=5, corpus=corpus)
+    picked = labels != -100
+    assert 0.05 < float(picked.float().mean()) < 0.3
+    assert not torch.isin(x[picked], torch.tensor(corpus.specials)).any()
+    changed = picked & (inputs != x) & (inputs != 4)
+    assert changed.any() and int(inputs[changed].min()) >= 5
+
+
+def test_masked_lm_loss_at_masked_positions_equals_transformers_loss():
+    """The benchmark applies the MLM head only where labels are; the loss is the one
+    BertForMaskedLM computes over every position (the independent reference)."""
+    import transformers
+
+    from zoo.bench.transfer import data, training
+
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(
+        vocab_size=data.VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+    )
+    model = transformers.BertForMaskedLM(cfg).eval()
+    x = torch.randint(0, 256, (3, 32))
+    inputs, labels = data.mask_tokens(x, seed=11)
+    with torch.no_grad():
+        want = model(input_ids=inputs, labels=labels).loss
+        got = training._loss(model, "bert", x, mask_seed=11)
+    torch.testing.assert_close(got, want)
+
+
+def test_a_head_the_source_lacks_is_the_same_for_every_method_of_a_seed(tmp_path):
+    import transformers
+
+    folder, _ = _sentence_encoder(tmp_path / "encoder")
+    from safetensors.torch import load_file
+
+    state = load_file(folder / "model.safetensors")  # BertModel names: no "bert." prefix
+    config = json.loads((folder / "config.json").read_text())
+    heads = []
+    for seed in (1, 1, 2):
+        model = transfer.build_model("bert", config, seed=seed)
+        kept = transfer.load_state(model, "bert", state)
+        assert "cls.predictions.transform.dense.weight" in kept
+        heads.append(model.cls.predictions.transform.dense.weight.detach().clone())
+        body = model.bert.encoder.layer[1].output.dense.weight
+        assert torch.equal(body, state["encoder.layer.1.output.dense.weight"])
+        assert model.config.hidden_dropout_prob == 0.0
+    assert torch.equal(heads[0], heads[1]) and not torch.equal(heads[0], heads[2])
+    model = transformers.BertForMaskedLM(transformers.BertConfig(**config))
+    partial = {k: v for k, v in model.state_dict().items() if "transform.dense" not in k}
+    with pytest.raises(RuntimeError, match="missing"):  # part of a head is not a head
+        transfer.load_state(transfer.build_model("bert", config), "bert", partial)
+
+
+def test_reports_made_apart_merge_into_the_report_made_at_once():
+    grid = [0, 10, 20]
+
+    def run(seed, losses):
+        return {"seed": seed, "steps": grid, "loss": losses, "wall_s": 1.0}
+
+    runs = {
+        "scratch": [run(0, [5, 4, 3.0]), run(1, [5, 4, 3.2])],
+        "weight-selection": [run(0, [4, 3, 2.5]), run(1, [4, 3, 2.7])],
+        "dwt:haar:exact+so": [run(0, [4, 3, 2.4]), run(1, [4, 3.1, 2.6])],
+    }
+    base = {"family": "bert", "direction": "l2s", "steps": 20, "flops_per_step": 1.0}
+    base |= {"data": {"digest": "d"}, "source": {"name": "s"}, "target_method": "dwt:db2:none"}
+
+    def report(names, seeds):
+        part = {n: [r for r in runs[n] if r["seed"] in seeds] for n in names}
+        return {**base, "runs": part}
+
+    whole = transfer.merge_reports([report(runs, (0, 1))])
+    parts = transfer.merge_reports(
+        [report(["scratch", "weight-selection"], (0,)), report(runs, (1,)), report(runs, (0,))]
+    )
+    assert parts["methods"] == whole["methods"] and parts["seeds"] == [0, 1]
+    assert whole["best_baseline"] == "weight-selection"
+    ws = whole["methods"]["weight-selection"]
+    assert ws["final_mean"] == pytest.approx(2.6) and ws["final_spread"] > 0
+    with pytest.raises(ValueError, match="steps"):
+        transfer.merge_reports([report(runs, (0,)), {**report(runs, (1,)), "steps": 30}])
+
+
+@pytest.mark.parametrize(
+    ("args", "word"),
+    [
+        (("--source-size", "4y128"), "LAYERSxHIDDEN"),
+        (("--target-size", "8x256"), "is not l2s"),
+        (("--methods", "dwt:db2:fan+so+so"), "bad method"),
+        (("--steps", "0"), "steps"),
+    ],
+)
+def test_bad_benchmark_arguments_are_one_line_errors(run_cli, args, word, tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
+    code, out, err = run_cli("bench", "transfer", *args)
+    assert code == 2 and out == ""
+    assert err.startswith("zoo: error:") and word in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_sees_the_cpu_batches_under_bf16_autocast():
+    """The same model trained a few steps on the CPU and on CUDA (bf16 autocast) from the
+    same init on the same batches: the curves agree to bf16's precision."""
+    from zoo.bench.transfer import data
+
+    corpus = data.load_corpus(max_bytes=2_000_000)
+    val = data.valid_set(corpus, n=4, seq=32)
+    config = transfer.source_config("bert", 2, 64, 32)
+    curves = {}
+    for device in ("cpu", "cuda"):
+        model = transfer.build_model("bert", config, seed=0)
+        run = transfer.train(
+            model,
+            "bert",
+            corpus,
+            steps=6,
+            seed=0,
+            batch=4,
+            seq=32,
+            lr=1e-3,
+            val=val,
+            eval_every=3,
+            device=device,
+        )
+        curves[device] = run["loss"]
+    assert curves["cpu"][0] > curves["cpu"][-1]
+    torch.testing.assert_close(
+        torch.tensor(curves["cuda"]), torch.tensor(curves["cpu"]), rtol=0, atol=0.05
+    )
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_preservation_finds_hyperclonings_tiled_copy_of_the_source(family, tmp_path, tiny_dir):
+    """Width-only hypercloning repeats every unit, heads whole: the folded last hidden
+    states are the source's (cosine 1, tiled), for post-LN BERT and pre-LN GPT-2 alike;
+    a scratch target is unrelated to the source."""
+    import zoo
+    from zoo.api import tensors as tio
+    from zoo.bench.transfer.preservation import fold, preservation
+
+    reg = zoo.connect(home=tmp_path / "home")
+    try:
+        info = reg.import_checkpoint(tiny_dir(family))
+        state = (info.config, tio.load_tensors(reg.store, info.tensors))
+        specs = {n: transfer.parse_method(n) for n in ("scratch", "hypercloning")}
+        windows = torch.randint(0, 96, (4, 12), generator=torch.Generator().manual_seed(0))
+        got = preservation(reg, family, info.name, specs, (4, 64), windows, source_state=state)
+    finally:
+        reg.close()
+    assert got["hypercloning"]["layout"] == "tiled"
+    assert got["hypercloning"]["cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert abs(got["scratch"]["cosine"]) < 0.5
+    h = torch.arange(6.0).reshape(1, 6)
+    assert fold(h, 3)["tiled"].tolist() == [[1.5, 2.5, 3.5]]
+    assert fold(h, 3)["interleaved"].tolist() == [[0.5, 2.5, 4.5]]
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
+def test_haar_exact_laid_out_tiled_is_hypercloning(family, tmp_path, tiny_dir):
+    """Haar with zero details and the exact amplitude repeats every unit; +tl lays the
+    copies out as HyperCloning does, and the two grown states agree tensor by tensor
+    (HyperCloning is the independent reference: tiling plus a fan-in division)."""
+    (tiled, _), (flat, _), (clone, _) = _initialized(
+        tmp_path,
+        tiny_dir(family),
+        family,
+        [("dwt:haar:exact+tl", (4, 64)), ("dwt:haar:exact", (4, 64)), ("hypercloning", (4, 64))],
+    )
+    assert set(tiled) == set(clone)
+    for name, value in clone.items():
+        torch.testing.assert_close(tiled[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    assert any(not torch.allclose(flat[n], v, atol=1e-4) for n, v in clone.items())
+    assert transfer.parse_method("dwt:haar:exact+dz+so+tl").layout == "tiled"
+    for bad in ("hypercloning+tl", "dwt:haar:exact+tl+tl", "dwt:haar:exact+tl+so"):
+        with pytest.raises(ValueError):
+            transfer.parse_method(bad)
+
+
+def test_a_source_trained_until_flat_stops_when_a_round_stops_helping(tmp_path, monkeypatch):
+    """source_steps=0: rounds of training on new batches until one improves validation
+    loss by less than the tolerance; the source is cached and registered once."""
+    from zoo.bench.transfer import sources
+
+    monkeypatch.setattr(sources, "FLAT_ROUND", 6)
+    monkeypatch.setattr(sources, "FLAT_TOLERANCE", 0.5)  # any round after the first stops
+    torch.set_num_threads(1)
+    kw = dict(
+        seeds=[0],
+        steps=1,
+        source_steps=0,
+        batch=2,
+        seq=16,
+        val_windows=2,
+        eval_every=3,
+        max_bytes=2_000_000,
+        home=tmp_path / "home",
+        methods=["scratch"],
+        progress=False,
+    )
+    report = transfer.run_transfer("gpt2", "l2s", "2x32", "1x32", **kw)
+    src = report["source"]
+    assert src["until_flat"] and src["rounds"] == 2 and src["steps"] == 12
+    assert src["name"].endswith("-flat") and src["curve_steps"][-1] == 12
+    again = transfer.run_transfer("gpt2", "l2s", "2x32", "1x32", **kw)
+    assert again["source"]["content_hash"] == src["content_hash"]  # reused, not retrained

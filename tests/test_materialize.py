@@ -564,6 +564,20 @@ def test_unspecified_settings_take_the_measured_defaults(
     assert m.artifact.info["recipe"]["device"] == "cpu"  # ZOO_DEVICE=cpu (conftest)
 
 
+def test_a_method_asked_alone_takes_its_best_measured_recipe(registry, tiny_dir):
+    """The default grow is HyperCloning; --method dwt alone gets dwt's best measured grow
+    recipe (zoo/defaults.py BY_METHOD), not raw coefficients, and a size HyperCloning
+    cannot make (no integer multiple) gets the same dwt recipe."""
+    src = registry.import_checkpoint(tiny_dir("bert"))  # 4 x 32
+    plain = registry.materialize(src.name, layers=8, hidden=64).artifact.info["recipe"]
+    assert plain["method"] == "hypercloning"
+    for kw in ({"method": "dwt"}, {}):
+        size = {"layers": 8, "hidden": 64} if kw else {"layers": 6, "hidden": 48}
+        recipe = registry.materialize(src.name, **size, **kw).artifact.info["recipe"]
+        got = (recipe["method"], recipe["wavelet"], recipe["rescale"], recipe.get("depth"))
+        assert got == ("dwt", "db2", "fan", "identity"), kw
+
+
 def test_the_gpu_is_the_default_device_when_there_is_one(monkeypatch):
     from zoo.api.tensors import resolve_device
 
@@ -598,11 +612,11 @@ def test_a_default_norm_rule_goes_only_with_its_recipe(registry, tiny_dir, monke
 
 
 def test_rescaled_l2s_from_bands_matches_the_source_path(registry, tiny_dir):
-    """With std/fan amplitude, a learngene's stored band gives what resizing the source
-    gives (the band is used; the source is not re-read)."""
+    """With std/fan/exact amplitude, a learngene's stored band gives what resizing the
+    source gives (the band is used; the source is not re-read)."""
     src = registry.import_checkpoint(tiny_dir("bert"))
     lg = registry.extract(src.name, method="dwt", wavelet="haar", levels=1)
-    for rescale in ("std", "fan"):
+    for rescale in ("std", "fan", "exact"):
         a = registry.materialize(lg.name, layers=2, hidden=16, rescale=rescale).state_dict
         b = registry.materialize(
             src.name, layers=2, hidden=16, method="dwt", wavelet="haar", rescale=rescale
@@ -1088,8 +1102,11 @@ def test_identity_depth_is_refused_where_it_cannot_apply(registry, tiny_dir, run
     # Without added layers the default rule is "method": the recipe does not name one.
     wider = registry.materialize(src.name, layers=4, hidden=64)
     assert "depth" not in wider.artifact.info["recipe"]
-    # The measured depth rule goes with the measured recipe only (db2 fan for bert).
-    deeper = registry.materialize(src.name, layers=8, hidden=64)
+    # The measured depth rule goes with the measured recipe only (for bert, dwt's best
+    # grow: db2 fan; the default grow, HyperCloning, keeps the method's depth).
+    deeper = registry.materialize(src.name, layers=8, hidden=64, method="dwt")
     assert deeper.artifact.info["recipe"]["depth"] == "identity"
-    haar = registry.materialize(src.name, layers=8, hidden=64, wavelet="haar")
+    haar = registry.materialize(src.name, layers=8, hidden=64, method="dwt", wavelet="haar")
     assert "depth" not in haar.artifact.info["recipe"]
+    default = registry.materialize(src.name, layers=8, hidden=64).artifact.info["recipe"]
+    assert default["method"] == "hypercloning" and "depth" not in default

@@ -165,6 +165,7 @@ def test_mixed_grow_and_shrink_bert_like():
         (dict(shape=(4, 4), layer_axis=2), "layer_axis"),
         (dict(shape=(16, 8), method="select"), "shape"),
         (dict(shape=(4, 12), method="tile"), "shape"),
+        (dict(shape=(4, 4), method="select", rescale="exact"), "rescale"),
     ],
 )
 def test_bad_arguments(kwargs, word):
@@ -181,7 +182,7 @@ def test_version_is_a_string():
     assert isinstance(TRANSFORM_VERSION, str) and TRANSFORM_VERSION
 
 
-@pytest.mark.parametrize("rescale", ["none", "std", "fan", "fan-sqrt"])
+@pytest.mark.parametrize("rescale", ["none", "std", "fan", "fan-sqrt", "exact"])
 def test_rescale_like_matches_resize_on_a_precomputed_result(rescale):
     from zoo.transforms import rescale_like
 
@@ -195,3 +196,52 @@ def test_rescale_like_matches_resize_on_a_precomputed_result(rescale):
     torch.testing.assert_close(got, want)
     if rescale != "none":
         assert not torch.allclose(got, raw)
+
+
+def test_exact_haar_growth_keeps_a_linear_layers_function():
+    """rescale="exact": haar with zero details repeats every unit; with the fan-in axis
+    split, a Linear fed the grown (repeated) input returns the grown output: checked
+    against torch's own linear on the source weights."""
+    g = torch.Generator().manual_seed(0)
+    w, b, x = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((6, 8), (6,), (8,)))
+    for factor in (2, 4):
+        w2 = resize(w, (6 * factor, 8 * factor), wavelet="haar", rescale="exact", fan_in_axes=(1,))
+        b2 = resize(b, (6 * factor,), wavelet="haar", rescale="exact")
+        want = torch.nn.functional.linear(x, w, b).repeat_interleave(factor)
+        got = torch.nn.functional.linear(x.repeat_interleave(factor), w2, b2)
+        torch.testing.assert_close(got, want)
+        # Raw coefficients keep a matrix whose two axes grow alike (the gains cancel),
+        # not its bias, nor anything with one growing axis (embeddings, norms).
+        raw_w = resize(w, (6 * factor, 8 * factor), wavelet="haar", fan_in_axes=(1,))
+        torch.testing.assert_close(raw_w, w2)
+        raw_b = resize(b, (6 * factor,), wavelet="haar")
+        got_raw = torch.nn.functional.linear(x.repeat_interleave(factor), raw_w, raw_b)
+        assert not torch.allclose(got_raw, want)
+
+
+def test_exact_haar_shrink_merges_equal_units_into_one():
+    """Shrinking a layer whose units come in equal pairs (outputs repeated, inputs split
+    between the copies, so it computes u @ x repeated) gives back u: means along outputs,
+    sums along inputs."""
+    g = torch.Generator().manual_seed(1)
+    u = torch.randn(5, 4, 3, generator=g, dtype=torch.float64)  # (layers, out, in)
+    big = u.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2) / 2
+    for wavelet in ("haar",):
+        got = resize(big, (5, 4, 3), wavelet=wavelet, rescale="exact", fan_in_axes=(2,))
+        torch.testing.assert_close(got, u)
+    x = torch.randn(3, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(big[0] @ x.repeat_interleave(2), (u[0] @ x).repeat_interleave(2))
+
+
+@pytest.mark.parametrize("method", ["dwt", "dct"])
+@pytest.mark.parametrize(("src", "dst"), [((8, 16), (4, 8)), ((4, 6), (8, 12)), ((12, 8), (5, 8))])
+def test_exact_gain_turns_any_constant_into_itself(method, src, dst):
+    """Whatever the ratio (whole wavelet levels or a DCT bridge), a constant weight stays
+    that constant on output axes and is spread over the inputs on the fan-in axis, so its
+    row sums are kept."""
+    from zoo.transforms import exact_gain
+
+    x = torch.full(src, 0.3, dtype=torch.float64)
+    y = resize(x, dst, method=method, rescale="exact", fan_in_axes=(1,))
+    torch.testing.assert_close(y, torch.full(dst, 0.3 * src[1] / dst[1], dtype=torch.float64))
+    assert exact_gain(src, src, (1,)) == 1.0

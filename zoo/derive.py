@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 #: Methods zoo can materialize with; the first two read learngenes.
 METHODS = ("dwt", "dct", "weight-selection", "hypercloning", "net2net", "scratch")
-RESCALES = ("none", "std", "fan", "fan-sqrt")
+RESCALES = ("none", "std", "fan", "fan-sqrt", "exact")
 #: How normalization layers are resized (see :class:`Recipe`); "method" is the default.
 NORMS = ("method", "match")
 #: How a deeper target gets its layers (see :class:`Recipe`); "method" is the default.
@@ -46,8 +46,11 @@ class Recipe:
         wavelet: the wavelet for ``dwt``.
         rescale: amplitude rule: ``none`` (raw coefficients, as the papers), ``std``
             (match the source signal's std), ``fan`` (std-matched, then each matrix
-            divided by its input-width multiplier) or ``fan-sqrt`` (divided by the
-            multiplier's square root).
+            divided by its input-width multiplier), ``fan-sqrt`` (divided by the
+            multiplier's square root) or ``exact`` (values instead of orthonormal
+            coefficients, inputs summed when shrinking and split when growing:
+            :func:`zoo.transforms.exact_gain`; with haar, a grown model repeats units and
+            keeps each linear layer's function, a shrunk one merges pairs of units).
         seed: seeds ``scratch`` and ``net2net``, the only methods that draw random numbers.
         norm: how normalization parameters (LayerNorm/RMSNorm gains and biases) are
             resized. ``method`` (default): by the method, then moment-matched to the
@@ -234,7 +237,8 @@ def needs_reference(spec: SignalSpec, recipe: Recipe) -> bool:
         return False
     if spec.kind in ("norm_weight", "norm_bias"):
         return recipe.rescale != "none" or recipe.norm == "match"
-    return recipe.method in ("dwt", "dct") and recipe.rescale != "none"
+    # "exact" depends on shapes only.
+    return recipe.method in ("dwt", "dct") and recipe.rescale not in ("none", "exact")
 
 
 def _match_moments(y: torch.Tensor, mean: float, std: float) -> torch.Tensor:

@@ -19,7 +19,7 @@ What is permuted, and why it keeps the function:
 Attention's inner axis (heads x head_dim; rotary pairs in llama) is left as stored. The
 model's outputs (logits, task heads) are unchanged; hidden states, which live on the
 residual axis, come out in the new order. The measurements behind this module are in
-benchmarks/results/transfer.md (eighth session).
+benchmarks/results/transfer.md ("What each lever changes").
 """
 
 from __future__ import annotations

@@ -173,6 +173,10 @@ def _recipe(
     )
     if method is None:
         method = learngene.info["method"] if learngene else d_method
+    if method != d_method:  # the best measured recipe of the method asked (zoo/defaults.py)
+        d_method, d_wavelet, d_rescale, d_norm, d_depth = default_recipe(
+            source.family, source_sizes, target_sizes, method
+        )
     if method == "dwt" and wavelet is None:
         if learngene is not None and learngene.info["method"] == "dwt":
             wavelet = learngene.info["wavelet"]

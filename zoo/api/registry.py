@@ -405,7 +405,7 @@ class Registry:
             method, wavelet, rescale: omitted ones take the learngene's settings, then
                 zoo's measured defaults for the family and direction (``zoo.defaults``).
             rescale: amplitude rule for dwt/dct: none (raw, as the papers), std, fan
-                or fan-sqrt (see :class:`zoo.derive.Recipe`).
+                fan-sqrt or exact (see :class:`zoo.derive.Recipe`).
             norm: ``method`` (norm layers resized like the rest) or ``match`` (every
                 method's norm layers keep the source's mean and spread).
             depth: for a deeper target, ``method`` (the method resizes the layer axis) or

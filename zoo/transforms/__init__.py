@@ -11,7 +11,7 @@ from __future__ import annotations
 from .baselines import net2net_widen, select_indices, tile, weight_select
 from .dct import dct, dct_resize, idct
 from .front import FrontBlock, front_extract, front_materialize
-from .resize import METHODS, RESCALES, rescale_like, resize
+from .resize import METHODS, RESCALES, exact_gain, rescale_like, resize
 from .sizes import dyadic_plan
 from .wavelets import dwt_approx, idwt_zero, wavedec, waverec
 
@@ -29,6 +29,7 @@ __all__ = [
     "dct_resize",
     "dwt_approx",
     "dyadic_plan",
+    "exact_gain",
     "front_extract",
     "front_materialize",
     "idct",

@@ -19,7 +19,7 @@ from .dct import dct_resize, resize_axis, resize_order
 from .sizes import dyadic_plan
 
 METHODS = ("dwt", "dct", "select", "tile", "net2net")
-RESCALES = ("none", "std", "fan", "fan-sqrt")
+RESCALES = ("none", "std", "fan", "fan-sqrt", "exact")
 
 
 def _dwt_resize(x: torch.Tensor, target: list[int], wavelet: str) -> torch.Tensor:
@@ -38,9 +38,31 @@ def _dwt_resize(x: torch.Tensor, target: list[int], wavelet: str) -> torch.Tenso
     return x
 
 
+def exact_gain(source: Sequence[int], target: Sequence[int], fan_in_axes: Sequence[int]) -> float:
+    """The ``exact`` amplitude factor of a raw dwt/dct result: values, not coefficients.
+
+    An orthonormal low-pass (any wavelet, the DCT) turns a constant signal of length ``S``
+    into a constant ``sqrt(S / T)`` times larger at length ``T``; dividing by that on every
+    resized axis gives copies of each unit when growing and means of merged units when
+    shrinking. Along fan-in axes the result is then multiplied by ``S / T``: a grown input
+    repeats each unit ``T / S`` times, so each copy carries that share of the weight (as
+    HyperCloning divides); a shrunk input stands for ``S / T`` merged units, so it carries
+    their summed weight. A Linear layer whose input is grown by repetition, or shrunk by
+    merging equal units, then computes the same outputs (grown the same way).
+    """
+    gain = 1.0
+    for a, (s, t) in enumerate(zip(source, target, strict=True)):
+        if s != t:
+            gain *= math.sqrt(t / s) * (s / t if a in fan_in_axes else 1.0)
+    return gain
+
+
 def _rescale(y, x, rescale, reference_std, fan_in_axes, target):
     if rescale == "none":
         return y
+    if rescale == "exact":
+        gain = exact_gain(x.shape, target, fan_in_axes)
+        return y if gain == 1.0 else torch.mul(y, gain)
     with one_thread(y):
         if reference_std is None:
             ref = float(x.std(correction=0)) if x.numel() > 1 else 0.0
@@ -84,7 +106,7 @@ def rescale_like(
     """
     if rescale not in RESCALES:
         raise TransformError(f"`rescale` {rescale!r} is not one of {', '.join(RESCALES)}.")
-    if rescale != "none" and reference_std is None:
+    if rescale not in ("none", "exact") and reference_std is None:
         raise TransformError("`reference_std` (the source's std) is needed to rescale `y`.")
     yf = as_float(y, "y")
     fan = norm_axes(fan_in_axes, yf.ndim, "fan_in_axes")
@@ -127,6 +149,8 @@ def resize(
             square root instead (the variance rule of random inits). Applied after every
             method alike (for tile/net2net, whose output already carries the fan-in
             division, ``"fan"`` gives the same result and ``"std"`` undoes the division).
+            ``"exact"`` (dwt and dct only): values instead of orthonormal coefficients,
+            fan-in axes summed when shrinking and split when growing (:func:`exact_gain`).
         fan_in_axes: input-width axes (for HF Linear ``(L, out, in)``: the last one).
         reference_std: the source's std (population); default ``x.std(correction=0)``.
         layer_axis: the depth axis; used by ``select`` (first N layers), ``tile`` and
@@ -142,6 +166,11 @@ def resize(
         raise TransformError(f"`method` {method!r} is not one of {', '.join(METHODS)}.")
     if rescale not in RESCALES:
         raise TransformError(f"`rescale` {rescale!r} is not one of {', '.join(RESCALES)}.")
+    if rescale == "exact" and method not in ("dwt", "dct"):
+        raise TransformError(
+            f"`rescale` 'exact' undoes the orthonormal gain of dwt and dct; {method!r} "
+            "keeps amplitudes already."
+        )
     if reference_std is not None and not (
         isinstance(reference_std, (int, float))
         and math.isfinite(reference_std)
