@@ -608,18 +608,23 @@ def test_a_real_checkpoint_trains_on_text_in_its_own_tokenizer(tmp_path):
         transfer.run_transfer(None, "l2s", "3x64", source=name, home=tmp_path / "home")
 
 
-def test_tokenizer_comes_from_the_folder_a_source_was_imported_from(tmp_path, tiny_dir):
+def test_the_tokenizer_is_the_one_stored_with_the_source(tmp_path, tiny_dir):
+    """Read from the registry's blobs: the folder it was imported from may be gone."""
+    import shutil
+
     import zoo
 
     folder, _ = _sentence_encoder(tmp_path / "encoder")
     reg = zoo.connect(home=tmp_path / "home")
     try:
-        tok = transfer.source_tokenizer(reg.import_checkpoint(folder, name="enc"))
+        info = reg.import_checkpoint(folder, name="enc")
+        shutil.rmtree(folder)
+        tok = transfer.source_tokenizer(reg, info)
         assert tok.convert_ids_to_tokens(tok("the module")["input_ids"])[1:-1] == [
             "the",
             "module",
         ]
-        assert transfer.source_tokenizer(reg.import_checkpoint(tiny_dir("bert"))) is None
+        assert transfer.source_tokenizer(reg, reg.import_checkpoint(tiny_dir("bert"))) is None
     finally:
         reg.close()
 

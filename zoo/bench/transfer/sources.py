@@ -19,29 +19,16 @@ FLAT_ROUND = 500
 FLAT_TOLERANCE = 0.01
 MAX_ROUNDS = 20
 
-#: Files a Hugging Face tokenizer is read from.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
 
+def source_tokenizer(reg, info):
+    """The tokenizer stored with a registered source (its files are kept at import), or
+    None if it has none (sources trained here read bytes)."""
+    import tempfile
 
-def source_origin(info) -> Path | None:
-    """The local folder ``info`` (an ArtifactInfo) was imported from, if it still exists."""
-    for imp in info.imports:
-        path = Path(imp.origin)
-        if not imp.origin.startswith("hf://") and path.is_dir():
-            return path
-    return None
+    from zoo.api.side_files import files_of
 
-
-def source_tokenizer(info):
-    """The tokenizer of a registered source, or None if it has none (sources trained here
-    read bytes).
-
-    zoo does not store tokenizers yet, so it is read from the folder the source was
-    imported from (its import record's origin); this is the one place to change when it
-    does.
-    """
-    folder = source_origin(info)
-    if folder is None or not any((folder / f).exists() for f in TOKENIZER_FILES):
+    files = [f for f in files_of(reg, info) if f.role == "tokenizer"]
+    if not files:
         return None
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -49,7 +36,10 @@ def source_tokenizer(info):
     quiet = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        return AutoTokenizer.from_pretrained(str(folder))
+        with tempfile.TemporaryDirectory(prefix="zoo-tokenizer-") as folder:
+            for f in files:  # each blob verified as it is read
+                (Path(folder) / f.name).write_bytes(reg.store.get(f.digest))
+            return AutoTokenizer.from_pretrained(folder)
     finally:
         hf_logging.set_verbosity(quiet)
 
@@ -76,11 +66,11 @@ def registered_source(reg, name: str, family: str | None, size) -> tuple[str, tu
         raise InvalidInputError(
             f"{info.name} is {own[0]}x{own[1]}, not {size}; leave out --source-size."
         )
-    tokenizer = source_tokenizer(info)
+    tokenizer = source_tokenizer(reg, info)
     if tokenizer is None and info.config.get("vocab_size") != bdata.VOCAB:
         raise InvalidInputError(
-            f"{info.name} has no tokenizer in the folder it was imported from; the "
-            "benchmark reads text in the source's own tokenizer."
+            f"{info.name} has no tokenizer stored with it; the benchmark reads text in the "
+            "source's own tokenizer (import the folder with its tokenizer files)."
         )
     return info.family, own, tokenizer
 
