@@ -17,7 +17,7 @@ def artifact_line(info) -> str:
     aliases = f"  aliases: {', '.join(info.aliases)}" if info.aliases else ""
     return (
         f"{info.name}  {info.kind}{virtual}  {info.family}  {info.content_hash[:12]}  "
-        f"{len(info.tensors)} tensors  {human_bytes(info.nbytes)}{aliases}"
+        f"{info.tensor_count} tensors  {human_bytes(info.nbytes)}{aliases}"
     )
 
 
@@ -43,6 +43,11 @@ def artifact_table(infos) -> str:
     )
 
 
+def page_footer(page, next_command: str) -> str:
+    """Where a page stands in the listing, and the command that prints the next one."""
+    return f"{len(page.items)} of {page.total} shown; next page: {next_command}"
+
+
 def artifact_detail(info, with_tensors: bool = False) -> str:
     lines = [
         f"name:      {info.name}",
@@ -50,7 +55,7 @@ def artifact_detail(info, with_tensors: bool = False) -> str:
         f"family:    {info.family}",
         f"hash:      {info.content_hash}",
         f"created:   {info.created_at.isoformat(timespec='seconds')} by {info.created_by}",
-        f"tensors:   {len(info.tensors)} ({human_bytes(info.nbytes)})",
+        f"tensors:   {info.tensor_count} ({human_bytes(info.nbytes)})",
     ]
     if info.aliases:
         lines.append(f"aliases:   {', '.join(info.aliases)}")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from zoo.db import queries
-from zoo.db.entities import ArtifactInfo, TensorRecord
+from zoo.db.entities import ArtifactInfo, ArtifactSummary, Page, TensorRecord
 from zoo.errors import (
     ConfigMismatchError,
     ConflictError,
@@ -53,11 +55,73 @@ def import_checkpoint(
     progress: bool = False,
 ) -> ArtifactInfo:
     """Register a Hugging Face checkpoint; see :meth:`zoo.Registry.import_checkpoint`."""
-    from zoo.checkpoint import open_checkpoint, validate_name
+    if name is not None:
+        from zoo.checkpoint import validate_name
+
+        validate_name(name)
+    ready = _prepare(
+        reg, source, name=name, revision=revision, convert_bin=convert_bin, progress=progress
+    )
+    return reg.transaction(
+        lambda session: _write(reg, session, ready), on_conflict=lambda s: _existing(reg, s, ready)
+    )
+
+
+def import_checkpoints(
+    reg,
+    sources,
+    *,
+    convert_bin: bool = False,
+    batch: int = 200,
+    progress: bool = False,
+) -> list[ArtifactInfo]:
+    """Register many checkpoints, ``batch`` of them per write transaction with their
+    tensor rows inserted together; see :meth:`zoo.Registry.import_checkpoints`."""
+    if batch < 1:
+        raise InvalidInputError(f"batch must be at least 1 (got {batch}).")
+    sources = list(sources)
+    out: list[ArtifactInfo] = []
+    with progress_bar(len(sources), "import", enabled=progress) as bar:
+        for start in range(0, len(sources), batch):
+            chunk = [
+                _prepare(reg, s, name=None, revision=None, convert_bin=convert_bin)
+                for s in sources[start : start + batch]
+            ]
+
+            def work(session: Session, chunk=chunk) -> list[ArtifactInfo]:
+                pending: list[dict] = []
+                infos = [_write(reg, session, r, tensor_rows=pending) for r in chunk]
+                queries.insert_tensor_rows(session, pending)
+                return infos
+
+            # A unique constraint hit by another writer reruns the chunk: each import
+            # checks before it inserts, so the rerun finds the winner's rows.
+            out += reg.transaction(work)
+            bar.update(len(chunk))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    """A checkpoint whose blobs are stored: what its rows need."""
+
+    name: str | None
+    default_name: str
+    origin: str
+    commit: str
+    family: str
+    config: dict
+    content_hash: str
+    tensors: tuple[TensorRecord, ...]
+    files: dict[str, str]
+    layers: int | None
+    hidden: int | None
+
+
+def _prepare(reg, source, *, name, revision, convert_bin, progress=False) -> _Prepared:
+    from zoo.checkpoint import manifest_hash, open_checkpoint
     from zoo.families import family_for_config
 
-    if name is not None:
-        validate_name(name)
     path, origin, commit = _locate(source, revision)
     with open_checkpoint(path, allow_bin=convert_bin) as ckpt:
         if ckpt.config is None:
@@ -67,12 +131,16 @@ def import_checkpoint(
             )
         family = family_for_config(ckpt.config).name
         _check_layout(family, ckpt)
-        from zoo.checkpoint import manifest_hash
-
         content_hash = manifest_hash(ckpt.config, ckpt.tensors)
-        tensors = [
-            TensorRecord(t.name, t.dtype, tuple(t.shape), t.nbytes, t.digest) for t in ckpt.tensors
-        ]
+        tensors = tuple(
+            sorted(
+                (
+                    TensorRecord(t.name, t.dtype, tuple(t.shape), t.nbytes, t.digest)
+                    for t in ckpt.tensors
+                ),
+                key=lambda t: t.name,
+            )
+        )
         # Blobs first, rows second: a crash in between leaves collectable orphans only.
         total = sum(t.nbytes for t in tensors)
         with progress_bar(total, f"import {Path(path).name}", enabled=progress) as bar:
@@ -82,61 +150,96 @@ def import_checkpoint(
                 bar.update(t.nbytes)
         files = dict(ckpt.files)
         config = ckpt.config
+    layers, hidden = model_size(family, config)
+    return _Prepared(
+        name=name,
+        default_name=_default_name(source if commit else path),
+        origin=origin,
+        commit=commit,
+        family=family,
+        config=config,
+        content_hash=content_hash,
+        tensors=tensors,
+        files=files,
+        layers=layers,
+        hidden=hidden,
+    )
 
-    default_name = _default_name(source if commit else path)
 
-    def find_existing(session: Session):
-        # The same content registered as a derived checkpoint (a materialized folder being
-        # imported) stays that one artifact, so its lineage is kept.
-        rows = [queries.find_by_content(session, kind, content_hash) for kind in IMPORTABLE]
-        rows = [r for r in rows if r is not None]
-        if not rows:
-            return None
-        row = next((r for r in rows if r.deleted_at is None), rows[0])
-        if row.deleted_at is not None:  # importing again brings it back
-            row.deleted_at = None
-        if row.virtual:  # its weights are in the store now
-            row.virtual = False
-        queries.add_import(session, row, origin=origin, revision=commit, files=files, by=reg.user)
-        if name and name != row.name:
-            owner = queries.alias_target(session, name)
-            if owner is None and not queries.name_taken(session, name):
-                queries.add_alias(session, name, row)
-            elif owner is None or owner.id != row.id:
-                raise ConflictError(
-                    f"{name!r} already names another artifact; this checkpoint is "
-                    f"registered as {row.name!r}."
-                )
-        return queries.to_info(session, row)
+def model_size(family: str, config) -> tuple[int | None, int | None]:
+    """(layers, hidden size) a config gives, as the family reads them; None where it
+    gives none."""
+    from zoo.errors import ZooError
+    from zoo.families import get_family
 
-    def insert(session: Session) -> ArtifactInfo:
-        existing = find_existing(session)
-        if existing is not None:
-            return existing
-        chosen = name or default_name
-        if queries.name_taken(session, chosen):
-            if name:
-                raise ConflictError(
-                    f"The name {name!r} is already taken by other content"
-                    f"{queries.removed_holder_note(session, name)}; choose another --name or "
-                    "move it with `zoo tag`."
-                )
-            chosen = f"{default_name}-{content_hash[:8]}"
-        row = queries.insert_artifact(
-            session,
-            kind="source",
-            name=chosen,
-            family=family,
-            content_hash=content_hash,
-            config=config,
-            info={"format": "safetensors"},
-            tensors=tensors,
-            created_by=reg.user,
-        )
-        queries.add_import(session, row, origin=origin, revision=commit, files=files, by=reg.user)
-        return queries.to_info(session, row)
+    try:
+        sizes = get_family(family).axis_sizes(config)
+    except (ZooError, KeyError, TypeError, ValueError):
+        return None, None
+    return sizes.get("layers"), sizes.get("hidden")
 
-    return reg.transaction(insert, on_conflict=find_existing)
+
+def _existing(reg, session: Session, ready: _Prepared) -> ArtifactInfo | None:
+    # The same content registered as a derived checkpoint (a materialized folder being
+    # imported) stays that one artifact, so its lineage is kept.
+    rows = [queries.find_by_content(session, kind, ready.content_hash) for kind in IMPORTABLE]
+    rows = [r for r in rows if r is not None]
+    if not rows:
+        return None
+    row = next((r for r in rows if r.deleted_at is None), rows[0])
+    if row.deleted_at is not None:  # importing again brings it back
+        row.deleted_at = None
+    if row.virtual:  # its weights are in the store now
+        row.virtual = False
+    queries.add_import(
+        session, row, origin=ready.origin, revision=ready.commit, files=ready.files, by=reg.user
+    )
+    name = ready.name
+    if name and name != row.name:
+        owner = queries.alias_target(session, name)
+        if owner is None and not queries.name_taken(session, name):
+            queries.add_alias(session, name, row)
+        elif owner is None or owner.id != row.id:
+            raise ConflictError(
+                f"{name!r} already names another artifact; this checkpoint is "
+                f"registered as {row.name!r}."
+            )
+    # Same content hash, same tensor records: no need to read them back.
+    return dataclasses.replace(queries.to_info(session, row, tensors=False), tensors=ready.tensors)
+
+
+def _write(reg, session: Session, ready: _Prepared, tensor_rows=None) -> ArtifactInfo:
+    existing = _existing(reg, session, ready)
+    if existing is not None:
+        return existing
+    name, default_name = ready.name, ready.default_name
+    chosen = name or default_name
+    if queries.name_taken(session, chosen):
+        if name:
+            raise ConflictError(
+                f"The name {name!r} is already taken by other content"
+                f"{queries.removed_holder_note(session, name)}; choose another --name or "
+                "move it with `zoo tag`."
+            )
+        chosen = f"{default_name}-{ready.content_hash[:8]}"
+    row = queries.insert_artifact(
+        session,
+        kind="source",
+        name=chosen,
+        family=ready.family,
+        content_hash=ready.content_hash,
+        config=ready.config,
+        info={"format": "safetensors"},
+        tensors=ready.tensors,
+        created_by=reg.user,
+        layers=ready.layers,
+        hidden=ready.hidden,
+        tensor_rows=tensor_rows,
+    )
+    queries.add_import(
+        session, row, origin=ready.origin, revision=ready.commit, files=ready.files, by=reg.user
+    )
+    return dataclasses.replace(queries.to_info(session, row, tensors=False), tensors=ready.tensors)
 
 
 def _locate(source: str | os.PathLike[str], revision: str | None) -> tuple[Path, str, str]:
@@ -170,16 +273,89 @@ def _default_name(source) -> str:
     return cleaned[:100]
 
 
-def list_artifacts(
-    reg, *, kind: str | None = None, family: str | None = None, include_deleted: bool = False
-) -> list[ArtifactInfo]:
+def search(
+    reg,
+    *,
+    kind: str | None = None,
+    family: str | None = None,
+    include_deleted: bool = False,
+    name: str | None = None,
+    min_layers: int | None = None,
+    max_layers: int | None = None,
+    min_hidden: int | None = None,
+    max_hidden: int | None = None,
+    derived_from: str | None = None,
+    created_by: str | None = None,
+    created_after: datetime | str | None = None,
+    created_before: datetime | str | None = None,
+    limit: int | None = 50,
+    after: str | None = None,
+    newest_first: bool = True,
+) -> Page:
+    """A page of artifacts; see :meth:`zoo.Registry.search`."""
+    from zoo.db.search import Filters, page
+
     if kind is not None and kind not in queries.KINDS:
         raise InvalidInputError(f"Unknown kind {kind!r}; choose one of {', '.join(queries.KINDS)}.")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InvalidInputError(f"A page holds at least 1 artifact (got limit={limit!r}).")
     with reg.session() as session:
-        rows = queries.list_artifacts(
-            session, kind=kind, family=family, include_deleted=include_deleted
+        filters = Filters(
+            kind=kind,
+            family=family,
+            include_deleted=include_deleted,
+            name=name or None,
+            min_layers=min_layers,
+            max_layers=max_layers,
+            min_hidden=min_hidden,
+            max_hidden=max_hidden,
+            derived_from=None
+            if derived_from is None
+            else queries.resolve(session, derived_from).id,
+            created_by=created_by,
+            created_after=_moment(created_after, "created_after"),
+            created_before=_moment(created_before, "created_before"),
         )
-        return [queries.to_info(session, r, tensors=True) for r in rows]
+        items, total, cursor = page(
+            session, filters, limit=limit, after=after, newest_first=newest_first
+        )
+    return Page(tuple(items), total, cursor)
+
+
+def _moment(value: datetime | str | None, what: str) -> datetime | None:
+    """A datetime from an ISO 8601 date or time (UTC unless it names its offset)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInputError(
+            f"{what} {value!r} is not an ISO 8601 date or time (e.g. 2026-12-01 or "
+            "2026-12-01T14:30:00+01:00)."
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def list_artifacts(
+    reg,
+    *,
+    kind: str | None = None,
+    family: str | None = None,
+    include_deleted: bool = False,
+    **filters,
+) -> list[ArtifactSummary]:
+    """Every match, oldest first (one page without a limit)."""
+    return list(
+        search(
+            reg,
+            kind=kind,
+            family=family,
+            include_deleted=include_deleted,
+            limit=None,
+            newest_first=False,
+            **filters,
+        ).items
+    )
 
 
 def show(reg, query: str) -> ArtifactInfo:
@@ -210,6 +386,6 @@ def tag(reg, query: str, alias: str) -> ArtifactInfo:
         else:
             existing.artifact_id = row.id
             session.flush()
-        return queries.to_info(session, row)
+        return queries.to_info(session, row, tensors=False)
 
     return reg.transaction(work)

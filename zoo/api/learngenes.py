@@ -11,6 +11,7 @@ layer's bytes, so materializing from it hashes nothing it read.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -210,7 +211,8 @@ def extract(
             entry["layer_axis"] = layer_axis
         signal_info[key] = entry
 
-    recs = tio.store_tensors(reg.store, out_tensors)  # blobs before rows
+    # Blobs before rows.
+    recs = tuple(sorted(tio.store_tensors(reg.store, out_tensors), key=lambda t: t.name))
     info = {
         **recipe,
         "source": src_info.content_hash,
@@ -231,7 +233,8 @@ def extract(
             zoo_version=__version__,
             by=reg.user,
         )
-        return queries.to_info(session, row)
+        # Same content hash, same tensor records: no need to read them back.
+        return dataclasses.replace(queries.to_info(session, row, tensors=False), tensors=recs)
 
     def find(session: Session):
         row = queries.find_by_content(session, "learngene", content_hash)
@@ -262,6 +265,8 @@ def extract(
             info=info,
             tensors=recs,
             created_by=reg.user,
+            layers=src_info.layers,
+            hidden=src_info.hidden,
         )
         return link(session, row)
 

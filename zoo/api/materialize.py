@@ -605,7 +605,7 @@ def _record(reg, plan: _Plan, state, dev, *, store: bool, known=None) -> Artifac
     info = {"recipe": recipe, "target": sizes}
 
     def link(session: Session, row) -> ArtifactInfo:
-        from .lineage import is_ancestor
+        from zoo.db.graph import is_ancestor
 
         parent = session.get(type(row), plan.parent.id)
         # An identity recipe can give back the parent itself, or one of its ancestors (an
@@ -651,6 +651,8 @@ def _record(reg, plan: _Plan, state, dev, *, store: bool, known=None) -> Artifac
             tensors=recs,
             created_by=reg.user,
             virtual=not store,
+            layers=sizes.get("layers"),
+            hidden=sizes.get("hidden"),
         )
         return link(session, row)
 

@@ -35,7 +35,7 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def _aware(value: datetime) -> datetime:
+def aware(value: datetime) -> datetime:
     # SQLite returns naive datetimes even for timezone-aware columns; zoo stores UTC.
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
@@ -57,17 +57,21 @@ def to_info(session: Session, row: Artifact, *, tensors: bool = True) -> Artifac
         config=loads(row.config_json),
         info=loads(row.info_json) or {},
         virtual=row.virtual,
-        created_at=_aware(row.created_at),
+        created_at=aware(row.created_at),
         created_by=row.created_by,
         deleted=row.deleted_at is not None,
         aliases=tuple(aliases),
         imports=tuple(
             ImportInfo(
-                i.origin, i.revision, json.loads(i.files_json), _aware(i.imported_at), i.imported_by
+                i.origin, i.revision, json.loads(i.files_json), aware(i.imported_at), i.imported_by
             )
             for i in imports
         ),
         tensors=tuple(tensor_rows),
+        tensor_count=row.tensor_count,
+        nbytes=row.nbytes,
+        layers=row.layers,
+        hidden=row.hidden,
     )
 
 
@@ -123,7 +127,16 @@ def insert_artifact(
     tensors: Iterable[TensorRecord],
     created_by: str,
     virtual: bool = False,
+    layers: int | None = None,
+    hidden: int | None = None,
+    tensor_rows: list[dict[str, Any]] | None = None,
 ) -> Artifact:
+    """Add an artifact row and its tensor rows, with the aggregates a listing shows.
+
+    ``tensor_rows``: a list that collects the tensor rows instead of inserting them, so a
+    batch of small artifacts inserts all of theirs at once (:func:`insert_tensor_rows`).
+    """
+    tensors = list(tensors)
     row = Artifact(
         kind=kind,
         name=name,
@@ -134,6 +147,10 @@ def insert_artifact(
         virtual=virtual,
         created_at=now(),
         created_by=created_by,
+        tensor_count=len(tensors),
+        nbytes=sum(t.nbytes for t in tensors),
+        layers=layers,
+        hidden=hidden,
     )
     session.add(row)
     session.flush()
@@ -148,10 +165,17 @@ def insert_artifact(
         }
         for t in tensors
     ]
+    if tensor_rows is not None:
+        tensor_rows.extend(rows)
+    else:
+        insert_tensor_rows(session, rows)
+    return row
+
+
+def insert_tensor_rows(session: Session, rows: list[dict[str, Any]]) -> None:
     if rows:
         # One executemany instead of an ORM object per tensor: writers hold the lock less.
         session.execute(insert(ArtifactTensor), rows)
-    return row
 
 
 def add_import(
@@ -240,7 +264,7 @@ def edges(
             e.relation,
             json.loads(e.recipe_json),
             e.zoo_version,
-            _aware(e.created_at),
+            aware(e.created_at),
             e.created_by,
         )
         for e in session.scalars(query)
