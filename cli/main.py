@@ -65,6 +65,9 @@ def import_cmd(
     _emit(as_json, info.to_json(), render.artifact_line(info))
 
 
+LS_PAGE = 50  # artifacts on a page of `zoo ls`
+
+
 @cli.command("ls")
 @click.option("--kind", type=click.Choice(["source", "learngene", "derived"]))
 @click.option("--family")
@@ -85,7 +88,7 @@ def import_cmd(
 @click.option(
     "--limit",
     type=click.IntRange(min=0),
-    default=50,
+    default=LS_PAGE,
     show_default=True,
     help="Artifacts per page (0: every match at once).",
 )
@@ -145,7 +148,9 @@ def _next_page_command(cursor: str) -> str:
     words = ["zoo", "ls"]
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
-        if param.name in ("cursor", "as_json") or value is None or value == param.default:
+        if param.name in ("cursor", "as_json") or value in (None, False):
+            continue
+        if param.name == "limit" and value == LS_PAGE:
             continue
         flag = max(param.opts, key=len)
         words += [flag] if param.is_flag else [flag, shlex.quote(str(value))]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import re
 from datetime import datetime, timezone
@@ -89,10 +90,7 @@ def import_checkpoints(
             ]
 
             def work(session: Session, chunk=chunk) -> list[ArtifactInfo]:
-                pending: list[dict] = []
-                infos = [_write(reg, session, r, tensor_rows=pending) for r in chunk]
-                queries.insert_tensor_rows(session, pending)
-                return infos
+                return _write_batch(reg, session, chunk)
 
             # A unique constraint hit by another writer reruns the chunk: each import
             # checks before it inserts, so the rerun finds the winner's rows.
@@ -208,7 +206,120 @@ def _existing(reg, session: Session, ready: _Prepared) -> ArtifactInfo | None:
     return dataclasses.replace(queries.to_info(session, row, tensors=False), tensors=ready.tensors)
 
 
-def _write(reg, session: Session, ready: _Prepared, tensor_rows=None) -> ArtifactInfo:
+def _write_batch(reg, session: Session, chunk: list[_Prepared]) -> list[ArtifactInfo]:
+    """Rows for a batch of imports in a handful of statements: new content gets its
+    artifact, tensor and import rows in three multi-row inserts; content already
+    registered (or twice in the batch, or whose names are all taken) goes through
+    :func:`_write` one at a time, after them."""
+    from sqlalchemy import insert, select
+
+    from zoo.db.entities import ImportInfo
+    from zoo.db.models import Alias, Artifact, ArtifactTensor, ImportRecord
+
+    hashes = {r.content_hash for r in chunk}
+    known = set(
+        session.scalars(
+            select(Artifact.content_hash).where(
+                Artifact.content_hash.in_(hashes), Artifact.kind.in_(IMPORTABLE)
+            )
+        )
+    )
+    wanted = {r.default_name for r in chunk} | {
+        f"{r.default_name}-{r.content_hash[:8]}" for r in chunk
+    }
+    taken = set(session.scalars(select(Artifact.name).where(Artifact.name.in_(wanted))))
+    taken |= set(session.scalars(select(Alias.name).where(Alias.name.in_(wanted))))
+    fresh: list[tuple[int, _Prepared, str]] = []
+    later: list[int] = []
+    for i, r in enumerate(chunk):
+        candidates = (r.default_name, f"{r.default_name}-{r.content_hash[:8]}")
+        name = next((n for n in candidates if n not in taken), None)
+        if r.content_hash in known or name is None:
+            later.append(i)
+            continue
+        known.add(r.content_hash)
+        taken.add(name)
+        fresh.append((i, r, name))
+    out: list[ArtifactInfo | None] = [None] * len(chunk)
+    if fresh:
+        stamp, user = queries.now(), reg.user
+        rows = [
+            {
+                "kind": "source",
+                "name": name,
+                "family": r.family,
+                "content_hash": r.content_hash,
+                "config_json": queries.dumps(r.config),
+                "info_json": queries.dumps({"format": "safetensors"}),
+                "virtual": False,
+                "created_at": stamp,
+                "created_by": user,
+                "tensor_count": len(r.tensors),
+                "nbytes": sum(t.nbytes for t in r.tensors),
+                "layers": r.layers,
+                "hidden": r.hidden,
+            }
+            for _, r, name in fresh
+        ]
+        ids = list(
+            session.scalars(
+                insert(Artifact).returning(Artifact.id, sort_by_parameter_order=True), rows
+            )
+        )
+        session.execute(
+            insert(ArtifactTensor),
+            [
+                {
+                    "artifact_id": artifact_id,
+                    "name": t.name,
+                    "dtype": t.dtype,
+                    "shape_json": json.dumps(list(t.shape)),
+                    "nbytes": t.nbytes,
+                    "digest": t.digest,
+                }
+                for artifact_id, (_, r, _) in zip(ids, fresh, strict=True)
+                for t in r.tensors
+            ],
+        )
+        session.execute(
+            insert(ImportRecord),
+            [
+                {
+                    "artifact_id": artifact_id,
+                    "origin": r.origin,
+                    "revision": r.commit,
+                    "files_json": queries.dumps(r.files),
+                    "imported_at": stamp,
+                    "imported_by": user,
+                }
+                for artifact_id, (_, r, _) in zip(ids, fresh, strict=True)
+            ],
+        )
+        for artifact_id, (i, r, name), row in zip(ids, fresh, rows, strict=True):
+            out[i] = ArtifactInfo(
+                id=artifact_id,
+                kind="source",
+                name=name,
+                family=r.family,
+                content_hash=r.content_hash,
+                config=r.config,
+                info={"format": "safetensors"},
+                virtual=False,
+                created_at=stamp,
+                created_by=user,
+                imports=(ImportInfo(r.origin, r.commit, dict(r.files), stamp, user),),
+                tensors=r.tensors,
+                tensor_count=row["tensor_count"],
+                nbytes=row["nbytes"],
+                layers=r.layers,
+                hidden=r.hidden,
+            )
+    for i in later:
+        out[i] = _write(reg, session, chunk[i])
+    return out  # type: ignore[return-value]
+
+
+def _write(reg, session: Session, ready: _Prepared) -> ArtifactInfo:
     existing = _existing(reg, session, ready)
     if existing is not None:
         return existing
@@ -234,7 +345,6 @@ def _write(reg, session: Session, ready: _Prepared, tensor_rows=None) -> Artifac
         created_by=reg.user,
         layers=ready.layers,
         hidden=ready.hidden,
-        tensor_rows=tensor_rows,
     )
     queries.add_import(
         session, row, origin=ready.origin, revision=ready.commit, files=ready.files, by=reg.user
@@ -370,22 +480,29 @@ def tag(reg, query: str, alias: str) -> ArtifactInfo:
     validate_name(alias, "alias")
 
     def work(session: Session) -> ArtifactInfo:
-        row = queries.resolve(session, query)
-        from sqlalchemy import select
+        from sqlalchemy import insert, select, update
 
         from zoo.db.models import Alias, Artifact
 
-        if session.scalar(select(Artifact.id).where(Artifact.name == alias)) is not None:
+        row = queries.resolve(session, query)
+        # Is the alias a registry name, and where does it point now: one round trip.
+        is_name, current = session.execute(
+            select(
+                select(Artifact.id).where(Artifact.name == alias).exists(),
+                select(Alias.artifact_id).where(Alias.name == alias).scalar_subquery(),
+            )
+        ).one()
+        if is_name:
             raise ConflictError(
                 f"{alias!r} is the registry name of an artifact"
                 f"{queries.removed_holder_note(session, alias)}; an alias must be a new name."
             )
-        existing = session.get(Alias, alias)
-        if existing is None:
-            queries.add_alias(session, alias, row)
-        else:
-            existing.artifact_id = row.id
-            session.flush()
+        if current is None:
+            session.execute(
+                insert(Alias).values(name=alias, artifact_id=row.id, created_at=queries.now())
+            )
+        elif current != row.id:
+            session.execute(update(Alias).where(Alias.name == alias).values(artifact_id=row.id))
         return queries.to_info(session, row, tensors=False)
 
     return reg.transaction(work)

@@ -218,11 +218,8 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
         )
 
     def work(session: Session) -> EdgeInfo:
-        from sqlalchemy import select
-
         from zoo.db.engine import lock_lineage
         from zoo.db.graph import edge_info, is_ancestor
-        from zoo.db.models import Edge
 
         lock_lineage(session)  # before the cycle check, so no other link slips in between
         c = queries.resolve(session, child)
@@ -235,7 +232,7 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
             )
         from zoo import __version__
 
-        queries.add_edge(
+        edge = queries.add_edge(
             session,
             parent=p,
             child=c,
@@ -244,13 +241,7 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
             zoo_version=__version__,
             by=reg.user,
         )
-        return edge_info(
-            session.scalars(
-                select(Edge).where(
-                    Edge.parent_id == p.id, Edge.child_id == c.id, Edge.relation == relation
-                )
-            ).one()
-        )
+        return edge_info(edge)
 
     return reg.transaction(work)
 

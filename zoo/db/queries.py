@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import insert, or_, select
+from sqlalchemy import insert, literal_column, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from zoo.db.entities import ArtifactInfo, EdgeInfo, ImportInfo, TensorRecord, loads
@@ -129,13 +129,8 @@ def insert_artifact(
     virtual: bool = False,
     layers: int | None = None,
     hidden: int | None = None,
-    tensor_rows: list[dict[str, Any]] | None = None,
 ) -> Artifact:
-    """Add an artifact row and its tensor rows, with the aggregates a listing shows.
-
-    ``tensor_rows``: a list that collects the tensor rows instead of inserting them, so a
-    batch of small artifacts inserts all of theirs at once (:func:`insert_tensor_rows`).
-    """
+    """Add an artifact row and its tensor rows, with the aggregates a listing shows."""
     tensors = list(tensors)
     row = Artifact(
         kind=kind,
@@ -165,17 +160,10 @@ def insert_artifact(
         }
         for t in tensors
     ]
-    if tensor_rows is not None:
-        tensor_rows.extend(rows)
-    else:
-        insert_tensor_rows(session, rows)
-    return row
-
-
-def insert_tensor_rows(session: Session, rows: list[dict[str, Any]]) -> None:
     if rows:
         # One executemany instead of an ORM object per tensor: writers hold the lock less.
         session.execute(insert(ArtifactTensor), rows)
+    return row
 
 
 def add_import(
@@ -213,6 +201,19 @@ def add_alias(session: Session, alias: str, artifact: Artifact) -> None:
     session.flush()
 
 
+def by_alias_or_name(session: Session, query: str) -> Artifact | None:
+    """The artifact ``query`` names as an alias, else as a registry name: one round trip."""
+    by_alias = (
+        select(Artifact.id, literal_column("0").label("rank"))
+        .join(Alias, Alias.artifact_id == Artifact.id)
+        .where(Alias.name == query)
+    )
+    by_name = select(Artifact.id, literal_column("1").label("rank")).where(Artifact.name == query)
+    found = union_all(by_alias, by_name).subquery()
+    best = select(found.c.id).order_by(found.c.rank).limit(1).scalar_subquery()
+    return session.scalar(select(Artifact).where(Artifact.id == best))
+
+
 def alias_target(session: Session, alias: str) -> Artifact | None:
     row = session.get(Alias, alias)
     return None if row is None else session.get(Artifact, row.artifact_id)
@@ -227,25 +228,26 @@ def add_edge(
     recipe: dict[str, Any],
     zoo_version: str,
     by: str,
-) -> None:
-    exists = session.scalar(
-        select(Edge.id).where(
+) -> Edge:
+    """The edge ``parent --relation--> child``, added unless it is there already."""
+    edge = session.scalar(
+        select(Edge).where(
             Edge.parent_id == parent.id, Edge.child_id == child.id, Edge.relation == relation
         )
     )
-    if exists is None:
-        session.add(
-            Edge(
-                parent_id=parent.id,
-                child_id=child.id,
-                relation=relation,
-                recipe_json=dumps(recipe),
-                zoo_version=zoo_version,
-                created_at=now(),
-                created_by=by,
-            )
+    if edge is None:
+        edge = Edge(
+            parent_id=parent.id,
+            child_id=child.id,
+            relation=relation,
+            recipe_json=dumps(recipe),
+            zoo_version=zoo_version,
+            created_at=now(),
+            created_by=by,
         )
+        session.add(edge)
         session.flush()
+    return edge
 
 
 def edges(
@@ -312,9 +314,7 @@ def resolve(session: Session, query: str, *, kinds: Iterable[str] | None = None)
         AmbiguousNameError: a hash prefix matches several artifacts.
     """
     kinds = tuple(kinds) if kinds else KINDS
-    row = alias_target(session, query)
-    if row is None:
-        row = session.scalar(select(Artifact).where(Artifact.name == query))
+    row = by_alias_or_name(session, query)
     if row is None and len(query) >= 8 and all(c in "0123456789abcdef" for c in query):
         matches = session.scalars(
             select(Artifact)
