@@ -192,8 +192,15 @@ def lineage(
         if up:
             # Provenance from outside the registry: the imports of the root and its ancestors.
             sources = sorted(i for i in ancestry if nodes[i].kind == "source")
-            for imp in session.scalars(
-                select(ImportRecord)
+            for imp in session.execute(
+                select(
+                    ImportRecord.artifact_id,
+                    ImportRecord.origin,
+                    ImportRecord.revision,
+                    ImportRecord.files_json,
+                    ImportRecord.imported_at,
+                    ImportRecord.imported_by,
+                )
                 .where(ImportRecord.artifact_id.in_(sources))
                 .order_by(ImportRecord.artifact_id, ImportRecord.id)
             ):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
 from zoo.config import redact_url
 from zoo.errors import DatabaseUnavailableError, InvalidInputError, SchemaOutdatedError
@@ -184,9 +184,11 @@ def current_revision(connection: Connection) -> str | None:
 def _stamped_revision(connection: Connection) -> str | None:
     """The revision in alembic_version read with one query (None without the table), the
     check every command makes before its work."""
-    if not inspect(connection).has_table("alembic_version"):
+    try:
+        rows = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    except DBAPIError:  # no such table: an empty database, or not zoo's
+        connection.rollback()
         return None
-    rows = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
     return rows[0] if len(rows) == 1 else None
 
 

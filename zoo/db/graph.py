@@ -51,8 +51,21 @@ def walk_edges(session: Session, root: int, *, up: bool, depth: int | None) -> l
     if depth is not None:
         near = near.where(walk.c.depth < depth)
     from_col = Edge.child_id if up else Edge.parent_id
-    rows = session.scalars(select(Edge).where(from_col.in_(near)).order_by(Edge.id))
+    # Plain rows, not ORM objects: a deep lineage has hundreds of edges.
+    rows = session.execute(select(*_EDGE_COLUMNS).where(from_col.in_(near)).order_by(Edge.id))
     return [edge_info(e) for e in rows]
+
+
+_EDGE_COLUMNS = (
+    Edge.id,
+    Edge.parent_id,
+    Edge.child_id,
+    Edge.relation,
+    Edge.recipe_json,
+    Edge.zoo_version,
+    Edge.created_at,
+    Edge.created_by,
+)
 
 
 def is_ancestor(session: Session, ancestor: int, node: int) -> bool:
@@ -62,7 +75,8 @@ def is_ancestor(session: Session, ancestor: int, node: int) -> bool:
     return bool(session.scalar(select(exists().where(walk.c.id == ancestor))))
 
 
-def edge_info(e: Edge) -> EdgeInfo:
+def edge_info(e) -> EdgeInfo:
+    """An edge's record, from its ORM row or a row of its columns."""
     from zoo.db.queries import aware
 
     return EdgeInfo(
