@@ -23,6 +23,7 @@ Measured at each size (10k, 100k) on SQLite and PostgreSQL:
   at once (tags, links and derived records; MLflow: ``create_model_version``): errors and
   latency percentiles.
 
+    pip install mlflow   # for this benchmark only; zoo does not depend on it
     python benchmarks/bench_library.py [--sizes 10000,100000] [--backends sqlite,postgres]
         [--pg URL]
 """
