@@ -68,15 +68,96 @@ def import_cmd(
     _emit(as_json, info.to_json(), render.artifact_line(info))
 
 
+LS_PAGE = 50  # artifacts on a page of `zoo ls`
+
+
 @cli.command("ls")
 @click.option("--kind", type=click.Choice(["source", "learngene", "derived", "placeholder"]))
 @click.option("--family")
 @click.option("--all", "include_deleted", is_flag=True, help="Include removed artifacts.")
+@click.option(
+    "--name",
+    "pattern",
+    help="Names or aliases matching this glob (* and ?, any case); plain text: containing it.",
+)
+@click.option("--min-layers", type=int)
+@click.option("--max-layers", type=int)
+@click.option("--min-hidden", type=int)
+@click.option("--max-hidden", type=int)
+@click.option("--derived-from", help="Only what descends (at any depth) from this artifact.")
+@click.option("--created-by", help="Only what this user registered.")
+@click.option("--created-after", help="ISO 8601 date or time, inclusive (UTC unless given).")
+@click.option("--created-before", help="ISO 8601 date or time, exclusive (UTC unless given).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=LS_PAGE,
+    show_default=True,
+    help="Artifacts per page (0: every match at once).",
+)
+@click.option("--after", "cursor", help="Continue after this cursor (the previous page's next).")
+@click.option("--oldest-first", is_flag=True, help="Oldest first (default: newest first).")
 @json_option
-def ls_cmd(kind: str | None, family: str | None, include_deleted: bool, as_json: bool) -> None:
-    """List registered artifacts."""
-    infos = _registry().list(kind=kind, family=family, include_deleted=include_deleted)
-    _emit(as_json, [i.to_json() for i in infos], render.artifact_table(infos))
+def ls_cmd(
+    kind,
+    family,
+    include_deleted,
+    pattern,
+    min_layers,
+    max_layers,
+    min_hidden,
+    max_hidden,
+    derived_from,
+    created_by,
+    created_after,
+    created_before,
+    limit,
+    cursor,
+    oldest_first,
+    as_json,
+) -> None:
+    """List registered artifacts, a page at a time (newest first)."""
+    page = _registry().search(
+        kind=kind,
+        family=family,
+        include_deleted=include_deleted,
+        name=pattern,
+        min_layers=min_layers,
+        max_layers=max_layers,
+        min_hidden=min_hidden,
+        max_hidden=max_hidden,
+        derived_from=derived_from,
+        created_by=created_by,
+        created_after=created_after,
+        created_before=created_before,
+        limit=limit or None,
+        after=cursor,
+        newest_first=not oldest_first,
+    )
+    if as_json:
+        # Compact: a whole library in one page stays quick to print and to parse.
+        click.echo(json.dumps(page.to_json(), sort_keys=True, separators=(",", ":")))
+        return
+    click.echo(render.artifact_table(page.items))
+    if page.next is not None:
+        click.echo(render.page_footer(page, _next_page_command(page.next)), err=True)
+
+
+def _next_page_command(cursor: str) -> str:
+    """The `zoo ls` just run, with its options, continued after ``cursor``."""
+    import shlex
+
+    ctx = click.get_current_context()
+    words = ["zoo", "ls"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name in ("cursor", "as_json") or value in (None, False):
+            continue
+        if param.name == "limit" and value == LS_PAGE:
+            continue
+        flag = max(param.opts, key=len)
+        words += [flag] if param.is_flag else [flag, shlex.quote(str(value))]
+    return " ".join([*words, "--after", cursor])
 
 
 @cli.command("show")
@@ -309,10 +390,13 @@ def default_cmd(family, name, as_json) -> None:
     default="text",
     show_default=True,
 )
-def lineage_cmd(name, up, down, fmt) -> None:
+@click.option(
+    "--depth", type=click.IntRange(min=0), help="At most this many edges away (default: all)."
+)
+def lineage_cmd(name, up, down, fmt, depth) -> None:
     """Ancestors and descendants of NAME, with each edge's recipe."""
     both = up == down  # neither flag, or both: the whole neighbourhood
-    graph = _registry().lineage(name, up=up or both, down=down or both)
+    graph = _registry().lineage(name, up=up or both, down=down or both, depth=depth)
     if fmt == "json":
         click.echo(json.dumps(graph.to_json(), indent=2, sort_keys=True, default=str))
     else:

@@ -23,7 +23,7 @@ def artifact_line(info) -> str:
     files = f", {len(info.files)} files" if info.files else ""
     return (
         f"{info.name}  {info.kind}{virtual}  {family_of(info)}  {info.content_hash[:12]}  "
-        f"{len(info.tensors)} tensors{files}  {human_bytes(info.nbytes)}{aliases}"
+        f"{info.tensor_count} tensors{files}  {human_bytes(info.nbytes)}{aliases}"
     )
 
 
@@ -49,6 +49,11 @@ def artifact_table(infos) -> str:
     )
 
 
+def page_footer(page, next_command: str) -> str:
+    """Where a page stands in the listing, and the command that prints the next one."""
+    return f"{len(page.items)} of {page.total} shown; next page: {next_command}"
+
+
 def artifact_detail(info, with_tensors: bool = False) -> str:
     lines = [
         f"name:      {info.name}",
@@ -56,7 +61,7 @@ def artifact_detail(info, with_tensors: bool = False) -> str:
         f"family:    {info.family or _no_family(info)}",
         f"hash:      {info.content_hash}",
         f"created:   {info.created_at.isoformat(timespec='seconds')} by {info.created_by}",
-        f"tensors:   {len(info.tensors)} ({human_bytes(info.nbytes)})",
+        f"tensors:   {info.tensor_count} ({human_bytes(info.nbytes)})",
     ]
     if info.aliases:
         lines.append(f"aliases:   {', '.join(info.aliases)}")

@@ -311,7 +311,7 @@ def test_a_cards_base_model_is_an_edge_from_a_placeholder_until_it_is_imported(
     assert edges_into(registry, child.name) == {("org/base", "finetune", "child")}
     code, out, _ = run_cli("ls", "--kind", "placeholder", "--json")
     assert code == 0
-    (ph,) = json.loads(out)
+    (ph,) = json.loads(out)["artifacts"]
     assert (ph["name"], ph["family"], ph["tensor_count"]) == ("org/base", None, 0)
     assert "org/base --finetune--> child" in run_cli("lineage", "child")[1]
     line = one_line_refusal(

@@ -139,8 +139,11 @@ def test_cli_ls_show_tag_json(registry, tiny_dir, run_cli):
     code, out, _ = run_cli("tag", imported["name"], "base", "--json")
     assert code == 0 and json.loads(out)["alias"] == "base"
     code, out, _ = run_cli("ls", "--json")
-    rows = json.loads(out)
+    page = json.loads(out)
+    rows = page["artifacts"]
     assert [r["name"] for r in rows] == [imported["name"]] and rows[0]["aliases"] == ["base"]
+    assert page["total"] == 1 and page["next"] is None
+    assert rows[0]["tensor_count"] == imported["tensor_count"] and rows[0]["nbytes"] > 0
     code, out, _ = run_cli("show", "base", "--json", "--tensors")
     shown = json.loads(out)
     assert shown["content_hash"] == imported["content_hash"]

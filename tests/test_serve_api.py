@@ -61,12 +61,23 @@ def test_the_openapi_schema_describes_every_endpoint(served):
 
 def test_list_search_and_show_answer_what_the_registry_holds(served):
     with _read(served) as http:
-        listed = http.get("/api/artifacts").json()
-        assert [a["name"] for a in listed] == [i.name for i in served.reg.list()]
-        assert http.get("/api/artifacts", params={"q": "TINY-b"}).json()[0]["name"] == "tiny-bert"
-        assert http.get("/api/artifacts", params={"size": "4x32"}).json()[0]["size"] == "4x32"
-        assert http.get("/api/artifacts", params={"size": "2x16", "kind": "source"}).json() == []
-        assert http.get("/api/artifacts", params={"family": "gpt2"}).json() == []
+
+        def listed(**params):
+            return http.get("/api/artifacts", params=params).json()["artifacts"]
+
+        page = http.get("/api/artifacts").json()
+        newest_first = [i.name for i in served.reg.list()][::-1]
+        assert [a["name"] for a in page["artifacts"]] == newest_first
+        assert page["total"] == len(newest_first) and page["next"] is None
+        first = http.get("/api/artifacts", params={"limit": 1}).json()
+        rest = listed(after=first["next"], limit=1000) if first["next"] else []
+        assert [a["name"] for a in first["artifacts"] + rest] == newest_first
+        assert listed(q="TINY-b")[0]["name"] == "tiny-bert"
+        assert listed(size="4x32")[0]["size"] == "4x32"
+        assert listed(size="2x16", kind="source") == []
+        assert listed(family="gpt2") == []
+        assert [a["name"] for a in listed(name="tiny-bert")] == ["tiny-bert"]
+        assert listed(name="tiny-ber") == []  # exact, unlike q
         shown = http.get("/api/artifacts/tiny-bert").json()
         info = served.reg.show("tiny-bert")
         assert shown["content_hash"] == info.content_hash
@@ -269,7 +280,7 @@ def test_from_pretrained_with_a_size_as_revision_gets_a_model_no_registry_had(se
     # It was recorded: a derived checkpoint that did not exist before the download.
     now = served.reg.list(kind="derived")
     new = [i for i in now if i.content_hash not in derived]
-    assert len(new) == 1 and new[0].config["hidden_size"] == 32
+    assert len(new) == 1 and served.reg.show(new[0].name).config["hidden_size"] == 32
     # The same request materialized locally gives the same logits.
     local = served.reg.materialize("tiny-bert", layers=2, hidden=32)
     assert local.artifact.content_hash == new[0].content_hash

@@ -36,7 +36,7 @@ def test_a_server_over_postgres_and_s3_imports_serves_and_derives(
             assert (config["num_hidden_layers"], config["hidden_size"]) == (2, 16)
             weights = http.get("/tiny-llama/resolve/main/model.safetensors")
             assert weights.status_code == 200
-        assert [i.config["hidden_size"] for i in reg.list(kind="derived")] == [16]
+        assert [i.hidden for i in reg.list(kind="derived")] == [16]
         assert reg.fsck(grace=0).ok
     finally:
         server.stop()

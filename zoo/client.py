@@ -157,13 +157,48 @@ class RemoteRegistry:
         body["convert_bin"] = convert_bin
         return artifact_from_json(self._call("POST", "/api/import", json=body))
 
-    def list(self, *, kind=None, family=None, include_deleted=False):
-        params = {"tensors": "true", "all": str(include_deleted).lower()}
-        if kind:
-            params["kind"] = kind
-        if family:
-            params["family"] = family
-        return [artifact_from_json(a) for a in self._call("GET", "/api/artifacts", params=params)]
+    def search(
+        self,
+        *,
+        kind=None,
+        family=None,
+        include_deleted=False,
+        name=None,
+        limit=50,
+        after=None,
+        newest_first=True,
+        **filters,
+    ):
+        """A page of artifacts, as :meth:`zoo.Registry.search` answers it."""
+        from zoo.db.entities import Page
+
+        params = {
+            "kind": kind,
+            "family": family,
+            "all": str(include_deleted).lower(),
+            "q": name,
+            "limit": limit or 0,
+            "after": after,
+            "oldest_first": str(not newest_first).lower(),
+            **{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in filters.items()},
+        }
+        params = {k: v for k, v in params.items() if v is not None}
+        body = self._call("GET", "/api/artifacts", params=params)
+        return Page(
+            tuple(summary_from_json(a) for a in body["artifacts"]), body["total"], body["next"]
+        )
+
+    def list(self, *, kind=None, family=None, include_deleted=False, **filters):
+        """Every match, oldest first."""
+        page = self.search(
+            kind=kind,
+            family=family,
+            include_deleted=include_deleted,
+            limit=None,
+            newest_first=False,
+            **filters,
+        )
+        return list(page.items)
 
     def show(self, name: str):
         return artifact_from_json(self._call("GET", f"/api/artifacts/{_q(name)}"))
@@ -199,8 +234,10 @@ class RemoteRegistry:
         body = self._call("PUT", f"/api/defaults/{_q(family)}", json={"learngene": name})
         return artifact_from_json(body["learngene"])
 
-    def lineage(self, name: str, *, up: bool = True, down: bool = True):
+    def lineage(self, name: str, *, up: bool = True, down: bool = True, depth=None):
         params = {"up": str(up).lower(), "down": str(down).lower(), "format": "json"}
+        if depth is not None:
+            params["depth"] = depth
         return lineage_from_json(
             self._call("GET", f"/api/artifacts/{_q(name)}/lineage", params=params)
         )
@@ -342,6 +379,27 @@ def _time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
+def summary_from_json(d: dict[str, Any]):
+    from zoo.db.entities import ArtifactSummary
+
+    return ArtifactSummary(
+        id=d["id"],
+        kind=d["kind"],
+        name=d["name"],
+        family=d["family"],
+        content_hash=d["content_hash"],
+        virtual=d["virtual"],
+        created_at=_time(d["created_at"]),
+        created_by=d["created_by"],
+        deleted=d["deleted"],
+        tensor_count=d["tensor_count"],
+        nbytes=d["nbytes"],
+        layers=d["layers"],
+        hidden=d["hidden"],
+        aliases=tuple(d.get("aliases", ())),
+    )
+
+
 def artifact_from_json(d: dict[str, Any]):
     from zoo.db.entities import ArtifactInfo, FileRecord, ImportInfo, TensorRecord
 
@@ -369,6 +427,11 @@ def artifact_from_json(d: dict[str, Any]):
             for t in d.get("tensors", ())
         ),
         files=tuple(FileRecord(**f) for f in d.get("files", ())),
+        same_content=tuple((c["kind"], c["name"]) for c in d.get("same_content", ())),
+        tensor_count=d.get("tensor_count", 0),
+        nbytes=d.get("nbytes", 0),
+        layers=d.get("layers"),
+        hidden=d.get("hidden"),
     )
 
 

@@ -9,15 +9,18 @@ the weights (zoo.checkpoint.side_files) and the ``base_model`` edges of its mode
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import os
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from zoo.db import queries
-from zoo.db.entities import ArtifactInfo, FileRecord, TensorRecord
+from zoo.db.entities import ArtifactInfo, ArtifactSummary, FileRecord, Page, TensorRecord
 from zoo.errors import (
     ConfigMismatchError,
     ConflictError,
@@ -101,13 +104,74 @@ def import_checkpoint(
     progress: bool = False,
 ) -> ArtifactInfo:
     """Register a Hugging Face checkpoint; see :meth:`zoo.Registry.import_checkpoint`."""
-    from zoo.checkpoint import open_checkpoint, validate_name
-    from zoo.checkpoint.side_files import base_models, card_metadata, find_side_files
-
-    from .base_models import adopt_placeholder, record_base_models
+    from zoo.checkpoint import validate_name
 
     if name is not None:
         validate_name(name)
+    ready = _prepare(
+        reg, source, name=name, revision=revision, convert_bin=convert_bin, progress=progress
+    )
+    return reg.get_or_create(
+        lambda session: _existing(reg, session, ready), lambda session: _create(reg, session, ready)
+    )
+
+
+def import_checkpoints(
+    reg, sources, *, convert_bin: bool = False, batch: int = 200, progress: bool = False
+) -> list[ArtifactInfo]:
+    """Register many checkpoints, ``batch`` of them per write transaction with their
+    tensor rows inserted together; see :meth:`zoo.Registry.import_checkpoints`."""
+    if batch < 1:
+        raise InvalidInputError(f"batch must be at least 1 (got {batch}).")
+    sources = list(sources)
+    out: list[ArtifactInfo] = []
+    with progress_bar(len(sources), "import", enabled=progress) as bar:
+        for start in range(0, len(sources), batch):
+            chunk = [
+                _prepare(reg, s, name=None, revision=None, convert_bin=convert_bin)
+                for s in sources[start : start + batch]
+            ]
+
+            def work(session: Session, chunk=chunk) -> list[ArtifactInfo]:
+                return _write_batch(reg, session, chunk)
+
+            # A unique constraint hit by another writer reruns the chunk: each import
+            # checks before it inserts, so the rerun finds the winner's rows.
+            out += reg.transaction(work)
+            bar.update(len(chunk))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    """A checkpoint whose blobs are stored: what its rows need."""
+
+    name: str | None
+    default_name: str
+    origin: str
+    commit: str
+    family: str | None
+    config: dict
+    content_hash: str
+    tensors: tuple[TensorRecord, ...]
+    files: dict[str, str]  # every file's sha256, as the import record keeps them
+    side_files: tuple[FileRecord, ...]  # those stored as blobs (tokenizer, configs, card)
+    bases: tuple
+    relation: str | None
+    layers: int | None
+    hidden: int | None
+
+    @property
+    def plain(self) -> bool:
+        """Nothing to record but the artifact, its tensors and its import."""
+        return not (self.side_files or self.bases or self.origin.startswith("hf://"))
+
+
+def _prepare(reg, source, *, name, revision, convert_bin, progress=False) -> _Prepared:
+    """Read and check a checkpoint and store its blobs (before any row that names them)."""
+    from zoo.checkpoint import manifest_hash, open_checkpoint
+    from zoo.checkpoint.side_files import base_models, card_metadata, find_side_files
+
     path, origin, commit = _locate(source, revision)
     with open_checkpoint(path, allow_bin=convert_bin) as ckpt:
         if ckpt.config is None:
@@ -118,12 +182,16 @@ def import_checkpoint(
         family = family_name(ckpt.config)
         if family is not None:
             _check_layout(family, ckpt)
-        from zoo.checkpoint import manifest_hash
-
         content_hash = manifest_hash(ckpt.config, ckpt.tensors)
-        tensors = [
-            TensorRecord(t.name, t.dtype, tuple(t.shape), t.nbytes, t.digest) for t in ckpt.tensors
-        ]
+        tensors = tuple(
+            sorted(
+                (
+                    TensorRecord(t.name, t.dtype, tuple(t.shape), t.nbytes, t.digest)
+                    for t in ckpt.tensors
+                ),
+                key=lambda t: t.name,
+            )
+        )
         reg.check_writable()  # a read-only registry: refused before any blob is written
         with reg.session() as session:
             known = any(queries.find_by_content(session, k, content_hash) for k in IMPORTABLE)
@@ -143,71 +211,235 @@ def import_checkpoint(
             reg.store.put_if_absent(f.digest, functools.partial(bytes, f.data))
         files = {**ckpt.files, **{f.name: f.digest for f in side}}
         config = ckpt.config
-    side_records = [FileRecord(f.name, f.role, f.nbytes, f.digest) for f in side]
     card = next((f for f in side if f.role == "card"), None)
     bases, relation = base_models(
         card_metadata(card.data.decode("utf-8", "replace")) if card else {}
     )
+    layers, hidden = model_size(family, config)
+    return _Prepared(
+        name=name,
+        default_name=_default_name(source if commit else path),
+        origin=origin,
+        commit=commit,
+        family=family,
+        config=config,
+        content_hash=content_hash,
+        tensors=tensors,
+        files=files,
+        side_files=tuple(FileRecord(f.name, f.role, f.nbytes, f.digest) for f in side),
+        bases=tuple(bases),
+        relation=relation,
+        layers=layers,
+        hidden=hidden,
+    )
 
-    def record(session: Session, row) -> None:
-        """What an import adds besides the row: its files, the import, the Hub's edges."""
-        queries.add_import(session, row, origin=origin, revision=commit, files=files, by=reg.user)
-        if side_records:  # the newest import that brought files defines them
-            queries.set_files(session, row, side_records)
-        if origin.startswith("hf://"):
-            adopt_placeholder(session, row, origin[len("hf://") :])
-        if row.kind == "source":  # a derived one's lineage is zoo's own
-            record_base_models(session, row, bases, relation, by=reg.user)
 
-    default_name = _default_name(source if commit else path)
+def model_size(family: str | None, config) -> tuple[int | None, int | None]:
+    """(layers, hidden size) a config gives, as its family reads them (a checkpoint no
+    family resizes: its ``num_hidden_layers`` and ``hidden_size``); None where it gives
+    none."""
+    from zoo.errors import ZooError
+    from zoo.families import get_family
 
-    def find_existing(session: Session):
-        # The same content registered as a derived checkpoint (a materialized folder being
-        # imported) stays that one artifact, so its lineage is kept.
-        rows = [queries.find_by_content(session, kind, content_hash) for kind in IMPORTABLE]
-        rows = [r for r in rows if r is not None]
-        if not rows:
-            return None
-        row = next((r for r in rows if r.deleted_at is None), rows[0])
-        if row.deleted_at is not None:  # importing again brings it back
-            row.deleted_at = None
-        if row.virtual:  # its weights are in the store now
-            row.virtual = False
-        record(session, row)
-        if name and name != row.name:
-            owner = queries.alias_target(session, name)
-            if owner is None and not queries.name_taken(session, name):
-                queries.add_alias(session, name, row)
-            elif owner is None or owner.id != row.id:
-                raise ConflictError(
-                    f"{name!r} already names another artifact; this checkpoint is "
-                    f"registered as {row.name!r}."
-                )
-        return queries.to_info(session, row)
-
-    def create(session: Session) -> ArtifactInfo:
-        clash = (
-            f"The name {name!r} is already taken by other content"
-            f"{queries.removed_holder_note(session, name)}; choose another --name or "
-            "move it with `zoo tag`."
-            if name
-            else ""
+    if family is None:  # catalogued only: the keys most configs use
+        return _config_int(config, "num_hidden_layers", "n_layer"), _config_int(
+            config, "hidden_size", "n_embd"
         )
-        row = queries.insert_artifact(
-            session,
-            kind="source",
-            name=queries.free_name(session, name, default_name, content_hash, clash=clash),
-            family=family,
-            content_hash=content_hash,
-            config=config,
-            info={"format": "safetensors"},
-            tensors=tensors,
-            created_by=reg.user,
-        )
-        record(session, row)
-        return queries.to_info(session, row)
+    try:
+        sizes = get_family(family).axis_sizes(config)
+    except (ZooError, KeyError, TypeError, ValueError):
+        return None, None
+    return sizes.get("layers"), sizes.get("hidden")
 
-    return reg.get_or_create(find_existing, create)
+
+def _config_int(config, *keys: str) -> int | None:
+    for key in keys:
+        value = (config or {}).get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _record(reg, session: Session, row, ready: _Prepared) -> None:
+    """What an import adds besides the row: its files, the import, the Hub's edges."""
+    from .base_models import adopt_placeholder, record_base_models
+
+    queries.add_import(
+        session, row, origin=ready.origin, revision=ready.commit, files=ready.files, by=reg.user
+    )
+    if ready.side_files:  # the newest import that brought files defines them
+        queries.set_files(session, row, list(ready.side_files))
+    if ready.origin.startswith("hf://"):
+        adopt_placeholder(session, row, ready.origin[len("hf://") :])
+    if row.kind == "source":  # a derived one's lineage is zoo's own
+        record_base_models(session, row, list(ready.bases), ready.relation, by=reg.user)
+
+
+def _existing(reg, session: Session, ready: _Prepared) -> ArtifactInfo | None:
+    """The artifact already holding this content, with this import recorded on it."""
+    # The same content registered as a derived checkpoint (a materialized folder being
+    # imported) stays that one artifact, so its lineage is kept.
+    rows = [queries.find_by_content(session, kind, ready.content_hash) for kind in IMPORTABLE]
+    rows = [r for r in rows if r is not None]
+    if not rows:
+        return None
+    row = next((r for r in rows if r.deleted_at is None), rows[0])
+    if row.deleted_at is not None:  # importing again brings it back
+        row.deleted_at = None
+    if row.virtual:  # its weights are in the store now
+        row.virtual = False
+    _record(reg, session, row, ready)
+    name = ready.name
+    if name and name != row.name:
+        owner = queries.alias_target(session, name)
+        if owner is None and not queries.name_taken(session, name):
+            queries.add_alias(session, name, row)
+        elif owner is None or owner.id != row.id:
+            raise ConflictError(
+                f"{name!r} already names another artifact; this checkpoint is "
+                f"registered as {row.name!r}."
+            )
+    return queries.to_info(session, row)
+
+
+def _create(reg, session: Session, ready: _Prepared) -> ArtifactInfo:
+    name = ready.name
+    clash = (
+        f"The name {name!r} is already taken by other content"
+        f"{queries.removed_holder_note(session, name)}; choose another --name or "
+        "move it with `zoo tag`."
+        if name
+        else ""
+    )
+    row = queries.insert_artifact(
+        session,
+        kind="source",
+        name=queries.free_name(session, name, ready.default_name, ready.content_hash, clash=clash),
+        family=ready.family,
+        content_hash=ready.content_hash,
+        config=ready.config,
+        info={"format": "safetensors"},
+        tensors=ready.tensors,
+        created_by=reg.user,
+        layers=ready.layers,
+        hidden=ready.hidden,
+    )
+    _record(reg, session, row, ready)
+    return queries.to_info(session, row)
+
+
+def _write_batch(reg, session: Session, chunk: list[_Prepared]) -> list[ArtifactInfo]:
+    """Rows for a batch of imports in a handful of statements: new plain checkpoints get
+    their artifact, tensor and import rows in three multi-row inserts; the rest (content
+    already registered or twice in the batch, names all taken, files or Hub edges to
+    record) go one at a time, after them."""
+    from sqlalchemy import insert, select
+
+    from zoo.db.entities import ImportInfo
+    from zoo.db.models import Alias, Artifact, ArtifactTensor, ImportRecord
+
+    hashes = {r.content_hash for r in chunk}
+    known = set(
+        session.scalars(
+            select(Artifact.content_hash).where(
+                Artifact.content_hash.in_(hashes), Artifact.kind.in_(IMPORTABLE)
+            )
+        )
+    )
+    wanted = {r.default_name for r in chunk} | {
+        f"{r.default_name}-{r.content_hash[:8]}" for r in chunk
+    }
+    taken = set(session.scalars(select(Artifact.name).where(Artifact.name.in_(wanted))))
+    taken |= set(session.scalars(select(Alias.name).where(Alias.name.in_(wanted))))
+    fresh: list[tuple[int, _Prepared, str]] = []
+    later: list[int] = []
+    for i, r in enumerate(chunk):
+        candidates = (r.default_name, f"{r.default_name}-{r.content_hash[:8]}")
+        name = next((n for n in candidates if n not in taken), None)
+        if r.content_hash in known or name is None or not r.plain:
+            later.append(i)
+            continue
+        known.add(r.content_hash)
+        taken.add(name)
+        fresh.append((i, r, name))
+    out: list[ArtifactInfo | None] = [None] * len(chunk)
+    if fresh:
+        stamp, user = queries.now(), reg.user
+        rows = [
+            {
+                "kind": "source",
+                "name": name,
+                "family": r.family,
+                "content_hash": r.content_hash,
+                "config_json": queries.dumps(r.config),
+                "info_json": queries.dumps({"format": "safetensors"}),
+                "virtual": False,
+                "created_at": stamp,
+                "created_by": user,
+                "tensor_count": len(r.tensors),
+                "nbytes": sum(t.nbytes for t in r.tensors),
+                "layers": r.layers,
+                "hidden": r.hidden,
+            }
+            for _, r, name in fresh
+        ]
+        ids = list(
+            session.scalars(
+                insert(Artifact).returning(Artifact.id, sort_by_parameter_order=True), rows
+            )
+        )
+        session.execute(
+            insert(ArtifactTensor),
+            [
+                {
+                    "artifact_id": artifact_id,
+                    "name": t.name,
+                    "dtype": t.dtype,
+                    "shape_json": json.dumps(list(t.shape)),
+                    "nbytes": t.nbytes,
+                    "digest": t.digest,
+                }
+                for artifact_id, (_, r, _) in zip(ids, fresh, strict=True)
+                for t in r.tensors
+            ],
+        )
+        session.execute(
+            insert(ImportRecord),
+            [
+                {
+                    "artifact_id": artifact_id,
+                    "origin": r.origin,
+                    "revision": r.commit,
+                    "files_json": queries.dumps(r.files),
+                    "imported_at": stamp,
+                    "imported_by": user,
+                }
+                for artifact_id, (_, r, _) in zip(ids, fresh, strict=True)
+            ],
+        )
+        for artifact_id, (i, r, name), row in zip(ids, fresh, rows, strict=True):
+            out[i] = ArtifactInfo(
+                id=artifact_id,
+                kind="source",
+                name=name,
+                family=r.family,
+                content_hash=r.content_hash,
+                config=r.config,
+                info={"format": "safetensors"},
+                virtual=False,
+                created_at=stamp,
+                created_by=user,
+                imports=(ImportInfo(r.origin, r.commit, dict(r.files), stamp, user),),
+                tensors=r.tensors,
+                tensor_count=row["tensor_count"],
+                nbytes=row["nbytes"],
+                layers=r.layers,
+                hidden=r.hidden,
+            )
+    for i in later:
+        ready = chunk[i]
+        out[i] = _existing(reg, session, ready) or _create(reg, session, ready)
+    return out  # type: ignore[return-value]
 
 
 def _locate(source: str | os.PathLike[str], revision: str | None) -> tuple[Path, str, str]:
@@ -241,16 +473,89 @@ def _default_name(source) -> str:
     return cleaned[:100]
 
 
-def list_artifacts(
-    reg, *, kind: str | None = None, family: str | None = None, include_deleted: bool = False
-) -> list[ArtifactInfo]:
+def search(
+    reg,
+    *,
+    kind: str | None = None,
+    family: str | None = None,
+    include_deleted: bool = False,
+    name: str | None = None,
+    min_layers: int | None = None,
+    max_layers: int | None = None,
+    min_hidden: int | None = None,
+    max_hidden: int | None = None,
+    derived_from: str | None = None,
+    created_by: str | None = None,
+    created_after: datetime | str | None = None,
+    created_before: datetime | str | None = None,
+    limit: int | None = 50,
+    after: str | None = None,
+    newest_first: bool = True,
+) -> Page:
+    """A page of artifacts; see :meth:`zoo.Registry.search`."""
+    from zoo.db.search import Filters, page
+
     if kind is not None and kind not in queries.KINDS:
         raise InvalidInputError(f"Unknown kind {kind!r}; choose one of {', '.join(queries.KINDS)}.")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InvalidInputError(f"A page holds at least 1 artifact (got limit={limit!r}).")
     with reg.session() as session:
-        rows = queries.list_artifacts(
-            session, kind=kind, family=family, include_deleted=include_deleted
+        filters = Filters(
+            kind=kind,
+            family=family,
+            include_deleted=include_deleted,
+            name=name or None,
+            min_layers=min_layers,
+            max_layers=max_layers,
+            min_hidden=min_hidden,
+            max_hidden=max_hidden,
+            derived_from=None
+            if derived_from is None
+            else queries.resolve(session, derived_from).id,
+            created_by=created_by,
+            created_after=_moment(created_after, "created_after"),
+            created_before=_moment(created_before, "created_before"),
         )
-        return [queries.to_info(session, r, tensors=True) for r in rows]
+        items, total, cursor = page(
+            session, filters, limit=limit, after=after, newest_first=newest_first
+        )
+    return Page(tuple(items), total, cursor)
+
+
+def _moment(value: datetime | str | None, what: str) -> datetime | None:
+    """A datetime from an ISO 8601 date or time (UTC unless it names its offset)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInputError(
+            f"{what} {value!r} is not an ISO 8601 date or time (e.g. 2026-12-01 or "
+            "2026-12-01T14:30:00+01:00)."
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def list_artifacts(
+    reg,
+    *,
+    kind: str | None = None,
+    family: str | None = None,
+    include_deleted: bool = False,
+    **filters,
+) -> list[ArtifactSummary]:
+    """Every match, oldest first (one page without a limit)."""
+    return list(
+        search(
+            reg,
+            kind=kind,
+            family=family,
+            include_deleted=include_deleted,
+            limit=None,
+            newest_first=False,
+            **filters,
+        ).items
+    )
 
 
 def show(reg, query: str) -> ArtifactInfo:
@@ -267,22 +572,29 @@ def tag(reg, query: str, alias: str) -> ArtifactInfo:
     validate_name(alias, "alias")
 
     def work(session: Session) -> ArtifactInfo:
-        row = queries.resolve(session, query)
-        from sqlalchemy import select
+        from sqlalchemy import insert, select, update
 
         from zoo.db.models import Alias, Artifact
 
-        if session.scalar(select(Artifact.id).where(Artifact.name == alias)) is not None:
+        row = queries.resolve(session, query)
+        # Is the alias a registry name, and where does it point now: one round trip.
+        is_name, current = session.execute(
+            select(
+                select(Artifact.id).where(Artifact.name == alias).exists(),
+                select(Alias.artifact_id).where(Alias.name == alias).scalar_subquery(),
+            )
+        ).one()
+        if is_name:
             raise ConflictError(
                 f"{alias!r} is the registry name of an artifact"
                 f"{queries.removed_holder_note(session, alias)}; an alias must be a new name."
             )
-        existing = session.get(Alias, alias)
-        if existing is None:
-            queries.add_alias(session, alias, row)
-        else:
-            existing.artifact_id = row.id
-            session.flush()
-        return queries.to_info(session, row)
+        if current is None:
+            session.execute(
+                insert(Alias).values(name=alias, artifact_id=row.id, created_at=queries.now())
+            )
+        elif current != row.id:
+            session.execute(update(Alias).where(Alias.name == alias).values(artifact_id=row.id))
+        return queries.to_info(session, row, tensors=False)
 
     return reg.transaction(work)

@@ -11,6 +11,7 @@ layer's bytes, so materializing from it hashes nothing it read.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from typing import Any
@@ -99,7 +100,7 @@ def extract(
         stored[name] = tio.store_tensors(reg.store, {name: t})[0]
 
     signal_info = compute(reg, src_info, recipe, device, emit=keep)
-    recs = [stored[n] for n in sorted(stored)]
+    recs = tuple(stored[n] for n in sorted(stored))
     identity = {**recipe, "source": src_info.content_hash, "signals": signal_info}
     # The source's registry name is shown, not hashed: the same bytes extracted in any
     # registry, from a source under any name, are one learngene.
@@ -118,7 +119,8 @@ def extract(
             zoo_version=__version__,
             by=reg.user,
         )
-        return queries.to_info(session, row)
+        # Same content hash, same tensor records: no need to read them back.
+        return dataclasses.replace(queries.to_info(session, row, tensors=False), tensors=recs)
 
     def find(session: Session):
         row = queries.find_by_content(session, "learngene", content_hash)
@@ -144,6 +146,8 @@ def extract(
             info=info,
             tensors=recs,
             created_by=reg.user,
+            layers=src_info.layers,
+            hidden=src_info.hidden,
         )
         created[:] = [row.id]
         return link(session, row)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import re
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -140,52 +140,80 @@ def _recipe_summary(e: EdgeInfo) -> str:
     return f"  [{', '.join(parts)}]" if parts else ""
 
 
-def lineage(reg, query: str, *, up: bool = True, down: bool = True) -> Lineage:
-    """The ancestors (``up``) and descendants (``down``) of an artifact."""
-    from zoo.db.models import Artifact
+def lineage(
+    reg, query: str, *, up: bool = True, down: bool = True, depth: int | None = None
+) -> Lineage:
+    """The ancestors (``up``) and descendants (``down``) of an artifact, at most ``depth``
+    edges away (None: all). Each direction is one recursive query in the database."""
+    from sqlalchemy import select
 
+    from zoo.db import graph
+    from zoo.db.models import Artifact, ImportRecord
+
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+        raise InvalidInputError(f"depth must be a number of edges, 0 or more (got {depth!r}).")
     with reg.session() as session:
         root = queries.resolve(session, query)
-        graph = Lineage(root=root.id)
-        graph.nodes[root.id] = Node.of(queries.to_info(session, root, tensors=False))
-        seen_edges: set[int] = set()
+        graph_ = Lineage(root=root.id)
+        found: dict[int, EdgeInfo] = {}
+        ancestry = {root.id}
         for direction, wanted in (("up", up), ("down", down)):
-            if not wanted:
-                continue
-            todo = deque([root.id])
-            visited = {root.id}
-            while todo:
-                node_id = todo.popleft()
-                found = (
-                    queries.edges(session, child_id=node_id)
-                    if direction == "up"
-                    else queries.edges(session, parent_id=node_id)
+            if wanted:
+                for e in graph.walk_edges(session, root.id, up=direction == "up", depth=depth):
+                    found[e.id] = e
+                    if direction == "up":
+                        ancestry.add(e.parent_id)
+        graph_.edges = sorted(found.values(), key=lambda e: e.id)
+        ids = {root.id} | {e.parent_id for e in graph_.edges} | {e.child_id for e in graph_.edges}
+        columns = (
+            Artifact.id,
+            Artifact.kind,
+            Artifact.name,
+            Artifact.family,
+            Artifact.content_hash,
+            Artifact.virtual,
+            Artifact.deleted_at,
+        )
+        ordered = sorted(ids)
+        rows = [
+            r
+            for start in range(0, len(ordered), 1000)  # under every back end's parameter limit
+            for r in session.execute(
+                select(*columns).where(Artifact.id.in_(ordered[start : start + 1000]))
+            )
+        ]
+        nodes = {
+            r.id: Node(
+                r.id, r.kind, r.name, r.family, r.content_hash, r.virtual, r.deleted_at is not None
+            )
+            for r in rows
+        }
+        graph_.nodes = {root.id: nodes[root.id]} | {i: nodes[i] for i in sorted(nodes)}
+        if up:
+            # Provenance from outside the registry: the imports of the root and its ancestors.
+            sources = sorted(i for i in ancestry if nodes[i].kind == "source")
+            for imp in session.execute(
+                select(
+                    ImportRecord.artifact_id,
+                    ImportRecord.origin,
+                    ImportRecord.revision,
+                    ImportRecord.files_json,
+                    ImportRecord.imported_at,
+                    ImportRecord.imported_by,
                 )
-                for e in found:
-                    if e.id not in seen_edges:
-                        seen_edges.add(e.id)
-                        graph.edges.append(e)
-                    nxt = e.parent_id if direction == "up" else e.child_id
-                    if nxt not in graph.nodes:
-                        row = session.get(Artifact, nxt)
-                        graph.nodes[nxt] = Node.of(queries.to_info(session, row, tensors=False))
-                    if nxt not in visited:
-                        visited.add(nxt)
-                        todo.append(nxt)
-            if direction == "up":
-                _collect_imports(session, graph)
-        graph.edges.sort(key=lambda e: e.id)
-        return graph
-
-
-def _collect_imports(session: Session, graph: Lineage) -> None:
-    from zoo.db.models import Artifact
-
-    for node_id, node in graph.nodes.items():
-        if node.kind == "source":
-            info = queries.to_info(session, session.get(Artifact, node_id), tensors=False)
-            if info.imports:
-                graph.imports[node_id] = list(info.imports)
+                .where(ImportRecord.artifact_id.in_(sources))
+                .order_by(ImportRecord.artifact_id, ImportRecord.id)
+            ):
+                graph_.imports.setdefault(imp.artifact_id, []).append(
+                    ImportInfo(
+                        imp.origin,
+                        imp.revision,
+                        json.loads(imp.files_json),
+                        queries.aware(imp.imported_at),
+                        imp.imported_by,
+                    )
+                )
+        return graph_
 
 
 def link(reg, child: str, parent: str, *, relation: str, note: str | None = None) -> EdgeInfo:
@@ -198,6 +226,7 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
 
     def work(session: Session) -> EdgeInfo:
         from zoo.db.engine import lock_lineage
+        from zoo.db.graph import edge_info, is_ancestor
 
         lock_lineage(session)  # before the cycle check, so no other link slips in between
         c = queries.resolve(session, child)
@@ -210,7 +239,7 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
             )
         from zoo import __version__
 
-        queries.add_edge(
+        edge = queries.add_edge(
             session,
             parent=p,
             child=c,
@@ -219,22 +248,13 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
             zoo_version=__version__,
             by=reg.user,
         )
-        return next(
-            e
-            for e in queries.edges(session, child_id=c.id)
-            if e.parent_id == p.id and e.relation == relation
-        )
+        return edge_info(edge)
 
     return reg.transaction(work)
 
 
 def is_ancestor(session: Session, ancestor: int, node: int) -> bool:
-    todo, seen = deque([node]), {node}
-    while todo:
-        for e in queries.edges(session, child_id=todo.popleft()):
-            if e.parent_id == ancestor:
-                return True
-            if e.parent_id not in seen:
-                seen.add(e.parent_id)
-                todo.append(e.parent_id)
-    return False
+    """Whether ``ancestor`` is an ancestor of ``node`` (one recursive query)."""
+    from zoo.db.graph import is_ancestor as walk
+
+    return walk(session, ancestor, node)

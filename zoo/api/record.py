@@ -47,7 +47,7 @@ def record_derived(
     info = {"recipe": recipe, "target": plan.target_sizes}
 
     def link(session: Session, row) -> ArtifactInfo:
-        from .lineage import is_ancestor
+        from zoo.db.graph import is_ancestor
 
         parent = session.get(type(row), plan.parent.id)
         # An identity recipe can give back the parent itself, or one of its ancestors (an
@@ -90,6 +90,8 @@ def record_derived(
             tensors=records,
             created_by=reg.user,
             virtual=not store,
+            layers=plan.target_sizes.get("layers"),
+            hidden=plan.target_sizes.get("hidden"),
         )
         return link(session, row)
 

@@ -217,13 +217,101 @@ class Registry:
             self, source, name=name, revision=revision, convert_bin=convert_bin, progress=progress
         )
 
-    def list(
-        self, *, kind: str | None = None, family: str | None = None, include_deleted: bool = False
+    def import_checkpoints(
+        self, sources, *, convert_bin: bool = False, batch: int = 200, progress: bool = False
     ):
-        """Registered artifacts, oldest first, optionally of one kind or family."""
+        """Register many checkpoints at once: ``batch`` of them per write transaction,
+        their tensor rows inserted together (each is what :meth:`import_checkpoint` of it
+        would register).
+
+        Returns:
+            One :class:`~zoo.db.entities.ArtifactInfo` per source, in order.
+        """
+        from zoo.api.catalog import import_checkpoints
+
+        return import_checkpoints(
+            self, sources, convert_bin=convert_bin, batch=batch, progress=progress
+        )
+
+    def list(
+        self,
+        *,
+        kind: str | None = None,
+        family: str | None = None,
+        include_deleted: bool = False,
+        **filters,
+    ):
+        """Every registered artifact that matches, oldest first, as
+        :class:`~zoo.db.entities.ArtifactSummary` (no config, recipe or tensor rows:
+        :meth:`show` has those). ``filters``: any of :meth:`search`'s."""
         from zoo.api.catalog import list_artifacts
 
-        return list_artifacts(self, kind=kind, family=family, include_deleted=include_deleted)
+        return list_artifacts(
+            self, kind=kind, family=family, include_deleted=include_deleted, **filters
+        )
+
+    def search(
+        self,
+        *,
+        kind: str | None = None,
+        family: str | None = None,
+        include_deleted: bool = False,
+        name: str | None = None,
+        min_layers: int | None = None,
+        max_layers: int | None = None,
+        min_hidden: int | None = None,
+        max_hidden: int | None = None,
+        derived_from: str | None = None,
+        created_by: str | None = None,
+        created_after=None,
+        created_before=None,
+        limit: int | None = 50,
+        after: str | None = None,
+        newest_first: bool = True,
+    ):
+        """One page of the artifacts that match, newest first, read from their rows only.
+
+        Args:
+            kind, family: keep one kind (source, learngene, derived) or family.
+            include_deleted: keep removed artifacts too.
+            name: a glob over names and aliases (``*``, ``?``; case-insensitive); text
+                without a wildcard matches names and aliases that contain it.
+            min_layers, max_layers, min_hidden, max_hidden: size range (inclusive).
+            derived_from: keep the descendants (any depth) of this name, alias or hash.
+            created_by: keep what this user registered.
+            created_after, created_before: datetimes or ISO 8601 strings (UTC unless
+                they say otherwise); after is inclusive, before exclusive.
+            limit: the page size (None: every match in one page).
+            after: the ``next`` cursor of the previous page.
+            newest_first: False lists oldest first.
+
+        Returns:
+            A :class:`~zoo.db.entities.Page`: ``items``, ``total`` (every match), ``next``.
+
+        Example:
+            >>> page = reg.search(family="bert", max_layers=6)       # doctest: +SKIP
+            >>> more = reg.search(family="bert", max_layers=6, after=page.next)  # doctest: +SKIP
+        """
+        from zoo.api.catalog import search
+
+        return search(
+            self,
+            kind=kind,
+            family=family,
+            include_deleted=include_deleted,
+            name=name,
+            min_layers=min_layers,
+            max_layers=max_layers,
+            min_hidden=min_hidden,
+            max_hidden=max_hidden,
+            derived_from=derived_from,
+            created_by=created_by,
+            created_after=created_after,
+            created_before=created_before,
+            limit=limit,
+            after=after,
+            newest_first=newest_first,
+        )
 
     def show(self, name: str):
         """The artifact an alias, name or content-hash prefix names."""
@@ -482,11 +570,12 @@ class Registry:
 
         return set_default(self, family, name)
 
-    def lineage(self, name: str, *, up: bool = True, down: bool = True):
-        """Ancestors and/or descendants of an artifact, with each edge's recipe."""
+    def lineage(self, name: str, *, up: bool = True, down: bool = True, depth: int | None = None):
+        """Ancestors and/or descendants of an artifact, with each edge's recipe, at most
+        ``depth`` edges away (None: all)."""
         from zoo.api.lineage import lineage
 
-        return lineage(self, name, up=up, down=down)
+        return lineage(self, name, up=up, down=down, depth=depth)
 
     def link(self, child: str, parent: str, *, relation: str = "finetune", note: str | None = None):
         """Declare that ``child`` was made from ``parent`` outside zoo."""

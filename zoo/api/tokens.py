@@ -63,15 +63,15 @@ def hash_secret(secret: str) -> str:
 
 
 def _info(row) -> TokenInfo:
-    from zoo.db.queries import _aware
+    from zoo.db.queries import aware
 
     return TokenInfo(
         row.id,
         row.name,
         row.role,
-        _aware(row.created_at),
+        aware(row.created_at),
         row.created_by,
-        _aware(row.revoked_at) if row.revoked_at else None,
+        aware(row.revoked_at) if row.revoked_at else None,
     )
 
 

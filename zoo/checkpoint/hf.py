@@ -38,6 +38,9 @@ from zoo.checkpoint.safetensors_format import (
 )
 from zoo.errors import InvalidCheckpointError, NotFoundError, UnsafeFormatError
 
+# Checkpoints up to this size are hashed on the calling thread.
+_INLINE_HASH_BYTES = 1 << 20
+
 if TYPE_CHECKING:
     import torch
 
@@ -550,6 +553,14 @@ class _MmapReader(_Reader):
         # Two jobs per file, so even a single-file checkpoint uses two cores: one hashes the
         # whole file (provenance), one hashes each tensor's slice (content addressing).
         jobs = [(fname, kind) for fname in headers for kind in ("file", "tensors")]
+        if total <= _INLINE_HASH_BYTES:
+            # Starting threads costs more than hashing a tiny checkpoint.
+            for fname, kind in jobs:
+                if kind == "file":
+                    file_digests[fname] = self._hash_file(fname, headers[fname], counter)
+                else:
+                    digests.update(self._hash_tensors(fname, headers[fname], counter))
+            return digests, dict(sorted(file_digests.items()))
         workers = max(1, min(len(jobs), os.cpu_count() or 1, 16))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zoo-hash") as pool:
             futures = {

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
+import re
 import urllib.parse
 from collections.abc import Iterator
 from importlib import resources
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
 from zoo.config import redact_url
 from zoo.errors import DatabaseUnavailableError, InvalidInputError, SchemaOutdatedError
@@ -263,17 +265,50 @@ def _scripts():
     return ScriptDirectory.from_config(cfg)
 
 
+@functools.cache
 def head_revision() -> str:
-    heads = _scripts().get_heads()
+    """The revision zoo's migrations end at, read from the scripts' ``revision`` and
+    ``down_revision`` lines: every command checks it, and Alembic takes longer to import
+    than `zoo ls` takes to answer (tests check it agrees with Alembic's)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in resources.files("zoo_migrations").joinpath("versions").iterdir():
+        if not script.name.endswith(".py"):
+            continue
+        text = script.read_text(encoding="utf-8")
+        found = _REVISION.search(text)
+        if found is None:
+            continue
+        revisions.add(found.group(1))
+        down = _DOWN_REVISION.search(text)
+        if down is not None:
+            parents.update(_QUOTED.findall(down.group(1)))
+    heads = sorted(revisions - parents)
     if len(heads) != 1:  # a packaging error, not a user error
         raise RuntimeError(f"zoo's migrations must have exactly one head, found {heads}")
     return heads[0]
+
+
+_REVISION = re.compile(r"^revision\s*=\s*[\"']([^\"']+)[\"']", re.MULTILINE)
+_DOWN_REVISION = re.compile(r"^down_revision\s*=\s*(.+)$", re.MULTILINE)
+_QUOTED = re.compile(r"[\"']([^\"']+)[\"']")
 
 
 def current_revision(connection: Connection) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
     return MigrationContext.configure(connection).get_current_revision()
+
+
+def _stamped_revision(connection: Connection) -> str | None:
+    """The revision in alembic_version read with one query (None without the table), the
+    check every command makes before its work."""
+    try:
+        rows = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    except DBAPIError:  # no such table: an empty database, or not zoo's
+        connection.rollback()
+        return None
+    return rows[0] if len(rows) == 1 else None
 
 
 def _has_any_table(connection: Connection) -> bool:
@@ -374,7 +409,7 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
     head = head_revision()
     try:
         with engine.connect() as connection:
-            current = current_revision(connection)
+            current = _stamped_revision(connection)
             if current == head:
                 return
     except OperationalError as exc:

@@ -61,10 +61,12 @@ class ArtifactInfo:
     #: (kind, name) of the other kept artifacts with this very content, e.g. a derived
     #: checkpoint materialized at its source's own size; filled in by show and audit.
     same_content: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.nbytes for t in self.tensors)
+    # Aggregates stored on the row when it was written (equal to what ``tensors`` says,
+    # and known without loading them).
+    tensor_count: int = 0
+    nbytes: int = 0
+    layers: int | None = None
+    hidden: int | None = None
 
     def to_json(self, *, with_tensors: bool = False) -> dict[str, Any]:
         """A JSON-ready dict (datetimes as ISO strings)."""
@@ -73,8 +75,6 @@ class ArtifactInfo:
         data["imports"] = [
             {**asdict(i), "imported_at": i.imported_at.isoformat()} for i in self.imports
         ]
-        data["nbytes"] = self.nbytes
-        data["tensor_count"] = len(self.tensors)
         if with_tensors:
             data["tensors"] = [asdict(t) | {"shape": list(t.shape)} for t in self.tensors]
         else:
@@ -83,6 +83,54 @@ class ArtifactInfo:
         data["files"] = [asdict(f) for f in self.files]
         data["same_content"] = [{"kind": k, "name": n} for k, n in self.same_content]
         return data
+
+
+@dataclass(frozen=True)
+class ArtifactSummary:
+    """An artifact as a listing shows it: its row's columns and aliases, never its
+    config, recipe or tensor rows (``zoo show`` reads those)."""
+
+    id: int
+    kind: str
+    name: str
+    family: str
+    content_hash: str
+    virtual: bool
+    created_at: datetime
+    created_by: str
+    deleted: bool
+    tensor_count: int
+    nbytes: int
+    layers: int | None
+    hidden: int | None
+    aliases: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "created_at": self.created_at.isoformat(),
+            "aliases": list(self.aliases),
+        }
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing, newest first unless asked otherwise.
+
+    ``total`` counts every match of the filters (not only this page); ``next`` is the
+    cursor that continues after the last item, or None on the last page.
+    """
+
+    items: tuple[ArtifactSummary, ...]
+    total: int
+    next: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "artifacts": [i.to_json() for i in self.items],
+            "total": self.total,
+            "next": self.next,
+        }
 
 
 @dataclass(frozen=True)

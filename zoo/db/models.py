@@ -43,7 +43,11 @@ class Base(DeclarativeBase):
 
 class Artifact(Base):
     __tablename__ = "artifacts"
-    __table_args__ = (UniqueConstraint("kind", "content_hash"),)
+    __table_args__ = (
+        UniqueConstraint("kind", "content_hash"),
+        # Counting the kept artifacts (of a kind) reads this index, not the wide rows.
+        Index("ix_artifacts_deleted_at_kind", "deleted_at", "kind"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # source | learngene | derived | placeholder (a Hub model named as a base_model in a
@@ -59,9 +63,15 @@ class Artifact(Base):
     # checkpoint's recipe and target size.
     info_json: Mapped[str] = mapped_column(Text, default="{}")
     virtual: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_by: Mapped[str] = mapped_column(String(128), index=True)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What a listing prints and filters on, written with the row (the tensor rows of an
+    # artifact never change after it), so a page never reads tensor rows.
+    tensor_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    nbytes: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    layers: Mapped[int | None] = mapped_column(Integer)
+    hidden: Mapped[int | None] = mapped_column(Integer)
 
 
 class ArtifactTensor(Base):

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select
+from sqlalchemy import delete, insert, literal_column, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from zoo.db.entities import (
@@ -43,7 +43,7 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def _aware(value: datetime) -> datetime:
+def aware(value: datetime) -> datetime:
     # SQLite returns naive datetimes even for timezone-aware columns; zoo stores UTC.
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
@@ -69,13 +69,13 @@ def to_info(
         config=loads(row.config_json),
         info=loads(row.info_json) or {},
         virtual=row.virtual,
-        created_at=_aware(row.created_at),
+        created_at=aware(row.created_at),
         created_by=row.created_by,
         deleted=row.deleted_at is not None,
         aliases=tuple(aliases),
         imports=tuple(
             ImportInfo(
-                i.origin, i.revision, json.loads(i.files_json), _aware(i.imported_at), i.imported_by
+                i.origin, i.revision, json.loads(i.files_json), aware(i.imported_at), i.imported_by
             )
             for i in imports
         ),
@@ -84,6 +84,10 @@ def to_info(
         same_content=tuple((r.kind, r.name) for r in coinciding(session, row))
         if same_content
         else (),
+        tensor_count=row.tensor_count,
+        nbytes=row.nbytes,
+        layers=row.layers,
+        hidden=row.hidden,
     )
 
 
@@ -206,7 +210,11 @@ def insert_artifact(
     tensors: Iterable[TensorRecord],
     created_by: str,
     virtual: bool = False,
+    layers: int | None = None,
+    hidden: int | None = None,
 ) -> Artifact:
+    """Add an artifact row and its tensor rows, with the aggregates a listing shows."""
+    tensors = list(tensors)
     row = Artifact(
         kind=kind,
         name=name,
@@ -217,6 +225,10 @@ def insert_artifact(
         virtual=virtual,
         created_at=now(),
         created_by=created_by,
+        tensor_count=len(tensors),
+        nbytes=sum(t.nbytes for t in tensors),
+        layers=layers,
+        hidden=hidden,
     )
     session.add(row)
     session.flush()
@@ -272,6 +284,19 @@ def add_alias(session: Session, alias: str, artifact: Artifact) -> None:
     session.flush()
 
 
+def by_alias_or_name(session: Session, query: str) -> Artifact | None:
+    """The artifact ``query`` names as an alias, else as a registry name: one round trip."""
+    by_alias = (
+        select(Artifact.id, literal_column("0").label("rank"))
+        .join(Alias, Alias.artifact_id == Artifact.id)
+        .where(Alias.name == query)
+    )
+    by_name = select(Artifact.id, literal_column("1").label("rank")).where(Artifact.name == query)
+    found = union_all(by_alias, by_name).subquery()
+    best = select(found.c.id).order_by(found.c.rank).limit(1).scalar_subquery()
+    return session.scalar(select(Artifact).where(Artifact.id == best))
+
+
 def alias_target(session: Session, alias: str) -> Artifact | None:
     row = session.get(Alias, alias)
     return None if row is None else session.get(Artifact, row.artifact_id)
@@ -286,25 +311,26 @@ def add_edge(
     recipe: dict[str, Any],
     zoo_version: str,
     by: str,
-) -> None:
-    exists = session.scalar(
-        select(Edge.id).where(
+) -> Edge:
+    """The edge ``parent --relation--> child``, added unless it is there already."""
+    edge = session.scalar(
+        select(Edge).where(
             Edge.parent_id == parent.id, Edge.child_id == child.id, Edge.relation == relation
         )
     )
-    if exists is None:
-        session.add(
-            Edge(
-                parent_id=parent.id,
-                child_id=child.id,
-                relation=relation,
-                recipe_json=dumps(recipe),
-                zoo_version=zoo_version,
-                created_at=now(),
-                created_by=by,
-            )
+    if edge is None:
+        edge = Edge(
+            parent_id=parent.id,
+            child_id=child.id,
+            relation=relation,
+            recipe_json=dumps(recipe),
+            zoo_version=zoo_version,
+            created_at=now(),
+            created_by=by,
         )
+        session.add(edge)
         session.flush()
+    return edge
 
 
 def edges(
@@ -323,7 +349,7 @@ def edges(
             e.relation,
             json.loads(e.recipe_json),
             e.zoo_version,
-            _aware(e.created_at),
+            aware(e.created_at),
             e.created_by,
         )
         for e in session.scalars(query)
@@ -371,9 +397,7 @@ def resolve(session: Session, query: str, *, kinds: Iterable[str] | None = None)
         AmbiguousNameError: a hash prefix matches several artifacts.
     """
     kinds = tuple(kinds) if kinds else KINDS
-    row = alias_target(session, query)
-    if row is None:
-        row = session.scalar(select(Artifact).where(Artifact.name == query))
+    row = by_alias_or_name(session, query)
     if row is None and len(query) >= 8 and all(c in "0123456789abcdef" for c in query):
         matches = session.scalars(
             select(Artifact)
@@ -457,4 +481,4 @@ def outputs_on(session: Session, host: str) -> list[tuple[int, str, int, datetim
     from zoo.db.models import OutputRecord
 
     rows = session.scalars(select(OutputRecord).where(OutputRecord.host == host))
-    return [(r.id, r.path, r.pid, _aware(r.started_at)) for r in rows]
+    return [(r.id, r.path, r.pid, aware(r.started_at)) for r in rows]

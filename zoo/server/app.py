@@ -452,40 +452,82 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     async def list_artifacts(
         kind: str | None = None,
         family: str | None = None,
-        q: str | None = Query(None, max_length=128, description="Substring of a name or alias."),
-        name: str | None = Query(None, max_length=128),
-        alias: str | None = Query(None, max_length=128),
+        q: str | None = Query(
+            None, max_length=128, description="A glob (* and ?) or text in names and aliases."
+        ),
+        name: str | None = Query(None, max_length=128, description="Exactly this name."),
+        alias: str | None = Query(None, max_length=128, description="Exactly this alias."),
         size: str | None = Query(None, max_length=32, description="LAYERSxHIDDEN, e.g. 6x384."),
+        min_layers: int | None = None,
+        max_layers: int | None = None,
+        min_hidden: int | None = None,
+        max_hidden: int | None = None,
+        derived_from: str | None = Query(None, max_length=128),
+        created_by: str | None = Query(None, max_length=128),
+        created_after: str | None = Query(None, max_length=40),
+        created_before: str | None = Query(None, max_length=40),
+        limit: int = Query(50, ge=0, le=1000, description="Artifacts per page (0: all)."),
+        after: str | None = Query(None, max_length=256, description="The previous page's next."),
+        oldest_first: bool = False,
         all: bool = False,
-        tensors: bool = False,
         _=read,
     ):
-        """List and search artifacts (kind, family, name, alias, size)."""
-        infos = await server.db(server.reg.list, kind=kind, family=family, include_deleted=all)
-        wanted = _parse_spec(size) if size else None
-        out = []
-        for i in infos:
-            if q and not any(q.lower() in n.lower() for n in (i.name, *i.aliases)):
-                continue
-            if name and i.name != name:
-                continue
-            if alias and alias not in i.aliases:
-                continue
-            if wanted and _size_of(i) != wanted:
-                continue
-            out.append(i.to_json(with_tensors=tensors) | {"size": _size_text(i)})
-        return out
+        """A page of artifacts, newest first, with the total that match and the cursor of
+        the next page (kind, family, name or alias glob, size, lineage, author, time)."""
+        if name or alias:  # one artifact at most: resolved, not searched
+            found = await server.db(_exactly, server.reg, name, alias)
+            keep = [
+                i
+                for i in found
+                if (kind is None or i.kind == kind) and (family is None or i.family == family)
+            ]
+            return {"artifacts": [_summary_json(i) for i in keep], "total": len(keep), "next": None}
+        if size:
+            layers, hidden = _parse_spec(size)
+            min_layers = max_layers = layers
+            min_hidden = max_hidden = hidden
+        page = await server.db(
+            server.reg.search,
+            kind=kind,
+            family=family,
+            include_deleted=all,
+            name=check_query(q, "pattern") if q else None,
+            min_layers=min_layers,
+            max_layers=max_layers,
+            min_hidden=min_hidden,
+            max_hidden=max_hidden,
+            derived_from=check_query(derived_from) if derived_from else None,
+            created_by=created_by,
+            created_after=created_after,
+            created_before=created_before,
+            limit=limit or None,
+            after=after,
+            newest_first=not oldest_first,
+        )
+        body = page.to_json()
+        body["artifacts"] = [_summary_json(i) for i in page.items]
+        return body
+
+    @app.get("/api/families", tags=["defaults"])
+    async def families(_=read):
+        """The families zoo resizes."""
+        from zoo.families import FAMILY_NAMES
+
+        return list(FAMILY_NAMES)
 
     @app.get("/api/artifacts/{name}/lineage", tags=["artifacts"])
     async def lineage(
         name: str,
         up: bool = True,
         down: bool = True,
+        depth: int | None = Query(None, ge=1, description="At most this many edges away."),
         format: str = Query("json", pattern="^(json|text|dot|mermaid|svg)$"),
         _=read,
     ):
         """Ancestors and descendants with each edge's recipe: json, text, dot, mermaid, svg."""
-        graph = await server.db(server.reg.lineage, check_query(name), up=up, down=down)
+        graph = await server.db(
+            server.reg.lineage, check_query(name), up=up, down=down, depth=depth
+        )
         if format == "json":
             return graph.to_json()
         if format == "svg":
@@ -558,7 +600,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     async def show(name: str, tensors: bool = True, _=read):
         """One artifact by name, alias or content-hash prefix."""
         info = await server.db(server.reg.show, check_query(name))
-        return info.to_json(with_tensors=tensors) | {"size": _size_text(info)}
+        return info.to_json(with_tensors=tensors) | {"size": _size(info)}
 
     # --- writing: import, extract, materialize ------------------------------------------------
 
@@ -756,21 +798,44 @@ def _parse_spec(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def _size_of(info) -> tuple[int, int] | None:
-    if not info.config:
-        return None
+def _size(item) -> str | None:
+    """LAYERSxHIDDEN of an artifact whose row records both."""
+    return f"{item.layers}x{item.hidden}" if item.layers and item.hidden else None
+
+
+def _exactly(reg, name: str | None, alias: str | None) -> list:
+    """The artifact with exactly this registry name or alias, as a one-item list."""
+    from zoo.errors import NotFoundError
+
     try:
-        from zoo.families import get_family
+        info = reg.show(check_query(name or alias))
+    except NotFoundError:
+        return []
+    if (name and info.name != name) or (alias and alias not in info.aliases):
+        return []
+    return [info]
 
-        sizes = get_family(info.family).axis_sizes(info.config)
-        return sizes["layers"], sizes["hidden"]
-    except (ZooError, KeyError, TypeError):
-        return None
 
-
-def _size_text(info) -> str | None:
-    size = _size_of(info)
-    return f"{size[0]}x{size[1]}" if size else None
+def _summary_json(item) -> dict[str, Any]:
+    """A listing's entry (an ArtifactSummary or ArtifactInfo) with its LAYERSxHIDDEN."""
+    keys = (
+        "id",
+        "kind",
+        "name",
+        "family",
+        "content_hash",
+        "virtual",
+        "created_at",
+        "created_by",
+        "deleted",
+        "tensor_count",
+        "nbytes",
+        "layers",
+        "hidden",
+        "aliases",
+    )
+    data = item.to_json()
+    return {k: data[k] for k in keys} | {"size": _size(item)}
 
 
 def _learngene_card(info) -> str:

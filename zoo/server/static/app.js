@@ -61,8 +61,7 @@ async function browse() {
       <input id="size" placeholder="size, e.g. 6x384" style="flex:0 0 150px" value="${esc(browseState.size)}">
     </div>
     <div class="card" style="padding:0"><table><thead><tr><th>Name</th><th>Kind</th><th>Family</th><th>Size</th><th>Weights</th><th>Hash</th><th>Created</th></tr></thead><tbody id="rows"></tbody></table></div>`;
-  const all = await api("/api/artifacts?tensors=false");
-  const families = [...new Set(all.map((a) => a.family))].sort();
+  const families = await api("/api/families");
   const fam = document.getElementById("family");
   fam.innerHTML += families.map((f) => `<option>${esc(f)}</option>`).join("");
   document.getElementById("kind").value = browseState.kind;
@@ -76,14 +75,16 @@ async function browse() {
     };
     const p = new URLSearchParams();
     for (const [k, v] of Object.entries(browseState)) if (v) p.set(k, v);
-    let list;
-    try { list = await api("/api/artifacts?" + p.toString()); }
+    let page;
+    try { page = await api("/api/artifacts?" + p.toString()); }
     catch (e) { document.getElementById("rows").innerHTML = `<tr><td colspan="7" class="error">${esc(e.message)}</td></tr>`; return; }
-    document.getElementById("count").textContent = `${list.length} of ${all.length} artifacts`;
+    const list = page.artifacts;
+    document.getElementById("count").textContent =
+      page.total > list.length ? `newest ${list.length} of ${page.total} artifacts` : `${page.total} artifacts`;
     document.getElementById("rows").innerHTML = list.map((a) => `
       <tr class="row" data-name="${esc(a.name)}">
         <td><a href="#/artifact/${enc(a.name)}">${esc(a.name)}</a> ${a.aliases.map((x) => `<span class="alias">${esc(x)}</span>`).join("")}</td>
-        <td>${badge(a)}</td><td>${esc(a.family)}</td><td>${esc(a.size || "")}</td>
+        <td>${badge(a)}</td><td>${esc(a.family || "-")}</td><td>${esc(a.size || "")}</td>
         <td>${bytes(a.nbytes)}</td><td class="mono">${esc(a.content_hash.slice(0, 12))}</td>
         <td class="muted">${esc(a.created_at.slice(0, 10))} · ${esc(a.created_by)}</td></tr>`).join("")
       || `<tr><td colspan="7" class="muted">Nothing matches. Register checkpoints with <code>zoo import PATH</code>.</td></tr>`;

@@ -1,0 +1,474 @@
+"""Listing, search and lineage read from the database as a library grows: pages, filters,
+stored aggregates, recursive lineage queries, and the migration that adds the aggregates.
+
+References are independent of the code under test: tensor rows and edges read back with
+plain queries, filters applied in Python, lineage walked one edge at a time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections import deque
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, func, inspect, select
+
+from zoo.db.models import Alias, Artifact, ArtifactTensor, Edge
+from zoo.errors import InvalidInputError
+
+FAMILIES = ("bert", "gpt2", "llama")
+
+
+def copies(base: Path, root: Path, n: int, start: int = 0) -> list[Path]:
+    """``n`` distinct checkpoints sharing ``base``'s weights (each config names its copy)."""
+    config = json.loads((base / "config.json").read_text())
+    out = []
+    for i in range(start, start + n):
+        folder = root / f"{base.name}-copy-{i}"
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({**config, "copy": i}))
+        os.link(base / "model.safetensors", folder / "model.safetensors")
+        out.append(folder)
+    return out
+
+
+def ids_of(items) -> list[int]:
+    return [i.id for i in items]
+
+
+# --- aggregates --------------------------------------------------------------------------------
+
+
+def _check_aggregates(reg) -> int:
+    from zoo.api.catalog import model_size
+
+    with reg.session() as s:
+        counted = dict(
+            s.execute(
+                select(ArtifactTensor.artifact_id, func.count()).group_by(
+                    ArtifactTensor.artifact_id
+                )
+            ).all()
+        )
+        summed = dict(
+            s.execute(
+                select(ArtifactTensor.artifact_id, func.sum(ArtifactTensor.nbytes)).group_by(
+                    ArtifactTensor.artifact_id
+                )
+            ).all()
+        )
+        rows = s.scalars(select(Artifact)).all()
+        for row in rows:
+            assert row.tensor_count == counted.get(row.id, 0), row.name
+            assert row.nbytes == summed.get(row.id, 0), row.name
+            config = json.loads(row.config_json)
+            assert (row.layers, row.hidden) == model_size(row.family, config), row.name
+    listed = {i.id: i for i in reg.list(include_deleted=True)}
+    for row in rows:
+        assert (listed[row.id].tensor_count, listed[row.id].nbytes) == (
+            row.tensor_count,
+            row.nbytes,
+        )
+    return len(rows)
+
+
+def test_aggregates_equal_the_tensor_rows_for_every_kind_and_after_gc(registry, tiny_dir, run_cli):
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    other = registry.import_checkpoint(tiny_dir("gpt2"))
+    lg = registry.extract(src.name, method="dwt", wavelet="haar", levels=1)
+    stored = registry.materialize(lg.name, layers=2, hidden=16, store=True).artifact
+    virtual = registry.materialize(src.name, layers=2, hidden=16, method="weight-selection")
+    assert virtual.artifact.virtual and stored.tensor_count == len(stored.tensors) > 0
+    assert (stored.layers, stored.hidden) == (2, 16) and (lg.layers, lg.hidden) == (4, 32)
+    assert _check_aggregates(registry) == 5
+    # What a listing prints is the row's aggregate, equal to what `show` counts.
+    code, out, _ = run_cli("ls", "--json")
+    assert code == 0
+    listed = {a["name"]: a for a in json.loads(out)["artifacts"]}
+    for info in (src, other, lg, stored):
+        shown = registry.show(info.name)
+        assert listed[info.name]["tensor_count"] == len(shown.tensors) == shown.tensor_count
+        assert listed[info.name]["nbytes"] == sum(t.nbytes for t in shown.tensors)
+    registry.rm(other.name)
+    registry.gc(grace=0)
+    assert _check_aggregates(registry) == 4
+
+
+# --- pages -------------------------------------------------------------------------------------
+
+
+def test_pages_are_complete_and_never_repeat_while_others_insert(registry, tiny_dir, tmp_path):
+    import zoo
+
+    base = tiny_dir("gpt2")
+    registry.import_checkpoints(copies(base, tmp_path / "a", 23))
+    before = ids_of(registry.list())
+    other = zoo.connect()  # another writer, on its own connections
+    seen, cursor, k = [], None, 0
+    while True:
+        page = registry.search(limit=4, after=cursor)
+        seen += ids_of(page.items)
+        # Between two pages, another writer registers two more artifacts.
+        other.import_checkpoints(copies(base, tmp_path / f"w{k}", 2, start=100 + 2 * k))
+        k += 1
+        if page.next is None:
+            break
+        cursor = page.next
+    other.close()
+    assert k == 6 and len(registry.list()) == 23 + 2 * k
+    assert len(seen) == len(set(seen)), "an artifact appeared twice"
+    assert seen == sorted(seen, reverse=True)
+    assert set(seen) == set(before), "an artifact that existed before paging was missed"
+    # Oldest first: the same rows, in the other order, on the same cursors.
+    everything = ids_of(registry.list())
+    forward, cursor = [], None
+    while True:
+        page = registry.search(limit=5, after=cursor, newest_first=False)
+        forward += ids_of(page.items)
+        assert page.total == len(everything)
+        if page.next is None:
+            break
+        cursor = page.next
+    assert forward == everything == sorted(everything)
+
+
+def test_ls_prints_a_first_page_and_the_command_for_the_next(registry, tiny_dir, tmp_path, run_cli):
+    registry.import_checkpoints(copies(tiny_dir("bert"), tmp_path, 7))
+    code, out, err = run_cli("ls", "--limit", "3", "--family", "bert")
+    assert code == 0
+    names = [line.split()[0] for line in out.splitlines()[1:]]
+    newest = [i.name for i in registry.list()][::-1]
+    assert names == newest[:3]
+    assert err.startswith("3 of 7 shown; next page: zoo ls --family bert --limit 3 --after ")
+    command = err.split("next page: zoo ")[1].split()
+    code, out, err = run_cli(*command)
+    assert [line.split()[0] for line in out.splitlines()[1:]] == newest[3:6]
+    code, out, _ = run_cli("ls", "--json", "--limit", "0")
+    page = json.loads(out)
+    assert [a["name"] for a in page["artifacts"]] == newest and page["next"] is None
+    assert page["total"] == 7
+    code, out, err = run_cli("ls", "--after", "not-a-cursor")
+    assert code == 2 and out == "" and "not a listing cursor" in err and err.count("\n") == 1
+    code, out, err = run_cli("ls", "--created-after", "yesterday")
+    assert code == 2 and "ISO 8601" in err
+    with pytest.raises(InvalidInputError):
+        registry.search(limit=0)
+
+
+# --- filters against a brute-force reference -------------------------------------------------
+
+
+@pytest.fixture
+def library(registry, tiny_dir, tmp_path, monkeypatch):
+    """Artifacts of three families and two sizes, by two users, with aliases and links."""
+    import zoo.api.registry as registry_module
+
+    original = registry_module.current_user
+    infos = []
+    for k, family in enumerate(FAMILIES):
+        for small in (True, False):
+            folder = tmp_path / f"{family}-{small}"
+            sizes = (
+                {"n_layer": 2, "n_embd": 16, "n_head": 2}
+                if family == "gpt2"
+                else {"num_hidden_layers": 2, "hidden_size": 16, "num_attention_heads": 2}
+            )
+            if family == "llama":
+                sizes["num_key_value_heads"] = 2
+            base = tiny_dir(family) if not small else None
+            if base is None:
+                from tinymodels import save_tiny
+
+                base = save_tiny(family, folder, **sizes)
+            user = "alice" if (k + small) % 2 else "bob"
+            monkeypatch.setattr(registry_module, "current_user", lambda u=user: u)
+            infos += registry.import_checkpoints(copies(base, tmp_path / f"c-{family}-{small}", 3))
+    monkeypatch.setattr(registry_module, "current_user", original)
+    names = [i.name for i in infos]
+    registry.tag(names[0], "Champion_v1")
+    registry.tag(names[7], "baseline.old")
+    registry.link(names[3], names[0])
+    registry.link(names[5], names[3])
+    registry.link(names[9], names[0], relation="distill")
+    registry.rm(names[11])
+    registry.materialize(names[6], layers=1, hidden=8, method="weight-selection")
+    return registry
+
+
+def _reference(reg, f: dict) -> list[int]:
+    import fnmatch
+
+    with reg.session() as s:
+        rows = s.scalars(select(Artifact).order_by(Artifact.id.desc())).all()
+        aliases: dict[int, list[str]] = {}
+        for a in s.scalars(select(Alias)):
+            aliases.setdefault(a.artifact_id, []).append(a.name)
+        children: dict[int, list[int]] = {}
+        for e in s.scalars(select(Edge)):
+            children.setdefault(e.parent_id, []).append(e.child_id)
+    below = None
+    if f.get("derived_from") is not None:
+        root = next(r.id for r in rows if r.name == f["derived_from"])
+        below, todo = set(), [root]
+        while todo:
+            for c in children.get(todo.pop(), ()):
+                if c not in below:
+                    below.add(c)
+                    todo.append(c)
+
+    def matches_name(text: str) -> bool:
+        pattern = f["name"].lower()
+        if "*" not in pattern and "?" not in pattern:
+            return pattern in text.lower()
+        return fnmatch.fnmatchcase(text.lower(), pattern.replace("[", "[[]"))
+
+    from zoo.db.queries import aware
+
+    out = []
+    for r in rows:
+        if f.get("kind") and r.kind != f["kind"]:
+            continue
+        if f.get("family") and r.family != f["family"]:
+            continue
+        if not f.get("include_deleted") and r.deleted_at is not None:
+            continue
+        if f.get("name") and not any(matches_name(t) for t in [r.name, *aliases.get(r.id, [])]):
+            continue
+        config = json.loads(r.config_json)
+        layers = config.get("num_hidden_layers", config.get("n_layer"))
+        hidden = config.get("hidden_size", config.get("n_embd"))
+        if f.get("min_layers") is not None and layers < f["min_layers"]:
+            continue
+        if f.get("max_layers") is not None and layers > f["max_layers"]:
+            continue
+        if f.get("min_hidden") is not None and hidden < f["min_hidden"]:
+            continue
+        if f.get("max_hidden") is not None and hidden > f["max_hidden"]:
+            continue
+        if below is not None and r.id not in below:
+            continue
+        if f.get("created_by") and r.created_by != f["created_by"]:
+            continue
+        if f.get("created_after") is not None and aware(r.created_at) < f["created_after"]:
+            continue
+        if f.get("created_before") is not None and aware(r.created_at) >= f["created_before"]:
+            continue
+        out.append(r.id)
+    return out
+
+
+OPTIONS = {
+    "kind": lambda names, times: ["source", "derived"],
+    "family": lambda names, times: [*FAMILIES, "vit"],
+    "include_deleted": lambda names, times: [True, False],
+    "name": lambda names, times: [
+        "champ",
+        "*V1",
+        "*copy-1",
+        "?ert*",
+        "baseline.old",
+        "gpt2*copy-?",
+        "%",
+        "_v",
+        "CHAMPION?v1",
+    ],
+    "min_layers": lambda names, times: [1, 2, 3, 4],
+    "max_layers": lambda names, times: [2, 3, 4],
+    "min_hidden": lambda names, times: [16, 32],
+    "max_hidden": lambda names, times: [8, 16, 32],
+    "derived_from": lambda names, times: names[:4],
+    "created_by": lambda names, times: ["alice", "bob", "carol"],
+    "created_after": lambda names, times: times,
+    "created_before": lambda names, times: times,
+}
+
+
+def _filters(names, times):
+    return st.fixed_dictionaries(
+        {}, optional={k: st.sampled_from(v(names, times)) for k, v in OPTIONS.items()}
+    )
+
+
+def test_filters_agree_with_a_brute_force_reference(library):
+    reg = library
+    everything = reg.list(include_deleted=True)
+    names = [i.name for i in everything]
+    stamps = sorted({i.created_at for i in everything})
+    times = [stamps[0] - timedelta(seconds=1), stamps[len(stamps) // 2], stamps[-1]]
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(f=_filters(names, times), size=st.integers(1, 7))
+    def check(f, size):
+        expected = _reference(reg, f)
+        page = reg.search(**f, limit=size)
+        assert page.total == len(expected)
+        got, cursor = ids_of(page.items), page.next
+        while cursor is not None:
+            page = reg.search(**f, limit=size, after=cursor)
+            got += ids_of(page.items)
+            cursor = page.next
+        assert got == expected, f
+
+    check()
+    # No filter at all (the first page of `zoo ls`), with a removed artifact in the library.
+    assert reg.search(limit=3).total == len(_reference(reg, {})) == len(everything) - 1
+    # Each value of each filter alone, whatever hypothesis drew.
+    for key, values in OPTIONS.items():
+        for value in values(names, times):
+            f = {key: value}
+            assert ids_of(reg.search(**f, limit=None).items) == _reference(reg, f), f
+    # Every filter excludes something here, so none of them is a no-op.
+    for f in ({"kind": "derived"}, {"name": "champ"}, {"max_layers": 2}, {"created_by": "bob"}):
+        assert 0 < len(_reference(reg, f)) < len(everything)
+
+
+def test_derived_from_and_aliases_in_listings(library):
+    reg = library
+    listed = reg.list()
+    root = listed[0].name
+    below = {i.name for i in reg.list(derived_from=root)}
+    assert below == {listed[3].name, listed[5].name, listed[9].name}
+    assert [i.aliases for i in reg.list(name="champion_V1")] == [("Champion_v1",)]
+
+
+# --- lineage -----------------------------------------------------------------------------------
+
+
+def _old_walk(session, root: int, *, up: bool, down: bool, depth: int | None):
+    """zoo's former lineage walk, one query per node, with a depth limit: (edges, nodes)."""
+    from zoo.db import queries
+
+    edges, nodes = set(), {root}
+    for direction, wanted in (("up", up), ("down", down)):
+        if not wanted:
+            continue
+        todo, level = deque([(root, 0)]), {root: 0}
+        while todo:
+            node, d = todo.popleft()
+            if depth is not None and d >= depth:
+                continue
+            found = (
+                queries.edges(session, child_id=node)
+                if direction == "up"
+                else queries.edges(session, parent_id=node)
+            )
+            for e in found:
+                edges.add(e.id)
+                nxt = e.parent_id if direction == "up" else e.child_id
+                nodes.add(nxt)
+                if nxt not in level:
+                    level[nxt] = d + 1
+                    todo.append((nxt, d + 1))
+    return edges, nodes
+
+
+def test_lineage_queries_equal_the_per_edge_walk_on_random_dags(registry, tiny_dir, tmp_path):
+    from zoo.api.lineage import is_ancestor
+
+    infos = registry.import_checkpoints(copies(tiny_dir("bert"), tmp_path, 7))
+    ids = [i.id for i in infos]
+    names = [i.name for i in infos]
+    pairs = [(a, b) for a in range(7) for b in range(a + 1, 7)]
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        chosen=st.lists(st.sampled_from(pairs), unique=True, max_size=12),
+        relabel=st.permutations(range(7)),
+        root=st.integers(0, 6),
+        depth=st.one_of(st.none(), st.integers(0, 4)),
+        up=st.booleans(),
+        down=st.booleans(),
+    )
+    def check(chosen, relabel, root, depth, up, down):
+        registry.transaction(lambda s: s.execute(delete(Edge)))
+        for a, b in chosen:  # a DAG in a random topological order
+            registry.link(names[relabel[b]], names[relabel[a]], relation="finetune")
+        graph = registry.lineage(names[root], up=up, down=down, depth=depth)
+        with registry.session() as s:
+            edges, nodes = _old_walk(s, ids[root], up=up, down=down, depth=depth)
+            for y in ids:
+                above = _old_walk(s, y, up=True, down=False, depth=None)[1] - {y}
+                assert {x for x in ids if is_ancestor(s, x, y)} == above
+        assert {e.id for e in graph.edges} == edges
+        assert set(graph.nodes) == nodes and next(iter(graph.nodes)) == ids[root]
+
+    check()
+
+
+def test_depth_limits_and_cycle_refusal(registry, tiny_dir, tmp_path, run_cli):
+    names = [i.name for i in registry.import_checkpoints(copies(tiny_dir("gpt2"), tmp_path, 5))]
+    for parent, child in itertools.pairwise(names):
+        registry.link(child, parent)
+    assert len(registry.lineage(names[4], depth=None).edges) == 4
+    assert [len(registry.lineage(names[4], depth=d).edges) for d in range(6)] == [0, 1, 2, 3, 4, 4]
+    assert {n.name for n in registry.lineage(names[2], depth=1).nodes.values()} == set(names[1:4])
+    alone = registry.lineage(names[2], depth=0)
+    assert not alone.edges and [n.name for n in alone.nodes.values()] == [names[2]]
+    code, out, _ = run_cli("lineage", names[4], "--up", "--depth", "2", "--format", "json")
+    data = json.loads(out)
+    assert code == 0 and {e["parent"] for e in data["edges"]} == {names[2], names[3]}
+    code, _, err = run_cli("lineage", names[4], "--depth", "-1")
+    assert code == 2
+    with pytest.raises(InvalidInputError, match="would make a cycle"):
+        registry.link(names[0], names[4])
+    code, out, err = run_cli("link", names[1], "--from", names[3])
+    assert code == 2 and "would make a cycle" in err and err.count("\n") == 1
+    assert len(registry.lineage(names[0]).edges) == 4  # nothing was added
+
+
+# --- batch import ------------------------------------------------------------------------------
+
+
+def test_batch_import_registers_what_single_imports_would(registry, tiny_dir, tmp_path):
+    folders = copies(tiny_dir("llama"), tmp_path, 5)
+    folders.append(folders[1])  # the same content twice: one artifact
+    batch = registry.import_checkpoints(folders, batch=2)
+    assert len({i.id for i in batch}) == 5 and batch[1].id == batch[5].id
+    for info, folder in zip(batch, folders, strict=True):
+        again = registry.import_checkpoint(folder)
+        assert (again.id, again.content_hash, again.tensor_count) == (
+            info.id,
+            info.content_hash,
+            len(info.tensors),
+        )
+        assert info.name == folder.name
+    assert _check_aggregates(registry) == 5
+
+
+# --- the migration -----------------------------------------------------------------------------
+
+
+def test_migration_backfills_the_aggregates_down_and_up_again(registry, tiny_dir):
+    from zoo.db import engine as db_engine
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    lg = registry.extract(src.name, method="dwt", wavelet="haar", levels=1)
+    registry.materialize(lg.name, layers=2, hidden=16, store=True)
+    registry.materialize(src.name, layers=3, hidden=16, method="weight-selection")
+    written = {(i.id, i.tensor_count, i.nbytes, i.layers, i.hidden) for i in registry.list()}
+    assert len(written) == 4 and all(w[1] > 0 and w[3] for w in written)
+    engine = registry.engine
+    for _ in range(2):
+        engine.dispose()
+        db_engine.downgrade(engine, "0005")
+        with engine.connect() as c:
+            columns = {col["name"] for col in inspect(c).get_columns("artifacts")}
+        assert "tensor_count" not in columns and "layers" not in columns
+        db_engine.upgrade(engine)
+        engine.dispose()
+        backfilled = {(i.id, i.tensor_count, i.nbytes, i.layers, i.hidden) for i in registry.list()}
+        assert backfilled == written

@@ -1,0 +1,91 @@
+"""The lineage graph walked inside the database: one recursive CTE per walk, on SQLite
+and PostgreSQL alike, instead of one query per edge.
+
+Each function takes a session owned by the caller and never commits.
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import Select, exists, literal_column, select
+from sqlalchemy.orm import Session
+
+from zoo.db.entities import EdgeInfo
+from zoo.db.models import Artifact, Edge
+
+
+def _walk(root: int, *, up: bool, depth: int | None):
+    """A CTE of the artifacts reachable from ``root`` (itself included) along edges, up
+    to parents or down to children. Without a depth limit it has one column, ``id``, and
+    UNION's duplicate removal ends it on any graph; with one, ``depth`` is the length of a
+    path (several per node in a DAG, at most ``depth`` + 1 each) and the limit ends it."""
+    to_col, from_col = (Edge.parent_id, Edge.child_id) if up else (Edge.child_id, Edge.parent_id)
+    if depth is None:
+        walk = select(Artifact.id.label("id")).where(Artifact.id == root)
+        walk = walk.cte("walk", recursive=True)
+        return walk.union(select(to_col).join(walk, from_col == walk.c.id))
+    walk = (
+        select(Artifact.id.label("id"), literal_column("0").label("depth"))
+        .where(Artifact.id == root)
+        .cte("walk", recursive=True)
+    )
+    return walk.union(
+        select(to_col, walk.c.depth + 1)
+        .join(walk, from_col == walk.c.id)
+        .where(walk.c.depth < depth)
+    )
+
+
+def reachable(root: int, *, up: bool, depth: int | None = None) -> Select:
+    """SELECT of the ids reachable from ``root`` (``root`` included), for use in IN."""
+    walk = _walk(root, up=up, depth=depth)
+    return select(walk.c.id)
+
+
+def walk_edges(session: Session, root: int, *, up: bool, depth: int | None) -> list[EdgeInfo]:
+    """The edges a breadth-first walk from ``root`` follows: every edge into (``up``) or
+    out of (down) an artifact fewer than ``depth`` edges away; all of them without a limit."""
+    walk = _walk(root, up=up, depth=depth)
+    near = select(walk.c.id)
+    if depth is not None:
+        near = near.where(walk.c.depth < depth)
+    from_col = Edge.child_id if up else Edge.parent_id
+    # Plain rows, not ORM objects: a deep lineage has hundreds of edges.
+    rows = session.execute(select(*_EDGE_COLUMNS).where(from_col.in_(near)).order_by(Edge.id))
+    return [edge_info(e) for e in rows]
+
+
+_EDGE_COLUMNS = (
+    Edge.id,
+    Edge.parent_id,
+    Edge.child_id,
+    Edge.relation,
+    Edge.recipe_json,
+    Edge.zoo_version,
+    Edge.created_at,
+    Edge.created_by,
+)
+
+
+def is_ancestor(session: Session, ancestor: int, node: int) -> bool:
+    """Whether ``ancestor`` is reached from ``node`` going up one edge or more (one query)."""
+    walk = select(Edge.parent_id.label("id")).where(Edge.child_id == node).cte("up", recursive=True)
+    walk = walk.union(select(Edge.parent_id).join(walk, Edge.child_id == walk.c.id))
+    return bool(session.scalar(select(exists().where(walk.c.id == ancestor))))
+
+
+def edge_info(e) -> EdgeInfo:
+    """An edge's record, from its ORM row or a row of its columns."""
+    from zoo.db.queries import aware
+
+    return EdgeInfo(
+        e.id,
+        e.parent_id,
+        e.child_id,
+        e.relation,
+        json.loads(e.recipe_json),
+        e.zoo_version,
+        aware(e.created_at),
+        e.created_by,
+    )
