@@ -369,6 +369,19 @@ def rederive_cmd(name, as_json, **options) -> None:
     )
 
 
+@cli.command("export")
+@click.argument("name")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="The HF folder.")
+@click.option("--force", is_flag=True, help="Replace a previous --out folder of zoo's.")
+@click.option("--max-shard-size", help="Bytes per weights file [default: 5GB].")
+@json_option
+def export_cmd(name, as_json, **options) -> None:
+    """Write a source or derived checkpoint as an HF folder, streamed (a virtual one is
+    re-derived and verified as it is written)."""
+    out = _registry().export(name, **options)
+    _emit(as_json, {"out": str(out)}, f"wrote {out}")
+
+
 @cli.command("default")
 @click.argument("family")
 @click.argument("name")

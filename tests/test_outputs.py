@@ -361,3 +361,27 @@ def test_extraction_reads_the_source_one_group_at_a_time(registry, tiny_dir, mon
     reads.clear()
     registry.extract(src.name, method="dwt", wavelet="haar", levels=1, order="similar")
     assert reads == [len(src.tensors)]
+
+
+def test_export_writes_a_source_with_its_files_and_a_derived_checkpoint_re_derived(
+    registry, tiny_dir, tmp_path, run_cli
+):
+    """A source streams from the store with the files imported beside it (its own card
+    included); a virtual derived checkpoint is re-derived and verified as it is written.
+    Both audit as themselves."""
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    code, out, err = run_cli("export", src.name, "--out", str(tmp_path / "src"))
+    assert code == 0 and "wrote" in out, err
+    files = {p.name for p in (tmp_path / "src").iterdir()}
+    assert {"config.json", "model.safetensors", "generation_config.json"} <= files
+    assert registry.audit(tmp_path / "src").artifact.name == src.name
+    m = registry.materialize(src.name, layers=2, hidden=16)
+    code, _, err = run_cli(
+        "export", m.artifact.name, "--out", str(tmp_path / "small"), "--max-shard-size", "8KB"
+    )
+    assert code == 0, err
+    assert (tmp_path / "small" / export.INDEX_FILE).exists()
+    report = registry.audit(tmp_path / "small")
+    assert report.status == "known" and report.artifact.name == m.artifact.name
+    code, _, err = run_cli("export", src.name, "--out", str(tmp_path / "src"))
+    assert code == 4 and "--force" in err  # a previous output: only with --force

@@ -230,6 +230,12 @@ class RemoteRegistry:
         written = self._download(artifact.content_hash, Path(out), force=force) if out else None
         return RemoteMaterialized(self, artifact.config, artifact, written)
 
+    def export(self, name: str, *, out, force: bool = False, max_shard_size=None):
+        """The checkpoint's files as the server exports them (its shard size)."""
+        _check_out(out, force)
+        info = self.show(name)
+        return self._download(info.content_hash, Path(out), force=force)
+
     def set_default(self, family: str, name: str):
         body = self._call("PUT", f"/api/defaults/{_q(family)}", json={"learngene": name})
         return artifact_from_json(body["learngene"])

@@ -619,7 +619,7 @@ class Registry:
 
         return check_token(self, secret)
 
-    def export(self, name: str, out, *, force: bool = False, max_shard_size=None):
+    def export(self, name: str, *, out, force: bool = False, max_shard_size=None):
         """Write a source or derived checkpoint as a Hugging Face folder (config.json,
         weights, README.md), all or nothing and streamed; a virtual one is re-derived and
         verified as it is written. Returns the folder."""

@@ -276,7 +276,7 @@ class Server:
             return
         pending = self.cache.pending()
         try:
-            self.reg.export(info.content_hash, pending)
+            self.reg.export(info.content_hash, out=pending)
             self.cache.adopt(pending, info.content_hash)
         finally:
             remove_tree(pending)
