@@ -16,7 +16,7 @@ approximation-only N-D call) and ``pywt.idwtn`` with the detail bands absent (ze
 PyWavelets skips them); ``scipy.fft.dctn``/``idctn(norm="ortho")`` with truncation or
 zero-padding. References always run on the CPU with their default (single) worker.
 
-Floors (from the issue; reported, not asserted): haar >= 20x PyWavelets and >= half the
+Floors (zoo's speed goals; reported, not asserted): haar >= 20x PyWavelets and >= half the
 copy bandwidth (time <= 2x the preallocated copy; the allocation-included ratio is
 reported next to it); db2, bior6.8 and the DCT >= 2x their reference.
 
