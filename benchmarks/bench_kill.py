@@ -344,7 +344,7 @@ def _after(env: dict, outs: Path, db_url: str, store_url: str, attempts: list[di
         after = reg.fsck(grace=0)
         verify = reg.verify()
         derived = reg.list(kind="derived")
-    registered = {(d.info["target"]["layers"], d.info["target"]["hidden"]) for d in derived}
+    registered = {(d.layers, d.hidden) for d in derived}
     out_leftovers = sorted(p.name for p in outs.iterdir())  # finished ones were removed
     rows_without_folder = sum(
         1
