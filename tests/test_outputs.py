@@ -385,3 +385,19 @@ def test_export_writes_a_source_with_its_files_and_a_derived_checkpoint_re_deriv
     assert report.status == "known" and report.artifact.name == m.artifact.name
     code, _, err = run_cli("export", src.name, "--out", str(tmp_path / "src"))
     assert code == 4 and "--force" in err  # a previous output: only with --force
+
+
+def test_a_mount_point_as_out_is_refused_in_one_line(
+    registry, tiny_dir, tmp_path, run_cli, monkeypatch
+):
+    """The finished folder is renamed into place, which a mount point cannot be (EBUSY)."""
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    mounted = tmp_path / "mnt"
+    mounted.mkdir()
+    real = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == mounted or real(p))
+    code, out, err = run_cli(
+        "materialize", src.name, "--layers", "2", "--hidden", "16", "--out", str(mounted)
+    )
+    assert code == 2 and out == "" and "mount point" in err and err.count("\n") == 1
+    assert list(mounted.iterdir()) == [] and registry.list(kind="derived") == []

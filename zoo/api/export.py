@@ -94,11 +94,12 @@ def check_out_dir(
     """Refuse, before any work, an output folder zoo must not write or replace.
 
     Refused: a symbolic link (the link, not its target, would be replaced); the current
-    folder or one above it (it cannot be renamed into place); a path that is or holds one
-    of ``protected`` (the registry's home, database, blob store, a source's folder) or
-    the user's home folder; a path inside one of ``stores`` (blob stores, whose files
-    gc collects); an existing file; a non-empty folder without ``force``; and, with
-    ``force``, a non-empty folder that is not an untouched output of zoo's.
+    folder or one above it, or a mount point (neither can be renamed into place); a path
+    that is or holds one of ``protected`` (the registry's home, database, blob store, a
+    source's folder) or the user's home folder; a path inside one of ``stores`` (blob
+    stores, whose files gc collects); an existing file; a non-empty folder without
+    ``force``; and, with ``force``, a non-empty folder that is not an untouched output of
+    zoo's.
     """
     if out.is_symlink():
         raise InvalidInputError(f"--out {out} is a symbolic link; give the folder it points to.")
@@ -128,6 +129,11 @@ def check_out_dir(
         raise ConflictError(f"--out {out} is or holds your home folder; give a folder below it.")
     if out.exists() and not out.is_dir():
         raise ConflictError(f"--out {out} exists and is not a folder.")
+    if os.path.ismount(out):
+        raise InvalidInputError(
+            f"--out {out} is a mount point; zoo renames the finished folder into place, "
+            "which a mount point cannot be, so give a folder inside it."
+        )
     if not (out.is_dir() and any(out.iterdir())):
         return
     if not force:
