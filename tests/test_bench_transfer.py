@@ -459,6 +459,12 @@ def test_defaults_table_covers_every_family_and_direction():
     # HyperCloning grows by integer multiples; other sizes take the best dwt recipe.
     uneven = default_recipe("bert", {"layers": 6, "hidden": 384}, {"layers": 9, "hidden": 576})
     assert uneven == ("dwt", "db2", "fan", "method", "identity")
+    # Deeper but narrower: neither baseline makes it (HyperCloning only grows); dwt does.
+    mixed = default_recipe("bert", {"layers": 4, "hidden": 128}, {"layers": 8, "hidden": 64})
+    assert mixed == uneven
+    from zoo.derive import check_method
+
+    check_method(mixed.method, {"layers": 4, "hidden": 128}, {"layers": 8, "hidden": 64})
     # A method asked for alone gets its own best measured recipe.
     assert default_recipe("bert", small, big, "dwt") == uneven
     assert default_recipe("bert", big, small, "dwt")[:3] == ("dwt", "db2", "none")

@@ -132,11 +132,23 @@ def default_recipe(
     chosen = DEFAULTS[(family, direction)]
     if method is not None and method != chosen.method:
         return _by_method(family, direction, method)
-    if chosen.method == "hypercloning" and any(
-        n > source_sizes.get(role, n) and n % source_sizes[role] for role, n in target_sizes.items()
-    ):
+    if not _can_make(chosen.method, source_sizes, target_sizes):
+        # The baselines make only some targets (HyperCloning grows by integer multiples,
+        # weight selection only shrinks): the rest take the best dwt recipe measured,
+        # which makes any size, also one that grows some axes and shrinks others.
         return _by_method(family, direction, "dwt")
     return chosen
+
+
+def _can_make(method: str, source_sizes, target_sizes) -> bool:
+    from zoo.derive import check_method
+    from zoo.errors import InvalidTargetError
+
+    try:
+        check_method(method, source_sizes, target_sizes)
+    except InvalidTargetError:
+        return False
+    return True
 
 
 __all__ = [

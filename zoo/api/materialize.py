@@ -241,22 +241,25 @@ def check_resources(derivation: Derivation, dev, *, keep: bool, out: Path | None
     have = _memory.available_bytes(dev)
     workers = os.cpu_count() or 1
     if have is not None:
-        budget = int(have * MEMORY_MARGIN) - whole
+        usable = int(have * MEMORY_MARGIN)
+        budget = usable - whole
         if budget < group:
-            what = (
-                f"{plan.target_sizes['layers']}x{plan.target_sizes['hidden']} {plan.source.family}"
+            sizes = plan.target_sizes
+            what = f"{sizes['layers']}x{sizes['hidden']} {plan.source.family}"
+            room = (
+                f"more than the {usable / 1e9:.1f} GB zoo plans to use of the "
+                f"{have / 1e9:.1f} GB available on {dev.type}"
             )
             if keep:
                 raise InvalidTargetError(
                     f"A {what} holds {whole / 1e9:.1f} GB of weights and needs "
-                    f"{(whole + group) / 1e9:.1f} GB while it is derived, more than the "
-                    f"{have / 1e9:.1f} GB available on {dev.type}; write it with --out "
-                    "(which streams it), or ask for fewer layers or a smaller hidden size."
+                    f"{(whole + group) / 1e9:.1f} GB while it is derived, {room}; write it "
+                    "with --out (which streams it), or ask for fewer layers or a smaller "
+                    "hidden size."
                 )
             raise InvalidTargetError(
                 f"A {what} needs {group / 1e9:.1f} GB for its largest part while it is "
-                f"derived, more than the {have / 1e9:.1f} GB available on {dev.type}; "
-                "ask for fewer layers or a smaller hidden size."
+                f"derived, {room}; ask for fewer layers or a smaller hidden size."
             )
         workers = max(1, min(workers, budget // max(group, 1)))
     if out is not None:
