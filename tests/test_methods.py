@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from zoo.errors import InvalidInputError, InvalidTargetError, TransformError
-from zoo.methods import LEARNGENE_METHODS, METHODS, check_target, resize
+from zoo.methods import LEARNGENE_METHODS, METHODS, OPTIONS, check_target, resize
 
 NAMES = list(METHODS)
 
@@ -67,6 +67,8 @@ def test_a_methods_declarations_are_what_its_resize_does(name):
     declared, checked against resize itself; the target check refuses exactly what the
     declarations say."""
     method = METHODS[name]
+    assert method.name == name and method.options <= set(OPTIONS)
+    assert ("seed" in method.options) == method.random
     x = torch.randn(6, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 
     def run(shape, x=x, seed=0):

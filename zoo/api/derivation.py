@@ -351,8 +351,8 @@ def _what_to_read(plan: Plan, records: list):
     from zoo.methods import get
 
     recipe, family = plan.recipe, plan.family
-    # Such a method reads source statistics only for norm signals, and those span
-    # every layer: then the whole source is read. So does a unit order other than
+    # A method that keeps the first layers reads source statistics only for norm signals,
+    # and those span every layer: then the whole source is read. So does a unit order other than
     # stored, which is chosen from every layer.
     norms = SignalSpec(("layers", "hidden"), "norm_weight", None)
     if (
