@@ -15,7 +15,8 @@ import sys
 import click
 from zoo_cli import render
 
-from zoo.derive import DEPTHS, DTYPES, METHODS, NORMS, RESCALES
+from zoo.derive import DEPTHS, DTYPES, NORMS
+from zoo.methods import LEARNGENE_METHODS, METHODS, RESCALES
 from zoo.unit_order import ORDERS
 
 # click >= 8.2 raises this for a group called with nothing; older clicks print help themselves.
@@ -240,7 +241,7 @@ def config_show(as_json: bool) -> None:
 
 @cli.command("extract")
 @click.argument("source")
-@click.option("--method", type=click.Choice(["dwt", "dct"]), default="dwt", show_default=True)
+@click.option("--method", type=click.Choice(LEARNGENE_METHODS), default="dwt", show_default=True)
 @click.option("--wavelet", help="dwt: any discrete wavelet PyWavelets knows (default db2).")
 @click.option(
     "--levels",
@@ -282,7 +283,7 @@ def extract_cmd(source, method, wavelet, levels, keep, order, name, device, as_j
 @click.option("--heads", type=int, help="Attention heads (default: keep head_dim).")
 @click.option("--intermediate", type=int, help="FFN size (default: keep the source's ratio).")
 @click.option("--kv-heads", type=int, help="Key/value heads (grouped-query attention).")
-@click.option("--method", type=click.Choice(METHODS))
+@click.option("--method", type=click.Choice(list(METHODS)))
 @click.option(
     "--wavelet",
     help="dwt: the wavelet (default: the learngene's, else db2).",

@@ -440,8 +440,9 @@ def test_recipe_norm_match_is_one_rule_and_default_unchanged():
 
 def test_defaults_table_covers_every_family_and_direction():
     from zoo.defaults import DEFAULTS, default_recipe, direction_of
-    from zoo.derive import DEPTHS, METHODS, NORMS, RESCALES
+    from zoo.derive import DEPTHS, NORMS
     from zoo.families import FAMILY_NAMES
+    from zoo.methods import METHODS, RESCALES
 
     for family in FAMILY_NAMES:
         for direction in ("l2s", "s2l"):
@@ -462,9 +463,9 @@ def test_defaults_table_covers_every_family_and_direction():
     # Deeper but narrower: neither baseline makes it (HyperCloning only grows); dwt does.
     mixed = default_recipe("bert", {"layers": 4, "hidden": 128}, {"layers": 8, "hidden": 64})
     assert mixed == uneven
-    from zoo.derive import check_method
+    from zoo.methods import check_target
 
-    check_method(mixed.method, {"layers": 4, "hidden": 128}, {"layers": 8, "hidden": 64})
+    check_target(mixed.method, {"layers": 4, "hidden": 128}, {"layers": 8, "hidden": 64})
     # A method asked for alone gets its own best measured recipe.
     assert default_recipe("bert", small, big, "dwt") == uneven
     assert default_recipe("bert", big, small, "dwt")[:3] == ("dwt", "db2", "none")
@@ -479,8 +480,9 @@ def test_needs_reference_says_exactly_when_derive_signal_reads_it(kind, shape):
     result must then not depend on them, and must when it is True."""
     import itertools
 
-    from zoo.derive import METHODS, NORMS, RESCALES, Recipe, derive_signal, needs_reference
+    from zoo.derive import NORMS, Recipe, derive_signal, needs_reference
     from zoo.families.base import SignalSpec
+    from zoo.methods import METHODS, RESCALES
 
     x = 1.0 + 0.1 * torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(1))
     fan = 2 if kind == "linear" else None

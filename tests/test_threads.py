@@ -14,9 +14,9 @@ import contextlib
 import pytest
 import torch
 
-from zoo import transforms
 from zoo._threads import one_thread
 from zoo.derive import signal_stats
+from zoo.methods import resize
 from zoo.transforms.dct import resize_axis
 from zoo.transforms.front import front_extract
 
@@ -47,7 +47,7 @@ CASES = {
     "dct resize of a short layer axis": lambda: resize_axis(_randn(4, 128, 1024), 0, 6),
     # Axes over 1024 go through torch.fft, which batches rows per thread.
     "dct resize through the FFT path": lambda: resize_axis(_randn(4, 256, 2048), 2, 1536),
-    "dwt resize to a non-dyadic size, std-matched": lambda: transforms.resize(
+    "dwt resize to a non-dyadic size, std-matched": lambda: resize(
         _randn(4, 64, 256), (6, 96, 384), method="dwt", wavelet="db2", rescale="std"
     ),
     "front_extract block and statistics": lambda: _front(_randn(4, 256, 2048)),

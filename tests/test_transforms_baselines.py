@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from zoo.errors import TransformError
-from zoo.transforms import net2net_widen, resize, select_indices, tile, weight_select
+from zoo.methods import resize
+from zoo.transforms import net2net_widen, select_indices, tile, weight_select
 
 
 @pytest.mark.parametrize(
@@ -31,7 +32,7 @@ def test_weight_select_picks_exactly_those_elements():
     y = weight_select(x, (4, 5, 9), layer_axis=0)
     expect = x[[0, 1, 2, 3]][:, [0, 2, 4, 6, 8]]
     assert torch.equal(y, expect)
-    y2 = resize(x, (4, 4, 9), method="select")  # no layer axis: stride along axis 0
+    y2 = resize(x, (4, 4, 9), method="weight-selection")  # no layer axis: stride along axis 0
     assert torch.equal(y2, x[[0, 3, 6, 9]][:, select_indices(10, 4)])
 
 
@@ -44,8 +45,8 @@ def test_tile_preserves_a_linear_layer():
     b2 = tile(b, (10,))
     y2 = w2 @ x.repeat(3) + b2
     torch.testing.assert_close(y2, (w @ x + b).repeat(2))
-    # resize(method="tile") is the same operation
-    torch.testing.assert_close(resize(w, (10, 12), method="tile", fan_in_axes=(1,)), w2)
+    # resize(method="hypercloning") is the same operation
+    torch.testing.assert_close(resize(w, (10, 12), method="hypercloning", fan_in_axes=(1,)), w2)
 
 
 def test_tile_stacks_depth():

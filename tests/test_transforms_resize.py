@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zoo.errors import TransformError
-from zoo.transforms import TRANSFORM_VERSION, dct_resize, dwt_approx, dyadic_plan, idwt_zero, resize
+from zoo.methods import resize
+from zoo.transforms import TRANSFORM_VERSION, dct_resize, dwt_approx, dyadic_plan, idwt_zero
 
 pytestmark = pytest.mark.filterwarnings("ignore:Level value:UserWarning")
 
@@ -138,9 +139,9 @@ def test_rescale_std_and_fan():
     torch.testing.assert_close(shrink.std(correction=0), x.std(correction=0) * 2)  # 1/sqrt(1/4)
     ref = resize(x, (8, 32, 16), rescale="fan", fan_in_axes=(1, 2), reference_std=0.5)
     torch.testing.assert_close(ref.std(correction=0), torch.tensor(0.5 / 4, dtype=torch.float64))
-    # tile already divides by the fan-in multiplier, so "fan" agrees with "none"
-    t_none = resize(x, (4, 32, 16), method="tile", fan_in_axes=(2,))
-    t_fan = resize(x, (4, 32, 16), method="tile", fan_in_axes=(2,), rescale="fan")
+    # hypercloning already divides by the fan-in multiplier, so "fan" agrees with "none"
+    t_none = resize(x, (4, 32, 16), method="hypercloning", fan_in_axes=(2,))
+    t_fan = resize(x, (4, 32, 16), method="hypercloning", fan_in_axes=(2,), rescale="fan")
     torch.testing.assert_close(t_fan, t_none)
 
 
@@ -163,9 +164,9 @@ def test_mixed_grow_and_shrink_bert_like():
         (dict(shape=(4, 4), reference_std=float("nan")), "reference_std"),
         (dict(shape=(4, 4), fan_in_axes=(2,)), "fan_in_axes"),
         (dict(shape=(4, 4), layer_axis=2), "layer_axis"),
-        (dict(shape=(16, 8), method="select"), "shape"),
-        (dict(shape=(4, 12), method="tile"), "shape"),
-        (dict(shape=(4, 4), method="select", rescale="exact"), "rescale"),
+        (dict(shape=(16, 8), method="weight-selection"), "shape"),
+        (dict(shape=(4, 12), method="hypercloning"), "shape"),
+        (dict(shape=(4, 4), method="weight-selection", rescale="exact"), "rescale"),
     ],
 )
 def test_bad_arguments(kwargs, word):
@@ -184,7 +185,7 @@ def test_version_is_a_string():
 
 @pytest.mark.parametrize("rescale", ["none", "std", "fan", "fan-sqrt", "exact"])
 def test_rescale_like_matches_resize_on_a_precomputed_result(rescale):
-    from zoo.transforms import rescale_like
+    from zoo.methods.amplitude import rescale_like
 
     g = torch.Generator().manual_seed(3)
     x = torch.randn(4, 8, 16, generator=g)
@@ -239,7 +240,7 @@ def test_exact_gain_turns_any_constant_into_itself(method, src, dst):
     """Whatever the ratio (whole wavelet levels or a DCT bridge), a constant weight stays
     that constant on output axes and is spread over the inputs on the fan-in axis, so its
     row sums are kept."""
-    from zoo.transforms import exact_gain
+    from zoo.methods.amplitude import exact_gain
 
     x = torch.full(src, 0.3, dtype=torch.float64)
     y = resize(x, dst, method=method, rescale="exact", fan_in_axes=(1,))

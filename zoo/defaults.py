@@ -17,16 +17,22 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from zoo.errors import InvalidInputError
+from zoo.methods import DCT, DWT, HYPERCLONING, WEIGHT_SELECTION
 
 
 class Default(NamedTuple):
-    """One default recipe; the fields are :class:`zoo.derive.Recipe`'s."""
+    """One default recipe; the fields are :class:`zoo.derive.Recipe`'s (``method`` a name
+    of :data:`zoo.methods.METHODS`)."""
 
     method: str
     wavelet: str | None  # None for methods other than dwt
     rescale: str
     norm: str = "method"
     depth: str = "method"  # applies only when the target has more layers
+
+
+def _by_name(*defaults: Default) -> dict[str, Default]:
+    return {d.method: d for d in defaults}
 
 
 #: Measured on a real checkpoint (benchmarks/results/transfer.md), final masked-LM
@@ -37,17 +43,17 @@ MEASURED: dict[tuple[str, str], Default] = {
     # FRONT 5.35, db2 fan 6.02; scratch 5.95). On a 2-core CPU (12x64 tokens a step) raw db2
     # and haar lead it after 120-240 steps and fall behind by 480 (5.54 ± .04 against haar
     # 5.57, a tie, and db2 5.59, a loss): a head start that training does not keep.
-    ("bert", "l2s"): Default("weight-selection", None, "none"),
+    ("bert", "l2s"): Default(WEIGHT_SELECTION.name, None, "none"),
     # all-MiniLM-L6-v2 6x384 -> 12x768 (H200, 500 steps): HyperCloning 3.02 / 3.09 beats
     # dwt db2 fan with identity depth 3.33 / 3.32; BoT and FRONT as published stay at
     # scratch's 6.37. At step 0 it is the only grow that keeps the source's function in
     # width (transfer.md).
-    ("bert", "s2l"): Default("hypercloning", None, "none"),
+    ("bert", "s2l"): Default(HYPERCLONING.name, None, "none"),
     # Decoders: no real checkpoint measured yet. Weight selection and HyperCloning by the
     # rule above; dwt db2 fan led HyperCloning only on tiny byte-level models, which also
     # ranked it first for BERT, where the real checkpoint reversed the order.
-    ("gpt2", "l2s"): Default("weight-selection", None, "none"),
-    ("gpt2", "s2l"): Default("hypercloning", None, "none"),
+    ("gpt2", "l2s"): Default(WEIGHT_SELECTION.name, None, "none"),
+    ("gpt2", "s2l"): Default(HYPERCLONING.name, None, "none"),
 }
 
 #: The best recipe measured for each learngene method, used when that method is asked for
@@ -56,15 +62,14 @@ MEASURED: dict[tuple[str, str], Default] = {
 #: recipe makes any size).
 BY_METHOD: dict[tuple[str, str], dict[str, Default]] = {
     # MiniLM shrink (H200): db2 raw 5.37 ± .01, FRONT raw 5.35; fan 6.02.
-    ("bert", "l2s"): {"dwt": Default("dwt", "db2", "none"), "dct": Default("dct", None, "none")},
+    ("bert", "l2s"): _by_name(Default(DWT.name, "db2", "none"), Default(DCT.name, None, "none")),
     # MiniLM grow (H200): db2 fan with identity depth 3.33; dct fan 4.84; raw 6.37 (both).
-    ("bert", "s2l"): {
-        "dwt": Default("dwt", "db2", "fan", depth="identity"),
-        "dct": Default("dct", None, "fan"),
-    },
+    ("bert", "s2l"): _by_name(
+        Default(DWT.name, "db2", "fan", depth="identity"), Default(DCT.name, None, "fan")
+    ),
     # Tiny byte-level decoders only (transfer.md, appendix).
-    ("gpt2", "l2s"): {"dwt": Default("dwt", "db2", "none"), "dct": Default("dct", None, "none")},
-    ("gpt2", "s2l"): {"dwt": Default("dwt", "db2", "fan"), "dct": Default("dct", None, "fan")},
+    ("gpt2", "l2s"): _by_name(Default(DWT.name, "db2", "none"), Default(DCT.name, None, "none")),
+    ("gpt2", "s2l"): _by_name(Default(DWT.name, "db2", "fan"), Default(DCT.name, None, "fan")),
 }
 
 #: Families without a measurement of their own take the closest measured one.
@@ -136,16 +141,16 @@ def default_recipe(
         # The baselines make only some targets (HyperCloning grows by integer multiples,
         # weight selection only shrinks): the rest take the best dwt recipe measured,
         # which makes any size, also one that grows some axes and shrinks others.
-        return _by_method(family, direction, "dwt")
+        return _by_method(family, direction, DWT.name)
     return chosen
 
 
 def _can_make(method: str, source_sizes, target_sizes) -> bool:
-    from zoo.derive import check_method
     from zoo.errors import InvalidTargetError
+    from zoo.methods import check_target
 
     try:
-        check_method(method, source_sizes, target_sizes)
+        check_target(method, source_sizes, target_sizes)
     except InvalidTargetError:
         return False
     return True

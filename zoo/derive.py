@@ -12,16 +12,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from zoo.errors import InvalidInputError, InvalidTargetError
+from zoo.errors import InvalidInputError
 
 if TYPE_CHECKING:
     import torch
 
     from zoo.families.base import SignalSpec
+    from zoo.methods import Amplitude
 
-#: Methods zoo can materialize with; the first two read learngenes.
-METHODS = ("dwt", "dct", "weight-selection", "hypercloning", "net2net", "scratch")
-RESCALES = ("none", "std", "fan", "fan-sqrt", "exact")
 #: How normalization layers are resized (see :class:`Recipe`); "method" is the default.
 NORMS = ("method", "match")
 #: How a deeper target gets its layers (see :class:`Recipe`); "method" is the default.
@@ -33,8 +31,6 @@ RESIDUAL_WRITERS = frozenset(
     {"attn.out.weight", "attn.out.bias", "ffn.out.weight", "ffn.out.bias"}
     | {"ffn.down.weight", "ffn.down.bias"}
 )
-# HF's default initializer_range for every family zoo ships.
-SCRATCH_INIT_STD = 0.02
 
 
 @dataclass(frozen=True)
@@ -42,16 +38,16 @@ class Recipe:
     """How a derived checkpoint is made; recorded on its lineage edge.
 
     Attributes:
-        method: one of :data:`METHODS`.
+        method: a name of :data:`zoo.methods.METHODS`.
         wavelet: the wavelet for ``dwt``.
         rescale: amplitude rule: ``none`` (raw coefficients, as the papers), ``std``
             (match the source signal's std), ``fan`` (std-matched, then each matrix
             divided by its input-width multiplier), ``fan-sqrt`` (divided by the
             multiplier's square root) or ``exact`` (values instead of orthonormal
             coefficients, inputs summed when shrinking and split when growing:
-            :func:`zoo.transforms.exact_gain`; with haar, a grown model repeats units and
+            :func:`zoo.methods.amplitude.exact_gain`; with haar, a grown model repeats units and
             keeps each linear layer's function, a shrunk one merges pairs of units).
-        seed: seeds ``scratch`` and ``net2net``, the only methods that draw random numbers.
+        seed: seeds the methods that draw random numbers (``scratch``, ``net2net``).
         norm: how normalization parameters (LayerNorm/RMSNorm gains and biases) are
             resized. ``method`` (default): by the method, then moment-matched to the
             source's mean and std when ``rescale`` is not none. ``match``: every method's
@@ -85,13 +81,11 @@ class Recipe:
     dtype: str = "auto"
 
     def __post_init__(self) -> None:
+        from zoo.methods import RESCALES, get
         from zoo.unit_order import check_order
 
         check_order(self.order)
-        if self.method not in METHODS:
-            raise InvalidInputError(
-                f"Unknown method {self.method!r}; choose one of {', '.join(METHODS)}."
-            )
+        method = get(self.method)
         if self.rescale not in RESCALES:
             raise InvalidInputError(
                 f"Unknown rescale {self.rescale!r}; choose one of {', '.join(RESCALES)}."
@@ -108,12 +102,12 @@ class Recipe:
             raise InvalidInputError(
                 f"Unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}."
             )
-        if self.depth == "identity" and self.method == "scratch":
+        if self.depth == "identity" and "depth" not in method.options:
             raise InvalidInputError(
-                "--depth identity repeats transferred layers; scratch has none to repeat."
+                f"--depth identity repeats transferred layers; {self.method} has none to repeat."
             )
-        if self.order != "stored" and self.method == "scratch":
-            raise InvalidInputError("--order applies to transfers; scratch reads no units.")
+        if self.order != "stored" and "order" not in method.options:
+            raise InvalidInputError(f"--order applies to transfers; {self.method} reads no units.")
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -153,34 +147,17 @@ def deepen_by_identity(
     return out
 
 
-def check_method(
-    method: str, source_sizes: Mapping[str, int], target_sizes: Mapping[str, int]
-) -> None:
-    """Refuse, before any work, a target the method cannot produce; say which can."""
-    grows = [r for r in target_sizes if target_sizes[r] > source_sizes.get(r, 0)]
-    shrinks = [r for r in target_sizes if target_sizes[r] < source_sizes.get(r, 0)]
-    problem = None
-    if method == "weight-selection" and grows:
-        problem = (
-            f"weight-selection only shrinks, but {', '.join(grows)} grows; "
-            "use dwt, dct, hypercloning or net2net to grow"
-        )
-    elif method in ("hypercloning", "net2net"):
-        if shrinks:
-            problem = (
-                f"{method} only grows, but {', '.join(shrinks)} shrinks; "
-                "use dwt, dct or weight-selection to shrink"
-            )
-        elif method == "hypercloning":
-            uneven = [r for r in grows if target_sizes[r] % source_sizes[r]]
-            if uneven:
-                problem = (
-                    f"hypercloning needs integer multipliers, but {', '.join(uneven)} "
-                    f"goes {source_sizes[uneven[0]]} -> {target_sizes[uneven[0]]}; "
-                    "use net2net, dwt or dct for other ratios"
-                )
-    if problem:
-        raise InvalidTargetError(problem[0].upper() + problem[1:] + ".")
+def amplitude(spec: SignalSpec, recipe: Recipe) -> Amplitude:
+    """The amplitude rule ``recipe`` gives a signal like ``spec`` (:mod:`zoo.methods.amplitude`)."""
+    from zoo.methods import Amplitude, get
+
+    return Amplitude.of(
+        get(recipe.method),
+        spec.kind,
+        spec.fan_in_axis,
+        rescale=recipe.rescale,
+        norm=recipe.norm,
+    )
 
 
 def derive_signal(
@@ -194,78 +171,35 @@ def derive_signal(
 ) -> torch.Tensor:
     """Resize one source signal ``x`` to ``shape`` by ``recipe``.
 
-    ``reference`` is the source signal's (mean, std), used by the rescale rules.
-    Normalization parameters are treated the same way by every method: unless the
-    amplitude rule is ``none``, their result is affinely matched to the source's mean and
-    std, so a LayerNorm gain scale cannot pass for a better transfer.
+    ``reference`` is the source signal's (mean, std), used by the amplitude rule
+    (:func:`amplitude`): unless it is ``none``, normalization parameters are affinely
+    matched to the source's mean and std by every method that transfers, so a LayerNorm
+    gain scale cannot pass for a better transfer.
     """
-    from zoo import transforms
+    from zoo.methods import get, resize
 
-    if tuple(x.shape) == tuple(shape) and recipe.method != "scratch":
+    if tuple(x.shape) == tuple(shape) and get(recipe.method).reads_source:
         return x.clone()
-    if recipe.method == "scratch":
-        return scratch_signal(spec, shape, x.dtype, x.device, generator)
-    layer_axis = spec.axes.index("layers") if "layers" in spec.axes else None
-    is_norm = spec.kind in ("norm_weight", "norm_bias")
-    fan_in = (spec.fan_in_axis,) if spec.kind == "linear" and spec.fan_in_axis is not None else ()
-    method = {"weight-selection": "select", "hypercloning": "tile"}.get(
-        recipe.method, recipe.method
+    rule = amplitude(spec, recipe)
+    y = resize(
+        x,
+        shape,
+        method=recipe.method,
+        wavelet=recipe.wavelet or "haar",
+        rescale=rule.rescale,
+        reference_std=reference[1] if reference and rule.rescale != "none" else None,
+        fan_in_axes=rule.fan_in_axes,
+        layer_axis=spec.axes.index("layers") if "layers" in spec.axes else None,
+        generator=generator,
+        kind=spec.kind,
     )
-    options: dict[str, Any] = {"layer_axis": layer_axis}
-    if method == "dwt":
-        options["wavelet"] = recipe.wavelet or "haar"
-    if method in ("dwt", "dct"):
-        rescale = "none" if is_norm else recipe.rescale
-        options["rescale"] = rescale
-        if rescale != "none":
-            options["reference_std"] = reference[1] if reference else None
-            options["fan_in_axes"] = fan_in
-    elif method in ("tile", "net2net"):
-        options["fan_in_axes"] = fan_in
-        if method == "net2net":
-            options["generator"] = generator
-    y = transforms.resize(x, shape, method=method, **options)
-    if is_norm and reference is not None and (recipe.rescale != "none" or recipe.norm == "match"):
-        y = _match_moments(y, *reference)
-    return y
+    return rule.finish(y, reference)
 
 
 def needs_reference(spec: SignalSpec, recipe: Recipe) -> bool:
     """Whether :func:`derive_signal` reads ``reference`` for this signal and recipe, so a
     caller can skip computing the source's statistics (a full pass over it) otherwise."""
-    if recipe.method == "scratch":
-        return False
-    if spec.kind in ("norm_weight", "norm_bias"):
-        return recipe.rescale != "none" or recipe.norm == "match"
-    # "exact" depends on shapes only.
-    return recipe.method in ("dwt", "dct") and recipe.rescale not in ("none", "exact")
-
-
-def _match_moments(y: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    from zoo._threads import one_thread
-
-    y32 = y.float()
-    with one_thread(y32):
-        spread = y32.std() if y32.numel() > 1 else y32.new_tensor(0.0)
-        centered = y32 - y32.mean()
-    if float(spread) > 0 and std > 0:
-        centered = centered * (std / spread)
-    return (centered + mean).to(y.dtype)
-
-
-def scratch_signal(
-    spec: SignalSpec, shape: tuple[int, ...], dtype, device, generator: torch.Generator | None
-) -> torch.Tensor:
-    """The target architecture's own initialization (HF's: normal(0, 0.02), zero biases,
-    unit norm gains), drawn from ``generator`` on the CPU so every device agrees."""
-    import torch
-
-    if spec.kind == "norm_weight":
-        return torch.ones(shape, dtype=dtype, device=device)
-    if spec.kind in ("bias", "norm_bias"):
-        return torch.zeros(shape, dtype=dtype, device=device)
-    values = torch.randn(shape, generator=generator, dtype=torch.float32) * SCRATCH_INIT_STD
-    return values.to(device=device, dtype=dtype)
+    return amplitude(spec, recipe).needs_reference
 
 
 def signal_stats(x: torch.Tensor) -> tuple[float, float]:

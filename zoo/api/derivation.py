@@ -199,9 +199,11 @@ class Derivation:
         ``workers`` threads at once; a group's tensors are dropped once emitted."""
         import torch
 
+        from zoo.methods import get
+
         from . import tensors as tio
 
-        if self.plan.recipe.method in ("scratch", "net2net"):
+        if get(self.plan.recipe.method).random:
             # These draw from one generator, signal by signal in name order: that order
             # fixes the numbers, so they run one signal at a time.
             generator = torch.Generator().manual_seed(self.plan.recipe.seed)
@@ -346,14 +348,15 @@ def _what_to_read(plan: Plan, records: list):
     12 -> 6 layer request reads about half the source); everything else reads it all."""
     from zoo.derive import needs_reference
     from zoo.families.base import SignalSpec
+    from zoo.methods import get
 
     recipe, family = plan.recipe, plan.family
-    # Weight selection reads source statistics only for norm signals, and those span
-    # every layer: then the whole source is read. So does a unit order other than
+    # A method that keeps the first layers reads source statistics only for norm signals,
+    # and those span every layer: then the whole source is read. So does a unit order other than
     # stored, which is chosen from every layer.
     norms = SignalSpec(("layers", "hidden"), "norm_weight", None)
     if (
-        recipe.method != "weight-selection"
+        not get(recipe.method).first_layers
         or recipe.order != "stored"
         or needs_reference(norms, recipe)
         or plan.target_sizes["layers"] >= plan.source_sizes["layers"]
@@ -372,14 +375,16 @@ def derive_one(
     plan: Plan, key, spec, shape, tshape, reference, stored_tensor, source_signal, generator
 ):
     """One target signal: from the learngene's stored band or block when it holds this
-    shape, else computed from the source signal by the recipe."""
-    from zoo.derive import derive_signal
+    shape, else computed from the source signal by the recipe; either way through the
+    recipe's amplitude rule."""
+    from zoo.derive import amplitude, derive_signal
+    from zoo.methods import DCT, DWT, get
 
-    recipe = plan.recipe
-    meta = plan.learngene.info["signals"][key] if plan.learngene is not None else {}
-    if meta.get("full") and recipe.method in ("dwt", "dct"):
+    recipe, learngene = plan.recipe, plan.learngene
+    meta = learngene.info["signals"][key] if learngene is not None else {}
+    if meta.get("full") and get(recipe.method).learngene:
         return stored_tensor(f"{key}@full")  # nothing in this signal changes size
-    if recipe.method == "dct" and plan.learngene is not None:
+    if learngene is not None and recipe.method == DCT.name:
         import torch
 
         if tuple(tshape) == tuple(shape) and not plan.legacy_dct_unchanged:
@@ -401,15 +406,14 @@ def derive_one(
         y = front_materialize(block, tshape)
         if plan.legacy_front_amplitude and spec.kind not in ("norm_weight", "norm_bias"):
             return y  # the old rule (see materialize.rederive) rescaled norm layers only
-        return _amplitude(y, spec, shape, recipe, reference)
-    if recipe.method == "dwt" and plan.learngene is not None and _same_wavelet(plan):
-        # The exact BoT L2S case: the stored cA band at the level that gives this shape,
-        # with the same amplitude rules derive_signal applies to a computed one.
-        stored = {t.name: t for t in plan.learngene.tensors}
+        return amplitude(spec, recipe).apply(y, shape, reference)
+    if learngene is not None and recipe.method == DWT.name and _same_wavelet(plan):
+        # The exact BoT L2S case: the stored cA band at the level that gives this shape.
+        stored = {t.name: t for t in learngene.tensors}
         for level in meta.get("levels", []):
             band = stored.get(band_name(key, level))
             if band is not None and tuple(band.shape) == tuple(tshape):
-                return _amplitude(stored_tensor(band.name), spec, shape, recipe, reference)
+                return amplitude(spec, recipe).apply(stored_tensor(band.name), shape, reference)
     x = source_signal(key).tensor
     return derive_signal(x, spec, tshape, recipe, reference=reference, generator=generator)
 
@@ -417,27 +421,10 @@ def derive_one(
 def _same_wavelet(plan: Plan) -> bool:
     """A stored band stands for the recipe's wavelet only if it was made with it; with any
     other wavelet the signal is computed from the source."""
+    from zoo.methods import DWT
+
     info = plan.learngene.info
-    return info.get("method") == "dwt" and info.get("wavelet") == plan.recipe.wavelet
-
-
-def _amplitude(y, spec, shape, recipe: Recipe, reference):
-    """The amplitude rules derive_signal applies to a computed signal, applied to one read
-    from a learngene (a stored band, or a FRONT block brought back to the target size):
-    the source's statistics come from the learngene, so the source is not read."""
-    from zoo.derive import _match_moments
-    from zoo.transforms import rescale_like
-
-    if spec.kind in ("norm_weight", "norm_bias"):
-        if recipe.rescale != "none" or recipe.norm == "match":
-            return _match_moments(y, *reference)
-        return y
-    if recipe.rescale == "none":
-        return y
-    fan = (spec.fan_in_axis,) if spec.kind == "linear" and spec.fan_in_axis is not None else ()
-    return rescale_like(
-        y, shape, rescale=recipe.rescale, reference_std=reference[1], fan_in_axes=fan
-    )
+    return info.get("method") == DWT.name and info.get("wavelet") == plan.recipe.wavelet
 
 
 class Sink:

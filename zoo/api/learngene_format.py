@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from zoo.errors import InvalidInputError
+from zoo.methods import LEARNGENE_METHODS
 
-EXTRACT_METHODS = ("dwt", "dct")
 DEFAULT_LEVELS = 2
 DEFAULT_WAVELET = "db2"
 DEFAULT_KEEP = 0.5
@@ -79,7 +79,7 @@ def extract_recipe(
             raise InvalidInputError("--wavelet and --levels apply to --method dwt, not dct.")
         return {"method": "dct", "keep": keep, **ordered, "transform_version": TRANSFORM_VERSION}
     raise InvalidInputError(
-        f"Unknown extraction method {method!r}; choose one of {', '.join(EXTRACT_METHODS)}."
+        f"Unknown extraction method {method!r}; choose one of {', '.join(LEARNGENE_METHODS)}."
     )
 
 

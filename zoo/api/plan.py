@@ -116,8 +116,8 @@ class Plan:
 
 def make_plan(reg, query: str, request: MaterializeRequest) -> Plan:
     """Resolve ``query`` and fill ``request``'s recipe; refuse what cannot be built."""
-    from zoo.derive import check_method
     from zoo.families.base import TargetSize
+    from zoo.methods import check_target, get
 
     with reg.session() as session:
         parent = queries.to_info(session, _resolve_parent(session, query))
@@ -142,7 +142,7 @@ def make_plan(reg, query: str, request: MaterializeRequest) -> Plan:
         learngene,
         request,
     )
-    if learngene is not None and recipe.method not in ("dwt", "dct"):
+    if learngene is not None and not get(recipe.method).learngene:
         learngene = None  # baselines read the source itself
         parent = source
     elif learngene is not None and recipe.method != learngene.info["method"]:
@@ -151,7 +151,7 @@ def make_plan(reg, query: str, request: MaterializeRequest) -> Plan:
             f"use --method {learngene.info['method']} or name the source {source.name}."
         )
     plan = Plan(parent, source, learngene, recipe, target_config)
-    check_method(recipe.method, plan.source_sizes, plan.method_sizes)
+    check_target(recipe.method, plan.source_sizes, plan.method_sizes)
     return plan
 
 
@@ -165,6 +165,7 @@ def _recipe(
     """Fill what the user left out: the learngene's own settings first, then zoo's
     measured defaults for this family and direction (zoo/defaults.py)."""
     from zoo.defaults import default_recipe
+    from zoo.methods import either, get, taking
 
     method, wavelet, rescale = request.method, request.wavelet, request.rescale
     norm, depth = request.norm, request.depth
@@ -177,25 +178,26 @@ def _recipe(
         d_method, d_wavelet, d_rescale, d_norm, d_depth = default_recipe(
             source.family, source_sizes, target_sizes, method
         )
-    if method == "dwt" and wavelet is None:
-        if learngene is not None and learngene.info["method"] == "dwt":
+    takes = get(method).options
+    if "wavelet" in takes and wavelet is None:
+        if learngene is not None and learngene.info["method"] == method:
             wavelet = learngene.info["wavelet"]
         else:
-            wavelet = d_wavelet if d_method == "dwt" else DEFAULT_WAVELET
-    if method != "dwt" and wavelet is not None:
-        raise InvalidInputError("--wavelet applies to --method dwt only.")
-    if method == "dwt":
+            wavelet = d_wavelet if d_method == method else DEFAULT_WAVELET
+    if "wavelet" not in takes and wavelet is not None:
+        raise InvalidInputError(f"--wavelet applies to --method {either(taking('wavelet'))} only.")
+    if "wavelet" in takes:
         check_wavelet(wavelet)
-    if rescale is not None and rescale != "none" and method not in ("dwt", "dct"):
+    if rescale is not None and rescale != "none" and "rescale" not in takes:
         raise InvalidInputError(
-            f"--rescale applies to --method dwt or dct, not {method}; "
+            f"--rescale applies to --method {either(taking('rescale'))}, not {method}; "
             "use --norm match to match normalization layers to the source."
         )
     if rescale is None:
         rescale = d_rescale if method == d_method else DEFAULT_RESCALE
     # The measured norm and depth rules go with the measured recipe, not with any other.
     measured = (d_method, d_wavelet, d_rescale)
-    same = (method, wavelet if method == "dwt" else None, rescale) == measured
+    same = (method, wavelet if "wavelet" in takes else None, rescale) == measured
     if norm is None:
         norm = d_norm if same else "method"
     deeper = target_sizes["layers"] > source_sizes["layers"]
@@ -206,10 +208,10 @@ def _recipe(
         )
     if depth is None:
         # Without added layers the rule changes nothing: one recipe, one artifact.
-        depth = d_depth if same and deeper and method != "scratch" else "method"
+        depth = d_depth if same and deeper and "depth" in takes else "method"
     return Recipe(
         method=method,
-        wavelet=wavelet if method == "dwt" else None,
+        wavelet=wavelet if "wavelet" in takes else None,
         rescale=rescale,
         seed=request.seed,
         norm=norm,
@@ -223,11 +225,12 @@ def _order(learngene: ArtifactInfo | None, method: str, order: str | None) -> st
     """The unit order: a learngene's bands were taken in the order it was extracted in,
     so its dwt/dct recipes have that order; everything else reads the source in the
     order asked (default as stored)."""
+    from zoo.methods import get
     from zoo.unit_order import check_order
 
     if order is not None:
         check_order(order)
-    if learngene is None or method not in ("dwt", "dct"):
+    if learngene is None or not get(method).learngene:
         return order or "stored"
     extracted = learngene.info.get("order", "stored")
     if order is not None and order != extracted:

@@ -1,5 +1,8 @@
 """Weight-signal transforms: tensors in, tensors out (BoT wavelets, FRONT DCT, baselines).
 
+The primitives the methods of :mod:`zoo.methods` are made of; :func:`zoo.methods.resize`
+resizes a signal by a method's name.
+
 Every function is pure (no files, no database), works on any torch device, computes
 fp16/bf16 in fp32 and returns the input dtype, and raises :class:`zoo.errors.TransformError`
 naming the offending argument. See docs/transforms.md for the rules on non-dyadic sizes,
@@ -11,7 +14,6 @@ from __future__ import annotations
 from .baselines import net2net_widen, select_indices, tile, weight_select
 from .dct import dct, dct_resize, idct
 from .front import FrontBlock, front_extract, front_materialize
-from .resize import METHODS, RESCALES, exact_gain, rescale_like, resize
 from .sizes import dyadic_plan
 from .wavelets import dwt_approx, idwt_zero, wavedec, waverec
 
@@ -21,22 +23,17 @@ from .wavelets import dwt_approx, idwt_zero, wavedec, waverec
 TRANSFORM_VERSION = "3"
 
 __all__ = [
-    "METHODS",
-    "RESCALES",
     "TRANSFORM_VERSION",
     "FrontBlock",
     "dct",
     "dct_resize",
     "dwt_approx",
     "dyadic_plan",
-    "exact_gain",
     "front_extract",
     "front_materialize",
     "idct",
     "idwt_zero",
     "net2net_widen",
-    "rescale_like",
-    "resize",
     "select_indices",
     "tile",
     "wavedec",

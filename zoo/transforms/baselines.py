@@ -6,7 +6,6 @@ equal are untouched, fp16/bf16 computed in fp32 and returned in the input dtype.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -54,7 +53,7 @@ def weight_select(
         if t > s:
             raise TransformError(
                 f"`shape` grows axis {a} ({s} -> {t}); weight selection only shrinks. "
-                f"Use method 'tile', 'net2net', 'dwt' or 'dct' to grow."
+                "Use hypercloning, net2net, dwt or dct to grow."
             )
         if t < s:
             idx = torch.tensor(select_indices(s, t, layer=a == la), device=xf.device)
@@ -90,7 +89,7 @@ def tile(
         if t < s or (a != la and t % s):
             raise TransformError(
                 f"`shape` changes axis {a} from {s} to {t}; tiling needs an integer "
-                f"multiple (e.g. {s} -> {2 * s}). Use 'net2net' or 'dwt' for other sizes."
+                f"multiple (e.g. {s} -> {2 * s}). Use net2net, dwt or dct for other sizes."
             )
         xf = xf.index_select(a, torch.arange(t, device=xf.device) % s)
         if a in fan and a != la:
@@ -124,7 +123,7 @@ def net2net_widen(
         if t < s:
             raise TransformError(
                 f"`shape` shrinks axis {a} ({s} -> {t}); Net2Net only widens. "
-                f"Use 'select', 'dwt' or 'dct' to shrink."
+                "Use weight-selection, dwt or dct to shrink."
             )
         if a == la:
             xf = xf.index_select(a, torch.arange(t, device=xf.device) % s)
@@ -136,8 +135,3 @@ def net2net_widen(
             counts = torch.bincount(mapping, minlength=s)
             xf = _divide_along(xf, a, counts[mapping])
     return restore(xf, x)
-
-
-def fan_in_multiplier(src: Sequence[int], dst: Sequence[int], fan_in_axes: Sequence[int]) -> float:
-    """``prod(dst[a] / src[a])`` over ``fan_in_axes``: how much wider each input got."""
-    return math.prod(dst[a] / src[a] for a in fan_in_axes)

@@ -39,10 +39,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from zoo.derive import RESCALES
 from zoo.errors import InvalidInputError
+from zoo.methods import METHODS, RESCALES
 
-BASELINES = ("weight-selection", "hypercloning", "net2net")
+#: The training-free baselines: transfers without a learngene.
+BASELINES = tuple(n for n, m in METHODS.items() if m.reads_source and not m.learngene)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,205 @@
+"""The amplitude rule: how loud a resized signal is, decided and applied in one place.
+
+A resize's raw result keeps the method's own scale (orthonormal coefficients for dwt and
+dct, the source's values for the baselines). A recipe's ``rescale`` then scales the whole
+result (``none``, ``std``, ``fan``, ``fan-sqrt``, ``exact``), and normalization layers may
+be moment-matched to the source. :class:`Amplitude` says which of these a signal gets; the
+same rule applies whether the signal was computed from the source
+(:func:`zoo.methods.resize`) or read from a learngene (a stored band, a FRONT block).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from zoo.errors import TransformError
+
+if TYPE_CHECKING:
+    import torch
+
+    from .base import Method
+
+RESCALES = ("none", "std", "fan", "fan-sqrt", "exact")
+NORM_KINDS = ("norm_weight", "norm_bias")
+
+
+@dataclass(frozen=True)
+class Amplitude:
+    """The amplitude rule one signal gets under one recipe.
+
+    Attributes:
+        rescale: applied to the resized tensor (``none`` for normalization layers and for
+            methods without the ``rescale`` option).
+        fan_in_axes: the signal's input-width axes (linear layers only).
+        match_moments: normalization layers: affinely matched to the source's mean and
+            std after the resize.
+    """
+
+    rescale: str = "none"
+    fan_in_axes: tuple[int, ...] = ()
+    match_moments: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        method: Method,
+        kind: str,
+        fan_in_axis: int | None,
+        *,
+        rescale: str,
+        norm: str,
+    ) -> Amplitude:
+        """The rule for a signal of ``kind`` made by ``method`` with these options: norm
+        layers keep the method's scale unless the rescale is not ``none`` or ``norm`` is
+        ``match`` (then they take the source's moments, whatever the method); other signals
+        take the rescale of a method that reads one."""
+        fan = (fan_in_axis,) if kind == "linear" and fan_in_axis is not None else ()
+        if kind in NORM_KINDS:
+            match = "norm" in method.options and (rescale != "none" or norm == "match")
+            return cls("none", fan, match)
+        return cls(rescale if "rescale" in method.options else "none", fan, False)
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the source's (mean, std) is read; ``exact`` depends on shapes only."""
+        return self.match_moments or self.rescale not in ("none", "exact")
+
+    def finish(self, y: torch.Tensor, reference: tuple[float, float] | None) -> torch.Tensor:
+        """``y`` (already rescaled, in its output dtype) moment-matched when the rule asks."""
+        if self.match_moments and reference is not None:
+            return match_moments(y, *reference)
+        return y
+
+    def apply(
+        self, y: torch.Tensor, source_shape: Sequence[int], reference: tuple[float, float]
+    ) -> torch.Tensor:
+        """The whole rule on a signal resized elsewhere (a learngene's stored band or
+        FRONT block), with the source's statistics from the learngene."""
+        if self.rescale != "none":
+            y = rescale_like(
+                y,
+                source_shape,
+                rescale=self.rescale,
+                reference_std=reference[1],
+                fan_in_axes=self.fan_in_axes,
+            )
+        return self.finish(y, reference)
+
+
+def exact_gain(source: Sequence[int], target: Sequence[int], fan_in_axes: Sequence[int]) -> float:
+    """The ``exact`` amplitude factor of a raw dwt/dct result: values, not coefficients.
+
+    An orthonormal low-pass (any wavelet, the DCT) turns a constant signal of length ``S``
+    into a constant ``sqrt(S / T)`` times larger at length ``T``; dividing by that on every
+    resized axis gives copies of each unit when growing and means of merged units when
+    shrinking. Along fan-in axes the result is then multiplied by ``S / T``: a grown input
+    repeats each unit ``T / S`` times, so each copy carries that share of the weight (as
+    HyperCloning divides); a shrunk input stands for ``S / T`` merged units, so it carries
+    their summed weight. A Linear layer whose input is grown by repetition, or shrunk by
+    merging equal units, then computes the same outputs (grown the same way).
+    """
+    gain = 1.0
+    for a, (s, t) in enumerate(zip(source, target, strict=True)):
+        if s != t:
+            gain *= math.sqrt(t / s) * (s / t if a in fan_in_axes else 1.0)
+    return gain
+
+
+def fan_in_multiplier(src: Sequence[int], dst: Sequence[int], fan_in_axes: Sequence[int]) -> float:
+    """``prod(dst[a] / src[a])`` over ``fan_in_axes``: how much wider each input got."""
+    return math.prod(dst[a] / src[a] for a in fan_in_axes)
+
+
+def scaled(
+    y: torch.Tensor,
+    source_shape: Sequence[int],
+    rescale: str,
+    reference_std: float | None,
+    fan_in_axes: Sequence[int],
+    source: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``y`` (in its compute dtype, at the target shape) under ``rescale``; the std rules
+    read ``reference_std``, else the std of ``source``."""
+    import torch
+
+    from zoo import _memory
+    from zoo._threads import one_thread
+
+    if rescale == "none":
+        return y
+    target = list(y.shape)
+    if rescale == "exact":
+        gain = exact_gain(source_shape, target, fan_in_axes)
+        return y if gain == 1.0 else torch.mul(y, gain)
+    with one_thread(y):
+        if reference_std is None:
+            ref = float(source.std(correction=0)) if source.numel() > 1 else 0.0
+        else:
+            ref = float(reference_std)
+        cur = float(y.std(correction=0)) if y.numel() > 1 else 0.0
+    gain = ref / cur if cur > 0.0 and ref > 0.0 else None
+    fan = None
+    if rescale in ("fan", "fan-sqrt"):
+        fan = fan_in_multiplier(list(source_shape), target, fan_in_axes)
+        # fan-sqrt: the 1/sqrt(fan-in) scaling random inits follow (inputs taken as
+        # independent); fan: 1/fan-in, exact when the wider input repeats the narrower one.
+        fan = math.sqrt(fan) if rescale == "fan-sqrt" else fan
+    if gain is None and fan is None:
+        return y
+    # One hinted output written in place: same roundings as ``y * gain / fan``, without
+    # a second fresh (page-faulting) full-size temporary.
+    out = _memory.empty(y.shape, like=y)
+    if gain is not None:
+        torch.mul(y, gain, out=out)
+        if fan is not None:
+            out.div_(fan)
+    else:
+        torch.div(y, fan, out=out)
+    return out
+
+
+def rescale_like(
+    y: torch.Tensor,
+    source_shape: Sequence[int],
+    *,
+    rescale: str,
+    reference_std: float | None,
+    fan_in_axes: Sequence[int] = (),
+) -> torch.Tensor:
+    """Apply :func:`zoo.methods.resize`'s amplitude rule to an already resized ``y``.
+
+    For results computed elsewhere, e.g. a stored approximation band that already has the
+    target shape: ``resize(x, shape, rescale=r)`` equals ``rescale_like(raw, x.shape,
+    rescale=r, reference_std=std(x))`` up to rounding, where ``raw`` is the unrescaled result.
+    """
+    from zoo.transforms._checks import as_float, check_shape, norm_axes, restore
+
+    check_rescale(rescale)
+    if rescale not in ("none", "exact") and reference_std is None:
+        raise TransformError("`reference_std` (the source's std) is needed to rescale `y`.")
+    yf = as_float(y, "y")
+    fan = norm_axes(fan_in_axes, yf.ndim, "fan_in_axes")
+    source = check_shape(source_shape, yf.ndim, "source_shape")
+    return restore(scaled(yf, source, rescale, reference_std, fan), y)
+
+
+def check_rescale(rescale: str) -> None:
+    if rescale not in RESCALES:
+        raise TransformError(f"`rescale` {rescale!r} is not one of {', '.join(RESCALES)}.")
+
+
+def match_moments(y: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """``y`` shifted and scaled to ``mean`` and ``std`` (computed in float32, returned in
+    ``y``'s dtype); a constant ``y`` only shifts."""
+    from zoo._threads import one_thread
+
+    y32 = y.float()
+    with one_thread(y32):
+        spread = y32.std() if y32.numel() > 1 else y32.new_tensor(0.0)
+        centered = y32 - y32.mean()
+    if float(spread) > 0 and std > 0:
+        centered = centered * (std / spread)
+    return (centered + mean).to(y.dtype)

@@ -1,0 +1,81 @@
+"""What a method is: what it can do, which recipe options it reads, how it resizes a signal.
+
+A method is pure: a signal in, a signal out, no files and no database. It declares its
+abilities as class attributes, so the CLI, a recipe's validation, the target check and the
+defaults read them instead of keeping lists of names. Importing a method costs nothing:
+torch and the transforms are imported when a signal is first resized (``zoo --help`` stays
+fast).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    import torch
+
+#: Every recipe option a method may read (:class:`zoo.derive.Recipe`).
+OPTIONS = ("wavelet", "rescale", "norm", "depth", "order", "seed")
+
+
+class Method:
+    """One way to bring a model's signals to a new size.
+
+    Attributes:
+        name: the one spelling users, recipes and lineage records use.
+        grows, shrinks: whether it can make an axis longer, shorter.
+        integer_multiples: whether every growing size must be a whole multiple of the
+            source's.
+        learngene: whether it reads a learngene (``zoo extract`` makes one for it) as well
+            as a source; the others always read the source.
+        reads_source: whether it transfers the source's values (scratch reads only shapes).
+        random: whether it draws random numbers (from one generator seeded by ``seed``,
+            signal by signal in name order).
+        first_layers: whether a shallower target keeps the source's first layers, so only
+            those need to be read.
+        options: the recipe options that change its result (of :data:`OPTIONS`).
+    """
+
+    name: ClassVar[str]
+    grows: ClassVar[bool] = True
+    shrinks: ClassVar[bool] = True
+    integer_multiples: ClassVar[bool] = False
+    learngene: ClassVar[bool] = False
+    reads_source: ClassVar[bool] = True
+    random: ClassVar[bool] = False
+    first_layers: ClassVar[bool] = False
+    options: ClassVar[frozenset[str]] = frozenset({"norm", "depth", "order"})
+
+    def resize(
+        self,
+        x: torch.Tensor,
+        target: list[int],
+        *,
+        fan_in_axes: Sequence[int],
+        layer_axis: int | None,
+        kind: str,
+        wavelet: str,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """``x`` (floating point, in its compute dtype) at ``target``, before any amplitude
+        rule; arguments already checked by :func:`zoo.methods.resize`.
+
+        Args:
+            fan_in_axes: input-width axes (for HF Linear ``(L, out, in)``: the last one).
+            layer_axis: the depth axis, if any.
+            kind: the signal's kind (``linear``, ``bias``, ``norm_weight``...).
+            wavelet: the ``wavelet`` option.
+            generator: the random state of a method that draws.
+        """
+        raise NotImplementedError
+
+    def uneven(self, source: Mapping[str, int], target: Mapping[str, int]) -> list[str]:
+        """The sizes that grow by other than a whole multiple, when the method needs whole
+        multiples (else none)."""
+        if not self.integer_multiples:
+            return []
+        return [r for r, n in target.items() if n > source.get(r, n) and n % source[r]]
+
+    def __repr__(self) -> str:
+        return f"<method {self.name}>"
