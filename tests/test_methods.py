@@ -87,6 +87,29 @@ def test_a_methods_declarations_are_what_its_resize_does(name):
     assert _refused(lambda: check_target(name, source, uneven)) == (
         not method.grows or method.integer_multiples
     )
+    # Layer-local: each target layer is its source layer resized alone, to the bit; a
+    # method that mixes layers gives something else for some layer.
+    stack = torch.randn(4, 6, 8, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    shape = (8, 12, 16) if method.grows else (2, 3, 4)
+    gen = torch.Generator().manual_seed(0)
+    whole = resize(stack, shape, method=name, fan_in_axes=(2,), layer_axis=0, generator=gen)
+
+    # One generator for every layer, as a derivation draws (random methods draw per call).
+    gen = torch.Generator().manual_seed(0)
+
+    def alone(j: int) -> torch.Tensor:
+        i = method.source_layer(j, 4, shape[0]) if method.layer_local else j % 4
+        part = stack[i : i + 1]
+        return resize(
+            part, (1, *shape[1:]), method=name, fan_in_axes=(2,), layer_axis=0, generator=gen
+        )
+
+    same = all(torch.equal(whole[j : j + 1], alone(j)) for j in range(shape[0]))
+    if method.random:
+        # A derivation draws signal after signal in name order, never a layer at a time.
+        assert not method.layer_local
+    else:
+        assert same == method.layer_local
 
 
 def test_options_a_method_does_not_read_are_refused_by_name(registry, tiny_dir):

@@ -14,9 +14,11 @@ import time
 import weakref
 from pathlib import Path
 
+import pytest
 import torch
 import transformers
 from safetensors import safe_open
+from tinymodels import FAMILIES
 
 from zoo.api import export
 
@@ -401,3 +403,91 @@ def test_a_mount_point_as_out_is_refused_in_one_line(
     )
     assert code == 2 and out == "" and "mount point" in err and err.count("\n") == 1
     assert list(mounted.iterdir()) == [] and registry.list(kind="derived") == []
+
+
+def _whole_groups(monkeypatch):
+    """Derive every group whole, as methods that are not layer-local are."""
+    from zoo.api.derivation import Derivation
+
+    monkeypatch.setattr(Derivation, "_layer_chunks", lambda self, *a: ())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(
+    "method, size",
+    [("hypercloning", dict(layers=8, hidden=64)), ("weight-selection", dict(layers=3, hidden=16))],
+)
+def test_layer_local_methods_derive_a_layer_at_a_time_with_the_same_bits(
+    tiny_dir, tmp_path, monkeypatch, family, method, size
+):
+    """Weight selection and HyperCloning make each target layer from one source layer, so
+    zoo derives their per-layer groups a layer at a time; every tensor is the one the
+    whole-group derivation gives, bit for bit, and the manifest hash is the same. (The
+    arithmetic does not touch the database: one back end suffices.)"""
+    import zoo
+    from zoo.api.derivation import Derivation
+
+    registry = zoo.connect(home=tmp_path / "home")
+    src = registry.import_checkpoint(tiny_dir(family))
+    chunked = []
+    real = Derivation._emit_layers
+
+    def counted(self, group, source_layer, layers, emit):
+        chunked.append((group.signals, source_layer, layers))
+        real(self, group, source_layer, layers, emit)
+
+    monkeypatch.setattr(Derivation, "_emit_layers", counted)
+    by_layer = registry.materialize(src.name, method=method, device="cpu", **size)
+    assert chunked, "no group was derived a layer at a time"
+    # HyperCloning stacks the source again (target layer j from source layer j % S);
+    # weight selection keeps the first layers.
+    source_layers = src.config.get("num_hidden_layers", src.config.get("n_layer"))
+    for _, i, layers in chunked:
+        assert all((j % source_layers if method == "hypercloning" else j) == i for j in layers)
+    _whole_groups(monkeypatch)
+    whole = registry.materialize(src.name, method=method, device="cpu", **size)
+    assert by_layer.artifact.content_hash == whole.artifact.content_hash
+    assert by_layer.state_dict.keys() == whole.state_dict.keys()
+    for name, t in whole.state_dict.items():
+        assert torch.equal(by_layer.state_dict[name], t), name
+
+
+def test_a_deep_layer_local_target_is_derived_with_one_layer_in_memory(
+    registry, tiny_dir, tmp_path, monkeypatch
+):
+    """A 32-layer HyperCloning grow with --out holds about one layer of each group at a
+    time, not a group's 32 layers: the derived bytes alive at once stay below a quarter of
+    the largest group's, and the folder loads strictly."""
+    from zoo.api.derivation import Sink
+
+    src = registry.import_checkpoint(tiny_dir("llama"))
+    live, peak = [0], [0]
+    real = Sink.__call__
+
+    def tracked(self, name, t):
+        n = t.numel() * t.element_size()
+        live[0] += n
+        peak[0] = max(peak[0], live[0])
+
+        def gone(n=n):
+            live[0] -= n
+
+        weakref.finalize(t, gone)
+        real(self, name, t)
+
+    monkeypatch.setattr(Sink, "__call__", tracked)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    out = tmp_path / "deep"
+    m = registry.materialize(
+        src.name, layers=32, hidden=64, method="hypercloning", out=out, device="cpu"
+    )
+    records = m.artifact.tensors
+    per_layer_group: dict[str, int] = {}
+    for r in records:
+        if ".layers." in r.name:
+            role = r.name.split(".layers.")[1].split(".", 1)[1]
+            per_layer_group[role] = per_layer_group.get(role, 0) + r.nbytes
+    largest = max(per_layer_group.values())
+    assert 0 < peak[0] < largest / 4, (peak[0], largest)
+    _, info = _load(out)
+    assert not any(info.values()), info

@@ -8,6 +8,11 @@ into the target's tensors, and each tensor is handed to :class:`Sink`, which has
 writes it to a folder, the blob store or memory. At most ``workers`` groups are in memory
 at once, so the peak is bounded by the largest group's working set, not by the model.
 
+A method that makes each target layer from one source layer alone
+(:attr:`zoo.methods.Method.layer_local`: weight selection, HyperCloning) derives a
+per-layer group one source layer at a time, and each of that layer's target layers one
+at a time: then the working set is one layer's, whatever the depth.
+
 The arithmetic of each signal does not depend on how the model is cut into groups or how
 many run at once: the same recipe gives the same bits on the same device.
 """
@@ -59,10 +64,17 @@ class Group:
     source_names: tuple[str, ...]
     source_elements: int
     target_elements: int
+    #: derived layer by layer: (source layer, the target layers made from it) in turn;
+    #: empty when the group is derived whole
+    chunks: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
     @property
     def working_set(self) -> int:
         """Bytes this group holds at its peak (an estimate that errs high)."""
+        if self.chunks:  # one source layer and one target layer at a time
+            source = self.source_elements // len(self.chunks)
+            target = self.target_elements // sum(len(js) for _, js in self.chunks)
+            return _SOURCE_BYTES * source + _TARGET_BYTES * target
         return _SOURCE_BYTES * self.source_elements + _TARGET_BYTES * self.target_elements
 
 
@@ -163,7 +175,34 @@ class Derivation:
         out = self.family.from_signals(meta, plan.target_config, part_of=self.metas)
         outputs = {n: (output_dtype(t.dtype, plan.recipe), tuple(t.shape)) for n, t in out.items()}
         target = sum(math.prod(s) for s in shapes.values())
-        return Group(members, outputs, names, source_elements, target)
+        chunks = self._layer_chunks(members, names, outputs)
+        return Group(members, outputs, names, source_elements, target, chunks)
+
+    def _layer_chunks(self, members, names, outputs) -> tuple[tuple[int, tuple[int, ...]], ...]:
+        """How a per-layer group is derived a layer at a time (empty: whole). Only where
+        that gives the same bits: a layer-local method, an amplitude rule that reads
+        nothing of the whole signal, the source's own stored order and layers."""
+        from zoo.derive import amplitude
+        from zoo.methods import get
+
+        plan, family = self.plan, self.family
+        method = get(plan.recipe.method)
+        if not method.layer_local or plan.deepen or self._needs_whole_source() or not names:
+            return ()
+        for k in members:
+            rule = amplitude(self.specs[k], plan.recipe)
+            if self.metas[k].axes[:1] != ("layers",) or rule.needs_reference:
+                return ()
+            if rule.rescale != "none":
+                return ()
+        layer_of = [family.layer_index(n) for n in (*names, *outputs)]
+        if None in layer_of:
+            return ()
+        source, target = self.metas[members[0]].shape[0], plan.method_sizes["layers"]
+        made_from: dict[int, list[int]] = {}
+        for j in range(target):
+            made_from.setdefault(method.source_layer(j, source, target), []).append(j)
+        return tuple((i, tuple(js)) for i, js in sorted(made_from.items()))
 
     # --- sizes, before any work ------------------------------------------------------------
 
@@ -217,12 +256,17 @@ class Derivation:
             return
         if self._needs_whole_source():
             self._whole_source()  # load once, before the threads need it
-        cost = [g.working_set for g in self.groups]
+        work = [(g, c) for g in self.groups for c in (g.chunks or [None])]
+        cost = [g.working_set for g, _ in work]
 
-        def one(g: Group) -> None:
-            self._emit(g, {k: self._signal(k, None, g) for k in g.signals}, emit)
+        def one(item: tuple[Group, tuple | None]) -> None:
+            g, chunk = item
+            if chunk is not None:
+                self._emit_layers(g, *chunk, emit)
+            else:
+                self._emit(g, {k: self._signal(k, None, g) for k in g.signals}, emit)
 
-        tio.parallel_map(one, self.groups, cost=cost, workers=workers)
+        tio.parallel_map(one, work, cost=cost, workers=workers)
 
     def _emit(self, group: Group, values: dict, emit) -> None:
         from zoo.derive import deepen_by_identity
@@ -241,6 +285,36 @@ class Derivation:
             emit(name, t.to(group.outputs[name][0]))
         with self._lock:  # the group's source tensors are not needed again
             self._group_source.pop(group.signals, None)
+
+    def _emit_layers(self, group: Group, source_layer: int, layers, emit) -> None:
+        """Read ``source_layer`` of ``group`` and derive, one at a time, the target
+        ``layers`` made from it (see :meth:`_layer_chunks`)."""
+        from zoo.derive import derive_signal, target_shape
+
+        from . import tensors as tio
+
+        plan, family = self.plan, self.family
+        records = [
+            r
+            for r in self._records
+            if r.name in group.source_names and family.layer_index(r.name) == source_layer
+        ]
+        state = tio.load_tensors(self.reg.store, records, device=self.dev, known=self.known)
+        signals = family.to_signals(state, self._source_config, partial=True, layers=[source_layer])
+        del state
+        for j in layers:
+            values = {}
+            for k in group.signals:
+                meta = self.metas[k]
+                shape = target_shape(meta.axes, meta.shape, plan.method_sizes)
+                x = signals[k].tensor
+                values[k] = derive_signal(x, self.specs[k], (1, *shape[1:]), plan.recipe)
+            tensors = family.from_signals(
+                values, plan.target_config, part_of=self.metas, layers=[j]
+            )
+            del values
+            for name in list(tensors):
+                emit(name, tensors.pop(name).to(group.outputs[name][0]))
 
     # --- one signal -----------------------------------------------------------------------
 

@@ -433,6 +433,12 @@ class TransformerFamily(Family):
         hit = self._match(name)
         return hit is not None and hit[1].buffer
 
+    def layer_index(self, tensor_name: str) -> int | None:
+        hit = self._match(tensor_name)
+        if hit is None or not hit[1].per_layer or hit[1].buffer:
+            return None
+        return hit[2]
+
     def _match(self, key: str) -> tuple[int, Rule, int | None] | None:
         base, top = self._tables()
         if key in top:
@@ -503,7 +509,12 @@ class TransformerFamily(Family):
         return (signal,)
 
     def to_signals(
-        self, state: Mapping[str, torch.Tensor], config: Mapping[str, Any], *, partial: bool = False
+        self,
+        state: Mapping[str, torch.Tensor],
+        config: Mapping[str, Any],
+        *,
+        partial: bool = False,
+        layers: Sequence[int] | None = None,
     ) -> dict[str, Signal]:
         """Group a state dict into signals; see :meth:`Family.to_signals`.
 
@@ -512,7 +523,8 @@ class TransformerFamily(Family):
         rule knows pass through as ``"extra:<name>"`` signals with fixed roles when none of
         their sizes could change, and are refused otherwise. ``partial``: ``state`` holds
         whole groups (:meth:`group_of`) of a checkpoint, not all of it; the rules it has
-        no tensor for are skipped rather than refused.
+        no tensor for are skipped rather than refused; ``layers``: its per-layer tensors are
+        those of these layers only, stacked in this order.
 
         Raises:
             InvalidCheckpointError: a tensor is missing, unknown, duplicated or mis-shaped.
@@ -521,7 +533,9 @@ class TransformerFamily(Family):
 
         sizes = self.sizes(config)
         changing = {r: sizes[r] for r in CHANGING_ROLES if r in sizes}
-        layers = sizes["layers"]
+        if layers is not None and not partial:
+            raise InvalidInputError("a subset of layers is read only with partial=True.")
+        depth = sizes["layers"]
         rules = self.rules
         found: dict[int, dict[int | None, tuple[str, torch.Tensor]]] = {}
         extras: dict[str, Signal] = {}
@@ -537,10 +551,10 @@ class TransformerFamily(Family):
                     f"tensors {slot[index][0]!r} and {key!r} are the same {self.name} "
                     "parameter in two layouts; keep one."
                 )
-            if index is not None and index >= layers and not r.buffer:
+            if index is not None and index >= depth and not r.buffer:
                 raise ConfigMismatchError(
                     f"tensor {key!r} belongs to layer {index} but config.json says "
-                    f"{self.layers_key}={layers}."
+                    f"{self.layers_key}={depth}."
                 )
             slot[index] = (key, tensor)
 
@@ -579,15 +593,16 @@ class TransformerFamily(Family):
                     self._check_shape(key, piece, tuple(part.shape), sizes, layered=False)
                     signals[piece.signal] = Signal(part, piece.axes, piece.kind, piece.fan_in_axis)
                 continue
-            count = max(slot) + 1 if r.buffer else layers
-            missing = [i for i in range(count) if i not in slot]
+            count = max(slot) + 1 if r.buffer else depth
+            wanted = range(count) if layers is None or r.buffer else layers
+            missing = [i for i in wanted if i not in slot]
             if missing:
                 raise ConfigMismatchError(
                     f"this {self.name} checkpoint lacks {r.keys[0].format(i=missing[0])!r} "
                     f"(layers {missing} of {count} have no such tensor)."
                 )
             per_piece: list[list[torch.Tensor]] = [[] for _ in r.pieces]
-            for i in range(count):
+            for i in wanted:
                 key, tensor = slot[i]
                 for j, part in enumerate(split(key, tensor)):
                     piece = r.pieces[j]
@@ -666,6 +681,7 @@ class TransformerFamily(Family):
         config: Mapping[str, Any],
         *,
         part_of: Collection[str] | None = None,
+        layers: Sequence[int] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Rebuild a state dict in ``save_pretrained``'s checkpoint layout for ``config``.
 
@@ -674,14 +690,19 @@ class TransformerFamily(Family):
         way. The base prefix follows ``config["architectures"]``. Values may be tensors or
         :class:`Signal` s. Returned tensors may share memory with ``signals``.
         ``part_of``: ``signals`` are whole groups (:meth:`group_of`) of the model whose
-        signals are ``part_of``; only their tensors are built.
+        signals are ``part_of``; only their tensors are built. ``layers`` (with
+        ``part_of``): per-layer signals holding these layers of the target only, in order.
 
         Raises:
             InvalidInputError: a required signal is missing, a name is unknown, or a shape
                 does not match ``config``.
         """
         sizes = self.sizes(config)
-        layers = sizes["layers"]
+        if layers is not None:
+            if part_of is None:
+                raise InvalidInputError("a subset of layers is built only with part_of.")
+            sizes = {**sizes, "layers": len(layers)}
+        span = range(sizes["layers"]) if layers is None else layers
         whole = signals if part_of is None else part_of
         prefix = f"{self.base_prefix}." if self._prefixed(config, whole) else ""
         out: dict[str, torch.Tensor] = {}
@@ -723,7 +744,9 @@ class TransformerFamily(Family):
                     )
             return tensors
 
-        def emit(r: Rule, tensors: list[torch.Tensor], index: int | None) -> None:
+        def emit(
+            r: Rule, tensors: list[torch.Tensor], index: int | None, layer: int | None = None
+        ) -> None:
             parts = tensors if index is None else [t[min(index, t.shape[0] - 1)] for t in tensors]
             if r.fused_axis is not None:
                 import torch
@@ -731,7 +754,7 @@ class TransformerFamily(Family):
                 value = torch.cat(parts, dim=r.fused_axis)
             else:
                 value = r.join(parts) if r.join else parts[0]
-            name = r.keys[0] if index is None else r.keys[0].format(i=index)
+            name = r.keys[0] if index is None else r.keys[0].format(i=layer)
             out[(prefix if r.scope == "base" else "") + name] = value.contiguous()
 
         after: list[tuple[Rule, list[torch.Tensor]]] = []
@@ -745,9 +768,9 @@ class TransformerFamily(Family):
                 emit(r, tensors, None)
             else:
                 after.append((r, tensors))
-        for i in range(layers):
+        for i, layer in enumerate(span):
             for r, tensors in layer_rules:
-                emit(r, tensors, i)
+                emit(r, tensors, i, layer)
         for r, tensors in after:
             emit(r, tensors, None)
 

@@ -109,14 +109,20 @@ class Family(ABC):
 
     @abstractmethod
     def to_signals(
-        self, state: Mapping[str, torch.Tensor], config: Mapping[str, Any], *, partial: bool = False
+        self,
+        state: Mapping[str, torch.Tensor],
+        config: Mapping[str, Any],
+        *,
+        partial: bool = False,
+        layers: Sequence[int] | None = None,
     ) -> dict[str, Signal]:
         """Group a state dict into signals. Every tensor lands in exactly one signal.
 
         A head tied to the embeddings is its own signal when the state has it and absent
         when it does not (``save_pretrained`` omits it), so round trips keep the keys.
         ``partial``: ``state`` is some whole groups (:meth:`group_of`) of a checkpoint, so
-        required tensors it lacks are not refused.
+        required tensors it lacks are not refused. ``layers`` (with ``partial``): ``state``
+        holds per-layer groups for these layers only, stacked in this order.
         """
 
     @abstractmethod
@@ -128,6 +134,11 @@ class Family(ABC):
     @abstractmethod
     def signal_group(self, signal: str) -> tuple[str, ...]:
         """The group (see :meth:`group_of`) that ``signal`` belongs to."""
+
+    def layer_index(self, tensor_name: str) -> int | None:
+        """The layer a per-layer weight belongs to (``None`` for other tensors), so a
+        caller can read and write one layer of a group at a time."""
+        return None
 
     def is_buffer(self, name: str) -> bool:
         """Whether the tensor ``name`` is a buffer transformers rebuilds from the config
@@ -160,11 +171,13 @@ class Family(ABC):
         config: Mapping[str, Any],
         *,
         part_of: Collection[str] | None = None,
+        layers: Sequence[int] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Rebuild an HF state dict for ``config`` from signals already at its sizes.
 
         The names are those ``save_pretrained`` writes for ``config["architectures"][0]``,
         which ``from_pretrained`` loads without missing or unexpected keys. ``part_of``:
         ``signals`` are whole groups of the model whose signals it names; only their
-        tensors are built.
+        tensors are built. ``layers`` (with ``part_of``): the signals are per-layer groups
+        holding these layers of the target only, in this order.
         """

@@ -34,6 +34,10 @@ class Method:
             signal by signal in name order).
         first_layers: whether a shallower target keeps the source's first layers, so only
             those need to be read.
+        layer_local: whether each target layer is made from one source layer alone
+            (:meth:`source_layer`), element by element (copies, selections, divisions by a
+            whole number), so a signal can be derived one target layer at a time and give
+            the same bits as derived whole.
         options: the recipe options that change its result (of :data:`OPTIONS`).
     """
 
@@ -45,6 +49,7 @@ class Method:
     reads_source: ClassVar[bool] = True
     random: ClassVar[bool] = False
     first_layers: ClassVar[bool] = False
+    layer_local: ClassVar[bool] = False
     options: ClassVar[frozenset[str]] = frozenset({"norm", "depth", "order"})
 
     def resize(
@@ -69,6 +74,10 @@ class Method:
             generator: the random state of a method that draws.
         """
         raise NotImplementedError
+
+    def source_layer(self, layer: int, source_layers: int, target_layers: int) -> int:
+        """The source layer target ``layer`` is made from, for a :attr:`layer_local` method."""
+        raise NotImplementedError(f"{self.name} is not layer-local")
 
     def uneven(self, source: Mapping[str, int], target: Mapping[str, int]) -> list[str]:
         """The sizes that grow by other than a whole multiple, when the method needs whole

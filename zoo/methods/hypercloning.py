@@ -19,11 +19,15 @@ class Hypercloning(Method):
     name = "hypercloning"
     shrinks = False
     integer_multiples = True
+    layer_local = True
 
     def resize(self, x, target, *, fan_in_axes, layer_axis, **_) -> torch.Tensor:
         from zoo.transforms import tile
 
         return tile(x, target, fan_in_axes=fan_in_axes, layer_axis=layer_axis)
+
+    def source_layer(self, layer: int, source_layers: int, target_layers: int) -> int:
+        return layer % source_layers  # the whole stack again (zoo.transforms.tile)
 
 
 HYPERCLONING = Hypercloning()

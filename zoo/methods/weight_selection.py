@@ -17,11 +17,15 @@ class WeightSelection(Method):
     name = "weight-selection"
     grows = False
     first_layers = True
+    layer_local = True
 
     def resize(self, x, target, *, layer_axis, **_) -> torch.Tensor:
         from zoo.transforms import weight_select
 
         return weight_select(x, target, layer_axis=layer_axis)
+
+    def source_layer(self, layer: int, source_layers: int, target_layers: int) -> int:
+        return layer  # the first layers (zoo.transforms.select_indices)
 
 
 WEIGHT_SELECTION = WeightSelection()
