@@ -162,7 +162,6 @@ def step(name: str, work: Path, arg: str | None) -> dict:
             out["refused"] = str(e)
         else:
             out["artifact"] = m.artifact.name
-            out["recipe"] = m.artifact.recipe
             out["bytes"] = sum(f.stat().st_size for f in dest.glob("*.safetensors"))
             out["shards"] = len(list(dest.glob("*.safetensors")))
     elif name == "save_file":

@@ -34,6 +34,10 @@ class Method:
             signal by signal in name order).
         first_layers: whether a shallower target keeps the source's first layers, so only
             those need to be read.
+        in_source_dtype: whether :meth:`resize` may be handed the signal in its own dtype
+            (bf16, fp16) and give the bits of computing in float32 and casting back: its
+            elements are the source's, copied, or computed in float32 and rounded once.
+            Saves the float32 passes over a large result.
         layer_local: whether each target layer is made from one source layer alone
             (:meth:`source_layer`), element by element (copies, selections, divisions by a
             whole number), so a signal can be derived one target layer at a time and give
@@ -49,6 +53,7 @@ class Method:
     reads_source: ClassVar[bool] = True
     random: ClassVar[bool] = False
     first_layers: ClassVar[bool] = False
+    in_source_dtype: ClassVar[bool] = False
     layer_local: ClassVar[bool] = False
     options: ClassVar[frozenset[str]] = frozenset({"norm", "depth", "order"})
 

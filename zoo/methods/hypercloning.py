@@ -19,6 +19,7 @@ class Hypercloning(Method):
     name = "hypercloning"
     shrinks = False
     integer_multiples = True
+    in_source_dtype = True
     layer_local = True
 
     def resize(self, x, target, *, fan_in_axes, layer_axis, **_) -> torch.Tensor:

@@ -86,6 +86,20 @@ def resize(
     target = check_shape(shape, xf.ndim)
     fan = norm_axes(fan_in_axes, xf.ndim, "fan_in_axes")
     la = norm_axis(layer_axis, xf.ndim, "layer_axis")
+    if rescale == "none" and m.in_source_dtype:
+        # Same bits without the float32 copies of a large result.
+        return restore(
+            m.resize(
+                x,
+                target,
+                fan_in_axes=fan,
+                layer_axis=la,
+                kind=kind,
+                wavelet=wavelet,
+                generator=generator,
+            ),
+            x,
+        )
     y = m.resize(
         xf, target, fan_in_axes=fan, layer_axis=la, kind=kind, wavelet=wavelet, generator=generator
     )

@@ -17,6 +17,7 @@ class WeightSelection(Method):
     name = "weight-selection"
     grows = False
     first_layers = True
+    in_source_dtype = True
     layer_local = True
 
     def resize(self, x, target, *, layer_axis, **_) -> torch.Tensor:

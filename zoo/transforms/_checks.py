@@ -20,6 +20,12 @@ _UPCAST = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
 
 def as_float(x: object, name: str = "x") -> torch.Tensor:
     """Return ``x`` in its compute dtype (fp32 for fp16/bf16, else unchanged)."""
+    x = check_float(x, name)
+    return x.to(_UPCAST.get(x.dtype, x.dtype))
+
+
+def check_float(x: object, name: str = "x") -> torch.Tensor:
+    """``x`` itself, once it is checked to be a floating-point tensor of one axis or more."""
     if not isinstance(x, torch.Tensor):
         raise TransformError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}.")
     if not x.is_floating_point():
@@ -29,7 +35,7 @@ def as_float(x: object, name: str = "x") -> torch.Tensor:
         )
     if x.ndim == 0:
         raise TransformError(f"`{name}` must have at least one dimension, got a scalar.")
-    return x.to(_UPCAST.get(x.dtype, x.dtype))
+    return x
 
 
 def norm_axes(axes: Sequence[int] | int, ndim: int, name: str = "axes") -> list[int]:

@@ -12,7 +12,7 @@ import torch
 
 from zoo.errors import TransformError
 
-from ._checks import as_float, check_shape, norm_axes, norm_axis, restore
+from ._checks import as_float, check_float, check_shape, norm_axes, norm_axis, restore
 
 
 def select_indices(s: int, t: int, *, layer: bool = False) -> list[int]:
@@ -34,8 +34,8 @@ def select_indices(s: int, t: int, *, layer: bool = False) -> list[int]:
     return [(2 * i * (s - 1) + (t - 1)) // (2 * (t - 1)) for i in range(t)]
 
 
-def _setup(x, shape, fan_in_axes, layer_axis):
-    xf = as_float(x)
+def _setup(x, shape, fan_in_axes, layer_axis, *, compute_dtype: bool = True):
+    xf = as_float(x) if compute_dtype else check_float(x)
     target = check_shape(shape, xf.ndim)
     fan = set(norm_axes(fan_in_axes, xf.ndim, "fan_in_axes"))
     return xf, target, fan, norm_axis(layer_axis, xf.ndim, "layer_axis")
@@ -48,7 +48,8 @@ def weight_select(
 
     See :func:`select_indices` for exactly which. Growing an axis is refused.
     """
-    xf, target, _, la = _setup(x, shape, (), layer_axis)
+    # Selection only copies elements: it runs in the input's own dtype.
+    xf, target, _, la = _setup(x, shape, (), layer_axis, compute_dtype=False)
     for a, (s, t) in enumerate(zip(xf.shape, target, strict=True)):
         if t > s:
             raise TransformError(
@@ -56,8 +57,15 @@ def weight_select(
                 "Use hypercloning, net2net, dwt or dct to grow."
             )
         if t < s:
-            idx = torch.tensor(select_indices(s, t, layer=a == la), device=xf.device)
-            xf = xf.index_select(a, idx)
+            if a == la or s % t == 0:
+                # The first t, or every (s // t)-th: a strided copy, not an element gather.
+                step = 1 if a == la else s // t
+                cut = [slice(None)] * xf.ndim
+                cut[a] = slice(0, step * t, step)
+                xf = xf[tuple(cut)].contiguous()
+            else:
+                idx = torch.tensor(select_indices(s, t, layer=a == la), device=xf.device)
+                xf = xf.index_select(a, idx)
     return restore(xf, x)
 
 
@@ -83,18 +91,30 @@ def tile(
     ``i`` is source layer ``i % S``), which needs no integer multiple and no division.
     """
     xf, target, fan, la = _setup(x, shape, fan_in_axes, layer_axis)
-    for a, (s, t) in enumerate(zip(xf.shape, target, strict=True)):
-        if t == s:
-            continue
+    growing = [a for a, (s, t) in enumerate(zip(xf.shape, target, strict=True)) if t != s]
+    for a in growing:
+        s, t = xf.shape[a], target[a]
         if t < s or (a != la and t % s):
             raise TransformError(
                 f"`shape` changes axis {a} from {s} to {t}; tiling needs an integer "
                 f"multiple (e.g. {s} -> {2 * s}). Use net2net, dwt or dct for other sizes."
             )
-        xf = xf.index_select(a, torch.arange(t, device=xf.device) % s)
+    # Copies commute with the divisions, so the source is divided (in the compute dtype,
+    # one fan-in axis after another) and cast back before it is copied: each element is
+    # rounded exactly as if the copies were divided, and the large passes are block
+    # copies in the checkpoint's own dtype.
+    for a in growing:
         if a in fan and a != la:
-            xf = xf / (t // s)
-    return restore(xf, x)
+            xf = xf / (target[a] // xf.shape[a])
+    y = restore(xf, x)
+    for a in growing:
+        s, t = y.shape[a], target[a]
+        reps = [1] * y.ndim
+        reps[a] = -(-t // s)
+        y = y.repeat(reps)  # element j is element j % s: [W, W, ...]
+        if y.shape[a] != t:  # the layer axis may stop part-way through a copy
+            y = y.narrow(a, 0, t).contiguous()
+    return y
 
 
 def net2net_widen(
