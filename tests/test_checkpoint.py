@@ -833,3 +833,26 @@ def test_invalid_names_are_refused_naming_the_problem(name: str, phrase: str) ->
         validate_name(name, "alias")
     assert phrase in str(info.value) and "alias" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def _resident_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads Linux's /proc")
+def test_a_released_tensor_leaves_the_process_memory_and_reads_back_the_same(tmp_path):
+    """Hashing maps a checkpoint's files; import releases each tensor once it is stored,
+    so a large checkpoint does not stay resident in the importing process. The bytes read
+    after a release are the same (the file map reads them again)."""
+    big = torch.arange(16 << 20, dtype=torch.float32)  # 64 MiB
+    save_file({"big": big, "small": torch.ones(3)}, tmp_path / "w.safetensors")
+    with open_checkpoint(tmp_path / "w.safetensors") as ckpt:
+        before = _resident_bytes()
+        digest = hashlib.sha256(ckpt.read_bytes("big")).hexdigest()
+        touched = _resident_bytes()
+        ckpt.release("big")
+        released = _resident_bytes()
+        assert hashlib.sha256(ckpt.read_bytes("big")).hexdigest() == digest
+        assert digest == ckpt.info("big").digest
+    assert touched - before > 48 << 20, "reading the tensor did not map its pages"
+    assert touched - released > 48 << 20, "release left the tensor's pages resident"

@@ -205,6 +205,7 @@ def _prepare(reg, source, *, name, revision, convert_bin, progress=False) -> _Pr
                     reg.store.rewrite(t.digest, read())
                 # Not has-then-put: a reused blob gets a fresh time so gc leaves it alone.
                 reg.store.put_if_absent(t.digest, read)
+                ckpt.release(t.name)
                 bar.update(t.nbytes)
         side = find_side_files(ckpt.root)
         for f in side:

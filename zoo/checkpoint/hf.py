@@ -187,6 +187,12 @@ class LocalCheckpoint:
         """
         return self._reader.read(self.info(name))
 
+    def release(self, name: str) -> None:
+        """Done with tensor ``name``'s bytes: its pages leave this process's memory (they
+        stay in the page cache, and a later read maps them again). Importing a large
+        checkpoint then holds about one tensor of it, not every byte it has read."""
+        self._reader.release(self.info(name))
+
     def tensor(self, name: str) -> torch.Tensor:
         """Tensor ``name`` as a new CPU tensor that owns its memory."""
         info = self.info(name)
@@ -524,6 +530,9 @@ class _Reader:
     def read(self, info: TensorInfo) -> memoryview:
         raise NotImplementedError
 
+    def release(self, info: TensorInfo) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -593,26 +602,36 @@ class _MmapReader(_Reader):
 
     def _hash_file(self, fname: str, header: Header, counter: _Counter) -> str:
         h = hashlib.sha256()
-        with memoryview(self.maps[fname]) as view:
+        m = self.maps[fname]
+        with memoryview(m) as view:
             for start in range(0, len(view), _CHUNK):
                 chunk = view[start : start + _CHUNK]
                 h.update(chunk)
                 counter.add(len(chunk))
                 chunk.release()
+                _unmap(m, start, start + _CHUNK)
         return h.hexdigest()
 
     def _hash_tensors(self, fname: str, header: Header, counter: _Counter) -> dict[str, str]:
         out: dict[str, str] = {}
-        with memoryview(self.maps[fname]) as view:
+        m = self.maps[fname]
+        with memoryview(m) as view:
             # In file order, so a cold file is read front to back.
             for e in sorted(header.tensors.values(), key=lambda e: e.begin):
                 h = hashlib.sha256()
                 for start in range(e.begin, e.end, _CHUNK):
-                    chunk = view[start : min(start + _CHUNK, e.end)]
+                    stop = min(start + _CHUNK, e.end)
+                    chunk = view[start:stop]
                     h.update(chunk)
                     chunk.release()
+                    _unmap(m, start, stop)
                 out[e.name] = h.hexdigest()
         return out
+
+    def release(self, info: TensorInfo) -> None:
+        m = self.maps.get(info.file)
+        if m is not None and not self.closed:
+            _unmap(m, *self.offsets[info.name])
 
     def read(self, info: TensorInfo) -> memoryview:
         if self.closed:
@@ -629,6 +648,17 @@ class _MmapReader(_Reader):
             with contextlib.suppress(BufferError):
                 m.close()
         self.maps.clear()
+
+
+def _unmap(m: mmap.mmap, begin: int, end: int) -> None:
+    """Drop the whole pages of ``[begin, end)`` from this process's view of a read-only
+    file map: hashed or copied bytes then stop counting in its memory (the page cache
+    keeps them; touching them again maps them back). Pages shared with neighbouring bytes
+    stay."""
+    page = mmap.PAGESIZE
+    start, stop = -(-begin // page) * page, min(end, len(m)) // page * page
+    if stop > start and hasattr(mmap, "MADV_DONTNEED"):
+        m.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
 
 class _Counter:
