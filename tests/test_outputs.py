@@ -452,6 +452,49 @@ def test_layer_local_methods_derive_a_layer_at_a_time_with_the_same_bits(
         assert torch.equal(by_layer.state_dict[name], t), name
 
 
+def test_layers_copied_from_one_source_layer_are_derived_and_hashed_once(
+    tiny_dir, tmp_path, monkeypatch
+):
+    """A HyperCloning grow from S to 3S layers makes target layers j, j + S and j + 2S
+    from the same source layer: zoo derives them once and hashes their bytes once, and
+    still writes every layer, each equal to the copy it stands for, with the manifest
+    hash of the whole-group derivation."""
+    import zoo
+    from zoo.api import tensors as tio
+
+    registry = zoo.connect(home=tmp_path / "home")
+    src = registry.import_checkpoint(tiny_dir("llama"))
+    S = src.config["num_hidden_layers"]
+    hashed: list[str] = []
+    real = tio.record
+
+    def counted(name, t, known=None):
+        rec, data = real(name, t, known)
+        if data is not None:
+            hashed.append(name)
+        return rec, data
+
+    monkeypatch.setattr(tio, "record", counted)
+    out = tmp_path / "grown"
+    m = registry.materialize(
+        src.name, layers=3 * S, hidden=64, method="hypercloning", out=out, device="cpu"
+    )
+    per_layer = [r.name for r in m.artifact.tensors if ".layers." in r.name]
+    hashed_layers = [n for n in hashed if ".layers." in n]
+    assert len(per_layer) == 3 * len(hashed_layers)
+    assert {int(n.split(".layers.")[1].split(".")[0]) for n in hashed_layers} == set(range(S))
+    model, info = _load(out)
+    assert not any(info.values()), info
+    weights = model.state_dict()
+    for name in per_layer:
+        j = int(name.split(".layers.")[1].split(".")[0])
+        twin = name.replace(f".layers.{j}.", f".layers.{j % S}.")
+        assert torch.equal(weights[name], weights[twin]), name
+    _whole_groups(monkeypatch)
+    whole = registry.materialize(src.name, layers=3 * S, hidden=64, method="hypercloning")
+    assert whole.artifact.content_hash == m.artifact.content_hash
+
+
 def test_a_deep_layer_local_target_is_derived_with_one_layer_in_memory(
     registry, tiny_dir, tmp_path, monkeypatch
 ):

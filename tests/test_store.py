@@ -257,6 +257,9 @@ def test_open_store_picks_the_store_by_url(tmp_path, s3_store_url):
     assert isinstance(local, LocalStore) and str(local.root) == f"{tmp_path}/b"
     s3 = open_store(s3_store_url)
     assert isinstance(s3, FsspecStore) and s3.s3 and s3.url == s3_store_url
+    # Only a store across the network has its small reads overlapped on threads.
+    assert s3.remote and not local.remote
+    assert not open_store(f"memory://zoo-test-{time.monotonic_ns()}/b").remote
     with pytest.raises(InvalidInputError, match="AWS_SECRET_ACCESS_KEY"):
         open_store("s3://AKIAXXXX:topsecret@bucket/prefix")
     with pytest.raises(InvalidInputError):

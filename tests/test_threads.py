@@ -150,3 +150,35 @@ def test_an_error_in_a_block_is_raised_once_no_block_runs_any_more():
     assert seen  # the other worker's blocks ran
     time.sleep(0.3)
     assert done == seen  # and none was still running when the error came out
+
+
+def test_small_work_runs_on_the_calling_thread_and_large_or_remote_work_on_threads(
+    monkeypatch,
+):
+    """Starting threads for a few small tensors costs more than it saves, so work whose
+    bytes add up to less than ``SMALL_WORK`` runs on the caller's thread; larger work,
+    and work that waits on a remote store's round trips whatever its size, is spread
+    over threads. Either way the results come back in order."""
+    import os
+    import threading
+
+    from zoo.api.tensors import SMALL_WORK, parallel_map
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    barrier = threading.Barrier(2, timeout=10)
+
+    def ident(x):
+        return x, threading.get_ident()
+
+    def meet(x):  # two items that each wait for the other can only finish on two threads
+        barrier.wait()
+        return x, threading.get_ident()
+
+    caller = threading.get_ident()
+    small = parallel_map(ident, [1, 2, 3], cost=[10, 10, 10])
+    assert small == [(1, caller), (2, caller), (3, caller)]
+    large = parallel_map(meet, [1, 2], cost=[SMALL_WORK, SMALL_WORK])
+    assert [x for x, _ in large] == [1, 2] and caller not in {t for _, t in large}
+    barrier.reset()
+    remote = parallel_map(meet, [1, 2], cost=[10, 10], min_cost=0)
+    assert [x for x, _ in remote] == [1, 2] and caller not in {t for _, t in remote}

@@ -270,7 +270,12 @@ def restore_blobs(reg, info: ArtifactInfo, produce: Callable[[Callable], Any]) -
         return reg.store.verify(digest)
 
     records = list(info.tensors)
-    ok = tio.parallel_map(intact, [r.digest for r in records], cost=[r.nbytes for r in records])
+    ok = tio.parallel_map(
+        intact,
+        [r.digest for r in records],
+        cost=[r.nbytes for r in records],
+        min_cost=tio.store_min_cost(reg.store),
+    )
     damaged = [r for r, good in zip(records, ok, strict=True) if not good]
     if not damaged:
         return []

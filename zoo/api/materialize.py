@@ -175,7 +175,12 @@ def export(reg, query: str, out: str | Path, *, force: bool = False, max_shard_s
         def copy(record) -> None:
             folder.put(record.name, tio.raw_bytes(tio.read_tensor(reg.store, record)))
 
-        tio.parallel_map(copy, list(info.tensors), cost=[t.nbytes for t in info.tensors])
+        tio.parallel_map(
+            copy,
+            list(info.tensors),
+            cost=[t.nbytes for t in info.tensors],
+            min_cost=tio.store_min_cost(reg.store),
+        )
         return folder.commit(
             config=info.config or {}, metadata=metadata, card=card, extra_files=extra
         )

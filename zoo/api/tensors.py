@@ -149,15 +149,26 @@ def records(
     return [hashed[n] if n in hashed else one(n) for n in names]
 
 
-def parallel_map(fn, items: list, *, cost=None, workers: int | None = None) -> list:
+# Below this many bytes of work in all, starting threads costs more than they save: a
+# small checkpoint's tensors are read, hashed and derived faster by the calling thread.
+SMALL_WORK = 4 << 20
+
+
+def parallel_map(
+    fn, items: list, *, cost=None, workers: int | None = None, min_cost: int = SMALL_WORK
+) -> list:
     """``[fn(x) for x in items]`` on a few threads, in order.
 
     sha256 and torch kernels release the GIL, so hashing and transforming independent
     tensors overlap; results are identical to the sequential loop. ``cost`` (one number
-    per item) starts the dearest items first, so one large tensor does not run alone at
-    the end while the other threads idle.
+    per item, in bytes) starts the dearest items first, so one large tensor does not run
+    alone at the end while the other threads idle; work whose costs add up to less than
+    ``min_cost`` runs on the calling thread (pass 0 when each item waits on a network
+    round trip, which threads overlap whatever its size).
     """
     workers = min(len(items), os.cpu_count() or 1, 8, workers or 8)
+    if workers > 1 and cost is not None and sum(cost) < min_cost:
+        workers = 1
     if workers <= 1:
         return [fn(x) for x in items]
     order = list(range(len(items)))
@@ -185,6 +196,11 @@ def parallel_map(fn, items: list, *, cost=None, workers: int | None = None) -> l
     return results
 
 
+def store_min_cost(store) -> int:
+    """:func:`parallel_map`'s ``min_cost`` for work that reads or writes ``store``."""
+    return 0 if store.remote else SMALL_WORK
+
+
 def _cost(state: Mapping[str, torch.Tensor], names: list[str]) -> list[int]:
     return [state[n].numel() * state[n].element_size() for n in names]
 
@@ -204,7 +220,7 @@ def store_tensors(
         return rec
 
     names = sorted(state)
-    return parallel_map(put, names, cost=_cost(state, names))
+    return parallel_map(put, names, cost=_cost(state, names), min_cost=store_min_cost(store))
 
 
 def load_tensors(
@@ -226,7 +242,7 @@ def load_tensors(
         return t
 
     recs = list(recs)
-    values = parallel_map(load, recs, cost=[r.nbytes for r in recs])
+    values = parallel_map(load, recs, cost=[r.nbytes for r in recs], min_cost=store_min_cost(store))
     return dict(zip([r.name for r in recs], values, strict=True))
 
 

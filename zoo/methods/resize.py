@@ -62,7 +62,14 @@ def resize(
         >>> resize(torch.ones(12, 8), (6, 16), method="dwt").shape
         torch.Size([6, 16])
     """
-    from zoo.transforms._checks import as_float, check_shape, norm_axes, norm_axis, restore
+    from zoo.transforms._checks import (
+        as_float,
+        check_float,
+        check_shape,
+        norm_axes,
+        norm_axis,
+        restore,
+    )
 
     m = METHODS.get(method) if isinstance(method, str) else None
     if m is None:
@@ -82,10 +89,10 @@ def resize(
         raise TransformError(
             f"`reference_std` must be a finite number >= 0, got {reference_std!r}."
         )
-    xf = as_float(x)
-    target = check_shape(shape, xf.ndim)
-    fan = norm_axes(fan_in_axes, xf.ndim, "fan_in_axes")
-    la = norm_axis(layer_axis, xf.ndim, "layer_axis")
+    x = check_float(x)
+    target = check_shape(shape, x.ndim)
+    fan = norm_axes(fan_in_axes, x.ndim, "fan_in_axes")
+    la = norm_axis(layer_axis, x.ndim, "layer_axis")
     if rescale == "none" and m.in_source_dtype:
         # Same bits without the float32 copies of a large result.
         return restore(
@@ -100,6 +107,7 @@ def resize(
             ),
             x,
         )
+    xf = as_float(x)
     y = m.resize(
         xf, target, fan_in_axes=fan, layer_axis=la, kind=kind, wavelet=wavelet, generator=generator
     )

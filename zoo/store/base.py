@@ -58,6 +58,9 @@ class BlobStore(ABC):
     """Content-addressed blob storage behind one small interface."""
 
     url: str
+    # Each read or write is a network round trip: callers overlap them on threads even
+    # for small blobs.
+    remote: bool = False
 
     @abstractmethod
     def has(self, digest: str) -> bool:

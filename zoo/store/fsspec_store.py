@@ -52,6 +52,7 @@ class FsspecStore(BlobStore):
         self.url = redact_url(url)
         protocol, _, rest = url.partition("://")
         self.protocol = protocol
+        self.remote = protocol not in ("file", "local", "memory")
         if "@" in rest.split("/", 1)[0]:
             raise InvalidInputError(
                 f"Store URL {self.url!r} carries credentials; put them in the standard "

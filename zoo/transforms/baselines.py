@@ -90,7 +90,7 @@ def tile(
     The ``layer_axis`` (depth) grows by stacking the whole stack again (target layer
     ``i`` is source layer ``i % S``), which needs no integer multiple and no division.
     """
-    xf, target, fan, la = _setup(x, shape, fan_in_axes, layer_axis)
+    xf, target, fan, la = _setup(x, shape, fan_in_axes, layer_axis, compute_dtype=False)
     growing = [a for a, (s, t) in enumerate(zip(xf.shape, target, strict=True)) if t != s]
     for a in growing:
         s, t = xf.shape[a], target[a]
@@ -103,9 +103,11 @@ def tile(
     # one fan-in axis after another) and cast back before it is copied: each element is
     # rounded exactly as if the copies were divided, and the large passes are block
     # copies in the checkpoint's own dtype.
-    for a in growing:
-        if a in fan and a != la:
-            xf = xf / (target[a] // xf.shape[a])
+    divided = [a for a in growing if a in fan and a != la]
+    if divided:
+        xf = as_float(xf)
+    for a in divided:
+        xf = xf / (target[a] // xf.shape[a])
     y = restore(xf, x)
     for a in growing:
         s, t = y.shape[a], target[a]
