@@ -466,8 +466,10 @@ def floors(report: dict) -> list[str]:
         "|---|---|---|",
         *rows,
         "",
-        "Where the time and memory go. materialize hashes every output tensor (sha256) and "
-        "reads and verifies the source tensors it uses; `save_file` does neither. Import "
+        "Where the time and memory go. materialize hashes every distinct output tensor "
+        "(sha256; the layers HyperCloning copies from one source layer are derived and "
+        "hashed once) and reads and verifies the source tensors it uses; `save_file` does "
+        "neither. Import "
         "hashes each shard twice (the file, for provenance, and each tensor, for content "
         "addressing) and copies every tensor into the store. The dwt groups are derived "
         "whole (the wavelet mixes layers along depth), so their memory is a whole role's "
