@@ -66,7 +66,11 @@ async function browse() {
   fam.innerHTML += families.map((f) => `<option>${esc(f)}</option>`).join("");
   document.getElementById("kind").value = browseState.kind;
   fam.value = browseState.family;
+  // Answers can come back out of order (the server answers requests on several threads):
+  // only the one for what the toolbar shows now is drawn.
+  let asked = 0;
   const refresh = async () => {
+    const mine = ++asked;
     browseState = {
       q: document.getElementById("q").value.trim(),
       kind: document.getElementById("kind").value,
@@ -77,7 +81,11 @@ async function browse() {
     for (const [k, v] of Object.entries(browseState)) if (v) p.set(k, v);
     let page;
     try { page = await api("/api/artifacts?" + p.toString()); }
-    catch (e) { document.getElementById("rows").innerHTML = `<tr><td colspan="7" class="error">${esc(e.message)}</td></tr>`; return; }
+    catch (e) {
+      if (mine === asked) document.getElementById("rows").innerHTML = `<tr><td colspan="7" class="error">${esc(e.message)}</td></tr>`;
+      return;
+    }
+    if (mine !== asked) return;
     const list = page.artifacts;
     document.getElementById("count").textContent =
       page.total > list.length ? `newest ${list.length} of ${page.total} artifacts` : `${page.total} artifacts`;
