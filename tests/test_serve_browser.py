@@ -124,6 +124,47 @@ def test_a_late_answer_to_an_older_query_is_not_drawn(site, page):
     assert page.locator("#count").inner_text() == "2 artifacts"
 
 
+def test_a_page_left_before_its_answers_arrive_is_not_drawn_over_the_next(site, page):
+    """Leaving an artifact's page before its lineage graph arrives, for another artifact's
+    page (with the same element ids), shows the second artifact's graph, never the first
+    one's; leaving before the artifact itself arrives shows the page navigated to."""
+    page.add_init_script(
+        """
+        const realFetch = window.fetch;
+        window.fetch = async (url, opts) => {
+          const r = await realFetch(url, opts);
+          if (window.zooSlow && String(url).includes(window.zooSlow)) {
+            await new Promise((done) => setTimeout(done, 800));
+          }
+          return r;
+        };
+        """
+    )
+    page.goto(site.url + "/")
+    page.locator("tr.row").first.wait_for()
+
+    def nodes() -> set[str]:
+        found = page.locator("#graph svg g.node")
+        return {found.nth(i).get_attribute("data-name") for i in range(found.count())}
+
+    # The learngene's graph comes late; meanwhile the user opens gpt2-tiny's page.
+    page.evaluate(f"window.zooSlow = '{site.lg.name}/lineage?format=svg'")
+    page.evaluate(f"location.hash = '#/artifact/{site.lg.name}'")
+    page.wait_for_function(f"document.querySelector('h1').textContent === '{site.lg.name}'")
+    page.evaluate("location.hash = '#/artifact/gpt2-tiny'")
+    page.wait_for_selector("#graph svg")
+    page.wait_for_timeout(1500)  # the learngene's late graph has arrived by now
+    assert page.locator("h1").inner_text() == "gpt2-tiny"
+    assert "gpt2-tiny" in nodes() and site.lg.name not in nodes()
+    # The artifact itself comes late; meanwhile the user goes to the defaults.
+    page.evaluate(f"window.zooSlow = '/api/artifacts/{site.small.name}'")
+    page.evaluate(f"location.hash = '#/artifact/{site.small.name}'")
+    page.evaluate("location.hash = '#/defaults'")
+    page.wait_for_function("document.querySelector('h1').textContent === 'Defaults'")
+    page.wait_for_timeout(1500)
+    assert page.locator("h1").inner_text() == "Defaults"
+
+
 def test_browse_artifact_lineage_and_audit_in_a_browser(site, page, tmp_path):
     page.goto(site.url + "/")
     rows = page.locator("tr.row")

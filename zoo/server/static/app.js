@@ -52,6 +52,7 @@ function showError(e) {
 let browseState = {q: "", kind: "", family: "", size: ""};
 
 async function browse() {
+  const mine = navigation;
   view.innerHTML = `
     <div class="head"><h1>Library</h1><span id="count" class="count"></span></div>
     <div class="toolbar">
@@ -62,6 +63,7 @@ async function browse() {
     </div>
     <div class="card" style="padding:0"><table><thead><tr><th>Name</th><th>Kind</th><th>Family</th><th>Size</th><th>Weights</th><th>Hash</th><th>Created</th></tr></thead><tbody id="rows"></tbody></table></div>`;
   const families = await api("/api/families");
+  if (!current(mine)) return;
   const fam = document.getElementById("family");
   fam.innerHTML += families.map((f) => `<option>${esc(f)}</option>`).join("");
   document.getElementById("kind").value = browseState.kind;
@@ -70,7 +72,7 @@ async function browse() {
   // only the one for what the toolbar shows now is drawn.
   let asked = 0;
   const refresh = async () => {
-    const mine = ++asked;
+    const ask = ++asked;
     browseState = {
       q: document.getElementById("q").value.trim(),
       kind: document.getElementById("kind").value,
@@ -82,10 +84,10 @@ async function browse() {
     let page;
     try { page = await api("/api/artifacts?" + p.toString()); }
     catch (e) {
-      if (mine === asked) document.getElementById("rows").innerHTML = `<tr><td colspan="7" class="error">${esc(e.message)}</td></tr>`;
+      if (ask === asked && current(mine)) document.getElementById("rows").innerHTML = `<tr><td colspan="7" class="error">${esc(e.message)}</td></tr>`;
       return;
     }
-    if (mine !== asked) return;
+    if (ask !== asked || !current(mine)) return;
     const list = page.artifacts;
     document.getElementById("count").textContent =
       page.total > list.length ? `newest ${list.length} of ${page.total} artifacts` : `${page.total} artifacts`;
@@ -124,7 +126,9 @@ function tensorSummary(a) {
 }
 
 async function artifact(name) {
+  const mine = navigation;
   const a = await api(`/api/artifacts/${enc(name)}`);
+  if (!current(mine)) return;
   const recipe = a.info.recipe || (a.kind === "learngene" ? Object.fromEntries(Object.entries(a.info).filter(([k]) => k !== "signals")) : null);
   const origin = window.location.origin;
   const sizeHint = a.size ? a.size.split("x") : null;
@@ -153,8 +157,9 @@ model = AutoModel.from_pretrained("${esc(a.name)}", revision="${Math.max(1, Math
 # with HF_ENDPOINT=${esc(origin)} and HF_TOKEN set</pre><p id="files" class="muted snippet"></p>`}
     </div>
     <div class="card"><h2>Model card</h2><pre id="card" class="muted">…</pre></div>`;
-  // The page may be left before these arrive: fill only what is still there.
-  const fill = (id, f) => { const el = document.getElementById(id); if (el) f(el); };
+  // The page may be left before these arrive (for another artifact's page, with the same
+  // ids): fill only while this page is the one shown.
+  const fill = (id, f) => { const el = current(mine) && document.getElementById(id); if (el) f(el); };
   api(`/api/artifacts/${enc(a.name)}/lineage?format=svg`).then(
     (svg) => fill("graph", (el) => { el.innerHTML = svg; el.classList.remove("muted"); }),
     (e) => fill("graph", (el) => { el.textContent = e.message; }));
@@ -261,7 +266,9 @@ function showReport(r) {
 // --- defaults -----------------------------------------------------------------------------
 
 async function defaultsPage() {
+  const mine = navigation;
   const rows = await api("/api/defaults");
+  if (!current(mine)) return;
   view.innerHTML = `
     <div class="head"><h1>Defaults</h1><span class="muted">What <code>zoo materialize FAMILY</code> and a size revision use when no method is given, chosen by the transfer benchmark</span></div>
     <div class="card" style="padding:0"><table><thead><tr><th>Family</th><th>Direction</th><th>Method</th><th>Wavelet</th><th>Rescale</th><th>Norm</th><th>Depth</th><th>Measured on</th></tr></thead><tbody>
@@ -273,7 +280,13 @@ async function defaultsPage() {
 
 // --- routing ------------------------------------------------------------------------------
 
+// Each navigation has a number; what arrives for a page already left is dropped, so a slow
+// answer never lands on the page that replaced it.
+let navigation = 0;
+const current = (mine) => mine === navigation;
+
 async function route() {
+  const mine = ++navigation;
   const hash = location.hash || "#/";
   for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", hash.startsWith("#/" + (a.dataset.nav === "browse" ? "" : a.dataset.nav)) && (a.dataset.nav !== "browse" || hash === "#/" || hash.startsWith("#/artifact")));
   try {
@@ -281,8 +294,8 @@ async function route() {
     else if (hash.startsWith("#/audit")) auditPage();
     else if (hash.startsWith("#/defaults")) await defaultsPage();
     else await browse();
-    window.scrollTo(0, 0);
-  } catch (e) { showError(e); }
+    if (current(mine)) window.scrollTo(0, 0);
+  } catch (e) { if (current(mine)) showError(e); }
 }
 
 document.getElementById("token-form").onsubmit = (e) => { e.preventDefault(); };
