@@ -1101,6 +1101,20 @@ def test_identity_depth_equals_the_benchmarks_rule_after_a_width_transfer(regist
     assert hc.config["n_layer"] == 6
 
 
+def test_norm_match_is_refused_for_a_method_that_transfers_nothing(registry, tiny_dir, run_cli):
+    """scratch draws fresh weights: --norm match would be silently ignored (the same
+    weights as without it), so it is refused with one line and exit 2; methods that
+    transfer take it."""
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    args = ["--layers", "2", "--hidden", "16", "--norm", "match"]
+    code, out, err = run_cli("materialize", src.name, *args, "--method", "scratch")
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "--norm match" in err and "scratch" in err
+    for method in ("weight-selection", "dwt"):
+        m = registry.materialize(src.name, layers=2, hidden=16, method=method, norm="match")
+        assert m.artifact.info["recipe"]["norm"] == "match"
+
+
 def test_identity_depth_is_refused_where_it_cannot_apply(registry, tiny_dir, run_cli):
     src = registry.import_checkpoint(tiny_dir("bert"))
     for args in (

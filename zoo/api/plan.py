@@ -193,6 +193,12 @@ def _recipe(
             f"--rescale applies to --method {either(taking('rescale'))}, not {method}; "
             "use --norm match to match normalization layers to the source."
         )
+    if norm == "match" and "norm" not in takes:
+        # Checked on the request, not the Recipe: recipes recorded before are re-derived.
+        raise InvalidInputError(
+            f"--norm match sets transferred normalization layers to the source's; "
+            f"{method} transfers none."
+        )
     if rescale is None:
         rescale = d_rescale if method == d_method else DEFAULT_RESCALE
     # The measured norm and depth rules go with the measured recipe, not with any other.
