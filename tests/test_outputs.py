@@ -38,6 +38,29 @@ def _load(folder: Path):
     return arch.from_pretrained(folder, output_loading_info=True)
 
 
+def _track_emitted_bytes(monkeypatch) -> list[int]:
+    """Count the bytes of derived tensors handed to the sink and still alive; the returned
+    list's one element becomes the most ever alive at once."""
+    from zoo.api.derivation import Sink
+
+    live, peak = [0], [0]
+    real = Sink.__call__
+
+    def tracked(self, name, t):
+        n = t.numel() * t.element_size()
+        live[0] += n
+        peak[0] = max(peak[0], live[0])
+
+        def gone(n=n):
+            live[0] -= n
+
+        weakref.finalize(t, gone)
+        real(self, name, t)
+
+    monkeypatch.setattr(Sink, "__call__", tracked)
+    return peak
+
+
 def _logits(model):
     with torch.no_grad():
         return model(input_ids=torch.tensor([[1, 5, 7, 9, 2]])).logits
@@ -311,24 +334,8 @@ def test_a_streamed_derivation_never_holds_the_whole_target(
     """Each finished tensor is written and let go: the bytes of derived tensors alive at
     once stay those of the groups in flight (they would reach the whole target if it were
     collected before writing), and the output is the same as a derivation in memory."""
-    from zoo.api.derivation import Sink
-
     src = registry.import_checkpoint(tiny_dir("llama"))
-    live, peak = [0], [0]
-    real = Sink.__call__
-
-    def tracked(self, name, t):
-        n = t.numel() * t.element_size()
-        live[0] += n
-        peak[0] = max(peak[0], live[0])
-
-        def gone(n=n):
-            live[0] -= n
-
-        weakref.finalize(t, gone)
-        real(self, name, t)
-
-    monkeypatch.setattr(Sink, "__call__", tracked)
+    peak = _track_emitted_bytes(monkeypatch)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)  # two groups in flight at most
     streamed = registry.materialize(
         src.name, layers=16, hidden=32, method="dwt", out=tmp_path / "deep", device="cpu"
@@ -501,24 +508,8 @@ def test_a_deep_layer_local_target_is_derived_with_one_layer_in_memory(
     """A 32-layer HyperCloning grow with --out holds about one layer of each group at a
     time, not a group's 32 layers: the derived bytes alive at once stay below a quarter of
     the largest group's, and the folder loads strictly."""
-    from zoo.api.derivation import Sink
-
     src = registry.import_checkpoint(tiny_dir("llama"))
-    live, peak = [0], [0]
-    real = Sink.__call__
-
-    def tracked(self, name, t):
-        n = t.numel() * t.element_size()
-        live[0] += n
-        peak[0] = max(peak[0], live[0])
-
-        def gone(n=n):
-            live[0] -= n
-
-        weakref.finalize(t, gone)
-        real(self, name, t)
-
-    monkeypatch.setattr(Sink, "__call__", tracked)
+    peak = _track_emitted_bytes(monkeypatch)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     out = tmp_path / "deep"
     m = registry.materialize(

@@ -226,7 +226,7 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
 
     def work(session: Session) -> EdgeInfo:
         from zoo.db.engine import lock_lineage
-        from zoo.db.graph import edge_info, is_ancestor
+        from zoo.db.graph import is_ancestor
 
         lock_lineage(session)  # before the cycle check, so no other link slips in between
         c = queries.resolve(session, child)
@@ -248,7 +248,7 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
             zoo_version=__version__,
             by=reg.user,
         )
-        return edge_info(edge)
+        return queries.edge_info(edge)
 
     return reg.transaction(work)
 

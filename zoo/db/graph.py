@@ -6,13 +6,12 @@ Each function takes a session owned by the caller and never commits.
 
 from __future__ import annotations
 
-import json
-
 from sqlalchemy import Select, exists, literal_column, select
 from sqlalchemy.orm import Session
 
 from zoo.db.entities import EdgeInfo
 from zoo.db.models import Artifact, Edge
+from zoo.db.queries import edge_info
 
 
 def _walk(root: int, *, up: bool, depth: int | None):
@@ -73,19 +72,3 @@ def is_ancestor(session: Session, ancestor: int, node: int) -> bool:
     walk = select(Edge.parent_id.label("id")).where(Edge.child_id == node).cte("up", recursive=True)
     walk = walk.union(select(Edge.parent_id).join(walk, Edge.child_id == walk.c.id))
     return bool(session.scalar(select(exists().where(walk.c.id == ancestor))))
-
-
-def edge_info(e) -> EdgeInfo:
-    """An edge's record, from its ORM row or a row of its columns."""
-    from zoo.db.queries import aware
-
-    return EdgeInfo(
-        e.id,
-        e.parent_id,
-        e.child_id,
-        e.relation,
-        json.loads(e.recipe_json),
-        e.zoo_version,
-        aware(e.created_at),
-        e.created_by,
-    )

@@ -333,6 +333,20 @@ def add_edge(
     return edge
 
 
+def edge_info(e) -> EdgeInfo:
+    """An edge's record, from its ORM row or a row of its columns."""
+    return EdgeInfo(
+        e.id,
+        e.parent_id,
+        e.child_id,
+        e.relation,
+        json.loads(e.recipe_json),
+        e.zoo_version,
+        aware(e.created_at),
+        e.created_by,
+    )
+
+
 def edges(
     session: Session, *, parent_id: int | None = None, child_id: int | None = None
 ) -> list[EdgeInfo]:
@@ -341,19 +355,7 @@ def edges(
         query = query.where(Edge.parent_id == parent_id)
     if child_id is not None:
         query = query.where(Edge.child_id == child_id)
-    return [
-        EdgeInfo(
-            e.id,
-            e.parent_id,
-            e.child_id,
-            e.relation,
-            json.loads(e.recipe_json),
-            e.zoo_version,
-            aware(e.created_at),
-            e.created_by,
-        )
-        for e in session.scalars(query)
-    ]
+    return [edge_info(e) for e in session.scalars(query)]
 
 
 def list_artifacts(
