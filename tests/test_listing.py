@@ -1,5 +1,6 @@
 """Listing, search and lineage read from the database as a library grows: pages, filters,
-stored aggregates, recursive lineage queries, and the migration that adds the aggregates.
+stored aggregates, the totals the database keeps, recursive lineage queries, and the
+migrations that add the aggregates and the totals.
 
 References are independent of the code under test: tensor rows and edges read back with
 plain queries, filters applied in Python, lineage walked one edge at a time.
@@ -98,6 +99,140 @@ def test_aggregates_equal_the_tensor_rows_for_every_kind_and_after_gc(registry, 
     registry.rm(other.name)
     registry.gc(grace=0)
     assert _check_aggregates(registry) == 4
+
+
+# --- totals ------------------------------------------------------------------------------------
+
+
+def _counted(reg) -> dict[tuple[str | None, bool], int]:
+    """Matches of every kind-only listing, counted from the rows: {(kind, include_deleted): n}."""
+    from zoo.db.queries import KINDS
+
+    with reg.session() as s:
+        rows = s.execute(select(Artifact.kind, Artifact.deleted_at)).all()
+    return {
+        (kind, removed_too): sum(
+            1 for k, gone in rows if (kind is None or k == kind) and (removed_too or gone is None)
+        )
+        for kind in (None, *KINDS)
+        for removed_too in (False, True)
+    }
+
+
+def _totals(reg) -> dict[tuple[str | None, bool], int]:
+    return {
+        (kind, removed_too): reg.search(kind=kind, include_deleted=removed_too, limit=1).total
+        for kind, removed_too in _counted(reg)
+    }
+
+
+def test_totals_follow_every_write_even_statements_outside_zoo(registry, tiny_dir, tmp_path):
+    from sqlalchemy import text, update
+
+    assert set(_totals(registry).values()) == {0}
+    carded = copies(tiny_dir("bert"), tmp_path / "carded", 1)[0]
+    (carded / "README.md").write_text("---\nbase_model: org/base\n---\n")
+    child = registry.import_checkpoint(carded)  # and a placeholder for org/base
+    sources = registry.import_checkpoints(copies(tiny_dir("gpt2"), tmp_path / "g", 3))
+    lg = registry.extract(child.name, method="dwt", wavelet="haar", levels=1)
+    registry.materialize(lg.name, layers=2, hidden=16, store=True)
+    registry.materialize(sources[0].name, layers=1, hidden=8, method="weight-selection")
+    registry.rm(sources[1].name)
+    registry.rm(sources[2].name)
+    expected = _counted(registry)
+    assert expected[("placeholder", False)] == 1 and expected[("source", True)] == 4
+    assert expected[(None, False)] == 6 and expected[(None, True)] == 8
+    assert _totals(registry) == expected
+    registry.gc(grace=0)  # deletes the removed rows for good
+    assert _counted(registry)[(None, True)] == 6
+    assert _totals(registry) == _counted(registry)
+    # Writes that bypass zoo's API keep the totals too: the database maintains them.
+    with registry.engine.begin() as c:
+        c.execute(update(Artifact).where(Artifact.kind == "placeholder").values(kind="source"))
+        c.execute(update(Artifact).where(Artifact.name == child.name).values(deleted_at=func.now()))
+        for name in ("by-hand", "by-hand-2"):
+            c.execute(
+                text(
+                    "INSERT INTO artifacts (kind, name, content_hash, info_json, virtual, "
+                    "created_at, created_by) VALUES ('learngene', :n, :h, '{}', false, "
+                    "CURRENT_TIMESTAMP, 'someone')"
+                ),
+                {"n": name, "h": name.ljust(64, "0")},
+            )
+        c.execute(delete(Artifact).where(Artifact.name == "by-hand-2"))
+    expected = _counted(registry)
+    assert expected[("placeholder", False)] == 0 and expected[("learngene", False)] == 2
+    assert _totals(registry) == expected
+
+
+def test_writers_of_two_kinds_in_opposite_orders_both_commit(registry):
+    """Two transactions that each add a source and a placeholder, in opposite orders, and
+    commit at the same moment: the totals rows must not deadlock them. PostgreSQL locks
+    rows (SQLite serializes writers already). A third transaction holds the placeholder
+    total while both commits start, so that both are inside their commits at once."""
+    import threading
+    import time
+
+    from sqlalchemy import insert, text
+
+    if registry.engine.dialect.name != "postgresql":
+        pytest.skip("row locks are PostgreSQL's")
+
+    def row(kind: str, name: str) -> dict:
+        return dict(
+            kind=kind,
+            name=name,
+            content_hash=name.ljust(64, "0"),
+            info_json="{}",
+            virtual=False,
+            created_at=func.now(),
+            created_by="test",
+        )
+
+    assert registry.list() == []  # the schema is made on first use
+    with registry.engine.begin() as c:  # a total row for each kind
+        c.execute(insert(Artifact).values(**row("source", "s0")))
+        c.execute(insert(Artifact).values(**row("placeholder", "p0")))
+    first, second, holder = (registry.engine.connect() for _ in range(3))
+    errors = []
+
+    def commit(connection) -> None:
+        try:
+            connection.commit()
+        except Exception as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    def wait_until_blocked(pid: int) -> None:
+        query = text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :p")
+        deadline = time.monotonic() + 10
+        while holder.execute(query, {"p": pid}).scalar() != "Lock":
+            assert time.monotonic() < deadline, "the commit never waited"
+            time.sleep(0.02)
+
+    try:
+        for c in (first, second, holder):
+            c.begin()
+            c.exec_driver_sql("SET LOCAL lock_timeout = '10s'")  # a wait fails, not hangs
+        pids = {c: c.exec_driver_sql("SELECT pg_backend_pid()").scalar() for c in (first, second)}
+        first.execute(insert(Artifact).values(**row("source", "a1")))
+        second.execute(insert(Artifact).values(**row("placeholder", "b1")))
+        first.execute(insert(Artifact).values(**row("placeholder", "a2")))
+        second.execute(insert(Artifact).values(**row("source", "b2")))
+        holder.execute(text("SELECT 1 FROM artifact_totals WHERE kind = 'placeholder' FOR UPDATE"))
+        threads = [threading.Thread(target=commit, args=(c,)) for c in (second, first)]
+        for t, c in zip(threads, (second, first), strict=True):
+            t.start()
+            wait_until_blocked(pids[c])
+        holder.rollback()
+        for t in threads:
+            t.join(timeout=30)
+        assert not any(t.is_alive() for t in threads) and errors == []
+    finally:
+        for c in (first, second, holder):
+            c.close()
+    assert _totals(registry)[("source", False)] == 3
+    assert _totals(registry)[("placeholder", False)] == 3
+    assert _totals(registry) == _counted(registry)
 
 
 # --- pages -------------------------------------------------------------------------------------
@@ -472,3 +607,24 @@ def test_migration_backfills_the_aggregates_down_and_up_again(registry, tiny_dir
         engine.dispose()
         backfilled = {(i.id, i.tensor_count, i.nbytes, i.layers, i.hidden) for i in registry.list()}
         assert backfilled == written
+
+
+def test_migration_fills_the_totals_from_the_rows_down_and_up_again(registry, tiny_dir, tmp_path):
+    from zoo.db import engine as db_engine
+
+    sources = registry.import_checkpoints(copies(tiny_dir("gpt2"), tmp_path / "g", 3))
+    registry.extract(sources[0].name, method="dwt", wavelet="haar", levels=1)
+    registry.rm(sources[2].name)
+    written = _counted(registry)
+    assert written[("source", False)] == 2 and written[("source", True)] == 3
+    engine = registry.engine
+    for _ in range(2):
+        engine.dispose()
+        db_engine.downgrade(engine, "0006")
+        with engine.connect() as c:
+            assert "artifact_totals" not in inspect(c).get_table_names()
+        db_engine.upgrade(engine)
+        engine.dispose()
+        assert _totals(registry) == written
+    registry.import_checkpoints(copies(tiny_dir("gpt2"), tmp_path / "h", 2, start=10))
+    assert _totals(registry)[("source", False)] == 4 == _counted(registry)[("source", False)]

@@ -187,9 +187,12 @@ def test_raw_band_layers_use_recorded_digests_and_verify_hashes_them_itself(regi
     info = json.loads(json.dumps(lg.info))
     wrong = "0" * 64
     info["signals"][key]["layer_digests"]["1"][0] = wrong
-    with registry.session() as session, session.begin():
+
+    def corrupt(session) -> None:
         row = session.scalar(select(Artifact).where(Artifact.id == lg.id))
         row.info_json = json.dumps(info)
+
+    registry.transaction(corrupt)
     m = registry.materialize(lg.name, layers=2, hidden=16, rescale="none")
     assert wrong in {t.digest for t in m.artifact.tensors}  # trusted, hence not rehashed
     with pytest.raises(VerificationError, match="differ"):
@@ -442,10 +445,12 @@ def test_a_virtual_parent_recorded_on_an_absent_device_is_explained(registry, ti
 
     src = registry.import_checkpoint(tiny_dir("bert"))
     mid = registry.materialize(src.name, layers=2, hidden=16).artifact
-    with registry.session() as session:  # as if it had been made on a GPU machine
+
+    def made_on_a_gpu(session) -> None:
         edge = session.scalar(select(Edge).where(Edge.child_id == mid.id))
         edge.recipe_json = json.dumps({**json.loads(edge.recipe_json), "device": "cuda"})
-        session.commit()
+
+    registry.transaction(made_on_a_gpu)
     args = ["materialize", mid.name, "--layers", "1", "--hidden", "8", "--device", "cpu"]
     code, out, err = run_cli(*args)
     assert code == 7 and out == "" and err.count("\n") == 1, err

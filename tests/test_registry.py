@@ -131,6 +131,33 @@ def test_tag_moves_an_alias(registry, tiny_dir):
     assert "latest" not in registry.show(a.name).aliases
 
 
+def test_a_read_session_commits_nothing(registry, tiny_dir):
+    """Reads run outside a transaction on PostgreSQL (each statement reads its own
+    snapshot there anyway), so a read session refuses writes rather than commit them; on
+    SQLite its transaction is rolled back."""
+    import contextlib
+
+    from sqlalchemy import select, update
+
+    from zoo.db.models import Artifact
+
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    postgres = registry.engine.dialect.name == "postgresql"
+
+    def refused():
+        if postgres:
+            return pytest.raises(RuntimeError, match="cannot write")
+        return contextlib.nullcontext()
+
+    with refused(), registry.session() as session:
+        session.execute(update(Artifact).where(Artifact.id == src.id).values(name="renamed"))
+    with refused(), registry.session() as session:
+        session.scalar(select(Artifact).where(Artifact.id == src.id)).name = "renamed"
+        session.flush()
+    assert registry.show(src.name).name == src.name
+    assert [i.name for i in registry.list()] == [src.name]
+
+
 def test_cli_ls_show_tag_json(registry, tiny_dir, run_cli):
     code, out, _ = run_cli("import", str(tiny_dir("llama")), "--json")
     assert code == 0

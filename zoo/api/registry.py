@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from functools import cached_property
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,6 +28,16 @@ _RETRIES = 8
 def _transient(exc: OperationalError) -> bool:
     text = str(exc.orig).lower()
     return "locked" in text or "busy" in text or "deadlock" in text or "serializ" in text
+
+
+def _refuse_writes(state) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        raise RuntimeError("A read session of zoo's registry cannot write; use a transaction.")
+
+
+def _refuse_flush(session, _context, _instances) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("A read session of zoo's registry cannot write; use a transaction.")
 
 
 def current_user() -> str:
@@ -77,7 +87,17 @@ class Registry:
 
     @cached_property
     def _sessions(self) -> sessionmaker[Session]:
-        return sessionmaker(self.engine, expire_on_commit=False)
+        if self.engine.dialect.name != "postgresql":
+            return sessionmaker(self.engine, expire_on_commit=False)
+        # At READ COMMITTED each statement of a transaction reads its own snapshot, so a
+        # read loses nothing outside one, and saves the BEGIN and ROLLBACK round trips
+        # (a third of a listing's time). Such a session must never write: it would commit.
+        reads = sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
+        event.listen(reads, "do_orm_execute", _refuse_writes)
+        event.listen(reads, "before_flush", _refuse_flush)
+        return reads
 
     @cached_property
     def _write_sessions(self) -> sessionmaker[Session]:
@@ -97,7 +117,7 @@ class Registry:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
-        """A read session (no transaction is committed)."""
+        """A read session: nothing it does is committed (on PostgreSQL it refuses to write)."""
         self.ensure_schema()
         with self._sessions() as session:
             yield session

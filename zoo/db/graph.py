@@ -6,7 +6,7 @@ Each function takes a session owned by the caller and never commits.
 
 from __future__ import annotations
 
-from sqlalchemy import Select, exists, literal_column, select
+from sqlalchemy import Select, bindparam, exists, literal_column, select
 from sqlalchemy.orm import Session
 
 from zoo.db.entities import EdgeInfo
@@ -67,8 +67,20 @@ _EDGE_COLUMNS = (
 )
 
 
+def _is_ancestor_statement() -> Select:
+    walk = (
+        select(Edge.parent_id.label("id"))
+        .where(Edge.child_id == bindparam("node"))
+        .cte("up", recursive=True)
+    )
+    walk = walk.union(select(Edge.parent_id).join(walk, Edge.child_id == walk.c.id))
+    return select(exists().where(walk.c.id == bindparam("ancestor")))
+
+
+# Built once: every `link` runs it, and building it takes longer than running it.
+_IS_ANCESTOR = _is_ancestor_statement()
+
+
 def is_ancestor(session: Session, ancestor: int, node: int) -> bool:
     """Whether ``ancestor`` is reached from ``node`` going up one edge or more (one query)."""
-    walk = select(Edge.parent_id.label("id")).where(Edge.child_id == node).cte("up", recursive=True)
-    walk = walk.union(select(Edge.parent_id).join(walk, Edge.child_id == walk.c.id))
-    return bool(session.scalar(select(exists().where(walk.c.id == ancestor))))
+    return bool(session.scalar(_IS_ANCESTOR, {"ancestor": ancestor, "node": node}))

@@ -45,7 +45,7 @@ class Artifact(Base):
     __tablename__ = "artifacts"
     __table_args__ = (
         UniqueConstraint("kind", "content_hash"),
-        # Counting the kept artifacts (of a kind) reads this index, not the wide rows.
+        # Counting the kept artifacts a filter matches reads this index, not the wide rows.
         Index("ix_artifacts_deleted_at_kind", "deleted_at", "kind"),
     )
 
@@ -72,6 +72,18 @@ class Artifact(Base):
     nbytes: Mapped[int] = mapped_column(BigInteger, server_default="0")
     layers: Mapped[int | None] = mapped_column(Integer)
     hidden: Mapped[int | None] = mapped_column(Integer)
+
+
+class ArtifactTotal(Base):
+    """How many artifacts of a kind are kept and removed: the total a listing prints,
+    read from one row instead of counted. Database triggers (migration 0007) keep it in
+    the writer's own transaction, so no writer has to know it exists."""
+
+    __tablename__ = "artifact_totals"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    kept: Mapped[int] = mapped_column(BigInteger)
+    removed: Mapped[int] = mapped_column(BigInteger)
 
 
 class ArtifactTensor(Base):

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import delete, insert, literal_column, or_, select, union_all
+from sqlalchemy import Select, bindparam, delete, insert, literal_column, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from zoo.db.entities import (
@@ -284,8 +284,8 @@ def add_alias(session: Session, alias: str, artifact: Artifact) -> None:
     session.flush()
 
 
-def by_alias_or_name(session: Session, query: str) -> Artifact | None:
-    """The artifact ``query`` names as an alias, else as a registry name: one round trip."""
+def _by_alias_or_name_statement() -> Select:
+    query = bindparam("query", type_=Alias.name.type)
     by_alias = (
         select(Artifact.id, literal_column("0").label("rank"))
         .join(Alias, Alias.artifact_id == Artifact.id)
@@ -294,7 +294,17 @@ def by_alias_or_name(session: Session, query: str) -> Artifact | None:
     by_name = select(Artifact.id, literal_column("1").label("rank")).where(Artifact.name == query)
     found = union_all(by_alias, by_name).subquery()
     best = select(found.c.id).order_by(found.c.rank).limit(1).scalar_subquery()
-    return session.scalar(select(Artifact).where(Artifact.id == best))
+    return select(Artifact).where(Artifact.id == best)
+
+
+# Built once: every command resolves names, and building this statement takes longer than
+# SQLite takes to run it.
+_BY_ALIAS_OR_NAME = _by_alias_or_name_statement()
+
+
+def by_alias_or_name(session: Session, query: str) -> Artifact | None:
+    """The artifact ``query`` names as an alias, else as a registry name: one round trip."""
+    return session.scalar(_BY_ALIAS_OR_NAME, {"query": query})
 
 
 def alias_target(session: Session, alias: str) -> Artifact | None:

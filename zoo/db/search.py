@@ -1,22 +1,24 @@
 """Listing and search: a page of artifacts read from their rows alone.
 
-A page costs three indexed queries whatever the size of the library: the page itself
-(keyset paging on the id, so a page never skips or repeats a row while others insert),
-the aliases of the artifacts on it, and the count of every match. Nothing reads config,
-recipes or tensor rows: the sizes a listing prints and filters on are stored on the row.
+A page is one indexed statement whatever the size of the library: the page itself (keyset
+paging on the id, so a page never skips or repeats a row while others insert), with the
+aliases of each artifact on it and the total of a listing of everything or of one kind
+(the totals the database keeps). A listing with other filters counts its matches in a
+second statement. Nothing reads config, recipes or tensor rows: the sizes a listing
+prints and filters on are stored on the row.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import JSON, Select, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from zoo.db import graph
 from zoo.db.entities import ArtifactSummary
-from zoo.db.models import Alias, Artifact
+from zoo.db.models import Alias, Artifact, ArtifactTotal
 from zoo.errors import InvalidInputError
 
 _COLUMNS = (
@@ -136,8 +138,11 @@ def page(
 ) -> tuple[list[ArtifactSummary], int, str | None]:
     """(items, total matches, cursor of the next page or None). ``limit`` None: all."""
     conds = conditions(filters)
-    total = _count(session, filters, conds)
-    query = select(*_COLUMNS).where(*conds)
+    stored = _stored_total(filters)
+    columns = [*_COLUMNS, _aliases(session.get_bind().dialect.name).label("aliases")]
+    if stored is not None:
+        columns.append(stored.scalar_subquery().label("total"))
+    query = select(*columns).where(*conds)
     last = parse_cursor(after)
     if last is not None:
         query = query.where(Artifact.id < last if newest_first else Artifact.id > last)
@@ -145,9 +150,12 @@ def page(
     if limit is not None:
         query = query.limit(limit + 1)
     rows = session.execute(query).all()
+    if stored is not None and rows:
+        total = int(rows[0].total)
+    else:  # no row to carry the total, or a filter whose matches are counted
+        total = int(session.scalar(stored if stored is not None else _counted(conds)))
     more = limit is not None and len(rows) > limit
     rows = rows[:limit] if limit is not None else rows
-    aliases = _aliases(session, [r.id for r in rows])
     items = [
         ArtifactSummary(
             id=r.id,
@@ -163,36 +171,36 @@ def page(
             nbytes=r.nbytes,
             layers=r.layers,
             hidden=r.hidden,
-            aliases=tuple(aliases.get(r.id, ())),
+            aliases=tuple(sorted(r.aliases or ())),
         )
         for r in rows
     ]
     return items, total, (str(rows[-1].id) if more else None)
 
 
-def _count(session: Session, filters: Filters, conds: list) -> int:
-    count = select(func.count()).select_from(Artifact)
-    if filters == Filters() and session.get_bind().dialect.name == "sqlite":
-        # Every kept artifact: SQLite counts a whole table from its smallest b-tree without
-        # reading entries, but counts a WHERE by visiting each one; the removed are few.
-        # Both counts read the one snapshot of this read transaction.
-        removed = session.scalar(count.where(Artifact.deleted_at.is_not(None)))
-        return session.scalar(count) - removed
-    return session.scalar(count.where(*conds))
+def _stored_total(filters: Filters) -> Select | None:
+    """The total of a listing of everything or of one kind, from the totals the database
+    keeps (one row per kind); None for other filters, whose matches are counted."""
+    if replace(filters, kind=None, include_deleted=False) != Filters():
+        return None
+    kept = ArtifactTotal.kept
+    column = kept + ArtifactTotal.removed if filters.include_deleted else kept
+    query = select(func.coalesce(func.sum(column), 0))
+    if filters.kind:
+        query = query.where(ArtifactTotal.kind == filters.kind)
+    return query
 
 
-def _aliases(session: Session, ids: list[int]) -> dict[int, list[str]]:
-    if not ids:
-        return {}
-    wanted = set(ids)
-    # A range, not IN: a whole listing would pass more ids than a statement takes.
-    query = (
-        select(Alias.artifact_id, Alias.name)
-        .where(Alias.artifact_id.between(min(ids), max(ids)))
-        .order_by(Alias.name)
+def _counted(conds: list) -> Select:
+    return select(func.count()).select_from(Artifact).where(*conds)
+
+
+def _aliases(dialect: str):
+    """Each listed artifact's aliases as one JSON array column: a correlated subquery on
+    the alias index, so that the aliases come with the page in the same statement."""
+    collect = func.json_agg if dialect == "postgresql" else func.json_group_array
+    return (
+        select(collect(Alias.name, type_=JSON))
+        .where(Alias.artifact_id == Artifact.id)
+        .scalar_subquery()
     )
-    found: dict[int, list[str]] = {}
-    for artifact_id, name in session.execute(query):
-        if artifact_id in wanted:
-            found.setdefault(artifact_id, []).append(name)
-    return found
