@@ -155,6 +155,8 @@ def test_non_editable_install_carries_migrations(tmp_path):
     assert "zoo_migrations/script.py.mako" in names
     assert "zoo_migrations/versions/0001_initial.py" in names
     assert "zoo_cli/main.py" in names
+    for page in ("index.html", "app.js", "app.css"):  # the web page `zoo serve` serves
+        assert f"zoo/server/static/{page}" in names
     # Every package folder of the source tree ships (a missing entry in pyproject's list
     # would install zoo without that part).
     root = Path(__file__).parent.parent
