@@ -80,6 +80,7 @@ def materialize(reg, query: str, request: MaterializeRequest) -> Materialized:
     known = tio.KnownDigests()
     derivation = Derivation(reg, plan, dev, known=known, read_virtual=_reader(reg))
     workers = check_resources(derivation, dev, keep=out is None, out=out)
+    check_tensor_count(derivation)
     sink = Sink(known=known, store=reg.store if request.store else None, keep=out is None)
 
     def finish(content_hash: str) -> ArtifactInfo:
@@ -232,6 +233,24 @@ def guards(reg, out: Path | None = None) -> dict[str, list[Path]]:
         "protected": [p.expanduser() for p in (*protected, *stores)],
         "stores": [p.expanduser() for p in stores],
     }
+
+
+def check_tensor_count(derivation: Derivation) -> None:
+    """Refuse, before any work, a target with more tensors than zoo accepts in one
+    checkpoint: zoo could not import it back, and every tensor costs a registry row (a
+    mistyped ``--layers 100000`` would otherwise write millions of tensors). Re-derivation
+    does not check: what was recorded is re-derived as it was."""
+    from zoo.checkpoint.safetensors_format import MAX_TENSORS
+
+    count = sum(len(g.outputs) for g in derivation.groups)
+    if count > MAX_TENSORS:
+        plan = derivation.plan
+        sizes = plan.target_sizes
+        raise InvalidTargetError(
+            f"A {sizes['layers']}x{sizes['hidden']} {plan.source.family} would hold "
+            f"{count:,} tensors, more than the {MAX_TENSORS:,} zoo accepts in one "
+            "checkpoint (it could not import it back); ask for fewer layers."
+        )
 
 
 def check_resources(derivation: Derivation, dev, *, keep: bool, out: Path | None) -> int:
