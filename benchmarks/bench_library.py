@@ -471,38 +471,6 @@ def _db_size_mb(reg, db_url: str) -> float | None:
         )
 
 
-def remeasure(folder: Path) -> dict:
-    """The first-page and ancestry measurements again, on a SQLite library this script
-    built and kept (``zoo.db``, ``mlflow.db`` and ``sqlite/blobs`` in ``folder``)."""
-    import zoo
-
-    db_url, ml_uri = f"sqlite:///{folder / 'zoo.db'}", f"sqlite:///{folder / 'mlflow.db'}"
-    os.environ.update(
-        {
-            "ZOO_HOME": str(folder),
-            "ZOO_DB_URL": db_url,
-            "ZOO_STORE_URL": str(folder / "sqlite/blobs"),
-        }
-    )
-    reg = zoo.connect()
-    client = mlflow_client(ml_uri)
-    deep = f"ckpt-{10_000_000 + CHAIN}"
-    assert len(reg.lineage(deep, down=False).edges) == CHAIN
-    zoo_cli("ls")
-    row = {
-        "zoo_artifacts": reg.search(limit=1).total,
-        "zoo_api_page_ms": median_ms(lambda: reg.search(limit=50), 50, WARMUP),
-        "zoo_ls_page_ms": median_ms(lambda: zoo_cli("ls"), 30, WARMUP),
-        "zoo_ls_page_process_ms": zoo_process_ms("ls"),
-        "mlflow_page_ms": median_ms(
-            lambda: client.search_registered_models(max_results=50), 50, WARMUP
-        ),
-        "zoo_ancestry_100_ms": median_ms(lambda: reg.lineage(deep, down=False), 50, WARMUP),
-    }
-    reg.close()
-    return row
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,100000")
@@ -512,9 +480,6 @@ def main() -> None:
     parser.add_argument("--write-ops", type=int, default=300, help="single-process writes")
     parser.add_argument("--writer-ops", type=int, default=30, help="per process, 8 at once")
     parser.add_argument("--out", default="library")
-    parser.add_argument(
-        "--remeasure", help="a folder with a kept SQLite library: measure its pages again"
-    )
     parser.add_argument(
         "--shared", action="store_true", help="say that other work ran on the machine meanwhile"
     )
@@ -531,20 +496,6 @@ def main() -> None:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
-    if args.remeasure:
-        row = remeasure(Path(args.remeasure))
-        out = {
-            "machine": info,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "commit": commit,
-            "mlflow": mlflow.__version__,
-            "sqlite": row,
-        }
-        RESULTS.mkdir(exist_ok=True)
-        path = RESULTS / f"{args.out}-remeasure-{slug(info)}.json"
-        path.write_text(json.dumps(out, indent=2) + "\n")
-        print(json.dumps(out, indent=2))
-        return
     report = {
         "machine": info,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

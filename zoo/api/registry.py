@@ -30,14 +30,17 @@ def _transient(exc: OperationalError) -> bool:
     return "locked" in text or "busy" in text or "deadlock" in text or "serializ" in text
 
 
+_READ_ONLY = "A read session of zoo's registry cannot write; use a transaction."
+
+
 def _refuse_writes(state) -> None:
     if state.is_insert or state.is_update or state.is_delete:
-        raise RuntimeError("A read session of zoo's registry cannot write; use a transaction.")
+        raise RuntimeError(_READ_ONLY)
 
 
 def _refuse_flush(session, _context, _instances) -> None:
     if session.new or session.dirty or session.deleted:
-        raise RuntimeError("A read session of zoo's registry cannot write; use a transaction.")
+        raise RuntimeError(_READ_ONLY)
 
 
 def current_user() -> str:
