@@ -299,6 +299,56 @@ def test_ls_prints_a_first_page_and_the_command_for_the_next(registry, tiny_dir,
 # --- filters against a brute-force reference -------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {},
+        {"newest_first": False},
+        {"after": 9},
+        {"kind": "source"},
+        {"kind": "source", "after": 9, "newest_first": False},
+        {"include_deleted": True},
+        {"family": "gpt2"},
+    ],
+    ids=repr,
+)
+def test_a_page_reads_its_rows_in_order_without_planner_statistics(
+    tmp_path, tiny_dir, monkeypatch, shape
+):
+    """SQLite gathers no planner statistics by itself, so a user's library has none. Each
+    listing shape must still read its page in id order from an index: a plan that sorts
+    (a temporary B-tree) reads every kept row, and grows with the library."""
+    import zoo
+    from zoo.db.search import Filters, statement
+
+    monkeypatch.setenv("ZOO_DB_URL", f"sqlite:///{tmp_path / 'zoo.db'}")
+    monkeypatch.setenv("ZOO_STORE_URL", str(tmp_path / "blobs"))
+    reg = zoo.connect()
+    reg.import_checkpoints(copies(tiny_dir("gpt2"), tmp_path / "c", 16))
+    after = shape.get("after")
+    newest_first = shape.get("newest_first", True)
+    filters = Filters(
+        kind=shape.get("kind"),
+        family=shape.get("family"),
+        include_deleted=shape.get("include_deleted", False),
+    )
+    query, params, _ = statement("sqlite", filters, limit=5, after=after, newest_first=newest_first)
+    compiled = query.compile(reg.engine)
+    values = compiled.construct_params(params)
+    args = tuple(values[key] for key in compiled.positiontup)
+    with reg.engine.connect() as conn:
+        stats = "SELECT name FROM sqlite_master WHERE name LIKE 'sqlite_stat%'"
+        assert conn.exec_driver_sql(stats).all() == []
+        plan = [row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", args)]
+        rows = conn.exec_driver_sql(str(compiled), args).all()
+    reg.close()
+    assert not any("TEMP B-TREE" in step for step in plan), plan
+    ids = [row[0] for row in rows]
+    assert ids == sorted(ids, reverse=newest_first) and len(ids) == 6  # a page and one more
+    if after is not None:
+        assert all(i < after for i in ids) if newest_first else all(i > after for i in ids)
+
+
 @pytest.fixture
 def library(registry, tiny_dir, tmp_path, monkeypatch):
     """Artifacts of three families and two sizes, by two users, with aliases and links."""

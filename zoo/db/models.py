@@ -47,6 +47,10 @@ class Artifact(Base):
         UniqueConstraint("kind", "content_hash"),
         # Counting the kept artifacts a filter matches reads this index, not the wide rows.
         Index("ix_artifacts_deleted_at_kind", "deleted_at", "kind"),
+        # A page of every kept artifact, newest or oldest first, walks this index from one
+        # end: the planner needs no statistics to choose it (SQLite never gathers them by
+        # itself), where the index above would read every kept row and sort them.
+        Index("ix_artifacts_deleted_at_id", "deleted_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -10,10 +10,11 @@ prints and filters on are stored on the row.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Select, and_, exists, func, or_, select
+from sqlalchemy import JSON, Select, and_, bindparam, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from zoo.db import graph
@@ -137,23 +138,19 @@ def page(
     newest_first: bool = True,
 ) -> tuple[list[ArtifactSummary], int, str | None]:
     """(items, total matches, cursor of the next page or None). ``limit`` None: all."""
-    conds = conditions(filters)
-    stored = _stored_total(filters)
-    columns = [*_COLUMNS, _aliases(session.get_bind().dialect.name).label("aliases")]
-    if stored is not None:
-        columns.append(stored.scalar_subquery().label("total"))
-    query = select(*columns).where(*conds)
-    last = parse_cursor(after)
-    if last is not None:
-        query = query.where(Artifact.id < last if newest_first else Artifact.id > last)
-    query = query.order_by(Artifact.id.desc() if newest_first else Artifact.id)
-    if limit is not None:
-        query = query.limit(limit + 1)
-    rows = session.execute(query).all()
-    if stored is not None and rows:
+    dialect = session.get_bind().dialect.name
+    query, params, stored = statement(
+        dialect, filters, limit=limit, after=parse_cursor(after), newest_first=newest_first
+    )
+    rows = session.execute(query, params).all()
+    if stored and rows:
         total = int(rows[0].total)
-    else:  # no row to carry the total, or a filter whose matches are counted
-        total = int(session.scalar(stored if stored is not None else _counted(conds)))
+    elif stored:  # no row to carry the total
+        by_kind = filters.kind is not None
+        kind = {"kind": filters.kind} if by_kind else {}
+        total = int(session.scalar(_stored_total(filters.include_deleted, by_kind), kind))
+    else:  # a filter whose matches are counted
+        total = int(session.scalar(_counted(conditions(filters))))
     more = limit is not None and len(rows) > limit
     rows = rows[:limit] if limit is not None else rows
     items = [
@@ -178,16 +175,78 @@ def page(
     return items, total, (str(rows[-1].id) if more else None)
 
 
-def _stored_total(filters: Filters) -> Select | None:
-    """The total of a listing of everything or of one kind, from the totals the database
-    keeps (one row per kind); None for other filters, whose matches are counted."""
-    if replace(filters, kind=None, include_deleted=False) != Filters():
-        return None
+def statement(
+    dialect: str,
+    filters: Filters,
+    *,
+    limit: int | None,
+    after: int | None,
+    newest_first: bool,
+) -> tuple[Select, dict, bool]:
+    """(the page's statement, its parameters, whether its rows carry the total).
+
+    A listing of everything or of one kind, the one `zoo ls` and the web page open with,
+    runs a statement built once per shape with its values as parameters: building and
+    keying a statement in SQLAlchemy takes longer than the database takes to answer it.
+    Other filters build theirs each time, and their total is counted apart.
+    """
+    params: dict = {}
+    if limit is not None:
+        params["limit"] = limit + 1  # one more tells whether a next page exists
+    if after is not None:
+        params["after"] = after
+    if replace(filters, kind=None, include_deleted=False) == Filters():
+        if filters.kind is not None:
+            params["kind"] = filters.kind
+        query = _listing(
+            dialect,
+            by_kind=filters.kind is not None,
+            include_deleted=filters.include_deleted,
+            after=after is not None,
+            limited=limit is not None,
+            newest_first=newest_first,
+        )
+        return query, params, True
+    query = select(*_COLUMNS, _aliases(dialect).label("aliases")).where(*conditions(filters))
+    return _ordered(query, after is not None, limit is not None, newest_first), params, False
+
+
+@functools.lru_cache(maxsize=64)
+def _listing(
+    dialect: str,
+    *,
+    by_kind: bool,
+    include_deleted: bool,
+    after: bool,
+    limited: bool,
+    newest_first: bool,
+) -> Select:
+    total = _stored_total(include_deleted, by_kind).scalar_subquery()
+    query = select(*_COLUMNS, _aliases(dialect).label("aliases"), total.label("total"))
+    if by_kind:
+        query = query.where(Artifact.kind == bindparam("kind"))
+    if not include_deleted:
+        query = query.where(Artifact.deleted_at.is_(None))
+    return _ordered(query, after, limited, newest_first)
+
+
+def _ordered(query: Select, after: bool, limited: bool, newest_first: bool) -> Select:
+    """Keyset paging on the id: ``:after`` is the last id of the previous page."""
+    if after:
+        last = bindparam("after")
+        query = query.where(Artifact.id < last if newest_first else Artifact.id > last)
+    query = query.order_by(Artifact.id.desc() if newest_first else Artifact.id)
+    return query.limit(bindparam("limit")) if limited else query
+
+
+def _stored_total(include_deleted: bool, by_kind: bool) -> Select:
+    """The total of a listing of everything or of one kind (``:kind``), from the totals
+    the database keeps (one row per kind)."""
     kept = ArtifactTotal.kept
-    column = kept + ArtifactTotal.removed if filters.include_deleted else kept
+    column = kept + ArtifactTotal.removed if include_deleted else kept
     query = select(func.coalesce(func.sum(column), 0))
-    if filters.kind:
-        query = query.where(ArtifactTotal.kind == filters.kind)
+    if by_kind:
+        query = query.where(ArtifactTotal.kind == bindparam("kind"))
     return query
 
 
