@@ -573,18 +573,12 @@ def tag(reg, query: str, alias: str) -> ArtifactInfo:
     validate_name(alias, "alias")
 
     def work(session: Session) -> ArtifactInfo:
-        from sqlalchemy import insert, select, update
+        from sqlalchemy import insert, update
 
-        from zoo.db.models import Alias, Artifact
+        from zoo.db.models import Alias
 
         row = queries.resolve(session, query)
-        # Is the alias a registry name, and where does it point now: one round trip.
-        is_name, current = session.execute(
-            select(
-                select(Artifact.id).where(Artifact.name == alias).exists(),
-                select(Alias.artifact_id).where(Alias.name == alias).scalar_subquery(),
-            )
-        ).one()
+        is_name, current = session.execute(queries.ALIAS_SLOT, {"alias": alias}).one()
         if is_name:
             raise ConflictError(
                 f"{alias!r} is the registry name of an artifact"

@@ -48,17 +48,40 @@ def aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
+# The statements every write and every `show` runs, built once with their values as
+# parameters: building and keying a statement in SQLAlchemy takes longer than the database
+# takes to answer it, and a tag or a link runs several.
+_OWNER = bindparam("artifact_id")
+_ALIASES_OF = select(Alias.name).where(Alias.artifact_id == _OWNER).order_by(Alias.name)
+_IMPORTS_OF = (
+    select(ImportRecord).where(ImportRecord.artifact_id == _OWNER).order_by(ImportRecord.id)
+)
+_TENSORS_OF = (
+    select(ArtifactTensor).where(ArtifactTensor.artifact_id == _OWNER).order_by(ArtifactTensor.name)
+)
+_FILES_OF = (
+    select(ArtifactFile).where(ArtifactFile.artifact_id == _OWNER).order_by(ArtifactFile.name)
+)
+# Whether ``:alias`` is a registry name, and where it points now: one round trip.
+ALIAS_SLOT = select(
+    select(Artifact.id).where(Artifact.name == bindparam("alias")).exists(),
+    select(Alias.artifact_id).where(Alias.name == bindparam("alias")).scalar_subquery(),
+)
+_EDGE = select(Edge).where(
+    Edge.parent_id == bindparam("parent_id"),
+    Edge.child_id == bindparam("child_id"),
+    Edge.relation == bindparam("relation"),
+)
+
+
 def to_info(
     session: Session, row: Artifact, *, tensors: bool = True, same_content: bool = False
 ) -> ArtifactInfo:
     """``row`` as a plain record; ``same_content`` also lists the other kept artifacts
     that hold exactly its content (one query more, so only where it is shown)."""
-    aliases = session.scalars(
-        select(Alias.name).where(Alias.artifact_id == row.id).order_by(Alias.name)
-    ).all()
-    imports = session.scalars(
-        select(ImportRecord).where(ImportRecord.artifact_id == row.id).order_by(ImportRecord.id)
-    ).all()
+    key = {"artifact_id": row.id}
+    aliases = session.scalars(_ALIASES_OF, key).all()
+    imports = session.scalars(_IMPORTS_OF, key).all()
     tensor_rows = tensor_records(session, row.id) if tensors else ()
     return ArtifactInfo(
         id=row.id,
@@ -113,11 +136,7 @@ def coinciding(session: Session, row: Artifact) -> list[Artifact]:
 
 
 def tensor_records(session: Session, artifact_id: int) -> list[TensorRecord]:
-    rows = session.scalars(
-        select(ArtifactTensor)
-        .where(ArtifactTensor.artifact_id == artifact_id)
-        .order_by(ArtifactTensor.name)
-    ).all()
+    rows = session.scalars(_TENSORS_OF, {"artifact_id": artifact_id}).all()
     return [
         TensorRecord(t.name, t.dtype, tuple(json.loads(t.shape_json)), t.nbytes, t.digest)
         for t in rows
@@ -125,11 +144,7 @@ def tensor_records(session: Session, artifact_id: int) -> list[TensorRecord]:
 
 
 def file_records(session: Session, artifact_id: int) -> list[FileRecord]:
-    rows = session.scalars(
-        select(ArtifactFile)
-        .where(ArtifactFile.artifact_id == artifact_id)
-        .order_by(ArtifactFile.name)
-    ).all()
+    rows = session.scalars(_FILES_OF, {"artifact_id": artifact_id}).all()
     return [FileRecord(f.name, f.role, f.nbytes, f.digest) for f in rows]
 
 
@@ -324,9 +339,7 @@ def add_edge(
 ) -> Edge:
     """The edge ``parent --relation--> child``, added unless it is there already."""
     edge = session.scalar(
-        select(Edge).where(
-            Edge.parent_id == parent.id, Edge.child_id == child.id, Edge.relation == relation
-        )
+        _EDGE, {"parent_id": parent.id, "child_id": child.id, "relation": relation}
     )
     if edge is None:
         edge = Edge(
