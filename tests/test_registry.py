@@ -397,6 +397,29 @@ def test_help_does_not_import_torch_or_sqlalchemy():
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
+def test_commands_that_plan_from_shapes_do_not_import_torch_dynamo(tiny_dir, tmp_path):
+    """import, extract and materialize read a checkpoint's layout as shape-only tensors;
+    torch stacks those through a Python reference whose first call imports torch._dynamo,
+    over a second added to each such command."""
+    src = tiny_dir("llama", sharded=True)
+    code = (
+        "import sys; from zoo_cli.main import main\n"
+        "def run(*args):\n"
+        "    try:\n        main(list(args))\n"
+        "    except SystemExit as exc:\n        assert not exc.code, (args, exc.code)\n"
+        f"run('import', {str(src)!r}, '--name', 'src')\n"
+        "run('extract', 'src', '--method', 'dwt')\n"
+        f"run('materialize', 'src', '--layers', '1', '--hidden', '16', '--out', "
+        f"{str(tmp_path / 'small')!r})\n"
+        "assert 'torch' in sys.modules and 'torch._dynamo' not in sys.modules\n"
+    )
+    env = {**os.environ, "ZOO_HOME": str(tmp_path / "home")}
+    env.pop("ZOO_DB_URL", None)
+    env.pop("ZOO_STORE_URL", None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_pickle_checkpoint_is_refused_unless_converted(registry, tiny_dir, tmp_path, run_cli):
     import torch
     from tinymodels import build_model

@@ -529,7 +529,6 @@ class TransformerFamily(Family):
         Raises:
             InvalidCheckpointError: a tensor is missing, unknown, duplicated or mis-shaped.
         """
-        import torch
 
         sizes = self.sizes(config)
         changing = {r: sizes[r] for r in CHANGING_ROLES if r in sizes}
@@ -615,7 +614,7 @@ class TransformerFamily(Family):
                     per_piece[j].append(part)
             for piece, parts in zip(r.pieces, per_piece, strict=True):
                 signals[piece.signal] = Signal(
-                    torch.stack(parts), piece.axes, piece.kind, piece.fan_in_axis
+                    _stack(parts), piece.axes, piece.kind, piece.fan_in_axis
                 )
         signals.update(extras)
         return signals
@@ -808,3 +807,15 @@ class TransformerFamily(Family):
         out = copy.deepcopy(dict(config))
         self.write_config(out, plan, config)
         return out
+
+
+def _stack(parts: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(parts)``. Shape-only (meta) parts of one shape are stacked by shape:
+    torch stacks meta tensors through its Python reference, whose first call imports
+    torch._dynamo, a second or more added to every command that plans from shapes."""
+    import torch
+
+    first = parts[0]
+    if first.is_meta and all(p.shape == first.shape and p.dtype == first.dtype for p in parts):
+        return torch.empty((len(parts), *first.shape), dtype=first.dtype, device="meta")
+    return torch.stack(parts)
