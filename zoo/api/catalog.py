@@ -573,10 +573,6 @@ def tag(reg, query: str, alias: str) -> ArtifactInfo:
     validate_name(alias, "alias")
 
     def work(session: Session) -> ArtifactInfo:
-        from sqlalchemy import insert, update
-
-        from zoo.db.models import Alias
-
         row = queries.resolve(session, query)
         is_name, current = session.execute(queries.ALIAS_SLOT, {"alias": alias}).one()
         if is_name:
@@ -586,10 +582,11 @@ def tag(reg, query: str, alias: str) -> ArtifactInfo:
             )
         if current is None:
             session.execute(
-                insert(Alias).values(name=alias, artifact_id=row.id, created_at=queries.now())
+                queries.INSERT_ALIAS,
+                {"name": alias, "artifact_id": row.id, "created_at": queries.now()},
             )
         elif current != row.id:
-            session.execute(update(Alias).where(Alias.name == alias).values(artifact_id=row.id))
+            session.execute(queries.MOVE_ALIAS, {"alias": alias, "target": row.id})
         return queries.to_info(session, row, tensors=False)
 
     return reg.transaction(work)

@@ -8,7 +8,17 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, insert, literal_column, or_, select, union_all
+from sqlalchemy import (
+    Select,
+    bindparam,
+    delete,
+    insert,
+    literal_column,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from zoo.db.entities import (
@@ -53,19 +63,42 @@ def aware(value: datetime) -> datetime:
 # takes to answer it, and a tag or a link runs several.
 _OWNER = bindparam("artifact_id")
 _ALIASES_OF = select(Alias.name).where(Alias.artifact_id == _OWNER).order_by(Alias.name)
+# Columns, not ORM objects: these rows become plain records at once.
 _IMPORTS_OF = (
-    select(ImportRecord).where(ImportRecord.artifact_id == _OWNER).order_by(ImportRecord.id)
+    select(
+        ImportRecord.origin,
+        ImportRecord.revision,
+        ImportRecord.files_json,
+        ImportRecord.imported_at,
+        ImportRecord.imported_by,
+    )
+    .where(ImportRecord.artifact_id == _OWNER)
+    .order_by(ImportRecord.id)
 )
 _TENSORS_OF = (
-    select(ArtifactTensor).where(ArtifactTensor.artifact_id == _OWNER).order_by(ArtifactTensor.name)
+    select(
+        ArtifactTensor.name,
+        ArtifactTensor.dtype,
+        ArtifactTensor.shape_json,
+        ArtifactTensor.nbytes,
+        ArtifactTensor.digest,
+    )
+    .where(ArtifactTensor.artifact_id == _OWNER)
+    .order_by(ArtifactTensor.name)
 )
 _FILES_OF = (
-    select(ArtifactFile).where(ArtifactFile.artifact_id == _OWNER).order_by(ArtifactFile.name)
+    select(ArtifactFile.name, ArtifactFile.role, ArtifactFile.nbytes, ArtifactFile.digest)
+    .where(ArtifactFile.artifact_id == _OWNER)
+    .order_by(ArtifactFile.name)
 )
 # Whether ``:alias`` is a registry name, and where it points now: one round trip.
 ALIAS_SLOT = select(
     select(Artifact.id).where(Artifact.name == bindparam("alias")).exists(),
     select(Alias.artifact_id).where(Alias.name == bindparam("alias")).scalar_subquery(),
+)
+INSERT_ALIAS = insert(Alias)
+MOVE_ALIAS = (
+    update(Alias).where(Alias.name == bindparam("alias")).values(artifact_id=bindparam("target"))
 )
 _EDGE = select(Edge).where(
     Edge.parent_id == bindparam("parent_id"),
@@ -81,7 +114,7 @@ def to_info(
     that hold exactly its content (one query more, so only where it is shown)."""
     key = {"artifact_id": row.id}
     aliases = session.scalars(_ALIASES_OF, key).all()
-    imports = session.scalars(_IMPORTS_OF, key).all()
+    imports = session.execute(_IMPORTS_OF, key).all()
     tensor_rows = tensor_records(session, row.id) if tensors else ()
     return ArtifactInfo(
         id=row.id,
@@ -136,7 +169,7 @@ def coinciding(session: Session, row: Artifact) -> list[Artifact]:
 
 
 def tensor_records(session: Session, artifact_id: int) -> list[TensorRecord]:
-    rows = session.scalars(_TENSORS_OF, {"artifact_id": artifact_id}).all()
+    rows = session.execute(_TENSORS_OF, {"artifact_id": artifact_id}).all()
     return [
         TensorRecord(t.name, t.dtype, tuple(json.loads(t.shape_json)), t.nbytes, t.digest)
         for t in rows
@@ -144,7 +177,7 @@ def tensor_records(session: Session, artifact_id: int) -> list[TensorRecord]:
 
 
 def file_records(session: Session, artifact_id: int) -> list[FileRecord]:
-    rows = session.scalars(_FILES_OF, {"artifact_id": artifact_id}).all()
+    rows = session.execute(_FILES_OF, {"artifact_id": artifact_id}).all()
     return [FileRecord(f.name, f.role, f.nbytes, f.digest) for f in rows]
 
 
