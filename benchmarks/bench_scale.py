@@ -479,9 +479,9 @@ def floors(report: dict) -> list[str]:
         "whole (the wavelet mixes layers along depth), so their memory is a whole role's "
         "signal in float32 and its temporaries; extract adds each signal's statistics, "
         "computed in float64 over the whole signal so that a machine gives the same bits "
-        "at any thread count (a learngene records them). HyperCloning and weight selection go a layer at a time; their peak is "
-        "the interpreter and torch, the embedding and head (whole tensors), and the "
-        "layers of the threads in flight.",
+        "at any thread count (a learngene records them). HyperCloning and weight "
+        "selection go a layer at a time; their peak is the interpreter and torch, the "
+        "embedding and head (whole tensors), and the layers of the threads in flight.",
     ]
 
 

@@ -847,6 +847,7 @@ def test_a_released_tensor_leaves_the_process_memory_and_reads_back_the_same(tmp
     big = torch.arange(16 << 20, dtype=torch.float32)  # 64 MiB
     save_file({"big": big, "small": torch.ones(3)}, tmp_path / "w.safetensors")
     with open_checkpoint(tmp_path / "w.safetensors") as ckpt:
+        assert ckpt.files  # the file's own hashing (in the background) has ended
         before = _resident_bytes()
         digest = hashlib.sha256(ckpt.read_bytes("big")).hexdigest()
         touched = _resident_bytes()
@@ -856,3 +857,43 @@ def test_a_released_tensor_leaves_the_process_memory_and_reads_back_the_same(tmp
         assert digest == ckpt.info("big").digest
     assert touched - before > 48 << 20, "reading the tensor did not map its pages"
     assert touched - released > 48 << 20, "release left the tensor's pages resident"
+
+
+def test_a_large_shard_is_hashed_in_runs_and_gives_each_tensor_and_file_its_digest(tmp_path):
+    """Above the inline size, a shard's tensors are hashed in runs on several threads and
+    the files' own digests follow in the background; every digest equals hashlib's over
+    the bytes safetensors reads back, and the file digests are there after close."""
+    g = torch.Generator().manual_seed(0)
+    sizes = [(300, 700), (5,), (1024, 257), (3, 3), (200, 1000), (1,), (640, 333)]
+    tensors = {f"t{i}": torch.randn(s, generator=g) for i, s in enumerate(sizes)}
+    save_file(tensors, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "unknown"}))
+    assert (tmp_path / "model.safetensors").stat().st_size > 3 << 20  # over the inline size
+    with open_checkpoint(tmp_path) as ckpt:
+        digests = {t.name: t.digest for t in ckpt.tensors}
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+        for name in tensors:
+            raw = f.get_tensor(name).contiguous().view(torch.uint8).numpy().tobytes()
+            assert digests[name] == hashlib.sha256(raw).hexdigest(), name
+    assert ckpt.files == {
+        name: hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+        for name in ("config.json", "model.safetensors")
+    }
+
+
+@given(st.lists(st.integers(0, 5000), min_size=1, max_size=40), st.integers(1, 8))
+def test_runs_cover_every_tensor_in_order_in_at_most_n_balanced_runs(sizes, n):
+    from types import SimpleNamespace
+
+    from zoo.checkpoint.hf import _runs
+
+    entries, begin = [], 0
+    for k, size in enumerate(sizes):
+        entries.append(SimpleNamespace(name=str(k), begin=begin, end=begin + size))
+        begin += size
+    runs = _runs(entries, n)
+    assert [e for run in runs for e in run] == entries  # every tensor once, in file order
+    assert 1 <= len(runs) <= n and all(runs)
+    # No run holds more than an equal share plus the one tensor that crossed into it.
+    share, largest = sum(sizes) / n, max(sizes)
+    assert all(sum(e.end - e.begin for e in run) <= share + largest for run in runs)

@@ -172,6 +172,8 @@ def _prepare(reg, source, *, name, revision, convert_bin, progress=False) -> _Pr
     from zoo.checkpoint import manifest_hash, open_checkpoint
     from zoo.checkpoint.side_files import base_models, card_metadata, find_side_files
 
+    from . import tensors as tio
+
     path, origin, commit = _locate(source, revision)
     with open_checkpoint(path, allow_bin=convert_bin) as ckpt:
         if ckpt.config is None:
@@ -198,7 +200,8 @@ def _prepare(reg, source, *, name, revision, convert_bin, progress=False) -> _Pr
         # Blobs first, rows second: a crash in between leaves collectable orphans only.
         total = sum(t.nbytes for t in tensors)
         with progress_bar(total, f"import {Path(path).name}", enabled=progress) as bar:
-            for t in tensors:
+
+            def store(t: TensorRecord) -> None:
                 read = functools.partial(ckpt.read_bytes, t.name)
                 if known and not reg.store.verify(t.digest):
                     # Importing a registered checkpoint again restores its damaged blobs.
@@ -207,6 +210,15 @@ def _prepare(reg, source, *, name, revision, convert_bin, progress=False) -> _Pr
                 reg.store.put_if_absent(t.digest, read)
                 ckpt.release(t.name)
                 bar.update(t.nbytes)
+
+            # On a few threads: one blob's write waits on the disk while the next is
+            # copied, and the files' provenance hashing runs meanwhile.
+            tio.parallel_map(
+                store,
+                list(tensors),
+                cost=[t.nbytes for t in tensors],
+                min_cost=tio.store_min_cost(reg.store),
+            )
         side = find_side_files(ckpt.root)
         for f in side:
             reg.store.put_if_absent(f.digest, functools.partial(bytes, f.data))

@@ -118,7 +118,7 @@ class LocalCheckpoint:
         root: Path,
         config: dict[str, Any] | None,
         tensors: list[TensorInfo],
-        files: dict[str, str],
+        files: dict[str, str] | Callable[[], dict[str, str]],
         metadata: dict[str, str],
         format: str,
         reader: _Reader,
@@ -127,7 +127,7 @@ class LocalCheckpoint:
         self.root = root
         self.config = config
         self.tensors = tensors
-        self.files = files
+        self._files = files
         self.metadata = metadata
         self.format = format
         self._by_name = {t.name: t for t in tensors}
@@ -142,13 +142,11 @@ class LocalCheckpoint:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        # Leaving on an error (Ctrl-C included) does not wait for hashing nobody will read.
+        self._reader.close(finish=exc_type is None)
 
     def __repr__(self) -> str:
-        return (
-            f"<LocalCheckpoint {self.path} ({self.format}, {len(self.tensors)} tensors, "
-            f"{len(self.files)} files)>"
-        )
+        return f"<LocalCheckpoint {self.path} ({self.format}, {len(self.tensors)} tensors)>"
 
     def __iter__(self) -> Iterator[TensorInfo]:
         return iter(self.tensors)
@@ -160,8 +158,18 @@ class LocalCheckpoint:
         return name in self._by_name
 
     def close(self) -> None:
-        """Release the file maps; views returned by :meth:`read_bytes` keep theirs alive."""
+        """Release the file maps once the files are hashed; views returned by
+        :meth:`read_bytes` keep theirs alive."""
         self._reader.close()
+
+    @property
+    def files(self) -> dict[str, str]:
+        """Relative file name -> sha256 of the whole file. The weight files may still be
+        hashing in the background (their digests are needed only to record an import);
+        reading this waits for them."""
+        if callable(self._files):
+            self._files = self._files()
+        return self._files
 
     @property
     def nbytes(self) -> int:
@@ -533,7 +541,7 @@ class _Reader:
     def release(self, info: TensorInfo) -> None:
         pass
 
-    def close(self) -> None:
+    def close(self, finish: bool = True) -> None:
         pass
 
 
@@ -545,10 +553,19 @@ class _MmapReader(_Reader):
         self.maps: dict[str, mmap.mmap] = {}
         self.offsets: dict[str, tuple[int, int]] = {}
         self.closed = False
+        self.pool: ThreadPoolExecutor | None = None
 
     def hash_all(
         self, headers: dict[str, Header], side_files: list[str], progress: Progress | None
-    ) -> tuple[dict[str, str], dict[str, str]]:
+    ) -> tuple[dict[str, str], Callable[[], dict[str, str]]]:
+        """(each tensor's digest, a function giving each file's digest).
+
+        The tensors' digests (content addressing) are computed before this returns, spread
+        over every core. The weight files' own digests (provenance, needed only when an
+        import is recorded) are computed next, in the background, while the caller stores
+        the tensors: the second sha256 pass then overlaps the store's writes instead of
+        preceding them.
+        """
         for fname, header in headers.items():
             self.maps[fname] = self._map(fname, header)
             for e in header.tensors.values():
@@ -559,35 +576,45 @@ class _MmapReader(_Reader):
         file_digests: dict[str, str] = {}
         for name in side_files:
             file_digests[name] = _sha256_file(self.root / name)
-        # Two jobs per file, so even a single-file checkpoint uses two cores: one hashes the
-        # whole file (provenance), one hashes each tensor's slice (content addressing).
-        jobs = [(fname, kind) for fname in headers for kind in ("file", "tensors")]
         if total <= _INLINE_HASH_BYTES:
             # Starting threads costs more than hashing a tiny checkpoint.
-            for fname, kind in jobs:
-                if kind == "file":
-                    file_digests[fname] = self._hash_file(fname, headers[fname], counter)
-                else:
-                    digests.update(self._hash_tensors(fname, headers[fname], counter))
-            return digests, dict(sorted(file_digests.items()))
-        workers = max(1, min(len(jobs), os.cpu_count() or 1, 16))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zoo-hash") as pool:
-            futures = {
-                pool.submit(
-                    self._hash_file if kind == "file" else self._hash_tensors,
-                    fname,
-                    headers[fname],
-                    counter,
-                ): (fname, kind)
-                for fname, kind in jobs
-            }
-            for future, (fname, kind) in futures.items():
-                result = future.result()
-                if kind == "file":
-                    file_digests[fname] = result
-                else:
-                    digests.update(result)
-        return digests, dict(sorted(file_digests.items()))
+            for fname, header in headers.items():
+                digests.update(self._hash_tensors(fname, _in_file_order(header)))
+                file_digests[fname] = self._hash_file(fname, header, counter)
+            done = dict(sorted(file_digests.items()))
+            return digests, lambda: done
+        workers = max(1, min(os.cpu_count() or 1, 16))
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zoo-hash")
+        # Each file's tensors in ``workers`` runs of about equal bytes, so one large shard
+        # uses every core; each run reads its part of the file front to back.
+        tensor_jobs = [
+            self.pool.submit(self._hash_tensors, fname, run)
+            for fname, header in headers.items()
+            for run in _runs(_in_file_order(header), workers)
+        ]
+        # Queued after every tensor job: they start as the tensor jobs finish.
+        file_jobs = {
+            fname: self.pool.submit(self._hash_file, fname, header, counter)
+            for fname, header in headers.items()
+        }
+        try:
+            for job in tensor_jobs:
+                digests.update(job.result())
+        except BaseException:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+        def files() -> dict[str, str]:
+            out = dict(file_digests)
+            for fname, job in file_jobs.items():
+                if job.cancelled():
+                    raise ValueError(
+                        f"the checkpoint was closed on an error before {fname} was hashed."
+                    )
+                out[fname] = job.result()
+            return dict(sorted(out.items()))
+
+        return digests, files
 
     def _map(self, fname: str, header: Header) -> mmap.mmap:
         path = self.root / fname
@@ -612,12 +639,11 @@ class _MmapReader(_Reader):
                 _unmap(m, start, start + _CHUNK)
         return h.hexdigest()
 
-    def _hash_tensors(self, fname: str, header: Header, counter: _Counter) -> dict[str, str]:
+    def _hash_tensors(self, fname: str, entries: list) -> dict[str, str]:
         out: dict[str, str] = {}
         m = self.maps[fname]
         with memoryview(m) as view:
-            # In file order, so a cold file is read front to back.
-            for e in sorted(header.tensors.values(), key=lambda e: e.begin):
+            for e in entries:
                 h = hashlib.sha256()
                 for start in range(e.begin, e.end, _CHUNK):
                     stop = min(start + _CHUNK, e.end)
@@ -641,13 +667,35 @@ class _MmapReader(_Reader):
         begin, end = self.offsets[info.name]
         return memoryview(self.maps[info.file])[begin:end]
 
-    def close(self) -> None:
+    def close(self, finish: bool = True) -> None:
+        if self.pool is not None:
+            # Background file hashing reads the maps: it ends before they close, finished
+            # (so ``files`` stays readable) unless the caller is leaving on an error.
+            self.pool.shutdown(wait=True, cancel_futures=not finish)
         self.closed = True
         for m in self.maps.values():
             # A caller may still hold a read_bytes view; the map then closes when it dies.
             with contextlib.suppress(BufferError):
                 m.close()
         self.maps.clear()
+
+
+def _in_file_order(header: Header) -> list:
+    """A file's tensors in the order they lie in it, so a cold file is read front to back."""
+    return sorted(header.tensors.values(), key=lambda e: e.begin)
+
+
+def _runs(entries: list, n: int) -> list[list]:
+    """``entries`` cut into at most ``n`` consecutive runs of about equal bytes."""
+    total = sum(e.end - e.begin for e in entries)
+    runs: list[list] = [[]]
+    size = 0
+    for e in entries:
+        if runs[-1] and size >= total * len(runs) / n:
+            runs.append([])
+        runs[-1].append(e)
+        size += e.end - e.begin
+    return [r for r in runs if r]
 
 
 def _unmap(m: mmap.mmap, begin: int, end: int) -> None:
@@ -751,5 +799,5 @@ class _TensorReader(_Reader):
             )
         return tensor_bytes(self.tensors[info.name])
 
-    def close(self) -> None:
+    def close(self, finish: bool = True) -> None:
         self.tensors = {}
