@@ -547,7 +547,9 @@ def markdown(report: dict) -> str:
         "interpreter and its imports. MLflow's "
         "library: the first 1000 registered models and versions made through MlflowClient "
         "(which times `create_model_version`), the rest copies of their rows; zoo's made "
-        "through its API. Both databases are analyzed after each growth. "
+        "through its API. Planner statistics as users have them: both PostgreSQL "
+        "databases are analyzed after each growth (autovacuum does it for a user's), the "
+        "SQLite ones never (SQLite gathers none by itself). "
         + (
             "Other work ran on the machine meanwhile."
             if report.get("shared")
