@@ -897,3 +897,25 @@ def test_runs_cover_every_tensor_in_order_in_at_most_n_balanced_runs(sizes, n):
     # No run holds more than an equal share plus the one tensor that crossed into it.
     share, largest = sum(sizes) / n, max(sizes)
     assert all(sum(e.end - e.begin for e in run) <= share + largest for run in runs)
+
+
+def test_file_digests_survive_a_close_right_after_opening(tmp_path):
+    """A checkpoint closed normally finishes hashing its files in the background, so
+    ``files`` still answers after ``close``: here six shards, more than the workers that
+    hash them, so some file jobs are still queued when the checkpoint closes."""
+    g = torch.Generator().manual_seed(1)
+    weight_map = {}
+    for k in range(6):
+        name = f"model-{k + 1:05d}-of-00006.safetensors"
+        save_file({f"w{k}": torch.randn(1024, 1024, generator=g)}, tmp_path / name)
+        weight_map[f"w{k}"] = name
+    index = {"metadata": {}, "weight_map": weight_map}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "unknown"}))
+    ckpt = open_checkpoint(tmp_path)
+    ckpt.close()
+    assert ckpt.files == {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in tmp_path.iterdir()
+        if p.suffix in (".json", ".safetensors")
+    }
