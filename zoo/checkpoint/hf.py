@@ -691,7 +691,7 @@ def _runs(entries: list, n: int) -> list[list]:
     runs: list[list] = [[]]
     size = 0
     for e in entries:
-        if runs[-1] and size >= total * len(runs) / n:
+        if runs[-1] and len(runs) < n and size >= total * len(runs) / n:
             runs.append([])
         runs[-1].append(e)
         size += e.end - e.begin
