@@ -175,12 +175,12 @@ def lineage(
             Artifact.deleted_at,
         )
         ordered = sorted(ids)
+        dialect = session.get_bind().dialect.name
+        of_ids = select(*columns).where(queries.among(Artifact.id, dialect))
         rows = [
             r
             for start in range(0, len(ordered), 1000)  # under every back end's parameter limit
-            for r in session.execute(
-                select(*columns).where(Artifact.id.in_(ordered[start : start + 1000]))
-            )
+            for r in session.execute(of_ids, {"ids": ordered[start : start + 1000]})
         ]
         nodes = {
             r.id: Node(
@@ -201,8 +201,9 @@ def lineage(
                     ImportRecord.imported_at,
                     ImportRecord.imported_by,
                 )
-                .where(ImportRecord.artifact_id.in_(sources))
-                .order_by(ImportRecord.artifact_id, ImportRecord.id)
+                .where(queries.among(ImportRecord.artifact_id, dialect))
+                .order_by(ImportRecord.artifact_id, ImportRecord.id),
+                {"ids": sources},
             ):
                 graph_.imports.setdefault(imp.artifact_id, []).append(
                     ImportInfo(

@@ -107,6 +107,19 @@ _EDGE = select(Edge).where(
 )
 
 
+def among(column, dialect: str, name: str = "ids"):
+    """``column IN :name``, where ``:name`` is a list given at execution. On PostgreSQL it
+    is one array parameter (``= ANY``): the statement's text is then the same whatever the
+    list's length, so psycopg prepares it once, where an expanded IN of n values is a new
+    statement for every n, rendered and cast value by value."""
+    if dialect == "postgresql":
+        from sqlalchemy import Integer, any_
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(name, type_=ARRAY(Integer)))
+    return column.in_(bindparam(name, expanding=True))
+
+
 def to_info(
     session: Session, row: Artifact, *, tensors: bool = True, same_content: bool = False
 ) -> ArtifactInfo:
