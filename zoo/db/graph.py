@@ -6,6 +6,8 @@ Each function takes a session owned by the caller and never commits.
 
 from __future__ import annotations
 
+import functools
+
 from sqlalchemy import Select, bindparam, exists, literal_column, select
 from sqlalchemy.orm import Session
 
@@ -14,11 +16,12 @@ from zoo.db.models import Artifact, Edge
 from zoo.db.queries import edge_info
 
 
-def _walk(root: int, *, up: bool, depth: int | None):
-    """A CTE of the artifacts reachable from ``root`` (itself included) along edges, up
-    to parents or down to children. Without a depth limit it has one column, ``id``, and
-    UNION's duplicate removal ends it on any graph; with one, ``depth`` is the length of a
-    path (several per node in a DAG, at most ``depth`` + 1 each) and the limit ends it."""
+def _walk(root, *, up: bool, depth):
+    """A CTE of the artifacts reachable from ``root`` (itself included; a value or a bound
+    parameter, as ``depth`` is) along edges, up to parents or down to children. Without a
+    depth limit it has one column, ``id``, and UNION's duplicate removal ends it on any
+    graph; with one, ``depth`` is the length of a path (several per node in a DAG, at most
+    ``depth`` + 1 each) and the limit ends it."""
     to_col, from_col = (Edge.parent_id, Edge.child_id) if up else (Edge.child_id, Edge.parent_id)
     if depth is None:
         walk = select(Artifact.id.label("id")).where(Artifact.id == root)
@@ -45,14 +48,24 @@ def reachable(root: int, *, up: bool, depth: int | None = None) -> Select:
 def walk_edges(session: Session, root: int, *, up: bool, depth: int | None) -> list[EdgeInfo]:
     """The edges a breadth-first walk from ``root`` follows: every edge into (``up``) or
     out of (down) an artifact fewer than ``depth`` edges away; all of them without a limit."""
-    walk = _walk(root, up=up, depth=depth)
+    params = {"root": root} if depth is None else {"root": root, "depth": depth}
+    # Plain rows, not ORM objects: a deep lineage has hundreds of edges.
+    rows = session.execute(_walk_edges_statement(up, depth is not None), params)
+    return [edge_info(e) for e in rows]
+
+
+@functools.lru_cache(maxsize=4)
+def _walk_edges_statement(up: bool, limited: bool) -> Select:
+    """:func:`walk_edges`'s statement, built once per direction with ``:root`` and
+    ``:depth`` as parameters: every lineage runs it, and building it took longer than
+    running it."""
+    depth = bindparam("depth") if limited else None
+    walk = _walk(bindparam("root"), up=up, depth=depth)
     near = select(walk.c.id)
-    if depth is not None:
+    if limited:
         near = near.where(walk.c.depth < depth)
     from_col = Edge.child_id if up else Edge.parent_id
-    # Plain rows, not ORM objects: a deep lineage has hundreds of edges.
-    rows = session.execute(select(*_EDGE_COLUMNS).where(from_col.in_(near)).order_by(Edge.id))
-    return [edge_info(e) for e in rows]
+    return select(*_EDGE_COLUMNS).where(from_col.in_(near)).order_by(Edge.id)
 
 
 _EDGE_COLUMNS = (
