@@ -296,9 +296,6 @@ def test_ls_prints_a_first_page_and_the_command_for_the_next(registry, tiny_dir,
         registry.search(limit=0)
 
 
-# --- filters against a brute-force reference -------------------------------------------------
-
-
 @pytest.mark.parametrize(
     "shape",
     [
@@ -347,6 +344,9 @@ def test_a_page_reads_its_rows_in_order_without_planner_statistics(
     assert ids == sorted(ids, reverse=newest_first) and len(ids) == 6  # a page and one more
     if after is not None:
         assert all(i < after for i in ids) if newest_first else all(i > after for i in ids)
+
+
+# --- filters against a brute-force reference -------------------------------------------------
 
 
 @pytest.fixture

@@ -529,7 +529,6 @@ class TransformerFamily(Family):
         Raises:
             InvalidCheckpointError: a tensor is missing, unknown, duplicated or mis-shaped.
         """
-
         sizes = self.sizes(config)
         changing = {r: sizes[r] for r in CHANGING_ROLES if r in sizes}
         if layers is not None and not partial:
