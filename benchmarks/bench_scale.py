@@ -477,9 +477,9 @@ def floors(report: dict) -> list[str]:
         "hashes each shard twice (the file, for provenance, and each tensor, for content "
         "addressing) and copies every tensor into the store. The dwt groups are derived "
         "whole (the wavelet mixes layers along depth), so their memory is a whole role's "
-        "signal in float32 and its temporaries; extract adds each signal's statistics, "
-        "computed in float64 over the whole signal so that a machine gives the same bits "
-        "at any thread count (a learngene records them). HyperCloning and weight "
+        "signal in float32 and its temporaries. Extract holds one role's signal (read "
+        "into one buffer), a quarter of it in float32 while it is banded (slabs converted "
+        "one at a time) and its statistics' float64 blocks. HyperCloning and weight "
         "selection go a layer at a time; their peak is the interpreter and torch, the "
         "embedding and head (whole tensors), and the layers of the threads in flight.",
     ]

@@ -214,6 +214,39 @@ def test_known_digests_forget_a_tensor_changed_in_place(registry, tiny_dir):
     assert tio.record("x", t, known)[0].digest != recs[0].digest
 
 
+def test_a_role_read_into_one_buffer_stacks_without_a_copy(registry, tiny_dir):
+    """A group of one role's per-layer tensors is read into one buffer in layer order
+    (whatever order the records come in), so its signal is that buffer: the same values
+    as stacking separate reads, with no second copy. Groups that do not stack (layers
+    of other shapes, a GPT-2 fused q/k/v cut in three) are stacked as before."""
+    import random
+
+    from zoo.api import tensors as tio
+    from zoo.families import get_family
+
+    for model, group in (("llama", ("ffn.down.weight",)), ("gpt2", None)):
+        src = registry.import_checkpoint(tiny_dir(model))
+        family = get_family(src.family)
+        groups: dict[tuple[str, ...], list] = {}
+        for r in src.tensors:
+            groups.setdefault(family.group_of(r.name), []).append(r)
+        if group is None:  # the fused q/k/v
+            group = next(g for g in groups if len(g) == 3)
+        recs = groups[group]
+        random.Random(0).shuffle(recs)
+        stacked = tio.load_tensors(registry.store, recs, layer_of=family.layer_index)
+        separate = tio.load_tensors(registry.store, recs)
+        signals = family.to_signals(stacked, src.config, partial=True)
+        want = family.to_signals(separate, src.config, partial=True)
+        for key in group:
+            assert torch.equal(signals[key].tensor, want[key].tensor)
+        first = next(t for n, t in stacked.items() if family.layer_index(n) == 0)
+        shared = signals[group[0]].tensor.data_ptr() == first.data_ptr()
+        assert shared == (len(group) == 1), model
+    mixed = [r for r in src.tensors if family.layer_index(r.name) == 0][:2]
+    assert tio._stack_rows(mixed, family.layer_index) is None  # one layer twice
+
+
 def test_store_keeps_weights_and_audit_sees_modifications(registry, tiny_dir, tmp_path):
     src = registry.import_checkpoint(tiny_dir("bert"))
     m = registry.materialize(
@@ -671,17 +704,22 @@ def test_a_dct_checkpoint_recorded_under_the_old_amplitude_rule_still_re_derives
 
     from zoo.api import materialize as mat
     from zoo.api.plan import Plan
+    from zoo.transforms import TRANSFORM_VERSION
 
     src = registry.import_checkpoint(tiny_dir("bert"))
     lg = registry.extract(src.name, method="dct", keep=0.5)
     real_plan = mat.make_plan
 
     def old_plan(*args, **kwargs):
-        return dataclasses.replace(real_plan(*args, **kwargs), legacy_front_amplitude=True)
+        plan = real_plan(*args, **kwargs)
+        return dataclasses.replace(plan, legacy_front_amplitude=True, legacy_whole_moments=True)
 
-    monkeypatch.setattr(mat, "make_plan", old_plan)  # what the old code derived and recorded
+    # What the old code derived and recorded, under transform version 3.
+    monkeypatch.setattr(mat, "make_plan", old_plan)
+    monkeypatch.setattr("zoo.transforms.TRANSFORM_VERSION", "3")
     old = registry.materialize(lg.name, layers=8, hidden=64, rescale="std")
     monkeypatch.setattr(mat, "make_plan", real_plan)
+    monkeypatch.setattr("zoo.transforms.TRANSFORM_VERSION", TRANSFORM_VERSION)
     assert old.artifact.virtual
     # Another seed (unused by dct) so the recipe is not the recorded one.
     now = registry.materialize(lg.name, layers=8, hidden=64, rescale="std", seed=1)
@@ -697,6 +735,48 @@ def test_a_dct_checkpoint_recorded_under_the_old_amplitude_rule_still_re_derives
     assert not mat._maybe_legacy_front(
         Plan(lg, src, lg, mat.Recipe(method="dct"), {}), {"transform_version": "3"}
     )
+
+
+def test_a_checkpoint_recorded_with_whole_tensor_statistics_re_derives_by_that_rule(
+    registry, tiny_dir, monkeypatch
+):
+    """Until transform version 4 the std and fan rules read a signal's statistics over one
+    float64 copy of it. A checkpoint recorded then re-derives by that rule (its recorded
+    version says so) and verifies; one recorded now uses the blocked rule."""
+    import dataclasses
+
+    import zoo.derive
+    from zoo.api import materialize as mat
+    from zoo.transforms import TRANSFORM_VERSION
+
+    src = registry.import_checkpoint(tiny_dir("llama"))
+    real_plan, real_stats = mat.make_plan, zoo.derive.signal_stats
+
+    def old_plan(*args, **kwargs):
+        return dataclasses.replace(real_plan(*args, **kwargs), legacy_whole_moments=True)
+
+    monkeypatch.setattr(mat, "make_plan", old_plan)
+    monkeypatch.setattr("zoo.transforms.TRANSFORM_VERSION", "3")
+    ask = dict(layers=3, hidden=48, method="dwt", rescale="fan")
+    old = registry.materialize(src.name, **ask)
+    monkeypatch.setattr(mat, "make_plan", real_plan)
+    monkeypatch.setattr("zoo.transforms.TRANSFORM_VERSION", TRANSFORM_VERSION)
+    now = registry.materialize(src.name, **{**ask, "hidden": 64})
+
+    rules: list[bool] = []
+
+    def stats(x, *, whole=False):
+        rules.append(whole)
+        return real_stats(x, whole=whole)
+
+    monkeypatch.setattr(zoo.derive, "signal_stats", stats)
+    for info, whole in ((old.artifact, True), (now.artifact, False)):
+        rules.clear()
+        plan = mat._recorded_plan(registry, info, None, as_parent=False)[0]
+        assert plan.legacy_whole_moments == whole
+        again = registry.rederive(info.name)
+        assert again.artifact.content_hash == info.content_hash
+        assert rules and set(rules) == {whole}
 
 
 def test_a_dct_learngene_keeps_the_sources_own_signals_where_their_size_is_kept(

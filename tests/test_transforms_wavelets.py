@@ -182,6 +182,56 @@ def test_deterministic():
         )
 
 
+LOW_PRECISION_CASES = [
+    # (shape, axes, level, wavelet): the layer axis with others (the slab path), a layer
+    # axis that is kept (slabs along it), a single axis, a level that halves twice, haar.
+    ((6, 96, 64), (0, 1, 2), 1, "db2"),
+    ((8, 64, 96), (0, 1, 2), 2, "db2"),
+    ((4, 64, 200), (1, 2), 1, "sym4"),
+    ((8, 40, 48), (0, 2), 1, "coif1"),
+    ((96, 64), (0, 1), 2, "db3"),
+    ((64, 96), (0,), 1, "db2"),
+    ((8, 64, 96), (0, 1, 2), 2, "haar"),
+    ((48,), (0,), 2, "haar"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case", LOW_PRECISION_CASES, ids=str)
+def test_low_precision_input_converted_slab_by_slab_gives_the_bits_of_a_whole_copy(dtype, case):
+    shape, axes, level, wavelet = case
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(3)).to(dtype)
+    got = dwt_approx(x, axes=axes, level=level, wavelet=wavelet)
+    whole = dwt_approx(x.float(), axes=axes, level=level, wavelet=wavelet).to(dtype)
+    assert got.dtype == dtype and torch.equal(got, whole)
+
+
+def test_a_low_precision_signal_is_never_converted_whole():
+    """A bf16 signal's float32 copy would be twice its size (2 GB for one role of a 1B
+    model): every allocation the transform makes stays below the input's own bytes."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class Largest(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in tree_leaves(out):
+                storage = t.untyped_storage() if isinstance(t, torch.Tensor) else None
+                if storage is not None and storage.data_ptr() != x.untyped_storage().data_ptr():
+                    Largest.largest = max(Largest.largest, storage.nbytes())  # not a view of x
+            return out
+
+    x = torch.randn(8, 1024, 1024).to(torch.bfloat16)  # 16 MiB: several slabs
+    for wavelet in ("db2", "haar"):
+        Largest.largest = 0
+        with Largest():
+            y = dwt_approx(x, axes=(0, 1, 2), wavelet=wavelet)
+        assert y.shape == (4, 512, 512)
+        assert 0 < Largest.largest < x.nbytes, (wavelet, Largest.largest, x.nbytes)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "word"),
     [

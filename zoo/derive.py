@@ -168,6 +168,7 @@ def derive_signal(
     *,
     reference: tuple[float, float] | None = None,
     generator: torch.Generator | None = None,
+    whole_moments: bool = False,
 ) -> torch.Tensor:
     """Resize one source signal ``x`` to ``shape`` by ``recipe``.
 
@@ -192,6 +193,7 @@ def derive_signal(
         layer_axis=spec.axes.index("layers") if "layers" in spec.axes else None,
         generator=generator,
         kind=spec.kind,
+        whole_moments=whole_moments,
     )
     return rule.finish(y, reference)
 
@@ -202,11 +204,16 @@ def needs_reference(spec: SignalSpec, recipe: Recipe) -> bool:
     return amplitude(spec, recipe).needs_reference
 
 
-def signal_stats(x: torch.Tensor) -> tuple[float, float]:
-    """(mean, std) of a signal in float64, stable across devices to ~1e-12 (and, on the
-    CPU, the same bits at any thread count)."""
+def signal_stats(x: torch.Tensor, *, whole: bool = False) -> tuple[float, float]:
+    """(mean, std) of a signal in float64, a block at a time (:mod:`zoo.transforms.moments`):
+    stable across devices to ~1e-12 and, on the CPU, the same bits at any thread count.
+    ``whole``: the rule of transform versions up to 3 (one float64 copy of the signal), for
+    re-deriving what they recorded."""
     from zoo._threads import one_thread
+    from zoo.transforms.moments import mean_std
 
+    if not whole:
+        return mean_std(x)
     x64 = x.double()
     with one_thread(x64):
         std = float(x64.std()) if x.numel() > 1 else 0.0

@@ -310,7 +310,13 @@ class Derivation:
             meta = self.metas[k]
             shape = target_shape(meta.axes, meta.shape, plan.method_sizes)
             x = signals.pop(k).tensor
-            values[k] = derive_signal(x, self.specs[k], (1, *shape[1:]), plan.recipe)
+            values[k] = derive_signal(
+                x,
+                self.specs[k],
+                (1, *shape[1:]),
+                plan.recipe,
+                whole_moments=plan.legacy_whole_moments,
+            )
         del signals
         for j in layers:
             tensors = family.from_signals(
@@ -332,7 +338,8 @@ class Derivation:
         else:
             # The statistics cost a float64 pass over the signal; most recipes never read them.
             x = self._source_signal(key, group).tensor
-            reference = signal_stats(x) if needs_reference(spec, plan.recipe) else None
+            whole = plan.legacy_whole_moments
+            reference = signal_stats(x, whole=whole) if needs_reference(spec, plan.recipe) else None
         tshape = target_shape(meta.axes, meta.shape, plan.method_sizes)
         return derive_one(
             plan,
@@ -401,7 +408,13 @@ class Derivation:
         if signals is None:
             names = set(group.source_names)
             records = [r for r in self._records if r.name in names]
-            state = tio.load_tensors(self.reg.store, records, device=self.dev, known=self.known)
+            state = tio.load_tensors(
+                self.reg.store,
+                records,
+                device=self.dev,
+                known=self.known,
+                layer_of=self.family.layer_index,
+            )
             signals = self.family.to_signals(state, self._source_config, partial=True)
             with self._lock:
                 self._group_source[group.signals] = signals
@@ -458,6 +471,7 @@ def derive_one(
     from zoo.methods import DCT, DWT, get
 
     recipe, learngene = plan.recipe, plan.learngene
+    whole = plan.legacy_whole_moments
     meta = learngene.info["signals"][key] if learngene is not None else {}
     if meta.get("full") and get(recipe.method).learngene:
         return stored_tensor(f"{key}@full")  # nothing in this signal changes size
@@ -483,16 +497,19 @@ def derive_one(
         y = front_materialize(block, tshape)
         if plan.legacy_front_amplitude and spec.kind not in ("norm_weight", "norm_bias"):
             return y  # the old rule (see materialize.rederive) rescaled norm layers only
-        return amplitude(spec, recipe).apply(y, shape, reference)
+        return amplitude(spec, recipe).apply(y, shape, reference, whole_moments=whole)
     if learngene is not None and recipe.method == DWT.name and _same_wavelet(plan):
         # The exact BoT L2S case: the stored cA band at the level that gives this shape.
         stored = {t.name: t for t in learngene.tensors}
         for level in meta.get("levels", []):
             band = stored.get(band_name(key, level))
             if band is not None and tuple(band.shape) == tuple(tshape):
-                return amplitude(spec, recipe).apply(stored_tensor(band.name), shape, reference)
+                band = stored_tensor(band.name)
+                return amplitude(spec, recipe).apply(band, shape, reference, whole_moments=whole)
     x = source_signal(key).tensor
-    return derive_signal(x, spec, tshape, recipe, reference=reference, generator=generator)
+    return derive_signal(
+        x, spec, tshape, recipe, reference=reference, generator=generator, whole_moments=whole
+    )
 
 
 def _same_wavelet(plan: Plan) -> bool:

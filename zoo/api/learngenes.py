@@ -202,13 +202,14 @@ def compute(
             groups.setdefault(family.group_of(r.name), []).append(r)
 
         def read(group: list):
-            state = tio.load_tensors(reg.store, group, device=dev)
+            state = tio.load_tensors(reg.store, group, device=dev, layer_of=family.layer_index)
             return family.to_signals(state, config, partial=True)
 
         parts = (read(groups[g]) for g in sorted(groups))
     for signals in parts:
         for key in sorted(signals):
-            signal_info[key] = _bands(family, key, signals[key], sizes, recipe, emit)
+            # Popped: a signal is freed once banded, before the next group is read.
+            signal_info[key] = _bands(family, key, signals.pop(key), sizes, recipe, emit)
     return signal_info
 
 

@@ -430,7 +430,10 @@ def _recorded_plan(reg, info: ArtifactInfo, device: str | None, *, as_parent: bo
             else f"{missing}; re-derive it on a machine with one, or pass --device cpu "
             "(its bits may then differ and fail verification)."
         ) from exc
-    return Plan(parent, source, learngene, recipe, r["target_config"]), dev, r
+    # Statistics over the whole tensor until transform version 4 (zoo.transforms.moments).
+    whole = r.get("transform_version") in ("1", "2", "3")
+    plan = Plan(parent, source, learngene, recipe, r["target_config"], legacy_whole_moments=whole)
+    return plan, dev, r
 
 
 def _verified(

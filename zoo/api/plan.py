@@ -83,6 +83,9 @@ class Plan:
     # change low-passed like the rest (now they are the source's own).
     legacy_front_amplitude: bool = False
     legacy_dct_unchanged: bool = False
+    # Re-derivation of checkpoints recorded with transform versions up to 3: statistics
+    # over the whole tensor (zoo.transforms.moments has the rule since).
+    legacy_whole_moments: bool = False
 
     @cached_property
     def family(self) -> Family:

@@ -6,7 +6,7 @@ import hashlib
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -229,25 +229,59 @@ def load_tensors(
     *,
     device=None,
     known: KnownDigests | None = None,
+    layer_of: Callable[[str], int | None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Read (and verify) tensors from the store, onto ``device``; ``known`` learns their
-    digests."""
+    digests.
+
+    ``layer_of`` (a family's ``layer_index``): when every record is one layer's tensor of
+    one shape and dtype (a group of one role), they are read on the CPU into one buffer in
+    layer order, so stacking them into a signal is a view (:func:`zoo.families._common._stack`)
+    rather than a second copy of the group."""
+    recs = list(recs)
+    rows = _stack_rows(recs, layer_of) if device is None or str(device) == "cpu" else None
+    stacked = None
+    if rows is not None:
+        from zoo import _memory
+        from zoo.checkpoint import torch_dtype
+
+        stacked = _memory.empty((len(recs), *recs[0].shape), dtype=torch_dtype(recs[0].dtype))
 
     def load(r: TensorRecord):
-        t = read_tensor(store, r)
+        t = read_tensor(store, r, into=None if stacked is None else stacked[rows[r.name]])
         if device is not None and str(device) != "cpu":
             t = t.to(device)
         if known is not None:
             known.add(t, r.digest)
         return t
 
-    recs = list(recs)
     values = parallel_map(load, recs, cost=[r.nbytes for r in recs], min_cost=store_min_cost(store))
     return dict(zip([r.name for r in recs], values, strict=True))
 
 
-def read_tensor(store, r: TensorRecord) -> torch.Tensor:
-    """One verified CPU tensor, read straight into its own (huge-page hinted) memory."""
+def _stack_rows(recs: list[TensorRecord], layer_of) -> dict[str, int] | None:
+    """Each record's row in one stacked buffer (by layer), or None when they do not stack:
+    fewer than two, not all per-layer, shapes or dtypes that differ, a layer twice, or
+    bytes that take the general read path."""
+    import sys
+
+    if layer_of is None or len(recs) < 2 or sys.byteorder != "little":
+        return None
+    first = recs[0]
+    layers = [layer_of(r.name) for r in recs]
+    if None in layers or len(set(layers)) != len(recs) or first.nbytes == 0:
+        return None
+    if first.dtype == "BOOL" or any(
+        (r.dtype, tuple(r.shape)) != (first.dtype, tuple(first.shape)) for r in recs
+    ):
+        return None
+    by_layer = sorted(range(len(recs)), key=lambda j: layers[j])
+    return {recs[j].name: row for row, j in enumerate(by_layer)}
+
+
+def read_tensor(store, r: TensorRecord, *, into: torch.Tensor | None = None) -> torch.Tensor:
+    """One verified CPU tensor, read straight into its own (huge-page hinted) memory, or
+    into ``into`` (contiguous, of its shape and dtype)."""
     import sys
 
     import torch
@@ -256,9 +290,10 @@ def read_tensor(store, r: TensorRecord) -> torch.Tensor:
     from zoo.checkpoint import tensor_from_bytes, torch_dtype
 
     dt = torch_dtype(r.dtype)
-    if r.nbytes == 0 or dt == torch.bool or sys.byteorder != "little":
+    if into is None and (r.nbytes == 0 or dt == torch.bool or sys.byteorder != "little"):
         # The general path: validates BOOL bytes and lays out any byte order.
         return tensor_from_bytes(store.get(r.digest), r.dtype, r.shape)
-    t = _memory.empty(r.shape, dtype=dt)  # a blob of another size is reported corrupt
+    # A blob of another size is reported corrupt.
+    t = _memory.empty(r.shape, dtype=dt) if into is None else into
     store.read_into(r.digest, memoryview(t.reshape(-1).view(torch.uint8).numpy()))
     return t

@@ -809,12 +809,26 @@ class TransformerFamily(Family):
 
 
 def _stack(parts: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.stack(parts)``. Shape-only (meta) parts of one shape are stacked by shape:
-    torch stacks meta tensors through its Python reference, whose first call imports
-    torch._dynamo, a second or more added to every command that plans from shapes."""
+    """``torch.stack(parts)``, or its values without a copy. Shape-only (meta) parts of
+    one shape are stacked by shape: torch stacks meta tensors through its Python
+    reference, whose first call imports torch._dynamo, a second or more added to every
+    command that plans from shapes."""
     import torch
 
     first = parts[0]
     if first.is_meta and all(p.shape == first.shape and p.dtype == first.dtype for p in parts):
         return torch.empty((len(parts), *first.shape), dtype=first.dtype, device="meta")
+    base = first._base
+    if (
+        base is not None
+        and base.is_contiguous()
+        and tuple(base.shape) == (len(parts), *first.shape)
+        and all(
+            p._base is base and p.is_contiguous() and p.data_ptr() == base[i].data_ptr()
+            for i, p in enumerate(parts)
+        )
+    ):
+        # The rows of one buffer, in order (a group read by zoo.api.tensors.load_tensors
+        # with layer_of): the stack is that buffer, not a second copy of it.
+        return base
     return torch.stack(parts)

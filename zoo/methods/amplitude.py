@@ -74,7 +74,12 @@ class Amplitude:
         return y
 
     def apply(
-        self, y: torch.Tensor, source_shape: Sequence[int], reference: tuple[float, float]
+        self,
+        y: torch.Tensor,
+        source_shape: Sequence[int],
+        reference: tuple[float, float],
+        *,
+        whole_moments: bool = False,
     ) -> torch.Tensor:
         """The whole rule on a signal resized elsewhere (a learngene's stored band or
         FRONT block), with the source's statistics from the learngene."""
@@ -85,6 +90,7 @@ class Amplitude:
                 rescale=self.rescale,
                 reference_std=reference[1],
                 fan_in_axes=self.fan_in_axes,
+                whole_moments=whole_moments,
             )
         return self.finish(y, reference)
 
@@ -120,13 +126,16 @@ def scaled(
     reference_std: float | None,
     fan_in_axes: Sequence[int],
     source: torch.Tensor | None = None,
+    *,
+    whole_moments: bool = False,
 ) -> torch.Tensor:
     """``y`` (in its compute dtype, at the target shape) under ``rescale``; the std rules
-    read ``reference_std``, else the std of ``source``."""
+    read ``reference_std``, else the std of ``source`` (population stds in float64 by
+    :mod:`zoo.transforms.moments`; ``whole_moments``: torch's over the whole tensor, the
+    rule of transform versions up to 3)."""
     import torch
 
     from zoo import _memory
-    from zoo._threads import one_thread
 
     if rescale == "none":
         return y
@@ -134,12 +143,8 @@ def scaled(
     if rescale == "exact":
         gain = exact_gain(source_shape, target, fan_in_axes)
         return y if gain == 1.0 else torch.mul(y, gain)
-    with one_thread(y):
-        if reference_std is None:
-            ref = float(source.std(correction=0)) if source.numel() > 1 else 0.0
-        else:
-            ref = float(reference_std)
-        cur = float(y.std(correction=0)) if y.numel() > 1 else 0.0
+    ref = _std(source, whole_moments) if reference_std is None else float(reference_std)
+    cur = _std(y, whole_moments)
     gain = ref / cur if cur > 0.0 and ref > 0.0 else None
     fan = None
     if rescale in ("fan", "fan-sqrt"):
@@ -161,6 +166,17 @@ def scaled(
     return out
 
 
+def _std(t: torch.Tensor, whole: bool) -> float:
+    """The population std of every element of ``t``."""
+    from zoo._threads import one_thread
+    from zoo.transforms.moments import mean_std
+
+    if not whole:
+        return mean_std(t, correction=0)[1]
+    with one_thread(t):
+        return float(t.std(correction=0)) if t.numel() > 1 else 0.0
+
+
 def rescale_like(
     y: torch.Tensor,
     source_shape: Sequence[int],
@@ -168,6 +184,7 @@ def rescale_like(
     rescale: str,
     reference_std: float | None,
     fan_in_axes: Sequence[int] = (),
+    whole_moments: bool = False,
 ) -> torch.Tensor:
     """Apply :func:`zoo.methods.resize`'s amplitude rule to an already resized ``y``.
 
@@ -183,7 +200,7 @@ def rescale_like(
     yf = as_float(y, "y")
     fan = norm_axes(fan_in_axes, yf.ndim, "fan_in_axes")
     source = check_shape(source_shape, yf.ndim, "source_shape")
-    return restore(scaled(yf, source, rescale, reference_std, fan), y)
+    return restore(scaled(yf, source, rescale, reference_std, fan, whole_moments=whole_moments), y)
 
 
 def check_rescale(rescale: str) -> None:

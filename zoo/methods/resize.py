@@ -27,6 +27,7 @@ def resize(
     layer_axis: int | None = None,
     generator: torch.Generator | None = None,
     kind: str = "linear",
+    whole_moments: bool = False,
 ) -> torch.Tensor:
     """Resize a signal to ``shape``; axes whose size is equal are untouched.
 
@@ -56,6 +57,8 @@ def resize(
             other axis.
         generator: for the methods that draw random numbers (net2net, scratch).
         kind: the signal's kind, for scratch (``linear``, ``bias``, ``norm_weight``...).
+        whole_moments: the std rules' statistics by the rule of transform versions up to
+            3 (see :func:`zoo.methods.amplitude.scaled`).
 
     Example:
         >>> import torch
@@ -111,4 +114,7 @@ def resize(
     y = m.resize(
         xf, target, fan_in_axes=fan, layer_axis=la, kind=kind, wavelet=wavelet, generator=generator
     )
-    return restore(scaled(y, list(xf.shape), rescale, reference_std, fan, source=xf), x)
+    y = scaled(
+        y, list(xf.shape), rescale, reference_std, fan, source=xf, whole_moments=whole_moments
+    )
+    return restore(y, x)

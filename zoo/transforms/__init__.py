@@ -19,8 +19,11 @@ from .wavelets import dwt_approx, idwt_zero, wavedec, waverec
 
 # Bump when any transform's numerics change; recorded in lineage. 3: products, FFTs and
 # reductions in shape-fixed blocks on one intra-op thread each (zoo/_threads.py), so the
-# bits no longer depend on the thread count; a few last-bit changes against 2.
-TRANSFORM_VERSION = "3"
+# bits no longer depend on the thread count; a few last-bit changes against 2. 4: the
+# statistics of a signal and of its resized result (learngenes' mean and std, the std and
+# fan amplitude rules) in float64 blocks merged in order (moments.py), not over one
+# float64 copy of the whole tensor.
+TRANSFORM_VERSION = "4"
 
 __all__ = [
     "TRANSFORM_VERSION",

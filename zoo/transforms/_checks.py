@@ -18,6 +18,11 @@ from zoo.errors import TransformError
 _UPCAST = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
 
 
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a tensor of ``dtype`` is computed in (fp32 for fp16/bf16)."""
+    return _UPCAST.get(dtype, dtype)
+
+
 def as_float(x: object, name: str = "x") -> torch.Tensor:
     """Return ``x`` in its compute dtype (fp32 for fp16/bf16, else unchanged)."""
     x = check_float(x, name)

@@ -24,11 +24,11 @@ from zoo._threads import each_on_one_thread
 from zoo.errors import TransformError
 
 from . import _filters, _periodic
-from ._checks import as_float, check_level, norm_axes, restore
+from ._checks import as_float, check_float, check_level, compute_dtype, norm_axes, restore
 
 
-def _prepare(x, axes, level, wavelet, *, need_even: bool):
-    xf = as_float(x)
+def _prepare(x, axes, level, wavelet, *, need_even: bool, upcast: bool = True):
+    xf = as_float(x) if upcast else check_float(x)
     ax = norm_axes(axes, xf.ndim)
     if not ax:
         raise TransformError("`axes` must name at least one axis.")
@@ -41,7 +41,9 @@ def _prepare(x, axes, level, wavelet, *, need_even: bool):
 
 
 def lowpass_down(x: torch.Tensor, axes: Sequence[int], wavelet: str, level: int = 1):
-    """``level`` analysis low-pass steps over ``axes`` (compute dtype in, same out)."""
+    """``level`` analysis low-pass steps over ``axes``, returned in the compute dtype. An
+    fp16/bf16 ``x`` is converted a slab at a time (the same bits as converted whole), so
+    a large signal never has a float32 copy."""
     if _filters.is_haar(wavelet):
         return _haar_down(x, list(axes), level)
     taps = _periodic.analysis_taps(_filters.bank(wavelet)[0])
@@ -51,10 +53,18 @@ def lowpass_down(x: torch.Tensor, axes: Sequence[int], wavelet: str, level: int 
         steps = [(a, taps) for a in order]
         free = _free_axis(x.ndim, axes)
         if free is None and order[0] == min(axes) != x.ndim - 1:
-            # Once the first axis is done the others run slab by slab along it.
-            buf = _memory.empty(_grown(x.shape, order[:1], 0.5), like=x)
-            x = _periodic.apply(x, order[0], taps, up=False, out=buf)
-            free, steps = order[0], steps[1:]
+            if len(order) > 1 and compute_dtype(x.dtype) != x.dtype:
+                # Every step but the last runs slab by slab along the last step's axis,
+                # which they do not mix; each slab is converted on its own. The last step
+                # then runs slab by slab along the first axis, as below.
+                x = _by_slabs(x, order[-1], steps[:-1], up=False)
+                free, steps = order[0], steps[-1:]
+            else:
+                # Once the first axis is done the others run slab by slab along it.
+                x = as_float(x)
+                buf = _memory.empty(_grown(x.shape, order[:1], 0.5), like=x)
+                x = _periodic.apply(x, order[0], taps, up=False, out=buf)
+                free, steps = order[0], steps[1:]
         x = _by_slabs(x, free, steps, up=False)
     return x
 
@@ -92,21 +102,24 @@ def _grown(shape, axes, factor) -> list[int]:
 def _by_slabs(x: torch.Tensor, free: int | None, steps, *, up: bool) -> torch.Tensor:
     """Apply ``steps`` ((axis, taps) along axes other than ``free``) slab by slab along
     ``free`` (or to the whole tensor if ``None``); each slab gives the same bits as the
-    whole tensor would."""
+    whole tensor would. The result is in the compute dtype; an fp16/bf16 ``x`` is
+    converted slab by slab."""
     if free is None:
+        x = as_float(x)
         for a, taps in steps:
             buf = _memory.empty(_grown(x.shape, [a], 2 if up else 0.5), like=x)
             x = _periodic.apply(x, a, taps, up=up, out=buf)
         return x
     if not steps:
-        return x
+        return as_float(x)
     factor = 2 if up else 0.5
-    out = _memory.empty(_grown(x.shape, [a for a, _ in steps], factor), like=x)
+    dtype = compute_dtype(x.dtype)
+    out = _memory.empty(_grown(x.shape, [a for a, _ in steps], factor), like=x, dtype=dtype)
     n = x.shape[free]
     big = max(x.nbytes, out.nbytes) // max(n, 1)
 
     def slab(i: int, k: int) -> None:
-        s = x.narrow(free, i, k)
+        s = as_float(x.narrow(free, i, k))
         for a, taps in steps:
             s = _periodic.apply(s, a, taps, up=up)
         out.narrow(free, i, k).copy_(s)
@@ -152,7 +165,7 @@ def _haar_down_once(x: torch.Tensor, axes: list[int]) -> torch.Tensor:
             split.append(n)
     v = x.reshape(split)
     out_shape = [n // 2 if d in axes else n for d, n in enumerate(shape)]
-    out = _memory.empty(out_shape, like=x)
+    out = _memory.empty(out_shape, like=x, dtype=compute_dtype(x.dtype))
     scale = 2.0 ** (-len(axes) / 2)
     corners = []
     for corner in itertools.product((0, 1), repeat=len(outer)):
@@ -164,7 +177,8 @@ def _haar_down_once(x: torch.Tensor, axes: list[int]) -> torch.Tensor:
     row_bytes = x.nbytes // max(rows, 1)
     for i, k in _slabs(rows, row_bytes) if x.ndim > 1 else [(0, 1)]:
         o = out.narrow(0, i, k) if x.ndim > 1 else out
-        vs = v.narrow(0, i, k) if x.ndim > 1 else v
+        # An fp16/bf16 ``x`` is converted slab by slab (the same bits as whole).
+        vs = as_float(v.narrow(0, i, k) if x.ndim > 1 else v)
         if outer:
             terms = [vs[c] for c in corners]
             acc = o if last not in axes else None
@@ -254,7 +268,7 @@ def dwt_approx(
         >>> dwt_approx(torch.ones(4, 4), axes=(0, 1)).tolist()
         [[2.0, 2.0], [2.0, 2.0]]
     """
-    xf, ax, _ = _prepare(x, axes, level, wavelet, need_even=True)
+    xf, ax, _ = _prepare(x, axes, level, wavelet, need_even=True, upcast=False)
     return restore(lowpass_down(xf, ax, wavelet, level), x)
 
 
