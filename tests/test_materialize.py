@@ -1106,7 +1106,7 @@ def test_weight_selection_reads_only_the_layers_it_keeps(registry, tiny_dir, fam
     assert len(read) == read_cut
     read.clear()
     # Derived whole, every layer of the source is read.
-    monkeypatch.setattr(derivation.Derivation, "_layer_chunks", lambda self, *a: ())
+    monkeypatch.setattr(derivation.Derivation, "_layer_chunks", lambda self, *a: ((), False))
     whole = registry.materialize(src.name, layers=2, hidden=16, method="weight-selection")
     assert len(read) > read_cut
     assert whole.artifact.content_hash == cut.artifact.content_hash

@@ -328,6 +328,53 @@ def test_bad_output_options_are_refused_before_any_work(registry, tiny_dir, tmp_
     assert registry.list(kind="derived") == [] and list(outs.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("method", "rescale", "two_pass"),
+    [("dwt", "fan", True), ("dct", "std", True), ("dwt", "exact", False), ("dwt", "none", False)],
+)
+def test_a_resize_that_keeps_the_depth_goes_a_layer_at_a_time_with_the_bits_of_a_whole_one(
+    registry, tiny_dir, tmp_path, monkeypatch, method, rescale, two_pass
+):
+    """dwt and dct resize each layer on its own when the depth is kept, so a role's
+    layers are derived (and written) one at a time; a rule that scales by the result's
+    std takes it in a first pass. The bytes equal those of the role derived whole."""
+    from zoo.api.derivation import Derivation
+
+    src = registry.import_checkpoint(tiny_dir("llama"))
+    layers = src.config["num_hidden_layers"]
+    ask = dict(layers=layers, hidden=48, method=method, rescale=rescale, device="cpu")
+    calls = {"layers": 0, "two_pass": 0}
+    real_layers, real_two_pass = Derivation._emit_layers, Derivation._emit_two_pass
+
+    def by_layer(self, *args):
+        calls["layers"] += 1
+        return real_layers(self, *args)
+
+    def in_two_passes(self, *args):
+        calls["two_pass"] += 1
+        return real_two_pass(self, *args)
+
+    monkeypatch.setattr(Derivation, "_emit_layers", by_layer)
+    monkeypatch.setattr(Derivation, "_emit_two_pass", in_two_passes)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    peak = _track_emitted_bytes(monkeypatch)
+    streamed = registry.materialize(src.name, out=tmp_path / "streamed", **ask)
+    role = max(
+        sum(r.nbytes for r in streamed.artifact.tensors if r.name.endswith(suffix))
+        for suffix in ("mlp.down_proj.weight", "mlp.up_proj.weight", "self_attn.q_proj.weight")
+    )
+    assert (calls["two_pass"] > 0) == two_pass and (calls["layers"] > 0) != two_pass, calls
+    # One worker: one layer of one role in flight, against the whole role at once.
+    assert 0 < peak[0] <= role // layers, (peak[0], role)
+    monkeypatch.setattr(Derivation, "_layer_chunks", lambda self, *a: ((), False))
+    peak[0] = 0
+    whole = registry.materialize(src.name, out=tmp_path / "whole", **ask)
+    assert peak[0] >= role
+    assert whole.artifact.content_hash == streamed.artifact.content_hash
+    for f in (tmp_path / "whole").glob("*.safetensors"):
+        assert f.read_bytes() == (tmp_path / "streamed" / f.name).read_bytes()
+
+
 def test_a_streamed_derivation_never_holds_the_whole_target(
     registry, tiny_dir, tmp_path, monkeypatch
 ):
@@ -416,7 +463,7 @@ def _whole_groups(monkeypatch):
     """Derive every group whole, as methods that are not layer-local are."""
     from zoo.api.derivation import Derivation
 
-    monkeypatch.setattr(Derivation, "_layer_chunks", lambda self, *a: ())
+    monkeypatch.setattr(Derivation, "_layer_chunks", lambda self, *a: ((), False))
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -51,3 +51,19 @@ def test_signal_stats_rules_agree_to_rounding_and_edge_cases_give_zero():
     assert signal_stats(torch.tensor([3.0])) == (3.0, 0.0)
     assert signal_stats(torch.tensor([float("nan"), 1.0])) == (0.0, 0.0)
     assert mom.mean_std(torch.empty(0)) == (0.0, 0.0)
+
+
+def test_moments_handed_over_in_pieces_give_the_bits_of_the_whole():
+    """A signal derived a layer at a time adds its layers in turn; pieces that end inside
+    a block (and pieces shorter than one) give exactly the numbers of the whole."""
+    x = torch.randn(3 * mom.BLOCK + 999, generator=torch.Generator().manual_seed(2))
+    whole = mom.moments(x)
+    for sizes in ([mom.BLOCK // 3] * 10, [7, mom.BLOCK, 2 * mom.BLOCK + 5]):
+        acc = mom.Moments()
+        start = 0
+        for size in sizes:
+            acc.add(x[start : start + size])
+            start += size
+        acc.add(x[start:])  # the rest
+        assert acc.result() == whole, sizes
+    assert mom.Moments().result() == (0, 0.0, 0.0)

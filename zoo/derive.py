@@ -169,17 +169,20 @@ def derive_signal(
     reference: tuple[float, float] | None = None,
     generator: torch.Generator | None = None,
     whole_moments: bool = False,
+    result_std: float | None = None,
+    raw: bool = False,
 ) -> torch.Tensor:
     """Resize one source signal ``x`` to ``shape`` by ``recipe``.
 
     ``reference`` is the source signal's (mean, std), used by the amplitude rule
     (:func:`amplitude`): unless it is ``none``, normalization parameters are affinely
     matched to the source's mean and std by every method that transfers, so a LayerNorm
-    gain scale cannot pass for a better transfer.
+    gain scale cannot pass for a better transfer. ``result_std`` and ``raw``: see
+    :func:`zoo.methods.resize` (a signal derived a layer at a time).
     """
     from zoo.methods import get, resize
 
-    if tuple(x.shape) == tuple(shape) and get(recipe.method).reads_source:
+    if tuple(x.shape) == tuple(shape) and get(recipe.method).reads_source and not raw:
         return x.clone()
     rule = amplitude(spec, recipe)
     y = resize(
@@ -194,8 +197,10 @@ def derive_signal(
         generator=generator,
         kind=spec.kind,
         whole_moments=whole_moments,
+        result_std=result_std,
+        raw=raw,
     )
-    return rule.finish(y, reference)
+    return y if raw else rule.finish(y, reference)
 
 
 def needs_reference(spec: SignalSpec, recipe: Recipe) -> bool:

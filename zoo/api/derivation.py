@@ -11,7 +11,9 @@ at once, so the peak is bounded by the largest group's working set, not by the m
 A method that makes each target layer from one source layer alone
 (:attr:`zoo.methods.Method.layer_local`: weight selection, HyperCloning) derives a
 per-layer group one source layer at a time, and each of that layer's target layers one
-at a time: then the working set is one layer's, whatever the depth.
+at a time: then the working set is one layer's, whatever the depth. So do dwt and dct
+when the depth is kept (each layer is resized on its own), in two passes when the
+amplitude rule scales by the whole result's std.
 
 The arithmetic of each signal does not depend on how the model is cut into groups or how
 many run at once: the same recipe gives the same bits on the same device.
@@ -20,6 +22,7 @@ many run at once: the same recipe gives the same bits on the same device.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,6 +70,9 @@ class Group:
     #: derived layer by layer: (source layer, the target layers made from it) in turn;
     #: empty when the group is derived whole
     chunks: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    #: its layers are derived in turn after a first pass that takes the std of every
+    #: layer's raw result (the std and fan rules scale a signal by its whole std)
+    two_pass: bool = False
 
     @property
     def working_set(self) -> int:
@@ -74,7 +80,9 @@ class Group:
         if self.chunks:  # one source layer and one target layer at a time
             source = self.source_elements // len(self.chunks)
             target = self.target_elements // sum(len(js) for _, js in self.chunks)
-            return _SOURCE_BYTES * source + _TARGET_BYTES * target
+            layer = _SOURCE_BYTES * source + _TARGET_BYTES * target
+            # A two-pass group holds its whole source (4 bytes an element at most).
+            return layer + (4 * self.source_elements if self.two_pass else 0)
         return _SOURCE_BYTES * self.source_elements + _TARGET_BYTES * self.target_elements
 
 
@@ -175,34 +183,78 @@ class Derivation:
         out = self.family.from_signals(meta, plan.target_config, part_of=self.metas)
         outputs = {n: (output_dtype(t.dtype, plan.recipe), tuple(t.shape)) for n, t in out.items()}
         target = sum(math.prod(s) for s in shapes.values())
-        chunks = self._layer_chunks(members, names, outputs)
-        return Group(members, outputs, names, source_elements, target, chunks)
+        chunks, two_pass = self._layer_chunks(members, names, outputs)
+        return Group(members, outputs, names, source_elements, target, chunks, two_pass)
 
-    def _layer_chunks(self, members, names, outputs) -> tuple[tuple[int, tuple[int, ...]], ...]:
-        """How a per-layer group is derived a layer at a time (empty: whole). Only where
-        that gives the same bits: a layer-local method, an amplitude rule that reads
-        nothing of the whole signal, the source's own stored order and layers."""
+    def _layer_chunks(self, members, names, outputs) -> tuple[tuple, bool]:
+        """How a per-layer group is derived a layer at a time (empty: whole), and whether
+        it takes two passes. Only where that gives the same bits, from the source's own
+        stored order and layers: a layer-local method with an amplitude rule that reads
+        nothing of the whole signal; or dwt and dct with the depth kept, which resize
+        each layer on its own (a rule that reads the result's std takes it in a first
+        pass, block by block as over the whole signal)."""
         from zoo.derive import amplitude
         from zoo.methods import get
 
         plan, family = self.plan, self.family
         method = get(plan.recipe.method)
-        if not method.layer_local or plan.deepen or self._needs_whole_source() or not names:
-            return ()
-        for k in members:
-            rule = amplitude(self.specs[k], plan.recipe)
-            if self.metas[k].axes[:1] != ("layers",) or rule.needs_reference:
-                return ()
-            if rule.rescale != "none":
-                return ()
-        layer_of = [family.layer_index(n) for n in (*names, *outputs)]
-        if None in layer_of:
-            return ()
+        if plan.deepen or self._needs_whole_source() or not names:
+            return (), False
+        rules = [amplitude(self.specs[k], plan.recipe) for k in members]
+        if any(self.metas[k].axes[:1] != ("layers",) for k in members):
+            return (), False
+        if None in [family.layer_index(n) for n in (*names, *outputs)]:
+            return (), False
         source, target = self.metas[members[0]].shape[0], plan.method_sizes["layers"]
-        made_from: dict[int, list[int]] = {}
-        for j in range(target):
-            made_from.setdefault(method.source_layer(j, source, target), []).append(j)
-        return tuple((i, tuple(js)) for i, js in sorted(made_from.items()))
+        if method.layer_local:
+            if any(r.needs_reference or r.rescale != "none" for r in rules):
+                return (), False
+            made_from: dict[int, list[int]] = {}
+            for j in range(target):
+                made_from.setdefault(method.source_layer(j, source, target), []).append(j)
+            return tuple((i, tuple(js)) for i, js in sorted(made_from.items())), False
+        if (
+            source != target
+            or not method.learngene
+            or plan.legacy_whole_moments  # recorded from the whole signal: re-derived so
+            or any(r.match_moments for r in rules)
+            or not all(self._matrix_layers(k) and self._from_source(k) for k in members)
+        ):
+            return (), False
+        two_pass = any(r.rescale not in ("none", "exact") for r in rules)
+        return tuple((i, (i,)) for i in range(source)), two_pass
+
+    def _matrix_layers(self, key: str) -> bool:
+        """Whether each layer of signal ``key`` is a matrix (or more) of at least two rows
+        and columns at both sizes. A layer's products then keep the shape they have in the
+        whole signal's, less the batch; a single row (a bias's or norm gain's layer)
+        becomes a matrix-vector product, which MKL rounds otherwise. Those are small and
+        derived whole."""
+        from zoo.derive import target_shape
+
+        meta = self.metas[key]
+        shape = target_shape(meta.axes, meta.shape, self.plan.method_sizes)
+        return len(meta.shape) >= 3 and min(*meta.shape[1:], *shape[1:]) >= 2
+
+    def _from_source(self, key: str) -> bool:
+        """Whether signal ``key`` is computed from the source signal (not from a
+        learngene's stored band or block; see :func:`derive_one`)."""
+        from zoo.derive import target_shape
+        from zoo.methods import DWT
+
+        lg = self.plan.learngene
+        if lg is None:
+            return True
+        meta = lg.info["signals"][key]
+        if lg.info.get("method") != DWT.name or meta.get("full"):
+            return False
+        if not _same_wavelet(self.plan):
+            return True
+        tshape = target_shape(meta["axes"], tuple(meta["shape"]), self.plan.method_sizes)
+        stored = {t.name: tuple(t.shape) for t in lg.tensors}
+        return all(
+            stored.get(band_name(key, level)) != tuple(tshape) for level in meta.get("levels", [])
+        )
 
     # --- sizes, before any work ------------------------------------------------------------
 
@@ -256,13 +308,16 @@ class Derivation:
             return
         if self._needs_whole_source():
             self._whole_source()  # load once, before the threads need it
-        work = [(g, c) for g in self.groups for c in (g.chunks or [None])]
+        # A two-pass group is one item: its second pass needs the whole first one.
+        work = [(g, c) for g in self.groups for c in (g.chunks if not g.two_pass else ()) or [None]]
         cost = [g.working_set for g, _ in work]
 
         def one(item: tuple[Group, tuple | None]) -> None:
             g, chunk = item
             if chunk is not None:
                 self._emit_layers(g, *chunk, emit)
+            elif g.two_pass:
+                self._emit_two_pass(g, emit)
             else:
                 self._emit(g, {k: self._signal(k, None, g) for k in g.signals}, emit)
 
@@ -324,6 +379,64 @@ class Derivation:
             )
             for name in list(tensors):
                 emit(name, tensors.pop(name).to(group.outputs[name][0]))
+
+    def _emit_two_pass(self, group: Group, emit) -> None:
+        """A dwt or dct group with the depth kept and a rule that scales by the result's
+        std: the std of every layer's raw result first (the same blocks, so the same bits,
+        as over the whole signal), then each layer derived, scaled and emitted in turn.
+        The source group is read once; a target layer's tensors are alive one at a time."""
+        from zoo.derive import amplitude, derive_signal, needs_reference, signal_stats, target_shape
+        from zoo.transforms.moments import Moments, std_of
+
+        from . import tensors as tio
+
+        plan = self.plan
+        # One layer's transform runs mostly on one core, so layers run side by side.
+        workers = min(os.cpu_count() or 1, 8)
+
+        def raw(item):
+            x, spec, shape, i = item
+            return derive_signal(x[i : i + 1], spec, shape, plan.recipe, raw=True)
+
+        source = {k: self._source_signal(k, group).tensor for k in group.signals}
+        shapes, references, result_stds = {}, {}, {}
+        for k, x in source.items():
+            meta, spec = self.metas[k], self.specs[k]
+            shape = target_shape(meta.axes, meta.shape, plan.method_sizes)
+            shapes[k] = (1, *shape[1:])
+            references[k] = signal_stats(x) if needs_reference(spec, plan.recipe) else None
+            if amplitude(spec, plan.recipe).rescale in ("none", "exact"):
+                continue
+            acc = Moments()
+            for start in range(0, x.shape[0], workers):  # a few layers side by side
+                window = range(start, min(start + workers, x.shape[0]))
+                for y in tio.parallel_map(raw, [(x, spec, shapes[k], i) for i in window]):
+                    acc.add(y)  # in layer order
+            count, _, m2 = acc.result()
+            result_stds[k] = std_of(count, m2, 0)
+
+        def layer(i: int) -> None:
+            values = {
+                k: derive_signal(
+                    x[i : i + 1],
+                    self.specs[k],
+                    shapes[k],
+                    plan.recipe,
+                    reference=references[k],
+                    result_std=result_stds.get(k),
+                )
+                for k, x in source.items()
+            }
+            tensors = self.family.from_signals(
+                values, plan.target_config, part_of=self.metas, layers=[i]
+            )
+            del values
+            for name in list(tensors):
+                emit(name, tensors.pop(name).to(group.outputs[name][0]))
+
+        tio.parallel_map(layer, list(range(next(iter(source.values())).shape[0])), workers=workers)
+        with self._lock:  # the group's source tensors are not needed again
+            self._group_source.pop(group.signals, None)
 
     # --- one signal -----------------------------------------------------------------------
 

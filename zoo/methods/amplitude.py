@@ -128,11 +128,13 @@ def scaled(
     source: torch.Tensor | None = None,
     *,
     whole_moments: bool = False,
+    result_std: float | None = None,
 ) -> torch.Tensor:
     """``y`` (in its compute dtype, at the target shape) under ``rescale``; the std rules
-    read ``reference_std``, else the std of ``source`` (population stds in float64 by
-    :mod:`zoo.transforms.moments`; ``whole_moments``: torch's over the whole tensor, the
-    rule of transform versions up to 3)."""
+    read ``reference_std``, else the std of ``source``, and ``result_std``, else the std
+    of ``y`` (population stds in float64 by :mod:`zoo.transforms.moments`;
+    ``whole_moments``: torch's over the whole tensor, the rule of transform versions up
+    to 3)."""
     import torch
 
     from zoo import _memory
@@ -144,7 +146,7 @@ def scaled(
         gain = exact_gain(source_shape, target, fan_in_axes)
         return y if gain == 1.0 else torch.mul(y, gain)
     ref = _std(source, whole_moments) if reference_std is None else float(reference_std)
-    cur = _std(y, whole_moments)
+    cur = _std(y, whole_moments) if result_std is None else float(result_std)
     gain = ref / cur if cur > 0.0 and ref > 0.0 else None
     fan = None
     if rescale in ("fan", "fan-sqrt"):

@@ -28,6 +28,8 @@ def resize(
     generator: torch.Generator | None = None,
     kind: str = "linear",
     whole_moments: bool = False,
+    result_std: float | None = None,
+    raw: bool = False,
 ) -> torch.Tensor:
     """Resize a signal to ``shape``; axes whose size is equal are untouched.
 
@@ -59,6 +61,9 @@ def resize(
         kind: the signal's kind, for scratch (``linear``, ``bias``, ``norm_weight``...).
         whole_moments: the std rules' statistics by the rule of transform versions up to
             3 (see :func:`zoo.methods.amplitude.scaled`).
+        result_std: the std rules' std of the raw result, when it was taken elsewhere (a
+            signal derived a layer at a time: the std of every layer's raw result).
+        raw: return the method's result before the amplitude rule, in the compute dtype.
 
     Example:
         >>> import torch
@@ -96,7 +101,7 @@ def resize(
     target = check_shape(shape, x.ndim)
     fan = norm_axes(fan_in_axes, x.ndim, "fan_in_axes")
     la = norm_axis(layer_axis, x.ndim, "layer_axis")
-    if rescale == "none" and m.in_source_dtype:
+    if rescale == "none" and m.in_source_dtype and not raw:
         # Same bits without the float32 copies of a large result.
         return restore(
             m.resize(
@@ -114,7 +119,16 @@ def resize(
     y = m.resize(
         xf, target, fan_in_axes=fan, layer_axis=la, kind=kind, wavelet=wavelet, generator=generator
     )
+    if raw:
+        return y
     y = scaled(
-        y, list(xf.shape), rescale, reference_std, fan, source=xf, whole_moments=whole_moments
+        y,
+        list(xf.shape),
+        rescale,
+        reference_std,
+        fan,
+        source=xf,
+        whole_moments=whole_moments,
+        result_std=result_std,
     )
     return restore(y, x)

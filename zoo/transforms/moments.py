@@ -26,37 +26,89 @@ from zoo._threads import each_on_one_thread
 BLOCK = 1 << 18
 
 
+def _block(b: torch.Tensor) -> tuple[int, float, float]:
+    """One block's (count, mean, squared deviations); ``b`` is float64 and is overwritten."""
+    k = b.numel()
+    mean = b.sum() / k
+    b.sub_(mean)
+    return k, float(mean), float(b.square_().sum())
+
+
+class Moments:
+    """:func:`moments` of a sequence handed over in consecutive pieces (a signal's layers,
+    one at a time): the blocks, hence the bits, are those of the whole sequence at once.
+
+    Example:
+        >>> import torch
+        >>> m = Moments()
+        >>> for part in torch.arange(10.0).split(3):
+        ...     m.add(part)
+        >>> m.result() == moments(torch.arange(10.0))
+        True
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[int, float, float]] = []
+        self._carry: torch.Tensor | None = None  # the start of a block, in float64
+
+    def add(self, x: torch.Tensor) -> None:
+        flat = x.reshape(-1)
+        start = 0
+        if self._carry is not None:
+            need = BLOCK - self._carry.numel()
+            head = flat.narrow(0, 0, min(need, flat.numel())).to(torch.float64)
+            self._carry = torch.cat([self._carry, head])
+            start = head.numel()
+            if self._carry.numel() < BLOCK:
+                return
+            self._parts.append(_block(self._carry))
+            self._carry = None
+        n = flat.numel() - start
+        full = n - n % BLOCK
+        cuts = list(range(start, start + full, BLOCK))
+        parts: list = [None] * len(cuts)
+
+        def block(j: int) -> None:
+            b = flat.narrow(0, cuts[j], BLOCK).to(torch.float64, copy=True)  # changed in place
+            parts[j] = _block(b)
+
+        each_on_one_thread([lambda j=j: block(j) for j in range(len(cuts))], flat)
+        self._parts += parts
+        if full < n:
+            self._carry = flat.narrow(0, start + full, n - full).to(torch.float64, copy=True)
+
+    def result(self) -> tuple[int, float, float]:
+        """``(count, mean, sum of squared deviations)`` of everything added."""
+        parts = list(self._parts)
+        if self._carry is not None:
+            parts.append(_block(self._carry.clone()))
+        if not parts:
+            return 0, 0.0, 0.0
+        count, mean, m2 = parts[0]
+        for k, m, s in parts[1:]:  # Chan et al.'s pairwise update, in order
+            total = count + k
+            delta = m - mean
+            mean += delta * k / total
+            m2 += s + delta * delta * count * k / total
+            count = total
+        return count, mean, m2
+
+
 def moments(x: torch.Tensor) -> tuple[int, float, float]:
     """``(count, mean, sum of squared deviations from the mean)`` of every element of
     ``x``, computed in float64 block by block; blocks depend on the element count only."""
-    flat = x.reshape(-1)
-    n = flat.numel()
-    if n == 0:
-        return 0, 0.0, 0.0
-    cuts = [(i, min(BLOCK, n - i)) for i in range(0, n, BLOCK)]
-    parts: list[tuple[int, float, float] | None] = [None] * len(cuts)
+    m = Moments()
+    m.add(x)
+    return m.result()
 
-    def block(j: int) -> None:
-        i, k = cuts[j]
-        b = flat.narrow(0, i, k).to(torch.float64, copy=True)  # a copy: changed in place
-        mean = b.sum() / k
-        b.sub_(mean)
-        parts[j] = (k, float(mean), float(b.square_().sum()))
 
-    each_on_one_thread([lambda j=j: block(j) for j in range(len(cuts))], flat)
-    count, mean, m2 = parts[0]
-    for k, m, s in parts[1:]:
-        total = count + k
-        delta = m - mean
-        mean += delta * k / total
-        m2 += s + delta * delta * count * k / total
-        count = total
-    return count, mean, m2
+def std_of(count: int, m2: float, correction: int) -> float:
+    """The std from :func:`moments`' count and squared deviations (0 when undefined)."""
+    return math.sqrt(m2 / (count - correction)) if count > correction and m2 > 0.0 else 0.0
 
 
 def mean_std(x: torch.Tensor, *, correction: int = 1) -> tuple[float, float]:
     """``(mean, std)`` of ``x`` by :func:`moments` (``correction=1``: the sample std, as
     ``torch.std``; 0: the population's); NaN gives 0."""
     n, mean, m2 = moments(x)
-    std = math.sqrt(m2 / (n - correction)) if n > correction and m2 > 0.0 else 0.0
-    return (0.0 if math.isnan(mean) else mean), std
+    return (0.0 if math.isnan(mean) else mean), std_of(n, m2, correction)
