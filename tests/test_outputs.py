@@ -375,6 +375,34 @@ def test_a_resize_that_keeps_the_depth_goes_a_layer_at_a_time_with_the_bits_of_a
         assert f.read_bytes() == (tmp_path / "streamed" / f.name).read_bytes()
 
 
+@pytest.mark.parametrize(("method", "rescale"), [("dwt", "fan"), ("dct", "std"), ("dwt", "exact")])
+def test_an_embedding_resized_in_width_goes_a_block_of_rows_at_a_time_with_the_same_bits(
+    registry, tiny_dir, tmp_path, monkeypatch, method, rescale
+):
+    """A signal whose first axis keeps its size and is not transformed (an embedding's
+    vocabulary) is derived a block of rows at a time, the std rules' std taken over every
+    block first; the bytes equal those of the signal derived whole."""
+    from zoo.api import derivation
+
+    src = registry.import_checkpoint(tiny_dir("llama"))
+    ask = dict(layers=3, hidden=48, method=method, rescale=rescale, device="cpu")
+    # Blocks of 8 rows at the target width, so a tiny vocabulary makes several.
+    monkeypatch.setattr(derivation, "_ROW_CHUNK_BYTES", 4 * 48 * 8)
+    blocks: list[int] = []
+    real = derivation._derive_by_rows
+
+    def by_rows(x, *args):
+        blocks.append(x.shape[0])
+        return real(x, *args)
+
+    monkeypatch.setattr(derivation, "_derive_by_rows", by_rows)
+    rows = registry.materialize(src.name, out=tmp_path / "rows", **ask)
+    assert blocks and max(blocks) >= 16, blocks  # the embedding and the head at least
+    monkeypatch.setattr(derivation.Derivation, "_row_chunk", lambda self, *a: 0)
+    whole = registry.materialize(src.name, out=tmp_path / "whole", **ask)
+    assert whole.artifact.content_hash == rows.artifact.content_hash
+
+
 def test_a_streamed_derivation_never_holds_the_whole_target(
     registry, tiny_dir, tmp_path, monkeypatch
 ):

@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 
     from .tensors import KnownDigests
 
+# A signal derived a block of rows at a time (see Derivation._row_chunk) takes blocks of
+# about this many bytes of float32 result: its temporaries stay a few hundred MB.
+_ROW_CHUNK_BYTES = 64 << 20
+
 # Bytes per element of a group's working set, per source and per target element: the
 # float32 copies the transforms compute in, their temporaries and the result's own dtype.
 _SOURCE_BYTES, _TARGET_BYTES = 8, 12
@@ -454,6 +458,10 @@ class Derivation:
             whole = plan.legacy_whole_moments
             reference = signal_stats(x, whole=whole) if needs_reference(spec, plan.recipe) else None
         tshape = target_shape(meta.axes, meta.shape, plan.method_sizes)
+        rows = self._row_chunk(key, tshape)
+        if rows:
+            x = self._source_signal(key, group).tensor
+            return _derive_by_rows(x, spec, tshape, plan.recipe, reference, rows)
         return derive_one(
             plan,
             key,
@@ -465,6 +473,31 @@ class Derivation:
             lambda k: self._source_signal(k, group),
             generator,
         )
+
+    def _row_chunk(self, key: str, tshape: tuple[int, ...]) -> int:
+        """Rows per chunk when signal ``key`` is derived a block of rows at a time (0:
+        whole): dwt and dct from the source, a first axis that keeps its size and that
+        the transform does not touch (an embedding's vocabulary), matrices at both sizes,
+        and enough rows for two chunks. Each row is resized on its own, so the bits are the
+        whole signal's (see :meth:`_matrix_layers` for why matrices only)."""
+        from zoo.derive import amplitude
+        from zoo.methods import get
+
+        plan, meta = self.plan, self.metas[key]
+        shape = meta.shape
+        if (
+            not get(plan.recipe.method).learngene
+            or plan.legacy_whole_moments
+            or len(shape) < 2
+            or shape[0] != tshape[0]
+            or tuple(shape) == tuple(tshape)
+            or min(*shape[1:], *tshape[1:]) < 2
+            or amplitude(self.specs[key], plan.recipe).match_moments
+            or not self._from_source(key)
+        ):
+            return 0
+        rows = max(2, _ROW_CHUNK_BYTES // (4 * max(math.prod(shape[1:]), math.prod(tshape[1:]))))
+        return rows if shape[0] >= 2 * rows else 0
 
     def _stored_tensor(self, name: str) -> torch.Tensor:
         from . import tensors as tio
@@ -623,6 +656,37 @@ def derive_one(
     return derive_signal(
         x, spec, tshape, recipe, reference=reference, generator=generator, whole_moments=whole
     )
+
+
+def _derive_by_rows(x, spec, tshape, recipe: Recipe, reference, rows: int) -> torch.Tensor:
+    """:func:`zoo.derive.derive_signal` of ``x`` a block of ``rows`` at a time, into one
+    result in ``x``'s dtype; a rule that scales by the result's std takes it first, over
+    every block's raw result, as over the whole."""
+    import torch
+
+    from zoo.derive import amplitude, derive_signal
+    from zoo.transforms.moments import Moments, std_of
+
+    n = x.shape[0]
+    cuts = [(i, min(rows, n - i)) for i in range(0, n, rows)]
+    result_std = None
+    if amplitude(spec, recipe).rescale not in ("none", "exact"):
+        acc = Moments()
+        for i, k in cuts:
+            acc.add(derive_signal(x[i : i + k], spec, (k, *tshape[1:]), recipe, raw=True))
+        count, _, m2 = acc.result()
+        result_std = std_of(count, m2, 0)
+    out = torch.empty(tshape, dtype=x.dtype, device=x.device)
+    for i, k in cuts:
+        out[i : i + k] = derive_signal(
+            x[i : i + k],
+            spec,
+            (k, *tshape[1:]),
+            recipe,
+            reference=reference,
+            result_std=result_std,
+        )
+    return out
 
 
 def _same_wavelet(plan: Plan) -> bool:

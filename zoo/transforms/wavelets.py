@@ -40,14 +40,22 @@ def _prepare(x, axes, level, wavelet, *, need_even: bool, upcast: bool = True):
     return xf, ax, bank
 
 
-def lowpass_down(x: torch.Tensor, axes: Sequence[int], wavelet: str, level: int = 1):
+def lowpass_down(
+    x: torch.Tensor,
+    axes: Sequence[int],
+    wavelet: str,
+    level: int = 1,
+    *,
+    out_dtype: torch.dtype | None = None,
+):
     """``level`` analysis low-pass steps over ``axes``, returned in the compute dtype. An
     fp16/bf16 ``x`` is converted a slab at a time (the same bits as converted whole), so
-    a large signal never has a float32 copy."""
+    a large signal never has a float32 copy. ``out_dtype``: the result may come in this
+    dtype instead, each slab rounded as it is written (the bits of rounding it whole)."""
     if _filters.is_haar(wavelet):
         return _haar_down(x, list(axes), level)
     taps = _periodic.analysis_taps(_filters.bank(wavelet)[0])
-    for _ in range(level):
+    for n in range(level):
         # Short axes first: a dense product over the largest data costs least per element.
         order = sorted(axes, key=lambda a: x.shape[a])
         steps = [(a, taps) for a in order]
@@ -65,7 +73,7 @@ def lowpass_down(x: torch.Tensor, axes: Sequence[int], wavelet: str, level: int 
                 buf = _memory.empty(_grown(x.shape, order[:1], 0.5), like=x)
                 x = _periodic.apply(x, order[0], taps, up=False, out=buf)
                 free, steps = order[0], steps[1:]
-        x = _by_slabs(x, free, steps, up=False)
+        x = _by_slabs(x, free, steps, up=False, out_dtype=out_dtype if n == level - 1 else None)
     return x
 
 
@@ -99,11 +107,14 @@ def _grown(shape, axes, factor) -> list[int]:
     return [int(n * factor) if d in axes else n for d, n in enumerate(shape)]
 
 
-def _by_slabs(x: torch.Tensor, free: int | None, steps, *, up: bool) -> torch.Tensor:
+def _by_slabs(
+    x: torch.Tensor, free: int | None, steps, *, up: bool, out_dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """Apply ``steps`` ((axis, taps) along axes other than ``free``) slab by slab along
     ``free`` (or to the whole tensor if ``None``); each slab gives the same bits as the
-    whole tensor would. The result is in the compute dtype; an fp16/bf16 ``x`` is
-    converted slab by slab."""
+    whole tensor would. The result is in the compute dtype (or in ``out_dtype``, when
+    slabs are written, each rounded into it); an fp16/bf16 ``x`` is converted slab by
+    slab."""
     if free is None:
         x = as_float(x)
         for a, taps in steps:
@@ -113,7 +124,7 @@ def _by_slabs(x: torch.Tensor, free: int | None, steps, *, up: bool) -> torch.Te
     if not steps:
         return as_float(x)
     factor = 2 if up else 0.5
-    dtype = compute_dtype(x.dtype)
+    dtype = out_dtype or compute_dtype(x.dtype)
     out = _memory.empty(_grown(x.shape, [a for a, _ in steps], factor), like=x, dtype=dtype)
     n = x.shape[free]
     big = max(x.nbytes, out.nbytes) // max(n, 1)
@@ -269,7 +280,7 @@ def dwt_approx(
         [[2.0, 2.0], [2.0, 2.0]]
     """
     xf, ax, _ = _prepare(x, axes, level, wavelet, need_even=True, upcast=False)
-    return restore(lowpass_down(xf, ax, wavelet, level), x)
+    return restore(lowpass_down(xf, ax, wavelet, level, out_dtype=x.dtype), x)
 
 
 def idwt_zero(
