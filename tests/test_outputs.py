@@ -375,17 +375,23 @@ def test_a_resize_that_keeps_the_depth_goes_a_layer_at_a_time_with_the_bits_of_a
         assert f.read_bytes() == (tmp_path / "streamed" / f.name).read_bytes()
 
 
-@pytest.mark.parametrize(("method", "rescale"), [("dwt", "fan"), ("dct", "std"), ("dwt", "exact")])
+@pytest.mark.parametrize(
+    ("method", "rescale", "deeper"),
+    [("dwt", "fan", False), ("dct", "std", False), ("dwt", "exact", False), ("dwt", "fan", True)],
+)
 def test_an_embedding_resized_in_width_goes_a_block_of_rows_at_a_time_with_the_same_bits(
-    registry, tiny_dir, tmp_path, monkeypatch, method, rescale
+    registry, tiny_dir, tmp_path, monkeypatch, method, rescale, deeper
 ):
     """A signal whose first axis keeps its size and is not transformed (an embedding's
-    vocabulary) is derived a block of rows at a time, the std rules' std taken over every
-    block first; the bytes equal those of the signal derived whole."""
+    vocabulary; a role's layers when identity copies make the depth) is derived a block of
+    rows at a time, the std rules' std taken over every block first; the bytes equal those
+    of the signal derived whole."""
     from zoo.api import derivation
 
     src = registry.import_checkpoint(tiny_dir("llama"))
-    ask = dict(layers=3, hidden=48, method=method, rescale=rescale, device="cpu")
+    layers = src.config["num_hidden_layers"]
+    ask = dict(hidden=48, method=method, rescale=rescale, device="cpu")
+    ask |= dict(layers=2 * layers, depth="identity") if deeper else dict(layers=layers - 1)
     # Blocks of 8 rows at the target width, so a tiny vocabulary makes several.
     monkeypatch.setattr(derivation, "_ROW_CHUNK_BYTES", 4 * 48 * 8)
     blocks: list[int] = []
@@ -398,6 +404,7 @@ def test_an_embedding_resized_in_width_goes_a_block_of_rows_at_a_time_with_the_s
     monkeypatch.setattr(derivation, "_derive_by_rows", by_rows)
     rows = registry.materialize(src.name, out=tmp_path / "rows", **ask)
     assert blocks and max(blocks) >= 16, blocks  # the embedding and the head at least
+    assert (blocks.count(layers) > 0) == deeper, blocks  # the roles, under identity depth
     monkeypatch.setattr(derivation.Derivation, "_row_chunk", lambda self, *a: 0)
     whole = registry.materialize(src.name, out=tmp_path / "whole", **ask)
     assert whole.artifact.content_hash == rows.artifact.content_hash
