@@ -222,6 +222,9 @@ def _along_last(x: torch.Tensor, axis: int, fn, t: int) -> torch.Tensor:
     lead = 0 if axis != 0 or last else 1
     n = rows.shape[lead] if rows.ndim > 1 else 1
     per = max(rows.nbytes, dst.nbytes) // max(n, 1)
+    if not last and per > _SLAB_BYTES:
+        _columns(x, out, axis, fn)
+        return out
     k = max(1, min(n, _SLAB_BYTES // max(per, 1)))
 
     def slab(i: int) -> None:
@@ -235,6 +238,25 @@ def _along_last(x: torch.Tensor, axis: int, fn, t: int) -> torch.Tensor:
 
     each_on_one_thread([lambda i=i: slab(i) for i in range(0, n, k)], x)
     return out
+
+
+def _columns(x: torch.Tensor, out: torch.Tensor, axis: int, fn) -> None:
+    """:func:`_along_last` for a middle ``axis`` whose slabs along the lead axis would be
+    large (one layer of a 1B model's role is 46 MB, and the FFT's temporaries several
+    times that): ``x`` seen as ``(p, n, q)``, each slab is a block of ``q``'s columns of
+    one ``p``, turned so ``axis`` is last. The same rows, so the same bits."""
+    shape = x.shape
+    p, n, q = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :])
+    t = out.shape[axis]
+    src, dst = x.reshape(p, n, q), out.view(p, t, q)
+    k = max(1, min(q, _SLAB_BYTES // (max(n, t) * x.element_size())))
+
+    def slab(i: int, c: int) -> None:
+        j = min(k, q - c)
+        y = fn(src[i, :, c : c + j].T.contiguous())
+        dst[i, :, c : c + j].copy_(y.T)
+
+    each_on_one_thread([lambda i=i, c=c: slab(i, c) for i in range(p) for c in range(0, q, k)], x)
 
 
 def lowpass_coefficients(x: torch.Tensor, axis: int, m: int) -> torch.Tensor:
