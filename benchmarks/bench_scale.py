@@ -386,9 +386,10 @@ def render(report: dict) -> str:
         lines.append(f"| {key} | {r['seconds']:.1f} | {_gb(r['peak_rss'])} | {yard} |")
     lines += [
         "",
-        "Plans (no tensor derived): the target, its largest group (one role's signal "
-        "stacked over depth) and the working set zoo estimates for it "
-        "(8 B per source and 12 B per target element).",
+        "Plans (no tensor derived): the target, its largest group (the one with the "
+        "largest working set zoo estimates: 8 B per source and 12 B per target element, "
+        "for a group derived a layer at a time those of one layer) and that estimate. "
+        "The floors' peak-RSS limits are counted from this group.",
         "",
         "| target | method | parameters | target GB | largest group | group GB (output dtype) "
         "| working set GB | fits |",
@@ -475,11 +476,14 @@ def floors(report: dict) -> list[str]:
         "hashed once) and reads and verifies the source tensors it uses; `save_file` does "
         "neither. Import "
         "hashes each shard twice (the file, for provenance, and each tensor, for content "
-        "addressing) and copies every tensor into the store. The dwt groups are derived "
-        "whole (the wavelet mixes layers along depth), so their memory is a whole role's "
-        "signal in float32 and its temporaries. Extract holds one role's signal (read "
-        "into one buffer), a quarter of it in float32 while it is banded (slabs converted "
-        "one at a time) and its statistics' float64 blocks. HyperCloning and weight "
+        "addressing) and copies every tensor into the store. A dwt group is derived "
+        "whole when the depth changes (the wavelet then mixes layers), so its memory is a "
+        "whole role's signal in float32 and its temporaries; with the depth kept each "
+        "role goes a layer at a time, a few layers side by side, in two passes under the "
+        "fan rule, holding its source whole for its statistics. Extract holds one "
+        "role's signal (read into one buffer), a quarter of it in float32 while it is "
+        "banded (slabs converted one at a time) and its statistics' float64 blocks. "
+        "HyperCloning and weight "
         "selection go a layer at a time; their peak is the interpreter and torch, the "
         "embedding and head (whole tensors), and the layers of the threads in flight.",
     ]

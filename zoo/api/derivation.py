@@ -44,6 +44,13 @@ if TYPE_CHECKING:
 # about this many bytes of float32 result: its temporaries stay a few hundred MB.
 _ROW_CHUNK_BYTES = 64 << 20
 
+
+def _layers_in_flight() -> int:
+    """Layers of one two-pass group resized side by side (one layer's transform runs
+    mostly on one core)."""
+    return min(os.cpu_count() or 1, 8)
+
+
 # Bytes per element of a group's working set, per source and per target element: the
 # float32 copies the transforms compute in, their temporaries and the result's own dtype.
 _SOURCE_BYTES, _TARGET_BYTES = 8, 12
@@ -85,8 +92,10 @@ class Group:
             source = self.source_elements // len(self.chunks)
             target = self.target_elements // sum(len(js) for _, js in self.chunks)
             layer = _SOURCE_BYTES * source + _TARGET_BYTES * target
-            # A two-pass group holds its whole source (4 bytes an element at most).
-            return layer + (4 * self.source_elements if self.two_pass else 0)
+            if not self.two_pass:
+                return layer
+            # Its whole source (4 bytes an element at most) and a few layers side by side.
+            return 4 * self.source_elements + layer * _layers_in_flight()
         return _SOURCE_BYTES * self.source_elements + _TARGET_BYTES * self.target_elements
 
 
@@ -225,7 +234,7 @@ class Derivation:
             or not all(self._matrix_layers(k) and self._from_source(k) for k in members)
         ):
             return (), False
-        two_pass = any(r.rescale not in ("none", "exact") for r in rules)
+        two_pass = any(r.scales_by_std for r in rules)
         return tuple((i, (i,)) for i in range(source)), two_pass
 
     def _matrix_layers(self, key: str) -> bool:
@@ -390,18 +399,11 @@ class Derivation:
         as over the whole signal), then each layer derived, scaled and emitted in turn.
         The source group is read once; a target layer's tensors are alive one at a time."""
         from zoo.derive import amplitude, derive_signal, needs_reference, signal_stats, target_shape
-        from zoo.transforms.moments import Moments, std_of
 
         from . import tensors as tio
 
         plan = self.plan
-        # One layer's transform runs mostly on one core, so layers run side by side.
-        workers = min(os.cpu_count() or 1, 8)
-
-        def raw(item):
-            x, spec, shape, i = item
-            return derive_signal(x[i : i + 1], spec, shape, plan.recipe, raw=True)
-
+        workers = _layers_in_flight()
         source = {k: self._source_signal(k, group).tensor for k in group.signals}
         shapes, references, result_stds = {}, {}, {}
         for k, x in source.items():
@@ -409,15 +411,9 @@ class Derivation:
             shape = target_shape(meta.axes, meta.shape, plan.method_sizes)
             shapes[k] = (1, *shape[1:])
             references[k] = signal_stats(x) if needs_reference(spec, plan.recipe) else None
-            if amplitude(spec, plan.recipe).rescale in ("none", "exact"):
-                continue
-            acc = Moments()
-            for start in range(0, x.shape[0], workers):  # a few layers side by side
-                window = range(start, min(start + workers, x.shape[0]))
-                for y in tio.parallel_map(raw, [(x, spec, shapes[k], i) for i in window]):
-                    acc.add(y)  # in layer order
-            count, _, m2 = acc.result()
-            result_stds[k] = std_of(count, m2, 0)
+            if amplitude(spec, plan.recipe).scales_by_std:
+                cuts = [(i, 1) for i in range(x.shape[0])]
+                result_stds[k] = _raw_std(x, spec, shape, plan.recipe, cuts, workers)
 
         def layer(i: int) -> None:
             values = {
@@ -665,17 +661,12 @@ def _derive_by_rows(x, spec, tshape, recipe: Recipe, reference, rows: int) -> to
     import torch
 
     from zoo.derive import amplitude, derive_signal
-    from zoo.transforms.moments import Moments, std_of
 
     n = x.shape[0]
     cuts = [(i, min(rows, n - i)) for i in range(0, n, rows)]
     result_std = None
-    if amplitude(spec, recipe).rescale not in ("none", "exact"):
-        acc = Moments()
-        for i, k in cuts:
-            acc.add(derive_signal(x[i : i + k], spec, (k, *tshape[1:]), recipe, raw=True))
-        count, _, m2 = acc.result()
-        result_std = std_of(count, m2, 0)
+    if amplitude(spec, recipe).scales_by_std:
+        result_std = _raw_std(x, spec, tshape, recipe, cuts, workers=1)
     out = torch.empty(tshape, dtype=x.dtype, device=x.device)
     for i, k in cuts:
         out[i : i + k] = derive_signal(
@@ -687,6 +678,28 @@ def _derive_by_rows(x, spec, tshape, recipe: Recipe, reference, rows: int) -> to
             result_std=result_std,
         )
     return out
+
+
+def _raw_std(x, spec, tshape, recipe: Recipe, cuts, workers: int) -> float:
+    """The population std of the raw result of resizing ``x`` to ``tshape``, taken over
+    the raw results of its blocks of rows ``cuts`` (``(start, length)``, in order, up to
+    ``workers`` at once) with the same float64 blocks, hence the same bits, as over the
+    whole result."""
+    from zoo.derive import derive_signal
+    from zoo.transforms.moments import Moments, std_of
+
+    from . import tensors as tio
+
+    def raw(cut: tuple[int, int]):
+        i, k = cut
+        return derive_signal(x[i : i + k], spec, (k, *tshape[1:]), recipe, raw=True)
+
+    acc = Moments()
+    for start in range(0, len(cuts), workers):
+        for y in tio.parallel_map(raw, cuts[start : start + workers], workers=workers):
+            acc.add(y)  # in order
+    count, _, m2 = acc.result()
+    return std_of(count, m2, 0)
 
 
 def _same_wavelet(plan: Plan) -> bool:

@@ -63,9 +63,15 @@ class Amplitude:
         return cls(rescale if "rescale" in method.options else "none", fan, False)
 
     @property
+    def scales_by_std(self) -> bool:
+        """Whether the resized signal is scaled by its own std (``std`` and the ``fan``
+        rules); ``exact`` depends on shapes only."""
+        return self.rescale not in ("none", "exact")
+
+    @property
     def needs_reference(self) -> bool:
-        """Whether the source's (mean, std) is read; ``exact`` depends on shapes only."""
-        return self.match_moments or self.rescale not in ("none", "exact")
+        """Whether the source's (mean, std) is read."""
+        return self.match_moments or self.scales_by_std
 
     def finish(self, y: torch.Tensor, reference: tuple[float, float] | None) -> torch.Tensor:
         """``y`` (already rescaled, in its output dtype) moment-matched when the rule asks."""
