@@ -336,8 +336,10 @@ def test_a_resize_that_keeps_the_depth_goes_a_layer_at_a_time_with_the_bits_of_a
     registry, tiny_dir, tmp_path, monkeypatch, method, rescale, two_pass
 ):
     """dwt and dct resize each layer on its own when the depth is kept, so a role's
-    layers are derived (and written) one at a time; a rule that scales by the result's
-    std takes it in a first pass. The bytes equal those of the role derived whole."""
+    layers are read, derived and written one at a time; a rule that scales by the
+    result's std takes it in a first pass over the layers. The bytes equal those of the
+    role derived whole."""
+    from zoo.api import tensors as tio
     from zoo.api.derivation import Derivation
 
     src = registry.import_checkpoint(tiny_dir("llama"))
@@ -358,18 +360,31 @@ def test_a_resize_that_keeps_the_depth_goes_a_layer_at_a_time_with_the_bits_of_a
     monkeypatch.setattr(Derivation, "_emit_two_pass", in_two_passes)
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     peak = _track_emitted_bytes(monkeypatch)
+    roles = ("mlp.down_proj.weight", "mlp.up_proj.weight", "self_attn.q_proj.weight")
+    layers_read: list[int] = []  # per read of the source: the most layers of one role
+    load = tio.load_tensors
+
+    def reading(store, records, **kw):
+        records = list(records)
+        layers_read.append(max(sum(r.name.endswith(s) for r in records) for s in roles))
+        return load(store, records, **kw)
+
+    monkeypatch.setattr(tio, "load_tensors", reading)
     streamed = registry.materialize(src.name, out=tmp_path / "streamed", **ask)
     role = max(
         sum(r.nbytes for r in streamed.artifact.tensors if r.name.endswith(suffix))
-        for suffix in ("mlp.down_proj.weight", "mlp.up_proj.weight", "self_attn.q_proj.weight")
+        for suffix in roles
     )
     assert (calls["two_pass"] > 0) == two_pass and (calls["layers"] > 0) != two_pass, calls
-    # One worker: one layer of one role in flight, against the whole role at once.
+    # One worker: one layer of one role in flight, against the whole role at once; the
+    # source is read a layer at a time, by both passes.
     assert 0 < peak[0] <= role // layers, (peak[0], role)
+    assert max(layers_read) == 1, layers_read
     monkeypatch.setattr(Derivation, "_layer_chunks", lambda self, *a: ((), False))
     peak[0] = 0
+    layers_read.clear()
     whole = registry.materialize(src.name, out=tmp_path / "whole", **ask)
-    assert peak[0] >= role
+    assert peak[0] >= role and max(layers_read) == layers
     assert whole.artifact.content_hash == streamed.artifact.content_hash
     for f in (tmp_path / "whole").glob("*.safetensors"):
         assert f.read_bytes() == (tmp_path / "streamed" / f.name).read_bytes()

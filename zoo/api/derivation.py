@@ -92,10 +92,7 @@ class Group:
             source = self.source_elements // len(self.chunks)
             target = self.target_elements // sum(len(js) for _, js in self.chunks)
             layer = _SOURCE_BYTES * source + _TARGET_BYTES * target
-            if not self.two_pass:
-                return layer
-            # Its whole source (4 bytes an element at most) and a few layers side by side.
-            return 4 * self.source_elements + layer * _layers_in_flight()
+            return layer * _layers_in_flight() if self.two_pass else layer
         return _SOURCE_BYTES * self.source_elements + _TARGET_BYTES * self.target_elements
 
 
@@ -359,17 +356,8 @@ class Derivation:
         ``layers`` made from it (see :meth:`_layer_chunks`)."""
         from zoo.derive import derive_signal, target_shape
 
-        from . import tensors as tio
-
         plan, family = self.plan, self.family
-        records = [
-            r
-            for r in self._records
-            if r.name in group.source_names and family.layer_index(r.name) == source_layer
-        ]
-        state = tio.load_tensors(self.reg.store, records, device=self.dev, known=self.known)
-        signals = family.to_signals(state, self._source_config, partial=True, layers=[source_layer])
-        del state
+        signals = self._layer_signals(group, source_layer)
         # A target layer is a function of its source layer alone, so the layers made from
         # this one hold the same values: derived once, laid out (and written) per layer.
         # Their tensors are views of the same memory, whose digest the sink then knows.
@@ -393,39 +381,76 @@ class Derivation:
             for name in list(tensors):
                 emit(name, tensors.pop(name).to(group.outputs[name][0]))
 
+    def _layer_signals(self, group: Group, layer: int) -> dict:
+        """Source layer ``layer`` of ``group``'s signals (each with a first axis of one),
+        read from the store on its own."""
+        from . import tensors as tio
+
+        family = self.family
+        records = [
+            r
+            for r in self._records
+            if r.name in group.source_names and family.layer_index(r.name) == layer
+        ]
+        state = tio.load_tensors(self.reg.store, records, device=self.dev, known=self.known)
+        return family.to_signals(state, self._source_config, partial=True, layers=[layer])
+
     def _emit_two_pass(self, group: Group, emit) -> None:
         """A dwt or dct group with the depth kept and a rule that scales by the result's
-        std: the std of every layer's raw result first (the same blocks, so the same bits,
-        as over the whole signal), then each layer derived, scaled and emitted in turn.
-        The source group is read once; a target layer's tensors are alive one at a time."""
-        from zoo.derive import amplitude, derive_signal, needs_reference, signal_stats, target_shape
+        std. A first pass reads the source a layer at a time and takes, in layer order,
+        the moments of each signal's source (where the rule reads them) and of its raw
+        result: the same float64 blocks, so the same bits, as over the whole signal. The
+        second reads each layer again, derives, scales and emits it. A few layers are
+        alive at a time, never the whole group: reading the source twice costs less than
+        holding it (half a GB for one role of a 1B model)."""
+        from zoo.derive import amplitude, derive_signal, needs_reference, target_shape
+        from zoo.transforms.moments import Moments
 
         from . import tensors as tio
 
         plan = self.plan
         workers = _layers_in_flight()
-        source = {k: self._source_signal(k, group).tensor for k in group.signals}
-        shapes, references, result_stds = {}, {}, {}
-        for k, x in source.items():
-            meta, spec = self.metas[k], self.specs[k]
+        keys = group.signals
+        shapes = {}
+        for k in keys:
+            meta = self.metas[k]
             shape = target_shape(meta.axes, meta.shape, plan.method_sizes)
             shapes[k] = (1, *shape[1:])
-            references[k] = signal_stats(x) if needs_reference(spec, plan.recipe) else None
-            if amplitude(spec, plan.recipe).scales_by_std:
-                cuts = [(i, 1) for i in range(x.shape[0])]
-                result_stds[k] = _raw_std(x, spec, shape, plan.recipe, cuts, workers)
+        recipe, specs = plan.recipe, self.specs
+        sources = {k: Moments() for k in keys if needs_reference(specs[k], recipe)}
+        results = {k: Moments() for k in keys if amplitude(specs[k], recipe).scales_by_std}
+
+        def first(i: int) -> tuple[dict, dict]:
+            signals = {k: s.tensor for k, s in self._layer_signals(group, i).items()}
+            raw = {
+                k: derive_signal(signals[k], self.specs[k], shapes[k], plan.recipe, raw=True)
+                for k in results
+            }
+            return {k: signals[k] for k in sources}, raw
+
+        layers = list(range(self.metas[keys[0]].shape[0]))
+        for start in range(0, len(layers), workers):
+            batch = layers[start : start + workers]
+            for source, raw in tio.parallel_map(first, batch, workers=workers):
+                for k, x in source.items():  # in layer order
+                    sources[k].add(x)
+                for k, y in raw.items():
+                    results[k].add(y)
+        references = {k: m.mean_std() for k, m in sources.items()}
+        result_stds = {k: m.mean_std(correction=0)[1] for k, m in results.items()}
 
         def layer(i: int) -> None:
+            signals = self._layer_signals(group, i)
             values = {
                 k: derive_signal(
-                    x[i : i + 1],
+                    signals.pop(k).tensor,
                     self.specs[k],
                     shapes[k],
                     plan.recipe,
-                    reference=references[k],
+                    reference=references.get(k),
                     result_std=result_stds.get(k),
                 )
-                for k, x in source.items()
+                for k in keys
             }
             tensors = self.family.from_signals(
                 values, plan.target_config, part_of=self.metas, layers=[i]
@@ -434,9 +459,7 @@ class Derivation:
             for name in list(tensors):
                 emit(name, tensors.pop(name).to(group.outputs[name][0]))
 
-        tio.parallel_map(layer, list(range(next(iter(source.values())).shape[0])), workers=workers)
-        with self._lock:  # the group's source tensors are not needed again
-            self._group_source.pop(group.signals, None)
+        tio.parallel_map(layer, layers, workers=workers)
 
     # --- one signal -----------------------------------------------------------------------
 
@@ -666,7 +689,7 @@ def _derive_by_rows(x, spec, tshape, recipe: Recipe, reference, rows: int) -> to
     cuts = [(i, min(rows, n - i)) for i in range(0, n, rows)]
     result_std = None
     if amplitude(spec, recipe).scales_by_std:
-        result_std = _raw_std(x, spec, tshape, recipe, cuts, workers=1)
+        result_std = _raw_std(x, spec, tshape, recipe, cuts)
     out = torch.empty(tshape, dtype=x.dtype, device=x.device)
     for i, k in cuts:
         out[i : i + k] = derive_signal(
@@ -680,26 +703,17 @@ def _derive_by_rows(x, spec, tshape, recipe: Recipe, reference, rows: int) -> to
     return out
 
 
-def _raw_std(x, spec, tshape, recipe: Recipe, cuts, workers: int) -> float:
+def _raw_std(x, spec, tshape, recipe: Recipe, cuts) -> float:
     """The population std of the raw result of resizing ``x`` to ``tshape``, taken over
-    the raw results of its blocks of rows ``cuts`` (``(start, length)``, in order, up to
-    ``workers`` at once) with the same float64 blocks, hence the same bits, as over the
-    whole result."""
+    the raw results of its blocks of rows ``cuts`` (``(start, length)``, in order) with
+    the same float64 blocks, hence the same bits, as over the whole result."""
     from zoo.derive import derive_signal
-    from zoo.transforms.moments import Moments, std_of
-
-    from . import tensors as tio
-
-    def raw(cut: tuple[int, int]):
-        i, k = cut
-        return derive_signal(x[i : i + k], spec, (k, *tshape[1:]), recipe, raw=True)
+    from zoo.transforms.moments import Moments
 
     acc = Moments()
-    for start in range(0, len(cuts), workers):
-        for y in tio.parallel_map(raw, cuts[start : start + workers], workers=workers):
-            acc.add(y)  # in order
-    count, _, m2 = acc.result()
-    return std_of(count, m2, 0)
+    for i, k in cuts:
+        acc.add(derive_signal(x[i : i + k], spec, (k, *tshape[1:]), recipe, raw=True))
+    return acc.mean_std(correction=0)[1]
 
 
 def _same_wavelet(plan: Plan) -> bool:

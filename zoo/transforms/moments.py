@@ -93,6 +93,11 @@ class Moments:
             count = total
         return count, mean, m2
 
+    def mean_std(self, *, correction: int = 1) -> tuple[float, float]:
+        """:func:`mean_std` of everything added."""
+        n, mean, m2 = self.result()
+        return (0.0 if math.isnan(mean) else mean), std_of(n, m2, correction)
+
 
 def moments(x: torch.Tensor) -> tuple[int, float, float]:
     """``(count, mean, sum of squared deviations from the mean)`` of every element of
@@ -110,5 +115,6 @@ def std_of(count: int, m2: float, correction: int) -> float:
 def mean_std(x: torch.Tensor, *, correction: int = 1) -> tuple[float, float]:
     """``(mean, std)`` of ``x`` by :func:`moments` (``correction=1``: the sample std, as
     ``torch.std``; 0: the population's); NaN gives 0."""
-    n, mean, m2 = moments(x)
-    return (0.0 if math.isnan(mean) else mean), std_of(n, m2, correction)
+    m = Moments()
+    m.add(x)
+    return m.mean_std(correction=correction)
