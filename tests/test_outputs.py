@@ -390,6 +390,71 @@ def test_a_resize_that_keeps_the_depth_goes_a_layer_at_a_time_with_the_bits_of_a
         assert f.read_bytes() == (tmp_path / "streamed" / f.name).read_bytes()
 
 
+def test_two_pass_roles_run_one_at_a_time_with_their_layers_side_by_side(
+    registry, tiny_dir, tmp_path, monkeypatch
+):
+    """Each two-pass role spreads its layers over the workers, so two such roles at once
+    would hold twice the layers in flight: they run one after the other, and the
+    derivation's working-set estimate counts one role's layers in flight."""
+    import threading
+    import time
+
+    from zoo.api import derivation
+    from zoo.api import tensors as tio
+
+    src = registry.import_checkpoint(tiny_dir("llama"))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    real_map = tio.parallel_map  # threads even for a tiny model's little work
+    monkeypatch.setattr(
+        tio, "parallel_map", lambda fn, items, **kw: real_map(fn, items, **{**kw, "min_cost": 0})
+    )
+    running, most, lock = [0], [0], threading.Lock()
+    real = derivation.Derivation._emit_two_pass
+
+    def counted(self, *args):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.05)  # long enough for a second role to start, were it allowed
+            return real(self, *args)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(derivation.Derivation, "_emit_two_pass", counted)
+    layers = src.config["num_hidden_layers"]
+    m = registry.materialize(
+        src.name, layers=layers, hidden=48, method="dwt", rescale="fan", out=tmp_path / "o"
+    )
+    assert most[0] == 1 and m.artifact.tensors
+
+
+def test_a_signal_derived_by_rows_is_planned_at_its_whole_bytes_and_one_block(
+    registry, tiny_dir, monkeypatch
+):
+    """The working set zoo plans for (and refuses a target by) counts, for an embedding
+    derived a block of rows at a time, its source and result whole in their dtype and one
+    block's float32 work: not the float32 copies of the whole signal."""
+    from zoo.api import derivation
+    from zoo.api.plan import MaterializeRequest, make_plan
+    from zoo.api.tensors import KnownDigests
+
+    src = registry.import_checkpoint(tiny_dir("llama"))
+    monkeypatch.setattr(derivation, "_ROW_CHUNK_BYTES", 4 * 48 * 8)  # blocks of 8 rows
+    layers = src.config["num_hidden_layers"]
+    plan = make_plan(registry, src.name, MaterializeRequest(layers=layers, hidden=48))
+    d = derivation.Derivation(registry, plan, torch.device("cpu"), known=KnownDigests())
+    (embedding,) = [g for g in d.groups if "embed_tokens" in " ".join(g.source_names)]
+    n_in, n_out = embedding.source_elements, embedding.target_elements
+    whole = 4 * (n_in + n_out)  # float32, both whole
+    assert embedding.by_rows and whole < embedding.working_set < 8 * n_in + 12 * n_out
+    monkeypatch.setattr(derivation.Derivation, "_row_chunk", lambda self, *a: 0)
+    d = derivation.Derivation(registry, plan, torch.device("cpu"), known=KnownDigests())
+    (embedding,) = [g for g in d.groups if "embed_tokens" in " ".join(g.source_names)]
+    assert not embedding.by_rows and embedding.working_set == 8 * n_in + 12 * n_out
+
+
 @pytest.mark.parametrize(
     ("method", "rescale", "deeper"),
     [("dwt", "fan", False), ("dct", "std", False), ("dwt", "exact", False), ("dwt", "fan", True)],

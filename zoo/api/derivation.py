@@ -84,10 +84,15 @@ class Group:
     #: its layers are derived in turn after a first pass that takes the std of every
     #: layer's raw result (the std and fan rules scale a signal by its whole std)
     two_pass: bool = False
+    #: its working set when each signal is derived a block of rows at a time (0: it is
+    #: not): source and result whole in their dtype, and one block's float32 work
+    by_rows: int = 0
 
     @property
     def working_set(self) -> int:
         """Bytes this group holds at its peak (an estimate that errs high)."""
+        if self.by_rows:
+            return self.by_rows
         if self.chunks:  # one source layer and one target layer at a time
             source = self.source_elements // len(self.chunks)
             target = self.target_elements // sum(len(js) for _, js in self.chunks)
@@ -194,7 +199,28 @@ class Derivation:
         outputs = {n: (output_dtype(t.dtype, plan.recipe), tuple(t.shape)) for n, t in out.items()}
         target = sum(math.prod(s) for s in shapes.values())
         chunks, two_pass = self._layer_chunks(members, names, outputs)
-        return Group(members, outputs, names, source_elements, target, chunks, two_pass)
+        by_rows = 0 if chunks else self._by_rows_working_set(members)
+        return Group(members, outputs, names, source_elements, target, chunks, two_pass, by_rows)
+
+    def _by_rows_working_set(self, members) -> int:
+        """:attr:`Group.by_rows` of a group of signals ``members``; 0 unless every one is
+        derived a block of rows at a time (see :meth:`_row_chunk`)."""
+        import torch
+
+        from zoo.derive import target_shape
+
+        whole = block = 0
+        for k in members:
+            meta = self.metas[k]
+            tshape = target_shape(meta.axes, meta.shape, self.plan.method_sizes)
+            rows = self._row_chunk(k, tshape)
+            if not rows:
+                return 0
+            size = torch.empty(0, dtype=meta.dtype).element_size()
+            whole += size * (math.prod(meta.shape) + math.prod(tshape))
+            row = _SOURCE_BYTES * math.prod(meta.shape[1:]) + _TARGET_BYTES * math.prod(tshape[1:])
+            block = max(block, rows * row)
+        return whole + block
 
     def _layer_chunks(self, members, names, outputs) -> tuple[tuple, bool]:
         """How a per-layer group is derived a layer at a time (empty: whole), and whether
@@ -318,20 +344,22 @@ class Derivation:
             return
         if self._needs_whole_source():
             self._whole_source()  # load once, before the threads need it
-        # A two-pass group is one item: its second pass needs the whole first one.
-        work = [(g, c) for g in self.groups for c in (g.chunks if not g.two_pass else ()) or [None]]
+        work = [(g, c) for g in self.groups if not g.two_pass for c in g.chunks or [None]]
         cost = [g.working_set for g, _ in work]
 
         def one(item: tuple[Group, tuple | None]) -> None:
             g, chunk = item
             if chunk is not None:
                 self._emit_layers(g, *chunk, emit)
-            elif g.two_pass:
-                self._emit_two_pass(g, emit)
             else:
                 self._emit(g, {k: self._signal(k, None, g) for k in g.signals}, emit)
 
         tio.parallel_map(one, work, cost=cost, workers=workers)
+        # A two-pass group runs its layers side by side on the workers itself; two such
+        # groups at once would have twice the layers (and their temporaries) in flight.
+        for g in self.groups:
+            if g.two_pass:
+                self._emit_two_pass(g, emit, workers)
 
     def _emit(self, group: Group, values: dict, emit) -> None:
         from zoo.derive import deepen_by_identity
@@ -395,7 +423,7 @@ class Derivation:
         state = tio.load_tensors(self.reg.store, records, device=self.dev, known=self.known)
         return family.to_signals(state, self._source_config, partial=True, layers=[layer])
 
-    def _emit_two_pass(self, group: Group, emit) -> None:
+    def _emit_two_pass(self, group: Group, emit, workers: int | None = None) -> None:
         """A dwt or dct group with the depth kept and a rule that scales by the result's
         std. A first pass reads the source a layer at a time and takes, in layer order,
         the moments of each signal's source (where the rule reads them) and of its raw
@@ -409,7 +437,7 @@ class Derivation:
         from . import tensors as tio
 
         plan = self.plan
-        workers = _layers_in_flight()
+        workers = min(workers or 8, _layers_in_flight())
         keys = group.signals
         shapes = {}
         for k in keys:
