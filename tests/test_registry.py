@@ -131,6 +131,63 @@ def test_tag_moves_an_alias(registry, tiny_dir):
     assert "latest" not in registry.show(a.name).aliases
 
 
+def test_show_reads_imports_aliases_and_files_as_their_tables_hold_them(
+    registry, tiny_dir, tmp_path
+):
+    """An artifact's imports, aliases and files come back from one query over the three
+    tables: each part equals a plain read of its own table, in its order (imports oldest
+    first, aliases and files by name), with its types (times, sizes)."""
+    from datetime import datetime
+
+    from sqlalchemy import select
+
+    from zoo.db.models import Alias, ArtifactFile, ImportRecord
+
+    folder = tiny_dir("gpt2")
+    (folder / "tokenizer_config.json").write_text('{"model_max_length": 8}')
+    first = registry.import_checkpoint(folder)
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    registry.import_checkpoint(copy, name="gpt2-b")
+    for alias in ("zeta", "alpha", "mid"):
+        registry.tag(first.name, alias)
+    bare = registry.import_checkpoint(tiny_dir("bert"))
+    info = registry.show(first.name)
+    with registry.session() as session:
+        key = first.id
+        imports = session.scalars(
+            select(ImportRecord).where(ImportRecord.artifact_id == key).order_by(ImportRecord.id)
+        ).all()
+        aliases = session.scalars(select(Alias.name).where(Alias.artifact_id == key)).all()
+        files = session.scalars(select(ArtifactFile).where(ArtifactFile.artifact_id == key)).all()
+    assert [(i.origin, i.files) for i in info.imports] == [
+        (i.origin, json.loads(i.files_json)) for i in imports
+    ]
+    assert [i.origin for i in info.imports] == [str(folder.resolve()), str(copy.resolve())]
+    assert all(isinstance(i.imported_at, datetime) and i.imported_at.tzinfo for i in info.imports)
+    assert info.aliases == tuple(sorted(aliases)) == ("alpha", "gpt2-b", "mid", "zeta")
+    assert [(f.name, f.role, f.nbytes, f.digest) for f in info.files] == sorted(
+        (f.name, f.role, f.nbytes, f.digest) for f in files
+    )
+    assert {f.name for f in info.files} >= {"generation_config.json", "tokenizer_config.json"}
+    assert all(isinstance(f.nbytes, int) and f.nbytes > 0 for f in info.files)
+    assert registry.show(bare.name).aliases == ()
+
+
+def test_declaring_a_link_again_returns_the_edge_recorded_first(registry, tiny_dir):
+    """A link that is there already is given back as it was recorded (its note, its
+    time), not added a second time."""
+    base = registry.import_checkpoint(tiny_dir("bert"))
+    tuned = registry.import_checkpoint(tiny_dir("bert", seed=1), name="bert-tuned")
+    first = registry.link(tuned.name, base.name, relation="finetune", note="first")
+    again = registry.link(tuned.name, base.name, relation="finetune", note="second")
+    assert again == first and first.recipe["note"] == "first"
+    other = registry.link(tuned.name, base.name, relation="distill")
+    assert other.id != first.id
+    edges = registry.lineage(tuned.name, down=False).edges
+    assert sorted(e.id for e in edges) == sorted([first.id, other.id])
+
+
 def test_a_read_session_commits_nothing(registry, tiny_dir):
     """Reads run outside a transaction on PostgreSQL (each statement reads its own
     snapshot there anyway), so a read session refuses writes rather than commit them; on

@@ -45,8 +45,8 @@ def record_base_models(
             continue
         queries.add_edge(
             session,
-            parent=base,
-            child=row,
+            parent_id=base.id,
+            child_id=row.id,
             relation=relation,
             recipe=CARD_RECIPE,
             zoo_version=__version__,

@@ -109,11 +109,10 @@ def extract(
     default_name = _default_name(src_info.name, recipe, content_hash)
 
     def link(session: Session, row) -> ArtifactInfo:
-        parent = session.get(type(row), src_info.id)
         queries.add_edge(
             session,
-            parent=parent,
-            child=row,
+            parent_id=src_info.id,
+            child_id=row.id,
             relation="extract",
             recipe=recipe,
             zoo_version=__version__,

@@ -242,8 +242,8 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
 
         edge = queries.add_edge(
             session,
-            parent=p,
-            child=c,
+            parent_id=p.id,
+            child_id=c.id,
             relation=relation,
             recipe={"declared": True, "note": note or ""},
             zoo_version=__version__,

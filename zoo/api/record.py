@@ -46,27 +46,27 @@ def record_derived(
     recipe = edge_recipe(plan, dev)
     info = {"recipe": recipe, "target": plan.target_sizes}
 
-    def link(session: Session, row) -> ArtifactInfo:
+    def link(session: Session, row, *, new: bool = False) -> ArtifactInfo:
         from zoo.db.graph import is_ancestor
 
-        parent = session.get(type(row), plan.parent.id)
+        parent_id = plan.parent.id
         # An identity recipe can give back the parent itself, or one of its ancestors (an
         # imported copy of a derived folder): the result is that artifact, with no edge
-        # that would close a cycle.
-        if row.id != parent.id and not is_ancestor(session, row.id, parent.id):
+        # that would close a cycle. A row just inserted has no edges yet.
+        if row.id != parent_id and (new or not is_ancestor(session, row.id, parent_id)):
             queries.add_edge(
                 session,
-                parent=parent,
-                child=row,
+                parent_id=parent_id,
+                child_id=row.id,
                 relation="materialize",
                 recipe=recipe,
                 zoo_version=__version__,
                 by=reg.user,
             )
-        # Same content hash, same tensor records: no need to read them back.
-        return dataclasses.replace(
-            queries.to_info(session, row, tensors=False), tensors=tuple(records)
-        )
+        # Same content hash, same tensor records: no need to read them back; nor, for a
+        # row just inserted, its aliases, imports and files (it has none).
+        info_of = queries.new_info if new else queries.to_info
+        return dataclasses.replace(info_of(session, row, tensors=False), tensors=tuple(records))
 
     def find(session: Session):
         row = queries.find_by_content(session, "derived", content_hash)
@@ -93,7 +93,7 @@ def record_derived(
             layers=plan.target_sizes.get("layers"),
             hidden=plan.target_sizes.get("hidden"),
         )
-        return link(session, row)
+        return link(session, row, new=True)
 
     return reg.get_or_create(find, create)
 

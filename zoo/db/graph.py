@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from zoo.db.entities import EdgeInfo
 from zoo.db.models import Artifact, Edge
-from zoo.db.queries import edge_info
+from zoo.db.queries import EDGE_COLUMNS, edge_info
 
 
 def _walk(root, *, up: bool, depth):
@@ -65,19 +65,7 @@ def _walk_edges_statement(up: bool, limited: bool) -> Select:
     if limited:
         near = near.where(walk.c.depth < depth)
     from_col = Edge.child_id if up else Edge.parent_id
-    return select(*_EDGE_COLUMNS).where(from_col.in_(near)).order_by(Edge.id)
-
-
-_EDGE_COLUMNS = (
-    Edge.id,
-    Edge.parent_id,
-    Edge.child_id,
-    Edge.relation,
-    Edge.recipe_json,
-    Edge.zoo_version,
-    Edge.created_at,
-    Edge.created_by,
-)
+    return select(*EDGE_COLUMNS).where(from_col.in_(near)).order_by(Edge.id)
 
 
 def _is_ancestor_statement() -> Select:

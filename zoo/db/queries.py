@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -11,9 +12,11 @@ from typing import Any
 from sqlalchemy import (
     Select,
     bindparam,
+    cast,
     delete,
     insert,
     literal_column,
+    null,
     or_,
     select,
     union_all,
@@ -62,19 +65,44 @@ def aware(value: datetime) -> datetime:
 # parameters: building and keying a statement in SQLAlchemy takes longer than the database
 # takes to answer it, and a tag or a link runs several.
 _OWNER = bindparam("artifact_id")
-_ALIASES_OF = select(Alias.name).where(Alias.artifact_id == _OWNER).order_by(Alias.name)
+
+
+def _parts_of_statement() -> Select:
+    """An artifact's imports, aliases and files in one round trip (a tag, a link and every
+    `show` read them): one UNION ALL whose rows say which part they are (0, 1, 2), in the
+    order each part is listed (imports by id, aliases and files by name). The first branch
+    gives the columns their types (the timestamp and the size)."""
+    # Typed in SQL too: PostgreSQL types a column NULL in the first two branches as text.
+    none_n = cast(null(), ArtifactFile.nbytes.type)
+    imports = select(
+        literal_column("0").label("part"),
+        ImportRecord.id.label("k"),
+        ImportRecord.origin.label("a"),
+        ImportRecord.revision.label("b"),
+        ImportRecord.files_json.label("c"),
+        ImportRecord.imported_by.label("d"),
+        none_n.label("n"),
+        ImportRecord.imported_at.label("at"),
+    ).where(ImportRecord.artifact_id == _OWNER)
+    aliases = select(
+        literal_column("1"), null(), Alias.name, null(), null(), null(), null(), null()
+    ).where(Alias.artifact_id == _OWNER)
+    files = select(
+        literal_column("2"),
+        null(),
+        ArtifactFile.name,
+        ArtifactFile.role,
+        ArtifactFile.digest,
+        null(),
+        ArtifactFile.nbytes,
+        null(),
+    ).where(ArtifactFile.artifact_id == _OWNER)
+    parts = union_all(imports, aliases, files).subquery()
+    return select(parts).order_by(parts.c.part, parts.c.k, parts.c.a)
+
+
 # Columns, not ORM objects: these rows become plain records at once.
-_IMPORTS_OF = (
-    select(
-        ImportRecord.origin,
-        ImportRecord.revision,
-        ImportRecord.files_json,
-        ImportRecord.imported_at,
-        ImportRecord.imported_by,
-    )
-    .where(ImportRecord.artifact_id == _OWNER)
-    .order_by(ImportRecord.id)
-)
+_PARTS_OF = _parts_of_statement()
 _TENSORS_OF = (
     select(
         ArtifactTensor.name,
@@ -100,7 +128,17 @@ INSERT_ALIAS = insert(Alias)
 MOVE_ALIAS = (
     update(Alias).where(Alias.name == bindparam("alias")).values(artifact_id=bindparam("target"))
 )
-_EDGE = select(Edge).where(
+EDGE_COLUMNS = (
+    Edge.id,
+    Edge.parent_id,
+    Edge.child_id,
+    Edge.relation,
+    Edge.recipe_json,
+    Edge.zoo_version,
+    Edge.created_at,
+    Edge.created_by,
+)
+_EDGE = select(*EDGE_COLUMNS).where(
     Edge.parent_id == bindparam("parent_id"),
     Edge.child_id == bindparam("child_id"),
     Edge.relation == bindparam("relation"),
@@ -125,10 +163,31 @@ def to_info(
 ) -> ArtifactInfo:
     """``row`` as a plain record; ``same_content`` also lists the other kept artifacts
     that hold exactly its content (one query more, so only where it is shown)."""
-    key = {"artifact_id": row.id}
-    aliases = session.scalars(_ALIASES_OF, key).all()
-    imports = session.execute(_IMPORTS_OF, key).all()
-    tensor_rows = tensor_records(session, row.id) if tensors else ()
+    parts: tuple[list, list, list] = ([], [], [])
+    for p in session.execute(_PARTS_OF, {"artifact_id": row.id}):
+        parts[p.part].append(p)
+    imports, aliases, files = parts
+    return _info(
+        row,
+        aliases=tuple(a.a for a in aliases),
+        imports=tuple(ImportInfo(i.a, i.b, json.loads(i.c), aware(i.at), i.d) for i in imports),
+        files=tuple(FileRecord(f.a, f.b, f.n, f.c) for f in files),
+        tensors=tuple(tensor_records(session, row.id)) if tensors else (),
+        same_content=tuple((r.kind, r.name) for r in coinciding(session, row))
+        if same_content
+        else (),
+    )
+
+
+def new_info(session: Session, row: Artifact, *, tensors: bool = True) -> ArtifactInfo:
+    """:func:`to_info` of a row this transaction just inserted, with no read: no alias,
+    import or file refers to it yet."""
+    return _info(row, tensors=tuple(tensor_records(session, row.id)) if tensors else ())
+
+
+def _info(
+    row: Artifact, *, aliases=(), imports=(), files=(), tensors=(), same_content=()
+) -> ArtifactInfo:
     return ArtifactInfo(
         id=row.id,
         kind=row.kind,
@@ -141,18 +200,11 @@ def to_info(
         created_at=aware(row.created_at),
         created_by=row.created_by,
         deleted=row.deleted_at is not None,
-        aliases=tuple(aliases),
-        imports=tuple(
-            ImportInfo(
-                i.origin, i.revision, json.loads(i.files_json), aware(i.imported_at), i.imported_by
-            )
-            for i in imports
-        ),
-        tensors=tuple(tensor_rows),
-        files=tuple(file_records(session, row.id)),
-        same_content=tuple((r.kind, r.name) for r in coinciding(session, row))
-        if same_content
-        else (),
+        aliases=aliases,
+        imports=imports,
+        tensors=tensors,
+        files=files,
+        same_content=same_content,
         tensor_count=row.tensor_count,
         nbytes=row.nbytes,
         layers=row.layers,
@@ -376,30 +428,39 @@ def alias_target(session: Session, alias: str) -> Artifact | None:
 def add_edge(
     session: Session,
     *,
-    parent: Artifact,
-    child: Artifact,
+    parent_id: int,
+    child_id: int,
     relation: str,
     recipe: dict[str, Any],
     zoo_version: str,
     by: str,
-) -> Edge:
-    """The edge ``parent --relation--> child``, added unless it is there already."""
-    edge = session.scalar(
-        _EDGE, {"parent_id": parent.id, "child_id": child.id, "relation": relation}
+):
+    """The edge ``parent --relation--> child`` (its columns), added unless it is there
+    already: one INSERT that does nothing on the unique key, and a read only when it did
+    nothing."""
+    key = {"parent_id": parent_id, "child_id": child_id, "relation": relation}
+    values = {
+        **key,
+        "recipe_json": dumps(recipe),
+        "zoo_version": zoo_version,
+        "created_at": now(),
+        "created_by": by,
+    }
+    added = session.execute(_insert_edge_statement(session.get_bind().dialect.name), values)
+    return added.one_or_none() or session.execute(_EDGE, key).one()
+
+
+@functools.lru_cache(maxsize=4)
+def _insert_edge_statement(dialect: str):
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as insert_or
+    else:
+        from sqlalchemy.dialects.sqlite import insert as insert_or
+    return (
+        insert_or(Edge)
+        .on_conflict_do_nothing(index_elements=["parent_id", "child_id", "relation"])
+        .returning(*EDGE_COLUMNS)
     )
-    if edge is None:
-        edge = Edge(
-            parent_id=parent.id,
-            child_id=child.id,
-            relation=relation,
-            recipe_json=dumps(recipe),
-            zoo_version=zoo_version,
-            created_at=now(),
-            created_by=by,
-        )
-        session.add(edge)
-        session.flush()
-    return edge
 
 
 def edge_info(e) -> EdgeInfo:
