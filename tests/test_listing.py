@@ -526,6 +526,14 @@ def test_derived_from_and_aliases_in_listings(library):
     assert [i.aliases for i in reg.list(name="champion_V1")] == [("Champion_v1",)]
 
 
+def test_list_returns_every_match_and_names_search_for_a_page(library):
+    """list() takes the filters but no paging: asked for a limit, it says which call pages
+    instead of failing on a duplicate keyword."""
+    with pytest.raises(TypeError, match=r"takes no after, limit; search\(\) gives one page"):
+        library.list(limit=5, after="x")
+    assert ids_of(library.search(limit=None, newest_first=False).items) == ids_of(library.list())
+
+
 # --- lineage -----------------------------------------------------------------------------------
 
 

@@ -558,6 +558,12 @@ def list_artifacts(
     **filters,
 ) -> list[ArtifactSummary]:
     """Every match, oldest first (one page without a limit)."""
+    paging = sorted({"limit", "after", "newest_first"} & filters.keys())
+    if paging:
+        raise TypeError(
+            f"list() returns every match, oldest first, and takes no {', '.join(paging)}; "
+            "search() gives one page."
+        )
     return list(
         search(
             reg,
