@@ -182,3 +182,56 @@ def test_small_work_runs_on_the_calling_thread_and_large_or_remote_work_on_threa
     barrier.reset()
     remote = parallel_map(meet, [1, 2], cost=[10, 10], min_cost=0)
     assert [x for x, _ in remote] == [1, 2] and caller not in {t for _, t in remote}
+
+
+def test_a_budget_keeps_large_items_apart_and_lets_small_ones_run_beside_them(monkeypatch):
+    """Under a budget, the costs in flight never exceed it (an item larger than the
+    budget runs alone): two large items run one after the other while small ones fill
+    the other threads; results come back in order, and a failure stops what has not
+    started and is raised."""
+    import os
+    import threading
+    import time
+
+    from zoo.api.tensors import parallel_map
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    cost = {"big1": 10, "big2": 10, "huge": 40, **{f"s{i}": 1 for i in range(6)}}
+    lock, flight, most, beside_big = threading.Lock(), [0], [0], [0]
+
+    def run(name):
+        with lock:
+            flight[0] += cost[name]
+            most[0] = max(most[0], flight[0])
+            if flight[0] > cost[name] and name.startswith("s") and flight[0] >= 10:
+                beside_big[0] += 1
+        time.sleep(0.01 if name.startswith("s") else 0.1)
+        with lock:
+            flight[0] -= cost[name]
+        return name
+
+    names = list(cost)
+    got = parallel_map(run, names, cost=[cost[n] for n in names], workers=3, budget=15, min_cost=0)
+    assert got == names
+    assert most[0] == 40  # the huge one, alone
+    assert beside_big[0] > 0  # small items ran while a big one did
+    flight[0] = most[0] = 0
+    names = ["big1", "big2", "s0", "s1"]
+    assert (
+        parallel_map(run, names, cost=[cost[n] for n in names], workers=2, budget=15, min_cost=0)
+        == names
+    )
+    assert most[0] <= 15
+
+    started = []
+
+    def fail(name):
+        started.append(name)
+        if name == "big1":
+            raise ValueError("no")
+        time.sleep(0.05)
+        return name
+
+    with pytest.raises(ValueError, match="no"):
+        parallel_map(fail, ["big1", "big2"], cost=[10, 10], workers=2, budget=15, min_cost=0)
+    assert started == ["big1"]

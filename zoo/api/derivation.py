@@ -354,7 +354,10 @@ class Derivation:
             else:
                 self._emit(g, {k: self._signal(k, None, g) for k in g.signals}, emit)
 
-        tio.parallel_map(one, work, cost=cost, workers=workers)
+        # Half the largest group's working set more beside it: two large groups (the
+        # embedding and the head) never run side by side; a large one and small ones do.
+        budget = 3 * max(cost, default=0) // 2
+        tio.parallel_map(one, work, cost=cost, workers=workers, budget=budget)
         # A two-pass group runs its layers side by side on the workers itself; two such
         # groups at once would have twice the layers (and their temporaries) in flight.
         for g in self.groups:

@@ -155,7 +155,13 @@ SMALL_WORK = 4 << 20
 
 
 def parallel_map(
-    fn, items: list, *, cost=None, workers: int | None = None, min_cost: int = SMALL_WORK
+    fn,
+    items: list,
+    *,
+    cost=None,
+    workers: int | None = None,
+    min_cost: int = SMALL_WORK,
+    budget: int | None = None,
 ) -> list:
     """``[fn(x) for x in items]`` on a few threads, in order.
 
@@ -164,7 +170,8 @@ def parallel_map(
     per item, in bytes) starts the dearest items first, so one large tensor does not run
     alone at the end while the other threads idle; work whose costs add up to less than
     ``min_cost`` runs on the calling thread (pass 0 when each item waits on a network
-    round trip, which threads overlap whatever its size).
+    round trip, which threads overlap whatever its size). ``budget``: the most cost in
+    flight at once (see :func:`_within_budget`).
     """
     workers = min(len(items), os.cpu_count() or 1, 8, workers or 8)
     if workers > 1 and cost is not None and sum(cost) < min_cost:
@@ -183,6 +190,8 @@ def parallel_map(
     from zoo._threads import set_threads
 
     threads = torch.get_num_threads()
+    if budget is not None and cost is not None:
+        return _within_budget(fn, items, order, cost, workers, budget, threads)
     pool = ThreadPoolExecutor(max_workers=workers, initializer=set_threads, initargs=(threads,))
     try:
         for i, value in zip(order, pool.map(lambda i: fn(items[i]), order), strict=True):
@@ -193,6 +202,64 @@ def parallel_map(
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+    return results
+
+
+def _within_budget(fn, items, order, cost, workers: int, budget: int, threads: int) -> list:
+    """:func:`parallel_map` keeping the cost in flight within ``budget``: a free thread
+    takes the first waiting item (in ``order``) that fits beside those running, any item
+    when none runs, and otherwise waits for one to finish. So two large items never run
+    side by side while small ones fill the other threads."""
+    import threading
+
+    from zoo._threads import set_threads
+
+    results: list = [None] * len(items)
+    waiting = list(order)
+    ready = threading.Condition()
+    flight = [0]
+    failed: list[BaseException] = []
+
+    def next_item() -> int | None:
+        with ready:
+            while True:
+                if failed or not waiting:
+                    return None
+                for i in waiting:
+                    if flight[0] == 0 or flight[0] + cost[i] <= budget:
+                        waiting.remove(i)
+                        flight[0] += cost[i]
+                        return i
+                ready.wait()
+
+    def work() -> None:
+        set_threads(threads)
+        while (i := next_item()) is not None:
+            try:
+                results[i] = fn(items[i])
+            except BaseException as exc:
+                failed.append(exc)
+            finally:
+                with ready:
+                    flight[0] -= cost[i]
+                    ready.notify_all()
+
+    pool = [threading.Thread(target=work, daemon=True) for _ in range(workers)]
+    for t in pool:
+        t.start()
+    try:
+        for t in pool:
+            t.join()
+    except BaseException as exc:
+        # Ctrl-C: items already running finish, the rest never start.
+        with ready:
+            failed.append(exc)
+            ready.notify_all()
+        for t in pool:
+            t.join()
+        raise
+    if failed:
+        raise failed[0]
     return results
 
 
