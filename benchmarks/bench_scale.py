@@ -387,8 +387,10 @@ def render(report: dict) -> str:
     lines += [
         "",
         "Plans (no tensor derived): the target, its largest group (the one with the "
-        "largest working set zoo estimates: 8 B per source and 12 B per target element, "
-        "for a group derived a layer at a time those of one layer) and that estimate. "
+        "largest working set zoo estimates: 8 B per source and 12 B per target element; "
+        "for a group derived a layer at a time those of the layers in flight, for one "
+        "derived a block of rows at a time its source and result whole and one block's) "
+        "and that estimate. "
         "The floors' peak-RSS limits are counted from this group.",
         "",
         "| target | method | parameters | target GB | largest group | group GB (output dtype) "
@@ -479,13 +481,15 @@ def floors(report: dict) -> list[str]:
         "addressing) and copies every tensor into the store. A dwt group is derived "
         "whole when the depth changes (the wavelet then mixes layers), so its memory is a "
         "whole role's signal in float32 and its temporaries; with the depth kept each "
-        "role goes a layer at a time, a few layers side by side, in two passes under the "
-        "fan rule, holding its source whole for its statistics. Extract holds one "
+        "role goes a layer at a time, a few layers side by side; under the fan rule in "
+        "two passes, each reading the source a layer at a time, one such role at once. "
+        "An embedding or head resized in width goes a block of rows at a time. Extract holds one "
         "role's signal (read into one buffer), a quarter of it in float32 while it is "
         "banded (slabs converted one at a time) and its statistics' float64 blocks. "
         "HyperCloning and weight "
         "selection go a layer at a time; their peak is the interpreter and torch, the "
-        "embedding and head (whole tensors), and the layers of the threads in flight.",
+        "embedding or the head (whole tensors, never both at once), and the layers of the "
+        "threads in flight.",
     ]
 
 
