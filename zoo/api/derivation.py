@@ -454,8 +454,7 @@ class Derivation:
         def first(i: int) -> tuple[dict, dict]:
             signals = {k: s.tensor for k, s in self._layer_signals(group, i).items()}
             raw = {
-                k: derive_signal(signals[k], self.specs[k], shapes[k], plan.recipe, raw=True)
-                for k in results
+                k: derive_signal(signals[k], specs[k], shapes[k], recipe, raw=True) for k in results
             }
             return {k: signals[k] for k in sources}, raw
 
@@ -475,9 +474,9 @@ class Derivation:
             values = {
                 k: derive_signal(
                     signals.pop(k).tensor,
-                    self.specs[k],
+                    specs[k],
                     shapes[k],
-                    plan.recipe,
+                    recipe,
                     reference=references.get(k),
                     result_std=result_stds.get(k),
                 )
