@@ -129,6 +129,10 @@ def test_tag_moves_an_alias(registry, tiny_dir):
     registry.tag(b.name, "latest")
     assert registry.show("latest").id == b.id
     assert "latest" not in registry.show(a.name).aliases
+    assert registry.tag(b.name, "latest").aliases == ("latest",)  # again: nothing moves
+    with pytest.raises(ConflictError, match="is the registry name of an artifact"):
+        registry.tag(b.name, a.name)
+    assert registry.show(a.name).id == a.id and registry.show(b.name).aliases == ("latest",)
 
 
 def test_show_reads_imports_aliases_and_files_as_their_tables_hold_them(

@@ -592,19 +592,14 @@ def tag(reg, query: str, alias: str) -> ArtifactInfo:
 
     def work(session: Session) -> ArtifactInfo:
         row = queries.resolve(session, query)
-        is_name, current = session.execute(queries.ALIAS_SLOT, {"alias": alias}).one()
-        if is_name:
+        # Nothing written: a registry name (refused), or the alias points here already.
+        if not queries.point_alias(session, alias, row.id) and session.scalar(
+            queries.IS_NAME, {"alias": alias}
+        ):
             raise ConflictError(
                 f"{alias!r} is the registry name of an artifact"
                 f"{queries.removed_holder_note(session, alias)}; an alias must be a new name."
             )
-        if current is None:
-            session.execute(
-                queries.INSERT_ALIAS,
-                {"name": alias, "artifact_id": row.id, "created_at": queries.now()},
-            )
-        elif current != row.id:
-            session.execute(queries.MOVE_ALIAS, {"alias": alias, "target": row.id})
         return queries.to_info(session, row, tensors=False)
 
     return reg.transaction(work)

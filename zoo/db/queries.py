@@ -20,7 +20,6 @@ from sqlalchemy import (
     or_,
     select,
     union_all,
-    update,
 )
 from sqlalchemy.orm import Session
 
@@ -119,15 +118,8 @@ _FILES_OF = (
     .where(ArtifactFile.artifact_id == _OWNER)
     .order_by(ArtifactFile.name)
 )
-# Whether ``:alias`` is a registry name, and where it points now: one round trip.
-ALIAS_SLOT = select(
-    select(Artifact.id).where(Artifact.name == bindparam("alias")).exists(),
-    select(Alias.artifact_id).where(Alias.name == bindparam("alias")).scalar_subquery(),
-)
-INSERT_ALIAS = insert(Alias)
-MOVE_ALIAS = (
-    update(Alias).where(Alias.name == bindparam("alias")).values(artifact_id=bindparam("target"))
-)
+# Whether ``:alias`` is a registry name (a tag refused, to say why).
+IS_NAME = select(select(Artifact.id).where(Artifact.name == bindparam("alias")).exists())
 EDGE_COLUMNS = (
     Edge.id,
     Edge.parent_id,
@@ -395,6 +387,37 @@ def add_import(
 def add_alias(session: Session, alias: str, artifact: Artifact) -> None:
     session.add(Alias(name=alias, artifact_id=artifact.id, created_at=now()))
     session.flush()
+
+
+def point_alias(session: Session, alias: str, artifact_id: int) -> bool:
+    """Point ``alias`` at the artifact, adding it or moving it, unless it is a registry
+    name: one statement. False when nothing was written (a registry name, or an alias
+    that points there already)."""
+    statement = _point_alias_statement(session.get_bind().dialect.name)
+    values = {"alias": alias, "target": artifact_id, "created_at": now()}
+    return session.execute(statement, values).first() is not None
+
+
+@functools.lru_cache(maxsize=4)
+def _point_alias_statement(dialect: str):
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as insert_or
+    else:
+        from sqlalchemy.dialects.sqlite import insert as insert_or
+    alias = bindparam("alias", type_=Alias.name.type)
+    free = ~select(Artifact.id).where(Artifact.name == alias).exists()
+    row = select(
+        alias,
+        bindparam("target", type_=Alias.artifact_id.type),
+        bindparam("created_at", type_=Alias.created_at.type),
+    ).where(free)
+    # The table, not the entity: the ORM would read the parameters as an alias's columns.
+    statement = insert_or(Alias.__table__).from_select(["name", "artifact_id", "created_at"], row)
+    return statement.on_conflict_do_update(
+        index_elements=["name"],
+        set_={"artifact_id": statement.excluded.artifact_id},
+        where=Alias.__table__.c.artifact_id != statement.excluded.artifact_id,
+    ).returning(Alias.__table__.c.name)
 
 
 def _by_alias_or_name_statement() -> Select:
