@@ -394,8 +394,7 @@ def test_two_pass_roles_run_one_at_a_time_with_their_layers_side_by_side(
     registry, tiny_dir, tmp_path, monkeypatch
 ):
     """Each two-pass role spreads its layers over the workers, so two such roles at once
-    would hold twice the layers in flight: they run one after the other, and the
-    derivation's working-set estimate counts one role's layers in flight."""
+    would hold twice the layers in flight: they run one after the other."""
     import threading
     import time
 

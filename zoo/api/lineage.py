@@ -226,21 +226,16 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
         )
 
     def work(session: Session) -> EdgeInfo:
+        from zoo import __version__
         from zoo.db.engine import lock_lineage
-        from zoo.db.graph import is_ancestor
+        from zoo.db.graph import add_edge_unless_cycle
 
         lock_lineage(session)  # before the cycle check, so no other link slips in between
         c = queries.resolve(session, child)
         p = queries.resolve(session, parent)
         if c.id == p.id:
             raise InvalidInputError("An artifact cannot be its own parent.")
-        if is_ancestor(session, c.id, p.id):
-            raise InvalidInputError(
-                f"{c.name} is already an ancestor of {p.name}; the link would make a cycle."
-            )
-        from zoo import __version__
-
-        edge = queries.add_edge(
+        edge = add_edge_unless_cycle(
             session,
             parent_id=p.id,
             child_id=c.id,
@@ -249,6 +244,10 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
             zoo_version=__version__,
             by=reg.user,
         )
+        if edge is None:
+            raise InvalidInputError(
+                f"{c.name} is already an ancestor of {p.name}; the link would make a cycle."
+            )
         return queries.edge_info(edge)
 
     return reg.transaction(work)

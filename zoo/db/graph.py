@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from zoo.db.entities import EdgeInfo
 from zoo.db.models import Artifact, Edge
-from zoo.db.queries import EDGE_COLUMNS, edge_info
+from zoo.db.queries import EDGE_COLUMNS, edge_info, edge_values, existing_edge
 
 
 def _walk(root, *, up: bool, depth):
@@ -80,6 +80,43 @@ def _is_ancestor_statement() -> Select:
 
 # Built once: every `link` runs it, and building it takes longer than running it.
 _IS_ANCESTOR = _is_ancestor_statement()
+
+
+def add_edge_unless_cycle(session: Session, **edge):
+    """The edge ``edge`` describes (:func:`zoo.db.queries.edge_values`' arguments) as its
+    columns: inserted, or the one already there; None when it would close a cycle (the
+    child is an ancestor of the parent). One statement in the usual case: the cycle check
+    is the insert's condition, and the reads follow only when nothing was inserted."""
+    values = edge_values(**edge)
+    statement = _insert_unless_cycle_statement(session.get_bind().dialect.name)
+    added = session.execute(statement, values).one_or_none()
+    return added or existing_edge(session, values)
+
+
+@functools.lru_cache(maxsize=4)
+def _insert_unless_cycle_statement(dialect: str):
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as insert_or
+    else:
+        from sqlalchemy.dialects.sqlite import insert as insert_or
+    table = Edge.__table__
+    columns = ("parent_id", "child_id", "relation", "recipe_json", "zoo_version")
+    columns += ("created_at", "created_by")
+    params = {c: bindparam(c, type_=table.c[c].type) for c in columns}
+    walk = (
+        select(Edge.parent_id.label("id"))
+        .where(Edge.child_id == params["parent_id"])
+        .cte("up", recursive=True)
+    )
+    walk = walk.union(select(Edge.parent_id).join(walk, Edge.child_id == walk.c.id))
+    row = select(*params.values()).where(~exists().where(walk.c.id == params["child_id"]))
+    # The table, not the entity: the ORM would read the parameters as an edge's columns.
+    return (
+        insert_or(table)
+        .from_select(list(columns), row)
+        .on_conflict_do_nothing(index_elements=["parent_id", "child_id", "relation"])
+        .returning(*EDGE_COLUMNS)
+    )
 
 
 def is_ancestor(session: Session, ancestor: int, node: int) -> bool:

@@ -461,16 +461,28 @@ def add_edge(
     """The edge ``parent --relation--> child`` (its columns), added unless it is there
     already: one INSERT that does nothing on the unique key, and a read only when it did
     nothing."""
-    key = {"parent_id": parent_id, "child_id": child_id, "relation": relation}
-    values = {
-        **key,
+    values = edge_values(parent_id, child_id, relation, recipe, zoo_version, by)
+    added = session.execute(_insert_edge_statement(session.get_bind().dialect.name), values)
+    return added.one_or_none() or existing_edge(session, values)
+
+
+def edge_values(parent_id, child_id, relation, recipe, zoo_version, by) -> dict[str, Any]:
+    """An edge's column values, as the edge inserts take them."""
+    return {
+        "parent_id": parent_id,
+        "child_id": child_id,
+        "relation": relation,
         "recipe_json": dumps(recipe),
         "zoo_version": zoo_version,
         "created_at": now(),
         "created_by": by,
     }
-    added = session.execute(_insert_edge_statement(session.get_bind().dialect.name), values)
-    return added.one_or_none() or session.execute(_EDGE, key).one()
+
+
+def existing_edge(session: Session, values: dict[str, Any]):
+    """The columns of the edge with ``values``' parent, child and relation, or None."""
+    key = {k: values[k] for k in ("parent_id", "child_id", "relation")}
+    return session.execute(_EDGE, key).one_or_none()
 
 
 @functools.lru_cache(maxsize=4)
