@@ -61,8 +61,8 @@ def _add(
         if parent is not None:
             queries.add_edge(
                 session,
-                parent=queries.resolve(session, parent),
-                child=row,
+                parent_id=queries.resolve(session, parent).id,
+                child_id=row.id,
                 relation="extract" if kind == "learngene" else "materialize",
                 recipe={},
                 zoo_version="test",
