@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from zoo.db.entities import EdgeInfo
 from zoo.db.models import Artifact, Edge
-from zoo.db.queries import EDGE_COLUMNS, edge_info, edge_values, existing_edge
+from zoo.db.queries import EDGE_COLUMNS, edge_info, edge_values, existing_edge, insert_or
 
 
 def _walk(root, *, up: bool, depth):
@@ -68,13 +68,15 @@ def _walk_edges_statement(up: bool, limited: bool) -> Select:
     return select(*EDGE_COLUMNS).where(from_col.in_(near)).order_by(Edge.id)
 
 
+def _ancestors(node):
+    """A CTE of the ids reached from ``node`` (a bound parameter) going up one edge or
+    more."""
+    walk = select(Edge.parent_id.label("id")).where(Edge.child_id == node).cte("up", recursive=True)
+    return walk.union(select(Edge.parent_id).join(walk, Edge.child_id == walk.c.id))
+
+
 def _is_ancestor_statement() -> Select:
-    walk = (
-        select(Edge.parent_id.label("id"))
-        .where(Edge.child_id == bindparam("node"))
-        .cte("up", recursive=True)
-    )
-    walk = walk.union(select(Edge.parent_id).join(walk, Edge.child_id == walk.c.id))
+    walk = _ancestors(bindparam("node"))
     return select(exists().where(walk.c.id == bindparam("ancestor")))
 
 
@@ -95,24 +97,15 @@ def add_edge_unless_cycle(session: Session, **edge):
 
 @functools.lru_cache(maxsize=4)
 def _insert_unless_cycle_statement(dialect: str):
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as insert_or
-    else:
-        from sqlalchemy.dialects.sqlite import insert as insert_or
     table = Edge.__table__
     columns = ("parent_id", "child_id", "relation", "recipe_json", "zoo_version")
     columns += ("created_at", "created_by")
     params = {c: bindparam(c, type_=table.c[c].type) for c in columns}
-    walk = (
-        select(Edge.parent_id.label("id"))
-        .where(Edge.child_id == params["parent_id"])
-        .cte("up", recursive=True)
-    )
-    walk = walk.union(select(Edge.parent_id).join(walk, Edge.child_id == walk.c.id))
+    walk = _ancestors(params["parent_id"])
     row = select(*params.values()).where(~exists().where(walk.c.id == params["child_id"]))
     # The table, not the entity: the ORM would read the parameters as an edge's columns.
     return (
-        insert_or(table)
+        insert_or(dialect)(table)
         .from_select(list(columns), row)
         .on_conflict_do_nothing(index_elements=["parent_id", "child_id", "relation"])
         .returning(*EDGE_COLUMNS)

@@ -389,6 +389,16 @@ def add_alias(session: Session, alias: str, artifact: Artifact) -> None:
     session.flush()
 
 
+def insert_or(dialect: str):
+    """The ``insert`` of ``dialect`` (PostgreSQL's, else SQLite's): the one that takes
+    ``ON CONFLICT`` clauses, with which a write decides in one statement."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
 def point_alias(session: Session, alias: str, artifact_id: int) -> bool:
     """Point ``alias`` at the artifact, adding it or moving it, unless it is a registry
     name: one statement. False when nothing was written (a registry name, or an alias
@@ -400,10 +410,6 @@ def point_alias(session: Session, alias: str, artifact_id: int) -> bool:
 
 @functools.lru_cache(maxsize=4)
 def _point_alias_statement(dialect: str):
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as insert_or
-    else:
-        from sqlalchemy.dialects.sqlite import insert as insert_or
     alias = bindparam("alias", type_=Alias.name.type)
     free = ~select(Artifact.id).where(Artifact.name == alias).exists()
     row = select(
@@ -412,7 +418,9 @@ def _point_alias_statement(dialect: str):
         bindparam("created_at", type_=Alias.created_at.type),
     ).where(free)
     # The table, not the entity: the ORM would read the parameters as an alias's columns.
-    statement = insert_or(Alias.__table__).from_select(["name", "artifact_id", "created_at"], row)
+    statement = insert_or(dialect)(Alias.__table__).from_select(
+        ["name", "artifact_id", "created_at"], row
+    )
     return statement.on_conflict_do_update(
         index_elements=["name"],
         set_={"artifact_id": statement.excluded.artifact_id},
@@ -487,12 +495,8 @@ def existing_edge(session: Session, values: dict[str, Any]):
 
 @functools.lru_cache(maxsize=4)
 def _insert_edge_statement(dialect: str):
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as insert_or
-    else:
-        from sqlalchemy.dialects.sqlite import insert as insert_or
     return (
-        insert_or(Edge)
+        insert_or(dialect)(Edge)
         .on_conflict_do_nothing(index_elements=["parent_id", "child_id", "relation"])
         .returning(*EDGE_COLUMNS)
     )
