@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from zoo.errors import BlobCorruptError, ConflictError, InvalidNameError
+from zoo.errors import BlobCorruptError, ConflictError, InvalidInputError, InvalidNameError
 
 
 def _blob_files(store_root: Path) -> list[Path]:
@@ -190,6 +190,51 @@ def test_declaring_a_link_again_returns_the_edge_recorded_first(registry, tiny_d
     assert other.id != first.id
     edges = registry.lineage(tuned.name, down=False).edges
     assert sorted(e.id for e in edges) == sorted([first.id, other.id])
+
+
+def test_a_link_between_two_named_artifacts_is_one_statement(registry, tiny_dir):
+    """Two aliases or registry names of live artifacts: the names, the cycle check and the
+    insert are one statement after the lineage lock (what a library's writes cost); any
+    other way to name an artifact still resolves as every command resolves it."""
+    from sqlalchemy import event, select
+
+    from zoo.db.models import Edge
+    from zoo.errors import NotFoundError
+
+    base = registry.import_checkpoint(tiny_dir("bert"))
+    tuned = registry.import_checkpoint(tiny_dir("bert", seed=1), name="bert-tuned")
+    other = registry.import_checkpoint(tiny_dir("bert", seed=2), name="bert-other")
+    registry.tag(base.name, "prod")
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_):
+        statements.append(" ".join(statement.split()))
+
+    event.listen(registry.engine, "before_cursor_execute", seen)
+    try:
+        edge = registry.link("bert-tuned", "prod", relation="finetune")
+    finally:
+        event.remove(registry.engine, "before_cursor_execute", seen)
+    assert (edge.parent_id, edge.child_id) == (base.id, tuned.id)
+    work = [s for s in statements if not s.startswith(("BEGIN", "SELECT pg_advisory_xact_lock"))]
+    assert len(work) == 1 and "INSERT INTO edges" in work[0], statements
+
+    # A content-hash prefix, an edge already there, one artifact twice, a removed one.
+    by_hash = registry.link("bert-other", base.content_hash[:12], relation="distill")
+    assert (by_hash.parent_id, by_hash.child_id) == (base.id, other.id)
+    assert registry.link(other.name, "prod", relation="distill") == by_hash
+    with pytest.raises(InvalidInputError, match="its own parent"):
+        registry.link("prod", base.name)
+    with pytest.raises(InvalidInputError, match="would make a cycle"):
+        registry.link("prod", "bert-tuned")
+    registry.rm(other.name)
+    with pytest.raises(NotFoundError, match="bert-other"):
+        registry.link(other.name, "bert-tuned")
+    with pytest.raises(NotFoundError, match=r"bert-tunde.*Did you mean bert-tuned"):
+        registry.link("bert-tunde", "prod")
+    with registry.session() as session:  # the refusals added nothing
+        rows = session.execute(select(Edge.parent_id, Edge.child_id, Edge.relation)).all()
+    assert sorted(rows) == [(base.id, tuned.id, "finetune"), (base.id, other.id, "distill")]
 
 
 def test_a_read_session_commits_nothing(registry, tiny_dir):

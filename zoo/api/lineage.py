@@ -228,22 +228,25 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
     def work(session: Session) -> EdgeInfo:
         from zoo import __version__
         from zoo.db.engine import lock_lineage
-        from zoo.db.graph import add_edge_unless_cycle
+        from zoo.db.graph import add_edge_unless_cycle, link_named
 
         lock_lineage(session)  # before the cycle check, so no other link slips in between
+        columns = {
+            "relation": relation,
+            "recipe": {"declared": True, "note": note or ""},
+            "zoo_version": __version__,
+            "by": reg.user,
+        }
+        # Two names of live artifacts, a new edge: one statement. Anything else is read
+        # again name by name, as every command reads names, to say what it is.
+        added = link_named(session, parent=parent, child=child, **columns)
+        if added is not None:
+            return queries.edge_info(added)
         c = queries.resolve(session, child)
         p = queries.resolve(session, parent)
         if c.id == p.id:
             raise InvalidInputError("An artifact cannot be its own parent.")
-        edge = add_edge_unless_cycle(
-            session,
-            parent_id=p.id,
-            child_id=c.id,
-            relation=relation,
-            recipe={"declared": True, "note": note or ""},
-            zoo_version=__version__,
-            by=reg.user,
-        )
+        edge = add_edge_unless_cycle(session, parent_id=p.id, child_id=c.id, **columns)
         if edge is None:
             raise InvalidInputError(
                 f"{c.name} is already an ancestor of {p.name}; the link would make a cycle."

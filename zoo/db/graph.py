@@ -13,7 +13,14 @@ from sqlalchemy.orm import Session
 
 from zoo.db.entities import EdgeInfo
 from zoo.db.models import Artifact, Edge
-from zoo.db.queries import EDGE_COLUMNS, edge_info, edge_values, existing_edge, insert_or
+from zoo.db.queries import (
+    EDGE_COLUMNS,
+    edge_info,
+    edge_values,
+    existing_edge,
+    insert_or,
+    live_named_id,
+)
 
 
 def _walk(root, *, up: bool, depth):
@@ -95,14 +102,32 @@ def add_edge_unless_cycle(session: Session, **edge):
     return added or existing_edge(session, values)
 
 
+def link_named(session: Session, *, parent: str, child: str, **edge):
+    """The edge from the artifact named ``parent`` to the one named ``child`` (an alias or
+    a registry name each; ``edge``: :func:`zoo.db.queries.edge_values`' other arguments),
+    as its columns, when one statement could add it: both names read, the cycle check and
+    the insert. None when it added nothing (a name it cannot read, the same artifact
+    twice, an edge there already, a cycle): the caller resolves the names as
+    :func:`zoo.db.queries.resolve` does and asks again by id, which says which."""
+    values = edge_values(None, None, **edge)
+    del values["parent_id"], values["child_id"]
+    statement = _insert_unless_cycle_statement(session.get_bind().dialect.name, by_name=True)
+    return session.execute(statement, {**values, "parent": parent, "child": child}).one_or_none()
+
+
 @functools.lru_cache(maxsize=4)
-def _insert_unless_cycle_statement(dialect: str):
+def _insert_unless_cycle_statement(dialect: str, *, by_name: bool = False):
     table = Edge.__table__
     columns = ("parent_id", "child_id", "relation", "recipe_json", "zoo_version")
     columns += ("created_at", "created_by")
     params = {c: bindparam(c, type_=table.c[c].type) for c in columns}
-    walk = _ancestors(params["parent_id"])
-    row = select(*params.values()).where(~exists().where(walk.c.id == params["child_id"]))
+    if by_name:
+        for end in ("parent", "child"):
+            params[f"{end}_id"] = live_named_id(bindparam(end, type_=Artifact.name.type))
+    parent, child = params["parent_id"], params["child_id"]
+    walk = _ancestors(parent)
+    # NULL ids (a name not read here) compare unequal to nothing: no row, nothing added.
+    row = select(*params.values()).where(parent != child, ~exists().where(walk.c.id == child))
     # The table, not the entity: the ORM would read the parameters as an edge's columns.
     return (
         insert_or(dialect)(table)

@@ -428,8 +428,9 @@ def _point_alias_statement(dialect: str):
     ).returning(Alias.__table__.c.name)
 
 
-def _by_alias_or_name_statement() -> Select:
-    query = bindparam("query", type_=Alias.name.type)
+def _named_id(query):
+    """A scalar subquery: the id of the artifact ``query`` (a bound parameter) names as an
+    alias, else as a registry name, deleted or not; NULL when it names none."""
     by_alias = (
         select(Artifact.id, literal_column("0").label("rank"))
         .join(Alias, Alias.artifact_id == Artifact.id)
@@ -437,8 +438,24 @@ def _by_alias_or_name_statement() -> Select:
     )
     by_name = select(Artifact.id, literal_column("1").label("rank")).where(Artifact.name == query)
     found = union_all(by_alias, by_name).subquery()
-    best = select(found.c.id).order_by(found.c.rank).limit(1).scalar_subquery()
-    return select(Artifact).where(Artifact.id == best)
+    return select(found.c.id).order_by(found.c.rank).limit(1).scalar_subquery()
+
+
+def live_named_id(query):
+    """A scalar subquery: the id of the live artifact ``query`` (a bound parameter) names
+    as :func:`resolve` reads an alias or a registry name; NULL where :func:`resolve` would
+    try a hash prefix or refuse."""
+    named = _named_id(query)
+    return (
+        select(Artifact.id)
+        .where(Artifact.id == named, Artifact.deleted_at.is_(None))
+        .scalar_subquery()
+    )
+
+
+def _by_alias_or_name_statement() -> Select:
+    query = bindparam("query", type_=Alias.name.type)
+    return select(Artifact).where(Artifact.id == _named_id(query))
 
 
 # Built once: every command resolves names, and building this statement takes longer than
