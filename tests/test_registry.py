@@ -237,6 +237,88 @@ def test_a_link_between_two_named_artifacts_is_one_statement(registry, tiny_dir)
     assert sorted(rows) == [(base.id, tuned.id, "finetune"), (base.id, other.id, "distill")]
 
 
+def test_registries_on_one_database_share_its_connections(registry, tiny_dir):
+    """A process opens one engine per database: a second registry there, or one opened
+    after the first is closed, opens no new connection (a page costs what its query
+    costs, not a connection's set-up)."""
+    from sqlalchemy import event
+
+    import zoo
+
+    registry.import_checkpoint(tiny_dir("bert"))
+    registry.search(limit=5)
+    engine = registry.engine
+    opened: list[object] = []
+
+    def on_connect(*_):
+        opened.append(1)
+
+    event.listen(engine, "connect", on_connect)
+    try:
+        again = zoo.connect()
+        assert again.engine is engine
+        assert again.search(limit=5).total == 1
+        registry.close()
+        assert zoo.connect().search(limit=5).total == 1
+    finally:
+        event.remove(engine, "connect", on_connect)
+    assert opened == []
+
+
+def test_a_database_file_made_again_at_its_path_is_opened_anew(tmp_path, tiny_dir, monkeypatch):
+    """The shared engine is the file's, not the path's: a registry moved away and a new
+    one made at the same path is a new database, never read through the old file's
+    pooled connections."""
+    import zoo
+
+    url = f"sqlite:///{tmp_path / 'zoo.db'}"
+    monkeypatch.setenv("ZOO_DB_URL", url)
+    monkeypatch.setenv("ZOO_STORE_URL", str(tmp_path / "blobs"))
+    first = zoo.connect()
+    first.import_checkpoint(tiny_dir("bert"))
+    assert first.search(limit=5).total == 1
+    (tmp_path / "zoo.db").rename(tmp_path / "old.db")
+    for suffix in ("-wal", "-shm"):
+        if (tmp_path / f"zoo.db{suffix}").exists():
+            (tmp_path / f"zoo.db{suffix}").rename(tmp_path / f"old.db{suffix}")
+    second = zoo.connect()
+    assert second.search(limit=5).total == 0
+    assert second.engine is not first.engine
+
+
+def test_a_forked_child_opens_its_own_connections(registry, tiny_dir):
+    """A child forked after its parent used the registry leaves the parent's pooled
+    connections alone (they are the parent's sockets and locks): it opens its own, and the
+    parent's connection is the same one afterwards."""
+    import zoo
+
+    registry.import_checkpoint(tiny_dir("bert"))
+    postgres = registry.engine.dialect.name == "postgresql"
+    ask = "SELECT pg_backend_pid()" if postgres else "SELECT 1"
+
+    def backend() -> int:
+        with registry.engine.connect() as connection:
+            return connection.exec_driver_sql(ask).scalar()
+
+    before = backend()
+    pid = os.fork()
+    if pid == 0:  # the child: list, then exit as a process does (closing what it holds)
+        code = 1
+        try:
+            child = zoo.connect()
+            code = 4 if child.engine is registry.engine else 0
+            code = code or (0 if child.search(limit=5).total == 1 else 3)
+            from zoo.db.engine import dispose_shared
+
+            dispose_shared()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert backend() == before
+    assert registry.search(limit=5).total == 1
+
+
 def test_a_read_session_commits_nothing(registry, tiny_dir):
     """Reads run outside a transaction on PostgreSQL (each statement reads its own
     snapshot there anyway), so a read session refuses writes rather than commit them; on

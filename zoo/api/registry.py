@@ -69,7 +69,7 @@ class Registry:
     def engine(self) -> Engine:
         # zoo's own home is created on first use; a folder someone named must exist.
         own = self.settings.db_url_from == "default"
-        return db_engine.make_engine(self.settings.db_url, create_folder=own)
+        return db_engine.shared_engine(self.settings.db_url, create_folder=own)
 
     @cached_property
     def store(self) -> BlobStore:
@@ -186,8 +186,10 @@ class Registry:
             return None
 
     def close(self) -> None:
-        if "engine" in self.__dict__:
-            self.engine.dispose()
+        """Let go of this handle. Its connections are back in the process's pool for the
+        database (one per database, shared by the registries a process opens), which
+        keeps a few idle ones for the next registry there and closes them at exit."""
+        self.__dict__.pop("engine", None)
 
     def __enter__(self) -> Registry:
         return self

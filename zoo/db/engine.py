@@ -8,11 +8,15 @@ revision is refused with the exact command that fixes it.
 
 from __future__ import annotations
 
+import atexit
+import collections
 import contextlib
+import dataclasses
 import errno
 import functools
 import os
 import re
+import threading
 import urllib.parse
 from collections.abc import Iterator
 from importlib import resources
@@ -44,6 +48,78 @@ def make_engine(url: str, *, create_folder: bool = False) -> Engine:
         create_folder: create a SQLite file's missing folder (zoo's own home); a folder
             named explicitly must exist, or the URL is more likely mistyped than new.
     """
+    target = _target(url, create_folder=create_folder)
+    return _sqlite_engine(url, target) if isinstance(target, _SQLiteFile) else _engine(url)
+
+
+# One engine per database per process, as SQLAlchemy advises (its tutorial,
+# docs.sqlalchemy.org/en/20/tutorial/engine.html: "typically a global object created just
+# once for a particular database server"): registries opened one after
+# another (a notebook, a script, the CLI called in-process) share its pool of open
+# connections and its cache of compiled statements, which a new engine builds again (most
+# of a page's time, and a PostgreSQL connection's set-up). A few are kept; one let go is
+# disposed, which closes its idle connections and leaves those in use working.
+_SHARED: collections.OrderedDict[tuple, Engine] = collections.OrderedDict()
+_SHARED_KEPT = 8
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_engine(url: str, *, create_folder: bool = False) -> Engine:
+    """The process's engine for ``url`` (see :func:`make_engine`), made on first use.
+
+    A SQLite file is checked on every call as :func:`make_engine` checks it; another file
+    at that path since (deleted and made again, restored from a backup by rename), or
+    another access mode, gets a new engine.
+    """
+    target = _target(url, create_folder=create_folder)
+    if isinstance(target, _SQLiteFile):
+        stat = target.path.stat()
+        key: tuple = (url, target.uri, stat.st_dev, stat.st_ino)
+    else:
+        key = (url,)
+    with _SHARED_LOCK:
+        engine = _SHARED.get(key)
+        if engine is not None:
+            _SHARED.move_to_end(key)
+            return engine
+        engine = _sqlite_engine(url, target) if isinstance(target, _SQLiteFile) else _engine(url)
+        _SHARED[key] = engine
+        while len(_SHARED) > _SHARED_KEPT:
+            _SHARED.popitem(last=False)[1].dispose()
+        return engine
+
+
+def dispose_shared() -> None:
+    """Close the shared engines' idle connections and forget them (at exit)."""
+    with _SHARED_LOCK:
+        while _SHARED:
+            _SHARED.popitem()[1].dispose()
+
+
+def _forget_shared_in_child() -> None:
+    # A forked child must not use its parent's connections (they are the parent's
+    # sockets and file locks): it drops them unclosed and opens its own.
+    global _SHARED_LOCK
+    _SHARED_LOCK = threading.Lock()
+    for engine in _SHARED.values():
+        engine.dispose(close=False)
+    _SHARED.clear()
+
+
+atexit.register(dispose_shared)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_shared_in_child)
+
+
+@dataclasses.dataclass(frozen=True)
+class _SQLiteFile:
+    path: Path
+    uri: str  # the file's sqlite3 URI, with the access mode zoo opens it in
+    writable: bool
+
+
+def _target(url: str, *, create_folder: bool) -> _SQLiteFile | None:
+    """What ``url`` opens: a checked SQLite file, or None for a server's database."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -51,7 +127,11 @@ def make_engine(url: str, *, create_folder: bool = False) -> Engine:
             f"Database URL {redact_url(url)!r} is not a valid SQLAlchemy URL."
         ) from exc
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, parsed.database, create_folder=create_folder)
+        return _sqlite_file(url, parsed.database, create_folder=create_folder)
+    return None
+
+
+def _engine(url: str) -> Engine:
     try:
         return create_engine(url, pool_pre_ping=True)
     except (NoSuchModuleError, ImportError) as exc:  # no dialect, or no DBAPI module for it
@@ -61,8 +141,9 @@ def make_engine(url: str, *, create_folder: bool = False) -> Engine:
         ) from exc
 
 
-def _sqlite_engine(url: str, database: str | None, *, create_folder: bool) -> Engine:
-    """A SQLite engine whose connections never create the file behind zoo's back.
+def _sqlite_file(url: str, database: str | None, *, create_folder: bool) -> _SQLiteFile:
+    """The SQLite file ``url`` names, checked, and how to open it, so that connections
+    never create the file behind zoo's back.
 
     sqlite3 creates a missing file on connect, so a mistyped path, a deleted database or
     one truncated to 0 bytes would silently become a new, empty registry. zoo creates a
@@ -104,14 +185,19 @@ def _sqlite_engine(url: str, database: str | None, *, create_folder: bool) -> En
         # file is read as it is (no writer can have it open without one).
         mode += "&immutable=1"
     uri = f"file:{urllib.parse.quote(str(path))}?mode={mode}"
+    return _SQLiteFile(path, uri, writable)
+
+
+def _sqlite_engine(url: str, target: _SQLiteFile) -> Engine:
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
 
     def connect(dialect, connection_record, cargs, cparams) -> None:
-        cargs[:1] = [uri]
+        cargs[:1] = [target.uri]
         cparams["uri"] = True
 
     event.listen(engine, "do_connect", connect)
-    event.listen(engine, "connect", _sqlite_on_connect if writable else _sqlite_on_connect_ro)
+    on_connect = _sqlite_on_connect if target.writable else _sqlite_on_connect_ro
+    event.listen(engine, "connect", on_connect)
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine
 
