@@ -186,10 +186,10 @@ class Registry:
             return None
 
     def close(self) -> None:
-        """Let go of this handle. Its connections are back in the process's pool for the
-        database (one per database, shared by the registries a process opens), which
-        keeps a few idle ones for the next registry there and closes them at exit."""
-        self.__dict__.pop("engine", None)
+        """Let go of this handle. It holds no connection between calls: each session gives
+        its own back to the process's pool for the database (one per database, shared by
+        the registries a process opens), which keeps a few idle ones for the next registry
+        there and closes them at exit (:func:`zoo.db.engine.dispose_shared` does it now)."""
 
     def __enter__(self) -> Registry:
         return self
