@@ -5,8 +5,10 @@ intermediate, 32 heads, 4 key/value heads, 32000 tokens; random bf16 weights in 
 sharded layout, generated here) is imported, its learngene extracted, and targets of
 several sizes are planned and, where the machine's memory admits them, written with
 ``--out``. Each step runs in its own process, so its peak resident memory (``ru_maxrss``)
-is its own. ``save_file`` of the same tensors is the yardstick for writing; reading the
-source's shards (``cat`` to /dev/null) the yardstick for import.
+is its own; the process sets glibc's malloc as the ``zoo`` command sets its own
+(:mod:`zoo._malloc`), so the numbers are what ``zoo import``, ``zoo extract`` and
+``zoo materialize --out`` give. ``save_file`` of the same tensors is the yardstick for
+writing; reading the source's shards (``cat`` to /dev/null) the yardstick for import.
 
     python benchmarks/bench_scale.py [--work DIR] [--grow LxH ...] [--import-7b]
 
@@ -128,7 +130,10 @@ def step(name: str, work: Path, arg: str | None) -> dict:
     import torch
 
     import zoo
+    from zoo._malloc import give_back_large_frees
     from zoo.errors import ZooError
+
+    give_back_large_frees()  # as the zoo command does for its own process
 
     reg = zoo.connect(home=work / "home")
     # A user's registry exists already: its creation (migrations) is not an import's cost.

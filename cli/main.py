@@ -29,6 +29,22 @@ def _registry():
     return zoo.connect()
 
 
+def _streams(command):
+    """For a command that streams weights through this process: large blocks are handed
+    back to the system when freed (:mod:`zoo._malloc`), so its peak memory is what it
+    holds, not what it held."""
+    import functools
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        from zoo._malloc import give_back_large_frees
+
+        give_back_large_frees()
+        return command(*args, **kwargs)
+
+    return run
+
+
 def _emit(ctx_json: bool, data, text: str) -> None:
     if ctx_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
@@ -59,6 +75,7 @@ def cli() -> None:
     help="Accept a pickle .bin checkpoint, read with torch.load(weights_only=True).",
 )
 @json_option
+@_streams
 def import_cmd(
     source: str, name: str | None, revision: str | None, convert_bin: bool, as_json: bool
 ) -> None:
@@ -261,6 +278,7 @@ def config_show(as_json: bool) -> None:
 @click.option("--name", help="Registry name for the learngene.")
 @click.option("--device", help="cpu or cuda.")
 @json_option
+@_streams
 def extract_cmd(source, method, wavelet, levels, keep, order, name, device, as_json) -> None:
     """Extract a learngene (wavelet bands or DCT block) from SOURCE, once."""
     info = _registry().extract(
@@ -332,6 +350,7 @@ def extract_cmd(source, method, wavelet, levels, keep, order, name, device, as_j
 )
 @click.option("--store", is_flag=True, help="Keep the weights in the registry too.")
 @json_option
+@_streams
 def materialize_cmd(name: str, as_json: bool, **options) -> None:
     """Materialize a model of any size from NAME (learngene, source, alias or family)."""
     result = _registry().materialize(name, **options)
@@ -353,6 +372,7 @@ def materialize_cmd(name: str, as_json: bool, **options) -> None:
 @click.option("--device", help="Override the recorded device.")
 @click.option("--max-shard-size", help="Bytes per weights file in --out [default: 5GB].")
 @json_option
+@_streams
 def rederive_cmd(name, as_json, **options) -> None:
     """Re-derive a derived checkpoint from its recipe and verify it bit for bit."""
     result = _registry().rederive(name, **options)
@@ -376,6 +396,7 @@ def rederive_cmd(name, as_json, **options) -> None:
 @click.option("--force", is_flag=True, help="Replace a previous --out folder of zoo's.")
 @click.option("--max-shard-size", help="Bytes per weights file [default: 5GB].")
 @json_option
+@_streams
 def export_cmd(name, as_json, **options) -> None:
     """Write a source or derived checkpoint as an HF folder, streamed (a virtual one is
     re-derived and verified as it is written)."""
@@ -433,6 +454,7 @@ def link_cmd(child, parent, relation, note, as_json) -> None:
 @click.argument("path", type=click.Path(exists=True))
 @click.option("--verify", is_flag=True, help="Re-derive it and compare hashes.")
 @json_option
+@_streams
 def audit_cmd(path, verify, as_json) -> None:
     """Identify a checkpoint folder or .safetensors file by content, with its ancestry."""
     report = _registry().audit(path, verify=verify)
@@ -502,6 +524,7 @@ def fsck_cmd(repair: bool, grace: str, as_json: bool) -> None:
     "checkpoints, sources whose folder is still here).",
 )
 @json_option
+@_streams
 def verify_cmd(name: str | None, repair: bool, as_json: bool) -> None:
     """Re-hash stored blobs (all, or those NAME needs); exit 6 on any damage left."""
     report = _registry().verify(name, repair=repair)
@@ -623,6 +646,7 @@ def bench_transfer_cmd(
     help="Folder for the files it serves (default: $ZOO_HOME/serve-cache).",
 )
 @click.option("--workers", type=int, default=4, show_default=True, help="Derivation threads.")
+@_streams
 def serve_cmd(host, port, public_read, max_upload, cache, workers) -> None:
     """Serve the registry over HTTP: REST API, Hugging Face downloads, web page."""
     from zoo.server import ServerOptions, serve

@@ -55,6 +55,21 @@ def test_tile_stacks_depth():
     assert torch.equal(y[:, :3] * 2, x[[0, 1, 0, 1, 0]])
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+def test_tile_divides_each_element_once_and_leaves_its_input_alone(dtype):
+    """Every copy is the source divided by the fan-in multiples, rounded once to the
+    source's dtype (the division is done in the compute dtype); the input, whatever its
+    dtype, is never changed (tile divides a float copy in place)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 4, 3, generator=g).to(dtype)
+    before = x.clone()
+    y = tile(x, (12, 8, 6), fan_in_axes=(1, 2))
+    compute = torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+    expect = ((x.to(compute) / 2) / 2).to(dtype).repeat(2, 2, 2)
+    assert y.dtype == dtype and torch.equal(y, expect)
+    assert torch.equal(x, before)
+
+
 def _mlp(w1, b1, w2, x):
     return w2 @ torch.relu(w1 @ x + b1)
 

@@ -105,9 +105,12 @@ def tile(
     # copies in the checkpoint's own dtype.
     divided = [a for a in growing if a in fan and a != la]
     if divided:
+        # Divided in place, on a float copy never the caller's: one float copy of the
+        # source at a time, not two (a 32000x2048 head: 0.26 GB less at the peak).
         xf = as_float(xf)
+        xf = xf.clone() if xf is x else xf
     for a in divided:
-        xf = xf / (target[a] // xf.shape[a])
+        xf.div_(target[a] // xf.shape[a])
     y = restore(xf, x)
     for a in growing:
         s, t = y.shape[a], target[a]
