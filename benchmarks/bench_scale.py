@@ -364,8 +364,9 @@ def render(report: dict) -> str:
         "with these results).",
         "",
         f"Source: a Llama of {report['source']['parameters'] / 1e9:.2f}B parameters "
-        "(TinyLlama's shape, random bf16 weights, sharded). Each step is its own process; "
-        "peak RSS is that process's `ru_maxrss`.",
+        "(TinyLlama's shape, random bf16 weights, sharded). Each step is its own process, "
+        "with glibc's malloc set as the `zoo` command sets it (zoo/_malloc.py); peak RSS "
+        "is that process's `ru_maxrss`.",
         "",
         "| step | time s | peak RSS GB | yardstick |",
         "|---|---|---|---|",
