@@ -106,7 +106,7 @@ def tile(
     divided = [a for a in growing if a in fan and a != la]
     if divided:
         # Divided in place, on a float copy never the caller's: one float copy of the
-        # source at a time, not two (a 32000x2048 head: 0.26 GB less at the peak).
+        # source at a time, not two (a 32000x2048 head: 0.26 GB less while it is divided).
         xf = as_float(xf)
         xf = xf.clone() if xf is x else xf
     for a in divided:
