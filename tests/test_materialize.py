@@ -199,6 +199,50 @@ def test_raw_band_layers_use_recorded_digests_and_verify_hashes_them_itself(regi
         registry.rederive(m.artifact.name)
 
 
+def test_a_cpu_derivation_records_its_cpu_and_a_failed_check_elsewhere_names_both(
+    registry, tiny_dir, run_cli
+):
+    """Another CPU model or instruction set may round differently: the lineage edge
+    records which CPU derived a checkpoint, and a re-derivation whose bits differ on
+    another CPU says so (the same CPU says nothing of it)."""
+    from sqlalchemy import update
+
+    from zoo._machine import cpu_model
+    from zoo.db.models import ArtifactTensor, Edge
+    from zoo.errors import VerificationError
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    m = registry.materialize(src.name, layers=3, hidden=24, method="dwt", device="cpu")
+    edge = registry.lineage(m.artifact.name, down=False).edges[0]
+    here = {"model": cpu_model(), "capability": torch.backends.cpu.get_cpu_capability()}
+    assert edge.recipe["device"] == "cpu" and edge.recipe["cpu"] == here
+
+    def tamper(session) -> None:  # one recorded digest no CPU gives
+        first = m.artifact.tensors[0].name
+        session.execute(
+            update(ArtifactTensor)
+            .where(ArtifactTensor.artifact_id == m.artifact.id, ArtifactTensor.name == first)
+            .values(digest="0" * 64)
+        )
+
+    registry.transaction(tamper)
+    with pytest.raises(VerificationError, match="differ") as same:
+        registry.rederive(m.artifact.name)
+    assert "another CPU" not in str(same.value)
+
+    elsewhere = {"model": "Other CPU 9000", "capability": "DEFAULT"}
+
+    def recorded_elsewhere(session) -> None:
+        row = session.get(Edge, edge.id)
+        row.recipe_json = json.dumps({**edge.recipe, "cpu": elsewhere})
+
+    registry.transaction(recorded_elsewhere)
+    code, _, err = run_cli("rederive", m.artifact.name)
+    assert code != 0 and err.count("\n") == 1
+    assert "by the CPU 'Other CPU 9000' (DEFAULT), and this one is" in err
+    assert f"{here['model']!r} ({here['capability']})" in err and "another CPU" in err
+
+
 def test_known_digests_forget_a_tensor_changed_in_place(registry, tiny_dir):
     from zoo.api import tensors as tio
 

@@ -436,6 +436,24 @@ def _recorded_plan(reg, info: ArtifactInfo, device: str | None, *, as_parent: bo
     return plan, dev, r
 
 
+def _other_cpu(recorded: dict, dev) -> str:
+    """ ", on a CPU ... " when ``recorded`` names a CPU other than this one (model or
+    instruction set), whose kernels may round differently; else ""."""
+    from zoo._machine import cpu
+
+    then = recorded.get("cpu")
+    if dev.type != "cpu" or not then:
+        return ""
+    here = cpu()
+    if then == here:
+        return ""
+    return (
+        f" by the CPU {then.get('model')!r} ({then.get('capability')}), and this one is "
+        f"{here['model']!r} ({here['capability']}): another CPU may round differently, so "
+        "re-derive it on a machine like the one that recorded it"
+    )
+
+
 def _verified(
     reg,
     info: ArtifactInfo,
@@ -467,7 +485,8 @@ def _verified(
             raise VerificationError(
                 f"Re-deriving {info.name} on {dev.type} gave different tensors "
                 f"({len(differ)} differ, e.g. {', '.join(differ[:3])}); recorded on "
-                f"{recorded['device']} with transforms {recorded['transform_version']}."
+                f"{recorded['device']} with transforms {recorded['transform_version']}"
+                f"{_other_cpu(recorded, dev)}."
             )
 
     for i, candidate in enumerate(candidates):

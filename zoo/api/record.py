@@ -99,11 +99,13 @@ def record_derived(
 
 
 def edge_recipe(plan: Plan, dev) -> dict[str, Any]:
-    """What the lineage edge records: the recipe, the device and transform version whose
-    bits it gives, the inputs' content hashes and the target config."""
+    """What the lineage edge records: the recipe, the device (on the CPU, its model and
+    instruction set) and transform version whose bits it gives, the inputs' content
+    hashes and the target config."""
+    from zoo._machine import cpu
     from zoo.transforms import TRANSFORM_VERSION
 
-    return {
+    recipe = {
         **plan.recipe.to_json(),
         "device": dev.type,
         "transform_version": TRANSFORM_VERSION,
@@ -111,6 +113,9 @@ def edge_recipe(plan: Plan, dev) -> dict[str, Any]:
         "learngene": plan.learngene.content_hash if plan.learngene else None,
         "target_config": plan.target_config,
     }
+    if dev.type == "cpu":
+        recipe["cpu"] = cpu()
+    return recipe
 
 
 def provenance(plan: Plan, name: str, content_hash: str) -> dict[str, str]:

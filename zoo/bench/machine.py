@@ -2,15 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import platform
-from pathlib import Path
+from zoo._machine import cpu_model
 
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo), else what platform reports."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown"
+__all__ = ["cpu_model"]
