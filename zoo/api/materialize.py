@@ -437,8 +437,8 @@ def _recorded_plan(reg, info: ArtifactInfo, device: str | None, *, as_parent: bo
 
 
 def _other_cpu(recorded: dict, dev) -> str:
-    """ ", on a CPU ... " when ``recorded`` names a CPU other than this one (model or
-    instruction set), whose kernels may round differently; else ""."""
+    """The clause " by the CPU ..." when ``recorded`` names a CPU other than this one
+    (model or instruction set), whose kernels may round differently; else ""."""
     from zoo._machine import cpu
 
     then = recorded.get("cpu")

@@ -76,8 +76,8 @@ def _walk_edges_statement(up: bool, limited: bool) -> Select:
 
 
 def _ancestors(node):
-    """A CTE of the ids reached from ``node`` (a bound parameter) going up one edge or
-    more."""
+    """A CTE of the ids reached from ``node`` (a bound parameter, or a scalar subquery
+    that finds it) going up one edge or more."""
     walk = select(Edge.parent_id.label("id")).where(Edge.child_id == node).cte("up", recursive=True)
     return walk.union(select(Edge.parent_id).join(walk, Edge.child_id == walk.c.id))
 
