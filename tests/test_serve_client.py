@@ -133,3 +133,33 @@ def test_an_unreachable_server_is_one_line_and_exit_9(run_cli, monkeypatch):
     code, out, err = run_cli("ls")
     assert code == 9 and out == "" and err.count("\n") == 1
     assert "Cannot reach the zoo server" in err
+
+
+def test_a_client_process_never_imports_the_database_layer_or_torch(served, tmp_path):
+    """A colleague's `zoo ls` against a server is the interpreter, click and an HTTP
+    client: SQLAlchemy (a third of a second to import) and torch stay out of the process.
+    ``-X importtime`` lists every module the process imported."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("ZOO_DB_URL", "ZOO_STORE_URL")}
+    env.update(ZOO_ENDPOINT=served.url, ZOO_TOKEN=served.reader, ZOO_HOME=str(tmp_path))
+    for args in (["ls"], ["show", "tiny-gpt2"], ["lineage", "tiny-gpt2"]):
+        p = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "zoo_cli.main", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert "tiny-gpt2" in p.stdout, args
+        imported = {
+            line.rsplit("|", 1)[-1].strip()
+            for line in p.stderr.splitlines()
+            if line.startswith("import time:")
+        }
+        assert "zoo.client" in imported, args  # the listing is read and parsed
+        heavy = {m for m in imported if m.split(".")[0] in ("sqlalchemy", "alembic", "torch")}
+        assert not heavy, (args, sorted(heavy)[:5])

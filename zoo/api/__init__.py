@@ -1,11 +1,18 @@
-"""The Python API: everything the CLI does goes through :class:`Registry`."""
+"""The Python API: everything the CLI does goes through :class:`Registry`.
+
+:class:`Registry` (and with it SQLAlchemy, a third of a second to import) loads on first
+use, so a client of a zoo server (``ZOO_ENDPOINT``) never imports the database layer.
+"""
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
-from zoo.api.registry import Registry
 from zoo.config import load_settings
+
+if TYPE_CHECKING:
+    from zoo.api.registry import Registry
 
 
 def connect(
@@ -35,7 +42,17 @@ def connect(
         from zoo.client import RemoteRegistry
 
         return RemoteRegistry(endpoint, token)  # type: ignore[return-value]
+    from zoo.api.registry import Registry
+
     return Registry(load_settings(home=home, db_url=db_url, store_url=store_url))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Registry":
+        from zoo.api.registry import Registry
+
+        return Registry
+    raise AttributeError(f"module 'zoo.api' has no attribute {name!r}")
 
 
 __all__ = ["Registry", "connect"]

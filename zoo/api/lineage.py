@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.orm import Session
-
-from zoo.db import queries
 from zoo.db.entities import ArtifactInfo, EdgeInfo, ImportInfo
 from zoo.errors import InvalidInputError
+
+if TYPE_CHECKING:  # the graph's types render in a server's client without SQLAlchemy
+    from sqlalchemy.orm import Session
 
 #: relations zoo records itself; users declare others with `zoo link`.
 RECORDED = ("extract", "materialize")
@@ -147,7 +147,7 @@ def lineage(
     edges away (None: all). Each direction is one recursive query in the database."""
     from sqlalchemy import select
 
-    from zoo.db import graph
+    from zoo.db import graph, queries
     from zoo.db.models import Artifact, ImportRecord
 
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
@@ -227,6 +227,7 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
 
     def work(session: Session) -> EdgeInfo:
         from zoo import __version__
+        from zoo.db import queries
         from zoo.db.engine import lock_lineage
         from zoo.db.graph import add_edge_unless_cycle, link_named
 
