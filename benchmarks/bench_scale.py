@@ -489,12 +489,13 @@ def floors(report: dict) -> list[str]:
         "whole role's signal in float32 and its temporaries; with the depth kept each "
         "role goes a layer at a time, a few layers side by side; under the fan rule in "
         "two passes, each reading the source a layer at a time, one such role at once. "
-        "An embedding or head resized in width goes a block of rows at a time. Extract holds one "
+        "An embedding or head resized in width goes a block of rows at a time, each block "
+        "written as it is made (the result is never whole). Extract holds one "
         "role's signal (read into one buffer), a quarter of it in float32 while it is "
         "banded (slabs converted one at a time) and its statistics' float64 blocks. "
         "HyperCloning and weight "
         "selection go a layer at a time; their peak is the interpreter and torch, the "
-        "embedding or the head (whole tensors, never both at once), and the layers of the "
+        "embedding's or the head's source (whole) and blocks, and the layers of the "
         "threads in flight.",
     ]
 

@@ -448,7 +448,7 @@ def test_a_signal_derived_by_rows_is_planned_at_its_whole_bytes_and_one_block(
     n_in, n_out = embedding.source_elements, embedding.target_elements
     whole = 4 * (n_in + n_out)  # float32, both whole
     assert embedding.by_rows and whole < embedding.working_set < 8 * n_in + 12 * n_out
-    monkeypatch.setattr(derivation.Derivation, "_row_chunk", lambda self, *a: 0)
+    monkeypatch.setattr(derivation.Derivation, "_row_chunk", lambda self, *a, **k: 0)
     d = derivation.Derivation(registry, plan, torch.device("cpu"), known=KnownDigests())
     (embedding,) = [g for g in d.groups if "embed_tokens" in " ".join(g.source_names)]
     assert not embedding.by_rows and embedding.working_set == 8 * n_in + 12 * n_out
@@ -474,19 +474,93 @@ def test_an_embedding_resized_in_width_goes_a_block_of_rows_at_a_time_with_the_s
     # Blocks of 8 rows at the target width, so a tiny vocabulary makes several.
     monkeypatch.setattr(derivation, "_ROW_CHUNK_BYTES", 4 * 48 * 8)
     blocks: list[int] = []
-    real = derivation._derive_by_rows
+    real = derivation._row_blocks
 
     def by_rows(x, *args):
         blocks.append(x.shape[0])
         return real(x, *args)
 
-    monkeypatch.setattr(derivation, "_derive_by_rows", by_rows)
+    monkeypatch.setattr(derivation, "_row_blocks", by_rows)
     rows = registry.materialize(src.name, out=tmp_path / "rows", **ask)
     assert blocks and max(blocks) >= 16, blocks  # the embedding and the head at least
     assert (blocks.count(layers) > 0) == deeper, blocks  # the roles, under identity depth
-    monkeypatch.setattr(derivation.Derivation, "_row_chunk", lambda self, *a: 0)
+    monkeypatch.setattr(derivation.Derivation, "_row_chunk", lambda self, *a, **k: 0)
     whole = registry.materialize(src.name, out=tmp_path / "whole", **ask)
     assert whole.artifact.content_hash == rows.artifact.content_hash
+
+
+@pytest.mark.parametrize(
+    ("method", "size"),
+    [
+        ("hypercloning", dict(layers=8, hidden=64)),
+        ("weight-selection", dict(layers=3, hidden=16)),
+        ("dwt", dict(layers=4, hidden=48)),
+    ],
+)
+def test_an_embedding_and_a_head_are_written_a_block_of_rows_at_a_time(
+    registry, tiny_dir, tmp_path, monkeypatch, method, size
+):
+    """With --out, a tensor that is one signal written as it is (the embedding, the LM
+    head) is derived and written a block of rows at a time, never whole: no tensor of its
+    name reaches the sink, its blocks arrive in order, and the folder holds the bytes (and
+    the content hash) of the same recipe derived in memory; transformers loads it
+    strictly with the in-memory model's logits."""
+    from zoo.api import derivation
+
+    src = registry.import_checkpoint(tiny_dir("llama"))
+    monkeypatch.setattr(derivation, "_ROW_CHUNK_BYTES", 4 * 64 * 8)  # a few rows a block
+    blocks: dict[str, list[int]] = {}
+    whole: list[str] = []
+    real_write, real_call = derivation.RowWriter.write, derivation.Sink.__call__
+
+    def write(self, block):
+        blocks.setdefault(self.name, []).append(block.shape[0])
+        real_write(self, block)
+
+    def call(self, name, t):
+        whole.append(name)
+        real_call(self, name, t)
+
+    monkeypatch.setattr(derivation.RowWriter, "write", write)
+    monkeypatch.setattr(derivation.Sink, "__call__", call)
+    out = tmp_path / "o"
+    written = registry.materialize(src.name, method=method, out=out, device="cpu", **size)
+    assert sorted(blocks) == ["lm_head.weight", "model.embed_tokens.weight"], sorted(blocks)
+    assert all(len(b) >= 2 and sum(b) == 96 for b in blocks.values()), blocks
+    assert not set(blocks) & set(whole)
+    in_memory = registry.materialize(src.name, method=method, device="cpu", **size)
+    assert written.artifact.content_hash == in_memory.artifact.content_hash
+    model, info = _load(out)
+    assert not any(info.values()), info
+    state = model.state_dict()
+    for name in blocks:
+        assert torch.equal(state[name], in_memory.state_dict[name]), name
+    reference = transformers.LlamaForCausalLM(transformers.LlamaConfig(**model.config.to_dict()))
+    reference.load_state_dict(in_memory.state_dict, strict=False)
+    assert torch.equal(_logits(model.eval()), _logits(reference.eval()))
+
+
+def test_a_tensor_written_in_parts_counts_only_once_every_byte_has_come(tmp_path):
+    """A part past a tensor's end is refused; a tensor with a part missing stops the
+    commit, and the folder being written is removed."""
+    layout = {"a": ("F32", (4, 2), 32)}
+    out = tmp_path / "out"
+    with (
+        pytest.raises(AssertionError, match="never written"),
+        export.OutputFolder(out, layout, force=False) as folder,
+    ):
+        folder.put_part("a", 0, bytes(16))
+        with pytest.raises(AssertionError, match="slot of 32"):
+            folder.put_part("a", 24, bytes(16))
+        folder.commit(config={}, metadata={}, card="")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    with export.OutputFolder(out, layout, force=False) as folder:
+        folder.put_part("a", 16, bytes(range(16)))
+        folder.put_part("a", 0, bytes(range(16, 32)))
+        folder.commit(config={}, metadata={}, card="")
+    with safe_open(out / "model.safetensors", "pt") as f:
+        got = f.get_tensor("a")
+    assert got.view(torch.uint8).flatten().tolist() == [*range(16, 32), *range(16)]
 
 
 def test_a_streamed_derivation_never_holds_the_whole_target(

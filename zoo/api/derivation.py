@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -347,10 +347,17 @@ class Derivation:
         work = [(g, c) for g in self.groups if not g.two_pass for c in g.chunks or [None]]
         cost = [g.working_set for g, _ in work]
 
+        rows = getattr(emit, "rows", None)  # a sink that takes a tensor a block at a time
+
         def one(item: tuple[Group, tuple | None]) -> None:
             g, chunk = item
             if chunk is not None:
                 self._emit_layers(g, *chunk, emit)
+                return
+            name = self._streamed_output(g) if rows is not None else None
+            writer = rows(name, *g.outputs[name]) if name is not None else None
+            if writer is not None:
+                self._emit_rows(g, writer)
             else:
                 self._emit(g, {k: self._signal(k, None, g) for k in g.signals}, emit)
 
@@ -379,6 +386,43 @@ class Derivation:
         tensors = self.family.from_signals(values, plan.target_config, part_of=self.metas)
         for name, t in tensors.items():
             emit(name, t.to(group.outputs[name][0]))
+        with self._lock:  # the group's source tensors are not needed again
+            self._group_source.pop(group.signals, None)
+
+    def _streamed_output(self, group: Group) -> str | None:
+        """The one tensor ``group`` makes, when it can be derived and written a block of
+        rows at a time (:meth:`_emit_rows`): one signal without a depth axis, written as
+        it is (:meth:`zoo.families.base.Family.unchanged_outputs`), that goes by rows
+        (:meth:`_row_chunk`). An embedding or an LM head then never has its result whole
+        in memory (a 128k-vocabulary 8192-wide one: 2 GB in bf16)."""
+        from zoo.derive import target_shape
+
+        if len(group.signals) != 1 or len(group.outputs) != 1 or group.chunks:
+            return None
+        key = group.signals[0]
+        meta = self.metas[key]
+        if "layers" in meta.axes or self.family.unchanged_outputs(key) != "whole":
+            return None
+        (name, (_, shape)) = next(iter(group.outputs.items()))
+        tshape = target_shape(meta.axes, meta.shape, self.plan.method_sizes)
+        if tuple(shape) != tuple(tshape) or not self._row_chunk(key, tshape, streamed=True):
+            return None
+        return name
+
+    def _emit_rows(self, group: Group, writer: RowWriter) -> None:
+        """Derive ``group``'s one signal a block of rows at a time and hand each block to
+        ``writer``, then free it (see :meth:`_streamed_output`)."""
+        from zoo.derive import target_shape
+
+        key = group.signals[0]
+        meta = self.metas[key]
+        tshape = target_shape(meta.axes, meta.shape, self.plan.method_sizes)
+        reference = self._reference(key, group)
+        x = self._source_signal(key, group).tensor
+        rows = self._row_chunk(key, tshape, streamed=True)
+        for block in _row_blocks(x, self.specs[key], tshape, self.plan.recipe, reference, rows):
+            writer.write(block.to(writer.dtype))
+        writer.close()
         with self._lock:  # the group's source tensors are not needed again
             self._group_source.pop(group.signals, None)
 
@@ -493,19 +537,27 @@ class Derivation:
 
     # --- one signal -----------------------------------------------------------------------
 
+    def _reference(self, key: str, group: Group) -> tuple[float, float] | None:
+        """The source statistics of signal ``key`` that its amplitude rule reads (None
+        when it reads none)."""
+        from zoo.derive import needs_reference, signal_stats
+
+        plan = self.plan
+        if plan.learngene is not None:
+            info = plan.learngene.info["signals"][key]
+            return (info["mean"], info["std"])
+        if not needs_reference(self.specs[key], plan.recipe):
+            return None
+        # The statistics cost a float64 pass over the signal; most recipes never read them.
+        x = self._source_signal(key, group).tensor
+        return signal_stats(x, whole=plan.legacy_whole_moments)
+
     def _signal(self, key: str, generator, group: Group) -> torch.Tensor:
-        from zoo.derive import needs_reference, signal_stats, target_shape
+        from zoo.derive import target_shape
 
         plan = self.plan
         meta, spec = self.metas[key], self.specs[key]
-        if plan.learngene is not None:
-            info = plan.learngene.info["signals"][key]
-            reference = (info["mean"], info["std"])
-        else:
-            # The statistics cost a float64 pass over the signal; most recipes never read them.
-            x = self._source_signal(key, group).tensor
-            whole = plan.legacy_whole_moments
-            reference = signal_stats(x, whole=whole) if needs_reference(spec, plan.recipe) else None
+        reference = self._reference(key, group)
         tshape = target_shape(meta.axes, meta.shape, plan.method_sizes)
         rows = self._row_chunk(key, tshape)
         if rows:
@@ -523,19 +575,25 @@ class Derivation:
             generator,
         )
 
-    def _row_chunk(self, key: str, tshape: tuple[int, ...]) -> int:
+    def _row_chunk(self, key: str, tshape: tuple[int, ...], *, streamed: bool = False) -> int:
         """Rows per chunk when signal ``key`` is derived a block of rows at a time (0:
         whole): dwt and dct from the source, a first axis that keeps its size and that
         the transform does not touch (an embedding's vocabulary), matrices at both sizes,
         and enough rows for two chunks. Each row is resized on its own, so the bits are the
-        whole signal's (see :meth:`_matrix_layers` for why matrices only)."""
+        whole signal's (see :meth:`_matrix_layers` for why matrices only).
+
+        ``streamed``: for blocks written as they are made (:meth:`_emit_rows`). Then
+        weight selection and HyperCloning go by rows too: element by element, they give
+        the whole signal's bits a row at a time. Into a whole result they gain nothing
+        by rows (they compute in the checkpoint's own dtype)."""
         from zoo.derive import amplitude
         from zoo.methods import get
 
         plan, meta = self.plan, self.metas[key]
         shape = meta.shape
+        method = get(plan.recipe.method)
         if (
-            not get(plan.recipe.method).learngene
+            not (method.learngene or (streamed and method.layer_local))
             or plan.legacy_whole_moments
             or len(shape) < 2
             or shape[0] != tshape[0]
@@ -709,10 +767,21 @@ def derive_one(
 
 def _derive_by_rows(x, spec, tshape, recipe: Recipe, reference, rows: int) -> torch.Tensor:
     """:func:`zoo.derive.derive_signal` of ``x`` a block of ``rows`` at a time, into one
-    result in ``x``'s dtype; a rule that scales by the result's std takes it first, over
-    every block's raw result, as over the whole."""
+    result in ``x``'s dtype."""
     import torch
 
+    out = torch.empty(tshape, dtype=x.dtype, device=x.device)
+    i = 0
+    for block in _row_blocks(x, spec, tshape, recipe, reference, rows):
+        out[i : i + block.shape[0]] = block
+        i += block.shape[0]
+    return out
+
+
+def _row_blocks(x, spec, tshape, recipe: Recipe, reference, rows: int) -> Iterator[torch.Tensor]:
+    """:func:`zoo.derive.derive_signal` of ``x``, a block of ``rows`` at a time, in order;
+    a rule that scales by the result's std takes it first, over every block's raw result,
+    as over the whole."""
     from zoo.derive import amplitude, derive_signal
 
     n = x.shape[0]
@@ -720,9 +789,8 @@ def _derive_by_rows(x, spec, tshape, recipe: Recipe, reference, rows: int) -> to
     result_std = None
     if amplitude(spec, recipe).scales_by_std:
         result_std = _raw_std(x, spec, tshape, recipe, cuts)
-    out = torch.empty(tshape, dtype=x.dtype, device=x.device)
     for i, k in cuts:
-        out[i : i + k] = derive_signal(
+        yield derive_signal(
             x[i : i + k],
             spec,
             (k, *tshape[1:]),
@@ -730,7 +798,6 @@ def _derive_by_rows(x, spec, tshape, recipe: Recipe, reference, rows: int) -> to
             reference=reference,
             result_std=result_std,
         )
-    return out
 
 
 def _raw_std(x, spec, tshape, recipe: Recipe, cuts) -> float:
@@ -784,17 +851,63 @@ class Sink:
         rec, data = tio.record(name, t, self.known)
         if data is not None and self.known is not None:
             self.known.add(t, rec.digest)  # a later view of the same memory is not hashed again
-        if self.expected is not None and self.expected.get(name) != rec.digest:
-            with self._lock:
-                self.differ.append(name)
         if self.folder is not None:
             self.folder.put(name, data if data is not None else tio.raw_bytes(t))
         if self.store is not None and not (data is None and self.store.keep(rec.digest)):
             self.store.put(data if data is not None else tio.raw_bytes(t), rec.digest)
+        self._done(rec, t if self.keep else None)
+
+    def rows(self, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> RowWriter | None:
+        """A writer that takes tensor ``name`` a block of rows at a time, in order, so it
+        is never whole in memory; None when this sink needs it whole (to keep it, or to
+        put it in the blob store, which names a blob by its digest)."""
+        if self.folder is None or self.store is not None or self.keep:
+            return None
+        return RowWriter(self, name, dtype, shape)
+
+    def _done(self, rec: TensorRecord, t: torch.Tensor | None = None) -> None:
         with self._lock:
-            self.records[name] = rec
-            if self.keep:
-                self.state[name] = t
+            if self.expected is not None and self.expected.get(rec.name) != rec.digest:
+                self.differ.append(rec.name)
+            self.records[rec.name] = rec
+            if t is not None:
+                self.state[rec.name] = t
 
     def sorted_records(self) -> list[TensorRecord]:
         return [self.records[n] for n in sorted(self.records)]
+
+
+class RowWriter:
+    """One tensor written to a :class:`Sink`'s folder a block of rows at a time, in order,
+    and hashed as it goes: the digest is that of the whole tensor's bytes, as if it had
+    been emitted whole."""
+
+    def __init__(self, sink: Sink, name: str, dtype: torch.dtype, shape: tuple[int, ...]):
+        import hashlib
+
+        self.sink, self.name, self.dtype, self.shape = sink, name, dtype, tuple(shape)
+        self._hash = hashlib.sha256()
+        self._rows = self._at = 0
+
+    def write(self, block: torch.Tensor) -> None:
+        """The next ``block`` of rows (its first axis), in the tensor's dtype."""
+        from . import tensors as tio
+
+        if block.dtype != self.dtype or tuple(block.shape[1:]) != self.shape[1:]:
+            raise AssertionError(f"{self.name}: a block {block.dtype} {tuple(block.shape)}")
+        data = tio.raw_bytes(block)
+        self._hash.update(data)
+        self.sink.folder.put_part(self.name, self._at, data)
+        self._at += data.nbytes
+        self._rows += block.shape[0]
+
+    def close(self) -> None:
+        """Record the tensor, once every row has come."""
+        from zoo.checkpoint import dtype_code
+
+        if self._rows != self.shape[0]:
+            raise AssertionError(f"{self.name}: {self._rows} of {self.shape[0]} rows written")
+        rec = TensorRecord(
+            self.name, dtype_code(self.dtype), self.shape, self._at, self._hash.hexdigest()
+        )
+        self.sink._done(rec)

@@ -352,6 +352,7 @@ class OutputFolder:
         self._fds: dict[str, int] = {}
         self._data_start: dict[str, int] = {}
         self._written: set[str] = set()
+        self._filled: dict[str, int] = {}  # bytes of each tensor written in parts
 
     def __enter__(self) -> OutputFolder:
         clean_leftovers(self.out)
@@ -382,6 +383,23 @@ class OutputFolder:
         while done < view.nbytes:
             done += os.pwrite(fd, view[done:], at + done)
         self._written.add(name)
+
+    def put_part(self, name: str, at: int, data: memoryview | bytes) -> None:
+        """Write part of one tensor's bytes, ``at`` bytes into them (parts of one tensor in
+        any order, from one thread); the tensor counts as written once every byte has
+        come."""
+        slot = self.slots[name]
+        view = memoryview(data).cast("B")
+        size = slot.end - slot.start
+        if at < 0 or at + view.nbytes > size:
+            raise AssertionError(f"{name}: bytes {at}-{at + view.nbytes} of a slot of {size}")
+        fd, start = self._fds[slot.file], self._data_start[slot.file] + slot.start + at
+        done = 0
+        while done < view.nbytes:
+            done += os.pwrite(fd, view[done:], start + done)
+        self._filled[name] = self._filled.get(name, 0) + view.nbytes
+        if self._filled[name] == size:
+            self._written.add(name)
 
     def commit(
         self,

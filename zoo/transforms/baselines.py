@@ -112,6 +112,7 @@ def tile(
     for a in divided:
         xf.div_(target[a] // xf.shape[a])
     y = restore(xf, x)
+    del xf  # the float copy, once cast back, is not kept beside the copies made below
     for a in growing:
         s, t = y.shape[a], target[a]
         reps = [1] * y.ndim
