@@ -263,3 +263,7 @@ def test_damaged_blobs_are_restored_and_every_hint_says_how(reg, tmp_path, run_c
     assert code == 6 and f"zoo import {src_dir}" in out, out
     code, _, err = run_cli("import", str(moved))
     assert code == 0 and store.verify(src_own[0]), err
+    # Imported from two folders, the first since gone: repair reads the one still there.
+    _damage(store, src_own[0])
+    code, out, _ = run_cli("verify", "--repair")
+    assert code == 0 and "restored 1 damaged blob" in out and store.verify(src_own[0]), out

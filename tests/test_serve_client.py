@@ -3,6 +3,7 @@ prints what it prints on the server's own database, with the same exit codes."""
 
 from __future__ import annotations
 
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -163,3 +164,32 @@ def test_a_client_process_never_imports_the_database_layer_or_torch(served, tmp_
         assert "zoo.client" in imported, args  # the listing is read and parsed
         heavy = {m for m in imported if m.split(".")[0] in ("sqlalchemy", "alembic", "torch")}
         assert not heavy, (args, sorted(heavy)[:5])
+
+
+def test_an_upload_records_the_uploaders_folder_not_the_servers_copy(
+    both, served, tiny_dir, tmp_path
+):
+    """A checkpoint imported through the server keeps, as its origin, the host and folder
+    the client read it from (upload:HOST:PATH). The server's staging copy is removed once
+    imported, so naming it would point an audit at nothing. A damaged blob of such a
+    source is repaired by uploading it again from there, which `zoo verify` says."""
+    import socket
+
+    folder = tmp_path / "uploaded-llama"
+    shutil.copytree(tiny_dir("llama", seed=11), folder)
+    code, out, err = both.remote("import", str(folder), "--name", "uploaded-llama")
+    assert code == 0, err
+    (imp,) = served.reg.show("uploaded-llama").imports
+    assert imp.origin == f"upload:{socket.gethostname()}:{folder.resolve()}"
+    code, out, _ = both.remote("lineage", "uploaded-llama")
+    assert code == 0 and imp.origin in out
+    blob = served.reg.store._path(served.reg.show("uploaded-llama").tensors[0].digest)
+    kept = blob.read_bytes()
+    blob.write_bytes(bytes([kept[0] ^ 0xFF]) + kept[1:])
+    try:
+        code, out, err = both.local("verify", "uploaded-llama")
+    finally:
+        blob.write_bytes(kept)
+    assert code == 6
+    hint = f"upload uploaded-llama again from {socket.gethostname()}:{folder.resolve()}"
+    assert hint in out + err, out + err

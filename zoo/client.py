@@ -148,7 +148,8 @@ class RemoteRegistry:
                     )
                     for n in names
                 ]
-                data = {"folder": _folder_name(path)}
+                # The server keeps where the folder was read, not its own staging copy.
+                data = {"folder": _folder_name(path), "origin": _origin(path)}
                 if name:
                     data["name"] = name
                 body = self._call("POST", "/api/import/upload", files=files, data=data)
@@ -510,6 +511,13 @@ def _problems(items) -> tuple:
     return tuple(
         BlobProblem(p["digest"], p["problem"], tuple(p["artifacts"]), p["detail"]) for p in items
     )
+
+
+def _origin(path: Path) -> str:
+    """``HOST:PATH`` of a folder uploaded for import: the provenance its record keeps."""
+    import socket
+
+    return f"{socket.gethostname()}:{path.resolve()}"
 
 
 def endpoint_from_env() -> tuple[str, str | None] | None:

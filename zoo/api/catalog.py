@@ -102,6 +102,7 @@ def import_checkpoint(
     revision: str | None = None,
     convert_bin: bool = False,
     progress: bool = False,
+    origin: str | None = None,
 ) -> ArtifactInfo:
     """Register a Hugging Face checkpoint; see :meth:`zoo.Registry.import_checkpoint`."""
     from zoo.checkpoint import validate_name
@@ -109,7 +110,13 @@ def import_checkpoint(
     if name is not None:
         validate_name(name)
     ready = _prepare(
-        reg, source, name=name, revision=revision, convert_bin=convert_bin, progress=progress
+        reg,
+        source,
+        name=name,
+        revision=revision,
+        convert_bin=convert_bin,
+        progress=progress,
+        origin=origin,
     )
     return reg.get_or_create(
         lambda session: _existing(reg, session, ready), lambda session: _create(reg, session, ready)
@@ -167,14 +174,18 @@ class _Prepared:
         return not (self.side_files or self.bases or self.origin.startswith("hf://"))
 
 
-def _prepare(reg, source, *, name, revision, convert_bin, progress=False) -> _Prepared:
-    """Read and check a checkpoint and store its blobs (before any row that names them)."""
+def _prepare(
+    reg, source, *, name, revision, convert_bin, progress=False, origin: str | None = None
+) -> _Prepared:
+    """Read and check a checkpoint and store its blobs (before any row that names them);
+    ``origin``, when given, is the provenance kept instead of where it was read from."""
     from zoo.checkpoint import manifest_hash, open_checkpoint
     from zoo.checkpoint.side_files import base_models, card_metadata, find_side_files
 
     from . import tensors as tio
 
-    path, origin, commit = _locate(source, revision)
+    path, located, commit = _locate(source, revision)
+    origin = origin or located
     with open_checkpoint(path, allow_bin=convert_bin) as ckpt:
         if ckpt.config is None:
             raise InvalidCheckpointError(

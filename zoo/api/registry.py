@@ -211,6 +211,7 @@ class Registry:
         revision: str | None = None,
         convert_bin: bool = False,
         progress: bool = False,
+        origin: str | None = None,
     ):
         """Register a checkpoint in Hugging Face layout, of any ``model_type``.
 
@@ -226,6 +227,9 @@ class Registry:
             revision: a Hub branch, tag or commit.
             convert_bin: read a pickle ``.bin`` checkpoint with ``weights_only`` loading.
             progress: show a progress bar on stderr.
+            origin: where the import record says the checkpoint came from, when
+                ``source`` is a copy of it (a server names the uploader's folder, as
+                ``upload:HOST:PATH``); default ``source``'s resolved path or ``hf://ORG/NAME``.
 
         Returns:
             The :class:`~zoo.db.entities.ArtifactInfo`; importing the same content again
@@ -239,7 +243,13 @@ class Registry:
         from zoo.api.catalog import import_checkpoint
 
         return import_checkpoint(
-            self, source, name=name, revision=revision, convert_bin=convert_bin, progress=progress
+            self,
+            source,
+            name=name,
+            revision=revision,
+            convert_bin=convert_bin,
+            progress=progress,
+            origin=origin,
         )
 
     def import_checkpoints(

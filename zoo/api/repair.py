@@ -70,15 +70,18 @@ def _holder(session: Session, row: Artifact) -> Holder:
     if row.kind == "derived":
         return Holder(row.id, row.name, row.kind, "rederive")
     info = queries.to_info(session, row, tensors=False)
-    local = [i.origin for i in info.imports if not i.origin.startswith("hf://")]
+    # An upload's origin (upload:HOST:PATH) is on the uploader's machine, not this one.
+    local = [i.origin for i in info.imports if not i.origin.startswith(("hf://", "upload:"))]
+    uploaded = [i.origin for i in info.imports if i.origin.startswith("upload:")]
     hub = [i for i in info.imports if i.origin.startswith("hf://")]
-    if any(Path(o).exists() for o in local):
-        return Holder(row.id, row.name, row.kind, "reread", next(o for o in local))
+    here = [o for o in local if Path(o).exists()]
+    if here:
+        return Holder(row.id, row.name, row.kind, "reread", here[0])
     if hub:
         repo = hub[-1].origin[len("hf://") :]
         rev = f" --revision {hub[-1].revision}" if hub[-1].revision else ""
         return Holder(row.id, row.name, row.kind, "", f"{repo}{rev}")
-    return Holder(row.id, row.name, row.kind, "", local[-1] if local else "")
+    return Holder(row.id, row.name, row.kind, "", (local or uploaded or [""])[-1])
 
 
 def fix_hint(holders_of_blob: list[Holder]) -> str:
@@ -92,6 +95,11 @@ def fix_hint(holders_of_blob: list[Holder]) -> str:
         return f"`zoo verify --repair` re-derives {h.name} from its recipe"
     if h.how == "reread":
         return f"`zoo verify --repair` reads it again from {h.origin}"
+    if h.origin.startswith("upload:"):
+        return (
+            f"upload {h.name} again from {h.origin.removeprefix('upload:')} "
+            "(`zoo import PATH` with ZOO_ENDPOINT set)"
+        )
     if h.origin:
         return f"import {h.name} again: `zoo import {h.origin}`"
     return f"restore the store from a backup, or remove {h.name} with `zoo rm`"

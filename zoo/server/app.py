@@ -630,6 +630,14 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
             "upload"
         ),
         name: Annotated[str | None, Form()] = None,
+        origin: Annotated[
+            str | None,
+            Form(
+                max_length=1024,
+                description="Where the uploader read the folder (HOST:PATH): the origin the "
+                "import record keeps, as upload:HOST:PATH (default upload:FOLDER).",
+            ),
+        ] = None,
         _=write,
     ):
         """Import an uploaded checkpoint folder (multipart: one part per file)."""
@@ -639,12 +647,20 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
             )
         if name:
             check_query(name)
+        if origin is not None and not (origin and origin.isprintable()):
+            raise InvalidInputError("origin is one line of printable text (HOST:PATH).")
         staging = await server.db(server.cache.upload_dir)
         try:
             target = staging / folder
             target.mkdir()
             await _save_uploads(files, target)
-            info = await server.work.call(server.reg.import_checkpoint, target, name=name)
+            # The staging folder is gone once imported: the record names the uploader's.
+            info = await server.work.call(
+                server.reg.import_checkpoint,
+                target,
+                name=name,
+                origin=f"upload:{origin or folder}",
+            )
             return info.to_json(with_tensors=True)
         finally:
             await server.db(remove_tree, staging)
