@@ -1292,3 +1292,30 @@ def test_identity_depth_is_refused_where_it_cannot_apply(registry, tiny_dir, run
     assert "depth" not in haar.artifact.info["recipe"]
     default = registry.materialize(src.name, layers=8, hidden=64).artifact.info["recipe"]
     assert default["method"] == "hypercloning" and "depth" not in default
+
+
+def test_scratch_reads_nothing_of_the_source_but_its_shapes(registry, tiny_dir, monkeypatch):
+    """A fresh initialization needs the source's shapes only: no blob is read (a 70B
+    source would otherwise be read and verified for a 1B scratch baseline), and the
+    numbers are those drawn when the source's signals are read and handed over."""
+    from zoo.api import tensors as tio
+    from zoo.methods.scratch import Scratch
+
+    src = registry.import_checkpoint(tiny_dir("llama"))
+    reads: list[str] = []
+    real = tio.read_tensor
+
+    def read(store, r, **kw):
+        reads.append(r.name)
+        return real(store, r, **kw)
+
+    monkeypatch.setattr(tio, "read_tensor", read)
+    ask = dict(layers=2, hidden=48, method="scratch", seed=3, device="cpu")
+    shapes_only = registry.materialize(src.name, **ask)
+    assert reads == []
+    monkeypatch.setattr(Scratch, "reads_source", True)  # every signal here changes shape
+    read_whole = registry.materialize(src.name, **ask)
+    assert reads  # the source was read this time
+    assert shapes_only.artifact.content_hash == read_whole.artifact.content_hash
+    for name, t in read_whole.state_dict.items():
+        assert torch.equal(shapes_only.state_dict[name], t), name

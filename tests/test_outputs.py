@@ -429,6 +429,35 @@ def test_two_pass_roles_run_one_at_a_time_with_their_layers_side_by_side(
     assert most[0] == 1 and m.artifact.tensors
 
 
+def test_a_small_two_pass_role_runs_on_the_calling_thread(registry, tiny_dir, monkeypatch):
+    """A tiny model's two-pass layers cost less than starting threads for them: they run
+    on the calling thread, with the bits the threads give."""
+    import threading
+
+    from zoo.api import tensors as tio
+
+    src = registry.import_checkpoint(tiny_dir("llama"))
+    layers = src.config["num_hidden_layers"]
+    ask = dict(layers=layers, hidden=48, method="dwt", rescale="fan", device="cpu")
+    started: list[str] = []
+    real_start = threading.Thread.start
+
+    def start(self):
+        started.append(self.name)
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    inline = registry.materialize(src.name, **ask)
+    assert started == []
+    real_map = tio.parallel_map  # threads even for little work
+    monkeypatch.setattr(
+        tio, "parallel_map", lambda fn, items, **kw: real_map(fn, items, **{**kw, "min_cost": 0})
+    )
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    threaded = registry.materialize(src.name, **ask)  # derived again, on threads
+    assert started and threaded.artifact.content_hash == inline.artifact.content_hash
+
+
 def test_a_signal_derived_by_rows_is_planned_at_its_whole_bytes_and_one_block(
     registry, tiny_dir, monkeypatch
 ):

@@ -503,9 +503,15 @@ class Derivation:
             return {k: signals[k] for k in sources}, raw
 
         layers = list(range(self.metas[keys[0]].shape[0]))
+        # Each layer's working set: a small model's layers run on the calling thread, as
+        # starting threads would cost more than they save.
+        each = (
+            _SOURCE_BYTES * group.source_elements + _TARGET_BYTES * group.target_elements
+        ) // max(len(layers), 1)
         for start in range(0, len(layers), workers):
             batch = layers[start : start + workers]
-            for source, raw in tio.parallel_map(first, batch, workers=workers):
+            cost = [each] * len(batch)
+            for source, raw in tio.parallel_map(first, batch, cost=cost, workers=workers):
                 for k, x in source.items():  # in layer order
                     sources[k].add(x)
                 for k, y in raw.items():
@@ -533,7 +539,7 @@ class Derivation:
             for name in list(tensors):
                 emit(name, tensors.pop(name).to(group.outputs[name][0]))
 
-        tio.parallel_map(layer, layers, workers=workers)
+        tio.parallel_map(layer, layers, cost=[each] * len(layers), workers=workers)
 
     # --- one signal -----------------------------------------------------------------------
 
@@ -652,8 +658,12 @@ class Derivation:
 
     def _source_signal(self, key: str, group: Group):
         """The source signal ``key``, read with the rest of its group (once per group)."""
+        from zoo.methods import get
+
         from . import tensors as tio
 
+        if not get(self.plan.recipe.method).reads_source:
+            return self._shape_only(key)
         if self._needs_whole_source():
             return self._whole_source()[key]
         with self._lock:
@@ -672,6 +682,18 @@ class Derivation:
             with self._lock:
                 self._group_source[group.signals] = signals
         return signals[key]
+
+    def _shape_only(self, key: str):
+        """What a method that reads only the source's shapes (scratch) is handed for
+        signal ``key``: zeros of its shape and dtype that take no memory (one element,
+        expanded), so nothing is read from the store or copied."""
+        import torch
+
+        from zoo.families.base import Signal
+
+        meta = self.metas[key]
+        zero = torch.zeros((), dtype=meta.dtype, device=self.dev).expand(meta.shape)
+        return Signal(zero, meta.axes, meta.kind, meta.fan_in_axis)
 
 
 def output_dtype(dtype: torch.dtype, recipe: Recipe) -> torch.dtype:

@@ -22,6 +22,9 @@ class Scratch(Method):
     name = "scratch"
     reads_source = False
     random = True
+    # Draws in float32 and rounds once to the signal's dtype: handed the signal in its own
+    # dtype, it never needs a float32 copy of it.
+    in_source_dtype = True
     options = frozenset({"seed"})
 
     def resize(self, x, target, *, kind, generator, **_) -> torch.Tensor:
