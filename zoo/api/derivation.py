@@ -15,6 +15,10 @@ at a time: then the working set is one layer's, whatever the depth. So do dwt an
 when the depth is kept (each layer is resized on its own), in two passes when the
 amplitude rule scales by the whole result's std.
 
+A tensor that is one signal written as it is (an embedding, an LM head) goes to a sink
+that writes a folder a block of rows at a time, each block hashed and written at its place
+as it is made (:class:`RowWriter`), so that result is never whole in memory either.
+
 The arithmetic of each signal does not depend on how the model is cut into groups or how
 many run at once: the same recipe gives the same bits on the same device.
 """
