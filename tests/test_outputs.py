@@ -565,7 +565,7 @@ def test_an_embedding_and_a_head_are_written_a_block_of_rows_at_a_time(
     for name in blocks:
         assert torch.equal(state[name], in_memory.state_dict[name]), name
     reference = transformers.LlamaForCausalLM(transformers.LlamaConfig(**model.config.to_dict()))
-    reference.load_state_dict(in_memory.state_dict, strict=False)
+    reference.load_state_dict(in_memory.state_dict, strict=True)
     assert torch.equal(_logits(model.eval()), _logits(reference.eval()))
 
 
