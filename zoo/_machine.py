@@ -4,10 +4,12 @@ the CPU records it (another CPU model may round differently)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import platform
 from pathlib import Path
 
 
+@functools.cache  # a process's CPU does not change; every derived record asks
 def cpu_model() -> str:
     """The CPU's model name (Linux /proc/cpuinfo), else what platform reports."""
     with contextlib.suppress(OSError):
