@@ -135,23 +135,39 @@ def ls_cmd(
     as_json,
 ) -> None:
     """List registered artifacts, a page at a time (newest first)."""
-    page = _registry().search(
-        kind=kind,
-        family=family,
-        include_deleted=include_deleted,
-        name=pattern,
-        min_layers=min_layers,
-        max_layers=max_layers,
-        min_hidden=min_hidden,
-        max_hidden=max_hidden,
-        derived_from=derived_from,
-        created_by=created_by,
-        created_after=created_after,
-        created_before=created_before,
-        limit=limit or None,
-        after=cursor,
-        newest_first=not oldest_first,
-    )
+    import zoo.api
+
+    filtered = (pattern, family, min_layers, max_layers, min_hidden, max_hidden, derived_from)
+    filtered += (created_by, created_after, created_before)
+    # The listing of everything or of one kind, read from a local SQLite registry without
+    # opening one (most of a `zoo ls` process was importing SQLAlchemy); None elsewhere.
+    page = None
+    if all(value is None for value in filtered):
+        page = zoo.api.quick_page(
+            kind=kind,
+            include_deleted=include_deleted,
+            limit=limit or None,
+            after=cursor,
+            newest_first=not oldest_first,
+        )
+    if page is None:
+        page = _registry().search(
+            kind=kind,
+            family=family,
+            include_deleted=include_deleted,
+            name=pattern,
+            min_layers=min_layers,
+            max_layers=max_layers,
+            min_hidden=min_hidden,
+            max_hidden=max_hidden,
+            derived_from=derived_from,
+            created_by=created_by,
+            created_after=created_after,
+            created_before=created_before,
+            limit=limit or None,
+            after=cursor,
+            newest_first=not oldest_first,
+        )
     if as_json:
         # Compact: a whole library in one page stays quick to print and to parse.
         click.echo(json.dumps(page.to_json(), sort_keys=True, separators=(",", ":")))

@@ -534,6 +534,139 @@ def test_list_returns_every_match_and_names_search_for_a_page(library):
     assert ids_of(library.search(limit=None, newest_first=False).items) == ids_of(library.list())
 
 
+# --- the listing `zoo ls` opens with, read with sqlite3 alone ---------------------------------
+
+
+def _pages(ask, **shape) -> list:
+    """Every page of a listing, following each page's cursor."""
+    pages, after = [], None
+    while len(pages) < 100:  # a cursor that does not move on would page forever
+        page = ask(after=after, **shape)
+        assert page is not None, shape
+        pages.append(page)
+        if page.next is None:
+            return pages
+        after = page.next
+    raise AssertionError(f"more than 100 pages: {shape}")
+
+
+def test_the_quick_page_is_the_registrys_page_on_sqlite(library, db_url):
+    """`zoo ls` reads a SQLite registry's listing with sqlite3 alone: every page of every
+    shape it answers (all or one kind, with removed ones or not, either order, any page
+    size) equals the registry's own page, aliases, totals and cursors included. On
+    PostgreSQL it answers nothing and the registry is opened."""
+    import zoo.api
+
+    reg = library
+    names = [i.name for i in reg.list()]
+    reg.tag(names[0], "alpha-second")  # two aliases on one artifact, listed sorted
+    shapes = itertools.product(
+        (None, "source", "derived", "learngene"), (False, True), (True, False), (None, 1, 4)
+    )
+    if db_url.startswith("postgresql"):
+        assert zoo.api.quick_page() is None
+        return
+    compared = 0
+    for kind, include_deleted, newest_first, limit in shapes:
+        shape = dict(
+            kind=kind, include_deleted=include_deleted, newest_first=newest_first, limit=limit
+        )
+        quick = _pages(zoo.api.quick_page, **shape)
+        assert quick == _pages(reg.search, **shape), shape
+        compared += sum(len(p.items) for p in quick)
+    assert compared > 200
+    everything = zoo.api.quick_page(include_deleted=True, limit=None)
+    assert {i.aliases for i in everything.items} >= {("Champion_v1", "alpha-second")}
+    assert any(i.deleted for i in everything.items) and any(i.virtual for i in everything.items)
+    assert everything.total == len(everything.items) == len(reg.list(include_deleted=True))
+
+
+def test_the_quick_page_leaves_to_the_registry_what_it_cannot_answer(
+    registry, db_url, tmp_path, monkeypatch, run_cli
+):
+    """A server, an argument the registry refuses, another schema revision, a URL with
+    options, and a database file that is missing or empty are left to the registry,
+    which says what is wrong; the quick path creates and changes nothing."""
+    import sqlite3
+
+    import zoo.api
+
+    if not db_url.startswith("sqlite"):
+        pytest.skip("the quick path reads SQLite files only")
+    registry.search()  # creates the schema
+    assert zoo.api.quick_page() is not None
+    for refused in ({"kind": "model"}, {"limit": 0}, {"after": "not-a-cursor"}):
+        assert zoo.api.quick_page(**refused) is None, refused
+    monkeypatch.setenv("ZOO_ENDPOINT", "http://127.0.0.1:9")
+    assert zoo.api.quick_page() is None
+    monkeypatch.delenv("ZOO_ENDPOINT")
+    monkeypatch.setenv("ZOO_DB_URL", db_url + "?timeout=5")
+    assert zoo.api.quick_page() is None
+    missing = tmp_path / "missing.db"
+    monkeypatch.setenv("ZOO_DB_URL", f"sqlite:///{missing}")
+    assert zoo.api.quick_page() is None and not missing.exists()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    monkeypatch.setenv("ZOO_DB_URL", f"sqlite:///{empty}")
+    assert zoo.api.quick_page() is None and empty.stat().st_size == 0
+    code, out, err = run_cli("ls")
+    assert code != 0 and "empty (0 bytes)" in err and empty.stat().st_size == 0
+    monkeypatch.setenv("ZOO_DB_URL", db_url)
+    path = db_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '0999'")
+    connection.close()
+    assert zoo.api.quick_page() is None
+    code, out, err = run_cli("ls")
+    assert code == 5 and out == "" and "newer than this zoo knows" in err
+
+
+def test_zoo_ls_on_a_sqlite_registry_never_imports_sqlalchemy(library, db_url, tmp_path):
+    """The listing `zoo ls` opens with, as a process on a local SQLite registry, is the
+    interpreter, click and sqlite3 (``-X importtime`` lists every module imported), and
+    prints what the registry's own listing prints; a filter opens the registry."""
+    import os
+    import subprocess
+    import sys
+
+    if not db_url.startswith("sqlite"):
+        pytest.skip("the quick path reads SQLite files only")
+
+    def zoo_ls(*args):
+        p = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "zoo_cli.main", "ls", *args],
+            env=os.environ.copy(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert p.returncode == 0, p.stderr[-2000:]
+        imported = {
+            line.rsplit("|", 1)[-1].strip()
+            for line in p.stderr.splitlines()
+            if line.startswith("import time:")
+        }
+        return json.loads(p.stdout), imported
+
+    for args in ([], ["--kind", "source", "--limit", "2"], ["--all", "--oldest-first"]):
+        page, imported = zoo_ls("--json", *args)
+        assert "zoo.db.sqlite_page" in imported, args
+        heavy = {m for m in imported if m.split(".")[0] in ("sqlalchemy", "alembic", "torch")}
+        assert not heavy, (args, sorted(heavy)[:5])
+        limit = int(args[args.index("--limit") + 1]) if "--limit" in args else 50
+        kind = args[args.index("--kind") + 1] if "--kind" in args else None
+        expected = library.search(
+            kind=kind,
+            include_deleted="--all" in args,
+            limit=limit,
+            newest_first="--oldest-first" not in args,
+        )
+        assert page == json.loads(json.dumps(expected.to_json())), args
+    page, imported = zoo_ls("--json", "--family", "gpt2")
+    assert "sqlalchemy" in imported and "zoo.db.sqlite_page" not in imported
+    assert {a["family"] for a in page["artifacts"]} == {"gpt2"}
+
+
 # --- lineage -----------------------------------------------------------------------------------
 
 

@@ -1,7 +1,9 @@
 """The Python API: everything the CLI does goes through :class:`Registry`.
 
 :class:`Registry` (and with it SQLAlchemy, a third of a second to import) loads on first
-use, so a client of a zoo server (``ZOO_ENDPOINT``) never imports the database layer.
+use, so a client of a zoo server (``ZOO_ENDPOINT``) never imports the database layer, and
+:func:`quick_page` answers the listing `zoo ls` opens with from a local SQLite registry
+without it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from zoo.config import load_settings
 
 if TYPE_CHECKING:
     from zoo.api.registry import Registry
+    from zoo.db.entities import Page
 
 
 def connect(
@@ -47,6 +50,54 @@ def connect(
     return Registry(load_settings(home=home, db_url=db_url, store_url=store_url))
 
 
+def quick_page(
+    *,
+    kind: str | None = None,
+    include_deleted: bool = False,
+    limit: int | None = 50,
+    after: str | None = None,
+    newest_first: bool = True,
+) -> Page | None:
+    """The page of everything (or of one ``kind``) that ``connect().search(...)`` gives,
+    read straight from the configured registry's SQLite file with the standard library.
+
+    None where it cannot be answered so (a zoo server, a PostgreSQL database, a file zoo
+    has not created yet, a schema at another revision, an argument the registry refuses,
+    a file that cannot be read): open the registry and ask it, and it says what is wrong.
+    """
+    import sqlite3
+
+    from zoo.client import endpoint_from_env
+    from zoo.db import sqlite_file, sqlite_page
+    from zoo.db.entities import KINDS, Page
+
+    if endpoint_from_env() is not None:
+        return None
+    db = sqlite_file.existing(load_settings().db_url)
+    valid = (
+        (kind is None or kind in KINDS)
+        and (limit is None or (type(limit) is int and limit >= 1))
+        and (after is None or after.isdigit())
+    )
+    if db is None or not valid:
+        return None
+    try:
+        found = sqlite_page.read_page(
+            db,
+            kind=kind,
+            include_deleted=include_deleted,
+            limit=limit,
+            after=None if after is None else int(after),
+            newest_first=newest_first,
+        )
+    except sqlite3.Error:
+        return None
+    if found is None:
+        return None
+    items, total, cursor = found
+    return Page(tuple(items), total, cursor)
+
+
 def __getattr__(name: str) -> Any:
     if name == "Registry":
         from zoo.api.registry import Registry
@@ -55,4 +106,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'zoo.api' has no attribute {name!r}")
 
 
-__all__ = ["Registry", "connect"]
+__all__ = ["Registry", "connect", "quick_page"]

@@ -11,13 +11,8 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
-import dataclasses
-import errno
-import functools
 import os
-import re
 import threading
-import urllib.parse
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -27,6 +22,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
 from zoo.config import redact_url
+from zoo.db.sqlite_file import BUSY_TIMEOUT_S as SQLITE_BUSY_TIMEOUT_S
+from zoo.db.sqlite_file import SQLiteFile, head_revision, sqlite_file
 from zoo.errors import DatabaseUnavailableError, InvalidInputError, SchemaOutdatedError
 
 try:
@@ -34,7 +31,6 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-SQLITE_BUSY_TIMEOUT_S = 30
 # Any fixed 64-bit key: PostgreSQL advisory lock that serializes schema creation.
 _PG_SCHEMA_LOCK = 0x7A6F6F5F736368
 _PG_LINEAGE_LOCK = 0x7A6F6F5F6C696E
@@ -49,7 +45,7 @@ def make_engine(url: str, *, create_folder: bool = False) -> Engine:
             named explicitly must exist, or the URL is more likely mistyped than new.
     """
     target = _target(url, create_folder=create_folder)
-    return _sqlite_engine(url, target) if isinstance(target, _SQLiteFile) else _engine(url)
+    return _sqlite_engine(url, target) if isinstance(target, SQLiteFile) else _engine(url)
 
 
 # One engine per database per process, as SQLAlchemy advises (its tutorial,
@@ -72,7 +68,7 @@ def shared_engine(url: str, *, create_folder: bool = False) -> Engine:
     another access mode, gets a new engine.
     """
     target = _target(url, create_folder=create_folder)
-    if isinstance(target, _SQLiteFile):
+    if isinstance(target, SQLiteFile):
         stat = target.path.stat()
         key: tuple = (url, target.uri, stat.st_dev, stat.st_ino)
     else:
@@ -82,7 +78,7 @@ def shared_engine(url: str, *, create_folder: bool = False) -> Engine:
         if engine is not None:
             _SHARED.move_to_end(key)
             return engine
-        engine = _sqlite_engine(url, target) if isinstance(target, _SQLiteFile) else _engine(url)
+        engine = _sqlite_engine(url, target) if isinstance(target, SQLiteFile) else _engine(url)
         _SHARED[key] = engine
         while len(_SHARED) > _SHARED_KEPT:
             _SHARED.popitem(last=False)[1].dispose()
@@ -111,14 +107,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_shared_in_child)
 
 
-@dataclasses.dataclass(frozen=True)
-class _SQLiteFile:
-    path: Path
-    uri: str  # the file's sqlite3 URI, with the access mode zoo opens it in
-    writable: bool
-
-
-def _target(url: str, *, create_folder: bool) -> _SQLiteFile | None:
+def _target(url: str, *, create_folder: bool) -> SQLiteFile | None:
     """What ``url`` opens: a checked SQLite file, or None for a server's database."""
     try:
         parsed = make_url(url)
@@ -127,7 +116,7 @@ def _target(url: str, *, create_folder: bool) -> _SQLiteFile | None:
             f"Database URL {redact_url(url)!r} is not a valid SQLAlchemy URL."
         ) from exc
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_file(url, parsed.database, create_folder=create_folder)
+        return sqlite_file(url, parsed.database, create_folder=create_folder)
     return None
 
 
@@ -141,54 +130,7 @@ def _engine(url: str) -> Engine:
         ) from exc
 
 
-def _sqlite_file(url: str, database: str | None, *, create_folder: bool) -> _SQLiteFile:
-    """The SQLite file ``url`` names, checked, and how to open it, so that connections
-    never create the file behind zoo's back.
-
-    sqlite3 creates a missing file on connect, so a mistyped path, a deleted database or
-    one truncated to 0 bytes would silently become a new, empty registry. zoo creates a
-    new database file itself (complete, in WAL mode, renamed into place) and then opens
-    it read-write only if it exists (``mode=rw``), or read-only (``mode=ro``) when this
-    user cannot write it, so that reads still work.
-    """
-    if not database or database == ":memory:" or database.startswith("file:"):
-        raise InvalidInputError(
-            f"Database URL {redact_url(url)!r} names no SQLite file (an in-memory or URI "
-            "database): a registry must outlive the command, so give a file, e.g. "
-            "sqlite:////home/me/.zoo/zoo.db."
-        )
-    path = Path(database).expanduser().absolute()
-    folder = path.parent
-    if not folder.is_dir():
-        if folder.exists():
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
-        if not create_folder:
-            raise DatabaseUnavailableError(
-                f"The folder {folder} of the database {redact_url(url)} does not exist; "
-                "create it, or correct ZOO_DB_URL."
-            )
-        folder.mkdir(parents=True, exist_ok=True)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        _create_sqlite_file(path)
-        size = path.stat().st_size
-    if size == 0:
-        raise DatabaseUnavailableError(
-            f"The database {path} is empty (0 bytes): it was truncated or emptied, which zoo "
-            "never does; restore it from a backup, or delete it to start a new registry."
-        )
-    writable = os.access(path, os.W_OK) and os.access(folder, os.W_OK)
-    mode = "rw" if writable else "ro"
-    if not writable and not os.access(folder, os.W_OK) and not _shm(path).exists():
-        # WAL readers need the -shm index; where none exists and none can be created, the
-        # file is read as it is (no writer can have it open without one).
-        mode += "&immutable=1"
-    uri = f"file:{urllib.parse.quote(str(path))}?mode={mode}"
-    return _SQLiteFile(path, uri, writable)
-
-
-def _sqlite_engine(url: str, target: _SQLiteFile) -> Engine:
+def _sqlite_engine(url: str, target: SQLiteFile) -> Engine:
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
 
     def connect(dialect, connection_record, cargs, cparams) -> None:
@@ -200,37 +142,6 @@ def _sqlite_engine(url: str, target: _SQLiteFile) -> Engine:
     event.listen(engine, "connect", on_connect)
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine
-
-
-def _shm(path: Path) -> Path:
-    return path.with_name(path.name + "-shm")
-
-
-def _create_sqlite_file(path: Path) -> None:
-    """Create an empty database in WAL mode at ``path`` atomically (a hard link of a
-    finished file), so that no process ever sees a half-made one; another process
-    creating it at the same moment is fine."""
-    import sqlite3
-    import uuid
-
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.creating")
-    try:
-        connection = sqlite3.connect(temp)
-        try:
-            connection.execute("PRAGMA journal_mode=WAL")  # writes the header: 4 KiB
-        finally:
-            connection.close()
-        with open(temp, "rb") as f:
-            os.fsync(f.fileno())
-        try:
-            os.link(temp, path)
-        except FileExistsError:
-            pass  # created by another process meanwhile
-        except OSError:  # no hard links here (some network file systems)
-            if not path.exists():
-                os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 # Python's sqlite3 module opens transactions behind SQLAlchemy's back: not before a SELECT
@@ -349,35 +260,6 @@ def _scripts():
     cfg = Config()
     cfg.set_main_option("script_location", migrations_path())
     return ScriptDirectory.from_config(cfg)
-
-
-@functools.cache
-def head_revision() -> str:
-    """The revision zoo's migrations end at, read from the scripts' ``revision`` and
-    ``down_revision`` lines: every command checks it, and Alembic takes longer to import
-    than `zoo ls` takes to answer (tests check it agrees with Alembic's)."""
-    revisions: set[str] = set()
-    parents: set[str] = set()
-    for script in resources.files("zoo_migrations").joinpath("versions").iterdir():
-        if not script.name.endswith(".py"):
-            continue
-        text = script.read_text(encoding="utf-8")
-        found = _REVISION.search(text)
-        if found is None:
-            continue
-        revisions.add(found.group(1))
-        down = _DOWN_REVISION.search(text)
-        if down is not None:
-            parents.update(_QUOTED.findall(down.group(1)))
-    heads = sorted(revisions - parents)
-    if len(heads) != 1:  # a packaging error, not a user error
-        raise RuntimeError(f"zoo's migrations must have exactly one head, found {heads}")
-    return heads[0]
-
-
-_REVISION = re.compile(r"^revision\s*=\s*[\"']([^\"']+)[\"']", re.MULTILINE)
-_DOWN_REVISION = re.compile(r"^down_revision\s*=\s*(.+)$", re.MULTILINE)
-_QUOTED = re.compile(r"[\"']([^\"']+)[\"']")
 
 
 def current_revision(connection: Connection) -> str | None:

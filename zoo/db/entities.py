@@ -7,6 +7,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+#: What an artifact is: a checkpoint imported, a learngene extracted, a checkpoint
+#: derived, or a placeholder (a Hub model named in a model card but not imported).
+KINDS = ("source", "learngene", "derived", "placeholder")
+
 
 @dataclass(frozen=True)
 class TensorRecord:

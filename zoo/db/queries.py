@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from zoo.db.entities import (
+    KINDS,
     ArtifactInfo,
     EdgeInfo,
     FileRecord,
@@ -42,8 +43,6 @@ from zoo.db.models import (
     RegistryIdentity,
 )
 from zoo.errors import AmbiguousNameError, InvalidInputError, NotFoundError
-
-KINDS = ("source", "learngene", "derived", "placeholder")
 
 
 def now() -> datetime:
