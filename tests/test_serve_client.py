@@ -136,26 +136,34 @@ def test_an_unreachable_server_is_one_line_and_exit_9(run_cli, monkeypatch):
     assert "Cannot reach the zoo server" in err
 
 
-def test_a_client_process_never_imports_the_database_layer_or_torch(served, tmp_path):
+def test_a_client_process_never_imports_the_database_layer_or_torch(served, tmp_path, tiny_dir):
     """A colleague's `zoo ls` against a server is the interpreter, click and an HTTP
-    client: SQLAlchemy (a third of a second to import) and torch stay out of the process.
-    ``-X importtime`` lists every module the process imported."""
+    client: SQLAlchemy (a third of a second to import) and torch stay out of the process,
+    and out of the maintenance, audit and token commands, whose reports a client rebuilds
+    from the server's JSON. ``-X importtime`` lists every module the process imported."""
     import os
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k not in ("ZOO_DB_URL", "ZOO_STORE_URL")}
-    env.update(ZOO_ENDPOINT=served.url, ZOO_TOKEN=served.reader, ZOO_HOME=str(tmp_path))
-    for args in (["ls"], ["show", "tiny-gpt2"], ["lineage", "tiny-gpt2"]):
+    env.update(ZOO_ENDPOINT=served.url, ZOO_HOME=str(tmp_path))
+    reads = (["ls"], ["show", "tiny-gpt2"], ["lineage", "tiny-gpt2"])
+    admin = (["verify", "tiny-gpt2"], ["fsck"], ["gc", "--dry-run"], ["token", "list"])
+    audit = (["audit", str(tiny_dir("gpt2"))],)
+    for args, token, says in [
+        *[(a, served.reader, "tiny-gpt2") for a in reads],
+        *[(a, served.admin, "") for a in admin],
+        *[(a, served.reader, "tiny-gpt2") for a in audit],
+    ]:
         p = subprocess.run(
             [sys.executable, "-X", "importtime", "-m", "zoo_cli.main", *args],
-            env=env,
+            env={**env, "ZOO_TOKEN": token},
             capture_output=True,
             text=True,
             timeout=120,
         )
-        assert p.returncode == 0, p.stderr[-2000:]
-        assert "tiny-gpt2" in p.stdout, args
+        assert p.returncode == 0, (args, p.stderr[-2000:])
+        assert says in p.stdout, args
         imported = {
             line.rsplit("|", 1)[-1].strip()
             for line in p.stderr.splitlines()
@@ -193,3 +201,60 @@ def test_an_upload_records_the_uploaders_folder_not_the_servers_copy(
     assert code == 6
     hint = f"upload uploaded-llama again from {socket.gethostname()}:{folder.resolve()}"
     assert hint in out + err, out + err
+
+
+def test_verify_through_the_server_says_the_fix_and_repairs(both, served):
+    """`zoo verify` as a client prints what the registry's own verify prints, the fix for
+    each damaged blob included, and `--repair` restores what the server can produce again
+    (a source whose folder the server can still read)."""
+    blob = served.reg.store._path(served.reg.show("tiny-gpt2").tensors[0].digest)
+    kept = blob.read_bytes()
+    blob.chmod(0o644)
+    blob.write_bytes(bytes([kept[0] ^ 0xFF]) + kept[1:])
+    try:
+        local, remote = both.run("verify", "tiny-gpt2")
+        assert local == remote and remote[0] == 6, remote
+        assert "run `zoo verify --repair` to restore 1 of them" in remote[1]
+        code, out, err = both.remote("verify", "tiny-gpt2", "--repair")
+        assert code == 0, out + err
+        assert "restored 1 damaged blobs" in out and blob.read_bytes() == kept
+    finally:
+        if blob.read_bytes() != kept:
+            blob.write_bytes(kept)
+    assert both.remote("verify", "tiny-gpt2") == both.local("verify", "tiny-gpt2")
+
+
+def test_maintenance_reports_through_the_server_are_the_registrys(both, served, tmp_path):
+    """fsck, gc and verify as a client report every field the registry's own report has
+    (the ages of store items aside, which grow between the two calls), an unfinished
+    --out folder of a killed writer included."""
+    import json
+    import socket
+    import subprocess
+
+    from zoo.api.export import _host_tag
+    from zoo.db import queries
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a writer's pid, no longer running
+    out = tmp_path / "out"
+    left = tmp_path / f".out.zoo-tmp-{_host_tag()}-{dead.pid}-0"
+    left.mkdir()
+    served.reg.transaction(
+        lambda s: queries.add_output(s, str(out), socket.gethostname(), dead.pid)
+    )
+
+    def ageless(text: str):
+        data = json.loads(text)
+        for key in ("temp_files", "orphans", "swept"):
+            for item in data.get(key, ()):
+                item.pop("age_s")
+        return data
+
+    for args in (("fsck", "--json"), ("gc", "--dry-run", "--json"), ("verify", "--json")):
+        (lcode, lout, _), (rcode, rout, rerr) = both.run(*args)
+        assert (lcode, ageless(lout)) == (rcode, ageless(rout)), (args, rerr)
+    code, out, _ = both.remote("fsck", "--json")
+    assert json.loads(out)["output_leftovers"] == [str(left)]
+    code, _, err = both.remote("fsck", "--repair")
+    assert code == 0 and not left.exists(), err

@@ -287,7 +287,7 @@ class RemoteRegistry:
         return audit_from_json(body)
 
     def gc(self, *, grace="24h", dry_run: bool = False):
-        from zoo.api.maintenance import GcReport, StoreItem
+        from zoo.api.reports import GcReport, StoreItem
 
         body = self._call("POST", "/api/gc", json={"grace": str(grace), "dry_run": dry_run})
         return GcReport(
@@ -301,7 +301,7 @@ class RemoteRegistry:
         )
 
     def fsck(self, *, repair: bool = False, grace="24h"):
-        from zoo.api.maintenance import FsckReport, StoreItem
+        from zoo.api.reports import FsckReport, StoreItem
 
         body = self._call("POST", "/api/fsck", json={"repair": repair, "grace": str(grace)})
         return FsckReport(
@@ -311,16 +311,26 @@ class RemoteRegistry:
             problems=_problems(body["problems"]),
             temp_files=tuple(StoreItem(**s) for s in body["temp_files"]),
             orphans=tuple(StoreItem(**s) for s in body["orphans"]),
+            output_leftovers=tuple(body["output_leftovers"]),
             removed=tuple(body["removed"]),
             grace_s=body["grace_s"],
             repair=body["repair"],
         )
 
-    def verify(self, name: str | None = None):
-        from zoo.api.maintenance import VerifyReport
+    def verify(self, name: str | None = None, *, repair: bool = False):
+        from zoo.api.reports import VerifyReport
 
-        body = self._call("POST", "/api/verify", params={"name": name} if name else None)
-        return VerifyReport(body["checked"], body["checked_bytes"], _problems(body["problems"]))
+        params = {"name": name} if name else {}
+        if repair:
+            params["repair"] = "true"
+        body = self._call("POST", "/api/verify", params=params or None)
+        return VerifyReport(
+            checked=body["checked"],
+            checked_bytes=body["checked_bytes"],
+            problems=_problems(body["problems"]),
+            repaired=tuple(body["repaired"]),
+            repair=body["repair"],
+        )
 
     def create_token(self, name: str, *, role: str = "read"):
         body = self._call("POST", "/api/tokens", json={"name": name, "role": role})
@@ -506,10 +516,11 @@ def token_from_json(d: dict[str, Any]):
 
 
 def _problems(items) -> tuple:
-    from zoo.api.maintenance import BlobProblem
+    from zoo.api.reports import BlobProblem
 
     return tuple(
-        BlobProblem(p["digest"], p["problem"], tuple(p["artifacts"]), p["detail"]) for p in items
+        BlobProblem(p["digest"], p["problem"], tuple(p["artifacts"]), p["detail"], p["fix"])
+        for p in items
     )
 
 

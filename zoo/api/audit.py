@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo.db import queries
 from zoo.db.entities import ArtifactInfo
 from zoo.errors import InvalidInputError
 
@@ -157,6 +156,7 @@ def audit_manifest(
     ``shape``, ``nbytes`` and ``digest`` each): what a client that hashed its file
     itself sends, so the weights need not travel. ``label`` names it in the report."""
     from zoo.checkpoint import manifest_hash
+    from zoo.db import queries  # here: a client rebuilds an AuditReport without it
     from zoo.db.models import Artifact
     from zoo.errors import ZooError
 

@@ -398,7 +398,7 @@ class Registry:
             dry_run: report what would go, change nothing.
 
         Returns:
-            A :class:`~zoo.api.maintenance.GcReport`.
+            A :class:`~zoo.api.reports.GcReport`.
         """
         from zoo.api.maintenance import gc
 
@@ -413,7 +413,7 @@ class Registry:
         ``grace``, never anything a row references.
 
         Returns:
-            A :class:`~zoo.api.maintenance.FsckReport`.
+            A :class:`~zoo.api.reports.FsckReport`.
         """
         from zoo.api.maintenance import fsck
 
@@ -428,7 +428,7 @@ class Registry:
         a source's, read again from the folder it was imported from).
 
         Returns:
-            A :class:`~zoo.api.maintenance.VerifyReport`; ``report.ok`` is False when a
+            A :class:`~zoo.api.reports.VerifyReport`; ``report.ok`` is False when a
             blob is still missing or its bytes no longer hash to its name.
         """
         from zoo.api.maintenance import verify

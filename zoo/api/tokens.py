@@ -11,12 +11,12 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ConflictError, InvalidInputError, NotFoundError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 ROLES = ("read", "write", "admin")
 PREFIX = "zoo_"
@@ -77,6 +77,8 @@ def _info(row) -> TokenInfo:
 
 def create_token(reg, name: str, role: str) -> tuple[TokenInfo, str]:
     """A new token; returns its record and the secret, which is shown only this once."""
+    from sqlalchemy import select
+
     from zoo.checkpoint import validate_name
     from zoo.db.models import ApiToken
     from zoo.db.queries import now
@@ -110,6 +112,8 @@ def create_token(reg, name: str, role: str) -> tuple[TokenInfo, str]:
 
 def revoke_token(reg, name: str) -> list[TokenInfo]:
     """Revoke the active tokens named ``name``; the server refuses them from then on."""
+    from sqlalchemy import select
+
     from zoo.db.models import ApiToken
     from zoo.db.queries import now
 
@@ -128,6 +132,8 @@ def revoke_token(reg, name: str) -> list[TokenInfo]:
 
 
 def list_tokens(reg, *, include_revoked: bool = False) -> list[TokenInfo]:
+    from sqlalchemy import select
+
     from zoo.db.models import ApiToken
 
     with reg.session() as session:
@@ -139,6 +145,8 @@ def list_tokens(reg, *, include_revoked: bool = False) -> list[TokenInfo]:
 
 def check_token(reg, secret: str) -> TokenInfo | None:
     """The active token whose secret this is, or None."""
+    from sqlalchemy import select
+
     from zoo.db.models import ApiToken
 
     if not secret.startswith(PREFIX) or len(secret) > 128:

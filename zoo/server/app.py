@@ -763,9 +763,11 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         return report.to_json()
 
     @app.post("/api/verify", tags=["maintenance"])
-    async def verify(name: str | None = None, _=admin):
-        """Re-hash stored blobs (zoo verify)."""
-        report = await server.work.call(server.reg.verify, check_query(name) if name else None)
+    async def verify(name: str | None = None, repair: bool = False, _=admin):
+        """Re-hash stored blobs (zoo verify); ``repair`` restores those zoo can produce
+        again (zoo verify --repair)."""
+        query = check_query(name) if name else None
+        report = await server.work.call(server.reg.verify, query, repair=repair)
         return report.to_json()
 
     @app.get("/api/tokens", tags=["tokens"])

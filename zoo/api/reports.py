@@ -1,0 +1,91 @@
+"""What the maintenance commands (gc, fsck, verify) report: plain records, apart from the
+code that makes them, so that a client of a zoo server rebuilds them from the server's
+JSON without importing the database layer."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BlobProblem:
+    """A blob that kept rows need but that is missing, damaged or the wrong size."""
+
+    digest: str
+    problem: str  # missing | corrupt | wrong-size
+    artifacts: tuple[str, ...] = ()
+    detail: str = ""
+    fix: str = ""  # what restores it (see zoo.api.repair)
+
+
+@dataclass(frozen=True)
+class StoreItem:
+    """A blob or leftover file in the store: name, size and age in seconds."""
+
+    name: str
+    size: int
+    age_s: float
+
+
+@dataclass(frozen=True)
+class FsckReport:
+    """What ``zoo fsck`` found, and what ``--repair`` removed."""
+
+    store_url: str
+    checked_rows: int
+    stored_blobs: int
+    problems: tuple[BlobProblem, ...]
+    temp_files: tuple[StoreItem, ...]
+    orphans: tuple[StoreItem, ...]
+    #: temporary or set-aside output folders (``--out``) that killed writers left
+    output_leftovers: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    grace_s: float = 0.0
+    repair: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """No kept row points at a missing or damaged blob (leftovers are harmless)."""
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What ``zoo gc`` swept (or would sweep, with ``dry_run``)."""
+
+    dry_run: bool
+    grace_s: float
+    marked: int
+    swept: tuple[StoreItem, ...]
+    too_young: int
+    hard_deleted: tuple[str, ...]
+    kept_deleted: tuple[str, ...] = field(default=())
+
+    @property
+    def swept_bytes(self) -> int:
+        return sum(b.size for b in self.swept)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "swept_bytes": self.swept_bytes}
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What ``zoo verify`` re-hashed and what did not match."""
+
+    checked: int
+    checked_bytes: int
+    problems: tuple[BlobProblem, ...]
+    repaired: tuple[str, ...] = ()
+    repair: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
