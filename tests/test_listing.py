@@ -288,8 +288,9 @@ def test_ls_prints_a_first_page_and_the_command_for_the_next(registry, tiny_dir,
     page = json.loads(out)
     assert [a["name"] for a in page["artifacts"]] == newest and page["next"] is None
     assert page["total"] == 7
-    code, out, err = run_cli("ls", "--after", "not-a-cursor")
-    assert code == 2 and out == "" and "not a listing cursor" in err and err.count("\n") == 1
+    for cursor in ("not-a-cursor", "²"):
+        code, out, err = run_cli("ls", "--after", cursor)
+        assert code == 2 and out == "" and "not a listing cursor" in err and err.count("\n") == 1
     code, out, err = run_cli("ls", "--created-after", "yesterday")
     assert code == 2 and "ISO 8601" in err
     with pytest.raises(InvalidInputError):
@@ -595,7 +596,7 @@ def test_the_quick_page_leaves_to_the_registry_what_it_cannot_answer(
         pytest.skip("the quick path reads SQLite files only")
     registry.search()  # creates the schema
     assert zoo.api.quick_page() is not None
-    for refused in ({"kind": "model"}, {"limit": 0}, {"after": "not-a-cursor"}):
+    for refused in ({"kind": "model"}, {"limit": 0}, {"after": "x"}, {"after": "²"}):
         assert zoo.api.quick_page(**refused) is None, refused
     monkeypatch.setenv("ZOO_ENDPOINT", "http://127.0.0.1:9")
     assert zoo.api.quick_page() is None

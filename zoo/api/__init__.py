@@ -77,7 +77,7 @@ def quick_page(
     valid = (
         (kind is None or kind in KINDS)
         and (limit is None or (type(limit) is int and limit >= 1))
-        and (after is None or after.isdigit())
+        and (after is None or (after.isascii() and after.isdigit()))
     )
     if db is None or not valid:
         return None

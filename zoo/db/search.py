@@ -122,7 +122,7 @@ def conditions(f: Filters) -> list:
 def parse_cursor(cursor: str | None) -> int | None:
     if cursor is None or cursor == "":
         return None
-    if not cursor.isdigit():
+    if not (cursor.isascii() and cursor.isdigit()):  # "²" is a digit to str.isdigit
         raise InvalidInputError(
             f"{cursor!r} is not a listing cursor; pass the `next` value a previous page gave."
         )
