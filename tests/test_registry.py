@@ -239,8 +239,8 @@ def test_a_link_between_two_named_artifacts_is_one_statement(registry, tiny_dir)
 
 def test_registries_on_one_database_share_its_connections(registry, tiny_dir):
     """A process opens one engine per database: a second registry there, or one opened
-    after the first is closed, opens no new connection (a page costs what its query
-    costs, not a connection's set-up)."""
+    after the first is closed, opens no new connection and builds no new session factory
+    (a page costs what its query costs, not a connection's set-up)."""
     from sqlalchemy import event
 
     import zoo
@@ -257,12 +257,80 @@ def test_registries_on_one_database_share_its_connections(registry, tiny_dir):
     try:
         again = zoo.connect()
         assert again.engine is engine
+        # ...and its session factories, which take longer to build than a page to read
+        assert again._sessions is registry._sessions
+        assert again._write_sessions is registry._write_sessions
         assert again.search(limit=5).total == 1
         registry.close()
         assert zoo.connect().search(limit=5).total == 1
     finally:
         event.remove(engine, "connect", on_connect)
     assert opened == []
+
+
+def _close_pooled_connections(registry) -> int:
+    """Terminate, from a connection of its own, every other session on the registry's
+    PostgreSQL database (what a server restart or an idle timeout does to the pool), and
+    wait until they are gone; returns how many there were."""
+    import time
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    outside = create_engine(registry.engine.url, poolclass=NullPool)
+    try:
+        with outside.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            killed = connection.exec_driver_sql(
+                f"SELECT count(pg_terminate_backend(pid)) {others}"
+            ).scalar()
+            deadline = time.monotonic() + 10
+            while connection.exec_driver_sql(f"SELECT count(*) {others}").scalar():
+                assert time.monotonic() < deadline, "the sessions did not end"
+                time.sleep(0.05)
+    finally:
+        outside.dispose()
+    return killed
+
+
+def test_a_pooled_connection_is_pinged_only_after_sitting_idle(registry, tiny_dir, monkeypatch):
+    """On PostgreSQL a connection back in the pool for less than PING_AFTER_IDLE_S goes
+    straight to work (a page is one round trip, not two); one idle longer is pinged at
+    checkout, and one the server closed meanwhile is replaced without the caller seeing
+    it. A connection closed under a caller within that time costs that one call an
+    error, and the next call reconnects."""
+    from sqlalchemy.exc import OperationalError
+
+    from zoo.db import engine as db_engine
+
+    if registry.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite files have no connection to lose")
+    registry.import_checkpoint(tiny_dir("bert"))
+    dialect = registry.engine.dialect
+    pings: list[int] = []
+    ping = dialect.do_ping
+    monkeypatch.setattr(dialect, "do_ping", lambda c: pings.append(1) or ping(c))
+
+    monkeypatch.setattr(db_engine, "PING_AFTER_IDLE_S", 60.0)
+    for _ in range(10):
+        assert registry.search(limit=5).total == 1
+    assert pings == []  # back in the pool for less than a minute: no ping
+
+    monkeypatch.setattr(db_engine, "PING_AFTER_IDLE_S", 0.0)  # every one has sat idle
+    assert _close_pooled_connections(registry) >= 1
+    assert registry.search(limit=5).total == 1  # the dead one was pinged and replaced
+    assert pings
+    pings.clear()
+    for _ in range(3):
+        assert registry.search(limit=5).total == 1
+    assert len(pings) == 3
+
+    monkeypatch.setattr(db_engine, "PING_AFTER_IDLE_S", 60.0)
+    assert _close_pooled_connections(registry) >= 1
+    with pytest.raises(OperationalError):
+        registry.search(limit=5)
+    assert registry.search(limit=5).total == 1
 
 
 def test_a_database_file_made_again_at_its_path_is_opened_anew(tmp_path, tiny_dir, monkeypatch):

@@ -43,6 +43,32 @@ def _refuse_flush(session, _context, _instances) -> None:
         raise RuntimeError(_READ_ONLY)
 
 
+def _factories(engine: Engine) -> tuple[sessionmaker[Session], sessionmaker[Session]]:
+    """The read and the write session factories of ``engine``, made once per engine (kept
+    on it): registries are opened one after another on the process's engine (a CLI call,
+    a script), and building a factory's options and listeners took longer than a page."""
+    made = engine.__dict__.get("_zoo_session_factories")
+    if made is not None:
+        return made
+    if engine.dialect.name != "postgresql":
+        reads = sessionmaker(engine, expire_on_commit=False)
+    else:
+        # At READ COMMITTED each statement of a transaction reads its own snapshot, so a
+        # read loses nothing outside one, and saves the BEGIN and ROLLBACK round trips
+        # (a third of a listing's time). Such a session must never write: it would commit.
+        reads = sessionmaker(
+            engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
+        event.listen(reads, "do_orm_execute", _refuse_writes)
+        event.listen(reads, "before_flush", _refuse_flush)
+    # Same pool; on SQLite these transactions take the write lock at BEGIN.
+    writes = sessionmaker(
+        engine.execution_options(**db_engine.WRITE_OPTIONS), expire_on_commit=False
+    )
+    engine.__dict__["_zoo_session_factories"] = (reads, writes)
+    return reads, writes
+
+
 def current_user() -> str:
     with contextlib.suppress(Exception):
         return getpass.getuser()
@@ -88,26 +114,13 @@ class Registry:
         with self.session() as session:
             return queries.registry_id(session)
 
-    @cached_property
+    @property
     def _sessions(self) -> sessionmaker[Session]:
-        if self.engine.dialect.name != "postgresql":
-            return sessionmaker(self.engine, expire_on_commit=False)
-        # At READ COMMITTED each statement of a transaction reads its own snapshot, so a
-        # read loses nothing outside one, and saves the BEGIN and ROLLBACK round trips
-        # (a third of a listing's time). Such a session must never write: it would commit.
-        reads = sessionmaker(
-            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-        )
-        event.listen(reads, "do_orm_execute", _refuse_writes)
-        event.listen(reads, "before_flush", _refuse_flush)
-        return reads
+        return _factories(self.engine)[0]
 
-    @cached_property
+    @property
     def _write_sessions(self) -> sessionmaker[Session]:
-        # Same pool; on SQLite these transactions take the write lock at BEGIN.
-        return sessionmaker(
-            self.engine.execution_options(**db_engine.WRITE_OPTIONS), expire_on_commit=False
-        )
+        return _factories(self.engine)[1]
 
     def check_writable(self) -> None:
         """Refuse, before any work, a write this user cannot make (a read-only registry)."""

@@ -13,13 +13,20 @@ import collections
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    DisconnectionError,
+    NoSuchModuleError,
+    OperationalError,
+)
 
 from zoo.config import redact_url
 from zoo.db.sqlite_file import BUSY_TIMEOUT_S as SQLITE_BUSY_TIMEOUT_S
@@ -122,12 +129,42 @@ def _target(url: str, *, create_folder: bool) -> SQLiteFile | None:
 
 def _engine(url: str) -> Engine:
     try:
-        return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url)
     except (NoSuchModuleError, ImportError) as exc:  # no dialect, or no DBAPI module for it
         raise InvalidInputError(
             f"Database URL {redact_url(url)!r} needs a driver that is not installed "
             "(for PostgreSQL: pip install 'zoo[postgres]')."
         ) from exc
+    _ping_when_idle(engine)
+    return engine
+
+
+# A pooled connection that sat idle may have been closed by the server (a restart, an idle
+# timeout, a firewall); one back in the pool for less than this is asked to prove it works
+# by its next statement. SQLAlchemy's pool_pre_ping asks every time, a round trip per
+# checkout: half of what a page of a listing costs on a warm connection.
+PING_AFTER_IDLE_S = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a connection at checkout when it has been idle for PING_AFTER_IDLE_S or more;
+    one that does not answer is replaced (the pool retries on DisconnectionError)."""
+
+    def note(_dbapi_connection, record, *_rest) -> None:
+        record.info["zoo_idle_since"] = time.monotonic()
+
+    def checkout(dbapi_connection, record, _proxy) -> None:
+        idle = time.monotonic() - record.info.get("zoo_idle_since", 0.0)
+        if idle < PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"a pooled connection is gone: {_first_line(exc)}") from exc
+
+    event.listen(engine, "connect", note)
+    event.listen(engine, "checkin", note)
+    event.listen(engine, "checkout", checkout)
 
 
 def _sqlite_engine(url: str, target: SQLiteFile) -> Engine:
@@ -377,6 +414,9 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
     head = head_revision()
     try:
         with engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                # One statement: no BEGIN and ROLLBACK round trips around it.
+                connection.execution_options(isolation_level="AUTOCOMMIT")
             current = _stamped_revision(connection)
             if current == head:
                 return
