@@ -298,3 +298,25 @@ def test_from_pretrained_with_a_size_as_revision_gets_a_model_no_registry_had(se
     assert all(downloaded[k].equal(v) for k, v in local.state_dict.items())
     # The Hub cache names the snapshot by the content hash (the commit the server answered).
     assert got["folder"].endswith(new[0].content_hash[:40])
+
+
+def test_a_field_the_server_does_not_know_is_refused_not_dropped(served):
+    """A request body with a field the endpoint does not take is a 400 naming it, before
+    any work: an option silently dropped would answer another question than the one
+    asked (a dtype, a shard size)."""
+    with _write(served) as http:
+        for path, body, unknown in (
+            (
+                "/api/materialize",
+                {"name": "tiny-bert", "layers": 1, "hidden": 8, "shards": 3},
+                "shards",
+            ),
+            ("/api/extract", {"source": "tiny-bert", "levls": 2}, "levls"),
+            ("/api/artifacts/tiny-bert/aliases", {"alias": "x", "force": True}, "force"),
+        ):
+            answer = http.post(path, json=body)
+            assert answer.status_code == 400, (path, answer.text)
+            error = answer.json()["error"]
+            assert error["class"] == "InvalidInputError", error
+            assert error["message"] == f"{unknown}: Extra inputs are not permitted", error
+    assert "x" not in served.reg.show("tiny-bert").aliases

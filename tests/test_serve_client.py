@@ -258,3 +258,23 @@ def test_maintenance_reports_through_the_server_are_the_registrys(both, served, 
     assert json.loads(out)["output_leftovers"] == [str(left)]
     code, _, err = both.remote("fsck", "--repair")
     assert code == 0 and not left.exists(), err
+
+
+def test_every_materialize_option_reaches_the_server_or_is_refused(both, served, tmp_path):
+    """A client's `materialize --dtype` gives the checkpoint the registry itself gives
+    (bf16 here, the same content hash), and `--max-shard-size`, which the server's files
+    do not follow, is refused in one line before any work, writing nothing."""
+    import json
+
+    args = ("materialize", "tiny-gpt2", "--layers", "1", "--hidden", "8", "--dtype", "bfloat16")
+    (lcode, lout, _), (rcode, rout, rerr) = both.run(*args, "--json")
+    assert lcode == rcode == 0, rerr
+    local, remote = json.loads(lout)["artifact"], json.loads(rout)["artifact"]
+    assert remote["content_hash"] == local["content_hash"]
+    assert {t.dtype for t in served.reg.show(remote["name"]).tensors} == {"BF16"}
+    out = tmp_path / "sharded"
+    code, out_text, err = both.remote(*args, "--out", str(out), "--max-shard-size", "4KB")
+    assert code == 2 and out_text == "" and err.count("\n") == 1, err
+    assert "--max-shard-size" in err and not out.exists()
+    code, _, err = both.remote("export", "tiny-gpt2", "--out", str(out), "--max-shard-size", "4KB")
+    assert code == 2 and "--max-shard-size" in err and not out.exists()

@@ -217,8 +217,10 @@ class RemoteRegistry:
             self._call("POST", "/api/extract", json={"source": source, **kwargs})
         )
 
-    def materialize(self, name: str, *, out=None, force: bool = False, **kwargs):
-        _check_out(out, force)
+    def materialize(
+        self, name: str, *, out=None, force: bool = False, max_shard_size=None, **kwargs
+    ):
+        _check_out(out, force, max_shard_size)
         body = self._call("POST", "/api/materialize", json={"name": name, **kwargs})
         artifact = artifact_from_json(body["artifact"])
         written = self._download(artifact.content_hash, Path(out), force=force) if out else None
@@ -232,8 +234,8 @@ class RemoteRegistry:
         return RemoteMaterialized(self, artifact.config, artifact, written)
 
     def export(self, name: str, *, out, force: bool = False, max_shard_size=None):
-        """The checkpoint's files as the server exports them (its shard size)."""
-        _check_out(out, force)
+        """The checkpoint's files as the server exports them (in shards of up to 5GB)."""
+        _check_out(out, force, max_shard_size)
         info = self.show(name)
         return self._download(info.content_hash, Path(out), force=force)
 
@@ -539,11 +541,17 @@ def endpoint_from_env() -> tuple[str, str | None] | None:
 __all__ = ["RemoteRegistry", "artifact_from_json", "endpoint_from_env"]
 
 
-def _check_out(out, force: bool) -> None:
+def _check_out(out, force: bool, max_shard_size=None) -> None:
     """Refuse, before asking the server for any work, an --out zoo would not write."""
     from zoo.api.export import check_out_dir
     from zoo.errors import InvalidInputError
 
+    if max_shard_size is not None:
+        raise InvalidInputError(
+            "--max-shard-size is not available through a zoo server: its files come as "
+            "the server writes them (shards of up to 5GB); re-shard them with "
+            "save_pretrained(max_shard_size=...)."
+        )
     if out is None:
         if force:
             raise InvalidInputError("--force replaces a previous --out folder; give --out.")

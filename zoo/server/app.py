@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zoo import __version__
@@ -122,14 +122,20 @@ class BodyLimit:
 # --- request bodies --------------------------------------------------------------------------
 
 
-class ImportRequest(BaseModel):
+class _Body(BaseModel):
+    # A field this server does not know is refused, never dropped: an option a client
+    # sends (a newer client's, a typo) must not be ignored while the answer looks right.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImportRequest(_Body):
     repo: str = Field(description="A Hub repository id (ORG/NAME) the server can reach.")
     revision: str | None = None
     name: str | None = None
     convert_bin: bool = False
 
 
-class ExtractRequest(BaseModel):
+class ExtractRequest(_Body):
     source: str
     method: str = "dwt"
     wavelet: str | None = None
@@ -140,7 +146,7 @@ class ExtractRequest(BaseModel):
     device: str | None = None
 
 
-class MaterializeRequest(BaseModel):
+class MaterializeRequest(_Body):
     name: str
     layers: int
     hidden: int
@@ -154,21 +160,22 @@ class MaterializeRequest(BaseModel):
     norm: str | None = None
     depth: str | None = None
     order: str | None = None
+    dtype: str = "auto"
     device: str | None = None
     store: bool = False
 
 
-class TagRequest(BaseModel):
+class TagRequest(_Body):
     alias: str
 
 
-class LinkRequest(BaseModel):
+class LinkRequest(_Body):
     parent: str
     relation: str = "finetune"
     note: str | None = None
 
 
-class TensorHash(BaseModel):
+class TensorHash(_Body):
     name: str = Field(max_length=512)
     dtype: str = Field(max_length=16)
     shape: list[int]
@@ -176,32 +183,32 @@ class TensorHash(BaseModel):
     digest: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
-class AuditHashesRequest(BaseModel):
+class AuditHashesRequest(_Body):
     label: str = Field("upload", max_length=1024)
     tensors: list[TensorHash] = Field(max_length=100_000)
     config: dict[str, Any] | None = None
     metadata: dict[str, str] | None = None
 
 
-class RederiveRequest(BaseModel):
+class RederiveRequest(_Body):
     device: str | None = None
 
 
-class DefaultRequest(BaseModel):
+class DefaultRequest(_Body):
     learngene: str
 
 
-class TokenRequest(BaseModel):
+class TokenRequest(_Body):
     name: str
     role: str = "read"
 
 
-class GcRequest(BaseModel):
+class GcRequest(_Body):
     grace: str = "24h"
     dry_run: bool = False
 
 
-class FsckRequest(BaseModel):
+class FsckRequest(_Body):
     repair: bool = False
     grace: str = "24h"
 
