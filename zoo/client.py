@@ -226,8 +226,10 @@ class RemoteRegistry:
         written = self._download(artifact.content_hash, Path(out), force=force) if out else None
         return RemoteMaterialized(self, body["config"], artifact, written)
 
-    def rederive(self, name: str, *, out=None, force: bool = False, device=None):
-        _check_out(out, force)
+    def rederive(
+        self, name: str, *, out=None, force: bool = False, device=None, max_shard_size=None
+    ):
+        _check_out(out, force, max_shard_size)
         body = self._call("POST", f"/api/artifacts/{_q(name)}/rederive", json={"device": device})
         artifact = artifact_from_json(body["artifact"])
         written = self._download(artifact.content_hash, Path(out), force=force) if out else None
