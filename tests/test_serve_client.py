@@ -323,3 +323,45 @@ def test_rederive_prints_the_same_both_ways(both, served):
     local, remote = both.run("rederive", made.artifact.name)
     assert local == remote and local[0] == 0, remote
     assert "re-derived bit for bit" in remote[1]
+
+
+def test_a_client_audits_by_hashes_and_never_uploads_the_weights(
+    both, tmp_path, tiny_dir, monkeypatch
+):
+    """A client reads and hashes the checkpoint itself, as a local audit does, and sends
+    only the hashes, config.json and metadata: the verdict (known, modified, verified) and
+    the refusals are the registry's own, and no weights travel."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from zoo.client import RemoteRegistry
+
+    sent: list[dict] = []
+    call = RemoteRegistry._call
+    monkeypatch.setattr(
+        RemoteRegistry, "_call", lambda self, *a, **k: sent.append(k) or call(self, *a, **k)
+    )
+    tiny_gpt2 = tiny_dir("gpt2")  # registered as tiny-gpt2
+    modified = tmp_path / "modified"
+    shutil.copytree(tiny_gpt2, modified)
+    weights = load_file(modified / "model.safetensors")
+    first = sorted(weights)[0]
+    weights[first] = weights[first] + 1
+    save_file(weights, modified / "model.safetensors", metadata={"format": "pt"})
+    verdicts = []
+    for args in (
+        ("audit", str(tiny_gpt2)),
+        ("audit", str(tiny_gpt2), "--verify"),
+        ("audit", str(modified)),
+        ("audit", str(tmp_path / "missing")),
+        ("audit", str(tmp_path)),  # no config.json
+    ):
+        local, remote = both.run(*args)
+        assert remote == local, args
+        verdicts.append(local)
+    assert [v[0] for v in verdicts[:2]] == [0, 0] and "MODIFIED" in verdicts[2][1]
+    assert "verify: re-derived" not in verdicts[1][1]  # a source: nothing to re-derive
+    assert sent and all("files" not in k for k in sent)
+    size = (modified / "model.safetensors").stat().st_size
+    assert all(len(str(k.get("json", ""))) < size for k in sent)

@@ -264,30 +264,29 @@ class RemoteRegistry:
         return _edge(body, EdgeInfo)
 
     def audit(self, path, *, verify: bool = False):
-        path = Path(path)
-        if path.is_dir():
-            names = sorted(
-                f.name
-                for f in path.iterdir()
-                if f.is_file() and (f.name in _UPLOADED or f.name.endswith(".safetensors"))
-            )
-        else:
-            names = [path.name]
-        folder = path if path.is_dir() else path.parent
-        with contextlib.ExitStack() as stack:
-            files = [
-                (
-                    "files",
-                    (n, stack.enter_context(open(folder / n, "rb")), "application/octet-stream"),
-                )
-                for n in names
+        """Identify ``path`` as the server's registry does: the checkpoint is read and
+        hashed here, as a local audit reads it, and only its tensors' hashes, config.json
+        and metadata are sent (the weights never travel, as from the web page)."""
+        from zoo.checkpoint import open_checkpoint
+
+        with open_checkpoint(Path(path)) as ckpt:
+            tensors = [
+                {
+                    "name": t.name,
+                    "dtype": t.dtype,
+                    "shape": list(t.shape),
+                    "nbytes": t.nbytes,
+                    "digest": t.digest,
+                }
+                for t in ckpt.tensors
             ]
-            body = self._call(
-                "POST",
-                "/api/audit",
-                files=files,
-                data={"label": str(path), "verify": str(verify).lower()},
-            )
+            config, metadata = ckpt.config, dict(ckpt.metadata)
+        body = self._call(
+            "POST",
+            "/api/audit/hashes",
+            params={"verify": str(verify).lower()},
+            json={"label": str(path), "tensors": tensors, "config": config, "metadata": metadata},
+        )
         return audit_from_json(body)
 
     def gc(self, *, grace="24h", dry_run: bool = False):
