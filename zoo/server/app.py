@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from zoo import __version__
 from zoo.api.export import parse_size
 from zoo.api.tokens import TokenInfo
+from zoo.checkpoint.safetensors_format import MAX_TENSORS
 from zoo.errors import (
     AuthenticationError,
     InvalidInputError,
@@ -185,7 +186,8 @@ class TensorHash(_Body):
 
 class AuditHashesRequest(_Body):
     label: str = Field("upload", max_length=1024)
-    tensors: list[TensorHash] = Field(max_length=100_000)
+    # As many as an import takes: the largest real checkpoints hold up to 150,000.
+    tensors: list[TensorHash] = Field(max_length=MAX_TENSORS)
     config: dict[str, Any] | None = None
     metadata: dict[str, str] | None = None
 
