@@ -69,15 +69,18 @@ def quick_page(
 
     from zoo.client import endpoint_from_env
     from zoo.db import sqlite_file, sqlite_page
-    from zoo.db.entities import KINDS, Page
+    from zoo.db.entities import KINDS, Page, parse_cursor
+    from zoo.errors import InvalidInputError
 
     if endpoint_from_env() is not None:
         return None
     db = sqlite_file.existing(load_settings().db_url)
-    valid = (
-        (kind is None or kind in KINDS)
-        and (limit is None or (type(limit) is int and limit >= 1))
-        and (after is None or (after.isascii() and after.isdigit()))
+    try:
+        cursor = parse_cursor(after)
+    except InvalidInputError:
+        return None
+    valid = (kind is None or kind in KINDS) and (
+        limit is None or (type(limit) is int and limit >= 1)
     )
     if db is None or not valid:
         return None
@@ -87,7 +90,7 @@ def quick_page(
             kind=kind,
             include_deleted=include_deleted,
             limit=limit,
-            after=None if after is None else int(after),
+            after=cursor,
             newest_first=newest_first,
         )
     except sqlite3.Error:

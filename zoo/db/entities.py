@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from zoo.errors import InvalidInputError
+
 #: What an artifact is: a checkpoint imported, a learngene extracted, a checkpoint
 #: derived, or a placeholder (a Hub model named in a model card but not imported).
 KINDS = ("source", "learngene", "derived", "placeholder")
@@ -135,6 +137,18 @@ class Page:
             "total": self.total,
             "next": self.next,
         }
+
+
+def parse_cursor(cursor: str | None) -> int | None:
+    """The last id of the page before, which a listing cursor (``Page.next``) names; None
+    for a first page. Checked by both readers of a page (SQLAlchemy's and sqlite3's)."""
+    if cursor is None or cursor == "":
+        return None
+    if not (cursor.isascii() and cursor.isdigit()):  # "²" is a digit to str.isdigit
+        raise InvalidInputError(
+            f"{cursor!r} is not a listing cursor; pass the `next` value a previous page gave."
+        )
+    return int(cursor)
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,8 @@ from sqlalchemy import JSON, Select, and_, bindparam, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from zoo.db import graph
-from zoo.db.entities import ArtifactSummary
+from zoo.db.entities import ArtifactSummary, parse_cursor
 from zoo.db.models import Alias, Artifact, ArtifactTotal
-from zoo.errors import InvalidInputError
 
 _COLUMNS = (
     Artifact.id,
@@ -117,16 +116,6 @@ def conditions(f: Filters) -> list:
     if f.created_before is not None:
         conds.append(Artifact.created_at < _utc(f.created_before))
     return conds
-
-
-def parse_cursor(cursor: str | None) -> int | None:
-    if cursor is None or cursor == "":
-        return None
-    if not (cursor.isascii() and cursor.isdigit()):  # "²" is a digit to str.isdigit
-        raise InvalidInputError(
-            f"{cursor!r} is not a listing cursor; pass the `next` value a previous page gave."
-        )
-    return int(cursor)
 
 
 def page(
