@@ -556,9 +556,9 @@ def markdown(report: dict) -> str:
         f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, "
         f"SQLite {m['sqlite']}; {report['date']}, commit {report['commit']}. "
         "Medians; pages and ancestry (zoo's and MLflow's alike) timed after "
-        f"{report.get('warmup', 0)} untimed calls. `zoo ls` runs in-process (on "
-        "PostgreSQL a new registry per call, on the process's engine for the database, as "
-        "MLflow's page runs on a warm client) and as a process, which also pays the "
+        f"{report.get('warmup', 0)} untimed calls. `zoo ls` runs in-process (the "
+        "command as a script calling zoo's CLI runs it, after one untimed call) and as a "
+        "process, which also pays the "
         "interpreter and its imports, as a script asking MLflow for its page does. MLflow's "
         "library: the first 1000 registered models and versions made through MlflowClient "
         "(which times `create_model_version`), the rest copies of their rows; zoo's made "
@@ -670,14 +670,12 @@ def floors(report: dict) -> list[str]:
         "",
         "Reading the floors. A derived record is a `materialize`: its weights are derived, "
         "hashed and recorded, where `create_model_version` stores a URI; its write "
-        "transaction alone is given beside it. On SQLite, the page `zoo ls` opens with is "
-        "read with the standard library's sqlite3 (`zoo.api.quick_page`), so neither the "
-        "call nor the process loads SQLAlchemy. On PostgreSQL, `zoo ls` in-process opens a "
-        "new registry per call (settings, schema check, the command's parsing and "
-        "printing) on the engine the process keeps for the database, as MLflow's page runs "
-        "on a client already warm; as a process it is dominated by importing SQLAlchemy and "
-        "psycopg. Each process is compared with the other's process (a script that imports "
-        "MLflow and asks for its page).",
+        "transaction alone is given beside it. The page `zoo ls` opens with is read "
+        "without SQLAlchemy or psycopg (`zoo.api.quick_page`): with the standard library's "
+        "sqlite3 on SQLite, through libpq on PostgreSQL, on a connection the process keeps "
+        "for the next call, as MLflow's page runs on a client already warm. Each process is "
+        "compared with the other's process (a script that imports MLflow and asks for its "
+        "page).",
         "",
     ]
 

@@ -551,12 +551,14 @@ def _pages(ask, **shape) -> list:
     raise AssertionError(f"more than 100 pages: {shape}")
 
 
-def test_the_quick_page_is_the_registrys_page_on_sqlite(library, db_url):
-    """`zoo ls` reads a SQLite registry's listing with sqlite3 alone: every page of every
-    shape it answers (all or one kind, with removed ones or not, either order, any page
-    size) equals the registry's own page, aliases, totals and cursors included. On
-    PostgreSQL it answers nothing and the registry is opened."""
+def test_the_quick_page_is_the_registrys_page(library, db_url, monkeypatch):
+    """`zoo ls` reads a SQLite registry's listing with sqlite3 alone, a PostgreSQL one's
+    through libpq alone: every page of every shape it answers (all or one kind, with
+    removed ones or not, either order, any page size) equals the registry's own page,
+    aliases, totals and cursors included."""
     import zoo.api
+
+    monkeypatch.setenv("PGTZ", "Asia/Kolkata")  # a session time zone other than UTC's
 
     reg = library
     names = [i.name for i in reg.list()]
@@ -564,9 +566,6 @@ def test_the_quick_page_is_the_registrys_page_on_sqlite(library, db_url):
     shapes = itertools.product(
         (None, "source", "derived", "learngene"), (False, True), (True, False), (None, 1, 4)
     )
-    if db_url.startswith("postgresql"):
-        assert zoo.api.quick_page() is None
-        return
     compared = 0
     for kind, include_deleted, newest_first, limit in shapes:
         shape = dict(
@@ -586,14 +585,15 @@ def test_the_quick_page_leaves_to_the_registry_what_it_cannot_answer(
     registry, db_url, tmp_path, monkeypatch, run_cli
 ):
     """A server, an argument the registry refuses, another schema revision, a URL with
-    options, and a database file that is missing or empty are left to the registry,
-    which says what is wrong; the quick path creates and changes nothing."""
+    options it cannot follow, a database file that is missing or empty, a PostgreSQL
+    database that is not there are left to the registry, which says what is wrong; the
+    quick path creates and changes nothing."""
     import sqlite3
+
+    from sqlalchemy import text
 
     import zoo.api
 
-    if not db_url.startswith("sqlite"):
-        pytest.skip("the quick path reads SQLite files only")
     registry.search()  # creates the schema
     assert zoo.api.quick_page() is not None
     for refused in ({"kind": "model"}, {"limit": 0}, {"after": "x"}, {"after": "²"}):
@@ -601,6 +601,21 @@ def test_the_quick_page_leaves_to_the_registry_what_it_cannot_answer(
     monkeypatch.setenv("ZOO_ENDPOINT", "http://127.0.0.1:9")
     assert zoo.api.quick_page() is None
     monkeypatch.delenv("ZOO_ENDPOINT")
+    if db_url.startswith("postgresql"):
+        for other in (
+            db_url + "?no_such_libpq_option=1",
+            db_url.rsplit("/", 1)[0] + "/zoo_no_such_database",
+            db_url.replace("postgresql+psycopg", "postgresql+asyncpg"),
+        ):
+            monkeypatch.setenv("ZOO_DB_URL", other)
+            assert zoo.api.quick_page() is None, other
+        monkeypatch.setenv("ZOO_DB_URL", db_url)
+        with registry.engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = '0999'"))
+        assert zoo.api.quick_page() is None
+        code, out, err = run_cli("ls")
+        assert code == 5 and out == "" and "newer than this zoo knows" in err
+        return
     monkeypatch.setenv("ZOO_DB_URL", db_url + "?timeout=5")
     assert zoo.api.quick_page() is None
     missing = tmp_path / "missing.db"
@@ -622,16 +637,15 @@ def test_the_quick_page_leaves_to_the_registry_what_it_cannot_answer(
     assert code == 5 and out == "" and "newer than this zoo knows" in err
 
 
-def test_zoo_ls_on_a_sqlite_registry_never_imports_sqlalchemy(library, db_url, tmp_path):
-    """The listing `zoo ls` opens with, as a process on a local SQLite registry, is the
-    interpreter, click and sqlite3 (``-X importtime`` lists every module imported), and
-    prints what the registry's own listing prints; a filter opens the registry."""
+def test_zoo_ls_never_imports_sqlalchemy_or_psycopg(library, db_url, tmp_path):
+    """The listing `zoo ls` opens with, as a process, is the interpreter, click and sqlite3
+    or libpq (``-X importtime`` lists every module imported), and prints what the
+    registry's own listing prints; a filter opens the registry."""
     import os
     import subprocess
     import sys
 
-    if not db_url.startswith("sqlite"):
-        pytest.skip("the quick path reads SQLite files only")
+    reader = "zoo.db.sqlite_page" if db_url.startswith("sqlite") else "zoo.db.pg_page"
 
     def zoo_ls(*args):
         p = subprocess.run(
@@ -651,8 +665,8 @@ def test_zoo_ls_on_a_sqlite_registry_never_imports_sqlalchemy(library, db_url, t
 
     for args in ([], ["--kind", "source", "--limit", "2"], ["--all", "--oldest-first"]):
         page, imported = zoo_ls("--json", *args)
-        assert "zoo.db.sqlite_page" in imported, args
-        heavy = {m for m in imported if m.split(".")[0] in ("sqlalchemy", "alembic", "torch")}
+        assert reader in imported, args
+        heavy = {m for m in imported if m.split(".")[0] in ("sqlalchemy", "psycopg", "torch")}
         assert not heavy, (args, sorted(heavy)[:5])
         limit = int(args[args.index("--limit") + 1]) if "--limit" in args else 50
         kind = args[args.index("--kind") + 1] if "--kind" in args else None
@@ -664,8 +678,93 @@ def test_zoo_ls_on_a_sqlite_registry_never_imports_sqlalchemy(library, db_url, t
         )
         assert page == json.loads(json.dumps(expected.to_json())), args
     page, imported = zoo_ls("--json", "--family", "gpt2")
-    assert "sqlalchemy" in imported and "zoo.db.sqlite_page" not in imported
+    assert "sqlalchemy" in imported and reader not in imported
     assert {a["family"] for a in page["artifacts"]} == {"gpt2"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        "postgresql+psycopg://u%40x:p%2Fa%3As@db.example:6543/my%20db",
+        "postgresql+psycopg://u:p/a:s@@db.example/db",  # the grammar keeps / : @ in it
+        "postgresql+psycopg:///test",
+        "postgresql+psycopg://me@/test?host=/var/run/postgresql",
+        "postgresql+psycopg://me@[::1]:5433/test?sslmode=require&application_name=zoo",
+        "postgresql+psycopg://",
+    ],
+)
+def test_the_quick_page_connects_where_the_registry_connects(url):
+    """The libpq keywords of the quick path are those SQLAlchemy's psycopg dialect gives
+    psycopg for the same URL (its own parser is the reference)."""
+    from sqlalchemy.engine import make_url
+
+    from zoo.db import pg_page
+
+    parsed = make_url(url)
+    _, kwargs = parsed.get_dialect()().create_connect_args(parsed)
+    expected = {k: str(v) for k, v in kwargs.items() if k != "context"}
+    assert pg_page.connect_params(url) == {**expected, "client_encoding": "UTF8"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://me@db/test",  # SQLAlchemy's default driver for it is psycopg2
+        "sqlite:////tmp/zoo.db",
+        "postgresql+psycopg://me@h1,h2/test",
+        "postgresql+psycopg://me@/test?host=h1&host=h2",
+        "postgresql+psycopg://me@/test?host=h1:5433",
+        "postgresql+psycopg://me@h/test?port=5432,5433",
+        "postgresql+psycopg://me@h:port/test",
+    ],
+)
+def test_the_quick_page_leaves_other_urls_to_the_registry(url):
+    from zoo.db import pg_page
+
+    assert pg_page.connect_params(url) is None
+
+
+def test_the_quick_page_keeps_its_connection_replaces_a_closed_one_and_forks(
+    registry, db_url, tiny_dir
+):
+    """Pages in a process share one connection; one the server closed since (a restart,
+    an idle timeout) is replaced without the caller seeing it; a forked child opens its
+    own and leaves its parent's working."""
+    import os
+
+    from sqlalchemy import text
+
+    import zoo.api
+    from zoo.db import pg_page
+
+    if not db_url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL connection")
+    registry.import_checkpoint(tiny_dir("bert"))
+    params = pg_page.connect_params(db_url)
+
+    def backend() -> int:
+        return int(pg_page._ask(params, "SELECT pg_backend_pid()", [])[0][0])
+
+    first = zoo.api.quick_page()
+    assert first is not None and first.total == 1
+    pid = backend()
+    assert zoo.api.quick_page() == first and backend() == pid
+    with registry.engine.begin() as connection:
+        connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    assert zoo.api.quick_page() == first
+    pid = backend()
+    child = os.fork()
+    if child == 0:  # lists, closes what it holds and exits
+        code = 1
+        try:
+            code = 0 if zoo.api.quick_page() == first and backend() != pid else 3
+            pg_page.close_kept()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert backend() == pid and zoo.api.quick_page() == first
 
 
 # --- lineage -----------------------------------------------------------------------------------

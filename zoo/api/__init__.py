@@ -2,8 +2,8 @@
 
 :class:`Registry` (and with it SQLAlchemy, a third of a second to import) loads on first
 use, so a client of a zoo server (``ZOO_ENDPOINT``) never imports the database layer, and
-:func:`quick_page` answers the listing `zoo ls` opens with from a local SQLite registry
-without it.
+:func:`quick_page` answers the listing `zoo ls` opens with from a SQLite or PostgreSQL
+registry without it.
 """
 
 from __future__ import annotations
@@ -59,22 +59,20 @@ def quick_page(
     newest_first: bool = True,
 ) -> Page | None:
     """The page of everything (or of one ``kind``) that ``connect().search(...)`` gives,
-    read straight from the configured registry's SQLite file with the standard library.
+    read straight from the configured registry's database: a SQLite file with the
+    standard library, PostgreSQL through libpq, without SQLAlchemy or psycopg.
 
-    None where it cannot be answered so (a zoo server, a PostgreSQL database, a file zoo
-    has not created yet, a schema at another revision, an argument the registry refuses,
-    a file that cannot be read): open the registry and ask it, and it says what is wrong.
+    None where it cannot be answered so (a zoo server, another driver, a file zoo has not
+    created yet, a database that cannot be reached or has no registry, a schema at
+    another revision, an argument the registry refuses): open the registry and ask it,
+    and it says what is wrong.
     """
-    import sqlite3
-
     from zoo.client import endpoint_from_env
-    from zoo.db import sqlite_file, sqlite_page
     from zoo.db.entities import KINDS, Page, parse_cursor
     from zoo.errors import InvalidInputError
 
     if endpoint_from_env() is not None:
         return None
-    db = sqlite_file.existing(load_settings().db_url)
     try:
         cursor = parse_cursor(after)
     except InvalidInputError:
@@ -82,23 +80,46 @@ def quick_page(
     valid = (kind is None or kind in KINDS) and (
         limit is None or (type(limit) is int and limit >= 1)
     )
-    if db is None or not valid:
+    if not valid:
         return None
-    try:
-        found = sqlite_page.read_page(
-            db,
-            kind=kind,
-            include_deleted=include_deleted,
-            limit=limit,
-            after=cursor,
-            newest_first=newest_first,
-        )
-    except sqlite3.Error:
-        return None
+    shape = dict(
+        kind=kind,
+        include_deleted=include_deleted,
+        limit=limit,
+        after=cursor,
+        newest_first=newest_first,
+    )
+    found = _read_quick_page(load_settings().db_url, shape)
     if found is None:
         return None
     items, total, cursor = found
     return Page(tuple(items), total, cursor)
+
+
+def _read_quick_page(db_url: str, shape: dict[str, Any]):
+    import sqlite3
+
+    from zoo.db import sqlite_file
+
+    db = sqlite_file.existing(db_url)
+    if db is not None:
+        from zoo.db import sqlite_page
+
+        try:
+            return sqlite_page.read_page(db, **shape)
+        except sqlite3.Error:
+            return None
+    from zoo.db import pg_page
+
+    params = pg_page.connect_params(db_url)
+    if params is None:
+        return None
+    from zoo.db.libpq import LibpqError
+
+    try:
+        return pg_page.read_page(params, **shape)
+    except LibpqError:
+        return None
 
 
 def __getattr__(name: str) -> Any:
