@@ -369,7 +369,9 @@ def extract_cmd(source, method, wavelet, levels, keep, order, name, device, as_j
 @_streams
 def materialize_cmd(name: str, as_json: bool, **options) -> None:
     """Materialize a model of any size from NAME (learngene, source, alias or family)."""
-    result = _registry().materialize(name, **options)
+    # The command prints the record: each tensor is let go once hashed (and stored), so a
+    # target larger than memory is recorded as it is written with --out.
+    result = _registry().materialize(name, return_weights=False, **options)
     data = {
         "artifact": result.artifact.to_json(),
         "config": result.config,

@@ -653,6 +653,37 @@ def test_a_streamed_derivation_never_holds_the_whole_target(
     assert peak[0] >= target  # kept in memory: every tensor stays alive
 
 
+def test_the_cli_records_a_target_larger_than_memory_one_group_at_a_time(
+    registry, tiny_dir, monkeypatch, run_cli
+):
+    """`zoo materialize` prints a record, so it never keeps the weights: a target whose
+    weights would not fit the memory zoo may use is derived, hashed and stored a group at
+    a time, where the API asked for the weights refuses it before any work."""
+    from zoo import _memory
+    from zoo.api.materialize import MEMORY_MARGIN
+    from zoo.errors import InvalidTargetError
+
+    src = registry.import_checkpoint(tiny_dir("llama"))
+    size = dict(layers=16, hidden=32, method="hypercloning", device="cpu")
+    probe = registry.materialize(src.name, return_weights=False, **size)
+    assert probe.state_dict is None
+    target = sum(r.nbytes for r in probe.artifact.tensors)
+    # Room for half the target: a group fits, the whole target does not.
+    monkeypatch.setattr(_memory, "available_bytes", lambda dev: int(target / 2 / MEMORY_MARGIN))
+    with pytest.raises(InvalidTargetError, match="with --out"):
+        registry.materialize(src.name, **size)
+    peak = _track_emitted_bytes(monkeypatch)
+    code, out, err = run_cli(
+        "materialize", src.name, "--layers", "16", "--hidden", "32", "--method",
+        "hypercloning", "--device", "cpu", "--store", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    made = registry.show(json.loads(out)["artifact"]["name"])
+    assert made.content_hash == probe.artifact.content_hash and not made.virtual
+    assert 0 < peak[0] < target / 2, (peak[0], target)
+    assert all(registry.store.verify(t.digest) for t in made.tensors)
+
+
 def test_extraction_reads_the_source_one_group_at_a_time(registry, tiny_dir, monkeypatch):
     """extract reads one group of source tensors (a role's per-layer tensors), bands it,
     stores the bands and moves on: never the whole source at once, except for a unit

@@ -218,13 +218,20 @@ class RemoteRegistry:
         )
 
     def materialize(
-        self, name: str, *, out=None, force: bool = False, max_shard_size=None, **kwargs
+        self,
+        name: str,
+        *,
+        out=None,
+        force: bool = False,
+        max_shard_size=None,
+        return_weights: bool = True,
+        **kwargs,
     ):
         _check_out(out, force, max_shard_size)
         body = self._call("POST", "/api/materialize", json={"name": name, **kwargs})
         artifact = artifact_from_json(body["artifact"])
         written = self._download(artifact.content_hash, Path(out), force=force) if out else None
-        return RemoteMaterialized(self, body["config"], artifact, written)
+        return RemoteMaterialized(self, body["config"], artifact, written, return_weights)
 
     def rederive(
         self, name: str, *, out=None, force: bool = False, device=None, max_shard_size=None
@@ -357,20 +364,33 @@ class RemoteRegistry:
 
 class RemoteMaterialized:
     """What ``materialize`` returns in client mode; ``state_dict`` is downloaded (and
-    loaded on the CPU) only when it is read."""
+    loaded on the CPU) only when it is read, and is None when not asked for."""
 
-    def __init__(self, reg: RemoteRegistry, config, artifact, out: Path | None) -> None:
+    def __init__(
+        self, reg: RemoteRegistry, config, artifact, out: Path | None, weights: bool = True
+    ) -> None:
         self._reg, self.config, self.artifact, self.out = reg, config, artifact, out
+        self._weights = weights
 
     @cached_property
     def state_dict(self):
-        from safetensors.torch import load_file
-
+        if not self._weights:
+            return None
         if self.out is not None:
-            return load_file(str(self.out / "model.safetensors"))
+            return _load_weights(self.out)
         with tempfile.TemporaryDirectory() as tmp:
             folder = self._reg._download(self.artifact.content_hash, Path(tmp) / "m", force=False)
-            return load_file(str(folder / "model.safetensors"))
+            return _load_weights(folder)
+
+
+def _load_weights(folder: Path) -> dict:
+    """Every tensor of an HF folder's weights, one file or several shards."""
+    from safetensors.torch import load_file
+
+    state: dict = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(str(path)))
+    return state
 
 
 # --- records back from JSON -------------------------------------------------------------------

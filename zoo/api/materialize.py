@@ -79,9 +79,10 @@ def materialize(reg, query: str, request: MaterializeRequest) -> Materialized:
     reg.check_writable()  # its row is written at the end: refuse now, not after the work
     known = tio.KnownDigests()
     derivation = Derivation(reg, plan, dev, known=known, read_virtual=_reader(reg))
-    workers = check_resources(derivation, dev, keep=out is None, out=out)
+    keep = out is None and request.return_weights
+    workers = check_resources(derivation, dev, keep=keep, out=out)
     check_tensor_count(derivation)
-    sink = Sink(known=known, store=reg.store if request.store else None, keep=out is None)
+    sink = Sink(known=known, store=reg.store if request.store else None, keep=keep)
 
     def finish(content_hash: str) -> ArtifactInfo:
         records = sink.sorted_records()
@@ -98,7 +99,7 @@ def materialize(reg, query: str, request: MaterializeRequest) -> Materialized:
         force=request.force,
         max_shard_size=request.max_shard_size,
     )
-    return Materialized(sink.state if out is None else None, plan.target_config, info, out)
+    return Materialized(sink.state if keep else None, plan.target_config, info, out)
 
 
 def rederive(

@@ -47,6 +47,8 @@ class MaterializeRequest:
         out: write an HF folder there; ``force`` replaces a previous output of zoo's.
         max_shard_size: bytes per weights file in ``out`` (e.g. ``"5GB"``).
         store: keep the weights in the registry (default: recipe only, re-derivable).
+        return_weights: hand the weights back in memory (without ``out``); False lets each
+            tensor go once it is hashed (and stored), so only a group is ever held.
     """
 
     layers: int
@@ -67,6 +69,7 @@ class MaterializeRequest:
     force: bool = False
     max_shard_size: int | str | None = None
     store: bool = False
+    return_weights: bool = True
 
 
 @dataclass(frozen=True)

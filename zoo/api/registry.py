@@ -530,6 +530,7 @@ class Registry:
         force: bool = False,
         max_shard_size: int | str | None = None,
         store: bool = False,
+        return_weights: bool = True,
     ):
         """Materialize a model of the requested size.
 
@@ -559,11 +560,14 @@ class Registry:
             max_shard_size: bytes per weights file in ``out`` (e.g. ``"5GB"``, the
                 default; several files get an index, as ``save_pretrained`` writes).
             store: keep the weights in the registry (default: recipe only, re-derivable).
+            return_weights: False: each tensor is hashed (and stored) and let go, as
+                with ``out``, so a target larger than memory is recorded; the state dict
+                is then None. The CLI asks for this (it prints the record).
 
         Returns:
             :class:`~zoo.api.materialize.Materialized` with the state dict (on ``device``;
-            ``None`` when written to ``out``), the config, and the recorded derived
-            checkpoint.
+            ``None`` when written to ``out`` or not asked for), the config, and the
+            recorded derived checkpoint.
 
         Example:
             >>> m = reg.materialize("bert", layers=6, hidden=384)   # doctest: +SKIP
@@ -592,6 +596,7 @@ class Registry:
             force=force,
             max_shard_size=max_shard_size,
             store=store,
+            return_weights=return_weights,
         )
         return materialize(self, name, request)
 
