@@ -691,6 +691,7 @@ def test_zoo_ls_never_imports_sqlalchemy_or_psycopg(library, db_url, tmp_path):
         "postgresql+psycopg:///test",
         "postgresql+psycopg://me@/test?host=/var/run/postgresql",
         "postgresql+psycopg://me@[::1]:5433/test?sslmode=require&application_name=zoo",
+        "postgresql+psycopg://me@db/test?connect_timeout=3",
         "postgresql+psycopg://",
     ],
 )
@@ -704,7 +705,8 @@ def test_the_quick_page_connects_where_the_registry_connects(url):
     parsed = make_url(url)
     _, kwargs = parsed.get_dialect()().create_connect_args(parsed)
     expected = {k: str(v) for k, v in kwargs.items() if k != "context"}
-    assert pg_page.connect_params(url) == {**expected, "client_encoding": "UTF8"}
+    ours = {"connect_timeout": str(pg_page.CONNECT_TIMEOUT_S), **expected}
+    assert pg_page.connect_params(url) == {**ours, "client_encoding": "UTF8"}
 
 
 @pytest.mark.parametrize(

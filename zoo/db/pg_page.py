@@ -36,10 +36,14 @@ _URL = re.compile(
 )
 
 
+CONNECT_TIMEOUT_S = 10
+
+
 def connect_params(url: str) -> dict[str, str] | None:
     """The libpq keywords psycopg connects with for ``url`` through SQLAlchemy (its psycopg
-    dialect's ``create_connect_args``), the client encoding set to UTF-8; None for another
-    driver's URL, one naming several hosts, or one repeating an option."""
+    dialect's ``create_connect_args``), the client encoding set to UTF-8 and, unless the
+    URL sets one, a connection timeout; None for another driver's URL, one naming several
+    hosts, or one repeating an option."""
     found = _URL.match(url)
     if found is None or found["name"] != "postgresql+psycopg":
         return None
@@ -70,6 +74,9 @@ def connect_params(url: str) -> dict[str, str] | None:
             return None  # several hosts, or host:port in one
         params[key] = value
     params["client_encoding"] = "UTF8"  # the text this module decodes
+    # A server that does not answer would hold `zoo ls` twice (here, then the registry's
+    # own connection, which psycopg gives 130 s): this path gives up sooner.
+    params.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
     return params
 
 
