@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import time
 from collections import deque
 from datetime import timedelta
 from pathlib import Path
@@ -719,6 +720,7 @@ def test_the_quick_page_connects_where_the_registry_connects(url):
         "postgresql+psycopg://me@/test?host=h1:5433",
         "postgresql+psycopg://me@h/test?port=5432,5433",
         "postgresql+psycopg://me@h:port/test",
+        "postgresql+psycopg://me@h/prod%00test",  # NUL: libpq would read "prod"
     ],
 )
 def test_the_quick_page_leaves_other_urls_to_the_registry(url):
@@ -767,6 +769,66 @@ def test_the_quick_page_keeps_its_connection_replaces_a_closed_one_and_forks(
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert backend() == pid and zoo.api.quick_page() == first
+
+
+def test_the_quick_page_reads_through_the_systems_libpq_or_leaves_it_to_the_registry(
+    registry, db_url, tiny_dir, monkeypatch
+):
+    """Without psycopg's copy of libpq the system's serves; without any libpq the
+    registry answers."""
+    import ctypes
+
+    import zoo.api
+    from zoo.db import libpq, pg_page
+
+    if not db_url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL connection")
+    try:
+        ctypes.CDLL("libpq.so.5")
+    except OSError:
+        pytest.skip("no system libpq")
+    registry.import_checkpoint(tiny_dir("bert"))
+    for only in (["libpq.so.5"], ["libzoo-no-such-library.so"]):
+        pg_page.close_kept()
+        monkeypatch.setattr(libpq, "_LIB", None)
+        monkeypatch.setattr(libpq, "_candidates", lambda only=only: only)
+        expected = registry.search() if only == ["libpq.so.5"] else None
+        assert zoo.api.quick_page() == expected, only
+    pg_page.close_kept()
+
+
+def test_threads_asking_for_pages_at_once_leave_one_connection_open(
+    registry, db_url, tiny_dir, monkeypatch
+):
+    """Threads that find no free connection open their own; once done, one is kept per
+    database and the others are closed, not left open."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import text
+
+    import zoo.api
+    from zoo.db import pg_page
+
+    if not db_url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL connection")
+    registry.import_checkpoint(tiny_dir("bert"))
+    tagged = db_url + "?application_name=zoo_quick_page_threads"
+    monkeypatch.setenv("ZOO_DB_URL", tagged)
+    with ThreadPoolExecutor(8) as pool:
+        pages = list(pool.map(lambda _: zoo.api.quick_page(), range(200)))
+    assert all(p is not None and p.total == 1 for p in pages)
+    count = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'zoo_quick_page_threads'"
+    )
+    deadline = time.monotonic() + 10  # a closed session's backend exits a moment later
+    while True:
+        with registry.engine.connect() as connection:
+            open_ = connection.execute(count).scalar()
+        if open_ == 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert open_ == 1
+    pg_page.close_kept()
 
 
 # --- lineage -----------------------------------------------------------------------------------

@@ -27,8 +27,9 @@ def _candidates() -> list[str]:
     found = []
     spec = importlib.util.find_spec("psycopg_binary")
     for location in (spec.submodule_search_locations or ()) if spec else ():
-        libs = Path(location).parent / "psycopg_binary.libs"
-        found += sorted(glob.glob(str(libs / "libpq*.so*")))
+        # Where its wheels keep it: beside the package on Linux, inside it on macOS.
+        found += sorted(glob.glob(str(Path(location).parent / "psycopg_binary.libs/libpq*.so*")))
+        found += sorted(glob.glob(str(Path(location) / ".dylibs/libpq*.dylib")))
     return [*found, "libpq.so.5", "libpq.5.dylib"]
 
 

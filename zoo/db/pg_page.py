@@ -73,6 +73,8 @@ def connect_params(url: str) -> dict[str, str] | None:
         if key in ("host", "port") and ("," in value or ":" in value):
             return None  # several hosts, or host:port in one
         params[key] = value
+    if any("\x00" in v for v in params.values()):
+        return None  # libpq reads C strings: it would read up to the NUL, another value
     params["client_encoding"] = "UTF8"  # the text this module decodes
     # A server that does not answer would hold `zoo ls` twice (here, then the registry's
     # own connection, which psycopg gives 130 s): this path gives up sooner.
@@ -114,7 +116,10 @@ def _ask(params: dict[str, str], sql: str, args: list[str]) -> list[tuple[str | 
             connection.close()
             raise
     with _LOCK:
-        _IDLE[key] = connection
+        if key in _IDLE:  # another thread kept one meanwhile: one is enough
+            connection.close()
+        else:
+            _IDLE[key] = connection
         while len(_IDLE) > _KEPT:
             _IDLE.popitem(last=False)[1].close()
     return rows
@@ -140,12 +145,15 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)
 
 
-_COLUMNS = (
-    "a.id, a.kind, a.name, a.family, a.content_hash, a.virtual, "
+# One JSON array per artifact, the page one JSON array of them: a value read through ctypes
+# costs a call or two (about a microsecond each), so a page of 50 rows of 14 columns
+# would cost more than the statement; one value parsed by the json module costs little.
+_ITEM = (
+    "json_build_array(a.id, a.kind, a.name, a.family, a.content_hash, a.virtual, "
     # zoo writes UTC; read as UTC whatever the session's time zone
     """to_char(a.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), """
     "a.created_by, a.deleted_at IS NOT NULL, a.tensor_count, a.nbytes, a.layers, a.hidden, "
-    "array_to_json(ARRAY(SELECT al.name FROM aliases al WHERE al.artifact_id = a.id))"
+    "ARRAY(SELECT al.name FROM aliases al WHERE al.artifact_id = a.id))"
 )
 
 
@@ -161,8 +169,7 @@ def read_page(
     """(items, total, cursor of the next page or None), as :func:`zoo.db.search.page`
     gives them; None when the database's schema is not the one this zoo reads.
 
-    One statement, so the revision, the total and the page come from one snapshot, and
-    an empty page still carries the revision and the total.
+    One statement, so the revision, the total and the page come from one snapshot.
 
     Raises:
         LibpqError: no connection, or the statement failed (a database without zoo's
@@ -186,48 +193,44 @@ def read_page(
     if after is not None:
         where.append(f"a.id {'<' if newest_first else '>'} {arg(after)}")
     order = "DESC" if newest_first else "ASC"
-    page = f"SELECT {_COLUMNS} FROM artifacts a"
+    page = f"SELECT a.id, {_ITEM} AS item FROM artifacts a"
     if where:
         page += " WHERE " + " AND ".join(where)
     page += f" ORDER BY a.id {order}"
     if limit is not None:
         page += f" LIMIT {arg(limit + 1)}"  # one more tells whether a next page exists
     sql = (
-        f"SELECT h.revision, h.total, p.* FROM (SELECT (SELECT version_num FROM "
-        f"alembic_version) AS revision, ({total}) AS total) h "
-        f"LEFT JOIN LATERAL ({page}) p ON true ORDER BY p.id {order}"
+        "SELECT (SELECT version_num FROM alembic_version), "
+        f"({total}), "
+        f"(SELECT coalesce(json_agg(p.item ORDER BY p.id {order}), '[]') FROM ({page}) p)"
     )
     rows = _ask(params, sql, args)
-    if len(rows) < 1 or rows[0][0] != head_revision():
+    if len(rows) != 1 or rows[0][0] != head_revision():
         return None
-    count = int(rows[0][1])
-    rows = [r[2:] for r in rows if r[2] is not None]
-    more = limit is not None and len(rows) > limit
-    rows = rows[:limit] if limit is not None else rows
-    items = [_summary(row) for row in rows]
-    return items, count, (str(items[-1].id) if more else None)
+    _, count, items_json = rows[0]
+    found = json.loads(items_json)
+    more = limit is not None and len(found) > limit
+    found = found[:limit] if limit is not None else found
+    items = [_summary(item) for item in found]
+    return items, int(count), (str(items[-1].id) if more else None)
 
 
-def _number(text: str | None) -> int | None:
-    return None if text is None else int(text)
-
-
-def _summary(row: tuple[str | None, ...]) -> ArtifactSummary:
-    (id_, kind, name, family, content_hash, virtual, created_at, created_by, deleted) = row[:9]
-    tensor_count, nbytes, layers, hidden, aliases = row[9:14]
+def _summary(item: list) -> ArtifactSummary:
+    (id_, kind, name, family, content_hash, virtual, created_at, created_by, deleted) = item[:9]
+    tensor_count, nbytes, layers, hidden, aliases = item[9:14]
     return ArtifactSummary(
-        id=int(id_),
+        id=id_,
         kind=kind,
         name=name,
         family=family,
         content_hash=content_hash,
-        virtual=virtual == "t",
+        virtual=virtual,
         created_at=datetime.fromisoformat(created_at).replace(tzinfo=timezone.utc),
         created_by=created_by,
-        deleted=deleted == "t",
-        tensor_count=_number(tensor_count),
-        nbytes=_number(nbytes),
-        layers=_number(layers),
-        hidden=_number(hidden),
-        aliases=tuple(sorted(json.loads(aliases))),
+        deleted=deleted,
+        tensor_count=tensor_count,
+        nbytes=nbytes,
+        layers=layers,
+        hidden=hidden,
+        aliases=tuple(sorted(aliases)),
     )
