@@ -15,12 +15,29 @@ import sys
 import click
 from zoo_cli import render
 
-from zoo.derive import DEPTHS, DTYPES, NORMS
-from zoo.methods import LEARNGENE_METHODS, METHODS, RESCALES
-from zoo.unit_order import ORDERS
-
 # click >= 8.2 raises this for a group called with nothing; older clicks print help themselves.
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+class _Names(click.Choice):
+    """A choice among names that zoo's modules define (methods, rules, orders), read on
+    first use: importing those modules costs a tenth of a `zoo ls` process that never
+    looks at them."""
+
+    def __init__(self, module: str, attribute: str) -> None:
+        self._where = (module, attribute)
+        super().__init__(())
+
+    @property
+    def choices(self):
+        import importlib
+
+        module, attribute = self._where
+        return tuple(getattr(importlib.import_module(module), attribute))
+
+    @choices.setter
+    def choices(self, _value) -> None:  # click.Choice.__init__ sets it
+        pass
 
 
 def _registry():
@@ -274,7 +291,9 @@ def config_show(as_json: bool) -> None:
 
 @cli.command("extract")
 @click.argument("source")
-@click.option("--method", type=click.Choice(LEARNGENE_METHODS), default="dwt", show_default=True)
+@click.option(
+    "--method", type=_Names("zoo.methods", "LEARNGENE_METHODS"), default="dwt", show_default=True
+)
 @click.option("--wavelet", help="dwt: any discrete wavelet PyWavelets knows (default db2).")
 @click.option(
     "--levels",
@@ -285,7 +304,7 @@ def config_show(as_json: bool) -> None:
 @click.option("--keep", type=float, help="dct: kept fraction of each axis (default 0.5).")
 @click.option(
     "--order",
-    type=click.Choice(["stored", "similar", "dissimilar"]),
+    type=_Names("zoo.unit_order", "ORDERS"),
     default="stored",
     show_default=True,
     help="Unit order the transform sees: as stored, or chained by similarity or "
@@ -317,38 +336,38 @@ def extract_cmd(source, method, wavelet, levels, keep, order, name, device, as_j
 @click.option("--heads", type=int, help="Attention heads (default: keep head_dim).")
 @click.option("--intermediate", type=int, help="FFN size (default: keep the source's ratio).")
 @click.option("--kv-heads", type=int, help="Key/value heads (grouped-query attention).")
-@click.option("--method", type=click.Choice(list(METHODS)))
+@click.option("--method", type=_Names("zoo.methods", "METHODS"))
 @click.option(
     "--wavelet",
     help="dwt: the wavelet (default: the learngene's, else db2).",
 )
 @click.option(
     "--rescale",
-    type=click.Choice(RESCALES),
+    type=_Names("zoo.methods", "RESCALES"),
     help="Amplitude rule for dwt/dct (none: raw, as the papers; default: "
     "zoo's measured default for the family and direction).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="For scratch/net2net.")
 @click.option(
     "--norm",
-    type=click.Choice(NORMS),
+    type=_Names("zoo.derive", "NORMS"),
     help="Norm layers: resized by the method, or matched to the source's moments.",
 )
 @click.option(
     "--depth",
-    type=click.Choice(DEPTHS),
+    type=_Names("zoo.derive", "DEPTHS"),
     help="Added layers: by the method, or as copies that start as identities "
     "(default: zoo's measured default).",
 )
 @click.option(
     "--order",
-    type=click.Choice(ORDERS),
+    type=_Names("zoo.unit_order", "ORDERS"),
     help="Unit order the method sees: as stored, or chained by similarity or dissimilarity "
     "(function unchanged; default: a learngene's own order, else stored).",
 )
 @click.option(
     "--dtype",
-    type=click.Choice(DTYPES),
+    type=_Names("zoo.derive", "DTYPES"),
     default="auto",
     show_default=True,
     help="Floating-point dtype of the result (auto: each tensor's source dtype).",

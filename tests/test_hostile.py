@@ -372,3 +372,31 @@ def test_config_toml_is_read_on_python_3_10(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
     )
     assert done.stdout.split() == [url, str(home / "config.toml")]
+
+
+def test_choice_options_offer_the_names_zoo_defines_and_refuse_others(run_cli):
+    """The CLI reads its options' names from the modules that define them, on first use;
+    a name outside them is a one-line usage error before any work."""
+    from zoo_cli.main import cli
+
+    from zoo.derive import DEPTHS, DTYPES, NORMS
+    from zoo.methods import LEARNGENE_METHODS, METHODS, RESCALES
+    from zoo.unit_order import ORDERS
+
+    offered = {
+        ("materialize", "method"): tuple(METHODS),
+        ("materialize", "rescale"): RESCALES,
+        ("materialize", "norm"): NORMS,
+        ("materialize", "depth"): DEPTHS,
+        ("materialize", "order"): ORDERS,
+        ("materialize", "dtype"): DTYPES,
+        ("extract", "method"): LEARNGENE_METHODS,
+        ("extract", "order"): ORDERS,
+    }
+    for (command, option), names in offered.items():
+        param = next(p for p in cli.commands[command].params if p.name == option)
+        assert tuple(param.type.choices) == tuple(names), (command, option)
+        size = ("--layers", "2", "--hidden", "8") if command == "materialize" else ()
+        code, out, err = run_cli(command, "x", *size, f"--{option}", "no-such-name")
+        assert code == 2 and out == "", (command, option, err)
+        assert "'no-such-name' is not one of" in err and len(err.strip().splitlines()) == 1

@@ -669,6 +669,10 @@ def test_zoo_ls_never_imports_sqlalchemy_or_psycopg(library, db_url, tmp_path):
         assert reader in imported, args
         heavy = {m for m in imported if m.split(".")[0] in ("sqlalchemy", "psycopg", "torch")}
         assert not heavy, (args, sorted(heavy)[:5])
+        # Nor what other commands need: the client, the methods' names, importlib's
+        # resources (a tenth of the process between them).
+        unused = {"zoo.client", "zoo.methods", "zoo.derive", "importlib.resources"}
+        assert not unused & imported, (args, sorted(unused & imported))
         limit = int(args[args.index("--limit") + 1]) if "--limit" in args else 50
         kind = args[args.index("--kind") + 1] if "--kind" in args else None
         expected = library.search(

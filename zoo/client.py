@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from zoo import errors
+from zoo.config import endpoint_from_env
 from zoo.errors import InvalidInputError, ServerUnavailableError, ZooError
 
 # What a checkpoint folder upload carries: what zoo reads, nothing else.
@@ -552,11 +553,6 @@ def _origin(path: Path) -> str:
     import socket
 
     return f"{socket.gethostname()}:{path.resolve()}"
-
-
-def endpoint_from_env() -> tuple[str, str | None] | None:
-    endpoint = os.environ.get("ZOO_ENDPOINT", "").strip()
-    return (endpoint, os.environ.get("ZOO_TOKEN") or None) if endpoint else None
 
 
 __all__ = ["RemoteRegistry", "artifact_from_json", "endpoint_from_env"]

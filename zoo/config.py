@@ -123,3 +123,10 @@ def load_settings(
     db, db_from = pick(db_url, "ZOO_DB_URL", "db_url", f"sqlite:///{home_path / 'zoo.db'}")
     store, store_from = pick(store_url, "ZOO_STORE_URL", "store_url", str(home_path / "blobs"))
     return Settings(home_path, db, store, db_from, store_from)
+
+
+def endpoint_from_env() -> tuple[str, str | None] | None:
+    """(endpoint, token) of the zoo server ``ZOO_ENDPOINT`` names, or None: the registry
+    is then the database's (see :func:`zoo.connect`)."""
+    endpoint = os.environ.get("ZOO_ENDPOINT", "").strip()
+    return (endpoint, os.environ.get("ZOO_TOKEN") or None) if endpoint else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from zoo.config import load_settings
+from zoo.config import endpoint_from_env, load_settings
 
 if TYPE_CHECKING:
     from zoo.api.registry import Registry
@@ -37,8 +37,6 @@ def connect(
         >>> reg = zoo.connect(home="/tmp/zoo-doc")   # doctest: +SKIP
     """
     if endpoint is None and home is None and db_url is None and store_url is None:
-        from zoo.client import endpoint_from_env
-
         endpoint, env_token = endpoint_from_env() or (None, None)
         token = token or env_token
     if endpoint:
@@ -67,7 +65,6 @@ def quick_page(
     another revision, an argument the registry refuses): open the registry and ask it,
     and it says what is wrong.
     """
-    from zoo.client import endpoint_from_env
     from zoo.db.entities import KINDS, Page, parse_cursor
     from zoo.errors import InvalidInputError
 
@@ -118,7 +115,7 @@ def _read_quick_page(db_url: str, shape: dict[str, Any]):
 
     try:
         return pg_page.read_page(params, **shape)
-    except LibpqError:
+    except (LibpqError, UnicodeError):  # UnicodeError: a URL libpq cannot be given
         return None
 
 
