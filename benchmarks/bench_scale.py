@@ -4,8 +4,9 @@ A Llama-shaped source of 1.1B parameters (TinyLlama's shape: 22 layers x 2048, 5
 intermediate, 32 heads, 4 key/value heads, 32000 tokens; random bf16 weights in HF's
 sharded layout, generated here) is imported, its learngene extracted, and targets of
 several sizes are planned and, where the machine's memory admits them, written with
-``--out``. Each step runs in its own process, so its peak resident memory (``ru_maxrss``)
-is its own; the process sets glibc's malloc as the ``zoo`` command sets its own
+``--out``; the largest grow is also recorded without ``--out``, as ``zoo materialize``
+records a virtual result. Each step runs in its own process, so its peak resident memory
+(``ru_maxrss``) is its own; the process sets glibc's malloc as the ``zoo`` command sets its own
 (:mod:`zoo._malloc`), so the numbers are what ``zoo import``, ``zoo extract`` and
 ``zoo materialize --out`` give. ``save_file`` of the same tensors is the yardstick for
 writing; reading the source's shards (``cat`` to /dev/null) the yardstick for import.
@@ -172,6 +173,14 @@ def step(name: str, work: Path, arg: str | None) -> dict:
             out["artifact"] = m.artifact.name
             out["bytes"] = sum(f.stat().st_size for f in dest.glob("*.safetensors"))
             out["shards"] = len(list(dest.glob("*.safetensors")))
+    elif name == "record":
+        # `zoo materialize` without --out: a virtual record, each tensor hashed and let go.
+        try:
+            m = reg.materialize("llama-1b", device="cpu", return_weights=False, **json.loads(arg))
+        except ZooError as e:
+            out["refused"] = str(e)
+        else:
+            out["artifact"] = m.artifact.name
     elif name == "save_file":
         # The yardstick for materialize --out: the same tensors, already in memory, written
         # with safetensors shard by shard, as the output folder was (each copy is removed
@@ -266,6 +275,10 @@ def run_step(work: Path, name: str, arg: str | None = None, timeout: float = 360
     return result
 
 
+def _record_key(plan: dict) -> str:
+    return f"zoo materialize, no --out {plan['target']} ({plan['method']})"
+
+
 def _gb(n: float) -> str:
     return f"{n / 1e9:.2f}"
 
@@ -326,6 +339,9 @@ def main() -> None:
     ]
     targets = [shrink, shrink_dwt, *grow]
     report["plans"] = run_step(work, "plan", json.dumps(targets))["targets"]
+    record = dict(layers=44, hidden=6144)
+    plan = next(p for p in report["plans"] if p["target"] == "44x6144")
+    steps[_record_key(plan)] = run_step(work, "record", json.dumps(record))
     for spec, plan in zip(targets, report["plans"], strict=True):
         key = f"materialize --out {plan['target']} ({plan['method']})"
         if not plan["fits"]:
@@ -383,6 +399,11 @@ def render(report: dict) -> str:
                 f"save_file {r['save_file_s']:.1f} s ({r['seconds'] / r['save_file_s']:.2f}x)"
                 f"; {_gb(r['bytes'])} GB in {r['shards']} shards"
             )
+        if key.startswith("zoo materialize, no --out"):
+            same = key.replace("zoo materialize, no --out", "materialize --out")
+            written = report["steps"].get(same)
+            if written and "refused" not in written:
+                yard = f"the same target with --out {written['seconds']:.1f} s"
         if key == "import":
             read = report["steps"]["read source shards"]["seconds"]
             yard = f"reading the shards {read:.1f} s ({r['seconds'] / read:.2f}x)"
@@ -435,6 +456,7 @@ def floors(report: dict) -> list[str]:
         ex["peak_rss"] <= limit,
     )
     plans = {f"materialize --out {p['target']} ({p['method']})": p for p in report["plans"]}
+    plans |= {_record_key(p): p for p in report["plans"]}
     for key, r in steps.items():
         if key not in plans or "refused" in r:
             continue
@@ -490,7 +512,9 @@ def floors(report: dict) -> list[str]:
         "role goes a layer at a time, a few layers side by side; under the fan rule in "
         "two passes, each reading the source a layer at a time, one such role at once. "
         "An embedding or head resized in width goes a block of rows at a time, each block "
-        "written as it is made (the result is never whole). Extract holds one "
+        "written as it is made (the result is never whole). `zoo materialize` without "
+        "`--out` (a virtual record) derives and hashes the same way and keeps no tensor; "
+        "an embedding or head is then whole while it is hashed. Extract holds one "
         "role's signal (read into one buffer), a quarter of it in float32 while it is "
         "banded (slabs converted one at a time) and its statistics' float64 blocks. "
         "HyperCloning and weight "
