@@ -885,9 +885,10 @@ class Sink:
 
     def rows(self, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> RowWriter | None:
         """A writer that takes tensor ``name`` a block of rows at a time, in order, so it
-        is never whole in memory; None when this sink needs it whole (to keep it, or to
-        put it in the blob store, which names a blob by its digest)."""
-        if self.folder is None or self.store is not None or self.keep:
+        is never whole in memory (written to the folder if any, hashed always); None when
+        this sink needs it whole (to keep it, or to put it in the blob store, which names
+        a blob by its digest)."""
+        if self.store is not None or self.keep:
             return None
         return RowWriter(self, name, dtype, shape)
 
@@ -904,9 +905,9 @@ class Sink:
 
 
 class RowWriter:
-    """One tensor written to a :class:`Sink`'s folder a block of rows at a time, in order,
-    and hashed as it goes: the digest is that of the whole tensor's bytes, as if it had
-    been emitted whole."""
+    """One tensor handed to a :class:`Sink` a block of rows at a time, in order: written
+    to its folder if it has one, and hashed as it goes (the digest is that of the whole
+    tensor's bytes, as if it had been emitted whole)."""
 
     def __init__(self, sink: Sink, name: str, dtype: torch.dtype, shape: tuple[int, ...]):
         import hashlib
@@ -923,7 +924,8 @@ class RowWriter:
             raise AssertionError(f"{self.name}: a block {block.dtype} {tuple(block.shape)}")
         data = tio.raw_bytes(block)
         self._hash.update(data)
-        self.sink.folder.put_part(self.name, self._at, data)
+        if self.sink.folder is not None:
+            self.sink.folder.put_part(self.name, self._at, data)
         self._at += data.nbytes
         self._rows += block.shape[0]
 
