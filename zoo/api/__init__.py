@@ -94,12 +94,14 @@ def quick_page(
 
 
 def _read_quick_page(db_url: str, shape: dict[str, Any]):
-    import sqlite3
-
+    """(items, total, next cursor) from the page reader of ``db_url``'s back end, or None
+    when it cannot answer."""
     from zoo.db import sqlite_file
 
     db = sqlite_file.existing(db_url)
     if db is not None:
+        import sqlite3
+
         from zoo.db import sqlite_page
 
         try:

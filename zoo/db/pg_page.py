@@ -133,6 +133,8 @@ def close_kept() -> None:
 
 
 def _forget_in_child() -> None:
+    # A forked child drops its parent's connections unclosed (closing one would end the
+    # parent's session) and opens its own.
     global _LOCK
     _LOCK = threading.Lock()
     for connection in _IDLE.values():
