@@ -574,6 +574,9 @@ def test_the_quick_page_is_the_registrys_page(library, db_url, monkeypatch):
         )
         quick = _pages(zoo.api.quick_page, **shape)
         assert quick == _pages(reg.search, **shape), shape
+        # Equal is not enough: 0 == False, yet `zoo ls --json` would print 0.
+        flags = {type(f) for p in quick for i in p.items for f in (i.virtual, i.deleted)}
+        assert flags <= {bool}, (shape, flags)
         compared += sum(len(p.items) for p in quick)
     assert compared > 200
     everything = zoo.api.quick_page(include_deleted=True, limit=None)

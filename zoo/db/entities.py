@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from zoo.errors import InvalidInputError
@@ -137,6 +137,31 @@ class Page:
             "total": self.total,
             "next": self.next,
         }
+
+
+def summary_from_row(row) -> ArtifactSummary:
+    """An artifact as a page reader without SQLAlchemy reads it (:mod:`zoo.db.sqlite_page`,
+    :mod:`zoo.db.pg_page`): id, kind, name, family, content hash, virtual, created at (UTC
+    wall time as ISO text, as zoo writes it), created by, removed, tensor count, bytes,
+    layers, hidden, then the aliases as a list."""
+    (id_, kind, name, family, content_hash, virtual, created_at, created_by, deleted) = row[:9]
+    tensor_count, nbytes, layers, hidden, aliases = row[9:14]
+    return ArtifactSummary(
+        id=id_,
+        kind=kind,
+        name=name,
+        family=family,
+        content_hash=content_hash,
+        virtual=bool(virtual),
+        created_at=datetime.fromisoformat(created_at).replace(tzinfo=timezone.utc),
+        created_by=created_by,
+        deleted=bool(deleted),
+        tensor_count=tensor_count,
+        nbytes=nbytes,
+        layers=layers,
+        hidden=hidden,
+        aliases=tuple(sorted(aliases)),
+    )
 
 
 def parse_cursor(cursor: str | None) -> int | None:

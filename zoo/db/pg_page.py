@@ -15,10 +15,9 @@ import json
 import os
 import re
 import threading
-from datetime import datetime, timezone
 from urllib.parse import parse_qsl, unquote
 
-from zoo.db.entities import ArtifactSummary
+from zoo.db.entities import ArtifactSummary, summary_from_row
 from zoo.db.libpq import Connection, LibpqError
 from zoo.db.sqlite_file import head_revision
 
@@ -213,26 +212,5 @@ def read_page(
     found = json.loads(items_json)
     more = limit is not None and len(found) > limit
     found = found[:limit] if limit is not None else found
-    items = [_summary(item) for item in found]
+    items = [summary_from_row(item) for item in found]
     return items, int(count), (str(items[-1].id) if more else None)
-
-
-def _summary(item: list) -> ArtifactSummary:
-    (id_, kind, name, family, content_hash, virtual, created_at, created_by, deleted) = item[:9]
-    tensor_count, nbytes, layers, hidden, aliases = item[9:14]
-    return ArtifactSummary(
-        id=id_,
-        kind=kind,
-        name=name,
-        family=family,
-        content_hash=content_hash,
-        virtual=virtual,
-        created_at=datetime.fromisoformat(created_at).replace(tzinfo=timezone.utc),
-        created_by=created_by,
-        deleted=deleted,
-        tensor_count=tensor_count,
-        nbytes=nbytes,
-        layers=layers,
-        hidden=hidden,
-        aliases=tuple(sorted(aliases)),
-    )

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import datetime, timezone
 
-from zoo.db.entities import ArtifactSummary
+from zoo.db.entities import ArtifactSummary, summary_from_row
 from zoo.db.sqlite_file import BUSY_TIMEOUT_S, SQLiteFile, head_revision
 
 _COLUMNS = (
     "a.id, a.kind, a.name, a.family, a.content_hash, a.virtual, a.created_at, a.created_by, "
-    "a.deleted_at, a.tensor_count, a.nbytes, a.layers, a.hidden"
+    "a.deleted_at IS NOT NULL, a.tensor_count, a.nbytes, a.layers, a.hidden"
 )
 # Each artifact's aliases as one JSON array, from the alias index.
 _ALIASES = "(SELECT json_group_array(al.name) FROM aliases al WHERE al.artifact_id = a.id)"
@@ -72,7 +71,7 @@ def read_page(
         connection.close()
     more = limit is not None and len(rows) > limit
     rows = rows[:limit] if limit is not None else rows
-    items = [_summary(row) for row in rows]
+    items = [summary_from_row((*row[:13], json.loads(row[13]))) for row in rows]
     return items, total, (str(items[-1].id) if more else None)
 
 
@@ -83,29 +82,3 @@ def _total(kind: str | None, include_deleted: bool) -> tuple[str, list]:
     if kind is None:
         return sql, []
     return sql + " WHERE t.kind = ?", [kind]
-
-
-def _summary(row: tuple) -> ArtifactSummary:
-    (id_, kind, name, family, content_hash, virtual, created_at, created_by, deleted_at) = row[:9]
-    tensor_count, nbytes, layers, hidden, aliases = row[9:14]
-    return ArtifactSummary(
-        id=id_,
-        kind=kind,
-        name=name,
-        family=family,
-        content_hash=content_hash,
-        virtual=bool(virtual),
-        created_at=_utc(created_at),
-        created_by=created_by,
-        deleted=deleted_at is not None,
-        tensor_count=tensor_count,
-        nbytes=nbytes,
-        layers=layers,
-        hidden=hidden,
-        aliases=tuple(sorted(json.loads(aliases))),
-    )
-
-
-def _utc(stored: str) -> datetime:
-    # zoo writes UTC wall times, which SQLite keeps as text without an offset.
-    return datetime.fromisoformat(stored).replace(tzinfo=timezone.utc)
