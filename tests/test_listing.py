@@ -236,6 +236,77 @@ def test_writers_of_two_kinds_in_opposite_orders_both_commit(registry):
     assert _totals(registry) == _counted(registry)
 
 
+def test_every_kind_total_is_read_by_key_however_many_writes_came_before(
+    registry, db_url, tiny_dir, monkeypatch
+):
+    """On PostgreSQL each write to ``artifacts`` leaves a row version in the totals table,
+    and VACUUM frees them but keeps their pages: a listing that summed the table by
+    scanning it would read every page on every call. After writes that spread the table
+    over many pages, no statement that a listing of every kind runs (the registry's page,
+    the quick page ``zoo ls`` opens with) scans it."""
+    from sqlalchemy import event, text
+
+    import zoo.api
+    from zoo.db import pg_page
+
+    if not db_url.startswith("postgresql"):
+        pytest.skip("row versions are PostgreSQL's")
+    source = registry.import_checkpoint(tiny_dir("bert"))
+    with registry.engine.begin() as c:  # the row versions of 20,000 imports
+        c.execute(
+            text(
+                "DO $$ BEGIN FOR i IN 1..20000 LOOP UPDATE artifact_totals SET kept = kept "
+                "WHERE kind = 'source'; END LOOP; END $$"
+            )
+        )
+    with registry.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.execute(text("VACUUM artifact_totals"))
+        pages = c.scalar(text("SELECT relpages FROM pg_class WHERE relname = 'artifact_totals'"))
+    assert pages >= 50  # what the test is about: a table much larger than its rows
+
+    statements = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        if "artifact_totals" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(registry.engine, "before_cursor_execute", seen)
+    try:
+        for removed_too in (False, True):
+            page = registry.search(include_deleted=removed_too, limit=1)
+            assert page.total == 1 and page.items[0].name == source.name
+    finally:
+        event.remove(registry.engine, "before_cursor_execute", seen)
+    asked = []
+    ask = pg_page._ask
+    monkeypatch.setattr(
+        pg_page, "_ask", lambda p, sql, args: asked.append((sql, args)) or ask(p, sql, args)
+    )
+    for removed_too in (False, True):
+        page = zoo.api.quick_page(include_deleted=removed_too)
+        assert page is not None and page.total == 1
+    assert len(statements) == 2 and len(asked) == 2
+
+    def scans(node):
+        yield node["Node Type"], node.get("Relation Name")
+        for child in node.get("Plans", []):
+            yield from scans(child)
+
+    plans = []
+    with registry.engine.connect() as c:
+        for statement, parameters in statements:
+            plans.append(
+                c.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, parameters).scalar()
+            )
+    params = pg_page.connect_params(db_url)
+    for sql, args in asked:
+        plans.append(json.loads(ask(params, "EXPLAIN (FORMAT JSON) " + sql, args)[0][0]))
+    for plan in plans:
+        nodes = set(scans(plan[0]["Plan"]))
+        assert ("Seq Scan", "artifact_totals") not in nodes, nodes
+        assert any(table == "artifact_totals" for _, table in nodes), nodes  # it is read
+
+
 # --- pages -------------------------------------------------------------------------------------
 
 

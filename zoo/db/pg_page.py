@@ -17,7 +17,7 @@ import re
 import threading
 from urllib.parse import parse_qsl, unquote
 
-from zoo.db.entities import ArtifactSummary, summary_from_row
+from zoo.db.entities import EVERY_KIND_TOTAL, ArtifactSummary, summary_from_row
 from zoo.db.libpq import Connection, LibpqError
 from zoo.db.sqlite_file import head_revision
 
@@ -184,8 +184,7 @@ def read_page(
 
     column = "t.kept + t.removed" if include_deleted else "t.kept"
     total = f"SELECT coalesce(sum({column}), 0) FROM artifact_totals t"
-    if kind is not None:
-        total += f" WHERE t.kind = {arg(kind)}"
+    total += f" WHERE t.kind = {arg(kind)}" if kind is not None else f" WHERE {EVERY_KIND_TOTAL}"
     where = []
     if kind is not None:
         where.append(f"a.kind = {arg(kind)}")

@@ -14,11 +14,11 @@ import functools
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Select, and_, bindparam, exists, func, or_, select
+from sqlalchemy import JSON, Select, and_, bindparam, exists, func, literal_column, or_, select
 from sqlalchemy.orm import Session
 
 from zoo.db import graph
-from zoo.db.entities import ArtifactSummary, parse_cursor
+from zoo.db.entities import KINDS, ArtifactSummary, parse_cursor
 from zoo.db.models import Alias, Artifact, ArtifactTotal
 
 _COLUMNS = (
@@ -238,8 +238,9 @@ def _stored_total(include_deleted: bool, by_kind: bool) -> Select:
     column = kept + ArtifactTotal.removed if include_deleted else kept
     query = select(func.coalesce(func.sum(column), 0))
     if by_kind:
-        query = query.where(ArtifactTotal.kind == bindparam("kind"))
-    return query
+        return query.where(ArtifactTotal.kind == bindparam("kind"))
+    # By the key (see EVERY_KIND_TOTAL), with the kinds written out as in the quick pages.
+    return query.where(ArtifactTotal.kind.in_([literal_column(f"'{k}'") for k in KINDS]))
 
 
 def _counted(conds: list) -> Select:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from zoo.db.entities import ArtifactSummary, summary_from_row
+from zoo.db.entities import EVERY_KIND_TOTAL, ArtifactSummary, summary_from_row
 from zoo.db.sqlite_file import BUSY_TIMEOUT_S, SQLiteFile, head_revision
 
 _COLUMNS = (
@@ -80,5 +80,5 @@ def _total(kind: str | None, include_deleted: bool) -> tuple[str, list]:
     column = "t.kept + t.removed" if include_deleted else "t.kept"
     sql = f"SELECT coalesce(sum({column}), 0) FROM artifact_totals t"
     if kind is None:
-        return sql, []
+        return f"{sql} WHERE {EVERY_KIND_TOTAL}", []
     return sql + " WHERE t.kind = ?", [kind]
