@@ -741,6 +741,34 @@ def test_export_writes_a_source_with_its_files_and_a_derived_checkpoint_re_deriv
     assert code == 4 and "--force" in err  # a previous output: only with --force
 
 
+def test_a_folder_re_split_is_the_folder_zoo_writes_at_that_shard_size(
+    registry, tiny_dir, tmp_path, monkeypatch
+):
+    """What a client does with a server's files for --max-shard-size: re-splitting one
+    output of zoo's gives, byte for byte, the output zoo writes at the new size (weights,
+    index, config, card, side files), and back again; each tensor is copied a block at a
+    time, blocks smaller than the tensors here."""
+    monkeypatch.setattr(export, "_COPY_BLOCK", 100)
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    registry.export(src.name, out=tmp_path / "one")
+    registry.export(src.name, out=tmp_path / "many", max_shard_size="8KB")
+
+    def files(folder: Path) -> dict[str, bytes]:  # but the marker, which lists file times
+        return {p.name: p.read_bytes() for p in folder.iterdir() if p.name != export.MARKER}
+
+    assert len(files(tmp_path / "many")) > len(files(tmp_path / "one")) + 2
+    export.resharded(tmp_path / "one", tmp_path / "split", force=False, max_shard_size=8000)
+    assert files(tmp_path / "split") == files(tmp_path / "many")
+    export.resharded(tmp_path / "split", tmp_path / "joined", force=False, max_shard_size=10**9)
+    assert files(tmp_path / "joined") == files(tmp_path / "one")
+    assert registry.audit(tmp_path / "joined").artifact.name == src.name
+    # Its output is zoo's like any other: replaced only with force.
+    with pytest.raises(export.ConflictError):
+        export.resharded(tmp_path / "one", tmp_path / "split", force=False, max_shard_size=8000)
+    export.resharded(tmp_path / "one", tmp_path / "split", force=True, max_shard_size=4000)
+    assert len(files(tmp_path / "split")) > len(files(tmp_path / "many"))
+
+
 def test_a_mount_point_as_out_is_refused_in_one_line(
     registry, tiny_dir, tmp_path, run_cli, monkeypatch
 ):

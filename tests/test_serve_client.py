@@ -140,7 +140,8 @@ def test_a_client_process_never_imports_the_database_layer_or_torch(served, tmp_
     """A colleague's `zoo ls` against a server is the interpreter, click and an HTTP
     client: SQLAlchemy (a third of a second to import) and torch stay out of the process,
     and out of the maintenance, audit and token commands, whose reports a client rebuilds
-    from the server's JSON. ``-X importtime`` lists every module the process imported."""
+    from the server's JSON, and out of an export re-split on the client's side.
+    ``-X importtime`` lists every module the process imported."""
     import os
     import subprocess
     import sys
@@ -150,10 +151,13 @@ def test_a_client_process_never_imports_the_database_layer_or_torch(served, tmp_
     reads = (["ls"], ["show", "tiny-gpt2"], ["lineage", "tiny-gpt2"])
     admin = (["verify", "tiny-gpt2"], ["fsck"], ["gc", "--dry-run"], ["token", "list"])
     audit = (["audit", str(tiny_dir("gpt2"))],)
+    # Files downloaded and re-split into shards of another size, without torch too.
+    export = ["export", "tiny-gpt2", "--out", str(tmp_path / "out"), "--max-shard-size", "4KB"]
     for args, token, says in [
         *[(a, served.reader, "tiny-gpt2") for a in reads],
         *[(a, served.admin, "") for a in admin],
         *[(a, served.reader, "tiny-gpt2") for a in audit],
+        (export, served.reader, "wrote"),
     ]:
         p = subprocess.run(
             [sys.executable, "-X", "importtime", "-m", "zoo_cli.main", *args],
@@ -260,10 +264,12 @@ def test_maintenance_reports_through_the_server_are_the_registrys(both, served, 
     assert code == 0 and not left.exists(), err
 
 
-def test_every_materialize_option_reaches_the_server_or_is_refused(both, served, tmp_path):
+def test_every_materialize_option_reaches_the_server(both, served, tmp_path):
     """A client's `materialize --dtype` gives the checkpoint the registry itself gives
-    (bf16 here, the same content hash), and `--max-shard-size`, which the server's files
-    do not follow, is refused in one line before any work, writing nothing."""
+    (bf16 here, the same content hash), and `--max-shard-size` the files a local
+    `--out --max-shard-size` writes, byte for byte: the server's files are re-split on
+    the client's side. So does `export`. A size that is not one is refused in one line
+    before any work, writing nothing."""
     import json
 
     args = ("materialize", "tiny-gpt2", "--layers", "1", "--hidden", "8", "--dtype", "bfloat16")
@@ -272,12 +278,32 @@ def test_every_materialize_option_reaches_the_server_or_is_refused(both, served,
     local, remote = json.loads(lout)["artifact"], json.loads(rout)["artifact"]
     assert remote["content_hash"] == local["content_hash"]
     assert {t.dtype for t in served.reg.show(remote["name"]).tensors} == {"BF16"}
-    out = tmp_path / "sharded"
-    code, out_text, err = both.remote(*args, "--out", str(out), "--max-shard-size", "4KB")
-    assert code == 2 and out_text == "" and err.count("\n") == 1, err
-    assert "--max-shard-size" in err and not out.exists()
-    code, _, err = both.remote("export", "tiny-gpt2", "--out", str(out), "--max-shard-size", "4KB")
-    assert code == 2 and "--max-shard-size" in err and not out.exists()
+
+    def files(folder):  # but zoo's marker, which lists the files' times
+        return {p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".zoo-output.json"}
+
+    for command in (args, ("export", "tiny-gpt2")):
+        mine, theirs = tmp_path / f"{command[0]}-local", tmp_path / f"{command[0]}-remote"
+        code, _, err = both.local(*command, "--out", str(mine), "--max-shard-size", "4KB")
+        assert code == 0, err
+        code, _, err = both.remote(*command, "--out", str(theirs), "--max-shard-size", "4KB")
+        assert code == 0, err
+        written = files(theirs)
+        assert written == files(mine), command
+        assert len([n for n in written if n.endswith(".safetensors")]) > 1, sorted(written)
+        # The server's own files were one shard; nothing of them is left beside the output.
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    # Re-split, it is still the checkpoint the registry recorded.
+    audited, again = both.run("audit", str(tmp_path / "materialize-remote"))
+    assert audited[0] == 0 and again == audited and remote["name"] in audited[1], audited
+
+    out = tmp_path / "refused"
+    for size in ("4 parsecs", "0"):
+        code, out_text, err = both.remote(*args, "--out", str(out), "--max-shard-size", size)
+        assert code == 2 and out_text == "" and err.count("\n") == 1, err
+        assert not out.exists()
+    code, _, err = both.remote(*args, "--max-shard-size", "4KB")
+    assert code == 2 and "give --out" in err and err.count("\n") == 1, err
 
 
 # What only a registry with its own database does: the server's internals, and batch

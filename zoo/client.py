@@ -87,15 +87,28 @@ class RemoteRegistry:
             return response.json()
         return response.text
 
-    def _download(self, content_hash: str, out: Path, *, force: bool) -> Path:
-        """The checkpoint's files into ``out``, all or nothing (as zoo writes folders)."""
-        from zoo.api.export import staged
+    def _download(self, content_hash: str, out: Path, *, force: bool, max_shard_size=None) -> Path:
+        """The checkpoint's files into ``out``, all or nothing (as zoo writes folders).
+
+        The server's files come in its own shards (up to 5GB); with ``max_shard_size``
+        they are downloaded beside ``out`` and re-split there (the checkpoint's size twice
+        on disk meanwhile): the same tensors, so the same content hash."""
+        from zoo.api import export
 
         listing = self._call("GET", f"/api/artifacts/{content_hash}/files")
-        with staged(out, force=force) as temp:
-            for name, meta in listing["files"].items():
-                self._fetch(f"/api/artifacts/{content_hash}/files/{name}", temp / name, meta)
-        return out
+        if max_shard_size is None:
+            with export.staged(out, force=force) as temp:
+                self._fetch_all(content_hash, listing["files"], temp)
+            return out
+        with export.scratch(out) as raw:
+            self._fetch_all(content_hash, listing["files"], raw)
+            return export.resharded(
+                raw, out, force=force, max_shard_size=export.parse_size(max_shard_size)
+            )
+
+    def _fetch_all(self, content_hash: str, files: dict[str, Any], folder: Path) -> None:
+        for name, meta in files.items():
+            self._fetch(f"/api/artifacts/{content_hash}/files/{name}", folder / name, meta)
 
     def _fetch(self, url: str, dest: Path, meta: dict[str, Any]) -> None:
         import hashlib
@@ -231,7 +244,7 @@ class RemoteRegistry:
         _check_out(out, force, max_shard_size)
         body = self._call("POST", "/api/materialize", json={"name": name, **kwargs})
         artifact = artifact_from_json(body["artifact"])
-        written = self._download(artifact.content_hash, Path(out), force=force) if out else None
+        written = self._written(artifact, out, force, max_shard_size)
         return RemoteMaterialized(self, body["config"], artifact, written, return_weights)
 
     def rederive(
@@ -240,14 +253,22 @@ class RemoteRegistry:
         _check_out(out, force, max_shard_size)
         body = self._call("POST", f"/api/artifacts/{_q(name)}/rederive", json={"device": device})
         artifact = artifact_from_json(body["artifact"])
-        written = self._download(artifact.content_hash, Path(out), force=force) if out else None
+        written = self._written(artifact, out, force, max_shard_size)
         return RemoteMaterialized(self, artifact.config, artifact, written)
 
     def export(self, name: str, *, out, force: bool = False, max_shard_size=None):
-        """The checkpoint's files as the server exports them (in shards of up to 5GB)."""
         _check_out(out, force, max_shard_size)
         info = self.show(name)
-        return self._download(info.content_hash, Path(out), force=force)
+        return self._download(
+            info.content_hash, Path(out), force=force, max_shard_size=max_shard_size
+        )
+
+    def _written(self, artifact, out, force: bool, max_shard_size) -> Path | None:
+        if out is None:
+            return None
+        return self._download(
+            artifact.content_hash, Path(out), force=force, max_shard_size=max_shard_size
+        )
 
     def set_default(self, family: str, name: str):
         body = self._call("PUT", f"/api/defaults/{_q(family)}", json={"learngene": name})
@@ -560,17 +581,15 @@ __all__ = ["RemoteRegistry", "artifact_from_json", "endpoint_from_env"]
 
 def _check_out(out, force: bool, max_shard_size=None) -> None:
     """Refuse, before asking the server for any work, an --out zoo would not write."""
-    from zoo.api.export import check_out_dir
+    from zoo.api.export import check_out_dir, parse_size
     from zoo.errors import InvalidInputError
 
-    if max_shard_size is not None:
-        raise InvalidInputError(
-            "--max-shard-size is not available through a zoo server: its files come as "
-            "the server writes them (shards of up to 5GB); re-shard them with "
-            "save_pretrained(max_shard_size=...)."
-        )
     if out is None:
         if force:
             raise InvalidInputError("--force replaces a previous --out folder; give --out.")
+        if max_shard_size is not None:
+            raise InvalidInputError("--max-shard-size applies to --out; give --out.")
         return
+    if max_shard_size is not None:
+        parse_size(max_shard_size)
     check_out_dir(Path(out), force=force)

@@ -248,14 +248,9 @@ def plan_files(
     tensor starts at a multiple of its item size); a new shard starts when the next
     tensor would pass ``max_shard_size`` (a larger tensor gets a shard of its own).
     """
-    from zoo.checkpoint.safetensors_format import torch_dtype
+    from zoo.checkpoint.safetensors_format import DTYPE_ITEMSIZE
 
-    def width(code: str) -> int:
-        import torch
-
-        return torch.empty(0, dtype=torch_dtype(code)).element_size()
-
-    order = sorted(layout, key=lambda n: (-width(layout[n][0]), n))
+    order = sorted(layout, key=lambda n: (-DTYPE_ITEMSIZE[layout[n][0]], n))
     shards: list[list[str]] = [[]]
     size = 0
     for name in order:
@@ -317,6 +312,61 @@ def staged(out: Path, *, force: bool, protected: Iterable[Path] = ()) -> Iterato
         _swap_into_place(temp, out, tag)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch(out: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out`` for files on their way to it (a download to be
+    re-split), named as a writer's temporary folder so that, if this process dies, the
+    next write to ``out`` removes it; removed when the block ends."""
+    out = Path(out)
+    clean_leftovers(out)
+    temp, _ = _new_temp(out)
+    try:
+        yield temp
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+# Bytes of one tensor copied at a time by :func:`resharded`: memory stays flat whatever
+# the tensor's size.
+_COPY_BLOCK = 64 << 20
+
+
+def resharded(folder: Path, out: Path, *, force: bool, max_shard_size: int) -> Path:
+    """Write the HF folder ``folder`` (one that zoo wrote: weights, config, card, side
+    files) to ``out`` with its weights in shards of up to ``max_shard_size`` bytes: the
+    same tensors, bytes and provenance, so the same content hash, and the same other files.
+    Each tensor is copied a block at a time; ``out`` appears whole or not at all."""
+    from zoo.checkpoint.safetensors_format import read_header
+
+    folder, out = Path(folder), Path(out)
+    weights = sorted(p for p in folder.iterdir() if p.name.endswith(".safetensors"))
+    headers = [read_header(p) for p in weights]
+    if not headers:
+        raise InvalidInputError(f"{folder} holds no .safetensors files to re-split.")
+    entries = {name: (h, e) for h in headers for name, e in h.tensors.items()}
+    layout = {name: (e.dtype, e.shape, e.nbytes) for name, (_, e) in entries.items()}
+    skip = {INDEX_FILE, MARKER, "config.json", "README.md"}
+    extra = {
+        p.name: p.read_bytes()
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name not in skip and not p.name.endswith(".safetensors")
+    }
+    card = folder / "README.md"
+    with OutputFolder(out, layout, force=force, max_shard_size=max_shard_size) as written:
+        for header in headers:
+            with open(header.path, "rb") as fh:
+                for name, entry in header.tensors.items():
+                    for at in range(0, entry.nbytes, _COPY_BLOCK) or (0,):
+                        size = min(_COPY_BLOCK, entry.nbytes - at)
+                        written.put_part(name, at, os.pread(fh.fileno(), size, entry.begin + at))
+        return written.commit(
+            config=json.loads((folder / "config.json").read_text(encoding="utf-8")),
+            metadata=headers[0].metadata,
+            card=card.read_text(encoding="utf-8") if card.exists() else "",
+            extra_files=extra,
+        )
 
 
 class OutputFolder:
