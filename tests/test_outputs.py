@@ -767,6 +767,12 @@ def test_a_folder_re_split_is_the_folder_zoo_writes_at_that_shard_size(
         export.resharded(tmp_path / "one", tmp_path / "split", force=False, max_shard_size=8000)
     export.resharded(tmp_path / "one", tmp_path / "split", force=True, max_shard_size=4000)
     assert len(files(tmp_path / "split")) > len(files(tmp_path / "many"))
+    # A folder naming a tensor twice is refused, not re-split with one copy dropped.
+    shard = next((tmp_path / "many").glob("model-00001-*"))
+    (tmp_path / "many" / "extra.safetensors").write_bytes(shard.read_bytes())
+    with pytest.raises(export.InvalidInputError, match="in two files"):
+        export.resharded(tmp_path / "many", tmp_path / "twice", force=False, max_shard_size=8000)
+    assert not (tmp_path / "twice").exists()
 
 
 def test_a_mount_point_as_out_is_refused_in_one_line(

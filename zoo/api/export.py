@@ -345,8 +345,9 @@ def resharded(folder: Path, out: Path, *, force: bool, max_shard_size: int) -> P
     headers = [read_header(p) for p in weights]
     if not headers:
         raise InvalidInputError(f"{folder} holds no .safetensors files to re-split.")
-    entries = {name: (h, e) for h in headers for name, e in h.tensors.items()}
-    layout = {name: (e.dtype, e.shape, e.nbytes) for name, (_, e) in entries.items()}
+    layout = {n: (e.dtype, e.shape, e.nbytes) for h in headers for n, e in h.tensors.items()}
+    if len(layout) < sum(len(h.tensors) for h in headers):
+        raise InvalidInputError(f"{folder} names a tensor in two files; it cannot be re-split.")
     skip = {INDEX_FILE, MARKER, "config.json", "README.md"}
     extra = {
         p.name: p.read_bytes()

@@ -13,10 +13,10 @@ from zoo.errors import InvalidInputError
 #: derived, or a placeholder (a Hub model named in a model card but not imported).
 KINDS = ("source", "learngene", "derived", "placeholder")
 
-#: The total of a listing of every kind is read from the totals table through its primary
-#: key, one row per kind, never by scanning it: every write to ``artifacts`` leaves a row
-#: version there (PostgreSQL), and a scan would read the pages of all of them until a
-#: VACUUM FULL, where the key finds the four rows whatever the write history.
+#: How a listing of every kind finds its total: the four rows of the totals table by their
+#: key, never by a scan. On PostgreSQL each write to ``artifacts`` leaves a row version
+#: there whose page VACUUM frees but keeps, so a scan reads more pages the more was ever
+#: written; the key finds the four rows whatever the write history.
 EVERY_KIND_TOTAL = "t.kind IN ({})".format(", ".join(f"'{kind}'" for kind in KINDS))
 
 
