@@ -328,6 +328,40 @@ def test_bad_output_options_are_refused_before_any_work(registry, tiny_dir, tmp_
     assert registry.list(kind="derived") == [] and list(outs.iterdir()) == []
 
 
+def test_an_output_without_room_on_its_disk_is_refused_before_any_byte(
+    registry, tiny_dir, tmp_path, run_cli, monkeypatch
+):
+    """`materialize --out`, `export` and `rederive --out` compare what they will write
+    with the free space where it goes: one line, exit 11, nothing written or recorded."""
+    import shutil
+    from collections import namedtuple
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    virtual = registry.materialize(src.name, layers=2, hidden=16).artifact
+    outs = tmp_path / "outs"
+    outs.mkdir()
+    usage = namedtuple("usage", "total used free")
+    real = shutil.disk_usage
+
+    def full(path):  # the file system of the outputs has 1 kB left
+        return usage(10**12, 10**12 - 1000, 1000) if Path(path) == outs else real(path)
+
+    monkeypatch.setattr(export.shutil, "disk_usage", full)
+    for args in (
+        ["materialize", src.name, "--layers", "2", "--hidden", "24", "--out", str(outs / "m")],
+        ["export", src.name, "--out", str(outs / "e")],
+        ["rederive", virtual.name, "--out", str(outs / "r")],
+    ):
+        code, out, err = run_cli(*args)
+        assert code == 11 and out == "" and err.count("\n") == 1, (args, err)
+        assert "GB free; free some space" in err, err
+    assert list(outs.iterdir()) == []
+    assert [a.name for a in registry.list(kind="derived")] == [virtual.name]
+    monkeypatch.setattr(export.shutil, "disk_usage", real)
+    code, _, err = run_cli("export", src.name, "--out", str(outs / "e"))
+    assert code == 0, err
+
+
 @pytest.mark.parametrize(
     ("method", "rescale", "two_pass"),
     [("dwt", "fan", True), ("dct", "std", True), ("dwt", "exact", False), ("dwt", "none", False)],

@@ -306,6 +306,38 @@ def test_every_materialize_option_reaches_the_server(both, served, tmp_path):
     assert code == 2 and "give --out" in err and err.count("\n") == 1, err
 
 
+def test_a_download_without_room_is_refused_before_any_byte(both, tmp_path, monkeypatch):
+    """A client compares the server's files with the free space where --out goes before
+    it downloads them: their size, and twice that when it re-splits them beside --out."""
+    import shutil
+    from collections import namedtuple
+    from pathlib import Path
+
+    from zoo.api import export
+
+    listing = tmp_path / "listing"
+    code, _, err = both.remote("export", "tiny-gpt2", "--out", str(listing))
+    assert code == 0, err
+    size = sum(p.stat().st_size for p in listing.iterdir() if p.name != export.MARKER)
+    outs = tmp_path / "outs"
+    outs.mkdir()
+    usage = namedtuple("usage", "total used free")
+    real = shutil.disk_usage
+    room = size * 3 // 2  # enough for the files, not for them and their re-split copy
+    monkeypatch.setattr(
+        export.shutil,
+        "disk_usage",
+        lambda path: usage(10**12, 10**12 - room, room) if Path(path) == outs else real(path),
+    )
+    code, out, err = both.remote(
+        "export", "tiny-gpt2", "--out", str(outs / "split"), "--max-shard-size", "4KB"
+    )
+    assert code == 11 and out == "" and err.count("\n") == 1 and "GB free" in err, err
+    assert list(outs.iterdir()) == []
+    code, _, err = both.remote("export", "tiny-gpt2", "--out", str(outs / "whole"))
+    assert code == 0, err
+
+
 # What only a registry with its own database does: the server's internals, and batch
 # imports (a client imports one folder per call); ``origin`` is what the server records
 # for an upload, which the client states itself (upload:HOST:PATH).

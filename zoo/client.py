@@ -96,6 +96,8 @@ class RemoteRegistry:
         from zoo.api import export
 
         listing = self._call("GET", f"/api/artifacts/{content_hash}/files")
+        size = sum(meta["size"] for meta in listing["files"].values())
+        export.check_room(out, size if max_shard_size is None else 2 * size)
         if max_shard_size is None:
             with export.staged(out, force=force) as temp:
                 self._fetch_all(content_hash, listing["files"], temp)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import ConflictError, InvalidInputError
+from zoo.errors import ConflictError, InvalidInputError, StorageError
 
 #: The marker file of every output folder: the files zoo wrote, with size and mtime.
 MARKER = ".zoo-output.json"
@@ -143,6 +143,23 @@ def check_out_dir(
         raise ConflictError(
             f"--out {out} {problem}; --force replaces only a folder zoo wrote, so move or "
             "delete it yourself."
+        )
+
+
+def check_room(out: Path, nbytes: int) -> None:
+    """Refuse, before any byte is written, an output its file system has no room for:
+    failing when the disk fills would waste the work done until then.
+
+    Raises:
+        StorageError: fewer than ``nbytes`` bytes are free where ``out`` would go.
+    """
+    out = Path(out)
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if nbytes > free:
+        raise StorageError(
+            f"--out {out} needs {nbytes / 1e9:.1f} GB and its file system has "
+            f"{free / 1e9:.1f} GB free; free some space or write elsewhere."
         )
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
 import signal
 import socket
 import threading
@@ -33,7 +32,6 @@ from zoo.errors import (
     InvalidInputError,
     InvalidTargetError,
     NotFoundError,
-    StorageError,
     VerificationError,
 )
 
@@ -151,6 +149,7 @@ def export(reg, query: str, out: str | Path, *, force: bool = False, max_shard_s
     from .side_files import files_of
 
     layout = {t.name: (t.dtype, tuple(t.shape), t.nbytes) for t in info.tensors}
+    folders.check_room(target, sum(t.nbytes for t in info.tensors))
     # The files imported with it, its own model card included, each blob verified.
     extra = {f.name: reg.store.get(f.digest) for f in files_of(reg, info)}
     card = extra.pop("README.md", b"").decode("utf-8", "replace") or (
@@ -260,6 +259,8 @@ def check_resources(derivation: Derivation, dev, *, keep: bool, out: Path | None
     in memory, else the largest group's working set) or an output the disk cannot hold."""
     from zoo import _memory
 
+    from . import export
+
     plan = derivation.plan
     group = derivation.largest_working_set
     whole = derivation.target_bytes if keep else 0
@@ -288,13 +289,7 @@ def check_resources(derivation: Derivation, dev, *, keep: bool, out: Path | None
             )
         workers = max(1, min(workers, budget // max(group, 1)))
     if out is not None:
-        existing = next(p for p in (out, *out.parents) if p.exists())
-        free = shutil.disk_usage(existing).free
-        if derivation.target_bytes > free:
-            raise StorageError(
-                f"--out {out} needs {derivation.target_bytes / 1e9:.1f} GB and its file "
-                f"system has {free / 1e9:.1f} GB free; free some space or write elsewhere."
-            )
+        export.check_room(out, derivation.target_bytes)
     return workers
 
 
