@@ -236,6 +236,68 @@ def test_writers_of_two_kinds_in_opposite_orders_both_commit(registry):
     assert _totals(registry) == _counted(registry)
 
 
+def _listing_plans(registry, db_url, monkeypatch, listings) -> list[list[dict]]:
+    """EXPLAIN ANALYZE (JSON) of every statement that reads the registry's pages for
+    ``listings`` (keyword sets for ``Registry.search``) and the quick pages for those of
+    them it answers (``zoo ls``'s)."""
+    from sqlalchemy import event
+
+    import zoo.api
+    from zoo.db import pg_page
+
+    statements = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith(("SELECT", "WITH")):
+            statements.append((statement, parameters))
+
+    event.listen(registry.engine, "before_cursor_execute", seen)
+    try:
+        for listing in listings:
+            registry.search(**listing)
+    finally:
+        event.remove(registry.engine, "before_cursor_execute", seen)
+    asked = []
+    ask = pg_page._ask
+    monkeypatch.setattr(
+        pg_page, "_ask", lambda p, sql, args: asked.append((sql, args)) or ask(p, sql, args)
+    )
+    quick = {"kind", "include_deleted", "limit", "after", "newest_first"}
+    for listing in listings:
+        if set(listing) <= quick:
+            assert zoo.api.quick_page(**listing) is not None
+    monkeypatch.setattr(pg_page, "_ask", ask)
+    assert statements and asked
+    plans = []
+    with registry.engine.connect() as c:
+        for statement, parameters in statements:
+            explain = "EXPLAIN (ANALYZE, FORMAT JSON) " + statement
+            plans.append(c.exec_driver_sql(explain, parameters).scalar())
+    params = pg_page.connect_params(db_url)
+    for sql, args in asked:
+        plans.append(json.loads(ask(params, "EXPLAIN (ANALYZE, FORMAT JSON) " + sql, args)[0][0]))
+    return plans
+
+
+def _nodes(plan) -> list[dict]:
+    """Every node of a JSON plan."""
+    found, todo = [], [plan[0]["Plan"]]
+    while todo:
+        node = todo.pop()
+        found.append(node)
+        todo.extend(node.get("Plans", []))
+    return found
+
+
+def _vacuumed(registry, table: str) -> int:
+    """VACUUM ANALYZE ``table`` (as autovacuum would); its pages."""
+    from sqlalchemy import text
+
+    with registry.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.execute(text(f"VACUUM ANALYZE {table}"))
+        return c.scalar(text(f"SELECT relpages FROM pg_class WHERE relname = '{table}'"))
+
+
 def test_every_kind_total_is_read_by_key_however_many_writes_came_before(
     registry, db_url, tiny_dir, monkeypatch
 ):
@@ -244,10 +306,7 @@ def test_every_kind_total_is_read_by_key_however_many_writes_came_before(
     scanning it would read every page on every call. After writes that spread the table
     over many pages, no statement that a listing of every kind runs (the registry's page,
     the quick page ``zoo ls`` opens with) scans it."""
-    from sqlalchemy import event, text
-
-    import zoo.api
-    from zoo.db import pg_page
+    from sqlalchemy import text
 
     if not db_url.startswith("postgresql"):
         pytest.skip("row versions are PostgreSQL's")
@@ -259,52 +318,64 @@ def test_every_kind_total_is_read_by_key_however_many_writes_came_before(
                 "WHERE kind = 'source'; END LOOP; END $$"
             )
         )
-    with registry.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-        c.execute(text("VACUUM artifact_totals"))
-        pages = c.scalar(text("SELECT relpages FROM pg_class WHERE relname = 'artifact_totals'"))
-    assert pages >= 50  # what the test is about: a table much larger than its rows
-
-    statements = []
-
-    def seen(conn, cursor, statement, parameters, context, executemany):
-        if "artifact_totals" in statement:
-            statements.append((statement, parameters))
-
-    event.listen(registry.engine, "before_cursor_execute", seen)
-    try:
-        for removed_too in (False, True):
-            page = registry.search(include_deleted=removed_too, limit=1)
-            assert page.total == 1 and page.items[0].name == source.name
-    finally:
-        event.remove(registry.engine, "before_cursor_execute", seen)
-    asked = []
-    ask = pg_page._ask
-    monkeypatch.setattr(
-        pg_page, "_ask", lambda p, sql, args: asked.append((sql, args)) or ask(p, sql, args)
-    )
+    # What the test is about: a table much larger than its rows.
+    assert _vacuumed(registry, "artifact_totals") >= 50
     for removed_too in (False, True):
-        page = zoo.api.quick_page(include_deleted=removed_too)
-        assert page is not None and page.total == 1
-    assert len(statements) == 2 and len(asked) == 2
-
-    def scans(node):
-        yield node["Node Type"], node.get("Relation Name")
-        for child in node.get("Plans", []):
-            yield from scans(child)
-
-    plans = []
-    with registry.engine.connect() as c:
-        for statement, parameters in statements:
-            plans.append(
-                c.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, parameters).scalar()
-            )
-    params = pg_page.connect_params(db_url)
-    for sql, args in asked:
-        plans.append(json.loads(ask(params, "EXPLAIN (FORMAT JSON) " + sql, args)[0][0]))
+        page = registry.search(include_deleted=removed_too, limit=1)
+        assert page.total == 1 and page.items[0].name == source.name
+    listings = [dict(include_deleted=removed_too, limit=1) for removed_too in (False, True)]
+    plans = _listing_plans(registry, db_url, monkeypatch, listings)
+    assert len(plans) == 4
     for plan in plans:
-        nodes = set(scans(plan[0]["Plan"]))
-        assert ("Seq Scan", "artifact_totals") not in nodes, nodes
-        assert any(table == "artifact_totals" for _, table in nodes), nodes  # it is read
+        read = [n for n in _nodes(plan) if n.get("Relation Name") == "artifact_totals"]
+        assert read, plan  # it is read...
+        assert all(n["Node Type"] != "Seq Scan" for n in read), read  # ...by its key
+
+
+def test_a_page_reads_the_alias_table_once_however_the_planner_reads_it(
+    registry, db_url, tiny_dir, tmp_path, monkeypatch
+):
+    """A page's aliases are gathered for all its rows at once. Looked up row by row,
+    PostgreSQL planned a scan of the whole alias table for each row once the table had a
+    few pages (400 aliases made a page twice as slow); gathered once, a scan reads it
+    once, or the index is probed once per row."""
+    from sqlalchemy import text
+
+    import zoo.api
+
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's planner")
+    infos = registry.import_checkpoints(copies(tiny_dir("gpt2"), tmp_path / "c", 12))
+    with registry.engine.begin() as c:  # the tags of a library in use
+        c.execute(
+            text(
+                "INSERT INTO aliases (name, artifact_id, created_at) "
+                "SELECT 'tag-' || g, :id, now() FROM generate_series(1, 400) g"
+            ),
+            {"id": infos[0].id},
+        )
+    registry.tag(infos[-1].name, "newest")
+    assert _vacuumed(registry, "aliases") >= 3
+    listings = [
+        dict(limit=10),
+        dict(kind="source", limit=10),
+        dict(limit=10, include_deleted=True, newest_first=False),
+        dict(family="gpt2", limit=10),  # a filtered page: the registry's statement only
+    ]
+    pages = [  # a filter's count reads no aliases
+        [n for n in _nodes(plan) if n.get("Relation Name") == "aliases"]
+        for plan in _listing_plans(registry, db_url, monkeypatch, listings)
+    ]
+    pages = [read for read in pages if read]
+    assert len(pages) == 7  # 4 of the registry's, 3 quick ones
+    for read in pages:
+        scans = [n for n in read if n["Node Type"] == "Seq Scan"]
+        assert sum(n["Actual Loops"] for n in scans) <= 1, scans
+    assert registry.search(limit=1).items[0].aliases == ("newest",)
+    assert zoo.api.quick_page(limit=1).items[0].aliases == ("newest",)
+    oldest = registry.search(limit=1, newest_first=False).items[0]
+    assert len(oldest.aliases) == 400
+    assert zoo.api.quick_page(limit=1, newest_first=False).items[0] == oldest
 
 
 # --- pages -------------------------------------------------------------------------------------

@@ -150,11 +150,21 @@ if hasattr(os, "register_at_fork"):
 # costs a call or two (about a microsecond each), so a page of 50 rows of 14 columns
 # would cost more than the statement; one value parsed by the json module costs little.
 _ITEM = (
-    "json_build_array(a.id, a.kind, a.name, a.family, a.content_hash, a.virtual, "
+    "json_build_array(p.id, p.kind, p.name, p.family, p.content_hash, p.virtual, "
     # zoo writes UTC; read as UTC whatever the session's time zone
-    """to_char(a.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), """
-    "a.created_by, a.deleted_at IS NOT NULL, a.tensor_count, a.nbytes, a.layers, a.hidden, "
-    "ARRAY(SELECT al.name FROM aliases al WHERE al.artifact_id = a.id))"
+    """to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), """
+    "p.created_by, p.deleted_at IS NOT NULL, p.tensor_count, p.nbytes, p.layers, p.hidden, "
+    "coalesce(n.names, '{}'))"
+)
+_PAGE_COLUMNS = (
+    "a.id, a.kind, a.name, a.family, a.content_hash, a.virtual, a.created_at, a.created_by, "
+    "a.deleted_at, a.tensor_count, a.nbytes, a.layers, a.hidden"
+)
+# The page's aliases, gathered once for its ids rather than looked up row by row: the
+# planner would scan a small alias table once per row (see zoo.db.search._with_aliases).
+_NAMES = (
+    "SELECT al.artifact_id, array_agg(al.name) AS names FROM aliases al "
+    "JOIN p ON al.artifact_id = p.id GROUP BY al.artifact_id"
 )
 
 
@@ -193,16 +203,18 @@ def read_page(
     if after is not None:
         where.append(f"a.id {'<' if newest_first else '>'} {arg(after)}")
     order = "DESC" if newest_first else "ASC"
-    page = f"SELECT a.id, {_ITEM} AS item FROM artifacts a"
+    page = f"SELECT {_PAGE_COLUMNS} FROM artifacts a"
     if where:
         page += " WHERE " + " AND ".join(where)
     page += f" ORDER BY a.id {order}"
     if limit is not None:
         page += f" LIMIT {arg(limit + 1)}"  # one more tells whether a next page exists
     sql = (
+        f"WITH p AS ({page}), n AS ({_NAMES}) "
         "SELECT (SELECT version_num FROM alembic_version), "
         f"({total}), "
-        f"(SELECT coalesce(json_agg(p.item ORDER BY p.id {order}), '[]') FROM ({page}) p)"
+        f"(SELECT coalesce(json_agg({_ITEM} ORDER BY p.id {order}), '[]') "
+        "FROM p LEFT JOIN n ON n.artifact_id = p.id)"
     )
     rows = _ask(params, sql, args)
     if len(rows) != 1 or rows[0][0] != head_revision():
