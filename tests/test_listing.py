@@ -1069,6 +1069,49 @@ def test_depth_limits_and_cycle_refusal(registry, tiny_dir, tmp_path, run_cli):
     assert len(registry.lineage(names[0]).edges) == 4  # nothing was added
 
 
+def test_a_lineage_walk_looks_up_each_step_by_the_edge_index(registry, db_url, tiny_dir, tmp_path):
+    """PostgreSQL plans a recursive step once; for an edges table of a few pages it chose
+    a scan of the whole table joined at every step. Each step now looks up its edges by
+    the index: with 400 more edges, vacuumed and analyzed, a 30-deep walk up, and one
+    down with a depth limit, scan the edges table at most once."""
+    from sqlalchemy import text
+
+    from zoo.db import graph
+
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's planner")
+    infos = registry.import_checkpoints(copies(tiny_dir("gpt2"), tmp_path / "c", 71))
+    infos, others = infos[:31], [i.id for i in infos[31:]]
+    for parent, child in itertools.pairwise(infos):
+        registry.link(child.name, parent.name, relation="finetune")
+    with registry.engine.begin() as c:  # 400 edges elsewhere in the library
+        c.execute(
+            text(
+                "INSERT INTO edges (parent_id, child_id, relation, recipe_json, zoo_version, "
+                "created_at, created_by) SELECT p, c, 'distill', '{}', 'test', now(), 'test' "
+                "FROM unnest(CAST(:ids AS int[])) p, unnest(CAST(:ids AS int[])) c "
+                "WHERE p < c LIMIT 400"
+            ),
+            {"ids": others},
+        )
+    with registry.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.execute(text("VACUUM ANALYZE edges"))
+        assert c.scalar(text("SELECT relpages FROM pg_class WHERE relname = 'edges'")) >= 4
+    assert len(registry.lineage(infos[-1].name, down=False).edges) == 30
+    assert len(registry.lineage(infos[0].name, up=False, depth=20).edges) == 20
+    with registry.session() as session:
+        for up, root, depth in ((True, infos[-1].id, None), (False, infos[0].id, 20)):
+            statement = graph._walk_edges_statement("postgresql", up, depth is not None)
+            compiled = statement.compile(registry.engine)
+            params = compiled.construct_params({"root": root, "depth": depth})
+            explain = "EXPLAIN (ANALYZE, FORMAT JSON) " + str(compiled)
+            plan = session.connection().exec_driver_sql(explain, params).scalar()
+            read = [n for n in _nodes(plan) if n.get("Relation Name") == "edges"]
+            scans = [n for n in read if n["Node Type"] == "Seq Scan"]
+            assert sum(n["Actual Loops"] for n in scans) <= 1, scans
+            assert any(n["Actual Loops"] >= 20 for n in read), read  # it walked
+
+
 # --- batch import ------------------------------------------------------------------------------
 
 
