@@ -1069,14 +1069,19 @@ def test_depth_limits_and_cycle_refusal(registry, tiny_dir, tmp_path, run_cli):
     assert len(registry.lineage(names[0]).edges) == 4  # nothing was added
 
 
-def test_a_lineage_walk_looks_up_each_step_by_the_edge_index(registry, db_url, tiny_dir, tmp_path):
+def test_every_lineage_walk_looks_up_each_step_by_the_edge_index(
+    registry, db_url, tiny_dir, tmp_path, run_cli
+):
     """PostgreSQL plans a recursive step once; for an edges table of a few pages it chose
     a scan of the whole table joined at every step. Each step now looks up its edges by
-    the index: with 400 more edges, vacuumed and analyzed, a 30-deep walk up, and one
-    down with a depth limit, scan the edges table at most once."""
+    the index: with 400 more edges, vacuumed and analyzed, no walk scans the edges table
+    more than once: a 30-deep lineage up, one down with a depth limit, the ancestor check
+    a materialization's record makes, `link`'s cycle check (refusing a cycle 30 deep) and
+    the listing of an artifact's descendants."""
     from sqlalchemy import text
 
-    from zoo.db import graph
+    from zoo.db import graph, search
+    from zoo.db.queries import edge_values
 
     if not db_url.startswith("postgresql"):
         pytest.skip("PostgreSQL's planner")
@@ -1094,22 +1099,41 @@ def test_a_lineage_walk_looks_up_each_step_by_the_edge_index(registry, db_url, t
             ),
             {"ids": others},
         )
-    with registry.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-        c.execute(text("VACUUM ANALYZE edges"))
-        assert c.scalar(text("SELECT relpages FROM pg_class WHERE relname = 'edges'")) >= 4
+    assert _vacuumed(registry, "edges") >= 4
     assert len(registry.lineage(infos[-1].name, down=False).edges) == 30
     assert len(registry.lineage(infos[0].name, up=False, depth=20).edges) == 20
-    with registry.session() as session:
-        for up, root, depth in ((True, infos[-1].id, None), (False, infos[0].id, 20)):
-            statement = graph._walk_edges_statement("postgresql", up, depth is not None)
+    top, bottom = infos[0].id, infos[-1].id
+    cycle = edge_values(bottom, top, "finetune", {}, "test", "test")
+    walks = [
+        (graph._walk_edges_statement("postgresql", True, False), {"root": bottom}),
+        (graph._walk_edges_statement("postgresql", False, True), {"root": top, "depth": 20}),
+        (graph._is_ancestor_statement("postgresql"), {"node": bottom, "ancestor": others[0]}),
+        (graph._insert_unless_cycle_statement("postgresql"), cycle),
+        (
+            search.statement(
+                "postgresql",
+                search.Filters(derived_from=top),
+                limit=50,
+                after=None,
+                newest_first=True,
+            )[0],
+            {"limit": 51},
+        ),
+    ]
+    with registry.engine.connect() as connection, connection.begin():
+        for statement, values in walks:
             compiled = statement.compile(registry.engine)
-            params = compiled.construct_params({"root": root, "depth": depth})
+            params = compiled.construct_params(values)
             explain = "EXPLAIN (ANALYZE, FORMAT JSON) " + str(compiled)
-            plan = session.connection().exec_driver_sql(explain, params).scalar()
+            plan = connection.exec_driver_sql(explain, params).scalar()
             read = [n for n in _nodes(plan) if n.get("Relation Name") == "edges"]
             scans = [n for n in read if n["Node Type"] == "Seq Scan"]
-            assert sum(n["Actual Loops"] for n in scans) <= 1, scans
+            assert sum(n["Actual Loops"] for n in scans) <= 1, (str(compiled), scans)
             assert any(n["Actual Loops"] >= 20 for n in read), read  # it walked
+        connection.rollback()  # the cycle check inserts nothing; nothing else is kept
+    assert len(registry.search(derived_from=infos[0].name, limit=50).items) == 30
+    code, _, err = run_cli("link", infos[0].name, "--from", infos[-1].name)
+    assert code == 2 and "would make a cycle" in err
 
 
 # --- batch import ------------------------------------------------------------------------------

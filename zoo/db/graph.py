@@ -67,9 +67,9 @@ def _walk(root, *, up: bool, depth, dialect: str | None = None):
     )
 
 
-def reachable(root: int, *, up: bool, depth: int | None = None) -> Select:
+def reachable(root: int, *, up: bool, dialect: str, depth: int | None = None) -> Select:
     """SELECT of the ids reachable from ``root`` (``root`` included), for use in IN."""
-    walk = _walk(root, up=up, depth=depth)
+    walk = _walk(root, up=up, depth=depth, dialect=dialect)
     return select(walk.c.id)
 
 
@@ -96,20 +96,19 @@ def _walk_edges_statement(dialect: str, up: bool, limited: bool) -> Select:
     return select(*EDGE_COLUMNS).where(from_col.in_(near)).order_by(Edge.id)
 
 
-def _ancestors(node):
+def _ancestors(node, dialect: str):
     """A CTE of the ids reached from ``node`` (a bound parameter, or a scalar subquery
-    that finds it) going up one edge or more."""
+    that finds it) going up one edge or more; each step as :func:`_step` takes it."""
     walk = select(Edge.parent_id.label("id")).where(Edge.child_id == node).cte("up", recursive=True)
-    return walk.union(select(Edge.parent_id).join(walk, Edge.child_id == walk.c.id))
+    joined, reached = _step(walk, Edge.child_id, Edge.parent_id, dialect)
+    return walk.union(select(reached).select_from(joined))
 
 
-def _is_ancestor_statement() -> Select:
-    walk = _ancestors(bindparam("node"))
+# Built once per back end: every `link` runs it, and building it takes longer than running it.
+@functools.lru_cache(maxsize=4)
+def _is_ancestor_statement(dialect: str) -> Select:
+    walk = _ancestors(bindparam("node"), dialect)
     return select(exists().where(walk.c.id == bindparam("ancestor")))
-
-
-# Built once: every `link` runs it, and building it takes longer than running it.
-_IS_ANCESTOR = _is_ancestor_statement()
 
 
 def add_edge_unless_cycle(session: Session, **edge):
@@ -146,7 +145,7 @@ def _insert_unless_cycle_statement(dialect: str, *, by_name: bool = False):
         for end in ("parent", "child"):
             params[f"{end}_id"] = live_named_id(bindparam(end, type_=Artifact.name.type))
     parent, child = params["parent_id"], params["child_id"]
-    walk = _ancestors(parent)
+    walk = _ancestors(parent, dialect)
     # NULL ids (a name not read here) compare unequal to nothing: no row, nothing added.
     row = select(*params.values()).where(parent != child, ~exists().where(walk.c.id == child))
     # The table, not the entity: the ORM would read the parameters as an edge's columns.
@@ -160,4 +159,5 @@ def _insert_unless_cycle_statement(dialect: str, *, by_name: bool = False):
 
 def is_ancestor(session: Session, ancestor: int, node: int) -> bool:
     """Whether ``ancestor`` is reached from ``node`` going up one edge or more (one query)."""
-    return bool(session.scalar(_IS_ANCESTOR, {"ancestor": ancestor, "node": node}))
+    statement = _is_ancestor_statement(session.get_bind().dialect.name)
+    return bool(session.scalar(statement, {"ancestor": ancestor, "node": node}))

@@ -80,7 +80,7 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
-def conditions(f: Filters) -> list:
+def conditions(f: Filters, dialect: str) -> list:
     conds = []
     if f.kind:
         conds.append(Artifact.kind == f.kind)
@@ -105,7 +105,7 @@ def conditions(f: Filters) -> list:
     if f.derived_from is not None:
         conds.append(
             and_(
-                Artifact.id.in_(graph.reachable(f.derived_from, up=False)),
+                Artifact.id.in_(graph.reachable(f.derived_from, up=False, dialect=dialect)),
                 Artifact.id != f.derived_from,
             )
         )
@@ -142,7 +142,7 @@ def page(
         kind = {"kind": filters.kind} if by_kind else {}
         total = int(connection.scalar(_stored_total(filters.include_deleted, by_kind), kind))
     else:  # a filter whose matches are counted
-        total = int(connection.scalar(_counted(conditions(filters))))
+        total = int(connection.scalar(_counted(conditions(filters, dialect))))
     more = limit is not None and len(rows) > limit
     rows = rows[:limit] if limit is not None else rows
     items = [
@@ -200,7 +200,7 @@ def statement(
         )
         return query, params, True
     query = _ordered(
-        select(*_COLUMNS).where(*conditions(filters)),
+        select(*_COLUMNS).where(*conditions(filters, dialect)),
         after is not None,
         limit is not None,
         newest_first,
