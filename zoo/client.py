@@ -55,12 +55,12 @@ class RemoteRegistry:
 
     @cached_property
     def _http(self):
-        import httpx
+        from zoo.transport import Transport
 
         headers = {"User-Agent": "zoo-client"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        return httpx.Client(base_url=self.endpoint, headers=headers, timeout=_TIMEOUT)
+        return Transport(self.endpoint, headers, _TIMEOUT)
 
     def close(self) -> None:
         if "_http" in self.__dict__:
@@ -73,11 +73,11 @@ class RemoteRegistry:
         self.close()
 
     def _call(self, method: str, path: str, **kwargs) -> Any:
-        import httpx
+        from zoo.transport import TransportError
 
         try:
             response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             raise ServerUnavailableError(
                 f"Cannot reach the zoo server at {self.endpoint}: {exc}."
             ) from None
@@ -115,20 +115,19 @@ class RemoteRegistry:
     def _fetch(self, url: str, dest: Path, meta: dict[str, Any]) -> None:
         import hashlib
 
-        import httpx
+        from zoo.transport import TransportError
 
         h = hashlib.sha256()
         try:
             with self._http.stream("GET", url) as response, open(dest, "wb") as fh:
                 if response.status_code >= 400:
-                    response.read()
-                    raise _error_from(response)
+                    raise _error_from(response.read())
                 for chunk in response.iter_bytes(1 << 20):
                     h.update(chunk)
                     fh.write(chunk)
                 fh.flush()
                 os.fsync(fh.fileno())
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             raise ServerUnavailableError(f"Download of {url} failed: {exc}.") from None
         if h.hexdigest() != meta["sha256"]:
             raise errors.VerificationError(f"{dest.name} arrived damaged (sha256 differs).")
