@@ -386,8 +386,8 @@ def markdown(res: dict) -> str:
         f"# SIGKILL at random points, then fsck --repair ({m['cpu']}, {m['cores']} cores)",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python "
-        f"{m['python']}, SQLite {m['sqlite']}; {m['date']}, commit {m['commit']}. Shared "
-        "machine: other jobs ran too. Produced by `python benchmarks/bench_kill.py "
+        f"{m['python']}, SQLite {m['sqlite']}; {m['date']}, commit {m['commit']}. "
+        "Produced by `python benchmarks/bench_kill.py "
         f"--kills {res['args']['kills']} --seed {res['args']['seed']}`.",
         "",
         "Commands killed in turn: `import` of a 90 MB BERT whose blobs are new, `extract` "
