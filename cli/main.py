@@ -154,15 +154,21 @@ def ls_cmd(
     """List registered artifacts, a page at a time (newest first)."""
     import zoo.api
 
-    filtered = (pattern, family, min_layers, max_layers, min_hidden, max_hidden, derived_from)
-    filtered += (created_by, created_after, created_before)
-    # The listing of everything or of one kind, read from a local SQLite registry without
-    # opening one (most of a `zoo ls` process was importing SQLAlchemy); None elsewhere.
+    # Read from the database without opening a registry (most of a `zoo ls` process was
+    # importing SQLAlchemy); None where it cannot be (a server, a filter that needs a name
+    # resolved or a time parsed), and the registry answers.
     page = None
-    if all(value is None for value in filtered):
+    if derived_from is None and created_after is None and created_before is None:
         page = zoo.api.quick_page(
             kind=kind,
+            family=family,
             include_deleted=include_deleted,
+            name=pattern,
+            min_layers=min_layers,
+            max_layers=max_layers,
+            min_hidden=min_hidden,
+            max_hidden=max_hidden,
+            created_by=created_by,
             limit=limit or None,
             after=cursor,
             newest_first=not oldest_first,

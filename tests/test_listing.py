@@ -262,7 +262,9 @@ def _listing_plans(registry, db_url, monkeypatch, listings) -> list[list[dict]]:
     monkeypatch.setattr(
         pg_page, "_ask", lambda p, sql, args: asked.append((sql, args)) or ask(p, sql, args)
     )
-    quick = {"kind", "include_deleted", "limit", "after", "newest_first"}
+    from zoo.db.listing_sql import QUICK_FILTERS
+
+    quick = {"kind", "include_deleted", "limit", "after", "newest_first", *QUICK_FILTERS}
     for listing in listings:
         if set(listing) <= quick:
             assert zoo.api.quick_page(**listing) is not None
@@ -360,14 +362,14 @@ def test_a_page_reads_the_alias_table_once_however_the_planner_reads_it(
         dict(limit=10),
         dict(kind="source", limit=10),
         dict(limit=10, include_deleted=True, newest_first=False),
-        dict(family="gpt2", limit=10),  # a filtered page: the registry's statement only
+        dict(family="gpt2", limit=10),  # a filtered page
     ]
     pages = [  # a filter's count reads no aliases
         [n for n in _nodes(plan) if n.get("Relation Name") == "aliases"]
         for plan in _listing_plans(registry, db_url, monkeypatch, listings)
     ]
     pages = [read for read in pages if read]
-    assert len(pages) == 7  # 4 of the registry's, 3 quick ones
+    assert len(pages) == 8  # 4 of the registry's, 4 quick ones
     for read in pages:
         scans = [n for n in read if n["Node Type"] == "Seq Scan"]
         assert sum(n["Actual Loops"] for n in scans) <= 1, scans
@@ -727,6 +729,77 @@ def test_the_quick_page_is_the_registrys_page(library, db_url, monkeypatch):
     assert everything.total == len(everything.items) == len(reg.list(include_deleted=True))
 
 
+def test_the_quick_page_with_filters_is_the_registrys_page(library, db_url):
+    """The filters `zoo ls` takes most (family, a name or alias pattern, layers and hidden
+    ranges, author) are read without SQLAlchemy too: every page of each value of each
+    filter, and of combinations hypothesis draws, equals the registry's page and keeps
+    what the brute-force reference keeps."""
+    import zoo.api
+    from zoo.db.listing_sql import QUICK_FILTERS
+
+    reg = library
+    names = [i.name for i in reg.list(include_deleted=True)]
+    quick_options = {k: OPTIONS[k](names, []) for k in ("kind", "include_deleted", *QUICK_FILTERS)}
+
+    def same(f: dict, limit: int | None, newest_first: bool) -> int:
+        shape = dict(f, limit=limit, newest_first=newest_first)
+        quick = _pages(zoo.api.quick_page, **shape)
+        assert quick == _pages(reg.search, **shape), shape
+        got = [i.id for p in quick for i in p.items]
+        expected = _reference(reg, f)
+        assert got == (expected if newest_first else expected[::-1]), shape
+        assert {p.total for p in quick} == {len(expected)}, shape
+        return len(got)
+
+    kept = 0
+    for n, (key, value) in enumerate((k, v) for k in QUICK_FILTERS for v in quick_options[k]):
+        for kind, include_deleted in itertools.product((None, "source"), (False, True)):
+            f = {key: value, "kind": kind, "include_deleted": include_deleted}
+            kept += same(f, limit=(None, 3)[n % 2], newest_first=n % 3 != 0)
+    assert kept > 300
+    for empty in ("name", "family", "created_by"):  # an empty text keeps everything
+        assert same({empty: ""}, limit=4, newest_first=True) == len(_reference(reg, {}))
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        f=st.fixed_dictionaries(
+            {}, optional={k: st.sampled_from(v) for k, v in quick_options.items()}
+        ),
+        limit=st.sampled_from([None, 1, 2, 5]),
+        newest_first=st.booleans(),
+    )
+    def combined(f, limit, newest_first):
+        same(f, limit, newest_first)
+
+    combined()
+
+
+def test_the_quick_page_leaves_filters_it_cannot_pass_on_to_the_registry(library):
+    """A filter that needs a name resolved or a time parsed, text with a NUL (libpq reads
+    C strings), a number no 64-bit column holds or a value of another type: None, and the
+    registry answers or refuses it."""
+    import zoo.api
+
+    assert zoo.api.quick_page(family="gpt2") is not None
+    for refused in (
+        {"derived_from": library.list()[0].name},
+        {"created_after": "2026-01-01"},
+        {"family": "gpt2\x00"},
+        {"name": "ch\x00amp"},
+        {"min_layers": 2**63},
+        {"max_hidden": -(2**63) - 1},
+        {"min_layers": True},
+        {"min_layers": "2"},
+        {"created_by": 7},
+    ):
+        assert zoo.api.quick_page(**refused) is None, refused
+    assert zoo.api.quick_page(min_layers=2**63 - 1).total == 0
+
+
 def test_the_quick_page_leaves_to_the_registry_what_it_cannot_answer(
     registry, db_url, tmp_path, monkeypatch, run_cli
 ):
@@ -784,9 +857,9 @@ def test_the_quick_page_leaves_to_the_registry_what_it_cannot_answer(
 
 
 def test_zoo_ls_never_imports_sqlalchemy_or_psycopg(library, db_url, tmp_path):
-    """The listing `zoo ls` opens with, as a process, is the interpreter, click and sqlite3
-    or libpq (``-X importtime`` lists every module imported), and prints what the
-    registry's own listing prints; a filter opens the registry."""
+    """`zoo ls` as a process, with the filters it reads most, is the interpreter, click and
+    sqlite3 or libpq (``-X importtime`` lists every module imported), and prints what the
+    registry's own listing prints; a filter that needs a name resolved opens the registry."""
     import os
     import subprocess
     import sys
@@ -827,9 +900,14 @@ def test_zoo_ls_never_imports_sqlalchemy_or_psycopg(library, db_url, tmp_path):
             newest_first="--oldest-first" not in args,
         )
         assert page == json.loads(json.dumps(expected.to_json())), args
-    page, imported = zoo_ls("--json", "--family", "gpt2")
-    assert "sqlalchemy" in imported and reader not in imported
+    page, imported = zoo_ls("--json", "--family", "gpt2", "--name", "copy", "--min-layers", "2")
+    assert reader in imported and "sqlalchemy" not in imported
+    expected = library.search(family="gpt2", name="copy", min_layers=2)
+    assert page == json.loads(json.dumps(expected.to_json()))
     assert {a["family"] for a in page["artifacts"]} == {"gpt2"}
+    # Descendants need a name resolved: the registry answers.
+    page, imported = zoo_ls("--json", "--derived-from", page["artifacts"][-1]["name"])
+    assert "sqlalchemy" in imported and reader not in imported
 
 
 @pytest.mark.parametrize(

@@ -191,7 +191,7 @@ def _part_head(boundary: str, name: str, filename: str | None = None, content_ty
 
 
 def _quoted(value: str) -> str:
-    # What browsers do (and RFC 7578 allows): percent-encode what would end the string.
+    # As HTML's form encoding does (and httpx did): nothing in it can end the quoted string.
     return value.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
 
 

@@ -2,8 +2,8 @@
 
 :class:`Registry` (and with it SQLAlchemy, a third of a second to import) loads on first
 use, so a client of a zoo server (``ZOO_ENDPOINT``) never imports the database layer, and
-:func:`quick_page` answers the listing `zoo ls` opens with from a SQLite or PostgreSQL
-registry without it.
+:func:`quick_page` answers `zoo ls` (everything, one kind, or the filters it reads most)
+from a SQLite or PostgreSQL registry without it.
 """
 
 from __future__ import annotations
@@ -55,16 +55,20 @@ def quick_page(
     limit: int | None = 50,
     after: str | None = None,
     newest_first: bool = True,
+    **filters,
 ) -> Page | None:
-    """The page of everything (or of one ``kind``) that ``connect().search(...)`` gives,
-    read straight from the configured registry's database: a SQLite file with the
-    standard library, PostgreSQL through libpq, without SQLAlchemy or psycopg.
+    """The page that ``connect().search(...)`` gives for the same arguments, read straight
+    from the configured registry's database: a SQLite file with the standard library,
+    PostgreSQL through libpq, without SQLAlchemy or psycopg. ``filters``: ``family``,
+    ``name``, ``min_layers``, ``max_layers``, ``min_hidden``, ``max_hidden`` and
+    ``created_by``, as ``search`` takes them.
 
     None where it cannot be answered so (a zoo server, another driver, a file zoo has not
     created yet, a database that cannot be reached or has no registry, a schema at
-    another revision, an argument the registry refuses): open the registry and ask it,
-    and it says what is wrong.
+    another revision, a filter it does not read, an argument the registry refuses): open
+    the registry and ask it, and it says what is wrong.
     """
+    from zoo.db import listing_sql
     from zoo.db.entities import KINDS, Page, parse_cursor
     from zoo.errors import InvalidInputError
 
@@ -74,8 +78,10 @@ def quick_page(
         cursor = parse_cursor(after)
     except InvalidInputError:
         return None
-    valid = (kind is None or kind in KINDS) and (
-        limit is None or (type(limit) is int and limit >= 1)
+    valid = (
+        (kind is None or kind in KINDS)
+        and (limit is None or (type(limit) is int and limit >= 1))
+        and listing_sql.answerable(filters)
     )
     if not valid:
         return None
@@ -85,6 +91,7 @@ def quick_page(
         limit=limit,
         after=cursor,
         newest_first=newest_first,
+        **filters,
     )
     found = _read_quick_page(load_settings().db_url, shape)
     if found is None:

@@ -1,5 +1,6 @@
-"""A page of a listing of everything or of one kind, read from a PostgreSQL registry
-through libpq alone (:mod:`zoo.db.libpq`).
+"""A page of a listing (of everything, of one kind, or with the filters of
+:mod:`zoo.db.listing_sql`), read from a PostgreSQL registry through libpq alone
+(:mod:`zoo.db.libpq`).
 
 The PostgreSQL counterpart of :mod:`zoo.db.sqlite_page`, for the page `zoo ls` opens
 with: importing SQLAlchemy and psycopg takes 0.4 s of a `zoo ls` process, and the page
@@ -17,6 +18,7 @@ import re
 import threading
 from urllib.parse import parse_qsl, unquote
 
+from zoo.db import listing_sql
 from zoo.db.entities import EVERY_KIND_TOTAL, ArtifactSummary, summary_from_row
 from zoo.db.libpq import Connection, LibpqError
 from zoo.db.sqlite_file import head_revision
@@ -176,9 +178,11 @@ def read_page(
     limit: int | None,
     after: int | None,
     newest_first: bool,
+    **filters,
 ) -> tuple[list[ArtifactSummary], int, str | None] | None:
     """(items, total, cursor of the next page or None), as :func:`zoo.db.search.page`
     gives them; None when the database's schema is not the one this zoo reads.
+    ``filters``: :data:`zoo.db.listing_sql.QUICK_FILTERS`.
 
     One statement, so the revision, the total and the page come from one snapshot.
 
@@ -192,14 +196,16 @@ def read_page(
         args.append(str(value))
         return f"${len(args)}"
 
-    column = "t.kept + t.removed" if include_deleted else "t.kept"
-    total = f"SELECT coalesce(sum({column}), 0) FROM artifact_totals t"
-    total += f" WHERE t.kind = {arg(kind)}" if kind is not None else f" WHERE {EVERY_KIND_TOTAL}"
-    where = []
-    if kind is not None:
-        where.append(f"a.kind = {arg(kind)}")
-    if not include_deleted:
-        where.append("a.deleted_at IS NULL")
+    if listing_sql.counted(filters):
+        kept = listing_sql.conditions(arg, kind=kind, include_deleted=include_deleted, **filters)
+        total = "SELECT count(*) FROM artifacts a WHERE " + " AND ".join(kept)
+    else:
+        column = "t.kept + t.removed" if include_deleted else "t.kept"
+        total = f"SELECT coalesce(sum({column}), 0) FROM artifact_totals t"
+        total += (
+            f" WHERE t.kind = {arg(kind)}" if kind is not None else f" WHERE {EVERY_KIND_TOTAL}"
+        )
+    where = listing_sql.conditions(arg, kind=kind, include_deleted=include_deleted, **filters)
     if after is not None:
         where.append(f"a.id {'<' if newest_first else '>'} {arg(after)}")
     order = "DESC" if newest_first else "ASC"

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from zoo.db import graph
 from zoo.db.entities import KINDS, ArtifactSummary, parse_cursor
+from zoo.db.listing_sql import like_pattern
 from zoo.db.models import Alias, Artifact, ArtifactTotal
 
 _COLUMNS = (
@@ -57,21 +58,6 @@ class Filters:
     created_by: str | None = None
     created_after: datetime | None = None  # inclusive
     created_before: datetime | None = None  # exclusive
-
-
-def like_pattern(glob: str) -> str:
-    """A LIKE pattern (escape ``\\``) for a glob; a glob without wildcards matches as a
-    substring.
-
-    Example:
-        >>> like_pattern("bert*-l2_*")
-        'bert%-l2\\\\_%'
-    """
-    escaped = glob.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    pattern = escaped.replace("*", "%").replace("?", "_")
-    if "*" not in glob and "?" not in glob:
-        pattern = f"%{pattern}%"
-    return pattern.lower()
 
 
 def _utc(value: datetime) -> datetime:

@@ -1,5 +1,6 @@
-"""A page of a listing of everything or of one kind, read from a SQLite registry with the
-standard library's sqlite3 alone.
+"""A page of a listing (of everything, of one kind, or with the filters of
+:mod:`zoo.db.listing_sql`), read from a SQLite registry with the standard library's
+sqlite3 alone.
 
 This is the page `zoo ls` opens with, and the statement :mod:`zoo.db.search` builds with
 SQLAlchemy for the same shape, written out: importing SQLAlchemy takes longer than the
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from zoo.db import listing_sql
 from zoo.db.entities import EVERY_KIND_TOTAL, ArtifactSummary, summary_from_row
 from zoo.db.sqlite_file import BUSY_TIMEOUT_S, SQLiteFile, head_revision
 
@@ -31,27 +33,41 @@ def read_page(
     limit: int | None,
     after: int | None,
     newest_first: bool,
+    **filters,
 ) -> tuple[list[ArtifactSummary], int, str | None] | None:
     """(items, total, cursor of the next page or None), as :func:`zoo.db.search.page`
     gives them; None when the file's schema is not the one this zoo reads (the engine's
-    schema check then says what to do).
+    schema check then says what to do). ``filters``: :data:`zoo.db.listing_sql.QUICK_FILTERS`.
 
     Raises:
         sqlite3.Error: the file could not be read.
     """
+
+    def bind(into: list):
+        def arg(value: object) -> str:
+            into.append(value)
+            return "?"
+
+        return arg
+
     connection = sqlite3.connect(db.uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     try:
         connection.execute("BEGIN")  # the version and the page from one snapshot
         stamped = connection.execute("SELECT version_num FROM alembic_version").fetchall()
         if stamped != [(head_revision(),)]:
             return None
-        total_sql, total_params = _total(kind, include_deleted)
-        where, params = [], []
-        if kind is not None:
-            where.append("a.kind = ?")
-            params.append(kind)
-        if not include_deleted:
-            where.append("a.deleted_at IS NULL")
+        total_params: list = []
+        if listing_sql.counted(filters):
+            kept = listing_sql.conditions(
+                bind(total_params), kind=kind, include_deleted=include_deleted, **filters
+            )
+            total_sql = "SELECT count(*) FROM artifacts a WHERE " + " AND ".join(kept)
+        else:
+            total_sql, total_params = _total(kind, include_deleted)
+        params: list = []
+        where = listing_sql.conditions(
+            bind(params), kind=kind, include_deleted=include_deleted, **filters
+        )
         if after is not None:
             where.append("a.id < ?" if newest_first else "a.id > ?")
             params.append(after)
