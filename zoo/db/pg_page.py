@@ -2,10 +2,10 @@
 :mod:`zoo.db.listing_sql`), read from a PostgreSQL registry through libpq alone
 (:mod:`zoo.db.libpq`).
 
-The PostgreSQL counterpart of :mod:`zoo.db.sqlite_page`, for the page `zoo ls` opens
-with: importing SQLAlchemy and psycopg takes 0.4 s of a `zoo ls` process, and the page
-needs none of their machinery. The connection is kept for the next page, as the
-registry's pool keeps its own. Tests check that both give the same pages.
+The PostgreSQL counterpart of :mod:`zoo.db.sqlite_page`, for what `zoo ls` reads:
+importing SQLAlchemy and psycopg takes 0.4 s of a `zoo ls` process, and the page needs
+none of their machinery. The connection is kept for the next page, as the registry's
+pool keeps its own. Tests check that both give the same pages.
 """
 
 from __future__ import annotations

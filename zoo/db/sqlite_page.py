@@ -2,8 +2,8 @@
 :mod:`zoo.db.listing_sql`), read from a SQLite registry with the standard library's
 sqlite3 alone.
 
-This is the page `zoo ls` opens with, and the statement :mod:`zoo.db.search` builds with
-SQLAlchemy for the same shape, written out: importing SQLAlchemy takes longer than the
+This is what `zoo ls` reads, and the statement :mod:`zoo.db.search` builds with
+SQLAlchemy for the same listing, written out: importing SQLAlchemy takes longer than the
 answer (0.2 s of a 0.4 s `zoo ls` process on a 2-core Xeon), and a listing needs none
 of its machinery. Tests check that both give the same pages.
 """
