@@ -103,9 +103,9 @@ class Transport:
         data: dict[str, str] | None = None,
         files: list[tuple[str, tuple[str, BinaryIO, str]]] | None = None,
     ) -> Response:
-        """The answer to one request. ``json``: the body, as JSON. ``files`` (field,
-        (filename, open file, content type)) and ``data`` (form fields): a multipart
-        body, streamed from the files."""
+        """The answer to one request. ``json``: the body, as JSON. ``data`` (form fields)
+        and ``files`` (field, (filename, open file, content type)): a multipart body,
+        streamed from the files."""
         with self.stream(method, path, params=params, json=json, data=data, files=files) as s:
             return s.read()
 
@@ -136,17 +136,14 @@ class Transport:
             url += "?" + urlencode(params)
         headers = dict(self.headers)
         body: Any = None
-        if files is not None:
+        if files is not None or data is not None:
             boundary = uuid.uuid4().hex
-            body, size = _multipart(boundary, data or {}, files)
+            body, size = _multipart(boundary, data or {}, files or [])
             headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
             headers["Content-Length"] = str(size)
         elif json is not None:
             body = jsonlib.dumps(json).encode()
             headers["Content-Type"] = "application/json"
-        elif data is not None:
-            body = urlencode(data).encode()
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
         return urllib.request.Request(url, data=body, headers=headers, method=method)
 
     def close(self) -> None:

@@ -196,16 +196,15 @@ def read_page(
         args.append(str(value))
         return f"${len(args)}"
 
-    if listing_sql.counted(filters):
-        kept = listing_sql.conditions(arg, kind=kind, include_deleted=include_deleted, **filters)
-        total = "SELECT count(*) FROM artifacts a WHERE " + " AND ".join(kept)
+    where = listing_sql.conditions(arg, kind=kind, include_deleted=include_deleted, **filters)
+    if listing_sql.counted(filters):  # the matches of the same conditions (parameters) counted
+        total = "SELECT count(*) FROM artifacts a WHERE " + " AND ".join(where)
     else:
         column = "t.kept + t.removed" if include_deleted else "t.kept"
         total = f"SELECT coalesce(sum({column}), 0) FROM artifact_totals t"
         total += (
             f" WHERE t.kind = {arg(kind)}" if kind is not None else f" WHERE {EVERY_KIND_TOTAL}"
         )
-    where = listing_sql.conditions(arg, kind=kind, include_deleted=include_deleted, **filters)
     if after is not None:
         where.append(f"a.id {'<' if newest_first else '>'} {arg(after)}")
     order = "DESC" if newest_first else "ASC"

@@ -42,13 +42,11 @@ def read_page(
     Raises:
         sqlite3.Error: the file could not be read.
     """
+    params: list = []
 
-    def bind(into: list):
-        def arg(value: object) -> str:
-            into.append(value)
-            return "?"
-
-        return arg
+    def arg(value: object) -> str:
+        params.append(value)
+        return "?"
 
     connection = sqlite3.connect(db.uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     try:
@@ -56,18 +54,12 @@ def read_page(
         stamped = connection.execute("SELECT version_num FROM alembic_version").fetchall()
         if stamped != [(head_revision(),)]:
             return None
-        total_params: list = []
-        if listing_sql.counted(filters):
-            kept = listing_sql.conditions(
-                bind(total_params), kind=kind, include_deleted=include_deleted, **filters
-            )
-            total_sql = "SELECT count(*) FROM artifacts a WHERE " + " AND ".join(kept)
+        where = listing_sql.conditions(arg, kind=kind, include_deleted=include_deleted, **filters)
+        if listing_sql.counted(filters):  # the matches of the same conditions, counted
+            total_sql = "SELECT count(*) FROM artifacts a WHERE " + " AND ".join(where)
+            total_params = list(params)
         else:
             total_sql, total_params = _total(kind, include_deleted)
-        params: list = []
-        where = listing_sql.conditions(
-            bind(params), kind=kind, include_deleted=include_deleted, **filters
-        )
         if after is not None:
             where.append("a.id < ?" if newest_first else "a.id > ?")
             params.append(after)
