@@ -7,6 +7,8 @@ around its weights, and with the lineage its model card declares.
   every --out folder carries them, so transformers' AutoTokenizer and pipeline() run on
   it; gc, fsck and verify know the blobs.
 - A card's base_model becomes an edge, from a placeholder until the base is imported.
+- A Hub repository id (ORG/NAME, hf://ORG/NAME) names the artifact imported last from it,
+  wherever a name is taken.
 """
 
 from __future__ import annotations
@@ -287,7 +289,7 @@ def cache_repo(repo_id: str, folder: Path, commit: str = "a" * 40) -> None:
     """Put ``folder`` into the HF cache (HF_HUB_CACHE) as ``repo_id`` at ``commit``."""
     repo = Path(os.environ["HF_HUB_CACHE"]) / ("models--" + repo_id.replace("/", "--"))
     shutil.copytree(folder, repo / "snapshots" / commit)
-    (repo / "refs").mkdir(parents=True)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
 
 
@@ -323,6 +325,7 @@ def test_a_cards_base_model_is_an_edge_from_a_placeholder_until_it_is_imported(
     cache_repo("org/base", tiny_dir("bert", seed=0))
     base = registry.import_checkpoint("org/base")
     assert registry.list(kind="placeholder") == []
+    assert registry.show("org/base").id == base.id  # the id now names the import
     assert edges_into(registry, child.name) == {(base.name, "finetune", "child")}
     assert "child" in {n.name for n in registry.lineage(base.name, up=False).nodes.values()}
 
@@ -357,6 +360,48 @@ def test_a_cards_base_model_is_an_edge_from_a_placeholder_until_it_is_imported(
     report = registry.gc(grace="0s")
     assert {"merged", "hf:gpt2"} <= set(report.hard_deleted)
     assert [a.name for a in registry.list(kind="placeholder", include_deleted=True)] == []
+
+
+def test_a_hub_repository_id_names_the_artifact_imported_last_from_it(
+    registry, tiny_dir, tmp_path, run_cli
+):
+    cache_repo("acme/tiny-bert", tiny_dir("bert", seed=0), commit="a" * 40)
+    first = registry.import_checkpoint("acme/tiny-bert")
+    assert first.name == "tiny-bert"
+    for query in ("acme/tiny-bert", "hf://acme/tiny-bert"):
+        assert registry.show(query).id == first.id
+    # A newer revision of the repository, other weights: the id follows it.
+    cache_repo("acme/tiny-bert", tiny_dir("bert", seed=1), commit="b" * 40)
+    second = registry.import_checkpoint("acme/tiny-bert")
+    assert second.id != first.id
+    assert registry.show("acme/tiny-bert").id == second.id
+    code, out, err = run_cli("show", "acme/tiny-bert", "--json")
+    assert code == 0 and json.loads(out)["name"] == second.name, err
+
+    # Every command that takes a name takes it: materialize, lineage, link, tag.
+    made = registry.materialize("acme/tiny-bert", layers=2, hidden=16)
+    assert edges_into(registry, made.artifact.name) == {
+        (second.name, "materialize", made.artifact.name)
+    }
+    code, out, err = run_cli("lineage", "acme/tiny-bert", "--format", "json")
+    assert code == 0, err
+    assert made.artifact.name in out
+    local = registry.import_checkpoint(tiny_dir("bert", seed=2), name="tuned")
+    registry.link("tuned", "acme/tiny-bert")  # by name in one statement where it can
+    assert edges_into(registry, local.name) == {(second.name, "finetune", "tuned")}
+    registry.tag("hf://acme/tiny-bert", "current")
+    assert registry.show("current").id == second.id
+
+    # Removed, the revision before answers; none left, the error says how to get one.
+    registry.rm(second.name, cascade=True)
+    assert registry.show("acme/tiny-bert").id == first.id
+    registry.rm(first.name)
+    code, _, err = run_cli("show", "acme/tiny-bert")
+    assert code != 0 and "zoo import acme/tiny-bert" in err and len(err.splitlines()) == 1
+    # Only ORG/NAME is an id: a deeper path is looked up as a name, and not found.
+    assert registry.list(kind="placeholder") == []
+    code, _, err = run_cli("show", "acme/tiny-bert/extra")
+    assert code != 0 and "zoo import" not in err
 
 
 def test_zoos_own_card_adds_no_edge_when_its_folder_is_imported(registry, tiny_dir, tmp_path):

@@ -239,6 +239,82 @@ def test_hub_reads_carry_the_headers_huggingface_hub_needs(served):
         }
 
 
+HUB_ID_FROM_PRETRAINED = """
+import json, torch
+from transformers import AutoModelForMaskedLM
+model = AutoModelForMaskedLM.from_pretrained("acme/tiny-bert")
+print(json.dumps({k: v.sum().item() for k, v in model.state_dict().items()}))
+"""
+
+
+def test_a_hub_repository_id_is_served_as_its_last_import(served, tiny_dir, tmp_path):
+    """`from_pretrained("ORG/NAME")` pointed at the server gets what was imported from the
+    Hub repository ORG/NAME; every route below an artifact takes the id too."""
+    import shutil
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    # tiny-bert's folder, cached as the Hub repository acme/tiny-bert and imported from
+    # there: the same content, so the same artifact with one more import.
+    commit = "e" * 40
+    repo = Path(os.environ["HF_HUB_CACHE"]) / "models--acme--tiny-bert"
+    shutil.copytree(tiny_dir("bert"), repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    info = served.reg.show("tiny-bert")
+    assert served.reg.import_checkpoint("acme/tiny-bert").id == info.id
+
+    with _read(served) as http:
+        head = http.head("/acme/tiny-bert/resolve/main/model.safetensors")
+        assert head.status_code == 200, head.text
+        assert head.headers["x-repo-commit"] == info.content_hash[:40]
+        model = http.get("/api/models/acme/tiny-bert").json()
+        assert (model["id"], model["sha"]) == ("acme/tiny-bert", info.content_hash[:40])
+        at_main = http.get("/api/models/acme/tiny-bert/revision/main").json()
+        assert at_main["siblings"] == model["siblings"]
+        tree = http.get("/api/models/acme/tiny-bert/tree/main").json()
+        assert {f["path"] for f in tree} == {s["rfilename"] for s in model["siblings"]}
+        sized = http.get("/api/models/acme/tiny-bert/revision/2x16").json()
+        assert served.reg.show(sized["sha"]).config["hidden_size"] == 16
+        missing = http.head("/acme/nobody/resolve/main/config.json")
+        assert missing.headers["x-error-code"] == "RepoNotFound"
+        # The client quotes the slash; the routes below an artifact read either form.
+        for path in ("acme%2Ftiny-bert", "acme/tiny-bert"):
+            shown = http.get(f"/api/artifacts/{path}").json()
+            assert shown["name"] == "tiny-bert"
+            lineage = http.get(f"/api/artifacts/{path}/lineage").json()
+            assert lineage["root"] == "tiny-bert"
+            files = http.get(f"/api/artifacts/{path}/files").json()
+            assert files["files"]["config.json"] == model_file(model, "config.json")
+
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(
+        HF_ENDPOINT=served.url,
+        HF_TOKEN=served.tokens["read"],
+        HF_HOME=str(tmp_path / "hf"),
+        HF_HUB_CACHE=str(tmp_path / "hf" / "hub"),
+        HF_HUB_DISABLE_TELEMETRY="1",
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", HUB_ID_FROM_PRETRAINED],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    sums = json.loads(run.stdout.strip().splitlines()[-1])
+    imported = load_file(tiny_dir("bert") / "model.safetensors")
+    assert {k: sums[k] for k in imported} == {k: v.sum().item() for k, v in imported.items()}
+
+
+def model_file(model: dict, name: str) -> dict:
+    (sibling,) = [s for s in model["siblings"] if s["rfilename"] == name]
+    return {"sha256": sibling["lfs"]["sha256"], "size": sibling["size"]}
+
+
 FROM_PRETRAINED = """
 import json, sys, torch
 from transformers import AutoModelForMaskedLM

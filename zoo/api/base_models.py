@@ -11,24 +11,18 @@ its edges move over and the placeholder is forgotten.
 
 from __future__ import annotations
 
-import hashlib
-
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from zoo import __version__
 from zoo.db import queries
-from zoo.db.models import Alias, Artifact, Edge, ImportRecord
+from zoo.db.models import Alias, Artifact, Edge
+from zoo.db.queries import placeholder_hash
 
 from .lineage import is_ancestor
 
 #: What a base_model edge's recipe says: declared by the card, not derived by zoo.
 CARD_RECIPE = {"declared": True, "note": "base_model in the model card"}
-
-
-def placeholder_hash(repo_id: str) -> str:
-    """A placeholder's stand-in content hash: one per repository id."""
-    return hashlib.sha256(f"hf://{repo_id}".encode()).hexdigest()
 
 
 def record_base_models(
@@ -90,21 +84,11 @@ def _edge_exists(session: Session, parent_id: int, child_id: int, relation: str)
 
 
 def _registered(session: Session, repo: str) -> Artifact | None:
-    """The kept artifact imported from the Hub repository ``repo`` (the first registered
-    when several revisions were); for an id without an organization, else the artifact
-    with that registry name or alias (the card of a folder zoo materialized from a source
-    imported from a folder names its base so)."""
-    row = session.scalar(
-        select(Artifact)
-        .join(ImportRecord, ImportRecord.artifact_id == Artifact.id)
-        .where(
-            ImportRecord.origin == f"hf://{repo}",
-            Artifact.deleted_at.is_(None),
-            Artifact.kind != "placeholder",
-        )
-        .order_by(Artifact.id)
-        .limit(1)
-    )
+    """The kept artifact imported last from the Hub repository ``repo``, as the repository
+    id names it everywhere; for an id without an organization, else the artifact with that
+    registry name or alias (the card of a folder zoo materialized from a source imported
+    from a folder names its base so)."""
+    row = queries.hub_import(session, repo)
     if row is None and "/" not in repo:
         row = queries.alias_target(session, repo) or session.scalar(
             select(Artifact).where(Artifact.name == repo)

@@ -139,7 +139,13 @@ class ImportRecord(Base):
     """Provenance of a source: the import edge from outside the registry."""
 
     __tablename__ = "imports"
-    __table_args__ = (UniqueConstraint("artifact_id", "origin", "revision"),)
+    __table_args__ = (
+        UniqueConstraint("artifact_id", "origin", "revision"),
+        # A Hub repository id (``ORG/NAME``) names the artifact imported from it last: found
+        # by origin. A hash index on PostgreSQL: equality is all it answers, and a btree
+        # entry could not hold every 1024-character origin.
+        Index("ix_imports_origin", "origin", postgresql_using="hash"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     artifact_id: Mapped[int] = mapped_column(

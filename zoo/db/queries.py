@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import json
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -574,17 +575,61 @@ def family_default(session: Session, family: str) -> Artifact | None:
     return None if row is None else session.get(Artifact, row.artifact_id)
 
 
+def hub_repo_id(query: str) -> str | None:
+    """The Hugging Face Hub repository id ``query`` names (``ORG/NAME``, or ``hf://`` and an
+    id), else None. No registry name or alias can hold ``/`` or ``:``, so the two never
+    meet."""
+    repo = query[len("hf://") :] if query.startswith("hf://") else query
+    if "/" not in query or repo.count("/") > 1 or not all(repo.split("/")):
+        return None
+    return repo
+
+
+def placeholder_hash(repo_id: str) -> str:
+    """A placeholder's stand-in content hash: one per Hub repository id."""
+    return hashlib.sha256(f"hf://{repo_id}".encode()).hexdigest()
+
+
+# The newest import from an origin whose artifact is kept: built once, as every name is.
+_LAST_IMPORTED_FROM = (
+    select(Artifact)
+    .join(ImportRecord, ImportRecord.artifact_id == Artifact.id)
+    .where(
+        ImportRecord.origin == bindparam("origin", type_=ImportRecord.origin.type),
+        Artifact.deleted_at.is_(None),
+        Artifact.kind != "placeholder",
+    )
+    .order_by(ImportRecord.id.desc())
+    .limit(1)
+)
+
+
+def hub_import(session: Session, repo_id: str) -> Artifact | None:
+    """The kept artifact imported last from the Hub repository ``repo_id`` (the revision
+    imported most recently, as the Hub's ``main`` is its newest), or None."""
+    return session.scalar(_LAST_IMPORTED_FROM, {"origin": f"hf://{repo_id}"})
+
+
 def resolve(session: Session, query: str, *, kinds: Iterable[str] | None = None) -> Artifact:
     """Find the artifact a user means by ``query``.
 
-    Tried in order: an alias, a registry name, a content-hash prefix (8+ hex digits).
+    Tried in order: a Hub repository id (``ORG/NAME`` or ``hf://ID``: the artifact
+    imported last from it, else the placeholder a model card's ``base_model`` made for
+    it), an alias, a registry name, a content-hash prefix (8+ hex digits).
 
     Raises:
         NotFoundError: nothing matches (with near-match suggestions).
         AmbiguousNameError: a hash prefix matches several artifacts.
     """
     kinds = tuple(kinds) if kinds else KINDS
-    row = by_alias_or_name(session, query)
+    repo = hub_repo_id(query)
+    row = None
+    if repo is not None:
+        row = hub_import(session, repo) or find_by_content(
+            session, "placeholder", placeholder_hash(repo)
+        )
+    if row is None:
+        row = by_alias_or_name(session, query)
     if row is None and len(query) >= 8 and all(c in "0123456789abcdef" for c in query):
         matches = session.scalars(
             select(Artifact)
@@ -617,7 +662,11 @@ def not_found(session: Session, query: str, *, what: str = "artifact") -> NotFou
     names = list(session.scalars(select(Artifact.name).where(Artifact.deleted_at.is_(None))))
     names += list(session.scalars(select(Alias.name)))
     close = difflib.get_close_matches(query, names, n=3, cutoff=0.5)
-    if close:
+    repo = hub_repo_id(query)
+    if repo is not None:
+        hint = f" A Hub repository id names what was imported from it: `zoo import {repo}`."
+        hint += f" Did you mean {', '.join(close)}?" if close else ""
+    elif close:
         hint = f" Did you mean {', '.join(close)}?"
     elif len(query) < 8 and query and all(c in "0123456789abcdef" for c in query):
         hint = f" If {query!r} is a content-hash prefix, give at least 8 hex digits."

@@ -524,7 +524,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
 
         return list(FAMILY_NAMES)
 
-    @app.get("/api/artifacts/{name}/lineage", tags=["artifacts"])
+    @app.get("/api/artifacts/{name:path}/lineage", tags=["artifacts"])
     async def lineage(
         name: str,
         up: bool = True,
@@ -546,7 +546,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         text = {"text": graph.to_text, "dot": graph.to_dot, "mermaid": graph.to_mermaid}[format]()
         return PlainTextResponse(text)
 
-    @app.get("/api/artifacts/{name}/card", tags=["artifacts"])
+    @app.get("/api/artifacts/{name:path}/card", tags=["artifacts"])
     async def card(name: str, _=read):
         """The model card (README.md) of a source or derived checkpoint."""
         info = await server.db(server.reg.show, check_query(name))
@@ -555,16 +555,16 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         digest = await server.export(info)
         return PlainTextResponse((server.cache.root / digest / "README.md").read_text())
 
-    @app.get("/api/artifacts/{name}/files", tags=["artifacts"])
+    @app.get("/api/artifacts/{name:path}/files", tags=["artifacts"])
     async def files(name: str, _=read):
         """The files of a source or derived checkpoint, with their sha256 and size."""
         info = await server.db(server.reg.show, check_query(name))
         digest = await server.export(info)
         return {"content_hash": digest, "files": server.cache.files(digest)}
 
-    @app.get("/api/artifacts/{name}/files/{filename}", tags=["artifacts"])
+    @app.get("/api/artifacts/{name:path}/files/{filename}", tags=["artifacts"])
     @app.head(
-        "/api/artifacts/{name}/files/{filename}", tags=["artifacts"], operation_id="head_file"
+        "/api/artifacts/{name:path}/files/{filename}", tags=["artifacts"], operation_id="head_file"
     )
     async def file(request: Request, name: str, filename: str, _=read):
         """Download one file (ETag: its sha256)."""
@@ -572,13 +572,13 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         digest = await server.export(info)
         return server.file_response(request, digest, filename)
 
-    @app.post("/api/artifacts/{name}/aliases", tags=["artifacts"])
+    @app.post("/api/artifacts/{name:path}/aliases", tags=["artifacts"])
     async def tag(name: str, body: TagRequest, _=write):
         """Point an alias at the artifact (zoo tag)."""
         info = await server.db(server.reg.tag, check_query(name), check_query(body.alias, "alias"))
         return {"alias": body.alias, "artifact": info.to_json(with_tensors=True)}
 
-    @app.post("/api/artifacts/{name}/links", tags=["artifacts"])
+    @app.post("/api/artifacts/{name:path}/links", tags=["artifacts"])
     async def link(name: str, body: LinkRequest, _=write):
         """Declare a derivation made outside zoo (zoo link)."""
         edge = await server.db(
@@ -590,21 +590,22 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         )
         return edge.to_json()
 
-    @app.delete("/api/artifacts/{name}", tags=["artifacts"])
+    @app.delete("/api/artifacts/{name:path}", tags=["artifacts"])
     async def rm(name: str, cascade: bool = False, _=write):
         """Remove an artifact (soft; zoo gc makes it final)."""
         infos = await server.db(server.reg.rm, check_query(name), cascade=cascade)
         return [i.to_json() for i in infos]
 
-    @app.post("/api/artifacts/{name}/rederive", tags=["artifacts"])
+    @app.post("/api/artifacts/{name:path}/rederive", tags=["artifacts"])
     async def rederive(name: str, body: RederiveRequest | None = None, _=read):
         """Re-derive a derived checkpoint and verify it bit for bit."""
         device = body.device if body else None
         result = await server.work.call(server.reg.rederive, check_query(name), device=device)
         return {"artifact": result.artifact.to_json(with_tensors=True), "verified": True}
 
-    # Registered after the routes below an artifact: a name with a slash reaches the
-    # registry (and is not found there, as on the command line) instead of no route.
+    # A name may hold a slash (a Hub repository id, ORG/NAME), so every route below an
+    # artifact reads it as a path; this one comes after them, so that a path ending in
+    # none of theirs is a name (looked up, and not found, as on the command line).
     @app.get("/api/artifacts/{name:path}", tags=["artifacts"])
     async def show(name: str, tensors: bool = True, _=read):
         """One artifact by name, alias or content-hash prefix."""

@@ -1,7 +1,8 @@
 """Hugging Face-compatible reads: ``huggingface_hub`` and ``from_pretrained`` pointed at a
 zoo server (``HF_ENDPOINT`` or ``endpoint=``) download its checkpoints.
 
-The repository id is a zoo name or alias (or a family name with a default learngene). The
+The repository id is a zoo name or alias, a family name with a default learngene, or a
+Hub repository id ``ORG/NAME`` (the artifact imported last from that repository). The
 revision is ``main`` (the artifact itself), a commit (the first 40 hex digits of a content
 hash, which is what ``X-Repo-Commit`` answers), or a size ``LAYERSxHIDDEN`` such as
 ``6x384``: that size is materialized on demand, recorded, and served. What
@@ -111,19 +112,13 @@ def add_hf_routes(app, server, read) -> None:
             ],
         }
 
-    @app.get("/api/models/{repo}", tags=["hugging face"])
-    async def model_info(repo: str, _=read):
-        """Repository info at ``main``."""
+    async def model_info(repo: str) -> dict:
         return repo_info(repo, await resolve(repo, "main"), await artifact(repo))
 
-    @app.get("/api/models/{repo}/revision/{revision}", tags=["hugging face"])
-    async def model_info_at(repo: str, revision: str, _=read):
-        """Repository info at a revision: ``main``, a commit, or a size such as ``6x384``."""
+    async def model_info_at(repo: str, revision: str) -> dict:
         return repo_info(repo, await resolve(repo, revision), await artifact(repo))
 
-    @app.get("/api/models/{repo}/tree/{revision}", tags=["hugging face"])
-    async def tree(repo: str, revision: str, _=read):
-        """The files at a revision (one flat folder)."""
+    async def tree(repo: str, revision: str) -> list[dict]:
         digest = await resolve(repo, revision)
         return [
             {
@@ -136,15 +131,7 @@ def add_hf_routes(app, server, read) -> None:
             for name, meta in sorted(server.cache.files(digest).items())
         ]
 
-    @app.get("/{repo}/resolve/{revision}/{filename:path}", tags=["hugging face"])
-    @app.head(
-        "/{repo}/resolve/{revision}/{filename:path}",
-        tags=["hugging face"],
-        operation_id="head_resolve_file",
-    )
-    async def resolve_file(request: Request, repo: str, revision: str, filename: str, _=read):
-        """One file; ``ETag`` is its sha256, ``X-Repo-Commit`` the checkpoint's content hash
-        cut to 40 hex digits."""
+    async def resolve_file(request: Request, repo: str, revision: str, filename: str):
         if "\x00" in filename or len(filename) > 256:
             raise InvalidInputError("A file name must be under 256 characters, without NUL.")
         digest = await resolve(repo, revision)
@@ -153,3 +140,64 @@ def add_hf_routes(app, server, read) -> None:
         except NotFoundError as exc:
             exc.extra_headers = {"X-Repo-Commit": digest[:40]}
             raise
+
+    # Each route twice: a repository id is a zoo name (one path segment) or a Hub id
+    # ``ORG/NAME`` (two), as huggingface_hub writes it into the path unquoted.
+    hub = ["hugging face"]
+
+    @app.get("/api/models/{repo}", tags=hub, operation_id="model_info")
+    async def _model_info(repo: str, _=read):
+        """Repository info at ``main``."""
+        return await model_info(repo)
+
+    @app.get("/api/models/{org}/{repo}", tags=hub, operation_id="hub_model_info")
+    async def _hub_model_info(org: str, repo: str, _=read):
+        """Repository info at ``main`` of a Hub repository id, by its last import."""
+        return await model_info(f"{org}/{repo}")
+
+    @app.get("/api/models/{repo}/revision/{revision}", tags=hub, operation_id="model_info_at")
+    async def _model_info_at(repo: str, revision: str, _=read):
+        """Repository info at a revision: ``main``, a commit, or a size such as ``6x384``."""
+        return await model_info_at(repo, revision)
+
+    @app.get(
+        "/api/models/{org}/{repo}/revision/{revision}", tags=hub, operation_id="hub_model_info_at"
+    )
+    async def _hub_model_info_at(org: str, repo: str, revision: str, _=read):
+        """Repository info of a Hub repository id at a revision."""
+        return await model_info_at(f"{org}/{repo}", revision)
+
+    @app.get("/api/models/{repo}/tree/{revision}", tags=hub, operation_id="tree")
+    async def _tree(repo: str, revision: str, _=read):
+        """The files at a revision (one flat folder)."""
+        return await tree(repo, revision)
+
+    @app.get("/api/models/{org}/{repo}/tree/{revision}", tags=hub, operation_id="hub_tree")
+    async def _hub_tree(org: str, repo: str, revision: str, _=read):
+        """The files of a Hub repository id at a revision."""
+        return await tree(f"{org}/{repo}", revision)
+
+    @app.get("/{repo}/resolve/{revision}/{filename:path}", tags=hub, operation_id="resolve_file")
+    @app.head(
+        "/{repo}/resolve/{revision}/{filename:path}", tags=hub, operation_id="head_resolve_file"
+    )
+    async def _resolve_file(request: Request, repo: str, revision: str, filename: str, _=read):
+        """One file; ``ETag`` is its sha256, ``X-Repo-Commit`` the checkpoint's content hash
+        cut to 40 hex digits."""
+        return await resolve_file(request, repo, revision, filename)
+
+    @app.get(
+        "/{org}/{repo}/resolve/{revision}/{filename:path}",
+        tags=hub,
+        operation_id="hub_resolve_file",
+    )
+    @app.head(
+        "/{org}/{repo}/resolve/{revision}/{filename:path}",
+        tags=hub,
+        operation_id="head_hub_resolve_file",
+    )
+    async def _hub_resolve_file(
+        request: Request, org: str, repo: str, revision: str, filename: str, _=read
+    ):
+        """One file of a Hub repository id, as above."""
+        return await resolve_file(request, f"{org}/{repo}", revision, filename)

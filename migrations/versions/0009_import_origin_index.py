@@ -1,0 +1,32 @@
+"""import origin index: a Hub repository id names what was imported from it
+
+``ORG/NAME`` (or ``hf://ORG/NAME``), wherever a command or the server takes a name, means
+the live artifact imported last from that Hub repository, found by its import's origin.
+Without an index every such look-up, and every import whose model card names a
+``base_model``, reads the whole imports table: one row per import in the library. A hash
+index on PostgreSQL (equality is all it answers; a btree entry could not hold every
+1024-character origin).
+
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-12-06
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0009"
+down_revision = "0008"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_index(
+        "ix_imports_origin", "imports", ["origin"], unique=False, postgresql_using="hash"
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_imports_origin", table_name="imports")
