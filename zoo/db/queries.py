@@ -22,7 +22,7 @@ from sqlalchemy import (
     select,
     union_all,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from zoo.db.entities import (
     KINDS,
@@ -265,10 +265,14 @@ def registry_id(session: Session) -> str:
     return session.scalars(select(RegistryIdentity.id)).one()
 
 
+_BY_CONTENT = select(Artifact).where(
+    Artifact.kind == bindparam("kind", type_=Artifact.kind.type),
+    Artifact.content_hash == bindparam("content_hash", type_=Artifact.content_hash.type),
+)
+
+
 def find_by_content(session: Session, kind: str, content_hash: str) -> Artifact | None:
-    return session.scalar(
-        select(Artifact).where(Artifact.kind == kind, Artifact.content_hash == content_hash)
-    )
+    return session.scalar(_BY_CONTENT, {"kind": kind, "content_hash": content_hash})
 
 
 def name_taken(session: Session, name: str) -> bool:
@@ -318,25 +322,34 @@ def insert_artifact(
     layers: int | None = None,
     hidden: int | None = None,
 ) -> Artifact:
-    """Add an artifact row and its tensor rows, with the aggregates a listing shows."""
+    """Add an artifact row and its tensor rows, with the aggregates a listing shows.
+
+    The row is inserted by one prepared statement and put into the session as loaded:
+    the ORM's flush of a new object costs more than the database takes to insert it,
+    and every import, extraction and materialization writes one."""
     tensors = list(tensors)
-    row = Artifact(
-        kind=kind,
-        name=name,
-        family=family,
-        content_hash=content_hash,
-        config_json=None if config is None else dumps(config),
-        info_json=dumps(info),
-        virtual=virtual,
-        created_at=now(),
-        created_by=created_by,
-        tensor_count=len(tensors),
-        nbytes=sum(t.nbytes for t in tensors),
-        layers=layers,
-        hidden=hidden,
-    )
+    values = {
+        "kind": kind,
+        "name": name,
+        "family": family,
+        "content_hash": content_hash,
+        "config_json": None if config is None else dumps(config),
+        "info_json": dumps(info),
+        "virtual": virtual,
+        "created_at": now(),
+        "created_by": created_by,
+        "deleted_at": None,
+        "tensor_count": len(tensors),
+        "nbytes": sum(t.nbytes for t in tensors),
+        "layers": layers,
+        "hidden": hidden,
+    }
+    session.flush()  # what the session holds goes first, as an ORM insert would order it
+    connection = session.connection()
+    artifact_id = connection.execute(_INSERT_ARTIFACT, values).scalar_one()
+    row = Artifact(id=artifact_id, **values)
+    make_transient_to_detached(row)
     session.add(row)
-    session.flush()
     rows = [
         {
             "artifact_id": row.id,
@@ -350,8 +363,12 @@ def insert_artifact(
     ]
     if rows:
         # One executemany instead of an ORM object per tensor: writers hold the lock less.
-        session.execute(insert(ArtifactTensor), rows)
+        connection.execute(_INSERT_TENSORS, rows)
     return row
+
+
+_INSERT_ARTIFACT = insert(Artifact.__table__).returning(Artifact.__table__.c.id)
+_INSERT_TENSORS = insert(ArtifactTensor.__table__)
 
 
 def add_import(
@@ -487,7 +504,9 @@ def add_edge(
     already: one INSERT that does nothing on the unique key, and a read only when it did
     nothing."""
     values = edge_values(parent_id, child_id, relation, recipe, zoo_version, by)
-    added = session.execute(_insert_edge_statement(session.get_bind().dialect.name), values)
+    session.flush()  # the rows it refers to may be pending
+    connection = session.connection()
+    added = connection.execute(_insert_edge_statement(connection.dialect.name), values)
     return added.one_or_none() or existing_edge(session, values)
 
 
@@ -512,8 +531,10 @@ def existing_edge(session: Session, values: dict[str, Any]):
 
 @functools.lru_cache(maxsize=4)
 def _insert_edge_statement(dialect: str):
+    # The table, not the entity: run on the connection, as Core, without the ORM's bulk
+    # insert machinery.
     return (
-        insert_or(dialect)(Edge)
+        insert_or(dialect)(Edge.__table__)
         .on_conflict_do_nothing(index_elements=["parent_id", "child_id", "relation"])
         .returning(*EDGE_COLUMNS)
     )
