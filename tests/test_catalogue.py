@@ -392,6 +392,13 @@ def test_a_hub_repository_id_names_the_artifact_imported_last_from_it(
     registry.tag("hf://acme/tiny-bert", "current")
     assert registry.show("current").id == second.id
 
+    # The first revision imported again (the Hub's main moved back): the id follows it.
+    (Path(os.environ["HF_HUB_CACHE"]) / "models--acme--tiny-bert/refs/main").write_text("a" * 40)
+    assert registry.import_checkpoint("acme/tiny-bert").id == first.id
+    assert registry.show("acme/tiny-bert").id == first.id
+    assert registry.import_checkpoint("acme/tiny-bert", revision="b" * 40).id == second.id
+    assert registry.show("acme/tiny-bert").id == second.id
+
     # Removed, the revision before answers; none left, the error says how to get one.
     registry.rm(second.name, cascade=True)
     assert registry.show("acme/tiny-bert").id == first.id
@@ -400,8 +407,9 @@ def test_a_hub_repository_id_names_the_artifact_imported_last_from_it(
     assert code != 0 and "zoo import acme/tiny-bert" in err and len(err.splitlines()) == 1
     # Only ORG/NAME is an id: a deeper path is looked up as a name, and not found.
     assert registry.list(kind="placeholder") == []
-    code, _, err = run_cli("show", "acme/tiny-bert/extra")
-    assert code != 0 and "zoo import" not in err
+    for not_an_id in ("acme/tiny-bert/extra", "../tiny-bert", "acme/-x"):
+        code, _, err = run_cli("show", not_an_id)
+        assert code != 0 and "zoo import" not in err, not_an_id
 
 
 def test_zoos_own_card_adds_no_edge_when_its_folder_is_imported(registry, tiny_dir, tmp_path):

@@ -242,51 +242,54 @@ def test_hub_reads_carry_the_headers_huggingface_hub_needs(served):
 HUB_ID_FROM_PRETRAINED = """
 import json, torch
 from transformers import AutoModelForMaskedLM
-model = AutoModelForMaskedLM.from_pretrained("acme/tiny-bert")
+model = AutoModelForMaskedLM.from_pretrained("acme/card")
 print(json.dumps({k: v.sum().item() for k, v in model.state_dict().items()}))
 """
 
 
 def test_a_hub_repository_id_is_served_as_its_last_import(served, tiny_dir, tmp_path):
     """`from_pretrained("ORG/NAME")` pointed at the server gets what was imported from the
-    Hub repository ORG/NAME; every route below an artifact takes the id too."""
+    Hub repository ORG/NAME; every route below an artifact takes the id, its slash quoted,
+    even where NAME is one of the routes' own words (card)."""
     import shutil
     from pathlib import Path
 
     from safetensors.torch import load_file
 
-    # tiny-bert's folder, cached as the Hub repository acme/tiny-bert and imported from
-    # there: the same content, so the same artifact with one more import.
+    # tiny-bert's folder, cached as the Hub repository acme/card and imported from there:
+    # the same content, so the same artifact with one more import.
     commit = "e" * 40
-    repo = Path(os.environ["HF_HUB_CACHE"]) / "models--acme--tiny-bert"
+    repo = Path(os.environ["HF_HUB_CACHE"]) / "models--acme--card"
     shutil.copytree(tiny_dir("bert"), repo / "snapshots" / commit)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     info = served.reg.show("tiny-bert")
-    assert served.reg.import_checkpoint("acme/tiny-bert").id == info.id
+    assert served.reg.import_checkpoint("acme/card").id == info.id
 
     with _read(served) as http:
-        head = http.head("/acme/tiny-bert/resolve/main/model.safetensors")
+        head = http.head("/acme/card/resolve/main/model.safetensors")
         assert head.status_code == 200, head.text
         assert head.headers["x-repo-commit"] == info.content_hash[:40]
-        model = http.get("/api/models/acme/tiny-bert").json()
-        assert (model["id"], model["sha"]) == ("acme/tiny-bert", info.content_hash[:40])
-        at_main = http.get("/api/models/acme/tiny-bert/revision/main").json()
+        model = http.get("/api/models/acme/card").json()
+        assert (model["id"], model["sha"]) == ("acme/card", info.content_hash[:40])
+        at_main = http.get("/api/models/acme/card/revision/main").json()
         assert at_main["siblings"] == model["siblings"]
-        tree = http.get("/api/models/acme/tiny-bert/tree/main").json()
+        tree = http.get("/api/models/acme/card/tree/main").json()
         assert {f["path"] for f in tree} == {s["rfilename"] for s in model["siblings"]}
-        sized = http.get("/api/models/acme/tiny-bert/revision/2x16").json()
+        sized = http.get("/api/models/acme/card/revision/2x16").json()
         assert served.reg.show(sized["sha"]).config["hidden_size"] == 16
         missing = http.head("/acme/nobody/resolve/main/config.json")
         assert missing.headers["x-error-code"] == "RepoNotFound"
-        # The client quotes the slash; the routes below an artifact read either form.
-        for path in ("acme%2Ftiny-bert", "acme/tiny-bert"):
-            shown = http.get(f"/api/artifacts/{path}").json()
-            assert shown["name"] == "tiny-bert"
-            lineage = http.get(f"/api/artifacts/{path}/lineage").json()
-            assert lineage["root"] == "tiny-bert"
-            files = http.get(f"/api/artifacts/{path}/files").json()
-            assert files["files"]["config.json"] == model_file(model, "config.json")
+        # Quoted as the client and the web page quote names: the artifact acme/card, not
+        # the card of an artifact acme.
+        quoted = "acme%2Fcard"
+        assert http.get(f"/api/artifacts/{quoted}").json()["name"] == "tiny-bert"
+        assert http.get(f"/api/artifacts/{quoted}/lineage").json()["root"] == "tiny-bert"
+        files = http.get(f"/api/artifacts/{quoted}/files").json()
+        assert files["files"]["config.json"] == model_file(model, "config.json")
+        assert http.get(f"/api/artifacts/{quoted}/card").text.startswith("---")
+        # Typed with its slash, it reads as the card of an artifact named acme (none).
+        assert http.get("/api/artifacts/acme/card").status_code == 404
 
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     env.update(

@@ -154,6 +154,7 @@ class ImportRecord(Base):
     origin: Mapped[str] = mapped_column(String(1024))  # a local path or hf://ORG/NAME
     revision: Mapped[str] = mapped_column(String(64), default="")  # Hub commit, "" for paths
     files_json: Mapped[str] = mapped_column(Text)  # {file name: sha256}
+    # The last import of this revision from this origin (a re-import moves it).
     imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     imported_by: Mapped[str] = mapped_column(String(128))
 

@@ -6,6 +6,7 @@ import difflib
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -380,14 +381,19 @@ def add_import(
     files: dict[str, str],
     by: str,
 ) -> None:
-    exists = session.scalar(
-        select(ImportRecord.id).where(
+    existing = session.scalar(
+        select(ImportRecord).where(
             ImportRecord.artifact_id == artifact.id,
             ImportRecord.origin == origin,
             ImportRecord.revision == revision,
         )
     )
-    if exists is None:
+    if existing is not None:
+        # Imported again: the record says when and by whom last, which is what a Hub
+        # repository id follows (the revision imported most recently).
+        existing.imported_at, existing.imported_by = now(), by
+        session.flush()
+    else:
         session.add(
             ImportRecord(
                 artifact_id=artifact.id,
@@ -601,9 +607,13 @@ def hub_repo_id(query: str) -> str | None:
     id), else None. No registry name or alias can hold ``/`` or ``:``, so the two never
     meet."""
     repo = query[len("hf://") :] if query.startswith("hf://") else query
-    if "/" not in query or repo.count("/") > 1 or not all(repo.split("/")):
+    if "/" not in query or not all(_HUB_ID_PART.fullmatch(p) for p in repo.split("/")):
         return None
-    return repo
+    return repo if repo.count("/") <= 1 else None
+
+
+# One part of a Hub repository id (as zoo.hub checks it).
+_HUB_ID_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def placeholder_hash(repo_id: str) -> str:
@@ -620,14 +630,15 @@ _LAST_IMPORTED_FROM = (
         Artifact.deleted_at.is_(None),
         Artifact.kind != "placeholder",
     )
-    .order_by(ImportRecord.id.desc())
+    .order_by(ImportRecord.imported_at.desc(), ImportRecord.id.desc())
     .limit(1)
 )
 
 
 def hub_import(session: Session, repo_id: str) -> Artifact | None:
     """The kept artifact imported last from the Hub repository ``repo_id`` (the revision
-    imported most recently, as the Hub's ``main`` is its newest), or None."""
+    imported most recently, a re-import included: what ``main`` was when last asked for),
+    or None."""
     return session.scalar(_LAST_IMPORTED_FROM, {"origin": f"hf://{repo_id}"})
 
 

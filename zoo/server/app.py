@@ -70,6 +70,29 @@ def zoo_error_response(exc: ZooError, headers: dict[str, str] | None = None) -> 
     )
 
 
+class QuotedSlashes:
+    """Keeps a quoted slash (``%2F``) inside its path segment.
+
+    An ASGI server hands the app the decoded path, where ``/api/artifacts/acme%2Fcard``
+    (the artifact ``acme/card``, a Hub repository id, quoted as the client and the web
+    page quote every name) would read as the card of ``acme``. Here each segment is
+    decoded on its own and a slash inside one stays ``%2F``; :func:`check_query` turns it
+    back into ``/`` (no name can hold ``%``)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        raw = scope.get("raw_path") if scope["type"] == "http" else None
+        if raw and b"%2f" in raw.lower():
+            from urllib.parse import unquote
+
+            segments = raw.decode("latin-1").split("/")
+            path = "/".join(unquote(s).replace("/", "%2F") for s in segments)
+            scope = {**scope, "path": path}
+        return await self.app(scope, receive, send)
+
+
 class BodyLimit:
     """Refuses request bodies over the limit: at once when Content-Length says so, else
     as soon as the bytes received pass it (nothing is parsed or written beyond that)."""
@@ -380,6 +403,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     )
     app.state.server = server
     app.add_middleware(BodyLimit, limit=server.limit)
+    app.add_middleware(QuotedSlashes)
 
     @app.exception_handler(ZooError)
     async def _zoo_error(request: Request, exc: ZooError):
@@ -524,7 +548,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
 
         return list(FAMILY_NAMES)
 
-    @app.get("/api/artifacts/{name:path}/lineage", tags=["artifacts"])
+    @app.get("/api/artifacts/{name}/lineage", tags=["artifacts"])
     async def lineage(
         name: str,
         up: bool = True,
@@ -546,7 +570,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         text = {"text": graph.to_text, "dot": graph.to_dot, "mermaid": graph.to_mermaid}[format]()
         return PlainTextResponse(text)
 
-    @app.get("/api/artifacts/{name:path}/card", tags=["artifacts"])
+    @app.get("/api/artifacts/{name}/card", tags=["artifacts"])
     async def card(name: str, _=read):
         """The model card (README.md) of a source or derived checkpoint."""
         info = await server.db(server.reg.show, check_query(name))
@@ -555,16 +579,16 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         digest = await server.export(info)
         return PlainTextResponse((server.cache.root / digest / "README.md").read_text())
 
-    @app.get("/api/artifacts/{name:path}/files", tags=["artifacts"])
+    @app.get("/api/artifacts/{name}/files", tags=["artifacts"])
     async def files(name: str, _=read):
         """The files of a source or derived checkpoint, with their sha256 and size."""
         info = await server.db(server.reg.show, check_query(name))
         digest = await server.export(info)
         return {"content_hash": digest, "files": server.cache.files(digest)}
 
-    @app.get("/api/artifacts/{name:path}/files/{filename}", tags=["artifacts"])
+    @app.get("/api/artifacts/{name}/files/{filename}", tags=["artifacts"])
     @app.head(
-        "/api/artifacts/{name:path}/files/{filename}", tags=["artifacts"], operation_id="head_file"
+        "/api/artifacts/{name}/files/{filename}", tags=["artifacts"], operation_id="head_file"
     )
     async def file(request: Request, name: str, filename: str, _=read):
         """Download one file (ETag: its sha256)."""
@@ -572,13 +596,13 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         digest = await server.export(info)
         return server.file_response(request, digest, filename)
 
-    @app.post("/api/artifacts/{name:path}/aliases", tags=["artifacts"])
+    @app.post("/api/artifacts/{name}/aliases", tags=["artifacts"])
     async def tag(name: str, body: TagRequest, _=write):
         """Point an alias at the artifact (zoo tag)."""
         info = await server.db(server.reg.tag, check_query(name), check_query(body.alias, "alias"))
         return {"alias": body.alias, "artifact": info.to_json(with_tensors=True)}
 
-    @app.post("/api/artifacts/{name:path}/links", tags=["artifacts"])
+    @app.post("/api/artifacts/{name}/links", tags=["artifacts"])
     async def link(name: str, body: LinkRequest, _=write):
         """Declare a derivation made outside zoo (zoo link)."""
         edge = await server.db(
@@ -590,22 +614,21 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         )
         return edge.to_json()
 
-    @app.delete("/api/artifacts/{name:path}", tags=["artifacts"])
+    @app.delete("/api/artifacts/{name}", tags=["artifacts"])
     async def rm(name: str, cascade: bool = False, _=write):
         """Remove an artifact (soft; zoo gc makes it final)."""
         infos = await server.db(server.reg.rm, check_query(name), cascade=cascade)
         return [i.to_json() for i in infos]
 
-    @app.post("/api/artifacts/{name:path}/rederive", tags=["artifacts"])
+    @app.post("/api/artifacts/{name}/rederive", tags=["artifacts"])
     async def rederive(name: str, body: RederiveRequest | None = None, _=read):
         """Re-derive a derived checkpoint and verify it bit for bit."""
         device = body.device if body else None
         result = await server.work.call(server.reg.rederive, check_query(name), device=device)
         return {"artifact": result.artifact.to_json(with_tensors=True), "verified": True}
 
-    # A name may hold a slash (a Hub repository id, ORG/NAME), so every route below an
-    # artifact reads it as a path; this one comes after them, so that a path ending in
-    # none of theirs is a name (looked up, and not found, as on the command line).
+    # Registered after the routes below an artifact: a name with an unquoted slash (a Hub
+    # repository id typed by hand) reaches the registry instead of no route.
     @app.get("/api/artifacts/{name:path}", tags=["artifacts"])
     async def show(name: str, tensors: bool = True, _=read):
         """One artifact by name, alias or content-hash prefix."""

@@ -15,7 +15,9 @@ _UPLOAD_SUFFIXES = (".json", ".safetensors", ".md", ".txt", ".model", ".jinja")
 def check_query(text: str, what: str = "name") -> str:
     """Refuse, before the database sees it, what no name can hold and some databases
     cannot store (NUL, control characters, thousands of characters); anything else is
-    looked up, and not found, as on the command line."""
+    looked up, and not found, as on the command line. A slash quoted in a path segment
+    (kept as ``%2F`` by :class:`zoo.server.app.QuotedSlashes`) is a slash."""
+    text = text.replace("%2F", "/")
     if not text or len(text) > 256 or not text.isprintable():
         shown = text[:40].encode("unicode_escape").decode() if text else ""
         raise InvalidNameError(
