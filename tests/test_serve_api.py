@@ -313,6 +313,20 @@ def test_a_hub_repository_id_is_served_as_its_last_import(served, tiny_dir, tmp_
     assert {k: sums[k] for k in imported} == {k: v.sum().item() for k, v in imported.items()}
 
 
+def test_a_size_removed_after_it_was_served_is_derived_again(served):
+    """The server remembers the sizes it answered; a `zoo rm` of one (in any process)
+    makes the next request derive and record it again, not point at a removed row."""
+    with _read(served) as http:
+        first = http.get("/api/models/tiny-bert/revision/3x16").json()
+        made = served.reg.show(first["sha"])
+        served.reg.rm(made.name)
+        again = http.get("/api/models/tiny-bert/revision/3x16").json()
+        assert again["sha"] == first["sha"]  # the same recipe, the same content
+        assert served.reg.show(made.name).id == made.id  # recorded again: kept
+        got = http.get(f"/tiny-bert/resolve/{again['sha']}/config.json")
+        assert got.status_code == 200 and got.json()["num_hidden_layers"] == 3
+
+
 def model_file(model: dict, name: str) -> dict:
     (sibling,) = [s for s in model["siblings"] if s["rfilename"] == name]
     return {"sha256": sibling["lfs"]["sha256"], "size": sibling["size"]}

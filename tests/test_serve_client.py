@@ -430,3 +430,30 @@ def test_a_client_audits_by_hashes_and_never_uploads_the_weights(
     assert sent and all("files" not in k for k in sent)
     size = (modified / "model.safetensors").stat().st_size
     assert all(len(str(k.get("json", ""))) < size for k in sent)
+
+
+def test_a_source_and_its_same_size_copy_export_their_own_cards_both_ways(both, served, tmp_path):
+    """A same-size materialization holds its source's tensors (one content hash) but its
+    own model card and file metadata: each export through the server is what a local
+    export of the same name writes, whichever the server built first."""
+    from safetensors import safe_open
+
+    info = served.reg.show("tiny-gpt2")
+    same = served.reg.materialize("tiny-gpt2", layers=info.layers, hidden=info.hidden)
+    assert (same.artifact.kind, same.artifact.content_hash) == ("derived", info.content_hash)
+
+    def metadata(folder):
+        with safe_open(str(folder / "model.safetensors"), "pt") as f:
+            return f.metadata()
+
+    for name in (same.artifact.name, "tiny-gpt2", same.artifact.name):
+        local, remote = tmp_path / "local" / name, tmp_path / "remote" / name
+        assert both.local("export", name, "--out", str(local), "--force")[0] == 0
+        assert both.remote("export", name, "--out", str(remote), "--force")[0] == 0
+        assert (remote / "README.md").read_text() == (local / "README.md").read_text()
+        assert metadata(remote) == metadata(local)
+    cards = {
+        (tmp_path / "local" / n / "README.md").read_text()
+        for n in ("tiny-gpt2", same.artifact.name)
+    }
+    assert len(cards) == 2

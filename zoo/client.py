@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from zoo import errors
 from zoo.config import endpoint_from_env
-from zoo.errors import InvalidInputError, ServerUnavailableError, ZooError
+from zoo.errors import ConflictError, InvalidInputError, ServerUnavailableError, ZooError
 
 # What a checkpoint folder upload carries: what zoo reads, nothing else.
 _UPLOADED = ("config.json", "model.safetensors.index.json")
@@ -87,30 +87,39 @@ class RemoteRegistry:
             return response.json()
         return response.text
 
-    def _download(self, content_hash: str, out: Path, *, force: bool, max_shard_size=None) -> Path:
-        """The checkpoint's files into ``out``, all or nothing (as zoo writes folders).
+    def _download(self, artifact, out: Path, *, force: bool, max_shard_size=None) -> Path:
+        """The artifact's files into ``out``, all or nothing (as zoo writes folders).
 
-        The server's files come in its own shards (up to 5GB); with ``max_shard_size``
-        they are downloaded beside ``out`` and re-split there (the checkpoint's size twice
-        on disk meanwhile): the same tensors, so the same content hash."""
+        Asked for by name, which one artifact holds (a content hash may be a source's and
+        the same-size checkpoint derived from it, whose cards differ), and refused if the
+        name now holds other content. The server's files come in its own shards (up to
+        5GB); with ``max_shard_size`` they are downloaded beside ``out`` and re-split
+        there (the checkpoint's size twice on disk meanwhile): the same tensors, so the
+        same content hash."""
         from zoo.api import export
 
-        listing = self._call("GET", f"/api/artifacts/{content_hash}/files")
+        base = f"/api/artifacts/{_q(artifact.name)}/files"
+        listing = self._call("GET", base)
+        if listing["content_hash"] != artifact.content_hash:
+            raise ConflictError(
+                f"{artifact.name} changed on the server while it was read "
+                f"({artifact.content_hash[:12]} -> {listing['content_hash'][:12]}); ask again."
+            )
         size = sum(meta["size"] for meta in listing["files"].values())
         export.check_room(out, size if max_shard_size is None else 2 * size)
         if max_shard_size is None:
             with export.staged(out, force=force) as temp:
-                self._fetch_all(content_hash, listing["files"], temp)
+                self._fetch_all(base, listing["files"], temp)
             return out
         with export.scratch(out) as raw:
-            self._fetch_all(content_hash, listing["files"], raw)
+            self._fetch_all(base, listing["files"], raw)
             return export.resharded(
                 raw, out, force=force, max_shard_size=export.parse_size(max_shard_size)
             )
 
-    def _fetch_all(self, content_hash: str, files: dict[str, Any], folder: Path) -> None:
+    def _fetch_all(self, base: str, files: dict[str, Any], folder: Path) -> None:
         for name, meta in files.items():
-            self._fetch(f"/api/artifacts/{content_hash}/files/{name}", folder / name, meta)
+            self._fetch(f"{base}/{_q(name)}", folder / name, meta)
 
     def _fetch(self, url: str, dest: Path, meta: dict[str, Any]) -> None:
         import hashlib
@@ -260,16 +269,12 @@ class RemoteRegistry:
     def export(self, name: str, *, out, force: bool = False, max_shard_size=None):
         _check_out(out, force, max_shard_size)
         info = self.show(name)
-        return self._download(
-            info.content_hash, Path(out), force=force, max_shard_size=max_shard_size
-        )
+        return self._download(info, Path(out), force=force, max_shard_size=max_shard_size)
 
     def _written(self, artifact, out, force: bool, max_shard_size) -> Path | None:
         if out is None:
             return None
-        return self._download(
-            artifact.content_hash, Path(out), force=force, max_shard_size=max_shard_size
-        )
+        return self._download(artifact, Path(out), force=force, max_shard_size=max_shard_size)
 
     def set_default(self, family: str, name: str):
         body = self._call("PUT", f"/api/defaults/{_q(family)}", json={"learngene": name})
@@ -402,7 +407,7 @@ class RemoteMaterialized:
         if self.out is not None:
             return _load_weights(self.out)
         with tempfile.TemporaryDirectory() as tmp:
-            folder = self._reg._download(self.artifact.content_hash, Path(tmp) / "m", force=False)
+            folder = self._reg._download(self.artifact, Path(tmp) / "m", force=False)
             return _load_weights(folder)
 
 

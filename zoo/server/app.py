@@ -34,7 +34,14 @@ from zoo.errors import (
 )
 from zoo.server.checks import _UPLOAD_NAME, check_query, check_upload_name
 from zoo.server.options import ServerOptions
-from zoo.server.work import FileCache, ServingRegistry, SingleFlight, acting_user, remove_tree
+from zoo.server.work import (
+    FileCache,
+    ServingRegistry,
+    SingleFlight,
+    acting_user,
+    folder_key,
+    remove_tree,
+)
 
 log = logging.getLogger("zoo.server")
 
@@ -298,18 +305,21 @@ class Server:
     # --- files of a checkpoint, built once ----------------------------------------------
 
     async def export(self, info) -> str:
-        """The cached HF folder of a source or derived artifact; returns its hash."""
-        if self.cache.folder(info.content_hash) is None:
-            await self.work.run(("export", info.content_hash), lambda: self._export(info))
-        return info.content_hash
+        """The cached HF folder of a source or derived artifact; returns its key."""
+        key = folder_key(info)
+        if self.cache.folder(key) is None:
+            await self.work.run(("export", key), lambda: self._export(info, key))
+        return key
 
-    def _export(self, info) -> None:
-        if self.cache.folder(info.content_hash) is not None:
+    def _export(self, info, key: str) -> None:
+        if self.cache.folder(key) is not None:
             return
         pending = self.cache.pending()
         try:
-            self.reg.export(info.content_hash, out=pending)
-            self.cache.adopt(pending, info.content_hash)
+            # By name, which one artifact holds: a content hash may be a source's and the
+            # same-size checkpoint derived from it.
+            self.reg.export(info.name, out=pending)
+            self.cache.adopt(pending, key)
         finally:
             remove_tree(pending)
 
@@ -321,9 +331,20 @@ class Server:
         parent = await self.parent_key(query)
         key = ("materialize", parent, json.dumps(params, sort_keys=True))
         done = self.done.get(key)
-        if done is not None and self.cache.folder(done[0].content_hash) is not None:
+        if done is not None and await self.db(self._still_answers, done[0]):
             return done
         return await self.work.run(key, lambda: self._materialize(key, query, params))
+
+    def _still_answers(self, artifact) -> bool:
+        """Whether a remembered answer stands: its files are cached and its artifact is
+        kept. After a `zoo rm` (here or in any other process) the size is derived and
+        recorded again, as for a request never answered."""
+        if self.cache.folder(folder_key(artifact)) is None:
+            return False
+        try:
+            return self.reg.show(artifact.name).content_hash == artifact.content_hash
+        except NotFoundError:
+            return False
 
     async def parent_key(self, query: str) -> str:
         """What a request derives from: the named artifact's content, or for a bare
@@ -339,12 +360,12 @@ class Server:
 
     def _materialize(self, key, query: str, params: dict[str, Any]):
         done = self.done.get(key)
-        if done is not None and self.cache.folder(done[0].content_hash) is not None:
+        if done is not None and self._still_answers(done[0]):
             return done  # finished between the caller's check and this thread's start
         pending = self.cache.pending()
         try:
             result = self.reg.materialize(query, out=pending, **params)
-            self.cache.adopt(pending, result.artifact.content_hash)
+            self.cache.adopt(pending, folder_key(result.artifact))
             # Recorded here, in the worker, before any waiter resumes: a request arriving
             # after the work ends finds the answer instead of starting it again.
             self.done[key] = (result.artifact, result.config)
@@ -352,16 +373,17 @@ class Server:
         finally:
             remove_tree(pending)
 
-    def file_response(self, request: Request, content_hash: str, filename: str, headers=None):
-        files = self.cache.files(content_hash)
+    def file_response(self, request: Request, key: str, filename: str, headers=None):
+        """One file of the cached folder ``key`` (:func:`folder_key`)."""
+        files = self.cache.files(key)
         meta = files.get(filename)
         if meta is None:
             raise _entry_missing(filename)
-        path = self.cache.root / content_hash / filename
+        path = self.cache.root / key / filename
         extra = {
             "ETag": f'"{meta["sha256"]}"',
             "X-Linked-Etag": f'"{meta["sha256"]}"',
-            "X-Repo-Commit": content_hash[:40],
+            "X-Repo-Commit": key[:40],
             "Accept-Ranges": "bytes",
             "Cache-Control": "public, max-age=31536000, immutable",
             **(headers or {}),
@@ -576,15 +598,15 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         info = await server.db(server.reg.show, check_query(name))
         if info.kind == "learngene":
             return PlainTextResponse(_learngene_card(info))
-        digest = await server.export(info)
-        return PlainTextResponse((server.cache.root / digest / "README.md").read_text())
+        key = await server.export(info)
+        return PlainTextResponse((server.cache.root / key / "README.md").read_text())
 
     @app.get("/api/artifacts/{name}/files", tags=["artifacts"])
     async def files(name: str, _=read):
         """The files of a source or derived checkpoint, with their sha256 and size."""
         info = await server.db(server.reg.show, check_query(name))
-        digest = await server.export(info)
-        return {"content_hash": digest, "files": server.cache.files(digest)}
+        key = await server.export(info)
+        return {"content_hash": info.content_hash, "files": server.cache.files(key)}
 
     @app.get("/api/artifacts/{name}/files/{filename}", tags=["artifacts"])
     @app.head(
@@ -593,8 +615,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     async def file(request: Request, name: str, filename: str, _=read):
         """Download one file (ETag: its sha256)."""
         info = await server.db(server.reg.show, check_query(name))
-        digest = await server.export(info)
-        return server.file_response(request, digest, filename)
+        return server.file_response(request, await server.export(info), filename)
 
     @app.post("/api/artifacts/{name}/aliases", tags=["artifacts"])
     async def tag(name: str, body: TagRequest, _=write):

@@ -20,6 +20,7 @@ import re
 from fastapi import Request
 
 from zoo.errors import InvalidInputError, NotFoundError, ZooError
+from zoo.server.work import folder_key
 
 _SPEC = re.compile(r"(\d{1,5})x(\d{1,7})")
 _COMMIT = re.compile(r"[0-9a-f]{8,64}")
@@ -52,7 +53,8 @@ def add_hf_routes(app, server, read) -> None:
             raise _hf(exc, "RepoNotFound") from None
 
     async def resolve(repo: str, revision: str) -> str:
-        """The content hash whose files the revision names; builds them if needed."""
+        """The cache folder (:func:`zoo.server.work.folder_key`, which starts with the
+        content hash) of the files the revision names; builds them if needed."""
         info = await artifact(repo)
         if revision == "main":
             if info is None or info.kind == "learngene":
@@ -69,7 +71,7 @@ def add_hf_routes(app, server, read) -> None:
         if spec:
             params = {"layers": int(spec.group(1)), "hidden": int(spec.group(2))}
             made, _config = await server.materialize(repo, params)
-            return made.content_hash
+            return folder_key(made)
         if _COMMIT.fullmatch(revision):
             try:
                 found = await server.db(server.reg.show, revision)
@@ -86,13 +88,13 @@ def add_hf_routes(app, server, read) -> None:
             "RevisionNotFound",
         )
 
-    def repo_info(repo: str, digest: str, info) -> dict:
-        files = server.cache.files(digest)
+    def repo_info(repo: str, key: str, info) -> dict:
+        files = server.cache.files(key)
         return {
-            "_id": digest[:24],
+            "_id": key[:24],
             "id": repo,
             "modelId": repo,
-            "sha": digest[:40],
+            "sha": key[:40],
             "private": False,
             "disabled": False,
             "gated": False,
@@ -119,7 +121,7 @@ def add_hf_routes(app, server, read) -> None:
         return repo_info(repo, await resolve(repo, revision), await artifact(repo))
 
     async def tree(repo: str, revision: str) -> list[dict]:
-        digest = await resolve(repo, revision)
+        key = await resolve(repo, revision)
         return [
             {
                 "type": "file",
@@ -128,17 +130,17 @@ def add_hf_routes(app, server, read) -> None:
                 "path": name,
                 "lfs": {"oid": meta["sha256"], "size": meta["size"], "pointerSize": 134},
             }
-            for name, meta in sorted(server.cache.files(digest).items())
+            for name, meta in sorted(server.cache.files(key).items())
         ]
 
     async def resolve_file(request: Request, repo: str, revision: str, filename: str):
         if "\x00" in filename or len(filename) > 256:
             raise InvalidInputError("A file name must be under 256 characters, without NUL.")
-        digest = await resolve(repo, revision)
+        key = await resolve(repo, revision)
         try:
-            return server.file_response(request, digest, filename)
+            return server.file_response(request, key, filename)
         except NotFoundError as exc:
-            exc.extra_headers = {"X-Repo-Commit": digest[:40]}
+            exc.extra_headers = {"X-Repo-Commit": key[:40]}
             raise
 
     # Each route twice: a repository id is a zoo name (one path segment) or a Hub id

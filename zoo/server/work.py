@@ -9,6 +9,7 @@ import contextvars
 import hashlib
 import json
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -74,8 +75,19 @@ _UPLOAD = ".upload-"
 _TMP_MARKS = (".zoo-tmp-", ".zoo-old-")
 
 
+def folder_key(info) -> str:
+    """The cache folder of an artifact's files: its content hash, then its kind. A source
+    and the same-size checkpoint derived from it hold the same tensors but not the same
+    model card or safetensors metadata (each names its own artifact). The key starts with
+    the content hash, whose first 40 hex digits are the commit the Hub routes answer."""
+    return f"{info.content_hash}.{info.kind}"
+
+
+_BARE_HASH = re.compile(r"[0-9a-f]{64}(\.files\.json)?")
+
+
 class FileCache:
-    """Hugging Face folders of served checkpoints, one per content hash.
+    """Hugging Face folders of served checkpoints, one per artifact (:func:`folder_key`).
 
     A folder is built under a ``.pending-`` name and renamed into place when complete, so
     a server killed mid-build leaves only a pending folder, removed at the next start.
@@ -93,13 +105,16 @@ class FileCache:
         removed = []
         for entry in self.root.iterdir():
             name = entry.name
-            if name.startswith((_PENDING, _UPLOAD)) or any(m in name for m in _TMP_MARKS):
+            # A folder named by a bare content hash is none this cache reads (a name says
+            # its artifact's kind too); it may hold another artifact's card.
+            stale = _BARE_HASH.fullmatch(name)
+            if stale or name.startswith((_PENDING, _UPLOAD)) or any(m in name for m in _TMP_MARKS):
                 shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
                 removed.append(name)
         return removed
 
-    def folder(self, content_hash: str) -> Path | None:
-        path = self.root / content_hash
+    def folder(self, key: str) -> Path | None:
+        path = self.root / key
         return path if path.is_dir() else None
 
     def pending(self) -> Path:
@@ -111,24 +126,24 @@ class FileCache:
         path.mkdir()
         return path
 
-    def adopt(self, built: Path, content_hash: str) -> Path:
-        """Rename a complete build into place (another build of the same content may have
+    def adopt(self, built: Path, key: str) -> Path:
+        """Rename a complete build into place (another build of the same artifact may have
         won the race: then this one is dropped)."""
-        final = self.root / content_hash
+        final = self.root / key
         try:
             os.replace(built, final) if not final.exists() else shutil.rmtree(built)
         except OSError:  # lost a race between the check and the rename
             shutil.rmtree(built, ignore_errors=True)
         return final
 
-    def files(self, content_hash: str) -> dict[str, dict[str, Any]]:
+    def files(self, key: str) -> dict[str, dict[str, Any]]:
         """``{file name: {"sha256", "size"}}`` of a cached folder (hashed once)."""
         with self._lock:
-            known = self._files.get(content_hash)
+            known = self._files.get(key)
         if known is not None:
             return known
-        folder = self.root / content_hash
-        index = self.root / f"{content_hash}.files.json"
+        folder = self.root / key
+        index = self.root / f"{key}.files.json"
         try:
             files = json.loads(index.read_text())
         except (OSError, ValueError):
@@ -140,11 +155,11 @@ class FileCache:
                         for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
                             h.update(chunk)
                     files[f.name] = {"sha256": h.hexdigest(), "size": f.stat().st_size}
-            temp = self.root / f".{content_hash}.files{_TMP_MARKS[0]}{uuid.uuid4().hex[:8]}"
+            temp = self.root / f".{key}.files{_TMP_MARKS[0]}{uuid.uuid4().hex[:8]}"
             temp.write_text(json.dumps(files, sort_keys=True))
             os.replace(temp, index)
         with self._lock:
-            self._files[content_hash] = files
+            self._files[key] = files
         return files
 
 

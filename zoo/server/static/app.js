@@ -169,9 +169,9 @@ model = AutoModel.from_pretrained("${esc(a.name)}", revision="${Math.max(1, Math
     (t) => fill("card", (el) => { el.textContent = t; el.classList.remove("muted"); }),
     (e) => fill("card", (el) => { el.textContent = e.message; }));
   if (a.kind !== "learngene") {
-    api(`/api/artifacts/${enc(a.content_hash)}/files`).then((f) => fill("files", (el) => {
+    api(`/api/artifacts/${enc(a.name)}/files`).then((f) => fill("files", (el) => {
       el.innerHTML = "Files: " + Object.entries(f.files).map(([n, m]) =>
-        `<a href="/api/artifacts/${enc(a.content_hash)}/files/${enc(n)}" download>${esc(n)}</a> (${bytes(m.size)})`).join(" · ");
+        `<a href="/api/artifacts/${enc(a.name)}/files/${enc(n)}" download>${esc(n)}</a> (${bytes(m.size)})`).join(" · ");
     }), () => {});
   }
 }
