@@ -457,3 +457,41 @@ def test_a_source_and_its_same_size_copy_export_their_own_cards_both_ways(both, 
         for n in ("tiny-gpt2", same.artifact.name)
     }
     assert len(cards) == 2
+
+
+def test_an_upload_carries_what_a_local_import_reads(both, served, tiny_dir, tmp_path):
+    """An upload sends the side files and the model card (so its base_model edge) with the
+    weights; pickle weights go with --convert-bin, read as a local import reads them."""
+    import json
+
+    import torch
+    from tinymodels import build_model
+
+    folder = tmp_path / "with-files"
+    shutil.copytree(tiny_dir("gpt2", seed=3), folder)
+    (folder / "README.md").write_text("---\nbase_model: acme/base\nlicense: mit\n---\n# tuned\n")
+    (folder / "tokenizer_config.json").write_text('{"model_max_length": 64}')
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    code, _, err = both.remote("import", str(folder), "--name", "with-files")
+    assert code == 0, err
+    info = served.reg.show("with-files")
+    sent = {"README.md", "tokenizer_config.json", "merges.txt", "generation_config.json"}
+    assert {f.name for f in info.files} == sent
+    graph = served.reg.lineage("with-files", down=False)
+    assert {(graph.nodes[e.parent_id].name, e.relation) for e in graph.edges} == {
+        ("acme/base", "finetune")
+    }
+
+    pickled = tmp_path / "bin-gpt2"
+    pickled.mkdir()
+    shutil.copy(tiny_dir("gpt2") / "config.json", pickled / "config.json")
+    torch.save(build_model("gpt2", seed=4).state_dict(), pickled / "pytorch_model.bin")
+    refused, local_refused = both.remote("import", str(pickled)), both.local("import", str(pickled))
+    assert refused[0] == local_refused[0] == 2 and "--convert-bin" in refused[2]
+    remote = both.remote("import", str(pickled), "--convert-bin", "--json")
+    assert remote[0] == 0, remote[2]
+    local = both.local("import", str(pickled), "--convert-bin", "--json")
+    assert local[0] == 0, local[2]
+    # The local import reads the same tensors from the pickle: the same content, found.
+    assert json.loads(remote[1])["content_hash"] == json.loads(local[1])["content_hash"]
+    assert json.loads(remote[1])["name"] == json.loads(local[1])["name"]

@@ -23,6 +23,7 @@ from zoo.errors import ConflictError, InvalidInputError, ServerUnavailableError,
 
 # What a checkpoint folder upload carries: what zoo reads, nothing else.
 _UPLOADED = ("config.json", "model.safetensors.index.json")
+_OCTETS = "application/octet-stream"
 _TIMEOUT = float(os.environ.get("ZOO_TIMEOUT", "600"))
 
 
@@ -155,22 +156,10 @@ class RemoteRegistry:
                     f"{path} is a bare .safetensors file; import needs a folder with config.json.",
                     path=str(path),
                 )
-            names = sorted(
-                f.name
-                for f in path.iterdir()
-                if f.is_file() and (f.name in _UPLOADED or f.name.endswith(".safetensors"))
-            )
-            if not names:
-                raise errors.InvalidCheckpointError(
-                    f"{path} holds no config.json or .safetensors files to upload.", path=str(path)
-                )
             with contextlib.ExitStack() as stack:
+                folder = stack.enter_context(_upload_folder(path, convert_bin=convert_bin))
                 files = [
-                    (
-                        "files",
-                        (n, stack.enter_context(open(path / n, "rb")), "application/octet-stream"),
-                    )
-                    for n in names
+                    ("files", (f.name, stack.enter_context(open(f, "rb")), _OCTETS)) for f in folder
                 ]
                 # The server keeps where the folder was read, not its own staging copy.
                 data = {"folder": _folder_name(path), "origin": _origin(path)}
@@ -434,6 +423,41 @@ def _parts(stack: contextlib.ExitStack, folder: Path, names: list[str]) -> list:
 
 def _q(name: str) -> str:
     return quote(name, safe="")
+
+
+@contextlib.contextmanager
+def _upload_folder(path: Path, *, convert_bin: bool):
+    """The files of the folder ``path`` an upload sends, as a local import reads them:
+    config.json, the safetensors weights and their index, and the side files (tokenizer,
+    generation and processor configs, chat template, model card). A folder without
+    safetensors weights is read here as a local import reads it, with its errors (pickle
+    weights only with ``convert_bin``, by ``torch.load(weights_only=True)``), and its
+    tensors are sent as one safetensors file, since the server takes no pickle."""
+    from zoo.checkpoint.side_files import MAX_SIDE_FILE_BYTES, is_side_file
+
+    files = sorted(f for f in path.iterdir() if f.is_file())
+    weights = [f for f in files if f.name in _UPLOADED or f.name.endswith(".safetensors")]
+    side = [f for f in files if is_side_file(f.name) and f.stat().st_size <= MAX_SIDE_FILE_BYTES]
+    if any(f.name.endswith(".safetensors") for f in weights):
+        yield sorted(weights + side)
+        return
+    from safetensors.torch import save_file
+
+    from zoo.checkpoint import open_checkpoint
+
+    with open_checkpoint(path, allow_bin=convert_bin) as checkpoint:
+        state = checkpoint.state_dict()
+    storages: set[int] = set()
+    for name, t in state.items():  # safetensors writes no tensor twice: tied ones copied
+        shared = t.untyped_storage().data_ptr() in storages
+        storages.add(t.untyped_storage().data_ptr())
+        state[name] = t.clone() if shared else t.contiguous()
+    with tempfile.TemporaryDirectory(prefix="zoo-upload-") as tmp:
+        converted = Path(tmp) / "model.safetensors"
+        save_file(state, converted, metadata={"format": "pt"})
+        del state
+        config = [f for f in weights if f.name == "config.json"]
+        yield [*sorted(config + side), converted]
 
 
 def _folder_name(path: Path) -> str:

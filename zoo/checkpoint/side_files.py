@@ -27,6 +27,7 @@ __all__ = [
     "base_models",
     "card_metadata",
     "find_side_files",
+    "is_side_file",
 ]
 
 #: file name -> role. Roles: what ``zoo show`` groups them by.
@@ -68,6 +69,11 @@ class SideFile:
     @property
     def nbytes(self) -> int:
         return len(self.data)
+
+
+def is_side_file(name: str) -> bool:
+    """Whether a file of this name at the top of a checkpoint folder is a side file."""
+    return name in SIDE_FILES or Path(name).suffix in _SUFFIXES
 
 
 def find_side_files(root: Path) -> list[SideFile]:

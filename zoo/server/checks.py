@@ -9,7 +9,8 @@ from zoo.errors import InvalidInputError, InvalidNameError
 
 # Files accepted in an upload: plain names, no folders, no hidden files.
 _UPLOAD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
-_UPLOAD_SUFFIXES = (".json", ".safetensors", ".md", ".txt", ".model", ".jinja")
+# The weights, their configs and the side files (zoo.checkpoint.side_files) a folder holds.
+_UPLOAD_SUFFIXES = (".json", ".safetensors", ".md", ".txt", ".model", ".jinja", ".tiktoken")
 
 
 def check_query(text: str, what: str = "name") -> str:
