@@ -320,6 +320,8 @@ def test_a_cards_base_model_is_an_edge_from_a_placeholder_until_it_is_imported(
         *run_cli("materialize", "org/base", "--layers", "2", "--hidden", "16")[::2]
     )
     assert "placeholder" in line and "zoo import org/base" in line
+    code, out, err = run_cli("export", "org/base", "--out", str(tmp_path / "ph"))
+    assert code == 3 and "zoo import org/base" in err and not (tmp_path / "ph").exists()
 
     # The base is imported from the Hub (its cache): it takes the placeholder's place.
     cache_repo("org/base", tiny_dir("bert", seed=0))

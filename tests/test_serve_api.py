@@ -327,6 +327,34 @@ def test_a_size_removed_after_it_was_served_is_derived_again(served):
         assert got.status_code == 200 and got.json()["num_hidden_layers"] == 3
 
 
+def test_every_error_says_why_in_the_header_huggingface_hub_reads(served, tiny_dir, tmp_path):
+    """A HEAD answer has no body: huggingface_hub (and transformers after it) shows only
+    X-Error-Message, and tells a missing repository or revision by X-Error-Code. A size
+    the model cannot take is a revision not found, with the reason; a placeholder (a
+    base_model no one imported) is a repository not found, with the way to import it."""
+    import shutil
+
+    folder = tmp_path / "tuned"
+    shutil.copytree(tiny_dir("bert", seed=5), folder)
+    (folder / "README.md").write_text("---\nbase_model: acme/ghost\n---\n")
+    served.reg.import_checkpoint(folder, name="tuned-from-ghost")
+    with _read(served) as http:
+        bad_size = http.head("/tiny-bert/resolve/2x15/config.json")
+        assert bad_size.status_code == 400
+        assert bad_size.headers["x-error-code"] == "RevisionNotFound"
+        assert "15" in bad_size.headers["x-error-message"]
+        ghost = http.head("/acme/ghost/resolve/main/config.json")
+        assert (ghost.status_code, ghost.headers["x-error-code"]) == (404, "RepoNotFound")
+        assert "zoo import acme/ghost" in ghost.headers["x-error-message"]
+        # Any error, and a message that is not ASCII: one ASCII line.
+        missing = http.get("/api/artifacts/caf%C3%A9-%E2%86%92")
+        assert missing.status_code == 404
+        assert missing.headers["x-error-message"].isascii()
+        assert "caf" in missing.headers["x-error-message"]
+    anonymous = client(served.url).head("/tiny-bert/resolve/main/config.json")
+    assert anonymous.status_code == 401 and "ZOO_TOKEN" in anonymous.headers["x-error-message"]
+
+
 def model_file(model: dict, name: str) -> dict:
     (sibling,) = [s for s in model["siblings"] if s["rfilename"] == name]
     return {"sha256": sibling["lfs"]["sha256"], "size": sibling["size"]}

@@ -136,6 +136,24 @@ def test_an_unreachable_server_is_one_line_and_exit_9(run_cli, monkeypatch):
     assert "Cannot reach the zoo server" in err
 
 
+def test_an_endpoint_or_token_no_request_can_carry_is_one_line_and_exit_2(run_cli, monkeypatch):
+    for endpoint, token in (
+        ("ftp://127.0.0.1:21", "zoo_x"),  # urllib would speak FTP and wait
+        ("127.0.0.1:8000", "zoo_x"),
+        ("http://", "zoo_x"),
+        ("http://127.0.0.1:9", "zoo_x\ry"),
+        ("http://127.0.0.1:9", "zoo x"),
+    ):
+        monkeypatch.setenv("ZOO_ENDPOINT", endpoint)
+        monkeypatch.setenv("ZOO_TOKEN", token)
+        code, out, err = run_cli("ls")
+        assert code == 2 and out == "" and err.count("\n") == 1, (endpoint, token, err)
+    # A line end around the secret is the shell's, not the token's: the request is made.
+    monkeypatch.setenv("ZOO_TOKEN", "zoo_x\r\n")
+    code, _, err = run_cli("ls")
+    assert code == 9 and "Cannot reach the zoo server" in err
+
+
 def test_a_client_process_never_imports_the_database_layer_torch_or_an_http_library(
     served, tmp_path, tiny_dir
 ):
@@ -495,3 +513,30 @@ def test_an_upload_carries_what_a_local_import_reads(both, served, tiny_dir, tmp
     # The local import reads the same tensors from the pickle: the same content, found.
     assert json.loads(remote[1])["content_hash"] == json.loads(local[1])["content_hash"]
     assert json.loads(remote[1])["name"] == json.loads(local[1])["name"]
+
+
+def test_an_audit_report_reads_back_whole_from_its_json():
+    """Every field of a report the server sends comes back in the client, so a client's
+    audit prints what a local one prints (which tensors were not compared, and why an
+    artifact is named)."""
+    import dataclasses
+
+    from zoo.api.audit import AuditReport
+    from zoo.client import audit_from_json
+
+    values = {
+        "path": "out",
+        "status": "modified",
+        "differing": ["a"],
+        "missing": ["b"],
+        "extra": ["c"],
+        "config_differs": True,
+        "not_compared": ["bert.embeddings.position_ids"],
+        "named_by_file": True,
+        "verified": False,
+        "verify_error": "differs",
+    }
+    fields = {f.name for f in dataclasses.fields(AuditReport)}
+    assert fields - set(values) == {"artifact", "lineage"}  # a new field is added here too
+    report = AuditReport(**values)
+    assert audit_from_json(report.to_json()) == report

@@ -48,8 +48,22 @@ class RemoteRegistry:
     """A zoo server's registry, through its REST API (see :mod:`zoo.server`)."""
 
     def __init__(self, endpoint: str, token: str | None = None) -> None:
-        self.endpoint = endpoint.rstrip("/")
-        self.token = token
+        from urllib.parse import urlsplit
+
+        self.endpoint = endpoint.strip().rstrip("/")
+        parts = urlsplit(self.endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidInputError(
+                f"The zoo endpoint {endpoint[:100]!r} is not an http:// or https:// URL "
+                "(ZOO_ENDPOINT, e.g. https://zoo.internal)."
+            )
+        # Around it, a line end a file or a shell left; inside it, no token has any.
+        self.token = token.strip() if token else None
+        if self.token and not all(c.isprintable() and not c.isspace() for c in self.token):
+            raise InvalidInputError(
+                "ZOO_TOKEN holds a space or a control character; set it to the secret alone, "
+                "as `zoo token create` printed it."
+            )
 
     def __repr__(self) -> str:
         return f"RemoteRegistry(endpoint={self.endpoint!r})"
@@ -571,6 +585,8 @@ def audit_from_json(d: dict[str, Any]):
         missing=d["missing"],
         extra=d["extra"],
         config_differs=d["config_differs"],
+        not_compared=d["not_compared"],
+        named_by_file=d["named_by_file"],
         lineage=lineage_from_json(d["lineage"]) if d["lineage"] else None,
         verified=d["verified"],
         verify_error=d["verify_error"],

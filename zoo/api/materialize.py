@@ -142,6 +142,12 @@ def export(reg, query: str, out: str | Path, *, force: bool = False, max_shard_s
     if info.kind == "derived":
         again = rederive(reg, info.name, out=target, force=force, max_shard_size=max_shard_size)
         return again.out
+    if info.kind == "placeholder":
+        repo = info.info.get("repo_id", info.name)
+        raise NotFoundError(
+            f"{info.name} is a placeholder for the Hub model {repo}, which a model card names "
+            f"as its base; it holds no weights: import it first (`zoo import {repo}`)."
+        )
     if info.kind != "source":
         raise InvalidInputError(
             f"{info.name} is a {info.kind}, not a checkpoint; materialize a size from it."

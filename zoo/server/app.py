@@ -68,7 +68,12 @@ def zoo_error_response(exc: ZooError, headers: dict[str, str] | None = None) -> 
     hf_code = getattr(exc, "hf_error_code", None)
     if hf_code:  # what huggingface_hub reads to tell a missing repo, revision or file apart
         headers["X-Error-Code"] = hf_code
-        headers["X-Error-Message"] = error_body(exc, 0, 0)["error"]["message"][:200]
+    # What huggingface_hub shows of an error, and all a HEAD answer can carry: one line of
+    # ASCII (a header value is Latin-1, and a line break would end it).
+    message = error_body(exc, 0, 0)["error"]["message"][:300]
+    headers["X-Error-Message"] = "".join(
+        c if " " <= c <= "~" else "?" for c in message.encode("ascii", "replace").decode()
+    )
     headers.update(getattr(exc, "extra_headers", {}) or {})
     return JSONResponse(
         error_body(exc, exc.http_status, exc.exit_code),

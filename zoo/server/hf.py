@@ -43,14 +43,23 @@ def add_hf_routes(app, server, read) -> None:
 
     async def artifact(repo: str):
         try:
-            check_query(repo, "repository id")
-            return await server.db(server.reg.show, repo)
+            info = await server.db(server.reg.show, check_query(repo, "repository id"))
         except NotFoundError as exc:
             from zoo.families import FAMILY_NAMES
 
             if repo in FAMILY_NAMES:
                 return None  # a family: sizes come from its default learngene
             raise _hf(exc, "RepoNotFound") from None
+        if info.kind == "placeholder":
+            source = info.info.get("repo_id", info.name)
+            raise _hf(
+                NotFoundError(
+                    f"{repo} is only named as a base_model by a model card here and holds no "
+                    f"weights: import it first (zoo import {source})."
+                ),
+                "RepoNotFound",
+            )
+        return info
 
     async def resolve(repo: str, revision: str) -> str:
         """The cache folder (:func:`zoo.server.work.folder_key`, which starts with the
@@ -70,7 +79,10 @@ def add_hf_routes(app, server, read) -> None:
         spec = _SPEC.fullmatch(revision)
         if spec:
             params = {"layers": int(spec.group(1)), "hidden": int(spec.group(2))}
-            made, _config = await server.materialize(repo, params)
+            try:
+                made, _config = await server.materialize(repo, params)
+            except InvalidInputError as exc:  # a size this model cannot take
+                raise _hf(exc, "RevisionNotFound") from None
             return folder_key(made)
         if _COMMIT.fullmatch(revision):
             try:
