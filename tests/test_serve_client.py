@@ -77,6 +77,10 @@ def test_errors_have_the_same_exit_code_and_line_both_ways(both):
         (("materialize", "tiny-gpt2", "--layers", "2", "--hidden", "15"), 2),
         (("tag", "tiny-gpt2", "-x"), 2),
         (("lineage", "nothing-here"), 3),
+        (("show", "x" * 300), 3),
+        (("show", "a\tb"), 3),
+        (("lineage", "tiny-gpt2", "--depth", "0"), 0),
+        (("ls", "--limit", "1001"), 0),
     ):
         local, remote = both.run(*args)
         assert local[0] == code, (args, local)
@@ -540,3 +544,20 @@ def test_an_audit_report_reads_back_whole_from_its_json():
     assert fields - set(values) == {"artifact", "lineage"}  # a new field is added here too
     report = AuditReport(**values)
     assert audit_from_json(report.to_json()) == report
+
+
+def test_a_page_larger_than_the_servers_is_asked_for_in_parts(both, served, monkeypatch):
+    """The server answers at most 1000 artifacts a request; a client's larger page is
+    several requests, each from the cursor the one before ended at, and prints what the
+    local page prints."""
+    import json
+
+    for seed in range(6):
+        served.reg.materialize("tiny-gpt2", layers=1, hidden=8, method="scratch", seed=seed)
+    monkeypatch.setattr("zoo.client._MAX_PAGE", 2)
+    local, remote = both.run("ls", "--limit", "5", "--json")
+    assert local[0] == 0 and remote == local
+    page = json.loads(local[1])
+    assert len(page["artifacts"]) == 5 and page["next"]
+    local, remote = both.run("ls", "--limit", "3", "--after", page["next"], "--json")
+    assert local[0] == 0 and remote == local

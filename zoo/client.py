@@ -24,6 +24,7 @@ from zoo.errors import ConflictError, InvalidInputError, ServerUnavailableError,
 # What a checkpoint folder upload carries: what zoo reads, nothing else.
 _UPLOADED = ("config.json", "model.safetensors.index.json")
 _OCTETS = "application/octet-stream"
+_MAX_PAGE = 1000  # the server's largest page (zoo.server.app)
 _TIMEOUT = float(os.environ.get("ZOO_TIMEOUT", "600"))
 
 
@@ -211,10 +212,18 @@ class RemoteRegistry:
             **{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in filters.items()},
         }
         params = {k: v for k, v in params.items() if v is not None}
-        body = self._call("GET", "/api/artifacts", params=params)
-        return Page(
-            tuple(summary_from_json(a) for a in body["artifacts"]), body["total"], body["next"]
-        )
+        # The server answers at most _MAX_PAGE a request (or all, with 0): a larger page is
+        # asked for in parts, each from the cursor the one before ended at.
+        items: list = []
+        while True:
+            want = params["limit"] - len(items) if params["limit"] else 0
+            body = self._call(
+                "GET", "/api/artifacts", params={**params, "limit": min(want, _MAX_PAGE)}
+            )
+            items += [summary_from_json(a) for a in body["artifacts"]]
+            if not want or len(items) >= params["limit"] or body["next"] is None:
+                return Page(tuple(items), body["total"], body["next"])
+            params["after"] = body["next"]
 
     def list(self, *, kind=None, family=None, include_deleted=False, **filters):
         """Every match, oldest first."""

@@ -32,7 +32,7 @@ from zoo.errors import (
     PermissionDeniedError,
     ZooError,
 )
-from zoo.server.checks import _UPLOAD_NAME, check_query, check_upload_name
+from zoo.server.checks import _UPLOAD_NAME, check_name, check_query, check_upload_name
 from zoo.server.options import ServerOptions
 from zoo.server.work import (
     FileCache,
@@ -551,7 +551,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
             kind=kind,
             family=family,
             include_deleted=all,
-            name=check_query(q, "pattern") if q else None,
+            name=check_name(q, "pattern") if q else None,
             min_layers=min_layers,
             max_layers=max_layers,
             min_hidden=min_hidden,
@@ -580,7 +580,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         name: str,
         up: bool = True,
         down: bool = True,
-        depth: int | None = Query(None, ge=1, description="At most this many edges away."),
+        depth: int | None = Query(None, ge=0, description="At most this many edges away."),
         format: str = Query("json", pattern="^(json|text|dot|mermaid|svg)$"),
         _=read,
     ):
@@ -625,7 +625,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     @app.post("/api/artifacts/{name}/aliases", tags=["artifacts"])
     async def tag(name: str, body: TagRequest, _=write):
         """Point an alias at the artifact (zoo tag)."""
-        info = await server.db(server.reg.tag, check_query(name), check_query(body.alias, "alias"))
+        info = await server.db(server.reg.tag, check_query(name), check_name(body.alias, "alias"))
         return {"alias": body.alias, "artifact": info.to_json(with_tensors=True)}
 
     @app.post("/api/artifacts/{name}/links", tags=["artifacts"])
@@ -672,7 +672,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         ):
             raise InvalidInputError(f"{body.repo[:100]!r} is not a Hub repository id (ORG/NAME).")
         if body.name:
-            check_query(body.name)
+            check_name(body.name)
         info = await server.work.call(
             server.reg.import_checkpoint,
             body.repo,
@@ -705,7 +705,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
                 f"Folder name {folder[:40]!r} is refused: one plain name, no path."
             )
         if name:
-            check_query(name)
+            check_name(name)
         if origin is not None and not (origin and origin.isprintable()):
             raise InvalidInputError("origin is one line of printable text (HOST:PATH).")
         staging = await server.db(server.cache.upload_dir)
@@ -730,7 +730,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         params = body.model_dump()
         source = check_query(params.pop("source"))
         if params.get("name"):
-            check_query(params["name"])
+            check_name(params["name"])
         key = ("extract", source, json.dumps(params, sort_keys=True))
         info = await server.work.run(key, lambda: server.reg.extract(source, **params))
         return info.to_json(with_tensors=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from zoo.errors import InvalidInputError, InvalidNameError
+from zoo.errors import InvalidInputError, InvalidNameError, NotFoundError
 
 # Files accepted in an upload: plain names, no folders, no hidden files.
 _UPLOAD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
@@ -14,18 +14,34 @@ _UPLOAD_SUFFIXES = (".json", ".safetensors", ".md", ".txt", ".model", ".jinja", 
 
 
 def check_query(text: str, what: str = "name") -> str:
-    """Refuse, before the database sees it, what no name can hold and some databases
-    cannot store (NUL, control characters, thousands of characters); anything else is
-    looked up, and not found, as on the command line. A slash quoted in a path segment
-    (kept as ``%2F`` by :class:`zoo.server.app.QuotedSlashes`) is a slash."""
+    """A name, alias or hash to look up, answered as the command line answers it (the
+    registry's own message and exit code); only what a database cannot take as text (NUL,
+    which PostgreSQL refuses, or kilobytes) is not found without asking it. A slash quoted
+    in a path segment (kept as ``%2F`` by :class:`zoo.server.app.QuotedSlashes`) is a
+    slash."""
     text = text.replace("%2F", "/")
-    if not text or len(text) > 256 or not text.isprintable():
-        shown = text[:40].encode("unicode_escape").decode() if text else ""
+    if not text or "\x00" in text or len(text) > 1024:
+        raise NotFoundError(f"Nothing is registered as the {what} {_shown(text)!r}.")
+    return text
+
+
+def check_name(text: str, what: str = "name") -> str:
+    """A name to give (an alias, a new artifact's name) or a pattern: refused as the
+    command line refuses it (exit 2) when no name can hold it."""
+    if not _storable(text):
         raise InvalidNameError(
-            f"{shown!r} is not a zoo {what}: use 1 to 128 letters, digits, '.', '_' and '-', "
-            "starting with a letter, digit or '_'."
+            f"{_shown(text)!r} is not a zoo {what}: use 1 to 128 letters, digits, '.', '_' "
+            "and '-', starting with a letter, digit or '_'."
         )
     return text
+
+
+def _storable(text: str) -> bool:
+    return bool(text) and len(text) <= 256 and text.isprintable()
+
+
+def _shown(text: str) -> str:
+    return text[:40].encode("unicode_escape").decode() if text else ""
 
 
 def check_upload_name(name: str | None) -> str:
