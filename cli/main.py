@@ -288,9 +288,18 @@ def config_group() -> None:
 @json_option
 def config_show(as_json: bool) -> None:
     """Print the settings in effect and where each comes from (secrets masked)."""
-    from zoo.config import load_settings
+    from zoo.config import endpoint_from_env, load_settings
 
-    s = load_settings().redacted()
+    remote = endpoint_from_env()
+    if remote is not None:  # client mode: the server's database and store are in effect
+        endpoint, token = remote
+        s = {
+            "endpoint": f"{endpoint} (ZOO_ENDPOINT)",
+            "token": "set (ZOO_TOKEN, hidden)" if token else "none (ZOO_TOKEN unset)",
+            "registry": "the server's database and store; none is read here",
+        }
+    else:
+        s = load_settings().redacted()
     text = "\n".join(f"{k:<15} {v}" for k, v in s.items())
     _emit(as_json, s, text)
 

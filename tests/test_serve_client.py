@@ -561,3 +561,13 @@ def test_a_page_larger_than_the_servers_is_asked_for_in_parts(both, served, monk
     assert len(page["artifacts"]) == 5 and page["next"]
     local, remote = both.run("ls", "--limit", "3", "--after", page["next"], "--json")
     assert local[0] == 0 and remote == local
+
+
+def test_config_show_in_client_mode_names_the_server_not_a_database(both, served):
+    import json
+
+    code, out, err = both.remote("config", "show", "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["endpoint"].startswith(served.url) and "db_url" not in shown
+    assert served.admin not in out and shown["token"].startswith("set")
