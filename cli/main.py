@@ -505,11 +505,16 @@ def link_cmd(child, parent, relation, note, as_json) -> None:
 @cli.command("audit")
 @click.argument("path", type=click.Path(exists=True))
 @click.option("--verify", is_flag=True, help="Re-derive it and compare hashes.")
+@click.option(
+    "--convert-bin",
+    is_flag=True,
+    help="Read pickle weights (pytorch_model.bin) with torch.load(weights_only=True).",
+)
 @json_option
 @_streams
-def audit_cmd(path, verify, as_json) -> None:
+def audit_cmd(path, verify, convert_bin, as_json) -> None:
     """Identify a checkpoint folder or .safetensors file by content, with its ancestry."""
-    report = _registry().audit(path, verify=verify)
+    report = _registry().audit(path, verify=verify, convert_bin=convert_bin)
     _emit(as_json, report.to_json(), report.to_text())
     if report.status != "known":
         sys.exit(NOT_KNOWN)

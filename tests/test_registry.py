@@ -694,6 +694,12 @@ def test_pickle_checkpoint_is_refused_unless_converted(registry, tiny_dir, tmp_p
     shared = {t.name: t.digest for t in reference.tensors}
     assert all(shared[t.name] == t.digest for t in info.tensors if t.name in shared)
     assert len(set(shared) & {t.name for t in info.tensors}) >= len(shared) - 1
+    # audit reads the folder as import does: refused, then with --convert-bin, known.
+    code, _, err = run_cli("audit", str(folder))
+    assert code == 2 and "--convert-bin" in err
+    code, out, err = run_cli("audit", str(folder), "--convert-bin", "--json")
+    assert code == 0, err
+    assert json.loads(out)["artifact"]["content_hash"] == info.content_hash
 
 
 def test_every_error_class_carries_the_documented_exit_code_and_http_status():

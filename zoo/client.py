@@ -310,13 +310,13 @@ class RemoteRegistry:
         )
         return _edge(body, EdgeInfo)
 
-    def audit(self, path, *, verify: bool = False):
+    def audit(self, path, *, verify: bool = False, convert_bin: bool = False):
         """Identify ``path`` as the server's registry does: the checkpoint is read and
         hashed here, as a local audit reads it, and only its tensors' hashes, config.json
         and metadata are sent (the weights never travel, as from the web page)."""
         from zoo.checkpoint import open_checkpoint
 
-        with open_checkpoint(Path(path)) as ckpt:
+        with open_checkpoint(Path(path), allow_bin=convert_bin) as ckpt:
             tensors = [
                 {
                     "name": t.name,

@@ -128,8 +128,9 @@ class AuditReport:
 CONFIG_BUFFERS = (".inv_freq",)
 
 
-def audit(reg, path: str | Path, *, verify: bool = False) -> AuditReport:
-    """Identify ``path`` (an HF folder or a .safetensors file) by content.
+def audit(reg, path: str | Path, *, verify: bool = False, convert_bin: bool = False) -> AuditReport:
+    """Identify ``path`` (an HF folder or a .safetensors file; pickle weights with
+    ``convert_bin``, read as an import reads them) by content.
 
     When several artifacts hold the same content (a checkpoint materialized at its
     source's own size is its source, byte for byte), the report names the one the file
@@ -138,7 +139,7 @@ def audit(reg, path: str | Path, *, verify: bool = False) -> AuditReport:
     """
     from zoo.checkpoint import open_checkpoint
 
-    with open_checkpoint(Path(path)) as ckpt:
+    with open_checkpoint(Path(path), allow_bin=convert_bin) as ckpt:
         tensors, config, metadata = list(ckpt.tensors), ckpt.config, dict(ckpt.metadata)
     return audit_manifest(reg, str(path), tensors, config, metadata, verify=verify)
 

@@ -636,11 +636,12 @@ class Registry:
 
         return link(self, child, parent, relation=relation, note=note)
 
-    def audit(self, path, *, verify: bool = False):
-        """Identify a checkpoint folder or .safetensors file by content, with ancestry."""
+    def audit(self, path, *, verify: bool = False, convert_bin: bool = False):
+        """Identify a checkpoint folder or .safetensors file by content, with ancestry;
+        ``convert_bin``: read pickle weights as :meth:`import_checkpoint` does."""
         from zoo.api.audit import audit
 
-        return audit(self, path, verify=verify)
+        return audit(self, path, verify=verify, convert_bin=convert_bin)
 
     # --- bearer tokens of `zoo serve` (zoo.api.tokens) ----------------------------------
 
