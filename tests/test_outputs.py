@@ -21,6 +21,7 @@ from safetensors import safe_open
 from tinymodels import FAMILIES
 
 from zoo.api import export
+from zoo.errors import ConflictError
 
 
 def _tree(root: Path) -> list[tuple[str, int, int]]:
@@ -235,6 +236,41 @@ def test_an_interrupted_swap_puts_the_previous_output_back(tmp_path):
     assert export.clean_leftovers(out) == sorted([old, temp])
     assert (out / "config.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", live.name, other.name])
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_folder_that_appears_at_out_while_zoo_writes_is_never_replaced(
+    registry, tiny_dir, tmp_path, monkeypatch, force
+):
+    """--out is judged again when the finished folder is renamed into place: a folder
+    someone made there meanwhile (the user, or another writer) stays as it is, and
+    nothing is recorded, with --force too; an output of zoo's changed meanwhile the same."""
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    out = tmp_path / "outputs" / "out"
+    out.parent.mkdir()
+    if force:  # an output of zoo's, which --force may replace at the start
+        registry.materialize(src.name, layers=1, hidden=16, out=out)
+    derived = {a.name for a in registry.list(kind="derived")}
+    write_marker = export._write_marker
+
+    def meanwhile(folder, **kw):  # the last step before the rename
+        out.mkdir(exist_ok=True)
+        (out / "notes.txt").write_text("mine")
+        return write_marker(folder, **kw)
+
+    monkeypatch.setattr(export, "_write_marker", meanwhile)
+    with pytest.raises(ConflictError, match="while zoo wrote it"):
+        registry.materialize(src.name, layers=2, hidden=16, out=out, force=force)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert {a.name for a in registry.list(kind="derived")} == derived
+    assert [p.name for p in out.parent.iterdir()] == ["out"]  # no temporary folder left
+    # Nothing in the way: the rename is as before.
+    monkeypatch.setattr(export, "_write_marker", write_marker)
+    (out / "notes.txt").unlink()
+    if not force:
+        out.rmdir()
+    made = registry.materialize(src.name, layers=2, hidden=16, out=out, force=force)
+    assert made.out == out and (out / "model.safetensors").exists()
 
 
 def test_a_sharded_output_loads_strictly_and_keeps_its_identity(registry, tiny_dir, tmp_path):

@@ -19,6 +19,7 @@ journal lists) can tell a dead writer's leftovers from a live writer's work.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -326,7 +327,7 @@ def staged(out: Path, *, force: bool, protected: Iterable[Path] = ()) -> Iterato
         yield temp
         (temp / MARKER).unlink(missing_ok=True)  # only zoo's own marker counts
         _write_marker(temp)
-        _swap_into_place(temp, out, tag)
+        _swap_into_place(temp, out, tag, force=force)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
 
@@ -510,7 +511,7 @@ class OutputFolder:
             (self.temp / name).write_bytes(data)
         _write_marker(self.temp, synced=self._fds)
         self._close()
-        _swap_into_place(self.temp, self.out, self._tag)
+        _swap_into_place(self.temp, self.out, self._tag, force=self.force)
         self.temp = None
         return self.out
 
@@ -537,19 +538,51 @@ def _header(slots: Mapping[str, TensorSlot], metadata: Mapping[str, str] | None)
     return raw + b" " * (-len(raw) % 8)
 
 
-def _swap_into_place(temp: Path, out: Path, tag: str) -> None:
+def _swap_into_place(temp: Path, out: Path, tag: str, *, force: bool) -> None:
+    """Rename the finished folder ``temp`` to ``out``.
+
+    ``out`` is judged again here, at the end of a write that may have taken minutes, by
+    the rule :func:`check_out_dir` applied at its start: a folder that appeared there
+    meanwhile (another writer's, or the user's) is refused without ``force``, and with it
+    replaced only if it is an untouched output of zoo's, checked once more after it was
+    moved aside. What is refused stays as it is; the finished folder is dropped.
+    """
     from zoo.checkpoint.safetensors_format import _fsync_dir
 
-    if not out.exists():
-        os.replace(temp, out)
+    try:
+        # Atomic: a non-empty folder that appeared since is never replaced (ENOTEMPTY);
+        # an empty one is, which loses nothing.
+        os.rename(temp, out)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not out.is_dir():
+            raise
+    else:
         _fsync_dir(out.parent)
         return
+    _check_replaceable(out, force=force)
     old = out.parent / f".{out.name}.zoo-old-{tag}"
     os.replace(out, old)
     try:
+        _check_replaceable(old, force=force, shown=out)  # what moved is what was checked
         os.replace(temp, out)
     except BaseException:
         os.replace(old, out)
         raise
     _fsync_dir(out.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _check_replaceable(folder: Path, *, force: bool, shown: Path | None = None) -> None:
+    shown = shown or folder
+    if not force:
+        raise ConflictError(
+            f"--out {shown} appeared while zoo wrote it and is not empty; it was left as it "
+            "is and nothing was recorded: write elsewhere, or pass --force to replace an "
+            "output of zoo's."
+        )
+    problem = _not_a_zoo_output(folder)
+    if problem:
+        raise ConflictError(
+            f"--out {shown} changed while zoo wrote it: it {problem}; it was left as it is "
+            "and nothing was recorded (--force replaces only a folder zoo wrote)."
+        )
