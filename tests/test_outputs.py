@@ -335,6 +335,13 @@ def test_dtype_writes_the_floating_tensors_in_it_and_is_part_of_the_recipe(
     assert dtypes == {torch.bfloat16}
     model, info = _load(tmp_path / "bf16")
     assert not info["missing_keys"] and not info["unexpected_keys"]
+    # The config says it, so transformers loads it in bfloat16 and saves it back so: the
+    # folder saved again is still the derived checkpoint.
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["dtype"] == "bfloat16"
+    auto = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "bf16", dtype="auto")
+    assert auto.dtype == torch.bfloat16
+    auto.save_pretrained(tmp_path / "saved")
+    assert registry.audit(tmp_path / "saved").artifact.content_hash == artifact["content_hash"]
     full = registry.materialize(src.name, layers=2, hidden=32)
     assert full.artifact.content_hash != artifact["content_hash"]
     for name, t in model.state_dict().items():

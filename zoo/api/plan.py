@@ -148,6 +148,7 @@ def make_plan(reg, query: str, request: MaterializeRequest) -> Plan:
         learngene,
         request,
     )
+    target_config = _with_dtype(target_config, recipe.dtype)
     if learngene is not None and not get(recipe.method).learngene:
         learngene = None  # baselines read the source itself
         parent = source
@@ -159,6 +160,17 @@ def make_plan(reg, query: str, request: MaterializeRequest) -> Plan:
     plan = Plan(parent, source, learngene, recipe, target_config)
     check_target(recipe.method, plan.source_sizes, plan.method_sizes)
     return plan
+
+
+def _with_dtype(config: dict[str, Any], dtype: str) -> dict[str, Any]:
+    """The target config saying the dtype its floating tensors are written in, which
+    ``from_pretrained(dtype="auto")`` loads them in (and ``save_pretrained`` of the loaded
+    model writes back, so an output saved again still audits as itself). ``auto`` keeps
+    the source's own. Both spellings transformers has read are kept in step."""
+    if dtype == "auto":
+        return config
+    keys = [k for k in ("dtype", "torch_dtype") if k in config] or ["dtype"]
+    return {**config, **dict.fromkeys(keys, dtype)}
 
 
 def _recipe(
