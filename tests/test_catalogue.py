@@ -400,6 +400,13 @@ def test_a_hub_repository_id_names_the_artifact_imported_last_from_it(
     assert registry.show("acme/tiny-bert").id == first.id
     assert registry.import_checkpoint("acme/tiny-bert", revision="b" * 40).id == second.id
     assert registry.show("acme/tiny-bert").id == second.id
+    # A pinned revision imported later does not take the id over from the default branch.
+    cache_repo("acme/tiny-bert", tiny_dir("bert", seed=6), commit="c" * 40)
+    (Path(os.environ["HF_HUB_CACHE"]) / "models--acme--tiny-bert/refs/main").write_text("b" * 40)
+    pinned = registry.import_checkpoint("acme/tiny-bert", revision="c" * 40)
+    assert pinned.id not in (first.id, second.id)
+    assert registry.show("acme/tiny-bert").id == second.id
+    registry.rm(pinned.name)
 
     # Removed, the revision before answers; none left, the error says how to get one.
     registry.rm(second.name, cascade=True)

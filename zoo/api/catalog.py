@@ -167,6 +167,7 @@ class _Prepared:
     relation: str | None
     layers: int | None
     hidden: int | None
+    from_main: bool  # not a pinned revision (see zoo.db.models.ImportRecord)
 
     @property
     def plain(self) -> bool:
@@ -255,6 +256,7 @@ def _prepare(
         relation=relation,
         layers=layers,
         hidden=hidden,
+        from_main=revision in (None, "main"),
     )
 
 
@@ -289,7 +291,13 @@ def _record(reg, session: Session, row, ready: _Prepared) -> None:
     from .base_models import adopt_placeholder, record_base_models
 
     queries.add_import(
-        session, row, origin=ready.origin, revision=ready.commit, files=ready.files, by=reg.user
+        session,
+        row,
+        origin=ready.origin,
+        revision=ready.commit,
+        files=ready.files,
+        by=reg.user,
+        from_main=ready.from_main,
     )
     if ready.side_files:  # the newest import that brought files defines them
         queries.set_files(session, row, list(ready.side_files))

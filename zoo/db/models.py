@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -154,6 +155,9 @@ class ImportRecord(Base):
     origin: Mapped[str] = mapped_column(String(1024))  # a local path or hf://ORG/NAME
     revision: Mapped[str] = mapped_column(String(64), default="")  # Hub commit, "" for paths
     files_json: Mapped[str] = mapped_column(Text)  # {file name: sha256}
+    # Imported as the repository's default branch (no --revision, or main), not a pinned
+    # revision: a Hub repository id names these first. A folder's import counts as one.
+    from_main: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     # The last import of this revision from this origin (a re-import moves it).
     imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     imported_by: Mapped[str] = mapped_column(String(128))

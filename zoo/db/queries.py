@@ -380,6 +380,7 @@ def add_import(
     revision: str,
     files: dict[str, str],
     by: str,
+    from_main: bool = True,
 ) -> None:
     existing = session.scalar(
         select(ImportRecord).where(
@@ -389,9 +390,10 @@ def add_import(
         )
     )
     if existing is not None:
-        # Imported again: the record says when and by whom last, which is what a Hub
-        # repository id follows (the revision imported most recently).
+        # Imported again: the record says when and by whom last, and whether it was ever
+        # asked for as the default branch, which is what a Hub repository id follows.
         existing.imported_at, existing.imported_by = now(), by
+        existing.from_main = existing.from_main or from_main
         session.flush()
     else:
         session.add(
@@ -402,6 +404,7 @@ def add_import(
                 files_json=dumps(files),
                 imported_at=now(),
                 imported_by=by,
+                from_main=from_main,
             )
         )
         session.flush()
@@ -630,15 +633,18 @@ _LAST_IMPORTED_FROM = (
         Artifact.deleted_at.is_(None),
         Artifact.kind != "placeholder",
     )
-    .order_by(ImportRecord.imported_at.desc(), ImportRecord.id.desc())
+    .order_by(
+        ImportRecord.from_main.desc(), ImportRecord.imported_at.desc(), ImportRecord.id.desc()
+    )
     .limit(1)
 )
 
 
 def hub_import(session: Session, repo_id: str) -> Artifact | None:
-    """The kept artifact imported last from the Hub repository ``repo_id`` (the revision
-    imported most recently, a re-import included: what ``main`` was when last asked for),
-    or None."""
+    """The kept artifact imported last from the Hub repository ``repo_id``'s default
+    branch (a re-import included: what ``main`` was when last asked for), else from a
+    pinned revision (``--revision``) imported last; None if none is kept. A pin never
+    takes the id over from the default branch."""
     return session.scalar(_LAST_IMPORTED_FROM, {"origin": f"hf://{repo_id}"})
 
 

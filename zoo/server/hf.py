@@ -2,7 +2,7 @@
 zoo server (``HF_ENDPOINT`` or ``endpoint=``) download its checkpoints.
 
 The repository id is a zoo name or alias, a family name with a default learngene, or a
-Hub repository id ``ORG/NAME`` (the artifact imported last from that repository). The
+Hub repository id ``ORG/NAME`` (the artifact imported last from its default branch). The
 revision is ``main`` (the artifact itself), a commit (the first 40 hex digits of a content
 hash, which is what ``X-Repo-Commit`` answers), or a size ``LAYERSxHIDDEN`` such as
 ``6x384``: that size is materialized on demand, recorded, and served. What
