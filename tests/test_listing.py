@@ -433,9 +433,15 @@ def test_ls_prints_a_first_page_and_the_command_for_the_next(registry, tiny_dir,
     page = json.loads(out)
     assert [a["name"] for a in page["artifacts"]] == newest and page["next"] is None
     assert page["total"] == 7
-    for cursor in ("not-a-cursor", "²"):
-        code, out, err = run_cli("ls", "--after", cursor)
-        assert code == 2 and out == "" and "not a listing cursor" in err and err.count("\n") == 1
+    for cursor in ("not-a-cursor", "²", str(1 << 63), "9" * 30):
+        for more in ((), ("--created-after", "2000-01-01")):  # both readers of a page
+            code, out, err = run_cli("ls", "--after", cursor, *more)
+            assert code == 2 and out == "" and "not a listing cursor" in err, (cursor, err)
+            assert err.count("\n") == 1
+    # More than a database can count is every one, on both readers.
+    for more in ((), ("--created-after", "2000-01-01")):
+        code, out, _ = run_cli("ls", "--json", "--limit", "9" * 30, *more)
+        assert code == 0 and [a["name"] for a in json.loads(out)["artifacts"]] == newest
     code, out, err = run_cli("ls", "--created-after", "yesterday")
     assert code == 2 and "ISO 8601" in err
     with pytest.raises(InvalidInputError):

@@ -531,6 +531,8 @@ def search(
         raise InvalidInputError(f"Unknown kind {kind!r}; choose one of {', '.join(queries.KINDS)}.")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise InvalidInputError(f"A page holds at least 1 artifact (got limit={limit!r}).")
+    if limit is not None and limit >= 1 << 63:  # more than a database can count: every one
+        limit = None
     with reg.session() as session:
         filters = Filters(
             kind=kind,

@@ -175,7 +175,8 @@ def parse_cursor(cursor: str | None) -> int | None:
     for a first page. Checked by both readers of a page (SQLAlchemy's and sqlite3's)."""
     if cursor is None or cursor == "":
         return None
-    if not (cursor.isascii() and cursor.isdigit()):  # "²" is a digit to str.isdigit
+    # "²" is a digit to str.isdigit; ids are 64-bit integers in both databases.
+    if not (cursor.isascii() and cursor.isdigit()) or int(cursor) >= 1 << 63:
         raise InvalidInputError(
             f"{cursor!r} is not a listing cursor; pass the `next` value a previous page gave."
         )
