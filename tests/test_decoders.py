@@ -220,3 +220,26 @@ def test_a_from_scratch_init_gives_unit_gains(family):
         init = fresh["model.norm.weight"]
         assert torch.equal(y, torch.full(shape, float(init[0]))), key
         assert init.unique().numel() == 1
+
+
+# --- growing by HyperCloning keeps the function ---------------------------------------
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen3", "phi3", "qwen2"])
+def test_hypercloning_to_twice_the_width_computes_the_source_logits(
+    family, registry, tiny_dir, tmp_path
+):
+    """Every unit repeated, every fan-in halved, an untied output head's too: the wider
+    model's logits are the source's. A head tied to the embeddings reads the embedding
+    matrix, which a lookup table is not divided in, so its logits come out twice the
+    source's (the width multiplier): a temperature, not another ranking."""
+    src = registry.import_checkpoint(tiny_dir(family))
+    wide = registry.materialize(
+        src.name, layers=4, hidden=64, method="hypercloning", out=tmp_path / "wide"
+    )
+    source, _ = _load(tiny_dir(family))
+    model, info = _load(wide.out)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    tied = TINY[family]["config"].get("tie_word_embeddings", True)
+    expected = _logits(source) * (2 if tied else 1)
+    torch.testing.assert_close(_logits(model), expected, rtol=1e-5, atol=1e-5)

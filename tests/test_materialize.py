@@ -781,6 +781,37 @@ def test_a_dct_checkpoint_recorded_under_the_old_amplitude_rule_still_re_derives
     )
 
 
+def test_a_checkpoint_recorded_before_heads_had_a_fan_in_re_derives_by_that_rule(
+    registry, tiny_dir, monkeypatch
+):
+    """Under amplitude version 1 an untied output head's input width was no fan-in (a
+    grown head doubled the logits). A virtual checkpoint recorded then re-derives by that
+    rule (its edge has no amplitude version) and verifies; one recorded now divides."""
+    import dataclasses
+
+    from zoo.api import materialize as mat
+
+    src = registry.import_checkpoint(tiny_dir("llama"))
+    real_plan = mat.make_plan
+
+    def old_plan(*args, **kwargs):
+        return dataclasses.replace(real_plan(*args, **kwargs), legacy_head_amplitude=True)
+
+    monkeypatch.setattr(mat, "make_plan", old_plan)
+    monkeypatch.setattr("zoo.methods.amplitude.AMPLITUDE_VERSION", "1")
+    old = registry.materialize(src.name, layers=4, hidden=64, method="hypercloning")
+    monkeypatch.undo()
+    graph = registry.lineage(old.artifact.name, down=False)
+    (edge,) = graph.edges
+    assert edge.recipe["amplitude_version"] == "1"
+    now = registry.materialize(src.name, layers=4, hidden=64, method="hypercloning", seed=1)
+    assert now.artifact.content_hash != old.artifact.content_hash
+    assert torch.equal(old.state_dict["lm_head.weight"], 2 * now.state_dict["lm_head.weight"])
+    again = registry.rederive(old.artifact.name)
+    assert again.artifact.content_hash == old.artifact.content_hash
+    assert registry.rederive(now.artifact.name).artifact.content_hash == now.artifact.content_hash
+
+
 def test_a_checkpoint_recorded_with_whole_tensor_statistics_re_derives_by_that_rule(
     registry, tiny_dir, monkeypatch
 ):

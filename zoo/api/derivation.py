@@ -163,7 +163,9 @@ class Derivation:
                 k: SignalMeta(s.axes, s.kind, s.fan_in_axis, tuple(s.tensor.shape), s.tensor.dtype)
                 for k, s in signals.items()
             }
-        self.specs = {k: SignalSpec(m.axes, m.kind, m.fan_in_axis) for k, m in self.metas.items()}
+        self.specs = {
+            k: SignalSpec(m.axes, m.kind, _fan_in_axis(m, plan)) for k, m in self.metas.items()
+        }
         names_of: dict[tuple[str, ...], list[str]] = {}
         for r in self._records:
             names_of.setdefault(self.family.group_of(r.name), []).append(r.name)
@@ -939,3 +941,11 @@ class RowWriter:
             self.name, dtype_code(self.dtype), self.shape, self._at, self._hash.hexdigest()
         )
         self.sink._done(rec)
+
+
+def _fan_in_axis(meta: SignalMeta, plan: Plan) -> int | None:
+    """A signal's fan-in axis as the plan's amplitude rule reads it: an output head has
+    none under amplitude version 1."""
+    if meta.kind == "head" and plan.legacy_head_amplitude:
+        return None
+    return meta.fan_in_axis

@@ -432,9 +432,18 @@ def _recorded_plan(reg, info: ArtifactInfo, device: str | None, *, as_parent: bo
             else f"{missing}; re-derive it on a machine with one, or pass --device cpu "
             "(its bits may then differ and fail verification)."
         ) from exc
-    # Statistics over the whole tensor until transform version 4 (zoo.transforms.moments).
-    whole = r.get("transform_version") in ("1", "2", "3")
-    plan = Plan(parent, source, learngene, recipe, r["target_config"], legacy_whole_moments=whole)
+    # Statistics over the whole tensor until transform version 4 (zoo.transforms.moments),
+    # no fan-in for an output head until amplitude version 2 (zoo.methods.amplitude).
+    version = r.get("transform_version")
+    plan = Plan(
+        parent,
+        source,
+        learngene,
+        recipe,
+        r["target_config"],
+        legacy_whole_moments=version in ("1", "2", "3"),
+        legacy_head_amplitude=r.get("amplitude_version", "1") == "1",
+    )
     return plan, dev, r
 
 

@@ -89,6 +89,9 @@ class Plan:
     # Re-derivation of checkpoints recorded with transform versions up to 3: statistics
     # over the whole tensor (zoo.transforms.moments has the rule since).
     legacy_whole_moments: bool = False
+    # Re-derivation of checkpoints recorded under amplitude version 1: an output head's
+    # input width was no fan-in (zoo.methods.amplitude has the rule since).
+    legacy_head_amplitude: bool = False
 
     @cached_property
     def family(self) -> Family:

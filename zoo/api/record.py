@@ -103,12 +103,14 @@ def edge_recipe(plan: Plan, dev) -> dict[str, Any]:
     instruction set) and transform version whose bits it gives, the inputs' content
     hashes and the target config."""
     from zoo._machine import cpu
+    from zoo.methods.amplitude import AMPLITUDE_VERSION
     from zoo.transforms import TRANSFORM_VERSION
 
     recipe = {
         **plan.recipe.to_json(),
         "device": dev.type,
         "transform_version": TRANSFORM_VERSION,
+        "amplitude_version": AMPLITUDE_VERSION,
         "source": plan.source.content_hash,
         "learngene": plan.learngene.content_hash if plan.learngene else None,
         "target_config": plan.target_config,

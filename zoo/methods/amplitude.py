@@ -23,6 +23,12 @@ if TYPE_CHECKING:
     from .base import Method
 
 RESCALES = ("none", "std", "fan", "fan-sqrt", "exact")
+
+# Bump when the rule changes what a materialization writes; recorded on its lineage edge
+# (absent: "1"), so a checkpoint recorded before re-derives by its own rule. 2: an output
+# head's input width is a fan-in like a linear layer's, so a grown untied head keeps the
+# source's logits (it doubled them under HyperCloning).
+AMPLITUDE_VERSION = "2"
 NORM_KINDS = ("norm_weight", "norm_bias")
 
 
@@ -33,7 +39,9 @@ class Amplitude:
     Attributes:
         rescale: applied to the resized tensor (``none`` for normalization layers and for
             methods without the ``rescale`` option).
-        fan_in_axes: the signal's input-width axes (linear layers only).
+        fan_in_axes: the signal's input-width axes (linear layers and output heads: a
+            head reading a hidden state twice as wide, each unit repeated, is halved so
+            its logits stay the source's).
         match_moments: normalization layers: affinely matched to the source's mean and
             std after the resize.
     """
@@ -56,7 +64,7 @@ class Amplitude:
         layers keep the method's scale unless the rescale is not ``none`` or ``norm`` is
         ``match`` (then they take the source's moments, whatever the method); other signals
         take the rescale of a method that reads one."""
-        fan = (fan_in_axis,) if kind == "linear" and fan_in_axis is not None else ()
+        fan = (fan_in_axis,) if kind in ("linear", "head") and fan_in_axis is not None else ()
         if kind in NORM_KINDS:
             match = "norm" in method.options and (rescale != "none" or norm == "match")
             return cls("none", fan, match)
