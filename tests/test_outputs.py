@@ -303,6 +303,11 @@ def test_a_sharded_output_loads_strictly_and_keeps_its_identity(registry, tiny_d
         total += data
     assert index["metadata"]["total_size"] == total
     assert not (tmp_path / "one" / export.INDEX_FILE).exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    for folder in ("one", "many"):  # created as any file is: not executable
+        for f in (tmp_path / folder).iterdir():
+            assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f
     (m1, _), (m2, info2) = _load(tmp_path / "one"), _load(tmp_path / "many")
     assert not info2["missing_keys"] and not info2["unexpected_keys"]
     torch.testing.assert_close(_logits(m2), _logits(m1), rtol=0, atol=0)

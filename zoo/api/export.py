@@ -430,9 +430,10 @@ class OutputFolder:
         for file, slots in self.files.items():
             start = 8 + len(_header(slots, None)) + _METADATA_RESERVE
             start += -start % 8
-            fd = os.open(
-                self.temp / file, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-            )
+            # 0o666 less the umask, as any file is created (os.open's default is 0o777:
+            # weights would be executable).
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+            fd = os.open(self.temp / file, flags, 0o666)
             self._fds[file] = fd
             self._data_start[file] = start
             end = max((s.end for s in slots.values()), default=0)
