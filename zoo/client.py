@@ -15,13 +15,14 @@ from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from zoo import errors
 from zoo.config import endpoint_from_env
 from zoo.errors import ConflictError, InvalidInputError, ServerUnavailableError, ZooError
 
-# What a checkpoint folder upload carries: what zoo reads, nothing else.
+# What a checkpoint folder upload carries besides the .safetensors files and the side files
+# (zoo.checkpoint.side_files): what a local import reads, nothing else.
 _UPLOADED = ("config.json", "model.safetensors.index.json")
 _OCTETS = "application/octet-stream"
 _MAX_PAGE = 1000  # the server's largest page (zoo.server.app)
@@ -49,8 +50,6 @@ class RemoteRegistry:
     """A zoo server's registry, through its REST API (see :mod:`zoo.server`)."""
 
     def __init__(self, endpoint: str, token: str | None = None) -> None:
-        from urllib.parse import urlsplit
-
         self.endpoint = endpoint.strip().rstrip("/")
         parts = urlsplit(self.endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
