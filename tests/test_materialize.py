@@ -905,6 +905,21 @@ def test_extracting_a_removed_learngene_again_brings_it_back(registry, tiny_dir)
     assert registry.show(lg.name).id == lg.id
 
 
+def test_extracting_again_under_another_name_makes_that_name_an_alias(
+    registry, tiny_dir, run_cli
+):
+    """As an import of content already registered: the learngene answers to the name
+    asked for, and a name that another artifact holds is refused in one line."""
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    lg = registry.extract(src.name, method="dwt")
+    again = registry.extract(src.name, method="dwt", name="bert-genes")
+    assert again.id == lg.id and "bert-genes" in again.aliases
+    assert registry.show("bert-genes").id == lg.id
+    code, out, err = run_cli("extract", src.name, "--name", src.name)
+    assert code != 0 and out == "" and err.count("\n") == 1 and "already names" in err
+    assert registry.show(src.name).kind == "source"
+
+
 def test_audit_takes_no_rotary_frequencies_for_ancestry(registry, tiny_dir, tmp_path):
     """Llama checkpoints saved by older transformers carry each layer's rotary inv_freq, a
     function of the config alone: two unrelated models share it, and that is no evidence."""

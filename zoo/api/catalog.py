@@ -321,16 +321,8 @@ def _existing(reg, session: Session, ready: _Prepared) -> ArtifactInfo | None:
     if row.virtual:  # its weights are in the store now
         row.virtual = False
     _record(reg, session, row, ready)
-    name = ready.name
-    if name and name != row.name:
-        owner = queries.alias_target(session, name)
-        if owner is None and not queries.name_taken(session, name):
-            queries.add_alias(session, name, row)
-        elif owner is None or owner.id != row.id:
-            raise ConflictError(
-                f"{name!r} already names another artifact; this checkpoint is "
-                f"registered as {row.name!r}."
-            )
+    if ready.name:
+        queries.also_named(session, row, ready.name, what="checkpoint")
     return queries.to_info(session, row)
 
 

@@ -92,6 +92,8 @@ def extract(
 
     if existing is not None:
         restore_blobs(reg, existing, recompute)
+        if name is not None and name != existing.name and name not in existing.aliases:
+            return reg.transaction(lambda s: _also_named(s, existing.id, name))
         return existing
     reg.check_writable()  # before any blob is written
     stored: dict[str, TensorRecord] = {}
@@ -129,6 +131,8 @@ def extract(
             return None
         if row.deleted_at is not None:  # extracting again brings it back
             row.deleted_at = None
+        if name:  # asked for under another name: it answers to it, as an import does
+            queries.also_named(session, row, name, what="learngene")
         return link(session, row)
 
     created: list[int] = []
@@ -360,3 +364,11 @@ def _default_name(source_name: str, recipe: dict[str, Any], content_hash: str) -
         suffix += f"-{recipe['order']}"
     room = MAX_NAME_LENGTH - len(suffix) - len(f"-{content_hash[:8]}")
     return source_name[:room].rstrip(".-") + suffix
+
+
+def _also_named(session: Session, artifact_id: int, name: str) -> ArtifactInfo:
+    from zoo.db.models import Artifact
+
+    row = session.get(Artifact, artifact_id)
+    queries.also_named(session, row, name, what="learngene")
+    return queries.to_info(session, row)

@@ -410,6 +410,23 @@ def add_import(
         session.flush()
 
 
+def also_named(session: Session, row: Artifact, name: str, *, what: str) -> None:
+    """``row`` answers to ``name`` too, as an alias: an import or extraction of content
+    already registered, asked for under another name. A name another artifact holds is
+    refused."""
+    from zoo.errors import ConflictError
+
+    if name == row.name:
+        return
+    owner = alias_target(session, name)
+    if owner is None and not name_taken(session, name):
+        add_alias(session, name, row)
+    elif owner is None or owner.id != row.id:
+        raise ConflictError(
+            f"{name!r} already names another artifact; this {what} is registered as {row.name!r}."
+        )
+
+
 def add_alias(session: Session, alias: str, artifact: Artifact) -> None:
     session.add(Alias(name=alias, artifact_id=artifact.id, created_at=now()))
     session.flush()
