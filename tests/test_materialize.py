@@ -905,9 +905,7 @@ def test_extracting_a_removed_learngene_again_brings_it_back(registry, tiny_dir)
     assert registry.show(lg.name).id == lg.id
 
 
-def test_extracting_again_under_another_name_makes_that_name_an_alias(
-    registry, tiny_dir, run_cli
-):
+def test_extracting_again_under_another_name_makes_that_name_an_alias(registry, tiny_dir, run_cli):
     """As an import of content already registered: the learngene answers to the name
     asked for, and a name that another artifact holds is refused in one line."""
     src = registry.import_checkpoint(tiny_dir("bert"))
