@@ -292,24 +292,7 @@ def test_a_hub_repository_id_is_served_as_its_last_import(served, tiny_dir, tmp_
         # Typed with its slash, it reads as the card of an artifact named acme (none).
         assert http.get("/api/artifacts/acme/card").status_code == 404
 
-    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
-    env.update(
-        HF_ENDPOINT=served.url,
-        HF_TOKEN=served.tokens["read"],
-        HF_HOME=str(tmp_path / "hf"),
-        HF_HUB_CACHE=str(tmp_path / "hf" / "hub"),
-        HF_HUB_DISABLE_TELEMETRY="1",
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", HUB_ID_FROM_PRETRAINED],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    sums = json.loads(run.stdout.strip().splitlines()[-1])
+    sums = _hub_client(served, tmp_path, HUB_ID_FROM_PRETRAINED)
     imported = load_file(tiny_dir("bert") / "model.safetensors")
     assert {k: sums[k] for k in imported} == {k: v.sum().item() for k, v in imported.items()}
 
@@ -356,6 +339,29 @@ def test_every_error_says_why_in_the_header_huggingface_hub_reads(served, tiny_d
     assert anonymous.status_code == 401 and "ZOO_TOKEN" in anonymous.headers["x-error-message"]
 
 
+def _hub_client(served, tmp_path, script: str):
+    """What ``script`` prints last (JSON), run as a Hugging Face user pointed at the
+    server: online (HF_ENDPOINT, a read token), with an empty cache of its own."""
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(
+        HF_ENDPOINT=served.url,
+        HF_TOKEN=served.tokens["read"],
+        HF_HOME=str(tmp_path / "hf"),
+        HF_HUB_CACHE=str(tmp_path / "hf" / "hub"),
+        HF_HUB_DISABLE_TELEMETRY="1",
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=tmp_path,  # no local folder named like the repository
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def model_file(model: dict, name: str) -> dict:
     (sibling,) = [s for s in model["siblings"] if s["rfilename"] == name]
     return {"sha256": sibling["lfs"]["sha256"], "size": sibling["size"]}
@@ -380,24 +386,7 @@ def test_from_pretrained_with_a_size_as_revision_gets_a_model_no_registry_had(se
     from transformers import BertConfig, BertForMaskedLM
 
     derived = {i.content_hash for i in served.reg.list(kind="derived", include_deleted=True)}
-    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
-    env.update(
-        HF_ENDPOINT=served.url,
-        HF_TOKEN=served.tokens["read"],
-        HF_HOME=str(tmp_path / "hf"),
-        HF_HUB_CACHE=str(tmp_path / "hf" / "hub"),
-        HF_HUB_DISABLE_TELEMETRY="1",
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", FROM_PRETRAINED],
-        env=env,
-        cwd=tmp_path,  # no local folder named like the repository
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    got = json.loads(run.stdout.strip().splitlines()[-1])
+    got = _hub_client(served, tmp_path, FROM_PRETRAINED)
     assert got["layers"] == 2
     # It was recorded: a derived checkpoint that did not exist before the download.
     now = served.reg.list(kind="derived")
@@ -442,3 +431,22 @@ def test_a_field_the_server_does_not_know_is_refused_not_dropped(served):
             assert error["class"] == "InvalidInputError", error
             assert error["message"] == f"{unknown}: Extra inputs are not permitted", error
     assert "x" not in served.reg.show("tiny-bert").aliases
+
+
+def test_the_file_cache_keeps_a_folder_per_artifact_and_drops_what_it_cannot_read(tmp_path):
+    """At the server's start: a folder named by a bare content hash (no kind, so possibly
+    another artifact's card), its file index and pending builds go; folders keyed by
+    artifact and anything the cache did not write stay."""
+    from zoo.server.work import FileCache, folder_key
+
+    digest = "ab" * 32
+    info = SimpleNamespace(content_hash=digest, kind="source")
+    for name in (digest, folder_key(info), ".pending-1234", "notes"):
+        (tmp_path / name).mkdir()
+    (tmp_path / f"{digest}.files.json").write_text("{}")
+    (tmp_path / f"{folder_key(info)}.files.json").write_text("{}")
+    removed = FileCache(tmp_path).clean_leftovers()
+    assert sorted(removed) == sorted([digest, f"{digest}.files.json", ".pending-1234"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [folder_key(info), f"{folder_key(info)}.files.json", "notes"]
+    )

@@ -135,6 +135,16 @@ def resolve_snapshot(
     return _download(repo_id, revision, cache, allow_bin=allow_bin)
 
 
+def is_repo_id(text: str) -> bool:
+    """Whether ``text`` is a Hub model id as zoo imports one (``ORG/NAME`` or a legacy
+    ``NAME``)."""
+    try:
+        _validate_repo_id(text)
+    except InvalidInputError:
+        return False
+    return True
+
+
 def _validate_repo_id(repo_id: object) -> None:
     bad = InvalidInputError(
         f"{repo_id!r} is not a Hub model id; write it as ORG/NAME (e.g. "

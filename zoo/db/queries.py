@@ -6,7 +6,6 @@ import difflib
 import functools
 import hashlib
 import json
-import re
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -44,7 +43,8 @@ from zoo.db.models import (
     ImportRecord,
     RegistryIdentity,
 )
-from zoo.errors import AmbiguousNameError, InvalidInputError, NotFoundError
+from zoo.errors import AmbiguousNameError, ConflictError, InvalidInputError, NotFoundError
+from zoo.hub import is_repo_id
 
 
 def now() -> datetime:
@@ -288,8 +288,6 @@ def free_name(
 ) -> str:
     """The name a new artifact gets: ``asked`` (refused with ``clash`` when taken), else
     ``default``, made unique with the content hash's first 8 digits when that is taken."""
-    from zoo.errors import ConflictError
-
     if asked is not None:
         if name_taken(session, asked):
             raise ConflictError(clash)
@@ -414,8 +412,6 @@ def also_named(session: Session, row: Artifact, name: str, *, what: str) -> None
     """``row`` answers to ``name`` too, as an alias: an import or extraction of content
     already registered, asked for under another name. A name another artifact holds is
     refused."""
-    from zoo.errors import ConflictError
-
     if name == row.name:
         return
     owner = alias_target(session, name)
@@ -627,13 +623,7 @@ def hub_repo_id(query: str) -> str | None:
     id), else None. No registry name or alias can hold ``/`` or ``:``, so the two never
     meet."""
     repo = query[len("hf://") :] if query.startswith("hf://") else query
-    if "/" not in query or not all(_HUB_ID_PART.fullmatch(p) for p in repo.split("/")):
-        return None
-    return repo if repo.count("/") <= 1 else None
-
-
-# One part of a Hub repository id (as zoo.hub checks it).
-_HUB_ID_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+    return repo if "/" in query and is_repo_id(repo) else None
 
 
 def placeholder_hash(repo_id: str) -> str:
