@@ -538,7 +538,12 @@ grace_option = click.option(
 
 @cli.command("rm")
 @click.argument("name")
-@click.option("--cascade", is_flag=True, help="Also remove everything derived from it.")
+@click.option(
+    "--cascade",
+    is_flag=True,
+    help="Also remove what zoo made from it (learngenes, materialized sizes); checkpoints "
+    "declared as made from it (zoo link, a card's base_model) stay.",
+)
 @json_option
 def rm_cmd(name: str, cascade: bool, as_json: bool) -> None:
     """Remove an artifact (its blobs go at the next `zoo gc`)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 
 import pytest
@@ -144,6 +145,43 @@ def test_rm_cascade_removes_descendants(registry, family, run_cli):
     assert code == 0
     assert sorted(i["name"] for i in json.loads(out)) == ["lg", "src", "virt"]
     assert _names(registry, include_deleted=False) == {"other"}
+
+
+def test_rm_keeps_checkpoints_only_declared_as_made_from_it(
+    registry, family, tiny_dir, tmp_path, run_cli
+):
+    """A fine-tune linked to a source, or whose model card names it, is the user's own: it
+    neither holds the source back nor goes with --cascade, and its lineage keeps the source,
+    shown as removed, whose row gc keeps as its anchor (the source's own blobs go)."""
+    linked = registry.import_checkpoint(tiny_dir("bert", seed=1), name="linked")
+    registry.link("linked", "src", relation="finetune")
+    registry.link("linked", "other", relation="merge")
+    carded_dir = tmp_path / "carded"
+    shutil.copytree(tiny_dir("bert", seed=2), carded_dir)
+    (carded_dir / "README.md").write_text("---\nbase_model: src\n---\n")
+    carded = registry.import_checkpoint(carded_dir, name="carded")
+
+    # Only declared children: removed without --cascade.
+    assert [i.name for i in registry.rm("other")] == ["other"]
+    # What zoo made from src goes with it; what was declared stays.
+    code, out, _ = run_cli("rm", "src", "--cascade", "--json")
+    assert code == 0
+    assert sorted(i["name"] for i in json.loads(out)) == ["lg", "src", "virt"]
+    assert _names(registry, include_deleted=False) == {"linked", "carded"}
+    for name, parents in (("linked", {"src", "other"}), ("carded", {"src"})):
+        graph = registry.lineage(name, down=False)
+        shown = {graph.nodes[e.parent_id].name: graph.nodes[e.parent_id] for e in graph.edges}
+        assert set(shown) == parents and all(node.deleted for node in shown.values())
+    assert "src (removed)" in run_cli("lineage", "carded")[1]
+
+    _age_all_blobs(registry, 2 * DAY)
+    report = registry.gc(grace=0)
+    assert {"src", "other"} <= set(report.kept_deleted)
+    assert not {"src", "other"} & set(report.hard_deleted)
+    swept = {b.name for b in report.swept}
+    assert set(_own_digests(family["src"], linked, carded)) <= swept
+    assert registry.verify("linked").ok and registry.verify("carded").ok
+    assert "src (removed)" in run_cli("lineage", "carded")[1]
 
 
 # --- gc ------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy import delete, exists, or_, select, union_all
 from sqlalchemy.orm import Session
 
+from zoo.api.lineage import RECORDED
 from zoo.api.reports import BlobProblem, FsckReport, GcReport, StoreItem, VerifyReport
 from zoo.db import queries
 from zoo.db.entities import ArtifactInfo
@@ -77,8 +78,12 @@ def _refs():
 # --- the lineage graph, as the collector sees it -----------------------------------------
 
 
-def _edges(session: Session) -> list[tuple[int, int]]:
-    return list(session.execute(select(Edge.parent_id, Edge.child_id)))
+def _edges(session: Session, relations: Iterable[str] | None = None) -> list[tuple[int, int]]:
+    """(parent, child) of every edge, or of those of ``relations``."""
+    query = select(Edge.parent_id, Edge.child_id)
+    if relations is not None:
+        query = query.where(Edge.relation.in_(list(relations)))
+    return list(session.execute(query))
 
 
 def _walk(start: Iterable[int], step: dict[int, set[int]]) -> set[int]:
@@ -165,14 +170,21 @@ def _needed_by_virtual(session: Session, artifact_id: int) -> set[str]:
 
 
 def rm(reg, query: str, *, cascade: bool = False) -> list[ArtifactInfo]:
-    """Remove an artifact (soft delete); see :meth:`zoo.Registry.rm`."""
+    """Remove an artifact (soft delete); see :meth:`zoo.Registry.rm`.
+
+    Only what zoo made from it (extracted, materialized: the relations zoo records) holds
+    it back or goes with ``cascade``. A checkpoint declared as made from it (``zoo link``,
+    a model card's ``base_model``) is the user's own and stays; its lineage keeps the
+    removed row as its parent, which gc does not forget while a kept row descends from it.
+    """
 
     def work(session: Session) -> list[ArtifactInfo]:
         row = queries.resolve(session, query)
         deleted = {
             i for i in session.scalars(select(Artifact.id).where(Artifact.deleted_at.isnot(None)))
         }
-        below = _walk([row.id], _children_of(_edges(session))) - deleted - {row.id}
+        made_from = _children_of(_edges(session, RECORDED))
+        below = _walk([row.id], made_from) - deleted - {row.id}
         if below and not cascade:
             names = sorted(session.scalars(select(Artifact.name).where(Artifact.id.in_(below))))
             shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")

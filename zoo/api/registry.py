@@ -380,13 +380,17 @@ class Registry:
 
         Args:
             name: an alias, registry name or content-hash prefix.
-            cascade: also remove every kept artifact derived from it, down the edges.
+            cascade: also remove every kept artifact zoo made from it (extracted
+                learngenes, materialized checkpoints), down those edges. A checkpoint
+                declared as made from it (:meth:`link`, a model card's ``base_model``)
+                is never removed with it: it stays, and its lineage shows ``name`` as a
+                removed parent.
 
         Returns:
             The removed artifacts (:class:`~zoo.db.entities.ArtifactInfo`), ``name``'s first.
 
         Raises:
-            ConflictError: something derived from it is still kept and ``cascade`` is off.
+            ConflictError: something zoo made from it is still kept and ``cascade`` is off.
 
         Example:
             >>> [i.name for i in reg.rm("bert-tiny", cascade=True)]   # doctest: +SKIP
