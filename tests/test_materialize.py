@@ -795,7 +795,7 @@ def test_a_checkpoint_recorded_before_heads_had_a_fan_in_re_derives_by_that_rule
     real_plan = mat.make_plan
 
     def old_plan(*args, **kwargs):
-        return dataclasses.replace(real_plan(*args, **kwargs), legacy_head_amplitude=True)
+        return dataclasses.replace(real_plan(*args, **kwargs), amplitude_version=1)
 
     monkeypatch.setattr(mat, "make_plan", old_plan)
     monkeypatch.setattr("zoo.methods.amplitude.AMPLITUDE_VERSION", "1")
@@ -807,6 +807,41 @@ def test_a_checkpoint_recorded_before_heads_had_a_fan_in_re_derives_by_that_rule
     now = registry.materialize(src.name, layers=4, hidden=64, method="hypercloning", seed=1)
     assert now.artifact.content_hash != old.artifact.content_hash
     assert torch.equal(old.state_dict["lm_head.weight"], 2 * now.state_dict["lm_head.weight"])
+    again = registry.rederive(old.artifact.name)
+    assert again.artifact.content_hash == old.artifact.content_hash
+    assert registry.rederive(now.artifact.name).artifact.content_hash == now.artifact.content_hash
+
+
+def test_a_tied_head_checkpoint_recorded_before_its_norm_had_a_fan_in_re_derives_by_that_rule(
+    registry, tiny_dir, monkeypatch
+):
+    """Under amplitude version 2 the final norm of a model whose head is tied to the
+    embeddings was tiled undivided (HyperCloning doubled its logits). A virtual checkpoint
+    recorded then re-derives by that rule and verifies; one recorded now halves ln_f."""
+    import dataclasses
+
+    from zoo.api import materialize as mat
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    real_plan = mat.make_plan
+
+    def old_plan(*args, **kwargs):
+        return dataclasses.replace(real_plan(*args, **kwargs), amplitude_version=2)
+
+    monkeypatch.setattr(mat, "make_plan", old_plan)
+    monkeypatch.setattr("zoo.methods.amplitude.AMPLITUDE_VERSION", "2")
+    old = registry.materialize(src.name, layers=4, hidden=64, method="hypercloning")
+    monkeypatch.undo()
+    (edge,) = registry.lineage(old.artifact.name, down=False).edges
+    assert edge.recipe["amplitude_version"] == "2"
+    now = registry.materialize(src.name, layers=4, hidden=64, method="hypercloning", seed=1)
+    (edge,) = registry.lineage(now.artifact.name, down=False).edges
+    assert edge.recipe["amplitude_version"] == "3"
+    for key in ("transformer.ln_f.weight", "transformer.ln_f.bias"):
+        assert torch.equal(old.state_dict[key], 2 * now.state_dict[key]), key
+    assert torch.equal(
+        old.state_dict["transformer.wte.weight"], now.state_dict["transformer.wte.weight"]
+    )
     again = registry.rederive(old.artifact.name)
     assert again.artifact.content_hash == old.artifact.content_hash
     assert registry.rederive(now.artifact.name).artifact.content_hash == now.artifact.content_hash

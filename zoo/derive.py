@@ -200,7 +200,7 @@ def derive_signal(
         result_std=result_std,
         raw=raw,
     )
-    return y if raw else rule.finish(y, reference)
+    return y if raw else rule.finish(y, reference, x.shape)
 
 
 def needs_reference(spec: SignalSpec, recipe: Recipe) -> bool:

@@ -42,6 +42,8 @@ from .plan import Plan
 if TYPE_CHECKING:
     import torch
 
+    from zoo.families.base import SignalSpec
+
     from .tensors import KnownDigests
 
 # A signal derived a block of rows at a time (see Derivation._row_chunk) takes blocks of
@@ -132,8 +134,6 @@ class Derivation:
     ) -> None:
         import torch
 
-        from zoo.families.base import SignalSpec
-
         self.reg, self.plan, self.dev, self.known = reg, plan, dev, known
         self.family = plan.family
         self._recorded_layer_digests = recorded_layer_digests
@@ -163,9 +163,7 @@ class Derivation:
                 k: SignalMeta(s.axes, s.kind, s.fan_in_axis, tuple(s.tensor.shape), s.tensor.dtype)
                 for k, s in signals.items()
             }
-        self.specs = {
-            k: SignalSpec(m.axes, m.kind, _fan_in_axis(m, plan)) for k, m in self.metas.items()
-        }
+        self.specs = _specs(self.metas, plan)
         names_of: dict[tuple[str, ...], list[str]] = {}
         for r in self._records:
             names_of.setdefault(self.family.group_of(r.name), []).append(r.name)
@@ -943,9 +941,23 @@ class RowWriter:
         self.sink._done(rec)
 
 
-def _fan_in_axis(meta: SignalMeta, plan: Plan) -> int | None:
-    """A signal's fan-in axis as the plan's amplitude rule reads it: an output head has
-    none under amplitude version 1."""
-    if meta.kind == "head" and plan.legacy_head_amplitude:
-        return None
-    return meta.fan_in_axis
+def _specs(metas: dict[str, SignalMeta], plan: Plan) -> dict[str, SignalSpec]:
+    """Each signal's spec, its fan-in axis as the plan's amplitude rule reads it: an output
+    head has none under amplitude version 1; from version 3 the normalization only a tied
+    output head reads has its hidden axis (see :meth:`Family.tied_head_inputs`)."""
+    from zoo.families.base import SignalSpec
+
+    tied = ()
+    if plan.amplitude_version >= 3:
+        tied = plan.family.tied_head_inputs(
+            plan.target_config, {k: m.kind for k, m in metas.items()}
+        )
+    specs = {}
+    for k, m in metas.items():
+        fan = m.fan_in_axis
+        if m.kind == "head" and plan.amplitude_version < 2:
+            fan = None
+        elif k in tied:
+            fan = m.axes.index("hidden")
+        specs[k] = SignalSpec(m.axes, m.kind, fan)
+    return specs

@@ -433,7 +433,7 @@ def _recorded_plan(reg, info: ArtifactInfo, device: str | None, *, as_parent: bo
             "(its bits may then differ and fail verification)."
         ) from exc
     # Statistics over the whole tensor until transform version 4 (zoo.transforms.moments),
-    # no fan-in for an output head until amplitude version 2 (zoo.methods.amplitude).
+    # the amplitude rule of the version recorded (zoo.methods.amplitude; none recorded: 1).
     version = r.get("transform_version")
     plan = Plan(
         parent,
@@ -442,7 +442,7 @@ def _recorded_plan(reg, info: ArtifactInfo, device: str | None, *, as_parent: bo
         recipe,
         r["target_config"],
         legacy_whole_moments=version in ("1", "2", "3"),
-        legacy_head_amplitude=r.get("amplitude_version", "1") == "1",
+        amplitude_version=int(r.get("amplitude_version", "1")),
     )
     return plan, dev, r
 

@@ -20,6 +20,7 @@ from zoo.db import queries
 from zoo.db.entities import ArtifactInfo
 from zoo.derive import Recipe
 from zoo.errors import AmbiguousNameError, InvalidInputError, NotFoundError
+from zoo.methods.amplitude import AMPLITUDE_VERSION
 
 from .catalog import resizable
 from .learngene_format import DEFAULT_WAVELET, check_wavelet
@@ -89,9 +90,10 @@ class Plan:
     # Re-derivation of checkpoints recorded with transform versions up to 3: statistics
     # over the whole tensor (zoo.transforms.moments has the rule since).
     legacy_whole_moments: bool = False
-    # Re-derivation of checkpoints recorded under amplitude version 1: an output head's
-    # input width was no fan-in (zoo.methods.amplitude has the rule since).
-    legacy_head_amplitude: bool = False
+    # The amplitude rule's version (zoo.methods.amplitude): a checkpoint recorded under an
+    # earlier one re-derives by it (1: an output head's input width was no fan-in; 1 and
+    # 2: nor was the width of the normalization only a tied head reads).
+    amplitude_version: int = int(AMPLITUDE_VERSION)
 
     @cached_property
     def family(self) -> Family:

@@ -38,6 +38,10 @@ EXTRA_PREFIX = "extra:"
 #: role of the leading axis of a stacked per-layer *buffer* (never resized by a transform).
 COPIES = "copies"
 
+#: how the architectures whose only head is a language-model head end (GPT2LMHeadModel,
+#: LlamaForCausalLM, BertForMaskedLM).
+LM_ARCHITECTURES = ("LMHeadModel", "ForCausalLM", "ForMaskedLM")
+
 Split = Callable[["torch.Tensor"], Sequence["torch.Tensor"]]
 Join = Callable[[Sequence["torch.Tensor"]], "torch.Tensor"]
 
@@ -393,6 +397,10 @@ class TransformerFamily(Family):
     layers_key: ClassVar[str]
     hidden_key: ClassVar[str]
     heads_key: ClassVar[str]
+    #: the normalization signals only a language-model head reads (see
+    #: :meth:`tied_head_inputs`); a gain stored as ``1 + w`` cannot be divided, so a
+    #: family with such gains names none
+    lm_head_inputs: ClassVar[tuple[str, ...]] = ()
 
     def build_rules(self) -> list[Rule]:
         """Every tensor rule, in the order a state dict lists them."""
@@ -404,6 +412,18 @@ class TransformerFamily(Family):
         if cached is None:
             cached = self.__dict__["_rules_cache"] = tuple(self.build_rules())
         return cached
+
+    def tied_head_inputs(
+        self, config: Mapping[str, Any], kinds: Mapping[str, str]
+    ) -> tuple[str, ...]:
+        # Tied: no head signal of its own (save_pretrained leaves a tied one out), and
+        # no task head beside the language-model head that reads the same hidden state.
+        if "head" in kinds.values() or not config.get("tie_word_embeddings", True):
+            return ()
+        archs = config.get("architectures") or ()
+        if not archs or not all(a.endswith(LM_ARCHITECTURES) for a in archs):
+            return ()
+        return tuple(k for k in self.lm_head_inputs if k in kinds)
 
     # --- sizes ---------------------------------------------------------------------------
 

@@ -146,6 +146,20 @@ class Family(ABC):
         versions saved such buffers, current ones drop them on ``save_pretrained``."""
         return False
 
+    def tied_head_inputs(
+        self, config: Mapping[str, Any], kinds: Mapping[str, str]
+    ) -> tuple[str, ...]:
+        """The normalization signals whose output only an output head tied to the
+        embeddings reads, in a model of ``config`` whose signals have ``kinds``; ``()``
+        when its head is not tied (or the family names none).
+
+        A width grown by repeating units repeats the hidden state the head reads, and a
+        tied head's weights are the embedding's, which a lookup table is not divided in:
+        its logits would come out multiplied by the width's growth. Dividing these norms'
+        outputs instead (as a fan-in) keeps them the source's.
+        """
+        return ()
+
     def unchanged_outputs(self, signal: str) -> str | None:
         """How :meth:`from_signals` passes ``signal`` through without copying it.
 

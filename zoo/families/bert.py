@@ -114,6 +114,7 @@ class BertFamily(TransformerFamily):
     layers_key = "num_hidden_layers"
     hidden_key = "hidden_size"
     heads_key = "num_attention_heads"
+    lm_head_inputs = ("mlm.norm.weight", "mlm.norm.bias")  # the MLM head's own LayerNorm
 
     def mlm_rules(self) -> list[Rule]:
         """The masked-LM head (``cls.predictions``) and the next-sentence head."""

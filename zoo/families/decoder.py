@@ -146,6 +146,8 @@ class DecoderFamily(TransformerFamily):
         self.name = decl.name
         self.model_types = decl.model_types
         self.base_archs = decl.base_archs
+        # A gain stored as 1 + w (Gemma) is not divided by dividing what is stored.
+        self.lm_head_inputs = () if decl.gain_offset else ("final_norm.weight",)
 
     def __repr__(self) -> str:
         return f"<DecoderFamily {self.name}>"

@@ -87,6 +87,7 @@ class GPT2Family(TransformerFamily):
     layers_key = "n_layer"
     hidden_key = "n_embd"
     heads_key = "n_head"
+    lm_head_inputs = ("final_norm.weight", "final_norm.bias")  # ln_f
 
     def build_rules(self) -> list[Rule]:
         layer = "h.{i}"

@@ -27,8 +27,9 @@ RESCALES = ("none", "std", "fan", "fan-sqrt", "exact")
 # Bump when the rule changes what a materialization writes; recorded on its lineage edge
 # (absent: "1"), so a checkpoint recorded before re-derives by its own rule. 2: an output
 # head's input width is a fan-in like a linear layer's, so a grown untied head keeps the
-# source's logits (it doubled them under HyperCloning).
-AMPLITUDE_VERSION = "2"
+# source's logits (it doubled them under HyperCloning). 3: so is the width of the
+# normalization that only a tied output head reads, so a grown tied head keeps them too.
+AMPLITUDE_VERSION = "3"
 NORM_KINDS = ("norm_weight", "norm_bias")
 
 
@@ -41,7 +42,8 @@ class Amplitude:
             methods without the ``rescale`` option).
         fan_in_axes: the signal's input-width axes (linear layers and output heads: a
             head reading a hidden state twice as wide, each unit repeated, is halved so
-            its logits stay the source's).
+            its logits stay the source's; the normalization feeding a head tied to the
+            embeddings, whose weights are not divided, is halved in its place).
         match_moments: normalization layers: affinely matched to the source's mean and
             std after the resize.
     """
@@ -64,7 +66,7 @@ class Amplitude:
         layers keep the method's scale unless the rescale is not ``none`` or ``norm`` is
         ``match`` (then they take the source's moments, whatever the method); other signals
         take the rescale of a method that reads one."""
-        fan = (fan_in_axis,) if kind in ("linear", "head") and fan_in_axis is not None else ()
+        fan = () if fan_in_axis is None else (fan_in_axis,)
         if kind in NORM_KINDS:
             match = "norm" in method.options and (rescale != "none" or norm == "match")
             return cls("none", fan, match)
@@ -81,10 +83,19 @@ class Amplitude:
         """Whether the source's (mean, std) is read."""
         return self.match_moments or self.scales_by_std
 
-    def finish(self, y: torch.Tensor, reference: tuple[float, float] | None) -> torch.Tensor:
-        """``y`` (already rescaled, in its output dtype) moment-matched when the rule asks."""
+    def finish(
+        self,
+        y: torch.Tensor,
+        reference: tuple[float, float] | None,
+        source_shape: Sequence[int],
+    ) -> torch.Tensor:
+        """``y`` (already rescaled, in its output dtype) moment-matched when the rule asks.
+
+        Matching undoes any division, so a normalization with a fan-in (the one a tied
+        output head reads) is divided by its fan-in multiplier after it."""
         if self.match_moments and reference is not None:
-            return match_moments(y, *reference)
+            gain = 1 / fan_in_multiplier(source_shape, y.shape, self.fan_in_axes)
+            return match_moments(y, *reference, gain=gain)
         return y
 
     def apply(
@@ -106,7 +117,7 @@ class Amplitude:
                 fan_in_axes=self.fan_in_axes,
                 whole_moments=whole_moments,
             )
-        return self.finish(y, reference)
+        return self.finish(y, reference, source_shape)
 
 
 def exact_gain(source: Sequence[int], target: Sequence[int], fan_in_axes: Sequence[int]) -> float:
@@ -224,9 +235,9 @@ def check_rescale(rescale: str) -> None:
         raise TransformError(f"`rescale` {rescale!r} is not one of {', '.join(RESCALES)}.")
 
 
-def match_moments(y: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """``y`` shifted and scaled to ``mean`` and ``std`` (computed in float32, returned in
-    ``y``'s dtype); a constant ``y`` only shifts."""
+def match_moments(y: torch.Tensor, mean: float, std: float, *, gain: float = 1.0) -> torch.Tensor:
+    """``y`` shifted and scaled to ``mean`` and ``std``, then times ``gain`` (computed in
+    float32, returned in ``y``'s dtype); a constant ``y`` only shifts."""
     from zoo._threads import one_thread
 
     y32 = y.float()
@@ -235,4 +246,5 @@ def match_moments(y: torch.Tensor, mean: float, std: float) -> torch.Tensor:
         centered = y32 - y32.mean()
     if float(spread) > 0 and std > 0:
         centered = centered * (std / spread)
-    return (centered + mean).to(y.dtype)
+    matched = centered + mean
+    return (matched if gain == 1.0 else matched * gain).to(y.dtype)
