@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -156,13 +157,9 @@ class Derivation:
                 for k, m in lg.info["signals"].items()
             }
         else:
-            from . import tensors as tio
-
-            signals = self.family.to_signals(tio.meta_state(self._records), self._source_config)
-            self.metas = {
-                k: SignalMeta(s.axes, s.kind, s.fan_in_axis, tuple(s.tensor.shape), s.tensor.dtype)
-                for k, s in signals.items()
-            }
+            self.metas = _source_metas(
+                self.family, plan.source.content_hash, self._records, self._source_config
+            )
         self.specs = _specs(self.metas, plan)
         names_of: dict[tuple[str, ...], list[str]] = {}
         for r in self._records:
@@ -180,10 +177,12 @@ class Derivation:
         self._by_name = {n: g for g in self.groups for n in g.outputs}
 
     def _source_records(self) -> list:
-        records = self.plan.source.tensors
+        source = self.plan.source
+        records = source.tensors or _SOURCES.get(("records", source.content_hash))
         if not records:  # loaded without them (see plan.source_of)
             with self.reg.session() as session:
-                records = queries.tensor_records(session, self.plan.source.id)
+                records = tuple(queries.tensor_records(session, source.id))
+            _SOURCES.put(("records", source.content_hash), records)
         return list(records)
 
     def _group(self, members, names, source_elements) -> Group:
@@ -708,6 +707,51 @@ def output_dtype(dtype: torch.dtype, recipe: Recipe) -> torch.dtype:
     if recipe.dtype == "auto" or not dtype.is_floating_point:
         return dtype
     return getattr(torch, recipe.dtype)
+
+
+class _Recent:
+    """The last few values put, by key, for any thread (least recently used goes first)."""
+
+    def __init__(self, size: int) -> None:
+        self._size, self._lock = size, threading.Lock()
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+
+    def get(self, key):
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+#: A source's tensor records and signal shapes, by its content hash (which fixes both):
+#: materializing from the same source again (another size, method or seed) neither reads
+#: its records back nor groups them into signals again.
+_SOURCES = _Recent(32)
+
+
+def _source_metas(family, content_hash: str, records: list, config) -> dict[str, SignalMeta]:
+    """The signals ``records`` of the source with ``content_hash`` make up under ``config``
+    (all of its layers, or the first ones: the number of records says which)."""
+    from . import tensors as tio
+
+    key = ("metas", family.name, content_hash, len(records))
+    metas = _SOURCES.get(key)
+    if metas is None:
+        signals = family.to_signals(tio.meta_state(records), config)
+        metas = {
+            k: SignalMeta(s.axes, s.kind, s.fan_in_axis, tuple(s.tensor.shape), s.tensor.dtype)
+            for k, s in signals.items()
+        }
+        _SOURCES.put(key, metas)
+    return dict(metas)
 
 
 def _what_to_read(plan: Plan, records: list):

@@ -449,6 +449,18 @@ class TransformerFamily(Family):
             self.__dict__["_tables_cache"] = cached
         return cached
 
+    def _rules_of_signal(self) -> dict[str, tuple[int, ...]]:
+        """Signal name -> the numbers of the rules with a piece of it."""
+        cached = self.__dict__.get("_rules_of_signal_cache")
+        if cached is None:
+            found: dict[str, list[int]] = {}
+            for n, r in enumerate(self.rules):
+                for p in r.pieces:
+                    found.setdefault(p.signal, []).append(n)
+            cached = {k: tuple(v) for k, v in found.items()}
+            self.__dict__["_rules_of_signal_cache"] = cached
+        return cached
+
     def is_buffer(self, name: str) -> bool:
         hit = self._match(name)
         return hit is not None and hit[1].buffer
@@ -522,11 +534,10 @@ class TransformerFamily(Family):
 
     def signal_group(self, signal: str) -> tuple[str, ...]:
         """The group (see :meth:`group_of`) that ``signal`` belongs to."""
-        for r in self.rules:
-            names = tuple(p.signal for p in r.pieces)
-            if signal in names:
-                return names
-        return (signal,)
+        numbers = self._rules_of_signal().get(signal)
+        if not numbers:
+            return (signal,)
+        return tuple(p.signal for p in self.rules[numbers[0]].pieces)
 
     def to_signals(
         self,
@@ -776,7 +787,13 @@ class TransformerFamily(Family):
             out[(prefix if r.scope == "base" else "") + name] = value.contiguous()
 
         after: list[tuple[Rule, list[torch.Tensor]]] = []
-        for n, r in enumerate(rules):
+        if part_of is None:  # every rule: a required one without its signals is refused
+            numbers: Sequence[int] = range(len(rules))
+        else:  # a few groups of a model: only their rules, in the table's order
+            of_signal = self._rules_of_signal()
+            numbers = sorted({n for s in signals for n in of_signal.get(s, ())})
+        for n in numbers:
+            r = rules[n]
             tensors = gather(r)
             if tensors is None:
                 continue
