@@ -362,7 +362,7 @@ def extract_cmd(source, method, wavelet, levels, keep, order, name, device, as_j
     help="Amplitude rule for dwt/dct (none: raw, as the papers; default: "
     "zoo's measured default for the family and direction).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="For scratch/net2net.")
+@click.option("--seed", type=int, help="For the methods that draw: scratch, net2net (default 0).")
 @click.option(
     "--norm",
     type=_Names("zoo.derive", "NORMS"),

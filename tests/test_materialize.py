@@ -766,7 +766,7 @@ def test_a_dct_checkpoint_recorded_under_the_old_amplitude_rule_still_re_derives
     monkeypatch.setattr("zoo.transforms.TRANSFORM_VERSION", TRANSFORM_VERSION)
     assert old.artifact.virtual
     # Another seed (unused by dct) so the recipe is not the recorded one.
-    now = registry.materialize(lg.name, layers=8, hidden=64, rescale="std", seed=1)
+    now = registry.materialize(lg.name, layers=8, hidden=64, rescale="std")
     assert now.artifact.content_hash != old.artifact.content_hash  # the rules differ
     again = registry.rederive(old.artifact.name)
     assert again.artifact.content_hash == old.artifact.content_hash
@@ -804,7 +804,7 @@ def test_a_checkpoint_recorded_before_heads_had_a_fan_in_re_derives_by_that_rule
     graph = registry.lineage(old.artifact.name, down=False)
     (edge,) = graph.edges
     assert edge.recipe["amplitude_version"] == "1"
-    now = registry.materialize(src.name, layers=4, hidden=64, method="hypercloning", seed=1)
+    now = registry.materialize(src.name, layers=4, hidden=64, method="hypercloning")
     assert now.artifact.content_hash != old.artifact.content_hash
     assert torch.equal(old.state_dict["lm_head.weight"], 2 * now.state_dict["lm_head.weight"])
     again = registry.rederive(old.artifact.name)
@@ -834,7 +834,7 @@ def test_a_tied_head_checkpoint_recorded_before_its_norm_had_a_fan_in_re_derives
     monkeypatch.undo()
     (edge,) = registry.lineage(old.artifact.name, down=False).edges
     assert edge.recipe["amplitude_version"] == "2"
-    now = registry.materialize(src.name, layers=4, hidden=64, method="hypercloning", seed=1)
+    now = registry.materialize(src.name, layers=4, hidden=64, method="hypercloning")
     (edge,) = registry.lineage(now.artifact.name, down=False).edges
     assert edge.recipe["amplitude_version"] == "3"
     for key in ("transformer.ln_f.weight", "transformer.ln_f.bias"):
@@ -921,7 +921,7 @@ def test_a_dct_learngene_keeps_the_sources_own_signals_where_their_size_is_kept(
         return dataclasses.replace(real_plan(*args, **kwargs), legacy_dct_unchanged=True)
 
     monkeypatch.setattr(mat, "make_plan", old_plan)  # what the earlier rule recorded
-    old = registry.materialize(lg.name, layers=4, hidden=32, seed=5)
+    old = registry.materialize(lg.name, layers=4, hidden=32)
     monkeypatch.setattr(mat, "make_plan", real_plan)
     name = "bert.encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(old.state_dict[name], source[name])  # low-passed
@@ -1350,6 +1350,25 @@ def test_norm_match_is_refused_for_a_method_that_transfers_nothing(registry, tin
     for method in ("weight-selection", "dwt"):
         m = registry.materialize(src.name, layers=2, hidden=16, method=method, norm="match")
         assert m.artifact.info["recipe"]["norm"] == "match"
+
+
+def test_a_seed_is_refused_for_a_method_that_draws_nothing(registry, tiny_dir, run_cli):
+    """A seed would change nothing of hypercloning's or dwt's weights and record a second
+    recipe for them: refused with one line and exit 2 (0 included: it was asked for);
+    the methods that draw take it, and without it draw from seed 0."""
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    for method in ("hypercloning", "dwt", "weight-selection"):
+        size = ["--layers", "4", "--hidden", "64" if method == "hypercloning" else "16"]
+        code, out, err = run_cli("materialize", src.name, *size, "--method", method, "--seed", "0")
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert "--seed" in err and method in err and "scratch" in err
+    assert registry.list(kind="derived") == []
+    drawn = registry.materialize(src.name, layers=2, hidden=16, method="scratch", seed=7)
+    assert drawn.artifact.info["recipe"]["seed"] == 7
+    unseeded = registry.materialize(src.name, layers=4, hidden=48, method="net2net")
+    assert unseeded.artifact.info["recipe"]["seed"] == 0
+    again = registry.materialize(src.name, layers=4, hidden=48, method="net2net", seed=0)
+    assert again.artifact.content_hash == unseeded.artifact.content_hash
 
 
 def test_identity_depth_is_refused_where_it_cannot_apply(registry, tiny_dir, run_cli):

@@ -60,7 +60,7 @@ class MaterializeRequest:
     method: str | None = None
     wavelet: str | None = None
     rescale: str | None = None
-    seed: int = 0
+    seed: int | None = None
     norm: str | None = None
     depth: str | None = None
     order: str | None = None
@@ -216,6 +216,11 @@ def _recipe(
             f"--rescale applies to --method {either(taking('rescale'))}, not {method}; "
             "use --norm match to match normalization layers to the source."
         )
+    if request.seed is not None and "seed" not in takes:
+        # A seed that changes nothing would record a second recipe for the same weights.
+        raise InvalidInputError(
+            f"--seed seeds --method {either(taking('seed'))}; {method} draws no random numbers."
+        )
     if norm == "match" and "norm" not in takes:
         # Checked on the request, not the Recipe: recipes recorded before are re-derived.
         raise InvalidInputError(
@@ -242,7 +247,7 @@ def _recipe(
         method=method,
         wavelet=wavelet if "wavelet" in takes else None,
         rescale=rescale,
-        seed=request.seed,
+        seed=request.seed or 0,
         norm=norm,
         depth=depth,
         order=_order(learngene, method, request.order),

@@ -524,7 +524,7 @@ class Registry:
         method: str | None = None,
         wavelet: str | None = None,
         rescale: str | None = None,
-        seed: int = 0,
+        seed: int | None = None,
         norm: str | None = None,
         depth: str | None = None,
         order: str | None = None,
@@ -547,6 +547,8 @@ class Registry:
                 zoo's measured defaults for the family and direction (``zoo.defaults``).
             rescale: amplitude rule for dwt/dct: none (raw, as the papers), std, fan
                 fan-sqrt or exact (see :class:`zoo.derive.Recipe`).
+            seed: seeds the methods that draw random numbers (scratch, net2net;
+                default 0); refused for the others, which it would not change.
             norm: ``method`` (norm layers resized like the rest) or ``match`` (every
                 method's norm layers keep the source's mean and spread).
             depth: for a deeper target, ``method`` (the method resizes the layer axis) or

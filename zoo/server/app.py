@@ -192,7 +192,7 @@ class MaterializeRequest(_Body):
     method: str | None = None
     wavelet: str | None = None
     rescale: str | None = None
-    seed: int = 0
+    seed: int | None = None
     norm: str | None = None
     depth: str | None = None
     order: str | None = None

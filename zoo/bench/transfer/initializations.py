@@ -39,6 +39,14 @@ def _learngene(reg, source: str, spec: MethodSpec, dct_keep: float) -> str:
     return reg.extract(source, method="dct", keep=dct_keep, order=spec.order).name
 
 
+def _seed_for(method: str, seed: int) -> int | None:
+    """``seed`` for a method that draws random numbers; None for one that draws none
+    (zoo refuses a seed it would not use)."""
+    from zoo.methods import get
+
+    return seed if get(method).random else None
+
+
 def initialize(
     reg,
     family: str,
@@ -66,7 +74,7 @@ def initialize(
         method=spec.method,
         wavelet=spec.wavelet,
         rescale=spec.rescale,
-        seed=seed,
+        seed=_seed_for(spec.method, seed),
         # +nm is zoo's own option; +nd (raw-DWT norm scale for any method) is not. Always
         # explicit: a name without +nm means the method's own rule, whatever the default;
         # the same for the depth rule.
@@ -83,7 +91,12 @@ def initialize(
         # (or shrink) the width whichever way the depth goes.
         baseline = baseline_for(family, source_state[0], hidden)
         b = reg.materialize(
-            source, layers=source_depth, hidden=hidden, method=baseline, seed=seed, device="cpu"
+            source,
+            layers=source_depth,
+            hidden=hidden,
+            method=baseline,
+            seed=_seed_for(baseline, seed),
+            device="cpu",
         )
         state = embeddings_from(family, state, config, dict(b.state_dict), b.config)
     if spec.norm == "dwt":
