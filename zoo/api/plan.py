@@ -131,7 +131,10 @@ def make_plan(reg, query: str, request: MaterializeRequest) -> Plan:
     from zoo.methods import check_target, get
 
     with reg.session() as session:
-        parent = queries.to_info(session, _resolve_parent(session, query))
+        row = _resolve_parent(session, query)
+        # A learngene's records name its bands; a checkpoint's the derivation reads itself
+        # (kept by content, so a source materialized again does not read them back).
+        parent = queries.to_info(session, row, tensors=row.kind == "learngene")
         learngene = parent if parent.kind == "learngene" else None
         source = source_of(session, parent) if learngene else parent
     resizable(source)  # one line naming the families zoo resizes, before any work
