@@ -364,6 +364,32 @@ def test_a_cards_base_model_is_an_edge_from_a_placeholder_until_it_is_imported(
     assert [a.name for a in registry.list(kind="placeholder", include_deleted=True)] == []
 
 
+def test_a_card_imported_again_after_its_base_was_removed_keeps_its_one_edge(
+    registry, tiny_dir, tmp_path
+):
+    """The edge from the removed base is the card's: no placeholder takes its place as a
+    second parent, for a registry name or a Hub id, nor once the base is back."""
+    base = registry.import_checkpoint(tiny_dir("bert"), name="tiny-base")
+    child = registry.import_checkpoint(
+        with_card(tiny_dir, "bert", 1, tmp_path / "child", CARD.format(base="tiny-base"))
+    )
+    cache_repo("acme/base", tiny_dir("bert", seed=2))
+    hub_base = registry.import_checkpoint("acme/base")
+    hub_child = registry.import_checkpoint(
+        with_card(tiny_dir, "bert", 3, tmp_path / "hub-child", CARD.format(base="acme/base"))
+    )
+    registry.rm(base.name)
+    registry.rm(hub_base.name)
+    for _ in range(2):  # imported again, then again with both bases back
+        registry.import_checkpoint(tmp_path / "child")
+        registry.import_checkpoint(tmp_path / "hub-child")
+        assert edges_into(registry, child.name) == {("tiny-base", "finetune", child.name)}
+        assert edges_into(registry, hub_child.name) == {(hub_base.name, "finetune", hub_child.name)}
+        assert registry.list(kind="placeholder", include_deleted=True) == []
+        registry.import_checkpoint(tiny_dir("bert"), name="tiny-base")
+        registry.import_checkpoint("acme/base")
+
+
 def test_a_hub_repository_id_names_the_artifact_imported_last_from_it(
     registry, tiny_dir, tmp_path, run_cli
 ):

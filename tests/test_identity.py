@@ -221,6 +221,21 @@ def _damage(store, digest: str, *, remove: bool = False) -> None:
     path.write_bytes(bytes(data))
 
 
+def test_a_sources_side_file_is_restored_from_its_folder(reg, tmp_path, run_cli):
+    """A model card (like a tokenizer or a config) is part of what an import stores:
+    verify names the folder it is read again from, and --repair reads it."""
+    src_dir = save_tiny("gpt2", tmp_path / "src")
+    (src_dir / "README.md").write_text("---\nlicense: mit\n---\n# tiny\n")
+    src = reg.import_checkpoint(src_dir)
+    card = next(f for f in src.files if f.name == "README.md")
+    _damage(reg.store, card.digest, remove=True)
+    code, out, _ = run_cli("verify")
+    assert code == 6 and f"reads it again from {src_dir}" in out, out
+    code, out, _ = run_cli("verify", "--repair")
+    assert code == 0 and "restored 1 damaged blob" in out, out
+    assert reg.store.verify(card.digest) and reg.fsck().ok
+
+
 def test_damaged_blobs_are_restored_and_every_hint_says_how(reg, tmp_path, run_cli):
     src_dir = save_tiny("bert", tmp_path / "src")
     src = reg.import_checkpoint(src_dir)

@@ -184,6 +184,48 @@ def test_rm_keeps_checkpoints_only_declared_as_made_from_it(
     assert "src (removed)" in run_cli("lineage", "carded")[1]
 
 
+def test_a_declared_parent_removed_keeps_its_row_not_its_blobs(registry, family, tiny_dir):
+    """A virtual checkpoint made from a linked fine-tune is re-derived from the fine-tune,
+    not from the fine-tune's declared base: the removed base's blobs are swept, its row
+    stays as the anchor (its name held, which the error says) and everything kept still
+    re-derives."""
+    ft = registry.import_checkpoint(tiny_dir("bert", seed=1), name="ft")
+    registry.link("ft", "src", relation="finetune")
+    small = registry.materialize("ft", layers=2, hidden=16).artifact
+    assert small.virtual
+    registry.rm("src", cascade=True)
+    _age_all_blobs(registry, 2 * DAY)
+    report = registry.gc(grace=0)
+    assert "src" in report.kept_deleted
+    assert set(_own_digests(family["src"], ft)) <= {b.name for b in report.swept}
+    assert registry.rederive(small.name).artifact.content_hash == small.content_hash
+    assert registry.fsck().ok and registry.verify().ok
+    with pytest.raises(ConflictError, match="once nothing kept descends from it"):
+        registry.import_checkpoint(tiny_dir("gpt2", seed=1), name="src")
+
+
+def test_a_removed_stored_checkpoint_made_again_without_store_is_virtual(registry, family):
+    """Its blobs may have been swept while it was removed (its row kept as a declared
+    child's anchor): brought back by the same materialization without --store, it is
+    virtual, so nothing kept points at blobs that are gone; with --store, stored again."""
+    ask = dict(layers=2, hidden=16, method="weight-selection")
+    stored = registry.materialize("src", store=True, **ask).artifact
+    _add(registry, "declared", kind="source", payloads=[b"a fine-tune of it" * 4])
+    registry.link("declared", stored.name, relation="finetune")
+    registry.rm(stored.name)
+    _age_all_blobs(registry, 2 * DAY)
+    swept = {b.name for b in registry.gc(grace=0).swept}
+    assert set(_own_digests(stored, family["src"])) <= swept
+    again = registry.materialize("src", **ask).artifact
+    assert again.id == stored.id and again.virtual and not again.deleted
+    assert registry.fsck().ok and registry.verify().ok
+    registry.rm(stored.name)
+    kept = registry.materialize("src", store=True, **ask).artifact
+    assert kept.id == stored.id and not kept.virtual
+    assert all(registry.store.has(t.digest) for t in kept.tensors)
+    assert registry.fsck().ok
+
+
 # --- gc ------------------------------------------------------------------------------------
 
 

@@ -72,7 +72,8 @@ class AuditReport:
         if self.status == "removed":
             return (
                 f"{self.path}: was {a.kind} {a.name} ({a.content_hash[:12]}), removed with "
-                "`zoo rm`; importing or materializing it again brings it back until `zoo gc`."
+                "`zoo rm`; importing or materializing it again brings it back until `zoo gc` "
+                "forgets it, once nothing kept descends from it."
             )
         lines = []
         if self.status == "known":

@@ -31,7 +31,13 @@ def record_base_models(
     """Edges from each base repository in ``repos`` to ``row``, skipping any that would
     close a cycle or that zoo's own lineage already holds (a materialized folder whose
     card names its source)."""
+    parents = [
+        session.get(Artifact, edge.parent_id)
+        for edge in session.scalars(select(Edge).where(Edge.child_id == row.id))
+    ]
     for repo in repos:
+        if any(_answers_to(session, parent, repo) for parent in parents):
+            continue  # its edge is there already, from a base kept or removed since
         base = _registered(session, repo) or _placeholder(session, repo, by=by)
         if base.id == row.id or is_ancestor(session, base.id, row.id):
             continue
@@ -81,6 +87,29 @@ def _edge_exists(session: Session, parent_id: int, child_id: int, relation: str)
         )
         is not None
     )
+
+
+def _answers_to(session: Session, row: Artifact, repo: str) -> bool:
+    """Whether ``row``, kept or removed, is what the base ``repo`` named when it was
+    linked: its placeholder, an import from that Hub repository, or (an id without an
+    organization) the artifact with that name or alias."""
+    from zoo.db.models import ImportRecord
+
+    if row.content_hash == placeholder_hash(repo):
+        return True
+    imported = session.scalar(
+        select(ImportRecord.id).where(
+            ImportRecord.artifact_id == row.id, ImportRecord.origin == f"hf://{repo}"
+        )
+    )
+    if imported is not None:
+        return True
+    if "/" in repo:
+        return False
+    aliased = session.scalar(
+        select(Alias.artifact_id).where(Alias.artifact_id == row.id, Alias.name == repo)
+    )
+    return row.name == repo or aliased is not None
 
 
 def _registered(session: Session, repo: str) -> Artifact | None:

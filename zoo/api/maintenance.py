@@ -137,16 +137,18 @@ def _mark(session: Session) -> tuple[set[str], set[int]]:
     """(digests kept rows need, ids of rows that must stay: kept ones and their ancestors).
 
     A digest is needed when a kept, stored (non-virtual) artifact holds it, or when a kept
-    virtual artifact needs it to be re-derived: every stored tensor of its ancestors, up
-    the edges, even of ancestors that were removed.
+    virtual artifact needs it to be re-derived: every stored tensor of what it was made
+    from, up the edges zoo recorded (extract, materialize), even of artifacts that were
+    removed. A row stays while a kept one descends from it by any edge (a declared parent
+    is the anchor of its child's lineage), but its blobs go unless they are needed.
     """
     rows = session.execute(
         select(Artifact.id, Artifact.virtual).where(Artifact.deleted_at.is_(None))
     ).all()
     kept = {i for i, _ in rows}
     virtual = {i for i, v in rows if v}
-    parents = _parents_of(_edges(session))
-    needed_rows = kept | _walk(kept, parents)
+    edges = _edges(session)
+    needed_rows = kept | _walk(kept, _parents_of(edges))
     refs = _refs()
     digests = set(
         session.scalars(
@@ -156,14 +158,16 @@ def _mark(session: Session) -> tuple[set[str], set[int]]:
             .distinct()
         )
     )
-    digests |= _stored_digests_of(session, _walk(virtual, parents))
+    made_from = _parents_of(_edges(session, RECORDED))
+    digests |= _stored_digests_of(session, _walk(virtual, made_from))
     return digests, needed_rows
 
 
 def _needed_by_virtual(session: Session, artifact_id: int) -> set[str]:
     """The stored digests a virtual artifact needs to be re-derived (through virtual
-    ancestors, which are re-derived in turn)."""
-    return _stored_digests_of(session, _walk([artifact_id], _parents_of(_edges(session))))
+    ancestors, which are re-derived in turn), up the edges zoo recorded."""
+    made_from = _parents_of(_edges(session, RECORDED))
+    return _stored_digests_of(session, _walk([artifact_id], made_from))
 
 
 # --- rm ----------------------------------------------------------------------------------

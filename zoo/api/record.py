@@ -74,7 +74,9 @@ def record_derived(
             return None
         if row.deleted_at is not None:
             row.deleted_at = None
-        if store and row.virtual:
+            # Its blobs may have been swept since: only --store has just written them.
+            row.virtual = not store
+        elif store and row.virtual:
             row.virtual = False
         return link(session, row)
 

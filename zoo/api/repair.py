@@ -17,11 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, union_all
 from sqlalchemy.orm import Session
 
 from zoo.db import queries
-from zoo.db.models import Artifact, ArtifactTensor
+from zoo.db.models import Artifact, ArtifactFile, ArtifactTensor
 from zoo.errors import ZooError
 
 _CHUNK = 500
@@ -44,18 +44,24 @@ def holders(session: Session, digests) -> dict[str, list[Holder]]:
     digests = sorted(set(digests))
     found: dict[str, list[Holder]] = {}
     for start in range(0, len(digests), _CHUNK):
+        refs = union_all(
+            select(ArtifactTensor.artifact_id, ArtifactTensor.digest),
+            select(ArtifactFile.artifact_id, ArtifactFile.digest),
+        ).subquery("refs")
         rows = session.execute(
-            select(ArtifactTensor.digest, Artifact)
-            .join(Artifact, Artifact.id == ArtifactTensor.artifact_id)
+            select(refs.c.digest, Artifact)
+            .join(Artifact, Artifact.id == refs.c.artifact_id)
             .where(
-                ArtifactTensor.digest.in_(digests[start : start + _CHUNK]),
+                refs.c.digest.in_(digests[start : start + _CHUNK]),
                 Artifact.deleted_at.is_(None),
                 Artifact.virtual.is_(False),
             )
             .order_by(Artifact.id)
         )
         for digest, row in rows:
-            found.setdefault(digest, []).append(_holder(session, row))
+            held = found.setdefault(digest, [])
+            if all(h.artifact_id != row.id for h in held):  # a tensor and a file alike
+                held.append(_holder(session, row))
     return {d: sorted(h, key=lambda h: _ORDER[h.how]) for d, h in found.items()}
 
 
@@ -169,22 +175,27 @@ def _restore_one(reg, holder: Holder, wanted: set[str]) -> set[str]:
                 emit(name, t)
 
         return set(restore_blobs(reg, info, rederived)) & mine
-    return _reread(reg, info, holder.origin, mine)
+    return _reread(reg, info, holder.origin, mine | ({f.digest for f in info.files} & wanted))
 
 
 def _reread(reg, info, origin: str, wanted: set[str]) -> set[str]:
     from zoo.checkpoint import open_checkpoint
+    from zoo.checkpoint.side_files import find_side_files
 
     reg.check_writable()
     done = set()
     with open_checkpoint(Path(origin)) as ckpt:
         here = {t.digest: t.name for t in ckpt.tensors}
+        files = {f.digest: f.data for f in find_side_files(ckpt.root)}
         for digest in sorted(wanted):
             if digest in here:
                 reg.store.rewrite(digest, ckpt.read_bytes(here[digest]))
                 done.add(digest)
+            elif digest in files:  # its tokenizer, configs, model card
+                reg.store.rewrite(digest, files[digest])
+                done.add(digest)
     if wanted - done:
-        raise _cannot(f"{origin} no longer holds the tensors {info.name} was imported with")
+        raise _cannot(f"{origin} no longer holds the files {info.name} was imported with")
     return done
 
 

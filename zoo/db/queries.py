@@ -302,7 +302,7 @@ def removed_holder_note(session: Session, name: str) -> str:
         return ""
     return (
         f" (by the removed {row.kind} {row.content_hash[:12]}: `zoo gc` frees the name once "
-        "it collects it)"
+        "nothing kept descends from it)"
     )
 
 
