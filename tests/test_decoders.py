@@ -107,12 +107,51 @@ def test_sandwich_norms_and_attention_types_keep_the_function_under_identity_dep
     torch.testing.assert_close(_logits(model), _logits(source), rtol=1e-5, atol=1e-5)
 
 
+def _grown_logits(registry, folder: Path, arch: str, out: Path, **ask):
+    """(source's outputs, outputs of ``folder`` grown 4x32 -> 4x64 by HyperCloning), each
+    model loaded as ``arch`` strictly, on :data:`IDS`."""
+    src = registry.import_checkpoint(folder)
+    wide = registry.materialize(
+        src.name, layers=4, hidden=64, method="hypercloning", out=out, **ask
+    )
+    cls = getattr(transformers, arch)
+    source = cls.from_pretrained(folder).eval()
+    model, info = cls.from_pretrained(wide.out, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    with torch.no_grad():
+        return source(input_ids=IDS), model.eval()(input_ids=IDS)
+
+
+def test_a_tied_head_is_found_without_an_architecture_in_the_config(registry, tiny_dir, tmp_path):
+    """A config.json without ``architectures`` still loads as a causal LM; its tensors'
+    base prefix (``model.``) says it is one, so its tied head keeps the source's logits."""
+    folder = tmp_path / "no-arch"
+    shutil.copytree(tiny_dir("qwen2"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    del config["architectures"]
+    (folder / "config.json").write_text(json.dumps(config))
+    source, grown = _grown_logits(registry, folder, "Qwen2ForCausalLM", tmp_path / "w")
+    torch.testing.assert_close(grown.logits, source.logits, rtol=1e-5, atol=1e-5)
+
+
+def test_bert_for_pretraining_grown_keeps_its_masked_lm_and_nsp_logits(registry, tmp_path):
+    """Its MLM head's LayerNorm is read by the tied decoder alone (the NSP head reads the
+    pooler), so it is divided even with the NSP head beside it."""
+    config = transformers.BertConfig(**TINY["bert"]["config"])
+    torch.manual_seed(0)
+    transformers.BertForPreTraining(config).save_pretrained(tmp_path / "pt")
+    source, grown = _grown_logits(registry, tmp_path / "pt", "BertForPreTraining", tmp_path / "w")
+    for key in ("prediction_logits", "seq_relationship_logits"):
+        torch.testing.assert_close(grown[key], source[key], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("family", ["qwen2", "gpt2"])
 def test_a_tied_head_grown_with_norms_matched_to_the_source_keeps_its_logits(
     family, registry, tiny_dir, tmp_path
 ):
     """--norm match sets each norm to the source's moments, which undoes HyperCloning's
-    division of the norm a tied head reads: the division comes after the match."""
+    division of the norm a tied head reads: the division comes after the match. (These
+    tiny models' gains are all equal, so the match only shifts them.)"""
     src = registry.import_checkpoint(tiny_dir(family))
     wide = registry.materialize(
         src.name, layers=4, hidden=64, method="hypercloning", norm="match", out=tmp_path / "w"

@@ -160,7 +160,7 @@ class Derivation:
             self.metas = _source_metas(
                 self.family, plan.source.content_hash, self._records, self._source_config
             )
-        self.specs = _specs(self.metas, plan)
+        self.specs = _specs(self.metas, plan, [r.name for r in self._records])
         names_of: dict[tuple[str, ...], list[str]] = {}
         for r in self._records:
             names_of.setdefault(self.family.group_of(r.name), []).append(r.name)
@@ -985,7 +985,7 @@ class RowWriter:
         self.sink._done(rec)
 
 
-def _specs(metas: dict[str, SignalMeta], plan: Plan) -> dict[str, SignalSpec]:
+def _specs(metas: dict[str, SignalMeta], plan: Plan, names: list[str]) -> dict[str, SignalSpec]:
     """Each signal's spec, its fan-in axis as the plan's amplitude rule reads it: an output
     head has none under amplitude version 1; from version 3 the normalization only a tied
     output head reads has its hidden axis (see :meth:`Family.tied_head_inputs`)."""
@@ -994,7 +994,7 @@ def _specs(metas: dict[str, SignalMeta], plan: Plan) -> dict[str, SignalSpec]:
     tied = ()
     if plan.amplitude_version >= 3:
         tied = plan.family.tied_head_inputs(
-            plan.target_config, {k: m.kind for k, m in metas.items()}
+            plan.target_config, {k: m.kind for k, m in metas.items()}, names
         )
     specs = {}
     for k, m in metas.items():

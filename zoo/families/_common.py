@@ -397,10 +397,14 @@ class TransformerFamily(Family):
     layers_key: ClassVar[str]
     hidden_key: ClassVar[str]
     heads_key: ClassVar[str]
-    #: the normalization signals only a language-model head reads (see
-    #: :meth:`tied_head_inputs`); a gain stored as ``1 + w`` cannot be divided, so a
-    #: family with such gains names none
+    #: the normalization signals a language-model head reads (see :meth:`tied_head_inputs`);
+    #: a gain stored as ``1 + w`` cannot be divided, so a family with such gains names none
     lm_head_inputs: ClassVar[tuple[str, ...]] = ()
+    #: the language-model head's own signal: absent when the head is tied
+    lm_head_signal: ClassVar[str] = "lm_head.weight"
+    #: whether every head reads those norms (a decoder's final norm), or the LM head alone
+    #: (BERT's MLM-head LayerNorm)
+    lm_head_inputs_shared: ClassVar[bool] = True
 
     def build_rules(self) -> list[Rule]:
         """Every tensor rule, in the order a state dict lists them."""
@@ -414,16 +418,26 @@ class TransformerFamily(Family):
         return cached
 
     def tied_head_inputs(
-        self, config: Mapping[str, Any], kinds: Mapping[str, str]
+        self, config: Mapping[str, Any], kinds: Mapping[str, str], names: Collection[str]
     ) -> tuple[str, ...]:
-        # Tied: no head signal of its own (save_pretrained leaves a tied one out), and
-        # no task head beside the language-model head that reads the same hidden state.
-        if "head" in kinds.values() or not config.get("tie_word_embeddings", True):
+        inputs = tuple(k for k in self.lm_head_inputs if k in kinds)
+        # Tied: the head has no signal of its own (save_pretrained leaves it out).
+        if not inputs or self.lm_head_signal in kinds:
             return ()
-        archs = config.get("architectures") or ()
-        if not archs or not all(a.endswith(LM_ARCHITECTURES) for a in archs):
+        if not config.get("tie_word_embeddings", True):
             return ()
-        return tuple(k for k in self.lm_head_inputs if k in kinds)
+        if not self.lm_head_inputs_shared:
+            return inputs
+        # A norm every head reads: only where the one head is the tied LM head, not a
+        # task head (divided as a fan-in already) nor a base model's hidden states.
+        if "head" in kinds.values():
+            return ()
+        archs = config.get("architectures")
+        if archs:
+            lm = all(a.endswith(LM_ARCHITECTURES) for a in archs)
+        else:  # no architecture recorded: a task model's tensors carry the base prefix
+            lm = any(n.startswith(f"{self.base_prefix}.") for n in names)
+        return inputs if lm else ()
 
     # --- sizes ---------------------------------------------------------------------------
 

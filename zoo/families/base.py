@@ -147,11 +147,11 @@ class Family(ABC):
         return False
 
     def tied_head_inputs(
-        self, config: Mapping[str, Any], kinds: Mapping[str, str]
+        self, config: Mapping[str, Any], kinds: Mapping[str, str], names: Collection[str]
     ) -> tuple[str, ...]:
         """The normalization signals whose output only an output head tied to the
-        embeddings reads, in a model of ``config`` whose signals have ``kinds``; ``()``
-        when its head is not tied (or the family names none).
+        embeddings reads, in a model of ``config`` whose signals have ``kinds`` (read from
+        tensors ``names``); ``()`` when its head is not tied (or the family names none).
 
         A width grown by repeating units repeats the hidden state the head reads, and a
         tied head's weights are the embedding's, which a lookup table is not divided in:

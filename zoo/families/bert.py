@@ -115,6 +115,8 @@ class BertFamily(TransformerFamily):
     hidden_key = "hidden_size"
     heads_key = "num_attention_heads"
     lm_head_inputs = ("mlm.norm.weight", "mlm.norm.bias")  # the MLM head's own LayerNorm
+    lm_head_signal = "mlm.decoder.weight"
+    lm_head_inputs_shared = False  # the NSP head reads the pooler, not the MLM head
 
     def mlm_rules(self) -> list[Rule]:
         """The masked-LM head (``cls.predictions``) and the next-sentence head."""
