@@ -781,26 +781,34 @@ def test_a_dct_checkpoint_recorded_under_the_old_amplitude_rule_still_re_derives
     )
 
 
+def _grown_under_amplitude_version(registry, monkeypatch, name: str, version: int):
+    """``name`` grown 4 layers x 64 by HyperCloning and recorded as zoo recorded it under
+    amplitude version ``version``."""
+    import dataclasses
+
+    from zoo.api import materialize as mat
+
+    real_plan = mat.make_plan
+
+    def old_plan(*args, **kwargs):
+        return dataclasses.replace(real_plan(*args, **kwargs), amplitude_version=version)
+
+    monkeypatch.setattr(mat, "make_plan", old_plan)
+    monkeypatch.setattr("zoo.methods.amplitude.AMPLITUDE_VERSION", str(version))
+    try:
+        return registry.materialize(name, layers=4, hidden=64, method="hypercloning")
+    finally:
+        monkeypatch.undo()
+
+
 def test_a_checkpoint_recorded_before_heads_had_a_fan_in_re_derives_by_that_rule(
     registry, tiny_dir, monkeypatch
 ):
     """Under amplitude version 1 an untied output head's input width was no fan-in (a
     grown head doubled the logits). A virtual checkpoint recorded then re-derives by that
     rule (its edge has no amplitude version) and verifies; one recorded now divides."""
-    import dataclasses
-
-    from zoo.api import materialize as mat
-
     src = registry.import_checkpoint(tiny_dir("llama"))
-    real_plan = mat.make_plan
-
-    def old_plan(*args, **kwargs):
-        return dataclasses.replace(real_plan(*args, **kwargs), amplitude_version=1)
-
-    monkeypatch.setattr(mat, "make_plan", old_plan)
-    monkeypatch.setattr("zoo.methods.amplitude.AMPLITUDE_VERSION", "1")
-    old = registry.materialize(src.name, layers=4, hidden=64, method="hypercloning")
-    monkeypatch.undo()
+    old = _grown_under_amplitude_version(registry, monkeypatch, src.name, 1)
     graph = registry.lineage(old.artifact.name, down=False)
     (edge,) = graph.edges
     assert edge.recipe["amplitude_version"] == "1"
@@ -818,20 +826,8 @@ def test_a_tied_head_checkpoint_recorded_before_its_norm_had_a_fan_in_re_derives
     """Under amplitude version 2 the final norm of a model whose head is tied to the
     embeddings was tiled undivided (HyperCloning doubled its logits). A virtual checkpoint
     recorded then re-derives by that rule and verifies; one recorded now halves ln_f."""
-    import dataclasses
-
-    from zoo.api import materialize as mat
-
     src = registry.import_checkpoint(tiny_dir("gpt2"))
-    real_plan = mat.make_plan
-
-    def old_plan(*args, **kwargs):
-        return dataclasses.replace(real_plan(*args, **kwargs), amplitude_version=2)
-
-    monkeypatch.setattr(mat, "make_plan", old_plan)
-    monkeypatch.setattr("zoo.methods.amplitude.AMPLITUDE_VERSION", "2")
-    old = registry.materialize(src.name, layers=4, hidden=64, method="hypercloning")
-    monkeypatch.undo()
+    old = _grown_under_amplitude_version(registry, monkeypatch, src.name, 2)
     (edge,) = registry.lineage(old.artifact.name, down=False).edges
     assert edge.recipe["amplitude_version"] == "2"
     now = registry.materialize(src.name, layers=4, hidden=64, method="hypercloning")
