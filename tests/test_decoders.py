@@ -161,6 +161,62 @@ def test_a_tied_head_grown_with_norms_matched_to_the_source_keeps_its_logits(
     torch.testing.assert_close(_logits(model), _logits(source), rtol=1e-5, atol=1e-5)
 
 
+def _without_normalization(model):
+    """``model`` with every LayerNorm and RMSNorm reduced to its affine part (``x * w + b``):
+    what is left is linear in each unit, so a widened model whose writers and readers of
+    each unit copied the same units computes its source's function exactly."""
+    import types
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            module.forward = types.MethodType(lambda m, x: x * m.weight + m.bias, module)
+        elif type(module).__name__.endswith("RMSNorm"):
+            module.forward = types.MethodType(lambda m, x: x * m.weight, module)
+    return model
+
+
+@pytest.mark.parametrize(
+    "family", ["llama", "mistral", "qwen3", "phi3", "qwen2", "gpt2", "bert", "roberta"]
+)
+def test_net2net_copies_each_unit_alike_in_every_tensor(family, registry, tiny_dir, tmp_path):
+    """Net2Net widens a model by random unit copies, its readers dividing by the copy
+    count: every tensor takes one copy map per set of units (residual stream, FFN units,
+    attention heads). Normalization averages over uneven copies, so only up to it is the
+    function kept: with the norms reduced to their affine part, the logits are the
+    source's. A map drawn per tensor fails this by far."""
+    src = registry.import_checkpoint(tiny_dir(family))
+    wide = registry.materialize(src.name, layers=4, hidden=64, method="net2net", out=tmp_path / "w")
+    source = _without_normalization(_load(tiny_dir(family))[0])
+    model, info = _load(wide.out)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    grown = _logits(_without_normalization(model))
+    torch.testing.assert_close(grown, _logits(source), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kv_heads", [2, 4])
+def test_net2net_growing_heads_and_ffn_keeps_the_logits(kv_heads, registry, tiny_dir, tmp_path):
+    """A width that leaves the residual stream as it is: whole attention heads are copied
+    (each query head with its key/value head, rotary pairs and per-head norms intact) and
+    FFN units, and the logits are the source's, norms and all. The source has 4 query
+    heads in 2 key/value groups: 8 heads in 2 groups grow each group, 8 in 4 copy groups."""
+    src = registry.import_checkpoint(tiny_dir("qwen3"))
+    wide = registry.materialize(
+        src.name,
+        layers=4,
+        hidden=32,
+        heads=8,
+        kv_heads=kv_heads,
+        intermediate=176,
+        method="net2net",
+        seed=3,
+        out=tmp_path / "w",
+    )
+    assert wide.config["num_key_value_heads"] == kv_heads
+    source, _ = _load(tiny_dir("qwen3"))
+    model, _ = _load(wide.out)
+    torch.testing.assert_close(_logits(model), _logits(source), rtol=1e-5, atol=1e-5)
+
+
 # --- target sizes ------------------------------------------------------------------------
 
 

@@ -843,6 +843,48 @@ def test_a_tied_head_checkpoint_recorded_before_its_norm_had_a_fan_in_re_derives
     assert registry.rederive(now.artifact.name).artifact.content_hash == now.artifact.content_hash
 
 
+def test_a_net2net_checkpoint_recorded_with_a_copy_map_per_tensor_re_derives_by_that_rule(
+    registry, tiny_dir, monkeypatch
+):
+    """Net2net version 1 drew a fresh copy map for each tensor (a unit's writers and
+    readers copied different units). A virtual checkpoint recorded then re-derives by that
+    rule and verifies; one recorded now shares one map per set of units, so every tensor
+    reading the residual stream copies the embedding's columns."""
+    import dataclasses
+
+    from zoo.api import materialize as mat
+
+    src = registry.import_checkpoint(tiny_dir("llama"))
+    real_plan = mat.make_plan
+    monkeypatch.setattr(
+        mat, "make_plan", lambda *a, **k: dataclasses.replace(real_plan(*a, **k), net2net_version=1)
+    )
+    monkeypatch.setattr("zoo.methods.net2net.NET2NET_VERSION", "1")
+    old = registry.materialize(src.name, layers=4, hidden=64, method="net2net")
+    monkeypatch.undo()
+    now = registry.materialize(src.name, layers=4, hidden=64, method="net2net")
+    (edge,) = registry.lineage(now.artifact.name, down=False).edges
+    assert edge.recipe["net2net_version"] == "2"
+    assert now.artifact.content_hash != old.artifact.content_hash
+
+    from safetensors.torch import load_file
+
+    source = load_file(tiny_dir("llama") / "model.safetensors")
+
+    def copied(sd, key):
+        """The source column each column of ``key`` copies (up to a division): the most
+        parallel one, over the source's own rows (a copy's extra rows come after them)."""
+        s = torch.nn.functional.normalize(source[key].float(), dim=0)
+        t = torch.nn.functional.normalize(sd[key].float()[: s.shape[0]], dim=0)
+        return (t.t() @ s).argmax(dim=1).tolist()
+
+    embed, query = "model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight"
+    assert copied(now.state_dict, embed) == copied(now.state_dict, query)
+    assert copied(old.state_dict, embed) != copied(old.state_dict, query)
+    assert registry.rederive(old.artifact.name).artifact.content_hash == old.artifact.content_hash
+    assert registry.rederive(now.artifact.name).artifact.content_hash == now.artifact.content_hash
+
+
 def test_a_checkpoint_recorded_with_whole_tensor_statistics_re_derives_by_that_rule(
     registry, tiny_dir, monkeypatch
 ):

@@ -104,6 +104,51 @@ def test_net2net_is_deterministic_given_the_generator():
     assert torch.equal(net2net_widen(w, (4, 20)), net2net_widen(w, (4, 20)))
 
 
+def test_net2net_given_maps_copies_those_units_and_divides_their_readers():
+    w = torch.randn(3, 4)
+    rows, cols = torch.tensor([0, 1, 2, 1, 1]), torch.tensor([0, 1, 2, 3, 0, 0])
+    got = net2net_widen(w, (5, 6), fan_in_axes=(1,), maps=(rows, cols))
+    counts = torch.bincount(cols, minlength=4)
+    torch.testing.assert_close(got, w[rows][:, cols] / counts[cols])
+
+
+@pytest.mark.parametrize(
+    ("sizes", "heads"),
+    [
+        ((4, 2, 8, 2), "each group grows"),
+        ((4, 2, 8, 4), "groups are copied"),
+        ((4, 2, 12, 6), "groups are copied unevenly"),
+        ((4, 4, 8, 8), "no grouping"),
+        ((4, 1, 6, 1), "one group grows unevenly"),
+        ((8, 4, 8, 8), "groups shrink"),
+    ],
+)
+def test_net2net_copies_a_query_head_with_the_key_value_head_that_serves_it(sizes, heads):
+    """Query heads are grouped onto key/value heads (grouped-query attention): a copied
+    query head must read a copy of the key/value head its source read, or its attention
+    changes."""
+    from zoo.methods.net2net import CopyMaps
+
+    sh, skv, th, tkv = sizes
+    d = 3
+    maps = CopyMaps.draw(
+        7,
+        {"hidden": sh * d, "kv": skv * d},
+        {"hidden": th * d, "kv": tkv * d},
+        (sh, skv),
+        (th, tkv),
+    )
+    query = maps.query.reshape(th, d)
+    kv = maps.kv.reshape(tkv, d)
+    assert torch.equal(query % d, torch.arange(d).expand(th, d)), heads  # whole heads
+    assert torch.equal(kv % d, torch.arange(d).expand(tkv, d)), heads
+    q_heads, kv_heads = (query[:, 0] // d).tolist(), (kv[:, 0] // d).tolist()
+    assert kv_heads[:skv] == list(range(skv))
+    for j, h in enumerate(q_heads):
+        assert h // (sh // skv) == kv_heads[j // (th // tkv)], (heads, j)
+    assert set(q_heads) == set(range(sh)), heads  # no source head is lost
+
+
 @pytest.mark.parametrize(
     ("call", "word"),
     [
@@ -111,6 +156,9 @@ def test_net2net_is_deterministic_given_the_generator():
         (lambda: tile(torch.randn(4, 4), (2, 4)), "shape"),
         (lambda: weight_select(torch.randn(4, 4), (8, 4)), "shape"),
         (lambda: net2net_widen(torch.randn(4, 4), (2, 4)), "shape"),
+        (lambda: net2net_widen(torch.randn(4, 4), (6, 4), maps=(None,)), "maps"),
+        (lambda: net2net_widen(torch.randn(4, 4), (6, 4), maps=(torch.arange(5), None)), "maps"),
+        (lambda: net2net_widen(torch.randn(4, 4), (6, 4), maps=(torch.arange(6), None)), "maps"),
         (lambda: tile(torch.randn(4, 4), (8, 4), fan_in_axes=(3,)), "fan_in_axes"),
         (lambda: weight_select(torch.randn(4, 4), (2, 4), layer_axis=5), "layer_axis"),
     ],

@@ -168,6 +168,7 @@ def derive_signal(
     *,
     reference: tuple[float, float] | None = None,
     generator: torch.Generator | None = None,
+    unit_maps: tuple[torch.Tensor | None, ...] | None = None,
     whole_moments: bool = False,
     result_std: float | None = None,
     raw: bool = False,
@@ -177,8 +178,8 @@ def derive_signal(
     ``reference`` is the source signal's (mean, std), used by the amplitude rule
     (:func:`amplitude`): unless it is ``none``, normalization parameters are affinely
     matched to the source's mean and std by every method that transfers, so a LayerNorm
-    gain scale cannot pass for a better transfer. ``result_std`` and ``raw``: see
-    :func:`zoo.methods.resize` (a signal derived a layer at a time).
+    gain scale cannot pass for a better transfer. ``unit_maps``, ``result_std`` and
+    ``raw``: see :func:`zoo.methods.resize`.
     """
     from zoo.methods import get, resize
 
@@ -195,6 +196,7 @@ def derive_signal(
         fan_in_axes=rule.fan_in_axes,
         layer_axis=spec.axes.index("layers") if "layers" in spec.axes else None,
         generator=generator,
+        unit_maps=unit_maps,
         kind=spec.kind,
         whole_moments=whole_moments,
         result_std=result_std,

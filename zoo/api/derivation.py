@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     import torch
 
     from zoo.families.base import SignalSpec
+    from zoo.methods.net2net import CopyMaps
 
     from .tensors import KnownDigests
 
@@ -337,11 +338,12 @@ class Derivation:
             # These draw from one generator, signal by signal in name order: that order
             # fixes the numbers, so they run one signal at a time.
             generator = torch.Generator().manual_seed(self.plan.recipe.seed)
+            maps = self._copy_maps()
             group_of = {k: g for g in self.groups for k in g.signals}
             pending: dict[str, torch.Tensor] = {}
             for key in sorted(self.metas):
                 g = group_of[key]
-                pending[key] = self._signal(key, generator, g)
+                pending[key] = self._signal(key, generator, g, maps)
                 if all(k in pending for k in g.signals):
                     self._emit(g, {k: pending.pop(k) for k in g.signals}, emit)
             return
@@ -362,7 +364,7 @@ class Derivation:
             if writer is not None:
                 self._emit_rows(g, writer)
             else:
-                self._emit(g, {k: self._signal(k, None, g) for k in g.signals}, emit)
+                self._emit(g, {k: self._signal(k, None, g, None) for k in g.signals}, emit)
 
         # Half the largest group's working set more beside it: two large groups (the
         # embedding and the head) never run side by side; a large one and small ones do.
@@ -561,7 +563,23 @@ class Derivation:
         x = self._source_signal(key, group).tensor
         return signal_stats(x, whole=plan.legacy_whole_moments)
 
-    def _signal(self, key: str, generator, group: Group) -> torch.Tensor:
+    def _copy_maps(self) -> CopyMaps | None:
+        """Net2net's copy maps, one per set of units, drawn before any signal (None for
+        another method, or a checkpoint recorded when each tensor drew its own)."""
+        from zoo.methods.net2net import NET2NET, CopyMaps
+
+        plan = self.plan
+        if plan.recipe.method != NET2NET.name or plan.net2net_version < 2:
+            return None
+        return CopyMaps.draw(
+            plan.recipe.seed,
+            plan.source_sizes,
+            plan.method_sizes,
+            self.family.attention_heads(plan.source.config),
+            self.family.attention_heads(plan.target_config),
+        )
+
+    def _signal(self, key: str, generator, group: Group, maps: CopyMaps | None) -> torch.Tensor:
         from zoo.derive import target_shape
 
         plan = self.plan
@@ -582,6 +600,7 @@ class Derivation:
             self._stored_tensor,
             lambda k: self._source_signal(k, group),
             generator,
+            unit_maps=maps.for_signal(key, meta.axes) if maps is not None else None,
         )
 
     def _row_chunk(self, key: str, tshape: tuple[int, ...], *, streamed: bool = False) -> int:
@@ -785,11 +804,21 @@ def _what_to_read(plan: Plan, records: list):
 
 
 def derive_one(
-    plan: Plan, key, spec, shape, tshape, reference, stored_tensor, source_signal, generator
+    plan: Plan,
+    key,
+    spec,
+    shape,
+    tshape,
+    reference,
+    stored_tensor,
+    source_signal,
+    generator,
+    *,
+    unit_maps=None,
 ):
     """One target signal: from the learngene's stored band or block when it holds this
     shape, else computed from the source signal by the recipe; either way through the
-    recipe's amplitude rule."""
+    recipe's amplitude rule. ``unit_maps``: net2net's copies along each axis."""
     from zoo.derive import amplitude, derive_signal
     from zoo.methods import DCT, DWT, get
 
@@ -831,7 +860,14 @@ def derive_one(
                 return amplitude(spec, recipe).apply(band, shape, reference, whole_moments=whole)
     x = source_signal(key).tensor
     return derive_signal(
-        x, spec, tshape, recipe, reference=reference, generator=generator, whole_moments=whole
+        x,
+        spec,
+        tshape,
+        recipe,
+        reference=reference,
+        generator=generator,
+        unit_maps=unit_maps,
+        whole_moments=whole,
     )
 
 

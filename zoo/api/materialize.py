@@ -433,7 +433,8 @@ def _recorded_plan(reg, info: ArtifactInfo, device: str | None, *, as_parent: bo
             "(its bits may then differ and fail verification)."
         ) from exc
     # Statistics over the whole tensor until transform version 4 (zoo.transforms.moments),
-    # the amplitude rule of the version recorded (zoo.methods.amplitude; none recorded: 1).
+    # the amplitude rule and net2net's copies of the versions recorded (zoo.methods.amplitude,
+    # zoo.methods.net2net; none recorded: 1).
     version = r.get("transform_version")
     plan = Plan(
         parent,
@@ -443,6 +444,7 @@ def _recorded_plan(reg, info: ArtifactInfo, device: str | None, *, as_parent: bo
         r["target_config"],
         legacy_whole_moments=version in ("1", "2", "3"),
         amplitude_version=int(r.get("amplitude_version", "1")),
+        net2net_version=int(r.get("net2net_version", "1")),
     )
     return plan, dev, r
 

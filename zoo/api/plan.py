@@ -21,6 +21,7 @@ from zoo.db.entities import ArtifactInfo
 from zoo.derive import Recipe
 from zoo.errors import AmbiguousNameError, InvalidInputError, NotFoundError
 from zoo.methods.amplitude import AMPLITUDE_VERSION
+from zoo.methods.net2net import NET2NET_VERSION
 
 from .catalog import resizable
 from .learngene_format import DEFAULT_WAVELET, check_wavelet
@@ -94,6 +95,9 @@ class Plan:
     # earlier one re-derives by it (1: an output head's input width was no fan-in; 1 and
     # 2: nor was the width of the normalization only a tied head reads).
     amplitude_version: int = int(AMPLITUDE_VERSION)
+    # How net2net draws its copies (zoo.methods.net2net): 1, a map per tensor, for
+    # checkpoints recorded before one map per set of units.
+    net2net_version: int = int(NET2NET_VERSION)
 
     @cached_property
     def family(self) -> Family:

@@ -106,6 +106,7 @@ def edge_recipe(plan: Plan, dev) -> dict[str, Any]:
     hashes and the target config."""
     from zoo._machine import cpu
     from zoo.methods.amplitude import AMPLITUDE_VERSION
+    from zoo.methods.net2net import NET2NET, NET2NET_VERSION
     from zoo.transforms import TRANSFORM_VERSION
 
     recipe = {
@@ -117,6 +118,8 @@ def edge_recipe(plan: Plan, dev) -> dict[str, Any]:
         "learngene": plan.learngene.content_hash if plan.learngene else None,
         "target_config": plan.target_config,
     }
+    if plan.recipe.method == NET2NET.name:
+        recipe["net2net_version"] = NET2NET_VERSION
     if dev.type == "cpu":
         recipe["cpu"] = cpu()
     return recipe

@@ -445,6 +445,10 @@ class TransformerFamily(Family):
         """Sizes of every role the config fixes: the changing ones and known fixed ones."""
         raise NotImplementedError
 
+    def attention_heads(self, config: Mapping[str, Any]) -> tuple[int, int] | None:
+        heads = config_int(config, self.heads_key, self.name)
+        return heads, heads
+
     def axis_sizes(self, config: Mapping[str, Any]) -> dict[str, int]:
         sizes = self.sizes(config)
         return {r: sizes[r] for r in CHANGING_ROLES if r in sizes}

@@ -160,6 +160,13 @@ class Family(ABC):
         """
         return ()
 
+    def attention_heads(self, config: Mapping[str, Any]) -> tuple[int, int] | None:
+        """(query heads, key/value heads) of a model of ``config``, or None when it has no
+        attention (or the family does not say). A method that copies whole heads reads it:
+        a head's dimensions are one unit of attention, and a key/value head serves a fixed
+        group of query heads."""
+        return None
+
     def unchanged_outputs(self, signal: str) -> str | None:
         """How :meth:`from_signals` passes ``signal`` through without copying it.
 

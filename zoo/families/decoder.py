@@ -275,6 +275,10 @@ class DecoderFamily(TransformerFamily):
             )
         return hidden, heads, kv_heads, head_dim
 
+    def attention_heads(self, config: Mapping[str, Any]) -> tuple[int, int] | None:
+        _, heads, kv_heads, _ = self._heads(config)
+        return heads, kv_heads
+
     def keeps_head_dim(self, config: Mapping[str, Any]) -> bool:
         """Whether every target keeps the source's head_dim (see the module doc)."""
         hidden, heads, _, head_dim = self._heads(config)

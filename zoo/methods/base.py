@@ -67,6 +67,7 @@ class Method:
         kind: str,
         wavelet: str,
         generator: torch.Generator | None,
+        unit_maps: Sequence[torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
         """``x`` (floating point, in its compute dtype) at ``target``, before any amplitude
         rule; arguments already checked by :func:`zoo.methods.resize`.
@@ -77,6 +78,8 @@ class Method:
             kind: the signal's kind (``linear``, ``bias``, ``norm_weight``...).
             wavelet: the ``wavelet`` option.
             generator: the random state of a method that draws.
+            unit_maps: the copy map of each axis, for a method that copies units
+                (:class:`zoo.methods.net2net.CopyMaps`).
         """
         raise NotImplementedError
 

@@ -1,14 +1,32 @@
 """Net2Net (Chen et al. 2016, arXiv 1511.05641): a wider model copies randomly chosen
-source units and divides their inputs by the copy count (:func:`zoo.transforms.net2net_widen`)."""
+source units and divides their inputs by the copy count (:func:`zoo.transforms.net2net_widen`).
+
+The function is kept only if every tensor that writes a set of units and every tensor that
+reads them copy the same units: one copy map per set (:class:`CopyMaps`), not one draw per
+tensor. The sets are the residual stream (every ``hidden`` axis but attention's inner
+one), the FFN units, and attention's query and key/value heads. Heads are copied whole,
+so a copy attends exactly as its source (rotary pairs included); a key/value head's copy
+serves copies of the query heads its source served. Normalization layers average over
+the residual stream, which uneven copies change: there the function is kept only
+approximately (HyperCloning's even copies keep it exactly).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .base import Method
 
 if TYPE_CHECKING:
     import torch
+
+#: How net2net draws its copies; recorded on each lineage edge of a net2net recipe, so a
+#: checkpoint re-derives by the rule it was made by. 1: a fresh map per tensor and axis,
+#: drawn in signal-name order (a unit's writers and readers copied different units);
+#: 2: one map per set of units (:class:`CopyMaps`).
+NET2NET_VERSION = "2"
 
 
 class Net2Net(Method):
@@ -19,12 +37,125 @@ class Net2Net(Method):
     random = True
     options = frozenset({"norm", "depth", "order", "seed"})
 
-    def resize(self, x, target, *, fan_in_axes, layer_axis, generator, **_) -> torch.Tensor:
+    def resize(
+        self, x, target, *, fan_in_axes, layer_axis, generator, unit_maps=None, **_
+    ) -> torch.Tensor:
         from zoo.transforms import net2net_widen
 
         return net2net_widen(
-            x, target, fan_in_axes=fan_in_axes, generator=generator, layer_axis=layer_axis
+            x,
+            target,
+            fan_in_axes=fan_in_axes,
+            generator=generator,
+            layer_axis=layer_axis,
+            maps=unit_maps,
         )
 
 
 NET2NET = Net2Net()
+
+
+@dataclass(frozen=True)
+class CopyMaps:
+    """The source unit each target unit copies, per set of units (None: it keeps its size).
+
+    ``residual``: the residual stream; ``ffn``: FFN units (every layer alike);
+    ``query`` and ``kv``: attention's inner axis of the query/output and of the key/value
+    projections, unit by unit (heads times head dimensions).
+    """
+
+    residual: torch.Tensor | None
+    ffn: torch.Tensor | None
+    query: torch.Tensor | None
+    kv: torch.Tensor | None
+
+    @classmethod
+    def draw(
+        cls,
+        seed: int,
+        source: Mapping[str, int],
+        target: Mapping[str, int],
+        source_heads: tuple[int, int] | None,
+        target_heads: tuple[int, int] | None,
+    ) -> CopyMaps:
+        """Maps from ``source`` to ``target`` sizes (roles ``hidden``, ``ffn`` and, where
+        the attention width is not ``hidden``, ``attn`` and ``kv``), drawn from one
+        generator seeded by ``seed`` in a fixed order: the same maps whatever order the
+        tensors are widened in. ``*_heads``: (query heads, key/value heads)."""
+        import torch
+
+        gen = torch.Generator().manual_seed(seed)
+        residual = _units(gen, source.get("hidden"), target.get("hidden"))
+        ffn = _units(gen, source.get("ffn"), target.get("ffn"))
+        s_q = source.get("attn", source.get("hidden"))
+        t_q = target.get("attn", target.get("hidden"))
+        s_kv, t_kv = source.get("kv", s_q), target.get("kv", t_q)
+        if source_heads is None or target_heads is None or not s_q or not t_q:
+            return cls(residual, ffn, None, None)
+        (sh, skv), (th, tkv) = source_heads, target_heads
+        d = s_q // sh
+        whole_heads = (
+            sh * d == s_q and th * d == t_q and skv * d == s_kv and tkv * d == t_kv and th >= sh
+        )
+        if whole_heads and tkv >= skv:
+            query, kv = _heads(gen, sh, skv, th, tkv)
+            return cls(residual, ffn, _expand(query, d), _expand(kv, d))
+        # A head dimension that changes: no head to copy whole, so units are copied one by
+        # one (a query's dot products change); keys and values share the queries' map
+        # where they are as wide.
+        query = _units(gen, s_q, t_q)
+        kv = query if (s_kv, t_kv) == (s_q, t_q) else _units(gen, s_kv, t_kv)
+        return cls(residual, ffn, query, kv)
+
+    def for_signal(self, key: str, axes: Sequence[str]) -> tuple[torch.Tensor | None, ...]:
+        """The map of each axis of signal ``key`` with roles ``axes``."""
+        from zoo.unit_order import ATTENTION_INNER
+
+        inner = ATTENTION_INNER.get(key)
+        keys_values = key.startswith(("attn.k.", "attn.v."))
+        out: list[torch.Tensor | None] = []
+        for i, role in enumerate(axes):
+            if i == inner or role in ("attn", "kv"):
+                out.append(self.kv if keys_values else self.query)
+            elif role == "hidden":
+                out.append(self.residual)
+            elif role == "ffn":
+                out.append(self.ffn)
+            else:
+                out.append(None)
+        return tuple(out)
+
+
+def _units(gen, s: int | None, t: int | None) -> torch.Tensor | None:
+    """Unit ``i < s`` is itself; each extra unit copies a random one."""
+    import torch
+
+    if not s or not t or t <= s:
+        return None
+    return torch.cat([torch.arange(s), torch.randint(0, s, (t - s,), generator=gen)])
+
+
+def _heads(gen, sh: int, skv: int, th: int, tkv: int) -> tuple[list[int], list[int]]:
+    """(query head map, key/value head map). Each extra key/value head copies a random one;
+    the query heads a target key/value head serves copy the query heads its source served,
+    taken in turn, so a group that grows repeats its heads and a head's copies share its
+    key and value."""
+    import torch
+
+    extra = torch.randint(0, skv, (tkv - skv,), generator=gen).tolist()
+    kv = list(range(skv)) + extra
+    group_s, group_t = sh // skv, th // tkv
+    taken = [0] * skv
+    query: list[int] = []
+    for s in kv:
+        query += [s * group_s + (taken[s] + i) % group_s for i in range(group_t)]
+        taken[s] += group_t
+    return query, kv
+
+
+def _expand(heads: list[int], d: int) -> torch.Tensor:
+    """A head map as a unit map: head ``h``'s ``d`` units in order."""
+    import torch
+
+    h = torch.tensor(heads, dtype=torch.long)
+    return (h[:, None] * d + torch.arange(d)).reshape(-1)

@@ -26,6 +26,7 @@ def resize(
     reference_std: float | None = None,
     layer_axis: int | None = None,
     generator: torch.Generator | None = None,
+    unit_maps: Sequence[torch.Tensor | None] | None = None,
     kind: str = "linear",
     whole_moments: bool = False,
     result_std: float | None = None,
@@ -58,6 +59,8 @@ def resize(
             hypercloning and net2net (stacking). ``dwt`` and ``dct`` treat it like any
             other axis.
         generator: for the methods that draw random numbers (net2net, scratch).
+        unit_maps: for net2net, the source unit each target unit copies, per axis
+            (:meth:`zoo.methods.net2net.CopyMaps.for_signal`); None draws from ``generator``.
         kind: the signal's kind, for scratch (``linear``, ``bias``, ``norm_weight``...).
         whole_moments: the std rules' statistics by the rule of transform versions up to
             3 (see :func:`zoo.methods.amplitude.scaled`).
@@ -112,12 +115,20 @@ def resize(
                 kind=kind,
                 wavelet=wavelet,
                 generator=generator,
+                unit_maps=unit_maps,
             ),
             x,
         )
     xf = as_float(x)
     y = m.resize(
-        xf, target, fan_in_axes=fan, layer_axis=la, kind=kind, wavelet=wavelet, generator=generator
+        xf,
+        target,
+        fan_in_axes=fan,
+        layer_axis=la,
+        kind=kind,
+        wavelet=wavelet,
+        generator=generator,
+        unit_maps=unit_maps,
     )
     if raw:
         return y

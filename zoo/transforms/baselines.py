@@ -130,6 +130,7 @@ def net2net_widen(
     fan_in_axes: Sequence[int] = (),
     generator: torch.Generator | None = None,
     layer_axis: int | None = None,
+    maps: Sequence[torch.Tensor | None] | None = None,
 ) -> torch.Tensor:
     """Net2Net widening: copy random units, divide fan-in weights by the replica count.
 
@@ -140,8 +141,15 @@ def net2net_widen(
     same state draw the same mapping: widen the producing and the consuming weights with
     equally seeded generators. ``generator=None`` means a CPU generator seeded with 0.
     The ``layer_axis`` grows by stacking (layer ``i`` copies ``i % S``, no division).
+
+    ``maps``: per axis, the source unit each target unit copies (a long tensor of length
+    ``T`` whose first ``S`` entries may be anything in ``[0, S)``), or None to draw as
+    above. A model's producers and consumers of one set of units take the same map
+    (:class:`zoo.methods.net2net.CopyMaps`), whatever order they are widened in.
     """
     xf, target, fan, la = _setup(x, shape, fan_in_axes, layer_axis)
+    if maps is not None and len(maps) != xf.ndim:
+        raise TransformError(f"`maps` has {len(maps)} entries for a {xf.ndim}-d tensor.")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     for a, (s, t) in enumerate(zip(xf.shape, target, strict=True)):
         if t == s:
@@ -154,8 +162,17 @@ def net2net_widen(
         if a == la:
             xf = xf.index_select(a, torch.arange(t, device=xf.device) % s)
             continue
-        extra = torch.randint(0, s, (t - s,), generator=gen, device=gen.device)
-        mapping = torch.cat([torch.arange(s, device=gen.device), extra]).to(xf.device)
+        given = maps[a] if maps is not None else None
+        if given is not None:
+            if tuple(given.shape) != (t,) or int(given.min()) < 0 or int(given.max()) >= s:
+                raise TransformError(
+                    f"`maps` must give each of the {t} target units of axis {a} a source "
+                    f"unit in [0, {s})."
+                )
+            mapping = given.to(device=xf.device, dtype=torch.long)
+        else:
+            extra = torch.randint(0, s, (t - s,), generator=gen, device=gen.device)
+            mapping = torch.cat([torch.arange(s, device=gen.device), extra]).to(xf.device)
         xf = xf.index_select(a, mapping)
         if a in fan:
             counts = torch.bincount(mapping, minlength=s)
