@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         from zoo.api import tensors as tio
 
         info = reg.show(args.source)
-        corpus = data.load_text_corpus(source_tokenizer(info))
+        corpus = data.load_text_corpus(source_tokenizer(reg, info))
         windows = data.valid_set(corpus, n=args.windows, seq=args.seq)
         state = (info.config, tio.load_tensors(reg.store, info.tensors))
         specs = {s.name: s for s in map(parse_method, args.methods.split(","))}

@@ -790,7 +790,8 @@ def test_cuda_training_sees_the_cpu_batches_under_bf16_autocast():
 def test_preservation_finds_hyperclonings_tiled_copy_of_the_source(family, tmp_path, tiny_dir):
     """Width-only hypercloning repeats every unit, heads whole: the folded last hidden
     states are the source's (cosine 1, tiled), for post-LN BERT and pre-LN GPT-2 alike;
-    a scratch target is unrelated to the source."""
+    net2net's random copies, folded by its map, are the source's up to its norms' uneven
+    averages; a scratch target is unrelated to the source."""
     import zoo
     from zoo.api import tensors as tio
     from zoo.bench.transfer.preservation import fold, preservation
@@ -799,7 +800,7 @@ def test_preservation_finds_hyperclonings_tiled_copy_of_the_source(family, tmp_p
     try:
         info = reg.import_checkpoint(tiny_dir(family))
         state = (info.config, tio.load_tensors(reg.store, info.tensors))
-        specs = {n: transfer.parse_method(n) for n in ("scratch", "hypercloning")}
+        specs = {n: transfer.parse_method(n) for n in ("scratch", "hypercloning", "net2net")}
         windows = torch.randint(0, 96, (4, 12), generator=torch.Generator().manual_seed(0))
         got = preservation(reg, family, info.name, specs, (4, 64), windows, source_state=state)
     finally:
@@ -807,7 +808,13 @@ def test_preservation_finds_hyperclonings_tiled_copy_of_the_source(family, tmp_p
     assert got["hypercloning"]["layout"] == "tiled"
     assert got["hypercloning"]["cosine"] == pytest.approx(1.0, abs=1e-5)
     assert abs(got["scratch"]["cosine"]) < 0.5
+    # GPT-2's ln_f feeds its tied head, so each copy is divided by its count.
+    assert got["net2net"]["layout"] == {"bert": "copied", "gpt2": "copied-sum"}[family]
+    assert got["net2net"]["cosine"] > 0.99
     h = torch.arange(6.0).reshape(1, 6)
+    copied = fold(h, 3, torch.tensor([0, 1, 2, 1, 1, 0]))
+    torch.testing.assert_close(copied["copied"], torch.tensor([[2.5, 8 / 3, 2.0]]))
+    torch.testing.assert_close(copied["copied-sum"], torch.tensor([[5.0, 8.0, 2.0]]))
     assert fold(h, 3)["tiled"].tolist() == [[1.5, 2.5, 3.5]]
     assert fold(h, 3)["interleaved"].tolist() == [[0.5, 2.5, 4.5]]
 
