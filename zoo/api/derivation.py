@@ -335,8 +335,9 @@ class Derivation:
         from . import tensors as tio
 
         if get(self.plan.recipe.method).random:
-            # These draw from one generator, signal by signal in name order: that order
-            # fixes the numbers, so they run one signal at a time.
+            # Scratch (and net2net under version 1) draws from one generator, signal by
+            # signal in name order: that order fixes the numbers, so these run one signal
+            # at a time. Net2net's copy maps are drawn before any signal.
             generator = torch.Generator().manual_seed(self.plan.recipe.seed)
             maps = self._copy_maps()
             group_of = {k: g for g in self.groups for k in g.signals}

@@ -30,8 +30,9 @@ class Method:
         learngene: whether it reads a learngene (``zoo extract`` makes one for it) as well
             as a source; the others always read the source.
         reads_source: whether it transfers the source's values (scratch reads only shapes).
-        random: whether it draws random numbers (from one generator seeded by ``seed``,
-            signal by signal in name order).
+        random: whether it draws random numbers, from one generator seeded by ``seed``:
+            scratch signal by signal in name order, net2net its copy maps before any
+            signal (:class:`zoo.methods.net2net.CopyMaps`).
         first_layers: whether a shallower target keeps the source's first layers, so only
             those need to be read.
         in_source_dtype: whether :meth:`resize` may be handed the signal in its own dtype
