@@ -368,6 +368,30 @@ def test_audit_takes_no_shared_zeros_and_ones_for_ancestry(registry, tiny_dir, t
     assert victim not in report.differing
 
 
+def test_audit_takes_no_shared_constant_vectors_for_ancestry(registry, tiny_dir, tmp_path):
+    """Vectors are often constants of any value (unit gains resized raw are all 2.0), and
+    unrelated checkpoints share them: a model whose only tensors in common with the
+    registered one are such vectors is unknown, not that one modified."""
+    from safetensors.torch import load_file, save_file
+
+    mine_dir, other_dir = tmp_path / "mine", tmp_path / "other"
+    for folder, seed in ((mine_dir, 0), (other_dir, 1)):
+        shutil.copytree(tiny_dir("gpt2", seed=seed), folder)
+        tensors = load_file(folder / "model.safetensors")
+        for name, value in tensors.items():
+            if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+                tensors[name] = torch.full_like(value, 2.0)
+        save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    registry.import_checkpoint(mine_dir)
+    mine = load_file(mine_dir / "model.safetensors")
+    other = load_file(other_dir / "model.safetensors")
+    shared = [k for k in other if torch.equal(other[k], mine[k])]
+    assert any(other[k].unique().tolist() == [2.0] for k in shared)
+    assert all(other[k].ndim == 1 for k in shared)
+    report = registry.audit(other_dir)
+    assert report.status == "unknown" and report.artifact is None
+
+
 def test_family_name_resolves_to_the_default_learngene(registry, tiny_dir):
     src = registry.import_checkpoint(tiny_dir("bert"))
     with pytest.raises(NotFoundError, match="zoo extract"):
@@ -1199,7 +1223,8 @@ def test_a_target_with_more_tensors_than_zoo_imports_is_refused(
     assert code == 2 and out == "" and err.count("\n") == 1
     assert f"more than the {MAX_TENSORS:,} zoo accepts" in err
     assert not (tmp_path / "deep").exists() and len(registry.list()) == before
-    # The largest depth under the cap is planned as usual (checked without deriving it).
+    # The largest depth under the cap is planned as usual (checked without deriving it),
+    # and the count expected from the source's names is the count planned.
     from zoo.api import materialize as mat
     from zoo.api.derivation import Derivation
     from zoo.api.plan import MaterializeRequest, make_plan
@@ -1208,7 +1233,26 @@ def test_a_target_with_more_tensors_than_zoo_imports_is_refused(
     others = src.tensor_count - per_layer * src.layers
     fewer = (MAX_TENSORS - others) // per_layer // src.layers * src.layers
     plan = make_plan(registry, src.name, MaterializeRequest(fewer, 32, method="hypercloning"))
-    mat.check_tensor_count(Derivation(registry, plan, torch.device("cpu"), known=KnownDigests()))
+    planned = Derivation(registry, plan, torch.device("cpu"), known=KnownDigests())
+    count = sum(len(g.outputs) for g in planned.groups)
+    assert mat._expected_tensors(registry, plan) == count == others + per_layer * fewer
+    mat.check_tensor_count(plan, count)
+
+
+def test_a_mistyped_depth_is_refused_before_its_tensors_are_planned(
+    registry, tiny_dir, monkeypatch
+):
+    """Planning each of a hundred thousand layers' tensors takes minutes: the count comes
+    from the source's names first."""
+    from zoo.api import materialize as mat
+
+    def no_plan(*_, **__):
+        raise AssertionError("the target's tensors were planned")
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    monkeypatch.setattr(mat, "Derivation", no_plan)
+    with pytest.raises(InvalidTargetError, match="ask for fewer layers"):
+        registry.materialize(src.name, layers=100_000, hidden=64, method="hypercloning")
 
 
 def test_available_memory_is_a_plausible_reading():

@@ -167,6 +167,7 @@ def audit_manifest(
     path = label
     file_tensors = {t.name: t.digest for t in tensors}
     file_dtypes = {t.name: t.dtype for t in tensors}
+    file_shapes = {t.name: tuple(t.shape) for t in tensors}
     fills = _fill_digests(tensors)
     # Integer and bool tensors are buffers (position ids, causal masks) that every model
     # of a config shares; weights are floating point, less the floating-point buffers
@@ -186,8 +187,15 @@ def audit_manifest(
                 [r for k in queries.KINDS if (r := queries.find_by_content(session, k, content))],
                 claimed,
             )
-        # Only tensors that can tell checkpoints apart are evidence of where a file came from.
-        evidence = {n: d for n, d in file_tensors.items() if n in floating and d not in fills}
+        # Only tensors that can tell checkpoints apart are evidence of where a file came
+        # from: matrices and up, not all zeros or ones. A vector (a bias, a norm gain) is
+        # often a constant of any value (gains of ones resized raw are all 2.0), which
+        # unrelated checkpoints share.
+        evidence = {
+            n: d
+            for n, d in file_tensors.items()
+            if n in floating and d not in fills and len(file_shapes[n]) >= 2
+        }
         candidates: dict[int, int] = queries.artifacts_with_digests(session, evidence.values())
         if row is None and claimed:
             row = _named_by_file(list(session.scalars(_by_hash(claimed[1]))), claimed)

@@ -178,13 +178,7 @@ class Derivation:
         self._by_name = {n: g for g in self.groups for n in g.outputs}
 
     def _source_records(self) -> list:
-        source = self.plan.source
-        records = source.tensors or _SOURCES.get(("records", source.content_hash))
-        if not records:  # loaded without them (see plan.source_of)
-            with self.reg.session() as session:
-                records = tuple(queries.tensor_records(session, source.id))
-            _SOURCES.put(("records", source.content_hash), records)
-        return list(records)
+        return source_records(self.reg, self.plan)
 
     def _group(self, members, names, source_elements) -> Group:
         import torch
@@ -755,6 +749,17 @@ class _Recent:
 #: materializing from the same source again (another size, method or seed) neither reads
 #: its records back nor groups them into signals again.
 _SOURCES = _Recent(32)
+
+
+def source_records(reg, plan: Plan) -> list:
+    """The tensor records of the checkpoint ``plan`` resizes (kept by content hash)."""
+    source = plan.source
+    records = source.tensors or _SOURCES.get(("records", source.content_hash))
+    if not records:  # loaded without them (see plan.source_of)
+        with reg.session() as session:
+            records = tuple(queries.tensor_records(session, source.id))
+        _SOURCES.put(("records", source.content_hash), records)
+    return list(records)
 
 
 def _source_metas(family, content_hash: str, records: list, config) -> dict[str, SignalMeta]:

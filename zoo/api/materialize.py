@@ -75,11 +75,12 @@ def materialize(reg, query: str, request: MaterializeRequest) -> Materialized:
     dev = tio.resolve_device(request.device, prefer_gpu=True)
     plan = make_plan(reg, query, request)
     reg.check_writable()  # its row is written at the end: refuse now, not after the work
+    check_tensor_count(plan, _expected_tensors(reg, plan))  # before the plan's every tensor
     known = tio.KnownDigests()
     derivation = Derivation(reg, plan, dev, known=known, read_virtual=_reader(reg))
     keep = out is None and request.return_weights
     workers = check_resources(derivation, dev, keep=keep, out=out)
-    check_tensor_count(derivation)
+    check_tensor_count(plan, sum(len(g.outputs) for g in derivation.groups))
     sink = Sink(known=known, store=reg.store if request.store else None, keep=keep)
 
     def finish(content_hash: str) -> ArtifactInfo:
@@ -241,16 +242,26 @@ def guards(reg, out: Path | None = None) -> dict[str, list[Path]]:
     }
 
 
-def check_tensor_count(derivation: Derivation) -> None:
-    """Refuse, before any work, a target with more tensors than zoo accepts in one
-    checkpoint: zoo could not import it back, and every tensor costs a registry row (a
-    mistyped ``--layers 100000`` would otherwise write millions of tensors). Re-derivation
-    does not check: what was recorded is re-derived as it was."""
+def _expected_tensors(reg, plan: Plan) -> int:
+    """How many tensors the target holds, from the source's names alone: those outside
+    the layer stack, plus the source's per-layer tensors for each target layer. Planning
+    every tensor of a mistyped ``--layers 100000`` would take minutes before the count
+    refused it."""
+    from .derivation import source_records
+
+    layers = [plan.family.layer_index(r.name) for r in source_records(reg, plan)]
+    per_layer = sum(1 for i in layers if i is not None) / max(plan.source_sizes["layers"], 1)
+    return layers.count(None) + round(per_layer * plan.target_sizes["layers"])
+
+
+def check_tensor_count(plan: Plan, count: int) -> None:
+    """Refuse, before any work, a target of ``count`` tensors, more than zoo accepts in
+    one checkpoint: zoo could not import it back, and every tensor costs a registry row
+    (a mistyped ``--layers 100000`` would otherwise write millions of tensors).
+    Re-derivation does not check: what was recorded is re-derived as it was."""
     from zoo.checkpoint.safetensors_format import MAX_TENSORS
 
-    count = sum(len(g.outputs) for g in derivation.groups)
     if count > MAX_TENSORS:
-        plan = derivation.plan
         sizes = plan.target_sizes
         raise InvalidTargetError(
             f"A {sizes['layers']}x{sizes['hidden']} {plan.source.family} would hold "
