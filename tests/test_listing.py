@@ -80,6 +80,14 @@ def _check_aggregates(reg) -> int:
     return len(rows)
 
 
+@pytest.mark.parametrize("field", ["family", "created_by", "name"])
+def test_a_filter_with_a_nul_character_is_bad_input_on_every_database(registry, field):
+    """No name holds NUL and PostgreSQL refuses it in text: asked for, it is the caller's
+    mistake (exit 2, HTTP 400), not a database failure."""
+    with pytest.raises(InvalidInputError, match="NUL"):
+        registry.search(**{field: "a\x00b"})
+
+
 def test_aggregates_equal_the_tensor_rows_for_every_kind_and_after_gc(registry, tiny_dir, run_cli):
     src = registry.import_checkpoint(tiny_dir("bert"))
     other = registry.import_checkpoint(tiny_dir("gpt2"))

@@ -1239,6 +1239,25 @@ def test_a_target_with_more_tensors_than_zoo_imports_is_refused(
     mat.check_tensor_count(plan, count)
 
 
+@pytest.mark.parametrize(
+    ("size", "words"),
+    [
+        ({"layers": 10**10, "hidden": 64}, "layers 10,000,000,000 is more than 500,000"),
+        ({"layers": 4, "hidden": 10**12}, "hidden 1,000,000,000,000 is more than 1,048,576"),
+        ({"layers": 4, "hidden": 64, "intermediate": 2**21}, "intermediate 2,097,152"),
+    ],
+)
+def test_a_size_beyond_any_model_is_refused_before_any_arithmetic_on_it(
+    registry, tiny_dir, size, words
+):
+    """Sizes past what a checkpoint can hold are typos: refused in one line before a list
+    of per-layer settings or a divisor search is built from them (a decoder's config has
+    one entry per layer)."""
+    src = registry.import_checkpoint(tiny_dir("gemma2"))
+    with pytest.raises(InvalidTargetError, match=words):
+        registry.materialize(src.name, method="weight-selection", **size)
+
+
 def test_a_mistyped_depth_is_refused_before_its_tensors_are_planned(
     registry, tiny_dir, monkeypatch
 ):

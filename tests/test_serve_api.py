@@ -311,6 +311,25 @@ def test_a_size_removed_after_it_was_served_is_derived_again(served):
         assert got.status_code == 200 and got.json()["num_hidden_layers"] == 3
 
 
+def test_a_commit_is_served_only_under_its_own_repository(served, tiny_dir):
+    """A commit names content; under another repository's name it would load that other
+    model silently. The repository's own content, a size made from it and, under a family
+    name, that family's models are its commits."""
+    other = served.reg.import_checkpoint(tiny_dir("gpt2"), name="other-gpt2")
+    with _read(served) as http:
+        sized = http.get("/api/models/tiny-bert/revision/2x16").json()["sha"]
+        assert http.get(f"/tiny-bert/resolve/{sized}/config.json").status_code == 200
+        own = served.reg.show("tiny-bert").content_hash[:40]
+        assert http.get(f"/api/models/tiny-bert/revision/{own}").json()["sha"] == own
+        assert http.get(f"/api/models/bert/revision/{sized}").status_code == 200
+        for repo in ("tiny-bert", "bert"):
+            wrong = http.get(f"/api/models/{repo}/revision/{other.content_hash[:40]}")
+            assert wrong.status_code == 404, repo
+            assert wrong.headers["x-error-code"] == "RevisionNotFound"
+            assert "other-gpt2" in wrong.headers["x-error-message"]
+        assert http.get(f"/other-gpt2/resolve/{sized}/config.json").status_code == 404
+
+
 def test_every_error_says_why_in_the_header_huggingface_hub_reads(served, tiny_dir, tmp_path):
     """A HEAD answer has no body: huggingface_hub (and transformers after it) shows only
     X-Error-Message, and tells a missing repository or revision by X-Error-Code. A size
@@ -450,3 +469,18 @@ def test_the_file_cache_keeps_a_folder_per_artifact_and_drops_what_it_cannot_rea
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [folder_key(info), f"{folder_key(info)}.files.json", "notes"]
     )
+
+
+def test_a_family_size_follows_the_default_set_in_another_process(served):
+    """`zoo default` run outside the server (the CLI on its host, another replica) moves
+    what a bare family name means: the next size asked for comes from the new default,
+    not from an answer the server remembers."""
+    dwt = served.reg.extract("tiny-bert", method="dwt", wavelet="haar", levels=1)
+    dct = served.reg.extract("tiny-bert", method="dct", keep=0.5)
+    with _read(served) as http:
+        served.reg.set_default("bert", dwt.name)
+        first = http.get("/api/models/bert/revision/2x16").json()["sha"]
+        served.reg.set_default("bert", dct.name)
+        then = http.get("/api/models/bert/revision/2x16").json()["sha"]
+    here = served.reg.materialize(dct.name, layers=2, hidden=16).artifact.content_hash
+    assert then != first and then == here[:40]

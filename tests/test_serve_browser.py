@@ -234,6 +234,49 @@ def test_browse_artifact_lineage_and_audit_in_a_browser(site, page, tmp_path):
     )
 
 
+def test_a_library_larger_than_a_page_pages_on_and_files_download_with_a_token(
+    browser, tmp_path, tiny_dir
+):
+    """On a server without --public-read: the table shows the newest 50, and "Older
+    artifacts" brings the rest, none twice; a file link on an artifact's page downloads
+    with the token typed in the box (a plain link would send none)."""
+    (tmp_path / "home").mkdir()
+    env = server_env(tmp_path / "home")
+    reg = registry_for(env)
+    src = reg.import_checkpoint(tiny_dir("gpt2"), name="gpt2-tiny")
+    for seed in range(55):
+        reg.materialize(src.name, layers=1, hidden=8, method="scratch", seed=seed)
+    _, secret = reg.create_token("reader", role="read")
+    server = ZooServer(env, log=tmp_path / "server.log").start()
+    context = browser.new_context(accept_downloads=True)
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/")
+        page.fill("#token", secret)
+        page.press("#token", "Enter")  # as a user commits it: the page reloads with it
+        page.wait_for_function("document.querySelectorAll('tr.row').length === 50")
+        assert page.locator("#count").inner_text() == "newest 50 of 56 artifacts"
+        page.click("#more")
+        page.wait_for_function("document.querySelectorAll('tr.row').length === 56")
+        names = [r.get_attribute("data-name") for r in page.locator("tr.row").all()]
+        assert sorted(names) == sorted(i.name for i in reg.list())
+        assert page.locator("#more").is_hidden()
+        assert page.locator("#count").inner_text() == "56 artifacts"
+
+        page.goto(server.url + "/#/artifact/gpt2-tiny")
+        link = page.locator("#files a.file[download='config.json']")
+        link.wait_for()
+        with page.expect_download() as got:
+            link.click()
+        saved = tmp_path / "config.json"
+        got.value.save_as(saved)
+        assert saved.read_bytes() == (tiny_dir("gpt2") / "config.json").read_bytes()
+    finally:
+        context.close()
+        server.stop()
+        reg.close()
+
+
 def test_the_defaults_table_is_zoos(site, page):
     from zoo.defaults import DEFAULTS
 

@@ -83,6 +83,32 @@ def test_no_token_a_revoked_token_and_a_read_token_write_nothing(served):
     assert _state(served.reg) == before
 
 
+@pytest.mark.parametrize(
+    ("path", "token"), [("/api/materialize", None), ("/api/import/upload", "revoked")]
+)
+def test_a_body_without_a_valid_token_is_refused_before_it_is_read(served, path, token):
+    """The token is checked before the body is read: a caller without one cannot make the
+    server take in (and hold) a body up to the upload limit. The answer comes while the
+    body has barely begun."""
+    import socket
+
+    secret = served.revoked if token == "revoked" else None
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {LIMIT - 1}\r\n"
+        + (f"Authorization: Bearer {secret}\r\n" if secret else "")
+        + "\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", served.server.port), timeout=20) as sock:
+        sock.sendall(head.encode() + b" " * 1000)
+        answer = b""
+        while chunk := sock.recv(4096):  # the server closes the connection after it
+            answer += chunk
+        answer = answer.decode("latin-1")
+    assert answer.startswith("HTTP/1.1 401"), answer[:200]
+    assert "AuthenticationError" in answer
+
+
 def _raw(server, method: str, path: str, headers=None) -> int:
     """Send the path byte for byte (httpx would normalize '..' away)."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)

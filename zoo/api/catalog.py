@@ -525,6 +525,9 @@ def search(
         raise InvalidInputError(f"A page holds at least 1 artifact (got limit={limit!r}).")
     if limit is not None and limit >= 1 << 63:  # more than a database can count: every one
         limit = None
+    for what, text in (("family", family), ("author", created_by), ("name pattern", name)):
+        if text is not None and "\x00" in text:  # no name holds it; PostgreSQL refuses it
+            raise InvalidInputError(f"A {what} cannot hold a NUL character.")
     with reg.session() as session:
         filters = Filters(
             kind=kind,

@@ -135,7 +135,7 @@ def make_plan(reg, query: str, request: MaterializeRequest) -> Plan:
     from zoo.methods import check_target, get
 
     with reg.session() as session:
-        row = _resolve_parent(session, query)
+        row = resolve_parent(session, query)
         # A learngene's records name its bands; a checkpoint's the derivation reads itself
         # (kept by content, so a source materialized again does not read them back).
         parent = queries.to_info(session, row, tensors=row.kind == "learngene")
@@ -282,7 +282,7 @@ def _order(learngene: ArtifactInfo | None, method: str, order: str | None) -> st
     return extracted
 
 
-def _resolve_parent(session: Session, query: str):
+def resolve_parent(session: Session, query: str):
     """A family name with a default set (`zoo default`) means that default, whatever else
     has that name; otherwise a name, alias or hash; or a family name, meaning its only
     learngene."""

@@ -261,9 +261,25 @@ class Plan:
     kv_heads: int | None = None
 
 
+#: The largest width a target may ask for: one 2**20-wide square matrix is 2 TB in bf16,
+#: beyond any machine; larger requests are typos, refused before any arithmetic on them.
+MAX_WIDTH = 1 << 20
+
+
 def _positive(what: str, value: object) -> int:
+    """``value``, a positive integer no larger than a target can be: a width at most
+    :data:`MAX_WIDTH`, a depth at most one layer per tensor zoo accepts in a checkpoint."""
+    from zoo.checkpoint.safetensors_format import MAX_TENSORS
+
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidTargetError(f"target {what} must be a positive integer, got {value!r}.")
+    most, why = (
+        (MAX_TENSORS, f"a checkpoint holds at most {MAX_TENSORS:,} tensors")
+        if what == "layers"
+        else (MAX_WIDTH, "one such square matrix would be 2 TB")
+    )
+    if value > most:
+        raise InvalidTargetError(f"target {what} {value:,} is more than {most:,} ({why}).")
     return value
 
 

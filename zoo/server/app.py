@@ -155,6 +155,30 @@ class BodyLimit:
             await answer_413()
 
 
+class TokenFirst:
+    """Checks the token of a request that carries a body before anything reads the body:
+    the routes' own checks run only once FastAPI has read and parsed it, so anyone who
+    can reach the server could otherwise make it take in gigabytes (up to
+    ``--max-upload``) without a token. The route still checks the role it needs."""
+
+    def __init__(self, app, server: Server) -> None:
+        self.app, self.server = app, server
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
+            path = scope["path"]
+            # The routes that take a body and only read: an anonymous caller of a server
+            # with --public-read may post to them; to any other, only with a token.
+            reads = path.startswith("/api/audit") or path.endswith("/rederive")
+            try:
+                await self.server.authorize(Request(scope), "read" if reads else "write")
+            except PermissionDeniedError:
+                pass  # a valid token: the route says what its role may do
+            except ZooError as exc:
+                return await zoo_error_response(exc, {"Connection": "close"})(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 # --- request bodies --------------------------------------------------------------------------
 
 
@@ -352,16 +376,19 @@ class Server:
             return False
 
     async def parent_key(self, query: str) -> str:
-        """What a request derives from: the named artifact's content, or for a bare
-        family name (its default learngene, which `zoo default` may move) the name."""
-        from zoo.families import FAMILY_NAMES
-
-        if query in FAMILY_NAMES:
-            return f"family:{query}"
+        """What a request derives from, as a materialization resolves it now: the named
+        artifact's content, or for a bare family name its default learngene's (which `zoo
+        default`, in any process, may move)."""
         try:
-            return (await self.db(self.reg.show, query)).content_hash
-        except NotFoundError:
+            return await self.db(self._parent_content, query)
+        except ZooError:  # unknown or ambiguous: the materialization says which
             return f"name:{query}"
+
+    def _parent_content(self, query: str) -> str:
+        from zoo.api.plan import resolve_parent
+
+        with self.reg.session() as session:
+            return resolve_parent(session, query).content_hash
 
     def _materialize(self, key, query: str, params: dict[str, Any]):
         done = self.done.get(key)
@@ -430,6 +457,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     )
     app.state.server = server
     app.add_middleware(BodyLimit, limit=server.limit)
+    app.add_middleware(TokenFirst, server=server)  # runs before BodyLimit reads a byte
     app.add_middleware(QuotedSlashes)
 
     @app.exception_handler(ZooError)
@@ -439,6 +467,8 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":  # its location is a byte offset
+            return zoo_error_response(InvalidInputError("The request body is not valid JSON."))
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
         return zoo_error_response(InvalidInputError(message))

@@ -26,6 +26,21 @@ _SPEC = re.compile(r"(\d{1,5})x(\d{1,7})")
 _COMMIT = re.compile(r"[0-9a-f]{8,64}")
 
 
+def _of_repo(reg, repo: str, info, found) -> bool:
+    """Whether ``found`` is a commit of repository ``repo`` (``info``: its artifact, None
+    for a family name): that artifact's content, or made from it by zoo or declared so
+    (a size served from it, a fine-tune linked to it); for a family, one of its models.
+    Another model's commit under this name would load the wrong weights silently."""
+    from zoo.api.lineage import is_ancestor
+
+    if info is None:
+        return found.family == repo
+    if found.content_hash == info.content_hash:
+        return True
+    with reg.session() as session:
+        return is_ancestor(session, info.id, found.id)
+
+
 def _hub_time(when) -> str:
     """The Hub's timestamp format (UTC, milliseconds, 'Z'), which huggingface_hub parses."""
     from datetime import timezone
@@ -91,6 +106,14 @@ def add_hf_routes(app, server, read) -> None:
                 raise _hf(exc, "RevisionNotFound") from None
             if found.kind == "learngene":
                 raise _hf(NotFoundError(f"{revision} is a learngene."), "RevisionNotFound")
+            if not await server.db(_of_repo, server.reg, repo, info, found):
+                raise _hf(
+                    NotFoundError(
+                        f"Commit {revision[:12]} is {found.kind} {found.name}, neither {repo} "
+                        "nor made from it."
+                    ),
+                    "RevisionNotFound",
+                )
             return await server.export(found)
         raise _hf(
             NotFoundError(

@@ -61,7 +61,8 @@ async function browse() {
       <select id="family"><option value="">every family</option></select>
       <input id="size" placeholder="size, e.g. 6x384" style="flex:0 0 150px" value="${esc(browseState.size)}">
     </div>
-    <div class="card" style="padding:0"><table><thead><tr><th>Name</th><th>Kind</th><th>Family</th><th>Size</th><th>Weights</th><th>Hash</th><th>Created</th></tr></thead><tbody id="rows"></tbody></table></div>`;
+    <div class="card" style="padding:0"><table><thead><tr><th>Name</th><th>Kind</th><th>Family</th><th>Size</th><th>Weights</th><th>Hash</th><th>Created</th></tr></thead><tbody id="rows"></tbody></table></div>
+    <div class="more"><button id="more" type="button" hidden>Older artifacts</button></div>`;
   const families = await api("/api/families");
   if (!current(mine)) return;
   const fam = document.getElementById("family");
@@ -70,9 +71,39 @@ async function browse() {
   fam.value = browseState.family;
   // Answers can come back out of order (the server answers requests on several threads):
   // only the one for what the toolbar shows now is drawn.
-  let asked = 0;
-  const refresh = async () => {
+  let asked = 0, shown = 0, next = null, query = "";
+  const more = document.getElementById("more");
+  const draw = (page, append) => {
+    const list = page.artifacts;
+    shown = (append ? shown : 0) + list.length;
+    next = page.next;
+    document.getElementById("count").textContent =
+      page.total > shown ? `newest ${shown} of ${page.total} artifacts` : `${page.total} artifacts`;
+    const rows = list.map((a) => `
+      <tr class="row" data-name="${esc(a.name)}">
+        <td><a href="#/artifact/${enc(a.name)}">${esc(a.name)}</a> ${a.aliases.map((x) => `<span class="alias">${esc(x)}</span>`).join("")}</td>
+        <td>${badge(a)}</td><td>${esc(a.family || "-")}</td><td>${esc(a.size || "")}</td>
+        <td>${bytes(a.nbytes)}</td><td class="mono">${esc(a.content_hash.slice(0, 12))}</td>
+        <td class="muted">${esc(a.created_at.slice(0, 10))} · ${esc(a.created_by)}</td></tr>`).join("");
+    const body = document.getElementById("rows");
+    if (append) body.insertAdjacentHTML("beforeend", rows);
+    else body.innerHTML = rows || `<tr><td colspan="7" class="muted">Nothing matches. Register checkpoints with <code>zoo import PATH</code>.</td></tr>`;
+    for (const tr of body.querySelectorAll("tr.row")) tr.onclick = (ev) => { if (ev.target.tagName !== "A") location.hash = "#/artifact/" + enc(tr.dataset.name); };
+    more.hidden = !next;
+  };
+  const load = async (append) => {
     const ask = ++asked;
+    const p = new URLSearchParams(query);
+    if (append) p.set("after", next);
+    let page;
+    try { page = await api("/api/artifacts?" + p.toString()); }
+    catch (e) {
+      if (ask === asked && current(mine)) document.getElementById("rows").innerHTML = `<tr><td colspan="7" class="error">${esc(e.message)}</td></tr>`;
+      return;
+    }
+    if (ask === asked && current(mine)) draw(page, append);
+  };
+  const refresh = () => {
     browseState = {
       q: document.getElementById("q").value.trim(),
       kind: document.getElementById("kind").value,
@@ -81,25 +112,11 @@ async function browse() {
     };
     const p = new URLSearchParams();
     for (const [k, v] of Object.entries(browseState)) if (v) p.set(k, v);
-    let page;
-    try { page = await api("/api/artifacts?" + p.toString()); }
-    catch (e) {
-      if (ask === asked && current(mine)) document.getElementById("rows").innerHTML = `<tr><td colspan="7" class="error">${esc(e.message)}</td></tr>`;
-      return;
-    }
-    if (ask !== asked || !current(mine)) return;
-    const list = page.artifacts;
-    document.getElementById("count").textContent =
-      page.total > list.length ? `newest ${list.length} of ${page.total} artifacts` : `${page.total} artifacts`;
-    document.getElementById("rows").innerHTML = list.map((a) => `
-      <tr class="row" data-name="${esc(a.name)}">
-        <td><a href="#/artifact/${enc(a.name)}">${esc(a.name)}</a> ${a.aliases.map((x) => `<span class="alias">${esc(x)}</span>`).join("")}</td>
-        <td>${badge(a)}</td><td>${esc(a.family || "-")}</td><td>${esc(a.size || "")}</td>
-        <td>${bytes(a.nbytes)}</td><td class="mono">${esc(a.content_hash.slice(0, 12))}</td>
-        <td class="muted">${esc(a.created_at.slice(0, 10))} · ${esc(a.created_by)}</td></tr>`).join("")
-      || `<tr><td colspan="7" class="muted">Nothing matches. Register checkpoints with <code>zoo import PATH</code>.</td></tr>`;
-    for (const tr of document.querySelectorAll("tr.row")) tr.onclick = (ev) => { if (ev.target.tagName !== "A") location.hash = "#/artifact/" + enc(tr.dataset.name); };
+    query = p.toString();
+    return load(false);
   };
+  // The next page of the same query, after the last row shown (keyset: none repeats).
+  more.onclick = () => { if (next) load(true); };
   for (const id of ["q", "size"]) document.getElementById(id).oninput = refresh;
   for (const id of ["kind", "family"]) document.getElementById(id).onchange = refresh;
   await refresh();
@@ -171,9 +188,27 @@ model = AutoModel.from_pretrained("${esc(a.name)}", revision="${Math.max(1, Math
   if (a.kind !== "learngene") {
     api(`/api/artifacts/${enc(a.name)}/files`).then((f) => fill("files", (el) => {
       el.innerHTML = "Files: " + Object.entries(f.files).map(([n, m]) =>
-        `<a href="/api/artifacts/${enc(a.name)}/files/${enc(n)}" download>${esc(n)}</a> (${bytes(m.size)})`).join(" · ");
+        `<a class="file" href="/api/artifacts/${enc(a.name)}/files/${enc(n)}" download="${esc(n)}">${esc(n)}</a> (${bytes(m.size)})`).join(" · ");
+      for (const link of el.querySelectorAll("a.file")) link.onclick = download;
     }), () => {});
   }
+}
+
+// A link sends no Authorization header: with a token in the box, the file is fetched with
+// it and handed to the browser as a download (held in memory until saved). Without one,
+// the link itself serves a server with --public-read.
+async function download(ev) {
+  if (!tokenBox.value.trim()) return;
+  ev.preventDefault();
+  const link = ev.currentTarget;
+  const r = await fetch(link.href, {headers: headers()});
+  if (!r.ok) { link.title = `${r.status}: ${(await r.text()).slice(0, 200)}`; link.classList.add("failed"); return; }
+  const url = URL.createObjectURL(await r.blob());
+  const save = Object.assign(document.createElement("a"), {href: url, download: link.getAttribute("download")});
+  document.body.appendChild(save);
+  save.click();
+  save.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
 }
 
 // --- audit --------------------------------------------------------------------------------
