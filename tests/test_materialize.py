@@ -1188,15 +1188,16 @@ def test_a_target_bigger_than_memory_is_refused_before_any_work(
         registry.materialize(parent, layers=size[0], hidden=size[1], method="dwt")
     before = len(registry.list())
     monkeypatch.setattr(_memory, "available_bytes", lambda dev: 10**9)
-    # dwt mixes layers, so each group is derived whole: 100000 layers of one role do not
-    # fit in 1 GB. (A layer-local method would stream it a layer at a time.)
+    # dwt mixes layers, so each group is derived whole: 20000 layers of one role do not
+    # fit in 1 GB (their tensors are under the count zoo accepts). A layer-local method
+    # would stream it a layer at a time.
     code, out, err = run_cli(
         "materialize",
         src.name,
         "--method",
         "dwt",
         "--layers",
-        "100000",
+        "20000",
         "--hidden",
         "64",
         "--out",

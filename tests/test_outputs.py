@@ -986,3 +986,39 @@ def test_a_deep_layer_local_target_is_derived_with_one_layer_in_memory(
     assert 0 < peak[0] < largest / 4, (peak[0], largest)
     _, info = _load(out)
     assert not any(info.values()), info
+
+
+def test_an_output_without_room_says_how_much_in_units_that_show_it(tmp_path, monkeypatch):
+    """A small output and a nearly full disk both read as "0.0 GB" in gigabytes alone."""
+    from collections import namedtuple
+
+    from zoo.errors import StorageError
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(export.shutil, "disk_usage", lambda _: usage(10**9, 10**9, 350_000))
+    with pytest.raises(StorageError, match=r"needs 1\.2 MB and its file system has 350\.0 KB"):
+        export.check_room(tmp_path / "x", 1_234_567)
+
+
+def test_an_output_that_cannot_be_written_names_the_out_folder(tmp_path, monkeypatch):
+    """zoo assembles an output in a hidden folder beside it; a read-only file system is
+    reported for the folder the user named, in one line, with exit 11."""
+    import errno
+
+    from zoo.errors import StorageError
+
+    real = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if ".zoo-tmp-" in self.name:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(StorageError) as caught:
+        with export.staged(tmp_path / "out", force=False):
+            pass
+    message = str(caught.value)
+    assert message.startswith(f"Cannot write --out {tmp_path / 'out'}: Read-only file system")
+    assert ".zoo-tmp-" not in message and "\n" not in message
+    assert caught.value.exit_code == 11

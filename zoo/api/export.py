@@ -159,9 +159,18 @@ def check_room(out: Path, nbytes: int) -> None:
     free = shutil.disk_usage(existing).free
     if nbytes > free:
         raise StorageError(
-            f"--out {out} needs {nbytes / 1e9:.1f} GB and its file system has "
-            f"{free / 1e9:.1f} GB free; free some space or write elsewhere."
+            f"--out {out} needs {_decimal(nbytes)} and its file system has "
+            f"{_decimal(free)} free; free some space or write elsewhere."
         )
+
+
+def _decimal(n: int) -> str:
+    """Bytes in the largest decimal unit that keeps a digit before the point, as ``df -H``
+    prints them: a small output and a nearly full disk both read as more than "0.0 GB"."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
 
 
 def _not_a_zoo_output(folder: Path) -> str | None:
@@ -294,10 +303,16 @@ def plan_files(
 
 def _new_temp(out: Path) -> tuple[Path, str]:
     """A fresh temporary folder beside ``out``, named for this host and process."""
-    out.parent.mkdir(parents=True, exist_ok=True)
     tag = f"{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     temp = out.parent / f".{out.name}.zoo-tmp-{tag}"
-    temp.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        temp.mkdir()
+    except OSError as exc:  # a read-only or full file system, a folder not ours to write
+        raise StorageError(
+            f"Cannot write --out {out}: {exc.strerror or exc} (zoo assembles the folder "
+            "beside it, then renames it into place)."
+        ) from exc
     return temp, tag
 
 
