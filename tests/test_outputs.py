@@ -1015,9 +1015,8 @@ def test_an_output_that_cannot_be_written_names_the_out_folder(tmp_path, monkeyp
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "mkdir", read_only)
-    with pytest.raises(StorageError) as caught:
-        with export.staged(tmp_path / "out", force=False):
-            pass
+    with pytest.raises(StorageError) as caught, export.staged(tmp_path / "out", force=False):
+        pass
     message = str(caught.value)
     assert message.startswith(f"Cannot write --out {tmp_path / 'out'}: Read-only file system")
     assert ".zoo-tmp-" not in message and "\n" not in message
