@@ -276,7 +276,7 @@ def _positive(what: str, value: object) -> int:
     most, why = (
         (MAX_TENSORS, f"a checkpoint holds at most {MAX_TENSORS:,} tensors")
         if what == "layers"
-        else (MAX_WIDTH, "one such square matrix would be 2 TB")
+        else (MAX_WIDTH, f"a {MAX_WIDTH:,}-wide square matrix is 2 TB")
     )
     if value > most:
         raise InvalidTargetError(f"target {what} {value:,} is more than {most:,} ({why}).")
