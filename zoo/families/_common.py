@@ -266,21 +266,26 @@ class Plan:
 MAX_WIDTH = 1 << 20
 
 
-def _positive(what: str, value: object) -> int:
-    """``value``, a positive integer no larger than a target can be: a width at most
-    :data:`MAX_WIDTH`, a depth at most one layer per tensor zoo accepts in a checkpoint."""
-    from zoo.checkpoint.safetensors_format import MAX_TENSORS
-
+def _positive(
+    what: str,
+    value: object,
+    most: int = MAX_WIDTH,
+    why: str = f"a {MAX_WIDTH:,}-wide square matrix is 2 TB",
+) -> int:
+    """``value``, a positive integer no larger than ``most`` (a width: :data:`MAX_WIDTH`)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidTargetError(f"target {what} must be a positive integer, got {value!r}.")
-    most, why = (
-        (MAX_TENSORS, f"a checkpoint holds at most {MAX_TENSORS:,} tensors")
-        if what == "layers"
-        else (MAX_WIDTH, f"a {MAX_WIDTH:,}-wide square matrix is 2 TB")
-    )
     if value > most:
         raise InvalidTargetError(f"target {what} {value:,} is more than {most:,} ({why}).")
     return value
+
+
+def _depth(value: object) -> int:
+    """A target's layer count: at most one layer per tensor zoo accepts in a checkpoint."""
+    from zoo.checkpoint.safetensors_format import MAX_TENSORS
+
+    why = f"a checkpoint holds at most {MAX_TENSORS:,} tensors"
+    return _positive("layers", value, MAX_TENSORS, why)
 
 
 def divisors(n: int) -> list[int]:
@@ -329,7 +334,7 @@ def plan_target(
     :class:`InvalidTargetError` with what would work: sizes that ``fits(hidden, heads)``,
     the family's own further rules, accepts too.
     """
-    layers = _positive("layers", target.layers)
+    layers = _depth(target.layers)
     hidden = _positive("hidden", target.hidden)
     src_head_dim = src_hidden // src_heads
     if target.heads is None:

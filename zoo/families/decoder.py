@@ -52,6 +52,7 @@ from zoo.families._common import (
     Plan,
     Rule,
     TransformerFamily,
+    _depth,
     _positive,
     closest,
     config_int,
@@ -353,7 +354,7 @@ class DecoderFamily(TransformerFamily):
     def _plan_kept_head_dim(self, config, target: TargetSize, whole_groups) -> Plan:
         """The source's head_dim; heads by default in the source's proportion to hidden."""
         hidden, heads, _, head_dim = self._heads(config)
-        layers = _positive("layers", target.layers)
+        layers = _depth(target.layers)
         t_hidden = _positive("hidden", target.hidden)
         if target.heads is None:
             step = hidden // math.gcd(hidden, heads)  # hidden units per head, in lowest terms

@@ -104,25 +104,7 @@ def resize(
     target = check_shape(shape, x.ndim)
     fan = norm_axes(fan_in_axes, x.ndim, "fan_in_axes")
     la = norm_axis(layer_axis, x.ndim, "layer_axis")
-    if rescale == "none" and m.in_source_dtype and not raw:
-        # Same bits without the float32 copies of a large result.
-        return restore(
-            m.resize(
-                x,
-                target,
-                fan_in_axes=fan,
-                layer_axis=la,
-                kind=kind,
-                wavelet=wavelet,
-                generator=generator,
-                unit_maps=unit_maps,
-            ),
-            x,
-        )
-    xf = as_float(x)
-    y = m.resize(
-        xf,
-        target,
+    options = dict(
         fan_in_axes=fan,
         layer_axis=la,
         kind=kind,
@@ -130,6 +112,11 @@ def resize(
         generator=generator,
         unit_maps=unit_maps,
     )
+    if rescale == "none" and m.in_source_dtype and not raw:
+        # Same bits without the float32 copies of a large result.
+        return restore(m.resize(x, target, **options), x)
+    xf = as_float(x)
+    y = m.resize(xf, target, **options)
     if raw:
         return y
     y = scaled(
