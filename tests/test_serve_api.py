@@ -96,6 +96,34 @@ def test_list_search_and_show_answer_what_the_registry_holds(served):
         assert bad_kind.json()["error"]["class"] == "InvalidInputError"
 
 
+def test_a_query_parameter_a_route_does_not_take_is_refused_not_ignored(served):
+    with _read(served) as http:
+        typo = http.get("/api/artifacts", params={"familly": "gpt2"})
+        assert typo.status_code == 400, typo.text
+        error = typo.json()["error"]
+        assert error["class"] == "InvalidInputError" and error["exit_code"] == 2
+        assert "'familly'" in error["message"] and "family" in error["message"]
+        lineage = http.get("/api/artifacts/tiny-bert/lineage", params={"deep": 2})
+        assert lineage.status_code == 400 and "'deep'" in lineage.json()["error"]["message"]
+        shown = http.get("/api/artifacts/tiny-bert", params={"verbose": 1})
+        assert shown.status_code == 400
+        # What the routes take still works, and the Hugging Face routes keep their clients'
+        # own parameters.
+        assert http.get("/api/artifacts", params={"family": "gpt2"}).json()["artifacts"] == []
+        hub = http.get("/api/models/tiny-bert", params={"expand": "sha"})
+        assert hub.status_code == 200, hub.text
+
+
+def test_a_name_look_up_refuses_the_filters_it_would_not_apply(served):
+    with _read(served) as http:
+        for extra in ({"all": "true"}, {"size": "2x16"}, {"created_by": "nobody"}):
+            answer = http.get("/api/artifacts", params={"name": "tiny-bert", **extra})
+            assert answer.status_code == 400, (extra, answer.text)
+            assert f"{next(iter(extra))}=" in answer.json()["error"]["message"]
+        kept = http.get("/api/artifacts", params={"name": "tiny-bert", "kind": "source"})
+        assert [a["name"] for a in kept.json()["artifacts"]] == ["tiny-bert"]
+
+
 def test_writes_over_rest_match_the_registry(served):
     with _write(served) as http:
         lg = http.post("/api/extract", json={"source": "tiny-bert", "wavelet": "haar"})

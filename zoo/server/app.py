@@ -33,6 +33,7 @@ from zoo.errors import (
     ZooError,
 )
 from zoo.server.checks import _UPLOAD_NAME, check_name, check_query, check_upload_name
+from zoo.server.hf import HUB_TAG
 from zoo.server.options import ServerOptions
 from zoo.server.work import (
     FileCache,
@@ -177,6 +178,39 @@ class TokenFirst:
             except ZooError as exc:
                 return await zoo_error_response(exc, {"Connection": "close"})(scope, receive, send)
         return await self.app(scope, receive, send)
+
+
+# --- query strings -----------------------------------------------------------------------
+
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+async def known_query_only(request: Request) -> None:
+    """Refuse a query parameter the route does not take, as a body's unknown field is:
+    ``?familly=bert`` must not list everything while the answer looks right. The Hugging
+    Face routes are left alone: hub clients send parameters of their own (``expand``)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or not request.url.path.startswith("/api/") or HUB_TAG in route.tags:
+        return
+    taken = _QUERY_NAMES.get(id(route))
+    if taken is None:
+        taken = _QUERY_NAMES[id(route)] = frozenset(_query_names(dependant))
+    unknown = sorted(k for k in request.query_params if k not in taken)
+    if unknown:
+        takes = ", ".join(sorted(taken)) or "none"
+        raise InvalidInputError(
+            f"Unknown query parameter {unknown[0][:40]!r} for {request.url.path[:100]} "
+            f"(it takes: {takes})."
+        )
+
+
+def _query_names(dependant) -> set[str]:
+    """The query parameters a route and its dependencies declare."""
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
 
 
 # --- request bodies --------------------------------------------------------------------------
@@ -454,6 +488,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
+        dependencies=[Depends(known_query_only)],
     )
     app.state.server = server
     app.add_middleware(BodyLimit, limit=server.limit)
@@ -565,6 +600,26 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         """A page of artifacts, newest first, with the total that match and the cursor of
         the next page (kind, family, name or alias glob, size, lineage, author, time)."""
         if name or alias:  # one artifact at most: resolved, not searched
+            searched = {
+                "q": q,
+                "size": size,
+                "min_layers": min_layers,
+                "max_layers": max_layers,
+                "min_hidden": min_hidden,
+                "max_hidden": max_hidden,
+                "derived_from": derived_from,
+                "created_by": created_by,
+                "created_after": created_after,
+                "created_before": created_before,
+                "after": after,
+                "all": all or None,
+            }
+            given = [k for k, v in searched.items() if v is not None]
+            if given:  # a filter the look-up would not apply must not look applied
+                raise InvalidInputError(
+                    f"name= and alias= look up one kept artifact and combine with kind and "
+                    f"family only (got {given[0]}=); use q= to search with other filters."
+                )
             found = await server.db(_exactly, server.reg, name, alias)
             keep = [
                 i

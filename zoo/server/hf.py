@@ -22,6 +22,9 @@ from fastapi import Request
 from zoo.errors import InvalidInputError, NotFoundError, ZooError
 from zoo.server.work import folder_key
 
+# The OpenAPI tag of the routes a Hugging Face client calls (their query strings are its own).
+HUB_TAG = "hugging face"
+
 _SPEC = re.compile(r"(\d{1,5})x(\d{1,7})")
 _COMMIT = re.compile(r"[0-9a-f]{8,64}")
 
@@ -180,7 +183,7 @@ def add_hf_routes(app, server, read) -> None:
 
     # Each route twice: a repository id is a zoo name (one path segment) or a Hub id
     # ``ORG/NAME`` (two), as huggingface_hub writes it into the path unquoted.
-    hub = ["hugging face"]
+    hub = [HUB_TAG]
 
     @app.get("/api/models/{repo}", tags=hub, operation_id="model_info")
     async def _model_info(repo: str, _=read):
