@@ -707,9 +707,14 @@ def bench_transfer_cmd(
     type=click.Path(file_okay=False),
     help="Folder for the files it serves (default: $ZOO_HOME/serve-cache).",
 )
+@click.option(
+    "--cache-limit",
+    help="The most the cache keeps, e.g. 200GB (default: no limit); the folders used least "
+    "recently go first, and are built again when asked for.",
+)
 @click.option("--workers", type=int, default=4, show_default=True, help="Derivation threads.")
 @_streams
-def serve_cmd(host, port, public_read, max_upload, cache, workers) -> None:
+def serve_cmd(host, port, public_read, max_upload, cache, cache_limit, workers) -> None:
     """Serve the registry over HTTP: REST API, Hugging Face downloads, web page."""
     from zoo.server import ServerOptions, serve
 
@@ -721,6 +726,7 @@ def serve_cmd(host, port, public_read, max_upload, cache, workers) -> None:
             public_read=public_read,
             max_upload=max_upload,
             cache=cache,
+            cache_limit=cache_limit,
             workers=workers,
         ),
     )

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -497,6 +498,96 @@ def test_the_file_cache_keeps_a_folder_per_artifact_and_drops_what_it_cannot_rea
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [folder_key(info), f"{folder_key(info)}.files.json", "notes"]
     )
+
+
+def _cached(cache, tmp_path, key: str, size: int, used: float):
+    """A complete folder of ``size`` bytes adopted as ``key``, last used at ``used``."""
+    built = cache.pending()
+    built.mkdir()
+    (built / "model.safetensors").write_bytes(b"x" * size)
+    cache.adopt(built, key)
+    os.utime(cache.root / key, (used, used))
+    cache._used.pop(key, None)  # as after a restart: the folder's time is all it knows
+
+
+def test_a_bounded_file_cache_evicts_the_least_recently_used_folders_only(tmp_path):
+    from zoo.server.work import FileCache
+
+    keys = [f"{c * 64}.derived" for c in "abcd"]
+    cache = FileCache(tmp_path, limit=250, idle_s=0)
+    (tmp_path / "notes").mkdir()  # not the cache's: never evicted, never counted
+    (tmp_path / "notes" / "big.bin").write_bytes(b"y" * 10_000)
+    (tmp_path / f"{'e' * 64}.txt").write_bytes(b"z" * 10_000)
+    now = time.time()
+    for i, key in enumerate(keys[:2]):
+        _cached(cache, tmp_path, key, 100, now - 1000 + i)
+    cache.files(keys[1])  # hashed and indexed
+    assert cache.trim() == []  # 200 bytes: under the limit
+    assert cache.folder(keys[0]) is not None  # asked for now: the newest
+    _cached(cache, tmp_path, keys[2], 100, now - 500)
+    # 300 bytes: the least recently used goes, which is keys[1] (keys[0] was just asked for).
+    assert cache.folder(keys[1]) is None and not (tmp_path / f"{keys[1]}.files.json").exists()
+    assert cache.folder(keys[0]) is not None and cache.folder(keys[2]) is not None
+    assert (tmp_path / "notes" / "big.bin").exists() and (tmp_path / f"{'e' * 64}.txt").exists()
+    # A folder larger than the limit is kept while it is the one just built.
+    _cached(cache, tmp_path, keys[3], 1000, now)
+    assert [k for k in keys if cache.folder(k) is not None] == [keys[3]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [keys[3], "notes", f"{'e' * 64}.txt"]
+    )
+
+
+def test_a_folder_used_within_the_idle_time_stays_past_the_limit(tmp_path):
+    from zoo.server.work import FileCache
+
+    cache = FileCache(tmp_path, limit=1, idle_s=300)
+    key = f"{'a' * 64}.source"
+    _cached(cache, tmp_path, key, 10, time.time() - 10)
+    assert cache.trim() == [] and cache.folder(key) is not None
+    os.utime(tmp_path / key, (time.time() - 600, time.time() - 600))
+    cache._used.pop(key, None)
+    assert cache.trim() == [key] and cache.folder(key) is None
+
+
+def test_an_unbounded_file_cache_keeps_everything(tmp_path):
+    from zoo.server.work import FileCache
+
+    cache = FileCache(tmp_path, idle_s=0)
+    _cached(cache, tmp_path, f"{'a' * 64}.source", 10_000, 0.0)
+    assert cache.trim() == [] and cache.folder(f"{'a' * 64}.source") is not None
+
+
+def test_serve_with_a_cache_limit_evicts_stale_folders_at_start_and_serves(tmp_path, tiny_dir):
+    env = server_env(tmp_path)
+    reg = registry_for(env)
+    reg.import_checkpoint(tiny_dir("gpt2"), name="g")
+    reg.close()
+    cache = tmp_path / "cache"
+    stale = cache / f"{'a' * 64}.derived"
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"x" * 5000)
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    (cache / "notes.txt").write_text("not the cache's")
+    server = ZooServer(
+        env, "--public-read", "--cache", str(cache), "--cache-limit", "1KB", log=tmp_path / "log"
+    ).start()
+    try:
+        assert not stale.exists() and (cache / "notes.txt").read_text() == "not the cache's"
+        with client(server.url) as http:
+            config = http.get("/api/artifacts/g/files/config.json")
+            assert config.status_code == 200, config.text
+        assert json.loads(config.content)["model_type"] == "gpt2"
+    finally:
+        server.stop()
+    bad = subprocess.run(
+        [sys.executable, "-m", "zoo_cli.main", "serve", "--cache-limit", "lots"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "'lots' is not a size" in bad.stderr
 
 
 def test_a_family_size_follows_the_default_set_in_another_process(served):

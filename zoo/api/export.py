@@ -78,7 +78,7 @@ def parse_size(text: str | int) -> int:
             raise InvalidInputError(f"{text!r} is not a size; write it like 5GB, 500MB or 2GiB.")
         value = int(float(m.group(1)) * _UNITS[unit])
     if value < 1:
-        raise InvalidInputError(f"A shard size must be at least 1 byte, got {text!r}.")
+        raise InvalidInputError(f"A size must be at least 1 byte, got {text!r}.")
     return value
 
 

@@ -330,7 +330,8 @@ class Server:
         self.reg = ServingRegistry(settings)
         self.limit = parse_size(options.max_upload)
         cache = Path(options.cache) if options.cache else settings.home / "serve-cache"
-        self.cache = FileCache(cache)
+        limit = options.cache_limit
+        self.cache = FileCache(cache, limit=None if limit is None else parse_size(limit))
         self.work = SingleFlight(options.workers)
         # Materialize requests answered: key -> (artifact, config).
         self.done: dict[tuple, tuple] = {}
@@ -475,6 +476,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         left = server.cache.clean_leftovers()
         if left:
             log.info("removed %d leftovers of an interrupted server from the cache", len(left))
+        await server.db(server.cache.trim)
         await server.db(server.reg.ensure_schema)
         yield
         server.work.close()

@@ -13,6 +13,8 @@ class ServerOptions:
         public_read: requests without a token may read (list, show, download, audit).
         max_upload: the largest request body, in bytes or as ``"8GB"``.
         cache: folder for the files served (default ``$ZOO_HOME/serve-cache``).
+        cache_limit: the most the cache keeps, in bytes or as ``"200GB"`` (None: no
+            limit); the folders used least recently go first.
         workers: threads for long work (extract, materialize, export).
     """
 
@@ -21,4 +23,5 @@ class ServerOptions:
     public_read: bool = False
     max_upload: str | int = "8GB"
     cache: str | None = None
+    cache_limit: str | int | None = None
     workers: int = 4

@@ -8,10 +8,12 @@ import contextlib
 import contextvars
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +22,8 @@ from typing import Any
 
 from zoo.api.export import MARKER
 from zoo.api.registry import Registry
+
+log = logging.getLogger("zoo.server")
 
 #: Who a request acts for (a token's name): what ``created_by`` records.
 acting_user: contextvars.ContextVar[str | None] = contextvars.ContextVar("zoo_user", default=None)
@@ -86,19 +90,32 @@ def folder_key(info) -> str:
 _BARE_HASH = re.compile(r"[0-9a-f]{64}(\.files\.json)?")
 
 
+_KEY = re.compile(r"[0-9a-f]{64}\.[a-z]+")
+
+
 class FileCache:
     """Hugging Face folders of served checkpoints, one per artifact (:func:`folder_key`).
 
     A folder is built under a ``.pending-`` name and renamed into place when complete, so
     a server killed mid-build leaves only a pending folder, removed at the next start.
     The store and the database stay the registry's: this cache can be deleted at any time.
+
+    With a ``limit`` (bytes), the folders used least recently go once the cache holds
+    more, down to the limit: a read token can ask for any number of sizes, and each is
+    built here. A folder used in the last ``idle_s`` seconds stays (a download may be
+    about to open it), so the cache may pass the limit for that long. An evicted
+    folder is built again when asked for, with the same bytes (derivation is
+    deterministic). Only folders named by an artifact's key go, never another file.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, limit: int | None = None, idle_s: float = 300.0) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.limit, self.idle_s = limit, idle_s
         self._files: dict[str, dict[str, dict[str, Any]]] = {}
+        self._used: dict[str, float] = {}  # key -> when last asked for (time.time())
         self._lock = threading.Lock()
+        self._trimming = threading.Lock()
 
     def clean_leftovers(self) -> list[str]:
         """Remove what a killed server left (pending builds, uploads); returns the names."""
@@ -115,7 +132,21 @@ class FileCache:
 
     def folder(self, key: str) -> Path | None:
         path = self.root / key
-        return path if path.is_dir() else None
+        if not path.is_dir():
+            return None
+        self._use(key)
+        return path
+
+    def _use(self, key: str) -> None:
+        """Note that ``key`` is asked for now; its folder's time says so after a restart
+        (set at most once a minute)."""
+        now = time.time()
+        with self._lock:
+            last = self._used.get(key, 0.0)
+            self._used[key] = now
+        if now - last > 60:
+            with contextlib.suppress(OSError):
+                os.utime(self.root / key)
 
     def pending(self) -> Path:
         """A fresh path to build a folder at (it does not exist yet)."""
@@ -134,10 +165,75 @@ class FileCache:
             os.replace(built, final) if not final.exists() else shutil.rmtree(built)
         except OSError:  # lost a race between the check and the rename
             shutil.rmtree(built, ignore_errors=True)
+        self._use(key)
+        self.trim(keep=key)
         return final
+
+    def trim(self, *, keep: str | None = None) -> list[str]:
+        """Evict the least recently used folders past the limit, but ``keep`` (a folder
+        just built, whatever its size); returns their keys."""
+        if self.limit is None:
+            return []
+        with self._trimming:
+            folders = []
+            for entry in self.root.iterdir():
+                if _KEY.fullmatch(entry.name) and entry.is_dir():
+                    folders.append((self._last_use(entry), entry.name, self._size(entry)))
+            total = sum(size for _, _, size in folders)
+            evicted = []
+            now = time.time()
+            for last, key, size in sorted(folders):
+                if total <= self.limit:
+                    break
+                if key == keep or now - last < self.idle_s:
+                    continue
+                self._evict(key)
+                total -= size
+                evicted.append(key)
+            if evicted:
+                log.info("evicted %d served folders past the cache limit", len(evicted))
+            return evicted
+
+    def _last_use(self, folder: Path) -> float:
+        with self._lock:
+            known = self._used.get(folder.name)
+        if known is not None:
+            return known
+        try:
+            return folder.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def _size(self, folder: Path) -> int:
+        with self._lock:
+            files = self._files.get(folder.name)
+        if files is not None:
+            return sum(f["size"] for f in files.values())
+        total = 0
+        with contextlib.suppress(OSError):
+            for f in os.scandir(folder):
+                with contextlib.suppress(OSError):
+                    total += f.stat(follow_symlinks=False).st_size
+        return total
+
+    def _evict(self, key: str) -> None:
+        # Renamed first, so a request sees the folder gone (and builds it again) rather
+        # than half removed.
+        gone = self.pending()
+        try:
+            os.replace(self.root / key, gone)
+        except OSError:
+            return
+        with self._lock:
+            self._files.pop(key, None)
+            self._used.pop(key, None)
+        with contextlib.suppress(OSError):
+            (self.root / f"{key}.files.json").unlink()
+        shutil.rmtree(gone, ignore_errors=True)
 
     def files(self, key: str) -> dict[str, dict[str, Any]]:
         """``{file name: {"sha256", "size"}}`` of a cached folder (hashed once)."""
+        self._use(key)
         with self._lock:
             known = self._files.get(key)
         if known is not None:
