@@ -333,6 +333,20 @@ def test_config_show_names_the_s3_endpoint_and_where_it_came_from(run_cli, monke
     assert "s3_endpoint" not in out and "/srv/zoo/blobs" in out
 
 
+def test_config_show_names_the_home_and_the_device_and_where_each_came_from(
+    run_cli, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path))
+    monkeypatch.delenv("ZOO_DEVICE", raising=False)
+    shown = json.loads(run_cli("config", "show", "--json")[1])
+    assert shown["home"] == str(tmp_path) and shown["home_from"] == "$ZOO_HOME"
+    assert shown["device_from"] == "default" and "GPU" in shown["device"]
+    monkeypatch.setenv("ZOO_DEVICE", "cpu")
+    code, out, err = run_cli("config", "show")
+    assert code == 0, err
+    assert "device          cpu" in out and "device_from     $ZOO_DEVICE" in out
+
+
 @pytest.mark.s3
 def test_registry_on_s3_imports_verifies_and_reads_back(tmp_path, tiny_dir, s3_store_url):
     import zoo

@@ -27,12 +27,14 @@ class Settings:
     store_url: str
     db_url_from: str
     store_url_from: str
+    home_from: str = "default"
 
     def redacted(self) -> dict[str, str]:
         """Settings safe to print: passwords in URLs are masked. An S3 store adds the
         endpoint it talks to (from the environment, read when the store opens)."""
         out = {
             "home": str(self.home),
+            "home_from": self.home_from,
             "db_url": redact_url(self.db_url),
             "db_url_from": self.db_url_from,
             "store_url": redact_url(self.store_url),
@@ -43,6 +45,11 @@ class Settings:
             out["s3_endpoint"] = redact_url(os.environ[var]) if var else "AWS"
             # botocore also reads endpoint_url from the AWS config file.
             out["s3_endpoint_from"] = f"${var}" if var else "default (or the AWS config file)"
+        # Where derivations run when a command names no --device (read, not probed: torch
+        # is not imported to print settings).
+        device = os.environ.get("ZOO_DEVICE", "").strip()
+        out["device"] = device or "the GPU when there is one, else the CPU"
+        out["device_from"] = "$ZOO_DEVICE" if device else "default"
         return out
 
 
@@ -110,6 +117,7 @@ def load_settings(
             or ``home/blobs``.
     """
     home_path = Path(home or os.environ.get("ZOO_HOME") or Path.home() / ".zoo").expanduser()
+    home_from = "argument" if home else "$ZOO_HOME" if os.environ.get("ZOO_HOME") else "default"
     file_values = _read_config_file(home_path)
 
     def pick(explicit: str | None, env: str, key: str, default: str) -> tuple[str, str]:
@@ -123,7 +131,7 @@ def load_settings(
 
     db, db_from = pick(db_url, "ZOO_DB_URL", "db_url", f"sqlite:///{home_path / 'zoo.db'}")
     store, store_from = pick(store_url, "ZOO_STORE_URL", "store_url", str(home_path / "blobs"))
-    return Settings(home_path, db, store, db_from, store_from)
+    return Settings(home_path, db, store, db_from, store_from, home_from)
 
 
 def endpoint_from_env() -> tuple[str, str | None] | None:
