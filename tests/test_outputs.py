@@ -238,6 +238,22 @@ def test_an_interrupted_swap_puts_the_previous_output_back(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", live.name, other.name])
 
 
+def test_a_finished_swap_never_brings_back_the_previous_output(tmp_path):
+    """Killed after the new output was renamed in, before the previous one (set aside)
+    was removed: the previous one is dropped, even once the user has deleted the new
+    output; a command that then refuses leaves nothing at ``out``."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    out = tmp_path / "out"
+    tag = f"{export._host_tag()}-{dead.pid}-abcd1234"
+    old = tmp_path / f".out.zoo-old-{tag}"
+    old.mkdir()
+    (old / "config.json").write_text('{"model_type": "gpt2"}')
+    # The new output was renamed in (no temporary folder of that tag), then deleted.
+    assert export.clean_leftovers(out) == [old]
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("force", [False, True])
 def test_a_folder_that_appears_at_out_while_zoo_writes_is_never_replaced(
     registry, tiny_dir, tmp_path, monkeypatch, force

@@ -213,7 +213,10 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-_LEFTOVER = re.compile(r"\.(?P<name>.+)\.zoo-(?P<what>tmp|old)-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-")
+_LEFTOVER = re.compile(
+    r"\.(?P<name>.+)\.zoo-(?P<what>tmp|old)-"
+    r"(?P<tag>(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8})"
+)
 
 
 def leftovers(out: Path, *, pid: int | None = None) -> list[Path]:
@@ -226,7 +229,7 @@ def leftovers(out: Path, *, pid: int | None = None) -> list[Path]:
         return []
     found = []
     for p in siblings:
-        m = _LEFTOVER.match(p.name)
+        m = _LEFTOVER.fullmatch(p.name)
         if not m or m["name"] != out.name or m["host"] != host:
             continue
         writer = int(m["pid"])
@@ -239,12 +242,17 @@ def leftovers(out: Path, *, pid: int | None = None) -> list[Path]:
 
 def clean_leftovers(out: Path, *, pid: int | None = None) -> list[Path]:
     """Undo what dead writers to ``out`` left: a previous output set aside while its
-    replacement was being renamed in is put back if nothing took its place (else dropped);
-    temporary folders are removed. Returns the paths removed or restored."""
+    replacement was being renamed in is put back if the swap never finished (the
+    replacement, of the same tag, is still beside it) and nothing took its place; once
+    the replacement was renamed in, the set-aside one is dropped, even if the new output
+    is gone since (the user removed it). Temporary folders are removed. Returns the paths
+    removed or restored."""
+    found = leftovers(out, pid=pid)
+    matches = [(p, _LEFTOVER.fullmatch(p.name)) for p in found]
+    unfinished = {m["tag"] for _, m in matches if m["what"] == "tmp"}
     done = []
-    for p in leftovers(out, pid=pid):
-        m = _LEFTOVER.match(p.name)
-        if m and m["what"] == "old" and not out.exists():
+    for p, m in sorted(matches, key=lambda pm: pm[1]["what"]):  # "old" before "tmp"
+        if m["what"] == "old" and m["tag"] in unfinished and not out.exists():
             os.replace(p, out)  # the swap never finished: the previous output stays
         else:
             shutil.rmtree(p, ignore_errors=True)
