@@ -18,6 +18,7 @@ from zoo.config import redact_url
 from zoo.errors import BlobCorruptError, BlobMissingError, ConflictError, InvalidInputError
 from zoo.store import base as store_base
 from zoo.store import open_store, sha256_hex
+from zoo.store.base import temp_name
 from zoo.store.fsspec_store import FsspecStore
 from zoo.store.local import TEMP_PREFIX, LocalStore
 
@@ -236,7 +237,7 @@ def test_killed_writers_never_leave_a_visible_partial_blob(kind, tmp_path, reque
 def test_local_temp_files_are_listed_and_removed(tmp_path):
     store = LocalStore(tmp_path / "blobs")
     digest, _ = store.put(b"kept")
-    leftover = store._path(digest).parent / f"{TEMP_PREFIX}x-123"
+    leftover = store._path(digest).parent / temp_name(digest)
     leftover.write_bytes(b"partial")
     [temp] = list(store.temp_entries())
     assert temp.size == len(b"partial")
@@ -245,6 +246,57 @@ def test_local_temp_files_are_listed_and_removed(tmp_path):
         store.remove_temp(f"{digest[:2]}/{digest}")  # only temporary files
     store.remove_temp(temp.name)
     assert not leftover.exists() and store.has(digest)
+
+
+def test_only_files_named_as_zoo_names_them_are_leftovers_or_blobs(tmp_path):
+    """A store folder may hold files zoo did not write: a name that only starts like a
+    temporary file, one in a folder its digest does not name, one a folder deeper, or a
+    digest-named file in the wrong folder is neither listed nor removable."""
+    store = LocalStore(tmp_path / "blobs")
+    digest, _ = store.put(b"kept")
+    folder = store._path(digest).parent
+    theirs = [
+        folder / ".tmp-draft.txt",
+        folder / f"{TEMP_PREFIX}{digest[:16]}-notes",
+        tmp_path / "blobs" / "proj" / f".tmp-{digest[:16]}-{'0' * 32}",
+        tmp_path / "blobs" / "zz" / temp_name("ab" * 32),
+        tmp_path / "blobs" / "zz" / ("ab" * 32),
+    ]
+    for p in theirs:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("precious")
+    (folder / ".tmp-dir").mkdir()
+    assert list(store.temp_entries()) == [] and list(store.digests()) == [digest]
+    for p in theirs:
+        with pytest.raises(ValueError):
+            store.remove_temp(str(p.relative_to(tmp_path / "blobs")))
+    assert all(p.read_text() == "precious" for p in theirs)
+
+
+def test_a_store_folder_holding_other_files_is_refused_before_anything_is_written(
+    run_cli, monkeypatch, tmp_path, tiny_dir
+):
+    """zoo removes what it takes for its own leftovers from its store: a folder of the
+    user's is refused as a new store, and stays exactly as it was."""
+    mine = tmp_path / "mine"
+    (mine / "proj").mkdir(parents=True)
+    (mine / "proj" / ".tmp-draft.txt").write_text("precious")
+    before = sorted(str(p) for p in mine.rglob("*"))
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ZOO_STORE_URL", str(mine))
+    code, _, err = run_cli("import", str(tiny_dir("gpt2")))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "holds 'proj', which zoo did not write" in err
+    assert sorted(str(p) for p in mine.rglob("*")) == before
+    # An empty folder, a new one, and a store on a file system of its own are taken.
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "disk" / "lost+found").mkdir(parents=True)
+    for folder in (tmp_path / "empty", tmp_path / "new", tmp_path / "disk"):
+        monkeypatch.setenv("ZOO_HOME", str(tmp_path / f"home-{folder.name}"))
+        monkeypatch.setenv("ZOO_STORE_URL", str(folder))
+        code, _, err = run_cli("import", str(tiny_dir("gpt2")))
+        assert code == 0, err
+        assert (folder / "registries").is_dir()
 
 
 # --- URLs and settings -------------------------------------------------------------------

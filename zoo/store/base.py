@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,30 @@ from zoo.errors import BlobCorruptError, InvalidInputError
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _REGISTRY_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+#: How a writer names a blob it is still writing, in the blob's own folder: ``.tmp-``, the
+#: digest's first 16 hex digits, ``-`` and a random uuid. Only a name of exactly this form,
+#: in the folder its digest belongs to, is ever removed as a killed writer's leftover:
+#: a store folder may hold files zoo did not write.
+TEMP_PREFIX = ".tmp-"
+_TEMP = re.compile(r"\.tmp-(?P<digest>[0-9a-f]{16})-[0-9a-f]{32}")
+
+
+def temp_name(digest: str) -> str:
+    """A fresh temporary name for a blob being written (see :data:`TEMP_PREFIX`)."""
+    return f"{TEMP_PREFIX}{digest[:16]}-{uuid.uuid4().hex}"
+
+
+def is_temp(folder: str, name: str) -> bool:
+    """Whether ``folder/name`` is a temporary blob file a writer of zoo's names."""
+    m = _TEMP.fullmatch(name)
+    return m is not None and len(folder) == 2 and m["digest"].startswith(folder)
+
+
+def is_blob(folder: str, name: str) -> bool:
+    """Whether ``folder/name`` is where a blob is kept (``ab/abcdef...``)."""
+    return _DIGEST.fullmatch(name) is not None and len(folder) == 2 and name.startswith(folder)
+
 
 # A blob that is reused (``keep``) has its modification time refreshed when it is older
 # than this, so a garbage collector with a longer grace period never sweeps a blob that a
@@ -125,10 +150,22 @@ class BlobStore(ABC):
         if registry_id not in self._claim_cache:
             existing = self.claims()
             if registry_id not in existing:
+                foreign = None if existing else self._foreign_entry()
+                if foreign is not None:
+                    raise InvalidInputError(
+                        f"The store {self.url} holds {foreign!r}, which zoo did not write; "
+                        "give zoo an empty or new folder for its blobs (ZOO_STORE_URL)."
+                    )
                 if not existing and next(iter(self.digests()), None) is not None:
                     self._write_claim(self.UNCLAIMED)
                 self._write_claim(registry_id)
             self._claim_cache.add(registry_id)
+
+    def _foreign_entry(self) -> str | None:
+        """Something in a store no registry has claimed yet that no zoo writes there (a
+        store is no place for other files: zoo removes what it takes for its own
+        leftovers); None if there is none, or a listing would cost too much to tell."""
+        return None
 
     def claims(self) -> list[str]:
         """Ids of the registries that use this store (and ``UNCLAIMED``, see above)."""

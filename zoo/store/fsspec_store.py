@@ -15,16 +15,13 @@ never printed.
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 from zoo.config import is_s3_url, redact_url, s3_endpoint
 from zoo.errors import BlobMissingError, InvalidInputError
-from zoo.store.base import _DIGEST, BlobEntry, BlobStore, TempEntry
-
-TEMP_PREFIX = ".tmp-"
+from zoo.store.base import BlobEntry, BlobStore, TempEntry, is_blob, is_temp, temp_name
 
 
 def _epoch(value: Any) -> float:
@@ -126,7 +123,7 @@ class FsspecStore(BlobStore):
             # One PUT (or one completed multipart upload): atomic, never partial.
             self.fs.pipe_file(final, bytes(data))
             return
-        temp = f"{self.root}/{digest[:2]}/{TEMP_PREFIX}{digest[:16]}-{uuid.uuid4().hex}"
+        temp = f"{self.root}/{digest[:2]}/{temp_name(digest)}"
         self.fs.makedirs(f"{self.root}/{digest[:2]}", exist_ok=True)
         try:
             self.fs.pipe_file(temp, bytes(data))
@@ -218,25 +215,36 @@ class FsspecStore(BlobStore):
 
     def digests(self) -> Iterator[str]:
         for folder, name, _ in self._listing():
-            if _DIGEST.fullmatch(name) and name.startswith(folder):
+            if is_blob(folder, name):
                 yield name
 
     def entries(self) -> Iterator[BlobEntry]:
         for folder, name, info in self._listing():
-            if _DIGEST.fullmatch(name) and name.startswith(folder):
+            if is_blob(folder, name):
                 yield BlobEntry(name, int(info.get("size") or 0), self._mtime(info))
 
     def temp_entries(self) -> Iterator[TempEntry]:
         for folder, name, info in self._listing():
-            if name.startswith(TEMP_PREFIX):
+            if is_temp(folder, name):
                 yield TempEntry(f"{folder}/{name}", int(info.get("size") or 0), self._mtime(info))
         if self.s3:
             for upload in self._multipart_uploads():
+                if not self._blob_key(upload["Key"]):
+                    continue  # another writer's upload under this prefix, not a blob's
                 yield TempEntry(
                     f"upload:{upload['Key']}:{upload['UploadId']}",
                     0,
                     _epoch(upload.get("Initiated")),
                 )
+
+    def _blob_key(self, key: str) -> bool:
+        """Whether the object key ``key`` (bucket excluded) is a blob's place here."""
+        prefix = self.root.partition("/")[2]
+        rest = key[len(prefix) + 1 :] if prefix else key
+        if prefix and not key.startswith(prefix + "/"):
+            return False
+        folder, _, name = rest.partition("/")
+        return is_blob(folder, name)
 
     def _multipart_uploads(self) -> list[dict[str, Any]]:
         bucket, _, prefix = self.root.partition("/")
@@ -254,6 +262,8 @@ class FsspecStore(BlobStore):
     def remove_temp(self, name: str) -> None:
         if name.startswith("upload:") and self.s3:
             _, key, upload_id = name.split(":", 2)
+            if not self._blob_key(key):
+                raise ValueError(f"{key!r} is not where {self.url} keeps a blob")
             bucket = self.root.partition("/")[0]
             with contextlib.suppress(FileNotFoundError):
                 self.fs.call_s3(
@@ -261,7 +271,7 @@ class FsspecStore(BlobStore):
                 )
             return
         sub, _, base = name.partition("/")
-        if not base.startswith(TEMP_PREFIX) or "/" in base or len(sub) != 2:
+        if not is_temp(sub, base):
             raise ValueError(f"{name!r} is not a temporary file of {self.url}")
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(f"{self.root}/{name}")

@@ -5,14 +5,22 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from zoo.errors import BlobMissingError
-from zoo.store.base import _DIGEST, BlobEntry, BlobStore, TempEntry, check_digest
+from zoo.store.base import (
+    TEMP_PREFIX,
+    BlobEntry,
+    BlobStore,
+    TempEntry,
+    check_digest,
+    is_blob,
+    is_temp,
+    temp_name,
+)
 
-TEMP_PREFIX = ".tmp-"
+__all__ = ["TEMP_PREFIX", "LocalStore"]
 
 
 class LocalStore(BlobStore):
@@ -31,7 +39,7 @@ class LocalStore(BlobStore):
         final.parent.mkdir(parents=True, exist_ok=True)
         # A unique temporary name per writer: two processes storing the same blob each
         # write their own file, and the last rename wins with identical bytes.
-        temp = final.parent / f"{TEMP_PREFIX}{digest[:16]}-{uuid.uuid4().hex}"
+        temp = final.parent / temp_name(digest)
         try:
             with open(temp, "wb") as f:
                 f.write(data)
@@ -105,6 +113,18 @@ class LocalStore(BlobStore):
         folder = self.root / self.CLAIMS
         return [p.name for p in folder.iterdir()] if folder.is_dir() else []
 
+    def _foreign_entry(self) -> str | None:
+        if not self.root.is_dir():
+            return None
+        for entry in sorted(self.root.iterdir()):
+            name = entry.name
+            if name == "lost+found":  # a store kept at the root of its own file system
+                continue
+            blob_folder = len(name) == 2 and all(c in "0123456789abcdef" for c in name)
+            if not ((blob_folder or name == self.CLAIMS) and entry.is_dir()):
+                return name
+        return None
+
     def delete(self, digest: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(digest).unlink()
@@ -112,11 +132,16 @@ class LocalStore(BlobStore):
     def digests(self) -> Iterator[str]:
         if not self.root.is_dir():
             return
-        for sub in sorted(self.root.iterdir()):
-            if sub.is_dir() and len(sub.name) == 2:
-                for f in sorted(sub.iterdir()):
-                    if _DIGEST.fullmatch(f.name):
-                        yield f.name
+        for sub in self._folders():
+            for f in sorted(sub.iterdir()):
+                if is_blob(sub.name, f.name):
+                    yield f.name
+
+    def _folders(self) -> list[Path]:
+        """The two-character folders blobs are kept in."""
+        if not self.root.is_dir():
+            return []
+        return [p for p in sorted(self.root.iterdir()) if len(p.name) == 2 and p.is_dir()]
 
     def entries(self) -> Iterator[BlobEntry]:
         for digest in self.digests():
@@ -126,8 +151,10 @@ class LocalStore(BlobStore):
 
     def temp_files(self) -> Iterator[Path]:
         """Temporary files left by writers that were killed mid-write."""
-        if self.root.is_dir():
-            yield from self.root.glob(f"*/{TEMP_PREFIX}*")
+        for sub in self._folders():
+            for f in sorted(sub.iterdir()):
+                if is_temp(sub.name, f.name) and f.is_file():
+                    yield f
 
     def temp_entries(self) -> Iterator[TempEntry]:
         for path in self.temp_files():
@@ -137,7 +164,7 @@ class LocalStore(BlobStore):
 
     def remove_temp(self, name: str) -> None:
         path = self.root / name
-        if not path.name.startswith(TEMP_PREFIX) or path.parent.parent != self.root:
+        if path.parent.parent != self.root or not is_temp(path.parent.name, path.name):
             raise ValueError(f"{name!r} is not a temporary file of {self.url}")
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
