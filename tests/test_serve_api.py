@@ -483,21 +483,46 @@ def test_a_field_the_server_does_not_know_is_refused_not_dropped(served):
 
 def test_the_file_cache_keeps_a_folder_per_artifact_and_drops_what_it_cannot_read(tmp_path):
     """At the server's start: a folder named by a bare content hash (no kind, so possibly
-    another artifact's card), its file index and pending builds go; folders keyed by
-    artifact and anything the cache did not write stay."""
-    from zoo.server.work import FileCache, folder_key
+    another artifact's card), its file index, pending builds and their outputs' temporary
+    folders go; folders keyed by artifact, and anything named otherwise, stay."""
+    from zoo.server.work import CACHE_MARK, FileCache, folder_key
 
+    FileCache(tmp_path)  # an empty folder: taken
     digest = "ab" * 32
     info = SimpleNamespace(content_hash=digest, kind="source")
-    for name in (digest, folder_key(info), ".pending-1234", "notes"):
+    pending = ".pending-" + "1" * 32
+    output_temp = f".{pending}.zoo-tmp-0123abcd-42-89abcdef"
+    theirs = ["notes", ".pending-list", "report.zoo-old-draft", ".upload-mine"]
+    for name in (digest, folder_key(info), pending, output_temp, *theirs):
         (tmp_path / name).mkdir()
     (tmp_path / f"{digest}.files.json").write_text("{}")
     (tmp_path / f"{folder_key(info)}.files.json").write_text("{}")
     removed = FileCache(tmp_path).clean_leftovers()
-    assert sorted(removed) == sorted([digest, f"{digest}.files.json", ".pending-1234"])
+    assert sorted(removed) == sorted([digest, f"{digest}.files.json", pending, output_temp])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [folder_key(info), f"{folder_key(info)}.files.json", "notes"]
+        [folder_key(info), f"{folder_key(info)}.files.json", CACHE_MARK, *theirs]
     )
+
+
+def test_the_file_cache_refuses_a_folder_of_the_users(tmp_path):
+    """A --cache folder holding files zoo did not write is refused, untouched: the cache
+    removes what it takes for a killed server's leftovers."""
+    from zoo.errors import InvalidInputError
+    from zoo.server.work import CACHE_MARK, FileCache
+
+    names = ["2cf24dba" * 8, ".upload-list.txt", "notes.txt"]
+    for name in names:
+        (tmp_path / name).write_text("mine")
+    with pytest.raises(InvalidInputError, match=r"'\.upload-list\.txt', which zoo did not write"):
+        FileCache(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    # A cache an earlier server filled (no mark yet, only names it writes) is taken.
+    older = tmp_path / "older"
+    (older / f"{'a' * 64}.derived").mkdir(parents=True)
+    (older / f"{'a' * 64}.derived.files.json").write_text("{}")
+    (older / (".pending-" + "2" * 32)).mkdir()
+    FileCache(older)
+    assert (older / CACHE_MARK).is_file()
 
 
 def _cached(cache, tmp_path, key: str, size: int, used: float):
@@ -511,7 +536,7 @@ def _cached(cache, tmp_path, key: str, size: int, used: float):
 
 
 def test_a_bounded_file_cache_evicts_the_least_recently_used_folders_only(tmp_path):
-    from zoo.server.work import FileCache
+    from zoo.server.work import CACHE_MARK, FileCache
 
     keys = [f"{c * 64}.derived" for c in "abcd"]
     cache = FileCache(tmp_path, limit=250, idle_s=0)
@@ -533,7 +558,7 @@ def test_a_bounded_file_cache_evicts_the_least_recently_used_folders_only(tmp_pa
     _cached(cache, tmp_path, keys[3], 1000, now)
     assert [k for k in keys if cache.folder(k) is not None] == [keys[3]]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [keys[3], "notes", f"{'e' * 64}.txt"]
+        [keys[3], "notes", f"{'e' * 64}.txt", CACHE_MARK]
     )
 
 
@@ -567,12 +592,11 @@ def test_serve_with_a_cache_limit_evicts_stale_folders_at_start_and_serves(tmp_p
     stale.mkdir(parents=True)
     (stale / "model.safetensors").write_bytes(b"x" * 5000)
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
-    (cache / "notes.txt").write_text("not the cache's")
     server = ZooServer(
         env, "--public-read", "--cache", str(cache), "--cache-limit", "1KB", log=tmp_path / "log"
     ).start()
     try:
-        assert not stale.exists() and (cache / "notes.txt").read_text() == "not the cache's"
+        assert not stale.exists()
         with client(server.url) as http:
             config = http.get("/api/artifacts/g/files/config.json")
             assert config.status_code == 200, config.text

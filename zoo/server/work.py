@@ -22,6 +22,7 @@ from typing import Any
 
 from zoo.api.export import MARKER
 from zoo.api.registry import Registry
+from zoo.errors import InvalidInputError
 
 log = logging.getLogger("zoo.server")
 
@@ -73,10 +74,19 @@ class SingleFlight:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-# Names this cache writes besides finished folders; anything else in it is left alone.
+# What this cache writes, by exact name; nothing else in its folder is ever removed.
 _PENDING = ".pending-"
 _UPLOAD = ".upload-"
-_TMP_MARKS = (".zoo-tmp-", ".zoo-old-")
+#: The file that makes a folder this cache's, written when it first takes the folder.
+CACHE_MARK = ".zoo-serve-cache"
+_LEFTOVER_NAMES = re.compile(
+    r"\.(pending|upload)-[0-9a-f]{32}"  # a build or an upload a killed server left
+    r"|\.\.pending-[0-9a-f]{32}\.zoo-(tmp|old)-[0-9a-f]{8}-\d+-[0-9a-f]{8}"  # its output's
+    r"|\.[0-9a-f]{64}\.[a-z]+\.files\.zoo-tmp-[0-9a-f]{8}"  # a file index being written
+    # A folder named by a bare content hash, and its index: none this cache reads (a name
+    # says its artifact's kind too); it may hold another artifact's card.
+    r"|[0-9a-f]{64}(\.files\.json)?"
+)
 
 
 def folder_key(info) -> str:
@@ -87,10 +97,8 @@ def folder_key(info) -> str:
     return f"{info.content_hash}.{info.kind}"
 
 
-_BARE_HASH = re.compile(r"[0-9a-f]{64}(\.files\.json)?")
-
-
 _KEY = re.compile(r"[0-9a-f]{64}\.[a-z]+")
+_KEY_INDEX = re.compile(r"[0-9a-f]{64}\.[a-z]+\.files\.json")
 
 
 class FileCache:
@@ -99,6 +107,8 @@ class FileCache:
     A folder is built under a ``.pending-`` name and renamed into place when complete, so
     a server killed mid-build leaves only a pending folder, removed at the next start.
     The store and the database stay the registry's: this cache can be deleted at any time.
+    It takes only a folder that is new, empty or already its own (:data:`CACHE_MARK`, or
+    nothing but names it writes): at its start it removes what a killed server left there.
 
     With a ``limit`` (bytes), the folders used least recently go once the cache holds
     more, down to the limit: a read token can ask for any number of sizes, and each is
@@ -111,21 +121,35 @@ class FileCache:
     def __init__(self, root: Path, *, limit: int | None = None, idle_s: float = 300.0) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._claim()
         self.limit, self.idle_s = limit, idle_s
         self._files: dict[str, dict[str, dict[str, Any]]] = {}
         self._used: dict[str, float] = {}  # key -> when last asked for (time.time())
         self._lock = threading.Lock()
         self._trimming = threading.Lock()
 
+    def _claim(self) -> None:
+        mark = self.root / CACHE_MARK
+        if mark.is_file():
+            return
+        for entry in sorted(self.root.iterdir()):
+            name = entry.name
+            ours = _KEY.fullmatch(name) or _KEY_INDEX.fullmatch(name)
+            if not ours and not _LEFTOVER_NAMES.fullmatch(name):
+                raise InvalidInputError(
+                    f"The cache folder {self.root} holds {name!r}, which zoo did not write; "
+                    "give the server an empty or new folder (--cache)."
+                )
+        mark.write_text(
+            "The files zoo serve serves; zoo may remove anything named as it names it.\n"
+        )
+
     def clean_leftovers(self) -> list[str]:
         """Remove what a killed server left (pending builds, uploads); returns the names."""
         removed = []
         for entry in self.root.iterdir():
             name = entry.name
-            # A folder named by a bare content hash is none this cache reads (a name says
-            # its artifact's kind too); it may hold another artifact's card.
-            stale = _BARE_HASH.fullmatch(name)
-            if stale or name.startswith((_PENDING, _UPLOAD)) or any(m in name for m in _TMP_MARKS):
+            if _LEFTOVER_NAMES.fullmatch(name):
                 shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
                 removed.append(name)
         return removed
@@ -251,7 +275,7 @@ class FileCache:
                         for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
                             h.update(chunk)
                     files[f.name] = {"sha256": h.hexdigest(), "size": f.stat().st_size}
-            temp = self.root / f".{key}.files{_TMP_MARKS[0]}{uuid.uuid4().hex[:8]}"
+            temp = self.root / f".{key}.files.zoo-tmp-{uuid.uuid4().hex[:8]}"
             temp.write_text(json.dumps(files, sort_keys=True))
             os.replace(temp, index)
         with self._lock:
