@@ -386,10 +386,22 @@ def test_bad_output_options_are_refused_before_any_work(registry, tiny_dir, tmp_
         (["--max-shard-size", "5GB"], "applies to --out"),
         (["--out", str(outs / "o"), "--max-shard-size", "lots"], "is not a size"),
         (["--out", str(outs / "o"), "--max-shard-size", "0"], "at least 1 byte"),
+        # A path that names no folder, or goes up out of one that is not there (zoo would
+        # create it and leave it behind).
+        (["--out", f"{outs}/missing/.."], "ends in '..'"),
+        (["--out", f"{outs}/x/y/../z"], "goes up out of"),
     ):
         code, out, err = run_cli("materialize", src.name, "--layers", "2", "--hidden", "16", *args)
         assert code == 2 and out == "" and phrase in err and err.count("\n") == 1, err
+    for path in (f"{outs}/missing/..", f"{outs}/x/y/../z"):
+        code, out, err = run_cli("export", src.name, "--out", path)
+        assert code == 2 and out == "" and err.count("\n") == 1, err
     assert registry.list(kind="derived") == [] and list(outs.iterdir()) == []
+    # Up out of a folder that is there: the folder beside it, as the user meant.
+    (outs / "x").mkdir()
+    code, _, err = run_cli("export", src.name, "--out", f"{outs}/x/../y")
+    assert code == 0, err
+    assert sorted(p.name for p in outs.iterdir()) == ["x", "y"] and registry.audit(outs / "y")
 
 
 def test_an_output_without_room_on_its_disk_is_refused_before_any_byte(

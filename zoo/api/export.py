@@ -100,8 +100,17 @@ def check_out_dir(
     source's folder) or the user's home folder; a path inside one of ``stores`` (blob
     stores, whose files gc collects); an existing file; a non-empty folder without
     ``force``; and, with ``force``, a non-empty folder that is not an untouched output of
-    zoo's.
+    zoo's; a path that ends in ``..`` (it names no folder to rename into) or goes up out
+    of a folder that does not exist (which zoo would create and leave behind).
     """
+    if out.name == "..":
+        raise InvalidInputError(f"--out {out} ends in '..'; name the folder to write itself.")
+    for i, part in enumerate(out.parts):
+        if part == ".." and not Path(*out.parts[:i]).is_dir():
+            raise InvalidInputError(
+                f"--out {out} goes up out of {Path(*out.parts[:i])}, which is not a folder; "
+                "name the folder to write without it."
+            )
     if out.is_symlink():
         raise InvalidInputError(f"--out {out} is a symbolic link; give the folder it points to.")
     here = Path.cwd().resolve()
