@@ -259,10 +259,15 @@ def db_upgrade(revision: str, as_json: bool) -> None:
 
 @db_group.command("downgrade")
 @click.argument("revision")
+@click.option(
+    "--drop-everything",
+    is_flag=True,
+    help="Needed for 'base', which drops every table and every record of the registry.",
+)
 @json_option
-def db_downgrade(revision: str, as_json: bool) -> None:
+def db_downgrade(revision: str, drop_everything: bool, as_json: bool) -> None:
     """Downgrade the schema to REVISION ('base' removes every table)."""
-    before, after = _raw_registry().db_downgrade(revision)
+    before, after = _raw_registry().db_downgrade(revision, drop_everything=drop_everything)
     _emit(
         as_json,
         {"before": before, "after": after},

@@ -112,6 +112,19 @@ def test_after_downgrade_to_base_the_next_use_starts_a_fresh_schema(db_url, tmp_
     reg.close()
 
 
+def test_downgrading_to_base_takes_saying_so(db_url, tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("ZOO_DB_URL", db_url)
+    monkeypatch.setenv("ZOO_STORE_URL", str(tmp_path / "b"))
+    assert run_cli("ls")[0] == 0  # the schema, at head
+    assert run_cli("db", "downgrade", "base")[0] == 2
+    engine = db_engine.make_engine(db_url)
+    assert "artifacts" in inspect(engine).get_table_names()
+    code, _, err = run_cli("db", "downgrade", "base", "--drop-everything")
+    assert code == 0, err
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    engine.dispose()
+
+
 def test_a_database_url_without_its_driver_is_one_line(monkeypatch, run_cli):
     monkeypatch.setenv("ZOO_DB_URL", "mysql://zoo:hunter2@db.example/zoo")  # no MySQLdb
     code, out, err = run_cli("ls")

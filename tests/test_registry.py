@@ -562,6 +562,10 @@ def test_environment_errors_are_one_line_with_their_own_exit_code(
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     code, out, err = run_cli("db", "downgrade", "nosuchrev")
     assert code == 2 and err.count("\n") == 1 and "nosuchrev" in err, err
+    # Every table, every record: not without saying so.
+    code, out, err = run_cli("db", "downgrade", "base")
+    assert code == 2 and err.count("\n") == 1 and "--drop-everything" in err, err
+    assert [a.name for a in registry.list()] == [src]
     monkeypatch.setenv("ZOO_DB_URL", f"sqlite:///{a_file}/registry.db")
     code, out, err = run_cli("ls")
     assert code == 11 and err.count("\n") == 1 and str(a_file) in err, err

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from zoo.config import Settings, load_settings
 from zoo.db import engine as db_engine
 from zoo.db import queries
+from zoo.errors import InvalidInputError
 from zoo.store import BlobStore, open_store
 
 # Contention on SQLite ("database is locked") and serialization failures on PostgreSQL
@@ -456,8 +457,19 @@ class Registry:
         """Upgrade the database schema; returns (before, after) revisions."""
         return db_engine.upgrade(self.engine, revision)
 
-    def db_downgrade(self, revision: str) -> tuple[str | None, str | None]:
-        """Downgrade the database schema; returns (before, after) revisions."""
+    def db_downgrade(
+        self, revision: str, *, drop_everything: bool = False
+    ) -> tuple[str | None, str | None]:
+        """Downgrade the database schema; returns (before, after) revisions.
+
+        ``"base"`` drops every table, and with them every record of the registry (the
+        artifacts, their lineage, the tokens): it is refused unless ``drop_everything``.
+        """
+        if revision.strip().lower() == "base" and not drop_everything:
+            raise InvalidInputError(
+                "Downgrading to base drops every table of the registry (its artifacts, "
+                "lineage and tokens); pass --drop-everything if that is what you want."
+            )
         return db_engine.downgrade(self.engine, revision)
 
     def db_current(self) -> dict[str, str | None]:
