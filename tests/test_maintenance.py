@@ -20,6 +20,7 @@ from zoo.db.entities import TensorRecord
 from zoo.db.models import Artifact, Edge
 from zoo.errors import ConflictError, InvalidInputError, NotFoundError
 from zoo.store import sha256_hex
+from zoo.store.base import temp_name
 
 DAY = 86400
 
@@ -377,7 +378,7 @@ def test_fsck_ignores_virtual_and_removed_rows(registry, family):
 
 def test_fsck_repair_removes_old_leftovers_and_orphans_only(registry, family, run_cli):
     orphan, _ = registry.store.put(b"nobody points at me")
-    temp = registry.store._path(orphan).parent / ".tmp-deadbeef-1"
+    temp = registry.store._path(orphan).parent / temp_name(orphan)
     temp.write_bytes(b"partial")
     report = registry.fsck()
     assert report.ok  # leftovers are harmless
