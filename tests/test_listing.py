@@ -88,6 +88,23 @@ def test_a_filter_with_a_nul_character_is_bad_input_on_every_database(registry, 
         registry.search(**{field: "a\x00b"})
 
 
+def test_size_bounds_and_depths_past_a_database_integer_are_one_line_or_all(
+    registry, tiny_dir, run_cli
+):
+    """A bound no database integer holds is bad input (exit 2, one line), not a driver's
+    overflow; a depth that large is every edge."""
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    huge = "99999999999999999999"
+    for args in (["--max-hidden", huge], ["--min-layers", f"-{huge}", "--json"]):
+        code, out, err = run_cli("ls", *args)
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert "must be from -2^63 to 2^63-1" in err
+    with pytest.raises(InvalidInputError, match="max_layers is a whole number"):
+        registry.search(max_layers="6")
+    code, out, err = run_cli("lineage", src.name, "--depth", huge)
+    assert code == 0 and src.name in out, err
+
+
 def test_aggregates_equal_the_tensor_rows_for_every_kind_and_after_gc(registry, tiny_dir, run_cli):
     src = registry.import_checkpoint(tiny_dir("bert"))
     other = registry.import_checkpoint(tiny_dir("gpt2"))

@@ -1103,6 +1103,23 @@ def test_levels_beyond_every_axis_are_refused_before_anything_is_stored(
     lg = registry.extract(src.name, method="dwt", wavelet="haar", levels=5)
     embeddings = registry.show(lg.name).info["signals"]["embeddings.word"]
     assert embeddings["levels"] == [1, 2, 3, 4, 5]
+    # Levels past any axis are refused as fast: the count stops at the first that fails.
+    for levels in ("1000000000", "99999999999999999999999"):
+        code, out, err = run_cli("extract", src.name, "--levels", levels)
+        assert code == 2 and "ask for 5 or fewer" in err and err.count("\n") == 1, err
+    with pytest.raises(InvalidInputError, match="whole number"):
+        registry.extract(src.name, levels="3")
+    # A device is checked whether or not the learngene exists already.
+    with pytest.raises(InvalidInputError, match="not a torch device"):
+        registry.extract(src.name, method="dwt", wavelet="haar", levels=5, device="bogus")
+
+
+def test_dwt_levels_stop_at_the_first_level_an_axis_does_not_halve_at():
+    from zoo.api.learngene_format import dwt_levels
+
+    assert dwt_levels((48, 64), (0, 1), 10**12) == [1, 2, 3, 4]
+    assert dwt_levels((64, 3), (0,), 10**12) == [1, 2, 3, 4, 5, 6]
+    assert dwt_levels((64, 3), (0, 1), 5) == []
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -1471,6 +1488,33 @@ def test_a_seed_is_refused_for_a_method_that_draws_nothing(registry, tiny_dir, r
     assert unseeded.artifact.info["recipe"]["seed"] == 0
     again = registry.materialize(src.name, layers=4, hidden=48, method="net2net", seed=0)
     assert again.artifact.content_hash == unseeded.artifact.content_hash
+
+
+def test_a_seed_a_generator_cannot_take_and_arguments_of_the_wrong_type_are_one_line(
+    registry, tiny_dir, run_cli, tmp_path
+):
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    size = ["--layers", "2", "--hidden", "16", "--method", "scratch"]
+    for seed in ("99999999999999999999", "-99999999999999999999"):
+        code, out, err = run_cli(
+            "materialize", src.name, *size, "--seed", seed, "--out", str(tmp_path / "o")
+        )
+        assert code == 2 and out == "" and "--seed is a whole number" in err, err
+        assert err.count("\n") == 1
+    for seed in (2**64, -(2**63) - 1, "x", 1.5, True):
+        with pytest.raises(InvalidInputError, match="--seed"):
+            registry.materialize(src.name, layers=2, hidden=16, method="scratch", seed=seed)
+    # The ends of the range are seeds like any other.
+    for seed in (2**64 - 1, -(2**63)):
+        registry.materialize(src.name, layers=2, hidden=16, method="scratch", seed=seed)
+    for name in (None, 123, b"tiny"):
+        with pytest.raises(InvalidInputError, match="A name is text"):
+            registry.materialize(name, layers=2, hidden=16)
+        with pytest.raises(InvalidInputError, match="A name is text"):
+            registry.show(name)
+    with pytest.raises(InvalidInputError, match="--out is a folder's path"):
+        registry.materialize(src.name, layers=2, hidden=16, out=123)
+    assert not (tmp_path / "o").exists()
 
 
 def test_identity_depth_is_refused_where_it_cannot_apply(registry, tiny_dir, run_cli):

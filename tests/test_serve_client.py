@@ -271,7 +271,7 @@ def test_maintenance_reports_through_the_server_are_the_registrys(both, served, 
     dead = subprocess.Popen(["true"])
     dead.wait()  # a writer's pid, no longer running
     out = tmp_path / "out"
-    left = tmp_path / f".out.zoo-tmp-{_host_tag()}-{dead.pid}-0"
+    left = tmp_path / f".out.zoo-tmp-{_host_tag()}-{dead.pid}-0badcafe"
     left.mkdir()
     served.reg.transaction(
         lambda s: queries.add_output(s, str(out), socket.gethostname(), dead.pid)

@@ -525,6 +525,19 @@ def search(
         raise InvalidInputError(f"A page holds at least 1 artifact (got limit={limit!r}).")
     if limit is not None and limit >= 1 << 63:  # more than a database can count: every one
         limit = None
+    bounds = {
+        "min_layers": min_layers,
+        "max_layers": max_layers,
+        "min_hidden": min_hidden,
+        "max_hidden": max_hidden,
+    }
+    for what, bound in bounds.items():
+        if bound is None:
+            continue
+        if isinstance(bound, bool) or not isinstance(bound, int):
+            raise InvalidInputError(f"{what} is a whole number, not {bound!r}.")
+        if not -(2**63) <= bound < 2**63:  # what a database's integer holds
+            raise InvalidInputError(f"{what} must be from -2^63 to 2^63-1, got {bound}.")
     for what, text in (("family", family), ("author", created_by), ("name pattern", name)):
         if text is not None and "\x00" in text:  # no name holds it; PostgreSQL refuses it
             raise InvalidInputError(f"A {what} cannot hold a NUL character.")

@@ -103,14 +103,6 @@ def check_out_dir(
     zoo's; a path that ends in ``..`` (it names no folder to rename into) or goes up out
     of a folder that does not exist (which zoo would create and leave behind).
     """
-    if out.name == "..":
-        raise InvalidInputError(f"--out {out} ends in '..'; name the folder to write itself.")
-    for i, part in enumerate(out.parts):
-        if part == ".." and not Path(*out.parts[:i]).is_dir():
-            raise InvalidInputError(
-                f"--out {out} goes up out of {Path(*out.parts[:i])}, which is not a folder; "
-                "name the folder to write without it."
-            )
     if out.is_symlink():
         raise InvalidInputError(f"--out {out} is a symbolic link; give the folder it points to.")
     here = Path.cwd().resolve()
@@ -120,6 +112,14 @@ def check_out_dir(
             f"--out {out} is the current folder or one above it; zoo renames the finished "
             "folder into place, so give a folder below it."
         )
+    if out.name == "..":
+        raise InvalidInputError(f"--out {out} ends in '..'; name the folder to write itself.")
+    for i, part in enumerate(out.parts):
+        if part == ".." and not Path(*out.parts[:i]).is_dir():
+            raise InvalidInputError(
+                f"--out {out} goes up out of {Path(*out.parts[:i])}, which is not a folder; "
+                "name the folder to write without it."
+            )
     home = Path.home().resolve()
     for kept in protected:
         kept = kept.resolve()

@@ -60,6 +60,8 @@ def extract_recipe(
         wavelet = wavelet or DEFAULT_WAVELET
         check_wavelet(wavelet)
         levels = DEFAULT_LEVELS if levels is None else levels
+        if isinstance(levels, bool) or not isinstance(levels, int):
+            raise InvalidInputError(f"--levels must be a whole number, got {levels!r}.")
         if levels < 1:
             raise InvalidInputError(f"--levels must be at least 1, got {levels}.")
         if keep is not None:
@@ -91,6 +93,7 @@ def dwt_levels(shape: tuple[int, ...], axes: tuple[int, ...], wanted: int) -> li
     """Levels 1..wanted at which every changeable axis still halves exactly."""
     out = []
     for k in range(1, wanted + 1):
-        if all(shape[a] % (2**k) == 0 and shape[a] >= 2**k for a in axes):
-            out.append(k)
+        if not all(shape[a] % (2**k) == 0 and shape[a] >= 2**k for a in axes):
+            break  # an axis that does not halve at level k halves at no deeper one
+        out.append(k)
     return out

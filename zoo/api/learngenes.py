@@ -79,6 +79,7 @@ def extract(
     if name is not None:
         validate_name(name)
     recipe = extract_recipe(method, wavelet=wavelet, levels=levels, keep=keep, order=order)
+    tio.resolve_device(device)  # refused alike whether or not the learngene exists
     with reg.session() as session:
         src = queries.resolve(session, source, kinds=("source", "derived"))
         existing = _existing_extraction(session, src.id, recipe)

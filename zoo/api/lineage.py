@@ -152,6 +152,8 @@ def lineage(
 
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
         raise InvalidInputError(f"depth must be a number of edges, 0 or more (got {depth!r}).")
+    if depth is not None and depth >= 2**63:  # more than a database counts: every edge
+        depth = None
     with reg.session() as session:
         root = queries.resolve(session, query)
         graph_ = Lineage(root=root.id)

@@ -71,6 +71,7 @@ def materialize(reg, query: str, request: MaterializeRequest) -> Materialized:
     """Build a model of the requested size; see :meth:`zoo.Registry.materialize`."""
     from . import tensors as tio
 
+    _check_seed(request.seed)
     out = _check_out(reg, request.out, request.force, request.max_shard_size)
     dev = tio.resolve_device(request.device, prefer_gpu=True)
     plan = make_plan(reg, query, request)
@@ -209,9 +210,23 @@ def _check_out(reg, out, force: bool, max_shard_size) -> Path | None:
         return None
     if max_shard_size is not None:
         export.parse_size(max_shard_size)
+    if not isinstance(out, (str, os.PathLike)):
+        raise InvalidInputError(f"--out is a folder's path, not a {type(out).__name__}.")
     out = Path(out)
     export.check_out_dir(out, force=force, **guards(reg, out))
     return out
+
+
+#: The seeds a torch generator takes (a signed or an unsigned 64-bit number).
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+def _check_seed(seed) -> None:
+    low, high = SEED_RANGE
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not low <= seed <= high
+    ):
+        raise InvalidInputError(f"--seed is a whole number from {low} to {high}, not {seed!r}.")
 
 
 def guards(reg, out: Path | None = None) -> dict[str, list[Path]]:

@@ -666,6 +666,8 @@ def resolve(session: Session, query: str, *, kinds: Iterable[str] | None = None)
         NotFoundError: nothing matches (with near-match suggestions).
         AmbiguousNameError: a hash prefix matches several artifacts.
     """
+    if not isinstance(query, str):
+        raise InvalidInputError(f"A name is text, not a {type(query).__name__} ({query!r:.40}).")
     kinds = tuple(kinds) if kinds else KINDS
     repo = hub_repo_id(query)
     row = None
