@@ -1506,7 +1506,8 @@ def test_a_seed_a_generator_cannot_take_and_arguments_of_the_wrong_type_are_one_
             registry.materialize(src.name, layers=2, hidden=16, method="scratch", seed=seed)
     # The ends of the range are seeds like any other.
     for seed in (2**64 - 1, -(2**63)):
-        registry.materialize(src.name, layers=2, hidden=16, method="scratch", seed=seed)
+        drawn = registry.materialize(src.name, layers=2, hidden=16, method="scratch", seed=seed)
+        assert drawn.artifact.info["recipe"]["seed"] == seed
     for name in (None, 123, b"tiny"):
         with pytest.raises(InvalidInputError, match="A name is text"):
             registry.materialize(name, layers=2, hidden=16)

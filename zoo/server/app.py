@@ -182,8 +182,6 @@ class TokenFirst:
 
 # --- query strings -----------------------------------------------------------------------
 
-_QUERY_NAMES: dict[int, frozenset[str]] = {}
-
 
 async def known_query_only(request: Request) -> None:
     """Refuse a query parameter the route does not take, as a body's unknown field is:
@@ -193,9 +191,7 @@ async def known_query_only(request: Request) -> None:
     dependant = getattr(route, "dependant", None)
     if dependant is None or not request.url.path.startswith("/api/") or HUB_TAG in route.tags:
         return
-    taken = _QUERY_NAMES.get(id(route))
-    if taken is None:
-        taken = _QUERY_NAMES[id(route)] = frozenset(_query_names(dependant))
+    taken = _query_names(dependant)
     unknown = sorted(k for k in request.query_params if k not in taken)
     if unknown:
         takes = ", ".join(sorted(taken)) or "none"

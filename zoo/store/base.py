@@ -19,6 +19,7 @@ from functools import cached_property
 from zoo.errors import BlobCorruptError, InvalidInputError
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+_BLOB_FOLDER = re.compile(r"[0-9a-f]{2}")
 _REGISTRY_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 #: How a writer names a blob it is still writing, in the blob's own folder: ``.tmp-``, the
@@ -32,6 +33,11 @@ _TEMP = re.compile(r"\.tmp-(?P<digest>[0-9a-f]{16})-[0-9a-f]{32}")
 def temp_name(digest: str) -> str:
     """A fresh temporary name for a blob being written (see :data:`TEMP_PREFIX`)."""
     return f"{TEMP_PREFIX}{digest[:16]}-{uuid.uuid4().hex}"
+
+
+def is_blob_folder(name: str) -> bool:
+    """Whether ``name`` is one of the two-hex-digit folders blobs are kept in."""
+    return _BLOB_FOLDER.fullmatch(name) is not None
 
 
 def is_temp(folder: str, name: str) -> bool:

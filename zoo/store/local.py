@@ -16,6 +16,7 @@ from zoo.store.base import (
     TempEntry,
     check_digest,
     is_blob,
+    is_blob_folder,
     is_temp,
     temp_name,
 )
@@ -120,8 +121,7 @@ class LocalStore(BlobStore):
             name = entry.name
             if name == "lost+found":  # a store kept at the root of its own file system
                 continue
-            blob_folder = len(name) == 2 and all(c in "0123456789abcdef" for c in name)
-            if not ((blob_folder or name == self.CLAIMS) and entry.is_dir()):
+            if not ((is_blob_folder(name) or name == self.CLAIMS) and entry.is_dir()):
                 return name
         return None
 
@@ -130,8 +130,6 @@ class LocalStore(BlobStore):
             self._path(digest).unlink()
 
     def digests(self) -> Iterator[str]:
-        if not self.root.is_dir():
-            return
         for sub in self._folders():
             for f in sorted(sub.iterdir()):
                 if is_blob(sub.name, f.name):
@@ -141,7 +139,7 @@ class LocalStore(BlobStore):
         """The two-character folders blobs are kept in."""
         if not self.root.is_dir():
             return []
-        return [p for p in sorted(self.root.iterdir()) if len(p.name) == 2 and p.is_dir()]
+        return [p for p in sorted(self.root.iterdir()) if is_blob_folder(p.name) and p.is_dir()]
 
     def entries(self) -> Iterator[BlobEntry]:
         for digest in self.digests():
