@@ -260,14 +260,16 @@ def db_upgrade(revision: str, as_json: bool) -> None:
 @db_group.command("downgrade")
 @click.argument("revision")
 @click.option(
+    "--drop-data",
     "--drop-everything",
+    "drop_data",
     is_flag=True,
-    help="Needed for 'base', which drops every table and every record of the registry.",
+    help="Needed when the downgrade deletes recorded data ('base': every artifact).",
 )
 @json_option
-def db_downgrade(revision: str, drop_everything: bool, as_json: bool) -> None:
+def db_downgrade(revision: str, drop_data: bool, as_json: bool) -> None:
     """Downgrade the schema to REVISION ('base' removes every table)."""
-    before, after = _raw_registry().db_downgrade(revision, drop_everything=drop_everything)
+    before, after = _raw_registry().db_downgrade(revision, drop_data=drop_data)
     _emit(
         as_json,
         {"before": before, "after": after},

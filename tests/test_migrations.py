@@ -38,7 +38,7 @@ def test_upgrade_downgrade_upgrade(db_url):
     try:
         assert db_engine.upgrade(engine) == (None, db_engine.head_revision())
         assert _tables(engine) == TABLES
-        assert db_engine.downgrade(engine, "base")[1] is None
+        assert db_engine.downgrade(engine, "base", drop_data=True)[1] is None
         assert _tables(engine) == set()
         db_engine.upgrade(engine)
         assert _tables(engine) == TABLES
@@ -104,7 +104,7 @@ def test_cli_refuses_a_newer_schema_with_one_line_saying_upgrade_zoo(db_url, mon
 def test_after_downgrade_to_base_the_next_use_starts_a_fresh_schema(db_url, tmp_path):
     engine = db_engine.make_engine(db_url)
     db_engine.upgrade(engine)
-    db_engine.downgrade(engine, "base")
+    db_engine.downgrade(engine, "base", drop_data=True)
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     engine.dispose()
     reg = Registry(load_settings(db_url=db_url, store_url=str(tmp_path / "b")))
@@ -119,7 +119,7 @@ def test_downgrading_to_base_takes_saying_so(db_url, tmp_path, run_cli, monkeypa
     assert run_cli("db", "downgrade", "base")[0] == 2
     engine = db_engine.make_engine(db_url)
     assert "artifacts" in inspect(engine).get_table_names()
-    code, _, err = run_cli("db", "downgrade", "base", "--drop-everything")
+    code, _, err = run_cli("db", "downgrade", "base", "--drop-data")
     assert code == 0, err
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     engine.dispose()
@@ -175,3 +175,38 @@ def test_non_editable_install_carries_migrations(tmp_path):
     root = Path(__file__).parent.parent
     for init in root.glob("zoo/**/__init__.py"):
         assert init.relative_to(root).as_posix() in names, init
+
+
+def test_a_downgrade_that_would_delete_records_names_them_and_changes_nothing(
+    registry, tiny_dir, tmp_path, run_cli
+):
+    """Below 0005 the records of stored side files go, below 0004 the API tokens: refused,
+    every loss named in one line, until --drop-data says so."""
+    import shutil
+
+    folder = tmp_path / "carded"
+    shutil.copytree(tiny_dir("gpt2"), folder)
+    (folder / "README.md").write_text("# a model card\n")
+    src = registry.import_checkpoint(folder)
+    registry.create_token("ci", role="write")
+    head = db_engine.head_revision()
+
+    code, out, err = run_cli("db", "downgrade", "0003")
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "undoing 0004, the API tokens (1)" in err, err
+    assert "undoing 0005, the records of stored tokenizer, config and card files (" in err
+    assert "--drop-data" in err
+    assert registry.db_current()["current"] == head
+    assert [a.name for a in registry.list()] == [src.name]
+    assert [t.name for t in registry.list_tokens()] == ["ci"]
+
+    # Nothing recorded lies between head and 0005: no flag needed, and up again intact.
+    code, _, err = run_cli("db", "downgrade", "0005")
+    assert code == 0, err
+    assert run_cli("db", "upgrade")[0] == 0
+    assert [a.name for a in registry.list()] == [src.name]
+
+    code, _, err = run_cli("db", "downgrade", "0003", "--drop-data")
+    assert code == 0, err
+    assert registry.db_current()["current"] == "0003"
+    assert "api_tokens" not in inspect(registry.engine).get_table_names()

@@ -161,3 +161,9 @@ def downgrade() -> None:
 
     op.drop_table("artifacts")
     # ### end Alembic commands ###
+
+
+def recorded_data_lost(connection) -> str | None:
+    """What the downgrade deletes that the registry recorded (see zoo.db.engine.downgrade)."""
+    n = connection.exec_driver_sql("SELECT count(*) FROM artifacts").scalar()
+    return f"every artifact ({n}) with its tensors' records, lineage and aliases" if n else None

@@ -31,3 +31,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("registry_identity")
+
+
+def recorded_data_lost(connection) -> str | None:
+    """What the downgrade deletes that the registry recorded (see zoo.db.engine.downgrade)."""
+    row = connection.exec_driver_sql("SELECT id FROM registry_identity").first()
+    return f"the registry's id {row[0]}, which its blob stores' claims name" if row else None

@@ -30,3 +30,10 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("outputs")
+
+
+def recorded_data_lost(connection) -> str | None:
+    """What the downgrade deletes that the registry recorded (see zoo.db.engine.downgrade)."""
+    n = connection.exec_driver_sql("SELECT count(*) FROM outputs").scalar()
+    # Each entry is an output being written, or left by a killed writer for zoo fsck.
+    return f"the output journal's entries ({n})" if n else None

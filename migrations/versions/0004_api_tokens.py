@@ -37,3 +37,9 @@ def downgrade() -> None:
     with op.batch_alter_table("api_tokens", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_api_tokens_name"))
     op.drop_table("api_tokens")
+
+
+def recorded_data_lost(connection) -> str | None:
+    """What the downgrade deletes that the registry recorded (see zoo.db.engine.downgrade)."""
+    n = connection.exec_driver_sql("SELECT count(*) FROM api_tokens").scalar()
+    return f"the API tokens ({n})" if n else None

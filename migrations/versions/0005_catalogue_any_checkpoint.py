@@ -62,3 +62,17 @@ def downgrade() -> None:
     op.execute("UPDATE artifacts SET family = '' WHERE family IS NULL")
     with op.batch_alter_table("artifacts", schema=None) as batch_op:
         batch_op.alter_column("family", existing_type=sa.String(length=32), nullable=False)
+
+
+def recorded_data_lost(connection) -> str | None:
+    """What the downgrade deletes that the registry recorded (see zoo.db.engine.downgrade)."""
+    files = connection.exec_driver_sql("SELECT count(*) FROM artifact_files").scalar()
+    placeholders = connection.exec_driver_sql(
+        "SELECT count(*) FROM artifacts WHERE kind = 'placeholder'"
+    ).scalar()
+    lost = []
+    if files:
+        lost.append(f"the records of stored tokenizer, config and card files ({files})")
+    if placeholders:
+        lost.append(f"the placeholders of base models ({placeholders}) with their edges")
+    return " and ".join(lost) or None

@@ -38,3 +38,9 @@ def downgrade() -> None:
     op.drop_index("ix_imports_origin", table_name="imports")
     with op.batch_alter_table("imports") as batch:
         batch.drop_column("from_main")
+
+
+def recorded_data_lost(connection) -> str | None:
+    """What the downgrade deletes that the registry recorded (see zoo.db.engine.downgrade)."""
+    n = connection.exec_driver_sql("SELECT count(*) FROM imports WHERE NOT from_main").scalar()
+    return f"which imports ({n}) were of a pinned revision, not the default branch" if n else None

@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from zoo.config import Settings, load_settings
 from zoo.db import engine as db_engine
 from zoo.db import queries
-from zoo.errors import InvalidInputError
 from zoo.store import BlobStore, open_store
 
 # Contention on SQLite ("database is locked") and serialization failures on PostgreSQL
@@ -458,19 +457,15 @@ class Registry:
         return db_engine.upgrade(self.engine, revision)
 
     def db_downgrade(
-        self, revision: str, *, drop_everything: bool = False
+        self, revision: str, *, drop_data: bool = False
     ) -> tuple[str | None, str | None]:
         """Downgrade the database schema; returns (before, after) revisions.
 
-        ``"base"`` drops every table, and with them every record of the registry (the
-        artifacts, their lineage, the tokens): it is refused unless ``drop_everything``.
+        A downgrade that would delete recorded data (``base``: every artifact; below 0004:
+        the API tokens; below 0005: the records of stored side files...) is refused,
+        naming what it would delete, unless ``drop_data``.
         """
-        if revision.strip().lower() == "base" and not drop_everything:
-            raise InvalidInputError(
-                "Downgrading to base drops every table of the registry (its artifacts, "
-                "lineage and tokens); pass --drop-everything if that is what you want."
-            )
-        return db_engine.downgrade(self.engine, revision)
+        return db_engine.downgrade(self.engine, revision, drop_data=drop_data)
 
     def db_current(self) -> dict[str, str | None]:
         """The database's schema revision and the one this zoo needs."""

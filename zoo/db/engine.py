@@ -338,12 +338,47 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | N
         return before, current_revision(connection)
 
 
-def downgrade(engine: Engine, revision: str) -> tuple[str | None, str | None]:
-    """Downgrade the schema; returns (revision before, revision after)."""
+def downgrade(
+    engine: Engine, revision: str, *, drop_data: bool = False
+) -> tuple[str | None, str | None]:
+    """Downgrade the schema; returns (revision before, revision after).
+
+    A migration whose downgrade deletes what the registry recorded (artifacts, tokens,
+    the records of side files...) says so with ``recorded_data_lost(connection)``; unless
+    ``drop_data``, a downgrade through any that would delete something is refused, naming
+    all of it, before anything changes."""
     with _schema_lock(engine) as connection:
         before = current_revision(connection)
+        if not drop_data:
+            lost = _recorded_data_lost(connection, before, revision)
+            if lost:
+                raise InvalidInputError(
+                    f"zoo db downgrade {revision} would delete what the registry recorded: "
+                    f"{'; '.join(lost)}; pass --drop-data if that is what you want."
+                )
         _run_alembic(connection, "downgrade", revision)
         return before, current_revision(connection)
+
+
+def _recorded_data_lost(connection: Connection, before: str | None, revision: str) -> list[str]:
+    """What undoing the migrations from ``before`` down to ``revision`` deletes, one
+    phrase per migration that would delete something."""
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
+
+    if before is None:
+        return []
+    try:
+        undone = list(_scripts().iterate_revisions(before, revision))
+    except (CommandError, RevisionError):  # no revision below this one: Alembic says why
+        return []
+    lost = []
+    for script in undone:
+        check = getattr(script.module, "recorded_data_lost", None)
+        phrase = check(connection) if check is not None else None
+        if phrase:
+            lost.append(f"undoing {script.revision}, {phrase}")
+    return lost
 
 
 def _run_alembic(connection: Connection, verb: str, revision: str) -> None:
