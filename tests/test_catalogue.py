@@ -492,7 +492,8 @@ def test_downgrade_forgets_placeholders_and_keeps_family_less_sources(
     before = scripts.get_revision("0005").down_revision
     engine = db_engine.make_engine(db_url)
     try:
-        with pytest.raises(InvalidInputError, match=r"undoing 0005, .*placeholders of base models \(1\)"):
+        lost = r"undoing 0005, .*placeholders of base models \(1\)"
+        with pytest.raises(InvalidInputError, match=lost):
             db_engine.downgrade(engine, before)
         db_engine.downgrade(engine, before, drop_data=True)
         with engine.connect() as c:

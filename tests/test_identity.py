@@ -282,3 +282,97 @@ def test_damaged_blobs_are_restored_and_every_hint_says_how(reg, tmp_path, run_c
     _damage(store, src_own[0])
     code, out, _ = run_cli("verify", "--repair")
     assert code == 0 and "restored 1 damaged blob" in out and store.verify(src_own[0]), out
+
+
+def _as(folder: Path, dest: Path, dtype: torch.dtype, keep=lambda name, t: False) -> Path:
+    """A copy of ``folder`` with every floating-point tensor cast to ``dtype`` (those
+    ``keep(name, tensor)`` spares stay as they are), as a float32 load and save makes."""
+    shutil.copytree(folder, dest)
+    for file in dest.glob("*.safetensors"):
+        tensors = {
+            n: t if not t.is_floating_point() or keep(n, t) else t.to(dtype)
+            for n, t in load_file(file).items()
+        }
+        save_file(tensors, file, metadata={"format": "pt"})
+    return dest
+
+
+@pytest.mark.parametrize("stored", ["bfloat16", "float16"])
+def test_an_output_loaded_as_float32_and_saved_again_audits_as_known(reg, tmp_path, stored):
+    import transformers
+
+    src = reg.import_checkpoint(save_tiny("llama", tmp_path / "src"))
+    m = reg.materialize(src.name, layers=2, hidden=16, dtype=stored, out=tmp_path / "out")
+    model = transformers.LlamaForCausalLM.from_pretrained(m.out, dtype=torch.float32)
+    model.save_pretrained(tmp_path / "f32")
+    saved = load_file(tmp_path / "f32" / "model.safetensors")
+    assert {t.dtype for t in saved.values()} == {torch.float32}
+    report = reg.audit(tmp_path / "f32")
+    assert report.status == "known" and report.artifact.id == m.artifact.id, report.to_text()
+    code = {"bfloat16": "BF16", "float16": "F16"}[stored]
+    assert report.cast_from == [code] and report.config_differs  # config says float32
+    assert f"recorded {code} values exactly" in report.to_text()
+    assert reg.audit(m.out).cast_from == []  # the output itself needs no cast
+
+    # A float32 fine-tune of it: the changed matrix differs, every other one is found.
+    tensors = load_file(tmp_path / "f32" / "model.safetensors")
+    victim = "model.layers.0.mlp.down_proj.weight"
+    tensors[victim] = tensors[victim] * (1 + 1e-6)  # values no bf16 or fp16 holds
+    save_file(tensors, tmp_path / "f32" / "model.safetensors", metadata={"format": "pt"})
+    report = reg.audit(tmp_path / "f32")
+    assert report.status == "modified" and report.differing == [victim], report.to_text()
+    assert report.artifact.id == m.artifact.id and report.cast_from == [code]
+
+
+def test_a_float32_model_no_narrower_dtype_holds_stays_unknown(reg, tmp_path):
+    """Widening is recognized only where it lost nothing: a float32 checkpoint whose
+    values no bf16 holds is not its bf16 rounding, which is registered."""
+    folder = save_tiny("llama", tmp_path / "f32")
+    rounded = reg.import_checkpoint(_as(folder, tmp_path / "bf16", torch.bfloat16))
+    report = reg.audit(folder)
+    assert report.status == "unknown" and report.cast_from == [], rounded.name
+
+
+def test_tensors_recorded_in_float32_are_matched_as_recorded_beside_widened_ones(reg, tmp_path):
+    """A checkpoint that keeps its norm gains in float32 and its matrices in bf16, saved
+    all in float32: the gains match as they are (they would narrow, all ones, but were
+    recorded wide), the matrices as their bf16 records."""
+    folder = save_tiny("llama", tmp_path / "src")
+    mixed = _as(folder, tmp_path / "mixed", torch.bfloat16, keep=lambda n, t: t.dim() == 1)
+    src = reg.import_checkpoint(mixed)
+    widened = _as(mixed, tmp_path / "widened", torch.float32)
+    report = reg.audit(widened)
+    assert report.status == "known" and report.artifact.id == src.id, report.to_text()
+    assert report.cast_from == ["BF16"]
+
+
+def test_narrowing_recovers_the_narrow_bytes_chunk_by_chunk(tmp_path, monkeypatch):
+    """The narrowed record of a widened tensor is the sha256 of the narrow tensor's own
+    bytes, computed in pieces; a tensor with one value the narrow dtype lacks has none."""
+    import hashlib
+
+    from zoo.checkpoint import casts, open_checkpoint
+
+    monkeypatch.setattr(casts, "_CHUNK", 7)  # pieces that end mid-row
+    g = torch.Generator().manual_seed(0)
+    narrow = torch.randn(5, 9, generator=g).to(torch.bfloat16)
+    narrow[0, :4] = torch.tensor([float("inf"), float("-inf"), float("nan"), -0.0])
+    half = torch.randn(3, 4, generator=g).to(torch.float16)
+    wide_only = narrow.float()
+    wide_only[4, 8] = 1 + 2**-20  # one value past bf16's and fp16's precision
+    save_file(
+        {"a": narrow.float(), "h": half.float(), "w": wide_only, "d": half.double()},
+        tmp_path / "m.safetensors",
+    )
+
+    def digest(t):
+        return hashlib.sha256(t.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+
+    with open_checkpoint(tmp_path / "m.safetensors") as ckpt:
+        found = casts.narrowed(ckpt)
+    assert set(found) == {"a", "h", "d"}
+    assert set(found["a"]) == {"BF16"} and found["a"]["BF16"].digest == digest(narrow)
+    assert found["a"]["BF16"].nbytes == narrow.numel() * 2
+    assert found["h"]["F16"].digest == digest(half)
+    assert found["d"]["F16"].digest == digest(half)
+    assert found["d"]["F32"].digest == digest(half.float())

@@ -539,6 +539,7 @@ def test_an_audit_report_reads_back_whole_from_its_json():
         "named_by_file": True,
         "verified": False,
         "verify_error": "differs",
+        "cast_from": ["BF16"],
     }
     fields = {f.name for f in dataclasses.fields(AuditReport)}
     assert fields - set(values) == {"artifact", "lineage"}  # a new field is added here too
@@ -571,3 +572,22 @@ def test_config_show_in_client_mode_names_the_server_not_a_database(both, served
     shown = json.loads(out)
     assert shown["endpoint"].startswith(served.url) and "db_url" not in shown
     assert served.admin not in out and shown["token"].startswith("set")
+
+
+def test_a_client_audit_sees_through_a_float32_save_as_a_local_one_does(both, served, tmp_path):
+    """A bf16 output loaded as float32 and saved by transformers: the client narrows the
+    tensors itself and sends only hashes, and prints the local verdict."""
+    import json
+
+    import torch
+    import transformers
+
+    out = tmp_path / "bf16"
+    served.reg.materialize("tiny-gpt2", layers=1, hidden=16, dtype="bfloat16", out=out)
+    widened = tmp_path / "f32"
+    model = transformers.GPT2LMHeadModel.from_pretrained(out, dtype=torch.float32)
+    model.save_pretrained(widened)
+    local, remote = both.run("audit", str(widened), "--json")
+    assert local[0] == 0 and remote == local
+    report = json.loads(local[1])
+    assert report["status"] == "known" and report["cast_from"] == ["BF16"]

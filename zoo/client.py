@@ -313,9 +313,11 @@ class RemoteRegistry:
         """Identify ``path`` as the server's registry does: the checkpoint is read and
         hashed here, as a local audit reads it, and only its tensors' hashes, config.json
         and metadata are sent (the weights never travel, as from the web page)."""
+        from zoo.api.audit import identify_with_casts
         from zoo.checkpoint import open_checkpoint
+        from zoo.checkpoint.casts import narrowed
 
-        with open_checkpoint(Path(path), allow_bin=convert_bin) as ckpt:
+        def identify(manifest, verify: bool = False):
             tensors = [
                 {
                     "name": t.name,
@@ -324,16 +326,31 @@ class RemoteRegistry:
                     "nbytes": t.nbytes,
                     "digest": t.digest,
                 }
-                for t in ckpt.tensors
+                for t in manifest
             ]
+            body = self._call(
+                "POST",
+                "/api/audit/hashes",
+                params={"verify": str(verify).lower()},
+                json={
+                    "label": str(path),
+                    "tensors": tensors,
+                    "config": config,
+                    "metadata": metadata,
+                },
+            )
+            return audit_from_json(body)
+
+        with open_checkpoint(Path(path), allow_bin=convert_bin) as ckpt:
             config, metadata = ckpt.config, dict(ckpt.metadata)
-        body = self._call(
-            "POST",
-            "/api/audit/hashes",
-            params={"verify": str(verify).lower()},
-            json={"label": str(path), "tensors": tensors, "config": config, "metadata": metadata},
-        )
-        return audit_from_json(body)
+            report, manifest = identify_with_casts(
+                identify, list(ckpt.tensors), lambda: narrowed(ckpt)
+            )
+        if verify and report.artifact is not None and report.artifact.kind == "derived":
+            cast_from = report.cast_from
+            report = identify(manifest, verify=True)
+            report.cast_from = cast_from
+        return report
 
     def gc(self, *, grace="24h", dry_run: bool = False):
         from zoo.api.reports import GcReport, StoreItem
@@ -598,6 +615,7 @@ def audit_from_json(d: dict[str, Any]):
         lineage=lineage_from_json(d["lineage"]) if d["lineage"] else None,
         verified=d["verified"],
         verify_error=d["verify_error"],
+        cast_from=d.get("cast_from", []),
     )
 
 

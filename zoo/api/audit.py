@@ -34,6 +34,9 @@ class AuditReport:
             several artifacts hold this content (``artifact.same_content`` lists the
             others) that decides which is named, else the first registered is.
         verified: with ``verify``, whether re-deriving reproduced the recorded hashes.
+        cast_from: the narrower dtypes (``BF16``...) whose recorded values some of the
+            file's float32 tensors hold exactly: a lossless cast, as transformers makes
+            when it loads a bf16 checkpoint as float32 and saves it; empty otherwise.
     """
 
     path: str
@@ -48,6 +51,7 @@ class AuditReport:
     lineage: Any = None
     verified: bool | None = None
     verify_error: str | None = None
+    cast_from: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +67,7 @@ class AuditReport:
             "lineage": self.lineage.to_json() if self.lineage else None,
             "verified": self.verified,
             "verify_error": self.verify_error,
+            "cast_from": self.cast_from,
         }
 
     def to_text(self) -> str:
@@ -92,6 +97,11 @@ class AuditReport:
                 lines.append(f"  missing: {name}")
             for name in self.extra[:20]:
                 lines.append(f"  extra:   {name}")
+        if self.cast_from:
+            lines.append(
+                f"  cast: its wider tensors hold the recorded {', '.join(self.cast_from)} "
+                "values exactly (a cast that loses nothing, as a float32 load and save makes)"
+            )
         if self.not_compared:
             lines.append(
                 f"  not compared: {len(self.not_compared)} buffers or tied copies that "
@@ -139,10 +149,55 @@ def audit(reg, path: str | Path, *, verify: bool = False, convert_bin: bool = Fa
     registered, and lists the others in ``artifact.same_content``.
     """
     from zoo.checkpoint import open_checkpoint
+    from zoo.checkpoint.casts import narrowed
 
     with open_checkpoint(Path(path), allow_bin=convert_bin) as ckpt:
         tensors, config, metadata = list(ckpt.tensors), ckpt.config, dict(ckpt.metadata)
-    return audit_manifest(reg, str(path), tensors, config, metadata, verify=verify)
+        report, _ = identify_with_casts(
+            lambda manifest: _identify(reg, str(path), manifest, config, metadata),
+            tensors,
+            lambda: narrowed(ckpt),
+        )
+    if verify:
+        _verify(reg, report)
+    return report
+
+
+def identify_with_casts(identify, tensors, narrowed):
+    """``identify(manifest) -> AuditReport`` on the file's tensors and, when that finds no
+    exact match and the file holds float32 tensors, on the records they would have at the
+    narrower dtype they hold exactly (``narrowed()``: see
+    :func:`zoo.checkpoint.casts.narrowed`): first all of them narrowed, then, against the
+    artifact that finds, each one as that artifact recorded it. Returns the best report
+    and the manifest it came from; a cast manifest wins only by matching more."""
+    from zoo.checkpoint.casts import NARROWER, as_narrowed, as_recorded
+
+    report = identify(tensors)
+    if report.status not in ("unknown", "modified") or not any(
+        t.dtype in NARROWER for t in tensors
+    ):
+        return report, tensors
+    alternatives = narrowed()
+    best, best_manifest = report, tensors
+    for code in sorted({code for found in alternatives.values() for code in found}):
+        manifest = as_narrowed(tensors, alternatives, code)
+        candidate = identify(manifest)
+        if candidate.artifact is not None and candidate.artifact.tensors:
+            recorded = {t.name: t.digest for t in candidate.artifact.tensors}
+            manifest = as_recorded(tensors, alternatives, recorded)
+            candidate = identify(manifest)
+        if _rank(candidate) > _rank(best):
+            best, best_manifest = candidate, manifest
+    best.cast_from = sorted(
+        {m.dtype for m, t in zip(best_manifest, tensors, strict=True) if m is not t}
+    )
+    return best, best_manifest
+
+
+def _rank(report: AuditReport) -> tuple[int, int]:
+    """How well a report matches: known, then modified by fewer tensors, then unknown."""
+    status = {"known": 3, "removed": 2, "modified": 1}.get(report.status, 0)
+    return status, -len(report.differing) - len(report.missing) - len(report.extra)
 
 
 def audit_manifest(
@@ -157,10 +212,16 @@ def audit_manifest(
     """Identify a checkpoint from its tensors' records alone (``name``, ``dtype``,
     ``shape``, ``nbytes`` and ``digest`` each): what a client that hashed its file
     itself sends, so the weights need not travel. ``label`` names it in the report."""
+    report = _identify(reg, label, tensors, config, metadata)
+    if verify:
+        _verify(reg, report)
+    return report
+
+
+def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
     from zoo.checkpoint import manifest_hash
     from zoo.db import queries  # here: a client rebuilds an AuditReport without it
     from zoo.db.models import Artifact
-    from zoo.errors import ZooError
 
     from .lineage import lineage
 
@@ -254,18 +315,25 @@ def audit_manifest(
         and (claimed[0] == best_info.name or claimed[1] == best_info.content_hash),
         lineage=lineage(reg, best_info.name, up=True, down=False),
     )
-    if verify and best_info.kind == "derived":
-        from .materialize import rederive
-
-        try:
-            rederive(reg, best_info.name)
-            report.verified = status == "known"
-            if status != "known":
-                report.verify_error = "the recipe re-derives, but this file differs from it"
-        except ZooError as exc:
-            report.verified = False
-            report.verify_error = str(exc)
     return report
+
+
+def _verify(reg, report: AuditReport) -> None:
+    """Re-derive the derived checkpoint ``report`` names and say whether it reproduced."""
+    from zoo.errors import ZooError
+
+    from .materialize import rederive
+
+    if report.artifact is None or report.artifact.kind != "derived":
+        return
+    try:
+        rederive(reg, report.artifact.name)
+        report.verified = report.status == "known"
+        if report.status != "known":
+            report.verify_error = "the recipe re-derives, but this file differs from it"
+    except ZooError as exc:
+        report.verified = False
+        report.verify_error = str(exc)
 
 
 def _weight_test(family_name: str):
