@@ -356,7 +356,8 @@ def test_narrowing_recovers_the_narrow_bytes_chunk_by_chunk(tmp_path, monkeypatc
     monkeypatch.setattr(casts, "_CHUNK", 7)  # pieces that end mid-row
     g = torch.Generator().manual_seed(0)
     narrow = torch.randn(5, 9, generator=g).to(torch.bfloat16)
-    narrow[0, :4] = torch.tensor([float("inf"), float("-inf"), float("nan"), -0.0])
+    narrow[0, :4] = torch.tensor([float("inf"), float("-inf"), 1e30, -0.0])  # 1e30: no fp16
+    narrow.view(torch.int16)[0, 4] = 0x7FC1  # a NaN with a payload of its own, kept
     half = torch.randn(3, 4, generator=g).to(torch.float16)
     wide_only = narrow.float()
     wide_only[4, 8] = 1 + 2**-20  # one value past bf16's and fp16's precision

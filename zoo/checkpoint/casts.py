@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import hashlib
 
-import torch
-
 from .hf import LocalCheckpoint, TensorInfo
-from .safetensors_format import DTYPE_ITEMSIZE, dtype_code, tensor_bytes, tensor_from_bytes
+from .safetensors_format import DTYPE_ITEMSIZE
 
-# Wider dtype -> the narrower ones it holds every value of (tried in this order).
-NARROWER: dict[str, tuple[torch.dtype, ...]] = {
-    "F32": (torch.bfloat16, torch.float16),
-    "F64": (torch.float32, torch.bfloat16, torch.float16),
+# Wider dtype -> the narrower ones that may hold every value of it (tried in this order).
+NARROWER: dict[str, tuple[str, ...]] = {
+    "F32": ("BF16", "F16"),
+    "F64": ("F32", "BF16", "F16"),
 }
-_BITS = {torch.float32: torch.int32, torch.float64: torch.int64}
 
 
 # A widened checkpoint narrows every matrix: when none of the first few does, the file was
@@ -52,32 +49,56 @@ def narrowed(ckpt: LocalCheckpoint) -> dict[str, dict[str, TensorInfo]]:
 
 
 # Elements cast at a time: a float32 embedding of a few GB is checked in 64 MiB pieces,
-# never held whole (or three times over, wide, narrow and wide again).
+# never copied whole (or twice over, narrow and wide again).
 _CHUNK = 1 << 24
 
 
 def _narrowed_one(info: TensorInfo, data: memoryview) -> dict[str, TensorInfo]:
+    """In numpy, not torch: a client audits without torch."""
+    import numpy as np
+
     itemsize = DTYPE_ITEMSIZE[info.dtype]
-    kept = {dtype: hashlib.sha256() for dtype in NARROWER[info.dtype]}
+    wide_type = {"F32": "<f4", "F64": "<f8"}[info.dtype]
+    kept = {code: hashlib.sha256() for code in NARROWER[info.dtype]}
     count = info.nbytes // itemsize
     for start in range(0, count, _CHUNK):
         piece = data[start * itemsize : min(count, start + _CHUNK) * itemsize]
-        wide = tensor_from_bytes(piece, info.dtype, (len(piece) // itemsize,))
-        bits = _BITS[wide.dtype]
-        for dtype in list(kept):
-            narrow = wide.to(dtype)
-            if torch.equal(narrow.to(wide.dtype).view(bits), wide.view(bits)):
-                kept[dtype].update(tensor_bytes(narrow))
+        wide = np.frombuffer(piece, dtype=wide_type)
+        for code in list(kept):
+            narrow = _narrow(wide, code)
+            if narrow is None:
+                del kept[code]
             else:
-                del kept[dtype]
+                kept[code].update(narrow.tobytes())
         if not kept:
             break
-    out = {}
-    for dtype, h in kept.items():
-        code = dtype_code(dtype)
-        nbytes = count * DTYPE_ITEMSIZE[code]
-        out[code] = TensorInfo(info.name, code, info.shape, nbytes, h.hexdigest())
-    return out
+    return {
+        code: TensorInfo(info.name, code, info.shape, count * DTYPE_ITEMSIZE[code], h.hexdigest())
+        for code, h in kept.items()
+    }
+
+
+def _narrow(wide, code: str):
+    """``wide``'s values as little-endian ``code`` (an array), or None when one of them
+    is not held exactly. bfloat16 is the top half of a float32's bits: it holds a float32
+    exactly when the lower half is zero (a widened bf16 NaN keeps its payload)."""
+    import numpy as np
+
+    if code == "BF16":
+        if wide.dtype.itemsize == 8:
+            wide = _narrow(wide, "F32")
+            if wide is None:
+                return None
+        bits = wide.view("<u4")
+        return None if np.any(bits & 0xFFFF) else (bits >> 16).astype("<u2")
+    unsigned = {2: "<u2", 4: "<u4", 8: "<u8"}
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        narrow = wide.astype({"F16": "<f2", "F32": "<f4"}[code])
+        back = narrow.astype(wide.dtype)
+    same = np.array_equal(
+        back.view(unsigned[wide.dtype.itemsize]), wide.view(unsigned[wide.dtype.itemsize])
+    )
+    return narrow if same else None
 
 
 def as_narrowed(tensors, alternatives: dict[str, dict[str, TensorInfo]], code: str) -> list:
