@@ -232,9 +232,35 @@ def show_cmd(name: str, tensors: bool, as_json: bool) -> None:
 @click.argument("alias")
 @json_option
 def tag_cmd(name: str, alias: str, as_json: bool) -> None:
-    """Point ALIAS at the artifact NAME."""
-    info = _registry().tag(name, alias)
-    _emit(as_json, {"alias": alias, "artifact": info.to_json()}, f"{alias} -> {info.name}")
+    """Point ALIAS at the artifact NAME, saying where it pointed before."""
+    from zoo.errors import NotFoundError
+
+    reg = _registry()
+    try:
+        before = reg.alias_history(alias)[0].artifact_name
+    except NotFoundError:  # a new alias (or a registry name, which tag refuses)
+        before = None
+    info = reg.tag(name, alias)
+    moved = f" (was {before})" if before not in (None, info.name) else ""
+    _emit(
+        as_json,
+        {"alias": alias, "artifact": info.to_json(), "previous": before},
+        f"{alias} -> {info.name}{moved}",
+    )
+
+
+@cli.command("alias-history")
+@click.argument("alias")
+@json_option
+def alias_history_cmd(alias: str, as_json: bool) -> None:
+    """Where ALIAS has pointed, newest first: when, by whom, which artifact."""
+    settings = _registry().alias_history(alias)
+    lines = [
+        (f"{s.set_at:%Y-%m-%d %H:%M:%S}  {s.set_by}" if s.set_at else "(before zoo kept it)")
+        + f"  {s.alias} -> {s.artifact_name} ({s.kind} {s.content_hash[:12]})"
+        for s in settings
+    ]
+    _emit(as_json, [s.to_json() for s in settings], "\n".join(lines))
 
 
 @cli.group("db")

@@ -13,7 +13,7 @@ from zoo.api import Registry
 from zoo.config import load_settings
 from zoo.db import engine as db_engine
 from zoo.db.models import Base
-from zoo.errors import SchemaOutdatedError
+from zoo.errors import InvalidInputError, SchemaOutdatedError
 
 TABLES = set(Base.metadata.tables)  # every table the models declare
 
@@ -210,3 +210,27 @@ def test_a_downgrade_that_would_delete_records_names_them_and_changes_nothing(
     assert code == 0, err
     assert registry.db_current()["current"] == "0003"
     assert "api_tokens" not in inspect(registry.engine).get_table_names()
+
+
+def test_aliases_set_before_their_history_was_kept_get_one_setting_of_unknown_time(
+    registry, tiny_dir
+):
+    """0010 fills the history from the alias rows: each alias's current target, when and
+    by whom unknown (the row keeps when the alias was created, not when it last moved)."""
+    a = registry.import_checkpoint(tiny_dir("bert"))
+    b = registry.import_checkpoint(tiny_dir("gpt2"))
+    registry.tag(a.name, "prod")
+    registry.tag(b.name, "prod")
+    registry.tag(a.name, "stable")
+    engine = registry.engine
+    with pytest.raises(InvalidInputError, match=r"undoing 0010, the aliases' history \(3 "):
+        db_engine.downgrade(engine, "0009")
+    db_engine.downgrade(engine, "0009", drop_data=True)
+    db_engine.upgrade(engine)
+    engine.dispose()
+    for alias, target in (("prod", b), ("stable", a)):
+        [setting] = registry.alias_history(alias)
+        assert (setting.artifact_name, setting.content_hash) == (target.name, target.content_hash)
+        assert setting.set_at is None and setting.set_by is None
+    registry.tag(a.name, "prod")
+    assert [s.artifact_name for s in registry.alias_history("prod")] == [a.name, b.name]

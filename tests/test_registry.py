@@ -135,6 +135,49 @@ def test_tag_moves_an_alias(registry, tiny_dir):
     assert registry.show(a.name).id == a.id and registry.show(b.name).aliases == ("latest",)
 
 
+def test_an_alias_keeps_where_it_pointed_after_the_artifacts_are_gone(registry, tiny_dir, run_cli):
+    from zoo.errors import NotFoundError
+
+    a = registry.import_checkpoint(tiny_dir("bert"))
+    b = registry.import_checkpoint(tiny_dir("gpt2"))
+    assert run_cli("tag", a.name, "prod") == (0, f"prod -> {a.name}\n", "")
+    assert run_cli("tag", b.name, "prod") == (0, f"prod -> {b.name} (was {a.name})\n", "")
+    registry.tag(b.name, "prod")  # points there already: no new setting
+    code, out, _ = run_cli("tag", a.name, "prod", "--json")
+    assert code == 0 and json.loads(out)["previous"] == b.name
+    history = registry.alias_history("prod")
+    assert [(s.artifact_name, s.kind, s.content_hash) for s in history] == [
+        (a.name, "source", a.content_hash),
+        (b.name, "source", b.content_hash),
+        (a.name, "source", a.content_hash),
+    ]
+    assert {s.set_by for s in history} == {registry.user}
+    assert history[0].set_at >= history[1].set_at >= history[2].set_at
+    assert history[0].set_at.tzinfo is not None
+
+    # An alias an import adds (the same content under another name) is a setting too.
+    registry.import_checkpoint(tiny_dir("gpt2"), name="gpt2-copy")
+    assert [s.artifact_name for s in registry.alias_history("gpt2-copy")] == [b.name]
+
+    # Removed and forgotten, the artifact leaves the history as it was.
+    registry.rm(a.name)
+    registry.gc(grace=0)
+    with pytest.raises(NotFoundError):
+        registry.show(a.name)
+    assert registry.alias_history("prod") == history
+    code, out, _ = run_cli("alias-history", "prod", "--json")
+    assert code == 0 and [s["artifact_name"] for s in json.loads(out)] == [a.name, b.name, a.name]
+    code, out, _ = run_cli("alias-history", "prod")
+    assert code == 0 and out.splitlines()[0].endswith(
+        f"{registry.user}  prod -> {a.name} (source {a.content_hash[:12]})"
+    )
+
+    code, out, err = run_cli("alias-history", "never-set")
+    assert code == 3 and out == "" and "No alias 'never-set' was ever set" in err
+    code, _, err = run_cli("alias-history", b.name)
+    assert code == 3 and "registry name, not an alias" in err
+
+
 def test_show_reads_imports_aliases_and_files_as_their_tables_hold_them(
     registry, tiny_dir, tmp_path
 ):

@@ -591,3 +591,20 @@ def test_a_client_audit_sees_through_a_float32_save_as_a_local_one_does(both, se
     assert local[0] == 0 and remote == local
     report = json.loads(local[1])
     assert report["status"] == "known" and report["cast_from"] == ["BF16"]
+
+
+def test_an_alias_history_reads_the_same_through_the_server(both, served):
+    import json
+
+    other = served.reg.materialize("tiny-gpt2", layers=1, hidden=8, method="scratch", seed=77)
+    assert both.remote("tag", "tiny-gpt2", "history-prod") == (0, "history-prod -> tiny-gpt2\n", "")
+    code, out, _ = both.remote("tag", other.artifact.name, "history-prod")
+    assert code == 0 and out == f"history-prod -> {other.artifact.name} (was tiny-gpt2)\n"
+    local, remote = both.run("alias-history", "history-prod", "--json")
+    assert local[0] == 0 and remote == local
+    assert [s["artifact_name"] for s in json.loads(local[1])] == [
+        other.artifact.name,
+        "tiny-gpt2",
+    ]
+    local, remote = both.run("alias-history", "never-set")
+    assert local[0] == 3 and remote == local

@@ -243,6 +243,12 @@ class RemoteRegistry:
         body = self._call("POST", f"/api/artifacts/{_q(name)}/aliases", json={"alias": alias})
         return artifact_from_json(body["artifact"])
 
+    def alias_history(self, alias: str):
+        from zoo.db.entities import AliasSetting
+
+        body = self._call("GET", f"/api/aliases/{_q(alias)}")
+        return [AliasSetting(**{**s, "set_at": _time(s["set_at"])}) for s in body["history"]]
+
     def rm(self, name: str, *, cascade: bool = False):
         body = self._call("DELETE", f"/api/artifacts/{_q(name)}", params={"cascade": cascade})
         return [artifact_from_json(a) for a in body]

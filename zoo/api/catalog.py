@@ -20,12 +20,20 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from zoo.db import queries
-from zoo.db.entities import ArtifactInfo, ArtifactSummary, FileRecord, Page, TensorRecord
+from zoo.db.entities import (
+    AliasSetting,
+    ArtifactInfo,
+    ArtifactSummary,
+    FileRecord,
+    Page,
+    TensorRecord,
+)
 from zoo.errors import (
     ConfigMismatchError,
     ConflictError,
     InvalidCheckpointError,
     InvalidInputError,
+    NotFoundError,
     UnknownFamilyError,
 )
 from zoo.progress import progress_bar
@@ -322,7 +330,7 @@ def _existing(reg, session: Session, ready: _Prepared) -> ArtifactInfo | None:
         row.virtual = False
     _record(reg, session, row, ready)
     if ready.name:
-        queries.also_named(session, row, ready.name, what="checkpoint")
+        queries.also_named(session, row, ready.name, what="checkpoint", by=reg.user)
     return queries.to_info(session, row)
 
 
@@ -622,7 +630,7 @@ def tag(reg, query: str, alias: str) -> ArtifactInfo:
     def work(session: Session) -> ArtifactInfo:
         row = queries.resolve(session, query)
         # Nothing written: a registry name (refused), or the alias points here already.
-        if not queries.point_alias(session, alias, row.id) and session.scalar(
+        if not queries.point_alias(session, alias, row, reg.user) and session.scalar(
             queries.IS_NAME, {"alias": alias}
         ):
             raise ConflictError(
@@ -632,3 +640,23 @@ def tag(reg, query: str, alias: str) -> ArtifactInfo:
         return queries.to_info(session, row, tensors=False)
 
     return reg.transaction(work)
+
+
+def alias_history(reg, alias: str) -> list[AliasSetting]:
+    """Every setting of ``alias``, newest first; see :meth:`zoo.Registry.alias_history`."""
+    if not isinstance(alias, str):
+        raise InvalidInputError(f"an alias is text, not {type(alias).__name__}.")
+    with reg.session() as session:
+        settings = queries.alias_history(session, alias)
+        if settings:
+            return settings
+        if session.scalar(queries.IS_NAME, {"alias": alias}):
+            raise NotFoundError(
+                f"{alias!r} is an artifact's registry name, not an alias: it has always "
+                "named that artifact.",
+                query=alias,
+            )
+    raise NotFoundError(
+        f"No alias {alias!r} was ever set; `zoo show NAME` lists an artifact's aliases.",
+        query=alias,
+    )

@@ -94,7 +94,7 @@ def extract(
     if existing is not None:
         restore_blobs(reg, existing, recompute)
         if name is not None and name != existing.name and name not in existing.aliases:
-            return reg.transaction(lambda s: _also_named(s, existing.id, name))
+            return reg.transaction(lambda s: _also_named(s, existing.id, name, reg.user))
         return existing
     reg.check_writable()  # before any blob is written
     stored: dict[str, TensorRecord] = {}
@@ -133,7 +133,7 @@ def extract(
         if row.deleted_at is not None:  # extracting again brings it back
             row.deleted_at = None
         if name:  # asked for under another name: it answers to it, as an import does
-            queries.also_named(session, row, name, what="learngene")
+            queries.also_named(session, row, name, what="learngene", by=reg.user)
         return link(session, row)
 
     created: list[int] = []
@@ -367,9 +367,9 @@ def _default_name(source_name: str, recipe: dict[str, Any], content_hash: str) -
     return source_name[:room].rstrip(".-") + suffix
 
 
-def _also_named(session: Session, artifact_id: int, name: str) -> ArtifactInfo:
+def _also_named(session: Session, artifact_id: int, name: str, by: str) -> ArtifactInfo:
     from zoo.db.models import Artifact
 
     row = session.get(Artifact, artifact_id)
-    queries.also_named(session, row, name, what="learngene")
+    queries.also_named(session, row, name, what="learngene", by=by)
     return queries.to_info(session, row)

@@ -368,10 +368,27 @@ class Registry:
         return show(self, name)
 
     def tag(self, name: str, alias: str):
-        """Point ``alias`` at the artifact ``name``."""
+        """Point ``alias`` at the artifact ``name``; the alias's history keeps where it
+        pointed before (:meth:`alias_history`)."""
         from zoo.api.catalog import tag
 
         return tag(self, name, alias)
+
+    def alias_history(self, alias: str):
+        """Where ``alias`` has pointed, newest first: one
+        :class:`~zoo.db.entities.AliasSetting` (the artifact's name, kind and content hash,
+        when and by whom) per time it was set or moved. It outlives the artifacts named.
+
+        Raises:
+            NotFoundError: no alias of that name was ever set.
+
+        Example:
+            >>> [s.artifact_name for s in reg.alias_history("prod")]   # doctest: +SKIP
+            ['bert-l6-h384-ws-1a2b3c4d', 'bert-base']
+        """
+        from zoo.api.catalog import alias_history
+
+        return alias_history(self, alias)
 
     # --- maintenance of a shared registry (zoo.api.maintenance) ----------------------
 

@@ -200,5 +200,22 @@ class EdgeInfo:
         return {**asdict(self), "created_at": self.created_at.isoformat()}
 
 
+@dataclass(frozen=True)
+class AliasSetting:
+    """An alias pointed at ``artifact_name`` from ``set_at`` until the next setting (or
+    now); ``set_at`` and ``set_by`` are None for a setting made before zoo kept this
+    history."""
+
+    alias: str
+    artifact_name: str
+    kind: str
+    content_hash: str
+    set_at: datetime | None
+    set_by: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "set_at": self.set_at.isoformat() if self.set_at else None}
+
+
 def loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)

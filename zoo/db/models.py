@@ -173,6 +173,25 @@ class Alias(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class AliasHistory(Base):
+    """Where an alias pointed, and since when: one row each time it is set or moved.
+
+    The artifact is copied by name, kind and content hash rather than referenced, so the
+    record outlives the artifact (``zoo gc`` forgets removed rows, not this history)."""
+
+    __tablename__ = "alias_history"
+    __table_args__ = (Index("ix_alias_history_alias_id", "alias", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alias: Mapped[str] = mapped_column(NAME)
+    artifact_name: Mapped[str] = mapped_column(NAME)
+    kind: Mapped[str] = mapped_column(String(16))
+    content_hash: Mapped[str] = mapped_column(HASH)
+    # Both None: set before this history was kept, when and by whom unknown.
+    set_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    set_by: Mapped[str | None] = mapped_column(String(128))
+
+
 class FamilyDefault(Base):
     """The learngene a bare family name (``zoo materialize bert``) resolves to."""
 

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 
 from zoo.db.entities import (
     KINDS,
+    AliasSetting,
     ArtifactInfo,
     EdgeInfo,
     FileRecord,
@@ -35,6 +36,7 @@ from zoo.db.entities import (
 )
 from zoo.db.models import (
     Alias,
+    AliasHistory,
     Artifact,
     ArtifactFile,
     ArtifactTensor,
@@ -408,7 +410,7 @@ def add_import(
         session.flush()
 
 
-def also_named(session: Session, row: Artifact, name: str, *, what: str) -> None:
+def also_named(session: Session, row: Artifact, name: str, *, what: str, by: str) -> None:
     """``row`` answers to ``name`` too, as an alias: an import or extraction of content
     already registered, asked for under another name. A name another artifact holds is
     refused."""
@@ -416,16 +418,54 @@ def also_named(session: Session, row: Artifact, name: str, *, what: str) -> None
         return
     owner = alias_target(session, name)
     if owner is None and not name_taken(session, name):
-        add_alias(session, name, row)
+        add_alias(session, name, row, by)
     elif owner is None or owner.id != row.id:
         raise ConflictError(
             f"{name!r} already names another artifact; this {what} is registered as {row.name!r}."
         )
 
 
-def add_alias(session: Session, alias: str, artifact: Artifact) -> None:
-    session.add(Alias(name=alias, artifact_id=artifact.id, created_at=now()))
+def add_alias(session: Session, alias: str, artifact: Artifact, by: str) -> None:
+    at = now()
+    session.add(Alias(name=alias, artifact_id=artifact.id, created_at=at))
     session.flush()
+    record_alias_setting(session, alias, artifact, at, by)
+
+
+def record_alias_setting(
+    session: Session, alias: str, artifact: Artifact, at: datetime, by: str
+) -> None:
+    """Keep in the alias's history that it points at ``artifact`` from ``at``."""
+    values = {
+        "alias": alias,
+        "artifact_name": artifact.name,
+        "kind": artifact.kind,
+        "content_hash": artifact.content_hash,
+        "set_at": at,
+        "set_by": by,
+    }
+    session.connection().execute(_INSERT_ALIAS_SETTING, values)
+
+
+_INSERT_ALIAS_SETTING = insert(AliasHistory.__table__)
+
+
+def alias_history(session: Session, alias: str) -> list[AliasSetting]:
+    """Every setting of ``alias``, newest first."""
+    rows = session.scalars(
+        select(AliasHistory).where(AliasHistory.alias == alias).order_by(AliasHistory.id.desc())
+    )
+    return [
+        AliasSetting(
+            r.alias,
+            r.artifact_name,
+            r.kind,
+            r.content_hash,
+            aware(r.set_at) if r.set_at is not None else None,
+            r.set_by,
+        )
+        for r in rows
+    ]
 
 
 def insert_or(dialect: str):
@@ -438,13 +478,18 @@ def insert_or(dialect: str):
     return insert
 
 
-def point_alias(session: Session, alias: str, artifact_id: int) -> bool:
+def point_alias(session: Session, alias: str, artifact: Artifact, by: str) -> bool:
     """Point ``alias`` at the artifact, adding it or moving it, unless it is a registry
-    name: one statement. False when nothing was written (a registry name, or an alias
-    that points there already)."""
+    name: one statement, and one more that keeps the setting in the alias's history.
+    False when nothing was written (a registry name, or an alias that points there
+    already)."""
     statement = _point_alias_statement(session.get_bind().dialect.name)
-    values = {"alias": alias, "target": artifact_id, "created_at": now()}
-    return session.execute(statement, values).first() is not None
+    at = now()
+    values = {"alias": alias, "target": artifact.id, "created_at": at}
+    if session.execute(statement, values).first() is None:
+        return False
+    record_alias_setting(session, alias, artifact, at, by)
+    return True
 
 
 @functools.lru_cache(maxsize=4)

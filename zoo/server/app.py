@@ -711,6 +711,12 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         info = await server.db(server.reg.tag, check_query(name), check_name(body.alias, "alias"))
         return {"alias": body.alias, "artifact": info.to_json(with_tensors=True)}
 
+    @app.get("/api/aliases/{alias}", tags=["artifacts"])
+    async def alias_history(alias: str, _=read):
+        """Where an alias has pointed, newest first (zoo alias-history)."""
+        settings = await server.db(server.reg.alias_history, check_query(alias, "alias"))
+        return {"alias": alias, "history": [s.to_json() for s in settings]}
+
     @app.post("/api/artifacts/{name}/links", tags=["artifacts"])
     async def link(name: str, body: LinkRequest, _=write):
         """Declare a derivation made outside zoo (zoo link)."""
