@@ -304,3 +304,50 @@ def test_the_page_vendors_nothing_it_would_fetch_from_elsewhere():
         assert "http://" not in text.replace("http://www.w3.org", "")
         assert "https://" not in text
     assert shutil.which  # the page is three files of zoo's own
+
+
+# The page's narrowing of hex bytes, as hex (null where the dtype does not hold them).
+NARROW_HEX = """(h) => {
+  const b = new Uint8Array(h.match(/../g).map((x) => parseInt(x, 16))).buffer;
+  const x = (r) => r && [...new Uint8Array(r)].map((v) => v.toString(16).padStart(2, "0")).join("");
+  return [x(narrowBF16(b)), x(narrowF16(b))];
+}"""
+
+
+def test_the_page_audits_a_float32_save_of_a_bf16_checkpoint_as_it(site, page, tmp_path, tiny_dir):
+    """The browser narrows float32 tensors as zoo.checkpoint.casts does (bit for bit, the
+    same bytes as numpy's casts), and a bf16 checkpoint saved as float32 is found."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    page.goto(site.url + "/#/audit")
+    page.wait_for_selector("#pick", state="attached")
+    rng = np.random.default_rng(0)
+    half = rng.standard_normal(4096).astype(np.float16)
+    half[:8] = [np.inf, -np.inf, np.nan, -0.0, 6e-8, -(2**-24), 65504, 1e-5]  # edges, subnormals
+    bf16 = (rng.standard_normal(4096).astype(np.float32).view(np.uint32) & 0xFFFF0000).view(
+        np.float32
+    )
+    for wide in (half.astype(np.float32), bf16, rng.standard_normal(64).astype(np.float32)):
+        with np.errstate(all="ignore"):
+            f16 = wide.astype("<f2")
+        exact16 = np.array_equal(f16.astype(np.float32).view(np.uint32), wide.view(np.uint32))
+        bits = wide.view(np.uint32)
+        exact_bf = not np.any(bits & 0xFFFF)
+        got = page.evaluate(NARROW_HEX, wide.tobytes().hex())
+        assert got[0] == ((bits >> 16).astype("<u2").tobytes().hex() if exact_bf else None)
+        assert got[1] == (f16.tobytes().hex() if exact16 else None)
+
+    folder = tmp_path / "bf16"
+    shutil.copytree(tiny_dir("llama"), folder)
+    weights = load_file(folder / "model.safetensors")
+    save_file({k: v.to(torch.bfloat16) for k, v in weights.items()}, folder / "model.safetensors")
+    src = site.reg.import_checkpoint(folder, name="llama-bf16-tiny")
+    widened = tmp_path / "model.safetensors"
+    save_file({k: v.to(torch.bfloat16).float() for k, v in weights.items()}, widened)
+    page.set_input_files("#pick", [str(widened)])
+    page.wait_for_selector(".verdict")
+    assert page.locator(".verdict .badge").inner_text() == "known"
+    assert src.name in page.locator(".verdict").inner_text()
+    assert "recorded BF16 values exactly" in page.locator(".cast").inner_text()

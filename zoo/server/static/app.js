@@ -213,6 +213,44 @@ async function download(ev) {
 
 // --- audit --------------------------------------------------------------------------------
 
+const hex = (digest) => [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+
+// A float32 tensor's bytes at bf16 or fp16 when that dtype holds every value exactly (as
+// zoo.checkpoint.casts finds them): a bf16 checkpoint loaded as float32 and saved again.
+// bf16 is a float32's top half, exact when the lower half is zero.
+function narrowBF16(buffer) {
+  const wide = new Uint32Array(buffer);
+  const out = new Uint16Array(wide.length);
+  for (let i = 0; i < wide.length; i++) {
+    if (wide[i] & 0xffff) return null;
+    out[i] = wide[i] >>> 16;
+  }
+  return out.buffer;
+}
+
+function narrowF16(buffer) {
+  const wide = new Uint32Array(buffer);
+  const out = new Uint16Array(wide.length);
+  for (let i = 0; i < wide.length; i++) {
+    const bits = wide[i], sign = (bits >>> 16) & 0x8000, exp = (bits >>> 23) & 0xff, man = bits & 0x7fffff;
+    if (exp === 0xff) {  // infinity, or a NaN whose payload fits
+      if (man & 0x1fff) return null;
+      out[i] = sign | 0x7c00 | (man >>> 13);
+    } else if (exp === 0) {  // zero (a float32 subnormal is below fp16's range)
+      if (man) return null;
+      out[i] = sign;
+    } else if (exp > 112) {  // an fp16 normal number
+      if (exp > 142 || (man & 0x1fff)) return null;
+      out[i] = sign | ((exp - 112) << 10) | (man >>> 13);
+    } else {  // an fp16 subnormal: (man | 2^23) * 2^(exp - 150) = m * 2^-24
+      const shift = 126 - exp, full = man | 0x800000;
+      if (shift > 23 || (full & ((1 << shift) - 1))) return null;
+      out[i] = sign | (full >>> shift);
+    }
+  }
+  return out.buffer;
+}
+
 async function hashTensors(file, progress) {
   // The safetensors layout: 8-byte little-endian header length, JSON header, then data.
   const n = Number(new DataView(await file.slice(0, 8).arrayBuffer()).getBigUint64(0, true));
@@ -222,17 +260,27 @@ async function hashTensors(file, progress) {
   delete header.__metadata__;
   const entries = Object.entries(header);
   const tensors = [];
+  const narrowed = {BF16: {}, F16: {}};  // name -> record, where the dtype holds it exactly
   let done = 0;
   for (const [name, t] of entries) {
     const [start, end] = t.data_offsets;
     const data = await file.slice(8 + n + start, 8 + n + end).arrayBuffer();
     const digest = await crypto.subtle.digest("SHA-256", data);
-    tensors.push({name, dtype: t.dtype, shape: t.shape, nbytes: end - start,
-      digest: [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("")});
+    tensors.push({name, dtype: t.dtype, shape: t.shape, nbytes: end - start, digest: hex(digest)});
+    if (t.dtype === "F32") {
+      for (const [code, narrow] of [["BF16", narrowBF16], ["F16", narrowF16]]) {
+        const bytes = narrow(data);
+        if (bytes) narrowed[code][name] = {name, dtype: code, shape: t.shape, nbytes: bytes.byteLength,
+          digest: hex(await crypto.subtle.digest("SHA-256", bytes))};
+      }
+    }
     progress(++done / entries.length);
   }
-  return {tensors, metadata};
+  return {tensors, metadata, narrowed};
 }
+
+const rank = (r) => [{known: 3, removed: 2, modified: 1}[r.status] || 0, -(r.differing.length + r.missing.length + r.extra.length)];
+const better = (a, b) => { const [x, y] = [rank(a), rank(b)]; return x[0] > y[0] || (x[0] === y[0] && x[1] > y[1]); };
 
 function auditPage() {
   view.innerHTML = `
@@ -262,10 +310,17 @@ async function runAudit(files) {
   try {
     let report;
     if (window.crypto && crypto.subtle) {
-      const {tensors, metadata} = await hashTensors(weights, (f) => { bar.style.width = (f * 100).toFixed(0) + "%"; });
+      const {tensors, metadata, narrowed} = await hashTensors(weights, (f) => { bar.style.width = (f * 100).toFixed(0) + "%"; });
       const config = configFile ? JSON.parse(await configFile.text()) : null;
-      report = await api("/api/audit/hashes", {method: "POST", headers: {"Content-Type": "application/json"},
-        body: JSON.stringify({label: weights.name, tensors, config, metadata})});
+      const identify = (manifest) => api("/api/audit/hashes", {method: "POST", headers: {"Content-Type": "application/json"},
+        body: JSON.stringify({label: weights.name, tensors: manifest, config, metadata})});
+      report = await identify(tensors);
+      // No exact match: try the float32 tensors at the narrower dtype that holds them.
+      for (const code of ["BF16", "F16"]) {
+        if (report.status === "known" || report.status === "removed" || !Object.keys(narrowed[code]).length) continue;
+        const cast = await identify(tensors.map((t) => narrowed[code][t.name] || t));
+        if (better(cast, report)) report = {...cast, cast_from: [code]};
+      }
     } else {  // not a secure context: send the file itself
       const form = new FormData();
       form.append("files", weights, weights.name);
@@ -290,6 +345,7 @@ function showReport(r) {
   }[r.status];
   result.innerHTML = `<div class="card"><div class="verdict"><span class="badge ${esc(r.status)}">${esc(r.status)}</span>
       <span><strong>${esc(r.path)}</strong> ${say}</span></div>
+      ${r.cast_from && r.cast_from.length ? `<p class="muted cast">Its float32 tensors hold the recorded ${esc(r.cast_from.join(", "))} values exactly: a cast that loses nothing, as a float32 load and save makes.</p>` : ""}
       ${r.differing.length ? `<details open><summary>Tensors that differ</summary><pre>${esc(r.differing.slice(0, 50).join("\n"))}</pre></details>` : ""}
       ${a ? `<h2 style="margin-top:14px">Ancestry</h2><div id="audit-graph" class="graph"></div>` : ""}</div>`;
   if (a) api(`/api/artifacts/${enc(a.name)}/lineage?format=svg&down=false`).then((svg) => {
