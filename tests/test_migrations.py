@@ -234,3 +234,46 @@ def test_aliases_set_before_their_history_was_kept_get_one_setting_of_unknown_ti
         assert setting.set_at is None and setting.set_by is None
     registry.tag(a.name, "prod")
     assert [s.artifact_name for s in registry.alias_history("prod")] == [a.name, b.name]
+
+
+def test_a_downgrade_counts_what_a_writer_in_flight_commits_before_it_deletes(registry, tiny_dir):
+    """A tag committing while a downgrade starts is either counted (the downgrade waits
+    for it and refuses) or waits for the downgrade: never deleted without --drop-data."""
+    import threading
+    import time
+
+    from zoo.db import queries
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    started = threading.Event()
+
+    def slow_tag(session):
+        queries.point_alias(session, "prod", queries.resolve(session, src.name), "writer")
+        started.set()
+        time.sleep(1.0)  # the downgrade starts meanwhile
+
+    writer = threading.Thread(target=registry.transaction, args=(slow_tag,))
+    writer.start()
+    assert started.wait(10)
+    with pytest.raises(InvalidInputError, match=r"undoing 0010, the aliases' history \(1 row\)"):
+        db_engine.downgrade(registry.engine, "0009")
+    writer.join()
+    assert registry.db_current()["current"] == db_engine.head_revision()
+    assert [s.set_by for s in registry.alias_history("prod")] == ["writer"]
+
+
+@pytest.mark.parametrize("target", ["head-1", "base+1", "-1"])
+def test_a_relative_downgrade_target_is_checked_like_any_other(registry, tiny_dir, target):
+    registry.tag(registry.import_checkpoint(tiny_dir("gpt2")).name, "prod")  # 0010 holds it
+    registry.create_token("ci", role="read")
+    with pytest.raises(InvalidInputError, match="would delete what the registry recorded"):
+        db_engine.downgrade(registry.engine, target)
+    assert registry.db_current()["current"] == db_engine.head_revision()
+    assert [t.name for t in registry.list_tokens()] == ["ci"]
+    assert len(registry.alias_history("prod")) == 1
+
+
+def test_an_empty_revision_is_one_line(run_cli, registry):
+    for verb in ("upgrade", "downgrade"):
+        code, out, err = run_cli("db", verb, " ")
+        assert code == 2 and out == "" and err.count("\n") == 1 and "name a revision" in err

@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from alembic import op
 
+from zoo.db.downgrades import count, losing
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -30,10 +32,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if count(op.get_bind(), "registry_identity"):
+        losing(revision, "the registry's id, which its blob stores' claims name")
     op.drop_table("registry_identity")
-
-
-def recorded_data_lost(connection) -> str | None:
-    """What the downgrade deletes that the registry recorded (see zoo.db.engine.downgrade)."""
-    row = connection.exec_driver_sql("SELECT id FROM registry_identity").first()
-    return f"the registry's id {row[0]}, which its blob stores' claims name" if row else None

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from zoo.db.downgrades import count, losing
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -29,11 +31,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_table("outputs")
-
-
-def recorded_data_lost(connection) -> str | None:
-    """What the downgrade deletes that the registry recorded (see zoo.db.engine.downgrade)."""
-    n = connection.exec_driver_sql("SELECT count(*) FROM outputs").scalar()
     # Each entry is an output being written, or left by a killed writer for zoo fsck.
-    return f"the output journal's entries ({n})" if n else None
+    n = count(op.get_bind(), "outputs")
+    losing(revision, n and f"the output journal's entries ({n})")
+    op.drop_table("outputs")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from zoo.db.downgrades import count, losing
+
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
@@ -34,12 +36,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    n = count(op.get_bind(), "api_tokens")
+    losing(revision, n and f"the API tokens ({n})")
     with op.batch_alter_table("api_tokens", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_api_tokens_name"))
     op.drop_table("api_tokens")
-
-
-def recorded_data_lost(connection) -> str | None:
-    """What the downgrade deletes that the registry recorded (see zoo.db.engine.downgrade)."""
-    n = connection.exec_driver_sql("SELECT count(*) FROM api_tokens").scalar()
-    return f"the API tokens ({n})" if n else None

@@ -20,6 +20,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from zoo.db.downgrades import count, losing
+
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
@@ -49,6 +51,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    files = count(op.get_bind(), "artifact_files")
+    placeholders = count(op.get_bind(), "artifacts", "kind = 'placeholder'")
+    losing(revision, files and f"the records of stored tokenizer, config and card files ({files})")
+    placed = f"the placeholders of base models ({placeholders}) with their edges"
+    losing(revision, placeholders and placed)
     with op.batch_alter_table("artifact_files", schema=None) as batch_op:
         batch_op.drop_index("ix_artifact_files_digest")
     op.drop_table("artifact_files")
@@ -62,17 +69,3 @@ def downgrade() -> None:
     op.execute("UPDATE artifacts SET family = '' WHERE family IS NULL")
     with op.batch_alter_table("artifacts", schema=None) as batch_op:
         batch_op.alter_column("family", existing_type=sa.String(length=32), nullable=False)
-
-
-def recorded_data_lost(connection) -> str | None:
-    """What the downgrade deletes that the registry recorded (see zoo.db.engine.downgrade)."""
-    files = connection.exec_driver_sql("SELECT count(*) FROM artifact_files").scalar()
-    placeholders = connection.exec_driver_sql(
-        "SELECT count(*) FROM artifacts WHERE kind = 'placeholder'"
-    ).scalar()
-    lost = []
-    if files:
-        lost.append(f"the records of stored tokenizer, config and card files ({files})")
-    if placeholders:
-        lost.append(f"the placeholders of base models ({placeholders}) with their edges")
-    return " and ".join(lost) or None

@@ -18,6 +18,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from zoo.db.downgrades import count, losing
+
 revision = "0009"
 down_revision = "0008"
 branch_labels = None
@@ -35,12 +37,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    n = count(op.get_bind(), "imports", "NOT from_main")
+    losing(revision, n and f"which imports ({n}) were of a pinned revision, not the default branch")
     op.drop_index("ix_imports_origin", table_name="imports")
     with op.batch_alter_table("imports") as batch:
         batch.drop_column("from_main")
-
-
-def recorded_data_lost(connection) -> str | None:
-    """What the downgrade deletes that the registry recorded (see zoo.db.engine.downgrade)."""
-    n = connection.exec_driver_sql("SELECT count(*) FROM imports WHERE NOT from_main").scalar()
-    return f"which imports ({n}) were of a pinned revision, not the default branch" if n else None

@@ -16,6 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from zoo.db.downgrades import count, losing
+
 revision = "0010"
 down_revision = "0009"
 branch_labels = None
@@ -44,11 +46,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    n = count(op.get_bind(), "alias_history")
+    losing(revision, n and f"the aliases' history ({n} {'row' if n == 1 else 'rows'})")
     op.drop_index("ix_alias_history_alias_id", table_name="alias_history")
     op.drop_table("alias_history")
-
-
-def recorded_data_lost(connection) -> str | None:
-    """What the downgrade deletes that the registry recorded (see zoo.db.engine.downgrade)."""
-    n = connection.exec_driver_sql("SELECT count(*) FROM alias_history").scalar()
-    return f"the aliases' history ({n} settings)" if n else None

@@ -474,15 +474,16 @@ class Registry:
         return db_engine.upgrade(self.engine, revision)
 
     def db_downgrade(
-        self, revision: str, *, drop_data: bool = False
+        self, revision: str, *, drop_data: bool = False, drop_everything: bool = False
     ) -> tuple[str | None, str | None]:
         """Downgrade the database schema; returns (before, after) revisions.
 
         A downgrade that would delete recorded data (``base``: every artifact; below 0004:
-        the API tokens; below 0005: the records of stored side files...) is refused,
-        naming what it would delete, unless ``drop_data``.
+        the API tokens; below 0005: the records of stored side files...) is rolled back
+        and refused, naming what it would delete, unless ``drop_data`` (or its older name,
+        ``drop_everything``).
         """
-        return db_engine.downgrade(self.engine, revision, drop_data=drop_data)
+        return db_engine.downgrade(self.engine, revision, drop_data=drop_data or drop_everything)
 
     def db_current(self) -> dict[str, str | None]:
         """The database's schema revision and the one this zoo needs."""

@@ -343,62 +343,54 @@ def downgrade(
 ) -> tuple[str | None, str | None]:
     """Downgrade the schema; returns (revision before, revision after).
 
-    A migration whose downgrade deletes what the registry recorded (artifacts, tokens,
-    the records of side files...) says so with ``recorded_data_lost(connection)``; unless
-    ``drop_data``, a downgrade through any that would delete something is refused, naming
-    all of it, before anything changes."""
+    Unless ``drop_data``, a downgrade through a migration that would delete what the
+    registry recorded is rolled back and refused, naming every loss
+    (:mod:`zoo.db.downgrades`)."""
     with _schema_lock(engine) as connection:
         before = current_revision(connection)
-        if not drop_data:
-            lost = _recorded_data_lost(connection, before, revision)
-            if lost:
-                raise InvalidInputError(
-                    f"zoo db downgrade {revision} would delete what the registry recorded: "
-                    f"{'; '.join(lost)}; pass --drop-data if that is what you want."
-                )
-        _run_alembic(connection, "downgrade", revision)
+        _run_alembic(connection, "downgrade", revision, drop_data=drop_data)
         return before, current_revision(connection)
 
 
-def _recorded_data_lost(connection: Connection, before: str | None, revision: str) -> list[str]:
-    """What undoing the migrations from ``before`` down to ``revision`` deletes, one
-    phrase per migration that would delete something."""
-    from alembic.script.revision import RevisionError
-    from alembic.util import CommandError
-
-    if before is None:
-        return []
-    try:
-        undone = list(_scripts().iterate_revisions(before, revision))
-    except (CommandError, RevisionError):  # no revision below this one: Alembic says why
-        return []
-    lost = []
-    for script in undone:
-        check = getattr(script.module, "recorded_data_lost", None)
-        phrase = check(connection) if check is not None else None
-        if phrase:
-            lost.append(f"undoing {script.revision}, {phrase}")
-    return lost
-
-
-def _run_alembic(connection: Connection, verb: str, revision: str) -> None:
+def _run_alembic(
+    connection: Connection, verb: str, revision: str, *, drop_data: bool = False
+) -> None:
+    """Every migration of ``verb`` to ``revision`` in one transaction (DDL included),
+    committed only if no downgrade in it would delete recorded data, or ``drop_data``."""
     from alembic import command
+    from alembic.util.exc import CommandError
 
+    from zoo.db.downgrades import LOST
+
+    if not revision.strip():
+        raise InvalidInputError(f"zoo db {verb}: name a revision (zoo db current shows them).")
     cfg = alembic_config(connection)
     sqlite = connection.dialect.name == "sqlite"
     if sqlite:
         # Batch migrations copy tables; foreign keys must be off while they do. The pragma
         # is a no-op inside a transaction, so it goes to the driver between transactions;
-        # Alembic then runs every migration in one transaction (DDL included).
+        # the transaction then takes the write lock up front (BEGIN IMMEDIATE), so no
+        # writer commits between a downgrade's count of what it deletes and the delete.
         connection.commit()
         connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
-    from alembic.util.exc import CommandError
-
+        connection.execution_options(**WRITE_OPTIONS)
+    if not connection.in_transaction():
+        # Begun here, the transaction is the caller's to Alembic, which then neither
+        # commits it nor (on SQLite, whose DDL it takes as non-transactional) opens and
+        # commits one per migration.
+        connection.begin()
     try:
         try:
             getattr(command, verb)(cfg, revision)
         except CommandError as exc:  # e.g. a revision that does not exist
             raise InvalidInputError(f"zoo db {verb} {revision}: {_first_line(exc)}.") from exc
+        lost = cfg.attributes.get(LOST, [])
+        if lost and not drop_data:
+            connection.rollback()
+            raise InvalidInputError(
+                f"zoo db {verb} {revision} would delete what the registry recorded: "
+                f"{'; '.join(lost)}; pass --drop-data if that is what you want."
+            )
         connection.commit()
     finally:
         if sqlite:
