@@ -328,7 +328,8 @@ def test_a_float32_model_no_narrower_dtype_holds_stays_unknown(reg, tmp_path):
     """Widening is recognized only where it lost nothing: a float32 checkpoint whose
     values no bf16 holds is not its bf16 rounding, which is registered."""
     folder = save_tiny("llama", tmp_path / "f32")
-    rounded = reg.import_checkpoint(_as(folder, tmp_path / "bf16", torch.bfloat16))
+    other = save_tiny("llama", tmp_path / "other", seed=1)  # shares nothing with the above
+    rounded = reg.import_checkpoint(_as(other, tmp_path / "bf16", torch.bfloat16))
     report = reg.audit(folder)
     assert report.status == "unknown" and report.cast_from == [], rounded.name
 
@@ -346,6 +347,35 @@ def test_tensors_recorded_in_float32_are_matched_as_recorded_beside_widened_ones
     assert report.cast_from == ["BF16"]
 
 
+def test_a_checkpoint_whose_first_matrices_stayed_float32_is_matched_past_them(reg, tmp_path):
+    """Matrices kept in float32 (the embeddings, the head, a whole layer) before those
+    stored as bf16, all saved as float32: each is matched as recorded, however many come
+    first. A float32 fine-tune of the bf16 one that changed those same matrices is that
+    checkpoint, modified in them."""
+    folder = save_tiny("llama", tmp_path / "src")
+    kept = {"lm_head.weight", "model.embed_tokens.weight"}
+    kept |= {n for n in load_file(folder / "model.safetensors") if ".layers.0." in n}
+
+    def keep(name, t):
+        return name in kept
+
+    src = reg.import_checkpoint(_as(folder, tmp_path / "mixed", torch.bfloat16, keep))
+    report = reg.audit(_as(tmp_path / "mixed", tmp_path / "widened", torch.float32))
+    assert report.status == "known" and report.artifact.id == src.id, report.to_text()
+    assert report.cast_from == ["BF16"]
+
+    other = save_tiny("llama", tmp_path / "other", seed=1)  # shares nothing with the above
+    rounded = reg.import_checkpoint(_as(other, tmp_path / "bf16", torch.bfloat16))
+    tuned = _as(tmp_path / "bf16", tmp_path / "tuned", torch.float32)
+    tensors = load_file(tuned / "model.safetensors")
+    for name in kept:
+        tensors[name] = tensors[name] * (1 + 1e-6)
+    save_file(tensors, tuned / "model.safetensors", metadata={"format": "pt"})
+    report = reg.audit(tuned)
+    assert report.status == "modified" and report.artifact.id == rounded.id, report.to_text()
+    assert set(report.differing) == kept
+
+
 def test_narrowing_recovers_the_narrow_bytes_chunk_by_chunk(tmp_path, monkeypatch):
     """The narrowed record of a widened tensor is the sha256 of the narrow tensor's own
     bytes, computed in pieces; a tensor with one value the narrow dtype lacks has none."""
@@ -353,7 +383,8 @@ def test_narrowing_recovers_the_narrow_bytes_chunk_by_chunk(tmp_path, monkeypatc
 
     from zoo.checkpoint import casts, open_checkpoint
 
-    monkeypatch.setattr(casts, "_CHUNK", 7)  # pieces that end mid-row
+    monkeypatch.setattr(casts, "_FIRST", 5)  # pieces that end mid-row
+    monkeypatch.setattr(casts, "_CHUNK", 7)
     g = torch.Generator().manual_seed(0)
     narrow = torch.randn(5, 9, generator=g).to(torch.bfloat16)
     narrow[0, :4] = torch.tensor([float("inf"), float("-inf"), 1e30, -0.0])  # 1e30: no fp16

@@ -100,7 +100,7 @@ class AuditReport:
         if self.cast_from:
             lines.append(
                 f"  cast: its wider tensors hold the recorded {', '.join(self.cast_from)} "
-                "values exactly (a cast that loses nothing, as a float32 load and save makes)"
+                "values exactly (a cast that loses nothing)"
             )
         if self.not_compared:
             lines.append(

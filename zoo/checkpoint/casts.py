@@ -22,34 +22,27 @@ NARROWER: dict[str, tuple[str, ...]] = {
 }
 
 
-# A widened checkpoint narrows every matrix: when none of the first few does, the file was
-# trained or saved in the wider dtype, and reading the rest would only cost time.
-_GIVE_UP_AFTER = 3
-
-
 def narrowed(ckpt: LocalCheckpoint) -> dict[str, dict[str, TensorInfo]]:
     """Tensor name -> {narrower dtype code -> its record}, for each float32 or float64
     tensor whose every value a narrower floating-point dtype holds exactly (NaNs and
-    infinities included, bit for bit). Reads each such tensor once; {} as soon as the
-    first matrices show the file is not a widened one."""
+    infinities included, bit for bit). A tensor that does not narrow is seen to in its
+    first few thousand values, almost always: an unrelated float32 file costs little more
+    than reading their pages."""
     out: dict[str, dict[str, TensorInfo]] = {}
-    matrices = {True: 0, False: 0}  # matrices read, by whether they narrowed
     for info in ckpt.tensors:
         if info.dtype not in NARROWER:
             continue
-        if matrices[False] >= _GIVE_UP_AFTER and not matrices[True]:
-            return {}
         found = _narrowed_one(info, ckpt.read_bytes(info.name))
         ckpt.release(info.name)
         if found:
             out[info.name] = found
-        if len(info.shape) >= 2:
-            matrices[bool(found)] += 1
     return out
 
 
 # Elements cast at a time: a float32 embedding of a few GB is checked in 64 MiB pieces,
-# never copied whole (or twice over, narrow and wide again).
+# never copied whole (or twice over, narrow and wide again). The first piece is small: a
+# trained float32 tensor shows it is not a widened one within its first values.
+_FIRST = 1 << 12
 _CHUNK = 1 << 24
 
 
@@ -61,8 +54,9 @@ def _narrowed_one(info: TensorInfo, data: memoryview) -> dict[str, TensorInfo]:
     wide_type = {"F32": "<f4", "F64": "<f8"}[info.dtype]
     kept = {code: hashlib.sha256() for code in NARROWER[info.dtype]}
     count = info.nbytes // itemsize
-    for start in range(0, count, _CHUNK):
-        piece = data[start * itemsize : min(count, start + _CHUNK) * itemsize]
+    starts = [0, *range(min(_FIRST, count), count, _CHUNK)] if count else []
+    for start, stop in zip(starts, [*starts[1:], count], strict=True):
+        piece = data[start * itemsize : stop * itemsize]
         wide = np.frombuffer(piece, dtype=wide_type)
         for code in list(kept):
             narrow = _narrow(wide, code)
