@@ -257,7 +257,11 @@ def alias_history_cmd(alias: str, as_json: bool) -> None:
     settings = _registry().alias_history(alias)
     lines = [
         (f"{s.set_at:%Y-%m-%d %H:%M:%S}  {s.set_by}" if s.set_at else "(before zoo kept it)")
-        + f"  {s.alias} -> {s.artifact_name} ({s.kind} {s.content_hash[:12]})"
+        + (
+            f"  {s.alias} -> {s.artifact_name} ({s.kind} {s.content_hash[:12]})"
+            if s.artifact_name is not None
+            else f"  {s.alias} gone with the artifact it named (zoo gc)"
+        )
         for s in settings
     ]
     _emit(as_json, [s.to_json() for s in settings], "\n".join(lines))

@@ -323,10 +323,17 @@ def test_a_cards_base_model_is_an_edge_from_a_placeholder_until_it_is_imported(
     code, out, err = run_cli("export", "org/base", "--out", str(tmp_path / "ph"))
     assert code == 3 and "zoo import org/base" in err and not (tmp_path / "ph").exists()
 
+    registry.tag("org/base", "the-base")  # an alias of the placeholder, moved with it
+
     # The base is imported from the Hub (its cache): it takes the placeholder's place.
     cache_repo("org/base", tiny_dir("bert", seed=0))
     base = registry.import_checkpoint("org/base")
     assert registry.list(kind="placeholder") == []
+    assert registry.show("the-base").id == base.id
+    assert [(s.artifact_name, s.kind) for s in registry.alias_history("the-base")] == [
+        (base.name, "source"),
+        ("org/base", "placeholder"),
+    ]
     assert registry.show("org/base").id == base.id  # the id now names the import
     assert edges_into(registry, child.name) == {(base.name, "finetune", "child")}
     assert "child" in {n.name for n in registry.lineage(base.name, up=False).nodes.values()}
@@ -358,10 +365,17 @@ def test_a_cards_base_model_is_an_edge_from_a_placeholder_until_it_is_imported(
     assert edges_into(registry, quant.name) == {(base.name, "quantized", "quant")}
 
     # A placeholder no edge uses any more is forgotten by gc.
+    registry.tag("hf:gpt2", "gpt2-base")
     registry.rm("merged")
     report = registry.gc(grace="0s")
     assert {"merged", "hf:gpt2"} <= set(report.hard_deleted)
     assert [a.name for a in registry.list(kind="placeholder", include_deleted=True)] == []
+    # Its alias went with it, and the alias's history says so.
+    gone, was = registry.alias_history("gpt2-base")
+    assert gone.artifact_name is None and (was.artifact_name, was.kind) == (
+        "hf:gpt2",
+        "placeholder",
+    )
 
 
 def test_a_card_imported_again_after_its_base_was_removed_keeps_its_one_edge(

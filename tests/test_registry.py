@@ -159,18 +159,25 @@ def test_an_alias_keeps_where_it_pointed_after_the_artifacts_are_gone(registry, 
     registry.import_checkpoint(tiny_dir("gpt2"), name="gpt2-copy")
     assert [s.artifact_name for s in registry.alias_history("gpt2-copy")] == [b.name]
 
-    # Removed and forgotten, the artifact leaves the history as it was.
+    # Removed and forgotten, the artifact takes the alias with it; the history keeps
+    # where the alias pointed, and says when it went.
     registry.rm(a.name)
     registry.gc(grace=0)
     with pytest.raises(NotFoundError):
         registry.show(a.name)
-    assert registry.alias_history("prod") == history
+    gone, *before = registry.alias_history("prod")
+    assert before == history
+    assert (gone.artifact_name, gone.kind, gone.content_hash) == (None, None, None)
+    assert gone.set_by == registry.user and gone.set_at >= history[0].set_at
     code, out, _ = run_cli("alias-history", "prod", "--json")
-    assert code == 0 and [s["artifact_name"] for s in json.loads(out)] == [a.name, b.name, a.name]
+    names = [s["artifact_name"] for s in json.loads(out)]
+    assert code == 0 and names == [None, a.name, b.name, a.name]
     code, out, _ = run_cli("alias-history", "prod")
-    assert code == 0 and out.splitlines()[0].endswith(
-        f"{registry.user}  prod -> {a.name} (source {a.content_hash[:12]})"
-    )
+    lines = out.splitlines()
+    assert code == 0 and lines[0].endswith("prod gone with the artifact it named (zoo gc)")
+    assert lines[1].endswith(f"{registry.user}  prod -> {a.name} (source {a.content_hash[:12]})")
+    # Set again, it says nothing of a previous target (there is none).
+    assert run_cli("tag", b.name, "prod") == (0, f"prod -> {b.name}\n", "")
 
     code, out, err = run_cli("alias-history", "never-set")
     assert code == 3 and out == "" and "No alias 'never-set' was ever set" in err

@@ -2,7 +2,8 @@
 
 ``zoo tag`` moves an alias (``prod``) from one artifact to another; the alias row holds
 only its current target. This table keeps one row per setting, so anyone can audit which
-checkpoint ``prod`` named on a given day. Each alias set before it gets one row, its
+checkpoint ``prod`` named on a given day. A row without an artifact says the alias went
+with the artifact it named (``zoo gc`` forgot it). Each alias set before it gets one row, its
 current target, at an unknown time by an unknown user (the alias row keeps when the alias
 was created, not when it last moved).
 
@@ -29,9 +30,9 @@ def upgrade() -> None:
         "alias_history",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("alias", sa.String(length=128), nullable=False),
-        sa.Column("artifact_name", sa.String(length=128), nullable=False),
-        sa.Column("kind", sa.String(length=16), nullable=False),
-        sa.Column("content_hash", sa.String(length=64), nullable=False),
+        sa.Column("artifact_name", sa.String(length=128), nullable=True),
+        sa.Column("kind", sa.String(length=16), nullable=True),
+        sa.Column("content_hash", sa.String(length=64), nullable=True),
         sa.Column("set_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("set_by", sa.String(length=128), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_alias_history")),

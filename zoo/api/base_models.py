@@ -54,9 +54,9 @@ def record_base_models(
         )
 
 
-def adopt_placeholder(session: Session, row: Artifact, repo_id: str) -> None:
+def adopt_placeholder(session: Session, row: Artifact, repo_id: str, by: str) -> None:
     """``row`` was imported from ``repo_id``: a placeholder for it hands over its edges
-    and aliases, then is forgotten."""
+    and aliases (each move kept in the alias's history), then is forgotten."""
     ph = queries.find_by_content(session, "placeholder", placeholder_hash(repo_id))
     if ph is None or ph.id == row.id:
         return
@@ -73,7 +73,14 @@ def adopt_placeholder(session: Session, row: Artifact, repo_id: str) -> None:
         else:
             edge.child_id = row.id
     session.flush()
-    session.execute(update(Alias).where(Alias.artifact_id == ph.id).values(artifact_id=row.id))
+    moved = session.scalars(
+        update(Alias)
+        .where(Alias.artifact_id == ph.id)
+        .values(artifact_id=row.id)
+        .returning(Alias.name)
+    ).all()
+    for alias in moved:
+        queries.record_alias_setting(session, alias, row, queries.now(), by)
     session.execute(delete(Artifact).where(Artifact.id == ph.id))
     session.flush()
 

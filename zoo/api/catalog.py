@@ -310,7 +310,7 @@ def _record(reg, session: Session, row, ready: _Prepared) -> None:
     if ready.side_files:  # the newest import that brought files defines them
         queries.set_files(session, row, list(ready.side_files))
     if ready.origin.startswith("hf://"):
-        adopt_placeholder(session, row, ready.origin[len("hf://") :])
+        adopt_placeholder(session, row, ready.origin[len("hf://") :], reg.user)
     if row.kind == "source":  # a derived one's lineage is zoo's own
         record_base_models(session, row, list(ready.bases), ready.relation, by=reg.user)
 

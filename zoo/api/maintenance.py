@@ -296,13 +296,15 @@ def _forget_removed(reg, *, dry_run: bool) -> tuple[list[str], list[str]]:
                 ids = doomed[start : start + _CHUNK]
                 session.execute(delete(Edge).where(Edge.child_id.in_(ids)))
                 session.execute(delete(Edge).where(Edge.parent_id.in_(ids)))
-                for model in (ArtifactTensor, ArtifactFile, ImportRecord, Alias, FamilyDefault):
+                for model in (ArtifactTensor, ArtifactFile, ImportRecord, FamilyDefault):
                     session.execute(delete(model).where(model.artifact_id.in_(ids)))
+                gone = delete(Alias).where(Alias.artifact_id.in_(ids)).returning(Alias.name)
+                queries.record_alias_removals(session, session.scalars(gone).all(), reg.user)
                 session.execute(
                     delete(Artifact).where(Artifact.id.in_(ids), Artifact.deleted_at.isnot(None))
                 )
         if unused and not dry_run:  # after the edges of the rows just forgotten are gone
-            _forget_placeholders(session, sorted(unused))
+            _forget_placeholders(session, sorted(unused), reg.user)
         return sorted([*(removed[i] for i in doomed), *unused.values()]), kept
 
     if dry_run:
@@ -311,14 +313,20 @@ def _forget_removed(reg, *, dry_run: bool) -> tuple[list[str], list[str]]:
     return reg.transaction(work)
 
 
-def _forget_placeholders(session: Session, ids: list[int]) -> None:
-    """Delete these placeholders and their aliases, unless an edge to one appeared since
-    they were found unused (an import recording its card's base_model meanwhile)."""
+def _forget_placeholders(session: Session, ids: list[int], by: str) -> None:
+    """Delete these placeholders and their aliases (kept in the aliases' history as gone),
+    unless an edge to one appeared since they were found unused (an import recording its
+    card's base_model meanwhile)."""
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         for model, column in ((Alias, Alias.artifact_id), (Artifact, Artifact.id)):
             in_use = exists().where(or_(Edge.parent_id == column, Edge.child_id == column))
-            session.execute(delete(model).where(column.in_(chunk), ~in_use))
+            statement = delete(model).where(column.in_(chunk), ~in_use)
+            if model is Alias:
+                gone = session.scalars(statement.returning(Alias.name)).all()
+                queries.record_alias_removals(session, gone, by)
+            else:
+                session.execute(statement)
 
 
 # --- fsck --------------------------------------------------------------------------------

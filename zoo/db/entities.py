@@ -204,12 +204,13 @@ class EdgeInfo:
 class AliasSetting:
     """An alias pointed at ``artifact_name`` from ``set_at`` until the next setting (or
     now); ``set_at`` and ``set_by`` are None for a setting made before zoo kept this
-    history."""
+    history. ``artifact_name``, ``kind`` and ``content_hash`` are None where the alias
+    went with the artifact it named, forgotten by ``zoo gc``."""
 
     alias: str
-    artifact_name: str
-    kind: str
-    content_hash: str
+    artifact_name: str | None
+    kind: str | None
+    content_hash: str | None
     set_at: datetime | None
     set_by: str | None
 

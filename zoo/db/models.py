@@ -174,7 +174,8 @@ class Alias(Base):
 
 
 class AliasHistory(Base):
-    """Where an alias pointed, and since when: one row each time it is set or moved.
+    """Where an alias pointed, and since when: one row each time it is set or moved, and
+    one without an artifact when it goes with the artifact it named (``zoo gc``).
 
     The artifact is copied by name, kind and content hash rather than referenced, so the
     record outlives the artifact (``zoo gc`` forgets removed rows, not this history)."""
@@ -184,9 +185,9 @@ class AliasHistory(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     alias: Mapped[str] = mapped_column(NAME)
-    artifact_name: Mapped[str] = mapped_column(NAME)
-    kind: Mapped[str] = mapped_column(String(16))
-    content_hash: Mapped[str] = mapped_column(HASH)
+    artifact_name: Mapped[str | None] = mapped_column(NAME)
+    kind: Mapped[str | None] = mapped_column(String(16))
+    content_hash: Mapped[str | None] = mapped_column(HASH)
     # Both None: set before this history was kept, when and by whom unknown.
     set_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     set_by: Mapped[str | None] = mapped_column(String(128))

@@ -450,6 +450,24 @@ def record_alias_setting(
 _INSERT_ALIAS_SETTING = insert(AliasHistory.__table__)
 
 
+def record_alias_removals(session: Session, aliases: Iterable[str], by: str) -> None:
+    """Keep in each alias's history that it went with the artifact it named."""
+    at = now()
+    rows = [
+        {
+            "alias": alias,
+            "artifact_name": None,
+            "kind": None,
+            "content_hash": None,
+            "set_at": at,
+            "set_by": by,
+        }
+        for alias in aliases
+    ]
+    if rows:
+        session.connection().execute(_INSERT_ALIAS_SETTING, rows)
+
+
 def alias_history(session: Session, alias: str) -> list[AliasSetting]:
     """Every setting of ``alias``, newest first."""
     rows = session.scalars(
@@ -484,11 +502,11 @@ def point_alias(session: Session, alias: str, artifact: Artifact, by: str) -> bo
     False when nothing was written (a registry name, or an alias that points there
     already)."""
     statement = _point_alias_statement(session.get_bind().dialect.name)
-    at = now()
-    values = {"alias": alias, "target": artifact.id, "created_at": at}
+    values = {"alias": alias, "target": artifact.id, "created_at": now()}
     if session.execute(statement, values).first() is None:
         return False
-    record_alias_setting(session, alias, artifact, at, by)
+    # Timed once the alias row is this writer's: settings of one alias in commit order.
+    record_alias_setting(session, alias, artifact, now(), by)
     return True
 
 
