@@ -162,6 +162,9 @@ def test_an_alias_keeps_where_it_pointed_after_the_artifacts_are_gone(registry, 
     # Removed and forgotten, the artifact takes the alias with it; the history keeps
     # where the alias pointed, and says when it went.
     registry.rm(a.name)
+    code, out, err = run_cli("show", "prod")  # removed, not yet forgotten: said so
+    assert code == 3 and err.count("\n") == 1 and "Did you mean" not in err
+    assert f"'prod' names the source {a.name} ({a.content_hash[:12]}), removed" in err
     registry.gc(grace=0)
     with pytest.raises(NotFoundError):
         registry.show(a.name)

@@ -763,7 +763,14 @@ def resolve(session: Session, query: str, *, kinds: Iterable[str] | None = None)
     what = " or ".join(kinds) if len(kinds) < len(KINDS) else "artifact"
     if row is not None and row.deleted_at is None and row.kind not in kinds:
         raise InvalidInputError(f"{query!r} is a {row.kind}; this command needs a {what}.")
-    if row is None or row.deleted_at is not None:
+    if row is not None and row.deleted_at is not None:
+        raise NotFoundError(
+            f"{query!r} names the {row.kind} {row.name} ({row.content_hash[:12]}), removed with "
+            "`zoo rm`; importing or materializing it again brings it back until `zoo gc` "
+            "forgets it.",
+            query=query,
+        )
+    if row is None:
         raise not_found(session, query, what=what)
     return row
 
@@ -771,7 +778,8 @@ def resolve(session: Session, query: str, *, kinds: Iterable[str] | None = None)
 def not_found(session: Session, query: str, *, what: str = "artifact") -> NotFoundError:
     names = list(session.scalars(select(Artifact.name).where(Artifact.deleted_at.is_(None))))
     names += list(session.scalars(select(Alias.name)))
-    close = difflib.get_close_matches(query, names, n=3, cutoff=0.5)
+    close = [n for n in difflib.get_close_matches(query, names, n=4, cutoff=0.5) if n != query]
+    close = close[:3]
     repo = hub_repo_id(query)
     if repo is not None:
         hint = f" A Hub repository id names what was imported from it: `zoo import {repo}`."
