@@ -161,6 +161,73 @@ def test_a_tied_head_grown_with_norms_matched_to_the_source_keeps_its_logits(
     torch.testing.assert_close(_logits(model), _logits(source), rtol=1e-5, atol=1e-5)
 
 
+def _with_uneven_norm_gains(folder: Path, dest: Path) -> Path:
+    """A copy of ``folder`` whose normalization gains are drawn around one, unequal, as a
+    trained model's are (a fresh one's are all ones)."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(folder, dest)
+    tensors = load_file(dest / "model.safetensors")
+    g = torch.Generator().manual_seed(5)
+    for name, t in tensors.items():
+        if t.dim() == 1 and name.endswith("weight") and ("norm" in name or "ln_" in name):
+            tensors[name] = 1 + 0.2 * torch.randn(t.shape, generator=g, dtype=t.dtype)
+    save_file(tensors, dest / "model.safetensors", metadata={"format": "pt"})
+    return dest
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_norms_matched_to_an_uneven_source_keep_a_hyperclones_logits(
+    family, registry, tiny_dir, tmp_path
+):
+    """A tiled norm's population moments are the source's: matched over the population
+    on both sides, its gains stay as HyperCloning tiled them, and the logits are the
+    source's. Matched by sample stds (n-1), they were stretched around their mean and
+    the logits moved by about 1e-3."""
+    folder = _with_uneven_norm_gains(tiny_dir(family), tmp_path / "src")
+    src = registry.import_checkpoint(folder)
+    wide = registry.materialize(
+        src.name, layers=4, hidden=64, method="hypercloning", norm="match", out=tmp_path / "w"
+    )
+    source, _ = _load(folder)
+    model, _ = _load(wide.out)
+    torch.testing.assert_close(_logits(model), _logits(source), rtol=1e-5, atol=1e-5)
+
+
+def test_a_norm_matched_checkpoint_recorded_by_sample_stds_re_derives_by_them(
+    registry, tiny_dir, tmp_path, monkeypatch
+):
+    """Under amplitude version 3 a norm was matched by sample stds. A virtual checkpoint
+    recorded then re-derives by that rule and verifies; one recorded now keeps the tiled
+    gains, where the old rule stretched them by sqrt((2n-1)/(2n-2)) for a source signal
+    of n gains (4 layers of 32)."""
+    import dataclasses
+
+    from zoo.api import materialize as mat
+
+    src = registry.import_checkpoint(_with_uneven_norm_gains(tiny_dir("gpt2"), tmp_path / "s"))
+    real_plan = mat.make_plan
+
+    def old_plan(*args, **kwargs):
+        return dataclasses.replace(real_plan(*args, **kwargs), amplitude_version=3)
+
+    monkeypatch.setattr(mat, "make_plan", old_plan)
+    monkeypatch.setattr("zoo.methods.amplitude.AMPLITUDE_VERSION", "3")
+    old = registry.materialize(src.name, layers=4, hidden=64, method="hypercloning", norm="match")
+    monkeypatch.undo()
+    now = registry.materialize(src.name, layers=4, hidden=64, method="hypercloning", norm="match")
+    (edge,) = registry.lineage(old.artifact.name, down=False).edges
+    assert edge.recipe["amplitude_version"] == "3"
+    key = "transformer.h.0.ln_1.weight"
+    stretched = old.state_dict[key] - old.state_dict[key].mean()
+    kept = now.state_dict[key] - now.state_dict[key].mean()
+    n = 4 * 32
+    assert abs(float(stretched.norm() / kept.norm()) - ((2 * n - 1) / (2 * n - 2)) ** 0.5) < 1e-6
+    again = registry.rederive(old.artifact.name)
+    assert again.artifact.content_hash == old.artifact.content_hash
+    assert registry.rederive(now.artifact.name).artifact.content_hash == now.artifact.content_hash
+
+
 def _without_normalization(model):
     """``model`` with every LayerNorm and RMSNorm reduced to its affine part (``x * w + b``):
     what is left is linear in each unit, so a widened model whose writers and readers of

@@ -172,6 +172,7 @@ def derive_signal(
     whole_moments: bool = False,
     result_std: float | None = None,
     raw: bool = False,
+    sample_spread: bool = False,
 ) -> torch.Tensor:
     """Resize one source signal ``x`` to ``shape`` by ``recipe``.
 
@@ -179,7 +180,8 @@ def derive_signal(
     (:func:`amplitude`): unless it is ``none``, normalization parameters are affinely
     matched to the source's mean and std by every method that transfers, so a LayerNorm
     gain scale cannot pass for a better transfer. ``unit_maps``, ``result_std`` and
-    ``raw``: see :func:`zoo.methods.resize`.
+    ``raw``: see :func:`zoo.methods.resize`; ``sample_spread``: see
+    :func:`zoo.methods.amplitude.match_moments`.
     """
     from zoo.methods import get, resize
 
@@ -202,7 +204,7 @@ def derive_signal(
         result_std=result_std,
         raw=raw,
     )
-    return y if raw else rule.finish(y, reference, x.shape)
+    return y if raw else rule.finish(y, reference, x.shape, sample_spread=sample_spread)
 
 
 def needs_reference(spec: SignalSpec, recipe: Recipe) -> bool:

@@ -420,7 +420,7 @@ class Derivation:
         reference = self._reference(key, group)
         x = self._source_signal(key, group).tensor
         rows = self._row_chunk(key, tshape, streamed=True)
-        for block in _row_blocks(x, self.specs[key], tshape, self.plan.recipe, reference, rows):
+        for block in _row_blocks(x, self.specs[key], tshape, self.plan, reference, rows):
             writer.write(block.to(writer.dtype))
         writer.close()
         with self._lock:  # the group's source tensors are not needed again
@@ -447,6 +447,7 @@ class Derivation:
                 (1, *shape[1:]),
                 plan.recipe,
                 whole_moments=plan.legacy_whole_moments,
+                sample_spread=plan.sample_spread,
             )
         del signals
         for j in layers:
@@ -529,6 +530,7 @@ class Derivation:
                     recipe,
                     reference=references.get(k),
                     result_std=result_stds.get(k),
+                    sample_spread=plan.sample_spread,
                 )
                 for k in keys
             }
@@ -584,7 +586,7 @@ class Derivation:
         rows = self._row_chunk(key, tshape)
         if rows:
             x = self._source_signal(key, group).tensor
-            return _derive_by_rows(x, spec, tshape, plan.recipe, reference, rows)
+            return _derive_by_rows(x, spec, tshape, plan, reference, rows)
         return derive_one(
             plan,
             key,
@@ -855,7 +857,9 @@ def derive_one(
         y = front_materialize(block, tshape)
         if plan.legacy_front_amplitude and spec.kind not in ("norm_weight", "norm_bias"):
             return y  # the old rule (see materialize.rederive) rescaled norm layers only
-        return amplitude(spec, recipe).apply(y, shape, reference, whole_moments=whole)
+        return amplitude(spec, recipe).apply(
+            y, shape, reference, whole_moments=whole, sample_spread=plan.sample_spread
+        )
     if learngene is not None and recipe.method == DWT.name and _same_wavelet(plan):
         # The exact BoT L2S case: the stored cA band at the level that gives this shape.
         stored = {t.name: t for t in learngene.tensors}
@@ -863,7 +867,9 @@ def derive_one(
             band = stored.get(band_name(key, level))
             if band is not None and tuple(band.shape) == tuple(tshape):
                 band = stored_tensor(band.name)
-                return amplitude(spec, recipe).apply(band, shape, reference, whole_moments=whole)
+                return amplitude(spec, recipe).apply(
+                    band, shape, reference, whole_moments=whole, sample_spread=plan.sample_spread
+                )
     x = source_signal(key).tensor
     return derive_signal(
         x,
@@ -874,28 +880,30 @@ def derive_one(
         generator=generator,
         unit_maps=unit_maps,
         whole_moments=whole,
+        sample_spread=plan.sample_spread,
     )
 
 
-def _derive_by_rows(x, spec, tshape, recipe: Recipe, reference, rows: int) -> torch.Tensor:
+def _derive_by_rows(x, spec, tshape, plan: Plan, reference, rows: int) -> torch.Tensor:
     """:func:`zoo.derive.derive_signal` of ``x`` a block of ``rows`` at a time, into one
     result in ``x``'s dtype."""
     import torch
 
     out = torch.empty(tshape, dtype=x.dtype, device=x.device)
     i = 0
-    for block in _row_blocks(x, spec, tshape, recipe, reference, rows):
+    for block in _row_blocks(x, spec, tshape, plan, reference, rows):
         out[i : i + block.shape[0]] = block
         i += block.shape[0]
     return out
 
 
-def _row_blocks(x, spec, tshape, recipe: Recipe, reference, rows: int) -> Iterator[torch.Tensor]:
+def _row_blocks(x, spec, tshape, plan: Plan, reference, rows: int) -> Iterator[torch.Tensor]:
     """:func:`zoo.derive.derive_signal` of ``x``, a block of ``rows`` at a time, in order;
     a rule that scales by the result's std takes it first, over every block's raw result,
     as over the whole."""
     from zoo.derive import amplitude, derive_signal
 
+    recipe = plan.recipe
     n = x.shape[0]
     cuts = [(i, min(rows, n - i)) for i in range(0, n, rows)]
     result_std = None
@@ -909,6 +917,7 @@ def _row_blocks(x, spec, tshape, recipe: Recipe, reference, rows: int) -> Iterat
             recipe,
             reference=reference,
             result_std=result_std,
+            sample_spread=plan.sample_spread,
         )
 
 

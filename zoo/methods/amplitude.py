@@ -29,7 +29,10 @@ RESCALES = ("none", "std", "fan", "fan-sqrt", "exact")
 # head's input width is a fan-in like a linear layer's, so a grown untied head keeps the
 # source's logits (it doubled them under HyperCloning). 3: so is the width of the
 # normalization that only a tied output head reads, so a grown tied head keeps them too.
-AMPLITUDE_VERSION = "3"
+# 4: a normalization is matched to the source's moments over the population on both sides
+# (the source's std was a sample's, n-1, and so was the result's: a tiled norm of n gains,
+# whose population std is the source's, came out stretched by sqrt((2n-1)/(2n-2))).
+AMPLITUDE_VERSION = "4"
 NORM_KINDS = ("norm_weight", "norm_bias")
 
 
@@ -88,14 +91,23 @@ class Amplitude:
         y: torch.Tensor,
         reference: tuple[float, float] | None,
         source_shape: Sequence[int],
+        *,
+        sample_spread: bool = False,
     ) -> torch.Tensor:
         """``y`` (already rescaled, in its output dtype) moment-matched when the rule asks.
 
         Matching undoes any division, so a normalization with a fan-in (the one a tied
-        output head reads) is divided by its fan-in multiplier after it."""
+        output head reads) is divided by its fan-in multiplier after it. ``reference`` is
+        the source signal's mean and sample std (``source_shape``'s elements); both sides
+        are matched over the population, unless ``sample_spread`` (the rule of amplitude
+        versions up to 3, see :func:`match_moments`)."""
         if self.match_moments and reference is not None:
             gain = 1 / fan_in_multiplier(source_shape, y.shape, self.fan_in_axes)
-            return match_moments(y, *reference, gain=gain)
+            mean, std = reference
+            if not sample_spread:
+                n = math.prod(source_shape)
+                std = std * math.sqrt((n - 1) / n) if n > 1 else 0.0
+            return match_moments(y, mean, std, gain=gain, sample_spread=sample_spread)
         return y
 
     def apply(
@@ -105,6 +117,7 @@ class Amplitude:
         reference: tuple[float, float],
         *,
         whole_moments: bool = False,
+        sample_spread: bool = False,
     ) -> torch.Tensor:
         """The whole rule on a signal resized elsewhere (a learngene's stored band or
         FRONT block), with the source's statistics from the learngene."""
@@ -117,7 +130,7 @@ class Amplitude:
                 fan_in_axes=self.fan_in_axes,
                 whole_moments=whole_moments,
             )
-        return self.finish(y, reference, source_shape)
+        return self.finish(y, reference, source_shape, sample_spread=sample_spread)
 
 
 def exact_gain(source: Sequence[int], target: Sequence[int], fan_in_axes: Sequence[int]) -> float:
@@ -235,14 +248,19 @@ def check_rescale(rescale: str) -> None:
         raise TransformError(f"`rescale` {rescale!r} is not one of {', '.join(RESCALES)}.")
 
 
-def match_moments(y: torch.Tensor, mean: float, std: float, *, gain: float = 1.0) -> torch.Tensor:
-    """``y`` shifted and scaled to ``mean`` and ``std``, then times ``gain`` (computed in
-    float32, returned in ``y``'s dtype); a constant ``y`` only shifts."""
+def match_moments(
+    y: torch.Tensor, mean: float, std: float, *, gain: float = 1.0, sample_spread: bool = False
+) -> torch.Tensor:
+    """``y`` shifted and scaled to ``mean`` and a population ``std``, then times ``gain``
+    (computed in float32, returned in ``y``'s dtype); a constant ``y`` only shifts.
+    ``sample_spread``: ``std`` and ``y``'s spread both taken with n-1, as amplitude
+    versions up to 3 took them."""
     from zoo._threads import one_thread
 
     y32 = y.float()
     with one_thread(y32):
-        spread = y32.std() if y32.numel() > 1 else y32.new_tensor(0.0)
+        correction = 1 if sample_spread else 0
+        spread = y32.std(correction=correction) if y32.numel() > 1 else y32.new_tensor(0.0)
         centered = y32 - y32.mean()
     if float(spread) > 0 and std > 0:
         centered = centered * (std / spread)

@@ -293,10 +293,10 @@ def shared_norms(family: str, state, config, source_state, rule: str) -> dict[st
     ``Recipe(norm="match")`` does in :func:`zoo.derive.derive_signal`). ``dwt``: the source's
     norm signal resized by raw haar DWT, whatever the method.
     """
-    from zoo.derive import signal_stats
     from zoo.families import get_family
     from zoo.methods import resize
     from zoo.methods.amplitude import match_moments
+    from zoo.transforms.moments import mean_std
 
     fam = get_family(family)
     src_cfg, src = source_state
@@ -308,7 +308,7 @@ def shared_norms(family: str, state, config, source_state, rule: str) -> dict[st
         if sig.kind in ("norm_weight", "norm_bias") and key in src_signals:
             s = src_signals[key].tensor
             if rule == "match":
-                t = match_moments(t, *signal_stats(s))
+                t = match_moments(t, *mean_std(s, correction=0))  # population, as it takes
             elif tuple(s.shape) != tuple(t.shape):
                 t = resize(s, tuple(t.shape), method="dwt", wavelet="haar").to(t.dtype)
             else:
