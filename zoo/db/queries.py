@@ -766,8 +766,8 @@ def resolve(session: Session, query: str, *, kinds: Iterable[str] | None = None)
     if row is not None and row.deleted_at is not None:
         raise NotFoundError(
             f"{query!r} names the {row.kind} {row.name} ({row.content_hash[:12]}), removed with "
-            "`zoo rm`; importing or materializing it again brings it back until `zoo gc` "
-            "forgets it.",
+            "`zoo rm`; registering it again (import, extract or materialize) brings it back "
+            "until `zoo gc` forgets it.",
             query=query,
         )
     if row is None:
