@@ -98,9 +98,10 @@ class Amplitude:
 
         Matching undoes any division, so a normalization with a fan-in (the one a tied
         output head reads) is divided by its fan-in multiplier after it. ``reference`` is
-        the source signal's mean and sample std (``source_shape``'s elements); both sides
-        are matched over the population, unless ``sample_spread`` (the rule of amplitude
-        versions up to 3, see :func:`match_moments`)."""
+        the mean and sample std of the whole source signal, ``source_shape`` (a group
+        whose norms are matched is derived whole, never a layer or a block of rows at a
+        time); both sides are matched over the population, unless ``sample_spread`` (the
+        rule of amplitude versions up to 3, see :func:`match_moments`)."""
         if self.match_moments and reference is not None:
             gain = 1 / fan_in_multiplier(source_shape, y.shape, self.fan_in_axes)
             mean, std = reference
