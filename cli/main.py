@@ -287,7 +287,8 @@ def db_upgrade(revision: str, as_json: bool) -> None:
     _emit(as_json, {"before": before, "after": after}, f"schema {before or '(empty)'} -> {after}")
 
 
-@db_group.command("downgrade")
+# A relative revision (-1) is the argument, not an unknown option.
+@db_group.command("downgrade", context_settings={"ignore_unknown_options": True})
 @click.argument("revision")
 @click.option(
     "--drop-data",

@@ -273,6 +273,15 @@ def test_a_relative_downgrade_target_is_checked_like_any_other(registry, tiny_di
     assert len(registry.alias_history("prod")) == 1
 
 
+def test_a_relative_revision_is_taken_as_written(run_cli, registry, tiny_dir):
+    registry.tag(registry.import_checkpoint(tiny_dir("gpt2")).name, "prod")
+    code, _, err = run_cli("db", "downgrade", "-1")
+    assert code == 2 and "undoing 0010, the aliases' history (1 row)" in err, err
+    code, out, err = run_cli("db", "downgrade", "-1", "--drop-data")
+    assert code == 0 and out.strip().endswith("-> 0009"), err
+    assert run_cli("db", "downgrade", "-2", "--bogus")[0] == 2  # still refused
+
+
 def test_an_empty_revision_is_one_line(run_cli, registry):
     for verb in ("upgrade", "downgrade"):
         code, out, err = run_cli("db", verb, " ")
