@@ -351,3 +351,21 @@ def test_the_page_audits_a_float32_save_of_a_bf16_checkpoint_as_it(site, page, t
     assert page.locator(".verdict .badge").inner_text() == "known"
     assert src.name in page.locator(".verdict").inner_text()
     assert "recorded BF16 values exactly" in page.locator(".cast").inner_text()
+
+    # Its embeddings and head kept in float32 (values a bf16 holds, so narrowing all of
+    # them finds the rest only), the rest bf16: matched tensor by tensor.
+    wide = ("model.embed_tokens.weight", "lm_head.weight")
+    seeded = load_file(tiny_dir("llama", seed=1) / "model.safetensors")  # not the one above
+    rounded = {k: v.to(torch.bfloat16) for k, v in seeded.items()}
+    mixed = {k: v.float() if k in wide else v for k, v in rounded.items()}
+    save_file(mixed, folder / "model.safetensors")
+    other = site.reg.import_checkpoint(folder, name="llama-mixed-tiny")
+    save_file({k: v.float() for k, v in mixed.items()}, widened)
+    page.goto(site.url + "/#/")
+    page.goto(site.url + "/#/audit")
+    page.set_input_files("#pick", [str(widened)])
+    page.wait_for_function(
+        "document.querySelector('.verdict .badge') && "
+        "document.querySelector('.verdict .badge').innerText === 'known'"
+    )
+    assert other.name in page.locator(".verdict").inner_text()

@@ -315,11 +315,23 @@ async function runAudit(files) {
       const identify = (manifest) => api("/api/audit/hashes", {method: "POST", headers: {"Content-Type": "application/json"},
         body: JSON.stringify({label: weights.name, tensors: manifest, config, metadata})});
       report = await identify(tensors);
-      // No exact match: try the float32 tensors at the narrower dtype that holds them.
+      // No exact match: try the float32 tensors at the narrower dtype that holds them, then
+      // each one as the artifact that finds recorded it (some may have stayed float32).
       for (const code of ["BF16", "F16"]) {
         if (report.status === "known" || report.status === "removed" || !Object.keys(narrowed[code]).length) continue;
-        const cast = await identify(tensors.map((t) => narrowed[code][t.name] || t));
-        if (better(cast, report)) report = {...cast, cast_from: [code]};
+        let manifest = tensors.map((t) => narrowed[code][t.name] || t);
+        let cast = await identify(manifest);
+        if (cast.artifact) {
+          const recorded = Object.fromEntries((await api(`/api/artifacts/${enc(cast.artifact.name)}`)).tensors.map((t) => [t.name, t.digest]));
+          manifest = tensors.map((t) => {
+            const want = recorded[t.name];
+            if (want === undefined || t.digest === want) return t;
+            return [narrowed.BF16[t.name], narrowed.F16[t.name]].find((n) => n && n.digest === want) || t;
+          });
+          cast = await identify(manifest);
+        }
+        const from = [...new Set(manifest.filter((m, i) => m !== tensors[i]).map((m) => m.dtype))].sort();
+        if (better(cast, report)) report = {...cast, cast_from: from};
       }
     } else {  // not a secure context: send the file itself
       const form = new FormData();
