@@ -436,36 +436,30 @@ def record_alias_setting(
     session: Session, alias: str, artifact: Artifact, at: datetime, by: str
 ) -> None:
     """Keep in the alias's history that it points at ``artifact`` from ``at``."""
-    values = {
-        "alias": alias,
-        "artifact_name": artifact.name,
-        "kind": artifact.kind,
-        "content_hash": artifact.content_hash,
-        "set_at": at,
-        "set_by": by,
-    }
-    session.connection().execute(_INSERT_ALIAS_SETTING, values)
-
-
-_INSERT_ALIAS_SETTING = insert(AliasHistory.__table__)
+    session.connection().execute(_INSERT_ALIAS_SETTING, _alias_setting(alias, artifact, at, by))
 
 
 def record_alias_removals(session: Session, aliases: Iterable[str], by: str) -> None:
     """Keep in each alias's history that it went with the artifact it named."""
     at = now()
-    rows = [
-        {
-            "alias": alias,
-            "artifact_name": None,
-            "kind": None,
-            "content_hash": None,
-            "set_at": at,
-            "set_by": by,
-        }
-        for alias in aliases
-    ]
+    rows = [_alias_setting(alias, None, at, by) for alias in aliases]
     if rows:
         session.connection().execute(_INSERT_ALIAS_SETTING, rows)
+
+
+def _alias_setting(alias: str, artifact: Artifact | None, at: datetime, by: str) -> dict:
+    """A row of ``alias_history``: no artifact when the alias went with the one it named."""
+    return {
+        "alias": alias,
+        "artifact_name": artifact.name if artifact else None,
+        "kind": artifact.kind if artifact else None,
+        "content_hash": artifact.content_hash if artifact else None,
+        "set_at": at,
+        "set_by": by,
+    }
+
+
+_INSERT_ALIAS_SETTING = insert(AliasHistory.__table__)
 
 
 def alias_history(session: Session, alias: str) -> list[AliasSetting]:
