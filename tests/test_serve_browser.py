@@ -239,7 +239,7 @@ def test_a_library_larger_than_a_page_pages_on_and_files_download_with_a_token(
 ):
     """On a server without --public-read: the table shows the newest 50, and "Older
     artifacts" brings the rest, none twice; a file link on an artifact's page downloads
-    with the token typed in the box (a plain link would send none)."""
+    with the token typed in the box, through a signed link (a plain link sends no token)."""
     (tmp_path / "home").mkdir()
     env = server_env(tmp_path / "home")
     reg = registry_for(env)
@@ -271,6 +271,11 @@ def test_a_library_larger_than_a_page_pages_on_and_files_download_with_a_token(
         saved = tmp_path / "config.json"
         got.value.save_as(saved)
         assert saved.read_bytes() == (tiny_dir("gpt2") / "config.json").read_bytes()
+        # Saved from the server's answer as it arrived (a signed link), not from a copy
+        # the page held in memory (a blob: URL).
+        path, _, query = got.value.url.partition("?")
+        assert path == server.url + "/api/artifacts/gpt2-tiny/files/config.json"
+        assert "signature=" in query
     finally:
         context.close()
         server.stop()

@@ -371,6 +371,7 @@ def test_a_download_without_room_is_refused_before_any_byte(both, tmp_path, monk
 # imports (a client imports one folder per call); ``origin`` is what the server records
 # for an upload, which the client states itself (upload:HOST:PATH).
 _LOCAL_ONLY = {
+    "active_token",
     "audit_manifest",
     "check_token",
     "check_writable",

@@ -85,6 +85,77 @@ def test_no_token_a_revoked_token_and_a_read_token_write_nothing(served):
     assert _state(served.reg) == before
 
 
+def test_a_download_link_opens_its_one_file_without_a_header_while_its_token_is_active(served):
+    """The web page follows a signed link so the browser saves a file as it arrives. The
+    link reads that file only: not another file, not with its expiry or signature
+    altered, and not once its token is revoked."""
+    from datetime import datetime, timezone
+
+    from zoo.server.links import LINK_TTL_S
+
+    url = served.server.url
+    _, secret = served.reg.create_token("linker", role="read")
+    try:
+        with client(url, secret) as http:
+            made = http.get("/api/artifacts/tiny-bert/files/config.json/link")
+            whole = http.get("/api/artifacts/tiny-bert/files/config.json").content
+            missing = http.get("/api/artifacts/tiny-bert/files/nothing.bin/link")
+        assert made.status_code == 200, made.text
+        assert missing.status_code == 404
+        link = made.json()["url"]
+        path, _, query = link.partition("?")
+        assert path == "/api/artifacts/tiny-bert/files/config.json"
+        left = datetime.fromisoformat(made.json()["expires_at"]) - datetime.now(timezone.utc)
+        assert 0 < left.total_seconds() <= LINK_TTL_S
+        with httpx.Client(base_url=url) as anyone:  # no Authorization header
+            got = anyone.get(link)
+            assert got.status_code == 200 and got.content == whole
+            assert anyone.head(link).status_code == 200
+            params = dict(p.split("=") for p in query.split("&"))
+            other = anyone.get(f"/api/artifacts/tiny-bert/files/model.safetensors?{query}")
+            later = {**params, "expires": str(int(params["expires"]) + 3600)}
+            forged = {**params, "signature": "0" * 64}
+            odd = {**params, "signature": "\u00e9"}
+            for answer in (
+                other,
+                anyone.get(path, params=later),
+                anyone.get(path, params=forged),
+                anyone.get(path, params=odd),
+            ):
+                assert answer.status_code == 401, answer.text
+                assert "download link is not valid" in answer.json()["error"]["message"]
+            partial = anyone.get(path, params={"signature": params["signature"]})
+            assert partial.status_code == 400
+            # The link opens a file, not the other reads.
+            assert anyone.get(f"/api/artifacts/tiny-bert?{query}").status_code == 400
+            served.reg.revoke_token("linker")
+            revoked = anyone.get(link)
+            assert revoked.status_code == 401
+            assert "revoked" in revoked.json()["error"]["message"]
+    finally:
+        if served.reg.check_token(secret) is not None:
+            served.reg.revoke_token("linker")
+
+
+def test_a_download_link_expires_and_no_other_server_process_takes_it():
+    from zoo.errors import AuthenticationError
+    from zoo.server.links import DownloadLinks
+
+    links = DownloadLinks(ttl_s=60)
+    link = links.sign("tiny-bert", "config.json", 7, now=1000.0)
+    assert link.expires == 1060
+    links.check("tiny-bert", "config.json", 7, 1060, link.signature, now=1060.0)
+    with pytest.raises(AuthenticationError, match="expired"):
+        links.check("tiny-bert", "config.json", 7, 1060, link.signature, now=1061.0)
+    for name, filename, token in (("other", "config.json", 7), ("tiny-bert", "config.json", 8)):
+        with pytest.raises(AuthenticationError, match="not valid"):
+            links.check(name, filename, token, 1060, link.signature, now=1000.0)
+    with pytest.raises(AuthenticationError, match="not valid"):  # a restarted server
+        DownloadLinks(ttl_s=60).check(
+            "tiny-bert", "config.json", 7, 1060, link.signature, now=1000.0
+        )
+
+
 @pytest.mark.parametrize(
     ("path", "token"), [("/api/materialize", None), ("/api/import/upload", "revoked")]
 )

@@ -704,6 +704,13 @@ class Registry:
 
         return check_token(self, secret)
 
+    def active_token(self, token_id: int):
+        """The :class:`~zoo.api.tokens.TokenInfo` with id ``token_id`` while it is active,
+        or None."""
+        from zoo.api.tokens import active_token
+
+        return active_token(self, token_id)
+
     def export(self, name: str, *, out, force: bool = False, max_shard_size=None):
         """Write a source or derived checkpoint as a Hugging Face folder (config.json,
         weights, README.md), all or nothing and streamed; a virtual one is re-derived and

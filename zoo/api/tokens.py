@@ -154,3 +154,13 @@ def check_token(reg, secret: str) -> TokenInfo | None:
     with reg.session() as session:
         row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_secret(secret)))
         return _info(row) if row is not None and row.revoked_at is None else None
+
+
+def active_token(reg, token_id: int) -> TokenInfo | None:
+    """The token with id ``token_id`` while it is active, or None (a signed download link
+    names its token by id: :mod:`zoo.server.links`)."""
+    from zoo.db.models import ApiToken
+
+    with reg.session() as session:
+        row = session.get(ApiToken, token_id)
+        return _info(row) if row is not None and row.revoked_at is None else None

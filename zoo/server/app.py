@@ -11,8 +11,10 @@ import asyncio
 import json
 import logging
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -34,6 +36,7 @@ from zoo.errors import (
 )
 from zoo.server.checks import _UPLOAD_NAME, check_name, check_query, check_upload_name
 from zoo.server.hf import HUB_TAG
+from zoo.server.links import DownloadLinks
 from zoo.server.options import ServerOptions
 from zoo.server.work import (
     FileCache,
@@ -329,6 +332,7 @@ class Server:
         limit = options.cache_limit
         self.cache = FileCache(cache, limit=None if limit is None else parse_size(limit))
         self.work = SingleFlight(options.workers)
+        self.links = DownloadLinks()
         # Materialize requests answered: key -> (artifact, config).
         self.done: dict[tuple, tuple] = {}
 
@@ -358,6 +362,20 @@ class Server:
         if not info.allows(role):
             raise PermissionDeniedError(
                 f"The token {info.name!r} has role {info.role}; this request needs {role}."
+            )
+        acting_user.set(info.name)
+        return info
+
+    async def authorize_link(self, request: Request, token: int, expires: int, signature: str):
+        """Let a signed download link (:mod:`zoo.server.links`) read its one file, as
+        the token it names, while that token is active."""
+        name, filename = request.path_params["name"], request.path_params["filename"]
+        self.links.check(name, filename, token, expires, signature)
+        info = await self.db(self.reg.active_token, token)
+        if info is None or not info.allows("read"):
+            raise AuthenticationError(
+                "The token this download link was made for is revoked: ask for a new one "
+                "with an active token."
             )
         acting_user.set(info.name)
         return info
@@ -542,6 +560,24 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
 
     read, write, admin = role("read"), role("write"), role("admin")
 
+    async def read_or_link(
+        request: Request,
+        link_token: int | None = None,
+        expires: int | None = None,
+        signature: str | None = None,
+    ):
+        """A file's reader: a token in the header, a signed download link, or (with
+        --public-read) anyone."""
+        if link_token is None and expires is None and signature is None:
+            return await server.authorize(request, "read")
+        if link_token is None or expires is None or not signature:
+            raise InvalidInputError(
+                "A download link takes link_token, expires and signature together."
+            )
+        return await server.authorize_link(request, link_token, expires, signature)
+
+    file_reader = Depends(read_or_link)
+
     # --- the service itself -------------------------------------------------------------
 
     @app.get("/api/health", tags=["service"])
@@ -700,10 +736,25 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     @app.head(
         "/api/artifacts/{name}/files/{filename}", tags=["artifacts"], operation_id="head_file"
     )
-    async def file(request: Request, name: str, filename: str, _=read):
-        """Download one file (ETag: its sha256)."""
+    async def file(request: Request, name: str, filename: str, _=file_reader):
+        """Download one file (ETag: its sha256), with a token or by a signed link."""
         info = await server.db(server.reg.show, check_query(name))
         return server.file_response(request, await server.export(info), filename)
+
+    @app.get("/api/artifacts/{name}/files/{filename}/link", tags=["artifacts"])
+    async def file_link(name: str, filename: str, token=read):
+        """A link to one file that downloads without a header (a browser saves it as it
+        arrives), valid for a few minutes and only while the token is active."""
+        info = await server.db(server.reg.show, check_query(name))
+        key = await server.export(info)
+        if filename not in server.cache.files(key):
+            raise _entry_missing(filename)
+        path = f"/api/artifacts/{quote(info.name, safe='')}/files/{quote(filename, safe='')}"
+        if token is None:  # an anonymous reader of a --public-read server needs no link
+            return {"url": path, "expires_at": None}
+        link = server.links.sign(info.name, filename, token.id)
+        expires_at = datetime.fromtimestamp(link.expires, timezone.utc).isoformat()
+        return {"url": f"{path}?{link.query()}", "expires_at": expires_at}
 
     @app.post("/api/artifacts/{name}/aliases", tags=["artifacts"])
     async def tag(name: str, body: TagRequest, _=write):

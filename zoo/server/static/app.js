@@ -194,21 +194,21 @@ model = AutoModel.from_pretrained("${esc(a.name)}", revision="${Math.max(1, Math
   }
 }
 
-// A link sends no Authorization header: with a token in the box, the file is fetched with
-// it and handed to the browser as a download (held in memory until saved). Without one,
-// the link itself serves a server with --public-read.
+// A link sends no Authorization header: with a token in the box, the page asks the server
+// for a signed link to the file (valid for minutes, for this token) and follows it, so the
+// browser saves the file as it arrives; fetching it here would hold all of it in memory.
+// Without a token, the link itself serves a server with --public-read.
 async function download(ev) {
   if (!tokenBox.value.trim()) return;
   ev.preventDefault();
   const link = ev.currentTarget;
-  const r = await fetch(link.href, {headers: headers()});
+  const r = await fetch(link.href + "/link", {headers: headers()});
   if (!r.ok) { link.title = `${r.status}: ${(await r.text()).slice(0, 200)}`; link.classList.add("failed"); return; }
-  const url = URL.createObjectURL(await r.blob());
+  const {url} = await r.json();
   const save = Object.assign(document.createElement("a"), {href: url, download: link.getAttribute("download")});
   document.body.appendChild(save);
   save.click();
   save.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 60000);
 }
 
 // --- audit --------------------------------------------------------------------------------
