@@ -601,6 +601,8 @@ def test_serve_with_a_cache_limit_evicts_stale_folders_at_start_and_serves(tmp_p
             config = http.get("/api/artifacts/g/files/config.json")
             assert config.status_code == 200, config.text
         assert json.loads(config.content)["model_type"] == "gpt2"
+        # Anyone may read this server's files, so a shared cache may keep them too.
+        assert config.headers["cache-control"].startswith("public,")
     finally:
         server.stop()
     bad = subprocess.run(

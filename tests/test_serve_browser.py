@@ -276,6 +276,12 @@ def test_a_library_larger_than_a_page_pages_on_and_files_download_with_a_token(
         path, _, query = got.value.url.partition("?")
         assert path == server.url + "/api/artifacts/gpt2-tiny/files/config.json"
         assert "signature=" in query
+        # A token revoked meanwhile: the page says so where the user clicked.
+        reg.revoke_token("reader")
+        link.click()
+        error = page.locator("#download-error")
+        error.wait_for()
+        assert "config.json: The token is unknown or revoked." in error.inner_text()
     finally:
         context.close()
         server.stop()
@@ -374,3 +380,69 @@ def test_the_page_audits_a_float32_save_of_a_bf16_checkpoint_as_it(site, page, t
         "document.querySelector('.verdict .badge').innerText === 'known'"
     )
     assert other.name in page.locator(".verdict").inner_text()
+
+
+def test_the_page_audits_every_shard_of_a_sharded_checkpoint(site, page, tmp_path):
+    """Shards picked together are one checkpoint, as `zoo audit FOLDER` reads them: known;
+    one shard alone is that checkpoint with tensors missing; a tensor in two shards is
+    refused."""
+    import json
+
+    out = site.reg.export("gpt2-tiny", out=tmp_path / "sharded", max_shard_size="8KB")
+    shards = sorted(out.glob("model-*.safetensors"))
+    assert len(shards) > 2
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    page.goto(site.url + "/#/audit")
+    page.wait_for_selector("#pick", state="attached")
+    page.set_input_files("#pick", [str(p) for p in out.iterdir()])
+    page.wait_for_selector(".verdict")
+    assert page.locator(".verdict .badge").inner_text() == "known"
+    verdict = page.locator(".verdict").inner_text()
+    assert "gpt2-tiny" in verdict and f"and {len(shards) - 1} more shards" in verdict
+
+    page.goto(site.url + "/#/")
+    page.goto(site.url + "/#/audit")
+    page.set_input_files("#pick", [str(shards[-1]), str(out / "config.json")])
+    page.wait_for_selector(".verdict")
+    alone = site.reg.audit(shards[-1])  # what zoo audit says of that one file
+    assert page.locator(".verdict .badge").inner_text() == alone.status == "modified"
+    missing = sum(1 for f in index["weight_map"].values() if f != shards[-1].name)
+    assert len(alone.missing) == missing
+    assert f"{missing} missing" in page.locator(".verdict").inner_text()
+
+    page.goto(site.url + "/#/")
+    page.goto(site.url + "/#/audit")
+    twice = tmp_path / "copy"
+    twice.mkdir()
+    shutil.copy(shards[0], twice / "model-copy.safetensors")
+    page.set_input_files("#pick", [str(shards[0]), str(twice / "model-copy.safetensors")])
+    page.wait_for_selector("#result .error")
+    assert "is in both" in page.locator("#result .error").inner_text()
+
+
+def test_the_size_the_page_suggests_is_one_the_server_makes(site, page):
+    """The "Use it" snippet's smaller revision keeps head_dim, as zoo's defaults do, for
+    every family (a 3-head GPT-2 of 3x24 included: half its hidden size, 12, is not a
+    multiple of its head_dim 8)."""
+    import transformers
+    from tinymodels import TINY
+
+    from zoo.families import TargetSize, family_for_config
+
+    page.goto(site.url + "/#/")
+    page.wait_for_selector("tr.row")
+    configs = [
+        getattr(transformers, spec["arch"]).config_class(**spec["config"]).to_dict()
+        for spec in TINY.values()
+    ]
+    configs.append(transformers.GPT2Config(n_layer=3, n_embd=24, n_head=3).to_dict())
+    for config in configs:
+        family = family_for_config(config)
+        sizes = family.axis_sizes(config)
+        size = page.evaluate(
+            "([size, config]) => smallerSize({size, config})",
+            [f"{sizes['layers']}x{sizes['hidden']}", config],
+        )
+        layers, hidden = (int(v) for v in size.split("x"))
+        assert (layers, hidden) < (sizes["layers"], sizes["hidden"]), size
+        family.target_config(config, TargetSize(layers, hidden))  # refuses a size it cannot make

@@ -81,6 +81,7 @@ def test_errors_have_the_same_exit_code_and_line_both_ways(both):
         (("show", "a\tb"), 3),
         (("lineage", "tiny-gpt2", "--depth", "0"), 0),
         (("ls", "--limit", "1001"), 0),
+        (("import", "/no/such/folder"), 2),  # not read as a Hub repository by the client
     ):
         local, remote = both.run(*args)
         assert local[0] == code, (args, local)

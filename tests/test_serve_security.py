@@ -98,7 +98,9 @@ def test_a_download_link_opens_its_one_file_without_a_header_while_its_token_is_
     try:
         with client(url, secret) as http:
             made = http.get("/api/artifacts/tiny-bert/files/config.json/link")
-            whole = http.get("/api/artifacts/tiny-bert/files/config.json").content
+            answer = http.get("/api/artifacts/tiny-bert/files/config.json")
+            whole = answer.content
+            hub = http.get("/tiny-bert/resolve/main/config.json")
             missing = http.get("/api/artifacts/tiny-bert/files/nothing.bin/link")
         assert made.status_code == 200, made.text
         assert missing.status_code == 404
@@ -110,6 +112,9 @@ def test_a_download_link_opens_its_one_file_without_a_header_while_its_token_is_
         with httpx.Client(base_url=url) as anyone:  # no Authorization header
             got = anyone.get(link)
             assert got.status_code == 200 and got.content == whole
+            # Answers to a token or a link are the caller's: no shared cache may keep them.
+            for private in (answer, hub, got):
+                assert private.headers["cache-control"].startswith("private,"), private.headers
             assert anyone.head(link).status_code == 200
             params = dict(p.split("=") for p in query.split("&"))
             other = anyone.get(f"/api/artifacts/tiny-bert/files/model.safetensors?{query}")

@@ -181,6 +181,10 @@ class RemoteRegistry:
                     data["name"] = name
                 body = self._call("POST", "/api/import/upload", files=files, data=data)
             return artifact_from_json(body)
+        from zoo.hub import names_a_repo, not_a_source
+
+        if not names_a_repo(os.fspath(source)):
+            raise not_a_source(os.fspath(source))
         body = {"repo": os.fspath(source), "revision": revision, "name": name}
         body["convert_bin"] = convert_bin
         return artifact_from_json(self._call("POST", "/api/import", json=body))

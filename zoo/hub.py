@@ -23,11 +23,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from zoo.errors import AmbiguousNameError, InvalidInputError, NotFoundError, OfflineError
+from zoo.errors import (
+    AmbiguousNameError,
+    InvalidCheckpointError,
+    InvalidInputError,
+    NotFoundError,
+    OfflineError,
+)
 
 __all__ = ["ALLOW_PATTERNS", "Snapshot", "cache_dir_from_env", "is_offline", "resolve_snapshot"]
 
 #: Files fetched from the Hub: what zoo imports and what an exported model needs to run.
+_IMPORT_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def names_a_repo(text: str) -> bool:
+    """Whether `zoo import` reads ``text``, which names no existing path, as a Hub
+    repository: ORG/NAME, never a path (./x, /x)."""
+    return _IMPORT_ID.fullmatch(text) is not None and not text.startswith((".", "/"))
+
+
+def not_a_source(text: str) -> InvalidCheckpointError:
+    """What `zoo import` says of a path that does not exist and is no repository id
+    (locally and from a client alike)."""
+    return InvalidCheckpointError(
+        f"{text} is neither an existing folder nor a Hub repository id (ORG/NAME).", path=text
+    )
+
+
 ALLOW_PATTERNS = [
     "*.json",  # config.json, model.safetensors.index.json, tokenizer and generation configs
     "*.safetensors",

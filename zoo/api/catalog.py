@@ -38,8 +38,6 @@ from zoo.errors import (
 )
 from zoo.progress import progress_bar
 
-_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-
 
 def _check_layout(family: str, ckpt) -> None:
     """Refuse, before any blob is written, a config.json whose sizes are unusable and
@@ -482,14 +480,12 @@ def _locate(source: str | os.PathLike[str], revision: str | None) -> tuple[Path,
         if revision:
             raise InvalidInputError("--revision applies to Hub repositories, not local paths.")
         return path, str(path.resolve()), ""
-    if _REPO_ID.fullmatch(text) and not text.startswith((".", "/")):
-        from zoo.hub import resolve_snapshot
+    from zoo.hub import names_a_repo, not_a_source, resolve_snapshot
 
+    if names_a_repo(text):
         snap = resolve_snapshot(text, revision)
         return snap.path, f"hf://{snap.repo_id}", snap.commit
-    raise InvalidCheckpointError(
-        f"{text} is neither an existing folder nor a Hub repository id (ORG/NAME).", path=text
-    )
+    raise not_a_source(text)
 
 
 def _default_name(source) -> str:

@@ -466,7 +466,13 @@ class Server:
             "X-Linked-Etag": f'"{meta["sha256"]}"',
             "X-Repo-Commit": key[:40],
             "Accept-Ranges": "bytes",
-            "Cache-Control": "public, max-age=31536000, immutable",
+            # A file's bytes never change under its ETag, but only a --public-read
+            # server's files are anyone's: a shared cache (a proxy in front) must not keep
+            # an answer to a token or a signed link and hand it to others.
+            "Cache-Control": (
+                f"{'public' if self.options.public_read else 'private'}, "
+                "max-age=31536000, immutable"
+            ),
             **(headers or {}),
         }
         if request.headers.get("if-none-match", "").strip('"') == meta["sha256"]:

@@ -142,13 +142,23 @@ function tensorSummary(a) {
     </tbody></table>`;
 }
 
+// A smaller size the server makes with zoo's defaults, which keep head_dim: half the
+// layers, and half the heads at the same head_dim (half the hidden size would break it
+// where the heads are odd).
+function smallerSize(a) {
+  const [layers, hidden] = a.size.split("x").map(Number);
+  const c = a.config || {};
+  const heads = c.num_attention_heads ?? c.n_head;
+  const width = heads && hidden % heads === 0 ? (hidden / heads) * Math.max(1, Math.floor(heads / 2)) : Math.max(8, Math.floor(hidden / 2));
+  return `${Math.max(1, Math.floor(layers / 2))}x${width}`;
+}
+
 async function artifact(name) {
   const mine = navigation;
   const a = await api(`/api/artifacts/${enc(name)}`);
   if (!current(mine)) return;
   const recipe = a.info.recipe || (a.kind === "learngene" ? Object.fromEntries(Object.entries(a.info).filter(([k]) => k !== "signals")) : null);
   const origin = window.location.origin;
-  const sizeHint = a.size ? a.size.split("x") : null;
   view.innerHTML = `
     <div class="head"><h1>${esc(a.name)}</h1>${badge(a)} <span class="muted">${esc(a.family)}${a.size ? " · " + esc(a.size) : ""}</span>
       ${a.aliases.map((x) => `<span class="alias">${esc(x)}</span>`).join("")}</div>
@@ -166,11 +176,11 @@ async function artifact(name) {
     <div class="card" style="margin-top:18px"><h2>Use it</h2>
       ${a.kind === "learngene"
         ? `<p>Any size on demand, from Python:</p><pre>from transformers import AutoModel
-model = AutoModel.from_pretrained("${esc(a.name)}", revision="6x384")  # layers x hidden
+model = AutoModel.from_pretrained("${esc(a.name)}", revision="${a.size ? smallerSize(a) : "6x384"}")  # layers x hidden
 # with HF_ENDPOINT=${esc(origin)} and HF_TOKEN set</pre>`
         : `<pre>from transformers import AutoModel
-model = AutoModel.from_pretrained("${esc(a.name)}")${sizeHint ? `                      # ${esc(a.size)}
-model = AutoModel.from_pretrained("${esc(a.name)}", revision="${Math.max(1, Math.floor(sizeHint[0] / 2))}x${Math.max(8, Math.floor(sizeHint[1] / 2))}")  # another size` : ""}
+model = AutoModel.from_pretrained("${esc(a.name)}")${a.size ? `                      # ${esc(a.size)}
+model = AutoModel.from_pretrained("${esc(a.name)}", revision="${smallerSize(a)}")  # another size` : ""}
 # with HF_ENDPOINT=${esc(origin)} and HF_TOKEN set</pre><p id="files" class="muted snippet"></p>`}
     </div>
     <div class="card"><h2>Model card</h2><pre id="card" class="muted">…</pre></div>`;
@@ -202,9 +212,21 @@ async function download(ev) {
   if (!tokenBox.value.trim()) return;
   ev.preventDefault();
   const link = ev.currentTarget;
-  const r = await fetch(link.href + "/link", {headers: headers()});
-  if (!r.ok) { link.title = `${r.status}: ${(await r.text()).slice(0, 200)}`; link.classList.add("failed"); return; }
-  const {url} = await r.json();
+  let url;
+  try {
+    ({url} = await api(new URL(link.href).pathname + "/link"));
+  } catch (e) {
+    const hint = e.status === 401 ? " Paste a valid token in the box at the top right." : "";
+    link.classList.add("failed");
+    let shown = document.getElementById("download-error");
+    if (!shown) {
+      shown = Object.assign(document.createElement("div"), {id: "download-error", className: "error"});
+      link.parentElement.after(shown);
+    }
+    shown.textContent = `${link.getAttribute("download")}: ${e.message}${hint}`;
+    return;
+  }
+  document.getElementById("download-error")?.remove();
   const save = Object.assign(document.createElement("a"), {href: url, download: link.getAttribute("download")});
   document.body.appendChild(save);
   save.click();
@@ -287,7 +309,7 @@ function auditPage() {
     <div class="head"><h1>Audit a checkpoint</h1><span class="muted">Which registered artifact is this file? Where did it come from? Was it changed?</span></div>
     <div class="card">
       <label id="drop" class="drop"><input id="pick" type="file" multiple accept=".safetensors,.json" hidden>
-        <strong>Drop a model.safetensors here</strong> (and its config.json, if you have it)<br>
+        <strong>Drop a model.safetensors here</strong> (or every shard of one, and its config.json if you have it)<br>
         <span class="muted">or click to choose. Each tensor is hashed in your browser; only the hashes are sent.</span>
         <div class="progress"><div id="bar"></div></div></label>
     </div>
@@ -303,17 +325,30 @@ function auditPage() {
 async function runAudit(files) {
   const result = document.getElementById("result");
   const bar = document.getElementById("bar");
-  const weights = files.find((f) => f.name.endsWith(".safetensors"));
+  // Every shard of a sharded checkpoint, in name order (as zoo audit reads a folder).
+  const weights = files.filter((f) => f.name.endsWith(".safetensors")).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const configFile = files.find((f) => f.name === "config.json");
-  if (!weights) { result.innerHTML = `<div class="error">Drop a .safetensors file.</div>`; return; }
-  result.innerHTML = `<p class="muted">Hashing ${esc(weights.name)} (${bytes(weights.size)})…</p>`;
+  if (!weights.length) { result.innerHTML = `<div class="error">Drop a .safetensors file (every shard of a sharded checkpoint).</div>`; return; }
+  const label = weights.length === 1 ? weights[0].name : `${weights[0].name} and ${weights.length - 1} more shards`;
+  const size = weights.reduce((n, f) => n + f.size, 0);
+  result.innerHTML = `<p class="muted">Hashing ${esc(label)} (${bytes(size)})…</p>`;
   try {
     let report;
     if (window.crypto && crypto.subtle) {
-      const {tensors, metadata, narrowed} = await hashTensors(weights, (f) => { bar.style.width = (f * 100).toFixed(0) + "%"; });
+      const tensors = [], metadata = {}, narrowed = {BF16: {}, F16: {}}, shardOf = {};
+      for (const [i, file] of weights.entries()) {
+        const part = await hashTensors(file, (f) => { bar.style.width = ((i + f) / weights.length * 100).toFixed(0) + "%"; });
+        for (const t of part.tensors) {
+          if (t.name in shardOf) throw new Error(`Tensor ${t.name} is in both ${shardOf[t.name]} and ${file.name}.`);
+          shardOf[t.name] = file.name;
+          tensors.push(t);
+        }
+        for (const [k, v] of Object.entries(part.metadata || {})) if (!(k in metadata)) metadata[k] = v;  // the first shard's wins
+        for (const code of ["BF16", "F16"]) Object.assign(narrowed[code], part.narrowed[code]);
+      }
       const config = configFile ? JSON.parse(await configFile.text()) : null;
       const identify = (manifest) => api("/api/audit/hashes", {method: "POST", headers: {"Content-Type": "application/json"},
-        body: JSON.stringify({label: weights.name, tensors: manifest, config, metadata})});
+        body: JSON.stringify({label, tensors: manifest, config, metadata: Object.keys(metadata).length ? metadata : null})});
       report = await identify(tensors);
       // No exact match: try the float32 tensors at the narrower dtype that holds them, then
       // each one as the artifact that finds recorded it (some may have stayed float32).
@@ -335,8 +370,8 @@ async function runAudit(files) {
       }
     } else {  // not a secure context: send the file itself
       const form = new FormData();
-      form.append("files", weights, weights.name);
-      form.append("label", weights.name);
+      for (const f of files) if (weights.includes(f) || f.name.endsWith(".json")) form.append("files", f, f.name);
+      form.append("label", label);
       report = await api("/api/audit", {method: "POST", body: form});
     }
     bar.style.width = "100%";
