@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import sys
 
 import click
@@ -904,5 +905,26 @@ def _is_database_error(exc: BaseException) -> bool:
     return mod is not None and isinstance(exc, mod.SQLAlchemyError)
 
 
+def command() -> None:
+    """The ``zoo`` process: :func:`main`, then its exit.
+
+    Once the command has finished, Ctrl-C has nothing left to stop, so it is ignored
+    through the interpreter's teardown (torch's takes up to a second; an interrupt there
+    killed a process that had written and printed its result). After an interrupt the
+    process leaves at once, its cleanups done: torch's worker threads may still be running,
+    and tearing the runtime down under them can abort the process (SIGABRT)."""
+    try:
+        main()
+        code: int | str | None = 0
+    except SystemExit as exc:
+        code = exc.code
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    main()
+    command()
