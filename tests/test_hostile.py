@@ -115,6 +115,16 @@ def _pickle_only(folder: Path, tiny: Path) -> list[str]:
     return ["import", str(out)]
 
 
+def _lone_bin(data: bytes):
+    """A ``.bin`` found on a disk, audited with --convert-bin."""
+
+    def build(folder: Path, tiny: Path) -> list[str]:
+        (folder / "found.bin").write_bytes(data)
+        return ["audit", str(folder / "found.bin"), "--convert-bin"]
+
+    return build
+
+
 def _config_toml(folder: Path, text: str) -> dict[str, str]:
     home = folder / "home"
     home.mkdir()
@@ -208,6 +218,8 @@ CORPUS: dict[str, Case] = {
     ),
     "pickle weights only": Case(lambda f, t: _pickle_only(f, t), 2, "--convert-bin"),
     # --- files found on a disk, met at audit -----------------------------------------------
+    "audit: a text file as .bin": Case(_lone_bin(b"hello\n"), 2, "as a torch weights file"),
+    "audit: an empty .bin": Case(_lone_bin(b""), 2, "(EOFError)"),
     "audit: shape overflowing 64 bits": Case(
         _lone_file(_one([2**62, 2**62, 0])), 2, "overflows 64 bits"
     ),

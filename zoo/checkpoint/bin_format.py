@@ -49,10 +49,13 @@ def load_weights_only(path: Path) -> dict[str, torch.Tensor]:
             "safetensors from a trusted environment.",
             path=str(path),
         ) from exc
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+    except Exception as exc:
+        # Garbage fails the unpickler in any way: a text file with a KeyError from its
+        # memo, a cut file with an EOFError that has no message.
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise InvalidCheckpointError(
-            f"{path} cannot be read as a torch weights file ({exc}); check that it is a "
-            "complete file written by torch.save.",
+            f"{path} cannot be read as a torch weights file ({detail.splitlines()[0]}); "
+            "check that it is a complete file written by torch.save.",
             path=str(path),
         ) from exc
     if not isinstance(obj, dict) or not all(
