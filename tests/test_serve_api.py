@@ -629,3 +629,15 @@ def test_a_family_size_follows_the_default_set_in_another_process(served):
         then = http.get("/api/models/bert/revision/2x16").json()["sha"]
     here = served.reg.materialize(dct.name, layers=2, hidden=16).artifact.content_hash
     assert then != first and then == here[:40]
+
+
+def test_a_size_the_servers_disk_cannot_hold_is_refused_in_the_callers_terms(served):
+    """A size revision of several TB is refused before any work (507), saying what it
+    would take and what the server has, without the cache's path or the CLI's --out."""
+    with _read(served) as http:
+        answer = http.get("/api/models/tiny-bert/revision/2000x8192")
+    assert answer.status_code == 507, answer.text
+    error = answer.json()["error"]
+    assert error["class"] == "StorageError"
+    assert error["message"].startswith("This checkpoint would take 4.3 TB and the server has ")
+    assert "--out" not in error["message"] and str(served.home) not in error["message"]

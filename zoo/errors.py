@@ -145,6 +145,15 @@ class StorageError(ZooError, OSError):
     http_status = 507
 
 
+class NoRoomError(StorageError):
+    """An output its file system has no room for, refused before any byte is written;
+    with the numbers, so a server can say it without its own paths."""
+
+    def __init__(self, message: str, *, needed: int | None = None, free: int | None = None):
+        super().__init__(message)
+        self.needed, self.free = needed, free
+
+
 class ConflictError(ZooError, RuntimeError):
     """The request conflicts with the registry's state (alias taken, folder not empty...)."""
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import ConflictError, InvalidInputError, StorageError
+from zoo.errors import ConflictError, InvalidInputError, NoRoomError, StorageError
 
 #: The marker file of every output folder: the files zoo wrote, with size and mtime.
 MARKER = ".zoo-output.json"
@@ -161,19 +161,21 @@ def check_room(out: Path, nbytes: int) -> None:
     failing when the disk fills would waste the work done until then.
 
     Raises:
-        StorageError: fewer than ``nbytes`` bytes are free where ``out`` would go.
+        NoRoomError: fewer than ``nbytes`` bytes are free where ``out`` would go.
     """
     out = Path(out)
     existing = next(p for p in (out, *out.parents) if p.exists())
     free = shutil.disk_usage(existing).free
     if nbytes > free:
-        raise StorageError(
-            f"--out {out} needs {_decimal(nbytes)} and its file system has "
-            f"{_decimal(free)} free; free some space or write elsewhere."
+        raise NoRoomError(
+            f"--out {out} needs {decimal_bytes(nbytes)} and its file system has "
+            f"{decimal_bytes(free)} free; free some space or write elsewhere.",
+            needed=nbytes,
+            free=free,
         )
 
 
-def _decimal(n: int) -> str:
+def decimal_bytes(n: int) -> str:
     """Bytes in the largest decimal unit that keeps a digit before the point, as ``df -H``
     prints them: a small output and a nearly full disk both read as more than "0.0 GB"."""
     for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):

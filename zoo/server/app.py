@@ -8,6 +8,7 @@ class, so a client raises the same class and the CLI exits with the same code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -29,9 +30,11 @@ from zoo.checkpoint.safetensors_format import MAX_TENSORS
 from zoo.errors import (
     AuthenticationError,
     InvalidInputError,
+    NoRoomError,
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    StorageError,
     ZooError,
 )
 from zoo.server.checks import _UPLOAD_NAME, check_name, check_query, check_upload_name
@@ -396,7 +399,8 @@ class Server:
         try:
             # By name, which one artifact holds: a content hash may be a source's and the
             # same-size checkpoint derived from it.
-            self.reg.export(info.name, out=pending)
+            with _no_room_said_plainly():
+                self.reg.export(info.name, out=pending)
             self.cache.adopt(pending, key)
         finally:
             remove_tree(pending)
@@ -445,7 +449,8 @@ class Server:
             return done  # finished between the caller's check and this thread's start
         pending = self.cache.pending()
         try:
-            result = self.reg.materialize(query, out=pending, **params)
+            with _no_room_said_plainly():
+                result = self.reg.materialize(query, out=pending, **params)
             self.cache.adopt(pending, folder_key(result.artifact))
             # Recorded here, in the worker, before any waiter resumes: a request arriving
             # after the work ends finds the answer instead of starting it again.
@@ -478,6 +483,24 @@ class Server:
         if request.headers.get("if-none-match", "").strip('"') == meta["sha256"]:
             return Response(status_code=304, headers=extra)
         return FileResponse(path, headers=extra, filename=None, stat_result=None)
+
+
+@contextlib.contextmanager
+def _no_room_said_plainly():
+    """A checkpoint the cache's disk cannot hold, refused in the caller's terms: its size
+    and the room left, without the cache's path or the ``--out`` flag of the CLI's
+    message."""
+    from zoo.api.export import decimal_bytes
+
+    try:
+        yield
+    except NoRoomError as exc:
+        if exc.needed is None or exc.free is None:
+            raise
+        raise StorageError(
+            f"This checkpoint would take {decimal_bytes(exc.needed)} and the server has "
+            f"{decimal_bytes(exc.free)} of disk free for it."
+        ) from None
 
 
 def _entry_missing(filename: str) -> NotFoundError:
