@@ -129,6 +129,29 @@ def test_a_removed_weight_is_missing_even_when_buffers_are_not_compared(reg, tmp
     assert report.missing == ["bert.encoder.layer.0.output.dense.weight"]
 
 
+def test_one_shard_audits_as_a_part_and_a_changed_tensor_as_a_difference(reg, tmp_path):
+    """A shard alone holds that artifact's tensors, unchanged, and lacks the rest: the
+    report says it is a part; a changed tensor is a difference from the artifact."""
+    folder = save_tiny("gpt2", tmp_path / "src", max_shard_size="20KB")
+    src = reg.import_checkpoint(folder, name="sharded")
+    shards = sorted(folder.glob("model-*.safetensors"))
+    part = reg.audit(shards[-1])
+    assert (part.status, part.artifact.id, part.differing) == ("modified", src.id, [])
+    held = set(load_file(shards[-1]))
+    elsewhere = {name for s in shards[:-1] for name in load_file(s)}
+    assert part.missing and set(part.missing) <= elsewhere
+    assert part.to_text().splitlines()[0] == (
+        f"{shards[-1]}: MODIFIED: a PART of source sharded ({src.content_hash[:12]}): every "
+        f"tensor it holds is that artifact's, unchanged; {len(part.missing)} missing (one "
+        "shard of it, or a cut-down copy)"
+    )
+    changed = {k: v + 1 if k == min(held) else v for k, v in load_file(shards[-1]).items()}
+    save_file(changed, tmp_path / "changed.safetensors")
+    report = reg.audit(tmp_path / "changed.safetensors")
+    assert report.differing == [min(held)]
+    assert report.to_text().startswith(f"{tmp_path / 'changed.safetensors'}: MODIFIED from source")
+
+
 def test_content_shared_by_a_source_and_a_derived_checkpoint_names_both(reg, tmp_path, run_cli):
     """A dwt learngene materialized at its source's own size gives the source back, byte
     for byte: one content, registered as a source and as a derived checkpoint. Both

@@ -408,7 +408,8 @@ def test_the_page_audits_every_shard_of_a_sharded_checkpoint(site, page, tmp_pat
     assert page.locator(".verdict .badge").inner_text() == alone.status == "modified"
     missing = sum(1 for f in index["weight_map"].values() if f != shards[-1].name)
     assert len(alone.missing) == missing
-    assert f"{missing} missing" in page.locator(".verdict").inner_text()
+    assert f"{missing} missing (one shard of it" in page.locator(".verdict").inner_text()
+    assert "is a part of gpt2-tiny" in page.locator(".verdict").inner_text()
 
     page.goto(site.url + "/#/")
     page.goto(site.url + "/#/audit")

@@ -84,9 +84,16 @@ class AuditReport:
         if self.status == "known":
             note = " (config.json differs)" if self.config_differs else ""
             lines.append(f"{self.path}: {a.kind} {a.name} ({a.content_hash[:12]}){note}")
+        elif self.missing and not (self.differing or self.extra):
+            # One shard of a sharded checkpoint, or a copy with tensors dropped.
+            lines.append(
+                f"{self.path}: MODIFIED: a PART of {a.kind} {a.name} "
+                f"({a.content_hash[:12]}): every tensor it holds is that artifact's, "
+                f"unchanged; {len(self.missing)} missing (one shard of it, or a cut-down copy)"
+            )
         else:
             lines.append(
-                f"{self.path}: MODIFIED after it was derived as {a.kind} {a.name} "
+                f"{self.path}: MODIFIED from {a.kind} {a.name} "
                 f"({a.content_hash[:12]}): {len(self.differing)} tensors differ"
                 + (f", {len(self.missing)} missing" if self.missing else "")
                 + (f", {len(self.extra)} extra" if self.extra else "")

@@ -386,7 +386,9 @@ function showReport(r) {
   const a = r.artifact;
   const say = {
     known: a && `is <a href="#/artifact/${enc(a.name)}">${esc(a.name)}</a>, a ${esc(a.kind)} checkpoint, bit for bit${r.config_differs ? " (its config.json differs)" : ""}.`,
-    modified: a && `was derived as <a href="#/artifact/${enc(a.name)}">${esc(a.name)}</a>, then changed: ${r.differing.length} tensors differ${r.missing.length ? `, ${r.missing.length} missing` : ""}${r.extra.length ? `, ${r.extra.length} extra` : ""}.`,
+    modified: a && (r.missing.length && !r.differing.length && !r.extra.length
+      ? `is a part of <a href="#/artifact/${enc(a.name)}">${esc(a.name)}</a>: every tensor in it is that ${esc(a.kind)} checkpoint's, unchanged; ${r.missing.length} missing (one shard of it, or a cut-down copy).`
+      : `differs from <a href="#/artifact/${enc(a.name)}">${esc(a.name)}</a>: ${r.differing.length} tensors differ${r.missing.length ? `, ${r.missing.length} missing` : ""}${r.extra.length ? `, ${r.extra.length} extra` : ""}.`),
     removed: a && `was ${esc(a.kind)} ${esc(a.name)}, removed from the library.`,
     unknown: "shares no tensors with any registered artifact.",
   }[r.status];
