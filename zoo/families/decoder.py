@@ -401,11 +401,12 @@ class DecoderFamily(TransformerFamily):
                 )
             return kv
         if plan.heads % group:
+            fits = divisors(plan.heads)
             raise InvalidTargetError(
-                f"the target's {plan.heads} heads cannot keep the source's {group} query "
-                f"heads per kv head; set kv_heads to one of "
-                f"{join_or(divisors(plan.heads))}, or choose a size whose head count is a "
-                f"multiple of {group}."
+                f"the target's {plan.heads} {'head' if plan.heads == 1 else 'heads'} cannot "
+                f"keep the source's {group} query heads per kv head; set kv_heads to "
+                f"{'one of ' if len(fits) > 1 else ''}{join_or(fits)}, or choose a size "
+                f"whose head count is a multiple of {group}."
             )
         return plan.heads // group
 
