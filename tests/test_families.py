@@ -776,7 +776,7 @@ def _suggested_targets(message: str, target: TargetSize) -> list[TargetSize]:
         out += [TargetSize(target.layers, target.hidden, n, kv_heads=kv) for n in numbers(part)]
     for part in re.findall(r"use heads ([\d, or]+)", message):
         out += [TargetSize(target.layers, target.hidden, n, kv_heads=kv) for n in numbers(part)]
-    for part in re.findall(r"(?:set|use) kv_heads (?:to one of )?([\d, or]+)", message):
+    for part in re.findall(r"(?:set|use) kv_heads (?:to (?:one of )?)?([\d, or]+)", message):
         out += [
             TargetSize(target.layers, target.hidden, target.heads, kv_heads=k)
             for k in numbers(part)

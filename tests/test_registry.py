@@ -777,6 +777,7 @@ def test_every_error_class_carries_the_documented_exit_code_and_http_status():
         errors.AmbiguousNameError: (3, 409),
         errors.ConflictError: (4, 409),
         errors.StorageError: (11, 507),
+        errors.NoRoomError: (11, 507),
         errors.SchemaOutdatedError: (5, 503),
         errors.BlobMissingError: (6, 500),
         errors.BlobCorruptError: (6, 500),
