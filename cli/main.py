@@ -571,7 +571,8 @@ grace_option = click.option(
     "--grace",
     default="24h",
     show_default=True,
-    help="Leave blobs and temporary files younger than this (e.g. 30m, 24h, 7d, 0).",
+    help="Leave blobs and temporary files younger than this (e.g. 30m, 24h, 7d; longer "
+    "than any write running meanwhile, and 0 only while none runs).",
 )
 
 

@@ -312,18 +312,21 @@ def test_gc_never_deletes_a_referenced_blob(registry, family):
     assert report.swept == () and set(registry.store.digests()) == before
 
 
-def test_gc_leaves_a_blob_a_writer_is_reusing(registry, tiny_dir, monkeypatch):
-    """The collector runs between a writer's blobs and its row: nothing it needs goes."""
+@pytest.mark.parametrize(("age_s", "grace"), [(2 * DAY, "1h"), (45 * 60, "30m")])
+def test_gc_leaves_a_blob_a_writer_is_reusing(registry, tiny_dir, monkeypatch, age_s, grace):
+    """The collector runs between a writer's blobs and its row: nothing it needs goes,
+    whatever the grace, a blob last written 45 minutes ago under a 30-minute grace
+    included (a reused blob's time was once refreshed only past an hour)."""
     info = registry.import_checkpoint(tiny_dir("gpt2"))
     registry.rm(info.name)
     registry.gc(grace="1000d")  # the row is forgotten; its blobs are old orphans now
-    _age_all_blobs(registry, 2 * DAY)
+    _age_all_blobs(registry, age_s)
     transaction, ran = registry.transaction, []
 
     def collect_first(work, **kwargs):
         if not ran:
             ran.append(None)  # gc's own transaction must not collect again
-            ran[0] = registry.gc(grace="1h")
+            ran[0] = registry.gc(grace=grace)
         return transaction(work, **kwargs)
 
     monkeypatch.setattr(registry, "transaction", collect_first)

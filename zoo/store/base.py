@@ -51,10 +51,12 @@ def is_blob(folder: str, name: str) -> bool:
     return _DIGEST.fullmatch(name) is not None and len(folder) == 2 and name.startswith(folder)
 
 
-# A blob that is reused (``keep``) has its modification time refreshed when it is older
-# than this, so a garbage collector with a longer grace period never sweeps a blob that a
-# writer is about to point a new row at (git "freshens" reused objects the same way).
-FRESHEN_AFTER_S = 3600.0
+# A blob that is reused (``keep``) has its modification time refreshed, so that a garbage
+# collector whose grace period is longer than a write never sweeps a blob a writer is
+# about to point a new row at (git "freshens" reused objects the same way). Where a
+# refresh costs a request (S3: a copy onto itself), a blob refreshed this recently is
+# left as it is: a grace shorter than this is then safe only while no writer runs.
+REMOTE_FRESHEN_AFTER_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,9 @@ class BlobStore(ABC):
     # Each read or write is a network round trip: callers overlap them on threads even
     # for small blobs.
     remote: bool = False
+    # How old a reused blob must be before ``keep`` refreshes its time (see above): a
+    # local file's refresh is one system call, so every reuse refreshes it.
+    freshen_after_s: float = 0.0
 
     @abstractmethod
     def has(self, digest: str) -> bool:
@@ -201,7 +206,7 @@ class BlobStore(ABC):
             age = time.time() - self.modified(digest)
         except FileNotFoundError:
             return False
-        if age > FRESHEN_AFTER_S:
+        if age > self.freshen_after_s:
             try:
                 self._touch(digest)
             except FileNotFoundError:

@@ -21,7 +21,15 @@ from typing import Any
 
 from zoo.config import is_s3_url, redact_url, s3_endpoint
 from zoo.errors import BlobMissingError, InvalidInputError
-from zoo.store.base import BlobEntry, BlobStore, TempEntry, is_blob, is_temp, temp_name
+from zoo.store.base import (
+    REMOTE_FRESHEN_AFTER_S,
+    BlobEntry,
+    BlobStore,
+    TempEntry,
+    is_blob,
+    is_temp,
+    temp_name,
+)
 
 
 def _epoch(value: Any) -> float:
@@ -56,6 +64,8 @@ class FsspecStore(BlobStore):
                 "AWS environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) instead."
             )
         self.s3 = is_s3_url(url)
+        if self.s3:
+            self.freshen_after_s = REMOTE_FRESHEN_AFTER_S
         if fs is not None:
             self.fs = fs
         elif self.s3:
