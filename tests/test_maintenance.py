@@ -336,6 +336,82 @@ def test_gc_leaves_a_blob_a_writer_is_reusing(registry, tiny_dir, monkeypatch, a
     assert registry.fsck().ok and registry.verify().ok
 
 
+@pytest.mark.parametrize("first", ["gc", "import"])
+def test_gc_forgetting_a_row_an_import_brings_back_keeps_it_whole(
+    registry, tiny_dir, monkeypatch, tmp_path, first
+):
+    """`zoo gc` forgets a removed row while an import of the same content brings it back.
+    Whichever locks the row first, the artifact ends whole: all its tensors' records and
+    blobs (on PostgreSQL the import once revived the row between gc's deletion of its
+    tensor records and of the row itself, leaving a kept artifact with no tensors)."""
+    import threading
+
+    import zoo
+    from zoo.api import catalog, maintenance
+
+    # Weights and config only, brought back from another folder (a new import record):
+    # bringing the row back then touches no row gc deletes, so nothing but the row's own
+    # lock orders the two.
+    folder, again = tmp_path / "first" / "m0", tmp_path / "copy" / "m0"
+    folder.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_dir("gpt2") / name, folder / name)
+    shutil.copytree(folder, again)
+    tensors = len(registry.import_checkpoint(folder, name="m0").tensors)
+    registry.rm("m0")
+    inside, go_on = threading.Event(), threading.Event()
+    if first == "gc":  # gc holds the row, and waits after deleting its tensor records
+        real = maintenance.queries.record_alias_removals
+
+        def held(*args, **kwargs):
+            inside.set()
+            go_on.wait(2)  # the import is then waiting for the row (or, unfixed, done)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(maintenance.queries, "record_alias_removals", held)
+    else:  # the import holds the row it brings back, and waits before its commit
+        real = catalog._record
+
+        def held(*args, **kwargs):
+            inside.set()
+            go_on.wait(2)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(catalog, "_record", held)
+    errors = []
+
+    def collect():
+        try:
+            other = zoo.connect()
+            other.gc(grace="1h")
+            other.close()
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    def bring_back():
+        try:
+            registry.import_checkpoint(again, name="m0")
+        except Exception as exc:
+            errors.append(exc)
+
+    one, two = (collect, bring_back) if first == "gc" else (bring_back, collect)
+    a, b = threading.Thread(target=one), threading.Thread(target=two)
+    a.start()
+    assert inside.wait(60)
+    b.start()
+    b.join(3)  # blocked on the row lock until the first lets go
+    go_on.set()
+    a.join(60)
+    b.join(60)
+    monkeypatch.undo()
+    assert errors == []
+    info = registry.show("m0")
+    assert not info.deleted and len(info.tensors) == tensors
+    assert registry.fsck().ok and registry.verify().ok
+    out = registry.export("m0", out=tmp_path / "m0")
+    assert (out / "model.safetensors").stat().st_size > 1000
+
+
 def test_gc_bad_grace_is_refused(registry, run_cli):
     with pytest.raises(InvalidInputError):
         registry.gc(grace="tomorrow")

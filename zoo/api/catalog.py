@@ -317,7 +317,10 @@ def _existing(reg, session: Session, ready: _Prepared) -> ArtifactInfo | None:
     """The artifact already holding this content, with this import recorded on it."""
     # The same content registered as a derived checkpoint (a materialized folder being
     # imported) stays that one artifact, so its lineage is kept.
-    rows = [queries.find_by_content(session, kind, ready.content_hash) for kind in IMPORTABLE]
+    rows = [
+        queries.find_by_content(session, kind, ready.content_hash, to_revive=True)
+        for kind in IMPORTABLE
+    ]
     rows = [r for r in rows if r is not None]
     if not rows:
         return None

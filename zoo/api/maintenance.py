@@ -292,6 +292,21 @@ def _forget_removed(reg, *, dry_run: bool) -> tuple[list[str], list[str]]:
         kept = sorted(removed[i] for i in set(removed) & needed)
         doomed = sorted(doomed_rows)
         if doomed and not dry_run:
+            # Locked first, and forgotten only while still removed: a writer bringing one
+            # back (an import of the same content) either committed before and is seen
+            # here, or waits and then finds the row gone (queries.find_by_content).
+            doomed = sorted(
+                i
+                for start in range(0, len(doomed), _CHUNK)
+                for i in session.scalars(
+                    select(Artifact.id)
+                    .where(
+                        Artifact.id.in_(doomed[start : start + _CHUNK]),
+                        Artifact.deleted_at.isnot(None),
+                    )
+                    .with_for_update()
+                ).all()
+            )
             for start in range(0, len(doomed), _CHUNK):
                 ids = doomed[start : start + _CHUNK]
                 session.execute(delete(Edge).where(Edge.child_id.in_(ids)))

@@ -274,8 +274,21 @@ _BY_CONTENT = select(Artifact).where(
 )
 
 
-def find_by_content(session: Session, kind: str, content_hash: str) -> Artifact | None:
-    return session.scalar(_BY_CONTENT, {"kind": kind, "content_hash": content_hash})
+def find_by_content(
+    session: Session, kind: str, content_hash: str, *, to_revive: bool = False
+) -> Artifact | None:
+    """The ``kind`` row holding this content, removed or not. ``to_revive``: a writer that
+    brings a removed row back asks so; the row is then locked first, so a `zoo gc`
+    forgetting it (:func:`zoo.api.maintenance.gc`) either commits before (the row is
+    gone: None, and the writer records the content afresh) or waits for the writer and
+    keeps the row. On PostgreSQL the two would otherwise interleave, and the row come back
+    without its tensors' records; SQLite's write lock serializes them already."""
+    params = {"kind": kind, "content_hash": content_hash}
+    row = session.scalar(_BY_CONTENT, params)
+    if to_revive and row is not None and row.deleted_at is not None:
+        locked = _BY_CONTENT.with_for_update().execution_options(populate_existing=True)
+        row = session.scalar(locked, params)
+    return row
 
 
 def name_taken(session: Session, name: str) -> bool:
