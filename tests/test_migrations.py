@@ -212,6 +212,22 @@ def test_a_downgrade_that_would_delete_records_names_them_and_changes_nothing(
     assert "api_tokens" not in inspect(registry.engine).get_table_names()
 
 
+def test_a_catalogued_checkpoint_keeps_no_family_through_a_downgrade_and_upgrade(
+    registry, tmp_path
+):
+    """Below 0005 a family is required, so a catalogued source's is ''; 0005 makes it no
+    family again (it stayed '', and `zoo extract` then named an unknown family '')."""
+    from test_catalogue import save_t5
+
+    t5 = registry.import_checkpoint(save_t5(tmp_path / "t5"))
+    assert t5.family is None
+    engine = registry.engine
+    db_engine.downgrade(engine, "0004", drop_data=True)  # its generation config's record
+    db_engine.upgrade(engine)
+    engine.dispose()
+    assert registry.show(t5.name).family is None
+
+
 def test_aliases_set_before_their_history_was_kept_get_one_setting_of_unknown_time(
     registry, tiny_dir
 ):

@@ -12,7 +12,7 @@ Create Date: 2026-12-04
 
 Downgrading forgets placeholders (with their edges and aliases) and the file rows (their
 blobs become orphans for ``zoo gc``), and gives family-less sources the family ``''``,
-which the older zoo catalogues and refuses to resize.
+which the older zoo catalogues and refuses to resize; upgrading makes ``''`` NULL again.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("artifacts", schema=None) as batch_op:
         batch_op.alter_column("family", existing_type=sa.String(length=32), nullable=True)
+    # No family is '' only where this revision's downgrade put it: NULL again.
+    op.execute("UPDATE artifacts SET family = NULL WHERE family = ''")
     op.create_table(
         "artifact_files",
         sa.Column("artifact_id", sa.Integer(), nullable=False),
