@@ -412,6 +412,46 @@ def test_gc_forgetting_a_row_an_import_brings_back_keeps_it_whole(
     assert (out / "model.safetensors").stat().st_size > 1000
 
 
+def test_rm_of_a_row_another_rm_and_gc_took_meanwhile_is_one_line(registry, tiny_dir, monkeypatch):
+    """Two `zoo rm` of one artifact, a gc forgetting it between the second's look-up and
+    its write: the second says the artifact was removed, as if it had come later (it
+    once ended in SQLAlchemy's StaleDataError, a traceback)."""
+    import threading
+
+    import zoo
+    from zoo.api import maintenance
+
+    if registry.engine.dialect.name != "postgresql":
+        pytest.skip("row locks are PostgreSQL's (SQLite runs the two one after the other)")
+    registry.import_checkpoint(tiny_dir("gpt2"), name="m0")
+    real, done = maintenance.queries.resolve, []
+
+    def resolve_then_lose_it(session, query):
+        row = real(session, query)
+        if not done:  # the other rm and gc (not patched again), committed before this write
+            done.append(True)
+            other, errors = zoo.connect(), []
+
+            def rm_and_gc():
+                try:
+                    other.rm("m0")
+                    done.append(other.gc(grace="1h").hard_deleted)
+                except Exception as exc:  # reported below
+                    errors.append(exc)
+
+            worker = threading.Thread(target=rm_and_gc)
+            worker.start()
+            worker.join(60)
+            other.close()
+            assert errors == []
+        return row
+
+    monkeypatch.setattr(maintenance.queries, "resolve", resolve_then_lose_it)
+    with pytest.raises(NotFoundError, match="No artifact named 'm0'"):
+        registry.rm("m0")
+    assert done == [True, ("m0",)] and registry.fsck().ok
+
+
 def test_gc_bad_grace_is_refused(registry, run_cli):
     with pytest.raises(InvalidInputError):
         registry.gc(grace="tomorrow")

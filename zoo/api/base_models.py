@@ -139,7 +139,7 @@ def _placeholder(session: Session, repo: str, *, by: str) -> Artifact:
     legacy id without an organization (``gpt2``) is prefixed ``hf:``, so it can never take
     a registry name or a family's name (neither may hold ``/`` or ``:``)."""
     content_hash = placeholder_hash(repo)
-    row = queries.find_by_content(session, "placeholder", content_hash, to_revive=True)
+    row = queries.find_by_content(session, "placeholder", content_hash, for_write=True)
     if row is not None:
         if row.deleted_at is not None:
             row.deleted_at = None

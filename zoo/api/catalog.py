@@ -318,7 +318,7 @@ def _existing(reg, session: Session, ready: _Prepared) -> ArtifactInfo | None:
     # The same content registered as a derived checkpoint (a materialized folder being
     # imported) stays that one artifact, so its lineage is kept.
     rows = [
-        queries.find_by_content(session, kind, ready.content_hash, to_revive=True)
+        queries.find_by_content(session, kind, ready.content_hash, for_write=True)
         for kind in IMPORTABLE
     ]
     rows = [r for r in rows if r is not None]

@@ -125,7 +125,7 @@ def extract(
         return dataclasses.replace(queries.to_info(session, row, tensors=False), tensors=recs)
 
     def find(session: Session):
-        row = queries.find_by_content(session, "learngene", content_hash, to_revive=True)
+        row = queries.find_by_content(session, "learngene", content_hash, for_write=True)
         if row is None:
             row = _recorded_before(session, src_info.family, identity, recs)
         if row is None:

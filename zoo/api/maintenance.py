@@ -34,7 +34,7 @@ from zoo.db.models import (
     FamilyDefault,
     ImportRecord,
 )
-from zoo.errors import BlobCorruptError, ConflictError, InvalidInputError
+from zoo.errors import BlobCorruptError, ConflictError, InvalidInputError, NotFoundError
 
 DEFAULT_GRACE = "24h"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -184,6 +184,16 @@ def rm(reg, query: str, *, cascade: bool = False) -> list[ArtifactInfo]:
 
     def work(session: Session) -> list[ArtifactInfo]:
         row = queries.resolve(session, query)
+        # Locked before its descendants are read: a materialization recording a new one
+        # commits before this and is seen, or waits (its edge needs the row). Another
+        # `zoo rm` (and a gc forgetting the row) may have got there first: then this one
+        # says so as if it had come later.
+        locked = _lock_kept(session, [row.id])
+        if not locked:
+            session.expire_all()  # read afresh: removed or forgotten meanwhile, says which
+            queries.resolve(session, query)
+            raise NotFoundError(f"{query!r} was removed while `zoo rm` ran.")
+        row = locked[0]
         deleted = {
             i for i in session.scalars(select(Artifact.id).where(Artifact.deleted_at.isnot(None)))
         }
@@ -198,13 +208,28 @@ def rm(reg, query: str, *, cascade: bool = False) -> list[ArtifactInfo]:
                 f"{'it' if len(names) == 1 else 'them'} first or pass --cascade."
             )
         stamp = queries.now()
-        doomed = [row] + [session.get(Artifact, i) for i in sorted(below)]
+        doomed = [row, *_lock_kept(session, sorted(below))]  # less any removed meanwhile
         for r in doomed:
             r.deleted_at = stamp
         session.flush()
         return [queries.to_info(session, r, tensors=False) for r in doomed]
 
     return reg.transaction(work)
+
+
+def _lock_kept(session: Session, ids: list[int]) -> list[Artifact]:
+    """The rows ``ids`` that are still kept, locked (in id order), read afresh."""
+    if not ids:
+        return []
+    return list(
+        session.scalars(
+            select(Artifact)
+            .where(Artifact.id.in_(ids), Artifact.deleted_at.is_(None))
+            .order_by(Artifact.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    )
 
 
 # --- gc ----------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def record_derived(
         return dataclasses.replace(info_of(session, row, tensors=False), tensors=tuple(records))
 
     def find(session: Session):
-        row = queries.find_by_content(session, "derived", content_hash, to_revive=True)
+        row = queries.find_by_content(session, "derived", content_hash, for_write=True)
         if row is None:
             return None
         if row.deleted_at is not None:

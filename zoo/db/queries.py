@@ -275,17 +275,20 @@ _BY_CONTENT = select(Artifact).where(
 
 
 def find_by_content(
-    session: Session, kind: str, content_hash: str, *, to_revive: bool = False
+    session: Session, kind: str, content_hash: str, *, for_write: bool = False
 ) -> Artifact | None:
-    """The ``kind`` row holding this content, removed or not. ``to_revive``: a writer that
-    brings a removed row back asks so; the row is then locked first, so a `zoo gc`
-    forgetting it (:func:`zoo.api.maintenance.gc`) either commits before (the row is
-    gone: None, and the writer records the content afresh) or waits for the writer and
-    keeps the row. On PostgreSQL the two would otherwise interleave, and the row come back
-    without its tensors' records; SQLite's write lock serializes them already."""
+    """The ``kind`` row holding this content, removed or not.
+
+    ``for_write``: the caller will point new records at the row it finds, or bring it back
+    if removed, so the row is locked and read again first. A `zoo rm` or a `zoo gc`
+    forgetting the row (:func:`zoo.api.maintenance.gc`) then either commits before (the
+    row is gone: None, and the writer records the content afresh) or waits for the writer.
+    On PostgreSQL the two would otherwise interleave: a row brought back without its
+    tensors' records, or an import's record updated after gc deleted it. SQLite's write
+    lock serializes them already."""
     params = {"kind": kind, "content_hash": content_hash}
     row = session.scalar(_BY_CONTENT, params)
-    if to_revive and row is not None and row.deleted_at is not None:
+    if for_write and row is not None:
         locked = _BY_CONTENT.with_for_update().execution_options(populate_existing=True)
         row = session.scalar(locked, params)
     return row
