@@ -815,8 +815,8 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, turning zoo's errors into one line + exit code."""
     try:
         cli.main(args=argv, prog_name="zoo", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("zoo: aborted", err=True)
+    except click.exceptions.Abort as exc:  # click's, for a KeyboardInterrupt it caught
+        click.echo(f"zoo: {_interruption(exc.__cause__, 'aborted')}", err=True)
         sys.exit(130)
     except _NO_ARGS_IS_HELP as exc:  # a bare `zoo` or `zoo db`: the help, as before
         exc.show()
@@ -830,8 +830,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         click.echo(f"zoo: error: {exc.format_message().strip().splitlines()[0]}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("zoo: interrupted", err=True)
+    except KeyboardInterrupt as exc:
+        click.echo(f"zoo: {_interruption(exc, 'interrupted')}", err=True)
         sys.exit(130)
     except BrokenPipeError:  # `zoo ls | head`: the reader is gone, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -850,6 +850,13 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"zoo: error: {_first_line(exc)}", err=True)
         sys.exit(exc.exit_code)
     sys.exit(0)
+
+
+def _interruption(exc: BaseException | None, plain: str) -> str:
+    """What Ctrl-C stopped: ``plain``, unless it came after the work was complete and kept."""
+    from zoo.errors import InterruptedAfterWriting
+
+    return str(exc) if isinstance(exc, InterruptedAfterWriting) else plain
 
 
 def _first_line(exc: BaseException) -> str:

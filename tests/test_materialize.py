@@ -596,11 +596,13 @@ def test_interrupted_materialization_leaves_no_partial_folder_and_no_row(
 
 
 def test_a_late_ctrl_c_gives_the_folder_and_its_row_together(
-    registry, tiny_dir, tmp_path, monkeypatch
+    registry, tiny_dir, tmp_path, monkeypatch, run_cli
 ):
     """A SIGINT that arrives while the finished folder is renamed into place is acted on
-    once its row is written too: both exist, or (earlier) neither."""
+    once its row is written too: both exist, or (earlier) neither; and the command says
+    what it kept, not just "aborted"."""
     from zoo.api import export
+    from zoo.errors import InterruptedAfterWriting
 
     src = registry.import_checkpoint(tiny_dir("gpt2"))
     real = export.OutputFolder.commit
@@ -612,12 +614,20 @@ def test_a_late_ctrl_c_gives_the_folder_and_its_row_together(
 
     monkeypatch.setattr(export.OutputFolder, "commit", commit_then_sigint)
     out = tmp_path / "out"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(InterruptedAfterWriting):
         registry.materialize(src.name, layers=2, hidden=16, out=out)
     (derived,) = registry.list(kind="derived")
     meta = json.loads(safe_open(out / "model.safetensors", "pt").metadata()["zoo.derived"])
     assert meta == {"name": derived.name, "content_hash": derived.content_hash}
     assert _outputs_journal(registry) == []
+    code, out_text, err = run_cli(
+        "materialize", src.name, "--layers", "1", "--hidden", "16", "--out", str(tmp_path / "o")
+    )
+    assert (code, out_text) == (130, "")
+    assert err.strip() == (  # after the line click ends the terminal's "^C" with
+        "zoo: interrupted after the output folder and its record were complete: both are kept"
+    )
+    assert (tmp_path / "o" / "model.safetensors").is_file()
 
 
 def test_out_folders_a_rename_cannot_swap_are_refused_in_one_line(

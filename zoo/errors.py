@@ -204,6 +204,12 @@ class ServerUnavailableError(ZooError, ConnectionError):
     http_status = 502
 
 
+class InterruptedAfterWriting(KeyboardInterrupt):
+    """Ctrl-C held back while an output folder was renamed into place and recorded, acted
+    on once both were done: the work it interrupted is complete and kept. A
+    KeyboardInterrupt still, so a loop of such calls stops."""
+
+
 #: Exit codes for failures of the environment rather than of zoo's own checks: a database
 #: driver's error, and a file system or object store refusing (no space, no permission).
 EXIT_DATABASE = DatabaseUnavailableError.exit_code

@@ -29,6 +29,7 @@ from zoo.db.entities import ArtifactInfo
 from zoo.derive import Recipe
 from zoo.errors import (
     DeviceUnavailableError,
+    InterruptedAfterWriting,
     InvalidInputError,
     InvalidTargetError,
     NotFoundError,
@@ -410,7 +411,9 @@ def _interrupts_deferred() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, previous)
     if caught:
-        raise KeyboardInterrupt
+        raise InterruptedAfterWriting(
+            "interrupted after the output folder and its record were complete: both are kept"
+        )
 
 
 # --- re-derivation ----------------------------------------------------------------------------
