@@ -517,3 +517,39 @@ def test_downgrade_forgets_placeholders_and_keeps_family_less_sources(
         db_engine.upgrade(engine)
     finally:
         engine.dispose()
+
+
+def test_two_imports_of_one_content_under_one_name_both_answer_with_it(
+    registry, tiny_dir, monkeypatch
+):
+    """The other import commits after this one looked for the content and before it
+    checks the name: the name is then taken by that same content, and this import answers
+    with the artifact (it once said the name was taken by other content)."""
+    import threading
+
+    import zoo
+    from zoo.api import catalog
+
+    if registry.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs the two imports one after the other")
+    real, other_done = catalog._existing, []
+
+    def look_then_lose_the_race(reg, session, ready):
+        found = real(reg, session, ready)
+        if not other_done:  # the other import, committed before this one writes
+            other_done.append(True)
+            other = zoo.connect()
+            worker = threading.Thread(
+                target=lambda: other_done.append(
+                    other.import_checkpoint(tiny_dir("gpt2"), name="m0")
+                )
+            )
+            worker.start()
+            worker.join(60)
+            other.close()
+        return found
+
+    monkeypatch.setattr(catalog, "_existing", look_then_lose_the_race)
+    mine = registry.import_checkpoint(tiny_dir("gpt2"), name="m0")
+    assert len(other_done) == 2 and mine.id == other_done[1].id and mine.name == "m0"
+    assert [a.name for a in registry.list()] == ["m0"]

@@ -344,10 +344,20 @@ def _create(reg, session: Session, ready: _Prepared) -> ArtifactInfo:
         if name
         else ""
     )
+    try:
+        free = queries.free_name(session, name, ready.default_name, ready.content_hash, clash=clash)
+    except ConflictError:
+        # Taken since this transaction looked for the content, perhaps by that same content
+        # (an import of it under this name committed meanwhile; on PostgreSQL each
+        # statement sees such commits): then the answer is that artifact.
+        found = _existing(reg, session, ready)
+        if found is None:
+            raise
+        return found
     row = queries.insert_artifact(
         session,
         kind="source",
-        name=queries.free_name(session, name, ready.default_name, ready.content_hash, clash=clash),
+        name=free,
         family=ready.family,
         content_hash=ready.content_hash,
         config=ready.config,
