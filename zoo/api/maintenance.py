@@ -188,7 +188,7 @@ def rm(reg, query: str, *, cascade: bool = False) -> list[ArtifactInfo]:
         # commits before this and is seen, or waits (its edge needs the row). Another
         # `zoo rm` (and a gc forgetting the row) may have got there first: then this one
         # says so as if it had come later.
-        locked = _lock_kept(session, [row.id])
+        locked = _locked(session, [row.id], removed=False)
         if not locked:
             session.expire_all()  # read afresh: removed or forgotten meanwhile, says which
             queries.resolve(session, query)
@@ -208,7 +208,7 @@ def rm(reg, query: str, *, cascade: bool = False) -> list[ArtifactInfo]:
                 f"{'it' if len(names) == 1 else 'them'} first or pass --cascade."
             )
         stamp = queries.now()
-        doomed = [row, *_lock_kept(session, sorted(below))]  # less any removed meanwhile
+        doomed = [row, *_locked(session, sorted(below), removed=False)]  # less any gone
         for r in doomed:
             r.deleted_at = stamp
         session.flush()
@@ -217,19 +217,21 @@ def rm(reg, query: str, *, cascade: bool = False) -> list[ArtifactInfo]:
     return reg.transaction(work)
 
 
-def _lock_kept(session: Session, ids: list[int]) -> list[Artifact]:
-    """The rows ``ids`` that are still kept, locked (in id order), read afresh."""
-    if not ids:
-        return []
-    return list(
-        session.scalars(
+def _locked(session: Session, ids: list[int], *, removed: bool) -> list[Artifact]:
+    """The rows ``ids`` that are still removed (or still kept), locked in id order and
+    read afresh: what `zoo rm` and `zoo gc` change, less what another writer changed
+    first (a writer that finds a row locks it too: queries.find_by_content)."""
+    state = Artifact.deleted_at.isnot(None) if removed else Artifact.deleted_at.is_(None)
+    rows: list[Artifact] = []
+    for start in range(0, len(ids), _CHUNK):
+        rows += session.scalars(
             select(Artifact)
-            .where(Artifact.id.in_(ids), Artifact.deleted_at.is_(None))
+            .where(Artifact.id.in_(ids[start : start + _CHUNK]), state)
             .order_by(Artifact.id)
             .with_for_update()
             .execution_options(populate_existing=True)
         )
-    )
+    return rows
 
 
 # --- gc ----------------------------------------------------------------------------------
@@ -317,21 +319,10 @@ def _forget_removed(reg, *, dry_run: bool) -> tuple[list[str], list[str]]:
         kept = sorted(removed[i] for i in set(removed) & needed)
         doomed = sorted(doomed_rows)
         if doomed and not dry_run:
-            # Locked first, and forgotten only while still removed: a writer bringing one
-            # back (an import of the same content) either committed before and is seen
-            # here, or waits and then finds the row gone (queries.find_by_content).
-            doomed = sorted(
-                i
-                for start in range(0, len(doomed), _CHUNK)
-                for i in session.scalars(
-                    select(Artifact.id)
-                    .where(
-                        Artifact.id.in_(doomed[start : start + _CHUNK]),
-                        Artifact.deleted_at.isnot(None),
-                    )
-                    .with_for_update()
-                ).all()
-            )
+            # Forgotten only while still removed: a writer bringing one back (an import of
+            # the same content) either committed before and is seen here, or waits and
+            # then finds the row gone.
+            doomed = [r.id for r in _locked(session, doomed, removed=True)]
             for start in range(0, len(doomed), _CHUNK):
                 ids = doomed[start : start + _CHUNK]
                 session.execute(delete(Edge).where(Edge.child_id.in_(ids)))
