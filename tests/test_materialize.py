@@ -1234,6 +1234,52 @@ def test_a_target_bigger_than_memory_is_refused_before_any_work(
     assert not (tmp_path / "huge").exists() and len(registry.list()) == before
 
 
+def test_the_size_from_signal_shapes_never_exceeds_the_planned_size(registry, tiny_dir):
+    """The early refusal of a target too large for the disk or memory reads the signals'
+    target shapes only: for every family, from a source and from a learngene, smaller and
+    larger, that is at most (here: exactly) what planning every tensor gives."""
+    from tinymodels import DECODERS, FAMILIES
+
+    from zoo.api.derivation import Derivation
+    from zoo.api.plan import MaterializeRequest, make_plan
+    from zoo.api.tensors import KnownDigests
+
+    for family in sorted({*FAMILIES, *DECODERS}):
+        src = registry.import_checkpoint(tiny_dir(family))
+        lg = registry.extract(src.name, method="dct")
+        for parent in (src.name, lg.name):
+            for request in (
+                MaterializeRequest(2, 32),
+                MaterializeRequest(6, 64, method="scratch", dtype="float16"),
+            ):
+                plan = make_plan(registry, parent, request)
+                d = Derivation(registry, plan, torch.device("cpu"), known=KnownDigests())
+                least = d.least_target_bytes
+                assert least == d.target_bytes, (family, parent, request)
+
+
+def test_a_mistyped_size_is_refused_for_disk_or_memory_before_its_tensors_are_planned(
+    registry, tiny_dir, tmp_path, monkeypatch, run_cli
+):
+    """Planning each tensor of 40000 layers takes half a minute (the server answered a
+    size revision that late): what the signals alone rule out is refused first."""
+    from zoo.api.derivation import Derivation
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+
+    def planned(self, *args):
+        raise AssertionError("a tensor was planned")
+
+    monkeypatch.setattr(Derivation, "_group", planned)
+    size = ["--layers", "40000", "--hidden", "16384"]
+    code, out, err = run_cli("materialize", src.name, *size, "--out", str(tmp_path / "m"))
+    assert code == 11 and out == "" and err.count("\n") == 1, err
+    assert "TB and its file system has" in err, err
+    with pytest.raises(InvalidTargetError, match=r"holds \d+\.\d TB of weights, more than"):
+        registry.materialize(src.name, layers=40000, hidden=16384)
+    assert not (tmp_path / "m").exists() and registry.list(kind="derived") == []
+
+
 def test_a_target_with_more_tensors_than_zoo_imports_is_refused(
     registry, tiny_dir, tmp_path, run_cli
 ):

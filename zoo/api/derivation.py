@@ -25,6 +25,7 @@ many run at once: the same recipe gives the same bits on the same device.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -162,20 +163,42 @@ class Derivation:
                 self.family, plan.source.content_hash, self._records, self._source_config
             )
         self.specs = _specs(self.metas, plan, [r.name for r in self._records])
+
+    @functools.cached_property
+    def groups(self) -> list[Group]:
+        """Every group, each with its target tensors planned (on the meta device: a
+        target of many layers takes seconds; see :attr:`least_target_bytes`)."""
         names_of: dict[tuple[str, ...], list[str]] = {}
         for r in self._records:
             names_of.setdefault(self.family.group_of(r.name), []).append(r.name)
         elements = {r.name: math.prod(r.shape) for r in self._records}
         seen: set[str] = set()
-        self.groups: list[Group] = []
+        groups: list[Group] = []
         for key in sorted(self.metas):
             if key in seen:
                 continue
             members = tuple(k for k in self.family.signal_group(key) if k in self.metas) or (key,)
             seen.update(members)
             names = tuple(names_of.get(members, ()))
-            self.groups.append(self._group(members, names, sum(elements[n] for n in names)))
-        self._by_name = {n: g for g in self.groups for n in g.outputs}
+            groups.append(self._group(members, names, sum(elements[n] for n in names)))
+        return groups
+
+    @property
+    def least_target_bytes(self) -> int:
+        """A lower bound on :attr:`target_bytes` from the signals' target shapes alone,
+        in milliseconds: every target tensor is made of its signals' values (a tied or
+        joined tensor only adds to them), so an output that this already does not fit
+        is refused before the groups are planned."""
+        import torch
+
+        from zoo.derive import target_shape
+
+        sizes = self.plan.target_sizes
+        return sum(
+            math.prod(target_shape(m.axes, m.shape, sizes))
+            * torch.empty(0, dtype=output_dtype(m.dtype, self.plan.recipe)).element_size()
+            for m in self.metas.values()
+        )
 
     def _source_records(self) -> list:
         return source_records(self.reg, self.plan)

@@ -295,20 +295,27 @@ def check_resources(derivation: Derivation, dev, *, keep: bool, out: Path | None
     from . import export
 
     plan = derivation.plan
+    have = _memory.available_bytes(dev)
+    # What the target's signals alone already rule out is refused in milliseconds; the
+    # exact sizes below plan every tensor, which takes seconds for a mistyped size.
+    least = derivation.least_target_bytes
+    if out is not None:
+        export.check_room(out, least)
+    if keep and have is not None and least > have * MEMORY_MARGIN:
+        raise InvalidTargetError(
+            f"A {_what(plan)} holds {export.decimal_bytes(least)} of weights, "
+            f"{_room(have, dev)}; "
+            "write it with --out (which streams it), or ask for fewer layers or a smaller "
+            "hidden size."
+        )
     group = derivation.largest_working_set
     whole = derivation.target_bytes if keep else 0
-    have = _memory.available_bytes(dev)
     workers = os.cpu_count() or 1
     if have is not None:
         usable = int(have * MEMORY_MARGIN)
         budget = usable - whole
         if budget < group:
-            sizes = plan.target_sizes
-            what = f"{sizes['layers']}x{sizes['hidden']} {plan.source.family}"
-            room = (
-                f"more than the {usable / 1e9:.1f} GB zoo plans to use of the "
-                f"{have / 1e9:.1f} GB available on {dev.type}"
-            )
+            what, room = _what(plan), _room(have, dev)
             if keep:
                 raise InvalidTargetError(
                     f"A {what} holds {whole / 1e9:.1f} GB of weights and needs "
@@ -324,6 +331,19 @@ def check_resources(derivation: Derivation, dev, *, keep: bool, out: Path | None
     if out is not None:
         export.check_room(out, derivation.target_bytes)
     return workers
+
+
+def _what(plan: Plan) -> str:
+    sizes = plan.target_sizes
+    return f"{sizes['layers']}x{sizes['hidden']} {plan.source.family}"
+
+
+def _room(have: int, dev) -> str:
+    usable = int(have * MEMORY_MARGIN)
+    return (
+        f"more than the {usable / 1e9:.1f} GB zoo plans to use of the "
+        f"{have / 1e9:.1f} GB available on {dev.type}"
+    )
 
 
 def _run(
