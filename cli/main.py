@@ -327,13 +327,13 @@ def config_group() -> None:
 @json_option
 def config_show(as_json: bool) -> None:
     """Print the settings in effect and where each comes from (secrets masked)."""
-    from zoo.config import endpoint_from_env, load_settings
+    from zoo.config import endpoint_from_env, load_settings, redact_url
 
     remote = endpoint_from_env()
     if remote is not None:  # client mode: the server's database and store are in effect
         endpoint, token = remote
         s = {
-            "endpoint": f"{endpoint} (ZOO_ENDPOINT)",
+            "endpoint": f"{redact_url(endpoint)} (ZOO_ENDPOINT)",
             "token": "set (ZOO_TOKEN, hidden)" if token else "none (ZOO_TOKEN unset)",
             "registry": "the server's database and store; none is read here",
         }
@@ -840,6 +840,9 @@ def main(argv: list[str] | None = None) -> None:
         from zoo.errors import EXIT_DATABASE, EXIT_STORAGE, ZooError
 
         if not isinstance(exc, ZooError):
+            if _is_connection_option_error(exc):  # the URL's own fault, not the server's
+                click.echo(f"zoo: error: Database URL: {_first_line(exc.orig)}.", err=True)
+                sys.exit(2)
             if _is_database_error(exc):
                 click.echo(f"zoo: error: database error: {_first_line(exc)}", err=True)
                 sys.exit(EXIT_DATABASE)
@@ -911,6 +914,19 @@ def _is_object_store_error(exc: BaseException) -> bool:
 def _is_database_error(exc: BaseException) -> bool:
     mod = sys.modules.get("sqlalchemy.exc")
     return mod is not None and isinstance(exc, mod.SQLAlchemyError)
+
+
+def _is_connection_option_error(exc: BaseException) -> bool:
+    """A connection refused before it reached the server: libpq rejected an option of the
+    database URL (``?bogus=1``, ``?connect_timeout=abc``). No statement was running, and
+    the driver's error has no SQLSTATE (a permission denied has one)."""
+    mod = sys.modules.get("sqlalchemy.exc")
+    return (
+        mod is not None
+        and isinstance(exc, mod.ProgrammingError)
+        and exc.statement is None
+        and getattr(exc.orig, "sqlstate", None) is None
+    )
 
 
 def command() -> None:

@@ -148,12 +148,24 @@ def test_an_endpoint_or_token_no_request_can_carry_is_one_line_and_exit_2(run_cl
         ("http://", "zoo_x"),
         ("http://127.0.0.1:9", "zoo_x\ry"),
         ("http://127.0.0.1:9", "zoo x"),
+        ("http://[::1", "zoo_x"),  # was a traceback
+        ("http://127.0.0.1:port", "zoo_x"),
+        # A secret in the URL would be printed with it; the path was mangled besides.
+        ("http://u:hunter2@127.0.0.1:9", "zoo_x"),
+        ("http://127.0.0.1:9/?token=hunter2", "zoo_x"),
+        ("http://127.0.0.1:9#hunter2", "zoo_x"),
     ):
         monkeypatch.setenv("ZOO_ENDPOINT", endpoint)
         monkeypatch.setenv("ZOO_TOKEN", token)
         code, out, err = run_cli("ls")
         assert code == 2 and out == "" and err.count("\n") == 1, (endpoint, token, err)
+        assert "hunter2" not in err, err
+    for endpoint in ("http://u:hunter2@127.0.0.1:9", "http://127.0.0.1:9/?token=hunter2"):
+        monkeypatch.setenv("ZOO_ENDPOINT", endpoint)
+        code, out, err = run_cli("config", "show")
+        assert code == 0 and "hunter2" not in out and "***" in out, out + err
     # A line end around the secret is the shell's, not the token's: the request is made.
+    monkeypatch.setenv("ZOO_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("ZOO_TOKEN", "zoo_x\r\n")
     code, _, err = run_cli("ls")
     assert code == 9 and "Cannot reach the zoo server" in err

@@ -350,6 +350,91 @@ def test_urls_are_shown_without_their_secrets(url, run_cli, monkeypatch):
         assert code == 2 and "carries credentials" in err and "hunter2" not in out + err
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg:/zoo:hunter2@127.0.0.1/zoo",  # one slash
+        "zoo:hunter2@127.0.0.1",  # no scheme
+        "postgresql+psycopg://zoo:p@hunter2@127.0.0.1:5432/zoo",  # an unescaped '@'
+        "postgresql+psycopg://zoo:hunter2@127.0.0.1:notaport/zoo",
+        "mysql://zoo:hunter2@127.0.0.1/zoo",
+    ],
+)
+def test_a_mistyped_database_url_is_refused_without_its_password(
+    url, run_cli, monkeypatch, tmp_path
+):
+    """A typo is when an error shows the URL: it is refused in one line (exit 2), before
+    any connection, with the password masked there and in `zoo config show`."""
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path))
+    monkeypatch.setenv("ZOO_DB_URL", url)
+    code, out, err = run_cli("ls")
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "hunter2" not in err and "***" in err, err
+    code, out, err = run_cli("config", "show")
+    assert code == 0 and "hunter2" not in out and "***" in out, out + err
+
+
+@pytest.mark.postgres
+def test_a_connection_option_libpq_rejects_is_bad_input_not_an_outage(
+    db_url, run_cli, monkeypatch, tmp_path
+):
+    """Exit 9 tells a script the database is down; an option of the URL's own is exit 2."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("libpq's connection options")
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path))
+    for option, says in (("bogus=1", '"bogus"'), ("connect_timeout=abc", "connect_timeout")):
+        monkeypatch.setenv("ZOO_DB_URL", f"{db_url}?{option}")
+        code, _, err = run_cli("ls")
+        assert code == 2 and err.count("\n") == 1 and says in err, err
+        assert err.startswith("zoo: error: Database URL: "), err
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("memory://zoo-blobs", "in this process's memory"),
+        ("ftp://host/blobs", "not ftp://"),
+    ],
+)
+def test_a_store_that_cannot_keep_blobs_is_refused_before_anything_is_recorded(
+    url, says, run_cli, monkeypatch, tmp_path, tiny_dir
+):
+    """An in-memory store lost every blob when the command ended, leaving rows that point
+    at nothing; an FTP one needs options a URL does not carry (it was a traceback)."""
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path))
+    monkeypatch.setenv("ZOO_STORE_URL", url)
+    code, out, err = run_cli("import", str(tiny_dir("gpt2")))
+    assert code == 2 and out == "" and err.count("\n") == 1 and says in err, err
+    monkeypatch.delenv("ZOO_STORE_URL")
+    assert run_cli("ls", "--all", "--json")[1].count('"name"') == 0
+
+
+@pytest.mark.s3
+def test_an_s3_prefix_holding_objects_zoo_did_not_write_is_refused_as_a_new_store(
+    run_cli, monkeypatch, tmp_path, tiny_dir, s3_store_url
+):
+    """As for a folder: zoo's sweeps must never meet the user's objects, nor another
+    registry's prefix under a bucket's root. An upper-case scheme is S3 all the same."""
+    fs = open_store(s3_store_url).fs
+    bucket = s3_store_url.removeprefix("s3://").split("/")[0]
+    fs.pipe_file(f"{bucket}/zoo/notes.txt", b"precious")
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
+    for url, says in ((s3_store_url, "'notes.txt'"), (f"s3://{bucket}", "'zoo'")):
+        monkeypatch.setenv("ZOO_STORE_URL", url)
+        code, _, err = run_cli("import", str(tiny_dir("gpt2")))
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"holds {says}, which zoo did not write" in err, err
+    assert fs.cat_file(f"{bucket}/zoo/notes.txt") == b"precious"
+    assert fs.ls(f"{bucket}/zoo", detail=False) == [f"{bucket}/zoo/notes.txt"]
+    monkeypatch.setenv("ZOO_STORE_URL", f"S3://{bucket}/fresh")
+    code, _, err = run_cli("import", str(tiny_dir("gpt2")))
+    assert code == 0, err
+    assert fs.ls(f"{bucket}/fresh/registries", detail=False)
+    monkeypatch.setenv("ZOO_S3_ENDPOINT_URL", "notaurl")
+    code, _, err = run_cli("verify")
+    assert code == 2 and "'notaurl' is not an http:// or https:// URL" in err, err
+
+
 def test_config_show_masks_secrets(run_cli, monkeypatch):
     secret = "wJalrXUtnFEMI-zoo-test-secret"
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAZOOTEST")

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from zoo import errors
-from zoo.config import endpoint_from_env
+from zoo.config import endpoint_from_env, redact_url
 from zoo.errors import ConflictError, InvalidInputError, ServerUnavailableError, ZooError
 
 # What a checkpoint folder upload carries besides the .safetensors files and the side files
@@ -51,11 +51,22 @@ class RemoteRegistry:
 
     def __init__(self, endpoint: str, token: str | None = None) -> None:
         self.endpoint = endpoint.strip().rstrip("/")
-        parts = urlsplit(self.endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        shown = redact_url(endpoint[:100])
+        try:
+            parts = urlsplit(self.endpoint)
+            parts.port  # noqa: B018 -- a port that is not a number fails here
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidInputError(
-                f"The zoo endpoint {endpoint[:100]!r} is not an http:// or https:// URL "
+                f"The zoo endpoint {shown!r} is not a valid http:// or https:// URL "
                 "(ZOO_ENDPOINT, e.g. https://zoo.internal)."
+            )
+        # The token goes in a header; a secret in the URL would be printed with it.
+        if "@" in parts.netloc or parts.query or parts.fragment:
+            raise InvalidInputError(
+                "The zoo endpoint (ZOO_ENDPOINT) holds a user name, a query or a fragment; "
+                "give the server's address alone, and the token in ZOO_TOKEN."
             )
         # Around it, a line end a file or a shell left; inside it, no token has any.
         self.token = token.strip() if token else None

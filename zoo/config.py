@@ -73,10 +73,19 @@ def s3_endpoint() -> str | None:
 
 
 def redact_url(url: str) -> str:
-    """Mask the password (and any secret-looking query value) in a URL."""
-    url = re.sub(r"(//[^:/@]*:)[^@]+@", r"\1***@", url)  # the user name may be empty
+    """Mask the password (and any secret-looking query value) in a URL, also in a mistyped
+    one, where an error is most likely to show it: the password runs from the first ``:``
+    of the user part to the last ``@`` before the query (an unescaped ``@`` in it is still
+    masked), and without ``//`` the user part starts the URL (the scheme is masked too)."""
+    head, mark, query = url.partition("?")
+    at = head.rfind("@")
+    if at != -1:
+        start = head.find("//") + 2 if "//" in head[:at] else 0
+        colon = head.find(":", start, at)
+        if colon != -1:
+            head = f"{head[: colon + 1]}***{head[at:]}"
     secret = r"((?:secret|password|token|key|signature|credential)[^=&]*=)[^&]+"
-    return re.sub(secret, r"\1***", url, flags=re.I)
+    return head + mark + re.sub(secret, r"\1***", query, flags=re.I)
 
 
 def _read_config_file(home: Path) -> dict[str, str]:

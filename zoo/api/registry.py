@@ -15,9 +15,10 @@ from sqlalchemy import Engine, event
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from zoo.config import Settings, load_settings
+from zoo.config import Settings, load_settings, redact_url
 from zoo.db import engine as db_engine
 from zoo.db import queries
+from zoo.errors import InvalidInputError
 from zoo.store import BlobStore, open_store
 
 # Contention on SQLite ("database is locked") and serialization failures on PostgreSQL
@@ -99,7 +100,13 @@ class Registry:
 
     @cached_property
     def store(self) -> BlobStore:
-        store = open_store(self.settings.store_url)
+        url = self.settings.store_url
+        if url.partition("://")[0].lower() == "memory" and "://" in url:
+            raise InvalidInputError(
+                f"Store URL {redact_url(url)!r} is in this process's memory: a registry's "
+                "blobs must outlive the command, so give a folder or s3://BUCKET/PREFIX."
+            )
+        store = open_store(url)
         try:
             store.claim(self.registry_id)
         except OSError as exc:  # a read-only client (no permission, read-only mount)...

@@ -118,10 +118,23 @@ def _target(url: str, *, create_folder: bool) -> SQLiteFile | None:
     """What ``url`` opens: a checked SQLite file, or None for a server's database."""
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
+        parsed.port  # noqa: B018 -- a port that is not a number fails here, not at connect
+    except (ArgumentError, ValueError) as exc:
         raise InvalidInputError(
-            f"Database URL {redact_url(url)!r} is not a valid SQLAlchemy URL."
+            f"Database URL {redact_url(url)!r} is not a valid SQLAlchemy URL "
+            "(e.g. postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE)."
         ) from exc
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise InvalidInputError(
+            f"Database URL {redact_url(url)!r} names a {parsed.get_backend_name()!r} "
+            "database; zoo keeps its registry in SQLite (sqlite:///PATH) or PostgreSQL "
+            "(postgresql+psycopg://...)."
+        )
+    if "@" in (parsed.host or ""):  # the password's unescaped '@' ended it early
+        raise InvalidInputError(
+            f"Database URL {redact_url(url)!r} holds an '@' in its password or user name; "
+            "write it as %40."
+        )
     if parsed.get_backend_name() == "sqlite":
         return sqlite_file(url, parsed.database, create_folder=create_folder)
     return None

@@ -11,7 +11,8 @@ def open_store(url: str) -> BlobStore:
     Args:
         url: a folder path, a ``file://`` URL, ``s3://BUCKET/PREFIX`` (S3 or an
             S3-compatible server named by ``ZOO_S3_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL``),
-            or any other URL fsspec can open (``memory://``, ``gcs://``...).
+            or another object store fsspec opens with credentials from the environment
+            (``gs://``, ``az://``; see :data:`zoo.store.fsspec_store.OBJECT_STORES`).
 
     Example:
         >>> open_store("/tmp/zoo-blobs").url

@@ -27,6 +27,7 @@ from zoo.store.base import (
     BlobStore,
     TempEntry,
     is_blob,
+    is_blob_folder,
     is_temp,
     temp_name,
 )
@@ -48,14 +49,33 @@ S3_CONNECT_TIMEOUT_S = 10
 S3_READ_TIMEOUT_S = 60
 
 
+#: The fsspec protocols a store may use: object stores that read their credentials from the
+#: environment, and memory (a test's; a registry refuses it, see zoo.api.registry). Others
+#: (ftp, http, ssh...) need options a URL does not carry, or are no place to keep blobs.
+OBJECT_STORES = ("s3", "gs", "az", "abfs", "s3a", "gcs", "abfss", "file", "local", "memory")
+
+
+def _is_http_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- a port that is not a number fails here
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 class FsspecStore(BlobStore):
     """Content-addressed blobs under ``url`` on an fsspec filesystem."""
 
     def __init__(self, url: str, *, fs=None) -> None:
         import fsspec
 
-        self.url = redact_url(url)
         protocol, _, rest = url.partition("://")
+        protocol = protocol.lower()  # URL schemes are case-insensitive; fsspec's are not
+        url = f"{protocol}://{rest}"
+        self.url = redact_url(url)
         self.protocol = protocol
         self.remote = protocol not in ("file", "local", "memory")
         if "@" in rest.split("/", 1)[0]:
@@ -76,6 +96,11 @@ class FsspecStore(BlobStore):
                     f"Store URL {self.url!r} needs s3fs: pip install 'zoo[s3]'."
                 ) from exc
             endpoint = s3_endpoint()
+            if endpoint is not None and not _is_http_url(endpoint):
+                raise InvalidInputError(
+                    f"The S3 endpoint {redact_url(endpoint)!r} is not an http:// or https:// "
+                    "URL (ZOO_S3_ENDPOINT_URL, e.g. http://127.0.0.1:9000)."
+                )
             # No listings cache: another process may add or remove a blob at any time.
             self.fs = s3fs.S3FileSystem(
                 client_kwargs={"endpoint_url": endpoint} if endpoint else {},
@@ -92,6 +117,11 @@ class FsspecStore(BlobStore):
             )
             self.fs.retries = 1  # botocore retries; s3fs's own loop would multiply them (5x)
         else:
+            if protocol not in OBJECT_STORES:
+                raise InvalidInputError(
+                    f"Store URL {self.url!r}: zoo keeps blobs in a folder or an object store "
+                    f"({', '.join(f'{p}://' for p in OBJECT_STORES[:4])}...), not {protocol}://."
+                )
             try:
                 self.fs = fsspec.filesystem(protocol)
             except (ImportError, ValueError) as exc:
@@ -198,6 +228,20 @@ class FsspecStore(BlobStore):
         if not self.s3:
             self.fs.makedirs(folder, exist_ok=True)
         self.fs.pipe_file(f"{folder}/{registry_id}", b"")
+
+    def _foreign_entry(self) -> str | None:
+        # One listing of the store's top level (on S3 a delimited listing: the blob
+        # folders and what else is there, not every blob).
+        self.fs.invalidate_cache(self.root)
+        try:
+            entries = self.fs.ls(self.root, detail=False)
+        except FileNotFoundError:
+            return None
+        for path in sorted(entries):
+            name = path.rstrip("/").rsplit("/", 1)[-1]
+            if not (is_blob_folder(name) or name == self.CLAIMS):
+                return name
+        return None
 
     def _list_claims(self) -> list[str]:
         folder = f"{self.root}/{self.CLAIMS}"
