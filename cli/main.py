@@ -734,7 +734,7 @@ def bench_transfer_cmd(
 
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--public-read", is_flag=True, help="Let requests without a token read.")
 @click.option(
     "--max-upload",
@@ -752,7 +752,13 @@ def bench_transfer_cmd(
     help="The most the cache keeps, e.g. 200GB (default: no limit); the folders used least "
     "recently go first, and are built again when asked for.",
 )
-@click.option("--workers", type=int, default=4, show_default=True, help="Derivation threads.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Derivation threads.",
+)
 @_streams
 def serve_cmd(host, port, public_read, max_upload, cache, cache_limit, workers) -> None:
     """Serve the registry over HTTP: REST API, Hugging Face downloads, web page."""

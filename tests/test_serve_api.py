@@ -641,3 +641,68 @@ def test_a_size_the_servers_disk_cannot_hold_is_refused_in_the_callers_terms(ser
     assert error["class"] == "StorageError"
     assert error["message"].startswith("This checkpoint would take 4.3 TB and the server has ")
     assert "--out" not in error["message"] and str(served.home) not in error["message"]
+
+
+def test_what_stops_a_server_at_start_is_said_in_one_line(served, tmp_path):
+    """A port in use, a host that is not this machine's and a database to upgrade were
+    uvicorn's and Starlette's tracebacks, exit 3 (zoo's "not found"); they are zoo's one
+    line and exit code, before the server listens."""
+    import socket
+
+    from zooserver import free_port
+
+    def serve(env, *args):
+        cmd = [sys.executable, "-m", "zoo_cli.main", "serve", *args]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        return done.returncode, done.stderr
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = str(taken.getsockname()[1])
+        code, err = serve(served.env, "--port", port)
+    finally:
+        taken.close()
+    assert (
+        code == 4
+        and err
+        == f"zoo: error: Port {port} on 127.0.0.1 is in use by another "
+        "process; choose another with --port.\n"
+    ), err
+    code, err = serve(served.env, "--host", "192.0.2.1", "--port", str(free_port()))
+    assert code == 2 and err.count("\n") == 1 and "not an address of this machine" in err, err
+    for bad in (("--port", "70000"), ("--workers", "0")):
+        code, err = serve(served.env, *bad)
+        assert code == 2 and err.count("\n") == 1 and bad[0] in err, err
+    old = server_env(tmp_path)
+    assert subprocess.run([sys.executable, "-m", "zoo_cli.main", "ls"], env=old).returncode == 0
+    down = [sys.executable, "-m", "zoo_cli.main", "db", "downgrade", "0009"]
+    assert subprocess.run(down, env=old, capture_output=True).returncode == 0
+    code, err = serve(old, "--port", str(free_port()))
+    assert code == 5 and err.count("\n") == 1 and "run `zoo db upgrade`" in err, err
+
+
+def test_a_failing_database_is_told_to_callers_by_kind_and_to_the_log_in_full(tmp_path, tiny_dir):
+    """A --public-read server handed anyone its database's error text (host, port, role,
+    SQL); callers get its kind and exit code, the server's log the text."""
+    import sqlite3
+
+    env = server_env(tmp_path)
+    reg = registry_for(env)
+    reg.import_checkpoint(tiny_dir("bert"), name="tiny-bert")
+    reg.close()
+    log = tmp_path / "server.log"
+    server = ZooServer(env, "--public-read", log=log).start()
+    try:
+        with sqlite3.connect(tmp_path / "zoo.db") as db:
+            db.execute("ALTER TABLE artifacts RENAME TO artifacts_moved")
+        with client(server.url, None) as http:
+            answer = http.get("/api/artifacts")
+        assert answer.status_code == 503, answer.text
+        error = answer.json()["error"]
+        assert error["class"] == "DatabaseUnavailableError" and error["exit_code"] == 9
+        assert "artifacts" not in error["message"] and "log says why" in error["message"]
+    finally:
+        server.stop()
+    assert "no such table: artifacts" in log.read_text()

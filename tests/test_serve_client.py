@@ -141,6 +141,22 @@ def test_an_unreachable_server_is_one_line_and_exit_9(run_cli, monkeypatch):
     assert "Cannot reach the zoo server" in err
 
 
+def test_an_endpoint_with_a_path_after_the_servers_root_is_not_a_missing_artifact(
+    served, run_cli, monkeypatch
+):
+    """A wrong ZOO_ENDPOINT said "Not Found", exit 3, which a script reads as "no such
+    artifact"; it is a misconfigured endpoint (exit 9), and the line says so."""
+    monkeypatch.setenv("ZOO_ENDPOINT", f"{served.url}/zoo")
+    monkeypatch.setenv("ZOO_TOKEN", served.admin)
+    for args in (("show", "tiny-gpt2"), ("token", "list"), ("ls",)):
+        code, out, err = run_cli(*args)
+        assert code == 9 and out == "" and err.count("\n") == 1, (args, err)
+        assert "no such path" in err and "ZOO_ENDPOINT" in err, err
+    monkeypatch.setenv("ZOO_ENDPOINT", served.url)
+    code, _, err = run_cli("show", "no-such-model")
+    assert code == 3 and "no-such-model" in err, err
+
+
 def test_an_endpoint_or_token_no_request_can_carry_is_one_line_and_exit_2(run_cli, monkeypatch):
     for endpoint, token in (
         ("ftp://127.0.0.1:21", "zoo_x"),  # urllib would speak FTP and wait

@@ -204,6 +204,14 @@ class ServerUnavailableError(ZooError, ConnectionError):
     http_status = 502
 
 
+class NoSuchRouteError(ServerUnavailableError):
+    """The server has no route for a request: the client's ZOO_ENDPOINT is not the zoo
+    server's root (a path after it), or the server's zoo is older than the client's. Not
+    a missing artifact (exit 3): the request never reached one."""
+
+    http_status = 404
+
+
 class InterruptedAfterWriting(KeyboardInterrupt):
     """Ctrl-C held back while an output folder was renamed into place and recorded, acted
     on once both were done: the work it interrupted is complete and kept. A

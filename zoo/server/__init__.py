@@ -8,7 +8,9 @@ credentials; clients hold a bearer token (:mod:`zoo.api.tokens`).
 
 from __future__ import annotations
 
-from zoo.errors import InvalidInputError
+import logging
+
+from zoo.errors import ConflictError, InvalidInputError, StorageError
 from zoo.server.options import ServerOptions
 
 
@@ -22,20 +24,65 @@ def create_app(registry=None, options: ServerOptions | None = None):
 
 
 def serve(registry, options: ServerOptions) -> None:
-    """Run the app on uvicorn until interrupted."""
+    """Run the app on uvicorn until interrupted. What would stop it at start (a database
+    to upgrade or that refuses the schema, a port in use, a host that is not this
+    machine's) is found first, and said in zoo's one line, not in a log's traceback."""
     import uvicorn
 
     app = create_app(registry, options)
-    uvicorn.run(
+    app.state.server.reg.ensure_schema()
+    sock = _listening_socket(options.host, options.port)
+    config = uvicorn.Config(
         app,
         host=options.host,
-        port=options.port,
+        port=sock.getsockname()[1],
         log_level="info",
         access_log=False,
         # Longer than clients keep idle pooled connections (httpx, requests: 5 s and up),
         # so the server never closes one just as a client reuses it.
         timeout_keep_alive=75,
     )
+    # uvicorn names the address only for a socket it bound itself.
+    where = f"[{options.host}]" if ":" in options.host else options.host
+    logging.getLogger("uvicorn.error").info(
+        "zoo serving on http://%s:%d (Ctrl-C stops it)", where, config.port
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _listening_socket(host: str, port: int):
+    """A socket bound to ``host:port`` (asyncio listens on it when it starts serving)."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InvalidInputError(f"--host {host!r} is not a name or address: {exc}.") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConflictError(
+                f"Port {port} on {host} is in use by another process; choose another with --port."
+            ) from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise InvalidInputError(
+                f"--host {host} is not an address of this machine; give one of its own "
+                "(0.0.0.0 for all of them)."
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise StorageError(
+                f"Port {port} needs privileges this user does not have (ports below 1024); "
+                "choose another with --port, behind your proxy."
+            ) from None
+        raise
+    return sock
 
 
 __all__ = ["ServerOptions", "create_app", "serve"]

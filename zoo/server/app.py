@@ -29,8 +29,10 @@ from zoo.api.tokens import TokenInfo
 from zoo.checkpoint.safetensors_format import MAX_TENSORS
 from zoo.errors import (
     AuthenticationError,
+    DatabaseUnavailableError,
     InvalidInputError,
     NoRoomError,
+    NoSuchRouteError,
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
@@ -555,8 +557,15 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        cls = NotFoundError if exc.status_code == 404 else InvalidInputError
-        err = cls(f"{request.method} {request.url.path[:100]}: {exc.detail}")
+        where = f"{request.method} {request.url.path[:100]}"
+        if exc.status_code == 404:  # no route (a route's own misses are zoo's NotFoundError)
+            err: ZooError = NoSuchRouteError(
+                f"{where}: this zoo server has no such path (ZOO_ENDPOINT is the server's "
+                "root, with no path after it; or this server's zoo is older than the "
+                "client's)."
+            )
+        else:
+            err = InvalidInputError(f"{where}: {exc.detail}")
         return JSONResponse(
             error_body(err, exc.status_code, err.exit_code), status_code=exc.status_code
         )
@@ -566,10 +575,15 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         import errno as _errno
         import sys
 
+        # The server's own failures are told to the caller by kind; their text (the
+        # database's host, port and role, the server's paths) goes to the server's log.
         sa = sys.modules.get("sqlalchemy.exc")
         if sa is not None and isinstance(exc, sa.SQLAlchemyError):
             log.error("database error: %s", exc)
-            return JSONResponse(error_body(exc, 503, 9), status_code=503)
+            err = DatabaseUnavailableError(
+                "The server's database is unavailable or failing; the server's log says why."
+            )
+            return JSONResponse(error_body(err, 503, err.exit_code), status_code=503)
         if isinstance(exc, OSError) and exc.errno in (
             _errno.ENOSPC,
             _errno.EDQUOT,
@@ -577,9 +591,11 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
             _errno.EROFS,
         ):
             log.error("storage error: %s", exc)
-            return JSONResponse(error_body(exc, 507, 11), status_code=507)
+            err = StorageError(f"The server's storage failed: {exc.strerror}.")
+            return JSONResponse(error_body(err, 507, err.exit_code), status_code=507)
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse(error_body(exc, 500, 1), status_code=500)
+        err = ZooError(f"Internal error ({type(exc).__name__}); the server's log has its trace.")
+        return JSONResponse(error_body(err, 500, 1), status_code=500)
 
     def role(name: str):
         async def dep(request: Request):
