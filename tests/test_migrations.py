@@ -126,10 +126,31 @@ def test_downgrading_to_base_takes_saying_so(db_url, tmp_path, run_cli, monkeypa
 
 
 def test_a_database_url_without_its_driver_is_one_line(monkeypatch, run_cli):
-    monkeypatch.setenv("ZOO_DB_URL", "mysql://zoo:hunter2@db.example/zoo")  # no MySQLdb
+    monkeypatch.setenv("ZOO_DB_URL", "postgresql+pg8000://zoo:hunter2@db.example/zoo")
     code, out, err = run_cli("ls")
     assert code == 2 and out == "" and err.count("\n") == 1
     assert "driver that is not installed" in err and "hunter2" not in err
+    # A database zoo does not keep its registry in says so, not "install a driver".
+    monkeypatch.setenv("ZOO_DB_URL", "mysql://zoo:hunter2@db.example/zoo")
+    code, out, err = run_cli("ls")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "hunter2" not in err
+    assert "names a 'mysql' database; zoo keeps its registry in SQLite" in err, err
+
+
+def test_an_upgrade_goes_up_or_says_which_command_goes_down(run_cli, registry, tiny_dir):
+    """`upgrade 0008` on a database at 0009 said `schema 0009 -> 0009` (exit 0), and
+    `upgrade head+1` was an AssertionError inside Alembic."""
+    registry.import_checkpoint(tiny_dir("gpt2"))
+    code, out, err = run_cli("db", "upgrade", "head+1")
+    assert code == 2 and out == "" and "nothing is above head (0010)" in err, err
+    assert run_cli("db", "downgrade", "0009")[0] == 0
+    code, out, err = run_cli("db", "upgrade", "0008")
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "the database is at 0009, above 0008; `zoo db downgrade 0008` goes down" in err
+    code, out, err = run_cli("db", "upgrade", "0009")  # where it is: nothing to do
+    assert code == 0 and out.strip() == "schema 0009 -> 0009", err
+    code, out, err = run_cli("db", "upgrade")
+    assert code == 0 and out.strip() == "schema 0009 -> 0010", err
 
 
 def test_sqlite_connection_settings(tmp_path):

@@ -12,6 +12,7 @@ import atexit
 import collections
 import contextlib
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -377,6 +378,8 @@ def _run_alembic(
 
     if not revision.strip():
         raise InvalidInputError(f"zoo db {verb}: name a revision (zoo db current shows them).")
+    if verb == "upgrade":
+        _check_upgrade_target(connection, revision)
     cfg = alembic_config(connection)
     sqlite = connection.dialect.name == "sqlite"
     if sqlite:
@@ -409,6 +412,31 @@ def _run_alembic(
         if sqlite:
             connection.rollback()
             connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")
+
+
+def _check_upgrade_target(connection: Connection, revision: str) -> None:
+    """An upgrade goes up: a revision below the database's was a silent no-op that said
+    ``0009 -> 0009``, and ``head+1`` an AssertionError inside Alembic."""
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
+
+    scripts = _scripts()
+    head = scripts.get_current_head()
+    if re.fullmatch(r"\s*heads?\s*\+\s*\d+\s*", revision):
+        raise InvalidInputError(f"zoo db upgrade {revision}: nothing is above head ({head}).")
+    current = current_revision(connection)
+    try:
+        target = scripts.get_revision(revision) if current is not None else None
+    except (CommandError, RevisionError):  # relative or unknown: Alembic's own checks say
+        return
+    if target is None or target.revision == current:
+        return
+    below = {r.revision for r in scripts.iterate_revisions(current, "base")}
+    if target.revision in below:
+        raise InvalidInputError(
+            f"zoo db upgrade {revision}: the database is at {current}, above "
+            f"{target.revision}; `zoo db downgrade {target.revision}` goes down."
+        )
 
 
 @contextlib.contextmanager
