@@ -196,7 +196,14 @@ def ls_cmd(
         # Compact: a whole library in one page stays quick to print and to parse.
         click.echo(json.dumps(page.to_json(), sort_keys=True, separators=(",", ":")))
         return
-    click.echo(render.artifact_table(page.items))
+    narrowed = (kind, family, pattern, min_layers, max_layers, min_hidden, max_hidden)
+    narrowed += (derived_from, created_by, created_after, created_before)
+    if page.items or not (cursor or any(v is not None for v in narrowed)):
+        click.echo(render.artifact_table(page.items))
+    elif cursor:  # an empty library says how to fill it; an empty page says why it is
+        click.echo("(no more artifacts after this cursor)")
+    else:
+        click.echo("(no artifact matches these filters)")
     if page.next is not None:
         click.echo(render.page_footer(page, _next_page_command(page.next)), err=True)
 
@@ -819,6 +826,16 @@ def token_revoke(name: str, as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, turning zoo's errors into one line + exit code."""
+    for arg in sys.argv[1:] if argv is None else argv:
+        # Python keeps bytes that are not UTF-8 (a Latin-1 terminal's) as lone surrogates,
+        # which no database, file name or JSON of zoo's can take.
+        if not arg.isascii() and not _is_utf8(arg):
+            click.echo(
+                f"zoo: error: the argument {arg!a} is not UTF-8 text; zoo reads "
+                "its names, paths and options as UTF-8.",
+                err=True,
+            )
+            sys.exit(2)
     try:
         cli.main(args=argv, prog_name="zoo", standalone_mode=False)
     except click.exceptions.Abort as exc:  # click's, for a KeyboardInterrupt it caught
@@ -859,6 +876,14 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"zoo: error: {_first_line(exc)}", err=True)
         sys.exit(exc.exit_code)
     sys.exit(0)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _interruption(exc: BaseException | None, plain: str) -> str:

@@ -105,6 +105,96 @@ def test_size_bounds_and_depths_past_a_database_integer_are_one_line_or_all(
     assert code == 0 and src.name in out, err
 
 
+def test_bounds_past_a_32_bit_column_the_calendars_ends_and_a_63_bit_limit_answer(
+    registry, tiny_dir, run_cli
+):
+    """PostgreSQL's id, layers and hidden columns are 32-bit: a cursor or a bound past
+    them was 'database error' (exit 9, or a traceback from Python); a time zone that
+    moves a date past year 9999 or before year 1 was an OverflowError, and a limit of
+    2^63-1 overflowed the one extra row a page reads. Each now answers what it asks."""
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    big = str(2**31)
+    when = "--created-after=2000-01-01"  # a filter the quick page leaves to the registry
+    for args, listed in (
+        (["--after", big], True),  # newest first: every id is below it
+        (["--after", big, "--oldest-first"], False),
+        (["--after", big, when], True),
+        (["--min-hidden", big, when], False),
+        (["--max-hidden", big, when], True),
+        (["--max-layers", big, when], True),
+        (["--created-before", "9999-12-31T23:00:00-05:00"], True),
+        (["--created-after", "0001-01-01T00:00:00+01:00"], True),
+        (["--created-after", "9999-12-31T23:00:00-05:00"], False),
+        (["--limit", str(2**63 - 1)], True),
+        (["--limit", str(2**63 - 1), when], True),
+    ):
+        code, out, err = run_cli("ls", "--json", *args)
+        assert code == 0 and err == "", (args, err)
+        names = [item["name"] for item in json.loads(out)["artifacts"]]
+        assert names == ([src.name] if listed else []), (args, names)
+    assert [a.name for a in registry.search(min_hidden=2**40, max_layers=2**40).items] == []
+    assert [a.name for a in registry.search(max_hidden=2**40).items] == [src.name]
+
+
+def test_an_empty_page_says_why_and_removed_artifacts_are_found_as_kept_ones_are(
+    registry, tiny_dir, run_cli
+):
+    """Every empty listing said "(no artifacts; register one ...)", even of a library of
+    hundreds; `ls --all --derived-from` refused a removed parent that `ls --all` lists; a
+    removed artifact's hash prefix said "No artifact named", and upper-case hex missed."""
+    parent = registry.import_checkpoint(tiny_dir("gpt2"))
+    child = registry.import_checkpoint(tiny_dir("gpt2", seed=1))
+    registry.link(child.name, parent.name, relation="finetune")
+    assert run_cli("ls", "--name", "nomatch")[1] == "(no artifact matches these filters)\n"
+    assert run_cli("ls", "--after", "1")[1] == "(no more artifacts after this cursor)\n"
+    registry.rm(child.name)
+    registry.rm(parent.name)
+    code, out, err = run_cli("ls", "--all", "--derived-from", parent.name, "--json")
+    assert code == 0 and [i["name"] for i in json.loads(out)["artifacts"]] == [child.name], err
+    code, _, err = run_cli("ls", "--derived-from", parent.name)
+    assert code == 3 and "removed with `zoo rm`" in err, err
+    code, _, err = run_cli("show", parent.content_hash[:12])
+    assert code == 3 and f"the source {parent.name}" in err and "removed" in err, err
+    registry.import_checkpoint(tiny_dir("gpt2"))  # brought back
+    code, out, err = run_cli("show", parent.content_hash[:12].upper())
+    assert code == 0 and parent.name in out, err
+
+
+def test_an_argument_that_is_not_utf8_is_one_line(registry, tiny_dir, run_cli):
+    """A Latin-1 terminal's byte reaches Python as a lone surrogate, which no database or
+    file name of zoo's takes: every command ended in a UnicodeEncodeError traceback."""
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    for args in (
+        ["show", "caf\udce9"],
+        ["ls", "--name", "\udcff"],
+        ["tag", src.name, "caf\udce9"],
+        ["alias-history", "caf\udce9"],
+    ):
+        code, out, err = run_cli(*args)
+        assert code == 2 and out == "" and err.count("\n") == 1, (args, err)
+        assert "is not UTF-8 text" in err, err
+
+
+@pytest.mark.postgres
+def test_times_are_printed_in_utc_whatever_the_database_sessions_zone(
+    registry, tiny_dir, db_url, tmp_path
+):
+    """PostgreSQL answers in its session's zone (PGTZ): `zoo show` printed +05:30 where
+    `zoo ls` printed the same instant in UTC; scripts compare the strings."""
+    import subprocess
+    import sys
+
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's session time zone")
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    env = {**os.environ, "PGTZ": "Asia/Kolkata", "ZOO_DB_URL": db_url, "ZOO_HOME": str(tmp_path)}
+    env["ZOO_STORE_URL"] = os.environ["ZOO_STORE_URL"]
+    zoo = [sys.executable, "-m", "zoo_cli.main"]
+    shown = json.loads(subprocess.check_output([*zoo, "show", src.name, "--json"], env=env))
+    listed = json.loads(subprocess.check_output([*zoo, "ls", "--json"], env=env))["artifacts"][0]
+    assert shown["created_at"] == listed["created_at"] and shown["created_at"].endswith("+00:00")
+
+
 def test_aggregates_equal_the_tensor_rows_for_every_kind_and_after_gc(registry, tiny_dir, run_cli):
     src = registry.import_checkpoint(tiny_dir("bert"))
     other = registry.import_checkpoint(tiny_dir("gpt2"))

@@ -786,6 +786,7 @@ def test_every_error_class_carries_the_documented_exit_code_and_http_status():
         errors.OfflineError: (8, 503),
         errors.DatabaseUnavailableError: (9, 503),
         errors.ServerUnavailableError: (9, 502),
+        errors.NoSuchRouteError: (9, 404),
         errors.AuthenticationError: (12, 401),
         errors.PermissionDeniedError: (12, 403),
         errors.PayloadTooLargeError: (2, 413),

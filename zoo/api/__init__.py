@@ -80,7 +80,7 @@ def quick_page(
         return None
     valid = (
         (kind is None or kind in KINDS)
-        and (limit is None or (type(limit) is int and 1 <= limit < 1 << 63))
+        and (limit is None or (type(limit) is int and 1 <= limit < 1 << 62))
         and listing_sql.answerable(filters)
     )
     if not valid:

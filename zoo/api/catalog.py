@@ -540,8 +540,8 @@ def search(
         raise InvalidInputError(f"Unknown kind {kind!r}; choose one of {', '.join(queries.KINDS)}.")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise InvalidInputError(f"A page holds at least 1 artifact (got limit={limit!r}).")
-    if limit is not None and limit >= 1 << 63:  # more than a database can count: every one
-        limit = None
+    if limit is not None and limit >= 1 << 62:  # more than a database holds: every one (and
+        limit = None  # the page asks for limit + 1 rows, which must stay a 64-bit integer)
     bounds = {
         "min_layers": min_layers,
         "max_layers": max_layers,
@@ -570,7 +570,7 @@ def search(
             max_hidden=max_hidden,
             derived_from=None
             if derived_from is None
-            else queries.resolve(session, derived_from).id,
+            else queries.resolve(session, derived_from, include_removed=include_deleted).id,
             created_by=created_by,
             created_after=_moment(created_after, "created_after"),
             created_before=_moment(created_before, "created_before"),

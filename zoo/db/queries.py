@@ -59,8 +59,10 @@ def dumps(obj: Any) -> str:
 
 
 def aware(value: datetime) -> datetime:
-    # SQLite returns naive datetimes even for timezone-aware columns; zoo stores UTC.
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    """A stored time in UTC, as zoo writes it and every command prints it: SQLite returns
+    naive datetimes even for timezone-aware columns, PostgreSQL times in the session's
+    zone (PGTZ, the server's setting), which `zoo show` printed while `zoo ls` said UTC."""
+    return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 # The statements every write and every `show` runs, built once with their values as
@@ -728,15 +730,23 @@ def hub_import(session: Session, repo_id: str) -> Artifact | None:
     return session.scalar(_LAST_IMPORTED_FROM, {"origin": f"hf://{repo_id}"})
 
 
-def resolve(session: Session, query: str, *, kinds: Iterable[str] | None = None) -> Artifact:
+def resolve(
+    session: Session,
+    query: str,
+    *,
+    kinds: Iterable[str] | None = None,
+    include_removed: bool = False,
+) -> Artifact:
     """Find the artifact a user means by ``query``.
 
     Tried in order: a Hub repository id (``ORG/NAME`` or ``hf://ID``: the artifact
     imported last from it, else the placeholder a model card's ``base_model`` made for
-    it), an alias, a registry name, a content-hash prefix (8+ hex digits).
+    it), an alias, a registry name, a content-hash prefix (8+ hex digits, either case;
+    a kept artifact's first, else a removed one's).
 
     Raises:
-        NotFoundError: nothing matches (with near-match suggestions).
+        NotFoundError: nothing matches (with near-match suggestions), or what matches was
+            removed with ``zoo rm`` (unless ``include_removed``: it is returned).
         AmbiguousNameError: a hash prefix matches several artifacts.
     """
     if not isinstance(query, str):
@@ -750,12 +760,12 @@ def resolve(session: Session, query: str, *, kinds: Iterable[str] | None = None)
         )
     if row is None:
         row = by_alias_or_name(session, query)
-    if row is None and len(query) >= 8 and all(c in "0123456789abcdef" for c in query):
-        matches = session.scalars(
-            select(Artifact)
-            .where(Artifact.content_hash.startswith(query), Artifact.deleted_at.is_(None))
-            .order_by(Artifact.id)
+    prefix = query.lower()
+    if row is None and len(query) >= 8 and all(c in "0123456789abcdef" for c in prefix):
+        found = session.scalars(
+            select(Artifact).where(Artifact.content_hash.startswith(prefix)).order_by(Artifact.id)
         ).all()
+        matches = [m for m in found if m.deleted_at is None] or found
         # The kinds the command takes first (rederive of a hash a source shares with the
         # same-size derived checkpoint means the derived one).
         matches = [m for m in matches if m.kind in kinds] or matches
@@ -771,9 +781,10 @@ def resolve(session: Session, query: str, *, kinds: Iterable[str] | None = None)
             )
         row = matches[0] if matches else None
     what = " or ".join(kinds) if len(kinds) < len(KINDS) else "artifact"
-    if row is not None and row.deleted_at is None and row.kind not in kinds:
+    kept = row is not None and (row.deleted_at is None or include_removed)
+    if kept and row.kind not in kinds:
         raise InvalidInputError(f"{query!r} is a {row.kind}; this command needs a {what}.")
-    if row is not None and row.deleted_at is not None:
+    if row is not None and not kept:
         raise NotFoundError(
             f"{query!r} names the {row.kind} {row.name} ({row.content_hash[:12]}), removed with "
             "`zoo rm`; registering it again (import, extract or materialize) brings it back "

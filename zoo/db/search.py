@@ -14,7 +14,19 @@ import functools
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Select, and_, bindparam, exists, func, literal_column, or_, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from zoo.db import graph
@@ -63,7 +75,11 @@ class Filters:
 def _utc(value: datetime) -> datetime:
     # SQLite keeps the UTC wall time zoo writes, without an offset: compare in UTC.
     value = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # within hours of year 1 or 9999: the calendar's end in UTC
+        end = datetime.max if value.year > 1 else datetime.min
+        return end.replace(tzinfo=timezone.utc)
 
 
 def conditions(f: Filters, dialect: str) -> list:
@@ -84,10 +100,12 @@ def conditions(f: Filters, dialect: str) -> list:
         (Artifact.layers, f.min_layers, f.max_layers),
         (Artifact.hidden, f.min_hidden, f.max_hidden),
     ):
+        # 64-bit parameters: PostgreSQL's columns are 32-bit, and a bound beyond them
+        # compares (no match, or every one) rather than failing as out of range.
         if low is not None:
-            conds.append(column >= low)
+            conds.append(column >= literal(low, BigInteger))
         if high is not None:
-            conds.append(column <= high)
+            conds.append(column <= literal(high, BigInteger))
     if f.derived_from is not None:
         conds.append(
             and_(
@@ -216,7 +234,7 @@ def _listing(
 def _ordered(query: Select, after: bool, limited: bool, newest_first: bool) -> Select:
     """Keyset paging on the id: ``:after`` is the last id of the previous page."""
     if after:
-        last = bindparam("after")
+        last = bindparam("after", type_=BigInteger)  # a cursor past 32 bits: see above
         query = query.where(Artifact.id < last if newest_first else Artifact.id > last)
     query = query.order_by(Artifact.id.desc() if newest_first else Artifact.id)
     return query.limit(bindparam("limit")) if limited else query
