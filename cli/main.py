@@ -508,8 +508,21 @@ def export_cmd(name, as_json, **options) -> None:
 @json_option
 def default_cmd(family, name, as_json) -> None:
     """Make learngene NAME the default that `zoo materialize FAMILY` uses."""
-    info = _registry().set_default(family, name)
+    from zoo.errors import NotFoundError
+
+    reg = _registry()
+    info = reg.set_default(family, name)
     _emit(as_json, {"family": family, "learngene": info.to_json()}, f"{family} -> {info.name}")
+    try:  # an artifact named like the family: materialize now means the default instead
+        shadowed = reg.show(family)
+    except NotFoundError:
+        return
+    if shadowed.id != info.id:
+        click.echo(
+            f"note: `zoo materialize {family}` means {info.name} now; the {shadowed.kind} "
+            f"{shadowed.name} is `zoo materialize {shadowed.content_hash[:12]}`",
+            err=True,
+        )
 
 
 @cli.command("lineage")

@@ -423,6 +423,29 @@ def test_family_name_resolves_to_the_default_learngene(registry, tiny_dir):
         registry.materialize("gpt2", layers=2, hidden=16).artifact.info["recipe"]["learngene"]
         == gpt.content_hash
     )
+    with pytest.raises(InvalidInputError, match=f"or name the source {src.name}."):
+        registry.materialize("bert", layers=2, hidden=16, method="dwt")
+
+
+def test_a_source_named_like_its_family_is_reached_by_its_hash_once_a_default_is_set(
+    registry, tiny_dir, run_cli
+):
+    """`zoo default` makes the family name mean the default, also where a source has that
+    name (a folder imported as `gpt2`): it says so, and an error that names the source
+    gives its hash prefix, which reaches it, not the name that now means the default."""
+    src = registry.import_checkpoint(tiny_dir("gpt2"), name="gpt2")
+    dct = registry.extract(src.name, method="dct")
+    code, out, err = run_cli("default", "gpt2", dct.name)
+    assert code == 0 and out == f"gpt2 -> {dct.name}\n", err
+    assert err == (
+        f"note: `zoo materialize gpt2` means {dct.name} now; the source gpt2 is "
+        f"`zoo materialize {src.content_hash[:12]}`\n"
+    )
+    with pytest.raises(InvalidInputError, match=f"or name the source {src.content_hash[:12]}."):
+        registry.materialize("gpt2", layers=2, hidden=16, method="dwt")
+    kept = registry.materialize(src.content_hash[:12], layers=2, hidden=16, method="dwt")
+    assert kept.artifact.info["recipe"]["learngene"] is None
+    assert run_cli("default", "gpt2", dct.name)[2].startswith("note:")  # every time
 
 
 def test_lineage_marks_removed_artifacts(registry, tiny_dir):
@@ -433,6 +456,29 @@ def test_lineage_marks_removed_artifacts(registry, tiny_dir):
     assert f"--materialize--> {small.name} (removed)" in graph.to_text()
     assert f"{small.name} (removed) (derived)" in graph.to_mermaid()
     assert f"{src.name} (removed)" not in graph.to_text() + graph.to_dot()
+
+
+def test_lineage_text_tells_seeds_and_dtypes_apart(registry, tiny_dir):
+    """Two seeds of a method that draws, or two dtypes, printed as the same edge."""
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    made = [
+        registry.materialize(src.name, layers=6, hidden=48, method="net2net", seed=s).artifact
+        for s in (1, 2)
+    ]
+    made += [
+        registry.materialize(src.name, layers=2, hidden=16, dtype=d).artifact
+        for d in ("bfloat16", "float16")
+    ]
+    lines = {
+        line.split("--> ")[1].split()[0]: line
+        for line in registry.lineage(src.name, up=False).to_text().splitlines()
+        if "-->" in line
+    }
+    assert "[method=net2net, seed=1," in lines[made[0].name]
+    assert "[method=net2net, seed=2," in lines[made[1].name]
+    assert "dtype=bfloat16, device=cpu]" in lines[made[2].name]
+    assert "dtype=float16, device=cpu]" in lines[made[3].name]
+    assert "seed=" not in lines[made[2].name]  # weight selection draws nothing
 
 
 def test_link_declares_finetune_edges(registry, tiny_dir, run_cli):
@@ -1180,10 +1226,21 @@ def test_a_wavelet_other_than_the_bands_is_computed_not_read(registry, tiny_dir)
         k for k, v in own.state_dict.items() if not torch.allclose(v, from_haar.state_dict[k])
     ]
     assert any("query.weight" in k for k in differs)
+    # The db2 bands played no part: the lineage names the source as the parent (as for a
+    # baseline asked of a learngene), the result is the source's own, and the learngene
+    # can be removed.
     edges = registry.lineage(from_db2.artifact.name, up=True, down=False).edges
-    assert {(e.recipe or {}).get("wavelet") for e in edges} >= {"haar"}
+    assert [(e.parent_id, e.recipe["wavelet"], e.recipe["learngene"]) for e in edges] == [
+        (src.id, "haar", None)
+    ]
+    from_src = registry.materialize(src.name, wavelet="haar", **kw).artifact
+    assert from_src.content_hash == from_db2.artifact.content_hash
+    registry.rm(own.artifact.name)  # the one derived from its bands
+    registry.rm(db2.name)
     with pytest.raises(InvalidInputError, match="Unknown wavelet 'nosuch'"):
-        registry.materialize(db2.name, wavelet="nosuch", **kw)
+        registry.materialize(haar.name, wavelet="nosuch", **kw)
+    with pytest.raises(InvalidInputError, match="Unknown wavelet ''"):
+        registry.extract(src.name, method="dwt", wavelet="")
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2"])

@@ -57,7 +57,7 @@ def extract_recipe(
 
     if method == "dwt":
         # db2: the wavelet of every dwt entry in zoo/defaults.py (the transfer benchmark).
-        wavelet = wavelet or DEFAULT_WAVELET
+        wavelet = DEFAULT_WAVELET if wavelet is None else wavelet  # '' is refused below
         check_wavelet(wavelet)
         levels = DEFAULT_LEVELS if levels is None else levels
         if isinstance(levels, bool) or not isinstance(levels, int):

@@ -137,7 +137,22 @@ def _recipe_summary(e: EdgeInfo) -> str:
         "note",
     )
     parts = [f"{k}={r[k]}" for k in keys if r.get(k) not in (None, "")]
+    # What else tells two edges of one method apart: the seed of a method that draws
+    # random numbers, and a dtype other than the source's own.
+    if r.get("seed") is not None and _draws(r.get("method")):
+        parts.insert(1, f"seed={r['seed']}")
+    if r.get("dtype") not in (None, "", "auto"):
+        parts.insert(-1 if "device" in r else len(parts), f"dtype={r['dtype']}")
     return f"  [{', '.join(parts)}]" if parts else ""
+
+
+def _draws(method: str | None) -> bool:
+    from zoo.methods import get
+
+    try:
+        return bool(method) and get(method).random
+    except InvalidInputError:  # a method this zoo does not know (a newer zoo's record)
+        return False
 
 
 def lineage(

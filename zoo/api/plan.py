@@ -139,7 +139,7 @@ class Plan:
 def make_plan(reg, query: str, request: MaterializeRequest) -> Plan:
     """Resolve ``query`` and fill ``request``'s recipe; refuse what cannot be built."""
     from zoo.families.base import TargetSize
-    from zoo.methods import check_target, get
+    from zoo.methods import DWT, check_target, get
 
     with reg.session() as session:
         row = resolve_parent(session, query)
@@ -168,13 +168,22 @@ def make_plan(reg, query: str, request: MaterializeRequest) -> Plan:
         request,
     )
     target_config = _with_dtype(target_config, recipe.dtype)
-    if learngene is not None and not get(recipe.method).learngene:
-        learngene = None  # baselines read the source itself
+    if learngene is not None and (
+        not get(recipe.method).learngene  # a baseline reads the source itself
+        or (
+            recipe.method == learngene.info["method"] == DWT.name
+            and recipe.wavelet != learngene.info.get("wavelet")
+        )
+    ):
+        # Bands serve only their own wavelet: another is computed from the source, which
+        # the lineage then names as the parent (the learngene's data played no part).
+        learngene = None
         parent = source
     elif learngene is not None and recipe.method != learngene.info["method"]:
         raise InvalidInputError(
             f"{learngene.name} holds {learngene.info['method']} data, not {recipe.method}; "
-            f"use --method {learngene.info['method']} or name the source {source.name}."
+            f"use --method {learngene.info['method']} or name the source "
+            f"{materialize_name(reg, source)}."
         )
     plan = Plan(parent, source, learngene, recipe, target_config)
     check_target(recipe.method, plan.source_sizes, plan.method_sizes)
@@ -323,6 +332,19 @@ def resolve_parent(session: Session, query: str):
         f"default with `zoo default {query} NAME`.",
         candidates=names,
     )
+
+
+def materialize_name(reg, info: ArtifactInfo) -> str:
+    """What `zoo materialize` takes to mean ``info``: its name, or its hash prefix where
+    the name is a family's whose default (`zoo default`) it would mean instead."""
+    from zoo.families import FAMILY_NAMES
+
+    if info.name in FAMILY_NAMES:
+        with reg.session() as session:
+            row = queries.family_default(session, info.name)
+        if row is not None and row.deleted_at is None and row.id != info.id:
+            return info.content_hash[:12]
+    return info.name
 
 
 def source_of(session: Session, learngene: ArtifactInfo) -> ArtifactInfo:
