@@ -282,6 +282,59 @@ def test_a_later_import_with_files_replaces_them(registry, tiny_dir, bert_with_t
     assert len(registry.import_checkpoint(weights_only).files) == 3  # none brought: kept
 
 
+def test_a_later_import_replaces_only_the_roles_of_the_files_it_brings(
+    registry, bert_with_tokenizer, tmp_path
+):
+    """A save_pretrained copy of the same weights brings generation_config.json alone: it
+    took the tokenizer and the licensed card with it (an export then lacked both). Each
+    role is now the newest import's that brings it; the rest stay. The import's own record
+    lists what its folder held, also when the same folder is imported again."""
+    first = registry.import_checkpoint(bert_with_tokenizer)
+    roles = {f.role for f in first.files}
+    assert {"tokenizer", "card"} <= roles and "generation" not in roles
+    copy = tmp_path / "resaved"
+    shutil.copytree(bert_with_tokenizer, copy)
+    for f in copy.iterdir():
+        if f.name not in ("config.json", "model.safetensors"):
+            f.unlink()
+    (copy / "generation_config.json").write_text('{"max_length": 7}')
+    again = registry.import_checkpoint(copy, name="resaved")
+    assert again.id == first.id
+    by_name = {f.name: f.digest for f in again.files}
+    assert {f.name: f.digest for f in first.files}.items() <= by_name.items()
+    assert "generation_config.json" in by_name
+    (copy / "README.md").write_text("---\nlicense: mit\n---\n# corrected\n")
+    third = registry.import_checkpoint(copy)
+    card = next(f for f in third.files if f.role == "card")
+    assert card.digest != next(f for f in first.files if f.role == "card").digest
+    assert {f.name for f in third.files} == set(by_name)  # the tokenizer is still there
+    records = {i.origin: i for i in registry.show(first.name).imports}
+    held = next(r for o, r in records.items() if o.endswith("resaved"))
+    assert "README.md" in held.files  # the folder's second import held a card
+
+
+def test_a_side_file_or_weights_link_to_nothing_is_refused_not_skipped(
+    registry, tiny_dir, bert_with_tokenizer, tmp_path, run_cli
+):
+    """An HF cache snapshot whose tokenizer blob is gone imported without the tokenizer
+    (exit 0) and replaced a working one; a dangling model.safetensors was said to be
+    'neither model.safetensors nor ... but holds model.safetensors'."""
+    torn = tmp_path / "torn"
+    shutil.copytree(bert_with_tokenizer, torn)
+    (torn / "tokenizer.json").unlink()
+    (torn / "tokenizer.json").symlink_to(tmp_path / "gone.json")
+    code, out, err = run_cli("import", str(torn))
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "tokenizer.json is a symbolic link to" in err and "which does not exist" in err
+    (torn / "model.safetensors").unlink()
+    (torn / "model.safetensors").symlink_to(tmp_path / "gone.safetensors")
+    (torn / "tokenizer.json").unlink()
+    for command in ("import", "audit"):
+        code, _, err = run_cli(command, str(torn))
+        assert code == 2 and "model.safetensors is a symbolic link to" in err, err
+    assert registry.list() == []
+
+
 # --- lineage from the Hub's records ------------------------------------------------------------
 
 

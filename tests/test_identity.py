@@ -129,6 +129,33 @@ def test_a_removed_weight_is_missing_even_when_buffers_are_not_compared(reg, tmp
     assert report.missing == ["bert.encoder.layer.0.output.dense.weight"]
 
 
+def test_a_renamed_tensor_is_a_difference_and_a_tie_written_twice_is_not(reg, tmp_path):
+    """A tensor under a new name is missing under its own and extra under the new one: it
+    was excused as a 'tied copy' and the file called known, with "(config.json differs)"
+    about an identical config. A tied head saved twice stays known, config unblamed."""
+    src_dir = save_tiny("llama", tmp_path / "src")
+    src = reg.import_checkpoint(src_dir)
+    renamed = tmp_path / "renamed"
+    shutil.copytree(src_dir, renamed)
+    tensors = load_file(src_dir / "model.safetensors")
+    name = "model.layers.0.mlp.down_proj.weight"
+    tensors[f"{name}_renamed"] = tensors.pop(name)
+    save_file(tensors, renamed / "model.safetensors", metadata={"format": "pt"})
+    report = reg.audit(renamed)
+    assert (report.status, report.artifact.id) == ("modified", src.id)
+    assert (report.missing, report.extra) == ([name], [f"{name}_renamed"])
+    gpt2 = save_tiny("gpt2", tmp_path / "gpt2")
+    reg.import_checkpoint(gpt2)
+    twice = load_file(gpt2 / "model.safetensors")
+    assert "lm_head.weight" not in twice  # tied: written once
+    twice["lm_head.weight"] = twice["transformer.wte.weight"].clone()
+    save_file(twice, gpt2 / "model.safetensors", metadata={"format": "pt"})
+    report = reg.audit(gpt2)
+    assert report.status == "known" and not report.config_differs
+    assert report.not_compared == ["lm_head.weight"]
+    assert "config.json differs" not in report.to_text()
+
+
 def test_one_shard_audits_as_a_part_and_a_changed_tensor_as_a_difference(reg, tmp_path):
     """A shard alone holds that artifact's tensors, unchanged, and lacks the rest: the
     report says it is a part; a changed tensor is a difference from the artifact."""
@@ -140,6 +167,10 @@ def test_one_shard_audits_as_a_part_and_a_changed_tensor_as_a_difference(reg, tm
     held = set(load_file(shards[-1]))
     elsewhere = {name for s in shards[:-1] for name in load_file(s)}
     assert part.missing and set(part.missing) <= elsewhere
+    # Norm gains of ones missing from the shard are missing: equal to a gain the shard
+    # holds, they are not ties of it.
+    assert set(part.missing) == elsewhere - held - set(part.not_compared)
+    assert not [n for n in part.not_compared if n.endswith(("ln_1.weight", "ln_2.weight"))]
     assert part.to_text().splitlines()[0] == (
         f"{shards[-1]}: MODIFIED: a PART of source sharded ({src.content_hash[:12]}): every "
         f"tensor it holds is that artifact's, unchanged; {len(part.missing)} missing (one "

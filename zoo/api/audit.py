@@ -286,8 +286,12 @@ def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
 
     recorded = {t.name: t for t in best_info.tensors}
     weight = _weight_test(best_info.family)
-    file_digests = set(file_tensors.values())
-    recorded_digests = {t.digest for t in recorded.values()}
+    # A tie is one tensor under two names: a file may write it once (a name missing) or
+    # twice (a name extra), beside the recorded tensor it equals, held under its own name.
+    # A tensor only renamed is held under neither name, and a constant (a norm gain of
+    # ones) equals unrelated tensors: both are differences, not ties.
+    held = {d for n, d in file_tensors.items() if n in recorded and recorded[n].digest == d}
+    tied = held - fills
     not_compared = set()
     differing, missing, extra = [], [], []
     for name in sorted(set(recorded) | set(file_tensors)):
@@ -295,10 +299,10 @@ def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
         if theirs is not None and mine == theirs.digest:
             continue
         if theirs is None:  # extra: a buffer, or a tied copy of a recorded tensor
-            dtype, counted = file_dtypes[name], mine not in recorded_digests
+            dtype, counted = file_dtypes[name], mine not in tied
             into = extra
         elif mine is None:  # missing: a buffer, or tied to a tensor the file has
-            dtype, counted = theirs.dtype, theirs.digest not in file_digests
+            dtype, counted = theirs.dtype, theirs.digest not in tied
             into = missing
         else:
             dtype, counted, into = theirs.dtype, True, differing
@@ -314,9 +318,11 @@ def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
         differing,
         missing,
         extra,
+        # The file's config over the recorded tensors: its hash differs only where the
+        # config does (a tie written differently changes the file's own hash, not this).
         config_differs=status == "known"
         and config is not None
-        and content != best_info.content_hash,
+        and manifest_hash(config, best_info.tensors) != best_info.content_hash,
         not_compared=sorted(not_compared),
         named_by_file=claimed is not None
         and (claimed[0] == best_info.name or claimed[1] == best_info.content_hash),

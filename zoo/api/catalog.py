@@ -305,8 +305,13 @@ def _record(reg, session: Session, row, ready: _Prepared) -> None:
         by=reg.user,
         from_main=ready.from_main,
     )
-    if ready.side_files:  # the newest import that brought files defines them
-        queries.set_files(session, row, list(ready.side_files))
+    if ready.side_files:
+        # By role: the newest import that brings a tokenizer, a card or a config defines
+        # that role; a role it does not bring stays as it was (a save_pretrained copy
+        # brings generation_config.json alone, and took the tokenizer and card with it).
+        brought = {f.role for f in ready.side_files}
+        kept = [f for f in queries.file_records(session, row.id) if f.role not in brought]
+        queries.set_files(session, row, [*kept, *ready.side_files])
     if ready.origin.startswith("hf://"):
         adopt_placeholder(session, row, ready.origin[len("hf://") :], reg.user)
     if row.kind == "source":  # a derived one's lineage is zoo's own

@@ -318,6 +318,13 @@ def _open_folder(root: Path, *, allow_bin: bool, progress: Progress | None) -> L
             chosen = weights[0]
         return _open_pickle(root, root, config, [chosen], [CONFIG_NAME], progress)
 
+    dangling = sorted(p for p in root.glob("*.safetensors") if not p.exists())
+    if dangling:  # an HF cache snapshot whose blob is gone, or a link copied without it
+        raise InvalidCheckpointError(
+            f"{dangling[0]} is a symbolic link to {dangling[0].readlink()}, which does not "
+            "exist; the folder is incomplete (download it again).",
+            path=str(root),
+        )
     others = sorted(p.name for p in root.glob("*.safetensors"))
     if others:
         raise InvalidCheckpointError(

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zoo.errors import InvalidCheckpointError
+
 __all__ = [
     "MAX_SIDE_FILE_BYTES",
     "SIDE_FILES",
@@ -83,7 +85,14 @@ def find_side_files(root: Path) -> list[SideFile]:
     found = []
     for path in sorted(root.iterdir()):
         role = SIDE_FILES.get(path.name) or _SUFFIXES.get(path.suffix)
-        if role is None or not path.is_file() or path.stat().st_size > MAX_SIDE_FILE_BYTES:
+        if role is None:
+            continue
+        if path.is_symlink() and not path.exists():  # an HF cache blob gone: a torn copy
+            raise InvalidCheckpointError(
+                f"{path} is a symbolic link to {path.readlink()}, which does not exist; "
+                "the folder is incomplete (download it again)."
+            )
+        if not path.is_file() or path.stat().st_size > MAX_SIDE_FILE_BYTES:
             continue
         data = path.read_bytes()
         found.append(SideFile(path.name, role, data, hashlib.sha256(data).hexdigest()))

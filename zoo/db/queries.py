@@ -411,6 +411,7 @@ def add_import(
         # Imported again: the record says when and by whom last, and whether it was ever
         # asked for as the default branch, which is what a Hub repository id follows.
         existing.imported_at, existing.imported_by = now(), by
+        existing.files_json = dumps(files)  # what the folder held this time
         existing.from_main = existing.from_main or from_main
         session.flush()
     else:
