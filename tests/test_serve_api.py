@@ -489,18 +489,29 @@ def test_the_file_cache_keeps_a_folder_per_artifact_and_drops_what_it_cannot_rea
 
     FileCache(tmp_path)  # an empty folder: taken
     digest = "ab" * 32
-    info = SimpleNamespace(content_hash=digest, kind="source")
+    info = SimpleNamespace(content_hash=digest, kind="source", files=())
+    card = SimpleNamespace(name="README.md", digest="cd" * 32)
+    carded = folder_key(SimpleNamespace(content_hash=digest, kind="source", files=(card,)))
+    assert carded.startswith(f"{folder_key(info)}-")  # its stored files' digests end it
     pending = ".pending-" + "1" * 32
     output_temp = f".{pending}.zoo-tmp-0123abcd-42-89abcdef"
     theirs = ["notes", ".pending-list", "report.zoo-old-draft", ".upload-mine"]
-    for name in (digest, folder_key(info), pending, output_temp, *theirs):
+    for name in (digest, folder_key(info), carded, pending, output_temp, *theirs):
         (tmp_path / name).mkdir()
     (tmp_path / f"{digest}.files.json").write_text("{}")
     (tmp_path / f"{folder_key(info)}.files.json").write_text("{}")
+    (tmp_path / f"{carded}.files.json").write_text("{}")
     removed = FileCache(tmp_path).clean_leftovers()
     assert sorted(removed) == sorted([digest, f"{digest}.files.json", pending, output_temp])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [folder_key(info), f"{folder_key(info)}.files.json", CACHE_MARK, *theirs]
+        [
+            folder_key(info),
+            f"{folder_key(info)}.files.json",
+            carded,
+            f"{carded}.files.json",
+            CACHE_MARK,
+            *theirs,
+        ]
     )
 
 
@@ -706,3 +717,66 @@ def test_a_failing_database_is_told_to_callers_by_kind_and_to_the_log_in_full(tm
     finally:
         server.stop()
     assert "no such table: artifacts" in log.read_text()
+
+
+def test_a_size_request_is_one_derivation_and_its_failures_carry_the_hubs_codes(served):
+    """A Hub size revision and the REST body for the same size ran twice (their keys
+    differed by the body's defaults); a family with nothing to make a size from, or a
+    size the disk cannot hold, answered without X-Error-Code, which huggingface_hub reads
+    as "check your connection"; a missing token named ZOO_TOKEN alone."""
+    with _read(served) as http:
+        http.get("/tiny-bert/resolve/6x32/config.json").raise_for_status()
+        before = http.get("/api/stats").json()["derivations"]
+    with client(served.url, served.tokens["write"]) as http:
+        made = http.post("/api/materialize", json={"name": "tiny-bert", "layers": 6, "hidden": 32})
+        assert made.status_code == 200, made.text
+        assert http.get("/api/stats").json()["derivations"] == before
+    with _read(served) as http:
+        for path in ("/llama/resolve/2x16/config.json", "/tiny-bert/resolve/2000x8192/config.json"):
+            answer = http.head(path)
+            assert answer.status_code >= 400 and answer.headers["x-error-code"] == (
+                "RevisionNotFound"
+            ), (path, answer.status_code)
+    with client(served.url, None) as http:
+        refused = http.get("/tiny-bert/resolve/main/config.json")
+    assert refused.status_code == 401 and "HF_TOKEN" in refused.json()["error"]["message"]
+
+
+def test_one_commit_names_one_set_of_files_and_a_corrected_card_is_served(tmp_path, tiny_dir):
+    """The source's own size answered the source's commit with the derived record's card
+    and metadata (huggingface_hub, caching by commit, then handed back the other file); a
+    card imported again kept the old one served from the cache; a family name a default
+    was set for, also naming another model, refused the commit of its own size."""
+    import shutil
+
+    env = server_env(tmp_path)
+    reg = registry_for(env)
+    src = reg.import_checkpoint(tiny_dir("bert"), name="tiny-bert")
+    lg = reg.extract(src.name, method="dwt", wavelet="haar", levels=1)
+    reg.import_checkpoint(tiny_dir("bert", seed=1), name="bert")  # unrelated to lg
+    reg.set_default("bert", lg.name)
+    token = reg.create_token("reader", role="read")[1]
+    server = ZooServer(env, log=tmp_path / "server.log").start()
+    try:
+        with client(server.url, token) as http:
+            main, own = (
+                {
+                    f: http.head(f"/tiny-bert/resolve/{rev}/{f}").headers["etag"]
+                    for f in ("model.safetensors", "README.md")
+                }
+                for rev in ("main", "4x32")
+            )
+            assert own == main
+            carded = tmp_path / "carded"
+            shutil.copytree(tiny_dir("bert"), carded)
+            (carded / "README.md").write_text("---\nlicense: mit\n---\n# corrected card\n")
+            reg.import_checkpoint(carded)
+            card = http.get("/tiny-bert/resolve/main/README.md")
+            assert card.status_code == 200 and "corrected card" in card.text
+            sha = http.get("/api/models/bert/revision/2x16").json()["sha"]
+            config = http.get(f"/bert/resolve/{sha}/config.json")
+            assert config.status_code == 200, config.text
+            assert config.json()["num_hidden_layers"] == 2
+    finally:
+        server.stop()
+        reg.close()

@@ -354,8 +354,9 @@ class Server:
                 acting_user.set("anonymous")
                 return None
             raise AuthenticationError(
-                "This zoo server needs a bearer token: set ZOO_TOKEN (zoo token create "
-                "--name NAME --role read, run by an admin)."
+                "This zoo server needs a bearer token: set ZOO_TOKEN for zoo, HF_TOKEN for "
+                f"huggingface_hub and transformers (zoo token create --name NAME --role {role}, "
+                "run by an admin)."
             )
         scheme, _, secret = header.partition(" ")
         secret = secret.strip()
@@ -413,7 +414,14 @@ class Server:
         (same parent content, same parameters) is answered again from memory while its
         files are in the cache; requests that arrive while it runs wait for it."""
         parent = await self.parent_key(query)
-        key = ("materialize", parent, json.dumps(params, sort_keys=True))
+        # The request as asked, less what means "zoo decides": a Hub size revision sends
+        # layers and hidden alone, the REST body every field with its default.
+        asked = {
+            k: v
+            for k, v in params.items()
+            if not (v is None or v is False or (k == "dtype" and v == "auto"))
+        }
+        key = ("materialize", parent, json.dumps(asked, sort_keys=True))
         done = self.done.get(key)
         if done is not None and await self.db(self._still_answers, done[0]):
             return done

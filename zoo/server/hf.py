@@ -19,7 +19,7 @@ import re
 
 from fastapi import Request
 
-from zoo.errors import InvalidInputError, NotFoundError, ZooError
+from zoo.errors import InvalidInputError, NotFoundError, StorageError, ZooError
 from zoo.server.work import folder_key
 
 # The OpenAPI tag of the routes a Hugging Face client calls (their query strings are its own).
@@ -35,13 +35,25 @@ def _of_repo(reg, repo: str, info, found) -> bool:
     (a size served from it, a fine-tune linked to it); for a family, one of its models.
     Another model's commit under this name would load the wrong weights silently."""
     from zoo.api.lineage import is_ancestor
+    from zoo.api.plan import resolve_parent
+    from zoo.families import FAMILY_NAMES
 
     if info is None:
         return found.family == repo
     if found.content_hash == info.content_hash:
         return True
     with reg.session() as session:
-        return is_ancestor(session, info.id, found.id)
+        if is_ancestor(session, info.id, found.id):
+            return True
+        if repo not in FAMILY_NAMES:
+            return False
+        # A family name a `zoo default` set means that learngene, also where an artifact
+        # has the name: its sizes (the revisions this server answered) are made from it.
+        made_from = resolve_parent(session, repo)
+        return made_from.id != info.id and (
+            made_from.content_hash == found.content_hash
+            or is_ancestor(session, made_from.id, found.id)
+        )
 
 
 def _hub_time(when) -> str:
@@ -99,8 +111,15 @@ def add_hf_routes(app, server, read) -> None:
             params = {"layers": int(spec.group(1)), "hidden": int(spec.group(2))}
             try:
                 made, _config = await server.materialize(repo, params)
-            except InvalidInputError as exc:  # a size this model cannot take
+            except (InvalidInputError, NotFoundError, StorageError) as exc:
+                # A size this model cannot take, a family with nothing to make it from, a
+                # size the disk cannot hold: without the code huggingface_hub takes any
+                # 4xx/5xx for a network failure ("check your connection").
                 raise _hf(exc, "RevisionNotFound") from None
+            if info is not None and made.content_hash == info.content_hash:
+                # Its own size is the artifact itself: one commit, one set of files (the
+                # derived record's card and metadata would differ under the same commit).
+                return await server.export(info)
             return folder_key(made)
         if _COMMIT.fullmatch(revision):
             try:

@@ -93,12 +93,24 @@ def folder_key(info) -> str:
     """The cache folder of an artifact's files: its content hash, then its kind. A source
     and the same-size checkpoint derived from it hold the same tensors but not the same
     model card or safetensors metadata (each names its own artifact). The key starts with
-    the content hash, whose first 40 hex digits are the commit the Hub routes answer."""
-    return f"{info.content_hash}.{info.kind}"
+    the content hash, whose first 40 hex digits are the commit the Hub routes answer.
+
+    The tokenizer, configs and card stored with the artifact are not in its hash, and an
+    import may replace them (a corrected card): their digests end the key, so a folder
+    built before is not served after."""
+    key = f"{info.content_hash}.{info.kind}"
+    if info.files:
+        stored = "".join(f"{f.name}\0{f.digest}\n" for f in sorted(info.files, key=_name))
+        key += "-" + hashlib.sha256(stored.encode()).hexdigest()[:12]
+    return key
 
 
-_KEY = re.compile(r"[0-9a-f]{64}\.[a-z]+")
-_KEY_INDEX = re.compile(r"[0-9a-f]{64}\.[a-z]+\.files\.json")
+def _name(record) -> str:
+    return record.name
+
+
+_KEY = re.compile(r"[0-9a-f]{64}\.[a-z]+(?:-[0-9a-f]{12})?")
+_KEY_INDEX = re.compile(r"[0-9a-f]{64}\.[a-z]+(?:-[0-9a-f]{12})?\.files\.json")
 
 
 class FileCache:
