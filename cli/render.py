@@ -142,7 +142,14 @@ def fsck_report(report) -> str:
             f"{len(report.temp_files)} leftovers of killed writers "
             f"({human_bytes(sum(t.size for t in report.temp_files))})"
         )
-    if report.orphans:
+    if report.orphans and report.shared_with:
+        lines.append(
+            f"{len(report.orphans)} blobs no row of this registry points at "
+            f"({human_bytes(sum(o.size for o in report.orphans))}); {report.shared_with} "
+            f"other registr{'y uses' if report.shared_with == 1 else 'ies use'} this store "
+            "and may need them, so neither `zoo gc` nor `zoo fsck --repair` sweeps it"
+        )
+    elif report.orphans:
         lines.append(
             f"{len(report.orphans)} orphan blobs no row points at "
             f"({human_bytes(sum(o.size for o in report.orphans))}; `zoo gc` sweeps them)"
@@ -159,7 +166,7 @@ def fsck_report(report) -> str:
             f"removed {len(report.removed)} older than {_age(report.grace_s)}"
             + (f"; kept {kept} younger ones (a writer may still be using them)" if kept else "")
         )
-    elif found:
+    elif found and not report.shared_with:
         lines.append("run `zoo fsck --repair` to remove those older than the grace period")
     return "\n".join(lines)
 

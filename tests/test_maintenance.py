@@ -558,10 +558,18 @@ def test_gc_and_fsck_repair_refuse_a_store_another_registry_uses(
         b.gc(grace=0)
     with pytest.raises(ConflictError, match="would delete blobs they need"):
         b.fsck(repair=True, grace=0)
-    assert b.gc(grace=0, dry_run=True).swept  # looking is allowed
+    # A dry run says what gc would do: refuse (it listed A's blobs as ones it would
+    # sweep). fsck is the look: it says whose the blobs may be, and points at no sweep.
+    with pytest.raises(ConflictError, match="also used by 1 other registry"):
+        b.gc(grace=0, dry_run=True)
+    assert b.fsck().shared_with == 1
     monkeypatch.setenv("ZOO_DB_URL", f"sqlite:///{tmp_path / 'b.db'}")
-    code, out, err = run_cli("gc", "--grace", "0")
-    assert code == 4 and out == "" and err.count("\n") == 1
+    for args in (("gc", "--grace", "0"), ("gc", "--dry-run")):
+        code, out, err = run_cli(*args)
+        assert code == 4 and out == "" and err.count("\n") == 1, (args, err)
+    code, out, err = run_cli("fsck")
+    assert code == 0 and "1 other registry uses this store and may need them" in out, out
+    assert "`zoo gc` sweeps them" not in out and "run `zoo fsck --repair`" not in out
     assert a.verify().ok  # nothing of A's was touched
     b.close()
 

@@ -402,6 +402,7 @@ class RemoteRegistry:
             removed=tuple(body["removed"]),
             grace_s=body["grace_s"],
             repair=body["repair"],
+            shared_with=body.get("shared_with", 0),
         )
 
     def verify(self, name: str | None = None, *, repair: bool = False):

@@ -261,8 +261,9 @@ def gc(reg, *, grace: str | float = DEFAULT_GRACE, dry_run: bool = False) -> GcR
     """Sweep unreferenced blobs and forget removed rows; see :meth:`zoo.Registry.gc`."""
     grace_s = parse_duration(grace)
     store = reg.store
-    if not dry_run:
-        _refuse_shared_store(reg, "zoo gc")
+    # A dry run too: it previews what gc does, and gc refuses (it listed the other
+    # registries' blobs as ones it would sweep).
+    _refuse_shared_store(reg, "zoo gc")
     # List before marking: a blob written after the listing is not a candidate, and a
     # row committed after the mark refreshed its blobs' time (keep), which the re-check
     # just before each delete sees.
@@ -455,6 +456,7 @@ def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> Fs
         removed=tuple(removed),
         grace_s=grace_s,
         repair=repair,
+        shared_with=len([c for c in store.claims() if c != reg.registry_id]),
     )
 
 
