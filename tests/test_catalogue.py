@@ -313,6 +313,25 @@ def test_a_later_import_replaces_only_the_roles_of_the_files_it_brings(
     assert "README.md" in held.files  # the folder's second import held a card
 
 
+def test_a_zoo_output_imported_again_keeps_the_sources_own_card(
+    registry, bert_with_tokenizer, tmp_path
+):
+    """A folder zoo wrote at the source's own size is the source: imported, its card
+    (zoo's, 'an initialization zoo derived from ...') replaced the source's licensed one."""
+    src = registry.import_checkpoint(bert_with_tokenizer)
+    card = next(f for f in src.files if f.role == "card")
+    out = tmp_path / "same-size"
+    sizes = {"layers": 4, "hidden": 32}  # the tiny source's own
+    made = registry.materialize(src.name, out=out, **sizes)
+    assert made.artifact.content_hash == src.content_hash
+    assert "learngene" in (out / "README.md").read_text()  # zoo's card
+    again = registry.import_checkpoint(out)
+    assert again.id == src.id
+    assert next(f for f in again.files if f.role == "card").digest == card.digest
+    exported = registry.export(src.name, out=tmp_path / "exported")
+    assert (exported / "README.md").read_bytes() == (bert_with_tokenizer / "README.md").read_bytes()
+
+
 def test_a_side_file_or_weights_link_to_nothing_is_refused_not_skipped(
     registry, tiny_dir, bert_with_tokenizer, tmp_path, run_cli
 ):

@@ -174,6 +174,8 @@ class _Prepared:
     layers: int | None
     hidden: int | None
     from_main: bool  # not a pinned revision (see zoo.db.models.ImportRecord)
+    #: its card is one zoo wrote for a folder it derived (zoo.api.cards)
+    zoo_card: bool = False
 
     @property
     def plain(self) -> bool:
@@ -243,9 +245,10 @@ def _prepare(
         files = {**ckpt.files, **{f.name: f.digest for f in side}}
         config = ckpt.config
     card = next((f for f in side if f.role == "card"), None)
-    bases, relation = base_models(
-        card_metadata(card.data.decode("utf-8", "replace")) if card else {}
-    )
+    card_meta = card_metadata(card.data.decode("utf-8", "replace")) if card else {}
+    bases, relation = base_models(card_meta)
+    tags = card_meta.get("tags")
+    zoo_card = isinstance(tags, list) and {"zoo", "learngene"} <= set(map(str, tags))
     layers, hidden = model_size(family, config)
     return _Prepared(
         name=name,
@@ -260,6 +263,7 @@ def _prepare(
         side_files=tuple(FileRecord(f.name, f.role, f.nbytes, f.digest) for f in side),
         bases=tuple(bases),
         relation=relation,
+        zoo_card=zoo_card,
         layers=layers,
         hidden=hidden,
         from_main=revision in (None, "main"),
@@ -309,9 +313,15 @@ def _record(reg, session: Session, row, ready: _Prepared) -> None:
         # By role: the newest import that brings a tokenizer, a card or a config defines
         # that role; a role it does not bring stays as it was (a save_pretrained copy
         # brings generation_config.json alone, and took the tokenizer and card with it).
-        brought = {f.role for f in ready.side_files}
-        kept = [f for f in queries.file_records(session, row.id) if f.role not in brought]
-        queries.set_files(session, row, [*kept, *ready.side_files])
+        current = queries.file_records(session, row.id)
+        side = list(ready.side_files)
+        if ready.zoo_card and any(f.role == "card" for f in current):
+            # The card zoo wrote for a folder it derived (one at the source's own size is
+            # the source itself) does not replace the artifact's own.
+            side = [f for f in side if f.role != "card"]
+        brought = {f.role for f in side}
+        kept = [f for f in current if f.role not in brought]
+        queries.set_files(session, row, [*kept, *side])
     if ready.origin.startswith("hf://"):
         adopt_placeholder(session, row, ready.origin[len("hf://") :], reg.user)
     if row.kind == "source":  # a derived one's lineage is zoo's own
