@@ -563,7 +563,11 @@ def link_cmd(child, parent, relation, note, as_json) -> None:
 
 @cli.command("audit")
 @click.argument("path", type=click.Path(exists=True))
-@click.option("--verify", is_flag=True, help="Re-derive it and compare hashes.")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="When it is a derived checkpoint, re-derive it and compare hashes.",
+)
 @click.option(
     "--convert-bin",
     is_flag=True,

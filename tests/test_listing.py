@@ -1256,6 +1256,15 @@ def test_depth_limits_and_cycle_refusal(registry, tiny_dir, tmp_path, run_cli):
     assert {n.name for n in registry.lineage(names[2], depth=1).nodes.values()} == set(names[1:4])
     alone = registry.lineage(names[2], depth=0)
     assert not alone.edges and [n.name for n in alone.nodes.values()] == [names[2]]
+    # An import is an edge too, from the folder into the artifact it made: at depth d,
+    # those of the artifacts fewer than d edges up (depth 0 printed the root's).
+    assert not alone.imports and "--import-->" not in alone.to_text()
+    imported = [registry.lineage(names[4], depth=d, down=False).imports for d in (1, 2, 9)]
+    assert [sorted(registry.lineage(names[4]).nodes[i].name for i in m) for m in imported] == [
+        [names[4]],
+        sorted(names[3:]),
+        sorted(names),
+    ]
     code, out, _ = run_cli("lineage", names[4], "--up", "--depth", "2", "--format", "json")
     data = json.loads(out)
     assert code == 0 and {e["parent"] for e in data["edges"]} == {names[2], names[3]}

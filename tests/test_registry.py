@@ -695,7 +695,7 @@ def test_a_name_of_the_wrong_kind_says_what_it_is(registry, tiny_dir, run_cli):
     assert code == 2 and out == "" and err.count("\n") == 1
     assert f"'{lg.name}' is a learngene; this command needs a source or derived" in err
     code, _, err = run_cli("rederive", src.name)
-    assert code == 2 and "is a source; this command needs a derived" in err
+    assert code == 2 and "is a source; this command needs a derived checkpoint" in err
     code, _, err = run_cli("show", src.content_hash[:6])
     assert code == 3 and "give at least 8 hex digits" in err
 

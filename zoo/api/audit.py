@@ -122,7 +122,7 @@ class AuditReport:
             why = (
                 "the file's metadata names it"
                 if self.named_by_file
-                else "the first registration of this content"
+                else "it is the first registration of this content"
             )
             lines.append(
                 f"  same content: {others}: identical config and tensors; {a.name} is "

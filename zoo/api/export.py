@@ -125,8 +125,9 @@ def check_out_dir(
         kept = kept.resolve()
         if _inside(kept, resolved):
             raise ConflictError(
-                f"--out {out} would hold or replace {kept}, which zoo's registry uses; "
-                "give a folder outside it."
+                f"--out {out} would hold or replace {kept}, which zoo's registry uses "
+                "(its home, its database, its blob store, or a folder a source was imported "
+                "from); give a folder outside it."
             )
     for store in stores:
         store = store.resolve()

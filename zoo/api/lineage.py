@@ -155,6 +155,20 @@ def _draws(method: str | None) -> bool:
         return False
 
 
+def _within(root: int, up_edges: list[EdgeInfo], depth: int | None) -> set[int]:
+    """The ancestors (and ``root``) fewer than ``depth`` edges up from ``root``."""
+    distance = {root: 0}
+    frontier = [root]
+    while frontier:
+        step = []
+        for e in up_edges:
+            if e.child_id in frontier and e.parent_id not in distance:
+                distance[e.parent_id] = distance[e.child_id] + 1
+                step.append(e.parent_id)
+        frontier = step
+    return {i for i, d in distance.items() if depth is None or d < depth}
+
+
 def lineage(
     reg, query: str, *, up: bool = True, down: bool = True, depth: int | None = None
 ) -> Lineage:
@@ -207,8 +221,10 @@ def lineage(
         }
         graph_.nodes = {root.id: nodes[root.id]} | {i: nodes[i] for i in sorted(nodes)}
         if up:
-            # Provenance from outside the registry: the imports of the root and its ancestors.
-            sources = sorted(i for i in ancestry if nodes[i].kind == "source")
+            # Provenance from outside the registry: the imports of the root and its ancestors,
+            # each one edge beyond the artifact it made (none at depth 0).
+            near = _within(root.id, [e for e in graph_.edges if e.parent_id in ancestry], depth)
+            sources = sorted(i for i in near if nodes[i].kind == "source")
             for imp in session.execute(
                 select(
                     ImportRecord.artifact_id,

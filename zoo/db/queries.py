@@ -781,7 +781,8 @@ def resolve(
                 candidates=[m.name for m in matches],
             )
         row = matches[0] if matches else None
-    what = " or ".join(kinds) if len(kinds) < len(KINDS) else "artifact"
+    nouns = {"derived": "derived checkpoint"}
+    what = " or ".join(nouns.get(k, k) for k in kinds) if len(kinds) < len(KINDS) else "artifact"
     kept = row is not None and (row.deleted_at is None or include_removed)
     if kept and row.kind not in kinds:
         raise InvalidInputError(f"{query!r} is a {row.kind}; this command needs a {what}.")
