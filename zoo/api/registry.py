@@ -327,7 +327,8 @@ class Registry:
         """One page of the artifacts that match, newest first, read from their rows only.
 
         Args:
-            kind, family: keep one kind (source, learngene, derived) or family.
+            kind, family: keep one kind (source, learngene, derived, placeholder) or
+                family.
             include_deleted: keep removed artifacts too.
             name: a glob over names and aliases (``*``, ``?``; case-insensitive); text
                 without a wildcard matches names and aliases that contain it.
@@ -337,7 +338,8 @@ class Registry:
             created_after, created_before: datetimes or ISO 8601 strings (UTC unless
                 they say otherwise); after is inclusive, before exclusive.
             limit: the page size (None: every match in one page).
-            after: the ``next`` cursor of the previous page.
+            after: the ``next`` cursor of the previous page (None, as a last page's
+                ``next`` is, gives the first page: stop when ``next`` is None).
             newest_first: False lists oldest first.
 
         Returns:
@@ -369,14 +371,24 @@ class Registry:
         )
 
     def show(self, name: str):
-        """The artifact an alias, name or content-hash prefix names."""
+        """The artifact an alias, name, content-hash prefix (8+ hex digits) or Hub
+        repository id (``ORG/NAME``: what was imported from it) names.
+
+        Returns:
+            Its :class:`~zoo.db.entities.ArtifactInfo`, with tensors, files and imports.
+
+        Raises:
+            NotFoundError: nothing has that name, or what has it was removed.
+            AmbiguousNameError: a hash prefix that several artifacts share.
+        """
         from zoo.api.catalog import show
 
         return show(self, name)
 
     def tag(self, name: str, alias: str):
         """Point ``alias`` at the artifact ``name``; the alias's history keeps where it
-        pointed before (:meth:`alias_history`)."""
+        pointed before (:meth:`alias_history`). Returns the artifact's
+        :class:`~zoo.db.entities.ArtifactInfo`."""
         from zoo.api.catalog import tag
 
         return tag(self, name, alias)
@@ -487,7 +499,7 @@ class Registry:
 
         A downgrade that would delete recorded data (``base``: every artifact; below 0004:
         the API tokens; below 0005: the records of stored side files...) is rolled back
-        and refused, naming what it would delete, unless ``drop_data`` (or its older name,
+        and refused, naming what it would delete, unless ``drop_data`` (also spelled
         ``drop_everything``).
         """
         return db_engine.downgrade(self.engine, revision, drop_data=drop_data or drop_everything)
@@ -522,9 +534,12 @@ class Registry:
             wavelet: any discrete wavelet PyWavelets knows (``dwt``; default db2).
             levels: decomposition levels to store (``dwt``; default 2).
             keep: kept fraction per axis (``dct``; default 0.5).
-            order: ``stored`` (units as the checkpoint has them) or ``similar`` (units
+            order: ``stored`` (units as the checkpoint has them), ``similar`` (units
                 chained by similarity before the transform; the function is unchanged;
-                see :mod:`zoo.unit_order`).
+                see :mod:`zoo.unit_order`) or ``dissimilar`` (the reverse chain).
+            name: an alias for the learngene (its registry name is derived from the
+                source and the settings).
+            device: where the transform runs (default: $ZOO_DEVICE, else the CPU).
 
         Returns:
             The learngene's :class:`~zoo.db.entities.ArtifactInfo`; the same request
@@ -648,7 +663,15 @@ class Registry:
         max_shard_size: int | str | None = None,
     ):
         """Re-derive a derived checkpoint from its recipe and verify it bit for bit (with
-        ``out``, every tensor as it is written: the folder appears only if all match)."""
+        ``out``, every tensor as it is written: the folder appears only if all match).
+
+        Returns:
+            A :class:`~zoo.api.materialize.Materialized` (weights in memory without
+            ``out``).
+
+        Raises:
+            VerificationError: the re-derived tensors differ from the recorded ones.
+        """
         from zoo.api.materialize import rederive
 
         return rederive(
@@ -656,27 +679,34 @@ class Registry:
         )
 
     def set_default(self, family: str, name: str):
-        """Make the learngene ``name`` what ``materialize(family, ...)`` uses."""
+        """Make the learngene ``name`` what ``materialize(family, ...)`` uses, also where
+        an artifact is named ``family``; returns the learngene's
+        :class:`~zoo.db.entities.ArtifactInfo`."""
         from zoo.api.materialize import set_default
 
         return set_default(self, family, name)
 
     def lineage(self, name: str, *, up: bool = True, down: bool = True, depth: int | None = None):
         """Ancestors and/or descendants of an artifact, with each edge's recipe, at most
-        ``depth`` edges away (None: all)."""
+        ``depth`` edges away (None: all); a :class:`~zoo.api.lineage.Lineage` (``to_text``,
+        ``to_dot``, ``to_mermaid``, ``to_json``)."""
         from zoo.api.lineage import lineage
 
         return lineage(self, name, up=up, down=down, depth=depth)
 
     def link(self, child: str, parent: str, *, relation: str = "finetune", note: str | None = None):
-        """Declare that ``child`` was made from ``parent`` outside zoo."""
+        """Declare that ``child`` was made from ``parent`` outside zoo; returns the edge
+        (:class:`~zoo.db.entities.EdgeInfo`). Refused when it would close a cycle."""
         from zoo.api.lineage import link
 
         return link(self, child, parent, relation=relation, note=note)
 
     def audit(self, path, *, verify: bool = False, convert_bin: bool = False):
         """Identify a checkpoint folder or .safetensors file by content, with ancestry;
-        ``convert_bin``: read pickle weights as :meth:`import_checkpoint` does."""
+        ``convert_bin``: read pickle weights as :meth:`import_checkpoint` does;
+        ``verify``: re-derive a derived checkpoint it names and compare. Returns an
+        :class:`~zoo.api.audit.AuditReport` (``status``: known, modified, removed or
+        unknown)."""
         from zoo.api.audit import audit
 
         return audit(self, path, verify=verify, convert_bin=convert_bin)
