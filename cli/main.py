@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 
 import click
 from zoo_cli import render
@@ -102,6 +103,17 @@ def import_cmd(
         source, name=name, revision=revision, convert_bin=convert_bin, progress=sys.stderr.isatty()
     )
     _emit(as_json, info.to_json(), render.artifact_line(info))
+    if Path(source).is_dir():
+        from zoo.checkpoint.side_files import left_behind
+
+        left = left_behind(Path(source))
+        if left:
+            shown = ", ".join(left[:4]) + (f" and {len(left) - 4} more" if len(left) > 4 else "")
+            click.echo(
+                f"note: not kept, so an export lacks them: {shown} (zoo keeps the weights, "
+                "config, tokenizer, generation and processor configs, chat template and card)",
+                err=True,
+            )
 
 
 LS_PAGE = 50  # artifacts on a page of `zoo ls`

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 
 def human_bytes(n: int) -> str:
+    """Decimal units, as zoo's other messages, ``df -H`` and the Hub print sizes (KB is
+    1000 bytes: 1024 under that label printed 210,048 bytes as 205.1 KB)."""
     size = float(n)
     for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
+        if size < 1000 or unit == "TB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
+        size /= 1000
     return f"{n} B"
 
 

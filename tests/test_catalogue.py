@@ -332,6 +332,29 @@ def test_a_zoo_output_imported_again_keeps_the_sources_own_card(
     assert (exported / "README.md").read_bytes() == (bert_with_tokenizer / "README.md").read_bytes()
 
 
+def test_an_import_names_what_it_leaves_behind(registry, bert_with_tokenizer, tmp_path, run_cli):
+    """Remote code a config's auto_map names and a sentence-transformers pipeline were
+    dropped without a word, and the export then failed to load; the import says what an
+    export will lack (and nothing for a plain checkpoint)."""
+    code, _, err = run_cli("import", str(bert_with_tokenizer))
+    assert code == 0 and "note:" not in err, err
+    custom = tmp_path / "custom"
+    shutil.copytree(bert_with_tokenizer, custom)
+    (custom / "modeling_custom.py").write_text("# a model class\n")
+    (custom / "modules.json").write_text("[]")
+    (custom / "1_Pooling").mkdir()
+    (custom / "1_Pooling" / "config.json").write_text("{}")
+    (custom / ".gitattributes").write_text("*.safetensors filter=lfs\n")
+    (custom / "training_args.bin").write_bytes(b"\0")
+    code, _, err = run_cli("import", str(custom))
+    assert code == 0, err
+    assert err == (
+        "note: not kept, so an export lacks them: 1_Pooling/, modeling_custom.py, "
+        "modules.json (zoo keeps the weights, config, tokenizer, generation and processor "
+        "configs, chat template and card)\n"
+    )
+
+
 def test_a_side_file_or_weights_link_to_nothing_is_refused_not_skipped(
     registry, tiny_dir, bert_with_tokenizer, tmp_path, run_cli
 ):

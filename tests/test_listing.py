@@ -145,6 +145,8 @@ def test_an_empty_page_says_why_and_removed_artifacts_are_found_as_kept_ones_are
     parent = registry.import_checkpoint(tiny_dir("gpt2"))
     child = registry.import_checkpoint(tiny_dir("gpt2", seed=1))
     registry.link(child.name, parent.name, relation="finetune")
+    # Sizes in decimal units, as export's messages and the Hub print them.
+    assert f"  {parent.nbytes / 1000:.1f} KB" in run_cli("ls")[1]
     assert run_cli("ls", "--name", "nomatch")[1] == "(no artifact matches these filters)\n"
     assert run_cli("ls", "--after", "1")[1] == "(no more artifacts after this cursor)\n"
     registry.rm(child.name)

@@ -30,6 +30,7 @@ __all__ = [
     "card_metadata",
     "find_side_files",
     "is_side_file",
+    "left_behind",
 ]
 
 #: file name -> role. Roles: what ``zoo show`` groups them by.
@@ -96,6 +97,31 @@ def find_side_files(root: Path) -> list[SideFile]:
             continue
         data = path.read_bytes()
         found.append(SideFile(path.name, role, data, hashlib.sha256(data).hexdigest()))
+    return found
+
+
+#: Weights in other formats and training state beside the safetensors zoo reads: an export
+#: holds the weights as safetensors, which transformers loads in their place.
+_OTHER_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf")
+
+
+def left_behind(root: Path) -> list[str]:
+    """What the checkpoint folder ``root`` holds that zoo neither reads nor stores, so an
+    export lacks it: code a config's ``auto_map`` names (``trust_remote_code``), a
+    sentence-transformers pipeline (``modules.json``, ``1_Pooling/``), any other file or
+    folder at its top (a folder ends in ``/``). Hidden names, weights in other formats
+    and their indexes are not listed."""
+    found = []
+    for path in sorted(root.iterdir()):
+        name = path.name
+        if (
+            name.startswith(".")
+            or name == "config.json"
+            or is_side_file(name)
+            or name.endswith((".safetensors", ".index.json", *_OTHER_WEIGHTS))
+        ):
+            continue
+        found.append(f"{name}/" if path.is_dir() else name)
     return found
 
 

@@ -29,10 +29,10 @@ async function api(path, options) {
   return body;
 }
 
-function bytes(n) {
+function bytes(n) {  // decimal units, as the CLI and the Hub print sizes
   const units = ["B", "KB", "MB", "GB", "TB"];
   let i = 0, v = n;
-  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  while (v >= 1000 && i < units.length - 1) { v /= 1000; i++; }
   return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`;
 }
 
