@@ -780,3 +780,24 @@ def test_one_commit_names_one_set_of_files_and_a_corrected_card_is_served(tmp_pa
     finally:
         server.stop()
         reg.close()
+
+
+def test_ranges_are_served_ignored_or_refused_in_zoos_error_body(served):
+    """huggingface_hub resumes a download with a Range; a malformed one or another unit
+    got a plain-text 400 (RFC 9110: ignore it and send the file), and a range past the
+    end an empty 416."""
+    with _read(served) as http:
+        whole = http.get("/tiny-bert/resolve/main/config.json")
+        size = len(whole.content)
+        part = http.get("/tiny-bert/resolve/main/config.json", headers={"Range": "bytes=2-9"})
+        assert part.status_code == 206 and part.content == whole.content[2:10]
+        tail = http.get("/tiny-bert/resolve/main/config.json", headers={"Range": "bytes=-5"})
+        assert tail.status_code == 206 and tail.content == whole.content[-5:]
+        for ignored in ("bytes=abc", "bytes=9-2", "items=0-2", "bytes=-", "bytes=1-2,x"):
+            answer = http.get("/tiny-bert/resolve/main/config.json", headers={"Range": ignored})
+            assert answer.status_code == 200 and answer.content == whole.content, ignored
+        for past in (f"bytes={size}-", f"bytes={size + 10}-{size + 20}", "bytes=-0"):
+            answer = http.get("/tiny-bert/resolve/main/config.json", headers={"Range": past})
+            assert answer.status_code == 416, (past, answer.status_code)
+            assert answer.headers["content-range"] == f"bytes */{size}"
+            assert answer.json()["error"]["class"] == "ZooError"
