@@ -801,3 +801,27 @@ def test_ranges_are_served_ignored_or_refused_in_zoos_error_body(served):
             assert answer.status_code == 416, (past, answer.status_code)
             assert answer.headers["content-range"] == f"bytes */{size}"
             assert answer.json()["error"]["class"] == "ZooError"
+
+
+HUB_REFS = """
+import json
+from huggingface_hub import HfApi
+api = HfApi()
+refs = api.list_repo_refs("tiny-bert")
+api.auth_check("tiny-bert")
+try:
+    api.auth_check("no-such-model")
+    missing = "none"
+except Exception as exc:
+    missing = type(exc).__name__
+print(json.dumps({"branches": [[b.name, b.target_commit] for b in refs.branches],
+                  "tags": len(refs.tags), "missing": missing}))
+"""
+
+
+def test_huggingface_hub_lists_the_refs_and_checks_access_of_a_served_model(served, tmp_path):
+    """list_repo_refs and auth_check reached the ORG/NAME route, which looked up a Hub id
+    `tiny-bert/refs`, and said an existing model was not there."""
+    got = _hub_client(served, tmp_path, HUB_REFS)
+    main = served.reg.show("tiny-bert").content_hash[:40]
+    assert got == {"branches": [["main", main]], "tags": 0, "missing": "RepositoryNotFoundError"}

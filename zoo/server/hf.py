@@ -204,6 +204,40 @@ def add_hf_routes(app, server, read) -> None:
     # ``ORG/NAME`` (two), as huggingface_hub writes it into the path unquoted.
     hub = [HUB_TAG]
 
+    async def refs(repo: str) -> dict:
+        # One branch, main, at the commit its files are served under; sizes are
+        # revisions, not branches.
+        if await artifact(repo) is None:  # a family: only its sizes
+            return {"branches": [], "converts": [], "tags": []}
+        key = await resolve(repo, "main")
+        branch = {"name": "main", "ref": "refs/heads/main", "targetCommit": key[:40]}
+        return {"branches": [branch], "converts": [], "tags": []}
+
+    async def auth_check(repo: str) -> dict:
+        await artifact(repo)  # the token was checked; a repository not here is a 404
+        return {}
+
+    # Before the ORG/NAME routes, which would take `tiny-bert/refs` for a Hub id.
+    @app.get("/api/models/{repo}/refs", tags=hub, operation_id="refs")
+    async def _refs(repo: str, _=read):
+        """The repository's branches (main) and tags (none), as list_repo_refs reads them."""
+        return await refs(repo)
+
+    @app.get("/api/models/{org}/{repo}/refs", tags=hub, operation_id="hub_refs")
+    async def _hub_refs(org: str, repo: str, _=read):
+        """The branches of a Hub repository id."""
+        return await refs(f"{org}/{repo}")
+
+    @app.get("/api/models/{repo}/auth-check", tags=hub, operation_id="auth_check")
+    async def _auth_check(repo: str, _=read):
+        """200 when the token may read the repository (huggingface_hub's auth_check)."""
+        return await auth_check(repo)
+
+    @app.get("/api/models/{org}/{repo}/auth-check", tags=hub, operation_id="hub_auth_check")
+    async def _hub_auth_check(org: str, repo: str, _=read):
+        """200 when the token may read the Hub repository id."""
+        return await auth_check(f"{org}/{repo}")
+
     @app.get("/api/models/{repo}", tags=hub, operation_id="model_info")
     async def _model_info(repo: str, _=read):
         """Repository info at ``main``."""
