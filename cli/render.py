@@ -4,8 +4,8 @@ from __future__ import annotations
 
 
 def human_bytes(n: int) -> str:
-    """Decimal units, as zoo's other messages, ``df -H`` and the Hub print sizes (KB is
-    1000 bytes: 1024 under that label printed 210,048 bytes as 205.1 KB)."""
+    """Decimal units (a KB is 1000 bytes), as zoo's other messages, ``df -H`` and the Hub
+    print sizes."""
     size = float(n)
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if size < 1000 or unit == "TB":

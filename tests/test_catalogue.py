@@ -285,10 +285,10 @@ def test_a_later_import_with_files_replaces_them(registry, tiny_dir, bert_with_t
 def test_a_later_import_replaces_only_the_roles_of_the_files_it_brings(
     registry, bert_with_tokenizer, tmp_path
 ):
-    """A save_pretrained copy of the same weights brings generation_config.json alone: it
-    took the tokenizer and the licensed card with it (an export then lacked both). Each
-    role is now the newest import's that brings it; the rest stay. The import's own record
-    lists what its folder held, also when the same folder is imported again."""
+    """A save_pretrained copy of the same weights brings generation_config.json alone,
+    and must not take the tokenizer and the licensed card away (an export would lack
+    both): each role is the newest import's that brings it, the rest stay. The import's
+    own record lists what its folder held, also when the same folder is imported again."""
     first = registry.import_checkpoint(bert_with_tokenizer)
     roles = {f.role for f in first.files}
     assert {"tokenizer", "card"} <= roles and "generation" not in roles
@@ -317,7 +317,7 @@ def test_a_zoo_output_imported_again_keeps_the_sources_own_card(
     registry, bert_with_tokenizer, tmp_path
 ):
     """A folder zoo wrote at the source's own size is the source: imported, its card
-    (zoo's, 'an initialization zoo derived from ...') replaced the source's licensed one."""
+    (zoo's, 'an initialization zoo derived from ...') leaves the source's licensed one."""
     src = registry.import_checkpoint(bert_with_tokenizer)
     card = next(f for f in src.files if f.role == "card")
     out = tmp_path / "same-size"
@@ -333,9 +333,9 @@ def test_a_zoo_output_imported_again_keeps_the_sources_own_card(
 
 
 def test_an_import_names_what_it_leaves_behind(registry, bert_with_tokenizer, tmp_path, run_cli):
-    """Remote code a config's auto_map names and a sentence-transformers pipeline were
-    dropped without a word, and the export then failed to load; the import says what an
-    export will lack (and nothing for a plain checkpoint)."""
+    """Remote code a config's auto_map names and a sentence-transformers pipeline are not
+    kept, and an export lacks them (transformers then cannot load it): the import says so,
+    and says nothing for a plain checkpoint."""
     code, _, err = run_cli("import", str(bert_with_tokenizer))
     assert code == 0 and "note:" not in err, err
     custom = tmp_path / "custom"
@@ -358,9 +358,9 @@ def test_an_import_names_what_it_leaves_behind(registry, bert_with_tokenizer, tm
 def test_a_side_file_or_weights_link_to_nothing_is_refused_not_skipped(
     registry, tiny_dir, bert_with_tokenizer, tmp_path, run_cli
 ):
-    """An HF cache snapshot whose tokenizer blob is gone imported without the tokenizer
-    (exit 0) and replaced a working one; a dangling model.safetensors was said to be
-    'neither model.safetensors nor ... but holds model.safetensors'."""
+    """An HF cache snapshot whose tokenizer blob is gone is incomplete: importing it
+    without the tokenizer would replace a working one. A dangling link is named as one,
+    for the weights too."""
     torn = tmp_path / "torn"
     shutil.copytree(bert_with_tokenizer, torn)
     (torn / "tokenizer.json").unlink()

@@ -130,9 +130,9 @@ def test_a_removed_weight_is_missing_even_when_buffers_are_not_compared(reg, tmp
 
 
 def test_a_renamed_tensor_is_a_difference_and_a_tie_written_twice_is_not(reg, tmp_path):
-    """A tensor under a new name is missing under its own and extra under the new one: it
-    was excused as a 'tied copy' and the file called known, with "(config.json differs)"
-    about an identical config. A tied head saved twice stays known, config unblamed."""
+    """A tensor under a new name is missing under its own and extra under the new one, not
+    a 'tied copy' of itself, and an identical config is not said to differ. A tied head
+    saved twice stays known, its config unblamed."""
     src_dir = save_tiny("llama", tmp_path / "src")
     src = reg.import_checkpoint(src_dir)
     renamed = tmp_path / "renamed"

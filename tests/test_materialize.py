@@ -459,7 +459,7 @@ def test_lineage_marks_removed_artifacts(registry, tiny_dir):
 
 
 def test_lineage_text_tells_seeds_and_dtypes_apart(registry, tiny_dir):
-    """Two seeds of a method that draws, or two dtypes, printed as the same edge."""
+    """Two seeds of a method that draws, or two dtypes, are two different edges."""
     src = registry.import_checkpoint(tiny_dir("bert"))
     made = [
         registry.materialize(src.name, layers=6, hidden=48, method="net2net", seed=s).artifact
@@ -1318,8 +1318,8 @@ def test_the_size_from_signal_shapes_never_exceeds_the_planned_size(registry, ti
 def test_a_mistyped_size_is_refused_for_disk_or_memory_before_its_tensors_are_planned(
     registry, tiny_dir, tmp_path, monkeypatch, run_cli
 ):
-    """Planning each tensor of 40000 layers takes half a minute (the server answered a
-    size revision that late): what the signals alone rule out is refused first."""
+    """Planning each tensor of 40000 layers takes half a minute (a server's size revision
+    would wait as long): what the signals alone rule out is refused first."""
     from zoo.api.derivation import Derivation
 
     src = registry.import_checkpoint(tiny_dir("gpt2"))

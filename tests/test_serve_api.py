@@ -655,9 +655,9 @@ def test_a_size_the_servers_disk_cannot_hold_is_refused_in_the_callers_terms(ser
 
 
 def test_what_stops_a_server_at_start_is_said_in_one_line(served, tmp_path):
-    """A port in use, a host that is not this machine's and a database to upgrade were
-    uvicorn's and Starlette's tracebacks, exit 3 (zoo's "not found"); they are zoo's one
-    line and exit code, before the server listens."""
+    """A port in use, a host that is not this machine's and a database to upgrade are
+    zoo's one line and exit code, before the server listens (uvicorn logs a traceback and
+    exits 3, zoo's "not found")."""
     import socket
 
     from zooserver import free_port
@@ -695,8 +695,8 @@ def test_what_stops_a_server_at_start_is_said_in_one_line(served, tmp_path):
 
 
 def test_a_failing_database_is_told_to_callers_by_kind_and_to_the_log_in_full(tmp_path, tiny_dir):
-    """A --public-read server handed anyone its database's error text (host, port, role,
-    SQL); callers get its kind and exit code, the server's log the text."""
+    """A --public-read server's callers may be anyone: they get a database error's kind
+    and exit code, and only the server's log its text (host, port, role, SQL)."""
     import sqlite3
 
     env = server_env(tmp_path)
@@ -720,10 +720,10 @@ def test_a_failing_database_is_told_to_callers_by_kind_and_to_the_log_in_full(tm
 
 
 def test_a_size_request_is_one_derivation_and_its_failures_carry_the_hubs_codes(served):
-    """A Hub size revision and the REST body for the same size ran twice (their keys
-    differed by the body's defaults); a family with nothing to make a size from, or a
-    size the disk cannot hold, answered without X-Error-Code, which huggingface_hub reads
-    as "check your connection"; a missing token named ZOO_TOKEN alone."""
+    """A Hub size revision and the REST body for the same size are one derivation (the
+    body's defaults mean "zoo decides"); a family with nothing to make a size from, or a
+    size the disk cannot hold, carries X-Error-Code (without it huggingface_hub says
+    "check your connection"); a missing token names HF_TOKEN, which the Hub's clients read."""
     with _read(served) as http:
         http.get("/tiny-bert/resolve/6x32/config.json").raise_for_status()
         before = http.get("/api/stats").json()["derivations"]
@@ -743,10 +743,10 @@ def test_a_size_request_is_one_derivation_and_its_failures_carry_the_hubs_codes(
 
 
 def test_one_commit_names_one_set_of_files_and_a_corrected_card_is_served(tmp_path, tiny_dir):
-    """The source's own size answered the source's commit with the derived record's card
-    and metadata (huggingface_hub, caching by commit, then handed back the other file); a
-    card imported again kept the old one served from the cache; a family name a default
-    was set for, also naming another model, refused the commit of its own size."""
+    """One commit names one set of files (huggingface_hub caches by commit): a model's own
+    size is its main files, not the derived record's card and metadata; a card imported
+    again is served, not a cached one; a family name a default is set for takes the
+    commits of its sizes also where another model has the name."""
     import shutil
 
     env = server_env(tmp_path)
@@ -783,9 +783,9 @@ def test_one_commit_names_one_set_of_files_and_a_corrected_card_is_served(tmp_pa
 
 
 def test_ranges_are_served_ignored_or_refused_in_zoos_error_body(served):
-    """huggingface_hub resumes a download with a Range; a malformed one or another unit
-    got a plain-text 400 (RFC 9110: ignore it and send the file), and a range past the
-    end an empty 416."""
+    """huggingface_hub resumes a download with a Range: a malformed one or another unit is
+    ignored and the file sent (RFC 9110), and a range past the end is a 416 in zoo's error
+    body, as every error is."""
     with _read(served) as http:
         whole = http.get("/tiny-bert/resolve/main/config.json")
         size = len(whole.content)
@@ -820,8 +820,8 @@ print(json.dumps({"branches": [[b.name, b.target_commit] for b in refs.branches]
 
 
 def test_huggingface_hub_lists_the_refs_and_checks_access_of_a_served_model(served, tmp_path):
-    """list_repo_refs and auth_check reached the ORG/NAME route, which looked up a Hub id
-    `tiny-bert/refs`, and said an existing model was not there."""
+    """list_repo_refs and auth_check have routes of their own, before the ORG/NAME routes,
+    which would look up a Hub id `tiny-bert/refs`."""
     got = _hub_client(served, tmp_path, HUB_REFS)
     main = served.reg.show("tiny-bert").content_hash[:40]
     assert got == {"branches": [["main", main]], "tags": 0, "missing": "RepositoryNotFoundError"}

@@ -144,8 +144,8 @@ def test_an_unreachable_server_is_one_line_and_exit_9(run_cli, monkeypatch):
 def test_an_endpoint_with_a_path_after_the_servers_root_is_not_a_missing_artifact(
     served, run_cli, monkeypatch
 ):
-    """A wrong ZOO_ENDPOINT said "Not Found", exit 3, which a script reads as "no such
-    artifact"; it is a misconfigured endpoint (exit 9), and the line says so."""
+    """A path after the server's root in ZOO_ENDPOINT is a misconfigured endpoint (exit 9),
+    and the line says so; "Not Found", exit 3, would tell a script "no such artifact"."""
     monkeypatch.setenv("ZOO_ENDPOINT", f"{served.url}/zoo")
     monkeypatch.setenv("ZOO_TOKEN", served.admin)
     for args in (("show", "tiny-gpt2"), ("token", "list"), ("ls",)):
@@ -164,9 +164,9 @@ def test_an_endpoint_or_token_no_request_can_carry_is_one_line_and_exit_2(run_cl
         ("http://", "zoo_x"),
         ("http://127.0.0.1:9", "zoo_x\ry"),
         ("http://127.0.0.1:9", "zoo x"),
-        ("http://[::1", "zoo_x"),  # was a traceback
+        ("http://[::1", "zoo_x"),
         ("http://127.0.0.1:port", "zoo_x"),
-        # A secret in the URL would be printed with it; the path was mangled besides.
+        # A secret in the URL would be printed with it, and sent as part of the host.
         ("http://u:hunter2@127.0.0.1:9", "zoo_x"),
         ("http://127.0.0.1:9/?token=hunter2", "zoo_x"),
         ("http://127.0.0.1:9#hunter2", "zoo_x"),

@@ -399,8 +399,8 @@ def test_a_connection_option_libpq_rejects_is_bad_input_not_an_outage(
 def test_a_store_that_cannot_keep_blobs_is_refused_before_anything_is_recorded(
     url, says, run_cli, monkeypatch, tmp_path, tiny_dir
 ):
-    """An in-memory store lost every blob when the command ended, leaving rows that point
-    at nothing; an FTP one needs options a URL does not carry (it was a traceback)."""
+    """An in-memory store loses every blob when the command ends, leaving rows that point
+    at nothing; an FTP one needs options a URL does not carry."""
     monkeypatch.setenv("ZOO_HOME", str(tmp_path))
     monkeypatch.setenv("ZOO_STORE_URL", url)
     code, out, err = run_cli("import", str(tiny_dir("gpt2")))

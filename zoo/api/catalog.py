@@ -311,8 +311,8 @@ def _record(reg, session: Session, row, ready: _Prepared) -> None:
     )
     if ready.side_files:
         # By role: the newest import that brings a tokenizer, a card or a config defines
-        # that role; a role it does not bring stays as it was (a save_pretrained copy
-        # brings generation_config.json alone, and took the tokenizer and card with it).
+        # that role; a role it does not bring stays (a save_pretrained copy brings
+        # generation_config.json alone, and must not take the tokenizer and card away).
         current = queries.file_records(session, row.id)
         side = list(ready.side_files)
         if ready.zoo_card and any(f.role == "card" for f in current):

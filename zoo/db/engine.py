@@ -415,8 +415,9 @@ def _run_alembic(
 
 
 def _check_upgrade_target(connection: Connection, revision: str) -> None:
-    """An upgrade goes up: a revision below the database's was a silent no-op that said
-    ``0009 -> 0009``, and ``head+1`` an AssertionError inside Alembic."""
+    """An upgrade goes up: a revision below the database's is refused, naming the command
+    that goes down (Alembic would do nothing and report success), and ``head+N`` names
+    nothing (Alembic fails on it with an assertion)."""
     from alembic.script.revision import RevisionError
     from alembic.util import CommandError
 

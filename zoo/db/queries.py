@@ -61,7 +61,7 @@ def dumps(obj: Any) -> str:
 def aware(value: datetime) -> datetime:
     """A stored time in UTC, as zoo writes it and every command prints it: SQLite returns
     naive datetimes even for timezone-aware columns, PostgreSQL times in the session's
-    zone (PGTZ, the server's setting), which `zoo show` printed while `zoo ls` said UTC."""
+    zone (PGTZ, the server's setting), and scripts compare the strings."""
     return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 

@@ -26,7 +26,8 @@ def create_app(registry=None, options: ServerOptions | None = None):
 def serve(registry, options: ServerOptions) -> None:
     """Run the app on uvicorn until interrupted. What would stop it at start (a database
     to upgrade or that refuses the schema, a port in use, a host that is not this
-    machine's) is found first, and said in zoo's one line, not in a log's traceback."""
+    machine's) is found first and said in zoo's one line and exit code; uvicorn would log
+    a traceback and exit 3, zoo's code for "not found"."""
     import uvicorn
 
     app = create_app(registry, options)

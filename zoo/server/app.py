@@ -508,8 +508,8 @@ _RANGE = re.compile(r"bytes=\s*(\d*-\d*\s*(?:,\s*\d*-\d*\s*)*)", re.IGNORECASE)
 def _unsatisfiable(request: Request, size: int) -> bool:
     """Whether a Range header asks only for bytes past the end (416, in zoo's error body).
     A header in another unit or of another form is ignored and the whole file sent, as
-    RFC 9110 (14.2) has a server do; the file server answered those with a plain-text
-    400. What remains is what it serves."""
+    RFC 9110 (14.2) has a server do (the file server would answer a plain-text 400).
+    What remains is what it serves."""
     header = request.headers.get("range")
     if header is None:
         return False
