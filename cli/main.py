@@ -383,7 +383,9 @@ def config_show(as_json: bool) -> None:
     help="Unit order the transform sees: as stored, or chained by similarity or "
     "dissimilarity (function unchanged).",
 )
-@click.option("--name", help="Registry name for the learngene.")
+@click.option(
+    "--name", help="Registry name for a new learngene; for one extracted before, an alias."
+)
 @click.option("--device", help="cpu or cuda.")
 @json_option
 @_streams

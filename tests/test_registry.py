@@ -796,3 +796,73 @@ def test_every_error_class_carries_the_documented_exit_code_and_http_status():
         assert (cls.exit_code, cls.http_status) == (code, status), cls.__name__
     every = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, Exception)]
     assert set(every) == set(documented)  # a new class gets its row here too
+
+
+def test_the_python_api_refuses_values_no_database_or_method_takes_with_zoos_errors(
+    registry, tiny_dir, tmp_path
+):
+    """What a caller can pass that no name, path, filter or duration is: each is one of
+    zoo's errors, raised before any statement or file, never a driver's, pathlib's or
+    torch's exception (PostgreSQL refuses NUL in text, every driver a lone surrogate), and
+    nothing is recorded."""
+    import math
+    from datetime import date
+
+    import zoo
+    from zoo.errors import DeviceUnavailableError, NotFoundError
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    other = registry.import_checkpoint(tiny_dir("gpt2", seed=1))
+    for call in (
+        lambda: registry.show("a\x00b"),
+        lambda: registry.alias_history("a\x00b"),
+        lambda: registry.revoke_token("a\x00b"),
+        lambda: registry.lineage("a\x00b"),
+        lambda: registry.link("a\x00b", src.name),
+    ):
+        with pytest.raises(NotFoundError):
+            call()
+    refused = [
+        lambda: registry.show("\ud800"),
+        lambda: registry.rm(b"x"),
+        lambda: registry.search(family=0),
+        lambda: registry.search(name=[1]),
+        lambda: registry.search(after=0),
+        lambda: registry.search(created_after=5),
+        lambda: registry.search(created_by="\ud800"),
+        lambda: registry.link(other.name, src.name, note=math.nan),
+        lambda: registry.link(other.name, src.name, relation="import"),
+        lambda: registry.link(other.name, src.name, relation=5),
+        lambda: registry.import_checkpoints(str(tiny_dir("bert"))),
+        lambda: registry.import_checkpoints([tiny_dir("bert")], batch=1.5),
+        lambda: registry.import_checkpoint(None),
+        lambda: registry.import_checkpoint(b"/tmp"),
+        lambda: registry.import_checkpoint(""),
+        lambda: registry.import_checkpoint("x" * 5000),
+        lambda: registry.materialize(src.name, layers=1, hidden=16, out="a\x00b"),
+        lambda: registry.materialize(src.name, layers=1, hidden=16, method=["scratch"]),
+        lambda: registry.materialize(src.name, layers=1, hidden=16, device=""),
+        lambda: registry.extract(src.name, device=10**30),
+        lambda: registry.extract(src.name, method="dct", keep="0.5"),
+        lambda: registry.export(src.name, out=None),
+        lambda: registry.audit(5),
+        lambda: registry.audit(b"/tmp"),
+        lambda: registry.gc(grace=None),
+        lambda: registry.gc(grace=math.nan),
+        lambda: zoo.connect(endpoint=5),
+        lambda: zoo.connect(home=5),
+    ]
+    for i, call in enumerate(refused):
+        with pytest.raises(InvalidInputError):
+            call()
+        assert {a.name for a in registry.list()} == {src.name, other.name}, i
+    assert registry.lineage(other.name).edges == []
+    # A date is its midnight (UTC); a GPU's index is a GPU, not "no device given".
+    assert registry.search(created_after=date(2000, 1, 1)).total == 2
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceUnavailableError):
+            registry.materialize(src.name, layers=1, hidden=16, device=0)
+    assert registry.check_token(None) is None
+    assert [registry.active_token(t) for t in (10**30, "1", True, 1.0)] == [None] * 4

@@ -9,6 +9,8 @@ from types import SimpleNamespace
 import pytest
 from zooserver import ZooServer, registry_for, server_env
 
+from zoo.errors import InvalidInputError
+
 pytest.importorskip("fastapi")
 
 
@@ -638,3 +640,49 @@ def test_an_alias_history_reads_the_same_through_the_server(both, served):
     ]
     local, remote = both.run("alias-history", "never-set")
     assert local[0] == 3 and remote == local
+
+
+def test_a_remote_registry_refuses_and_returns_what_the_local_one_does(
+    served, tiny_dir, tmp_path, monkeypatch
+):
+    """The same call, local or through a server: what the local registry refuses is
+    refused (the server's bodies are strict: true, 2.0 and "2" are not 2; a limit of 0, an
+    empty name or 0 is no "everything"), with zoo's errors, not urllib's or pathlib's; and
+    weights come back in memory only where no folder was written."""
+    import zoo
+    from zoo.errors import InvalidNameError, NotFoundError
+
+    monkeypatch.delenv("ZOO_ENDPOINT", raising=False)
+    remote = zoo.connect(endpoint=served.url, token=served.admin)
+    before = {a.name for a in served.reg.list(include_deleted=True)}
+    for call in (
+        lambda: remote.show(None),
+        lambda: remote.show("\ud800"),
+        lambda: remote.search(limit=0),
+        lambda: remote.search(limit=True),
+        lambda: remote.verify(0),
+        lambda: remote.materialize("tiny-gpt2", layers=True, hidden=16),
+        lambda: remote.materialize("tiny-gpt2", layers=2.0, hidden=16),
+        lambda: remote.materialize("tiny-gpt2", layers="2", hidden=16),
+        lambda: remote.materialize("tiny-gpt2", layers=1, hidden=16, out=5),
+        lambda: remote.export("tiny-gpt2", out=None),
+        lambda: remote.import_checkpoints(str(tiny_dir("bert"))),
+    ):
+        with pytest.raises(InvalidInputError):
+            call()
+    for call in (lambda: remote.show(""), lambda: remote.verify("")):
+        with pytest.raises(NotFoundError):
+            call()
+    with pytest.raises(InvalidNameError):
+        remote.import_checkpoint(tiny_dir("bert", seed=3), name="")
+    assert {a.name for a in served.reg.list(include_deleted=True)} == before
+    written = remote.materialize("tiny-gpt2", layers=1, hidden=16, out=tmp_path / "m")
+    assert written.state_dict is None and (tmp_path / "m" / "config.json").is_file()
+    held = remote.materialize("tiny-gpt2", layers=1, hidden=16)
+    assert set(held.state_dict) == set(
+        served.reg.materialize("tiny-gpt2", layers=1, hidden=16).state_dict
+    )
+    imported = remote.import_checkpoints([tiny_dir("bert", seed=4), tiny_dir("bert", seed=5)])
+    assert [served.reg.show(i.name).content_hash for i in imported] == [
+        i.content_hash for i in imported
+    ]

@@ -1,9 +1,10 @@
 """Client mode: the registry's API over HTTP, for users who hold a token, not credentials.
 
 With ``ZOO_ENDPOINT`` (and ``ZOO_TOKEN``) set, :func:`zoo.connect` returns a
-:class:`RemoteRegistry`: the same methods as :class:`zoo.Registry`, returning the same
-records, and raising the same error classes (the server names the class in its answer),
-so the CLI prints the same output and exits with the same codes.
+:class:`RemoteRegistry`: the same methods as :class:`zoo.Registry` (less the server's own:
+schema migrations, token checks, audits of a manifest), returning the same records and
+raising the same error classes (the server names the class in its answer), so the CLI
+prints the same output and exits with the same codes.
 """
 
 from __future__ import annotations
@@ -188,8 +189,10 @@ class RemoteRegistry:
                 ]
                 # The server keeps where the folder was read, not its own staging copy.
                 data = {"folder": _folder_name(path), "origin": _origin(path)}
-                if name:
-                    data["name"] = name
+                if name is not None:  # "" too: refused, as a local import refuses it
+                    from zoo.checkpoint.names import validate_name
+
+                    data["name"] = validate_name(name)
                 body = self._call("POST", "/api/import/upload", files=files, data=data)
             return artifact_from_json(body)
         from zoo.hub import names_a_repo, not_a_source
@@ -199,6 +202,18 @@ class RemoteRegistry:
         body = {"repo": os.fspath(source), "revision": revision, "name": name}
         body["convert_bin"] = convert_bin
         return artifact_from_json(self._call("POST", "/api/import", json=body))
+
+    def import_checkpoints(self, sources, *, convert_bin=False, batch=200, progress=False):
+        """Each folder uploaded and imported in turn (a server writes each as it arrives;
+        ``batch`` is the local registry's, checked alike)."""
+        if type(batch) is not int or batch < 1:
+            raise InvalidInputError(f"batch is a whole number of at least 1 (got {batch!r}).")
+        if isinstance(sources, (str, bytes, os.PathLike)):
+            raise InvalidInputError(
+                f"import_checkpoints takes a list of folders, not one ({sources!r:.80}); "
+                "import_checkpoint imports one."
+            )
+        return [self.import_checkpoint(s, convert_bin=convert_bin) for s in list(sources)]
 
     def search(
         self,
@@ -215,6 +230,8 @@ class RemoteRegistry:
         """A page of artifacts, as :meth:`zoo.Registry.search` answers it."""
         from zoo.db.entities import Page
 
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise InvalidInputError(f"A page holds at least 1 artifact (got limit={limit!r}).")
         params = {
             "kind": kind,
             "family": family,
@@ -269,6 +286,7 @@ class RemoteRegistry:
         return [artifact_from_json(a) for a in body]
 
     def extract(self, source: str, **kwargs):
+        _q(source)
         return artifact_from_json(
             self._call("POST", "/api/extract", json={"source": source, **kwargs})
         )
@@ -284,10 +302,13 @@ class RemoteRegistry:
         **kwargs,
     ):
         _check_out(out, force, max_shard_size)
+        _q(name)
         body = self._call("POST", "/api/materialize", json={"name": name, **kwargs})
         artifact = artifact_from_json(body["artifact"])
         written = self._written(artifact, out, force, max_shard_size)
-        return RemoteMaterialized(self, body["config"], artifact, written, return_weights)
+        # As the local registry: weights in memory only when no folder was written.
+        weights = return_weights and out is None
+        return RemoteMaterialized(self, body["config"], artifact, written, weights)
 
     def rederive(
         self, name: str, *, out=None, force: bool = False, device=None, max_shard_size=None
@@ -296,9 +317,11 @@ class RemoteRegistry:
         body = self._call("POST", f"/api/artifacts/{_q(name)}/rederive", json={"device": device})
         artifact = artifact_from_json(body["artifact"])
         written = self._written(artifact, out, force, max_shard_size)
-        return RemoteMaterialized(self, artifact.config, artifact, written)
+        return RemoteMaterialized(self, artifact.config, artifact, written, out is None)
 
     def export(self, name: str, *, out, force: bool = False, max_shard_size=None):
+        if out is None:
+            raise InvalidInputError("export writes a folder: give out (--out).")
         _check_out(out, force, max_shard_size)
         info = self.show(name)
         return self._download(info, Path(out), force=force, max_shard_size=max_shard_size)
@@ -408,7 +431,9 @@ class RemoteRegistry:
     def verify(self, name: str | None = None, *, repair: bool = False):
         from zoo.api.reports import VerifyReport
 
-        params = {"name": name} if name else {}
+        params = {} if name is None else {"name": name}
+        if name is not None:
+            _q(name)  # "" or 0 is no artifact, not "the whole store"
         if repair:
             params["repair"] = "true"
         body = self._call("POST", "/api/verify", params=params or None)
@@ -482,7 +507,17 @@ def _parts(stack: contextlib.ExitStack, folder: Path, names: list[str]) -> list:
     ]
 
 
-def _q(name: str) -> str:
+def _q(name) -> str:
+    """A name in a URL path, refused here as the local registry refuses it: text, UTF-8,
+    not empty (an empty segment would reach another route)."""
+    if not isinstance(name, str):
+        raise InvalidInputError(f"A name is text, not a {type(name).__name__} ({name!r:.40}).")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"The name {name!a} is not UTF-8 text.") from None
+    if not name:
+        raise errors.NotFoundError("No artifact is named ''.")
     return quote(name, safe="")
 
 
@@ -686,4 +721,8 @@ def _check_out(out, force: bool, max_shard_size=None) -> None:
         return
     if max_shard_size is not None:
         parse_size(max_shard_size)
+    if isinstance(out, bytes) or not isinstance(out, (str, os.PathLike)):
+        raise InvalidInputError(f"--out is a folder's path, not a {type(out).__name__}.")
+    if not os.fspath(out).strip() or "\x00" in os.fspath(out):
+        raise InvalidInputError(f"--out {os.fspath(out)!r} names no folder.")
     check_out_dir(Path(out), force=force)

@@ -36,6 +36,13 @@ def connect(
         >>> import zoo
         >>> reg = zoo.connect(home="/tmp/zoo-doc")   # doctest: +SKIP
     """
+    from zoo.errors import InvalidInputError
+
+    for what, value in (("endpoint", endpoint), ("db_url", db_url), ("store_url", store_url)):
+        if value is not None and not isinstance(value, str):
+            raise InvalidInputError(f"{what} is a URL, not a {type(value).__name__}.")
+    if home is not None and (not isinstance(home, (str, os.PathLike)) or not str(home)):
+        raise InvalidInputError(f"home is a folder's path, not {home!r:.60}.")
     if endpoint is None and home is None and db_url is None and store_url is None:
         endpoint, env_token = endpoint_from_env() or (None, None)
         token = token or env_token

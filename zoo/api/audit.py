@@ -4,6 +4,7 @@ come from, and was it changed after it was derived?"""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,8 @@ def audit(reg, path: str | Path, *, verify: bool = False, convert_bin: bool = Fa
     from zoo.checkpoint import open_checkpoint
     from zoo.checkpoint.casts import narrowed
 
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise InvalidInputError(f"audit takes a folder or .safetensors path, not {path!r:.60}.")
     with open_checkpoint(Path(path), allow_bin=convert_bin) as ckpt:
         tensors, config, metadata = list(ckpt.tensors), ckpt.config, dict(ckpt.metadata)
         report, _ = identify_with_casts(

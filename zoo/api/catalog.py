@@ -14,7 +14,7 @@ import functools
 import json
 import os
 import re
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -134,8 +134,13 @@ def import_checkpoints(
 ) -> list[ArtifactInfo]:
     """Register many checkpoints, ``batch`` of them per write transaction with their
     tensor rows inserted together; see :meth:`zoo.Registry.import_checkpoints`."""
-    if batch < 1:
-        raise InvalidInputError(f"batch must be at least 1 (got {batch}).")
+    if type(batch) is not int or batch < 1:
+        raise InvalidInputError(f"batch is a whole number of at least 1 (got {batch!r}).")
+    if isinstance(sources, (str, bytes, os.PathLike)):  # one folder, not its characters
+        raise InvalidInputError(
+            f"import_checkpoints takes a list of folders, not one ({sources!r:.80}); "
+            "import_checkpoint imports one."
+        )
     sources = list(sources)
     out: list[ArtifactInfo] = []
     with progress_bar(len(sources), "import", enabled=progress) as bar:
@@ -502,9 +507,19 @@ def _write_batch(reg, session: Session, chunk: list[_Prepared]) -> list[Artifact
 
 def _locate(source: str | os.PathLike[str], revision: str | None) -> tuple[Path, str, str]:
     """(local folder, origin for provenance, commit or "")."""
+    if not isinstance(source, (str, os.PathLike)) or isinstance(source, bytes):
+        raise InvalidInputError(
+            f"A checkpoint is a folder path or ORG/NAME, not a {type(source).__name__}."
+        )
     text = os.fspath(source)
+    if not text.strip() or "\x00" in text:  # "" would read the current folder
+        raise InvalidInputError(f"{text!r} names no folder and no Hub repository.")
     path = Path(text).expanduser()
-    if path.exists():
+    try:
+        exists = path.exists()
+    except OSError as exc:  # a name longer than the file system takes
+        raise InvalidInputError(f"{text[:80]!r}...: {exc.strerror}.") from None
+    if exists:
         if revision:
             raise InvalidInputError("--revision applies to Hub repositories, not local paths.")
         return path, str(path.resolve()), ""
@@ -570,9 +585,20 @@ def search(
             raise InvalidInputError(f"{what} is a whole number, not {bound!r}.")
         if not -(2**63) <= bound < 2**63:  # what a database's integer holds
             raise InvalidInputError(f"{what} must be from -2^63 to 2^63-1, got {bound}.")
-    for what, text in (("family", family), ("author", created_by), ("name pattern", name)):
-        if text is not None and "\x00" in text:  # no name holds it; PostgreSQL refuses it
+    for what, text in (
+        ("family", family),
+        ("author", created_by),
+        ("name pattern", name),
+        ("cursor", after),
+        ("derived_from", derived_from),
+    ):
+        if text is None:
+            continue
+        if not isinstance(text, str):
+            raise InvalidInputError(f"A {what} is text, not a {type(text).__name__}.")
+        if "\x00" in text:  # no name holds it; PostgreSQL refuses it
             raise InvalidInputError(f"A {what} cannot hold a NUL character.")
+        queries.check_lookup(text, what)  # UTF-8 text, as every database takes it
     with reg.session() as session:
         filters = Filters(
             kind=kind,
@@ -597,9 +623,16 @@ def search(
 
 
 def _moment(value: datetime | str | None, what: str) -> datetime | None:
-    """A datetime from an ISO 8601 date or time (UTC unless it names its offset)."""
+    """A datetime from an ISO 8601 date or time (UTC unless it names its offset), or from
+    a date (its midnight, UTC)."""
     if value is None or isinstance(value, datetime):
         return value
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    if not isinstance(value, str):
+        raise InvalidInputError(
+            f"{what} is a datetime, a date or ISO 8601 text, not a {type(value).__name__}."
+        )
     try:
         moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -668,8 +701,7 @@ def tag(reg, query: str, alias: str) -> ArtifactInfo:
 
 def alias_history(reg, alias: str) -> list[AliasSetting]:
     """Every setting of ``alias``, newest first; see :meth:`zoo.Registry.alias_history`."""
-    if not isinstance(alias, str):
-        raise InvalidInputError(f"an alias is text, not {type(alias).__name__}.")
+    queries.check_lookup(alias, "alias")
     with reg.session() as session:
         settings = queries.alias_history(session, alias)
         if settings:

@@ -75,6 +75,8 @@ def extract_recipe(
         }
     if method == "dct":
         keep = DEFAULT_KEEP if keep is None else keep
+        if isinstance(keep, bool) or not isinstance(keep, (int, float)):
+            raise InvalidInputError(f"--keep is a number in (0, 1], not {keep!r:.40}.")
         if not 0 < keep <= 1:
             raise InvalidInputError(f"--keep must be in (0, 1], got {keep}.")
         if wavelet is not None or levels is not None:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # the graph's types render in a server's client without SQLAl
     from sqlalchemy.orm import Session
 
 #: relations zoo records itself; users declare others with `zoo link`.
-RECORDED = ("extract", "materialize")
+RECORDED = ("extract", "materialize", "import")
 _RELATION = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 
@@ -252,7 +252,13 @@ def lineage(
 
 def link(reg, child: str, parent: str, *, relation: str, note: str | None = None) -> EdgeInfo:
     """Declare that ``child`` was made from ``parent`` (e.g. a fine-tune)."""
-    if not _RELATION.fullmatch(relation) or relation in RECORDED:
+    from zoo.db.queries import check_lookup
+
+    check_lookup(child)
+    check_lookup(parent)
+    if note is not None and not isinstance(note, str):  # a recipe is JSON; NaN is not
+        raise InvalidInputError(f"A note is text, not a {type(note).__name__} ({note!r:.40}).")
+    if not isinstance(relation, str) or not _RELATION.fullmatch(relation) or relation in RECORDED:
         raise InvalidInputError(
             f"--relation {relation!r} is not allowed; use a lowercase word such as finetune, "
             f"distill, quantize or merge ({', '.join(RECORDED)} are recorded by zoo itself)."

@@ -11,6 +11,7 @@ point at a missing blob. So writers put blobs before rows; ``rm`` only marks row
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import socket
@@ -49,8 +50,12 @@ def parse_duration(text: str | float | int) -> float:
         >>> parse_duration("24h")
         86400.0
     """
-    if isinstance(text, (int, float)):
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
         seconds = float(text)
+        if not math.isfinite(seconds):  # NaN compares false to every age: nothing swept
+            raise InvalidInputError(f"A duration is a finite number of seconds (got {text!r}).")
+    elif not isinstance(text, str):
+        raise InvalidInputError(f"A duration is text such as 24h or seconds, not {text!r:.40}.")
     else:
         match = _DURATION.fullmatch(text)
         if not match:

@@ -140,6 +140,8 @@ def export(reg, query: str, out: str | Path, *, force: bool = False, max_shard_s
     from . import export as folders
     from . import tensors as tio
 
+    if out is None:
+        raise InvalidInputError("export writes a folder: give out (--out).")
     target = _check_out(reg, out, force, max_shard_size)
     info = reg.show(query)
     if info.kind == "derived":
@@ -211,8 +213,10 @@ def _check_out(reg, out, force: bool, max_shard_size) -> Path | None:
         return None
     if max_shard_size is not None:
         export.parse_size(max_shard_size)
-    if not isinstance(out, (str, os.PathLike)):
+    if not isinstance(out, (str, os.PathLike)) or isinstance(out, bytes):
         raise InvalidInputError(f"--out is a folder's path, not a {type(out).__name__}.")
+    if not os.fspath(out).strip() or "\x00" in os.fspath(out):
+        raise InvalidInputError(f"--out {os.fspath(out)!r} names no folder.")
     out = Path(out)
     export.check_out_dir(out, force=force, **guards(reg, out))
     return out

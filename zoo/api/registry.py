@@ -537,8 +537,8 @@ class Registry:
             order: ``stored`` (units as the checkpoint has them), ``similar`` (units
                 chained by similarity before the transform; the function is unchanged;
                 see :mod:`zoo.unit_order`) or ``dissimilar`` (the reverse chain).
-            name: an alias for the learngene (its registry name is derived from the
-                source and the settings).
+            name: the learngene's registry name when it is new (default: derived from the
+                source and the settings); for one extracted before, an alias of it.
             device: where the transform runs (default: $ZOO_DEVICE, else the CPU).
 
         Returns:

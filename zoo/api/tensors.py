@@ -24,11 +24,19 @@ def resolve_device(device: str | None, *, prefer_gpu: bool = False):
     available, else the CPU."""
     import torch
 
-    name = device or os.environ.get("ZOO_DEVICE") or ""
-    name = name or ("cuda" if prefer_gpu and torch.cuda.is_available() else "cpu")
+    if isinstance(device, bool) or not isinstance(device, (str, int, type(None))):
+        raise InvalidInputError(f"A device is a name such as cpu or cuda, not {device!r:.40}.")
+    if device == "":  # not "the default": a value that went missing on its way here
+        raise InvalidInputError("The device is empty; give cpu or cuda, or leave it out.")
+    # An index is a GPU's, as torch reads it: device=0 is cuda:0, not "no device given".
+    name = device if device is not None else os.environ.get("ZOO_DEVICE", "")
+    if isinstance(name, int):
+        name = f"cuda:{name}"
+    if name == "":
+        name = "cuda" if prefer_gpu and torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(name)
-    except (RuntimeError, TypeError) as exc:
+    except (RuntimeError, TypeError, ValueError, OverflowError) as exc:
         raise InvalidInputError(f"{name!r} is not a torch device (try cpu or cuda).") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailableError(

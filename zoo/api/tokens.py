@@ -115,7 +115,9 @@ def revoke_token(reg, name: str) -> list[TokenInfo]:
     from sqlalchemy import select
 
     from zoo.db.models import ApiToken
-    from zoo.db.queries import now
+    from zoo.db.queries import check_lookup, now
+
+    check_lookup(name, "token name")
 
     def work(session: Session) -> list[TokenInfo]:
         rows = session.scalars(
@@ -149,7 +151,7 @@ def check_token(reg, secret: str) -> TokenInfo | None:
 
     from zoo.db.models import ApiToken
 
-    if not secret.startswith(PREFIX) or len(secret) > 128:
+    if not isinstance(secret, str) or not secret.startswith(PREFIX) or len(secret) > 128:
         return None
     with reg.session() as session:
         row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_secret(secret)))
@@ -161,6 +163,8 @@ def active_token(reg, token_id: int) -> TokenInfo | None:
     names its token by id: :mod:`zoo.server.links`)."""
     from zoo.db.models import ApiToken
 
+    if type(token_id) is not int or not 0 < token_id < 2**63:  # no bool, text or overflow
+        return None
     with reg.session() as session:
         row = session.get(ApiToken, token_id)
         return _info(row) if row is not None and row.revoked_at is None else None

@@ -105,7 +105,7 @@ class ArtifactSummary:
     id: int
     kind: str
     name: str
-    family: str
+    family: str | None  # None: a catalogued model no family resizes
     content_hash: str
     virtual: bool
     created_at: datetime

@@ -750,8 +750,7 @@ def resolve(
             removed with ``zoo rm`` (unless ``include_removed``: it is returned).
         AmbiguousNameError: a hash prefix matches several artifacts.
     """
-    if not isinstance(query, str):
-        raise InvalidInputError(f"A name is text, not a {type(query).__name__} ({query!r:.40}).")
+    check_lookup(query)
     kinds = tuple(kinds) if kinds else KINDS
     repo = hub_repo_id(query)
     row = None
@@ -796,6 +795,20 @@ def resolve(
     if row is None:
         raise not_found(session, query, what=what)
     return row
+
+
+def check_lookup(query, what: str = "name") -> None:
+    """Refuse, before any statement, a looked-up name no database can hold: one that is not
+    text or not UTF-8 text (a lone surrogate, which every driver refuses to encode) is bad
+    input; one with NUL (PostgreSQL refuses it in text, SQLite finds nothing) names nothing."""
+    if not isinstance(query, str):
+        raise InvalidInputError(f"A {what} is text, not a {type(query).__name__} ({query!r:.40}).")
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"The {what} {query!a} is not UTF-8 text.") from None
+    if "\x00" in query:
+        raise NotFoundError(f"Nothing is named {query!r} (a name holds no NUL).", query=query)
 
 
 def not_found(session: Session, query: str, *, what: str = "artifact") -> NotFoundError:

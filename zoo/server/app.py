@@ -223,7 +223,8 @@ def _query_names(dependant) -> set[str]:
 class _Body(BaseModel):
     # A field this server does not know is refused, never dropped: an option a client
     # sends (a newer client's, a typo) must not be ignored while the answer looks right.
-    model_config = ConfigDict(extra="forbid")
+    # Strict, as the local registry is: 2.0, "2" and true are not the integer 2.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ImportRequest(_Body):
