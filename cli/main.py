@@ -264,7 +264,12 @@ def tag_cmd(name: str, alias: str, as_json: bool) -> None:
     moved = f" (was {before})" if before not in (None, info.name) else ""
     _emit(
         as_json,
-        {"alias": alias, "artifact": info.to_json(), "previous": before},
+        {
+            "alias": alias,
+            "artifact": info.to_json(),
+            "previous": before,
+            "moved": before not in (None, info.name),
+        },
         f"{alias} -> {info.name}{moved}",
     )
 
@@ -276,7 +281,11 @@ def alias_history_cmd(alias: str, as_json: bool) -> None:
     """Where ALIAS has pointed, newest first: when, by whom, which artifact."""
     settings = _registry().alias_history(alias)
     lines = [
-        (f"{s.set_at:%Y-%m-%d %H:%M:%S}  {s.set_by}" if s.set_at else "(before zoo kept it)")
+        (
+            f"{s.set_at.isoformat(timespec='seconds')}  {s.set_by}"
+            if s.set_at
+            else "(before zoo kept it)"
+        )
         + (
             f"  {s.alias} -> {s.artifact_name} ({s.kind} {s.content_hash[:12]})"
             if s.artifact_name is not None
@@ -293,8 +302,17 @@ def db_group() -> None:
 
 
 def _raw_registry():
+    """The configured database, at any schema, for `zoo db`; never in client mode, where
+    the registry in use is the server's and a local file would be migrated instead."""
     from zoo.api import Registry
+    from zoo.config import endpoint_from_env
+    from zoo.errors import InvalidInputError
 
+    if endpoint_from_env() is not None:
+        raise InvalidInputError(
+            "Schema migrations run where the database is: on the server's machine, without "
+            "ZOO_ENDPOINT."
+        )
     return Registry(check_schema=False)
 
 
@@ -573,6 +591,12 @@ def link_cmd(child, parent, relation, note, as_json) -> None:
     """Declare that CHILD was made from a parent outside zoo (e.g. a fine-tune)."""
     edge = _registry().link(child, parent, relation=relation, note=note)
     _emit(as_json, edge.to_json(), f"{parent} --{relation}--> {child}")
+    kept = (edge.recipe or {}).get("note") or ""
+    if note is not None and note != kept:  # declared before: a declaration is not redone
+        click.echo(
+            f"note: {parent} --{relation}--> {child} was declared before; its note stays {kept!r}",
+            err=True,
+        )
 
 
 @cli.command("audit")
@@ -857,6 +881,14 @@ def token_revoke(name: str, as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, turning zoo's errors into one line + exit code."""
+    if sys.stdout is None:  # started with stdout closed (`>&-`): what it prints would be lost
+        click.echo("zoo: error: standard output is closed; nothing could be printed.", err=True)
+        sys.exit(2)
+    for stream in (sys.stdout, sys.stderr):
+        # A terminal in another encoding (Latin-1) shows what it cannot print escaped, not
+        # a UnicodeEncodeError traceback in place of the output.
+        if stream is not None and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     for arg in sys.argv[1:] if argv is None else argv:
         # Python keeps bytes that are not UTF-8 (a Latin-1 terminal's) as lone surrogates,
         # which no database, file name or JSON of zoo's can take.

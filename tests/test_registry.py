@@ -866,3 +866,38 @@ def test_the_python_api_refuses_values_no_database_or_method_takes_with_zoos_err
             registry.materialize(src.name, layers=1, hidden=16, device=0)
     assert registry.check_token(None) is None
     assert [registry.active_token(t) for t in (10**30, "1", True, 1.0)] == [None] * 4
+
+
+def test_the_cli_prints_what_a_terminal_can_show_and_says_what_it_did_not_redo(
+    registry, tiny_dir, run_cli, db_url, tmp_path
+):
+    """A Latin-1 terminal gets escapes for what it cannot show, not a UnicodeEncodeError
+    in place of the output; a closed stdout is an error before any work (a tag's JSON
+    would be lost); a link declared again keeps its note and says so; a tag that does
+    not move its alias says so in its JSON; alias-history prints ISO times."""
+    a = registry.import_checkpoint(tiny_dir("gpt2"))
+    b = registry.import_checkpoint(tiny_dir("gpt2", seed=1))
+    assert run_cli("link", b.name, "--from", a.name, "--note", "ok \u2713")[0] == 0
+    code, _, err = run_cli("link", b.name, "--from", a.name, "--note", "second")
+    assert code == 0 and err == (
+        f"note: {a.name} --finetune--> {b.name} was declared before; its note stays 'ok \u2713'\n"
+    )
+    run_cli("tag", a.name, "prod")
+    code, out, _ = run_cli("tag", a.name, "prod", "--json")
+    assert code == 0 and json.loads(out)["moved"] is False
+    assert json.loads(run_cli("tag", b.name, "prod", "--json")[1])["moved"] is True
+    line = run_cli("alias-history", "prod")[1].splitlines()[0]
+    assert line[10] == "T" and line[19:25] == "+00:00", line
+    env = {**os.environ, "ZOO_DB_URL": db_url, "PYTHONIOENCODING": "latin-1"}
+    zoo = [sys.executable, "-m", "zoo_cli.main"]
+    shown = subprocess.run([*zoo, "lineage", b.name, "--up"], env=env, capture_output=True)
+    assert shown.returncode == 0 and b"ok \\u2713" in shown.stdout, shown.stderr
+    closed = subprocess.run(
+        [*zoo, "tag", a.name, "staging"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert closed.returncode == 2 and b"standard output is closed" in closed.stderr
+    assert "staging" not in registry.show(a.name).aliases  # refused before any work

@@ -84,10 +84,26 @@ def test_errors_have_the_same_exit_code_and_line_both_ways(both):
         (("lineage", "tiny-gpt2", "--depth", "0"), 0),
         (("ls", "--limit", "1001"), 0),
         (("import", "/no/such/folder"), 2),  # not read as a Hub repository by the client
+        # An empty name (a script's unset variable) is no artifact, never "everything"
+        # nor another route.
+        (("verify", ""), 3),
+        (("ls", "--derived-from", "", "--json"), 3),
+        (("token", "revoke", ""), 3),
+        (("alias-history", ""), 3),
+        (("rm", ""), 3),
+        (("show", ""), 3),
+        (("lineage", ""), 3),
+        (("link", "", "--from", "tiny-gpt2"), 3),
     ):
         local, remote = both.run(*args)
         assert local[0] == code, (args, local)
         assert remote == local, args
+    for args, code in ((("default", "", "x"), 2), (("rederive", ""), 3)):
+        local, remote = both.run(*args)
+        assert local[0] == remote[0] == code and remote[2].count("\n") == 1, (args, remote)
+    # Migrations run where the database is: in client mode a local file would be changed.
+    code, out, err = both.remote("db", "current")
+    assert code == 2 and out == "" and "on the server's machine" in err, err
 
 
 def test_writes_through_the_server_print_what_local_writes_print(both, served, tiny_dir, tmp_path):

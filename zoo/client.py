@@ -232,6 +232,8 @@ class RemoteRegistry:
 
         if limit is not None and (type(limit) is not int or limit < 1):
             raise InvalidInputError(f"A page holds at least 1 artifact (got limit={limit!r}).")
+        if filters.get("derived_from") is not None:
+            _q(filters["derived_from"])  # "" is no artifact, not "no filter"
         params = {
             "kind": kind,
             "family": family,
@@ -278,7 +280,8 @@ class RemoteRegistry:
     def alias_history(self, alias: str):
         from zoo.db.entities import AliasSetting
 
-        body = self._call("GET", f"/api/aliases/{_q(alias)}")
+        missing = "No alias '' was ever set; `zoo show NAME` lists an artifact's aliases."
+        body = self._call("GET", f"/api/aliases/{_q(alias, missing)}")
         return [AliasSetting(**{**s, "set_at": _time(s["set_at"])}) for s in body["history"]]
 
     def rm(self, name: str, *, cascade: bool = False):
@@ -332,6 +335,8 @@ class RemoteRegistry:
         return self._download(artifact, Path(out), force=force, max_shard_size=max_shard_size)
 
     def set_default(self, family: str, name: str):
+        if family == "":
+            raise errors.UnknownFamilyError("Unknown family ''.")
         body = self._call("PUT", f"/api/defaults/{_q(family)}", json={"learngene": name})
         return artifact_from_json(body["learngene"])
 
@@ -450,7 +455,10 @@ class RemoteRegistry:
         return token_from_json(body), body["secret"]
 
     def revoke_token(self, name: str):
-        return [token_from_json(t) for t in self._call("DELETE", f"/api/tokens/{_q(name)}")]
+        missing = "No active token is named ''; see `zoo token list`."
+        return [
+            token_from_json(t) for t in self._call("DELETE", f"/api/tokens/{_q(name, missing)}")
+        ]
 
     def list_tokens(self, *, include_revoked: bool = False):
         body = self._call("GET", "/api/tokens", params={"all": str(include_revoked).lower()})
@@ -507,9 +515,9 @@ def _parts(stack: contextlib.ExitStack, folder: Path, names: list[str]) -> list:
     ]
 
 
-def _q(name) -> str:
+def _q(name, missing: str = "No artifact named ''. Run `zoo ls` to see what is registered.") -> str:
     """A name in a URL path, refused here as the local registry refuses it: text, UTF-8,
-    not empty (an empty segment would reach another route)."""
+    not empty (an empty segment would reach another route; ``missing`` says so)."""
     if not isinstance(name, str):
         raise InvalidInputError(f"A name is text, not a {type(name).__name__} ({name!r:.40}).")
     try:
@@ -517,7 +525,7 @@ def _q(name) -> str:
     except UnicodeEncodeError:
         raise InvalidInputError(f"The name {name!a} is not UTF-8 text.") from None
     if not name:
-        raise errors.NotFoundError("No artifact is named ''.")
+        raise errors.NotFoundError(missing)
     return quote(name, safe="")
 
 
