@@ -556,6 +556,22 @@ def test_a_hub_repository_id_names_the_artifact_imported_last_from_it(
         assert code != 0 and "zoo import" not in err, not_an_id
 
 
+def test_the_lineage_drawing_draws_a_placeholder(registry, tiny_dir, tmp_path):
+    """The web page's lineage picture had no colour for a placeholder, and the server
+    answered the picture of any model with a card's base_model with an error."""
+    pytest.importorskip("fastapi")
+    import xml.etree.ElementTree as ET
+
+    from zoo.server.svg import lineage_svg
+
+    folder = with_card(tiny_dir, "gpt2", 1, tmp_path / "ft", CARD.format(base="acme/base"))
+    tuned = registry.import_checkpoint(folder)
+    for name in (tuned.name, "acme/base"):
+        svg = lineage_svg(registry.lineage(name))
+        texts = "".join(ET.fromstring(svg).itertext())
+        assert "acme/base" in texts and tuned.name in texts, name
+
+
 def test_zoos_own_card_adds_no_edge_when_its_folder_is_imported(registry, tiny_dir, tmp_path):
     src = registry.import_checkpoint(tiny_dir("bert"))
     m = registry.materialize(src.name, layers=2, hidden=16, out=tmp_path / "small")

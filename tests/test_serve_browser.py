@@ -421,6 +421,57 @@ def test_the_page_audits_every_shard_of_a_sharded_checkpoint(site, page, tmp_pat
     assert "is in both" in page.locator("#result .error").inner_text()
 
 
+def test_the_page_refuses_a_damaged_file_as_zoo_audit_does_and_reads_a_folder_as_it(
+    site, page, tmp_path
+):
+    """Bytes appended to a registered file, a truncated download, a forged offset, an
+    empty file, a header that is not JSON: each is what `zoo audit` refuses, in its words
+    (the page hashed what the offsets named, and called a file with a payload appended
+    "known ... bit for bit"). A folder's files are read as zoo audit reads the folder:
+    model.safetensors when it is there, whatever other .safetensors lie beside it."""
+    import json
+    import struct
+
+    from zoo.errors import InvalidCheckpointError
+
+    out = site.reg.export("gpt2-tiny", out=tmp_path / "whole")
+    good = (out / "model.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", good[:8])
+    header = json.loads(good[8 : 8 + n])
+    first = next(k for k in header if k != "__metadata__")
+    forged = dict(header, **{first: dict(header[first], data_offsets=[8, 0])})
+    text = json.dumps(forged).encode()
+    damaged = {
+        "appended.safetensors": good + bytes(4096),
+        "truncated.safetensors": good[:-100],
+        "empty.safetensors": b"",
+        "forged.safetensors": struct.pack("<Q", len(text)) + text + good[8 + n :],
+        "notjson.safetensors": struct.pack("<Q", 9) + b"not json!" + good[8 + n :],
+    }
+    for name, data in damaged.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(InvalidCheckpointError) as cli:
+            site.reg.audit(path)
+        says = str(cli.value).removeprefix(str(path)).strip()
+        page.goto(site.url + "/#/")
+        page.goto(site.url + "/#/audit")
+        page.wait_for_selector("#pick", state="attached")
+        page.set_input_files("#pick", [str(path)])
+        page.wait_for_selector("#result .error")
+        shown = page.locator("#result .error").inner_text()
+        words = says.split(" (")[0] if name == "notjson.safetensors" else says
+        assert shown.startswith(f"{name} {words}"), (name, shown, says)
+    beside = tmp_path / "whole" / "adapter_model.safetensors"
+    shutil.copy(tmp_path / "appended.safetensors", beside)  # not read: model.safetensors is
+    assert site.reg.audit(out).status == "known"
+    page.goto(site.url + "/#/")
+    page.goto(site.url + "/#/audit")
+    page.set_input_files("#pick", [str(p) for p in out.iterdir()])
+    page.wait_for_selector(".verdict")
+    assert page.locator(".verdict .badge").inner_text() == "known"
+
+
 def test_the_size_the_page_suggests_is_one_the_server_makes(site, page):
     """The "Use it" snippet's smaller revision keeps head_dim, as zoo's defaults do, for
     every family (a 3-head GPT-2 of 3x24 included: half its hidden size, 12, is not a
@@ -437,6 +488,20 @@ def test_the_size_the_page_suggests_is_one_the_server_makes(site, page):
         for spec in TINY.values()
     ]
     configs.append(transformers.GPT2Config(n_layer=3, n_embd=24, n_head=3).to_dict())
+    # Grouped-query heads: whole key/value groups at the source's heads per hidden unit
+    # (SmolLM2-135M's 9 heads on 3; and a Qwen3 whose head_dim is not hidden / heads).
+    for heads, kv, hidden, extra in ((9, 3, 72, {}), (6, 3, 48, {}), (3, 1, 48, {"head_dim": 32})):
+        cls = transformers.Qwen3Config if extra else transformers.LlamaConfig
+        configs.append(
+            cls(
+                num_hidden_layers=2,
+                hidden_size=hidden,
+                num_attention_heads=heads,
+                num_key_value_heads=kv,
+                intermediate_size=2 * hidden,
+                **extra,
+            ).to_dict()
+        )
     for config in configs:
         family = family_for_config(config)
         sizes = family.axis_sizes(config)

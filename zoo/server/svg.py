@@ -13,6 +13,7 @@ COLORS = {
     "learngene": ("#e6f6ec", "#15803d"),
     "derived": ("#fff4e5", "#c2410c"),
     "origin": ("#f3f4f6", "#6b7280"),
+    "placeholder": ("#ffffff", "#9ca3af"),  # a base_model named by a card, not imported
 }
 
 
@@ -98,7 +99,7 @@ def lineage_svg(graph, link: str = "#/artifact/{name}") -> str:
         )
     for k, n in nodes.items():
         x, y = pos[k]
-        fill, stroke = COLORS[n["kind"]]
+        fill, stroke = COLORS.get(n["kind"], COLORS["origin"])
         dash = ' stroke-dasharray="5 3"' if n["dashed"] else ""
         width_ = 3 if n["root"] else 1.5
         opacity = ' opacity="0.5"' if n["faded"] else ""

@@ -142,14 +142,26 @@ function tensorSummary(a) {
     </tbody></table>`;
 }
 
-// A smaller size the server makes with zoo's defaults, which keep head_dim: half the
-// layers, and half the heads at the same head_dim (half the hidden size would break it
-// where the heads are odd).
+// A smaller size the server makes with zoo's defaults, which keep head_dim, the heads per
+// hidden unit and the query heads per key/value head: half the layers, and the largest
+// width up to half whose heads make whole key/value groups; the same width where none
+// does (half the hidden size would break head_dim where the heads are odd, or the groups
+// of a grouped-query model).
 function smallerSize(a) {
   const [layers, hidden] = a.size.split("x").map(Number);
   const c = a.config || {};
   const heads = c.num_attention_heads ?? c.n_head;
-  const width = heads && hidden % heads === 0 ? (hidden / heads) * Math.max(1, Math.floor(heads / 2)) : Math.max(8, Math.floor(hidden / 2));
+  const kv = c.num_key_value_heads ?? heads;
+  let width = hidden;
+  if (heads && kv && heads % kv === 0) {
+    const group = heads / kv;
+    for (let m = Math.floor(kv / 2); m >= 1; m--) {
+      const h = group * m;  // the target's heads: whole groups, at the source's heads per unit
+      if ((hidden * h) % heads === 0) { width = (hidden * h) / heads; break; }
+    }
+  } else if (!heads) {
+    width = Math.max(8, Math.floor(hidden / 2));
+  }
   return `${Math.max(1, Math.floor(layers / 2))}x${width}`;
 }
 
@@ -174,7 +186,9 @@ async function artifact(name) {
       <div class="card"><h2>Config</h2><div class="scroll">${a.config ? factsTable(a.config) : '<p class="muted">none</p>'}</div></div>
     </div>
     <div class="card" style="margin-top:18px"><h2>Use it</h2>
-      ${a.kind === "learngene"
+      ${a.kind === "placeholder"
+        ? `<p>Named as a base_model by a model card here; it holds no weights. Import it first: <code>zoo import ${esc(a.info.repo_id || a.name)}</code></p>`
+        : a.kind === "learngene"
         ? `<p>Any size on demand, from Python:</p><pre>from transformers import AutoModel
 model = AutoModel.from_pretrained("${esc(a.name)}", revision="${a.size ? smallerSize(a) : "6x384"}")  # layers x hidden
 # with HF_ENDPOINT=${esc(origin)} and HF_TOKEN set</pre>`
@@ -273,13 +287,59 @@ function narrowF16(buffer) {
   return out.buffer;
 }
 
+// Bytes per element of each dtype zoo reads (zoo/checkpoint/safetensors_format.py).
+const ITEMSIZE = {F64: 8, F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1, I64: 8, I32: 4,
+  I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1};
+
+// The checks zoo audit makes of a file before trusting its tensors, with its words: every
+// tensor's bytes are its dtype and shape's, inside the data section, and the tensors tile
+// that section exactly (appended bytes, a truncated download or a forged offset would
+// otherwise hash as a registered artifact's tensors).
+function checkLayout(file, header, dataLength) {
+  const bad = (what) => new Error(`${file.name} ${what}.`);
+  const spans = [];
+  for (const [name, t] of Object.entries(header)) {
+    if (!t || typeof t !== "object" || Array.isArray(t)) throw bad(`describes tensor '${name}' with a JSON ${Array.isArray(t) ? "array" : typeof t} instead of an object; the file is corrupt`);
+    const missing = ["dtype", "shape", "data_offsets"].filter((k) => !(k in t));
+    if (missing.length) throw bad(`describes tensor '${name}' without ${missing.join(", ")}; the file is corrupt`);
+    if (!(t.dtype in ITEMSIZE)) throw bad(`gives tensor '${name}' the unknown dtype '${t.dtype}'; zoo reads ${Object.keys(ITEMSIZE).join(", ")} only, so convert the tensor first`);
+    if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isInteger(d) && d >= 0)) throw bad(`gives tensor '${name}' the shape ${JSON.stringify(t.shape).slice(0, 80)}, which is not a list of sizes; the file is corrupt`);
+    const offsets = t.data_offsets;
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isInteger(o) && o >= 0)) throw bad(`gives tensor '${name}' the data_offsets ${JSON.stringify(offsets)}, which is not a pair of byte offsets; the file is corrupt`);
+    const [begin, end] = offsets;
+    if (end < begin) throw bad(`gives tensor '${name}' data_offsets [${begin}, ${end}] that end before they begin; the file is corrupt`);
+    if (end > dataLength) throw bad(`places tensor '${name}' at bytes [${begin}, ${end}) of a data section that has only ${dataLength} bytes; the file is truncated`);
+    const needed = t.shape.reduce((a, b) => a * b, 1) * ITEMSIZE[t.dtype];
+    if (end - begin !== needed) throw bad(`gives tensor '${name}' ${end - begin} bytes but ${t.dtype} x (${t.shape.join(", ")}) needs ${needed}; the file is corrupt`);
+    spans.push([begin, end, name]);
+  }
+  spans.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  let at = 0, previous = "?";
+  for (const [begin, end, name] of spans) {
+    if (begin < at) throw bad(`has tensors '${previous}' and '${name}' whose data overlap; the file is corrupt or forged`);
+    if (begin > at) throw bad(`has ${begin - at} bytes at data offset ${at} that belong to no tensor; the file is corrupt or forged`);
+    at = end;
+    previous = name;
+  }
+  if (at !== dataLength) throw bad(`has ${dataLength - at} bytes after the last tensor that belong to no tensor; the file is corrupt or forged`);
+}
+
 async function hashTensors(file, progress) {
   // The safetensors layout: 8-byte little-endian header length, JSON header, then data.
+  if (file.size < 8) throw new Error(`${file.name} is ${file.size} bytes long, too short to hold a safetensors header; the file is truncated or not safetensors.`);
   const n = Number(new DataView(await file.slice(0, 8).arrayBuffer()).getBigUint64(0, true));
-  if (n <= 0 || n > 100 * 1024 * 1024 || 8 + n > file.size) throw new Error(`${file.name} is not a safetensors file.`);
-  const header = JSON.parse(new TextDecoder().decode(await file.slice(8, 8 + n).arrayBuffer()));
+  if (n > 100000000) throw new Error(`${file.name} declares a header of ${n} bytes, more than the 100000000-byte limit; the file is corrupt or not safetensors.`);
+  if (8 + n > file.size) throw new Error(`${file.name} declares a header of ${n} bytes but the file has only ${file.size - 8} bytes after the length field; the file is truncated or not safetensors.`);
+  let header;
+  try {
+    header = JSON.parse(new TextDecoder("utf-8", {fatal: true}).decode(await file.slice(8, 8 + n).arrayBuffer()));
+  } catch (e) {
+    throw new Error(`${file.name} has a header that is not valid JSON (${e.message}); the file is corrupt or not safetensors.`);
+  }
+  if (!header || typeof header !== "object" || Array.isArray(header)) throw new Error(`${file.name} has a header that is not a JSON object; the file is corrupt or not safetensors.`);
   const metadata = header.__metadata__ || null;
   delete header.__metadata__;
+  checkLayout(file, header, file.size - 8 - n);
   const entries = Object.entries(header);
   const tensors = [];
   const narrowed = {BF16: {}, F16: {}};  // name -> record, where the dtype holds it exactly
@@ -322,12 +382,39 @@ function auditPage() {
   pick.onchange = () => runAudit([...pick.files]);
 }
 
+// The weights a folder's files hold, as zoo audit FOLDER reads them (and transformers
+// loads them): model.safetensors when it is there, else the shards its index names, else
+// every .safetensors picked (the shards of one checkpoint), each in name order.
+async function weightsOf(files) {
+  const byName = (a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  const safetensors = files.filter((f) => f.name.endsWith(".safetensors")).sort(byName);
+  const single = safetensors.find((f) => f.name === "model.safetensors");
+  if (single) return [single];
+  const index = files.find((f) => f.name === "model.safetensors.index.json");
+  if (!index) return safetensors;
+  let map;
+  try {
+    map = JSON.parse(await index.text()).weight_map;
+  } catch (e) {
+    throw new Error(`model.safetensors.index.json is not valid JSON (${e.message}).`);
+  }
+  const named = [...new Set(Object.values(map || {}))].sort();
+  const missing = named.filter((n) => !safetensors.some((f) => f.name === n));
+  if (missing.length) throw new Error(`The index names ${missing.join(", ")}, which was not picked: pick every shard it names.`);
+  return safetensors.filter((f) => named.includes(f.name));
+}
+
 async function runAudit(files) {
   const result = document.getElementById("result");
   const bar = document.getElementById("bar");
-  // Every shard of a sharded checkpoint, in name order (as zoo audit reads a folder).
-  const weights = files.filter((f) => f.name.endsWith(".safetensors")).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const configFile = files.find((f) => f.name === "config.json");
+  let weights;
+  try {
+    weights = await weightsOf(files);
+  } catch (e) {
+    result.innerHTML = `<div class="error">${esc(e.message)}</div>`;
+    return;
+  }
   if (!weights.length) { result.innerHTML = `<div class="error">Drop a .safetensors file (every shard of a sharded checkpoint).</div>`; return; }
   const label = weights.length === 1 ? weights[0].name : `${weights[0].name} and ${weights.length - 1} more shards`;
   const size = weights.reduce((n, f) => n + f.size, 0);
