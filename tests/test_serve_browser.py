@@ -256,12 +256,34 @@ def test_a_library_larger_than_a_page_pages_on_and_files_download_with_a_token(
         page.press("#token", "Enter")  # as a user commits it: the page reloads with it
         page.wait_for_function("document.querySelectorAll('tr.row').length === 50")
         assert page.locator("#count").inner_text() == "newest 50 of 56 artifacts"
+        # A next page that fails (the server restarting) leaves the rows shown; the button
+        # asks again.
+        page.route("**/api/artifacts?*after=*", lambda route: route.abort(), times=1)
+        page.click("#more")
+        page.wait_for_selector("#rows tr.failed")
+        assert page.locator("tr.row").count() == 50 and page.locator("#more").is_visible()
         page.click("#more")
         page.wait_for_function("document.querySelectorAll('tr.row').length === 56")
+        assert page.locator("#rows tr.failed").count() == 0
         names = [r.get_attribute("data-name") for r in page.locator("tr.row").all()]
         assert sorted(names) == sorted(i.name for i in reg.list())
         assert page.locator("#more").is_hidden()
         assert page.locator("#count").inner_text() == "56 artifacts"
+        # A new query hides "Older" until its own first page is drawn: the old cursor
+        # would page on under the new filter.
+        page.goto(server.url + "/#/artifact/gpt2-tiny")
+        page.goto(server.url + "/")
+        page.wait_for_function("document.querySelectorAll('tr.row').length === 50")
+        held = []  # the new query's answer, held back while the page waits for it
+        page.route("**/api/artifacts?*q=*", lambda route: held.append(route))
+        page.fill("#q", "scratch")
+        page.wait_for_timeout(300)
+        assert held and page.locator("#more").is_hidden()
+        for route in held:
+            route.continue_()
+        page.wait_for_function("document.getElementById('count').textContent.includes(' of 55 ')")
+        assert page.locator("#more").is_visible()  # 55 match: its own next page
+        page.unroute("**/api/artifacts?*q=*")
 
         page.goto(server.url + "/#/artifact/gpt2-tiny")
         link = page.locator("#files a.file[download='config.json']")
@@ -282,6 +304,11 @@ def test_a_library_larger_than_a_page_pages_on_and_files_download_with_a_token(
         error = page.locator("#download-error")
         error.wait_for()
         assert "config.json: The token is unknown or revoked." in error.inner_text()
+        # ...and the top of the page no longer names the token's holder.
+        page.goto(server.url + "/#/")
+        page.wait_for_function(
+            "document.getElementById('whoami').textContent === 'sign in with a token'"
+        )
     finally:
         context.close()
         server.stop()

@@ -24,6 +24,11 @@ async function api(path, options) {
     const e = body && body.error ? body.error : {message: r.statusText};
     const err = new Error(e.message);
     err.status = r.status;
+    // A token revoked (or mistyped) since the page named its holder: say so at the top too.
+    if (r.status === 401 && path !== "/api/whoami") {
+      const w = document.getElementById("whoami");
+      if (w) w.textContent = "sign in with a token";
+    }
     throw err;
   }
   return body;
@@ -86,8 +91,9 @@ async function browse() {
         <td>${bytes(a.nbytes)}</td><td class="mono">${esc(a.content_hash.slice(0, 12))}</td>
         <td class="muted">${esc(a.created_at.slice(0, 10))} · ${esc(a.created_by)}</td></tr>`).join("");
     const body = document.getElementById("rows");
+    const none = query ? "Nothing matches these filters." : "Nothing is registered. Register checkpoints with <code>zoo import PATH</code>.";
     if (append) body.insertAdjacentHTML("beforeend", rows);
-    else body.innerHTML = rows || `<tr><td colspan="7" class="muted">Nothing matches. Register checkpoints with <code>zoo import PATH</code>.</td></tr>`;
+    else body.innerHTML = rows || `<tr><td colspan="7" class="muted">${none}</td></tr>`;
     for (const tr of body.querySelectorAll("tr.row")) tr.onclick = (ev) => { if (ev.target.tagName !== "A") location.hash = "#/artifact/" + enc(tr.dataset.name); };
     more.hidden = !next;
   };
@@ -98,10 +104,19 @@ async function browse() {
     let page;
     try { page = await api("/api/artifacts?" + p.toString()); }
     catch (e) {
-      if (ask === asked && current(mine)) document.getElementById("rows").innerHTML = `<tr><td colspan="7" class="error">${esc(e.message)}</td></tr>`;
+      if (ask !== asked || !current(mine)) return;
+      if (append) {  // the rows shown stay; the button asks again
+        document.getElementById("rows").insertAdjacentHTML("beforeend", `<tr class="failed"><td colspan="7" class="error">${esc(e.message)}</td></tr>`);
+      } else {  // no count of a listing that did not come
+        document.getElementById("rows").innerHTML = `<tr><td colspan="7" class="error">${esc(e.message)}</td></tr>`;
+        document.getElementById("count").textContent = "";
+      }
       return;
     }
-    if (ask === asked && current(mine)) draw(page, append);
+    if (ask === asked && current(mine)) {
+      for (const tr of document.querySelectorAll("#rows tr.failed")) tr.remove();
+      draw(page, append);
+    }
   };
   const refresh = () => {
     browseState = {
@@ -113,6 +128,10 @@ async function browse() {
     const p = new URLSearchParams();
     for (const [k, v] of Object.entries(browseState)) if (v) p.set(k, v);
     query = p.toString();
+    // Until this query's first page is drawn, no "Older" of the previous one: its cursor
+    // would page on under the new filters.
+    next = null;
+    more.hidden = true;
     return load(false);
   };
   // The next page of the same query, after the last row shown (keyset: none repeats).
