@@ -557,8 +557,8 @@ def test_a_hub_repository_id_names_the_artifact_imported_last_from_it(
 
 
 def test_the_lineage_drawing_draws_a_placeholder(registry, tiny_dir, tmp_path):
-    """The web page's lineage picture had no colour for a placeholder, and the server
-    answered the picture of any model with a card's base_model with an error."""
+    """The web page's lineage picture draws a card's base_model (a placeholder) beside
+    the model that names it, as the DOT and Mermaid outputs do."""
     pytest.importorskip("fastapi")
     import xml.etree.ElementTree as ET
 

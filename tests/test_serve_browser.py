@@ -453,8 +453,8 @@ def test_the_page_refuses_a_damaged_file_as_zoo_audit_does_and_reads_a_folder_as
 ):
     """Bytes appended to a registered file, a truncated download, a forged offset, an
     empty file, a header that is not JSON: each is what `zoo audit` refuses, in its words
-    (the page hashed what the offsets named, and called a file with a payload appended
-    "known ... bit for bit"). A folder's files are read as zoo audit reads the folder:
+    (hashing only what the offsets name would call a file with a payload appended "known
+    ... bit for bit"). A folder's files are read as zoo audit reads the folder:
     model.safetensors when it is there, whatever other .safetensors lie beside it."""
     import json
     import struct
