@@ -200,7 +200,8 @@ def test_show_reads_imports_aliases_and_files_as_their_tables_hold_them(
 
     from zoo.db.models import Alias, ArtifactFile, ImportRecord
 
-    folder = tiny_dir("gpt2")
+    folder = tmp_path / "gpt2"  # a copy: the cached tiny folder is every test's
+    shutil.copytree(tiny_dir("gpt2"), folder)
     (folder / "tokenizer_config.json").write_text('{"model_max_length": 8}')
     first = registry.import_checkpoint(folder)
     copy = tmp_path / "copy"

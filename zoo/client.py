@@ -518,12 +518,9 @@ def _parts(stack: contextlib.ExitStack, folder: Path, names: list[str]) -> list:
 def _q(name, missing: str = "No artifact named ''. Run `zoo ls` to see what is registered.") -> str:
     """A name in a URL path, refused here as the local registry refuses it: text, UTF-8,
     not empty (an empty segment would reach another route; ``missing`` says so)."""
-    if not isinstance(name, str):
-        raise InvalidInputError(f"A name is text, not a {type(name).__name__} ({name!r:.40}).")
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInputError(f"The name {name!a} is not UTF-8 text.") from None
+    from zoo.db.entities import check_name_text
+
+    check_name_text(name)
     if not name:
         raise errors.NotFoundError(missing)
     return quote(name, safe="")
@@ -718,7 +715,7 @@ __all__ = ["RemoteRegistry", "artifact_from_json", "endpoint_from_env"]
 
 def _check_out(out, force: bool, max_shard_size=None) -> None:
     """Refuse, before asking the server for any work, an --out zoo would not write."""
-    from zoo.api.export import check_out_dir, parse_size
+    from zoo.api.export import check_out_dir, out_path, parse_size
     from zoo.errors import InvalidInputError
 
     if out is None:
@@ -729,8 +726,4 @@ def _check_out(out, force: bool, max_shard_size=None) -> None:
         return
     if max_shard_size is not None:
         parse_size(max_shard_size)
-    if isinstance(out, bytes) or not isinstance(out, (str, os.PathLike)):
-        raise InvalidInputError(f"--out is a folder's path, not a {type(out).__name__}.")
-    if not os.fspath(out).strip() or "\x00" in os.fspath(out):
-        raise InvalidInputError(f"--out {os.fspath(out)!r} names no folder.")
-    check_out_dir(Path(out), force=force)
+    check_out_dir(out_path(out), force=force)

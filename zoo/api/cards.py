@@ -13,6 +13,10 @@ from typing import Any
 #: Front-matter keys a derived card takes from its source's card.
 INHERITED = ("license", "license_name", "license_link")
 
+#: The tags of the card zoo writes for a folder it derived; an import reads them to tell
+#: that card from a model's own.
+DERIVED_TAGS = ("zoo", "learngene")
+
 
 def model_card(
     plan,
@@ -36,7 +40,7 @@ def model_card(
     meta: dict[str, Any] = {"base_model": base}
     source_card = source_card or {}
     meta |= {k: source_card[k] for k in INHERITED if source_card.get(k) not in (None, "")}
-    meta |= {"library_name": "transformers", "tags": ["zoo", "learngene"]}
+    meta |= {"library_name": "transformers", "tags": list(DERIVED_TAGS)}
     recipe = plan.recipe
     how = recipe.method + (f" ({recipe.wavelet})" if recipe.wavelet else "")
     rules = f"rescale `{recipe.rescale}`"

@@ -27,6 +27,7 @@ from zoo.db.entities import (
     FileRecord,
     Page,
     TensorRecord,
+    check_name_text,
 )
 from zoo.errors import (
     ConfigMismatchError,
@@ -37,6 +38,8 @@ from zoo.errors import (
     UnknownFamilyError,
 )
 from zoo.progress import progress_bar
+
+from .cards import DERIVED_TAGS
 
 
 def _check_layout(family: str, ckpt) -> None:
@@ -253,7 +256,7 @@ def _prepare(
     card_meta = card_metadata(card.data.decode("utf-8", "replace")) if card else {}
     bases, relation = base_models(card_meta)
     tags = card_meta.get("tags")
-    zoo_card = isinstance(tags, list) and {"zoo", "learngene"} <= set(map(str, tags))
+    zoo_card = isinstance(tags, list) and set(DERIVED_TAGS) <= set(map(str, tags))
     layers, hidden = model_size(family, config)
     return _Prepared(
         name=name,
@@ -594,11 +597,9 @@ def search(
     ):
         if text is None:
             continue
-        if not isinstance(text, str):
-            raise InvalidInputError(f"A {what} is text, not a {type(text).__name__}.")
+        check_name_text(text, what)  # UTF-8 text, as every database takes it
         if "\x00" in text:  # no name holds it; PostgreSQL refuses it
             raise InvalidInputError(f"A {what} cannot hold a NUL character.")
-        queries.check_lookup(text, what)  # UTF-8 text, as every database takes it
     with reg.session() as session:
         filters = Filters(
             kind=kind,

@@ -157,14 +157,18 @@ def _draws(method: str | None) -> bool:
 
 def _within(root: int, up_edges: list[EdgeInfo], depth: int | None) -> set[int]:
     """The ancestors (and ``root``) fewer than ``depth`` edges up from ``root``."""
+    parents: dict[int, list[int]] = {}
+    for e in up_edges:
+        parents.setdefault(e.child_id, []).append(e.parent_id)
     distance = {root: 0}
     frontier = [root]
-    while frontier:
+    while frontier:  # breadth first: each node at its shortest distance
         step = []
-        for e in up_edges:
-            if e.child_id in frontier and e.parent_id not in distance:
-                distance[e.parent_id] = distance[e.child_id] + 1
-                step.append(e.parent_id)
+        for child in frontier:
+            for parent in parents.get(child, ()):
+                if parent not in distance:
+                    distance[parent] = distance[child] + 1
+                    step.append(parent)
         frontier = step
     return {i for i, d in distance.items() if depth is None or d < depth}
 

@@ -213,11 +213,7 @@ def _check_out(reg, out, force: bool, max_shard_size) -> Path | None:
         return None
     if max_shard_size is not None:
         export.parse_size(max_shard_size)
-    if not isinstance(out, (str, os.PathLike)) or isinstance(out, bytes):
-        raise InvalidInputError(f"--out is a folder's path, not a {type(out).__name__}.")
-    if not os.fspath(out).strip() or "\x00" in os.fspath(out):
-        raise InvalidInputError(f"--out {os.fspath(out)!r} names no folder.")
-    out = Path(out)
+    out = export.out_path(out)
     export.check_out_dir(out, force=force, **guards(reg, out))
     return out
 

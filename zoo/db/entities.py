@@ -170,6 +170,18 @@ def summary_from_row(row) -> ArtifactSummary:
     )
 
 
+def check_name_text(name, what: str = "name") -> None:
+    """Refuse a name to look up that no database can hold: one that is not text, or not
+    UTF-8 text (a lone surrogate, which every driver refuses to encode). Checked by the
+    registry before any statement and by a client before any request."""
+    if not isinstance(name, str):
+        raise InvalidInputError(f"A {what} is text, not a {type(name).__name__} ({name!r:.40}).")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"The {what} {name!a} is not UTF-8 text.") from None
+
+
 def parse_cursor(cursor: str | None) -> int | None:
     """The last id of the page before, which a listing cursor (``Page.next``) names; None
     for a first page. Checked by both readers of a page (SQLAlchemy's and sqlite3's)."""

@@ -32,6 +32,7 @@ from zoo.db.entities import (
     FileRecord,
     ImportInfo,
     TensorRecord,
+    check_name_text,
     loads,
 )
 from zoo.db.models import (
@@ -799,14 +800,9 @@ def resolve(
 
 def check_lookup(query, what: str = "name") -> None:
     """Refuse, before any statement, a looked-up name no database can hold: one that is not
-    text or not UTF-8 text (a lone surrogate, which every driver refuses to encode) is bad
-    input; one with NUL (PostgreSQL refuses it in text, SQLite finds nothing) names nothing."""
-    if not isinstance(query, str):
-        raise InvalidInputError(f"A {what} is text, not a {type(query).__name__} ({query!r:.40}).")
-    try:
-        query.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInputError(f"The {what} {query!a} is not UTF-8 text.") from None
+    UTF-8 text is bad input (:func:`~zoo.db.entities.check_name_text`); one with NUL
+    (PostgreSQL refuses it in text, SQLite finds nothing) names nothing."""
+    check_name_text(query, what)
     if "\x00" in query:
         raise NotFoundError(f"Nothing is named {query!r} (a name holds no NUL).", query=query)
 

@@ -100,13 +100,11 @@ def folder_key(info) -> str:
     built before is not served after."""
     key = f"{info.content_hash}.{info.kind}"
     if info.files:
-        stored = "".join(f"{f.name}\0{f.digest}\n" for f in sorted(info.files, key=_name))
+        stored = "".join(
+            f"{f.name}\0{f.digest}\n" for f in sorted(info.files, key=lambda f: f.name)
+        )
         key += "-" + hashlib.sha256(stored.encode()).hexdigest()[:12]
     return key
-
-
-def _name(record) -> str:
-    return record.name
 
 
 _KEY = re.compile(r"[0-9a-f]{64}\.[a-z]+(?:-[0-9a-f]{12})?")
