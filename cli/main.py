@@ -715,7 +715,10 @@ def bench_group() -> None:
     "tokenizer (default: train a small one on bytes).",
 )
 @click.option("--source-size", help="LAYERSxHIDDEN of a source trained here (default 4x128).")
-@click.option("--target-size", help="LAYERSxHIDDEN (default: half for l2s, double for s2l).")
+@click.option(
+    "--target-size",
+    help="LAYERSxHIDDEN (default: half for l2s, double for s2l, in whole heads).",
+)
 @click.option("--methods", help="Comma-separated, e.g. scratch,weight-selection,dwt:db2:fan.")
 @click.option("--seeds", type=int, default=3, show_default=True)
 @click.option("--steps", type=int, default=400, show_default=True)

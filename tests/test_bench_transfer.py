@@ -421,6 +421,30 @@ def test_micro_run_report(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.parametrize("family", ["gpt2", "bert", "llama"])
+@pytest.mark.parametrize("direction", ["l2s", "s2l"])
+@pytest.mark.parametrize("size", ["2x32", "4x128", "3x96", "1x64", "2x48"])
+def test_the_default_target_is_a_size_zoo_builds_from_the_source(family, direction, size):
+    """Half or double on both axes, but never a width between whole heads: a 2x32 source
+    (one head of 32) shrinks to 1x32, not to 1x16, which zoo refuses (head_dim is kept)."""
+    from zoo.bench.transfer.models import source_config
+    from zoo.bench.transfer.run import default_target
+    from zoo.families import get_family
+    from zoo.families.base import TargetSize
+
+    layers, hidden = transfer.parse_size(size)
+    config = source_config(family, layers, hidden, seq=16)
+    heads = config.get("num_attention_heads") or config["n_head"]
+    target = default_target((layers, hidden), direction, hidden // heads)
+    grows = direction == "s2l"
+    assert (target[0] > layers or target[1] > hidden) == grows, target
+    assert (target[0] < layers or target[1] < hidden) != grows, target
+    built = get_family(family).target_config(config, TargetSize(*target))
+    assert get_family(family).axis_sizes(built)["hidden"] == target[1]
+    if size == "2x32" and direction == "l2s":
+        assert target == (1, 32)
+
+
 def test_recipe_norm_match_is_one_rule_and_default_unchanged():
     from zoo.derive import Recipe, derive_signal, signal_stats
     from zoo.families.base import SignalSpec

@@ -17,13 +17,30 @@ from zoo.errors import DeviceUnavailableError, InvalidInputError
 from . import data as bdata
 from .initializations import initialize, zoo_default_method
 from .methods import default_methods, parse_method
-from .models import CAUSAL, FAMILIES, build_model, default_lr, load_state, parse_size
+from .models import (
+    CAUSAL,
+    FAMILIES,
+    HEAD_DIM,
+    build_model,
+    default_lr,
+    load_state,
+    parse_size,
+)
 from .report import machine, plot, write_report
 from .sources import obtain_source, registered_source
 from .statistics import STEPS_RULE, add_targets, summarize
 from .training import flops_per_step, train
 
 DEFAULT_SOURCE_SIZE = "4x128"
+
+
+def default_target(src_size: tuple[int, int], direction: str, head_dim: int) -> tuple[int, int]:
+    """Half the source on both axes (l2s) or double (s2l), at least one layer and a width
+    that is a whole number of the source's heads: zoo keeps head_dim by default, so a
+    width between head sizes is a size it refuses."""
+    f = 0.5 if direction == "l2s" else 2
+    hidden = int(src_size[1] * f) // head_dim * head_dim
+    return max(1, int(src_size[0] * f)), max(head_dim, hidden)
 
 
 def run_transfer(
@@ -65,7 +82,7 @@ def run_transfer(
         direction: ``l2s`` (target smaller) or ``s2l`` (target larger).
         source_size, target_size: ``"LAYERSxHIDDEN"``; the source's defaults to 4x128 for
             a source trained here and is the registered source's own otherwise; the
-            target's to half (l2s) or double (s2l) the source on both axes.
+            target's to half (l2s) or double (s2l) the source on both axes, in whole heads.
         methods: method names (module doc); default :func:`default_methods`.
         seeds: a count (seeds 0..n-1) or explicit seeds; each seed fixes the data order,
             the mask draws and the random inits, and is shared by every method.
@@ -129,13 +146,15 @@ def run_transfer(
     try:
         tokenizer = None
         if source is not None:
-            family, src_size, tokenizer = registered_source(reg, source, family, source_size)
+            family, src_size, head_dim, tokenizer = registered_source(
+                reg, source, family, source_size
+            )
         else:
             family = family or "gpt2"
             src_size = parse_size(source_size or DEFAULT_SOURCE_SIZE)
+            head_dim = src_size[1] // max(1, src_size[1] // HEAD_DIM)
         if target_size is None:
-            f = 0.5 if direction == "l2s" else 2
-            target_size = (int(src_size[0] * f), int(src_size[1] * f))
+            target_size = default_target(src_size, direction, head_dim)
         tgt_size = parse_size(target_size)
         if min(*src_size, *tgt_size) < 1:
             raise InvalidInputError(f"Sizes must be positive: {src_size} -> {tgt_size}.")

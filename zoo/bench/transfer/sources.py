@@ -44,9 +44,11 @@ def source_tokenizer(reg, info):
         hf_logging.set_verbosity(quiet)
 
 
-def registered_source(reg, name: str, family: str | None, size) -> tuple[str, tuple[int, int], Any]:
-    """(family, (layers, hidden), tokenizer or None) of the registered source ``name``,
-    checked against what the caller asked for (None: take the source's)."""
+def registered_source(
+    reg, name: str, family: str | None, size
+) -> tuple[str, tuple[int, int], int, Any]:
+    """(family, (layers, hidden), head size, tokenizer or None) of the registered source
+    ``name``, checked against what the caller asked for (None: take the source's)."""
     from zoo.errors import InvalidInputError
     from zoo.families import get_family
 
@@ -72,7 +74,9 @@ def registered_source(reg, name: str, family: str | None, size) -> tuple[str, tu
             f"{info.name} has no tokenizer stored with it; the benchmark reads text in the "
             "source's own tokenizer (import the folder with its tokenizer files)."
         )
-    return info.family, own, tokenizer
+    heads = info.config.get("num_attention_heads") or info.config.get("n_head") or 1
+    head_dim = info.config.get("head_dim") or own[1] // heads
+    return info.family, own, head_dim, tokenizer
 
 
 def obtain_source(
