@@ -1261,6 +1261,9 @@ def test_depth_limits_and_cycle_refusal(registry, tiny_dir, tmp_path, run_cli):
     # An import is an edge too, from the folder into the artifact it made: at depth d,
     # those of the artifacts fewer than d edges up (none at depth 0).
     assert not alone.imports and "--import-->" not in alone.to_text()
+    # Edges hidden by the depth are not "no recorded lineage": the text says which.
+    assert alone.to_text() == f"{names[2]} (depth 0: no edges walked)"
+    assert alone.to_json()["depth"] == 0 and registry.lineage(names[2]).to_json()["depth"] is None
     imported = [registry.lineage(names[4], depth=d, down=False).imports for d in (1, 2, 9)]
     assert [sorted(registry.lineage(names[4]).nodes[i].name for i in m) for m in imported] == [
         [names[4]],

@@ -647,7 +647,7 @@ def lineage_from_json(d: dict[str, Any]):
 
     nodes = {n["id"]: Node(**n) for n in d["nodes"]}
     ids = {n.name: i for i, n in nodes.items()}
-    graph = Lineage(root=ids[d["root"]], nodes=nodes)
+    graph = Lineage(root=ids[d["root"]], nodes=nodes, depth=d.get("depth"))
     graph.edges = [_edge(e, EdgeInfo) for e in d["edges"]]
     graph.imports = {
         ids[name]: [

@@ -54,10 +54,12 @@ class Lineage:
     nodes: dict[int, Node] = field(default_factory=dict)
     edges: list[EdgeInfo] = field(default_factory=list)
     imports: dict[int, list[ImportInfo]] = field(default_factory=dict)
+    depth: int | None = None  # the walk's limit in edges; None: the whole graph
 
     def to_json(self) -> dict[str, Any]:
         return {
             "root": self.nodes[self.root].name,
+            "depth": self.depth,
             "nodes": [asdict(n) for n in self.nodes.values()],
             "edges": [
                 {
@@ -87,7 +89,9 @@ class Lineage:
                 f"{self.nodes[e.parent_id].label} --{e.relation}--> "
                 f"{self.nodes[e.child_id].label}{detail}"
             )
-        if not lines:
+        if not lines and self.depth == 0:  # every edge is one step away: none was walked
+            lines.append(f"{self.nodes[self.root].label} (depth 0: no edges walked)")
+        elif not lines:
             lines.append(f"{self.nodes[self.root].label} (no recorded lineage)")
         return "\n".join(lines)
 
@@ -189,7 +193,7 @@ def lineage(
         depth = None
     with reg.session() as session:
         root = queries.resolve(session, query)
-        graph_ = Lineage(root=root.id)
+        graph_ = Lineage(root=root.id, depth=depth)
         found: dict[int, EdgeInfo] = {}
         ancestry = {root.id}
         for direction, wanted in (("up", up), ("down", down)):
