@@ -416,7 +416,10 @@ def test_a_cards_base_model_is_an_edge_from_a_placeholder_until_it_is_imported(
     )
     assert "placeholder" in line and "zoo import org/base" in line
     code, out, err = run_cli("export", "org/base", "--out", str(tmp_path / "ph"))
-    assert code == 3 and "zoo import org/base" in err and not (tmp_path / "ph").exists()
+    assert code == 2 and "zoo import org/base" in err and not (tmp_path / "ph").exists()
+    # Every command that needs weights refuses a placeholder as bad input, alike.
+    for args in (("rederive", "org/base"), ("extract", "org/base")):
+        assert run_cli(*args)[0] == 2, args
 
     registry.tag("org/base", "the-base")  # an alias of the placeholder, moved with it
 

@@ -149,7 +149,7 @@ def export(reg, query: str, out: str | Path, *, force: bool = False, max_shard_s
         return again.out
     if info.kind == "placeholder":
         repo = info.info.get("repo_id", info.name)
-        raise NotFoundError(
+        raise InvalidInputError(  # as materialize, extract and rederive refuse it
             f"{info.name} is a placeholder for the Hub model {repo}, which a model card names "
             f"as its base; it holds no weights: import it first (`zoo import {repo}`)."
         )
