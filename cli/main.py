@@ -84,6 +84,22 @@ def cli() -> None:
     """
 
 
+def _iso_moment(ctx, param, value: str | None) -> str | None:
+    """Checked here too, so that the error names the option (the registry's names its
+    Python parameter); the registry reads the text itself."""
+    from datetime import datetime
+
+    try:
+        if value is not None:
+            datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 date or time (e.g. 2026-12-01 or "
+            "2026-12-01T14:30:00+01:00)"
+        ) from None
+    return value
+
+
 @cli.command("import")
 @click.argument("source")
 @click.option("--name", help="Registry name (default: the folder or repository name).")
@@ -128,14 +144,22 @@ LS_PAGE = 50  # artifacts on a page of `zoo ls`
     "pattern",
     help="Names or aliases matching this glob (* and ?, any case); plain text: containing it.",
 )
-@click.option("--min-layers", type=int)
-@click.option("--max-layers", type=int)
-@click.option("--min-hidden", type=int)
-@click.option("--max-hidden", type=int)
+@click.option("--min-layers", type=click.IntRange(min=0))
+@click.option("--max-layers", type=click.IntRange(min=0))
+@click.option("--min-hidden", type=click.IntRange(min=0))
+@click.option("--max-hidden", type=click.IntRange(min=0))
 @click.option("--derived-from", help="Only what descends (at any depth) from this artifact.")
 @click.option("--created-by", help="Only what this user registered.")
-@click.option("--created-after", help="ISO 8601 date or time, inclusive (UTC unless given).")
-@click.option("--created-before", help="ISO 8601 date or time, exclusive (UTC unless given).")
+@click.option(
+    "--created-after",
+    callback=_iso_moment,
+    help="ISO 8601 date or time, inclusive (UTC unless given).",
+)
+@click.option(
+    "--created-before",
+    callback=_iso_moment,
+    help="ISO 8601 date or time, exclusive (UTC unless given).",
+)
 @click.option(
     "--limit",
     type=click.IntRange(min=0),

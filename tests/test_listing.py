@@ -560,7 +560,9 @@ def test_ls_prints_a_first_page_and_the_command_for_the_next(registry, tiny_dir,
         code, out, _ = run_cli("ls", "--json", "--limit", "9" * 30, *more)
         assert code == 0 and [a["name"] for a in json.loads(out)["artifacts"]] == newest
     code, out, err = run_cli("ls", "--created-after", "yesterday")
-    assert code == 2 and "ISO 8601" in err
+    assert code == 2 and "ISO 8601" in err and "'--created-after'" in err
+    assert err.count("\n") == 1 and "created_after" not in err  # the option, not Python's
+    assert run_cli("ls", "--min-layers", "-1")[0] == 2  # no size is negative: a typo
     with pytest.raises(InvalidInputError):
         registry.search(limit=0)
 

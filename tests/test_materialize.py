@@ -755,6 +755,21 @@ def test_the_gpu_is_the_default_device_when_there_is_one(monkeypatch):
     assert resolve_device("cuda", prefer_gpu=True).type == "cuda"  # an explicit device wins
 
 
+def test_a_device_error_names_where_the_device_came_from(monkeypatch):
+    """$ZOO_DEVICE is set once and forgotten: an error caused by it says so."""
+    from zoo.api.tensors import resolve_device
+
+    monkeypatch.setenv("ZOO_DEVICE", "tpu")
+    with pytest.raises(InvalidInputError, match=r"^\$ZOO_DEVICE 'tpu' is not a torch device"):
+        resolve_device(None)
+    with pytest.raises(InvalidInputError, match=r"^'bogus' is not a torch device"):
+        resolve_device("bogus")  # an explicit device is what was given
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("ZOO_DEVICE", "cuda")
+    with pytest.raises(DeviceUnavailableError, match=r"\$ZOO_DEVICE 'cuda' was requested"):
+        resolve_device(None)
+
+
 def test_a_default_norm_rule_goes_only_with_its_recipe(registry, tiny_dir, monkeypatch):
     from zoo import defaults
 

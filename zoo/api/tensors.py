@@ -30,6 +30,8 @@ def resolve_device(device: str | None, *, prefer_gpu: bool = False):
         raise InvalidInputError("The device is empty; give cpu or cuda, or leave it out.")
     # An index is a GPU's, as torch reads it: device=0 is cuda:0, not "no device given".
     name = device if device is not None else os.environ.get("ZOO_DEVICE", "")
+    # Where the name came from, for the errors: the variable is set once and forgotten.
+    given = f"$ZOO_DEVICE {name!r}" if device is None else repr(name)
     if isinstance(name, int):
         name = f"cuda:{name}"
     if name == "":
@@ -37,13 +39,13 @@ def resolve_device(device: str | None, *, prefer_gpu: bool = False):
     try:
         dev = torch.device(name)
     except (RuntimeError, TypeError, ValueError, OverflowError) as exc:
-        raise InvalidInputError(f"{name!r} is not a torch device (try cpu or cuda).") from exc
+        raise InvalidInputError(f"{given} is not a torch device (try cpu or cuda).") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailableError(
-            f"--device {name} was requested but no CUDA GPU is available here; use --device cpu."
+            f"The device {given} was requested but no CUDA GPU is available here; use cpu."
         )
     if dev.type not in ("cpu", "cuda"):
-        raise InvalidInputError(f"Device {name!r} is not supported; use cpu or cuda.")
+        raise InvalidInputError(f"Device {given} is not supported; use cpu or cuda.")
     return dev
 
 
