@@ -489,9 +489,9 @@ def test_the_file_cache_keeps_a_folder_per_artifact_and_drops_what_it_cannot_rea
 
     FileCache(tmp_path)  # an empty folder: taken
     digest = "ab" * 32
-    info = SimpleNamespace(content_hash=digest, kind="source", files=())
+    info = SimpleNamespace(content_hash=digest, kind="source")
     card = SimpleNamespace(name="README.md", digest="cd" * 32)
-    carded = folder_key(SimpleNamespace(content_hash=digest, kind="source", files=(card,)))
+    carded = folder_key(info, (card,))
     assert carded.startswith(f"{folder_key(info)}-")  # its stored files' digests end it
     pending = ".pending-" + "1" * 32
     output_temp = f".{pending}.zoo-tmp-0123abcd-42-89abcdef"
@@ -767,12 +767,18 @@ def test_one_commit_names_one_set_of_files_and_a_corrected_card_is_served(tmp_pa
                 for rev in ("main", "4x32")
             )
             assert own == main
+            smaller = http.get("/tiny-bert/resolve/2x16/README.md")
+            assert smaller.status_code == 200 and "license: mit" not in smaller.text
             carded = tmp_path / "carded"
             shutil.copytree(tiny_dir("bert"), carded)
             (carded / "README.md").write_text("---\nlicense: mit\n---\n# corrected card\n")
             reg.import_checkpoint(carded)
             card = http.get("/tiny-bert/resolve/main/README.md")
             assert card.status_code == 200 and "corrected card" in card.text
+            # A size derived before the correction takes the source's license now: its
+            # folder is built again, not served from the cache.
+            smaller = http.get("/tiny-bert/resolve/2x16/README.md")
+            assert smaller.status_code == 200 and "license: mit" in smaller.text
             sha = http.get("/api/models/bert/revision/2x16").json()["sha"]
             config = http.get(f"/bert/resolve/{sha}/config.json")
             assert config.status_code == 200, config.text

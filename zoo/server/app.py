@@ -389,9 +389,16 @@ class Server:
 
     # --- files of a checkpoint, built once ----------------------------------------------
 
+    def folder_key(self, info) -> str:
+        """:func:`folder_key` of ``info`` with the side files its folder carries (a
+        derived checkpoint's are its source's: a corrected card reaches it)."""
+        from zoo.api.side_files import files_of
+
+        return folder_key(info, files_of(self.reg, info))
+
     async def export(self, info) -> str:
         """The cached HF folder of a source or derived artifact; returns its key."""
-        key = folder_key(info)
+        key = await self.db(self.folder_key, info)
         if self.cache.folder(key) is None:
             await self.work.run(("export", key), lambda: self._export(info, key))
         return key
@@ -411,9 +418,10 @@ class Server:
 
     async def materialize(self, query: str, params: dict[str, Any]):
         """Materialize once per distinct request and keep its files; returns the result's
-        artifact and config. Derivation is deterministic, so a request already answered
-        (same parent content, same parameters) is answered again from memory while its
-        files are in the cache; requests that arrive while it runs wait for it."""
+        artifact, config and cache folder. Derivation is deterministic, so a request
+        already answered (same parent content, same parameters) is answered again from
+        memory while its files are in the cache; requests that arrive while it runs wait
+        for it."""
         parent = await self.parent_key(query)
         # The request as asked, less what means "zoo decides": a Hub size revision sends
         # layers and hidden alone, the REST body every field with its default.
@@ -432,7 +440,7 @@ class Server:
         """Whether a remembered answer stands: its files are cached and its artifact is
         kept. After a `zoo rm` (here or in any other process) the size is derived and
         recorded again, as for a request never answered."""
-        if self.cache.folder(folder_key(artifact)) is None:
+        if self.cache.folder(self.folder_key(artifact)) is None:
             return False
         try:
             return self.reg.show(artifact.name).content_hash == artifact.content_hash
@@ -462,10 +470,11 @@ class Server:
         try:
             with _no_room_said_plainly():
                 result = self.reg.materialize(query, out=pending, **params)
-            self.cache.adopt(pending, folder_key(result.artifact))
+            folder = self.folder_key(result.artifact)
+            self.cache.adopt(pending, folder)
             # Recorded here, in the worker, before any waiter resumes: a request arriving
             # after the work ends finds the answer instead of starting it again.
-            self.done[key] = (result.artifact, result.config)
+            self.done[key] = (result.artifact, result.config, folder)
             return self.done[key]
         finally:
             remove_tree(pending)
@@ -967,7 +976,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         """Materialize a size (zoo materialize); its files are then under /files."""
         params = body.model_dump()
         query = check_query(params.pop("name"))
-        artifact, config = await server.materialize(query, params)
+        artifact, config, _folder = await server.materialize(query, params)
         return {
             "artifact": artifact.to_json(with_tensors=True),
             "config": config,

@@ -20,7 +20,6 @@ import re
 from fastapi import Request
 
 from zoo.errors import InvalidInputError, NotFoundError, StorageError, ZooError
-from zoo.server.work import folder_key
 
 # The OpenAPI tag of the routes a Hugging Face client calls (their query strings are its own).
 HUB_TAG = "hugging face"
@@ -110,7 +109,7 @@ def add_hf_routes(app, server, read) -> None:
         if spec:
             params = {"layers": int(spec.group(1)), "hidden": int(spec.group(2))}
             try:
-                made, _config = await server.materialize(repo, params)
+                made, _config, folder = await server.materialize(repo, params)
             except (InvalidInputError, NotFoundError, StorageError) as exc:
                 # A size this model cannot take, a family with nothing to make it from, a
                 # size the disk cannot hold: without the code huggingface_hub takes any
@@ -120,7 +119,7 @@ def add_hf_routes(app, server, read) -> None:
                 # Its own size is the artifact itself: one commit, one set of files (the
                 # derived record's card and metadata would differ under the same commit).
                 return await server.export(info)
-            return folder_key(made)
+            return folder
         if _COMMIT.fullmatch(revision):
             try:
                 found = await server.db(server.reg.show, revision)

@@ -89,20 +89,19 @@ _LEFTOVER_NAMES = re.compile(
 )
 
 
-def folder_key(info) -> str:
+def folder_key(info, files=()) -> str:
     """The cache folder of an artifact's files: its content hash, then its kind. A source
     and the same-size checkpoint derived from it hold the same tensors but not the same
     model card or safetensors metadata (each names its own artifact). The key starts with
     the content hash, whose first 40 hex digits are the commit the Hub routes answer.
 
-    The tokenizer, configs and card stored with the artifact are not in its hash, and an
-    import may replace them (a corrected card): their digests end the key, so a folder
-    built before is not served after."""
+    ``files`` are the tokenizer, configs and card the folder carries (the artifact's own,
+    or for what zoo derived, its source's: :func:`zoo.api.side_files.files_of`). They are
+    not in the content hash, and an import may replace them (a corrected card): their
+    digests end the key, so a folder built before is not served after."""
     key = f"{info.content_hash}.{info.kind}"
-    if info.files:
-        stored = "".join(
-            f"{f.name}\0{f.digest}\n" for f in sorted(info.files, key=lambda f: f.name)
-        )
+    if files:
+        stored = "".join(f"{f.name}\0{f.digest}\n" for f in sorted(files, key=lambda f: f.name))
         key += "-" + hashlib.sha256(stored.encode()).hexdigest()[:12]
     return key
 
