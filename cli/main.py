@@ -399,7 +399,16 @@ def config_show(as_json: bool) -> None:
             "registry": "the server's database and store; none is read here",
         }
     else:
-        s = load_settings().redacted()
+        from zoo.db.engine import check_db_url
+        from zoo.errors import InvalidInputError
+
+        settings = load_settings()
+        s = settings.redacted()
+        try:  # shown as it is, and said to be wrong: the commands that open it refuse it
+            check_db_url(settings.db_url)
+        except InvalidInputError as exc:
+            at = list(s).index("db_url_from") + 1
+            s = dict([*list(s.items())[:at], ("db_url_error", str(exc)), *list(s.items())[at:]])
     text = "\n".join(f"{k:<15} {v}" for k, v in s.items())
     _emit(as_json, s, text)
 

@@ -367,11 +367,14 @@ def test_a_mistyped_database_url_is_refused_without_its_password(
     any connection, with the password masked there and in `zoo config show`."""
     monkeypatch.setenv("ZOO_HOME", str(tmp_path))
     monkeypatch.setenv("ZOO_DB_URL", url)
-    code, out, err = run_cli("ls")
-    assert code == 2 and out == "" and err.count("\n") == 1, err
-    assert "hunter2" not in err and "***" in err, err
+    code, out, refusal = run_cli("ls")
+    assert code == 2 and out == "" and refusal.count("\n") == 1, refusal
+    assert "hunter2" not in refusal and "***" in refusal, refusal
     code, out, err = run_cli("config", "show")
     assert code == 0 and "hunter2" not in out and "***" in out, out + err
+    # It says the URL is wrong, in the words the refusal used.
+    code, out, _ = run_cli("config", "show", "--json")
+    assert json.loads(out)["db_url_error"] == refusal.strip().removeprefix("zoo: error: ")
 
 
 @pytest.mark.postgres
@@ -447,6 +450,7 @@ def test_config_show_masks_secrets(run_cli, monkeypatch):
         assert code == 0, err
         assert "hunter2" not in out and "sekrit2" not in out and secret not in out
         assert "***" in out and "db.example" in out and s3_store_url in out
+        assert "db_url_error" not in out  # a URL that is right is not called wrong
 
 
 def test_config_show_names_the_s3_endpoint_and_where_it_came_from(run_cli, monkeypatch):

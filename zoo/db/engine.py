@@ -115,8 +115,10 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_shared_in_child)
 
 
-def _target(url: str, *, create_folder: bool) -> SQLiteFile | None:
-    """What ``url`` opens: a checked SQLite file, or None for a server's database."""
+def check_db_url(url: str):
+    """``url`` parsed, when it is a URL zoo can open: SQLite or PostgreSQL, a numeric
+    port, no unescaped '@' in its password; InvalidInputError, in one line with the
+    password masked, when not. Nothing is opened."""
     try:
         parsed = make_url(url)
         parsed.port  # noqa: B018 -- a port that is not a number fails here, not at connect
@@ -136,6 +138,12 @@ def _target(url: str, *, create_folder: bool) -> SQLiteFile | None:
             f"Database URL {redact_url(url)!r} holds an '@' in its password or user name; "
             "write it as %40."
         )
+    return parsed
+
+
+def _target(url: str, *, create_folder: bool) -> SQLiteFile | None:
+    """What ``url`` opens: a checked SQLite file, or None for a server's database."""
+    parsed = check_db_url(url)
     if parsed.get_backend_name() == "sqlite":
         return sqlite_file(url, parsed.database, create_folder=create_folder)
     return None
