@@ -329,13 +329,35 @@ def test_damaged_blobs_are_restored_and_every_hint_says_how(reg, tmp_path, run_c
     _damage(store, src_own[0])
     moved = shutil.move(src_dir, tmp_path / "moved")
     code, out, _ = run_cli("verify", "--repair")
-    assert code == 6 and f"zoo import {src_dir}" in out, out
+    assert code == 6 and f"from its folder, {src_dir}, no longer on this machine" in out, out
     code, _, err = run_cli("import", str(moved))
     assert code == 0 and store.verify(src_own[0]), err
     # Imported from two folders, the first since gone: repair reads the one still there.
     _damage(store, src_own[0])
     code, out, _ = run_cli("verify", "--repair")
     assert code == 0 and "restored 1 damaged blob" in out and store.verify(src_own[0]), out
+
+
+def test_a_blob_shared_with_a_lost_source_is_not_promised_by_rederiving(reg, tmp_path, run_cli):
+    """A weight-selection size keeping whole layers shares its source's tensors: with the
+    source's folder gone, re-deriving would read the very blob that is damaged, so verify
+    names the folder to bring back rather than a repair that cannot work."""
+    src_dir = save_tiny("bert", tmp_path / "src")
+    src = reg.import_checkpoint(src_dir)
+    hidden = src.config["hidden_size"]
+    m = reg.materialize(
+        src.name, layers=1, hidden=hidden, method="weight-selection", device="cpu", store=True
+    )
+    matrices = {t.digest for t in src.tensors if len(t.shape) == 2}
+    shared = sorted(matrices & {t.digest for t in m.artifact.tensors})
+    assert shared, "a kept layer is its source's, tensor for tensor"
+    _damage(reg.store, shared[0])
+    code, out, _ = run_cli("verify")
+    assert code == 6 and f"reads it again from {src_dir}" in out, out
+    shutil.move(src_dir, tmp_path / "moved")
+    code, out, _ = run_cli("verify")
+    assert code == 6 and "re-derives" not in out, out
+    assert f"import {src.name} again from its folder, {src_dir}, no longer on this machine" in out
 
 
 def _as(folder: Path, dest: Path, dtype: torch.dtype, keep=lambda name, t: False) -> Path:

@@ -537,6 +537,59 @@ def test_verify_finds_changed_bytes(registry, family, run_cli):
     assert {p.problem for p in registry.verify().problems} == {"corrupt", "missing"}
 
 
+def test_a_folder_at_a_blobs_name_is_reported_and_left_where_it_is(registry, family, run_cli):
+    """A folder is not a blob zoo wrote: verify names it (not a traceback that hides every
+    other problem), repair and gc leave it and what it holds, and gc never counts a
+    folder under an unneeded blob's name as something to sweep."""
+    victim = _own_digests(family["src"], family["other"])[0]
+    path = registry.store._path(victim)
+    path.unlink()
+    path.mkdir()
+    (path / "mine.txt").write_text("not zoo's")
+    corrupt = _own_digests(family["other"], family["src"])[0]
+    other_path = registry.store._path(corrupt)
+    other_path.write_bytes(b"x" + other_path.read_bytes()[1:])
+    stray = registry.store._path(sha256_hex(b"unneeded"))
+    stray.mkdir(parents=True)
+    (stray / "notes").write_text("mine too")
+    past = time.time() - 3 * DAY
+    os.utime(stray, (past, past))
+
+    report = registry.verify()
+    assert {(p.digest, p.problem) for p in report.problems} == {
+        (victim, "not a file"),
+        (corrupt, "corrupt"),
+    }
+    code, out, _ = run_cli("verify")
+    assert code == 6 and "move the folder at its name away, then:" in out, out
+    code, out, _ = run_cli("verify", "--repair")
+    assert code == 6 and "is a folder, not a file" in out, out
+    assert registry.store.verify(corrupt)  # the other damage was repaired all the same
+    for args in (("gc", "--dry-run", "--grace", "0s"), ("gc", "--grace", "0s")):
+        code, out, err = run_cli(*args)
+        assert code == 0 and "sweep 0 blobs" in out.replace("swept 0", "sweep 0"), out + err
+    assert (path / "mine.txt").read_text() == "not zoo's"
+    assert (stray / "notes").read_text() == "mine too"
+    # Moved away, the blob is restored like any missing one.
+    shutil.move(path, path.parent / "moved-away")
+    code, out, _ = run_cli("verify", "--repair")
+    assert code == 0 and registry.store.verify(victim), out
+
+
+def test_an_unneeded_blob_of_the_wrong_size_is_written_again_not_reused(registry, tiny_dir):
+    """A truncated blob no row needs (left for gc) is not taken as the content an import
+    brings: the import writes it again, so the new row never points at damaged bytes."""
+    src = registry.import_checkpoint(tiny_dir("gpt2"), name="tg")
+    big = max(src.tensors, key=lambda t: t.nbytes)
+    registry.rm("tg")
+    registry.gc(grace="0s")
+    path = registry.store._path(big.digest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"abc")
+    registry.import_checkpoint(tiny_dir("gpt2"), name="tg-again")
+    assert registry.store.verify(big.digest) and registry.verify("tg-again").ok
+
+
 # --- a store shared by two registries --------------------------------------------------------
 
 

@@ -127,6 +127,11 @@ class BlobMissingError(ZooError, FileNotFoundError):
         self.digest = digest
 
 
+class BlobNotAFileError(BlobMissingError):
+    """Something other than a file (a folder) is at a blob's name: not zoo's, so zoo
+    neither reads it nor replaces it."""
+
+
 class BlobCorruptError(ZooError, OSError):
     """A stored blob's bytes no longer match its content hash."""
 

@@ -235,7 +235,7 @@ def _prepare(
                     # Importing a registered checkpoint again restores its damaged blobs.
                     reg.store.rewrite(t.digest, read())
                 # Not has-then-put: a reused blob gets a fresh time so gc leaves it alone.
-                reg.store.put_if_absent(t.digest, read)
+                reg.store.put_if_absent(t.digest, read, t.nbytes)
                 ckpt.release(t.name)
                 bar.update(t.nbytes)
 
@@ -249,7 +249,7 @@ def _prepare(
             )
         side = find_side_files(ckpt.root)
         for f in side:
-            reg.store.put_if_absent(f.digest, functools.partial(bytes, f.data))
+            reg.store.put_if_absent(f.digest, functools.partial(bytes, f.data), len(f.data))
         files = {**ckpt.files, **{f.name: f.digest for f in side}}
         config = ckpt.config
     card = next((f for f in side if f.role == "card"), None)

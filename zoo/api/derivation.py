@@ -997,7 +997,9 @@ class Sink:
             self.known.add(t, rec.digest)  # a later view of the same memory is not hashed again
         if self.folder is not None:
             self.folder.put(name, data if data is not None else tio.raw_bytes(t))
-        if self.store is not None and not (data is None and self.store.keep(rec.digest)):
+        if self.store is not None and not (
+            data is None and self.store.keep(rec.digest, rec.nbytes)
+        ):
             self.store.put(data if data is not None else tio.raw_bytes(t), rec.digest)
         self._done(rec, t if self.keep else None)
 

@@ -35,7 +35,13 @@ from zoo.db.models import (
     FamilyDefault,
     ImportRecord,
 )
-from zoo.errors import BlobCorruptError, ConflictError, InvalidInputError, NotFoundError
+from zoo.errors import (
+    BlobCorruptError,
+    BlobNotAFileError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+)
 
 DEFAULT_GRACE = "24h"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -572,6 +578,8 @@ def _verify(reg, query: str | None, *, workers: int | None) -> VerifyReport:
             return digest, len(store.get(digest)), None, ""
         except BlobCorruptError as exc:
             return digest, 0, "corrupt", str(exc)
+        except BlobNotAFileError as exc:  # a folder the user put there: theirs to move
+            return digest, 0, "not a file", str(exc)
         except FileNotFoundError:
             return digest, 0, "missing", ""
 
@@ -592,7 +600,9 @@ def _verify(reg, query: str | None, *, workers: int | None) -> VerifyReport:
             p,
             tuple(sorted({h.name for h in held.get(d, [])})),
             m,
-            fix_hint(held.get(d, [])),
+            f"move the folder at its name away, then: {fix_hint(held.get(d, []))}"
+            if p == "not a file"
+            else fix_hint(held.get(d, [])),
         )
         for d, p, m in bad
     )

@@ -62,7 +62,22 @@ def holders(session: Session, digests) -> dict[str, list[Holder]]:
             held = found.setdefault(digest, [])
             if all(h.artifact_id != row.id for h in held):  # a tensor and a file alike
                 held.append(_holder(session, row))
-    return {d: sorted(h, key=lambda h: _ORDER[h.how]) for d, h in found.items()}
+    return {d: sorted(_able(session, h), key=lambda h: _ORDER[h.how]) for d, h in found.items()}
+
+
+def _able(session: Session, held: list[Holder]) -> list[Holder]:
+    """``held``, less the learngenes and derived checkpoints made from another holder of
+    the same blob that zoo cannot restore: extracting or deriving again would read the
+    very blob that is damaged (a weight-selection size shares its source's tensors)."""
+    from zoo.db.graph import is_ancestor
+
+    lost = [h for h in held if not h.how]
+    return [
+        h
+        for h in held
+        if h.how not in ("recompute", "rederive")
+        or not any(is_ancestor(session, x.artifact_id, h.artifact_id) for x in lost)
+    ]
 
 
 # Sources first (a learngene is extracted again from its source's blobs), then learngenes
@@ -93,7 +108,7 @@ def _holder(session: Session, row: Artifact) -> Holder:
 def fix_hint(holders_of_blob: list[Holder]) -> str:
     """What restores one blob, in words a user can act on."""
     if not holders_of_blob:
-        return "no kept artifact holds it"
+        return "no kept artifact holds it: `zoo gc` sweeps it once past its grace period"
     h = holders_of_blob[0]
     if h.how == "recompute":
         return f"`zoo verify --repair` extracts learngene {h.name} again from its source"
@@ -106,6 +121,8 @@ def fix_hint(holders_of_blob: list[Holder]) -> str:
             f"upload {h.name} again from {h.origin.removeprefix('upload:')} "
             "(`zoo import PATH` with ZOO_ENDPOINT set)"
         )
+    if h.origin and Path(h.origin).is_absolute() and not Path(h.origin).exists():
+        return f"import {h.name} again from its folder, {h.origin}, no longer on this machine"
     if h.origin:
         return f"import {h.name} again: `zoo import {h.origin}`"
     return f"restore the store from a backup, or remove {h.name} with `zoo rm`"

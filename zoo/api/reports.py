@@ -13,7 +13,7 @@ class BlobProblem:
     """A blob that kept rows need but that is missing, damaged or the wrong size."""
 
     digest: str
-    problem: str  # missing | corrupt | wrong-size
+    problem: str  # missing | corrupt | wrong-size | not a file
     artifacts: tuple[str, ...] = ()
     detail: str = ""
     fix: str = ""  # what restores it (see zoo.api.repair)

@@ -289,7 +289,7 @@ def store_tensors(
 
     def put(name: str) -> TensorRecord:
         rec, data = record(name, state[name], known)
-        if data is None and store.keep(rec.digest):
+        if data is None and store.keep(rec.digest, rec.nbytes):
             return rec  # read from this store: already there (and now freshened)
         if data is None:
             data = raw_bytes(state[name])

@@ -130,6 +130,14 @@ class BlobStore(ABC):
     def _touch(self, digest: str) -> None:
         """Set the blob's modification time to now."""
 
+    def stat(self, digest: str) -> tuple[int, float] | None:
+        """(size, modification time) of the stored blob, or None when there is none (or
+        something other than a file is at its name: nothing zoo wrote, so not a blob)."""
+        try:
+            return self.size(digest), self.modified(digest)
+        except FileNotFoundError:
+            return None
+
     def entries(self) -> Iterator[BlobEntry]:
         """Every stored blob with its size and modification time."""
         for digest in self.digests():
@@ -194,18 +202,20 @@ class BlobStore(ABC):
     @abstractmethod
     def _list_claims(self) -> list[str]: ...
 
-    def keep(self, digest: str) -> bool:
+    def keep(self, digest: str, size: int | None = None) -> bool:
         """Whether the blob is stored; if it is, make sure a sweep will not take it now.
 
         Call this instead of :meth:`has` before pointing a new row at an existing blob:
         an old blob gets a fresh modification time, so ``zoo gc`` (which sweeps only
         unreferenced blobs older than its grace period) leaves it alone until the row is
-        committed.
+        committed. With ``size`` (the bytes the caller holds), a stored blob of another
+        size is damaged (a truncated file no row needed, left for gc): not kept, so the
+        caller writes it again, atomically, rather than point a new row at it.
         """
-        try:
-            age = time.time() - self.modified(digest)
-        except FileNotFoundError:
+        found = self.stat(digest)
+        if found is None or (size is not None and found[0] != size):
             return False
+        age = time.time() - found[1]
         if age > self.freshen_after_s:
             try:
                 self._touch(digest)
@@ -213,14 +223,17 @@ class BlobStore(ABC):
                 return False
         return True
 
-    def put_if_absent(self, digest: str, read: Callable[[], bytes | memoryview]) -> bool:
-        """Keep the blob if it is stored, else store ``read()``; True when it was written.
+    def put_if_absent(
+        self, digest: str, read: Callable[[], bytes | memoryview], size: int | None = None
+    ) -> bool:
+        """Keep the blob if it is stored (at ``size`` bytes, when given: see :meth:`keep`),
+        else store ``read()``; True when it was written.
 
         One existence check (one request on S3), and the bytes are read only when needed.
         ``read`` must return the bytes ``digest`` names (the caller hashed them).
         """
         check_digest(digest)
-        if self.keep(digest):
+        if self.keep(digest, size):
             return False
         self._write(digest, read())
         return True
@@ -231,7 +244,7 @@ class BlobStore(ABC):
         ``digest`` may be passed when the caller already hashed these exact bytes.
         """
         digest = check_digest(digest) if digest else sha256_hex(data)
-        if self.keep(digest):
+        if self.keep(digest, memoryview(data).nbytes):
             return digest, False
         self._write(digest, data)
         return digest, True
@@ -293,6 +306,6 @@ class BlobStore(ABC):
         """Whether the stored bytes still match ``digest`` (False if missing)."""
         try:
             self.get(digest)
-        except (BlobCorruptError, FileNotFoundError):
+        except (BlobCorruptError, FileNotFoundError, IsADirectoryError):
             return False
         return True

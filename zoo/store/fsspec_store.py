@@ -182,6 +182,15 @@ class FsspecStore(BlobStore):
     def size(self, digest: str) -> int:
         return int(self._info(digest)["size"])
 
+    def stat(self, digest: str) -> tuple[int, float] | None:
+        try:  # one request for both (a HEAD on S3)
+            info = self.fs.info(self._path(digest))
+        except FileNotFoundError:
+            return None
+        if info.get("type", "file") != "file":
+            return None
+        return int(info["size"]), self._mtime(info)
+
     def modified(self, digest: str) -> float:
         return self._mtime(self._info(digest))
 

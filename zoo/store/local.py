@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from zoo.errors import BlobMissingError
+from zoo.errors import BlobMissingError, BlobNotAFileError
 from zoo.store.base import (
     TEMP_PREFIX,
     BlobEntry,
@@ -35,8 +36,17 @@ class LocalStore(BlobStore):
     def has(self, digest: str) -> bool:
         return self._path(digest).is_file()
 
+    def stat(self, digest: str) -> tuple[int, float] | None:
+        try:
+            st = self._path(digest).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return (st.st_size, st.st_mtime) if stat.S_ISREG(st.st_mode) else None
+
     def _write(self, digest: str, data: bytes | memoryview) -> None:
         final = self._path(digest)
+        if final.is_dir():  # not zoo's: a blob is a file, so it stays where it is
+            raise self._not_a_file(digest)
         final.parent.mkdir(parents=True, exist_ok=True)
         # A unique temporary name per writer: two processes storing the same blob each
         # write their own file, and the last rename wins with identical bytes.
@@ -56,6 +66,16 @@ class LocalStore(BlobStore):
             return self._path(digest).read_bytes()
         except FileNotFoundError:
             raise self._missing(digest) from None
+        except IsADirectoryError:
+            raise self._not_a_file(digest) from None
+
+    def _not_a_file(self, digest: str) -> BlobNotAFileError:
+        return BlobNotAFileError(
+            f"Blob {digest[:12]} in {self.url} is a folder, not a file; zoo does not remove "
+            f"what it did not write: move {self._path(digest)} away, then `zoo verify "
+            "--repair` restores the blob if zoo can produce it again.",
+            digest=digest,
+        )
 
     def read_into(self, digest: str, buffer: memoryview) -> None:
         # Straight from the file into the caller's memory: one copy, no ``bytes`` object.
@@ -64,6 +84,8 @@ class LocalStore(BlobStore):
             f = open(self._path(digest), "rb", buffering=0)  # noqa: SIM115 (closed below)
         except FileNotFoundError:
             raise self._missing(digest) from None
+        except IsADirectoryError:
+            raise self._not_a_file(digest) from None
         view = buffer.cast("B")
         with f:
             done = 0
@@ -132,7 +154,9 @@ class LocalStore(BlobStore):
     def digests(self) -> Iterator[str]:
         for sub in self._folders():
             for f in sorted(sub.iterdir()):
-                if is_blob(sub.name, f.name):
+                # A folder under a blob's name is not one zoo wrote: never listed, so
+                # never swept.
+                if is_blob(sub.name, f.name) and f.is_file():
                     yield f.name
 
     def _folders(self) -> list[Path]:
@@ -143,9 +167,9 @@ class LocalStore(BlobStore):
 
     def entries(self) -> Iterator[BlobEntry]:
         for digest in self.digests():
-            with contextlib.suppress(FileNotFoundError):
-                st = self._path(digest).stat()
-                yield BlobEntry(digest, st.st_size, st.st_mtime)
+            found = self.stat(digest)
+            if found is not None:
+                yield BlobEntry(digest, *found)
 
     def temp_files(self) -> Iterator[Path]:
         """Temporary files left by writers that were killed mid-write."""
