@@ -346,7 +346,10 @@ def _raw_registry():
 def db_upgrade(revision: str, as_json: bool) -> None:
     """Upgrade the schema to REVISION (default head)."""
     before, after = _raw_registry().db_upgrade(revision)
-    _emit(as_json, {"before": before, "after": after}, f"schema {before or '(empty)'} -> {after}")
+    text = f"schema {before or '(empty)'} -> {after}"
+    if before == after:  # already there (also when another process upgraded it first)
+        text = f"schema {after}: already there, nothing to upgrade"
+    _emit(as_json, {"before": before, "after": after}, text)
 
 
 # A relative revision (-1) is the argument, not an unknown option.
@@ -375,7 +378,7 @@ def db_downgrade(revision: str, drop_data: bool, as_json: bool) -> None:
 def db_current(as_json: bool) -> None:
     """Print the database's schema revision and the one this zoo needs."""
     state = _raw_registry().db_current()
-    text = f"current {state['current'] or '(empty)'}  head {state['head']}"
+    text = f"current {state['current'] or '(empty)'}  head {state['head']}  ({state['state']})"
     _emit(as_json, state, text)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,38 @@ def test_cli_refuses_a_newer_schema_with_one_line_saying_upgrade_zoo(db_url, mon
     assert err.count("\n") == 1 and "newer than this zoo" in err and "db upgrade" not in err
 
 
+def test_a_schema_change_is_refused_on_a_newer_registry_or_a_database_not_zoos(
+    db_url, monkeypatch, run_cli
+):
+    """`zoo db upgrade` is the likely first move after a mistyped ZOO_DB_URL: it refuses a
+    database of someone else's tables (it installed zoo's schema beside them), and a
+    newer zoo's registry (a traceback), in one line, exit 5, as every command does; `zoo
+    db current` says what the database is to this zoo."""
+    monkeypatch.setenv("ZOO_DB_URL", db_url)
+    engine = db_engine.make_engine(db_url)
+    try:
+        with engine.begin() as c:
+            c.exec_driver_sql("CREATE TABLE notes (t VARCHAR(10))")
+        for args in (("db", "upgrade"), ("db", "downgrade", "base", "--drop-data")):
+            code, out, err = run_cli(*args)
+            assert code == 5 and out == "" and err.count("\n") == 1, (args, err)
+            assert "has tables but no zoo schema version" in err
+        assert set(inspect(engine).get_table_names()) == {"notes"}  # nothing added
+        code, out, _ = run_cli("db", "current", "--json")
+        assert code == 0 and json.loads(out)["state"] == "not a zoo registry"
+        with engine.begin() as c:
+            c.exec_driver_sql("DROP TABLE notes")
+    finally:
+        engine.dispose()
+    _stamp(db_url, "0999")
+    for args in (("db", "upgrade"), ("db", "downgrade", "0009", "--drop-data")):
+        code, out, err = run_cli(*args)
+        assert code == 5 and out == "" and err.count("\n") == 1, (args, err)
+        assert "at schema revision 0999, newer than this zoo knows" in err
+    code, out, _ = run_cli("db", "current")
+    assert code == 0 and "(newer than this zoo: upgrade zoo itself)" in out
+
+
 def test_after_downgrade_to_base_the_next_use_starts_a_fresh_schema(db_url, tmp_path):
     engine = db_engine.make_engine(db_url)
     db_engine.upgrade(engine)
@@ -148,7 +181,7 @@ def test_an_upgrade_goes_up_or_says_which_command_goes_down(run_cli, registry, t
     assert code == 2 and out == "" and err.count("\n") == 1, err
     assert "the database is at 0009, above 0008; `zoo db downgrade 0008` goes down" in err
     code, out, err = run_cli("db", "upgrade", "0009")  # where it is: nothing to do
-    assert code == 0 and out.strip() == "schema 0009 -> 0009", err
+    assert code == 0 and out.strip() == "schema 0009: already there, nothing to upgrade", err
     code, out, err = run_cli("db", "upgrade")
     assert code == 0 and out.strip() == "schema 0009 -> 0010", err
 

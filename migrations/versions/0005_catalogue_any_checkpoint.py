@@ -55,8 +55,15 @@ def upgrade() -> None:
 def downgrade() -> None:
     files = count(op.get_bind(), "artifact_files")
     placeholders = count(op.get_bind(), "artifacts", "kind = 'placeholder'")
+    aliased = count(
+        op.get_bind(),
+        "aliases",
+        "artifact_id IN (SELECT id FROM artifacts WHERE kind = 'placeholder')",
+    )
     losing(revision, files and f"the records of stored tokenizer, config and card files ({files})")
     placed = f"the placeholders of base models ({placeholders}) with their edges"
+    if aliased:
+        placed += f" and aliases ({aliased})"
     losing(revision, placeholders and placed)
     with op.batch_alter_table("artifact_files", schema=None) as batch_op:
         batch_op.drop_index("ix_artifact_files_digest")

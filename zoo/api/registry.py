@@ -505,10 +505,13 @@ class Registry:
         return db_engine.downgrade(self.engine, revision, drop_data=drop_data or drop_everything)
 
     def db_current(self) -> dict[str, str | None]:
-        """The database's schema revision and the one this zoo needs."""
+        """The database's schema revision, the one this zoo needs, and what the first is
+        to this zoo (``state``: up to date, out of date, newer than this zoo, empty, or
+        not a zoo registry)."""
         with self.engine.connect() as connection:
             current = db_engine.current_revision(connection)
-        return {"current": current, "head": db_engine.head_revision()}
+            state = db_engine.schema_state(connection)
+        return {"current": current, "head": db_engine.head_revision(), "state": state}
 
     # --- learngenes, materialization, lineage, audit --------------------------------------
 

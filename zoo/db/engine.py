@@ -355,7 +355,7 @@ def _is_known_revision(revision: str) -> bool:
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
     """Upgrade the schema; returns (revision before, revision after)."""
     with _schema_lock(engine) as connection:
-        before = current_revision(connection)
+        before = _zoos_revision(engine, connection, "upgrade")
         _run_alembic(connection, "upgrade", revision)
         return before, current_revision(connection)
 
@@ -369,9 +369,41 @@ def downgrade(
     registry recorded is rolled back and refused, naming every loss
     (:mod:`zoo.db.downgrades`)."""
     with _schema_lock(engine) as connection:
-        before = current_revision(connection)
+        before = _zoos_revision(engine, connection, "downgrade")
         _run_alembic(connection, "downgrade", revision, drop_data=drop_data)
         return before, current_revision(connection)
+
+
+def _zoos_revision(engine: Engine, connection: Connection, verb: str) -> str | None:
+    """The database's revision, when it is a zoo registry this zoo knows or an empty
+    database: a schema change to anything else is refused as every command refuses to
+    open it (a mistyped ZOO_DB_URL must not get zoo's tables, nor a newer zoo's
+    registry an older zoo's idea of its migrations)."""
+    current = current_revision(connection)
+    where = engine.url.render_as_string(True)
+    if current is None and _has_any_table(connection):
+        raise SchemaOutdatedError(
+            f"The database {where} has tables but no zoo schema version; `zoo db {verb}` "
+            "changes a zoo registry or an empty database, nothing else."
+        )
+    if current is not None and not _is_known_revision(current):
+        raise SchemaOutdatedError(
+            f"The database {where} is at schema revision {current}, newer than this zoo "
+            f"knows (its newest is {head_revision()}); upgrade zoo itself (pip install -U zoo)."
+        )
+    return current
+
+
+def schema_state(connection: Connection) -> str:
+    """In words, what the database is to this zoo."""
+    current = current_revision(connection)
+    if current is None:
+        return "not a zoo registry" if _has_any_table(connection) else "empty"
+    if current == head_revision():
+        return "up to date"
+    if not _is_known_revision(current):
+        return "newer than this zoo: upgrade zoo itself"
+    return "out of date: run `zoo db upgrade`"
 
 
 def _run_alembic(
