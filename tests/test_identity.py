@@ -400,6 +400,38 @@ def test_an_output_loaded_as_float32_and_saved_again_audits_as_known(reg, tmp_pa
     assert report.artifact.id == m.artifact.id and report.cast_from == [code]
 
 
+def test_an_audit_names_the_checkpoint_the_file_is_not_one_holding_its_tensors_and_more(
+    reg, tmp_path
+):
+    """A depth grow that repeats its source's layers holds every tensor of the source
+    under the same names, and the source every tensor of a layers-only shrink: a file not
+    matched whole by content (re-saved in float32, a config edited) is the checkpoint
+    whose recorded tensors it holds with none left over, not the first that holds them."""
+    import transformers
+
+    src_dir = save_tiny("llama", tmp_path / "src")
+    src = reg.import_checkpoint(_as(src_dir, tmp_path / "bf16", torch.bfloat16))
+    layers, hidden = src.config["num_hidden_layers"], src.config["hidden_size"]
+    shallow = reg.materialize(
+        src.name, layers=layers // 2, hidden=hidden, method="weight-selection", out=tmp_path / "s"
+    )
+    reg.materialize(src.name, layers=layers * 2, hidden=hidden, method="hypercloning")
+    for folder, expected in ((tmp_path / "bf16", src), (shallow.out, shallow.artifact)):
+        model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        model.save_pretrained(tmp_path / f"{folder.name}-f32")
+        report = reg.audit(tmp_path / f"{folder.name}-f32")
+        assert report.status == "known", report.to_text()
+        assert report.artifact.id == expected.id, report.to_text()
+        # And without a cast: the same tensors under an edited config.
+        edited = tmp_path / f"{folder.name}-edited"
+        shutil.copytree(folder, edited)
+        config = json.loads((edited / "config.json").read_text())
+        (edited / "config.json").write_text(json.dumps({**config, "use_cache": False}))
+        report = reg.audit(edited)
+        assert report.status == "known" and report.artifact.id == expected.id, report.to_text()
+        assert report.config_differs
+
+
 def test_a_float32_model_no_narrower_dtype_holds_stays_unknown(reg, tmp_path):
     """Widening is recognized only where it lost nothing: a float32 checkpoint whose
     values no bf16 holds is not its bf16 rounding, which is registered."""

@@ -272,13 +272,19 @@ def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
             row = _named_by_file(list(session.scalars(_by_hash(claimed[1]))), claimed)
         best = row
         if best is None and candidates:
+            # The most of the file's evidence held under the file's names, then the fewest
+            # recorded tensors the file lacks or holds otherwise: a 2-layer copy of a
+            # 4-layer source's first layers is the 2-layer checkpoint, and a source is
+            # not a depth grow that repeats its layers, though each holds every tensor.
             ranked = sorted(candidates.items(), key=lambda kv: (-kv[1], kv[0]))
-            best_overlap = -1
+            best_id, best_score = None, None
             for artifact_id, _ in ranked:
-                candidate = session.get(Artifact, artifact_id)
-                overlap = _overlap(queries.tensor_records(session, artifact_id), evidence)
-                if overlap > best_overlap:
-                    best, best_overlap = candidate, overlap
+                records = queries.tensor_records(session, artifact_id)
+                unmatched = len(records) - _overlap(records, file_tensors)
+                score = (_overlap(records, evidence), -unmatched)
+                if best_score is None or score > best_score:
+                    best_id, best_score = artifact_id, score
+            best = session.get(Artifact, best_id)
         if best is not None:
             best = _named_by_file([best, *queries.coinciding(session, best)], claimed) or best
         best_info = queries.to_info(session, best, same_content=True) if best else None
