@@ -412,6 +412,90 @@ def test_gc_forgetting_a_row_an_import_brings_back_keeps_it_whole(
     assert (out / "model.safetensors").stat().st_size > 1000
 
 
+@pytest.mark.parametrize("forgotten", [False, True], ids=["removed", "forgotten"])
+@pytest.mark.parametrize("out", [False, True], ids=["virtual", "out"])
+def test_a_materialization_whose_parent_goes_meanwhile_records_nothing(
+    registry, tiny_dir, tmp_path, monkeypatch, forgotten, out
+):
+    """`zoo rm` (and `zoo gc` forgetting the row) while a size is derived from it: the
+    record is refused in zoo's words (it hung under a removed parent, or failed on the
+    edge's foreign key as 'database error'), and no --out folder is written."""
+    import zoo
+    from zoo.api import materialize as mat
+
+    src = registry.import_checkpoint(tiny_dir("bert"), name="src")
+    lg = registry.extract(src.name, method="dwt", wavelet="haar", levels=1)
+    hook = "derived_name" if out else "record_derived"
+    real = getattr(mat, hook)
+
+    def removed_first(*args, **kwargs):
+        other = zoo.connect()
+        other.rm(src.name, cascade=True)
+        if forgotten:
+            other.gc(grace="0s")
+        other.close()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mat, hook, removed_first)
+    target = tmp_path / "small" if out else None
+    with pytest.raises(ConflictError, match=f"{lg.name} was removed while this materialization"):
+        registry.materialize(lg.name, layers=2, hidden=16, device="cpu", out=target)
+    monkeypatch.undo()
+    assert registry.list(kind="derived", include_deleted=True) == []
+    assert target is None or not target.exists()
+    assert registry.fsck().ok
+
+
+def test_rm_waits_for_a_record_under_way_and_then_keeps_its_parent(registry, tiny_dir):
+    """The record holds its parent's row from its start: an `rm` arriving meanwhile waits,
+    then sees the new child and refuses (it removed the parent beneath it)."""
+    import threading
+
+    import zoo
+    from zoo.api import record
+
+    src = registry.import_checkpoint(tiny_dir("bert"), name="src")
+    inside, go_on = threading.Event(), threading.Event()
+    real = record.parent_live
+
+    def held(*args, **kwargs):
+        real(*args, **kwargs)
+        if kwargs.get("lock"):
+            inside.set()
+            go_on.wait(3)
+
+    errors: list[Exception] = []
+
+    def remove():
+        other = zoo.connect()
+        try:
+            other.rm(src.name)
+        except Exception as exc:  # the refusal, checked below
+            errors.append(exc)
+        finally:
+            other.close()
+
+    record.parent_live = held
+    try:
+        made = threading.Thread(
+            target=lambda: registry.materialize(src.name, layers=2, hidden=16, device="cpu")
+        )
+        made.start()
+        assert inside.wait(60)
+        rm = threading.Thread(target=remove)
+        rm.start()
+        rm.join(1)  # waiting for the row
+        go_on.set()
+        made.join(60)
+        rm.join(60)
+    finally:
+        record.parent_live = real
+    assert [type(e) for e in errors] == [ConflictError], errors
+    assert "derived from it" in str(errors[0])
+    (child,) = registry.list(kind="derived")
+    assert not registry.show(src.name).deleted and not child.deleted
+
+
 def test_rm_of_a_row_another_rm_and_gc_took_meanwhile_is_one_line(registry, tiny_dir, monkeypatch):
     """Two `zoo rm` of one artifact, a gc forgetting it between the second's look-up and
     its write: the second says the artifact was removed, as if it had come later (it

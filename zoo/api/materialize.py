@@ -38,7 +38,7 @@ from zoo.errors import (
 
 from .derivation import Derivation, Sink
 from .plan import MaterializeRequest, Plan, make_plan, source_of
-from .record import derived_name, provenance, record_derived
+from .record import derived_name, parent_live, provenance, record_derived
 
 if TYPE_CHECKING:
     import torch
@@ -395,6 +395,8 @@ def _run(
             verify(sink)
         content_hash = manifest_hash(plan.target_config, sink.sorted_records())
         name = derived_name(reg, plan, content_hash)
+        with reg.session() as session:  # no folder for a record that would be refused
+            parent_live(session, plan)
         with _interrupts_deferred():  # the folder and its row appear together
             folder.commit(
                 config=plan.target_config,

@@ -69,6 +69,8 @@ def record_derived(
         return dataclasses.replace(info_of(session, row, tensors=False), tensors=tuple(records))
 
     def find(session: Session):
+        # The parent first, then the row: `zoo rm --cascade` locks them in that order.
+        parent_live(session, plan, lock=True)
         row = queries.find_by_content(session, "derived", content_hash, for_write=True)
         if row is None:
             return None
@@ -81,6 +83,7 @@ def record_derived(
         return link(session, row)
 
     def create(session: Session) -> ArtifactInfo:
+        parent_live(session, plan, lock=True)
         row = queries.insert_artifact(
             session,
             kind="derived",
@@ -98,6 +101,22 @@ def record_derived(
         return link(session, row, new=True)
 
     return reg.get_or_create(find, create)
+
+
+def parent_live(session: Session, plan: Plan, *, lock: bool = False) -> None:
+    """Refuse to record what was made from a parent removed (`zoo rm`) or forgotten
+    (`zoo gc`) while it was derived: its row would hang under a removed artifact, or its
+    edge point at none. ``lock``: the row is held until the caller's transaction ends,
+    so an `rm` waits for the record and then sees the child it must keep."""
+    from zoo.db.models import Artifact
+    from zoo.errors import ConflictError
+
+    row = session.get(Artifact, plan.parent.id, with_for_update=lock, populate_existing=True)
+    if row is None or row.deleted_at is not None:
+        raise ConflictError(
+            f"{plan.parent.name} was removed while this materialization ran; nothing was "
+            "recorded (materialize it again from what is kept)."
+        )
 
 
 def edge_recipe(plan: Plan, dev) -> dict[str, Any]:
