@@ -277,14 +277,7 @@ def show_cmd(name: str, tensors: bool, as_json: bool) -> None:
 @json_option
 def tag_cmd(name: str, alias: str, as_json: bool) -> None:
     """Point ALIAS at the artifact NAME, saying where it pointed before."""
-    from zoo.errors import NotFoundError
-
-    reg = _registry()
-    try:
-        before = reg.alias_history(alias)[0].artifact_name
-    except NotFoundError:  # a new alias (or a registry name, which tag refuses)
-        before = None
-    info = reg.tag(name, alias)
+    info, before = _registry().point_alias(name, alias)
     moved = f" (was {before})" if before not in (None, info.name) else ""
     _emit(
         as_json,

@@ -371,3 +371,35 @@ def test_opposite_links_at_once_never_make_a_cycle(db_url, tmp_path, tiny_dir):
         engine.dispose()
     declared = {(p, ch) for p, ch in edges}
     assert not {(ch, p) for p, ch in declared} & declared  # no two-node cycle
+
+
+def _tag_worker(i: int, db_url: str, store_url: str, names, barrier, queue) -> None:
+    try:
+        import zoo
+
+        reg = zoo.connect(db_url=db_url, store_url=store_url)
+        reg.list()
+        barrier.wait(timeout=120)
+        info, previous = reg.point_alias(names[i], "racer")
+        reg.close()
+        queue.put((i, "ok", (info.name, previous)))
+    except BaseException:
+        queue.put((i, "error", traceback.format_exc()))
+
+
+def test_tags_of_one_alias_at_once_each_say_what_they_moved(db_url, tmp_path, tiny_dir):
+    """Processes point one alias at different artifacts at the same moment: each says
+    the target it moved the alias from, which is the setting just before its own in the
+    alias's history (it read the history before tagging, and several claimed a new
+    alias or the same earlier target)."""
+    import zoo
+
+    store_url = str(tmp_path / "blobs")
+    reg = zoo.connect(db_url=db_url, store_url=store_url)
+    names = [reg.import_checkpoint(tiny_dir("gpt2", seed=s)).name for s in range(N_PROCS)]
+    results = run_processes(_tag_worker, lambda i: (i, db_url, store_url, names))
+    history = [s.artifact_name for s in reg.alias_history("racer")]
+    reg.close()
+    assert sorted(history) == sorted(names)
+    said = {name: previous for name, previous in results}
+    assert said == dict(zip(history, [*history[1:], None], strict=True)), (said, history)

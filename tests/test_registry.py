@@ -781,6 +781,7 @@ def test_every_error_class_carries_the_documented_exit_code_and_http_status():
         errors.NoRoomError: (11, 507),
         errors.SchemaOutdatedError: (5, 503),
         errors.BlobMissingError: (6, 500),
+        errors.BlobNotAFileError: (6, 500),
         errors.BlobCorruptError: (6, 500),
         errors.VerificationError: (6, 500),
         errors.DeviceUnavailableError: (7, 503),

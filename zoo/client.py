@@ -274,8 +274,11 @@ class RemoteRegistry:
         return artifact_from_json(self._call("GET", f"/api/artifacts/{_q(name)}"))
 
     def tag(self, name: str, alias: str):
+        return self.point_alias(name, alias)[0]
+
+    def point_alias(self, name: str, alias: str):
         body = self._call("POST", f"/api/artifacts/{_q(name)}/aliases", json={"alias": alias})
-        return artifact_from_json(body["artifact"])
+        return artifact_from_json(body["artifact"]), body.get("previous")
 
     def alias_history(self, alias: str):
         from zoo.db.entities import AliasSetting

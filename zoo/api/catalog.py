@@ -679,23 +679,29 @@ def show(reg, query: str) -> ArtifactInfo:
         return queries.to_info(session, queries.resolve(session, query), same_content=True)
 
 
-def tag(reg, query: str, alias: str) -> ArtifactInfo:
-    """Point ``alias`` at the artifact ``query`` names (moving it if it pointed elsewhere)."""
+def tag(reg, query: str, alias: str) -> tuple[ArtifactInfo, str | None]:
+    """Point ``alias`` at the artifact ``query`` names (moving it if it pointed elsewhere);
+    returns the artifact and the name the alias held before (None for a new alias), read
+    in the same transaction: with tags of one alias at once, each says what it moved."""
     from zoo.checkpoint import validate_name
 
     validate_name(alias, "alias")
 
-    def work(session: Session) -> ArtifactInfo:
+    def work(session: Session) -> tuple[ArtifactInfo, str | None]:
         row = queries.resolve(session, query)
         # Nothing written: a registry name (refused), or the alias points here already.
-        if not queries.point_alias(session, alias, row, reg.user) and session.scalar(
-            queries.IS_NAME, {"alias": alias}
-        ):
-            raise ConflictError(
-                f"{alias!r} is the registry name of an artifact"
-                f"{queries.removed_holder_note(session, alias)}; an alias must be a new name."
-            )
-        return queries.to_info(session, row, tensors=False)
+        if not queries.point_alias(session, alias, row, reg.user):
+            if session.scalar(queries.IS_NAME, {"alias": alias}):
+                raise ConflictError(
+                    f"{alias!r} is the registry name of an artifact"
+                    f"{queries.removed_holder_note(session, alias)}; an alias must be a new "
+                    "name."
+                )
+            previous = row.name
+        else:  # this writer holds the alias row: the setting before its own is the last
+            settings = queries.alias_history(session, alias)
+            previous = settings[1].artifact_name if len(settings) > 1 else None
+        return queries.to_info(session, row, tensors=False), previous
 
     return reg.transaction(work)
 

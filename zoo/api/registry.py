@@ -389,6 +389,13 @@ class Registry:
         """Point ``alias`` at the artifact ``name``; the alias's history keeps where it
         pointed before (:meth:`alias_history`). Returns the artifact's
         :class:`~zoo.db.entities.ArtifactInfo`."""
+        return self.point_alias(name, alias)[0]
+
+    def point_alias(self, name: str, alias: str):
+        """:meth:`tag`, returning ``(artifact, previous)``: the artifact's
+        :class:`~zoo.db.entities.ArtifactInfo` and the name ``alias`` held just before
+        (None for a new alias; ``name``'s own when it pointed there already), read in
+        the same transaction, so tags of one alias at once each say what they moved."""
         from zoo.api.catalog import tag
 
         return tag(self, name, alias)

@@ -855,8 +855,14 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     @app.post("/api/artifacts/{name}/aliases", tags=["artifacts"])
     async def tag(name: str, body: TagRequest, _=write):
         """Point an alias at the artifact (zoo tag)."""
-        info = await server.db(server.reg.tag, check_query(name), check_name(body.alias, "alias"))
-        return {"alias": body.alias, "artifact": info.to_json(with_tensors=True)}
+        info, previous = await server.db(
+            server.reg.point_alias, check_query(name), check_name(body.alias, "alias")
+        )
+        return {
+            "alias": body.alias,
+            "artifact": info.to_json(with_tensors=True),
+            "previous": previous,
+        }
 
     @app.get("/api/aliases/{alias}", tags=["artifacts"])
     async def alias_history(alias: str, _=read):
