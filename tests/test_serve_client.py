@@ -123,6 +123,12 @@ def test_writes_through_the_server_print_what_local_writes_print(both, served, t
     )
     for name in ("config.json", "model.safetensors", "README.md"):
         assert (tmp_path / "r" / name).read_bytes() == (tmp_path / "l" / name).read_bytes()
+    # A file is not a checkpoint to import, said alike both ways.
+    (tmp_path / "notes.txt").write_text("not a model")
+    for path in (folder / "config.json", folder / "model.safetensors", tmp_path / "notes.txt"):
+        local, remote = both.run("import", str(path))
+        assert local[0] == 2 and remote == local, (path, local, remote)
+        assert "import needs a checkpoint folder with config.json" in local[2]
     # The downloaded folder audits as the derived checkpoint, both ways.
     local, remote = both.run("audit", str(tmp_path / "r"))
     assert local[0] == 0 and remote == local

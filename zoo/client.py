@@ -178,10 +178,9 @@ class RemoteRegistry:
             if revision:
                 raise InvalidInputError("--revision applies to Hub repositories, not local paths.")
             if not path.is_dir():
-                raise errors.InvalidCheckpointError(
-                    f"{path} is a bare .safetensors file; import needs a folder with config.json.",
-                    path=str(path),
-                )
+                from zoo.checkpoint.hf import needs_a_folder
+
+                raise needs_a_folder(path)
             with contextlib.ExitStack() as stack:
                 folder = stack.enter_context(_upload_folder(path, convert_bin=convert_bin))
                 files = [

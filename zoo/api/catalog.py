@@ -197,18 +197,18 @@ def _prepare(
     """Read and check a checkpoint and store its blobs (before any row that names them);
     ``origin``, when given, is the provenance kept instead of where it was read from."""
     from zoo.checkpoint import manifest_hash, open_checkpoint
+    from zoo.checkpoint.hf import needs_a_folder
     from zoo.checkpoint.side_files import base_models, card_metadata, find_side_files
 
     from . import tensors as tio
 
     path, located, commit = _locate(source, revision)
     origin = origin or located
+    if path.is_file():
+        raise needs_a_folder(path)
     with open_checkpoint(path, allow_bin=convert_bin) as ckpt:
         if ckpt.config is None:
-            raise InvalidCheckpointError(
-                f"{path} is a bare .safetensors file; import needs a folder with config.json.",
-                path=str(path),
-            )
+            raise needs_a_folder(path)
         family = family_name(ckpt.config)
         if family is not None:
             _check_layout(family, ckpt)

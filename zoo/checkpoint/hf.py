@@ -260,6 +260,15 @@ def open_checkpoint(
 # --- layouts ------------------------------------------------------------------------------
 
 
+def needs_a_folder(path: Path) -> InvalidCheckpointError:
+    """What an import of the file ``path`` is told, locally and through a server: a
+    checkpoint is registered with its config, so from a folder."""
+    what = "a bare .safetensors file" if path.suffix == ".safetensors" else "a file"
+    return InvalidCheckpointError(
+        f"{path} is {what}; import needs a checkpoint folder with config.json.", path=str(path)
+    )
+
+
 def _open_file(path: Path, *, allow_bin: bool, progress: Progress | None) -> LocalCheckpoint:
     root = path.parent
     if path.suffix == ".safetensors":
