@@ -459,6 +459,28 @@ def test_from_pretrained_with_a_size_as_revision_gets_a_model_no_registry_had(se
     assert got["folder"].endswith(new[0].content_hash[:40])
 
 
+CARD = """
+import json
+from huggingface_hub import hf_hub_download
+print(json.dumps(open(hf_hub_download("carded", "README.md")).read()))
+"""
+
+
+def test_huggingface_hub_fetches_a_corrected_card_it_had_cached(served, tiny_dir, tmp_path):
+    """huggingface_hub keeps a file under the commit it came from: a card corrected by a
+    later import is a new commit, so the same cache fetches it (it kept the old one)."""
+    import shutil
+
+    folder = tmp_path / "carded"
+    shutil.copytree(tiny_dir("gpt2", seed=7), folder)
+    (folder / "README.md").write_text("# first card\n")
+    served.reg.import_checkpoint(folder, name="carded")
+    assert "first card" in _hub_client(served, tmp_path, CARD)
+    (folder / "README.md").write_text("# corrected card\n")
+    served.reg.import_checkpoint(folder)
+    assert "corrected card" in _hub_client(served, tmp_path, CARD)
+
+
 def test_a_field_the_server_does_not_know_is_refused_not_dropped(served):
     """A request body with a field the endpoint does not take is a 400 naming it, before
     any work: an option silently dropped would answer another question than the one
@@ -772,9 +794,26 @@ def test_one_commit_names_one_set_of_files_and_a_corrected_card_is_served(tmp_pa
             carded = tmp_path / "carded"
             shutil.copytree(tiny_dir("bert"), carded)
             (carded / "README.md").write_text("---\nlicense: mit\n---\n# corrected card\n")
+            before = http.head("/tiny-bert/resolve/main/config.json").headers["x-repo-commit"]
             reg.import_checkpoint(carded)
             card = http.get("/tiny-bert/resolve/main/README.md")
             assert card.status_code == 200 and "corrected card" in card.text
+            # New files, a new commit (huggingface_hub keeps what it fetched under one):
+            # the content hash's first 28 digits, then 12 of the side files'.
+            commit = card.headers["x-repo-commit"]
+            assert commit != before and commit[:28] == src.content_hash[:28]
+            assert http.get(f"/api/models/tiny-bert/revision/{commit}").json()["sha"] == commit
+            (carded / "README.md").write_text("---\nlicense: mit\n---\n# corrected again\n")
+            reg.import_checkpoint(carded)
+            gone = http.get(f"/tiny-bert/resolve/{commit}/README.md")
+            assert gone.status_code == 404, gone.text
+            assert gone.headers["x-error-code"] == "RevisionNotFound"
+            assert "replaced by a later import" in gone.json()["error"]["message"]
+            now = http.get("/tiny-bert/resolve/main/README.md")
+            assert "corrected again" in now.text and now.headers["x-repo-commit"] != commit
+            assert "corrected again" in http.get(
+                f"/tiny-bert/resolve/{now.headers['x-repo-commit']}/README.md"
+            ).text
             # A size derived before the correction takes the source's license now: its
             # folder is built again, not served from the cache.
             smaller = http.get("/tiny-bert/resolve/2x16/README.md")

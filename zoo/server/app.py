@@ -48,6 +48,7 @@ from zoo.server.work import (
     ServingRegistry,
     SingleFlight,
     acting_user,
+    commit_of,
     folder_key,
     remove_tree,
 )
@@ -489,7 +490,7 @@ class Server:
         extra = {
             "ETag": f'"{meta["sha256"]}"',
             "X-Linked-Etag": f'"{meta["sha256"]}"',
-            "X-Repo-Commit": key[:40],
+            "X-Repo-Commit": commit_of(key),
             "Accept-Ranges": "bytes",
             # A file's bytes never change under its ETag, but only a --public-read
             # server's files are anyone's: a shared cache (a proxy in front) must not keep

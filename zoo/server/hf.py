@@ -3,8 +3,9 @@ zoo server (``HF_ENDPOINT`` or ``endpoint=``) download its checkpoints.
 
 The repository id is a zoo name or alias, a family name with a default learngene, or a
 Hub repository id ``ORG/NAME`` (the artifact imported last from its default branch). The
-revision is ``main`` (the artifact itself), a commit (the first 40 hex digits of a content
-hash, which is what ``X-Repo-Commit`` answers), or a size ``LAYERSxHIDDEN`` such as
+revision is ``main`` (the artifact itself), a commit (what ``X-Repo-Commit`` answers: the
+first 40 hex digits of a content hash, or with side files its first 28 and 12 of theirs,
+:func:`zoo.server.work.commit_of`), or a size ``LAYERSxHIDDEN`` such as
 ``6x384``: that size is materialized on demand, recorded, and served. What
 ``huggingface_hub`` reads (its ``file_download.py`` and ``hf_api.py``): ``HEAD`` then
 ``GET /{repo}/resolve/{revision}/{file}`` with ``X-Repo-Commit``, ``ETag`` (here the
@@ -20,6 +21,7 @@ import re
 from fastapi import Request
 
 from zoo.errors import InvalidInputError, NotFoundError, StorageError, ZooError
+from zoo.server.work import commit_of
 
 # The OpenAPI tag of the routes a Hugging Face client calls (their query strings are its own).
 HUB_TAG = "hugging face"
@@ -123,8 +125,15 @@ def add_hf_routes(app, server, read) -> None:
         if _COMMIT.fullmatch(revision):
             try:
                 found = await server.db(server.reg.show, revision)
+                files_commit = False
             except NotFoundError as exc:
-                raise _hf(exc, "RevisionNotFound") from None
+                if len(revision) != 40:
+                    raise _hf(exc, "RevisionNotFound") from None
+                try:  # a commit of a folder with side files: 28 digits of its content
+                    found = await server.db(server.reg.show, revision[:28])
+                except NotFoundError:
+                    raise _hf(exc, "RevisionNotFound") from None
+                files_commit = True
             if found.kind == "learngene":
                 raise _hf(NotFoundError(f"{revision} is a learngene."), "RevisionNotFound")
             if not await server.db(_of_repo, server.reg, repo, info, found):
@@ -135,7 +144,17 @@ def add_hf_routes(app, server, read) -> None:
                     ),
                     "RevisionNotFound",
                 )
-            return await server.export(found)
+            key = await server.export(found)
+            if files_commit and commit_of(key) != revision:
+                raise _hf(
+                    NotFoundError(
+                        f"Commit {revision[:12]}'s files (a tokenizer, config or card) were "
+                        f"replaced by a later import of {found.name}; it is at commit "
+                        f"{commit_of(key)} now."
+                    ),
+                    "RevisionNotFound",
+                )
+            return key
         raise _hf(
             NotFoundError(
                 f"Revision {revision[:40]!r} is not main, a commit, or a size LAYERSxHIDDEN "
@@ -150,7 +169,7 @@ def add_hf_routes(app, server, read) -> None:
             "_id": key[:24],
             "id": repo,
             "modelId": repo,
-            "sha": key[:40],
+            "sha": commit_of(key),
             "private": False,
             "disabled": False,
             "gated": False,
@@ -196,7 +215,7 @@ def add_hf_routes(app, server, read) -> None:
         try:
             return server.file_response(request, key, filename)
         except NotFoundError as exc:
-            exc.extra_headers = {"X-Repo-Commit": key[:40]}
+            exc.extra_headers = {"X-Repo-Commit": commit_of(key)}
             raise
 
     # Each route twice: a repository id is a zoo name (one path segment) or a Hub id
@@ -209,7 +228,7 @@ def add_hf_routes(app, server, read) -> None:
         if await artifact(repo) is None:  # a family: only its sizes
             return {"branches": [], "converts": [], "tags": []}
         key = await resolve(repo, "main")
-        branch = {"name": "main", "ref": "refs/heads/main", "targetCommit": key[:40]}
+        branch = {"name": "main", "ref": "refs/heads/main", "targetCommit": commit_of(key)}
         return {"branches": [branch], "converts": [], "tags": []}
 
     async def auth_check(repo: str) -> dict:
@@ -274,8 +293,8 @@ def add_hf_routes(app, server, read) -> None:
         "/{repo}/resolve/{revision}/{filename:path}", tags=hub, operation_id="head_resolve_file"
     )
     async def _resolve_file(request: Request, repo: str, revision: str, filename: str, _=read):
-        """One file; ``ETag`` is its sha256, ``X-Repo-Commit`` the checkpoint's content hash
-        cut to 40 hex digits."""
+        """One file; ``ETag`` is its sha256, ``X-Repo-Commit`` the commit of its folder
+        (:func:`zoo.server.work.commit_of`)."""
         return await resolve_file(request, repo, revision, filename)
 
     @app.get(

@@ -106,6 +106,16 @@ def folder_key(info, files=()) -> str:
     return key
 
 
+def commit_of(key: str) -> str:
+    """The Hub commit a cached folder is served under: 40 hex digits that change with
+    any of its files. Without side files, the first 40 of the content hash; with them,
+    its first 28 and the 12 of their digests that end the key, so a corrected card is a
+    new commit (huggingface_hub caches by commit, and a file under one is immutable)."""
+    content, _, files = key.partition(".")
+    files = files.partition("-")[2]
+    return content[:28] + files if files else content[:40]
+
+
 _KEY = re.compile(r"[0-9a-f]{64}\.[a-z]+(?:-[0-9a-f]{12})?")
 _KEY_INDEX = re.compile(r"[0-9a-f]{64}\.[a-z]+(?:-[0-9a-f]{12})?\.files\.json")
 
