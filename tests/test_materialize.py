@@ -28,6 +28,7 @@ from zoo.errors import (
     InvalidTargetError,
     NotFoundError,
 )
+from zoo.methods.amplitude import AMPLITUDE_VERSION
 
 FAMILY_SIZES = {  # tiny sources are 4 layers x 32 hidden (tests/tinymodels.py)
     "bert": ("num_hidden_layers", "hidden_size"),
@@ -876,9 +877,9 @@ def test_a_dct_checkpoint_recorded_under_the_old_amplitude_rule_still_re_derives
     )
 
 
-def _grown_under_amplitude_version(registry, monkeypatch, name: str, version: int):
-    """``name`` grown 4 layers x 64 by HyperCloning and recorded as zoo recorded it under
-    amplitude version ``version``."""
+def _grown_under_amplitude_version(registry, monkeypatch, name: str, version: int, **recipe):
+    """``name`` grown 4 layers x 64 (by HyperCloning, or ``recipe``) and recorded as zoo
+    recorded it under amplitude version ``version``."""
     import dataclasses
 
     from zoo.api import materialize as mat
@@ -891,7 +892,9 @@ def _grown_under_amplitude_version(registry, monkeypatch, name: str, version: in
     monkeypatch.setattr(mat, "make_plan", old_plan)
     monkeypatch.setattr("zoo.methods.amplitude.AMPLITUDE_VERSION", str(version))
     try:
-        return registry.materialize(name, layers=4, hidden=64, method="hypercloning")
+        return registry.materialize(
+            name, layers=4, hidden=64, **{"method": "hypercloning", **recipe}
+        )
     finally:
         monkeypatch.undo()
 
@@ -927,7 +930,7 @@ def test_a_tied_head_checkpoint_recorded_before_its_norm_had_a_fan_in_re_derives
     assert edge.recipe["amplitude_version"] == "2"
     now = registry.materialize(src.name, layers=4, hidden=64, method="hypercloning")
     (edge,) = registry.lineage(now.artifact.name, down=False).edges
-    assert edge.recipe["amplitude_version"] == "4"
+    assert edge.recipe["amplitude_version"] == AMPLITUDE_VERSION
     for key in ("transformer.ln_f.weight", "transformer.ln_f.bias"):
         assert torch.equal(old.state_dict[key], 2 * now.state_dict[key]), key
     assert torch.equal(
@@ -936,6 +939,60 @@ def test_a_tied_head_checkpoint_recorded_before_its_norm_had_a_fan_in_re_derives
     again = registry.rederive(old.artifact.name)
     assert again.artifact.content_hash == old.artifact.content_hash
     assert registry.rederive(now.artifact.name).artifact.content_hash == now.artifact.content_hash
+
+
+@pytest.mark.parametrize(
+    "rescale, divided", [("fan", 2.0), ("exact", 2.0), ("fan-sqrt", 2**0.5), ("std", 1.0)]
+)
+def test_the_norm_a_tied_head_reads_is_divided_as_the_rule_divides_linear_layers(
+    registry, tiny_dir, monkeypatch, rescale, divided
+):
+    """GPT-2's final norm feeds a head tied to the embeddings: grown 2x wider, it is
+    divided by what the rule divides a linear layer's fan-in by (fan and exact: 2,
+    fan-sqrt: its root, std: nothing, so it keeps the source's moments as the docs say).
+    Under amplitude version 4 it was halved whatever the rule; such a record re-derives
+    by that rule and verifies."""
+    from safetensors.torch import load_file
+
+    from zoo.transforms.moments import mean_std
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    kw = dict(method="dwt", wavelet="haar", rescale=rescale)
+    now = registry.materialize(src.name, layers=4, hidden=64, **kw)
+    gain = now.state_dict["transformer.ln_f.weight"]
+    reference = load_file(tiny_dir("gpt2") / "model.safetensors")["transformer.ln_f.weight"]
+    mean, std = mean_std(gain, correction=0)
+    want_mean, want_std = mean_std(reference, correction=0)
+    assert mean == pytest.approx(want_mean / divided, rel=1e-5)
+    assert std == pytest.approx(want_std / divided, rel=1e-4)
+    old = _grown_under_amplitude_version(registry, monkeypatch, src.name, 4, **kw)
+    if rescale not in ("fan", "exact"):
+        assert old.artifact.content_hash != now.artifact.content_hash
+        assert mean_std(old.state_dict["transformer.ln_f.weight"], correction=0)[0] == (
+            pytest.approx(want_mean / 2, rel=1e-5)
+        )
+    assert registry.rederive(old.artifact.name).artifact.content_hash == old.artifact.content_hash
+
+
+def test_the_std_rule_gives_the_sources_population_std_as_resize_does(registry, tiny_dir):
+    """`--rescale std` gives each resized signal the source's population std, as
+    zoo.methods.resize documents and computes: materialize gave the sample std, larger by
+    sqrt(n/(n-1)), most visibly on a small matrix (BERT's 2 x hidden token types)."""
+    from safetensors.torch import load_file
+
+    from zoo.methods import resize
+
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    key = "bert.embeddings.token_type_embeddings.weight"
+    x = load_file(tiny_dir("bert") / "model.safetensors")[key]
+    hidden = x.shape[1] * 2
+    made = registry.materialize(
+        src.name, layers=4, hidden=hidden, method="dwt", wavelet="db2", rescale="std"
+    )
+    y = made.state_dict[key]
+    expected = resize(x, (x.shape[0], hidden), method="dwt", wavelet="db2", rescale="std")
+    assert float(y.std(correction=0)) == pytest.approx(float(x.std(correction=0)), rel=1e-5)
+    assert torch.allclose(y, expected, rtol=1e-5, atol=1e-7)
 
 
 def test_a_net2net_checkpoint_recorded_with_a_copy_map_per_tensor_re_derives_by_that_rule(

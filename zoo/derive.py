@@ -172,7 +172,8 @@ def derive_signal(
     whole_moments: bool = False,
     result_std: float | None = None,
     raw: bool = False,
-    sample_spread: bool = False,
+    amplitude_version: int | None = None,
+    source_count: int | None = None,
 ) -> torch.Tensor:
     """Resize one source signal ``x`` to ``shape`` by ``recipe``.
 
@@ -180,21 +181,26 @@ def derive_signal(
     (:func:`amplitude`): unless it is ``none``, normalization parameters are affinely
     matched to the source's mean and std by every method that transfers, so a LayerNorm
     gain scale cannot pass for a better transfer. ``unit_maps``, ``result_std`` and
-    ``raw``: see :func:`zoo.methods.resize`; ``sample_spread``: see
-    :func:`zoo.methods.amplitude.match_moments`.
+    ``raw``: see :func:`zoo.methods.resize`; ``amplitude_version``: the rule of that
+    version of :mod:`zoo.methods.amplitude` (default: the current one);
+    ``source_count``: the whole source signal's number of values when ``x`` is a block
+    of its rows (default: ``x``'s).
     """
     from zoo.methods import get, resize
+    from zoo.methods.amplitude import CURRENT
 
+    version = CURRENT if amplitude_version is None else amplitude_version
     if tuple(x.shape) == tuple(shape) and get(recipe.method).reads_source and not raw:
         return x.clone()
     rule = amplitude(spec, recipe)
+    count = x.numel() if source_count is None else source_count
     y = resize(
         x,
         shape,
         method=recipe.method,
         wavelet=recipe.wavelet or "haar",
         rescale=rule.rescale,
-        reference_std=reference[1] if reference and rule.rescale != "none" else None,
+        reference_std=rule.reference_std(reference, count, version),
         fan_in_axes=rule.fan_in_axes,
         layer_axis=spec.axes.index("layers") if "layers" in spec.axes else None,
         generator=generator,
@@ -204,7 +210,7 @@ def derive_signal(
         result_std=result_std,
         raw=raw,
     )
-    return y if raw else rule.finish(y, reference, x.shape, sample_spread=sample_spread)
+    return y if raw else rule.finish(y, reference, x.shape, version=version)
 
 
 def needs_reference(spec: SignalSpec, recipe: Recipe) -> bool:

@@ -470,7 +470,7 @@ class Derivation:
                 (1, *shape[1:]),
                 plan.recipe,
                 whole_moments=plan.legacy_whole_moments,
-                sample_spread=plan.sample_spread,
+                amplitude_version=plan.amplitude_version,
             )
         del signals
         for j in layers:
@@ -541,6 +541,7 @@ class Derivation:
                 for k, y in raw.items():
                     results[k].add(y)
         references = {k: m.mean_std() for k, m in sources.items()}
+        counts = {k: m.result()[0] for k, m in sources.items()}  # of every layer
         result_stds = {k: m.mean_std(correction=0)[1] for k, m in results.items()}
 
         def layer(i: int) -> None:
@@ -553,7 +554,8 @@ class Derivation:
                     recipe,
                     reference=references.get(k),
                     result_std=result_stds.get(k),
-                    sample_spread=plan.sample_spread,
+                    amplitude_version=plan.amplitude_version,
+                    source_count=counts.get(k),
                 )
                 for k in keys
             }
@@ -881,7 +883,7 @@ def derive_one(
         if plan.legacy_front_amplitude and spec.kind not in ("norm_weight", "norm_bias"):
             return y  # the old rule (see materialize.rederive) rescaled norm layers only
         return amplitude(spec, recipe).apply(
-            y, shape, reference, whole_moments=whole, sample_spread=plan.sample_spread
+            y, shape, reference, whole_moments=whole, version=plan.amplitude_version
         )
     if learngene is not None and recipe.method == DWT.name and _same_wavelet(plan):
         # The exact BoT L2S case: the stored cA band at the level that gives this shape.
@@ -891,7 +893,7 @@ def derive_one(
             if band is not None and tuple(band.shape) == tuple(tshape):
                 band = stored_tensor(band.name)
                 return amplitude(spec, recipe).apply(
-                    band, shape, reference, whole_moments=whole, sample_spread=plan.sample_spread
+                    band, shape, reference, whole_moments=whole, version=plan.amplitude_version
                 )
     x = source_signal(key).tensor
     return derive_signal(
@@ -903,7 +905,7 @@ def derive_one(
         generator=generator,
         unit_maps=unit_maps,
         whole_moments=whole,
-        sample_spread=plan.sample_spread,
+        amplitude_version=plan.amplitude_version,
     )
 
 
@@ -940,7 +942,8 @@ def _row_blocks(x, spec, tshape, plan: Plan, reference, rows: int) -> Iterator[t
             recipe,
             reference=reference,
             result_std=result_std,
-            sample_spread=plan.sample_spread,
+            amplitude_version=plan.amplitude_version,
+            source_count=x.numel(),
         )
 
 

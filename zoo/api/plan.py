@@ -94,17 +94,12 @@ class Plan:
     # The amplitude rule's version (zoo.methods.amplitude): a checkpoint recorded under an
     # earlier one re-derives by it (1: an output head's input width was no fan-in; 1 and
     # 2: nor was the width of the normalization only a tied head reads; 1 to 3: norms
-    # were matched by sample stds).
+    # were matched by sample stds; 1 to 4: the std rules gave the source's sample std,
+    # and that normalization was divided by the fan-in multiplier under every rule).
     amplitude_version: int = int(AMPLITUDE_VERSION)
     # How net2net draws its copies (zoo.methods.net2net): 1, a map per tensor, for
     # checkpoints recorded before one map per set of units.
     net2net_version: int = int(NET2NET_VERSION)
-
-    @property
-    def sample_spread(self) -> bool:
-        """Normalization matched with its spread taken over the sample (n-1), as
-        amplitude versions up to 3 took it."""
-        return self.amplitude_version < 4
 
     @cached_property
     def family(self) -> Family:

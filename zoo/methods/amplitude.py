@@ -32,7 +32,25 @@ RESCALES = ("none", "std", "fan", "fan-sqrt", "exact")
 # 4: a normalization is matched to the source's moments over the population on both sides
 # (the source's std was a sample's, n-1, and so was the result's: a tiled norm of n gains,
 # whose population std is the source's, came out stretched by sqrt((2n-1)/(2n-2))).
-AMPLITUDE_VERSION = "4"
+# 5: the std rules (std, fan, fan-sqrt) give the result the source's population std, as
+# zoo.methods.resize documents (they were given its sample std, sqrt(n/(n-1)) larger);
+# and the normalization a tied head reads is divided as the rule divides linear layers
+# (fan and exact: by the fan-in multiplier, fan-sqrt: by its root, std and none: not at
+# all; a method that tiles divides by it): it was divided by the multiplier under every
+# rule, halving a norm the rule meant to keep.
+AMPLITUDE_VERSION = "5"
+
+CURRENT = int(AMPLITUDE_VERSION)
+
+# How each rule divides a linear layer's fan-in, as a power of the fan-in multiplier.
+FAN_POWER = {"none": 0.0, "std": 0.0, "fan": 1.0, "fan-sqrt": 0.5, "exact": 1.0}
+
+
+def population_std(sample_std: float, count: int) -> float:
+    """The population std (n) of ``count`` values whose sample std (n-1) is given."""
+    return sample_std * math.sqrt((count - 1) / count) if count > 1 else 0.0
+
+
 NORM_KINDS = ("norm_weight", "norm_bias")
 
 
@@ -54,6 +72,9 @@ class Amplitude:
     rescale: str = "none"
     fan_in_axes: tuple[int, ...] = ()
     match_moments: bool = False
+    # A matched normalization with a fan-in (the one a tied head reads) is divided by the
+    # fan-in multiplier to this power: how the recipe's rule divides linear layers.
+    fan_power: float = 1.0
 
     @classmethod
     def of(
@@ -72,7 +93,8 @@ class Amplitude:
         fan = () if fan_in_axis is None else (fan_in_axis,)
         if kind in NORM_KINDS:
             match = "norm" in method.options and (rescale != "none" or norm == "match")
-            return cls("none", fan, match)
+            power = FAN_POWER[rescale] if "rescale" in method.options else 1.0
+            return cls("none", fan, match, power)
         return cls(rescale if "rescale" in method.options else "none", fan, False)
 
     @property
@@ -92,22 +114,24 @@ class Amplitude:
         reference: tuple[float, float] | None,
         source_shape: Sequence[int],
         *,
-        sample_spread: bool = False,
+        version: int = CURRENT,
     ) -> torch.Tensor:
         """``y`` (already rescaled, in its output dtype) moment-matched when the rule asks.
 
         Matching undoes any division, so a normalization with a fan-in (the one a tied
-        output head reads) is divided by its fan-in multiplier after it. ``reference`` is
-        the mean and sample std of the whole source signal, ``source_shape`` (a group
-        whose norms are matched is derived whole, never a layer or a block of rows at a
-        time); both sides are matched over the population, unless ``sample_spread`` (the
-        rule of amplitude versions up to 3, see :func:`match_moments`)."""
+        output head reads) is divided after it, as the rule divides linear layers.
+        ``reference`` is the mean and sample std of the whole source signal,
+        ``source_shape`` (a group whose norms are matched is derived whole, never a layer
+        or a block of rows at a time); both sides are matched over the population.
+        ``version``: the amplitude version whose rule to follow (a checkpoint recorded
+        under an earlier one re-derives by it; see :data:`AMPLITUDE_VERSION`)."""
         if self.match_moments and reference is not None:
-            gain = 1 / fan_in_multiplier(source_shape, y.shape, self.fan_in_axes)
+            power = self.fan_power if version >= 5 else 1.0
+            gain = 1 / fan_in_multiplier(source_shape, y.shape, self.fan_in_axes) ** power
             mean, std = reference
+            sample_spread = version < 4
             if not sample_spread:
-                n = math.prod(source_shape)
-                std = std * math.sqrt((n - 1) / n) if n > 1 else 0.0
+                std = population_std(std, math.prod(source_shape))
             return match_moments(y, mean, std, gain=gain, sample_spread=sample_spread)
         return y
 
@@ -118,7 +142,7 @@ class Amplitude:
         reference: tuple[float, float],
         *,
         whole_moments: bool = False,
-        sample_spread: bool = False,
+        version: int = CURRENT,
     ) -> torch.Tensor:
         """The whole rule on a signal resized elsewhere (a learngene's stored band or
         FRONT block), with the source's statistics from the learngene."""
@@ -127,11 +151,21 @@ class Amplitude:
                 y,
                 source_shape,
                 rescale=self.rescale,
-                reference_std=reference[1],
+                reference_std=self.reference_std(reference, math.prod(source_shape), version),
                 fan_in_axes=self.fan_in_axes,
                 whole_moments=whole_moments,
             )
-        return self.finish(y, reference, source_shape, sample_spread=sample_spread)
+        return self.finish(y, reference, source_shape, version=version)
+
+    def reference_std(
+        self, reference: tuple[float, float] | None, count: int, version: int = CURRENT
+    ) -> float | None:
+        """The std the rescale gives the result: the source's population std, from the
+        sample std in ``reference`` of a source signal of ``count`` values (versions up
+        to 4 gave it the sample std); None when the rule reads none."""
+        if reference is None or self.rescale == "none":
+            return None
+        return population_std(reference[1], count) if version >= 5 else reference[1]
 
 
 def exact_gain(source: Sequence[int], target: Sequence[int], fan_in_axes: Sequence[int]) -> float:
