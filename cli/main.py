@@ -807,7 +807,7 @@ def bench_transfer_cmd(
         direction,
         source_size,
         target_size,
-        methods=methods.split(",") if methods else None,
+        methods=methods.split(",") if methods is not None else None,
         seeds=seeds,
         steps=steps,
         source=source,

@@ -770,6 +770,10 @@ def test_reports_made_apart_merge_into_the_report_made_at_once():
         (("--target-size", "8x256"), "is not l2s"),
         (("--methods", "dwt:db2:fan+so+so"), "bad method"),
         (("--steps", "0"), "steps"),
+        (("--seq", "1"), "at least 2 tokens"),  # no next token to predict: NaN losses
+        (("--methods", ""), "unknown method ''"),  # not the default methods
+        # Refused before the source trains (600 steps at the default budget).
+        (("--source-size", "2x64", "--target-size", "1x48"), "not a multiple"),
     ],
 )
 def test_bad_benchmark_arguments_are_one_line_errors(run_cli, args, word, tmp_path, monkeypatch):

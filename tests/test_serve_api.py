@@ -811,9 +811,10 @@ def test_one_commit_names_one_set_of_files_and_a_corrected_card_is_served(tmp_pa
             assert "replaced by a later import" in gone.json()["error"]["message"]
             now = http.get("/tiny-bert/resolve/main/README.md")
             assert "corrected again" in now.text and now.headers["x-repo-commit"] != commit
-            assert "corrected again" in http.get(
-                f"/tiny-bert/resolve/{now.headers['x-repo-commit']}/README.md"
-            ).text
+            assert (
+                "corrected again"
+                in http.get(f"/tiny-bert/resolve/{now.headers['x-repo-commit']}/README.md").text
+            )
             # A size derived before the correction takes the source's license now: its
             # folder is built again, not served from the cache.
             smaller = http.get("/tiny-bert/resolve/2x16/README.md")

@@ -124,9 +124,11 @@ def run_transfer(
         raise InvalidInputError(f"Direction must be l2s or s2l, not {direction!r}.")
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailableError("--device cuda: no CUDA device is available.")
-    for label, value in (("steps", steps), ("batch", batch), ("seq", seq)):
+    for label, value in (("steps", steps), ("batch", batch)):
         if value < 1:
             raise InvalidInputError(f"{label} must be at least 1, not {value}.")
+    if seq < 2:  # a causal model's loss needs a next token, a masked one a context
+        raise InvalidInputError(f"seq must be at least 2 tokens, not {seq}.")
     if source_steps < 0:
         raise InvalidInputError(f"source_steps must be 0 (until flat) or more, not {source_steps}.")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
@@ -162,6 +164,15 @@ def run_transfer(
         if grows != (direction == "s2l"):
             raise InvalidInputError(
                 f"{src_size[0]}x{src_size[1]} -> {tgt_size[0]}x{tgt_size[1]} is not {direction}."
+            )
+        if source is None:  # a size zoo refuses is refused before the source trains
+            from zoo.families import get_family
+            from zoo.families.base import TargetSize
+
+            from .models import source_config
+
+            get_family(family).target_config(
+                source_config(family, *src_size, seq), TargetSize(*tgt_size)
             )
         if dct_keep is None:
             dct_keep = min(1.0, tgt_size[1] / src_size[1])
