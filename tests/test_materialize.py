@@ -756,6 +756,29 @@ def test_the_gpu_is_the_default_device_when_there_is_one(monkeypatch):
     assert resolve_device("cuda", prefer_gpu=True).type == "cuda"  # an explicit device wins
 
 
+def test_a_float16_target_whose_values_pass_its_range_is_refused(registry, tmp_path, run_cli):
+    """float16 holds up to 65504: a weight past it would be written as inf. Refused in one
+    line naming the tensor, nothing recorded and no folder; bfloat16 holds it."""
+    from safetensors.torch import load_file, save_file
+    from tinymodels import save_tiny
+
+    folder = save_tiny("gpt2", tmp_path / "src")
+    tensors = load_file(folder / "model.safetensors")
+    key = "transformer.h.0.mlp.c_fc.weight"
+    tensors[key][0, 0] = 1e6
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    src = registry.import_checkpoint(folder)
+    for out in (None, tmp_path / "f16"):
+        with pytest.raises(InvalidTargetError, match=f"{key} holds values past float16"):
+            registry.materialize(src.name, layers=2, hidden=16, dtype="float16", out=out)
+    assert not (tmp_path / "f16").exists() and registry.list(kind="derived") == []
+    size = ("materialize", src.name, "--layers", "2", "--hidden", "16")
+    code, out, err = run_cli(*size, "--dtype", "float16", "--out", str(tmp_path / "f16"))
+    assert code == 2 and out == "" and err.count("\n") == 1 and "bfloat16" in err
+    made = registry.materialize(src.name, layers=2, hidden=16, dtype="bfloat16")
+    assert torch.isfinite(made.state_dict[key]).all()
+
+
 def test_a_device_error_names_where_the_device_came_from(monkeypatch):
     """$ZOO_DEVICE is set once and forgotten: an error caused by it says so."""
     from zoo.api.tensors import resolve_device

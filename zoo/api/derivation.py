@@ -984,9 +984,13 @@ class Sink:
         store=None,
         keep: bool = False,
         expected: dict[str, str] | None = None,
+        finite: bool = False,
     ) -> None:
         self.known, self.folder, self.store, self.keep = known, folder, store, keep
         self.expected = expected
+        # Refuse a tensor that holds an infinity: a float16 target whose values pass its
+        # range (65504) would be written with inf where the source had a number.
+        self.finite = finite
         self.records: dict[str, TensorRecord] = {}
         self.state: dict[str, Any] = {}
         self.differ: list[str] = []
@@ -995,6 +999,7 @@ class Sink:
     def __call__(self, name: str, t: torch.Tensor) -> None:
         from . import tensors as tio
 
+        self.check_finite(name, t)
         rec, data = tio.record(name, t, self.known)
         if data is not None and self.known is not None:
             self.known.add(t, rec.digest)  # a later view of the same memory is not hashed again
@@ -1005,6 +1010,17 @@ class Sink:
         ):
             self.store.put(data if data is not None else tio.raw_bytes(t), rec.digest)
         self._done(rec, t if self.keep else None)
+
+    def check_finite(self, name: str, t: torch.Tensor) -> None:
+        import torch
+
+        from zoo.errors import InvalidTargetError
+
+        if self.finite and t.is_floating_point() and bool(torch.isinf(t).any()):
+            raise InvalidTargetError(
+                f"{name} holds values past float16's range (65504), which would be written "
+                "as inf: choose --dtype bfloat16 or float32."
+            )
 
     def rows(self, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> RowWriter | None:
         """A writer that takes tensor ``name`` a block of rows at a time, in order, so it
@@ -1045,6 +1061,7 @@ class RowWriter:
 
         if block.dtype != self.dtype or tuple(block.shape[1:]) != self.shape[1:]:
             raise AssertionError(f"{self.name}: a block {block.dtype} {tuple(block.shape)}")
+        self.sink.check_finite(self.name, block)
         data = tio.raw_bytes(block)
         self._hash.update(data)
         if self.sink.folder is not None:

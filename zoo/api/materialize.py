@@ -83,7 +83,12 @@ def materialize(reg, query: str, request: MaterializeRequest) -> Materialized:
     keep = out is None and request.return_weights
     workers = check_resources(derivation, dev, keep=keep, out=out)
     check_tensor_count(plan, sum(len(g.outputs) for g in derivation.groups))
-    sink = Sink(known=known, store=reg.store if request.store else None, keep=keep)
+    sink = Sink(
+        known=known,
+        store=reg.store if request.store else None,
+        keep=keep,
+        finite=request.dtype == "float16",  # the one dtype narrower in range than a source's
+    )
 
     def finish(content_hash: str) -> ArtifactInfo:
         records = sink.sorted_records()
