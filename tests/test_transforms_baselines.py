@@ -27,6 +27,17 @@ def test_select_indices_are_the_documented_ones(s, t, layer, expect):
     assert select_indices(s, t, layer=layer) == expect
 
 
+@pytest.mark.parametrize(
+    "s, t, word",
+    [(3, 5, "`t` <= `s`"), (5, -1, "`t`"), (0, 0, "`s`"), (5, 0, "`t`"), (5, 2.5, "`t`")],
+)
+def test_select_indices_refuses_what_is_no_shrink_naming_the_argument(s, t, word):
+    """A grow is no selection (3 -> 5 repeated indices), and a size is at least 1 (5 -> 0
+    was a ZeroDivisionError, 5 -> -1 an empty list)."""
+    with pytest.raises(TransformError, match=word):
+        select_indices(s, t)
+
+
 def test_weight_select_picks_exactly_those_elements():
     x = torch.arange(12 * 10 * 9, dtype=torch.float32).reshape(12, 10, 9)
     y = weight_select(x, (4, 5, 9), layer_axis=0)

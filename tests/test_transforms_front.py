@@ -107,3 +107,13 @@ def test_block_is_a_frozen_dataclass():
     assert isinstance(fb, FrontBlock) and fb.source_shape == (4, 6, 10)
     with pytest.raises(AttributeError):
         fb.block = None  # type: ignore[misc]
+
+
+def test_layer_stats_refuses_a_depth_no_model_has():
+    from zoo.transforms.front import layer_stats
+
+    for bad in (-1, 0, 2.5):
+        with pytest.raises(TransformError, match="`target_layers`"):
+            layer_stats(torch.tensor([1.0, 3.0]), bad)
+    with pytest.raises(TransformError, match="`values`"):
+        layer_stats(torch.tensor([]), 3)

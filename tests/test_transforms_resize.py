@@ -37,6 +37,20 @@ def test_dyadic_plan(s, t, plan):
     assert dyadic_plan(s, t) == plan
 
 
+@pytest.mark.parametrize("s, t, word", [(0, 3, "`s`"), (8, -4, "`t`"), (8, True, "`t`")])
+def test_dyadic_plan_refuses_sizes_no_axis_has(s, t, word):
+    with pytest.raises(TransformError, match=word):
+        dyadic_plan(s, t)
+
+
+def test_a_size_is_a_whole_number_not_cut_to_one():
+    """`(4, 4.5, 6)` is refused, not resized to (4, 4, 6); 4.0 is the size 4."""
+    x = torch.ones(4, 4, 6)
+    with pytest.raises(TransformError, match="`shape` must be a sequence of ints"):
+        resize(x, (4, 4.5, 6), method="dct")
+    assert resize(x, (4, 4.0, 6), method="dct").shape == (4, 4, 6)
+
+
 @pytest.mark.parametrize("wavelet", ["haar", "db2", "bior6.8"])
 def test_dyadic_ratios_equal_the_plain_dwt(wavelet):
     x = torch.randn(8, 16, 32, dtype=torch.float64)

@@ -71,9 +71,13 @@ def norm_axis(axis: int | None, ndim: int, name: str) -> int | None:
 def check_shape(shape: Sequence[int], ndim: int, name: str = "shape") -> list[int]:
     """Return ``shape`` as a list of positive ints with exactly ``ndim`` entries."""
     try:
-        shape = [int(s) for s in shape]
+        sizes = list(shape)
     except TypeError as err:
         raise TransformError(f"`{name}` must be a sequence of ints, got {shape!r}.") from err
+    # A size is a whole number: 4.5 is refused, not cut to 4 (a bool is no size either).
+    if not all(_is_whole(s) for s in sizes):
+        raise TransformError(f"`{name}` must be a sequence of ints, got {shape!r}.")
+    shape = [int(s) for s in sizes]
     if len(shape) != ndim:
         raise TransformError(
             f"`{name}` has {len(shape)} dims but the tensor has {ndim}; give one size per dim."
@@ -81,6 +85,25 @@ def check_shape(shape: Sequence[int], ndim: int, name: str = "shape") -> list[in
     if any(s <= 0 for s in shape):
         raise TransformError(f"`{name}` must contain only positive sizes, got {shape}.")
     return shape
+
+
+def _is_whole(value) -> bool:
+    """An int (or a float, numpy or torch scalar holding one), not a bool."""
+    if isinstance(value, bool):
+        return False
+    if hasattr(value, "__index__"):
+        return True
+    try:
+        return float(value).is_integer()
+    except (TypeError, ValueError):
+        return False
+
+
+def check_count(value, name: str, *, least: int = 1) -> int:
+    """``value`` as a whole number of at least ``least``, else TransformError naming it."""
+    if not _is_whole(value) or int(value) < least:
+        raise TransformError(f"`{name}` must be a whole number of at least {least}, got {value!r}.")
+    return int(value)
 
 
 def check_level(level: int, sizes: Sequence[int], name: str = "level") -> int:

@@ -12,7 +12,15 @@ import torch
 
 from zoo.errors import TransformError
 
-from ._checks import as_float, check_float, check_shape, norm_axes, norm_axis, restore
+from ._checks import (
+    as_float,
+    check_count,
+    check_float,
+    check_shape,
+    norm_axes,
+    norm_axis,
+    restore,
+)
 
 
 def select_indices(s: int, t: int, *, layer: bool = False) -> list[int]:
@@ -27,6 +35,10 @@ def select_indices(s: int, t: int, *, layer: bool = False) -> list[int]:
         >>> select_indices(12, 4), select_indices(12, 5), select_indices(12, 3, layer=True)
         ([0, 3, 6, 9], [0, 3, 6, 8, 11], [0, 1, 2])
     """
+    s = check_count(s, "s")
+    t = check_count(t, "t")
+    if t > s:
+        raise TransformError(f"select_indices keeps {t} of {s}: it shrinks, so `t` <= `s`.")
     if layer:
         return list(range(t))
     if s % t == 0:

@@ -24,7 +24,7 @@ import torch
 from zoo._threads import one_thread
 from zoo.errors import TransformError
 
-from ._checks import as_float, check_shape, norm_axis, restore
+from ._checks import as_float, check_count, check_shape, norm_axis, restore
 from .dct import from_coefficients, lowpass_coefficients
 
 
@@ -106,6 +106,9 @@ def layer_stats(values: torch.Tensor, target_layers: int) -> torch.Tensor:
         >>> layer_stats(torch.tensor([1.0, 3.0]), 3).tolist()
         [1.0, 2.0, 3.0]
     """
+    target_layers = check_count(target_layers, "target_layers")
+    if values.ndim == 0 or values.shape[0] == 0:
+        raise TransformError(f"`values` must hold one row per layer, got {tuple(values.shape)}.")
     n = values.shape[0]
     if n == target_layers:
         return values.clone()

@@ -26,6 +26,9 @@ def dyadic_plan(s: int, t: int) -> tuple[int, int]:
         >>> [dyadic_plan(*p) for p in [(12, 6), (768, 1024), (768, 2048), (13, 6), (7, 14)]]
         [(1, 6), (0, 1024), (1, 1024), (0, 13), (1, 7)]
     """
+    from ._checks import check_count
+
+    s, t = check_count(s, "s"), check_count(t, "t")
     small, big = min(s, t), max(s, t)
     levels, mid = 0, big
     while s != t and mid % 2 == 0 and mid // 2 >= small:
