@@ -690,9 +690,14 @@ def test_gc_and_fsck_repair_refuse_a_store_another_registry_uses(
     assert a.registry_id != b.registry_id
     own = {t.digest for t in (*src.tensors, *src.files)}  # tensors, generation config
     assert len(b.fsck().orphans) == len(own)  # A's, seen from B
-    assert sorted(b.store.claims()) == sorted([a.registry_id, b.registry_id])
+    # Looks (fsck, verify, a refused dry run) make B no owner: A's gc stays A's.
+    assert b.verify().ok
+    with pytest.raises(ConflictError, match="also used by 1 other registry"):
+        b.gc(grace=0, dry_run=True)
+    assert b.store.claims() == [a.registry_id] and a.gc(grace=0, dry_run=True).swept == ()
     with pytest.raises(ConflictError, match="also used by 1 other registry"):
         b.gc(grace=0)
+    assert sorted(b.store.claims()) == sorted([a.registry_id, b.registry_id])
     with pytest.raises(ConflictError, match="would delete blobs they need"):
         b.fsck(repair=True, grace=0)
     # A dry run says what gc would do: refuse (it listed A's blobs as ones it would
@@ -727,9 +732,14 @@ def test_a_store_from_before_registry_ids_is_not_swept_until_a_person_says(
     again = zoo.connect(db_url=registry.settings.db_url, store_url=str(root))
     (root / "registries").mkdir(exist_ok=True)
     (root / "registries" / ".DS_Store").write_bytes(b"")
-    assert again.store.claims() == sorted(["unclaimed", again.registry_id])
+    # A look claims nothing, and already counts the blobs as unclaimed.
+    assert again.store.claims() == [] and again.fsck().shared_with == 1
+    with pytest.raises(ConflictError, match="registries/unclaimed"):
+        again.gc(grace=0, dry_run=True)
+    assert again.store.claims() == []
     with pytest.raises(ConflictError, match="registries/unclaimed"):
         again.gc(grace=0)
+    assert again.store.claims() == sorted(["unclaimed", again.registry_id])
     (root / "registries" / "unclaimed").unlink()
     assert again.gc(grace=0).swept == ()  # its own store again: nothing to sweep
     again.close()

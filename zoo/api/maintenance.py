@@ -248,9 +248,13 @@ def _locked(session: Session, ids: list[int], *, removed: bool) -> list[Artifact
 # --- gc ----------------------------------------------------------------------------------
 
 
-def _refuse_shared_store(reg, command: str) -> None:
-    """Blobs another registry's rows need look like orphans here: never sweep them."""
-    others = [c for c in reg.store.claims() if c != reg.registry_id]
+def _refuse_shared_store(reg, command: str, *, sweeps: bool = True) -> None:
+    """Blobs another registry's rows need look like orphans here: never sweep them.
+    ``sweeps``: the command deletes, so it is this registry's use of the store and claims
+    it (refusing a folder of files zoo did not write); a dry run only looks."""
+    if sweeps:
+        reg.store.claim(reg.registry_id)
+    others = reg.store.others(reg.registry_id)
     if reg.store.UNCLAIMED in others:
         raise ConflictError(
             f"The store {reg.store.url} holds blobs from before zoo recorded which registries "
@@ -274,7 +278,7 @@ def gc(reg, *, grace: str | float = DEFAULT_GRACE, dry_run: bool = False) -> GcR
     store = reg.store
     # A dry run too: it previews what gc does, and gc refuses (it listed the other
     # registries' blobs as ones it would sweep).
-    _refuse_shared_store(reg, "zoo gc")
+    _refuse_shared_store(reg, "zoo gc", sweeps=not dry_run)
     # List before marking: a blob written after the listing is not a candidate, and a
     # row committed after the mark refreshed its blobs' time (keep), which the re-check
     # just before each delete sees.
@@ -467,7 +471,7 @@ def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> Fs
         removed=tuple(removed),
         grace_s=grace_s,
         repair=repair,
-        shared_with=len([c for c in store.claims() if c != reg.registry_id]),
+        shared_with=len(store.others(reg.registry_id)),
     )
 
 

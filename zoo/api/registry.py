@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import getpass
 import os
 import random
@@ -107,11 +106,9 @@ class Registry:
                 "blobs must outlive the command, so give a folder or s3://BUCKET/PREFIX."
             )
         store = open_store(url)
-        try:
-            store.claim(self.registry_id)
-        except OSError as exc:  # a read-only client (no permission, read-only mount)...
-            if not isinstance(exc, PermissionError) and exc.errno != errno.EROFS:
-                raise  # ...keeps nothing there; any other failure is the store's to report
+        # Claimed at this registry's first write or reuse of a blob (BlobStore.owner), not
+        # by a look: a registry pointed at another's store by mistake adds no owner.
+        store.owner = lambda: self.registry_id
         return store
 
     @cached_property

@@ -7,6 +7,7 @@ at most a temporary file that ``zoo fsck --repair`` may remove.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import re
 import time
@@ -164,6 +165,30 @@ class BlobStore(ABC):
     #: cannot tell whose they are, so it counts as another registry until a person says.
     UNCLAIMED = "unclaimed"
 
+    #: ``() -> registry id`` of the registry whose blobs this handle writes (set by the
+    #: registry): its first write or reuse of a blob records the claim. A look (fsck,
+    #: verify, a dry run) claims nothing: a registry pointed at another's store by mistake
+    #: must not become one more owner, which would refuse the owner its own gc.
+    owner: Callable[[], str] | None = None
+
+    def _claim_for_write(self) -> None:
+        if self.owner is None:
+            return
+        try:
+            self.claim(self.owner())
+        except OSError as exc:  # a read-only client (no permission, a read-only mount)
+            if not isinstance(exc, PermissionError) and exc.errno != errno.EROFS:
+                raise  # any other failure is the store's to report
+
+    def others(self, registry_id: str) -> list[str]:
+        """The claims of registries other than ``registry_id``, counting blobs that no
+        registry claims as :data:`UNCLAIMED` (written before registries recorded their
+        ids), without writing anything."""
+        claims = self.claims()
+        if not claims and next(iter(self.digests()), None) is not None:
+            claims = [self.UNCLAIMED]
+        return [c for c in claims if c != registry_id]
+
     def claim(self, registry_id: str) -> None:
         """Record that the registry ``registry_id`` keeps blobs here (once; idempotent)."""
         if registry_id not in self._claim_cache:
@@ -212,6 +237,7 @@ class BlobStore(ABC):
         size is damaged (a truncated file no row needed, left for gc): not kept, so the
         caller writes it again, atomically, rather than point a new row at it.
         """
+        self._claim_for_write()  # a reused blob is this registry's as much as a new one
         found = self.stat(digest)
         if found is None or (size is not None and found[0] != size):
             return False
@@ -262,6 +288,7 @@ class BlobStore(ABC):
                 f"The bytes offered for blob {digest[:12]} hash to something else; a blob is "
                 "only ever rewritten with its own bytes."
             )
+        self._claim_for_write()
         self._write(digest, data)
 
     def get(self, digest: str) -> bytes:

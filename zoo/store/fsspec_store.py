@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from zoo.config import is_s3_url, redact_url, s3_endpoint
-from zoo.errors import BlobMissingError, InvalidInputError
+from zoo.errors import BlobMissingError, InvalidInputError, StorageError
 from zoo.store.base import (
     REMOTE_FRESHEN_AFTER_S,
     BlobEntry,
@@ -252,6 +252,19 @@ class FsspecStore(BlobStore):
                 return name
         return None
 
+    def _check_bucket(self) -> None:
+        """An S3 store's bucket exists: a listing of a missing one is empty, which a look
+        (fsck, verify) would report as a store holding nothing."""
+        if not self.s3:
+            return
+        bucket = self.root.split("/", 1)[0]
+        self.fs.invalidate_cache(bucket)
+        if not self.fs.exists(bucket):
+            raise StorageError(
+                f"The object store's bucket {bucket!r} ({self.url}) does not exist, or these "
+                "credentials cannot see it; create it, or fix ZOO_STORE_URL."
+            )
+
     def _list_claims(self) -> list[str]:
         folder = f"{self.root}/{self.CLAIMS}"
         self.fs.invalidate_cache(folder)  # another registry may have written one since
@@ -269,6 +282,9 @@ class FsspecStore(BlobStore):
         try:
             found = self.fs.find(self.root, detail=True)
         except FileNotFoundError:
+            found = {}
+        if not found:  # a new prefix, or a bucket that is not there
+            self._check_bucket()
             return
         start = len(self.root) + 1
         for path, info in sorted(found.items()):
