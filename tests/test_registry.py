@@ -711,6 +711,18 @@ def test_help_does_not_import_torch_or_sqlalchemy():
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
+def test_the_lazy_names_are_listed_without_being_imported():
+    """dir(zoo) and tab completion find connect and Registry; listing them imports
+    neither SQLAlchemy nor torch."""
+    code = (
+        "import sys, zoo\n"
+        "assert {'connect', 'Registry', 'load_settings', '__version__'} <= set(dir(zoo))\n"
+        "bad = [m for m in ('torch', 'sqlalchemy') if m in sys.modules]\n"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
 def test_commands_that_plan_from_shapes_do_not_import_torch_dynamo(tiny_dir, tmp_path):
     """import, extract and materialize read a checkpoint's layout as shape-only tensors;
     torch stacks those through a Python reference whose first call imports torch._dynamo,

@@ -24,4 +24,9 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'zoo' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    # The lazy names too: dir() and tab completion find zoo.connect and zoo.Registry.
+    return sorted({*globals(), *_LAZY})
+
+
 __all__ = ["Registry", "__version__", "connect", "load_settings"]
