@@ -336,6 +336,21 @@ def test_cli_audit_exit_codes(registry, tiny_dir, tmp_path, run_cli):
         code, out, err = run_cli("audit", str(folder))
         assert code == 10 and err == "" and f"was {artifact.kind} {artifact.name}" in out
         assert "removed" in out
+    # A changed copy of a removed artifact is not it: modified, saying which tensors, and
+    # not told that importing it would bring the removed one back.
+    from safetensors.torch import load_file, save_file
+
+    changed = tmp_path / "changed"
+    shutil.copytree(small.out, changed)
+    tensors = load_file(changed / "model.safetensors")
+    victim = next(n for n, t in sorted(tensors.items()) if t.dim() == 2)
+    tensors[victim] = tensors[victim] + 1
+    save_file(tensors, changed / "model.safetensors", metadata={"format": "pt"})
+    report = registry.audit(changed)
+    assert report.status == "modified" and report.differing == [victim], report.to_text()
+    assert report.artifact.deleted and report.lineage is None
+    code, out, _ = run_cli("audit", str(changed))
+    assert code == 10 and "(removed with `zoo rm`)" in out and "brings it back" not in out
 
 
 def test_audit_takes_no_shared_zeros_and_ones_for_ancestry(registry, tiny_dir, tmp_path):

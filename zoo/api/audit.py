@@ -3,6 +3,7 @@ come from, and was it changed after it was derived?"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ class AuditReport:
         status: ``known`` (every tensor matches a registered artifact), ``modified`` (it
             shares tensors with one but some differ; shared all-zero or all-one tensors,
             which unrelated models have in common, do not count), ``removed`` (it is, or
-            was derived as, an artifact removed with ``zoo rm`` and not yet collected), or
+            was derived as, an artifact removed with ``zoo rm`` and not yet collected: a
+            file that differs from one is ``modified``, the artifact marked removed), or
             ``unknown``.
         artifact: the registered artifact it is (or was derived as).
         differing / missing / extra: tensor names whose bytes differ, that the file lacks,
@@ -82,6 +84,8 @@ class AuditReport:
                 "forgets it, once nothing kept descends from it."
             )
         lines = []
+        if a.deleted:  # modified from an artifact removed with `zoo rm`, not yet collected
+            a = dataclasses.replace(a, name=f"{a.name} (removed with `zoo rm`)")
         if self.status == "known":
             note = " (config.json differs)" if self.config_differs else ""
             lines.append(f"{self.path}: {a.kind} {a.name} ({a.content_hash[:12]}){note}")
@@ -290,8 +294,6 @@ def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
         best_info = queries.to_info(session, best, same_content=True) if best else None
     if best_info is None:
         return AuditReport(str(path), "unknown")
-    if best_info.deleted:  # its rows stay until gc, its ancestry is no longer served
-        return AuditReport(str(path), "removed", best_info)
 
     recorded = {t.name: t for t in best_info.tensors}
     weight = _weight_test(best_info.family)
@@ -320,6 +322,8 @@ def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
         else:
             not_compared.add(name)
     status = "known" if not (differing or missing or extra) else "modified"
+    if best_info.deleted and status == "known":  # its rows stay until gc
+        return AuditReport(str(path), "removed", best_info, not_compared=sorted(not_compared))
     report = AuditReport(
         str(path),
         status,
@@ -335,7 +339,8 @@ def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
         not_compared=sorted(not_compared),
         named_by_file=claimed is not None
         and (claimed[0] == best_info.name or claimed[1] == best_info.content_hash),
-        lineage=lineage(reg, best_info.name, up=True, down=False),
+        # A removed artifact's ancestry is no longer served.
+        lineage=None if best_info.deleted else lineage(reg, best_info.name, up=True, down=False),
     )
     return report
 
