@@ -358,6 +358,9 @@ def test_a_blob_shared_with_a_lost_source_is_not_promised_by_rederiving(reg, tmp
     code, out, _ = run_cli("verify")
     assert code == 6 and "re-derives" not in out, out
     assert f"import {src.name} again from its folder, {src_dir}, no longer on this machine" in out
+    # Every holder is still named: the stored size is as damaged as its source.
+    (problem,) = reg.verify(m.artifact.name).problems
+    assert sorted(problem.artifacts) == sorted([src.name, m.artifact.name])
 
 
 def _as(folder: Path, dest: Path, dtype: torch.dtype, keep=lambda name, t: False) -> Path:

@@ -14,6 +14,7 @@ checkpoint itself: ``zoo import`` of the original puts missing blobs back.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,9 @@ class Holder:
     kind: str
     how: str
     origin: str = ""
+    # Made from another holder of the same blob that zoo cannot restore: extracting or
+    # deriving it again would read the very blob that is damaged.
+    blocked: bool = False
 
 
 def holders(session: Session, digests) -> dict[str, list[Holder]]:
@@ -62,22 +66,28 @@ def holders(session: Session, digests) -> dict[str, list[Holder]]:
             held = found.setdefault(digest, [])
             if all(h.artifact_id != row.id for h in held):  # a tensor and a file alike
                 held.append(_holder(session, row))
-    return {d: sorted(_able(session, h), key=lambda h: _ORDER[h.how]) for d, h in found.items()}
+    return {d: sorted(_blocked(session, h), key=lambda h: _ORDER[h.how]) for d, h in found.items()}
 
 
-def _able(session: Session, held: list[Holder]) -> list[Holder]:
-    """``held``, less the learngenes and derived checkpoints made from another holder of
-    the same blob that zoo cannot restore: extracting or deriving again would read the
-    very blob that is damaged (a weight-selection size shares its source's tensors)."""
+def _blocked(session: Session, held: list[Holder]) -> list[Holder]:
+    """``held``, the learngenes and derived checkpoints made from another holder of the
+    same blob that zoo cannot restore marked ``blocked`` (a weight-selection size shares
+    its source's tensors: with the source's folder gone, re-deriving cannot help)."""
     from zoo.db.graph import is_ancestor
 
     lost = [h for h in held if not h.how]
     return [
-        h
+        dataclasses.replace(h, blocked=True)
+        if h.how in ("recompute", "rederive")
+        and any(is_ancestor(session, x.artifact_id, h.artifact_id) for x in lost)
+        else h
         for h in held
-        if h.how not in ("recompute", "rederive")
-        or not any(is_ancestor(session, x.artifact_id, h.artifact_id) for x in lost)
     ]
+
+
+def _able(held: list[Holder]) -> list[Holder]:
+    """The holders a repair may restore the blob from."""
+    return [h for h in held if not h.blocked]
 
 
 # Sources first (a learngene is extracted again from its source's blobs), then learngenes
@@ -107,6 +117,7 @@ def _holder(session: Session, row: Artifact) -> Holder:
 
 def fix_hint(holders_of_blob: list[Holder]) -> str:
     """What restores one blob, in words a user can act on."""
+    holders_of_blob = _able(holders_of_blob)
     if not holders_of_blob:
         return "no kept artifact holds it: `zoo gc` sweeps it once past its grace period"
     h = holders_of_blob[0]
@@ -139,7 +150,7 @@ def restore(reg, digests) -> tuple[list[str], dict[str, str]]:
         by_digest = holders(session, digests)
     plan: dict[int, Holder] = {}
     for d in digests:
-        for h in by_digest.get(d, []):
+        for h in _able(by_digest.get(d, [])):
             if h.how:
                 plan.setdefault(h.artifact_id, h)
                 break
