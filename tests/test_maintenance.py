@@ -646,6 +646,7 @@ def test_a_folder_at_a_blobs_name_is_reported_and_left_where_it_is(registry, fam
     }
     code, out, _ = run_cli("verify")
     assert code == 6 and "move the folder at its name away, then:" in out, out
+    assert [(p.digest, p.problem) for p in registry.fsck().problems] == [(victim, "not a file")]
     code, out, _ = run_cli("verify", "--repair")
     assert code == 6 and "is a folder, not a file" in out, out
     assert registry.store.verify(corrupt)  # the other damage was repaired all the same

@@ -435,7 +435,8 @@ def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> Fs
         still_needed = _kept_tensors(session) if missing else {}
     for d in sorted(missing):
         if d in still_needed:  # not removed (and swept) while we looked
-            problems.append(BlobProblem(d, "missing", holders.get(d, ())))
+            what = "not a file" if store.not_a_file(d) else "missing"  # as verify says
+            problems.append(BlobProblem(d, what, holders.get(d, ())))
     for d in sorted(wrong):
         problems.append(
             BlobProblem(

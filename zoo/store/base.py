@@ -139,6 +139,11 @@ class BlobStore(ABC):
         except FileNotFoundError:
             return None
 
+    def not_a_file(self, digest: str) -> bool:
+        """Whether something other than a file (a folder) is at the blob's name: not a
+        blob zoo wrote, and one zoo will not replace."""
+        return False
+
     def entries(self) -> Iterator[BlobEntry]:
         """Every stored blob with its size and modification time."""
         for digest in self.digests():

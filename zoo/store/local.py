@@ -43,6 +43,10 @@ class LocalStore(BlobStore):
             return None
         return (st.st_size, st.st_mtime) if stat.S_ISREG(st.st_mode) else None
 
+    def not_a_file(self, digest: str) -> bool:
+        path = self._path(digest)
+        return path.exists() and not path.is_file()
+
     def _write(self, digest: str, data: bytes | memoryview) -> None:
         final = self._path(digest)
         if final.is_dir():  # not zoo's: a blob is a file, so it stays where it is
