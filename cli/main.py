@@ -401,7 +401,7 @@ def config_show(as_json: bool) -> None:
         settings = load_settings()
         s = settings.redacted()
         try:  # shown as it is, and said to be wrong: the commands that open it refuse it
-            check_db_url(settings.db_url)
+            check_db_url(settings.db_url, driver=True)
         except InvalidInputError as exc:
             at = list(s).index("db_url_from") + 1
             s = dict([*list(s.items())[:at], ("db_url_error", str(exc)), *list(s.items())[at:]])

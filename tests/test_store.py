@@ -377,6 +377,20 @@ def test_a_mistyped_database_url_is_refused_without_its_password(
     assert json.loads(out)["db_url_error"] == refusal.strip().removeprefix("zoo: error: ")
 
 
+@pytest.mark.parametrize(
+    "url", ["sqlite://", "sqlite:///:memory:", "postgresql+pg8000://zoo:hunter2@db.example/zoo"]
+)
+def test_config_show_flags_every_database_url_the_commands_refuse(url, run_cli, monkeypatch):
+    """No file (in-memory), a driver not installed: each command refuses these, and
+    `zoo config show` says so in the refusal's words."""
+    monkeypatch.setenv("ZOO_DB_URL", url)
+    code, _, refusal = run_cli("ls")
+    assert code == 2 and refusal.count("\n") == 1, refusal
+    code, out, _ = run_cli("config", "show", "--json")
+    assert code == 0 and "hunter2" not in out
+    assert json.loads(out)["db_url_error"] == refusal.strip().removeprefix("zoo: error: ")
+
+
 @pytest.mark.postgres
 def test_a_connection_option_libpq_rejects_is_bad_input_not_an_outage(
     db_url, run_cli, monkeypatch, tmp_path

@@ -115,10 +115,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_shared_in_child)
 
 
-def check_db_url(url: str):
-    """``url`` parsed, when it is a URL zoo can open: SQLite or PostgreSQL, a numeric
-    port, no unescaped '@' in its password; InvalidInputError, in one line with the
-    password masked, when not. Nothing is opened."""
+def check_db_url(url: str, *, driver: bool = False):
+    """``url`` parsed, when it is a URL zoo can open: SQLite (naming a file) or
+    PostgreSQL, a numeric port, no unescaped '@' in its password, and with ``driver``,
+    its driver installed; InvalidInputError, in one line with the password masked, when
+    not. Nothing is opened."""
     try:
         parsed = make_url(url)
         parsed.port  # noqa: B018 -- a port that is not a number fails here, not at connect
@@ -138,7 +139,23 @@ def check_db_url(url: str):
             f"Database URL {redact_url(url)!r} holds an '@' in its password or user name; "
             "write it as %40."
         )
+    if parsed.get_backend_name() == "sqlite":
+        from zoo.db.sqlite_file import check_names_a_file
+
+        check_names_a_file(url, parsed.database)
+    if driver:
+        try:
+            parsed.get_dialect().import_dbapi()
+        except (NoSuchModuleError, ImportError) as exc:
+            raise _no_driver(url) from exc
     return parsed
+
+
+def _no_driver(url: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"Database URL {redact_url(url)!r} needs a driver that is not installed "
+        "(for PostgreSQL: pip install 'zoo[postgres]')."
+    )
 
 
 def _target(url: str, *, create_folder: bool) -> SQLiteFile | None:
@@ -153,10 +170,7 @@ def _engine(url: str) -> Engine:
     try:
         engine = create_engine(url)
     except (NoSuchModuleError, ImportError) as exc:  # no dialect, or no DBAPI module for it
-        raise InvalidInputError(
-            f"Database URL {redact_url(url)!r} needs a driver that is not installed "
-            "(for PostgreSQL: pip install 'zoo[postgres]')."
-        ) from exc
+        raise _no_driver(url) from exc
     _ping_when_idle(engine)
     return engine
 

@@ -29,6 +29,16 @@ class SQLiteFile:
     writable: bool
 
 
+def check_names_a_file(url: str, database: str | None) -> None:
+    """Refuse a SQLite URL that names no file: an in-memory or URI database."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        raise InvalidInputError(
+            f"Database URL {redact_url(url)!r} names no SQLite file (an in-memory or URI "
+            "database): a registry must outlive the command, so give a file, e.g. "
+            "sqlite:////home/me/.zoo/zoo.db."
+        )
+
+
 def sqlite_file(url: str, database: str | None, *, create_folder: bool) -> SQLiteFile:
     """The SQLite file ``url`` names, checked, and how to open it, so that connections
     never create the file behind zoo's back.
@@ -39,12 +49,7 @@ def sqlite_file(url: str, database: str | None, *, create_folder: bool) -> SQLit
     it read-write only if it exists (``mode=rw``), or read-only (``mode=ro``) when this
     user cannot write it, so that reads still work.
     """
-    if not database or database == ":memory:" or database.startswith("file:"):
-        raise InvalidInputError(
-            f"Database URL {redact_url(url)!r} names no SQLite file (an in-memory or URI "
-            "database): a registry must outlive the command, so give a file, e.g. "
-            "sqlite:////home/me/.zoo/zoo.db."
-        )
+    check_names_a_file(url, database)
     path = Path(database).expanduser().absolute()
     folder = path.parent
     if not folder.is_dir():
