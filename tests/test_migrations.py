@@ -121,8 +121,18 @@ def test_a_schema_change_is_refused_on_a_newer_registry_or_a_database_not_zoos(
         assert set(inspect(engine).get_table_names()) == {"notes"}  # nothing added
         code, out, _ = run_cli("db", "current", "--json")
         assert code == 0 and json.loads(out)["state"] == "not a zoo registry"
+        # Another project's Alembic database is not a newer zoo's registry either.
+        with engine.begin() as c:
+            c.exec_driver_sql("CREATE TABLE alembic_version (version_num VARCHAR(32))")
+            c.exec_driver_sql("INSERT INTO alembic_version VALUES ('3f1a2b9c0d4e')")
+        for args in (("ls",), ("db", "upgrade")):
+            code, out, err = run_cli(*args)
+            assert code == 5 and "has tables but no zoo schema version" in err, (args, err)
+        code, out, _ = run_cli("db", "current", "--json")
+        assert json.loads(out)["state"] == "not a zoo registry"
         with engine.begin() as c:
             c.exec_driver_sql("DROP TABLE notes")
+            c.exec_driver_sql("DROP TABLE alembic_version")
     finally:
         engine.dispose()
     _stamp(db_url, "0999")

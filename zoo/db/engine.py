@@ -352,6 +352,16 @@ def _stamped_revision(connection: Connection) -> str | None:
     return rows[0] if len(rows) == 1 else None
 
 
+def _foreign_revision(connection: Connection, current: str | None) -> bool:
+    """Whether ``current`` is another project's Alembic revision: one zoo does not know
+    in a database without zoo's tables (a newer zoo's registry has them)."""
+    return (
+        current is not None
+        and not _is_known_revision(current)
+        and not inspect(connection).has_table("artifacts")
+    )
+
+
 def _has_any_table(connection: Connection) -> bool:
     # An empty alembic_version table is what `zoo db downgrade base` leaves: no schema.
     return bool(set(inspect(connection).get_table_names()) - {"alembic_version"})
@@ -395,7 +405,7 @@ def _zoos_revision(engine: Engine, connection: Connection, verb: str) -> str | N
     registry an older zoo's idea of its migrations)."""
     current = current_revision(connection)
     where = engine.url.render_as_string(True)
-    if current is None and _has_any_table(connection):
+    if (current is None and _has_any_table(connection)) or _foreign_revision(connection, current):
         raise SchemaOutdatedError(
             f"The database {where} has tables but no zoo schema version; `zoo db {verb}` "
             "changes a zoo registry or an empty database, nothing else."
@@ -413,6 +423,8 @@ def schema_state(connection: Connection) -> str:
     current = current_revision(connection)
     if current is None:
         return "not a zoo registry" if _has_any_table(connection) else "empty"
+    if _foreign_revision(connection, current):
+        return "not a zoo registry"
     if current == head_revision():
         return "up to date"
     if not _is_known_revision(current):
@@ -556,9 +568,10 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
         if create and current is None and not _has_any_table(connection):
             _run_alembic(connection, "upgrade", "head")
             current = current_revision(connection)
+        foreign = _foreign_revision(connection, current)
     if current != head:
         where = engine.url.render_as_string(True)
-        if current is None:
+        if current is None or foreign:
             raise SchemaOutdatedError(
                 f"The database {where} has tables but no zoo schema version; "
                 "point ZOO_DB_URL at an empty database or at a zoo registry."
