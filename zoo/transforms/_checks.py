@@ -7,6 +7,7 @@ so a caller can tell which of its inputs to fix.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -88,14 +89,17 @@ def check_shape(shape: Sequence[int], ndim: int, name: str = "shape") -> list[in
 
 
 def _is_whole(value) -> bool:
-    """An int (or a float, numpy or torch scalar holding one), not a bool."""
-    if isinstance(value, bool):
+    """An int (or a float, numpy or torch scalar holding one); not a bool, not text."""
+    if isinstance(value, (bool, str, bytes)):
         return False
-    if hasattr(value, "__index__"):
-        return True
     try:
-        return float(value).is_integer()
-    except (TypeError, ValueError):
+        operator.index(value)  # an int, or an integer numpy or torch scalar
+        return True
+    except TypeError:
+        pass
+    try:
+        return float(value).is_integer()  # 4.0, or a float scalar holding a whole number
+    except Exception:
         return False
 
 
