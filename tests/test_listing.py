@@ -98,9 +98,12 @@ def test_size_bounds_and_depths_past_a_database_integer_are_one_line_or_all(
     for args in (["--max-hidden", huge], ["--min-layers", huge, "--json"]):
         code, out, err = run_cli("ls", *args)
         assert code == 2 and out == "" and err.count("\n") == 1, err
-        assert "must be from -2^63 to 2^63-1" in err
+        assert "must be from 0 to 2^63-1" in err
     with pytest.raises(InvalidInputError, match="max_layers is a whole number"):
         registry.search(max_layers="6")
+    for bound in ("min_layers", "max_hidden"):  # no size is negative: a typo, not a filter
+        with pytest.raises(InvalidInputError, match=f"{bound} must be from 0"):
+            registry.search(**{bound: -1})
     code, out, err = run_cli("lineage", src.name, "--depth", huge)
     assert code == 0 and src.name in out, err
 

@@ -95,6 +95,8 @@ def test_list_search_and_show_answer_what_the_registry_holds(served):
         bad_kind = http.get("/api/artifacts", params={"kind": "nonsense"})
         assert bad_kind.status_code == 400
         assert bad_kind.json()["error"]["class"] == "InvalidInputError"
+        negative = http.get("/api/artifacts", params={"min_layers": -1})  # as the CLI refuses
+        assert negative.status_code == 400, negative.text
 
 
 def test_a_query_parameter_a_route_does_not_take_is_refused_not_ignored(served):

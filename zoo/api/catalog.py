@@ -586,8 +586,8 @@ def search(
             continue
         if isinstance(bound, bool) or not isinstance(bound, int):
             raise InvalidInputError(f"{what} is a whole number, not {bound!r}.")
-        if not -(2**63) <= bound < 2**63:  # what a database's integer holds
-            raise InvalidInputError(f"{what} must be from -2^63 to 2^63-1, got {bound}.")
+        if not 0 <= bound < 2**63:  # no size is negative; a database's integer ends there
+            raise InvalidInputError(f"{what} must be from 0 to 2^63-1, got {bound}.")
     for what, text in (
         ("family", family),
         ("author", created_by),
