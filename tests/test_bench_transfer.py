@@ -773,7 +773,9 @@ def test_reports_made_apart_merge_into_the_report_made_at_once():
         (("--seq", "1"), "at least 2 tokens"),  # no next token to predict: NaN losses
         (("--methods", ""), "unknown method ''"),  # not the default methods
         # Refused before the source trains (600 steps at the default budget).
-        (("--source-size", "2x64", "--target-size", "1x48"), "not a multiple"),
+        (("--source-size", "2x64", "--target-size", "1x48"), "must be a multiple of 32"),
+        (("--source-size", "1x32"), "changes no size"),  # half of 1x32 in whole heads
+        (("--source-size", "2x64", "--target-size", "2x64"), "changes no size"),
     ],
 )
 def test_bad_benchmark_arguments_are_one_line_errors(run_cli, args, word, tmp_path, monkeypatch):

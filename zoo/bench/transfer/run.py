@@ -160,10 +160,16 @@ def run_transfer(
         tgt_size = parse_size(target_size)
         if min(*src_size, *tgt_size) < 1:
             raise InvalidInputError(f"Sizes must be positive: {src_size} -> {tgt_size}.")
+        sizes = f"{src_size[0]}x{src_size[1]} -> {tgt_size[0]}x{tgt_size[1]}"
+        if tgt_size == src_size:  # what a default half of a 1x32 source comes to
+            raise InvalidInputError(f"{sizes} changes no size: give a {direction} --target-size.")
         grows = tgt_size[0] > src_size[0] or tgt_size[1] > src_size[1]
         if grows != (direction == "s2l"):
+            raise InvalidInputError(f"{sizes} is not {direction}.")
+        if tgt_size[1] % head_dim:  # zoo keeps head_dim; the benchmark sets no other heads
             raise InvalidInputError(
-                f"{src_size[0]}x{src_size[1]} -> {tgt_size[0]}x{tgt_size[1]} is not {direction}."
+                f"{sizes}: the source's heads are {head_dim} wide and zoo keeps them, so the "
+                f"target's width must be a multiple of {head_dim}."
             )
         if source is None:  # a size zoo refuses is refused before the source trains
             from zoo.families import get_family
