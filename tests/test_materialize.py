@@ -792,6 +792,23 @@ def test_a_float16_target_whose_values_pass_its_range_is_refused(registry, tmp_p
     assert code == 2 and out == "" and err.count("\n") == 1 and "bfloat16" in err
     made = registry.materialize(src.name, layers=2, hidden=16, dtype="bfloat16")
     assert torch.isfinite(made.state_dict[key]).all()
+    # A float16 source: its own dtype (auto) is float16 too, and a learngene's bands grow
+    # a smooth signal's values (sqrt(2) per halved axis): both refused, not stored as inf.
+    tensors = {n: t.half() for n, t in load_file(folder / "model.safetensors").items()}
+    for name in tensors:  # every layer's, so that a band over layers passes the range too
+        if name.endswith("mlp.c_fc.weight"):
+            tensors[name] = torch.full_like(tensors[name], 40000.0)
+    half = tmp_path / "half"
+    shutil.copytree(folder, half)
+    save_file(tensors, half / "model.safetensors", metadata={"format": "pt"})
+    src16 = registry.import_checkpoint(half)
+    with pytest.raises(InvalidInputError, match=r"band of .* passes float16.s range"):
+        registry.extract(src16.name, method="dwt", wavelet="haar", levels=1)
+    hidden = src16.config["n_embd"] // 2  # a raw shrink grows values by sqrt(2) per axis
+    with pytest.raises(InvalidTargetError, match=r"mlp\.c_fc\.weight holds values past float16"):
+        registry.materialize(src16.name, layers=2, hidden=hidden, method="dwt", rescale="none")
+    assert registry.list(kind="learngene") == []
+    assert [a.name for a in registry.list(kind="derived")] == [made.artifact.name]
 
 
 def test_a_device_error_names_where_the_device_came_from(monkeypatch):

@@ -988,8 +988,8 @@ class Sink:
     ) -> None:
         self.known, self.folder, self.store, self.keep = known, folder, store, keep
         self.expected = expected
-        # Refuse a tensor that holds an infinity: a float16 target whose values pass its
-        # range (65504) would be written with inf where the source had a number.
+        # Refuse a float16 tensor that holds an infinity: values past float16's range
+        # (65504) would be written as inf where the source had numbers.
         self.finite = finite
         self.records: dict[str, TensorRecord] = {}
         self.state: dict[str, Any] = {}
@@ -1016,7 +1016,7 @@ class Sink:
 
         from zoo.errors import InvalidTargetError
 
-        if self.finite and t.is_floating_point() and bool(torch.isinf(t).any()):
+        if self.finite and t.dtype == torch.float16 and bool(torch.isinf(t).any()):
             raise InvalidTargetError(
                 f"{name} holds values past float16's range (65504), which would be written "
                 "as inf: choose --dtype bfloat16 or float32."

@@ -245,6 +245,7 @@ def _bands(family, key: str, sig, sizes: dict[str, int], recipe: dict[str, Any],
         per_layer = family.unchanged_outputs(key) == "layers"
         for k in bands:
             band = dwt_approx(sig.tensor, axes=axes, level=k, wavelet=recipe["wavelet"])
+            _check_range(key, f"level-{k} band", band, sig.tensor)
             if per_layer:
                 entry.setdefault("layer_digests", {})[str(k)] = tio.layer_digests(band)
             emit(band_name(key, k), band)
@@ -254,11 +255,26 @@ def _bands(family, key: str, sig, sizes: dict[str, int], recipe: dict[str, Any],
         # Only axes that can change are low-passed; vocab, positions... stay whole.
         keep = [recipe["keep"] if i in axes else 1.0 for i in range(sig.tensor.dim())]
         block = front_extract(sig.tensor, keep=keep, layer_axis=layer_axis)
+        _check_range(key, "DCT block", block.block, sig.tensor)
         emit(f"{key}@dct.block", block.block)
         emit(f"{key}@dct.mean", block.means)
         emit(f"{key}@dct.std", block.stds)
         entry["layer_axis"] = layer_axis
     return entry
+
+
+def _check_range(key: str, what: str, band, source) -> None:
+    """A float16 band is refused where its values pass float16's range (an orthonormal
+    low-pass grows a smooth signal's values by sqrt(2) per halved axis): stored, they
+    would be inf where the source holds numbers."""
+    import torch
+
+    overflows = band.dtype == torch.float16 and bool(torch.isinf(band).any())
+    if overflows and not bool(torch.isinf(source).any()):
+        raise InvalidInputError(
+            f"The {what} of {key} passes float16's range (65504), so it would be stored "
+            "as inf: extract from a bfloat16 or float32 copy of the checkpoint."
+        )
 
 
 def restore_blobs(reg, info: ArtifactInfo, produce: Callable[[Callable], Any]) -> list[str]:
