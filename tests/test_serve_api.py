@@ -239,6 +239,30 @@ def test_audit_by_upload_and_by_posted_hashes(served, tmp_path):
         assert changed["status"] == "modified" and changed["differing"] == [tensors[0]["name"]]
         bad = http.post("/api/audit/hashes", json={"tensors": [{"name": "x"}]})
         assert bad.status_code == 400
+        # An upload the audit refuses is named as the uploader named it, not by the
+        # server's staging folder.
+        index = {"metadata": {}, "weight_map": {"a.weight": "model-00002-of-00002.safetensors"}}
+        parts = [
+            ("files", ("config.json", (out / "config.json").read_bytes())),
+            ("files", ("model.safetensors.index.json", json.dumps(index).encode())),
+        ]
+        refused = http.post("/api/audit", files=parts, data={"label": "mine/half"})
+        message = refused.json()["error"]["message"]
+        assert refused.status_code == 422 and "mine/half/" in message, refused.text
+        assert "serve-cache" not in message and ".upload-" not in message
+        # A manifest of impossible tensors is refused, not given a verdict (one that may
+        # depend on the list's order): with no config, only the tensors say anything.
+        first = tensors[1]
+        for wrong, says in (
+            ([*tensors[1:], {**first, "digest": "b" * 64}], "listed twice"),
+            ([{**t, "nbytes": -1} for t in tensors[1:]], "bytes is not what"),
+            ([{**t, "shape": [7, 7, 7]} for t in tensors[1:]], "bytes is not what"),
+            ([{**t, "dtype": "BOGUS"} for t in tensors[1:]], "not a safetensors dtype"),
+            ([], "no tensors"),
+        ):
+            refused = http.post("/api/audit/hashes", json={"tensors": wrong, "config": None})
+            assert refused.status_code == 400, (says, refused.text)
+            assert says in refused.json()["error"]["message"], refused.text
 
 
 def test_hub_reads_carry_the_headers_huggingface_hub_needs(served):

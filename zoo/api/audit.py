@@ -225,11 +225,46 @@ def audit_manifest(
 ) -> AuditReport:
     """Identify a checkpoint from its tensors' records alone (``name``, ``dtype``,
     ``shape``, ``nbytes`` and ``digest`` each): what a client that hashed its file
-    itself sends, so the weights need not travel. ``label`` names it in the report."""
+    itself sends, so the weights need not travel. ``label`` names it in the report.
+
+    Raises:
+        InvalidInputError: no tensors, a name listed twice, a dtype safetensors does not
+            have, a shape that is not sizes, ``nbytes`` other than the shape's, or a digest
+            that is not a sha256 (the verdict would depend on the list's order or call
+            a record of impossible tensors known).
+    """
+    _check_manifest(tensors)
     report = _identify(reg, label, tensors, config, metadata)
     if verify:
         _verify(reg, report)
     return report
+
+
+def _check_manifest(tensors) -> None:
+    import math
+    import re
+
+    from zoo.checkpoint.safetensors_format import DTYPE_ITEMSIZE
+
+    if not tensors:
+        raise InvalidInputError("The manifest lists no tensors: there is nothing to identify.")
+    seen: set[str] = set()
+    for t in tensors:
+        what = f"Tensor {t.name!r:.80}"
+        if t.name in seen:
+            raise InvalidInputError(f"{what} is listed twice; each name holds one tensor.")
+        seen.add(t.name)
+        if t.dtype not in DTYPE_ITEMSIZE:
+            raise InvalidInputError(f"{what}: {t.dtype!r:.20} is not a safetensors dtype.")
+        shape = tuple(t.shape)
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in shape):
+            raise InvalidInputError(f"{what}: shape {list(shape)!r:.80} is not sizes.")
+        if t.nbytes != math.prod(shape) * DTYPE_ITEMSIZE[t.dtype]:
+            raise InvalidInputError(
+                f"{what}: {t.nbytes} bytes is not what {t.dtype} {list(shape)} holds."
+            )
+        if not isinstance(t.digest, str) or not re.fullmatch(r"[0-9a-f]{64}", t.digest):
+            raise InvalidInputError(f"{what}: its digest is not a sha256 in hex.")
 
 
 def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:

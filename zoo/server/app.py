@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import re
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
@@ -69,6 +70,19 @@ def error_body(exc: BaseException, status: int, exit_code: int) -> dict[str, Any
             "exit_code": exit_code,
         }
     }
+
+
+@contextlib.contextmanager
+def _said_of(staging: Path, label: str) -> Iterator[None]:
+    """An error about an upload names it as the uploader does (its label, or the folder
+    they read), never the server's staging folder."""
+    try:
+        yield
+    except ZooError as exc:
+        exc.args = tuple(
+            a.replace(str(staging), label) if isinstance(a, str) else a for a in exc.args
+        )
+        raise
 
 
 def zoo_error_response(exc: ZooError, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -957,12 +971,13 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
             target.mkdir()
             await _save_uploads(files, target)
             # The staging folder is gone once imported: the record names the uploader's.
-            info = await server.work.call(
-                server.reg.import_checkpoint,
-                target,
-                name=name,
-                origin=f"upload:{origin or folder}",
-            )
+            with _said_of(target, origin or folder):
+                info = await server.work.call(
+                    server.reg.import_checkpoint,
+                    target,
+                    name=name,
+                    origin=f"upload:{origin or folder}",
+                )
             return info.to_json(with_tensors=True)
         finally:
             await server.db(remove_tree, staging)
@@ -1006,7 +1021,8 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
             target = staging
             if len(files) == 1 and files[0].filename.endswith(".safetensors"):
                 target = staging / files[0].filename
-            report = await server.work.call(server.reg.audit, target, verify=verify)
+            with _said_of(staging, label):
+                report = await server.work.call(server.reg.audit, target, verify=verify)
             report.path = label
             return report.to_json()
         finally:
