@@ -614,6 +614,8 @@ def test_verify_finds_changed_bytes(registry, family, run_cli):
     assert [(p.digest, p.problem, p.artifacts) for p in report.problems] == [
         (victim, "corrupt", ("src",))
     ]
+    intact = {e.digest: e.size for e in registry.store.entries()}
+    assert report.checked_bytes == sum(intact.values())  # the damaged blob's bytes too
     assert registry.verify("other").ok  # one artifact's blobs only
     code, out, _ = run_cli("verify", "src", "--json")
     assert code == 6 and json.loads(out)["problems"][0]["digest"] == victim

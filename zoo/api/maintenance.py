@@ -581,8 +581,8 @@ def _verify(reg, query: str | None, *, workers: int | None) -> VerifyReport:
     def check(digest: str) -> tuple[str, int, str | None, str]:
         try:
             return digest, len(store.get(digest)), None, ""
-        except BlobCorruptError as exc:
-            return digest, 0, "corrupt", str(exc)
+        except BlobCorruptError as exc:  # read all the same: its bytes count as checked
+            return digest, (store.stat(digest) or (0, 0))[0], "corrupt", str(exc)
         except BlobNotAFileError as exc:  # a folder the user put there: theirs to move
             return digest, 0, "not a file", str(exc)
         except FileNotFoundError:
