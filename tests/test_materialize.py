@@ -351,6 +351,8 @@ def test_cli_audit_exit_codes(registry, tiny_dir, tmp_path, run_cli):
     assert report.artifact.deleted and report.lineage is None
     code, out, _ = run_cli("audit", str(changed))
     assert code == 10 and "(removed with `zoo rm`)" in out and "brings it back" not in out
+    checked = registry.audit(changed, verify=True)  # a removed recipe is not re-derived
+    assert checked.verified is None and "FAILED" not in checked.to_text()
 
 
 def test_audit_takes_no_shared_zeros_and_ones_for_ancestry(registry, tiny_dir, tmp_path):
@@ -809,6 +811,17 @@ def test_a_float16_target_whose_values_pass_its_range_is_refused(registry, tmp_p
         registry.materialize(src16.name, layers=2, hidden=hidden, method="dwt", rescale="none")
     assert registry.list(kind="learngene") == []
     assert [a.name for a in registry.list(kind="derived")] == [made.artifact.name]
+    # A source's own inf is its own: a size keeping that tensor whole is not refused.
+    bias = "transformer.h.0.attn.c_attn.bias"
+    tensors = {n: t.half() for n, t in load_file(folder / "model.safetensors").items()}
+    tensors[bias][3] = float("inf")
+    inf_dir = tmp_path / "inf"
+    shutil.copytree(folder, inf_dir)
+    save_file(tensors, inf_dir / "model.safetensors", metadata={"format": "pt"})
+    src_inf = registry.import_checkpoint(inf_dir)
+    layers, width = src_inf.config["n_layer"], src_inf.config["n_embd"]
+    same = registry.materialize(src_inf.name, layers=layers, hidden=width)
+    assert torch.isinf(same.state_dict[bias]).any()
 
 
 def test_a_device_error_names_where_the_device_came_from(monkeypatch):

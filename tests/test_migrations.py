@@ -168,12 +168,17 @@ def test_downgrading_to_base_takes_saying_so(db_url, tmp_path, run_cli, monkeypa
     engine.dispose()
 
 
-def test_a_database_url_without_its_driver_is_one_line(monkeypatch, run_cli):
+def test_a_database_url_without_its_driver_is_one_line(monkeypatch, run_cli, tmp_path):
     monkeypatch.setenv("ZOO_DB_URL", "postgresql+pg8000://zoo:hunter2@db.example/zoo")
     code, out, err = run_cli("ls")
     assert code == 2 and out == "" and err.count("\n") == 1
     assert "driver that is not installed" in err and "hunter2" not in err
     # A database zoo does not keep its registry in says so, not "install a driver".
+    # A SQLite driver that is not installed is refused before a database file is made.
+    monkeypatch.setenv("ZOO_DB_URL", f"sqlite+aiosqlite:///{tmp_path / 'y.db'}")
+    code, out, err = run_cli("ls")
+    assert code == 2 and "driver that is not installed" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "y.db").exists()
     monkeypatch.setenv("ZOO_DB_URL", "mysql://zoo:hunter2@db.example/zoo")
     code, out, err = run_cli("ls")
     assert code == 2 and out == "" and err.count("\n") == 1 and "hunter2" not in err

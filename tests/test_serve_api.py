@@ -250,6 +250,13 @@ def test_audit_by_upload_and_by_posted_hashes(served, tmp_path):
         message = refused.json()["error"]["message"]
         assert refused.status_code == 422 and "mine/half/" in message, refused.text
         assert "serve-cache" not in message and ".upload-" not in message
+        cut = [("files", ("model.safetensors", weights.read_bytes()[:1000]))]
+        refused = http.post("/api/audit", files=cut, data={"label": "mine.safetensors"})
+        message = refused.json()["error"]["message"]
+        assert refused.status_code == 422 and message.startswith("mine.safetensors "), message
+        # No tensors at all is a file nothing shares tensors with, as a local audit says.
+        empty = http.post("/api/audit/hashes", json={"tensors": [], "config": None}).json()
+        assert empty["status"] == "unknown"
         # A manifest of impossible tensors is refused, not given a verdict (one that may
         # depend on the list's order): with no config, only the tensors say anything.
         first = tensors[1]
@@ -258,7 +265,6 @@ def test_audit_by_upload_and_by_posted_hashes(served, tmp_path):
             ([{**t, "nbytes": -1} for t in tensors[1:]], "bytes is not what"),
             ([{**t, "shape": [7, 7, 7]} for t in tensors[1:]], "bytes is not what"),
             ([{**t, "dtype": "BOGUS"} for t in tensors[1:]], "not a safetensors dtype"),
-            ([], "no tensors"),
         ):
             refused = http.post("/api/audit/hashes", json={"tensors": wrong, "config": None})
             assert refused.status_code == 400, (says, refused.text)

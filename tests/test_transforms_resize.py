@@ -46,7 +46,18 @@ def test_dyadic_plan_refuses_sizes_no_axis_has(s, t, word):
 def test_a_size_is_a_whole_number_not_cut_to_one():
     """`(4, 4.5, 6)` is refused, not resized to (4, 4, 6); 4.0 is the size 4."""
     x = torch.ones(4, 4, 6)
-    for half in (4.5, torch.tensor(4.5), np.array(4.5), "4", torch.ones(2)):
+    for half in (
+        4.5,
+        torch.tensor(4.5),
+        np.array(4.5),
+        "4",
+        bytearray(b"4"),
+        torch.ones(2),
+        torch.tensor([4.0]),
+        np.bool_(True),
+        torch.tensor(True),
+        np.complex64(4),
+    ):
         with pytest.raises(TransformError, match="`shape` must be a sequence of ints"):
             resize(x, (4, half, 6), method="dct")
     for four in (4.0, torch.tensor(4), np.int64(4)):

@@ -228,7 +228,7 @@ def audit_manifest(
     itself sends, so the weights need not travel. ``label`` names it in the report.
 
     Raises:
-        InvalidInputError: no tensors, a name listed twice, a dtype safetensors does not
+        InvalidInputError: a name listed twice, a dtype safetensors does not
             have, a shape that is not sizes, ``nbytes`` other than the shape's, or a digest
             that is not a sha256 (the verdict would depend on the list's order or call
             a record of impossible tensors known).
@@ -246,9 +246,7 @@ def _check_manifest(tensors) -> None:
 
     from zoo.checkpoint.safetensors_format import DTYPE_ITEMSIZE
 
-    if not tensors:
-        raise InvalidInputError("The manifest lists no tensors: there is nothing to identify.")
-    seen: set[str] = set()
+    seen: set[str] = set()  # none at all is a file of no tensors: unknown, as locally
     for t in tensors:
         what = f"Tensor {t.name!r:.80}"
         if t.name in seen:
@@ -386,8 +384,8 @@ def _verify(reg, report: AuditReport) -> None:
 
     from .materialize import rederive
 
-    if report.artifact is None or report.artifact.kind != "derived":
-        return
+    if report.artifact is None or report.artifact.kind != "derived" or report.artifact.deleted:
+        return  # a removed artifact's recipe is not re-derived (rederive refuses it)
     try:
         rederive(reg, report.artifact.name)
         report.verified = report.status == "known"

@@ -252,9 +252,12 @@ def _refuse_shared_store(reg, command: str, *, sweeps: bool = True) -> None:
     """Blobs another registry's rows need look like orphans here: never sweep them.
     ``sweeps``: the command deletes, so it is this registry's use of the store and claims
     it (refusing a folder of files zoo did not write); a dry run only looks."""
-    if sweeps:
-        reg.store.claim(reg.registry_id)
     others = reg.store.others(reg.registry_id)
+    if sweeps and (not others or not reg.store.claims()):
+        # Claimed once no other registry's claim refuses the sweep, so a refused command
+        # makes no owner; a store of blobs nobody claimed (from before registries recorded
+        # their ids) gets the marker a person deletes, and this registry's claim beside it.
+        reg.store.claim(reg.registry_id)
     if reg.store.UNCLAIMED in others:
         raise ConflictError(
             f"The store {reg.store.url} holds blobs from before zoo recorded which registries "

@@ -36,7 +36,7 @@ from zoo.errors import (
     VerificationError,
 )
 
-from .derivation import Derivation, Sink
+from .derivation import Derivation, Sink, source_records
 from .plan import MaterializeRequest, Plan, make_plan, source_of
 from .record import derived_name, parent_live, provenance, record_derived
 
@@ -88,6 +88,7 @@ def materialize(reg, query: str, request: MaterializeRequest) -> Materialized:
         store=reg.store if request.store else None,
         keep=keep,
         finite=True,  # float16 outputs (asked for, or a float16 source's under auto)
+        source_digests=frozenset(t.digest for t in source_records(reg, plan)),
     )
 
     def finish(content_hash: str) -> ArtifactInfo:

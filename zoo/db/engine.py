@@ -160,7 +160,7 @@ def _no_driver(url: str) -> InvalidInputError:
 
 def _target(url: str, *, create_folder: bool) -> SQLiteFile | None:
     """What ``url`` opens: a checked SQLite file, or None for a server's database."""
-    parsed = check_db_url(url)
+    parsed = check_db_url(url, driver=True)  # before a SQLite file is made for it
     if parsed.get_backend_name() == "sqlite":
         return sqlite_file(url, parsed.database, create_folder=create_folder)
     return None

@@ -1021,7 +1021,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
             target = staging
             if len(files) == 1 and files[0].filename.endswith(".safetensors"):
                 target = staging / files[0].filename
-            with _said_of(staging, label):
+            with _said_of(target, label):  # the file's path when one file was sent
                 report = await server.work.call(server.reg.audit, target, verify=verify)
             report.path = label
             return report.to_json()

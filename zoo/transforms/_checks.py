@@ -89,8 +89,12 @@ def check_shape(shape: Sequence[int], ndim: int, name: str = "shape") -> list[in
 
 
 def _is_whole(value) -> bool:
-    """An int (or a float, numpy or torch scalar holding one); not a bool, not text."""
-    if isinstance(value, (bool, str, bytes)):
+    """An int (or a float, numpy or torch scalar holding one); not a bool, not text, not
+    a complex number, not an array or tensor of one or more values."""
+    if isinstance(value, (bool, str, bytes, bytearray, complex)):
+        return False
+    dtype = str(getattr(value, "dtype", ""))
+    if getattr(value, "ndim", 0) != 0 or "bool" in dtype or "complex" in dtype:
         return False
     try:
         operator.index(value)  # an int, or an integer numpy or torch scalar
