@@ -435,6 +435,49 @@ def test_an_audit_names_the_checkpoint_the_file_is_not_one_holding_its_tensors_a
         assert report.config_differs
 
 
+def test_a_tensor_read_with_another_dtype_or_shape_is_not_the_recorded_one(reg, tmp_path):
+    """The same bytes under another dtype or shape are another tensor (safetensors loads
+    them so, an import records them so): such a file is modified, naming them, not the
+    registered checkpoint bit for bit."""
+    import struct
+
+    folder = save_tiny("bert", tmp_path / "src")
+    src = reg.import_checkpoint(folder)
+    raw = (folder / "model.safetensors").read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + n])
+    matrix = next(
+        k for k, v in sorted(header.items()) if k != "__metadata__" and len(v["shape"]) == 2
+    )
+    vector = next(k for k, v in sorted(header.items()) if k.endswith("LayerNorm.bias"))
+    header[matrix]["shape"] = header[matrix]["shape"][::-1]
+    header[vector]["dtype"] = "I32"
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    shutil.copy(folder / "config.json", changed)
+    (changed / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
+    report = reg.audit(changed)
+    assert report.status == "modified" and report.artifact.id == src.id, report.to_text()
+    assert matrix in report.differing, report.to_text()
+
+
+def test_a_cast_note_names_the_dtype_the_artifact_recorded(reg, tmp_path):
+    """An fp16 checkpoint's zero tensors have the same bytes in bf16: its float32 re-save
+    holds the recorded F16 values, and the note says F16 alone."""
+    folder = save_tiny("llama", tmp_path / "src")
+    half = _as(folder, tmp_path / "f16", torch.float16)
+    tensors = load_file(half / "model.safetensors")
+    zero = next(n for n in sorted(tensors) if n.endswith("down_proj.weight"))
+    tensors[zero] = torch.zeros_like(tensors[zero])
+    save_file(tensors, half / "model.safetensors", metadata={"format": "pt"})
+    src = reg.import_checkpoint(half)
+    report = reg.audit(_as(half, tmp_path / "f32", torch.float32))
+    assert report.status == "known" and report.artifact.id == src.id, report.to_text()
+    assert report.cast_from == ["F16"], report.cast_from
+
+
 def test_a_float32_model_no_narrower_dtype_holds_stays_unknown(reg, tmp_path):
     """Widening is recognized only where it lost nothing: a float32 checkpoint whose
     values no bf16 holds is not its bf16 rounding, which is registered."""

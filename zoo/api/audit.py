@@ -197,7 +197,7 @@ def identify_with_casts(identify, tensors, narrowed):
         manifest = as_narrowed(tensors, alternatives, code)
         candidate = identify(manifest)
         if candidate.artifact is not None and candidate.artifact.tensors:
-            recorded = {t.name: t.digest for t in candidate.artifact.tensors}
+            recorded = {t.name: (t.digest, t.dtype) for t in candidate.artifact.tensors}
             manifest = as_recorded(tensors, alternatives, recorded)
             candidate = identify(manifest)
         if _rank(candidate) > _rank(best):
@@ -330,17 +330,26 @@ def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
 
     recorded = {t.name: t for t in best_info.tensors}
     weight = _weight_test(best_info.family)
+
     # A tie is one tensor under two names: a file may write it once (a name missing) or
     # twice (a name extra), beside the recorded tensor it equals, held under its own name.
     # A tensor only renamed is held under neither name, and a constant (a norm gain of
     # ones) equals unrelated tensors: both are differences, not ties.
-    held = {d for n, d in file_tensors.items() if n in recorded and recorded[n].digest == d}
+    def same(name: str) -> bool:  # the recorded tensor, bytes, dtype and shape alike
+        theirs = recorded.get(name)
+        return theirs is not None and (
+            file_tensors.get(name),
+            file_dtypes.get(name),
+            file_shapes.get(name),
+        ) == (theirs.digest, theirs.dtype, tuple(theirs.shape))
+
+    held = {d for n, d in file_tensors.items() if same(n)}
     tied = held - fills
     not_compared = set()
     differing, missing, extra = [], [], []
     for name in sorted(set(recorded) | set(file_tensors)):
         mine, theirs = file_tensors.get(name), recorded.get(name)
-        if theirs is not None and mine == theirs.digest:
+        if same(name):
             continue
         if theirs is None:  # extra: a buffer, or a tied copy of a recorded tensor
             dtype, counted = file_dtypes[name], mine not in tied

@@ -102,12 +102,17 @@ def as_narrowed(tensors, alternatives: dict[str, dict[str, TensorInfo]], code: s
 
 def as_recorded(tensors, alternatives: dict[str, dict[str, TensorInfo]], recorded) -> list:
     """``tensors`` with each one replaced by its narrowed record where that, and not the
-    file's own, has the digest ``recorded`` (name -> digest) gives it: a checkpoint that
-    kept some tensors in float32 and others in bf16 is matched tensor by tensor."""
+    file's own, has the digest and dtype ``recorded`` (name -> (digest, dtype)) gives it:
+    a checkpoint that kept some tensors in float32 and others in bf16 is matched tensor
+    by tensor (a tensor of zeros has the same bytes in bf16 and fp16: the recorded dtype
+    says which it was)."""
     out = []
     for t in tensors:
         want = recorded.get(t.name)
-        if want is not None and t.digest != want:
-            t = next((a for a in alternatives.get(t.name, {}).values() if a.digest == want), t)
+        if want is not None and (t.digest, t.dtype) != want:
+            t = next(
+                (a for a in alternatives.get(t.name, {}).values() if (a.digest, a.dtype) == want),
+                t,
+            )
         out.append(t)
     return out

@@ -463,11 +463,12 @@ async function runAudit(files) {
         let manifest = tensors.map((t) => narrowed[code][t.name] || t);
         let cast = await identify(manifest);
         if (cast.artifact) {
-          const recorded = Object.fromEntries((await api(`/api/artifacts/${enc(cast.artifact.name)}`)).tensors.map((t) => [t.name, t.digest]));
+          // By digest and dtype: zeros have the same bytes in bf16 and fp16.
+          const recorded = Object.fromEntries((await api(`/api/artifacts/${enc(cast.artifact.name)}`)).tensors.map((t) => [t.name, t]));
           manifest = tensors.map((t) => {
             const want = recorded[t.name];
-            if (want === undefined || t.digest === want) return t;
-            return [narrowed.BF16[t.name], narrowed.F16[t.name]].find((n) => n && n.digest === want) || t;
+            if (want === undefined || (t.digest === want.digest && t.dtype === want.dtype)) return t;
+            return [narrowed.BF16[t.name], narrowed.F16[t.name]].find((n) => n && n.digest === want.digest && n.dtype === want.dtype) || t;
           });
           cast = await identify(manifest);
         }
