@@ -409,6 +409,31 @@ def test_the_page_audits_a_float32_save_of_a_bf16_checkpoint_as_it(site, page, t
     assert other.name in page.locator(".verdict").inner_text()
 
 
+def test_the_page_reads_a_config_as_zoo_audit_does(site, page, tmp_path, tiny_dir):
+    """A decoder's config holds floats like 10000.0, which a browser's JSON.parse turns into
+    10000 (another content hash): the page sends the file's text, so an exact copy is
+    known with an unchanged config, as `zoo audit` says, and a config that is not JSON is
+    refused naming the file."""
+    folder = tmp_path / "llama"
+    shutil.copytree(tiny_dir("llama", seed=3), folder)
+    assert ".0," in (folder / "config.json").read_text()  # a float written as Python does
+    src = site.reg.import_checkpoint(folder, name="llama-config-floats")
+    assert not site.reg.audit(folder).config_differs
+    page.goto(site.url + "/#/audit")
+    page.wait_for_selector("#pick", state="attached")
+    page.set_input_files("#pick", [str(folder / "model.safetensors"), str(folder / "config.json")])
+    page.wait_for_selector(".verdict")
+    verdict = page.locator(".verdict").inner_text()
+    assert page.locator(".verdict .badge").inner_text() == "known", verdict
+    assert src.name in verdict and "config.json differs" not in verdict
+    (folder / "config.json").write_text("{not json")
+    page.goto(site.url + "/#/")
+    page.goto(site.url + "/#/audit")
+    page.set_input_files("#pick", [str(folder / "model.safetensors"), str(folder / "config.json")])
+    page.wait_for_selector(".error")
+    assert "config.json is not valid JSON" in page.locator(".error").inner_text()
+
+
 def test_the_page_audits_every_shard_of_a_sharded_checkpoint(site, page, tmp_path):
     """Shards picked together are one checkpoint, as `zoo audit FOLDER` reads them: known;
     one shard alone is that checkpoint with tensors missing; a tensor in two shards is

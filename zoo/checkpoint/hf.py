@@ -357,18 +357,42 @@ def _read_config(root: Path) -> dict[str, Any]:
             path=str(cfg),
         )
     obj = _read_json(cfg)
+    _check_config(obj, str(cfg))
+    return obj
+
+
+def _check_config(obj: Any, where: str) -> None:
     if _depth(obj) > MAX_CONFIG_DEPTH:
         raise InvalidCheckpointError(
-            f"{cfg} nests more than {MAX_CONFIG_DEPTH} levels deep, which no real config "
+            f"{where} nests more than {MAX_CONFIG_DEPTH} levels deep, which no real config "
             "does; restore the config.json that save_pretrained wrote.",
-            path=str(cfg),
+            path=where,
         )
     if not isinstance(obj, dict):
         raise InvalidCheckpointError(
-            f"{cfg} holds a JSON {type(obj).__name__}, not an object; restore the "
+            f"{where} holds a JSON {type(obj).__name__}, not an object; restore the "
             "config.json that save_pretrained wrote.",
-            path=str(cfg),
+            path=where,
         )
+
+
+def config_from_text(text: str, where: str = CONFIG_NAME) -> dict[str, Any]:
+    """A config.json's text read as zoo reads the file (as Python's json reads it: 10000.0
+    stays a float, which the content hash tells from 10000), with the same checks."""
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise InvalidCheckpointError(
+            f"{where} is not valid JSON ({exc}); restore the file that save_pretrained wrote.",
+            path=where,
+        ) from exc
+    except RecursionError as exc:
+        raise InvalidCheckpointError(
+            f"{where} nests thousands of levels deep, which no real file does; restore the "
+            "file that save_pretrained wrote.",
+            path=where,
+        ) from exc
+    _check_config(obj, where)
     return obj
 
 

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from zoo import __version__
 from zoo.api.export import parse_size
 from zoo.api.tokens import TokenInfo
+from zoo.checkpoint.hf import MAX_JSON_BYTES, config_from_text
 from zoo.checkpoint.safetensors_format import MAX_TENSORS
 from zoo.errors import (
     AuthenticationError,
@@ -302,6 +303,9 @@ class AuditHashesRequest(_Body):
     # As many as an import takes: the largest real checkpoints hold up to 150,000.
     tensors: list[TensorHash] = Field(max_length=MAX_TENSORS)
     config: dict[str, Any] | None = None
+    # config.json's text, read here as a local audit reads the file: a browser's JSON
+    # parse turns 10000.0 into 10000, which the content hash tells apart.
+    config_text: str | None = Field(None, max_length=MAX_JSON_BYTES)
     metadata: dict[str, str] | None = None
 
 
@@ -1032,11 +1036,16 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     async def audit_hashes(body: AuditHashesRequest, verify: bool = False, _=read):
         """Audit by the tensors' sha256 alone (what the web page hashes in the browser)."""
         tensors = [_TensorView(t) for t in body.tensors]
+        config = body.config
+        if body.config_text is not None:
+            if config is not None:
+                raise InvalidInputError("Send config or config_text, not both.")
+            config = config_from_text(body.config_text)
         report = await server.work.call(
             server.reg.audit_manifest,
             body.label,
             tensors,
-            body.config,
+            config,
             body.metadata,
             verify=verify,
         )

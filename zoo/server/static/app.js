@@ -452,9 +452,11 @@ async function runAudit(files) {
         for (const [k, v] of Object.entries(part.metadata || {})) if (!(k in metadata)) metadata[k] = v;  // the first shard's wins
         for (const code of ["BF16", "F16"]) Object.assign(narrowed[code], part.narrowed[code]);
       }
-      const config = configFile ? JSON.parse(await configFile.text()) : null;
+      // The config's text, read by the server as zoo reads the file (JSON.parse would
+      // turn 10000.0 into 10000, another content hash), and checked there.
+      const configText = configFile ? await configFile.text() : null;
       const identify = (manifest) => api("/api/audit/hashes", {method: "POST", headers: {"Content-Type": "application/json"},
-        body: JSON.stringify({label, tensors: manifest, config, metadata: Object.keys(metadata).length ? metadata : null})});
+        body: JSON.stringify({label, tensors: manifest, config_text: configText, metadata: Object.keys(metadata).length ? metadata : null})});
       report = await identify(tensors);
       // No exact match: try the float32 tensors at the narrower dtype that holds them, then
       // each one as the artifact that finds recorded it (some may have stayed float32).
