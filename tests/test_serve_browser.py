@@ -524,6 +524,32 @@ def test_the_page_refuses_a_damaged_file_as_zoo_audit_does_and_reads_a_folder_as
     assert page.locator(".verdict .badge").inner_text() == "known"
 
 
+def test_a_checkpoint_zoo_does_not_resize_and_a_placeholder_say_what_they_are(
+    site, page, tmp_path
+):
+    """A catalogued-only checkpoint (a T5) is offered no other size (the server refuses
+    one); a placeholder holds nothing, and says so; no drawing labels a missing family."""
+    import torch
+    import transformers
+
+    config = transformers.T5Config(vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=2)
+    torch.manual_seed(0)
+    transformers.T5ForConditionalGeneration(config).save_pretrained(tmp_path / "t5")
+    (tmp_path / "t5" / "README.md").write_text("---\nbase_model: acme/t5-base\n---\n")
+    t5 = site.reg.import_checkpoint(tmp_path / "t5", name="t5-catalogued")
+    page.goto(site.url + f"/#/artifact/{t5.name}")
+    page.wait_for_selector("#graph svg")
+    use = page.locator("text=Use it").locator("..").inner_text()
+    assert "from_pretrained" in use and "another size" not in use
+    assert "None" not in page.locator("#graph").inner_text()
+    page.goto(site.url + "/#/artifact/acme%2Ft5-base")
+    page.wait_for_function("document.querySelector('h1')?.innerText === 'acme/t5-base'")
+    page.wait_for_selector("#graph svg")
+    text = page.locator("#view").inner_text()
+    assert "weights in the store" not in text and "registered as imported" not in text
+    assert "holds no weights" in text and "None" not in page.locator("#graph").inner_text()
+
+
 def test_the_size_the_page_suggests_is_one_the_server_makes(site, page):
     """The "Use it" snippet's smaller revision keeps head_dim, as zoo's defaults do, for
     every family (a 3-head GPT-2 of 3x24 included: half its hidden size, 12, is not a

@@ -28,7 +28,8 @@ def lineage_svg(graph, link: str = "#/artifact/{name}") -> str:
         nodes[f"n{n.id}"] = {
             "label": n.label,
             "kind": n.kind,
-            "sub": f"{n.kind}{' · virtual' if n.virtual else ''} · {n.family}",
+            "sub": f"{n.kind}{' · virtual' if n.virtual else ''}"
+            + (f" · {n.family}" if n.family else ""),  # a placeholder has none
             "href": link.format(name=quote(n.name)) if not n.deleted else None,
             "dashed": n.virtual,
             "root": n.id == graph.root,

@@ -198,9 +198,9 @@ async function artifact(name) {
     <div class="grid">
       <div class="card"><h2>Identity</h2>${factsTable({
         "content hash": a.content_hash, created: a.created_at.replace("T", " ").slice(0, 19), "created by": a.created_by,
-        stored: a.virtual ? "recipe only (re-derived and verified on demand)" : "weights in the store",
+        stored: a.kind === "placeholder" ? "nothing: a name a model card gives as its base" : a.virtual ? "recipe only (re-derived and verified on demand)" : "weights in the store",
         imported: a.imports.map((i) => i.origin + (i.revision ? "@" + i.revision.slice(0, 12) : "")).join(", ") || "—"})}</div>
-      <div class="card"><h2>${a.kind === "learngene" ? "Extraction" : "Recipe"}</h2>${recipe ? factsTable(recipe, ["target_config"]) : '<p class="muted">A source checkpoint: registered as imported.</p>'}</div>
+      <div class="card"><h2>${a.kind === "learngene" ? "Extraction" : "Recipe"}</h2>${recipe ? factsTable(recipe, ["target_config"]) : a.kind === "placeholder" ? '<p class="muted">None: not imported.</p>' : '<p class="muted">A source checkpoint: registered as imported.</p>'}</div>
       <div class="card"><h2>Tensors</h2>${tensorSummary(a)}</div>
       <div class="card"><h2>Config</h2><div class="scroll">${a.config ? factsTable(a.config) : '<p class="muted">none</p>'}</div></div>
     </div>
@@ -212,7 +212,7 @@ async function artifact(name) {
 model = AutoModel.from_pretrained("${esc(a.name)}", revision="${a.size ? smallerSize(a) : "6x384"}")  # layers x hidden
 # with HF_ENDPOINT=${esc(origin)} and HF_TOKEN set</pre>`
         : `<pre>from transformers import AutoModel
-model = AutoModel.from_pretrained("${esc(a.name)}")${a.size ? `                      # ${esc(a.size)}
+model = AutoModel.from_pretrained("${esc(a.name)}")${a.size && a.family ? `                      # ${esc(a.size)}
 model = AutoModel.from_pretrained("${esc(a.name)}", revision="${smallerSize(a)}")  # another size` : ""}
 # with HF_ENDPOINT=${esc(origin)} and HF_TOKEN set</pre><p id="files" class="muted snippet"></p>`}
     </div>
