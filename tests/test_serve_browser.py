@@ -524,9 +524,7 @@ def test_the_page_refuses_a_damaged_file_as_zoo_audit_does_and_reads_a_folder_as
     assert page.locator(".verdict .badge").inner_text() == "known"
 
 
-def test_a_checkpoint_zoo_does_not_resize_and_a_placeholder_say_what_they_are(
-    site, page, tmp_path
-):
+def test_a_checkpoint_zoo_does_not_resize_and_a_placeholder_say_what_they_are(site, page, tmp_path):
     """A catalogued-only checkpoint (a T5) is offered no other size (the server refuses
     one); a placeholder holds nothing, and says so; no drawing labels a missing family."""
     import torch
