@@ -493,12 +493,19 @@ def test_the_page_refuses_a_damaged_file_as_zoo_audit_does_and_reads_a_folder_as
     first = next(k for k in header if k != "__metadata__")
     forged = dict(header, **{first: dict(header[first], data_offsets=[8, 0])})
     text = json.dumps(forged).encode()
+    size = header[first]["data_offsets"][1] - header[first]["data_offsets"][0]
+    itemsize = {"F32": 4, "F16": 2, "BF16": 2}[header[first]["dtype"]]
+    axes = dict(header, **{first: dict(header[first], shape=[size // itemsize] + [1] * 16)})
+    many = json.dumps(axes).encode()
     damaged = {
         "appended.safetensors": good + bytes(4096),
         "truncated.safetensors": good[:-100],
         "empty.safetensors": b"",
         "forged.safetensors": struct.pack("<Q", len(text)) + text + good[8 + n :],
         "notjson.safetensors": struct.pack("<Q", 9) + b"not json!" + good[8 + n :],
+        "axes.safetensors": struct.pack("<Q", len(many)) + many + good[8 + n :],
+        # A length no float64 holds exactly: the page says the one the file declares.
+        "huge.safetensors": struct.pack("<Q", 7595448452415441744) + good[8:],
     }
     for name, data in damaged.items():
         path = tmp_path / name
@@ -514,6 +521,19 @@ def test_the_page_refuses_a_damaged_file_as_zoo_audit_does_and_reads_a_folder_as
         shown = page.locator("#result .error").inner_text()
         words = says.split(" (")[0] if name == "notjson.safetensors" else says
         assert shown.startswith(f"{name} {words}"), (name, shown, says)
+    # Sizes written as floats (32.0), which JSON.parse reads as 32: refused, as zoo audit
+    # refuses them, not called the registered file.
+    shape = [float(d) for d in header[first]["shape"]]
+    floats = json.dumps(dict(header, **{first: dict(header[first], shape=shape)})).encode()
+    path = tmp_path / "floats.safetensors"
+    path.write_bytes(struct.pack("<Q", len(floats)) + floats + good[8 + n :])
+    with pytest.raises(InvalidCheckpointError):
+        site.reg.audit(path)
+    page.goto(site.url + "/#/")
+    page.goto(site.url + "/#/audit")
+    page.set_input_files("#pick", [str(path)])
+    page.wait_for_selector("#result .error")
+    assert "not whole numbers" in page.locator("#result .error").inner_text()
     beside = tmp_path / "whole" / "adapter_model.safetensors"
     shutil.copy(tmp_path / "appended.safetensors", beside)  # not read: model.safetensors is
     assert site.reg.audit(out).status == "known"

@@ -314,8 +314,10 @@ const ITEMSIZE = {F64: 8, F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1, I64: 
 // tensor's bytes are its dtype and shape's, inside the data section, and the tensors tile
 // that section exactly (appended bytes, a truncated download or a forged offset would
 // otherwise hash as a registered artifact's tensors).
-function checkLayout(file, header, dataLength) {
+function checkLayout(file, header, dataLength, text) {
   const bad = (what) => new Error(`${file.name} ${what}.`);
+  // JSON.parse reads 32.0 as 32: the header's text says whether a size was written whole.
+  if (/"(?:shape|data_offsets)"\s*:\s*\[[^\]]*[.eE]/.test(text)) throw bad("gives a tensor a shape or data_offsets that are not whole numbers; the file is corrupt");
   const spans = [];
   for (const [name, t] of Object.entries(header)) {
     if (!t || typeof t !== "object" || Array.isArray(t)) throw bad(`describes tensor '${name}' with a JSON ${Array.isArray(t) ? "array" : typeof t} instead of an object; the file is corrupt`);
@@ -323,6 +325,7 @@ function checkLayout(file, header, dataLength) {
     if (missing.length) throw bad(`describes tensor '${name}' without ${missing.join(", ")}; the file is corrupt`);
     if (!(t.dtype in ITEMSIZE)) throw bad(`gives tensor '${name}' the unknown dtype '${t.dtype}'; zoo reads ${Object.keys(ITEMSIZE).join(", ")} only, so convert the tensor first`);
     if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isInteger(d) && d >= 0)) throw bad(`gives tensor '${name}' the shape ${JSON.stringify(t.shape).slice(0, 80)}, which is not a list of sizes; the file is corrupt`);
+    if (t.shape.length > 16) throw bad(`gives tensor '${name}' ${t.shape.length} axes, more than the 16 zoo reads; the file is corrupt or forged`);
     const offsets = t.data_offsets;
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isInteger(o) && o >= 0)) throw bad(`gives tensor '${name}' the data_offsets ${JSON.stringify(offsets)}, which is not a pair of byte offsets; the file is corrupt`);
     const [begin, end] = offsets;
@@ -346,19 +349,21 @@ function checkLayout(file, header, dataLength) {
 async function hashTensors(file, progress) {
   // The safetensors layout: 8-byte little-endian header length, JSON header, then data.
   if (file.size < 8) throw new Error(`${file.name} is ${file.size} bytes long, too short to hold a safetensors header; the file is truncated or not safetensors.`);
-  const n = Number(new DataView(await file.slice(0, 8).arrayBuffer()).getBigUint64(0, true));
-  if (n > 100000000) throw new Error(`${file.name} declares a header of ${n} bytes, more than the 100000000-byte limit; the file is corrupt or not safetensors.`);
+  const declared = new DataView(await file.slice(0, 8).arrayBuffer()).getBigUint64(0, true);
+  if (declared > 100000000n) throw new Error(`${file.name} declares a header of ${declared} bytes, more than the 100000000-byte limit; the file is corrupt or not safetensors.`);
+  const n = Number(declared);
   if (8 + n > file.size) throw new Error(`${file.name} declares a header of ${n} bytes but the file has only ${file.size - 8} bytes after the length field; the file is truncated or not safetensors.`);
-  let header;
+  let header, text;
   try {
-    header = JSON.parse(new TextDecoder("utf-8", {fatal: true}).decode(await file.slice(8, 8 + n).arrayBuffer()));
+    text = new TextDecoder("utf-8", {fatal: true}).decode(await file.slice(8, 8 + n).arrayBuffer());
+    header = JSON.parse(text);
   } catch (e) {
     throw new Error(`${file.name} has a header that is not valid JSON (${e.message}); the file is corrupt or not safetensors.`);
   }
   if (!header || typeof header !== "object" || Array.isArray(header)) throw new Error(`${file.name} has a header that is not a JSON object; the file is corrupt or not safetensors.`);
   const metadata = header.__metadata__ || null;
   delete header.__metadata__;
-  checkLayout(file, header, file.size - 8 - n);
+  checkLayout(file, header, file.size - 8 - n, text);
   const entries = Object.entries(header);
   const tensors = [];
   const narrowed = {BF16: {}, F16: {}};  // name -> record, where the dtype holds it exactly
