@@ -472,6 +472,14 @@ def test_the_page_audits_every_shard_of_a_sharded_checkpoint(site, page, tmp_pat
     page.wait_for_selector("#result .error")
     assert "is in both" in page.locator("#result .error").inner_text()
 
+    # An index that says nothing of its shards is refused in zoo audit's words.
+    (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}}))
+    page.goto(site.url + "/#/")
+    page.goto(site.url + "/#/audit")
+    page.set_input_files("#pick", [str(p) for p in out.iterdir()])
+    page.wait_for_selector("#result .error")
+    assert "has no non-empty weight_map" in page.locator("#result .error").inner_text()
+
 
 def test_the_page_refuses_a_damaged_file_as_zoo_audit_does_and_reads_a_folder_as_it(
     site, page, tmp_path

@@ -422,7 +422,10 @@ async function weightsOf(files) {
   } catch (e) {
     throw new Error(`model.safetensors.index.json is not valid JSON (${e.message}).`);
   }
-  const named = [...new Set(Object.values(map || {}))].sort();
+  if (!map || typeof map !== "object" || Array.isArray(map) || !Object.keys(map).length) {
+    throw new Error("model.safetensors.index.json has no non-empty weight_map: it does not say which shard holds each tensor.");
+  }
+  const named = [...new Set(Object.values(map))].sort();
   const missing = named.filter((n) => !safetensors.some((f) => f.name === n));
   if (missing.length) throw new Error(`The index names ${missing.join(", ")}, which was not picked: pick every shard it names.`);
   return safetensors.filter((f) => named.includes(f.name));
@@ -510,6 +513,8 @@ function showReport(r) {
       <span><strong>${esc(r.path)}</strong> ${say}</span></div>
       ${r.cast_from && r.cast_from.length ? `<p class="muted cast">Its float32 tensors hold the recorded ${esc(r.cast_from.join(", "))} values exactly: a cast that loses nothing, as a float32 load and save makes.</p>` : ""}
       ${r.differing.length ? `<details open><summary>Tensors that differ</summary><pre>${esc(r.differing.slice(0, 50).join("\n"))}</pre></details>` : ""}
+      ${r.status === "modified" && r.missing.length ? `<details><summary>Tensors the file lacks</summary><pre>${esc(r.missing.slice(0, 50).join("\n"))}</pre></details>` : ""}
+      ${r.extra.length ? `<details open><summary>Tensors the artifact lacks</summary><pre>${esc(r.extra.slice(0, 50).join("\n"))}</pre></details>` : ""}
       ${a ? `<h2 style="margin-top:14px">Ancestry</h2><div id="audit-graph" class="graph"></div>` : ""}</div>`;
   if (a) api(`/api/artifacts/${enc(a.name)}/lineage?format=svg&down=false`).then((svg) => {
     const el = document.getElementById("audit-graph");
