@@ -163,11 +163,16 @@ def fsck_report(report) -> str:
         )
     found = len(report.temp_files) + len(report.orphans) + len(report.output_leftovers)
     if report.repair:
-        kept = found - len(report.removed)
+        kept = found - len(report.removed) - len(report.restored)
         lines.append(
             f"removed {len(report.removed)} older than {_age(report.grace_s)}"
             + (f"; kept {kept} younger ones (a writer may still be using them)" if kept else "")
         )
+        if report.restored:  # a --force killed mid-swap: the previous output is back
+            lines.append(
+                f"put back {len(report.restored)} previous --out folders a killed --force had "
+                "set aside: " + ", ".join(report.restored[:3])
+            )
     elif found and not report.shared_with:
         lines.append("run `zoo fsck --repair` to remove those older than the grace period")
     return "\n".join(lines)

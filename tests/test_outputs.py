@@ -233,7 +233,7 @@ def test_an_interrupted_swap_puts_the_previous_output_back(tmp_path):
     live.mkdir()  # a live writer's folder (this process) is never touched
     other = tmp_path / f".other.zoo-tmp-{tag}"
     other.mkdir()  # another destination's
-    assert export.clean_leftovers(out) == sorted([old, temp])
+    assert export.clean_leftovers(out) == [(old, True), (temp, False)]  # put back, removed
     assert (out / "config.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", live.name, other.name])
 
@@ -250,8 +250,33 @@ def test_a_finished_swap_never_brings_back_the_previous_output(tmp_path):
     old.mkdir()
     (old / "config.json").write_text('{"model_type": "gpt2"}')
     # The new output was renamed in (no temporary folder of that tag), then deleted.
-    assert export.clean_leftovers(out) == [old]
+    assert export.clean_leftovers(out) == [(old, False)]
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_replaced_output_stays_aside_until_its_replacement_is_recorded(
+    registry, tiny_dir, tmp_path, monkeypatch
+):
+    """--force sets the previous output aside and removes it only once the new one's
+    record is written: a process killed in between leaves it beside the new output (it was
+    gone), and `zoo fsck --repair` of a swap killed before the rename puts it back and
+    says so."""
+    from zoo.api import materialize as mat
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    out = tmp_path / "out"
+    registry.materialize(src.name, layers=1, hidden=16, out=out)
+    seen = []
+    real = mat.record_derived
+
+    def recorded(*args, **kwargs):
+        seen.append(sorted(p.name for p in tmp_path.iterdir() if ".zoo-old-" in p.name))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mat, "record_derived", recorded)
+    registry.materialize(src.name, layers=2, hidden=16, out=out, force=True)
+    assert len(seen) == 1 and len(seen[0]) == 1  # aside while the record was written
+    assert not [p for p in tmp_path.iterdir() if ".zoo-old-" in p.name]  # removed after
 
 
 @pytest.mark.parametrize("force", [False, True])

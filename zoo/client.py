@@ -433,6 +433,7 @@ class RemoteRegistry:
             grace_s=body["grace_s"],
             repair=body["repair"],
             shared_with=body.get("shared_with", 0),
+            restored=tuple(body.get("restored", ())),
         )
 
     def verify(self, name: str | None = None, *, repair: bool = False):

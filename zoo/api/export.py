@@ -262,13 +262,13 @@ def leftovers(out: Path, *, pid: int | None = None) -> list[Path]:
     return sorted(found)
 
 
-def clean_leftovers(out: Path, *, pid: int | None = None) -> list[Path]:
+def clean_leftovers(out: Path, *, pid: int | None = None) -> list[tuple[Path, bool]]:
     """Undo what dead writers to ``out`` left: a previous output set aside while its
     replacement was being renamed in is put back if the swap never finished (the
     replacement, of the same tag, is still beside it) and nothing took its place; once
     the replacement was renamed in, the set-aside one is dropped, even if the new output
-    is gone since (the user removed it). Temporary folders are removed. Returns the paths
-    removed or restored."""
+    is gone since (the user removed it). Temporary folders are removed. Returns each path
+    handled, with whether it was put back in place (else removed)."""
     found = leftovers(out, pid=pid)
     matches = [(p, _LEFTOVER.fullmatch(p.name)) for p in found]
     unfinished = {m["tag"] for _, m in matches if m["what"] == "tmp"}
@@ -276,9 +276,10 @@ def clean_leftovers(out: Path, *, pid: int | None = None) -> list[Path]:
     for p, m in sorted(matches, key=lambda pm: pm[1]["what"]):  # "old" before "tmp"
         if m["what"] == "old" and m["tag"] in unfinished and not out.exists():
             os.replace(p, out)  # the swap never finished: the previous output stays
+            done.append((p, True))
         else:
             shutil.rmtree(p, ignore_errors=True)
-        done.append(p)
+            done.append((p, False))
     return done
 
 
@@ -372,7 +373,9 @@ def staged(out: Path, *, force: bool, protected: Iterable[Path] = ()) -> Iterato
         yield temp
         (temp / MARKER).unlink(missing_ok=True)  # only zoo's own marker counts
         _write_marker(temp)
-        _swap_into_place(temp, out, tag, force=force)
+        old = _swap_into_place(temp, out, tag, force=force)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
 
@@ -467,6 +470,7 @@ class OutputFolder:
         self._data_start: dict[str, int] = {}
         self._written: set[str] = set()
         self._filled: dict[str, int] = {}  # bytes of each tensor written in parts
+        self._displaced: Path | None = None  # the previous output, set aside (commit)
 
     def __enter__(self) -> OutputFolder:
         clean_leftovers(self.out)
@@ -557,7 +561,10 @@ class OutputFolder:
             (self.temp / name).write_bytes(data)
         _write_marker(self.temp, synced=self._fds)
         self._close()
-        _swap_into_place(self.temp, self.out, self._tag, force=self.force)
+        # The output it replaced stays aside until the block ends: a record written
+        # after this rename (materialize) comes first, so a process killed between the
+        # two leaves the previous output beside the new one, not gone.
+        self._displaced = _swap_into_place(self.temp, self.out, self._tag, force=self.force)
         self.temp = None
         return self.out
 
@@ -572,6 +579,9 @@ class OutputFolder:
         if self.temp is not None:
             shutil.rmtree(self.temp, ignore_errors=True)
             self.temp = None
+        if self._displaced is not None:
+            shutil.rmtree(self._displaced, ignore_errors=True)
+            self._displaced = None
 
 
 def _header(slots: Mapping[str, TensorSlot], metadata: Mapping[str, str] | None) -> bytes:
@@ -584,8 +594,9 @@ def _header(slots: Mapping[str, TensorSlot], metadata: Mapping[str, str] | None)
     return raw + b" " * (-len(raw) % 8)
 
 
-def _swap_into_place(temp: Path, out: Path, tag: str, *, force: bool) -> None:
-    """Rename the finished folder ``temp`` to ``out``.
+def _swap_into_place(temp: Path, out: Path, tag: str, *, force: bool) -> Path | None:
+    """Rename the finished folder ``temp`` to ``out``; returns the previous output it
+    set aside (the caller removes it once its own record is written), or None.
 
     ``out`` is judged again here, at the end of a write that may have taken minutes, by
     the rule :func:`check_out_dir` applied at its start: a folder that appeared there
@@ -604,7 +615,7 @@ def _swap_into_place(temp: Path, out: Path, tag: str, *, force: bool) -> None:
             raise
     else:
         _fsync_dir(out.parent)
-        return
+        return None
     _check_replaceable(out, force=force)
     old = out.parent / f".{out.name}.zoo-old-{tag}"
     os.replace(out, old)
@@ -615,7 +626,7 @@ def _swap_into_place(temp: Path, out: Path, tag: str, *, force: bool) -> None:
         os.replace(old, out)
         raise
     _fsync_dir(out.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    return old
 
 
 def _check_replaceable(folder: Path, *, force: bool, shown: Path | None = None) -> None:

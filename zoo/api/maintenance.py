@@ -457,8 +457,10 @@ def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> Fs
     temp_items = [StoreItem(t.name, t.size, now - t.mtime) for t in temps]
     outputs, dead = _output_leftovers(reg)
     removed: list[str] = []
+    restored: list[str] = []
     if repair:
-        removed += _clean_outputs(reg, dead)
+        for path, back in _clean_outputs(reg, dead):
+            (restored if back else removed).append(path)
         for t in temp_items:
             if t.age_s > grace_s:
                 store.remove_temp(t.name)
@@ -476,6 +478,7 @@ def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> Fs
         grace_s=grace_s,
         repair=repair,
         shared_with=len(store.others(reg.registry_id)),
+        restored=tuple(restored),
     )
 
 
@@ -503,11 +506,11 @@ def _clean_outputs(reg, dead: list[tuple[int, str, int]]) -> list[str]:
 
     from .export import clean_leftovers
 
-    removed = []
+    handled = []
     for output_id, path, pid in dead:
-        removed += [str(p) for p in clean_leftovers(Path(path), pid=pid)]
+        handled += [(str(p), back) for p, back in clean_leftovers(Path(path), pid=pid)]
         reg.transaction(lambda s, i=output_id: queries.remove_output(s, i))
-    return removed
+    return handled
 
 
 def _remove_orphans(reg, orphans: list[StoreItem], grace_s: float) -> list[str]:

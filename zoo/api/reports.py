@@ -43,6 +43,9 @@ class FsckReport:
     removed: tuple[str, ...] = ()
     grace_s: float = 0.0
     repair: bool = False
+    #: previous outputs a killed ``--force`` had set aside, put back in place (a subset of
+    #: ``removed``'s count: handled, not deleted)
+    restored: tuple[str, ...] = ()
     #: other registries (or blobs of unknown owners) using the store: the orphans may be
     #: theirs, and neither ``gc`` nor ``fsck --repair`` sweeps it
     shared_with: int = 0
