@@ -519,11 +519,14 @@ def test_registry_on_s3_imports_verifies_and_reads_back(tmp_path, tiny_dir, s3_s
     assert set(reg.store.digests()) == stored
     assert reg.verify().ok and reg.fsck().ok
     # The registry's id is recorded beside the blobs (not among them); a second registry
-    # on the same bucket adds its own, and its gc refuses to sweep the first one's blobs.
+    # on the same bucket is refused its gc, which records nothing; its first write adds
+    # its own id.
     assert reg.store.claims() == [reg.registry_id]
     other = zoo.connect(db_url=f"sqlite:///{tmp_path / 'other.db'}", store_url=s3_store_url)
     with pytest.raises(ConflictError, match="also used by 1 other registry"):
         other.gc(grace=0)
+    assert reg.store.claims() == [reg.registry_id]
+    other.import_checkpoint(tiny_dir("bert"))
     assert sorted(reg.store.claims()) == sorted([reg.registry_id, other.registry_id])
     assert set(reg.store.digests()) == stored and reg.fsck().shared_with == 1
     other.close()
