@@ -403,8 +403,9 @@ def config_show(as_json: bool) -> None:
         try:  # shown as it is, and said to be wrong: the commands that open it refuse it
             check_db_url(settings.db_url, driver=True)
         except InvalidInputError as exc:
-            at = list(s).index("db_url_from") + 1
-            s = dict([*list(s.items())[:at], ("db_url_error", str(exc)), *list(s.items())[at:]])
+            items = list(s.items())  # the refusal beside the URL it is about
+            items.insert(list(s).index("db_url_from") + 1, ("db_url_error", str(exc)))
+            s = dict(items)
     text = "\n".join(f"{k:<15} {v}" for k, v in s.items())
     _emit(as_json, s, text)
 

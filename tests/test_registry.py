@@ -701,26 +701,28 @@ def test_a_name_of_the_wrong_kind_says_what_it_is(registry, tiny_dir, run_cli):
     assert code == 3 and "give at least 8 hex digits" in err
 
 
+def _in_a_fresh_interpreter(code: str, *, not_imported: tuple[str, ...]) -> None:
+    """Run ``code`` in a new Python, then check it imported none of ``not_imported``."""
+    check = f"\nbad = [m for m in {not_imported!r} if m in sys.modules]\nassert not bad, bad"
+    subprocess.run([sys.executable, "-c", code + check], check=True, capture_output=True)
+
+
 def test_help_does_not_import_torch_or_sqlalchemy():
-    code = (
+    _in_a_fresh_interpreter(
         "import sys; from zoo_cli.main import main\n"
-        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "bad = [m for m in ('torch', 'sqlalchemy', 'transformers') if m in sys.modules]\n"
-        "assert not bad, bad"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass",
+        not_imported=("torch", "sqlalchemy", "transformers"),
     )
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
 def test_the_lazy_names_are_listed_without_being_imported():
     """dir(zoo) and tab completion find connect and Registry; listing them imports
     neither SQLAlchemy nor torch."""
-    code = (
+    _in_a_fresh_interpreter(
         "import sys, zoo\n"
-        "assert {'connect', 'Registry', 'load_settings', '__version__'} <= set(dir(zoo))\n"
-        "bad = [m for m in ('torch', 'sqlalchemy') if m in sys.modules]\n"
-        "assert not bad, bad"
+        "assert {'connect', 'Registry', 'load_settings', '__version__'} <= set(dir(zoo))",
+        not_imported=("torch", "sqlalchemy"),
     )
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
 def test_commands_that_plan_from_shapes_do_not_import_torch_dynamo(tiny_dir, tmp_path):
