@@ -530,6 +530,81 @@ def test_a_checkpoint_whose_first_matrices_stayed_float32_is_matched_past_them(r
     assert set(report.differing) == kept
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_float32_checkpoint_loaded_narrower_and_saved_audits_as_its_rounding(
+    reg, tmp_path, dtype
+):
+    """transformers loads a float32 checkpoint as bf16 or fp16 and saves it: every value
+    is rounded, no byte matches. The audit finds the float32 artifact whose values,
+    rounded as torch rounds, are the file's, and says so; a fine-tune of that copy is
+    modified in the matrix it changed, also when that is the smallest one; an unrelated
+    model of the same shapes in that dtype stays unknown."""
+    import transformers
+
+    src = reg.import_checkpoint(save_tiny("llama", tmp_path / "src"))
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "src", dtype=dtype)
+    model.save_pretrained(tmp_path / "narrow")
+    saved = load_file(tmp_path / "narrow" / "model.safetensors")
+    assert {t.dtype for t in saved.values() if t.is_floating_point()} == {dtype}
+    report = reg.audit(tmp_path / "narrow")
+    assert report.status == "known" and report.artifact.id == src.id, report.to_text()
+    code = {torch.bfloat16: "BF16", torch.float16: "F16"}[dtype]
+    assert report.rounded_to == [code] and report.cast_from == []
+    assert report.config_differs  # its config says the narrower dtype
+    assert f"its {code} tensors are the recorded float32 values rounded" in report.to_text()
+    assert reg.audit(tmp_path / "src").rounded_to == []  # the source needs no cast
+
+    smallest = min(
+        (n for n, t in saved.items() if t.dim() == 2), key=lambda n: (saved[n].numel(), n)
+    )
+    tuned = dict(saved)
+    tuned[smallest] = saved[smallest] * 2 + 1
+    save_file(tuned, tmp_path / "narrow" / "model.safetensors", metadata={"format": "pt"})
+    report = reg.audit(tmp_path / "narrow")
+    assert report.status == "modified" and report.artifact.id == src.id, report.to_text()
+    assert report.differing == [smallest] and report.rounded_to == [code]
+
+    save_tiny("llama", tmp_path / "other", seed=1)
+    other = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "other", dtype=dtype)
+    other.save_pretrained(tmp_path / "other-narrow")
+    report = reg.audit(tmp_path / "other-narrow")
+    assert report.status == "unknown" and report.rounded_to == [], report.to_text()
+
+
+def test_a_rounded_copy_names_its_own_checkpoint_not_one_holding_its_tensors_and_more(
+    reg, tmp_path
+):
+    """A depth grow that repeats a float32 source's layers records every tensor of the
+    source: a bf16 copy of the source is the source, found by names and shapes."""
+    src = reg.import_checkpoint(save_tiny("llama", tmp_path / "src"))
+    layers = src.config["num_hidden_layers"]
+    grown = reg.materialize(
+        src.name, layers=2 * layers, hidden=src.config["hidden_size"], method="hypercloning"
+    )
+    assert {t.digest for t in src.tensors} <= {t.digest for t in grown.artifact.tensors}
+    report = reg.audit(_as(tmp_path / "src", tmp_path / "bf16", torch.bfloat16))
+    assert report.status == "known" and report.artifact.id == src.id, report.to_text()
+
+
+def test_rounding_to_bf16_and_fp16_gives_the_bytes_torch_gives():
+    """Round to nearest, ties to even, overflow to infinity, subnormals: the sha256 of
+    the rounded bytes is that of torch's own cast, over values spanning float32's range."""
+    import hashlib
+
+    from zoo.checkpoint.casts import rounded_digest
+
+    g = torch.Generator().manual_seed(0)
+    values = torch.randn(50_000, generator=g) * torch.logspace(-45, 39, 50_000, base=2.0)
+    edges = [0.0, -0.0, float("inf"), -float("inf"), 3.4e38, 65504.0, 65520.0, 65519.99]
+    edges += [1e-45, 6e-8, 2.9e-8, 1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-11, 1 + 3 * 2**-11]
+    values = torch.cat([values, torch.tensor(edges)])
+    for dtype, code in ((torch.bfloat16, "BF16"), (torch.float16, "F16")):
+        for n in (len(values), 3, 0):
+            part = values[-n:] if n else values[:0]
+            expected = hashlib.sha256(part.to(dtype).view(torch.int16).numpy().tobytes())
+            assert rounded_digest(part.numpy().tobytes(), code) == expected.hexdigest(), n
+
+
 def test_narrowing_recovers_the_narrow_bytes_chunk_by_chunk(tmp_path, monkeypatch):
     """The narrowed record of a widened tensor is the sha256 of the narrow tensor's own
     bytes, computed in pieces; a tensor with one value the narrow dtype lacks has none."""

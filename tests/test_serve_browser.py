@@ -408,6 +408,22 @@ def test_the_page_audits_a_float32_save_of_a_bf16_checkpoint_as_it(site, page, t
     )
     assert other.name in page.locator(".verdict").inner_text()
 
+    # The other way: a float32 checkpoint rounded to bf16 (the server finds the records
+    # the page's hashes round from) is that checkpoint, cast down.
+    wide_src = site.reg.import_checkpoint(tiny_dir("llama", seed=2), name="llama-f32-tiny")
+    weights = load_file(tiny_dir("llama", seed=2) / "model.safetensors")
+    save_file({k: v.to(torch.bfloat16) for k, v in weights.items()}, widened)
+    page.goto(site.url + "/#/")
+    page.goto(site.url + "/#/audit")
+    page.set_input_files("#pick", [str(widened)])
+    page.wait_for_function(
+        "document.querySelector('.verdict .badge') && "
+        "document.querySelector('.verdict .badge').innerText === 'known'"
+    )
+    verdict = page.locator(".verdict").inner_text()
+    assert wide_src.name in verdict and "cast down" in verdict, verdict
+    assert "recorded float32 values rounded to nearest" in page.locator(".cast").inner_text()
+
 
 def test_the_page_reads_a_config_as_zoo_audit_does(site, page, tmp_path, tiny_dir):
     """A decoder's config holds floats like 10000.0, which a browser's JSON.parse turns into

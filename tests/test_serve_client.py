@@ -594,6 +594,7 @@ def test_an_audit_report_reads_back_whole_from_its_json():
         "verified": False,
         "verify_error": "differs",
         "cast_from": ["BF16"],
+        "rounded_to": ["F16"],
     }
     fields = {f.name for f in dataclasses.fields(AuditReport)}
     assert fields - set(values) == {"artifact", "lineage"}  # a new field is added here too
@@ -645,6 +646,31 @@ def test_a_client_audit_sees_through_a_float32_save_as_a_local_one_does(both, se
     assert local[0] == 0 and remote == local
     report = json.loads(local[1])
     assert report["status"] == "known" and report["cast_from"] == ["BF16"]
+
+
+def test_a_client_audit_finds_a_float32_checkpoint_saved_in_bf16_as_a_local_one_does(
+    both, served, tmp_path
+):
+    """A float32 output loaded as bf16 and saved: the client sends the rounded tensors'
+    hashes, the server finds the float32 records they round from, and the client prints
+    the local verdict."""
+    import json
+
+    import torch
+    import transformers
+
+    out = tmp_path / "f32"
+    m = served.reg.materialize(  # a seed of its own: a bf16 size of this recipe is the file
+        "tiny-gpt2", layers=1, hidden=16, method="scratch", seed=4242, dtype="float32", out=out
+    )
+    assert m.artifact.virtual  # its weights are in the folder only: re-derived to compare
+    model = transformers.GPT2LMHeadModel.from_pretrained(out, dtype=torch.bfloat16)
+    model.save_pretrained(tmp_path / "bf16")
+    local, remote = both.run("audit", str(tmp_path / "bf16"), "--json")
+    assert local[0] == 0 and remote == local, local
+    report = json.loads(local[1])
+    assert report["status"] == "known" and report["rounded_to"] == ["BF16"]
+    assert report["artifact"]["name"] == m.artifact.name
 
 
 def test_an_alias_history_reads_the_same_through_the_server(both, served):

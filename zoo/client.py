@@ -681,6 +681,7 @@ def audit_from_json(d: dict[str, Any]):
         verified=d["verified"],
         verify_error=d["verify_error"],
         cast_from=d.get("cast_from", []),
+        rounded_to=d.get("rounded_to", []),
     )
 
 

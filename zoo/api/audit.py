@@ -40,6 +40,10 @@ class AuditReport:
         cast_from: the narrower dtypes (``BF16``...) whose recorded values some of the
             file's float32 tensors hold exactly: a lossless cast, as transformers makes
             when it loads a bf16 checkpoint as float32 and saves it; empty otherwise.
+        rounded_to: the narrower dtypes (``BF16``, ``F16``) some of the file's tensors
+            hold the recorded float32 values in, rounded to nearest as torch rounds: a cast
+            that rounds, as transformers makes when it loads a float32 checkpoint as bf16
+            or fp16 and saves it. Those tensors count as the recorded ones; empty otherwise.
     """
 
     path: str
@@ -55,6 +59,7 @@ class AuditReport:
     verified: bool | None = None
     verify_error: str | None = None
     cast_from: list[str] = field(default_factory=list)
+    rounded_to: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,6 +76,7 @@ class AuditReport:
             "verified": self.verified,
             "verify_error": self.verify_error,
             "cast_from": self.cast_from,
+            "rounded_to": self.rounded_to,
         }
 
     def to_text(self) -> str:
@@ -113,6 +119,12 @@ class AuditReport:
             lines.append(
                 f"  cast: its wider tensors hold the recorded {', '.join(self.cast_from)} "
                 "values exactly (a cast that loses nothing)"
+            )
+        if self.rounded_to:
+            lines.append(
+                f"  cast: its {', '.join(self.rounded_to)} tensors are the recorded float32 "
+                "values rounded to nearest (a cast that rounds, as a load in that dtype and "
+                "a save make)"
             )
         if self.not_compared:
             lines.append(
@@ -322,6 +334,9 @@ def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
                 if best_score is None or score > best_score:
                     best_id, best_score = artifact_id, score
             best = session.get(Artifact, best_id)
+        readers = {}
+        if best is None:  # no byte in common: a copy cast down from float32?
+            best, readers = _by_rounding(reg, session, tensors, evidence, config)
         if best is not None:
             best = _named_by_file([best, *queries.coinciding(session, best)], claimed) or best
         best_info = queries.to_info(session, best, same_content=True) if best else None
@@ -329,6 +344,12 @@ def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
         return AuditReport(str(path), "unknown")
 
     recorded = {t.name: t for t in best_info.tensors}
+    # A tensor the file holds rounded from the recorded float32 one is compared as that
+    # record: the cast changed its bytes, not where it came from.
+    read = readers.get(best_info.id) or _recorded_bytes(reg, best_info)
+    rounded = _rounded(read, recorded, tensors)
+    for name, record in rounded.items():
+        file_tensors[name], file_dtypes[name] = record.digest, record.dtype
     weight = _weight_test(best_info.family)
 
     # A tie is one tensor under two names: a file may write it once (a name missing) or
@@ -365,7 +386,13 @@ def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
             not_compared.add(name)
     status = "known" if not (differing or missing or extra) else "modified"
     if best_info.deleted and status == "known":  # its rows stay until gc
-        return AuditReport(str(path), "removed", best_info, not_compared=sorted(not_compared))
+        return AuditReport(
+            str(path),
+            "removed",
+            best_info,
+            not_compared=sorted(not_compared),
+            rounded_to=sorted({t.dtype for t in tensors if t.name in rounded}),
+        )
     report = AuditReport(
         str(path),
         status,
@@ -379,12 +406,146 @@ def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
         and config is not None
         and manifest_hash(config, best_info.tensors) != best_info.content_hash,
         not_compared=sorted(not_compared),
+        rounded_to=sorted({t.dtype for t in tensors if t.name in rounded}),
         named_by_file=claimed is not None
         and (claimed[0] == best_info.name or claimed[1] == best_info.content_hash),
         # A removed artifact's ancestry is no longer served.
         lineage=None if best_info.deleted else lineage(reg, best_info.name, up=True, down=False),
     )
     return report
+
+
+# Float32 records of the file's smallest rounded matrix, each read and rounded, that a
+# search for the checkpoint a rounded file came from reads at most: a library of
+# thousands of sizes of one family records that tensor many times over.
+_ROUNDING_SCREENS = 256
+_SCREENED = 3  # the file's smallest bf16 or fp16 matrices looked for
+# Virtual sizes (weights never stored) re-derived to be compared, when no stored
+# record rounds to the file: the ones whose tensor names and shapes it matches best.
+_REDERIVED = 3
+
+
+def _by_rounding(reg, session, tensors, evidence: dict[str, str], config):
+    """The artifact a file cast down to bf16 or fp16 came from, when it shares no bytes
+    with any: among the artifacts recording one of the file's smallest bf16 or fp16
+    matrices in float32 under the same name and shape (of the file's family), one whose
+    record, rounded, is the file's tensor; the one whose tensor names and shapes the file
+    matches best. Returns (artifact row or None, {artifact id: bytes reader})."""
+    from zoo.checkpoint.casts import ROUNDED_FROM
+    from zoo.db import queries
+    from zoo.db.models import Artifact
+
+    narrow = sorted(
+        (t for t in tensors if t.name in evidence and t.dtype in ROUNDED_FROM),
+        key=lambda t: (t.nbytes, t.name),
+    )[:_SCREENED]  # more than one: a fine-tune may have changed one
+    family = _family_of(config)
+    found: set[int] = set()
+    virtual: set[int] = set()
+    for screen in narrow:
+        stored: dict[str, list[int]] = {}
+        for artifact_id, digest, is_virtual in queries.artifacts_recording(
+            session, screen.name, screen.shape, ROUNDED_FROM[screen.dtype], family
+        ):
+            if is_virtual:
+                virtual.add(artifact_id)
+            else:
+                stored.setdefault(digest, []).append(artifact_id)
+        for digest in list(stored)[:_ROUNDING_SCREENS]:
+            if _rounds(_stored_bytes(reg, digest), screen):
+                found.update(stored[digest])
+    shapes = {t.name: tuple(t.shape) for t in tensors}
+
+    def unmatched(artifact_id: int) -> int:
+        records = queries.tensor_records(session, artifact_id)
+        same = sum(1 for r in records if shapes.get(r.name) == tuple(r.shape))
+        return len(records) + len(shapes) - 2 * same
+
+    readers = {}
+    if not found:  # a size materialized to a folder: its recipe gives its weights
+        for artifact_id in sorted(virtual, key=lambda i: (unmatched(i), -i))[:_REDERIVED]:
+            info = queries.to_info(session, session.get(Artifact, artifact_id))
+            read = readers[artifact_id] = _recorded_bytes(reg, info)
+            records = {t.name: t for t in info.tensors}
+            if any(_rounds(read(records[t.name]), t) for t in narrow if t.name in records):
+                found.add(artifact_id)
+                break
+    if not found:
+        return None, readers
+    return session.get(Artifact, min(found, key=lambda i: (unmatched(i), i))), readers
+
+
+def _rounded(read, recorded: dict[str, Any], tensors) -> dict[str, Any]:
+    """Name -> the record of each file tensor that is its recorded float32 tensor rounded
+    to the file's bf16 or fp16 (``read(record)``: the record's bytes)."""
+    from zoo.checkpoint.casts import ROUNDED_FROM
+
+    out = {}
+    for t in tensors:
+        record = recorded.get(t.name)
+        if (
+            record is not None
+            and ROUNDED_FROM.get(t.dtype) == record.dtype
+            and tuple(record.shape) == tuple(t.shape)
+            and _rounds(read(record), t)
+        ):
+            out[t.name] = record
+    return out
+
+
+def _rounds(data, tensor) -> bool:
+    """Whether float32 ``data``, rounded to ``tensor``'s dtype, is its bytes."""
+    from zoo.checkpoint.casts import rounded_digest
+
+    return data is not None and rounded_digest(data, tensor.dtype) == tensor.digest
+
+
+def _stored_bytes(reg, digest: str):
+    """A blob's bytes; None when it is missing or damaged (``zoo verify`` reports it)."""
+    from zoo.errors import BlobCorruptError, BlobMissingError
+
+    try:
+        return reg.store.get(digest)
+    except (BlobMissingError, BlobCorruptError):
+        return None
+
+
+def _recorded_bytes(reg, info: ArtifactInfo):
+    """``record -> bytes or None``: an artifact's recorded tensors' bytes, from the store,
+    or for a virtual one (its weights never stored) re-derived once by its recipe, as
+    `zoo rederive` does; None where neither gives them (a recipe that fails, a removed
+    artifact)."""
+    from zoo.errors import ZooError
+
+    from .tensors import raw_bytes
+
+    state: dict | None = None
+
+    def read(record):
+        nonlocal state
+        if not info.virtual:
+            return _stored_bytes(reg, record.digest)
+        if state is None:
+            from .materialize import virtual_weights
+
+            try:
+                state = virtual_weights(reg, info, info.tensors, "cpu", None)
+            except ZooError:
+                state = {}
+        t = state.get(record.name)
+        return None if t is None else raw_bytes(t)
+
+    return read
+
+
+def _family_of(config) -> str | None:
+    from zoo.errors import UnknownFamilyError
+    from zoo.families import family_for_config
+
+    try:
+        return family_for_config(config).name if config is not None else None
+    except UnknownFamilyError:
+        return None
 
 
 def _verify(reg, report: AuditReport) -> None:

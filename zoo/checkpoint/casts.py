@@ -116,3 +116,31 @@ def as_recorded(tensors, alternatives: dict[str, dict[str, TensorInfo]], recorde
             )
         out.append(t)
     return out
+
+
+# Narrower dtype -> the wider recorded dtype a save may have rounded to it: transformers
+# loads a float32 checkpoint with ``dtype=torch.bfloat16`` (or ``.half()``) and saves
+# that. The values change, so no byte matches; the recorded values rounded as torch
+# rounds them give the file's bytes exactly.
+ROUNDED_FROM: dict[str, str] = {"BF16": "F32", "F16": "F32"}
+
+
+def rounded_digest(data: bytes | memoryview, code: str) -> str:
+    """sha256 of ``data`` (little-endian float32 values) rounded to ``code`` (``BF16`` or
+    ``F16``) as torch's ``Tensor.to`` rounds on a CPU: to nearest, ties to even, past the
+    range to infinity. NaNs are not matched (torch writes them as different bf16 bits
+    in its scalar and vector paths), so a tensor holding one is left differing."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    count = len(data) // 4
+    for start in range(0, count, _CHUNK):
+        wide = np.frombuffer(data[start * 4 : min(count, start + _CHUNK) * 4], dtype="<f4")
+        if code == "BF16":
+            bits = wide.view("<u4").astype("<u8")
+            narrow = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2")
+        else:
+            with np.errstate(over="ignore"):
+                narrow = wide.astype("<f2")
+        h.update(narrow.tobytes())
+    return h.hexdigest()

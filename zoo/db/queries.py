@@ -840,6 +840,26 @@ def artifacts_with_digests(session: Session, digests: Iterable[str]) -> dict[int
     return counts
 
 
+def artifacts_recording(
+    session: Session, name: str, shape, dtype: str, family: str | None
+) -> list[tuple[int, str, bool]]:
+    """(artifact id, digest, virtual) of each artifact that records a tensor ``name`` of
+    this shape and dtype, of ``family`` when one is given (then the family's index finds
+    the rows, each tensor by its key): where a file that rounded the tensor may come from."""
+    query = (
+        select(ArtifactTensor.artifact_id, ArtifactTensor.digest, Artifact.virtual)
+        .join(Artifact, Artifact.id == ArtifactTensor.artifact_id)
+        .where(
+            ArtifactTensor.name == name,
+            ArtifactTensor.shape_json == json.dumps(list(shape)),
+            ArtifactTensor.dtype == dtype,
+        )
+    )
+    if family is not None:
+        query = query.where(Artifact.family == family)
+    return [tuple(r) for r in session.execute(query.order_by(ArtifactTensor.artifact_id))]
+
+
 # --- the output journal ----------------------------------------------------------------------
 
 
