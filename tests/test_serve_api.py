@@ -768,6 +768,24 @@ def test_a_failing_database_is_told_to_callers_by_kind_and_to_the_log_in_full(tm
         error = answer.json()["error"]
         assert error["class"] == "DatabaseUnavailableError" and error["exit_code"] == 9
         assert "artifacts" not in error["message"] and "log says why" in error["message"]
+
+        # A schema taken back under the running server (checked when it started) is
+        # told as the schema, exit 5 as every command says it, not as a failing database.
+        with sqlite3.connect(tmp_path / "zoo.db") as db:
+            db.execute("ALTER TABLE artifacts_moved RENAME TO artifacts")
+        down = [sys.executable, "-m", "zoo_cli.main", "db", "downgrade", "0009"]
+        done = subprocess.run(down, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        with client(server.url, None) as http:
+            assert http.get("/api/artifacts").status_code == 200  # 0010 added a table only
+            answer = http.get("/api/aliases/prod")
+        assert answer.status_code == 503, answer.text
+        error = answer.json()["error"]
+        assert error["class"] == "SchemaOutdatedError" and error["exit_code"] == 5, error
+        assert error["message"] == (
+            "The server's database schema changed while it ran; it is now out of date: run "
+            "`zoo db upgrade`. Restart the server once the schema is this zoo's."
+        )
     finally:
         server.stop()
     assert "no such table: artifacts" in log.read_text()

@@ -38,6 +38,7 @@ from zoo.errors import (
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    SchemaOutdatedError,
     StorageError,
     ZooError,
 )
@@ -342,6 +343,21 @@ class _TensorView:
 
 # --- the app ----------------------------------------------------------------------------------
 
+
+
+def _schema_state_after(reg) -> str | None:
+    """After a database error: the schema in words when it is not this zoo's (None when
+    it is, or when the database cannot say)."""
+    import sqlalchemy.exc
+
+    from zoo.db import engine as db_engine
+
+    try:
+        with reg.engine.connect() as connection:
+            state = db_engine.schema_state(connection)
+    except sqlalchemy.exc.SQLAlchemyError:
+        return None
+    return None if state == "up to date" else state
 
 class Server:
     """What every handler shares: the registry, the work pool, the file cache."""
@@ -650,9 +666,19 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         sa = sys.modules.get("sqlalchemy.exc")
         if sa is not None and isinstance(exc, sa.SQLAlchemyError):
             log.error("database error: %s", exc)
-            err = DatabaseUnavailableError(
-                "The server's database is unavailable or failing; the server's log says why."
-            )
+            # The schema is checked when the server starts: one changed under it since (a
+            # `zoo db downgrade`, an older or newer zoo's upgrade) fails every statement.
+            state = await server.db(_schema_state_after, server.reg)
+            if state is not None:
+                err = SchemaOutdatedError(
+                    f"The server's database schema changed while it ran; it is now {state}. "
+                    "Restart the server once the schema is this zoo's."
+                )
+            else:
+                err = DatabaseUnavailableError(
+                    "The server's database is unavailable or failing; the server's log says "
+                    "why."
+                )
             return JSONResponse(error_body(err, 503, err.exit_code), status_code=503)
         if isinstance(exc, OSError) and exc.errno in (
             _errno.ENOSPC,
