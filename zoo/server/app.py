@@ -344,7 +344,6 @@ class _TensorView:
 # --- the app ----------------------------------------------------------------------------------
 
 
-
 def _schema_state_after(reg) -> str | None:
     """After a database error: the schema in words when it is not this zoo's (None when
     it is, or when the database cannot say)."""
@@ -358,6 +357,7 @@ def _schema_state_after(reg) -> str | None:
     except sqlalchemy.exc.SQLAlchemyError:
         return None
     return None if state == "up to date" else state
+
 
 class Server:
     """What every handler shares: the registry, the work pool, the file cache."""
@@ -676,8 +676,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
                 )
             else:
                 err = DatabaseUnavailableError(
-                    "The server's database is unavailable or failing; the server's log says "
-                    "why."
+                    "The server's database is unavailable or failing; the server's log says why."
                 )
             return JSONResponse(error_body(err, 503, err.exit_code), status_code=503)
         if isinstance(exc, OSError) and exc.errno in (
