@@ -578,16 +578,38 @@ def test_the_file_cache_refuses_a_folder_of_the_users(tmp_path):
     names = ["2cf24dba" * 8, ".upload-list.txt", "notes.txt"]
     for name in names:
         (tmp_path / name).write_text("mine")
-    with pytest.raises(InvalidInputError, match=r"'\.upload-list\.txt', which zoo did not write"):
+    with pytest.raises(InvalidInputError, match=r"'\.upload-list\.txt' and no \.zoo-serve-cache"):
         FileCache(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
-    # A cache an earlier server filled (no mark yet, only names it writes) is taken.
-    older = tmp_path / "older"
-    (older / f"{'a' * 64}.derived").mkdir(parents=True)
-    (older / f"{'a' * 64}.derived.files.json").write_text("{}")
-    (older / (".pending-" + "2" * 32)).mkdir()
-    FileCache(older)
-    assert (older / CACHE_MARK).is_file()
+    # Names alone make no folder the cache's: files named by their sha256 (an OCI layout,
+    # a Hub cache's blobs), or names a cache writes, without the cache's mark.
+    for folder, name in (("oci", "2cf24dba" * 8), ("older", f"{'a' * 64}.derived.files.json")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / name).write_text("mine")
+        with pytest.raises(InvalidInputError, match=f"holds '{name}' and no {CACHE_MARK} mark"):
+            FileCache(tmp_path / folder)
+        assert [p.name for p in (tmp_path / folder).iterdir()] == [name]
+    FileCache(tmp_path / "new").close()
+    assert (tmp_path / "new" / CACHE_MARK).is_file()
+
+
+def test_a_server_starting_beside_another_on_its_cache_leaves_its_builds_alone(tmp_path):
+    """What is pending in a cache another running server uses is that server's (a size
+    it builds, an upload it imports): a second server's start removes it only once the
+    first has stopped."""
+    from zoo.server.work import FileCache
+
+    first = FileCache(tmp_path)
+    building = first.pending()
+    building.mkdir()
+    (building / "config.json").write_text("{}")
+    second = FileCache(tmp_path)
+    assert second.clean_leftovers() == [] and (building / "config.json").is_file()
+    first.close()
+    second.close()
+    third = FileCache(tmp_path)
+    assert third.clean_leftovers() == [building.name] and not building.exists()
+    third.close()
 
 
 def _cached(cache, tmp_path, key: str, size: int, used: float):
@@ -655,6 +677,7 @@ def test_serve_with_a_cache_limit_evicts_stale_folders_at_start_and_serves(tmp_p
     cache = tmp_path / "cache"
     stale = cache / f"{'a' * 64}.derived"
     stale.mkdir(parents=True)
+    (cache / ".zoo-serve-cache").write_text("")  # a cache an earlier server filled
     (stale / "model.safetensors").write_bytes(b"x" * 5000)
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
     server = ZooServer(
@@ -740,6 +763,10 @@ def test_what_stops_a_server_at_start_is_said_in_one_line(served, tmp_path):
     for bad in (("--port", "70000"), ("--workers", "0")):
         code, err = serve(served.env, *bad)
         assert code == 2 and err.count("\n") == 1 and bad[0] in err, err
+    inside = os.path.join(served.env["ZOO_STORE_URL"], "cache")
+    code, err = serve(served.env, "--cache", inside, "--port", str(free_port()))
+    assert code == 2 and err.count("\n") == 1 and "lies inside the blob store" in err, err
+    assert not os.path.exists(inside)
     old = server_env(tmp_path)
     assert subprocess.run([sys.executable, "-m", "zoo_cli.main", "ls"], env=old).returncode == 0
     down = [sys.executable, "-m", "zoo_cli.main", "db", "downgrade", "0009"]

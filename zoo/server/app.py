@@ -370,6 +370,12 @@ class Server:
         self.reg = ServingRegistry(settings)
         self.limit = parse_size(options.max_upload)
         cache = Path(options.cache) if options.cache else settings.home / "serve-cache"
+        store = settings.store_url.removeprefix("file://")
+        if "://" not in store and cache.resolve().is_relative_to(Path(store).resolve()):
+            raise InvalidInputError(
+                f"--cache {cache} lies inside the blob store {store}, whose files are the "
+                "registry's; give the server a folder outside it."
+            )
         limit = options.cache_limit
         self.cache = FileCache(cache, limit=None if limit is None else parse_size(limit))
         self.work = SingleFlight(options.workers)
@@ -611,6 +617,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         await server.db(server.reg.ensure_schema)
         yield
         server.work.close()
+        server.cache.close()
         server.reg.close()
 
     app = FastAPI(

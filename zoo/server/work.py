@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import fcntl
 import hashlib
 import json
 import logging
@@ -126,8 +127,8 @@ class FileCache:
     A folder is built under a ``.pending-`` name and renamed into place when complete, so
     a server killed mid-build leaves only a pending folder, removed at the next start.
     The store and the database stay the registry's: this cache can be deleted at any time.
-    It takes only a folder that is new, empty or already its own (:data:`CACHE_MARK`, or
-    nothing but names it writes): at its start it removes what a killed server left there.
+    It takes only a folder that is new, empty or already its own (:data:`CACHE_MARK`): at
+    its start it removes what a killed server left there, unless another server uses it.
 
     With a ``limit`` (bytes), the folders used least recently go once the cache holds
     more, down to the limit: a read token can ask for any number of sizes, and each is
@@ -148,30 +149,47 @@ class FileCache:
         self._trimming = threading.Lock()
 
     def _claim(self) -> None:
+        """Take the folder if it is this cache's (its mark) or empty. Names alone never
+        make a folder this cache's: a folder of files named by their sha256 (an OCI
+        layout, a Hub cache's blobs) looks like one, and the cache removes such names."""
         mark = self.root / CACHE_MARK
-        if mark.is_file():
-            return
-        for entry in sorted(self.root.iterdir()):
-            name = entry.name
-            ours = _KEY.fullmatch(name) or _KEY_INDEX.fullmatch(name)
-            if not ours and not _LEFTOVER_NAMES.fullmatch(name):
+        if not mark.is_file():
+            entry = next(iter(sorted(self.root.iterdir())), None)
+            if entry is not None:
                 raise InvalidInputError(
-                    f"The cache folder {self.root} holds {name!r}, which zoo did not write; "
-                    "give the server an empty or new folder (--cache)."
+                    f"The cache folder {self.root} holds {entry.name!r} and no {CACHE_MARK} "
+                    "mark, so zoo did not make it its cache; give the server an empty or "
+                    "new folder (--cache)."
                 )
-        mark.write_text(
-            "The files zoo serve serves; zoo may remove anything named as it names it.\n"
-        )
+            mark.write_text(
+                "The files zoo serve serves; zoo may remove anything named as it names it.\n"
+            )
+        # Held shared while this server runs: a server starting beside it on the same
+        # cache sees it and leaves the pending builds and uploads alone (they are its).
+        self._in_use = open(mark, "rb")  # noqa: SIM115 - held for the server's lifetime
+        fcntl.flock(self._in_use, fcntl.LOCK_SH)
+
+    def close(self) -> None:
+        """Stop using the folder (another server starting then cleans what is left)."""
+        self._in_use.close()
 
     def clean_leftovers(self) -> list[str]:
-        """Remove what a killed server left (pending builds, uploads); returns the names."""
-        removed = []
-        for entry in self.root.iterdir():
-            name = entry.name
-            if _LEFTOVER_NAMES.fullmatch(name):
-                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
-                removed.append(name)
-        return removed
+        """Remove what a killed server left (pending builds, uploads); returns the names.
+        Nothing while another server uses this cache: what is pending may be its."""
+        try:
+            fcntl.flock(self._in_use, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return []
+        try:
+            removed = []
+            for entry in self.root.iterdir():
+                name = entry.name
+                if _LEFTOVER_NAMES.fullmatch(name):
+                    shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
+                    removed.append(name)
+            return removed
+        finally:
+            fcntl.flock(self._in_use, fcntl.LOCK_SH)
 
     def folder(self, key: str) -> Path | None:
         path = self.root / key
