@@ -58,6 +58,36 @@ def test_import_twice_stores_nothing_new_and_returns_the_same_record(registry, t
     assert len(registry.list()) == 1
 
 
+def test_a_file_changed_while_it_is_imported_stores_and_records_nothing_under_its_hash(
+    registry, tiny_dir, tmp_path, monkeypatch, run_cli
+):
+    """A file is hashed, then read again to be stored: one changed in between (a trainer
+    saving over it) is refused in one line, no row is written, and no blob holds bytes
+    other than those its name hashes (a later import of the true bytes would reuse it)."""
+    folder = tmp_path / "src"
+    shutil.copytree(tiny_dir("bert"), folder)
+    weights = folder / "model.safetensors"
+    keep = type(registry.store).keep
+    scribbled = []
+
+    def scribble_then_keep(store, digest, size=None):
+        if not scribbled:  # after the hashing, before the first blob is read to be stored
+            with open(weights, "r+b") as f:
+                f.seek(-4096, os.SEEK_END)
+                f.write(bytes(range(256)) * 16)
+            scribbled.append(digest)
+        return keep(store, digest, size)
+
+    monkeypatch.setattr(type(registry.store), "keep", scribble_then_keep)
+    code, _, err = run_cli("import", str(folder))
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{folder} changed while zoo imported it" in err and "nothing was recorded" in err
+    assert scribbled and registry.list() == []
+    root = Path(registry.settings.store_url)
+    for blob in root.glob("??/*"):
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name, blob
+
+
 def test_importing_again_under_a_new_name_says_it_became_an_alias(registry, tiny_dir, run_cli):
     first = registry.import_checkpoint(tiny_dir("gpt2"))
     code, out, err = run_cli("import", str(tiny_dir("gpt2")), "--name", "my-gpt2")
@@ -787,6 +817,7 @@ def test_every_error_class_carries_the_documented_exit_code_and_http_status():
         errors.InvalidCheckpointError: (2, 422),
         errors.UnsafeFormatError: (2, 422),
         errors.ConfigMismatchError: (2, 422),
+        errors.ChangedWhileReadError: (2, 400),
         errors.TransformError: (2, 400),
         errors.NotFoundError: (3, 404),
         errors.AmbiguousNameError: (3, 409),

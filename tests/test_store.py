@@ -149,6 +149,35 @@ def test_keep_refreshes_a_reused_blob(store_url, monkeypatch):
     assert not store.keep("0" * 64)
 
 
+def test_a_blob_another_user_wrote_is_refreshed_or_written_again_when_reused(tmp_path, monkeypatch):
+    """In a registry a team shares, a blob another member wrote is refreshed as utime(2)
+    allows a non-owner with write access (to "now", no explicit times); one this user may
+    not write at all is not kept, so the caller writes it again, fresh for the sweep."""
+    store = LocalStore(tmp_path / "blobs")
+    digest, _ = store.put(b"theirs")
+    path = tmp_path / "blobs" / digest[:2] / digest
+    os.utime(path, (1, 1))
+    real_utime = os.utime
+
+    def not_the_owner(target, times=None, **kw):  # utime(2)'s rule for a non-owner
+        if times is not None:
+            raise PermissionError(1, "Operation not permitted", str(target))
+        return real_utime(target, **kw)
+
+    monkeypatch.setattr(os, "utime", not_the_owner)
+    assert store.keep(digest) and path.stat().st_mtime > time.time() - 60
+
+    real_utime(path, (1, 1))
+
+    def read_only(target, times=None, **kw):
+        raise PermissionError(13, "Permission denied", str(target))
+
+    monkeypatch.setattr(os, "utime", read_only)
+    assert not store.keep(digest)
+    assert store.put_if_absent(digest, lambda: b"theirs")  # written again
+    assert path.stat().st_mtime > time.time() - 60 and store.get(digest) == b"theirs"
+
+
 def test_put_if_absent_reads_only_when_needed(store_url):
     store = open_store(store_url)
     data = b"lazy" * 100

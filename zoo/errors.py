@@ -132,6 +132,15 @@ class BlobNotAFileError(BlobMissingError):
     neither reads it nor replaces it."""
 
 
+class ChangedWhileReadError(InvalidInputError):
+    """A file changed while zoo read it: its bytes read a second time (to store them) are
+    not those hashed the first time. Nothing is stored under the first hash."""
+
+    def __init__(self, message: str, *, digest: str | None = None) -> None:
+        super().__init__(message)
+        self.digest = digest
+
+
 class BlobCorruptError(ZooError, OSError):
     """A stored blob's bytes no longer match its content hash."""
 

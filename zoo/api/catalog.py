@@ -10,6 +10,7 @@ the weights (zoo.checkpoint.side_files) and the ``base_model`` edges of its mode
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import json
 import os
@@ -30,6 +31,7 @@ from zoo.db.entities import (
     check_name_text,
 )
 from zoo.errors import (
+    ChangedWhileReadError,
     ConfigMismatchError,
     ConflictError,
     InvalidCheckpointError,
@@ -191,6 +193,13 @@ class _Prepared:
         return not (self.side_files or self.bases or self.origin.startswith("hf://"))
 
 
+def _changed(path, tensor: str) -> ChangedWhileReadError:
+    return ChangedWhileReadError(
+        f"{path} changed while zoo imported it (tensor {tensor!r} is not what it held when "
+        "hashed); nothing was recorded. Import it again once whatever writes it is done."
+    )
+
+
 def _prepare(
     reg, source, *, name, revision, convert_bin, progress=False, origin: str | None = None
 ) -> _Prepared:
@@ -231,11 +240,20 @@ def _prepare(
 
             def store(t: TensorRecord) -> None:
                 read = functools.partial(ckpt.read_bytes, t.name)
-                if known and not reg.store.verify(t.digest):
-                    # Importing a registered checkpoint again restores its damaged blobs.
-                    reg.store.rewrite(t.digest, read())
-                # Not has-then-put: a reused blob gets a fresh time so gc leaves it alone.
-                reg.store.put_if_absent(t.digest, read, t.nbytes)
+                try:
+                    if known and not reg.store.verify(t.digest):
+                        # Importing a registered checkpoint again restores its damaged blobs.
+                        reg.store.rewrite(t.digest, read())
+                    # Not has-then-put: a reused blob gets a fresh time so gc leaves it alone.
+                    # Checked: the file is read again to be stored, and may have changed
+                    # since it was hashed (a trainer saving over it).
+                    reg.store.put_if_absent(t.digest, read, t.nbytes, check=True)
+                except ChangedWhileReadError:
+                    raise _changed(path, t.name) from None
+                except OSError as exc:
+                    if exc.errno == errno.EFAULT:  # its file was cut short under the map
+                        raise _changed(path, t.name) from None
+                    raise
                 ckpt.release(t.name)
                 bar.update(t.nbytes)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
-from zoo.errors import BlobCorruptError, InvalidInputError
+from zoo.errors import BlobCorruptError, ChangedWhileReadError, InvalidInputError
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _BLOB_FOLDER = re.compile(r"[0-9a-f]{2}")
@@ -250,23 +250,40 @@ class BlobStore(ABC):
         if age > self.freshen_after_s:
             try:
                 self._touch(digest)
-            except FileNotFoundError:
+            except (FileNotFoundError, PermissionError):
+                # Gone, or a blob this user may not refresh (another user's, read-only):
+                # written again, the new file is fresh and the sweep leaves it.
                 return False
         return True
 
     def put_if_absent(
-        self, digest: str, read: Callable[[], bytes | memoryview], size: int | None = None
+        self,
+        digest: str,
+        read: Callable[[], bytes | memoryview],
+        size: int | None = None,
+        *,
+        check: bool = False,
     ) -> bool:
         """Keep the blob if it is stored (at ``size`` bytes, when given: see :meth:`keep`),
         else store ``read()``; True when it was written.
 
         One existence check (one request on S3), and the bytes are read only when needed.
-        ``read`` must return the bytes ``digest`` names (the caller hashed them).
+        ``read`` must return the bytes ``digest`` names (the caller hashed them). With
+        ``check``, they are hashed again first: bytes read a second time from a file that
+        may change meanwhile (an import's source) are never stored under another's name.
+
+        Raises:
+            ChangedWhileReadError: with ``check``, ``read()`` is not what ``digest`` names.
         """
         check_digest(digest)
         if self.keep(digest, size):
             return False
-        self._write(digest, read())
+        data = read()
+        if check and sha256_hex(data) != digest:
+            raise ChangedWhileReadError(
+                f"The bytes read for blob {digest[:12]} hash to something else.", digest=digest
+            )
+        self._write(digest, data)
         return True
 
     def put(self, data: bytes | memoryview, digest: str | None = None) -> tuple[str, bool]:
@@ -285,13 +302,14 @@ class BlobStore(ABC):
         atomically like every write.
 
         Raises:
-            InvalidInputError: ``data`` is not the blob ``digest`` names.
+            ChangedWhileReadError: ``data`` is not the blob ``digest`` names.
         """
         check_digest(digest)
         if sha256_hex(data) != digest:
-            raise InvalidInputError(
+            raise ChangedWhileReadError(
                 f"The bytes offered for blob {digest[:12]} hash to something else; a blob is "
-                "only ever rewritten with its own bytes."
+                "only ever rewritten with its own bytes.",
+                digest=digest,
             )
         self._claim_for_write()
         self._write(digest, data)
