@@ -88,6 +88,35 @@ def test_a_file_changed_while_it_is_imported_stores_and_records_nothing_under_it
         assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name, blob
 
 
+def test_a_registry_held_open_follows_its_sqlite_file_replaced_on_disk(tiny_dir, tmp_path):
+    """A long-lived handle (a server's) on a SQLite registry whose file is replaced by a
+    backup restored by rename reads and writes the restored file, not the one gone; a
+    file removed under it is refused rather than made anew."""
+    import sqlite3
+
+    import zoo
+    from zoo.errors import DatabaseUnavailableError
+
+    db = tmp_path / "zoo.db"
+    reg = zoo.connect(db_url=f"sqlite:///{db}", store_url=str(tmp_path / "blobs"))
+    kept = reg.import_checkpoint(tiny_dir("bert"))
+    with sqlite3.connect(db) as live, sqlite3.connect(tmp_path / "backup.db") as backup:
+        live.backup(backup)
+    reg.import_checkpoint(tiny_dir("gpt2"))
+    assert len(reg.list()) == 2
+    os.replace(tmp_path / "backup.db", db)
+    for leftover in ("zoo.db-wal", "zoo.db-shm"):
+        (tmp_path / leftover).unlink(missing_ok=True)
+    assert [a.name for a in reg.list()] == [kept.name]
+    reg.tag(kept.name, "after-restore")
+    with sqlite3.connect(db) as restored:
+        assert restored.execute("SELECT name FROM aliases").fetchall() == [("after-restore",)]
+    db.unlink()
+    with pytest.raises(DatabaseUnavailableError, match="was removed while this registry"):
+        reg.list()
+    assert not db.exists()
+
+
 def test_importing_again_under_a_new_name_says_it_became_an_alias(registry, tiny_dir, run_cli):
     first = registry.import_checkpoint(tiny_dir("gpt2"))
     code, out, err = run_cli("import", str(tiny_dir("gpt2")), "--name", "my-gpt2")

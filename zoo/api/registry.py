@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from zoo.config import Settings, load_settings, redact_url
 from zoo.db import engine as db_engine
 from zoo.db import queries
-from zoo.errors import InvalidInputError
+from zoo.errors import DatabaseUnavailableError, InvalidInputError
 from zoo.store import BlobStore, open_store
 
 # Contention on SQLite ("database is locked") and serialization failures on PostgreSQL
@@ -86,6 +86,7 @@ class Registry:
         self.settings = settings or load_settings()
         self._check_schema = check_schema
         self._schema_ok = False
+        self._file: tuple[str, tuple[int, int]] | None = None  # see _follow_file
 
     def __repr__(self) -> str:
         s = self.settings.redacted()
@@ -95,7 +96,30 @@ class Registry:
     def engine(self) -> Engine:
         # zoo's own home is created on first use; a folder someone named must exist.
         own = self.settings.db_url_from == "default"
-        return db_engine.shared_engine(self.settings.db_url, create_folder=own)
+        engine = db_engine.shared_engine(self.settings.db_url, create_folder=own)
+        self._file = db_engine.sqlite_identity(engine)
+        return engine
+
+    def _follow_file(self) -> None:
+        """A SQLite registry is the file at its path: one replaced since this handle opened
+        it (a backup restored by rename, a registry moved aside and another made) is
+        opened and its schema checked, so a long-lived handle (a server's) neither reads
+        nor writes the file no longer there. One removed is refused: making a new, empty
+        registry under a running process would hide what happened."""
+        opened = self.__dict__.get("_file")
+        if opened is None:  # PostgreSQL, or not opened yet
+            return
+        path, identity = opened
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise DatabaseUnavailableError(
+                f"The database {path} was removed while this registry had it open; "
+                "restore it, or start again to make a new one."
+            ) from None
+        if (st.st_dev, st.st_ino) != identity:
+            del self.__dict__["engine"]
+            self._schema_ok = False
 
     @cached_property
     def store(self) -> BlobStore:
@@ -138,6 +162,7 @@ class Registry:
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
         """A read session: nothing it does is committed (on PostgreSQL it refuses to write)."""
+        self._follow_file()
         self.ensure_schema()
         with self._sessions() as session:
             yield session
@@ -151,6 +176,7 @@ class Registry:
         checks before it inserts, so the second run sees the winner's committed rows.
         Every attempt rolls back completely before the next one.
         """
+        self._follow_file()
         self.ensure_schema()
         for attempt in range(_RETRIES):
             last = attempt == _RETRIES - 1

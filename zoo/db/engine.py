@@ -93,6 +93,15 @@ def shared_engine(url: str, *, create_folder: bool = False) -> Engine:
         return engine
 
 
+def sqlite_identity(engine: Engine) -> tuple[str, tuple[int, int]] | None:
+    """A SQLite engine's file and its (device, inode) now; None for PostgreSQL."""
+    path = getattr(engine, "zoo_file", None)
+    if path is None:
+        return None
+    st = os.stat(path)
+    return str(path), (st.st_dev, st.st_ino)
+
+
 def dispose_shared() -> None:
     """Close the shared engines' idle connections and forget them (at exit)."""
     with _SHARED_LOCK:
@@ -205,6 +214,7 @@ def _ping_when_idle(engine: Engine) -> None:
 
 def _sqlite_engine(url: str, target: SQLiteFile) -> Engine:
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+    engine.zoo_file = target.path  # the file every connection opens (sqlite_identity)
 
     def connect(dialect, connection_record, cargs, cparams) -> None:
         cargs[:1] = [target.uri]
