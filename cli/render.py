@@ -164,8 +164,16 @@ def fsck_report(report) -> str:
     found = len(report.temp_files) + len(report.orphans) + len(report.output_leftovers)
     if report.repair:
         kept = found - len(report.removed) - len(report.restored)
+        # A dead writer's folders go whatever their age; the store's leftovers once older
+        # than the grace period (a writer elsewhere may still be using them).
+        outputs = set(report.output_leftovers)
+        dead_writers = sum(1 for r in report.removed if r in outputs)
+        if dead_writers:
+            lines.append(
+                f"removed {dead_writers} unfinished --out folders of writers no longer running"
+            )
         lines.append(
-            f"removed {len(report.removed)} older than {_age(report.grace_s)}"
+            f"removed {len(report.removed) - dead_writers} older than {_age(report.grace_s)}"
             + (f"; kept {kept} younger ones (a writer may still be using them)" if kept else "")
         )
         if report.restored:  # a --force killed mid-swap: the previous output is back
@@ -174,7 +182,10 @@ def fsck_report(report) -> str:
                 "set aside: " + ", ".join(report.restored[:3])
             )
     elif found and not report.shared_with:
-        lines.append("run `zoo fsck --repair` to remove those older than the grace period")
+        lines.append(
+            "run `zoo fsck --repair` to remove what killed writers left and what is older "
+            "than the grace period"
+        )
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ from safetensors import safe_open
 from tinymodels import FAMILIES
 
 from zoo.api import export
+from zoo.api.export import writer_host
 from zoo.errors import ConflictError
 
 
@@ -153,6 +154,7 @@ _WRITER = """
 import os, sys, time
 import zoo
 from zoo.api import export
+from zoo.api.export import writer_host
 real = export.OutputFolder.put
 def slow(self, name, data):
     real(self, name, data)
@@ -195,12 +197,42 @@ def test_a_killed_writers_folder_is_found_by_fsck_and_removed_by_repair(
     assert [Path(p).name for p in report.output_leftovers] == _leftovers(tmp_path)
     code, text, _ = run_cli("fsck")
     assert code == 0 and "unfinished --out folders" in text
-    code, _, err = run_cli("fsck", "--repair")  # a dead writer's folder goes at any age
+    code, text, err = run_cli("fsck", "--repair")  # a dead writer's folder goes at any age
     assert code == 0, err
+    assert "removed 1 unfinished --out folders of writers no longer running" in text, text
+    assert "removed 0 older than 1.0d" in text, text
     assert _leftovers(tmp_path) == [] and not out.exists()
     with registry.session() as session:
-        assert queries.outputs_on(session, socket.gethostname()) == []
+        assert queries.outputs_on(session, writer_host()) == []
     assert registry.list(kind="derived") == []  # rows come after the folder
+
+
+def test_a_writer_in_another_process_id_namespace_is_never_taken_for_dead(
+    registry, tmp_path, run_cli
+):
+    """Containers of one pod share a host name, not process ids: a journal row and a
+    temporary folder of a writer in another namespace (its pid means nothing here) are
+    neither listed nor removed by fsck, however old."""
+    import hashlib
+
+    from zoo.db import queries
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # no such process here, as the other namespace's writer's pid may be
+    elsewhere = f"{socket.gethostname()}/pidns:1"
+    assert elsewhere != writer_host()
+    tag = hashlib.sha256(elsewhere.encode()).hexdigest()[:8]
+    out = tmp_path / "out"
+    theirs = tmp_path / f".out.zoo-tmp-{tag}-{dead.pid}-0badcafe"
+    theirs.mkdir()
+    (theirs / "config.json").write_text("{}")
+    registry.transaction(lambda s: queries.add_output(s, str(out), elsewhere, dead.pid))
+    assert registry.fsck(grace=0).output_leftovers == ()
+    code, _, err = run_cli("fsck", "--repair", "--grace", "0")
+    assert code == 0, err
+    assert (theirs / "config.json").is_file()
+    with registry.session() as session:
+        assert [r[2] for r in queries.outputs_on(session, elsewhere)] == [dead.pid]
 
 
 def test_the_next_write_to_a_destination_removes_a_killed_writers_folder(

@@ -315,10 +315,9 @@ def test_maintenance_reports_through_the_server_are_the_registrys(both, served, 
     (the ages of store items aside, which grow between the two calls), an unfinished
     --out folder of a killed writer included."""
     import json
-    import socket
     import subprocess
 
-    from zoo.api.export import _host_tag
+    from zoo.api.export import _host_tag, writer_host
     from zoo.db import queries
 
     dead = subprocess.Popen(["true"])
@@ -326,9 +325,7 @@ def test_maintenance_reports_through_the_server_are_the_registrys(both, served, 
     out = tmp_path / "out"
     left = tmp_path / f".out.zoo-tmp-{_host_tag()}-{dead.pid}-0badcafe"
     left.mkdir()
-    served.reg.transaction(
-        lambda s: queries.add_output(s, str(out), socket.gethostname(), dead.pid)
-    )
+    served.reg.transaction(lambda s: queries.add_output(s, str(out), writer_host(), dead.pid))
 
     def ageless(text: str):
         data = json.loads(text)

@@ -221,8 +221,19 @@ def _not_a_zoo_output(folder: Path) -> str | None:
 # --- leftovers of interrupted writers ---------------------------------------------------------
 
 
+def writer_host() -> str:
+    """Where a writer's process id means something: this host, and on Linux its process
+    id namespace (containers of one pod, or `docker --net=host`, share a host name but
+    not process ids: a live writer in one must not look dead from another)."""
+    host = socket.gethostname()
+    try:
+        return f"{host}/pidns:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return host
+
+
 def _host_tag() -> str:
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+    return hashlib.sha256(writer_host().encode()).hexdigest()[:8]
 
 
 def pid_alive(pid: int) -> bool:

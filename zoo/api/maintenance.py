@@ -14,7 +14,6 @@ import dataclasses
 import math
 import os
 import re
-import socket
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -487,10 +486,10 @@ def _output_leftovers(reg) -> tuple[list[str], list[tuple[int, str, int]]]:
     output journal; and the journal rows of those dead writers."""
     from pathlib import Path
 
-    from .export import leftovers, pid_alive
+    from .export import leftovers, pid_alive, writer_host
 
     with reg.session() as session:
-        rows = queries.outputs_on(session, socket.gethostname())
+        rows = queries.outputs_on(session, writer_host())
     found, dead = [], []
     for output_id, path, pid, _ in rows:
         if pid != os.getpid() and not pid_alive(pid):

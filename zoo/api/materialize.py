@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import os
 import signal
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -417,7 +416,9 @@ def _run(
 def _journal(reg, out: Path) -> Iterator[None]:
     """A journal row while ``out`` is written: if the writer is killed, ``zoo fsck`` finds
     what it left beside ``out`` from it."""
-    host, pid = socket.gethostname(), os.getpid()
+    from .export import writer_host
+
+    host, pid = writer_host(), os.getpid()
     row = reg.transaction(lambda s: queries.add_output(s, str(out.resolve()), host, pid))
     try:
         yield
