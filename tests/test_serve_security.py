@@ -402,3 +402,62 @@ def test_sigkill_mid_upload_and_mid_materialize_leaves_nothing_fsck_reports(
         config = http.get("/tiny-bert/resolve/8x512/config.json").json()
     assert (config["num_hidden_layers"], config["hidden_size"]) == (8, 512)
     assert served.reg.fsck(grace=0).ok
+
+
+def test_an_import_by_name_takes_a_hub_repository_never_a_folder_of_the_servers_disk(
+    tmp_path, tiny_dir, run_cli, monkeypatch
+):
+    """`POST /api/import` names a Hub repository. A folder of the server's own disk that
+    the name also spells (here t/s5 in the server's working folder, its vocab.txt linking
+    to a file only the server may read) is never read: the caller gets what a local `zoo
+    import t/s5` says where no such folder exists, in client mode too, and the Hub
+    repository itself (the server's HF cache) is what gets imported."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    secret = tmp_path / "server-only.txt"
+    secret.write_text("a file of the server's machine\n")
+    server_cwd, client_cwd = tmp_path / "server-cwd", tmp_path / "client-cwd"
+    client_cwd.mkdir()
+    folder = server_cwd / "t" / "s5"
+    shutil.copytree(tiny_dir("bert"), folder)
+    (folder / "vocab.txt").unlink(missing_ok=True)
+    (folder / "vocab.txt").symlink_to(secret)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = server_env(home)  # the test's HF cache, empty and offline, as the CLI's below
+    reg = registry_for(env)
+    writer = reg.create_token("w", role="write")[1]
+    server = ZooServer(env, log=home / "server.log", cwd=server_cwd).start()
+    try:
+        monkeypatch.chdir(client_cwd)
+        local = run_cli("import", "t/s5", "--name", "leaked")
+        assert local[0] == 8 and "t/s5" in local[2], local  # not in the HF cache, offline
+        with client(server.url, writer) as http:
+            answer = http.post("/api/import", json={"repo": "t/s5", "name": "leaked"})
+        error = answer.json()["error"]
+        assert (answer.status_code, error["exit_code"]) == (503, 8), answer.text
+        assert f"zoo: error: {error['message']}\n" == local[2]
+        monkeypatch.setenv("ZOO_ENDPOINT", server.url)
+        monkeypatch.setenv("ZOO_TOKEN", writer)
+        assert run_cli("import", "t/s5", "--name", "leaked") == local
+        assert reg.list() == []
+
+        # The repository in the server's HF cache: imported from there, its own content.
+        commit = "5" * 40
+        repo = Path(os.environ["HF_HUB_CACHE"]) / "models--t--s5"
+        shutil.copytree(tiny_dir("gpt2"), repo / "snapshots" / commit)
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(commit)
+        with client(server.url, writer) as http:
+            answer = http.post("/api/import", json={"repo": "t/s5"})
+            assert answer.status_code == 200, answer.text
+            files = http.get("/api/artifacts/s5/files").json()["files"]
+            served = {f: http.get(f"/api/artifacts/s5/files/{f}").content for f in files}
+        info = reg.show("s5")
+        assert info.family == "gpt2" and [i.origin for i in info.imports] == ["hf://t/s5"]
+        assert secret.read_bytes() not in served.values() and "vocab.txt" not in served
+    finally:
+        server.stop()
+        reg.close()

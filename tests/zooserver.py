@@ -30,8 +30,8 @@ def server_env(home: Path, db_url: str | None = None, store_url: str | None = No
 class ZooServer:
     """``zoo serve`` in a subprocess; ``url`` once it answers."""
 
-    def __init__(self, env: dict, *args: str, log: Path) -> None:
-        self.env, self.args, self.log = env, args, log
+    def __init__(self, env: dict, *args: str, log: Path, cwd: Path | None = None) -> None:
+        self.env, self.args, self.log, self.cwd = env, args, log, cwd
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -40,7 +40,11 @@ class ZooServer:
         cmd = [sys.executable, "-m", "zoo_cli.main", "serve", "--port", str(self.port)]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [*cmd, *self.args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+                [*cmd, *self.args],
+                env=self.env,
+                cwd=self.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

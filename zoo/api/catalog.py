@@ -114,8 +114,12 @@ def import_checkpoint(
     convert_bin: bool = False,
     progress: bool = False,
     origin: str | None = None,
+    hub_only: bool = False,
 ) -> ArtifactInfo:
-    """Register a Hugging Face checkpoint; see :meth:`zoo.Registry.import_checkpoint`."""
+    """Register a Hugging Face checkpoint; see :meth:`zoo.Registry.import_checkpoint`.
+    With ``hub_only``, ``source`` is a Hub repository id and nothing else: no folder of
+    this machine is read, whatever the id also names here (a server imports for callers
+    whose folders are not on its disk)."""
     from zoo.checkpoint import validate_name
 
     if name is not None:
@@ -128,6 +132,7 @@ def import_checkpoint(
         convert_bin=convert_bin,
         progress=progress,
         origin=origin,
+        hub_only=hub_only,
     )
     return reg.get_or_create(
         lambda session: _existing(reg, session, ready), lambda session: _create(reg, session, ready)
@@ -201,7 +206,15 @@ def _changed(path, tensor: str) -> ChangedWhileReadError:
 
 
 def _prepare(
-    reg, source, *, name, revision, convert_bin, progress=False, origin: str | None = None
+    reg,
+    source,
+    *,
+    name,
+    revision,
+    convert_bin,
+    progress=False,
+    origin: str | None = None,
+    hub_only: bool = False,
 ) -> _Prepared:
     """Read and check a checkpoint and store its blobs (before any row that names them);
     ``origin``, when given, is the provenance kept instead of where it was read from."""
@@ -211,7 +224,7 @@ def _prepare(
 
     from . import tensors as tio
 
-    path, located, commit = _locate(source, revision)
+    path, located, commit = _locate(source, revision, hub_only=hub_only)
     origin = origin or located
     if path.is_file():
         raise needs_a_folder(path)
@@ -526,8 +539,11 @@ def _write_batch(reg, session: Session, chunk: list[_Prepared]) -> list[Artifact
     return out  # type: ignore[return-value]
 
 
-def _locate(source: str | os.PathLike[str], revision: str | None) -> tuple[Path, str, str]:
-    """(local folder, origin for provenance, commit or "")."""
+def _locate(
+    source: str | os.PathLike[str], revision: str | None, *, hub_only: bool = False
+) -> tuple[Path, str, str]:
+    """(local folder, origin for provenance, commit or ""); with ``hub_only``, only a Hub
+    repository's snapshot, never a path."""
     if not isinstance(source, (str, os.PathLike)) or isinstance(source, bytes):
         raise InvalidInputError(
             f"A checkpoint is a folder path or ORG/NAME, not a {type(source).__name__}."
@@ -535,6 +551,13 @@ def _locate(source: str | os.PathLike[str], revision: str | None) -> tuple[Path,
     text = os.fspath(source)
     if not text.strip() or "\x00" in text:  # "" would read the current folder
         raise InvalidInputError(f"{text!r} names no folder and no Hub repository.")
+    from zoo.hub import names_a_repo, not_a_source, resolve_snapshot
+
+    if hub_only:
+        if not names_a_repo(text):
+            raise InvalidInputError(f"{text[:100]!r} is not a Hub repository id (ORG/NAME).")
+        snap = resolve_snapshot(text, revision)
+        return snap.path, f"hf://{snap.repo_id}", snap.commit
     path = Path(text).expanduser()
     try:
         exists = path.exists()
@@ -544,8 +567,6 @@ def _locate(source: str | os.PathLike[str], revision: str | None) -> tuple[Path,
         if revision:
             raise InvalidInputError("--revision applies to Hub repositories, not local paths.")
         return path, str(path.resolve()), ""
-    from zoo.hub import names_a_repo, not_a_source, resolve_snapshot
-
     if names_a_repo(text):
         snap = resolve_snapshot(text, revision)
         return snap.path, f"hf://{snap.repo_id}", snap.commit

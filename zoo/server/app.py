@@ -958,16 +958,15 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
 
     @app.post("/api/import", tags=["writing"])
     async def import_hub(body: ImportRequest, _=write):
-        """Import a Hub repository the server can reach (ORG/NAME)."""
-        if (
-            not re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}", body.repo)
-            or ".." in body.repo
-        ):
+        """Import a Hub repository the server can reach (ORG/NAME): from the server's HF
+        cache or the Hub, never a folder on the server's disk (a client's own folder goes
+        to /api/import/upload)."""
+        if not _REPO.fullmatch(body.repo) or ".." in body.repo:
             raise InvalidInputError(f"{body.repo[:100]!r} is not a Hub repository id (ORG/NAME).")
         if body.name:
             check_name(body.name)
         info = await server.work.call(
-            server.reg.import_checkpoint,
+            server.reg.import_from_hub,
             body.repo,
             name=body.name,
             revision=body.revision,

@@ -38,6 +38,14 @@ class ServingRegistry(Registry):
     def user(self) -> str:
         return acting_user.get() or super().user
 
+    def import_from_hub(self, repo_id: str, **options):
+        """Import the Hub repository ``repo_id`` (from this machine's HF cache, or the
+        Hub), never a folder of the server's disk that the id also names: a caller's
+        folders are uploaded, and the server's own are not theirs to read."""
+        from zoo.api.catalog import import_checkpoint
+
+        return import_checkpoint(self, repo_id, hub_only=True, **options)
+
 
 class SingleFlight:
     """Runs ``fn`` for a key once while it is running: later callers with the same key
