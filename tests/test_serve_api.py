@@ -419,6 +419,25 @@ def test_every_error_says_why_in_the_header_huggingface_hub_reads(served, tiny_d
     assert anonymous.status_code == 401 and "ZOO_TOKEN" in anonymous.headers["x-error-message"]
 
 
+def test_an_error_whose_header_cut_ends_in_a_space_is_answered_whole(served):
+    """X-Error-Message is the message's first 300 characters: wherever that cut falls (on
+    a space, which no header value may end in), the error is answered, the header holds
+    no space at either end, and the body holds the whole message."""
+    cut_on_a_space = 0
+    with _read(served) as http:
+        asked = [f"/api/artifacts/{'a' * n}" for n in range(200, 300)]
+        asked += [f"/api/artifacts?after={'a' * n}" for n in range(200, 257)]
+        for path in asked:
+            answer = http.get(path)
+            assert answer.status_code in (400, 404), (path[-20:], answer.status_code)
+            message = answer.json()["error"]["message"]
+            header = answer.headers["x-error-message"]
+            assert header == header.strip() and 0 < len(header) <= 300, path
+            assert message.startswith(header) and len(message) >= len(header), path
+            cut_on_a_space += len(message) > 300 and message[299] == " "
+    assert cut_on_a_space  # the cut did fall on a space
+
+
 def _hub_client(served, tmp_path, script: str):
     """What ``script`` prints last (JSON), run as a Hugging Face user pointed at the
     server: online (HF_ENDPOINT, a read token), with an empty cache of its own."""

@@ -87,6 +87,14 @@ def _said_of(staging: Path, label: str) -> Iterator[None]:
         raise
 
 
+def header_text(text: str, limit: int = 300) -> str:
+    """``text`` as a header value any HTTP implementation sends: printable ASCII (any
+    other character as ``?``: a header is Latin-1, and a line break would end it), at most
+    ``limit`` characters, and no space at either end (h11 refuses such a value and drops
+    the connection instead of answering)."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:limit].strip()
+
+
 def zoo_error_response(exc: ZooError, headers: dict[str, str] | None = None) -> JSONResponse:
     headers = dict(headers or {})
     if isinstance(exc, AuthenticationError) and not isinstance(exc, PermissionDeniedError):
@@ -94,12 +102,9 @@ def zoo_error_response(exc: ZooError, headers: dict[str, str] | None = None) -> 
     hf_code = getattr(exc, "hf_error_code", None)
     if hf_code:  # what huggingface_hub reads to tell a missing repo, revision or file apart
         headers["X-Error-Code"] = hf_code
-    # What huggingface_hub shows of an error, and all a HEAD answer can carry: one line of
-    # ASCII (a header value is Latin-1, and a line break would end it).
-    message = error_body(exc, 0, 0)["error"]["message"][:300]
-    headers["X-Error-Message"] = "".join(
-        c if " " <= c <= "~" else "?" for c in message.encode("ascii", "replace").decode()
-    )
+    # What huggingface_hub shows of an error, and all a HEAD answer can carry; the body
+    # carries the whole message.
+    headers["X-Error-Message"] = header_text(error_body(exc, 0, 0)["error"]["message"])
     headers.update(getattr(exc, "extra_headers", {}) or {})
     return JSONResponse(
         error_body(exc, exc.http_status, exc.exit_code),
