@@ -835,7 +835,8 @@ def bench_transfer_cmd(
     "--max-upload",
     default="8GB",
     show_default=True,
-    help="Largest request body accepted (uploads for import and audit), e.g. 500MB.",
+    help="Largest upload accepted (a checkpoint's files, for import and audit), e.g. "
+    "500MB; other request bodies are bounded far below it.",
 )
 @click.option(
     "--cache",

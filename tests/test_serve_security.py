@@ -461,3 +461,53 @@ def test_an_import_by_name_takes_a_hub_repository_never_a_folder_of_the_servers_
     finally:
         server.stop()
         reg.close()
+
+
+def test_a_json_body_is_bounded_far_below_uploads_and_refused_before_it_is_parsed(tmp_path):
+    """Anyone may post an audit by hashes to a --public-read server, and a JSON body is
+    parsed whole in memory: past what the largest audit takes (a config.json as large as
+    zoo reads one, MAX_TENSORS tensors' hashes) it is refused with 413 and zoo's error
+    body, announced or not, whatever content type it claims, while uploads keep
+    --max-upload (8GB)."""
+    from zoo.checkpoint.hf import MAX_JSON_BYTES
+    from zoo.checkpoint.safetensors_format import MAX_TENSORS
+    from zoo.server.app import JSON_BODY_LIMIT
+
+    assert MAX_JSON_BYTES + MAX_TENSORS * 200 <= JSON_BODY_LIMIT <= 8e9 / 32
+    env = server_env(tmp_path)
+    registry_for(env).close()
+    server = ZooServer(env, "--public-read", log=tmp_path / "server.log").start()
+    try:
+        for kind in ("application/json", "multipart/form-data; boundary=x", "text/plain"):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+            try:  # announced: answered before a byte of the body is sent
+                conn.putrequest("POST", "/api/audit/hashes")
+                conn.putheader("Content-Type", kind)
+                conn.putheader("Content-Length", str(JSON_BODY_LIMIT + 1))
+                conn.endheaders()
+                answer = conn.getresponse()
+                error = json.loads(answer.read())["error"]
+            finally:
+                conn.close()
+            assert (answer.status, error["class"]) == (413, "PayloadTooLargeError"), kind
+            assert f"{JSON_BODY_LIMIT} bytes" in error["message"]
+
+        def padded():  # valid JSON, one byte too long, in chunks without a length
+            head = b'{"tensors": [], "config": {}'
+            yield head
+            left = JSON_BODY_LIMIT - len(head)  # and "}"
+            while left > 0:
+                yield b" " * min(left, 1 << 20)
+                left -= 1 << 20
+            yield b"}"
+
+        with client(server.url) as anyone:
+            answer = anyone.post(
+                "/api/audit/hashes", content=padded(), headers={"Content-Type": "application/json"}
+            )
+            assert answer.status_code == 413, answer.text
+            assert answer.json()["error"]["class"] == "PayloadTooLargeError"
+            fits = anyone.post("/api/audit/hashes", json={"tensors": [], "config": {}})
+            assert fits.status_code == 200 and fits.json()["status"] == "unknown", fits.text
+    finally:
+        server.stop()

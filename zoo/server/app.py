@@ -136,22 +136,50 @@ class QuotedSlashes:
         return await self.app(scope, receive, send)
 
 
+#: The routes that take a checkpoint's files, as multipart/form-data: written to disk as
+#: they arrive, so bounded by --max-upload alone.
+UPLOAD_ROUTES = ("/api/import/upload", "/api/audit")
+#: What one tensor's hash takes in an audit by hashes: a name of some 150 characters, its
+#: dtype, shape, size and sha256.
+_TENSOR_JSON_BYTES = 256
+#: The most any other request body holds: it is read whole and parsed in memory. The
+#: largest is an audit by hashes of the largest checkpoint zoo imports, a config.json as
+#: large as zoo reads one and MAX_TENSORS tensors' hashes.
+JSON_BODY_LIMIT = MAX_JSON_BYTES + MAX_TENSORS * _TENSOR_JSON_BYTES
+
+
 class BodyLimit:
     """Refuses request bodies over the limit: at once when Content-Length says so, else
-    as soon as the bytes received pass it (nothing is parsed or written beyond that)."""
+    as soon as the bytes received pass it (nothing is parsed or written beyond that).
+    An upload's files may take up to ``limit`` (--max-upload); any other body, JSON read
+    whole into memory, at most ``JSON_BODY_LIMIT``."""
 
     def __init__(self, app, limit: int) -> None:
         self.app, self.limit = app, limit
+
+    def _refusal(self, scope) -> tuple[int, PayloadTooLargeError]:
+        headers = dict(scope.get("headers") or ())
+        kind = headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
+        if (scope["path"] in UPLOAD_ROUTES and kind == b"multipart/form-data") or (
+            self.limit <= JSON_BODY_LIMIT
+        ):
+            return self.limit, PayloadTooLargeError(
+                f"The request body exceeds this server's upload limit of {self.limit} bytes "
+                "(zoo serve --max-upload)."
+            )
+        return JSON_BODY_LIMIT, PayloadTooLargeError(
+            f"The request body exceeds the {JSON_BODY_LIMIT} bytes this server reads of a "
+            f"request other than an upload (a config.json of {MAX_JSON_BYTES} bytes and "
+            f"{MAX_TENSORS} tensors' hashes); a checkpoint's files go as "
+            f"multipart/form-data to {' or '.join(UPLOAD_ROUTES)}."
+        )
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers") or ()).get(b"content-length")
-        too_large = PayloadTooLargeError(
-            f"The request body exceeds this server's upload limit of {self.limit} bytes "
-            "(zoo serve --max-upload)."
-        )
-        if length is not None and length.isdigit() and int(length) > self.limit:
+        limit, too_large = self._refusal(scope)
+        if length is not None and length.isdigit() and int(length) > limit:
             return await zoo_error_response(too_large, {"Connection": "close"})(
                 scope, receive, send
             )
@@ -162,7 +190,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     exceeded = True
                     raise too_large
             return message

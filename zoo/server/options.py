@@ -11,7 +11,9 @@ class ServerOptions:
 
     Attributes:
         public_read: requests without a token may read (list, show, download, audit).
-        max_upload: the largest request body, in bytes or as ``"8GB"``.
+        max_upload: the largest upload (a checkpoint's files, for import and audit), in
+            bytes or as ``"8GB"``; any other request body is bounded far below it
+            (:data:`zoo.server.app.JSON_BODY_LIMIT`), or by this where it is less.
         cache: folder for the files served (default ``$ZOO_HOME/serve-cache``).
         cache_limit: the most the cache keeps, in bytes or as ``"200GB"`` (None: no
             limit); the folders used least recently go first.
