@@ -834,7 +834,46 @@ def test_a_failing_database_is_told_to_callers_by_kind_and_to_the_log_in_full(tm
         )
     finally:
         server.stop()
-    assert "no such table: artifacts" in log.read_text()
+    # One entry per failure, the handler's, each one line: a database error is expected,
+    # and its traceback would repeat, request after request, what the line says.
+    written = log.read_text()
+    assert "no such table: artifacts" in written
+    assert written.count("database error: ") == 2 and "Traceback" not in written, written
+
+
+def test_an_unexpected_failure_is_answered_and_logged_once_with_its_traceback(caplog):
+    """A failure of the server's own (a bug) is answered 500 in zoo's error body and
+    logged once with its traceback; nothing is raised past the app, which the ASGI server
+    would log again."""
+    import logging
+
+    from starlette.testclient import TestClient
+
+    import zoo
+    from zoo.server import create_app
+
+    reg = zoo.connect()
+    app = create_app(reg)
+
+    @app.get("/api/broken")
+    async def broken():
+        raise RuntimeError("a bug")
+
+    try:
+        with TestClient(app, raise_server_exceptions=True) as http, caplog.at_level(logging.INFO):
+            answer = http.get("/api/broken")
+    finally:
+        reg.close()
+    assert answer.status_code == 500
+    assert answer.json()["error"] == {
+        "class": "ZooError",
+        "message": "Internal error (RuntimeError); the server's log has its trace.",
+        "status": 500,
+        "exit_code": 1,
+    }
+    (entry,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert entry.getMessage() == "unexpected error on GET /api/broken"
+    assert entry.exc_info and isinstance(entry.exc_info[1], RuntimeError)
 
 
 def test_a_size_request_is_one_derivation_and_its_failures_carry_the_hubs_codes(served):

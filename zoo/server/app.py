@@ -214,6 +214,34 @@ class BodyLimit:
             await answer_413()
 
 
+class Failures:
+    """Answers a failure no handler took (the server's own: a database down, a full disk,
+    a bug) by ``answer``, which logs it once. Starlette's handler for these answers, then
+    raises the error again for the ASGI server, which would log its traceback a second
+    time with every request."""
+
+    def __init__(self, app, answer) -> None:
+        self.app, self.answer = app, answer
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def sending(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            if started:  # too late to answer: the ASGI server logs it and drops the connection
+                raise
+            response = await self.answer(Request(scope), exc)
+            await response(scope, receive, send)
+
+
 class TokenFirst:
     """Checks the token of a request that carries a body before anything reads the body:
     the routes' own checks run only once FastAPI has read and parsed it, so anyone who
@@ -696,7 +724,6 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
             error_body(err, exc.status_code, err.exit_code), status_code=exc.status_code
         )
 
-    @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         import errno as _errno
         import sys
@@ -731,6 +758,8 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         err = ZooError(f"Internal error ({type(exc).__name__}); the server's log has its trace.")
         return JSONResponse(error_body(err, 500, 1), status_code=500)
+
+    app.add_middleware(Failures, answer=_unexpected)  # outermost: it sees every failure
 
     def role(name: str):
         async def dep(request: Request):
