@@ -965,8 +965,9 @@ def test_one_commit_names_one_set_of_files_and_a_corrected_card_is_served(tmp_pa
 
 def test_ranges_are_served_ignored_or_refused_in_zoos_error_body(served):
     """huggingface_hub resumes a download with a Range: a malformed one or another unit is
-    ignored and the file sent (RFC 9110), and a range past the end is a 416 in zoo's error
-    body, as every error is."""
+    ignored and the file sent (RFC 9110), the ranges in the file are served and those past
+    its end dropped, and a request for nothing in the file is a 416 in zoo's error body,
+    as every error is."""
     with _read(served) as http:
         whole = http.get("/tiny-bert/resolve/main/config.json")
         size = len(whole.content)
@@ -977,10 +978,36 @@ def test_ranges_are_served_ignored_or_refused_in_zoos_error_body(served):
         for ignored in ("bytes=abc", "bytes=9-2", "items=0-2", "bytes=-", "bytes=1-2,x"):
             answer = http.get("/tiny-bert/resolve/main/config.json", headers={"Range": ignored})
             assert answer.status_code == 200 and answer.content == whole.content, ignored
-        for past in (f"bytes={size}-", f"bytes={size + 10}-{size + 20}", "bytes=-0"):
+        etag, commit = whole.headers["etag"], whole.headers["x-repo-commit"]
+        # A range in the file beside ones past its end: the satisfiable part is served.
+        for mixed, (first, last) in (
+            (f"bytes=0-0,{size + 31}-{size + 131}", (0, 0)),
+            ("bytes=0-0,-0", (0, 0)),
+            (f"bytes={size}-,3-7", (3, 7)),
+            (f"bytes=-0, -4, {size}-{size}", (size - 4, size - 1)),
+        ):
+            answer = http.get("/tiny-bert/resolve/main/config.json", headers={"Range": mixed})
+            assert answer.status_code == 206, (mixed, answer.status_code)
+            assert answer.headers["content-range"] == f"bytes {first}-{last}/{size}", mixed
+            assert answer.content == whole.content[first : last + 1], mixed
+            assert (answer.headers["etag"], answer.headers["x-repo-commit"]) == (etag, commit)
+        two = http.get(
+            "/tiny-bert/resolve/main/config.json", headers={"Range": f"bytes=0-1,{size}-,4-5"}
+        )
+        assert two.status_code == 206 and two.headers["content-type"].startswith(
+            "multipart/byteranges"
+        )
+        assert f"bytes 0-1/{size}" in two.text and f"bytes 4-5/{size}" in two.text
+        for past in (
+            f"bytes={size}-",
+            f"bytes={size + 10}-{size + 20}",
+            "bytes=-0",
+            f"bytes=-0,{size}-{size + 5}",
+        ):
             answer = http.get("/tiny-bert/resolve/main/config.json", headers={"Range": past})
             assert answer.status_code == 416, (past, answer.status_code)
             assert answer.headers["content-range"] == f"bytes */{size}"
+            assert (answer.headers["etag"], answer.headers["x-repo-commit"]) == (etag, commit)
             assert answer.json()["error"]["class"] == "ZooError"
 
 

@@ -620,19 +620,27 @@ _RANGE = re.compile(r"bytes=\s*(\d*-\d*\s*(?:,\s*\d*-\d*\s*)*)", re.IGNORECASE)
 def _unsatisfiable(request: Request, size: int) -> bool:
     """Whether a Range header asks only for bytes past the end (416, in zoo's error body).
     A header in another unit or of another form is ignored and the whole file sent, as
-    RFC 9110 (14.2) has a server do (the file server would answer a plain-text 400).
-    What remains is what it serves."""
+    RFC 9110 (14.2) has a server do (the file server would answer a plain-text 400). Of
+    one that also asks for bytes past the end, the ranges in the file are served (RFC
+    9110, 15.3.7: the satisfiable ranges) and the others dropped, where the file server
+    would refuse them all. What remains of the header is what it serves."""
     header = request.headers.get("range")
     if header is None:
         return False
     found = _RANGE.fullmatch(header.strip())
     specs = [spec.strip().partition("-") for spec in found.group(1).split(",")] if found else []
+    others = [(k, v) for k, v in request.scope["headers"] if k != b"range"]
     if not specs or not all(_well_formed(first, last) for first, _, last in specs):
-        request.scope["headers"] = [(k, v) for k, v in request.scope["headers"] if k != b"range"]
+        request.scope["headers"] = others
         return False
-    return all(
-        (first and int(first) >= size) or (not first and int(last) == 0) for first, _, last in specs
-    )
+    kept = [
+        f"{first}-{last}"
+        for first, _, last in specs
+        if (int(first) < size if first else int(last) > 0)
+    ]
+    if kept and len(kept) < len(specs):
+        request.scope["headers"] = [*others, (b"range", f"bytes={','.join(kept)}".encode())]
+    return not kept
 
 
 def _well_formed(first: str, last: str) -> bool:
