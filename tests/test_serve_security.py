@@ -465,15 +465,13 @@ def test_an_import_by_name_takes_a_hub_repository_never_a_folder_of_the_servers_
 
 def test_a_json_body_is_bounded_far_below_uploads_and_refused_before_it_is_parsed(tmp_path):
     """Anyone may post an audit by hashes to a --public-read server, and a JSON body is
-    parsed whole in memory: past what the largest audit takes (a config.json as large as
-    zoo reads one, MAX_TENSORS tensors' hashes) it is refused with 413 and zoo's error
-    body, announced or not, whatever content type it claims, while uploads keep
-    --max-upload (8GB)."""
+    parsed whole in memory: past a config.json as large as zoo reads one (or some 250,000
+    tensors' hashes) it is refused with 413 and zoo's error body, announced or not,
+    whatever content type it claims, while uploads keep --max-upload (8GB)."""
     from zoo.checkpoint.hf import MAX_JSON_BYTES
-    from zoo.checkpoint.safetensors_format import MAX_TENSORS
     from zoo.server.app import JSON_BODY_LIMIT
 
-    assert MAX_JSON_BYTES + MAX_TENSORS * 200 <= JSON_BODY_LIMIT <= 8e9 / 32
+    assert JSON_BODY_LIMIT == MAX_JSON_BYTES and JSON_BODY_LIMIT >= 250_000 * 256
     env = server_env(tmp_path)
     registry_for(env).close()
     server = ZooServer(env, "--public-read", log=tmp_path / "server.log").start()

@@ -139,13 +139,10 @@ class QuotedSlashes:
 #: The routes that take a checkpoint's files, as multipart/form-data: written to disk as
 #: they arrive, so bounded by --max-upload alone.
 UPLOAD_ROUTES = ("/api/import/upload", "/api/audit")
-#: What one tensor's hash takes in an audit by hashes: a name of some 150 characters, its
-#: dtype, shape, size and sha256.
-_TENSOR_JSON_BYTES = 256
-#: The most any other request body holds: it is read whole and parsed in memory. The
-#: largest is an audit by hashes of the largest checkpoint zoo imports, a config.json as
-#: large as zoo reads one and MAX_TENSORS tensors' hashes.
-JSON_BODY_LIMIT = MAX_JSON_BYTES + MAX_TENSORS * _TENSOR_JSON_BYTES
+#: The most any other request body holds: it is read whole and parsed in memory, at many
+#: times its size. A config.json as large as zoo reads one, or the hashes of some 250,000
+#: tensors (the largest checkpoints hold tens of thousands).
+JSON_BODY_LIMIT = MAX_JSON_BYTES
 
 
 class BodyLimit:
@@ -169,8 +166,7 @@ class BodyLimit:
             )
         return JSON_BODY_LIMIT, PayloadTooLargeError(
             f"The request body exceeds the {JSON_BODY_LIMIT} bytes this server reads of a "
-            f"request other than an upload (a config.json of {MAX_JSON_BYTES} bytes and "
-            f"{MAX_TENSORS} tensors' hashes); a checkpoint's files go as "
+            "request other than an upload; a checkpoint's files go as "
             f"multipart/form-data to {' or '.join(UPLOAD_ROUTES)}."
         )
 
