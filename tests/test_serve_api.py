@@ -269,6 +269,13 @@ def test_audit_by_upload_and_by_posted_hashes(served, tmp_path):
             refused = http.post("/api/audit/hashes", json={"tensors": wrong, "config": None})
             assert refused.status_code == 400, (says, refused.text)
             assert says in refused.json()["error"]["message"], refused.text
+        # A posted config is checked as the file's text is: none nests 200 levels deep.
+        deep: dict = {}
+        for _ in range(200):
+            deep = {"x": deep}
+        refused = http.post("/api/audit/hashes", json={"tensors": [], "config": deep})
+        message = refused.json()["error"]["message"]
+        assert refused.status_code == 422 and "nests more than" in message, refused.text
 
 
 def test_hub_reads_carry_the_headers_huggingface_hub_needs(served):

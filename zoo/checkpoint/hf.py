@@ -357,11 +357,13 @@ def _read_config(root: Path) -> dict[str, Any]:
             path=str(cfg),
         )
     obj = _read_json(cfg)
-    _check_config(obj, str(cfg))
+    check_config(obj, str(cfg))
     return obj
 
 
-def _check_config(obj: Any, where: str) -> None:
+def check_config(obj: Any, where: str) -> None:
+    """Refuse a config no real checkpoint has: nested past MAX_CONFIG_DEPTH, or not an
+    object."""
     if _depth(obj) > MAX_CONFIG_DEPTH:
         raise InvalidCheckpointError(
             f"{where} nests more than {MAX_CONFIG_DEPTH} levels deep, which no real config "
@@ -392,7 +394,7 @@ def config_from_text(text: str, where: str = CONFIG_NAME) -> dict[str, Any]:
             "file that save_pretrained wrote.",
             path=where,
         ) from exc
-    _check_config(obj, where)
+    check_config(obj, where)
     return obj
 
 

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from zoo import __version__
 from zoo.api.export import parse_size
 from zoo.api.tokens import TokenInfo
-from zoo.checkpoint.hf import MAX_JSON_BYTES, config_from_text
+from zoo.checkpoint.hf import MAX_JSON_BYTES, check_config, config_from_text
 from zoo.checkpoint.safetensors_format import MAX_TENSORS
 from zoo.errors import (
     AuthenticationError,
@@ -1138,6 +1138,8 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
             if config is not None:
                 raise InvalidInputError("Send config or config_text, not both.")
             config = config_from_text(body.config_text)
+        elif config is not None:  # checked as the file's text would be
+            check_config(config, "config")
         report = await server.work.call(
             server.reg.audit_manifest,
             body.label,
