@@ -161,6 +161,127 @@ def test_a_tied_head_grown_with_norms_matched_to_the_source_keeps_its_logits(
     torch.testing.assert_close(_logits(model), _logits(source), rtol=1e-5, atol=1e-5)
 
 
+# The tensors transformers ties to another under tie_word_embeddings, as save_pretrained
+# leaves them out and as many checkpoints store them anyway: copy -> the tensor it is tied to.
+TIED = {
+    "qwen2": {"lm_head.weight": "model.embed_tokens.weight"},
+    "gpt2": {"lm_head.weight": "transformer.wte.weight"},
+    "bert": {
+        "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+        "cls.predictions.decoder.bias": "cls.predictions.bias",
+    },
+}
+
+# Every method, growing and shrinking depth, width or both (the tiny models are 4x32).
+DERIVED = [
+    ("weight-selection", 4, 32),
+    ("weight-selection", 2, 16),
+    ("hypercloning", 4, 64),
+    ("hypercloning", 8, 32),
+    ("hypercloning", 8, 64),
+    ("net2net", 6, 48),
+    ("dwt", 2, 16),
+    ("dwt", 8, 64),
+    ("dct", 4, 48),
+    ("dct", 2, 16),
+    ("scratch", 6, 48),
+]
+
+
+def _with_tied_copies(folder: Path, dest: Path, family: str, *, differ: bool = False) -> Path:
+    """A copy of ``folder`` whose file also holds the tensors its config ties, each the
+    bytes of the one it is tied to, or (``differ``) an LM head that is not the embedding."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(folder, dest)
+    tensors = load_file(dest / "model.safetensors")
+    for copy, tied in TIED[family].items():
+        tensors[copy] = tensors[tied].clone()
+    if differ:
+        head = next(iter(TIED[family]))
+        g = torch.Generator().manual_seed(3)
+        tensors[head] = tensors[head] + 0.05 * torch.randn(tensors[head].shape, generator=g)
+    save_file(tensors, dest / "model.safetensors", metadata={"format": "pt"})
+    return dest
+
+
+def _outputs(registry, name: str, folder: Path, method: str, layers: int, hidden: int):
+    """(config, tensors on disk, logits as loaded, logits once ``tie_weights()`` has run)
+    of ``name`` materialized by ``method`` to ``layers`` x ``hidden`` in ``folder``."""
+    from safetensors.torch import load_file
+
+    made = registry.materialize(name, layers=layers, hidden=hidden, method=method, out=folder)
+    model, info = _load(made.out)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    logits = _logits(model)
+    model.tie_weights()
+    return made.config, load_file(made.out / "model.safetensors"), logits, _logits(model)
+
+
+@pytest.mark.parametrize("family", list(TIED))
+def test_a_tied_head_saved_beside_its_embedding_is_derived_as_the_tied_head(
+    family, registry, tiny_dir, tmp_path
+):
+    """transformers loads a tied tensor stored with the very bytes of the one it is tied
+    to as that one tensor; zoo derives it so too, under every method and size: the output
+    is the one the same model saved without the copy gives (tied, the copy not written,
+    the norm the head reads divided), so a HyperCloning width grow keeps the source's
+    logits and re-tying changes nothing."""
+    plain = registry.import_checkpoint(tiny_dir(family))
+    folder = _with_tied_copies(tiny_dir(family), tmp_path / "dup", family)
+    dup = registry.import_checkpoint(folder)
+    source, _ = _load(folder)
+    for method, layers, hidden in DERIVED:
+        case = f"{method}-{layers}x{hidden}"
+        want = _outputs(registry, plain.name, tmp_path / f"p-{case}", method, layers, hidden)
+        got = _outputs(registry, dup.name, tmp_path / f"d-{case}", method, layers, hidden)
+        _same_output(got, want, family, case)
+        config, _, logits, retied = got
+        assert config.get("tie_word_embeddings", True) is True, case
+        assert torch.equal(retied, logits), case
+        if method == "hypercloning" and layers == 4:
+            torch.testing.assert_close(logits, _logits(source), rtol=1e-5, atol=1e-5)
+        if (layers, hidden) == (4, 32):
+            assert torch.equal(logits, _logits(source)), case
+    # From a learngene: the copy's band is left out alike.
+    plain_lg = registry.extract(plain.name, method="dwt", wavelet="haar", levels=1)
+    dup_lg = registry.extract(dup.name, method="dwt", wavelet="haar", levels=1)
+    want = _outputs(registry, plain_lg.name, tmp_path / "p-lg", "dwt", 8, 64)
+    got = _outputs(registry, dup_lg.name, tmp_path / "d-lg", "dwt", 8, 64)
+    _same_output(got, want, family, "learngene")
+
+
+def _same_output(got, want, family: str, case: str) -> None:
+    """The same config and tensors, none of them a tied copy."""
+    assert got[0] == want[0], case
+    assert got[1].keys() == want[1].keys() and not got[1].keys() & TIED[family], case
+    for key, t in got[1].items():
+        assert torch.equal(t, want[1][key]), (case, key)
+
+
+@pytest.mark.parametrize("family", list(TIED))
+def test_a_head_that_is_not_its_embedding_is_written_untied(family, registry, tiny_dir, tmp_path):
+    """A config that says tied, and a file whose LM head differs from the embedding:
+    transformers warns and does not tie them, so every output that writes that head says
+    ``tie_word_embeddings: false``; the same size computes the source's logits, a
+    HyperCloning width grow keeps them, and re-tying changes nothing."""
+    folder = _with_tied_copies(tiny_dir(family), tmp_path / "head", family, differ=True)
+    src = registry.import_checkpoint(folder)
+    source, _ = _load(folder)
+    for method, layers, hidden in DERIVED:
+        case = f"{method}-{layers}x{hidden}"
+        config, tensors, logits, retied = _outputs(
+            registry, src.name, tmp_path / case, method, layers, hidden
+        )
+        assert config["tie_word_embeddings"] is False, case
+        assert tensors.keys() >= TIED[family].keys(), case
+        assert torch.equal(retied, logits), case
+        if method == "hypercloning" and layers == 4:
+            torch.testing.assert_close(logits, _logits(source), rtol=1e-5, atol=1e-5)
+        if (layers, hidden) == (4, 32):
+            assert torch.equal(logits, _logits(source)), case
+
+
 def _with_uneven_norm_gains(folder: Path, dest: Path) -> Path:
     """A copy of ``folder`` whose normalization gains are drawn around one, unequal, as a
     trained model's are (a fresh one's are all ones)."""

@@ -421,6 +421,49 @@ def test_untied_llama_head_is_kept(tiny):
     assert torch.equal(signals["lm_head.weight"].tensor, t.disk["lm_head.weight"])
 
 
+def _records(state: dict[str, torch.Tensor]) -> list:
+    """What the registry records of each tensor: name, dtype, shape and sha256."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from zoo.checkpoint import dtype_code
+
+    return [
+        SimpleNamespace(
+            name=n,
+            dtype=dtype_code(t.dtype),
+            shape=tuple(t.shape),
+            digest=hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest(),
+        )
+        for n, t in state.items()
+    ]
+
+
+def test_tied_copies_follow_transformers_pair_by_pair(tiny):
+    """A tied tensor held with the bytes of the one it is tied to is that tensor; with other
+    values the file is untied, unless it lacks a copy (transformers ties that one, so no
+    config says both); a config that says untied ties nothing."""
+    t = tiny["bert"]
+    family = get_family("bert")
+    weight, bias = "cls.predictions.decoder.weight", "cls.predictions.decoder.bias"
+    both = {k: v.clone() for k, v in t.memory.items() if k in t.disk or k in (weight, bias)}
+    assert family.tied_copies(t.config, _records(t.disk)).copies == {}
+    ties = family.tied_copies(t.config, _records(both))
+    assert (dict(ties.copies), ties.untie) == (
+        {weight: "mlm.decoder.weight", bias: "mlm.decoder.bias"},
+        False,
+    )
+    changed = {**both, weight: both[weight] + 1}
+    ties = family.tied_copies(t.config, _records(changed))
+    assert (dict(ties.copies), ties.untie) == ({}, True)
+    no_weight = {k: v for k, v in changed.items() if k != weight}
+    no_weight[bias] = no_weight[bias] + 1
+    ties = family.tied_copies(t.config, _records(no_weight))
+    assert (dict(ties.copies), ties.untie) == ({}, False)
+    untied = {**t.config, "tie_word_embeddings": False}
+    assert family.tied_copies(untied, _records(both)) == family.tied_copies(untied, [])
+
+
 # --- unknown and malformed tensors -----------------------------------------------------------
 
 

@@ -1009,6 +1009,30 @@ def test_a_tied_head_checkpoint_recorded_before_its_norm_had_a_fan_in_re_derives
     assert registry.rederive(now.artifact.name).artifact.content_hash == now.artifact.content_hash
 
 
+def test_a_tied_copy_checkpoint_recorded_before_copies_were_read_as_tied_re_derives_by_that_rule(
+    registry, tiny_dir, tmp_path, monkeypatch
+):
+    """Under amplitude version 5 an LM head stored beside its tied embedding with the same
+    bytes was derived as an untied head (halved by HyperCloning, under a config that still
+    said tied). A virtual checkpoint recorded then re-derives by that rule and verifies;
+    one recorded now is tied: no head, the final norm halved instead."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "dup"
+    shutil.copytree(tiny_dir("qwen2"), folder)
+    tensors = load_file(folder / "model.safetensors")
+    tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    src = registry.import_checkpoint(folder)
+    old = _grown_under_amplitude_version(registry, monkeypatch, src.name, 5)
+    now = registry.materialize(src.name, layers=4, hidden=64, method="hypercloning")
+    assert "lm_head.weight" in old.state_dict and "lm_head.weight" not in now.state_dict
+    assert torch.equal(old.state_dict["model.norm.weight"], 2 * now.state_dict["model.norm.weight"])
+    again = registry.rederive(old.artifact.name)
+    assert again.artifact.content_hash == old.artifact.content_hash
+    assert registry.rederive(now.artifact.name).artifact.content_hash == now.artifact.content_hash
+
+
 @pytest.mark.parametrize(
     "rescale, divided", [("fan", 2.0), ("exact", 2.0), ("fan-sqrt", 2**0.5), ("std", 1.0)]
 )

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from zoo.db import queries
-from zoo.db.entities import TensorRecord
+from zoo.db.entities import ArtifactInfo, TensorRecord
 from zoo.derive import Recipe
 
 from .learngene_format import band_name
@@ -44,7 +44,7 @@ from .plan import Plan
 if TYPE_CHECKING:
     import torch
 
-    from zoo.families.base import SignalSpec
+    from zoo.families.base import SignalSpec, Ties
     from zoo.methods.net2net import CopyMaps
 
     from .tensors import KnownDigests
@@ -144,7 +144,11 @@ class Derivation:
         self._lock = threading.Lock()
         self._all_source: dict | None = None
         lg = plan.learngene
-        self._records, self._source_config = _what_to_read(plan, self._source_records())
+        records = self._source_records()
+        # A tied copy the file holds is the tensor it is tied to: neither read nor written.
+        copies = tied_copies(plan, records).copies
+        records = [r for r in records if r.name not in copies]
+        self._records, self._source_config = _what_to_read(plan, records)
         self._stored = {t.name: t for t in lg.tensors} if lg is not None else {}
         self._group_source: dict[tuple[str, ...], dict] = {}
         if lg is not None:
@@ -157,6 +161,7 @@ class Derivation:
                     getattr(torch, m["dtype"]),
                 )
                 for k, m in lg.info["signals"].items()
+                if k not in copies.values()
             }
         else:
             self.metas = _source_metas(
@@ -780,13 +785,27 @@ _SOURCES = _Recent(32)
 
 def source_records(reg, plan: Plan) -> list:
     """The tensor records of the checkpoint ``plan`` resizes (kept by content hash)."""
-    source = plan.source
+    return checkpoint_records(reg, plan.source)
+
+
+def checkpoint_records(reg, source: ArtifactInfo) -> list:
+    """The tensor records of the checkpoint ``source`` (kept by content hash)."""
     records = source.tensors or _SOURCES.get(("records", source.content_hash))
     if not records:  # loaded without them (see plan.source_of)
         with reg.session() as session:
             records = tuple(queries.tensor_records(session, source.id))
         _SOURCES.put(("records", source.content_hash), records)
     return list(records)
+
+
+def tied_copies(plan: Plan, records: list) -> Ties:
+    """How the source's tied tensors are derived (:meth:`Family.tied_copies`); from
+    amplitude version 6 (a checkpoint recorded before re-derives as it was)."""
+    from zoo.families.base import Ties
+
+    if plan.amplitude_version < 6:
+        return Ties()
+    return plan.family.tied_copies(plan.source.config, records)
 
 
 def _source_metas(family, content_hash: str, records: list, config) -> dict[str, SignalMeta]:

@@ -180,6 +180,11 @@ def make_plan(reg, query: str, request: MaterializeRequest) -> Plan:
             f"use --method {learngene.info['method']} or name the source "
             f"{materialize_name(reg, source)}."
         )
+    from .derivation import checkpoint_records
+
+    if family.tied_copies(source.config, checkpoint_records(reg, source)).untie:
+        # It writes a head that is not the embedding: re-tying them would change its logits.
+        target_config = {**target_config, "tie_word_embeddings": False}
     plan = Plan(parent, source, learngene, recipe, target_config)
     check_target(recipe.method, plan.source_sizes, plan.method_sizes)
     return plan

@@ -22,7 +22,7 @@ from zoo.errors import (
     InvalidInputError,
     InvalidTargetError,
 )
-from zoo.families.base import Family, Signal, SignalKind, TargetSize
+from zoo.families.base import Family, Signal, SignalKind, TargetSize, Ties
 
 if TYPE_CHECKING:
     import torch
@@ -426,6 +426,9 @@ class TransformerFamily(Family):
     #: whether every head reads those norms (a decoder's final norm), or the LM head alone
     #: (BERT's MLM-head LayerNorm)
     lm_head_inputs_shared: ClassVar[bool] = True
+    #: the signals transformers ties to another under ``tie_word_embeddings``: (each copy,
+    #: the signal it is tied to) (see :meth:`tied_copies`)
+    tied_signals: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def build_rules(self) -> list[Rule]:
         """Every tensor rule, in the order a state dict lists them."""
@@ -459,6 +462,34 @@ class TransformerFamily(Family):
         else:  # no architecture recorded: a task model's tensors carry the base prefix
             lm = any(n.startswith(f"{self.base_prefix}.") for n in names)
         return inputs if lm else ()
+
+    def tied_copies(self, config: Mapping[str, Any], records: Collection[Any]) -> Ties:
+        # transformers' own rule, pair by pair: under a tied config, a copy the file lacks
+        # is the tensor it is tied to; one it holds is tied only when the values are equal.
+        if not self.tied_signals or not config.get("tie_word_embeddings", True):
+            return Ties()
+        ties = dict(self.tied_signals)
+        wanted = {*ties, *ties.values()}
+        found: dict[str, Any] = {}
+        for r in records:
+            hit = self._match(r.name)
+            if hit is None or hit[1].per_layer or len(hit[1].pieces) != 1:
+                continue
+            signal = hit[1].pieces[0].signal
+            if signal in wanted:
+                found[signal] = r
+        pairs = {c: (found[c], found[t]) for c, t in ties.items() if c in found and t in found}
+        if not pairs:
+            return Ties()
+
+        def same(a, b) -> bool:
+            return (a.dtype, tuple(a.shape), a.digest) == (b.dtype, tuple(b.shape), b.digest)
+
+        if all(same(c, t) for c, t in pairs.values()):
+            return Ties(copies={c.name: signal for signal, (c, _) in pairs.items()})
+        # Untied only where the file holds every copy: one it lacks is transformers' tie.
+        lacking = [c for c, t in ties.items() if t in found and c not in found]
+        return Ties(untie=not lacking)
 
     # --- sizes ---------------------------------------------------------------------------
 

@@ -76,6 +76,25 @@ class SignalSpec:
 
 
 @dataclass(frozen=True)
+class Ties:
+    """How the tensors of a checkpoint that transformers ties to another (an LM head to
+    the word embedding, under ``tie_word_embeddings``) are derived (see
+    :meth:`Family.tied_copies`).
+
+    Attributes:
+        copies: tensor name -> its signal, for each tied tensor the file holds as the very
+            bytes of the one it is tied to: transformers loads one tensor, so it is derived
+            as the tied case is (not read, not written).
+        untie: the file holds a tied tensor that is not the one it is tied to, which
+            transformers does not tie either: a target that writes it says
+            ``tie_word_embeddings: false``, or re-tying it would change its function.
+    """
+
+    copies: Mapping[str, str] = field(default_factory=dict)
+    untie: bool = False
+
+
+@dataclass(frozen=True)
 class TargetSize:
     """A requested size; ``None`` fields take the family's defaults."""
 
@@ -159,6 +178,13 @@ class Family(ABC):
         outputs instead (as a fan-in) keeps them the source's.
         """
         return ()
+
+    def tied_copies(self, config: Mapping[str, Any], records: Collection[Any]) -> Ties:
+        """How a checkpoint of ``config`` whose tensors have ``records`` (``name``,
+        ``dtype``, ``shape``, ``digest``) holds the tensors transformers ties (see
+        :class:`Ties`): a tied tensor saved beside the one it is tied to (many checkpoints
+        store both) is that tensor when the bytes are the same, and untied otherwise."""
+        return Ties()
 
     def attention_heads(self, config: Mapping[str, Any]) -> tuple[int, int] | None:
         """(query heads, key/value heads) of a model of ``config``, or None when it has no

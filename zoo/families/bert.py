@@ -117,6 +117,7 @@ class BertFamily(TransformerFamily):
     lm_head_inputs = ("mlm.norm.weight", "mlm.norm.bias")  # the MLM head's own LayerNorm
     lm_head_signal = "mlm.decoder.weight"
     lm_head_inputs_shared = False  # the NSP head reads the pooler, not the MLM head
+    tied_signals = (("mlm.decoder.weight", "embeddings.word"), ("mlm.decoder.bias", "mlm.bias"))
 
     def mlm_rules(self) -> list[Rule]:
         """The masked-LM head (``cls.predictions``) and the next-sentence head."""

@@ -141,6 +141,7 @@ class DecoderFamily(TransformerFamily):
     layers_key = "num_hidden_layers"
     hidden_key = "hidden_size"
     heads_key = "num_attention_heads"
+    tied_signals = (("lm_head.weight", "embeddings.word"),)  # lm_head to embed_tokens
 
     def __init__(self, decl: Decoder) -> None:
         self.decl = decl

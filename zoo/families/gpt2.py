@@ -88,6 +88,7 @@ class GPT2Family(TransformerFamily):
     hidden_key = "n_embd"
     heads_key = "n_head"
     lm_head_inputs = ("final_norm.weight", "final_norm.bias")  # ln_f
+    tied_signals = (("lm_head.weight", "embeddings.word"),)  # lm_head to wte
 
     def build_rules(self) -> list[Rule]:
         layer = "h.{i}"

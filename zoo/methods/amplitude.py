@@ -38,7 +38,12 @@ RESCALES = ("none", "std", "fan", "fan-sqrt", "exact")
 # (fan and exact: by the fan-in multiplier, fan-sqrt: by its root, std and none: not at
 # all; a method that tiles divides by it): it was divided by the multiplier under every
 # rule, halving a norm the rule meant to keep.
-AMPLITUDE_VERSION = "5"
+# 6: a tied output head the source file holds beside the embedding it is tied to, with the
+# same bytes, is that embedding, as transformers loads it (zoo.families.base.Ties): it is
+# derived as the tied case is, with the normalization it reads divided; before, it was
+# derived as an untied head while the target's config still said tied, so re-tying the
+# grown model multiplied its logits by the width multiplier.
+AMPLITUDE_VERSION = "6"
 
 CURRENT = int(AMPLITUDE_VERSION)
 
