@@ -156,6 +156,98 @@ def test_a_renamed_tensor_is_a_difference_and_a_tie_written_twice_is_not(reg, tm
     assert "config.json differs" not in report.to_text()
 
 
+def _base_model(folder: Path, dest: Path) -> Path:
+    """``folder``'s base model saved on its own, as ``AutoModel`` (and sentence-transformers,
+    through it) loads and saves a task model: the names lose the base-model prefix."""
+    import transformers
+
+    transformers.AutoModel.from_pretrained(folder).save_pretrained(dest)
+    return dest
+
+
+def test_a_base_model_saved_on_its_own_is_a_part_of_its_checkpoint_without_the_head(
+    reg, tmp_path, run_cli
+):
+    """A masked LM's BERT saved through AutoModel holds its tensors without the ``bert.``
+    prefix and lacks the MLM head (and adds a pooler the masked LM does not have): the
+    audit names the masked LM, compares under its names, and says the head was dropped."""
+    src_dir = save_tiny("bert", tmp_path / "ml")
+    src = reg.import_checkpoint(src_dir)
+    folder = _base_model(src_dir, tmp_path / "backbone")
+    recorded, held = set(load_file(src_dir / "model.safetensors")), _names(folder)
+    head = sorted(n for n in recorded if not n.startswith("bert."))
+    added = sorted(n for n in held if f"bert.{n}" not in recorded)
+    assert head and added == ["pooler.dense.bias", "pooler.dense.weight"]
+    report = reg.audit(folder)
+    assert (report.status, report.artifact.id) == ("modified", src.id)
+    assert (report.differing, report.missing, report.extra) == ([], head, added)
+    assert (report.prefix_dropped, report.prefix_added, report.head_dropped) == (
+        "bert.",
+        None,
+        True,
+    )
+    code, out, _ = run_cli("audit", str(folder))
+    assert code == 10
+    lines = out.splitlines()
+    assert lines[0] == (
+        f"{folder}: MODIFIED: a PART of source ml ({src.content_hash[:12]}): its base model, "
+        "saved without its head: every tensor of the artifact it holds is unchanged; "
+        f"{len(head)} missing (the head), 2 extra (layers the base model adds, not the "
+        "artifact's)"
+    )
+    assert "  names: the artifact's without the prefix 'bert.' (its base model saved on its " in (
+        out
+    )
+    data = json.loads(run_cli("audit", str(folder), "--json")[1])
+    assert (data["prefix_dropped"], data["head_dropped"], data["missing"]) == ("bert.", True, head)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_a_decoders_base_model_saved_on_its_own_is_its_checkpoint_less_the_head(
+    family, reg, tmp_path
+):
+    """A causal LM's base model holds every tensor under ``model.``-less names: an untied
+    head is what it lacks; a tied one is no tensor of its own, so nothing is missing."""
+    src_dir = save_tiny(family, tmp_path / "lm")
+    src = reg.import_checkpoint(src_dir)
+    report = reg.audit(_base_model(src_dir, tmp_path / "base"))
+    assert report.artifact.id == src.id and report.prefix_dropped == "model."
+    assert report.differing == report.extra == []
+    if family == "llama":  # untied
+        assert (report.status, report.missing, report.head_dropped) == (
+            "modified",
+            ["lm_head.weight"],
+            True,
+        )
+    else:
+        assert (report.status, report.missing, report.head_dropped) == ("known", [], False)
+
+
+def test_a_base_model_saved_on_its_own_names_its_own_size(reg, tmp_path):
+    """A 4x64 size and a 2x64 one made of its first layers share tensors; the 4x64 one's
+    base model saved on its own is the 4x64 size, not the smaller one."""
+    src = reg.import_checkpoint(save_tiny("bert", tmp_path / "ml"))
+    wide = reg.materialize(src.name, layers=4, hidden=64, out=tmp_path / "wide")
+    reg.materialize(wide.artifact.name, layers=2, hidden=64, method="weight-selection")
+    report = reg.audit(_base_model(wide.out, tmp_path / "base"))
+    assert report.artifact.id == wide.artifact.id and report.head_dropped
+
+
+def test_a_task_model_built_on_a_registered_base_model_is_named_under_its_prefix(reg, tmp_path):
+    """A masked LM loaded from a bare BERT adds the ``bert.`` prefix and a new head: the
+    audit names the bare BERT, and the head is extra."""
+    import transformers
+
+    bare = _base_model(save_tiny("bert", tmp_path / "ml"), tmp_path / "bare")
+    base = reg.import_checkpoint(bare)
+    transformers.BertForMaskedLM.from_pretrained(bare).save_pretrained(tmp_path / "mlm")
+    report = reg.audit(tmp_path / "mlm")
+    assert (report.status, report.artifact.id) == ("modified", base.id)
+    assert (report.prefix_dropped, report.prefix_added) == (None, "bert.")
+    assert report.differing == [] and report.extra
+    assert all(n.startswith("cls.") for n in report.extra)
+
+
 def test_one_shard_audits_as_a_part_and_a_changed_tensor_as_a_difference(reg, tmp_path):
     """A shard alone holds that artifact's tensors, unchanged, and lacks the rest: the
     report says it is a part; a changed tensor is a difference from the artifact."""

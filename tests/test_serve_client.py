@@ -592,6 +592,9 @@ def test_an_audit_report_reads_back_whole_from_its_json():
         "verify_error": "differs",
         "cast_from": ["BF16"],
         "rounded_to": ["F16"],
+        "prefix_dropped": "bert.",
+        "prefix_added": "model.",
+        "head_dropped": True,
     }
     fields = {f.name for f in dataclasses.fields(AuditReport)}
     assert fields - set(values) == {"artifact", "lineage"}  # a new field is added here too

@@ -682,6 +682,9 @@ def audit_from_json(d: dict[str, Any]):
         verify_error=d["verify_error"],
         cast_from=d.get("cast_from", []),
         rounded_to=d.get("rounded_to", []),
+        prefix_dropped=d.get("prefix_dropped"),
+        prefix_added=d.get("prefix_added"),
+        head_dropped=d.get("head_dropped", False),
     )
 
 

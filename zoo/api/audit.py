@@ -44,6 +44,14 @@ class AuditReport:
             hold the recorded float32 values in, rounded to nearest as torch rounds: a cast
             that rounds, as transformers makes when it loads a float32 checkpoint as bf16
             or fp16 and saves it. Those tensors count as the recorded ones; empty otherwise.
+        prefix_dropped: the base-model prefix (``"bert."``, ``"model."``) that the
+            artifact's tensor names have and the file's lack: its base model saved on its
+            own (``AutoModel.from_pretrained(...).save_pretrained``, sentence-transformers).
+            The tensors are compared under the artifact's names.
+        prefix_added: the prefix the file's names have and the artifact's lack (a task
+            model saved from a registered base model); compared the same way.
+        head_dropped: the file is the artifact's base model without the head: every tensor
+            it lacks (``missing``) is outside ``prefix_dropped``.
     """
 
     path: str
@@ -60,6 +68,9 @@ class AuditReport:
     verify_error: str | None = None
     cast_from: list[str] = field(default_factory=list)
     rounded_to: list[str] = field(default_factory=list)
+    prefix_dropped: str | None = None
+    prefix_added: str | None = None
+    head_dropped: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,6 +88,9 @@ class AuditReport:
             "verify_error": self.verify_error,
             "cast_from": self.cast_from,
             "rounded_to": self.rounded_to,
+            "prefix_dropped": self.prefix_dropped,
+            "prefix_added": self.prefix_added,
+            "head_dropped": self.head_dropped,
         }
 
     def to_text(self) -> str:
@@ -95,6 +109,20 @@ class AuditReport:
         if self.status == "known":
             note = " (config.json differs)" if self.config_differs else ""
             lines.append(f"{self.path}: {a.kind} {a.name} ({a.content_hash[:12]}){note}")
+        elif self.head_dropped and not self.differing:
+            lines.append(
+                f"{self.path}: MODIFIED: a PART of {a.kind} {a.name} "
+                f"({a.content_hash[:12]}): its base model, saved without its head: every "
+                f"tensor of the artifact it holds is unchanged; {len(self.missing)} missing "
+                "(the head)"
+                + (
+                    f", {len(self.extra)} extra (layers the base model adds, not the artifact's)"
+                    if self.extra
+                    else ""
+                )
+            )
+            lines.extend(f"  missing: {name}" for name in self.missing[:20])
+            lines.extend(f"  extra:   {name}" for name in self.extra[:20])
         elif self.missing and not (self.differing or self.extra):
             # One shard of a sharded checkpoint, or a copy with tensors dropped.
             lines.append(
@@ -115,6 +143,16 @@ class AuditReport:
                 lines.append(f"  missing: {name}")
             for name in self.extra[:20]:
                 lines.append(f"  extra:   {name}")
+        if self.prefix_dropped:
+            lines.append(
+                f"  names: the artifact's without the prefix {self.prefix_dropped!r} (its "
+                "base model saved on its own, as AutoModel and sentence-transformers save it)"
+            )
+        if self.prefix_added:
+            lines.append(
+                f"  names: the artifact's under the prefix {self.prefix_added!r} (a model "
+                "built on it, saved with its base model's prefix)"
+            )
         if self.cast_from:
             lines.append(
                 f"  cast: its wider tensors hold the recorded {', '.join(self.cast_from)} "
@@ -325,12 +363,16 @@ def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
             # recorded tensors the file lacks or holds otherwise: a 2-layer copy of a
             # 4-layer source's first layers is the 2-layer checkpoint, and a source is
             # not a depth grow that repeats its layers, though each holds every tensor.
+            # Names are compared as the artifact's (see _renaming): a base model saved on its
+            # own is its artifact's size, not another's that happens to share its names.
             ranked = sorted(candidates.items(), key=lambda kv: (-kv[1], kv[0]))
             best_id, best_score = None, None
             for artifact_id, _ in ranked:
                 records = queries.tensor_records(session, artifact_id)
-                unmatched = len(records) - _overlap(records, file_tensors)
-                score = (_overlap(records, evidence), -unmatched)
+                names = _renaming(records, file_tensors, _family_name(session, artifact_id))[2]
+                mine = _renamed(file_tensors, names)
+                unmatched = len(records) - _overlap(records, mine)
+                score = (_overlap(records, _renamed(evidence, names)), -unmatched)
                 if best_score is None or score > best_score:
                     best_id, best_score = artifact_id, score
             best = session.get(Artifact, best_id)
@@ -344,10 +386,14 @@ def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
         return AuditReport(str(path), "unknown")
 
     recorded = {t.name: t for t in best_info.tensors}
+    dropped, added, names = _renaming(best_info.tensors, file_tensors, best_info.family)
+    file_tensors = _renamed(file_tensors, names)
+    file_dtypes = _renamed(file_dtypes, names)
+    file_shapes = _renamed(file_shapes, names)
     # A tensor the file holds rounded from the recorded float32 one is compared as that
     # record: the cast changed its bytes, not where it came from.
     read = readers.get(best_info.id) or _recorded_bytes(reg, best_info)
-    rounded = _rounded(read, recorded, tensors)
+    rounded = _rounded(read, recorded, tensors, names)
     for name, record in rounded.items():
         file_tensors[name], file_dtypes[name] = record.digest, record.dtype
     weight = _weight_test(best_info.family)
@@ -385,13 +431,14 @@ def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
         else:
             not_compared.add(name)
     status = "known" if not (differing or missing or extra) else "modified"
+    rounded_to = sorted({t.dtype for t in tensors if names.get(t.name, t.name) in rounded})
     if best_info.deleted and status == "known":  # its rows stay until gc
         return AuditReport(
             str(path),
             "removed",
             best_info,
             not_compared=sorted(not_compared),
-            rounded_to=sorted({t.dtype for t in tensors if t.name in rounded}),
+            rounded_to=rounded_to,
         )
     report = AuditReport(
         str(path),
@@ -406,7 +453,13 @@ def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
         and config is not None
         and manifest_hash(config, best_info.tensors) != best_info.content_hash,
         not_compared=sorted(not_compared),
-        rounded_to=sorted({t.dtype for t in tensors if t.name in rounded}),
+        rounded_to=rounded_to,
+        prefix_dropped=dropped,
+        prefix_added=added,
+        # Everything it lacks is outside the base model: the head, left behind.
+        head_dropped=dropped is not None
+        and bool(missing)
+        and not any(n.startswith(dropped) for n in missing),
         named_by_file=claimed is not None
         and (claimed[0] == best_info.name or claimed[1] == best_info.content_hash),
         # A removed artifact's ancestry is no longer served.
@@ -475,21 +528,22 @@ def _by_rounding(reg, session, tensors, evidence: dict[str, str], config):
     return session.get(Artifact, min(found, key=lambda i: (unmatched(i), i))), readers
 
 
-def _rounded(read, recorded: dict[str, Any], tensors) -> dict[str, Any]:
+def _rounded(read, recorded: dict[str, Any], tensors, names: dict[str, str]) -> dict[str, Any]:
     """Name -> the record of each file tensor that is its recorded float32 tensor rounded
-    to the file's bf16 or fp16 (``read(record)``: the record's bytes)."""
+    to the file's bf16 or fp16 (``read(record)``: the record's bytes; ``names``: the file's
+    names that are the artifact's under another, see :func:`_renaming`)."""
     from zoo.checkpoint.casts import ROUNDED_FROM
 
     out = {}
     for t in tensors:
-        record = recorded.get(t.name)
+        record = recorded.get(names.get(t.name, t.name))
         if (
             record is not None
             and ROUNDED_FROM.get(t.dtype) == record.dtype
             and tuple(record.shape) == tuple(t.shape)
             and _rounds(read(record), t)
         ):
-            out[t.name] = record
+            out[record.name] = record
     return out
 
 
@@ -632,6 +686,67 @@ def _fill_digests(tensors) -> set[str]:
         out.add(streamed(bytes(len(ones)), nbytes))
         out.add(streamed(ones, nbytes))
     return out
+
+
+def _renaming(records, file_names, family: str | None):
+    """(prefix dropped, prefix added, file name -> the artifact's name) for a file whose
+    tensor names are an artifact's (``records``) less or plus a base-model prefix, as
+    transformers writes them when a task model's base model is saved on its own or a
+    task model is built on a base model: the family's prefix (``bert``, ``model``,
+    ``transformer``...), or, for a family zoo does not resize, the first part of most of
+    the artifact's names. The prefix that renames the most names wins; none: (None,
+    None, {})."""
+    from collections import Counter
+
+    recorded = {r.name for r in records}
+    file_names = set(file_names)
+    prefixes = set()
+    if (known := _base_prefix(family)) is not None:
+        prefixes.add(known)
+    firsts = Counter(n.split(".", 1)[0] for n in recorded if "." in n).most_common(1)
+    if firsts and 2 * firsts[0][1] >= len(recorded):
+        prefixes.add(firsts[0][0])
+    best: tuple[str | None, str | None, dict[str, str]] = (None, None, {})
+    for prefix in sorted(prefixes):
+        dot = f"{prefix}."
+        dropped = {
+            n: dot + n
+            for n in file_names - recorded
+            if dot + n in recorded and dot + n not in file_names
+        }
+        added = {
+            n: n[len(dot) :]
+            for n in file_names - recorded
+            if n.startswith(dot) and n[len(dot) :] in recorded and n[len(dot) :] not in file_names
+        }
+        for option in ((dot, None, dropped), (None, dot, added)):
+            if len(option[2]) > len(best[2]):
+                best = option
+    return best
+
+
+def _renamed(by_name: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    return {names.get(n, n): v for n, v in by_name.items()}
+
+
+def _base_prefix(family: str | None) -> str | None:
+    """The prefix of the base model inside a task model of ``family``, where zoo knows it."""
+    from zoo.errors import UnknownFamilyError
+    from zoo.families import get_family
+
+    if family is None:
+        return None
+    try:
+        return getattr(get_family(family), "base_prefix", None)
+    except UnknownFamilyError:
+        return None
+
+
+def _family_name(session, artifact_id: int) -> str | None:
+    from zoo.db.models import Artifact
+
+    row = session.get(Artifact, artifact_id)
+    return row.family if row is not None else None
 
 
 def _overlap(records, file_tensors: dict[str, str]) -> int:
