@@ -117,6 +117,80 @@ def test_a_registry_held_open_follows_its_sqlite_file_replaced_on_disk(tiny_dir,
     assert not db.exists()
 
 
+def _as_older_transformers_saved(folder: Path) -> Path:
+    """A BERT saved as transformers 4 wrote it: position ids saved with the weights, the
+    dtype as ``torch_dtype``, ``tie_word_embeddings`` left at its default."""
+    import torch
+    import transformers
+    from safetensors.torch import load_file, save_file
+
+    config = transformers.BertConfig(
+        vocab_size=96,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    transformers.BertModel(config).save_pretrained(folder)
+    tensors = load_file(folder / "model.safetensors")
+    tensors["embeddings.position_ids"] = torch.arange(64).unsqueeze(0)
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    saved = json.loads((folder / "config.json").read_text())
+    for key in ("dtype", "tie_word_embeddings"):
+        saved.pop(key, None)
+    saved.update(torch_dtype="float32", transformers_version="4.39.0")
+    (folder / "config.json").write_text(json.dumps(saved))
+    return folder
+
+
+def test_a_save_pretrained_copy_is_imported_as_the_checkpoint_it_was_loaded_from(
+    registry, tmp_path, run_cli
+):
+    """Loaded and saved again by transformers, a checkpoint's config gains what every save
+    writes (transformers' version, the dtype key, tie_word_embeddings) and its rebuilt
+    buffers are dropped; its weights are the same. Importing the copy records that import
+    on the checkpoint (as importing the same content from another folder does), so an
+    audit of the copy still names it and its ancestry. A copy whose weights or model
+    config changed is a checkpoint of its own."""
+    import torch
+    import transformers
+
+    ml = registry.import_checkpoint(_as_older_transformers_saved(tmp_path / "ml"))
+    transformers.AutoModel.from_pretrained(tmp_path / "ml").save_pretrained(tmp_path / "cp" / "sp")
+    copy = tmp_path / "cp" / "sp"
+    before, after = (json.loads((f / "config.json").read_text()) for f in (tmp_path / "ml", copy))
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    assert changed == {"dtype", "torch_dtype", "tie_word_embeddings", "transformers_version"}
+    with safe_open(copy / "model.safetensors", "pt") as f:
+        assert "embeddings.position_ids" not in f.keys()  # noqa: SIM118
+    code, out, _ = run_cli("import", str(copy))
+    assert code == 0 and out.startswith(f"ml  source  bert  {ml.content_hash[:12]}"), out
+    assert [a.name for a in registry.list()] == ["ml"]
+    assert [i.origin for i in registry.show("ml").imports] == [
+        str((tmp_path / "ml").resolve()),
+        str(copy.resolve()),
+    ]
+    report = registry.audit(copy)
+    assert (report.status, report.artifact.id) == ("known", ml.id)
+    assert {n.name for n in report.lineage.nodes.values()} == {"ml"}
+    # Many folders at once: the same.
+    shutil.copytree(copy, tmp_path / "again")
+    (again,) = registry.import_checkpoints([tmp_path / "again"])
+    assert again.id == ml.id
+    # A model key changed, or a weight: another checkpoint.
+    config = {**after, "hidden_dropout_prob": 0.3}
+    shutil.copytree(copy, tmp_path / "other-config")
+    (tmp_path / "other-config" / "config.json").write_text(json.dumps(config))
+    assert registry.import_checkpoint(tmp_path / "other-config").id != ml.id
+    tuned = transformers.AutoModel.from_pretrained(copy)
+    with torch.no_grad():
+        tuned.encoder.layer[0].output.dense.weight.add_(1)
+    tuned.save_pretrained(tmp_path / "tuned")
+    assert registry.import_checkpoint(tmp_path / "tuned").id != ml.id
+
+
 def test_importing_again_under_a_new_name_says_it_became_an_alias(registry, tiny_dir, run_cli):
     first = registry.import_checkpoint(tiny_dir("gpt2"))
     code, out, err = run_cli("import", str(tiny_dir("gpt2")), "--name", "my-gpt2")
@@ -582,7 +656,7 @@ def test_import_from_the_offline_hf_cache(registry, tiny_dir, tmp_path, monkeypa
     # The snapshot folder itself, named by its commit: named after the repository, since
     # a hex name would read as a content-hash prefix.
     config = json.loads((snap / "config.json").read_text())
-    (snap / "config.json").write_text(json.dumps({**config, "_name_or_path": "other"}))
+    (snap / "config.json").write_text(json.dumps({**config, "hidden_dropout_prob": 0.3}))
     assert registry.import_checkpoint(snap).name == "tiny-bert-cccccccc"
 
 

@@ -439,6 +439,8 @@ def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
             best_info,
             not_compared=sorted(not_compared),
             rounded_to=rounded_to,
+            prefix_dropped=dropped,
+            prefix_added=added,
         )
     report = AuditReport(
         str(path),
@@ -466,6 +468,40 @@ def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
         lineage=None if best_info.deleted else lineage(reg, best_info.name, up=True, down=False),
     )
     return report
+
+
+# Config keys transformers writes on every save, whatever the model: its version, the
+# weights' dtype under either spelling (the tensors' own dtypes are compared) and where the
+# model was loaded from.
+SAVE_KEYS = frozenset({"transformers_version", "dtype", "torch_dtype", "_name_or_path"})
+
+
+def saved_copy_of(reg, tensors, config) -> ArtifactInfo | None:
+    """The registered checkpoint that a ``save_pretrained`` copy with ``tensors`` (records)
+    and ``config`` is: every weight is its own, under its name, dtype, shape and bytes (the
+    buffers transformers rebuilds and the tied copies it writes once aside), and the config
+    is its own but for what transformers writes on every save (:data:`SAVE_KEYS`, and
+    ``tie_word_embeddings`` written out at its default); None when there is none."""
+    if not isinstance(config, dict):
+        return None
+    report = _identify(reg, "copy", tensors, config, None)
+    found = report.artifact
+    if (
+        found is None
+        or report.status not in ("known", "removed")
+        or report.prefix_dropped
+        or report.prefix_added
+        or report.rounded_to
+        or found.kind not in ("source", "derived")
+    ):
+        return None
+    return found if _as_saved(found.config) == _as_saved(config) else None
+
+
+def _as_saved(config: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in config.items() if k not in SAVE_KEYS}
+    out.setdefault("tie_word_embeddings", True)  # transformers' default, written out on save
+    return out
 
 
 # Float32 records of the file's smallest rounded matrix, each read and rounded, that a

@@ -41,6 +41,7 @@ from zoo.errors import (
 )
 from zoo.progress import progress_bar
 
+from .audit import saved_copy_of
 from .cards import DERIVED_TAGS
 
 
@@ -191,6 +192,9 @@ class _Prepared:
     from_main: bool  # not a pinned revision (see zoo.db.models.ImportRecord)
     #: its card is one zoo wrote for a folder it derived (zoo.api.cards)
     zoo_card: bool = False
+    #: the content hash of the registered checkpoint it is a save_pretrained copy of
+    #: (zoo.api.audit.saved_copy_of), whose artifact records this import
+    same_as: str | None = None
 
     @property
     def plain(self) -> bool:
@@ -247,6 +251,12 @@ def _prepare(
         reg.check_writable()  # a read-only registry: refused before any blob is written
         with reg.session() as session:
             known = any(queries.find_by_content(session, k, content_hash) for k in IMPORTABLE)
+        same_as = None
+        if not known:
+            # A copy transformers saved again (its version and dtype written into the
+            # config, buffers dropped) is the checkpoint it was loaded from.
+            copy = saved_copy_of(reg, tensors, ckpt.config)
+            same_as = copy.content_hash if copy is not None else None
         # Blobs first, rows second: a crash in between leaves collectable orphans only.
         total = sum(t.nbytes for t in tensors)
         with progress_bar(total, f"import {Path(path).name}", enabled=progress) as bar:
@@ -254,7 +264,7 @@ def _prepare(
             def store(t: TensorRecord) -> None:
                 read = functools.partial(ckpt.read_bytes, t.name)
                 try:
-                    if known and not reg.store.verify(t.digest):
+                    if (known or same_as) and not reg.store.verify(t.digest):
                         # Importing a registered checkpoint again restores its damaged blobs.
                         reg.store.rewrite(t.digest, read())
                     # Not has-then-put: a reused blob gets a fresh time so gc leaves it alone.
@@ -306,6 +316,7 @@ def _prepare(
         layers=layers,
         hidden=hidden,
         from_main=revision in (None, "main"),
+        same_as=same_as,
     )
 
 
@@ -368,11 +379,14 @@ def _record(reg, session: Session, row, ready: _Prepared) -> None:
 
 
 def _existing(reg, session: Session, ready: _Prepared) -> ArtifactInfo | None:
-    """The artifact already holding this content, with this import recorded on it."""
+    """The artifact already holding this content (or the checkpoint it is a
+    ``save_pretrained`` copy of), with this import recorded on it."""
     # The same content registered as a derived checkpoint (a materialized folder being
     # imported) stays that one artifact, so its lineage is kept.
+    hashes = [ready.content_hash, *([ready.same_as] if ready.same_as else [])]
     rows = [
-        queries.find_by_content(session, kind, ready.content_hash, for_write=True)
+        queries.find_by_content(session, kind, content_hash, for_write=True)
+        for content_hash in hashes
         for kind in IMPORTABLE
     ]
     rows = [r for r in rows if r is not None]
@@ -453,7 +467,7 @@ def _write_batch(reg, session: Session, chunk: list[_Prepared]) -> list[Artifact
     for i, r in enumerate(chunk):
         candidates = (r.default_name, f"{r.default_name}-{r.content_hash[:8]}")
         name = next((n for n in candidates if n not in taken), None)
-        if r.content_hash in known or name is None or not r.plain:
+        if r.content_hash in known or r.same_as or name is None or not r.plain:
             later.append(i)
             continue
         known.add(r.content_hash)
