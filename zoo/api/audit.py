@@ -315,7 +315,12 @@ def _check_manifest(tensors) -> None:
             raise InvalidInputError(f"{what}: its digest is not a sha256 in hex.")
 
 
-def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
+def _identify(
+    reg, label: str, tensors, config, metadata, *, rounding: bool = True, ancestry: bool = True
+) -> AuditReport:
+    """The verdict on a file's tensor records. ``rounding``: look for the float32 records
+    a bf16 or fp16 file rounds (reads blobs, may re-derive); ``ancestry``: walk the
+    lineage of the artifact found (both left out where only the match matters)."""
     from zoo.checkpoint import manifest_hash
     from zoo.db import queries  # here: a client rebuilds an AuditReport without it
     from zoo.db.models import Artifact
@@ -377,7 +382,7 @@ def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
                     best_id, best_score = artifact_id, score
             best = session.get(Artifact, best_id)
         readers = {}
-        if best is None:  # no byte in common: a copy cast down from float32?
+        if best is None and rounding:  # no byte in common: a copy cast down from float32?
             best, readers = _by_rounding(reg, session, tensors, evidence, config)
         if best is not None:
             best = _named_by_file([best, *queries.coinciding(session, best)], claimed) or best
@@ -393,7 +398,7 @@ def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
     # A tensor the file holds rounded from the recorded float32 one is compared as that
     # record: the cast changed its bytes, not where it came from.
     read = readers.get(best_info.id) or _recorded_bytes(reg, best_info)
-    rounded = _rounded(read, recorded, tensors, names)
+    rounded = _rounded(read, recorded, tensors, names) if rounding else {}
     for name, record in rounded.items():
         file_tensors[name], file_dtypes[name] = record.digest, record.dtype
     weight = _weight_test(best_info.family)
@@ -465,7 +470,9 @@ def _identify(reg, label: str, tensors, config, metadata) -> AuditReport:
         named_by_file=claimed is not None
         and (claimed[0] == best_info.name or claimed[1] == best_info.content_hash),
         # A removed artifact's ancestry is no longer served.
-        lineage=None if best_info.deleted else lineage(reg, best_info.name, up=True, down=False),
+        lineage=None
+        if best_info.deleted or not ancestry
+        else lineage(reg, best_info.name, up=True, down=False),
     )
     return report
 
@@ -484,7 +491,7 @@ def saved_copy_of(reg, tensors, config) -> ArtifactInfo | None:
     ``tie_word_embeddings`` written out at its default); None when there is none."""
     if not isinstance(config, dict):
         return None
-    report = _identify(reg, "copy", tensors, config, None)
+    report = _identify(reg, "copy", tensors, config, None, rounding=False, ancestry=False)
     found = report.artifact
     if (
         found is None
