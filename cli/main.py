@@ -396,13 +396,18 @@ def config_show(as_json: bool) -> None:
         }
     else:
         from zoo.db.engine import check_db_url
-        from zoo.errors import InvalidInputError
+        from zoo.db.sqlite_file import missing_folder
+        from zoo.errors import ZooError
 
         settings = load_settings()
         s = settings.redacted()
         try:  # shown as it is, and said to be wrong: the commands that open it refuse it
-            check_db_url(settings.db_url, driver=True)
-        except InvalidInputError as exc:
+            url = check_db_url(settings.db_url, driver=True)
+            folder = Path(url.database or "").expanduser().absolute().parent
+            named = settings.db_url_from != "default"  # zoo's own home is made on first use
+            if url.get_backend_name() == "sqlite" and named and not folder.is_dir():
+                raise missing_folder(settings.db_url, folder)
+        except ZooError as exc:
             items = list(s.items())  # the refusal beside the URL it is about
             items.insert(list(s).index("db_url_from") + 1, ("db_url_error", str(exc)))
             s = dict(items)

@@ -420,6 +420,44 @@ def test_config_show_flags_every_database_url_the_commands_refuse(url, run_cli, 
     assert json.loads(out)["db_url_error"] == refusal.strip().removeprefix("zoo: error: ")
 
 
+def test_config_show_flags_a_named_sqlite_file_whose_folder_is_missing(
+    run_cli, monkeypatch, tmp_path
+):
+    """A database named in a folder that does not exist is more likely mistyped than new:
+    every command refuses it (exit 9) without blaming a variable that may not be set, and
+    `zoo config show` says so in the refusal's words."""
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path))
+    monkeypatch.setenv("ZOO_DB_URL", f"sqlite:///{tmp_path / 'nowhere' / 'zoo.db'}")
+    code, _, refusal = run_cli("ls")
+    assert code == 9 and refusal.count("\n") == 1, refusal
+    assert "correct the database URL (`zoo config show` says where it is set)" in refusal
+    code, out, _ = run_cli("config", "show", "--json")
+    assert json.loads(out)["db_url_error"] == refusal.strip().removeprefix("zoo: error: ")
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_relative_paths_in_the_config_file_are_the_homes(run_cli, monkeypatch, tmp_path, tiny_dir):
+    """config.toml lives in the home: a relative store folder or SQLite file in it names
+    one there, whatever folder a command runs in (read from another, it named a new,
+    empty registry in each)."""
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    (home / "config.toml").write_text('store_url = "blobs-alt"\ndb_url = "sqlite:///zoo-alt.db"\n')
+    monkeypatch.setenv("ZOO_HOME", str(home))
+    monkeypatch.delenv("ZOO_DB_URL", raising=False)
+    monkeypatch.delenv("ZOO_STORE_URL", raising=False)
+    monkeypatch.chdir(elsewhere)
+    code, out, _ = run_cli("config", "show", "--json")
+    shown = json.loads(out)
+    assert shown["db_url"] == f"sqlite:///{home / 'zoo-alt.db'}", shown
+    assert shown["store_url"] == str(home / "blobs-alt"), shown
+    code, _, err = run_cli("import", str(tiny_dir("gpt2")))
+    assert code == 0, err
+    assert (home / "zoo-alt.db").is_file() and (home / "blobs-alt").is_dir()
+    assert list(elsewhere.iterdir()) == []
+
+
 @pytest.mark.postgres
 def test_a_connection_option_libpq_rejects_is_bad_input_not_an_outage(
     db_url, run_cli, monkeypatch, tmp_path

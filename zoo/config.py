@@ -108,7 +108,22 @@ def _read_config_file(home: Path) -> dict[str, str]:
             f"Config file {path} has unknown keys {sorted(unknown)}; "
             "only db_url and store_url are read."
         )
-    return {k: str(v) for k, v in data.items()}
+    # A relative path in a file kept in the home is the home's: read from another folder,
+    # it would name another (empty) registry there.
+    return {k: _from_home(path.parent.absolute(), str(v)) for k, v in data.items()}
+
+
+def _from_home(home: Path, value: str) -> str:
+    """``value`` (a store folder or a SQLite URL) with a relative path made the home's."""
+    if value.startswith("sqlite:///"):
+        rest = value[len("sqlite:///") :]
+        file, sep, query = rest.partition("?")
+        if file and not file.startswith(("/", "~", ":memory:", "file:")):
+            return f"sqlite:///{home / file}{sep}{query}"
+        return value
+    if "://" not in value and value and not value.startswith(("/", "~")):
+        return str(home / value)
+    return value
 
 
 def load_settings(

@@ -39,6 +39,14 @@ def check_names_a_file(url: str, database: str | None) -> None:
         )
 
 
+def missing_folder(url: str, folder: Path) -> DatabaseUnavailableError:
+    """A named database's folder is missing: the URL is more likely mistyped than new."""
+    return DatabaseUnavailableError(
+        f"The folder {folder} of the database {redact_url(url)} does not exist; create it, "
+        "or correct the database URL (`zoo config show` says where it is set)."
+    )
+
+
 def sqlite_file(url: str, database: str | None, *, create_folder: bool) -> SQLiteFile:
     """The SQLite file ``url`` names, checked, and how to open it, so that connections
     never create the file behind zoo's back.
@@ -56,10 +64,7 @@ def sqlite_file(url: str, database: str | None, *, create_folder: bool) -> SQLit
         if folder.exists():
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
         if not create_folder:
-            raise DatabaseUnavailableError(
-                f"The folder {folder} of the database {redact_url(url)} does not exist; "
-                "create it, or correct ZOO_DB_URL."
-            )
+            raise missing_folder(url, folder)
         folder.mkdir(parents=True, exist_ok=True)
     try:
         size = path.stat().st_size
