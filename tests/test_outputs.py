@@ -1106,3 +1106,116 @@ def test_an_output_that_cannot_be_written_names_the_out_folder(tmp_path, monkeyp
     assert message.startswith(f"Cannot write --out {tmp_path / 'out'}: Read-only file system")
     assert ".zoo-tmp-" not in message and "\n" not in message
     assert caught.value.exit_code == 11
+
+
+def test_an_output_keeps_the_mode_owner_and_group_of_the_empty_folder_it_replaces(
+    registry, tiny_dir, tmp_path, run_cli
+):
+    """A folder made private for the output stays private: the finished folder renamed
+    over it takes its mode and, where the process may (as root), its owner and group."""
+    import stat
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    out = tmp_path / "private"
+    out.mkdir()
+    out.chmod(0o700)
+    owner = (65534, 65534) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    os.chown(out, *owner)
+    code, _, err = run_cli("export", src.name, "--out", str(out))
+    assert code == 0, err
+    st = out.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o700 and (st.st_uid, st.st_gid) == owner
+    assert registry.audit(out).artifact.name == src.name
+    # A folder made for the output alone has the mode any new folder gets.
+    code, _, err = run_cli("export", src.name, "--out", str(tmp_path / "new"))
+    assert code == 0, err
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == stat.S_IMODE(probe.stat().st_mode)
+
+
+def test_a_failed_output_removes_the_folders_it_created_above_it_and_names_out(
+    registry, tiny_dir, tmp_path, run_cli, monkeypatch
+):
+    """A disk that fills while the weights are written: one line naming --out, exit 11,
+    and of the folders above --out only those zoo created, and nothing else, are gone."""
+    import errno
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    outs = tmp_path / "outs"
+    kept = outs / "kept"
+    kept.mkdir(parents=True)
+    (outs / "beside").mkdir()
+    out = kept / "p1" / "p2" / "e1"
+
+    def full(fd, data, offset):  # as a full disk answers a write: no file name
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "pwrite", full)
+        code, text, err = run_cli("export", src.name, "--out", str(out))
+    assert (code, text) == (11, "")
+    assert err == (
+        f"zoo: error: Cannot write --out {out}: No space left on device (nothing of it was kept).\n"
+    )
+    assert sorted(p.name for p in outs.iterdir()) == ["beside", "kept"]
+    assert list(kept.iterdir()) == []
+    # A name longer than its file system takes: refused before any folder is made.
+    long = kept / "p1" / ("o" * 256)
+    code, _, err = run_cli("export", src.name, "--out", str(long))
+    assert code == 2 and err == (
+        f"zoo: error: --out {long} has a name of 256 bytes, more than the 255 its file "
+        "system takes; give a shorter one.\n"
+    )
+    assert list(kept.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["o" * 240, "é" * 127, "o" * 255])
+def test_an_out_name_as_long_as_the_file_system_takes_is_written(
+    registry, tiny_dir, tmp_path, run_cli, name
+):
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    (tmp_path / "outs").mkdir()
+    out = tmp_path / "outs" / name
+    code, _, err = run_cli("export", src.name, "--out", str(out))
+    assert code == 0, err
+    assert registry.audit(out).artifact.name == src.name
+    assert [p.name for p in out.parent.iterdir()] == [name]  # no temporary folder left
+
+
+def test_a_killed_writers_folder_for_a_long_name_is_recognized_by_that_name_alone(
+    tmp_path, monkeypatch
+):
+    """A temporary folder whose name was shortened to fit is still found and removed by
+    the next write to its destination (and by fsck, which asks the same), never by a
+    write to another long name that begins alike."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    out, other = tmp_path / ("o" * 240 + "a"), tmp_path / ("o" * 240 + "b")
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "getpid", lambda: dead.pid)
+        temp, _, _ = export._new_temp(out)
+    assert len(os.fsencode(temp.name)) <= 255 and ".zoo-tmp-" in temp.name
+    assert export.leftovers(other) == []
+    assert export.leftovers(out) == [temp]
+    assert export.clean_leftovers(out) == [(temp, False)] and list(tmp_path.iterdir()) == []
+
+
+def test_an_out_path_that_is_not_utf8_is_refused_before_any_work(
+    registry, tiny_dir, tmp_path, run_cli, monkeypatch
+):
+    """The journal of outputs records where zoo writes; a folder whose name is not UTF-8
+    (an old Latin-1 disk's), met through the current folder, is named escaped, exit 2."""
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    latin = tmp_path / os.fsdecode(b"caf\xe9")
+    latin.mkdir()
+    monkeypatch.chdir(latin)
+    code, text, err = run_cli(
+        "materialize", src.name, "--layers", "1", "--hidden", "16", "--heads", "2", "--out", "o"
+    )
+    assert (code, text) == (2, "")
+    assert err == (
+        f"zoo: error: --out {str(latin / 'o')!a} is not UTF-8 text; zoo records where it "
+        "writes, so give a folder whose path is.\n"
+    )
+    assert list(latin.iterdir()) == [] and registry.list(kind="derived") == []

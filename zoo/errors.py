@@ -10,6 +10,8 @@ or adding a class cannot silently change either.
 
 from __future__ import annotations
 
+import errno
+
 
 class ZooError(Exception):
     """Base class of every error zoo raises on purpose."""
@@ -236,3 +238,18 @@ class InterruptedAfterWriting(KeyboardInterrupt):
 #: driver's error, and a file system or object store refusing (no space, no permission).
 EXIT_DATABASE = DatabaseUnavailableError.exit_code
 EXIT_STORAGE = StorageError.exit_code
+
+#: What a file system answers when it cannot take what zoo writes: zoo says so in one line
+#: naming what it was writing (an output folder, the blob store), with exit 11.
+WRITE_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EFBIG,
+        errno.EIO,
+        errno.ENAMETOOLONG,
+    }
+)

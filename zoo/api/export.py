@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import struct
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -33,7 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import ConflictError, InvalidInputError, NoRoomError, StorageError
+from zoo.errors import (
+    WRITE_ERRNOS,
+    ConflictError,
+    InvalidInputError,
+    NoRoomError,
+    StorageError,
+    ZooError,
+)
 
 #: The marker file of every output folder: the files zoo wrote, with size and mtime.
 MARKER = ".zoo-output.json"
@@ -130,6 +138,7 @@ def check_out_dir(
                 f"--out {out} goes up out of {Path(*out.parts[:i])}, which is not a folder; "
                 "name the folder to write without it."
             )
+    _check_names(out, resolved)
     home = Path.home().resolve()
     for kept in protected:
         kept = kept.resolve()
@@ -165,6 +174,42 @@ def check_out_dir(
             f"--out {out} {problem}; --force replaces only a folder zoo wrote, so move or "
             "delete it yourself."
         )
+
+
+def _check_names(out: Path, resolved: Path) -> None:
+    """Refuse a path zoo cannot record (not UTF-8 text: the registry's journal of outputs
+    keeps it) or whose file system takes none of its missing names (too long)."""
+    if not is_utf8(str(resolved)):
+        raise InvalidInputError(
+            f"--out {str(resolved)!a} is not UTF-8 text; zoo records where it writes, so "
+            "give a folder whose path is."
+        )
+    limit = _name_max(out)
+    for part in resolved.parts:
+        if len(os.fsencode(part)) > limit:
+            raise InvalidInputError(
+                f"--out {out} has a name of {len(os.fsencode(part))} bytes, more than the "
+                f"{limit} its file system takes; give a shorter one."
+            )
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` (a path as Python decodes it) is UTF-8 text: bytes that are not
+    come back as lone surrogates, which no database or JSON of zoo's takes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _name_max(path: Path) -> int:
+    """The longest file name, in bytes, of the file system ``path`` is (or would be) on."""
+    existing = next((p for p in (path, *path.parents) if p.is_dir()), Path("."))
+    try:
+        return os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
 
 
 def check_room(out: Path, nbytes: int) -> None:
@@ -251,11 +296,32 @@ _LEFTOVER = re.compile(
     r"(?P<tag>(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8})"
 )
 
+# The bytes a temporary or set-aside name adds around the output's name: a leading dot,
+# ".zoo-tmp-" and the tag (host, a pid of up to 10 digits, 8 hex digits).
+_AROUND = 1 + len(".zoo-tmp-") + 8 + 1 + 10 + 1 + 8
+
+
+def _stem(out: Path) -> str:
+    """``out``'s name as its temporary and set-aside folders carry it: whole when that fits
+    in a file name, else its beginning and ``~`` with a hash of the whole name, so a name
+    the file system takes always gets one, and two long names that begin alike never
+    share one."""
+    raw = os.fsencode(out.name)
+    limit = _name_max(out.parent)
+    if len(raw) + _AROUND <= limit:
+        return out.name
+    cut = raw[: max(0, limit - _AROUND - 17)]
+    while cut and cut[-1] & 0xC0 == 0x80:  # not in the middle of a character
+        cut = cut[:-1]
+    if cut and cut[-1] >= 0xC0:
+        cut = cut[:-1]
+    return os.fsdecode(cut) + "~" + hashlib.sha256(raw).hexdigest()[:16]
+
 
 def leftovers(out: Path, *, pid: int | None = None) -> list[Path]:
     """Temporary and set-aside folders that dead writers to ``out`` left on this host (of
     process ``pid`` only, when given). A live writer's folders are never listed."""
-    host = _host_tag()
+    host, stem = _host_tag(), _stem(out)
     try:
         siblings = list(out.parent.iterdir())
     except OSError:
@@ -263,7 +329,7 @@ def leftovers(out: Path, *, pid: int | None = None) -> list[Path]:
     found = []
     for p in siblings:
         m = _LEFTOVER.fullmatch(p.name)
-        if not m or m["name"] != out.name or m["host"] != host:
+        if not m or m["name"] != stem or m["host"] != host:
             continue
         writer = int(m["pid"])
         if pid is not None and writer != pid:
@@ -343,19 +409,55 @@ def plan_files(
     return files
 
 
-def _new_temp(out: Path) -> tuple[Path, str]:
-    """A fresh temporary folder beside ``out``, named for this host and process."""
+def _new_temp(out: Path) -> tuple[Path, str, list[Path]]:
+    """A fresh temporary folder beside ``out``, named for this host and process; with the
+    folders above ``out`` that it created (for :func:`_remove_made`). While it is
+    written it is no more open to others than a folder at ``out`` it will replace."""
     tag = f"{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    temp = out.parent / f".{out.name}.zoo-tmp-{tag}"
+    temp = out.parent / f".{_stem(out)}.zoo-tmp-{tag}"
+    made: list[Path] = []
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        for folder in reversed([out.parent, *out.parent.parents]):
+            if not folder.is_dir():
+                folder.mkdir()
+                made.append(folder)
         temp.mkdir()
+        with contextlib.suppress(OSError):
+            replaced = os.stat(out)
+            if stat.S_ISDIR(replaced.st_mode):
+                mode = stat.S_IMODE(os.stat(temp).st_mode)
+                os.chmod(temp, mode & (stat.S_IMODE(replaced.st_mode) | stat.S_IRWXU))
     except OSError as exc:  # a read-only or full file system, a folder not ours to write
-        raise StorageError(
-            f"Cannot write --out {out}: {exc.strerror or exc} (zoo assembles the folder "
-            "beside it, then renames it into place)."
+        _remove_made(made)
+        raise _cannot_write(
+            out, exc, "zoo assembles the folder beside it, then renames it into place"
         ) from exc
-    return temp, tag
+    return temp, tag, made
+
+
+def _remove_made(made: list[Path]) -> None:
+    """Remove the folders zoo created above an output that was not written, each only if
+    still empty (another writer may have put its own output there since)."""
+    for folder in reversed(made):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _cannot_write(out: Path, exc: OSError, why: str = "nothing of it was kept") -> StorageError:
+    return StorageError(f"Cannot write --out {out}: {exc.strerror or exc} ({why}).")
+
+
+@contextlib.contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """A file system's refusal while ``out`` is written, said of ``out`` in one line."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, ZooError) or exc.errno not in WRITE_ERRNOS:
+            raise
+        raise _cannot_write(out, exc) from exc
 
 
 def _write_marker(temp: Path, *, synced: Iterable[str] = ()) -> None:
@@ -379,16 +481,18 @@ def staged(out: Path, *, force: bool, protected: Iterable[Path] = ()) -> Iterato
     out = Path(out)
     clean_leftovers(out)
     check_out_dir(out, force=force, protected=protected)
-    temp, tag = _new_temp(out)
+    temp, tag, made = _new_temp(out)
     try:
         yield temp
-        (temp / MARKER).unlink(missing_ok=True)  # only zoo's own marker counts
-        _write_marker(temp)
-        old = _swap_into_place(temp, out, tag, force=force)
+        with _writing(out):
+            (temp / MARKER).unlink(missing_ok=True)  # only zoo's own marker counts
+            _write_marker(temp)
+            old = _swap_into_place(temp, out, tag, force=force)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+        _remove_made(made)
 
 
 @contextlib.contextmanager
@@ -398,11 +502,12 @@ def scratch(out: Path) -> Iterator[Path]:
     next write to ``out`` removes it; removed when the block ends."""
     out = Path(out)
     clean_leftovers(out)
-    temp, _ = _new_temp(out)
+    temp, _, made = _new_temp(out)
     try:
         yield temp
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+        _remove_made(made)
 
 
 # Bytes of one tensor copied at a time by :func:`resharded`: memory stays flat whatever
@@ -482,23 +587,35 @@ class OutputFolder:
         self._written: set[str] = set()
         self._filled: dict[str, int] = {}  # bytes of each tensor written in parts
         self._displaced: Path | None = None  # the previous output, set aside (commit)
+        self._made: list[Path] = []  # folders above ``out`` created for it
 
     def __enter__(self) -> OutputFolder:
         clean_leftovers(self.out)
         check_out_dir(self.out, force=self.force, protected=self.protected, stores=self.stores)
-        self.temp, self._tag = _new_temp(self.out)
-        for file, slots in self.files.items():
-            start = 8 + len(_header(slots, None)) + _METADATA_RESERVE
-            start += -start % 8
-            # 0o666 less the umask, as any file is created (os.open's default is 0o777:
-            # weights would be executable).
-            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-            fd = os.open(self.temp / file, flags, 0o666)
-            self._fds[file] = fd
-            self._data_start[file] = start
-            end = max((s.end for s in slots.values()), default=0)
-            os.ftruncate(fd, start + end)
+        self.temp, self._tag, self._made = _new_temp(self.out)
+        try:
+            with _writing(self.out):
+                for file, slots in self.files.items():
+                    start = 8 + len(_header(slots, None)) + _METADATA_RESERVE
+                    start += -start % 8
+                    # 0o666 less the umask, as any file is created (os.open's default is
+                    # 0o777: weights would be executable).
+                    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+                    fd = os.open(self.temp / file, flags, 0o666)
+                    self._fds[file] = fd
+                    self._data_start[file] = start
+                    end = max((s.end for s in slots.values()), default=0)
+                    os.ftruncate(fd, start + end)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
+
+    def _pwrite(self, fd: int, view: memoryview, at: int) -> None:
+        done = 0
+        with _writing(self.out):
+            while done < view.nbytes:
+                done += os.pwrite(fd, view[done:], at + done)
 
     def put(self, name: str, data: memoryview | bytes) -> None:
         """Write one tensor's bytes (as safetensors lays them out) at its place."""
@@ -508,10 +625,7 @@ class OutputFolder:
             raise AssertionError(
                 f"{name}: {view.nbytes} bytes for a slot of {slot.end - slot.start}"
             )
-        fd, at = self._fds[slot.file], self._data_start[slot.file] + slot.start
-        done = 0
-        while done < view.nbytes:
-            done += os.pwrite(fd, view[done:], at + done)
+        self._pwrite(self._fds[slot.file], view, self._data_start[slot.file] + slot.start)
         self._written.add(name)
 
     def put_part(self, name: str, at: int, data: memoryview | bytes) -> None:
@@ -523,10 +637,7 @@ class OutputFolder:
         size = slot.end - slot.start
         if at < 0 or at + view.nbytes > size:
             raise AssertionError(f"{name}: bytes {at}-{at + view.nbytes} of a slot of {size}")
-        fd, start = self._fds[slot.file], self._data_start[slot.file] + slot.start + at
-        done = 0
-        while done < view.nbytes:
-            done += os.pwrite(fd, view[done:], start + done)
+        self._pwrite(self._fds[slot.file], view, self._data_start[slot.file] + slot.start + at)
         self._filled[name] = self._filled.get(name, 0) + view.nbytes
         if self._filled[name] == size:
             self._written.add(name)
@@ -544,38 +655,39 @@ class OutputFolder:
         if missing:
             raise AssertionError(f"{len(missing)} tensors were never written, e.g. {missing[0]}")
         assert self.temp is not None
-        for file, slots in self.files.items():
-            fd = self._fds[file]
-            header = _header(slots, metadata)
-            room = self._data_start[file] - 8
-            if len(header) > room:
-                raise InvalidInputError(
-                    f"zoo's provenance for {file} needs {len(header)} header bytes, more than "
-                    f"the {room} reserved."
-                )
-            header += b" " * (room - len(header))
-            os.pwrite(fd, struct.pack("<Q", len(header)) + header, 0)
-            os.fsync(fd)
-        if len(self.files) > 1:
-            index = {
-                "metadata": {"total_size": sum(s.end - s.start for s in self.slots.values())},
-                "weight_map": {n: self.slots[n].file for n in sorted(self.slots)},
-            }
-            (self.temp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
-        (self.temp / "config.json").write_text(
-            json.dumps(dict(config), indent=2, sort_keys=True) + "\n", encoding="utf-8"
-        )
-        (self.temp / "README.md").write_text(card, encoding="utf-8")
-        for name, data in (extra_files or {}).items():
-            if (self.temp / name).exists() or name == MARKER or Path(name).name != name:
-                raise InvalidInputError(f"{name!r} is not a side file zoo can write to --out.")
-            (self.temp / name).write_bytes(data)
-        _write_marker(self.temp, synced=self._fds)
-        self._close()
-        # The output it replaced stays aside until the block ends: a record written
-        # after this rename (materialize) comes first, so a process killed between the
-        # two leaves the previous output beside the new one, not gone.
-        self._displaced = _swap_into_place(self.temp, self.out, self._tag, force=self.force)
+        with _writing(self.out):
+            for file, slots in self.files.items():
+                fd = self._fds[file]
+                header = _header(slots, metadata)
+                room = self._data_start[file] - 8
+                if len(header) > room:
+                    raise InvalidInputError(
+                        f"zoo's provenance for {file} needs {len(header)} header bytes, more than "
+                        f"the {room} reserved."
+                    )
+                header += b" " * (room - len(header))
+                os.pwrite(fd, struct.pack("<Q", len(header)) + header, 0)
+                os.fsync(fd)
+            if len(self.files) > 1:
+                index = {
+                    "metadata": {"total_size": sum(s.end - s.start for s in self.slots.values())},
+                    "weight_map": {n: self.slots[n].file for n in sorted(self.slots)},
+                }
+                (self.temp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+            (self.temp / "config.json").write_text(
+                json.dumps(dict(config), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+            )
+            (self.temp / "README.md").write_text(card, encoding="utf-8")
+            for name, data in (extra_files or {}).items():
+                if (self.temp / name).exists() or name == MARKER or Path(name).name != name:
+                    raise InvalidInputError(f"{name!r} is not a side file zoo can write to --out.")
+                (self.temp / name).write_bytes(data)
+            _write_marker(self.temp, synced=self._fds)
+            self._close()
+            # The output it replaced stays aside until the block ends: a record written
+            # after this rename (materialize) comes first, so a process killed between the
+            # two leaves the previous output beside the new one, not gone.
+            self._displaced = _swap_into_place(self.temp, self.out, self._tag, force=self.force)
         self.temp = None
         return self.out
 
@@ -593,6 +705,8 @@ class OutputFolder:
         if self._displaced is not None:
             shutil.rmtree(self._displaced, ignore_errors=True)
             self._displaced = None
+        _remove_made(self._made)  # those that hold the output stay
+        self._made = []
 
 
 def _header(slots: Mapping[str, TensorSlot], metadata: Mapping[str, str] | None) -> bytes:
@@ -617,6 +731,7 @@ def _swap_into_place(temp: Path, out: Path, tag: str, *, force: bool) -> Path | 
     """
     from zoo.checkpoint.safetensors_format import _fsync_dir
 
+    _take_attributes(temp, out)
     try:
         # Atomic: a non-empty folder that appeared since is never replaced (ENOTEMPTY);
         # an empty one is, which loses nothing.
@@ -628,7 +743,7 @@ def _swap_into_place(temp: Path, out: Path, tag: str, *, force: bool) -> Path | 
         _fsync_dir(out.parent)
         return None
     _check_replaceable(out, force=force)
-    old = out.parent / f".{out.name}.zoo-old-{tag}"
+    old = out.parent / f".{_stem(out)}.zoo-old-{tag}"
     os.replace(out, old)
     try:
         _check_replaceable(old, force=force, shown=out)  # what moved is what was checked
@@ -638,6 +753,29 @@ def _swap_into_place(temp: Path, out: Path, tag: str, *, force: bool) -> Path | 
         raise
     _fsync_dir(out.parent)
     return old
+
+
+def _take_attributes(temp: Path, out: Path) -> None:
+    """Give ``temp`` the mode, and where this process may, the owner and group of the
+    folder at ``out`` it is about to replace: a folder made private for the output stays
+    private. Nothing to take when ``out`` is not a folder."""
+    try:
+        replaced = os.lstat(out)
+    except OSError:
+        return
+    if not stat.S_ISDIR(replaced.st_mode):
+        return
+    # The mode first: its owner may always set it, and a folder's chown keeps it.
+    os.chmod(temp, stat.S_IMODE(replaced.st_mode))
+    mine = os.lstat(temp)
+    if (mine.st_uid, mine.st_gid) == (replaced.st_uid, replaced.st_gid):
+        return
+    for uid in (replaced.st_uid, -1):  # owner and group; else the group alone
+        try:
+            os.chown(temp, uid, replaced.st_gid)
+            return
+        except PermissionError:
+            continue
 
 
 def _check_replaceable(folder: Path, *, force: bool, shown: Path | None = None) -> None:
