@@ -356,6 +356,34 @@ def test_a_read_only_registry_lists_and_refuses_writes_cleanly(
                 p.chmod(0o755 if p.is_dir() else 0o644)
 
 
+@pytest.mark.parametrize("error", ["ENOSPC", "EROFS"])
+def test_a_store_that_cannot_take_an_import_is_named_in_one_line(
+    error, tiny, tmp_path, monkeypatch, run_cli
+):
+    """A full or read-only blob store fails a write that names no file (the write of an
+    open file): the message says it was the blob store, and nothing is recorded."""
+    import errno
+
+    from zoo.store.local import LocalStore
+
+    store = tmp_path / "blobs"
+    monkeypatch.setenv("ZOO_STORE_URL", str(store))
+    number = getattr(errno, error)
+
+    def refused(self, digest, data):
+        raise OSError(number, os.strerror(number))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(LocalStore, "_write", refused)
+        code, out, err = run_cli("import", str(tiny))
+    assert (code, out) == (11, "")
+    assert err == (
+        f"zoo: error: Cannot write to the blob store {store}: {os.strerror(number)}; "
+        "nothing was recorded.\n"
+    )
+    assert run_cli("ls")[1].startswith("(no artifacts")
+
+
 def test_a_new_registry_is_still_created_in_zoos_own_home(tmp_path, monkeypatch, run_cli):
     home = tmp_path / "not" / "yet"
     monkeypatch.setenv("ZOO_HOME", str(home))

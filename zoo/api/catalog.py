@@ -282,15 +282,17 @@ def _prepare(
 
             # On a few threads: one blob's write waits on the disk while the next is
             # copied, and the files' provenance hashing runs meanwhile.
-            tio.parallel_map(
-                store,
-                list(tensors),
-                cost=[t.nbytes for t in tensors],
-                min_cost=tio.store_min_cost(reg.store),
-            )
+            with tio.writing_to(reg.store):
+                tio.parallel_map(
+                    store,
+                    list(tensors),
+                    cost=[t.nbytes for t in tensors],
+                    min_cost=tio.store_min_cost(reg.store),
+                )
         side = find_side_files(ckpt.root)
-        for f in side:
-            reg.store.put_if_absent(f.digest, functools.partial(bytes, f.data), len(f.data))
+        with tio.writing_to(reg.store):
+            for f in side:
+                reg.store.put_if_absent(f.digest, functools.partial(bytes, f.data), len(f.data))
         files = {**ckpt.files, **{f.name: f.digest for f in side}}
         config = ckpt.config
     card = next((f for f in side if f.role == "card"), None)

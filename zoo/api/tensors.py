@@ -2,19 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from zoo.db.entities import TensorRecord
-from zoo.errors import DeviceUnavailableError, InvalidInputError
+from zoo.errors import (
+    WRITE_ERRNOS,
+    DeviceUnavailableError,
+    InvalidInputError,
+    StorageError,
+    ZooError,
+)
 
 if TYPE_CHECKING:
     import torch
+
+
+@contextlib.contextmanager
+def writing_to(store) -> Iterator[None]:
+    """A file system's refusal while blobs are written (no space, read-only), said of the
+    blob store in one line: the failing write may name no file."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, ZooError) or exc.errno not in WRITE_ERRNOS:
+            raise
+        raise StorageError(
+            f"Cannot write to the blob store {store.url}: {exc.strerror or exc}; nothing "
+            "was recorded."
+        ) from exc
 
 
 def resolve_device(device: str | None, *, prefer_gpu: bool = False):
