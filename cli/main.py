@@ -969,8 +969,11 @@ def main(argv: list[str] | None = None) -> None:
                 click.echo(f"zoo: error: Database URL: {_first_line(exc.orig)}.", err=True)
                 sys.exit(2)
             if _is_database_error(exc):
+                from zoo.db.engine import no_room
+
                 click.echo(f"zoo: error: database error: {_first_line(exc)}", err=True)
-                sys.exit(EXIT_DATABASE)
+                # A full disk is the file system's refusal, as for any other write.
+                sys.exit(EXIT_STORAGE if no_room(getattr(exc, "orig", None)) else EXIT_DATABASE)
             if _is_storage_error(exc):
                 click.echo(f"zoo: error: {_storage_message(exc)}", err=True)
                 sys.exit(EXIT_STORAGE)

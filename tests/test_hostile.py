@@ -125,6 +125,45 @@ def _lone_bin(data: bytes):
     return build
 
 
+def _special(name: str, kind: str, command: str = "import"):
+    """A copy of the tiny checkpoint whose file ``name`` is a FIFO, a link to /dev/zero, a
+    folder, or a link in a loop: none is read (a FIFO would block, /dev/zero never ends)."""
+
+    def build(folder: Path, tiny: Path) -> list[str]:
+        out = folder / "ckpt"
+        shutil.copytree(tiny, out)
+        path = out / name
+        path.unlink(missing_ok=True)
+        if kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "device":
+            path.symlink_to("/dev/zero")
+        elif kind == "folder":
+            path.mkdir()
+        else:
+            (out / "loop1").symlink_to("loop2")
+            (out / "loop2").symlink_to("loop1")
+            path.symlink_to("loop1")
+        return [command, str(path if command == "audit" else out)]
+
+    return build
+
+
+def _sharded_with_fifo(folder: Path, tiny: Path) -> list[str]:
+    out = folder / "ckpt"
+    save_tiny("bert", out, max_shard_size="20KB")
+    shard = sorted(out.glob("model-*.safetensors"))[-1]
+    shard.unlink()
+    os.mkfifo(shard)
+    return ["import", str(out)]
+
+
+def _latin1_behind_a_link(folder: Path, tiny: Path) -> list[str]:
+    shutil.copytree(tiny, folder / os.fsdecode(b"caf\xe9"))
+    (folder / "cafe").symlink_to(os.fsdecode(b"caf\xe9"))
+    return ["import", str(folder / "cafe")]
+
+
 def _config_toml(folder: Path, text: str) -> dict[str, str]:
     home = folder / "home"
     home.mkdir()
@@ -217,6 +256,48 @@ CORPUS: dict[str, Case] = {
         lambda f, t: _index(f, t, "../outside.safetensors"), 2, "not a file inside"
     ),
     "pickle weights only": Case(lambda f, t: _pickle_only(f, t), 2, "--convert-bin"),
+    # --- what is not a regular file: said, never read ----------------------------------------
+    "a FIFO as model.safetensors": Case(
+        _special("model.safetensors", "fifo"),
+        2,
+        "model.safetensors is a FIFO (named pipe); zoo reads only regular files",
+    ),
+    "a link to /dev/zero as model.safetensors": Case(
+        _special("model.safetensors", "device"),
+        2,
+        "model.safetensors is a symbolic link to /dev/zero, which is a character device;",
+    ),
+    "a folder as model.safetensors": Case(
+        _special("model.safetensors", "folder"), 2, "model.safetensors is a folder; zoo reads"
+    ),
+    "a loop of links as model.safetensors": Case(
+        _special("model.safetensors", "loop"),
+        2,
+        "model.safetensors is a symbolic link in a loop; zoo reads only regular files",
+    ),
+    "a FIFO as config.json": Case(
+        _special("config.json", "fifo"), 2, "config.json is a FIFO (named pipe); zoo reads"
+    ),
+    "a link to /dev/zero as config.json": Case(
+        _special("config.json", "device"),
+        2,
+        "config.json is a symbolic link to /dev/zero, which is a character device;",
+    ),
+    "a folder as config.json": Case(
+        _special("config.json", "folder"), 2, "config.json is a folder; zoo reads only"
+    ),
+    "a FIFO as a shard": Case(_sharded_with_fifo, 2, "is a FIFO (named pipe); zoo reads only"),
+    "audit: a FIFO": Case(
+        _special("model.safetensors", "fifo", "audit"),
+        2,
+        "model.safetensors is a FIFO (named pipe), neither a file nor a folder;",
+    ),
+    # --- paths zoo records --------------------------------------------------------------------
+    "a folder whose name is not UTF-8, behind a link": Case(
+        _latin1_behind_a_link,
+        2,
+        "caf\\udce9' is not UTF-8 text; zoo records the folder a checkpoint was imported from",
+    ),
     # --- files found on a disk, met at audit -----------------------------------------------
     "audit: a text file as .bin": Case(_lone_bin(b"hello\n"), 2, "as a torch weights file"),
     "audit: an empty .bin": Case(_lone_bin(b""), 2, "(EOFError)"),
@@ -440,3 +521,126 @@ def test_choice_options_offer_the_names_zoo_defines_and_refuse_others(run_cli):
         code, out, err = run_cli(command, "x", *size, f"--{option}", "no-such-name")
         assert code == 2 and out == "", (command, option, err)
         assert "'no-such-name' is not one of" in err and len(err.strip().splitlines()) == 1
+
+
+def _unprivileged(run_cli, tmp_path):
+    """Run the CLI as a user whom file modes bind: as it is for a user, in a process
+    without root's capabilities to ignore them (setpriv) for root."""
+    if os.geteuid() != 0:
+        return run_cli
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv is not installed")
+    drop = "-dac_override,-dac_read_search,-fowner,-chown"
+
+    def run(*args: str):
+        done = subprocess.run(
+            [
+                "setpriv",
+                f"--bounding-set={drop}",
+                "--inh-caps=-all",
+                sys.executable,
+                "-c",
+                "import sys; from zoo_cli.main import command; sys.argv[0] = 'zoo'; command()",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+        )
+        return done.returncode, done.stdout, done.stderr
+
+    return run
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json"])
+def test_a_file_this_user_may_not_read_is_the_file_systems_refusal(name, tiny, tmp_path, run_cli):
+    """No permission is exit 11, as the docs list it, and not a malformed checkpoint."""
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny, ckpt)
+    (ckpt / name).chmod(0)
+    code, out, err = _unprivileged(run_cli, tmp_path)("import", str(ckpt))
+    assert (code, out) == (11, "")
+    assert err == (
+        f"zoo: error: Cannot read {ckpt / name}: Permission denied; give this user read "
+        "access to it.\n"
+    )
+
+
+def test_side_files_zoo_cannot_keep_are_listed_as_not_kept(tiny, tmp_path, run_cli):
+    """A tokenizer file whose name is not UTF-8 (zoo records names) and a FIFO (never
+    read: it would block) are left out of the import, and said to be."""
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny, ckpt)
+    (ckpt / os.fsdecode(b"\xff\xfe.tiktoken")).write_bytes(b"x")
+    os.mkfifo(ckpt / "tokenizer.json")
+    code, out, err = run_cli("import", str(ckpt))
+    assert code == 0, err
+    assert err.startswith(
+        "note: not kept, so an export lacks them: tokenizer.json, \\xff\\xfe.tiktoken ("
+    ), err
+    code, out, _ = run_cli("show", "ckpt", "--json")
+    assert json.loads(out)["files"] == []
+
+
+def test_a_current_folder_whose_name_is_not_utf8_is_refused_in_one_line(
+    tiny, tmp_path, monkeypatch, run_cli
+):
+    latin = tmp_path / os.fsdecode(b"caf\xe9")
+    shutil.copytree(tiny, latin)
+    monkeypatch.chdir(latin)
+    code, out, err = run_cli("import", ".")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"zoo: error: {str(latin)!a} is not UTF-8 text; zoo records the folder a checkpoint "
+        "was imported from, so give it a name that is.\n"
+    )
+
+
+def test_a_full_database_is_the_file_systems_refusal(tiny, tmp_path, monkeypatch, run_cli):
+    """SQLite's "database or disk is full" when a row is written, and its I/O error on
+    opening a database whose disk has no byte free: exit 11 ("no space"), not 9."""
+    import sqlite3
+
+    import sqlalchemy
+
+    from zoo.api import catalog
+
+    full = sqlite3.connect(":memory:")  # a full disk, as SQLite meets it
+    full.execute("CREATE TABLE t (x)")
+    full.execute("PRAGMA max_page_count = 2")
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        full.execute("INSERT INTO t VALUES (zeroblob(100000))")
+
+    def write_row(reg, session, ready):
+        raise sqlalchemy.exc.OperationalError("INSERT INTO artifacts", {}, caught.value)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(catalog, "_create", write_row)
+        code, out, err = run_cli("import", str(tiny))
+    assert (code, out) == (11, ""), err
+    assert err.startswith(
+        "zoo: error: database error: (sqlite3.OperationalError) database or disk is full"
+    )
+    assert err.count("\n") == 1
+
+    import shutil as shutil_module
+    import sqlite3
+    from collections import namedtuple
+
+    def io_error(*args, **kwargs):
+        error = sqlite3.OperationalError("disk I/O error")
+        error.sqlite_errorcode = 4874  # SQLITE_IOERR_SHMSIZE: no room for the -shm file
+        raise sqlalchemy.exc.OperationalError("PRAGMA journal_mode", {}, error)
+
+    home = Path(os.environ["ZOO_HOME"])
+    usage = namedtuple("usage", "total used free")
+    real = shutil_module.disk_usage
+    monkeypatch.setattr(sqlalchemy.Engine, "connect", io_error)
+    for free, code_wanted in ((0, 11), (10**9, 9)):
+        monkeypatch.setattr(
+            shutil_module,
+            "disk_usage",
+            lambda p, free=free: usage(10**9, 10**9 - free, free) if Path(p) == home else real(p),
+        )
+        code, out, err = run_cli("import", str(tiny))
+        assert code == code_wanted and err.count("\n") == 1, err
+        assert ("its disk is full" in err) == (code == 11), err

@@ -155,10 +155,19 @@ class BlobCorruptError(ZooError, OSError):
 
 
 class StorageError(ZooError, OSError):
-    """A file system or object store cannot take what zoo must write (no space...)."""
+    """A file system or object store cannot take what zoo must write (no space...), or
+    give what it must read (no permission)."""
 
     exit_code = 11
     http_status = 507
+
+
+class UnreadableError(StorageError):
+    """A file zoo must read is one this user may not read (no permission): the file
+    system's refusal, not a fault of the file. To a server's client, the server's own
+    failure."""
+
+    http_status = 500
 
 
 class NoRoomError(StorageError):

@@ -40,6 +40,7 @@ from zoo.errors import (
     UnknownFamilyError,
 )
 from zoo.progress import progress_bar
+from zoo.text import is_utf8
 
 from .audit import saved_copy_of
 from .cards import DERIVED_TAGS
@@ -582,7 +583,13 @@ def _locate(
     if exists:
         if revision:
             raise InvalidInputError("--revision applies to Hub repositories, not local paths.")
-        return path, str(path.resolve()), ""
+        resolved = str(path.resolve())
+        if not is_utf8(resolved):  # met through a link or the current folder
+            raise InvalidInputError(
+                f"{resolved!a} is not UTF-8 text; zoo records the folder a checkpoint was "
+                "imported from, so give it a name that is."
+            )
+        return path, resolved, ""
     if names_a_repo(text):
         snap = resolve_snapshot(text, revision)
         return snap.path, f"hf://{snap.repo_id}", snap.commit

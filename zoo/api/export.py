@@ -42,6 +42,7 @@ from zoo.errors import (
     StorageError,
     ZooError,
 )
+from zoo.text import is_utf8
 
 #: The marker file of every output folder: the files zoo wrote, with size and mtime.
 MARKER = ".zoo-output.json"
@@ -191,16 +192,6 @@ def _check_names(out: Path, resolved: Path) -> None:
                 f"--out {out} has a name of {len(os.fsencode(part))} bytes, more than the "
                 f"{limit} its file system takes; give a shorter one."
             )
-
-
-def is_utf8(text: str) -> bool:
-    """Whether ``text`` (a path as Python decodes it) is UTF-8 text: bytes that are not
-    come back as lone surrogates, which no database or JSON of zoo's takes."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _name_max(path: Path) -> int:

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from zoo.checkpoint.bin_format import PICKLE_SUFFIXES
+from zoo.checkpoint.files import cannot_read, is_regular, not_a_file, open_regular, what_is
 from zoo.checkpoint.safetensors_format import (
     MAX_TENSORS,
     Header,
@@ -241,20 +242,21 @@ def open_checkpoint(
         ...     print(ckpt.manifest_hash(), len(ckpt.tensors))
     """
     path = Path(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         raise InvalidCheckpointError(
             f"{path} does not exist; pass a checkpoint folder or a .safetensors file.",
             path=str(path),
         )
-    if path.is_file():
-        return _open_file(path, allow_bin=allow_bin, progress=progress)
-    if not path.is_dir():
+    if path.is_dir():
+        return _open_folder(path, allow_bin=allow_bin, progress=progress)
+    what = what_is(path)
+    if what is not None:
         raise InvalidCheckpointError(
-            f"{path} is neither a file nor a folder; pass a checkpoint folder or a "
+            f"{path} is {what}, neither a file nor a folder; pass a checkpoint folder or a "
             ".safetensors file.",
             path=str(path),
         )
-    return _open_folder(path, allow_bin=allow_bin, progress=progress)
+    return _open_file(path, allow_bin=allow_bin, progress=progress)
 
 
 # --- layouts ------------------------------------------------------------------------------
@@ -285,6 +287,9 @@ def _open_file(path: Path, *, allow_bin: bool, progress: Progress | None) -> Loc
 
 def _open_folder(root: Path, *, allow_bin: bool, progress: Progress | None) -> LocalCheckpoint:
     config = _read_config(root)
+    for name in (SAFE_WEIGHTS_NAME, SAFE_INDEX_NAME):
+        if os.path.lexists(root / name) and not is_regular(root / name):
+            raise not_a_file(root / name)
     if (root / SAFE_WEIGHTS_NAME).is_file():
         return _open_safetensors(
             root, root, config, [SAFE_WEIGHTS_NAME], {}, [CONFIG_NAME], progress
@@ -327,13 +332,10 @@ def _open_folder(root: Path, *, allow_bin: bool, progress: Progress | None) -> L
             chosen = weights[0]
         return _open_pickle(root, root, config, [chosen], [CONFIG_NAME], progress)
 
-    dangling = sorted(p for p in root.glob("*.safetensors") if not p.exists())
-    if dangling:  # an HF cache snapshot whose blob is gone, or a link copied without it
-        raise InvalidCheckpointError(
-            f"{dangling[0]} is a symbolic link to {dangling[0].readlink()}, which does not "
-            "exist; the folder is incomplete (download it again).",
-            path=str(root),
-        )
+    # An HF cache snapshot whose blob is gone, a link copied without it, a FIFO...
+    special = sorted(p for p in root.glob("*.safetensors") if not is_regular(p))
+    if special:
+        raise not_a_file(special[0])
     others = sorted(p.name for p in root.glob("*.safetensors"))
     if others:
         raise InvalidCheckpointError(
@@ -350,6 +352,8 @@ def _open_folder(root: Path, *, allow_bin: bool, progress: Progress | None) -> L
 
 def _read_config(root: Path) -> dict[str, Any]:
     cfg = root / CONFIG_NAME
+    if os.path.lexists(cfg) and not is_regular(cfg):
+        raise not_a_file(cfg)
     if not cfg.is_file():
         raise InvalidCheckpointError(
             f"{root} has no {CONFIG_NAME}; pass a folder saved with save_pretrained "
@@ -399,16 +403,21 @@ def config_from_text(text: str, where: str = CONFIG_NAME) -> dict[str, Any]:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        size = path.stat().st_size
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
         if size > MAX_JSON_BYTES:
             raise InvalidCheckpointError(
                 f"{path} is {size} bytes, more than the {MAX_JSON_BYTES} zoo reads (no real "
                 "config or index is that large); restore the file that save_pretrained wrote.",
                 path=str(path),
             )
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        try:
+            raw = f.read(MAX_JSON_BYTES + 1)
+        except OSError as exc:
+            raise cannot_read(path, exc) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise InvalidCheckpointError(
             f"{path} cannot be read as UTF-8 text ({exc}); restore the file.", path=str(path)
         ) from exc
@@ -465,6 +474,8 @@ def _read_index(root: Path, index_name: str) -> dict[str, str]:
                 "checkpoint folder; the index is corrupt or forged.",
                 path=str(index),
             )
+        if os.path.lexists(root / shard) and not is_regular(root / shard):
+            raise not_a_file(root / shard)
         if not (root / shard).is_file():
             raise InvalidCheckpointError(
                 f"{index} names the shard {shard} but {root / shard} does not exist; restore "
@@ -660,7 +671,7 @@ class _MmapReader(_Reader):
 
     def _map(self, fname: str, header: Header) -> mmap.mmap:
         path = self.root / fname
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             size = os.fstat(f.fileno()).st_size
             if size != header.file_size:
                 raise InvalidCheckpointError(
@@ -768,7 +779,7 @@ class _Counter:
 
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.errors import InvalidCheckpointError, InvalidInputError
+from zoo.checkpoint.files import cannot_read, open_regular
+from zoo.errors import InvalidCheckpointError, InvalidInputError, ZooError
 
 if TYPE_CHECKING:
     import torch
@@ -161,7 +162,7 @@ def read_header(path: str | os.PathLike[str]) -> Header:
     """
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             file_size = os.fstat(f.fileno()).st_size
             prefix = f.read(8)
             if len(prefix) < 8:
@@ -174,11 +175,9 @@ def read_header(path: str | os.PathLike[str]) -> Header:
             _check_header_len(path, header_len, file_size)
             raw = f.read(header_len)
     except OSError as exc:
-        raise InvalidCheckpointError(
-            f"Cannot read {path}: {exc.strerror or exc}; check that the file exists and is "
-            "readable.",
-            path=str(path),
-        ) from exc
+        if isinstance(exc, ZooError):
+            raise
+        raise cannot_read(path, exc) from exc
     if len(raw) != header_len:
         raise _bad(path, "changed size while being read; read it again once nothing writes it")
     return parse_header(raw, path=path, file_size=file_size)

@@ -9,18 +9,21 @@ tokenizer is the source's as is). The model card is stored too: its front matter
 the license a derived card inherits and the ``base_model`` that lineage records.
 
 Only the files named in :data:`SIDE_FILES` (and ``*.tiktoken``) at the top of the folder
-are taken, each up to :data:`MAX_SIDE_FILE_BYTES`.
+are taken, each up to :data:`MAX_SIDE_FILE_BYTES`: regular files whose names are UTF-8
+text (zoo records the name), never a FIFO or a device.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import InvalidCheckpointError
+from zoo.checkpoint.files import cannot_read, is_regular, not_a_file, open_regular, what_is
+from zoo.text import is_utf8
 
 __all__ = [
     "MAX_SIDE_FILE_BYTES",
@@ -86,16 +89,20 @@ def find_side_files(root: Path) -> list[SideFile]:
     found = []
     for path in sorted(root.iterdir()):
         role = SIDE_FILES.get(path.name) or _SUFFIXES.get(path.suffix)
-        if role is None:
+        if role is None or not is_utf8(path.name):  # not kept: left_behind lists it
             continue
-        if path.is_symlink() and not path.exists():  # an HF cache blob gone: a torn copy
-            raise InvalidCheckpointError(
-                f"{path} is a symbolic link to {path.readlink()}, which does not exist; "
-                "the folder is incomplete (download it again)."
-            )
-        if not path.is_file() or path.stat().st_size > MAX_SIDE_FILE_BYTES:
+        what = what_is(path)
+        if what is not None and what.startswith("a symbolic link"):  # a torn HF cache copy
+            raise not_a_file(path, what)
+        if what is not None or path.stat().st_size > MAX_SIDE_FILE_BYTES:
+            continue  # a folder, a FIFO, a device: never read
+        with open_regular(path) as f:
+            try:
+                data = f.read(MAX_SIDE_FILE_BYTES + 1)
+            except OSError as exc:
+                raise cannot_read(path, exc) from exc
+        if len(data) > MAX_SIDE_FILE_BYTES:
             continue
-        data = path.read_bytes()
         found.append(SideFile(path.name, role, data, hashlib.sha256(data).hexdigest()))
     return found
 
@@ -109,15 +116,18 @@ def left_behind(root: Path) -> list[str]:
     """What the checkpoint folder ``root`` holds that zoo neither reads nor stores, so an
     export lacks it: code a config's ``auto_map`` names (``trust_remote_code``), a
     sentence-transformers pipeline (``modules.json``, ``1_Pooling/``), any other file or
-    folder at its top (a folder ends in ``/``). Hidden names, weights in other formats
-    and their indexes are not listed."""
+    folder at its top (a folder ends in ``/``), and any name that is not UTF-8 (shown
+    with its bytes escaped, ``\\xff``). Hidden names, weights in other formats and their
+    indexes are not listed."""
     found = []
     for path in sorted(root.iterdir()):
         name = path.name
-        if (
+        if not is_utf8(name):  # zoo records a side file's name, so keeps none that is not
+            name = os.fsencode(name).decode("ascii", "backslashreplace")
+        elif (
             name.startswith(".")
             or name == "config.json"
-            or is_side_file(name)
+            or (is_side_file(name) and is_regular(path))  # a FIFO is not read, so not kept
             or name.endswith((".safetensors", ".index.json", *_OTHER_WEIGHTS))
         ):
             continue

@@ -13,6 +13,7 @@ import collections
 import contextlib
 import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +33,12 @@ from sqlalchemy.exc import (
 from zoo.config import redact_url
 from zoo.db.sqlite_file import BUSY_TIMEOUT_S as SQLITE_BUSY_TIMEOUT_S
 from zoo.db.sqlite_file import SQLiteFile, head_revision, sqlite_file
-from zoo.errors import DatabaseUnavailableError, InvalidInputError, SchemaOutdatedError
+from zoo.errors import (
+    DatabaseUnavailableError,
+    InvalidInputError,
+    SchemaOutdatedError,
+    StorageError,
+)
 
 try:
     import fcntl
@@ -550,6 +556,22 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
 
 
+def no_room(error: BaseException | None, sqlite_path: str | None = None) -> bool:
+    """Whether a database driver's ``error`` is a disk without room: SQLite's "database or
+    disk is full", PostgreSQL's disk_full (53100), or SQLite's I/O error while the disk
+    of ``sqlite_path`` has (almost) no byte free, as opening one needs room for its
+    shared-memory file."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if getattr(error, "sqlstate", None) == "53100" or (code is not None and code & 0xFF == 13):
+        return True
+    if code is None or code & 0xFF != 10 or not sqlite_path:
+        return False
+    try:
+        return shutil.disk_usage(Path(sqlite_path).parent).free < 1 << 20
+    except OSError:
+        return False
+
+
 def ensure_schema(engine: Engine, *, create: bool = True) -> None:
     """Refuse a database whose schema is not at head; create an empty one at head.
 
@@ -566,9 +588,11 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
             if current == head:
                 return
     except OperationalError as exc:
-        raise DatabaseUnavailableError(
+        full = no_room(exc.orig, engine.url.database if engine.dialect.name == "sqlite" else None)
+        raise (StorageError if full else DatabaseUnavailableError)(
             f"Cannot open the database {engine.url.render_as_string(True)}: "
-            f"{str(exc.orig).strip().splitlines()[0]}."
+            f"{str(exc.orig).strip().splitlines()[0]}"
+            + (" (its disk is full; free some space)." if full else ".")
         ) from exc
     # Decide under the lock: another process may be creating the schema right now (seen
     # empty, with tables but not yet stamped, or stamped with an earlier revision of the
