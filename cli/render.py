@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# Recorded paths, user names and file names are shown with control characters escaped
+# (a folder named "a\nb" would print a line of its own); --json keeps them exact.
+from zoo.text import printable
+
 
 def human_bytes(n: int) -> str:
     """Decimal units (a KB is 1000 bytes), as zoo's other messages, ``df -H`` and the Hub
@@ -62,7 +66,8 @@ def artifact_detail(info, with_tensors: bool = False) -> str:
         f"kind:      {info.kind}{' (virtual: recipe only)' if info.virtual else ''}",
         f"family:    {info.family or _no_family(info)}",
         f"hash:      {info.content_hash}",
-        f"created:   {info.created_at.isoformat(timespec='seconds')} by {info.created_by}",
+        f"created:   {info.created_at.isoformat(timespec='seconds')} by "
+        f"{printable(info.created_by)}",
         f"tensors:   {info.tensor_count} ({human_bytes(info.nbytes)})",
     ]
     if info.aliases:
@@ -72,14 +77,16 @@ def artifact_detail(info, with_tensors: bool = False) -> str:
         if key == "signals" and isinstance(value, dict):
             # Per-signal axes, statistics and digests: hundreds of lines; --json has them.
             value = f"{len(value)} parameter groups (details: --json)"
-        lines.append(f"{key + ':':<10} {value}")
+        lines.append(f"{key + ':':<10} {printable(str(value))}")
     for f in info.files:
-        lines.append(f"file:      {f.name}  {f.role}  {human_bytes(f.nbytes)}  {f.digest[:12]}")
-    for imp in info.imports:
-        rev = f"@{imp.revision}" if imp.revision else ""
         lines.append(
-            f"imported:  {imp.origin}{rev} ({imp.imported_at.isoformat(timespec='seconds')}"
-            f" by {imp.imported_by})"
+            f"file:      {printable(f.name)}  {f.role}  {human_bytes(f.nbytes)}  {f.digest[:12]}"
+        )
+    for imp in info.imports:
+        rev = f"@{printable(imp.revision)}" if imp.revision else ""
+        lines.append(
+            f"imported:  {printable(imp.origin)}{rev} "
+            f"({imp.imported_at.isoformat(timespec='seconds')} by {printable(imp.imported_by)})"
         )
     if with_tensors:
         for t in info.tensors:
@@ -159,7 +166,7 @@ def fsck_report(report) -> str:
     if report.output_leftovers:
         lines.append(
             f"{len(report.output_leftovers)} unfinished --out folders of killed writers: "
-            + ", ".join(report.output_leftovers[:3])
+            + ", ".join(map(printable, report.output_leftovers[:3]))
         )
     found = len(report.temp_files) + len(report.orphans) + len(report.output_leftovers)
     if report.repair:
@@ -179,7 +186,7 @@ def fsck_report(report) -> str:
         if report.restored:  # a --force killed mid-swap: the previous output is back
             lines.append(
                 f"put back {len(report.restored)} previous --out folders a killed --force had "
-                "set aside: " + ", ".join(report.restored[:3])
+                "set aside: " + ", ".join(map(printable, report.restored[:3]))
             )
     elif found and not report.shared_with:
         lines.append(

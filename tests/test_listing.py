@@ -1417,3 +1417,35 @@ def test_migration_fills_the_totals_from_the_rows_down_and_up_again(registry, ti
         assert _totals(registry) == written
     registry.import_checkpoints(copies(tiny_dir("gpt2"), tmp_path / "h", 2, start=10))
     assert _totals(registry)[("source", False)] == 4 == _counted(registry)[("source", False)]
+
+
+def test_a_recorded_origin_with_control_characters_prints_escaped_and_json_keeps_it(
+    registry, tiny_dir, tmp_path, run_cli
+):
+    """A folder named with a newline would add a line of its own (a fake lineage edge) to
+    what an auditor reads: text output escapes it as Python writes it; JSON is exact."""
+    import shutil
+
+    folder = tmp_path / "new\nline --import--> bert\x1b[2K"
+    shutil.copytree(tiny_dir("bert"), folder)
+    code, _, err = run_cli("import", str(folder), "--name", "crafted")
+    assert code == 0, err
+    shown = repr(str(folder))[1:-1]  # one line: \n and \x1b as escapes
+    code, text, _ = run_cli("lineage", "crafted")
+    assert code == 0 and text == f"{shown} --import--> crafted\n"
+    code, text, _ = run_cli("show", "crafted")
+    imported = [line for line in text.splitlines() if line.startswith("imported:")]
+    assert len(imported) == 1 and imported[0].startswith(f"imported:  {shown} (")
+    assert len(text.splitlines()) == len([line for line in text.splitlines() if ":" in line])
+    code, text, _ = run_cli("audit", str(folder))
+    assert code == 0 and text.splitlines() == [
+        f"{shown}: source crafted ({registry.show('crafted').content_hash[:12]})",
+        "ancestry:",
+        f"  {shown} --import--> crafted",
+    ]
+    for fmt in ("dot", "mermaid"):
+        code, text, _ = run_cli("lineage", "crafted", "--format", fmt)
+        assert code == 0 and "\x1b" not in text
+        assert not any(line.startswith("line") for line in text.splitlines()), text
+    code, text, _ = run_cli("lineage", "crafted", "--format", "json")
+    assert json.loads(text)["imports"]["crafted"][0]["origin"] == str(folder)

@@ -12,6 +12,7 @@ from typing import Any
 
 from zoo.db.entities import ArtifactInfo
 from zoo.errors import InvalidInputError
+from zoo.text import printable
 
 
 @dataclass
@@ -94,12 +95,13 @@ class AuditReport:
         }
 
     def to_text(self) -> str:
+        path = printable(str(self.path))  # a newline in it would print a line of its own
         if self.status == "unknown":
-            return f"{self.path}: unknown: no registered artifact shares its tensors."
+            return f"{path}: unknown: no registered artifact shares its tensors."
         a = self.artifact
         if self.status == "removed":
             return (
-                f"{self.path}: was {a.kind} {a.name} ({a.content_hash[:12]}), removed with "
+                f"{path}: was {a.kind} {a.name} ({a.content_hash[:12]}), removed with "
                 "`zoo rm`; importing or materializing it again brings it back until `zoo gc` "
                 "forgets it, once nothing kept descends from it."
             )
@@ -108,10 +110,10 @@ class AuditReport:
             a = dataclasses.replace(a, name=f"{a.name} (removed with `zoo rm`)")
         if self.status == "known":
             note = " (config.json differs)" if self.config_differs else ""
-            lines.append(f"{self.path}: {a.kind} {a.name} ({a.content_hash[:12]}){note}")
+            lines.append(f"{path}: {a.kind} {a.name} ({a.content_hash[:12]}){note}")
         elif self.head_dropped and not self.differing:
             lines.append(
-                f"{self.path}: MODIFIED: a PART of {a.kind} {a.name} "
+                f"{path}: MODIFIED: a PART of {a.kind} {a.name} "
                 f"({a.content_hash[:12]}): its base model, saved without its head: every "
                 f"tensor of the artifact it holds is unchanged; {len(self.missing)} missing "
                 "(the head)"
@@ -121,28 +123,28 @@ class AuditReport:
                     else ""
                 )
             )
-            lines.extend(f"  missing: {name}" for name in self.missing[:20])
-            lines.extend(f"  extra:   {name}" for name in self.extra[:20])
+            lines.extend(f"  missing: {printable(name)}" for name in self.missing[:20])
+            lines.extend(f"  extra:   {printable(name)}" for name in self.extra[:20])
         elif self.missing and not (self.differing or self.extra):
             # One shard of a sharded checkpoint, or a copy with tensors dropped.
             lines.append(
-                f"{self.path}: MODIFIED: a PART of {a.kind} {a.name} "
+                f"{path}: MODIFIED: a PART of {a.kind} {a.name} "
                 f"({a.content_hash[:12]}): every tensor it holds is that artifact's, "
                 f"unchanged; {len(self.missing)} missing (one shard of it, or a cut-down copy)"
             )
         else:
             lines.append(
-                f"{self.path}: MODIFIED from {a.kind} {a.name} "
+                f"{path}: MODIFIED from {a.kind} {a.name} "
                 f"({a.content_hash[:12]}): {len(self.differing)} tensors differ"
                 + (f", {len(self.missing)} missing" if self.missing else "")
                 + (f", {len(self.extra)} extra" if self.extra else "")
             )
             for name in self.differing[:20]:
-                lines.append(f"  differs: {name}")
+                lines.append(f"  differs: {printable(name)}")
             for name in self.missing[:20]:
-                lines.append(f"  missing: {name}")
+                lines.append(f"  missing: {printable(name)}")
             for name in self.extra[:20]:
-                lines.append(f"  extra:   {name}")
+                lines.append(f"  extra:   {printable(name)}")
         if self.prefix_dropped:
             lines.append(
                 f"  names: the artifact's without the prefix {self.prefix_dropped!r} (its "

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from zoo.db.entities import ArtifactInfo, EdgeInfo, ImportInfo
 from zoo.errors import InvalidInputError
+from zoo.text import printable
 
 if TYPE_CHECKING:  # the graph's types render in a server's client without SQLAlchemy
     from sqlalchemy.orm import Session
@@ -81,8 +82,11 @@ class Lineage:
         lines = []
         for node_id, imps in self.imports.items():
             for imp in imps:
-                rev = f"@{imp.revision[:12]}" if imp.revision else ""
-                lines.append(f"{imp.origin}{rev} --import--> {self.nodes[node_id].label}")
+                rev = f"@{printable(imp.revision[:12])}" if imp.revision else ""
+                # A folder's name may hold a newline: raw, it would print a line of its own.
+                lines.append(
+                    f"{printable(imp.origin)}{rev} --import--> {self.nodes[node_id].label}"
+                )
         for e in self.edges:
             detail = _recipe_summary(e)
             lines.append(
@@ -123,7 +127,7 @@ class Lineage:
 
 
 def _esc(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', "'")
+    return printable(text).replace("\\", "\\\\").replace('"', "'")
 
 
 def _recipe_summary(e: EdgeInfo) -> str:
