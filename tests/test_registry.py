@@ -88,6 +88,24 @@ def test_a_file_changed_while_it_is_imported_stores_and_records_nothing_under_it
         assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name, blob
 
 
+def test_a_new_sqlite_registry_takes_the_umask_as_zoos_other_files_do(tmp_path):
+    """A team's registry in a group folder (umask 002): SQLite alone would make the
+    database 0644, and every other member's write would be refused as read-only."""
+    code = (
+        "import os, stat, sys; os.umask(0o002); import zoo; "
+        "zoo.connect(home=sys.argv[1]).list(); "
+        "print(oct(stat.S_IMODE(os.stat(os.path.join(sys.argv[1], 'zoo.db')).st_mode)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "home")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0o664"], done.stdout
+    for name in ("zoo.db-wal", "zoo.db-shm"):
+        wal = tmp_path / "home" / name
+        assert not wal.exists() or oct(wal.stat().st_mode & 0o777) == "0o664", name
+
+
 def test_a_registry_held_open_follows_its_sqlite_file_replaced_on_disk(tiny_dir, tmp_path):
     """A long-lived handle (a server's) on a SQLite registry whose file is replaced by a
     backup restored by rename reads and writes the restored file, not the one gone; a

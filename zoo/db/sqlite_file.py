@@ -133,6 +133,10 @@ def _create(path: Path) -> None:
             connection.execute("PRAGMA journal_mode=WAL")  # writes the header: 4 KiB
         finally:
             connection.close()
+        # SQLite makes its files 0644 whatever the umask; a team's registry in a group
+        # folder (umask 002) must be writable by the group, as zoo's other files are. The
+        # WAL and shared-memory files take the database file's mode.
+        os.chmod(temp, 0o666 & ~_umask())
         with open(temp, "rb") as f:
             os.fsync(f.fileno())
         try:
@@ -144,6 +148,21 @@ def _create(path: Path) -> None:
                 os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process's umask, read without setting it where Linux tells it (setting it, even
+    for an instant, would apply to files other threads create meanwhile)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @functools.cache
