@@ -258,11 +258,19 @@ def _refuse_shared_store(reg, command: str, *, sweeps: bool = True) -> None:
         # their ids) gets the marker a person deletes, and this registry's claim beside it.
         reg.store.claim(reg.registry_id)
     if reg.store.UNCLAIMED in others:
+        marker = f"{reg.store.CLAIMS}/{reg.store.UNCLAIMED}"
+        if reg.store.UNCLAIMED in reg.store.claims():
+            then = f"delete {marker} in it and run again"
+        else:  # a look writes no marker: the first sweep does, then stops for a person
+            then = (
+                f"run it without --dry-run once (it records the marker {marker} and stops), "
+                "delete that marker, and run again"
+            )
         raise ConflictError(
-            f"The store {reg.store.url} holds blobs from before zoo recorded which registries "
-            f"use a store; {command} cannot tell whether another registry needs them. If no "
-            f"other registry uses this store, delete {reg.store.CLAIMS}/{reg.store.UNCLAIMED} "
-            "in it and run again."
+            f"The store {reg.store.url} holds blobs no registry has claimed (from before zoo "
+            f"recorded which registries use a store, or its {reg.store.CLAIMS} folder was "
+            f"removed); {command} cannot tell whether another registry needs them. If no "
+            f"other registry uses this store, {then}."
         )
     if others:
         raise ConflictError(
