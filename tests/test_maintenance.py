@@ -722,6 +722,45 @@ def test_gc_and_fsck_repair_refuse_a_store_another_registry_uses(
     b.close()
 
 
+def test_a_copy_of_a_sqlite_registry_never_sweeps_the_originals_store(tiny_dir, tmp_path):
+    """A backup or staging copy of a registry's database carries its id: pointed at the
+    original's store, its gc would sweep what the original wrote since the copy. The
+    copy's gc, dry run and fsck --repair are refused while the original is there; once
+    the original has moved away, the claim follows the file that sweeps."""
+    import shutil
+    import sqlite3
+
+    import zoo
+
+    store = str(tmp_path / "shared-store")
+    (tmp_path / "prod").mkdir()
+    (tmp_path / "staging").mkdir()
+    prod = zoo.connect(db_url=f"sqlite:///{tmp_path / 'prod' / 'zoo.db'}", store_url=store)
+    prod.import_checkpoint(tiny_dir("gpt2"))
+    assert prod.gc(grace=0).swept == ()  # the first sweep says where the registry is
+    with (
+        sqlite3.connect(tmp_path / "prod" / "zoo.db") as live,
+        sqlite3.connect(tmp_path / "staging" / "zoo.db") as backup,
+    ):
+        live.backup(backup)  # as `sqlite3 zoo.db .backup` copies a registry in use
+    newer = prod.import_checkpoint(tiny_dir("bert"))
+    copy = zoo.connect(db_url=f"sqlite:///{tmp_path / 'staging' / 'zoo.db'}", store_url=store)
+    assert copy.registry_id == prod.registry_id
+    for sweep in (
+        lambda: copy.gc(grace=0),
+        lambda: copy.gc(grace=0, dry_run=True),
+        lambda: copy.fsck(repair=True, grace=0),
+    ):
+        with pytest.raises(ConflictError, match="carries its id: a copy of it"):
+            sweep()
+    assert prod.fsck().problems == () and prod.verify(newer.name).problems == ()
+    shutil.move(tmp_path / "prod", tmp_path / "prod-retired")
+    assert copy.gc(grace=0).swept  # the original is gone: the copy's store now
+    moved = zoo.connect(db_url=f"sqlite:///{tmp_path / 'prod-retired' / 'zoo.db'}", store_url=store)
+    with pytest.raises(ConflictError, match="carries its id"):
+        moved.gc(grace=0)  # and the other one is the copy now
+
+
 def test_a_store_from_before_registry_ids_is_not_swept_until_a_person_says(
     registry, tiny_dir, tmp_path
 ):

@@ -10,6 +10,7 @@ point at a missing blob. So writers put blobs before rows; ``rm`` only marks row
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -17,12 +18,14 @@ import re
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from sqlalchemy import delete, exists, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from zoo.api.lineage import RECORDED
 from zoo.api.reports import BlobProblem, FsckReport, GcReport, StoreItem, VerifyReport
+from zoo.db import engine as db_engine
 from zoo.db import queries
 from zoo.db.entities import ArtifactInfo
 from zoo.db.models import (
@@ -251,6 +254,7 @@ def _refuse_shared_store(reg, command: str, *, sweeps: bool = True) -> None:
     """Blobs another registry's rows need look like orphans here: never sweep them.
     ``sweeps``: the command deletes, so it is this registry's use of the store and claims
     it (refusing a folder of files zoo did not write); a dry run only looks."""
+    _refuse_a_copy(reg, command, sweeps=sweeps)
     others = reg.store.others(reg.registry_id)
     if sweeps and (not others or not reg.store.claims()):
         # Claimed once no other registry's claim refuses the sweep, so a refused command
@@ -280,6 +284,45 @@ def _refuse_shared_store(reg, command: str, *, sweeps: bool = True) -> None:
             f"(ZOO_STORE_URL), or delete {reg.store.CLAIMS}/ID in the store for a registry "
             "that no longer exists."
         )
+
+
+def _refuse_a_copy(reg, command: str, *, sweeps: bool) -> None:
+    """A copy of a SQLite registry (a backup, a staging copy) carries the original's id:
+    pointed at the original's store, it would sweep every blob the original wrote since
+    the copy as an orphan. The store's claim says which database file last swept under
+    this id; another file that still holds this id is refused. One no longer there (the
+    registry was moved) hands the claim over. PostgreSQL databases are not told apart
+    this way (a host has many names): docs/operations.md says what to keep apart."""
+    here = db_engine.sqlite_identity(reg.engine)
+    if here is None:
+        return
+    place = str(Path(here[0]).resolve())
+    there = reg.store.claim_place(reg.registry_id)
+    if there is None or there == place:
+        return
+    if there and _holds_registry(Path(there), reg.registry_id):
+        raise ConflictError(
+            f"The store {reg.store.url} is swept by the registry in {there}, and this one "
+            f"({place}) carries its id: a copy of it. {command} here would delete the blobs "
+            "the original wrote since the copy. Give the copy a store of its own "
+            "(ZOO_STORE_URL); if the original is gone for good, move it away and run again."
+        )
+    if sweeps:  # unclaimed so far, or its database has moved here
+        reg.store.set_claim_place(reg.registry_id, place)
+
+
+def _holds_registry(path: Path, registry_id: str) -> bool:
+    """Whether the SQLite file ``path`` is a zoo registry with this id (read-only)."""
+    import sqlite3
+
+    if not path.is_file():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            found = db.execute("SELECT id FROM registry_identity").fetchall()
+    except sqlite3.Error:
+        return False
+    return found == [(registry_id,)]
 
 
 def gc(reg, *, grace: str | float = DEFAULT_GRACE, dry_run: bool = False) -> GcReport:
@@ -492,8 +535,6 @@ def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> Fs
 def _output_leftovers(reg) -> tuple[list[str], list[tuple[int, str, int]]]:
     """Folders that output writers on this host left when killed, found through the
     output journal; and the journal rows of those dead writers."""
-    from pathlib import Path
-
     from .export import leftovers, pid_alive, writer_host
 
     with reg.session() as session:
@@ -509,8 +550,6 @@ def _output_leftovers(reg) -> tuple[list[str], list[tuple[int, str, int]]]:
 def _clean_outputs(reg, dead: list[tuple[int, str, int]]) -> list[str]:
     """Undo what dead output writers left (a set-aside previous output goes back in
     place if nothing replaced it) and close their journal rows."""
-    from pathlib import Path
-
     from .export import clean_leftovers
 
     handled = []

@@ -227,10 +227,21 @@ class BlobStore(ABC):
         return set()
 
     @abstractmethod
-    def _write_claim(self, registry_id: str) -> None: ...
+    def _write_claim(self, registry_id: str, text: str = "") -> None: ...
+
+    @abstractmethod
+    def _read_claim(self, registry_id: str) -> str | None: ...
 
     @abstractmethod
     def _list_claims(self) -> list[str]: ...
+
+    def claim_place(self, registry_id: str) -> str | None:
+        """Where the database that claimed the store as ``registry_id`` was when it last
+        swept (its SQLite file; "" when it never said); None when it has no claim."""
+        return self._read_claim(registry_id)
+
+    def set_claim_place(self, registry_id: str, place: str) -> None:
+        self._write_claim(registry_id, place)
 
     def keep(self, digest: str, size: int | None = None) -> bool:
         """Whether the blob is stored; if it is, make sure a sweep will not take it now.

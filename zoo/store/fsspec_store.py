@@ -232,11 +232,17 @@ class FsspecStore(BlobStore):
             # No way to set the time in place: write the same bytes again (temp, move).
             self._write(digest, self._read(digest))
 
-    def _write_claim(self, registry_id: str) -> None:
+    def _write_claim(self, registry_id: str, text: str = "") -> None:
         folder = f"{self.root}/{self.CLAIMS}"
         if not self.s3:
             self.fs.makedirs(folder, exist_ok=True)
-        self.fs.pipe_file(f"{folder}/{registry_id}", b"")
+        self.fs.pipe_file(f"{folder}/{registry_id}", text.encode())
+
+    def _read_claim(self, registry_id: str) -> str | None:
+        try:
+            return self.fs.cat_file(f"{self.root}/{self.CLAIMS}/{registry_id}").decode()
+        except FileNotFoundError:
+            return None
 
     def _foreign_entry(self) -> str | None:
         # One listing of the store's top level (on S3 a delimited listing: the blob

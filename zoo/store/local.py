@@ -132,10 +132,22 @@ class LocalStore(BlobStore):
         # another member wrote.
         os.utime(self._path(digest))
 
-    def _write_claim(self, registry_id: str) -> None:
+    def _write_claim(self, registry_id: str, text: str = "") -> None:
         folder = self.root / self.CLAIMS
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / registry_id).touch()
+        claim = folder / registry_id
+        if text:
+            temp = folder / f".{registry_id}.{os.getpid()}"
+            temp.write_text(text, encoding="utf-8")
+            os.replace(temp, claim)
+        else:
+            claim.touch()
+
+    def _read_claim(self, registry_id: str) -> str | None:
+        try:
+            return (self.root / self.CLAIMS / registry_id).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
 
     def _list_claims(self) -> list[str]:
         folder = self.root / self.CLAIMS
