@@ -455,6 +455,29 @@ def test_a_blob_shared_with_a_lost_source_is_not_promised_by_rederiving(reg, tmp
     assert sorted(problem.artifacts) == sorted([src.name, m.artifact.name])
 
 
+def test_a_damaged_card_whose_folder_holds_it_changed_is_not_promised_from_that_folder(
+    reg, tmp_path, run_cli
+):
+    """The source's folder is there but its card was edited since the import: verify
+    does not promise to read the damaged card blob again from it (repair could not); it
+    says which file changed and the two ways out, and the second one works."""
+    folder = save_tiny("bert", tmp_path / "src")
+    (folder / "README.md").write_text("# card v1\n")
+    src = reg.import_checkpoint(folder)
+    (card,) = [f for f in src.files if f.name == "README.md"]
+    (folder / "README.md").write_text("# card v2, edited after the import\n")
+    _damage(reg.store, card.digest)
+    code, out, _ = run_cli("verify")
+    changed = f"{folder / 'README.md'} has changed since {src.name} was imported"
+    assert code == 6 and changed in out and "reads it again" not in out, out
+    code, out, _ = run_cli("verify", "--repair")
+    assert code == 6 and changed in out, out
+    assert run_cli("import", str(folder))[0] == 0  # the changed card becomes the card
+    code, out, _ = run_cli("verify")
+    assert "no kept artifact holds it: `zoo gc` sweeps it" in out, out  # the old card's
+    assert "has changed" not in out, out
+
+
 def _as(folder: Path, dest: Path, dtype: torch.dtype, keep=lambda name, t: False) -> Path:
     """A copy of ``folder`` with every floating-point tensor cast to ``dtype`` (those
     ``keep(name, tensor)`` spares stay as they are), as a float32 load and save makes."""

@@ -41,6 +41,9 @@ class Holder:
     # Made from another holder of the same blob that zoo cannot restore: extracting or
     # deriving it again would read the very blob that is damaged.
     blocked: bool = False
+    # The side file (a card, a tokenizer file) the blob was, which the source's folder
+    # holds changed since the import: the folder cannot give the blob back.
+    changed: str = ""
 
 
 def holders(session: Session, digests) -> dict[str, list[Holder]]:
@@ -65,8 +68,29 @@ def holders(session: Session, digests) -> dict[str, list[Holder]]:
         for digest, row in rows:
             held = found.setdefault(digest, [])
             if all(h.artifact_id != row.id for h in held):  # a tensor and a file alike
-                held.append(_holder(session, row))
+                held.append(_unless_changed(session, _holder(session, row), digest))
     return {d: sorted(_blocked(session, h), key=lambda h: _ORDER[h.how]) for d, h in found.items()}
+
+
+def _unless_changed(session: Session, h: Holder, digest: str) -> Holder:
+    """``h``, unable to read ``digest`` again when it is a side file its folder holds
+    changed (side files are small: hashed here; a tensor is checked by the repair)."""
+    import hashlib
+
+    if h.how != "reread":
+        return h
+    name = session.scalars(
+        select(ArtifactFile.name).where(
+            ArtifactFile.artifact_id == h.artifact_id, ArtifactFile.digest == digest
+        )
+    ).first()
+    if name is None:
+        return h
+    try:
+        same = hashlib.sha256((Path(h.origin) / name).read_bytes()).hexdigest() == digest
+    except OSError:
+        same = False
+    return h if same else dataclasses.replace(h, how="", changed=name)
 
 
 def _blocked(session: Session, held: list[Holder]) -> list[Holder]:
@@ -127,6 +151,12 @@ def fix_hint(holders_of_blob: list[Holder]) -> str:
         return f"`zoo verify --repair` re-derives {h.name} from its recipe"
     if h.how == "reread":
         return f"`zoo verify --repair` reads it again from {h.origin}"
+    if h.changed:
+        return (
+            f"{Path(h.origin) / h.changed} has changed since {h.name} was imported: put the "
+            f"imported one back and run `zoo verify --repair`, or `zoo import {h.origin}` to "
+            f"make the changed one {h.name}'s"
+        )
     if h.origin.startswith("upload:"):
         return (
             f"upload {h.name} again from {h.origin.removeprefix('upload:')} "
