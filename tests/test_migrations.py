@@ -14,7 +14,7 @@ from zoo.api import Registry
 from zoo.config import load_settings
 from zoo.db import engine as db_engine
 from zoo.db.models import Base
-from zoo.errors import InvalidInputError, SchemaOutdatedError
+from zoo.errors import ConflictError, SchemaOutdatedError
 
 TABLES = set(Base.metadata.tables)  # every table the models declare
 
@@ -159,7 +159,7 @@ def test_downgrading_to_base_takes_saying_so(db_url, tmp_path, run_cli, monkeypa
     monkeypatch.setenv("ZOO_DB_URL", db_url)
     monkeypatch.setenv("ZOO_STORE_URL", str(tmp_path / "b"))
     assert run_cli("ls")[0] == 0  # the schema, at head
-    assert run_cli("db", "downgrade", "base")[0] == 2
+    assert run_cli("db", "downgrade", "base")[0] == 4
     engine = db_engine.make_engine(db_url)
     assert "artifacts" in inspect(engine).get_table_names()
     code, _, err = run_cli("db", "downgrade", "base", "--drop-data")
@@ -261,7 +261,7 @@ def test_a_downgrade_that_would_delete_records_names_them_and_changes_nothing(
     head = db_engine.head_revision()
 
     code, out, err = run_cli("db", "downgrade", "0003")
-    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert code == 4 and out == "" and err.count("\n") == 1, err
     assert "undoing 0004, the API tokens (1)" in err, err
     assert "undoing 0005, the records of stored tokenizer, config and card files (" in err
     assert "--drop-data" in err
@@ -308,7 +308,7 @@ def test_aliases_set_before_their_history_was_kept_get_one_setting_of_unknown_ti
     registry.tag(b.name, "prod")
     registry.tag(a.name, "stable")
     engine = registry.engine
-    with pytest.raises(InvalidInputError, match=r"undoing 0010, the aliases' history \(3 "):
+    with pytest.raises(ConflictError, match=r"undoing 0010, the aliases' history \(3 "):
         db_engine.downgrade(engine, "0009")
     db_engine.downgrade(engine, "0009", drop_data=True)
     db_engine.upgrade(engine)
@@ -340,7 +340,7 @@ def test_a_downgrade_counts_what_a_writer_in_flight_commits_before_it_deletes(re
     writer = threading.Thread(target=registry.transaction, args=(slow_tag,))
     writer.start()
     assert started.wait(10)
-    with pytest.raises(InvalidInputError, match=r"undoing 0010, the aliases' history \(1 row\)"):
+    with pytest.raises(ConflictError, match=r"undoing 0010, the aliases' history \(1 row\)"):
         db_engine.downgrade(registry.engine, "0009")
     writer.join()
     assert registry.db_current()["current"] == db_engine.head_revision()
@@ -351,7 +351,7 @@ def test_a_downgrade_counts_what_a_writer_in_flight_commits_before_it_deletes(re
 def test_a_relative_downgrade_target_is_checked_like_any_other(registry, tiny_dir, target):
     registry.tag(registry.import_checkpoint(tiny_dir("gpt2")).name, "prod")  # 0010 holds it
     registry.create_token("ci", role="read")
-    with pytest.raises(InvalidInputError, match="would delete what the registry recorded"):
+    with pytest.raises(ConflictError, match="would delete what the registry recorded"):
         db_engine.downgrade(registry.engine, target)
     assert registry.db_current()["current"] == db_engine.head_revision()
     assert [t.name for t in registry.list_tokens()] == ["ci"]
@@ -361,7 +361,7 @@ def test_a_relative_downgrade_target_is_checked_like_any_other(registry, tiny_di
 def test_a_relative_revision_is_taken_as_written(run_cli, registry, tiny_dir):
     registry.tag(registry.import_checkpoint(tiny_dir("gpt2")).name, "prod")
     code, _, err = run_cli("db", "downgrade", "-1")
-    assert code == 2 and "undoing 0010, the aliases' history (1 row)" in err, err
+    assert code == 4 and "undoing 0010, the aliases' history (1 row)" in err, err
     code, out, err = run_cli("db", "downgrade", "-1", "--drop-data")
     assert code == 0 and out.strip().endswith("-> 0009"), err
     assert run_cli("db", "downgrade", "-2", "--bogus")[0] == 2  # still refused

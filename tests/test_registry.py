@@ -769,7 +769,7 @@ def test_environment_errors_are_one_line_with_their_own_exit_code(
     assert code == 2 and err.count("\n") == 1 and "nosuchrev" in err, err
     # Every table, every record: not without saying so.
     code, out, err = run_cli("db", "downgrade", "base")
-    assert code == 2 and err.count("\n") == 1 and "--drop-data" in err, err
+    assert code == 4 and err.count("\n") == 1 and "--drop-data" in err, err
     assert [a.name for a in registry.list()] == [src]
     monkeypatch.setenv("ZOO_DB_URL", f"sqlite:///{a_file}/registry.db")
     code, out, err = run_cli("ls")

@@ -34,6 +34,7 @@ from zoo.config import redact_url
 from zoo.db.sqlite_file import BUSY_TIMEOUT_S as SQLITE_BUSY_TIMEOUT_S
 from zoo.db.sqlite_file import SQLiteFile, head_revision, sqlite_file
 from zoo.errors import (
+    ConflictError,
     DatabaseUnavailableError,
     InvalidInputError,
     SchemaOutdatedError,
@@ -275,14 +276,14 @@ def check_writable(engine: Engine) -> None:
     any work is done; other databases answer for themselves.
 
     Raises:
-        DatabaseUnavailableError: the file or its folder is read-only here.
+        StorageError: the file or its folder is read-only here (exit 11, a permission).
     """
     database = engine.url.database if engine.dialect.name == "sqlite" else None
     if not database or database == ":memory:":
         return
     path = Path(database).expanduser()
     if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
-        raise DatabaseUnavailableError(
+        raise StorageError(  # a permission, as for a store this user may not write
             f"The database {path} is read-only for this user: zoo can list, show and audit "
             "with it, but writing needs write access to the file and its folder."
         )
@@ -485,7 +486,7 @@ def _run_alembic(
         lost = cfg.attributes.get(LOST, [])
         if lost and not drop_data:
             connection.rollback()
-            raise InvalidInputError(
+            raise ConflictError(  # the registry's records refuse it, as --force refuses
                 f"zoo db {verb} {revision} would delete what the registry recorded: "
                 f"{'; '.join(lost)}; pass --drop-data if that is what you want."
             )
