@@ -215,7 +215,9 @@ def test_tokenizer_and_card_go_with_every_out_folder(
     assert len(guesses) == 5 and all("sat on the mat." in g["sequence"] for g in guesses)
 
     card = (small.out / "README.md").read_text()
-    assert card.startswith("---\nbase_model: bert-tok\nlicense: apache-2.0\n")
+    # bert-tok came from a folder, not the Hub: named in the text, not as a base_model.
+    assert card.startswith("---\nlicense: apache-2.0\nlibrary_name: transformers\n")
+    assert "base_model" not in card and "derived from `bert-tok` with dwt" in card
     assert "initialization" in card and "not a trained model" in card
     assert f"`{lg.name}`" in card and "with dwt (haar)" in card
     assert "org/bert-base" not in card  # the source's own base is not this model's
@@ -242,7 +244,8 @@ def test_a_decoder_folder_generates_text_with_its_chat_template(
     chat = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
     assert chat == "<user>hi"
     card = (m.out / "README.md").read_text()
-    assert "license" not in card  # the source's card names none
+    # The source has no card: none to inherit a license from, and the card says so.
+    assert "license" not in card.lower() and "registered without a model card" in card
 
 
 def test_file_blobs_are_kept_checked_and_collected(registry, bert_with_tokenizer, tmp_path):
@@ -311,6 +314,54 @@ def test_a_later_import_replaces_only_the_roles_of_the_files_it_brings(
     records = {i.origin: i for i in registry.show(first.name).imports}
     held = next(r for o, r in records.items() if o.endswith("resaved"))
     assert "README.md" in held.files  # the folder's second import held a card
+
+
+def folder_with(bert_with_tokenizer, folder: Path, card: str, files=None) -> Path:
+    """A copy of the tiny BERT with this card and these files (name -> text)."""
+    shutil.copytree(bert_with_tokenizer, folder)
+    (folder / "README.md").write_text(card)
+    for name, text in (files or {}).items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return folder
+
+
+def front_matter(folder: Path) -> dict:
+    from zoo.checkpoint.side_files import card_metadata
+
+    return card_metadata((folder / "README.md").read_text())
+
+
+def test_a_derived_card_renders_a_list_of_licenses_and_a_card_without_one(
+    registry, bert_with_tokenizer, tmp_path
+):
+    """Several licenses read as a list, not Python's repr of one; a link to a file the
+    folder lacks is not written; a source whose card states its terms only in prose gets
+    a card that says those terms apply."""
+    folder_with(
+        bert_with_tokenizer,
+        tmp_path / "dual",
+        "---\nlicense:\n- apache-2.0\n- cc-by-4.0\nlicense_link: terms/LICENSE\n---\n",
+    )
+    registry.import_checkpoint(tmp_path / "dual")
+    out = registry.materialize("dual", layers=2, hidden=16, out=tmp_path / "dual-small").out
+    card = (out / "README.md").read_text()
+    assert front_matter(out)["license"] == ["apache-2.0", "cc-by-4.0"]
+    assert "license_link" not in front_matter(out)
+    assert "License: `apache-2.0`, `cc-by-4.0`, inherited from `dual`" in card
+    assert "links the license as `terms/LICENSE`, a file its folder did not bring" in card
+    assert "[" not in card.split("---", 2)[2]
+
+    # The same weights with a card in prose only: it becomes the card in effect.
+    folder_with(bert_with_tokenizer, tmp_path / "prose", "# P\n\nUse it only for research.\n")
+    registry.import_checkpoint(tmp_path / "prose")
+    out = registry.materialize("dual", layers=2, hidden=16, out=tmp_path / "prose-small").out
+    assert "license" not in front_matter(out)
+    assert (
+        "`dual`'s own model card states no license in its front matter; the terms it states "
+        "for its weights apply to these weights too: the weights derive from its weights."
+    ) in (out / "README.md").read_text()
 
 
 def test_a_zoo_output_imported_again_keeps_the_sources_own_card(
@@ -592,6 +643,103 @@ def test_zoos_own_card_adds_no_edge_when_its_folder_is_imported(registry, tiny_d
     tuned = registry.import_checkpoint(changed)
     assert edges_into(registry, tuned.name) == {(src.name, "finetune", "changed")}
     assert registry.list(kind="placeholder") == []
+
+
+def test_a_derived_card_names_as_base_model_only_a_hub_repository_its_source_came_from(
+    registry, tiny_dir, tmp_path
+):
+    """A source imported from a folder has no Hub id: its derived card names it in the
+    text only, and another registry importing the folder invents no Hub repository for
+    it. One imported from the Hub, or a learngene of it, names that repository; imported
+    elsewhere as it was written, the folder derives from it (not a finetune of it)."""
+    import zoo
+
+    registry.import_checkpoint(tiny_dir("bert", seed=4), name="ml")
+    local = registry.materialize("ml", layers=2, hidden=16, out=tmp_path / "s").out
+    assert "base_model" not in front_matter(local)
+    assert "derived from `ml` with weight-selection" in (local / "README.md").read_text()
+    cache_repo("acme/tiny-bert", tiny_dir("bert", seed=5))
+    hub = registry.import_checkpoint("acme/tiny-bert")
+    lg = registry.extract(hub.name, method="dwt", wavelet="haar")
+    from_hub = registry.materialize(lg.name, layers=2, hidden=16, out=tmp_path / "hs").out
+    assert front_matter(from_hub)["base_model"] == "acme/tiny-bert"
+    assert "(from the Hub model `acme/tiny-bert`)" in (from_hub / "README.md").read_text()
+
+    # A zoo card may also name a source known only in its own registry as its base_model.
+    earlier = tmp_path / "earlier"
+    shutil.copytree(local, earlier)
+    (earlier / "README.md").write_text(
+        (local / "README.md").read_text().replace("---\n", "---\nbase_model: ml\n", 1)
+    )
+    other = zoo.connect(db_url=f"sqlite:///{tmp_path / 'other.db'}", store_url=str(tmp_path / "b"))
+    try:
+        for folder in (local, earlier):
+            s = other.import_checkpoint(folder)
+            assert edges_into(other, s.name) == set(), folder
+        assert other.list(kind="placeholder") == []
+        h = other.import_checkpoint(from_hub)
+        assert edges_into(other, h.name) == {("acme/tiny-bert", "derive", "hs")}
+    finally:
+        other.close()
+
+
+def test_a_corrected_card_takes_back_the_edges_the_card_it_replaces_declared(
+    registry, tiny_dir, tmp_path, run_cli
+):
+    """The newest import that brings a card defines the card, and the base_model edges
+    follow it: the stale edge goes, and its placeholder with it when nothing else uses it
+    (one with an alias stays for `zoo gc`, which keeps the alias's history). An import
+    without a card, or with the card zoo wrote, leaves them."""
+    wrong = with_card(tiny_dir, "bert", 1, tmp_path / "r1" / "a", CARD.format(base="acme/wrong"))
+    registry.import_checkpoint(wrong, name="m")
+    other = with_card(tiny_dir, "bert", 1, tmp_path / "r1" / "c", CARD.format(base="acme/other"))
+    registry.import_checkpoint(other)
+    registry.tag("acme/other", "other-base")
+    right = with_card(tiny_dir, "bert", 1, tmp_path / "r1" / "b", CARD.format(base="acme/right"))
+    m = registry.import_checkpoint(right, name="m")
+    assert edges_into(registry, "m") == {("acme/right", "finetune", m.name)}
+    code, out, _ = run_cli("lineage", "m")
+    assert code == 0 and "acme/right --finetune-->" in out and "acme/wrong" not in out
+    placeholders = {p.name for p in registry.list(kind="placeholder")}
+    assert placeholders == {"acme/right", "acme/other"}
+    assert "acme/other" in registry.gc(grace="0s").hard_deleted
+
+    bare = tmp_path / "r1" / "bare"
+    shutil.copytree(tiny_dir("bert", seed=1), bare)
+    registry.import_checkpoint(bare)
+    registry.materialize("m", layers=4, hidden=32, out=tmp_path / "same-size")
+    registry.import_checkpoint(tmp_path / "same-size")
+    assert edges_into(registry, "m") == {("acme/right", "finetune", m.name)}
+    (right / "README.md").write_text(
+        "---\nbase_model: acme/right\nbase_model_relation: quantized\n---\n"
+    )
+    registry.import_checkpoint(right)
+    assert edges_into(registry, "m") == {("acme/right", "quantized", m.name)}
+
+
+def test_a_same_size_card_says_the_weights_are_the_sources_and_which_method_was_recorded(
+    registry, tiny_dir, tmp_path
+):
+    """A folder that reproduces its source bit for bit is not called an untrained
+    initialization; and when a method gives content already recorded under another
+    method's name, the card says both, not one in the title and another in the text."""
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    ws = registry.materialize(
+        src.name, layers=4, hidden=32, method="weight-selection", out=tmp_path / "ws"
+    )
+    assert ws.artifact.content_hash == src.content_hash
+    card = (ws.out / "README.md").read_text()
+    assert "initialization" not in card and "train it" not in card
+    assert f"The weights and config are `{src.name}`'s, bit for bit" in card
+    assert f"inherited from `{src.name}`" not in card  # its card names no license
+    dct = registry.materialize(src.name, layers=4, hidden=32, method="dct", out=tmp_path / "dct")
+    assert dct.artifact.id == ws.artifact.id and "weight-selection" in ws.artifact.name
+    card = (dct.out / "README.md").read_text()
+    assert f"# {ws.artifact.name}\n" in card and "at its own size with dct" in card
+    assert (
+        f"The registry recorded these same weights first as `{ws.artifact.name}`, derived "
+        "with weight-selection; dct gave them again, bit for bit"
+    ) in card
 
 
 def test_downgrade_forgets_placeholders_and_keeps_family_less_sources(

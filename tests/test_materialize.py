@@ -72,7 +72,9 @@ def test_end_to_end(family, registry, tiny_dir, tmp_path):
         assert torch.isfinite(out).all()
         assert result.artifact.virtual  # recipe only, unless store=True
         card = (result.out / "README.md").read_text()
-        assert card.startswith("---\nbase_model: ")
+        # Imported from a folder: no Hub repository to name as its base, only in the text.
+        assert card.startswith("---\nlibrary_name: transformers\n") and "base_model" not in card
+        assert f"`{src.name}`" in card
         with safe_open(result.out / "model.safetensors", "pt") as f:
             meta = f.metadata()
         assert json.loads(meta["zoo.source"])["content_hash"] == src.content_hash

@@ -26,11 +26,12 @@ CARD_RECIPE = {"declared": True, "note": "base_model in the model card"}
 
 
 def record_base_models(
-    session: Session, row: Artifact, repos: list[str], relation: str, *, by: str
+    session: Session, row: Artifact, repos: list, relation: str, *, by: str
 ) -> None:
-    """Edges from each base repository in ``repos`` to ``row``, skipping any that would
-    close a cycle or that zoo's own lineage already holds (a materialized folder whose
-    card names its source)."""
+    """Edges from each base in ``repos`` to ``row``, skipping any that would close a cycle
+    or that zoo's own lineage already holds (a materialized folder whose card names its
+    source). A base is a repository id, or ``("content", HASH)``: the checkpoint of that
+    content if the registry holds one (the source a card zoo wrote names), else none."""
     parents = [
         session.get(Artifact, edge.parent_id)
         for edge in session.scalars(select(Edge).where(Edge.child_id == row.id))
@@ -38,7 +39,12 @@ def record_base_models(
     for repo in repos:
         if any(_answers_to(session, parent, repo) for parent in parents):
             continue  # its edge is there already, from a base kept or removed since
-        base = _registered(session, repo) or _placeholder(session, repo, by=by)
+        if isinstance(repo, tuple):
+            base = _holding(session, repo[1])
+            if base is None:
+                continue
+        else:
+            base = _registered(session, repo) or _placeholder(session, repo, by=by)
         if base.id == row.id or is_ancestor(session, base.id, row.id):
             continue
         if is_ancestor(session, row.id, base.id):
@@ -52,6 +58,48 @@ def record_base_models(
             zoo_version=__version__,
             by=by,
         )
+
+
+def drop_stale_card_edges(
+    session: Session, row: Artifact, repos: list, relation: str, *, by: str
+) -> None:
+    """Remove the edges into ``row`` that a model card declared (:data:`CARD_RECIPE`) from
+    a base the card now in effect no longer names (``repos``), or under another relation;
+    a placeholder left with no edge and no alias goes too (it exists only to anchor such
+    edges; one with an alias stays for `zoo gc`, which keeps the alias's history)."""
+    for edge in session.scalars(select(Edge).where(Edge.child_id == row.id)).all():
+        recipe = queries.loads(edge.recipe_json) or {}
+        if not isinstance(recipe, dict) or recipe.get("note") != CARD_RECIPE["note"]:
+            continue
+        parent = session.get(Artifact, edge.parent_id)
+        named = any(_answers_to(session, parent, repo) for repo in repos)
+        if named and edge.relation == relation:
+            continue
+        session.delete(edge)
+        session.flush()
+        if parent.kind == "placeholder" and not _in_use(session, parent.id):
+            session.delete(parent)
+    session.flush()
+
+
+def _in_use(session: Session, artifact_id: int) -> bool:
+    """Whether an edge or an alias names ``artifact_id``."""
+    edge = session.scalar(
+        select(Edge.id)
+        .where((Edge.parent_id == artifact_id) | (Edge.child_id == artifact_id))
+        .limit(1)
+    )
+    alias = session.scalar(select(Alias.name).where(Alias.artifact_id == artifact_id).limit(1))
+    return edge is not None or alias is not None
+
+
+def _holding(session: Session, content_hash: str) -> Artifact | None:
+    """The kept checkpoint (a source, else a derived one) of this content, if any."""
+    for kind in ("source", "derived"):
+        row = queries.find_by_content(session, kind, content_hash)
+        if row is not None and row.deleted_at is None:
+            return row
+    return None
 
 
 def adopt_placeholder(session: Session, row: Artifact, repo_id: str, by: str) -> None:
@@ -102,6 +150,8 @@ def _answers_to(session: Session, row: Artifact, repo: str) -> bool:
     organization) the artifact with that name or alias."""
     from zoo.db.models import ImportRecord
 
+    if isinstance(repo, tuple):  # ("content", HASH)
+        return row.content_hash == repo[1]
     if row.content_hash == placeholder_hash(repo):
         return True
     imported = session.scalar(

@@ -1,13 +1,17 @@
 """The model card (README.md) of a folder zoo materializes.
 
-Its front matter names the base model (the source's Hub repository, else its registry
-name) and the source's license, which the weights inherit; its text says plainly that the
-weights are an initialization derived from the source by a recipe, not a trained model.
+Its front matter names as ``base_model`` only a Hub repository the source's weights came
+from (zoo.api.side_files.source_card_of), never a name that only this registry knows: the
+Hub, and any registry importing the folder, read it as a repository id. It carries the
+source's license, which the weights inherit. Its text says what the weights are: an
+initialization derived from the source by a recipe, not a trained model, or, where the
+derivation gave back the source's own content, the source's weights as they are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Sequence
 from typing import Any
 
 #: Front-matter keys a derived card takes from its source's card.
@@ -17,29 +21,47 @@ INHERITED = ("license", "license_name", "license_link")
 #: that card from a model's own.
 DERIVED_TAGS = ("zoo", "learngene")
 
+# A link within the model's own folder (``LICENSE``), not a URL.
+_URL = re.compile(r"[a-z][a-z0-9+.-]*:", re.IGNORECASE)
+
+
+def _listed(value: Any) -> str:
+    """A front-matter value in the card's text: each of a list's items in backticks."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return ", ".join(f"`{item}`" for item in items)
+
 
 def model_card(
     plan,
     name: str,
     content_hash: str,
-    source_card: Mapping[str, Any] | None = None,
+    source=None,
     carried: Sequence[str] = (),
+    recorded_method: str | None = None,
 ) -> str:
     """The card of the derived checkpoint ``name`` (``content_hash``) that ``plan``
-    derives; ``source_card`` is the front matter of the source's own card
-    (zoo.api.side_files.card_metadata_of), ``carried`` the names of the source's files the
-    folder holds besides weights, config and card."""
+    derives; ``source`` is what the source's own card says (a
+    zoo.api.side_files.SourceCard), ``carried`` the names of the source's files the
+    folder holds besides weights, config and card, ``recorded_method`` the method of the
+    record that already held this content when another method derived it."""
     import yaml
 
     from zoo import __version__
 
+    from .side_files import SourceCard
+
+    source = source or SourceCard()
     src = plan.source
-    base = next(
-        (i.origin[len("hf://") :] for i in src.imports if i.origin.startswith("hf://")), src.name
+    meta: dict[str, Any] = {}
+    if source.bases:
+        meta["base_model"] = source.bases[0] if len(source.bases) == 1 else list(source.bases)
+    meta |= {k: source.meta[k] for k in INHERITED if source.meta.get(k) not in (None, "")}
+    link = meta.get("license_link")
+    dropped_link = (
+        isinstance(link, str) and not _URL.match(link) and link.lstrip("./") not in carried
     )
-    meta: dict[str, Any] = {"base_model": base}
-    source_card = source_card or {}
-    meta |= {k: source_card[k] for k in INHERITED if source_card.get(k) not in (None, "")}
+    if dropped_link:  # a file of the source's folder this one does not hold
+        del meta["license_link"]
     meta |= {"library_name": "transformers", "tags": list(DERIVED_TAGS)}
     recipe = plan.recipe
     how = recipe.method + (f" ({recipe.wavelet})" if recipe.wavelet else "")
@@ -52,12 +74,46 @@ def model_card(
         if plan.learngene
         else ""
     )
-    license_note = (
-        f"License: `{meta['license']}`, inherited from `{src.name}`: the weights derive from "
-        "its weights.\n\n"
-        if "license" in meta
-        else ""
-    )
+    hub = f" (from the Hub model {_listed(source.bases)})" if source.bases else ""
+    same = content_hash == src.content_hash
+    if same:
+        what = (
+            f"The weights and config are `{src.name}`'s{hub}, bit for bit (the same content "
+            f"hash): zoo {__version__} derived them from it at its own size with {how}, "
+            f"{rules}, which reproduces the source exactly.\n\n"
+        )
+    else:
+        what = (
+            f"The weights are an initialization that zoo {__version__} derived from "
+            f"`{src.name}`{hub} with {how}, {rules}. This is an initialization, not a "
+            "trained model: train it before use.\n\n"
+        )
+    if recorded_method is not None and recorded_method != recipe.method:
+        what += (
+            f"The registry recorded these same weights first as `{name}`, derived with "
+            f"{recorded_method}; {how} gave them again, bit for bit (`zoo lineage {name}` "
+            "shows both recipes).\n\n"
+        )
+    whose = "these are its weights" if same else "the weights derive from its weights"
+    if "license" in meta:
+        license_note = (
+            f"License: {_listed(meta['license'])}, inherited from `{src.name}`: {whose}.\n\n"
+        )
+        if dropped_link:
+            license_note = license_note[:-2] + (
+                f" Its card links the license as `{link}`, a file its folder did not bring "
+                "to zoo; see the source's own terms.\n\n"
+            )
+    elif source.text is not None:
+        license_note = (
+            f"`{src.name}`'s own model card states no license in its front matter; the "
+            f"terms it states for its weights apply to these weights too: {whose}.\n\n"
+        )
+    else:
+        license_note = (
+            f"`{src.name}` was registered without a model card: its terms, wherever they "
+            f"are stated, apply to these weights too: {whose}.\n\n"
+        )
     carried_note = (
         f"From the source, unchanged (zoo never resizes a vocabulary): {', '.join(carried)}.\n\n"
         if carried
@@ -67,9 +123,7 @@ def model_card(
     return (
         f"---\n{front}---\n\n"
         f"# {name}\n\n"
-        f"The weights are an initialization that zoo {__version__} derived from `{src.name}` "
-        f"(base model `{base}`) with {how}, {rules}. This is an initialization, not a "
-        "trained model: train it before use.\n\n"
+        f"{what}"
         f"{license_note}{carried_note}"
         "## Lineage\n\n"
         f"- source: `{src.name}` ({src.content_hash})\n{lg}"

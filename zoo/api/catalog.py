@@ -301,6 +301,9 @@ def _prepare(
     bases, relation = base_models(card_meta)
     tags = card_meta.get("tags")
     zoo_card = isinstance(tags, list) and set(DERIVED_TAGS) <= set(map(str, tags))
+    if zoo_card:
+        text = card.data.decode("utf-8", "replace")
+        bases, relation = _zoo_card_bases(text, bases, content_hash)
     layers, hidden = model_size(family, config)
     return _Prepared(
         name=name,
@@ -321,6 +324,31 @@ def _prepare(
         from_main=revision in (None, "main"),
         same_as=same_as,
     )
+
+
+# What a card zoo wrote names in its lineage: "- source: `NAME` (HASH)" and
+# "- this checkpoint: HASH".
+_ZOO_CARD_SOURCE = re.compile(r"^- source: `[^`\n]*` \(([0-9a-f]{64})\)$", re.MULTILINE)
+_ZOO_CARD_SELF = re.compile(r"^- this checkpoint: ([0-9a-f]{64})$", re.MULTILINE)
+#: The relation of a folder zoo derived, imported as it was written, to its bases.
+DERIVED_ELSEWHERE = "derive"
+
+
+def _zoo_card_bases(text: str, bases: list[str], content_hash: str) -> tuple[list, str]:
+    """The bases of a folder whose card zoo wrote for a checkpoint it derived, and their
+    relation: the Hub repositories its ``base_model`` names (ORG/NAME; zoo names no other),
+    and the source its lineage names by content hash, for the registry to find if it
+    holds it (``("content", HASH)``). A name without an organization is not taken: a zoo
+    card may name a source by the name it has in the registry that wrote it, and a
+    placeholder for it would claim a Hub repository that does not exist. The relation is
+    ``derive`` while the weights are those zoo derived (another registry's output), else
+    ``finetune``: they changed since, as training changes an initialization."""
+    hub = [b for b in bases if "/" in b]
+    source = _ZOO_CARD_SOURCE.search(text)
+    found = [("content", source.group(1))] if source else []
+    written = _ZOO_CARD_SELF.search(text)
+    same = written is not None and written.group(1) == content_hash
+    return [*found, *hub], DERIVED_ELSEWHERE if same else "finetune"
 
 
 def model_size(family: str | None, config) -> tuple[int | None, int | None]:
@@ -351,7 +379,7 @@ def _config_int(config, *keys: str) -> int | None:
 
 def _record(reg, session: Session, row, ready: _Prepared) -> None:
     """What an import adds besides the row: its files, the import, the Hub's edges."""
-    from .base_models import adopt_placeholder, record_base_models
+    from .base_models import adopt_placeholder, drop_stale_card_edges, record_base_models
 
     queries.add_import(
         session,
@@ -362,6 +390,7 @@ def _record(reg, session: Session, row, ready: _Prepared) -> None:
         by=reg.user,
         from_main=ready.from_main,
     )
+    card_in_effect = False
     if ready.side_files:
         # By role: the newest import that brings a tokenizer, a card or a config defines
         # that role; a role it does not bring stays (a save_pretrained copy brings
@@ -373,12 +402,18 @@ def _record(reg, session: Session, row, ready: _Prepared) -> None:
             # the source itself) does not replace the artifact's own.
             side = [f for f in side if f.role != "card"]
         brought = {f.role for f in side}
+        card_in_effect = "card" in brought
         kept = [f for f in current if f.role not in brought]
         queries.set_files(session, row, [*kept, *side])
     if ready.origin.startswith("hf://"):
         adopt_placeholder(session, row, ready.origin[len("hf://") :], reg.user)
     if row.kind == "source":  # a derived one's lineage is zoo's own
-        record_base_models(session, row, list(ready.bases), ready.relation, by=reg.user)
+        bases = list(ready.bases)
+        if card_in_effect:
+            # The edges a card declared follow the card in effect: a corrected card's
+            # re-import takes back what the card it replaces declared.
+            drop_stale_card_edges(session, row, bases, ready.relation, by=reg.user)
+        record_base_models(session, row, bases, ready.relation, by=reg.user)
 
 
 def _existing(reg, session: Session, ready: _Prepared) -> ArtifactInfo | None:

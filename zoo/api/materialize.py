@@ -377,13 +377,14 @@ def _run(
             verify(sink)
         return finish(manifest_hash(plan.target_config, sink.sorted_records()))
     from .cards import model_card
-    from .side_files import card_metadata_of, out_files
+    from .record import recorded_method
+    from .side_files import out_files, source_card_of
 
     shard = export.parse_size(max_shard_size or export.DEFAULT_SHARD_SIZE)
     # The source's tokenizer and configs travel with the weights (read, and verified,
     # before any work).
     extra = out_files(reg, plan.source)
-    source_card = card_metadata_of(reg, plan.source)
+    source_card = source_card_of(reg, plan.source)
     with (
         _journal(reg, out),
         export.OutputFolder(
@@ -406,7 +407,14 @@ def _run(
             folder.commit(
                 config=plan.target_config,
                 metadata=provenance(plan, name, content_hash),
-                card=model_card(plan, name, content_hash, source_card, sorted(extra)),
+                card=model_card(
+                    plan,
+                    name,
+                    content_hash,
+                    source_card,
+                    sorted(extra),
+                    recorded_method(reg, content_hash),
+                ),
                 extra_files=extra,
             )
             return finish(content_hash)

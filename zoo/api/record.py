@@ -31,6 +31,17 @@ def derived_name(reg, plan: Plan, content_hash: str) -> str:
     return _new_name(plan, content_hash)
 
 
+def recorded_method(reg, content_hash: str) -> str | None:
+    """The method of the derived checkpoint already recorded with this content, if any
+    (another method may give the same weights: a model card says which one it names)."""
+    with reg.session() as session:
+        row = queries.find_by_content(session, "derived", content_hash)
+        if row is None:
+            return None
+        recipe = queries.to_info(session, row, tensors=False).info.get("recipe") or {}
+    return recipe.get("method")
+
+
 def _new_name(plan: Plan, content_hash: str) -> str:
     sizes = plan.target_sizes
     recipe = plan.recipe

@@ -3,15 +3,16 @@
 A learngene or a derived checkpoint has the vocabulary of its source (zoo never resizes
 one), so an ``--out`` folder carries the source's tokenizer, generation and processor
 configs and chat template as they were imported, and its model card inherits the
-source's license. The files are found on the artifact itself or, up zoo's own derivation
-edges (extract, materialize), on the nearest ancestor that has some; declared links
-(finetune, a card's base_model) are not followed, since such a model may have a tokenizer
-of its own.
+source's license. The files are found on
+the artifact itself or, up zoo's own derivation edges (extract, materialize), on the
+nearest ancestor that has some; declared links (finetune, a card's base_model) are not
+followed, since such a model may have a tokenizer of its own.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 from zoo.db import queries
@@ -21,22 +22,28 @@ from zoo.db.entities import ArtifactInfo, FileRecord
 SAME_VOCABULARY = ("extract", "materialize")
 
 
-def files_of(reg, info: ArtifactInfo) -> tuple[FileRecord, ...]:
-    """The files stored with ``info`` or its nearest ancestor through zoo's own edges."""
-    if info.files:
-        return info.files
+def _up(reg, info: ArtifactInfo, found):
+    """The first non-empty ``found(session, artifact id)`` from ``info`` up zoo's own
+    edges, breadth first; None if none."""
     with reg.session() as session:
         todo, seen = deque([info.id]), {info.id}
         while todo:
             node = todo.popleft()
-            files = queries.file_records(session, node)
-            if files:
-                return tuple(files)
+            got = found(session, node)
+            if got:
+                return got
             for edge in queries.edges(session, child_id=node):
                 if edge.relation in SAME_VOCABULARY and edge.parent_id not in seen:
                     seen.add(edge.parent_id)
                     todo.append(edge.parent_id)
-    return ()
+    return None
+
+
+def files_of(reg, info: ArtifactInfo) -> tuple[FileRecord, ...]:
+    """The files stored with ``info`` or its nearest ancestor through zoo's own edges."""
+    if info.files:
+        return info.files
+    return _up(reg, info, lambda session, node: tuple(queries.file_records(session, node))) or ()
 
 
 def out_files(reg, source: ArtifactInfo) -> dict[str, bytes]:
@@ -44,6 +51,56 @@ def out_files(reg, source: ArtifactInfo) -> dict[str, bytes]:
     file but the model card, for which zoo writes its own (:mod:`zoo.api.cards`). Each
     blob is verified as it is read."""
     return {f.name: reg.store.get(f.digest) for f in files_of(reg, source) if f.role != "card"}
+
+
+@dataclass(frozen=True)
+class SourceCard:
+    """What a derived card says of its source: the source's own card (its front matter
+    ``meta`` and whole ``text``, None without one) and ``bases``, the Hub repositories
+    the source's weights came from."""
+
+    meta: dict[str, Any] = field(default_factory=dict)
+    text: str | None = None
+    bases: tuple[str, ...] = ()
+
+
+def source_card_of(reg, source: ArtifactInfo) -> SourceCard:
+    """The card a derived card builds on (see :class:`SourceCard`). ``bases`` is the Hub
+    repository the source, or the nearest ancestor through zoo's own edges, was imported
+    from (``hf://ORG/NAME``); else, where the source's card is one zoo wrote for a folder
+    it derived, the ``base_model`` it names (chosen by this same rule); else none: a
+    checkpoint imported from a folder has no Hub id zoo could name, and the base a model's
+    own card names is the model it was made from, not the model itself."""
+    from zoo.checkpoint.side_files import base_models, card_metadata
+
+    from .cards import DERIVED_TAGS
+
+    card = next((f for f in files_of(reg, source) if f.role == "card"), None)
+    text = reg.store.get(card.digest).decode("utf-8", "replace") if card else None
+    meta = card_metadata(text) if text else {}
+    hub = _up(reg, source, _hub_repo)
+    if hub:
+        bases = (hub,)
+    else:
+        tags = meta.get("tags")
+        zoo_card = isinstance(tags, list) and set(DERIVED_TAGS) <= set(map(str, tags))
+        bases = tuple(base_models(meta)[0]) if zoo_card else ()
+    return SourceCard(meta, text, bases)
+
+
+def _hub_repo(session, artifact_id: int) -> str | None:
+    """The Hub repository ``artifact_id`` was imported from last, if any."""
+    from sqlalchemy import select
+
+    from zoo.db.models import ImportRecord
+
+    origin = session.scalar(
+        select(ImportRecord.origin)
+        .where(ImportRecord.artifact_id == artifact_id, ImportRecord.origin.like("hf://%"))
+        .order_by(ImportRecord.imported_at.desc(), ImportRecord.id.desc())
+        .limit(1)
+    )
+    return origin[len("hf://") :] if origin else None
 
 
 def card_metadata_of(reg, source: ArtifactInfo) -> dict[str, Any]:
