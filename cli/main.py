@@ -118,18 +118,48 @@ def import_cmd(
     info = _registry().import_checkpoint(
         source, name=name, revision=revision, convert_bin=convert_bin, progress=sys.stderr.isatty()
     )
-    _emit(as_json, info.to_json(), render.artifact_line(info))
-    if Path(source).is_dir():
-        from zoo.checkpoint.side_files import left_behind
+    if Path(source).is_dir():  # read here too: a server sees only the files sent to it
+        from zoo.checkpoint.side_files import scan
 
-        left = left_behind(Path(source))
-        if left:
-            shown = ", ".join(left[:4]) + (f" and {len(left) - 4} more" if len(left) > 4 else "")
-            click.echo(
-                f"note: not kept, so an export lacks them: {shown} (zoo keeps the weights, "
-                "config, tokenizer, generation and processor configs, chat template and card)",
-                err=True,
-            )
+        left = [entry.to_json() for entry in scan(Path(source)).left]
+    else:
+        left = render.not_kept(info)
+    _emit(as_json, {**info.to_json(), "not_kept": left}, render.artifact_line(info))
+    if left:
+        click.echo(
+            f"note: not kept, so an export lacks them: {render.entries(left, info.name)} (zoo "
+            "keeps the weights, config, tokenizer, generation and processor configs, chat "
+            "template, card, license files, the code an auto_map names and a "
+            "sentence-transformers pipeline)",
+            err=True,
+        )
+
+
+def _lacking(reg, name: str, out) -> list[dict]:
+    """What the folder of the source ``name`` derives from (up zoo's own edges) held and
+    zoo did not keep, so ``out`` lacks it; said on stderr."""
+    info = reg.show(name)
+    if info.kind != "source":
+        graph = reg.lineage(info.name, down=False)
+        todo, seen, info = [info.id], {info.id}, None
+        while todo:
+            node = todo.pop(0)
+            if graph.nodes[node].kind == "source":
+                info = reg.show(graph.nodes[node].name)
+                break
+            for e in graph.edges:
+                up = e.child_id == node and e.relation in ("extract", "materialize")
+                if up and e.parent_id not in seen:
+                    seen.add(e.parent_id)
+                    todo.append(e.parent_id)
+    left = render.not_kept(info) if info is not None else []
+    if left:
+        click.echo(
+            f"note: {out} lacks files {info.name}'s folder held, which zoo did not keep: "
+            f"{render.entries(left, info.name)}",
+            err=True,
+        )
+    return left
 
 
 LS_PAGE = 50  # artifacts on a page of `zoo ls`
@@ -518,7 +548,8 @@ def materialize_cmd(name: str, as_json: bool, **options) -> None:
     """Materialize a model of any size from NAME (learngene, source, alias or family)."""
     # The command prints the record: each tensor is let go once hashed (and stored), so a
     # target larger than memory is recorded as it is written with --out.
-    result = _registry().materialize(name, return_weights=False, **options)
+    reg = _registry()
+    result = reg.materialize(name, return_weights=False, **options)
     data = {
         "artifact": result.artifact.to_json(),
         "config": result.config,
@@ -527,6 +558,7 @@ def materialize_cmd(name: str, as_json: bool, **options) -> None:
     text = render.artifact_line(result.artifact)
     if result.out:
         text += f"\nwrote {result.out}"
+        data["not_kept"] = _lacking(reg, result.artifact.name, result.out)
     _emit(as_json, data, text)
 
 
@@ -540,19 +572,18 @@ def materialize_cmd(name: str, as_json: bool, **options) -> None:
 @_streams
 def rederive_cmd(name, as_json, **options) -> None:
     """Re-derive a derived checkpoint from its recipe and verify it bit for bit."""
-    result = _registry().rederive(name, **options)
+    reg = _registry()
+    result = reg.rederive(name, **options)
     text = f"{result.artifact.name}: re-derived bit for bit ({result.artifact.content_hash[:12]})"
+    data = {
+        "artifact": result.artifact.to_json(),
+        "verified": True,
+        "out": str(result.out) if result.out else None,
+    }
     if result.out:
         text += f"\nwrote {result.out}"
-    _emit(
-        as_json,
-        {
-            "artifact": result.artifact.to_json(),
-            "verified": True,
-            "out": str(result.out) if result.out else None,
-        },
-        text,
-    )
+        data["not_kept"] = _lacking(reg, result.artifact.name, result.out)
+    _emit(as_json, data, text)
 
 
 @cli.command("export")
@@ -565,8 +596,10 @@ def rederive_cmd(name, as_json, **options) -> None:
 def export_cmd(name, as_json, **options) -> None:
     """Write a source or derived checkpoint as an HF folder, streamed (a virtual one is
     re-derived and verified as it is written)."""
-    out = _registry().export(name, **options)
-    _emit(as_json, {"out": str(out)}, f"wrote {out}")
+    reg = _registry()
+    out = reg.export(name, **options)
+    left = _lacking(reg, name, out)
+    _emit(as_json, {"out": str(out), "not_kept": left}, f"wrote {out}")
 
 
 @cli.command("default")

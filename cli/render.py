@@ -74,6 +74,8 @@ def artifact_detail(info, with_tensors: bool = False) -> str:
         lines.append(f"aliases:   {', '.join(info.aliases)}")
     lines.extend(same_content_lines(info))
     for key, value in sorted(info.info.items()):
+        if key == "not_kept":
+            continue  # listed with the files, below
         if key == "signals" and isinstance(value, dict):
             # Per-signal axes, statistics and digests: hundreds of lines; --json has them.
             value = f"{len(value)} parameter groups (details: --json)"
@@ -82,6 +84,9 @@ def artifact_detail(info, with_tensors: bool = False) -> str:
         lines.append(
             f"file:      {printable(f.name)}  {f.role}  {human_bytes(f.nbytes)}  {f.digest[:12]}"
         )
+    for origin, left in sorted((info.info.get("not_kept") or {}).items()):
+        names = ", ".join(printable(_entry(e)) for e in left)
+        lines.append(f"not kept:  {names} (held by {printable(origin)}; an export lacks them)")
     for imp in info.imports:
         rev = f"@{printable(imp.revision)}" if imp.revision else ""
         lines.append(
@@ -92,6 +97,35 @@ def artifact_detail(info, with_tensors: bool = False) -> str:
         for t in info.tensors:
             lines.append(f"  {t.name}  {t.dtype}  {list(t.shape)}  {t.digest[:12]}")
     return "\n".join(lines)
+
+
+#: Files a note names before it says how many more there are.
+NOTE_ENTRIES = 8
+
+
+def _entry(entry: dict) -> str:
+    return f"{entry['name']} ({entry['why']})" if entry.get("why") else entry["name"]
+
+
+def not_kept(info) -> list[dict]:
+    """What the folders ``info`` was imported from held that zoo did not keep
+    ({"name", "why"}), each name once."""
+    seen: dict[str, dict] = {}
+    for _, left in sorted((info.info.get("not_kept") or {}).items()):
+        for entry in left:
+            seen.setdefault(entry["name"], entry)
+    return [seen[n] for n in sorted(seen)]
+
+
+def entries(left: list[dict], name: str) -> str:
+    """``left`` for a one-line note: the first few, and where to see them all."""
+    shown = ", ".join(_entry(e) for e in left[:NOTE_ENTRIES])
+    if len(left) > NOTE_ENTRIES:
+        shown += (
+            f" and {len(left) - NOTE_ENTRIES} more (`zoo show {name}` lists them all; --json "
+            "gives them as not_kept)"
+        )
+    return shown
 
 
 def _no_family(info) -> str:

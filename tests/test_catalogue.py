@@ -333,6 +333,48 @@ def front_matter(folder: Path) -> dict:
     return card_metadata((folder / "README.md").read_text())
 
 
+LLAMA_CARD = "---\nlicense: other\nlicense_name: llama3.2\nlicense_link: LICENSE\n---\n# L\n"
+
+
+def test_license_files_go_with_every_output_the_card_links(
+    registry, bert_with_tokenizer, tmp_path, run_cli
+):
+    """A license such as Llama's requires its text and use policy to travel with the
+    weights: LICENSE and USE_POLICY.md are kept (role license) and carried, bit for bit,
+    by an export and a derived folder, whose card's license_link names a file it holds."""
+    folder = folder_with(
+        bert_with_tokenizer,
+        tmp_path / "licensed",
+        LLAMA_CARD,
+        {
+            "LICENSE": "LLAMA 3.2 COMMUNITY LICENSE AGREEMENT\n",
+            "USE_POLICY.md": "# Acceptable Use Policy\n",
+            "NOTICE.txt": "notice\n",
+        },
+    )
+    code, out, err = run_cli("import", str(folder), "--json")
+    assert code == 0 and "note:" not in err, err
+    roles = {f["name"]: f["role"] for f in json.loads(out)["files"]}
+    assert {n: r for n, r in roles.items() if r == "license"} == {
+        "LICENSE": "license",
+        "USE_POLICY.md": "license",
+        "NOTICE.txt": "license",
+    }
+    exported = registry.export("licensed", out=tmp_path / "exported")
+    small = registry.materialize("licensed", layers=2, hidden=16, out=tmp_path / "small").out
+    for out_dir in (exported, small):
+        for name in ("LICENSE", "USE_POLICY.md", "NOTICE.txt"):
+            assert (out_dir / name).read_bytes() == (folder / name).read_bytes(), out_dir
+    meta = front_matter(small)
+    assert (meta["license"], meta["license_name"], meta["license_link"]) == (
+        "other",
+        "llama3.2",
+        "LICENSE",
+    )
+    assert (small / meta["license_link"]).is_file()
+    assert "License: `other`, inherited from `licensed`" in (small / "README.md").read_text()
+
+
 def test_a_derived_card_renders_a_list_of_licenses_and_a_card_without_one(
     registry, bert_with_tokenizer, tmp_path
 ):
@@ -364,6 +406,153 @@ def test_a_derived_card_renders_a_list_of_licenses_and_a_card_without_one(
     ) in (out / "README.md").read_text()
 
 
+CUSTOM_CODE = {
+    "configuration_custom.py": (
+        "from transformers import BertConfig\n\n\n"
+        "class CustomConfig(BertConfig):\n    model_type = 'bert'\n"
+    ),
+    "modeling_custom.py": (
+        "from transformers import BertModel\n\n"
+        "from .configuration_custom import CustomConfig\n"
+        "from .custom_layers import SCALE\n\n\n"
+        "class CustomModel(BertModel):\n    config_class = CustomConfig\n"
+    ),
+    "custom_layers.py": "SCALE = 1.0\n",  # imported by modeling_custom.py only
+}
+AUTO_MAP = {
+    "AutoConfig": "configuration_custom.CustomConfig",
+    "AutoModel": "modeling_custom.CustomModel",
+}
+
+
+def with_code(tiny_dir, folder: Path, seed: int, code: dict[str, str]) -> Path:
+    shutil.copytree(tiny_dir("bert", seed=seed), folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "auto_map": AUTO_MAP}))
+    for name, text in code.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def test_the_code_an_auto_map_names_goes_with_every_output(registry, tiny_dir, tmp_path, run_cli):
+    """The modules a config's auto_map names, and those they import relatively, are kept
+    (role code) and carried: an export loads with trust_remote_code as the source does,
+    to the same outputs, and so does a resized folder. A module nothing names is not kept,
+    and the import says so."""
+    folder = with_code(
+        tiny_dir, tmp_path / "custom", 0, {**CUSTOM_CODE, "train.py": "print('train')\n"}
+    )
+    code, out, err = run_cli("import", str(folder), "--json")
+    assert code == 0, err
+    roles = {f["name"]: f["role"] for f in json.loads(out)["files"]}
+    assert roles == dict.fromkeys(sorted(CUSTOM_CODE), "code")
+    assert json.loads(out)["not_kept"] == [{"name": "train.py", "why": None}]
+
+    exported = registry.export("custom", out=tmp_path / "exported")
+    small = registry.materialize("custom", layers=2, hidden=16, out=tmp_path / "small").out
+    ids = torch.tensor([[2, 7, 9, 11, 3]])
+    loaded = {}
+    for where in (folder, exported, small):
+        for name, text in CUSTOM_CODE.items():
+            assert (where / name).read_text() == text
+        model = transformers.AutoModel.from_pretrained(where, trust_remote_code=True).eval()
+        assert type(model).__name__ == "CustomModel", where
+        with torch.no_grad():
+            loaded[where] = model(input_ids=ids).last_hidden_state
+    assert torch.equal(loaded[exported], loaded[folder])
+    assert loaded[small].shape[-1] == 16
+
+
+def test_an_output_that_would_lack_the_code_its_auto_map_names_is_refused(
+    registry, tiny_dir, tmp_path, run_cli
+):
+    """A checkpoint registered without the code its auto_map names (a folder that did not
+    hold it) gets no folder whose config names missing files: the export and materialize
+    are refused in one line, with nothing written, until an import brings the code."""
+    folder = with_code(tiny_dir, tmp_path / "codeless", 1, {})
+    registry.import_checkpoint(folder)
+    outs = tmp_path / "outs"
+    for args in (
+        ("export", "codeless", "--out", str(outs / "exported")),
+        ("materialize", "codeless", "--layers", "2", "--hidden", "16", "--out", str(outs / "m")),
+    ):
+        code, out, err = run_cli(*args)
+        assert (code, out) == (2, ""), err
+        assert err == (
+            "zoo: error: codeless's config.json names code in its auto_map that zoo does not "
+            "hold (configuration_custom.py, modeling_custom.py), so the folder would not load "
+            "with trust_remote_code; import its folder or repository again with that code "
+            "(zoo keeps it), then write the folder.\n"
+        )
+    assert not outs.exists() or list(outs.iterdir()) == []
+    for name, text in CUSTOM_CODE.items():
+        (folder / name).write_text(text)
+    registry.import_checkpoint(folder)
+    exported = registry.export("codeless", out=outs / "exported")
+    model = transformers.AutoModel.from_pretrained(exported, trust_remote_code=True)
+    assert type(model).__name__ == "CustomModel"
+
+
+def sentence_transformers_files(width: int) -> dict[str, str]:
+    """What sentence-transformers saves beside the model (all-MiniLM-L6-v2's layout)."""
+    kinds = ("Transformer", "Pooling", "Normalize")
+    modules = [
+        {"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
+        for i, (path, kind) in enumerate(zip(("", "1_Pooling", "2_Normalize"), kinds, strict=True))
+    ]
+    pooling = {
+        "word_embedding_dimension": width,
+        "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": True,
+    }
+    return {
+        "modules.json": json.dumps(modules, indent=2),
+        "sentence_bert_config.json": '{\n  "max_seq_length": 256,\n  "do_lower_case": false\n}',
+        "config_sentence_transformers.json": '{"__version__": {"sentence_transformers": "2.0.0"}}',
+        "1_Pooling/config.json": json.dumps(pooling, indent=2),
+    }
+
+
+def test_a_sentence_transformers_pipeline_goes_with_every_output(
+    registry, bert_with_tokenizer, tmp_path, run_cli
+):
+    """modules.json, the pipeline's settings and its modules' folders are kept (role
+    sentence_transformers) and carried bit for bit by an export and a same-size folder,
+    so SentenceTransformer builds the source's pipeline from them; a narrower folder's
+    pooling module is told its width. A replaced output's module folder is zoo's only
+    while nobody added to it."""
+    st = sentence_transformers_files(32)
+    folder = folder_with(bert_with_tokenizer, tmp_path / "st", CARD.format(base="org/x"), st)
+    code, out, err = run_cli("import", str(folder), "--json")
+    assert code == 0 and "note:" not in err, err
+    roles = {f["name"]: f["role"] for f in json.loads(out)["files"]}
+    assert {n: roles.get(n) for n in st} == dict.fromkeys(st, "sentence_transformers")
+
+    exported = registry.export("st", out=tmp_path / "exported")
+    same = registry.materialize("st", layers=4, hidden=32, out=tmp_path / "same").out
+    small = registry.materialize("st", layers=2, hidden=16, out=tmp_path / "small").out
+    for out_dir in (exported, same):
+        for name in st:
+            assert (out_dir / name).read_bytes() == (folder / name).read_bytes(), (out_dir, name)
+    for name in st:
+        if name != "1_Pooling/config.json":
+            assert (small / name).read_bytes() == (folder / name).read_bytes(), name
+    pooling = json.loads((small / "1_Pooling" / "config.json").read_text())
+    assert pooling == {**json.loads(st["1_Pooling/config.json"]), "word_embedding_dimension": 16}
+    assert (
+        "set to this model's hidden size: 1_Pooling/config.json"
+        in (small / "README.md").read_text()
+    )
+    assert registry.audit(exported).status == "known"
+
+    # Replaced with --force, module folder and all; not once a file was added to it.
+    assert registry.export("st", out=exported, force=True) == exported
+    (exported / "1_Pooling" / "mine.txt").write_text("not zoo's")
+    code, _, err = run_cli("export", "st", "--out", str(exported), "--force")
+    assert code != 0 and "holds files zoo did not write (1_Pooling/mine.txt)" in err, err
+    assert (exported / "1_Pooling" / "mine.txt").read_text() == "not zoo's"
+
+
 def test_a_zoo_output_imported_again_keeps_the_sources_own_card(
     registry, bert_with_tokenizer, tmp_path
 ):
@@ -383,12 +572,18 @@ def test_a_zoo_output_imported_again_keeps_the_sources_own_card(
     assert (exported / "README.md").read_bytes() == (bert_with_tokenizer / "README.md").read_bytes()
 
 
+KEEPS = (
+    "(zoo keeps the weights, config, tokenizer, generation and processor configs, chat "
+    "template, card, license files, the code an auto_map names and a sentence-transformers "
+    "pipeline)"
+)
+
+
 def test_an_import_names_what_it_leaves_behind(registry, bert_with_tokenizer, tmp_path, run_cli):
-    """Remote code a config's auto_map names and a sentence-transformers pipeline are not
-    kept, and an export lacks them (transformers then cannot load it): the import says so,
-    and says nothing for a plain checkpoint."""
-    code, _, err = run_cli("import", str(bert_with_tokenizer))
-    assert code == 0 and "note:" not in err, err
+    """Code no auto_map names and a folder no modules.json names are not kept, and an
+    export lacks them: the import says so, and says nothing for a plain checkpoint."""
+    code, out, err = run_cli("import", str(bert_with_tokenizer), "--json")
+    assert code == 0 and "note:" not in err and json.loads(out)["not_kept"] == [], err
     custom = tmp_path / "custom"
     shutil.copytree(bert_with_tokenizer, custom)
     (custom / "modeling_custom.py").write_text("# a model class\n")
@@ -399,11 +594,71 @@ def test_an_import_names_what_it_leaves_behind(registry, bert_with_tokenizer, tm
     (custom / "training_args.bin").write_bytes(b"\0")
     code, _, err = run_cli("import", str(custom))
     assert code == 0, err
-    assert err == (
-        "note: not kept, so an export lacks them: 1_Pooling/, modeling_custom.py, "
-        "modules.json (zoo keeps the weights, config, tokenizer, generation and processor "
-        "configs, chat template and card)\n"
+    left = "1_Pooling/, modeling_custom.py"
+    assert err == f"note: not kept, so an export lacks them: {left} {KEEPS}\n"
+
+
+def test_every_file_an_import_does_not_keep_is_listed_with_why(
+    registry, bert_with_tokenizer, tmp_path, run_cli, monkeypatch
+):
+    """The note shortens a long list and says where the whole of it is: --json carries
+    it, `zoo show` lists it, and every output of the checkpoint says what it lacks. A
+    file of a kind zoo keeps but cannot use (a FIFO, a folder, over the size limit) is
+    listed with why."""
+    from zoo.checkpoint import side_files
+
+    folder = tmp_path / "crowded"
+    shutil.copytree(bert_with_tokenizer, folder)
+    extras = [f"extra-{i:02}.txt" for i in range(12)]
+    for name in extras:
+        (folder / name).write_text(name)
+    (folder / "onnx").mkdir()
+    (folder / "tokenizer.json").unlink()
+    os.mkfifo(folder / "tokenizer.json")
+    (folder / "README.md").unlink()
+    (folder / "README.md").mkdir()
+    (folder / "vocab.txt").write_text("x" * 1000)
+    monkeypatch.setattr(side_files, "MAX_SIDE_FILE_BYTES", 400)
+    code, out, err = run_cli("import", str(folder), "--json")
+    assert code == 0, err
+    expected = [
+        {"name": "README.md", "why": "a folder, not a file"},
+        *({"name": n, "why": None} for n in extras),
+        {"name": "onnx/", "why": None},
+        {"name": "tokenizer.json", "why": "a FIFO, not a regular file"},
+        {"name": "vocab.txt", "why": "1000 bytes, over the 400 bytes a side file may hold"},
+    ]
+    assert json.loads(out)["not_kept"] == expected
+    assert {f["name"] for f in json.loads(out)["files"]} == {"tokenizer_config.json"}
+    shown = (
+        "README.md (a folder, not a file), extra-00.txt, extra-01.txt, extra-02.txt, "
+        "extra-03.txt, extra-04.txt, extra-05.txt, extra-06.txt and 8 more "
+        "(`zoo show crowded` lists them all; --json gives them as not_kept)"
     )
+    assert err == f"note: not kept, so an export lacks them: {shown} {KEEPS}\n"
+
+    code, out, _ = run_cli("show", "crowded")
+    (line,) = [line for line in out.splitlines() if line.startswith("not kept:")]
+    assert line == (
+        "not kept:  README.md (a folder, not a file), "
+        + ", ".join(extras)
+        + ", onnx/, tokenizer.json (a FIFO, not a regular file), vocab.txt (1000 bytes, "
+        f"over the 400 bytes a side file may hold) (held by {folder.resolve()}; an export lacks "
+        "them)"
+    )
+    for args in (
+        ("export", "crowded", "--out", str(tmp_path / "exported")),
+        ("materialize", "crowded", "--layers", "2", "--hidden", "16", "--out", str(tmp_path / "m")),
+    ):
+        code, out, err = run_cli(*args, "--json")
+        assert code == 0, err
+        assert json.loads(out)["not_kept"] == expected, args
+        out_dir = args[args.index("--out") + 1]
+        assert err.startswith(
+            f"note: {out_dir} lacks files crowded's folder held, which zoo "
+            "did not keep: README.md (a folder, not a file), extra-00.txt"
+        )
+        assert not any((Path(out_dir) / e["name"].rstrip("/")).exists() for e in expected[1:])
 
 
 def test_a_side_file_or_weights_link_to_nothing_is_refused_not_skipped(

@@ -279,7 +279,9 @@ def test_online_downloads_only_what_zoo_reads(fake_download: list[dict], cache: 
     assert call["cache_dir"] == str(cache)  # the environment as it is now, not at import
     patterns = call["allow_patterns"]
     assert {"*.json", "*.safetensors", "*.md"} <= set(patterns) and patterns == ALLOW_PATTERNS
-    assert not any(p.endswith((".bin", ".pt", ".pth", ".py")) for p in patterns)
+    assert not any(p.endswith((".bin", ".pt", ".pth")) for p in patterns)  # no pickles
+    # The code an auto_map names and license files without a suffix are kept, so fetched.
+    assert {"*.py", "LICENSE*", "USE_POLICY*"} <= set(patterns)
 
 
 def test_online_fetches_pickles_only_when_asked(fake_download: list[dict]) -> None:

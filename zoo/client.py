@@ -532,16 +532,18 @@ def _q(name, missing: str = "No artifact named ''. Run `zoo ls` to see what is r
 @contextlib.contextmanager
 def _upload_folder(path: Path, *, convert_bin: bool):
     """The files of the folder ``path`` an upload sends, as a local import reads them:
-    config.json, the safetensors weights and their index, and the side files (tokenizer,
-    generation and processor configs, chat template, model card). A folder without
+    config.json, the safetensors weights and their index, and the side files at its top
+    (tokenizer, generation and processor configs, chat template, model card, license
+    files, the code an auto_map names, sentence-transformers settings). A folder without
     safetensors weights is read here as a local import reads it, with its errors (pickle
     weights only with ``convert_bin``, by ``torch.load(weights_only=True)``), and its
     tensors are sent as one safetensors file, since the server takes no pickle."""
-    from zoo.checkpoint.side_files import MAX_SIDE_FILE_BYTES, is_side_file
+    from zoo.checkpoint.side_files import scan
 
     files = sorted(f for f in path.iterdir() if f.is_file())
     weights = [f for f in files if f.name in _UPLOADED or f.name.endswith(".safetensors")]
-    side = [f for f in files if is_side_file(f.name) and f.stat().st_size <= MAX_SIDE_FILE_BYTES]
+    kept = {f.name for f in scan(path).found}  # a module folder's files are not sent
+    side = [f for f in files if f.name in kept]
     if any(f.name.endswith(".safetensors") for f in weights):
         yield sorted(weights + side)
         return

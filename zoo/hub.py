@@ -59,6 +59,12 @@ ALLOW_PATTERNS = [
     "*.model",  # sentencepiece: tokenizer.model, spiece.model
     "*.tiktoken",
     "*.jinja",  # chat_template.jinja
+    "*.py",  # the code a config's auto_map names (trust_remote_code)
+    "LICENSE*",  # license files: LICENSE, LICENSE.txt, LICENSE-MIT
+    "LICENCE*",
+    "NOTICE*",
+    "COPYING*",
+    "USE_POLICY*",
 ]
 _PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth"]
 

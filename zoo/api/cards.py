@@ -38,12 +38,14 @@ def model_card(
     source=None,
     carried: Sequence[str] = (),
     recorded_method: str | None = None,
+    fitted: Sequence[str] = (),
 ) -> str:
     """The card of the derived checkpoint ``name`` (``content_hash``) that ``plan``
     derives; ``source`` is what the source's own card says (a
     zoo.api.side_files.SourceCard), ``carried`` the names of the source's files the
-    folder holds besides weights, config and card, ``recorded_method`` the method of the
-    record that already held this content when another method derived it."""
+    folder holds besides weights, config and card (``fitted``: those of them set to the
+    output's width), ``recorded_method`` the method of the record that already held this
+    content when another method derived it."""
     import yaml
 
     from zoo import __version__
@@ -114,11 +116,17 @@ def model_card(
             f"`{src.name}` was registered without a model card: its terms, wherever they "
             f"are stated, apply to these weights too: {whose}.\n\n"
         )
+    unchanged = [n for n in carried if n not in fitted]
     carried_note = (
-        f"From the source, unchanged (zoo never resizes a vocabulary): {', '.join(carried)}.\n\n"
-        if carried
+        f"From the source, unchanged (zoo never resizes a vocabulary): {', '.join(unchanged)}.\n\n"
+        if unchanged
         else ""
     )
+    if fitted:
+        carried_note += (
+            f"From the source, set to this model's hidden size: {', '.join(fitted)} "
+            "(the sentence-transformers pooling width).\n\n"
+        )
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
     return (
         f"---\n{front}---\n\n"

@@ -188,6 +188,8 @@ class _Prepared:
     side_files: tuple[FileRecord, ...]  # those stored as blobs (tokenizer, configs, card)
     bases: tuple
     relation: str | None
+    #: what the folder holds that zoo does not keep ({"name", "why"}), for `zoo show`
+    not_kept: tuple[dict, ...]
     layers: int | None
     hidden: int | None
     from_main: bool  # not a pinned revision (see zoo.db.models.ImportRecord)
@@ -200,7 +202,9 @@ class _Prepared:
     @property
     def plain(self) -> bool:
         """Nothing to record but the artifact, its tensors and its import."""
-        return not (self.side_files or self.bases or self.origin.startswith("hf://"))
+        return not (
+            self.side_files or self.bases or self.not_kept or self.origin.startswith("hf://")
+        )
 
 
 def _changed(path, tensor: str) -> ChangedWhileReadError:
@@ -225,7 +229,7 @@ def _prepare(
     ``origin``, when given, is the provenance kept instead of where it was read from."""
     from zoo.checkpoint import manifest_hash, open_checkpoint
     from zoo.checkpoint.hf import needs_a_folder
-    from zoo.checkpoint.side_files import base_models, card_metadata, find_side_files
+    from zoo.checkpoint.side_files import base_models, card_metadata, scan
 
     from . import tensors as tio
 
@@ -290,7 +294,8 @@ def _prepare(
                     cost=[t.nbytes for t in tensors],
                     min_cost=tio.store_min_cost(reg.store),
                 )
-        side = find_side_files(ckpt.root)
+        found = scan(ckpt.root)
+        side = found.found
         with tio.writing_to(reg.store):
             for f in side:
                 reg.store.put_if_absent(f.digest, functools.partial(bytes, f.data), len(f.data))
@@ -318,6 +323,7 @@ def _prepare(
         side_files=tuple(FileRecord(f.name, f.role, f.nbytes, f.digest) for f in side),
         bases=tuple(bases),
         relation=relation,
+        not_kept=tuple(entry.to_json() for entry in found.left),
         zoo_card=zoo_card,
         layers=layers,
         hidden=hidden,
@@ -390,6 +396,7 @@ def _record(reg, session: Session, row, ready: _Prepared) -> None:
         by=reg.user,
         from_main=ready.from_main,
     )
+    _record_not_kept(row, ready)
     card_in_effect = False
     if ready.side_files:
         # By role: the newest import that brings a tokenizer, a card or a config defines
@@ -414,6 +421,24 @@ def _record(reg, session: Session, row, ready: _Prepared) -> None:
             # re-import takes back what the card it replaces declared.
             drop_stale_card_edges(session, row, bases, ready.relation, by=reg.user)
         record_base_models(session, row, bases, ready.relation, by=reg.user)
+
+
+def _record_not_kept(row, ready: _Prepared) -> None:
+    """Keep, in the artifact's info, what each folder it was imported from held that zoo
+    did not keep (`zoo show` lists it), the newest import of each origin."""
+    info = queries.loads(row.info_json) or {}
+    by_origin = dict(info.get("not_kept") or {})
+    if ready.not_kept:
+        by_origin[ready.origin] = list(ready.not_kept)
+    else:
+        by_origin.pop(ready.origin, None)
+    if by_origin:
+        info["not_kept"] = by_origin
+    else:
+        info.pop("not_kept", None)
+    text = queries.dumps(info)
+    if text != row.info_json:
+        row.info_json = text
 
 
 def _existing(reg, session: Session, ready: _Prepared) -> ArtifactInfo | None:

@@ -239,8 +239,9 @@ def _not_a_zoo_output(folder: Path) -> str | None:
         assert isinstance(files, dict)
     except (OSError, ValueError, KeyError, TypeError, AssertionError):
         return "was not written by zoo (no readable zoo output marker)"
-    present = {p.name for p in folder.iterdir()} - {MARKER}
-    extra = sorted(present - set(files))
+    present, folders = _tree(folder)
+    listed = {p.as_posix() for name in files for p in Path(name).parents} - {"."}
+    extra = sorted((present - {MARKER} - set(files)) | {f"{d}/" for d in folders - listed})
     if extra:
         return f"holds files zoo did not write ({', '.join(extra[:3])})"
     for name, seen in files.items():
@@ -252,6 +253,23 @@ def _not_a_zoo_output(folder: Path) -> str | None:
         if not path.is_file() or [st.st_size, st.st_mtime_ns] != seen:
             return f"has {name} changed since zoo wrote it"
     return None
+
+
+def _tree(folder: Path) -> tuple[set[str], set[str]]:
+    """The files (and links) and the folders under ``folder``, as paths relative to it
+    (``1_Pooling/config.json``); links are not followed."""
+    files: set[str] = set()
+    folders: set[str] = set()
+    for top, dirs, names in os.walk(folder):
+        rel = Path(top).relative_to(folder)
+        for d in list(dirs):
+            if (Path(top) / d).is_symlink():
+                dirs.remove(d)
+                names.append(d)
+            else:
+                folders.add((rel / d).as_posix())
+        files |= {(rel / n).as_posix() for n in names}
+    return files, folders
 
 
 # --- leftovers of interrupted writers ---------------------------------------------------------
@@ -454,12 +472,13 @@ def _writing(out: Path) -> Iterator[None]:
 def _write_marker(temp: Path, *, synced: Iterable[str] = ()) -> None:
     """Flush every file of ``temp`` to disk and list them (size, mtime) in the marker."""
     files = {}
-    for p in sorted(temp.iterdir()):
-        if p.name not in synced:
+    for name in sorted(_tree(temp)[0]):  # a module folder's files too (1_Pooling/...)
+        p = temp / name
+        if name not in synced:
             with open(p, "rb") as fh:
                 os.fsync(fh.fileno())
         st = p.stat()
-        files[p.name] = [st.st_size, st.st_mtime_ns]
+        files[name] = [st.st_size, st.st_mtime_ns]
     (temp / MARKER).write_text(json.dumps({"files": files}, sort_keys=True) + "\n")
 
 
@@ -523,9 +542,11 @@ def resharded(folder: Path, out: Path, *, force: bool, max_shard_size: int) -> P
         raise InvalidInputError(f"{folder} names a tensor in two files; it cannot be re-split.")
     skip = {INDEX_FILE, MARKER, "config.json", "README.md"}
     extra = {
-        p.name: p.read_bytes()
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.name not in skip and not p.name.endswith(".safetensors")
+        name: (folder / name).read_bytes()
+        for name in sorted(_tree(folder)[0])
+        if (folder / name).is_file()
+        and name not in skip
+        and not ("/" not in name and name.endswith(".safetensors"))  # the weights
     }
     card = folder / "README.md"
     with OutputFolder(out, layout, force=force, max_shard_size=max_shard_size) as written:
@@ -670,8 +691,14 @@ class OutputFolder:
             )
             (self.temp / "README.md").write_text(card, encoding="utf-8")
             for name, data in (extra_files or {}).items():
-                if (self.temp / name).exists() or name == MARKER or Path(name).name != name:
+                parts = name.split("/")  # a file of a module folder: 1_Pooling/config.json
+                if (
+                    (self.temp / name).exists()
+                    or name == MARKER
+                    or any(p in ("", ".", "..") or Path(p).name != p for p in parts)
+                ):
                     raise InvalidInputError(f"{name!r} is not a side file zoo can write to --out.")
+                (self.temp / name).parent.mkdir(parents=True, exist_ok=True)
                 (self.temp / name).write_bytes(data)
             _write_marker(self.temp, synced=self._fds)
             self._close()

@@ -162,12 +162,13 @@ def export(reg, query: str, out: str | Path, *, force: bool = False, max_shard_s
         raise InvalidInputError(
             f"{info.name} is a {info.kind}, not a checkpoint; materialize a size from it."
         )
-    from .side_files import files_of
+    from .side_files import check_code, files_of
 
     layout = {t.name: (t.dtype, tuple(t.shape), t.nbytes) for t in info.tensors}
     folders.check_room(target, sum(t.nbytes for t in info.tensors))
     # The files imported with it, its own model card included, each blob verified.
     extra = {f.name: reg.store.get(f.digest) for f in files_of(reg, info)}
+    check_code(info.name, info.config, extra)
     card = extra.pop("README.md", b"").decode("utf-8", "replace") or (
         "---\nlibrary_name: transformers\ntags:\n- zoo\n---\n\n"
         f"# {info.name}\n\nA source checkpoint registered in zoo ({info.content_hash}).\n"
@@ -378,12 +379,15 @@ def _run(
         return finish(manifest_hash(plan.target_config, sink.sorted_records()))
     from .cards import model_card
     from .record import recorded_method
-    from .side_files import out_files, source_card_of
+    from .side_files import check_code, fit_to_width, out_files, source_card_of
 
     shard = export.parse_size(max_shard_size or export.DEFAULT_SHARD_SIZE)
-    # The source's tokenizer and configs travel with the weights (read, and verified,
-    # before any work).
-    extra = out_files(reg, plan.source)
+    # The source's tokenizer, configs, license, code and pipeline travel with the weights
+    # (read, and verified, before any work).
+    carried = out_files(reg, plan.source)
+    check_code(plan.source.name, plan.target_config, carried)
+    extra = fit_to_width(carried, plan.source_sizes.get("hidden"), plan.target_sizes.get("hidden"))
+    fitted = sorted(n for n in extra if extra[n] != carried[n])
     source_card = source_card_of(reg, plan.source)
     with (
         _journal(reg, out),
@@ -414,6 +418,7 @@ def _run(
                     source_card,
                     sorted(extra),
                     recorded_method(reg, content_hash),
+                    fitted,
                 ),
                 extra_files=extra,
             )

@@ -2,8 +2,9 @@
 
 A learngene or a derived checkpoint has the vocabulary of its source (zoo never resizes
 one), so an ``--out`` folder carries the source's tokenizer, generation and processor
-configs and chat template as they were imported, and its model card inherits the
-source's license. The files are found on
+configs, chat template, license files, the code its ``auto_map`` names and its
+sentence-transformers pipeline as they were imported (the pooling module told the
+output's width), and its model card inherits the source's license. The files are found on
 the artifact itself or, up zoo's own derivation edges (extract, materialize), on the
 nearest ancestor that has some; declared links (finetune, a card's base_model) are not
 followed, since such a model may have a tokenizer of its own.
@@ -11,12 +12,15 @@ followed, since such a model may have a tokenizer of its own.
 
 from __future__ import annotations
 
+import json
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from zoo.db import queries
 from zoo.db.entities import ArtifactInfo, FileRecord
+from zoo.errors import InvalidInputError
 
 #: Edges along which the vocabulary, so the tokenizer, is unchanged.
 SAME_VOCABULARY = ("extract", "materialize")
@@ -51,6 +55,49 @@ def out_files(reg, source: ArtifactInfo) -> dict[str, bytes]:
     file but the model card, for which zoo writes its own (:mod:`zoo.api.cards`). Each
     blob is verified as it is read."""
     return {f.name: reg.store.get(f.digest) for f in files_of(reg, source) if f.role != "card"}
+
+
+def fit_to_width(files: Mapping[str, bytes], source_hidden, target_hidden) -> dict[str, bytes]:
+    """``files`` for a model of hidden size ``target_hidden`` derived from one of
+    ``source_hidden``: a sentence-transformers pooling module's ``word_embedding_dimension``
+    (``1_Pooling/config.json``) follows the width, so ``SentenceTransformer`` builds a
+    pipeline that fits the weights; every other file, and every file at the source's own
+    width, is unchanged, byte for byte."""
+    from zoo.checkpoint.side_files import module_folders
+
+    out = dict(files)
+    if source_hidden == target_hidden or target_hidden is None:
+        return out
+    for folder in module_folders(files.get("modules.json")):
+        name = f"{folder}/config.json"
+        try:
+            config = json.loads(files[name])
+        except (KeyError, ValueError):
+            continue
+        if isinstance(config, dict) and config.get("word_embedding_dimension") == source_hidden:
+            config["word_embedding_dimension"] = target_hidden
+            out[name] = (json.dumps(config, indent=2) + "\n").encode("utf-8")
+    return out
+
+
+def check_code(name: str, config, files) -> None:
+    """Refuse a folder whose config.json would name, in its ``auto_map``, code the folder
+    lacks (the checkpoint was registered from a folder or cache without it): transformers
+    could not load it with ``trust_remote_code``.
+
+    Raises:
+        InvalidInputError: naming the missing files and how to keep them.
+    """
+    from zoo.checkpoint.side_files import missing_code
+
+    missing = missing_code(config, files)
+    if missing:
+        raise InvalidInputError(
+            f"{name}'s config.json names code in its auto_map that zoo does not hold "
+            f"({', '.join(missing)}), so the folder would not load with trust_remote_code; "
+            "import its folder or repository again with that code (zoo keeps it), then "
+            "write the folder."
+        )
 
 
 @dataclass(frozen=True)

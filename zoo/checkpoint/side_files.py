@@ -1,39 +1,58 @@
 """The files around a checkpoint's weights: tokenizer, generation and processor configs,
-chat template and model card.
+chat template, model card, license files, the code a config's ``auto_map`` names and a
+sentence-transformers pipeline.
 
 A model is usable only with them: ``AutoTokenizer`` and ``pipeline()`` read the tokenizer
-files, ``generate`` reads generation_config.json. zoo stores them at import like tensors
-(content-addressed by the sha256 of their bytes) and writes them into every folder it
-materializes from the checkpoint (a vocabulary never changes size in zoo, so the
-tokenizer is the source's as is). The model card is stored too: its front matter carries
-the license a derived card inherits and the ``base_model`` that lineage records.
+files, ``generate`` reads generation_config.json, ``from_pretrained(...,
+trust_remote_code=True)`` imports the modules ``auto_map`` names, ``SentenceTransformer``
+reads modules.json and its modules' folders (``1_Pooling/config.json``), and a license
+such as Llama's requires its LICENSE and USE_POLICY.md to travel with the weights. zoo
+stores them at import like tensors (content-addressed by the sha256 of their bytes) and
+writes them into every folder it materializes from the checkpoint (a vocabulary never
+changes size in zoo, so the tokenizer is the source's as is). The model card is stored
+too: its front matter carries the license a derived card inherits and the
+``base_model`` that lineage records.
 
-Only the files named in :data:`SIDE_FILES` (and ``*.tiktoken``) at the top of the folder
-are taken, each up to :data:`MAX_SIDE_FILE_BYTES`: regular files whose names are UTF-8
-text (zoo records the name), never a FIFO or a device.
+Taken, each up to :data:`MAX_SIDE_FILE_BYTES`: the files named in :data:`SIDE_FILES` (and
+``*.tiktoken``) at the top of the folder, license files at its top (:func:`is_license`),
+the top-level modules an ``auto_map`` names with the modules they import relatively
+(:func:`code_modules`), and the files of the module folders modules.json names. What else
+the folder holds, and a file of those kinds zoo cannot use (not a regular file, too large),
+is :func:`scan`'s ``left``: an import says so. Only regular files whose names are UTF-8
+text are read (zoo records the name), never a FIFO or a device, and without blocking.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo.checkpoint.files import cannot_read, is_regular, not_a_file, open_regular, what_is
+from zoo.checkpoint.files import open_regular
+from zoo.errors import InvalidCheckpointError, ZooError
 from zoo.text import is_utf8
 
 __all__ = [
     "MAX_SIDE_FILE_BYTES",
     "SIDE_FILES",
+    "LeftBehind",
+    "Scan",
     "SideFile",
     "base_models",
     "card_metadata",
+    "code_modules",
     "find_side_files",
+    "is_license",
     "is_side_file",
     "left_behind",
+    "missing_code",
+    "module_folders",
+    "scan",
 ]
 
 #: file name -> role. Roles: what ``zoo show`` groups them by.
@@ -55,17 +74,31 @@ SIDE_FILES: dict[str, str] = {
     "chat_template.jinja": "chat_template",
     "chat_template.json": "chat_template",
     "README.md": "card",
+    # sentence-transformers: the pipeline (modules.json) and its settings
+    "modules.json": "sentence_transformers",
+    "config_sentence_transformers.json": "sentence_transformers",
+    "sentence_bert_config.json": "sentence_transformers",
 }
 _SUFFIXES = {".tiktoken": "tokenizer"}
+# sentence_roberta_config.json, sentence_xlnet_config.json...: older pipelines' settings
+_SENTENCE_CONFIG = re.compile(r"sentence_[\w-]+_config\.json")
+# LICENSE, LICENSE.txt, LICENSE-MIT, LICENCE.md, COPYING, NOTICE, USE_POLICY.md...
+_LICENSE = re.compile(r"(?i)(licen[cs]e|copying|notice|use[_-]policy)([._-][\w.-]*)?")
+#: The roles of a license file, of the code an ``auto_map`` names, of a file of a
+#: sentence-transformers pipeline.
+LICENSE, CODE, SENTENCE_TRANSFORMERS = "license", "code", "sentence_transformers"
 
 #: Larger files are left out: the largest tokenizer.json of a released model is a few
 #: tens of MB (Gemma 3's: 33 MB); anything beyond this is not a side file.
 MAX_SIDE_FILE_BYTES = 64 << 20
+# The longest file name (with its folder) the registry records.
+_MAX_NAME = 256
 
 
 @dataclass(frozen=True)
 class SideFile:
-    """One side file read from a checkpoint folder."""
+    """One side file read from a checkpoint folder; ``name`` is its path in the folder
+    (``1_Pooling/config.json`` for a file of a sentence-transformers module)."""
 
     name: str
     role: str
@@ -77,34 +110,202 @@ class SideFile:
         return len(self.data)
 
 
+@dataclass(frozen=True)
+class LeftBehind:
+    """What a checkpoint folder holds that zoo does not keep, and ``why`` when it is of a
+    kind zoo keeps (a tokenizer.json that is a FIFO, a card over the size limit); a folder's
+    name ends in ``/``."""
+
+    name: str
+    why: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.why})" if self.why else self.name
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"name": self.name, "why": self.why}
+
+
+@dataclass(frozen=True)
+class Scan:
+    """The side files of a folder and what it holds besides, unkept."""
+
+    found: list[SideFile]
+    left: list[LeftBehind]
+
+
+def is_license(name: str) -> bool:
+    """Whether a file of this name at the top of a folder is a license file (LICENSE,
+    LICENSE.txt, NOTICE, USE_POLICY.md and the like), kept so that the terms travel with
+    the weights."""
+    return _LICENSE.fullmatch(name) is not None
+
+
 def is_side_file(name: str) -> bool:
-    """Whether a file of this name at the top of a checkpoint folder is a side file."""
-    return name in SIDE_FILES or Path(name).suffix in _SUFFIXES
+    """Whether a file of this name at the top of a checkpoint folder is a side file
+    whatever the folder holds (code is one only where an ``auto_map`` names it:
+    :func:`code_modules`)."""
+    return (
+        name in SIDE_FILES
+        or Path(name).suffix in _SUFFIXES
+        or _SENTENCE_CONFIG.fullmatch(name) is not None
+        or is_license(name)
+    )
 
 
-def find_side_files(root: Path) -> list[SideFile]:
-    """The side files at the top of the folder ``root``, by name."""
-    if not root.is_dir():
+def _role(name: str) -> str | None:
+    if name in SIDE_FILES:
+        return SIDE_FILES[name]
+    if Path(name).suffix in _SUFFIXES:
+        return _SUFFIXES[Path(name).suffix]
+    if _SENTENCE_CONFIG.fullmatch(name):
+        return SENTENCE_TRANSFORMERS
+    return LICENSE if is_license(name) else None
+
+
+def _json_file(path: Path) -> Any:
+    try:
+        if path.is_file() and path.stat().st_size <= MAX_SIDE_FILE_BYTES:
+            return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+# The configs whose auto_map names code: the model's, the tokenizer's, the processors'.
+_AUTO_MAP_CONFIGS = (
+    "config.json",
+    "tokenizer_config.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "video_preprocessor_config.json",
+)
+_MODULE = re.compile(r"[A-Za-z_]\w*")
+# How transformers finds the modules a module imports relatively
+# (transformers.dynamic_module_utils.get_relative_imports).
+_RELATIVE_IMPORT = re.compile(r"^\s*(?:import\s+\.|from\s+\.)(\w+)", re.MULTILINE)
+
+
+def auto_map_modules(config: Any) -> list[str]:
+    """The modules of this repository that a config's ``auto_map`` names
+    (``"AutoModel": "modeling_x.XModel"``, a tokenizer's ``[slow, fast]`` pair), not those
+    of another repository (``"org/repo--modeling_x.XModel"``).
+
+    Example:
+        >>> auto_map_modules({"auto_map": {"AutoConfig": "configuration_x.XConfig",
+        ...     "AutoTokenizer": ["tokenization_x.XTok", None], "AutoModel": "o/r--m.M"}})
+        ['configuration_x', 'tokenization_x']
+    """
+    auto_map = config.get("auto_map") if isinstance(config, dict) else None
+    if not isinstance(auto_map, dict):
         return []
-    found = []
-    for path in sorted(root.iterdir()):
-        role = SIDE_FILES.get(path.name) or _SUFFIXES.get(path.suffix)
-        if role is None or not is_utf8(path.name):  # not kept: left_behind lists it
+    refs = []
+    for value in auto_map.values():
+        refs += value if isinstance(value, list) else [value]
+    modules = []
+    for ref in refs:
+        if isinstance(ref, str) and "--" not in ref and "." in ref:
+            module = ref.rsplit(".", 1)[0]
+            if _MODULE.fullmatch(module):
+                modules.append(module)
+    return list(dict.fromkeys(modules))
+
+
+def code_modules(root: Path) -> list[str]:
+    """The top-level ``*.py`` files of the folder ``root`` that transformers imports to
+    load it with ``trust_remote_code``: those an ``auto_map`` of its configs names, and
+    the modules they import relatively, transitively; only files that exist."""
+    todo = [m for name in _AUTO_MAP_CONFIGS for m in auto_map_modules(_json_file(root / name))]
+    seen: list[str] = []
+    while todo:
+        module = todo.pop(0)
+        path = root / f"{module}.py"
+        if module in seen or not path.is_file():
             continue
-        what = what_is(path)
-        if what is not None and what.startswith("a symbolic link"):  # a torn HF cache copy
-            raise not_a_file(path, what)
-        if what is not None or path.stat().st_size > MAX_SIDE_FILE_BYTES:
-            continue  # a folder, a FIFO, a device: never read
-        with open_regular(path) as f:
-            try:
-                data = f.read(MAX_SIDE_FILE_BYTES + 1)
-            except OSError as exc:
-                raise cannot_read(path, exc) from exc
-        if len(data) > MAX_SIDE_FILE_BYTES:
+        seen.append(module)
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
             continue
-        found.append(SideFile(path.name, role, data, hashlib.sha256(data).hexdigest()))
-    return found
+        todo += _RELATIVE_IMPORT.findall(text)
+    return sorted(f"{m}.py" for m in seen)
+
+
+def missing_code(config: Any, names) -> list[str]:
+    """The files a config's ``auto_map`` names that are not among ``names``: a folder
+    written with them would not load with ``trust_remote_code``."""
+    return [f"{m}.py" for m in auto_map_modules(config) if f"{m}.py" not in set(names)]
+
+
+def _module_folders(root: Path) -> list[str]:
+    """The folders of the sentence-transformers modules that the modules.json of the
+    folder ``root`` names (``1_Pooling``), inside it."""
+    return module_folders(_json_file(root / "modules.json"))
+
+
+def module_folders(modules: Any) -> list[str]:
+    """The module folders a modules.json (parsed, or its bytes) names, each a relative
+    path inside the checkpoint's folder; ``""`` (the transformer at its top) and any path
+    leaving it are not."""
+    if isinstance(modules, bytes):
+        try:
+            modules = json.loads(modules)
+        except ValueError:
+            return []
+    folders = []
+    for module in modules if isinstance(modules, list) else []:
+        folder = module.get("path") if isinstance(module, dict) else None
+        if not isinstance(folder, str) or not folder.strip("/"):
+            continue  # "": the transformer at the top of the folder
+        parts = Path(folder).parts
+        if Path(folder).is_absolute() or any(p in ("..", ".") or p.startswith(".") for p in parts):
+            continue
+        folders.append(Path(*parts).as_posix())
+    return list(dict.fromkeys(folders))
+
+
+def _unusable(path: Path) -> str | None:
+    """Why the file at ``path`` cannot be kept as a side file; None when it can."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    if stat.S_ISDIR(st.st_mode):
+        return "a folder, not a file"
+    if stat.S_ISFIFO(st.st_mode):
+        return "a FIFO, not a regular file"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_size > MAX_SIDE_FILE_BYTES:
+        limit = MAX_SIDE_FILE_BYTES
+        most = f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
+        return f"{st.st_size} bytes, over the {most} a side file may hold"
+    return None
+
+
+def _check_link(path: Path) -> None:
+    if path.is_symlink() and not path.exists():  # an HF cache blob gone: a torn copy
+        raise InvalidCheckpointError(
+            f"{path} is a symbolic link to {path.readlink()}, which does not exist; "
+            "the folder is incomplete (download it again)."
+        )
+
+
+def _read(path: Path, name: str, role: str) -> SideFile | LeftBehind:
+    _check_link(path)
+    why = _unusable(path)
+    if why is None and len(name) > _MAX_NAME:
+        why = f"a name longer than {_MAX_NAME} characters"
+    if why is not None:
+        return LeftBehind(name, why)
+    try:
+        with open_regular(path) as f:  # never blocks, should a FIFO take its place now
+            data = f.read(MAX_SIDE_FILE_BYTES + 1)
+    except (OSError, ZooError) as exc:
+        return LeftBehind(name, f"unreadable: {getattr(exc, 'strerror', None) or exc}")
+    if len(data) > MAX_SIDE_FILE_BYTES:  # grown since it was looked at
+        return LeftBehind(name, f"over the {MAX_SIDE_FILE_BYTES} bytes a side file may hold")
+    return SideFile(name, role, data, hashlib.sha256(data).hexdigest())
 
 
 #: Weights in other formats and training state beside the safetensors zoo reads: an export
@@ -112,27 +313,62 @@ def find_side_files(root: Path) -> list[SideFile]:
 _OTHER_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf")
 
 
-def left_behind(root: Path) -> list[str]:
-    """What the checkpoint folder ``root`` holds that zoo neither reads nor stores, so an
-    export lacks it: code a config's ``auto_map`` names (``trust_remote_code``), a
-    sentence-transformers pipeline (``modules.json``, ``1_Pooling/``), any other file or
-    folder at its top (a folder ends in ``/``), and any name that is not UTF-8 (shown
-    with its bytes escaped, ``\\xff``). Hidden names, weights in other formats and their
-    indexes are not listed."""
-    found = []
+def scan(root: Path) -> Scan:
+    """The side files of the folder ``root`` (by name; a module folder's files after the
+    top's), and what it holds that zoo does not keep: any other file or folder at its
+    top, and any file of a kind zoo keeps that it cannot use, with why. Hidden names,
+    config.json, weights in other formats and their indexes are not listed.
+
+    Raises:
+        InvalidCheckpointError: a side file is a symbolic link to nothing (an HF cache
+            snapshot whose blob is gone): importing the rest would drop it.
+    """
+    if not root.is_dir():
+        return Scan([], [])
+    code = set(code_modules(root))
+    modules = _module_folders(root)
+    found: list[SideFile] = []
+    left: list[LeftBehind] = []
     for path in sorted(root.iterdir()):
         name = path.name
         if not is_utf8(name):  # zoo records a side file's name, so keeps none that is not
-            name = os.fsencode(name).decode("ascii", "backslashreplace")
-        elif (
+            escaped = os.fsencode(name).decode("ascii", "backslashreplace")
+            left.append(LeftBehind(escaped, "a name that is not UTF-8 text"))
+            continue
+        role = _role(name) or (CODE if name in code else None)
+        if role is not None:
+            got = _read(path, name, role)
+            (found if isinstance(got, SideFile) else left).append(got)
+        elif name in modules:
+            continue  # read below
+        elif not (
             name.startswith(".")
             or name == "config.json"
-            or (is_side_file(name) and is_regular(path))  # a FIFO is not read, so not kept
             or name.endswith((".safetensors", ".index.json", *_OTHER_WEIGHTS))
         ):
+            left.append(LeftBehind(f"{name}/" if path.is_dir() else name))
+    for folder in modules:
+        base = root / folder
+        if not base.is_dir() or base.is_symlink():
             continue
-        found.append(f"{name}/" if path.is_dir() else name)
-    return found
+        for path in sorted(p for p in base.rglob("*") if not p.is_dir()):
+            rel = path.relative_to(root)
+            if any(part.startswith(".") for part in rel.parts):
+                continue
+            got = _read(path, rel.as_posix(), SENTENCE_TRANSFORMERS)
+            (found if isinstance(got, SideFile) else left).append(got)
+    return Scan(found, left)
+
+
+def find_side_files(root: Path) -> list[SideFile]:
+    """The side files of the folder ``root`` (see :func:`scan`)."""
+    return scan(root).found
+
+
+def left_behind(root: Path) -> list[str]:
+    """What the checkpoint folder ``root`` holds that zoo neither reads nor stores, so an
+    export lacks it, each with why when it is of a kind zoo keeps (see :func:`scan`)."""
+    return [str(entry) for entry in scan(root).left]
 
 
 def card_metadata(text: str) -> dict[str, Any]:
