@@ -24,7 +24,11 @@ import torch
 import transformers
 from tinymodels import save_tiny
 
-from zoo.errors import InvalidCheckpointError, InvalidInputError, UnknownFamilyError
+from zoo.errors import (
+    ConflictError,
+    InvalidCheckpointError,
+    UnknownFamilyError,
+)
 
 FAMILIES_NAMED = ("bert", "llama", "qwen3", "gemma2", "phi3")  # in every refusal
 
@@ -1025,7 +1029,7 @@ def test_downgrade_forgets_placeholders_and_keeps_family_less_sources(
     engine = db_engine.make_engine(db_url)
     try:
         lost = r"undoing 0005, .*base models \(1\) with their edges and aliases \(1\)"
-        with pytest.raises(InvalidInputError, match=lost):
+        with pytest.raises(ConflictError, match=lost):
             db_engine.downgrade(engine, before)
         db_engine.downgrade(engine, before, drop_data=True)
         with engine.connect() as c:
