@@ -424,6 +424,20 @@ def test_the_page_audits_a_float32_save_of_a_bf16_checkpoint_as_it(site, page, t
     assert wide_src.name in verdict and "cast down" in verdict, verdict
     assert "recorded float32 values rounded to nearest" in page.locator(".cast").inner_text()
 
+    # A masked LM's base model saved on its own (names without "bert.", no MLM head).
+    mlm = site.reg.import_checkpoint(tiny_dir("bert", seed=4), name="bert-mlm-tiny")
+    weights = load_file(tiny_dir("bert", seed=4) / "model.safetensors")
+    save_file(
+        {k.removeprefix("bert."): v for k, v in weights.items() if k.startswith("bert.")}, widened
+    )
+    page.goto(site.url + "/#/")
+    page.goto(site.url + "/#/audit")
+    page.set_input_files("#pick", [str(widened)])
+    page.wait_for_selector(".verdict .badge")
+    verdict = page.locator(".verdict").inner_text()
+    assert mlm.name in verdict and "its base model, saved without its head" in verdict, verdict
+    assert "without the prefix bert." in page.locator(".cast").inner_text()
+
 
 def test_the_page_reads_a_config_as_zoo_audit_does(site, page, tmp_path, tiny_dir):
     """A decoder's config holds floats like 10000.0, which a browser's JSON.parse turns into

@@ -503,7 +503,9 @@ function showReport(r) {
   const a = r.artifact;
   const say = {
     known: a && `is <a href="#/artifact/${enc(a.name)}">${esc(a.name)}</a>, a ${esc(a.kind)} checkpoint, ${r.rounded_to && r.rounded_to.length ? "cast down" : "bit for bit"}${r.config_differs ? " (its config.json differs)" : ""}.`,
-    modified: a && (r.missing.length && !r.differing.length && !r.extra.length
+    modified: a && (r.head_dropped && !r.differing.length
+      ? `is a part of <a href="#/artifact/${enc(a.name)}">${esc(a.name)}</a>: its base model, saved without its head; every tensor of that ${esc(a.kind)} checkpoint it holds is unchanged; ${r.missing.length} missing (the head)${r.extra.length ? `, ${r.extra.length} extra (layers the base model adds)` : ""}.`
+      : r.missing.length && !r.differing.length && !r.extra.length
       ? `is a part of <a href="#/artifact/${enc(a.name)}">${esc(a.name)}</a>: every tensor in it is that ${esc(a.kind)} checkpoint's, unchanged; ${r.missing.length} missing (one shard of it, or a cut-down copy).`
       : `differs from <a href="#/artifact/${enc(a.name)}">${esc(a.name)}</a>: ${r.differing.length} tensors differ${r.missing.length ? `, ${r.missing.length} missing` : ""}${r.extra.length ? `, ${r.extra.length} extra` : ""}.`),
     removed: a && `was ${esc(a.kind)} ${esc(a.name)}, removed from the library.`,
@@ -512,6 +514,8 @@ function showReport(r) {
   result.innerHTML = `<div class="card"><div class="verdict"><span class="badge ${esc(r.status)}">${esc(r.status)}</span>
       <span><strong>${esc(r.path)}</strong> ${say}</span></div>
       ${r.cast_from && r.cast_from.length ? `<p class="muted cast">Its float32 tensors hold the recorded ${esc(r.cast_from.join(", "))} values exactly: a cast that loses nothing, as a float32 load and save makes.</p>` : ""}
+      ${r.prefix_dropped ? `<p class="muted cast">Its tensor names are the artifact's without the prefix ${esc(r.prefix_dropped)} (its base model saved on its own, as AutoModel and sentence-transformers save it).</p>` : ""}
+      ${r.prefix_added ? `<p class="muted cast">Its tensor names are the artifact's under the prefix ${esc(r.prefix_added)} (a model built on it, saved with its base model's prefix).</p>` : ""}
       ${r.rounded_to && r.rounded_to.length ? `<p class="muted cast">Its ${esc(r.rounded_to.join(", "))} tensors are the recorded float32 values rounded to nearest: a cast that rounds, as a load in that dtype and a save make.</p>` : ""}
       ${r.differing.length ? `<details open><summary>Tensors that differ</summary><pre>${esc(r.differing.slice(0, 50).join("\n"))}</pre></details>` : ""}
       ${r.status === "modified" && r.missing.length ? `<details><summary>Tensors the file lacks</summary><pre>${esc(r.missing.slice(0, 50).join("\n"))}</pre></details>` : ""}
