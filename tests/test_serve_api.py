@@ -308,6 +308,39 @@ def test_hub_reads_carry_the_headers_huggingface_hub_needs(served):
         }
 
 
+def test_a_module_folders_files_are_served_under_their_path_as_the_hub_names_them(
+    served, tiny_dir, tmp_path
+):
+    """A sentence-transformers pipeline keeps its modules in folders (1_Pooling/): the
+    Hub routes list and serve those files by their path in the folder, the same bytes."""
+    import shutil
+
+    folder = tmp_path / "st"
+    shutil.copytree(tiny_dir("bert"), folder)
+    pooling = json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True})
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(pooling)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+    ]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    served.reg.import_checkpoint(folder, name="tiny-st")
+    with _read(served) as http:
+        tree = http.get("/api/models/tiny-st/revision/main").json()
+        assert {"1_Pooling/config.json", "modules.json"} <= {
+            s["rfilename"] for s in tree["siblings"]
+        }, tree["siblings"]
+        got = http.get("/tiny-st/resolve/main/1_Pooling/config.json")
+        assert got.status_code == 200 and got.text == pooling, got.text
+        assert http.get("/tiny-st/resolve/main/1_Pooling/missing.json").status_code == 404
+
+
 HUB_ID_FROM_PRETRAINED = """
 import json, torch
 from transformers import AutoModelForMaskedLM

@@ -313,13 +313,17 @@ class FileCache:
             files = json.loads(index.read_text())
         except (OSError, ValueError):
             files = {}
-            for f in sorted(folder.iterdir()):
-                if f.is_file() and f.name != MARKER:  # zoo's bookkeeping, not the model's
-                    h = hashlib.sha256()
-                    with open(f, "rb") as fh:
-                        for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                            h.update(chunk)
-                    files[f.name] = {"sha256": h.hexdigest(), "size": f.stat().st_size}
+            # A module folder's files too (a sentence-transformers 1_Pooling/config.json),
+            # named by their path in the folder as the Hub names them.
+            for f in sorted(folder.rglob("*")):
+                rel = f.relative_to(folder)
+                if not f.is_file() or rel.as_posix() == MARKER:  # zoo's bookkeeping
+                    continue
+                h = hashlib.sha256()
+                with open(f, "rb") as fh:
+                    for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                        h.update(chunk)
+                files[rel.as_posix()] = {"sha256": h.hexdigest(), "size": f.stat().st_size}
             temp = self.root / f".{key}.files.zoo-tmp-{uuid.uuid4().hex[:8]}"
             temp.write_text(json.dumps(files, sort_keys=True))
             os.replace(temp, index)
