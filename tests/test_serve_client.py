@@ -545,11 +545,23 @@ def test_an_upload_carries_what_a_local_import_reads(both, served, tiny_dir, tmp
     (folder / "README.md").write_text("---\nbase_model: acme/base\nlicense: mit\n---\n# tuned\n")
     (folder / "tokenizer_config.json").write_text('{"model_max_length": 64}')
     (folder / "merges.txt").write_text("#version: 0.2\n")
+    # A license, the code an auto_map names and a sentence-transformers module folder.
+    (folder / "LICENSE").write_text("the terms\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "configuration_tuned.TunedConfig"}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "configuration_tuned.py").write_text("from transformers import GPT2Config\n")
+    (folder / "modules.json").write_text(json.dumps([{"idx": 1, "path": "1_Pooling"}]))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text('{"word_embedding_dimension": 16}')
     code, _, err = both.remote("import", str(folder), "--name", "with-files")
     assert code == 0, err
     info = served.reg.show("with-files")
     sent = {"README.md", "tokenizer_config.json", "merges.txt", "generation_config.json"}
+    sent |= {"LICENSE", "configuration_tuned.py", "modules.json", "1_Pooling/config.json"}
     assert {f.name for f in info.files} == sent
+    local = both.local("import", str(folder), "--json")  # the same files, kept locally
+    assert local[0] == 0 and {f["name"] for f in json.loads(local[1])["files"]} == sent
     graph = served.reg.lineage("with-files", down=False)
     assert {(graph.nodes[e.parent_id].name, e.relation) for e in graph.edges} == {
         ("acme/base", "finetune")

@@ -304,8 +304,20 @@ def test_oversized_and_forged_uploads_are_refused_and_leave_nothing(served, tiny
         answer = http.post("/api/audit", files=_folder_parts(forged))
         assert answer.status_code == 422
 
-        # Names that are paths, or hidden, or not checkpoint files.
-        for bad in ("../evil.safetensors", "sub/x.safetensors", ".hidden.json", "run.sh"):
+        # Names that leave the folder, are hidden, too deep, or not checkpoint files (a
+        # module folder's file, 1_Pooling/config.json, is a path of plain names below it).
+        for bad in (
+            "../evil.safetensors",
+            "/abs/x.json",
+            "a//b.json",
+            "a/../b.json",
+            "sub/.hidden.json",
+            "a/b/c/d/e.json",
+            "x\\y.json",
+            ".hidden.json",
+            "run.sh",
+            "sub/LICENSE",
+        ):
             parts = [("files", (bad, b"{}", "application/json"))]
             answer = http.post("/api/import/upload", files=parts, data={"folder": "x"})
             assert answer.status_code == 400, bad

@@ -184,7 +184,8 @@ class RemoteRegistry:
             with contextlib.ExitStack() as stack:
                 folder = stack.enter_context(_upload_folder(path, convert_bin=convert_bin))
                 files = [
-                    ("files", (f.name, stack.enter_context(open(f, "rb")), _OCTETS)) for f in folder
+                    ("files", (name, stack.enter_context(open(f, "rb")), _OCTETS))
+                    for name, f in folder
                 ]
                 # The server keeps where the folder was read, not its own staging copy.
                 data = {"folder": _folder_name(path), "origin": _origin(path)}
@@ -531,8 +532,9 @@ def _q(name, missing: str = "No artifact named ''. Run `zoo ls` to see what is r
 
 @contextlib.contextmanager
 def _upload_folder(path: Path, *, convert_bin: bool):
-    """The files of the folder ``path`` an upload sends, as a local import reads them:
-    config.json, the safetensors weights and their index, and the side files at its top
+    """The files of the folder ``path`` an upload sends, as (name in the folder, path),
+    as a local import reads them: config.json, the safetensors weights and their index,
+    and the side files at its top
     (tokenizer, generation and processor configs, chat template, model card, license
     files, the code an auto_map names, sentence-transformers settings). A folder without
     safetensors weights is read here as a local import reads it, with its errors (pickle
@@ -541,10 +543,10 @@ def _upload_folder(path: Path, *, convert_bin: bool):
     from zoo.checkpoint.side_files import scan
 
     files = sorted(f for f in path.iterdir() if f.is_file())
-    weights = [f for f in files if f.name in _UPLOADED or f.name.endswith(".safetensors")]
-    kept = {f.name for f in scan(path).found}  # a module folder's files are not sent
-    side = [f for f in files if f.name in kept]
-    if any(f.name.endswith(".safetensors") for f in weights):
+    weights = [(f.name, f) for f in files if f.name in _UPLOADED or f.name.endswith(".safetensors")]
+    # Named by their path in the folder: a module folder's files (1_Pooling/config.json).
+    side = sorted((f.name, path / f.name) for f in scan(path).found)
+    if any(name.endswith(".safetensors") for name, _ in weights):
         yield sorted(weights + side)
         return
     from safetensors.torch import save_file
@@ -562,8 +564,8 @@ def _upload_folder(path: Path, *, convert_bin: bool):
         converted = Path(tmp) / "model.safetensors"
         save_file(state, converted, metadata={"format": "pt"})
         del state
-        config = [f for f in weights if f.name == "config.json"]
-        yield [*sorted(config + side), converted]
+        config = [(name, f) for name, f in weights if name == "config.json"]
+        yield [*sorted(config + side), ("model.safetensors", converted)]
 
 
 def _folder_name(path: Path) -> str:

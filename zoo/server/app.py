@@ -1230,6 +1230,7 @@ async def _save_uploads(files: list[UploadFile], folder: Path) -> None:
         if name in seen:
             raise InvalidInputError(f"{name} is uploaded twice.")
         seen.add(name)
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)  # parts checked above
         with open(folder / name, "xb") as out:
             while chunk := await f.read(1 << 20):
                 await asyncio.to_thread(out.write, chunk)

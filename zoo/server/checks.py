@@ -7,8 +7,9 @@ import re
 
 from zoo.errors import InvalidInputError, InvalidNameError, NotFoundError
 
-# Files accepted in an upload: plain names, no folders, no hidden files.
+# Files accepted in an upload: plain names, no hidden files, in a few folders at most.
 _UPLOAD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+_UPLOAD_DEPTH = 4
 # The weights, their configs and the side files (zoo.checkpoint.side_files) a folder holds.
 _UPLOAD_SUFFIXES = (".json", ".safetensors", ".md", ".txt", ".model", ".jinja", ".tiktoken")
 
@@ -45,11 +46,25 @@ def _shown(text: str) -> str:
 
 
 def check_upload_name(name: str | None) -> str:
-    base = name or ""
-    if not _UPLOAD_NAME.fullmatch(base) or not base.endswith(_UPLOAD_SUFFIXES):
-        shown = base[:40].encode("unicode_escape").decode()
+    """A file's name in an uploaded folder: a plain name, or a path of plain names below
+    it (a sentence-transformers module folder's ``1_Pooling/config.json``), each part
+    starting with a letter, digit or '_' (no '..', no hidden name, nothing absolute), of a
+    kind a checkpoint folder holds (:data:`_UPLOAD_SUFFIXES`, code a config's auto_map
+    names, a license file)."""
+    from zoo.checkpoint.side_files import is_license
+
+    text = name or ""
+    parts = text.split("/")
+    base = parts[-1]
+    if (
+        len(parts) > _UPLOAD_DEPTH
+        or not all(_UPLOAD_NAME.fullmatch(p) for p in parts)
+        or not (base.endswith((*_UPLOAD_SUFFIXES, ".py")) or (len(parts) == 1 and is_license(base)))
+    ):
+        shown = text[:40].encode("unicode_escape").decode()
         raise InvalidInputError(
-            f"Upload file name {shown!r} is refused: plain file names only (no folders), "
-            f"ending in {', '.join(_UPLOAD_SUFFIXES)}."
+            f"Upload file name {shown!r} is refused: plain names, in at most "
+            f"{_UPLOAD_DEPTH - 1} folders, ending in {', '.join(_UPLOAD_SUFFIXES)} or .py, "
+            "or a license file's."
         )
-    return base
+    return text
