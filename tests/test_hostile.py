@@ -458,11 +458,23 @@ def test_a_store_that_cannot_take_an_import_is_named_in_one_line(
         patched.setattr(LocalStore, "_write", refused)
         code, out, err = run_cli("import", str(tiny))
     assert (code, out) == (11, "")
-    assert err == (
+    said = (
         f"zoo: error: Cannot write to the blob store {store}: {os.strerror(number)}; "
         "nothing was recorded.\n"
     )
+    assert err == said
     assert run_cli("ls")[1].startswith("(no artifacts")
+    # An extraction and a stored size write blobs as an import does, and say the same.
+    assert run_cli("import", str(tiny), "--name", "src")[0] == 0
+    for args in (
+        ("extract", "src"),
+        ("materialize", "src", "--layers", "1", "--hidden", "16", "--store"),
+    ):
+        with monkeypatch.context() as patched:
+            patched.setattr(LocalStore, "_write", refused)
+            code, out, err = run_cli(*args)
+        assert (code, out, err) == (11, "", said), args
+    assert [line.split()[0] for line in run_cli("ls")[1].splitlines()[1:]] == ["src"]
 
 
 def test_a_new_registry_is_still_created_in_zoos_own_home(tmp_path, monkeypatch, run_cli):

@@ -1031,7 +1031,8 @@ class Sink:
         if self.store is not None and not (
             data is None and self.store.keep(rec.digest, rec.nbytes)
         ):
-            self.store.put(data if data is not None else tio.raw_bytes(t), rec.digest)
+            with tio.writing_to(self.store):  # a full store is named, not a bare errno
+                self.store.put(data if data is not None else tio.raw_bytes(t), rec.digest)
         self._done(rec, t if self.keep else None)
 
     def check_finite(self, name: str, t: torch.Tensor) -> None:

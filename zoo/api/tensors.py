@@ -315,7 +315,8 @@ def store_tensors(
             return rec  # read from this store: already there (and now freshened)
         if data is None:
             data = raw_bytes(state[name])
-        store.put(data, rec.digest)  # also refreshes a reused blob so gc keeps it
+        with writing_to(store):  # a full store is named, not a bare errno
+            store.put(data, rec.digest)  # also refreshes a reused blob so gc keeps it
         return rec
 
     names = sorted(state)
