@@ -659,16 +659,19 @@ def test_a_server_starting_beside_another_on_its_cache_leaves_its_builds_alone(t
     from zoo.server.work import FileCache
 
     first = FileCache(tmp_path)
-    building = first.pending()
+    second = FileCache(tmp_path)
+    assert second.clean_leftovers() == []  # the first runs
+    building = second.pending()  # the second's build, while the first stops
     building.mkdir()
     (building / "config.json").write_text("{}")
-    second = FileCache(tmp_path)
-    assert second.clean_leftovers() == [] and (building / "config.json").is_file()
     first.close()
-    second.close()
     third = FileCache(tmp_path)
-    assert third.clean_leftovers() == [building.name] and not building.exists()
+    assert third.clean_leftovers() == [] and (building / "config.json").is_file()
+    second.close()
     third.close()
+    fourth = FileCache(tmp_path)
+    assert fourth.clean_leftovers() == [building.name] and not building.exists()
+    fourth.close()
 
 
 def _cached(cache, tmp_path, key: str, size: int, used: float):

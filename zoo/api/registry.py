@@ -101,11 +101,11 @@ class Registry:
         return engine
 
     def _follow_file(self) -> None:
-        """A SQLite registry is the file at its path: one replaced since this handle opened
-        it (a backup restored by rename, a registry moved aside and another made) is
-        opened and its schema checked, so a long-lived handle (a server's) neither reads
-        nor writes the file no longer there. One removed is refused: making a new, empty
-        registry under a running process would hide what happened."""
+        """A SQLite registry is the file at its path, and a long-lived handle (a server's)
+        must not go on reading and writing a file no longer there: its writes would be
+        acknowledged and lost. One removed or replaced since this handle opened it is
+        refused, not followed: the write-ahead log beside it is the old file's while this
+        process holds it open, and SQLite would read it into the new file (malformed)."""
         opened = self.__dict__.get("_file")
         if opened is None:  # PostgreSQL, or not opened yet
             return
@@ -114,12 +114,15 @@ class Registry:
             st = os.stat(path)
         except FileNotFoundError:
             raise DatabaseUnavailableError(
-                f"The database {path} was removed while this registry had it open; "
-                "restore it, or start again to make a new one."
+                f"The database {path} was removed while this process had it open; stop "
+                "every zoo process using it, restore it, and start again."
             ) from None
         if (st.st_dev, st.st_ino) != identity:
-            del self.__dict__["engine"]
-            self._schema_ok = False
+            raise DatabaseUnavailableError(
+                f"The database {path} was replaced while this process had it open; stop "
+                "every zoo process using the registry (its write-ahead log is the old "
+                "file's), then start again: a restored backup is read from then on."
+            )
 
     @cached_property
     def store(self) -> BlobStore:

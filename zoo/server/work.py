@@ -184,9 +184,12 @@ class FileCache:
     def clean_leftovers(self) -> list[str]:
         """Remove what a killed server left (pending builds, uploads); returns the names.
         Nothing while another server uses this cache: what is pending may be its."""
+        # Asked at the server's start, when nothing of its own is pending yet. A failed
+        # conversion to exclusive drops the shared hold (flock(2)): it is taken again.
         try:
             fcntl.flock(self._in_use, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            fcntl.flock(self._in_use, fcntl.LOCK_SH)
             return []
         try:
             removed = []
