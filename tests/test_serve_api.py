@@ -339,6 +339,15 @@ def test_a_module_folders_files_are_served_under_their_path_as_the_hub_names_the
         got = http.get("/tiny-st/resolve/main/1_Pooling/config.json")
         assert got.status_code == 200 and got.text == pooling, got.text
         assert http.get("/tiny-st/resolve/main/1_Pooling/missing.json").status_code == 404
+        # The REST route takes it by its path with the slash quoted, and so does a link.
+        listed = http.get("/api/artifacts/tiny-st/files").json()["files"]
+        assert "1_Pooling/config.json" in listed
+        got = http.get("/api/artifacts/tiny-st/files/1_Pooling%2Fconfig.json")
+        assert got.status_code == 200 and got.text == pooling, got.text
+        link = http.get("/api/artifacts/tiny-st/files/1_Pooling%2Fconfig.json/link").json()
+    with client(served.url, None) as anyone:
+        got = anyone.get(link["url"])
+        assert got.status_code == 200 and got.text == pooling, got.text
 
 
 HUB_ID_FROM_PRETRAINED = """

@@ -562,6 +562,10 @@ def test_an_upload_carries_what_a_local_import_reads(both, served, tiny_dir, tmp
     assert {f.name for f in info.files} == sent
     local = both.local("import", str(folder), "--json")  # the same files, kept locally
     assert local[0] == 0 and {f["name"] for f in json.loads(local[1])["files"]} == sent
+    code, _, err = both.remote("export", "with-files", "--out", str(tmp_path / "exported"))
+    assert code == 0, err  # a module folder's file comes back by its path
+    pooling = (tmp_path / "exported" / "1_Pooling" / "config.json").read_bytes()
+    assert pooling == (folder / "1_Pooling" / "config.json").read_bytes()
     graph = served.reg.lineage("with-files", down=False)
     assert {(graph.nodes[e.parent_id].name, e.relation) for e in graph.edges} == {
         ("acme/base", "finetune")

@@ -145,7 +145,18 @@ class RemoteRegistry:
             )
 
     def _fetch_all(self, base: str, files: dict[str, Any], folder: Path) -> None:
+        import re
+
         for name, meta in files.items():
+            # A module folder's file comes by its path in the folder; nothing the server
+            # names may leave it.
+            parts = name.split("/")
+            if not all(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", p) for p in parts):
+                raise ServerUnavailableError(
+                    f"The server listed a file {name[:80]!r} that is not a path of plain names "
+                    "inside the folder; nothing was written."
+                )
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
             self._fetch(f"{base}/{_q(name)}", folder / name, meta)
 
     def _fetch(self, url: str, dest: Path, meta: dict[str, Any]) -> None:

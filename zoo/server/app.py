@@ -474,7 +474,8 @@ class Server:
     async def authorize_link(self, request: Request, token: int, expires: int, signature: str):
         """Let a signed download link (:mod:`zoo.server.links`) read its one file, as
         the token it names, while that token is active."""
-        name, filename = request.path_params["name"], request.path_params["filename"]
+        # As signed: a slash quoted inside a segment (a Hub id's, a module folder's) is a slash.
+        name, filename = (request.path_params[k].replace("%2F", "/") for k in ("name", "filename"))
         self.links.check(name, filename, token, expires, signature)
         info = await self.db(self.reg.active_token, token)
         if info is None or not info.allows("read"):
@@ -950,9 +951,11 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         "/api/artifacts/{name}/files/{filename}", tags=["artifacts"], operation_id="head_file"
     )
     async def file(request: Request, name: str, filename: str, _=file_reader):
-        """Download one file (ETag: its sha256), with a token or by a signed link."""
+        """Download one file (ETag: its sha256), with a token or by a signed link; a module
+        folder's file by its path, its slash quoted (``1_Pooling%2Fconfig.json``)."""
         info = await server.db(server.reg.show, check_query(name))
-        return server.file_response(request, await server.export(info), filename)
+        key = await server.export(info)
+        return server.file_response(request, key, filename.replace("%2F", "/"))
 
     @app.get("/api/artifacts/{name}/files/{filename}/link", tags=["artifacts"])
     async def file_link(name: str, filename: str, token=read):
@@ -960,6 +963,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         arrives), valid for a few minutes and only while the token is active."""
         info = await server.db(server.reg.show, check_query(name))
         key = await server.export(info)
+        filename = filename.replace("%2F", "/")
         if filename not in server.cache.files(key):
             raise _entry_missing(filename)
         path = f"/api/artifacts/{quote(info.name, safe='')}/files/{quote(filename, safe='')}"
