@@ -25,7 +25,6 @@ from sqlalchemy.orm import Session
 
 from zoo.api.lineage import RECORDED
 from zoo.api.reports import BlobProblem, FsckReport, GcReport, StoreItem, VerifyReport
-from zoo.db import engine as db_engine
 from zoo.db import queries
 from zoo.db.entities import ArtifactInfo
 from zoo.db.models import (
@@ -289,26 +288,38 @@ def _refuse_shared_store(reg, command: str, *, sweeps: bool = True) -> None:
 def _refuse_a_copy(reg, command: str, *, sweeps: bool) -> None:
     """A copy of a SQLite registry (a backup, a staging copy) carries the original's id:
     pointed at the original's store, it would sweep every blob the original wrote since
-    the copy as an orphan. The store's claim says which database file last swept under
-    this id; another file that still holds this id is refused. One no longer there (the
-    registry was moved) hands the claim over. PostgreSQL databases are not told apart
-    this way (a host has many names): docs/operations.md says what to keep apart."""
-    here = db_engine.sqlite_identity(reg.engine)
-    if here is None:
+    the copy as an orphan. The store's claim says which database file (on which host)
+    writes and sweeps under this id; another file that still holds this id is refused,
+    and so is any file on another host, which this one cannot look at. One no longer
+    there (the registry was moved on this host) hands the claim over. PostgreSQL
+    databases are not told apart this way (a host has many names): docs/operations.md
+    says what to keep apart."""
+    import socket
+
+    here = reg.place()
+    if not here:
         return
-    place = str(Path(here[0]).resolve())
     there = reg.store.claim_place(reg.registry_id)
-    if there is None or there == place:
+    if there is None or there == here:
         return
-    if there and _holds_registry(Path(there), reg.registry_id):
+    host, _, path = there.partition(":")
+    if there and host != socket.gethostname():
         raise ConflictError(
-            f"The store {reg.store.url} is swept by the registry in {there}, and this one "
-            f"({place}) carries its id: a copy of it. {command} here would delete the blobs "
-            "the original wrote since the copy. Give the copy a store of its own "
-            "(ZOO_STORE_URL); if the original is gone for good, move it away and run again."
+            f"The store {reg.store.url} is swept by the registry in {path} on {host}, which "
+            f"carries this one's id: one is a copy of the other. Run {command} there; if the "
+            "registry has moved to this machine for good, empty the file "
+            f"{reg.store.CLAIMS}/{reg.registry_id} in the store and run again."
+        )
+    if there and _holds_registry(Path(path), reg.registry_id):
+        raise ConflictError(
+            f"The store {reg.store.url} is swept by the registry in {path}, and this one "
+            f"({here.partition(':')[2]}) carries its id: a copy of it. {command} here would "
+            "delete the blobs the original wrote since the copy. Give the copy a store of "
+            "its own (ZOO_STORE_URL); if the original is gone for good, move it away and "
+            "run again."
         )
     if sweeps:  # unclaimed so far, or its database has moved here
-        reg.store.set_claim_place(reg.registry_id, place)
+        reg.store.set_claim_place(reg.registry_id, here)
 
 
 def _holds_registry(path: Path, registry_id: str) -> bool:

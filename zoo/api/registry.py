@@ -9,6 +9,7 @@ import random
 import time
 from collections.abc import Iterator
 from functools import cached_property
+from pathlib import Path
 
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -136,7 +137,16 @@ class Registry:
         # Claimed at this registry's first write or reuse of a blob (BlobStore.owner), not
         # by a look: a registry pointed at another's store by mistake adds no owner.
         store.owner = lambda: self.registry_id
+        store.owner_place = self.place
         return store
+
+    def place(self) -> str:
+        """Where this registry's database is, as a store's claim records it: ``HOST:FILE``
+        for SQLite (a copy of the file carries the registry's id), "" for PostgreSQL."""
+        import socket
+
+        found = db_engine.sqlite_identity(self.engine)
+        return f"{socket.gethostname()}:{Path(found[0]).resolve()}" if found else ""
 
     @cached_property
     def registry_id(self) -> str:

@@ -175,6 +175,10 @@ class BlobStore(ABC):
     #: verify, a dry run) claims nothing: a registry pointed at another's store by mistake
     #: must not become one more owner, which would refuse the owner its own gc.
     owner: Callable[[], str] | None = None
+    #: ``() -> where the owner's database is`` (``HOST:FILE`` for SQLite, "" otherwise),
+    #: written into its claim: a copy of the database carries the same id, and must not
+    #: sweep what the original writes (zoo.api.maintenance).
+    owner_place: Callable[[], str] | None = None
 
     def _claim_for_write(self) -> None:
         if self.owner is None:
@@ -195,9 +199,11 @@ class BlobStore(ABC):
         return [c for c in claims if c != registry_id]
 
     def claim(self, registry_id: str) -> None:
-        """Record that the registry ``registry_id`` keeps blobs here (once; idempotent)."""
+        """Record that the registry ``registry_id`` keeps blobs here (once; idempotent),
+        with where its database is (:attr:`owner_place`) when the claim says nowhere yet."""
         if registry_id not in self._claim_cache:
             existing = self.claims()
+            place = self.owner_place() if self.owner_place is not None else ""
             if registry_id not in existing:
                 foreign = None if existing else self._foreign_entry()
                 if foreign is not None:
@@ -207,7 +213,9 @@ class BlobStore(ABC):
                     )
                 if not existing and next(iter(self.digests()), None) is not None:
                     self._write_claim(self.UNCLAIMED)
-                self._write_claim(registry_id)
+                self._write_claim(registry_id, place)
+            elif place and not self._read_claim(registry_id):
+                self._write_claim(registry_id, place)
             self._claim_cache.add(registry_id)
 
     def _foreign_entry(self) -> str | None:
