@@ -736,8 +736,7 @@ def test_a_copy_of_a_sqlite_registry_never_sweeps_the_originals_store(tiny_dir, 
     (tmp_path / "prod").mkdir()
     (tmp_path / "staging").mkdir()
     prod = zoo.connect(db_url=f"sqlite:///{tmp_path / 'prod' / 'zoo.db'}", store_url=store)
-    prod.import_checkpoint(tiny_dir("gpt2"))
-    assert prod.gc(grace=0).swept == ()  # the first sweep says where the registry is
+    prod.import_checkpoint(tiny_dir("gpt2"))  # its first write says where the registry is
     with (
         sqlite3.connect(tmp_path / "prod" / "zoo.db") as live,
         sqlite3.connect(tmp_path / "staging" / "zoo.db") as backup,
@@ -759,6 +758,11 @@ def test_a_copy_of_a_sqlite_registry_never_sweeps_the_originals_store(tiny_dir, 
     moved = zoo.connect(db_url=f"sqlite:///{tmp_path / 'prod-retired' / 'zoo.db'}", store_url=store)
     with pytest.raises(ConflictError, match="carries its id"):
         moved.gc(grace=0)  # and the other one is the copy now
+    # A claim from another host: this one cannot look at that file, so it does not sweep.
+    claim = tmp_path / "shared-store" / "registries" / copy.registry_id
+    claim.write_text(f"elsewhere.example:{tmp_path / 'staging' / 'zoo.db'}")
+    with pytest.raises(ConflictError, match=r"on elsewhere\.example, which carries this one's id"):
+        copy.gc(grace=0)
 
 
 def test_a_store_from_before_registry_ids_is_not_swept_until_a_person_says(
