@@ -22,7 +22,7 @@ from tinymodels import FAMILIES
 
 from zoo.api import export
 from zoo.api.export import writer_host
-from zoo.errors import ConflictError
+from zoo.errors import ConflictError, InvalidInputError
 
 
 def _tree(root: Path) -> list[tuple[str, int, int]]:
@@ -1181,6 +1181,26 @@ def test_an_out_name_as_long_as_the_file_system_takes_is_written(
     assert code == 0, err
     assert registry.audit(out).artifact.name == src.name
     assert [p.name for p in out.parent.iterdir()] == [name]  # no temporary folder left
+
+
+def test_an_out_name_longer_than_the_file_system_takes_is_refused_in_an_existing_folder(
+    registry, tiny_dir, tmp_path, run_cli
+):
+    """A name of 256 bytes in a folder that exists: every look at the path fails with
+    "File name too long", so the name is checked first, for every writer and the API."""
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    (tmp_path / "outs").mkdir()
+    out = tmp_path / "outs" / ("b" * 256)
+    said = f"--out {out} has a name of 256 bytes, more than the 255 its file system takes"
+    for args in (
+        ("export", src.name),
+        ("materialize", src.name, "--layers", "1", "--hidden", "16"),
+    ):
+        code, _, err = run_cli(*args, "--out", str(out))
+        assert code == 2 and err == f"zoo: error: {said}; give a shorter one.\n", err
+    with pytest.raises(InvalidInputError, match="has a name of 256 bytes"):
+        registry.export(src.name, out=out)
+    assert list((tmp_path / "outs").iterdir()) == []
 
 
 def test_a_killed_writers_folder_for_a_long_name_is_recognized_by_that_name_alone(

@@ -122,6 +122,7 @@ def check_out_dir(
     zoo's; a path that ends in ``..`` (it names no folder to rename into) or goes up out
     of a folder that does not exist (which zoo would create and leave behind).
     """
+    _check_names(out, out.resolve())  # first: a name too long fails every look at the path
     if out.is_symlink():
         raise InvalidInputError(f"--out {out} is a symbolic link; give the folder it points to.")
     here = Path.cwd().resolve()
@@ -194,9 +195,18 @@ def _check_names(out: Path, resolved: Path) -> None:
             )
 
 
+def is_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder; False for a path the system refuses to look at (a
+    name longer than its file system takes), which the checks of --out then name."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
 def _name_max(path: Path) -> int:
     """The longest file name, in bytes, of the file system ``path`` is (or would be) on."""
-    existing = next((p for p in (path, *path.parents) if p.is_dir()), Path("."))
+    existing = next((p for p in (path, *path.parents) if is_folder(p)), Path("."))
     try:
         return os.pathconf(existing, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):

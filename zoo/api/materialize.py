@@ -250,7 +250,9 @@ def guards(reg, out: Path | None = None) -> dict[str, list[Path]]:
         protected.append(Path(url.database))
     if "://" not in settings.store_url or settings.store_url.startswith("file://"):
         stores.append(Path(settings.store_url.removeprefix("file://")))
-    if out is not None and out.is_dir() and any(out.iterdir()):
+    from .export import is_folder
+
+    if out is not None and is_folder(out) and any(out.iterdir()):
         from zoo.db.models import ImportRecord
 
         with reg.session() as session:
