@@ -428,6 +428,9 @@ def test_a_read_only_registry_lists_and_refuses_writes_cleanly(
         assert run_cli("audit", str(tiny))[0] == 0
         code, out, err = run_cli("import", str(other))
         assert code == 11 and err.count("\n") == 1 and "read-only" in err, err
+        for args in (("db", "downgrade", "0009"), ("db", "upgrade")):
+            code, out, err = run_cli(*args)
+            assert code == 11 and err.count("\n") == 1 and "read-only" in err, (args, err)
         assert sorted(p for p in (home / "blobs").rglob("*") if p.is_file()) == blobs
     finally:
         if undo:

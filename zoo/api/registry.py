@@ -533,6 +533,7 @@ class Registry:
 
     def db_upgrade(self, revision: str = "head") -> tuple[str | None, str | None]:
         """Upgrade the database schema; returns (before, after) revisions."""
+        db_engine.check_writable(self.engine)  # a read-only registry: one line, exit 11
         return db_engine.upgrade(self.engine, revision)
 
     def db_downgrade(
@@ -545,6 +546,7 @@ class Registry:
         and refused, naming what it would delete, unless ``drop_data`` (also spelled
         ``drop_everything``).
         """
+        db_engine.check_writable(self.engine)  # a read-only registry: one line, exit 11
         return db_engine.downgrade(self.engine, revision, drop_data=drop_data or drop_everything)
 
     def db_current(self) -> dict[str, str | None]:
