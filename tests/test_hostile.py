@@ -597,6 +597,25 @@ def test_side_files_zoo_cannot_keep_are_listed_as_not_kept(tiny, tmp_path, run_c
     assert json.loads(out)["files"] == []
 
 
+def test_a_registry_whose_path_is_not_utf8_is_refused_in_one_line(
+    tiny, tmp_path, monkeypatch, run_cli
+):
+    """SQLite takes a database's name as UTF-8 text: a home or database URL that is not
+    is refused (exit 2) before anything is made there, by every command."""
+    home = tmp_path / os.fsdecode(b"caf\xe9") / "home"
+    monkeypatch.setenv("ZOO_HOME", str(home))
+    monkeypatch.delenv("ZOO_DB_URL", raising=False)
+    monkeypatch.delenv("ZOO_STORE_URL", raising=False)
+    for args in (("ls",), ("import", str(tiny)), ("gc",)):
+        code, out, err = run_cli(*args)
+        assert (code, out) == (2, ""), (args, err)
+        assert err == (
+            f"zoo: error: The database path {str(home / 'zoo.db')!a} is not UTF-8 text; give "
+            "the registry (ZOO_HOME or the database URL) a folder whose path is.\n"
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_current_folder_whose_name_is_not_utf8_is_refused_in_one_line(
     tiny, tmp_path, monkeypatch, run_cli
 ):

@@ -59,6 +59,11 @@ def sqlite_file(url: str, database: str | None, *, create_folder: bool) -> SQLit
     """
     check_names_a_file(url, database)
     path = Path(database).expanduser().absolute()
+    if not _is_utf8(str(path)):  # SQLite takes a file's name as UTF-8 text
+        raise InvalidInputError(
+            f"The database path {str(path)!a} is not UTF-8 text; give the registry (ZOO_HOME "
+            "or the database URL) a folder whose path is."
+        )
     folder = path.parent
     if not folder.is_dir():
         if folder.exists():
@@ -148,6 +153,14 @@ def _create(path: Path) -> None:
                 os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _umask() -> int:
