@@ -282,6 +282,32 @@ def test_a_head_that_is_not_its_embedding_is_written_untied(family, registry, ti
             assert torch.equal(logits, _logits(source)), case
 
 
+def test_a_head_equal_to_its_embedding_under_a_config_silent_on_ties_follows_the_type(
+    registry, tiny_dir, tmp_path
+):
+    """A config.json without ``tie_word_embeddings`` takes its model type's default:
+    LlamaConfig's is False, so a Llama head that happens to equal the embedding is its own
+    tensor, written to every output (a same-size one is the source, bit for bit); left out,
+    transformers would load a random head."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "silent"
+    shutil.copytree(tiny_dir("llama"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("tie_word_embeddings", None)
+    (folder / "config.json").write_text(json.dumps(config))
+    tensors = load_file(folder / "model.safetensors")
+    tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    src = registry.import_checkpoint(folder)
+    source, _ = _load(folder)
+    same = registry.materialize(src.name, layers=4, hidden=32, out=tmp_path / "same")
+    assert same.artifact.content_hash == src.content_hash
+    _, tensors, logits, _ = _outputs(registry, src.name, tmp_path / "grown", "hypercloning", 4, 64)
+    assert "lm_head.weight" in tensors
+    torch.testing.assert_close(logits, _logits(source), rtol=1e-5, atol=1e-5)
+
+
 def _with_uneven_norm_gains(folder: Path, dest: Path) -> Path:
     """A copy of ``folder`` whose normalization gains are drawn around one, unequal, as a
     trained model's are (a fresh one's are all ones)."""

@@ -855,3 +855,15 @@ def test_every_size_a_refusal_suggests_is_accepted(family, source_heads):
             for alternative in suggested:
                 fam.plan(config, alternative)  # raises if a suggestion is refused
     assert refused > 100
+
+
+def test_the_tie_default_of_each_model_type_is_transformers_own():
+    """zoo derives without importing transformers, so it keeps transformers' default of
+    ``tie_word_embeddings`` per model type; each is read here from transformers itself."""
+    import transformers
+
+    from zoo.families._common import TIED_BY_DEFAULT
+
+    for model_type, tied in TIED_BY_DEFAULT.items():
+        config = transformers.AutoConfig.for_model(model_type)
+        assert config.tie_word_embeddings is tied, model_type

@@ -46,6 +46,33 @@ Split = Callable[["torch.Tensor"], Sequence["torch.Tensor"]]
 Join = Callable[[Sequence["torch.Tensor"]], "torch.Tensor"]
 
 
+# transformers' default of ``tie_word_embeddings`` for a config.json that leaves the key
+# out: each config class's own (LlamaConfig False, GPT2Config True); read from transformers
+# 5's classes, since zoo derives without importing transformers.
+TIED_BY_DEFAULT: dict[str, bool] = {
+    "bert": True,
+    "roberta": True,
+    "gpt2": True,
+    "gemma": True,
+    "gemma2": True,
+    "gemma3": True,
+    "gemma3_text": True,
+    "llama": False,
+    "mistral": False,
+    "qwen2": False,
+    "qwen3": False,
+    "phi3": False,
+}
+
+
+def ties_word_embeddings(config: Mapping[str, Any]) -> bool:
+    """Whether transformers ties this config's LM head to its word embedding."""
+    value = config.get("tie_word_embeddings")
+    if value is None:
+        return TIED_BY_DEFAULT.get(config.get("model_type"), True)
+    return bool(value)
+
+
 @dataclass(frozen=True)
 class Piece:
     """One signal that a tensor rule feeds; per-layer axes exclude the ``layers`` axis."""
@@ -466,7 +493,7 @@ class TransformerFamily(Family):
     def tied_copies(self, config: Mapping[str, Any], records: Collection[Any]) -> Ties:
         # transformers' own rule, pair by pair: under a tied config, a copy the file lacks
         # is the tensor it is tied to; one it holds is tied only when the values are equal.
-        if not self.tied_signals or not config.get("tie_word_embeddings", True):
+        if not self.tied_signals or not ties_word_embeddings(config):
             return Ties()
         ties = dict(self.tied_signals)
         wanted = {*ties, *ties.values()}
