@@ -139,6 +139,116 @@ def test_a_registry_held_open_refuses_its_sqlite_file_replaced_or_removed_on_dis
     assert not other.exists()
 
 
+OLDER_IMPLICIT = ("add_cross_attention", "is_decoder")
+
+
+def _as_older_transformers_saved(folder: Path) -> Path:
+    """A BERT saved as transformers 4 wrote it: position ids saved with the weights, the
+    dtype as ``torch_dtype``, ``tie_word_embeddings`` left at its default."""
+    import torch
+    import transformers
+    from safetensors.torch import load_file, save_file
+
+    config = transformers.BertConfig(
+        vocab_size=96,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    transformers.BertModel(config).save_pretrained(folder)
+    tensors = load_file(folder / "model.safetensors")
+    tensors["embeddings.position_ids"] = torch.arange(64).unsqueeze(0)
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    saved = json.loads((folder / "config.json").read_text())
+    # And the keys transformers 4 left implicit at their defaults, which 5 writes out.
+    for key in ("dtype", "tie_word_embeddings", *OLDER_IMPLICIT):
+        saved.pop(key, None)
+    saved.update(torch_dtype="float32", transformers_version="4.39.0")
+    (folder / "config.json").write_text(json.dumps(saved))
+    return folder
+
+
+def test_a_save_pretrained_copy_is_imported_as_the_checkpoint_it_was_loaded_from(
+    registry, tmp_path, run_cli
+):
+    """Loaded and saved again by transformers, a checkpoint's config gains what every save
+    writes (transformers' version, the dtype key, tie_word_embeddings, and the defaults an
+    older transformers left implicit) and its rebuilt
+    buffers are dropped; its weights are the same. Importing the copy records that import
+    on the checkpoint (as importing the same content from another folder does), so an
+    audit of the copy still names it and its ancestry. A copy whose weights or model
+    config changed is a checkpoint of its own."""
+    import torch
+    import transformers
+
+    ml = registry.import_checkpoint(_as_older_transformers_saved(tmp_path / "ml"))
+    transformers.AutoModel.from_pretrained(tmp_path / "ml").save_pretrained(tmp_path / "cp" / "sp")
+    copy = tmp_path / "cp" / "sp"
+    before, after = (json.loads((f / "config.json").read_text()) for f in (tmp_path / "ml", copy))
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    saved_keys = {"dtype", "torch_dtype", "tie_word_embeddings", "transformers_version"}
+    assert changed == saved_keys | set(OLDER_IMPLICIT)
+    with safe_open(copy / "model.safetensors", "pt") as f:
+        assert "embeddings.position_ids" not in f.keys()  # noqa: SIM118
+    code, out, _ = run_cli("import", str(copy))
+    assert code == 0 and out.startswith(f"ml  source  bert  {ml.content_hash[:12]}"), out
+    assert [a.name for a in registry.list()] == ["ml"]
+    assert [i.origin for i in registry.show("ml").imports] == [
+        str((tmp_path / "ml").resolve()),
+        str(copy.resolve()),
+    ]
+    report = registry.audit(copy)
+    assert (report.status, report.artifact.id) == ("known", ml.id)
+    assert {n.name for n in report.lineage.nodes.values()} == {"ml"}
+    # Many folders at once: the same.
+    shutil.copytree(copy, tmp_path / "again")
+    (again,) = registry.import_checkpoints([tmp_path / "again"])
+    assert again.id == ml.id
+    # A key that is not its default, a model key changed, or a weight: another checkpoint.
+    shutil.copytree(copy, tmp_path / "decoder")
+    (tmp_path / "decoder" / "config.json").write_text(json.dumps({**after, "is_decoder": True}))
+    assert registry.import_checkpoint(tmp_path / "decoder").id != ml.id
+    config = {**after, "hidden_dropout_prob": 0.3}
+    shutil.copytree(copy, tmp_path / "other-config")
+    (tmp_path / "other-config" / "config.json").write_text(json.dumps(config))
+    assert registry.import_checkpoint(tmp_path / "other-config").id != ml.id
+    tuned = transformers.AutoModel.from_pretrained(copy)
+    with torch.no_grad():
+        tuned.encoder.layer[0].output.dense.weight.add_(1)
+    tuned.save_pretrained(tmp_path / "tuned")
+    assert registry.import_checkpoint(tmp_path / "tuned").id != ml.id
+
+
+def test_a_copy_lacking_an_untied_head_is_neither_the_checkpoint_nor_its_copy(
+    registry, tiny_dir, tmp_path
+):
+    """A Llama config ties nothing unless it says so (LlamaConfig's default): a copy that
+    lacks its LM head, equal though the head is to the embedding, loads with a random
+    head. The audit says the head is missing, and an import of it is a source of its own."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "untied"
+    shutil.copytree(tiny_dir("llama"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["tie_word_embeddings"] = False
+    (folder / "config.json").write_text(json.dumps(config))
+    tensors = load_file(folder / "model.safetensors")
+    tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    src = registry.import_checkpoint(folder)
+    headless = tmp_path / "headless"
+    shutil.copytree(folder, headless)
+    del tensors["lm_head.weight"]
+    save_file(tensors, headless / "model.safetensors", metadata={"format": "pt"})
+    (headless / "config.json").write_text(json.dumps({**config, "transformers_version": "4.44.0"}))
+    report = registry.audit(headless)
+    assert (report.status, report.missing) == ("modified", ["lm_head.weight"]), report.to_text()
+    assert registry.import_checkpoint(headless).id != src.id
+
+
 def test_importing_again_under_a_new_name_says_it_became_an_alias(registry, tiny_dir, run_cli):
     first = registry.import_checkpoint(tiny_dir("gpt2"))
     code, out, err = run_cli("import", str(tiny_dir("gpt2")), "--name", "my-gpt2")

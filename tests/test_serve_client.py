@@ -689,6 +689,25 @@ def test_a_client_audit_finds_a_float32_checkpoint_saved_in_bf16_as_a_local_one_
     assert report["artifact"]["name"] == m.artifact.name
 
 
+def test_a_client_audit_of_a_base_model_saved_on_its_own_is_the_local_one(
+    both, served, tiny_dir, tmp_path
+):
+    """A float32 base model saved without its head: its all-ones norm gains narrow to
+    bf16 exactly, which must not make the client's audit claim a cast the local one does
+    not (the narrowed hashes matched nothing a cast made)."""
+    import json
+
+    import transformers
+
+    served.reg.import_checkpoint(tiny_dir("bert", seed=6), name="bert-mlm-base")
+    model = transformers.BertForMaskedLM.from_pretrained(tiny_dir("bert", seed=6))
+    model.bert.save_pretrained(tmp_path / "base")
+    local, remote = both.run("audit", str(tmp_path / "base"), "--json")
+    assert local[0] == 10 and remote == local, (local, remote)
+    report = json.loads(local[1])
+    assert report["head_dropped"] and report["cast_from"] == report["rounded_to"] == []
+
+
 def test_an_alias_history_reads_the_same_through_the_server(both, served):
     import json
 

@@ -407,13 +407,23 @@ class RemoteRegistry:
         with open_checkpoint(Path(path), allow_bin=convert_bin) as ckpt:
             config, metadata = ckpt.config, dict(ckpt.metadata)
             report, manifest = identify_with_casts(
-                identify, list(ckpt.tensors), lambda: narrowed(ckpt)
+                identify, list(ckpt.tensors), lambda: narrowed(ckpt), self._recorded
             )
         if verify and report.artifact is not None and report.artifact.kind == "derived":
             cast_from = report.cast_from
             report = identify(manifest, verify=True)
             report.cast_from = cast_from
         return report
+
+    def _recorded(self, artifact) -> tuple:
+        """An audit report's artifact's tensor records (a report carries none); none when
+        the server no longer shows it (removed meanwhile)."""
+        if artifact.tensors:
+            return artifact.tensors
+        try:
+            return self.show(artifact.name).tensors
+        except errors.ZooError:
+            return ()
 
     def gc(self, *, grace="24h", dry_run: bool = False):
         from zoo.api.reports import GcReport, StoreItem

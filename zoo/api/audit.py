@@ -4,6 +4,7 @@ come from, and was it changed after it was derived?"""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -229,13 +230,15 @@ def audit(reg, path: str | Path, *, verify: bool = False, convert_bin: bool = Fa
     return report
 
 
-def identify_with_casts(identify, tensors, narrowed):
+def identify_with_casts(identify, tensors, narrowed, records_of=lambda a: a.tensors):
     """``identify(manifest) -> AuditReport`` on the file's tensors and, when that finds no
     exact match and the file holds float32 tensors, on the records they would have at the
     narrower dtype they hold exactly (``narrowed()``: see
     :func:`zoo.checkpoint.casts.narrowed`): first all of them narrowed, then, against the
-    artifact that finds, each one as that artifact recorded it. Returns the best report
-    and the manifest it came from; a cast manifest wins only by matching more."""
+    artifact that finds, each one as that artifact recorded it (``records_of(artifact)``:
+    its tensor records, which a client asks the server for). Returns the best report and
+    the manifest it came from; a cast manifest wins only by matching more, and never by
+    rounding the file's own float32 values."""
     from zoo.checkpoint.casts import NARROWER, as_narrowed, as_recorded
 
     report = identify(tensors)
@@ -248,10 +251,13 @@ def identify_with_casts(identify, tensors, narrowed):
     for code in sorted({code for found in alternatives.values() for code in found}):
         manifest = as_narrowed(tensors, alternatives, code)
         candidate = identify(manifest)
-        if candidate.artifact is not None and candidate.artifact.tensors:
-            recorded = {t.name: (t.digest, t.dtype) for t in candidate.artifact.tensors}
+        if candidate.artifact is not None:
+            found = records_of(candidate.artifact)
+            recorded = {t.name: (t.digest, t.dtype) for t in found}
             manifest = as_recorded(tensors, alternatives, recorded)
             candidate = identify(manifest)
+        if candidate.rounded_to:  # a float32 file's own values: no cast made them
+            continue
         if _rank(candidate) > _rank(best):
             best, best_manifest = candidate, manifest
     best.cast_from = sorted(
@@ -418,7 +424,11 @@ def _identify(
         ) == (theirs.digest, theirs.dtype, tuple(theirs.shape))
 
     held = {d for n, d in file_tensors.items() if same(n)}
-    tied = held - fills
+    # Under a config that ties nothing (a Llama's default), a tensor the file lacks is not
+    # written once for two names: transformers would load it at random.
+    from zoo.families._common import ties_word_embeddings
+
+    tied = held - fills if ties_word_embeddings(best_info.config or config or {}) else set()
     not_compared = set()
     differing, missing, extra = [], [], []
     for name in sorted(set(recorded) | set(file_tensors)):
@@ -504,13 +514,46 @@ def saved_copy_of(reg, tensors, config) -> ArtifactInfo | None:
         or found.kind not in ("source", "derived")
     ):
         return None
-    return found if _as_saved(found.config) == _as_saved(config) else None
+    return found if _same_config(found.config, config) else None
 
 
 def _as_saved(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` as a save would write it: the keys every save writes left out, and the
+    ties spelled out at the model type's default."""
+    from zoo.families._common import ties_word_embeddings
+
     out = {k: v for k, v in config.items() if k not in SAVE_KEYS}
-    out.setdefault("tie_word_embeddings", True)  # transformers' default, written out on save
+    out["tie_word_embeddings"] = ties_word_embeddings(config)
     return out
+
+
+def _same_config(recorded: dict[str, Any], copy: dict[str, Any]) -> bool:
+    """Whether two configs describe the same model as transformers reads them: equal but
+    for what every save writes, a key one of them lacks holding its model type's default
+    (a newer transformers writes out defaults an older one left implicit)."""
+    a, b = _as_saved(recorded), _as_saved(copy)
+    if a == b:
+        return True
+    differ = {k for k in a.keys() | b.keys() if a.get(k, _ABSENT) != b.get(k, _ABSENT)}
+    if any(k in a and k in b for k in differ):
+        return False  # a value changed
+    defaults = _config_defaults(str(recorded.get("model_type")))
+    return all(k in defaults and defaults[k] == (a[k] if k in a else b[k]) for k in differ)
+
+
+_ABSENT = object()
+
+
+@functools.cache
+def _config_defaults(model_type: str) -> dict[str, Any]:
+    """transformers' defaults for a model type's config (imported only here: a copy's
+    check, once every weight matched)."""
+    try:
+        import transformers
+
+        return transformers.AutoConfig.for_model(model_type).to_dict()
+    except (ImportError, ValueError, KeyError):
+        return {}
 
 
 # Float32 records of the file's smallest rounded matrix, each read and rounded, that a
@@ -519,7 +562,7 @@ def _as_saved(config: dict[str, Any]) -> dict[str, Any]:
 _ROUNDING_SCREENS = 256
 _SCREENED = 3  # the file's smallest bf16 or fp16 matrices looked for
 # Virtual sizes (weights never stored) re-derived to be compared, when no stored
-# record rounds to the file: the ones whose tensor names and shapes it matches best.
+# record rounds to the file: the newest whose tensor names and shapes are the file's.
 _REDERIVED = 3
 
 
@@ -561,7 +604,10 @@ def _by_rounding(reg, session, tensors, evidence: dict[str, str], config):
 
     readers = {}
     if not found:  # a size materialized to a folder: its recipe gives its weights
-        for artifact_id in sorted(virtual, key=lambda i: (unmatched(i), -i))[:_REDERIVED]:
+        # Only those with the file's every name and shape are re-derived (whole): anyone
+        # who may audit could otherwise have a server derive models for nothing.
+        exact = [i for i in virtual if unmatched(i) == 0]
+        for artifact_id in sorted(exact, reverse=True)[:_REDERIVED]:
             info = queries.to_info(session, session.get(Artifact, artifact_id))
             read = readers[artifact_id] = _recorded_bytes(reg, info)
             records = {t.name: t for t in info.tensors}
