@@ -587,11 +587,13 @@ def test_side_files_zoo_cannot_keep_are_listed_as_not_kept(tiny, tmp_path, run_c
     shutil.copytree(tiny, ckpt)
     (ckpt / os.fsdecode(b"\xff\xfe.tiktoken")).write_bytes(b"x")
     os.mkfifo(ckpt / "tokenizer.json")
+    (ckpt / "special_tokens_map.json").symlink_to("special_tokens_map.json")  # a loop
     code, out, err = run_cli("import", str(ckpt))
     assert code == 0, err
     assert err.startswith(
-        "note: not kept, so an export lacks them: tokenizer.json (a FIFO, not a regular "
-        "file), \\xff\\xfe.tiktoken (a name that is not UTF-8 text) ("
+        "note: not kept, so an export lacks them: special_tokens_map.json (a loop of "
+        "symbolic links), tokenizer.json (a FIFO, not a regular file), \\xff\\xfe.tiktoken "
+        "(a name that is not UTF-8 text) ("
     ), err
     code, out, _ = run_cli("show", "ckpt", "--json")
     assert json.loads(out)["files"] == []

@@ -443,14 +443,16 @@ def test_relative_paths_in_the_config_file_are_the_homes(run_cli, monkeypatch, t
     home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
     home.mkdir()
     elsewhere.mkdir()
-    (home / "config.toml").write_text('store_url = "blobs-alt"\ndb_url = "sqlite:///zoo-alt.db"\n')
+    (home / "config.toml").write_text(
+        'store_url = "blobs-alt"\ndb_url = "sqlite+pysqlite:///zoo-alt.db"\n'  # any driver
+    )
     monkeypatch.setenv("ZOO_HOME", str(home))
     monkeypatch.delenv("ZOO_DB_URL", raising=False)
     monkeypatch.delenv("ZOO_STORE_URL", raising=False)
     monkeypatch.chdir(elsewhere)
     code, out, _ = run_cli("config", "show", "--json")
     shown = json.loads(out)
-    assert shown["db_url"] == f"sqlite:///{home / 'zoo-alt.db'}", shown
+    assert shown["db_url"] == f"sqlite+pysqlite:///{home / 'zoo-alt.db'}", shown
     assert shown["store_url"] == str(home / "blobs-alt"), shown
     code, _, err = run_cli("import", str(tiny_dir("gpt2")))
     assert code == 0, err

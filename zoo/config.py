@@ -115,11 +115,11 @@ def _read_config_file(home: Path) -> dict[str, str]:
 
 def _from_home(home: Path, value: str) -> str:
     """``value`` (a store folder or a SQLite URL) with a relative path made the home's."""
-    if value.startswith("sqlite:///"):
-        rest = value[len("sqlite:///") :]
+    scheme, sep3, rest = value.partition(":///")
+    if sep3 and (scheme == "sqlite" or scheme.startswith("sqlite+")):  # any driver's
         file, sep, query = rest.partition("?")
         if file and not file.startswith(("/", "~", ":memory:", "file:")):
-            return f"sqlite:///{home / file}{sep}{query}"
+            return f"{scheme}:///{home / file}{sep}{query}"
         return value
     if "://" not in value and value and not value.startswith(("/", "~")):
         return str(home / value)

@@ -24,6 +24,7 @@ text are read (zoo records the name), never a FIFO or a device, and without bloc
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -269,6 +270,8 @@ def _unusable(path: Path) -> str | None:
     try:
         st = path.stat()
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a loop of symbolic links"
         return f"unreadable: {exc.strerror or exc}"
     if stat.S_ISDIR(st.st_mode):
         return "a folder, not a file"
@@ -284,6 +287,12 @@ def _unusable(path: Path) -> str | None:
 
 
 def _check_link(path: Path) -> None:
+    try:
+        os.stat(path)
+        return
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return  # a loop of links: not kept, and said so (_unusable)
     if path.is_symlink() and not path.exists():  # an HF cache blob gone: a torn copy
         raise InvalidCheckpointError(
             f"{path} is a symbolic link to {path.readlink()}, which does not exist; "
