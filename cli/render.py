@@ -119,7 +119,7 @@ def not_kept(info) -> list[dict]:
 
 def entries(left: list[dict], name: str) -> str:
     """``left`` for a one-line note: the first few, and where to see them all."""
-    shown = ", ".join(_entry(e) for e in left[:NOTE_ENTRIES])
+    shown = ", ".join(printable(_entry(e)) for e in left[:NOTE_ENTRIES])
     if len(left) > NOTE_ENTRIES:
         shown += (
             f" and {len(left) - NOTE_ENTRIES} more (`zoo show {name}` lists them all; --json "
@@ -162,8 +162,8 @@ def _problems(problems) -> list[str]:
         held = f" (held by {', '.join(p.artifacts)})" if p.artifacts else ""
         detail = f": {p.detail}" if p.detail and p.problem == "wrong-size" else ""
         lines.append(f"  {p.problem:<10} {p.digest[:16]}{held}{detail}")
-        if p.fix:
-            lines.append(f"    fix: {p.fix}")
+        if p.fix:  # it may name a recorded folder: one line, whatever the folder's name
+            lines.append(f"    fix: {printable(p.fix)}")
     return lines
 
 

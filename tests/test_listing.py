@@ -1449,3 +1449,16 @@ def test_a_recorded_origin_with_control_characters_prints_escaped_and_json_keeps
         assert not any(line.startswith("line") for line in text.splitlines()), text
     code, text, _ = run_cli("lineage", "crafted", "--format", "json")
     assert json.loads(text)["imports"]["crafted"][0]["origin"] == str(folder)
+    # verify names the folder in its fix, and a side file's name is in the import's note.
+    blob = next(t.digest for t in registry.show("crafted").tensors if len(t.shape) == 2)
+    path = Path(registry.settings.store_url) / blob[:2] / blob
+    path.write_bytes(path.read_bytes()[::-1])
+    shutil.rmtree(folder)
+    code, text, _ = run_cli("verify")
+    assert code == 6 and f"from its folder, {shown}, no longer on this machine" in text, text
+    assert not any(line.startswith("line") for line in text.splitlines()), text
+    noted = tmp_path / "noted"
+    shutil.copytree(tiny_dir("gpt2"), noted)
+    (noted / "notes\nverified: all files kept.txt").write_text("x")
+    code, _, err = run_cli("import", str(noted))
+    assert code == 0 and "notes\\nverified: all files kept.txt" in err and err.count("\n") == 1

@@ -192,7 +192,7 @@ def restore(reg, digests) -> tuple[list[str], dict[str, str]]:
         except ZooError as exc:
             for d in digests - done:
                 if any(x.artifact_id == h.artifact_id for x in by_digest.get(d, [])):
-                    failed[d] = f"{h.name}: {str(exc).splitlines()[0]}"
+                    failed[d] = f"{h.name}: {exc}"  # whole: a folder name may hold a newline
     for d in digests - done:
         failed.setdefault(d, fix_hint(by_digest.get(d, [])))
     return sorted(done), failed
