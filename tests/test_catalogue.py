@@ -596,9 +596,11 @@ def test_an_import_names_what_it_leaves_behind(registry, bert_with_tokenizer, tm
     (custom / "1_Pooling" / "config.json").write_text("{}")
     (custom / ".gitattributes").write_text("*.safetensors filter=lfs\n")
     (custom / "training_args.bin").write_bytes(b"\0")
+    (custom / "model.onnx").write_bytes(b"\0")
     code, _, err = run_cli("import", str(custom))
     assert code == 0, err
-    left = "1_Pooling/, modeling_custom.py"
+    weights = "model.onnx (weights in another format; an export holds safetensors)"
+    left = f"1_Pooling/, {weights}, modeling_custom.py, training_args.bin"
     assert err == f"note: not kept, so an export lacks them: {left} {KEEPS}\n"
 
 

@@ -296,7 +296,7 @@ def _refuse_a_copy(reg, command: str, *, sweeps: bool) -> None:
     says what to keep apart."""
     import socket
 
-    here = reg.place()
+    here = reg._place()
     if not here:
         return
     there = reg.store.claim_place(reg.registry_id)

@@ -137,10 +137,10 @@ class Registry:
         # Claimed at this registry's first write or reuse of a blob (BlobStore.owner), not
         # by a look: a registry pointed at another's store by mistake adds no owner.
         store.owner = lambda: self.registry_id
-        store.owner_place = self.place
+        store.owner_place = self._place
         return store
 
-    def place(self) -> str:
+    def _place(self) -> str:
         """Where this registry's database is, as a store's claim records it: ``HOST:FILE``
         for SQLite (a copy of the file carries the registry's id), "" for PostgreSQL."""
         import socket

@@ -317,16 +317,21 @@ def _read(path: Path, name: str, role: str) -> SideFile | LeftBehind:
     return SideFile(name, role, data, hashlib.sha256(data).hexdigest())
 
 
-#: Weights in other formats and training state beside the safetensors zoo reads: an export
-#: holds the weights as safetensors, which transformers loads in their place.
+#: Weights in other formats and training state beside the safetensors zoo reads: listed as
+#: not kept, since an export holds the weights as safetensors (transformers loads those).
 _OTHER_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf")
+# Which of those are a model's weights (pytorch_model.bin, model.onnx) rather than training
+# state beside them (training_args.bin, optimizer.pt).
+_WEIGHT_STEMS = ("pytorch_model", "model", "tf_model", "flax_model", "consolidated")
+_WEIGHTS_ONLY = (".h5", ".msgpack", ".onnx", ".gguf")
 
 
 def scan(root: Path) -> Scan:
     """The side files of the folder ``root`` (by name; a module folder's files after the
     top's), and what it holds that zoo does not keep: any other file or folder at its
-    top, and any file of a kind zoo keeps that it cannot use, with why. Hidden names,
-    config.json, weights in other formats and their indexes are not listed.
+    top (weights in another format with why), and any file of a kind zoo keeps that it
+    cannot use, with why. Hidden names, config.json, the safetensors weights and the
+    indexes are not listed.
 
     Raises:
         InvalidCheckpointError: a side file is a symbolic link to nothing (an HF cache
@@ -350,10 +355,14 @@ def scan(root: Path) -> Scan:
             (found if isinstance(got, SideFile) else left).append(got)
         elif name in modules:
             continue  # read below
+        elif name.endswith(_OTHER_WEIGHTS) and not name.startswith(".") and not path.is_dir():
+            weights = name.startswith(_WEIGHT_STEMS) or name.endswith(_WEIGHTS_ONLY)
+            why = "weights in another format; an export holds safetensors" if weights else None
+            left.append(LeftBehind(name, why))  # training state (optimizer.pt) as any file
         elif not (
             name.startswith(".")
             or name == "config.json"
-            or name.endswith((".safetensors", ".index.json", *_OTHER_WEIGHTS))
+            or name.endswith((".safetensors", ".index.json"))
         ):
             left.append(LeftBehind(f"{name}/" if path.is_dir() else name))
     for folder in modules:
