@@ -891,6 +891,9 @@ def test_a_failing_database_is_told_to_callers_by_kind_and_to_the_log_in_full(tm
     written = log.read_text()
     assert "no such table: artifacts" in written
     assert written.count("database error: ") == 2 and "Traceback" not in written, written
+    lines = [line for line in written.splitlines() if "database error: " in line]
+    assert all("OperationalError: no such table" in line for line in lines), lines
+    assert "SELECT" not in written and "[parameters" not in written, written  # the driver's words
 
 
 def test_an_unexpected_failure_is_answered_and_logged_once_with_its_traceback(caplog):

@@ -401,6 +401,10 @@ class _TensorView:
 # --- the app ----------------------------------------------------------------------------------
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
 def _schema_state_after(reg) -> str | None:
     """After a database error: the schema in words when it is not this zoo's (None when
     it is, or when the database cannot say)."""
@@ -737,7 +741,10 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         # database's host, port and role, the server's paths) goes to the server's log.
         sa = sys.modules.get("sqlalchemy.exc")
         if sa is not None and isinstance(exc, sa.SQLAlchemyError):
-            log.error("database error: %s", exc)
+            # One line: the driver's message, not the statement and its parameters (token
+            # names, hashes), which SQLAlchemy's text appends.
+            cause = getattr(exc, "orig", None) or exc
+            log.error("database error: %s: %s", type(cause).__name__, _first_line(cause))
             # The schema is checked when the server starts: one changed under it since (a
             # `zoo db downgrade`, an older or newer zoo's upgrade) fails every statement.
             state = await server.db(_schema_state_after, server.reg)
