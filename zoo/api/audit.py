@@ -503,6 +503,17 @@ def saved_copy_of(reg, tensors, config) -> ArtifactInfo | None:
     ``tie_word_embeddings`` written out at its default); None when there is none."""
     if not isinstance(config, dict):
         return None
+    # A copy holds every weight of the checkpoint: its largest matrix unrecorded, it is
+    # none (one indexed look-up, where the whole comparison would cost each new import).
+    from zoo.db import queries
+
+    matrices = [t for t in tensors if len(t.shape) >= 2 and t.dtype.startswith(("F", "BF"))]
+    if not matrices:
+        return None
+    probe = max(matrices, key=lambda t: (t.nbytes, t.name))
+    with reg.session() as session:
+        if not queries.artifacts_with_digests(session, [probe.digest]):
+            return None
     report = _identify(reg, "copy", tensors, config, None, rounding=False, ancestry=False)
     found = report.artifact
     if (
