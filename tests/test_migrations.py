@@ -371,3 +371,24 @@ def test_an_empty_revision_is_one_line(run_cli, registry):
     for verb in ("upgrade", "downgrade"):
         code, out, err = run_cli("db", verb, " ")
         assert code == 2 and out == "" and err.count("\n") == 1 and "name a revision" in err
+
+
+def test_a_registry_held_open_refuses_a_schema_changed_under_it(registry, tiny_dir, monkeypatch):
+    """A handle held open (a server's) reads the schema's revision again once a while: a
+    downgrade under it is refused from then on, every call, in words that name no database
+    URL (a server's callers read them), and an upgrade lets it go on."""
+    import zoo
+    from zoo.api import registry as registry_module
+
+    registry.import_checkpoint(tiny_dir("gpt2"))
+    monkeypatch.setattr(registry_module, "_SCHEMA_RECHECK_S", 0.0)
+    other = zoo.connect(db_url=registry.settings.db_url, store_url=registry.settings.store_url)
+    other.db_downgrade("0009")
+    for _ in range(2):
+        with pytest.raises(SchemaOutdatedError) as refused:
+            registry.list()
+        message = str(refused.value)
+        assert message.startswith("The database's schema changed while this process had it")
+        assert "out of date" in message and "://" not in message, message
+    other.db_upgrade()
+    assert len(registry.list()) == 1

@@ -18,8 +18,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from zoo.config import Settings, load_settings, redact_url
 from zoo.db import engine as db_engine
 from zoo.db import queries
-from zoo.errors import DatabaseUnavailableError, InvalidInputError
+from zoo.errors import DatabaseUnavailableError, InvalidInputError, SchemaOutdatedError
 from zoo.store import BlobStore, open_store
+
+# How often a handle held open reads the schema's revision again (one query).
+_SCHEMA_RECHECK_S = 5.0
 
 # Contention on SQLite ("database is locked") and serialization failures on PostgreSQL
 # are retried with jittered backoff so they never reach the user.
@@ -87,6 +90,8 @@ class Registry:
         self.settings = settings or load_settings()
         self._check_schema = check_schema
         self._schema_ok = False
+        self._schema_seen = 0.0  # time.monotonic() of the last look at the schema
+        self._schema_lost: str | None = None  # what it is since it changed under this handle
         self._file: tuple[str, tuple[int, int]] | None = None  # see _follow_file
 
     def __repr__(self) -> str:
@@ -168,9 +173,27 @@ class Registry:
         db_engine.check_writable(self.engine)
 
     def ensure_schema(self) -> None:
-        if not self._schema_ok and self._check_schema:
+        """Refuse a database at another schema revision than this zoo's: at first use, and
+        again once a while for a handle held open (a server's: a `zoo db downgrade` under
+        it must not leave it reading and writing tables that changed)."""
+        if not self._check_schema:
+            return
+        now = time.monotonic()
+        if not self._schema_ok:
             db_engine.ensure_schema(self.engine)
-        self._schema_ok = True
+            self._schema_ok, self._schema_seen = True, now
+            return
+        if now - self._schema_seen > _SCHEMA_RECHECK_S:
+            self._schema_seen = now
+            with self.engine.connect() as connection:  # one query, Alembic only if changed
+                same = db_engine.stamped_revision(connection) == db_engine.head_revision()
+                state = "up to date" if same else db_engine.schema_state(connection)
+            self._schema_lost = None if state == "up to date" else state
+        if self._schema_lost is not None:  # no URL named: a server's callers read this
+            raise SchemaOutdatedError(
+                f"The database's schema changed while this process had it open; it is now "
+                f"{self._schema_lost}. Run again once the schema is this zoo's."
+            )
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:

@@ -358,7 +358,7 @@ def current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def _stamped_revision(connection: Connection) -> str | None:
+def stamped_revision(connection: Connection) -> str | None:
     """The revision in alembic_version read with one query (None without the table), the
     check every command makes before its work."""
     try:
@@ -585,7 +585,7 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
             if connection.dialect.name == "postgresql":
                 # One statement: no BEGIN and ROLLBACK round trips around it.
                 connection.execution_options(isolation_level="AUTOCOMMIT")
-            current = _stamped_revision(connection)
+            current = stamped_revision(connection)
             if current == head:
                 return
     except OperationalError as exc:
