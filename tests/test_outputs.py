@@ -311,6 +311,31 @@ def test_a_replaced_output_stays_aside_until_its_replacement_is_recorded(
     assert not [p for p in tmp_path.iterdir() if ".zoo-old-" in p.name]  # removed after
 
 
+def test_fsck_names_the_out_folder_it_put_back_after_a_killed_swap(
+    registry, tiny_dir, tmp_path, run_cli
+):
+    """A --force killed between setting the previous output aside and renaming the new one
+    in: `zoo fsck --repair` puts the previous one back and names it by its --out, where it
+    is now, not by the hidden name it had aside."""
+    from zoo.db import queries
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    out = tmp_path / "out"
+    registry.materialize(src.name, layers=1, hidden=16, out=out)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    tag = f"{export._host_tag()}-{dead.pid}-0badcafe"
+    aside, temp = tmp_path / f".out.zoo-old-{tag}", tmp_path / f".out.zoo-tmp-{tag}"
+    out.rename(aside)
+    temp.mkdir()
+    registry.transaction(lambda s: queries.add_output(s, str(out), writer_host(), dead.pid))
+    code, text, err = run_cli("fsck", "--repair")
+    assert code == 0, err
+    (put_back,) = [line for line in text.splitlines() if line.startswith("put back")]
+    assert put_back.endswith(f"set aside: {out}"), text
+    assert registry.audit(out).status == "known" and not aside.exists() and not temp.exists()
+
+
 @pytest.mark.parametrize("force", [False, True])
 def test_a_folder_that_appears_at_out_while_zoo_writes_is_never_replaced(
     registry, tiny_dir, tmp_path, monkeypatch, force

@@ -316,7 +316,7 @@ def test_a_module_folders_files_are_served_under_their_path_as_the_hub_names_the
     import shutil
 
     folder = tmp_path / "st"
-    shutil.copytree(tiny_dir("bert"), folder)
+    shutil.copytree(tiny_dir("bert", seed=7), folder)  # not tiny-bert's weights: its own files
     pooling = json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True})
     (folder / "1_Pooling").mkdir()
     (folder / "1_Pooling" / "config.json").write_text(pooling)
@@ -1017,7 +1017,7 @@ def test_one_commit_names_one_set_of_files_and_a_corrected_card_is_served(tmp_pa
         reg.close()
 
 
-def test_ranges_are_served_ignored_or_refused_in_zoos_error_body(served):
+def test_ranges_are_served_ignored_or_refused_in_zoos_error_body(served, tiny_dir, tmp_path):
     """huggingface_hub resumes a download with a Range: a malformed one or another unit is
     ignored and the file sent (RFC 9110), the ranges in the file are served and those past
     its end dropped, and a request for nothing in the file is a 416 in zoo's error body,
@@ -1063,6 +1063,30 @@ def test_ranges_are_served_ignored_or_refused_in_zoos_error_body(served):
             assert answer.headers["content-range"] == f"bytes */{size}"
             assert (answer.headers["etag"], answer.headers["x-repo-commit"]) == (etag, commit)
             assert answer.json()["error"]["class"] == "ZooError"
+        # An If-Range that is not the file's ETag asks for the whole file (RFC 9110).
+        for validator, status in ((etag, 416), ('"deadbeef"', 200)):
+            answer = http.get(
+                "/tiny-bert/resolve/main/config.json",
+                headers={"Range": f"bytes={size}-", "If-Range": validator},
+            )
+            assert answer.status_code == status, validator
+        stale = http.get(
+            "/tiny-bert/resolve/main/config.json",
+            headers={"Range": "bytes=2-9", "If-Range": '"deadbeef"'},
+        )
+        assert stale.status_code == 200 and stale.content == whole.content
+    # An empty file holds no range: zoo's 416, not the file server's bare one.
+    import shutil
+
+    shutil.copytree(tiny_dir("bert", seed=8), tmp_path / "empty-license")  # not tiny-bert
+    (tmp_path / "empty-license" / "LICENSE").write_bytes(b"")
+    served.reg.import_checkpoint(tmp_path / "empty-license", name="tiny-empty-license")
+    with _read(served) as http:
+        for asked in ("bytes=-5", "bytes=0-0,-3", "bytes=0-"):
+            answer = http.get("/tiny-empty-license/resolve/main/LICENSE", headers={"Range": asked})
+            assert answer.status_code == 416, (asked, answer.status_code)
+            assert answer.headers["content-range"] == "bytes */0", asked
+            assert answer.json()["error"]["class"] == "ZooError", asked
 
 
 HUB_REFS = """

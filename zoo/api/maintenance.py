@@ -565,7 +565,11 @@ def _clean_outputs(reg, dead: list[tuple[int, str, int]]) -> list[str]:
 
     handled = []
     for output_id, path, pid in dead:
-        handled += [(str(p), back) for p, back in clean_leftovers(Path(path), pid=pid)]
+        # A folder put back is named where it is now, the --out it was; one removed by
+        # the hidden name it had.
+        handled += [
+            (path if back else str(p), back) for p, back in clean_leftovers(Path(path), pid=pid)
+        ]
         reg.transaction(lambda s, i=output_id: queries.remove_output(s, i))
     return handled
 

@@ -605,7 +605,7 @@ class Server:
         }
         if request.headers.get("if-none-match", "").strip('"') == meta["sha256"]:
             return Response(status_code=304, headers=extra)
-        if _unsatisfiable(request, meta["size"]):
+        if _unsatisfiable(request, meta["size"], f'"{meta["sha256"]}"'):
             err = ZooError(f"No byte of the requested range is in this {meta['size']}-byte file.")
             return JSONResponse(
                 error_body(err, 416, 2),
@@ -618,26 +618,30 @@ class Server:
 _RANGE = re.compile(r"bytes=\s*(\d*-\d*\s*(?:,\s*\d*-\d*\s*)*)", re.IGNORECASE)
 
 
-def _unsatisfiable(request: Request, size: int) -> bool:
+def _unsatisfiable(request: Request, size: int, etag: str | None = None) -> bool:
     """Whether a Range header asks only for bytes past the end (416, in zoo's error body).
     A header in another unit or of another form is ignored and the whole file sent, as
     RFC 9110 (14.2) has a server do (the file server would answer a plain-text 400). Of
     one that also asks for bytes past the end, the ranges in the file are served (RFC
     9110, 15.3.7: the satisfiable ranges) and the others dropped, where the file server
-    would refuse them all. What remains of the header is what it serves."""
+    would refuse them all. What remains of the header is what it serves. An ``If-Range``
+    that is not the file's ``etag`` asks for the whole file (RFC 9110, 13.1.5), and an
+    empty file holds no range at all."""
     header = request.headers.get("range")
     if header is None:
         return False
     found = _RANGE.fullmatch(header.strip())
     specs = [spec.strip().partition("-") for spec in found.group(1).split(",")] if found else []
     others = [(k, v) for k, v in request.scope["headers"] if k != b"range"]
-    if not specs or not all(_well_formed(first, last) for first, _, last in specs):
+    if_range = request.headers.get("if-range")
+    stale = if_range is not None and if_range.strip() != etag
+    if stale or not specs or not all(_well_formed(first, last) for first, _, last in specs):
         request.scope["headers"] = others
         return False
     kept = [
         f"{first}-{last}"
         for first, _, last in specs
-        if (int(first) < size if first else int(last) > 0)
+        if size and (int(first) < size if first else int(last) > 0)
     ]
     if kept and len(kept) < len(specs):
         request.scope["headers"] = [*others, (b"range", f"bytes={','.join(kept)}".encode())]
