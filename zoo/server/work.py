@@ -126,7 +126,6 @@ def commit_of(key: str) -> str:
 
 
 _KEY = re.compile(r"[0-9a-f]{64}\.[a-z]+(?:-[0-9a-f]{12})?")
-_KEY_INDEX = re.compile(r"[0-9a-f]{64}\.[a-z]+(?:-[0-9a-f]{12})?\.files\.json")
 
 
 class FileCache:
