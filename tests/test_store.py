@@ -178,6 +178,22 @@ def test_a_blob_another_user_wrote_is_refreshed_or_written_again_when_reused(tmp
     assert path.stat().st_mtime > time.time() - 60 and store.get(digest) == b"theirs"
 
 
+def test_claims_made_at_once_by_many_threads_all_land(tmp_path):
+    """An import stores its blobs on a few threads, each claiming the store at its first
+    write: the claim, with where the registry is, is written atomically by every one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    registry_id = "d1683166-b045-4a66-8568-43396c25d5c9"
+    for _ in range(5):
+        store = LocalStore(tmp_path / f"blobs-{_}")
+        store.owner_place = lambda: "host:/somewhere/zoo.db"
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda _: store.claim(registry_id), range(16)))
+        assert store.claims() == [registry_id]
+        assert store.claim_place(registry_id) == "host:/somewhere/zoo.db"
+        assert [p.name for p in (tmp_path / f"blobs-{_}" / "registries").iterdir()] == [registry_id]
+
+
 def test_put_if_absent_reads_only_when_needed(store_url):
     store = open_store(store_url)
     data = b"lazy" * 100

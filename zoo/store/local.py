@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,8 +137,8 @@ class LocalStore(BlobStore):
         folder = self.root / self.CLAIMS
         folder.mkdir(parents=True, exist_ok=True)
         claim = folder / registry_id
-        if text:
-            temp = folder / f".{registry_id}.{os.getpid()}"
+        if text:  # atomically: other threads and processes claim at the same moment
+            temp = folder / f".{registry_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
             temp.write_text(text, encoding="utf-8")
             os.replace(temp, claim)
         else:
