@@ -184,14 +184,15 @@ def test_claims_made_at_once_by_many_threads_all_land(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     registry_id = "d1683166-b045-4a66-8568-43396c25d5c9"
-    for _ in range(5):
-        store = LocalStore(tmp_path / f"blobs-{_}")
+    for i in range(5):
+        store = LocalStore(tmp_path / f"blobs-{i}")
         store.owner_place = lambda: "host:/somewhere/zoo.db"
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda _: store.claim(registry_id), range(16)))
+            list(pool.map(store.claim, [registry_id] * 16))
         assert store.claims() == [registry_id]
         assert store.claim_place(registry_id) == "host:/somewhere/zoo.db"
-        assert [p.name for p in (tmp_path / f"blobs-{_}" / "registries").iterdir()] == [registry_id]
+        claims = tmp_path / f"blobs-{i}" / "registries"
+        assert [p.name for p in claims.iterdir()] == [registry_id]  # no temporary left
 
 
 def test_put_if_absent_reads_only_when_needed(store_url):
