@@ -165,6 +165,22 @@ def _base_model(folder: Path, dest: Path) -> Path:
     return dest
 
 
+def test_a_base_model_saved_on_its_own_in_bf16_is_its_float32_checkpoint_rounded(reg, tmp_path):
+    """The two ways a copy's names and bytes change, at once: a float32 masked LM's BERT
+    loaded as bf16 and saved through AutoModel (no ``bert.`` prefix, no head, every value
+    rounded) is found by its records under the prefixed names, rounded."""
+    import transformers
+
+    src_dir = save_tiny("bert", tmp_path / "ml")
+    src = reg.import_checkpoint(src_dir)
+    model = transformers.AutoModel.from_pretrained(src_dir, dtype=torch.bfloat16)
+    model.save_pretrained(tmp_path / "base-bf16")
+    report = reg.audit(tmp_path / "base-bf16")
+    assert (report.status, report.artifact.id) == ("modified", src.id), report.to_text()
+    assert (report.prefix_dropped, report.head_dropped) == ("bert.", True), report.to_text()
+    assert report.rounded_to == ["BF16"] and report.differing == [], report.to_text()
+
+
 def test_a_base_model_saved_on_its_own_is_a_part_of_its_checkpoint_without_the_head(
     reg, tmp_path, run_cli
 ):

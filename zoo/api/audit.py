@@ -580,7 +580,8 @@ _REDERIVED = 3
 def _by_rounding(reg, session, tensors, evidence: dict[str, str], config):
     """The artifact a file cast down to bf16 or fp16 came from, when it shares no bytes
     with any: among the artifacts recording one of the file's smallest bf16 or fp16
-    matrices in float32 under the same name and shape (of the file's family), one whose
+    matrices in float32 under the same name and shape, or that name less or plus the
+    family's base-model prefix (of the file's family), one whose
     record, rounded, is the file's tensor; the one whose tensor names and shapes the file
     matches best. Returns (artifact row or None, {artifact id: bytes reader})."""
     from zoo.checkpoint.casts import ROUNDED_FROM
@@ -592,17 +593,26 @@ def _by_rounding(reg, session, tensors, evidence: dict[str, str], config):
         key=lambda t: (t.nbytes, t.name),
     )[:_SCREENED]  # more than one: a fine-tune may have changed one
     family = _family_of(config)
+    prefix = _base_prefix(family)
     found: set[int] = set()
     virtual: set[int] = set()
     for screen in narrow:
+        # Its name, or the artifact's name for it under the family's base-model prefix:
+        # a base model saved on its own drops it, a task model built on one adds it.
+        names = [screen.name]
+        if prefix is not None:
+            dot = f"{prefix}."
+            names += [screen.name[len(dot) :]] if screen.name.startswith(dot) else []
+            names += [dot + screen.name]
         stored: dict[str, list[int]] = {}
-        for artifact_id, digest, is_virtual in queries.artifacts_recording(
-            session, screen.name, screen.shape, ROUNDED_FROM[screen.dtype], family
-        ):
-            if is_virtual:
-                virtual.add(artifact_id)
-            else:
-                stored.setdefault(digest, []).append(artifact_id)
+        for name in names:
+            for artifact_id, digest, is_virtual in queries.artifacts_recording(
+                session, name, screen.shape, ROUNDED_FROM[screen.dtype], family
+            ):
+                if is_virtual:
+                    virtual.add(artifact_id)
+                else:
+                    stored.setdefault(digest, []).append(artifact_id)
         for digest in list(stored)[:_ROUNDING_SCREENS]:
             if _rounds(_stored_bytes(reg, digest), screen):
                 found.update(stored[digest])
