@@ -17,6 +17,8 @@ from pathlib import Path
 import click
 from zoo_cli import render
 
+from zoo.text import is_utf8
+
 # click >= 8.2 raises this for a group called with nothing; older clicks print help themselves.
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
@@ -964,7 +966,7 @@ def main(argv: list[str] | None = None) -> None:
     for arg in sys.argv[1:] if argv is None else argv:
         # Python keeps bytes that are not UTF-8 (a Latin-1 terminal's) as lone surrogates,
         # which no database, file name or JSON of zoo's can take.
-        if not arg.isascii() and not _is_utf8(arg):
+        if not arg.isascii() and not is_utf8(arg):
             click.echo(
                 f"zoo: error: the argument {arg!a} is not UTF-8 text; zoo reads "
                 "its names, paths and options as UTF-8.",
@@ -1014,14 +1016,6 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"zoo: error: {_first_line(exc)}", err=True)
         sys.exit(exc.exit_code)
     sys.exit(0)
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _interruption(exc: BaseException | None, plain: str) -> str:

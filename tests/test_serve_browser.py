@@ -399,28 +399,14 @@ def test_the_page_audits_a_float32_save_of_a_bf16_checkpoint_as_it(site, page, t
     save_file(mixed, folder / "model.safetensors")
     other = site.reg.import_checkpoint(folder, name="llama-mixed-tiny")
     save_file({k: v.float() for k, v in mixed.items()}, widened)
-    page.goto(site.url + "/#/")
-    page.goto(site.url + "/#/audit")
-    page.set_input_files("#pick", [str(widened)])
-    page.wait_for_function(
-        "document.querySelector('.verdict .badge') && "
-        "document.querySelector('.verdict .badge').innerText === 'known'"
-    )
-    assert other.name in page.locator(".verdict").inner_text()
+    assert other.name in _audited_again(page, site, widened, "known")
 
     # The other way: a float32 checkpoint rounded to bf16 (the server finds the records
     # the page's hashes round from) is that checkpoint, cast down.
     wide_src = site.reg.import_checkpoint(tiny_dir("llama", seed=2), name="llama-f32-tiny")
     weights = load_file(tiny_dir("llama", seed=2) / "model.safetensors")
     save_file({k: v.to(torch.bfloat16) for k, v in weights.items()}, widened)
-    page.goto(site.url + "/#/")
-    page.goto(site.url + "/#/audit")
-    page.set_input_files("#pick", [str(widened)])
-    page.wait_for_function(
-        "document.querySelector('.verdict .badge') && "
-        "document.querySelector('.verdict .badge').innerText === 'known'"
-    )
-    verdict = page.locator(".verdict").inner_text()
+    verdict = _audited_again(page, site, widened, "known")
     assert wide_src.name in verdict and "cast down" in verdict, verdict
     assert "recorded float32 values rounded to nearest" in page.locator(".cast").inner_text()
 
@@ -430,13 +416,23 @@ def test_the_page_audits_a_float32_save_of_a_bf16_checkpoint_as_it(site, page, t
     save_file(
         {k.removeprefix("bert."): v for k, v in weights.items() if k.startswith("bert.")}, widened
     )
-    page.goto(site.url + "/#/")
-    page.goto(site.url + "/#/audit")
-    page.set_input_files("#pick", [str(widened)])
-    page.wait_for_selector(".verdict .badge")
-    verdict = page.locator(".verdict").inner_text()
+    verdict = _audited_again(page, site, widened, "modified")
     assert mlm.name in verdict and "its base model, saved without its head" in verdict, verdict
     assert "without the prefix bert." in page.locator(".cast").inner_text()
+
+
+def _audited_again(page, site, file, status: str) -> str:
+    """The page's verdict on ``file``, audited afresh (leaving the page clears the last
+    one), once its badge says ``status``."""
+    page.goto(site.url + "/#/")
+    page.goto(site.url + "/#/audit")
+    page.set_input_files("#pick", [str(file)])
+    page.wait_for_function(
+        "(s) => { const b = document.querySelector('.verdict .badge'); "
+        "return b && b.innerText === s; }",
+        arg=status,
+    )
+    return page.locator(".verdict").inner_text()
 
 
 def test_the_page_reads_a_config_as_zoo_audit_does(site, page, tmp_path, tiny_dir):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from zoo.config import redact_url
 from zoo.errors import DatabaseUnavailableError, InvalidInputError
+from zoo.text import is_utf8
 
 BUSY_TIMEOUT_S = 30
 
@@ -59,7 +60,7 @@ def sqlite_file(url: str, database: str | None, *, create_folder: bool) -> SQLit
     """
     check_names_a_file(url, database)
     path = Path(database).expanduser().absolute()
-    if not _is_utf8(str(path)):  # SQLite takes a file's name as UTF-8 text
+    if not is_utf8(str(path)):  # SQLite takes a file's name as UTF-8 text
         raise InvalidInputError(
             f"The database path {str(path)!a} is not UTF-8 text; give the registry (ZOO_HOME "
             "or the database URL) a folder whose path is."
@@ -153,14 +154,6 @@ def _create(path: Path) -> None:
                 os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _umask() -> int:
