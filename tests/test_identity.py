@@ -249,6 +249,84 @@ def test_a_base_model_saved_on_its_own_names_its_own_size(reg, tmp_path):
     assert report.artifact.id == wide.artifact.id and report.head_dropped
 
 
+def _edges_into(reg, name: str) -> list:
+    """The edges whose child is ``name``, but its imports."""
+    graph = reg.lineage(name, up=True, down=False, depth=1)
+    child = next(n.id for n in graph.nodes.values() if n.name == name)
+    return [e for e in graph.edges if e.child_id == child]
+
+
+@pytest.mark.parametrize(
+    ("family", "prefix"), [("bert", "bert."), ("llama", "model."), ("qwen2", "model.")]
+)
+def test_a_base_model_saved_on_its_own_imports_as_a_source_made_of_its_task_model(
+    family, prefix, reg, tmp_path, run_cli
+):
+    """AutoModel's save of a registered task model is a new source (other tensors, other
+    architecture) with a ``backbone`` edge from the task model, which names the prefix the
+    names lost, the head left behind (none for a tied decoder) and the layers the base
+    model adds (BERT's pooler), as the two files' tensor names say."""
+    src_dir = save_tiny(family, tmp_path / "lm")
+    src = reg.import_checkpoint(src_dir)
+    folder = _base_model(src_dir, tmp_path / "base")
+    recorded, held = set(load_file(src_dir / "model.safetensors")), _names(folder)
+    head = sorted(n for n in recorded if not n.startswith(prefix))
+    added = sorted(n for n in held if f"{prefix}{n}" not in recorded)
+    base = reg.import_checkpoint(folder)
+    assert base.kind == "source" and base.id != src.id
+    (edge,) = _edges_into(reg, base.name)
+    assert (edge.parent_id, edge.relation) == (src.id, "backbone")
+    assert (edge.recipe["prefix"], edge.recipe["head"], edge.recipe["added"]) == (
+        prefix,
+        head,
+        added,
+    )
+    down = reg.lineage(src.name, up=False, down=True)
+    assert base.id in {e.child_id for e in down.edges if e.relation == "backbone"}
+    # The edge is the import's: once, however often the folder is imported again.
+    reg.import_checkpoint(folder, name=f"{family}-again")
+    assert len(_edges_into(reg, base.name)) == 1
+    code, out, _ = run_cli("lineage", base.name, "--up")
+    assert code == 0 and f"lm --backbone--> {base.name}" in out, out
+
+
+def test_a_base_model_changed_or_cast_or_cut_is_no_backbone_of_its_task_model(reg, tmp_path):
+    """Only the task model's own tensors, every one, unchanged, make a backbone: a base
+    model fine-tuned in one matrix, cast to bf16, or cut to its first layer is a source
+    with no edge (an audit still says what it shares)."""
+    import transformers
+
+    src_dir = save_tiny("bert", tmp_path / "ml")
+    reg.import_checkpoint(src_dir)
+    tuned = _base_model(src_dir, tmp_path / "tuned")
+    tensors = load_file(tuned / "model.safetensors")
+    tensors["encoder.layer.0.attention.self.query.weight"] += 1e-3
+    save_file(tensors, tuned / "model.safetensors", metadata={"format": "pt"})
+    model = transformers.AutoModel.from_pretrained(src_dir, dtype=torch.bfloat16)
+    model.save_pretrained(tmp_path / "bf16")
+    cut = _base_model(src_dir, tmp_path / "cut")
+    tensors = load_file(cut / "model.safetensors")
+    kept = {n: t for n, t in tensors.items() if not n.startswith("encoder.layer.")}
+    kept.update({n: t for n, t in tensors.items() if n.startswith("encoder.layer.0.")})
+    assert len(kept) < len(tensors)
+    save_file(kept, cut / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((cut / "config.json").read_text())
+    (cut / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 1}))
+    for folder in (tuned, tmp_path / "bf16", cut):
+        info = reg.import_checkpoint(folder)
+        assert _edges_into(reg, info.name) == [], folder.name
+        assert reg.audit(folder).status == "known"  # its own artifact now
+
+
+def test_a_base_model_of_a_removed_task_model_has_no_edge_to_it(reg, tmp_path):
+    """A task model removed with `zoo rm` is no parent of what is imported after."""
+    src_dir = save_tiny("bert", tmp_path / "ml")
+    src = reg.import_checkpoint(src_dir)
+    reg.rm(src.name)
+    base = reg.import_checkpoint(_base_model(src_dir, tmp_path / "base"))
+    assert _edges_into(reg, base.name) == []
+
+
 def test_a_task_model_built_on_a_registered_base_model_is_named_under_its_prefix(reg, tmp_path):
     """A masked LM loaded from a bare BERT adds the ``bert.`` prefix and a new head: the
     audit names the bare BERT, and the head is extra."""

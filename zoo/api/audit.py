@@ -495,16 +495,55 @@ def _identify(
 SAVE_KEYS = frozenset({"transformers_version", "dtype", "torch_dtype", "_name_or_path"})
 
 
-def saved_copy_of(reg, tensors, config) -> ArtifactInfo | None:
-    """The registered checkpoint that a ``save_pretrained`` copy with ``tensors`` (records)
-    and ``config`` is: every weight is its own, under its name, dtype, shape and bytes (the
-    buffers transformers rebuilds and the tied copies it writes once aside), and the config
-    is its own but for what transformers writes on every save (:data:`SAVE_KEYS`, and
-    ``tie_word_embeddings`` written out at its default); None when there is none."""
+@dataclass(frozen=True)
+class Relative:
+    """A registered checkpoint that a new import is made of, every weight unchanged.
+
+    Attributes:
+        how: ``copy``, a ``save_pretrained`` copy of ``artifact`` (the import is recorded
+            on it); or ``backbone``, its base model saved on its own (a new source, with
+            a ``backbone`` edge from ``artifact``).
+        prefix: for a backbone, the base-model prefix its names lack (``"bert."``).
+        head: for a backbone, the artifact's tensors it lacks (the head; none for a tied
+            decoder's).
+        added: for a backbone, the tensors it holds that the artifact lacks (a layer the
+            base model adds, such as BERT's pooler, at random).
+    """
+
+    how: str
+    artifact: ArtifactInfo
+    prefix: str | None = None
+    head: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
+
+    def edge_recipe(self) -> dict[str, Any]:
+        """What a backbone edge records: how its names and tensors relate to the parent's."""
+        return {
+            "note": "its base model saved on its own, unchanged",
+            "prefix": self.prefix,
+            "head": list(self.head),
+            "added": list(self.added),
+        }
+
+
+def relative_of(reg, tensors, config) -> Relative | None:
+    """The registered checkpoint (a source or a derived one) that a checkpoint with
+    ``tensors`` (records) and ``config`` is made of unchanged, and how (see
+    :class:`Relative`); None when there is none.
+
+    A ``copy``: every weight is the artifact's, under its name, dtype, shape and bytes
+    (the buffers transformers rebuilds and the tied copies it writes once aside), and the
+    config is its own but for what transformers writes on every save (:data:`SAVE_KEYS`,
+    and ``tie_word_embeddings`` written out at its default). A ``backbone``: every tensor
+    of the artifact's base model is held unchanged under the artifact's names less the
+    family's base-model prefix, and everything it lacks is outside that prefix (the
+    head); its config is that of another architecture, so it is not compared. Bytes are
+    compared exactly: a copy rounded to bf16 is none."""
     if not isinstance(config, dict):
         return None
-    # A copy holds every weight of the checkpoint: its largest matrix unrecorded, it is
-    # none (one indexed look-up, where the whole comparison would cost each new import).
+    # A relative holds the artifact's largest matrices: the file's largest unrecorded, it
+    # has none (one indexed look-up, where the whole comparison would cost each new
+    # import).
     from zoo.db import queries
 
     matrices = [t for t in tensors if len(t.shape) >= 2 and t.dtype.startswith(("F", "BF"))]
@@ -516,16 +555,27 @@ def saved_copy_of(reg, tensors, config) -> ArtifactInfo | None:
             return None
     report = _identify(reg, "copy", tensors, config, None, rounding=False, ancestry=False)
     found = report.artifact
+    if found is None or found.kind not in ("source", "derived") or report.rounded_to:
+        return None
+    if report.prefix_dropped and not report.prefix_added and not found.deleted:
+        whole = report.status == "known" or (report.head_dropped and not report.differing)
+        if whole:
+            return Relative(
+                "backbone",
+                found,
+                prefix=report.prefix_dropped,
+                head=tuple(report.missing),
+                added=tuple(report.extra),
+            )
+        return None
     if (
-        found is None
-        or report.status not in ("known", "removed")
+        report.status not in ("known", "removed")
         or report.prefix_dropped
         or report.prefix_added
-        or report.rounded_to
-        or found.kind not in ("source", "derived")
+        or not _same_config(found.config, config)
     ):
         return None
-    return found if _same_config(found.config, config) else None
+    return Relative("copy", found)
 
 
 def _as_saved(config: dict[str, Any]) -> dict[str, Any]:

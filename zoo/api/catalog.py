@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from zoo import __version__
 from zoo.db import queries
 from zoo.db.entities import (
     AliasSetting,
@@ -42,7 +43,7 @@ from zoo.errors import (
 from zoo.progress import progress_bar
 from zoo.text import is_utf8
 
-from .audit import saved_copy_of
+from .audit import Relative, relative_of
 from .cards import DERIVED_TAGS
 
 
@@ -196,14 +197,21 @@ class _Prepared:
     #: its card is one zoo wrote for a folder it derived (zoo.api.cards)
     zoo_card: bool = False
     #: the content hash of the registered checkpoint it is a save_pretrained copy of
-    #: (zoo.api.audit.saved_copy_of), whose artifact records this import
+    #: (zoo.api.audit.relative_of), whose artifact records this import
     same_as: str | None = None
+    #: the registered checkpoint it is the base model of, saved on its own
+    #: (zoo.api.audit.relative_of): a new source with a ``backbone`` edge from it
+    backbone_of: Relative | None = None
 
     @property
     def plain(self) -> bool:
         """Nothing to record but the artifact, its tensors and its import."""
         return not (
-            self.side_files or self.bases or self.not_kept or self.origin.startswith("hf://")
+            self.side_files
+            or self.bases
+            or self.not_kept
+            or self.backbone_of
+            or self.origin.startswith("hf://")
         )
 
 
@@ -256,12 +264,16 @@ def _prepare(
         reg.check_writable()  # a read-only registry: refused before any blob is written
         with reg.session() as session:
             known = any(queries.find_by_content(session, k, content_hash) for k in IMPORTABLE)
-        same_as = None
+        same_as = backbone_of = None
         if not known:
             # A copy transformers saved again (its version and dtype written into the
-            # config, buffers dropped) is the checkpoint it was loaded from.
-            copy = saved_copy_of(reg, tensors, ckpt.config)
-            same_as = copy.content_hash if copy is not None else None
+            # config, buffers dropped) is the checkpoint it was loaded from; its base model
+            # saved on its own (AutoModel) is a new source made of it.
+            relative = relative_of(reg, tensors, ckpt.config)
+            if relative is not None and relative.how == "copy":
+                same_as = relative.artifact.content_hash
+            elif relative is not None:
+                backbone_of = relative
         # Blobs first, rows second: a crash in between leaves collectable orphans only.
         total = sum(t.nbytes for t in tensors)
         with progress_bar(total, f"import {Path(path).name}", enabled=progress) as bar:
@@ -329,6 +341,7 @@ def _prepare(
         hidden=hidden,
         from_main=revision in (None, "main"),
         same_as=same_as,
+        backbone_of=backbone_of,
     )
 
 
@@ -421,6 +434,35 @@ def _record(reg, session: Session, row, ready: _Prepared) -> None:
             # re-import takes back what the card it replaces declared.
             drop_stale_card_edges(session, row, bases, ready.relation, by=reg.user)
         record_base_models(session, row, bases, ready.relation, by=reg.user)
+        if ready.backbone_of is not None:
+            _record_backbone(session, row, ready.backbone_of, by=reg.user)
+
+
+#: The relation of a task model's base model, saved on its own, to the task model.
+BACKBONE = "backbone"
+
+
+def _record_backbone(session: Session, row, relative: Relative, *, by: str) -> None:
+    """The edge ``task model --backbone--> row``, while the task model is kept (it may have
+    been removed since the import compared them) and the edge closes no cycle."""
+    from zoo.db.graph import is_ancestor
+
+    parent = queries.find_by_content(
+        session, relative.artifact.kind, relative.artifact.content_hash
+    )
+    if parent is None or parent.deleted_at is not None or parent.id == row.id:
+        return
+    if is_ancestor(session, row.id, parent.id):
+        return
+    queries.add_edge(
+        session,
+        parent_id=parent.id,
+        child_id=row.id,
+        relation=BACKBONE,
+        recipe=relative.edge_recipe(),
+        zoo_version=__version__,
+        by=by,
+    )
 
 
 def _record_not_kept(row, ready: _Prepared) -> None:
