@@ -233,6 +233,28 @@ def test_tokenizer_and_card_go_with_every_out_folder(
     assert (again.out / "README.md").read_text() == card
 
 
+def test_a_base_model_saved_on_its_own_carries_its_task_models_tokenizer_and_license(
+    registry, bert_with_tokenizer, tmp_path
+):
+    """AutoModel's save of a registered task model holds no tokenizer, and its embedding is
+    the task model's byte for byte: what is derived from it (imported as a backbone of the
+    task model) carries the task model's tokenizer, and its card the license."""
+    registry.import_checkpoint(bert_with_tokenizer)
+    bare = tmp_path / "bare"
+    transformers.AutoModel.from_pretrained(bert_with_tokenizer).save_pretrained(bare)
+    assert not (bare / "tokenizer.json").exists()
+    base = registry.import_checkpoint(bare)
+    assert base.files == ()
+    out = registry.materialize(base.name, layers=2, hidden=16, out=tmp_path / "small").out
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (out / name).read_bytes() == (bert_with_tokenizer / name).read_bytes()
+    assert (out / "README.md").read_text().startswith("---\nlicense: apache-2.0\n")
+    source_tok = transformers.AutoTokenizer.from_pretrained(bert_with_tokenizer)
+    text = "the cat sat on the mat."
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    assert tok(text)["input_ids"] == source_tok(text)["input_ids"]
+
+
 def test_a_decoder_folder_generates_text_with_its_chat_template(
     registry, llama_with_tokenizer, tmp_path
 ):

@@ -6,8 +6,10 @@ configs, chat template, license files, the code its ``auto_map`` names and its
 sentence-transformers pipeline as they were imported (the pooling module told the
 output's width), and its model card inherits the source's license. The files are found on
 the artifact itself or, up zoo's own derivation edges (extract, materialize), on the
-nearest ancestor that has some; declared links (finetune, a card's base_model) are not
-followed, since such a model may have a tokenizer of its own.
+nearest ancestor that has some (through a ``backbone`` edge too: a task model's base
+model saved on its own holds its embedding byte for byte, so its vocabulary, and is under
+its license); declared links (finetune, a card's base_model) are not followed, since such
+a model may have a tokenizer of its own.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from zoo.db.entities import ArtifactInfo, FileRecord
 from zoo.errors import InvalidInputError
 
 #: Edges along which the vocabulary, so the tokenizer, is unchanged.
-SAME_VOCABULARY = ("extract", "materialize")
+SAME_VOCABULARY = ("extract", "materialize", "backbone")
 
 
 def _up(reg, info: ArtifactInfo, found):
