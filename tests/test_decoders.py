@@ -251,6 +251,37 @@ def test_a_tied_head_saved_beside_its_embedding_is_derived_as_the_tied_head(
     _same_output(got, want, family, "learngene")
 
 
+@pytest.mark.parametrize("family", list(TIED))
+def test_a_same_size_output_of_a_source_storing_its_tied_copies_says_it_holds_its_weights(
+    family, registry, tiny_dir, tmp_path
+):
+    """The same-size output of a source whose file also stores its tied copies writes
+    them once (so its content hash is not the source's), and every tensor it writes is
+    the source's: its card says these are the source's weights, not an initialization."""
+    from safetensors.torch import load_file
+
+    folder = _with_tied_copies(tiny_dir(family), tmp_path / "dup", family)
+    dup = registry.import_checkpoint(folder)
+    made = registry.materialize(
+        dup.name, layers=4, hidden=32, method="weight-selection", out=tmp_path / "same"
+    )
+    assert made.artifact.content_hash != dup.content_hash
+    source, written = (
+        load_file(folder / "model.safetensors"),
+        load_file(made.out / "model.safetensors"),
+    )
+    assert written.keys() == source.keys() - TIED[family].keys()
+    assert all(torch.equal(t, source[n]) for n, t in written.items())
+    card = (made.out / "README.md").read_text()
+    assert f"The weights are `{dup.name}`'s, bit for bit" in card, card
+    assert "initialization" not in card and "these are its weights" in card
+    # A smaller size is an initialization, as ever.
+    small = registry.materialize(
+        dup.name, layers=2, hidden=16, method="weight-selection", out=tmp_path / "small"
+    )
+    assert "This is an initialization, not a trained model" in (small.out / "README.md").read_text()
+
+
 def _same_output(got, want, family: str, case: str) -> None:
     """The same config and tensors, none of them a tied copy."""
     assert got[0] == want[0], case

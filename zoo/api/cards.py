@@ -5,7 +5,8 @@ from (zoo.api.side_files.source_card_of), never a name that only this registry k
 Hub, and any registry importing the folder, read it as a repository id. It carries the
 source's license, which the weights inherit. Its text says what the weights are: an
 initialization derived from the source by a recipe, not a trained model, or, where the
-derivation gave back the source's own content, the source's weights as they are.
+derivation gave back the source's own content (or every weight of it, its tied copies
+written once), the source's weights as they are.
 """
 
 from __future__ import annotations
@@ -31,6 +32,29 @@ def _listed(value: Any) -> str:
     return ", ".join(f"`{item}`" for item in items)
 
 
+def holds_source_weights(records, source_records) -> bool:
+    """Whether every tensor of ``records`` (a derived checkpoint's) is the source's tensor
+    of that name, bit for bit, and every source tensor it lacks is a buffer (an integer or
+    bool tensor, rotary frequencies) or a copy of a tensor it holds: a tied head stored
+    beside its embedding, which a derived checkpoint writes once, as transformers saves
+    it. Such a checkpoint is the source's weights under another content hash."""
+    from .audit import CONFIG_BUFFERS
+
+    def key(t) -> tuple:
+        return (t.digest, t.dtype, tuple(t.shape))
+
+    mine = {t.name: key(t) for t in records}
+    theirs = {t.name: t for t in source_records}
+    if not mine or any(n not in theirs or key(theirs[n]) != k for n, k in mine.items()):
+        return False
+    held = set(mine.values())
+    return all(
+        key(t) in held or not t.dtype.startswith(("F", "BF")) or t.name.endswith(CONFIG_BUFFERS)
+        for n, t in theirs.items()
+        if n not in mine
+    )
+
+
 def model_card(
     plan,
     name: str,
@@ -39,13 +63,15 @@ def model_card(
     carried: Sequence[str] = (),
     recorded_method: str | None = None,
     fitted: Sequence[str] = (),
+    source_weights: bool = False,
 ) -> str:
     """The card of the derived checkpoint ``name`` (``content_hash``) that ``plan``
     derives; ``source`` is what the source's own card says (a
     zoo.api.side_files.SourceCard), ``carried`` the names of the source's files the
     folder holds besides weights, config and card (``fitted``: those of them set to the
     output's width), ``recorded_method`` the method of the record that already held this
-    content when another method derived it."""
+    content when another method derived it, ``source_weights`` whether its every weight
+    is the source's (:func:`holds_source_weights`)."""
     import yaml
 
     from zoo import __version__
@@ -77,12 +103,20 @@ def model_card(
         else ""
     )
     hub = f" (from the Hub model {_listed(source.bases)})" if source.bases else ""
-    same = content_hash == src.content_hash
-    if same:
+    same = content_hash == src.content_hash or source_weights
+    if content_hash == src.content_hash:
         what = (
             f"The weights and config are `{src.name}`'s{hub}, bit for bit (the same content "
             f"hash): zoo {__version__} derived them from it at its own size with {how}, "
             f"{rules}, which reproduces the source exactly.\n\n"
+        )
+    elif source_weights:
+        what = (
+            f"The weights are `{src.name}`'s{hub}, bit for bit: zoo {__version__} derived "
+            f"them from it at its own size with {how}, {rules}, which reproduces every "
+            "weight. The content hash differs from the source's: the tensors the source "
+            "also stored as tied copies are written once (as transformers saves them), or "
+            "the config differs.\n\n"
         )
     else:
         what = (

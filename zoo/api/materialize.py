@@ -379,7 +379,7 @@ def _run(
         if verify is not None:
             verify(sink)
         return finish(manifest_hash(plan.target_config, sink.sorted_records()))
-    from .cards import model_card
+    from .cards import holds_source_weights, model_card
     from .record import recorded_method
     from .side_files import check_code, fit_to_width, out_files, source_card_of
 
@@ -421,6 +421,7 @@ def _run(
                     sorted(extra),
                     recorded_method(reg, content_hash),
                     fitted,
+                    holds_source_weights(sink.sorted_records(), source_records(reg, plan)),
                 ),
                 extra_files=extra,
             )
