@@ -1006,9 +1006,12 @@ def main(argv: list[str] | None = None) -> None:
             if _is_database_error(exc):
                 from zoo.db.engine import no_room
 
-                click.echo(f"zoo: error: database error: {_first_line(exc)}", err=True)
-                # A full disk is the file system's refusal, as for any other write.
-                sys.exit(EXIT_STORAGE if no_room(getattr(exc, "orig", None)) else EXIT_DATABASE)
+                # A full disk is the file system's refusal, as for any other write; the
+                # driver's words do not say which database (or disk) it is.
+                full = no_room(getattr(exc, "orig", None))
+                where = f" (the database {_database_named()}: its disk is full)" if full else ""
+                click.echo(f"zoo: error: database error: {_first_line(exc)}{where}", err=True)
+                sys.exit(EXIT_STORAGE if full else EXIT_DATABASE)
             if _is_storage_error(exc):
                 click.echo(f"zoo: error: {_storage_message(exc)}", err=True)
                 sys.exit(EXIT_STORAGE)
@@ -1023,6 +1026,13 @@ def _interruption(exc: BaseException | None, plain: str) -> str:
     from zoo.errors import InterruptedAfterWriting
 
     return str(exc) if isinstance(exc, InterruptedAfterWriting) else plain
+
+
+def _database_named() -> str:
+    """The database in effect, its password masked."""
+    from zoo.config import load_settings, redact_url
+
+    return redact_url(load_settings().db_url)
 
 
 def _first_line(exc: BaseException) -> str:
