@@ -579,6 +579,29 @@ def test_a_sentence_transformers_pipeline_goes_with_every_output(
     assert (exported / "1_Pooling" / "mine.txt").read_text() == "not zoo's"
 
 
+@pytest.mark.parametrize("key", ["word_embedding_dimension", "embedding_dimension"])
+def test_the_pooling_width_follows_the_output_as_each_sentence_transformers_names_it(key):
+    """sentence-transformers up to 5 writes the pooling width as
+    ``word_embedding_dimension``, 6 as ``embedding_dimension``: either follows a narrower
+    output's hidden size (SentenceTransformer reports it as the embedding's width), the
+    rest of the file as it was; at the source's width every byte is kept."""
+    from zoo.api.side_files import fit_to_width
+
+    files = {
+        name: data.encode()
+        for name, data in sentence_transformers_files(32).items()
+        if name != "1_Pooling/config.json"
+    }
+    pooling = {key: 32, "pooling_mode": "mean", "include_prompt": True}
+    files["1_Pooling/config.json"] = json.dumps(pooling, indent=4).encode()
+    narrow = fit_to_width(files, 32, 16)
+    assert json.loads(narrow["1_Pooling/config.json"]) == {**pooling, key: 16}
+    assert {n: d for n, d in narrow.items() if n != "1_Pooling/config.json"} == {
+        n: d for n, d in files.items() if n != "1_Pooling/config.json"
+    }
+    assert fit_to_width(files, 32, 32) == files
+
+
 def test_a_zoo_output_imported_again_keeps_the_sources_own_card(
     registry, bert_with_tokenizer, tmp_path
 ):

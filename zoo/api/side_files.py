@@ -24,6 +24,10 @@ from zoo.db import queries
 from zoo.db.entities import ArtifactInfo, FileRecord
 from zoo.errors import InvalidInputError
 
+#: A sentence-transformers pooling module's input width, as versions up to 5 and from 6
+#: name it in its config.json.
+POOLING_WIDTH = ("word_embedding_dimension", "embedding_dimension")
+
 #: Edges along which the vocabulary, so the tokenizer, is unchanged.
 SAME_VOCABULARY = ("extract", "materialize", "backbone")
 
@@ -61,10 +65,11 @@ def out_files(reg, source: ArtifactInfo) -> dict[str, bytes]:
 
 def fit_to_width(files: Mapping[str, bytes], source_hidden, target_hidden) -> dict[str, bytes]:
     """``files`` for a model of hidden size ``target_hidden`` derived from one of
-    ``source_hidden``: a sentence-transformers pooling module's ``word_embedding_dimension``
-    (``1_Pooling/config.json``) follows the width, so ``SentenceTransformer`` builds a
-    pipeline that fits the weights; every other file, and every file at the source's own
-    width, is unchanged, byte for byte."""
+    ``source_hidden``: a sentence-transformers pooling module's width
+    (``1_Pooling/config.json``: ``word_embedding_dimension``, or ``embedding_dimension`` as
+    sentence-transformers 6 writes it) follows the width, so ``SentenceTransformer``
+    builds a pipeline that fits the weights and reports its width; every other file, and
+    every file at the source's own width, is unchanged, byte for byte."""
     from zoo.checkpoint.side_files import module_folders
 
     out = dict(files)
@@ -76,8 +81,11 @@ def fit_to_width(files: Mapping[str, bytes], source_hidden, target_hidden) -> di
             config = json.loads(files[name])
         except (KeyError, ValueError):
             continue
-        if isinstance(config, dict) and config.get("word_embedding_dimension") == source_hidden:
-            config["word_embedding_dimension"] = target_hidden
+        if not isinstance(config, dict):
+            continue
+        keys = [k for k in POOLING_WIDTH if config.get(k) == source_hidden]
+        if keys:
+            config.update(dict.fromkeys(keys, target_hidden))
             out[name] = (json.dumps(config, indent=2) + "\n").encode("utf-8")
     return out
 
