@@ -551,21 +551,27 @@ def test_an_upload_carries_what_a_local_import_reads(both, served, tiny_dir, tmp
     config["auto_map"] = {"AutoConfig": "configuration_tuned.TunedConfig"}
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "configuration_tuned.py").write_text("from transformers import GPT2Config\n")
-    (folder / "modules.json").write_text(json.dumps([{"idx": 1, "path": "1_Pooling"}]))
+    modules = [{"idx": 1, "path": "1_Pooling"}, {"idx": 2, "path": "2_Dense"}]
+    (folder / "modules.json").write_text(json.dumps(modules))
     (folder / "1_Pooling").mkdir()
     (folder / "1_Pooling" / "config.json").write_text('{"word_embedding_dimension": 16}')
+    # A Dense module as sentence-transformers saves it without safetensors: its bytes
+    # are kept (never unpickled), by the server as by a local import.
+    (folder / "2_Dense").mkdir()
+    torch.save({"linear.weight": torch.ones(4, 16)}, folder / "2_Dense" / "pytorch_model.bin")
     code, _, err = both.remote("import", str(folder), "--name", "with-files")
     assert code == 0, err
     info = served.reg.show("with-files")
     sent = {"README.md", "tokenizer_config.json", "merges.txt", "generation_config.json"}
     sent |= {"LICENSE", "configuration_tuned.py", "modules.json", "1_Pooling/config.json"}
+    sent |= {"2_Dense/pytorch_model.bin"}
     assert {f.name for f in info.files} == sent
     local = both.local("import", str(folder), "--json")  # the same files, kept locally
     assert local[0] == 0 and {f["name"] for f in json.loads(local[1])["files"]} == sent
     code, _, err = both.remote("export", "with-files", "--out", str(tmp_path / "exported"))
     assert code == 0, err  # a module folder's file comes back by its path
-    pooling = (tmp_path / "exported" / "1_Pooling" / "config.json").read_bytes()
-    assert pooling == (folder / "1_Pooling" / "config.json").read_bytes()
+    for name in ("1_Pooling/config.json", "2_Dense/pytorch_model.bin"):
+        assert (tmp_path / "exported" / name).read_bytes() == (folder / name).read_bytes()
     graph = served.reg.lineage("with-files", down=False)
     assert {(graph.nodes[e.parent_id].name, e.relation) for e in graph.edges} == {
         ("acme/base", "finetune")
