@@ -1843,3 +1843,35 @@ def test_scratch_reads_nothing_of_the_source_but_its_shapes(registry, tiny_dir, 
     assert shapes_only.artifact.content_hash == read_whole.artifact.content_hash
     for name, t in read_whole.state_dict.items():
         assert torch.equal(shapes_only.state_dict[name], t), name
+
+
+def test_a_new_derived_record_is_five_statements(registry, tiny_dir, monkeypatch):
+    """Recording a new derived checkpoint reads its parent's liveness (locked) and whether
+    its content is registered as single columns, then inserts its row, its tensor rows
+    (one batch) and its edge: no ORM row is loaded, and the parent is read once."""
+    from sqlalchemy import event
+
+    from zoo.api import materialize as mat
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    statements: list[str] = []
+    real = mat.record_derived
+
+    def seen(_conn, _cursor, statement, *_):
+        statements.append(" ".join(statement.split()))
+
+    def recorded(*args, **kwargs):
+        event.listen(registry.engine, "before_cursor_execute", seen)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            event.remove(registry.engine, "before_cursor_execute", seen)
+
+    monkeypatch.setattr(mat, "record_derived", recorded)
+    made = registry.materialize(src.name, layers=1, hidden=16, method="scratch", device="cpu")
+    work = [s for s in statements if not s.startswith("BEGIN")]
+    assert len(work) == 5, statements
+    assert [s.split()[0] for s in work] == ["SELECT", "SELECT", "INSERT", "INSERT", "INSERT"]
+    assert not any("config_json" in s for s in work if s.startswith("SELECT")), work
+    assert registry.show(made.artifact.name).tensors == made.artifact.tensors
+    assert [e.parent_id for e in registry.lineage(made.artifact.name).edges] == [src.id]

@@ -56,6 +56,7 @@ def record_derived(
     the same content is reused (brought back if removed, kept if now stored)."""
     recipe = edge_recipe(plan, dev)
     info = {"recipe": recipe, "target": plan.target_sizes}
+    by = reg.user
 
     def link(session: Session, row, *, new: bool = False) -> ArtifactInfo:
         from zoo.db.graph import is_ancestor
@@ -72,7 +73,7 @@ def record_derived(
                 relation="materialize",
                 recipe=recipe,
                 zoo_version=__version__,
-                by=reg.user,
+                by=by,
             )
         # Same content hash, same tensor records: no need to read them back; nor, for a
         # row just inserted, its aliases, imports and files (it has none).
@@ -81,6 +82,7 @@ def record_derived(
 
     def find(session: Session):
         # The parent first, then the row: `zoo rm --cascade` locks them in that order.
+        # create runs after find in the same transaction: the parent is locked already.
         parent_live(session, plan, lock=True)
         row = queries.find_by_content(session, "derived", content_hash, for_write=True)
         if row is None:
@@ -94,7 +96,6 @@ def record_derived(
         return link(session, row)
 
     def create(session: Session) -> ArtifactInfo:
-        parent_live(session, plan, lock=True)
         row = queries.insert_artifact(
             session,
             kind="derived",
@@ -104,7 +105,7 @@ def record_derived(
             config=plan.target_config,
             info=info,
             tensors=records,
-            created_by=reg.user,
+            created_by=by,
             virtual=not store,
             layers=plan.target_sizes.get("layers"),
             hidden=plan.target_sizes.get("hidden"),
@@ -119,11 +120,9 @@ def parent_live(session: Session, plan: Plan, *, lock: bool = False) -> None:
     (`zoo gc`) while it was derived: its row would hang under a removed artifact, or its
     edge point at none. ``lock``: the row is held until the caller's transaction ends,
     so an `rm` waits for the record and then sees the child it must keep."""
-    from zoo.db.models import Artifact
     from zoo.errors import ConflictError
 
-    row = session.get(Artifact, plan.parent.id, with_for_update=lock, populate_existing=True)
-    if row is None or row.deleted_at is not None:
+    if not queries.is_live(session, plan.parent.id, lock=lock):
         raise ConflictError(
             f"{plan.parent.name} was removed while this materialization ran; nothing was "
             "recorded (materialize it again from what is kept)."

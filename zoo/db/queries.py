@@ -275,6 +275,26 @@ _BY_CONTENT = select(Artifact).where(
     Artifact.kind == bindparam("kind", type_=Artifact.kind.type),
     Artifact.content_hash == bindparam("content_hash", type_=Artifact.content_hash.type),
 )
+_ID_BY_CONTENT = select(Artifact.__table__.c.id).where(
+    Artifact.__table__.c.kind == bindparam("kind", type_=Artifact.kind.type),
+    Artifact.__table__.c.content_hash
+    == bindparam("content_hash", type_=Artifact.content_hash.type),
+)
+_LIVE = select(Artifact.__table__.c.id).where(
+    Artifact.__table__.c.id == bindparam("id", type_=Artifact.id.type),
+    Artifact.__table__.c.deleted_at.is_(None),
+)
+_LIVE_LOCKED = _LIVE.with_for_update()
+
+
+def is_live(session: Session, artifact_id: int, *, lock: bool = False) -> bool:
+    """Whether artifact ``artifact_id`` is registered and not removed, read afresh from
+    the database; ``lock``: its row is held until the transaction ends (PostgreSQL; a
+    SQLite writer holds the whole database already). One column on the session's
+    connection, no ORM object: every derived record asks this of its parent."""
+    statement = _LIVE_LOCKED if lock else _LIVE
+    found = session.connection().execute(statement, {"id": artifact_id}).first()
+    return found is not None
 
 
 def find_by_content(
@@ -290,11 +310,16 @@ def find_by_content(
     tensors' records, or an import's record updated after gc deleted it. SQLite's write
     lock serializes them already."""
     params = {"kind": kind, "content_hash": content_hash}
-    row = session.scalar(_BY_CONTENT, params)
-    if for_write and row is not None:
-        locked = _BY_CONTENT.with_for_update().execution_options(populate_existing=True)
-        row = session.scalar(locked, params)
-    return row
+    if not for_write:
+        return session.scalar(_BY_CONTENT, params)
+    # Most writes register new content: one column says so, without loading a row.
+    session.flush()
+    if session.connection().execute(_ID_BY_CONTENT, params).first() is None:
+        return None
+    return session.scalar(_BY_CONTENT_LOCKED, params)
+
+
+_BY_CONTENT_LOCKED = _BY_CONTENT.with_for_update().execution_options(populate_existing=True)
 
 
 def name_taken(session: Session, name: str) -> bool:
