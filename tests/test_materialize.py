@@ -1845,6 +1845,78 @@ def test_scratch_reads_nothing_of_the_source_but_its_shapes(registry, tiny_dir, 
         assert torch.equal(shapes_only.state_dict[name], t), name
 
 
+@pytest.mark.parametrize("family", sorted(FAMILY_SIZES))
+def test_planned_groups_are_each_group_built_alone_in_one_pass(family, registry, tiny_dir):
+    """Planning builds every group's target tensors in one pass of the family's builder
+    over shape-only signals, with no meta concatenation (torch's Python reference), and
+    gives each group what building it alone gives: the same names, dtypes, shapes and
+    order. Those are the tensors a materialization then writes."""
+    from unittest import mock
+
+    from zoo.api import derivation as dv
+    from zoo.api import tensors as tio
+    from zoo.api.plan import MaterializeRequest, make_plan
+    from zoo.derive import target_shape
+
+    src = registry.import_checkpoint(tiny_dir(family))
+    plan = make_plan(registry, src.name, MaterializeRequest(layers=3, hidden=16, method="dwt"))
+    derivation = dv.Derivation(
+        registry, plan, torch.device("cpu"), known=tio.KnownDigests(), read_virtual=None
+    )
+    builder, torch_cat = plan.family.from_signals, torch.cat
+    meta_cats: list[tuple] = []
+
+    def cat(parts, *args, **kwargs):
+        if any(p.is_meta for p in parts):
+            meta_cats.append(tuple(p.shape for p in parts))
+        return torch_cat(parts, *args, **kwargs)
+
+    with (
+        mock.patch.object(plan.family, "from_signals", wraps=builder) as built,
+        mock.patch.object(torch, "cat", cat),
+    ):
+        groups = derivation.groups
+    assert built.call_count == 1 and meta_cats == []
+    metas = derivation.metas
+    for g in groups:
+        alone = {
+            k: torch.empty(
+                target_shape(metas[k].axes, metas[k].shape, plan.target_sizes),
+                dtype=metas[k].dtype,
+                device="meta",
+            )
+            for k in g.signals
+        }
+        want = builder(alone, plan.target_config, part_of=derivation.metas)
+        assert list(g.outputs) == list(want), g.signals
+        for name, t in want.items():
+            assert g.outputs[name] == (t.dtype, tuple(t.shape)), name
+    made = registry.materialize(src.name, layers=3, hidden=16, method="dwt", device="cpu")
+    assert {n: (t.dtype, tuple(t.shape)) for n, t in made.state_dict.items()} == {
+        n: o for g in groups for n, o in g.outputs.items()
+    }
+
+
+def test_joining_shape_only_tensors_gives_torch_cat_shapes():
+    """zoo.families._common.cat joins meta tensors by shape as torch.cat joins real ones,
+    and refuses what torch.cat refuses."""
+    from zoo.families._common import cat
+
+    for shapes, dim in (
+        ([(2, 3), (2, 5)], 1),
+        ([(2, 3), (4, 3), (1, 3)], 0),
+        ([(2, 3, 4), (2, 3, 1)], -1),
+        ([(6,), (6,), (6,)], 0),
+    ):
+        real = torch.cat([torch.zeros(s, dtype=torch.bfloat16) for s in shapes], dim=dim)
+        joined = cat([torch.empty(s, dtype=torch.bfloat16, device="meta") for s in shapes], dim)
+        assert joined.is_meta and (joined.shape, joined.dtype) == (real.shape, real.dtype)
+    with pytest.raises(RuntimeError):
+        torch.cat([torch.zeros(2, 3), torch.zeros(3, 3)], dim=1)
+    with pytest.raises(RuntimeError):
+        cat([torch.empty(2, 3, device="meta"), torch.empty(3, 3, device="meta")], dim=1)
+
+
 def test_a_new_derived_record_is_five_statements(registry, tiny_dir, monkeypatch):
     """Recording a new derived checkpoint reads its parent's liveness (locked) and whether
     its content is registered as single columns, then inserts its row, its tensor rows
@@ -1875,3 +1947,28 @@ def test_a_new_derived_record_is_five_statements(registry, tiny_dir, monkeypatch
     assert not any("config_json" in s for s in work if s.startswith("SELECT")), work
     assert registry.show(made.artifact.name).tensors == made.artifact.tensors
     assert [e.parent_id for e in registry.lineage(made.artifact.name).edges] == [src.id]
+
+
+def test_a_materialization_matches_each_tensor_name_against_the_rules_once(
+    registry, tiny_dir, monkeypatch
+):
+    """The ties, the layer indexes and the groups of one materialization all ask which rule
+    a tensor name follows: the rule table is searched once per name, not once per question."""
+    from collections import Counter
+
+    from zoo.families import _common, get_family
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    family = get_family(src.family)
+    family.__dict__.pop("_match_cache", None)
+    searched: Counter[str] = Counter()
+    real = _common._template
+
+    def template(name):
+        searched[name] += 1
+        return real(name)
+
+    monkeypatch.setattr(_common, "_template", template)
+    made = registry.materialize(src.name, layers=1, hidden=16, method="scratch", device="cpu")
+    assert searched and max(searched.values()) == 1, searched
+    assert len(made.artifact.tensors) == len(made.state_dict)

@@ -13,12 +13,13 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from zoo.errors import InvalidInputError
+from zoo.methods import Amplitude, get, resize
+from zoo.methods.amplitude import CURRENT
 
 if TYPE_CHECKING:
     import torch
 
     from zoo.families.base import SignalSpec
-    from zoo.methods import Amplitude
 
 #: How normalization layers are resized (see :class:`Recipe`); "method" is the default.
 NORMS = ("method", "match")
@@ -149,8 +150,6 @@ def deepen_by_identity(
 
 def amplitude(spec: SignalSpec, recipe: Recipe) -> Amplitude:
     """The amplitude rule ``recipe`` gives a signal like ``spec`` (:mod:`zoo.methods.amplitude`)."""
-    from zoo.methods import Amplitude, get
-
     return Amplitude.of(
         get(recipe.method),
         spec.kind,
@@ -186,9 +185,6 @@ def derive_signal(
     ``source_count``: the whole source signal's number of values when ``x`` is a block
     of its rows (default: ``x``'s).
     """
-    from zoo.methods import get, resize
-    from zoo.methods.amplitude import CURRENT
-
     version = CURRENT if amplitude_version is None else amplitude_version
     if tuple(x.shape) == tuple(shape) and get(recipe.method).reads_source and not raw:
         return x.clone()

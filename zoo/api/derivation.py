@@ -36,15 +36,24 @@ from typing import TYPE_CHECKING, Any
 
 from zoo.db import queries
 from zoo.db.entities import ArtifactInfo, TensorRecord
-from zoo.derive import Recipe
+from zoo.derive import (
+    Recipe,
+    amplitude,
+    deepen_by_identity,
+    derive_signal,
+    needs_reference,
+    target_shape,
+)
+from zoo.families.base import Signal, SignalSpec, Ties
+from zoo.methods import DCT, DWT, get
 
+from . import tensors as tio
 from .learngene_format import band_name
 from .plan import Plan
 
 if TYPE_CHECKING:
     import torch
 
-    from zoo.families.base import SignalSpec, Ties
     from zoo.methods.net2net import CopyMaps
 
     from .tensors import KnownDigests
@@ -173,20 +182,49 @@ class Derivation:
     def groups(self) -> list[Group]:
         """Every group, each with its target tensors planned (on the meta device: a
         target of many layers takes seconds; see :attr:`least_target_bytes`)."""
+        family = self.family
         names_of: dict[tuple[str, ...], list[str]] = {}
         for r in self._records:
-            names_of.setdefault(self.family.group_of(r.name), []).append(r.name)
+            names_of.setdefault(family.group_of(r.name), []).append(r.name)
         elements = {r.name: math.prod(r.shape) for r in self._records}
         seen: set[str] = set()
-        groups: list[Group] = []
+        members_of: list[tuple[str, ...]] = []
         for key in sorted(self.metas):
             if key in seen:
                 continue
-            members = tuple(k for k in self.family.signal_group(key) if k in self.metas) or (key,)
+            members = tuple(k for k in family.signal_group(key) if k in self.metas) or (key,)
             seen.update(members)
+            members_of.append(members)
+        outputs = self._outputs(members_of)
+        groups: list[Group] = []
+        for members in members_of:
             names = tuple(names_of.get(members, ()))
-            groups.append(self._group(members, names, sum(elements[n] for n in names)))
+            groups.append(
+                self._group(members, names, sum(elements[n] for n in names), outputs[members])
+            )
         return groups
+
+    def _outputs(self, members_of: list[tuple[str, ...]]) -> dict[tuple[str, ...], dict]:
+        """Each group's target tensors (name -> (dtype, shape), in the order the group
+        writes them), from one pass of the family's state-dict builder over every signal's
+        target shape on the meta device: one pass, not one per group, as each pass reads
+        the config and the rule table again."""
+        import torch
+
+        plan, family = self.plan, self.family
+        meta = {
+            k: torch.empty(
+                target_shape(m.axes, m.shape, plan.target_sizes), dtype=m.dtype, device="meta"
+            )
+            for k, m in self.metas.items()
+        }
+        built = family.from_signals(meta, plan.target_config, part_of=self.metas)
+        group_of = {k: members for members in members_of for k in members}
+        outputs: dict[tuple[str, ...], dict] = {members: {} for members in members_of}
+        for name, t in built.items():  # a tensor's group is the one its name is read into
+            members = group_of[family.group_of(name)[0]]
+            outputs[members][name] = (output_dtype(t.dtype, plan.recipe), tuple(t.shape))
+        return outputs
 
     @property
     def least_target_bytes(self) -> int:
@@ -195,8 +233,6 @@ class Derivation:
         joined tensor only adds to them), so an output that this already does not fit
         is refused before the groups are planned."""
         import torch
-
-        from zoo.derive import target_shape
 
         sizes = self.plan.target_sizes
         return sum(
@@ -208,22 +244,13 @@ class Derivation:
     def _source_records(self) -> list:
         return source_records(self.reg, self.plan)
 
-    def _group(self, members, names, source_elements) -> Group:
-        import torch
-
-        from zoo.derive import target_shape
+    def _group(self, members, names, source_elements, outputs) -> Group:
 
         plan = self.plan
-        shapes = {
-            k: target_shape(self.metas[k].axes, self.metas[k].shape, plan.target_sizes)
+        target = sum(
+            math.prod(target_shape(self.metas[k].axes, self.metas[k].shape, plan.target_sizes))
             for k in members
-        }
-        meta = {
-            k: torch.empty(shapes[k], dtype=self.metas[k].dtype, device="meta") for k in members
-        }
-        out = self.family.from_signals(meta, plan.target_config, part_of=self.metas)
-        outputs = {n: (output_dtype(t.dtype, plan.recipe), tuple(t.shape)) for n, t in out.items()}
-        target = sum(math.prod(s) for s in shapes.values())
+        )
         chunks, two_pass = self._layer_chunks(members, names, outputs)
         by_rows = 0 if chunks else self._by_rows_working_set(members)
         return Group(members, outputs, names, source_elements, target, chunks, two_pass, by_rows)
@@ -232,8 +259,6 @@ class Derivation:
         """:attr:`Group.by_rows` of a group of signals ``members``; 0 unless every one is
         derived a block of rows at a time (see :meth:`_row_chunk`)."""
         import torch
-
-        from zoo.derive import target_shape
 
         whole = block = 0
         for k in members:
@@ -255,12 +280,15 @@ class Derivation:
         nothing of the whole signal; or dwt and dct with the depth kept, which resize
         each layer on its own (a rule that reads the result's std takes it in a first
         pass, block by block as over the whole signal)."""
-        from zoo.derive import amplitude
-        from zoo.methods import get
 
         plan, family = self.plan, self.family
         method = get(plan.recipe.method)
-        if plan.deepen or self._needs_whole_source() or not names:
+        if (
+            not (method.layer_local or method.learngene)  # scratch, net2net: whole
+            or plan.deepen
+            or self._needs_whole_source()
+            or not names
+        ):
             return (), False
         rules = [amplitude(self.specs[k], plan.recipe) for k in members]
         if any(self.metas[k].axes[:1] != ("layers",) for k in members):
@@ -292,7 +320,6 @@ class Derivation:
         whole signal's, less the batch; a single row (a bias's or norm gain's layer)
         becomes a matrix-vector product, which MKL rounds otherwise. Those are small and
         derived whole."""
-        from zoo.derive import target_shape
 
         meta = self.metas[key]
         shape = target_shape(meta.axes, meta.shape, self.plan.method_sizes)
@@ -301,8 +328,6 @@ class Derivation:
     def _from_source(self, key: str) -> bool:
         """Whether signal ``key`` is computed from the source signal (not from a
         learngene's stored band or block; see :func:`derive_one`)."""
-        from zoo.derive import target_shape
-        from zoo.methods import DWT
 
         lg = self.plan.learngene
         if lg is None:
@@ -352,10 +377,6 @@ class Derivation:
         ``workers`` threads at once; a group's tensors are dropped once emitted."""
         import torch
 
-        from zoo.methods import get
-
-        from . import tensors as tio
-
         if get(self.plan.recipe.method).random:
             # Scratch (and net2net under version 1) draws from one generator, signal by
             # signal in name order: that order fixes the numbers, so these run one signal
@@ -400,7 +421,6 @@ class Derivation:
                 self._emit_two_pass(g, emit, workers)
 
     def _emit(self, group: Group, values: dict, emit) -> None:
-        from zoo.derive import deepen_by_identity
 
         plan = self.plan
         if plan.deepen:
@@ -423,7 +443,6 @@ class Derivation:
         it is (:meth:`zoo.families.base.Family.unchanged_outputs`), that goes by rows
         (:meth:`_row_chunk`). An embedding or an LM head then never has its result whole
         in memory (a 128k-vocabulary 8192-wide one: 2 GB in bf16)."""
-        from zoo.derive import target_shape
 
         if len(group.signals) != 1 or len(group.outputs) != 1 or group.chunks:
             return None
@@ -440,7 +459,6 @@ class Derivation:
     def _emit_rows(self, group: Group, writer: RowWriter) -> None:
         """Derive ``group``'s one signal a block of rows at a time and hand each block to
         ``writer``, then free it (see :meth:`_streamed_output`)."""
-        from zoo.derive import target_shape
 
         key = group.signals[0]
         meta = self.metas[key]
@@ -457,7 +475,6 @@ class Derivation:
     def _emit_layers(self, group: Group, source_layer: int, layers, emit) -> None:
         """Read ``source_layer`` of ``group`` and derive, one at a time, the target
         ``layers`` made from it (see :meth:`_layer_chunks`)."""
-        from zoo.derive import derive_signal, target_shape
 
         plan, family = self.plan, self.family
         signals = self._layer_signals(group, source_layer)
@@ -488,7 +505,6 @@ class Derivation:
     def _layer_signals(self, group: Group, layer: int) -> dict:
         """Source layer ``layer`` of ``group``'s signals (each with a first axis of one),
         read from the store on its own."""
-        from . import tensors as tio
 
         family = self.family
         records = [
@@ -507,10 +523,7 @@ class Derivation:
         second reads each layer again, derives, scales and emits it. A few layers are
         alive at a time, never the whole group: reading the source twice costs less than
         holding it (half a GB for one role of a 1B model)."""
-        from zoo.derive import amplitude, derive_signal, needs_reference, target_shape
         from zoo.transforms.moments import Moments
-
-        from . import tensors as tio
 
         plan = self.plan
         workers = min(workers or 8, _layers_in_flight())
@@ -578,7 +591,6 @@ class Derivation:
     def _reference(self, key: str, group: Group) -> tuple[float, float] | None:
         """The source statistics of signal ``key`` that its amplitude rule reads (None
         when it reads none)."""
-        from zoo.derive import needs_reference, signal_stats
 
         plan = self.plan
         if plan.learngene is not None:
@@ -587,6 +599,8 @@ class Derivation:
         if not needs_reference(self.specs[key], plan.recipe):
             return None
         # The statistics cost a float64 pass over the signal; most recipes never read them.
+        from zoo.derive import signal_stats
+
         x = self._source_signal(key, group).tensor
         return signal_stats(x, whole=plan.legacy_whole_moments)
 
@@ -607,7 +621,6 @@ class Derivation:
         )
 
     def _signal(self, key: str, generator, group: Group, maps: CopyMaps | None) -> torch.Tensor:
-        from zoo.derive import target_shape
 
         plan = self.plan
         meta, spec = self.metas[key], self.specs[key]
@@ -641,8 +654,6 @@ class Derivation:
         weight selection and HyperCloning go by rows too: element by element, they give
         the whole signal's bits a row at a time. Into a whole result they gain nothing
         by rows (they compute in the checkpoint's own dtype)."""
-        from zoo.derive import amplitude
-        from zoo.methods import get
 
         plan, meta = self.plan, self.metas[key]
         shape = meta.shape
@@ -662,7 +673,6 @@ class Derivation:
         return rows if shape[0] >= 2 * rows else 0
 
     def _stored_tensor(self, name: str) -> torch.Tensor:
-        from . import tensors as tio
 
         lg = self.plan.learngene
         t = tio.load_tensors(
@@ -689,8 +699,6 @@ class Derivation:
     def _whole_source(self) -> dict:
         from zoo.unit_order import ordered
 
-        from . import tensors as tio
-
         with self._lock:
             if self._all_source is None:
                 plan = self.plan
@@ -707,9 +715,6 @@ class Derivation:
 
     def _source_signal(self, key: str, group: Group):
         """The source signal ``key``, read with the rest of its group (once per group)."""
-        from zoo.methods import get
-
-        from . import tensors as tio
 
         if not get(self.plan.recipe.method).reads_source:
             return self._shape_only(key)
@@ -737,8 +742,6 @@ class Derivation:
         signal ``key``: zeros of its shape and dtype that take no memory (one element,
         expanded), so nothing is read from the store or copied."""
         import torch
-
-        from zoo.families.base import Signal
 
         meta = self.metas[key]
         zero = torch.zeros((), dtype=meta.dtype, device=self.dev).expand(meta.shape)
@@ -801,7 +804,6 @@ def checkpoint_records(reg, source: ArtifactInfo) -> list:
 def tied_copies(plan: Plan, records: list) -> Ties:
     """How the source's tied tensors are derived (:meth:`Family.tied_copies`); from
     amplitude version 6 (a checkpoint recorded before re-derives as it was)."""
-    from zoo.families.base import Ties
 
     if plan.amplitude_version < 6:
         return Ties()
@@ -811,7 +813,6 @@ def tied_copies(plan: Plan, records: list) -> Ties:
 def _source_metas(family, content_hash: str, records: list, config) -> dict[str, SignalMeta]:
     """The signals ``records`` of the source with ``content_hash`` make up under ``config``
     (all of its layers, or the first ones: the number of records says which)."""
-    from . import tensors as tio
 
     key = ("metas", family.name, content_hash, len(records))
     metas = _SOURCES.get(key)
@@ -830,9 +831,6 @@ def _what_to_read(plan: Plan, records: list):
 
     Weight selection keeps the first layers, so a shallower target reads only those (a
     12 -> 6 layer request reads about half the source); everything else reads it all."""
-    from zoo.derive import needs_reference
-    from zoo.families.base import SignalSpec
-    from zoo.methods import get
 
     recipe, family = plan.recipe, plan.family
     # A method that keeps the first layers reads source statistics only for norm signals,
@@ -871,8 +869,6 @@ def derive_one(
     """One target signal: from the learngene's stored band or block when it holds this
     shape, else computed from the source signal by the recipe; either way through the
     recipe's amplitude rule. ``unit_maps``: net2net's copies along each axis."""
-    from zoo.derive import amplitude, derive_signal
-    from zoo.methods import DCT, DWT, get
 
     recipe, learngene = plan.recipe, plan.learngene
     whole = plan.legacy_whole_moments
@@ -945,7 +941,6 @@ def _row_blocks(x, spec, tshape, plan: Plan, reference, rows: int) -> Iterator[t
     """:func:`zoo.derive.derive_signal` of ``x``, a block of ``rows`` at a time, in order;
     a rule that scales by the result's std takes it first, over every block's raw result,
     as over the whole."""
-    from zoo.derive import amplitude, derive_signal
 
     recipe = plan.recipe
     n = x.shape[0]
@@ -970,7 +965,6 @@ def _raw_std(x, spec, tshape, recipe: Recipe, cuts) -> float:
     """The population std of the raw result of resizing ``x`` to ``tshape``, taken over
     the raw results of its blocks of rows ``cuts`` (``(start, length)``, in order) with
     the same float64 blocks, hence the same bits, as over the whole result."""
-    from zoo.derive import derive_signal
     from zoo.transforms.moments import Moments
 
     acc = Moments()
@@ -982,7 +976,6 @@ def _raw_std(x, spec, tshape, recipe: Recipe, cuts) -> float:
 def _same_wavelet(plan: Plan) -> bool:
     """A stored band stands for the recipe's wavelet only if it was made with it; with any
     other wavelet the signal is computed from the source."""
-    from zoo.methods import DWT
 
     info = plan.learngene.info
     return info.get("method") == DWT.name and info.get("wavelet") == plan.recipe.wavelet
@@ -1019,7 +1012,6 @@ class Sink:
         self._lock = threading.Lock()
 
     def __call__(self, name: str, t: torch.Tensor) -> None:
-        from . import tensors as tio
 
         rec, data = tio.record(name, t, self.known)
         if rec.digest not in self.source_digests:
@@ -1081,7 +1073,6 @@ class RowWriter:
 
     def write(self, block: torch.Tensor) -> None:
         """The next ``block`` of rows (its first axis), in the tensor's dtype."""
-        from . import tensors as tio
 
         if block.dtype != self.dtype or tuple(block.shape[1:]) != self.shape[1:]:
             raise AssertionError(f"{self.name}: a block {block.dtype} {tuple(block.shape)}")
@@ -1109,7 +1100,6 @@ def _specs(metas: dict[str, SignalMeta], plan: Plan, names: list[str]) -> dict[s
     """Each signal's spec, its fan-in axis as the plan's amplitude rule reads it: an output
     head has none under amplitude version 1; from version 3 the normalization only a tied
     output head reads has its hidden axis (see :meth:`Family.tied_head_inputs`)."""
-    from zoo.families.base import SignalSpec
 
     tied = ()
     if plan.amplitude_version >= 3:

@@ -30,6 +30,7 @@ from zoo.families._common import (
     Plan,
     Rule,
     TransformerFamily,
+    cat,
     config_int,
     head_dim_of,
     norm,
@@ -54,9 +55,7 @@ def _split_qkv_weight(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 def _join_qkv_weight(parts: Sequence[torch.Tensor]) -> torch.Tensor:
-    import torch
-
-    return torch.cat([p.t() for p in parts], dim=1)
+    return cat([p.t() for p in parts], dim=1)
 
 
 def _split_qkv_bias(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -64,9 +63,7 @@ def _split_qkv_bias(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 def _join_qkv_bias(parts: Sequence[torch.Tensor]) -> torch.Tensor:
-    import torch
-
-    return torch.cat(list(parts))
+    return cat(list(parts))
 
 
 def conv1d(key: str, name: str, out: str, in_: str) -> list[Rule]:
