@@ -840,23 +840,27 @@ def _resident_bytes() -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads Linux's /proc")
-def test_a_released_tensor_leaves_the_process_memory_and_reads_back_the_same(tmp_path):
-    """Hashing maps a checkpoint's files; import releases each tensor once it is stored,
-    so a large checkpoint does not stay resident in the importing process. The bytes read
-    after a release are the same (the file map reads them again)."""
+def test_hashing_holds_little_of_a_checkpoint_and_a_read_tensor_leaves_memory_when_dropped(
+    tmp_path,
+):
+    """Hashing reads a checkpoint through small buffers, so opening a large one leaves
+    little of it in the process's memory; a tensor's bytes are read into memory of their
+    own (the bytes safetensors reads back), which goes when they are dropped."""
     big = torch.arange(16 << 20, dtype=torch.float32)  # 64 MiB
     save_file({"big": big, "small": torch.ones(3)}, tmp_path / "w.safetensors")
+    expected = hashlib.sha256(load_file(tmp_path / "w.safetensors")["big"].numpy()).hexdigest()
+    before = _resident_bytes()
     with open_checkpoint(tmp_path / "w.safetensors") as ckpt:
         assert ckpt.files  # the file's own hashing (in the background) has ended
-        before = _resident_bytes()
-        digest = hashlib.sha256(ckpt.read_bytes("big")).hexdigest()
-        touched = _resident_bytes()
-        ckpt.release("big")
-        released = _resident_bytes()
-        assert hashlib.sha256(ckpt.read_bytes("big")).hexdigest() == digest
-        assert digest == ckpt.info("big").digest
-    assert touched - before > 48 << 20, "reading the tensor did not map its pages"
-    assert touched - released > 48 << 20, "release left the tensor's pages resident"
+        opened = _resident_bytes()
+        data = ckpt.read_bytes("big")
+        held = _resident_bytes()
+        assert hashlib.sha256(data).hexdigest() == ckpt.info("big").digest == expected
+        del data
+        dropped = _resident_bytes()
+    assert opened - before < 16 << 20, "hashing kept the checkpoint's bytes resident"
+    assert held - opened > 48 << 20, "the tensor was not read into memory of its own"
+    assert held - dropped > 48 << 20, "a dropped tensor's bytes stayed resident"
 
 
 def test_a_large_shard_is_hashed_in_runs_and_gives_each_tensor_and_file_its_digest(tmp_path):

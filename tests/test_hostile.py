@@ -454,11 +454,12 @@ def test_a_store_that_cannot_take_an_import_is_named_in_one_line(
     monkeypatch.setenv("ZOO_STORE_URL", str(store))
     number = getattr(errno, error)
 
-    def refused(self, digest, data):
+    def refused(self, *args, **kwargs):
         raise OSError(number, os.strerror(number))
 
+    # Every blob a local store writes, whole or in pieces, is written by _write_file.
     with monkeypatch.context() as patched:
-        patched.setattr(LocalStore, "_write", refused)
+        patched.setattr(LocalStore, "_write_file", refused)
         code, out, err = run_cli("import", str(tiny))
     assert (code, out) == (11, "")
     said = (
@@ -474,7 +475,7 @@ def test_a_store_that_cannot_take_an_import_is_named_in_one_line(
         ("materialize", "src", "--layers", "1", "--hidden", "16", "--store"),
     ):
         with monkeypatch.context() as patched:
-            patched.setattr(LocalStore, "_write", refused)
+            patched.setattr(LocalStore, "_write_file", refused)
             code, out, err = run_cli(*args)
         assert (code, out, err) == (11, "", said), args
     assert [line.split()[0] for line in run_cli("ls")[1].splitlines()[1:]] == ["src"]

@@ -88,6 +88,81 @@ def test_a_file_changed_while_it_is_imported_stores_and_records_nothing_under_it
         assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name, blob
 
 
+# The CLI in a process of its own (a SIGBUS kills the process that reads): the weights
+# are cut short (as ``save_pretrained`` saving over them truncates them first) either
+# while they are hashed (once zoo has opened them and checked their size) or once the
+# checkpoint is open, before its tensors are read again (to be stored, or to audit them).
+_CUT_SHORT_CLI = """
+import os, sys
+import zoo.checkpoint, zoo.checkpoint.hf as hf
+
+when, argv = sys.argv[1], sys.argv[2:]
+
+def cut(root):
+    for f in sorted(os.listdir(root)):
+        if f.endswith(".safetensors"):
+            os.truncate(os.path.join(root, f), 1000)
+
+if when == "hashing":
+    in_file_order, root = hf._in_file_order, argv[-1]
+    if not os.path.isdir(root):
+        root = os.path.dirname(root)
+
+    def cut_then_order(header):
+        cut(root)
+        return in_file_order(header)
+
+    hf._in_file_order = cut_then_order
+else:
+    open_checkpoint = zoo.checkpoint.open_checkpoint
+
+    def open_then_cut(path, **kw):
+        ckpt = open_checkpoint(path, **kw)
+        cut(ckpt.root)
+        return ckpt
+
+    zoo.checkpoint.open_checkpoint = open_then_cut
+
+from zoo_cli.main import main
+main(argv)
+"""
+
+
+@pytest.mark.parametrize("when", ["hashing", "opened"])
+@pytest.mark.parametrize("size", ["tiny", "threaded"])
+@pytest.mark.parametrize("command", ["import", "audit"])
+def test_weights_cut_short_while_read_are_one_line_and_nothing_is_recorded(
+    registry, tmp_path, when, size, command
+):
+    """No SIGBUS ("Bus error", exit 135): a file cut short under zoo is refused in one
+    line, exit 2, at any moment of the read, with no row and no blob written. "threaded":
+    over the size hashed on the calling thread, so worker threads read the files, and the
+    whole-file hashes go on in the background once the checkpoint is open."""
+    from tinymodels import save_tiny
+
+    folder = tmp_path / "src"
+    extra = {"vocab_size": 20000} if size == "threaded" else {}
+    save_tiny("bert", folder, **extra)
+    assert ((folder / "model.safetensors").stat().st_size > 1 << 20) == (size == "threaded")
+    target = folder if command == "import" else folder / "model.safetensors"
+    done = subprocess.run(
+        [sys.executable, "-c", _CUT_SHORT_CLI, when, command, str(target)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    err = done.stderr
+    assert done.returncode == 2, (done.returncode, err)
+    assert err.startswith("zoo: error: ") and err.count("\n") == 1, err
+    if command == "import":
+        assert f"{folder} changed while zoo imported it" in err, err
+        assert "nothing was recorded" in err, err
+    else:
+        assert f"{target} changed while zoo read it" in err, err
+    assert registry.list() == []
+    assert [p for p in Path(registry.settings.store_url).glob("??/*")] == []
+
+
 def test_a_new_sqlite_registry_takes_the_umask_as_zoos_other_files_do(tmp_path):
     """A team's registry in a group folder (umask 002): SQLite alone would make the
     database 0644, and every other member's write would be refused as read-only."""

@@ -5,6 +5,7 @@ Every store is content-addressed, verifies on read, and never shows a partial bl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -15,7 +16,13 @@ import time
 import pytest
 
 from zoo.config import redact_url
-from zoo.errors import BlobCorruptError, BlobMissingError, ConflictError, InvalidInputError
+from zoo.errors import (
+    BlobCorruptError,
+    BlobMissingError,
+    ChangedWhileReadError,
+    ConflictError,
+    InvalidInputError,
+)
 from zoo.store import base as store_base
 from zoo.store import open_store, sha256_hex
 from zoo.store.base import temp_name
@@ -208,6 +215,32 @@ def test_put_if_absent_reads_only_when_needed(store_url):
     assert store.put_if_absent(digest, read) is True
     assert store.put_if_absent(digest, read) is False
     assert len(reads) == 1 and store.get(digest) == data
+
+
+def test_pieces_are_stored_checked_and_a_changed_one_leaves_nothing(store_url):
+    """An import stores a tensor in pieces of one reused buffer, read again from a file
+    that may change: what is stored is every piece in order (hashlib's digest of the
+    whole), and pieces that hash to something else store nothing, no temporary file
+    either, and raise ChangedWhileReadError."""
+    store = open_store(store_url)
+    data = bytes(range(256)) * 5000
+    digest = hashlib.sha256(data).hexdigest()
+    buffer = bytearray(4096)
+
+    def pieces(source: bytes):
+        view = memoryview(buffer)
+        for start in range(0, len(source), len(buffer)):
+            piece = source[start : start + len(buffer)]
+            view[: len(piece)] = piece
+            yield view[: len(piece)]  # overwritten by the next piece
+
+    changed = data[:-1] + b"x"
+    with pytest.raises(ChangedWhileReadError):
+        store.put_pieces_if_absent(digest, lambda: pieces(changed), len(data))
+    assert not store.has(digest) and list(store.temp_entries()) == []
+    assert store.put_pieces_if_absent(digest, lambda: pieces(data), len(data)) is True
+    assert store.get(digest) == data
+    assert store.put_pieces_if_absent(digest, lambda: pieces(changed), len(data)) is False
 
 
 def test_bad_digest_is_refused(store_url):

@@ -10,7 +10,6 @@ the weights (zoo.checkpoint.side_files) and the ``base_model`` edges of its mode
 from __future__ import annotations
 
 import dataclasses
-import errno
 import functools
 import json
 import os
@@ -215,10 +214,15 @@ class _Prepared:
         )
 
 
-def _changed(path, tensor: str) -> ChangedWhileReadError:
+def _changed(path, tensor: str | None = None) -> ChangedWhileReadError:
+    what = (
+        f"tensor {tensor!r} is not what it held when hashed"
+        if tensor is not None
+        else "its weights were cut short as they were read"
+    )
     return ChangedWhileReadError(
-        f"{path} changed while zoo imported it (tensor {tensor!r} is not what it held when "
-        "hashed); nothing was recorded. Import it again once whatever writes it is done."
+        f"{path} changed while zoo imported it ({what}); nothing was recorded. Import it "
+        "again once whatever writes it is done."
     )
 
 
@@ -245,7 +249,11 @@ def _prepare(
     origin = origin or located
     if path.is_file():
         raise needs_a_folder(path)
-    with open_checkpoint(path, allow_bin=convert_bin) as ckpt:
+    try:
+        opened = open_checkpoint(path, allow_bin=convert_bin)
+    except ChangedWhileReadError:
+        raise _changed(path) from None
+    with opened as ckpt:
         if ckpt.config is None:
             raise needs_a_folder(path)
         family = family_name(ckpt.config)
@@ -285,16 +293,13 @@ def _prepare(
                         # Importing a registered checkpoint again restores its damaged blobs.
                         reg.store.rewrite(t.digest, read())
                     # Not has-then-put: a reused blob gets a fresh time so gc leaves it alone.
-                    # Checked: the file is read again to be stored, and may have changed
-                    # since it was hashed (a trainer saving over it).
-                    reg.store.put_if_absent(t.digest, read, t.nbytes, check=True)
+                    # Checked: the file is read again to be stored, in pieces, and may have
+                    # changed since it was hashed (a trainer saving over it).
+                    reg.store.put_pieces_if_absent(
+                        t.digest, functools.partial(ckpt.pieces, t.name), t.nbytes
+                    )
                 except ChangedWhileReadError:
                     raise _changed(path, t.name) from None
-                except OSError as exc:
-                    if exc.errno == errno.EFAULT:  # its file was cut short under the map
-                        raise _changed(path, t.name) from None
-                    raise
-                ckpt.release(t.name)
                 bar.update(t.nbytes)
 
             # On a few threads: one blob's write waits on the disk while the next is
@@ -311,7 +316,11 @@ def _prepare(
         with tio.writing_to(reg.store):
             for f in side:
                 reg.store.put_if_absent(f.digest, functools.partial(bytes, f.data), len(f.data))
-        files = {**ckpt.files, **{f.name: f.digest for f in side}}
+        try:
+            weight_files = ckpt.files  # hashed in the background, from the same files
+        except ChangedWhileReadError:
+            raise _changed(path) from None
+        files = {**weight_files, **{f.name: f.digest for f in side}}
         config = ckpt.config
     card = next((f for f in side if f.role == "card"), None)
     card_meta = card_metadata(card.data.decode("utf-8", "replace")) if card else {}

@@ -11,6 +11,7 @@ values, so a match on them is the same evidence a match on the original bytes is
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from .hf import LocalCheckpoint, TensorInfo
 from .safetensors_format import DTYPE_ITEMSIZE
@@ -32,8 +33,9 @@ def narrowed(ckpt: LocalCheckpoint) -> dict[str, dict[str, TensorInfo]]:
     for info in ckpt.tensors:
         if info.dtype not in NARROWER:
             continue
-        found = _narrowed_one(info, ckpt.read_bytes(info.name))
-        ckpt.release(info.name)
+        found = _narrowed_one(
+            info, lambda begin, end, name=info.name: ckpt.read_bytes(name, begin, end)
+        )
         if found:
             out[info.name] = found
     return out
@@ -46,8 +48,11 @@ _FIRST = 1 << 12
 _CHUNK = 1 << 24
 
 
-def _narrowed_one(info: TensorInfo, data: memoryview) -> dict[str, TensorInfo]:
-    """In numpy, not torch: a client audits without torch."""
+def _narrowed_one(
+    info: TensorInfo, read: Callable[[int, int], memoryview]
+) -> dict[str, TensorInfo]:
+    """``read(begin, end)``: the tensor's bytes ``[begin, end)``. In numpy, not torch: a
+    client audits without torch."""
     import numpy as np
 
     itemsize = DTYPE_ITEMSIZE[info.dtype]
@@ -56,7 +61,7 @@ def _narrowed_one(info: TensorInfo, data: memoryview) -> dict[str, TensorInfo]:
     count = info.nbytes // itemsize
     starts = [0, *range(min(_FIRST, count), count, _CHUNK)] if count else []
     for start, stop in zip(starts, [*starts[1:], count], strict=True):
-        piece = data[start * itemsize : stop * itemsize]
+        piece = read(start * itemsize, stop * itemsize)
         wide = np.frombuffer(piece, dtype=wide_type)
         for code in list(kept):
             narrow = _narrow(wide, code)

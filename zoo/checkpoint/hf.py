@@ -8,18 +8,18 @@
 - pickle weights (``pytorch_model.bin``, its index and shards, ``*.pt``) only when the caller
   opted in with ``allow_bin=True``; they are then loaded with ``torch.load(weights_only=True)``.
 
-Every safetensors header is validated by :mod:`zoo.checkpoint.safetensors_format`. Each file
-is memory-mapped and read once from disk: the whole-file hash (provenance) and the per-tensor
-hashes (content addressing) stream from zero-copy slices of the map, on worker threads
-(hashlib releases the GIL), so a multi-GB checkpoint hashes at disk or SHA-256 speed.
+Every safetensors header is validated by :mod:`zoo.checkpoint.safetensors_format`. The
+per-tensor hashes (content addressing) and the whole-file hash (provenance) stream from
+reads at file offsets into small buffers, on worker threads (hashlib releases the GIL), so
+a multi-GB checkpoint hashes at disk or SHA-256 speed. Files are never memory-mapped: a
+file cut short while it is read (a trainer saving over it) is then a one-line
+:class:`~zoo.errors.ChangedWhileReadError`, never a SIGBUS that kills the process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import mmap
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from zoo.checkpoint.bin_format import PICKLE_SUFFIXES
 from zoo.checkpoint.files import cannot_read, is_regular, not_a_file, open_regular, what_is
@@ -37,7 +37,13 @@ from zoo.checkpoint.safetensors_format import (
     read_header,
     tensor_from_bytes,
 )
-from zoo.errors import InvalidCheckpointError, NotFoundError, UnsafeFormatError
+from zoo.errors import (
+    ChangedWhileReadError,
+    InvalidCheckpointError,
+    NotFoundError,
+    UnsafeFormatError,
+    ZooError,
+)
 
 # Checkpoints up to this size are hashed on the calling thread.
 _INLINE_HASH_BYTES = 1 << 20
@@ -64,7 +70,12 @@ BIN_INDEX_NAME = "pytorch_model.bin.index.json"
 #: ``progress(done_bytes, total_bytes)``; may be called from worker threads, never concurrently.
 Progress = Callable[[int, int], None]
 
-_CHUNK = 16 << 20  # bytes per hashlib.update: large enough to release the GIL usefully
+# Bytes read and hashed at a time: the buffer stays in the CPU's cache between the read
+# and the hash, and hashlib releases the GIL for each.
+_CHUNK = 1 << 20
+
+# Positional reads, which threads sharing one file need (all but Windows have them).
+_PREADV = hasattr(os, "preadv")
 
 #: config.json and index files larger than this are refused unread. Label maps of tens of
 #: thousands of classes make the largest real configs a few MB; an index lists one line per
@@ -99,7 +110,7 @@ class TensorInfo:
 
 
 class LocalCheckpoint:
-    """A validated, hashed checkpoint on disk; a context manager that closes its file maps.
+    """A validated, hashed checkpoint on disk; a context manager that closes its files.
 
     Create it with :func:`open_checkpoint`. Attributes:
 
@@ -159,8 +170,8 @@ class LocalCheckpoint:
         return name in self._by_name
 
     def close(self) -> None:
-        """Release the file maps once the files are hashed; views returned by
-        :meth:`read_bytes` keep theirs alive."""
+        """Close the files once they are hashed; what :meth:`read_bytes` returned stays
+        readable."""
         self._reader.close()
 
     @property
@@ -188,24 +199,36 @@ class LocalCheckpoint:
                 query=name,
             ) from None
 
-    def read_bytes(self, name: str) -> memoryview:
-        """The raw bytes of tensor ``name``, as a read-only view (no copy).
+    def read_bytes(self, name: str, begin: int = 0, end: int | None = None) -> memoryview:
+        """The raw bytes of tensor ``name`` (its bytes ``[begin, end)`` when given), read
+        from the file now into memory of their own, as a read-only view.
 
-        The view reads the file map: use it while the checkpoint is open, or copy it with
-        ``bytes(view)`` to keep it.
+        Raises:
+            ChangedWhileReadError: the file was cut short since it was opened.
         """
-        return self._reader.read(self.info(name))
+        info = self.info(name)
+        end = info.nbytes if end is None else end
+        if not 0 <= begin <= end <= info.nbytes:
+            raise ValueError(
+                f"bytes {begin}-{end} are not within tensor {name!r} ({info.nbytes} bytes)."
+            )
+        return self._reader.read(info, begin, end)
 
-    def release(self, name: str) -> None:
-        """Done with tensor ``name``'s bytes: its pages leave this process's memory (they
-        stay in the page cache, and a later read maps them again). Importing a large
-        checkpoint then holds about one tensor of it, not every byte it has read."""
-        self._reader.release(self.info(name))
+    def pieces(self, name: str) -> Iterator[memoryview]:
+        """The raw bytes of tensor ``name``, read from the file now, in successive pieces
+        of one small buffer (each valid until the next is asked for): storing a tensor
+        this way takes no memory of its size, which a first touch makes dearer than the
+        read itself.
+
+        Raises:
+            ChangedWhileReadError: the file was cut short since it was opened.
+        """
+        return self._reader.pieces(self.info(name))
 
     def tensor(self, name: str) -> torch.Tensor:
         """Tensor ``name`` as a new CPU tensor that owns its memory."""
         info = self.info(name)
-        return tensor_from_bytes(self._reader.read(info), info.dtype, info.shape)
+        return tensor_from_bytes(self._reader.read(info, 0, info.nbytes), info.dtype, info.shape)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Every tensor, by name (a copy of each; for tiny models and tests)."""
@@ -557,7 +580,7 @@ def _open_safetensors(
     if weight_map:
         _check_weight_map(root, SAFE_INDEX_NAME, weight_map, found)
 
-    reader = _MmapReader(root)
+    reader = _FileReader(root)
     try:
         digests, file_digests = reader.hash_all(headers, side_files, progress)
     except BaseException:
@@ -588,23 +611,34 @@ def _open_safetensors(
 
 
 class _Reader:
-    def read(self, info: TensorInfo) -> memoryview:
+    def read(self, info: TensorInfo, begin: int, end: int) -> memoryview:
         raise NotImplementedError
 
-    def release(self, info: TensorInfo) -> None:
-        pass
+    def pieces(self, info: TensorInfo) -> Iterator[memoryview]:
+        yield self.read(info, 0, info.nbytes)
 
     def close(self, finish: bool = True) -> None:
         pass
 
 
-class _MmapReader(_Reader):
-    """Maps each weight file once; serves zero-copy slices of the maps."""
+class _FileReader(_Reader):
+    """Reads each weight file by offset (``pread``) into memory of its own; never maps it.
+
+    A file map cannot survive its file being cut short: touching a page past the new end
+    raises SIGBUS, which kills the process (a Python signal handler never runs, since the
+    faulting load repeats for ever, and ``MADV_POPULATE_READ`` before each read still
+    leaves the window between it and the read). ``save_pretrained`` and safetensors'
+    ``save_file`` truncate the file they save over, so a trainer saving while zoo reads
+    does exactly that. A read past the end instead returns short, which is reported as
+    :class:`ChangedWhileReadError`, at any moment of the read. The cost is one copy of
+    each byte into a buffer that stays in the CPU's cache while it is hashed.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.maps: dict[str, mmap.mmap] = {}
-        self.offsets: dict[str, tuple[int, int]] = {}
+        self.files: dict[str, BinaryIO] = {}
+        self.locks: dict[str, threading.Lock] = {}
+        self.spans: dict[str, tuple[int, int]] = {}
         self.closed = False
         self.pool: ThreadPoolExecutor | None = None
 
@@ -620,9 +654,10 @@ class _MmapReader(_Reader):
         preceding them.
         """
         for fname, header in headers.items():
-            self.maps[fname] = self._map(fname, header)
+            self.files[fname] = self._open(fname, header)
+            self.locks[fname] = threading.Lock()
             for e in header.tensors.values():
-                self.offsets[e.name] = (e.begin, e.end)
+                self.spans[e.name] = (e.begin, e.end)
         total = sum(h.file_size for h in headers.values())
         counter = _Counter(total, progress)
         digests: dict[str, str] = {}
@@ -669,68 +704,93 @@ class _MmapReader(_Reader):
 
         return digests, files
 
-    def _map(self, fname: str, header: Header) -> mmap.mmap:
+    def _open(self, fname: str, header: Header) -> BinaryIO:
         path = self.root / fname
-        with open_regular(path) as f:
-            size = os.fstat(f.fileno()).st_size
-            if size != header.file_size:
-                raise InvalidCheckpointError(
-                    f"{path} changed size while being read; open it again once nothing writes it.",
-                    path=str(path),
-                )
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        f = open_regular(path)
+        if os.fstat(f.fileno()).st_size != header.file_size:
+            f.close()
+            raise InvalidCheckpointError(
+                f"{path} changed size while being read; open it again once nothing writes it.",
+                path=str(path),
+            )
+        return f
+
+    def _read_into(self, fname: str, offset: int, view: memoryview) -> None:
+        """Fill ``view`` with the bytes of ``fname`` from ``offset``.
+
+        Raises:
+            ChangedWhileReadError: the file now ends before them (cut short meanwhile).
+        """
+        f = self.files[fname]
+        done = 0
+        try:
+            while done < view.nbytes:
+                if _PREADV:
+                    n = os.preadv(f.fileno(), [view[done:]], offset + done)
+                else:  # no positional read on this OS: seek and read, one thread at a time
+                    with self.locks[fname]:
+                        f.seek(offset + done)
+                        n = f.readinto(view[done:])
+                if not n:
+                    raise _cut_short(self.root / fname, offset + view.nbytes)
+                done += n
+        except OSError as exc:
+            if isinstance(exc, ZooError):
+                raise
+            raise cannot_read(self.root / fname, exc) from exc
+
+    def _chunks(self, fname: str, begin: int, end: int) -> Iterator[memoryview]:
+        """The bytes ``[begin, end)`` of ``fname``, as successive views of one buffer
+        (each valid until the next is asked for)."""
+        buf = memoryview(bytearray(min(_CHUNK, max(end - begin, 0))))
+        for start in range(begin, end, _CHUNK):
+            chunk = buf[: min(_CHUNK, end - start)]
+            self._read_into(fname, start, chunk)
+            yield chunk
 
     def _hash_file(self, fname: str, header: Header, counter: _Counter) -> str:
         h = hashlib.sha256()
-        m = self.maps[fname]
-        with memoryview(m) as view:
-            for start in range(0, len(view), _CHUNK):
-                chunk = view[start : start + _CHUNK]
-                h.update(chunk)
-                counter.add(len(chunk))
-                chunk.release()
-                _unmap(m, start, start + _CHUNK)
+        for chunk in self._chunks(fname, 0, header.file_size):
+            h.update(chunk)
+            counter.add(chunk.nbytes)
         return h.hexdigest()
 
     def _hash_tensors(self, fname: str, entries: list) -> dict[str, str]:
         out: dict[str, str] = {}
-        m = self.maps[fname]
-        with memoryview(m) as view:
-            for e in entries:
-                h = hashlib.sha256()
-                for start in range(e.begin, e.end, _CHUNK):
-                    stop = min(start + _CHUNK, e.end)
-                    chunk = view[start:stop]
-                    h.update(chunk)
-                    chunk.release()
-                    _unmap(m, start, stop)
-                out[e.name] = h.hexdigest()
+        for e in entries:
+            h = hashlib.sha256()
+            for chunk in self._chunks(fname, e.begin, e.end):
+                h.update(chunk)
+            out[e.name] = h.hexdigest()
         return out
 
-    def release(self, info: TensorInfo) -> None:
-        m = self.maps.get(info.file)
-        if m is not None and not self.closed:
-            _unmap(m, *self.offsets[info.name])
+    def read(self, info: TensorInfo, begin: int, end: int) -> memoryview:
+        import numpy as np  # uninitialised memory: the read writes every byte of it
 
-    def read(self, info: TensorInfo) -> memoryview:
+        data = memoryview(np.empty(end - begin, dtype=np.uint8)).cast("B")
+        self._read_into(info.file, self._start(info) + begin, data)
+        return data.toreadonly()
+
+    def pieces(self, info: TensorInfo) -> Iterator[memoryview]:
+        start = self._start(info)
+        return self._chunks(info.file, start, start + info.nbytes)
+
+    def _start(self, info: TensorInfo) -> int:
         if self.closed:
             raise ValueError(
                 f"the checkpoint holding {info.name!r} is closed; read it inside the with block."
             )
-        begin, end = self.offsets[info.name]
-        return memoryview(self.maps[info.file])[begin:end]
+        return self.spans[info.name][0]
 
     def close(self, finish: bool = True) -> None:
         if self.pool is not None:
-            # Background file hashing reads the maps: it ends before they close, finished
+            # Background file hashing reads the files: it ends before they close, finished
             # (so ``files`` stays readable) unless the caller is leaving on an error.
             self.pool.shutdown(wait=True, cancel_futures=not finish)
         self.closed = True
-        for m in self.maps.values():
-            # A caller may still hold a read_bytes view; the map then closes when it dies.
-            with contextlib.suppress(BufferError):
-                m.close()
-        self.maps.clear()
+        for f in self.files.values():
+            f.close()
+        self.files.clear()
 
 
 def _in_file_order(header: Header) -> list:
@@ -751,15 +811,12 @@ def _runs(entries: list, n: int) -> list[list]:
     return [r for r in runs if r]
 
 
-def _unmap(m: mmap.mmap, begin: int, end: int) -> None:
-    """Drop the whole pages of ``[begin, end)`` from this process's view of a read-only
-    file map: hashed or copied bytes then stop counting in its memory (the page cache
-    keeps them; touching them again maps them back). Pages shared with neighbouring bytes
-    stay."""
-    page = mmap.PAGESIZE
-    start, stop = -(-begin // page) * page, min(end, len(m)) // page * page
-    if stop > start and hasattr(mmap, "MADV_DONTNEED"):
-        m.madvise(mmap.MADV_DONTNEED, start, stop - start)
+def _cut_short(path: Path, needed: int) -> ChangedWhileReadError:
+    return ChangedWhileReadError(
+        f"{path} changed while zoo read it: it now ends before byte {needed}, inside the "
+        "tensor data its header describes (saving over a file truncates it first); read it "
+        "again once whatever writes it is done."
+    )
 
 
 class _Counter:
@@ -843,14 +900,14 @@ class _TensorReader(_Reader):
     def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
         self.tensors = tensors
 
-    def read(self, info: TensorInfo) -> memoryview:
+    def read(self, info: TensorInfo, begin: int, end: int) -> memoryview:
         from zoo.checkpoint.safetensors_format import tensor_bytes
 
         if info.name not in self.tensors:
             raise ValueError(
                 f"the checkpoint holding {info.name!r} is closed; read it inside the with block."
             )
-        return tensor_bytes(self.tensors[info.name])
+        return tensor_bytes(self.tensors[info.name])[begin:end]
 
     def close(self, finish: bool = True) -> None:
         self.tensors = {}

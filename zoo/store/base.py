@@ -13,7 +13,7 @@ import re
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -299,11 +299,40 @@ class BlobStore(ABC):
             return False
         data = read()
         if check and sha256_hex(data) != digest:
-            raise ChangedWhileReadError(
-                f"The bytes read for blob {digest[:12]} hash to something else.", digest=digest
-            )
+            raise self._changed(digest)
         self._write(digest, data)
         return True
+
+    def put_pieces_if_absent(
+        self, digest: str, pieces: Callable[[], Iterable[bytes | memoryview]], size: int
+    ) -> bool:
+        """:meth:`put_if_absent` with ``check``, for bytes read in pieces (each valid until
+        the next is asked for): a store that writes files holds one piece at a time, never
+        the whole blob. True when it was written.
+
+        Raises:
+            ChangedWhileReadError: the pieces are not what ``digest`` names; nothing is
+                stored.
+        """
+        check_digest(digest)
+        if self.keep(digest, size):
+            return False
+        self._write_pieces(digest, pieces())
+        return True
+
+    def _write_pieces(self, digest: str, pieces: Iterable[bytes | memoryview]) -> None:
+        """Store the pieces, checked to hash to ``digest``; stores that write a file
+        override it to write each piece as it comes."""
+        data = b"".join(bytes(p) for p in pieces)
+        if sha256_hex(data) != digest:
+            raise self._changed(digest)
+        self._write(digest, data)
+
+    @staticmethod
+    def _changed(digest: str) -> ChangedWhileReadError:
+        return ChangedWhileReadError(
+            f"The bytes read for blob {digest[:12]} hash to something else.", digest=digest
+        )
 
     def put(self, data: bytes | memoryview, digest: str | None = None) -> tuple[str, bool]:
         """Store ``data``; returns ``(digest, written)``, ``written`` False if it was there.

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from zoo.errors import BlobMissingError, BlobNotAFileError
@@ -48,6 +49,14 @@ class LocalStore(BlobStore):
         return path.exists() and not path.is_file()
 
     def _write(self, digest: str, data: bytes | memoryview) -> None:
+        self._write_file(digest, [data], check=False)
+
+    def _write_pieces(self, digest: str, pieces: Iterable[bytes | memoryview]) -> None:
+        self._write_file(digest, pieces, check=True)
+
+    def _write_file(
+        self, digest: str, pieces: Iterable[bytes | memoryview], *, check: bool
+    ) -> None:
         final = self._path(digest)
         if final.is_dir():  # not zoo's: a blob is a file, so it stays where it is
             raise self._not_a_file(digest)
@@ -56,8 +65,14 @@ class LocalStore(BlobStore):
         # write their own file, and the last rename wins with identical bytes.
         temp = final.parent / temp_name(digest)
         try:
+            h = hashlib.sha256()
             with open(temp, "wb") as f:
-                f.write(data)
+                for piece in pieces:
+                    if check:
+                        h.update(piece)
+                    f.write(piece)
+                if check and h.hexdigest() != digest:
+                    raise self._changed(digest)  # the temporary file goes below
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(temp, final)
