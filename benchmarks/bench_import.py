@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,6 +103,23 @@ def run(
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024  # Linux: KiB
 
 
+def commit_of(checkout: Path) -> str:
+    """The commit a checkout is at, ``+changes`` when its tracked files differ from it."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(checkout), "diff", "--quiet", "HEAD"], check=False
+        ).returncode
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    return head + ("+changes" if dirty else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -162,6 +180,8 @@ def main() -> None:
         for (i, command), v in sorted(times.items(), key=lambda kv: (kv[0][1], kv[0][0]))
     ]
     report = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "checkouts": {labels[i]: commit_of(c) for i, c in enumerate(checkouts)},
         "machine": {
             "cpu": cpu_model(),
             "cores": os.cpu_count(),
@@ -177,8 +197,10 @@ def main() -> None:
     lines = [
         f"# zoo import and zoo audit of a {report['checkpoint_mb']} MB checkpoint",
         "",
-        f"Machine: {report['machine']}; {args.rounds} rounds, checkouts in turns. Produced "
-        "by `python benchmarks/bench_import.py`.",
+        f"Machine: {report['machine']}; {report['date']}; checkouts: "
+        + ", ".join(f"{label} = {commit}" for label, commit in report["checkouts"].items())
+        + f"; {args.rounds} rounds, checkouts in turns. Produced by "
+        "`python benchmarks/bench_import.py`.",
         "",
         "| command | checkout | wall s: median (min-max) | CPU s (user+sys): median "
         "(min-max) | peak RSS MB: median (max) |",
