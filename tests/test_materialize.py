@@ -1845,6 +1845,37 @@ def test_scratch_reads_nothing_of_the_source_but_its_shapes(registry, tiny_dir, 
         assert torch.equal(shapes_only.state_dict[name], t), name
 
 
+def test_scratch_passes_the_integer_buffers_a_checkpoint_stores_through(
+    registry, tiny_dir, tmp_path
+):
+    """A BERT saved with its position ids (as all-MiniLM-L6-v2 and older transformers
+    saved them, int64) is initialized from scratch at any size: the ids are no weight
+    to draw, and pass through as transformers would build them; the folder loads with no
+    key missing or unexpected."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "with-ids"
+    shutil.copytree(tiny_dir("bert"), folder)
+    tensors = load_file(folder / "model.safetensors")
+    positions = json.loads((folder / "config.json").read_text())["max_position_embeddings"]
+    ids = torch.arange(positions).unsqueeze(0)
+    tensors["bert.embeddings.position_ids"] = ids
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    src = registry.import_checkpoint(folder)
+    for layers, hidden in ((2, 16), (4, 32)):
+        out = tmp_path / f"scratch-{layers}x{hidden}"
+        made = registry.materialize(
+            src.name, layers=layers, hidden=hidden, method="scratch", seed=1, out=out
+        )
+        written = load_file(out / "model.safetensors")
+        assert torch.equal(written["bert.embeddings.position_ids"], ids)
+        model, info = transformers.BertForMaskedLM.from_pretrained(out, output_loading_info=True)
+        assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+        assert made.artifact.config["hidden_size"] == hidden
+        with torch.no_grad():
+            assert torch.isfinite(model(input_ids=torch.tensor([[1, 2, 3]])).logits).all()
+
+
 @pytest.mark.parametrize("family", sorted(FAMILY_SIZES))
 def test_planned_groups_are_each_group_built_alone_in_one_pass(family, registry, tiny_dir):
     """Planning builds every group's target tensors in one pass of the family's builder

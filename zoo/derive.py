@@ -186,8 +186,9 @@ def derive_signal(
     of its rows (default: ``x``'s).
     """
     version = CURRENT if amplitude_version is None else amplitude_version
-    if tuple(x.shape) == tuple(shape) and get(recipe.method).reads_source and not raw:
-        return x.clone()
+    same = tuple(x.shape) == tuple(shape)
+    if same and (get(recipe.method).reads_source or not x.is_floating_point()) and not raw:
+        return x.clone()  # integer buffers pass through every method, scratch's too
     rule = amplitude(spec, recipe)
     count = x.numel() if source_count is None else source_count
     y = resize(

@@ -716,7 +716,12 @@ class Derivation:
     def _source_signal(self, key: str, group: Group):
         """The source signal ``key``, read with the rest of its group (once per group)."""
 
-        if not get(self.plan.recipe.method).reads_source:
+        if (
+            not get(self.plan.recipe.method).reads_source
+            and self.metas[key].dtype.is_floating_point
+        ):
+            # An integer buffer (BERT's position ids) is no weight a method draws: it is
+            # read, and passes through (zoo.derive.derive_signal).
             return self._shape_only(key)
         if self._needs_whole_source():
             return self._whole_source()[key]
