@@ -121,6 +121,26 @@ def one_line_refusal(code: int, err: str) -> str:
 # --- any model_type ---------------------------------------------------------------------------
 
 
+def test_a_model_type_named_as_a_family_that_reads_others_is_refused_naming_them(
+    registry, tmp_path, run_cli
+):
+    """A multimodal Gemma 3 (model_type gemma3) is catalogued; the gemma3 family resizes
+    its text model only (gemma3_text), and the refusal says so rather than list gemma3
+    among what zoo resizes without a word."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "gemma3-mm"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "gemma3"}))
+    save_file({"language_model.lm_head.weight": torch.ones(4, 4)}, folder / "model.safetensors")
+    registry.import_checkpoint(folder)
+    line = one_line_refusal(
+        *run_cli("materialize", "gemma3-mm", "--layers", "1", "--hidden", "8")[::2]
+    )
+    assert "'gemma3' checkpoint" in line, line
+    assert "(the gemma3 family reads model_type 'gemma3_text')" in line, line
+
+
 def test_an_unknown_model_type_is_catalogued_like_any_other(registry, tiny_dir, tmp_path, run_cli):
     t5 = save_t5(tmp_path / "t5-tiny")
     code, out, err = run_cli("import", str(t5), "--json")

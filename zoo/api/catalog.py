@@ -102,6 +102,16 @@ def resizable(info: ArtifactInfo):
         )
     model_type = (info.config or {}).get("model_type")
     what = f"a {model_type!r} checkpoint" if model_type else "a checkpoint without a model_type"
+    named = (
+        get_family(model_type)
+        if isinstance(model_type, str) and model_type in FAMILY_NAMES
+        else None
+    )
+    if named is not None:
+        # A family's name that is not one of the model types it reads (the multimodal
+        # gemma3, whose text model is gemma3_text): say which it reads.
+        types = ", ".join(repr(t) for t in named.model_types)
+        families += f" (the {model_type} family reads model_type {types})"
     raise UnknownFamilyError(
         f"{info.name} is {what}: zoo catalogues it but resizes only {families}."
     )
