@@ -810,6 +810,11 @@ def _suggested_targets(message: str, target: TargetSize) -> list[TargetSize]:
 
     out = []
     kv = target.kv_heads
+    for heads, part in re.findall(r"heads (\d+) with kv_heads ([\d, or]+)", message):
+        out += [
+            TargetSize(target.layers, target.hidden, int(heads), kv_heads=k) for k in numbers(part)
+        ]
+    message = re.sub(r"heads \d+ with kv_heads [\d, or]+", "", message)
     for part in re.findall(r"hidden ([\d, or]+) with heads left unset", message):
         out += [TargetSize(target.layers, h, None, kv_heads=kv) for h in numbers(part)]
     message = re.sub(r"hidden [\d, or]+ with heads left unset", "", message)
@@ -829,16 +834,18 @@ def _suggested_targets(message: str, target: TargetSize) -> list[TargetSize]:
     return out
 
 
-@pytest.mark.parametrize("family", ["llama", "bert"])
-@pytest.mark.parametrize("source_heads", [(4, 2), (8, 4)])  # (heads, kv heads) at hidden 128
+@pytest.mark.parametrize("family", ["llama", "bert", "gemma3"])
+# (heads, kv heads) at hidden 128; (2, 1): one kv head, as Gemma 2B and Gemma 3 1B have
+@pytest.mark.parametrize("source_heads", [(4, 2), (8, 4), (2, 1)])
 def test_every_size_a_refusal_suggests_is_accepted(family, source_heads):
     """Sweep hidden sizes and head counts; every refusal names alternatives, and each of
-    them plans (llama's even head_dim and whole kv groups included)."""
+    them plans (llama's even head_dim, whole kv groups, and gemma3's head_dim kept apart
+    from hidden / heads included)."""
     fam = get_family(family)
     heads, kv = source_heads
     config = dict(TINY[family]["config"])
     config.update({fam.hidden_key: 128, fam.heads_key: heads})
-    if family == "llama":
+    if family != "bert":
         config.update(num_key_value_heads=kv, intermediate_size=344)
     refused = 0
     for hidden in range(8, 400, 3):

@@ -364,6 +364,11 @@ class DecoderFamily(TransformerFamily):
                     t_hidden, step, lambda h: whole_groups(h * heads // hidden)
                 )
                 use = f"use hidden {join_or(hiddens)}, or set heads" if hiddens else "set heads"
+                if t_hidden % step == 0:
+                    # Whole heads, but not whole groups of the source's: fewer query heads
+                    # per kv head fit them.
+                    t_heads = t_hidden * heads // hidden
+                    use += f", or set kv_heads to {join_or(divisors(t_heads))}"
                 raise InvalidTargetError(
                     f"{self.name} keeps head_dim {head_dim}, and by default the source's "
                     f"{heads} heads per {hidden} hidden units, which hidden {t_hidden} does not "
@@ -374,12 +379,17 @@ class DecoderFamily(TransformerFamily):
             t_heads = _positive("heads", target.heads)
             if self.decl.heads_divide_hidden and t_hidden % t_heads:
                 ok = [h for h in divisors(t_hidden) if whole_groups(h)]
-                hiddens = fitting_multiples_near(t_hidden, t_heads, lambda h: True)
                 options = [f"heads {join_or(closest(ok, t_heads))}"] if ok else []
+                if whole_groups(t_heads):  # another hidden size keeps these heads
+                    hiddens = fitting_multiples_near(t_hidden, t_heads, lambda h: True)
+                    options.append(f"hidden {join_or(hiddens)}")
+                if not options:  # no head count keeps the groups: fewer heads per kv head
+                    near = min(divisors(t_hidden), key=lambda h: (abs(h - t_heads), h))
+                    options.append(f"heads {near} with kv_heads {join_or(divisors(near))}")
                 raise InvalidTargetError(
                     f"{self.name} needs a hidden size that its head count divides, and hidden "
                     f"{t_hidden} is not divisible by {t_heads} heads; use "
-                    f"{', or '.join([*options, f'hidden {join_or(hiddens)}'])}."
+                    f"{', or '.join(options)}."
                 )
         if target.intermediate is None:
             ffn = round_ratio(t_hidden, self.sizes(config)["ffn"], hidden)
