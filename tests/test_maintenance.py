@@ -7,10 +7,14 @@ depend on nothing but the registry's core.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import socket
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -722,29 +726,89 @@ def test_gc_and_fsck_repair_refuse_a_store_another_registry_uses(
     b.close()
 
 
-def test_a_copy_of_a_sqlite_registry_never_sweeps_the_originals_store(tiny_dir, tmp_path):
-    """A backup or staging copy of a registry's database carries its id: pointed at the
-    original's store, its gc would sweep what the original wrote since the copy. The
-    copy's gc, dry run and fsck --repair are refused while the original is there; once
-    the original has moved away, the claim follows the file that sweeps."""
-    import shutil
+def _backup(live: Path, to: Path) -> None:
+    """Copy a registry's database as `sqlite3 zoo.db .backup` copies one in use."""
     import sqlite3
 
+    to.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(live) as source, sqlite3.connect(to) as backup:
+        source.backup(backup)
+
+
+def _mv(source: Path, target: Path) -> None:
+    subprocess.run(["mv", str(source), str(target)], check=True)
+
+
+def _claim_of(store_url: str, registry_id: str) -> dict:
+    """The place a store's claim records (read through the store's own listing)."""
+    from zoo.store import open_store
+
+    return json.loads(open_store(store_url)._read_claim(registry_id))
+
+
+def _empty_claim(store_url: str, registry_id: str) -> None:
+    """Empty a store's claim as a person does: `: > registries/ID`, an empty object on S3."""
+    from zoo.store import open_store
+
+    if "://" not in store_url:
+        (Path(store_url) / "registries" / registry_id).write_text("")
+        return
+    store = open_store(store_url)
+    store.fs.pipe_file(f"{store.root}/{store.CLAIMS}/{registry_id}", b"")
+
+
+def _identity(path: Path) -> dict:
+    st = os.stat(path)
+    return {
+        "host": socket.gethostname(),
+        "file": str(path.resolve()),
+        "device": st.st_dev,
+        "inode": st.st_ino,
+    }
+
+
+def _intact(reg) -> set[str]:
+    """The digests of every stored blob of ``reg``'s kept rows, each read back from the
+    store and hashed again (hashlib): what a sweep must never take."""
+    digests = set()
+    for summary in reg.list():
+        shown = reg.show(summary.name)
+        digests |= {t.digest for t in (*shown.tensors, *shown.files)}
+    for digest in digests:
+        assert hashlib.sha256(reg.store.get(digest)).hexdigest() == digest
+    return digests
+
+
+@pytest.fixture(params=["folder", pytest.param("s3", marks=pytest.mark.s3)])
+def shared_store_url(request, tmp_path):
+    """A store that a registry and copies of its database are pointed at."""
+    if request.param == "folder":
+        return str(tmp_path / "shared-store")
+    return request.getfixturevalue("s3_store_url")
+
+
+def test_a_copy_never_sweeps_the_store_of_its_original_wherever_it_moved(
+    tiny_dir, tmp_path, shared_store_url, monkeypatch, run_cli
+):
+    """A backup or staging copy of a registry's database carries its id: pointed at the
+    original's store, its gc would sweep what the original wrote since the copy. The
+    claim names the original's file by its identity too, so the copy is refused while the
+    original is at its path, and still once the original was moved (`mv`) elsewhere on the
+    file system: the moved original goes on sweeping with no step. A copy takes the claim
+    over only once a person empties it (the original deleted for good)."""
     import zoo
 
-    store = str(tmp_path / "shared-store")
-    (tmp_path / "prod").mkdir()
-    (tmp_path / "staging").mkdir()
-    prod = zoo.connect(db_url=f"sqlite:///{tmp_path / 'prod' / 'zoo.db'}", store_url=store)
-    prod.import_checkpoint(tiny_dir("gpt2"))  # its first write says where the registry is
-    with (
-        sqlite3.connect(tmp_path / "prod" / "zoo.db") as live,
-        sqlite3.connect(tmp_path / "staging" / "zoo.db") as backup,
-    ):
-        live.backup(backup)  # as `sqlite3 zoo.db .backup` copies a registry in use
-    newer = prod.import_checkpoint(tiny_dir("bert"))
-    copy = zoo.connect(db_url=f"sqlite:///{tmp_path / 'staging' / 'zoo.db'}", store_url=store)
-    assert copy.registry_id == prod.registry_id
+    store = shared_store_url
+    prod_db, copy_db = tmp_path / "prod" / "zoo.db", tmp_path / "staging" / "zoo.db"
+    prod_db.parent.mkdir()
+    with zoo.connect(db_url=f"sqlite:///{prod_db}", store_url=store) as prod:
+        prod.import_checkpoint(tiny_dir("gpt2"))  # its first write records where it is
+        registry_id = prod.registry_id
+        _backup(prod_db, copy_db)
+        newer = prod.import_checkpoint(tiny_dir("bert"))
+    assert _claim_of(store, registry_id) == _identity(prod_db)
+    copy = zoo.connect(db_url=f"sqlite:///{copy_db}", store_url=store)
+    assert copy.registry_id == registry_id
     for sweep in (
         lambda: copy.gc(grace=0),
         lambda: copy.gc(grace=0, dry_run=True),
@@ -752,17 +816,170 @@ def test_a_copy_of_a_sqlite_registry_never_sweeps_the_originals_store(tiny_dir, 
     ):
         with pytest.raises(ConflictError, match="carries its id: a copy of it"):
             sweep()
-    assert prod.fsck().problems == () and prod.verify(newer.name).problems == ()
-    shutil.move(tmp_path / "prod", tmp_path / "prod-retired")
-    assert copy.gc(grace=0).swept  # the original is gone: the copy's store now
-    moved = zoo.connect(db_url=f"sqlite:///{tmp_path / 'prod-retired' / 'zoo.db'}", store_url=store)
-    with pytest.raises(ConflictError, match="carries its id"):
-        moved.gc(grace=0)  # and the other one is the copy now
+
+    # The original moved on its file system: the copy is still refused, from the API and
+    # the CLI (one line, exit 4), and the original's blobs are all there.
+    _mv(prod_db.parent, tmp_path / "prod-moved")
+    moved_db = tmp_path / "prod-moved" / "zoo.db"
+    with pytest.raises(ConflictError, match="is another file carrying its id: a copy"):
+        copy.gc(grace=0)
+    monkeypatch.setenv("ZOO_STORE_URL", store)
+    monkeypatch.setenv("ZOO_DB_URL", f"sqlite:///{copy_db}")
+    for args in (("gc", "--grace", "0"), ("fsck", "--repair")):
+        code, out, err = run_cli(*args)
+        assert code == 4 and out == "" and err.count("\n") == 1, (args, err)
+        assert "empty the file registries/" in err
+    moved = zoo.connect(db_url=f"sqlite:///{moved_db}", store_url=store)
+    kept = _intact(moved)
+    assert {t.digest for t in newer.tensors} <= kept
+    # ... and the moved original sweeps with no step, recording where it is now.
+    assert moved.gc(grace=0).swept == () and moved.fsck(repair=True, grace=0).problems == ()
+    assert _claim_of(store, registry_id) == _identity(moved_db)
+    assert _intact(moved) == kept and moved.verify().ok
+    with pytest.raises(ConflictError, match="carries its id: a copy of it"):
+        copy.gc(grace=0)
+
+    # A copy put where the original was is not it either.
+    (tmp_path / "prod").mkdir()
+    _backup(copy_db, prod_db)
+    at_old_path = zoo.connect(db_url=f"sqlite:///{prod_db}", store_url=store)
+    with pytest.raises(ConflictError, match="carries its id: a copy of it"):
+        at_old_path.gc(grace=0)
+    shutil.rmtree(tmp_path / "prod")
+
+    # The original deleted for good: the copy is refused until a person empties the claim.
+    shutil.rmtree(tmp_path / "prod-moved")
+    with pytest.raises(ConflictError, match="if it was deleted for good"):
+        copy.gc(grace=0)
+    _empty_claim(store, registry_id)
+    assert copy.gc(grace=0).swept  # what only the deleted original needed
+    assert _claim_of(store, registry_id) == _identity(copy_db)
+    assert _intact(copy) and copy.verify().ok
+
     # A claim from another host: this one cannot look at that file, so it does not sweep.
-    claim = tmp_path / "shared-store" / "registries" / copy.registry_id
-    claim.write_text(f"elsewhere.example:{tmp_path / 'staging' / 'zoo.db'}")
+    copy.store._write_claim(registry_id, f"elsewhere.example:{copy_db}")
     with pytest.raises(ConflictError, match=r"on elsewhere\.example, which carries this one's id"):
         copy.gc(grace=0)
+    copy.close()
+
+
+def test_a_registry_moved_with_a_link_left_behind_is_not_its_own_copy(
+    tiny_dir, tmp_path, monkeypatch, run_cli
+):
+    """A registry moved (to a bigger disk, say) with a symbolic link left at its old path
+    is the same file through the link: its next write records where the file is, and gc
+    and fsck --repair run, through the link and through its real path."""
+    import zoo
+
+    home = tmp_path / "zoohome"
+    home.mkdir()
+    store = str(tmp_path / "store")
+    with zoo.connect(db_url=f"sqlite:///{home / 'zoo.db'}", store_url=store) as reg:
+        reg.import_checkpoint(tiny_dir("gpt2"))
+        registry_id = reg.registry_id
+    (tmp_path / "data").mkdir()
+    _mv(home, tmp_path / "data" / "zoohome")
+    home.symlink_to(tmp_path / "data" / "zoohome")
+    moved = tmp_path / "data" / "zoohome" / "zoo.db"
+    # Its next write, through the link, records where the file is now.
+    with zoo.connect(db_url=f"sqlite:///{home / 'zoo.db'}", store_url=store) as reg:
+        reg.import_checkpoint(tiny_dir("bert"))
+    assert _claim_of(store, registry_id) == _identity(moved)
+    monkeypatch.setenv("ZOO_STORE_URL", store)
+    for db in (home / "zoo.db", moved):
+        monkeypatch.setenv("ZOO_DB_URL", f"sqlite:///{db}")
+        for args in (("gc", "--grace", "0"), ("fsck", "--repair")):
+            code, _, err = run_cli(*args)
+            assert code == 0 and err == "", (db, args, err)
+    assert _claim_of(store, registry_id) == _identity(moved)
+
+
+def test_a_claim_without_identity_is_read_and_written_anew(tiny_dir, tmp_path):
+    """A claim written as ``HOST:FILE`` (without the file's identity) names its file by
+    path, links followed: that file sweeps and writes, and records its identity; another
+    file with the registry's id never takes it over, even once the named path is gone."""
+    import zoo
+
+    store = str(tmp_path / "store")
+    real, link = tmp_path / "real" / "zoo.db", tmp_path / "link"
+    real.parent.mkdir()
+    link.symlink_to(real.parent)
+    with zoo.connect(db_url=f"sqlite:///{real}", store_url=store) as reg:
+        reg.import_checkpoint(tiny_dir("gpt2"))
+        registry_id = reg.registry_id
+    claim = Path(store) / "registries" / registry_id
+    # Named through the link: a write records the file as it is, identity included.
+    claim.write_text(f"{socket.gethostname()}:{link / 'zoo.db'}")
+    with zoo.connect(db_url=f"sqlite:///{real}", store_url=store) as reg:
+        reg.import_checkpoint(tiny_dir("bert"))
+    assert _claim_of(store, registry_id) == _identity(real)
+    # And a sweep does as much.
+    claim.write_text(f"{socket.gethostname()}:{link / 'zoo.db'}")
+    with zoo.connect(db_url=f"sqlite:///{real}", store_url=store) as reg:
+        assert reg.gc(grace=0).swept == ()
+    assert _claim_of(store, registry_id) == _identity(real)
+    # A copy, the named path gone: no identity says the copy is the original moved.
+    _backup(real, tmp_path / "copy" / "zoo.db")
+    claim.write_text(f"{socket.gethostname()}:{tmp_path / 'gone' / 'zoo.db'}")
+    for db in (real, tmp_path / "copy" / "zoo.db"):
+        with zoo.connect(db_url=f"sqlite:///{db}", store_url=store) as reg:
+            reg.import_checkpoint(tiny_dir("gpt2"), name="again")  # a write claims nothing
+            with pytest.raises(ConflictError, match="another file carrying its id"):
+                reg.gc(grace=0)
+    assert claim.read_text() == f"{socket.gethostname()}:{tmp_path / 'gone' / 'zoo.db'}"
+    claim.write_text("{not a claim")
+    with (
+        zoo.connect(db_url=f"sqlite:///{real}", store_url=store) as reg,
+        pytest.raises(ConflictError, match=r"holds a claim registries/\S+ zoo cannot read"),
+    ):
+        reg.gc(grace=0)
+
+
+def test_a_copy_put_at_the_claimed_path_is_not_the_file_that_claimed(tiny_dir, tmp_path):
+    """The original moved away and a copy put at its path before the original swept
+    again: the path is the claim's, the file is not. The copy is refused; the original,
+    found by its identity, sweeps and records where it is."""
+    import zoo
+
+    store = str(tmp_path / "store")
+    (tmp_path / "home").mkdir()
+    db = tmp_path / "home" / "zoo.db"
+    with zoo.connect(db_url=f"sqlite:///{db}", store_url=store) as reg:
+        reg.import_checkpoint(tiny_dir("gpt2"))
+        registry_id = reg.registry_id
+    _mv(tmp_path / "home", tmp_path / "home-old")
+    _backup(tmp_path / "home-old" / "zoo.db", db)
+    with (
+        zoo.connect(db_url=f"sqlite:///{db}", store_url=store) as copy,
+        pytest.raises(ConflictError, match="the file there now is another one carrying its id"),
+    ):
+        copy.gc(grace=0)
+    with zoo.connect(
+        db_url=f"sqlite:///{tmp_path / 'home-old' / 'zoo.db'}", store_url=store
+    ) as reg:
+        assert reg.gc(grace=0).swept == () and reg.verify().ok
+    assert _claim_of(store, registry_id) == _identity(tmp_path / "home-old" / "zoo.db")
+
+
+def test_a_claimed_file_on_a_file_system_mounted_again_is_still_the_claimed_one(tmp_path):
+    """A network or mapped disk's device number is given at mount time: the claimed file
+    at its path with its inode is the claimed one under another device number; another
+    inode at that path, or the same numbers for another file elsewhere, is not."""
+    from zoo.api.store_claim import Place, Standing, here, standing
+
+    db = tmp_path / "zoo.db"
+    db.write_bytes(b"")
+    this = here(db)
+    assert this == Place(**_identity(db))
+    remounted = Place(this.host, this.file, this.device + 1, this.inode)
+    assert standing(remounted, this) is Standing.MOVED
+    assert standing(Place(this.host, this.file, this.device, this.inode + 1), this) is (
+        Standing.REPLACED
+    )
+    other = tmp_path / "other.db"
+    other.write_bytes(b"")
+    assert standing(this, here(other)) is Standing.OTHER
+    assert standing(Place("elsewhere.example", this.file), this) is Standing.ANOTHER_HOST
 
 
 def test_a_store_from_before_registry_ids_is_not_swept_until_a_person_says(

@@ -10,7 +10,6 @@ point at a missing blob. So writers put blobs before rows; ``rm`` only marks row
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
@@ -288,52 +287,70 @@ def _refuse_shared_store(reg, command: str, *, sweeps: bool = True) -> None:
 def _refuse_a_copy(reg, command: str, *, sweeps: bool) -> None:
     """A copy of a SQLite registry (a backup, a staging copy) carries the original's id:
     pointed at the original's store, it would sweep every blob the original wrote since
-    the copy as an orphan. The store's claim says which database file (on which host)
-    writes and sweeps under this id; another file that still holds this id is refused,
-    and so is any file on another host, which this one cannot look at. One no longer
-    there (the registry was moved on this host) hands the claim over. PostgreSQL
-    databases are not told apart this way (a host has many names): docs/operations.md
-    says what to keep apart."""
-    import socket
+    the copy as an orphan. Only the file the store's claim names sweeps: the claimed file
+    at its path (or through links), or, on its host, the file of its identity wherever it
+    has moved (recorded there anew). Any other file is refused, even once the claimed one
+    is gone from its path: the original may live on where zoo cannot see it (moved to
+    another file system or host), so a person who knows hands the claim over by emptying
+    it (zoo.api.store_claim).
+    PostgreSQL databases are not told apart this way (a host has many names):
+    docs/operations.md says what to keep apart."""
+    from zoo.api.store_claim import Standing, UnreadableClaim, holds_registry, parse, standing
 
     here = reg._place()
-    if not here:
+    if here is None:
         return
-    there = reg.store.claim_place(reg.registry_id)
-    if there is None or there == here:
+    claim = f"{reg.store.CLAIMS}/{reg.registry_id}"
+    text = reg.store.claim_place(reg.registry_id)
+    if text is None:  # no claim yet: made, with this file's place, once no other refuses
         return
-    host, _, path = there.partition(":")
-    if there and host != socket.gethostname():
-        raise ConflictError(
-            f"The store {reg.store.url} is swept by the registry in {path} on {host}, which "
-            f"carries this one's id: one is a copy of the other. Run {command} there; if the "
-            "registry has moved to this machine for good, empty the file "
-            f"{reg.store.CLAIMS}/{reg.registry_id} in the store and run again."
-        )
-    if there and _holds_registry(Path(path), reg.registry_id):
-        raise ConflictError(
-            f"The store {reg.store.url} is swept by the registry in {path}, and this one "
-            f"({here.partition(':')[2]}) carries its id: a copy of it. {command} here would "
-            "delete the blobs the original wrote since the copy. Give the copy a store of "
-            "its own (ZOO_STORE_URL); if the original is gone for good, move it away and "
-            "run again."
-        )
-    if sweeps:  # unclaimed so far, or its database has moved here
-        reg.store.set_claim_place(reg.registry_id, here)
-
-
-def _holds_registry(path: Path, registry_id: str) -> bool:
-    """Whether the SQLite file ``path`` is a zoo registry with this id (read-only)."""
-    import sqlite3
-
-    if not path.is_file():
-        return False
+    if not text:  # a claim that names no file (emptied to hand it over): this one's now
+        if sweeps:
+            reg.store.set_claim_place(reg.registry_id, here.text())
+        return
+    handover = f"empty the file {claim} in the store and run again"
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
-            found = db.execute("SELECT id FROM registry_identity").fetchall()
-    except sqlite3.Error:
-        return False
-    return found == [(registry_id,)]
+        there = parse(text)
+    except UnreadableClaim:
+        raise ConflictError(
+            f"The store {reg.store.url} holds a claim {claim} zoo cannot read, so {command} "
+            f"cannot tell which database sweeps it; if this registry is the only one with "
+            f"its id, {handover}."
+        ) from None
+    found = standing(there, here)
+    if found is Standing.OWNER:
+        return
+    if found is Standing.MOVED:
+        if sweeps:
+            reg.store.set_claim_place(reg.registry_id, here.text())
+        return
+    if found is Standing.ANOTHER_HOST:
+        raise ConflictError(
+            f"The store {reg.store.url} is swept by the registry in {there.file} on "
+            f"{there.host}, which carries this one's id: one is a copy of the other. Run "
+            f"{command} there; if the registry has moved to this machine for good, {handover}."
+        )
+    if found is Standing.REPLACED:
+        raise ConflictError(
+            f"The store {reg.store.url} is swept by the registry in {there.file}, and the "
+            f"file there now is another one carrying its id (a copy, or a backup restored "
+            f"over it); {command} here could delete blobs the file that claimed the store "
+            f"needs. If that file is gone for good, {handover}."
+        )
+    if holds_registry(there.file, reg.registry_id):
+        raise ConflictError(
+            f"The store {reg.store.url} is swept by the registry in {there.file}, and this "
+            f"one ({here.file}) carries its id: a copy of it. {command} here would delete "
+            "the blobs the original wrote since the copy. Give the copy a store of its own "
+            f"(ZOO_STORE_URL); if the original is retired for good, {handover}."
+        )
+    raise ConflictError(
+        f"The store {reg.store.url} is swept by the registry that was in {there.file}, and "
+        f"this one ({here.file}) is another file carrying its id: a copy, which would "
+        f"delete the blobs the original wrote since the copy, wherever it is now. Run "
+        f"{command} from the original; if it was deleted for good, or this is it moved to "
+        f"another file system (a new file), {handover}."
+    )
 
 
 def gc(reg, *, grace: str | float = DEFAULT_GRACE, dry_run: bool = False) -> GcReport:

@@ -9,12 +9,13 @@ import random
 import time
 from collections.abc import Iterator
 from functools import cached_property
-from pathlib import Path
 
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from zoo.api import store_claim
+from zoo.api.store_claim import Place, Standing
 from zoo.config import Settings, load_settings, redact_url
 from zoo.db import engine as db_engine
 from zoo.db import queries
@@ -142,16 +143,27 @@ class Registry:
         # Claimed at this registry's first write or reuse of a blob (BlobStore.owner), not
         # by a look: a registry pointed at another's store by mistake adds no owner.
         store.owner = lambda: self.registry_id
-        store.owner_place = self._place
+        store.owner_place = lambda: place.text() if (place := self._place()) else ""
+        store.owner_moved = self._claims_this_file_elsewhere
         return store
 
-    def _place(self) -> str:
-        """Where this registry's database is, as a store's claim records it: ``HOST:FILE``
-        for SQLite (a copy of the file carries the registry's id), "" for PostgreSQL."""
-        import socket
-
+    def _place(self) -> Place | None:
+        """Where this registry's database is, as a store's claim records it: the SQLite
+        file's host, path and identity (a copy of the file carries the registry's id);
+        None for PostgreSQL."""
         found = db_engine.sqlite_identity(self.engine)
-        return f"{socket.gethostname()}:{Path(found[0]).resolve()}" if found else ""
+        return store_claim.here(found[0]) if found else None
+
+    def _claims_this_file_elsewhere(self, recorded: str) -> bool:
+        """Whether a claim's text names this registry's file at another path or in the
+        form without identity: its first write records it as it is now."""
+        place = self._place()
+        if place is None or not recorded:
+            return False
+        try:
+            return store_claim.standing(store_claim.parse(recorded), place) is Standing.MOVED
+        except store_claim.UnreadableClaim:
+            return False  # left for a sweep to refuse, naming it
 
     @cached_property
     def registry_id(self) -> str:

@@ -179,6 +179,10 @@ class BlobStore(ABC):
     #: written into its claim: a copy of the database carries the same id, and must not
     #: sweep what the original writes (zoo.api.maintenance).
     owner_place: Callable[[], str] | None = None
+    #: ``(recorded place) -> bool``: whether a claim's recorded place names the owner's
+    #: database as it no longer is (moved, or written in an older form), so that the
+    #: owner's first write records it anew; another database's place is left as it is.
+    owner_moved: Callable[[str], bool] | None = None
 
     def _claim_for_write(self) -> None:
         if self.owner is None:
@@ -200,7 +204,8 @@ class BlobStore(ABC):
 
     def claim(self, registry_id: str) -> None:
         """Record that the registry ``registry_id`` keeps blobs here (once; idempotent),
-        with where its database is (:attr:`owner_place`) when the claim says nowhere yet."""
+        with where its database is (:attr:`owner_place`) when the claim says nowhere yet
+        or names that database where it no longer is (:attr:`owner_moved`)."""
         if registry_id not in self._claim_cache:
             existing = self.claims()
             place = self.owner_place() if self.owner_place is not None else ""
@@ -214,8 +219,10 @@ class BlobStore(ABC):
                 if not existing and next(iter(self.digests()), None) is not None:
                     self._write_claim(self.UNCLAIMED)
                 self._write_claim(registry_id, place)
-            elif place and not self._read_claim(registry_id):
-                self._write_claim(registry_id, place)
+            elif place:
+                recorded = self._read_claim(registry_id)
+                if not recorded or (self.owner_moved is not None and self.owner_moved(recorded)):
+                    self._write_claim(registry_id, place)
             self._claim_cache.add(registry_id)
 
     def _foreign_entry(self) -> str | None:
