@@ -772,6 +772,7 @@ def test_a_float32_checkpoint_loaded_narrower_and_saved_audits_as_its_rounding(
     report = reg.audit(tmp_path / "narrow")
     assert report.status == "modified" and report.artifact.id == src.id, report.to_text()
     assert report.differing == [smallest] and report.rounded_to == [code]
+    assert f"cast: its {code} tensors, but those that differ, are the recorded" in report.to_text()
 
     save_tiny("llama", tmp_path / "other", seed=1)
     other = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "other", dtype=dtype)
@@ -846,3 +847,97 @@ def test_narrowing_recovers_the_narrow_bytes_chunk_by_chunk(tmp_path, monkeypatc
     assert found["h"]["F16"].digest == digest(half)
     assert found["d"]["F16"].digest == digest(half)
     assert found["d"]["F32"].digest == digest(half.float())
+
+
+def _layer_names(tensors, i: int) -> list[str]:
+    return sorted(n for n in tensors if f".layer.{i}." in n)
+
+
+def test_a_layer_deleted_or_appended_as_a_copy_is_a_difference_not_a_tie(reg, tmp_path):
+    """Only the pairs transformers ties (a head beside its word embedding) may be written
+    once or twice. A layer deleted from a depth grow, whose tensors' bytes the other
+    layers hold, is missing (transformers loads it at random); a layer appended as a copy
+    of another is extra; a norm gain of ones deleted from a bf16 cast is missing."""
+    import transformers
+
+    src_dir = save_tiny("bert", tmp_path / "src", num_hidden_layers=2)
+    src = reg.import_checkpoint(src_dir)
+    grown = reg.materialize(src.name, layers=4, hidden=32, out=tmp_path / "grown")
+    tensors = load_file(grown.out / "model.safetensors")
+    gone = _layer_names(tensors, 3)
+    rest = {n: t for n, t in tensors.items() if n not in gone}
+    assert all(any(torch.equal(tensors[n], t) for t in rest.values()) for n in gone)
+    save_file(rest, grown.out / "model.safetensors", metadata={"format": "pt"})
+    (grown.out / ".zoo-output.json").unlink(missing_ok=True)
+    _, info = transformers.BertForMaskedLM.from_pretrained(grown.out, output_loading_info=True)
+    report = reg.audit(grown.out)
+    assert (report.status, report.artifact.id) == ("modified", grown.artifact.id)
+    assert report.missing == sorted(info["missing_keys"]) == gone, report.to_text()
+
+    tensors = load_file(src_dir / "model.safetensors")
+    appended = {
+        n.replace(".layer.1.", ".layer.2."): t.clone()
+        for n, t in tensors.items()
+        if ".layer.1." in n
+    }
+    # A head written beside the embedding it is tied to is still no difference.
+    head = {
+        "cls.predictions.decoder.weight": tensors["bert.embeddings.word_embeddings.weight"].clone()
+    }
+    assert not set(head) & set(tensors)
+    shutil.copytree(src_dir, tmp_path / "deeper")
+    save_file({**tensors, **appended, **head}, tmp_path / "deeper" / "model.safetensors")
+    config = json.loads((src_dir / "config.json").read_text())
+    (tmp_path / "deeper" / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
+    report = reg.audit(tmp_path / "deeper")
+    assert (report.status, report.artifact.id) == ("modified", src.id), report.to_text()
+    assert report.extra == sorted(appended) and report.not_compared == sorted(head)
+
+    cast = _as(src_dir, tmp_path / "cast", torch.bfloat16)
+    tensors = load_file(cast / "model.safetensors")
+    ones = min(
+        n for n, t in tensors.items() if n.endswith("LayerNorm.weight") and bool((t == 1).all())
+    )
+    del tensors[ones]
+    # Its tied head written too, in bf16 as the embedding it is tied to: no difference.
+    tensors.update({n: tensors["bert.embeddings.word_embeddings.weight"].clone() for n in head})
+    save_file(tensors, cast / "model.safetensors", metadata={"format": "pt"})
+    report = reg.audit(cast)
+    assert (report.status, report.artifact.id) == ("modified", src.id), report.to_text()
+    assert report.missing == [ones] and report.rounded_to == ["BF16"]
+    assert report.not_compared == sorted(head)
+
+
+def test_a_rounded_fine_tune_that_kept_its_bases_smallest_matrices_is_the_fine_tune(reg, tmp_path):
+    """A fine-tune that changed one layer records its base's smallest matrices, which the
+    rounding search screens: a bf16 cast of it is the fine-tune, known, not its base
+    modified; a bf16 cast of the base is still the base."""
+    import transformers
+
+    base_dir = save_tiny("bert", tmp_path / "base", num_hidden_layers=2)
+    base = reg.import_checkpoint(base_dir)
+    model = transformers.BertForMaskedLM.from_pretrained(base_dir)
+    with torch.no_grad():
+        model.bert.encoder.layer[1].attention.self.query.weight.add_(0.5)
+    model.save_pretrained(tmp_path / "tuned")
+    tuned = reg.import_checkpoint(tmp_path / "tuned")
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "tuned-bf16")
+    report = reg.audit(tmp_path / "tuned-bf16")
+    assert (report.status, report.artifact.id) == ("known", tuned.id), report.to_text()
+    assert report.rounded_to == ["BF16"]
+    report = reg.audit(_as(base_dir, tmp_path / "base-bf16", torch.bfloat16))
+    assert (report.status, report.artifact.id) == ("known", base.id), report.to_text()
+
+
+def test_the_rounding_search_screens_the_newest_records_first(reg, tmp_path, monkeypatch):
+    """Past its bound of records a matrix, the search for the float32 checkpoint a bf16
+    file rounds reads the newest: a cast of the latest import is found."""
+    from zoo.api import audit
+
+    monkeypatch.setattr(audit, "_ROUNDING_SCREENS", 2)
+    made = [
+        reg.import_checkpoint(save_tiny("bert", tmp_path / f"m{i}", seed=i, num_hidden_layers=1))
+        for i in range(3)
+    ]
+    report = reg.audit(_as(tmp_path / "m2", tmp_path / "newest-bf16", torch.bfloat16))
+    assert (report.status, report.artifact.id) == ("known", made[-1].id), report.to_text()

@@ -324,6 +324,97 @@ def test_a_copy_lacking_an_untied_head_is_neither_the_checkpoint_nor_its_copy(
     assert registry.import_checkpoint(headless).id != src.id
 
 
+def test_a_copy_saved_by_transformers_4_48_is_imported_as_the_checkpoint(registry, tmp_path):
+    """transformers 4.48 writes ``_attn_implementation_autoset`` into every config it saves
+    (it chose the attention implementation itself): a copy carrying it is still a copy."""
+    import transformers
+
+    ml = registry.import_checkpoint(_as_older_transformers_saved(tmp_path / "ml"))
+    copy = tmp_path / "copy448"
+    transformers.AutoModel.from_pretrained(tmp_path / "ml").save_pretrained(copy)
+    config = json.loads((copy / "config.json").read_text())
+    config.update(_attn_implementation_autoset=True, transformers_version="4.48.0")
+    (copy / "config.json").write_text(json.dumps(config))
+    assert registry.import_checkpoint(copy).id == ml.id
+    assert [a.name for a in registry.list()] == ["ml"]
+
+
+def _quantized(folder: Path, qweight, extra=None) -> Path:
+    """A GPTQ-style checkpoint of a model type zoo has no family for: integer weights
+    beside float32 and fp16 tensors."""
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    tensors = {
+        "transformer.wte.weight": torch.randn(64, 32),
+        "transformer.h.0.attn.c_attn.qweight": qweight,
+        "transformer.h.0.attn.c_attn.scales": torch.rand(1, 96, dtype=torch.float16),
+        "transformer.h.0.attn.c_attn.bias": torch.randn(96),
+        **(extra or {}),
+    }
+    folder.mkdir(parents=True)
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    config = {
+        "model_type": "gpt_bigcode",
+        "architectures": ["GPTBigCodeForCausalLM"],
+        "n_embd": 32,
+        "n_layer": 1,
+        "n_head": 2,
+        "vocab_size": 64,
+        "quantization_config": {"quant_method": "gptq", "bits": 8, "group_size": 32},
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    with safe_open(folder / "model.safetensors", "np") as f:
+        return {k: hashlib.sha256(f.get_tensor(k).tobytes()).hexdigest() for k in f.keys()}  # noqa: SIM118
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int8"])
+def test_integer_weights_that_differ_are_a_checkpoint_of_their_own(registry, tmp_path, dtype):
+    """A quantized checkpoint whose integer weights differ from a registered one's (its
+    float tensors the same) is modified, and imports as a source of its own whose export
+    gives its own weights; an integer tensor it adds is a difference too. A head written
+    beside the embedding it is tied to (transformers' tie table for this class) is not."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    def draw(seed: int):
+        generator = torch.Generator().manual_seed(seed)
+        q = torch.randint(-128, 127, (32, 96), dtype=torch.int32, generator=generator)
+        return q.to(getattr(torch, dtype))
+
+    first = registry.import_checkpoint(_quantized(tmp_path / "q1", draw(1)), name="quant")
+    second = _quantized(tmp_path / "q2", draw(2))
+    mine, theirs = _digests(second), _digests(tmp_path / "q1")
+    differ = sorted(n for n in mine if mine[n] != theirs[n])
+    assert differ == ["transformer.h.0.attn.c_attn.qweight"]
+    report = registry.audit(second)
+    assert (report.status, report.artifact.id) == ("modified", first.id), report.to_text()
+    assert report.differing == differ and not report.not_compared
+    other = registry.import_checkpoint(second, name="other")
+    assert other.id != first.id
+    registry.export("other", out=tmp_path / "exported")
+    assert _digests(tmp_path / "exported") == mine
+
+    g_idx = {"transformer.h.0.attn.c_attn.g_idx": torch.arange(32, dtype=torch.int32)}
+    added = _quantized(tmp_path / "q3", draw(1), extra=g_idx)
+    report = registry.audit(added)
+    assert (report.status, report.extra) == ("modified", list(g_idx)), report.to_text()
+
+    tensors = load_file(tmp_path / "q1" / "model.safetensors")
+    tensors["lm_head.weight"] = tensors["transformer.wte.weight"].clone()
+    save_file(tensors, tmp_path / "q1" / "model.safetensors", metadata={"format": "pt"})
+    report = registry.audit(tmp_path / "q1")
+    assert report.status == "known" and report.not_compared == ["lm_head.weight"]
+    tensors["lm_head.weight"] = tensors["transformer.wte.weight"] + 1
+    save_file(tensors, tmp_path / "q1" / "model.safetensors", metadata={"format": "pt"})
+    assert registry.audit(tmp_path / "q1").extra == ["lm_head.weight"]
+
+
 def test_importing_again_under_a_new_name_says_it_became_an_alias(registry, tiny_dir, run_cli):
     first = registry.import_checkpoint(tiny_dir("gpt2"))
     code, out, err = run_cli("import", str(tiny_dir("gpt2")), "--name", "my-gpt2")

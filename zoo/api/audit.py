@@ -156,16 +156,22 @@ class AuditReport:
                 f"  names: the artifact's under the prefix {self.prefix_added!r} (a model "
                 "built on it, saved with its base model's prefix)"
             )
+        # Only the tensors that matched were cast: those that differ or are extra are not
+        # the recorded values, rounded or not.
+        unlike = " or ".join(
+            what for what, names in (("differ", self.differing), ("are extra", self.extra)) if names
+        )
+        but = f", but those that {unlike}," if unlike else ""
         if self.cast_from:
             lines.append(
-                f"  cast: its wider tensors hold the recorded {', '.join(self.cast_from)} "
-                "values exactly (a cast that loses nothing)"
+                f"  cast: its wider tensors{but} hold the recorded "
+                f"{', '.join(self.cast_from)} values exactly (a cast that loses nothing)"
             )
         if self.rounded_to:
             lines.append(
-                f"  cast: its {', '.join(self.rounded_to)} tensors are the recorded float32 "
-                "values rounded to nearest (a cast that rounds, as a load in that dtype and "
-                "a save make)"
+                f"  cast: its {', '.join(self.rounded_to)} tensors{but} are the recorded "
+                "float32 values rounded to nearest (a cast that rounds, as a load in that dtype "
+                "and a save make)"
             )
         if self.not_compared:
             lines.append(
@@ -202,6 +208,10 @@ class AuditReport:
 # follow from the config (rotary frequencies from head_dim and rope_theta): every model of
 # that config holds the same bytes.
 CONFIG_BUFFERS = (".inv_freq",)
+# The last name part of the integer and bool buffers transformers builds from the config
+# and older versions saved (position and token-type ids, GPT-2-style causal masks), in
+# families zoo has no rules for; any other integer tensor is a weight (quantized).
+INTEGER_BUFFERS = frozenset({"position_ids", "token_type_ids", "bias", "masked_bias"})
 
 
 def audit(reg, path: str | Path, *, verify: bool = False, convert_bin: bool = False) -> AuditReport:
@@ -340,9 +350,9 @@ def _identify(
     file_dtypes = {t.name: t.dtype for t in tensors}
     file_shapes = {t.name: tuple(t.shape) for t in tensors}
     fills = _fill_digests(tensors)
-    # Integer and bool tensors are buffers (position ids, causal masks) that every model
-    # of a config shares; weights are floating point, less the floating-point buffers
-    # computed from the config alone.
+    # Only floating-point tensors are evidence of where a file came from: integer and bool
+    # ones are mostly buffers (position ids, causal masks) that every model of a config
+    # shares, as are the floating-point buffers computed from the config alone.
     floating = {
         t.name
         for t in tensors
@@ -405,16 +415,13 @@ def _identify(
     file_shapes = _renamed(file_shapes, names)
     # A tensor the file holds rounded from the recorded float32 one is compared as that
     # record: the cast changed its bytes, not where it came from.
+    as_written = {n: (d, file_dtypes[n], file_shapes[n]) for n, d in file_tensors.items()}
     read = readers.get(best_info.id) or _recorded_bytes(reg, best_info)
     rounded = _rounded(read, recorded, tensors, names) if rounding else {}
     for name, record in rounded.items():
         file_tensors[name], file_dtypes[name] = record.digest, record.dtype
-    weight = _weight_test(best_info.family)
+    is_buffer = _buffer_test(best_info.family)
 
-    # A tie is one tensor under two names: a file may write it once (a name missing) or
-    # twice (a name extra), beside the recorded tensor it equals, held under its own name.
-    # A tensor only renamed is held under neither name, and a constant (a norm gain of
-    # ones) equals unrelated tensors: both are differences, not ties.
     def same(name: str) -> bool:  # the recorded tensor, bytes, dtype and shape alike
         theirs = recorded.get(name)
         return theirs is not None and (
@@ -423,12 +430,28 @@ def _identify(
             file_shapes.get(name),
         ) == (theirs.digest, theirs.dtype, tuple(theirs.shape))
 
-    held = {d for n, d in file_tensors.items() if same(n)}
-    # Under a config that ties nothing (a Llama's default), a tensor the file lacks is not
-    # written once for two names: transformers would load it at random.
-    from zoo.families._common import ties_word_embeddings
+    # A tie is one tensor under two names, which a file may write once (the copy missing)
+    # or twice (the copy extra): only the pairs transformers ties under this config (an
+    # LM head and its word embedding), the partner held unchanged. Any other tensor the
+    # file lacks or adds is a difference, even where its bytes equal a tensor held (a
+    # layer deleted from a depth grow that repeats layers, a norm gain of ones):
+    # transformers would load it at random, or it is not the artifact's.
+    alone = set(recorded) ^ set(file_tensors)
+    partners = (
+        _tied_partners(best_info.family, best_info.config or config or {}, alone | set(recorded))
+        if alone
+        else {}
+    )
 
-    tied = held - fills if ties_word_embeddings(best_info.config or config or {}) else set()
+    def tied(name: str) -> bool:
+        partner = partners.get(name)
+        if partner is None or not same(partner):
+            return False
+        if name in recorded:  # recorded twice, written once
+            a, b = recorded[name], recorded[partner]
+            return (a.digest, a.dtype, tuple(a.shape)) == (b.digest, b.dtype, tuple(b.shape))
+        return partner in as_written and as_written[name] == as_written[partner]
+
     not_compared = set()
     differing, missing, extra = [], [], []
     for name in sorted(set(recorded) | set(file_tensors)):
@@ -436,14 +459,12 @@ def _identify(
         if same(name):
             continue
         if theirs is None:  # extra: a buffer, or a tied copy of a recorded tensor
-            dtype, counted = file_dtypes[name], mine not in tied
-            into = extra
+            dtype, counted, into = file_dtypes[name], not tied(name), extra
         elif mine is None:  # missing: a buffer, or tied to a tensor the file has
-            dtype, counted = theirs.dtype, theirs.digest not in tied
-            into = missing
-        else:
+            dtype, counted, into = theirs.dtype, not tied(name), missing
+        else:  # held by both under one name: a difference whatever its dtype
             dtype, counted, into = theirs.dtype, True, differing
-        if counted and weight(name, dtype):
+        if counted and not is_buffer(name, dtype):
             into.append(name)
         else:
             not_compared.add(name)
@@ -490,9 +511,18 @@ def _identify(
 
 
 # Config keys transformers writes on every save, whatever the model: its version, the
-# weights' dtype under either spelling (the tensors' own dtypes are compared) and where the
-# model was loaded from.
-SAVE_KEYS = frozenset({"transformers_version", "dtype", "torch_dtype", "_name_or_path"})
+# weights' dtype under either spelling (the tensors' own dtypes are compared), where the
+# model was loaded from, and whether it chose the attention implementation itself (4.48
+# and near versions write `_attn_implementation_autoset`; it does not change the model).
+SAVE_KEYS = frozenset(
+    {
+        "transformers_version",
+        "dtype",
+        "torch_dtype",
+        "_name_or_path",
+        "_attn_implementation_autoset",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -622,6 +652,9 @@ def _config_defaults(model_type: str) -> dict[str, Any]:
 # thousands of sizes of one family records that tensor many times over.
 _ROUNDING_SCREENS = 256
 _SCREENED = 3  # the file's smallest bf16 or fp16 matrices looked for
+# Artifacts, equally close to the file in names and shapes, whose every differing tensor
+# is compared with the file's (newest first) to tell a fine-tune from its base.
+_COMPARED = 8
 # Virtual sizes (weights never stored) re-derived to be compared, when no stored
 # record rounds to the file: the newest whose tensor names and shapes are the file's.
 _REDERIVED = 3
@@ -663,7 +696,10 @@ def _by_rounding(reg, session, tensors, evidence: dict[str, str], config):
                     virtual.add(artifact_id)
                 else:
                     stored.setdefault(digest, []).append(artifact_id)
-        for digest in list(stored)[:_ROUNDING_SCREENS]:
+        # Newest first: a file audited is most often a recent one's copy, and the bound
+        # must not keep the newest out of reach behind a library's older sizes.
+        newest = sorted(stored, key=lambda d: max(stored[d]), reverse=True)
+        for digest in newest[:_ROUNDING_SCREENS]:
             if _rounds(_stored_bytes(reg, digest), screen):
                 found.update(stored[digest])
     shapes = {t.name: tuple(t.shape) for t in tensors}
@@ -687,7 +723,50 @@ def _by_rounding(reg, session, tensors, evidence: dict[str, str], config):
                 break
     if not found:
         return None, readers
-    return session.get(Artifact, min(found, key=lambda i: (unmatched(i), i))), readers
+    best = min(unmatched(i) for i in found)
+    tied = sorted((i for i in found if unmatched(i) == best), reverse=True)[:_COMPARED]
+    return session.get(Artifact, _most_rounded(reg, session, tensors, tied, family)), readers
+
+
+def _most_rounded(reg, session, tensors, candidates: list[int], family: str | None) -> int:
+    """Of artifacts whose names and shapes the file matches equally well (stored ones,
+    their ids newest first), the one whose records the most of the file's bf16 or fp16
+    tensors round to, the first registered of those that tie: a fine-tune that kept its
+    base's smallest matrices is told from its base by the tensors it changed. Only the
+    tensors where the candidates' records differ are read; the rest count alike."""
+    from zoo.checkpoint.casts import ROUNDED_FROM
+    from zoo.db import queries
+
+    if len(candidates) == 1:
+        return candidates[0]
+    narrow = [t for t in tensors if t.dtype in ROUNDED_FROM]
+    records: dict[int, dict[str, Any]] = {}
+    for i in candidates:
+        rows = queries.tensor_records(session, i)
+        names = _renaming(rows, (t.name for t in tensors), family)[2]
+        by_name = {r.name: r for r in rows}
+        records[i] = {t.name: by_name.get(names.get(t.name, t.name)) for t in narrow}
+    checked: dict[tuple[str, str], bool] = {}
+
+    def rounds(t, record) -> bool:
+        if (
+            record is None
+            or record.dtype != ROUNDED_FROM[t.dtype]
+            or tuple(record.shape) != tuple(t.shape)
+        ):
+            return False
+        key = (t.name, record.digest)
+        if key not in checked:
+            checked[key] = _rounds(_stored_bytes(reg, record.digest), t)
+        return checked[key]
+
+    def digest(i: int, name: str) -> str | None:
+        record = records[i][name]
+        return None if record is None else record.digest
+
+    telling = [t for t in narrow if len({digest(i, t.name) for i in candidates}) > 1]
+    score = {i: sum(rounds(t, records[i][t.name]) for t in telling) for i in candidates}
+    return min(candidates, key=lambda i: (-score[i], i))
 
 
 def _rounded(read, recorded: dict[str, Any], tensors, names: dict[str, str]) -> dict[str, Any]:
@@ -782,24 +861,72 @@ def _verify(reg, report: AuditReport) -> None:
         report.verify_error = str(exc)
 
 
-def _weight_test(family_name: str):
-    """``(name, dtype) -> bool``: whether a tensor is a weight whose presence and bytes
-    are evidence. Not: integer and bool buffers, floating-point buffers computed from the
-    config, and the buffers the family declares (see :meth:`zoo.families.Family.is_buffer`)."""
+def _buffer_test(family_name: str | None):
+    """``(name, dtype) -> bool``: whether a tensor is a buffer transformers computes from
+    the config, whose presence and bytes are no evidence (one version saves it, another
+    drops it; every model of one config holds the same bytes): the floating-point buffers
+    computed from the config, the buffers the family declares (see
+    :meth:`zoo.families.Family.is_buffer`), and integer or bool tensors under the names
+    transformers gives its id and mask buffers. Every other tensor is a weight, whatever
+    its dtype (a quantized checkpoint's integer ``qweight``)."""
     from zoo.errors import UnknownFamilyError
     from zoo.families import get_family
 
     try:
-        family = get_family(family_name)
+        family = get_family(family_name) if family_name else None
     except UnknownFamilyError:
         family = None
 
-    def is_weight(name: str, dtype: str) -> bool:
-        if not dtype.startswith(("F", "BF")) or name.endswith(CONFIG_BUFFERS):
-            return False
-        return family is None or not family.is_buffer(name)
+    def is_buffer(name: str, dtype: str) -> bool:
+        if name.endswith(CONFIG_BUFFERS) or (
+            not dtype.startswith(("F", "BF")) and name.rsplit(".", 1)[-1] in INTEGER_BUFFERS
+        ):
+            return True
+        return family is not None and family.is_buffer(name)
 
-    return is_weight
+    return is_buffer
+
+
+def _tied_partners(family_name: str | None, config, names) -> dict[str, str]:
+    """Of ``names`` (an artifact's and a file's), each one transformers ties to another
+    under ``config`` -> the name it is tied to: the family's ties (see
+    :meth:`zoo.families.Family.tied_partners`), or, for a model zoo has no family for,
+    the tie table of its architecture's transformers class."""
+    from zoo.errors import UnknownFamilyError
+    from zoo.families import get_family
+    from zoo.families._common import ties_word_embeddings
+
+    try:
+        family = get_family(family_name) if family_name else None
+    except UnknownFamilyError:
+        family = None
+    if family is not None:
+        return family.tied_partners(config, names)
+    archs = config.get("architectures")
+    if not ties_word_embeddings(config) or not isinstance(archs, list):
+        return {}
+    ties = {}
+    for arch in archs:
+        if isinstance(arch, str) and arch.isidentifier():
+            ties.update(_transformers_ties(arch))
+    return {copy: tied for copy, tied in ties.items() if copy in names and tied in names}
+
+
+@functools.lru_cache(maxsize=256)  # bounded: a client's manifest names the architecture
+def _transformers_ties(architecture: str) -> dict[str, str]:
+    """``{tied tensor: the tensor it is tied to}`` of a transformers model class (its
+    ``_tied_weights_keys``); {} where transformers or the class is not there (imported
+    only here: an audit whose file lacks or adds a tensor, of a model zoo has no family
+    for)."""
+    try:
+        import transformers
+
+        keys = getattr(transformers, architecture)._tied_weights_keys
+    except (AttributeError, ImportError, RuntimeError):
+        return {}
+    if not isinstance(keys, dict):
+        return {}
+    return {str(k): str(v) for k, v in keys.items()}
 
 
 def _named_by_file(rows: list, claimed: tuple[str, str] | None):

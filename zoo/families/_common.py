@@ -505,10 +505,7 @@ class TransformerFamily(Family):
         wanted = {*ties, *ties.values()}
         found: dict[str, Any] = {}
         for r in records:
-            hit = self._match(r.name)
-            if hit is None or hit[1].per_layer or len(hit[1].pieces) != 1:
-                continue
-            signal = hit[1].pieces[0].signal
+            signal = self._whole_signal(r.name)
             if signal in wanted:
                 found[signal] = r
         pairs = {c: (found[c], found[t]) for c, t in ties.items() if c in found and t in found}
@@ -523,6 +520,30 @@ class TransformerFamily(Family):
         # Untied only where the file holds every copy: one it lacks is transformers' tie.
         lacking = [c for c, t in ties.items() if t in found and c not in found]
         return Ties(untie=not lacking)
+
+    def tied_partners(self, config: Mapping[str, Any], names: Collection[str]) -> dict[str, str]:
+        if not self.tied_signals or not ties_word_embeddings(config):
+            return {}
+        ties = dict(self.tied_signals)
+        by_signal: dict[str, list[str]] = {}
+        for name in names:
+            signal = self._whole_signal(name)
+            if signal is not None and (signal in ties or signal in ties.values()):
+                by_signal.setdefault(signal, []).append(name)
+        return {
+            copy: min(by_signal[tied])
+            for signal, tied in ties.items()
+            if tied in by_signal
+            for copy in by_signal.get(signal, ())
+        }
+
+    def _whole_signal(self, name: str) -> str | None:
+        """The signal a tensor that is one whole signal (not a layer's slice, not a part of
+        a fused tensor) feeds; None otherwise."""
+        hit = self._match(name)
+        if hit is None or hit[1].per_layer or len(hit[1].pieces) != 1:
+            return None
+        return hit[1].pieces[0].signal
 
     # --- sizes ---------------------------------------------------------------------------
 

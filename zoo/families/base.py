@@ -186,6 +186,13 @@ class Family(ABC):
         store both) is that tensor when the bytes are the same, and untied otherwise."""
         return Ties()
 
+    def tied_partners(self, config: Mapping[str, Any], names: Collection[str]) -> dict[str, str]:
+        """Of tensor ``names``, each one transformers ties to another under ``config`` (an
+        LM head, its decoder bias) -> the name it is tied to (the word embedding): where a
+        checkpoint may hold that pair's bytes once. ``{}`` when the config ties nothing
+        (or the family names no ties)."""
+        return {}
+
     def attention_heads(self, config: Mapping[str, Any]) -> tuple[int, int] | None:
         """(query heads, key/value heads) of a model of ``config``, or None when it has no
         attention (or the family does not say). A method that copies whole heads reads it:

@@ -511,12 +511,15 @@ function showReport(r) {
     removed: a && `was ${esc(a.kind)} ${esc(a.name)}, removed from the library.`,
     unknown: "shares no tensors with any registered artifact.",
   }[r.status];
+  // Only the tensors that matched were cast: those that differ or are extra are not.
+  const unlike = [r.differing.length ? "differ" : "", r.extra.length ? "are extra" : ""].filter(Boolean).join(" or ");
+  const but = unlike ? `, but those that ${unlike},` : "";
   result.innerHTML = `<div class="card"><div class="verdict"><span class="badge ${esc(r.status)}">${esc(r.status)}</span>
       <span><strong>${esc(r.path)}</strong> ${say}</span></div>
-      ${r.cast_from && r.cast_from.length ? `<p class="muted cast">Its float32 tensors hold the recorded ${esc(r.cast_from.join(", "))} values exactly: a cast that loses nothing, as a float32 load and save makes.</p>` : ""}
+      ${r.cast_from && r.cast_from.length ? `<p class="muted cast">Its float32 tensors${but} hold the recorded ${esc(r.cast_from.join(", "))} values exactly: a cast that loses nothing, as a float32 load and save makes.</p>` : ""}
       ${r.prefix_dropped ? `<p class="muted cast">Its tensor names are the artifact's without the prefix ${esc(r.prefix_dropped)} (its base model saved on its own, as AutoModel and sentence-transformers save it).</p>` : ""}
       ${r.prefix_added ? `<p class="muted cast">Its tensor names are the artifact's under the prefix ${esc(r.prefix_added)} (a model built on it, saved with its base model's prefix).</p>` : ""}
-      ${r.rounded_to && r.rounded_to.length ? `<p class="muted cast">Its ${esc(r.rounded_to.join(", "))} tensors are the recorded float32 values rounded to nearest: a cast that rounds, as a load in that dtype and a save make.</p>` : ""}
+      ${r.rounded_to && r.rounded_to.length ? `<p class="muted cast">Its ${esc(r.rounded_to.join(", "))} tensors${but} are the recorded float32 values rounded to nearest: a cast that rounds, as a load in that dtype and a save make.</p>` : ""}
       ${r.differing.length ? `<details open><summary>Tensors that differ</summary><pre>${esc(r.differing.slice(0, 50).join("\n"))}</pre></details>` : ""}
       ${r.status === "modified" && r.missing.length ? `<details><summary>Tensors the file lacks</summary><pre>${esc(r.missing.slice(0, 50).join("\n"))}</pre></details>` : ""}
       ${r.extra.length ? `<details open><summary>Tensors the artifact lacks</summary><pre>${esc(r.extra.slice(0, 50).join("\n"))}</pre></details>` : ""}
