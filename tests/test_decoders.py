@@ -282,6 +282,52 @@ def test_a_same_size_output_of_a_source_storing_its_tied_copies_says_it_holds_it
     assert "This is an initialization, not a trained model" in (small.out / "README.md").read_text()
 
 
+def test_only_tied_copies_and_buffers_left_out_keep_an_output_the_sources_weights(tiny_dir):
+    """The card's claim that an output is the source's weights excuses a source tensor the
+    output lacks only when transformers ties it to one the output holds with its bytes (or
+    rebuilds it): a layer left out that equals another layer, or a head that is not
+    tied, is a difference."""
+    import hashlib
+    import json
+
+    from safetensors.torch import load_file
+
+    from zoo.api.cards import holds_source_weights
+    from zoo.db.entities import TensorRecord
+    from zoo.families import get_family
+
+    folder = tiny_dir("gpt2")
+    config = json.loads((folder / "config.json").read_text())
+    tensors = load_file(folder / "model.safetensors")
+    tensors["lm_head.weight"] = tensors["transformer.wte.weight"]
+
+    def records(state) -> list:
+        return [
+            TensorRecord(
+                n,
+                "F32",
+                tuple(t.shape),
+                t.numel() * 4,
+                hashlib.sha256(t.numpy().tobytes()).hexdigest(),
+            )
+            for n, t in state.items()
+        ]
+
+    family = get_family("gpt2")
+    source = records(tensors)
+    out = [r for r in source if r.name != "lm_head.weight"]
+    assert holds_source_weights(out, source, family, config)
+    untied = {**config, "tie_word_embeddings": False}
+    assert not holds_source_weights(out, source, family, untied)
+    copied = {
+        **tensors,
+        "transformer.h.1.mlp.c_fc.weight": tensors["transformer.h.0.mlp.c_fc.weight"],
+    }
+    source = records(copied)
+    out = [r for r in source if r.name not in ("lm_head.weight", "transformer.h.1.mlp.c_fc.weight")]
+    assert not holds_source_weights(out, source, family, config)
+
+
 def _same_output(got, want, family: str, case: str) -> None:
     """The same config and tensors, none of them a tied copy."""
     assert got[0] == want[0], case

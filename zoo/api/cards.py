@@ -32,13 +32,13 @@ def _listed(value: Any) -> str:
     return ", ".join(f"`{item}`" for item in items)
 
 
-def holds_source_weights(records, source_records) -> bool:
+def holds_source_weights(records, source_records, family, config) -> bool:
     """Whether every tensor of ``records`` (a derived checkpoint's) is the source's tensor
-    of that name, bit for bit, and every source tensor it lacks is a buffer (an integer or
-    bool tensor, rotary frequencies) or a copy of a tensor it holds: a tied head stored
-    beside its embedding, which a derived checkpoint writes once, as transformers saves
-    it. Such a checkpoint is the source's weights under another content hash."""
-    from .audit import CONFIG_BUFFERS
+    of that name, bit for bit, and every source tensor it lacks is a buffer transformers
+    rebuilds from the config or a tied copy (under ``family`` and the source's
+    ``config``) of a tensor it holds with the same bytes: a tied head stored beside its
+    embedding, which a derived checkpoint writes once, as transformers saves it. Such a
+    checkpoint is the source's weights under another content hash."""
 
     def key(t) -> tuple:
         return (t.digest, t.dtype, tuple(t.shape))
@@ -47,11 +47,11 @@ def holds_source_weights(records, source_records) -> bool:
     theirs = {t.name: t for t in source_records}
     if not mine or any(n not in theirs or key(theirs[n]) != k for n, k in mine.items()):
         return False
-    held = set(mine.values())
+    lacking = [n for n in theirs if n not in mine]
+    partners = family.tied_partners(config, list(theirs)) if lacking else {}
     return all(
-        key(t) in held or not t.dtype.startswith(("F", "BF")) or t.name.endswith(CONFIG_BUFFERS)
-        for n, t in theirs.items()
-        if n not in mine
+        family.is_buffer(n) or (n in partners and mine.get(partners[n]) == key(theirs[n]))
+        for n in lacking
     )
 
 

@@ -421,7 +421,12 @@ def _run(
                     sorted(extra),
                     recorded_method(reg, content_hash),
                     fitted,
-                    holds_source_weights(sink.sorted_records(), source_records(reg, plan)),
+                    holds_source_weights(
+                        sink.sorted_records(),
+                        source_records(reg, plan),
+                        derivation.family,
+                        plan.source.config,
+                    ),
                 ),
                 extra_files=extra,
             )
