@@ -7,6 +7,7 @@ round trips, shapes per axis role, target configs that transformers builds and l
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -557,6 +558,56 @@ def test_from_signals_refuses_wrong_sizes_and_unknown_names(tiny):
     del signals["ffn.in.weight"]
     with pytest.raises(InvalidInputError, match=r"ffn\.in\.weight"):
         family.from_signals(signals, t.config)
+
+
+# --- LayerNorm gains and biases under TensorFlow-era names -------------------------------------
+
+
+def _legacy_norm_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` as BERTs converted from TensorFlow store it: every ``LayerNorm``'s weight
+    and bias under ``gamma`` and ``beta`` (the names transformers renames on load)."""
+    return {
+        re.sub(
+            r"LayerNorm\.weight$",
+            "LayerNorm.gamma",
+            re.sub(r"LayerNorm\.bias$", "LayerNorm.beta", k),
+        ): v
+        for k, v in state.items()
+    }
+
+
+@pytest.mark.parametrize("name", ["bert", "roberta"])
+def test_layernorm_gamma_and_beta_are_the_weight_and_bias_and_written_back_so(tiny, name):
+    """transformers loads ``LayerNorm.gamma`` / ``.beta`` as the LayerNorm's weight and
+    bias: they make the same signals, and the state dict comes back under the source's
+    names, whatever the target's size."""
+    t = tiny[name]
+    family = get_family(name)
+    legacy = _legacy_norm_names(t.disk)
+    assert sum(k.endswith(("gamma", "beta")) for k in legacy) >= 10
+    plain = family.to_signals(t.disk, t.config)
+    signals = family.to_signals(legacy, t.config)
+    assert signals.keys() == plain.keys()
+    for k, s in plain.items():
+        assert torch.equal(signals[k].tensor, s.tensor), k
+    tensors = {k: s.tensor for k, s in signals.items()}
+    forms = family.legacy_norm_signals(legacy)
+    assert forms and not family.legacy_norm_signals(t.disk)
+    assert_same_state(family.from_signals(tensors, t.config, legacy_norms=forms), legacy)
+    assert_same_state(family.from_signals(tensors, t.config), t.disk)  # current names
+    target = family.target_config(t.config, TARGETS["S2L"])
+    values = resized(signals, family.axis_sizes(target))
+    grown = family.from_signals(values, target)
+    grown_legacy = family.from_signals(values, target, legacy_norms=forms)
+    assert_same_state(grown_legacy, _legacy_norm_names(grown))
+
+
+def test_a_layernorm_under_both_of_its_names_is_refused(tiny):
+    t = tiny["bert"]
+    key = "bert.embeddings.LayerNorm.weight"
+    state = {**t.disk, "bert.embeddings.LayerNorm.gamma": t.disk[key].clone()}
+    with pytest.raises(InvalidCheckpointError, match="two layouts"):
+        get_family("bert").to_signals(state, t.config)
 
 
 # --- base models (no prefix, pooler) -----------------------------------------------------------

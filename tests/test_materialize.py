@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -52,6 +53,75 @@ def _forward(model, family: str):
         if family in ("vit", "deit"):
             return model(pixel_values=torch.randn(1, 3, 16, 16)).logits
         return model(input_ids=torch.tensor([[1, 5, 7, 9, 2]])).logits
+
+
+def _with_legacy_norm_names(folder: Path, out: Path) -> Path:
+    """A copy of ``folder`` whose LayerNorm gains and biases are named as BERTs converted
+    from TensorFlow name them (``LayerNorm.gamma`` / ``.beta``)."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(folder, out)
+    tensors = load_file(out / "model.safetensors")
+    renamed = {
+        re.sub(
+            r"LayerNorm\.weight$",
+            "LayerNorm.gamma",
+            re.sub(r"LayerNorm\.bias$", "LayerNorm.beta", k),
+        ): v
+        for k, v in tensors.items()
+    }
+    save_file(renamed, out / "model.safetensors", metadata={"format": "pt"})
+    return out
+
+
+def _tensors(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_layernorm_gamma_and_beta_names_materialize_under_the_sources_names(
+    family, registry, tiny_dir, tmp_path
+):
+    """A BERT or RoBERTa storing its LayerNorms as ``gamma`` / ``beta`` (which transformers
+    loads as their weight and bias) is extracted and materialized at every size: a
+    same-size copy is the source, bit for bit and name for name, and a resized one is
+    what the same source with current names gives, under the source's names."""
+    plain_dir = tiny_dir(family)
+    legacy_dir = _with_legacy_norm_names(plain_dir, tmp_path / "legacy")
+    legacy = _tensors(legacy_dir)
+    assert sum(k.endswith(("LayerNorm.gamma", "LayerNorm.beta")) for k in legacy) >= 10
+    source, info = _load(legacy_dir)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    logits = _forward(source, family)
+    src = registry.import_checkpoint(legacy_dir)
+    plain = registry.import_checkpoint(plain_dir)
+    assert plain.id != src.id  # other names: a checkpoint of its own, not a copy
+    registry.extract(src.name, method="dwt", wavelet="haar", levels=2)
+    for method in ("weight-selection", "dwt"):
+        out = tmp_path / f"same-{method}"
+        registry.materialize(src.name, layers=4, hidden=32, method=method, out=out)
+        same = _tensors(out)
+        assert sorted(same) == sorted(legacy), method
+        for k, t in legacy.items():
+            assert torch.equal(same[k], t), (method, k)
+        model, info = _load(out)
+        assert not info["missing_keys"] and not info["unexpected_keys"], info
+        assert torch.equal(_forward(model, family), logits), method
+    for method, layers, hidden in (("dwt", 2, 16), ("dct", 8, 64), ("hypercloning", 8, 64)):
+        outs = {}
+        for name in (src.name, plain.name):
+            outs[name] = tmp_path / f"{method}-{name}"
+            registry.materialize(name, layers=layers, hidden=hidden, method=method, out=outs[name])
+        model, info = _load(outs[src.name])
+        assert not info["missing_keys"] and not info["unexpected_keys"], info
+        assert torch.isfinite(_forward(model, family)).all()
+        resized, reference = _tensors(outs[src.name]), _tensors(outs[plain.name])
+        renamed = _tensors(_with_legacy_norm_names(outs[plain.name], tmp_path / f"{method}-r"))
+        assert sorted(resized) == sorted(renamed) and sorted(resized) != sorted(reference)
+        for k, t in renamed.items():
+            assert torch.equal(resized[k], t), (method, k)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILY_SIZES))

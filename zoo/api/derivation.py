@@ -154,6 +154,8 @@ class Derivation:
         self._all_source: dict | None = None
         lg = plan.learngene
         records = self._source_records()
+        # The source's LayerNorms stored under TensorFlow-era names are written so too.
+        self._legacy_norms = self.family.legacy_norm_signals(r.name for r in records)
         # A tied copy the file holds is the tensor it is tied to: neither read nor written.
         copies = tied_copies(plan, records).copies
         records = [r for r in records if r.name not in copies]
@@ -218,7 +220,9 @@ class Derivation:
             )
             for k, m in self.metas.items()
         }
-        built = family.from_signals(meta, plan.target_config, part_of=self.metas)
+        built = family.from_signals(
+            meta, plan.target_config, part_of=self.metas, legacy_norms=self._legacy_norms
+        )
         group_of = {k: members for members in members_of for k in members}
         outputs: dict[tuple[str, ...], dict] = {members: {} for members in members_of}
         for name, t in built.items():  # a tensor's group is the one its name is read into
@@ -431,7 +435,9 @@ class Derivation:
                 else v
                 for k, v in values.items()
             }
-        tensors = self.family.from_signals(values, plan.target_config, part_of=self.metas)
+        tensors = self.family.from_signals(
+            values, plan.target_config, part_of=self.metas, legacy_norms=self._legacy_norms
+        )
         for name, t in tensors.items():
             emit(name, t.to(group.outputs[name][0]))
         with self._lock:  # the group's source tensors are not needed again
@@ -497,7 +503,11 @@ class Derivation:
         del signals
         for j in layers:
             tensors = family.from_signals(
-                values, plan.target_config, part_of=self.metas, layers=[j]
+                values,
+                plan.target_config,
+                part_of=self.metas,
+                layers=[j],
+                legacy_norms=self._legacy_norms,
             )
             for name in list(tensors):
                 emit(name, tensors.pop(name).to(group.outputs[name][0]))
@@ -578,7 +588,11 @@ class Derivation:
                 for k in keys
             }
             tensors = self.family.from_signals(
-                values, plan.target_config, part_of=self.metas, layers=[i]
+                values,
+                plan.target_config,
+                part_of=self.metas,
+                layers=[i],
+                legacy_norms=self._legacy_norms,
             )
             del values
             for name in list(tensors):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -89,7 +89,9 @@ class Rule:
 
     Attributes:
         keys: accepted names; the first is the one :meth:`TransformerFamily.from_signals`
-            writes, the others are older or newer layouts that are also read. A ``{i}`` in
+            writes (a LayerNorm's legacy name where the source has it, see
+            :func:`legacy_norm_name`), the others are older or newer layouts that are also
+            read. A ``{i}`` in
             the name makes the rule per layer.
         pieces: the signals the tensor feeds (several when ``split`` cuts it, as GPT-2's
             fused ``c_attn``).
@@ -199,6 +201,30 @@ def fused(
     )
 
 
+# transformers reads a LayerNorm's gain and bias of any model under the names TensorFlow
+# gave them too (BERTs converted from TensorFlow, bert-base-uncased among them, store
+# ``LayerNorm.gamma`` and ``LayerNorm.beta``), and saves them back under the names it read.
+_LEGACY_NORM_NAMES = (("LayerNorm.weight", "LayerNorm.gamma"), ("LayerNorm.bias", "LayerNorm.beta"))
+
+
+def legacy_norm_name(name: str) -> str | None:
+    """The TensorFlow-era name transformers also loads as ``name``
+    (``x.LayerNorm.weight`` -> ``x.LayerNorm.gamma``); None when it has none."""
+    for current, legacy in _LEGACY_NORM_NAMES:
+        if name.endswith(current):
+            return name[: -len(current)] + legacy
+    return None
+
+
+def as_loaded(name: str) -> str:
+    """``name`` as transformers loads it: ``LayerNorm.gamma`` and ``LayerNorm.beta`` are
+    the LayerNorm's ``weight`` and ``bias``; every other name is itself."""
+    for current, legacy in _LEGACY_NORM_NAMES:
+        if name.endswith(legacy):
+            return name[: -len(legacy)] + current
+    return name
+
+
 def norm(
     keys: str | tuple[str, ...],
     name: str,
@@ -217,9 +243,15 @@ def norm(
     """
     keys = (keys,) if isinstance(keys, str) else keys
     layer = ("layers",) if "{i}" in keys[0] else ()
+
+    def named(attribute: str) -> tuple[str, ...]:
+        # The legacy names (see legacy_norm_name) are read, after the current ones.
+        names = tuple(f"{k}.{attribute}" for k in keys)
+        return names + tuple(n for n in map(legacy_norm_name, names) if n is not None)
+
     out = [
         rule(
-            tuple(f"{k}.weight" for k in keys),
+            named("weight"),
             f"{name}.weight",
             (*layer, axis),
             gain,
@@ -230,7 +262,7 @@ def norm(
     if bias:
         out.append(
             rule(
-                tuple(f"{k}.bias" for k in keys),
+                named("bias"),
                 f"{name}.bias",
                 (*layer, axis),
                 "norm_bias",
@@ -585,6 +617,16 @@ class TransformerFamily(Family):
             self.__dict__["_rules_of_signal_cache"] = cached
         return cached
 
+    def legacy_norm_signals(self, names: Iterable[str]) -> frozenset[str]:
+        """The signals that a checkpoint with tensors ``names`` stores under the legacy
+        LayerNorm names (``LayerNorm.gamma`` / ``.beta``, see :func:`legacy_norm_name`):
+        :meth:`from_signals` writes them so, and a same-size copy keeps its names."""
+        found: set[str] = set()
+        for name in names:
+            if as_loaded(name) != name and (hit := self._match(name)) is not None:
+                found.update(p.signal for p in hit[1].pieces)
+        return frozenset(found)
+
     def is_buffer(self, name: str) -> bool:
         hit = self._match(name)
         return hit is not None and hit[1].buffer
@@ -850,6 +892,7 @@ class TransformerFamily(Family):
         *,
         part_of: Collection[str] | None = None,
         layers: Sequence[int] | None = None,
+        legacy_norms: Collection[str] = (),
     ) -> dict[str, torch.Tensor]:
         """Rebuild a state dict in ``save_pretrained``'s checkpoint layout for ``config``.
 
@@ -860,6 +903,8 @@ class TransformerFamily(Family):
         ``part_of``: ``signals`` are whole groups (:meth:`group_of`) of the model whose
         signals are ``part_of``; only their tensors are built. ``layers`` (with
         ``part_of``): per-layer signals holding these layers of the target only, in order.
+        ``legacy_norms``: signals written under the legacy LayerNorm names, as the source
+        stores them (:meth:`legacy_norm_signals`).
 
         Raises:
             InvalidInputError: a required signal is missing, a name is unknown, or a shape
@@ -920,7 +965,10 @@ class TransformerFamily(Family):
                 value = cat(parts, dim=r.fused_axis)
             else:
                 value = r.join(parts) if r.join else parts[0]
-            name = r.keys[0] if index is None else r.keys[0].format(i=layer)
+            name = r.keys[0]
+            if legacy_norms and r.pieces[0].signal in legacy_norms:
+                name = legacy_norm_name(name) or name
+            name = name if index is None else name.format(i=layer)
             out[(prefix if r.scope == "base" else "") + name] = value.contiguous()
 
         after: list[tuple[Rule, list[torch.Tensor]]] = []

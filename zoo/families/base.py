@@ -17,7 +17,7 @@ it is one :class:`zoo.families.decoder.Decoder` declaration in ``zoo/families/de
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -226,6 +226,7 @@ class Family(ABC):
         *,
         part_of: Collection[str] | None = None,
         layers: Sequence[int] | None = None,
+        legacy_norms: Collection[str] = (),
     ) -> dict[str, torch.Tensor]:
         """Rebuild an HF state dict for ``config`` from signals already at its sizes.
 
@@ -233,5 +234,12 @@ class Family(ABC):
         which ``from_pretrained`` loads without missing or unexpected keys. ``part_of``:
         ``signals`` are whole groups of the model whose signals it names; only their
         tensors are built. ``layers`` (with ``part_of``): the signals are per-layer groups
-        holding these layers of the target only, in this order.
+        holding these layers of the target only, in this order. ``legacy_norms``: the
+        signals written under the TensorFlow-era LayerNorm names (``LayerNorm.gamma`` /
+        ``.beta``) that transformers also loads (:meth:`legacy_norm_signals`).
         """
+
+    def legacy_norm_signals(self, names: Iterable[str]) -> frozenset[str]:
+        """The signals a checkpoint with tensors ``names`` stores under the TensorFlow-era
+        LayerNorm names, which :meth:`from_signals` then writes so too."""
+        return frozenset()

@@ -16,6 +16,10 @@ Signals (``L`` layers; ``q``, ``k``, ``v``, ``out`` are the attention projection
     mlm.transform, mlm.norm, mlm.bias (vocab,), mlm.decoder.weight (vocab, hidden),
     mlm.decoder.bias, nsp (classes, hidden), classifier (classes, hidden),
     qa (classes, hidden)        task heads, each optional
+
+A LayerNorm stored as ``LayerNorm.gamma`` / ``.beta`` (BERTs converted from TensorFlow)
+makes the same ``norm`` signals and is written back under those names
+(:func:`zoo.families._common.legacy_norm_name`).
 """
 
 from __future__ import annotations
