@@ -8,6 +8,7 @@ user does with every output; sources carry the buffers older transformers saved.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -216,6 +217,67 @@ def test_a_base_model_saved_on_its_own_is_a_part_of_its_checkpoint_without_the_h
     )
     data = json.loads(run_cli("audit", str(folder), "--json")[1])
     assert (data["prefix_dropped"], data["head_dropped"], data["missing"]) == ("bert.", True, head)
+
+
+def _with_legacy_norm_names(folder: Path, dest: Path) -> Path:
+    """A copy of ``folder`` whose LayerNorm gains and biases are named as BERTs converted
+    from TensorFlow name them (``LayerNorm.gamma`` / ``.beta``)."""
+    shutil.copytree(folder, dest)
+    tensors = load_file(dest / "model.safetensors")
+    renamed = {
+        re.sub(
+            r"LayerNorm\.weight$",
+            "LayerNorm.gamma",
+            re.sub(r"LayerNorm\.bias$", "LayerNorm.beta", k),
+        ): v
+        for k, v in tensors.items()
+    }
+    save_file(renamed, dest / "model.safetensors", metadata={"format": "pt"})
+    return dest
+
+
+def test_a_copy_under_the_other_layernorm_names_is_its_checkpoint(reg, tmp_path, run_cli):
+    """transformers loads ``LayerNorm.gamma`` / ``.beta`` as the LayerNorm's ``weight`` /
+    ``bias``, and a model's own state dict (or a transformers that writes the current
+    names) holds them so: the audit compares names as transformers loads them, and
+    says so; a tensor changed is named as the artifact names it."""
+    import transformers
+
+    plain_dir = save_tiny("bert", tmp_path / "plain")
+    legacy_dir = _with_legacy_norm_names(plain_dir, tmp_path / "legacy")
+    a = transformers.BertForMaskedLM.from_pretrained(legacy_dir).state_dict()
+    b = transformers.BertForMaskedLM.from_pretrained(plain_dir).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # one model
+    src = reg.import_checkpoint(legacy_dir)
+    report = reg.audit(plain_dir)
+    assert (report.status, report.artifact.id) == ("known", src.id), report.to_text()
+    assert report.norm_names_differ and report.not_compared == []
+    code, out, _ = run_cli("audit", str(plain_dir))
+    assert code == 0 and out.splitlines()[1] == (
+        "  names: LayerNorm gains and biases under the other of the names transformers "
+        "loads them by (weight/bias for gamma/beta, or the reverse)"
+    )
+    # Its base model's own state dict: no prefix, no head, current names.
+    base = transformers.AutoModel.from_pretrained(legacy_dir)
+    base.config.save_pretrained(tmp_path / "base")
+    state = {k: v.contiguous() for k, v in base.state_dict().items()}
+    save_file(state, tmp_path / "base/model.safetensors", metadata={"format": "pt"})
+    report = reg.audit(tmp_path / "base")
+    assert (report.artifact.id, report.prefix_dropped, report.head_dropped) == (
+        src.id,
+        "bert.",
+        True,
+    ), report.to_text()
+    assert report.norm_names_differ and report.differing == []
+    # One LayerNorm changed: named as the artifact has it.
+    changed = load_file(plain_dir / "model.safetensors")
+    changed["bert.encoder.layer.1.output.LayerNorm.weight"] += 1
+    shutil.copytree(plain_dir, tmp_path / "changed")
+    save_file(changed, tmp_path / "changed/model.safetensors", metadata={"format": "pt"})
+    report = reg.audit(tmp_path / "changed")
+    assert (report.status, report.artifact.id) == ("modified", src.id)
+    assert report.differing == ["bert.encoder.layer.1.output.LayerNorm.gamma"]
+    assert report.missing == report.extra == []
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])

@@ -617,6 +617,7 @@ def test_an_audit_report_reads_back_whole_from_its_json():
         "prefix_dropped": "bert.",
         "prefix_added": "model.",
         "head_dropped": True,
+        "norm_names_differ": True,
     }
     fields = {f.name for f in dataclasses.fields(AuditReport)}
     assert fields - set(values) == {"artifact", "lineage"}  # a new field is added here too

@@ -54,6 +54,11 @@ class AuditReport:
             model saved from a registered base model); compared the same way.
         head_dropped: the file is the artifact's base model without the head: every tensor
             it lacks (``missing``) is outside ``prefix_dropped``.
+        norm_names_differ: the file holds some of the artifact's LayerNorm gains and biases
+            under the other of the two names transformers loads them by (``LayerNorm.weight``
+            / ``.bias`` for ``LayerNorm.gamma`` / ``.beta`` or the reverse: a BERT converted
+            from TensorFlow, saved by a transformers that writes the current names); they
+            are compared under the artifact's names.
     """
 
     path: str
@@ -73,6 +78,7 @@ class AuditReport:
     prefix_dropped: str | None = None
     prefix_added: str | None = None
     head_dropped: bool = False
+    norm_names_differ: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -93,6 +99,7 @@ class AuditReport:
             "prefix_dropped": self.prefix_dropped,
             "prefix_added": self.prefix_added,
             "head_dropped": self.head_dropped,
+            "norm_names_differ": self.norm_names_differ,
         }
 
     def to_text(self) -> str:
@@ -155,6 +162,11 @@ class AuditReport:
             lines.append(
                 f"  names: the artifact's under the prefix {self.prefix_added!r} (a model "
                 "built on it, saved with its base model's prefix)"
+            )
+        if self.norm_names_differ:
+            lines.append(
+                "  names: LayerNorm gains and biases under the other of the names transformers "
+                "loads them by (weight/bias for gamma/beta, or the reverse)"
             )
         # Only the tensors that matched were cast: those that differ or are extra are not
         # the recorded values, rounded or not.
@@ -410,6 +422,7 @@ def _identify(
 
     recorded = {t.name: t for t in best_info.tensors}
     dropped, added, names = _renaming(best_info.tensors, file_tensors, best_info.family)
+    norm_names_differ = any(_legacy(f) != _legacy(a) for f, a in names.items())
     file_tensors = _renamed(file_tensors, names)
     file_dtypes = _renamed(file_dtypes, names)
     file_shapes = _renamed(file_shapes, names)
@@ -479,6 +492,7 @@ def _identify(
             rounded_to=rounded_to,
             prefix_dropped=dropped,
             prefix_added=added,
+            norm_names_differ=norm_names_differ,
         )
     report = AuditReport(
         str(path),
@@ -500,6 +514,7 @@ def _identify(
         head_dropped=dropped is not None
         and bool(missing)
         and not any(n.startswith(dropped) for n in missing),
+        norm_names_differ=norm_names_differ,
         named_by_file=claimed is not None
         and (claimed[0] == best_info.name or claimed[1] == best_info.content_hash),
         # A removed artifact's ancestry is no longer served.
@@ -602,6 +617,7 @@ def relative_of(reg, tensors, config) -> Relative | None:
         report.status not in ("known", "removed")
         or report.prefix_dropped
         or report.prefix_added
+        or report.norm_names_differ  # not under the artifact's names: a checkpoint of its own
         or not _same_config(found.config, config)
     ):
         return None
@@ -984,11 +1000,19 @@ def _renaming(records, file_names, family: str | None):
     task model is built on a base model: the family's prefix (``bert``, ``model``,
     ``transformer``...), or, for a family zoo does not resize, the first part of most of
     the artifact's names. The prefix that renames the most names wins; none: (None,
-    None, {})."""
+    None, {}). Names are compared as transformers loads them (:func:`as_loaded`): a
+    LayerNorm's ``gamma`` in one is its ``weight`` in the other."""
     from collections import Counter
 
-    recorded = {r.name for r in records}
-    file_names = set(file_names)
+    from zoo.families._common import as_loaded
+
+    actual: dict[str, str] = {}  # each recorded name as loaded -> the artifact's name
+    for r in records:
+        actual.setdefault(as_loaded(r.name), r.name)
+    held: dict[str, str] = {}  # each file name as loaded -> the file's name
+    for n in sorted(file_names):
+        held.setdefault(as_loaded(n), n)
+    recorded, loaded = set(actual), set(held)
     prefixes = set()
     if (known := _base_prefix(family)) is not None:
         prefixes.add(known)
@@ -999,19 +1023,29 @@ def _renaming(records, file_names, family: str | None):
     for prefix in sorted(prefixes):
         dot = f"{prefix}."
         dropped = {
-            n: dot + n
-            for n in file_names - recorded
-            if dot + n in recorded and dot + n not in file_names
+            n: dot + n for n in loaded - recorded if dot + n in recorded and dot + n not in loaded
         }
         added = {
             n: n[len(dot) :]
-            for n in file_names - recorded
-            if n.startswith(dot) and n[len(dot) :] in recorded and n[len(dot) :] not in file_names
+            for n in loaded - recorded
+            if n.startswith(dot) and n[len(dot) :] in recorded and n[len(dot) :] not in loaded
         }
         for option in ((dot, None, dropped), (None, dot, added)):
             if len(option[2]) > len(best[2]):
                 best = option
-    return best
+    names = {}
+    for n, name in held.items():
+        theirs = actual.get(best[2].get(n, n))
+        if theirs is not None and theirs != name:
+            names[name] = theirs
+    return best[0], best[1], names
+
+
+def _legacy(name: str) -> bool:
+    """Whether ``name`` is a LayerNorm's TensorFlow-era name (``LayerNorm.gamma``...)."""
+    from zoo.families._common import as_loaded
+
+    return as_loaded(name) != name
 
 
 def _renamed(by_name: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
