@@ -2073,3 +2073,90 @@ def test_a_materialization_matches_each_tensor_name_against_the_rules_once(
     made = registry.materialize(src.name, layers=1, hidden=16, method="scratch", device="cpu")
     assert searched and max(searched.values()) == 1, searched
     assert len(made.artifact.tensors) == len(made.state_dict)
+
+
+def _bf16_decoder(folder: Path, family: str = "qwen2") -> Path:
+    """A tiny ``family`` decoder saved in bfloat16, as most decoders are published."""
+    from tinymodels import build_model
+
+    build_model(family).to(torch.bfloat16).save_pretrained(folder)
+    return folder
+
+
+def test_a_wider_dtype_than_the_sources_is_computed_in_and_rounded_once(registry, tmp_path):
+    """HyperCloning 3x from a bfloat16 decoder, asked for in float32, keeps the source's
+    float32 logits: its divisions by 3 are made in float32, not rounded to bfloat16 and
+    then widened (that was off by the bfloat16 rounding of every divided weight)."""
+    from safetensors.torch import load_file
+
+    folder = _bf16_decoder(tmp_path / "bf16")
+    src = registry.import_checkpoint(folder)
+    hidden = src.config["hidden_size"]
+    out = tmp_path / "hc3"
+    registry.materialize(
+        src.name, layers=4, hidden=3 * hidden, method="hypercloning", dtype="float32", out=out
+    )
+    ids = torch.tensor([[1, 5, 7, 9, 2, 11, 4]])
+
+    def logits(path: Path) -> torch.Tensor:
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        with torch.no_grad():
+            return model.eval()(input_ids=ids).logits
+
+    torch.testing.assert_close(logits(out), logits(folder), rtol=0, atol=1e-5)
+    key = "model.layers.0.mlp.down_proj.weight"
+    x = load_file(folder / "model.safetensors")[key].float()
+    y = load_file(out / "model.safetensors")[key]
+    assert y.dtype == torch.float32
+    assert torch.equal(y[: x.shape[0], : x.shape[1]], x / 3)
+
+
+def test_a_checkpoint_recorded_before_wider_dtypes_were_computed_in_re_derives_by_that_rule(
+    registry, tmp_path, monkeypatch
+):
+    """Under dtype version 1 every signal was derived in its source's dtype and the result
+    cast to the one asked for: HyperCloning's divisions of a bfloat16 source, rounded to
+    bfloat16. A virtual checkpoint recorded then re-derives by that rule (its edge has no
+    dtype version) and verifies; one recorded now divides in float32. A request in the
+    source's own dtype, or with none, is the same under both rules."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from zoo.api import materialize as mat
+    from zoo.derive import DTYPE_VERSION
+
+    src = registry.import_checkpoint(_bf16_decoder(tmp_path / "bf16"))
+    grow = dict(layers=4, hidden=3 * src.config["hidden_size"], method="hypercloning")
+    real_plan = mat.make_plan
+
+    def under_version_1(**kw):
+        monkeypatch.setattr(
+            mat,
+            "make_plan",
+            lambda *a, **k: dataclasses.replace(real_plan(*a, **k), dtype_version=1),
+        )
+        monkeypatch.setattr("zoo.derive.DTYPE_VERSION", "1")
+        try:
+            return registry.materialize(src.name, **grow, **kw)
+        finally:
+            monkeypatch.undo()
+
+    old = under_version_1(dtype="float32")
+    (edge,) = registry.lineage(old.artifact.name, down=False).edges
+    assert edge.recipe["dtype_version"] == "1"
+    now = registry.materialize(src.name, **grow, dtype="float32")
+    (edge,) = registry.lineage(now.artifact.name, down=False).edges
+    assert edge.recipe["dtype_version"] == DTYPE_VERSION
+    assert now.artifact.content_hash != old.artifact.content_hash
+    key = "model.layers.1.self_attn.o_proj.weight"
+    x = load_file(tmp_path / "bf16" / "model.safetensors")[key].float()
+    block = (slice(0, x.shape[0]), slice(0, x.shape[1]))
+    assert torch.equal(now.state_dict[key][block], x / 3)
+    assert torch.equal(old.state_dict[key][block], (x / 3).to(torch.bfloat16).float())
+    for made in (old, now):
+        again = registry.rederive(made.artifact.name)
+        assert again.artifact.content_hash == made.artifact.content_hash
+    for dtype in ("bfloat16", "auto"):
+        same = registry.materialize(src.name, **grow, dtype=dtype)
+        assert under_version_1(dtype=dtype).artifact.content_hash == same.artifact.content_hash

@@ -27,6 +27,13 @@ NORMS = ("method", "match")
 DEPTHS = ("method", "identity")
 #: The dtype of a target's floating-point tensors; "auto" keeps each source tensor's.
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+#: How a target written in another dtype than its source's is computed; recorded on the
+#: lineage edge when the recipe names a dtype (absent: "1"), so a checkpoint recorded before
+#: re-derives by its own rule. 1: every signal derived in the source's dtype and the result
+#: cast to the recipe's (a bf16 source's HyperCloning divisions rounded to bf16, then
+#: widened). 2: a half-precision signal written in another dtype is derived in float32
+#: and rounded once, to the dtype written (:func:`compute_dtype`).
+DTYPE_VERSION = "2"
 #: Signals whose output is added to the residual stream (every family names them so).
 RESIDUAL_WRITERS = frozenset(
     {"attn.out.weight", "attn.out.bias", "ffn.out.weight", "ffn.out.bias"}
@@ -119,6 +126,32 @@ class Recipe:
         return out
 
 
+def compute_dtype(dtype: torch.dtype, recipe: Recipe, version: int | None = None) -> torch.dtype:
+    """The dtype a signal stored in ``dtype`` is derived in under ``recipe``: its own, or
+    float32 for a half-precision one the recipe writes in another dtype (from dtype version
+    2, :data:`DTYPE_VERSION`), so the methods that compute in the source's dtype
+    (HyperCloning's divisions) are not rounded to it first."""
+    import torch
+
+    version = int(DTYPE_VERSION) if version is None else version
+    if version < 2 or recipe.dtype in ("auto", str(dtype).removeprefix("torch.")):
+        return dtype
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def in_compute_dtype(x: torch.Tensor, recipe: Recipe, version: int | None = None) -> torch.Tensor:
+    """``x`` in :func:`compute_dtype` (``x`` itself when that is its own)."""
+    import torch
+
+    dtype = compute_dtype(x.dtype, recipe, version)
+    if dtype == x.dtype:
+        return x
+    if not get(recipe.method).reads_source:
+        # Scratch reads only the shape: zeros expanded, never a copy of the source's size.
+        return torch.zeros((), dtype=dtype, device=x.device).expand(x.shape)
+    return x.to(dtype)
+
+
 def target_shape(
     axes: tuple[str, ...], shape: tuple[int, ...], target_sizes: Mapping[str, int]
 ) -> tuple[int, ...]:
@@ -173,6 +206,7 @@ def derive_signal(
     raw: bool = False,
     amplitude_version: int | None = None,
     source_count: int | None = None,
+    dtype_version: int | None = None,
 ) -> torch.Tensor:
     """Resize one source signal ``x`` to ``shape`` by ``recipe``.
 
@@ -183,12 +217,17 @@ def derive_signal(
     ``raw``: see :func:`zoo.methods.resize`; ``amplitude_version``: the rule of that
     version of :mod:`zoo.methods.amplitude` (default: the current one);
     ``source_count``: the whole source signal's number of values when ``x`` is a block
-    of its rows (default: ``x``'s).
+    of its rows (default: ``x``'s); ``dtype_version``: the rule of that
+    :data:`DTYPE_VERSION` for the dtype the signal is derived and returned in
+    (:func:`compute_dtype`).
     """
     version = CURRENT if amplitude_version is None else amplitude_version
     same = tuple(x.shape) == tuple(shape)
     if same and (get(recipe.method).reads_source or not x.is_floating_point()) and not raw:
-        return x.clone()  # integer buffers pass through every method, scratch's too
+        # Copied whole (cast to the dtype written, rounded once); integer buffers pass
+        # through every method, scratch's too.
+        return x.clone()
+    x = in_compute_dtype(x, recipe, dtype_version)
     rule = amplitude(spec, recipe)
     count = x.numel() if source_count is None else source_count
     y = resize(

@@ -39,8 +39,10 @@ from zoo.db.entities import ArtifactInfo, TensorRecord
 from zoo.derive import (
     Recipe,
     amplitude,
+    compute_dtype,
     deepen_by_identity,
     derive_signal,
+    in_compute_dtype,
     needs_reference,
     target_shape,
 )
@@ -499,6 +501,7 @@ class Derivation:
                 plan.recipe,
                 whole_moments=plan.legacy_whole_moments,
                 amplitude_version=plan.amplitude_version,
+                dtype_version=plan.dtype_version,
             )
         del signals
         for j in layers:
@@ -543,14 +546,17 @@ class Derivation:
             meta = self.metas[k]
             shape = target_shape(meta.axes, meta.shape, plan.method_sizes)
             shapes[k] = (1, *shape[1:])
-        recipe, specs = plan.recipe, self.specs
+        recipe, specs, dtype_version = plan.recipe, self.specs, plan.dtype_version
         sources = {k: Moments() for k in keys if needs_reference(specs[k], recipe)}
         results = {k: Moments() for k in keys if amplitude(specs[k], recipe).scales_by_std}
 
         def first(i: int) -> tuple[dict, dict]:
             signals = {k: s.tensor for k, s in self._layer_signals(group, i).items()}
             raw = {
-                k: derive_signal(signals[k], specs[k], shapes[k], recipe, raw=True) for k in results
+                k: derive_signal(
+                    signals[k], specs[k], shapes[k], recipe, raw=True, dtype_version=dtype_version
+                )
+                for k in results
             }
             return {k: signals[k] for k in sources}, raw
 
@@ -584,6 +590,7 @@ class Derivation:
                     result_std=result_stds.get(k),
                     amplitude_version=plan.amplitude_version,
                     source_count=counts.get(k),
+                    dtype_version=dtype_version,
                 )
                 for k in keys
             }
@@ -667,7 +674,8 @@ class Derivation:
         ``streamed``: for blocks written as they are made (:meth:`_emit_rows`). Then
         weight selection and HyperCloning go by rows too: element by element, they give
         the whole signal's bits a row at a time. Into a whole result they gain nothing
-        by rows (they compute in the checkpoint's own dtype)."""
+        by rows (they compute in the checkpoint's own dtype, or the whole signal is
+        widened anyway: :func:`zoo.derive.compute_dtype`)."""
 
         plan, meta = self.plan, self.metas[key]
         shape = meta.shape
@@ -911,7 +919,7 @@ def derive_one(
             stds=stored_tensor(f"{key}@dct.std"),
             source_shape=shape,
             layer_axis=meta["layer_axis"],
-            dtype=getattr(torch, meta["dtype"]),
+            dtype=compute_dtype(getattr(torch, meta["dtype"]), recipe, plan.dtype_version),
         )
         y = front_materialize(block, tshape)
         if plan.legacy_front_amplitude and spec.kind not in ("norm_weight", "norm_bias"):
@@ -925,7 +933,7 @@ def derive_one(
         for level in meta.get("levels", []):
             band = stored.get(band_name(key, level))
             if band is not None and tuple(band.shape) == tuple(tshape):
-                band = stored_tensor(band.name)
+                band = in_compute_dtype(stored_tensor(band.name), recipe, plan.dtype_version)
                 return amplitude(spec, recipe).apply(
                     band, shape, reference, whole_moments=whole, version=plan.amplitude_version
                 )
@@ -940,15 +948,17 @@ def derive_one(
         unit_maps=unit_maps,
         whole_moments=whole,
         amplitude_version=plan.amplitude_version,
+        dtype_version=plan.dtype_version,
     )
 
 
 def _derive_by_rows(x, spec, tshape, plan: Plan, reference, rows: int) -> torch.Tensor:
     """:func:`zoo.derive.derive_signal` of ``x`` a block of ``rows`` at a time, into one
-    result in ``x``'s dtype."""
+    result in the dtype it is derived in (:func:`zoo.derive.compute_dtype`)."""
     import torch
 
-    out = torch.empty(tshape, dtype=x.dtype, device=x.device)
+    dtype = compute_dtype(x.dtype, plan.recipe, plan.dtype_version)
+    out = torch.empty(tshape, dtype=dtype, device=x.device)
     i = 0
     for block in _row_blocks(x, spec, tshape, plan, reference, rows):
         out[i : i + block.shape[0]] = block
@@ -966,7 +976,7 @@ def _row_blocks(x, spec, tshape, plan: Plan, reference, rows: int) -> Iterator[t
     cuts = [(i, min(rows, n - i)) for i in range(0, n, rows)]
     result_std = None
     if amplitude(spec, recipe).scales_by_std:
-        result_std = _raw_std(x, spec, tshape, recipe, cuts)
+        result_std = _raw_std(x, spec, tshape, plan, cuts)
     for i, k in cuts:
         yield derive_signal(
             x[i : i + k],
@@ -977,10 +987,11 @@ def _row_blocks(x, spec, tshape, plan: Plan, reference, rows: int) -> Iterator[t
             result_std=result_std,
             amplitude_version=plan.amplitude_version,
             source_count=x.numel(),
+            dtype_version=plan.dtype_version,
         )
 
 
-def _raw_std(x, spec, tshape, recipe: Recipe, cuts) -> float:
+def _raw_std(x, spec, tshape, plan: Plan, cuts) -> float:
     """The population std of the raw result of resizing ``x`` to ``tshape``, taken over
     the raw results of its blocks of rows ``cuts`` (``(start, length)``, in order) with
     the same float64 blocks, hence the same bits, as over the whole result."""
@@ -988,7 +999,11 @@ def _raw_std(x, spec, tshape, recipe: Recipe, cuts) -> float:
 
     acc = Moments()
     for i, k in cuts:
-        acc.add(derive_signal(x[i : i + k], spec, (k, *tshape[1:]), recipe, raw=True))
+        shape = (k, *tshape[1:])
+        block = derive_signal(
+            x[i : i + k], spec, shape, plan.recipe, raw=True, dtype_version=plan.dtype_version
+        )
+        acc.add(block)
     return acc.mean_std(correction=0)[1]
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from zoo.db import queries
 from zoo.db.entities import ArtifactInfo
-from zoo.derive import Recipe
+from zoo.derive import DTYPE_VERSION, Recipe
 from zoo.errors import AmbiguousNameError, InvalidInputError, NotFoundError
 from zoo.methods.amplitude import AMPLITUDE_VERSION
 from zoo.methods.net2net import NET2NET_VERSION
@@ -100,6 +100,10 @@ class Plan:
     # How net2net draws its copies (zoo.methods.net2net): 1, a map per tensor, for
     # checkpoints recorded before one map per set of units.
     net2net_version: int = int(NET2NET_VERSION)
+    # The dtype a target written in another dtype than its half-precision source's is
+    # derived in (zoo.derive.DTYPE_VERSION): 1, the source's, for checkpoints recorded
+    # before such signals were derived in float32 and rounded once.
+    dtype_version: int = int(DTYPE_VERSION)
 
     @cached_property
     def family(self) -> Family:

@@ -134,6 +134,7 @@ def edge_recipe(plan: Plan, dev) -> dict[str, Any]:
     instruction set) and transform version whose bits it gives, the inputs' content
     hashes and the target config."""
     from zoo._machine import cpu
+    from zoo.derive import DTYPE_VERSION
     from zoo.methods.amplitude import AMPLITUDE_VERSION
     from zoo.methods.net2net import NET2NET, NET2NET_VERSION
     from zoo.transforms import TRANSFORM_VERSION
@@ -149,6 +150,8 @@ def edge_recipe(plan: Plan, dev) -> dict[str, Any]:
     }
     if plan.recipe.method == NET2NET.name:
         recipe["net2net_version"] = NET2NET_VERSION
+    if plan.recipe.dtype != "auto":
+        recipe["dtype_version"] = DTYPE_VERSION
     if dev.type == "cpu":
         recipe["cpu"] = cpu()
     return recipe
