@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tinymodels import DECODERS, FAMILIES, TINY, build_model, save_tiny
+from tinymodels import DECODERS, FAMILIES, TINY, build_model, legacy_norm_names, save_tiny
 
 from zoo.errors import (
     InvalidCheckpointError,
@@ -563,19 +563,6 @@ def test_from_signals_refuses_wrong_sizes_and_unknown_names(tiny):
 # --- LayerNorm gains and biases under TensorFlow-era names -------------------------------------
 
 
-def _legacy_norm_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` as BERTs converted from TensorFlow store it: every ``LayerNorm``'s weight
-    and bias under ``gamma`` and ``beta`` (the names transformers renames on load)."""
-    return {
-        re.sub(
-            r"LayerNorm\.weight$",
-            "LayerNorm.gamma",
-            re.sub(r"LayerNorm\.bias$", "LayerNorm.beta", k),
-        ): v
-        for k, v in state.items()
-    }
-
-
 @pytest.mark.parametrize("name", ["bert", "roberta"])
 def test_layernorm_gamma_and_beta_are_the_weight_and_bias_and_written_back_so(tiny, name):
     """transformers loads ``LayerNorm.gamma`` / ``.beta`` as the LayerNorm's weight and
@@ -583,7 +570,7 @@ def test_layernorm_gamma_and_beta_are_the_weight_and_bias_and_written_back_so(ti
     names, whatever the target's size."""
     t = tiny[name]
     family = get_family(name)
-    legacy = _legacy_norm_names(t.disk)
+    legacy = legacy_norm_names(t.disk)
     assert sum(k.endswith(("gamma", "beta")) for k in legacy) >= 10
     plain = family.to_signals(t.disk, t.config)
     signals = family.to_signals(legacy, t.config)
@@ -599,7 +586,7 @@ def test_layernorm_gamma_and_beta_are_the_weight_and_bias_and_written_back_so(ti
     values = resized(signals, family.axis_sizes(target))
     grown = family.from_signals(values, target)
     grown_legacy = family.from_signals(values, target, legacy_norms=forms)
-    assert_same_state(grown_legacy, _legacy_norm_names(grown))
+    assert_same_state(grown_legacy, legacy_norm_names(grown))
 
 
 def test_a_layernorm_under_both_of_its_names_is_refused(tiny):
@@ -854,7 +841,6 @@ def test_source_config_errors_are_clear(tiny):
 
 def _suggested_targets(message: str, target: TargetSize) -> list[TargetSize]:
     """Every alternative a size refusal proposes, as targets (kv_heads kept)."""
-    import re
 
     def numbers(text: str) -> list[int]:
         return [int(n) for n in re.findall(r"\d+", text)]

@@ -8,7 +8,6 @@ user does with every output; sources carry the buffers older transformers saved.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from tinymodels import FAMILIES, TINY, save_tiny
+from tinymodels import FAMILIES, TINY, save_tiny, with_legacy_norm_names
 
 import zoo
 
@@ -219,23 +218,6 @@ def test_a_base_model_saved_on_its_own_is_a_part_of_its_checkpoint_without_the_h
     assert (data["prefix_dropped"], data["head_dropped"], data["missing"]) == ("bert.", True, head)
 
 
-def _with_legacy_norm_names(folder: Path, dest: Path) -> Path:
-    """A copy of ``folder`` whose LayerNorm gains and biases are named as BERTs converted
-    from TensorFlow name them (``LayerNorm.gamma`` / ``.beta``)."""
-    shutil.copytree(folder, dest)
-    tensors = load_file(dest / "model.safetensors")
-    renamed = {
-        re.sub(
-            r"LayerNorm\.weight$",
-            "LayerNorm.gamma",
-            re.sub(r"LayerNorm\.bias$", "LayerNorm.beta", k),
-        ): v
-        for k, v in tensors.items()
-    }
-    save_file(renamed, dest / "model.safetensors", metadata={"format": "pt"})
-    return dest
-
-
 def test_a_copy_under_the_other_layernorm_names_is_its_checkpoint(reg, tmp_path, run_cli):
     """transformers loads ``LayerNorm.gamma`` / ``.beta`` as the LayerNorm's ``weight`` /
     ``bias``, and a model's own state dict (or a transformers that writes the current
@@ -244,7 +226,7 @@ def test_a_copy_under_the_other_layernorm_names_is_its_checkpoint(reg, tmp_path,
     import transformers
 
     plain_dir = save_tiny("bert", tmp_path / "plain")
-    legacy_dir = _with_legacy_norm_names(plain_dir, tmp_path / "legacy")
+    legacy_dir = with_legacy_norm_names(plain_dir, tmp_path / "legacy")
     a = transformers.BertForMaskedLM.from_pretrained(legacy_dir).state_dict()
     b = transformers.BertForMaskedLM.from_pretrained(plain_dir).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # one model

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -20,6 +19,7 @@ import pywt
 import torch
 import transformers
 from safetensors import safe_open
+from tinymodels import with_legacy_norm_names
 
 from zoo.errors import (
     AmbiguousNameError,
@@ -55,25 +55,6 @@ def _forward(model, family: str):
         return model(input_ids=torch.tensor([[1, 5, 7, 9, 2]])).logits
 
 
-def _with_legacy_norm_names(folder: Path, out: Path) -> Path:
-    """A copy of ``folder`` whose LayerNorm gains and biases are named as BERTs converted
-    from TensorFlow name them (``LayerNorm.gamma`` / ``.beta``)."""
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(folder, out)
-    tensors = load_file(out / "model.safetensors")
-    renamed = {
-        re.sub(
-            r"LayerNorm\.weight$",
-            "LayerNorm.gamma",
-            re.sub(r"LayerNorm\.bias$", "LayerNorm.beta", k),
-        ): v
-        for k, v in tensors.items()
-    }
-    save_file(renamed, out / "model.safetensors", metadata={"format": "pt"})
-    return out
-
-
 def _tensors(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -89,7 +70,7 @@ def test_layernorm_gamma_and_beta_names_materialize_under_the_sources_names(
     same-size copy is the source, bit for bit and name for name, and a resized one is
     what the same source with current names gives, under the source's names."""
     plain_dir = tiny_dir(family)
-    legacy_dir = _with_legacy_norm_names(plain_dir, tmp_path / "legacy")
+    legacy_dir = with_legacy_norm_names(plain_dir, tmp_path / "legacy")
     legacy = _tensors(legacy_dir)
     assert sum(k.endswith(("LayerNorm.gamma", "LayerNorm.beta")) for k in legacy) >= 10
     source, info = _load(legacy_dir)
@@ -118,7 +99,7 @@ def test_layernorm_gamma_and_beta_names_materialize_under_the_sources_names(
         assert not info["missing_keys"] and not info["unexpected_keys"], info
         assert torch.isfinite(_forward(model, family)).all()
         resized, reference = _tensors(outs[src.name]), _tensors(outs[plain.name])
-        renamed = _tensors(_with_legacy_norm_names(outs[plain.name], tmp_path / f"{method}-r"))
+        renamed = _tensors(with_legacy_norm_names(outs[plain.name], tmp_path / f"{method}-r"))
         assert sorted(resized) == sorted(renamed) and sorted(resized) != sorted(reference)
         for k, t in renamed.items():
             assert torch.equal(resized[k], t), (method, k)

@@ -156,3 +156,28 @@ def save_tiny(
         kwargs["max_shard_size"] = max_shard_size
     model.save_pretrained(folder, **kwargs)
     return folder
+
+
+def legacy_norm_names(state: dict) -> dict:
+    """``state`` as BERTs converted from TensorFlow store it: every ``LayerNorm``'s weight
+    and bias under ``gamma`` and ``beta`` (the names transformers renames on load)."""
+    import re
+
+    def legacy(name: str) -> str:
+        name = re.sub(r"LayerNorm\.bias$", "LayerNorm.beta", name)
+        return re.sub(r"LayerNorm\.weight$", "LayerNorm.gamma", name)
+
+    return {legacy(k): v for k, v in state.items()}
+
+
+def with_legacy_norm_names(folder: Path, dest: Path) -> Path:
+    """A copy of ``folder`` whose LayerNorm gains and biases are named as BERTs converted
+    from TensorFlow name them (:func:`legacy_norm_names`)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(folder, dest)
+    tensors = load_file(dest / "model.safetensors")
+    save_file(legacy_norm_names(tensors), dest / "model.safetensors", metadata={"format": "pt"})
+    return dest
