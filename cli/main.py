@@ -135,6 +135,13 @@ def import_cmd(
             "sentence-transformers pipeline)",
             err=True,
         )
+    if info.replaced_files:
+        replaced = [{"name": f.name, "why": f.role} for f in info.replaced_files]
+        click.echo(
+            f"note: replaced {info.name}'s stored {render.entries(replaced, info.name)} by "
+            "this folder's: what zoo writes from it carries the new ones",
+            err=True,
+        )
 
 
 def _lacking(reg, name: str, out) -> list[dict]:

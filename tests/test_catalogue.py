@@ -348,13 +348,14 @@ def test_a_later_import_replaces_only_the_roles_of_the_files_it_brings(
             f.unlink()
     (copy / "generation_config.json").write_text('{"max_length": 7}')
     again = registry.import_checkpoint(copy, name="resaved")
-    assert again.id == first.id
+    assert again.id == first.id and again.replaced_files == ()  # a role of its own
     by_name = {f.name: f.digest for f in again.files}
     assert {f.name: f.digest for f in first.files}.items() <= by_name.items()
     assert "generation_config.json" in by_name
     (copy / "README.md").write_text("---\nlicense: mit\n---\n# corrected\n")
     third = registry.import_checkpoint(copy)
     card = next(f for f in third.files if f.role == "card")
+    assert third.replaced_files == tuple(f for f in first.files if f.role == "card")
     assert card.digest != next(f for f in first.files if f.role == "card").digest
     assert {f.name for f in third.files} == set(by_name)  # the tokenizer is still there
     records = {i.origin: i for i in registry.show(first.name).imports}
@@ -507,6 +508,35 @@ def test_the_code_an_auto_map_names_goes_with_every_output(registry, tiny_dir, t
             loaded[where] = model(input_ids=ids).last_hidden_state
     assert torch.equal(loaded[exported], loaded[folder])
     assert loaded[small].shape[-1] == 16
+
+
+def test_an_import_that_replaces_stored_code_or_tokenizer_says_so(tiny_dir, tmp_path, run_cli):
+    """The same weights imported with other code (under trust_remote_code, the code is the
+    model) or another tokenizer replace what was stored for those roles, and every folder
+    zoo writes from them carries the new files: the import names what it replaced, on
+    stderr and as replaced_files in --json; the same folder imported again replaces
+    nothing."""
+    folder = with_code(tiny_dir, tmp_path / "custom", 0, CUSTOM_CODE)
+    (folder / "vocab.txt").write_text("[PAD]\n[UNK]\nzoo\n")
+    code, out, err = run_cli("import", str(folder), "--json")
+    assert code == 0, err
+    assert json.loads(out)["replaced_files"] == [] and "replaced" not in err
+
+    patched = tmp_path / "patched"
+    shutil.copytree(folder, patched)
+    (patched / "modeling_custom.py").write_text(
+        CUSTOM_CODE["modeling_custom.py"] + "\nPATCHED = True\n"
+    )
+    (patched / "vocab.txt").unlink()
+    code, out, err = run_cli("import", str(patched), "--json")
+    assert code == 0, err
+    replaced = json.loads(out)["replaced_files"]
+    assert [(f["name"], f["role"]) for f in replaced] == [("modeling_custom.py", "code")]
+    assert "replaced custom's stored modeling_custom.py (code) by this folder's" in err
+    assert "vocab.txt" in {f["name"] for f in json.loads(out)["files"]}  # no tokenizer brought
+
+    code, out, err = run_cli("import", str(patched), "--json")
+    assert code == 0 and json.loads(out)["replaced_files"] == [] and "replaced" not in err
 
 
 def test_an_output_that_would_lack_the_code_its_auto_map_names_is_refused(

@@ -648,6 +648,7 @@ def artifact_from_json(d: dict[str, Any]):
             for t in d.get("tensors", ())
         ),
         files=tuple(FileRecord(**f) for f in d.get("files", ())),
+        replaced_files=tuple(FileRecord(**f) for f in d.get("replaced_files", ())),
         same_content=tuple((c["kind"], c["name"]) for c in d.get("same_content", ())),
         tensor_count=d.get("tensor_count", 0),
         nbytes=d.get("nbytes", 0),

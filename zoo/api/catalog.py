@@ -415,8 +415,9 @@ def _config_int(config, *keys: str) -> int | None:
     return None
 
 
-def _record(reg, session: Session, row, ready: _Prepared) -> None:
-    """What an import adds besides the row: its files, the import, the Hub's edges."""
+def _record(reg, session: Session, row, ready: _Prepared) -> tuple[FileRecord, ...]:
+    """What an import adds besides the row: its files, the import, the Hub's edges.
+    Returns the stored files it replaced."""
     from .base_models import adopt_placeholder, drop_stale_card_edges, record_base_models
 
     queries.add_import(
@@ -429,7 +430,7 @@ def _record(reg, session: Session, row, ready: _Prepared) -> None:
         from_main=ready.from_main,
     )
     _record_not_kept(row, ready)
-    card_in_effect = False
+    card_in_effect, replaced = False, ()
     if ready.side_files:
         # By role: the newest import that brings a tokenizer, a card or a config defines
         # that role; a role it does not bring stays (a save_pretrained copy brings
@@ -443,6 +444,7 @@ def _record(reg, session: Session, row, ready: _Prepared) -> None:
         brought = {f.role for f in side}
         card_in_effect = "card" in brought
         kept = [f for f in current if f.role not in brought]
+        replaced = tuple(f for f in current if f.role in brought and f not in side)
         queries.set_files(session, row, [*kept, *side])
     if ready.origin.startswith("hf://"):
         adopt_placeholder(session, row, ready.origin[len("hf://") :], reg.user)
@@ -455,6 +457,7 @@ def _record(reg, session: Session, row, ready: _Prepared) -> None:
         record_base_models(session, row, bases, ready.relation, by=reg.user)
         if ready.backbone_of is not None:
             _record_backbone(session, row, ready.backbone_of, by=reg.user)
+    return replaced
 
 
 #: The relation of a task model's base model, saved on its own, to the task model.
@@ -521,10 +524,10 @@ def _existing(reg, session: Session, ready: _Prepared) -> ArtifactInfo | None:
         row.deleted_at = None
     if row.virtual:  # its weights are in the store now
         row.virtual = False
-    _record(reg, session, row, ready)
+    replaced = _record(reg, session, row, ready)
     if ready.name:
         queries.also_named(session, row, ready.name, what="checkpoint", by=reg.user)
-    return queries.to_info(session, row)
+    return dataclasses.replace(queries.to_info(session, row), replaced_files=replaced)
 
 
 def _create(reg, session: Session, ready: _Prepared) -> ArtifactInfo:

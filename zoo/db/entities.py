@@ -73,6 +73,10 @@ class ArtifactInfo:
     #: (kind, name) of the other kept artifacts with this very content, e.g. a derived
     #: checkpoint materialized at its source's own size; filled in by show and audit.
     same_content: tuple[tuple[str, str], ...] = ()
+    #: The stored files an import replaced (filled in by import): each role a folder
+    #: brings (its tokenizer, the code its ``auto_map`` names...) replaces the role's files
+    #: stored before, and what zoo writes from the artifact carries the new ones.
+    replaced_files: tuple[FileRecord, ...] = ()
     # Aggregates stored on the row when it was written (equal to what ``tensors`` says,
     # and known without loading them).
     tensor_count: int = 0
@@ -93,6 +97,7 @@ class ArtifactInfo:
             del data["tensors"]
         data["aliases"] = list(self.aliases)
         data["files"] = [asdict(f) for f in self.files]
+        data["replaced_files"] = [asdict(f) for f in self.replaced_files]
         data["same_content"] = [{"kind": k, "name": n} for k, n in self.same_content]
         return data
 
