@@ -176,7 +176,7 @@ LS_PAGE = 50  # artifacts on a page of `zoo ls`
 
 @cli.command("ls")
 @click.option("--kind", type=click.Choice(["source", "learngene", "derived", "placeholder"]))
-@click.option("--family")
+@click.option("--family", help="A family (any case) or a config's model_type (gemma3_text).")
 @click.option("--all", "include_deleted", is_flag=True, help="Include removed artifacts.")
 @click.option(
     "--name",

@@ -500,6 +500,20 @@ def test_a_page_reads_the_alias_table_once_however_the_planner_reads_it(
     assert zoo.api.quick_page(limit=1, newest_first=False).items[0] == oldest
 
 
+def test_a_family_filter_takes_a_config_model_type_or_any_case(registry, tiny_dir, run_cli):
+    """Users type what config.json says (gemma3_text) or the family in capitals: both
+    list the family's checkpoints, through either reader of a page, and through the API."""
+    gemma = registry.import_checkpoint(tiny_dir("gemma3"), name="g3")
+    registry.import_checkpoint(tiny_dir("bert"), name="b")
+    assert gemma.family == "gemma3" and gemma.config["model_type"] == "gemma3_text"
+    for typed, expected in (("gemma3_text", ["g3"]), ("BERT", ["b"]), ("t5", [])):
+        assert [a.name for a in registry.search(family=typed).items] == expected, typed
+        for more in ((), ("--created-after", "2000-01-01")):  # both readers of a page
+            code, out, err = run_cli("ls", "--json", "--family", typed, *more)
+            assert code == 0, err
+            assert [a["name"] for a in json.loads(out)["artifacts"]] == expected, (typed, more)
+
+
 # --- pages -------------------------------------------------------------------------------------
 
 

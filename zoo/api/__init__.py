@@ -92,6 +92,10 @@ def quick_page(
     )
     if not valid:
         return None
+    if isinstance(filters.get("family"), str):
+        from zoo.families import listed_as
+
+        filters["family"] = listed_as(filters["family"])
     shape = dict(
         kind=kind,
         include_deleted=include_deleted,

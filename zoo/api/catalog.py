@@ -786,6 +786,10 @@ def search(
         check_name_text(text, what)  # UTF-8 text, as every database takes it
         if "\x00" in text:  # no name holds it; PostgreSQL refuses it
             raise InvalidInputError(f"A {what} cannot hold a NUL character.")
+    if family is not None:
+        from zoo.families import listed_as
+
+        family = listed_as(family)
     with reg.session() as session:
         filters = Filters(
             kind=kind,

@@ -58,6 +58,16 @@ def get_family(name: str) -> Family:
     return family
 
 
+def listed_as(name: str) -> str:
+    """The family name checkpoints of ``name`` are listed under: a family's name in any
+    case, or a config's ``model_type`` (gemma3_text checkpoints are family gemma3, as the
+    config's model_type names them); ``name`` itself when it is neither."""
+    family = (
+        _FAMILIES.get(name.lower()) or _BY_MODEL_TYPE.get(name) or _BY_MODEL_TYPE.get(name.lower())
+    )
+    return family.name if family is not None else name
+
+
 def family_for_config(config: Mapping[str, Any]) -> Family:
     """The family that reads a config.json, chosen by its ``model_type``.
 
