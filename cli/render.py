@@ -237,11 +237,14 @@ def gc_report(report) -> str:
         f"{report.marked} blobs still needed; {report.too_young} unneeded but younger "
         f"than {_age(report.grace_s)}"
     ]
-    if report.hard_deleted:
-        forgot = "would forget" if report.dry_run else "forgot"
+    forgot = "would forget" if report.dry_run else "forgot"
+    removed = [n for n in report.hard_deleted if n not in set(report.unused_placeholders)]
+    if removed:
+        lines.append(f"{forgot} {len(removed)} removed artifacts: {', '.join(removed)}")
+    if report.unused_placeholders:
         lines.append(
-            f"{forgot} {len(report.hard_deleted)} removed artifacts: "
-            f"{', '.join(report.hard_deleted)}"
+            f"{forgot} {len(report.unused_placeholders)} placeholders no model card names "
+            f"as a base any more: {', '.join(report.unused_placeholders)}"
         )
     if report.kept_deleted:
         lines.append(

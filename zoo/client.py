@@ -437,6 +437,7 @@ class RemoteRegistry:
             too_young=body["too_young"],
             hard_deleted=tuple(body["hard_deleted"]),
             kept_deleted=tuple(body["kept_deleted"]),
+            unused_placeholders=tuple(body.get("unused_placeholders", ())),
         )
 
     def fsck(self, *, repair: bool = False, grace="24h"):

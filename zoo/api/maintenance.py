@@ -379,7 +379,7 @@ def gc(reg, *, grace: str | float = DEFAULT_GRACE, dry_run: bool = False) -> GcR
                 continue
             store.delete(entry.digest)
         swept.append(StoreItem(entry.digest, entry.size, now - entry.mtime))
-    hard, kept_deleted = _forget_removed(reg, dry_run=dry_run)
+    hard, placeholders, kept_deleted = _forget_removed(reg, dry_run=dry_run)
     return GcReport(
         dry_run=dry_run,
         grace_s=grace_s,
@@ -388,15 +388,16 @@ def gc(reg, *, grace: str | float = DEFAULT_GRACE, dry_run: bool = False) -> GcR
         too_young=len(candidates) - len(old),
         hard_deleted=tuple(hard),
         kept_deleted=tuple(kept_deleted),
+        unused_placeholders=tuple(placeholders),
     )
 
 
-def _forget_removed(reg, *, dry_run: bool) -> tuple[list[str], list[str]]:
+def _forget_removed(reg, *, dry_run: bool) -> tuple[list[str], list[str], list[str]]:
     """Hard-delete removed rows that no kept row descends from, and placeholders that no
     edge uses any more (they exist only to anchor a model card's base_model edges);
-    (deleted, still needed)."""
+    (every name deleted, the placeholders among them, removed rows still needed)."""
 
-    def work(session: Session) -> tuple[list[str], list[str]]:
+    def work(session: Session) -> tuple[list[str], list[str], list[str]]:
         _, needed = _mark(session)
         removed = dict(
             session.execute(
@@ -433,7 +434,8 @@ def _forget_removed(reg, *, dry_run: bool) -> tuple[list[str], list[str]]:
                 )
         if unused and not dry_run:  # after the edges of the rows just forgotten are gone
             _forget_placeholders(session, sorted(unused), reg.user)
-        return sorted([*(removed[i] for i in doomed), *unused.values()]), kept
+        everything = sorted([*(removed[i] for i in doomed), *unused.values()])
+        return everything, sorted(unused.values()), kept
 
     if dry_run:
         with reg.session() as session:

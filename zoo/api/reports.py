@@ -68,8 +68,11 @@ class GcReport:
     marked: int
     swept: tuple[StoreItem, ...]
     too_young: int
-    hard_deleted: tuple[str, ...]
+    hard_deleted: tuple[str, ...]  # every row forgotten, placeholders included
     kept_deleted: tuple[str, ...] = field(default=())
+    #: The placeholders among ``hard_deleted``: no one removed them, but no model card's
+    #: base_model edge uses them any more.
+    unused_placeholders: tuple[str, ...] = field(default=())
 
     @property
     def swept_bytes(self) -> int:
