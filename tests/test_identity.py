@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from tinymodels import FAMILIES, TINY, save_tiny, with_legacy_norm_names
 
 import zoo
+from zoo.checkpoint import open_checkpoint
 
 
 @pytest.fixture
@@ -838,6 +839,31 @@ def test_a_rounded_copy_names_its_own_checkpoint_not_one_holding_its_tensors_and
     assert {t.digest for t in src.tensors} <= {t.digest for t in grown.artifact.tensors}
     report = reg.audit(_as(tmp_path / "src", tmp_path / "bf16", torch.bfloat16))
     assert report.status == "known" and report.artifact.id == src.id, report.to_text()
+
+
+def test_a_rounded_copy_is_its_checkpoint_not_one_sharing_a_matrix_under_other_names(reg, tmp_path):
+    """An unrelated bf16 checkpoint that happens to hold two of the copy's bf16 matrices
+    byte for byte, under its own names (a frozen embedding copied across models), is
+    weaker evidence than the float32 checkpoint the copy rounds under the copy's names."""
+    src = reg.import_checkpoint(save_tiny("bert", tmp_path / "src"))
+    copy = _as(tmp_path / "src", tmp_path / "bf16", torch.bfloat16)
+    shared = load_file(copy / "model.safetensors")
+    matrices = sorted(n for n, t in shared.items() if t.dim() == 2 and t.shape[0] == t.shape[1])
+    other = _as(
+        save_tiny("llama", tmp_path / "llama-f32", seed=3), tmp_path / "llama", torch.bfloat16
+    )
+    weights = load_file(other / "model.safetensors")
+    slots = sorted(n for n, t in weights.items() if t.shape == shared[matrices[0]].shape)
+    for slot, name in zip(slots, matrices[:2], strict=False):
+        weights[slot] = shared[name]  # the copy's bytes, under the llama's names
+    save_file(weights, other / "model.safetensors", metadata={"format": "pt"})
+    unrelated = reg.import_checkpoint(other)
+    with open_checkpoint(copy) as ckpt:
+        planted = {t.digest for t in ckpt.tensors if t.name in matrices[:2]}
+    assert len(planted) == 2 and planted <= {t.digest for t in unrelated.tensors}
+    report = reg.audit(copy)
+    assert report.status == "known" and report.artifact.id == src.id, report.to_text()
+    assert report.rounded_to == ["BF16"]
 
 
 def test_rounding_to_bf16_and_fp16_gives_the_bytes_torch_gives():

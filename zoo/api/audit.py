@@ -392,7 +392,7 @@ def _identify(
         candidates: dict[int, int] = queries.artifacts_with_digests(session, evidence.values())
         if row is None and claimed:
             row = _named_by_file(list(session.scalars(_by_hash(claimed[1]))), claimed)
-        best = row
+        best, readers = row, {}
         if best is None and candidates:
             # The most of the file's evidence held under the file's names, then the fewest
             # recorded tensors the file lacks or holds otherwise: a 2-layer copy of a
@@ -411,7 +411,13 @@ def _identify(
                 if best_score is None or score > best_score:
                     best_id, best_score = artifact_id, score
             best = session.get(Artifact, best_id)
-        readers = {}
+            # Bytes held only under other names (an unrelated model that shares a matrix
+            # or two, say a frozen embedding) are weaker evidence than the file's own
+            # names: a cast copy of another checkpoint is looked for first.
+            if best_score[0] == 0 and rounding:
+                cast, cast_readers = _by_rounding(reg, session, tensors, evidence, config)
+                if cast is not None:
+                    best, readers = cast, cast_readers
         if best is None and rounding:  # no byte in common: a copy cast down from float32?
             best, readers = _by_rounding(reg, session, tensors, evidence, config)
         if best is not None:
@@ -678,11 +684,11 @@ _REDERIVED = 3
 
 def _by_rounding(reg, session, tensors, evidence: dict[str, str], config):
     """The artifact a file cast down to bf16 or fp16 came from, when it shares no bytes
-    with any: among the artifacts recording one of the file's smallest bf16 or fp16
-    matrices in float32 under the same name and shape, or that name less or plus the
-    family's base-model prefix (of the file's family), one whose
-    record, rounded, is the file's tensor; the one whose tensor names and shapes the file
-    matches best. Returns (artifact row or None, {artifact id: bytes reader})."""
+    with any under its own names: among the artifacts recording one of the file's
+    smallest bf16 or fp16 matrices in float32 under the same name and shape, or that name
+    less or plus the family's base-model prefix (of the file's family), one whose record,
+    rounded, is the file's tensor; the one whose tensor names and shapes the file matches
+    best. Returns (artifact row or None, {artifact id: bytes reader})."""
     from zoo.checkpoint.casts import ROUNDED_FROM
     from zoo.db import queries
     from zoo.db.models import Artifact
