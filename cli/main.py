@@ -478,7 +478,7 @@ def config_show(as_json: bool) -> None:
 @click.option(
     "--name", help="Registry name for a new learngene; for one extracted before, an alias."
 )
-@click.option("--device", help="cpu or cuda.")
+@click.option("--device", help="cpu or cuda (default: $ZOO_DEVICE, else cpu).")
 @json_option
 @_streams
 def extract_cmd(source, method, wavelet, levels, keep, order, name, device, as_json) -> None:
@@ -539,7 +539,10 @@ def extract_cmd(source, method, wavelet, levels, keep, order, name, device, as_j
     show_default=True,
     help="Floating-point dtype of the result (auto: each tensor's source dtype).",
 )
-@click.option("--device", help="cpu or cuda (default: cuda when a GPU is available, else cpu).")
+@click.option(
+    "--device",
+    help="cpu or cuda (default: $ZOO_DEVICE, else cuda when a GPU is available, else cpu).",
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
