@@ -104,7 +104,11 @@ def _iso_moment(ctx, param, value: str | None) -> str | None:
 
 @cli.command("import")
 @click.argument("source")
-@click.option("--name", help="Registry name (default: the folder or repository name).")
+@click.option(
+    "--name",
+    help="Registry name (default: the folder or repository name); for weights registered "
+    "before, an alias.",
+)
 @click.option("--revision", help="Hub branch, tag or commit (for ORG/NAME sources).")
 @click.option(
     "--convert-bin",
@@ -305,7 +309,7 @@ def _next_page_command(cursor: str) -> str:
 @click.option("--tensors", is_flag=True, help="Also list every tensor.")
 @json_option
 def show_cmd(name: str, tensors: bool, as_json: bool) -> None:
-    """Show one artifact (by alias, name or content-hash prefix)."""
+    """Show one artifact (by name, alias, content-hash prefix of 8+ hex digits or ORG/NAME)."""
     info = _registry().show(name)
     _emit(as_json, info.to_json(with_tensors=tensors), render.artifact_detail(info, tensors))
 
@@ -694,7 +698,11 @@ def link_cmd(child, parent, relation, note, as_json) -> None:
 @json_option
 @_streams
 def audit_cmd(path, verify, convert_bin, as_json) -> None:
-    """Identify a checkpoint folder or .safetensors file by content, with its ancestry."""
+    """Identify a checkpoint folder or .safetensors file by content, with its ancestry.
+
+    Exit 10 unless it is a known artifact (a modified or unknown one), 6 when --verify
+    re-derives other bytes.
+    """
     report = _registry().audit(path, verify=verify, convert_bin=convert_bin)
     _emit(as_json, report.to_json(), report.to_text())
     if report.status != "known":
@@ -728,7 +736,7 @@ grace_option = click.option(
 )
 @json_option
 def rm_cmd(name: str, cascade: bool, as_json: bool) -> None:
-    """Remove an artifact (its blobs go at the next `zoo gc`)."""
+    """Remove an artifact (`zoo gc` sweeps its blobs once they are older than its --grace)."""
     infos = _registry().rm(name, cascade=cascade)
     _emit(as_json, [i.to_json() for i in infos], "\n".join(f"removed {i.name}" for i in infos))
 
