@@ -81,8 +81,9 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 def cli() -> None:
     """zoo: a model-zoo registry and lineage database.
 
-    State lives in ZOO_HOME (default ~/.zoo) unless ZOO_DB_URL / ZOO_STORE_URL say
-    otherwise.
+    State lives in ZOO_HOME (default ~/.zoo) unless ZOO_DB_URL / ZOO_STORE_URL or
+    $ZOO_HOME/config.toml say otherwise; with ZOO_ENDPOINT and ZOO_TOKEN the registry's
+    commands ask that zoo server instead (`zoo config show` says which is in effect).
     """
 
 
