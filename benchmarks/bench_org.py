@@ -39,6 +39,7 @@ import tempfile
 import time
 import traceback
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 from zoo.bench.machine import cpu_model
@@ -66,6 +67,14 @@ def machine() -> dict:
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "platform": platform.platform(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        or None,
     }
 
 
@@ -486,7 +495,8 @@ def markdown(res: dict) -> str:
         f"# Organization-wide registry under load ({m['cpu']}, {m['cores']} cores)",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python "
-        f"{m['python']}, SQLite {m['sqlite']}. Shared machine: other jobs ran too.",
+        f"{m['python']}, SQLite {m['sqlite']}; {m.get('date') or 'date not recorded'}, "
+        f"commit {m.get('commit') or 'not recorded'}. Shared machine: other jobs ran too.",
         "",
         "## Writers held (8 processes on one barrier)",
         "",
