@@ -48,7 +48,9 @@ class Settings:
         # Where derivations run when a command names no --device (read, not probed: torch
         # is not imported to print settings).
         device = os.environ.get("ZOO_DEVICE", "").strip()
-        out["device"] = device or "the GPU when there is one, else the CPU"
+        out["device"] = device or (
+            "materialize: the GPU when there is one, else the CPU; extract: the CPU"
+        )
         out["device_from"] = "$ZOO_DEVICE" if device else "default"
         return out
 
