@@ -600,6 +600,60 @@ def test_side_files_zoo_cannot_keep_are_listed_as_not_kept(tiny, tmp_path, run_c
     assert json.loads(out)["files"] == []
 
 
+def test_safetensors_an_import_does_not_read_are_said_to_be_left_and_read_ones_are_not(
+    tmp_path, run_cli
+):
+    """A shard its index does not name (left by an older save), and shards beside a
+    model.safetensors (which is what an import reads, as transformers does), hold weights
+    the registry does not get: the import says so. Shards the index names in a folder of
+    their own are read, and not said to be left."""
+    sharded = save_tiny("bert", tmp_path / "sharded", max_shard_size="20KB")
+    index = json.loads((sharded / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    (sharded / "model-00099-of-00099.safetensors").write_bytes((sharded / shards[0]).read_bytes())
+    code, out, err = run_cli("import", str(sharded), "--json")
+    assert code == 0, err
+    assert json.loads(out)["not_kept"] == [
+        {
+            "name": "model-00099-of-00099.safetensors",
+            "why": "safetensors weights the checkpoint does not read",
+        }
+    ]
+
+    nested = tmp_path / "nested"
+    shutil.copytree(sharded, nested)
+    (nested / "model-00099-of-00099.safetensors").unlink()
+    (nested / "weights").mkdir()
+    for shard in shards:
+        (nested / shard).rename(nested / "weights" / shard)
+    index["weight_map"] = {k: f"weights/{v}" for k, v in index["weight_map"].items()}
+    (nested / "model.safetensors.index.json").write_text(json.dumps(index))
+    code, out, err = run_cli("import", str(nested), "--json")
+    assert code == 0 and json.loads(out)["not_kept"] == [] and "note" not in err, err
+
+    both = tmp_path / "both"
+    shutil.copytree(sharded, both)
+    (both / "model-00099-of-00099.safetensors").unlink()
+    shutil.copy(save_tiny("bert", tmp_path / "single") / "model.safetensors", both)
+    code, out, err = run_cli("import", str(both), "--json")
+    assert code == 0, err
+    left = json.loads(out)["not_kept"]
+    assert [e["name"] for e in left] == shards
+    assert {e["why"] for e in left} == {"safetensors weights the checkpoint does not read"}
+
+
+def test_an_index_naming_a_file_that_is_not_safetensors_is_refused_as_forged(tmp_path, run_cli):
+    sharded = save_tiny("bert", tmp_path / "sharded", max_shard_size="20KB")
+    index = json.loads((sharded / "model.safetensors.index.json").read_text())
+    first = sorted(index["weight_map"])[0]
+    index["weight_map"][first] = "config.json"
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    code, out, err = run_cli("import", str(sharded))
+    assert (code, out) == (2, ""), err
+    assert "names 'config.json' as a shard, which is not a .safetensors file" in err
+    assert err.count("\n") == 1
+
+
 def test_a_registry_whose_path_is_not_utf8_is_refused_in_one_line(
     tiny, tmp_path, monkeypatch, run_cli
 ):

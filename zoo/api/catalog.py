@@ -321,7 +321,8 @@ def _prepare(
                     cost=[t.nbytes for t in tensors],
                     min_cost=tio.store_min_cost(reg.store),
                 )
-        found = scan(ckpt.root)
+        safetensors = {t.file for t in ckpt.tensors if t.file.endswith(".safetensors")}
+        found = scan(ckpt.root, weights=safetensors)
         side = found.found
         with tio.writing_to(reg.store):
             for f in side:

@@ -473,6 +473,18 @@ def _depth(obj: Any) -> int:
     return deepest
 
 
+def weight_files_read(root: Path) -> set[str]:
+    """The safetensors files (relative names) an import of the folder ``root`` reads, as
+    :func:`open_checkpoint` chooses them: ``model.safetensors``, else the shards its index
+    names; none where neither is readable (the import itself says why)."""
+    if (root / SAFE_WEIGHTS_NAME).is_file():
+        return {SAFE_WEIGHTS_NAME}
+    try:
+        return set(_read_index(root, SAFE_INDEX_NAME).values())
+    except (InvalidCheckpointError, OSError):
+        return set()
+
+
 def _read_index(root: Path, index_name: str) -> dict[str, str]:
     index = root / index_name
     obj = _read_json(index)
@@ -489,12 +501,19 @@ def _read_index(root: Path, index_name: str) -> dict[str, str]:
         )
     if len(weight_map) > MAX_TENSORS:
         raise _too_many(index, len(weight_map))
+    suffixes = (".safetensors",) if index_name == SAFE_INDEX_NAME else tuple(PICKLE_SUFFIXES)
     for shard in set(weight_map.values()):
         parts = PurePosixPath(shard).parts
         if not parts or shard.startswith("/") or "\\" in shard or ".." in parts:
             raise InvalidCheckpointError(
                 f"{index} names the shard {shard!r}, which is not a file inside the "
                 "checkpoint folder; the index is corrupt or forged.",
+                path=str(index),
+            )
+        if not shard.endswith(suffixes):
+            raise InvalidCheckpointError(
+                f"{index} names {shard!r} as a shard, which is not a {' or '.join(suffixes)} "
+                "file; the index is corrupt or forged.",
                 path=str(index),
             )
         if os.path.lexists(root / shard) and not is_regular(root / shard):

@@ -30,8 +30,9 @@ import json
 import os
 import re
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from zoo.checkpoint.files import open_regular
@@ -326,12 +327,13 @@ _WEIGHT_STEMS = ("pytorch_model", "model", "tf_model", "flax_model", "consolidat
 _WEIGHTS_ONLY = (".h5", ".msgpack", ".onnx", ".gguf")
 
 
-def scan(root: Path) -> Scan:
+def scan(root: Path, weights: Iterable[str] | None = None) -> Scan:
     """The side files of the folder ``root`` (by name; a module folder's files after the
     top's), and what it holds that zoo does not keep: any other file or folder at its
-    top (weights in another format with why), and any file of a kind zoo keeps that it
-    cannot use, with why. Hidden names, config.json, the safetensors weights and the
-    indexes are not listed.
+    top (weights in another format, or safetensors the import does not read, with why),
+    and any file of a kind zoo keeps that it cannot use, with why. Hidden names,
+    config.json, the weights read (``weights``, relative names; default those an import
+    of the folder reads) and the indexes are not listed.
 
     Raises:
         InvalidCheckpointError: a side file is a symbolic link to nothing (an HF cache
@@ -339,6 +341,11 @@ def scan(root: Path) -> Scan:
     """
     if not root.is_dir():
         return Scan([], [])
+    from zoo.checkpoint.hf import weight_files_read
+
+    read = set(weight_files_read(root) if weights is None else weights)
+    # A folder holding shards the index names (sub/model-00001-of-00002.safetensors).
+    read_folders = {PurePosixPath(w).parts[0] for w in read if len(PurePosixPath(w).parts) > 1}
     code = set(code_modules(root))
     modules = _module_folders(root)
     found: list[SideFile] = []
@@ -353,12 +360,16 @@ def scan(root: Path) -> Scan:
         if role is not None:
             got = _read(path, name, role)
             (found if isinstance(got, SideFile) else left).append(got)
-        elif name in modules:
-            continue  # read below
+        elif name in modules or name in read or name in read_folders:
+            continue  # modules read below; weights read by the import
         elif name.endswith(_OTHER_WEIGHTS) and not name.startswith(".") and not path.is_dir():
             weights = name.startswith(_WEIGHT_STEMS) or name.endswith(_WEIGHTS_ONLY)
             why = "weights in another format; an export holds safetensors" if weights else None
             left.append(LeftBehind(name, why))  # training state (optimizer.pt) as any file
+        elif name.endswith(".safetensors") and not name.startswith(".") and read:
+            # A shard its index does not name (left from an older save), or shards beside a
+            # model.safetensors, which an import (as transformers) reads instead.
+            left.append(LeftBehind(name, "safetensors weights the checkpoint does not read"))
         elif not (
             name.startswith(".")
             or name == "config.json"
