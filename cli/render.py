@@ -195,7 +195,9 @@ def fsck_report(report) -> str:
     elif report.orphans:
         lines.append(
             f"{len(report.orphans)} orphan blobs no row points at "
-            f"({human_bytes(sum(o.size for o in report.orphans))}; `zoo gc` sweeps them)"
+            f"({human_bytes(sum(o.size for o in report.orphans))}; `zoo gc` sweeps them once "
+            "older than its --grace, 24h by default; `zoo gc --grace 0` sweeps them at once "
+            "when no writer is running)"
         )
     if report.output_leftovers:
         lines.append(

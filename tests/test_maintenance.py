@@ -591,6 +591,8 @@ def test_fsck_repair_removes_old_leftovers_and_orphans_only(registry, family, ru
     assert report.ok  # leftovers are harmless
     assert [o.name for o in report.orphans] == [orphan] and len(report.temp_files) == 1
     referenced = set(registry.store.digests()) - {orphan}
+    code, out, _ = run_cli("fsck")  # a full disk's leftovers: how to sweep them at once
+    assert code == 0 and "`zoo gc --grace 0` sweeps them at once when no writer" in out
     # Younger than the grace period: kept (a writer may still be between blob and row).
     assert registry.fsck(repair=True).removed == ()
     assert registry.store.has(orphan) and temp.exists()
