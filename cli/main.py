@@ -1028,7 +1028,12 @@ def main(argv: list[str] | None = None) -> None:
                 # A full disk is the file system's refusal, as for any other write; the
                 # driver's words do not say which database (or disk) it is.
                 full = no_room(getattr(exc, "orig", None))
-                where = f" (the database {_database_named()}: its disk is full)" if full else ""
+                where = (
+                    f" (the database {_database_named()}: its disk is full; free space there "
+                    "and run the command again: the registry recorded none of it)"
+                    if full
+                    else ""
+                )
                 click.echo(f"zoo: error: database error: {_first_line(exc)}{where}", err=True)
                 sys.exit(EXIT_STORAGE if full else EXIT_DATABASE)
             if _is_storage_error(exc):

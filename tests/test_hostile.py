@@ -713,7 +713,10 @@ def test_a_full_database_is_the_file_systems_refusal(tiny, tmp_path, monkeypatch
         "zoo: error: database error: (sqlite3.OperationalError) database or disk is full"
     )
     database = Path(os.environ["ZOO_HOME"]) / "zoo.db"
-    assert err.endswith(f" (the database sqlite:///{database}: its disk is full)\n"), err
+    assert err.endswith(
+        f" (the database sqlite:///{database}: its disk is full; free space there and run "
+        "the command again: the registry recorded none of it)\n"
+    ), err
     assert err.count("\n") == 1
 
     import shutil as shutil_module
