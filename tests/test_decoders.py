@@ -19,7 +19,7 @@ import torch
 import transformers
 from tinymodels import DECODER_TINY, TINY, build_model
 
-from zoo.errors import InvalidTargetError
+from zoo.errors import InvalidInputError, InvalidTargetError
 from zoo.families import TargetSize, get_family
 
 NEW = tuple(DECODER_TINY)
@@ -550,18 +550,194 @@ def test_a_query_scale_equal_to_head_dim_follows_it():
     assert kept["query_pre_attn_scalar"] == 6  # not head_dim: the model's own choice
 
 
-def test_attention_types_follow_the_depth():
-    """Qwen2's first two layers full, the rest sliding; transformers validates the list."""
+# The sources' attention types: listed in the config (Gemma 3, Qwen2), or computed by
+# transformers from each layer's index (Gemma 2 alternates; Qwen3 here slides from layer 2).
+ATTENTION_SOURCES = {
+    "gemma3": {},
+    "qwen2": {},
+    "gemma2": {},
+    "qwen3": dict(use_sliding_window=True, sliding_window=4, max_window_layers=2),
+}
+
+# (method, depth, layers) at the source's width (32), so a layer a method copies is the
+# source layer's bit for bit: the source's own depth, selecting the first layers,
+# stacking the whole stack again (whole and part-way), repeating each layer in place,
+# and resampling depth.
+DEPTHS = [
+    ("weight-selection", None, 4),
+    ("weight-selection", None, 2),
+    ("hypercloning", None, 8),
+    ("net2net", None, 6),
+    ("net2net", None, 8),
+    ("hypercloning", "identity", 6),
+    ("dwt", "identity", 8),
+    ("dwt", None, 8),
+    ("dwt", None, 2),
+    ("dct", None, 6),
+    ("dct", None, 2),
+]
+COPIES = ("weight-selection", "hypercloning", "net2net")
+
+
+def _q_proj(state: dict, layer: int) -> torch.Tensor:
+    return state[f"model.layers.{layer}.self_attn.q_proj.weight"].double().flatten()
+
+
+def _made_from(source: dict, target: dict, layers: int, copied: bool) -> list[int]:
+    """The source layer each target layer's query weights come from: the one they equal
+    where they are copied; where depth is resampled, the one under the target layer's
+    centre, checked to be among those the weights are mostly made of (by least squares
+    over the source's layers, on the weights as written)."""
+    count = sum(k.endswith("self_attn.q_proj.weight") for k in source)
+    basis = torch.stack([_q_proj(source, i) for i in range(count)], dim=1)
+    made_from = []
+    for j in range(layers):
+        w = _q_proj(target, j)
+        if copied:
+            (i,) = [i for i in range(count) if torch.equal(basis[:, i], w)]
+        else:
+            i = int((j + 0.5) * count / layers)
+            coef = torch.linalg.lstsq(basis, w[:, None]).solution.abs().flatten()
+            assert coef[i] >= coef.max() / 2, (j, coef)
+        made_from.append(i)
+    return made_from
+
+
+@pytest.mark.parametrize("family", list(ATTENTION_SOURCES))
+def test_each_target_layer_attends_as_the_source_layer_it_is_made_from(family, registry, tmp_path):
+    """Whatever the method and depth rule, target layer j has the attention type (sliding
+    or full) of the source layer its weights come from, in the config and in the layers
+    transformers builds from it; Qwen's max_window_layers says where sliding starts; the
+    source's own size is the source, and a depth grown by identity layers keeps its
+    logits."""
+    from safetensors.torch import load_file
+    from tinymodels import save_tiny
+
+    folder = save_tiny(family, tmp_path / "src", **ATTENTION_SOURCES[family])
+    config = json.loads((folder / "config.json").read_text())
+    if family in ("gemma2", "qwen3"):  # transformers computes them from the index
+        del config["layer_types"]
+        (folder / "config.json").write_text(json.dumps(config))
+    src = registry.import_checkpoint(folder)
+    source_model, _ = _load(folder)
+    types = source_model.config.layer_types
+    assert {"sliding_attention", "full_attention"} == set(types)
+    source = load_file(folder / "model.safetensors")
+    for method, depth, layers in DEPTHS:
+        out = tmp_path / f"{method}-{depth}-{layers}"
+        rule = dict(wavelet="haar") if method == "dwt" else {}
+        if method in ("dwt", "dct"):
+            rule["rescale"] = "none"
+        made = registry.materialize(
+            src.name, layers=layers, hidden=32, method=method, depth=depth, out=out, **rule
+        )
+        copied = method in COPIES or depth == "identity"
+        made_from = _made_from(source, load_file(out / "model.safetensors"), layers, copied)
+        want = [types[i] for i in made_from]
+        model, info = _load(out)
+        assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+        assert model.config.layer_types == want, (method, depth, layers)
+        for layer, kind in zip(model.model.layers, want, strict=True):
+            assert layer.self_attn.layer_type == kind
+            assert (layer.self_attn.sliding_window is not None) == (kind == "sliding_attention")
+        if family.startswith("qwen"):
+            first_sliding = (
+                want.index("sliding_attention") if "sliding_attention" in want else layers
+            )
+            assert made.config["max_window_layers"] == first_sliding
+        if layers == 4:  # the source itself, its config and logits unchanged
+            assert made.artifact.content_hash == src.content_hash
+            assert made.config == config
+            assert torch.equal(_logits(model), _logits(source_model))
+        if depth == "identity":
+            torch.testing.assert_close(_logits(model), _logits(source_model), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("family", "source", "layer_map", "listed"),
+    [
+        # Gemma 3, every other layer full by its sliding_window_pattern: stacked, the
+        # pattern holds; repeated in place, it breaks and the types are listed.
+        ("gemma3", dict(sliding_window_pattern=2), [0, 1, 2, 3, 0, 1], None),
+        (
+            "gemma3",
+            dict(sliding_window_pattern=2),
+            [0, 0, 1, 2, 2, 3],
+            ["s", "s", "f", "s", "s", "f"],
+        ),
+        # Qwen2 sliding from layer 2: repeated in place, sliding starts at 4; stacked, no
+        # index says where it starts and the types are listed.
+        ("qwen2", dict(max_window_layers=2), [0, 0, 1, 1, 2, 2, 3, 3], None),
+        ("qwen2", dict(max_window_layers=2), [0, 1, 2, 3, 0, 1], ["f", "f", "s", "s", "f", "f"]),
+        ("qwen2", dict(max_window_layers=2), [0, 1], None),
+        ("qwen2", dict(max_window_layers=2), [2, 3], None),
+        # Sliding turned off: every layer full, whatever the map; max_window_layers kept.
+        ("qwen2", dict(max_window_layers=2, use_sliding_window=False), [0, 1, 2, 3, 0, 1], None),
+    ],
+)
+def test_attention_types_computed_from_the_index_are_listed_where_the_map_breaks_them(
+    family, source, layer_map, listed
+):
+    """A config without layer_types has them computed by transformers from each layer's
+    index. The target's follow the layer map: left to that rule where it gives them, the
+    index where sliding starts moved with them (Qwen), and listed where no rule does."""
+    fam = get_family(family)
+    config = _config(family)
+    del config["layer_types"]
+    config.update(source)
+    cls = type(build_model(family).config)
+    types = cls.from_dict(config).layer_types
+    target = fam.target_config(config, TargetSize(len(layer_map), 32), layer_map)
+    want = [types[i] for i in layer_map]
+    assert cls.from_dict(target).layer_types == want
+    if listed:
+        short = {"sliding_attention": "s", "full_attention": "f"}
+        assert [short[t] for t in target["layer_types"]] == listed
+    else:
+        assert "layer_types" not in target
+    if family == "qwen2" and target.get("use_sliding_window"):
+        first_sliding = (
+            want.index("sliding_attention") if "sliding_attention" in want else len(want)
+        )
+        assert target["max_window_layers"] == first_sliding
+    elif family == "qwen2":
+        assert target["max_window_layers"] == 2
+
+
+def test_a_layer_map_names_a_source_layer_for_each_target_layer():
     fam = get_family("qwen2")
-    source = _config("qwen2")
-    assert source["layer_types"] == ["full_attention"] * 2 + ["sliding_attention"] * 2
-    for layers, want in (
-        (2, ["full_attention"] * 2),
-        (8, ["full_attention"] * 4 + ["sliding_attention"] * 4),
-    ):
-        config = fam.target_config(source, TargetSize(layers, 32))
-        assert config["layer_types"] == want
-        transformers.Qwen2Config.from_dict(config)
+    with pytest.raises(InvalidInputError, match="one source layer per target layer"):
+        fam.target_config(_config("qwen2"), TargetSize(2, 32), [0, 4])
+    with pytest.raises(InvalidInputError, match="one source layer per target layer"):
+        fam.target_config(_config("qwen2"), TargetSize(2, 32), [0])
+
+
+def test_a_checkpoint_recorded_with_attention_types_of_another_layer_re_derives_as_recorded(
+    registry, tiny_dir, monkeypatch
+):
+    """The target config a derivation wrote is recorded on its edge and re-derived as it
+    is: a checkpoint whose attention types followed another rule (the first layers' types,
+    each repeated in place) verifies bit for bit, and the same request now gives the types
+    of the layers it stacks, under another content hash."""
+    from zoo.families.decoder import DecoderFamily
+
+    src = registry.import_checkpoint(tiny_dir("gemma3"))
+
+    def first_then_in_place(self, config, source, layer_map):
+        types, layers = source["layer_types"], len(layer_map)
+        config["layer_types"] = [types[j * len(types) // layers] for j in range(layers)]
+
+    monkeypatch.setattr(DecoderFamily, "write_layer_config", first_then_in_place)
+    old = registry.materialize(src.name, layers=8, hidden=32, method="hypercloning")
+    monkeypatch.undo()
+    now = registry.materialize(src.name, layers=8, hidden=32, method="hypercloning")
+    assert [t[0] for t in old.config["layer_types"]] == list("ssssssff")
+    assert [t[0] for t in now.config["layer_types"]] == list("sssfsssf")
+    assert now.artifact.content_hash != old.artifact.content_hash
+    for made in (old, now):
+        again = registry.rederive(made.artifact.name)
+        assert again.artifact.content_hash == made.artifact.content_hash
+        assert again.config == made.config
 
 
 def test_per_frequency_rope_factors_keep_head_dim():

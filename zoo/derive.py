@@ -165,6 +165,15 @@ def identity_depth_index(source_layers: int, target_layers: int) -> list[int]:
     return [j * source_layers // target_layers for j in range(target_layers)]
 
 
+def layer_map(recipe: Recipe, source_layers: int, target_layers: int) -> list[int]:
+    """The source layer each target layer is made from under ``recipe``: the one it repeats
+    under ``depth="identity"`` (:func:`identity_depth_index`), else the method's
+    (:meth:`zoo.methods.Method.depth_map`)."""
+    if recipe.depth == "identity" and target_layers > source_layers:
+        return identity_depth_index(source_layers, target_layers)
+    return get(recipe.method).depth_map(source_layers, target_layers)
+
+
 def deepen_by_identity(
     y: torch.Tensor, key: str, axes: tuple[str, ...], target_layers: int
 ) -> torch.Tensor:

@@ -9,6 +9,7 @@ family and the sizes are decided here once.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from zoo.db import queries
 from zoo.db.entities import ArtifactInfo
-from zoo.derive import DTYPE_VERSION, Recipe
+from zoo.derive import DTYPE_VERSION, Recipe, layer_map
 from zoo.errors import AmbiguousNameError, InvalidInputError, NotFoundError
 from zoo.methods.amplitude import AMPLITUDE_VERSION
 from zoo.methods.net2net import NET2NET_VERSION
@@ -166,7 +167,6 @@ def make_plan(reg, query: str, request: MaterializeRequest) -> Plan:
         learngene,
         request,
     )
-    target_config = _with_dtype(target_config, recipe.dtype)
     if learngene is not None and (
         not get(recipe.method).learngene  # a baseline reads the source itself
         or (
@@ -184,14 +184,18 @@ def make_plan(reg, query: str, request: MaterializeRequest) -> Plan:
             f"use --method {learngene.info['method']} or name the source "
             f"{materialize_name(reg, source)}."
         )
+    plan = Plan(parent, source, learngene, recipe, target_config)
+    check_target(recipe.method, plan.source_sizes, plan.method_sizes)
+    # Per-layer fields (attention types) follow the source layer the recipe makes each
+    # target layer from.
+    depth = layer_map(recipe, plan.source_sizes["layers"], plan.target_sizes["layers"])
+    target_config = _with_dtype(family.target_config(source.config, target, depth), recipe.dtype)
     from .derivation import checkpoint_records
 
     if family.tied_copies(source.config, checkpoint_records(reg, source)).untie:
         # It writes a head that is not the embedding: re-tying them would change its logits.
         target_config = {**target_config, "tie_word_embeddings": False}
-    plan = Plan(parent, source, learngene, recipe, target_config)
-    check_target(recipe.method, plan.source_sizes, plan.method_sizes)
-    return plan
+    return dataclasses.replace(plan, target_config=target_config)
 
 
 def _with_dtype(config: dict[str, Any], dtype: str) -> dict[str, Any]:

@@ -22,7 +22,14 @@ from zoo.errors import (
     InvalidInputError,
     InvalidTargetError,
 )
-from zoo.families.base import Family, Signal, SignalKind, TargetSize, Ties
+from zoo.families.base import (
+    Family,
+    Signal,
+    SignalKind,
+    TargetSize,
+    Ties,
+    layers_by_position,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -1023,10 +1030,31 @@ class TransformerFamily(Family):
         """Write ``plan``'s sizes into ``config`` (a deep copy of ``source``)."""
         raise NotImplementedError
 
-    def target_config(self, config: Mapping[str, Any], target: TargetSize) -> dict[str, Any]:
+    def write_layer_config(
+        self, config: dict[str, Any], source: Mapping[str, Any], layer_map: Sequence[int]
+    ) -> None:
+        """Write ``config``'s per-layer fields (a deep copy of ``source``'s, already at the
+        target's sizes): target layer ``j`` takes source layer ``layer_map[j]``'s. A family
+        whose configs have none writes nothing."""
+
+    def target_config(
+        self,
+        config: Mapping[str, Any],
+        target: TargetSize,
+        layer_map: Sequence[int] | None = None,
+    ) -> dict[str, Any]:
         plan = self.plan(config, target)
+        source_layers = self.sizes(config)["layers"]
+        if layer_map is None:
+            layer_map = layers_by_position(source_layers, plan.layers)
+        elif len(layer_map) != plan.layers or not all(0 <= i < source_layers for i in layer_map):
+            raise InvalidInputError(
+                f"a layer map for {plan.layers} target layers of a {source_layers}-layer "
+                f"source names one source layer per target layer; got {list(layer_map)}."
+            )
         out = copy.deepcopy(dict(config))
         self.write_config(out, plan, config)
+        self.write_layer_config(out, config, layer_map)
         return out
 
 

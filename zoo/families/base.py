@@ -105,6 +105,24 @@ class TargetSize:
     kv_heads: int | None = None
 
 
+def layers_by_position(source_layers: int, target_layers: int) -> list[int]:
+    """The source layer at each target layer's place along depth: with both stacks laid
+    over the same span, the source layer under the target layer's centre (the deeper of
+    two when the centre falls on their boundary).
+
+    Where a method resamples depth as any other axis (dwt, dct), a target layer blends
+    the source layers around its place; no single one makes it, and this is the one it
+    is centred on. Halving a stack centres each target layer on the boundary between the
+    two layers it blends (haar takes them equally): the deeper one is taken so that a
+    pattern closing each period with a full-attention layer (Gemma's) keeps it.
+
+    Example:
+        >>> layers_by_position(4, 8), layers_by_position(6, 4), layers_by_position(4, 2)
+        ([0, 0, 1, 1, 2, 2, 3, 3], [0, 2, 3, 5], [1, 3])
+    """
+    return [(2 * j + 1) * source_layers // (2 * target_layers) for j in range(target_layers)]
+
+
 class Family(ABC):
     """One architecture family (bert, gpt2, ...)."""
 
@@ -118,12 +136,22 @@ class Family(ABC):
         """Sizes of the roles that can change, e.g. ``{"layers": 12, "hidden": 768, ...}``."""
 
     @abstractmethod
-    def target_config(self, config: Mapping[str, Any], target: TargetSize) -> dict[str, Any]:
+    def target_config(
+        self,
+        config: Mapping[str, Any],
+        target: TargetSize,
+        layer_map: Sequence[int] | None = None,
+    ) -> dict[str, Any]:
         """The source ``config`` rewritten for ``target``.
 
         Defaults keep head_dim and the source's intermediate/hidden ratio. Raises
         :class:`zoo.errors.InvalidTargetError` before any work when the request cannot be
         built, with a message that says what would work.
+
+        ``layer_map``: the source layer each target layer is made from (its weights copied
+        or derived from it), which the config's per-layer fields (attention types) follow,
+        so a layer computes as the layer it came from; ``None``: the source layer at each
+        target layer's place along depth (:func:`layers_by_position`).
         """
 
     @abstractmethod

@@ -6,8 +6,9 @@ and a gated MLP, a final RMSNorm and an LM head (often tied to the embeddings). 
 them apart is named in a :class:`Decoder` declaration (biases on q/k/v, RMSNorms on
 queries and keys, extra norms around each block, fused projections, gains stored as
 ``1 + w``, config keys that follow head_dim or the depth); :class:`DecoderFamily` turns
-any declaration into a family. Soft-caps and sliding windows are config values a resize
-keeps as they are, so they need no declaration.
+any declaration into a family. Soft-caps and the sliding window's width are config values
+a resize keeps as they are. Which layers slide is per layer: each target layer takes the
+attention type of the source layer it is made from (:meth:`DecoderFamily.write_layer_config`).
 
 Signals (``attn`` = heads * head_dim, ``kv`` = kv_heads * head_dim; ``attn`` equals
 ``hidden`` unless the config sets head_dim apart)::
@@ -92,7 +93,15 @@ class Decoder:
         follow_head_dim: config keys that equal head_dim in the source and must follow it
             (Gemma 2 and 3's ``query_pre_attn_scalar``); a different value is kept.
         per_layer_keys: config lists with one entry per layer (``layer_types``: sliding or
-            full attention), rewritten for the target's depth by :func:`layer_pattern`.
+            full attention); target layer ``j`` takes the entry of the source layer it is
+            made from.
+        full_every: how transformers fills ``layer_types`` when a config has none: every
+            n-th layer full, the others sliding, n read from the config key when it has
+            it, else the default (Gemma 2: ``(None, 2)``; Gemma 3:
+            ``("sliding_window_pattern", 6)``).
+        sliding_from: the same for a config that says where sliding starts: with
+            ``use_sliding_window``, the layers from the key's value on slide, the first
+            ones are full (Qwen2 and Qwen3: ``("max_window_layers", 28)``).
         heads_divide_hidden: transformers' config class refuses a hidden size that the
             head count does not divide, even where head_dim is set apart (llama, Gemma 2
             and 3), so targets keep to it.
@@ -109,28 +118,13 @@ class Decoder:
     gain_offset: bool = False
     follow_head_dim: tuple[str, ...] = ()
     per_layer_keys: tuple[str, ...] = ("layer_types",)
+    full_every: tuple[str | None, int] | None = None
+    sliding_from: tuple[str, int] | None = None
     heads_divide_hidden: bool = False
 
 
-def layer_pattern(values: Sequence[Any], layers: int) -> list[Any]:
-    """A per-layer config list (attention types) for a model of ``layers`` layers.
-
-    A shallower target takes the first entries, the layers weight selection keeps (and,
-    for a pattern that starts at layer 0 like Gemma 2's alternating sliding and full
-    attention, the pattern itself); a deeper one repeats each entry in place, target
-    layer ``j`` taking source layer ``j * S // T``'s: the layer ``--depth identity``
-    copies there, so the deeper model computes the source's function.
-
-    Example:
-        >>> layer_pattern(["sliding", "full", "sliding", "full"], 2)
-        ['sliding', 'full']
-        >>> layer_pattern(["sliding", "full"], 4)
-        ['sliding', 'sliding', 'full', 'full']
-    """
-    n = len(values)
-    if layers <= n:
-        return list(values[:layers])
-    return [values[j * n // layers] for j in range(layers)]
+#: transformers' names of the two attention types in ``layer_types``
+SLIDING, FULL = "sliding_attention", "full_attention"
 
 
 class DecoderFamily(TransformerFamily):
@@ -422,7 +416,6 @@ class DecoderFamily(TransformerFamily):
         return plan.heads // group
 
     def write_config(self, config: dict[str, Any], plan: Plan, source: Mapping[str, Any]) -> None:
-        src_layers = config_int(source, "num_hidden_layers", self.name)
         src_head_dim = self._heads(source)[3]
         config["num_hidden_layers"] = plan.layers
         config["hidden_size"] = plan.hidden
@@ -434,10 +427,65 @@ class DecoderFamily(TransformerFamily):
         for key in self.decl.follow_head_dim:
             if source.get(key) == src_head_dim:
                 config[key] = plan.head_dim
+
+    def write_layer_config(
+        self, config: dict[str, Any], source: Mapping[str, Any], layer_map: Sequence[int]
+    ) -> None:
+        """Each target layer attends as the source layer ``layer_map`` makes it from: the
+        per-layer lists take that layer's entry; attention types that transformers
+        computes from each layer's index (a config that lists none) are listed where the
+        map breaks that rule; and where sliding starts (Qwen's ``max_window_layers``)
+        moves to where the target's starts."""
+        src_layers = config_int(source, "num_hidden_layers", self.name)
         for key in self.decl.per_layer_keys:
             values = source.get(key)
             if isinstance(values, list) and len(values) == src_layers:
-                config[key] = layer_pattern(values, plan.layers)
+                config[key] = [values[i] for i in layer_map]
+        listed = isinstance(source.get("layer_types"), list)
+        types = self._computed_layer_types(source, src_layers)
+        if listed or types is None:
+            types = config.get("layer_types")
+        else:
+            types = [types[i] for i in layer_map]
+        if not isinstance(types, list) or len(types) != len(layer_map):
+            return
+        if (
+            self.decl.sliding_from
+            and _slides(config)
+            and self._computed_layer_types(config, len(types)) != types
+        ):
+            # Sliding from the target's first sliding layer on: exact where its full layers
+            # come first (a depth grown in place); otherwise no index says it, and
+            # layer_types (below) does, which transformers reads instead.
+            key, _ = self.decl.sliding_from
+            config[key] = next((j for j, t in enumerate(types) if t != FULL), len(types))
+        if not listed and self._computed_layer_types(config, len(types)) != types:
+            config["layer_types"] = types
+
+    def _computed_layer_types(self, config: Mapping[str, Any], layers: int) -> list[str] | None:
+        """The attention types transformers gives a config that lists none (the rule of
+        its config class: all full where sliding is off), or None where the family has no
+        such rule or the config's value is not a layer count."""
+        if self.decl.full_every is not None:
+            key, default = self.decl.full_every
+            every = config.get(key, default) if key else default
+            if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+                return None
+            return [SLIDING if (j + 1) % every else FULL for j in range(layers)]
+        if self.decl.sliding_from is not None:
+            key, default = self.decl.sliding_from
+            start = config.get(key, default)
+            if isinstance(start, bool) or not isinstance(start, int):
+                return None
+            slides = _slides(config)
+            return [SLIDING if slides and j >= start else FULL for j in range(layers)]
+        return None
+
+
+def _slides(config: Mapping[str, Any]) -> bool:
+    """Whether a config that says where sliding starts (Qwen2's) has sliding layers at all:
+    transformers drops the window unless ``use_sliding_window`` is set."""
+    return bool(config.get("use_sliding_window")) and config.get("sliding_window") is not None
 
 
 def _partial_rotary(config: Mapping[str, Any]) -> float:

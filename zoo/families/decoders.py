@@ -17,11 +17,23 @@ LLAMA = Decoder("llama", ("llama",), frozenset({"LlamaModel"}), heads_divide_hid
 MISTRAL = Decoder("mistral", ("mistral",), frozenset({"MistralModel"}))
 
 # Qwen2 and Qwen2.5: biases on q, k and v (not on o_proj); small ones tie the LM head.
-QWEN2 = Decoder("qwen2", ("qwen2",), frozenset({"Qwen2Model"}), qkv_bias=True)
+QWEN2 = Decoder(
+    "qwen2",
+    ("qwen2",),
+    frozenset({"Qwen2Model"}),
+    qkv_bias=True,
+    sliding_from=("max_window_layers", 28),
+)
 
 # Qwen3 (dense): no q/k/v biases, an RMSNorm over head_dim on queries and keys, and a
 # head_dim set apart from hidden / heads (128 at every size).
-QWEN3 = Decoder("qwen3", ("qwen3",), frozenset({"Qwen3Model"}), qk_norm=True)
+QWEN3 = Decoder(
+    "qwen3",
+    ("qwen3",),
+    frozenset({"Qwen3Model"}),
+    qk_norm=True,
+    sliding_from=("max_window_layers", 28),
+)
 
 # Gemma: RMSNorm gains stored as w in (1 + w); embeddings scaled by sqrt(hidden_size),
 # which transformers computes from the target's config, so nothing is stored for it.
@@ -37,6 +49,7 @@ GEMMA2 = Decoder(
     gain_offset=True,
     sandwich_norms=True,
     follow_head_dim=("query_pre_attn_scalar",),
+    full_every=(None, 2),
     heads_divide_hidden=True,
 )
 
@@ -50,6 +63,7 @@ GEMMA3 = Decoder(
     sandwich_norms=True,
     qk_norm=True,
     follow_head_dim=("query_pre_attn_scalar",),
+    full_every=("sliding_window_pattern", 6),
     heads_divide_hidden=True,
 )
 

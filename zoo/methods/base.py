@@ -88,6 +88,18 @@ class Method:
         """The source layer target ``layer`` is made from, for a :attr:`layer_local` method."""
         raise NotImplementedError(f"{self.name} is not layer-local")
 
+    def depth_map(self, source_layers: int, target_layers: int) -> list[int]:
+        """The source layer each target layer is made from along depth: the one it copies,
+        or, for a method that resamples depth as any other axis, the one at its place
+        (:func:`zoo.families.base.layers_by_position`). A target's per-layer config
+        (attention types) follows it."""
+        if self.layer_local:
+            s, t = source_layers, target_layers
+            return [self.source_layer(j, s, t) for j in range(t)]
+        from zoo.families.base import layers_by_position
+
+        return layers_by_position(source_layers, target_layers)
+
     def uneven(self, source: Mapping[str, int], target: Mapping[str, int]) -> list[str]:
         """The sizes that grow by other than a whole multiple, when the method needs whole
         multiples (else none)."""

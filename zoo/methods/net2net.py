@@ -51,6 +51,9 @@ class Net2Net(Method):
             maps=unit_maps,
         )
 
+    def depth_map(self, source_layers: int, target_layers: int) -> list[int]:
+        return [j % source_layers for j in range(target_layers)]  # the stack again
+
 
 NET2NET = Net2Net()
 
