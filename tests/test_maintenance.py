@@ -309,6 +309,81 @@ def test_stored_child_keeps_removed_parent_row_but_not_its_blobs(registry, famil
     assert registry.fsck().ok
 
 
+@pytest.fixture
+def base_of_removed_task_model(registry, tiny_dir, tmp_path):
+    """A llama task model (with its generation config), its base model saved on its own
+    (no side files: it takes the task model's through the backbone edge), a virtual size
+    materialized from the base model; then the task model removed."""
+    import transformers
+
+    task_dir = tiny_dir("llama")
+    task = registry.import_checkpoint(task_dir)
+    transformers.AutoModel.from_pretrained(task_dir).save_pretrained(tmp_path / "base")
+    base = registry.import_checkpoint(tmp_path / "base")
+    small = registry.materialize(base.name, layers=1, hidden=16).artifact
+    assert base.files == () and "generation_config.json" in {f.name for f in task.files}
+    registry.rm(task.name)
+    return {"task": task, "base": base, "small": small, "task_dir": task_dir}
+
+
+def test_gc_keeps_the_side_files_kept_artifacts_take_from_a_removed_ancestor(
+    registry, base_of_removed_task_model, tmp_path
+):
+    """A base model saved on its own, and what is materialized from it, carry the task
+    model's side files: removing the task model sweeps its own tensors, not those files,
+    until nothing kept takes them any more."""
+    task, base, small = (base_of_removed_task_model[k] for k in ("task", "base", "small"))
+    task_dir = base_of_removed_task_model["task_dir"]
+    side = {f.digest for f in task.files}
+    report = registry.gc(grace=0)
+    assert report.swept and not side & {b.name for b in report.swept}
+    assert task.name in report.kept_deleted
+    exported = registry.export(base.name, out=tmp_path / "export")
+    assert (exported / "generation_config.json").read_bytes() == (
+        task_dir / "generation_config.json"
+    ).read_bytes()
+    # And so does the size materialized from the base model, through its materialize edge.
+    again = registry.rederive(small.name, out=tmp_path / "small").out
+    assert (again / "generation_config.json").read_bytes() == (
+        task_dir / "generation_config.json"
+    ).read_bytes()
+    assert registry.fsck().ok and registry.verify().ok
+    # Once nothing kept takes them, they go with the rest of the task model.
+    registry.rm(base.name, cascade=True)
+    report = registry.gc(grace=0)
+    assert side <= {b.name for b in report.swept}
+    assert set(report.hard_deleted) == {task.name, base.name, small.name}
+    assert list(registry.store.digests()) == []
+
+
+def test_verify_and_fsck_check_the_side_files_a_kept_artifact_takes_from_a_removed_one(
+    registry, base_of_removed_task_model, run_cli
+):
+    """A side file of a removed task model that its kept base model takes is a blob the
+    base model needs: fsck and verify report it missing under the base model's name (and
+    the size made from it), and `zoo verify --repair` reads it again from the task
+    model's folder."""
+    task, base, small = (base_of_removed_task_model[k] for k in ("task", "base", "small"))
+    task_dir = base_of_removed_task_model["task_dir"]
+    victim = next(f.digest for f in task.files if f.name == "generation_config.json")
+    registry.store.delete(victim)
+    heirs = tuple(sorted((base.name, small.name)))
+    assert [(p.digest, p.problem, p.artifacts) for p in registry.fsck().problems] == [
+        (victim, "missing", heirs)
+    ]
+    assert [(p.digest, p.problem, p.artifacts) for p in registry.verify().problems] == [
+        (victim, "missing", heirs)
+    ]
+    assert [p.digest for p in registry.verify(base.name).problems] == [victim]
+    assert [p.digest for p in registry.verify(small.name).problems] == [victim]
+    code, out, _ = run_cli("verify", base.name)
+    assert code == 6 and f"reads it again from {task_dir}" in out, out
+    code, out, _ = run_cli("verify", "--repair")
+    assert code == 0 and registry.store.verify(victim), out
+    assert registry.store.get(victim) == (task_dir / "generation_config.json").read_bytes()
+    assert registry.fsck().ok and task.name not in {i.name for i in registry.list()}
+
+
 def test_gc_never_deletes_a_referenced_blob(registry, family):
     _age_all_blobs(registry, 30 * DAY)
     before = set(registry.store.digests())

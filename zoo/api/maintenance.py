@@ -144,14 +144,32 @@ def _stored_digests_of(session: Session, artifact_ids: Iterable[int]) -> set[str
     return out
 
 
+def _inherited_refs(session: Session, artifact_ids: Iterable[int]) -> list[tuple[int, str, int]]:
+    """``(heir, digest, nbytes)`` of every side file one of ``artifact_ids`` takes from an
+    ancestor (a tokenizer, a card: zoo.api.side_files.files_of), removed or not."""
+    from .side_files import inherited_files
+
+    return [
+        (heir, f.digest, f.nbytes)
+        for heir, inherited in inherited_files(session, artifact_ids).items()
+        for f in inherited.files
+    ]
+
+
+def _kept_ids(session: Session) -> list[int]:
+    return list(session.scalars(select(Artifact.id).where(Artifact.deleted_at.is_(None))))
+
+
 def _mark(session: Session) -> tuple[set[str], set[int]]:
     """(digests kept rows need, ids of rows that must stay: kept ones and their ancestors).
 
-    A digest is needed when a kept, stored (non-virtual) artifact holds it, or when a kept
-    virtual artifact needs it to be re-derived: every stored tensor of what it was made
-    from, up the edges zoo recorded (extract, materialize), even of artifacts that were
-    removed. A row stays while a kept one descends from it by any edge (a declared parent
-    is the anchor of its child's lineage), but its blobs go unless they are needed.
+    A digest is needed when a kept, stored (non-virtual) artifact holds it, when a kept
+    virtual artifact needs it to be re-derived (every stored tensor of what it was made
+    from, up the edges zoo recorded: extract, materialize), or when a kept artifact takes
+    it as a side file from an ancestor (a base model saved alone, its task model's
+    tokenizer), even of artifacts that were removed. A row stays while a kept one
+    descends from it by any edge (a declared parent is the anchor of its child's
+    lineage), but its blobs go unless they are needed.
     """
     rows = session.execute(
         select(Artifact.id, Artifact.virtual).where(Artifact.deleted_at.is_(None))
@@ -171,14 +189,17 @@ def _mark(session: Session) -> tuple[set[str], set[int]]:
     )
     made_from = _parents_of(_edges(session, RECORDED))
     digests |= _stored_digests_of(session, _walk(virtual, made_from))
+    digests |= {digest for _, digest, _ in _inherited_refs(session, kept)}
     return digests, needed_rows
 
 
 def _needed_by_virtual(session: Session, artifact_id: int) -> set[str]:
     """The stored digests a virtual artifact needs to be re-derived (through virtual
-    ancestors, which are re-derived in turn), up the edges zoo recorded."""
+    ancestors, which are re-derived in turn), up the edges zoo recorded, and the side
+    files it takes from an ancestor."""
     made_from = _parents_of(_edges(session, RECORDED))
-    return _stored_digests_of(session, _walk([artifact_id], made_from))
+    digests = _stored_digests_of(session, _walk([artifact_id], made_from))
+    return digests | {digest for _, digest, _ in _inherited_refs(session, [artifact_id])}
 
 
 # --- rm ----------------------------------------------------------------------------------
@@ -459,13 +480,25 @@ def _forget_placeholders(session: Session, ids: list[int], by: str) -> None:
                 session.execute(statement)
 
 
+def _names_of(session: Session, artifact_ids: Iterable[int]) -> dict[int, str]:
+    ids = sorted(set(artifact_ids))
+    out: dict[int, str] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        out.update(
+            session.execute(select(Artifact.id, Artifact.name).where(Artifact.id.in_(chunk))).all()
+        )
+    return out
+
+
 # --- fsck --------------------------------------------------------------------------------
 
 
 def _kept_tensors(session: Session) -> dict[str, int]:
-    """digest -> nbytes for every tensor and file of a kept, stored artifact."""
+    """digest -> nbytes for every tensor and file of a kept, stored artifact, and every
+    side file a kept artifact takes from an ancestor."""
     refs = _refs()
-    return dict(
+    needed = dict(
         session.execute(
             select(refs.c.digest, refs.c.nbytes)
             .join(Artifact, Artifact.id == refs.c.artifact_id)
@@ -473,12 +506,20 @@ def _kept_tensors(session: Session) -> dict[str, int]:
             .distinct()
         ).all()
     )
+    needed.update((d, n) for _, d, n in _inherited_refs(session, _kept_ids(session)))
+    return needed
 
 
 def _holders(session: Session, digests: Iterable[str]) -> dict[str, tuple[str, ...]]:
-    """digest -> names of the kept, stored artifacts holding it."""
+    """digest -> names of the kept, stored artifacts holding it, and of the kept
+    artifacts taking it as a side file from an ancestor."""
     digests = sorted(set(digests))
     out: dict[str, set[str]] = {}
+    wanted = set(digests)
+    heirs = [(h, d) for h, d, _ in _inherited_refs(session, _kept_ids(session)) if d in wanted]
+    names = _names_of(session, {h for h, _ in heirs})
+    for heir, digest in heirs:
+        out.setdefault(digest, set()).add(names[heir])
     for start in range(0, len(digests), _CHUNK):
         refs = _refs()
         for digest, name in session.execute(
@@ -662,7 +703,8 @@ def _verify(reg, query: str | None, *, workers: int | None) -> VerifyReport:
                     *queries.tensor_records(session, row.id),
                     *queries.file_records(session, row.id),
                 ]
-                digests = sorted({r.digest for r in records})
+                inherited = {d for _, d, _ in _inherited_refs(session, [row.id])}
+                digests = sorted({r.digest for r in records} | inherited)
 
     def check(digest: str) -> tuple[str, int, str | None, str]:
         try:
@@ -689,7 +731,7 @@ def _verify(reg, query: str | None, *, workers: int | None) -> VerifyReport:
         BlobProblem(
             d,
             p,
-            tuple(sorted({h.name for h in held.get(d, [])})),
+            tuple(sorted({h.needed_by for h in held.get(d, [])})),
             m,
             f"move the folder at its name away, then: {fix_hint(held.get(d, []))}"
             if p == "not a file"

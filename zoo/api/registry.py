@@ -517,10 +517,12 @@ class Registry:
     def gc(self, *, grace: str | float = "24h", dry_run: bool = False):
         """Collect garbage: sweep blobs nothing kept needs, then forget removed rows.
 
-        A blob is kept while a kept stored artifact holds it, or while a kept virtual
-        artifact needs it to be re-derived (its ancestors' tensors, even removed ones).
-        Other blobs are swept once older than ``grace``; removed rows that no kept
-        artifact descends from are then deleted for good.
+        A blob is kept while a kept stored artifact holds it, while a kept virtual
+        artifact needs it to be re-derived (its ancestors' tensors, even removed ones),
+        or while a kept artifact takes it as a side file from an ancestor (a base model
+        saved on its own, its removed task model's tokenizer and card). Other blobs are
+        swept once older than ``grace``; removed rows that no kept artifact descends from
+        are then deleted for good.
 
         Args:
             grace: minimum blob age before a sweep, e.g. ``"24h"`` or seconds. Writers
@@ -553,10 +555,12 @@ class Registry:
     def verify(self, name: str | None = None, *, repair: bool = False):
         """Re-hash stored blobs: all of them, or those one artifact needs.
 
-        For a virtual artifact, the blobs it is re-derived from are checked. Each damaged
-        blob's ``fix`` says what restores it; ``repair`` restores those zoo can produce
-        again (a learngene's, extracted again; a stored derived checkpoint's, re-derived;
-        a source's, read again from the folder it was imported from).
+        For a virtual artifact, the blobs it is re-derived from are checked; for any
+        artifact, the side files it takes from an ancestor too (a base model saved on its
+        own, its task model's tokenizer and card). Each damaged blob's ``fix`` says what
+        restores it; ``repair`` restores those zoo can produce again (a learngene's,
+        extracted again; a stored derived checkpoint's, re-derived; a source's, or a side
+        file's, read again from the folder it was imported from).
 
         Returns:
             A :class:`~zoo.api.reports.VerifyReport`; ``report.ok`` is False when a

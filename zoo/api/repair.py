@@ -44,10 +44,21 @@ class Holder:
     # The side file (a card, a tokenizer file) the blob was, which the source's folder
     # holds changed since the import: the folder cannot give the blob back.
     changed: str = ""
+    # The kept artifact that takes this side file from the holder, its ancestor (a base
+    # model saved alone, from its task model): the one that needs it, the holder being
+    # the one zoo restores it from, kept or removed.
+    heir: str = ""
+
+    @property
+    def needed_by(self) -> str:
+        """The kept artifact that needs the blob."""
+        return self.heir or self.name
 
 
 def holders(session: Session, digests) -> dict[str, list[Holder]]:
-    """digest -> the kept, stored artifacts holding it, those zoo can repair from first."""
+    """digest -> the kept, stored artifacts holding it, and the owners of the side files
+    kept artifacts take from an ancestor (on each heir's behalf), those zoo can repair
+    from first."""
     digests = sorted(set(digests))
     found: dict[str, list[Holder]] = {}
     for start in range(0, len(digests), _CHUNK):
@@ -69,7 +80,27 @@ def holders(session: Session, digests) -> dict[str, list[Holder]]:
             held = found.setdefault(digest, [])
             if all(h.artifact_id != row.id for h in held):  # a tensor and a file alike
                 held.append(_unless_changed(session, _holder(session, row), digest))
+    for digest, heir in _heirs(session, digests):
+        found.setdefault(digest, []).append(heir)
     return {d: sorted(_blocked(session, h), key=lambda h: _ORDER[h.how]) for d, h in found.items()}
+
+
+def _heirs(session: Session, digests: list[str]) -> list[tuple[str, Holder]]:
+    """(digest, holder) for each kept artifact taking one of ``digests`` as a side file
+    from an ancestor: its owner's holder, which restores it, on the heir's behalf."""
+    from .side_files import inherited_files
+
+    wanted = set(digests)
+    kept = session.scalars(select(Artifact.id).where(Artifact.deleted_at.is_(None))).all()
+    found = []
+    for heir, inherited in inherited_files(session, kept).items():
+        for f in inherited.files:
+            if f.digest in wanted:
+                owner = _holder(session, session.get(Artifact, inherited.owner))
+                heir_name = session.get(Artifact, heir).name
+                owner = _unless_changed(session, owner, f.digest)
+                found.append((f.digest, dataclasses.replace(owner, heir=heir_name)))
+    return found
 
 
 def _unless_changed(session: Session, h: Holder, digest: str) -> Holder:
@@ -166,7 +197,7 @@ def fix_hint(holders_of_blob: list[Holder]) -> str:
         return f"import {h.name} again from its folder, {h.origin}, no longer on this machine"
     if h.origin:
         return f"import {h.name} again: `zoo import {h.origin}`"
-    return f"restore the store from a backup, or remove {h.name} with `zoo rm`"
+    return f"restore the store from a backup, or remove {h.needed_by} with `zoo rm`"
 
 
 def restore(reg, digests) -> tuple[list[str], dict[str, str]]:

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from zoo.db import queries
 from zoo.db.entities import ArtifactInfo, FileRecord
+from zoo.db.models import ArtifactFile, Edge
 from zoo.errors import InvalidInputError
 
 #: A sentence-transformers pooling module's input width, as versions up to 5 and from 6
@@ -31,21 +35,35 @@ POOLING_WIDTH = ("word_embedding_dimension", "embedding_dimension")
 #: Edges along which the vocabulary, so the tokenizer, is unchanged.
 SAME_VOCABULARY = ("extract", "materialize", "backbone")
 
+_CHUNK = 500  # ids in one IN (...) list
+
+
+def _nearest_first(start: int, parents: Callable[[int], Iterable[int]]) -> Iterator[int]:
+    """``start``, then its ancestors up the edges ``parents`` gives (those along which the
+    vocabulary is unchanged, in the order they were recorded), breadth first."""
+    todo, seen = deque([start]), {start}
+    while todo:
+        node = todo.popleft()
+        yield node
+        for parent in parents(node):
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+
 
 def _up(reg, info: ArtifactInfo, found):
     """The first non-empty ``found(session, artifact id)`` from ``info`` up zoo's own
     edges, breadth first; None if none."""
     with reg.session() as session:
-        todo, seen = deque([info.id]), {info.id}
-        while todo:
-            node = todo.popleft()
+
+        def parents(node: int) -> list[int]:
+            edges = queries.edges(session, child_id=node)
+            return [e.parent_id for e in edges if e.relation in SAME_VOCABULARY]
+
+        for node in _nearest_first(info.id, parents):
             got = found(session, node)
             if got:
                 return got
-            for edge in queries.edges(session, child_id=node):
-                if edge.relation in SAME_VOCABULARY and edge.parent_id not in seen:
-                    seen.add(edge.parent_id)
-                    todo.append(edge.parent_id)
     return None
 
 
@@ -54,6 +72,54 @@ def files_of(reg, info: ArtifactInfo) -> tuple[FileRecord, ...]:
     if info.files:
         return info.files
     return _up(reg, info, lambda session, node: tuple(queries.file_records(session, node))) or ()
+
+
+@dataclass(frozen=True)
+class Inherited:
+    """The files an artifact storing none of its own takes from ``owner``, its nearest
+    ancestor that stores some (see :func:`files_of`)."""
+
+    owner: int
+    files: tuple[FileRecord, ...]
+
+
+def inherited_files(session: Session, artifact_ids: Iterable[int]) -> dict[int, Inherited]:
+    """Heir id -> what :func:`files_of` gives it from an ancestor, for each of
+    ``artifact_ids`` that stores no files of its own and has such an ancestor. Those blobs
+    are the heir's as much as the owner's: its folders are written with them, even once
+    the owner is removed (a task model removed, its base model saved alone kept). The
+    edges and who stores files are read once, for any number of ids."""
+    up: dict[int, list[int]] = {}
+    for child, parent in session.execute(
+        select(Edge.child_id, Edge.parent_id)
+        .where(Edge.relation.in_(SAME_VOCABULARY))
+        .order_by(Edge.id)
+    ):
+        up.setdefault(child, []).append(parent)
+    storing = set(session.scalars(select(ArtifactFile.artifact_id).distinct()))
+    owner_of: dict[int, int] = {}
+    for heir in artifact_ids:
+        if heir not in storing:
+            ancestry = _nearest_first(heir, lambda node: up.get(node, ()))
+            owner = next((node for node in ancestry if node in storing), None)
+            if owner is not None:
+                owner_of[heir] = owner
+    files: dict[int, list[FileRecord]] = {}
+    owners = sorted(set(owner_of.values()))
+    for start in range(0, len(owners), _CHUNK):
+        for owner, name, role, nbytes, digest in session.execute(
+            select(
+                ArtifactFile.artifact_id,
+                ArtifactFile.name,
+                ArtifactFile.role,
+                ArtifactFile.nbytes,
+                ArtifactFile.digest,
+            )
+            .where(ArtifactFile.artifact_id.in_(owners[start : start + _CHUNK]))
+            .order_by(ArtifactFile.artifact_id, ArtifactFile.name)
+        ):
+            files.setdefault(owner, []).append(FileRecord(name, role, nbytes, digest))
+    return {heir: Inherited(owner, tuple(files.get(owner, ()))) for heir, owner in owner_of.items()}
 
 
 def out_files(reg, source: ArtifactInfo) -> dict[str, bytes]:
@@ -147,8 +213,6 @@ def source_card_of(reg, source: ArtifactInfo) -> SourceCard:
 
 def _hub_repo(session, artifact_id: int) -> str | None:
     """The Hub repository ``artifact_id`` was imported from last, if any."""
-    from sqlalchemy import select
-
     from zoo.db.models import ImportRecord
 
     origin = session.scalar(
