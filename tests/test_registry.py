@@ -12,6 +12,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,62 @@ def test_a_file_changed_while_it_is_imported_stores_and_records_nothing_under_it
     root = Path(registry.settings.store_url)
     for blob in root.glob("??/*"):
         assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name, blob
+
+
+@pytest.mark.parametrize("size", ["tiny", "threaded"])
+def test_weights_saved_over_while_imported_are_refused_when_nothing_is_read_again(
+    registry, tmp_path, monkeypatch, run_cli, size
+):
+    """A trainer saves a new version over the weights (truncate, then write) after zoo
+    hashed their tensors and before it hashes the whole file. The registry holds every
+    blob already, so no tensor is read again to be stored, and no read comes up short:
+    only the file's own state says it changed. The import is refused in one line, exit 2,
+    and the checkpoint keeps the one import it had, not one recording another file's
+    digest. "threaded": the whole file is hashed in the background, as the tensors are
+    stored."""
+    from tinymodels import save_tiny
+
+    import zoo.checkpoint.hf as hf
+
+    extra = {"vocab_size": 20000} if size == "threaded" else {}
+    first = save_tiny("bert", tmp_path / "first", **extra)
+    newer = save_tiny("bert", tmp_path / "newer", seed=1, **extra)
+    weights = first / "model.safetensors"
+    assert weights.stat().st_size == (newer / "model.safetensors").stat().st_size
+    known = registry.import_checkpoint(first)
+    folder = tmp_path / "copy"
+    shutil.copytree(first, folder)
+    hash_tensors, hash_file = hf._FileReader._hash_tensors, hf._FileReader._hash_file
+    hashed: list[str] = []
+    all_hashed = threading.Event()
+    saved = []
+
+    def hash_tensors_and_count(reader, fname, entries):
+        digests = hash_tensors(reader, fname, entries)
+        hashed.extend(digests)
+        if len(hashed) == len(known.tensors):
+            all_hashed.set()
+        return digests
+
+    def save_over_then_hash(reader, fname, header, counter):
+        # Once every tensor is hashed (on other threads, "threaded"): truncating the file
+        # earlier would cut a tensor's read short, which zoo refuses for that reason.
+        assert all_hashed.wait(60)
+        with open(folder / fname, "wb") as f:  # what save_file does: truncate, then write
+            f.write((newer / fname).read_bytes())
+        saved.append(fname)
+        return hash_file(reader, fname, header, counter)
+
+    monkeypatch.setattr(hf._FileReader, "_hash_tensors", hash_tensors_and_count)
+    monkeypatch.setattr(hf._FileReader, "_hash_file", save_over_then_hash)
+    code, out, err = run_cli("import", str(folder))
+    assert saved == ["model.safetensors"]
+    assert code == 2 and err.count("\n") == 1, out + err
+    assert f"{folder} changed while zoo imported it" in err and "nothing was recorded" in err
+    assert "model.safetensors" in err, err
+    (kept,) = registry.list()
+    assert [i.origin for i in registry.show(kept.name).imports] == [str(first.resolve())]
+    assert kept.id == known.id
 
 
 # The CLI in a process of its own (a SIGBUS kills the process that reads): the weights

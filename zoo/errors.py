@@ -136,11 +136,14 @@ class BlobNotAFileError(BlobMissingError):
 
 class ChangedWhileReadError(InvalidInputError):
     """A file changed while zoo read it: its bytes read a second time (to store them) are
-    not those hashed the first time. Nothing is stored under the first hash."""
+    not those hashed the first time, or it was written to between zoo's first read of it
+    and its last. Nothing is stored under the first hash."""
 
-    def __init__(self, message: str, *, digest: str | None = None) -> None:
+    def __init__(self, message: str, *, digest: str | None = None, why: str | None = None) -> None:
         super().__init__(message)
         self.digest = digest
+        #: What changed, in words for a message that names the whole checkpoint.
+        self.why = why
 
 
 class BlobCorruptError(ZooError, OSError):

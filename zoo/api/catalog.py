@@ -224,12 +224,11 @@ class _Prepared:
         )
 
 
-def _changed(path, tensor: str | None = None) -> ChangedWhileReadError:
-    what = (
-        f"tensor {tensor!r} is not what it held when hashed"
-        if tensor is not None
-        else "its weights were cut short as they were read"
-    )
+def _changed(path, tensor: str | None = None, *, why: str | None = None) -> ChangedWhileReadError:
+    if tensor is not None:
+        what = f"tensor {tensor!r} is not what it held when hashed"
+    else:
+        what = why or "its weights were cut short as they were read"
     return ChangedWhileReadError(
         f"{path} changed while zoo imported it ({what}); nothing was recorded. Import it "
         "again once whatever writes it is done."
@@ -261,8 +260,8 @@ def _prepare(
         raise needs_a_folder(path)
     try:
         opened = open_checkpoint(path, allow_bin=convert_bin)
-    except ChangedWhileReadError:
-        raise _changed(path) from None
+    except ChangedWhileReadError as exc:
+        raise _changed(path, why=exc.why) from None
     with opened as ckpt:
         if ckpt.config is None:
             raise needs_a_folder(path)
@@ -329,8 +328,8 @@ def _prepare(
                 reg.store.put_if_absent(f.digest, functools.partial(bytes, f.data), len(f.data))
         try:
             weight_files = ckpt.files  # hashed in the background, from the same files
-        except ChangedWhileReadError:
-            raise _changed(path) from None
+        except ChangedWhileReadError as exc:
+            raise _changed(path, why=exc.why) from None
         files = {**weight_files, **{f.name: f.digest for f in side}}
         config = ckpt.config
     card = next((f for f in side if f.role == "card"), None)

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from zoo.errors import InvalidCheckpointError, UnreadableError
 
-__all__ = ["cannot_read", "is_regular", "not_a_file", "open_regular", "what_is"]
+__all__ = ["Watch", "cannot_read", "is_regular", "not_a_file", "open_regular", "what_is"]
 
 _KINDS = (
     (stat.S_ISDIR, "a folder"),
@@ -100,3 +100,34 @@ def open_regular(path: Path) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def _state(path: Path) -> tuple[int, ...] | None:
+    """What changes whenever the bytes at ``path`` may have: the file there (device and
+    inode: another renamed over it), its size, and its modification and status-change
+    times (any write or truncation sets both to the present; ``os.utime`` can set the
+    first back, nothing but the clock the second). None where nothing is."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class Watch:
+    """The files of one checkpoint as they stood before zoo first read each, to tell
+    whether any was written to before zoo last read it. Hashing a file while a trainer
+    saves over it (truncating it, then writing the new version) mixes the two versions
+    without a read ever coming up short once the writer is ahead of the reader; the
+    file's state tells."""
+
+    def __init__(self) -> None:
+        self._before: dict[Path, tuple[int, ...] | None] = {}
+
+    def see(self, path: Path) -> None:
+        """Note ``path``'s state, unless noted already: call it before the first read."""
+        self._before.setdefault(Path(path), _state(path))
+
+    def changed(self) -> list[Path]:
+        """The files whose state is not what :meth:`see` noted, in name order."""
+        return sorted(p for p, before in self._before.items() if _state(p) != before)

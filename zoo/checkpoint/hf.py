@@ -13,7 +13,9 @@ per-tensor hashes (content addressing) and the whole-file hash (provenance) stre
 reads at file offsets into small buffers, on worker threads (hashlib releases the GIL), so
 a multi-GB checkpoint hashes at disk or SHA-256 speed. Files are never memory-mapped: a
 file cut short while it is read (a trainer saving over it) is then a one-line
-:class:`~zoo.errors.ChangedWhileReadError`, never a SIGBUS that kills the process.
+:class:`~zoo.errors.ChangedWhileReadError`, never a SIGBUS that kills the process. So is
+a file written to between zoo's first read of it and the end of its hashing, which the
+file's state tells (:class:`~zoo.checkpoint.files.Watch`) where no read came up short.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from zoo.checkpoint.bin_format import PICKLE_SUFFIXES
-from zoo.checkpoint.files import cannot_read, is_regular, not_a_file, open_regular, what_is
+from zoo.checkpoint.files import Watch, cannot_read, is_regular, not_a_file, open_regular, what_is
 from zoo.checkpoint.safetensors_format import (
     MAX_TENSORS,
     Header,
@@ -134,6 +136,7 @@ class LocalCheckpoint:
         metadata: dict[str, str],
         format: str,
         reader: _Reader,
+        watch: Watch,
     ) -> None:
         self.path = path
         self.root = root
@@ -144,6 +147,7 @@ class LocalCheckpoint:
         self.format = format
         self._by_name = {t.name: t for t in tensors}
         self._reader = reader
+        self._watch = watch
 
     def __enter__(self) -> LocalCheckpoint:
         return self
@@ -178,9 +182,17 @@ class LocalCheckpoint:
     def files(self) -> dict[str, str]:
         """Relative file name -> sha256 of the whole file. The weight files may still be
         hashing in the background (their digests are needed only to record an import);
-        reading this waits for them."""
+        reading this waits for them.
+
+        Raises:
+            ChangedWhileReadError: a file was cut short, or written to, between zoo's
+                first read of it and the end of its hashing: the digests (and the
+                tensors' hashes) may mix two versions of it.
+        """
         if callable(self._files):
-            self._files = self._files()
+            files = self._files()
+            _check_unchanged(self.root, self._watch)
+            self._files = files
         return self._files
 
     @property
@@ -270,8 +282,9 @@ def open_checkpoint(
             f"{path} does not exist; pass a checkpoint folder or a .safetensors file.",
             path=str(path),
         )
+    watch = Watch()
     if path.is_dir():
-        return _open_folder(path, allow_bin=allow_bin, progress=progress)
+        return _open_folder(path, allow_bin=allow_bin, progress=progress, watch=watch)
     what = what_is(path)
     if what is not None:
         raise InvalidCheckpointError(
@@ -279,7 +292,7 @@ def open_checkpoint(
             ".safetensors file.",
             path=str(path),
         )
-    return _open_file(path, allow_bin=allow_bin, progress=progress)
+    return _open_file(path, allow_bin=allow_bin, progress=progress, watch=watch)
 
 
 # --- layouts ------------------------------------------------------------------------------
@@ -294,40 +307,46 @@ def needs_a_folder(path: Path) -> InvalidCheckpointError:
     )
 
 
-def _open_file(path: Path, *, allow_bin: bool, progress: Progress | None) -> LocalCheckpoint:
+def _open_file(
+    path: Path, *, allow_bin: bool, progress: Progress | None, watch: Watch
+) -> LocalCheckpoint:
     root = path.parent
     if path.suffix == ".safetensors":
-        return _open_safetensors(path, root, None, [path.name], {}, [], progress)
+        return _open_safetensors(path, root, None, [path.name], {}, [], progress, watch)
     if path.suffix in PICKLE_SUFFIXES:
         if not allow_bin:
             raise _refuse_pickle(path, [path.name])
-        return _open_pickle(path, root, None, [path.name], [], progress)
+        return _open_pickle(path, root, None, [path.name], [], progress, watch)
     raise InvalidCheckpointError(
         f"{path} is not a .safetensors file; pass a .safetensors file or a checkpoint folder.",
         path=str(path),
     )
 
 
-def _open_folder(root: Path, *, allow_bin: bool, progress: Progress | None) -> LocalCheckpoint:
+def _open_folder(
+    root: Path, *, allow_bin: bool, progress: Progress | None, watch: Watch
+) -> LocalCheckpoint:
+    watch.see(root / CONFIG_NAME)
     config = _read_config(root)
     for name in (SAFE_WEIGHTS_NAME, SAFE_INDEX_NAME):
         if os.path.lexists(root / name) and not is_regular(root / name):
             raise not_a_file(root / name)
     if (root / SAFE_WEIGHTS_NAME).is_file():
         return _open_safetensors(
-            root, root, config, [SAFE_WEIGHTS_NAME], {}, [CONFIG_NAME], progress
+            root, root, config, [SAFE_WEIGHTS_NAME], {}, [CONFIG_NAME], progress, watch
         )
     if (root / SAFE_INDEX_NAME).is_file():
+        watch.see(root / SAFE_INDEX_NAME)
         weight_map = _read_index(root, SAFE_INDEX_NAME)
         shards = sorted(set(weight_map.values()))
-        return _open_safetensors(
-            root, root, config, shards, weight_map, [CONFIG_NAME, SAFE_INDEX_NAME], progress
-        )
+        side = [CONFIG_NAME, SAFE_INDEX_NAME]
+        return _open_safetensors(root, root, config, shards, weight_map, side, progress, watch)
 
     pickles = sorted(p.name for p in root.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
     if (root / BIN_INDEX_NAME).is_file():
         if not allow_bin:
             raise _refuse_pickle(root, [BIN_INDEX_NAME])
+        watch.see(root / BIN_INDEX_NAME)
         weight_map = _read_index(root, BIN_INDEX_NAME)
         return _open_pickle(
             root,
@@ -336,6 +355,7 @@ def _open_folder(root: Path, *, allow_bin: bool, progress: Progress | None) -> L
             sorted(set(weight_map.values())),
             [CONFIG_NAME, BIN_INDEX_NAME],
             progress,
+            watch,
             weight_map=weight_map,
         )
     if pickles:
@@ -353,7 +373,7 @@ def _open_folder(root: Path, *, allow_bin: bool, progress: Progress | None) -> L
                     path=str(root),
                 )
             chosen = weights[0]
-        return _open_pickle(root, root, config, [chosen], [CONFIG_NAME], progress)
+        return _open_pickle(root, root, config, [chosen], [CONFIG_NAME], progress, watch)
 
     # An HF cache snapshot whose blob is gone, a link copied without it, a FIFO...
     special = sorted(p for p in root.glob("*.safetensors") if not is_regular(p))
@@ -587,7 +607,10 @@ def _open_safetensors(
     weight_map: dict[str, str],
     side_files: list[str],
     progress: Progress | None,
+    watch: Watch,
 ) -> LocalCheckpoint:
+    for name in weight_files:
+        watch.see(root / name)
     headers = {name: read_header(root / name) for name in weight_files}
     count = sum(len(h.tensors) for h in headers.values())
     if count > MAX_TENSORS:
@@ -626,6 +649,7 @@ def _open_safetensors(
         metadata=metadata,
         format="safetensors",
         reader=reader,
+        watch=watch,
     )
 
 
@@ -838,6 +862,29 @@ def _cut_short(path: Path, needed: int) -> ChangedWhileReadError:
     )
 
 
+def _check_unchanged(root: Path, watch: Watch) -> None:
+    """Refuse the digests just made if a file they cover was written to since zoo first
+    read it (its last hash done): they may mix its two versions.
+
+    Raises:
+        ChangedWhileReadError: naming the files.
+    """
+    changed = watch.changed()
+    if not changed:
+        return
+    names = ", ".join(
+        str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in changed
+    )
+    one = len(changed) == 1
+    why = f"{names} {'was' if one else 'were'} written to as zoo read {'it' if one else 'them'}"
+    raise ChangedWhileReadError(
+        f"{changed[0] if one else root} changed while zoo read it: {why}, so what zoo hashed "
+        "may mix two versions (saving over a file truncates it, then writes it anew); read "
+        "it again once whatever writes it is done.",
+        why=why,
+    )
+
+
 class _Counter:
     def __init__(self, total: int, progress: Progress | None) -> None:
         self.total = total
@@ -871,6 +918,7 @@ def _open_pickle(
     files: list[str],
     side_files: list[str],
     progress: Progress | None,
+    watch: Watch,
     *,
     weight_map: dict[str, str] | None = None,
 ) -> LocalCheckpoint:
@@ -880,12 +928,14 @@ def _open_pickle(
     found: dict[str, str] = {}
     loaded: dict[str, torch.Tensor] = {}
     for fname in files:
+        watch.see(root / fname)
         for name, t in load_weights_only(root / fname).items():
             _claim(root, found, name, fname)
             loaded[name] = t
     if weight_map:
         _check_weight_map(root, BIN_INDEX_NAME, weight_map, found)
     file_digests = {name: _sha256_file(root / name) for name in [*side_files, *files]}
+    _check_unchanged(root, watch)
     if progress is not None:
         total = sum((root / f).stat().st_size for f in files)
         progress(total, total)
@@ -912,6 +962,7 @@ def _open_pickle(
         metadata={},
         format="pickle",
         reader=_TensorReader(loaded),
+        watch=watch,
     )
 
 
