@@ -940,6 +940,71 @@ def test_a_copy_never_sweeps_the_store_of_its_original_wherever_it_moved(
     copy.close()
 
 
+def test_a_copy_sharing_its_originals_store_writes_nothing_there(
+    tiny_dir, tmp_path, shared_store_url, monkeypatch, run_cli
+):
+    """A staging copy of a registry's database, on the original's store: what it wrote
+    there would be an orphan to the original, whose gc would sweep it once past its grace,
+    leaving the copy's rows pointing at nothing. The copy's writes are refused as its
+    sweeps are, before any work and in one line (exit 4), while its reads go on; the
+    original reads its claim once per handle, not once per blob."""
+    import zoo
+    from zoo.store import open_store
+
+    store = shared_store_url
+    prod_db, copy_db = tmp_path / "prod" / "zoo.db", tmp_path / "staging" / "zoo.db"
+    prod_db.parent.mkdir()
+    with zoo.connect(db_url=f"sqlite:///{prod_db}", store_url=store) as prod:
+        source = prod.import_checkpoint(tiny_dir("bert"))
+        _backup(prod_db, copy_db)
+    stored = set(open_store(store).digests())
+    copy = zoo.connect(db_url=f"sqlite:///{copy_db}", store_url=store)
+    refused = rf"registry in {prod_db}, and this one \({copy_db}\) .* a copy of it sharing its"
+    for write in (
+        lambda: copy.import_checkpoint(tiny_dir("gpt2")),
+        lambda: copy.extract(source.name, method="dwt", device="cpu"),
+        lambda: copy.materialize(source.name, layers=2, hidden=16, device="cpu", store=True),
+    ):
+        with pytest.raises(ConflictError, match=refused):
+            write()
+    assert set(open_store(store).digests()) == stored
+    assert [a.name for a in copy.list()] == [source.name]
+    monkeypatch.setenv("ZOO_STORE_URL", store)
+    monkeypatch.setenv("ZOO_DB_URL", f"sqlite:///{copy_db}")
+    code, out, err = run_cli("import", str(tiny_dir("gpt2")))
+    assert code == 4 and out == "" and err.count("\n") == 1, err
+    assert "Give the copy a store of its own (ZOO_STORE_URL)" in err
+    # Reads go on; the original sweeps nothing the copy needs.
+    assert copy.verify().ok and copy.export(source.name, out=tmp_path / "out").is_dir()
+    with zoo.connect(db_url=f"sqlite:///{prod_db}", store_url=store) as prod:
+        assert prod.gc(grace=0).swept == ()
+        reads = []
+        read_claim = prod.store._read_claim
+        prod.store._read_claim = lambda registry_id: reads.append(1) or read_claim(registry_id)
+        written = prod.import_checkpoint(tiny_dir("gpt2"))
+        prod.import_checkpoint(tiny_dir("bert", seed=1))
+    assert len(written.tensors) > 10 and len(reads) <= 2
+    assert _intact(copy) == {t.digest for t in (*source.tensors, *source.files)}
+    registry_id = copy.registry_id
+    copy.close()
+
+    # A claim from another host naming this file's path and inode: one file on a file
+    # system both hosts mount, which writes from either and sweeps from the claiming one.
+    # Another inode at that path there is another file: a copy.
+    this = _identity(copy_db)
+    for inode, writes in ((this["inode"], True), (this["inode"] + 1, False)):
+        elsewhere = json.dumps({**this, "host": "elsewhere.example", "inode": inode})
+        open_store(store)._write_claim(registry_id, elsewhere)
+        with zoo.connect(db_url=f"sqlite:///{copy_db}", store_url=store) as reg:
+            if writes:
+                reg.import_checkpoint(tiny_dir("llama"))
+            else:
+                with pytest.raises(ConflictError, match=r"on elsewhere\.example, which carries"):
+                    reg.import_checkpoint(tiny_dir("llama"), name="again")
+            with pytest.raises(ConflictError, match=r"on elsewhere\.example, which carries"):
+                reg.gc(grace=0)
+
+
 def test_a_registry_moved_with_a_link_left_behind_is_not_its_own_copy(
     tiny_dir, tmp_path, monkeypatch, run_cli
 ):
@@ -1000,9 +1065,12 @@ def test_a_claim_without_identity_is_read_and_written_anew(tiny_dir, tmp_path):
     claim.write_text(f"{socket.gethostname()}:{tmp_path / 'gone' / 'zoo.db'}")
     for db in (real, tmp_path / "copy" / "zoo.db"):
         with zoo.connect(db_url=f"sqlite:///{db}", store_url=store) as reg:
-            reg.import_checkpoint(tiny_dir("gpt2"), name="again")  # a write claims nothing
-            with pytest.raises(ConflictError, match="another file carrying its id"):
-                reg.gc(grace=0)
+            for refused in (
+                lambda: reg.import_checkpoint(tiny_dir("llama"), name="again"),
+                lambda: reg.gc(grace=0),
+            ):
+                with pytest.raises(ConflictError, match="another file carrying its id"):
+                    refused()
     assert claim.read_text() == f"{socket.gethostname()}:{tmp_path / 'gone' / 'zoo.db'}"
     claim.write_text("{not a claim")
     with (

@@ -308,70 +308,22 @@ def _refuse_shared_store(reg, command: str, *, sweeps: bool = True) -> None:
 def _refuse_a_copy(reg, command: str, *, sweeps: bool) -> None:
     """A copy of a SQLite registry (a backup, a staging copy) carries the original's id:
     pointed at the original's store, it would sweep every blob the original wrote since
-    the copy as an orphan. Only the file the store's claim names sweeps: the claimed file
-    at its path (or through links), or, on its host, the file of its identity wherever it
-    has moved (recorded there anew). Any other file is refused, even once the claimed one
-    is gone from its path: the original may live on where zoo cannot see it (moved to
-    another file system or host), so a person who knows hands the claim over by emptying
-    it (zoo.api.store_claim).
+    the copy as an orphan. Only the file the store's claim names sweeps (and writes):
+    zoo.api.store_claim.check.
     PostgreSQL databases are not told apart this way (a host has many names):
     docs/operations.md says what to keep apart."""
-    from zoo.api.store_claim import Standing, UnreadableClaim, holds_registry, parse, standing
+    from zoo.api import store_claim
 
     here = reg._place()
     if here is None:
         return
-    claim = f"{reg.store.CLAIMS}/{reg.registry_id}"
     text = reg.store.claim_place(reg.registry_id)
     if text is None:  # no claim yet: made, with this file's place, once no other refuses
         return
-    if not text:  # a claim that names no file (emptied to hand it over): this one's now
-        if sweeps:
-            reg.store.set_claim_place(reg.registry_id, here.text())
-        return
-    handover = f"empty the file {claim} in the store and run again"
-    try:
-        there = parse(text)
-    except UnreadableClaim:
-        raise ConflictError(
-            f"The store {reg.store.url} holds a claim {claim} zoo cannot read, so {command} "
-            f"cannot tell which database sweeps it; if this registry is the only one with "
-            f"its id, {handover}."
-        ) from None
-    found = standing(there, here)
-    if found is Standing.OWNER:
-        return
-    if found is Standing.MOVED:
-        if sweeps:
-            reg.store.set_claim_place(reg.registry_id, here.text())
-        return
-    if found is Standing.ANOTHER_HOST:
-        raise ConflictError(
-            f"The store {reg.store.url} is swept by the registry in {there.file} on "
-            f"{there.host}, which carries this one's id: one is a copy of the other. Run "
-            f"{command} there; if the registry has moved to this machine for good, {handover}."
-        )
-    if found is Standing.REPLACED:
-        raise ConflictError(
-            f"The store {reg.store.url} is swept by the registry in {there.file}, and the "
-            f"file there now is another one carrying its id (a copy, or a backup restored "
-            f"over it); {command} here could delete blobs the file that claimed the store "
-            f"needs. If that file is gone for good, {handover}."
-        )
-    if holds_registry(there.file, reg.registry_id):
-        raise ConflictError(
-            f"The store {reg.store.url} is swept by the registry in {there.file}, and this "
-            f"one ({here.file}) carries its id: a copy of it. {command} here would delete "
-            "the blobs the original wrote since the copy. Give the copy a store of its own "
-            f"(ZOO_STORE_URL); if the original is retired for good, {handover}."
-        )
-    raise ConflictError(
-        f"The store {reg.store.url} is swept by the registry that was in {there.file}, and "
-        f"this one ({here.file}) is another file carrying its id: a copy, which would "
-        f"delete the blobs the original wrote since the copy, wherever it is now. Run "
-        f"{command} from the original; if it was deleted for good, or this is it moved to "
-        f"another file system (a new file), {handover}."
-    )
+    # A claim that names no file (emptied to hand it over) is this one's now.
+    anew = not text or store_claim.check(reg.store, reg.registry_id, text, here, command=command)
+    if anew and sweeps:
+        reg.store.set_claim_place(reg.registry_id, here.text())
 
 
 def gc(reg, *, grace: str | float = DEFAULT_GRACE, dry_run: bool = False) -> GcReport:

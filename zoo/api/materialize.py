@@ -75,7 +75,9 @@ def materialize(reg, query: str, request: MaterializeRequest) -> Materialized:
     out = _check_out(reg, request.out, request.force, request.max_shard_size)
     dev = tio.resolve_device(request.device, prefer_gpu=True)
     plan = make_plan(reg, query, request)
-    reg.check_writable()  # its row is written at the end: refuse now, not after the work
+    # Its row is written at the end, and its blobs with --store: refuse now, not after the
+    # work.
+    reg.check_writable(blobs=request.store)
     check_tensor_count(plan, _expected_tensors(reg, plan))  # before the plan's every tensor
     known = tio.KnownDigests()
     derivation = Derivation(reg, plan, dev, known=known, read_virtual=_reader(reg))

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from zoo.api import store_claim
-from zoo.api.store_claim import Place, Standing
+from zoo.api.store_claim import Place
 from zoo.config import Settings, load_settings, redact_url
 from zoo.db import engine as db_engine
 from zoo.db import queries
@@ -144,7 +144,7 @@ class Registry:
         # by a look: a registry pointed at another's store by mistake adds no owner.
         store.owner = lambda: self.registry_id
         store.owner_place = lambda: place.text() if (place := self._place()) else ""
-        store.owner_moved = self._claims_this_file_elsewhere
+        store.confirm_owner = self._confirm_claim
         return store
 
     def _place(self) -> Place | None:
@@ -154,16 +154,14 @@ class Registry:
         found = db_engine.sqlite_identity(self.engine)
         return store_claim.here(found[0]) if found else None
 
-    def _claims_this_file_elsewhere(self, recorded: str) -> bool:
-        """Whether a claim's text names this registry's file at another path or in the
-        form without identity: its first write records it as it is now."""
+    def _confirm_claim(self, recorded: str) -> bool:
+        """Whether a claim's text names this registry's file as it no longer is (its first
+        write records it anew); refused when it names another file with this registry's
+        id (zoo.api.store_claim.check)."""
         place = self._place()
-        if place is None or not recorded:
-            return False
-        try:
-            return store_claim.standing(store_claim.parse(recorded), place) is Standing.MOVED
-        except store_claim.UnreadableClaim:
-            return False  # left for a sweep to refuse, naming it
+        if place is None:
+            return False  # PostgreSQL: not told apart by a claim (docs/operations.md)
+        return store_claim.check(self.store, self.registry_id, recorded, place, command=None)
 
     @cached_property
     def registry_id(self) -> str:
@@ -180,9 +178,13 @@ class Registry:
     def _write_sessions(self) -> sessionmaker[Session]:
         return _factories(self.engine)[1]
 
-    def check_writable(self) -> None:
-        """Refuse, before any work, a write this user cannot make (a read-only registry)."""
+    def check_writable(self, *, blobs: bool = True) -> None:
+        """Refuse, before any work, a write this registry cannot make: to a read-only
+        database, or (``blobs``: the write stores blobs) to a store whose claim names
+        another database with this registry's id (zoo.api.store_claim.check)."""
         db_engine.check_writable(self.engine)
+        if blobs:
+            self.store.check_claim(self.registry_id)
 
     def ensure_schema(self) -> None:
         """Refuse a database at another schema revision than this zoo's: at first use, and

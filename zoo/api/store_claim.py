@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from zoo.errors import ConflictError
+
 
 @dataclass(frozen=True)
 class Place:
@@ -115,3 +117,70 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.samefile(a, b)
     except OSError:  # not there (moved or deleted), or not reachable
         return False
+
+
+def check(store, registry_id: str, recorded: str, this: Place, *, command: str | None) -> bool:
+    """Whether the SQLite file at ``this`` may write to ``store`` under ``registry_id``, or
+    sweep it with ``command`` (None: a write), by the store's claim ``recorded`` (not
+    empty): True when it is the claimed file as the claim no longer records it (moved, or
+    recorded without identity), whose place is then recorded anew; False when the claim
+    stands as it is.
+
+    A copy's writes are refused as its sweeps are: the claimed file's sweeps would take
+    what the copy writes for orphans. A claim from another host that names this path and
+    inode (one file on a file system both hosts mount) lets this host write; only the
+    claiming host can look at its file, so only it sweeps.
+
+    Raises:
+        ConflictError: ``this`` is another file carrying the registry's id, or the claim
+            cannot be read; the message says what the command would do and how to go on.
+    """
+    claim = f"{store.CLAIMS}/{registry_id}"
+    handover = f"empty the file {claim} in the store and run again"
+    try:
+        there = parse(recorded)
+    except UnreadableClaim:
+        raise ConflictError(
+            f"The store {store.url} holds a claim {claim} zoo cannot read, so {command or 'zoo'} "
+            f"cannot tell which database writes and sweeps it; if this registry is the only "
+            f"one with its id, {handover}."
+        ) from None
+    found = standing(there, this)
+    if found is Standing.OWNER:
+        return False
+    if found is Standing.MOVED:
+        return True
+    if command is None:
+        harm = "the original's gc would delete what this one writes there"
+        run = "Write"
+    else:
+        harm = f"{command} here would delete the blobs the original wrote since the copy"
+        run = f"Run {command}"
+    if found is Standing.ANOTHER_HOST:
+        if command is None and (there.file, there.inode) == (this.file, this.inode):
+            return False
+        raise ConflictError(
+            f"The store {store.url} is written and swept by the registry in {there.file} "
+            f"on {there.host}, which carries this one's id: one is a copy of the other, and "
+            f"{harm}. {run} from there; if the registry has moved to this machine for good, "
+            f"{handover}."
+        )
+    if found is Standing.REPLACED:
+        raise ConflictError(
+            f"The store {store.url} is written and swept by the registry in {there.file}, "
+            f"and the file there now is another one carrying its id (a copy, or a backup "
+            f"restored over it): {harm}. If that file is gone for good, {handover}."
+        )
+    if holds_registry(there.file, registry_id):
+        raise ConflictError(
+            f"The store {store.url} is written and swept by the registry in {there.file}, "
+            f"and this one ({this.file}) carries its id: a copy of it sharing its store, "
+            f"and {harm}. Give the copy a store of its own (ZOO_STORE_URL); if the original "
+            f"is retired for good, {handover}."
+        )
+    raise ConflictError(
+        f"The store {store.url} is written and swept by the registry that was in "
+        f"{there.file}, and this one ({this.file}) is another file carrying its id: a copy, "
+        f"and {harm}, wherever the original is now. {run} from the original; if it was "
+        f"deleted for good, or this is it moved to another file system (a new file), {handover}."
+    )

@@ -179,10 +179,12 @@ class BlobStore(ABC):
     #: written into its claim: a copy of the database carries the same id, and must not
     #: sweep what the original writes (zoo.api.maintenance).
     owner_place: Callable[[], str] | None = None
-    #: ``(recorded place) -> bool``: whether a claim's recorded place names the owner's
-    #: database as it no longer is (moved, or written in an older form), so that the
-    #: owner's first write records it anew; another database's place is left as it is.
-    owner_moved: Callable[[str], bool] | None = None
+    #: ``(recorded place) -> bool``, called with the owner's claim before its first write:
+    #: whether the place names the owner's database as it no longer is (moved, or written
+    #: in an older form), so that the write records it anew. It raises for a place naming
+    #: another database with the owner's id (a copy's writes would be swept by the
+    #: original as orphans): the claim is read once per handle, not once per blob.
+    confirm_owner: Callable[[str], bool] | None = None
 
     def _claim_for_write(self) -> None:
         if self.owner is None:
@@ -205,7 +207,8 @@ class BlobStore(ABC):
     def claim(self, registry_id: str) -> None:
         """Record that the registry ``registry_id`` keeps blobs here (once; idempotent),
         with where its database is (:attr:`owner_place`) when the claim says nowhere yet
-        or names that database where it no longer is (:attr:`owner_moved`)."""
+        or names that database where it no longer is; a claim naming another database
+        refuses (:attr:`confirm_owner`)."""
         if registry_id not in self._claim_cache:
             existing = self.claims()
             place = self.owner_place() if self.owner_place is not None else ""
@@ -221,9 +224,18 @@ class BlobStore(ABC):
                 self._write_claim(registry_id, place)
             elif place:
                 recorded = self._read_claim(registry_id)
-                if not recorded or (self.owner_moved is not None and self.owner_moved(recorded)):
+                confirm = self.confirm_owner
+                if not recorded or (confirm is not None and confirm(recorded)):
                     self._write_claim(registry_id, place)
             self._claim_cache.add(registry_id)
+
+    def check_claim(self, registry_id: str) -> None:
+        """Refuse now, writing nothing, what the first write under ``registry_id`` would be
+        refused (:attr:`confirm_owner`): before a command's work, not after it."""
+        if registry_id not in self._claim_cache and self.confirm_owner is not None:
+            recorded = self._read_claim(registry_id)
+            if recorded:
+                self.confirm_owner(recorded)  # raises for another database's claim
 
     def _foreign_entry(self) -> str | None:
         """Something in a store no registry has claimed yet that no zoo writes there (a
