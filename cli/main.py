@@ -786,6 +786,31 @@ def verify_cmd(name: str | None, repair: bool, as_json: bool) -> None:
         sys.exit(DAMAGE_FOUND)
 
 
+@cli.command("release-claim")
+@click.argument("registry_id")
+@click.option(
+    "--retired",
+    is_flag=True,
+    help="The database the claim names is retired for good: for a claim zoo cannot check "
+    "(another host's, one naming no database or unreadable).",
+)
+@json_option
+def release_claim_cmd(registry_id: str, retired: bool, as_json: bool) -> None:
+    """Release a registry's claim on the store once the database it names is gone:
+    another registry's claim is removed (this one's gc may then sweep its blobs); this
+    registry's own, held by the file it was copied or moved from, passes to this one."""
+    from zoo.config import endpoint_from_env
+    from zoo.errors import InvalidInputError
+
+    if endpoint_from_env() is not None:  # it looks for database files on this machine
+        raise InvalidInputError(
+            "zoo release-claim runs where the database is: on the server's machine, without "
+            "ZOO_ENDPOINT."
+        )
+    report = _registry().release_claim(registry_id, retired=retired)
+    _emit(as_json, report.to_json(), render.claim_release(report))
+
+
 @cli.group("bench")
 def bench_group() -> None:
     """Benchmarks: what zoo's initializations are worth in training steps."""

@@ -256,6 +256,16 @@ def gc_report(report) -> str:
     return "\n".join(lines)
 
 
+def claim_release(report) -> str:
+    named = f"it named {report.named}" if report.named else "it named no database"
+    claim = f"the claim of registry {report.registry_id} on {report.store_url}"
+    if report.outcome == "removed":
+        return f"removed {claim} ({named})"
+    if report.outcome == "handed over":
+        return f"handed {claim} over to {report.database} ({named})"
+    return f"{claim} names this database ({report.database}) already"
+
+
 def verify_report(report) -> str:
     head = f"checked {report.checked} blobs ({human_bytes(report.checked_bytes)})"
     restored = [f"restored {len(report.repaired)} damaged blobs"] if report.repaired else []

@@ -803,6 +803,65 @@ def test_gc_and_fsck_repair_refuse_a_store_another_registry_uses(
     b.close()
 
 
+def test_a_claim_is_released_only_once_the_database_it_names_is_gone(
+    tiny_dir, tmp_path, shared_store_url, monkeypatch, run_cli
+):
+    """A registry's gc refuses while another registry's claim is in its store, and points
+    at `zoo release-claim`, never at deleting the claim by hand: removed while the other
+    registry lives, its gc would sweep every blob of the other's. The command removes a
+    claim once the database it names is gone from its path, and, where zoo cannot look
+    (another host, a claim that names no database), once a person says it is retired."""
+    import zoo
+    from zoo.store import open_store
+
+    store = shared_store_url
+    b_db = tmp_path / "b" / "zoo.db"
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    a = zoo.connect(db_url=f"sqlite:///{tmp_path / 'a' / 'zoo.db'}", store_url=store)
+    b = zoo.connect(db_url=f"sqlite:///{b_db}", store_url=store)
+    a.import_checkpoint(tiny_dir("gpt2"))
+    b.import_checkpoint(tiny_dir("bert"))
+    b_id = b.registry_id
+    monkeypatch.setenv("ZOO_STORE_URL", store)
+    monkeypatch.setenv("ZOO_DB_URL", f"sqlite:///{tmp_path / 'a' / 'zoo.db'}")
+    code, _, err = run_cli("gc", "--grace", "0")
+    assert code == 4 and f"zoo release-claim {b_id[:8]}" in err, err
+    assert "delete registries/" not in err
+    # B lives: its claim stands, from the API and the CLI (one line, exit 4).
+    with pytest.raises(ConflictError, match=f"registry {b_id} in {b_db} is there"):
+        a.release_claim(b_id[:8], retired=True)
+    code, out, err = run_cli("release-claim", b_id[:8])
+    assert code == 4 and out == "" and err.count("\n") == 1 and str(b_db) in err, err
+    assert a.store.claims() == sorted([a.registry_id, b_id]) and b.verify().ok
+    # B retired (its database removed): its claim goes, and A sweeps B's blobs.
+    b.close()
+    shutil.rmtree(b_db.parent)
+    code, out, err = run_cli("release-claim", b_id[:8])
+    assert code == 0 and err == "" and f"removed the claim of registry {b_id}" in out, err
+    assert a.store.claims() == [a.registry_id]
+    assert len(a.gc(grace=0).swept) > 0 and a.verify().ok
+
+    # Where zoo cannot look, the claim goes only once a person says the database is retired.
+    for named in (f"elsewhere.example:{b_db}", ""):  # another host's; a PostgreSQL one's
+        open_store(store)._write_claim(b_id, named)
+        with pytest.raises(ConflictError, match="run again with --retired"):
+            a.release_claim(b_id)
+        assert a.store.claims() == sorted([a.registry_id, b_id])
+        released = a.release_claim(b_id, retired=True)
+        assert released.outcome == "removed" and a.store.claims() == [a.registry_id]
+    with pytest.raises(NotFoundError, match=f"holds no claim of a registry {b_id[:8]}"):
+        a.release_claim(b_id[:8])
+    code, out, err = run_cli("release-claim", b_id, "--json")
+    assert code == 3 and out == "" and err.count("\n") == 1, err
+    # It runs where the database is, never through a server.
+    monkeypatch.setenv("ZOO_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.delenv("ZOO_DB_URL")
+    code, out, err = run_cli("release-claim", a.registry_id)
+    assert code == 2 and out == "" and "where the database is" in err, err
+    a.close()
+
+
 def _backup(live: Path, to: Path) -> None:
     """Copy a registry's database as `sqlite3 zoo.db .backup` copies one in use."""
     import sqlite3
@@ -821,17 +880,6 @@ def _claim_of(store_url: str, registry_id: str) -> dict:
     from zoo.store import open_store
 
     return json.loads(open_store(store_url)._read_claim(registry_id))
-
-
-def _empty_claim(store_url: str, registry_id: str) -> None:
-    """Empty a store's claim as a person does: `: > registries/ID`, an empty object on S3."""
-    from zoo.store import open_store
-
-    if "://" not in store_url:
-        (Path(store_url) / "registries" / registry_id).write_text("")
-        return
-    store = open_store(store_url)
-    store.fs.pipe_file(f"{store.root}/{store.CLAIMS}/{registry_id}", b"")
 
 
 def _identity(path: Path) -> dict:
@@ -872,7 +920,8 @@ def test_a_copy_never_sweeps_the_store_of_its_original_wherever_it_moved(
     claim names the original's file by its identity too, so the copy is refused while the
     original is at its path, and still once the original was moved (`mv`) elsewhere on the
     file system: the moved original goes on sweeping with no step. A copy takes the claim
-    over only once a person empties it (the original deleted for good)."""
+    over only through `zoo release-claim`, once the original is gone from where the claim
+    says (deleted for good), or a person says the one on another host is retired."""
     import zoo
 
     store = shared_store_url
@@ -905,7 +954,7 @@ def test_a_copy_never_sweeps_the_store_of_its_original_wherever_it_moved(
     for args in (("gc", "--grace", "0"), ("fsck", "--repair")):
         code, out, err = run_cli(*args)
         assert code == 4 and out == "" and err.count("\n") == 1, (args, err)
-        assert "empty the file registries/" in err
+        assert f"`zoo release-claim {registry_id}` hands the claim over" in err
     moved = zoo.connect(db_url=f"sqlite:///{moved_db}", store_url=store)
     kept = _intact(moved)
     assert {t.digest for t in newer.tensors} <= kept
@@ -915,6 +964,9 @@ def test_a_copy_never_sweeps_the_store_of_its_original_wherever_it_moved(
     assert _intact(moved) == kept and moved.verify().ok
     with pytest.raises(ConflictError, match="carries its id: a copy of it"):
         copy.gc(grace=0)
+    with pytest.raises(ConflictError, match=f"registry {registry_id} in {moved_db} is there"):
+        copy.release_claim(registry_id)
+    assert _claim_of(store, registry_id) == _identity(moved_db)
 
     # A copy put where the original was is not it either.
     (tmp_path / "prod").mkdir()
@@ -924,19 +976,26 @@ def test_a_copy_never_sweeps_the_store_of_its_original_wherever_it_moved(
         at_old_path.gc(grace=0)
     shutil.rmtree(tmp_path / "prod")
 
-    # The original deleted for good: the copy is refused until a person empties the claim.
+    # The original deleted for good: the copy is refused until the claim is handed over.
     shutil.rmtree(tmp_path / "prod-moved")
     with pytest.raises(ConflictError, match="if it was deleted for good"):
         copy.gc(grace=0)
-    _empty_claim(store, registry_id)
-    assert copy.gc(grace=0).swept  # what only the deleted original needed
+    assert copy.release_claim(registry_id).outcome == "handed over"
     assert _claim_of(store, registry_id) == _identity(copy_db)
+    assert copy.gc(grace=0).swept  # what only the deleted original needed
     assert _intact(copy) and copy.verify().ok
+    assert copy.release_claim(registry_id).outcome == "already this database's"
 
-    # A claim from another host: this one cannot look at that file, so it does not sweep.
+    # A claim from another host: this one cannot look at that file, so it does not sweep,
+    # and takes the claim over only once a person says the registry there is retired.
     copy.store._write_claim(registry_id, f"elsewhere.example:{copy_db}")
     with pytest.raises(ConflictError, match=r"on elsewhere\.example, which carries this one's id"):
         copy.gc(grace=0)
+    with pytest.raises(ConflictError, match="run again with --retired"):
+        copy.release_claim(registry_id)
+    assert copy.release_claim(registry_id, retired=True).outcome == "handed over"
+    assert _claim_of(store, registry_id) == _identity(copy_db)
+    assert copy.gc(grace=0).swept == ()
     copy.close()
 
 

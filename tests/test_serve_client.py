@@ -417,9 +417,10 @@ def test_a_download_without_room_is_refused_before_any_byte(both, tmp_path, monk
     assert code == 0, err
 
 
-# What only a registry with its own database does: the server's internals, and batch
-# imports (a client imports one folder per call); ``origin`` is what the server records
-# for an upload, which the client states itself (upload:HOST:PATH).
+# What only a registry with its own database does: the server's internals, batch imports
+# (a client imports one folder per call), and releasing a store's claim (it looks for
+# database files where it runs); ``origin`` is what the server records for an upload,
+# which the client states itself (upload:HOST:PATH).
 _LOCAL_ONLY = {
     "active_token",
     "audit_manifest",
@@ -428,6 +429,7 @@ _LOCAL_ONLY = {
     "ensure_schema",
     "get_or_create",
     "import_checkpoints",
+    "release_claim",
     "session",
     "transaction",
 }

@@ -300,8 +300,9 @@ def _refuse_shared_store(reg, command: str, *, sweeps: bool = True) -> None:
             f"The store {reg.store.url} is also used by {len(others)} other registr"
             f"{'y' if len(others) == 1 else 'ies'} ({', '.join(o[:8] for o in others)}); "
             f"{command} would delete blobs they need. Give each registry its own store "
-            f"(ZOO_STORE_URL), or delete {reg.store.CLAIMS}/ID in the store for a registry "
-            "that no longer exists."
+            f"(ZOO_STORE_URL); for a registry that no longer exists, `zoo release-claim "
+            f"{others[0][:8] if len(others) == 1 else 'ID'}` removes its claim once it finds "
+            "its database gone."
         )
 
 

@@ -572,6 +572,15 @@ class Registry:
 
         return verify(self, name, repair=repair)
 
+    def release_claim(self, registry_id: str, *, retired: bool = False):
+        """Release the claim of registry ``registry_id`` (or a prefix of its id) on this
+        registry's store once the database it names is gone: another registry's claim is
+        removed, so this registry's gc may sweep; this registry's own, held by the file it
+        was copied or moved from, is handed over to this database. ``retired``: a person's
+        word that a database zoo cannot look for (on another host, or named nowhere) is
+        retired for good. Returns a :class:`~zoo.api.store_claim.ClaimRelease`."""
+        return store_claim.release(self, registry_id, retired=retired)
+
     def db_upgrade(self, revision: str = "head") -> tuple[str | None, str | None]:
         """Upgrade the database schema; returns (before, after) revisions."""
         db_engine.check_writable(self.engine)  # a read-only registry: one line, exit 11

@@ -7,7 +7,8 @@ host, the path, and the file's identity there (device and inode). A `mv` on one 
 system keeps the identity and a copy gets a new one, and SQLite writes its file in place,
 so the owner is found wherever it has moved on its host, and a copy is never taken for it,
 even once the original has moved away or been deleted: handing the claim over is a
-person's step (emptying the claim), never a guess.
+person's step (`zoo release-claim`, :func:`release`), never a guess, and one that zoo
+checks where it can look.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import contextlib
 import json
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 
-from zoo.errors import ConflictError
+from zoo.errors import ConflictError, InvalidInputError, NotFoundError
 
 
 @dataclass(frozen=True)
@@ -136,14 +137,15 @@ def check(store, registry_id: str, recorded: str, this: Place, *, command: str |
             cannot be read; the message says what the command would do and how to go on.
     """
     claim = f"{store.CLAIMS}/{registry_id}"
-    handover = f"empty the file {claim} in the store and run again"
+    handover = f"`zoo release-claim {registry_id}` hands the claim over to this one"
+    unchecked = f"`zoo release-claim {registry_id} --retired` hands the claim over to this one"
     try:
         there = parse(recorded)
     except UnreadableClaim:
         raise ConflictError(
             f"The store {store.url} holds a claim {claim} zoo cannot read, so {command or 'zoo'} "
             f"cannot tell which database writes and sweeps it; if this registry is the only "
-            f"one with its id, {handover}."
+            f"one with its id, {unchecked}."
         ) from None
     found = standing(there, this)
     if found is Standing.OWNER:
@@ -163,7 +165,7 @@ def check(store, registry_id: str, recorded: str, this: Place, *, command: str |
             f"The store {store.url} is written and swept by the registry in {there.file} "
             f"on {there.host}, which carries this one's id: one is a copy of the other, and "
             f"{harm}. {run} from there; if the registry has moved to this machine for good, "
-            f"{handover}."
+            f"{unchecked}."
         )
     if found is Standing.REPLACED:
         raise ConflictError(
@@ -176,11 +178,121 @@ def check(store, registry_id: str, recorded: str, this: Place, *, command: str |
             f"The store {store.url} is written and swept by the registry in {there.file}, "
             f"and this one ({this.file}) carries its id: a copy of it sharing its store, "
             f"and {harm}. Give the copy a store of its own (ZOO_STORE_URL); if the original "
-            f"is retired for good, {handover}."
+            f"is retired for good, {handover} once it is gone from {there.file}."
         )
     raise ConflictError(
         f"The store {store.url} is written and swept by the registry that was in "
         f"{there.file}, and this one ({this.file}) is another file carrying its id: a copy, "
         f"and {harm}, wherever the original is now. {run} from the original; if it was "
         f"deleted for good, or this is it moved to another file system (a new file), {handover}."
+    )
+
+
+@dataclass(frozen=True)
+class ClaimRelease:
+    """What `zoo release-claim` did with a store's claim."""
+
+    store_url: str
+    registry_id: str
+    named: str  # the database the claim named: FILE on this host, else HOST:FILE; "" none
+    outcome: str  # removed | handed over | already this database's
+    database: str = ""  # the database the claim names now (a hand-over's)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def release(reg, query: str, *, retired: bool = False) -> ClaimRelease:
+    """Release the claim of the registry ``query`` (its id, or a prefix of one) on
+    ``reg``'s store once the database it names is gone: another registry's claim is
+    removed (``reg``'s gc may then sweep that registry's blobs); ``reg``'s own, held by
+    the file it was copied or moved from, is handed over to ``reg``'s database.
+
+    Gone means, on this host, that no database with that registry's id is at the claim's
+    path: a file moved on its file system is not searched for (it records where it is at
+    its next write), so running this is a person's word that it was deleted, as the
+    refusals that name this step say. Where zoo cannot look (a claim from another host,
+    one that names no database or cannot be read), ``retired`` is that word.
+
+    Raises:
+        NotFoundError: the store holds no such claim.
+        ConflictError: the database the claim names is there, or zoo cannot look and
+            ``retired`` is not given.
+    """
+    store = reg.store
+    registry_id = _claimed_id(store, query, own=reg.registry_id)
+    own = registry_id == reg.registry_id
+    here = reg._place()
+    if own and here is None:
+        raise InvalidInputError(
+            "This registry's database is PostgreSQL, whose claim names no database file: "
+            "there is nothing to hand over (docs/operations.md says what to keep apart)."
+        )
+    recorded = store.claim_place(registry_id)
+    if recorded is None:
+        raise NotFoundError(f"The store {store.url} holds no claim of registry {registry_id}.")
+
+    def done(outcome: str, named: str = "") -> ClaimRelease:
+        if not own:
+            store.remove_claim(registry_id)
+        elif recorded != here.text():  # handed over, or this file moved
+            store.set_claim_place(registry_id, here.text())
+        return ClaimRelease(store.url, registry_id, named, outcome, here.file if own else "")
+
+    taken = "handed over" if own else "removed"
+    if not recorded:  # a PostgreSQL registry's, or emptied by hand to hand it over
+        if not (own or retired):
+            raise _unchecked(store, registry_id, "names no database (a PostgreSQL registry's)")
+        return done(taken)
+    try:
+        there = parse(recorded)
+    except UnreadableClaim:
+        there = None
+    if there is None:
+        if not retired:
+            raise _unchecked(store, registry_id, "cannot be read (a newer zoo's, or edited)")
+        return done(taken, recorded)
+    this_host = socket.gethostname()
+    named = there.file if there.host == this_host else f"{there.host}:{there.file}"
+    if own and standing(there, here) in (Standing.OWNER, Standing.MOVED):
+        return done("already this database's", named)
+    if there.host != this_host:
+        if not retired:
+            raise _unchecked(store, registry_id, f"names the registry in {named}")
+        return done(taken, named)
+    if holds_registry(there.file, registry_id) and not (own and _same_file(there.file, here.file)):
+        keep_apart = "this copy" if own else "each registry"
+        raise ConflictError(
+            f"The registry {registry_id} in {there.file} is there, carrying the id its claim "
+            f"on the store {store.url} names, so the claim stands. Give {keep_apart} a store "
+            "of its own (ZOO_STORE_URL)."
+        )
+    return done(taken, named)
+
+
+def _claimed_id(store, query: str, *, own: str) -> str:
+    """The registry id of the store's claims that ``query`` (an id, or a prefix) names."""
+    wanted = query.strip().lower()
+    if not wanted:
+        raise InvalidInputError("Name the registry whose claim to release: its id, or a prefix.")
+    found = [c for c in store.claims() if c != store.UNCLAIMED and c.startswith(wanted)]
+    if len(found) > 1:
+        raise InvalidInputError(
+            f"{query!r} begins the ids of {len(found)} registries claiming the store "
+            f"{store.url} ({', '.join(found)}); give more of the id."
+        )
+    if not found:
+        mine = " (this registry's: its next write or sweep records it)" if wanted == own else ""
+        raise NotFoundError(
+            f"The store {store.url} holds no claim of a registry {query}{mine}; `zoo gc` "
+            "names the registries whose claims refuse it."
+        )
+    return found[0]
+
+
+def _unchecked(store, registry_id: str, what: str) -> ConflictError:
+    return ConflictError(
+        f"The claim of registry {registry_id} on the store {store.url} {what}: zoo cannot "
+        "look whether that database is gone. If it is retired for good, run again with "
+        "--retired."
     )

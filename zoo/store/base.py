@@ -262,6 +262,9 @@ class BlobStore(ABC):
     @abstractmethod
     def _list_claims(self) -> list[str]: ...
 
+    @abstractmethod
+    def _remove_claim(self, registry_id: str) -> None: ...
+
     def claim_place(self, registry_id: str) -> str | None:
         """Where the database that claimed the store as ``registry_id`` was when it last
         swept (its SQLite file; "" when it never said); None when it has no claim."""
@@ -269,6 +272,11 @@ class BlobStore(ABC):
 
     def set_claim_place(self, registry_id: str, place: str) -> None:
         self._write_claim(registry_id, place)
+
+    def remove_claim(self, registry_id: str) -> None:
+        """Remove a registry's claim (one a person released: zoo.api.store_claim.release)."""
+        self._remove_claim(registry_id)
+        self._claim_cache.discard(registry_id)
 
     def keep(self, digest: str, size: int | None = None) -> bool:
         """Whether the blob is stored; if it is, make sure a sweep will not take it now.

@@ -271,6 +271,10 @@ class FsspecStore(BlobStore):
                 "credentials cannot see it; create it, or fix ZOO_STORE_URL."
             )
 
+    def _remove_claim(self, registry_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(f"{self.root}/{self.CLAIMS}/{registry_id}")
+
     def _list_claims(self) -> list[str]:
         folder = f"{self.root}/{self.CLAIMS}"
         self.fs.invalidate_cache(folder)  # another registry may have written one since

@@ -165,6 +165,10 @@ class LocalStore(BlobStore):
         except FileNotFoundError:
             return None
 
+    def _remove_claim(self, registry_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / self.CLAIMS / registry_id).unlink()
+
     def _list_claims(self) -> list[str]:
         folder = self.root / self.CLAIMS
         return [p.name for p in folder.iterdir()] if folder.is_dir() else []
