@@ -876,10 +876,13 @@ def _mv(source: Path, target: Path) -> None:
 
 
 def _claim_of(store_url: str, registry_id: str) -> dict:
-    """The place a store's claim records (read through the store's own listing)."""
+    """The database a store's claim names (read through the store's own listing), less the
+    store it was written in."""
     from zoo.store import open_store
 
-    return json.loads(open_store(store_url)._read_claim(registry_id))
+    claim = json.loads(open_store(store_url)._read_claim(registry_id))
+    claim.pop("store", None)
+    return claim
 
 
 def _identity(path: Path) -> dict:
@@ -1062,6 +1065,69 @@ def test_a_copy_sharing_its_originals_store_writes_nothing_there(
                     reg.import_checkpoint(tiny_dir("llama"), name="again")
             with pytest.raises(ConflictError, match=r"on elsewhere\.example, which carries"):
                 reg.gc(grace=0)
+
+
+def test_a_copy_of_a_whole_home_is_told_its_store_is_a_copy_too(
+    tiny_dir, tmp_path, monkeypatch, run_cli
+):
+    """`cp -a` of a whole home copies the database and its store, whose claim names the
+    original's database: the copy's gc and writes are refused until the claim is handed
+    over, and the refusal says that the store is a copy of the original's (which the
+    original goes on using), not that the copy shares it. `zoo release-claim` then hands
+    the copied store's claim to the copy while the original lives; a copy of the database
+    alone, on the original's store, still may not take it."""
+    import zoo
+
+    home, copy_home = tmp_path / "home", tmp_path / "home-copy"
+    home.mkdir()
+
+    def connect(folder: Path):
+        return zoo.connect(db_url=f"sqlite:///{folder / 'zoo.db'}", store_url=str(folder / "blobs"))
+
+    with connect(home) as original:
+        original.import_checkpoint(tiny_dir("gpt2"))
+        gone = original.import_checkpoint(tiny_dir("bert"))
+        original.rm(gone.name)
+        registry_id = original.registry_id
+    subprocess.run(["cp", "-a", str(home), str(copy_home)], check=True)
+    copy = connect(copy_home)
+    said = (
+        f"The store {copy_home / 'blobs'} is a copy of the store {home / 'blobs'} of the "
+        f"registry in {home / 'zoo.db'}"
+    )
+    for refused in (lambda: copy.gc(grace=0), lambda: copy.import_checkpoint(tiny_dir("llama"))):
+        with pytest.raises(ConflictError) as raised:
+            refused()
+        assert str(raised.value).startswith(said), raised.value
+        assert f"`zoo release-claim {registry_id}` hands" in str(raised.value)
+        assert "ZOO_STORE_URL" not in str(raised.value)
+    monkeypatch.setenv("ZOO_DB_URL", f"sqlite:///{copy_home / 'zoo.db'}")
+    monkeypatch.setenv("ZOO_STORE_URL", str(copy_home / "blobs"))
+    code, out, err = run_cli("gc", "--grace", "0")
+    assert code == 4 and out == "" and err.count("\n") == 1 and said in err, err
+
+    # A copy of the database alone, on the original's store, shares it: not handed over.
+    _backup(home / "zoo.db", tmp_path / "staging" / "zoo.db")
+    staging = zoo.connect(
+        db_url=f"sqlite:///{tmp_path / 'staging' / 'zoo.db'}", store_url=str(home / "blobs")
+    )
+    with pytest.raises(ConflictError, match=f"registry {registry_id} in {home / 'zoo.db'} is"):
+        staging.release_claim(registry_id)
+    staging.close()
+
+    code, out, err = run_cli("release-claim", registry_id)
+    assert code == 0 and f"over to {copy_home / 'zoo.db'}" in out, err
+    assert _claim_of(str(copy_home / "blobs"), registry_id) == _identity(copy_home / "zoo.db")
+    assert _claim_of(str(home / "blobs"), registry_id) == _identity(home / "zoo.db")
+    only_removed = {t.digest for t in (*gone.tensors, *gone.files)} - _intact(copy)
+    assert {item.name for item in copy.gc(grace=0).swept} == only_removed
+    copy.import_checkpoint(tiny_dir("llama"))
+    assert copy.verify().ok
+    copy.close()
+    with connect(home) as original:
+        assert {item.name for item in original.gc(grace=0).swept} == only_removed
+        original.import_checkpoint(tiny_dir("llama"))
+        assert original.verify().ok
 
 
 def test_a_registry_moved_with_a_link_left_behind_is_not_its_own_copy(

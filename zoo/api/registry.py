@@ -149,10 +149,10 @@ class Registry:
 
     def _place(self) -> Place | None:
         """Where this registry's database is, as a store's claim records it: the SQLite
-        file's host, path and identity (a copy of the file carries the registry's id);
-        None for PostgreSQL."""
+        file's host, path and identity (a copy of the file carries the registry's id), and
+        where its store is; None for PostgreSQL."""
         found = db_engine.sqlite_identity(self.engine)
-        return store_claim.here(found[0]) if found else None
+        return store_claim.here(found[0], self.store.location) if found else None
 
     def _confirm_claim(self, recorded: str) -> bool:
         """Whether a claim's text names this registry's file as it no longer is (its first

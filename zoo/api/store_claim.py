@@ -27,17 +27,23 @@ from zoo.errors import ConflictError, InvalidInputError, NotFoundError
 @dataclass(frozen=True)
 class Place:
     """Where a registry's SQLite file is: host, path, and its (device, inode) there;
-    claims written as ``HOST:FILE`` (without identity) read with ``inode`` None."""
+    claims written as ``HOST:FILE`` (without identity) read with ``inode`` None. ``store``:
+    where the store the claim is written in was, as the registry reached it (a folder's
+    real path, or an object store's URL): a store copied with the database (`cp -a` of a
+    whole home) carries a claim recording the original's store, not itself."""
 
     host: str
     file: str
     device: int | None = None
     inode: int | None = None
+    store: str | None = None
 
     def text(self) -> str:
         """The claim's text: JSON, which no ``HOST:FILE`` claim starts like."""
         fields = {"host": self.host, "file": self.file}
         fields.update(device=self.device, inode=self.inode)
+        if self.store is not None:
+            fields["store"] = self.store
         return json.dumps(fields, sort_keys=True)
 
 
@@ -45,10 +51,11 @@ class UnreadableClaim(ValueError):
     """A claim's text is neither form zoo writes."""
 
 
-def here(path: str | os.PathLike[str]) -> Place:
-    """The place of the SQLite file at ``path`` (followed through links) on this host."""
+def here(path: str | os.PathLike[str], store: str | None = None) -> Place:
+    """The place of the SQLite file at ``path`` (followed through links) on this host,
+    claiming the store at ``store`` (see :class:`Place`)."""
     st = os.stat(path)
-    return Place(socket.gethostname(), str(Path(path).resolve()), st.st_dev, st.st_ino)
+    return Place(socket.gethostname(), str(Path(path).resolve()), st.st_dev, st.st_ino, store)
 
 
 def parse(text: str) -> Place:
@@ -60,10 +67,18 @@ def parse(text: str) -> Place:
         return Place(host, file)
     try:
         fields = json.loads(text)
-        place = Place(str(fields["host"]), str(fields["file"]), fields["device"], fields["inode"])
-    except (ValueError, KeyError, TypeError):
+        place = Place(
+            str(fields["host"]),
+            str(fields["file"]),
+            fields["device"],
+            fields["inode"],
+            fields.get("store"),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise UnreadableClaim(text) from None
     if not all(isinstance(n, int) and not isinstance(n, bool) for n in (place.device, place.inode)):
+        raise UnreadableClaim(text)
+    if place.store is not None and not isinstance(place.store, str):
         raise UnreadableClaim(text)
     return place
 
@@ -113,6 +128,33 @@ def holds_registry(path: str | os.PathLike[str], registry_id: str) -> bool:
     return found == [(registry_id,)]
 
 
+def _same_store(a: str | None, b: str | None) -> bool:
+    """Whether two stores' locations (:attr:`Place.store`) are one store: an object
+    store's URL, or a folder, reached by any path."""
+    if a is None or b is None:
+        return False
+    return a == b or ("://" not in a and "://" not in b and _same_file(a, b))
+
+
+def _store_copied_from(there: Place, this: Place, registry_id: str) -> bool:
+    """Whether the store whose claim records ``there`` (the registry carrying
+    ``registry_id`` in ``there.file``, alive) is not the store that registry claimed but a
+    copy of it (a home copied whole): the claim records another store, in a folder here,
+    whose own claim names that registry's database, so that one writes and sweeps there,
+    not here. An object store zoo does not open to look."""
+    from zoo.store import open_store
+
+    if there.store is None or "://" in there.store or _same_store(there.store, this.store):
+        return False
+    try:
+        recorded = open_store(there.store).claim_place(registry_id)
+        if not recorded or not Path(there.store).is_dir():
+            return False
+        return standing(parse(recorded), here(there.file)) in (Standing.OWNER, Standing.MOVED)
+    except (OSError, UnreadableClaim):
+        return False
+
+
 def _same_file(a: str, b: str) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -148,8 +190,8 @@ def check(store, registry_id: str, recorded: str, this: Place, *, command: str |
             f"one with its id, {unchecked}."
         ) from None
     found = standing(there, this)
-    if found is Standing.OWNER:
-        return False
+    if found is Standing.OWNER:  # recorded anew where the store has moved or was not said
+        return there.store is None or not _same_store(there.store, this.store)
     if found is Standing.MOVED:
         return True
     if command is None:
@@ -174,11 +216,20 @@ def check(store, registry_id: str, recorded: str, this: Place, *, command: str |
             f"restored over it): {harm}. If that file is gone for good, {handover}."
         )
     if holds_registry(there.file, registry_id):
+        if _store_copied_from(there, this, registry_id):
+            raise ConflictError(
+                f"The store {store.url} is a copy of the store {there.store} of the registry "
+                f"in {there.file} (its claim, copied with it, names that registry's "
+                f"database), and this one ({this.file}) carries its id: a copy of it, with a "
+                f"copy of its store. Nothing is written or swept here until {handover} (the "
+                "original keeps the claim of its own store)."
+            )
+        sharing = " sharing its store" if _same_store(there.store, this.store) else ""
         raise ConflictError(
             f"The store {store.url} is written and swept by the registry in {there.file}, "
-            f"and this one ({this.file}) carries its id: a copy of it sharing its store, "
-            f"and {harm}. Give the copy a store of its own (ZOO_STORE_URL); if the original "
-            f"is retired for good, {handover} once it is gone from {there.file}."
+            f"and this one ({this.file}) carries its id: a copy of it{sharing}, and {harm}. "
+            f"Give the copy a store of its own (ZOO_STORE_URL); if the original is retired "
+            f"for good, {handover} once it is gone from {there.file}."
         )
     raise ConflictError(
         f"The store {store.url} is written and swept by the registry that was in "
@@ -260,6 +311,8 @@ def release(reg, query: str, *, retired: bool = False) -> ClaimRelease:
         if not retired:
             raise _unchecked(store, registry_id, f"names the registry in {named}")
         return done(taken, named)
+    if own and _store_copied_from(there, here, registry_id):
+        return done(taken, named)  # the original writes and sweeps a store of its own
     if holds_registry(there.file, registry_id) and not (own and _same_file(there.file, here.file)):
         keep_apart = "this copy" if own else "each registry"
         raise ConflictError(

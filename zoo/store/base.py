@@ -92,6 +92,9 @@ class BlobStore(ABC):
     """Content-addressed blob storage behind one small interface."""
 
     url: str
+    #: Where the store is, as its claims record it (zoo.api.store_claim.Place.store): a
+    #: folder's real path, or an object store's URL.
+    location: str
     # Each read or write is a network round trip: callers overlap them on threads even
     # for small blobs.
     remote: bool = False

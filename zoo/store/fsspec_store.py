@@ -134,6 +134,10 @@ class FsspecStore(BlobStore):
                 f"Store URL {self.url!r} names no bucket; use s3://BUCKET/PREFIX."
             )
 
+    @property
+    def location(self) -> str:
+        return f"{self.protocol}://{self.root}"
+
     def _path(self, digest: str) -> str:
         return f"{self.root}/{digest[:2]}/{digest}"
 

@@ -31,6 +31,10 @@ class LocalStore(BlobStore):
         self.root = Path(root).expanduser()
         self.url = str(self.root)
 
+    @property
+    def location(self) -> str:
+        return str(self.root.resolve())
+
     def _path(self, digest: str) -> Path:
         return self.root / digest[:2] / digest
 
