@@ -1659,6 +1659,8 @@ def test_weight_selection_reads_only_the_layers_it_keeps(registry, tiny_dir, fam
     from zoo.api import tensors as tio
 
     src = registry.import_checkpoint(tiny_dir(family))
+    # Each materialization below plans its groups again, under the patches it runs with.
+    monkeypatch.setattr(derivation, "_LAYOUTS", derivation._Recent(0))
     read: list[str] = []
     load = tio.load_tensors
 
@@ -1896,6 +1898,40 @@ def test_scratch_reads_nothing_of_the_source_but_its_shapes(registry, tiny_dir, 
         assert torch.equal(shapes_only.state_dict[name], t), name
 
 
+def test_a_request_derives_the_same_bits_whatever_the_process_derived_before(
+    registry, tiny_dir, monkeypatch
+):
+    """A plan's groups are kept by source, target and recipe (its seed aside): requests of
+    other sizes, seeds, dtypes and methods made before give each request the content it
+    has in a process that made none."""
+    from zoo.api import derivation
+
+    asks = [
+        dict(layers=2, hidden=16, method="scratch", seed=0),
+        dict(layers=2, hidden=16, method="scratch", seed=1),
+        dict(layers=2, hidden=16, method="scratch", seed=1, dtype="bfloat16"),
+        dict(layers=1, hidden=16, method="scratch", seed=1),
+        dict(layers=6, hidden=16, method="scratch", seed=2),
+        dict(layers=2, hidden=16, method="weight-selection"),
+        dict(layers=3, hidden=16, method="weight-selection"),
+        dict(layers=2, hidden=16, method="dwt"),
+        dict(layers=2, hidden=16, method="dwt", dtype="bfloat16"),
+        dict(layers=6, hidden=48, method="net2net", seed=1),
+        dict(layers=4, hidden=64, method="hypercloning"),
+    ]
+    for family in ("bert", "gpt2", "llama"):
+        src = registry.import_checkpoint(tiny_dir(family))
+        alone = []
+        for ask in asks:
+            with monkeypatch.context() as m:
+                m.setattr(derivation, "_LAYOUTS", derivation._Recent(0))  # keeps nothing
+                made = registry.materialize(src.name, **ask, device="cpu", return_weights=False)
+            alone.append(made.artifact.content_hash)
+        for ask, content in reversed(list(zip(asks, alone, strict=True))):
+            made = registry.materialize(src.name, **ask, device="cpu", return_weights=False)
+            assert made.artifact.content_hash == content, (family, ask)
+
+
 def test_scratch_passes_the_integer_buffers_a_checkpoint_stores_through(
     registry, tiny_dir, tmp_path
 ):
@@ -1928,7 +1964,9 @@ def test_scratch_passes_the_integer_buffers_a_checkpoint_stores_through(
 
 
 @pytest.mark.parametrize("family", sorted(FAMILY_SIZES))
-def test_planned_groups_are_each_group_built_alone_in_one_pass(family, registry, tiny_dir):
+def test_planned_groups_are_each_group_built_alone_in_one_pass(
+    family, registry, tiny_dir, monkeypatch
+):
     """Planning builds every group's target tensors in one pass of the family's builder
     over shape-only signals, with no meta concatenation (torch's Python reference), and
     gives each group what building it alone gives: the same names, dtypes, shapes and
@@ -1941,6 +1979,7 @@ def test_planned_groups_are_each_group_built_alone_in_one_pass(family, registry,
     from zoo.derive import target_shape
 
     src = registry.import_checkpoint(tiny_dir(family))
+    monkeypatch.setattr(dv, "_LAYOUTS", dv._Recent(32))  # a plan this process has not made
     plan = make_plan(registry, src.name, MaterializeRequest(layers=3, hidden=16, method="dwt"))
     derivation = dv.Derivation(
         registry, plan, torch.device("cpu"), known=tio.KnownDigests(), read_virtual=None

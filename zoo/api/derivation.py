@@ -185,7 +185,17 @@ class Derivation:
     @functools.cached_property
     def groups(self) -> list[Group]:
         """Every group, each with its target tensors planned (on the meta device: a
-        target of many layers takes seconds; see :attr:`least_target_bytes`)."""
+        target of many layers takes seconds; see :attr:`least_target_bytes`). Planned
+        once per source, target and recipe (:func:`_layout_key`): the same request with
+        another seed, or again, has the same groups."""
+        key = _layout_key(self.plan)
+        groups = _LAYOUTS.get(key)
+        if groups is None:
+            groups = self._plan_groups()
+            _LAYOUTS.put(key, groups)
+        return list(groups)
+
+    def _plan_groups(self) -> tuple[Group, ...]:
         family = self.family
         names_of: dict[tuple[str, ...], list[str]] = {}
         for r in self._records:
@@ -206,7 +216,7 @@ class Derivation:
             groups.append(
                 self._group(members, names, sum(elements[n] for n in names), outputs[members])
             )
-        return groups
+        return tuple(groups)
 
     def _outputs(self, members_of: list[tuple[str, ...]]) -> dict[tuple[str, ...], dict]:
         """Each group's target tensors (name -> (dtype, shape), in the order the group
@@ -238,12 +248,10 @@ class Derivation:
         in milliseconds: every target tensor is made of its signals' values (a tied or
         joined tensor only adds to them), so an output that this already does not fit
         is refused before the groups are planned."""
-        import torch
-
         sizes = self.plan.target_sizes
         return sum(
             math.prod(target_shape(m.axes, m.shape, sizes))
-            * torch.empty(0, dtype=output_dtype(m.dtype, self.plan.recipe)).element_size()
+            * output_dtype(m.dtype, self.plan.recipe).itemsize
             for m in self.metas.values()
         )
 
@@ -264,7 +272,6 @@ class Derivation:
     def _by_rows_working_set(self, members) -> int:
         """:attr:`Group.by_rows` of a group of signals ``members``; 0 unless every one is
         derived a block of rows at a time (see :meth:`_row_chunk`)."""
-        import torch
 
         whole = block = 0
         for k in members:
@@ -273,7 +280,7 @@ class Derivation:
             rows = self._row_chunk(k, tshape)
             if not rows:
                 return 0
-            size = torch.empty(0, dtype=meta.dtype).element_size()
+            size = meta.dtype.itemsize
             whole += size * (math.prod(meta.shape) + math.prod(tshape))
             row = _SOURCE_BYTES * math.prod(meta.shape[1:]) + _TARGET_BYTES * math.prod(tshape[1:])
             block = max(block, rows * row)
@@ -354,16 +361,10 @@ class Derivation:
     @property
     def layout(self) -> dict[str, tuple[str, tuple[int, ...], int]]:
         """Every target tensor's (safetensors dtype code, shape, bytes), by name."""
-        import torch
-
         from zoo.checkpoint import dtype_code
 
         return {
-            name: (
-                dtype_code(dt),
-                shape,
-                math.prod(shape) * torch.empty(0, dtype=dt).element_size(),
-            )
+            name: (dtype_code(dt), shape, math.prod(shape) * dt.itemsize)
             for g in self.groups
             for name, (dt, shape) in g.outputs.items()
         }
@@ -811,6 +812,32 @@ class _Recent:
 #: materializing from the same source again (another size, method or seed) neither reads
 #: its records back nor groups them into signals again.
 _SOURCES = _Recent(32)
+
+
+#: Each plan's groups (:attr:`Derivation.groups`), by :func:`_layout_key`.
+_LAYOUTS = _Recent(32)
+
+
+def _layout_key(plan: Plan) -> tuple:
+    """What a plan's groups are a function of: the source's content (its tensors' names,
+    shapes and dtypes), the learngene's, whether the source is virtual (it is then read
+    whole), both configs, the recipe but its seed (which draws other numbers into the
+    same shapes), and the rules of the versions re-derived."""
+    import json
+
+    recipe, lg = plan.recipe, plan.learngene
+    return (
+        plan.source.family,
+        plan.source.content_hash,
+        plan.source.virtual,
+        lg.content_hash if lg is not None else None,
+        json.dumps(plan.source.config, sort_keys=True),
+        json.dumps(plan.target_config, sort_keys=True),
+        (recipe.method, recipe.wavelet, recipe.rescale, recipe.norm, recipe.depth),
+        (recipe.order, recipe.dtype),
+        (plan.legacy_front_amplitude, plan.legacy_dct_unchanged, plan.legacy_whole_moments),
+        (plan.amplitude_version, plan.net2net_version, plan.dtype_version),
+    )
 
 
 def source_records(reg, plan: Plan) -> list:
