@@ -2038,10 +2038,11 @@ def test_joining_shape_only_tensors_gives_torch_cat_shapes():
         cat([torch.empty(2, 3, device="meta"), torch.empty(3, 3, device="meta")], dim=1)
 
 
-def test_a_new_derived_record_is_five_statements(registry, tiny_dir, monkeypatch):
+def test_a_new_derived_record_is_four_statements(registry, tiny_dir, monkeypatch):
     """Recording a new derived checkpoint reads its parent's liveness (locked) and whether
-    its content is registered as single columns, then inserts its row, its tensor rows
-    (one batch) and its edge: no ORM row is loaded, and the parent is read once."""
+    its content is registered in one statement of single columns, then inserts its row,
+    its tensor rows (one batch) and its edge: no ORM row is loaded, and the parent is read
+    once."""
     from sqlalchemy import event
 
     from zoo.api import materialize as mat
@@ -2063,8 +2064,8 @@ def test_a_new_derived_record_is_five_statements(registry, tiny_dir, monkeypatch
     monkeypatch.setattr(mat, "record_derived", recorded)
     made = registry.materialize(src.name, layers=1, hidden=16, method="scratch", device="cpu")
     work = [s for s in statements if not s.startswith("BEGIN")]
-    assert len(work) == 5, statements
-    assert [s.split()[0] for s in work] == ["SELECT", "SELECT", "INSERT", "INSERT", "INSERT"]
+    assert len(work) == 4, statements
+    assert [s.split()[0] for s in work] == ["SELECT", "INSERT", "INSERT", "INSERT"]
     assert not any("config_json" in s for s in work if s.startswith("SELECT")), work
     assert registry.show(made.artifact.name).tensors == made.artifact.tensors
     assert [e.parent_id for e in registry.lineage(made.artifact.name).edges] == [src.id]

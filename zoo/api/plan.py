@@ -144,8 +144,15 @@ def make_plan(reg, query: str, request: MaterializeRequest) -> Plan:
     with reg.session() as session:
         row = resolve_parent(session, query)
         # A learngene's records name its bands; a checkpoint's the derivation reads itself
-        # (kept by content, so a source materialized again does not read them back).
-        parent = queries.to_info(session, row, tensors=row.kind == "learngene")
+        # (kept by content, so a source materialized again does not read them back). Its
+        # files, imports and aliases are read for an output folder only (its side files
+        # and card); a record alone reads none.
+        parent = queries.to_info(
+            session,
+            row,
+            tensors=row.kind == "learngene",
+            parts=request.out is not None,
+        )
         learngene = parent if parent.kind == "learngene" else None
         source = source_of(session, parent) if learngene else parent
     resizable(source)  # one line naming the families zoo resizes, before any work

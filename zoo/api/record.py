@@ -83,7 +83,11 @@ def record_derived(
     def find(session: Session):
         # The parent first, then the row: `zoo rm --cascade` locks them in that order.
         # create runs after find in the same transaction: the parent is locked already.
-        parent_live(session, plan, lock=True)
+        live, held = queries.live_and_held(session, plan.parent.id, "derived", content_hash)
+        if not live:
+            raise _parent_removed(plan)
+        if not held:  # new content, the common case: nothing more to read
+            return None
         row = queries.find_by_content(session, "derived", content_hash, for_write=True)
         if row is None:
             return None
@@ -96,7 +100,7 @@ def record_derived(
         return link(session, row)
 
     def create(session: Session) -> ArtifactInfo:
-        row = queries.insert_artifact(
+        row = queries.inserted_artifact(
             session,
             kind="derived",
             name=_new_name(plan, content_hash),
@@ -120,13 +124,17 @@ def parent_live(session: Session, plan: Plan, *, lock: bool = False) -> None:
     (`zoo gc`) while it was derived: its row would hang under a removed artifact, or its
     edge point at none. ``lock``: the row is held until the caller's transaction ends,
     so an `rm` waits for the record and then sees the child it must keep."""
+    if not queries.is_live(session, plan.parent.id, lock=lock):
+        raise _parent_removed(plan)
+
+
+def _parent_removed(plan: Plan):
     from zoo.errors import ConflictError
 
-    if not queries.is_live(session, plan.parent.id, lock=lock):
-        raise ConflictError(
-            f"{plan.parent.name} was removed while this materialization ran; nothing was "
-            "recorded (materialize it again from what is kept)."
-        )
+    return ConflictError(
+        f"{plan.parent.name} was removed while this materialization ran; nothing was "
+        "recorded (materialize it again from what is kept)."
+    )
 
 
 def edge_recipe(plan: Plan, dev) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from datetime import datetime, timezone
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
@@ -157,14 +158,22 @@ def among(column, dialect: str, name: str = "ids"):
 
 
 def to_info(
-    session: Session, row: Artifact, *, tensors: bool = True, same_content: bool = False
+    session: Session,
+    row: Artifact,
+    *,
+    tensors: bool = True,
+    same_content: bool = False,
+    parts: bool = True,
 ) -> ArtifactInfo:
     """``row`` as a plain record; ``same_content`` also lists the other kept artifacts
-    that hold exactly its content (one query more, so only where it is shown)."""
-    parts: tuple[list, list, list] = ([], [], [])
-    for p in session.execute(_PARTS_OF, {"artifact_id": row.id}):
-        parts[p.part].append(p)
-    imports, aliases, files = parts
+    that hold exactly its content (one query more, so only where it is shown); without
+    ``parts``, its imports, aliases and files are left out (one query less, for a caller
+    that reads none of them)."""
+    found: tuple[list, list, list] = ([], [], [])
+    if parts:
+        for p in session.execute(_PARTS_OF, {"artifact_id": row.id}):
+            found[p.part].append(p)
+    imports, aliases, files = found
     return _info(
         row,
         aliases=tuple(a.a for a in aliases),
@@ -177,7 +186,9 @@ def to_info(
     )
 
 
-def new_info(session: Session, row: Artifact, *, tensors: bool = True) -> ArtifactInfo:
+def new_info(
+    session: Session, row: Artifact | SimpleNamespace, *, tensors: bool = True
+) -> ArtifactInfo:
     """:func:`to_info` of a row this transaction just inserted, with no read: no alias,
     import or file refers to it yet."""
     return _info(row, tensors=tuple(tensor_records(session, row.id)) if tensors else ())
@@ -297,6 +308,40 @@ def is_live(session: Session, artifact_id: int, *, lock: bool = False) -> bool:
     return found is not None
 
 
+def _live_and_held_statement() -> Select:
+    table = Artifact.__table__
+    other = table.alias("holder")
+    holder = (
+        select(other.c.id)
+        .where(
+            other.c.kind == bindparam("kind", type_=Artifact.kind.type),
+            other.c.content_hash == bindparam("content_hash", type_=Artifact.content_hash.type),
+        )
+        .scalar_subquery()
+    )
+    return (
+        select(table.c.id, holder.label("holder"))
+        .where(table.c.id == bindparam("id", type_=Artifact.id.type), table.c.deleted_at.is_(None))
+        .with_for_update(of=table)
+    )
+
+
+_LIVE_AND_HELD = _live_and_held_statement()
+
+
+def live_and_held(
+    session: Session, artifact_id: int, kind: str, content_hash: str
+) -> tuple[bool, bool]:
+    """Whether artifact ``artifact_id`` is live, its row then held until the transaction
+    ends (:func:`is_live` with ``lock``), and whether a ``kind`` row, removed or not,
+    holds this content: one round trip where a derived record asks both of every write."""
+    params = {"id": artifact_id, "kind": kind, "content_hash": content_hash}
+    found = session.connection().execute(_LIVE_AND_HELD, params).first()
+    if found is None:
+        return False, False
+    return True, found.holder is not None
+
+
 def find_by_content(
     session: Session, kind: str, content_hash: str, *, for_write: bool = False
 ) -> Artifact | None:
@@ -372,6 +417,44 @@ def insert_artifact(
     The row is inserted by one prepared statement and put into the session as loaded:
     the ORM's flush of a new object costs more than the database takes to insert it,
     and every import, extraction and materialization writes one."""
+    values = inserted_artifact(
+        session,
+        kind=kind,
+        name=name,
+        family=family,
+        content_hash=content_hash,
+        config=config,
+        info=info,
+        tensors=tensors,
+        created_by=created_by,
+        virtual=virtual,
+        layers=layers,
+        hidden=hidden,
+    )
+    row = Artifact(**vars(values))
+    make_transient_to_detached(row)
+    session.add(row)
+    return row
+
+
+def inserted_artifact(
+    session: Session,
+    *,
+    kind: str,
+    name: str,
+    family: str | None,
+    content_hash: str,
+    config: dict[str, Any] | None,
+    info: dict[str, Any],
+    tensors: Iterable[TensorRecord],
+    created_by: str,
+    virtual: bool = False,
+    layers: int | None = None,
+    hidden: int | None = None,
+) -> SimpleNamespace:
+    """:func:`insert_artifact` without an ORM object: the row's columns as attributes,
+    for a caller that reads them (:func:`new_info`) and changes nothing (a derived
+    record: the session then has no object to track, expire and flush)."""
     tensors = list(tensors)
     values = {
         "kind": kind,
@@ -392,12 +475,9 @@ def insert_artifact(
     session.flush()  # what the session holds goes first, as an ORM insert would order it
     connection = session.connection()
     artifact_id = connection.execute(_INSERT_ARTIFACT, values).scalar_one()
-    row = Artifact(id=artifact_id, **values)
-    make_transient_to_detached(row)
-    session.add(row)
     rows = [
         {
-            "artifact_id": row.id,
+            "artifact_id": artifact_id,
             "name": t.name,
             "dtype": t.dtype,
             "shape_json": json.dumps(list(t.shape)),
@@ -409,7 +489,7 @@ def insert_artifact(
     if rows:
         # One executemany instead of an ORM object per tensor: writers hold the lock less.
         connection.execute(_INSERT_TENSORS, rows)
-    return row
+    return SimpleNamespace(id=artifact_id, **values)
 
 
 _INSERT_ARTIFACT = insert(Artifact.__table__).returning(Artifact.__table__.c.id)
