@@ -1932,6 +1932,31 @@ def test_a_request_derives_the_same_bits_whatever_the_process_derived_before(
             assert made.artifact.content_hash == content, (family, ask)
 
 
+def test_random_methods_build_their_groups_together_or_apart_alike(registry, tiny_dir, monkeypatch):
+    """Scratch and net2net build the tensors of their finished groups together, up to a
+    batch: a batch of one group gives the same records, deeper targets included."""
+    from zoo.api import derivation
+
+    asks = [
+        dict(layers=2, hidden=16, method="scratch", seed=4),
+        dict(layers=6, hidden=64, method="scratch", seed=5, dtype="bfloat16"),
+        dict(layers=6, hidden=48, method="net2net", seed=6),
+        dict(layers=8, hidden=64, method="net2net", seed=7, depth="identity"),
+    ]
+    for family in ("bert", "gpt2", "llama"):
+        src = registry.import_checkpoint(tiny_dir(family))
+        for ask in asks:
+            together = registry.materialize(src.name, **ask, device="cpu")
+            with monkeypatch.context() as m:
+                m.setattr(derivation, "_BATCH_ELEMENTS", 1)  # each group on its own
+                apart = registry.materialize(src.name, **ask, device="cpu")
+            assert apart.artifact.id == together.artifact.id, (family, ask)
+            assert apart.artifact.tensors == together.artifact.tensors
+            assert apart.state_dict.keys() == together.state_dict.keys()
+            for name, t in apart.state_dict.items():
+                assert torch.equal(together.state_dict[name], t), (family, ask, name)
+
+
 def test_scratch_passes_the_integer_buffers_a_checkpoint_stores_through(
     registry, tiny_dir, tmp_path
 ):

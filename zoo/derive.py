@@ -7,6 +7,7 @@ deterministic for the same inputs on the same device.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -192,13 +193,14 @@ def deepen_by_identity(
 
 def amplitude(spec: SignalSpec, recipe: Recipe) -> Amplitude:
     """The amplitude rule ``recipe`` gives a signal like ``spec`` (:mod:`zoo.methods.amplitude`)."""
-    return Amplitude.of(
-        get(recipe.method),
-        spec.kind,
-        spec.fan_in_axis,
-        rescale=recipe.rescale,
-        norm=recipe.norm,
-    )
+    return _amplitude(recipe.method, spec.kind, spec.fan_in_axis, recipe.rescale, recipe.norm)
+
+
+# A rule is immutable and a function of these five names: each signal of every derivation
+# asks for its own several times.
+@functools.lru_cache(maxsize=256)
+def _amplitude(method: str, kind: str, fan_in_axis, rescale: str, norm: str) -> Amplitude:
+    return Amplitude.of(get(method), kind, fan_in_axis, rescale=rescale, norm=norm)
 
 
 def derive_signal(

@@ -71,6 +71,10 @@ def _layers_in_flight() -> int:
     return min(os.cpu_count() or 1, 8)
 
 
+# Finished groups of a random method (scratch, net2net) are built into tensors together
+# until their results hold this many elements.
+_BATCH_ELEMENTS = 4 << 20
+
 # Bytes per element of a group's working set, per source and per target element: the
 # float32 copies the transforms compute in, their temporaries and the result's own dtype.
 _SOURCE_BYTES, _TARGET_BYTES = 8, 12
@@ -392,11 +396,24 @@ class Derivation:
             maps = self._copy_maps()
             group_of = {k: g for g in self.groups for k in g.signals}
             pending: dict[str, torch.Tensor] = {}
+            # Finished groups wait until their results add up to a batch: one pass of the
+            # family's state-dict builder for them all instead of one per group (a small
+            # model's groups are one batch).
+            ready: list[Group] = []
+
+            def build() -> None:
+                self._emit(ready, {k: pending.pop(k) for g in ready for k in g.signals}, emit)
+                ready.clear()
+
             for key in sorted(self.metas):
                 g = group_of[key]
                 pending[key] = self._signal(key, generator, g, maps)
                 if all(k in pending for k in g.signals):
-                    self._emit(g, {k: pending.pop(k) for k in g.signals}, emit)
+                    ready.append(g)
+                    if sum(r.target_elements for r in ready) >= _BATCH_ELEMENTS:
+                        build()
+            if ready:
+                build()
             return
         if self._needs_whole_source():
             self._whole_source()  # load once, before the threads need it
@@ -415,7 +432,7 @@ class Derivation:
             if writer is not None:
                 self._emit_rows(g, writer)
             else:
-                self._emit(g, {k: self._signal(k, None, g, None) for k in g.signals}, emit)
+                self._emit([g], {k: self._signal(k, None, g, None) for k in g.signals}, emit)
 
         # Half the largest group's working set more beside it: two large groups (the
         # embedding and the head) never run side by side; a large one and small ones do.
@@ -427,7 +444,8 @@ class Derivation:
             if g.two_pass:
                 self._emit_two_pass(g, emit, workers)
 
-    def _emit(self, group: Group, values: dict, emit) -> None:
+    def _emit(self, groups: list[Group], values: dict, emit) -> None:
+        """Build ``groups``' target tensors from their signals ``values`` and emit each."""
 
         plan = self.plan
         if plan.deepen:
@@ -441,10 +459,12 @@ class Derivation:
         tensors = self.family.from_signals(
             values, plan.target_config, part_of=self.metas, legacy_norms=self._legacy_norms
         )
+        dtypes = {name: dt for g in groups for name, (dt, _) in g.outputs.items()}
         for name, t in tensors.items():
-            emit(name, t.to(group.outputs[name][0]))
-        with self._lock:  # the group's source tensors are not needed again
-            self._group_source.pop(group.signals, None)
+            emit(name, t.to(dtypes[name]))
+        with self._lock:  # the groups' source tensors are not needed again
+            for g in groups:
+                self._group_source.pop(g.signals, None)
 
     def _streamed_output(self, group: Group) -> str | None:
         """The one tensor ``group`` makes, when it can be derived and written a block of

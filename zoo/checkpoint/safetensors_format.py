@@ -14,6 +14,7 @@ Nothing here imports torch at module level: reading headers and bytes needs none
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -425,6 +426,7 @@ def torch_dtype(code: str) -> torch.dtype:
     return dt
 
 
+@functools.cache  # every tensor hashed or written asks, and the answer never changes
 def dtype_code(dtype: torch.dtype) -> str:
     """Return the safetensors dtype code of a torch dtype (``torch.float16`` -> ``"F16"``).
 

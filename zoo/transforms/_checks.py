@@ -91,6 +91,8 @@ def check_shape(shape: Sequence[int], ndim: int, name: str = "shape") -> list[in
 def _is_whole(value) -> bool:
     """An int (or a float, numpy or torch scalar holding one); not a bool, not text, not
     a complex number, not an array or tensor of one or more values."""
+    if type(value) is int:  # the common case, checked first: every derivation's shapes
+        return True
     if isinstance(value, (bool, str, bytes, bytearray, complex)):
         return False
     dtype = str(getattr(value, "dtype", ""))
