@@ -76,12 +76,14 @@ def available_bytes(device: torch.device) -> int | None:
         return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
     have = None
     try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    have = int(line.split()[1]) * 1024
-                    break
-    except OSError:
+        # Read whole, as bytes: every materialization asks, and decoding line by line
+        # costs more than the read.
+        with open("/proc/meminfo", "rb") as f:
+            text = f.read()
+        at = text.find(b"MemAvailable:")
+        if at >= 0:
+            have = int(text[at:].split(maxsplit=2)[1]) * 1024
+    except (OSError, ValueError, IndexError):
         pass
     if have is None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import os
 import random
@@ -75,6 +76,16 @@ def _factories(engine: Engine) -> tuple[sessionmaker[Session], sessionmaker[Sess
 
 
 def current_user() -> str:
+    # getpass.getuser reads these, then the password database (a file, on every call):
+    # asked again only when one of them changes.
+    return _user(tuple(os.environ.get(name) for name in _USER_VARIABLES))
+
+
+_USER_VARIABLES = ("LOGNAME", "USER", "LNAME", "USERNAME")
+
+
+@functools.lru_cache(maxsize=8)
+def _user(_variables: tuple[str | None, ...]) -> str:
     with contextlib.suppress(Exception):
         return getpass.getuser()
     return os.environ.get("USER", "unknown")

@@ -6,6 +6,7 @@ import difflib
 import functools
 import hashlib
 import json
+import operator
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from types import SimpleNamespace
@@ -480,7 +481,7 @@ def inserted_artifact(
             "artifact_id": artifact_id,
             "name": t.name,
             "dtype": t.dtype,
-            "shape_json": json.dumps(list(t.shape)),
+            "shape_json": shape_json(t.shape),
             "nbytes": t.nbytes,
             "digest": t.digest,
         }
@@ -490,6 +491,12 @@ def inserted_artifact(
         # One executemany instead of an ORM object per tensor: writers hold the lock less.
         connection.execute(_INSERT_TENSORS, rows)
     return SimpleNamespace(id=artifact_id, **values)
+
+
+def shape_json(shape) -> str:
+    """``json.dumps(list(shape))`` of a shape of ints (what a tensor row stores), written
+    out directly: a record writes one per tensor."""
+    return "[" + ", ".join(str(operator.index(n)) for n in shape) + "]"
 
 
 _INSERT_ARTIFACT = insert(Artifact.__table__).returning(Artifact.__table__.c.id)
