@@ -25,6 +25,7 @@ many run at once: the same recipe gives the same bits on the same device.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -853,8 +854,7 @@ def _layout_key(plan: Plan) -> tuple:
         lg.content_hash if lg is not None else None,
         json.dumps(plan.source.config, sort_keys=True),
         json.dumps(plan.target_config, sort_keys=True),
-        (recipe.method, recipe.wavelet, recipe.rescale, recipe.norm, recipe.depth),
-        (recipe.order, recipe.dtype),
+        dataclasses.replace(recipe, seed=0),  # every field a later recipe adds, too
         (plan.legacy_front_amplitude, plan.legacy_dct_unchanged, plan.legacy_whole_moments),
         (plan.amplitude_version, plan.net2net_version, plan.dtype_version),
     )
