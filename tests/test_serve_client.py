@@ -289,6 +289,70 @@ def test_an_upload_records_the_uploaders_folder_not_the_servers_copy(
     assert hint in out + err, out + err
 
 
+def test_an_upload_whose_weights_change_as_they_are_sent_records_nothing(
+    both, served, tiny_dir, tmp_path, monkeypatch
+):
+    """A trainer saving over the weights while a client uploads them: the client says so
+    in a local import's words, exit 2, at once (a file cut short would otherwise leave the
+    server waiting for the bytes announced, and the client for its answer, until
+    ZOO_TIMEOUT), and the server, whose upload ended short of its body, keeps nothing."""
+    import io
+    import os
+    import time
+
+    import zoo.client
+    import zoo.transport
+
+    folder = tmp_path / "saving"
+    shutil.copytree(tiny_dir("bert", seed=21), folder)
+    weights = folder / "model.safetensors"
+    first = weights.read_bytes()
+    second = (tiny_dir("bert", seed=22) / "model.safetensors").read_bytes()
+    assert len(second) == len(first) and second != first  # another save, same shapes
+
+    class SavedOverOnceRead(io.FileIO):
+        """The weights as the client reads them: `save` writes the file once a block is read."""
+
+        def read(self, size: int = -1) -> bytes:
+            block = super().read(size)
+            if os.fspath(self.name) == str(weights) and saves:
+                saves.pop()(weights)
+            return block
+
+    def cut_short(path):  # a save truncates the file first
+        os.truncate(path, 0)
+
+    def written_over(path):  # in place: the same size, other bytes
+        with open(path, "r+b") as fh:
+            fh.write(second)
+
+    # The client opens the files it uploads with open(); a hung upload fails in a minute.
+    monkeypatch.setattr(zoo.client, "open", SavedOverOnceRead, raising=False)
+    monkeypatch.setattr(zoo.client, "_TIMEOUT", 60)
+    monkeypatch.setattr(zoo.transport, "_CHUNK", 4096)  # the weights go in several blocks
+    cache = served.reg.settings.home / "serve-cache"
+    before = [i.name for i in served.reg.list()], sorted(served.reg.store.digests())
+    for save, said in ((cut_short, "was cut short"), (written_over, "changed")):
+        weights.write_bytes(first)
+        old = time.time() - 3600  # a write now moves the mtime, however coarse the clock
+        os.utime(weights, (old, old))
+        saves = [save]
+        started = time.monotonic()
+        code, out, err = both.remote("import", str(folder), "--name", "saving")
+        assert time.monotonic() - started < 30, said
+        assert (code, out) == (2, ""), (said, err)
+        assert err == (
+            f"zoo: error: {folder} changed while zoo imported it (model.safetensors {said} as "
+            "it was sent to the server); nothing was recorded. Import it again once whatever "
+            "writes it is done.\n"
+        )
+        assert ([i.name for i in served.reg.list()], sorted(served.reg.store.digests())) == before
+        assert not [p.name for p in cache.iterdir() if p.name.startswith(".upload")]
+    # Saved and left alone, the folder uploads whole.
+    assert both.remote("import", str(folder), "--name", "saving")[0] == 0
+    assert served.reg.show("saving").content_hash == served.reg.audit(folder).artifact.content_hash
+
+
 def test_verify_through_the_server_says_the_fix_and_repairs(both, served):
     """`zoo verify` as a client prints what the registry's own verify prints, the fix for
     each damaged blob included, and `--repair` restores what the server can produce again

@@ -8,14 +8,17 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import errno
+import io
 import json
+import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import pytest
 
-from zoo.transport import Transport, TransportError
+from zoo.transport import FileChangedError, Transport, TransportError
 
 BIG = bytes(range(256)) * 12_000  # 3 MB: more than one block each way
 
@@ -52,7 +55,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.seen.append({"path": self.path, "headers": dict(self.headers), "body": body})
-        self._answer(200, b"{}")
+        if len(body) == int(self.headers["Content-Length"]):  # else the client hung up
+            self._answer(200, b"{}")
 
 
 @pytest.fixture
@@ -122,6 +126,70 @@ def test_a_multipart_upload_is_what_the_email_parser_reads_back(server, tmp_path
         ("files", "config.json", b'{"a": 1}'),
         ("files", "odd %22name%22.safetensors", BIG),
     ]
+
+
+class _WrittenOnceRead(io.FileIO):
+    """A file that a writer changes (``write(path)``) once its first block is read."""
+
+    def __init__(self, path, write) -> None:
+        super().__init__(path, "rb")
+        self._write = write
+
+    def read(self, size: int = -1) -> bytes:
+        block = super().read(size)
+        write, self._write = self._write, None
+        if write is not None:
+            write(self.name)
+        return block
+
+
+def _cut_short(path) -> None:  # a trainer saving over it truncates it first
+    os.truncate(path, 0)
+
+
+def _written_over(path) -> None:  # another save, in place: same size, other bytes
+    with open(path, "r+b") as fh:
+        fh.write(bytes(reversed(BIG)))
+
+
+def _grown(path) -> None:
+    with open(path, "ab") as fh:
+        fh.write(b"more")
+
+
+@pytest.mark.parametrize(
+    ("write", "said"),
+    [(_cut_short, "was cut short"), (_written_over, "changed"), (_grown, "changed")],
+)
+def test_an_upload_whose_file_changes_as_it_is_sent_ends_short_of_its_body(
+    server, tmp_path, write, said
+):
+    """A file written to while it is sent (several blocks here) is refused at once, and
+    the request ends before the body it announced does: the server can take none of it.
+    Sent on, a file cut short leaves the server waiting for the bytes it was promised, and
+    one written over in place reaches it as a mix of two saves."""
+    url, seen = server
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(BIG)
+    old = time.time() - 3600  # a write now moves the mtime, however coarse the clock
+    os.utime(path, (old, old))
+    started = time.monotonic()
+    with (
+        _WrittenOnceRead(path, write) as fh,
+        pytest.raises(FileChangedError, match=f"^model.safetensors {said} as it was sent$"),
+    ):
+        Transport(url, {}, timeout=60).request(
+            "POST", "/upload", files=[("files", ("model.safetensors", fh, "x/y"))]
+        )
+    assert time.monotonic() - started < 30  # not the timeout
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (sent,) = seen
+    boundary = sent["headers"]["Content-Type"].partition("boundary=")[2]
+    assert len(sent["body"]) < int(sent["headers"]["Content-Length"])
+    assert f"--{boundary}--".encode() not in sent["body"]
+    assert len(sent["body"]) <= len(BIG) + 1000  # nothing past the size announced
 
 
 def test_a_download_streams_in_blocks_and_a_dropped_link_is_the_transports_error(server):

@@ -20,7 +20,13 @@ from urllib.parse import quote, urlsplit
 
 from zoo import errors
 from zoo.config import endpoint_from_env, redact_url
-from zoo.errors import ConflictError, InvalidInputError, ServerUnavailableError, ZooError
+from zoo.errors import (
+    ChangedWhileReadError,
+    ConflictError,
+    InvalidInputError,
+    ServerUnavailableError,
+    ZooError,
+)
 
 # What a checkpoint folder upload carries besides the .safetensors files and the side files
 # (zoo.checkpoint.side_files): what a local import reads, nothing else.
@@ -184,6 +190,8 @@ class RemoteRegistry:
     def import_checkpoint(
         self, source, *, name=None, revision=None, convert_bin=False, progress=False
     ):
+        from zoo.transport import FileChangedError
+
         path = Path(os.fspath(source)).expanduser()
         if path.exists():
             if revision:
@@ -204,7 +212,11 @@ class RemoteRegistry:
                     from zoo.checkpoint.names import validate_name
 
                     data["name"] = validate_name(name)
-                body = self._call("POST", "/api/import/upload", files=files, data=data)
+                try:
+                    body = self._call("POST", "/api/import/upload", files=files, data=data)
+                except FileChangedError as exc:
+                    # The upload ended short of its body: the server discarded it.
+                    raise ChangedWhileReadError.of_import(path, f"{exc} to the server") from None
             return artifact_from_json(body)
         from zoo.hub import names_a_repo, not_a_source
 

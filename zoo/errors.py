@@ -136,14 +136,23 @@ class BlobNotAFileError(BlobMissingError):
 
 class ChangedWhileReadError(InvalidInputError):
     """A file changed while zoo read it: its bytes read a second time (to store them) are
-    not those hashed the first time, or it was written to between zoo's first read of it
-    and its last. Nothing is stored under the first hash."""
+    not those hashed the first time, it was written to between zoo's first read of it and
+    its last, or a client's upload found it changed as it was sent. Nothing is stored under
+    the first hash."""
 
     def __init__(self, message: str, *, digest: str | None = None, why: str | None = None) -> None:
         super().__init__(message)
         self.digest = digest
         #: What changed, in words for a message that names the whole checkpoint.
         self.why = why
+
+    @classmethod
+    def of_import(cls, path, what: str) -> ChangedWhileReadError:
+        """An import of the checkpoint at ``path`` refused because ``what`` (in words)."""
+        return cls(
+            f"{path} changed while zoo imported it ({what}); nothing was recorded. Import it "
+            "again once whatever writes it is done."
+        )
 
 
 class BlobCorruptError(ZooError, OSError):

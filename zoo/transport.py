@@ -27,6 +27,16 @@ class TransportError(Exception):
     """The request did not get an answer: no connection, a timeout, a dropped link."""
 
 
+class FileChangedError(Exception):
+    """A file an upload reads changed while it was sent (cut short, grown, or written
+    over): the request was abandoned before its body ended, so the server, which takes a
+    body only whole, keeps none of it. ``filename`` is the part's, ``how`` in words."""
+
+    def __init__(self, filename: str, how: str) -> None:
+        super().__init__(f"{filename} {how} as it was sent")
+        self.filename, self.how = filename, how
+
+
 @dataclass
 class Response:
     """A whole answer: its status, headers (names in lower case) and body."""
@@ -105,7 +115,7 @@ class Transport:
     ) -> Response:
         """The answer to one request. ``json``: the body, as JSON. ``data`` (form fields)
         and ``files`` (field, (filename, open file, content type)): a multipart body,
-        streamed from the files."""
+        streamed from the files (:class:`FileChangedError` if one changes meanwhile)."""
         with self.stream(method, path, params=params, json=json, data=data, files=files) as s:
             return s.read()
 
@@ -153,28 +163,49 @@ class Transport:
 def _multipart(boundary: str, fields: dict[str, str], files) -> tuple[Iterator[bytes], int]:
     """A ``multipart/form-data`` body (RFC 7578) that reads each file a block at a time
     as it is sent, and its length in bytes (sent up front: a proxy may refuse a chunked
-    upload)."""
+    upload).
+
+    Each file is sent as it was when the length was taken: a file that a writer cuts
+    short, grows or writes over meanwhile (its size, mtime or ctime no longer what they
+    were; ctime cannot be set back) raises :class:`FileChangedError` before the body's
+    closing boundary, so the request ends short and the server discards it. Without the
+    check a file cut short would leave the server waiting for bytes that never come, and
+    one written over would be taken as a mix of its old and new bytes."""
     heads: list[bytes] = []
     sizes = 0
+    stats = []
     for name, value in fields.items():
         heads.append(_part_head(boundary, name) + value.encode() + b"\r\n")
     for field, (filename, fh, content_type) in files:
         head = _part_head(boundary, field, filename, content_type)
         heads.append(head)
-        sizes += len(head) + os.fstat(fh.fileno()).st_size + 2
+        stats.append(os.fstat(fh.fileno()))
+        sizes += len(head) + stats[-1].st_size + 2
     tail = f"--{boundary}--\r\n".encode()
     size = sum(len(h) for h in heads[: len(fields)]) + sizes + len(tail)
 
     def body() -> Iterator[bytes]:
         yield from heads[: len(fields)]
-        for head, (_, (_, fh, _)) in zip(heads[len(fields) :], files, strict=True):
+        parts = zip(heads[len(fields) :], files, stats, strict=True)
+        for head, (_, (filename, fh, _)), before in parts:
             yield head
-            while block := fh.read(_CHUNK):
+            left = before.st_size
+            while left and (block := fh.read(min(_CHUNK, left))):
+                left -= len(block)
                 yield block
+            if left:
+                raise FileChangedError(filename, "was cut short")
+            if _version(os.fstat(fh.fileno())) != _version(before):
+                raise FileChangedError(filename, "changed")
             yield b"\r\n"
         yield tail
 
     return body(), size
+
+
+def _version(st: os.stat_result) -> tuple[int, int, int]:
+    """What a write to an open file changes."""
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _part_head(boundary: str, name: str, filename: str | None = None, content_type=None) -> bytes:

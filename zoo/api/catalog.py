@@ -229,10 +229,7 @@ def _changed(path, tensor: str | None = None, *, why: str | None = None) -> Chan
         what = f"tensor {tensor!r} is not what it held when hashed"
     else:
         what = why or "its weights were cut short as they were read"
-    return ChangedWhileReadError(
-        f"{path} changed while zoo imported it ({what}); nothing was recorded. Import it "
-        "again once whatever writes it is done."
-    )
+    return ChangedWhileReadError.of_import(path, what)
 
 
 def _prepare(
