@@ -335,6 +335,52 @@ def test_oversized_and_forged_uploads_are_refused_and_leave_nothing(served, tiny
     assert report.ok and report.temp_files == () and report.orphans == ()
 
 
+def test_a_client_upload_over_the_limit_is_refused_in_the_servers_words(
+    served, tmp_path, run_cli, monkeypatch
+):
+    """The server refuses an upload whose Content-Length passes --max-upload as soon as
+    the headers arrive, and closes the connection: a client still sending the body sees a
+    broken pipe or a reset (which may discard the answer). A client's `zoo import` asks
+    first, and says what the upload itself is answered, exit 2, every time; likewise a
+    token that may not import, exit 12; nothing is sent, nothing recorded."""
+    import socket
+
+    from tinymodels import save_tiny
+
+    # A vocabulary as large as XLM-R's: 32 MB, far more than the sockets' buffers hold.
+    folder = save_tiny("bert", tmp_path / "large", vocab_size=250_000)
+    assert (folder / "model.safetensors").stat().st_size > 15 * LIMIT
+    # The upload's own answer, to its headers alone (no body to be cut off while sent).
+    head = (
+        f"POST /api/import/upload HTTP/1.1\r\nHost: x\r\nContent-Length: {LIMIT + 1}\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\n"
+        f"Authorization: Bearer {served.tokens['write']}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", served.server.port), timeout=20) as sock:
+        sock.sendall(head.encode())
+        answer = b""
+        while chunk := sock.recv(4096):  # the server closes the connection after it
+            answer += chunk
+    status, _, body = answer.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 413"), answer[:200]
+    said = json.loads(body)["error"]["message"]
+    with client(served.server.url, served.tokens["write"]) as http:
+        # The check is the upload's own: exactly the limit is taken, a byte more is not.
+        for size, code in ((LIMIT, 200), (LIMIT + 1, 413)):
+            checked = http.get("/api/import/upload/check", params={"size": size})
+            assert checked.status_code == code, checked.text
+        assert checked.json() == json.loads(body)
+    before = _state(served.reg)
+    monkeypatch.setenv("ZOO_ENDPOINT", served.server.url)
+    monkeypatch.setenv("ZOO_TOKEN", served.tokens["write"])
+    for _ in range(3):
+        assert run_cli("import", str(folder)) == (2, "", f"zoo: error: {said}\n")
+    monkeypatch.setenv("ZOO_TOKEN", served.tokens["read"])
+    code, out, err = run_cli("import", str(folder))
+    assert (code, out) == (12, "") and "has role read; this request needs write" in err, err
+    assert _state(served.reg) == before
+
+
 def test_sigkill_mid_upload_and_mid_materialize_leaves_nothing_fsck_reports(
     served, tiny_dir, tmp_path
 ):

@@ -24,6 +24,7 @@ from zoo.errors import (
     ChangedWhileReadError,
     ConflictError,
     InvalidInputError,
+    NoSuchRouteError,
     ServerUnavailableError,
     ZooError,
 )
@@ -190,7 +191,7 @@ class RemoteRegistry:
     def import_checkpoint(
         self, source, *, name=None, revision=None, convert_bin=False, progress=False
     ):
-        from zoo.transport import FileChangedError
+        from zoo.transport import FileChangedError, multipart_length
 
         path = Path(os.fspath(source)).expanduser()
         if path.exists():
@@ -212,6 +213,7 @@ class RemoteRegistry:
                     from zoo.checkpoint.names import validate_name
 
                     data["name"] = validate_name(name)
+                self._check_upload(multipart_length(data, files))
                 try:
                     body = self._call("POST", "/api/import/upload", files=files, data=data)
                 except FileChangedError as exc:
@@ -225,6 +227,16 @@ class RemoteRegistry:
         body = {"repo": os.fspath(source), "revision": revision, "name": name}
         body["convert_bin"] = convert_bin
         return artifact_from_json(self._call("POST", "/api/import", json=body))
+
+    def _check_upload(self, size: int) -> None:
+        """Refuse here, in the server's words, an upload of ``size`` bytes the server would
+        refuse (over its --max-upload, or a token that may not import). It refuses the
+        upload itself as soon as the Content-Length arrives and closes the connection:
+        the client, still sending, would see a broken pipe or a reset, which may discard
+        the answer."""
+        # A server without the check refuses the upload as it is sent.
+        with contextlib.suppress(NoSuchRouteError):
+            self._call("GET", "/api/import/upload/check", params={"size": size})
 
     def import_checkpoints(self, sources, *, convert_bin=False, batch=200, progress=False):
         """Each folder uploaded and imported in turn (a server writes each as it arrives;

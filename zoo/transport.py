@@ -160,6 +160,13 @@ class Transport:
         """Nothing to release: each request has its own connection, closed after it."""
 
 
+def multipart_length(fields: dict[str, str], files) -> int:
+    """The length of the body :meth:`Transport.request` sends for ``data=fields`` and
+    ``files`` (their sizes now): what a server's upload limit is checked against before
+    anything is sent."""
+    return _multipart(uuid.uuid4().hex, fields, files)[1]  # every boundary is as long
+
+
 def _multipart(boundary: str, fields: dict[str, str], files) -> tuple[Iterator[bytes], int]:
     """A ``multipart/form-data`` body (RFC 7578) that reads each file a block at a time
     as it is sent, and its length in bytes (sent up front: a proxy may refuse a chunked

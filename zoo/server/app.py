@@ -145,6 +145,15 @@ UPLOAD_ROUTES = ("/api/import/upload", "/api/audit")
 JSON_BODY_LIMIT = MAX_JSON_BYTES
 
 
+def upload_too_large(limit: int) -> PayloadTooLargeError:
+    """The refusal of an upload above ``limit`` (--max-upload), whether the upload
+    announces its size or a client asks first (``GET /api/import/upload/check``)."""
+    return PayloadTooLargeError(
+        f"The request body exceeds this server's upload limit of {limit} bytes "
+        "(zoo serve --max-upload)."
+    )
+
+
 class BodyLimit:
     """Refuses request bodies over the limit: at once when Content-Length says so, else
     as soon as the bytes received pass it (nothing is parsed or written beyond that).
@@ -160,10 +169,7 @@ class BodyLimit:
         if (scope["path"] in UPLOAD_ROUTES and kind == b"multipart/form-data") or (
             self.limit <= JSON_BODY_LIMIT
         ):
-            return self.limit, PayloadTooLargeError(
-                f"The request body exceeds this server's upload limit of {self.limit} bytes "
-                "(zoo serve --max-upload)."
-            )
+            return self.limit, upload_too_large(self.limit)
         return JSON_BODY_LIMIT, PayloadTooLargeError(
             f"The request body exceeds the {JSON_BODY_LIMIT} bytes this server reads of a "
             "request other than an upload; a checkpoint's files go as "
@@ -1097,6 +1103,20 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
             return info.to_json(with_tensors=True)
         finally:
             await server.db(remove_tree, staging)
+
+    @app.get("/api/import/upload/check", tags=["writing"])
+    async def check_upload(
+        size: int = Query(ge=0, description="The upload's whole multipart body, in bytes."),
+        _=write,
+    ):
+        """Whether /api/import/upload would take an upload of ``size`` bytes from this
+        token: its refusal (413 over --max-upload, 401, 403), before any byte is sent. The
+        upload itself is refused as soon as its Content-Length arrives, and the connection
+        closed: a client still sending sees a broken pipe or a reset, which may discard
+        the answer."""
+        if size > server.limit:
+            raise upload_too_large(server.limit)
+        return {"max_upload": server.limit}
 
     @app.post("/api/extract", tags=["writing"])
     async def extract(body: ExtractRequest, _=write):
