@@ -802,6 +802,56 @@ def test_a_size_the_servers_disk_cannot_hold_is_refused_in_the_callers_terms(ser
     assert "--out" not in error["message"] and str(served.home) not in error["message"]
 
 
+def test_a_disk_that_fills_during_a_build_is_told_by_kind_and_logged(tiny_dir, monkeypatch, caplog):
+    """A build into the cache that passed the check for room, whose disk fills while its
+    weights are written (other builds took the room): the caller is told the failure's
+    kind (507, exit 11), never the cache's path nor the CLI's --out (the caller named no
+    folder); the server's log says which file, once per failure; the next build, with
+    room again, serves the files whole and leaves nothing pending."""
+    import errno
+    import logging
+
+    from starlette.testclient import TestClient
+
+    import zoo
+    from zoo.server import create_app
+
+    reg = zoo.connect()
+    reg.import_checkpoint(tiny_dir("bert"), name="tiny-bert")
+    token = reg.create_token("reader", role="read")[1]
+    cache = reg.settings.home / "serve-cache"
+    builds = ("/api/artifacts/tiny-bert/files", "/tiny-bert/resolve/2x16/config.json")
+
+    def full(fd, data, offset):  # as a full disk answers a write: no file name
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    app = create_app(reg)
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        with TestClient(app, headers=headers) as http, caplog.at_level(logging.INFO):
+            with monkeypatch.context() as patched:
+                patched.setattr(os, "pwrite", full)
+                answers = [http.get(path) for path in builds]
+            for answer in answers:
+                assert answer.status_code == 507, answer.text
+                assert answer.json()["error"] == {
+                    "class": "StorageError",
+                    "message": "The server's storage failed: No space left on device.",
+                    "status": 507,
+                    "exit_code": 11,
+                }
+            logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+            assert len(logged) == len(builds), logged
+            for line in logged:
+                assert line.startswith(f"storage error: Cannot write --out {cache}/"), line
+                assert line.endswith("No space left on device (nothing of it was kept).")
+            for path in builds:
+                assert http.get(path).status_code == 200, path
+    finally:
+        reg.close()
+    assert not [p.name for p in cache.iterdir() if p.name.startswith(".pending")]
+
+
 def test_what_stops_a_server_at_start_is_said_in_one_line(served, tmp_path):
     """A port in use, a host that is not this machine's and a database to upgrade are
     zoo's one line and exit code, before the server listens (uvicorn logs a traceback and

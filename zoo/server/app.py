@@ -519,7 +519,7 @@ class Server:
         try:
             # By name, which one artifact holds: a content hash may be a source's and the
             # same-size checkpoint derived from it.
-            with _no_room_said_plainly():
+            with _storage_said_plainly():
                 self.reg.export(info.name, out=pending)
             self.cache.adopt(pending, key)
         finally:
@@ -577,7 +577,7 @@ class Server:
             return done  # finished between the caller's check and this thread's start
         pending = self.cache.pending()
         try:
-            with _no_room_said_plainly():
+            with _storage_said_plainly():
                 result = self.reg.materialize(query, out=pending, **params)
             folder = self.folder_key(result.artifact)
             self.cache.adopt(pending, folder)
@@ -660,21 +660,35 @@ def _well_formed(first: str, last: str) -> bool:
 
 
 @contextlib.contextmanager
-def _no_room_said_plainly():
-    """A checkpoint the cache's disk cannot hold, refused in the caller's terms: its size
-    and the room left, without the cache's path or the ``--out`` flag of the CLI's
-    message."""
+def _storage_said_plainly():
+    """A build into the cache that its disk cannot take, told in the caller's terms (the
+    caller named no folder), never with the cache's path or the CLI's ``--out``: a
+    checkpoint larger than the room left, by its size and that room; a write that fails
+    midway (builds running beside it filled the disk), by kind, as every failure of the
+    server's own storage is, and logged with its detail."""
     from zoo.api.export import decimal_bytes
 
     try:
         yield
-    except NoRoomError as exc:
-        if exc.needed is None or exc.free is None:
-            raise
-        raise StorageError(
-            f"This checkpoint would take {decimal_bytes(exc.needed)} and the server has "
-            f"{decimal_bytes(exc.free)} of disk free for it."
-        ) from None
+    except StorageError as exc:
+        if isinstance(exc, NoRoomError) and exc.needed is not None and exc.free is not None:
+            raise StorageError(
+                f"This checkpoint would take {decimal_bytes(exc.needed)} and the server has "
+                f"{decimal_bytes(exc.free)} of disk free for it."
+            ) from None
+        raise _storage_failed(exc) from None
+
+
+def _storage_failed(exc: OSError) -> StorageError:
+    """A failure of the server's own storage, told to the caller by kind (its reason,
+    such as "No space left on device"); its text, with the server's paths, is logged."""
+    log.error("storage error: %s", exc)
+    # zoo's own StorageError says the file system's reason in its text, from its cause.
+    cause = exc if exc.strerror else exc.__cause__
+    reason = getattr(cause, "strerror", None)
+    if not reason:
+        return StorageError("The server's storage failed; the server's log says why.")
+    return StorageError(f"The server's storage failed: {reason}.")
 
 
 def _entry_missing(filename: str) -> NotFoundError:
@@ -774,8 +788,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
             _errno.EACCES,
             _errno.EROFS,
         ):
-            log.error("storage error: %s", exc)
-            err = StorageError(f"The server's storage failed: {exc.strerror}.")
+            err = _storage_failed(exc)
             return JSONResponse(error_body(err, 507, err.exit_code), status_code=507)
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         err = ZooError(f"Internal error ({type(exc).__name__}); the server's log has its trace.")
