@@ -165,6 +165,39 @@ def test_an_unreachable_server_is_one_line_and_exit_9(run_cli, monkeypatch):
     assert "Cannot reach the zoo server" in err
 
 
+def test_a_hub_the_server_cannot_reach_is_said_to_be_the_servers(tmp_path, run_cli, monkeypatch):
+    """A client's `zoo import ORG/NAME` is fetched by the server: where the server cannot
+    reach the Hub, the client is told it is the server that could not, exit 8 as a local
+    import says it, and what it can do itself; the network to check and HF_HUB_OFFLINE,
+    the server's own, are in the server's log."""
+    from zooserver import free_port
+
+    env = server_env(tmp_path)
+    env.pop("HF_HUB_OFFLINE")  # online, and nothing listens where it looks for the Hub
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"
+    reg = registry_for(env)
+    writer = reg.create_token("w", role="write")[1]
+    log = tmp_path / "server.log"
+    server = ZooServer(env, log=log).start()
+    try:
+        monkeypatch.setenv("ZOO_ENDPOINT", server.url)
+        monkeypatch.setenv("ZOO_TOKEN", writer)
+        code, out, err = run_cli("import", "acme/model", "--revision", "v1")
+    finally:
+        server.stop()
+        reg.close()
+    assert (code, out) == (8, ""), err
+    assert err == (
+        "zoo: error: The zoo server could not get acme/model at revision v1: it cannot reach "
+        "the Hugging Face Hub, or is offline and its cache does not hold it (its log says "
+        "which); download it where the Hub is reachable and import the folder (`zoo import "
+        "FOLDER` uploads it).\n"
+    )
+    logged = [line for line in log.read_text().splitlines() if line.startswith("hub error: ")]
+    assert len(logged) == 1 and "Could not fetch acme/model at revision v1" in logged[0]
+    assert "HF_HUB_OFFLINE=1" in logged[0]
+
+
 def test_an_endpoint_with_a_path_after_the_servers_root_is_not_a_missing_artifact(
     served, run_cli, monkeypatch
 ):

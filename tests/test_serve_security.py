@@ -467,9 +467,10 @@ def test_an_import_by_name_takes_a_hub_repository_never_a_folder_of_the_servers_
 ):
     """`POST /api/import` names a Hub repository. A folder of the server's own disk that
     the name also spells (here t/s5 in the server's working folder, its vocab.txt linking
-    to a file only the server may read) is never read: the caller gets what a local `zoo
-    import t/s5` says where no such folder exists, in client mode too, and the Hub
-    repository itself (the server's HF cache) is what gets imported."""
+    to a file only the server may read) is never read: the caller is told, as a local `zoo
+    import t/s5` where no such folder exists is, that the repository is not in the HF
+    cache (the server's, which it names without its path), in client mode too, and the
+    Hub repository itself (the server's HF cache) is what gets imported."""
     import os
     import shutil
     from pathlib import Path
@@ -491,15 +492,18 @@ def test_an_import_by_name_takes_a_hub_repository_never_a_folder_of_the_servers_
     try:
         monkeypatch.chdir(client_cwd)
         local = run_cli("import", "t/s5", "--name", "leaked")
-        assert local[0] == 8 and "t/s5" in local[2], local  # not in the HF cache, offline
+        assert local[0] == 8 and "not in the local Hugging Face cache" in local[2], local
         with client(server.url, writer) as http:
             answer = http.post("/api/import", json={"repo": "t/s5", "name": "leaked"})
         error = answer.json()["error"]
         assert (answer.status_code, error["exit_code"]) == (503, 8), answer.text
-        assert f"zoo: error: {error['message']}\n" == local[2]
+        assert error["message"].startswith("The zoo server could not get t/s5: ")
+        assert "is offline and its cache does not hold it" in error["message"]
+        assert os.environ["HF_HUB_CACHE"] not in error["message"]
         monkeypatch.setenv("ZOO_ENDPOINT", server.url)
         monkeypatch.setenv("ZOO_TOKEN", writer)
-        assert run_cli("import", "t/s5", "--name", "leaked") == local
+        said = f"zoo: error: {error['message']}\n"
+        assert run_cli("import", "t/s5", "--name", "leaked") == (8, "", said)
         assert reg.list() == []
 
         # The repository in the server's HF cache: imported from there, its own content.

@@ -23,7 +23,7 @@ from typing import Any
 
 from zoo.api.export import MARKER
 from zoo.api.registry import Registry
-from zoo.errors import InvalidInputError
+from zoo.errors import InvalidInputError, OfflineError
 
 log = logging.getLogger("zoo.server")
 
@@ -41,10 +41,26 @@ class ServingRegistry(Registry):
     def import_from_hub(self, repo_id: str, **options):
         """Import the Hub repository ``repo_id`` (from this machine's HF cache, or the
         Hub), never a folder of the server's disk that the id also names: a caller's
-        folders are uploaded, and the server's own are not theirs to read."""
+        folders are uploaded, and the server's own are not theirs to read.
+
+        The Hub is reached, and the cache read, from the server's machine: where neither
+        gives the repository, the caller is told it is the server that could not, and
+        what they can do; the advice a local import gives (the network, HF_HUB_OFFLINE,
+        the cache's path) is the server operator's, and goes to the server's log."""
         from zoo.api.catalog import import_checkpoint
 
-        return import_checkpoint(self, repo_id, hub_only=True, **options)
+        try:
+            return import_checkpoint(self, repo_id, hub_only=True, **options)
+        except OfflineError as exc:
+            log.error("hub error: %s", exc)
+            revision = options.get("revision")
+            what = repo_id + (f" at revision {revision}" if revision else "")
+            raise OfflineError(
+                f"The zoo server could not get {what}: it cannot reach the Hugging Face Hub, "
+                "or is offline and its cache does not hold it (its log says which); download "
+                "it where the Hub is reachable and import the folder (`zoo import FOLDER` "
+                "uploads it)."
+            ) from None
 
 
 class SingleFlight:
