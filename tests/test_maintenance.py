@@ -531,17 +531,17 @@ def test_rm_waits_for_a_record_under_way_and_then_keeps_its_parent(registry, tin
     import threading
 
     import zoo
-    from zoo.api import record
+    from zoo.db import queries
 
     src = registry.import_checkpoint(tiny_dir("bert"), name="src")
     inside, go_on = threading.Event(), threading.Event()
-    real = record.parent_live
+    real = queries.live_and_held  # the record's look at its parent, which locks its row
 
     def held(*args, **kwargs):
-        real(*args, **kwargs)
-        if kwargs.get("lock"):
-            inside.set()
-            go_on.wait(3)
+        found = real(*args, **kwargs)
+        inside.set()
+        go_on.wait(3)
+        return found
 
     errors: list[Exception] = []
 
@@ -554,7 +554,7 @@ def test_rm_waits_for_a_record_under_way_and_then_keeps_its_parent(registry, tin
         finally:
             other.close()
 
-    record.parent_live = held
+    queries.live_and_held = held
     try:
         made = threading.Thread(
             target=lambda: registry.materialize(src.name, layers=2, hidden=16, device="cpu")
@@ -568,7 +568,7 @@ def test_rm_waits_for_a_record_under_way_and_then_keeps_its_parent(registry, tin
         made.join(60)
         rm.join(60)
     finally:
-        record.parent_live = real
+        queries.live_and_held = real
     assert [type(e) for e in errors] == [ConflictError], errors
     assert "derived from it" in str(errors[0])
     (child,) = registry.list(kind="derived")

@@ -531,9 +531,11 @@ def test_a_resize_that_keeps_the_depth_goes_a_layer_at_a_time_with_the_bits_of_a
     layers are read, derived and written one at a time; a rule that scales by the
     result's std takes it in a first pass over the layers. The bytes equal those of the
     role derived whole."""
+    from zoo.api import derivation
     from zoo.api import tensors as tio
     from zoo.api.derivation import Derivation
 
+    monkeypatch.setattr(derivation, "_LAYOUTS", derivation._Recent(0))  # planned each time
     src = registry.import_checkpoint(tiny_dir("llama"))
     layers = src.config["num_hidden_layers"]
     ask = dict(layers=layers, hidden=48, method=method, rescale=rescale, device="cpu")
@@ -660,6 +662,7 @@ def test_a_signal_derived_by_rows_is_planned_at_its_whole_bytes_and_one_block(
     from zoo.api.plan import MaterializeRequest, make_plan
     from zoo.api.tensors import KnownDigests
 
+    monkeypatch.setattr(derivation, "_LAYOUTS", derivation._Recent(0))  # planned each time
     src = registry.import_checkpoint(tiny_dir("llama"))
     monkeypatch.setattr(derivation, "_ROW_CHUNK_BYTES", 4 * 48 * 8)  # blocks of 8 rows
     layers = src.config["num_hidden_layers"]
