@@ -866,6 +866,34 @@ def test_a_rounded_copy_is_its_checkpoint_not_one_sharing_a_matrix_under_other_n
     assert report.rounded_to == ["BF16"]
 
 
+def test_an_audit_beside_many_artifacts_sharing_its_weights_compares_a_bounded_few(
+    reg, tmp_path, monkeypatch
+):
+    """One base's weights under 24 configs (or a frozen embedding many fine-tunes share):
+    an import or audit compares the file with a bounded number of them, the oldest of
+    those holding the most of its matrices, and finds what comparing all of them finds."""
+    from zoo.api import audit
+    from zoo.db import queries
+
+    base = save_tiny("bert", tmp_path / "base")
+    config = json.loads((base / "config.json").read_text())
+    names = []
+    for i in range(24):
+        folder = tmp_path / f"copy-{i}"
+        shutil.copytree(base, folder)
+        (folder / "config.json").write_text(json.dumps({**config, "library_index": i}))
+        names.append(reg.import_checkpoint(folder).name)
+    read = []
+    records = queries.tensor_records
+    monkeypatch.setattr(queries, "tensor_records", lambda s, i: read.append(i) or records(s, i))
+    report = reg.audit(tmp_path / "copy-23")
+    assert report.status == "known" and report.artifact.name == names[23], report.to_text()
+    read.clear()
+    report = reg.audit(base)  # every copy holds its weights: the oldest is named
+    assert report.artifact.name == names[0], report.to_text()
+    assert 0 < len(set(read)) <= audit._CANDIDATES < 24, read
+
+
 def test_rounding_to_bf16_and_fp16_gives_the_bytes_torch_gives():
     """Round to nearest, ties to even, overflow to infinity, subnormals: the sha256 of
     the rounded bytes is that of torch's own cast, over values spanning float32's range."""

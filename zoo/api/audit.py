@@ -389,7 +389,9 @@ def _identify(
             for n, d in file_tensors.items()
             if n in floating and d not in fills and len(file_shapes[n]) >= 2
         }
-        candidates: dict[int, int] = queries.artifacts_with_digests(session, evidence.values())
+        candidates: dict[int, int] = queries.artifacts_with_digests(
+            session, evidence.values(), limit=_CANDIDATES
+        )
         if row is None and claimed:
             row = _named_by_file(list(session.scalars(_by_hash(claimed[1]))), claimed)
         best, readers = row, {}
@@ -531,6 +533,12 @@ def _identify(
     return report
 
 
+#: Artifacts compared with a file, those holding the most of its matrices first, then the
+#: oldest: a matrix thousands of artifacts share (a frozen embedding, one base's weights
+#: under many configs) would otherwise make every import and audit read them all.
+_CANDIDATES = 16
+
+
 # Config keys transformers writes on every save, whatever the model: its version, the
 # weights' dtype under either spelling (the tensors' own dtypes are compared), where the
 # model was loaded from, and whether it chose the attention implementation itself (4.48
@@ -602,7 +610,7 @@ def relative_of(reg, tensors, config) -> Relative | None:
         return None
     probe = max(matrices, key=lambda t: (t.nbytes, t.name))
     with reg.session() as session:
-        if not queries.artifacts_with_digests(session, [probe.digest]):
+        if not queries.artifacts_with_digests(session, [probe.digest], limit=1):
             return None
     report = _identify(reg, "copy", tensors, config, None, rounding=False, ancestry=False)
     found = report.artifact

@@ -17,10 +17,10 @@ from sqlalchemy import (
     bindparam,
     cast,
     delete,
+    func,
     insert,
     literal_column,
     null,
-    or_,
     select,
     union_all,
 )
@@ -937,19 +937,39 @@ def not_found(session: Session, query: str, *, what: str = "artifact") -> NotFou
     return NotFoundError(f"No {what} named {query!r}.{hint}", query=query, suggestions=close)
 
 
-def artifacts_with_digests(session: Session, digests: Iterable[str]) -> dict[int, int]:
-    """For a set of tensor digests: artifact id -> how many of them it holds."""
-    digests = list(set(digests))
+def artifacts_with_digests(
+    session: Session, digests: Iterable[str], *, limit: int | None = None
+) -> dict[int, int]:
+    """For a set of tensor digests: artifact id -> how many of them it holds. ``limit``:
+    only that many, those holding the most first, then the oldest, counted among the
+    first ``limit`` holders of each digest the digest index gives: a digest thousands of
+    artifacts share (a frozen embedding, one base's weights under many configs) costs
+    ``limit`` rows, not one per holder."""
+    digests = sorted(set(digests))
     counts: dict[int, int] = {}
-    for start in range(0, len(digests), 500):
-        chunk = digests[start : start + 500]
-        for artifact_id, _ in session.execute(
-            select(ArtifactTensor.artifact_id, ArtifactTensor.digest).where(
-                or_(ArtifactTensor.digest.in_(chunk))
-            )
-        ):
+    if limit is None:
+        for start in range(0, len(digests), 500):
+            chunk = digests[start : start + 500]
+            for artifact_id, held in session.execute(
+                select(ArtifactTensor.artifact_id, func.count(ArtifactTensor.digest))
+                .where(ArtifactTensor.digest.in_(chunk))
+                .group_by(ArtifactTensor.artifact_id)
+            ):
+                counts[artifact_id] = counts.get(artifact_id, 0) + held
+        return counts
+    for start in range(0, len(digests), 100):
+        oldest = [
+            # In the index's order (no sort, which would read every holder first).
+            select(ArtifactTensor.artifact_id)
+            .where(ArtifactTensor.digest == digest)
+            .limit(limit)
+            .subquery()
+            .select()
+            for digest in digests[start : start + 100]
+        ]
+        for (artifact_id,) in session.execute(union_all(*oldest)):
             counts[artifact_id] = counts.get(artifact_id, 0) + 1
-    return counts
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit])
 
 
 def artifacts_recording(
