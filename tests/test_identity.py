@@ -894,6 +894,52 @@ def test_an_audit_beside_many_artifacts_sharing_its_weights_compares_a_bounded_f
     assert 0 < len(set(read)) <= audit._CANDIDATES < 24, read
 
 
+def test_an_import_among_many_artifacts_sharing_its_weights_looks_them_up_by_key(
+    reg, tmp_path, monkeypatch
+):
+    """One base's weights under 24 configs: an import finds the artifact a
+    ``save_pretrained`` copy is made of by its weights key, not by comparing it with the
+    artifacts holding its matrices (the oldest of which has another config), and a new
+    config over the same weights is a new source without any comparison."""
+    from sqlalchemy import select
+
+    from zoo.api import audit
+    from zoo.checkpoint.manifest import weights_key
+    from zoo.db.models import Artifact
+
+    base = save_tiny("bert", tmp_path / "base")
+    config = json.loads((base / "config.json").read_text())
+    infos = []
+    for i in range(24):
+        folder = tmp_path / f"copy-{i}"
+        shutil.copytree(base, folder)
+        (folder / "config.json").write_text(json.dumps({**config, "library_index": i}))
+        infos.append(reg.import_checkpoint(folder))
+    assert len({i.content_hash for i in infos}) == 24
+    with reg.session() as session:
+        keys = set(session.scalars(select(Artifact.weights_key)))
+    assert keys == {weights_key(infos[0].tensors)}
+
+    compared = []
+    identify = audit._identify
+    monkeypatch.setattr(
+        audit, "_identify", lambda *a, **k: compared.append(k.get("among")) or identify(*a, **k)
+    )
+    resaved = tmp_path / "resaved"  # copy-5 saved by another transformers release
+    shutil.copytree(tmp_path / "copy-5", resaved)
+    (resaved / "config.json").write_text(
+        json.dumps({**config, "library_index": 5, "transformers_version": "4.99.0"})
+    )
+    again = reg.import_checkpoint(resaved)
+    assert again.id == infos[5].id and compared == [infos[5].id]
+    compared.clear()
+    fresh = tmp_path / "fresh"
+    shutil.copytree(base, fresh)
+    (fresh / "config.json").write_text(json.dumps({**config, "library_index": 99}))
+    new = reg.import_checkpoint(fresh)
+    assert new.id not in {i.id for i in infos} and compared == []
+
+
 def test_rounding_to_bf16_and_fp16_gives_the_bytes_torch_gives():
     """Round to nearest, ties to even, overflow to infinity, subnormals: the sha256 of
     the rounded bytes is that of torch's own cast, over values spanning float32's range."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -190,7 +191,7 @@ def test_an_upgrade_goes_up_or_says_which_command_goes_down(run_cli, registry, t
     (Alembic does nothing and reports success), and `upgrade head+1` names nothing."""
     registry.import_checkpoint(tiny_dir("gpt2"))
     code, out, err = run_cli("db", "upgrade", "head+1")
-    assert code == 2 and out == "" and "nothing is above head (0010)" in err, err
+    assert code == 2 and out == "" and "nothing is above head (0011)" in err, err
     assert run_cli("db", "downgrade", "0009")[0] == 0
     code, out, err = run_cli("db", "upgrade", "0008")
     assert code == 2 and out == "" and err.count("\n") == 1, err
@@ -198,7 +199,7 @@ def test_an_upgrade_goes_up_or_says_which_command_goes_down(run_cli, registry, t
     code, out, err = run_cli("db", "upgrade", "0009")  # where it is: nothing to do
     assert code == 0 and out.strip() == "schema 0009: already there, nothing to upgrade", err
     code, out, err = run_cli("db", "upgrade")
-    assert code == 0 and out.strip() == "schema 0009 -> 0010", err
+    assert code == 0 and out.strip() == "schema 0009 -> 0011", err
 
 
 def test_sqlite_connection_settings(tmp_path):
@@ -321,6 +322,35 @@ def test_aliases_set_before_their_history_was_kept_get_one_setting_of_unknown_ti
     assert [s.artifact_name for s in registry.alias_history("prod")] == [a.name, b.name]
 
 
+def test_weights_keys_are_backfilled_from_the_tensor_rows(registry, tiny_dir, tmp_path):
+    """0011 gives each source and derived checkpoint recorded before it the key an import
+    writes (the key follows from the tensor rows: going down loses nothing), and a copy
+    imported after it is recorded on the artifact it copies."""
+    from sqlalchemy import select
+
+    from zoo.db.models import Artifact
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    registry.materialize(src.name, layers=1, hidden=src.hidden)
+    learngene = registry.extract(src.name, method="dwt")
+
+    def keys():
+        with registry.session() as session:
+            return dict(session.execute(select(Artifact.name, Artifact.weights_key)).all())
+
+    written = keys()
+    assert written[learngene.name] is None
+    assert all(k is not None for n, k in written.items() if n != learngene.name), written
+    db_engine.downgrade(registry.engine, "0010")
+    db_engine.upgrade(registry.engine)
+    assert keys() == written
+    folder = tmp_path / "resaved"
+    shutil.copytree(tiny_dir("gpt2"), folder)
+    copy_config = {**src.config, "transformers_version": "4.99.0"}
+    (folder / "config.json").write_text(json.dumps(copy_config))
+    assert registry.import_checkpoint(folder).id == src.id
+
+
 def test_a_downgrade_counts_what_a_writer_in_flight_commits_before_it_deletes(registry, tiny_dir):
     """A tag committing while a downgrade starts is either counted (the downgrade waits
     for it and refuses) or waits for the downgrade: never deleted without --drop-data."""
@@ -347,7 +377,7 @@ def test_a_downgrade_counts_what_a_writer_in_flight_commits_before_it_deletes(re
     assert [s.set_by for s in registry.alias_history("prod")] == ["writer"]
 
 
-@pytest.mark.parametrize("target", ["head-1", "base+1", "-1"])
+@pytest.mark.parametrize("target", ["head-2", "base+1", "-2"])
 def test_a_relative_downgrade_target_is_checked_like_any_other(registry, tiny_dir, target):
     registry.tag(registry.import_checkpoint(tiny_dir("gpt2")).name, "prod")  # 0010 holds it
     registry.create_token("ci", role="read")
@@ -360,9 +390,9 @@ def test_a_relative_downgrade_target_is_checked_like_any_other(registry, tiny_di
 
 def test_a_relative_revision_is_taken_as_written(run_cli, registry, tiny_dir):
     registry.tag(registry.import_checkpoint(tiny_dir("gpt2")).name, "prod")
-    code, _, err = run_cli("db", "downgrade", "-1")
+    code, _, err = run_cli("db", "downgrade", "-2")
     assert code == 4 and "undoing 0010, the aliases' history (1 row)" in err, err
-    code, out, err = run_cli("db", "downgrade", "-1", "--drop-data")
+    code, out, err = run_cli("db", "downgrade", "-2", "--drop-data")
     assert code == 0 and out.strip().endswith("-> 0009"), err
     assert run_cli("db", "downgrade", "-2", "--bogus")[0] == 2  # still refused
 

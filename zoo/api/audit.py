@@ -216,16 +216,6 @@ class AuditReport:
         return "\n".join(lines)
 
 
-# Floating-point buffers that older transformers saved with the weights although they
-# follow from the config (rotary frequencies from head_dim and rope_theta): every model of
-# that config holds the same bytes.
-CONFIG_BUFFERS = (".inv_freq",)
-# The last name part of the integer and bool buffers transformers builds from the config
-# and older versions saved (position and token-type ids, GPT-2-style causal masks), in
-# families zoo has no rules for; any other integer tensor is a weight (quantized).
-INTEGER_BUFFERS = frozenset({"position_ids", "token_type_ids", "bias", "masked_bias"})
-
-
 def audit(reg, path: str | Path, *, verify: bool = False, convert_bin: bool = False) -> AuditReport:
     """Identify ``path`` (an HF folder or a .safetensors file; pickle weights with
     ``convert_bin``, read as an import reads them) by content.
@@ -346,12 +336,22 @@ def _check_manifest(tensors) -> None:
 
 
 def _identify(
-    reg, label: str, tensors, config, metadata, *, rounding: bool = True, ancestry: bool = True
+    reg,
+    label: str,
+    tensors,
+    config,
+    metadata,
+    *,
+    rounding: bool = True,
+    ancestry: bool = True,
+    among: int | None = None,
 ) -> AuditReport:
     """The verdict on a file's tensor records. ``rounding``: look for the float32 records
     a bf16 or fp16 file rounds (reads blobs, may re-derive); ``ancestry``: walk the
-    lineage of the artifact found (both left out where only the match matters)."""
+    lineage of the artifact found (both left out where only the match matters);
+    ``among``: compare the file with this artifact only."""
     from zoo.checkpoint import manifest_hash
+    from zoo.checkpoint.manifest import CONFIG_BUFFERS
     from zoo.db import queries  # here: a client rebuilds an AuditReport without it
     from zoo.db.models import Artifact
 
@@ -389,8 +389,10 @@ def _identify(
             for n, d in file_tensors.items()
             if n in floating and d not in fills and len(file_shapes[n]) >= 2
         }
-        candidates: dict[int, int] = queries.artifacts_with_digests(
-            session, evidence.values(), limit=_CANDIDATES
+        candidates: dict[int, int] = (
+            queries.artifacts_with_digests(session, evidence.values(), limit=_CANDIDATES)
+            if among is None
+            else {among: len(evidence)}
         )
         if row is None and claimed:
             row = _named_by_file(list(session.scalars(_by_hash(claimed[1]))), claimed)
@@ -537,6 +539,9 @@ def _identify(
 #: oldest: a matrix thousands of artifacts share (a frozen embedding, one base's weights
 #: under many configs) would otherwise make every import and audit read them all.
 _CANDIDATES = 16
+#: Artifacts holding a file's very weights whose configs an import compares with the
+#: file's, oldest first: the first of them that has its config is the one it copies.
+_SAME_WEIGHTS = 16
 
 
 # Config keys transformers writes on every save, whatever the model: its version, the
@@ -600,19 +605,34 @@ def relative_of(reg, tensors, config) -> Relative | None:
     compared exactly: a copy rounded to bf16 is none."""
     if not isinstance(config, dict):
         return None
-    # A relative holds the artifact's largest matrices: the file's largest unrecorded, it
-    # has none (one indexed look-up, where the whole comparison would cost each new
-    # import).
+    from zoo.checkpoint.manifest import weights_key
     from zoo.db import queries
 
     matrices = [t for t in tensors if len(t.shape) >= 2 and t.dtype.startswith(("F", "BF"))]
     if not matrices:
         return None
     probe = max(matrices, key=lambda t: (t.nbytes, t.name))
+    among = None
     with reg.session() as session:
-        if not queries.artifacts_with_digests(session, [probe.digest], limit=1):
+        # Where artifacts hold these very weights under these names, the file copies one of
+        # them (the first whose config is the file's) or none: an artifact the file is the
+        # base model of holds other names too. Otherwise a relative holds the file's
+        # largest matrix: without one, no comparison (each an indexed look-up, where the
+        # whole comparison would cost each new import).
+        same_weights = queries.artifacts_with_weights(
+            session, weights_key(tensors), limit=_SAME_WEIGHTS
+        )
+        if same_weights:
+            among = next(
+                (i for i, c in same_weights if c and _same_config(json.loads(c), config)), None
+            )
+            if among is None:
+                return None
+        elif not queries.artifacts_with_digests(session, [probe.digest], limit=1):
             return None
-    report = _identify(reg, "copy", tensors, config, None, rounding=False, ancestry=False)
+    report = _identify(
+        reg, "copy", tensors, config, None, rounding=False, ancestry=False, among=among
+    )
     found = report.artifact
     if found is None or found.kind not in ("source", "derived") or report.rounded_to:
         return None
@@ -655,14 +675,11 @@ def _same_config(recorded: dict[str, Any], copy: dict[str, Any]) -> bool:
     a, b = _as_saved(recorded), _as_saved(copy)
     if a == b:
         return True
-    differ = {k for k in a.keys() | b.keys() if a.get(k, _ABSENT) != b.get(k, _ABSENT)}
-    if any(k in a and k in b for k in differ):
+    if any(k in b and b[k] != v for k, v in a.items()):
         return False  # a value changed
+    differ = a.keys() ^ b.keys()
     defaults = _config_defaults(str(recorded.get("model_type")))
     return all(k in defaults and defaults[k] == (a[k] if k in a else b[k]) for k in differ)
-
-
-_ABSENT = object()
 
 
 @functools.cache
@@ -899,6 +916,7 @@ def _buffer_test(family_name: str | None):
     :meth:`zoo.families.Family.is_buffer`), and integer or bool tensors under the names
     transformers gives its id and mask buffers. Every other tensor is a weight, whatever
     its dtype (a quantized checkpoint's integer ``qweight``)."""
+    from zoo.checkpoint.manifest import CONFIG_BUFFERS, INTEGER_BUFFERS
     from zoo.errors import UnknownFamilyError
     from zoo.families import get_family
 

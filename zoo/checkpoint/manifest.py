@@ -21,7 +21,14 @@ from typing import Any, Protocol
 
 from zoo.errors import InvalidInputError
 
-__all__ = ["TensorLike", "canonical_json", "manifest_hash"]
+__all__ = [
+    "CONFIG_BUFFERS",
+    "INTEGER_BUFFERS",
+    "TensorLike",
+    "canonical_json",
+    "manifest_hash",
+    "weights_key",
+]
 
 
 class TensorLike(Protocol):
@@ -85,3 +92,32 @@ def manifest_hash(config: Mapping[str, Any] | None, tensors: Iterable[TensorLike
             )
     doc = {"config": None if config is None else dict(config), "tensors": rows}
     return hashlib.sha256(canonical_json(doc).encode("ascii")).hexdigest()
+
+
+# Floating-point buffers that older transformers saved with the weights although they
+# follow from the config (rotary frequencies from head_dim and rope_theta): every model of
+# that config holds the same bytes.
+CONFIG_BUFFERS = (".inv_freq",)
+# The last name part of the integer and bool buffers transformers builds from the config
+# and older versions saved (position and token-type ids, GPT-2-style causal masks), in
+# families zoo has no rules for; any other integer tensor is a weight (quantized).
+INTEGER_BUFFERS = frozenset({"position_ids", "token_type_ids", "bias", "masked_bias"})
+
+
+def weights_key(tensors: Iterable[TensorLike]) -> str | None:
+    """The sha256 hex of a checkpoint's weights (name, dtype, shape and digest of each, as
+    in the manifest), leaving out the buffers transformers rebuilds from the config
+    (:data:`CONFIG_BUFFERS`, :data:`INTEGER_BUFFERS`); None when it has no weights.
+
+    Two checkpoints with one key hold the same weights under the same names whatever their
+    configs: a registry finds the artifact a ``save_pretrained`` copy is made of by this
+    key with one indexed look-up (:func:`zoo.api.audit.relative_of`)."""
+    rows = sorted(
+        [t.name, t.dtype, [int(d) for d in t.shape], t.digest]
+        for t in tensors
+        if not t.name.endswith(CONFIG_BUFFERS)
+        and (t.dtype.startswith(("F", "BF")) or t.name.rsplit(".", 1)[-1] not in INTEGER_BUFFERS)
+    )
+    if not rows:
+        return None
+    return hashlib.sha256(canonical_json(rows).encode("ascii")).hexdigest()

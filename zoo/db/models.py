@@ -77,6 +77,10 @@ class Artifact(Base):
     nbytes: Mapped[int] = mapped_column(BigInteger, server_default="0")
     layers: Mapped[int | None] = mapped_column(Integer)
     hidden: Mapped[int | None] = mapped_column(Integer)
+    # A source's or derived checkpoint's weights, config aside
+    # (:func:`zoo.checkpoint.manifest.weights_key`): an import finds the artifact a copy is
+    # made of by it (migration 0011).
+    weights_key: Mapped[str | None] = mapped_column(HASH, index=True)
 
 
 class ArtifactTotal(Base):

@@ -456,7 +456,10 @@ def inserted_artifact(
     """:func:`insert_artifact` without an ORM object: the row's columns as attributes,
     for a caller that reads them (:func:`new_info`) and changes nothing (a derived
     record: the session then has no object to track, expire and flush)."""
+    from zoo.checkpoint.manifest import weights_key  # here: a page reader needs none of it
+
     tensors = list(tensors)
+    keyed = kind in ("source", "derived")
     values = {
         "kind": kind,
         "name": name,
@@ -472,6 +475,7 @@ def inserted_artifact(
         "nbytes": sum(t.nbytes for t in tensors),
         "layers": layers,
         "hidden": hidden,
+        "weights_key": weights_key(tensors) if keyed else None,
     }
     session.flush()  # what the session holds goes first, as an ORM insert would order it
     connection = session.connection()
@@ -970,6 +974,19 @@ def artifacts_with_digests(
         for (artifact_id,) in session.execute(union_all(*oldest)):
             counts[artifact_id] = counts.get(artifact_id, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit])
+
+
+def artifacts_with_weights(session: Session, key: str, *, limit: int) -> list[tuple[int, str]]:
+    """(id, config JSON) of the first ``limit`` sources and derived checkpoints, removed or
+    not, oldest first, whose weights have this key
+    (:func:`zoo.checkpoint.manifest.weights_key`): one indexed look-up."""
+    query = (
+        select(Artifact.id, Artifact.config_json)
+        .where(Artifact.weights_key == key)
+        .order_by(Artifact.id)
+        .limit(limit)
+    )
+    return [tuple(r) for r in session.execute(query)]
 
 
 def artifacts_recording(
