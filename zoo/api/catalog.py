@@ -878,8 +878,9 @@ def tag(reg, query: str, alias: str) -> tuple[ArtifactInfo, str | None]:
 
     def work(session: Session) -> tuple[ArtifactInfo, str | None]:
         row = queries.resolve(session, query)
+        written, previous = queries.point_alias(session, alias, row, reg.user)
         # Nothing written: a registry name (refused), or the alias points here already.
-        if not queries.point_alias(session, alias, row, reg.user):
+        if not written:
             if session.scalar(queries.IS_NAME, {"alias": alias}):
                 raise ConflictError(
                     f"{alias!r} is the registry name of an artifact"
@@ -887,9 +888,6 @@ def tag(reg, query: str, alias: str) -> tuple[ArtifactInfo, str | None]:
                     "name."
                 )
             previous = row.name
-        else:  # this writer holds the alias row: the setting before its own is the last
-            settings = queries.alias_history(session, alias)
-            previous = settings[1].artifact_name if len(settings) > 1 else None
         return queries.to_info(session, row, tensors=False), previous
 
     return reg.transaction(work)

@@ -570,9 +570,12 @@ def add_alias(session: Session, alias: str, artifact: Artifact, by: str) -> None
 
 def record_alias_setting(
     session: Session, alias: str, artifact: Artifact, at: datetime, by: str
-) -> None:
-    """Keep in the alias's history that it points at ``artifact`` from ``at``."""
-    session.connection().execute(_INSERT_ALIAS_SETTING, _alias_setting(alias, artifact, at, by))
+) -> str | None:
+    """Keep in the alias's history that it points at ``artifact`` from ``at``; returns the
+    artifact name the setting before it names (None for a new alias, or one that went with
+    the artifact it named), read by the same statement."""
+    values = _alias_setting(alias, artifact, at, by)
+    return session.connection().execute(_INSERT_ALIAS_SETTING_BEFORE, values).scalar_one()
 
 
 def record_alias_removals(session: Session, aliases: Iterable[str], by: str) -> None:
@@ -596,6 +599,28 @@ def _alias_setting(alias: str, artifact: Artifact | None, at: datetime, by: str)
 
 
 _INSERT_ALIAS_SETTING = insert(AliasHistory.__table__)
+
+
+def _insert_alias_setting_before():
+    table = AliasHistory.__table__
+    earlier = table.alias("earlier")
+    # The row inserted, named in full: RETURNING writes the table's columns bare, which
+    # inside the subquery would be the earlier row's. SQLite's subquery sees the new row,
+    # PostgreSQL's does not: the id says which rows came before in both.
+    alias, row_id = (literal_column(f"{table.name}.{c}") for c in ("alias", "id"))
+    before = (
+        select(earlier.c.artifact_name)
+        .where(earlier.c.alias == alias, earlier.c.id < row_id)
+        .order_by(earlier.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return insert(table).returning(before)
+
+
+# The history of an alias moved thousands of times (a `prod` that CI moves) is not read
+# to learn the one setting before.
+_INSERT_ALIAS_SETTING_BEFORE = _insert_alias_setting_before()
 
 
 def alias_history(session: Session, alias: str) -> list[AliasSetting]:
@@ -626,18 +651,21 @@ def insert_or(dialect: str):
     return insert
 
 
-def point_alias(session: Session, alias: str, artifact: Artifact, by: str) -> bool:
+def point_alias(
+    session: Session, alias: str, artifact: Artifact, by: str
+) -> tuple[bool, str | None]:
     """Point ``alias`` at the artifact, adding it or moving it, unless it is a registry
     name: one statement, and one more that keeps the setting in the alias's history.
-    False when nothing was written (a registry name, or an alias that points there
-    already)."""
+    Returns whether anything was written (not for a registry name, nor for an alias that
+    points there already) and, when it was, the artifact name the alias's setting before
+    this one names (:func:`record_alias_setting`)."""
     statement = _point_alias_statement(session.get_bind().dialect.name)
     values = {"alias": alias, "target": artifact.id, "created_at": now()}
     if session.execute(statement, values).first() is None:
-        return False
-    # Timed once the alias row is this writer's: settings of one alias in commit order.
-    record_alias_setting(session, alias, artifact, now(), by)
-    return True
+        return False, None
+    # Timed, and the setting before read, once the alias row is this writer's: settings
+    # of one alias in commit order.
+    return True, record_alias_setting(session, alias, artifact, now(), by)
 
 
 @functools.lru_cache(maxsize=4)
