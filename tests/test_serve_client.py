@@ -3,6 +3,7 @@ prints what it prints on the server's own database, with the same exit codes."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from types import SimpleNamespace
 
@@ -320,6 +321,76 @@ def test_an_upload_records_the_uploaders_folder_not_the_servers_copy(
     assert code == 6
     hint = f"upload uploaded-llama again from {socket.gethostname()}:{folder.resolve()}"
     assert hint in out + err, out + err
+
+
+def test_a_folder_path_no_upload_form_can_carry_is_imported_as_a_local_import_is(
+    both, served, tiny_dir, tmp_path
+):
+    """A folder whose path holds a tab, or is longer than the 1024 characters the server
+    keeps of an upload's origin, imports through a client as it does locally: the origin
+    is the path with the tab escaped, or its end (the folder's name) after "...". A path
+    that names nothing is told whole, its newline escaped, not cut at it."""
+    import socket
+
+    tabbed = tmp_path / "tab\tname"
+    shutil.copytree(tiny_dir("llama", seed=12), tabbed)
+    code, _, err = both.remote("import", str(tabbed), "--name", "tabbed")
+    assert code == 0, err
+    (imp,) = served.reg.show("tabbed").imports
+    assert imp.origin == f"upload:{socket.gethostname()}:{tabbed.resolve()}".replace("\t", "\\t")
+    deep = tmp_path.joinpath(*(f"{i}" * 200 for i in range(1, 7)), "deep-llama")
+    shutil.copytree(tiny_dir("llama", seed=13), deep)
+    assert len(str(deep.resolve())) > 1100
+    code, _, err = both.remote("import", str(deep), "--name", "deep")
+    assert code == 0, err
+    (imp,) = served.reg.show("deep").imports
+    assert imp.origin.startswith(f"upload:{socket.gethostname()}:...")
+    assert imp.origin.endswith("/deep-llama") and len(imp.origin) == len("upload:") + 1024
+    for code, _, err in both.run("import", "no\nsuch"):
+        assert (
+            code == 2
+            and err
+            == "zoo: error: no\\nsuch is neither an existing folder nor a "
+            "Hub repository id (ORG/NAME).\n"
+        ), err
+
+
+def test_a_shard_that_is_not_a_file_is_refused_by_a_client_as_a_local_import_refuses_it(
+    both, tiny_dir, tmp_path
+):
+    """A shard the index names replaced by a FIFO: the client says what it is, as a local
+    import does, instead of uploading the rest for the server to call the shard missing."""
+    folder = tmp_path / "fifo-shard"
+    shutil.copytree(tiny_dir("llama", sharded=True), folder)
+    shard = sorted(folder.glob("model-*.safetensors"))[-1]
+    shard.unlink()
+    os.mkfifo(shard)
+    (local, remote) = both.run("import", str(folder))
+    assert local == remote, (local, remote)
+    assert local[0] == 2 and f"{shard} is a FIFO (named pipe)" in local[2], local
+
+
+def test_a_server_that_answers_the_upload_check_as_a_missing_artifact_takes_the_upload(
+    both, served, tiny_dir, tmp_path, monkeypatch
+):
+    """A server older than the client answers the upload check's route as a missing
+    artifact (before it had an answer for a missing route): the client uploads anyway, as
+    to a server that says it has no such route."""
+    from zoo import client, errors
+
+    call = client.RemoteRegistry._call
+
+    def older_server(self, method, path, **kwargs):
+        if path == "/api/import/upload/check":
+            raise errors.NotFoundError(f"{method} {path}: Not Found")
+        return call(self, method, path, **kwargs)
+
+    monkeypatch.setattr(client.RemoteRegistry, "_call", older_server)
+    folder = tmp_path / "to-an-older-server"
+    shutil.copytree(tiny_dir("llama", seed=14), folder)
+    code, _, err = both.remote("import", str(folder), "--name", "older-server")
+    assert code == 0, err
+    assert served.reg.show("older-server").imports
 
 
 def test_an_upload_whose_weights_change_as_they_are_sent_records_nothing(

@@ -234,8 +234,10 @@ class RemoteRegistry:
         upload itself as soon as the Content-Length arrives and closes the connection:
         the client, still sending, would see a broken pipe or a reset, which may discard
         the answer."""
-        # A server without the check refuses the upload as it is sent.
-        with contextlib.suppress(NoSuchRouteError):
+        # A server without the check refuses the upload as it is sent. Servers older than
+        # NoSuchRouteError answer a route they lack as a missing artifact; this route names
+        # none, so that answer means the same.
+        with contextlib.suppress(NoSuchRouteError, errors.NotFoundError):
             self._call("GET", "/api/import/upload/check", params={"size": size})
 
     def import_checkpoints(self, sources, *, convert_bin=False, batch=200, progress=False):
@@ -586,10 +588,20 @@ def _upload_folder(path: Path, *, convert_bin: bool):
     safetensors weights is read here as a local import reads it, with its errors (pickle
     weights only with ``convert_bin``, by ``torch.load(weights_only=True)``), and its
     tensors are sent as one safetensors file, since the server takes no pickle."""
+    from zoo.checkpoint.files import is_regular, not_a_file
+    from zoo.checkpoint.hf import SAFE_WEIGHTS_NAME, weight_files_read
     from zoo.checkpoint.side_files import scan
 
-    files = sorted(f for f in path.iterdir() if f.is_file())
-    weights = [(f.name, f) for f in files if f.name in _UPLOADED or f.name.endswith(".safetensors")]
+    # A shard that is not a file (a FIFO), refused in a local import's words: left out,
+    # the server would call it missing.
+    read = {*_UPLOADED, SAFE_WEIGHTS_NAME, *weight_files_read(path, strict=True)}
+    weights = []
+    for f in sorted(path.iterdir()):
+        if f.name in _UPLOADED or f.name.endswith(".safetensors"):
+            if is_regular(f):
+                weights.append((f.name, f))
+            elif f.name in read:
+                raise not_a_file(f)
     # Named by their path in the folder: a module folder's files (1_Pooling/config.json).
     side = sorted((f.name, path / f.name) for f in scan(path).found)
     if any(name.endswith(".safetensors") for name, _ in weights):
@@ -763,10 +775,23 @@ def _problems(items) -> tuple:
 
 
 def _origin(path: Path) -> str:
-    """``HOST:PATH`` of a folder uploaded for import: the provenance its record keeps."""
+    """``HOST:PATH`` of a folder uploaded for import: the provenance its record keeps, as
+    the server takes it: one line of printable text (a tab or newline in the path
+    escaped), at most 1024 characters (a longer one keeps the path's end, the folder's
+    name, after "...")."""
     import socket
 
-    return f"{socket.gethostname()}:{path.resolve()}"
+    from zoo.text import printable
+
+    host = printable(socket.gethostname())
+    text = f"{host}:{printable(str(path.resolve()))}"
+    if len(text) <= _MAX_ORIGIN:
+        return text
+    head = f"{host}:..."
+    return head + text[len(text) - (_MAX_ORIGIN - len(head)) :]
+
+
+_MAX_ORIGIN = 1024  # the server's bound on an upload's origin (zoo.server.app)
 
 
 __all__ = ["RemoteRegistry", "artifact_from_json", "endpoint_from_env"]

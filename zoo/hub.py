@@ -46,8 +46,11 @@ def names_a_repo(text: str) -> bool:
 def not_a_source(text: str) -> InvalidCheckpointError:
     """What `zoo import` says of a path that does not exist and is no repository id
     (locally and from a client alike)."""
+    from zoo.text import printable
+
     return InvalidCheckpointError(
-        f"{text} is neither an existing folder nor a Hub repository id (ORG/NAME).", path=text
+        f"{printable(text)} is neither an existing folder nor a Hub repository id (ORG/NAME).",
+        path=text,
     )
 
 

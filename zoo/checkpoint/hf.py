@@ -493,15 +493,20 @@ def _depth(obj: Any) -> int:
     return deepest
 
 
-def weight_files_read(root: Path) -> set[str]:
+def weight_files_read(root: Path, *, strict: bool = False) -> set[str]:
     """The safetensors files (relative names) an import of the folder ``root`` reads, as
     :func:`open_checkpoint` chooses them: ``model.safetensors``, else the shards its index
-    names; none where neither is readable (the import itself says why)."""
+    names; none where neither is readable (the import itself says why), or, ``strict``,
+    the import's refusal of an index or shard it cannot read."""
     if (root / SAFE_WEIGHTS_NAME).is_file():
         return {SAFE_WEIGHTS_NAME}
+    if strict and not (root / SAFE_INDEX_NAME).exists():
+        return set()
     try:
         return set(_read_index(root, SAFE_INDEX_NAME).values())
     except (InvalidCheckpointError, OSError):
+        if strict:
+            raise
         return set()
 
 
