@@ -898,9 +898,10 @@ def test_an_import_among_many_artifacts_sharing_its_weights_looks_them_up_by_key
     reg, tmp_path, monkeypatch
 ):
     """One base's weights under 24 configs: an import finds the artifact a
-    ``save_pretrained`` copy is made of by its weights key, not by comparing it with the
-    artifacts holding its matrices (the oldest of which has another config), and a new
-    config over the same weights is a new source without any comparison."""
+    ``save_pretrained`` copy is made of by its keys, not by comparing it with the
+    artifacts holding its matrices (the oldest of which has another config), also past
+    the first 16 of them, and an audit of the copy names it too; a new config over the
+    same weights is a new source without any comparison."""
     from sqlalchemy import select
 
     from zoo.api import audit
@@ -925,19 +926,55 @@ def test_an_import_among_many_artifacts_sharing_its_weights_looks_them_up_by_key
     monkeypatch.setattr(
         audit, "_identify", lambda *a, **k: compared.append(k.get("among")) or identify(*a, **k)
     )
-    resaved = tmp_path / "resaved"  # copy-5 saved by another transformers release
-    shutil.copytree(tmp_path / "copy-5", resaved)
-    (resaved / "config.json").write_text(
-        json.dumps({**config, "library_index": 5, "transformers_version": "4.99.0"})
-    )
-    again = reg.import_checkpoint(resaved)
-    assert again.id == infos[5].id and compared == [infos[5].id]
-    compared.clear()
+    for i in (5, 20):  # saved again by another transformers release, under its own name
+        resaved = tmp_path / f"resaved-{i}"
+        shutil.copytree(tmp_path / f"copy-{i}", resaved)
+        saved = {**config, "library_index": i, "transformers_version": "4.99.0"}
+        (resaved / "config.json").write_text(json.dumps({**saved, "_name_or_path": "x"}))
+        again = reg.import_checkpoint(resaved)
+        assert again.id == infos[i].id and compared == [infos[i].id], (i, compared)
+        compared.clear()
+        report = reg.audit(resaved)  # the audit names what the import recorded it on
+        assert report.status == "known" and report.artifact.id == infos[i].id, report.to_text()
+        compared.clear()
     fresh = tmp_path / "fresh"
     shutil.copytree(base, fresh)
     (fresh / "config.json").write_text(json.dumps({**config, "library_index": 99}))
     new = reg.import_checkpoint(fresh)
     assert new.id not in {i.id for i in infos} and compared == []
+
+
+def test_a_quantized_layers_integer_bias_is_a_weight_not_a_buffer(reg, tmp_path):
+    """An int32 ``bias`` (a quantized layer's) in a model zoo has no rules for is a weight:
+    a folder differing from a registered one only there, its config saved again, is a
+    source of its own (its bias stored, so gc keeps it), and an audit compares it. Only
+    bool or uint8 tensors under that name are the causal masks transformers rebuilds."""
+    from safetensors.torch import save_file
+
+    def save(folder, bias, mask_dtype, **config):
+        folder.mkdir()
+        g = torch.Generator().manual_seed(0)
+        save_file(
+            {
+                "emb.weight": torch.randn(8, 4, generator=g),
+                "l.weight": torch.randint(-8, 8, (4, 4), generator=g, dtype=torch.int8),
+                "l.bias": torch.tensor(bias, dtype=torch.int32),
+                "h.attn.bias": torch.ones(4, 4, dtype=mask_dtype).tril(),
+            },
+            folder / "model.safetensors",
+        )
+        (folder / "config.json").write_text(json.dumps({"model_type": "myquant", **config}))
+        return folder
+
+    first = reg.import_checkpoint(save(tmp_path / "q1", [1, 2, 3, 4], torch.bool))
+    other = save(tmp_path / "q2", [5, 6, 7, 8], torch.bool, _name_or_path="q1")
+    second = reg.import_checkpoint(other)
+    assert second.id != first.id
+    report = reg.audit(other)
+    assert report.status == "known" and report.artifact.id == second.id, report.to_text()
+    # The mask saved as uint8 by an older release is the same model's.
+    resaved = save(tmp_path / "q1-u8", [1, 2, 3, 4], torch.uint8, _name_or_path="q1")
+    assert reg.import_checkpoint(resaved).id == first.id
 
 
 def test_rounding_to_bf16_and_fp16_gives_the_bytes_torch_gives():

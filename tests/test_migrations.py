@@ -323,9 +323,9 @@ def test_aliases_set_before_their_history_was_kept_get_one_setting_of_unknown_ti
 
 
 def test_weights_keys_are_backfilled_from_the_tensor_rows(registry, tiny_dir, tmp_path):
-    """0011 gives each source and derived checkpoint recorded before it the key an import
-    writes (the key follows from the tensor rows: going down loses nothing), and a copy
-    imported after it is recorded on the artifact it copies."""
+    """0011 gives each source and derived checkpoint recorded before it the keys an import
+    writes (they follow from the tensor rows and config: going down loses nothing), and a
+    copy imported after it is recorded on the artifact it copies."""
     from sqlalchemy import select
 
     from zoo.db.models import Artifact
@@ -335,12 +335,13 @@ def test_weights_keys_are_backfilled_from_the_tensor_rows(registry, tiny_dir, tm
     learngene = registry.extract(src.name, method="dwt")
 
     def keys():
+        columns = (Artifact.name, Artifact.weights_key, Artifact.copy_key)
         with registry.session() as session:
-            return dict(session.execute(select(Artifact.name, Artifact.weights_key)).all())
+            return {name: rest for name, *rest in session.execute(select(*columns))}
 
     written = keys()
-    assert written[learngene.name] is None
-    assert all(k is not None for n, k in written.items() if n != learngene.name), written
+    assert written[learngene.name] == [None, None]
+    assert all(None not in k for n, k in written.items() if n != learngene.name), written
     db_engine.downgrade(registry.engine, "0010")
     db_engine.upgrade(registry.engine)
     assert keys() == written

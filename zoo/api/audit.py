@@ -389,6 +389,8 @@ def _identify(
             for n, d in file_tensors.items()
             if n in floating and d not in fills and len(file_shapes[n]) >= 2
         }
+        if among is None and row is None:  # a save_pretrained copy: what it copies
+            among = _copied(session, tensors, config)[1]
         candidates: dict[int, int] = (
             queries.artifacts_with_digests(session, evidence.values(), limit=_CANDIDATES)
             if among is None
@@ -539,24 +541,9 @@ def _identify(
 #: oldest: a matrix thousands of artifacts share (a frozen embedding, one base's weights
 #: under many configs) would otherwise make every import and audit read them all.
 _CANDIDATES = 16
-#: Artifacts holding a file's very weights whose configs an import compares with the
-#: file's, oldest first: the first of them that has its config is the one it copies.
+#: Artifacts holding a file's very weights whose configs are compared with the file's
+#: where none has its copy key, oldest first (see :func:`_copied`).
 _SAME_WEIGHTS = 16
-
-
-# Config keys transformers writes on every save, whatever the model: its version, the
-# weights' dtype under either spelling (the tensors' own dtypes are compared), where the
-# model was loaded from, and whether it chose the attention implementation itself (4.48
-# and near versions write `_attn_implementation_autoset`; it does not change the model).
-SAVE_KEYS = frozenset(
-    {
-        "transformers_version",
-        "dtype",
-        "torch_dtype",
-        "_name_or_path",
-        "_attn_implementation_autoset",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -597,7 +584,8 @@ def relative_of(reg, tensors, config) -> Relative | None:
 
     A ``copy``: every weight is the artifact's, under its name, dtype, shape and bytes
     (the buffers transformers rebuilds and the tied copies it writes once aside), and the
-    config is its own but for what transformers writes on every save (:data:`SAVE_KEYS`,
+    config is its own but for what transformers writes on every save
+    (:data:`~zoo.checkpoint.manifest.SAVE_KEYS`,
     and ``tie_word_embeddings`` written out at its default). A ``backbone``: every tensor
     of the artifact's base model is held unchanged under the artifact's names less the
     family's base-model prefix, and everything it lacks is outside that prefix (the
@@ -605,7 +593,6 @@ def relative_of(reg, tensors, config) -> Relative | None:
     compared exactly: a copy rounded to bf16 is none."""
     if not isinstance(config, dict):
         return None
-    from zoo.checkpoint.manifest import weights_key
     from zoo.db import queries
 
     matrices = [t for t in tensors if len(t.shape) >= 2 and t.dtype.startswith(("F", "BF"))]
@@ -615,20 +602,14 @@ def relative_of(reg, tensors, config) -> Relative | None:
     among = None
     with reg.session() as session:
         # Where artifacts hold these very weights under these names, the file copies one of
-        # them (the first whose config is the file's) or none: an artifact the file is the
+        # them (the one whose config is the file's) or none: an artifact the file is the
         # base model of holds other names too. Otherwise a relative holds the file's
         # largest matrix: without one, no comparison (each an indexed look-up, where the
         # whole comparison would cost each new import).
-        same_weights = queries.artifacts_with_weights(
-            session, weights_key(tensors), limit=_SAME_WEIGHTS
-        )
-        if same_weights:
-            among = next(
-                (i for i, c in same_weights if c and _same_config(json.loads(c), config)), None
-            )
-            if among is None:
-                return None
-        elif not queries.artifacts_with_digests(session, [probe.digest], limit=1):
+        held, among = _copied(session, tensors, config)
+        if held and among is None:
+            return None
+        if not held and not queries.artifacts_with_digests(session, [probe.digest], limit=1):
             return None
     report = _identify(
         reg, "copy", tensors, config, None, rounding=False, ancestry=False, among=among
@@ -658,21 +639,36 @@ def relative_of(reg, tensors, config) -> Relative | None:
     return Relative("copy", found)
 
 
-def _as_saved(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` as a save would write it: the keys every save writes left out, and the
-    ties spelled out at the model type's default."""
-    from zoo.families._common import ties_word_embeddings
+def _copied(session, tensors, config) -> tuple[bool, int | None]:
+    """Whether sources or derived checkpoints hold the very weights of ``tensors`` under
+    their names, and the one a file with them and ``config`` copies (its config the same
+    but for what every save writes): found by its copy key (one indexed look-up, however
+    many share the weights), else the oldest of the first :data:`_SAME_WEIGHTS` of them
+    whose config differs only by keys one side lacks at their default; None when none."""
+    from zoo.checkpoint.manifest import copy_key, weights_key
+    from zoo.db import queries
 
-    out = {k: v for k, v in config.items() if k not in SAVE_KEYS}
-    out["tie_word_embeddings"] = ties_word_embeddings(config)
-    return out
+    weights = weights_key(tensors)
+    if weights is None or not isinstance(config, dict):
+        return False, None
+    same_weights = queries.artifacts_with_weights(session, weights, limit=_SAME_WEIGHTS)
+    if not same_weights:
+        return False, None
+    found = queries.artifact_with_copy_key(session, copy_key(config, weights))
+    if found is None:
+        found = next(
+            (i for i, c in same_weights if c and _same_config(json.loads(c), config)), None
+        )
+    return True, found
 
 
 def _same_config(recorded: dict[str, Any], copy: dict[str, Any]) -> bool:
     """Whether two configs describe the same model as transformers reads them: equal but
     for what every save writes, a key one of them lacks holding its model type's default
     (a newer transformers writes out defaults an older one left implicit)."""
-    a, b = _as_saved(recorded), _as_saved(copy)
+    from zoo.checkpoint.manifest import as_saved
+
+    a, b = as_saved(recorded), as_saved(copy)
     if a == b:
         return True
     if any(k in b and b[k] != v for k, v in a.items()):
@@ -913,10 +909,11 @@ def _buffer_test(family_name: str | None):
     the config, whose presence and bytes are no evidence (one version saves it, another
     drops it; every model of one config holds the same bytes): the floating-point buffers
     computed from the config, the buffers the family declares (see
-    :meth:`zoo.families.Family.is_buffer`), and integer or bool tensors under the names
-    transformers gives its id and mask buffers. Every other tensor is a weight, whatever
-    its dtype (a quantized checkpoint's integer ``qweight``)."""
-    from zoo.checkpoint.manifest import CONFIG_BUFFERS, INTEGER_BUFFERS
+    :meth:`zoo.families.Family.is_buffer`), and integer ids and bool or uint8 masks under
+    the names transformers gives those buffers (:func:`~zoo.checkpoint.manifest.rebuilt_buffer`).
+    Every other tensor is a weight, whatever its dtype (a quantized checkpoint's integer
+    ``qweight``, or its int32 ``bias``)."""
+    from zoo.checkpoint.manifest import rebuilt_buffer
     from zoo.errors import UnknownFamilyError
     from zoo.families import get_family
 
@@ -926,9 +923,7 @@ def _buffer_test(family_name: str | None):
         family = None
 
     def is_buffer(name: str, dtype: str) -> bool:
-        if name.endswith(CONFIG_BUFFERS) or (
-            not dtype.startswith(("F", "BF")) and name.rsplit(".", 1)[-1] in INTEGER_BUFFERS
-        ):
+        if rebuilt_buffer(name, dtype):
             return True
         return family is not None and family.is_buffer(name)
 

@@ -570,7 +570,7 @@ def _write_batch(reg, session: Session, chunk: list[_Prepared]) -> list[Artifact
     record) go one at a time, after them."""
     from sqlalchemy import insert, select
 
-    from zoo.checkpoint.manifest import weights_key
+    from zoo.checkpoint.manifest import copy_key, weights_key
     from zoo.db.entities import ImportInfo
     from zoo.db.models import Alias, Artifact, ArtifactTensor, ImportRecord
 
@@ -616,7 +616,8 @@ def _write_batch(reg, session: Session, chunk: list[_Prepared]) -> list[Artifact
                 "nbytes": sum(t.nbytes for t in r.tensors),
                 "layers": r.layers,
                 "hidden": r.hidden,
-                "weights_key": weights_key(r.tensors),
+                "weights_key": (weights := weights_key(r.tensors)),
+                "copy_key": copy_key(r.config, weights),
             }
             for _, r, name in fresh
         ]

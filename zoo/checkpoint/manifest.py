@@ -23,10 +23,15 @@ from zoo.errors import InvalidInputError
 
 __all__ = [
     "CONFIG_BUFFERS",
-    "INTEGER_BUFFERS",
+    "ID_BUFFERS",
+    "MASK_BUFFERS",
+    "SAVE_KEYS",
     "TensorLike",
+    "as_saved",
     "canonical_json",
+    "copy_key",
     "manifest_hash",
+    "rebuilt_buffer",
     "weights_key",
 ]
 
@@ -99,15 +104,29 @@ def manifest_hash(config: Mapping[str, Any] | None, tensors: Iterable[TensorLike
 # that config holds the same bytes.
 CONFIG_BUFFERS = (".inv_freq",)
 # The last name part of the integer and bool buffers transformers builds from the config
-# and older versions saved (position and token-type ids, GPT-2-style causal masks), in
-# families zoo has no rules for; any other integer tensor is a weight (quantized).
-INTEGER_BUFFERS = frozenset({"position_ids", "token_type_ids", "bias", "masked_bias"})
+# and older versions saved, in families zoo has no rules for: position and token-type ids
+# (any integer dtype), and GPT-2-style causal masks (bool or uint8 only: a quantized
+# layer's int32 ``bias`` is a weight). Any other integer tensor is a weight.
+ID_BUFFERS = frozenset({"position_ids", "token_type_ids"})
+MASK_BUFFERS = frozenset({"bias", "masked_bias"})
+
+
+def rebuilt_buffer(name: str, dtype: str) -> bool:
+    """Whether a tensor is one transformers rebuilds from the config whatever the model
+    (:data:`CONFIG_BUFFERS`, :data:`ID_BUFFERS`, :data:`MASK_BUFFERS`), by its name and
+    safetensors dtype code alone."""
+    if name.endswith(CONFIG_BUFFERS):
+        return True
+    last = name.rsplit(".", 1)[-1]
+    if dtype in ("BOOL", "U8"):
+        return last in ID_BUFFERS or last in MASK_BUFFERS
+    return last in ID_BUFFERS and not dtype.startswith(("F", "BF"))
 
 
 def weights_key(tensors: Iterable[TensorLike]) -> str | None:
     """The sha256 hex of a checkpoint's weights (name, dtype, shape and digest of each, as
     in the manifest), leaving out the buffers transformers rebuilds from the config
-    (:data:`CONFIG_BUFFERS`, :data:`INTEGER_BUFFERS`); None when it has no weights.
+    (:func:`rebuilt_buffer`); None when it has no weights.
 
     Two checkpoints with one key hold the same weights under the same names whatever their
     configs: a registry finds the artifact a ``save_pretrained`` copy is made of by this
@@ -115,9 +134,48 @@ def weights_key(tensors: Iterable[TensorLike]) -> str | None:
     rows = sorted(
         [t.name, t.dtype, [int(d) for d in t.shape], t.digest]
         for t in tensors
-        if not t.name.endswith(CONFIG_BUFFERS)
-        and (t.dtype.startswith(("F", "BF")) or t.name.rsplit(".", 1)[-1] not in INTEGER_BUFFERS)
+        if not rebuilt_buffer(t.name, t.dtype)
     )
     if not rows:
         return None
     return hashlib.sha256(canonical_json(rows).encode("ascii")).hexdigest()
+
+
+# Config keys transformers writes on every save, whatever the model: its version, the
+# weights' dtype under either spelling (the tensors' own dtypes are compared), where the
+# model was loaded from, and whether it chose the attention implementation itself (4.48
+# and near versions write `_attn_implementation_autoset`; it does not change the model).
+SAVE_KEYS = frozenset(
+    {
+        "transformers_version",
+        "dtype",
+        "torch_dtype",
+        "_name_or_path",
+        "_attn_implementation_autoset",
+    }
+)
+
+
+def as_saved(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` as a save would write it: the keys every save writes left out, and the
+    ties spelled out at the model type's default."""
+    from zoo.families._common import ties_word_embeddings
+
+    out = {k: v for k, v in config.items() if k not in SAVE_KEYS}
+    out["tie_word_embeddings"] = ties_word_embeddings(config)
+    return out
+
+
+def copy_key(config: Mapping[str, Any] | None, weights: str | None) -> str | None:
+    """The sha256 hex of a checkpoint's weights key (:func:`weights_key`) and its config
+    :func:`as_saved`; None without either. A ``save_pretrained`` copy of a checkpoint has
+    its key (the keys every save writes aside): a registry finds what it copies with one
+    indexed look-up, however many artifacts hold the same weights under other configs."""
+    if weights is None or not isinstance(config, Mapping):
+        return None
+    doc = {"weights": weights, "config": as_saved(config)}
+    try:
+        text = canonical_json(doc)
+    except InvalidInputError:  # a config that is no plain JSON: no copy is looked up by it
+        return None
+    return hashlib.sha256(text.encode("ascii")).hexdigest()

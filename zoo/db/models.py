@@ -78,9 +78,12 @@ class Artifact(Base):
     layers: Mapped[int | None] = mapped_column(Integer)
     hidden: Mapped[int | None] = mapped_column(Integer)
     # A source's or derived checkpoint's weights, config aside
-    # (:func:`zoo.checkpoint.manifest.weights_key`): an import finds the artifact a copy is
-    # made of by it (migration 0011).
+    # (:func:`zoo.checkpoint.manifest.weights_key`): an import finds the artifacts a copy
+    # may be made of by it (migration 0011).
     weights_key: Mapped[str | None] = mapped_column(HASH, index=True)
+    # Its weights key and its config less what every save writes
+    # (:func:`zoo.checkpoint.manifest.copy_key`): a save_pretrained copy's, found by it.
+    copy_key: Mapped[str | None] = mapped_column(HASH, index=True)
 
 
 class ArtifactTotal(Base):

@@ -456,10 +456,11 @@ def inserted_artifact(
     """:func:`insert_artifact` without an ORM object: the row's columns as attributes,
     for a caller that reads them (:func:`new_info`) and changes nothing (a derived
     record: the session then has no object to track, expire and flush)."""
-    from zoo.checkpoint.manifest import weights_key  # here: a page reader needs none of it
+    # Here: a page reader needs none of it.
+    from zoo.checkpoint.manifest import copy_key, weights_key
 
     tensors = list(tensors)
-    keyed = kind in ("source", "derived")
+    weights = weights_key(tensors) if kind in ("source", "derived") else None
     values = {
         "kind": kind,
         "name": name,
@@ -475,7 +476,8 @@ def inserted_artifact(
         "nbytes": sum(t.nbytes for t in tensors),
         "layers": layers,
         "hidden": hidden,
-        "weights_key": weights_key(tensors) if keyed else None,
+        "weights_key": weights,
+        "copy_key": copy_key(config, weights),
     }
     session.flush()  # what the session holds goes first, as an ORM insert would order it
     connection = session.connection()
@@ -1002,6 +1004,15 @@ def artifacts_with_digests(
         for (artifact_id,) in session.execute(union_all(*oldest)):
             counts[artifact_id] = counts.get(artifact_id, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit])
+
+
+def artifact_with_copy_key(session: Session, key: str | None) -> int | None:
+    """The oldest source or derived checkpoint, removed or not, with this copy key
+    (:func:`zoo.checkpoint.manifest.copy_key`): one indexed look-up."""
+    if key is None:
+        return None
+    query = select(Artifact.id).where(Artifact.copy_key == key).order_by(Artifact.id).limit(1)
+    return session.scalar(query)
 
 
 def artifacts_with_weights(session: Session, key: str, *, limit: int) -> list[tuple[int, str]]:
