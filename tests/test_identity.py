@@ -166,6 +166,25 @@ def _base_model(folder: Path, dest: Path) -> Path:
     return dest
 
 
+def test_a_base_model_saved_under_another_config_is_a_backbone_whatever_came_first(reg, tmp_path):
+    """A task model's base model saved twice, under two configs (a dropout changed): each
+    is a source of its own with a ``backbone`` edge from the task model, also the one
+    imported after the other, whose weights it holds (the config of a base model saved
+    alone is not compared)."""
+    src_dir = save_tiny("bert", tmp_path / "lm")
+    src = reg.import_checkpoint(src_dir)
+    base = _base_model(src_dir, tmp_path / "base")
+    other = tmp_path / "base-other"
+    shutil.copytree(base, other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "hidden_dropout_prob": 0.3}))
+    first, second = reg.import_checkpoint(base), reg.import_checkpoint(other)
+    assert len({src.id, first.id, second.id}) == 3
+    for info in (first, second):
+        (edge,) = _edges_into(reg, info.name)
+        assert (edge.parent_id, edge.relation) == (src.id, "backbone"), info.name
+
+
 def test_a_base_model_saved_on_its_own_in_bf16_is_its_float32_checkpoint_rounded(reg, tmp_path):
     """The two ways a copy's names and bytes change, at once: a float32 masked LM's BERT
     loaded as bf16 and saved through AutoModel (no ``bert.`` prefix, no head, every value

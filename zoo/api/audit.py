@@ -608,7 +608,11 @@ def relative_of(reg, tensors, config) -> Relative | None:
         # whole comparison would cost each new import).
         held, among = _copied(session, tensors, config)
         if held and among is None:
-            return None
+            # Another config over a registered base model's weights is that task model's
+            # base model too, whatever was imported first (its config is not compared).
+            among = queries.backbone_parent(session, held)
+            if among is None:
+                return None
         if not held and not queries.artifacts_with_digests(session, [probe.digest], limit=1):
             return None
     report = _identify(
@@ -639,27 +643,28 @@ def relative_of(reg, tensors, config) -> Relative | None:
     return Relative("copy", found)
 
 
-def _copied(session, tensors, config) -> tuple[bool, int | None]:
-    """Whether sources or derived checkpoints hold the very weights of ``tensors`` under
-    their names, and the one a file with them and ``config`` copies (its config the same
-    but for what every save writes): found by its copy key (one indexed look-up, however
-    many share the weights), else the oldest of the first :data:`_SAME_WEIGHTS` of them
-    whose config differs only by keys one side lacks at their default; None when none."""
+def _copied(session, tensors, config) -> tuple[list[int], int | None]:
+    """The first :data:`_SAME_WEIGHTS` sources or derived checkpoints, oldest first, that
+    hold the very weights of ``tensors`` under their names, and the one a file with them
+    and ``config`` copies (its config the same but for what every save writes): found by
+    its copy key (one indexed look-up, however many share the weights), else the oldest
+    of those whose config differs only by keys one side lacks at their default; None
+    when none does."""
     from zoo.checkpoint.manifest import copy_key, weights_key
     from zoo.db import queries
 
     weights = weights_key(tensors)
     if weights is None or not isinstance(config, dict):
-        return False, None
+        return [], None
     same_weights = queries.artifacts_with_weights(session, weights, limit=_SAME_WEIGHTS)
     if not same_weights:
-        return False, None
+        return [], None
     found = queries.artifact_with_copy_key(session, copy_key(config, weights))
     if found is None:
         found = next(
             (i for i, c in same_weights if c and _same_config(json.loads(c), config)), None
         )
-    return True, found
+    return [i for i, _ in same_weights], found
 
 
 def _same_config(recorded: dict[str, Any], copy: dict[str, Any]) -> bool:

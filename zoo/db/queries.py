@@ -1015,6 +1015,20 @@ def artifact_with_copy_key(session: Session, key: str | None) -> int | None:
     return session.scalar(query)
 
 
+def backbone_parent(session: Session, children: list[int]) -> int | None:
+    """The oldest artifact with a ``backbone`` edge to one of ``children`` (a task model
+    whose base model they are), or None."""
+    if not children:
+        return None
+    query = (
+        select(Edge.parent_id)
+        .where(Edge.child_id.in_(children), Edge.relation == "backbone")
+        .order_by(Edge.parent_id)
+        .limit(1)
+    )
+    return session.scalar(query)
+
+
 def artifacts_with_weights(session: Session, key: str, *, limit: int) -> list[tuple[int, str]]:
     """(id, config JSON) of the first ``limit`` sources and derived checkpoints, removed or
     not, oldest first, whose weights have this key
