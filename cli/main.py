@@ -792,7 +792,8 @@ def verify_cmd(name: str | None, repair: bool, as_json: bool) -> None:
     "--retired",
     is_flag=True,
     help="The database the claim names is retired for good: for a claim zoo cannot check "
-    "(another host's, one naming no database or unreadable).",
+    "(another host's, one naming no database or unreadable, one whose file at its path is "
+    "another now, such as a restored backup).",
 )
 @json_option
 def release_claim_cmd(registry_id: str, retired: bool, as_json: bool) -> None:

@@ -257,13 +257,15 @@ def gc_report(report) -> str:
 
 
 def claim_release(report) -> str:
-    named = f"it named {report.named}" if report.named else "it named no database"
+    from zoo.api.store_claim import quoted  # a claim's text, as zoo did not write it
+
+    named = f"it named {quoted(report.named)}" if report.named else "it named no database"
     claim = f"the claim of registry {report.registry_id} on {report.store_url}"
     if report.outcome == "removed":
         return f"removed {claim} ({named})"
     if report.outcome == "handed over":
-        return f"handed {claim} over to {report.database} ({named})"
-    return f"{claim} names this database ({report.database}) already"
+        return f"handed {claim} over to {printable(report.database)} ({named})"
+    return f"{claim} names this database ({printable(report.database)}) already"
 
 
 def verify_report(report) -> str:

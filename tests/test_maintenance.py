@@ -1231,6 +1231,73 @@ def test_a_copy_put_at_the_claimed_path_is_not_the_file_that_claimed(tiny_dir, t
     assert _claim_of(store, registry_id) == _identity(tmp_path / "home-old" / "zoo.db")
 
 
+def test_a_backup_restored_at_the_claimed_path_takes_the_claim_only_with_retired(
+    tiny_dir, tmp_path, monkeypatch, run_cli
+):
+    """A registry moved away (`mv`, no step needed) and a backup restored at its old path:
+    the file there carries the id but is not the claimed one, and zoo cannot tell whether
+    the claimed file was deleted or moved elsewhere and lives. `zoo release-claim` refuses
+    (one line, exit 4) to hand the claim to the backup, since its gc would sweep every
+    blob the moved original wrote since the backup; `--retired`, a person's word that the
+    original no longer exists anywhere, hands it over. The live original at the path (its
+    own inode) keeps its claim; a claim's unreadable text is quoted escaped, and cut."""
+    import zoo
+
+    home, moved = tmp_path / "home", tmp_path / "moved"
+    home.mkdir()
+    db, store = home / "zoo.db", str(tmp_path / "store")
+    with zoo.connect(db_url=f"sqlite:///{db}", store_url=store) as reg:
+        reg.import_checkpoint(tiny_dir("gpt2"))
+        registry_id = reg.registry_id
+        _backup(db, tmp_path / "backup" / "zoo.db")
+        newer = reg.import_checkpoint(tiny_dir("bert"))
+    monkeypatch.setenv("ZOO_STORE_URL", store)
+    monkeypatch.setenv("ZOO_DB_URL", f"sqlite:///{db}")
+    # The live original at its path: already this database's.
+    code, out, err = run_cli("release-claim", registry_id)
+    assert code == 0 and "names this database" in out, err
+    # A copy elsewhere while the original is at its path: the claim stands.
+    with (
+        zoo.connect(db_url=f"sqlite:///{tmp_path / 'backup' / 'zoo.db'}", store_url=store) as copy,
+        pytest.raises(ConflictError, match=f"registry {registry_id} in {db} is there"),
+    ):
+        copy.release_claim(registry_id, retired=True)
+
+    _mv(home, moved)
+    _backup(tmp_path / "backup" / "zoo.db", db)
+    for args in (("release-claim", registry_id), ("release-claim", registry_id[:8])):
+        code, out, err = run_cli(*args)
+        assert code == 4 and out == "" and err.count("\n") == 1, (args, err)
+        assert "may have been moved elsewhere" in err and "since the copy" in err, err
+        assert f"`zoo release-claim {registry_id} --retired` hands the claim over" in err
+    code, out, err = run_cli("gc", "--grace", "0")
+    assert code == 4 and out == "" and err.count("\n") == 1, err
+    assert f"`zoo release-claim {registry_id} --retired`" in err, err
+    assert _claim_of(store, registry_id)["file"] == str(db.resolve())
+    with zoo.connect(db_url=f"sqlite:///{moved / 'zoo.db'}", store_url=store) as original:
+        assert {t.digest for t in newer.tensors} <= _intact(original)
+        assert original.verify().ok
+
+    # A person's word that the original no longer exists anywhere hands the claim over.
+    shutil.rmtree(moved)
+    code, out, err = run_cli("release-claim", registry_id, "--retired")
+    assert code == 0 and err == "" and f"over to {db.resolve()} (it named {db.resolve()})" in out
+    assert _claim_of(store, registry_id) == _identity(db)
+    with zoo.connect(db_url=f"sqlite:///{db}", store_url=store) as backup:
+        only_newer = {t.digest for t in (*newer.tensors, *newer.files)} - _intact(backup)
+        assert only_newer and {i.name for i in backup.gc(grace=0).swept} == only_newer
+        assert backup.verify().ok
+
+    # A claim zoo cannot read is quoted escaped, on one line, and cut.
+    claims = tmp_path / "store" / "registries"
+    (claims / "11111111-1111-1111-1111-111111111111").write_text("garbage{\n\x1b[2J" + "x" * 5000)
+    code, out, err = run_cli("release-claim", "1111", "--retired")
+    assert code == 0 and err == "" and out.count("\n") == 1, (out, err)
+    assert "(it named garbage{\\n\\x1b[2J" in out and "x" * 300 not in out, out
+    assert out.rstrip().endswith("...)") and claims.is_dir()
+    assert {p.name for p in claims.iterdir()} == {registry_id}
+
+
 def test_a_claimed_file_on_a_file_system_mounted_again_is_still_the_claimed_one(tmp_path):
     """A network or mapped disk's device number is given at mount time: the claimed file
     at its path with its inode is the claimed one under another device number; another

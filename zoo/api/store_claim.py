@@ -22,6 +22,9 @@ from enum import Enum
 from pathlib import Path
 
 from zoo.errors import ConflictError, InvalidInputError, NotFoundError
+from zoo.text import printable
+
+QUOTED_CHARS = 200  # the most of a claim's recorded text a message quotes
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,14 @@ class Place:
         if self.store is not None:
             fields["store"] = self.store
         return json.dumps(fields, sort_keys=True)
+
+
+def quoted(text: str) -> str:
+    """Text a claim records (a path, a host, an unreadable claim's content) as a message
+    quotes it: escaped (:func:`zoo.text.printable`), so a newline in it prints no line of
+    its own, and its first ``QUOTED_CHARS`` characters only, then ``...``."""
+    shown = printable(text)
+    return shown if len(shown) <= QUOTED_CHARS else f"{shown[:QUOTED_CHARS]}..."
 
 
 class UnreadableClaim(ValueError):
@@ -200,40 +211,42 @@ def check(store, registry_id: str, recorded: str, this: Place, *, command: str |
     else:
         harm = f"{command} here would delete the blobs the original wrote since the copy"
         run = f"Run {command}"
+    file = quoted(there.file)
     if found is Standing.ANOTHER_HOST:
         if command is None and (there.file, there.inode) == (this.file, this.inode):
             return False
         raise ConflictError(
-            f"The store {store.url} is written and swept by the registry in {there.file} "
-            f"on {there.host}, which carries this one's id: one is a copy of the other, and "
-            f"{harm}. {run} from there; if the registry has moved to this machine for good, "
-            f"{unchecked}."
+            f"The store {store.url} is written and swept by the registry in {file} "
+            f"on {quoted(there.host)}, which carries this one's id: one is a copy of the "
+            f"other, and {harm}. {run} from there; if the registry has moved to this machine "
+            f"for good, {unchecked}."
         )
     if found is Standing.REPLACED:
         raise ConflictError(
-            f"The store {store.url} is written and swept by the registry in {there.file}, "
+            f"The store {store.url} is written and swept by the registry in {file}, "
             f"and the file there now is another one carrying its id (a copy, or a backup "
-            f"restored over it): {harm}. If that file is gone for good, {handover}."
+            f"restored over it, while the original may have been moved elsewhere): {harm}. "
+            f"If the original no longer exists anywhere, {unchecked}."
         )
     if holds_registry(there.file, registry_id):
         if _store_copied_from(there, this, registry_id):
             raise ConflictError(
-                f"The store {store.url} is a copy of the store {there.store} of the registry "
-                f"in {there.file} (its claim, copied with it, names that registry's "
+                f"The store {store.url} is a copy of the store {quoted(there.store)} of the "
+                f"registry in {file} (its claim, copied with it, names that registry's "
                 f"database), and this one ({this.file}) carries its id: a copy of it, with a "
                 f"copy of its store. Nothing is written or swept here until {handover} (the "
                 "original keeps the claim of its own store)."
             )
         sharing = " sharing its store" if _same_store(there.store, this.store) else ""
         raise ConflictError(
-            f"The store {store.url} is written and swept by the registry in {there.file}, "
+            f"The store {store.url} is written and swept by the registry in {file}, "
             f"and this one ({this.file}) carries its id: a copy of it{sharing}, and {harm}. "
             f"Give the copy a store of its own (ZOO_STORE_URL); if the original is retired "
-            f"for good, {handover} once it is gone from {there.file}."
+            f"for good, {handover} once it is gone from {file}."
         )
     raise ConflictError(
         f"The store {store.url} is written and swept by the registry that was in "
-        f"{there.file}, and this one ({this.file}) is another file carrying its id: a copy, "
+        f"{file}, and this one ({this.file}) is another file carrying its id: a copy, "
         f"and {harm}, wherever the original is now. {run} from the original; if it was "
         f"deleted for good, or this is it moved to another file system (a new file), {handover}."
     )
@@ -263,12 +276,17 @@ def release(reg, query: str, *, retired: bool = False) -> ClaimRelease:
     path: a file moved on its file system is not searched for (it records where it is at
     its next write), so running this is a person's word that it was deleted, as the
     refusals that name this step say. Where zoo cannot look (a claim from another host,
-    one that names no database or cannot be read), ``retired`` is that word.
+    one that names no database or cannot be read), ``retired`` is that word; and where
+    ``reg``'s own database is at the claim's path but is not the file that claimed (a
+    backup restored there, a copy put there), since the claimed file may have been moved
+    elsewhere and still be in use: the two cannot be told apart from here, and ``reg``'s
+    gc would sweep every blob the moved one wrote since the copy.
 
     Raises:
         NotFoundError: the store holds no such claim.
-        ConflictError: the database the claim names is there, or zoo cannot look and
-            ``retired`` is not given.
+        ConflictError: the database the claim names is there, or zoo cannot look, or it
+            may have been moved away from the claim's path (another file there now, this
+            one), and ``retired`` is not given.
     """
     store = reg.store
     registry_id = _claimed_id(store, query, own=reg.registry_id)
@@ -302,23 +320,37 @@ def release(reg, query: str, *, retired: bool = False) -> ClaimRelease:
     if there is None:
         if not retired:
             raise _unchecked(store, registry_id, "cannot be read (a newer zoo's, or edited)")
-        return done(taken, recorded)
+        bounded = recorded[:QUOTED_CHARS] + ("..." if len(recorded) > QUOTED_CHARS else "")
+        return done(taken, bounded)
     this_host = socket.gethostname()
     named = there.file if there.host == this_host else f"{there.host}:{there.file}"
-    if own and standing(there, here) in (Standing.OWNER, Standing.MOVED):
+    found = standing(there, here) if own else None
+    if found in (Standing.OWNER, Standing.MOVED):
         return done("already this database's", named)
     if there.host != this_host:
         if not retired:
-            raise _unchecked(store, registry_id, f"names the registry in {named}")
+            raise _unchecked(store, registry_id, f"names the registry in {quoted(named)}")
         return done(taken, named)
+    if found is Standing.REPLACED and not retired:
+        # This file is at the claim's path, but the claimed file (another inode) may be
+        # alive elsewhere, moved there: a backup restored at its old path looks the same.
+        raise ConflictError(
+            f"The claim of registry {registry_id} on the store {store.url} names the "
+            f"database in {quoted(there.file)} (device {there.device}, inode {there.inode}), "
+            f"and the file there now is this one, another (inode {here.inode}) carrying its "
+            "id: a backup restored or a copy put there, while the claimed database may have "
+            "been moved elsewhere, and gc here would sweep every blob it wrote since the "
+            f"copy. If it no longer exists anywhere, `zoo release-claim {registry_id} "
+            "--retired` hands the claim over to this one."
+        )
     if own and _store_copied_from(there, here, registry_id):
         return done(taken, named)  # the original writes and sweeps a store of its own
     if holds_registry(there.file, registry_id) and not (own and _same_file(there.file, here.file)):
         keep_apart = "this copy" if own else "each registry"
         raise ConflictError(
-            f"The registry {registry_id} in {there.file} is there, carrying the id its claim "
-            f"on the store {store.url} names, so the claim stands. Give {keep_apart} a store "
-            "of its own (ZOO_STORE_URL)."
+            f"The registry {registry_id} in {quoted(there.file)} is there, carrying the id its "
+            f"claim on the store {store.url} names, so the claim stands. Give {keep_apart} a "
+            "store of its own (ZOO_STORE_URL)."
         )
     return done(taken, named)
 
