@@ -1296,6 +1296,10 @@ def test_a_backup_restored_at_the_claimed_path_takes_the_claim_only_with_retired
     assert "(it named garbage{\\n\\x1b[2J" in out and "x" * 300 not in out, out
     assert out.rstrip().endswith("...)") and claims.is_dir()
     assert {p.name for p in claims.iterdir()} == {registry_id}
+    # One that is not UTF-8 too.
+    (claims / "22222222-2222-2222-2222-222222222222").write_bytes(b"bad\xff\xfe")
+    code, out, err = run_cli("release-claim", "2222", "--retired")
+    assert code == 0 and err == "" and "(it named bad\ufffd\ufffd)" in out, (out, err)
 
 
 def test_a_claimed_file_on_a_file_system_mounted_again_is_still_the_claimed_one(tmp_path):

@@ -244,7 +244,8 @@ class FsspecStore(BlobStore):
 
     def _read_claim(self, registry_id: str) -> str | None:
         try:
-            return self.fs.cat_file(f"{self.root}/{self.CLAIMS}/{registry_id}").decode()
+            data = self.fs.cat_file(f"{self.root}/{self.CLAIMS}/{registry_id}")
+            return data.decode("utf-8", "replace")  # not UTF-8: a claim zoo cannot read
         except FileNotFoundError:
             return None
 

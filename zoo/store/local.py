@@ -171,7 +171,9 @@ class LocalStore(BlobStore):
 
     def _read_claim(self, registry_id: str) -> str | None:
         try:
-            return (self.root / self.CLAIMS / registry_id).read_text(encoding="utf-8")
+            # Bytes that are not UTF-8 read as a claim zoo cannot read, not a traceback.
+            data = (self.root / self.CLAIMS / registry_id).read_bytes()
+            return data.decode("utf-8", "replace")
         except FileNotFoundError:
             return None
 
