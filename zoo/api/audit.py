@@ -601,15 +601,14 @@ def relative_of(reg, tensors, config) -> Relative | None:
     probe = max(matrices, key=lambda t: (t.nbytes, t.name))
     among = None
     with reg.session() as session:
-        # Where artifacts hold these very weights under these names, the file copies one of
-        # them (the one whose config is the file's) or none: an artifact the file is the
-        # base model of holds other names too. Otherwise a relative holds the file's
-        # largest matrix: without one, no comparison (each an indexed look-up, where the
+        # Where artifacts hold these very weights under these names, the file copies the
+        # one whose config is its own, or is, under another config, the base model of the
+        # task model one of them was saved from (a base model's config is not compared),
+        # or is neither: no comparison. Otherwise a relative holds the file's largest
+        # matrix: without one, no comparison either (each an indexed look-up, where the
         # whole comparison would cost each new import).
         held, among = _copied(session, tensors, config)
         if held and among is None:
-            # Another config over a registered base model's weights is that task model's
-            # base model too, whatever was imported first (its config is not compared).
             among = queries.backbone_parent(session, held)
             if among is None:
                 return None
