@@ -885,6 +885,20 @@ def test_a_rounded_copy_is_its_checkpoint_not_one_sharing_a_matrix_under_other_n
     assert report.rounded_to == ["BF16"]
 
 
+def _one_weights_under_24_configs(reg, tmp_path: Path):
+    """A tiny BERT (its folder and config) and 24 imports of its weights, ``copy-0`` ..
+    ``copy-23``, each under its config with a ``library_index`` of its own."""
+    base = save_tiny("bert", tmp_path / "base")
+    config = json.loads((base / "config.json").read_text())
+    infos = []
+    for i in range(24):
+        folder = tmp_path / f"copy-{i}"
+        shutil.copytree(base, folder)
+        (folder / "config.json").write_text(json.dumps({**config, "library_index": i}))
+        infos.append(reg.import_checkpoint(folder))
+    return base, config, infos
+
+
 def test_an_audit_beside_many_artifacts_sharing_its_weights_compares_a_bounded_few(
     reg, tmp_path, monkeypatch
 ):
@@ -894,14 +908,8 @@ def test_an_audit_beside_many_artifacts_sharing_its_weights_compares_a_bounded_f
     from zoo.api import audit
     from zoo.db import queries
 
-    base = save_tiny("bert", tmp_path / "base")
-    config = json.loads((base / "config.json").read_text())
-    names = []
-    for i in range(24):
-        folder = tmp_path / f"copy-{i}"
-        shutil.copytree(base, folder)
-        (folder / "config.json").write_text(json.dumps({**config, "library_index": i}))
-        names.append(reg.import_checkpoint(folder).name)
+    base, _, infos = _one_weights_under_24_configs(reg, tmp_path)
+    names = [i.name for i in infos]
     read = []
     records = queries.tensor_records
     monkeypatch.setattr(queries, "tensor_records", lambda s, i: read.append(i) or records(s, i))
@@ -927,14 +935,7 @@ def test_an_import_among_many_artifacts_sharing_its_weights_looks_them_up_by_key
     from zoo.checkpoint.manifest import weights_key
     from zoo.db.models import Artifact
 
-    base = save_tiny("bert", tmp_path / "base")
-    config = json.loads((base / "config.json").read_text())
-    infos = []
-    for i in range(24):
-        folder = tmp_path / f"copy-{i}"
-        shutil.copytree(base, folder)
-        (folder / "config.json").write_text(json.dumps({**config, "library_index": i}))
-        infos.append(reg.import_checkpoint(folder))
+    base, config, infos = _one_weights_under_24_configs(reg, tmp_path)
     assert len({i.content_hash for i in infos}) == 24
     with reg.session() as session:
         keys = set(session.scalars(select(Artifact.weights_key)))

@@ -54,8 +54,12 @@ def quoted(text: str) -> str:
     """Text a claim records (a path, a host, an unreadable claim's content) as a message
     quotes it: escaped (:func:`zoo.text.printable`), so a newline in it prints no line of
     its own, and its first ``QUOTED_CHARS`` characters only, then ``...``."""
-    shown = printable(text)
-    return shown if len(shown) <= QUOTED_CHARS else f"{shown[:QUOTED_CHARS]}..."
+    return _cut(printable(text))
+
+
+def _cut(text: str) -> str:
+    """``text``'s first ``QUOTED_CHARS`` characters, then ``...`` where it is longer."""
+    return text if len(text) <= QUOTED_CHARS else f"{text[:QUOTED_CHARS]}..."
 
 
 class UnreadableClaim(ValueError):
@@ -320,8 +324,7 @@ def release(reg, query: str, *, retired: bool = False) -> ClaimRelease:
     if there is None:
         if not retired:
             raise _unchecked(store, registry_id, "cannot be read (a newer zoo's, or edited)")
-        bounded = recorded[:QUOTED_CHARS] + ("..." if len(recorded) > QUOTED_CHARS else "")
-        return done(taken, bounded)
+        return done(taken, _cut(recorded))
     this_host = socket.gethostname()
     named = there.file if there.host == this_host else f"{there.host}:{there.file}"
     found = standing(there, here) if own else None

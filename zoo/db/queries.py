@@ -398,41 +398,14 @@ def removed_holder_note(session: Session, name: str) -> str:
     )
 
 
-def insert_artifact(
-    session: Session,
-    *,
-    kind: str,
-    name: str,
-    family: str | None,
-    content_hash: str,
-    config: dict[str, Any] | None,
-    info: dict[str, Any],
-    tensors: Iterable[TensorRecord],
-    created_by: str,
-    virtual: bool = False,
-    layers: int | None = None,
-    hidden: int | None = None,
-) -> Artifact:
-    """Add an artifact row and its tensor rows, with the aggregates a listing shows.
+def insert_artifact(session: Session, **columns) -> Artifact:
+    """Add an artifact row and its tensor rows, with the aggregates a listing shows; takes
+    :func:`inserted_artifact`'s arguments.
 
     The row is inserted by one prepared statement and put into the session as loaded:
     the ORM's flush of a new object costs more than the database takes to insert it,
     and every import, extraction and materialization writes one."""
-    values = inserted_artifact(
-        session,
-        kind=kind,
-        name=name,
-        family=family,
-        content_hash=content_hash,
-        config=config,
-        info=info,
-        tensors=tensors,
-        created_by=created_by,
-        virtual=virtual,
-        layers=layers,
-        hidden=hidden,
-    )
-    row = Artifact(**vars(values))
+    row = Artifact(**vars(inserted_artifact(session, **columns)))
     make_transient_to_detached(row)
     session.add(row)
     return row
