@@ -525,13 +525,19 @@ def test_a_materialization_whose_parent_goes_meanwhile_records_nothing(
     assert registry.fsck().ok
 
 
-def test_rm_waits_for_a_record_under_way_and_then_keeps_its_parent(registry, tiny_dir):
+def test_rm_waits_for_a_record_under_way_and_then_keeps_its_parent(registry, tiny_dir, monkeypatch):
     """The record holds its parent's row from its start: an `rm` arriving meanwhile waits,
-    then sees the new child and refuses (it removed the parent beneath it)."""
+    then sees the new child and refuses (it removed the parent beneath it). The general
+    path's record, paused inside its transaction; the driver's one-statement record
+    (tests/test_derived_rows.py) takes the same lock."""
     import threading
 
     import zoo
-    from zoo.db import queries
+    from zoo.db import derived_rows, queries
+
+    monkeypatch.setattr(
+        derived_rows, "insert_derived", lambda *a, **k: (derived_rows.Outcome.GENERAL, None)
+    )
 
     src = registry.import_checkpoint(tiny_dir("bert"), name="src")
     inside, go_on = threading.Event(), threading.Event()

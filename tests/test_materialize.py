@@ -2063,35 +2063,82 @@ def test_joining_shape_only_tensors_gives_torch_cat_shapes():
         cat([torch.empty(2, 3, device="meta"), torch.empty(3, 3, device="meta")], dim=1)
 
 
-def test_a_new_derived_record_is_four_statements(registry, tiny_dir, monkeypatch):
-    """Recording a new derived checkpoint reads its parent's liveness (locked) and whether
-    its content is registered in one statement of single columns, then inserts its row,
-    its tensor rows (one batch) and its edge: no ORM row is loaded, and the parent is read
-    once."""
+def test_a_new_derived_record_is_one_statement_on_postgresql(registry, tiny_dir, monkeypatch):
+    """Recording a new derived checkpoint takes its parent's row (locked), checks its
+    content is not registered, and inserts its row, its tensor rows and its edge: in one
+    statement on PostgreSQL, and in one transaction of four statements on SQLite (the
+    tensor rows one batch), on the driver's connection; nothing through SQLAlchemy."""
     from sqlalchemy import event
 
     from zoo.api import materialize as mat
 
     src = registry.import_checkpoint(tiny_dir("gpt2"))
-    statements: list[str] = []
-    real = mat.record_derived
+    by_sqlalchemy: list[str] = []
+    by_driver: list[str] = []
+    real_record, real_connection = mat.record_derived, registry.engine.raw_connection
 
     def seen(_conn, _cursor, statement, *_):
-        statements.append(" ".join(statement.split()))
+        by_sqlalchemy.append(" ".join(statement.split()))
 
     def recorded(*args, **kwargs):
         event.listen(registry.engine, "before_cursor_execute", seen)
+        monkeypatch.setattr(registry.engine, "raw_connection", lambda: _Traced(real_connection()))
         try:
-            return real(*args, **kwargs)
+            return real_record(*args, **kwargs)
         finally:
             event.remove(registry.engine, "before_cursor_execute", seen)
+            monkeypatch.setattr(registry.engine, "raw_connection", real_connection)
+
+    class _Traced:
+        def __init__(self, wrapped):
+            self._wrapped = wrapped
+            self.driver_connection = _TracedDriver(wrapped.driver_connection)
+
+        def __getattr__(self, name):
+            return getattr(self._wrapped, name)
+
+    class _TracedDriver:
+        def __init__(self, driver):
+            object.__setattr__(self, "_driver", driver)
+
+        def __getattr__(self, name):
+            return getattr(self._driver, name)
+
+        def __setattr__(self, name, value):
+            setattr(self._driver, name, value)
+
+        def execute(self, sql, *args):
+            by_driver.append(" ".join(sql.split()))
+            return self._driver.execute(sql, *args)
+
+        def cursor(self):
+            cursor = self._driver.cursor()
+
+            class Cursor:
+                def execute(self, sql, *args):
+                    by_driver.append(" ".join(sql.split()))
+                    return cursor.execute(sql, *args)
+
+                def executemany(self, sql, *args):
+                    by_driver.append(" ".join(sql.split()))
+                    return cursor.executemany(sql, *args)
+
+                def close(self):
+                    cursor.close()
+
+            return Cursor()
 
     monkeypatch.setattr(mat, "record_derived", recorded)
     made = registry.materialize(src.name, layers=1, hidden=16, method="scratch", device="cpu")
-    work = [s for s in statements if not s.startswith("BEGIN")]
-    assert len(work) == 4, statements
-    assert [s.split()[0] for s in work] == ["SELECT", "INSERT", "INSERT", "INSERT"]
-    assert not any("config_json" in s for s in work if s.startswith("SELECT")), work
+    assert by_sqlalchemy == []
+    if registry.engine.dialect.name == "postgresql":
+        assert [s.split()[0] for s in by_driver] == ["WITH"], by_driver
+        assert "FOR UPDATE" in by_driver[0]
+    else:
+        work = by_driver[1:-1]
+        assert [by_driver[0], by_driver[-1]] == ["BEGIN IMMEDIATE", "COMMIT"], by_driver
+        assert [s.split()[0] for s in work] == ["SELECT", "INSERT", "INSERT", "INSERT"], work
+        assert "config_json" not in work[0]
     assert registry.show(made.artifact.name).tensors == made.artifact.tensors
     assert [e.parent_id for e in registry.lineage(made.artifact.name).edges] == [src.id]
 

@@ -594,6 +594,7 @@ _LOCAL_ONLY = {
     "audit_manifest",
     "check_token",
     "check_writable",
+    "driver_write",
     "ensure_schema",
     "get_or_create",
     "import_checkpoints",

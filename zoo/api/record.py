@@ -55,8 +55,23 @@ def record_derived(
     """Register the derived checkpoint (virtual unless ``store``) and its edge; a row with
     the same content is reused (brought back if removed, kept if now stored)."""
     recipe = edge_recipe(plan, dev)
-    info = {"recipe": recipe, "target": plan.target_sizes}
     by = reg.user
+    columns = {
+        "kind": "derived",
+        "name": _new_name(plan, content_hash),
+        "family": plan.source.family,
+        "content_hash": content_hash,
+        "config": plan.target_config,
+        "info": {"recipe": recipe, "target": plan.target_sizes},
+        "tensors": records,
+        "created_by": by,
+        "virtual": not store,
+        "layers": plan.target_sizes.get("layers"),
+        "hidden": plan.target_sizes.get("hidden"),
+    }
+    new = _record_new(reg, plan, columns, recipe)
+    if new is not None:
+        return new
 
     def link(session: Session, row, *, new: bool = False) -> ArtifactInfo:
         from zoo.db.graph import is_ancestor
@@ -86,7 +101,7 @@ def record_derived(
         live, held = queries.live_and_held(session, plan.parent.id, "derived", content_hash)
         if not live:
             raise _parent_removed(plan)
-        if not held:  # new content, the common case: nothing more to read
+        if not held:  # new content: nothing more to read
             return None
         row = queries.find_by_content(session, "derived", content_hash, for_write=True)
         if row is None:
@@ -100,23 +115,31 @@ def record_derived(
         return link(session, row)
 
     def create(session: Session) -> ArtifactInfo:
-        row = queries.inserted_artifact(
-            session,
-            kind="derived",
-            name=_new_name(plan, content_hash),
-            family=plan.source.family,
-            content_hash=content_hash,
-            config=plan.target_config,
-            info=info,
-            tensors=records,
-            created_by=by,
-            virtual=not store,
-            layers=plan.target_sizes.get("layers"),
-            hidden=plan.target_sizes.get("hidden"),
-        )
-        return link(session, row, new=True)
+        return link(session, queries.inserted_artifact(session, **columns), new=True)
 
     return reg.get_or_create(find, create)
+
+
+def _record_new(reg, plan: Plan, columns: dict[str, Any], recipe: dict) -> ArtifactInfo | None:
+    """The common case, new content under a kept parent, written in one round trip
+    (:mod:`zoo.db.derived_rows`); None when that path wrote nothing and the general one
+    decides (the content recorded already, a race, a busy or failing database)."""
+    from zoo.db import derived_rows
+
+    values, records = queries.artifact_values(**columns)
+    edge = queries.edge_values(
+        plan.parent.id, None, "materialize", recipe, __version__, columns["created_by"]
+    )
+    outcome, new_id = reg.driver_write(
+        lambda engine: derived_rows.insert_derived(
+            engine, plan.parent.id, values, queries.tensor_rows(records), edge
+        )
+    )
+    if outcome is derived_rows.Outcome.PARENT_REMOVED:
+        raise _parent_removed(plan)
+    if outcome is not derived_rows.Outcome.INSERTED:
+        return None
+    return queries.inserted_info(new_id, values, records)
 
 
 def parent_live(session: Session, plan: Plan, *, lock: bool = False) -> None:

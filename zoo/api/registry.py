@@ -261,6 +261,13 @@ class Registry:
             time.sleep(min(0.2, 0.005 * 2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
+    def driver_write(self, write):
+        """``write(engine)``, a write made on the database driver's own connection
+        (:mod:`zoo.db.derived_rows`), after the checks every transaction makes first."""
+        self._follow_file()
+        self.ensure_schema()
+        return write(self.engine)
+
     def get_or_create(self, find, create):
         """The artifact ``find(session)`` returns, else the one ``create(session)`` inserts,
         in one transaction; when another writer inserts the same content first (a unique

@@ -195,6 +195,14 @@ def new_info(
     return _info(row, tensors=tuple(tensor_records(session, row.id)) if tensors else ())
 
 
+def inserted_info(
+    artifact_id: int, values: dict[str, Any], tensors: Iterable[TensorRecord]
+) -> ArtifactInfo:
+    """The record of an artifact just inserted with :func:`artifact_values`' ``values``
+    and these ``tensors``, with no read (no alias, import or file refers to it yet)."""
+    return _info(SimpleNamespace(id=artifact_id, **values), tensors=tuple(tensors))
+
+
 def _info(
     row: Artifact, *, aliases=(), imports=(), files=(), tensors=(), same_content=()
 ) -> ArtifactInfo:
@@ -400,7 +408,7 @@ def removed_holder_note(session: Session, name: str) -> str:
 
 def insert_artifact(session: Session, **columns) -> Artifact:
     """Add an artifact row and its tensor rows, with the aggregates a listing shows; takes
-    :func:`inserted_artifact`'s arguments.
+    :func:`artifact_values`' arguments.
 
     The row is inserted by one prepared statement and put into the session as loaded:
     the ORM's flush of a new object costs more than the database takes to insert it,
@@ -411,8 +419,23 @@ def insert_artifact(session: Session, **columns) -> Artifact:
     return row
 
 
-def inserted_artifact(
-    session: Session,
+def inserted_artifact(session: Session, **columns) -> SimpleNamespace:
+    """:func:`insert_artifact` without an ORM object: the row's columns as attributes,
+    for a caller that reads them (:func:`new_info`) and changes nothing (a derived
+    record: the session then has no object to track, expire and flush). Takes
+    :func:`artifact_values`' arguments."""
+    values, tensors = artifact_values(**columns)
+    session.flush()  # what the session holds goes first, as an ORM insert would order it
+    connection = session.connection()
+    artifact_id = connection.execute(_INSERT_ARTIFACT, values).scalar_one()
+    rows = tensor_rows(tensors, artifact_id)
+    if rows:
+        # One executemany instead of an ORM object per tensor: writers hold the lock less.
+        connection.execute(_INSERT_TENSORS, rows)
+    return SimpleNamespace(id=artifact_id, **values)
+
+
+def artifact_values(
     *,
     kind: str,
     name: str,
@@ -425,10 +448,9 @@ def inserted_artifact(
     virtual: bool = False,
     layers: int | None = None,
     hidden: int | None = None,
-) -> SimpleNamespace:
-    """:func:`insert_artifact` without an ORM object: the row's columns as attributes,
-    for a caller that reads them (:func:`new_info`) and changes nothing (a derived
-    record: the session then has no object to track, expire and flush)."""
+) -> tuple[dict[str, Any], list[TensorRecord]]:
+    """A new artifact row's column values, with the aggregates a listing shows and the
+    keys an import's copy check looks up; and its tensors' records, as a list."""
     # Here: a page reader needs none of it.
     from zoo.checkpoint.manifest import copy_key, weights_key
 
@@ -452,12 +474,13 @@ def inserted_artifact(
         "weights_key": weights,
         "copy_key": copy_key(config, weights),
     }
-    session.flush()  # what the session holds goes first, as an ORM insert would order it
-    connection = session.connection()
-    artifact_id = connection.execute(_INSERT_ARTIFACT, values).scalar_one()
+    return values, tensors
+
+
+def tensor_rows(tensors: Iterable[TensorRecord], artifact_id: int | None = None) -> list[dict]:
+    """The tensor rows of an artifact's records (``artifact_id`` included when given)."""
     rows = [
         {
-            "artifact_id": artifact_id,
             "name": t.name,
             "dtype": t.dtype,
             "shape_json": shape_json(t.shape),
@@ -466,10 +489,10 @@ def inserted_artifact(
         }
         for t in tensors
     ]
-    if rows:
-        # One executemany instead of an ORM object per tensor: writers hold the lock less.
-        connection.execute(_INSERT_TENSORS, rows)
-    return SimpleNamespace(id=artifact_id, **values)
+    if artifact_id is not None:
+        for row in rows:
+            row["artifact_id"] = artifact_id
+    return rows
 
 
 def shape_json(shape) -> str:

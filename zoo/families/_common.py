@@ -9,7 +9,6 @@ state dicts and configs back. Nothing here imports torch at module level.
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -1052,7 +1051,7 @@ class TransformerFamily(Family):
                 f"a layer map for {plan.layers} target layers of a {source_layers}-layer "
                 f"source names one source layer per target layer; got {list(layer_map)}."
             )
-        out = copy.deepcopy(dict(config))
+        out = _copy_json(dict(config))
         self.write_config(out, plan, config)
         self.write_layer_config(out, config, layer_map)
         return out
@@ -1109,3 +1108,13 @@ def _stack(parts: list[torch.Tensor]) -> torch.Tensor:
         # with layer_of): the stack is that buffer, not a second copy of it.
         return base
     return torch.stack(parts)
+
+
+def _copy_json(value: Any) -> Any:
+    """A deep copy of a config (JSON: dicts, lists and scalars), several times faster than
+    ``copy.deepcopy``, which every materialization paid twice for its target config."""
+    if isinstance(value, dict):
+        return {k: _copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(v) for v in value]
+    return value
