@@ -480,7 +480,7 @@ def run_backend(name: str, db_url: str, ml_uri: str, sizes, work: Path, args) ->
             newest = reg.search(limit=4000 + CHAIN + 1, kind="source").items
             pool = [i.name for i in newest if i.name not in chained][::-1]
             result["writes"] = single_writes(
-                reg, pool, derive_from, args.write_ops, args.write_ops // 5, "single"
+                reg, pool, derive_from, args.write_ops, args.write_ops, "single"
             )
             result["writes"]["mlflow_create_model_version_per_s"] = ml_timing.get(
                 "create_model_version_per_s"
