@@ -159,7 +159,8 @@ def _lacking(reg, name: str, out) -> list[dict]:
         while todo:
             node = todo.pop(0)
             if graph.nodes[node].kind == "source":
-                info = reg.show(graph.nodes[node].name)
+                # A source removed since (kept for what derives from it) is not shown.
+                info = None if graph.nodes[node].deleted else reg.show(graph.nodes[node].name)
                 break
             for e in graph.edges:
                 up = e.child_id == node and e.relation in ("extract", "materialize")

@@ -212,6 +212,33 @@ def test_broken_files_of_an_unknown_type_are_still_refused(registry, tmp_path):
 # --- the files around the weights --------------------------------------------------------------
 
 
+def test_a_derived_checkpoint_imported_back_under_a_removed_source_exports_after_gc(
+    registry, bert_with_tokenizer, tmp_path, run_cli
+):
+    """A derived checkpoint removed with its source (`rm --cascade`) and brought back by an
+    import of its --out folder is kept under the removed source: gc keeps the source's
+    blobs and files it is re-derived from, and `export` and `rederive --out` write it
+    (nothing is recorded, so the removed parent refuses nothing), tokenizer included."""
+    registry.import_checkpoint(bert_with_tokenizer, name="src")
+    out = tmp_path / "small"
+    made = registry.materialize("src", layers=1, hidden=16, method="dwt", out=out)
+    registry.rm("src", cascade=True)
+    back = registry.import_checkpoint(out)
+    assert (back.kind, back.id) == ("derived", made.artifact.id)
+    registry.gc(grace="0s")
+    assert registry.fsck().ok
+    code, _, err = run_cli("export", back.name, "--out", str(tmp_path / "exported"))
+    assert code == 0, err
+    code, text, err = run_cli("rederive", back.name, "--out", str(tmp_path / "again"))
+    assert code == 0 and "re-derived bit for bit" in text, err
+    for folder in ("exported", "again"):
+        written = tmp_path / folder
+        assert registry.audit(written).artifact.name == back.name
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            assert (written / name).read_bytes() == (bert_with_tokenizer / name).read_bytes()
+    assert [a.name for a in registry.list(include_deleted=True) if a.deleted] == ["src"]
+
+
 def test_tokenizer_and_card_go_with_every_out_folder(
     registry, bert_with_tokenizer, tmp_path, run_cli
 ):

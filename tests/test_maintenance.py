@@ -296,14 +296,19 @@ def test_virtual_checkpoint_keeps_removed_ancestors_blobs(registry, family):
     assert registry.fsck().ok
 
 
-def test_stored_child_keeps_removed_parent_row_but_not_its_blobs(registry, family):
-    """Lineage rows stay while a kept artifact descends from them; their blobs may go."""
+def test_stored_child_keeps_removed_parent_row_and_the_blobs_it_is_derived_from(
+    registry, family
+):
+    """Lineage rows stay while a kept artifact descends from them; so do the blobs a kept
+    one zoo made is re-derived from, even a stored one (`zoo export` and `zoo rederive`
+    derive it again). A declared parent's go (see the test above)."""
     registry.rm("virt")
     _add(registry, "real", kind="derived", parent="lg", payloads=[b"real" * 16])
     _soft_delete(registry, "lg")
     report = registry.gc(grace=0)
     lg_blobs = {sha256_hex(b"lg-0" * 64), sha256_hex(b"lg-1" * 64)}
-    assert lg_blobs <= {b.name for b in report.swept}
+    assert not lg_blobs & {b.name for b in report.swept}
+    assert lg_blobs <= set(registry.store.digests())
     assert "lg" in report.kept_deleted and "lg" in _names(registry)
     assert "virt" in report.hard_deleted
     assert registry.fsck().ok

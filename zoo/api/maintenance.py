@@ -164,18 +164,16 @@ def _mark(session: Session) -> tuple[set[str], set[int]]:
     """(digests kept rows need, ids of rows that must stay: kept ones and their ancestors).
 
     A digest is needed when a kept, stored (non-virtual) artifact holds it, when a kept
-    virtual artifact needs it to be re-derived (every stored tensor of what it was made
-    from, up the edges zoo recorded: extract, materialize), or when a kept artifact takes
+    artifact needs it to be re-derived (every stored tensor of what it was made from, up
+    the edges zoo recorded: extract, materialize; a stored one too, which `zoo export`
+    and `zoo rederive` derive again, even where its parent was removed and it was brought
+    back by an import of its folder), or when a kept artifact takes
     it as a side file from an ancestor (a base model saved alone, its task model's
     tokenizer), even of artifacts that were removed. A row stays while a kept one
     descends from it by any edge (a declared parent is the anchor of its child's
     lineage), but its blobs go unless they are needed.
     """
-    rows = session.execute(
-        select(Artifact.id, Artifact.virtual).where(Artifact.deleted_at.is_(None))
-    ).all()
-    kept = {i for i, _ in rows}
-    virtual = {i for i, v in rows if v}
+    kept = set(_kept_ids(session))
     edges = _edges(session)
     needed_rows = kept | _walk(kept, _parents_of(edges))
     refs = _refs()
@@ -188,7 +186,8 @@ def _mark(session: Session) -> tuple[set[str], set[int]]:
         )
     )
     made_from = _parents_of(_edges(session, RECORDED))
-    digests |= _stored_digests_of(session, _walk(virtual, made_from))
+    # A kept ancestor's stored digests are counted above already: only removed ones add.
+    digests |= _stored_digests_of(session, _walk(kept, made_from) - kept)
     digests |= {digest for _, digest, _ in _inherited_refs(session, kept)}
     return digests, needed_rows
 

@@ -371,7 +371,9 @@ def _run(
 ) -> ArtifactInfo:
     """Derive into ``sink``, run ``verify(sink)`` (it raises on a mismatch), then
     ``finish(content_hash)`` records the result. With ``out`` the tensors stream into an
-    output folder, renamed into place just before ``finish``."""
+    output folder, renamed into place just before ``finish``. A re-derivation (``verify``)
+    records nothing: it writes its folder under a parent removed since (a kept checkpoint
+    keeps what it derives from)."""
     from zoo.checkpoint import manifest_hash
 
     from . import export
@@ -409,8 +411,9 @@ def _run(
             verify(sink)
         content_hash = manifest_hash(plan.target_config, sink.sorted_records())
         name = derived_name(reg, plan, content_hash)
-        with reg.session() as session:  # no folder for a record that would be refused
-            parent_live(session, plan)
+        if verify is None:
+            with reg.session() as session:  # no folder for a record that would be refused
+                parent_live(session, plan)
         with _interrupts_deferred():  # the folder and its row appear together
             folder.commit(
                 config=plan.target_config,
