@@ -236,3 +236,39 @@ def test_a_derived_record_waits_for_a_removal_under_way_and_is_refused(registry,
     assert isinstance(refused, ConflictError), refused
     assert "src was removed while this materialization ran" in str(refused)
     assert registry.list(kind="derived", include_deleted=True) == []
+
+
+@pytest.mark.parametrize(
+    "dialect_class",
+    [
+        "sqlalchemy.dialects.postgresql.psycopg2:PGDialect_psycopg2",
+        "sqlalchemy.dialects.postgresql.pg8000:PGDialect_pg8000",
+    ],
+)
+def test_a_driver_the_statements_are_not_written_for_leaves_the_record_to_the_general_path(
+    dialect_class,
+):
+    """A database URL may name another driver than psycopg or sqlite3 (zoo opens
+    postgresql+psycopg2:// and lists with it): its connection has no psycopg
+    ``execute``, so its derived record is the general path's, not an AttributeError."""
+    import importlib
+    import types
+
+    module, _, name = dialect_class.partition(":")
+    dbapi = types.SimpleNamespace(Error=type("Error", (Exception,), {}), paramstyle="pyformat")
+    dialect = getattr(importlib.import_module(module), name)(dbapi=dbapi)
+    used = []
+
+    def raw_connection():  # a driver's connection: no Connection.execute as psycopg's
+        used.append(True)
+        driver = types.SimpleNamespace(autocommit=False, cursor=lambda: None)
+        return types.SimpleNamespace(
+            driver_connection=driver, close=lambda: None, invalidate=lambda: None
+        )
+
+    engine = types.SimpleNamespace(dialect=dialect, raw_connection=raw_connection)
+    artifact = dict.fromkeys(derived_rows.ARTIFACT_COLUMNS)
+    edge = dict.fromkeys(derived_rows.EDGE_COLUMNS)
+    outcome = derived_rows.insert_derived(engine, 1, artifact, [], edge)
+    assert outcome == (derived_rows.Outcome.GENERAL, None)
+    assert used == []

@@ -70,15 +70,16 @@ def insert_derived(
     sees the child). ``artifact``: every column of :data:`ARTIFACT_COLUMNS`; ``tensors``:
     :data:`TENSOR_COLUMNS` each; ``edge``: :data:`EDGE_COLUMNS`."""
     dialect = engine.dialect
+    # The statements below are written for these drivers' connections (psycopg's
+    # Connection.execute, sqlite3's cursor); a database URL may name another driver
+    # (postgresql+psycopg2://, postgresql+pg8000://): its record takes the general path.
+    insert = _INSERTS.get((dialect.name, dialect.driver))
+    if insert is None:
+        return Outcome.GENERAL, None
     of_artifact, of_edge = _converters(dialect)
     values = {k: of_artifact[k](v) if k in of_artifact else v for k, v in artifact.items()}
     edge_row = {f"edge_{k}": of_edge[k](edge[k]) if k in of_edge else edge[k] for k in EDGE_COLUMNS}
-    errors = dialect.loaded_dbapi.Error
-    if dialect.name == "postgresql":
-        return _insert_postgresql(engine, parent_id, values, tensors, edge_row, errors)
-    if dialect.name == "sqlite":
-        return _insert_sqlite(engine, parent_id, values, tensors, edge_row, errors)
-    return Outcome.GENERAL, None
+    return insert(engine, parent_id, values, tensors, edge_row, dialect.loaded_dbapi.Error)
 
 
 @functools.lru_cache(maxsize=4)
@@ -200,3 +201,6 @@ def _insert_sqlite(engine, parent_id, values, tensors, edge_row, errors):
         finally:
             connection.close()
     return Outcome.INSERTED, new_id
+
+
+_INSERTS = {("postgresql", "psycopg"): _insert_postgresql, ("sqlite", "pysqlite"): _insert_sqlite}
