@@ -636,7 +636,7 @@ def markdown(report: dict) -> str:
             "",
             f"Writes, one process, per second: tag {w['tag_per_s']}, link {w['link_per_s']}, "
             f"derived record (`materialize`, virtual) {w['derived_per_s']} (its write "
-            f"write alone: {w['derived_transactions_per_s']}/s, median "
+            f"alone: {w['derived_transactions_per_s']}/s, median "
             f"{w['derived_transaction_ms']} ms); MLflow "
             f"`create_model_version` {w['mlflow_create_model_version_per_s']}, "
             f"`create_registered_model` {w['mlflow_create_registered_model_per_s']}.",
