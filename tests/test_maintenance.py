@@ -296,9 +296,7 @@ def test_virtual_checkpoint_keeps_removed_ancestors_blobs(registry, family):
     assert registry.fsck().ok
 
 
-def test_stored_child_keeps_removed_parent_row_and_the_blobs_it_is_derived_from(
-    registry, family
-):
+def test_stored_child_keeps_removed_parent_row_and_the_blobs_it_is_derived_from(registry, family):
     """Lineage rows stay while a kept artifact descends from them; so do the blobs a kept
     one zoo made is re-derived from, even a stored one (`zoo export` and `zoo rederive`
     derive it again). A declared parent's go (see the test above)."""
