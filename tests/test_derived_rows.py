@@ -16,6 +16,19 @@ from zoo.db.queries import aware
 from zoo.errors import ConflictError
 
 
+def _outcomes(monkeypatch) -> list:
+    """The outcomes of the driver's path, as it runs."""
+    seen: list = []
+    real = derived_rows.insert_derived
+
+    def traced(*args, **kwargs):
+        seen.append(real(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(derived_rows, "insert_derived", traced)
+    return seen
+
+
 def _general_path_only(monkeypatch) -> list[str]:
     """Every derived record through the general path; the calls the driver's path got."""
     calls: list[str] = []
@@ -93,13 +106,16 @@ def test_a_derived_record_writes_the_rows_the_general_path_writes(
 
     made = {}
     for path, url in (("driver", db_url), ("general", second_db_url)):
-        calls = _general_path_only(monkeypatch) if path == "general" else []
+        calls = _general_path_only(monkeypatch) if path == "general" else _outcomes(monkeypatch)
         reg = zoo.connect(db_url=url, store_url=str(tmp_path / path))
         src = reg.import_checkpoint(tiny_dir("gpt2"), name="src")
         derived = reg.materialize(src.name, layers=1, hidden=16, method="scratch", seed=3).artifact
         assert derived.info == reg.show(derived.name).info
         made[path] = (derived, _rows(reg, derived.name), src.id)
-        assert calls == (["driver"] if path == "general" else [])
+        if path == "general":
+            assert calls == ["driver"]
+        else:  # written by the driver's path, not left to the general one
+            assert calls == [(derived_rows.Outcome.INSERTED, derived.id)]
         monkeypatch.undo()
         reg.close()
     (by_driver, rows_driver, src_driver), (by_general, rows_general, src_general) = (
@@ -272,3 +288,37 @@ def test_a_driver_the_statements_are_not_written_for_leaves_the_record_to_the_ge
     outcome = derived_rows.insert_derived(engine, 1, artifact, [], edge)
     assert outcome == (derived_rows.Outcome.GENERAL, None)
     assert used == []
+
+
+@pytest.mark.parametrize("taken_by", ["artifact", "alias"])
+def test_a_derived_name_given_by_hand_to_another_is_not_taken_again(
+    registry, tiny_dir, tmp_path, taken_by
+):
+    """The name a derived checkpoint gets (family, size, method, 8 digits of its hash),
+    given by hand to another artifact or to an alias: the record takes 16 digits instead
+    (it once ended in 'database error: UNIQUE constraint failed'), and an --out folder's
+    provenance names it as the registry does; the alias still means its own artifact."""
+    import json
+
+    from safetensors import safe_open
+
+    registry.import_checkpoint(tiny_dir("gpt2"), name="src")
+    first = registry.materialize("src", layers=1, hidden=16, method="scratch", seed=6).artifact
+    registry.rm(first.name)
+    registry.gc(grace="0s")  # forgotten: the same request records it afresh
+    other = registry.import_checkpoint(
+        tiny_dir("bert"), name=first.name if taken_by == "artifact" else "other"
+    )
+    if taken_by == "alias":
+        registry.tag(other.name, first.name)
+    out = tmp_path / "small"
+    made = registry.materialize(
+        "src", layers=1, hidden=16, method="scratch", seed=6, out=out
+    ).artifact
+    assert made.content_hash == first.content_hash
+    assert made.name == first.name[:-8] + first.content_hash[:16]
+    assert registry.show(made.name).id == made.id
+    assert registry.show(first.name).id == other.id
+    with safe_open(out / "model.safetensors", "pt") as f:
+        assert json.loads(f.metadata()["zoo.derived"])["name"] == made.name
+    assert registry.fsck().ok

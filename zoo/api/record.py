@@ -28,7 +28,7 @@ def derived_name(reg, plan: Plan, content_hash: str) -> str:
         row = queries.find_by_content(session, "derived", content_hash)
         if row is not None:
             return row.name
-    return _new_name(plan, content_hash)
+        return _free_name(session, plan, content_hash)
 
 
 def recorded_method(reg, content_hash: str) -> str | None:
@@ -42,11 +42,19 @@ def recorded_method(reg, content_hash: str) -> str | None:
     return recipe.get("method")
 
 
-def _new_name(plan: Plan, content_hash: str) -> str:
+def _new_name(plan: Plan, content_hash: str, digits: int = 8) -> str:
     sizes = plan.target_sizes
     recipe = plan.recipe
     label = recipe.method + (f"-{recipe.wavelet}" if recipe.wavelet else "")
-    return f"{plan.source.family}-l{sizes['layers']}-h{sizes['hidden']}-{label}-{content_hash[:8]}"
+    short = content_hash[:digits]
+    return f"{plan.source.family}-l{sizes['layers']}-h{sizes['hidden']}-{label}-{short}"
+
+
+def _free_name(session: Session, plan: Plan, content_hash: str) -> str:
+    """:func:`_new_name`, with 16 digits of the hash where another artifact or an alias
+    has the 8-digit one (a name given by hand): a record is never refused for its name."""
+    name = _new_name(plan, content_hash)
+    return _new_name(plan, content_hash, 16) if queries.name_taken(session, name) else name
 
 
 def record_derived(
@@ -115,7 +123,8 @@ def record_derived(
         return link(session, row)
 
     def create(session: Session) -> ArtifactInfo:
-        return link(session, queries.inserted_artifact(session, **columns), new=True)
+        named = {**columns, "name": _free_name(session, plan, content_hash)}
+        return link(session, queries.inserted_artifact(session, **named), new=True)
 
     return reg.get_or_create(find, create)
 
@@ -123,7 +132,8 @@ def record_derived(
 def _record_new(reg, plan: Plan, columns: dict[str, Any], recipe: dict) -> ArtifactInfo | None:
     """The common case, new content under a kept parent, written in one round trip
     (:mod:`zoo.db.derived_rows`); None when that path wrote nothing and the general one
-    decides (the content recorded already, a race, a busy or failing database)."""
+    decides (the content recorded already, its name taken, a race, a busy or failing
+    database)."""
     from zoo.db import derived_rows
 
     values, records = queries.artifact_values(**columns)

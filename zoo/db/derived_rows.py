@@ -11,9 +11,9 @@ and :func:`zoo.db.queries.edge_values` give the general path, passed through eac
 type's own conversion for the dialect, so a row written here reads back as one written
 there, and holds the same stored text (tests compare them).
 
-Only the common case is written here: new content under a parent still kept. Anything
-else (the content recorded already, a unique name or key taken, a database busy, full or
-gone) writes nothing here and is left to the general path
+Only the common case is written here: new content under a parent still kept, its name
+free. Anything else (the content recorded already, the name an artifact's or an alias's,
+a database busy, full or gone) writes nothing here and is left to the general path
 (:meth:`zoo.api.registry.Registry.get_or_create`), which retries and reports as every write
 does.
 """
@@ -96,6 +96,8 @@ def _converters(dialect) -> tuple[dict[str, Any], dict[str, Any]]:
     return of(Artifact.__table__, ARTIFACT_COLUMNS), of(Edge.__table__, EDGE_COLUMNS)
 
 
+# The name is cast to its column's type where an alias's is compared with it: PostgreSQL
+# deduces one type per parameter, and the insert's own use deduces character varying.
 _PG_INSERT = f"""
 WITH parent AS (
     SELECT id FROM artifacts WHERE id = %(parent_id)s AND deleted_at IS NULL
@@ -106,6 +108,7 @@ WITH parent AS (
     INSERT INTO artifacts ({", ".join(ARTIFACT_COLUMNS)})
     SELECT {", ".join(f"%({c})s" for c in ARTIFACT_COLUMNS)}
     FROM parent WHERE NOT EXISTS (SELECT 1 FROM holder)
+    AND NOT EXISTS (SELECT 1 FROM aliases WHERE name = %(name)s::varchar)
     RETURNING id
 ), tensor_rows AS (
     INSERT INTO artifact_tensors (artifact_id, {", ".join(TENSOR_COLUMNS)})
@@ -150,7 +153,8 @@ def _insert_postgresql(engine, parent_id, values, tensors, edge_row, errors):
 
 _SQLITE_LIVE_AND_HELD = (
     "SELECT id, (SELECT h.id FROM artifacts h WHERE h.kind = :kind AND h.content_hash = "
-    ":content_hash) FROM artifacts WHERE id = :parent_id AND deleted_at IS NULL"
+    ":content_hash), (SELECT 1 FROM aliases WHERE name = :name) "
+    "FROM artifacts WHERE id = :parent_id AND deleted_at IS NULL"
 )
 _SQLITE_ARTIFACT = (
     f"INSERT INTO artifacts ({', '.join(ARTIFACT_COLUMNS)}) "
@@ -179,7 +183,7 @@ def _insert_sqlite(engine, parent_id, values, tensors, edge_row, errors):
                     found = cursor.execute(
                         _SQLITE_LIVE_AND_HELD, {"parent_id": parent_id, **values}
                     ).fetchone()
-                    if found is None or found[1] is not None:
+                    if found is None or found[1:] != (None, None):
                         cursor.execute("ROLLBACK")
                         return (Outcome.PARENT_REMOVED if found is None else Outcome.GENERAL), None
                     new_id = cursor.execute(_SQLITE_ARTIFACT, values).fetchone()[0]
