@@ -102,6 +102,9 @@ def _form(value):
 def test_a_derived_record_writes_the_rows_the_general_path_writes(
     db_url, second_db_url, tmp_path, monkeypatch, tiny_dir
 ):
+    """The same materialization recorded by the driver's path and by the general one, each
+    in an empty registry: the same columns read back, the same stored forms (SQLite's
+    time text, its booleans), the same tensor rows and edge."""
     import zoo
 
     made = {}

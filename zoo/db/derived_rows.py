@@ -65,7 +65,8 @@ def insert_derived(
     edge: dict[str, Any],
 ) -> tuple[Outcome, int | None]:
     """Insert a derived artifact's row, its tensor rows and the edge from ``parent_id``,
-    if the parent is kept and no derived row holds the content; ``(INSERTED, id)``. The
+    if the parent is kept, no derived row holds the content and no alias has the name
+    (an artifact's is refused by its unique key); ``(INSERTED, id)``. The
     parent's row is locked as the general path locks it (a `zoo rm --cascade` waits, then
     sees the child). ``artifact``: every column of :data:`ARTIFACT_COLUMNS`; ``tensors``:
     :data:`TENSOR_COLUMNS` each; ``edge``: :data:`EDGE_COLUMNS`."""
