@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import re
 from datetime import date, datetime, timezone
@@ -570,7 +569,6 @@ def _write_batch(reg, session: Session, chunk: list[_Prepared]) -> list[Artifact
     record) go one at a time, after them."""
     from sqlalchemy import insert, select
 
-    from zoo.checkpoint.manifest import copy_key, weights_key
     from zoo.db.entities import ImportInfo
     from zoo.db.models import Alias, Artifact, ArtifactTensor, ImportRecord
 
@@ -601,44 +599,35 @@ def _write_batch(reg, session: Session, chunk: list[_Prepared]) -> list[Artifact
     out: list[ArtifactInfo | None] = [None] * len(chunk)
     if fresh:
         stamp, user = queries.now(), reg.user
-        rows = [
-            {
-                "kind": "source",
-                "name": name,
-                "family": r.family,
-                "content_hash": r.content_hash,
-                "config_json": queries.dumps(r.config),
-                "info_json": queries.dumps({"format": "safetensors"}),
-                "virtual": False,
-                "created_at": stamp,
-                "created_by": user,
-                "tensor_count": len(r.tensors),
-                "nbytes": sum(t.nbytes for t in r.tensors),
-                "layers": r.layers,
-                "hidden": r.hidden,
-                "weights_key": (weights := weights_key(r.tensors)),
-                "copy_key": copy_key(r.config, weights),
-            }
+        # The columns and tensor rows of one import at a time (zoo.db.queries), in batches.
+        made = [
+            queries.artifact_values(
+                kind="source",
+                name=name,
+                family=r.family,
+                content_hash=r.content_hash,
+                config=r.config,
+                info={"format": "safetensors"},
+                tensors=r.tensors,
+                created_by=user,
+                layers=r.layers,
+                hidden=r.hidden,
+            )
             for _, r, name in fresh
         ]
         ids = list(
             session.scalars(
-                insert(Artifact).returning(Artifact.id, sort_by_parameter_order=True), rows
+                insert(Artifact).returning(Artifact.id, sort_by_parameter_order=True),
+                # One time for the batch: each row's, its import's and its record's.
+                [{**values, "created_at": stamp} for values, _ in made],
             )
         )
         session.execute(
             insert(ArtifactTensor),
             [
-                {
-                    "artifact_id": artifact_id,
-                    "name": t.name,
-                    "dtype": t.dtype,
-                    "shape_json": json.dumps(list(t.shape)),
-                    "nbytes": t.nbytes,
-                    "digest": t.digest,
-                }
-                for artifact_id, (_, r, _) in zip(ids, fresh, strict=True)
-                for t in r.tensors
+                row
+                for artifact_id, (_, tensors) in zip(ids, made, strict=True)
+                for row in queries.tensor_rows(tensors, artifact_id)
             ],
         )
         session.execute(
@@ -655,7 +644,7 @@ def _write_batch(reg, session: Session, chunk: list[_Prepared]) -> list[Artifact
                 for artifact_id, (_, r, _) in zip(ids, fresh, strict=True)
             ],
         )
-        for artifact_id, (i, r, name), row in zip(ids, fresh, rows, strict=True):
+        for artifact_id, (i, r, name), (row, _) in zip(ids, fresh, made, strict=True):
             out[i] = ArtifactInfo(
                 id=artifact_id,
                 kind="source",
