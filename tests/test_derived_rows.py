@@ -325,3 +325,32 @@ def test_a_derived_name_given_by_hand_to_another_is_not_taken_again(
     with safe_open(out / "model.safetensors", "pt") as f:
         assert json.loads(f.metadata()["zoo.derived"])["name"] == made.name
     assert registry.fsck().ok
+
+
+def test_a_derived_name_whose_16_digits_are_taken_too_takes_the_whole_hash(
+    registry, tiny_dir, tmp_path
+):
+    """Its 8-digit name an alias's and its 16-digit one another artifact's (both given by
+    hand): the record takes the whole hash, where it ended in 'UNIQUE constraint failed'
+    with its --out folder written and no row for it."""
+    import json
+
+    from safetensors import safe_open
+
+    registry.import_checkpoint(tiny_dir("gpt2"), name="src")
+    first = registry.materialize("src", layers=1, hidden=16, method="scratch", seed=6).artifact
+    registry.rm(first.name)
+    registry.gc(grace="0s")
+    sixteen = first.name[:-8] + first.content_hash[:16]
+    other = registry.import_checkpoint(tiny_dir("bert"), name=sixteen)
+    registry.tag(other.name, first.name)
+    out = tmp_path / "small"
+    made = registry.materialize(
+        "src", layers=1, hidden=16, method="scratch", seed=6, out=out
+    ).artifact
+    assert made.name == first.name[:-8] + first.content_hash
+    assert registry.show(made.name).id == made.id
+    assert registry.show(sixteen).id == registry.show(first.name).id == other.id
+    with safe_open(out / "model.safetensors", "pt") as f:
+        assert json.loads(f.metadata()["zoo.derived"])["name"] == made.name
+    assert registry.fsck().ok

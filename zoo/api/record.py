@@ -52,9 +52,16 @@ def _new_name(plan: Plan, content_hash: str, digits: int = 8) -> str:
 
 def _free_name(session: Session, plan: Plan, content_hash: str) -> str:
     """:func:`_new_name`, with 16 digits of the hash where another artifact or an alias
-    has the 8-digit one (a name given by hand): a record is never refused for its name."""
-    name = _new_name(plan, content_hash)
-    return _new_name(plan, content_hash, 16) if queries.name_taken(session, name) else name
+    has the 8-digit one (a name given by hand), then all of them, then a number after
+    them: a record is never refused for its name (its --out folder is written first)."""
+    for digits in (8, 16, len(content_hash)):
+        name = _new_name(plan, content_hash, digits)
+        if not queries.name_taken(session, name):
+            return name
+    number = 2
+    while queries.name_taken(session, f"{name}-{number}"):
+        number += 1
+    return f"{name}-{number}"
 
 
 def record_derived(
