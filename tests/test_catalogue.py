@@ -239,6 +239,43 @@ def test_a_derived_checkpoint_imported_back_under_a_removed_source_exports_after
     assert [a.name for a in registry.list(include_deleted=True) if a.deleted] == ["src"]
 
 
+def test_an_import_under_a_removed_source_during_a_gc_keeps_what_it_is_derived_from(
+    registry, tiny_dir, tmp_path, monkeypatch
+):
+    """A derived checkpoint brought back by an import while gc sweeps (after gc marked
+    what is kept) keeps the removed source's blobs it is derived again from: the import
+    refreshes them as a writer refreshes the blobs it reuses."""
+    import time
+
+    import zoo
+    from zoo.api import maintenance
+
+    registry.import_checkpoint(tiny_dir("bert"), name="src")
+    out = tmp_path / "small"
+    made = registry.materialize("src", layers=1, hidden=16, out=out)
+    registry.rm("src", cascade=True)
+    old = time.time() - 7200
+    for blob in (tmp_path / "blobs").rglob("*"):
+        if blob.is_file():
+            os.utime(blob, (old, old))
+    mark, imported = maintenance._mark, []
+
+    def mark_then_import(session):
+        marked = mark(session)
+        if not imported:  # another user's import, once gc has marked
+            other = zoo.connect()
+            imported.append(other.import_checkpoint(out))
+            other.close()
+        return marked
+
+    monkeypatch.setattr(maintenance, "_mark", mark_then_import)
+    report = registry.gc(grace="1h")
+    assert imported[0].id == made.artifact.id and not report.swept
+    monkeypatch.undo()
+    assert registry.fsck().ok
+    registry.export(made.artifact.name, out=tmp_path / "exported")
+
+
 def test_tokenizer_and_card_go_with_every_out_folder(
     registry, bert_with_tokenizer, tmp_path, run_cli
 ):

@@ -387,6 +387,42 @@ def test_verify_and_fsck_check_the_side_files_a_kept_artifact_takes_from_a_remov
     assert registry.fsck().ok and task.name not in {i.name for i in registry.list()}
 
 
+def test_verify_and_fsck_check_what_a_kept_checkpoint_is_derived_from_under_a_removed_source(
+    registry, tiny_dir, tmp_path, run_cli
+):
+    """A derived checkpoint kept under a removed source (brought back by an import of its
+    --out folder) is exported by deriving it again from the source's blobs, which gc
+    keeps: fsck and verify report one missing under the derived checkpoint's name, `zoo
+    verify NAME` too, and `zoo verify --repair` reads it again from the source's folder,
+    after which the export works."""
+    src_dir = tiny_dir("bert")
+    registry.import_checkpoint(src_dir, name="src")
+    src = registry.show("src")
+    out = tmp_path / "small"
+    registry.materialize("src", layers=1, hidden=16, method="dwt", out=out)
+    registry.rm("src", cascade=True)
+    back = registry.import_checkpoint(out)
+    registry.gc(grace=0)
+    assert registry.fsck().ok and registry.verify().ok
+    own = {t.digest for t in back.tensors}
+    victim = next(t.digest for t in src.tensors if t.digest not in own)
+    registry.store.delete(victim)
+    assert [(p.digest, p.problem, p.artifacts) for p in registry.fsck().problems] == [
+        (victim, "missing", (back.name,))
+    ]
+    assert [(p.digest, p.problem, p.artifacts) for p in registry.verify().problems] == [
+        (victim, "missing", (back.name,))
+    ]
+    code, text, _ = run_cli("verify", back.name)
+    assert code == 6 and victim[:16] in text and f"reads it again from {src_dir}" in text, text
+    code, text, _ = run_cli("verify", "--repair")
+    assert code == 0 and registry.store.verify(victim), text
+    assert registry.fsck().ok
+    assert registry.audit(registry.export(back.name, out=tmp_path / "exported")).artifact.name == (
+        back.name
+    )
+
+
 def test_gc_never_deletes_a_referenced_blob(registry, family):
     _age_all_blobs(registry, 30 * DAY)
     before = set(registry.store.digests())

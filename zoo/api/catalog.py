@@ -518,6 +518,14 @@ def _existing(reg, session: Session, ready: _Prepared) -> ArtifactInfo | None:
     row = next((r for r in rows if r.deleted_at is None), rows[0])
     if row.deleted_at is not None:  # importing again brings it back
         row.deleted_at = None
+        if row.kind == "derived":
+            from .maintenance import removed_inputs
+
+            # Under a parent still removed, it is derived again from that parent's blobs,
+            # which gc keeps from now on: a sweep under way (it marked before this) must
+            # leave them, as it leaves the blobs any writer reuses.
+            for _, digest, nbytes in removed_inputs(session, [row.id]):
+                reg.store.keep(digest, nbytes)
     if row.virtual:  # its weights are in the store now
         row.virtual = False
     replaced = _record(reg, session, row, ready)

@@ -123,25 +123,68 @@ def _children_of(edges: list[tuple[int, int]]) -> dict[int, set[int]]:
     return out
 
 
-def _stored_digests_of(session: Session, artifact_ids: Iterable[int]) -> set[str]:
-    """The digests the stored (non-virtual) artifacts among ``artifact_ids`` hold; a
-    virtual one's tensors are re-derived, never read from the store."""
+def _stored_refs_of(
+    session: Session, artifact_ids: Iterable[int], *, removed_only: bool = False
+) -> list[tuple[int, str, int]]:
+    """``(artifact, digest, nbytes)`` of every blob the stored (non-virtual) artifacts
+    among ``artifact_ids`` hold (the removed ones only, with ``removed_only``); a virtual
+    one's tensors are re-derived, never read from the store."""
     ids = sorted(set(artifact_ids))
-    out: set[str] = set()
+    out: set[tuple[int, str, int]] = set()
     for start in range(0, len(ids), _CHUNK):
         refs = _refs()
-        out.update(
-            session.scalars(
-                select(refs.c.digest)
-                .join(Artifact, Artifact.id == refs.c.artifact_id)
-                .where(
-                    refs.c.artifact_id.in_(ids[start : start + _CHUNK]),
-                    Artifact.virtual.is_(False),
-                )
-                .distinct()
-            )
+        query = (
+            select(refs.c.artifact_id, refs.c.digest, refs.c.nbytes)
+            .join(Artifact, Artifact.id == refs.c.artifact_id)
+            .where(refs.c.artifact_id.in_(ids[start : start + _CHUNK]), Artifact.virtual.is_(False))
         )
-    return out
+        if removed_only:
+            query = query.where(Artifact.deleted_at.is_not(None))
+        out.update(tuple(r) for r in session.execute(query))
+    return sorted(out)
+
+
+def _stored_digests_of(session: Session, artifact_ids: Iterable[int]) -> set[str]:
+    """The digests the stored (non-virtual) artifacts among ``artifact_ids`` hold."""
+    return {digest for _, digest, _ in _stored_refs_of(session, artifact_ids)}
+
+
+def removed_inputs(session: Session, artifact_ids: Iterable[int]) -> list[tuple[int, str, int]]:
+    """``(ancestor, digest, nbytes)`` of every blob held by a removed ancestor that one of
+    ``artifact_ids`` is made from, up the edges zoo recorded: what `zoo export` and `zoo
+    rederive` read to derive it again, kept by gc (:func:`_mark`) and checked by fsck and
+    verify as the artifact's own."""
+    made_from = _parents_of(_edges(session, RECORDED))
+    return _stored_refs_of(session, _walk(artifact_ids, made_from), removed_only=True)
+
+
+def removed_input_heirs(session: Session, digests: Iterable[str]) -> list[tuple[str, int, int]]:
+    """``(digest, ancestor, heir)`` for each removed, stored artifact holding one of
+    ``digests`` that a kept artifact (the heir) is made from, up the edges zoo recorded:
+    the ancestor restores the blob, on the heir's behalf."""
+    digests = sorted(set(digests))
+    held: list[tuple[str, int]] = []
+    for start in range(0, len(digests), _CHUNK):
+        refs = _refs()
+        held += session.execute(
+            select(refs.c.digest, refs.c.artifact_id)
+            .join(Artifact, Artifact.id == refs.c.artifact_id)
+            .where(
+                refs.c.digest.in_(digests[start : start + _CHUNK]),
+                Artifact.deleted_at.is_not(None),
+                Artifact.virtual.is_(False),
+            )
+            .distinct()
+        ).all()
+    if not held:
+        return []
+    kept = set(_kept_ids(session))
+    made_into = _children_of(_edges(session, RECORDED))
+    return sorted(
+        (digest, ancestor, heir)
+        for digest, ancestor in held
+        for heir in _walk([ancestor], made_into) & kept
+    )
 
 
 def _inherited_refs(session: Session, artifact_ids: Iterable[int]) -> list[tuple[int, str, int]]:
@@ -185,9 +228,8 @@ def _mark(session: Session) -> tuple[set[str], set[int]]:
             .distinct()
         )
     )
-    made_from = _parents_of(_edges(session, RECORDED))
     # A kept ancestor's stored digests are counted above already: only removed ones add.
-    digests |= _stored_digests_of(session, _walk(kept, made_from) - kept)
+    digests |= {digest for _, digest, _ in removed_inputs(session, kept)}
     digests |= {digest for _, digest, _ in _inherited_refs(session, kept)}
     return digests, needed_rows
 
@@ -447,8 +489,9 @@ def _names_of(session: Session, artifact_ids: Iterable[int]) -> dict[int, str]:
 
 
 def _kept_tensors(session: Session) -> dict[str, int]:
-    """digest -> nbytes for every tensor and file of a kept, stored artifact, and every
-    side file a kept artifact takes from an ancestor."""
+    """digest -> nbytes for every tensor and file of a kept, stored artifact, every side
+    file a kept artifact takes from an ancestor, and every blob of a removed ancestor a
+    kept artifact is derived again from (all of which gc keeps)."""
     refs = _refs()
     needed = dict(
         session.execute(
@@ -458,17 +501,21 @@ def _kept_tensors(session: Session) -> dict[str, int]:
             .distinct()
         ).all()
     )
-    needed.update((d, n) for _, d, n in _inherited_refs(session, _kept_ids(session)))
+    kept = _kept_ids(session)
+    needed.update((d, n) for _, d, n in _inherited_refs(session, kept))
+    needed.update((d, n) for _, d, n in removed_inputs(session, kept))
     return needed
 
 
 def _holders(session: Session, digests: Iterable[str]) -> dict[str, tuple[str, ...]]:
     """digest -> names of the kept, stored artifacts holding it, and of the kept
-    artifacts taking it as a side file from an ancestor."""
+    artifacts taking it as a side file from an ancestor or derived again from a removed
+    ancestor holding it."""
     digests = sorted(set(digests))
     out: dict[str, set[str]] = {}
     wanted = set(digests)
     heirs = [(h, d) for h, d, _ in _inherited_refs(session, _kept_ids(session)) if d in wanted]
+    heirs += [(h, d) for d, _, h in removed_input_heirs(session, digests)]
     names = _names_of(session, {h for h, _ in heirs})
     for heir, digest in heirs:
         out.setdefault(digest, set()).add(names[heir])
@@ -656,7 +703,10 @@ def _verify(reg, query: str | None, *, workers: int | None) -> VerifyReport:
                     *queries.file_records(session, row.id),
                 ]
                 inherited = {d for _, d, _ in _inherited_refs(session, [row.id])}
-                digests = sorted({r.digest for r in records} | inherited)
+                # What `zoo export` derives it again from, where a removed ancestor holds
+                # it (a kept one's blobs are verified under that one's name).
+                inputs = {d for _, d, _ in removed_inputs(session, [row.id])}
+                digests = sorted({r.digest for r in records} | inherited | inputs)
 
     def check(digest: str) -> tuple[str, int, str | None, str]:
         try:

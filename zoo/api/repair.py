@@ -56,9 +56,9 @@ class Holder:
 
 
 def holders(session: Session, digests) -> dict[str, list[Holder]]:
-    """digest -> the kept, stored artifacts holding it, and the owners of the side files
-    kept artifacts take from an ancestor (on each heir's behalf), those zoo can repair
-    from first."""
+    """digest -> the kept, stored artifacts holding it, the owners of the side files kept
+    artifacts take from an ancestor, and the removed ancestors kept artifacts are derived
+    again from (those two on each heir's behalf), those zoo can repair from first."""
     digests = sorted(set(digests))
     found: dict[str, list[Holder]] = {}
     for start in range(0, len(digests), _CHUNK):
@@ -80,7 +80,7 @@ def holders(session: Session, digests) -> dict[str, list[Holder]]:
             held = found.setdefault(digest, [])
             if all(h.artifact_id != row.id for h in held):  # a tensor and a file alike
                 held.append(_unless_changed(session, _holder(session, row), digest))
-    for digest, heir in _heirs(session, digests):
+    for digest, heir in [*_heirs(session, digests), *_removed_input_heirs(session, digests)]:
         found.setdefault(digest, []).append(heir)
     return {d: sorted(_blocked(session, h), key=lambda h: _ORDER[h.how]) for d, h in found.items()}
 
@@ -100,6 +100,25 @@ def _heirs(session: Session, digests: list[str]) -> list[tuple[str, Holder]]:
                 heir_name = session.get(Artifact, heir).name
                 owner = _unless_changed(session, owner, f.digest)
                 found.append((f.digest, dataclasses.replace(owner, heir=heir_name)))
+    return found
+
+
+def _removed_input_heirs(session: Session, digests: list[str]) -> list[tuple[str, Holder]]:
+    """(digest, holder) for each kept artifact derived again from a removed ancestor
+    holding one of ``digests``: the ancestor's holder, on the heir's behalf. A removed
+    derived checkpoint is not re-derived (`zoo rederive` takes kept ones only)."""
+    from .maintenance import removed_input_heirs
+
+    found = []
+    for digest, ancestor, heir in removed_input_heirs(session, digests):
+        row = session.get(Artifact, ancestor)
+        owner = (
+            _holder(session, row)
+            if row.kind != "derived"
+            else Holder(row.id, row.name, row.kind, "")
+        )
+        owner = _unless_changed(session, owner, digest)
+        found.append((digest, dataclasses.replace(owner, heir=session.get(Artifact, heir).name)))
     return found
 
 
