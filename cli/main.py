@@ -919,7 +919,7 @@ def bench_transfer_cmd(
 @click.option("--public-read", is_flag=True, help="Let requests without a token read.")
 @click.option(
     "--max-upload",
-    default="8GB",
+    default="256GB",
     show_default=True,
     help="Largest upload accepted (a checkpoint's files, for import and audit), e.g. "
     "500MB; other request bodies are bounded far below it.",

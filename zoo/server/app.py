@@ -7,7 +7,6 @@ class, so a client raises the same class and the CLI exits with the same code.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -15,10 +14,10 @@ import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,6 +45,7 @@ from zoo.server.checks import _UPLOAD_NAME, check_name, check_query, check_uploa
 from zoo.server.hf import HUB_TAG
 from zoo.server.links import DownloadLinks
 from zoo.server.options import ServerOptions
+from zoo.server.uploads import check_room, receive
 from zoo.server.work import (
     FileCache,
     ServingRegistry,
@@ -1074,37 +1074,43 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         )
         return info.to_json(with_tensors=True)
 
-    @app.post("/api/import/upload", tags=["writing"])
-    async def import_upload(
-        files: Annotated[list[UploadFile], File(description="config.json, *.safetensors")],
-        folder: Annotated[str, Form(description="The folder's name (the default name).")] = (
-            "upload"
+    @app.post(
+        "/api/import/upload",
+        tags=["writing"],
+        openapi_extra=_multipart_body(
+            files="config.json, *.safetensors and the folder's other files, each by its "
+            "path in the folder",
+            folder="The folder's name (the default name).",
+            name="The registry name to give it.",
+            origin="Where the uploader read the folder (HOST:PATH): the origin the import "
+            "record keeps, as upload:HOST:PATH (default upload:FOLDER).",
         ),
-        name: Annotated[str | None, Form()] = None,
-        origin: Annotated[
-            str | None,
-            Form(
-                max_length=1024,
-                description="Where the uploader read the folder (HOST:PATH): the origin the "
-                "import record keeps, as upload:HOST:PATH (default upload:FOLDER).",
-            ),
-        ] = None,
-        _=write,
-    ):
-        """Import an uploaded checkpoint folder (multipart: one part per file)."""
-        if not _UPLOAD_NAME.fullmatch(folder):
-            raise InvalidInputError(
-                f"Folder name {folder[:40]!r} is refused: one plain name, no path."
-            )
-        if name:
-            check_name(name)
-        if origin is not None and not (origin and origin.isprintable()):
-            raise InvalidInputError("origin is one line of printable text (HOST:PATH).")
+    )
+    async def import_upload(request: Request, _=write):
+        """Import an uploaded checkpoint folder (multipart: one part per file), each file
+        written once, where the import reads it, as it arrives."""
         staging = await server.db(server.cache.upload_dir)
         try:
+            await server.db(_check_upload_room, request, [staging, *_store_folder(server.reg)])
+            # Its parts come in any order, the folder's name perhaps last: the files are
+            # written here, and the folder renamed once its name is known.
+            parts = staging / _PARTS
+            parts.mkdir()
+            got = await receive(
+                request, parts, check_upload_name, fields=("folder", "name", "origin")
+            )
+            folder = got.fields.get("folder", "upload")
+            name, origin = got.fields.get("name") or None, got.fields.get("origin")
+            if not _UPLOAD_NAME.fullmatch(folder):
+                raise InvalidInputError(
+                    f"Folder name {folder[:40]!r} is refused: one plain name, no path."
+                )
+            if name:
+                check_name(name)
+            if origin is not None and not (origin and len(origin) <= 1024 and origin.isprintable()):
+                raise InvalidInputError("origin is one line of printable text (HOST:PATH).")
             target = staging / folder
-            target.mkdir()
-            await _save_uploads(files, target)
+            parts.rename(target)
             # The staging folder is gone once imported: the record names the uploader's.
             with _said_of(target, origin or folder):
                 info = await server.work.call(
@@ -1123,12 +1129,14 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         _=write,
     ):
         """Whether /api/import/upload would take an upload of ``size`` bytes from this
-        token: its refusal (413 over --max-upload, 401, 403), before any byte is sent. The
+        token: its refusal (413 over --max-upload, 507 over the server's free disk, 401,
+        403), before any byte is sent. The
         upload itself is refused as soon as its Content-Length arrives, and the connection
         closed: a client still sending sees a broken pipe or a reset, which may discard
         the answer."""
         if size > server.limit:
             raise upload_too_large(server.limit)
+        await server.db(check_room, size, [server.cache.root, *_store_folder(server.reg)])
         return {"max_upload": server.limit}
 
     @app.post("/api/extract", tags=["writing"])
@@ -1156,20 +1164,28 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
 
     # --- auditing -----------------------------------------------------------------------------
 
-    @app.post("/api/audit", tags=["auditing"])
-    async def audit_upload(
-        files: Annotated[list[UploadFile], File(description="A .safetensors file or a folder")],
-        label: Annotated[str, Form(max_length=1024)] = "upload",
-        verify: Annotated[bool, Form()] = False,
-        _=read,
-    ):
+    @app.post(
+        "/api/audit",
+        tags=["auditing"],
+        openapi_extra=_multipart_body(
+            files="A .safetensors file, or a folder's files each by its path in the folder",
+            label="What the report calls it (default upload).",
+            verify="true to re-hash the registry's blobs it matches.",
+        ),
+    )
+    async def audit_upload(request: Request, _=read):
         """Audit an uploaded file or folder: which registered artifact is it?"""
         staging = await server.db(server.cache.upload_dir)
         try:
-            await _save_uploads(files, staging)
+            await server.db(_check_upload_room, request, [staging])
+            got = await receive(request, staging, check_upload_name, fields=("label", "verify"))
+            label = got.fields.get("label", "upload")
+            if len(label) > 1024:
+                raise InvalidInputError("label is at most 1024 characters.")
+            verify = _form_bool("verify", got.fields.get("verify", "false"))
             target = staging
-            if len(files) == 1 and files[0].filename.endswith(".safetensors"):
-                target = staging / files[0].filename
+            if len(got.files) == 1 and got.files[0].endswith(".safetensors"):
+                target = staging / got.files[0]
             with _said_of(target, label):  # the file's path when one file was sent
                 report = await server.work.call(server.reg.audit, target, verify=verify)
             report.path = label
@@ -1270,18 +1286,57 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     return app
 
 
-async def _save_uploads(files: list[UploadFile], folder: Path) -> None:
-    """Copy uploaded parts into ``folder`` under checked names; refuses duplicates."""
-    seen = set()
-    for f in files:
-        name = check_upload_name(f.filename)
-        if name in seen:
-            raise InvalidInputError(f"{name} is uploaded twice.")
-        seen.add(name)
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)  # parts checked above
-        with open(folder / name, "xb") as out:
-            while chunk := await f.read(1 << 20):
-                await asyncio.to_thread(out.write, chunk)
+# Where an upload's files are written until the folder's name is known: no name an
+# upload's folder may have (_UPLOAD_NAME).
+_PARTS = ".parts"
+
+
+def _check_upload_room(request: Request, folders: list[Path]) -> None:
+    """Refuse an upload whose announced size (Content-Length) the server's disks cannot
+    hold, before any byte is received (a body without a length is stopped by the disk)."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit():
+        check_room(int(length), folders)
+
+
+def _store_folder(reg) -> list[Path]:
+    """The local blob store's folder (or the nearest one that exists), where an import
+    writes an upload's bytes again; none for an object store."""
+    root = getattr(reg.store, "root", None)
+    if not isinstance(root, Path):
+        return []
+    return [next(p for p in (root, *root.parents) if p.exists())]
+
+
+def _form_bool(name: str, text: str) -> bool:
+    """A form field's true or false, in the spellings HTML forms and clients send."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off", ""):
+        return False
+    raise InvalidInputError(f"{name} is true or false, not {text[:20]!r}.")
+
+
+def _multipart_body(**fields: str) -> dict:
+    """The OpenAPI request body of an upload route: ``files`` (one part per file) and the
+    form fields, described."""
+    properties = {
+        name: (
+            {"type": "array", "items": {"type": "string", "format": "binary"}}
+            if name == "files"
+            else {"type": "string"}
+        )
+        | {"description": text}
+        for name, text in fields.items()
+    }
+    schema = {"type": "object", "properties": properties, "required": ["files"]}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": schema}},
+        }
+    }
 
 
 def _parse_spec(text: str) -> tuple[int, int]:

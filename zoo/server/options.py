@@ -12,7 +12,7 @@ class ServerOptions:
     Attributes:
         public_read: requests without a token may read (list, show, download, audit).
         max_upload: the largest upload (a checkpoint's files, for import and audit), in
-            bytes or as ``"8GB"``; any other request body is bounded far below it
+            bytes or as ``"256GB"``; any other request body is bounded far below it
             (:data:`zoo.server.app.JSON_BODY_LIMIT`), or by this where it is less.
         cache: folder for the files served (default ``$ZOO_HOME/serve-cache``).
         cache_limit: the most the cache keeps, in bytes or as ``"200GB"`` (None: no
@@ -23,7 +23,7 @@ class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     public_read: bool = False
-    max_upload: str | int = "8GB"
+    max_upload: str | int = "256GB"
     cache: str | None = None
     cache_limit: str | int | None = None
     workers: int = 4
