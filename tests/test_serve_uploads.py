@@ -185,3 +185,74 @@ def test_the_folders_name_may_come_after_its_files(roomy, tiny_dir):
     info = reg.show(answer.json()["name"])
     assert info.name == "named-last"
     assert [i.origin for i in info.imports] == ["upload:named-last"]
+
+
+@pytest.mark.parametrize("cut", [None, 1000])
+def test_a_body_that_stops_before_its_closing_boundary_is_refused(tmp_path, cut):
+    """A body that ends short (a client's bug, a Content-Length that counts too few bytes)
+    is refused: its last file would otherwise be imported cut short."""
+    content_type, body = _encoded(
+        [
+            ("files", ("config.json", b"{}", "application/json")),
+            ("files", ("README.md", b"x" * 5000, "text/markdown")),
+        ]
+    )
+    if cut is None:  # the closing boundary alone is missing
+        cut = len(body) - body.rindex(b"\r\n--") - 2
+    with pytest.raises(InvalidInputError, match="closing boundary") as caught:
+        _receive(tmp_path, content_type, body[:-cut])
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [("a.json", "a.json/b.json"), ("a.json/b.json", "a.json"), ("1_P/c.json", "1_P/c.json/d.json")],
+)
+def test_a_name_both_a_file_and_a_folder_is_refused(tmp_path, names):
+    """One name sent as a file and as a folder of other files (either first) is the
+    client's mistake, told in one line (it was the server's 500)."""
+    content_type, body = _encoded([("files", (n, b"{}")) for n in names])
+    with pytest.raises(InvalidInputError, match="both as a file and as a folder"):
+        _receive(tmp_path, content_type, body)
+
+
+def test_a_client_gone_before_its_body_ended_is_a_refused_upload(tmp_path):
+    """A client that disconnects midway (Ctrl-C during `zoo import`) is told as a refused
+    upload, not logged as the server's own failure with its trace."""
+    from starlette.requests import ClientDisconnect
+
+    content_type, body = _encoded([("files", ("config.json", b"{}"))])
+
+    class Gone(_Request):
+        async def stream(self):
+            yield self.body[:40]
+            raise ClientDisconnect()
+
+    folder = tmp_path / "staging"
+    folder.mkdir()
+    request = Gone(content_type, body, 40)
+    with pytest.raises(InvalidInputError, match="went away"):
+        asyncio.run(receive(request, folder, check_upload_name, fields=()))
+
+
+def test_an_upload_cut_short_imports_nothing(roomy, tiny_dir):
+    """Over HTTP, a body whose Content-Length ends it before its closing boundary: 400, no
+    artifact, nothing left in the cache."""
+    server, reg, token, home = roomy
+    real = tiny_dir("llama")  # imported by no other test here
+    parts = [
+        ("files", (f.name, f.read_bytes(), "application/octet-stream"))
+        for f in sorted(real.iterdir())
+        if f.name in ("config.json", "model.safetensors")
+    ]
+    parts.append(("files", ("README.md", b"card " * 1000, "text/markdown")))
+    content_type, body = _encoded(parts, {"folder": "cut-short"})
+    before = reg.search().total
+    with client(server.url, token) as http:
+        answer = http.post(
+            "/api/import/upload", content=body[:-2000], headers={"Content-Type": content_type}
+        )
+    assert answer.status_code == 400, answer.text
+    assert "closing boundary" in answer.json()["error"]["message"]
+    assert reg.search().total == before
+    assert not [p for p in (home / "serve-cache").iterdir() if p.name.startswith(".upload")]

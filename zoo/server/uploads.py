@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
 from zoo.api.export import decimal_bytes
 from zoo.errors import InvalidInputError, NoRoomError
@@ -69,7 +70,8 @@ async def receive(request, folder: Path, check_name, *, fields: tuple[str, ...])
 
     Raises:
         InvalidInputError: a body that is not multipart/form-data, a part zoo does not
-            take, a name refused, a file twice, more than MAX_FILES files.
+            take, a name refused, a file twice, more than MAX_FILES files, a body that
+            ends before its closing boundary or a client gone before its end.
     """
     kind, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
@@ -101,11 +103,12 @@ async def receive(request, folder: Path, check_name, *, fields: tuple[str, ...])
         "on_headers_finished": lambda: events.append(("headers", part.disposition)),
         "on_part_data": lambda data, start, end: events.append(("data", data[start:end])),
         "on_part_end": lambda: events.append(("end", None)),
+        "on_end": lambda: events.append(("closed", None)),
     }
     parser = MultipartParser(boundary, callbacks)
     writer = _Writer(folder, check_name, got, fields)
     try:
-        async for chunk in request.stream():
+        async for chunk in _body(request):
             try:
                 parser.write(chunk)
             except ValueError as exc:  # python-multipart's malformed-body errors
@@ -124,7 +127,23 @@ async def receive(request, folder: Path, check_name, *, fields: tuple[str, ...])
         writer.close()
     if not got.files:
         raise InvalidInputError("The upload holds no file (send each as a part named files).")
+    if not writer.closed:
+        # The parser takes a body that stops short: its last file would be kept cut.
+        raise InvalidInputError(
+            "The upload's multipart body ends before its closing boundary: a file in it "
+            "is cut short."
+        )
     return got
+
+
+async def _body(request):
+    """The request's body, chunk by chunk; a client gone before its end is told as a
+    refused upload, not as the server's own failure (logged with its trace)."""
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect:
+        raise InvalidInputError("The upload's client went away before its body ended.") from None
 
 
 @dataclass
@@ -143,6 +162,7 @@ class _Writer:
         self.out = None
         self.field: str | None = None
         self.buffer = bytearray()
+        self.closed = False  # the body's closing boundary came
 
     async def on(self, what: str, value) -> None:
         if what == "headers":
@@ -169,6 +189,8 @@ class _Writer:
                     ) from None
                 self.buffer.clear()
                 self.field = None
+        elif what == "closed":
+            self.closed = True
 
     async def _start(self, disposition: bytes) -> None:
         _, options = parse_options_header(disposition)
@@ -190,8 +212,15 @@ class _Writer:
             raise InvalidInputError(f"An upload holds at most {MAX_FILES} files.")
         self.got.files.append(filename)
         path = self.folder / filename
-        path.parent.mkdir(parents=True, exist_ok=True)  # the name's parts are checked
-        self.out = open(path, "xb")  # noqa: SIM115 - closed at the part's end or on error
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)  # the name's parts are checked
+            self.out = open(path, "xb")  # noqa: SIM115 - closed at the part's end or on error
+        except (FileExistsError, NotADirectoryError, IsADirectoryError):
+            # One name both a file and a folder (a.json, then a.json/b.json; or the other way).
+            raise InvalidInputError(
+                f"{filename} is refused: the upload holds a name in its path both as a file "
+                "and as a folder."
+            ) from None
 
     async def flush(self) -> None:
         if self.out is not None and self.buffer:
