@@ -19,6 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -691,6 +692,51 @@ def test_a_sentence_transformers_pipeline_goes_with_every_output(
     code, _, err = run_cli("export", "st", "--out", str(exported), "--force")
     assert code != 0 and "holds files zoo did not write (1_Pooling/mine.txt)" in err, err
     assert (exported / "1_Pooling" / "mine.txt").read_text() == "not zoo's"
+
+
+def test_a_sentence_transformers_dense_module_is_left_out_where_the_width_changes(
+    registry, bert_with_tokenizer, tmp_path
+):
+    """A pipeline with a Dense module (LaBSE's, distiluse's: a projection of the pooled
+    embedding) saved by sentence-transformers itself: at the source's width the output
+    carries it and encodes as the source does; at another width its weights, which take
+    the source's width, cannot be kept, so the module is left out of modules.json, files
+    and all, and the card says so: sentence-transformers loads the narrower folder and
+    encodes at its width (with the module it failed on a shape mismatch)."""
+    import sentence_transformers as st
+
+    try:  # where sentence-transformers 6 has its modules; 5 and before: models
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:
+        from sentence_transformers import models
+
+    torch.manual_seed(0)
+    modules = [
+        models.Transformer(str(bert_with_tokenizer)),
+        models.Pooling(32, pooling_mode="mean"),
+        models.Dense(32, 24, activation_function=torch.nn.Tanh()),
+        models.Normalize(),
+    ]
+    saved = tmp_path / "st-dense"
+    st.SentenceTransformer(modules=modules, device="cpu").save(str(saved))
+    dense = next(p.parent.name for p in saved.glob("*/config.json") if "Dense" in p.parent.name)
+    registry.import_checkpoint(saved, name="labse-like")
+    texts = ["a short sentence", "another one, a little longer than the first"]
+    want = st.SentenceTransformer(str(saved), device="cpu").encode(texts)
+
+    same = registry.materialize("labse-like", layers=4, hidden=32, out=tmp_path / "same").out
+    assert (same / dense / "config.json").is_file()
+    got = st.SentenceTransformer(str(same), device="cpu").encode(texts)
+    assert got.shape == (2, 24) and np.allclose(got, want, atol=1e-6)
+
+    small = registry.materialize("labse-like", layers=2, hidden=16, out=tmp_path / "small").out
+    assert not (small / dense).exists()
+    listed = [m["path"] for m in json.loads((small / "modules.json").read_text())]
+    assert dense not in listed and len(listed) == 3
+    narrow = st.SentenceTransformer(str(small), device="cpu").encode(texts)
+    assert narrow.shape == (2, 16) and np.allclose(np.linalg.norm(narrow, axis=1), 1)
+    card = (small / "README.md").read_text()
+    assert f"left out: {dense}/config.json" in card and "32-wide embedding" in card
 
 
 @pytest.mark.parametrize("key", ["word_embedding_dimension", "embedding_dimension"])

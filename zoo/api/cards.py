@@ -64,6 +64,7 @@ def model_card(
     recorded_method: str | None = None,
     fitted: Sequence[str] = (),
     source_weights: bool = False,
+    left_out: Sequence[str] = (),
 ) -> str:
     """The card of the derived checkpoint ``name`` (``content_hash``) that ``plan``
     derives; ``source`` is what the source's own card says (a
@@ -71,7 +72,8 @@ def model_card(
     folder holds besides weights, config and card (``fitted``: those of them set to the
     output's width), ``recorded_method`` the method of the record that already held this
     content when another method derived it, ``source_weights`` whether its every weight
-    is the source's (:func:`holds_source_weights`)."""
+    is the source's (:func:`holds_source_weights`), ``left_out`` the source's files it
+    does not hold (a sentence-transformers Dense module, which takes the source's width)."""
     import yaml
 
     from zoo import __version__
@@ -159,7 +161,16 @@ def model_card(
     if fitted:
         carried_note += (
             f"From the source, set to this model's hidden size: {', '.join(fitted)} "
-            "(the sentence-transformers pooling width).\n\n"
+            "(the sentence-transformers pooling width"
+            + (", and the pipeline without its Dense module" if left_out else "")
+            + ").\n\n"
+        )
+    if left_out:
+        carried_note += (
+            f"From the source, left out: {', '.join(left_out)} (a sentence-transformers "
+            f"Dense module, whose weights take `{src.name}`'s "
+            f"{plan.source_sizes.get('hidden')}-wide embedding; the pipeline goes from "
+            "pooling to the modules after it).\n\n"
         )
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
     return (

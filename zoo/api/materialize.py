@@ -394,6 +394,7 @@ def _run(
     check_code(plan.source.name, plan.target_config, carried)
     extra = fit_to_width(carried, plan.source_sizes.get("hidden"), plan.target_sizes.get("hidden"))
     fitted = sorted(n for n in extra if extra[n] != carried[n])
+    left_out = sorted(set(carried) - set(extra))
     source_card = source_card_of(reg, plan.source)
     with (
         _journal(reg, out),
@@ -432,6 +433,7 @@ def _run(
                         derivation.family,
                         plan.source.config,
                     ),
+                    left_out,
                 ),
                 extra_files=extra,
             )

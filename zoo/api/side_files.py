@@ -134,14 +134,25 @@ def fit_to_width(files: Mapping[str, bytes], source_hidden, target_hidden) -> di
     ``source_hidden``: a sentence-transformers pooling module's width
     (``1_Pooling/config.json``: ``word_embedding_dimension``, or ``embedding_dimension`` as
     sentence-transformers 6 writes it) follows the width, so ``SentenceTransformer``
-    builds a pipeline that fits the weights and reports its width; every other file, and
-    every file at the source's own width, is unchanged, byte for byte."""
+    builds a pipeline that fits the weights and reports its width; a Dense module (a
+    projection of the pooled embedding: LaBSE's, distiluse's), whose weights take the
+    source's width, is left out of the pipeline, files and all (:func:`dense_modules`);
+    every other file, and every file at the source's own width, is unchanged, byte for
+    byte."""
     from zoo.checkpoint.side_files import module_folders
 
     out = dict(files)
     if source_hidden == target_hidden or target_hidden is None:
         return out
-    for folder in module_folders(files.get("modules.json")):
+    dense = dense_modules(files)
+    if dense:
+        modules = json.loads(files["modules.json"])
+        kept = [m for m in modules if not set(module_folders([m])) & set(dense)]
+        out["modules.json"] = (json.dumps(kept, indent=2) + "\n").encode("utf-8")
+        for name in files:
+            if any(name.startswith(f"{folder}/") for folder in dense):
+                del out[name]
+    for folder in module_folders(out.get("modules.json")):
         name = f"{folder}/config.json"
         try:
             config = json.loads(files[name])
@@ -154,6 +165,24 @@ def fit_to_width(files: Mapping[str, bytes], source_hidden, target_hidden) -> di
             config.update(dict.fromkeys(keys, target_hidden))
             out[name] = (json.dumps(config, indent=2) + "\n").encode("utf-8")
     return out
+
+
+def dense_modules(files: Mapping[str, bytes]) -> list[str]:
+    """The folders of the sentence-transformers Dense modules (a config.json with
+    ``in_features`` and ``out_features``) that ``files``' modules.json names. Their
+    weights take the pooled embedding's width: zoo resizes the transformer's weights, not
+    a module's, so a narrower or wider output cannot keep them."""
+    from zoo.checkpoint.side_files import module_folders
+
+    found = []
+    for folder in module_folders(files.get("modules.json")):
+        try:
+            config = json.loads(files[f"{folder}/config.json"])
+        except (KeyError, ValueError):
+            continue
+        if isinstance(config, dict) and {"in_features", "out_features"} <= set(config):
+            found.append(folder)
+    return found
 
 
 def check_code(name: str, config, files) -> None:
