@@ -1130,10 +1130,9 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     ):
         """Whether /api/import/upload would take an upload of ``size`` bytes from this
         token: its refusal (413 over --max-upload, 507 over the server's free disk, 401,
-        403), before any byte is sent. The
-        upload itself is refused as soon as its Content-Length arrives, and the connection
-        closed: a client still sending sees a broken pipe or a reset, which may discard
-        the answer."""
+        403), before any byte is sent. The upload itself is refused as soon as its
+        Content-Length arrives, and the connection closed: a client still sending sees a
+        broken pipe or a reset, which may discard the answer."""
         if size > server.limit:
             raise upload_too_large(server.limit)
         await server.db(check_room, size, [server.cache.root, *_store_folder(server.reg)])
