@@ -398,9 +398,11 @@ def test_sigkill_mid_upload_and_mid_materialize_leaves_nothing_fsck_reports(
     )
     body = request.read()
 
+    killed = threading.Event()
+
     def trickle():
         yield body[: len(body) // 2]
-        time.sleep(30)  # the server is killed while it waits for the rest
+        killed.wait(30)  # the server is killed while it waits for the rest
         yield body[len(body) // 2 :]
 
     headers = dict(request.headers)
@@ -417,6 +419,7 @@ def test_sigkill_mid_upload_and_mid_materialize_leaves_nothing_fsck_reports(
     sender.start()
     time.sleep(1.5)
     server.kill()
+    killed.set()
     sender.join(timeout=60)
     assert failed  # the client saw the connection die, not an answer
     server.start()

@@ -56,7 +56,10 @@ def test_each_file_part_is_written_once_into_the_folder_as_it_arrives(tmp_path, 
 
     for maker in ("SpooledTemporaryFile", "TemporaryFile", "NamedTemporaryFile", "mkstemp"):
         monkeypatch.setattr(tempfile, maker, refused)
-    weights = bytes(range(256)) * 9000 + b"\r\n--" + b"\0" * 1000  # 2.3 MB, a fake boundary
+    # 2.3 MB (more than one block written at a time) with a fake boundary in it; 23 KB
+    # where the chunks are of a few bytes (a parser call each).
+    repeat = 9000 if chunk >= 4096 else 90
+    weights = bytes(range(256)) * repeat + b"\r\n--" + b"\0" * 1000
     files = [
         ("files", ("config.json", b'{"model_type": "bert"}', "application/json")),
         ("files", ("model.safetensors", weights, "application/octet-stream")),
