@@ -15,6 +15,7 @@ import os
 import re
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -553,21 +554,26 @@ def _create(reg, session: Session, ready: _Prepared) -> ArtifactInfo:
         if found is None:
             raise
         return found
-    row = queries.insert_artifact(
-        session,
-        kind="source",
-        name=free,
-        family=ready.family,
-        content_hash=ready.content_hash,
-        config=ready.config,
-        info={"format": "safetensors"},
-        tensors=ready.tensors,
-        created_by=reg.user,
-        layers=ready.layers,
-        hidden=ready.hidden,
-    )
+    row = queries.insert_artifact(session, **_source_columns(ready, free, reg.user))
     _record(reg, session, row, ready)
     return queries.to_info(session, row)
+
+
+def _source_columns(ready: _Prepared, name: str, user: str) -> dict[str, Any]:
+    """The artifact columns of an imported checkpoint named ``name``, one import's or a
+    batch's alike (:func:`zoo.db.queries.artifact_values` takes them)."""
+    return {
+        "kind": "source",
+        "name": name,
+        "family": ready.family,
+        "content_hash": ready.content_hash,
+        "config": ready.config,
+        "info": {"format": "safetensors"},
+        "tensors": ready.tensors,
+        "created_by": user,
+        "layers": ready.layers,
+        "hidden": ready.hidden,
+    }
 
 
 def _write_batch(reg, session: Session, chunk: list[_Prepared]) -> list[ArtifactInfo]:
@@ -608,21 +614,7 @@ def _write_batch(reg, session: Session, chunk: list[_Prepared]) -> list[Artifact
     if fresh:
         stamp, user = queries.now(), reg.user
         # The columns and tensor rows of one import at a time (zoo.db.queries), in batches.
-        made = [
-            queries.artifact_values(
-                kind="source",
-                name=name,
-                family=r.family,
-                content_hash=r.content_hash,
-                config=r.config,
-                info={"format": "safetensors"},
-                tensors=r.tensors,
-                created_by=user,
-                layers=r.layers,
-                hidden=r.hidden,
-            )
-            for _, r, name in fresh
-        ]
+        made = [queries.artifact_values(**_source_columns(r, name, user)) for _, r, name in fresh]
         ids = list(
             session.scalars(
                 insert(Artifact).returning(Artifact.id, sort_by_parameter_order=True),
