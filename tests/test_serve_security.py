@@ -142,6 +142,51 @@ def test_a_download_link_opens_its_one_file_without_a_header_while_its_token_is_
             served.reg.revoke_token("linker")
 
 
+def test_a_checkpoints_files_never_run_as_a_page_in_the_servers_origin(served, tiny_dir, tmp_path):
+    """A license or a module folder's file is whatever its importer wrote: an HTML or SVG
+    one opened from the server (a link anyone can send) would run in the web page's
+    origin, beside the token the page keeps. Each file is served as JSON, plain text or
+    bytes, never sniffed, and sandboxed; its bytes unchanged."""
+    import mimetypes
+    import shutil
+
+    folder = tmp_path / "hostile-files"
+    shutil.copytree(tiny_dir("bert"), folder)
+    script = "<script>document.title = localStorage.getItem('zoo-token')</script>"
+    (folder / "LICENSE.html").write_text(script)
+    (folder / "NOTICE.svg").write_text(f'<svg xmlns="http://www.w3.org/2000/svg">{script}</svg>')
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "t"}, {"idx": 1, "path": "1_P"}]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "1_P").mkdir()
+    (folder / "1_P" / "x.html").write_text(script)
+    served.reg.import_checkpoint(folder, name="hostile-files")
+    kinds = {
+        "LICENSE.html": "application/octet-stream",
+        "NOTICE.svg": "application/octet-stream",
+        "1_P/x.html": "application/octet-stream",
+        "config.json": "application/json",
+        "README.md": "text/plain; charset=utf-8",
+    }
+    with client(served.server.url, served.tokens["read"]) as http:
+        for name, kind in kinds.items():
+            # What a browser would take these files for, by their names alone.
+            if name.endswith((".html", ".svg")):
+                assert mimetypes.guess_type(name)[0] in ("text/html", "image/svg+xml")
+            quoted = name.replace("/", "%2F")
+            for path in (
+                f"/api/artifacts/hostile-files/files/{quoted}",
+                f"/hostile-files/resolve/main/{name}",
+            ):
+                got = http.get(path)
+                assert got.status_code == 200, (path, got.text)
+                assert got.headers["content-type"] == kind, (path, got.headers)
+                assert got.headers["x-content-type-options"] == "nosniff"
+                assert "sandbox" in got.headers["content-security-policy"]
+                if name in ("LICENSE.html", "1_P/x.html"):
+                    assert got.text == script
+    served.reg.rm("hostile-files")
+
+
 def test_a_download_link_expires_and_no_other_server_process_takes_it():
     from zoo.errors import AuthenticationError
     from zoo.server.links import DownloadLinks

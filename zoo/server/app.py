@@ -607,6 +607,11 @@ class Server:
                 f"{'public' if self.options.public_read else 'private'}, "
                 "max-age=31536000, immutable"
             ),
+            # A checkpoint's files are whatever its importer put there (a LICENSE.html, a
+            # module folder's .svg): never a page that runs in the web page's origin, where
+            # the token box is kept, whatever a browser makes of its bytes.
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
             **(headers or {}),
         }
         if request.headers.get("if-none-match", "").strip('"') == meta["sha256"]:
@@ -618,7 +623,22 @@ class Server:
                 status_code=416,
                 headers={**extra, "Content-Range": f"bytes */{meta['size']}"},
             )
-        return FileResponse(path, headers=extra, filename=None, stat_result=None)
+        return FileResponse(
+            path, headers=extra, media_type=_media_type(filename), filename=None, stat_result=None
+        )
+
+
+# What a served file is, by its name: JSON, text (a card, a vocabulary, code: shown, never
+# rendered), or bytes to save. Never HTML or SVG, which a browser would run.
+_TEXT_SUFFIXES = (".md", ".txt", ".py", ".jinja", ".tiktoken")
+
+
+def _media_type(filename: str) -> str:
+    if filename.endswith(".json"):
+        return "application/json"
+    if filename.endswith(_TEXT_SUFFIXES):
+        return "text/plain; charset=utf-8"
+    return "application/octet-stream"
 
 
 _RANGE = re.compile(r"bytes=\s*(\d*-\d*\s*(?:,\s*\d*-\d*\s*)*)", re.IGNORECASE)
