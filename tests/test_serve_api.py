@@ -181,6 +181,48 @@ def test_lineage_in_every_format_is_the_registrys(served):
         assert http.get(url, params={"format": "png"}).status_code == 400
 
 
+def test_the_lineage_drawing_places_each_node_after_its_deepest_parent_at_any_depth():
+    """Each node one column right of its deepest parent (networkx's longest path to it),
+    however long a chain of fine-tunes: 3000 links draw as the 3 do."""
+    import random
+
+    import networkx as nx
+
+    from zoo.api.lineage import Lineage, Node
+    from zoo.server.svg import GAP_X, PAD, W, lineage_svg
+
+    def drawn(edges: list[tuple[int, int]], count: int) -> dict[str, int]:
+        graph = Lineage(root=count - 1)
+        for i in reversed(range(count)):  # the root first, as a walk from it finds them
+            graph.nodes[i] = Node(i, "source", f"m{i}", None, "0" * 64, False, False)
+        graph.edges = [
+            SimpleNamespace(parent_id=p, child_id=c, relation="finetune") for p, c in edges
+        ]
+        svg = ET.fromstring(lineage_svg(graph))
+        ns = "{http://www.w3.org/2000/svg}"
+        return {
+            g.get("data-name"): (int(float(g.find(f"{ns}rect").get("x"))) - PAD) // (W + GAP_X)
+            for g in svg.iter(f"{ns}g")
+        }
+
+    rng = random.Random(0)
+    for count, edges in [
+        (3000, [(i - 1, i) for i in range(1, 3000)]),
+        *(
+            (n, sorted({(rng.randrange(c), c) for c in range(1, n) for _ in range(2)}))
+            for n in (12, 40)
+        ),
+    ]:
+        dag = nx.DiGraph(edges)
+        dag.add_nodes_from(range(count))
+        expected = {
+            f"m{k}": nx.dag_longest_path_length(dag.subgraph(nx.ancestors(dag, k) | {k}))
+            for k in (range(count) if count < 100 else (0, 1, count - 1))
+        }
+        columns = drawn(edges, count)
+        assert {k: columns[k] for k in expected} == expected, count
+
+
 def test_concurrent_requests_for_one_size_derive_it_once(served):
     with _write(served) as http:
         before = http.get("/api/stats").json()

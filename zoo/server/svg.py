@@ -21,6 +21,33 @@ def _short(text: str, n: int = 25) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def _columns(nodes, edges) -> dict[str, int]:
+    """Each node's column: the longest path to it from a node without parents. Parents
+    first, in a loop rather than by recursion: a chain of fine-tunes may be thousands of
+    edges long. The graph is acyclic; were it not, a node on a cycle goes one column right
+    of its parents placed so far."""
+    parents: dict[str, list[str]] = {k: [] for k in nodes}
+    children: dict[str, list[str]] = {k: [] for k in nodes}
+    for p, c, _ in edges:
+        parents[c].append(p)
+        children[p].append(c)
+    waiting = {k: len(v) for k, v in parents.items()}
+    column: dict[str, int] = {}
+    ready = [k for k, n in waiting.items() if n == 0]
+    while len(column) < len(nodes):
+        if not ready:  # only a cycle is left
+            ready = [next(k for k in nodes if k not in column)]
+        k = ready.pop()
+        if k in column:
+            continue
+        column[k] = 1 + max((column[p] for p in parents[k] if p in column), default=-1)
+        for c in children[k]:
+            waiting[c] -= 1
+            if waiting[c] == 0:
+                ready.append(c)
+    return column
+
+
 def lineage_svg(graph, link: str = "#/artifact/{name}") -> str:
     """An SVG document of ``graph`` (a :class:`zoo.api.lineage.Lineage`)."""
     nodes: dict[str, dict] = {}
@@ -53,21 +80,7 @@ def lineage_svg(graph, link: str = "#/artifact/{name}") -> str:
             }
             edges.append((key, f"n{node_id}", "import"))
 
-    # Column: the longest path from a node without parents (the graph is acyclic).
-    parents: dict[str, list[str]] = {k: [] for k in nodes}
-    for p, c, _ in edges:
-        parents[c].append(p)
-    column: dict[str, int] = {}
-
-    def depth(k: str, seen=()) -> int:
-        if k not in column:
-            column[k] = 1 + max(
-                (depth(p, (*seen, k)) for p in parents[k] if p not in seen), default=-1
-            )
-        return column[k]
-
-    for k in nodes:
-        depth(k)
+    column = _columns(nodes, edges)
     rows: dict[int, list[str]] = {}
     for k in sorted(nodes, key=lambda k: (column[k], k[0] != "o", k)):
         rows.setdefault(column[k], []).append(k)
