@@ -151,7 +151,7 @@ def test_a_checkpoints_files_never_run_as_a_page_in_the_servers_origin(served, t
     import shutil
 
     folder = tmp_path / "hostile-files"
-    shutil.copytree(tiny_dir("bert"), folder)
+    shutil.copytree(tiny_dir("bert", seed=7), folder)  # not tiny-bert's weights
     script = "<script>document.title = localStorage.getItem('zoo-token')</script>"
     (folder / "LICENSE.html").write_text(script)
     (folder / "NOTICE.svg").write_text(f'<svg xmlns="http://www.w3.org/2000/svg">{script}</svg>')
@@ -528,7 +528,7 @@ def test_an_import_by_name_takes_a_hub_repository_never_a_folder_of_the_servers_
     server_cwd, client_cwd = tmp_path / "server-cwd", tmp_path / "client-cwd"
     client_cwd.mkdir()
     folder = server_cwd / "t" / "s5"
-    shutil.copytree(tiny_dir("bert"), folder)
+    shutil.copytree(tiny_dir("bert", seed=7), folder)  # not tiny-bert's weights
     (folder / "vocab.txt").unlink(missing_ok=True)
     (folder / "vocab.txt").symlink_to(secret)
     home = tmp_path / "home"
