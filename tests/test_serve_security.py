@@ -187,6 +187,20 @@ def test_a_checkpoints_files_never_run_as_a_page_in_the_servers_origin(served, t
     served.reg.rm("hostile-files")
 
 
+def test_a_method_a_path_does_not_take_is_refused_naming_those_it_does(served):
+    """405 with its Allow header, which RFC 9110 (15.5.6) requires of it, in zoo's body."""
+    with client(served.server.url, served.tokens["read"]) as http:
+        for method, path, allowed in (
+            ("PUT", "/api/health", {"GET"}),
+            ("OPTIONS", "/api/artifacts", {"GET"}),
+            ("PATCH", "/api/tokens", {"GET", "POST"}),
+        ):
+            answer = http.request(method, path)
+            assert answer.status_code == 405, (method, path, answer.text)
+            assert set(answer.headers["allow"].replace(" ", "").split(",")) == allowed
+            assert answer.json()["error"]["status"] == 405
+
+
 def test_a_download_link_expires_and_no_other_server_process_takes_it():
     from zoo.errors import AuthenticationError
     from zoo.server.links import DownloadLinks

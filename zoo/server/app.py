@@ -773,8 +773,13 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
             )
         else:
             err = InvalidInputError(f"{where}: {exc.detail}")
+        headers = exc.headers
+        if exc.status_code == 405:  # with Allow (RFC 9110, 15.5.6): every route's methods
+            headers = {"Allow": ", ".join(_methods_of(app, request.scope))}
         return JSONResponse(
-            error_body(err, exc.status_code, err.exit_code), status_code=exc.status_code
+            error_body(err, exc.status_code, err.exit_code),
+            status_code=exc.status_code,
+            headers=headers,
         )
 
     async def _unexpected(request: Request, exc: Exception):
@@ -1356,6 +1361,21 @@ def _multipart_body(**fields: str) -> dict:
             "content": {"multipart/form-data": {"schema": schema}},
         }
     }
+
+
+def _methods_of(app, scope) -> list[str]:
+    """The methods the routes at this request's path take: Starlette's own 405 names the
+    first such route's alone (GET of /api/tokens, not its POST)."""
+    from starlette.routing import Match
+
+    return sorted(
+        {
+            method
+            for route in app.routes
+            if getattr(route, "methods", None) and route.matches(scope)[0] == Match.PARTIAL
+            for method in route.methods
+        }
+    )
 
 
 def _parse_spec(text: str) -> tuple[int, int]:
