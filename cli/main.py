@@ -1073,10 +1073,29 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _interruption(exc: BaseException | None, plain: str) -> str:
-    """What Ctrl-C stopped: ``plain``, unless it came after the work was complete and kept."""
+    """What Ctrl-C (or SIGTERM) stopped: ``plain``, unless it came after the work was
+    complete and kept."""
     from zoo.errors import InterruptedAfterWriting
 
-    return str(exc) if isinstance(exc, InterruptedAfterWriting) else plain
+    if isinstance(exc, InterruptedAfterWriting):
+        return str(exc)
+    return "terminated" if _terminated else plain
+
+
+# SIGTERM (`timeout`, `kill`, a scheduler cancelling a job), once received.
+_terminated: list[int] = []
+
+
+def _terminate(signum: int, frame) -> None:
+    """End the command as Ctrl-C does, through whatever handles SIGINT now: its cleanups
+    run (an --out's hidden folder is removed), and a rename and its row that hold Ctrl-C
+    back hold this back too. The default action killed the process where it stood."""
+    _terminated.append(signum)
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:  # Ctrl-C ignored (a script's background job): this still ends the command
+        raise KeyboardInterrupt
 
 
 def _database_named() -> str:
@@ -1154,23 +1173,27 @@ def _is_connection_option_error(exc: BaseException) -> bool:
 
 
 def command() -> None:
-    """The ``zoo`` process: :func:`main`, then its exit.
+    """The ``zoo`` process: :func:`main`, then its exit. SIGTERM ends it as Ctrl-C does
+    (exit 143).
 
     Once the command has finished, Ctrl-C has nothing left to stop, so it is ignored
     through the interpreter's teardown (torch's takes up to a second; an interrupt there
     killed a process that had written and printed its result). After an interrupt the
     process leaves at once, its cleanups done: torch's worker threads may still be running,
     and tearing the runtime down under them can abort the process (SIGABRT)."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         main()
         code: int | str | None = 0
     except SystemExit as exc:
         code = exc.code
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as Ctrl-C: the command is done
     if code == 130:
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(130)
+        os._exit(128 + _terminated[0] if _terminated else 130)  # as a shell reports it
     sys.exit(code)
 
 

@@ -197,3 +197,46 @@ def test_an_interrupted_command_exits_130_without_tearing_the_runtime_down():
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip() == "zoo: interrupted"
     assert "teardown" not in done.stdout  # no atexit hook ran: no teardown
+
+
+# A `zoo` process told to stop (SIGTERM: `timeout`, `kill`, a batch scheduler cancelling
+# the job) while it writes an --out folder: its command's work is stood in for by an
+# output folder that is half written when the signal comes.
+_TERM_PROBE = """
+import os, signal, sys, time
+from pathlib import Path
+import zoo_cli.main as cli_main
+from zoo.api import export
+
+def writing(**kwargs):
+    layout = {"w": ("F32", (4,), 16), "b": ("F32", (4,), 16)}
+    with export.OutputFolder(Path(sys.argv[1]), layout, force=False) as folder:
+        folder.put("w", bytes(16))
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)
+
+cli_main.cli.main = writing
+if sys.argv[2] == "ignored":  # as a script's background job starts: Ctrl-C ignored
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+sys.argv = ["zoo", "materialize"]
+cli_main.command()
+"""
+
+
+@pytest.mark.parametrize("ctrl_c", ["default", "ignored"])
+def test_a_terminated_command_removes_its_half_written_output(tmp_path, ctrl_c):
+    """SIGTERM is what `timeout`, `kill` and a scheduler cancelling a job send. It ends a
+    command as Ctrl-C does, its cleanups run: the hidden folder the output was being
+    assembled in is removed (a process killed by the signal's default action left it, as
+    large as the output, until the next write there), and the exit status is the one a
+    shell gives a terminated process; also where Ctrl-C is ignored."""
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-c", _TERM_PROBE, str(out), ctrl_c],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert done.stderr.strip() == "zoo: terminated"
+    assert list(tmp_path.iterdir()) == []

@@ -747,6 +747,39 @@ def test_a_late_ctrl_c_gives_the_folder_and_its_row_together(
     assert (tmp_path / "o" / "model.safetensors").is_file()
 
 
+def test_a_late_sigterm_is_held_back_as_ctrl_c_is(registry, tiny_dir, tmp_path, monkeypatch):
+    """The `zoo` process ends on SIGTERM as on Ctrl-C, and one that arrives while the
+    finished folder is renamed into place waits, as Ctrl-C does, until its row is written:
+    the folder and its record both exist."""
+    from zoo_cli import main as cli_main
+
+    from zoo.api import export
+    from zoo.errors import InterruptedAfterWriting
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    real = export.OutputFolder.commit
+
+    def commit_then_sigterm(self, **kwargs):
+        path = real(self, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return path
+
+    monkeypatch.setattr(export.OutputFolder, "commit", commit_then_sigterm)
+    monkeypatch.setattr(cli_main, "_terminated", [])
+    previous = signal.signal(signal.SIGTERM, cli_main._terminate)  # as `command()` sets it
+    try:
+        with pytest.raises(InterruptedAfterWriting):
+            registry.materialize(src.name, layers=2, hidden=16, out=tmp_path / "out")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    (derived,) = registry.list(kind="derived")
+    meta = json.loads(
+        safe_open(tmp_path / "out" / "model.safetensors", "pt").metadata()["zoo.derived"]
+    )
+    assert meta == {"name": derived.name, "content_hash": derived.content_hash}
+    assert _outputs_journal(registry) == []
+
+
 def test_out_folders_a_rename_cannot_swap_are_refused_in_one_line(
     registry, tiny_dir, tmp_path, monkeypatch, run_cli
 ):
