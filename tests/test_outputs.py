@@ -311,6 +311,39 @@ def test_a_replaced_output_stays_aside_until_its_replacement_is_recorded(
     assert not [p for p in tmp_path.iterdir() if ".zoo-old-" in p.name]  # removed after
 
 
+@pytest.mark.parametrize("force", [False, True])
+def test_an_output_whose_record_fails_is_taken_back(
+    registry, tiny_dir, tmp_path, monkeypatch, force
+):
+    """The record is written after the folder is renamed into place; when that write
+    fails (the database's disk is full), the new folder goes and the output it replaced
+    comes back, byte for byte and still known: the folder and its row appear together
+    or not at all (the new folder stayed, unknown to `zoo audit`, and the replaced one
+    was deleted)."""
+    from sqlalchemy.exc import OperationalError
+
+    from zoo.api import materialize as mat
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    out = tmp_path / "out"
+    before = {}
+    if force:
+        registry.materialize(src.name, layers=1, hidden=16, out=out)
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full(*args, **kwargs):
+        raise OperationalError("INSERT", {}, Exception("database or disk is full"))
+
+    monkeypatch.setattr(mat, "record_derived", full)
+    with pytest.raises(OperationalError):
+        registry.materialize(src.name, layers=2, hidden=16, out=out, force=force)
+    assert [p.name for p in tmp_path.iterdir() if "out" in p.name] == (["out"] if force else [])
+    if force:
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+        assert registry.audit(out).status == "known"
+    assert len(registry.list(kind="derived")) == int(force)
+
+
 def test_fsck_names_the_out_folder_it_put_back_after_a_killed_swap(
     registry, tiny_dir, tmp_path, run_cli
 ):

@@ -719,6 +719,18 @@ class OutputFolder:
         self.temp = None
         return self.out
 
+    def take_back(self) -> None:
+        """Undo a commit whose record could not be written: the folder renamed into place
+        goes, and the output it replaced comes back. The folder leaves by its temporary
+        name, so a process killed midway is undone by the next write (or ``zoo fsck
+        --repair``) as a swap killed before its rename is."""
+        temp = self.out.parent / f".{_stem(self.out)}.zoo-tmp-{self._tag}"
+        os.replace(self.out, temp)
+        if self._displaced is not None:
+            os.replace(self._displaced, self.out)
+            self._displaced = None
+        shutil.rmtree(temp, ignore_errors=True)
+
     def _close(self) -> None:
         for fd in self._fds.values():
             with contextlib.suppress(OSError):

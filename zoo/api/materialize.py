@@ -437,7 +437,11 @@ def _run(
                 ),
                 extra_files=extra,
             )
-            return finish(content_hash)
+            try:
+                return finish(content_hash)
+            except BaseException:
+                folder.take_back()  # no row for it: it goes, what it replaced comes back
+                raise
 
 
 @contextlib.contextmanager
