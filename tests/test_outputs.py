@@ -128,6 +128,28 @@ def test_force_never_replaces_what_zoo_did_not_write(
     assert _tree(store) == before[store]
 
 
+def test_an_out_under_a_file_is_refused_in_one_line(registry, tiny_dir, tmp_path, run_cli):
+    """An --out below a file (a typo: `--out model/config.json/small`) is refused before
+    any work, naming the file, as an --out that is a file is; it failed once the model
+    was derived, with exit 11 and "File exists", as a file system's refusal."""
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    (tmp_path / "notes.txt").write_text("mine")
+    for out, under in (
+        (tmp_path / "notes.txt" / "small", "notes.txt"),
+        (tmp_path / "notes.txt" / "a" / "b", "notes.txt"),
+    ):
+        code, text, err = run_cli(
+            "materialize", src.name, "--layers", "1", "--hidden", "16", "--out", str(out)
+        )
+        assert (code, text) == (4, ""), err
+        assert (
+            err
+            == f"zoo: error: --out {out} lies under {tmp_path / under}, which is not a folder.\n"
+        )
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert registry.list(kind="derived") == []
+
+
 def test_force_replaces_a_previous_output_of_zoos(registry, tiny_dir, tmp_path, run_cli):
     src = registry.import_checkpoint(tiny_dir("gpt2"))
     out = tmp_path / "outs" / "out"

@@ -117,10 +117,11 @@ def check_out_dir(
     folder or one above it, or a mount point (neither can be renamed into place); a path
     that is or holds one of ``protected`` (the registry's home, database, blob store, a
     source's folder) or the user's home folder; a path inside one of ``stores`` (blob
-    stores, whose files gc collects); an existing file; a non-empty folder without
-    ``force``; and, with ``force``, a non-empty folder that is not an untouched output of
-    zoo's; a path that ends in ``..`` (it names no folder to rename into) or goes up out
-    of a folder that does not exist (which zoo would create and leave behind).
+    stores, whose files gc collects); an existing file, or a path under one; a non-empty
+    folder without ``force``; and, with ``force``, a non-empty folder that is not an
+    untouched output of zoo's; a path that ends in ``..`` (it names no folder to rename
+    into) or goes up out of a folder that does not exist (which zoo would create and
+    leave behind).
     """
     _check_names(out, out.resolve())  # first: a name too long fails every look at the path
     if out.is_symlink():
@@ -161,6 +162,9 @@ def check_out_dir(
         raise ConflictError(f"--out {out} is or holds your home folder; give a folder below it.")
     if out.exists() and not out.is_dir():
         raise ConflictError(f"--out {out} exists and is not a folder.")
+    above = next(p for p in out.parents if p.exists())  # "." at the latest
+    if not above.is_dir():  # else its folders' creation fails, as if on a full disk
+        raise ConflictError(f"--out {out} lies under {above}, which is not a folder.")
     if os.path.ismount(out):
         raise InvalidInputError(
             f"--out {out} is a mount point; zoo renames the finished folder into place, "
