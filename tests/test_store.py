@@ -457,6 +457,25 @@ def test_a_mistyped_database_url_is_refused_without_its_password(
 
 
 @pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://zoo@127.0.0.1:1/zoo?password=hunter2",
+        "postgresql+psycopg://zoo:hunter2@127.0.0.1:1/zoo?password=hunter2",
+        "postgresql+psycopg://zoo@/zoo?host=127.0.0.1&port=1&password=hunter2",
+    ],
+)
+def test_an_unreachable_database_is_named_without_its_password(url, run_cli, monkeypatch):
+    """libpq takes the password in the query too: the error naming the database that
+    cannot be reached masks it there as `zoo config show` does."""
+    pytest.importorskip("psycopg")
+    monkeypatch.setenv("ZOO_DB_URL", url)
+    for args in (("ls",), ("show", "x"), ("verify",)):
+        code, out, err = run_cli(*args)
+        assert code == 9 and err.count("\n") == 1 and "Cannot open the database" in err, err
+        assert "hunter2" not in out + err and "password=***" in err, err
+
+
+@pytest.mark.parametrize(
     "url", ["sqlite://", "sqlite:///:memory:", "postgresql+pg8000://zoo:hunter2@db.example/zoo"]
 )
 def test_config_show_flags_every_database_url_the_commands_refuse(url, run_cli, monkeypatch):

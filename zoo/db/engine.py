@@ -415,13 +415,19 @@ def downgrade(
         return before, current_revision(connection)
 
 
+def _shown_url(engine: Engine) -> str:
+    """The database's URL as an error shows it: SQLAlchemy hides only the password
+    before the host, and libpq takes one in the query too (``?password=``)."""
+    return redact_url(engine.url.render_as_string(True))
+
+
 def _zoos_revision(engine: Engine, connection: Connection, verb: str) -> str | None:
     """The database's revision, when it is a zoo registry this zoo knows or an empty
     database: a schema change to anything else is refused as every command refuses to
     open it (a mistyped ZOO_DB_URL must not get zoo's tables, nor a newer zoo's
     registry an older zoo's idea of its migrations)."""
     current = current_revision(connection)
-    where = engine.url.render_as_string(True)
+    where = _shown_url(engine)
     if (current is None and _has_any_table(connection)) or _foreign_revision(connection, current):
         raise SchemaOutdatedError(
             f"The database {where} has tables but no zoo schema version; `zoo db {verb}` "
@@ -591,7 +597,7 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
     except OperationalError as exc:
         full = no_room(exc.orig, engine.url.database if engine.dialect.name == "sqlite" else None)
         raise (StorageError if full else DatabaseUnavailableError)(
-            f"Cannot open the database {engine.url.render_as_string(True)}: "
+            f"Cannot open the database {_shown_url(engine)}: "
             f"{str(exc.orig).strip().splitlines()[0]}"
             + (" (its disk is full; free some space)." if full else ".")
         ) from exc
@@ -605,7 +611,7 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
             current = current_revision(connection)
         foreign = _foreign_revision(connection, current)
     if current != head:
-        where = engine.url.render_as_string(True)
+        where = _shown_url(engine)
         if current is None or foreign:
             raise SchemaOutdatedError(
                 f"The database {where} has tables but no zoo schema version; "
