@@ -1142,16 +1142,9 @@ def _storage_message(exc: BaseException) -> str:
 
 
 def _is_object_store_error(exc: BaseException) -> bool:
-    # botocore's errors (no credentials, access denied...) reach us through s3fs, raised
-    # as they are or as the cause of an OSError it translated them to (no such bucket).
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if any(c.__module__.startswith("botocore") for c in type(seen).__mro__):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    from zoo.store.base import is_object_store_error
+
+    return is_object_store_error(exc)
 
 
 def _is_database_error(exc: BaseException) -> bool:

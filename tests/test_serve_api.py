@@ -987,6 +987,44 @@ def test_a_failing_database_is_told_to_callers_by_kind_and_to_the_log_in_full(tm
     assert "SELECT" not in written and "[parameters" not in written, written  # the driver's words
 
 
+def test_an_unreachable_object_store_is_told_by_kind_as_a_local_command_exits(
+    s3_store_url, tiny_dir, monkeypatch, caplog
+):
+    """A server whose S3 endpoint stops answering: its callers get the failure's kind
+    and the exit code a local command gives (11), not an internal error (exit 1); the
+    endpoint, bucket and key are in the server's log, one line per failure, no trace."""
+    import logging
+
+    from starlette.testclient import TestClient
+
+    import zoo
+    from zoo.server import create_app
+
+    reg = zoo.connect(store_url=s3_store_url)
+    reg.import_checkpoint(tiny_dir("bert"), name="tiny-bert")
+    token = reg.create_token("reader", role="read")[1]
+    reg.close()
+    monkeypatch.setenv("ZOO_S3_ENDPOINT_URL", "http://127.0.0.1:1")  # nothing listens
+    reg = zoo.connect(store_url=s3_store_url)
+    app = create_app(reg)
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        with TestClient(app, headers=headers) as http, caplog.at_level(logging.INFO):
+            answer = http.get("/api/artifacts/tiny-bert/files")
+    finally:
+        reg.close()
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"] == {
+        "class": "StorageError",
+        "message": "The server's object store failed; the server's log says why.",
+        "status": 503,
+        "exit_code": 11,
+    }
+    (entry,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert entry.getMessage().startswith("object store error: "), entry.getMessage()
+    assert "127.0.0.1:1" in entry.getMessage() and not entry.exc_info
+
+
 def test_an_unexpected_failure_is_answered_and_logged_once_with_its_traceback(caplog):
     """A failure of the server's own (a bug) is answered 500 in zoo's error body and
     logged once with its traceback; nothing is raised past the app, which the ASGI server

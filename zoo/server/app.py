@@ -55,6 +55,7 @@ from zoo.server.work import (
     folder_key,
     remove_tree,
 )
+from zoo.store.base import is_object_store_error
 
 log = logging.getLogger("zoo.server")
 
@@ -815,6 +816,12 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         ):
             err = _storage_failed(exc)
             return JSONResponse(error_body(err, 507, err.exit_code), status_code=507)
+        if is_object_store_error(exc):
+            # The store's endpoint, bucket and key stay in the server's log, as the
+            # database's host does; the caller hears what a local command says: exit 11.
+            log.error("object store error: %s: %s", type(exc).__name__, _first_line(exc))
+            err = StorageError("The server's object store failed; the server's log says why.")
+            return JSONResponse(error_body(err, 503, err.exit_code), status_code=503)
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         err = ZooError(f"Internal error ({type(exc).__name__}); the server's log has its trace.")
         return JSONResponse(error_body(err, 500, 1), status_code=500)

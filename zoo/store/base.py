@@ -78,6 +78,20 @@ class TempEntry:
     mtime: float
 
 
+def is_object_store_error(exc: BaseException) -> bool:
+    """Whether an object store failed: botocore's errors (no credentials, access denied,
+    an endpoint that does not answer) reach zoo through s3fs, raised as they are or as the
+    cause of an OSError it translated them to (no such bucket)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if any(c.__module__.startswith("botocore") for c in type(seen).__mro__):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def sha256_hex(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
