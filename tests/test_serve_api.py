@@ -988,13 +988,16 @@ def test_a_failing_database_is_told_to_callers_by_kind_and_to_the_log_in_full(tm
 
 
 def test_an_unreachable_object_store_is_told_by_kind_as_a_local_command_exits(
-    s3_store_url, tiny_dir, monkeypatch, caplog
+    s3_store_url, s3_server, tiny_dir, monkeypatch, caplog
 ):
-    """A server whose S3 endpoint stops answering: its callers get the failure's kind
-    and the exit code a local command gives (11), not an internal error (exit 1); the
-    endpoint, bucket and key are in the server's log, one line per failure, no trace."""
+    """A server whose S3 endpoint stops answering, or whose bucket is gone: its callers
+    get the failure's kind and the exit code a local command gives (11), not an internal
+    error (exit 1), nor the server's store URL with advice to fix a ZOO_STORE_URL they do
+    not have; the endpoint, bucket and key are in the server's log, one line per
+    failure, no trace."""
     import logging
 
+    import boto3
     from starlette.testclient import TestClient
 
     import zoo
@@ -1002,27 +1005,40 @@ def test_an_unreachable_object_store_is_told_by_kind_as_a_local_command_exits(
 
     reg = zoo.connect(store_url=s3_store_url)
     reg.import_checkpoint(tiny_dir("bert"), name="tiny-bert")
-    token = reg.create_token("reader", role="read")[1]
+    tokens = {role: reg.create_token(role, role=role)[1] for role in ("read", "admin")}
     reg.close()
-    monkeypatch.setenv("ZOO_S3_ENDPOINT_URL", "http://127.0.0.1:1")  # nothing listens
-    reg = zoo.connect(store_url=s3_store_url)
-    app = create_app(reg)
-    headers = {"Authorization": f"Bearer {token}"}
-    try:
-        with TestClient(app, headers=headers) as http, caplog.at_level(logging.INFO):
-            answer = http.get("/api/artifacts/tiny-bert/files")
-    finally:
-        reg.close()
-    assert answer.status_code == 503, answer.text
-    assert answer.json()["error"] == {
-        "class": "StorageError",
-        "message": "The server's object store failed; the server's log says why.",
-        "status": 503,
-        "exit_code": 11,
+    bucket = s3_store_url.split("/")[2]
+    asked = {
+        "read": ("GET", "/api/artifacts/tiny-bert/files", "127.0.0.1:1"),
+        "admin": ("POST", "/api/verify", bucket),
     }
-    (entry,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert entry.getMessage().startswith("object store error: "), entry.getMessage()
-    assert "127.0.0.1:1" in entry.getMessage() and not entry.exc_info
+    for role, (method, path, logged) in asked.items():
+        with monkeypatch.context() as patched:
+            if role == "read":  # nothing listens there
+                patched.setenv("ZOO_S3_ENDPOINT_URL", "http://127.0.0.1:1")
+            else:
+                s3 = boto3.resource("s3", endpoint_url=s3_server).Bucket(bucket)
+                s3.objects.all().delete()
+                s3.delete()
+            reg = zoo.connect(store_url=s3_store_url)
+            app = create_app(reg)
+            headers = {"Authorization": f"Bearer {tokens[role]}"}
+            caplog.clear()
+            try:
+                with TestClient(app, headers=headers) as http, caplog.at_level(logging.INFO):
+                    answer = http.request(method, path, json={} if method == "POST" else None)
+            finally:
+                reg.close()
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"] == {
+            "class": "StoreUnavailableError",
+            "message": "The server's object store failed; the server's log says why.",
+            "status": 503,
+            "exit_code": 11,
+        }
+        (entry,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert entry.getMessage().startswith("object store error: "), entry.getMessage()
+        assert logged in entry.getMessage() and not entry.exc_info
 
 
 def test_an_unexpected_failure_is_answered_and_logged_once_with_its_traceback(caplog):

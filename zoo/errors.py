@@ -182,6 +182,14 @@ class UnreadableError(StorageError):
     http_status = 500
 
 
+class StoreUnavailableError(StorageError):
+    """The blob store itself cannot be reached as configured (an object store's bucket
+    missing, or hidden from these credentials). To a server's client, the server's own
+    failure: its store's URL and settings are not the caller's to fix."""
+
+    http_status = 503
+
+
 class NoRoomError(StorageError):
     """An output its file system has no room for, refused before any byte is written;
     with the numbers, so a server can say it without its own paths."""

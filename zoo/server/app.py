@@ -39,6 +39,7 @@ from zoo.errors import (
     PermissionDeniedError,
     SchemaOutdatedError,
     StorageError,
+    StoreUnavailableError,
     ZooError,
 )
 from zoo.server.checks import _UPLOAD_NAME, check_name, check_query, check_upload_name
@@ -712,6 +713,9 @@ def _storage_failed(exc: OSError) -> StorageError:
     return StorageError(f"The server's storage failed: {reason}.")
 
 
+_STORE_FAILED = "The server's object store failed; the server's log says why."
+
+
 def _entry_missing(filename: str) -> NotFoundError:
     exc = NotFoundError(f"No file {filename[:80]!r} in this checkpoint.")
     exc.hf_error_code = "EntryNotFound"
@@ -752,6 +756,9 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
 
     @app.exception_handler(ZooError)
     async def _zoo_error(request: Request, exc: ZooError):
+        if isinstance(exc, StoreUnavailableError):  # its URL and advice are the server's
+            log.error("object store error: %s", _first_line(exc))
+            exc = StoreUnavailableError(_STORE_FAILED)
         return zoo_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -820,7 +827,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
             # The store's endpoint, bucket and key stay in the server's log, as the
             # database's host does; the caller hears what a local command says: exit 11.
             log.error("object store error: %s: %s", type(exc).__name__, _first_line(exc))
-            err = StorageError("The server's object store failed; the server's log says why.")
+            err = StoreUnavailableError(_STORE_FAILED)
             return JSONResponse(error_body(err, 503, err.exit_code), status_code=503)
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         err = ZooError(f"Internal error ({type(exc).__name__}); the server's log has its trace.")

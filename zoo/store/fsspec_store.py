@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from zoo.config import is_s3_url, redact_url, s3_endpoint
-from zoo.errors import BlobMissingError, InvalidInputError, StorageError
+from zoo.errors import BlobMissingError, InvalidInputError, StoreUnavailableError
 from zoo.store.base import (
     REMOTE_FRESHEN_AFTER_S,
     BlobEntry,
@@ -271,7 +271,7 @@ class FsspecStore(BlobStore):
         bucket = self.root.split("/", 1)[0]
         self.fs.invalidate_cache(bucket)
         if not self.fs.exists(bucket):
-            raise StorageError(
+            raise StoreUnavailableError(
                 f"The object store's bucket {bucket!r} ({self.url}) does not exist, or these "
                 "credentials cannot see it; create it, or fix ZOO_STORE_URL."
             )
