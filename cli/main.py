@@ -152,21 +152,29 @@ def import_cmd(
 def _lacking(reg, name: str, out) -> list[dict]:
     """What the folder of the source ``name`` derives from (up zoo's own edges) held and
     zoo did not keep, so ``out`` lacks it; said on stderr."""
-    info = reg.show(name)
-    if info.kind != "source":
-        graph = reg.lineage(info.name, down=False)
-        todo, seen, info = [info.id], {info.id}, None
-        while todo:
-            node = todo.pop(0)
-            if graph.nodes[node].kind == "source":
-                # A source removed since (kept for what derives from it) is not shown.
-                info = None if graph.nodes[node].deleted else reg.show(graph.nodes[node].name)
-                break
-            for e in graph.edges:
-                up = e.child_id == node and e.relation in ("extract", "materialize")
-                if up and e.parent_id not in seen:
-                    seen.add(e.parent_id)
-                    todo.append(e.parent_id)
+    from zoo.errors import NotFoundError
+
+    try:
+        info = reg.show(name)
+        if info.kind != "source":
+            graph = reg.lineage(info.name, down=False)
+            todo, seen, info = [info.id], {info.id}, None
+            while todo:
+                node = todo.pop(0)
+                if graph.nodes[node].kind == "source":
+                    # A source removed since (kept for what derives from it) is not shown.
+                    gone = graph.nodes[node].deleted
+                    info = None if gone else reg.show(graph.nodes[node].name)
+                    break
+                for e in graph.edges:
+                    up = e.child_id == node and e.relation in ("extract", "materialize")
+                    if up and e.parent_id not in seen:
+                        seen.add(e.parent_id)
+                        todo.append(e.parent_id)
+    except NotFoundError:
+        # Removed by another process once the folder was written: the folder stands, and
+        # the command that wrote it succeeded.
+        return []
     left = render.not_kept(info) if info is not None else []
     if left:
         click.echo(

@@ -206,6 +206,35 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if ".zoo-" in p.name)
 
 
+def test_a_folder_written_stands_when_its_artifact_is_removed_right_after(
+    registry, tiny_dir, tmp_path, run_cli, monkeypatch
+):
+    """Another process's `zoo rm --cascade` landing between the write of --out and the
+    note on what the folder lacks: the folder is whole and the command that wrote it
+    succeeds, as it would have a moment earlier (it was a not-found error, exit 3)."""
+    import zoo
+    from zoo.api.registry import Registry
+
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    shown = Registry.show
+
+    def removed_first(self, name):
+        with zoo.connect() as other:  # another process's rm
+            other.rm(src.name, cascade=True)
+        monkeypatch.setattr(Registry, "show", shown)
+        return shown(self, name)
+
+    monkeypatch.setattr(Registry, "show", removed_first)
+    out = tmp_path / "out"
+    code, text, err = run_cli(
+        "materialize", src.name, "--layers", "2", "--hidden", "16", "--out", str(out)
+    )
+    assert code == 0 and err == "" and text.endswith(f"wrote {out}\n"), err
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(out)
+    assert loaded.config.n_layer == 2 and loaded.config.n_embd == 16
+    assert registry.list() == []  # the rm did land
+
+
 def test_a_killed_writers_folder_is_found_by_fsck_and_removed_by_repair(
     registry, tiny_dir, tmp_path, run_cli
 ):
