@@ -1209,6 +1209,7 @@ def test_every_error_class_carries_the_documented_exit_code_and_http_status():
         errors.StorageError: (11, 507),
         errors.NoRoomError: (11, 507),
         errors.UnreadableError: (11, 500),
+        errors.StoreUnavailableError: (11, 503),
         errors.SchemaOutdatedError: (5, 503),
         errors.BlobMissingError: (6, 500),
         errors.BlobNotAFileError: (6, 500),
