@@ -359,6 +359,27 @@ def test_a_decoder_folder_generates_text_with_its_chat_template(
     assert "license" not in card.lower() and "registered without a model card" in card
 
 
+def test_a_decoder_folder_keeps_its_named_chat_templates(registry, tmp_path):
+    """A tokenizer with named chat templates (tool_use beside the default) is saved by
+    transformers as additional_chat_templates/NAME.jinja: an output's tokenizer loads
+    every one of them, as the source's does."""
+    from zoo.checkpoint.side_files import left_behind
+
+    folder = save_tiny("llama", tmp_path / "src")
+    tok = bpe_tokenizer()
+    tok.chat_template = {"default": "{{ messages[0]['content'] }}", "tool_use": "T {{ 1 }}"}
+    tok.save_pretrained(folder)
+    assert (folder / "additional_chat_templates" / "tool_use.jinja").is_file()
+    (folder / "additional_chat_templates" / "notes.txt").write_text("not a template")
+    assert left_behind(folder) == ["additional_chat_templates/notes.txt"]
+    src = registry.import_checkpoint(folder)
+    assert "additional_chat_templates/tool_use.jinja" in {f.name for f in src.files}
+    out = registry.materialize(src.name, layers=2, hidden=16, out=tmp_path / "out").out
+    expected = transformers.AutoTokenizer.from_pretrained(folder).chat_template
+    assert set(expected) == {"default", "tool_use"}
+    assert transformers.AutoTokenizer.from_pretrained(out).chat_template == expected
+
+
 def test_file_blobs_are_kept_checked_and_collected(registry, bert_with_tokenizer, tmp_path):
     src = registry.import_checkpoint(bert_with_tokenizer)
     tokenizer = next(f for f in src.files if f.name == "tokenizer.json")

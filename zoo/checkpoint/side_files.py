@@ -89,6 +89,9 @@ _LICENSE = re.compile(r"(?i)(licen[cs]e|copying|notice|use[_-]policy)([._-][\w.-
 #: The roles of a license file, of the code an ``auto_map`` names, of a file of a
 #: sentence-transformers pipeline.
 LICENSE, CODE, SENTENCE_TRANSFORMERS = "license", "code", "sentence_transformers"
+#: Where transformers saves a tokenizer's named chat templates (``tool_use``, ``rag``), one
+#: ``NAME.jinja`` each beside chat_template.jinja, and looks for them on load (not below).
+CHAT_TEMPLATES = "additional_chat_templates"
 
 #: Larger files are left out: the largest tokenizer.json of a released model is a few
 #: tens of MB (Gemma 3's: 33 MB); anything beyond this is not a side file.
@@ -362,6 +365,15 @@ def scan(root: Path, weights: Iterable[str] | None = None) -> Scan:
             (found if isinstance(got, SideFile) else left).append(got)
         elif name in modules or name in read or name in read_folders:
             continue  # modules read below; weights read by the import
+        elif name == CHAT_TEMPLATES and path.is_dir() and not path.is_symlink():
+            for template in sorted(path.iterdir()):
+                rel = f"{name}/{template.name}"
+                if template.name.endswith(".jinja") and is_utf8(template.name):
+                    got = _read(template, rel, "chat_template")
+                    (found if isinstance(got, SideFile) else left).append(got)
+                elif not template.name.startswith("."):  # transformers reads none of it
+                    escaped = os.fsencode(rel).decode("ascii", "backslashreplace")
+                    left.append(LeftBehind(f"{escaped}/" if template.is_dir() else escaped))
         elif name.endswith(_OTHER_WEIGHTS) and not name.startswith(".") and not path.is_dir():
             weights = name.startswith(_WEIGHT_STEMS) or name.endswith(_WEIGHTS_ONLY)
             why = "weights in another format; an export holds safetensors" if weights else None
