@@ -359,6 +359,28 @@ def test_a_decoder_folder_generates_text_with_its_chat_template(
     assert "license" not in card.lower() and "registered without a model card" in card
 
 
+def test_importing_a_weights_only_copy_of_a_derived_checkpoint_keeps_its_tokenizer(
+    registry, llama_with_tokenizer, tmp_path
+):
+    """A derived checkpoint has its source's tokenizer; a save_pretrained copy of it (the
+    model alone: config, weights, generation config) imported on it brings a generation
+    config only, and what is made from it afterwards still carries the tokenizer."""
+    src = registry.import_checkpoint(llama_with_tokenizer)
+    small = registry.materialize(src.name, layers=2, hidden=16, out=tmp_path / "small")
+    copy = tmp_path / "copy"
+    transformers.AutoModelForCausalLM.from_pretrained(small.out).save_pretrained(copy)
+    assert not (copy / "tokenizer.json").exists()
+    assert registry.import_checkpoint(copy).name == small.artifact.name
+    out = registry.materialize(small.artifact.name, layers=2, hidden=32, out=tmp_path / "out").out
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        assert (out / name).read_bytes() == (llama_with_tokenizer / name).read_bytes()
+    text = "abc def"
+    assert (
+        transformers.AutoTokenizer.from_pretrained(out)(text)["input_ids"]
+        == transformers.AutoTokenizer.from_pretrained(llama_with_tokenizer)(text)["input_ids"]
+    )
+
+
 def test_a_decoder_folder_keeps_its_named_chat_templates(registry, tmp_path):
     """A tokenizer with named chat templates (tool_use beside the default) is saved by
     transformers as additional_chat_templates/NAME.jinja: an output's tokenizer loads

@@ -433,6 +433,14 @@ def _record(reg, session: Session, row, ready: _Prepared) -> tuple[FileRecord, .
         # that role; a role it does not bring stays (a save_pretrained copy brings
         # generation_config.json alone, and must not take the tokenizer and card away).
         current = queries.file_records(session, row.id)
+        if not current:
+            # One storing none of its own has its nearest ancestor's (a derived checkpoint,
+            # its source's tokenizer): they are its current files, so those of a role the
+            # import does not bring stay, now stored on it.
+            from .side_files import inherited_files
+
+            heir = inherited_files(session, [row.id]).get(row.id)
+            current = list(heir.files) if heir else []
         side = list(ready.side_files)
         if ready.zoo_card and any(f.role == "card" for f in current):
             # The card zoo wrote for a folder it derived (one at the source's own size is
