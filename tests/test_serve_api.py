@@ -623,6 +623,55 @@ def test_huggingface_hub_fetches_a_corrected_card_it_had_cached(served, tiny_dir
     assert "corrected card" in _hub_client(served, tmp_path, CARD)
 
 
+TEMPLATES = """
+import json
+from transformers import AutoTokenizer
+print(json.dumps(AutoTokenizer.from_pretrained("templated").chat_template))
+"""
+
+
+def test_a_tokenizers_named_chat_templates_load_through_the_server(served, tiny_dir, tmp_path):
+    """transformers finds a tokenizer's named chat templates by listing the folder
+    additional_chat_templates/ (the Hub's tree of one folder): loaded through the server,
+    the tokenizer has every template its folder has. The listing is the Hub's: a folder's
+    files and folders, everything below it with recursive=true, EntryNotFound for none."""
+    import shutil
+
+    import transformers
+    from tokenizers import Tokenizer, models
+
+    folder = tmp_path / "src" / "templated"  # not in the client's folder, which it would read
+    shutil.copytree(tiny_dir("llama", seed=7), folder)
+    vocab = {"<s>": 0, "a": 1, "b": 2}
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel(vocab=vocab, unk_token="<s>")),
+        eos_token="<s>",
+    )
+    tok.chat_template = {"default": "{{ messages[0]['content'] }}", "tool_use": "T {{ 1 }}"}
+    tok.save_pretrained(folder)
+    served.reg.import_checkpoint(folder, name="templated")
+    expected = transformers.AutoTokenizer.from_pretrained(folder).chat_template
+    assert set(expected) == {"default", "tool_use"}
+
+    with _read(served) as http:
+        top = http.get("/api/models/templated/tree/main").json()
+        kinds = {e["path"]: e["type"] for e in top}
+        assert kinds["additional_chat_templates"] == "directory"
+        assert kinds["config.json"] == "file"
+        assert not any("/" in path for path in kinds)  # one level, as the Hub lists it
+        inside = http.get("/api/models/templated/tree/main/additional_chat_templates").json()
+        assert [(e["path"], e["type"]) for e in inside] == [
+            ("additional_chat_templates/tool_use.jinja", "file")
+        ]
+        every = http.get("/api/models/templated/tree/main", params={"recursive": "true"}).json()
+        assert "additional_chat_templates/tool_use.jinja" in {e["path"] for e in every}
+        missing = http.get("/api/models/templated/tree/main/no_such_folder")
+        assert missing.status_code == 404
+        assert missing.headers["x-error-code"] == "EntryNotFound"
+    assert _hub_client(served, tmp_path, TEMPLATES) == expected
+    served.reg.rm("templated")
+
+
 def test_a_field_the_server_does_not_know_is_refused_not_dropped(served):
     """A request body with a field the endpoint does not take is a 400 naming it, before
     any work: an option silently dropped would answer another question than the one

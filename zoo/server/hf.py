@@ -10,7 +10,7 @@ first 40 hex digits of a content hash, or with side files its first 28 and 12 of
 ``huggingface_hub`` reads (its ``file_download.py`` and ``hf_api.py``): ``HEAD`` then
 ``GET /{repo}/resolve/{revision}/{file}`` with ``X-Repo-Commit``, ``ETag`` (here the
 file's sha256) and ``Content-Length``; ``/api/models/{repo}/revision/{revision}`` for the
-commit and file list; ``/api/models/{repo}/tree/{commit}``; and ``X-Error-Code``
+commit and file list; ``/api/models/{repo}/tree/{commit}[/{folder}]``; and ``X-Error-Code``
 (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``) on a 404.
 """
 
@@ -67,6 +67,39 @@ def _hub_time(when) -> str:
 def _hf(exc: ZooError, code: str) -> ZooError:
     exc.hf_error_code = code
     return exc
+
+
+def tree_entries(files: dict[str, dict], folder: str = "", *, recursive: bool = False):
+    """The Hub's tree listing of ``files`` (name -> sha256 and size) under ``folder`` ("":
+    the top): its files, and its folders as ``directory`` entries, either directly in
+    it or (``recursive``) anywhere below. A folder no file lies in is EntryNotFound, as
+    on the Hub."""
+    folder = folder.strip("/")
+    prefix = f"{folder}/" if folder else ""
+    entries: dict[str, dict] = {}
+    for name, meta in sorted(files.items()):
+        if not name.startswith(prefix):
+            continue
+        parts = name[len(prefix) :].split("/")
+        # The folders between ``folder`` and the file, as far as the listing goes.
+        for depth in range(1, len(parts) if recursive else min(len(parts), 2)):
+            path = prefix + "/".join(parts[:depth])
+            entries.setdefault(
+                path, {"type": "directory", "oid": "0" * 40, "size": 0, "path": path}
+            )
+        if recursive or len(parts) == 1:
+            sha = meta["sha256"]
+            lfs = {"oid": sha, "size": meta["size"], "pointerSize": 134}
+            entries[name] = {
+                "type": "file",
+                "oid": sha[:40],
+                "size": meta["size"],
+                "path": name,
+                "lfs": lfs,
+            }
+    if folder and not entries:
+        raise _hf(NotFoundError(f"No folder {folder[:80]!r} at this revision."), "EntryNotFound")
+    return [entries[k] for k in sorted(entries)]
 
 
 def add_hf_routes(app, server, read) -> None:
@@ -195,18 +228,10 @@ def add_hf_routes(app, server, read) -> None:
     async def model_info_at(repo: str, revision: str) -> dict:
         return repo_info(repo, await resolve(repo, revision), await artifact(repo))
 
-    async def tree(repo: str, revision: str) -> list[dict]:
+    async def tree(repo: str, revision: str, folder: str, recursive: str) -> list[dict]:
         key = await resolve(repo, revision)
-        return [
-            {
-                "type": "file",
-                "oid": meta["sha256"][:40],
-                "size": meta["size"],
-                "path": name,
-                "lfs": {"oid": meta["sha256"], "size": meta["size"], "pointerSize": 134},
-            }
-            for name, meta in sorted(server.cache.files(key).items())
-        ]
+        files = server.cache.files(key)
+        return tree_entries(files, folder, recursive=recursive.lower() in ("1", "true"))
 
     async def resolve_file(request: Request, repo: str, revision: str, filename: str):
         if "\x00" in filename or len(filename) > 256:
@@ -279,14 +304,35 @@ def add_hf_routes(app, server, read) -> None:
         return await model_info_at(f"{org}/{repo}", revision)
 
     @app.get("/api/models/{repo}/tree/{revision}", tags=hub, operation_id="tree")
-    async def _tree(repo: str, revision: str, _=read):
-        """The files at a revision (one flat folder)."""
-        return await tree(repo, revision)
+    async def _tree(repo: str, revision: str, recursive: str = "", _=read):
+        """The files and folders at a revision (with ``recursive=true``, every file)."""
+        return await tree(repo, revision, "", recursive)
 
     @app.get("/api/models/{org}/{repo}/tree/{revision}", tags=hub, operation_id="hub_tree")
-    async def _hub_tree(org: str, repo: str, revision: str, _=read):
-        """The files of a Hub repository id at a revision."""
-        return await tree(f"{org}/{repo}", revision)
+    async def _hub_tree(org: str, repo: str, revision: str, recursive: str = "", _=read):
+        """The files and folders of a Hub repository id at a revision."""
+        return await tree(f"{org}/{repo}", revision, "", recursive)
+
+    # A folder's listing, as the Hub answers it: transformers lists additional_chat_templates/
+    # to find a tokenizer's named chat templates.
+    @app.get(
+        "/api/models/{repo}/tree/{revision}/{folder:path}", tags=hub, operation_id="tree_folder"
+    )
+    async def _tree_folder(repo: str, revision: str, folder: str, recursive: str = "", _=read):
+        """The files and folders in one folder at a revision (with ``recursive=true``, all
+        below it)."""
+        return await tree(repo, revision, folder, recursive)
+
+    @app.get(
+        "/api/models/{org}/{repo}/tree/{revision}/{folder:path}",
+        tags=hub,
+        operation_id="hub_tree_folder",
+    )
+    async def _hub_tree_folder(
+        org: str, repo: str, revision: str, folder: str, recursive: str = "", _=read
+    ):
+        """One folder's files and folders of a Hub repository id at a revision."""
+        return await tree(f"{org}/{repo}", revision, folder, recursive)
 
     @app.get("/{repo}/resolve/{revision}/{filename:path}", tags=hub, operation_id="resolve_file")
     @app.head(
