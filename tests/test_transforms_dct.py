@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -172,3 +174,55 @@ def test_a_middle_axis_is_resized_in_column_blocks_with_the_bits_of_whole_slabs(
         lead = dct_mod.resize_axis(y, axis, t)
         monkeypatch.setattr(dct_mod, "_SLAB_BYTES", 1 << 10)  # blocks of columns
         assert torch.equal(dct_mod.resize_axis(y, axis, t), lead), (shape, axis)
+
+
+def test_tables_built_by_racing_workers_give_every_worker_the_bits_of_one_built_alone(
+    monkeypatch,
+):
+    """MKL's vector cos, first called by two threads at once (two derivation workers
+    missing the same cached DCT matrix, or the threads of one kernel), gave one of them an
+    AVX2 reduced-accuracy kernel's bits; cached, that matrix changed every later resize of
+    the process, and a derivation recorded bits ``zoo rederive`` could not reproduce.
+    Tables are built one at a time on one intra-op thread: here a cos that goes wrong
+    whenever calls overlap or run on several threads still never reaches a result."""
+    from zoo._threads import set_threads
+
+    tables = (dct_mod._dct_matrix64, dct_mod._split_resize_matrices, dct_mod.resize_matrix)
+    x = torch.randn(3, 768, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for t in tables:
+        t.cache_clear()
+    alone = dct_mod.resize_axis(x, 1, 640)
+    np.testing.assert_allclose(alone.numpy(), _scipy_resize(x.numpy(), (3, 640)), atol=1e-10)
+
+    cos, lock, busy = torch.cos, threading.Lock(), [0]
+
+    def racy_cos(a, *args, **kwargs):
+        with lock:
+            busy[0] += 1
+        time.sleep(0.05)  # long enough for a racing caller to arrive
+        with lock:
+            overlap = busy[0] > 1
+        y = cos(a, *args, **kwargs)
+        with lock:
+            busy[0] -= 1
+        return y + 1e-9 if overlap or torch.get_num_threads() > 1 else y
+
+    monkeypatch.setattr(torch, "cos", racy_cos)
+    for t in tables:
+        t.cache_clear()
+    start, got = threading.Barrier(3), [None] * 3
+
+    def worker(i: int) -> None:
+        set_threads(2)
+        start.wait()
+        got[i] = dct_mod.resize_axis(x, 1, 640)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for t in tables:
+        t.cache_clear()  # nothing built with the stand-in outlives the test
+    for y in got:
+        assert torch.equal(y, alone)

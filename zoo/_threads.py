@@ -22,6 +22,7 @@ left alone (their kernels do not depend on it).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import threading
@@ -48,6 +49,27 @@ def one_thread(x: torch.Tensor) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def table(fn: Callable) -> Callable:
+    """``functools.lru_cache`` (64 entries) for a constant table that every later transform
+    of the process reuses (a DCT matrix, twiddles), built by one thread at a time, on one
+    intra-op thread.
+
+    Their ``cos`` and ``sin`` run on MKL's vector math library, whose first calls racing
+    each other (two derivation workers building the same table, or the threads of one
+    kernel) were seen to give one caller another code path's bits (AVX2 at reduced
+    accuracy, ~3e-9 off). Cached, such a table changed every later resize of that process,
+    so a derivation recorded bits that ``zoo rederive`` cannot reproduce."""
+    cached = functools.lru_cache(maxsize=64)(fn)
+
+    @functools.wraps(fn)
+    def get(*args):
+        with _tables, one_thread(_CPU):
+            return cached(*args)
+
+    get.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+    return get
 
 
 def each_on_one_thread(tasks: Sequence[Callable[[], None]], like: torch.Tensor) -> None:
@@ -98,6 +120,9 @@ _POOL_SIZE = min(os.cpu_count() or 1, 16)
 _pool_state: tuple[int, ThreadPoolExecutor] | None = None
 _pool_lock = threading.Lock()
 _local = threading.local()
+# Reentrant: a table may be built from other tables.
+_tables = threading.RLock()
+_CPU = torch.empty(0)
 
 
 def _pool() -> ThreadPoolExecutor:

@@ -13,21 +13,20 @@ convention as a raw orthonormal DWT level (``sqrt(2)`` for a halving).
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 
 import torch
 
 from zoo import _memory
-from zoo._threads import blockwise, each_on_one_thread, product
+from zoo._threads import blockwise, each_on_one_thread, product, table
 
 from ._checks import as_float, check_shape, norm_axes, restore
 
 _DENSE_MAX = 1024
 
 
-@functools.lru_cache(maxsize=64)
+@table
 def _dct_matrix64(n: int) -> torch.Tensor:
     k = torch.arange(n, dtype=torch.float64)[:, None]
     i = torch.arange(n, dtype=torch.float64)[None, :]
@@ -36,13 +35,13 @@ def _dct_matrix64(n: int) -> torch.Tensor:
     return c
 
 
-@functools.lru_cache(maxsize=64)
+@table
 def dct_matrix(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Orthonormal DCT-II matrix ``C`` (``C @ x`` is the DCT, ``C.T @ X`` the inverse)."""
     return _dct_matrix64(n).to(device=device, dtype=dtype)
 
 
-@functools.lru_cache(maxsize=64)
+@table
 def resize_matrix(s: int, t: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``(t, s)`` matrix: DCT at length s, keep ``min(s, t)`` coefficients, inverse at t."""
     m = min(s, t)
@@ -55,7 +54,7 @@ def apply_matrix(x: torch.Tensor, axis: int, mat: torch.Tensor) -> torch.Tensor:
     return blockwise(x, axis, mat.shape[0], lambda src, dst: product(mat, src, dst))
 
 
-@functools.lru_cache(maxsize=64)
+@table
 def _forward_twiddle(n: int, m: int, device: torch.device, dtype: torch.dtype):
     ang = torch.arange(m, device=device, dtype=dtype) * (-math.pi / (2 * n))
     scale = torch.full((m,), math.sqrt(2.0 / n), device=device, dtype=dtype)
@@ -67,7 +66,7 @@ def _forward_twiddle(n: int, m: int, device: torch.device, dtype: torch.dtype):
 _SPLIT_MIN = 64
 
 
-@functools.lru_cache(maxsize=64)
+@table
 def _split_resize_matrices(s: int, t: int, device: torch.device, dtype: torch.dtype):
     """Halves of the resize matrix for the even/odd split (see :func:`_resize_dense`)."""
     r = _dct_matrix64(t)[: min(s, t)].T @ _dct_matrix64(s)[: min(s, t)]
@@ -120,7 +119,7 @@ def _fft_forward(x: torch.Tensor, m: int) -> torch.Tensor:
     return out.mul_(scale)
 
 
-@functools.lru_cache(maxsize=64)
+@table
 def _inverse_twiddle(t: int, m: int, device: torch.device, dtype: torch.dtype):
     scale = torch.full((m,), math.sqrt(2.0 / t), device=device, dtype=dtype)
     scale[0] = math.sqrt(1.0 / t)
@@ -154,7 +153,7 @@ def _fft_inverse(coef: torch.Tensor, t: int) -> torch.Tensor:
     return out
 
 
-@functools.lru_cache(maxsize=64)
+@table
 def _resize_twiddles(n: int, t: int, device: torch.device, dtype: torch.dtype):
     """Complex factors for :func:`_fft_resize` (computed in float64, then cast)."""
     m, half = min(n, t), t // 2 + 1
