@@ -130,15 +130,6 @@ class KnownDigests:
             return None
         return hit[2]
 
-    def hash_ahead(self, t: torch.Tensor, layout: str) -> None:
-        """Hash now the outputs a state-dict builder will cut from ``t`` without copying
-        (``layout`` as :meth:`zoo.families.base.Family.unchanged_outputs` says), so the
-        hashing overlaps other work instead of waiting for the whole state dict."""
-        parts = [t] if layout == "whole" else list(t.unbind(0))
-        for p in parts:
-            if p.is_contiguous() and self.get(p) is None:
-                self.add(p, digest(p))
-
 
 def digest(t: torch.Tensor) -> str:
     """sha256 hex of the tensor's bytes as safetensors lays them out."""
