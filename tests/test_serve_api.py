@@ -1020,10 +1020,29 @@ def test_a_failing_database_is_told_to_callers_by_kind_and_to_the_log_in_full(tm
         assert answer.status_code == 503, answer.text
         error = answer.json()["error"]
         assert error["class"] == "SchemaOutdatedError" and error["exit_code"] == 5, error
-        assert error["message"] == (
+        told = (
             "The server's database schema changed while it ran; it is now out of date: run "
-            "`zoo db upgrade`. Restart the server once the schema is this zoo's."
+            "`zoo db upgrade`, where the server runs. The server answers again by itself "
+            "once the schema is its zoo's."
         )
+        assert error["message"] == told
+        # A route whose tables did not change fails once the server checks the schema
+        # again (every few seconds): told alike, not as the local command's own words.
+        deadline = time.monotonic() + 15
+        with client(server.url, None) as http:
+            while (answer := http.get("/api/artifacts")).status_code == 200:
+                assert time.monotonic() < deadline, "the schema was not checked again"
+                time.sleep(0.5)
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["message"] == told
+        # Upgraded where the server runs, it answers again, without a restart.
+        up = [sys.executable, "-m", "zoo_cli.main", "db", "upgrade"]
+        done = subprocess.run(up, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        with client(server.url, None) as http:
+            while (answer := http.get("/api/artifacts")).status_code != 200:
+                assert time.monotonic() < deadline + 15, answer.text
+                time.sleep(0.5)
     finally:
         server.stop()
     # One entry per failure, the handler's, each one line: a database error is expected,

@@ -428,6 +428,16 @@ def _schema_state_after(reg) -> str | None:
     return None if state == "up to date" else state
 
 
+def _schema_changed(state: str) -> SchemaOutdatedError:
+    """A schema changed under the running server, as its callers hear it: the fix is for
+    whoever runs the server, where it runs (a client has no `zoo db`), and no restart is
+    needed (the server checks the schema again every few seconds)."""
+    return SchemaOutdatedError(
+        f"The server's database schema changed while it ran; it is now {state}, where the "
+        "server runs. The server answers again by itself once the schema is its zoo's."
+    )
+
+
 class Server:
     """What every handler shares: the registry, the work pool, the file cache."""
 
@@ -759,6 +769,10 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         if isinstance(exc, StoreUnavailableError):  # its URL and advice are the server's
             log.error("object store error: %s", _first_line(exc))
             exc = StoreUnavailableError(_STORE_FAILED)
+        elif isinstance(exc, SchemaOutdatedError):  # the server's schema, not the caller's
+            state = await server.db(_schema_state_after, server.reg)
+            if state is not None:
+                exc = _schema_changed(state)
         return zoo_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -806,10 +820,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
             # `zoo db downgrade`, an older or newer zoo's upgrade) fails every statement.
             state = await server.db(_schema_state_after, server.reg)
             if state is not None:
-                err = SchemaOutdatedError(
-                    f"The server's database schema changed while it ran; it is now {state}. "
-                    "Restart the server once the schema is this zoo's."
-                )
+                err = _schema_changed(state)
             else:
                 err = DatabaseUnavailableError(
                     "The server's database is unavailable or failing; the server's log says why."
