@@ -594,12 +594,29 @@ def test_a_checkpoint_zoo_does_not_resize_and_a_placeholder_say_what_they_are(si
     use = page.locator("text=Use it").locator("..").inner_text()
     assert "from_pretrained" in use and "another size" not in use
     assert "None" not in page.locator("#graph").inner_text()
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
     page.goto(site.url + "/#/artifact/acme%2Ft5-base")
     page.wait_for_function("document.querySelector('h1')?.innerText === 'acme/t5-base'")
     page.wait_for_selector("#graph svg")
     text = page.locator("#view").inner_text()
     assert "weights in the store" not in text and "registered as imported" not in text
     assert "holds no weights" in text and "None" not in page.locator("#graph").inner_text()
+    # The page's requests made with it have all been answered (the card's last): a
+    # placeholder has no files, and none were asked for (the server refuses the listing).
+    page.wait_for_function("document.getElementById('card')?.textContent !== '…'")
+    assert any("/card" in url for url in asked)
+    assert not any(url.endswith("/files") for url in asked), asked
+    # Placeholders are a kind the browse page filters by, as `zoo ls --kind` does.
+    page.goto(site.url + "/")
+    page.locator("tr.row").first.wait_for()
+    page.select_option("#kind", "placeholder")
+    placeholders = [i.name for i in site.reg.list(kind="placeholder")]
+    page.wait_for_function(f"document.querySelectorAll('tr.row').length === {len(placeholders)}")
+    rows = page.locator("tr.row")
+    assert {rows.nth(i).get_attribute("data-name") for i in range(rows.count())} == set(
+        placeholders
+    )
 
 
 def test_the_size_the_page_suggests_is_one_the_server_makes(site, page):

@@ -22,7 +22,7 @@ def check_query(text: str, what: str = "name") -> str:
     slash."""
     text = text.replace("%2F", "/")
     if not text or "\x00" in text or len(text) > 1024:
-        raise NotFoundError(f"Nothing is registered as the {what} {_shown(text)!r}.")
+        raise NotFoundError(f"Nothing is registered as the {what} {_shown(text)}.")
     return text
 
 
@@ -31,7 +31,7 @@ def check_name(text: str, what: str = "name") -> str:
     command line refuses it (exit 2) when no name can hold it."""
     if not _storable(text):
         raise InvalidNameError(
-            f"{_shown(text)!r} is not a zoo {what}: use 1 to 128 letters, digits, '.', '_' "
+            f"{_shown(text)} is not a zoo {what}: use 1 to 128 letters, digits, '.', '_' "
             "and '-', starting with a letter, digit or '_'."
         )
     return text
@@ -42,7 +42,8 @@ def _storable(text: str) -> bool:
 
 
 def _shown(text: str) -> str:
-    return text[:40].encode("unicode_escape").decode() if text else ""
+    """The text quoted and escaped once, as the command line shows a name (``repr``)."""
+    return repr(text[:40])
 
 
 def check_upload_name(name: str | None) -> str:

@@ -62,7 +62,7 @@ async function browse() {
     <div class="head"><h1>Library</h1><span id="count" class="count"></span></div>
     <div class="toolbar">
       <input id="q" type="search" placeholder="Search names and aliases" value="${esc(browseState.q)}">
-      <select id="kind"><option value="">every kind</option><option>source</option><option>learngene</option><option>derived</option></select>
+      <select id="kind"><option value="">every kind</option><option>source</option><option>learngene</option><option>derived</option><option>placeholder</option></select>
       <select id="family"><option value="">every family</option></select>
       <input id="size" placeholder="size, e.g. 6x384" style="flex:0 0 150px" value="${esc(browseState.size)}">
     </div>
@@ -228,7 +228,7 @@ model = AutoModel.from_pretrained("${esc(a.name)}", revision="${smallerSize(a)}"
   api(`/api/artifacts/${enc(a.name)}/card`).then(
     (t) => fill("card", (el) => { el.textContent = t; el.classList.remove("muted"); }),
     (e) => fill("card", (el) => { el.textContent = e.message; }));
-  if (a.kind !== "learngene") {
+  if (a.kind !== "learngene" && a.kind !== "placeholder") {  // neither has files to list
     api(`/api/artifacts/${enc(a.name)}/files`).then((f) => fill("files", (el) => {
       el.innerHTML = "Files: " + Object.entries(f.files).map(([n, m]) =>
         `<a class="file" href="/api/artifacts/${enc(a.name)}/files/${enc(n)}" download="${esc(n)}">${esc(n)}</a> (${bytes(m.size)})`).join(" · ");
