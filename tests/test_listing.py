@@ -514,6 +514,32 @@ def test_a_family_filter_takes_a_config_model_type_or_any_case(registry, tiny_di
             assert [a["name"] for a in json.loads(out)["artifacts"]] == expected, (typed, more)
 
 
+def test_a_family_filter_takes_the_model_type_of_a_checkpoint_no_family_resizes(
+    registry, tiny_dir, tmp_path, run_cli
+):
+    """A t5 is catalogued with no family; --family t5 (what its config.json says, in any
+    case) lists it, and nothing else, through the API, the CLI and a page with a cursor,
+    as --family lists a family's checkpoints."""
+    import transformers
+
+    config = transformers.T5Config(vocab_size=96, d_model=16, d_kv=8, d_ff=32, num_layers=1)
+    transformers.T5ForConditionalGeneration(config).save_pretrained(tmp_path / "t5")
+    assert json.loads((tmp_path / "t5" / "config.json").read_text())["model_type"] == "t5"
+    t5 = registry.import_checkpoint(tmp_path / "t5", name="tr")
+    registry.import_checkpoint(tiny_dir("bert"), name="b")
+    assert t5.family is None
+    for typed, expected in (("t5", ["tr"]), ("T5", ["tr"]), ("mt5", []), ("bert", ["b"])):
+        page = registry.search(family=typed)
+        assert ([a.name for a in page.items], page.total) == (expected, len(expected)), typed
+        for more in ((), ("--created-after", "2000-01-01"), ("--all", "--limit", "1")):
+            code, out, err = run_cli("ls", "--json", "--family", typed, *more)
+            assert code == 0, err
+            assert [a["name"] for a in json.loads(out)["artifacts"]] == expected, (typed, more)
+    registry.rm("tr")
+    assert registry.search(family="t5").items == ()
+    assert [a.name for a in registry.search(family="t5", include_deleted=True).items] == ["tr"]
+
+
 # --- pages -------------------------------------------------------------------------------------
 
 

@@ -92,10 +92,12 @@ def quick_page(
     )
     if not valid:
         return None
-    if isinstance(filters.get("family"), str):
-        from zoo.families import listed_as
+    if isinstance(filters.get("family"), str) and filters["family"]:
+        from zoo.families import FAMILY_NAMES, listed_as
 
         filters["family"] = listed_as(filters["family"])
+        if filters["family"] not in FAMILY_NAMES:  # a model_type read from configs
+            return None  # (t5): the registry's to answer
     shape = dict(
         kind=kind,
         include_deleted=include_deleted,

@@ -783,14 +783,18 @@ def search(
         check_name_text(text, what)  # UTF-8 text, as every database takes it
         if "\x00" in text:  # no name holds it; PostgreSQL refuses it
             raise InvalidInputError(f"A {what} cannot hold a NUL character.")
-    if family is not None:
-        from zoo.families import listed_as
+    model_type = None
+    if family:
+        from zoo.families import FAMILY_NAMES, listed_as
 
         family = listed_as(family)
+        if family not in FAMILY_NAMES:  # a model_type no family reads: its catalogued ones
+            family, model_type = None, family
     with reg.session() as session:
         filters = Filters(
             kind=kind,
             family=family,
+            model_type=model_type,
             include_deleted=include_deleted,
             name=name or None,
             min_layers=min_layers,

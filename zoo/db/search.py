@@ -20,6 +20,7 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    cast,
     exists,
     func,
     literal,
@@ -57,6 +58,9 @@ class Filters:
 
     kind: str | None = None
     family: str | None = None
+    #: a config's model_type no family reads (t5): the checkpoints catalogued without a
+    #: family whose config.json names it (any case)
+    model_type: str | None = None
     include_deleted: bool = False
     #: a glob over the name and the aliases (``*`` any run, ``?`` one character), case
     #: insensitive; without a wildcard, names and aliases that contain it
@@ -88,6 +92,9 @@ def conditions(f: Filters, dialect: str) -> list:
         conds.append(Artifact.kind == f.kind)
     if f.family:
         conds.append(Artifact.family == f.family)
+    if f.model_type:
+        conds.append(Artifact.family.is_(None))
+        conds.append(func.lower(_model_type(dialect)) == f.model_type.lower())
     if not f.include_deleted:
         conds.append(Artifact.deleted_at.is_(None))
     if f.name:
@@ -120,6 +127,13 @@ def conditions(f: Filters, dialect: str) -> list:
     if f.created_before is not None:
         conds.append(Artifact.created_at < _utc(f.created_before))
     return conds
+
+
+def _model_type(dialect: str):
+    """The model_type of an artifact's config.json (text in both back ends' columns)."""
+    if dialect == "postgresql":
+        return func.json_extract_path_text(cast(Artifact.config_json, JSON), "model_type")
+    return func.json_extract(Artifact.config_json, "$.model_type")
 
 
 def page(
