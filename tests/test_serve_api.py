@@ -132,6 +132,17 @@ def test_a_name_look_up_refuses_the_filters_it_would_not_apply(served):
         assert [a["name"] for a in kept.json()["artifacts"]] == ["tiny-bert"]
 
 
+def test_a_name_look_up_keeps_a_family_as_a_listing_does(served):
+    """family= in any case keeps the same artifacts with name= or alias= as without."""
+    with _read(served) as http:
+        for family, kept in (("bert", ["tiny-bert"]), ("BERT", ["tiny-bert"]), ("gpt2", [])):
+            listed = http.get("/api/artifacts", params={"family": family, "q": "tiny-bert"})
+            assert [a["name"] for a in listed.json()["artifacts"]] == kept, family
+            looked = http.get("/api/artifacts", params={"family": family, "name": "tiny-bert"})
+            assert looked.status_code == 200, looked.text
+            assert [a["name"] for a in looked.json()["artifacts"]] == kept, family
+
+
 def test_writes_over_rest_match_the_registry(served):
     with _write(served) as http:
         lg = http.post("/api/extract", json={"source": "tiny-bert", "wavelet": "haar"})

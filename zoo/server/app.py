@@ -952,7 +952,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
             keep = [
                 i
                 for i in found
-                if (kind is None or i.kind == kind) and (family is None or i.family == family)
+                if (kind is None or i.kind == kind) and (not family or _of_family(i, family))
             ]
             return {"artifacts": [_summary_json(i) for i in keep], "total": len(keep), "next": None}
         if size:
@@ -1426,6 +1426,20 @@ def _exactly(reg, name: str | None, alias: str | None) -> list:
     if (name and info.name != name) or (alias and alias not in info.aliases):
         return []
     return [info]
+
+
+def _of_family(info, family: str) -> bool:
+    """Whether ``family=`` keeps ``info`` as a listing's does: a family in any case or a
+    config's model_type (of a checkpoint no family resizes, its config.json's)."""
+    from zoo.families import FAMILY_NAMES, listed_as
+
+    listed = listed_as(family)
+    if listed in FAMILY_NAMES:
+        return info.family == listed
+    model_type = (info.config or {}).get("model_type")
+    return (
+        info.family is None and isinstance(model_type, str) and model_type.lower() == listed.lower()
+    )
 
 
 def _summary_json(item) -> dict[str, Any]:
