@@ -638,6 +638,7 @@ def default_cmd(family, name, as_json) -> None:
 
     reg = _registry()
     info = reg.set_default(family, name)
+    family = info.family  # the family's own name, however it was typed
     _emit(as_json, {"family": family, "learngene": info.to_json()}, f"{family} -> {info.name}")
     try:  # an artifact named like the family: materialize now means the default instead
         shadowed = reg.show(family)

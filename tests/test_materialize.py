@@ -519,6 +519,21 @@ def test_a_source_named_like_its_family_is_reached_by_its_hash_once_a_default_is
     assert run_cli("default", "gpt2", dct.name)[2].startswith("note:")  # every time
 
 
+def test_a_default_takes_its_family_in_any_case(registry, tiny_dir, run_cli):
+    """`zoo default BERT` sets bert's default, as `zoo ls --family BERT` lists bert's
+    checkpoints: it says so under the family's own name, which `zoo materialize` takes."""
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    dwt = registry.extract(src.name, method="dwt")
+    dct = registry.extract(src.name, method="dct")
+    code, out, err = run_cli("default", "BERT", dct.name)
+    assert (code, out) == (0, f"bert -> {dct.name}\n"), err
+    made = registry.materialize("bert", layers=2, hidden=16).artifact
+    assert made.info["recipe"]["learngene"] == dct.content_hash
+    assert registry.set_default("Bert", dwt.name).name == dwt.name
+    made = registry.materialize("bert", layers=2, hidden=8).artifact
+    assert made.info["recipe"]["learngene"] == dwt.content_hash
+
+
 def test_lineage_marks_removed_artifacts(registry, tiny_dir):
     src = registry.import_checkpoint(tiny_dir("bert"))
     small = registry.materialize(src.name, layers=2, hidden=16).artifact

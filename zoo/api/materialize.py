@@ -679,7 +679,7 @@ def set_default(reg, family: str, query: str) -> ArtifactInfo:
 
     from zoo.families import get_family
 
-    get_family(family)
+    family = get_family(family).name  # in any case, as `zoo ls --family` takes it
 
     def work(session: Session) -> ArtifactInfo:
         row = queries.resolve(session, query, kinds=("learngene",))
