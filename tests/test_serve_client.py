@@ -3,12 +3,13 @@ prints what it prints on the server's own database, with the same exit codes."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from types import SimpleNamespace
 
 import pytest
-from zooserver import ZooServer, registry_for, server_env
+from zooserver import ZooServer, client, registry_for, server_env
 
 from zoo.errors import InvalidInputError
 
@@ -51,6 +52,17 @@ def both(served, run_cli, monkeypatch):
         return run_cli(*args)
 
     return SimpleNamespace(run=lambda *a: (local(*a), remote(*a)), local=local, remote=remote)
+
+
+def test_a_default_takes_its_family_in_any_case_both_ways(both, served):
+    lg = served.reg.extract("tiny-gpt2", method="dct")
+    local, remote = both.run("default", "GPT2", lg.name, "--json")
+    assert local[0] == 0 and remote == local, (local, remote)
+    assert json.loads(local[1])["family"] == "gpt2"
+    with client(served.url, served.admin) as http:
+        answer = http.put("/api/defaults/Gpt2", json={"learngene": lg.name})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["family"] == "gpt2"
 
 
 def test_reads_print_the_same_both_ways(both, served):

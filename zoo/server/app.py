@@ -1287,7 +1287,8 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
             server.reg.set_default, check_query(family, "family"), check_query(body.learngene)
         )
         server.done.clear()  # a bare family name now means another learngene
-        return {"family": family, "learngene": info.to_json(with_tensors=True)}
+        # The family's own name, however the path spelled it (BERT sets bert's).
+        return {"family": info.family, "learngene": info.to_json(with_tensors=True)}
 
     @app.post("/api/gc", tags=["maintenance"])
     async def gc(body: GcRequest, _=admin):
