@@ -433,6 +433,35 @@ def test_one_shard_audits_as_a_part_and_a_changed_tensor_as_a_difference(reg, tm
     assert report.to_text().startswith(f"{tmp_path / 'changed.safetensors'}: MODIFIED from source")
 
 
+def test_metadata_naming_another_artifact_does_not_outweigh_the_tensors_held(reg, tmp_path):
+    """A zoo output's metadata is the file's own word: on a fine-tune of a source whose
+    metadata names a derived checkpoint (copied over, or forged), the audit names the
+    source whose tensors it holds, the one changed tensor differing; a file that changed
+    every tensor of the output its metadata names is still that output, modified."""
+    src = reg.import_checkpoint(save_tiny("bert", tmp_path / "src"))
+    small = reg.materialize(src.name, layers=2, hidden=16, device="cpu", out=tmp_path / "small")
+    with safe_open(small.out / "model.safetensors", "pt") as f:
+        metadata = f.metadata()
+    assert json.loads(metadata["zoo.derived"])["name"] == small.artifact.name
+
+    tensors = load_file(tmp_path / "src" / "model.safetensors")
+    changed = "bert.encoder.layer.0.attention.self.query.weight"
+    tensors[changed] = tensors[changed] + 0.01
+    forged = shutil.copytree(tmp_path / "src", tmp_path / "forged")
+    save_file(tensors, forged / "model.safetensors", metadata=metadata)
+    report = reg.audit(forged)
+    assert (report.status, report.artifact.id) == ("modified", src.id)
+    assert (report.differing, report.missing, report.extra) == ([changed], [], [])
+    assert not report.named_by_file
+
+    every = {k: v + 0.01 for k, v in load_file(small.out / "model.safetensors").items()}
+    tuned = shutil.copytree(small.out, tmp_path / "tuned")
+    save_file(every, tuned / "model.safetensors", metadata=metadata)
+    report = reg.audit(tuned)
+    assert (report.status, report.artifact.id) == ("modified", small.artifact.id)
+    assert report.named_by_file and not (report.missing or report.extra)
+
+
 def test_content_shared_by_a_source_and_a_derived_checkpoint_names_both(reg, tmp_path, run_cli):
     """A dwt learngene materialized at its source's own size gives the source back, byte
     for byte: one content, registered as a source and as a derived checkpoint. Both

@@ -396,8 +396,15 @@ def _identify(
             if among is None
             else {among: len(evidence)}
         )
+        # The file's metadata is only its word: it names an artifact where the file's
+        # tensors point to none (a fine-tune that changed every matrix) and breaks ties
+        # among those they point to, never over the checkpoint whose tensors it holds (a
+        # stale or forged claim).
+        claimed_row = None
         if row is None and claimed:
-            row = _named_by_file(list(session.scalars(_by_hash(claimed[1]))), claimed)
+            claimed_row = _named_by_file(list(session.scalars(_by_hash(claimed[1]))), claimed)
+            if claimed_row is not None and among is None:
+                candidates.setdefault(claimed_row.id, 0)
         best, readers = row, {}
         if best is None and candidates:
             # The most of the file's evidence held under the file's names, then the fewest
@@ -414,16 +421,22 @@ def _identify(
                 mine = _renamed(file_tensors, names)
                 unmatched = len(records) - _overlap(records, mine)
                 score = (_overlap(records, _renamed(evidence, names)), -unmatched)
-                if best_score is None or score > best_score:
+                named = claimed_row is not None and artifact_id == claimed_row.id
+                if best_score is None or score > best_score or (score == best_score and named):
                     best_id, best_score = artifact_id, score
             best = session.get(Artifact, best_id)
             # Bytes held only under other names (an unrelated model that shares a matrix
             # or two, say a frozen embedding) are weaker evidence than the file's own
-            # names: a cast copy of another checkpoint is looked for first.
-            if best_score[0] == 0 and rounding:
-                cast, cast_readers = _by_rounding(reg, session, tensors, evidence, config)
+            # names: a cast copy of another checkpoint is looked for first, then the
+            # artifact the file's metadata names.
+            if best_score[0] == 0:
+                cast, cast_readers = None, {}
+                if rounding:
+                    cast, cast_readers = _by_rounding(reg, session, tensors, evidence, config)
                 if cast is not None:
                     best, readers = cast, cast_readers
+                elif claimed_row is not None:
+                    best = claimed_row
         if best is None and rounding:  # no byte in common: a copy cast down from float32?
             best, readers = _by_rounding(reg, session, tensors, evidence, config)
         if best is not None:
