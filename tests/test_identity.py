@@ -462,6 +462,28 @@ def test_metadata_naming_another_artifact_does_not_outweigh_the_tensors_held(reg
     assert report.named_by_file and not (report.missing or report.extra)
 
 
+def test_a_changed_copy_names_the_checkpoint_without_tensors_extra_to_it(reg, tmp_path):
+    """Two sources share every matrix, one adding a vector (a norm gain another variant
+    of the architecture adds): a copy of that one with a matrix changed is it, one tensor
+    differing, not the other with the vector extra."""
+    base = reg.import_checkpoint(save_tiny("bert", tmp_path / "base"))
+    tensors = load_file(tmp_path / "base" / "model.safetensors")
+    added = "bert.encoder.layer.0.attention.self.scale"
+    tensors[added] = torch.linspace(0.5, 1.5, 32)
+    plus = shutil.copytree(tmp_path / "base", tmp_path / "plus")
+    save_file(tensors, plus / "model.safetensors", metadata={"format": "pt"})
+    plus = reg.import_checkpoint(plus)
+    assert plus.id != base.id
+
+    changed = "bert.encoder.layer.0.attention.self.query.weight"
+    tensors[changed] = tensors[changed] + 0.01
+    tuned = shutil.copytree(tmp_path / "base", tmp_path / "tuned")
+    save_file(tensors, tuned / "model.safetensors", metadata={"format": "pt"})
+    report = reg.audit(tuned)
+    assert (report.status, report.artifact.id) == ("modified", plus.id)
+    assert (report.differing, report.missing, report.extra) == ([changed], [], [])
+
+
 def test_content_shared_by_a_source_and_a_derived_checkpoint_names_both(reg, tmp_path, run_cli):
     """A dwt learngene materialized at its source's own size gives the source back, byte
     for byte: one content, registered as a source and as a derived checkpoint. Both

@@ -408,9 +408,11 @@ def _identify(
         best, readers = row, {}
         if best is None and candidates:
             # The most of the file's evidence held under the file's names, then the fewest
-            # recorded tensors the file lacks or holds otherwise: a 2-layer copy of a
-            # 4-layer source's first layers is the 2-layer checkpoint, and a source is
-            # not a depth grow that repeats its layers, though each holds every tensor.
+            # recorded tensors the file lacks or holds otherwise, or holds beyond them: a
+            # 2-layer copy of a 4-layer source's first layers is the 2-layer checkpoint, a
+            # source is not a depth grow that repeats its layers, though each holds every
+            # tensor, and a copy of a checkpoint that adds norm gains to another's
+            # matrices is that checkpoint, not the other with the gains extra.
             # Names are compared as the artifact's (see _renaming): a base model saved on its
             # own is its artifact's size, not another's that happens to share its names.
             ranked = sorted(candidates.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -420,6 +422,7 @@ def _identify(
                 names = _renaming(records, file_tensors, _family_name(session, artifact_id))[2]
                 mine = _renamed(file_tensors, names)
                 unmatched = len(records) - _overlap(records, mine)
+                unmatched += len(mine.keys() - {r.name for r in records})
                 score = (_overlap(records, _renamed(evidence, names)), -unmatched)
                 named = claimed_row is not None and artifact_id == claimed_row.id
                 if best_score is None or score > best_score or (score == best_score and named):
