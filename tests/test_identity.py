@@ -482,6 +482,9 @@ def test_a_changed_copy_names_the_checkpoint_without_tensors_extra_to_it(reg, tm
     report = reg.audit(tuned)
     assert (report.status, report.artifact.id) == ("modified", plus.id)
     assert (report.differing, report.missing, report.extra) == ([changed], [], [])
+    assert report.to_text().splitlines()[0] == (
+        f"{tuned}: MODIFIED from source {plus.name} ({plus.content_hash[:12]}): 1 tensor differs"
+    )
 
 
 def test_content_shared_by_a_source_and_a_derived_checkpoint_names_both(reg, tmp_path, run_cli):

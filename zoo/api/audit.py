@@ -143,7 +143,8 @@ class AuditReport:
         else:
             lines.append(
                 f"{path}: MODIFIED from {a.kind} {a.name} "
-                f"({a.content_hash[:12]}): {len(self.differing)} tensors differ"
+                f"({a.content_hash[:12]}): {len(self.differing)} "
+                + ("tensor differs" if len(self.differing) == 1 else "tensors differ")
                 + (f", {len(self.missing)} missing" if self.missing else "")
                 + (f", {len(self.extra)} extra" if self.extra else "")
             )

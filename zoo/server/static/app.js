@@ -507,7 +507,7 @@ function showReport(r) {
       ? `is a part of <a href="#/artifact/${enc(a.name)}">${esc(a.name)}</a>: its base model, saved without its head; every tensor of that ${esc(a.kind)} checkpoint it holds is unchanged; ${r.missing.length} missing (the head)${r.extra.length ? `, ${r.extra.length} extra (layers the base model adds)` : ""}.`
       : r.missing.length && !r.differing.length && !r.extra.length
       ? `is a part of <a href="#/artifact/${enc(a.name)}">${esc(a.name)}</a>: every tensor in it is that ${esc(a.kind)} checkpoint's, unchanged; ${r.missing.length} missing (one shard of it, or a cut-down copy).`
-      : `differs from <a href="#/artifact/${enc(a.name)}">${esc(a.name)}</a>: ${r.differing.length} tensors differ${r.missing.length ? `, ${r.missing.length} missing` : ""}${r.extra.length ? `, ${r.extra.length} extra` : ""}.`),
+      : `differs from <a href="#/artifact/${enc(a.name)}">${esc(a.name)}</a>: ${r.differing.length} ${r.differing.length === 1 ? "tensor differs" : "tensors differ"}${r.missing.length ? `, ${r.missing.length} missing` : ""}${r.extra.length ? `, ${r.extra.length} extra` : ""}.`),
     removed: a && `was ${esc(a.kind)} ${esc(a.name)}, removed from the library.`,
     unknown: "shares no tensors with any registered artifact.",
   }[r.status];
