@@ -487,6 +487,27 @@ def test_a_changed_copy_names_the_checkpoint_without_tensors_extra_to_it(reg, tm
     )
 
 
+def test_a_hub_cache_blob_named_by_its_hash_audits_as_its_checkpoint(reg, tmp_path, run_cli):
+    """The Hugging Face cache keeps a snapshot's files in blobs/ under their hashes, with
+    no suffix: such a blob that safetensors reads is audited as the file it is; a file of
+    another format under such a name is still refused in one line."""
+    src = reg.import_checkpoint(save_tiny("bert", tmp_path / "src"))
+    blob = tmp_path / "blobs" / ("a" * 64)
+    blob.parent.mkdir()
+    shutil.copyfile(tmp_path / "src" / "model.safetensors", blob)
+    assert set(load_file(blob)) == set(load_file(tmp_path / "src" / "model.safetensors"))
+    report = reg.audit(blob)
+    assert (report.status, report.artifact.id) == ("known", src.id)
+    config = tmp_path / "blobs" / ("b" * 64)
+    shutil.copyfile(tmp_path / "src" / "config.json", config)
+    code, out, err = run_cli("audit", str(config))
+    assert code == 2 and not out
+    assert err.strip() == (
+        f"zoo: error: {config} is not a .safetensors file; pass a .safetensors file or a "
+        "checkpoint folder."
+    )
+
+
 def test_content_shared_by_a_source_and_a_derived_checkpoint_names_both(reg, tmp_path, run_cli):
     """A dwt learngene materialized at its source's own size gives the source back, byte
     for byte: one content, registered as a source and as a derived checkpoint. Both

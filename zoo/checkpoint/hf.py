@@ -311,7 +311,9 @@ def _open_file(
     path: Path, *, allow_bin: bool, progress: Progress | None, watch: Watch
 ) -> LocalCheckpoint:
     root = path.parent
-    if path.suffix == ".safetensors":
+    # The Hugging Face cache keeps each file under its hash, without a suffix: a file
+    # that starts as safetensors does (a header length, then a JSON object) is read so.
+    if path.suffix == ".safetensors" or _starts_as_safetensors(path):
         return _open_safetensors(path, root, None, [path.name], {}, [], progress, watch)
     if path.suffix in PICKLE_SUFFIXES:
         if not allow_bin:
@@ -321,6 +323,23 @@ def _open_file(
         f"{path} is not a .safetensors file; pass a .safetensors file or a checkpoint folder.",
         path=str(path),
     )
+
+
+def _starts_as_safetensors(path: Path) -> bool:
+    """Whether ``path``'s first bytes are a safetensors header's start: its length, under
+    the limit, then ``{``."""
+    import struct
+
+    from zoo.checkpoint.safetensors_format import MAX_HEADER_SIZE
+
+    try:
+        with open_regular(path) as f:
+            head = f.read(9)
+    except (OSError, ZooError):
+        return False  # not read: the error that follows says what it is not
+    if len(head) < 9:
+        return False
+    return 2 <= struct.unpack("<Q", head[:8])[0] <= MAX_HEADER_SIZE and head[8:] == b"{"
 
 
 def _open_folder(
