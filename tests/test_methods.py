@@ -61,6 +61,19 @@ def _refused(fn) -> bool:
     return False
 
 
+def test_a_ratio_that_is_not_a_whole_multiple_is_refused_naming_each_axis_sizes():
+    """Axes grow from sizes of their own (hidden 32, ffn 88): the refusal gives each its
+    own, not the first axis's sizes under every name."""
+    source = {"hidden": 32, "ffn": 88, "kv": 16, "layers": 4}
+    target = {"hidden": 48, "ffn": 132, "kv": 24, "layers": 4}
+    with pytest.raises(InvalidTargetError) as err:
+        check_target("hypercloning", source, target)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "hidden 32 -> 48, ffn 88 -> 132 or kv 16 -> 24" in message
+    assert "layers" not in message
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_a_methods_declarations_are_what_its_resize_does(name):
     """Grows, shrinks, whole multiples, random draws and reading the source's values, as

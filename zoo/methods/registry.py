@@ -66,9 +66,10 @@ def check_target(name: str, source_sizes: Mapping[str, int], target_sizes: Mappi
             f"use {_others(name, 'shrinks')} to shrink"
         )
     elif uneven:
+        # Each axis with its own sizes: hidden, ffn and kv grow from different sizes.
+        goes = either(f"{r} {source_sizes[r]} -> {target_sizes[r]}" for r in uneven)
         problem = (
-            f"{name} needs integer multipliers, but {', '.join(uneven)} "
-            f"goes {source_sizes[uneven[0]]} -> {target_sizes[uneven[0]]}; "
+            f"{name} needs integer multipliers, not {goes}; "
             f"use {_others(name, 'grows', even=False)} for other ratios"
         )
     if problem:
