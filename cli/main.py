@@ -1137,23 +1137,21 @@ _STORAGE_ERRNOS = {
 
 
 def _is_storage_error(exc: BaseException) -> bool:
-    if _is_object_store_error(exc):
+    from zoo.store.base import is_object_store_error
+
+    if is_object_store_error(exc):
         return True
     return isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS
 
 
 def _storage_message(exc: BaseException) -> str:
     """``No space left on device: /path`` rather than ``[Errno 28] ...: '/path'``."""
-    if _is_object_store_error(exc):
+    from zoo.store.base import is_object_store_error
+
+    if is_object_store_error(exc):
         return f"object store: {_first_line(exc)}"
     where = exc.filename if exc.filename is not None else ""
     return f"{exc.strerror}: {where}" if where != "" else str(exc.strerror)
-
-
-def _is_object_store_error(exc: BaseException) -> bool:
-    from zoo.store.base import is_object_store_error
-
-    return is_object_store_error(exc)
 
 
 def _is_database_error(exc: BaseException) -> bool:

@@ -727,24 +727,31 @@ def test_interrupted_materialization_leaves_no_partial_folder_and_no_row(
     assert _outputs_journal(registry) == []
 
 
+def _signal_after_commit(monkeypatch, signum: int) -> None:
+    """Send this process ``signum`` the moment an output folder is renamed into place,
+    before its row is written: the late interrupt the rename and its row hold back."""
+    from zoo.api import export
+
+    real = export.OutputFolder.commit
+
+    def commit_then_signal(self, **kwargs):
+        path = real(self, **kwargs)
+        os.kill(os.getpid(), signum)
+        return path
+
+    monkeypatch.setattr(export.OutputFolder, "commit", commit_then_signal)
+
+
 def test_a_late_ctrl_c_gives_the_folder_and_its_row_together(
     registry, tiny_dir, tmp_path, monkeypatch, run_cli
 ):
     """A SIGINT that arrives while the finished folder is renamed into place is acted on
     once its row is written too: both exist, or (earlier) neither; and the command says
     what it kept, not just "aborted"."""
-    from zoo.api import export
     from zoo.errors import InterruptedAfterWriting
 
     src = registry.import_checkpoint(tiny_dir("gpt2"))
-    real = export.OutputFolder.commit
-
-    def commit_then_sigint(self, **kwargs):
-        path = real(self, **kwargs)
-        os.kill(os.getpid(), signal.SIGINT)
-        return path
-
-    monkeypatch.setattr(export.OutputFolder, "commit", commit_then_sigint)
+    _signal_after_commit(monkeypatch, signal.SIGINT)
     out = tmp_path / "out"
     with pytest.raises(InterruptedAfterWriting):
         registry.materialize(src.name, layers=2, hidden=16, out=out)
@@ -768,18 +775,10 @@ def test_a_late_sigterm_is_held_back_as_ctrl_c_is(registry, tiny_dir, tmp_path, 
     the folder and its record both exist."""
     from zoo_cli import main as cli_main
 
-    from zoo.api import export
     from zoo.errors import InterruptedAfterWriting
 
     src = registry.import_checkpoint(tiny_dir("gpt2"))
-    real = export.OutputFolder.commit
-
-    def commit_then_sigterm(self, **kwargs):
-        path = real(self, **kwargs)
-        os.kill(os.getpid(), signal.SIGTERM)
-        return path
-
-    monkeypatch.setattr(export.OutputFolder, "commit", commit_then_sigterm)
+    _signal_after_commit(monkeypatch, signal.SIGTERM)
     monkeypatch.setattr(cli_main, "_terminated", [])
     previous = signal.signal(signal.SIGTERM, cli_main._terminate)  # as `command()` sets it
     try:

@@ -93,11 +93,11 @@ def quick_page(
     if not valid:
         return None
     if isinstance(filters.get("family"), str) and filters["family"]:
-        from zoo.families import FAMILY_NAMES, listed_as
+        from zoo.families import family_filter
 
-        filters["family"] = listed_as(filters["family"])
-        if filters["family"] not in FAMILY_NAMES:  # a model_type read from configs
-            return None  # (t5): the registry's to answer
+        filters["family"], model_type = family_filter(filters["family"])
+        if model_type is not None:  # read from configs (t5): the registry's to answer
+            return None
     shape = dict(
         kind=kind,
         include_deleted=include_deleted,

@@ -785,11 +785,9 @@ def search(
             raise InvalidInputError(f"A {what} cannot hold a NUL character.")
     model_type = None
     if family:
-        from zoo.families import FAMILY_NAMES, listed_as
+        from zoo.families import family_filter
 
-        family = listed_as(family)
-        if family not in FAMILY_NAMES:  # a model_type no family reads: its catalogued ones
-            family, model_type = None, family
+        family, model_type = family_filter(family)
     with reg.session() as session:
         filters = Filters(
             kind=kind,

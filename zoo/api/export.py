@@ -432,12 +432,17 @@ def plan_files(
     return files
 
 
+def _temp_path(out: Path, tag: str) -> Path:
+    """The hidden folder beside ``out`` that a writer tagged ``tag`` assembles it in."""
+    return out.parent / f".{_stem(out)}.zoo-tmp-{tag}"
+
+
 def _new_temp(out: Path) -> tuple[Path, str, list[Path]]:
     """A fresh temporary folder beside ``out``, named for this host and process; with the
     folders above ``out`` that it created (for :func:`_remove_made`). While it is
     written it is no more open to others than a folder at ``out`` it will replace."""
     tag = f"{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    temp = out.parent / f".{_stem(out)}.zoo-tmp-{tag}"
+    temp = _temp_path(out, tag)
     made: list[Path] = []
     try:
         for folder in reversed([out.parent, *out.parent.parents]):
@@ -728,7 +733,7 @@ class OutputFolder:
         goes, and the output it replaced comes back. The folder leaves by its temporary
         name, so a process killed midway is undone by the next write (or ``zoo fsck
         --repair``) as a swap killed before its rename is."""
-        temp = self.out.parent / f".{_stem(self.out)}.zoo-tmp-{self._tag}"
+        temp = _temp_path(self.out, self._tag)
         os.replace(self.out, temp)
         if self._displaced is not None:
             os.replace(self._displaced, self.out)

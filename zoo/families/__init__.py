@@ -68,6 +68,15 @@ def listed_as(name: str) -> str:
     return family.name if family is not None else name
 
 
+def family_filter(name: str) -> tuple[str | None, str | None]:
+    """What a listing's ``family`` filter ``name`` keeps: ``(family, None)`` for a family
+    (:func:`listed_as`), or ``(None, model_type)`` for a config's model_type no family
+    reads (t5): the checkpoints catalogued without a family whose config.json names it,
+    in any case."""
+    listed = listed_as(name)
+    return (listed, None) if listed in _FAMILIES else (None, listed)
+
+
 def family_for_config(config: Mapping[str, Any]) -> Family:
     """The family that reads a config.json, chosen by its ``model_type``.
 

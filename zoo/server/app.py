@@ -1432,15 +1432,13 @@ def _exactly(reg, name: str | None, alias: str | None) -> list:
 def _of_family(info, family: str) -> bool:
     """Whether ``family=`` keeps ``info`` as a listing's does: a family in any case or a
     config's model_type (of a checkpoint no family resizes, its config.json's)."""
-    from zoo.families import FAMILY_NAMES, listed_as
+    from zoo.families import family_filter
 
-    listed = listed_as(family)
-    if listed in FAMILY_NAMES:
+    listed, model_type = family_filter(family)
+    if listed is not None:
         return info.family == listed
-    model_type = (info.config or {}).get("model_type")
-    return (
-        info.family is None and isinstance(model_type, str) and model_type.lower() == listed.lower()
-    )
+    own = (info.config or {}).get("model_type")
+    return info.family is None and isinstance(own, str) and own.lower() == model_type.lower()
 
 
 def _summary_json(item) -> dict[str, Any]:
