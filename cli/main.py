@@ -7,6 +7,7 @@ Heavy modules (sqlalchemy, torch) are imported inside commands so ``--help`` sta
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -1031,7 +1032,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="zoo", standalone_mode=False)
     except click.exceptions.Abort as exc:  # click's, for a KeyboardInterrupt it caught
-        click.echo(f"zoo: {_interruption(exc.__cause__, 'aborted')}", err=True)
+        _tell_stopped(_interruption(exc.__cause__, "aborted"))
         sys.exit(130)
     except _NO_ARGS_IS_HELP as exc:  # a bare `zoo` or `zoo db`: the help, as before
         exc.show()
@@ -1046,7 +1047,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"zoo: error: {exc.format_message().strip().splitlines()[0]}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt as exc:
-        click.echo(f"zoo: {_interruption(exc, 'interrupted')}", err=True)
+        _tell_stopped(_interruption(exc, "interrupted"))
         sys.exit(130)
     except BrokenPipeError:  # `zoo ls | head`: the reader is gone, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -1082,17 +1083,28 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _interruption(exc: BaseException | None, plain: str) -> str:
-    """What Ctrl-C (or SIGTERM) stopped: ``plain``, unless it came after the work was
-    complete and kept."""
+    """What Ctrl-C (or SIGTERM, or SIGHUP) stopped: ``plain``, unless it came after the
+    work was complete and kept."""
     from zoo.errors import InterruptedAfterWriting
 
     if isinstance(exc, InterruptedAfterWriting):
         return str(exc)
-    return "terminated" if _terminated else plain
+    if not _terminated:
+        return plain
+    return "hung up" if _terminated[0] == signal.SIGHUP else "terminated"
 
 
-# SIGTERM (`timeout`, `kill`, a scheduler cancelling a job), once received.
+def _tell_stopped(what: str) -> None:
+    """Say why the command stopped, if anyone can still read it: after SIGHUP the terminal
+    is gone, and writing to it fails (EIO), which must not cost the exit status."""
+    with contextlib.suppress(OSError):
+        click.echo(f"zoo: {what}", err=True)
+
+
+# SIGTERM (`timeout`, `kill`, a scheduler cancelling a job) or SIGHUP (the terminal or
+# the ssh session the command ran in closed), once received.
 _terminated: list[int] = []
+_STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def _terminate(signum: int, frame) -> None:
@@ -1173,26 +1185,32 @@ def _is_connection_option_error(exc: BaseException) -> bool:
 
 
 def command() -> None:
-    """The ``zoo`` process: :func:`main`, then its exit. SIGTERM ends it as Ctrl-C does
-    (exit 143).
+    """The ``zoo`` process: :func:`main`, then its exit. SIGTERM and SIGHUP end it as
+    Ctrl-C does (exit 143 and 129); a SIGHUP ignored by whoever started it (``nohup``)
+    stays ignored.
 
     Once the command has finished, Ctrl-C has nothing left to stop, so it is ignored
     through the interpreter's teardown (torch's takes up to a second; an interrupt there
     killed a process that had written and printed its result). After an interrupt the
     process leaves at once, its cleanups done: torch's worker threads may still be running,
     and tearing the runtime down under them can abort the process (SIGABRT)."""
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _terminate)
+    for stopping in _STOPPING_SIGNALS:
+        if signal.getsignal(stopping) is signal.SIG_DFL:
+            signal.signal(stopping, _terminate)
     try:
         main()
         code: int | str | None = 0
     except SystemExit as exc:
         code = exc.code
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as Ctrl-C: the command is done
+    for stopping in _STOPPING_SIGNALS:  # as Ctrl-C: the command is done
+        if signal.getsignal(stopping) is _terminate:
+            signal.signal(stopping, signal.SIG_IGN)
     if code == 130:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a hung-up terminal, a closed one
+                if stream is not None:
+                    stream.flush()
         os._exit(128 + _terminated[0] if _terminated else 130)  # as a shell reports it
     sys.exit(code)
 

@@ -200,43 +200,85 @@ def test_an_interrupted_command_exits_130_without_tearing_the_runtime_down():
 
 
 # A `zoo` process told to stop (SIGTERM: `timeout`, `kill`, a batch scheduler cancelling
-# the job) while it writes an --out folder: its command's work is stood in for by an
-# output folder that is half written when the signal comes.
+# the job; SIGHUP: the terminal or ssh session it ran in closed) while it writes an --out
+# folder: its command's work is stood in for by an output folder that is half written
+# when the signal comes.
 _TERM_PROBE = """
 import os, signal, sys, time
 from pathlib import Path
 import zoo_cli.main as cli_main
 from zoo.api import export
 
+out, ctrl_c, stop = sys.argv[1:4]
+
 def writing(**kwargs):
     layout = {"w": ("F32", (4,), 16), "b": ("F32", (4,), 16)}
-    with export.OutputFolder(Path(sys.argv[1]), layout, force=False) as folder:
+    with export.OutputFolder(Path(out), layout, force=False) as folder:
         folder.put("w", bytes(16))
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), getattr(signal, stop))
         time.sleep(60)
 
 cli_main.cli.main = writing
-if sys.argv[2] == "ignored":  # as a script's background job starts: Ctrl-C ignored
+if ctrl_c == "ignored":  # as a script's background job starts: Ctrl-C ignored
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 sys.argv = ["zoo", "materialize"]
 cli_main.command()
 """
 
 
+@pytest.mark.parametrize("stop, said", [("SIGTERM", "zoo: terminated"), ("SIGHUP", "zoo: hung up")])
 @pytest.mark.parametrize("ctrl_c", ["default", "ignored"])
-def test_a_terminated_command_removes_its_half_written_output(tmp_path, ctrl_c):
-    """SIGTERM is what `timeout`, `kill` and a scheduler cancelling a job send. It ends a
-    command as Ctrl-C does, its cleanups run: the hidden folder the output was being
-    assembled in is removed (a process killed by the signal's default action left it, as
-    large as the output, until the next write there), and the exit status is the one a
-    shell gives a terminated process; also where Ctrl-C is ignored."""
+def test_a_stopped_command_removes_its_half_written_output(tmp_path, ctrl_c, stop, said):
+    """SIGTERM is what `timeout`, `kill` and a scheduler cancelling a job send; SIGHUP
+    what a closing terminal or ssh session sends. Each ends a command as Ctrl-C does, its
+    cleanups run: the hidden folder the output was being assembled in is removed (a
+    process killed by the signal's default action left it, as large as the output, until
+    the next write there), and the exit status is the one a shell gives a process the
+    signal ended; also where Ctrl-C is ignored."""
     out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-c", _TERM_PROBE, str(out), ctrl_c],
+        [sys.executable, "-c", _TERM_PROBE, str(out), ctrl_c, stop],
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert done.returncode == 128 + signal.SIGTERM, done.stderr
-    assert done.stderr.strip() == "zoo: terminated"
+    assert done.returncode == 128 + getattr(signal, stop), done.stderr
+    assert done.stderr.strip() == said
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_hung_up_command_cleans_up_though_its_terminal_is_gone(tmp_path):
+    """After SIGHUP the terminal is gone and writing to it fails: saying why the command
+    stopped must not cost its cleanups or its exit status (stderr here is /dev/full,
+    where every write fails as a closed terminal's does)."""
+    out = tmp_path / "out"
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-c", _TERM_PROBE, str(out), "default", "SIGHUP"],
+            stdout=subprocess.DEVNULL,
+            stderr=full,
+            timeout=120,
+        )
+    assert done.returncode == 128 + signal.SIGHUP
+    assert list(tmp_path.iterdir()) == []
+
+
+_NOHUP_PROBE = """
+import signal, sys
+import zoo_cli.main as cli_main
+
+cli_main.cli.main = lambda **kwargs: print(signal.getsignal(signal.SIGHUP) is signal.SIG_IGN)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts it
+sys.argv = ["zoo", "ls"]
+cli_main.command()
+"""
+
+
+def test_a_command_started_under_nohup_keeps_ignoring_hangups():
+    """`nohup zoo materialize ...` asks for the command to outlive its terminal: zoo
+    leaves an ignored SIGHUP ignored."""
+    done = subprocess.run(
+        [sys.executable, "-c", _NOHUP_PROBE], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
