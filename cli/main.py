@@ -318,10 +318,13 @@ def _next_page_command(cursor: str) -> str:
 @cli.command("show")
 @click.argument("name")
 @click.option("--tensors", is_flag=True, help="Also list every tensor.")
+@click.option(
+    "--all", "include_deleted", is_flag=True, help="Also a removed artifact (until `zoo gc`)."
+)
 @json_option
-def show_cmd(name: str, tensors: bool, as_json: bool) -> None:
+def show_cmd(name: str, tensors: bool, include_deleted: bool, as_json: bool) -> None:
     """Show one artifact (by name, alias, content-hash prefix of 8+ hex digits or ORG/NAME)."""
-    info = _registry().show(name)
+    info = _registry().show(name, include_deleted=include_deleted)
     _emit(as_json, info.to_json(with_tensors=tensors), render.artifact_detail(info, tensors))
 
 
@@ -667,10 +670,18 @@ def default_cmd(family, name, as_json) -> None:
 @click.option(
     "--depth", type=click.IntRange(min=0), help="At most this many edges away (default: all)."
 )
-def lineage_cmd(name, up, down, fmt, depth) -> None:
+@click.option(
+    "--all",
+    "include_deleted",
+    is_flag=True,
+    help="NAME may be a removed artifact (until `zoo gc`).",
+)
+def lineage_cmd(name, up, down, fmt, depth, include_deleted) -> None:
     """Ancestors and descendants of NAME, with each edge's recipe."""
     both = up == down  # neither flag, or both: the whole neighbourhood
-    graph = _registry().lineage(name, up=up or both, down=down or both, depth=depth)
+    graph = _registry().lineage(
+        name, up=up or both, down=down or both, depth=depth, include_deleted=include_deleted
+    )
     if fmt == "json":
         click.echo(json.dumps(graph.to_json(), indent=2, sort_keys=True, default=str))
     else:

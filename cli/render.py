@@ -63,7 +63,8 @@ def page_footer(page, next_command: str) -> str:
 def artifact_detail(info, with_tensors: bool = False) -> str:
     lines = [
         f"name:      {info.name}",
-        f"kind:      {info.kind}{' (virtual: recipe only)' if info.virtual else ''}",
+        f"kind:      {info.kind}{' (virtual: recipe only)' if info.virtual else ''}"
+        f"{' (removed with `zoo rm`; `zoo gc` forgets it)' if info.deleted else ''}",
         f"family:    {info.family or _no_family(info)}",
         f"hash:      {info.content_hash}",
         f"created:   {info.created_at.isoformat(timespec='seconds')} by "

@@ -189,6 +189,38 @@ def test_rm_keeps_checkpoints_only_declared_as_made_from_it(
     assert "src (removed)" in run_cli("lineage", "carded")[1]
 
 
+def test_a_removed_artifact_is_shown_and_traced_when_asked_for(registry, family, tiny_dir, run_cli):
+    """An auditor asking about a removed source (its rows stay until gc) gets its record
+    and what was made from it with --all; without it, the refusal says how to ask."""
+    registry.import_checkpoint(tiny_dir("bert", seed=1), name="linked")
+    registry.link("linked", "src", relation="finetune")
+    registry.rm("src", cascade=True)
+
+    code, out, err = run_cli("show", "src")
+    assert code == 3 and out == "" and "removed with `zoo rm`" in err and "--all" in err
+    with pytest.raises(NotFoundError):
+        registry.lineage("src")
+
+    info = registry.show("src", include_deleted=True)
+    assert info.name == "src" and info.deleted
+    assert info.tensor_count == family["src"].tensor_count
+    code, out, _ = run_cli("show", "src", "--all")
+    assert code == 0 and "kind:      source (removed with `zoo rm`" in out
+    code, out, _ = run_cli("show", "src", "--all", "--json")
+    assert code == 0 and json.loads(out)["deleted"] is True
+
+    graph = registry.lineage("src", up=False, include_deleted=True)
+    children = {graph.nodes[e.child_id].name: graph.nodes[e.child_id] for e in graph.edges}
+    # What zoo made went with it (marked); the declared fine-tune stays kept.
+    assert set(children) == {"lg", "virt", "linked"}
+    assert children["lg"].deleted and not children["linked"].deleted
+    assert graph.nodes[graph.root].deleted
+    whole = registry.lineage("src", include_deleted=True)
+    code, out, _ = run_cli("lineage", "src", "--all", "--format", "json")
+    assert code == 0 and json.loads(out) == json.loads(json.dumps(whole.to_json(), default=str))
+    assert "src (removed)" in run_cli("lineage", "src", "--all")[1]
+
+
 def test_a_declared_parent_removed_keeps_its_row_not_its_blobs(registry, family, tiny_dir):
     """A virtual checkpoint made from a linked fine-tune is re-derived from the fine-tune,
     not from the fine-tune's declared base: the removed base's blobs are swept, its row

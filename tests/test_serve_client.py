@@ -85,6 +85,25 @@ def test_reads_print_the_same_both_ways(both, served):
         assert remote == local, args
 
 
+def test_a_removed_artifact_is_shown_and_traced_the_same_both_ways(both, served, tiny_dir):
+    served.reg.import_checkpoint(tiny_dir("gpt2", seed=7), name="removed-gpt2")
+    served.reg.import_checkpoint(tiny_dir("gpt2", seed=8), name="tuned-gpt2")
+    served.reg.link("tuned-gpt2", "removed-gpt2")
+    served.reg.rm("removed-gpt2")
+    for args, code in (
+        (("show", "removed-gpt2"), 3),
+        (("show", "removed-gpt2", "--all"), 0),
+        (("show", "removed-gpt2", "--all", "--json"), 0),
+        (("lineage", "removed-gpt2"), 3),
+        (("lineage", "removed-gpt2", "--all"), 0),
+        (("lineage", "removed-gpt2", "--all", "--format", "json"), 0),
+    ):
+        local, remote = both.run(*args)
+        assert local[0] == code, (args, local)
+        assert remote == local, args
+    assert "tuned-gpt2" in both.local("lineage", "removed-gpt2", "--all")[1]
+
+
 def test_errors_have_the_same_exit_code_and_line_both_ways(both):
     for args, code in (
         (("show", "no-such-model"), 3),

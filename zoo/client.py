@@ -307,8 +307,9 @@ class RemoteRegistry:
         )
         return list(page.items)
 
-    def show(self, name: str):
-        return artifact_from_json(self._call("GET", f"/api/artifacts/{_q(name)}"))
+    def show(self, name: str, *, include_deleted: bool = False):
+        params = {"all": "true"} if include_deleted else None
+        return artifact_from_json(self._call("GET", f"/api/artifacts/{_q(name)}", params=params))
 
     def tag(self, name: str, alias: str):
         return self.point_alias(name, alias)[0]
@@ -380,8 +381,12 @@ class RemoteRegistry:
         body = self._call("PUT", f"/api/defaults/{_q(family)}", json={"learngene": name})
         return artifact_from_json(body["learngene"])
 
-    def lineage(self, name: str, *, up: bool = True, down: bool = True, depth=None):
+    def lineage(
+        self, name: str, *, up: bool = True, down: bool = True, depth=None, include_deleted=False
+    ):
         params = {"up": str(up).lower(), "down": str(down).lower(), "format": "json"}
+        if include_deleted:
+            params["all"] = "true"
         if depth is not None:
             params["depth"] = depth
         return lineage_from_json(

@@ -861,11 +861,13 @@ def list_artifacts(
     )
 
 
-def show(reg, query: str) -> ArtifactInfo:
+def show(reg, query: str, *, include_deleted: bool = False) -> ArtifactInfo:
     """The artifact ``query`` names, with every other artifact of the same content (a hash
-    prefix names the first registration of that content)."""
+    prefix names the first registration of that content); a removed one too with
+    ``include_deleted``."""
     with reg.session() as session:
-        return queries.to_info(session, queries.resolve(session, query), same_content=True)
+        row = queries.resolve(session, query, include_removed=include_deleted)
+        return queries.to_info(session, row, same_content=True)
 
 
 def tag(reg, query: str, alias: str) -> tuple[ArtifactInfo, str | None]:

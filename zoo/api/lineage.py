@@ -182,10 +182,17 @@ def _within(root: int, up_edges: list[EdgeInfo], depth: int | None) -> set[int]:
 
 
 def lineage(
-    reg, query: str, *, up: bool = True, down: bool = True, depth: int | None = None
+    reg,
+    query: str,
+    *,
+    up: bool = True,
+    down: bool = True,
+    depth: int | None = None,
+    include_deleted: bool = False,
 ) -> Lineage:
     """The ancestors (``up``) and descendants (``down``) of an artifact, at most ``depth``
-    edges away (None: all). Each direction is one recursive query in the database."""
+    edges away (None: all); of a removed one too with ``include_deleted``. Each direction
+    is one recursive query in the database."""
     from sqlalchemy import select
 
     from zoo.db import graph, queries
@@ -196,7 +203,7 @@ def lineage(
     if depth is not None and depth >= 2**63:  # more than a database counts: every edge
         depth = None
     with reg.session() as session:
-        root = queries.resolve(session, query)
+        root = queries.resolve(session, query, include_removed=include_deleted)
         graph_ = Lineage(root=root.id, depth=depth)
         found: dict[int, EdgeInfo] = {}
         ancestry = {root.id}

@@ -461,20 +461,23 @@ class Registry:
             newest_first=newest_first,
         )
 
-    def show(self, name: str):
+    def show(self, name: str, *, include_deleted: bool = False):
         """The artifact an alias, name, content-hash prefix (8+ hex digits) or Hub
-        repository id (``ORG/NAME``: what was imported from it) names.
+        repository id (``ORG/NAME``: what was imported from it) names; with
+        ``include_deleted``, also one removed with :meth:`rm` that :meth:`gc` has not
+        forgotten yet (its ``deleted`` is true).
 
         Returns:
             Its :class:`~zoo.db.entities.ArtifactInfo`, with tensors, files and imports.
 
         Raises:
-            NotFoundError: nothing has that name, or what has it was removed.
+            NotFoundError: nothing has that name, or what has it was removed (and
+                ``include_deleted`` is off).
             AmbiguousNameError: a hash prefix that several artifacts share.
         """
         from zoo.api.catalog import show
 
-        return show(self, name)
+        return show(self, name, include_deleted=include_deleted)
 
     def tag(self, name: str, alias: str):
         """Point ``alias`` at the artifact ``name``; the alias's history keeps where it
@@ -802,13 +805,23 @@ class Registry:
 
         return set_default(self, family, name)
 
-    def lineage(self, name: str, *, up: bool = True, down: bool = True, depth: int | None = None):
+    def lineage(
+        self,
+        name: str,
+        *,
+        up: bool = True,
+        down: bool = True,
+        depth: int | None = None,
+        include_deleted: bool = False,
+    ):
         """Ancestors and/or descendants of an artifact, with each edge's recipe, at most
         ``depth`` edges away (None: all); a :class:`~zoo.api.lineage.Lineage` (``to_text``,
-        ``to_dot``, ``to_mermaid``, ``to_json``)."""
+        ``to_dot``, ``to_mermaid``, ``to_json``). ``include_deleted``: ``name`` may be an
+        artifact removed with :meth:`rm` and not yet forgotten by :meth:`gc` (removed
+        ancestors and descendants of a kept one are always shown, marked)."""
         from zoo.api.lineage import lineage
 
-        return lineage(self, name, up=up, down=down, depth=depth)
+        return lineage(self, name, up=up, down=down, depth=depth, include_deleted=include_deleted)
 
     def link(self, child: str, parent: str, *, relation: str = "finetune", note: str | None = None):
         """Declare that ``child`` was made from ``parent`` outside zoo; returns the edge

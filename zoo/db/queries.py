@@ -932,7 +932,7 @@ def resolve(
         raise NotFoundError(
             f"{query!r} names the {row.kind} {row.name} ({row.content_hash[:12]}), removed with "
             "`zoo rm`; registering it again (import, extract or materialize) brings it back "
-            "until `zoo gc` forgets it.",
+            "until `zoo gc` forgets it, and `zoo show --all` or `zoo lineage --all` shows it.",
             query=query,
         )
     if row is None:

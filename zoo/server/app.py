@@ -995,11 +995,17 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         down: bool = True,
         depth: int | None = Query(None, ge=0, description="At most this many edges away."),
         format: str = Query("json", pattern="^(json|text|dot|mermaid|svg)$"),
+        all: bool = Query(False, description="The artifact may be a removed one."),
         _=read,
     ):
         """Ancestors and descendants with each edge's recipe: json, text, dot, mermaid, svg."""
         graph = await server.db(
-            server.reg.lineage, check_query(name), up=up, down=down, depth=depth
+            server.reg.lineage,
+            check_query(name),
+            up=up,
+            down=down,
+            depth=depth,
+            include_deleted=all,
         )
         if format == "json":
             return graph.to_json()
@@ -1099,9 +1105,14 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     # Registered after the routes below an artifact: a name with an unquoted slash (a Hub
     # repository id typed by hand) reaches the registry instead of no route.
     @app.get("/api/artifacts/{name:path}", tags=["artifacts"])
-    async def show(name: str, tensors: bool = True, _=read):
+    async def show(
+        name: str,
+        tensors: bool = True,
+        all: bool = Query(False, description="Also a removed artifact."),
+        _=read,
+    ):
         """One artifact by name, alias or content-hash prefix."""
-        info = await server.db(server.reg.show, check_query(name))
+        info = await server.db(server.reg.show, check_query(name), include_deleted=all)
         return info.to_json(with_tensors=tensors) | {"size": _size(info)}
 
     # --- writing: import, extract, materialize ------------------------------------------------
