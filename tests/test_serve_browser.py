@@ -659,3 +659,23 @@ def test_the_size_the_page_suggests_is_one_the_server_makes(site, page):
         layers, hidden = (int(v) for v in size.split("x"))
         assert (layers, hidden) < (sizes["layers"], sizes["hidden"]), size
         family.target_config(config, TargetSize(layers, hidden))  # refuses a size it cannot make
+
+
+def test_a_removed_artifacts_page_shows_its_record_and_lineage(site, page, tiny_dir):
+    """A lineage drawing links a removed parent: its page shows it, marked removed, with
+    what was made from it, until `zoo gc` forgets it; its card and files are not asked
+    for (the server no longer serves them)."""
+    site.reg.import_checkpoint(tiny_dir("gpt2", seed=5), name="gpt2-gone")
+    site.reg.import_checkpoint(tiny_dir("gpt2", seed=6), name="gpt2-tuned")
+    site.reg.link("gpt2-tuned", "gpt2-gone")
+    site.reg.rm("gpt2-gone")
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url))
+    page.goto(site.url + "/#/artifact/gpt2-tuned")
+    page.wait_for_selector("#graph svg g.node[data-name='gpt2-gone (removed)']")
+    page.click("#graph svg g.node[data-name='gpt2-gone (removed)']")
+    page.wait_for_function("document.querySelector('h1').innerText === 'gpt2-gone'")
+    assert page.locator(".head .badge.removed").inner_text() == "removed"
+    page.wait_for_selector("#graph svg g.node[data-name='gpt2-tuned']")
+    assert "no longer served" in page.locator("#card").inner_text()
+    assert not [u for u in asked if "gpt2-gone/card" in u or "gpt2-gone/files" in u]

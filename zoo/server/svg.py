@@ -57,7 +57,8 @@ def lineage_svg(graph, link: str = "#/artifact/{name}") -> str:
             "kind": n.kind,
             "sub": f"{n.kind}{' · virtual' if n.virtual else ''}"
             + (f" · {n.family}" if n.family else ""),  # a placeholder has none
-            "href": link.format(name=quote(n.name)) if not n.deleted else None,
+            # A removed artifact's page shows it too, until `zoo gc` forgets it.
+            "href": link.format(name=quote(n.name)),
             "dashed": n.virtual,
             "root": n.id == graph.root,
             "faded": n.deleted,

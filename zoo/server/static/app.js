@@ -44,6 +44,7 @@ function bytes(n) {  // decimal units, as the CLI and the Hub print sizes
 function badge(a) {
   let html = `<span class="badge ${esc(a.kind)}">${esc(a.kind)}</span>`;
   if (a.virtual) html += ` <span class="badge virtual" title="recipe only: re-derived on demand">virtual</span>`;
+  if (a.deleted) html += ` <span class="badge removed" title="removed with zoo rm: its rows stay until zoo gc forgets it">removed</span>`;
   return html;
 }
 
@@ -186,7 +187,9 @@ function smallerSize(a) {
 
 async function artifact(name) {
   const mine = navigation;
-  const a = await api(`/api/artifacts/${enc(name)}`);
+  // A removed artifact's page too (a lineage drawing links its removed nodes): its record
+  // and lineage stay until `zoo gc` forgets it; its card and files are no longer served.
+  const a = await api(`/api/artifacts/${enc(name)}?all=true`);
   if (!current(mine)) return;
   const recipe = a.info.recipe || (a.kind === "learngene" ? Object.fromEntries(Object.entries(a.info).filter(([k]) => k !== "signals")) : null);
   const origin = window.location.origin;
@@ -220,11 +223,15 @@ model = AutoModel.from_pretrained("${esc(a.name)}", revision="${smallerSize(a)}"
   // The page may be left before these arrive (for another artifact's page, with the same
   // ids): fill only while this page is the one shown.
   const fill = (id, f) => { const el = current(mine) && document.getElementById(id); if (el) f(el); };
-  api(`/api/artifacts/${enc(a.name)}/lineage?format=svg`).then(
+  api(`/api/artifacts/${enc(a.name)}/lineage?format=svg&all=true`).then(
     (svg) => fill("graph", (el) => { el.innerHTML = svg; el.classList.remove("muted"); }),
     (e) => fill("graph", (el) => { el.textContent = e.message; }));
-  api(`/api/artifacts/${enc(a.name)}/lineage?format=dot`).then((t) => fill("dot", (el) => { el.textContent = t; }), () => {});
-  api(`/api/artifacts/${enc(a.name)}/lineage?format=mermaid`).then((t) => fill("mermaid", (el) => { el.textContent = t; }), () => {});
+  api(`/api/artifacts/${enc(a.name)}/lineage?format=dot&all=true`).then((t) => fill("dot", (el) => { el.textContent = t; }), () => {});
+  api(`/api/artifacts/${enc(a.name)}/lineage?format=mermaid&all=true`).then((t) => fill("mermaid", (el) => { el.textContent = t; }), () => {});
+  if (a.deleted) {
+    fill("card", (el) => { el.textContent = "Removed with zoo rm: its card and files are no longer served."; });
+    return;
+  }
   api(`/api/artifacts/${enc(a.name)}/card`).then(
     (t) => fill("card", (el) => { el.textContent = t; el.classList.remove("muted"); }),
     (e) => fill("card", (el) => { el.textContent = e.message; }));
