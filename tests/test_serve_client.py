@@ -983,3 +983,61 @@ def test_a_remote_registry_refuses_and_returns_what_the_local_one_does(
     assert [served.reg.show(i.name).content_hash for i in imported] == [
         i.content_hash for i in imported
     ]
+
+
+def test_a_remote_registry_refuses_bad_arguments_in_the_local_registrys_words(
+    served, tiny_dir, monkeypatch
+):
+    """Arguments that are not what a Registry method takes are refused by a client before
+    any request, with the local registry's error class and message: a filter of another
+    type is not sent as its text (family=7 was answered as a search for "7"; name=5 found
+    artifacts), "" or None is no folder (an upload or audit of "" read the current folder),
+    and a misspelt keyword is Python's TypeError on both, not a request the server
+    refuses in its own words."""
+    import zoo
+    from zoo.errors import ZooError
+
+    monkeypatch.delenv("ZOO_ENDPOINT", raising=False)
+    remote = zoo.connect(endpoint=served.url, token=served.admin)
+    # The current folder is a checkpoint: "" must not read it.
+    monkeypatch.chdir(tiny_dir("gpt2"))
+    before = {a.name for a in served.reg.list(include_deleted=True)}
+    calls = {
+        "family": lambda reg: reg.search(family=7),
+        "name": lambda reg: reg.search(name=5),
+        "author": lambda reg: reg.search(created_by=5),
+        "cursor": lambda reg: reg.search(after=5),
+        "kind": lambda reg: reg.search(kind=5),
+        "bound": lambda reg: reg.search(min_layers="1"),
+        "moment": lambda reg: reg.search(created_after=12345),
+        "listed bound": lambda reg: reg.list(max_hidden=1.5),
+        "audit None": lambda reg: reg.audit(None),
+        "audit ''": lambda reg: reg.audit(""),
+        "import ''": lambda reg: reg.import_checkpoint(""),
+        "import None": lambda reg: reg.import_checkpoint(None),
+        "batch None": lambda reg: reg.import_checkpoints(None),
+        "batch [None]": lambda reg: reg.import_checkpoints([None]),
+        "batch 5": lambda reg: reg.import_checkpoints(5),
+        "list limit": lambda reg: reg.list(limit=3),
+        "search keyword": lambda reg: reg.search(bogus=1),
+        "extract keyword": lambda reg: reg.extract("tiny-gpt2", bogus=1),
+        "materialize keyword": lambda reg: reg.materialize("tiny-gpt2", layers=1, hidden=8, x=1),
+        "materialize layers": lambda reg: reg.materialize("tiny-gpt2", hidden=8),
+        "alias ''": lambda reg: reg.tag("tiny-gpt2", ""),
+        "alias None": lambda reg: reg.tag("tiny-gpt2", None),
+        "long alias": lambda reg: reg.tag("nope", "a" * 200),
+        "token None": lambda reg: reg.create_token(None),
+    }
+    for what, call in calls.items():
+        refused = []
+        for reg in (served.reg, remote):
+            with pytest.raises((ZooError, TypeError)) as caught:
+                call(reg)
+            message = str(caught.value).replace("RemoteRegistry.", "Registry.")
+            refused.append((type(caught.value), message))
+        assert refused[0] == refused[1], (what, refused)
+        assert refused[0][0] is TypeError or issubclass(refused[0][0], InvalidInputError), what
+    assert {a.name for a in served.reg.list(include_deleted=True)} == before
+    # Local only, as `zoo release-claim` says in client mode: one line, not an AttributeError.
+    with pytest.raises(InvalidInputError, match="where the database is"):
+        remote.release_claim("0123abcd")

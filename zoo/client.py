@@ -191,9 +191,11 @@ class RemoteRegistry:
     def import_checkpoint(
         self, source, *, name=None, revision=None, convert_bin=False, progress=False
     ):
+        from zoo.hub import source_text
         from zoo.transport import FileChangedError, multipart_length
 
-        path = Path(os.fspath(source)).expanduser()
+        # Refused here as a local import refuses it: "" would upload the current folder.
+        path = Path(source_text(source)).expanduser()
         if path.exists():
             if revision:
                 raise InvalidInputError("--revision applies to Hub repositories, not local paths.")
@@ -243,14 +245,10 @@ class RemoteRegistry:
     def import_checkpoints(self, sources, *, convert_bin=False, batch=200, progress=False):
         """Each folder uploaded and imported in turn (a server writes each as it arrives;
         ``batch`` is the local registry's, checked alike)."""
-        if type(batch) is not int or batch < 1:
-            raise InvalidInputError(f"batch is a whole number of at least 1 (got {batch!r}).")
-        if isinstance(sources, (str, bytes, os.PathLike)):
-            raise InvalidInputError(
-                f"import_checkpoints takes a list of folders, not one ({sources!r:.80}); "
-                "import_checkpoint imports one."
-            )
-        return [self.import_checkpoint(s, convert_bin=convert_bin) for s in list(sources)]
+        from zoo.hub import batch_sources
+
+        sources = batch_sources(sources, batch)
+        return [self.import_checkpoint(s, convert_bin=convert_bin) for s in sources]
 
     def search(
         self,
@@ -259,18 +257,50 @@ class RemoteRegistry:
         family=None,
         include_deleted=False,
         name=None,
+        min_layers=None,
+        max_layers=None,
+        min_hidden=None,
+        max_hidden=None,
+        derived_from=None,
+        created_by=None,
+        created_after=None,
+        created_before=None,
         limit=50,
         after=None,
         newest_first=True,
-        **filters,
     ):
         """A page of artifacts, as :meth:`zoo.Registry.search` answers it."""
-        from zoo.db.entities import Page
+        from zoo.db.entities import Page, check_search
 
-        if limit is not None and (type(limit) is not int or limit < 1):
-            raise InvalidInputError(f"A page holds at least 1 artifact (got limit={limit!r}).")
-        if filters.get("derived_from") is not None:
-            _q(filters["derived_from"])  # "" is no artifact, not "no filter"
+        # Refused here in the local registry's words: sent as text, a filter of another
+        # type (family=7) would be read by the server as its text and answered.
+        bounds = {
+            "min_layers": min_layers,
+            "max_layers": max_layers,
+            "min_hidden": min_hidden,
+            "max_hidden": max_hidden,
+        }
+        limit, created_after, created_before = check_search(
+            kind=kind,
+            family=family,
+            name=name,
+            bounds=bounds,
+            derived_from=derived_from,
+            created_by=created_by,
+            created_after=created_after,
+            created_before=created_before,
+            limit=limit,
+            after=after,
+        )
+        filters = {
+            **bounds,
+            "derived_from": derived_from,
+            "created_by": created_by,
+            "created_after": created_after,
+            "created_before": created_before,
+        }
+        if derived_from is not None:
+            _q(derived_from)  # "" is no artifact, not "no filter"
         params = {
             "kind": kind,
             "family": family,
@@ -297,6 +327,12 @@ class RemoteRegistry:
 
     def list(self, *, kind=None, family=None, include_deleted=False, **filters):
         """Every match, oldest first."""
+        paging = sorted({"limit", "after", "newest_first"} & filters.keys())
+        if paging:  # as the local registry refuses them
+            raise TypeError(
+                f"list() returns every match, oldest first, and takes no {', '.join(paging)}; "
+                "search() gives one page."
+            )
         page = self.search(
             kind=kind,
             family=family,
@@ -315,6 +351,9 @@ class RemoteRegistry:
         return self.point_alias(name, alias)[0]
 
     def point_alias(self, name: str, alias: str):
+        from zoo.checkpoint.names import validate_name
+
+        validate_name(alias, "alias")  # first, as the local registry checks it
         body = self._call("POST", f"/api/artifacts/{_q(name)}/aliases", json={"alias": alias})
         return artifact_from_json(body["artifact"]), body.get("previous")
 
@@ -329,25 +368,63 @@ class RemoteRegistry:
         body = self._call("DELETE", f"/api/artifacts/{_q(name)}", params={"cascade": cascade})
         return [artifact_from_json(a) for a in body]
 
-    def extract(self, source: str, **kwargs):
+    def extract(
+        self,
+        source: str,
+        *,
+        method="dwt",
+        wavelet=None,
+        levels=None,
+        keep=None,
+        name=None,
+        device=None,
+        order="stored",
+    ):
         _q(source)
-        return artifact_from_json(
-            self._call("POST", "/api/extract", json={"source": source, **kwargs})
-        )
+        # Registry.extract's own arguments: a misspelt one is Python's TypeError, as there.
+        body = {"source": source, "method": method, "wavelet": wavelet, "levels": levels}
+        body |= {"keep": keep, "name": name, "device": device, "order": order}
+        # As materialize: None sent only where the default is not None.
+        body = {k: v for k, v in body.items() if v is not None or k in ("method", "order")}
+        return artifact_from_json(self._call("POST", "/api/extract", json=body))
 
     def materialize(
         self,
         name: str,
         *,
+        layers,
+        hidden,
+        heads=None,
+        intermediate=None,
+        kv_heads=None,
+        method=None,
+        wavelet=None,
+        rescale=None,
+        seed=None,
+        norm=None,
+        depth=None,
+        order=None,
+        dtype="auto",
+        device=None,
         out=None,
         force: bool = False,
         max_shard_size=None,
+        store: bool = False,
         return_weights: bool = True,
-        **kwargs,
     ):
         _check_out(out, force, max_shard_size)
         _q(name)
-        body = self._call("POST", "/api/materialize", json={"name": name, **kwargs})
+        # Registry.materialize's own arguments: a misspelt or missing one is Python's
+        # TypeError, as there, not a request the server refuses in its own words.
+        request = {"name": name, "layers": layers, "hidden": hidden, "heads": heads}
+        request |= {"intermediate": intermediate, "kv_heads": kv_heads, "method": method}
+        request |= {"wavelet": wavelet, "rescale": rescale, "seed": seed, "norm": norm}
+        request |= {"depth": depth, "order": order, "dtype": dtype, "device": device}
+        request["store"] = store
+        # An option left at None is not sent (a server older than it takes the request);
+        # dtype's default is not None, so a None given for it is sent and refused.
+        request = {k: v for k, v in request.items() if v is not None or k == "dtype"}
+        body = self._call("POST", "/api/materialize", json=request)
         artifact = artifact_from_json(body["artifact"])
         written = self._written(artifact, out, force, max_shard_size)
         # As the local registry: weights in memory only when no folder was written.
@@ -407,9 +484,11 @@ class RemoteRegistry:
         """Identify ``path`` as the server's registry does: the checkpoint is read and
         hashed here, as a local audit reads it, and only its tensors' hashes, config.json
         and metadata are sent (the weights never travel, as from the web page)."""
-        from zoo.api.audit import identify_with_casts
+        from zoo.api.audit import check_audit_path, identify_with_casts
         from zoo.checkpoint import open_checkpoint
         from zoo.checkpoint.casts import narrowed
+
+        check_audit_path(path)  # "" would audit the current folder
 
         def identify(manifest, verify: bool = False):
             tensors = [
@@ -508,6 +587,9 @@ class RemoteRegistry:
         )
 
     def create_token(self, name: str, *, role: str = "read"):
+        from zoo.checkpoint.names import validate_name
+
+        validate_name(name, "token name")  # in the local registry's words
         body = self._call("POST", "/api/tokens", json={"name": name, "role": role})
         return token_from_json(body), body["secret"]
 
@@ -528,6 +610,12 @@ class RemoteRegistry:
         )
 
     db_upgrade = db_downgrade = db_current = _local_only
+
+    def release_claim(self, registry_id: str, *, retired: bool = False):
+        raise InvalidInputError(
+            "A store's claims are released where the database is: on the server's "
+            "machine, without ZOO_ENDPOINT."
+        )
 
 
 class RemoteMaterialized:

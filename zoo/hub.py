@@ -94,6 +94,41 @@ class Snapshot:
     source: Literal["cache", "hub"]
 
 
+def source_text(source) -> str:
+    """``source`` (a folder path or ``ORG/NAME``) as text, refused in one line when it is
+    not one: checked by a local import and by a client before any upload."""
+    if not isinstance(source, (str, os.PathLike)) or isinstance(source, bytes):
+        raise InvalidInputError(
+            f"A checkpoint is a folder path or ORG/NAME, not a {type(source).__name__}."
+        )
+    text = os.fspath(source)
+    if not text.strip() or "\x00" in text:  # "" would read the current folder
+        raise InvalidInputError(f"{text!r} names no folder and no Hub repository.")
+    return text
+
+
+def batch_sources(sources, batch) -> list:
+    """The checkpoints :meth:`zoo.Registry.import_checkpoints` takes, as a list, refused
+    in one line when ``sources`` is not a collection of them or ``batch`` not a count:
+    checked by a local import and by a client's."""
+    if type(batch) is not int or batch < 1:
+        raise InvalidInputError(f"batch is a whole number of at least 1 (got {batch!r}).")
+    if isinstance(sources, (str, bytes, os.PathLike)):  # one folder, not its characters
+        raise InvalidInputError(
+            f"import_checkpoints takes a list of folders, not one ({sources!r:.80}); "
+            "import_checkpoint imports one."
+        )
+    try:
+        sources = list(sources)
+    except TypeError:  # None, a number: nothing to iterate
+        raise InvalidInputError(
+            f"import_checkpoints takes a list of folders, not {sources!r:.80}."
+        ) from None
+    for source in sources:  # every one before the first is read
+        source_text(source)
+    return sources
+
+
 def is_offline(offline: bool | None = None) -> bool:
     """True when ``offline`` is true or ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` is set now."""
     if offline:

@@ -217,6 +217,13 @@ class AuditReport:
         return "\n".join(lines)
 
 
+def check_audit_path(path) -> None:
+    """Refuse a ``path`` that names no file: not text, or empty (which would read the
+    current folder). Checked by a local audit and by a client's."""
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise InvalidInputError(f"audit takes a folder or .safetensors path, not {path!r:.60}.")
+
+
 def audit(reg, path: str | Path, *, verify: bool = False, convert_bin: bool = False) -> AuditReport:
     """Identify ``path`` (an HF folder or a .safetensors file; pickle weights with
     ``convert_bin``, read as an import reads them) by content.
@@ -229,8 +236,7 @@ def audit(reg, path: str | Path, *, verify: bool = False, convert_bin: bool = Fa
     from zoo.checkpoint import open_checkpoint
     from zoo.checkpoint.casts import narrowed
 
-    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)) or not str(path):
-        raise InvalidInputError(f"audit takes a folder or .safetensors path, not {path!r:.60}.")
+    check_audit_path(path)
     with open_checkpoint(Path(path), allow_bin=convert_bin) as ckpt:
         tensors, config, metadata = list(ckpt.tensors), ckpt.config, dict(ckpt.metadata)
         report, _ = identify_with_casts(

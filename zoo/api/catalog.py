@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import os
 import re
-from datetime import date, datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from zoo.db.entities import (
     FileRecord,
     Page,
     TensorRecord,
-    check_name_text,
+    check_search,
 )
 from zoo.errors import (
     ChangedWhileReadError,
@@ -156,14 +156,9 @@ def import_checkpoints(
 ) -> list[ArtifactInfo]:
     """Register many checkpoints, ``batch`` of them per write transaction with their
     tensor rows inserted together; see :meth:`zoo.Registry.import_checkpoints`."""
-    if type(batch) is not int or batch < 1:
-        raise InvalidInputError(f"batch is a whole number of at least 1 (got {batch!r}).")
-    if isinstance(sources, (str, bytes, os.PathLike)):  # one folder, not its characters
-        raise InvalidInputError(
-            f"import_checkpoints takes a list of folders, not one ({sources!r:.80}); "
-            "import_checkpoint imports one."
-        )
-    sources = list(sources)
+    from zoo.hub import batch_sources
+
+    sources = batch_sources(sources, batch)
     out: list[ArtifactInfo] = []
     with progress_bar(len(sources), "import", enabled=progress) as bar:
         for start in range(0, len(sources), batch):
@@ -682,13 +677,9 @@ def _locate(
 ) -> tuple[Path, str, str]:
     """(local folder, origin for provenance, commit or ""); with ``hub_only``, only a Hub
     repository's snapshot, never a path."""
-    if not isinstance(source, (str, os.PathLike)) or isinstance(source, bytes):
-        raise InvalidInputError(
-            f"A checkpoint is a folder path or ORG/NAME, not a {type(source).__name__}."
-        )
-    text = os.fspath(source)
-    if not text.strip() or "\x00" in text:  # "" would read the current folder
-        raise InvalidInputError(f"{text!r} names no folder and no Hub repository.")
+    from zoo.hub import source_text
+
+    text = source_text(source)
     from zoo.hub import names_a_repo, not_a_source, resolve_snapshot
 
     if hub_only:
@@ -752,37 +743,23 @@ def search(
     """A page of artifacts; see :meth:`zoo.Registry.search`."""
     from zoo.db.search import Filters, page
 
-    if kind is not None and kind not in queries.KINDS:
-        raise InvalidInputError(f"Unknown kind {kind!r}; choose one of {', '.join(queries.KINDS)}.")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise InvalidInputError(f"A page holds at least 1 artifact (got limit={limit!r}).")
-    if limit is not None and limit >= 1 << 62:  # more than a database holds: every one (and
-        limit = None  # the page asks for limit + 1 rows, which must stay a 64-bit integer)
-    bounds = {
-        "min_layers": min_layers,
-        "max_layers": max_layers,
-        "min_hidden": min_hidden,
-        "max_hidden": max_hidden,
-    }
-    for what, bound in bounds.items():
-        if bound is None:
-            continue
-        if isinstance(bound, bool) or not isinstance(bound, int):
-            raise InvalidInputError(f"{what} is a whole number, not {bound!r}.")
-        if not 0 <= bound < 2**63:  # no size is negative; a database's integer ends there
-            raise InvalidInputError(f"{what} must be from 0 to 2^63-1, got {bound}.")
-    for what, text in (
-        ("family", family),
-        ("author", created_by),
-        ("name pattern", name),
-        ("cursor", after),
-        ("derived_from", derived_from),
-    ):
-        if text is None:
-            continue
-        check_name_text(text, what)  # UTF-8 text, as every database takes it
-        if "\x00" in text:  # no name holds it; PostgreSQL refuses it
-            raise InvalidInputError(f"A {what} cannot hold a NUL character.")
+    limit, created_after, created_before = check_search(
+        kind=kind,
+        family=family,
+        name=name,
+        bounds={
+            "min_layers": min_layers,
+            "max_layers": max_layers,
+            "min_hidden": min_hidden,
+            "max_hidden": max_hidden,
+        },
+        derived_from=derived_from,
+        created_by=created_by,
+        created_after=created_after,
+        created_before=created_before,
+        limit=limit,
+        after=after,
+    )
     model_type = None
     if family:
         from zoo.families import family_filter
@@ -803,34 +780,13 @@ def search(
             if derived_from is None
             else queries.resolve(session, derived_from, include_removed=include_deleted).id,
             created_by=created_by,
-            created_after=_moment(created_after, "created_after"),
-            created_before=_moment(created_before, "created_before"),
+            created_after=created_after,
+            created_before=created_before,
         )
         items, total, cursor = page(
             session, filters, limit=limit, after=after, newest_first=newest_first
         )
     return Page(tuple(items), total, cursor)
-
-
-def _moment(value: datetime | str | None, what: str) -> datetime | None:
-    """A datetime from an ISO 8601 date or time (UTC unless it names its offset), or from
-    a date (its midnight, UTC)."""
-    if value is None or isinstance(value, datetime):
-        return value
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
-    if not isinstance(value, str):
-        raise InvalidInputError(
-            f"{what} is a datetime, a date or ISO 8601 text, not a {type(value).__name__}."
-        )
-    try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInputError(
-            f"{what} {value!r} is not an ISO 8601 date or time (e.g. 2026-12-01 or "
-            "2026-12-01T14:30:00+01:00)."
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def list_artifacts(

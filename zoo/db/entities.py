@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 from zoo.errors import InvalidInputError
@@ -185,6 +185,76 @@ def check_name_text(name, what: str = "name") -> None:
         name.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidInputError(f"The {what} {name!a} is not UTF-8 text.") from None
+
+
+def check_search(
+    *,
+    kind,
+    family,
+    name,
+    bounds: dict[str, Any],
+    derived_from,
+    created_by,
+    created_after,
+    created_before,
+    limit,
+    after,
+) -> tuple[int | None, datetime | None, datetime | None]:
+    """Refuse a listing's filters that are not what :meth:`zoo.Registry.search` takes,
+    before any query: checked by the registry and by a client before any request, so
+    both refuse the same filters in the same words. Returns the limit (None: every
+    match) and the two moments as datetimes."""
+    if kind is not None and kind not in KINDS:
+        raise InvalidInputError(f"Unknown kind {kind!r}; choose one of {', '.join(KINDS)}.")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InvalidInputError(f"A page holds at least 1 artifact (got limit={limit!r}).")
+    if limit is not None and limit >= 1 << 62:  # more than a database holds: every one (and
+        limit = None  # the page asks for limit + 1 rows, which must stay a 64-bit integer)
+    for what, bound in bounds.items():
+        if bound is None:
+            continue
+        if isinstance(bound, bool) or not isinstance(bound, int):
+            raise InvalidInputError(f"{what} is a whole number, not {bound!r}.")
+        if not 0 <= bound < 2**63:  # no size is negative; a database's integer ends there
+            raise InvalidInputError(f"{what} must be from 0 to 2^63-1, got {bound}.")
+    for what, text in (
+        ("family", family),
+        ("author", created_by),
+        ("name pattern", name),
+        ("cursor", after),
+        ("derived_from", derived_from),
+    ):
+        if text is None:
+            continue
+        check_name_text(text, what)  # UTF-8 text, as every database takes it
+        if "\x00" in text:  # no name holds it; PostgreSQL refuses it
+            raise InvalidInputError(f"A {what} cannot hold a NUL character.")
+    return (
+        limit,
+        _moment(created_after, "created_after"),
+        _moment(created_before, "created_before"),
+    )
+
+
+def _moment(value: datetime | str | None, what: str) -> datetime | None:
+    """A datetime from an ISO 8601 date or time (UTC unless it names its offset), or from
+    a date (its midnight, UTC)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    if not isinstance(value, str):
+        raise InvalidInputError(
+            f"{what} is a datetime, a date or ISO 8601 text, not a {type(value).__name__}."
+        )
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInputError(
+            f"{what} {value!r} is not an ISO 8601 date or time (e.g. 2026-12-01 or "
+            "2026-12-01T14:30:00+01:00)."
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def parse_cursor(cursor: str | None) -> int | None:
