@@ -633,3 +633,43 @@ def test_a_json_body_is_bounded_far_below_uploads_and_refused_before_it_is_parse
             assert fits.status_code == 200 and fits.json()["status"] == "unknown", fits.text
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "said"),
+    [
+        (None, None, "none came"),
+        ("application/json", b"", "none came"),
+        ("application/x-www-form-urlencoded", b"alias=x", "came as application/x-www-form"),
+        ("text/plain", b'{"alias": "x"}', "came as text/plain"),
+        (None, b'{"alias": "x"}', "came without a Content-Type"),
+        ("application/json", b'["x"]', "not an array"),
+        ("application/json", b'"x"', "not a string"),
+        ("application/json", b"null", "not null"),
+        ("application/json", b"7", "not a number"),
+    ],
+)
+def test_a_body_that_is_not_a_json_object_is_refused_saying_what_came(
+    served, content_type, body, said
+):
+    """A body sent as a form, as text, as JSON that is not an object, or not at all is
+    refused in one line that says which, and that a JSON object is what the route takes:
+    never a bare "invalid request", which names nothing a caller can change."""
+    before = _state(served.reg)
+    headers = {"Authorization": f"Bearer {served.tokens['write']}"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    with httpx.Client(base_url=served.server.url, timeout=60) as http:
+        answer = http.post("/api/artifacts/tiny-bert/aliases", content=body, headers=headers)
+    error = answer.json()["error"]
+    assert (answer.status_code, error["class"], error["exit_code"]) == (
+        400,
+        "InvalidInputError",
+        2,
+    )
+    assert error["message"].startswith(
+        "POST /api/artifacts/tiny-bert/aliases takes a JSON object as its body"
+    ), error
+    assert said in error["message"], error
+    assert "\n" not in error["message"]
+    assert _state(served.reg) == before

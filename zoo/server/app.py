@@ -781,7 +781,10 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         if first.get("type") == "json_invalid":  # its location is a byte offset
             return zoo_error_response(InvalidInputError("The request body is not valid JSON."))
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
+        if where:
+            message = f"{where}: {first.get('msg', 'invalid request')}"
+        else:  # the body as a whole: say what was wrong with it, and what is taken
+            message = _body_refused(request, first)
         return zoo_error_response(InvalidInputError(message))
 
     @app.exception_handler(StarletteHTTPException)
@@ -1398,6 +1401,28 @@ def _multipart_body(**fields: str) -> dict:
             "content": {"multipart/form-data": {"schema": schema}},
         }
     }
+
+
+def _body_refused(request: Request, error: dict) -> str:
+    """Why a request body was refused as a whole, in one line: none sent, one sent as
+    something other than JSON (FastAPI reads a body as JSON only under a JSON content
+    type, so a form or text/plain reaches validation as bytes), or JSON that is not an
+    object."""
+    where = f"{request.method} {request.url.path[:100]}"
+    found = error.get("input")
+    if error.get("type") == "missing":
+        return (
+            f"{where} takes a JSON object as its body (Content-Type: application/json); none came."
+        )
+    if isinstance(found, bytes | bytearray):
+        kind = request.headers.get("content-type", "").partition(";")[0].strip()[:60]
+        sent = f"as {kind}" if kind else "without a Content-Type"
+        return (
+            f"{where} takes a JSON object as its body, sent with Content-Type: "
+            f"application/json; this one came {sent}."
+        )
+    shown = {list: "an array", str: "a string", type(None): "null", bool: "a boolean"}
+    return f"{where} takes a JSON object as its body, not {shown.get(type(found), 'a number')}."
 
 
 def _methods_of(app, scope) -> list[str]:
