@@ -673,3 +673,17 @@ def test_a_body_that_is_not_a_json_object_is_refused_saying_what_came(
     assert said in error["message"], error
     assert "\n" not in error["message"]
     assert _state(served.reg) == before
+
+
+@pytest.mark.parametrize(
+    ("param", "what"),
+    [("created_by", "author"), ("family", "family")],
+)
+def test_a_nul_in_a_listing_filter_is_refused_naming_the_filter(served, param, what):
+    """A NUL no name can hold is refused before any statement, in a sentence that reads
+    ("The author cannot hold...", never "A author")."""
+    with client(served.server.url, served.tokens["read"]) as http:
+        answer = http.get("/api/artifacts", params={param: "a\x00b"})
+    error = answer.json()["error"]
+    assert (answer.status_code, error["class"]) == (400, "InvalidInputError"), error
+    assert error["message"] == f"The {what} cannot hold a NUL character."

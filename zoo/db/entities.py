@@ -228,7 +228,7 @@ def check_search(
             continue
         check_name_text(text, what)  # UTF-8 text, as every database takes it
         if "\x00" in text:  # no name holds it; PostgreSQL refuses it
-            raise InvalidInputError(f"A {what} cannot hold a NUL character.")
+            raise InvalidInputError(f"The {what} cannot hold a NUL character.")
     return (
         limit,
         _moment(created_after, "created_after"),
