@@ -1888,9 +1888,9 @@ def test_a_seed_a_generator_cannot_take_and_arguments_of_the_wrong_type_are_one_
         drawn = registry.materialize(src.name, layers=2, hidden=16, method="scratch", seed=seed)
         assert drawn.artifact.info["recipe"]["seed"] == seed
     for name in (None, 123, b"tiny"):
-        with pytest.raises(InvalidInputError, match="A name is text"):
+        with pytest.raises(InvalidInputError, match="The name is text"):
             registry.materialize(name, layers=2, hidden=16)
-        with pytest.raises(InvalidInputError, match="A name is text"):
+        with pytest.raises(InvalidInputError, match="The name is text"):
             registry.show(name)
     with pytest.raises(InvalidInputError, match="--out is a folder's path"):
         registry.materialize(src.name, layers=2, hidden=16, out=123)

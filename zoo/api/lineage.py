@@ -276,7 +276,7 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
     check_lookup(child)
     check_lookup(parent)
     if note is not None and not isinstance(note, str):  # a recipe is JSON; NaN is not
-        raise InvalidInputError(f"A note is text, not a {type(note).__name__} ({note!r:.40}).")
+        raise InvalidInputError(f"The note is text, not {type(note).__name__} ({note!r:.40}).")
     if not isinstance(relation, str) or not _RELATION.fullmatch(relation) or relation in RECORDED:
         raise InvalidInputError(
             f"--relation {relation!r} is not allowed; use a lowercase word such as finetune, "

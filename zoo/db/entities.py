@@ -180,7 +180,7 @@ def check_name_text(name, what: str = "name") -> None:
     UTF-8 text (a lone surrogate, which every driver refuses to encode). Checked by the
     registry before any statement and by a client before any request."""
     if not isinstance(name, str):
-        raise InvalidInputError(f"A {what} is text, not a {type(name).__name__} ({name!r:.40}).")
+        raise InvalidInputError(f"The {what} is text, not {type(name).__name__} ({name!r:.40}).")
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
