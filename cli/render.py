@@ -26,7 +26,8 @@ def family_of(info) -> str:
 def artifact_line(info) -> str:
     virtual = " (virtual)" if info.virtual else ""
     aliases = f"  aliases: {', '.join(info.aliases)}" if info.aliases else ""
-    files = f", {len(info.files)} files" if info.files else ""
+    n = len(info.files)
+    files = f", {n} {'file' if n == 1 else 'files'}" if n else ""
     return (
         f"{info.name}  {info.kind}{virtual}  {family_of(info)}  {info.content_hash[:12]}  "
         f"{info.tensor_count} tensors{files}  {human_bytes(info.nbytes)}{aliases}"

@@ -186,6 +186,13 @@ def test_an_unknown_model_type_is_catalogued_like_any_other(registry, tiny_dir, 
     assert registry.fsck().ok and registry.audit(t5).status == "unknown"
 
 
+def test_the_line_an_import_prints_counts_one_kept_file_as_one_file(tmp_path, run_cli):
+    t5 = save_t5(tmp_path / "t5-tiny")  # config.json aside, one file kept: its generation config
+    code, out, err = run_cli("import", str(t5))
+    assert code == 0, err
+    assert " tensors, 1 file  " in out, out
+
+
 def test_a_config_without_a_model_type_is_catalogued_too(registry, tiny_dir, tmp_path):
     folder = tmp_path / "custom"
     shutil.copytree(tiny_dir("bert"), folder)
