@@ -468,7 +468,8 @@ def config_show(as_json: bool) -> None:
             items = list(s.items())  # the refusal beside the URL it is about
             items.insert(list(s).index("db_url_from") + 1, ("db_url_error", str(exc)))
             s = dict(items)
-    text = "\n".join(f"{k:<15} {v}" for k, v in s.items())
+    width = max(15, *map(len, s))  # s3_endpoint_from widens the usual 15 columns
+    text = "\n".join(f"{k:<{width}} {v}" for k, v in s.items())
     _emit(as_json, s, text)
 
 

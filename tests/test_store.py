@@ -456,6 +456,20 @@ def test_a_mistyped_database_url_is_refused_without_its_password(
     assert json.loads(out)["db_url_error"] == refusal.strip().removeprefix("zoo: error: ")
 
 
+def test_config_show_lines_up_every_value_however_long_its_key(run_cli, monkeypatch, tmp_path):
+    """`s3_endpoint_from` is the longest key; its value starts in the column every other
+    value starts in."""
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path))
+    monkeypatch.setenv("ZOO_STORE_URL", "s3://models/zoo")
+    monkeypatch.setenv("ZOO_S3_ENDPOINT_URL", "http://127.0.0.1:1")
+    code, out, err = run_cli("config", "show")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert any(line.startswith("s3_endpoint_from ") for line in lines), out
+    columns = {line.index(line.split(maxsplit=1)[1]) for line in lines}
+    assert len(columns) == 1, out
+
+
 @pytest.mark.parametrize(
     "url",
     [
