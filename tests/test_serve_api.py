@@ -545,10 +545,13 @@ def test_an_error_whose_header_cut_ends_in_a_space_is_answered_whole(served):
     assert cut_on_a_space  # the cut did fall on a space
 
 
-def _hub_client(served, tmp_path, script: str):
+def _hub_client(served, tmp_path, script: str, *, offline: bool = False):
     """What ``script`` prints last (JSON), run as a Hugging Face user pointed at the
-    server: online (HF_ENDPOINT, a read token), with an empty cache of its own."""
+    server: online (HF_ENDPOINT, a read token), with an empty cache of its own the first
+    time; ``offline``, from that cache alone (HF_HUB_OFFLINE=1)."""
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
     env.update(
         HF_ENDPOINT=served.url,
         HF_TOKEN=served.tokens["read"],
@@ -615,6 +618,54 @@ def test_from_pretrained_with_a_size_as_revision_gets_a_model_no_registry_had(se
     assert all(downloaded[k].equal(v) for k, v in local.state_dict.items())
     # The Hub cache names the snapshot by the content hash (the commit the server answered).
     assert got["folder"].endswith(new[0].content_hash[:40])
+
+
+SENTENCE_TRANSFORMER = """
+import json
+from sentence_transformers import SentenceTransformer
+model = SentenceTransformer("tiny-sbert", revision="2x16", device="cpu")
+print(json.dumps(model.encode(["the cat sat on the mat", "dogs"]).tolist()))
+"""
+
+
+def test_sentence_transformers_loads_a_size_of_a_zoo_name_through_the_server(served, tmp_path):
+    """SentenceTransformer("NAME") asks the Hub for sentence-transformers/NAME, as it does
+    for "all-MiniLM-L6-v2": a zoo name without an organization is served under that id
+    too, so the pipeline loads at the size asked, encoding as the same size written with
+    --out does, and again offline from the cache it filled."""
+    import numpy as np
+    import sentence_transformers as st
+    from sentence_transformers.sentence_transformer import modules
+    from test_catalogue import wordpiece_tokenizer
+    from tinymodels import save_tiny
+
+    base = save_tiny("bert", tmp_path / "base", seed=3)
+    wordpiece_tokenizer().save_pretrained(base)
+    pipeline = [
+        modules.Transformer(str(base)),
+        modules.Pooling(32, pooling_mode="mean"),
+        modules.Normalize(),
+    ]
+    folder = tmp_path / "tiny-sbert"
+    st.SentenceTransformer(modules=pipeline, device="cpu").save(str(folder))
+    served.reg.import_checkpoint(folder, name="tiny-sbert")
+    local = served.reg.materialize("tiny-sbert", layers=2, hidden=16, out=tmp_path / "out").out
+    texts = ["the cat sat on the mat", "dogs"]
+    want = st.SentenceTransformer(str(local), device="cpu").encode(texts)
+
+    (tmp_path / "user").mkdir()
+    got = np.array(_hub_client(served, tmp_path / "user", SENTENCE_TRANSFORMER))
+    assert got.shape == (2, 16) and np.allclose(np.linalg.norm(got, axis=1), 1)
+    assert np.allclose(got, want, atol=1e-6)
+    again = _hub_client(served, tmp_path / "user", SENTENCE_TRANSFORMER, offline=True)
+    assert np.array_equal(np.array(again), got)
+    # A name under that organization that names nothing here is refused under its own id.
+    with _read(served) as http:
+        answer = http.get("/api/models/sentence-transformers/tiny-sbert/revision/2x16")
+        assert answer.status_code == 200 and answer.json()["id"].endswith("tiny-sbert")
+        answer = http.get("/api/models/sentence-transformers/no-such-model")
+        assert answer.status_code == 404, answer.text
+        assert "'sentence-transformers/no-such-model'" in answer.json()["error"]["message"]
 
 
 CARD = """

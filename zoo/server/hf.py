@@ -27,6 +27,11 @@ from zoo.server.work import commit_of
 HUB_TAG = "hugging face"
 
 _SPEC = re.compile(r"(\d{1,5})x(\d{1,7})")
+
+# The organizations sentence-transformers puts before a name that has none: it asks for
+# SentenceTransformer("all-MiniLM-L6-v2") as sentence-transformers/all-MiniLM-L6-v2 (and
+# CrossEncoder, SparseEncoder under theirs), so a zoo name loaded that way arrives with one.
+ENCODER_ORGS = ("sentence-transformers", "cross-encoder", "sparse-encoder")
 _COMMIT = re.compile(r"[0-9a-f]{8,64}")
 
 
@@ -105,7 +110,30 @@ def tree_entries(files: dict[str, dict], folder: str = "", *, recursive: bool = 
 def add_hf_routes(app, server, read) -> None:
     from zoo.server.checks import check_query
 
+    async def named(repo: str) -> str:
+        """The name ``repo`` means here: itself, or for ``ORG/NAME`` under an organization
+        sentence-transformers adds (:data:`ENCODER_ORGS`) that names nothing here while
+        ``NAME`` does (an artifact or a family), ``NAME``."""
+        from zoo.families import FAMILY_NAMES
+
+        org, slash, name = repo.partition("/")
+        if not slash or org not in ENCODER_ORGS or "/" in name:
+            return repo
+        try:
+            await server.db(server.reg.show, check_query(repo, "repository id"))
+            return repo
+        except NotFoundError:
+            pass
+        if name in FAMILY_NAMES:
+            return name
+        try:
+            await server.db(server.reg.show, check_query(name, "repository id"))
+        except NotFoundError:
+            return repo  # the refusal names what was asked for
+        return name
+
     async def artifact(repo: str):
+        repo = await named(repo)
         try:
             info = await server.db(server.reg.show, check_query(repo, "repository id"))
         except NotFoundError as exc:
@@ -128,6 +156,7 @@ def add_hf_routes(app, server, read) -> None:
     async def resolve(repo: str, revision: str) -> str:
         """The cache folder (:func:`zoo.server.work.folder_key`, which starts with the
         content hash) of the files the revision names; builds them if needed."""
+        repo = await named(repo)
         info = await artifact(repo)
         if revision == "main":
             if info is None or info.kind == "learngene":
