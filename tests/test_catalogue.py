@@ -789,6 +789,48 @@ def test_a_sentence_transformers_dense_module_is_left_out_where_the_width_change
     assert f"left out: {dense}/config.json" in card and "32-wide embedding" in card
 
 
+def test_a_size_made_from_a_derived_checkpoint_fits_the_sources_pipeline_to_its_width(
+    registry, bert_with_tokenizer, tmp_path
+):
+    """A checkpoint derived from a derived one carries the source's pipeline, written for
+    the source's width (32), not its parent's (16): the pooling width follows the output
+    and the Dense module, which takes 32, is left out also where the parent's width is
+    kept, so SentenceTransformer loads each folder and reports the width it encodes at
+    (it reported 32 for an 8-wide embedding, and failed on the Dense module's shape)."""
+    import sentence_transformers as st
+
+    try:  # where sentence-transformers 6 has its modules; 5 and before: models
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:
+        from sentence_transformers import models
+
+    torch.manual_seed(0)
+    modules = [
+        models.Transformer(str(bert_with_tokenizer)),
+        models.Pooling(32, pooling_mode="mean"),
+        models.Dense(32, 24, activation_function=torch.nn.Tanh()),
+        models.Normalize(),
+    ]
+    saved = tmp_path / "st-dense"
+    st.SentenceTransformer(modules=modules, device="cpu").save(str(saved))
+    registry.import_checkpoint(saved, name="dense-source")
+    parent = registry.materialize("dense-source", layers=2, hidden=16).artifact.name
+    texts = ["the cat sat on the mat", "dogs"]
+    for layers, hidden in ((1, 16), (1, 8)):
+        out = tmp_path / f"{layers}x{hidden}"
+        made = registry.materialize(parent, layers=layers, hidden=hidden, out=out)
+        model = st.SentenceTransformer(str(out), device="cpu")
+        got = model.encode(texts)
+        assert got.shape == (2, hidden) and np.allclose(np.linalg.norm(got, axis=1), 1)
+        assert model.get_sentence_embedding_dimension() == hidden
+        assert len(json.loads((out / "modules.json").read_text())) == 3
+        assert "take a 32-wide embedding" in (out / "README.md").read_text()
+        # Its export (re-derived) writes the same pipeline.
+        exported = registry.export(made.artifact.name, out=tmp_path / f"export-{hidden}")
+        for name in ("modules.json", "1_Pooling/config.json"):
+            assert (exported / name).read_bytes() == (out / name).read_bytes(), name
+
+
 @pytest.mark.parametrize("key", ["word_embedding_dimension", "embedding_dimension"])
 def test_the_pooling_width_follows_the_output_as_each_sentence_transformers_names_it(key):
     """sentence-transformers up to 5 writes the pooling width as

@@ -65,6 +65,7 @@ def model_card(
     fitted: Sequence[str] = (),
     source_weights: bool = False,
     left_out: Sequence[str] = (),
+    pipeline_width: int | None = None,
 ) -> str:
     """The card of the derived checkpoint ``name`` (``content_hash``) that ``plan``
     derives; ``source`` is what the source's own card says (a
@@ -73,7 +74,8 @@ def model_card(
     output's width), ``recorded_method`` the method of the record that already held this
     content when another method derived it, ``source_weights`` whether its every weight
     is the source's (:func:`holds_source_weights`), ``left_out`` the source's files it
-    does not hold (a sentence-transformers Dense module, which takes the source's width)."""
+    does not hold (a sentence-transformers Dense module, which takes the width the
+    pipeline was written for, ``pipeline_width``: the source's that imported it)."""
     import yaml
 
     from zoo import __version__
@@ -168,9 +170,9 @@ def model_card(
     if left_out:
         carried_note += (
             f"From the source, left out: {', '.join(left_out)} (a sentence-transformers "
-            f"Dense module, whose weights take `{src.name}`'s "
-            f"{plan.source_sizes.get('hidden')}-wide embedding; the pipeline goes from "
-            "pooling to the modules after it).\n\n"
+            "Dense module, whose weights take a "
+            f"{pipeline_width or plan.source_sizes.get('hidden')}-wide embedding; the "
+            "pipeline goes from pooling to the modules after it).\n\n"
         )
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
     return (

@@ -385,14 +385,22 @@ def _run(
         return finish(manifest_hash(plan.target_config, sink.sorted_records()))
     from .cards import holds_source_weights, model_card
     from .record import recorded_method
-    from .side_files import check_code, fit_to_width, out_files, source_card_of
+    from .side_files import check_code, files_config, fit_to_width, out_files, source_card_of
 
     shard = export.parse_size(max_shard_size or export.DEFAULT_SHARD_SIZE)
     # The source's tokenizer, configs, license, code and pipeline travel with the weights
     # (read, and verified, before any work).
     carried = out_files(reg, plan.source)
     check_code(plan.source.name, plan.target_config, carried)
-    extra = fit_to_width(carried, plan.source_sizes.get("hidden"), plan.target_sizes.get("hidden"))
+    # The width the carried pipeline was written for: the source's that imported it, also
+    # where the parent is a checkpoint zoo derived at another width.
+    written_for = files_config(reg, plan.source)
+    files_width = (
+        plan.family.axis_sizes(written_for).get("hidden")
+        if written_for
+        else plan.source_sizes.get("hidden")
+    )
+    extra = fit_to_width(carried, files_width, plan.target_sizes.get("hidden"))
     fitted = sorted(n for n in extra if extra[n] != carried[n])
     left_out = sorted(set(carried) - set(extra))
     source_card = source_card_of(reg, plan.source)
@@ -434,6 +442,7 @@ def _run(
                         plan.source.config,
                     ),
                     left_out,
+                    files_width,
                 ),
                 extra_files=extra,
             )

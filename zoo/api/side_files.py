@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from zoo.db import queries
 from zoo.db.entities import ArtifactInfo, FileRecord
-from zoo.db.models import ArtifactFile, Edge
+from zoo.db.models import Artifact, ArtifactFile, Edge
 from zoo.errors import InvalidInputError
 
 #: A sentence-transformers pooling module's input width, as versions up to 5 and from 6
@@ -72,6 +72,22 @@ def files_of(reg, info: ArtifactInfo) -> tuple[FileRecord, ...]:
     if info.files:
         return info.files
     return _up(reg, info, lambda session, node: tuple(queries.file_records(session, node))) or ()
+
+
+def files_config(reg, info: ArtifactInfo) -> dict[str, Any] | None:
+    """The config of the artifact whose files :func:`files_of` gives ``info``: its own, or
+    its nearest ancestor's that stores some. A checkpoint derived from a derived one
+    carries its source's pipeline, whose pooling width is that source's, not its parent's."""
+    if info.files:
+        return info.config
+
+    def owner_config(session: Session, node: int):
+        if not queries.file_records(session, node):
+            return None
+        text = session.get(Artifact, node).config_json
+        return json.loads(text) if text else {}
+
+    return _up(reg, info, owner_config)
 
 
 @dataclass(frozen=True)
