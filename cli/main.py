@@ -390,7 +390,8 @@ def _raw_registry():
     return Registry(check_schema=False)
 
 
-@db_group.command("upgrade")
+# A relative revision (-1) is the argument, not an unknown option.
+@db_group.command("upgrade", context_settings={"ignore_unknown_options": True})
 @click.argument("revision", default="head")
 @json_option
 def db_upgrade(revision: str, as_json: bool) -> None:
@@ -416,11 +417,10 @@ def db_upgrade(revision: str, as_json: bool) -> None:
 def db_downgrade(revision: str, drop_data: bool, as_json: bool) -> None:
     """Downgrade the schema to REVISION ('base' removes every table)."""
     before, after = _raw_registry().db_downgrade(revision, drop_data=drop_data)
-    _emit(
-        as_json,
-        {"before": before, "after": after},
-        f"schema {before or '(empty)'} -> {after or '(empty)'}",
-    )
+    text = f"schema {before or '(empty)'} -> {after or '(empty)'}"
+    if before == after:
+        text = f"schema {after or '(empty)'}: already there, nothing to downgrade"
+    _emit(as_json, {"before": before, "after": after}, text)
 
 
 @db_group.command("current")

@@ -423,3 +423,40 @@ def test_a_registry_held_open_refuses_a_schema_changed_under_it(registry, tiny_d
         assert "out of date" in message and "://" not in message, message
     other.db_upgrade()
     assert len(registry.list()) == 1
+
+
+def test_every_revision_spelling_is_resolved_by_zoo_in_one_line(run_cli, registry):
+    """Every spelling names one revision or is refused in zoo's words: a relative one is
+    checked like the id it names (`upgrade head-1` at head is refused as `upgrade 0010`
+    is), nothing is above head or below base (not Alembic's "Walked too far", nor a
+    `downgrade base-1` that did nothing and reported success)."""
+    assert registry.list() == []  # the first use creates the schema, at head
+    head = db_engine.head_revision()
+    below = f"{int(head) - 1:04d}"
+    refused = {
+        ("upgrade", "head-1"): (2, f"at {head}, above {below}; `zoo db downgrade {below}`"),
+        ("upgrade", "-1"): (2, f"at {head}, above {below}; `zoo db downgrade {below}`"),
+        ("upgrade", "base"): (2, f"at {head}, above base; `zoo db downgrade base` goes down"),
+        ("upgrade", "+1"): (2, f"nothing is above head ({head})"),
+        ("downgrade", "head+1"): (2, f"nothing is above head ({head})"),
+        ("downgrade", "base-1"): (2, "nothing is below base"),
+        ("downgrade", "-40"): (2, "nothing is below base"),
+        ("downgrade", "9999"): (2, "zoo has no revision 9999; its revisions are 0001 to"),
+        ("downgrade", "00"): (2, "00 begins several revisions (0001, 0002,"),
+        ("upgrade", "--bogus"): (2, "No such option '--bogus'"),
+    }
+    for (verb, revision), (want, words) in refused.items():
+        code, out, err = run_cli("db", verb, revision)
+        assert (code, out, err.count("\n")) == (want, "", 1), (verb, revision, code, err)
+        assert words in err and "Walked" not in err, (verb, revision, err)
+    assert registry.db_current()["current"] == head
+    code, out, err = run_cli("db", "downgrade", "head")
+    assert code == 0 and out.strip() == f"schema {head}: already there, nothing to downgrade"
+    code, out, err = run_cli("db", "downgrade", below)
+    assert code == 0 and out.strip() == f"schema {head} -> {below}", err
+    code, out, err = run_cli("db", "downgrade", "head")
+    assert code == 2 and f"at {below}, below {head}; `zoo db upgrade {head}` goes up" in err
+    code, out, err = run_cli("db", "upgrade", "head-1")  # where it is now: nothing to do
+    assert code == 0 and out.strip() == f"schema {below}: already there, nothing to upgrade"
+    code, out, err = run_cli("db", "upgrade", "+1")
+    assert code == 0 and out.strip() == f"schema {below} -> {head}", err

@@ -467,8 +467,7 @@ def _run_alembic(
 
     if not revision.strip():
         raise InvalidInputError(f"zoo db {verb}: name a revision (zoo db current shows them).")
-    if verb == "upgrade":
-        _check_upgrade_target(connection, revision)
+    target = _resolve_target(connection, verb, revision)
     cfg = alembic_config(connection)
     sqlite = connection.dialect.name == "sqlite"
     if sqlite:
@@ -486,7 +485,7 @@ def _run_alembic(
         connection.begin()
     try:
         try:
-            getattr(command, verb)(cfg, revision)
+            getattr(command, verb)(cfg, target)
         except CommandError as exc:  # e.g. a revision that does not exist
             raise InvalidInputError(f"zoo db {verb} {revision}: {_first_line(exc)}.") from exc
         lost = cfg.attributes.get(LOST, [])
@@ -503,30 +502,71 @@ def _run_alembic(
             connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")
 
 
-def _check_upgrade_target(connection: Connection, revision: str) -> None:
-    """An upgrade goes up: a revision below the database's is refused, naming the command
-    that goes down (Alembic would do nothing and report success), and ``head+N`` names
-    nothing (Alembic fails on it with an assertion)."""
-    from alembic.script.revision import RevisionError
-    from alembic.util import CommandError
-
+def _revision_chain() -> list[str]:
+    """zoo's revisions from the first to head, in order (zoo's migrations are one line)."""
     scripts = _scripts()
-    head = scripts.get_current_head()
-    if re.fullmatch(r"\s*heads?\s*\+\s*\d+\s*", revision):
-        raise InvalidInputError(f"zoo db upgrade {revision}: nothing is above head ({head}).")
-    current = current_revision(connection)
-    try:
-        target = scripts.get_revision(revision) if current is not None else None
-    except (CommandError, RevisionError):  # relative or unknown: Alembic's own checks say
-        return
-    if target is None or target.revision == current:
-        return
-    below = {r.revision for r in scripts.iterate_revisions(current, "base")}
-    if target.revision in below:
+    return [script.revision for script in reversed(list(scripts.walk_revisions()))]
+
+
+def _resolve_target(connection: Connection, verb: str, revision: str) -> str:
+    """The revision id (or ``base``) that ``revision`` names, in zoo's words when it names
+    none or the wrong way. Every spelling is resolved here, not by Alembic: its answers
+    differ by spelling (``upgrade head-1`` at head and ``upgrade base`` did nothing and
+    reported success, where ``upgrade 0010`` is refused; ``downgrade head+1`` said "Walked
+    too far"; ``downgrade base-1`` did nothing at all).
+
+    Spellings: ``head`` (``heads``), ``base``, a revision id or a prefix naming one, each
+    optionally followed by ``+N`` or ``-N``, or ``+N`` / ``-N`` alone, from the database's
+    revision."""
+    spelled = revision.strip()
+    asked = f"zoo db {verb} {spelled}"
+    if spelled.startswith("-") and not re.fullmatch(r"-\s*\d+", spelled):
+        raise InvalidInputError(f"No such option '{spelled}' (see `zoo db {verb} --help`).")
+    match = re.fullmatch(r"(.*?)\s*(?:([+-])\s*(\d+))?", spelled)
+    anchor, sign, steps = match.group(1), match.group(2), match.group(3)
+    chain = ["base", *_revision_chain()]  # position 0 is the empty schema
+    current = current_revision(connection) or "base"
+    if current not in chain:  # the callers refuse a newer zoo's registry before this
+        raise SchemaOutdatedError(f"{asked}: the database is at {current}, unknown to zoo.")
+    here = chain.index(current)
+    if not anchor:
+        at = here
+    elif anchor in ("head", "heads"):
+        at = len(chain) - 1
+    elif anchor == "base":
+        at = 0
+    else:
+        named = [r for r in chain[1:] if r == anchor] or [
+            r for r in chain[1:] if r.startswith(anchor)
+        ]
+        if not named:
+            raise InvalidInputError(
+                f"{asked}: zoo has no revision {anchor}; its revisions are {chain[1]} to "
+                f"{chain[-1]}, and base (`zoo db current` shows the database's)."
+            )
+        if len(named) > 1:
+            raise InvalidInputError(
+                f"{asked}: {anchor} begins several revisions ({', '.join(named)}); give one."
+            )
+        at = chain.index(named[0])
+    if sign:
+        at += int(steps) if sign == "+" else -int(steps)
+    if at >= len(chain):
+        raise InvalidInputError(f"{asked}: nothing is above head ({chain[-1]}).")
+    if at < 0:
+        raise InvalidInputError(f"{asked}: nothing is below base, the empty schema.")
+    target = chain[at]
+    if verb == "upgrade" and at < here:
         raise InvalidInputError(
-            f"zoo db upgrade {revision}: the database is at {current}, above "
-            f"{target.revision}; `zoo db downgrade {target.revision}` goes down."
+            f"{asked}: the database is at {current}, above {target}; "
+            f"`zoo db downgrade {target}` goes down."
         )
+    if verb == "downgrade" and at > here:
+        raise InvalidInputError(
+            f"{asked}: the database is at {current}, below {target}; "
+            f"`zoo db upgrade {target}` goes up."
+        )
+    return target
 
 
 @contextlib.contextmanager
