@@ -358,11 +358,17 @@ def current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def stamped_revision(connection: Connection) -> str | None:
+def stamped_revision(connection: Connection, *, with_tables: bool = False) -> str | None:
     """The revision in alembic_version read with one query (None without the table), the
-    check every command makes before its work."""
+    check every command makes before its work. ``with_tables``: the query names zoo's
+    artifacts table too, so another project's database stamped with a revision id zoo
+    also uses (zoo's head) fails it, and :func:`ensure_schema` judges it as it judges one
+    without the table."""
+    query = "SELECT version_num FROM alembic_version"
+    if with_tables:
+        query += " WHERE NOT EXISTS (SELECT 1 FROM artifacts WHERE 1 = 0)"
     try:
-        rows = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+        rows = connection.execute(text(query)).scalars().all()
     except DBAPIError:  # no such table: an empty database, or not zoo's
         connection.rollback()
         return None
@@ -370,13 +376,17 @@ def stamped_revision(connection: Connection) -> str | None:
 
 
 def _foreign_revision(connection: Connection, current: str | None) -> bool:
-    """Whether ``current`` is another project's Alembic revision: one zoo does not know
-    in a database without zoo's tables (a newer zoo's registry has them)."""
-    return (
-        current is not None
-        and not _is_known_revision(current)
-        and not inspect(connection).has_table("artifacts")
-    )
+    """Whether ``current`` is another project's Alembic revision: any revision in a
+    database with none of the tables, named as only zoo names them, that every zoo schema
+    has had since its first (a newer zoo's registry has them too; a zoo registry missing
+    one table is a damaged registry, not someone else's). Another project numbering its
+    revisions as zoo does (``0003``) is no zoo registry: upgrading it would add zoo's
+    tables beside its own, and a downgrade would drop a table of its that shares a name
+    with one of zoo's."""
+    if current is None:
+        return False
+    tables = set(inspect(connection).get_table_names())
+    return not tables & {"artifact_tensors", "family_defaults"}
 
 
 def _has_any_table(connection: Connection) -> bool:
@@ -631,7 +641,7 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
             if connection.dialect.name == "postgresql":
                 # One statement: no BEGIN and ROLLBACK round trips around it.
                 connection.execution_options(isolation_level="AUTOCOMMIT")
-            current = stamped_revision(connection)
+            current = stamped_revision(connection, with_tables=True)
             if current == head:
                 return
     except OperationalError as exc:
@@ -650,7 +660,7 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
             _run_alembic(connection, "upgrade", "head")
             current = current_revision(connection)
         foreign = _foreign_revision(connection, current)
-    if current != head:
+    if current != head or foreign:
         where = _shown_url(engine)
         if current is None or foreign:
             raise SchemaOutdatedError(
