@@ -324,8 +324,13 @@ def _next_page_command(cursor: str) -> str:
 @json_option
 def show_cmd(name: str, tensors: bool, include_deleted: bool, as_json: bool) -> None:
     """Show one artifact (by name, alias, content-hash prefix of 8+ hex digits or ORG/NAME)."""
+    from zoo.api.learngene_format import short_bands
+
     info = _registry().show(name, include_deleted=include_deleted)
-    _emit(as_json, info.to_json(with_tensors=tensors), render.artifact_detail(info, tensors))
+    data = info.to_json(with_tensors=tensors)
+    if info.kind == "learngene":
+        data["short_bands"] = short_bands(info)
+    _emit(as_json, data, render.artifact_detail(info, tensors))
 
 
 @cli.command("tag")
@@ -502,6 +507,8 @@ def config_show(as_json: bool) -> None:
 @_streams
 def extract_cmd(source, method, wavelet, levels, keep, order, name, device, as_json) -> None:
     """Extract a learngene (wavelet bands or DCT block) from SOURCE, once."""
+    from zoo.api.learngene_format import short_bands
+
     info = _registry().extract(
         source,
         method=method,
@@ -512,7 +519,10 @@ def extract_cmd(source, method, wavelet, levels, keep, order, name, device, as_j
         name=name,
         device=device,
     )
-    _emit(as_json, info.to_json(), render.artifact_line(info))
+    short = short_bands(info)
+    _emit(as_json, {**info.to_json(), "short_bands": short}, render.artifact_line(info))
+    for line in render.short_bands(info, short, every=False):
+        click.echo(f"note: {info.name}: {line}", err=True)
 
 
 @cli.command("materialize")

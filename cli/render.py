@@ -62,6 +62,8 @@ def page_footer(page, next_command: str) -> str:
 
 
 def artifact_detail(info, with_tensors: bool = False) -> str:
+    from zoo.api.learngene_format import short_bands as shortfall
+
     lines = [
         f"name:      {info.name}",
         f"kind:      {info.kind}{' (virtual: recipe only)' if info.virtual else ''}"
@@ -82,6 +84,8 @@ def artifact_detail(info, with_tensors: bool = False) -> str:
             # Per-signal axes, statistics and digests: hundreds of lines; --json has them.
             value = f"{len(value)} parameter groups (details: --json)"
         lines.append(f"{key + ':':<10} {printable(str(value))}")
+    for line in short_bands(info, shortfall(info)):
+        lines.append(f"bands:     {line}")
     for f in info.files:
         lines.append(
             f"file:      {printable(f.name)}  {f.role}  {human_bytes(f.nbytes)}  {f.digest[:12]}"
@@ -99,6 +103,51 @@ def artifact_detail(info, with_tensors: bool = False) -> str:
         for t in info.tensors:
             lines.append(f"  {t.name}  {t.dtype}  {list(t.shape)}  {t.digest[:12]}")
     return "\n".join(lines)
+
+
+def _halvings(role: str, size: int) -> str:
+    times = (size & -size).bit_length() - 1  # how many times it halves exactly
+    if times == 0:
+        return f"{role} {size} does not halve"
+    return f"{role} {size} halves {'once' if times == 1 else f'{times} times'}"
+
+
+def short_bands(info, short: list[dict], *, every: bool = True) -> list[str]:
+    """One sentence per shortfall of a dwt learngene's bands
+    (:func:`zoo.api.learngene_format.short_bands`): how many parameter groups hold which
+    levels, why, which groups, and, for groups without any band, that materializing
+    reads the source for them at every size. ``every=False``: the first few groups, and
+    where to see them all."""
+    groups: dict[tuple, list[str]] = {}
+    for entry in short:
+        why = tuple(sorted(entry["limits"].items()))
+        groups.setdefault((tuple(entry["levels"]), why), []).append(entry["signal"])
+    total = len(info.info.get("signals") or {})
+    source = info.info.get("source_name") or info.info.get("source", "")[:12]
+    wanted = info.info.get("levels")
+    lines = []
+    for (levels, why), keys in sorted(groups.items()):
+        because = " and ".join(_halvings(role, size) for role, size in why)
+        shown = keys if every else keys[:NOTE_ENTRIES]
+        names = ", ".join(printable(k) for k in shown)
+        if len(shown) < len(keys):
+            names += (
+                f" and {len(keys) - len(shown)} more (`zoo show {printable(info.name)}` "
+                "lists them all; --json gives them as short_bands)"
+            )
+        if levels:
+            span = f"level {levels[0]}" if len(levels) == 1 else f"levels 1-{levels[-1]}"
+            lines.append(
+                f"{len(keys)} of {total} parameter groups hold {span} only, not 1-{wanted}, "
+                f"as {because}: {names}"
+            )
+        else:
+            lines.append(
+                f"{len(keys)} of {total} parameter groups hold no band, as {because}: "
+                f"{names}; materialize computes them from the source {printable(source)} at "
+                "every size"
+            )
+    return lines
 
 
 #: Files a note names before it says how many more there are.

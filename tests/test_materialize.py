@@ -19,7 +19,7 @@ import pywt
 import torch
 import transformers
 from safetensors import safe_open
-from tinymodels import with_legacy_norm_names
+from tinymodels import save_tiny, with_legacy_norm_names
 
 from zoo.errors import (
     AmbiguousNameError,
@@ -877,7 +877,6 @@ def test_a_float16_target_whose_values_pass_its_range_is_refused(registry, tmp_p
     """float16 holds up to 65504: a weight past it would be written as inf. Refused in one
     line naming the tensor, nothing recorded and no folder; bfloat16 holds it."""
     from safetensors.torch import load_file, save_file
-    from tinymodels import save_tiny
 
     folder = save_tiny("gpt2", tmp_path / "src")
     tensors = load_file(folder / "model.safetensors")
@@ -1333,6 +1332,45 @@ def test_extracting_again_under_another_name_makes_that_name_an_alias(registry, 
     code, out, err = run_cli("extract", src.name, "--name", src.name)
     assert code != 0 and out == "" and err.count("\n") == 1 and "already names" in err
     assert registry.show(src.name).kind == "source"
+
+
+def test_extract_names_the_groups_a_dwt_learngene_holds_no_band_for(registry, tmp_path, run_cli):
+    """A band halves every resizable axis of its group, so a source of 3 layers gets no
+    band for any per-layer group: extract says so on stderr (which groups, why, and that
+    materialize computes them from the source), as `zoo show` does, and --json lists them
+    as short_bands. Which tensors the learngene holds is the independent check."""
+    src = registry.import_checkpoint(save_tiny("llama", tmp_path / "llama3", num_hidden_layers=3))
+    code, out, err = run_cli("extract", src.name, "--json")
+    assert code == 0
+    info = json.loads(out)
+    held = {t.name for t in registry.show(info["name"]).tensors}
+    signals = info["info"]["signals"]
+    bandless = sorted(k for k in signals if not any(n.startswith(f"{k}@") for n in held))
+    assert bandless and all("final_norm" not in k and "embed" not in k for k in bandless)
+    assert [e["signal"] for e in info["short_bands"]] == bandless
+    assert all(e["levels"] == [] and e["limits"] == {"layers": 3} for e in info["short_bands"])
+    note = err.strip()
+    assert err.count("\n") == 1 and note.startswith(f"note: {info['name']}: ")
+    assert f"{len(bandless)} of {len(signals)} parameter groups hold no band" in note
+    assert "layers 3 does not halve" in note and f"from the source {src.name}" in note
+    code, shown, _ = run_cli("show", info["name"])
+    line = next(x for x in shown.splitlines() if x.startswith("bands:"))
+    assert all(k in line for k in bandless) and "layers 3 does not halve" in line
+    code, shown, _ = run_cli("show", info["name"], "--json")
+    assert json.loads(shown)["short_bands"] == info["short_bands"]
+    # What materialize does with it: those groups from the source, as the source's own dwt.
+    kw = dict(layers=3, hidden=16, method="dwt", wavelet="db2", rescale="none")
+    from_lg = registry.materialize(info["name"], **kw).artifact
+    assert from_lg.content_hash == registry.materialize(src.name, **kw).artifact.content_hash
+
+    # Levels past what the layers allow: the per-layer groups stop at level 2.
+    four = registry.import_checkpoint(save_tiny("llama", tmp_path / "llama4"))
+    code, out, err = run_cli("extract", four.name, "--levels", "3", "--json")
+    short = json.loads(out)["short_bands"]
+    assert short and all(e["levels"] == [1, 2] and e["limits"] == {"layers": 4} for e in short)
+    assert "hold levels 1-2 only, not 1-3, as layers 4 halves 2 times" in err
+    code, out, err = run_cli("extract", four.name, "--json")  # every band it asked for
+    assert json.loads(out)["short_bands"] == [] and err == ""
 
 
 def test_audit_takes_no_rotary_frequencies_for_ancestry(registry, tiny_dir, tmp_path):

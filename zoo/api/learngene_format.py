@@ -99,3 +99,32 @@ def dwt_levels(shape: tuple[int, ...], axes: tuple[int, ...], wanted: int) -> li
             break  # an axis that does not halve at level k halves at no deeper one
         out.append(k)
     return out
+
+
+def short_bands(info) -> list[dict[str, Any]]:
+    """The parameter groups of a dwt learngene (an :class:`~zoo.db.entities.ArtifactInfo`)
+    that hold fewer levels than it was extracted with, in name order: ``{"signal",
+    "levels"`` (those it holds, maybe none), ``"limits"`` (each resizable axis that does
+    not halve at the next level, by role: its size)``}``. A band halves every resizable
+    axis of its group, so one axis that does not halve (7 layers) leaves the group
+    without that level and every deeper one; materializing it then reads the source.
+    Computed from the recorded info, so learngenes extracted before it are described
+    too."""
+    from zoo.families import get_family
+
+    meta = info.info or {}
+    if info.kind != "learngene" or meta.get("method") != "dwt" or info.family is None:
+        return []
+    wanted = meta.get("levels", 0)
+    sizes = get_family(info.family).axis_sizes(info.config)
+    out = []
+    for key, sig in sorted((meta.get("signals") or {}).items()):
+        held = list(sig.get("levels", []))
+        if sig.get("full") or len(held) >= wanted:
+            continue
+        roles, shape, step = sig["axes"], sig["shape"], 2 ** (len(held) + 1)
+        limits = {
+            roles[a]: shape[a] for a in changeable_axes(tuple(roles), sizes) if shape[a] % step
+        }
+        out.append({"signal": key, "levels": held, "limits": limits})
+    return out
