@@ -765,7 +765,7 @@ def test_the_file_cache_keeps_a_folder_per_artifact_and_drops_what_it_cannot_rea
     """At the server's start: a folder named by a bare content hash (no kind, so possibly
     another artifact's card), its file index, pending builds and their outputs' temporary
     folders go; folders keyed by artifact, and anything named otherwise, stay."""
-    from zoo.server.work import CACHE_MARK, FileCache, folder_key
+    from zoo.server.work import CACHE_MARK, WRITER_MARK, FileCache, folder_key
 
     FileCache(tmp_path)  # an empty folder: taken
     digest = "ab" * 32
@@ -790,9 +790,51 @@ def test_the_file_cache_keeps_a_folder_per_artifact_and_drops_what_it_cannot_rea
             carded,
             f"{carded}.files.json",
             CACHE_MARK,
+            WRITER_MARK,
             *theirs,
         ]
     )
+
+
+def test_a_cache_built_by_another_zoo_is_built_again(tmp_path):
+    """A served folder's bytes depend on the code that wrote its config, card and fitted
+    pipeline, not only on its key: after an upgrade (a corrected pooling width) the
+    server's start drops the folders other code built, which are then built again, and
+    keeps those its own code built. A cache from before the writer was recorded counts
+    as other code's; one another running server uses is left to it."""
+    from zoo.server.work import WRITER_MARK, FileCache, folder_key, writer
+
+    key = folder_key(SimpleNamespace(content_hash="ab" * 32, kind="derived"))
+
+    def built() -> None:
+        (tmp_path / key).mkdir()
+        (tmp_path / key / "config.json").write_text("{}")
+        (tmp_path / f"{key}.files.json").write_text("{}")
+
+    FileCache(tmp_path).close()
+    assert (tmp_path / WRITER_MARK).read_text().strip() == writer()
+    built()
+    same = FileCache(tmp_path)
+    assert same.clean_leftovers() == [] and (tmp_path / key / "config.json").is_file()
+    same.close()
+
+    (tmp_path / WRITER_MARK).write_text("0" * 64 + "\n")  # built by another zoo
+    running = FileCache(tmp_path)  # its server still runs: its folders are its own
+    beside = FileCache(tmp_path)
+    assert beside.clean_leftovers() == [] and (tmp_path / key).is_dir()
+    running.close()
+    beside.close()
+    upgraded = FileCache(tmp_path)
+    assert upgraded.clean_leftovers() == [key]
+    assert not (tmp_path / key).exists() and not (tmp_path / f"{key}.files.json").exists()
+    assert (tmp_path / WRITER_MARK).read_text().strip() == writer()
+    upgraded.close()
+
+    built()
+    (tmp_path / WRITER_MARK).unlink()  # a cache older than the mark
+    older = FileCache(tmp_path)
+    assert older.clean_leftovers() == [key] and not (tmp_path / key).exists()
+    older.close()
 
 
 def test_the_file_cache_refuses_a_folder_of_the_users(tmp_path):
@@ -852,7 +894,7 @@ def _cached(cache, tmp_path, key: str, size: int, used: float):
 
 
 def test_a_bounded_file_cache_evicts_the_least_recently_used_folders_only(tmp_path):
-    from zoo.server.work import CACHE_MARK, FileCache
+    from zoo.server.work import CACHE_MARK, WRITER_MARK, FileCache
 
     keys = [f"{c * 64}.derived" for c in "abcd"]
     cache = FileCache(tmp_path, limit=250, idle_s=0)
@@ -874,7 +916,7 @@ def test_a_bounded_file_cache_evicts_the_least_recently_used_folders_only(tmp_pa
     _cached(cache, tmp_path, keys[3], 1000, now)
     assert [k for k in keys if cache.folder(k) is not None] == [keys[3]]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [keys[3], "notes", f"{'e' * 64}.txt", CACHE_MARK]
+        [keys[3], "notes", f"{'e' * 64}.txt", CACHE_MARK, WRITER_MARK]
     )
 
 

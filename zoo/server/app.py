@@ -741,7 +741,11 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     async def lifespan(app):
         left = server.cache.clean_leftovers()
         if left:
-            log.info("removed %d leftovers of an interrupted server from the cache", len(left))
+            log.info(
+                "removed %d leftovers of an interrupted server, or folders another zoo "
+                "built, from the cache",
+                len(left),
+            )
         await server.db(server.cache.trim)
         await server.db(server.reg.ensure_schema)
         yield

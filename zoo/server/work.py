@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import contextvars
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -104,6 +105,9 @@ _PENDING = ".pending-"
 _UPLOAD = ".upload-"
 #: The file that makes a folder this cache's, written when it first takes the folder.
 CACHE_MARK = ".zoo-serve-cache"
+#: The code that built the cache's folders (:func:`writer`), rewritten at a start that
+#: found them built by other code and dropped them.
+WRITER_MARK = ".zoo-serve-writer"
 _LEFTOVER_NAMES = re.compile(
     r"\.(pending|upload)-[0-9a-f]{32}"  # a build or an upload a killed server left
     r"|\.\.pending-[0-9a-f]{32}\.zoo-(tmp|old)-[0-9a-f]{8}-\d+-[0-9a-f]{8}"  # its output's
@@ -142,6 +146,22 @@ def commit_of(key: str) -> str:
 
 
 _KEY = re.compile(r"[0-9a-f]{64}\.[a-z]+(?:-[0-9a-f]{12})?")
+
+
+@functools.lru_cache(maxsize=1)
+def writer() -> str:
+    """What the bytes of a served folder depend on beyond its key (the content hash and
+    the stored files' digests): zoo's version and code, which write its config, card and
+    fitted pipeline. A folder built by other code may differ from what this code builds
+    (a corrected pooling width), so a cache built by another zoo is built again."""
+    import zoo
+
+    root = Path(zoo.__file__).parent
+    digest = hashlib.sha256(zoo.__version__.encode())
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 class FileCache:
@@ -187,6 +207,7 @@ class FileCache:
             mark.write_text(
                 "The files zoo serve serves; zoo may remove anything named as it names it.\n"
             )
+            (self.root / WRITER_MARK).write_text(writer() + "\n")
         # Held shared while this server runs: a server starting beside it on the same
         # cache sees it and leaves the pending builds and uploads alone (they are its).
         self._in_use = open(mark, "rb")  # noqa: SIM115 - held for the server's lifetime
@@ -197,8 +218,10 @@ class FileCache:
         self._in_use.close()
 
     def clean_leftovers(self) -> list[str]:
-        """Remove what a killed server left (pending builds, uploads); returns the names.
-        Nothing while another server uses this cache: what is pending may be its."""
+        """Remove what a killed server left (pending builds, uploads), and every folder
+        built by other code than this server's (:func:`writer`: a zoo upgraded since);
+        returns the names. Nothing while another server uses this cache: what is pending
+        may be its, and it serves what it built."""
         # Asked at the server's start, when nothing of its own is pending yet. A failed
         # conversion to exclusive drops the shared hold (flock(2)): it is taken again.
         try:
@@ -213,6 +236,17 @@ class FileCache:
                 if _LEFTOVER_NAMES.fullmatch(name):
                     shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
                     removed.append(name)
+            mark = self.root / WRITER_MARK
+            try:
+                built_by = mark.read_text().strip()
+            except FileNotFoundError:  # a cache from before the mark: its code unknown
+                built_by = None
+            if built_by != writer():
+                stale = [e.name for e in self.root.iterdir() if _KEY.fullmatch(e.name)]
+                for key in stale:
+                    self._evict(key)
+                removed += stale
+                mark.write_text(writer() + "\n")
             return removed
         finally:
             fcntl.flock(self._in_use, fcntl.LOCK_SH)
