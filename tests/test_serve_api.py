@@ -93,7 +93,10 @@ def test_list_search_and_show_answer_what_the_registry_holds(served):
         bad = http.get("/api/artifacts/tiny%00bert")
         assert bad.status_code == 404 and bad.json()["error"]["class"] == "NotFoundError"
         # Quoted and escaped once, as the command line shows a name (repr): 'tiny\x00bert'.
-        assert f"the name {'tiny' + chr(0) + 'bert'!r}." in bad.json()["error"]["message"]
+        assert (
+            f"named {'tiny' + chr(0) + 'bert'!r} (a name holds no NUL)"
+            in bad.json()["error"]["message"]
+        )
         pattern = http.get("/api/artifacts", params={"q": "a\x00b"})
         assert pattern.status_code == 400, pattern.text
         assert pattern.json()["error"]["message"].startswith(f"{'a' + chr(0) + 'b'!r} is not")

@@ -995,7 +995,7 @@ def test_a_remote_registry_refuses_bad_arguments_in_the_local_registrys_words(
     and a misspelt keyword is Python's TypeError on both, not a request the server
     refuses in its own words."""
     import zoo
-    from zoo.errors import ZooError
+    from zoo.errors import NotFoundError, ZooError
 
     monkeypatch.delenv("ZOO_ENDPOINT", raising=False)
     remote = zoo.connect(endpoint=served.url, token=served.admin)
@@ -1027,8 +1027,21 @@ def test_a_remote_registry_refuses_bad_arguments_in_the_local_registrys_words(
         "alias None": lambda reg: reg.tag("tiny-gpt2", None),
         "long alias": lambda reg: reg.tag("nope", "a" * 200),
         "token None": lambda reg: reg.create_token(None),
+        "revoke None": lambda reg: reg.revoke_token(None),
     }
-    for what, call in calls.items():
+    # Names that name nothing, said alike (and not by the server's own words).
+    lookups = {
+        "show long": lambda reg: reg.show("a" * 5000),
+        "show NUL": lambda reg: reg.show("\x00"),
+        "lineage NUL": lambda reg: reg.lineage("\x00"),
+        "rm long": lambda reg: reg.rm("a" * 1025),
+        "link to ''": lambda reg: reg.link("tiny-gpt2", ""),
+        "default to ''": lambda reg: reg.set_default("gpt2", ""),
+        "revoke NUL": lambda reg: reg.revoke_token("\x00"),
+        "history NUL": lambda reg: reg.alias_history("\x00"),
+    }
+    said = {}
+    for what, call in {**calls, **lookups}.items():
         refused = []
         for reg in (served.reg, remote):
             with pytest.raises((ZooError, TypeError)) as caught:
@@ -1036,7 +1049,26 @@ def test_a_remote_registry_refuses_bad_arguments_in_the_local_registrys_words(
             message = str(caught.value).replace("RemoteRegistry.", "Registry.")
             refused.append((type(caught.value), message))
         assert refused[0] == refused[1], (what, refused)
-        assert refused[0][0] is TypeError or issubclass(refused[0][0], InvalidInputError), what
+        assert refused[0][0] is TypeError or issubclass(
+            refused[0][0], (InvalidInputError, NotFoundError)
+        ), what
+        assert len(refused[0][1]) < 300, what  # one line, not the argument back
+        said[what] = refused[0]
+    # Another HTTP client (curl) sending values of the right JSON type hears zoo's words.
+    with client(served.url, served.admin) as http:
+        for what, (method, path, body) in {
+            "show long": ("GET", "/api/artifacts/" + "a" * 5000, None),
+            "lineage NUL": ("GET", "/api/artifacts/%00/lineage", None),
+            "link to ''": ("POST", "/api/artifacts/tiny-gpt2/links", {"parent": ""}),
+            "default to ''": ("PUT", "/api/defaults/gpt2", {"learngene": ""}),
+        }.items():
+            answer = http.request(method, path, json=body)
+            assert answer.status_code in (400, 404), (what, answer.text)
+            error = answer.json()["error"]
+            assert (error["class"], error["message"]) == (
+                said[what][0].__name__,
+                said[what][1],
+            ), what
     assert {a.name for a in served.reg.list(include_deleted=True)} == before
     # Local only, as `zoo release-claim` says in client mode: one line, not an AttributeError.
     with pytest.raises(InvalidInputError, match="where the database is"):

@@ -361,7 +361,7 @@ class RemoteRegistry:
         from zoo.db.entities import AliasSetting
 
         missing = "No alias '' was ever set; `zoo show NAME` lists an artifact's aliases."
-        body = self._call("GET", f"/api/aliases/{_q(alias, missing)}")
+        body = self._call("GET", f"/api/aliases/{_q(alias, missing, 'alias')}")
         return [AliasSetting(**{**s, "set_at": _time(s["set_at"])}) for s in body["history"]]
 
     def rm(self, name: str, *, cascade: bool = False):
@@ -595,9 +595,8 @@ class RemoteRegistry:
 
     def revoke_token(self, name: str):
         missing = "No active token is named ''; see `zoo token list`."
-        return [
-            token_from_json(t) for t in self._call("DELETE", f"/api/tokens/{_q(name, missing)}")
-        ]
+        path = f"/api/tokens/{_q(name, missing, 'token name')}"
+        return [token_from_json(t) for t in self._call("DELETE", path)]
 
     def list_tokens(self, *, include_revoked: bool = False):
         body = self._call("GET", "/api/tokens", params={"all": str(include_revoked).lower()})
@@ -660,12 +659,17 @@ def _parts(stack: contextlib.ExitStack, folder: Path, names: list[str]) -> list:
     ]
 
 
-def _q(name, missing: str = "No artifact named ''. Run `zoo ls` to see what is registered.") -> str:
-    """A name in a URL path, refused here as the local registry refuses it: text, UTF-8,
-    not empty (an empty segment would reach another route; ``missing`` says so)."""
-    from zoo.db.entities import check_name_text
+def _q(
+    name,
+    missing: str = "No artifact named ''. Run `zoo ls` to see what is registered.",
+    what: str = "name",
+) -> str:
+    """A name in a URL path, refused here as the local registry refuses it, in its words
+    (:func:`zoo.db.entities.check_lookup`), and not empty (an empty segment would reach
+    another route; ``missing`` says so)."""
+    from zoo.db.entities import check_lookup
 
-    check_name_text(name)
+    check_lookup(name, what)
     if not name:
         raise errors.NotFoundError(missing)
     return quote(name, safe="")

@@ -187,6 +187,30 @@ def check_name_text(name, what: str = "name") -> None:
         raise InvalidInputError(f"The {what} {name!a} is not UTF-8 text.") from None
 
 
+#: The longest text a look-up asks a database about: no name, alias (128 characters),
+#: content hash (64) or Hub repository id is near it.
+MAX_LOOKUP = 1024
+
+
+def check_lookup(query, what: str = "name") -> None:
+    """Refuse, before any statement, a looked-up name no database can hold: one that is not
+    UTF-8 text is bad input (:func:`check_name_text`); one with NUL (PostgreSQL refuses it
+    in text, SQLite finds nothing), or longer than any name (a pasted file, not a name),
+    names nothing. Checked by the registry, by a server before it asks the registry and by
+    a client before any request, so all three answer in the same words."""
+    from zoo.errors import NotFoundError
+
+    check_name_text(query, what)
+    if "\x00" in query:
+        raise NotFoundError(f"Nothing is named {query!r} (a name holds no NUL).", query=query)
+    if len(query) > MAX_LOOKUP:
+        raise NotFoundError(
+            f"Nothing is named {query[:40]!r}... ({len(query):,} characters; a name has at "
+            f"most {MAX_LOOKUP:,}).",
+            query=query,
+        )
+
+
 def check_search(
     *,
     kind,

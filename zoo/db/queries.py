@@ -34,7 +34,7 @@ from zoo.db.entities import (
     FileRecord,
     ImportInfo,
     TensorRecord,
-    check_name_text,
+    check_lookup,
     loads,
 )
 from zoo.db.models import (
@@ -938,15 +938,6 @@ def resolve(
     if row is None:
         raise not_found(session, query, what=what)
     return row
-
-
-def check_lookup(query, what: str = "name") -> None:
-    """Refuse, before any statement, a looked-up name no database can hold: one that is not
-    UTF-8 text is bad input (:func:`~zoo.db.entities.check_name_text`); one with NUL
-    (PostgreSQL refuses it in text, SQLite finds nothing) names nothing."""
-    check_name_text(query, what)
-    if "\x00" in query:
-        raise NotFoundError(f"Nothing is named {query!r} (a name holds no NUL).", query=query)
 
 
 def not_found(session: Session, query: str, *, what: str = "artifact") -> NotFoundError:

@@ -1324,7 +1324,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     async def verify(name: str | None = None, repair: bool = False, _=admin):
         """Re-hash stored blobs (zoo verify); ``repair`` restores those zoo can produce
         again (zoo verify --repair)."""
-        query = check_query(name) if name else None
+        query = check_query(name) if name is not None else None  # "" is no artifact
         report = await server.work.call(server.reg.verify, query, repair=repair)
         return report.to_json()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from zoo.errors import InvalidInputError, InvalidNameError, NotFoundError
+from zoo.errors import InvalidInputError, InvalidNameError
 
 # Files accepted in an upload: plain names, no hidden files, in a few folders at most.
 _UPLOAD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
@@ -15,14 +15,14 @@ _UPLOAD_SUFFIXES = (".json", ".safetensors", ".md", ".txt", ".model", ".jinja", 
 
 
 def check_query(text: str, what: str = "name") -> str:
-    """A name, alias or hash to look up, answered as the command line answers it (the
-    registry's own message and exit code); only what a database cannot take as text (NUL,
-    which PostgreSQL refuses, or kilobytes) is not found without asking it. A slash quoted
-    in a path segment (kept as ``%2F`` by :class:`zoo.server.app.QuotedSlashes`) is a
-    slash."""
+    """A name, alias or hash to look up, refused as the local registry refuses it, in its
+    words (:func:`zoo.db.entities.check_lookup`: NUL, or longer than any name); anything
+    else is answered by the registry, as the command line answers it. A slash quoted in a
+    path segment (kept as ``%2F`` by :class:`zoo.server.app.QuotedSlashes`) is a slash."""
+    from zoo.db.entities import check_lookup
+
     text = text.replace("%2F", "/")
-    if not text or "\x00" in text or len(text) > 1024:
-        raise NotFoundError(f"Nothing is registered as the {what} {_shown(text)}.")
+    check_lookup(text, what)
     return text
 
 
