@@ -1028,6 +1028,25 @@ def test_a_remote_registry_refuses_bad_arguments_in_the_local_registrys_words(
         "long alias": lambda reg: reg.tag("nope", "a" * 200),
         "token None": lambda reg: reg.create_token(None),
         "revoke None": lambda reg: reg.revoke_token(None),
+        # Values of another type: the local registry's words, not the server's request model's.
+        "layers '1'": lambda reg: reg.materialize("tiny-gpt2", layers="1", hidden=16),
+        "heads '2'": lambda reg: reg.materialize("tiny-gpt2", layers=1, hidden=16, heads="2"),
+        "dtype None": lambda reg: reg.materialize("tiny-gpt2", layers=1, hidden=16, dtype=None),
+        "method 5": lambda reg: reg.materialize("tiny-gpt2", layers=1, hidden=16, method=5),
+        "seed 1.0": lambda reg: reg.materialize("tiny-gpt2", layers=1, hidden=16, seed=1.0),
+        "device 1.5": lambda reg: reg.materialize("tiny-gpt2", layers=1, hidden=16, device=1.5),
+        "levels 2.0": lambda reg: reg.extract("tiny-gpt2", levels=2.0),
+        "keep '0.5'": lambda reg: reg.extract("tiny-gpt2", method="dct", keep="0.5"),
+        "keep 2": lambda reg: reg.extract("tiny-gpt2", method="dct", keep=2),
+        "extract method None": lambda reg: reg.extract("tiny-gpt2", method=None),
+        "extract order None": lambda reg: reg.extract("tiny-gpt2", order=None),
+        "extract wavelet 5": lambda reg: reg.extract("tiny-gpt2", wavelet=5),
+        "extract name 5": lambda reg: reg.extract("tiny-gpt2", name=5),
+        "extract device 1.5": lambda reg: reg.extract("tiny-gpt2", device=1.5),
+        "relation None": lambda reg: reg.link("tiny-gpt2", "tiny-gpt2", relation=None),
+        "note 5": lambda reg: reg.link("tiny-gpt2", "tiny-gpt2", note=5),
+        "parent None": lambda reg: reg.link("tiny-gpt2", None),
+        "rederive device 1.5": lambda reg: reg.rederive("tiny-gpt2", device=1.5),
     }
     # Names that name nothing, said alike (and not by the server's own words).
     lookups = {

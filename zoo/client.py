@@ -380,6 +380,17 @@ class RemoteRegistry:
         device=None,
         order="stored",
     ):
+        from zoo.api.arguments import check_extract
+
+        check_extract(
+            method=method,
+            wavelet=wavelet,
+            levels=levels,
+            keep=keep,
+            order=order,
+            name=name,
+            device=device,
+        )
         _q(source)
         # Registry.extract's own arguments: a misspelt one is Python's TypeError, as there.
         body = {"source": source, "method": method, "wavelet": wavelet, "levels": levels}
@@ -412,6 +423,26 @@ class RemoteRegistry:
         store: bool = False,
         return_weights: bool = True,
     ):
+        from zoo.api.arguments import check_materialize
+
+        # Refused here as the local registry refuses them, in its words: sent, a value of
+        # another type would be refused by the server's request model in its own.
+        check_materialize(
+            layers=layers,
+            hidden=hidden,
+            heads=heads,
+            intermediate=intermediate,
+            kv_heads=kv_heads,
+            seed=seed,
+            device=device,
+            method=method,
+            wavelet=wavelet,
+            rescale=rescale,
+            norm=norm,
+            depth=depth,
+            order=order,
+            dtype=dtype,
+        )
         _check_out(out, force, max_shard_size)
         _q(name)
         # Registry.materialize's own arguments: a misspelt or missing one is Python's
@@ -434,7 +465,10 @@ class RemoteRegistry:
     def rederive(
         self, name: str, *, out=None, force: bool = False, device=None, max_shard_size=None
     ):
+        from zoo.api.arguments import check_device
+
         _check_out(out, force, max_shard_size)
+        check_device(device)
         body = self._call("POST", f"/api/artifacts/{_q(name)}/rederive", json={"device": device})
         artifact = artifact_from_json(body["artifact"])
         written = self._written(artifact, out, force, max_shard_size)
@@ -471,8 +505,10 @@ class RemoteRegistry:
         )
 
     def link(self, child: str, parent: str, *, relation: str = "finetune", note=None):
+        from zoo.api.lineage import check_link
         from zoo.db.entities import EdgeInfo
 
+        check_link(child, parent, relation=relation, note=note)
         body = self._call(
             "POST",
             f"/api/artifacts/{_q(child)}/links",

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from zoo.errors import InvalidInputError
-from zoo.methods import LEARNGENE_METHODS
 
 DEFAULT_LEVELS = 2
 DEFAULT_WAVELET = "db2"
@@ -47,44 +46,34 @@ def extract_recipe(
     order: str = "stored",
 ) -> dict[str, Any]:
     """The normalized settings of an extraction (its identity besides the source)."""
+    from zoo.api.arguments import check_extract
     from zoo.transforms import TRANSFORM_VERSION
-    from zoo.unit_order import check_order
 
-    check_order(order)
+    check_extract(
+        method=method,
+        wavelet=wavelet,
+        levels=levels,
+        keep=keep,
+        order=order,
+        name=None,
+        device=None,
+    )
     # The default order is left out, so learngenes extracted before orders existed
     # keep their identity.
     ordered = {} if order == "stored" else {"order": order}
-
     if method == "dwt":
         # db2: the wavelet of every dwt entry in zoo/defaults.py (the transfer benchmark).
         wavelet = DEFAULT_WAVELET if wavelet is None else wavelet  # '' is refused below
         check_wavelet(wavelet)
-        levels = DEFAULT_LEVELS if levels is None else levels
-        if isinstance(levels, bool) or not isinstance(levels, int):
-            raise InvalidInputError(f"--levels must be a whole number, got {levels!r}.")
-        if levels < 1:
-            raise InvalidInputError(f"--levels must be at least 1, got {levels}.")
-        if keep is not None:
-            raise InvalidInputError("--keep applies to --method dct, not dwt.")
         return {
             "method": "dwt",
             "wavelet": wavelet,
-            "levels": levels,
+            "levels": DEFAULT_LEVELS if levels is None else levels,
             **ordered,
             "transform_version": TRANSFORM_VERSION,
         }
-    if method == "dct":
-        keep = DEFAULT_KEEP if keep is None else keep
-        if isinstance(keep, bool) or not isinstance(keep, (int, float)):
-            raise InvalidInputError(f"--keep is a number in (0, 1], not {keep!r:.40}.")
-        if not 0 < keep <= 1:
-            raise InvalidInputError(f"--keep must be in (0, 1], got {keep}.")
-        if wavelet is not None or levels is not None:
-            raise InvalidInputError("--wavelet and --levels apply to --method dwt, not dct.")
-        return {"method": "dct", "keep": keep, **ordered, "transform_version": TRANSFORM_VERSION}
-    raise InvalidInputError(
-        f"Unknown extraction method {method!r}; choose one of {', '.join(LEARNGENE_METHODS)}."
-    )
+    keep = DEFAULT_KEEP if keep is None else keep
+    return {"method": "dct", "keep": keep, **ordered, "transform_version": TRANSFORM_VERSION}
 
 
 def changeable_axes(axes: tuple[str, ...], sizes: dict[str, int]) -> tuple[int, ...]:

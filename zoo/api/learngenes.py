@@ -71,13 +71,21 @@ def extract(
 
     Asked again, it returns the learngene already registered, after checking its blobs:
     missing or damaged ones are recomputed from the source and rewritten."""
-    from zoo.checkpoint import manifest_hash, validate_name
+    from zoo.checkpoint import manifest_hash
 
     from . import tensors as tio
+    from .arguments import check_extract
     from .catalog import resizable
 
-    if name is not None:
-        validate_name(name)
+    check_extract(
+        method=method,
+        wavelet=wavelet,
+        levels=levels,
+        keep=keep,
+        order=order,
+        name=name,
+        device=device,
+    )
     recipe = extract_recipe(method, wavelet=wavelet, levels=levels, keep=keep, order=order)
     tio.resolve_device(device)  # refused alike whether or not the learngene exists
     with reg.session() as session:

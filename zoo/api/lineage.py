@@ -269,9 +269,10 @@ def lineage(
         return graph_
 
 
-def link(reg, child: str, parent: str, *, relation: str, note: str | None = None) -> EdgeInfo:
-    """Declare that ``child`` was made from ``parent`` (e.g. a fine-tune)."""
-    from zoo.db.queries import check_lookup
+def check_link(child, parent, *, relation, note) -> None:
+    """Refuse what :func:`link` refuses whatever is registered: checked by the registry and
+    by a client before any request, in the same words."""
+    from zoo.db.entities import check_lookup
 
     check_lookup(child)
     check_lookup(parent)
@@ -282,6 +283,11 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
             f"--relation {relation!r} is not allowed; use a lowercase word such as finetune, "
             f"distill, quantize or merge ({', '.join(RECORDED)} are recorded by zoo itself)."
         )
+
+
+def link(reg, child: str, parent: str, *, relation: str, note: str | None = None) -> EdgeInfo:
+    """Declare that ``child`` was made from ``parent`` (e.g. a fine-tune)."""
+    check_link(child, parent, relation=relation, note=note)
 
     def work(session: Session) -> EdgeInfo:
         from zoo import __version__

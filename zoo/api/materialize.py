@@ -70,8 +70,9 @@ class Materialized:
 def materialize(reg, query: str, request: MaterializeRequest) -> Materialized:
     """Build a model of the requested size; see :meth:`zoo.Registry.materialize`."""
     from . import tensors as tio
+    from .arguments import CHECKED, check_materialize
 
-    _check_seed(request.seed)
+    check_materialize(**{k: getattr(request, k) for k in CHECKED})
     out = _check_out(reg, request.out, request.force, request.max_shard_size)
     dev = tio.resolve_device(request.device, prefer_gpu=True)
     plan = make_plan(reg, query, request)
@@ -126,7 +127,10 @@ def rederive(
     Raises:
         VerificationError: the re-derived tensors do not hash to the recorded manifest.
     """
+    from .arguments import check_device
+
     target = _check_out(reg, out, force, max_shard_size)
+    check_device(device)
     with reg.session() as session:
         row = queries.resolve(session, query, kinds=("derived",))
         info = queries.to_info(session, row)
@@ -224,18 +228,6 @@ def _check_out(reg, out, force: bool, max_shard_size) -> Path | None:
     out = export.out_path(out)
     export.check_out_dir(out, force=force, **guards(reg, out))
     return out
-
-
-#: The seeds a torch generator takes (a signed or an unsigned 64-bit number).
-SEED_RANGE = (-(2**63), 2**64 - 1)
-
-
-def _check_seed(seed) -> None:
-    low, high = SEED_RANGE
-    if seed is not None and (
-        isinstance(seed, bool) or not isinstance(seed, int) or not low <= seed <= high
-    ):
-        raise InvalidInputError(f"--seed is a whole number from {low} to {high}, not {seed!r}.")
 
 
 def guards(reg, out: Path | None = None) -> dict[str, list[Path]]:

@@ -228,10 +228,6 @@ def _recipe(
     from zoo.defaults import default_recipe
     from zoo.methods import either, get, taking
 
-    for option in ("method", "wavelet", "rescale", "norm", "depth", "order", "dtype"):
-        value = getattr(request, option)
-        if value is not None and not isinstance(value, str):  # a name, looked up in tables
-            raise InvalidInputError(f"--{option} is a name, not a {type(value).__name__}.")
     method, wavelet, rescale = request.method, request.wavelet, request.rescale
     norm, depth = request.norm, request.depth
     d_method, d_wavelet, d_rescale, d_norm, d_depth = default_recipe(

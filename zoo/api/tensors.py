@@ -46,10 +46,9 @@ def resolve_device(device: str | None, *, prefer_gpu: bool = False):
     available, else the CPU."""
     import torch
 
-    if isinstance(device, bool) or not isinstance(device, (str, int, type(None))):
-        raise InvalidInputError(f"A device is a name such as cpu or cuda, not {device!r:.40}.")
-    if device == "":  # not "the default": a value that went missing on its way here
-        raise InvalidInputError("The device is empty; give cpu or cuda, or leave it out.")
+    from .arguments import check_device
+
+    check_device(device)
     # An index is a GPU's, as torch reads it: device=0 is cuda:0, not "no device given".
     name = device if device is not None else os.environ.get("ZOO_DEVICE", "")
     # Where the name came from, for the errors: the variable is set once and forgotten.

@@ -338,8 +338,9 @@ def _positive(
     why: str = f"a {MAX_WIDTH:,}-wide square matrix is 2 TB",
 ) -> int:
     """``value``, a positive integer no larger than ``most`` (a width: :data:`MAX_WIDTH`)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidTargetError(f"target {what} must be a positive integer, got {value!r}.")
+    from zoo.api.arguments import check_size
+
+    check_size(what, value)
     if value > most:
         raise InvalidTargetError(f"target {what} {value:,} is more than {most:,} ({why}).")
     return value

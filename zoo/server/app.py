@@ -324,7 +324,7 @@ class ExtractRequest(_Body):
     keep: float | None = None
     order: str = "stored"
     name: str | None = None
-    device: str | None = None
+    device: str | int | None = None  # a GPU's index too, as locally
 
 
 class MaterializeRequest(_Body):
@@ -342,7 +342,7 @@ class MaterializeRequest(_Body):
     depth: str | None = None
     order: str | None = None
     dtype: str = "auto"
-    device: str | None = None
+    device: str | int | None = None  # a GPU's index too, as locally
     store: bool = False
 
 
@@ -376,7 +376,7 @@ class AuditHashesRequest(_Body):
 
 
 class RederiveRequest(_Body):
-    device: str | None = None
+    device: str | int | None = None  # a GPU's index too, as locally
 
 
 class DefaultRequest(_Body):

@@ -1,0 +1,102 @@
+"""What the registry's methods take, checked before any work: by :class:`zoo.Registry`
+and by a client (:class:`zoo.client.RemoteRegistry`) before any request, so both refuse
+the same arguments in the same class and words. Without SQLAlchemy or torch: a client
+process imports this module."""
+
+from __future__ import annotations
+
+from zoo.errors import InvalidInputError, InvalidTargetError
+
+#: The seeds a torch generator takes (a signed or an unsigned 64-bit number).
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+#: The options of a materialization that name a setting (looked up in zoo's tables).
+NAMED_OPTIONS = ("method", "wavelet", "rescale", "norm", "depth", "order", "dtype")
+
+#: The arguments of a materialization :func:`check_materialize` checks.
+CHECKED = ("layers", "hidden", "heads", "intermediate", "kv_heads", "seed", "device")
+CHECKED += NAMED_OPTIONS
+
+
+def check_size(what: str, value: object) -> int:
+    """A target size (layers, hidden, heads...): a positive integer, not 2.0, "2" or True."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidTargetError(f"target {what} must be a positive integer, got {value!r}.")
+    return value
+
+
+def check_seed(seed) -> None:
+    low, high = SEED_RANGE
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not low <= seed <= high
+    ):
+        raise InvalidInputError(f"--seed is a whole number from {low} to {high}, not {seed!r}.")
+
+
+def check_device(device) -> None:
+    """A device's name (cpu, cuda, cuda:1) or a GPU's index, as torch reads it."""
+    if isinstance(device, bool) or not isinstance(device, (str, int, type(None))):
+        raise InvalidInputError(f"A device is a name such as cpu or cuda, not {device!r:.40}.")
+    if device == "":  # not "the default": a value that went missing on its way here
+        raise InvalidInputError("The device is empty; give cpu or cuda, or leave it out.")
+
+
+def check_materialize(
+    *, layers, hidden, heads, intermediate, kv_heads, seed, device, **named
+) -> None:
+    """The arguments of :meth:`zoo.Registry.materialize` whose type or range is wrong
+    whatever is materialized; the family's own rules (a hidden size its heads divide) are
+    checked once the source is known."""
+    from zoo.derive import DTYPES
+
+    check_size("layers", layers)
+    check_size("hidden", hidden)
+    for what, value in (("heads", heads), ("intermediate", intermediate), ("kv_heads", kv_heads)):
+        if value is not None:
+            check_size(what, value)
+    for option in NAMED_OPTIONS:
+        value = named[option]
+        if value is not None and not isinstance(value, str):  # a name, looked up in tables
+            raise InvalidInputError(f"--{option} is a name, not a {type(value).__name__}.")
+    if named["dtype"] not in DTYPES:  # None too: its default is auto
+        raise InvalidInputError(
+            f"Unknown dtype {named['dtype']!r}; choose one of {', '.join(DTYPES)}."
+        )
+    check_seed(seed)
+    check_device(device)
+
+
+def check_extract(*, method, wavelet, levels, keep, order, name, device) -> None:
+    """The arguments of :meth:`zoo.Registry.extract`, all but whether PyWavelets knows the
+    wavelet's name (:func:`zoo.api.learngene_format.check_wavelet`)."""
+    from zoo.checkpoint.names import validate_name
+    from zoo.methods import LEARNGENE_METHODS
+    from zoo.unit_order import check_order
+
+    if name is not None:
+        validate_name(name)
+    check_order(order)
+    if method == "dwt":
+        if wavelet is not None and not isinstance(wavelet, str):
+            raise InvalidInputError(
+                f"Unknown wavelet {wavelet!r}; any discrete wavelet PyWavelets knows works "
+                "(haar, db2, coif3, sym8, bior6.8...)."
+            )
+        if levels is not None and (isinstance(levels, bool) or not isinstance(levels, int)):
+            raise InvalidInputError(f"--levels must be a whole number, got {levels!r}.")
+        if levels is not None and levels < 1:
+            raise InvalidInputError(f"--levels must be at least 1, got {levels}.")
+        if keep is not None:
+            raise InvalidInputError("--keep applies to --method dct, not dwt.")
+    elif method == "dct":
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, (int, float))):
+            raise InvalidInputError(f"--keep is a number in (0, 1], not {keep!r:.40}.")
+        if keep is not None and not 0 < keep <= 1:
+            raise InvalidInputError(f"--keep must be in (0, 1], got {keep}.")
+        if wavelet is not None or levels is not None:
+            raise InvalidInputError("--wavelet and --levels apply to --method dwt, not dct.")
+    else:
+        raise InvalidInputError(
+            f"Unknown extraction method {method!r}; choose one of {', '.join(LEARNGENE_METHODS)}."
+        )
+    check_device(device)
