@@ -1047,6 +1047,16 @@ def test_a_remote_registry_refuses_bad_arguments_in_the_local_registrys_words(
         "note 5": lambda reg: reg.link("tiny-gpt2", "tiny-gpt2", note=5),
         "parent None": lambda reg: reg.link("tiny-gpt2", None),
         "rederive device 1.5": lambda reg: reg.rederive("tiny-gpt2", device=1.5),
+        # Durations: not sent as their text, which the server read as its own ('-5' is not
+        # a duration), and 1e-05 seconds is one.
+        "grace -5": lambda reg: reg.gc(grace=-5, dry_run=True),
+        "grace None": lambda reg: reg.gc(grace=None, dry_run=True),
+        "grace inf": lambda reg: reg.gc(grace=float("inf"), dry_run=True),
+        "grace nan": lambda reg: reg.fsck(grace=float("nan")),
+        "grace huge": lambda reg: reg.fsck(grace=-(10**400)),
+        "depth '2'": lambda reg: reg.lineage("tiny-gpt2", depth="2"),
+        "depth 1.0": lambda reg: reg.lineage("tiny-gpt2", depth=1.0),
+        "depth -1": lambda reg: reg.lineage("tiny-gpt2", depth=-1),
     }
     # Names that name nothing, said alike (and not by the server's own words).
     lookups = {
@@ -1080,6 +1090,8 @@ def test_a_remote_registry_refuses_bad_arguments_in_the_local_registrys_words(
             "lineage NUL": ("GET", "/api/artifacts/%00/lineage", None),
             "link to ''": ("POST", "/api/artifacts/tiny-gpt2/links", {"parent": ""}),
             "default to ''": ("PUT", "/api/defaults/gpt2", {"learngene": ""}),
+            "grace -5": ("POST", "/api/gc", {"grace": -5, "dry_run": True}),
+            "depth -1": ("GET", "/api/artifacts/tiny-gpt2/lineage?depth=-1", None),
         }.items():
             answer = http.request(method, path, json=body)
             assert answer.status_code in (400, 404), (what, answer.text)
@@ -1089,6 +1101,8 @@ def test_a_remote_registry_refuses_bad_arguments_in_the_local_registrys_words(
                 said[what][1],
             ), what
     assert {a.name for a in served.reg.list(include_deleted=True)} == before
+    for reg in (served.reg, remote):  # a number of seconds is sent as one
+        assert reg.gc(grace=1e-05, dry_run=True).grace_s == 1e-05
     # Local only, as `zoo release-claim` says in client mode: one line, not an AttributeError.
     with pytest.raises(InvalidInputError, match="where the database is"):
         remote.release_claim("0123abcd")

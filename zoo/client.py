@@ -495,6 +495,9 @@ class RemoteRegistry:
     def lineage(
         self, name: str, *, up: bool = True, down: bool = True, depth=None, include_deleted=False
     ):
+        from zoo.api.lineage import check_depth
+
+        check_depth(depth)  # sent as text, "2" or 2.0 would be read as 2
         params = {"up": str(up).lower(), "down": str(down).lower(), "format": "json"}
         if include_deleted:
             params["all"] = "true"
@@ -572,9 +575,11 @@ class RemoteRegistry:
             return ()
 
     def gc(self, *, grace="24h", dry_run: bool = False):
+        from zoo.api.arguments import parse_duration
         from zoo.api.reports import GcReport, StoreItem
 
-        body = self._call("POST", "/api/gc", json={"grace": str(grace), "dry_run": dry_run})
+        parse_duration(grace)  # in the local registry's words; sent as given
+        body = self._call("POST", "/api/gc", json={"grace": grace, "dry_run": dry_run})
         return GcReport(
             dry_run=body["dry_run"],
             grace_s=body["grace_s"],
@@ -587,9 +592,11 @@ class RemoteRegistry:
         )
 
     def fsck(self, *, repair: bool = False, grace="24h"):
+        from zoo.api.arguments import parse_duration
         from zoo.api.reports import FsckReport, StoreItem
 
-        body = self._call("POST", "/api/fsck", json={"repair": repair, "grace": str(grace)})
+        parse_duration(grace)  # in the local registry's words; sent as given
+        body = self._call("POST", "/api/fsck", json={"repair": repair, "grace": grace})
         return FsckReport(
             store_url=body["store_url"],
             checked_rows=body["checked_rows"],

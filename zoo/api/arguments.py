@@ -5,10 +5,16 @@ process imports this module."""
 
 from __future__ import annotations
 
+import math
+import re
+
 from zoo.errors import InvalidInputError, InvalidTargetError
 
 #: The seeds a torch generator takes (a signed or an unsigned 64-bit number).
 SEED_RANGE = (-(2**63), 2**64 - 1)
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*")
 
 #: The options of a materialization that name a setting (looked up in zoo's tables).
 NAMED_OPTIONS = ("method", "wavelet", "rescale", "norm", "depth", "order", "dtype")
@@ -100,3 +106,32 @@ def check_extract(*, method, wavelet, levels, keep, order, name, device) -> None
             f"Unknown extraction method {method!r}; choose one of {', '.join(LEARNGENE_METHODS)}."
         )
     check_device(device)
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds in ``"90s"``, ``"30m"``, ``"24h"``, ``"7d"``, ``"2w"`` or a plain number.
+
+    Example:
+        >>> parse_duration("24h")
+        86400.0
+    """
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        if isinstance(text, int) and abs(text) > 2**1000:  # beyond a float (and a repr)
+            raise InvalidInputError(
+                f"A duration is a finite number of seconds (got a {text.bit_length()}-bit number)."
+            )
+        seconds = float(text)
+        if not math.isfinite(seconds):  # NaN compares false to every age: nothing swept
+            raise InvalidInputError(f"A duration is a finite number of seconds (got {text!r}).")
+    elif not isinstance(text, str):
+        raise InvalidInputError(f"A duration is text such as 24h or seconds, not {text!r:.40}.")
+    else:
+        match = _DURATION.fullmatch(text)
+        if not match:
+            raise InvalidInputError(
+                f"{text!r} is not a duration; write a number with s, m, h, d or w (e.g. 24h)."
+            )
+        seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if seconds < 0:
+        raise InvalidInputError(f"A duration cannot be negative (got {text!r}).")
+    return seconds

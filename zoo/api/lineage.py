@@ -198,8 +198,7 @@ def lineage(
     from zoo.db import graph, queries
     from zoo.db.models import Artifact, ImportRecord
 
-    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
-        raise InvalidInputError(f"depth must be a number of edges, 0 or more (got {depth!r}).")
+    check_depth(depth)
     if depth is not None and depth >= 2**63:  # more than a database counts: every edge
         depth = None
     with reg.session() as session:
@@ -267,6 +266,13 @@ def lineage(
                     )
                 )
         return graph_
+
+
+def check_depth(depth) -> None:
+    """A lineage's depth: None (all) or a number of edges, 0 or more; checked by the
+    registry, by a server and by a client before any request, in the same words."""
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+        raise InvalidInputError(f"depth must be a number of edges, 0 or more (got {depth!r:.40}).")
 
 
 def check_link(child, parent, *, relation, note) -> None:

@@ -11,9 +11,7 @@ point at a missing blob. So writers put blobs before rows; ``rm`` only marks row
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import re
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import delete, exists, or_, select, union_all
 from sqlalchemy.orm import Session
 
+from zoo.api.arguments import parse_duration
 from zoo.api.lineage import RECORDED
 from zoo.api.reports import BlobProblem, FsckReport, GcReport, StoreItem, VerifyReport
 from zoo.db import queries
@@ -39,39 +38,11 @@ from zoo.errors import (
     BlobCorruptError,
     BlobNotAFileError,
     ConflictError,
-    InvalidInputError,
     NotFoundError,
 )
 
 DEFAULT_GRACE = "24h"
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*")
 _CHUNK = 500
-
-
-def parse_duration(text: str | float | int) -> float:
-    """Seconds in ``"90s"``, ``"30m"``, ``"24h"``, ``"7d"``, ``"2w"`` or a plain number.
-
-    Example:
-        >>> parse_duration("24h")
-        86400.0
-    """
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        seconds = float(text)
-        if not math.isfinite(seconds):  # NaN compares false to every age: nothing swept
-            raise InvalidInputError(f"A duration is a finite number of seconds (got {text!r}).")
-    elif not isinstance(text, str):
-        raise InvalidInputError(f"A duration is text such as 24h or seconds, not {text!r:.40}.")
-    else:
-        match = _DURATION.fullmatch(text)
-        if not match:
-            raise InvalidInputError(
-                f"{text!r} is not a duration; write a number with s, m, h, d or w (e.g. 24h)."
-            )
-        seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    if seconds < 0:
-        raise InvalidInputError(f"A duration cannot be negative (got {text!r}).")
-    return seconds
 
 
 # --- what rows point at ----------------------------------------------------------------

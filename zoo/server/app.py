@@ -389,13 +389,14 @@ class TokenRequest(_Body):
 
 
 class GcRequest(_Body):
-    grace: str = "24h"
+    # Text such as 24h, or seconds: read by the registry, which refuses what it cannot read.
+    grace: str | int | float = "24h"
     dry_run: bool = False
 
 
 class FsckRequest(_Body):
     repair: bool = False
-    grace: str = "24h"
+    grace: str | int | float = "24h"
 
 
 class _TensorView:
@@ -1000,7 +1001,8 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         name: str,
         up: bool = True,
         down: bool = True,
-        depth: int | None = Query(None, ge=0, description="At most this many edges away."),
+        # Its range is the registry's to refuse, in its words (-1 is no depth).
+        depth: int | None = Query(None, description="At most this many edges away."),
         format: str = Query("json", pattern="^(json|text|dot|mermaid|svg)$"),
         all: bool = Query(False, description="The artifact may be a removed one."),
         _=read,
