@@ -1057,6 +1057,11 @@ def test_a_remote_registry_refuses_bad_arguments_in_the_local_registrys_words(
         "depth '2'": lambda reg: reg.lineage("tiny-gpt2", depth="2"),
         "depth 1.0": lambda reg: reg.lineage("tiny-gpt2", depth=1.0),
         "depth -1": lambda reg: reg.lineage("tiny-gpt2", depth=-1),
+        "family ''": lambda reg: reg.set_default("", "tiny-gpt2"),
+        "family None": lambda reg: reg.set_default(None, "tiny-gpt2"),
+        "family NUL": lambda reg: reg.set_default("\x00", "tiny-gpt2"),
+        "default None": lambda reg: reg.set_default("gpt2", None),
+        "role None": lambda reg: reg.create_token("t", role=None),
     }
     # Names that name nothing, said alike (and not by the server's own words).
     lookups = {
@@ -1092,6 +1097,7 @@ def test_a_remote_registry_refuses_bad_arguments_in_the_local_registrys_words(
             "default to ''": ("PUT", "/api/defaults/gpt2", {"learngene": ""}),
             "grace -5": ("POST", "/api/gc", {"grace": -5, "dry_run": True}),
             "depth -1": ("GET", "/api/artifacts/tiny-gpt2/lineage?depth=-1", None),
+            "family NUL": ("PUT", "/api/defaults/%00", {"learngene": "tiny-gpt2"}),
         }.items():
             answer = http.request(method, path, json=body)
             assert answer.status_code in (400, 404), (what, answer.text)

@@ -487,9 +487,16 @@ class RemoteRegistry:
         return self._download(artifact, Path(out), force=force, max_shard_size=max_shard_size)
 
     def set_default(self, family: str, name: str):
-        if family == "":
-            raise errors.UnknownFamilyError("Unknown family ''.")
-        body = self._call("PUT", f"/api/defaults/{_q(family)}", json={"learngene": name})
+        from zoo.db.entities import check_lookup
+        from zoo.families import get_family
+
+        # What names no family anywhere, refused in the local registry's words; another
+        # name is the server's to know (its zoo may know more families than this one).
+        if not isinstance(family, str) or not family or "\x00" in family:
+            get_family(family)
+        check_lookup(name)  # "" is sent: the server says no learngene has it
+        path = f"/api/defaults/{quote(family, safe='')}"
+        body = self._call("PUT", path, json={"learngene": name})
         return artifact_from_json(body["learngene"])
 
     def lineage(
@@ -630,9 +637,11 @@ class RemoteRegistry:
         )
 
     def create_token(self, name: str, *, role: str = "read"):
+        from zoo.api.tokens import check_role
         from zoo.checkpoint.names import validate_name
 
         validate_name(name, "token name")  # in the local registry's words
+        check_role(role)
         body = self._call("POST", "/api/tokens", json={"name": name, "role": role})
         return token_from_json(body), body["secret"]
 

@@ -1304,7 +1304,10 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     async def set_default(family: str, body: DefaultRequest, _=admin):
         """Make a learngene what a bare family name materializes from (zoo default)."""
         info = await server.db(
-            server.reg.set_default, check_query(family, "family"), check_query(body.learngene)
+            # Any text the path holds is a family's name or none, which the registry says.
+            server.reg.set_default,
+            family.replace("%2F", "/"),
+            check_query(body.learngene),
         )
         server.done.clear()  # a bare family name now means another learngene
         # The family's own name, however the path spelled it (BERT sets bert's).
