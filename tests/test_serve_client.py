@@ -1062,6 +1062,16 @@ def test_a_remote_registry_refuses_bad_arguments_in_the_local_registrys_words(
         "family NUL": lambda reg: reg.set_default("\x00", "tiny-gpt2"),
         "default None": lambda reg: reg.set_default("gpt2", None),
         "role None": lambda reg: reg.create_token("t", role=None),
+        # A yes-or-no option is True or False: "no" is not read as true (it was, locally:
+        # rm(cascade="no") cascaded), nor refused in the server's words.
+        "store 'no'": lambda reg: reg.materialize("tiny-gpt2", layers=1, hidden=16, store="no"),
+        "cascade 'no'": lambda reg: reg.rm("tiny-gpt2", cascade="no"),
+        "dry_run 'yes'": lambda reg: reg.gc(dry_run="yes"),
+        "repair None": lambda reg: reg.fsck(repair=None),
+        "include_deleted 1": lambda reg: reg.show("tiny-gpt2", include_deleted=1),
+        "up 'no'": lambda reg: reg.lineage("tiny-gpt2", up="no"),
+        "newest_first None": lambda reg: reg.search(newest_first=None),
+        "include_revoked 'yes'": lambda reg: reg.list_tokens(include_revoked="yes"),
     }
     # Names that name nothing, said alike (and not by the server's own words).
     lookups = {

@@ -191,6 +191,7 @@ class RemoteRegistry:
     def import_checkpoint(
         self, source, *, name=None, revision=None, convert_bin=False, progress=False
     ):
+        _flags(convert_bin=convert_bin)
         from zoo.hub import source_text
         from zoo.transport import FileChangedError, multipart_length
 
@@ -245,6 +246,7 @@ class RemoteRegistry:
     def import_checkpoints(self, sources, *, convert_bin=False, batch=200, progress=False):
         """Each folder uploaded and imported in turn (a server writes each as it arrives;
         ``batch`` is the local registry's, checked alike)."""
+        _flags(convert_bin=convert_bin)
         from zoo.hub import batch_sources
 
         sources = batch_sources(sources, batch)
@@ -270,6 +272,7 @@ class RemoteRegistry:
         newest_first=True,
     ):
         """A page of artifacts, as :meth:`zoo.Registry.search` answers it."""
+        _flags(include_deleted=include_deleted, newest_first=newest_first)
         from zoo.db.entities import Page, check_search
 
         # Refused here in the local registry's words: sent as text, a filter of another
@@ -344,6 +347,7 @@ class RemoteRegistry:
         return list(page.items)
 
     def show(self, name: str, *, include_deleted: bool = False):
+        _flags(include_deleted=include_deleted)
         params = {"all": "true"} if include_deleted else None
         return artifact_from_json(self._call("GET", f"/api/artifacts/{_q(name)}", params=params))
 
@@ -365,6 +369,7 @@ class RemoteRegistry:
         return [AliasSetting(**{**s, "set_at": _time(s["set_at"])}) for s in body["history"]]
 
     def rm(self, name: str, *, cascade: bool = False):
+        _flags(cascade=cascade)
         body = self._call("DELETE", f"/api/artifacts/{_q(name)}", params={"cascade": cascade})
         return [artifact_from_json(a) for a in body]
 
@@ -423,6 +428,7 @@ class RemoteRegistry:
         store: bool = False,
         return_weights: bool = True,
     ):
+        _flags(force=force, store=store, return_weights=return_weights)
         from zoo.api.arguments import check_materialize
 
         # Refused here as the local registry refuses them, in its words: sent, a value of
@@ -465,6 +471,7 @@ class RemoteRegistry:
     def rederive(
         self, name: str, *, out=None, force: bool = False, device=None, max_shard_size=None
     ):
+        _flags(force=force)
         from zoo.api.arguments import check_device
 
         _check_out(out, force, max_shard_size)
@@ -475,6 +482,7 @@ class RemoteRegistry:
         return RemoteMaterialized(self, artifact.config, artifact, written, out is None)
 
     def export(self, name: str, *, out, force: bool = False, max_shard_size=None):
+        _flags(force=force)
         if out is None:
             raise InvalidInputError("export writes a folder: give out (--out).")
         _check_out(out, force, max_shard_size)
@@ -502,6 +510,7 @@ class RemoteRegistry:
     def lineage(
         self, name: str, *, up: bool = True, down: bool = True, depth=None, include_deleted=False
     ):
+        _flags(up=up, down=down, include_deleted=include_deleted)
         from zoo.api.lineage import check_depth
 
         check_depth(depth)  # sent as text, "2" or 2.0 would be read as 2
@@ -530,6 +539,7 @@ class RemoteRegistry:
         """Identify ``path`` as the server's registry does: the checkpoint is read and
         hashed here, as a local audit reads it, and only its tensors' hashes, config.json
         and metadata are sent (the weights never travel, as from the web page)."""
+        _flags(verify=verify, convert_bin=convert_bin)
         from zoo.api.audit import check_audit_path, identify_with_casts
         from zoo.checkpoint import open_checkpoint
         from zoo.checkpoint.casts import narrowed
@@ -582,6 +592,7 @@ class RemoteRegistry:
             return ()
 
     def gc(self, *, grace="24h", dry_run: bool = False):
+        _flags(dry_run=dry_run)
         from zoo.api.arguments import parse_duration
         from zoo.api.reports import GcReport, StoreItem
 
@@ -599,6 +610,7 @@ class RemoteRegistry:
         )
 
     def fsck(self, *, repair: bool = False, grace="24h"):
+        _flags(repair=repair)
         from zoo.api.arguments import parse_duration
         from zoo.api.reports import FsckReport, StoreItem
 
@@ -620,6 +632,7 @@ class RemoteRegistry:
         )
 
     def verify(self, name: str | None = None, *, repair: bool = False):
+        _flags(repair=repair)
         from zoo.api.reports import VerifyReport
 
         params = {} if name is None else {"name": name}
@@ -651,6 +664,7 @@ class RemoteRegistry:
         return [token_from_json(t) for t in self._call("DELETE", path)]
 
     def list_tokens(self, *, include_revoked: bool = False):
+        _flags(include_revoked=include_revoked)
         body = self._call("GET", "/api/tokens", params={"all": str(include_revoked).lower()})
         return [token_from_json(t) for t in body]
 
@@ -709,6 +723,14 @@ def _parts(stack: contextlib.ExitStack, folder: Path, names: list[str]) -> list:
         ("files", (n, stack.enter_context(open(folder / n, "rb")), "application/octet-stream"))
         for n in names
     ]
+
+
+def _flags(**flags) -> None:
+    """Yes-or-no options refused as the local registry refuses them (a query string or a
+    body would carry "no" or None as something else)."""
+    from zoo.api.arguments import check_flags
+
+    check_flags(**flags)
 
 
 def _q(

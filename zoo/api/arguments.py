@@ -24,6 +24,14 @@ CHECKED = ("layers", "hidden", "heads", "intermediate", "kv_heads", "seed", "dev
 CHECKED += NAMED_OPTIONS
 
 
+def check_flags(**flags) -> None:
+    """Yes-or-no options: True or False, not "yes", "no" (true, as any non-empty text is),
+    1 or None, which a caller meant as something else or mistyped."""
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise InvalidInputError(f"{name} is True or False, not {value!r:.40}.")
+
+
 def check_size(what: str, value: object) -> int:
     """A target size (layers, hidden, heads...): a positive integer, not 2.0, "2" or True."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

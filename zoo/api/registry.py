@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from zoo.api import store_claim
+from zoo.api.arguments import check_flags
 from zoo.api.store_claim import Place
 from zoo.config import Settings, load_settings, redact_url
 from zoo.db import engine as db_engine
@@ -353,6 +354,8 @@ class Registry:
         """
         from zoo.api.catalog import import_checkpoint
 
+        check_flags(convert_bin=convert_bin)
+
         return import_checkpoint(
             self,
             source,
@@ -375,6 +378,8 @@ class Registry:
         """
         from zoo.api.catalog import import_checkpoints
 
+        check_flags(convert_bin=convert_bin)
+
         return import_checkpoints(
             self, sources, convert_bin=convert_bin, batch=batch, progress=progress
         )
@@ -391,6 +396,8 @@ class Registry:
         :class:`~zoo.db.entities.ArtifactSummary` (no config, recipe or tensor rows:
         :meth:`show` has those). ``filters``: any of :meth:`search`'s."""
         from zoo.api.catalog import list_artifacts
+
+        check_flags(include_deleted=include_deleted)
 
         return list_artifacts(
             self, kind=kind, family=family, include_deleted=include_deleted, **filters
@@ -442,6 +449,8 @@ class Registry:
         """
         from zoo.api.catalog import search
 
+        check_flags(include_deleted=include_deleted, newest_first=newest_first)
+
         return search(
             self,
             kind=kind,
@@ -476,6 +485,8 @@ class Registry:
             AmbiguousNameError: a hash prefix that several artifacts share.
         """
         from zoo.api.catalog import show
+
+        check_flags(include_deleted=include_deleted)
 
         return show(self, name, include_deleted=include_deleted)
 
@@ -535,6 +546,8 @@ class Registry:
         """
         from zoo.api.maintenance import rm
 
+        check_flags(cascade=cascade)
+
         return rm(self, name, cascade=cascade)
 
     def gc(self, *, grace: str | float = "24h", dry_run: bool = False):
@@ -558,6 +571,8 @@ class Registry:
         """
         from zoo.api.maintenance import gc
 
+        check_flags(dry_run=dry_run)
+
         return gc(self, grace=grace, dry_run=dry_run)
 
     def fsck(self, *, repair: bool = False, grace: str | float = "24h"):
@@ -572,6 +587,8 @@ class Registry:
             A :class:`~zoo.api.reports.FsckReport`.
         """
         from zoo.api.maintenance import fsck
+
+        check_flags(repair=repair)
 
         return fsck(self, repair=repair, grace=grace)
 
@@ -590,6 +607,8 @@ class Registry:
             blob is still missing or its bytes no longer hash to its name.
         """
         from zoo.api.maintenance import verify
+
+        check_flags(repair=repair)
 
         return verify(self, name, repair=repair)
 
@@ -747,6 +766,8 @@ class Registry:
             6
         """
         from zoo.api.materialize import materialize
+
+        check_flags(force=force, store=store, return_weights=return_weights)
         from zoo.api.plan import MaterializeRequest
 
         request = MaterializeRequest(
@@ -793,6 +814,8 @@ class Registry:
         """
         from zoo.api.materialize import rederive
 
+        check_flags(force=force)
+
         return rederive(
             self, name, out=out, force=force, device=device, max_shard_size=max_shard_size
         )
@@ -821,6 +844,8 @@ class Registry:
         ancestors and descendants of a kept one are always shown, marked)."""
         from zoo.api.lineage import lineage
 
+        check_flags(up=up, down=down, include_deleted=include_deleted)
+
         return lineage(self, name, up=up, down=down, depth=depth, include_deleted=include_deleted)
 
     def link(self, child: str, parent: str, *, relation: str = "finetune", note: str | None = None):
@@ -837,6 +862,8 @@ class Registry:
         :class:`~zoo.api.audit.AuditReport` (``status``: known, modified, removed or
         unknown)."""
         from zoo.api.audit import audit
+
+        check_flags(verify=verify, convert_bin=convert_bin)
 
         return audit(self, path, verify=verify, convert_bin=convert_bin)
 
@@ -862,6 +889,8 @@ class Registry:
         """Token records (never secrets), oldest first."""
         from zoo.api.tokens import list_tokens
 
+        check_flags(include_revoked=include_revoked)
+
         return list_tokens(self, include_revoked=include_revoked)
 
     def check_token(self, secret: str):
@@ -882,6 +911,8 @@ class Registry:
         weights, README.md), all or nothing and streamed; a virtual one is re-derived and
         verified as it is written. Returns the folder."""
         from zoo.api.materialize import export
+
+        check_flags(force=force)
 
         return export(self, name, out, force=force, max_shard_size=max_shard_size)
 
