@@ -17,7 +17,8 @@ from zooserver import ZooServer, client, registry_for, server_env
 
 pytest.importorskip("fastapi")
 
-CACHE_MARK = ".zoo-serve-cache"  # the file that makes the cache folder the server's
+# The cache folder's own files: its mark and the code that built what it holds.
+CACHE_MARKS = [".zoo-serve-cache", ".zoo-serve-writer"]
 
 LIMIT = 2_000_000  # bytes; the tiny checkpoints are far below it
 
@@ -387,7 +388,7 @@ def test_oversized_and_forged_uploads_are_refused_and_leave_nothing(served, tiny
         )
         assert answer.status_code == 400
     assert _files(served.home) == files_before
-    assert [p.name for p in cache.iterdir() if p.name.startswith(".")] == [CACHE_MARK]
+    assert sorted(p.name for p in cache.iterdir() if p.name.startswith(".")) == CACHE_MARKS
     assert _state(served.reg) == before
     assert served.server.alive()
     report = served.reg.fsck(grace=0)
@@ -504,20 +505,20 @@ def test_sigkill_mid_upload_and_mid_materialize_leaves_nothing_fsck_reports(
     orderer.start()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not got:
-        if any(p.name.startswith(".") and p.name != CACHE_MARK for p in cache.iterdir()):
+        if any(p.name.startswith(".") and p.name not in CACHE_MARKS for p in cache.iterdir()):
             break
         time.sleep(0.002)
     assert not got, "the materialization finished before it could be interrupted"
     server.kill()
     orderer.join(timeout=60)
-    assert any(p.name.startswith(".") and p.name != CACHE_MARK for p in cache.iterdir())
+    assert any(p.name.startswith(".") and p.name not in CACHE_MARKS for p in cache.iterdir())
     report = served.reg.fsck(grace=0)
     assert report.ok and report.problems == ()
     assert report.temp_files == () and report.orphans == ()
 
     # A restart clears the half-written folder and serves the size whole.
     server.start()
-    assert [p.name for p in cache.iterdir() if p.name.startswith(".")] == [CACHE_MARK]
+    assert sorted(p.name for p in cache.iterdir() if p.name.startswith(".")) == CACHE_MARKS
     with client(server.url, served.tokens["read"]) as http:
         config = http.get("/tiny-bert/resolve/8x512/config.json").json()
     assert (config["num_hidden_layers"], config["hidden_size"]) == (8, 512)
