@@ -462,20 +462,22 @@ def test_every_revision_spelling_is_resolved_by_zoo_in_one_line(run_cli, registr
     assert code == 0 and out.strip() == f"schema {below} -> {head}", err
 
 
-@pytest.mark.parametrize("theirs", ["0003", db_engine.head_revision()])
+@pytest.mark.parametrize("theirs", [None, "0003", db_engine.head_revision()])
 def test_another_projects_database_numbered_as_zoo_is_not_a_registry(
     db_url, monkeypatch, run_cli, theirs
 ):
     """Another project whose Alembic revisions are numbered as zoo's (0001, 0002...) is
     not a zoo registry at that revision: every command refuses it (exit 5, not `run zoo
     db upgrade` and then a failing upgrade, nor a database error at head's number), and
-    `zoo db upgrade` and `downgrade` leave its tables as they are."""
+    `zoo db upgrade` and `downgrade` leave its tables as they are, and its folder: no
+    lock file is left beside a SQLite file."""
     monkeypatch.setenv("ZOO_DB_URL", db_url)
     engine = db_engine.make_engine(db_url)
     try:
         with engine.begin() as c:
-            c.exec_driver_sql("CREATE TABLE alembic_version (version_num VARCHAR(32))")
-            c.exec_driver_sql(f"INSERT INTO alembic_version VALUES ('{theirs}')")
+            if theirs is not None:  # another project's Alembic, or none
+                c.exec_driver_sql("CREATE TABLE alembic_version (version_num VARCHAR(32))")
+                c.exec_driver_sql(f"INSERT INTO alembic_version VALUES ('{theirs}')")
             c.exec_driver_sql("CREATE TABLE outputs (t VARCHAR(10))")  # a name zoo uses too
             c.exec_driver_sql("INSERT INTO outputs VALUES ('theirs')")
         for args in (
@@ -489,9 +491,13 @@ def test_another_projects_database_numbered_as_zoo_is_not_a_registry(
             assert "has tables but no zoo schema version" in err, (args, err)
         code, out, _ = run_cli("db", "current", "--json")
         assert code == 0 and json.loads(out)["state"] == "not a zoo registry"
-        assert set(inspect(engine).get_table_names()) == {"alembic_version", "outputs"}
+        tables = {"alembic_version", "outputs"} if theirs is not None else {"outputs"}
+        assert set(inspect(engine).get_table_names()) == tables
         with engine.connect() as c:
-            assert c.exec_driver_sql("SELECT * FROM alembic_version").all() == [(theirs,)]
+            if theirs is not None:
+                assert c.exec_driver_sql("SELECT * FROM alembic_version").all() == [(theirs,)]
             assert c.exec_driver_sql("SELECT * FROM outputs").all() == [("theirs",)]
+        if engine.dialect.name == "sqlite":
+            assert not list(Path(engine.url.database).parent.glob("*.schema.lock"))
     finally:
         engine.dispose()

@@ -389,6 +389,15 @@ def _foreign_revision(connection: Connection, current: str | None) -> bool:
     return not tables & {"artifact_tensors", "family_defaults"}
 
 
+def _others(connection: Connection) -> bool:
+    """Whether the database is another project's: tables without zoo's schema version, or
+    a revision beside none of zoo's tables (:func:`_foreign_revision`)."""
+    current = current_revision(connection)
+    return (current is None and _has_any_table(connection)) or _foreign_revision(
+        connection, current
+    )
+
+
 def _has_any_table(connection: Connection) -> bool:
     # An empty alembic_version table is what `zoo db downgrade base` leaves: no schema.
     return bool(set(inspect(connection).get_table_names()) - {"alembic_version"})
@@ -438,7 +447,7 @@ def _zoos_revision(engine: Engine, connection: Connection, verb: str) -> str | N
     registry an older zoo's idea of its migrations)."""
     current = current_revision(connection)
     where = _shown_url(engine)
-    if (current is None and _has_any_table(connection)) or _foreign_revision(connection, current):
+    if _others(connection):
         raise SchemaOutdatedError(
             f"The database {where} has tables but no zoo schema version; `zoo db {verb}` "
             "changes a zoo registry or an empty database, nothing else."
@@ -590,9 +599,19 @@ def _schema_lock(engine: Engine) -> Iterator[Connection]:
             with engine.connect() as connection:
                 yield connection
             return
+        path = Path(database).expanduser()
+        if path.is_file():
+            with engine.connect() as connection:
+                if _others(connection):
+                    # Every caller refuses another project's database without changing
+                    # it, so it needs no lock, whose file would stay in their folder.
+                    # zoo's schema is made in one transaction (_run_alembic): no process
+                    # sees one half made and takes it for theirs.
+                    yield connection
+                    return
         # A plain lock file beside the database; SQLite's own locks do not cover the
         # check-then-create of the schema.
-        lock = FileLock(os.fspath(Path(database).expanduser()) + ".schema.lock")
+        lock = FileLock(os.fspath(path) + ".schema.lock")
         with lock, engine.connect() as connection:
             yield connection
         return
