@@ -1437,3 +1437,78 @@ def test_huggingface_hub_lists_the_refs_and_checks_access_of_a_served_model(serv
     got = _hub_client(served, tmp_path, HUB_REFS)
     main = served.reg.show("tiny-bert").content_hash[:40]
     assert got == {"branches": [["main", main]], "tags": 0, "missing": "RepositoryNotFoundError"}
+
+
+PIPELINES = """
+import json
+from transformers import pipeline
+from huggingface_hub import HfApi
+got = {}
+for name in ("pipe-bert", "pipe-gpt2", "pipe-sbert"):
+    got[name] = {"tag": HfApi().model_info(name).pipeline_tag}
+    try:
+        pipe = pipeline(model=name, revision="2x16", device="cpu")
+    except RuntimeError as exc:
+        got[name]["refused"] = str(exc)
+        pipe = pipeline("feature-extraction", model=name, revision="2x16", device="cpu")
+    got[name]["task"] = pipe.task
+    if pipe.task == "fill-mask":
+        got[name]["out"] = pipe("the cat [MASK] on the mat", top_k=3)
+    elif pipe.task == "text-generation":
+        got[name]["out"] = pipe("ab", max_new_tokens=4, do_sample=False)
+    else:
+        got[name]["out"] = pipe("the cat sat")
+print(json.dumps(got))
+"""
+
+
+def test_a_pipeline_without_a_task_takes_the_hubs_pipeline_tag(served, tiny_dir, tmp_path):
+    """transformers' pipeline(model=NAME) asks model_info for the task: its pipeline_tag
+    is the card's when it states one, else the architecture's by transformers' own table
+    (BertForMaskedLM fill-mask, GPT2LMHeadModel text-generation), as the Hub's. Each
+    pipeline then loads the size asked for and answers as the same size written with
+    --out does; a sentence-transformers card's library is refused in transformers' words,
+    as it is for such a model on the Hub, and its feature-extraction pipeline runs."""
+    import shutil
+
+    import numpy as np
+    import sentence_transformers as st
+    import transformers
+    from sentence_transformers.sentence_transformer import modules
+    from test_catalogue import bpe_tokenizer, wordpiece_tokenizer
+
+    src = tmp_path / "src"
+    bert, gpt2 = src / "pipe-bert", src / "pipe-gpt2"
+    shutil.copytree(tiny_dir("bert", seed=5), bert)
+    wordpiece_tokenizer().save_pretrained(bert)
+    shutil.copytree(tiny_dir("gpt2", seed=5), gpt2)
+    bpe_tokenizer().save_pretrained(gpt2)
+    pipeline_modules = [
+        modules.Transformer(str(bert)),
+        modules.Pooling(32, pooling_mode="mean"),
+        modules.Normalize(),
+    ]
+    st.SentenceTransformer(modules=pipeline_modules, device="cpu").save(str(src / "pipe-sbert"))
+    for name in ("pipe-bert", "pipe-gpt2", "pipe-sbert"):
+        served.reg.import_checkpoint(src / name, name=name)
+
+    (tmp_path / "user").mkdir()
+    got = _hub_client(served, tmp_path / "user", PIPELINES)
+    assert {name: (g["tag"], g["task"]) for name, g in got.items()} == {
+        "pipe-bert": ("fill-mask", "fill-mask"),
+        "pipe-gpt2": ("text-generation", "text-generation"),
+        "pipe-sbert": ("sentence-similarity", "feature-extraction"),
+    }
+    assert "refused" not in got["pipe-bert"] and "refused" not in got["pipe-gpt2"]
+    assert "meant to be used with sentence-transformers" in got["pipe-sbert"]["refused"]
+    for name, g in got.items():
+        out = served.reg.materialize(name, layers=2, hidden=16, out=tmp_path / name).out
+        local = transformers.pipeline(g["task"], model=str(out), device="cpu")
+        if g["task"] == "fill-mask":
+            want = local("the cat [MASK] on the mat", top_k=3)
+            assert [w["token"] for w in want] == [o["token"] for o in g["out"]]
+            assert np.allclose([w["score"] for w in want], [o["score"] for o in g["out"]])
+        elif g["task"] == "text-generation":
+            assert local("ab", max_new_tokens=4, do_sample=False) == g["out"]
+        else:
+            assert np.allclose(local("the cat sat"), g["out"], atol=1e-6)

@@ -16,7 +16,10 @@ commit and file list; ``/api/models/{repo}/tree/{commit}[/{folder}]``; and ``X-E
 
 from __future__ import annotations
 
+import functools
+import json
 import re
+from pathlib import Path
 
 from fastapi import Request
 
@@ -33,6 +36,165 @@ _SPEC = re.compile(r"(\d{1,5})x(\d{1,7})")
 # CrossEncoder, SparseEncoder under theirs), so a zoo name loaded that way arrives with one.
 ENCODER_ORGS = ("sentence-transformers", "cross-encoder", "sparse-encoder")
 _COMMIT = re.compile(r"[0-9a-f]{8,64}")
+
+
+# transformers' own table of the pipeline tag each architecture (a model class) has on the
+# Hub: utils/update_metadata.py's PIPELINE_TAGS_AND_AUTO_MODELS, which writes the Hub's
+# huggingface/transformers-metadata pipeline_tags.json from the auto classes' mappings. It
+# is not installed with transformers; the mappings are, and the table is built from them
+# as there: a later tag wins (GPT2LMHeadModel is pretraining, then text-generation), a
+# mapping this transformers lacks is passed over.
+_PIPELINE_TAGS_AND_AUTO_MODELS = (
+    ("pretraining", "MODEL_FOR_PRETRAINING_MAPPING_NAMES", "AutoModelForPreTraining"),
+    ("feature-extraction", "MODEL_MAPPING_NAMES", "AutoModel"),
+    ("image-feature-extraction", "MODEL_FOR_IMAGE_MAPPING_NAMES", "AutoModel"),
+    (
+        "audio-classification",
+        "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES",
+        "AutoModelForAudioClassification",
+    ),
+    ("text-generation", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "AutoModelForCausalLM"),
+    ("automatic-speech-recognition", "MODEL_FOR_CTC_MAPPING_NAMES", "AutoModelForCTC"),
+    (
+        "image-classification",
+        "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+        "AutoModelForImageClassification",
+    ),
+    (
+        "image-segmentation",
+        "MODEL_FOR_IMAGE_SEGMENTATION_MAPPING_NAMES",
+        "AutoModelForImageSegmentation",
+    ),
+    ("image-to-image", "MODEL_FOR_IMAGE_TO_IMAGE_MAPPING_NAMES", "AutoModelForImageToImage"),
+    ("fill-mask", "MODEL_FOR_MASKED_LM_MAPPING_NAMES", "AutoModelForMaskedLM"),
+    ("object-detection", "MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES", "AutoModelForObjectDetection"),
+    (
+        "zero-shot-object-detection",
+        "MODEL_FOR_ZERO_SHOT_OBJECT_DETECTION_MAPPING_NAMES",
+        "AutoModelForZeroShotObjectDetection",
+    ),
+    (
+        "question-answering",
+        "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES",
+        "AutoModelForQuestionAnswering",
+    ),
+    (
+        "text2text-generation",
+        "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
+        "AutoModelForSeq2SeqLM",
+    ),
+    (
+        "text-classification",
+        "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+        "AutoModelForSequenceClassification",
+    ),
+    (
+        "automatic-speech-recognition",
+        "MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES",
+        "AutoModelForSpeechSeq2Seq",
+    ),
+    (
+        "table-question-answering",
+        "MODEL_FOR_TABLE_QUESTION_ANSWERING_MAPPING_NAMES",
+        "AutoModelForTableQuestionAnswering",
+    ),
+    (
+        "token-classification",
+        "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
+        "AutoModelForTokenClassification",
+    ),
+    ("multiple-choice", "MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES", "AutoModelForMultipleChoice"),
+    (
+        "next-sentence-prediction",
+        "MODEL_FOR_NEXT_SENTENCE_PREDICTION_MAPPING_NAMES",
+        "AutoModelForNextSentencePrediction",
+    ),
+    (
+        "audio-frame-classification",
+        "MODEL_FOR_AUDIO_FRAME_CLASSIFICATION_MAPPING_NAMES",
+        "AutoModelForAudioFrameClassification",
+    ),
+    ("audio-xvector", "MODEL_FOR_AUDIO_XVECTOR_MAPPING_NAMES", "AutoModelForAudioXVector"),
+    (
+        "document-question-answering",
+        "MODEL_FOR_DOCUMENT_QUESTION_ANSWERING_MAPPING_NAMES",
+        "AutoModelForDocumentQuestionAnswering",
+    ),
+    (
+        "visual-question-answering",
+        "MODEL_FOR_VISUAL_QUESTION_ANSWERING_MAPPING_NAMES",
+        "AutoModelForVisualQuestionAnswering",
+    ),
+    ("image-to-text", "MODEL_FOR_FOR_VISION_2_SEQ_MAPPING_NAMES", "AutoModelForVision2Seq"),
+    (
+        "zero-shot-image-classification",
+        "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+        "AutoModelForZeroShotImageClassification",
+    ),
+    ("depth-estimation", "MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES", "AutoModelForDepthEstimation"),
+    (
+        "video-classification",
+        "MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES",
+        "AutoModelForVideoClassification",
+    ),
+    ("mask-generation", "MODEL_FOR_MASK_GENERATION_MAPPING_NAMES", "AutoModelForMaskGeneration"),
+    (
+        "text-to-audio",
+        "MODEL_FOR_TEXT_TO_SPECTROGRAM_MAPPING_NAMES",
+        "AutoModelForTextToSpectrogram",
+    ),
+    ("text-to-audio", "MODEL_FOR_TEXT_TO_WAVEFORM_MAPPING_NAMES", "AutoModelForTextToWaveform"),
+)
+
+
+@functools.cache
+def architecture_tasks() -> dict[str, tuple[str, str]]:
+    """Model class name -> (the Hub's pipeline tag, the auto class), by transformers'
+    table (:data:`_PIPELINE_TAGS_AND_AUTO_MODELS`); empty without transformers."""
+    try:
+        from transformers.models.auto import modeling_auto
+    except ImportError:
+        return {}
+    table: dict[str, tuple[str, str]] = {}
+    for tag, mapping, auto_class in _PIPELINE_TAGS_AND_AUTO_MODELS:
+        for names in getattr(modeling_auto, mapping, {}).values():
+            for name in [names] if isinstance(names, str) else names:
+                table[name] = (tag, auto_class)
+    return table
+
+
+def hub_metadata(folder: Path) -> dict:
+    """What the Hub tells of a repository beyond its files, from the files: its card's
+    front matter (``cardData``), the config's architectures and model type (``config``),
+    ``library_name`` (the card's, else transformers), ``transformersInfo`` and
+    ``pipeline_tag``: the card's when it states one, else what its architecture is for
+    (:func:`architecture_tasks`), else none, as the Hub infers it. transformers'
+    ``pipeline(model=NAME)`` takes its task from this tag."""
+    from zoo.checkpoint.side_files import card_metadata
+
+    card = folder / "README.md"
+    meta = card_metadata(card.read_text(errors="replace")) if card.is_file() else {}
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    config = config if isinstance(config, dict) else {}
+    library = meta.get("library_name")
+    library = library if isinstance(library, str) and library else "transformers"
+    archs = config.get("architectures")
+    arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
+    task = architecture_tasks().get(arch) if arch and library == "transformers" else None
+    tag = meta.get("pipeline_tag")
+    out: dict = {
+        "library_name": library,
+        "pipeline_tag": tag if isinstance(tag, str) and tag else (task[0] if task else None),
+        "config": {k: config[k] for k in ("architectures", "model_type") if k in config},
+    }
+    if meta:
+        out["cardData"] = meta
+    if task:
+        out["transformersInfo"] = {"auto_model": task[1], "pipeline_tag": task[0]}
+    return out
 
 
 def _of_repo(reg, repo: str, info, found) -> bool:
@@ -225,9 +387,9 @@ def add_hf_routes(app, server, read) -> None:
             "RevisionNotFound",
         )
 
-    def repo_info(repo: str, key: str, info) -> dict:
+    def repo_info(repo: str, key: str, info, expand: list[str]) -> dict:
         files = server.cache.files(key)
-        return {
+        answer = {
             "_id": key[:24],
             "id": repo,
             "modelId": repo,
@@ -237,10 +399,10 @@ def add_hf_routes(app, server, read) -> None:
             "gated": False,
             "downloads": 0,
             "likes": 0,
-            "library_name": "transformers",
             "tags": ["zoo", *([info.kind, info.family] if info else [])],
             "createdAt": _hub_time(info.created_at) if info else None,
             "lastModified": _hub_time(info.created_at) if info else None,
+            **hub_metadata(server.cache.root / key),
             "siblings": [
                 {
                     "rfilename": name,
@@ -250,12 +412,15 @@ def add_hf_routes(app, server, read) -> None:
                 for name, meta in sorted(files.items())
             ],
         }
+        if expand:  # the properties asked for alone, as the Hub answers expand=...
+            answer = {k: v for k, v in answer.items() if k in ("_id", "id", *expand)}
+        return answer
 
-    async def model_info(repo: str) -> dict:
-        return repo_info(repo, await resolve(repo, "main"), await artifact(repo))
-
-    async def model_info_at(repo: str, revision: str) -> dict:
-        return repo_info(repo, await resolve(repo, revision), await artifact(repo))
+    async def model_info_at(request: Request, repo: str, revision: str) -> dict:
+        key = await resolve(repo, revision)
+        info = await artifact(repo)
+        expand = request.query_params.getlist("expand")
+        return await server.db(repo_info, repo, key, info, expand)
 
     async def tree(repo: str, revision: str, folder: str, recursive: str) -> list[dict]:
         key = await resolve(repo, revision)
@@ -311,26 +476,26 @@ def add_hf_routes(app, server, read) -> None:
         return await auth_check(f"{org}/{repo}")
 
     @app.get("/api/models/{repo}", tags=hub, operation_id="model_info")
-    async def _model_info(repo: str, _=read):
-        """Repository info at ``main``."""
-        return await model_info(repo)
+    async def _model_info(request: Request, repo: str, _=read):
+        """Repository info at ``main`` (``expand``: only the properties named)."""
+        return await model_info_at(request, repo, "main")
 
     @app.get("/api/models/{org}/{repo}", tags=hub, operation_id="hub_model_info")
-    async def _hub_model_info(org: str, repo: str, _=read):
+    async def _hub_model_info(request: Request, org: str, repo: str, _=read):
         """Repository info at ``main`` of a Hub repository id, by its last import."""
-        return await model_info(f"{org}/{repo}")
+        return await model_info_at(request, f"{org}/{repo}", "main")
 
     @app.get("/api/models/{repo}/revision/{revision}", tags=hub, operation_id="model_info_at")
-    async def _model_info_at(repo: str, revision: str, _=read):
+    async def _model_info_at(request: Request, repo: str, revision: str, _=read):
         """Repository info at a revision: ``main``, a commit, or a size such as ``6x384``."""
-        return await model_info_at(repo, revision)
+        return await model_info_at(request, repo, revision)
 
     @app.get(
         "/api/models/{org}/{repo}/revision/{revision}", tags=hub, operation_id="hub_model_info_at"
     )
-    async def _hub_model_info_at(org: str, repo: str, revision: str, _=read):
+    async def _hub_model_info_at(request: Request, org: str, repo: str, revision: str, _=read):
         """Repository info of a Hub repository id at a revision."""
-        return await model_info_at(f"{org}/{repo}", revision)
+        return await model_info_at(request, f"{org}/{repo}", revision)
 
     @app.get("/api/models/{repo}/tree/{revision}", tags=hub, operation_id="tree")
     async def _tree(repo: str, revision: str, recursive: str = "", _=read):
