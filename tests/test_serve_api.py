@@ -1512,3 +1512,76 @@ def test_a_pipeline_without_a_task_takes_the_hubs_pipeline_tag(served, tiny_dir,
             assert local("ab", max_new_tokens=4, do_sample=False) == g["out"]
         else:
             assert np.allclose(local("the cat sat"), g["out"], atol=1e-6)
+
+
+HUB_READS = """
+import json
+from huggingface_hub import HfApi
+api = HfApi()
+def error(call):
+    try:
+        call()
+    except Exception as exc:
+        return [type(exc).__name__, getattr(exc.response, "status_code", None), str(exc)]
+    return None
+paths = api.get_paths_info("tiny-bert", ["config.json", "nope.json", "model.safetensors"],
+                           revision="2x16", expand=True)
+commits = {rev: [[c.commit_id, c.title, c.authors]
+                 for c in api.list_repo_commits("tiny-bert", revision=rev)]
+           for rev in ("main", "2x16")}
+expanded = api.model_info("carded-tag", revision="2x16", expand=["pipeline_tag", "sha"])
+info = api.model_info("carded-tag")
+print(json.dumps({
+    "paths": [[p.path, p.size, p.lfs.sha256, p.last_commit.oid] for p in paths],
+    "commits": commits,
+    "whoami": api.whoami(),
+    "expanded": [expanded.pipeline_tag, expanded.sha, expanded.siblings, expanded.tags],
+    "carded": [info.pipeline_tag, info.transformers_info.pipeline_tag,
+               info.transformers_info.auto_model, info.card_data.license],
+    "no_commits": error(lambda: api.list_repo_commits("tiny-bert", revision="v9")),
+    "create_repo": error(lambda: api.create_repo("new-model")),
+    "upload": error(lambda: api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt",
+                                            repo_id="tiny-bert")),
+}))
+"""
+
+
+def test_huggingface_hubs_reads_of_paths_commits_and_the_user_answer(served, tiny_dir, tmp_path):
+    """get_paths_info (a POSTed form of paths), list_repo_commits (a revision's one
+    commit: zoo's commits are contents, with no history), whoami (the token), and
+    model_info(expand=[...]) (those properties alone) answer in the Hub's shapes; the
+    Hub's writes are refused in one line, 405."""
+    import shutil
+
+    folder = tmp_path / "carded-tag"
+    shutil.copytree(tiny_dir("bert", seed=6), folder)
+    (folder / "README.md").write_text("---\nlicense: mit\npipeline_tag: feature-extraction\n---\n")
+    served.reg.import_checkpoint(folder, name="carded-tag")
+    got = _hub_client(served, tmp_path, HUB_READS)
+
+    main = served.reg.show("tiny-bert")
+    size = served.reg.materialize("tiny-bert", layers=2, hidden=16).artifact
+    files = {}
+    with _read(served) as http:
+        for s in http.get("/api/models/tiny-bert/revision/2x16").json()["siblings"]:
+            files[s["rfilename"]] = [s["size"], s["lfs"]["sha256"]]
+    commit = got["paths"][0][3]
+    assert commit == size.content_hash[:40]
+    assert got["paths"] == [
+        ["config.json", *files["config.json"], commit],
+        ["model.safetensors", *files["model.safetensors"], commit],
+    ]
+    assert got["commits"] == {
+        "main": [[main.content_hash[:40], "tiny-bert (source)", [main.created_by]]],
+        "2x16": [[commit, f"{size.name} (derived)", [size.created_by]]],
+    }
+    assert got["whoami"]["name"] == "t-read"
+    assert got["whoami"]["auth"]["accessToken"]["role"] == "read"
+    # Only what expand asked for. A size's card is zoo's, which states no pipeline_tag:
+    # the architecture's; at main the card's own tag wins over it.
+    assert got["expanded"][0] == "fill-mask" and got["expanded"][2:] == [None, None]
+    assert got["carded"] == ["feature-extraction", "fill-mask", "AutoModelForMaskedLM", "mit"]
+    assert got["no_commits"][:2] == ["RevisionNotFoundError", 404]
+    for refused in (got["create_repo"], got["upload"]):
+        assert refused[1] == 405, refused
+        assert "zoo serve takes no writes through the Hub's API" in refused[2]

@@ -43,7 +43,7 @@ from zoo.errors import (
     ZooError,
 )
 from zoo.server.checks import _UPLOAD_NAME, check_name, check_query, check_upload_name
-from zoo.server.hf import HUB_TAG
+from zoo.server.hf import HUB_TAG, HUB_WRITES_REFUSED, is_hub_write
 from zoo.server.links import DownloadLinks
 from zoo.server.options import ServerOptions
 from zoo.server.uploads import check_room, receive
@@ -795,6 +795,16 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         where = f"{request.method} {request.url.path[:100]}"
+        if exc.status_code == 404 and is_hub_write(request.method, request.url.path):
+            # huggingface_hub's create_repo, upload_file, create_branch...: the Hub's routes
+            # for writing, which zoo does not take (405, Allow: what the path takes, none),
+            # said in one line where huggingface_hub shows a server's message.
+            err = InvalidInputError(f"{where}: {HUB_WRITES_REFUSED}")
+            headers = {
+                "Allow": ", ".join(_methods_of(app, request.scope)),
+                "X-Error-Message": header_text(str(err)),
+            }
+            return JSONResponse(error_body(err, 405, err.exit_code), 405, headers=headers)
         if exc.status_code == 404:  # no route (a route's own misses are zoo's NotFoundError)
             err: ZooError = NoSuchRouteError(
                 f"{where}: this zoo server has no such path (ZOO_ENDPOINT is the server's "

@@ -11,7 +11,9 @@ first 40 hex digits of a content hash, or with side files its first 28 and 12 of
 ``GET /{repo}/resolve/{revision}/{file}`` with ``X-Repo-Commit``, ``ETag`` (here the
 file's sha256) and ``Content-Length``; ``/api/models/{repo}/revision/{revision}`` for the
 commit and file list; ``/api/models/{repo}/tree/{commit}[/{folder}]``; and ``X-Error-Code``
-(``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``) on a 404.
+(``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``) on a 404. Beside them what
+``HfApi`` reads of a repository: ``paths-info``, ``commits``, ``refs``, ``auth-check`` and
+``/api/whoami-v2``; its writes are refused (405, :func:`is_hub_write`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,21 @@ _SPEC = re.compile(r"(\d{1,5})x(\d{1,7})")
 # CrossEncoder, SparseEncoder under theirs), so a zoo name loaded that way arrives with one.
 ENCODER_ORGS = ("sentence-transformers", "cross-encoder", "sparse-encoder")
 _COMMIT = re.compile(r"[0-9a-f]{8,64}")
+
+# The Hub's API for writing: create_repo, delete_repo, move_repo (/api/repos/...), and a
+# repository's preupload, commit, branch, tag and settings (/api/models/NAME/...).
+_HUB_WRITE = re.compile(r"/api/(?:models|datasets|spaces|repos)(?:/|$)")
+HUB_WRITES_REFUSED = (
+    "zoo serve takes no writes through the Hub's API (create_repo, upload_file, "
+    "branches, tags): add a checkpoint with `zoo import`, or POST /api/import/upload "
+    "with a write token."
+)
+
+
+def is_hub_write(method: str, path: str) -> bool:
+    """Whether a request no route took is a huggingface_hub write (any method but a read
+    under the Hub's repository paths), refused as such rather than as a path unknown."""
+    return method not in ("GET", "HEAD", "OPTIONS") and bool(_HUB_WRITE.match(path))
 
 
 # transformers' own table of the pipeline tag each architecture (a model class) has on the
@@ -318,6 +335,11 @@ def add_hf_routes(app, server, read) -> None:
     async def resolve(repo: str, revision: str) -> str:
         """The cache folder (:func:`zoo.server.work.folder_key`, which starts with the
         content hash) of the files the revision names; builds them if needed."""
+        return (await resolve_served(repo, revision))[0]
+
+    async def resolve_served(repo: str, revision: str):
+        """The cache folder of the files the revision names and the artifact they are
+        (the commit's author and date)."""
         repo = await named(repo)
         info = await artifact(repo)
         if revision == "main":
@@ -330,7 +352,7 @@ def add_hf_routes(app, server, read) -> None:
                     ),
                     "RevisionNotFound",
                 )
-            return await server.export(info)
+            return await server.export(info), info
         spec = _SPEC.fullmatch(revision)
         if spec:
             params = {"layers": int(spec.group(1)), "hidden": int(spec.group(2))}
@@ -344,8 +366,8 @@ def add_hf_routes(app, server, read) -> None:
             if info is not None and made.content_hash == info.content_hash:
                 # Its own size is the artifact itself: one commit, one set of files (the
                 # derived record's card and metadata would differ under the same commit).
-                return await server.export(info)
-            return folder
+                return await server.export(info), info
+            return folder, made
         if _COMMIT.fullmatch(revision):
             try:
                 found = await server.db(server.reg.show, revision)
@@ -378,7 +400,7 @@ def add_hf_routes(app, server, read) -> None:
                     ),
                     "RevisionNotFound",
                 )
-            return key
+            return key, found
         raise _hf(
             NotFoundError(
                 f"Revision {revision[:40]!r} is not main, a commit, or a size LAYERSxHIDDEN "
@@ -422,6 +444,36 @@ def add_hf_routes(app, server, read) -> None:
         expand = request.query_params.getlist("expand")
         return await server.db(repo_info, repo, key, info, expand)
 
+    def commit_entry(key: str, served) -> dict:
+        """The one commit of a revision: zoo's commits are its contents
+        (:func:`zoo.server.work.commit_of`), with no parent and no history."""
+        title = f"{served.name} ({served.kind})"
+        return {
+            "id": commit_of(key),
+            "title": title,
+            "message": "",
+            "authors": [{"user": served.created_by}],
+            "date": _hub_time(served.created_at),
+        }
+
+    async def commits(repo: str, revision: str) -> list[dict]:
+        key, served = await resolve_served(repo, revision)
+        return [commit_entry(key, served)]
+
+    async def paths_info(request: Request, repo: str, revision: str) -> list[dict]:
+        form = await request.form()
+        paths = [p for p in form.getlist("paths") if isinstance(p, str)]
+        expand = str(form.get("expand", "")).lower() in ("1", "true")
+        key, served = await resolve_served(repo, revision)
+        files = server.cache.files(key)
+        entries = {e["path"]: e for e in tree_entries(files, recursive=True)}
+        found = [entries[p.strip("/")] for p in dict.fromkeys(paths) if p.strip("/") in entries]
+        if expand:  # the Hub's last commit of each path: here the revision's only one
+            last = commit_entry(key, served)
+            last = {k: last[k] for k in ("id", "title", "date")}
+            found = [{**e, "lastCommit": last} for e in found]
+        return found
+
     async def tree(repo: str, revision: str, folder: str, recursive: str) -> list[dict]:
         key = await resolve(repo, revision)
         files = server.cache.files(key)
@@ -453,6 +505,29 @@ def add_hf_routes(app, server, read) -> None:
     async def auth_check(repo: str) -> dict:
         await artifact(repo)  # the token was checked; a repository not here is a 404
         return {}
+
+    @app.get("/api/whoami-v2", tags=hub, operation_id="hub_whoami")
+    async def _whoami(token=read):
+        """The token as huggingface_hub's whoami reads it: a user named as the token (the
+        name zoo records its writes under) and its role, ``read`` or ``write`` (an admin
+        token may write; the Hub knows no admin)."""
+        from zoo.errors import AuthenticationError
+
+        if token is None:  # --public-read, and no token: the Hub answers 401
+            raise AuthenticationError("whoami names a token's user, and no token was sent.")
+        role = "read" if token.role == "read" else "write"
+        access = {
+            "displayName": token.name,
+            "role": role,
+            "createdAt": _hub_time(token.created_at),
+        }
+        return {
+            "type": "user",
+            "id": str(token.id),
+            "name": token.name,
+            "fullname": token.name,
+            "auth": {"type": "access_token", "accessToken": access},
+        }
 
     # Before the ORG/NAME routes, which would take `tiny-bert/refs` for a Hub id.
     @app.get("/api/models/{repo}/refs", tags=hub, operation_id="refs")
@@ -496,6 +571,31 @@ def add_hf_routes(app, server, read) -> None:
     async def _hub_model_info_at(request: Request, org: str, repo: str, revision: str, _=read):
         """Repository info of a Hub repository id at a revision."""
         return await model_info_at(request, f"{org}/{repo}", revision)
+
+    @app.get("/api/models/{repo}/commits/{revision}", tags=hub, operation_id="commits")
+    async def _commits(repo: str, revision: str, _=read):
+        """The commits of a revision, as list_repo_commits reads them: its one commit."""
+        return await commits(repo, revision)
+
+    @app.get("/api/models/{org}/{repo}/commits/{revision}", tags=hub, operation_id="hub_commits")
+    async def _hub_commits(org: str, repo: str, revision: str, _=read):
+        """The commits of a Hub repository id's revision."""
+        return await commits(f"{org}/{repo}", revision)
+
+    @app.post("/api/models/{repo}/paths-info/{revision}", tags=hub, operation_id="paths_info")
+    async def _paths_info(request: Request, repo: str, revision: str, _=read):
+        """The files and folders among the form's ``paths`` at a revision (get_paths_info);
+        a path not there is left out, as on the Hub."""
+        return await paths_info(request, repo, revision)
+
+    @app.post(
+        "/api/models/{org}/{repo}/paths-info/{revision}",
+        tags=hub,
+        operation_id="hub_paths_info",
+    )
+    async def _hub_paths_info(request: Request, org: str, repo: str, revision: str, _=read):
+        """The paths-info of a Hub repository id at a revision."""
+        return await paths_info(request, f"{org}/{repo}", revision)
 
     @app.get("/api/models/{repo}/tree/{revision}", tags=hub, operation_id="tree")
     async def _tree(repo: str, revision: str, recursive: str = "", _=read):
