@@ -190,7 +190,11 @@ LS_PAGE = 50  # artifacts on a page of `zoo ls`
 
 
 @cli.command("ls")
-@click.option("--kind", type=click.Choice(["source", "learngene", "derived", "placeholder"]))
+@click.option(
+    "--kind",
+    type=click.Choice(["source", "learngene", "derived", "placeholder"]),
+    help="Only artifacts of this kind.",
+)
 @click.option("--family", help="A family (any case) or a config's model_type (gemma3_text).")
 @click.option("--all", "include_deleted", is_flag=True, help="Include removed artifacts.")
 @click.option(
@@ -198,10 +202,10 @@ LS_PAGE = 50  # artifacts on a page of `zoo ls`
     "pattern",
     help="Names or aliases matching this glob (* and ?, any case); plain text: containing it.",
 )
-@click.option("--min-layers", type=click.IntRange(min=0))
-@click.option("--max-layers", type=click.IntRange(min=0))
-@click.option("--min-hidden", type=click.IntRange(min=0))
-@click.option("--max-hidden", type=click.IntRange(min=0))
+@click.option("--min-layers", type=click.IntRange(min=0), help="At least this many layers.")
+@click.option("--max-layers", type=click.IntRange(min=0), help="At most this many layers.")
+@click.option("--min-hidden", type=click.IntRange(min=0), help="A hidden size at least this.")
+@click.option("--max-hidden", type=click.IntRange(min=0), help="A hidden size at most this.")
 @click.option("--derived-from", help="Only what descends (at any depth) from this artifact.")
 @click.option("--created-by", help="Only what this user registered.")
 @click.option(
@@ -481,7 +485,11 @@ def config_show(as_json: bool) -> None:
 @cli.command("extract")
 @click.argument("source")
 @click.option(
-    "--method", type=_Names("zoo.methods", "LEARNGENE_METHODS"), default="dwt", show_default=True
+    "--method",
+    type=_Names("zoo.methods", "LEARNGENE_METHODS"),
+    default="dwt",
+    show_default=True,
+    help="dwt: the wavelet approximation bands (BoT); dct: the low-frequency DCT block (FRONT).",
 )
 @click.option("--wavelet", help="dwt: any discrete wavelet PyWavelets knows (default db2).")
 @click.option(
@@ -532,7 +540,12 @@ def extract_cmd(source, method, wavelet, levels, keep, order, name, device, as_j
 @click.option("--heads", type=int, help="Attention heads (default: keep head_dim).")
 @click.option("--intermediate", type=int, help="FFN size (default: keep the source's ratio).")
 @click.option("--kv-heads", type=int, help="Key/value heads (grouped-query attention).")
-@click.option("--method", type=_Names("zoo.methods", "METHODS"))
+@click.option(
+    "--method",
+    type=_Names("zoo.methods", "METHODS"),
+    help="How the target is made (default: a learngene's own method, else zoo's measured "
+    "default for the family and direction).",
+)
 @click.option(
     "--wavelet",
     help="dwt: the wavelet (default: the learngene's, else db2).",
@@ -677,6 +690,7 @@ def default_cmd(family, name, as_json) -> None:
     type=click.Choice(["text", "json", "dot", "mermaid"]),
     default="text",
     show_default=True,
+    help="text for people, json for scripts, dot (Graphviz) or mermaid for a diagram.",
 )
 @click.option(
     "--depth", type=click.IntRange(min=0), help="At most this many edges away (default: all)."
@@ -702,7 +716,12 @@ def lineage_cmd(name, up, down, fmt, depth, include_deleted) -> None:
 @cli.command("link")
 @click.argument("child")
 @click.option("--from", "parent", required=True, help="The parent artifact.")
-@click.option("--relation", default="finetune", show_default=True)
+@click.option(
+    "--relation",
+    default="finetune",
+    show_default=True,
+    help="How CHILD was made: a lowercase word (finetune, distill, quantize...).",
+)
 @click.option("--note", help="Free text kept on the edge.")
 @json_option
 def link_cmd(child, parent, relation, note, as_json) -> None:
@@ -856,7 +875,13 @@ def bench_group() -> None:
     type=click.Choice(["gpt2", "bert", "llama"]),
     help="Model family (default: the source's; gpt2 when training one).",
 )
-@click.option("--direction", type=click.Choice(["l2s", "s2l"]), default="l2s", show_default=True)
+@click.option(
+    "--direction",
+    type=click.Choice(["l2s", "s2l"]),
+    default="l2s",
+    show_default=True,
+    help="l2s: large to small (shrink); s2l: small to large (grow).",
+)
 @click.option(
     "--source",
     help="A registered source to transfer from, e.g. a real checkpoint read in its own "
@@ -868,8 +893,12 @@ def bench_group() -> None:
     help="LAYERSxHIDDEN (default: half for l2s, double for s2l, in whole heads).",
 )
 @click.option("--methods", help="Comma-separated, e.g. scratch,weight-selection,dwt:db2:fan.")
-@click.option("--seeds", type=int, default=3, show_default=True)
-@click.option("--steps", type=int, default=400, show_default=True)
+@click.option(
+    "--seeds", type=int, default=3, show_default=True, help="Runs per method (seeds 0..N-1)."
+)
+@click.option(
+    "--steps", type=int, default=400, show_default=True, help="Training steps of each target."
+)
 @click.option(
     "--source-steps",
     type=int,
@@ -877,8 +906,8 @@ def bench_group() -> None:
     show_default=True,
     help="Training steps of a source trained here; 0: until its validation loss is flat.",
 )
-@click.option("--batch", type=int, default=8, show_default=True)
-@click.option("--seq", type=int, default=64, show_default=True)
+@click.option("--batch", type=int, default=8, show_default=True, help="Sequences per step.")
+@click.option("--seq", type=int, default=64, show_default=True, help="Tokens per sequence.")
 @click.option(
     "--out",
     "out_dir",
@@ -946,8 +975,19 @@ def bench_transfer_cmd(
 
 
 @cli.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0: every interface).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="Port to listen on (0: any free one).",
+)
 @click.option("--public-read", is_flag=True, help="Let requests without a token read.")
 @click.option(
     "--max-upload",
@@ -1000,7 +1040,12 @@ def token_group() -> None:
 @token_group.command("create")
 @click.option("--name", required=True, help="Who or what holds it, e.g. ci or alice.")
 @click.option(
-    "--role", type=click.Choice(["read", "write", "admin"]), default="read", show_default=True
+    "--role",
+    type=click.Choice(["read", "write", "admin"]),
+    default="read",
+    show_default=True,
+    help="read: list, show, download; write: also import, materialize, tag, rm; admin: "
+    "also gc, fsck, verify, default, tokens.",
 )
 @json_option
 def token_create(name: str, role: str, as_json: bool) -> None:

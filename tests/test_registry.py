@@ -1065,6 +1065,31 @@ def test_a_bare_group_prints_its_help(run_cli):
         assert code == 2 and "Usage:" in err and "zoo: error" not in err and "Commands:" in err
 
 
+def test_every_option_of_every_command_says_what_it_does(run_cli):
+    """`zoo X --help` is where a script's author reads what an option means: an option
+    listed with its type alone (`--kind [source|...]`, `--port INTEGER RANGE`) leaves them
+    guessing."""
+    import click
+    from zoo_cli.main import cli
+
+    def commands(group, path):
+        for name, command in group.commands.items():
+            yield (*path, name), command
+            if isinstance(command, click.Group):
+                yield from commands(command, (*path, name))
+
+    silent = []
+    for path, command in commands(cli, ()):
+        if not command.help:
+            silent.append(" ".join(path))
+        for option in command.params:
+            if isinstance(option, click.Option) and not option.help:
+                silent.append(f"{' '.join(path)} {option.opts[0]}")
+        code, out, _ = run_cli(*path, "--help")
+        assert code == 0 and out.startswith(f"Usage: zoo {' '.join(path)} [OPTIONS]"), out
+    assert silent == []
+
+
 def test_which_errors_count_as_the_environments():
     import errno
 
