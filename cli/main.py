@@ -925,7 +925,8 @@ def bench_group() -> None:
     "--text",
     "text_dir",
     type=click.Path(file_okay=False, exists=True),
-    help="A folder of *.txt files to read instead of Python's documentation (real sources).",
+    help="A folder of *.txt files to read instead of Python's documentation (with a "
+    "--source that has a tokenizer).",
 )
 @json_option
 def bench_transfer_cmd(

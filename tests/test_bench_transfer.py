@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -776,6 +777,20 @@ def test_reports_made_apart_merge_into_the_report_made_at_once():
         (("--source-size", "2x64", "--target-size", "1x48"), "must be a multiple of 32"),
         (("--source-size", "1x32"), "changes no size"),  # half of 1x32 in whole heads
         (("--source-size", "2x64", "--target-size", "2x64"), "changes no size"),
+        # A source trained here reads bytes: a folder of text given for it was ignored.
+        (
+            (
+                "--text",
+                str(Path(__file__).parent),
+                "--steps",
+                "1",
+                "--seeds",
+                "1",
+                "--source-steps",
+                "1",
+            ),
+            "--text is read in a registered source's own tokenizer",
+        ),
     ],
 )
 def test_bad_benchmark_arguments_are_one_line_errors(run_cli, args, word, tmp_path, monkeypatch):

@@ -110,7 +110,9 @@ def run_transfer(
         tag: appended to the output file names (``transfer-gpt2-l2s-TAG.json``).
         device: where the targets train, ``cpu`` or ``cuda`` (bf16 autocast; the same
             batches and masks as on the CPU). Initializations are made on the CPU.
-        text_dir: a folder of ``*.txt`` files to read instead of Python's documentation.
+        text_dir: a folder of ``*.txt`` files to read instead of Python's documentation,
+            for a ``source`` with a tokenizer (refused otherwise: a byte-level source reads
+            the byte corpus).
         with_scratch: add scratch when ``methods`` leaves it out (off for runs that
             :func:`.statistics.merge_reports` joins to one that has it).
     """
@@ -194,6 +196,12 @@ def run_transfer(
                 tokenizer, folder=None if text_dir is None else os.fspath(text_dir)
             )
         else:
+            if text_dir is not None:  # taken silently, the run would measure other text
+                raise InvalidInputError(
+                    "--text is read in a registered source's own tokenizer; a source trained "
+                    "here, or one registered without a tokenizer, reads the byte corpus: "
+                    "give --source a checkpoint with a tokenizer, or leave --text out."
+                )
             corpus = bdata.load_corpus(max_bytes=max_bytes)
         if min(len(corpus.train), len(corpus.valid)) <= seq:
             raise InvalidInputError(f"--seq {seq} is longer than the corpus's validation split.")
