@@ -624,6 +624,7 @@ class Registry:
     def db_upgrade(self, revision: str = "head") -> tuple[str | None, str | None]:
         """Upgrade the database schema; returns (before, after) revisions."""
         db_engine.check_writable(self.engine)  # a read-only registry: one line, exit 11
+        db_engine.check_reachable(self.engine)
         return db_engine.upgrade(self.engine, revision)
 
     def db_downgrade(
@@ -637,12 +638,14 @@ class Registry:
         ``drop_everything``).
         """
         db_engine.check_writable(self.engine)  # a read-only registry: one line, exit 11
+        db_engine.check_reachable(self.engine)
         return db_engine.downgrade(self.engine, revision, drop_data=drop_data or drop_everything)
 
     def db_current(self) -> dict[str, str | None]:
         """The database's schema revision, the one this zoo needs, and what the first is
         to this zoo (``state``: up to date, out of date, newer than this zoo, empty, or
         not a zoo registry)."""
+        db_engine.check_reachable(self.engine)
         with self.engine.connect() as connection:
             current = db_engine.current_revision(connection)
             state = db_engine.schema_state(connection)

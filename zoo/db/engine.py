@@ -39,6 +39,7 @@ from zoo.errors import (
     InvalidInputError,
     SchemaOutdatedError,
     StorageError,
+    ZooError,
 )
 
 try:
@@ -648,6 +649,32 @@ def no_room(error: BaseException | None, sqlite_path: str | None = None) -> bool
         return False
 
 
+def _cannot_open(engine: Engine, exc: OperationalError) -> ZooError:
+    """One line naming the database (password masked) and the driver's reason."""
+    full = no_room(exc.orig, engine.url.database if engine.dialect.name == "sqlite" else None)
+    return (StorageError if full else DatabaseUnavailableError)(
+        f"Cannot open the database {_shown_url(engine)}: "
+        f"{str(exc.orig).strip().splitlines()[0]}"
+        + (" (its disk is full; free some space)." if full else ".")
+    )
+
+
+def check_reachable(engine: Engine) -> None:
+    """Open a connection, or refuse as every other command refuses a database it cannot
+    open: `zoo db` runs at any schema, so :func:`ensure_schema` never opened it first, and
+    the driver's own error (its class name, no database named) reached the caller.
+
+    Raises:
+        DatabaseUnavailableError: the server is down, the host unknown, the login refused.
+        StorageError: its disk is full.
+    """
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as exc:
+        raise _cannot_open(engine, exc) from exc
+
+
 def ensure_schema(engine: Engine, *, create: bool = True) -> None:
     """Refuse a database whose schema is not at head; create an empty one at head.
 
@@ -664,12 +691,7 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
             if current == head:
                 return
     except OperationalError as exc:
-        full = no_room(exc.orig, engine.url.database if engine.dialect.name == "sqlite" else None)
-        raise (StorageError if full else DatabaseUnavailableError)(
-            f"Cannot open the database {_shown_url(engine)}: "
-            f"{str(exc.orig).strip().splitlines()[0]}"
-            + (" (its disk is full; free some space)." if full else ".")
-        ) from exc
+        raise _cannot_open(engine, exc) from exc
     # Decide under the lock: another process may be creating the schema right now (seen
     # empty, with tables but not yet stamped, or stamped with an earlier revision of the
     # same upgrade, it must not be refused).
