@@ -19,7 +19,7 @@ MAX_NAME_LENGTH = 128
 
 _ALLOWED = re.compile(r"[A-Za-z0-9._-]")
 _HASH = re.compile(r"[0-9a-fA-F]{8,64}")
-_RULE = "use letters, digits, '.', '_' and '-' only"
+_RULE = "use ASCII letters, digits, '.', '_' and '-' only"
 
 
 def validate_name(name: str, what: str = "name") -> str:
@@ -58,6 +58,8 @@ def validate_name(name: str, what: str = "name") -> str:
             kind = ", whitespace"
         elif not ch.isprintable():
             kind = ", a control character"
+        elif not ch.isascii():  # a letter to its user ('é'), but not one a name may hold
+            kind = ", which is not ASCII"
         else:
             kind = ""
         raise InvalidNameError(

@@ -31,7 +31,7 @@ def check_name(text: str, what: str = "name") -> str:
     command line refuses it (exit 2) when no name can hold it."""
     if not _storable(text):
         raise InvalidNameError(
-            f"{_shown(text)} is not a zoo {what}: use 1 to 128 letters, digits, '.', '_' "
+            f"{_shown(text)} is not a zoo {what}: use 1 to 128 ASCII letters, digits, '.', '_' "
             "and '-', starting with a letter, digit or '_'."
         )
     return text
