@@ -822,7 +822,7 @@ def test_a_size_made_from_a_derived_checkpoint_fits_the_sources_pipeline_to_its_
         model = st.SentenceTransformer(str(out), device="cpu")
         got = model.encode(texts)
         assert got.shape == (2, hidden) and np.allclose(np.linalg.norm(got, axis=1), 1)
-        assert model.get_sentence_embedding_dimension() == hidden
+        assert model.get_embedding_dimension() == hidden
         assert len(json.loads((out / "modules.json").read_text())) == 3
         assert "take a 32-wide embedding" in (out / "README.md").read_text()
         # Its export (re-derived) writes the same pipeline.

@@ -769,9 +769,9 @@ class Registry:
             6
         """
         from zoo.api.materialize import materialize
+        from zoo.api.plan import MaterializeRequest
 
         check_flags(force=force, store=store, return_weights=return_weights)
-        from zoo.api.plan import MaterializeRequest
 
         request = MaterializeRequest(
             layers=layers,
