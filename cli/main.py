@@ -651,9 +651,16 @@ def export_cmd(name, as_json, **options) -> None:
     """Write a source or derived checkpoint as an HF folder, streamed (a virtual one is
     re-derived and verified as it is written)."""
     reg = _registry()
-    out = reg.export(name, **options)
-    left = _lacking(reg, name, out)
-    _emit(as_json, {"out": str(out), "not_kept": left}, f"wrote {out}")
+    # What NAME names now, exported by its registry name: the JSON says which artifact
+    # the folder holds (its content hash), as materialize's and rederive's do.
+    info = reg.show(name)
+    out = reg.export(info.name, **options)
+    left = _lacking(reg, info.name, out)
+    _emit(
+        as_json,
+        {"artifact": info.to_json(), "out": str(out), "not_kept": left},
+        f"wrote {out}",
+    )
 
 
 @cli.command("default")

@@ -728,8 +728,15 @@ def test_a_source_and_its_same_size_copy_export_their_own_cards_both_ways(both, 
 
     for name in (same.artifact.name, "tiny-gpt2", same.artifact.name):
         local, remote = tmp_path / "local" / name, tmp_path / "remote" / name
-        assert both.local("export", name, "--out", str(local), "--force")[0] == 0
-        assert both.remote("export", name, "--out", str(remote), "--force")[0] == 0
+        done = [
+            how("export", name, "--out", str(folder), "--force", "--json")
+            for how, folder in ((both.local, local), (both.remote, remote))
+        ]
+        assert [code for code, _, _ in done] == [0, 0], done
+        # The JSON names the artifact the folder holds, as materialize's does.
+        (_, mine, _), (_, theirs, _) = done
+        assert json.loads(mine)["artifact"] == served.reg.show(name).to_json()
+        assert json.loads(theirs)["artifact"] == json.loads(mine)["artifact"]
         assert (remote / "README.md").read_text() == (local / "README.md").read_text()
         assert metadata(remote) == metadata(local)
     cards = {
