@@ -501,3 +501,42 @@ def test_another_projects_database_numbered_as_zoo_is_not_a_registry(
             assert not list(Path(engine.url.database).parent.glob("*.schema.lock"))
     finally:
         engine.dispose()
+
+
+def test_another_projects_sqlite_file_is_left_byte_for_byte(tmp_path, monkeypatch, run_cli):
+    """zoo refuses another project's SQLite database without writing to it (not its
+    journal mode: WAL is written into the file's header and stays; not a lock file beside
+    it), and a file that is not a database at all in one line naming it."""
+    import hashlib
+    import sqlite3
+
+    folder = tmp_path / "app"
+    folder.mkdir()
+    theirs = folder / "app.db"
+    connection = sqlite3.connect(theirs)
+    connection.execute("CREATE TABLE outputs (t TEXT)")
+    connection.execute("INSERT INTO outputs VALUES ('theirs')")
+    connection.commit()
+    connection.close()
+    notes = folder / "notes.db"
+    notes.write_bytes(b"not a database " * 400)
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    for path, words in (
+        (theirs, "has tables but no zoo schema version"),
+        (notes, "is not a SQLite database file (file is not a database)"),
+    ):
+        monkeypatch.setenv("ZOO_DB_URL", f"sqlite:///{path}")
+        for args in (("ls",), ("show", "x"), ("tag", "a", "b"), ("db", "upgrade")):
+            code, out, err = run_cli(*args)
+            assert (code, out, err.count("\n")) == (5, "", 1), (path.name, args, err)
+            assert words in err and str(path) in err, (path.name, args, err)
+        code, out, err = run_cli("db", "current")
+        if path == theirs:
+            assert code == 0 and "not a zoo registry" in out, err
+        else:
+            assert code == 5 and words in err, err
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    assert after == before
+    connection = sqlite3.connect(theirs)
+    assert connection.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    connection.close()

@@ -307,11 +307,19 @@ def _sqlite_on_begin(connection: Connection) -> None:
 def _sqlite_on_connect(dbapi_connection, _record) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # WAL for zoo's own database (a new one is made in WAL: zoo.db.sqlite_file), never for
+    # another project's file, which zoo refuses unchanged: the journal mode is written
+    # into the file's header and stays.
+    tables = {row[0] for row in cursor.execute(_SQLITE_TABLES)}
+    if not tables or "artifacts" in tables:
+        cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+_SQLITE_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table'"
 
 
 def _sqlite_on_connect_ro(dbapi_connection, _record) -> None:
@@ -659,6 +667,25 @@ def _cannot_open(engine: Engine, exc: OperationalError) -> ZooError:
     )
 
 
+#: SQLite's SQLITE_NOTADB: the file is not a database (https://sqlite.org/rescode.html).
+_SQLITE_NOTADB = 26
+
+
+def _opening_refused(engine: Engine, exc: DBAPIError) -> ZooError | None:
+    """What opening the database failed on, in one line naming it: a file that is not a
+    SQLite database is not a registry (exit 5, as another project's tables are); a
+    server down or a disk full is :func:`_cannot_open`'s. None: another failure."""
+    if getattr(exc.orig, "sqlite_errorcode", None) == _SQLITE_NOTADB:
+        return SchemaOutdatedError(
+            f"The database {_shown_url(engine)} is not a SQLite database file "
+            f"({_first_line(exc.orig)}); point ZOO_DB_URL at an empty database or at a "
+            "zoo registry."
+        )
+    if isinstance(exc, OperationalError):
+        return _cannot_open(engine, exc)
+    return None
+
+
 def check_reachable(engine: Engine) -> None:
     """Open a connection, or refuse as every other command refuses a database it cannot
     open: `zoo db` runs at any schema, so :func:`ensure_schema` never opened it first, and
@@ -667,12 +694,16 @@ def check_reachable(engine: Engine) -> None:
     Raises:
         DatabaseUnavailableError: the server is down, the host unknown, the login refused.
         StorageError: its disk is full.
+        SchemaOutdatedError: a file that is not a SQLite database.
     """
     try:
         with engine.connect():
             pass
-    except OperationalError as exc:
-        raise _cannot_open(engine, exc) from exc
+    except DBAPIError as exc:
+        refused = _opening_refused(engine, exc)
+        if refused is None:
+            raise
+        raise refused from exc
 
 
 def ensure_schema(engine: Engine, *, create: bool = True) -> None:
@@ -690,8 +721,11 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
             current = stamped_revision(connection, with_tables=True)
             if current == head:
                 return
-    except OperationalError as exc:
-        raise _cannot_open(engine, exc) from exc
+    except DBAPIError as exc:
+        refused = _opening_refused(engine, exc)
+        if refused is None:
+            raise
+        raise refused from exc
     # Decide under the lock: another process may be creating the schema right now (seen
     # empty, with tables but not yet stamped, or stamped with an earlier revision of the
     # same upgrade, it must not be refused).
