@@ -730,6 +730,8 @@ def test_a_sentence_transformers_pipeline_goes_with_every_output(
             assert (small / name).read_bytes() == (folder / name).read_bytes(), name
     pooling = json.loads((small / "1_Pooling" / "config.json").read_text())
     assert pooling == {**json.loads(st["1_Pooling/config.json"]), "word_embedding_dimension": 16}
+    # Its card names the library that loads the pipeline it carries.
+    assert "\nlibrary_name: sentence-transformers\n" in (small / "README.md").read_text()
     assert (
         "set to this model's hidden size: 1_Pooling/config.json"
         in (small / "README.md").read_text()

@@ -94,7 +94,10 @@ def model_card(
     )
     if dropped_link:  # a file of the source's folder this one does not hold
         del meta["license_link"]
-    meta |= {"library_name": "transformers", "tags": list(DERIVED_TAGS)}
+    # A folder carrying a sentence-transformers pipeline is that library's to load, as its
+    # source's card and the Hub label it; any other, transformers'.
+    library = "sentence-transformers" if "modules.json" in carried else "transformers"
+    meta |= {"library_name": library, "tags": list(DERIVED_TAGS)}
     recipe = plan.recipe
     how = recipe.method + (f" ({recipe.wavelet})" if recipe.wavelet else "")
     rules = f"rescale `{recipe.rescale}`"
