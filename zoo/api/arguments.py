@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 
-from zoo.errors import InvalidInputError, InvalidTargetError
+from zoo.errors import InvalidInputError
 
 #: The seeds a torch generator takes (a signed or an unsigned 64-bit number).
 SEED_RANGE = (-(2**63), 2**64 - 1)
@@ -30,13 +30,6 @@ def check_flags(**flags) -> None:
     for name, value in flags.items():
         if not isinstance(value, bool):
             raise InvalidInputError(f"{name} is True or False, not {value!r:.40}.")
-
-
-def check_size(what: str, value: object) -> int:
-    """A target size (layers, hidden, heads...): a positive integer, not 2.0, "2" or True."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidTargetError(f"target {what} must be a positive integer, got {value!r}.")
-    return value
 
 
 def check_seed(seed) -> None:
@@ -62,6 +55,7 @@ def check_materialize(
     whatever is materialized; the family's own rules (a hidden size its heads divide) are
     checked once the source is known."""
     from zoo.derive import DTYPES
+    from zoo.families._common import check_size
 
     check_size("layers", layers)
     check_size("hidden", hidden)

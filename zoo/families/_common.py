@@ -331,6 +331,14 @@ class Plan:
 MAX_WIDTH = 1 << 20
 
 
+def check_size(what: str, value: object) -> int:
+    """A target size (layers, hidden, heads...): a positive integer, not 2.0, "2" or True.
+    Also checked by a client before any request (:mod:`zoo.api.arguments`)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidTargetError(f"target {what} must be a positive integer, got {value!r}.")
+    return value
+
+
 def _positive(
     what: str,
     value: object,
@@ -338,8 +346,6 @@ def _positive(
     why: str = f"a {MAX_WIDTH:,}-wide square matrix is 2 TB",
 ) -> int:
     """``value``, a positive integer no larger than ``most`` (a width: :data:`MAX_WIDTH`)."""
-    from zoo.api.arguments import check_size
-
     check_size(what, value)
     if value > most:
         raise InvalidTargetError(f"target {what} {value:,} is more than {most:,} ({why}).")
