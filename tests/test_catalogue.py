@@ -746,6 +746,27 @@ def test_a_sentence_transformers_pipeline_goes_with_every_output(
     assert (exported / "1_Pooling" / "mine.txt").read_text() == "not zoo's"
 
 
+def _dense_pipeline(bert: Path, saved: Path) -> Path:
+    """A 32-wide BERT's pipeline with a Dense module to 24 (LaBSE's, distiluse's: a
+    projection of the pooled embedding), saved by sentence-transformers itself."""
+    import sentence_transformers as st
+
+    try:  # where sentence-transformers 6 has its modules; 5 and before: models
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:
+        from sentence_transformers import models
+
+    torch.manual_seed(0)
+    modules = [
+        models.Transformer(str(bert)),
+        models.Pooling(32, pooling_mode="mean"),
+        models.Dense(32, 24, activation_function=torch.nn.Tanh()),
+        models.Normalize(),
+    ]
+    st.SentenceTransformer(modules=modules, device="cpu").save(str(saved))
+    return saved
+
+
 def test_a_sentence_transformers_dense_module_is_left_out_where_the_width_changes(
     registry, bert_with_tokenizer, tmp_path
 ):
@@ -757,20 +778,7 @@ def test_a_sentence_transformers_dense_module_is_left_out_where_the_width_change
     encodes at its width (with the module it failed on a shape mismatch)."""
     import sentence_transformers as st
 
-    try:  # where sentence-transformers 6 has its modules; 5 and before: models
-        from sentence_transformers.sentence_transformer import modules as models
-    except ImportError:
-        from sentence_transformers import models
-
-    torch.manual_seed(0)
-    modules = [
-        models.Transformer(str(bert_with_tokenizer)),
-        models.Pooling(32, pooling_mode="mean"),
-        models.Dense(32, 24, activation_function=torch.nn.Tanh()),
-        models.Normalize(),
-    ]
-    saved = tmp_path / "st-dense"
-    st.SentenceTransformer(modules=modules, device="cpu").save(str(saved))
+    saved = _dense_pipeline(bert_with_tokenizer, tmp_path / "st-dense")
     dense = next(p.parent.name for p in saved.glob("*/config.json") if "Dense" in p.parent.name)
     registry.import_checkpoint(saved, name="labse-like")
     texts = ["a short sentence", "another one, a little longer than the first"]
@@ -801,20 +809,7 @@ def test_a_size_made_from_a_derived_checkpoint_fits_the_sources_pipeline_to_its_
     (it reported 32 for an 8-wide embedding, and failed on the Dense module's shape)."""
     import sentence_transformers as st
 
-    try:  # where sentence-transformers 6 has its modules; 5 and before: models
-        from sentence_transformers.sentence_transformer import modules as models
-    except ImportError:
-        from sentence_transformers import models
-
-    torch.manual_seed(0)
-    modules = [
-        models.Transformer(str(bert_with_tokenizer)),
-        models.Pooling(32, pooling_mode="mean"),
-        models.Dense(32, 24, activation_function=torch.nn.Tanh()),
-        models.Normalize(),
-    ]
-    saved = tmp_path / "st-dense"
-    st.SentenceTransformer(modules=modules, device="cpu").save(str(saved))
+    saved = _dense_pipeline(bert_with_tokenizer, tmp_path / "st-dense")
     registry.import_checkpoint(saved, name="dense-source")
     parent = registry.materialize("dense-source", layers=2, hidden=16).artifact.name
     texts = ["the cat sat on the mat", "dogs"]

@@ -71,21 +71,15 @@ def extract(
 
     Asked again, it returns the learngene already registered, after checking its blobs:
     missing or damaged ones are recomputed from the source and rewritten."""
-    from zoo.checkpoint import manifest_hash
+    from zoo.checkpoint import manifest_hash, validate_name
 
     from . import tensors as tio
-    from .arguments import check_extract
     from .catalog import resizable
 
-    check_extract(
-        method=method,
-        wavelet=wavelet,
-        levels=levels,
-        keep=keep,
-        order=order,
-        name=name,
-        device=device,
-    )
+    if name is not None:
+        validate_name(name)
+    # The settings are checked there (zoo.api.arguments.check_extract, as a client checks
+    # them), the device by resolve_device.
     recipe = extract_recipe(method, wavelet=wavelet, levels=levels, keep=keep, order=order)
     tio.resolve_device(device)  # refused alike whether or not the learngene exists
     with reg.session() as session:
