@@ -86,6 +86,20 @@ def test_no_token_a_revoked_token_and_a_read_token_write_nothing(served):
     assert _state(served.reg) == before
 
 
+def test_two_authorization_headers_are_refused_whichever_comes_first(served):
+    """A proxy in front of the server may read the last of two headers where the server
+    would read the first: a request carrying two is refused, even when both are valid."""
+    read, admin = served.tokens["read"], served.tokens["admin"]
+    for first, second in ((read, admin), (admin, read), (admin, admin)):
+        headers = [("Authorization", f"Bearer {first}"), ("Authorization", f"Bearer {second}")]
+        answer = httpx.get(f"{served.server.url}/api/artifacts", headers=headers)
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["error"]["class"] == "AuthenticationError"
+        assert "2 Authorization headers" in answer.json()["error"]["message"]
+    with client(served.server.url, admin) as http:  # one header still works
+        assert http.get("/api/artifacts").status_code == 200
+
+
 def test_a_download_link_opens_its_one_file_without_a_header_while_its_token_is_active(served):
     """The web page follows a signed link so the browser saves a file as it arrives. The
     link reads that file only: not another file, not with its expiry or signature

@@ -470,7 +470,14 @@ class Server:
         return await run_in_threadpool(fn, *args, **kwargs)
 
     async def authorize(self, request: Request, role: str) -> TokenInfo | None:
-        header = request.headers.get("authorization")
+        headers = request.headers.getlist("authorization")
+        if len(headers) > 1:
+            # Proxies and servers disagree on which of two they read: one token, one header.
+            raise AuthenticationError(
+                f"The request has {len(headers)} Authorization headers; send one: "
+                "'Authorization: Bearer TOKEN'."
+            )
+        header = headers[0] if headers else None
         if not header:
             if role == "read" and self.options.public_read:
                 acting_user.set("anonymous")
