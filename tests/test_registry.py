@@ -705,6 +705,44 @@ def test_a_link_between_two_named_artifacts_is_one_statement(registry, tiny_dir)
     assert sorted(rows) == [(base.id, tuned.id, "finetune"), (base.id, other.id, "distill")]
 
 
+def test_did_you_mean_folds_case_and_compares_the_names_sorted_next_to_the_query(
+    registry, tiny_dir, monkeypatch
+):
+    """A name not found is answered with registered names and aliases like it, compared
+    case-folded (case twins both come back), chosen among the names next to it in the
+    name index's order: what a library of 100,000 answers in milliseconds."""
+    import difflib
+
+    from zoo.db import queries
+    from zoo.errors import NotFoundError
+
+    registry.import_checkpoint(tiny_dir("bert"), name="bert-tuned")
+    registry.tag("bert-tuned", "Prod")
+    registry.tag("bert-tuned", "prod")
+    with pytest.raises(NotFoundError, match=r"'BERT-TUNED'\. Did you mean bert-tuned\?"):
+        registry.show("BERT-TUNED")
+    with pytest.raises(NotFoundError) as twins:
+        registry.show("PROD")
+    assert twins.value.suggestions == ["Prod", "prod"]
+
+    for i in range(40):
+        registry.tag("bert-tuned", f"team-{i:02d}")
+    compared: list[list[str]] = []
+
+    def spy(word, possibilities, *args, **kwargs):
+        compared.append(sorted(possibilities))
+        return real(word, possibilities, *args, **kwargs)
+
+    real = difflib.get_close_matches
+    monkeypatch.setattr(queries, "NEAR_NAMES", 4)
+    monkeypatch.setattr(queries.difflib, "get_close_matches", spy)
+    with pytest.raises(NotFoundError) as typo:
+        registry.show("team-21x")
+    assert typo.value.suggestions[0] == "team-21"
+    # Four on each side among aliases; the one artifact name sorts before.
+    assert compared == [["bert-tuned"] + [f"team-{i}" for i in range(18, 26)]]
+
+
 def test_registries_on_one_database_share_its_connections(registry, tiny_dir):
     """A process opens one engine per database: a second registry there, or one opened
     after the first is closed, opens no new connection and builds no new session factory
