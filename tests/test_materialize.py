@@ -463,6 +463,32 @@ def test_audit_takes_no_shared_constant_vectors_for_ancestry(registry, tiny_dir,
     assert report.status == "unknown" and report.artifact is None
 
 
+def test_a_family_with_many_sources_or_learngenes_is_refused_naming_a_few(
+    registry, tiny_dir, monkeypatch
+):
+    """A family with thousands of sources or learngenes is refused in one readable line: the
+    first few names, how many more, and the command that lists them all."""
+    from zoo.api import plan
+
+    monkeypatch.setattr(plan, "LISTED", 2)
+    names = [registry.import_checkpoint(tiny_dir("bert", seed=s)).name for s in range(3)]
+    with pytest.raises(NotFoundError) as none:
+        registry.materialize("bert", layers=2, hidden=16)
+    assert str(none.value).endswith(
+        f"name a source: {names[0]}, {names[1]} and 1 more (`zoo ls --kind source --family bert`)."
+    )
+    assert none.value.suggestions == names[:2]
+    genes = [registry.extract(n, method="dwt").name for n in names]
+    with pytest.raises(AmbiguousNameError) as several:
+        registry.materialize("bert", layers=2, hidden=16)
+    listed = f"{genes[0]}, {genes[1]} and 1 more (`zoo ls --kind learngene --family bert`)"
+    assert f"qualify ({listed}); name one" in str(several.value)
+    assert several.value.candidates == genes[:2]
+    registry.rm(genes[2])  # two left: both named, nothing more to count
+    with pytest.raises(AmbiguousNameError, match=rf"qualify \({genes[0]}, {genes[1]}\); name"):
+        registry.materialize("bert", layers=2, hidden=16)
+
+
 def test_family_name_resolves_to_the_default_learngene(registry, tiny_dir):
     src = registry.import_checkpoint(tiny_dir("bert"))
     with pytest.raises(NotFoundError, match="zoo extract"):

@@ -329,25 +329,42 @@ def resolve_parent(session: Session, query: str):
     except NotFoundError:
         if query not in FAMILY_NAMES:
             raise
-    candidates = queries.list_artifacts(session, kind="learngene", family=query)
+    candidates = queries.list_artifacts(session, kind="learngene", family=query, limit=2)
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        sources = [r.name for r in queries.list_artifacts(session, kind="source", family=query)]
+        sources, listed = _listed(session, "source", query)
         hint = (
-            f" Extract one with `zoo extract {sources[0]}`, or name a source: {', '.join(sources)}."
+            f" Extract one with `zoo extract {sources[0]}`, or name a source: {listed}."
             if sources
             else f" Import a {query} checkpoint first."
         )
         raise NotFoundError(
             f"No {query} learngene is registered.{hint}", query=query, suggestions=sources
         )
-    names = [r.name for r in candidates]
+    names, listed = _listed(session, "learngene", query)
     raise AmbiguousNameError(
-        f"Several {query} learngenes qualify ({', '.join(names)}); name one, or set the "
+        f"Several {query} learngenes qualify ({listed}); name one, or set the "
         f"default with `zoo default {query} NAME`.",
         candidates=names,
     )
+
+
+# The most names a refusal lists: a family can have thousands of sources or learngenes.
+LISTED = 5
+
+
+def _listed(session, kind: str, family: str) -> tuple[list[str], str]:
+    """The first :data:`LISTED` ``kind`` artifacts of ``family``, and their names as a
+    message lists them: with how many more there are, and the command that lists them."""
+    names = [
+        r.name for r in queries.list_artifacts(session, kind=kind, family=family, limit=LISTED)
+    ]
+    listed = ", ".join(names)
+    more = queries.count_artifacts(session, kind=kind, family=family) - len(names)
+    if len(names) == LISTED and more > 0:
+        listed += f" and {more:,} more (`zoo ls --kind {kind} --family {family}`)"
+    return names, listed
 
 
 def materialize_name(reg, info: ArtifactInfo) -> str:

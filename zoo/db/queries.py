@@ -812,7 +812,19 @@ def list_artifacts(
     kind: str | None = None,
     family: str | None = None,
     include_deleted: bool = False,
+    limit: int | None = None,
 ) -> list[Artifact]:
+    """The artifacts of ``kind`` and ``family``, oldest first; the first ``limit`` only."""
+    return list(session.scalars(_artifacts_of(kind, family, include_deleted).limit(limit)))
+
+
+def count_artifacts(session: Session, *, kind: str | None = None, family: str | None = None) -> int:
+    """How many kept artifacts of ``kind`` and ``family`` there are."""
+    query = _artifacts_of(kind, family, include_deleted=False).subquery()
+    return session.scalar(select(func.count()).select_from(query))
+
+
+def _artifacts_of(kind: str | None, family: str | None, include_deleted: bool) -> Select:
     query = select(Artifact).order_by(Artifact.id)
     if kind:
         query = query.where(Artifact.kind == kind)
@@ -820,7 +832,7 @@ def list_artifacts(
         query = query.where(Artifact.family == family)
     if not include_deleted:
         query = query.where(Artifact.deleted_at.is_(None))
-    return list(session.scalars(query))
+    return query
 
 
 def set_family_default(session: Session, family: str, artifact: Artifact) -> None:
