@@ -849,6 +849,21 @@ def test_tensors_recorded_in_float32_are_matched_as_recorded_beside_widened_ones
     assert report.cast_from == ["BF16"]
 
 
+def test_a_widened_checkpoint_holding_an_empty_tensor_is_matched(reg, tmp_path):
+    """An empty float32 tensor (a 0-row buffer) narrows as its bf16 cast does, to no
+    bytes: a bf16 checkpoint holding one, saved as float32, is known, and a float32 one
+    nothing registered shares is unknown."""
+    folder = save_tiny("llama", tmp_path / "src")
+    tensors = load_file(folder / "model.safetensors")
+    tensors["model.empty"] = torch.zeros(0, 4)
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    src = reg.import_checkpoint(_as(folder, tmp_path / "bf16", torch.bfloat16))
+    report = reg.audit(_as(tmp_path / "bf16", tmp_path / "widened", torch.float32))
+    assert report.status == "known" and report.artifact.id == src.id, report.to_text()
+    assert report.cast_from == ["BF16"]
+    assert reg.audit(folder).status == "unknown"
+
+
 def test_a_checkpoint_whose_first_matrices_stayed_float32_is_matched_past_them(reg, tmp_path):
     """Matrices kept in float32 (the embeddings, the head, a whole layer) before those
     stored as bf16, all saved as float32: each is matched as recorded, however many come
