@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from safetensors.torch import load_file
 from tinymodels import save_tiny
 
 from zoo.errors import (
@@ -215,6 +216,33 @@ def test_broken_files_of_an_unknown_type_are_still_refused(registry, tmp_path):
     with pytest.raises(InvalidCheckpointError, match="not valid JSON"):
         registry.import_checkpoint(t5)
     assert registry.list() == [] and not list(registry.store.digests())
+
+
+@pytest.mark.parametrize("weights", ["weights.safetensors", "a.pt"])
+def test_weights_under_another_name_are_refused_with_advice_an_import_can_follow(
+    registry, tiny_dir, tmp_path, run_cli, weights
+):
+    """A folder whose weights save_pretrained did not name (two pickles, or one
+    .safetensors file that may be any model's) is refused, exit 2, naming the rename that
+    imports it: an import takes a folder, never the weights file alone."""
+    folder = tmp_path / "renamed"
+    shutil.copytree(tiny_dir("bert"), folder)
+    expected = registry.import_checkpoint(folder).content_hash
+    if weights.endswith(".pt"):
+        tensors = load_file(folder / "model.safetensors")
+        for name in ("a.pt", "b.pt"):
+            torch.save(tensors, folder / name)
+        (folder / "model.safetensors").unlink()
+        standard = "pytorch_model.bin"
+    else:
+        (folder / "model.safetensors").rename(folder / weights)
+        standard = "model.safetensors"
+    code, _, err = run_cli("import", str(folder), "--convert-bin")
+    assert code == 2 and f"rename the model's weights {standard} to import" in err, err
+    assert run_cli("import", str(folder / weights), "--convert-bin")[0] == 2
+    (folder / weights).rename(folder / standard)
+    code, out, err = run_cli("import", str(folder), "--convert-bin", "--json")
+    assert code == 0 and json.loads(out)["content_hash"] == expected, err
 
 
 # --- the files around the weights --------------------------------------------------------------

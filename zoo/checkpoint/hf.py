@@ -388,7 +388,8 @@ def _open_folder(
             if len(weights) != 1:
                 raise InvalidCheckpointError(
                     f"{root} holds no {BIN_WEIGHTS_NAME} and no single other weights file "
-                    f"({', '.join(pickles)}); pass the weights file itself.",
+                    f"({', '.join(pickles)}); rename the model's weights {BIN_WEIGHTS_NAME} "
+                    "to import the folder (`zoo audit --convert-bin` also reads one file).",
                     path=str(root),
                 )
             chosen = weights[0]
@@ -402,7 +403,8 @@ def _open_folder(
     if others:
         raise InvalidCheckpointError(
             f"{root} has neither {SAFE_WEIGHTS_NAME} nor {SAFE_INDEX_NAME} but holds "
-            f"{', '.join(others)}; pass that .safetensors file itself.",
+            f"{', '.join(others)}; rename the model's weights {SAFE_WEIGHTS_NAME} to import "
+            "the folder (`zoo audit` also reads a lone .safetensors file).",
             path=str(root),
         )
     raise InvalidCheckpointError(
