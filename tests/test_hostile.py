@@ -249,6 +249,16 @@ CORPUS: dict[str, Case] = {
     "num_attention_heads not dividing": Case(
         _config_with(num_attention_heads=5), 2, "not divisible"
     ),
+    "NaN in the config": Case(
+        _config_with(layer_norm_eps=float("nan")),
+        2,
+        "config.json gives 'layer_norm_eps' a value that is not a finite number",
+    ),
+    "infinity deep in the config": Case(
+        _config_with(rope_scaling={"factors": [1.0, float("inf")]}),
+        2,
+        "config.json gives 'rope_scaling.factors[1]' a value that is not a finite number",
+    ),
     "config that is a list": Case(lambda f, t: _folder(f, t, config_text="[1]"), 2, "list"),
     "weights contradicting the config": Case(_config_with(num_hidden_layers=6), 2, "lacks"),
     # --- other layouts ------------------------------------------------------------------

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -444,6 +445,15 @@ def check_config(obj: Any, where: str) -> None:
             "config.json that save_pretrained wrote.",
             path=where,
         )
+    key = _non_finite_key(obj)
+    if key is not None:
+        # Python's json reads NaN and Infinity, but the content hash is canonical JSON,
+        # which has no such numbers.
+        raise InvalidCheckpointError(
+            f"{where} gives {key!r} a value that is not a finite number (NaN or an infinity), "
+            "which a content hash cannot hold; write it as a finite number or null.",
+            path=where,
+        )
 
 
 def config_from_text(text: str, where: str = CONFIG_NAME) -> dict[str, Any]:
@@ -512,6 +522,21 @@ def _depth(obj: Any) -> int:
             deepest = max(deepest, level)
             todo.extend((v, level + 1) for v in value)
     return deepest
+
+
+def _non_finite_key(obj: Any) -> str | None:
+    """Where ``obj`` first holds a NaN or an infinity (``rope_scaling.factor``,
+    ``eps[1]``), or None; iteratively, as :func:`_depth` walks."""
+    todo: list[tuple[Any, str]] = [(obj, "")]
+    while todo:
+        value, key = todo.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return key
+        if isinstance(value, dict):
+            todo.extend((v, f"{key}.{k}" if key else str(k)) for k, v in value.items())
+        elif isinstance(value, list):
+            todo.extend((v, f"{key}[{i}]") for i, v in enumerate(value))
+    return None
 
 
 def weight_files_read(root: Path, *, strict: bool = False) -> set[str]:
