@@ -134,6 +134,29 @@ def test_a_tied_head_is_found_without_an_architecture_in_the_config(registry, ti
     torch.testing.assert_close(grown.logits, source.logits, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
+def test_a_question_answering_model_saved_under_transformer_resizes(family, registry, tmp_path):
+    """transformers saves llama's and Qwen's QA models with their base model under
+    ``transformer.``, not ``model.``: such a checkpoint extracts, shrinks and grows, each
+    output loading strictly under that prefix, and its own size gives its span logits."""
+    arch = getattr(transformers, TINY[family]["arch"].replace("CausalLM", "QuestionAnswering"))
+    torch.manual_seed(0)
+    source = arch(arch.config_class(**TINY[family]["config"])).eval()
+    source.save_pretrained(tmp_path / "qa")
+    src = registry.import_checkpoint(tmp_path / "qa")
+    dwt = registry.extract(src.name, method="dwt", wavelet="haar", levels=1)
+    for name, (layers, hidden) in ((dwt.name, (2, 16)), (src.name, (8, 64)), (src.name, (4, 32))):
+        out = registry.materialize(name, layers=layers, hidden=hidden, out=tmp_path / f"{layers}")
+        model, info = arch.from_pretrained(out.out, output_loading_info=True)
+        assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+        assert all(k.startswith(("transformer.", "qa_outputs.")) for k in model.state_dict())
+        with torch.no_grad():
+            start = model.eval()(input_ids=IDS).start_logits
+        assert torch.isfinite(start).all()
+    with torch.no_grad():
+        assert torch.equal(start, source(input_ids=IDS).start_logits)
+
+
 def test_bert_for_pretraining_grown_keeps_its_masked_lm_and_nsp_logits(registry, tmp_path):
     """Its MLM head's LayerNorm is read by the tied decoder alone (the NSP head reads the
     pooler), so it is divided even with the NSP head beside it."""

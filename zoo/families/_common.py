@@ -489,6 +489,9 @@ class TransformerFamily(Family):
     base_prefix: ClassVar[str]
     #: architectures whose checkpoints have no base prefix (the bare base model)
     base_archs: ClassVar[frozenset[str]]
+    #: task architectures that save their base model under ``transformer`` instead of
+    #: ``base_prefix`` (transformers keeps that name for llama's and Qwen's QA models)
+    transformer_archs: ClassVar[frozenset[str]] = frozenset()
     #: name stems of the layer stack, e.g. ``("encoder.layer",)``; unknown tensors under
     #: them are refused because their count follows the depth
     layer_stems: ClassVar[tuple[str, ...]]
@@ -669,8 +672,7 @@ class TransformerFamily(Family):
         base, top = self._tables()
         if key in top:
             return (*top[key], None)
-        prefix = f"{self.base_prefix}."
-        rel = key[len(prefix) :] if key.startswith(prefix) else key
+        rel = self._without_base_prefix(key)
         if rel in base:
             return (*base[rel], None)
         templ = _template(rel)
@@ -678,6 +680,16 @@ class TransformerFamily(Family):
             n, r = base[templ[0]]
             return n, r, templ[1]
         return None
+
+    def _base_prefixes(self) -> tuple[str, ...]:
+        """Every prefix this family's task models save their base model under."""
+        return (self.base_prefix, "transformer") if self.transformer_archs else (self.base_prefix,)
+
+    def _without_base_prefix(self, key: str) -> str:
+        for prefix in self._base_prefixes():
+            if key.startswith(f"{prefix}."):
+                return key[len(prefix) + 1 :]
+        return key
 
     def _check_shape(
         self,
@@ -701,7 +713,7 @@ class TransformerFamily(Family):
 
     def _unknown(self, key: str, tensor: torch.Tensor, changing: Mapping[str, int]) -> Signal:
         for stem in self.layer_stems:
-            for candidate in (key, key.removeprefix(f"{self.base_prefix}.")):
+            for candidate in (key, self._without_base_prefix(key)):
                 if re.match(rf"{re.escape(stem)}\.\d+\.", candidate):
                     raise InvalidCheckpointError(
                         f"tensor {key!r} is a per-layer tensor that the {self.name} family "
@@ -930,7 +942,9 @@ class TransformerFamily(Family):
             sizes = {**sizes, "layers": len(layers)}
         span = range(sizes["layers"]) if layers is None else layers
         whole = signals if part_of is None else part_of
-        prefix = f"{self.base_prefix}." if self._prefixed(config, whole) else ""
+        archs = config.get("architectures") or ()
+        base = "transformer" if archs and archs[0] in self.transformer_archs else self.base_prefix
+        prefix = f"{base}." if self._prefixed(config, whole) else ""
         out: dict[str, torch.Tensor] = {}
         used: set[str] = set()
         rules = self.rules

@@ -79,6 +79,9 @@ class Decoder:
         name: the registry name (``zoo materialize NAME``, ``zoo ls --family NAME``).
         model_types: the config.json ``model_type`` values it reads.
         base_archs: architectures saved without the ``model.`` prefix (the bare model).
+        transformer_archs: task architectures saved with ``transformer.`` instead of
+            ``model.`` before the base model's names (transformers' QA models of llama,
+            Qwen2 and Qwen3).
         qkv_bias: q, k and v always carry biases (Qwen2). Otherwise every projection's
             bias is read when the checkpoint has it (``attention_bias``, ``mlp_bias``).
         qk_norm: an RMSNorm over head_dim on queries and on keys in every layer (Qwen3,
@@ -121,6 +124,7 @@ class Decoder:
     full_every: tuple[str | None, int] | None = None
     sliding_from: tuple[str, int] | None = None
     heads_divide_hidden: bool = False
+    transformer_archs: frozenset[str] = frozenset()
 
 
 #: transformers' names of the two attention types in ``layer_types``
@@ -142,6 +146,7 @@ class DecoderFamily(TransformerFamily):
         self.name = decl.name
         self.model_types = decl.model_types
         self.base_archs = decl.base_archs
+        self.transformer_archs = decl.transformer_archs
         # A gain stored as 1 + w (Gemma) is not divided by dividing what is stored.
         self.lm_head_inputs = () if decl.gain_offset else ("final_norm.weight",)
 

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from zoo.families.decoder import Decoder
 
-LLAMA = Decoder("llama", ("llama",), frozenset({"LlamaModel"}), heads_divide_hidden=True)
+LLAMA = Decoder(
+    "llama",
+    ("llama",),
+    frozenset({"LlamaModel"}),
+    heads_divide_hidden=True,
+    transformer_archs=frozenset({"LlamaForQuestionAnswering"}),
+)
 
 # Mistral 7B is llama's layout with a sliding attention window (a config value);
 # Mistral NeMo sets head_dim apart from hidden / heads.
@@ -23,6 +29,7 @@ QWEN2 = Decoder(
     frozenset({"Qwen2Model"}),
     qkv_bias=True,
     sliding_from=("max_window_layers", 28),
+    transformer_archs=frozenset({"Qwen2ForQuestionAnswering"}),
 )
 
 # Qwen3 (dense): no q/k/v biases, an RMSNorm over head_dim on queries and keys, and a
@@ -33,6 +40,7 @@ QWEN3 = Decoder(
     frozenset({"Qwen3Model"}),
     qk_norm=True,
     sliding_from=("max_window_layers", 28),
+    transformer_archs=frozenset({"Qwen3ForQuestionAnswering"}),
 )
 
 # Gemma: RMSNorm gains stored as w in (1 + w); embeddings scaled by sqrt(hidden_size),
