@@ -339,6 +339,23 @@ def test_audit_by_upload_and_by_posted_hashes(served, tmp_path):
         assert refused.status_code == 422 and "nests more than" in message, refused.text
 
 
+def test_the_web_pages_files_are_checked_with_the_server_on_every_load(served):
+    """Without a Cache-Control a browser takes a file with a Last-Modified as fresh for a
+    while (RFC 9111, 4.2.2: Chromium for a tenth of its age), so after an upgrade it would
+    run the old script against the new server. Each load asks again; an unchanged script
+    or style costs a 304, not its bytes."""
+    with client(served.url) as http:  # the page loads before any token is pasted
+        for path in ("/", "/static/app.js", "/static/app.css"):
+            got = http.get(path)
+            assert got.status_code == 200, path
+            assert got.headers["cache-control"] == "no-cache", path
+            if path == "/":  # a kilobyte, sent whole each time
+                continue
+            again = http.get(path, headers={"If-None-Match": got.headers["etag"]})
+            assert again.status_code == 304, path
+            assert again.headers["cache-control"] == "no-cache", path
+
+
 def test_hub_reads_carry_the_headers_huggingface_hub_needs(served):
     info = served.reg.show("tiny-bert")
     with _read(served) as http:
