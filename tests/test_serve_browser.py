@@ -315,6 +315,29 @@ def test_a_library_larger_than_a_page_pages_on_and_files_download_with_a_token(
         reg.close()
 
 
+def _tab_to(page, element_id: str, presses: int = 20) -> bool:
+    """Press Tab from the top of the page until the element ``element_id`` has the focus."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement && document.activeElement.id") == element_id:
+            return True
+    return False
+
+
+def test_a_file_is_audited_from_the_keyboard_alone(site, page):
+    """The drop zone's file picker is in the Tab order (an input hidden outright is not):
+    Tab reaches it, Space opens the chooser, and the file picked is identified."""
+    page.goto(site.url + "/#/audit")
+    page.wait_for_selector("#drop")
+    assert _tab_to(page, "pick")
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Space")
+    chooser.value.set_files([str(site.out / "model.safetensors")])
+    page.wait_for_selector(".verdict")
+    assert page.locator(".verdict .badge").inner_text() == "known"
+    assert site.small.name in page.locator(".verdict").inner_text()
+
+
 def test_the_defaults_table_is_zoos(site, page):
     from zoo.defaults import DEFAULTS
 

@@ -399,7 +399,7 @@ function auditPage() {
   view.innerHTML = `
     <div class="head"><h1>Audit a checkpoint</h1><span class="muted">Which registered artifact is this file? Where did it come from? Was it changed?</span></div>
     <div class="card">
-      <label id="drop" class="drop"><input id="pick" type="file" multiple accept=".safetensors,.json" hidden>
+      <label id="drop" class="drop"><input id="pick" class="unseen" type="file" multiple accept=".safetensors,.json">
         <strong>Drop a model.safetensors here</strong> (or every shard of one, and its config.json if you have it)<br>
         <span class="muted">or click to choose. Each tensor is hashed in your browser; only the hashes are sent.</span>
         <div class="progress"><div id="bar"></div></div></label>
