@@ -338,6 +338,23 @@ def test_a_file_is_audited_from_the_keyboard_alone(site, page):
     assert site.small.name in page.locator(".verdict").inner_text()
 
 
+def test_every_control_of_the_library_has_a_name_a_screen_reader_says(site, page):
+    """A placeholder is no label, and a select has none of its own: each of the library's
+    filters is named for assistive technology (Chromium's accessibility tree)."""
+    page.goto(site.url + "/")
+    page.locator("tr.row").first.wait_for()
+    named = {
+        ("searchbox", "Search names and aliases"): "q",
+        ("combobox", "Kind"): "kind",
+        ("combobox", "Family"): "family",
+        ("textbox", "Size (layers x hidden)"): "size",
+    }
+    for (role, name), element_id in named.items():
+        control = page.get_by_role(role, name=name, exact=True)
+        assert control.count() == 1, (role, name)
+        assert control.get_attribute("id") == element_id, (role, name)
+
+
 def test_the_defaults_table_is_zoos(site, page):
     from zoo.defaults import DEFAULTS
 

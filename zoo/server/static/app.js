@@ -62,10 +62,10 @@ async function browse() {
   view.innerHTML = `
     <div class="head"><h1>Library</h1><span id="count" class="count"></span></div>
     <div class="toolbar">
-      <input id="q" type="search" placeholder="Search names and aliases" value="${esc(browseState.q)}">
-      <select id="kind"><option value="">every kind</option><option>source</option><option>learngene</option><option>derived</option><option>placeholder</option></select>
-      <select id="family"><option value="">every family</option></select>
-      <input id="size" placeholder="size, e.g. 6x384" style="flex:0 0 150px" value="${esc(browseState.size)}">
+      <input id="q" type="search" aria-label="Search names and aliases" placeholder="Search names and aliases" value="${esc(browseState.q)}">
+      <select id="kind" aria-label="Kind"><option value="">every kind</option><option>source</option><option>learngene</option><option>derived</option><option>placeholder</option></select>
+      <select id="family" aria-label="Family"><option value="">every family</option></select>
+      <input id="size" aria-label="Size (layers x hidden)" placeholder="size, e.g. 6x384" style="flex:0 0 150px" value="${esc(browseState.size)}">
     </div>
     <div class="card" style="padding:0"><table><thead><tr><th>Name</th><th>Kind</th><th>Family</th><th>Size</th><th>Weights</th><th>Hash</th><th>Created</th></tr></thead><tbody id="rows"></tbody></table></div>
     <div class="more"><button id="more" type="button" hidden>Older artifacts</button></div>`;
