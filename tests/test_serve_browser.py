@@ -355,6 +355,30 @@ def test_every_control_of_the_library_has_a_name_a_screen_reader_says(site, page
         assert control.get_attribute("id") == element_id, (role, name)
 
 
+def test_each_view_has_its_own_title_and_the_back_button_returns_to_it(site, page):
+    """Tabs, bookmarks and the history list name a page by its title: each view of the
+    page has its own, and going back restores the view and its title together."""
+    page.goto(site.url + "/")
+    page.locator("tr.row").first.wait_for()
+    assert page.title() == "Library · zoo"
+    page.click(f"tr.row[data-name='{site.lg.name}'] a")
+    page.wait_for_selector("h1")
+    page.wait_for_function(f"document.querySelector('h1').innerText === '{site.lg.name}'")
+    assert page.title() == f"{site.lg.name} · zoo"
+    page.click("a[data-nav='audit']")
+    page.wait_for_selector("#drop")
+    assert page.title() == "Audit a checkpoint · zoo"
+    page.click("a[data-nav='defaults']")
+    page.wait_for_selector("table")
+    assert page.title() == "Defaults · zoo"
+    page.go_back()
+    page.wait_for_selector("#drop")
+    assert page.title() == "Audit a checkpoint · zoo"
+    page.go_back()
+    page.wait_for_function(f"document.querySelector('h1').innerText === '{site.lg.name}'")
+    assert page.title() == f"{site.lg.name} · zoo"
+
+
 def test_the_defaults_table_is_zoos(site, page):
     from zoo.defaults import DEFAULTS
 

@@ -565,10 +565,22 @@ async function route() {
   const hash = location.hash || "#/";
   for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", hash.startsWith("#/" + (a.dataset.nav === "browse" ? "" : a.dataset.nav)) && (a.dataset.nav !== "browse" || hash === "#/" || hash.startsWith("#/artifact")));
   try {
-    if (hash.startsWith("#/artifact/")) await artifact(decodeURIComponent(hash.slice("#/artifact/".length)));
-    else if (hash.startsWith("#/audit")) auditPage();
-    else if (hash.startsWith("#/defaults")) await defaultsPage();
-    else await browse();
+    // Each view its own title: the one a tab, a bookmark, the history list and a screen
+    // reader name the page by.
+    if (hash.startsWith("#/artifact/")) {
+      const name = decodeURIComponent(hash.slice("#/artifact/".length));
+      document.title = `${name} · zoo`;
+      await artifact(name);
+    } else if (hash.startsWith("#/audit")) {
+      document.title = "Audit a checkpoint · zoo";
+      auditPage();
+    } else if (hash.startsWith("#/defaults")) {
+      document.title = "Defaults · zoo";
+      await defaultsPage();
+    } else {
+      document.title = "Library · zoo";
+      await browse();
+    }
     if (current(mine)) window.scrollTo(0, 0);
   } catch (e) { if (current(mine)) showError(e); }
 }
