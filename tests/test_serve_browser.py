@@ -379,6 +379,29 @@ def test_each_view_has_its_own_title_and_the_back_button_returns_to_it(site, pag
     assert page.title() == f"{site.lg.name} · zoo"
 
 
+@pytest.mark.parametrize("width", [360, 768])
+def test_a_narrow_window_scrolls_down_only_and_keeps_the_token_box_in_view(site, browser, width):
+    """On a phone or a narrow window no view is wider than the window: the header and
+    the filters wrap, the artifact's cards stack, and a table wider than its card scrolls
+    inside it, so the token box and every card's right edge stay on screen."""
+    context = browser.new_context(viewport={"width": width, "height": 800})
+    try:
+        page = context.new_page()
+        for route, ready in (
+            ("/", "tr.row"),
+            (f"/#/artifact/{site.small.name}", "#graph svg"),
+            ("/#/defaults", "table"),
+            ("/#/audit", "#drop"),
+        ):
+            page.goto(site.url + route)
+            page.wait_for_selector(ready)
+            assert page.evaluate("document.documentElement.scrollWidth") <= width, route
+            box = page.locator("#token").bounding_box()
+            assert box["x"] + box["width"] <= width, route
+    finally:
+        context.close()
+
+
 def test_the_defaults_table_is_zoos(site, page):
     from zoo.defaults import DEFAULTS
 
