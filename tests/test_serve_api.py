@@ -356,6 +356,29 @@ def test_the_web_pages_files_are_checked_with_the_server_on_every_load(served):
             assert again.headers["cache-control"] == "no-cache", path
 
 
+def test_the_web_page_runs_only_its_own_script_and_is_never_framed(served):
+    """The page keeps a token that can remove artifacts: its policy lets it run its own
+    script and ask its own server only, and refuses to be drawn in another site's frame;
+    the lineage SVG, opened on its own, runs nothing."""
+    with client(served.url, served.tokens["read"]) as http:
+        for path in ("/", "/static/app.js", "/static/app.css", "/static/favicon.svg"):
+            got = http.get(path)
+            assert got.status_code == 200, path
+            policy = dict(
+                part.strip().split(" ", 1)
+                for part in got.headers["content-security-policy"].split(";")
+            )
+            assert policy["script-src"] == "'self'" and policy["default-src"] == "'self'"
+            assert policy["frame-ancestors"] == "'none'" and policy["object-src"] == "'none'"
+            assert got.headers["x-frame-options"] == "DENY"
+            assert got.headers["x-content-type-options"] == "nosniff"
+        assert "/static/favicon.svg" in http.get("/").text
+        svg = http.get("/api/artifacts/tiny-bert/lineage", params={"format": "svg"})
+        assert svg.status_code == 200 and svg.text.lstrip().startswith("<svg")
+        assert "sandbox" in svg.headers["content-security-policy"]
+        assert "script-src" not in svg.headers["content-security-policy"]  # default 'none'
+
+
 def test_hub_reads_carry_the_headers_huggingface_hub_needs(served):
     info = served.reg.show("tiny-bert")
     with _read(served) as http:

@@ -83,9 +83,11 @@ def page(browser):
     pg = context.new_page()
     errors = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
+    # The page's own policy refusing something the page does is a console error.
+    pg.on("console", lambda m: "Content Security Policy" in m.text and errors.append(m.text))
     yield pg
     context.close()
-    assert errors == []  # no script error on any page
+    assert errors == []  # no script error and nothing the page's policy refused
 
 
 def _shot(page, name: str) -> None:
@@ -118,7 +120,7 @@ def test_a_late_answer_to_an_older_query_is_not_drawn(site, page):
     page.fill("#q", "x")
     page.fill("#q", "")  # asks for every artifact: answered late
     page.select_option("#kind", "derived")  # asked after, answered at once
-    page.wait_for_function("document.querySelectorAll('tr.row').length === 2")
+    page.wait_for_function("() => document.querySelectorAll('tr.row').length === 2")
     page.wait_for_timeout(1500)  # the late answer has arrived by now
     assert page.locator("tr.row").count() == 2
     assert page.locator("#count").inner_text() == "2 artifacts"
@@ -150,7 +152,7 @@ def test_a_page_left_before_its_answers_arrive_is_not_drawn_over_the_next(site, 
     # The learngene's graph comes late; meanwhile the user opens gpt2-tiny's page.
     page.evaluate(f"window.zooSlow = '{site.lg.name}/lineage?format=svg'")
     page.evaluate(f"location.hash = '#/artifact/{site.lg.name}'")
-    page.wait_for_function(f"document.querySelector('h1').textContent === '{site.lg.name}'")
+    page.wait_for_function(f"() => document.querySelector('h1').textContent === '{site.lg.name}'")
     page.evaluate("location.hash = '#/artifact/gpt2-tiny'")
     page.wait_for_selector("#graph svg")
     page.wait_for_timeout(1500)  # the learngene's late graph has arrived by now
@@ -160,7 +162,7 @@ def test_a_page_left_before_its_answers_arrive_is_not_drawn_over_the_next(site, 
     page.evaluate(f"window.zooSlow = '/api/artifacts/{site.small.name}'")
     page.evaluate(f"location.hash = '#/artifact/{site.small.name}'")
     page.evaluate("location.hash = '#/defaults'")
-    page.wait_for_function("document.querySelector('h1').textContent === 'Defaults'")
+    page.wait_for_function("() => document.querySelector('h1').textContent === 'Defaults'")
     page.wait_for_timeout(1500)
     assert page.locator("h1").inner_text() == "Defaults"
 
@@ -173,14 +175,14 @@ def test_browse_artifact_lineage_and_audit_in_a_browser(site, page, tmp_path):
     assert rows.count() == everything
     # Search narrows the table as the registry's list does.
     page.fill("#q", "bert-lg")
-    page.wait_for_function("document.querySelectorAll('tr.row').length === 1")
+    page.wait_for_function("() => document.querySelectorAll('tr.row').length === 1")
     assert page.locator("tr.row").first.get_attribute("data-name") == site.lg.name
     page.fill("#q", "")
     page.select_option("#kind", "derived")
-    page.wait_for_function("document.querySelectorAll('tr.row').length === 2")
+    page.wait_for_function("() => document.querySelectorAll('tr.row').length === 2")
     page.select_option("#kind", "")
     # Clearing the filter brings every artifact back.
-    page.wait_for_function(f"document.querySelectorAll('tr.row').length === {everything}")
+    page.wait_for_function(f"() => document.querySelectorAll('tr.row').length === {everything}")
     _shot(page, "browse")
 
     # Artifact: a derived checkpoint's page, with its recipe, tensors and lineage.
@@ -191,7 +193,7 @@ def test_browse_artifact_lineage_and_audit_in_a_browser(site, page, tmp_path):
     assert site.small.content_hash in text
     assert f"{len(site.small.tensors)} tensors" in text
     assert "haar" in text  # the recipe's wavelet
-    page.wait_for_function("!document.getElementById('card').classList.contains('muted')")
+    page.wait_for_function("() => !document.getElementById('card').classList.contains('muted')")
     assert "This is an initialization" in page.locator("#card").inner_text()
     nodes = page.locator("#graph svg g.node")
     assert {nodes.nth(i).get_attribute("data-name") for i in range(nodes.count())} >= {
@@ -203,13 +205,13 @@ def test_browse_artifact_lineage_and_audit_in_a_browser(site, page, tmp_path):
 
     # Lineage: click through the graph to the learngene, then to the source.
     page.click(f"#graph svg g.node[data-name='{site.lg.name}']")
-    page.wait_for_function(f"document.querySelector('h1').innerText === '{site.lg.name}'")
+    page.wait_for_function(f"() => document.querySelector('h1').innerText === '{site.lg.name}'")
     page.wait_for_selector("#graph svg")
     derived_nodes = page.locator("#graph svg g.node-derived")
     assert derived_nodes.count() == 2  # both sizes made from it
     _shot(page, "lineage")
     page.click("#graph svg g.node[data-name='bert-base-tiny']")
-    page.wait_for_function("document.querySelector('h1').innerText === 'bert-base-tiny'")
+    page.wait_for_function("() => document.querySelector('h1').innerText === 'bert-base-tiny'")
 
     # Audit: a file dropped on the page is hashed in the browser and identified.
     page.click("a[data-nav='audit']")
@@ -229,7 +231,7 @@ def test_browse_artifact_lineage_and_audit_in_a_browser(site, page, tmp_path):
     changed.write_bytes(bytes(raw))
     page.set_input_files("#pick", [str(changed)])
     page.wait_for_function(
-        "document.querySelector('.verdict .badge') && "
+        "() => document.querySelector('.verdict .badge') && "
         "document.querySelector('.verdict .badge').innerText === 'modified'"
     )
 
@@ -254,7 +256,7 @@ def test_a_library_larger_than_a_page_pages_on_and_files_download_with_a_token(
         page.goto(server.url + "/")
         page.fill("#token", secret)
         page.press("#token", "Enter")  # as a user commits it: the page reloads with it
-        page.wait_for_function("document.querySelectorAll('tr.row').length === 50")
+        page.wait_for_function("() => document.querySelectorAll('tr.row').length === 50")
         assert page.locator("#count").inner_text() == "newest 50 of 56 artifacts"
         # A next page that fails (the server restarting) leaves the rows shown; the button
         # asks again.
@@ -263,7 +265,7 @@ def test_a_library_larger_than_a_page_pages_on_and_files_download_with_a_token(
         page.wait_for_selector("#rows tr.failed")
         assert page.locator("tr.row").count() == 50 and page.locator("#more").is_visible()
         page.click("#more")
-        page.wait_for_function("document.querySelectorAll('tr.row').length === 56")
+        page.wait_for_function("() => document.querySelectorAll('tr.row').length === 56")
         assert page.locator("#rows tr.failed").count() == 0
         names = [r.get_attribute("data-name") for r in page.locator("tr.row").all()]
         assert sorted(names) == sorted(i.name for i in reg.list())
@@ -273,7 +275,7 @@ def test_a_library_larger_than_a_page_pages_on_and_files_download_with_a_token(
         # would page on under the new filter.
         page.goto(server.url + "/#/artifact/gpt2-tiny")
         page.goto(server.url + "/")
-        page.wait_for_function("document.querySelectorAll('tr.row').length === 50")
+        page.wait_for_function("() => document.querySelectorAll('tr.row').length === 50")
         held = []  # the new query's answer, held back while the page waits for it
         page.route("**/api/artifacts?*q=*", lambda route: held.append(route))
         page.fill("#q", "scratch")
@@ -281,7 +283,9 @@ def test_a_library_larger_than_a_page_pages_on_and_files_download_with_a_token(
         assert held and page.locator("#more").is_hidden()
         for route in held:
             route.continue_()
-        page.wait_for_function("document.getElementById('count').textContent.includes(' of 55 ')")
+        page.wait_for_function(
+            "() => document.getElementById('count').textContent.includes(' of 55 ')"
+        )
         assert page.locator("#more").is_visible()  # 55 match: its own next page
         page.unroute("**/api/artifacts?*q=*")
 
@@ -307,7 +311,7 @@ def test_a_library_larger_than_a_page_pages_on_and_files_download_with_a_token(
         # ...and the top of the page no longer names the token's holder.
         page.goto(server.url + "/#/")
         page.wait_for_function(
-            "document.getElementById('whoami').textContent === 'sign in with a token'"
+            "() => document.getElementById('whoami').textContent === 'sign in with a token'"
         )
     finally:
         context.close()
@@ -363,7 +367,7 @@ def test_each_view_has_its_own_title_and_the_back_button_returns_to_it(site, pag
     assert page.title() == "Library · zoo"
     page.click(f"tr.row[data-name='{site.lg.name}'] a")
     page.wait_for_selector("h1")
-    page.wait_for_function(f"document.querySelector('h1').innerText === '{site.lg.name}'")
+    page.wait_for_function(f"() => document.querySelector('h1').innerText === '{site.lg.name}'")
     assert page.title() == f"{site.lg.name} · zoo"
     page.click("a[data-nav='audit']")
     page.wait_for_selector("#drop")
@@ -375,7 +379,7 @@ def test_each_view_has_its_own_title_and_the_back_button_returns_to_it(site, pag
     page.wait_for_selector("#drop")
     assert page.title() == "Audit a checkpoint · zoo"
     page.go_back()
-    page.wait_for_function(f"document.querySelector('h1').innerText === '{site.lg.name}'")
+    page.wait_for_function(f"() => document.querySelector('h1').innerText === '{site.lg.name}'")
     assert page.title() == f"{site.lg.name} · zoo"
 
 
@@ -684,14 +688,14 @@ def test_a_checkpoint_zoo_does_not_resize_and_a_placeholder_say_what_they_are(si
     asked: list[str] = []
     page.on("request", lambda request: asked.append(request.url))
     page.goto(site.url + "/#/artifact/acme%2Ft5-base")
-    page.wait_for_function("document.querySelector('h1')?.innerText === 'acme/t5-base'")
+    page.wait_for_function("() => document.querySelector('h1')?.innerText === 'acme/t5-base'")
     page.wait_for_selector("#graph svg")
     text = page.locator("#view").inner_text()
     assert "weights in the store" not in text and "registered as imported" not in text
     assert "holds no weights" in text and "None" not in page.locator("#graph").inner_text()
     # The page's requests made with it have all been answered (the card's last): a
     # placeholder has no files, and none were asked for (the server refuses the listing).
-    page.wait_for_function("document.getElementById('card')?.textContent !== '…'")
+    page.wait_for_function("() => document.getElementById('card')?.textContent !== '…'")
     assert any("/card" in url for url in asked)
     assert not any(url.endswith("/files") for url in asked), asked
     # Placeholders are a kind the browse page filters by, as `zoo ls --kind` does.
@@ -699,7 +703,9 @@ def test_a_checkpoint_zoo_does_not_resize_and_a_placeholder_say_what_they_are(si
     page.locator("tr.row").first.wait_for()
     page.select_option("#kind", "placeholder")
     placeholders = [i.name for i in site.reg.list(kind="placeholder")]
-    page.wait_for_function(f"document.querySelectorAll('tr.row').length === {len(placeholders)}")
+    page.wait_for_function(
+        f"() => document.querySelectorAll('tr.row').length === {len(placeholders)}"
+    )
     rows = page.locator("tr.row")
     assert {rows.nth(i).get_attribute("data-name") for i in range(rows.count())} == set(
         placeholders
@@ -761,7 +767,7 @@ def test_a_removed_artifacts_page_shows_its_record_and_lineage(site, page, tiny_
     page.goto(site.url + "/#/artifact/gpt2-tuned")
     page.wait_for_selector("#graph svg g.node[data-name='gpt2-gone (removed)']")
     page.click("#graph svg g.node[data-name='gpt2-gone (removed)']")
-    page.wait_for_function("document.querySelector('h1').innerText === 'gpt2-gone'")
+    page.wait_for_function("() => document.querySelector('h1').innerText === 'gpt2-gone'")
     assert page.locator(".head .badge.removed").inner_text() == "removed"
     page.wait_for_selector("#graph svg g.node[data-name='gpt2-tuned']")
     assert "no longer served" in page.locator("#card").inner_text()

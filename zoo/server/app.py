@@ -1038,7 +1038,12 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         if format == "svg":
             from zoo.server.svg import lineage_svg
 
-            return Response(lineage_svg(graph), media_type="image/svg+xml")
+            # Opened on its own, an SVG is a document of the page's origin: it runs nothing.
+            headers = {
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+                "X-Content-Type-Options": "nosniff",
+            }
+            return Response(lineage_svg(graph), media_type="image/svg+xml", headers=headers)
         text = {"text": graph.to_text, "dot": graph.to_dot, "mermaid": graph.to_mermaid}[format]()
         return PlainTextResponse(text)
 
