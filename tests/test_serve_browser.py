@@ -271,6 +271,20 @@ def test_a_library_larger_than_a_page_pages_on_and_files_download_with_a_token(
         assert sorted(names) == sorted(i.name for i in reg.list())
         assert page.locator("#more").is_hidden()
         assert page.locator("#count").inner_text() == "56 artifacts"
+        # The address holds what is shown: back from an artifact's page, the same 56 rows,
+        # scrolled where they were; after a reload, the same 56 rows.
+        assert page.evaluate("location.hash") == "#/?rows=56"
+        page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        page.wait_for_timeout(500)  # the position is kept once scrolling stops
+        scrolled = page.evaluate("window.scrollY")
+        assert scrolled > 0
+        page.locator("tr.row a").last.click()
+        page.wait_for_function("() => location.hash.startsWith('#/artifact/')")
+        page.go_back()
+        page.wait_for_function("() => document.querySelectorAll('tr.row').length === 56")
+        assert page.evaluate("window.scrollY") == scrolled
+        page.reload()
+        page.wait_for_function("() => document.querySelectorAll('tr.row').length === 56")
         # A new query hides "Older" until its own first page is drawn: the old cursor
         # would page on under the new filter.
         page.goto(server.url + "/#/artifact/gpt2-tiny")
@@ -772,3 +786,14 @@ def test_a_removed_artifacts_page_shows_its_record_and_lineage(site, page, tiny_
     page.wait_for_selector("#graph svg g.node[data-name='gpt2-tuned']")
     assert "no longer served" in page.locator("#card").inner_text()
     assert not [u for u in asked if "gpt2-gone/card" in u or "gpt2-gone/files" in u]
+    # The library lists it once asked for removed artifacts too; the address keeps the
+    # filters, so a reload (or a link shared) shows the same list.
+    page.goto(site.url + "/#/?q=gpt2-gone")
+    page.wait_for_function("() => document.getElementById('rows').innerText.includes('Nothing')")
+    page.check("#all")
+    page.wait_for_function("() => document.querySelectorAll('tr.row').length === 1")
+    assert page.locator("tr.row .badge.removed").inner_text() == "removed"
+    assert page.evaluate("location.hash") == "#/?q=gpt2-gone&all=true"
+    page.reload()
+    page.wait_for_function("() => document.querySelectorAll('tr.row').length === 1")
+    assert page.input_value("#q") == "gpt2-gone" and page.is_checked("#all")

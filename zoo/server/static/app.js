@@ -55,10 +55,24 @@ function showError(e) {
 
 // --- browse -------------------------------------------------------------------------------
 
-let browseState = {q: "", kind: "", family: "", size: ""};
+// The library's filters and how many rows are shown live in the address (#/?q=bert&rows=100):
+// a reload, a bookmark, a shared link and the back button all come back to the same list.
+const FILTERS = ["q", "kind", "family", "size", "all"];
+const PAGE = 50;
 
-async function browse() {
+function browseAddress(state, rows) {
+  const p = new URLSearchParams();
+  for (const k of FILTERS) if (state[k]) p.set(k, state[k]);
+  if (rows > PAGE) p.set("rows", String(rows));
+  const query = p.toString();
+  return "#/" + (query ? "?" + query : "");
+}
+
+async function browse(params) {
   const mine = navigation;
+  const browseState = Object.fromEntries(FILTERS.map((k) => [k, params.get(k) || ""]));
+  // At most a thousand rows (the API's largest page) come back at once.
+  const restoreRows = Math.min(Math.max(parseInt(params.get("rows") || "0", 10) || 0, 0), 1000);
   view.innerHTML = `
     <div class="head"><h1>Library</h1><span id="count" class="count"></span></div>
     <div class="toolbar">
@@ -66,6 +80,7 @@ async function browse() {
       <select id="kind" aria-label="Kind"><option value="">every kind</option><option>source</option><option>learngene</option><option>derived</option><option>placeholder</option></select>
       <select id="family" aria-label="Family"><option value="">every family</option></select>
       <input id="size" aria-label="Size (layers x hidden)" placeholder="size, e.g. 6x384" style="flex:0 0 150px" value="${esc(browseState.size)}">
+      <label class="check"><input id="all" type="checkbox"${browseState.all ? " checked" : ""}> removed too</label>
     </div>
     <div class="card" style="padding:0"><table><thead><tr><th>Name</th><th>Kind</th><th>Family</th><th>Size</th><th>Weights</th><th>Hash</th><th>Created</th></tr></thead><tbody id="rows"></tbody></table></div>
     <div class="more"><button id="more" type="button" hidden>Older artifacts</button></div>`;
@@ -85,6 +100,8 @@ async function browse() {
     next = page.next;
     document.getElementById("count").textContent =
       page.total > shown ? `newest ${shown} of ${page.total} artifacts` : `${page.total} artifacts`;
+    const address = browseAddress(browseState, shown);
+    if (location.hash !== address) history.replaceState(history.state, "", address);
     const rows = list.map((a) => `
       <tr class="row" data-name="${esc(a.name)}">
         <td><a href="#/artifact/${enc(a.name)}">${esc(a.name)}</a> ${a.aliases.map((x) => `<span class="alias">${esc(x)}</span>`).join("")}</td>
@@ -98,10 +115,11 @@ async function browse() {
     for (const tr of body.querySelectorAll("tr.row")) tr.onclick = (ev) => { if (ev.target.tagName !== "A") location.hash = "#/artifact/" + enc(tr.dataset.name); };
     more.hidden = !next;
   };
-  const load = async (append) => {
+  const load = async (append, rows) => {
     const ask = ++asked;
     const p = new URLSearchParams(query);
     if (append) p.set("after", next);
+    if (rows > PAGE) p.set("limit", String(rows));
     let page;
     try { page = await api("/api/artifacts?" + p.toString()); }
     catch (e) {
@@ -119,27 +137,28 @@ async function browse() {
       draw(page, append);
     }
   };
-  const refresh = () => {
-    browseState = {
+  const refresh = (rows) => {
+    Object.assign(browseState, {
       q: document.getElementById("q").value.trim(),
       kind: document.getElementById("kind").value,
       family: fam.value,
       size: document.getElementById("size").value.trim(),
-    };
+      all: document.getElementById("all").checked ? "true" : "",
+    });
     const p = new URLSearchParams();
-    for (const [k, v] of Object.entries(browseState)) if (v) p.set(k, v);
+    for (const k of FILTERS) if (browseState[k]) p.set(k, browseState[k]);
     query = p.toString();
     // Until this query's first page is drawn, no "Older" of the previous one: its cursor
     // would page on under the new filters.
     next = null;
     more.hidden = true;
-    return load(false);
+    return load(false, rows);
   };
   // The next page of the same query, after the last row shown (keyset: none repeats).
   more.onclick = () => { if (next) load(true); };
-  for (const id of ["q", "size"]) document.getElementById(id).oninput = refresh;
-  for (const id of ["kind", "family"]) document.getElementById(id).onchange = refresh;
-  await refresh();
+  for (const id of ["q", "size"]) document.getElementById(id).oninput = () => refresh(0);
+  for (const id of ["kind", "family", "all"]) document.getElementById(id).onchange = () => refresh(0);
+  await refresh(restoreRows);
 }
 
 // --- one artifact -------------------------------------------------------------------------
@@ -562,8 +581,12 @@ const current = (mine) => mine === navigation;
 
 async function route() {
   const mine = ++navigation;
+  // Back to a page seen before: where it was scrolled to (kept below as it scrolls), read
+  // before drawing, whose blank moment scrolls to the top.
+  const scrollY = (history.state && history.state.scrollY) || 0;
   const hash = location.hash || "#/";
-  for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", hash.startsWith("#/" + (a.dataset.nav === "browse" ? "" : a.dataset.nav)) && (a.dataset.nav !== "browse" || hash === "#/" || hash.startsWith("#/artifact")));
+  const library = hash === "#/" || hash.startsWith("#/?");
+  for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", hash.startsWith("#/" + (a.dataset.nav === "browse" ? "" : a.dataset.nav)) && (a.dataset.nav !== "browse" || library || hash.startsWith("#/artifact")));
   try {
     // Each view its own title: the one a tab, a bookmark, the history list and a screen
     // reader name the page by.
@@ -579,9 +602,9 @@ async function route() {
       await defaultsPage();
     } else {
       document.title = "Library · zoo";
-      await browse();
+      await browse(new URLSearchParams(library ? hash.slice(3) : ""));
     }
-    if (current(mine)) window.scrollTo(0, 0);
+    if (current(mine)) window.scrollTo(0, scrollY);
   } catch (e) { if (current(mine)) showError(e); }
 }
 
@@ -594,5 +617,11 @@ async function whoami() {
 }
 api("/api/health").then((h) => { document.getElementById("version").textContent = h.version; });
 window.addEventListener("hashchange", route);
+// Where this page of the history is scrolled to, for the back button to come back to.
+let scrollSaved = 0;
+window.addEventListener("scroll", () => {
+  clearTimeout(scrollSaved);
+  scrollSaved = setTimeout(() => history.replaceState({scrollY: window.scrollY}, "", location.hash), 150);
+});
 whoami();
 route();
