@@ -7,12 +7,14 @@ depend on nothing but the registry's core.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -805,7 +807,7 @@ def test_a_folder_at_a_blobs_name_is_reported_and_left_where_it_is(registry, fam
         (corrupt, "corrupt"),
     }
     code, out, _ = run_cli("verify")
-    assert code == 6 and "move the folder at its name away, then:" in out, out
+    assert code == 6 and "move what is at its name away, then:" in out, out
     assert [(p.digest, p.problem) for p in registry.fsck().problems] == [(victim, "not a file")]
     code, out, _ = run_cli("verify", "--repair")
     assert code == 6 and "is a folder, not a file" in out, out
@@ -817,6 +819,56 @@ def test_a_folder_at_a_blobs_name_is_reported_and_left_where_it_is(registry, fam
     assert (stray / "notes").read_text() == "mine too"
     # Moved away, the blob is restored like any missing one.
     shutil.move(path, path.parent / "moved-away")
+    code, out, _ = run_cli("verify", "--repair")
+    assert code == 0 and registry.store.verify(victim), out
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link loop", "link to nothing"])
+def test_a_fifo_or_a_broken_link_at_a_blobs_name_is_reported_and_left_where_it_is(
+    registry, family, run_cli, kind
+):
+    """A FIFO at a blob's name would block a reader for ever (SIGTERM does not end a
+    thread blocked in open), and a link in a loop or to nothing holds no blob: verify
+    names each as not a file, in one line, and repair and gc leave it as it is."""
+    victim = _own_digests(family["src"], family["other"])[0]
+    path = registry.store._path(victim)
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+        what = "a FIFO (named pipe)"
+    elif kind == "link loop":
+        path.symlink_to(path.name)
+        what = "a symbolic link in a loop"
+    else:
+        path.symlink_to(path.parent / "nowhere")
+        what = f"a symbolic link to {path.parent / 'nowhere'}, which does not exist"
+    stop = threading.Event()
+
+    def release_a_blocked_reader() -> None:
+        # A writer that opens and closes the FIFO ends a read blocked on it (at EOF), so
+        # a store that opens the FIFO fails the test rather than hang it.
+        while not stop.wait(0.05):
+            with contextlib.suppress(OSError):  # no reader (ENXIO), or not a FIFO
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+    watchdog = threading.Thread(target=release_a_blocked_reader, daemon=True)
+    watchdog.start()
+    try:
+        assert [(p.digest, p.problem) for p in registry.verify().problems] == [
+            (victim, "not a file")
+        ]
+        assert [(p.digest, p.problem) for p in registry.fsck().problems] == [(victim, "not a file")]
+        code, out, err = run_cli("verify")
+        assert code == 6 and "move what is at its name away, then:" in out, out + err
+        code, out, err = run_cli("verify", "--repair")
+        assert code == 6 and f"in {registry.store.url} is {what}, not a file" in out, out + err
+        code, out, err = run_cli("gc", "--grace", "0s")
+        assert code == 0, out + err
+    finally:
+        stop.set()
+        watchdog.join()
+    assert os.path.islink(path) or path.is_fifo()
+    path.unlink()
     code, out, _ = run_cli("verify", "--repair")
     assert code == 0 and registry.store.verify(victim), out
 

@@ -684,7 +684,7 @@ def _verify(reg, query: str | None, *, workers: int | None) -> VerifyReport:
             return digest, len(store.get(digest)), None, ""
         except BlobCorruptError as exc:  # read all the same: its bytes count as checked
             return digest, (store.stat(digest) or (0, 0))[0], "corrupt", str(exc)
-        except BlobNotAFileError as exc:  # a folder the user put there: theirs to move
+        except BlobNotAFileError as exc:  # a folder, a FIFO, a link the user put there: theirs
             return digest, 0, "not a file", str(exc)
         except FileNotFoundError:
             return digest, 0, "missing", ""
@@ -706,7 +706,7 @@ def _verify(reg, query: str | None, *, workers: int | None) -> VerifyReport:
             p,
             tuple(sorted({h.needed_by for h in held.get(d, [])})),
             m,
-            f"move the folder at its name away, then: {fix_hint(held.get(d, []))}"
+            f"move what is at its name away, then: {fix_hint(held.get(d, []))}"
             if p == "not a file"
             else fix_hint(held.get(d, [])),
         )

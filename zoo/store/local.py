@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import stat
@@ -55,8 +56,11 @@ class LocalStore(BlobStore):
         return (st.st_size, st.st_mtime) if stat.S_ISREG(st.st_mode) else None
 
     def not_a_file(self, digest: str) -> bool:
-        path = self._path(digest)
-        return path.exists() and not path.is_file()
+        path = self._file(digest)
+        try:
+            return not stat.S_ISREG(os.stat(path).st_mode)
+        except OSError:  # a loop of links, a link to nothing: there, and not a file
+            return os.path.lexists(path)
 
     def _write(self, digest: str, data: bytes | memoryview) -> None:
         self._write_file(digest, [data], check=False)
@@ -68,7 +72,7 @@ class LocalStore(BlobStore):
         self, digest: str, pieces: Iterable[bytes | memoryview], *, check: bool
     ) -> None:
         final = self._path(digest)
-        if final.is_dir():  # not zoo's: a blob is a file, so it stays where it is
+        if self.not_a_file(digest):  # not zoo's: a blob is a file, so it stays where it is
             raise self._not_a_file(digest)
         final.parent.mkdir(parents=True, exist_ok=True)
         # A unique temporary name per writer: two processes storing the same blob each
@@ -91,16 +95,35 @@ class LocalStore(BlobStore):
                 temp.unlink()
 
     def _read(self, digest: str) -> bytes:
+        with os.fdopen(self._open(digest), "rb") as f:
+            return f.read()
+
+    def _open(self, digest: str) -> int:
+        """The blob's file opened for reading, refused unless it is a regular file: a FIFO
+        at its name would block the reader for ever (opened without blocking, it is
+        refused instead), and a folder or a loop of links holds no blob."""
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
         try:
-            return self._path(digest).read_bytes()
+            fd = os.open(self._file(digest), flags | getattr(os, "O_BINARY", 0))
         except FileNotFoundError:
+            if os.path.lexists(self._file(digest)):  # a link to nothing
+                raise self._not_a_file(digest) from None
             raise self._missing(digest) from None
-        except IsADirectoryError:
-            raise self._not_a_file(digest) from None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EISDIR):
+                raise self._not_a_file(digest) from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise self._not_a_file(digest)
+        return fd
 
     def _not_a_file(self, digest: str) -> BlobNotAFileError:
+        from zoo.checkpoint.files import what_is
+
+        what = what_is(self._path(digest)) or "not a regular file"
         return BlobNotAFileError(
-            f"Blob {digest[:12]} in {self.url} is a folder, not a file; zoo does not remove "
+            f"Blob {digest[:12]} in {self.url} is {what}, not a file; zoo does not remove "
             f"what it did not write: move {self._path(digest)} away, then `zoo verify "
             "--repair` restores the blob if zoo can produce it again.",
             digest=digest,
@@ -109,12 +132,7 @@ class LocalStore(BlobStore):
     def read_into(self, digest: str, buffer: memoryview) -> None:
         # Straight from the file into the caller's memory: one copy, no ``bytes`` object.
         digest = check_digest(digest)
-        try:
-            f = open(self._path(digest), "rb", buffering=0)  # noqa: SIM115 (closed below)
-        except FileNotFoundError:
-            raise self._missing(digest) from None
-        except IsADirectoryError:
-            raise self._not_a_file(digest) from None
+        f = os.fdopen(self._open(digest), "rb", buffering=0)
         view = buffer.cast("B")
         with f:
             done = 0
