@@ -1502,3 +1502,26 @@ def test_a_recorded_origin_with_control_characters_prints_escaped_and_json_keeps
     (noted / "notes\nverified: all files kept.txt").write_text("x")
     code, _, err = run_cli("import", str(noted))
     assert code == 0 and "notes\\nverified: all files kept.txt" in err and err.count("\n") == 1
+
+
+def test_a_declared_note_with_control_characters_prints_escaped_and_json_keeps_it(
+    registry, tiny_dir, run_cli
+):
+    """A link's note is free text: a newline in it would add a fake lineage edge to what
+    `zoo lineage` and `zoo audit` print; text output escapes it, JSON keeps it exact."""
+    folder = tiny_dir("bert")
+    base = registry.import_checkpoint(folder)
+    tuned = registry.import_checkpoint(tiny_dir("bert", seed=1), name="bert-tuned")
+    note = "tuned]\nevil --materialize--> bert-tuned  [method=dwt\x1b[2K"
+    code, _, err = run_cli("link", tuned.name, "--from", base.name, "--note", note)
+    assert code == 0, err
+    shown = repr(note)[1:-1]
+    code, text, _ = run_cli("lineage", tuned.name, "--up")
+    assert code == 0 and f"{base.name} --finetune--> bert-tuned  [note={shown}]" in text
+    assert not any(line.startswith("evil") for line in text.splitlines()), text
+    assert "\x1b" not in text
+    code, text, _ = run_cli("audit", str(tiny_dir("bert", seed=1)))
+    assert code == 0 and f"  {base.name} --finetune--> bert-tuned  [note={shown}]" in text
+    assert not any(line.startswith("evil") for line in text.splitlines()), text
+    code, text, _ = run_cli("lineage", tuned.name, "--format", "json")
+    assert [e["recipe"]["note"] for e in json.loads(text)["edges"]] == [note]

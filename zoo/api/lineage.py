@@ -144,7 +144,9 @@ def _recipe_summary(e: EdgeInfo) -> str:
         "device",
         "note",
     )
-    parts = [f"{k}={r[k]}" for k in keys if r.get(k) not in (None, "")]
+    # A declared edge's note is the declarer's free text: a newline in it, printed raw,
+    # would add a line of its own (a fake edge) to what an auditor reads.
+    parts = [f"{k}={printable(str(r[k]))}" for k in keys if r.get(k) not in (None, "")]
     # What else tells two edges of one method apart: the seed of a method that draws
     # random numbers, and a dtype other than the source's own.
     if r.get("seed") is not None and _draws(r.get("method")):
