@@ -1360,6 +1360,31 @@ def test_extracting_again_under_another_name_makes_that_name_an_alias(registry, 
     assert registry.show(src.name).kind == "source"
 
 
+def test_extract_refuses_a_taken_name_before_storing_any_band(registry, tiny_dir, run_cli):
+    """A --name another artifact holds (the source, another model's learngene, an alias
+    of a learngene of other settings) is refused in one line before any band is
+    computed, so the store gains no blob; the learngene's own name or alias still
+    answers, as an extraction found again."""
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    other = registry.import_checkpoint(tiny_dir("gpt2"))
+    registry.extract(other.name, method="dwt", name="gpt2-genes")
+    lg = registry.extract(src.name, method="dwt", wavelet="haar", levels=1, name="bert-genes")
+    registry.tag(lg.name, "genes")
+    store = Path(registry.settings.store_url)
+    blobs = sorted(p.name for p in store.rglob("*") if p.is_file())
+    for taken in (src.name, "gpt2-genes", "genes"):
+        code, out, err = run_cli("extract", src.name, "--wavelet", "db2", "--name", taken)
+        assert (code, out, err) == (
+            4,
+            "",
+            f"zoo: error: The name {taken!r} is already taken; choose another --name.\n",
+        )
+        assert sorted(p.name for p in store.rglob("*") if p.is_file()) == blobs
+    registry.rm(lg.name)
+    again = registry.extract(src.name, method="dwt", wavelet="haar", levels=1, name="genes")
+    assert again.id == lg.id and not again.deleted
+
+
 def test_extract_names_the_groups_a_dwt_learngene_holds_no_band_for(registry, tmp_path, run_cli):
     """A band halves every resizable axis of its group, so a source of 3 layers gets no
     band for any per-layer group: extract says so on stderr (which groups, why, and that

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from zoo import __version__
 from zoo.db import queries
 from zoo.db.entities import ArtifactInfo, TensorRecord
-from zoo.errors import InvalidInputError, VerificationError
+from zoo.errors import ConflictError, InvalidInputError, VerificationError
 
 from .learngene_format import (
     band_name,
@@ -88,6 +88,8 @@ def extract(
         src_info = queries.to_info(session, src)
         if existing is not None:
             existing = queries.to_info(session, existing)
+        elif name is not None:
+            _check_name_free(session, name, {**recipe, "source": src_info.content_hash})
     resizable(src_info)  # one line naming the families zoo resizes, before any work
 
     def recompute(emit) -> None:
@@ -357,6 +359,27 @@ def _recorded_before(session: Session, family: str, identity: dict[str, Any], re
         if have == wanted:
             return row
     return None
+
+
+def _check_name_free(session: Session, name: str, identity: dict[str, Any]) -> None:
+    """Refuse, before any band is computed or stored, a --name held by anything but a
+    learngene of this source and recipe (``identity``): only that one can turn out to be
+    the learngene extracted (its content found again), so any other holder means the
+    name is refused once the work is done, its blobs written for nothing."""
+    from sqlalchemy import select
+
+    from zoo.db.entities import loads
+    from zoo.db.models import Artifact
+
+    holder = session.scalar(select(Artifact).where(Artifact.name == name))
+    if holder is None:
+        holder = queries.alias_target(session, name)
+    if holder is None:
+        return
+    held = loads(holder.info_json) or {}
+    settings = {k: v for k, v in held.items() if k not in ("signals", "source_name")}
+    if holder.kind != "learngene" or settings != identity:
+        raise ConflictError(f"The name {name!r} is already taken; choose another --name.")
 
 
 def _existing_extraction(session: Session, source_id: int, recipe: dict[str, Any]):
