@@ -1021,8 +1021,18 @@ def bench_transfer_cmd(
     show_default=True,
     help="Derivation threads.",
 )
+@click.option(
+    "--shutdown-timeout",
+    default="20s",
+    show_default=True,
+    help="How long a stopping server (SIGTERM, Ctrl-C) lets requests in flight (an upload, "
+    "a download, a materialize) finish before it cuts them; under your service manager's "
+    "own stop timeout.",
+)
 @_streams
-def serve_cmd(host, port, public_read, max_upload, cache, cache_limit, workers) -> None:
+def serve_cmd(
+    host, port, public_read, max_upload, cache, cache_limit, workers, shutdown_timeout
+) -> None:
     """Serve the registry over HTTP: REST API, Hugging Face downloads, web page."""
     from zoo.server import ServerOptions, serve
 
@@ -1036,6 +1046,7 @@ def serve_cmd(host, port, public_read, max_upload, cache, cache_limit, workers) 
             cache=cache,
             cache_limit=cache_limit,
             workers=workers,
+            shutdown_timeout=shutdown_timeout,
         ),
     )
 

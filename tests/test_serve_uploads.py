@@ -259,3 +259,52 @@ def test_an_upload_cut_short_imports_nothing(roomy, tiny_dir):
     assert "closing boundary" in answer.json()["error"]["message"]
     assert reg.search().total == before
     assert not [p for p in (home / "serve-cache").iterdir() if p.name.startswith(".upload")]
+
+
+def test_a_stopping_server_cuts_an_upload_stalled_mid_body(tmp_path):
+    """SIGTERM with an upload in flight whose client stopped sending: the server waits
+    --shutdown-timeout for it, then answers 503 (exit 9: it stopped before the request
+    finished), removes the staging folder and exits 143, rather than wait for that client
+    for good."""
+    import signal
+    import subprocess
+    import time
+
+    env = server_env(tmp_path)
+    reg = registry_for(env)
+    token = reg.create_token("w", role="write")[1]
+    reg.close()
+    server = ZooServer(env, "--shutdown-timeout", "1s", log=tmp_path / "server.log").start()
+    cache = tmp_path / "serve-cache"
+    try:
+        with socket.create_connection(("127.0.0.1", server.port)) as stalled:
+            part = (
+                b'--x\r\nContent-Disposition: form-data; name="files"; '
+                b'filename="model.safetensors"\r\n\r\n'
+            )
+            stalled.sendall(
+                b"POST /api/import/upload HTTP/1.1\r\nHost: zoo\r\n"
+                + f"Authorization: Bearer {token}\r\n".encode()
+                + b"Content-Type: multipart/form-data; boundary=x\r\n"
+                + b"Content-Length: 100000\r\n\r\n"
+                + part
+                + b"\0" * 1000
+            )
+            deadline = time.monotonic() + 30
+            while not any(p.name.startswith(".upload-") for p in cache.iterdir()):
+                assert time.monotonic() < deadline, "the upload never reached the server"
+                time.sleep(0.1)
+            server.proc.send_signal(signal.SIGTERM)
+            try:
+                code = server.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pytest.fail("zoo serve still ran 30 s after SIGTERM, waiting for a stalled upload")
+            stalled.settimeout(5)
+            answer = stalled.recv(65536).decode()
+        assert code == 128 + signal.SIGTERM
+        assert answer.startswith("HTTP/1.1 503"), answer
+        assert json.loads(answer.partition("\r\n\r\n")[2])["error"]["exit_code"] == 9
+        assert "stopped before this request finished" in answer
+        assert not [p for p in cache.iterdir() if p.name.startswith(".upload-")]
+    finally:
+        server.stop()

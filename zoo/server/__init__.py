@@ -30,6 +30,9 @@ def serve(registry, options: ServerOptions) -> None:
     a traceback and exit 3, zoo's code for "not found"."""
     import uvicorn
 
+    from zoo.api.arguments import parse_duration
+
+    shutdown_timeout = parse_duration(options.shutdown_timeout)
     app = create_app(registry, options)
     app.state.server.reg.ensure_schema()
     sock = _listening_socket(options.host, options.port)
@@ -42,6 +45,9 @@ def serve(registry, options: ServerOptions) -> None:
         # Longer than clients keep idle pooled connections (httpx, requests: 5 s and up),
         # so the server never closes one just as a client reuses it.
         timeout_keep_alive=75,
+        # A client stalled mid-upload, or one that stops reading a download, would
+        # otherwise keep a stopping server running for good.
+        timeout_graceful_shutdown=shutdown_timeout,
     )
     # uvicorn names the address only for a socket it bound itself.
     where = f"[{options.host}]" if ":" in options.host else options.host

@@ -7,6 +7,7 @@ class, so a client raises the same class and the CLI exits with the same code.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -38,6 +39,7 @@ from zoo.errors import (
     PayloadTooLargeError,
     PermissionDeniedError,
     SchemaOutdatedError,
+    ServerUnavailableError,
     StorageError,
     StoreUnavailableError,
     ZooError,
@@ -239,6 +241,18 @@ class Failures:
 
         try:
             await self.app(scope, receive, sending)
+        except asyncio.CancelledError:
+            # The server is stopping and --shutdown-timeout has run out (the request's own
+            # cleanups have run): the caller hears that, where the ASGI server would answer
+            # a bare 500 and log a traceback. The connection task ends here either way.
+            if not started:
+                err = ServerUnavailableError(
+                    "The zoo server stopped before this request finished; send it again "
+                    "once the server is back."
+                )
+                await JSONResponse(error_body(err, 503, err.exit_code), status_code=503)(
+                    scope, receive, send
+                )
         except Exception as exc:
             if started:  # too late to answer: the ASGI server logs it and drops the connection
                 raise
@@ -1213,7 +1227,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
                 )
             return info.to_json(with_tensors=True)
         finally:
-            await server.db(remove_tree, staging)
+            await server.db(server.cache.remove_upload, staging)
 
     @app.get("/api/import/upload/check", tags=["writing"])
     async def check_upload(
@@ -1282,7 +1296,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
             report.path = label
             return report.to_json()
         finally:
-            await server.db(remove_tree, staging)
+            await server.db(server.cache.remove_upload, staging)
 
     @app.post("/api/audit/hashes", tags=["auditing"])
     async def audit_hashes(body: AuditHashesRequest, verify: bool = False, _=read):

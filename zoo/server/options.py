@@ -18,6 +18,8 @@ class ServerOptions:
         cache_limit: the most the cache keeps, in bytes or as ``"200GB"`` (None: no
             limit); the folders used least recently go first.
         workers: threads for long work (extract, materialize, export).
+        shutdown_timeout: how long a stopping server (SIGTERM, Ctrl-C) lets the requests
+            in flight finish before it cuts them, in seconds or as ``"20s"``.
     """
 
     host: str = "127.0.0.1"
@@ -27,3 +29,4 @@ class ServerOptions:
     cache: str | None = None
     cache_limit: str | int | None = None
     workers: int = 4
+    shutdown_timeout: str | float = 20

@@ -188,6 +188,7 @@ class FileCache:
         self.limit, self.idle_s = limit, idle_s
         self._files: dict[str, dict[str, dict[str, Any]]] = {}
         self._used: dict[str, float] = {}  # key -> when last asked for (time.time())
+        self._uploads: set[Path] = set()  # staging folders made here, removed at close
         self._lock = threading.Lock()
         self._trimming = threading.Lock()
 
@@ -214,7 +215,11 @@ class FileCache:
         fcntl.flock(self._in_use, fcntl.LOCK_SH)
 
     def close(self) -> None:
-        """Stop using the folder (another server starting then cleans what is left)."""
+        """Stop using the folder, removing the uploads still staged in it (requests cut as
+        the server stops, whose own cleanup may not get to run); another server starting
+        then cleans what is left."""
+        for staging in list(self._uploads):
+            self.remove_upload(staging)
         self._in_use.close()
 
     def clean_leftovers(self) -> list[str]:
@@ -276,7 +281,13 @@ class FileCache:
     def upload_dir(self) -> Path:
         path = self.root / f"{_UPLOAD}{uuid.uuid4().hex}"
         path.mkdir()
+        self._uploads.add(path)
         return path
+
+    def remove_upload(self, path: Path) -> None:
+        """Remove a staging folder :meth:`upload_dir` made, once its request is done."""
+        remove_tree(path)
+        self._uploads.discard(path)
 
     def adopt(self, built: Path, key: str) -> Path:
         """Rename a complete build into place (another build of the same artifact may have
