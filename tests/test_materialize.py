@@ -507,6 +507,11 @@ def test_family_name_resolves_to_the_default_learngene(registry, tiny_dir):
         registry.materialize("bert", layers=2, hidden=16).artifact.info["recipe"]["learngene"]
         == two.content_hash
     )
+    # A family in any case, as set_default and listings take it.
+    assert (
+        registry.materialize("BERT", layers=2, hidden=16).artifact.info["recipe"]["learngene"]
+        == two.content_hash
+    )
     gpt = registry.extract(registry.import_checkpoint(tiny_dir("gpt2")).name)
     with pytest.raises(InvalidInputError, match="gpt2 learngene"):
         registry.set_default("bert", gpt.name)

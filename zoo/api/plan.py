@@ -327,8 +327,15 @@ def resolve_parent(session: Session, query: str):
     try:
         return queries.resolve(session, query)
     except NotFoundError:
-        if query not in FAMILY_NAMES:
+        # BERT is the family bert where no artifact has that name, as `zoo default BERT`
+        # and `zoo ls --family BERT` read it.
+        if query.lower() not in FAMILY_NAMES:
             raise
+    if query not in FAMILY_NAMES:
+        query = query.lower()
+        row = queries.family_default(session, query)
+        if row is not None and row.deleted_at is None:
+            return row
     candidates = queries.list_artifacts(session, kind="learngene", family=query, limit=2)
     if len(candidates) == 1:
         return candidates[0]
