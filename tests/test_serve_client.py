@@ -225,7 +225,9 @@ def test_a_hub_the_server_cannot_reach_is_said_to_be_the_servers(tmp_path, run_c
         "which); download it where the Hub is reachable and import the folder (`zoo import "
         "FOLDER` uploads it).\n"
     )
-    logged = [line for line in log.read_text().splitlines() if line.startswith("hub error: ")]
+    logged = [
+        line for line in log.read_text().splitlines() if " ERROR zoo.server: hub error: " in line
+    ]
     assert len(logged) == 1 and "Could not fetch acme/model at revision v1" in logged[0]
     assert "HF_HUB_OFFLINE=1" in logged[0]
 

@@ -100,6 +100,37 @@ def test_two_authorization_headers_are_refused_whichever_comes_first(served):
         assert http.get("/api/artifacts").status_code == 200
 
 
+def test_the_servers_log_has_a_line_per_request_naming_who_and_never_a_secret(served):
+    """An operator reads who asked for what, with what answer, from the server's own log:
+    the token's name, never its secret, and the path without its query, where a download
+    link carries its signature."""
+    import re
+
+    url = served.server.url
+    with client(url, served.tokens["read"]) as http:
+        assert http.get("/api/artifacts", params={"q": "tiny-b"}).status_code == 200
+        link = http.get("/api/artifacts/tiny-bert/files/config.json/link")
+    with httpx.Client(base_url=url) as anyone:
+        assert anyone.get(link.json()["url"]).status_code == 200
+        assert anyone.get("/api/tokens").status_code == 401
+        assert anyone.head("/api/health").status_code == 200  # a load balancer's probe
+    deadline = time.monotonic() + 10
+    while '"HEAD /api/health"' not in served.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    text = served.log.read_text()
+    line = r"INFO zoo\.server\.access: 127\.0\.0\.1 {} \"{}\" {} \d+ \d+ ms$"
+    for who, request, status in (
+        ("t-read", "GET /api/artifacts", 200),
+        ("t-read", "GET /api/artifacts/tiny-bert/files/config.json", 200),
+        ("-", "GET /api/tokens", 401),
+        ("-", "HEAD /api/health", 200),
+    ):
+        assert re.search(line.format(who, re.escape(request), status), text, re.M), request
+    assert "signature" not in text and "tiny-b" not in text.replace("tiny-bert", "")
+    for secret in (*served.tokens.values(), served.revoked):
+        assert secret not in text
+
+
 def test_a_download_link_opens_its_one_file_without_a_header_while_its_token_is_active(served):
     """The web page follows a signed link so the browser saves a file as it arrives. The
     link reads that file only: not another file, not with its expiry or signature
@@ -206,7 +237,7 @@ def test_a_method_a_path_does_not_take_is_refused_naming_those_it_does(served):
     """405 with its Allow header, which RFC 9110 (15.5.6) requires of it, in zoo's body."""
     with client(served.server.url, served.tokens["read"]) as http:
         for method, path, allowed in (
-            ("PUT", "/api/health", {"GET"}),
+            ("PUT", "/api/health", {"GET", "HEAD"}),
             ("OPTIONS", "/api/artifacts", {"GET"}),
             ("PATCH", "/api/tokens", {"GET", "POST"}),
         ):

@@ -49,12 +49,25 @@ def serve(registry, options: ServerOptions) -> None:
         # otherwise keep a stopping server running for good.
         timeout_graceful_shutdown=shutdown_timeout,
     )
+    _log_to_stderr()
     # uvicorn names the address only for a socket it bound itself.
     where = f"[{options.host}]" if ":" in options.host else options.host
     logging.getLogger("uvicorn.error").info(
         "zoo serving on http://%s:%d (Ctrl-C stops it)", where, config.port
     )
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def _log_to_stderr() -> None:
+    """zoo's own lines (a line per request, failures, the cache's cleaning) on stderr
+    beside uvicorn's, each with its time: uvicorn sets up its own loggers only, so zoo's
+    went unprinted below a warning and without a time above."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("zoo.server")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def _listening_socket(host: str, port: int):

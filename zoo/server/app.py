@@ -61,6 +61,7 @@ from zoo.server.work import (
 from zoo.store.base import is_object_store_error
 
 log = logging.getLogger("zoo.server")
+access = logging.getLogger("zoo.server.access")
 
 _REPO = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}")
 
@@ -258,6 +259,52 @@ class Failures:
                 raise
             response = await self.answer(Request(scope), exc)
             await response(scope, receive, send)
+
+
+class AccessLog:
+    """One line in the server's log per request: the caller's address, who it acted as
+    (a token's name, ``anonymous``, or ``-`` before a token was read), the method and path,
+    the status, the bytes sent and the time taken. Never the query string, where a
+    download link carries its signature, and never a header, where the token rides."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        import time
+
+        from zoo.text import printable
+
+        began = time.perf_counter()
+        status, sent = 0, 0
+        # The handler's token check sets the acting user in this request's own context:
+        # a fresh value here, so no line names the user of an earlier request.
+        acting_user.set(None)
+
+        async def sending(message):
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            client = scope.get("client")
+            access.info(
+                '%s %s "%s %s" %s %d %.0f ms',
+                client[0] if client else "-",
+                printable(acting_user.get() or "-"),
+                scope["method"],
+                printable(scope.get("path", "")),
+                status or "-",  # none: the connection ended before an answer began
+                sent,
+                1000 * (time.perf_counter() - began),
+            )
 
 
 class TokenFirst:
@@ -883,7 +930,8 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         err = ZooError(f"Internal error ({type(exc).__name__}); the server's log has its trace.")
         return JSONResponse(error_body(err, 500, 1), status_code=500)
 
-    app.add_middleware(Failures, answer=_unexpected)  # outermost: it sees every failure
+    app.add_middleware(Failures, answer=_unexpected)  # it sees every failure
+    app.add_middleware(AccessLog)  # outermost: the status a failure was answered with too
 
     def role(name: str):
         async def dep(request: Request):
@@ -913,7 +961,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
 
     # --- the service itself -------------------------------------------------------------
 
-    @app.get("/api/health", tags=["service"])
+    @app.api_route("/api/health", methods=["GET", "HEAD"], tags=["service"])
     async def health():
         """Liveness (no token needed)."""
         return {"ok": True, "version": __version__}
