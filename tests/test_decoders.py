@@ -507,25 +507,37 @@ def test_net2net_copies_each_unit_alike_in_every_tensor(family, registry, tiny_d
     torch.testing.assert_close(grown, _logits(source), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("kv_heads", [2, 4])
-def test_net2net_growing_heads_and_ffn_keeps_the_logits(kv_heads, registry, tiny_dir, tmp_path):
+@pytest.mark.parametrize(
+    "heads, kv_heads, seed",
+    [(8, 2, 3), (8, 4, 3), (4, 4, 0), (8, 8, 2)],
+)
+def test_net2net_growing_heads_and_ffn_keeps_the_logits(
+    heads, kv_heads, seed, registry, tiny_dir, tmp_path
+):
     """A width that leaves the residual stream as it is: whole attention heads are copied
     (each query head with its key/value head, rotary pairs and per-head norms intact) and
     FFN units, and the logits are the source's, norms and all. The source has 4 query
-    heads in 2 key/value groups: 8 heads in 2 groups grow each group, 8 in 4 copy groups."""
+    heads in 2 key/value groups: 8 heads in 2 groups grow each group, 8 in 4 copy groups.
+    Where a key/value head serves fewer query heads than its source did (4 query heads in
+    4 groups, 8 in 8), each source key/value head is copied once per query head it
+    served, whatever the seed draws for the rest (seed 2 draws 6 extra copies of one
+    key/value head for 8 in 8)."""
     src = registry.import_checkpoint(tiny_dir("qwen3"))
     wide = registry.materialize(
         src.name,
         layers=4,
         hidden=32,
-        heads=8,
+        heads=heads,
         kv_heads=kv_heads,
         intermediate=176,
         method="net2net",
-        seed=3,
+        seed=seed,
         out=tmp_path / "w",
     )
-    assert wide.config["num_key_value_heads"] == kv_heads
+    assert (wide.config["num_attention_heads"], wide.config["num_key_value_heads"]) == (
+        heads,
+        kv_heads,
+    )
     source, _ = _load(tiny_dir("qwen3"))
     model, _ = _load(wide.out)
     torch.testing.assert_close(_logits(model), _logits(source), rtol=1e-5, atol=1e-5)

@@ -30,6 +30,7 @@ from zoo.errors import (
     NotFoundError,
 )
 from zoo.methods.amplitude import AMPLITUDE_VERSION
+from zoo.methods.net2net import NET2NET_VERSION
 
 FAMILY_SIZES = {  # tiny sources are 4 layers x 32 hidden (tests/tinymodels.py)
     "bert": ("num_hidden_layers", "hidden_size"),
@@ -1238,7 +1239,7 @@ def test_a_net2net_checkpoint_recorded_with_a_copy_map_per_tensor_re_derives_by_
     monkeypatch.undo()
     now = registry.materialize(src.name, layers=4, hidden=64, method="net2net")
     (edge,) = registry.lineage(now.artifact.name, down=False).edges
-    assert edge.recipe["net2net_version"] == "2"
+    assert edge.recipe["net2net_version"] == NET2NET_VERSION
     assert now.artifact.content_hash != old.artifact.content_hash
 
     from safetensors.torch import load_file
@@ -1255,6 +1256,39 @@ def test_a_net2net_checkpoint_recorded_with_a_copy_map_per_tensor_re_derives_by_
     embed, query = "model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight"
     assert copied(now.state_dict, embed) == copied(now.state_dict, query)
     assert copied(old.state_dict, embed) != copied(old.state_dict, query)
+    assert registry.rederive(old.artifact.name).artifact.content_hash == old.artifact.content_hash
+    assert registry.rederive(now.artifact.name).artifact.content_hash == now.artifact.content_hash
+
+
+def test_a_net2net_checkpoint_recorded_with_random_key_value_copies_re_derives_by_that_rule(
+    registry, tiny_dir, monkeypatch
+):
+    """Net2net version 2 gave each extra key/value head a random source, so key/value heads
+    grown alone (2 -> 4 under 4 query heads) left query heads reading another head's keys.
+    A virtual checkpoint recorded then re-derives by that rule and verifies; one recorded
+    now copies each key/value head beside itself, the query heads in place."""
+    import dataclasses
+
+    from zoo.api import materialize as mat
+
+    src = registry.import_checkpoint(tiny_dir("llama"))  # 4 query heads, 2 key/value heads
+    real_plan = mat.make_plan
+    monkeypatch.setattr(
+        mat, "make_plan", lambda *a, **k: dataclasses.replace(real_plan(*a, **k), net2net_version=2)
+    )
+    monkeypatch.setattr("zoo.methods.net2net.NET2NET_VERSION", "2")
+    old = registry.materialize(src.name, layers=4, hidden=32, kv_heads=4, method="net2net")
+    monkeypatch.undo()
+    now = registry.materialize(src.name, layers=4, hidden=32, kv_heads=4, method="net2net")
+    (edge,) = registry.lineage(old.artifact.name, down=False).edges
+    assert edge.recipe["net2net_version"] == "2"
+    assert now.artifact.content_hash != old.artifact.content_hash
+    from safetensors.torch import load_file
+
+    key = "model.layers.0.self_attn.k_proj.weight"
+    source_heads = load_file(tiny_dir("llama") / "model.safetensors")[key].reshape(2, -1, 32)
+    now_heads = now.state_dict[key].reshape(4, -1, 32)
+    assert all(torch.equal(now_heads[h], source_heads[h // 2]) for h in range(4))
     assert registry.rederive(old.artifact.name).artifact.content_hash == old.artifact.content_hash
     assert registry.rederive(now.artifact.name).artifact.content_hash == now.artifact.content_hash
 

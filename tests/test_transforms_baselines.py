@@ -132,12 +132,15 @@ def test_net2net_given_maps_copies_those_units_and_divides_their_readers():
         ((4, 4, 8, 8), "no grouping"),
         ((4, 1, 6, 1), "one group grows unevenly"),
         ((8, 4, 8, 8), "groups shrink"),
+        ((4, 2, 8, 8), "groups shrink as heads grow"),
+        ((4, 2, 4, 4), "groups shrink, query heads kept"),
     ],
 )
 def test_net2net_copies_a_query_head_with_the_key_value_head_that_serves_it(sizes, heads):
     """Query heads are grouped onto key/value heads (grouped-query attention): a copied
     query head must read a copy of the key/value head its source read, or its attention
-    changes."""
+    changes. Query heads that keep their count are a signal of unchanged size, which no
+    method copies: they stay in place, and the key/value heads follow them."""
     from zoo.methods.net2net import CopyMaps
 
     sh, skv, th, tkv = sizes
@@ -154,7 +157,10 @@ def test_net2net_copies_a_query_head_with_the_key_value_head_that_serves_it(size
     assert torch.equal(query % d, torch.arange(d).expand(th, d)), heads  # whole heads
     assert torch.equal(kv % d, torch.arange(d).expand(tkv, d)), heads
     q_heads, kv_heads = (query[:, 0] // d).tolist(), (kv[:, 0] // d).tolist()
-    assert kv_heads[:skv] == list(range(skv))
+    if th // tkv >= sh // skv:
+        assert kv_heads[:skv] == list(range(skv)), heads  # the source's own first
+    if th == sh:
+        assert q_heads == list(range(sh)), heads
     for j, h in enumerate(q_heads):
         assert h // (sh // skv) == kv_heads[j // (th // tkv)], (heads, j)
     assert set(q_heads) == set(range(sh)), heads  # no source head is lost

@@ -661,6 +661,7 @@ class Derivation:
             plan.method_sizes,
             self.family.attention_heads(plan.source.config),
             self.family.attention_heads(plan.target_config),
+            version=plan.net2net_version,
         )
 
     def _signal(self, key: str, generator, group: Group, maps: CopyMaps | None) -> torch.Tensor:

@@ -25,8 +25,11 @@ if TYPE_CHECKING:
 #: How net2net draws its copies; recorded on each lineage edge of a net2net recipe, so a
 #: checkpoint re-derives by the rule it was made by. 1: a fresh map per tensor and axis,
 #: drawn in signal-name order (a unit's writers and readers copied different units);
-#: 2: one map per set of units (:class:`CopyMaps`).
-NET2NET_VERSION = "2"
+#: 2: one map per set of units (:class:`CopyMaps`), each extra key/value head a random one,
+#: which can leave a source query head uncopied where a key/value head serves fewer query
+#: heads than its source did (key/value heads grown alone); 3: each source key/value head
+#: first gets the copies its query heads need.
+NET2NET_VERSION = "3"
 
 
 class Net2Net(Method):
@@ -80,11 +83,13 @@ class CopyMaps:
         target: Mapping[str, int],
         source_heads: tuple[int, int] | None,
         target_heads: tuple[int, int] | None,
+        version: int = int(NET2NET_VERSION),
     ) -> CopyMaps:
         """Maps from ``source`` to ``target`` sizes (roles ``hidden``, ``ffn`` and, where
         the attention width is not ``hidden``, ``attn`` and ``kv``), drawn from one
         generator seeded by ``seed`` in a fixed order: the same maps whatever order the
-        tensors are widened in. ``*_heads``: (query heads, key/value heads)."""
+        tensors are widened in. ``*_heads``: (query heads, key/value heads); ``version``:
+        the :data:`NET2NET_VERSION` whose rule draws them."""
         import torch
 
         gen = torch.Generator().manual_seed(seed)
@@ -101,7 +106,7 @@ class CopyMaps:
             sh * d == s_q and th * d == t_q and skv * d == s_kv and tkv * d == t_kv and th >= sh
         )
         if whole_heads and tkv >= skv:
-            query, kv = _heads(gen, sh, skv, th, tkv)
+            query, kv = _heads(gen, sh, skv, th, tkv, cover=version >= 3)
             return cls(residual, ffn, _expand(query, d), _expand(kv, d))
         # A head dimension that changes: no head to copy whole, so units are copied one by
         # one (a query's dot products change); keys and values share the queries' map
@@ -138,16 +143,23 @@ def _units(gen, s: int | None, t: int | None) -> torch.Tensor | None:
     return torch.cat([torch.arange(s), torch.randint(0, s, (t - s,), generator=gen)])
 
 
-def _heads(gen, sh: int, skv: int, th: int, tkv: int) -> tuple[list[int], list[int]]:
-    """(query head map, key/value head map). Each extra key/value head copies a random one;
-    the query heads a target key/value head serves copy the query heads its source served,
-    taken in turn, so a group that grows repeats its heads and a head's copies share its
-    key and value."""
+def _heads(
+    gen, sh: int, skv: int, th: int, tkv: int, *, cover: bool = True
+) -> tuple[list[int], list[int]]:
+    """(query head map, key/value head map). The query heads a target key/value head
+    serves copy the query heads its source served, taken in turn, so a group that grows
+    repeats its heads and a head's copies share its key and value. A target key/value head
+    that serves fewer query heads than its source did takes only some of them: with
+    ``cover``, each source key/value head first gets as many copies, side by side, as it
+    takes to serve all of its query heads (2 -> 4 key/value heads under 4 query heads:
+    0 0 1 1, and the query heads stay in place), so each query head keeps a copy. The
+    other key/value heads copy random ones."""
     import torch
 
-    extra = torch.randint(0, skv, (tkv - skv,), generator=gen).tolist()
-    kv = list(range(skv)) + extra
     group_s, group_t = sh // skv, th // tkv
+    copies = -(-group_s // group_t) if cover else 1
+    kv = [s for s in range(skv) for _ in range(copies)][:tkv]
+    kv += torch.randint(0, skv, (tkv - len(kv),), generator=gen).tolist()
     taken = [0] * skv
     query: list[int] = []
     for s in kv:
