@@ -231,6 +231,11 @@ def fsck_report(report) -> str:
         lines += _problems(report.problems)
     else:
         lines.append("every kept row's blobs are present")
+    for line in report.dangling:
+        lines.append(
+            f"database: {line} (deleted by a tool that does not check the schema's foreign "
+            "keys; restore the database from a backup)"
+        )
     if report.temp_files:
         lines.append(
             f"{len(report.temp_files)} leftovers of killed writers "

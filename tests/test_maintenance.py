@@ -728,6 +728,45 @@ def test_fsck_finds_missing_and_wrong_size_blobs(registry, family, run_cli):
     assert not registry.fsck().ok and registry.store.has(short)
 
 
+def test_an_artifact_deleted_by_hand_is_found_by_fsck_and_refused_by_lineage(
+    registry, family, run_cli
+):
+    """SQLite's own shell does not enforce foreign keys: an artifact row deleted there
+    leaves its tensors, imports and edges naming it. fsck says so (exit 6) and lineage
+    refuses in one line, where it stopped with a traceback."""
+    import sqlite3
+
+    from zoo.errors import VerificationError
+
+    url = registry.settings.db_url
+    if not url.startswith("sqlite"):
+        pytest.skip("PostgreSQL enforces foreign keys whoever deletes")
+    with registry.session() as session:
+        assert queries.dangling_rows(session) == []
+    (src_id,) = [i.id for i in registry.list() if i.name == "src"]
+    with sqlite3.connect(url.split("///", 1)[1]) as db:  # foreign keys off, as the shell has
+        db.execute("DELETE FROM artifacts WHERE id = ?", (src_id,))
+    report = registry.fsck()
+    assert not report.ok
+    assert any(
+        d.endswith("of artifact_tensors name a row of artifacts that is not there")
+        for d in report.dangling
+    ), report.dangling
+    assert "1 row of edges names a row of artifacts that is not there" in report.dangling
+    code, out, _ = run_cli("fsck")
+    assert code == 6 and "database: 1 row of edges names a row of artifacts" in out
+    code, out, _ = run_cli("fsck", "--json")
+    assert (
+        code == 6
+        and "1 row of edges names a row of artifacts that is not there"
+        in (json.loads(out)["dangling"])
+    )
+    with pytest.raises(VerificationError, match=f"edges name artifact id {src_id}, which"):
+        registry.lineage("lg")
+    code, _, err = run_cli("lineage", "lg")
+    assert code == 6 and err.count("\n") == 1 and "zoo fsck" in err
+
+
 def test_fsck_ignores_virtual_and_removed_rows(registry, family):
     # virt's tensors were never stored: not a problem. Nor is a removed row's missing blob.
     registry.rm("other")

@@ -628,6 +628,7 @@ class RemoteRegistry:
             grace_s=body["grace_s"],
             repair=body["repair"],
             shared_with=body.get("shared_with", 0),
+            dangling=tuple(body.get("dangling", ())),
             restored=tuple(body.get("restored", ())),
         )
 

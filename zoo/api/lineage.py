@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from zoo.db.entities import ArtifactInfo, EdgeInfo, ImportInfo
-from zoo.errors import InvalidInputError
+from zoo.errors import InvalidInputError, VerificationError
 from zoo.text import printable
 
 if TYPE_CHECKING:  # the graph's types render in a server's client without SQLAlchemy
@@ -239,6 +239,13 @@ def lineage(
             )
             for r in rows
         }
+        lost = sorted(ids - nodes.keys())
+        if lost:
+            raise VerificationError(
+                f"The database's edges name artifact id {', '.join(map(str, lost))}, which it "
+                "does not hold (deleted by a tool that does not check the schema's foreign "
+                "keys); `zoo fsck` lists such rows: restore the database from a backup."
+            )
         graph_.nodes = {root.id: nodes[root.id]} | {i: nodes[i] for i in sorted(nodes)}
         if up:
             # Provenance from outside the registry: the imports of the root and its ancestors,

@@ -515,6 +515,7 @@ def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> Fs
     # committed, so a blob absent from the later listing is really missing.
     with reg.session() as session:
         needed = _kept_tensors(session)
+        dangling = queries.dangling_rows(session)
     temps = list(store.temp_entries())
     listing = {e.digest: e for e in store.entries()}
     # ...and the references again after the listing: a blob listed before its row was
@@ -566,6 +567,7 @@ def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> Fs
         orphans=tuple(orphans),
         output_leftovers=tuple(outputs),
         removed=tuple(removed),
+        dangling=tuple(dangling),
         grace_s=grace_s,
         repair=repair,
         shared_with=len(store.others(reg.registry_id)),

@@ -49,11 +49,15 @@ class FsckReport:
     #: other registries (or blobs of unknown owners) using the store: the orphans may be
     #: theirs, and neither ``gc`` nor ``fsck --repair`` sweeps it
     shared_with: int = 0
+    #: rows naming a row the database does not hold (``artifact_tensors`` naming a deleted
+    #: artifact), one line per table and table it names, with the count
+    dangling: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        """No kept row points at a missing or damaged blob (leftovers are harmless)."""
-        return not self.problems
+        """No kept row points at a missing or damaged blob, and no row at a missing row
+        (leftovers are harmless)."""
+        return not self.problems and not self.dangling
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}

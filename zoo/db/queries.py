@@ -22,6 +22,7 @@ from sqlalchemy import (
     literal_column,
     null,
     select,
+    text,
     union_all,
 )
 from sqlalchemy.orm import Session, make_transient_to_detached
@@ -986,6 +987,23 @@ def close_names(session: Session, query: str, *, n: int = 3) -> list[str]:
         folded.setdefault(name.lower(), []).append(name)
     close = difflib.get_close_matches(query.lower(), folded, n=n, cutoff=0.5)
     return [name for f in close for name in folded[f]][:n]
+
+
+def dangling_rows(session: Session) -> list[str]:
+    """Rows naming a row the database does not hold, as ``N rows of TABLE name a row of
+    PARENT that is not there``. zoo's connections enforce the schema's foreign keys, and
+    PostgreSQL always does; SQLite's own shell does not, so an artifact deleted there by
+    hand leaves its tensors, files, imports and edges behind."""
+    if session.get_bind().dialect.name != "sqlite":
+        return []
+    counts: dict[tuple[str, str], int] = {}
+    for table, _rowid, parent, _fk in session.execute(text("PRAGMA foreign_key_check")):
+        counts[(table, parent)] = counts.get((table, parent), 0) + 1
+    return [
+        f"{n} row{'s' if n > 1 else ''} of {table} name{'' if n > 1 else 's'} a row of "
+        f"{parent} that is not there"
+        for (table, parent), n in sorted(counts.items())
+    ]
 
 
 def not_found(session: Session, query: str, *, what: str = "artifact") -> NotFoundError:
