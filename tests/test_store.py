@@ -49,6 +49,36 @@ def _corrupt(store, digest: str) -> None:
         store.fs.pipe_file(store._path(digest), bytes(data))
 
 
+def test_a_blob_renamed_into_place_between_two_looks_is_no_damage(tmp_path, monkeypatch):
+    """Another writer can rename a blob into place between a look through links that
+    finds nothing and the look that asks why: what is there then is a regular file, not a
+    link to nothing, so neither a write nor a read of it reports a blob that is not a
+    file (eight writers importing one checkpoint met it)."""
+    from zoo.errors import BlobNotAFileError
+    from zoo.store import local
+
+    store = LocalStore(tmp_path / "blobs")
+    digest, _ = store.put(b"one blob" * 64)
+    path = str(store._file(digest))
+    real_stat, real_open = os.stat, os.open
+
+    def not_there_yet(real):
+        def look(p, *args, **kwargs):
+            if str(p) == path:
+                raise FileNotFoundError(2, "No such file or directory", path)
+            return real(p, *args, **kwargs)
+
+        return look
+
+    monkeypatch.setattr(local.os, "stat", not_there_yet(real_stat))
+    assert not store.not_a_file(digest)
+    monkeypatch.setattr(local.os, "stat", real_stat)
+    monkeypatch.setattr(local.os, "open", not_there_yet(real_open))
+    with pytest.raises(BlobMissingError) as missing:
+        store.get(digest)
+    assert not isinstance(missing.value, BlobNotAFileError)
+
+
 def test_put_get_has_delete_digests(store_url):
     store = open_store(store_url)
     a, b = b"alpha" * 100, b"beta" * 50

@@ -59,8 +59,10 @@ class LocalStore(BlobStore):
         path = self._file(digest)
         try:
             return not stat.S_ISREG(os.stat(path).st_mode)
-        except OSError:  # a loop of links, a link to nothing: there, and not a file
-            return os.path.lexists(path)
+        except FileNotFoundError:
+            return _link_to_nothing(path)
+        except OSError:  # a loop of links: there, and not a file
+            return True
 
     def _write(self, digest: str, data: bytes | memoryview) -> None:
         self._write_file(digest, [data], check=False)
@@ -106,7 +108,7 @@ class LocalStore(BlobStore):
         try:
             fd = os.open(self._file(digest), flags | getattr(os, "O_BINARY", 0))
         except FileNotFoundError:
-            if os.path.lexists(self._file(digest)):  # a link to nothing
+            if _link_to_nothing(self._file(digest)):
                 raise self._not_a_file(digest) from None
             raise self._missing(digest) from None
         except OSError as exc:
@@ -257,3 +259,13 @@ class LocalStore(BlobStore):
             raise ValueError(f"{name!r} is not a temporary file of {self.url}")
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _link_to_nothing(path) -> bool:
+    """Whether what is at ``path``, which a look through links did not find, is a link to
+    nothing; asked again with ``lstat``, not "is anything there now", since another writer
+    may have just renamed the blob into place (it is no link, and no damage)."""
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
