@@ -368,9 +368,10 @@ def _listed(session, kind: str, family: str) -> tuple[list[str], str]:
         r.name for r in queries.list_artifacts(session, kind=kind, family=family, limit=LISTED)
     ]
     listed = ", ".join(names)
-    more = queries.count_artifacts(session, kind=kind, family=family) - len(names)
-    if len(names) == LISTED and more > 0:
-        listed += f" and {more:,} more (`zoo ls --kind {kind} --family {family}`)"
+    if len(names) == LISTED:  # fewer: they are all there is
+        more = queries.count_artifacts(session, kind=kind, family=family) - LISTED
+        if more > 0:
+            listed += f" and {more:,} more (`zoo ls --kind {kind} --family {family}`)"
     return names, listed
 
 

@@ -696,9 +696,16 @@ def check_reachable(engine: Engine) -> None:
         StorageError: its disk is full.
         SchemaOutdatedError: a file that is not a SQLite database.
     """
+    with _refusing_to_open(engine), engine.connect():
+        pass
+
+
+@contextlib.contextmanager
+def _refusing_to_open(engine: Engine) -> Iterator[None]:
+    """A failure to open the database raised as :func:`_opening_refused` says it; any other
+    failure as it came."""
     try:
-        with engine.connect():
-            pass
+        yield
     except DBAPIError as exc:
         refused = _opening_refused(engine, exc)
         if refused is None:
@@ -713,19 +720,13 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
         SchemaOutdatedError: the database exists at another revision.
     """
     head = head_revision()
-    try:
-        with engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
-                # One statement: no BEGIN and ROLLBACK round trips around it.
-                connection.execution_options(isolation_level="AUTOCOMMIT")
-            current = stamped_revision(connection, with_tables=True)
-            if current == head:
-                return
-    except DBAPIError as exc:
-        refused = _opening_refused(engine, exc)
-        if refused is None:
-            raise
-        raise refused from exc
+    with _refusing_to_open(engine), engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            # One statement: no BEGIN and ROLLBACK round trips around it.
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+        current = stamped_revision(connection, with_tables=True)
+        if current == head:
+            return
     # Decide under the lock: another process may be creating the schema right now (seen
     # empty, with tables but not yet stamped, or stamped with an earlier revision of the
     # same upgrade, it must not be refused).

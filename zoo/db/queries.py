@@ -821,7 +821,7 @@ def list_artifacts(
 
 def count_artifacts(session: Session, *, kind: str | None = None, family: str | None = None) -> int:
     """How many kept artifacts of ``kind`` and ``family`` there are."""
-    query = _artifacts_of(kind, family, include_deleted=False).subquery()
+    query = _artifacts_of(kind, family, include_deleted=False).order_by(None).subquery()
     return session.scalar(select(func.count()).select_from(query))
 
 

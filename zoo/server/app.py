@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,6 +60,7 @@ from zoo.server.work import (
     remove_tree,
 )
 from zoo.store.base import is_object_store_error
+from zoo.text import printable
 
 log = logging.getLogger("zoo.server")
 access = logging.getLogger("zoo.server.access")
@@ -273,10 +275,6 @@ class AccessLog:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        import time
-
-        from zoo.text import printable
-
         began = time.perf_counter()
         status, sent = 0, 0
         # The handler's token check sets the acting user in this request's own context:
