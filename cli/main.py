@@ -1029,9 +1029,23 @@ def bench_transfer_cmd(
     "a download, a materialize) finish before it cuts them; under your service manager's "
     "own stop timeout.",
 )
+@click.option(
+    "--link-key-file",
+    help="A file holding the key download links are signed with (32 bytes or more), for "
+    "servers behind one load balancer, which then take each other's links, and links that "
+    "outlive a restart (default: a key drawn at start).",
+)
 @_streams
 def serve_cmd(
-    host, port, public_read, max_upload, cache, cache_limit, workers, shutdown_timeout
+    host,
+    port,
+    public_read,
+    max_upload,
+    cache,
+    cache_limit,
+    workers,
+    shutdown_timeout,
+    link_key_file,
 ) -> None:
     """Serve the registry over HTTP: REST API, Hugging Face downloads, web page."""
     from zoo.server import ServerOptions, serve
@@ -1047,6 +1061,7 @@ def serve_cmd(
             cache_limit=cache_limit,
             workers=workers,
             shutdown_timeout=shutdown_timeout,
+            link_key_file=link_key_file,
         ),
     )
 

@@ -264,6 +264,74 @@ def test_a_download_link_expires_and_no_other_server_process_takes_it():
         DownloadLinks(ttl_s=60).check(
             "tiny-bert", "config.json", 7, 1060, link.signature, now=1000.0
         )
+    key = b"k" * 32  # servers given one key take each other's links, and only those
+    shared = DownloadLinks(ttl_s=60, key=key).sign("tiny-bert", "config.json", 7, now=1000.0)
+    DownloadLinks(ttl_s=60, key=key).check(
+        "tiny-bert", "config.json", 7, 1060, shared.signature, now=1000.0
+    )
+    with pytest.raises(AuthenticationError, match="not valid"):
+        DownloadLinks(ttl_s=60, key=b"j" * 32).check(
+            "tiny-bert", "config.json", 7, 1060, shared.signature, now=1000.0
+        )
+
+
+def test_servers_given_one_link_key_file_take_each_others_links_and_no_other_does(served):
+    """Two servers behind one load balancer: the page asks one for a link and its download
+    may reach the other. Given the same key file, either opens the other's link (and one
+    restarted keeps taking them); a server with a key of its own refuses them."""
+    import secrets
+
+    key = served.home / "link.key"
+    key.write_text(secrets.token_hex(32) + "\n")
+    home = served.home
+    first, second, alone = (
+        ZooServer(served.env, *args, log=home / f"replica-{i}.log")
+        for i, args in enumerate((("--link-key-file", str(key)),) * 2 + ((),))
+    )
+    try:
+        for server in (first, second, alone):
+            server.start()
+        with client(first.url, served.tokens["read"]) as http:
+            whole = http.get("/api/artifacts/tiny-bert/files/config.json").content
+            link = http.get("/api/artifacts/tiny-bert/files/config.json/link").json()["url"]
+        with httpx.Client() as anyone:
+            got = anyone.get(second.url + link)
+            assert got.status_code == 200, got.text
+            assert got.content == whole
+            refused = anyone.get(alone.url + link)
+            assert refused.status_code == 401
+            assert "--link-key-file" in refused.json()["error"]["message"]
+            first.stop()
+            first.start()
+            assert anyone.get(first.url + link).content == whole
+    finally:
+        for server in (first, second, alone):
+            server.stop()
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [(None, "cannot be read"), ("short\n", "holds 5 bytes; a signing key needs at least 32")],
+)
+def test_a_link_key_file_that_cannot_sign_is_refused_before_the_server_starts(
+    tmp_path, content, said
+):
+    import subprocess
+    import sys
+
+    key = tmp_path / "link.key"
+    if content is not None:
+        key.write_text(content)
+    env = server_env(tmp_path)
+    cmd = [sys.executable, "-m", "zoo_cli.main", "serve", "--port", "0"]
+    done = subprocess.run(
+        [*cmd, "--link-key-file", str(key)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"zoo: error: --link-key-file {key}")
+    assert said in line
+    assert not (tmp_path / "serve-cache").exists()
 
 
 @pytest.mark.parametrize(

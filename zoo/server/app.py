@@ -47,7 +47,7 @@ from zoo.errors import (
 )
 from zoo.server.checks import _UPLOAD_NAME, check_name, check_query, check_upload_name
 from zoo.server.hf import HUB_TAG, HUB_WRITES_REFUSED, is_hub_write
-from zoo.server.links import DownloadLinks
+from zoo.server.links import DownloadLinks, read_link_key
 from zoo.server.options import ServerOptions
 from zoo.server.uploads import check_room, receive
 from zoo.server.work import (
@@ -506,6 +506,8 @@ class Server:
 
         settings = registry.settings if registry is not None else load_settings()
         self.options = options
+        # Read before anything is made: a key that cannot sign leaves no cache folder.
+        key = None if options.link_key_file is None else read_link_key(options.link_key_file)
         self.reg = ServingRegistry(settings)
         self.limit = parse_size(options.max_upload)
         cache = Path(options.cache) if options.cache else settings.home / "serve-cache"
@@ -518,7 +520,7 @@ class Server:
         limit = options.cache_limit
         self.cache = FileCache(cache, limit=None if limit is None else parse_size(limit))
         self.work = SingleFlight(options.workers)
-        self.links = DownloadLinks()
+        self.links = DownloadLinks(key=key)
         # Materialize requests answered: key -> (artifact, config).
         self.done: dict[tuple, tuple] = {}
 

@@ -5,10 +5,12 @@ header; fetching the file with the header instead holds all of it in the page's 
 (gigabytes for a large checkpoint) before it can be saved. So the page asks the server,
 with its token, for a link to one file, and follows it.
 
-A link names the token it was made for and when it expires, and is signed with HMAC-SHA256
-under a key this server process draws at start: it opens only that file's path, only
-until it expires, only while the token is active (a revoked token's links stop at once),
-and no other server can make one. A restart makes every link invalid; the page asks again.
+A link names the token it was made for and when it expires, and is signed with HMAC-SHA256:
+it opens only that file's path, only until it expires, only while the token is active (a
+revoked token's links stop at once). The key is drawn at start, so no other server can make
+one and a restart makes every link invalid (the page asks again), unless the operator gives
+servers a key file (``zoo serve --link-key-file``): replicas behind one balancer then take
+each other's links, the page's request for a link and its download landing on either.
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
-from zoo.errors import AuthenticationError
+from zoo.errors import AuthenticationError, InvalidInputError
 
 LINK_TTL_S = 300  # a link must start its download within this; the page follows it at once
+# A key file's least content: HMAC-SHA256's own key size (RFC 2104, section 3: a key shorter
+# than the hash's output weakens it).
+LINK_KEY_MIN_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -38,8 +44,8 @@ class Link:
 class DownloadLinks:
     """Makes and checks the signed links of one server process."""
 
-    def __init__(self, ttl_s: int = LINK_TTL_S) -> None:
-        self._key = secrets.token_bytes(32)
+    def __init__(self, ttl_s: int = LINK_TTL_S, key: bytes | None = None) -> None:
+        self._key = secrets.token_bytes(LINK_KEY_MIN_BYTES) if key is None else key
         self.ttl_s = ttl_s
 
     def sign(self, name: str, filename: str, token: int, *, now: float | None = None) -> Link:
@@ -58,8 +64,9 @@ class DownloadLinks:
         # As bytes: compare_digest refuses a str with characters beyond ASCII.
         if not hmac.compare_digest(signature.encode("utf-8", "surrogatepass"), mac):
             raise AuthenticationError(
-                "This download link is not valid for this file on this server (a restart "
-                "makes old links invalid): open the artifact's page and download it again."
+                "This download link is not valid for this file on this server (a restart, "
+                "or another server without the same --link-key-file, makes old links "
+                "invalid): open the artifact's page and download it again."
             )
         if (time.time() if now is None else now) > expires:
             raise AuthenticationError(
@@ -69,3 +76,21 @@ class DownloadLinks:
     def _mac(self, name: str, filename: str, token: int, expires: int) -> str:
         message = json.dumps([name, filename, token, expires]).encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+
+def read_link_key(path: str | Path) -> bytes:
+    """The signing key in the file ``path`` (its bytes, a final newline aside), refused in
+    one line where it cannot be read or is too short to sign with."""
+    try:
+        key = Path(path).read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        raise InvalidInputError(
+            f"--link-key-file {path}: cannot be read ({exc.strerror or exc})."
+        ) from None
+    if len(key) < LINK_KEY_MIN_BYTES:
+        raise InvalidInputError(
+            f"--link-key-file {path} holds {len(key)} bytes; a signing key needs at least "
+            f"{LINK_KEY_MIN_BYTES}, e.g. the output of: python -c "
+            '"import secrets; print(secrets.token_hex(32))"'
+        )
+    return key

@@ -20,6 +20,9 @@ class ServerOptions:
         workers: threads for long work (extract, materialize, export).
         shutdown_timeout: how long a stopping server (SIGTERM, Ctrl-C) lets the requests
             in flight finish before it cuts them, in seconds or as ``"20s"``.
+        link_key_file: a file holding the key download links are signed with (at least
+            32 bytes), for servers that must take each other's links (replicas behind one
+            load balancer) or keep them across a restart; None: a key drawn at start.
     """
 
     host: str = "127.0.0.1"
@@ -30,3 +33,4 @@ class ServerOptions:
     cache_limit: str | int | None = None
     workers: int = 4
     shutdown_timeout: str | float = 20
+    link_key_file: str | None = None
