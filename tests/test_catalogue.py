@@ -1326,6 +1326,28 @@ def test_a_same_size_card_says_the_weights_are_the_sources_and_which_method_was_
         f"The registry recorded these same weights first as `{ws.artifact.name}`, derived "
         "with weight-selection; dct gave them again, bit for bit"
     ) in card
+    # What the card says the lineage shows, the lineage shows: one recipe a parent, so the
+    # source's dct recipe is not recorded beside its weight-selection one, while a
+    # learngene's is, from the learngene.
+    assert "shows both recipes" not in card
+    assert (
+        f"keeps one recipe from each parent: from `{src.name}`, the weight-selection one "
+        "recorded first"
+    ) in card
+    lg = registry.extract(src.name, method="dct")
+    again = registry.materialize(lg.name, layers=4, hidden=32, out=tmp_path / "dct-lg")
+    assert again.artifact.id == ws.artifact.id
+    assert (
+        f"(`zoo lineage {ws.artifact.name}` shows both recipes)"
+        in (again.out / "README.md").read_text()
+    )
+    g = registry.lineage(ws.artifact.name, down=False)
+    methods = {
+        (g.nodes[e.parent_id].name, e.recipe["method"])
+        for e in g.edges
+        if e.relation == "materialize"
+    }
+    assert methods == {(src.name, "weight-selection"), (lg.name, "dct")}
 
 
 def test_downgrade_forgets_placeholders_and_keeps_family_less_sources(

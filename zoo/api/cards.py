@@ -61,7 +61,7 @@ def model_card(
     content_hash: str,
     source=None,
     carried: Sequence[str] = (),
-    recorded_method: str | None = None,
+    recorded_method: tuple[str | None, str | None] = (None, None),
     fitted: Sequence[str] = (),
     source_weights: bool = False,
     left_out: Sequence[str] = (),
@@ -72,10 +72,11 @@ def model_card(
     zoo.api.side_files.SourceCard), ``carried`` the names of the source's files the
     folder holds besides weights, config and card (``fitted``: those of them set to the
     output's width), ``recorded_method`` the method of the record that already held this
-    content when another method derived it, ``source_weights`` whether its every weight
-    is the source's (:func:`holds_source_weights`), ``left_out`` the source's files it
-    does not hold (a sentence-transformers Dense module, which takes the width the
-    pipeline was written for, ``pipeline_width``: the source's that imported it)."""
+    content and that of the edge the parent already has into it (record.recorded_method),
+    ``source_weights`` whether its every weight is the source's
+    (:func:`holds_source_weights`), ``left_out`` the source's files it does not hold (a
+    sentence-transformers Dense module, which takes the width the pipeline was written
+    for, ``pipeline_width``: the source's that imported it)."""
     import yaml
 
     from zoo import __version__
@@ -131,11 +132,18 @@ def model_card(
             f"`{src.name}`{hub} with {how}, {rules}. This is an initialization, not a "
             "trained model: train it before use.\n\n"
         )
-    if recorded_method is not None and recorded_method != recipe.method:
+    first, from_parent = recorded_method
+    if first is not None and first != recipe.method:
         what += (
             f"The registry recorded these same weights first as `{name}`, derived with "
-            f"{recorded_method}; {how} gave them again, bit for bit (`zoo lineage {name}` "
-            "shows both recipes).\n\n"
+            f"{first}; {how} gave them again, bit for bit "
+        )
+        # Lineage keeps one edge a parent: this recipe is recorded only from a new one.
+        what += (
+            f"(`zoo lineage {name}` shows both recipes).\n\n"
+            if from_parent is None
+            else f"(`zoo lineage {name}` keeps one recipe from each parent: from "
+            f"`{plan.parent.name}`, the {from_parent} one recorded first).\n\n"
         )
     whose = "these are its weights" if same else "the weights derive from its weights"
     if "license" in meta:

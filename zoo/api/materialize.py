@@ -425,7 +425,7 @@ def _run(
                     content_hash,
                     source_card,
                     sorted(extra),
-                    recorded_method(reg, content_hash),
+                    recorded_method(reg, content_hash, plan.parent.id),
                     fitted,
                     holds_source_weights(
                         sink.sorted_records(),

@@ -31,15 +31,20 @@ def derived_name(reg, plan: Plan, content_hash: str) -> str:
         return _free_name(session, plan, content_hash)
 
 
-def recorded_method(reg, content_hash: str) -> str | None:
+def recorded_method(reg, content_hash: str, parent_id: int) -> tuple[str | None, str | None]:
     """The method of the derived checkpoint already recorded with this content, if any
-    (another method may give the same weights: a model card says which one it names)."""
+    (another method may give the same weights: a model card says which one it names),
+    and that of the materialize edge ``parent_id`` already has into it: lineage keeps
+    one edge a parent, so a later recipe from the same parent is not recorded."""
     with reg.session() as session:
         row = queries.find_by_content(session, "derived", content_hash)
         if row is None:
-            return None
+            return None, None
         recipe = queries.to_info(session, row, tensors=False).info.get("recipe") or {}
-    return recipe.get("method")
+        key = {"parent_id": parent_id, "child_id": row.id, "relation": "materialize"}
+        edge = queries.existing_edge(session, key)
+    from_parent = json.loads(edge.recipe_json).get("method") if edge is not None else None
+    return recipe.get("method"), from_parent
 
 
 def _new_name(plan: Plan, content_hash: str, digits: int = 8) -> str:
