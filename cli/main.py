@@ -343,7 +343,8 @@ def show_cmd(name: str, tensors: bool, include_deleted: bool, as_json: bool) -> 
 @json_option
 def tag_cmd(name: str, alias: str, as_json: bool) -> None:
     """Point ALIAS at the artifact NAME, saying where it pointed before."""
-    info, before = _registry().point_alias(name, alias)
+    reg = _registry()
+    info, before = reg.point_alias(name, alias)
     moved = f" (was {before})" if before not in (None, info.name) else ""
     _emit(
         as_json,
@@ -355,6 +356,17 @@ def tag_cmd(name: str, alias: str, as_json: bool) -> None:
         },
         f"{alias} -> {info.name}{moved}",
     )
+    from zoo.families import FAMILY_NAMES
+
+    if alias in FAMILY_NAMES:  # a family's own name: materialize means its default first
+        default = reg.family_default(alias)
+        if default is not None and default.id != info.id:
+            reach = info.name if info.name not in FAMILY_NAMES else info.content_hash[:12]
+            click.echo(
+                f"note: `zoo materialize {alias}` means the family's default, "
+                f"{default.name} (`zoo default`); {info.name} is `zoo materialize {reach}`",
+                err=True,
+            )
 
 
 @cli.command("alias-history")
@@ -665,13 +677,23 @@ def export_cmd(name, as_json, **options) -> None:
 
 @cli.command("default")
 @click.argument("family")
-@click.argument("name")
+@click.argument("name", required=False)
 @json_option
 def default_cmd(family, name, as_json) -> None:
-    """Make learngene NAME the default that `zoo materialize FAMILY` uses."""
+    """Make learngene NAME the default that `zoo materialize FAMILY` uses; without NAME,
+    print the one set."""
     from zoo.errors import NotFoundError
 
     reg = _registry()
+    if name is None:
+        info = reg.family_default(family)
+        family = family.lower() if info is None else info.family
+        _emit(
+            as_json,
+            {"family": family, "learngene": None if info is None else info.to_json()},
+            f"{family}: no default set" if info is None else f"{family} -> {info.name}",
+        )
+        return
     info = reg.set_default(family, name)
     family = info.family  # the family's own name, however it was typed
     _emit(as_json, {"family": family, "learngene": info.to_json()}, f"{family} -> {info.name}")

@@ -551,6 +551,35 @@ def test_a_source_named_like_its_family_is_reached_by_its_hash_once_a_default_is
     assert run_cli("default", "gpt2", dct.name)[2].startswith("note:")  # every time
 
 
+def test_an_alias_named_like_a_family_with_a_default_says_what_materialize_reaches(
+    registry, tiny_dir, run_cli
+):
+    """`zoo tag SOURCE bert` where bert has a default: `zoo materialize bert` goes on meaning
+    the default, so the tag says so, and which name reaches the tagged one. `zoo default
+    FAMILY` alone prints the default set, as materialize reads it."""
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    dwt = registry.extract(src.name, method="dwt")
+    code, out, err = run_cli("default", "bert")
+    assert (code, out, err) == (0, "bert: no default set\n", "")
+    assert run_cli("default", "Bert", dwt.name)[0] == 0
+    code, out, err = run_cli("default", "BERT", "--json")
+    assert code == 0 and json.loads(out)["learngene"]["name"] == dwt.name, err
+    assert json.loads(out)["family"] == "bert"
+    code, out, err = run_cli("tag", src.name, "bert")
+    assert (code, out) == (0, f"bert -> {src.name}\n"), err
+    assert err == (
+        f"note: `zoo materialize bert` means the family's default, {dwt.name} "
+        f"(`zoo default`); {src.name} is `zoo materialize {src.name}`\n"
+    )
+    made = registry.materialize("bert", layers=2, hidden=16).artifact
+    assert made.info["recipe"]["learngene"] == dwt.content_hash  # what the note said
+    assert run_cli("tag", dwt.name, "bert")[2] == ""  # the default itself: nothing to say
+    assert run_cli("tag", src.name, "BERT")[2] == ""  # not the family's name as it is read
+    registry.rm(dwt.name, cascade=True)
+    assert registry.family_default("bert") is None  # removed: materialize no longer uses it
+    assert run_cli("tag", src.name, "bert")[2] == ""
+
+
 def test_a_default_takes_its_family_in_any_case(registry, tiny_dir, run_cli):
     """`zoo default BERT` sets bert's default, as `zoo ls --family BERT` lists bert's
     checkpoints: it says so under the family's own name, which `zoo materialize` takes."""

@@ -63,6 +63,16 @@ def test_a_default_takes_its_family_in_any_case_both_ways(both, served):
         answer = http.put("/api/defaults/Gpt2", json={"learngene": lg.name})
         assert answer.status_code == 200, answer.text
         assert answer.json()["family"] == "gpt2"
+        read = http.get("/api/defaults/GPT2").json()
+        assert (read["family"], read["learngene"]["name"]) == ("gpt2", lg.name)
+        assert http.get("/api/defaults/bert").json() == {"family": "bert", "learngene": None}
+        assert http.get("/api/defaults/nofamily").status_code == 400
+    for args in (("default", "gpt2"), ("default", "bert", "--json"), ("default", "nofamily")):
+        local, remote = both.run(*args)
+        assert remote == local, (args, local, remote)
+    assert local[0] == 2
+    local, remote = both.run("tag", "tiny-gpt2", "gpt2")  # the default still wins: said
+    assert remote == local and local[2].startswith("note: `zoo materialize gpt2` means")
 
 
 def test_reads_print_the_same_both_ways(both, served):

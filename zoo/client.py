@@ -494,6 +494,14 @@ class RemoteRegistry:
             return None
         return self._download(artifact, Path(out), force=force, max_shard_size=max_shard_size)
 
+    def family_default(self, family: str):
+        from zoo.families import get_family
+
+        if not isinstance(family, str) or not family or "\x00" in family:
+            get_family(family)  # refused in the local registry's words
+        body = self._call("GET", f"/api/defaults/{quote(family, safe='')}")
+        return None if body["learngene"] is None else artifact_from_json(body["learngene"])
+
     def set_default(self, family: str, name: str):
         from zoo.db.entities import check_lookup
         from zoo.families import get_family

@@ -674,6 +674,19 @@ def virtual_weights(
     return out
 
 
+def family_default(reg, family: str) -> ArtifactInfo | None:
+    """The learngene ``zoo materialize FAMILY`` uses by ``zoo default``, or None where none
+    is set (or the one set was removed)."""
+    from zoo.families import get_family
+
+    family = get_family(family).name
+    with reg.session() as session:
+        row = queries.family_default(session, family)
+        if row is None or row.deleted_at is not None:
+            return None
+        return queries.to_info(session, row)
+
+
 def set_default(reg, family: str, query: str) -> ArtifactInfo:
     """Make ``query`` (a learngene) what a bare family name materializes from."""
     from sqlalchemy.orm import Session

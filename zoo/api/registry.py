@@ -823,6 +823,14 @@ class Registry:
             self, name, out=out, force=force, device=device, max_shard_size=max_shard_size
         )
 
+    def family_default(self, family: str):
+        """The learngene's :class:`~zoo.db.entities.ArtifactInfo` that
+        ``materialize(family, ...)`` uses by :meth:`set_default`, or None where none is set
+        (or it was removed)."""
+        from zoo.api.materialize import family_default
+
+        return family_default(self, family)
+
     def set_default(self, family: str, name: str):
         """Make the learngene ``name`` what ``materialize(family, ...)`` uses, also where
         an artifact is named ``family``; returns the learngene's

@@ -1384,6 +1384,15 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
             for (family, direction), d in DEFAULTS.items()
         ]
 
+    @app.get("/api/defaults/{family}", tags=["defaults"])
+    async def family_default(family: str, _=read):
+        """The learngene a bare family name materializes from (zoo default FAMILY), or null."""
+        info = await server.db(server.reg.family_default, family.replace("%2F", "/"))
+        return {
+            "family": family.lower() if info is None else info.family,
+            "learngene": None if info is None else info.to_json(with_tensors=True),
+        }
+
     @app.put("/api/defaults/{family}", tags=["defaults"])
     async def set_default(family: str, body: DefaultRequest, _=admin):
         """Make a learngene what a bare family name materializes from (zoo default)."""
