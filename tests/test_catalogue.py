@@ -416,6 +416,63 @@ def test_importing_a_weights_only_copy_of_a_derived_checkpoint_keeps_its_tokeniz
     )
 
 
+def tokenizer_vocabulary_files() -> dict[str, str]:
+    """File name -> the transformers tokenizer module that reads it: every
+    ``vocab_files_names`` (or ``VOCAB_FILES_NAMES``) written out in transformers' own
+    tokenizer modules, read from their source (many import only with sentencepiece)."""
+    import ast
+
+    root = Path(transformers.__file__).parent
+    names: dict[str, str] = {}
+    for path in sorted(root.glob("models/*/tokenization_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Assign) or not isinstance(node.value, ast.Dict):
+                continue
+            targets = {t.id for t in node.targets if isinstance(t, ast.Name)}
+            if targets & {"VOCAB_FILES_NAMES", "vocab_files_names"}:
+                for value in node.value.values:
+                    if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                        names.setdefault(value.value, path.stem)
+    return names
+
+
+def test_every_vocabulary_a_transformers_tokenizer_reads_is_kept():
+    """A tokenizer saved without tokenizer.json (DeBERTa-v3's spm.model, PhoBERT's
+    bpe.codes, Marian's source.spm) loads only from its own vocabulary files."""
+    from zoo.checkpoint.side_files import SIDE_FILES, is_side_file
+
+    names = tokenizer_vocabulary_files()
+    assert {"vocab.txt", "spm.model", "bpe.codes", "source.spm"} <= set(names)
+    assert {n: m for n, m in names.items() if not is_side_file(n)} == {}
+    assert {SIDE_FILES[n] for n in names if n in SIDE_FILES} == {"tokenizer"}
+    # The names transformers' tokenizers load a tiktoken vocabulary by.
+    from transformers import tokenization_utils_tokenizers as fast
+
+    assert is_side_file(fast.TIKTOKEN_VOCAB_FILE) and is_side_file(fast.TIKTOKEN_LEGACY_NAME)
+
+
+def test_a_tokenizer_without_tokenizer_json_goes_with_every_output(registry, tmp_path):
+    """PhoBERT is a RoBERTa whose tokenizer is a vocab.txt and fastBPE's bpe.codes: a
+    folder without bpe.codes does not load it."""
+    folder = save_tiny("roberta", tmp_path / "phobert")
+    words = ["the", "cat", "sat", "on", "m@@", "at", "c@@", "a@@", "t"]
+    (tmp_path / "vocab.txt").write_text("".join(f"{w} 1\n" for w in words))
+    (tmp_path / "bpe.codes").write_text("#version: 0.2\nm a\nma t</w>\nc a\nca t</w>\n")
+    transformers.PhobertTokenizer(
+        vocab_file=str(tmp_path / "vocab.txt"), merges_file=str(tmp_path / "bpe.codes")
+    ).save_pretrained(folder)
+    assert (folder / "bpe.codes").is_file() and not (folder / "tokenizer.json").exists()
+    src = registry.import_checkpoint(folder)
+    assert {"vocab.txt", "bpe.codes"} <= {f.name for f in src.files if f.role == "tokenizer"}
+    small = registry.materialize(src.name, layers=2, hidden=16, out=tmp_path / "small").out
+    exported = registry.export(src.name, out=tmp_path / "exported")
+    text = "the cat sat on mat"
+    expected = transformers.AutoTokenizer.from_pretrained(folder)(text)["input_ids"]
+    for out in (small, exported):
+        assert (out / "bpe.codes").read_bytes() == (folder / "bpe.codes").read_bytes()
+        assert transformers.AutoTokenizer.from_pretrained(out)(text)["input_ids"] == expected
+
+
 def test_a_decoder_folder_keeps_its_named_chat_templates(registry, tmp_path):
     """A tokenizer with named chat templates (tool_use beside the default) is saved by
     transformers as additional_chat_templates/NAME.jinja: an output's tokenizer loads

@@ -282,6 +282,12 @@ def test_online_downloads_only_what_zoo_reads(fake_download: list[dict], cache: 
     assert not any(p.endswith((".bin", ".pt", ".pth")) for p in patterns)  # no pickles
     # The code an auto_map names and license files without a suffix are kept, so fetched.
     assert {"*.py", "LICENSE*", "USE_POLICY*"} <= set(patterns)
+    # Every side file an import keeps is fetched (a tokenizer's bpe.codes, source.spm).
+    from fnmatch import fnmatchcase
+
+    from zoo.checkpoint.side_files import SIDE_FILES
+
+    assert [n for n in SIDE_FILES if not any(fnmatchcase(n, p) for p in patterns)] == []
 
 
 def test_online_fetches_pickles_only_when_asked(fake_download: list[dict]) -> None:

@@ -771,6 +771,7 @@ def test_an_upload_carries_what_a_local_import_reads(both, served, tiny_dir, tmp
     (folder / "README.md").write_text("---\nbase_model: acme/base\nlicense: mit\n---\n# tuned\n")
     (folder / "tokenizer_config.json").write_text('{"model_max_length": 64}')
     (folder / "merges.txt").write_text("#version: 0.2\n")
+    (folder / "bpe.codes").write_text("#version: 0.2\n")  # a side file by its name alone
     # A license, the code an auto_map names and a sentence-transformers module folder.
     (folder / "LICENSE").write_text("the terms\n")
     config = json.loads((folder / "config.json").read_text())
@@ -789,6 +790,7 @@ def test_an_upload_carries_what_a_local_import_reads(both, served, tiny_dir, tmp
     assert code == 0, err
     info = served.reg.show("with-files")
     sent = {"README.md", "tokenizer_config.json", "merges.txt", "generation_config.json"}
+    sent |= {"bpe.codes"}
     sent |= {"LICENSE", "configuration_tuned.py", "modules.json", "1_Pooling/config.json"}
     sent |= {"2_Dense/pytorch_model.bin"}
     assert {f.name for f in info.files} == sent

@@ -60,6 +60,9 @@ ALLOW_PATTERNS = [
     "*.md",
     "*.txt",  # vocab.txt, merges.txt
     "*.model",  # sentencepiece: tokenizer.model, spiece.model
+    "*.spm",  # sentencepiece (marian): source.spm, target.spm
+    "*.codes",  # fastBPE merges: bpe.codes
+    "*.tokenizer",  # prophetnet.tokenizer
     "*.tiktoken",
     "*.jinja",  # chat_template.jinja
     "*.py",  # the code a config's auto_map names (trust_remote_code)

@@ -69,10 +69,31 @@ SIDE_FILES: dict[str, str] = {
     "tokenizer.model": "tokenizer",  # sentencepiece (llama, gemma, mistral)
     "spiece.model": "tokenizer",  # sentencepiece (t5)
     "sentencepiece.bpe.model": "tokenizer",  # sentencepiece (xlm-roberta)
+    "tiktoken.model": "tokenizer",  # tiktoken under transformers' older name (kimi)
+    # The vocabularies other tokenizers read, many with no tokenizer.json beside them: a
+    # folder without them loads a tokenizer that maps text to other ids, or none at all.
+    "spm.model": "tokenizer",  # sentencepiece (deberta-v2, deberta-v3)
+    "sentencepiece.model": "tokenizer",  # sentencepiece (rembert)
+    "spm_char.model": "tokenizer",  # sentencepiece (speecht5)
+    "source.spm": "tokenizer",  # sentencepiece (marian)
+    "target.spm": "tokenizer",
+    "target_vocab.json": "tokenizer",
+    "bpe.codes": "tokenizer",  # fastBPE merges (phobert, bertweet)
+    "dict.txt": "tokenizer",  # bartpho
+    "vocab-src.json": "tokenizer",  # fsmt
+    "vocab-tgt.json": "tokenizer",
+    "entity_vocab.json": "tokenizer",  # luke
+    "normalizer.json": "tokenizer",  # whisper's English spelling normalizer
+    "emoji.json": "tokenizer",  # gpt-neox-japanese
+    "byte_maps.json": "tokenizer",  # myt5
+    "prophetnet.tokenizer": "tokenizer",
+    "word_shape.json": "tokenizer",  # roc_bert
+    "word_pronunciation.json": "tokenizer",
     "generation_config.json": "generation",
     "preprocessor_config.json": "processor",  # image processors, feature extractors
     "processor_config.json": "processor",
     "video_preprocessor_config.json": "processor",
+    "audio_tokenizer_config.json": "processor",
     "chat_template.jinja": "chat_template",
     "chat_template.json": "chat_template",
     "README.md": "card",

@@ -51,10 +51,11 @@ def check_upload_name(name: str | None) -> str:
     it (a sentence-transformers module folder's ``1_Pooling/config.json``), each part
     starting with a letter, digit or '_' (no '..', no hidden name, nothing absolute). At
     the top, of a kind a checkpoint folder holds (:data:`_UPLOAD_SUFFIXES`, code a
-    config's auto_map names, a license file); in a module folder, any such name, as an
+    config's auto_map names, a side file by its name: a license file, a tokenizer's
+    bpe.codes or source.spm); in a module folder, any such name, as an
     import keeps every file of one (a Dense module's ``pytorch_model.bin`` too: stored as
     bytes, never unpickled)."""
-    from zoo.checkpoint.side_files import is_license
+    from zoo.checkpoint.side_files import is_side_file
 
     text = name or ""
     parts = text.split("/")
@@ -62,12 +63,12 @@ def check_upload_name(name: str | None) -> str:
     if (
         len(parts) > _UPLOAD_DEPTH
         or not all(_UPLOAD_NAME.fullmatch(p) for p in parts)
-        or not (len(parts) > 1 or base.endswith((*_UPLOAD_SUFFIXES, ".py")) or is_license(base))
+        or not (len(parts) > 1 or base.endswith((*_UPLOAD_SUFFIXES, ".py")) or is_side_file(base))
     ):
         shown = text[:40].encode("unicode_escape").decode()
         raise InvalidInputError(
             f"Upload file name {shown!r} is refused: plain names, in at most "
             f"{_UPLOAD_DEPTH - 1} folders; at the top, ending in "
-            f"{', '.join(_UPLOAD_SUFFIXES)} or .py, or a license file's."
+            f"{', '.join(_UPLOAD_SUFFIXES)} or .py, or a side file's name (LICENSE, bpe.codes)."
         )
     return text
