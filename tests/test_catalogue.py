@@ -822,6 +822,14 @@ def test_a_sentence_transformers_pipeline_goes_with_every_output(
         in (small / "README.md").read_text()
     )
     assert registry.audit(exported).status == "known"
+    # A source registered without a card is exported with one naming that library too.
+    bare = save_tiny("bert", tmp_path / "st-bare", seed=1)
+    for name, text in st.items():
+        (bare / name).parent.mkdir(parents=True, exist_ok=True)
+        (bare / name).write_text(text)
+    registry.import_checkpoint(bare, name="st-bare")
+    card = (registry.export("st-bare", out=tmp_path / "bare-out") / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: sentence-transformers\n")
 
     # Replaced with --force, module folder and all; not once a file was added to it.
     assert registry.export("st", out=exported, force=True) == exported

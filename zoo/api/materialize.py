@@ -175,8 +175,10 @@ def export(reg, query: str, out: str | Path, *, force: bool = False, max_shard_s
     # The files imported with it, its own model card included, each blob verified.
     extra = {f.name: reg.store.get(f.digest) for f in files_of(reg, info)}
     check_code(info.name, info.config, extra)
+    # Without a card of its own, one naming the library that loads it, as a derived card does.
+    library = "sentence-transformers" if "modules.json" in extra else "transformers"
     card = extra.pop("README.md", b"").decode("utf-8", "replace") or (
-        "---\nlibrary_name: transformers\ntags:\n- zoo\n---\n\n"
+        f"---\nlibrary_name: {library}\ntags:\n- zoo\n---\n\n"
         f"# {info.name}\n\nA source checkpoint registered in zoo ({info.content_hash}).\n"
         "Audit a copy with `zoo audit PATH`.\n"
     )
