@@ -563,6 +563,40 @@ def test_a_later_import_replaces_only_the_roles_of_the_files_it_brings(
     assert "README.md" in held.files  # the folder's second import held a card
 
 
+def test_a_tokenizer_imported_again_brings_its_own_chat_template(registry, tmp_path):
+    """A tokenizer saved with its chat template inside tokenizer_config.json (as older
+    transformers save it), imported on weights whose stored tokenizer had it in
+    chat_template.jinja: every output's tokenizer has the template the newest import
+    brought, as that folder's own tokenizer has, not the stored file's."""
+    first = save_tiny("llama", tmp_path / "first")
+    tok = bpe_tokenizer()
+    tok.chat_template = "OLD {{ messages[0]['content'] }}"
+    tok.save_pretrained(first)
+    assert (first / "chat_template.jinja").is_file()
+    corrected = tmp_path / "corrected"
+    shutil.copytree(first, corrected)
+    (corrected / "chat_template.jinja").unlink()
+    config = json.loads((corrected / "tokenizer_config.json").read_text())
+    config["chat_template"] = "NEW {{ messages[0]['content'] }}"
+    (corrected / "tokenizer_config.json").write_text(json.dumps(config))
+    src = registry.import_checkpoint(first)
+    again = registry.import_checkpoint(corrected)
+    assert again.id == src.id
+    assert "chat_template.jinja" in {f.name for f in again.replaced_files}
+    assert "chat_template.jinja" not in {f.name for f in again.files}
+    out = registry.materialize(src.name, layers=2, hidden=16, out=tmp_path / "out").out
+    expected = transformers.AutoTokenizer.from_pretrained(corrected).chat_template
+    assert expected.startswith("NEW")
+    assert transformers.AutoTokenizer.from_pretrained(out).chat_template == expected
+    # A copy without a tokenizer (a save_pretrained of the model alone) keeps both.
+    weights = tmp_path / "weights"
+    shutil.copytree(first, weights)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        (weights / name).unlink()
+    third = registry.import_checkpoint(weights)
+    assert {f.name for f in third.files} == {f.name for f in again.files}
+
+
 def folder_with(bert_with_tokenizer, folder: Path, card: str, files=None) -> Path:
     """A copy of the tiny BERT with this card and these files (name -> text)."""
     shutil.copytree(bert_with_tokenizer, folder)

@@ -442,6 +442,11 @@ def _record(reg, session: Session, row, ready: _Prepared) -> tuple[FileRecord, .
             # the source itself) does not replace the artifact's own.
             side = [f for f in side if f.role != "card"]
         brought = {f.role for f in side}
+        if "tokenizer" in brought:
+            # A tokenizer's chat template is its own, in tokenizer_config.json or beside it
+            # (chat_template.jinja, which transformers reads first): a stored template file
+            # would override the one the tokenizer brought.
+            brought.add("chat_template")
         card_in_effect = "card" in brought
         kept = [f for f in current if f.role not in brought]
         replaced = tuple(f for f in current if f.role in brought and f not in side)
