@@ -413,6 +413,32 @@ def test_a_shard_that_is_not_a_file_is_refused_by_a_client_as_a_local_import_ref
     assert local[0] == 2 and f"{shard} is a FIFO (named pipe)" in local[2], local
 
 
+@pytest.mark.parametrize("config", [None, '{"model_type": "llama",'])
+def test_a_config_a_local_import_refuses_is_refused_by_a_client_before_any_upload(
+    both, tiny_dir, tmp_path, monkeypatch, config
+):
+    """A folder without config.json, or with one that is not JSON: the client refuses it in
+    a local import's words, before a byte of the weights is sent."""
+    from zoo import client
+
+    call, sent = client.RemoteRegistry._call, []
+
+    def recording(self, method, path, **kwargs):
+        sent.append(path)
+        return call(self, method, path, **kwargs)
+
+    monkeypatch.setattr(client.RemoteRegistry, "_call", recording)
+    folder = tmp_path / "bad-config"
+    shutil.copytree(tiny_dir("llama", seed=15), folder)
+    (folder / "config.json").unlink()
+    if config is not None:
+        (folder / "config.json").write_text(config)
+    (local, remote) = both.run("import", str(folder))
+    assert local == remote, (local, remote)
+    assert local[0] == 2 and local[2].startswith(f"zoo: error: {folder}"), local
+    assert sent == [], sent
+
+
 def test_a_server_that_answers_the_upload_check_as_a_missing_artifact_takes_the_upload(
     both, served, tiny_dir, tmp_path, monkeypatch
 ):

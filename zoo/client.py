@@ -769,9 +769,12 @@ def _upload_folder(path: Path, *, convert_bin: bool):
     weights only with ``convert_bin``, by ``torch.load(weights_only=True)``), and its
     tensors are sent as one safetensors file, since the server takes no pickle."""
     from zoo.checkpoint.files import is_regular, not_a_file
-    from zoo.checkpoint.hf import SAFE_WEIGHTS_NAME, weight_files_read
+    from zoo.checkpoint.hf import SAFE_WEIGHTS_NAME, read_config, weight_files_read
     from zoo.checkpoint.side_files import scan
 
+    # A config the import would refuse is refused here, first, as a local import does:
+    # sent, it would be refused only once every byte of the weights had travelled.
+    read_config(path)
     # A shard that is not a file (a FIFO), refused in a local import's words: left out,
     # the server would call it missing.
     read = {*_UPLOADED, SAFE_WEIGHTS_NAME, *weight_files_read(path, strict=True)}

@@ -347,7 +347,7 @@ def _open_folder(
     root: Path, *, allow_bin: bool, progress: Progress | None, watch: Watch
 ) -> LocalCheckpoint:
     watch.see(root / CONFIG_NAME)
-    config = _read_config(root)
+    config = read_config(root)
     for name in (SAFE_WEIGHTS_NAME, SAFE_INDEX_NAME):
         if os.path.lexists(root / name) and not is_regular(root / name):
             raise not_a_file(root / name)
@@ -415,7 +415,9 @@ def _open_folder(
     )
 
 
-def _read_config(root: Path) -> dict[str, Any]:
+def read_config(root: Path) -> dict[str, Any]:
+    """The folder ``root``'s config.json, refused as an import refuses it (missing, not a
+    file, not JSON, too large or too deep)."""
     cfg = root / CONFIG_NAME
     if os.path.lexists(cfg) and not is_regular(cfg):
         raise not_a_file(cfg)
