@@ -439,6 +439,31 @@ def test_a_config_a_local_import_refuses_is_refused_by_a_client_before_any_uploa
     assert sent == [], sent
 
 
+def test_a_truncated_shard_is_refused_by_a_client_before_any_upload(
+    both, tiny_dir, tmp_path, monkeypatch
+):
+    """A shard cut short inside its header (a download that stopped): the client refuses the
+    folder in a local import's words, before the other shards are sent."""
+    from zoo import client
+
+    call, sent = client.RemoteRegistry._call, []
+
+    def recording(self, method, path, **kwargs):
+        sent.append(path)
+        return call(self, method, path, **kwargs)
+
+    monkeypatch.setattr(client.RemoteRegistry, "_call", recording)
+    folder = tmp_path / "truncated-shard"
+    shutil.copytree(tiny_dir("llama", sharded=True, seed=16), folder)
+    shard = sorted(folder.glob("model-*.safetensors"))[-1]
+    with open(shard, "r+b") as f:
+        f.truncate(20)
+    (local, remote) = both.run("import", str(folder))
+    assert local == remote, (local, remote)
+    assert local[0] == 2 and local[2].startswith(f"zoo: error: {shard} declares"), local
+    assert sent == [], sent
+
+
 def test_a_server_that_answers_the_upload_check_as_a_missing_artifact_takes_the_upload(
     both, served, tiny_dir, tmp_path, monkeypatch
 ):

@@ -769,11 +769,12 @@ def _upload_folder(path: Path, *, convert_bin: bool):
     weights only with ``convert_bin``, by ``torch.load(weights_only=True)``), and its
     tensors are sent as one safetensors file, since the server takes no pickle."""
     from zoo.checkpoint.files import is_regular, not_a_file
-    from zoo.checkpoint.hf import SAFE_WEIGHTS_NAME, read_config, weight_files_read
+    from zoo.checkpoint.hf import SAFE_WEIGHTS_NAME, check_folder, read_config, weight_files_read
     from zoo.checkpoint.side_files import scan
 
-    # A config the import would refuse is refused here, first, as a local import does:
-    # sent, it would be refused only once every byte of the weights had travelled.
+    # What the import would refuse before reading a weight (its config, its index, a
+    # truncated shard's header) is refused here, first, as a local import does: sent, it
+    # would be refused only once every byte of the weights had travelled.
     read_config(path)
     # A shard that is not a file (a FIFO), refused in a local import's words: left out,
     # the server would call it missing.
@@ -788,6 +789,7 @@ def _upload_folder(path: Path, *, convert_bin: bool):
     # Named by their path in the folder: a module folder's files (1_Pooling/config.json).
     side = sorted((f.name, path / f.name) for f in scan(path).found)
     if any(name.endswith(".safetensors") for name, _ in weights):
+        check_folder(path)
         yield sorted(weights + side)
         return
     from safetensors.torch import save_file

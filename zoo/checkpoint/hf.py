@@ -652,6 +652,33 @@ def _claim(root: Path, found: dict[str, str], name: str, shard: str) -> None:
 # --- safetensors --------------------------------------------------------------------------
 
 
+def _read_headers(root: Path, weight_files: list[str], weight_map: dict[str, str]) -> dict:
+    """Each weight file's header, refused as an import refuses it: a format rule broken,
+    too many tensors, a tensor in two files, an index naming what the files do not hold."""
+    headers = {name: read_header(root / name) for name in weight_files}
+    count = sum(len(h.tensors) for h in headers.values())
+    if count > MAX_TENSORS:
+        raise _too_many(root, count)
+    found: dict[str, str] = {}
+    for fname, header in headers.items():
+        for tname in header.tensors:
+            _claim(root, found, tname, fname)
+    if weight_map:
+        _check_weight_map(root, SAFE_INDEX_NAME, weight_map, found)
+    return headers
+
+
+def check_folder(root: Path) -> None:
+    """Refuse what an import of the safetensors folder ``root`` refuses before it reads a
+    weight: its config, its index, each weight file's header. No tensor is read."""
+    read_config(root)
+    if (root / SAFE_WEIGHTS_NAME).is_file():
+        _read_headers(root, [SAFE_WEIGHTS_NAME], {})
+    elif (root / SAFE_INDEX_NAME).is_file():
+        weight_map = _read_index(root, SAFE_INDEX_NAME)
+        _read_headers(root, sorted(set(weight_map.values())), weight_map)
+
+
 def _open_safetensors(
     path: Path,
     root: Path,
@@ -664,16 +691,7 @@ def _open_safetensors(
 ) -> LocalCheckpoint:
     for name in weight_files:
         watch.see(root / name)
-    headers = {name: read_header(root / name) for name in weight_files}
-    count = sum(len(h.tensors) for h in headers.values())
-    if count > MAX_TENSORS:
-        raise _too_many(root, count)
-    found: dict[str, str] = {}
-    for fname, header in headers.items():
-        for tname in header.tensors:
-            _claim(root, found, tname, fname)
-    if weight_map:
-        _check_weight_map(root, SAFE_INDEX_NAME, weight_map, found)
+    headers = _read_headers(root, weight_files, weight_map)
 
     reader = _FileReader(root)
     try:
