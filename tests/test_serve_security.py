@@ -86,6 +86,29 @@ def test_no_token_a_revoked_token_and_a_read_token_write_nothing(served):
     assert _state(served.reg) == before
 
 
+def test_a_caller_without_a_token_is_told_the_role_the_route_needs(served):
+    """Refused before its body is read, a request without a token is told to ask for the
+    role its route needs: the one the route itself names to a read token."""
+    import re
+
+    routes = (
+        *WRITES,
+        ("PUT", "/api/defaults/bert", {"json": {"learngene": "tiny-bert"}}),
+        ("POST", "/api/fsck", {"json": {}}),
+        ("POST", "/api/verify", {}),
+        ("DELETE", "/api/tokens/t-read", {}),
+    )
+    for method, path, kw in routes:
+        with client(served.server.url, served.tokens["read"]) as http:
+            denied = http.request(method, path, **kw)
+        assert denied.status_code == 403, (path, denied.text)
+        needs = re.search(r"needs (\w+)\.$", denied.json()["error"]["message"])[1]
+        with client(served.server.url) as anyone:
+            answer = anyone.request(method, path, **kw)
+        assert answer.status_code == 401, (path, answer.text)
+        assert f"--role {needs}," in answer.json()["error"]["message"], (path, answer.text)
+
+
 def test_two_authorization_headers_are_refused_whichever_comes_first(served):
     """A proxy in front of the server may read the last of two headers where the server
     would read the first: a request carrying two is refused, even when both are valid."""
@@ -745,6 +768,28 @@ def test_a_json_body_is_bounded_far_below_uploads_and_refused_before_it_is_parse
             assert answer.json()["error"]["class"] == "PayloadTooLargeError"
             fits = anyone.post("/api/audit/hashes", json={"tensors": [], "config": {}})
             assert fits.status_code == 200 and fits.json()["status"] == "unknown", fits.text
+    finally:
+        server.stop()
+
+
+def test_anyone_may_ask_a_public_read_server_for_paths_info(tmp_path, tiny_dir):
+    """huggingface_hub's get_paths_info posts a form; on a --public-read server it needs no
+    token, as model_info does, and answers what a read token is answered."""
+    env = server_env(tmp_path)
+    reg = registry_for(env)
+    reg.import_checkpoint(tiny_dir("bert"), name="tiny-bert")
+    secret = reg.create_token("reader", role="read")[1]
+    reg.close()
+    server = ZooServer(env, "--public-read", log=tmp_path / "server.log").start()
+    try:
+        form = {"paths": ["config.json", "absent.txt"]}
+        with client(server.url, secret) as reader:
+            expected = reader.post("/api/models/tiny-bert/paths-info/main", data=form)
+        assert expected.status_code == 200 and len(expected.json()) == 1, expected.text
+        with client(server.url) as anyone:
+            answer = anyone.post("/api/models/tiny-bert/paths-info/main", data=form)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == expected.json()
     finally:
         server.stop()
 

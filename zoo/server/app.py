@@ -311,22 +311,38 @@ class TokenFirst:
     can reach the server could otherwise make it take in gigabytes (up to
     ``--max-upload``) without a token. The route still checks the role it needs."""
 
-    def __init__(self, app, server: Server) -> None:
-        self.app, self.server = app, server
+    def __init__(self, app, server: Server, router) -> None:
+        self.app, self.server, self.router = app, server, router
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
-            path = scope["path"]
-            # The routes that take a body and only read: an anonymous caller of a server
-            # with --public-read may post to them; to any other, only with a token.
-            reads = path.startswith("/api/audit") or path.endswith("/rederive")
+            # The role the route itself needs: an anonymous caller of a server with
+            # --public-read may post to a route that only reads (an audit, a rederive, the
+            # Hub's paths-info), and a caller without a token is told the role to ask for.
+            role = declared_role(self.router, scope) or "write"
             try:
-                await self.server.authorize(Request(scope), "read" if reads else "write")
+                await self.server.authorize(Request(scope), role)
             except PermissionDeniedError:
                 pass  # a valid token: the route says what its role may do
             except ZooError as exc:
                 return await zoo_error_response(exc, {"Connection": "close"})(scope, receive, send)
         return await self.app(scope, receive, send)
+
+
+def declared_role(router, scope) -> str | None:
+    """The role the route answering ``scope`` states (its ``read``, ``write`` or ``admin``
+    dependency), or None where no route answers it."""
+    from starlette.routing import Match
+
+    for route in router.routes:
+        if route.matches(scope)[0] is Match.FULL:
+            dependant = getattr(route, "dependant", None)
+            for dep in dependant.dependencies if dependant else ():
+                role = getattr(dep.call, "zoo_role", None)
+                if role is not None:
+                    return role
+            return None
+    return None
 
 
 # --- query strings -----------------------------------------------------------------------
@@ -834,7 +850,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     )
     app.state.server = server
     app.add_middleware(BodyLimit, limit=server.limit)
-    app.add_middleware(TokenFirst, server=server)  # runs before BodyLimit reads a byte
+    app.add_middleware(TokenFirst, server=server, router=app.router)  # before BodyLimit reads
     app.add_middleware(QuotedSlashes)
 
     @app.exception_handler(ZooError)
@@ -937,6 +953,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         async def dep(request: Request):
             return await server.authorize(request, name)
 
+        dep.zoo_role = name  # read by TokenFirst, which checks it before the body is read
         return Depends(dep)
 
     read, write, admin = role("read"), role("write"), role("admin")
