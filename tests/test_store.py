@@ -24,7 +24,7 @@ from zoo.errors import (
     InvalidInputError,
 )
 from zoo.store import base as store_base
-from zoo.store import open_store, sha256_hex
+from zoo.store import fsspec_store, open_store, sha256_hex
 from zoo.store.base import temp_name
 from zoo.store.fsspec_store import FsspecStore
 from zoo.store.local import TEMP_PREFIX, LocalStore
@@ -430,6 +430,61 @@ def test_open_store_picks_the_store_by_url(tmp_path, s3_store_url):
         open_store("s3://AKIAXXXX:topsecret@bucket/prefix")
     with pytest.raises(InvalidInputError):
         open_store("nosuchproto://x/y")
+
+
+@pytest.mark.s3
+def test_a_large_s3_blob_goes_up_in_parts_as_it_is_read(s3_store_url, monkeypatch):
+    """An import stores each tensor as one blob, some of hundreds of MB: on S3 it goes up as
+    a multipart upload a few parts at a time, the first part sent before the last piece is
+    read, so the writer never holds the blob. S3's ETag of a multipart object (the MD5 of
+    its parts' MD5s, then ``-`` and their count) names the parts it was made of. Pieces
+    that hash to something else complete nothing and leave no unfinished upload."""
+    part = 5 << 20  # S3's smallest part
+    monkeypatch.setattr(fsspec_store, "S3_PART_SIZE", part)
+    monkeypatch.setattr(fsspec_store, "S3_PARTS_IN_FLIGHT", 2)
+    store = open_store(s3_store_url)
+    data = os.urandom(7 * part + 12345)
+    digest = hashlib.sha256(data).hexdigest()
+    events: list[str] = []
+    in_flight = [0, 0]  # bytes in requests now, most at once
+    call_s3 = store.fs.call_s3
+
+    def counting(method, *args, **kwargs):
+        body = len(kwargs.get("Body", b""))
+        events.append(method)
+        in_flight[0] += body
+        in_flight[1] = max(in_flight)
+        try:
+            return call_s3(method, *args, **kwargs)
+        finally:
+            in_flight[0] -= body
+
+    monkeypatch.setattr(store.fs, "call_s3", counting)
+
+    def pieces(source: bytes):
+        buffer = memoryview(bytearray(1 << 20))
+        for start in range(0, len(source), buffer.nbytes):
+            piece = source[start : start + buffer.nbytes]
+            buffer[: len(piece)] = piece
+            yield buffer[: len(piece)]
+        events.append("last piece read")
+
+    changed = data[:-1] + bytes([data[-1] ^ 1])
+    with pytest.raises(ChangedWhileReadError):
+        store.put_pieces_if_absent(digest, lambda: pieces(changed), len(data))
+    bucket, key, _ = store.fs.split_path(store._path(digest))
+    assert not store.has(digest)
+    assert not call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads")
+
+    events.clear()
+    assert store.put_pieces_if_absent(digest, lambda: pieces(data), len(data)) is True
+    assert events.index("upload_part") < events.index("last piece read")
+    assert in_flight[1] <= 2 * part
+    parts = [data[i : i + part] for i in range(0, len(data), part)]
+    etag = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest()
+    assert call_s3("head_object", Bucket=bucket, Key=key)["ETag"].strip('"') == f"{etag}-8"
+    assert store.get(digest) == data
+    assert not call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads")
 
 
 @pytest.mark.s3

@@ -2,9 +2,9 @@
 
 ``s3://bucket/prefix`` keeps blobs at ``prefix/ab/abcdef...``. An S3 PUT is atomic (an
 object never appears partially, and a multipart upload appears only when completed), so
-blobs are written in place; a killed multipart upload leaves an unfinished upload that
-``zoo fsck --repair`` aborts. On other fsspec back ends a blob is written under a
-temporary name and moved into place.
+blobs are written in place, a large one in parts as it is read; a killed multipart
+upload leaves an unfinished upload that ``zoo fsck --repair`` aborts. On other fsspec
+back ends a blob is written under a temporary name and moved into place.
 
 The S3 endpoint of a compatible server (MinIO, Ceph, moto...) comes from
 ``ZOO_S3_ENDPOINT_URL`` or the standard ``AWS_ENDPOINT_URL``; credentials come from the
@@ -15,7 +15,9 @@ never printed.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -47,6 +49,14 @@ def _epoch(value: Any) -> float:
 #: default read timeout).
 S3_CONNECT_TIMEOUT_S = 10
 S3_READ_TIMEOUT_S = 60
+
+
+#: An S3 blob of more than one part goes up as a multipart upload of parts this size (S3
+#: takes parts of 5 MiB and more, at most 10,000 of them), a few parts at a time: a writer
+#: holds those, never the whole blob (a 2 GB embedding is one blob).
+S3_PART_SIZE = 16 << 20
+S3_PARTS_IN_FLIGHT = 4
+S3_MAX_PARTS = 10_000
 
 
 #: The fsspec protocols a store may use: object stores that read their credentials from the
@@ -164,8 +174,7 @@ class FsspecStore(BlobStore):
     def _write(self, digest: str, data: bytes | memoryview) -> None:
         final = self._path(digest)
         if self.s3:
-            # One PUT (or one completed multipart upload): atomic, never partial.
-            self.fs.pipe_file(final, bytes(data))
+            self._upload(digest, [data], memoryview(data).nbytes, check=False)
             return
         temp = f"{self.root}/{digest[:2]}/{temp_name(digest)}"
         self.fs.makedirs(f"{self.root}/{digest[:2]}", exist_ok=True)
@@ -176,6 +185,90 @@ class FsspecStore(BlobStore):
             with contextlib.suppress(FileNotFoundError):
                 if self.fs.exists(temp):
                     self.fs.rm_file(temp)
+
+    def _write_pieces(self, digest: str, pieces: Iterable[bytes | memoryview]) -> None:
+        if not self.s3:
+            super()._write_pieces(digest, pieces)
+            return
+        self._upload(digest, pieces, None, check=True)
+
+    def _upload(
+        self,
+        digest: str,
+        pieces: Iterable[bytes | memoryview],
+        size: int | None,
+        *,
+        check: bool,
+    ) -> None:
+        """Store the pieces on S3 as one PUT, or as a multipart upload completed only once
+        every byte is sent (and, with ``check``, hashes to ``digest``): atomic, never
+        partial, and holding a few parts in memory, not the blob. A failed or refused
+        upload is aborted; one whose writer is killed is a leftover ``zoo fsck`` lists."""
+        bucket, key, _ = self.fs.split_path(self._path(digest))
+        part_size = max(S3_PART_SIZE, -(-(size or 0) // S3_MAX_PARTS))
+        hasher = hashlib.sha256() if check else None
+        buffer = bytearray()
+        upload_id: str | None = None
+        sent: list[Future] = []
+        pool: ThreadPoolExecutor | None = None
+
+        def send(part: bytes) -> None:
+            nonlocal upload_id, pool
+            if upload_id is None:
+                upload_id = self.fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key)[
+                    "UploadId"
+                ]
+                pool = ThreadPoolExecutor(S3_PARTS_IN_FLIGHT, thread_name_prefix="zoo-s3-part")
+            if len(sent) >= S3_PARTS_IN_FLIGHT:
+                sent[-S3_PARTS_IN_FLIGHT].result()  # bounds the parts held in memory
+            sent.append(
+                pool.submit(
+                    self.fs.call_s3,
+                    "upload_part",
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=len(sent) + 1,
+                    Body=part,
+                )
+            )
+
+        try:
+            for piece in pieces:
+                view = memoryview(piece).cast("B")
+                if hasher is not None:
+                    hasher.update(view)
+                while view.nbytes:
+                    take = min(view.nbytes, part_size - len(buffer))
+                    buffer += view[:take]
+                    view = view[take:]
+                    if len(buffer) == part_size:
+                        send(bytes(buffer))
+                        buffer.clear()
+            if hasher is not None and hasher.hexdigest() != digest:
+                raise self._changed(digest)
+            if upload_id is None:
+                self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=bytes(buffer))
+                return
+            if buffer:
+                send(bytes(buffer))
+            parts = [{"PartNumber": n, "ETag": f.result()["ETag"]} for n, f in enumerate(sent, 1)]
+            self.fs.call_s3(
+                "complete_multipart_upload",
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+            upload_id = None
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            if upload_id is not None:
+                with contextlib.suppress(Exception):
+                    self.fs.call_s3(
+                        "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id
+                    )
 
     def _read(self, digest: str) -> bytes:
         try:
