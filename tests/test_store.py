@@ -488,6 +488,40 @@ def test_a_large_s3_blob_goes_up_in_parts_as_it_is_read(s3_store_url, monkeypatc
 
 
 @pytest.mark.s3
+def test_a_large_s3_blob_is_read_in_ranges_into_the_callers_memory(s3_store_url, monkeypatch):
+    """A tensor read from S3 (export, materialize, the server's files) fills the caller's
+    buffer a few ranged GETs at a time, never the whole blob as one more bytes object; a
+    changed byte, a short or a long object, or a missing one is told as for any store."""
+    part = 1 << 20
+    store = open_store(s3_store_url)
+    data = os.urandom(5 * part + 777)
+    digest, _ = store.put(data)
+    monkeypatch.setattr(fsspec_store, "S3_PART_SIZE", part)  # reads only: S3 parts are 5 MiB+
+    reads: list[int] = []
+    cat_file = store.fs.cat_file
+
+    def counting(path, start=None, end=None, **kwargs):
+        out = cat_file(path, start=start, end=end, **kwargs)
+        reads.append(len(out))
+        return out
+
+    monkeypatch.setattr(store.fs, "cat_file", counting)
+    buffer = bytearray(len(data))
+    store.read_into(digest, memoryview(buffer))
+    assert bytes(buffer) == data
+    assert len(reads) == 6 and max(reads) == part
+
+    key = store._path(digest)
+    for changed in (data[:7] + bytes([data[7] ^ 1]) + data[8:], data[:-1], data + b"x"):
+        store.fs.pipe_file(key, changed)
+        with pytest.raises(BlobCorruptError):
+            store.read_into(digest, memoryview(bytearray(len(data))))
+    store.delete(digest)
+    with pytest.raises(BlobMissingError):
+        store.read_into(digest, memoryview(bytearray(len(data))))
+
+
+@pytest.mark.s3
 def test_s3_endpoint_comes_from_the_environment(s3_store_url, s3_server, monkeypatch):
     monkeypatch.delenv("ZOO_S3_ENDPOINT_URL")
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)

@@ -28,6 +28,7 @@ from zoo.store.base import (
     BlobEntry,
     BlobStore,
     TempEntry,
+    check_digest,
     is_blob,
     is_blob_folder,
     is_temp,
@@ -275,6 +276,39 @@ class FsspecStore(BlobStore):
             return self.fs.cat_file(self._path(digest))
         except FileNotFoundError:
             raise self._missing(digest) from None
+
+    def read_into(self, digest: str, buffer: memoryview) -> None:
+        if not self.s3:
+            super().read_into(digest, buffer)
+            return
+        # Ranged GETs a few parts at a time, each copied into its place in the caller's
+        # memory: never the whole blob as one more ``bytes`` object (and the copies of it
+        # a single GET's answer is assembled from).
+        view = buffer.cast("B")
+        size = self.size(check_digest(digest))
+        if size != view.nbytes:
+            raise self._corrupt(digest, f"{size} bytes where {view.nbytes} were expected")
+        path = self._path(digest)
+
+        def fetch(start: int) -> None:
+            end = min(start + S3_PART_SIZE, size)
+            try:
+                data = self.fs.cat_file(path, start=start, end=end)
+            except FileNotFoundError:
+                raise self._missing(digest) from None
+            if len(data) != end - start:  # replaced by a shorter object meanwhile
+                raise self._corrupt(digest, f"{len(data)} bytes at {start} of {size}")
+            view[start:end] = data
+
+        starts = range(0, size, S3_PART_SIZE)
+        if len(starts) <= 1:
+            for start in starts:
+                fetch(start)
+        else:
+            with ThreadPoolExecutor(S3_PARTS_IN_FLIGHT, thread_name_prefix="zoo-s3-part") as pool:
+                for _ in pool.map(fetch, starts):
+                    pass
+        self._check(digest, view)
 
     def size(self, digest: str) -> int:
         return int(self._info(digest)["size"])
