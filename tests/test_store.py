@@ -532,6 +532,30 @@ def test_s3_endpoint_comes_from_the_environment(s3_store_url, s3_server, monkeyp
 
 
 @pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://zoo:hunter2@127.0.0.1:9000",
+        "http://:hunter2@127.0.0.1:9000/",
+        "http://127.0.0.1:9000/?X-Amz-Signature=hunter2",
+        "http://127.0.0.1:9000/#hunter2",
+    ],
+)
+def test_an_s3_endpoint_with_more_than_an_address_is_refused_in_one_line(
+    endpoint, run_cli, monkeypatch, tiny_dir
+):
+    """Credentials come from the AWS environment, never from a URL: an endpoint carrying a
+    user and password failed every request in aiohttp's words (exit 11), a query with a
+    signature in it was printed back; now each is refused before any request, exit 2,
+    saying where the credentials go and showing no secret."""
+    pytest.importorskip("s3fs")
+    monkeypatch.setenv("ZOO_STORE_URL", "s3://zoo-endpoint-test/zoo")
+    monkeypatch.setenv("ZOO_S3_ENDPOINT_URL", endpoint)
+    code, out, err = run_cli("import", str(tiny_dir("gpt2")))
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "AWS_ACCESS_KEY_ID" in err and "hunter2" not in err, err
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "postgresql+psycopg://zoo:hunter2@db/zoo",

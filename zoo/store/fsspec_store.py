@@ -77,6 +77,19 @@ def _is_http_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
+def _address_alone(url: str) -> str | None:
+    """An endpoint URL's scheme, host and port when it carries more (a user part, a query
+    or a fragment: botocore sends none of them as meant, and a user and password there
+    fail every request in aiohttp's words); None when it is the address alone."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc and not (parts.query or parts.fragment or "?" in url):
+        return None
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{parts.hostname}{port}"
+
+
 class FsspecStore(BlobStore):
     """Content-addressed blobs under ``url`` on an fsspec filesystem."""
 
@@ -111,6 +124,13 @@ class FsspecStore(BlobStore):
                 raise InvalidInputError(
                     f"The S3 endpoint {redact_url(endpoint)!r} is not an http:// or https:// "
                     "URL (ZOO_S3_ENDPOINT_URL, e.g. http://127.0.0.1:9000)."
+                )
+            address = _address_alone(endpoint) if endpoint is not None else None
+            if address is not None:  # the rest may be a secret: not shown
+                raise InvalidInputError(
+                    f"The S3 endpoint of {address} carries a user name, a query or a "
+                    "fragment; give the server's address alone (ZOO_S3_ENDPOINT_URL) and the "
+                    "credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."
                 )
             # No listings cache: another process may add or remove a blob at any time.
             self.fs = s3fs.S3FileSystem(
