@@ -411,13 +411,17 @@ def _raw_registry():
     return Registry(check_schema=False)
 
 
+def _say_waiting(line: str) -> None:
+    click.echo(line, err=True)
+
+
 # A relative revision (-1) is the argument, not an unknown option.
 @db_group.command("upgrade", context_settings={"ignore_unknown_options": True})
 @click.argument("revision", default="head")
 @json_option
 def db_upgrade(revision: str, as_json: bool) -> None:
     """Upgrade the schema to REVISION (default head)."""
-    before, after = _raw_registry().db_upgrade(revision)
+    before, after = _raw_registry().db_upgrade(revision, on_wait=_say_waiting)
     text = f"schema {before or '(empty)'} -> {after}"
     if before == after:  # already there (also when another process upgraded it first)
         text = f"schema {after}: already there, nothing to upgrade"
@@ -437,7 +441,9 @@ def db_upgrade(revision: str, as_json: bool) -> None:
 @json_option
 def db_downgrade(revision: str, drop_data: bool, as_json: bool) -> None:
     """Downgrade the schema to REVISION ('base' removes every table)."""
-    before, after = _raw_registry().db_downgrade(revision, drop_data=drop_data)
+    before, after = _raw_registry().db_downgrade(
+        revision, drop_data=drop_data, on_wait=_say_waiting
+    )
     text = f"schema {before or '(empty)'} -> {after or '(empty)'}"
     if before == after:
         text = f"schema {after or '(empty)'}: already there, nothing to downgrade"

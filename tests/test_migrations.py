@@ -540,3 +540,44 @@ def test_another_projects_sqlite_file_is_left_byte_for_byte(tmp_path, monkeypatc
     connection = sqlite3.connect(theirs)
     assert connection.execute("PRAGMA journal_mode").fetchone() == ("delete",)
     connection.close()
+
+
+def test_a_postgresql_upgrade_waits_in_tries_naming_who_holds_its_tables(registry, tiny_dir):
+    """A transaction left open on the registry's tables (a psql session, a long import):
+    the upgrade says which session it waits for, lets the registry's other work through
+    between its tries (a change waiting for a table's lock would queue every later query
+    on it), and finishes once the session ends."""
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    if registry.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite readers never block a schema change (WAL)")
+    src = registry.import_checkpoint(tiny_dir("gpt2"))
+    db_engine.downgrade(registry.engine, "-1")
+    holder = registry.engine.connect()
+    holder.execute(text("SET application_name = 'notebook'"))
+    holder.execute(text("SELECT count(*) FROM artifacts")).scalar()  # holds it till commit
+    pid = holder.execute(text("SELECT pg_backend_pid()")).scalar()
+    told: list[str] = []
+    done: list[tuple] = []
+    upgrade = threading.Thread(
+        target=lambda: done.append(db_engine.upgrade(registry.engine, on_wait=told.append))
+    )
+    upgrade.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not told and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert told and f"pid {pid} (notebook, idle in transaction since " in told[0], told
+        assert told[0].startswith("zoo db upgrade: waiting for 1 session")
+        with registry.engine.connect() as reader:  # not queued behind the upgrade for good
+            reader.execute(text("SET statement_timeout = 10000"))
+            assert reader.execute(text("SELECT name FROM artifacts")).scalars().all() == [src.name]
+        assert upgrade.is_alive() and not done
+    finally:
+        holder.commit()
+        holder.close()
+        upgrade.join(60)
+    assert done == [(done[0][0], db_engine.head_revision())] and len(told) == 1

@@ -8,7 +8,7 @@ import getpass
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cached_property
 
 from sqlalchemy import Engine, event
@@ -621,25 +621,38 @@ class Registry:
         retired for good. Returns a :class:`~zoo.api.store_claim.ClaimRelease`."""
         return store_claim.release(self, registry_id, retired=retired)
 
-    def db_upgrade(self, revision: str = "head") -> tuple[str | None, str | None]:
-        """Upgrade the database schema; returns (before, after) revisions."""
+    def db_upgrade(
+        self, revision: str = "head", *, on_wait: Callable[[str], None] | None = None
+    ) -> tuple[str | None, str | None]:
+        """Upgrade the database schema; returns (before, after) revisions.
+
+        On PostgreSQL a change waits for the sessions using the tables it alters in short
+        tries, letting the registry's other work through between them; ``on_wait`` is
+        told, in a line, which sessions it waits for."""
         db_engine.check_writable(self.engine)  # a read-only registry: one line, exit 11
         db_engine.check_reachable(self.engine)
-        return db_engine.upgrade(self.engine, revision)
+        return db_engine.upgrade(self.engine, revision, on_wait=on_wait)
 
     def db_downgrade(
-        self, revision: str, *, drop_data: bool = False, drop_everything: bool = False
+        self,
+        revision: str,
+        *,
+        drop_data: bool = False,
+        drop_everything: bool = False,
+        on_wait: Callable[[str], None] | None = None,
     ) -> tuple[str | None, str | None]:
         """Downgrade the database schema; returns (before, after) revisions.
 
         A downgrade that would delete recorded data (``base``: every artifact; below 0004:
         the API tokens; below 0005: the records of stored side files...) is rolled back
         and refused, naming what it would delete, unless ``drop_data`` (also spelled
-        ``drop_everything``).
+        ``drop_everything``). ``on_wait``: as :meth:`db_upgrade`'s.
         """
         db_engine.check_writable(self.engine)  # a read-only registry: one line, exit 11
         db_engine.check_reachable(self.engine)
-        return db_engine.downgrade(self.engine, revision, drop_data=drop_data or drop_everything)
+        return db_engine.downgrade(
+            self.engine, revision, drop_data=drop_data or drop_everything, on_wait=on_wait
+        )
 
     def db_current(self) -> dict[str, str | None]:
         """The database's schema revision, the one this zoo needs, and what the first is

@@ -16,7 +16,8 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import timezone
 from importlib import resources
 from pathlib import Path
 
@@ -421,16 +422,26 @@ def _is_known_revision(revision: str) -> bool:
         return False
 
 
-def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
-    """Upgrade the schema; returns (revision before, revision after)."""
+def upgrade(
+    engine: Engine, revision: str = "head", *, on_wait: Callable[[str], None] | None = None
+) -> tuple[str | None, str | None]:
+    """Upgrade the schema; returns (revision before, revision after). ``on_wait`` is told,
+    in a line, of the sessions a PostgreSQL schema change waits for (see
+    :func:`_waiting_for_tables`)."""
     with _schema_lock(engine) as connection:
         before = _zoos_revision(engine, connection, "upgrade")
-        _run_alembic(connection, "upgrade", revision)
+        _waiting_for_tables(
+            connection, "upgrade", on_wait, lambda: _run_alembic(connection, "upgrade", revision)
+        )
         return before, current_revision(connection)
 
 
 def downgrade(
-    engine: Engine, revision: str, *, drop_data: bool = False
+    engine: Engine,
+    revision: str,
+    *,
+    drop_data: bool = False,
+    on_wait: Callable[[str], None] | None = None,
 ) -> tuple[str | None, str | None]:
     """Downgrade the schema; returns (revision before, revision after).
 
@@ -439,8 +450,78 @@ def downgrade(
     (:mod:`zoo.db.downgrades`)."""
     with _schema_lock(engine) as connection:
         before = _zoos_revision(engine, connection, "downgrade")
-        _run_alembic(connection, "downgrade", revision, drop_data=drop_data)
+        _waiting_for_tables(
+            connection,
+            "downgrade",
+            on_wait,
+            lambda: _run_alembic(connection, "downgrade", revision, drop_data=drop_data),
+        )
         return before, current_revision(connection)
+
+
+# How long one try of a PostgreSQL schema change waits for a table's lock. A change waiting
+# for a lock has every later query on that table queue behind it, so the whole registry
+# (servers, imports, listings) would stop for as long as the longest open transaction; each
+# try lets them through after this long, and the change tries again. The practice of
+# PostgreSQL migrations under load (GoCardless, "Zero-downtime Postgres migrations - the
+# hard parts", 2015; the PostgreSQL manual, lock_timeout).
+SCHEMA_LOCK_TRY_MS = 2000
+_LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout
+
+
+def _waiting_for_tables(
+    connection: Connection, verb: str, on_wait: Callable[[str], None] | None, change
+) -> None:
+    """Run ``change`` (one transaction) on PostgreSQL in tries of
+    :data:`SCHEMA_LOCK_TRY_MS` each, until no session holds a table it changes; ``on_wait``
+    is told which sessions hold them, once per different set. SQLite's schema change
+    waits on its write lock, which no reader blocks (WAL)."""
+    if connection.dialect.name != "postgresql":
+        change()
+        return
+    told = None
+    while True:
+        try:
+            change()
+            return
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            connection.rollback()
+        holders = _table_holders(connection)
+        if on_wait is not None and holders != told:
+            told = holders
+            shown = "; ".join(holders) or "a session that has just ended"
+            on_wait(
+                f"zoo db {verb}: waiting for {len(holders) or 1} session"
+                f"{'s' if len(holders) > 1 else ''} using the registry's tables to end "
+                f"{'their transactions' if len(holders) > 1 else 'its transaction'} "
+                f"({shown}); the registry serves the others meanwhile"
+            )
+        time.sleep(0.5)
+
+
+def _table_holders(connection: Connection) -> list[str]:
+    """The other sessions holding a lock on a table of this database, as ``pid N
+    (application, state since HH:MM:SS UTC)``, oldest transaction first."""
+    rows = connection.execute(
+        text(
+            "SELECT DISTINCT a.pid, a.application_name, a.state, a.xact_start "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid() "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "ORDER BY a.xact_start NULLS LAST, a.pid"
+        )
+    ).all()
+    connection.rollback()
+    from zoo.text import printable
+
+    held = []
+    for pid, application, state, since in rows:
+        when = f" since {since.astimezone(timezone.utc):%H:%M:%S} UTC" if since else ""
+        name = printable(application or "no application name")
+        held.append(f"pid {pid} ({name}, {state}{when})")
+    return held
 
 
 def _shown_url(engine: Engine) -> str:
@@ -511,6 +592,8 @@ def _run_alembic(
         # commits it nor (on SQLite, whose DDL it takes as non-transactional) opens and
         # commits one per migration.
         connection.begin()
+    if connection.dialect.name == "postgresql":  # each try's wait (_waiting_for_tables)
+        connection.execute(text(f"SET LOCAL lock_timeout = {SCHEMA_LOCK_TRY_MS}"))
     try:
         try:
             getattr(command, verb)(cfg, target)
