@@ -526,7 +526,7 @@ def test_an_upload_whose_weights_change_as_they_are_sent_records_nothing(
 
     # The client opens the files it uploads with open(); a hung upload fails in a minute.
     monkeypatch.setattr(zoo.client, "open", SavedOverOnceRead, raising=False)
-    monkeypatch.setattr(zoo.client, "_TIMEOUT", 60)
+    monkeypatch.setenv("ZOO_TIMEOUT", "60")
     monkeypatch.setattr(zoo.transport, "_CHUNK", 4096)  # the weights go in several blocks
     cache = served.reg.settings.home / "serve-cache"
     before = [i.name for i in served.reg.list()], sorted(served.reg.store.digests())

@@ -220,3 +220,38 @@ def test_no_server_is_the_transports_error():
         port = s.getsockname()[1]  # free once closed: nothing listens there
     with pytest.raises(TransportError, match="refused"):
         Transport(f"http://127.0.0.1:{port}", {}, timeout=5).request("GET", "/json")
+
+
+def test_zoo_timeout_is_read_when_a_client_connects_and_refused_unless_seconds(
+    monkeypatch, run_cli
+):
+    """A program that sets ZOO_TIMEOUT after ``import zoo`` gets it: a server that never
+    answers is given up on after those seconds, not the default ten minutes. A value that
+    is no number of seconds above 0 is one line, exit 2 (0 made every socket non-blocking
+    and the first read fail with 'Operation now in progress')."""
+    import socket
+
+    import zoo
+    import zoo.client  # imported before the variable is set, as a notebook's would be
+    from zoo.errors import InvalidInputError, ServerUnavailableError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)  # connections are taken by the kernel, and never answered
+        endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"
+        monkeypatch.setenv("ZOO_TIMEOUT", "0.5")
+        started = time.monotonic()
+        with pytest.raises(ServerUnavailableError, match="timed out"):
+            zoo.connect(endpoint=endpoint).search()
+        assert time.monotonic() - started < 10
+    monkeypatch.setenv("ZOO_ENDPOINT", endpoint)
+    for value in ("abc", "0", "-1", "nan", "inf"):
+        monkeypatch.setenv("ZOO_TIMEOUT", value)
+        with pytest.raises(InvalidInputError, match="ZOO_TIMEOUT"):
+            zoo.connect()
+        assert run_cli("ls") == (
+            2,
+            "",
+            f"zoo: error: ZOO_TIMEOUT is the seconds a zoo server's answer may take, a "
+            f"number above 0 (got {value!r}).\n",
+        )

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from zoo import errors
-from zoo.config import endpoint_from_env, redact_url
+from zoo.config import endpoint_from_env, redact_url, timeout_from_env
 from zoo.errors import (
     ChangedWhileReadError,
     ConflictError,
@@ -34,7 +34,6 @@ from zoo.errors import (
 _UPLOADED = ("config.json", "model.safetensors.index.json")
 _OCTETS = "application/octet-stream"
 _MAX_PAGE = 1000  # the server's largest page (zoo.server.app)
-_TIMEOUT = float(os.environ.get("ZOO_TIMEOUT", "600"))
 
 
 def _error_from(response) -> ZooError:
@@ -76,6 +75,7 @@ class RemoteRegistry:
                 "The zoo endpoint (ZOO_ENDPOINT) holds a user name, a query or a fragment; "
                 "give the server's address alone, and the token in ZOO_TOKEN."
             )
+        self.timeout = timeout_from_env()
         # Around it, a line end a file or a shell left; inside it, no token has any.
         self.token = token.strip() if token else None
         if self.token and not all(c.isprintable() and not c.isspace() for c in self.token):
@@ -94,7 +94,7 @@ class RemoteRegistry:
         headers = {"User-Agent": "zoo-client"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        return Transport(self.endpoint, headers, _TIMEOUT)
+        return Transport(self.endpoint, headers, self.timeout)
 
     def close(self) -> None:
         if "_http" in self.__dict__:

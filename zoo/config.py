@@ -8,6 +8,7 @@ under ``ZOO_HOME`` (default ``~/.zoo``).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -158,6 +159,29 @@ def load_settings(
     db, db_from = pick(db_url, "ZOO_DB_URL", "db_url", f"sqlite:///{home_path / 'zoo.db'}")
     store, store_from = pick(store_url, "ZOO_STORE_URL", "store_url", str(home_path / "blobs"))
     return Settings(home_path, db, store, db_from, store_from, home_from)
+
+
+def timeout_from_env() -> float:
+    """The seconds a zoo server's answer may take (``ZOO_TIMEOUT``, default 600), read
+    when a client connects, so a program that sets it after ``import zoo`` gets it.
+
+    Raises:
+        InvalidInputError: it is not a number of seconds above 0 (0 would make every
+            socket non-blocking, and its first read fail).
+    """
+    text = os.environ.get("ZOO_TIMEOUT", "").strip()
+    if not text:
+        return 600.0
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InvalidInputError(
+            f"ZOO_TIMEOUT is the seconds a zoo server's answer may take, a number above 0 "
+            f"(got {text[:40]!r})."
+        )
+    return seconds
 
 
 def endpoint_from_env() -> tuple[str, str | None] | None:
