@@ -1351,3 +1351,30 @@ def test_an_out_path_that_is_not_utf8_is_refused_before_any_work(
         "writes, so give a folder whose path is.\n"
     )
     assert list(latin.iterdir()) == [] and registry.list(kind="derived") == []
+
+
+def test_a_path_starting_with_a_tilde_is_the_users_home_in_every_call(
+    registry, tiny_dir, tmp_path, monkeypatch
+):
+    """``out`` and an audit's path take ``~`` as the user's home, as an import's source and
+    ``connect(home=...)`` do (os.path.expanduser): a program's ``out="~/models/x"`` is
+    written there, not to a folder named ``~`` made in the current one, and ``out="~"`` is
+    the home folder, which zoo never replaces."""
+    user_home = tmp_path / "user"
+    user_home.mkdir()
+    monkeypatch.setenv("HOME", str(user_home))
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    made = registry.materialize(src.name, layers=2, hidden=16, out="~/models/small")
+    assert made.out == Path(os.path.expanduser("~/models/small")) == user_home / "models/small"
+    assert registry.audit("~/models/small").artifact.name == made.artifact.name
+    assert registry.audit(Path("~/models/small/model.safetensors")).status == "known"
+    assert registry.export(src.name, out=Path("~/src-copy")) == user_home / "src-copy"
+    again = registry.rederive(made.artifact.name, out="~/again")
+    assert again.out == user_home / "again"
+    assert sorted(p.name for p in user_home.iterdir()) == ["again", "models", "src-copy"]
+    assert list(elsewhere.iterdir()) == []
+    with pytest.raises(ConflictError, match="home"):
+        registry.materialize(src.name, layers=2, hidden=16, out="~", force=True)

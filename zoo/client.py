@@ -449,7 +449,7 @@ class RemoteRegistry:
             order=order,
             dtype=dtype,
         )
-        _check_out(out, force, max_shard_size)
+        out = _check_out(out, force, max_shard_size)
         _q(name)
         # Registry.materialize's own arguments: a misspelt or missing one is Python's
         # TypeError, as there, not a request the server refuses in its own words.
@@ -474,7 +474,7 @@ class RemoteRegistry:
         _flags(force=force)
         from zoo.api.arguments import check_device
 
-        _check_out(out, force, max_shard_size)
+        out = _check_out(out, force, max_shard_size)
         check_device(device)
         body = self._call("POST", f"/api/artifacts/{_q(name)}/rederive", json={"device": device})
         artifact = artifact_from_json(body["artifact"])
@@ -485,9 +485,9 @@ class RemoteRegistry:
         _flags(force=force)
         if out is None:
             raise InvalidInputError("export writes a folder: give out (--out).")
-        _check_out(out, force, max_shard_size)
+        out = _check_out(out, force, max_shard_size)
         info = self.show(name)
-        return self._download(info, Path(out), force=force, max_shard_size=max_shard_size)
+        return self._download(info, out, force=force, max_shard_size=max_shard_size)
 
     def _written(self, artifact, out, force: bool, max_shard_size) -> Path | None:
         if out is None:
@@ -552,7 +552,7 @@ class RemoteRegistry:
         from zoo.checkpoint import open_checkpoint
         from zoo.checkpoint.casts import narrowed
 
-        check_audit_path(path)  # "" would audit the current folder
+        found = check_audit_path(path)  # "" would audit the current folder
 
         def identify(manifest, verify: bool = False):
             tensors = [
@@ -578,7 +578,7 @@ class RemoteRegistry:
             )
             return audit_from_json(body)
 
-        with open_checkpoint(Path(path), allow_bin=convert_bin) as ckpt:
+        with open_checkpoint(found, allow_bin=convert_bin) as ckpt:
             config, metadata = ckpt.config, dict(ckpt.metadata)
             report, manifest = identify_with_casts(
                 identify, list(ckpt.tensors), lambda: narrowed(ckpt), self._recorded
@@ -982,8 +982,9 @@ _MAX_ORIGIN = 1024  # the server's bound on an upload's origin (zoo.server.app)
 __all__ = ["RemoteRegistry", "artifact_from_json", "endpoint_from_env"]
 
 
-def _check_out(out, force: bool, max_shard_size=None) -> None:
-    """Refuse, before asking the server for any work, an --out zoo would not write."""
+def _check_out(out, force: bool, max_shard_size=None) -> Path | None:
+    """``out`` as the folder it names, refused, before asking the server for any work,
+    when zoo would not write it."""
     from zoo.api.export import check_out_dir, out_path, parse_size
     from zoo.errors import InvalidInputError
 
@@ -992,7 +993,9 @@ def _check_out(out, force: bool, max_shard_size=None) -> None:
             raise InvalidInputError("--force replaces a previous --out folder; give --out.")
         if max_shard_size is not None:
             raise InvalidInputError("--max-shard-size applies to --out; give --out.")
-        return
+        return None
     if max_shard_size is not None:
         parse_size(max_shard_size)
-    check_out_dir(out_path(out), force=force)
+    folder = out_path(out)
+    check_out_dir(folder, force=force)
+    return folder

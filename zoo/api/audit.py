@@ -217,11 +217,13 @@ class AuditReport:
         return "\n".join(lines)
 
 
-def check_audit_path(path) -> None:
-    """Refuse a ``path`` that names no file: not text, or empty (which would read the
-    current folder). Checked by a local audit and by a client's."""
+def check_audit_path(path) -> Path:
+    """``path`` as the file system path it names (``~`` expanded, as an import's source
+    is), refused when it names no file: not text, or empty (which would read the current
+    folder). Checked by a local audit and by a client's."""
     if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)) or not str(path):
         raise InvalidInputError(f"audit takes a folder or .safetensors path, not {path!r:.60}.")
+    return Path(path).expanduser()
 
 
 def audit(reg, path: str | Path, *, verify: bool = False, convert_bin: bool = False) -> AuditReport:
@@ -236,8 +238,7 @@ def audit(reg, path: str | Path, *, verify: bool = False, convert_bin: bool = Fa
     from zoo.checkpoint import open_checkpoint
     from zoo.checkpoint.casts import narrowed
 
-    check_audit_path(path)
-    with open_checkpoint(Path(path), allow_bin=convert_bin) as ckpt:
+    with open_checkpoint(check_audit_path(path), allow_bin=convert_bin) as ckpt:
         tensors, config, metadata = list(ckpt.tensors), ckpt.config, dict(ckpt.metadata)
         report, _ = identify_with_casts(
             lambda manifest: _identify(reg, str(path), manifest, config, metadata),

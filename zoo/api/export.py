@@ -99,13 +99,15 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def out_path(out) -> Path:
-    """``out`` (--out) as a path, refused when it names no folder: not a path, empty
-    (it would be the current folder), or holding NUL (no file system takes it)."""
+    """``out`` (--out) as a path, ``~`` expanded (as an import's source and the home
+    are: a program's ``"~/models/x"`` is not a folder named ``~`` in the current one),
+    refused when it names no folder: not a path, empty (it would be the current folder),
+    or holding NUL (no file system takes it)."""
     if isinstance(out, bytes) or not isinstance(out, (str, os.PathLike)):
         raise InvalidInputError(f"--out is a folder's path, not a {type(out).__name__}.")
     if not os.fspath(out).strip() or "\x00" in os.fspath(out):
         raise InvalidInputError(f"--out {os.fspath(out)!r} names no folder.")
-    return Path(out)
+    return Path(out).expanduser()
 
 
 def check_out_dir(
