@@ -893,6 +893,40 @@ def test_a_forked_child_opens_its_own_connections(registry, tiny_dir):
     assert registry.search(limit=5).total == 1
 
 
+def _names_and_tags(reg, alias: str) -> list[str]:
+    """What a worker of a process pool does with the registry it was handed."""
+    reg.tag(reg.list()[0].name, alias)
+    return [a.name for a in reg.list()]
+
+
+def test_a_registry_used_already_is_handed_to_a_process_pool(registry, tiny_dir):
+    """A process pool's argument is pickled even when its workers are forked: a registry
+    this process has used goes as its settings and is opened anew in the worker, which
+    reads and writes the same registry (as a new handle does), not the parent's pooled
+    connections. A client's handle goes as its endpoint and token."""
+    import multiprocessing
+    import pickle
+    from concurrent.futures import ProcessPoolExecutor
+
+    import zoo
+    from zoo.errors import ServerUnavailableError
+
+    registry.import_checkpoint(tiny_dir("bert"))
+    names = [a.name for a in registry.list()]
+    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork"))
+    with pool:
+        done = list(pool.map(_names_and_tags, [registry, registry], ["w1", "w2"]))
+    assert done == [names, names]
+    assert registry.show("w1").name == registry.show("w2").name == names[0]
+    again = pickle.loads(pickle.dumps(registry))
+    assert again.settings == registry.settings and again.engine is registry.engine
+    remote = zoo.connect(endpoint="http://127.0.0.1:9", token="zoo_secret")
+    with pytest.raises(ServerUnavailableError):
+        remote.list()  # its HTTP connection is made: a handle that cannot be pickled
+    copy = pickle.loads(pickle.dumps(remote))
+    assert (copy.endpoint, copy.token) == (remote.endpoint, remote.token)
+
+
 def test_a_read_session_commits_nothing(registry, tiny_dir):
     """Reads run outside a transaction on PostgreSQL (each statement reads its own
     snapshot there anyway), so a read session refuses writes rather than commit them; on

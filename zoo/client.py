@@ -87,6 +87,11 @@ class RemoteRegistry:
     def __repr__(self) -> str:
         return f"RemoteRegistry(endpoint={self.endpoint!r})"
 
+    def __reduce__(self):
+        # Sent to another process, a handle connects anew there: its HTTP connection
+        # is this process's.
+        return RemoteRegistry, (self.endpoint, self.token)
+
     @cached_property
     def _http(self):
         from zoo.transport import Transport

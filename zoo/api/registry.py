@@ -92,6 +92,10 @@ def _user(_variables: tuple[str | None, ...]) -> str:
     return os.environ.get("USER", "unknown")
 
 
+def _reopened(settings: Settings, check_schema: bool) -> Registry:
+    return Registry(settings, check_schema=check_schema)
+
+
 class Registry:
     """A zoo registry: a database plus a blob store.
 
@@ -110,6 +114,12 @@ class Registry:
     def __repr__(self) -> str:
         s = self.settings.redacted()
         return f"Registry(db_url={s['db_url']!r}, store_url={s['store_url']!r})"
+
+    def __reduce__(self):
+        # Sent to another process (a process pool's argument), a handle is opened anew
+        # there from its settings, as before its first use: its engine, connections and
+        # store belong to this process.
+        return _reopened, (self.settings, self._check_schema)
 
     @cached_property
     def engine(self) -> Engine:
