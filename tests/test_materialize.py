@@ -2457,3 +2457,19 @@ def test_a_checkpoint_recorded_before_wider_dtypes_were_computed_in_re_derives_b
     for dtype in ("bfloat16", "auto"):
         same = registry.materialize(src.name, **grow, dtype=dtype)
         assert under_version_1(dtype=dtype).artifact.content_hash == same.artifact.content_hash
+
+
+def test_a_materialized_result_shows_what_was_made_not_every_tensor(registry, tiny_dir, tmp_path):
+    """A notebook prints a call's result: one short line naming the recorded checkpoint,
+    how many tensors are held and where, and the folder written; never the tensors'
+    values, which ran to thousands of characters for a model of 42 tensors."""
+    src = registry.import_checkpoint(tiny_dir("bert"))
+    made = registry.materialize(src.name, layers=2, hidden=16)
+    assert repr(made) == (
+        f"Materialized(artifact={made.artifact.name!r}, "
+        f"state_dict=<{len(made.state_dict)} tensors, on cpu>, out=None)"
+    )
+    written = registry.materialize(src.name, layers=2, hidden=16, out=tmp_path / "o")
+    assert repr(written) == (
+        f"Materialized(artifact={made.artifact.name!r}, state_dict=None, out={tmp_path / 'o'!r})"
+    )

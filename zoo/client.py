@@ -707,6 +707,12 @@ class RemoteMaterialized:
         self._reg, self.config, self.artifact, self.out = reg, config, artifact, out
         self._weights = weights
 
+    def __repr__(self) -> str:
+        from zoo.api.materialize import _summary
+
+        loaded = self.__dict__.get("state_dict", "<read when first used>")
+        return _summary(self, loaded if self._weights else None)
+
     @cached_property
     def state_dict(self):
         if not self._weights:

@@ -66,6 +66,22 @@ class Materialized:
     artifact: ArtifactInfo
     out: Path | None = None
 
+    def __repr__(self) -> str:
+        # What was made, not every tensor's values: a notebook shows a call's result, and
+        # a state dict's repr runs to a screenful of numbers per tensor.
+        return _summary(self, self.state_dict)
+
+
+def _summary(made, state_dict) -> str:
+    """``Materialized(artifact=NAME, state_dict=<N tensors, on DEVICE>, out=PATH)``, for a
+    local and a client's result alike (``state_dict`` a string when not loaded yet)."""
+    if isinstance(state_dict, dict):
+        devices = sorted({str(t.device) for t in state_dict.values()})
+        state_dict = f"<{len(state_dict)} tensors, on {', '.join(devices) or 'no device'}>"
+    return (
+        f"Materialized(artifact={made.artifact.name!r}, state_dict={state_dict}, out={made.out!r})"
+    )
+
 
 def materialize(reg, query: str, request: MaterializeRequest) -> Materialized:
     """Build a model of the requested size; see :meth:`zoo.Registry.materialize`."""
