@@ -840,3 +840,42 @@ def test_a_missing_bucket_is_one_line_exit_11(s3_store_url, tiny_dir, monkeypatc
         code, out, err = run_cli(*args)
         assert code == 11 and out == "" and err.count("\n") == 1, (args, err)
         assert "object store" in err and "bucket" in err.lower(), err
+
+
+def test_relative_settings_are_the_folder_the_registry_was_opened_in(
+    monkeypatch, tmp_path, tiny_dir
+):
+    """A relative home, database file or store folder is the current folder's when the
+    registry is opened (os.path.abspath then), and a handle held open goes on with that
+    registry after the process changes folder, as a notebook does: its writes were
+    refused as to a read-only database, and its reads of blobs looked in the new folder."""
+    import zoo
+
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    for var in ("ZOO_HOME", "ZOO_DB_URL", "ZOO_STORE_URL", "ZOO_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    (here / "urls").mkdir()  # a database folder someone names must exist
+    monkeypatch.chdir(here)
+    monkeypatch.setenv("ZOO_HOME", "env-home")
+    handles = [
+        zoo.connect(home="arg-home"),
+        zoo.connect(),
+        zoo.connect(db_url="sqlite:///urls/zoo.db", store_url="urls/blobs"),
+    ]
+    expected = [
+        (os.path.abspath("arg-home/zoo.db"), os.path.abspath("arg-home/blobs")),
+        (os.path.abspath("env-home/zoo.db"), os.path.abspath("env-home/blobs")),
+        (os.path.abspath("urls/zoo.db"), os.path.abspath("urls/blobs")),
+    ]
+    assert [
+        (r.settings.db_url.removeprefix("sqlite:///"), r.settings.store_url) for r in handles
+    ] == expected
+    names = [reg.import_checkpoint(tiny_dir("bert")).name for reg in handles]
+    monkeypatch.chdir(elsewhere)
+    for i, reg in enumerate(handles):
+        reg.tag(names[i], "moved")
+        reg.export("moved", out=tmp_path / "out" / str(i))
+        assert [a.name for a in reg.list()] == [names[i]]
+    assert list(elsewhere.iterdir()) == []

@@ -129,6 +129,12 @@ def _from_home(home: Path, value: str) -> str:
     return value
 
 
+def _from_cwd(value: str) -> str:
+    """``value`` (a store folder or a SQLite URL) with a relative path made the current
+    folder's; the folder is asked for only then (it may have been removed)."""
+    return value if _from_home(Path("/"), value) == value else _from_home(Path.cwd(), value)
+
+
 def load_settings(
     *,
     home: str | os.PathLike[str] | None = None,
@@ -143,15 +149,19 @@ def load_settings(
         store_url: a blob store URL or folder; default ``$ZOO_STORE_URL``, the config file,
             or ``home/blobs``.
     """
+    # A relative home, database file or store folder is the current folder's as the
+    # settings are read, and stays so: a process that changes folder afterwards (a
+    # notebook's os.chdir) goes on with the same registry, not half of another one.
     home_path = Path(home or os.environ.get("ZOO_HOME") or Path.home() / ".zoo").expanduser()
+    home_path = home_path.absolute()
     home_from = "argument" if home else "$ZOO_HOME" if os.environ.get("ZOO_HOME") else "default"
     file_values = _read_config_file(home_path)
 
     def pick(explicit: str | None, env: str, key: str, default: str) -> tuple[str, str]:
         if explicit:
-            return explicit, "argument"
+            return _from_cwd(explicit), "argument"
         if os.environ.get(env):
-            return os.environ[env], f"${env}"
+            return _from_cwd(os.environ[env]), f"${env}"
         if key in file_values:
             return file_values[key], str(home_path / CONFIG_FILE_NAME)
         return default, "default"
