@@ -1335,6 +1335,7 @@ def test_every_error_class_carries_the_documented_exit_code_and_http_status():
         errors.AuthenticationError: (12, 401),
         errors.PermissionDeniedError: (12, 403),
         errors.PayloadTooLargeError: (2, 413),
+        errors.ClientGoneError: (130, 499),
         errors.ZooError: (1, 500),
     }
     for cls, (code, status) in documented.items():

@@ -257,6 +257,16 @@ class NoSuchRouteError(ServerUnavailableError):
     http_status = 404
 
 
+class ClientGoneError(ZooError, RuntimeError):
+    """A server's client left (Ctrl-C, a dropped connection) before its import, extract
+    or materialize was recorded, and no other client waited for the same work: it stopped
+    before its rows were written, as the command stopped locally would have. The answer
+    reaches no one; the server's log shows its status, nginx's "client closed request"."""
+
+    exit_code = 130
+    http_status = 499
+
+
 class InterruptedAfterWriting(KeyboardInterrupt):
     """Ctrl-C held back while an output folder was renamed into place and recorded, acted
     on once both were done: the work it interrupted is complete and kept. A

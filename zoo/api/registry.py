@@ -208,6 +208,12 @@ class Registry:
         if blobs:
             self.store.check_claim(self.registry_id)
 
+    def _check_wanted(self) -> None:
+        """Called as an import, an extract or a materialize records its result (in
+        :meth:`get_or_create` and :meth:`driver_write`, which record nothing else). A local
+        command is stopped by Ctrl-C itself; a server's registry raises here once the
+        client that asked has left (zoo.server.work.ServingRegistry)."""
+
     def ensure_schema(self) -> None:
         """Refuse a database at another schema revision than this zoo's: at first use, and
         again once a while for a handle held open (a server's: a `zoo db downgrade` under
@@ -277,6 +283,7 @@ class Registry:
         (:mod:`zoo.db.derived_rows`), after the checks every transaction makes first."""
         self._follow_file()
         self.ensure_schema()
+        self._check_wanted()
         return write(self.engine)
 
     def get_or_create(self, find, create):
@@ -286,6 +293,7 @@ class Registry:
         extraction and a materialization each register their content once this way."""
 
         def work(session: Session):
+            self._check_wanted()  # in the transaction: after any wait for the write lock
             found = find(session)
             return found if found is not None else create(session)
 

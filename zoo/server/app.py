@@ -622,12 +622,13 @@ class Server:
         finally:
             remove_tree(pending)
 
-    async def materialize(self, query: str, params: dict[str, Any]):
+    async def materialize(self, query: str, params: dict[str, Any], *, caller=None):
         """Materialize once per distinct request and keep its files; returns the result's
         artifact, config and cache folder. Derivation is deterministic, so a request
         already answered (same parent content, same parameters) is answered again from
         memory while its files are in the cache; requests that arrive while it runs wait
-        for it."""
+        for it. Once every request waiting for it has left (``caller``: the request,
+        watched), it records nothing."""
         parent = await self.parent_key(query)
         # The request as asked, less what means "zoo decides": a Hub size revision sends
         # layers and hidden alone, the REST body every field with its default.
@@ -640,7 +641,9 @@ class Server:
         done = self.done.get(key)
         if done is not None and await self.db(self._still_answers, done[0]):
             return done
-        return await self.work.run(key, lambda: self._materialize(key, query, params))
+        return await self.work.run(
+            key, lambda: self._materialize(key, query, params), caller=caller
+        )
 
     def _still_answers(self, artifact) -> bool:
         """Whether a remembered answer stands: its files are cached and its artifact is
@@ -1228,7 +1231,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     # --- writing: import, extract, materialize ------------------------------------------------
 
     @app.post("/api/import", tags=["writing"])
-    async def import_hub(body: ImportRequest, _=write):
+    async def import_hub(request: Request, body: ImportRequest, _=write):
         """Import a Hub repository the server can reach (ORG/NAME): from the server's HF
         cache or the Hub, never a folder on the server's disk (a client's own folder goes
         to /api/import/upload)."""
@@ -1242,6 +1245,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
             name=body.name,
             revision=body.revision,
             convert_bin=body.convert_bin,
+            caller=request,
         )
         return info.to_json(with_tensors=True)
 
@@ -1289,6 +1293,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
                     target,
                     name=name,
                     origin=f"upload:{origin or folder}",
+                    caller=request,
                 )
             return info.to_json(with_tensors=True)
         finally:
@@ -1310,22 +1315,24 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         return {"max_upload": server.limit}
 
     @app.post("/api/extract", tags=["writing"])
-    async def extract(body: ExtractRequest, _=write):
+    async def extract(request: Request, body: ExtractRequest, _=write):
         """Extract a learngene once (zoo extract)."""
         params = body.model_dump()
         source = check_query(params.pop("source"))
         if params.get("name"):
             check_name(params["name"])
         key = ("extract", source, json.dumps(params, sort_keys=True))
-        info = await server.work.run(key, lambda: server.reg.extract(source, **params))
+        info = await server.work.run(
+            key, lambda: server.reg.extract(source, **params), caller=request
+        )
         return info.to_json(with_tensors=True)
 
     @app.post("/api/materialize", tags=["writing"])
-    async def materialize(body: MaterializeRequest, _=write):
+    async def materialize(request: Request, body: MaterializeRequest, _=write):
         """Materialize a size (zoo materialize); its files are then under /files."""
         params = body.model_dump()
         query = check_query(params.pop("name"))
-        artifact, config, _folder = await server.materialize(query, params)
+        artifact, config, _folder = await server.materialize(query, params, caller=request)
         return {
             "artifact": artifact.to_json(with_tensors=True),
             "config": config,

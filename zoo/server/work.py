@@ -20,16 +20,23 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo.api.export import MARKER
 from zoo.api.registry import Registry
-from zoo.errors import InvalidInputError, OfflineError
+from zoo.errors import ClientGoneError, InvalidInputError, OfflineError
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 log = logging.getLogger("zoo.server")
 
 #: Who a request acts for (a token's name): what ``created_by`` records.
 acting_user: contextvars.ContextVar[str | None] = contextvars.ContextVar("zoo_user", default=None)
+#: Set once no request waits any more for the work the pool's thread runs.
+_abandoned: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "zoo_abandoned", default=None
+)
 
 
 class ServingRegistry(Registry):
@@ -38,6 +45,14 @@ class ServingRegistry(Registry):
     @property
     def user(self) -> str:
         return acting_user.get() or super().user
+
+    def _check_wanted(self) -> None:
+        abandoned = _abandoned.get()
+        if abandoned is not None and abandoned.is_set():
+            raise ClientGoneError(
+                "The client left before this was recorded, and no other waited for it: "
+                "nothing of it is recorded."
+            )
 
     def import_from_hub(self, repo_id: str, **options):
         """Import the Hub repository ``repo_id`` (from this machine's HF cache, or the
@@ -64,25 +79,36 @@ class ServingRegistry(Registry):
             ) from None
 
 
+class _Job:
+    """Work on the pool, and how many requests wait for it."""
+
+    def __init__(self, future: asyncio.Future, abandoned: threading.Event) -> None:
+        self.future, self.abandoned = future, abandoned
+        self.waiting = 0
+
+
 class SingleFlight:
     """Runs ``fn`` for a key once while it is running: later callers with the same key
-    wait for the first one's result. Coordination happens on the event loop's thread."""
+    wait for the first one's result. Coordination happens on the event loop's thread.
+
+    A caller that passes its request (``caller``) is watched: once every request waiting
+    for a piece of work has disconnected (a client's Ctrl-C), the work stops before it
+    records anything (:meth:`ServingRegistry._check_wanted`), and a request for the same
+    work from then on starts it afresh. A caller of the server's own never leaves."""
 
     def __init__(self, workers: int) -> None:
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zoo-work")
-        self._running: dict[Any, asyncio.Future] = {}
+        self._running: dict[Any, _Job] = {}
         self.started: dict[Any, int] = {}  # key -> times its work succeeded (for the stats)
         self._lock = threading.Lock()
 
-    async def run(self, key, fn: Callable[[], Any]):
-        fut = self._running.get(key)
-        if fut is None:
-            loop = asyncio.get_running_loop()
-            context = contextvars.copy_context()
-            fut = loop.run_in_executor(self.executor, context.run, self._counted, key, fn)
-            self._running[key] = fut
-            fut.add_done_callback(lambda _f: self._running.pop(key, None))
-        return await asyncio.shield(fut)
+    async def run(self, key, fn: Callable[[], Any], *, caller: Request | None = None):
+        job = self._running.get(key)
+        if job is None:
+            job = self._start(functools.partial(self._counted, key, fn))
+            self._running[key] = job
+            job.future.add_done_callback(lambda _f: self._forget(key, job))
+        return await self._wait(key, job, caller)
 
     def _counted(self, key, fn):
         result = fn()
@@ -90,14 +116,56 @@ class SingleFlight:
             self.started[key] = self.started.get(key, 0) + 1
         return result
 
-    async def call(self, fn: Callable[..., Any], *args, **kwargs):
+    async def call(self, fn: Callable[..., Any], *args, caller: Request | None = None, **kwargs):
         """Long work without a key (each call is its own)."""
+        return await self._wait(None, self._start(functools.partial(fn, *args, **kwargs)), caller)
+
+    def _start(self, fn: Callable[[], Any]) -> _Job:
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
-        return await loop.run_in_executor(self.executor, lambda: context.run(fn, *args, **kwargs))
+        abandoned = threading.Event()
+        context.run(_abandoned.set, abandoned)
+        return _Job(loop.run_in_executor(self.executor, context.run, fn), abandoned)
+
+    async def _wait(self, key, job: _Job, caller: Request | None):
+        job.waiting += 1
+        if caller is None:  # the server's own: it keeps the work wanted
+            return await asyncio.shield(job.future)
+        try:
+            left = await _left_before(caller, job.future)
+        finally:
+            job.waiting -= 1
+        if left and job.waiting == 0:
+            job.abandoned.set()
+            self._forget(key, job)
+        # A caller that left still waits for the work to end: its request's cleanups (an
+        # upload's staging folder, which the work reads) come after it.
+        return await asyncio.shield(job.future)
+
+    def _forget(self, key, job: _Job) -> None:
+        if key is not None and self._running.get(key) is job:
+            del self._running[key]
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _left_before(request: Request, future: asyncio.Future) -> bool:
+    """Whether ``request``'s client disconnected before ``future`` finished (its body is
+    read: the next message the server has for it is its disconnection)."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    gone = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait([future, gone], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not gone.done() or gone.cancelled() or gone.exception() is not None:
+        return False
+    return not future.done()
 
 
 # What this cache writes, by exact name; nothing else in its folder is ever removed.

@@ -1,0 +1,146 @@
+"""A client that leaves before its answer (Ctrl-C during `zoo materialize` or `zoo
+import`, a dropped connection): what it asked for is not recorded on the server, as a
+local command stopped the same way records nothing, unless another client still waits
+for the same work. A real server process; its database's write lock, held here, keeps
+the work from finishing until the client has gone."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import socket
+import threading
+import time
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from zooserver import ZooServer, client, registry_for, server_env
+
+pytest.importorskip("fastapi")
+
+SIZE = {"name": "tiny-bert", "layers": 2, "hidden": 24, "heads": 4}
+
+
+@pytest.fixture
+def served(tmp_path, tiny_dir):
+    env = server_env(tmp_path)
+    reg = registry_for(env)
+    reg.import_checkpoint(tiny_dir("bert"), name="tiny-bert")
+    token = reg.create_token("w", role="write")[1]
+    log = tmp_path / "server.log"
+    server = ZooServer(env, log=log).start()
+    try:
+        yield SimpleNamespace(server=server, reg=reg, token=token, home=tmp_path, log=log)
+    finally:
+        server.stop()
+        reg.close()
+
+
+@contextlib.contextmanager
+def writes_held(served):
+    """Every write of the server waits (the SQLite write lock zoo queues writers on)."""
+    with open(served.home / "zoo.db.write.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def sent(served, request: httpx.Request) -> socket.socket:
+    """``request`` sent whole on a connection of its own, its answer never read."""
+    body = request.read()
+    head = f"{request.method} {request.url.raw_path.decode()} HTTP/1.1\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in request.headers.items()) + "\r\n"
+    sock = socket.create_connection(("127.0.0.1", served.server.port))
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+def materialize_request(served) -> httpx.Request:
+    return httpx.Request(
+        "POST",
+        f"{served.server.url}/api/materialize",
+        json=SIZE,
+        headers={"Authorization": f"Bearer {served.token}"},
+    )
+
+
+def statuses(served, route: str, count: int) -> list[str]:
+    """The statuses of the first ``count`` requests to ``route`` in the server's log, once
+    they are there."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        lines = [line for line in served.log.read_text().splitlines() if f'"{route}"' in line]
+        if len(lines) >= count:
+            return [line.split(f'"{route}" ')[1].split()[0] for line in lines[:count]]
+        time.sleep(0.05)
+    raise AssertionError(f"no {count} lines for {route}: {served.log.read_text()[-2000:]}")
+
+
+def derived(served) -> list[str]:
+    return [a.name for a in served.reg.list(kind="derived")]
+
+
+def test_a_materialize_whose_client_left_records_nothing_and_runs_again_when_asked(served):
+    with writes_held(served):
+        gone = sent(served, materialize_request(served))
+        time.sleep(1)  # the work has begun: it waits for the write lock
+        gone.close()
+        time.sleep(0.5)
+    # "Client closed request": the work stopped before its rows, its files went.
+    assert statuses(served, "POST /api/materialize", 1) == ["499"]
+    assert derived(served) == []
+    cache = served.home / "serve-cache"
+    assert not [p.name for p in cache.iterdir() if p.name.startswith("..pending")]
+    # Asked again by a client that waits, the size is derived afresh and recorded.
+    with client(served.server.url, served.token) as http:
+        answer = http.post("/api/materialize", json=SIZE)
+    assert answer.status_code == 200, answer.text
+    assert derived(served) == [answer.json()["artifact"]["name"]]
+
+
+def test_a_materialize_another_client_waits_for_is_recorded_when_one_leaves(served):
+    got = []
+
+    def wait_for_it():
+        with client(served.server.url, served.token) as http:
+            got.append(http.post("/api/materialize", json=SIZE))
+
+    waiter = threading.Thread(target=wait_for_it)
+    with writes_held(served):
+        gone = sent(served, materialize_request(served))
+        time.sleep(0.5)
+        waiter.start()
+        time.sleep(1)  # both wait for the one derivation
+        gone.close()
+        time.sleep(0.5)
+    waiter.join(timeout=120)
+    assert got[0].status_code == 200, got[0].text
+    assert derived(served) == [got[0].json()["artifact"]["name"]]
+    # The one that left was answered too (to no one): its work was kept for the other.
+    assert statuses(served, "POST /api/materialize", 2) == ["200", "200"]
+
+
+def test_an_upload_whose_client_left_before_its_answer_imports_nothing(served, tiny_dir):
+    folder = tiny_dir("llama")
+    files = [("files", (f.name, f.read_bytes())) for f in sorted(folder.iterdir()) if f.is_file()]
+    upload = httpx.Request(
+        "POST",
+        f"{served.server.url}/api/import/upload",
+        files=files,
+        data={"folder": "left", "name": "left"},
+        headers={"Authorization": f"Bearer {served.token}"},
+    )
+    with writes_held(served):
+        gone = sent(served, upload)
+        time.sleep(1.5)  # received and stored: its record waits for the write lock
+        gone.close()
+        time.sleep(0.5)
+    assert statuses(served, "POST /api/import/upload", 1) == ["499"]
+    assert [a.name for a in served.reg.list(kind="source")] == ["tiny-bert"]
+    cache = served.home / "serve-cache"
+    assert not [p.name for p in cache.iterdir() if p.name.startswith(".upload")]
+    # What the import stored is no artifact's: gc collects it, as after a local Ctrl-C.
+    assert served.reg.fsck(grace=0).orphans
