@@ -144,3 +144,32 @@ def test_an_upload_whose_client_left_before_its_answer_imports_nothing(served, t
     assert not [p.name for p in cache.iterdir() if p.name.startswith(".upload")]
     # What the import stored is no artifact's: gc collects it, as after a local Ctrl-C.
     assert served.reg.fsck(grace=0).orphans
+
+
+def test_ctrl_c_during_the_download_of_a_size_says_the_server_recorded_it(
+    served, run_cli, monkeypatch, tmp_path
+):
+    """Once the server has answered, the size is recorded there: a client stopped while it
+    downloads the files says so, where it said only "aborted" as if nothing was kept."""
+    from zoo.client import RemoteRegistry
+
+    def ctrl_c(self, url, dest, meta):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RemoteRegistry, "_fetch", ctrl_c)
+    for var in ("ZOO_DB_URL", "ZOO_STORE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("ZOO_ENDPOINT", served.server.url)
+    monkeypatch.setenv("ZOO_TOKEN", served.token)
+    mine = tmp_path / "client"
+    mine.mkdir()
+    out = mine / "small"
+    args = [str(a) for k, a in SIZE.items() for a in (f"--{k}", a) if k != "name"]
+    code, stdout, stderr = run_cli("materialize", "tiny-bert", *args, "--out", str(out))
+    [name] = derived(served)
+    assert (code, stdout) == (130, "")
+    assert stderr.strip() == (  # after the line end click writes on Ctrl-C
+        f"zoo: interrupted after the server recorded {name}: it is kept there, and {out} "
+        "was not written (zoo export NAME --out DIR writes it)"
+    )
+    assert list(mine.iterdir()) == []  # nor any of its download staged

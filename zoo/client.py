@@ -468,7 +468,15 @@ class RemoteRegistry:
         request = {k: v for k, v in request.items() if v is not None or k == "dtype"}
         body = self._call("POST", "/api/materialize", json=request)
         artifact = artifact_from_json(body["artifact"])
-        written = self._written(artifact, out, force, max_shard_size)
+        try:
+            written = self._written(artifact, out, force, max_shard_size)
+        except KeyboardInterrupt:
+            # Recorded on the server before the download began: stopped here, the command
+            # must not read as one that changed nothing, as a local one stopped would.
+            raise errors.InterruptedAfterWriting(
+                f"interrupted after the server recorded {artifact.name}: it is kept there, "
+                f"and {out} was not written (zoo export NAME --out DIR writes it)"
+            ) from None
         # As the local registry: weights in memory only when no folder was written.
         weights = return_weights and out is None
         return RemoteMaterialized(self, body["config"], artifact, written, weights)
