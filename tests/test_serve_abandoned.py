@@ -173,3 +173,21 @@ def test_ctrl_c_during_the_download_of_a_size_says_the_server_recorded_it(
         "was not written (zoo export NAME --out DIR writes it)"
     )
     assert list(mine.iterdir()) == []  # nor any of its download staged
+
+
+def test_a_size_a_hub_download_left_before_its_answer_is_not_recorded(served):
+    """transformers' from_pretrained(revision="2x24") given up (a timeout, Ctrl-C) while
+    the server makes the size: nothing recorded, as for `zoo materialize`."""
+    path = "/tiny-bert/resolve/2x24/config.json"
+    auth = {"Authorization": f"Bearer {served.token}"}
+    with writes_held(served):
+        gone = sent(served, httpx.Request("GET", f"{served.server.url}{path}", headers=auth))
+        time.sleep(1)
+        gone.close()
+        time.sleep(0.5)
+    assert statuses(served, f"GET {path}", 1) == ["499"]
+    assert derived(served) == []
+    with client(served.server.url, served.token) as http:
+        config = http.get(path).json()
+    assert (config["num_hidden_layers"], config["hidden_size"]) == (2, 24)
+    assert len(derived(served)) == 1

@@ -332,14 +332,15 @@ def add_hf_routes(app, server, read) -> None:
             )
         return info
 
-    async def resolve(repo: str, revision: str) -> str:
+    async def resolve(repo: str, revision: str, caller: Request | None = None) -> str:
         """The cache folder (:func:`zoo.server.work.folder_key`, which starts with the
         content hash) of the files the revision names; builds them if needed."""
-        return (await resolve_served(repo, revision))[0]
+        return (await resolve_served(repo, revision, caller))[0]
 
-    async def resolve_served(repo: str, revision: str):
+    async def resolve_served(repo: str, revision: str, caller: Request | None = None):
         """The cache folder of the files the revision names and the artifact they are
-        (the commit's author and date)."""
+        (the commit's author and date). A size made for ``caller``, a request, is not
+        recorded if every request waiting for it leaves first."""
         repo = await named(repo)
         info = await artifact(repo)
         if revision == "main":
@@ -357,7 +358,7 @@ def add_hf_routes(app, server, read) -> None:
         if spec:
             params = {"layers": int(spec.group(1)), "hidden": int(spec.group(2))}
             try:
-                made, _config, folder = await server.materialize(repo, params)
+                made, _config, folder = await server.materialize(repo, params, caller=caller)
             except (InvalidInputError, NotFoundError, StorageError) as exc:
                 # A size this model cannot take, a family with nothing to make it from, a
                 # size the disk cannot hold: without the code huggingface_hub takes any
@@ -439,7 +440,7 @@ def add_hf_routes(app, server, read) -> None:
         return answer
 
     async def model_info_at(request: Request, repo: str, revision: str) -> dict:
-        key = await resolve(repo, revision)
+        key = await resolve(repo, revision, request)
         info = await artifact(repo)
         expand = request.query_params.getlist("expand")
         return await server.db(repo_info, repo, key, info, expand)
@@ -464,7 +465,7 @@ def add_hf_routes(app, server, read) -> None:
         form = await request.form()
         paths = [p for p in form.getlist("paths") if isinstance(p, str)]
         expand = str(form.get("expand", "")).lower() in ("1", "true")
-        key, served = await resolve_served(repo, revision)
+        key, served = await resolve_served(repo, revision, request)
         files = server.cache.files(key)
         entries = {e["path"]: e for e in tree_entries(files, recursive=True)}
         found = [entries[p.strip("/")] for p in dict.fromkeys(paths) if p.strip("/") in entries]
@@ -482,7 +483,7 @@ def add_hf_routes(app, server, read) -> None:
     async def resolve_file(request: Request, repo: str, revision: str, filename: str):
         if "\x00" in filename or len(filename) > 256:
             raise InvalidInputError("A file name must be under 256 characters, without NUL.")
-        key = await resolve(repo, revision)
+        key = await resolve(repo, revision, request)
         try:
             return server.file_response(request, key, filename)
         except NotFoundError as exc:
