@@ -1232,3 +1232,72 @@ def test_the_rounding_search_screens_the_newest_records_first(reg, tmp_path, mon
     ]
     report = reg.audit(_as(tmp_path / "m2", tmp_path / "newest-bf16", torch.bfloat16))
     assert (report.status, report.artifact.id) == ("known", made[-1].id), report.to_text()
+
+
+def _wrapped_state_dict(folder: Path, dest: Path, wrap) -> Path:
+    """``folder``'s model loaded by transformers, wrapped by ``wrap`` (torch's own
+    wrappers name the prefixes) and its state dict saved as it is, beside the config."""
+    import transformers
+
+    arch = json.loads((folder / "config.json").read_text())["architectures"][0]
+    model = getattr(transformers, arch).from_pretrained(folder)
+    dest.mkdir(parents=True)
+    shutil.copy(folder / "config.json", dest / "config.json")
+    state = {k: v.detach().contiguous().clone() for k, v in wrap(model).state_dict().items()}
+    save_file(state, dest / "model.safetensors", metadata={"format": "pt"})
+    return dest
+
+
+@pytest.mark.parametrize(
+    ("wrap", "prefix"),
+    [
+        (torch.compile, "_orig_mod."),
+        (torch.nn.DataParallel, "module."),
+        (lambda m: torch.nn.DataParallel(torch.compile(m)), "module._orig_mod."),
+    ],
+)
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_a_state_dict_saved_from_inside_a_training_wrapper_is_named_under_the_wrappers_prefix(
+    family, wrap, prefix, reg, tmp_path, run_cli
+):
+    """torch.compile and DDP prefix every name of the state dict they hold: the audit names
+    the checkpoint whose tensors those are, says which prefix, and a tensor changed after
+    is a difference under the artifact's name."""
+    folder = save_tiny(family, tmp_path / "src")
+    src = reg.import_checkpoint(folder)
+    wrapped = _wrapped_state_dict(folder, tmp_path / "wrapped", wrap)
+    assert all(n.startswith(prefix) for n in _names(wrapped))
+    report = reg.audit(wrapped)
+    assert (report.status, report.artifact.id) == ("known", src.id), report.to_text()
+    assert (report.wrapper_prefix, report.prefix_dropped, report.prefix_added) == (
+        prefix,
+        None,
+        None,
+    )
+    code, out, _ = run_cli("audit", str(wrapped))
+    assert code == 0 and f"under the prefix {prefix!r}" in out, out
+
+    tensors = load_file(wrapped / "model.safetensors")
+    changed = sorted(n for n, t in tensors.items() if t.dim() == 2)[0]
+    tensors[changed] = tensors[changed] + 1
+    save_file(tensors, wrapped / "model.safetensors", metadata={"format": "pt"})
+    report = reg.audit(wrapped)
+    assert (report.status, report.artifact.id) == ("modified", src.id), report.to_text()
+    assert (report.differing, report.missing, report.extra) == ([changed[len(prefix) :]], [], [])
+
+
+def test_a_wrapped_state_dict_imported_is_no_base_model_of_the_plain_checkpoint(reg, tmp_path):
+    """A folder of torch.compile'd names imported first is its own source; the same
+    model's state dict saved unwrapped and imported after is not its base model (no
+    prefix was dropped: a wrapper's was never there), and audits as itself."""
+    folder = save_tiny("gpt2", tmp_path / "src")
+    wrapped = reg.import_checkpoint(
+        _wrapped_state_dict(folder, tmp_path / "wrapped", torch.compile), name="wrapped"
+    )
+    unwrapped = _wrapped_state_dict(folder, tmp_path / "plain", lambda m: m)
+    plain = reg.import_checkpoint(unwrapped, name="plain")
+    assert plain.id != wrapped.id
+    assert _edges_into(reg, "plain") == []
+    report = reg.audit(unwrapped)
+    assert (report.status, report.artifact.id, report.prefix_dropped) == ("known", plain.id, None)
+    assert reg.audit(tmp_path / "wrapped").artifact.id == wrapped.id

@@ -897,6 +897,7 @@ def test_an_audit_report_reads_back_whole_from_its_json():
         "prefix_added": "model.",
         "head_dropped": True,
         "norm_names_differ": True,
+        "wrapper_prefix": "_orig_mod.",
     }
     fields = {f.name for f in dataclasses.fields(AuditReport)}
     assert fields - set(values) == {"artifact", "lineage"}  # a new field is added here too

@@ -953,6 +953,7 @@ def audit_from_json(d: dict[str, Any]):
         prefix_added=d.get("prefix_added"),
         head_dropped=d.get("head_dropped", False),
         norm_names_differ=d.get("norm_names_differ", False),
+        wrapper_prefix=d.get("wrapper_prefix"),
     )
 
 

@@ -59,6 +59,11 @@ class AuditReport:
             / ``.bias`` for ``LayerNorm.gamma`` / ``.beta`` or the reverse: a BERT converted
             from TensorFlow, saved by a transformers that writes the current names); they
             are compared under the artifact's names.
+        wrapper_prefix: the prefix every one of the file's tensor names has and the
+            artifact's lack, that a training wrapper adds to a state dict saved as it is
+            (``"_orig_mod."``: torch.compile, ``"module."``: DDP or DataParallel);
+            transformers loads none of them until it is stripped. The tensors are compared
+            under the artifact's names.
     """
 
     path: str
@@ -79,6 +84,7 @@ class AuditReport:
     prefix_added: str | None = None
     head_dropped: bool = False
     norm_names_differ: bool = False
+    wrapper_prefix: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -100,6 +106,7 @@ class AuditReport:
             "prefix_added": self.prefix_added,
             "head_dropped": self.head_dropped,
             "norm_names_differ": self.norm_names_differ,
+            "wrapper_prefix": self.wrapper_prefix,
         }
 
     def to_text(self) -> str:
@@ -163,6 +170,12 @@ class AuditReport:
             lines.append(
                 f"  names: the artifact's under the prefix {self.prefix_added!r} (a model "
                 "built on it, saved with its base model's prefix)"
+            )
+        if self.wrapper_prefix:
+            lines.append(
+                f"  names: the artifact's under the prefix {self.wrapper_prefix!r} that "
+                f"{_wrappers(self.wrapper_prefix)} adds to a state dict (transformers loads "
+                "none of them until it is stripped)"
             )
         if self.norm_names_differ:
             lines.append(
@@ -343,7 +356,57 @@ def _check_manifest(tensors) -> None:
             raise InvalidInputError(f"{what}: its digest is not a sha256 in hex.")
 
 
-def _identify(
+def _identify(reg, label: str, tensors, config, metadata, **options) -> AuditReport:
+    """The verdict on a file's tensor records (see :func:`_identify_as_named`), under the
+    file's names and, where every name has a training wrapper's prefix (a state dict
+    saved from a torch.compile'd or DDP-wrapped model), also without it: the better
+    match is the verdict, the file's own names winning a tie (a wrapped copy imported
+    as it is)."""
+    report = _identify_as_named(reg, label, tensors, config, metadata, **options)
+    wrapper, unwrapped = _unwrapped(tensors)
+    if wrapper is None or report.status == "known":
+        return report
+    other = _identify_as_named(reg, label, unwrapped, config, metadata, **options)
+    if _rank(other) <= _rank(report):
+        return report
+    other.wrapper_prefix = wrapper
+    return other
+
+
+#: The prefixes training wrappers add to every name of a state dict saved as it is, and
+#: what adds each.
+_WRAPPERS = {"_orig_mod.": "torch.compile", "module.": "DDP or DataParallel"}
+
+
+def _unwrapped(tensors) -> tuple[str | None, list]:
+    """(the wrappers' prefixes every tensor name starts with, in order, or None; the
+    records under the names less them). Nested wrappers stack (``module._orig_mod.``)."""
+    from zoo.checkpoint.hf import TensorInfo
+
+    tensors = list(tensors)
+    wrapper = ""
+    while tensors and (
+        head := next((w for w in _WRAPPERS if all(t.name.startswith(w) for t in tensors)), None)
+    ):
+        wrapper += head
+        tensors = [
+            TensorInfo(t.name[len(head) :], t.dtype, tuple(t.shape), t.nbytes, t.digest)
+            for t in tensors
+        ]
+    return wrapper or None, tensors
+
+
+def _wrappers(prefix: str) -> str:
+    """What adds ``prefix`` (one wrapper's or several stacked) to a state dict's names."""
+    found = []
+    while prefix:
+        head = next(w for w in _WRAPPERS if prefix.startswith(w))
+        found.append(_WRAPPERS[head])
+        prefix = prefix[len(head) :]
+    return " inside ".join(reversed(found))  # the outermost wrapper's prefix comes first
+
+
+def _identify_as_named(
     reg,
     label: str,
     tensors,
@@ -354,10 +417,10 @@ def _identify(
     ancestry: bool = True,
     among: int | None = None,
 ) -> AuditReport:
-    """The verdict on a file's tensor records. ``rounding``: look for the float32 records
-    a bf16 or fp16 file rounds (reads blobs, may re-derive); ``ancestry``: walk the
-    lineage of the artifact found (both left out where only the match matters);
-    ``among``: compare the file with this artifact only."""
+    """The verdict on a file's tensor records, under their names. ``rounding``: look for
+    the float32 records a bf16 or fp16 file rounds (reads blobs, may re-derive);
+    ``ancestry``: walk the lineage of the artifact found (both left out where only the
+    match matters); ``among``: compare the file with this artifact only."""
     from zoo.checkpoint import manifest_hash
     from zoo.checkpoint.manifest import CONFIG_BUFFERS
     from zoo.db import queries  # here: a client rebuilds an AuditReport without it
@@ -644,7 +707,11 @@ def relative_of(reg, tensors, config) -> Relative | None:
     found = report.artifact
     if found is None or found.kind not in ("source", "derived") or report.rounded_to:
         return None
-    if report.prefix_dropped and not report.prefix_added and not found.deleted:
+    if (
+        report.prefix_dropped
+        and not (report.prefix_added or report.wrapper_prefix)
+        and not found.deleted
+    ):
         whole = report.status == "known" or (report.head_dropped and not report.differing)
         if whole:
             return Relative(
@@ -660,6 +727,7 @@ def relative_of(reg, tensors, config) -> Relative | None:
         or report.prefix_dropped
         or report.prefix_added
         or report.norm_names_differ  # not under the artifact's names: a checkpoint of its own
+        or report.wrapper_prefix
         or not _same_config(found.config, config)
     ):
         return None
@@ -1072,7 +1140,9 @@ def _renaming(records, file_names, family: str | None):
     if (known := _base_prefix(family)) is not None:
         prefixes.add(known)
     firsts = Counter(n.split(".", 1)[0] for n in recorded if "." in n).most_common(1)
-    if firsts and 2 * firsts[0][1] >= len(recorded):
+    # A wrapper's prefix (an artifact imported from a wrapped state dict) is not a base
+    # model's: a file is compared without it only as a wrapped copy (see _identify).
+    if firsts and 2 * firsts[0][1] >= len(recorded) and f"{firsts[0][0]}." not in _WRAPPERS:
         prefixes.add(firsts[0][0])
     best: tuple[str | None, str | None, dict[str, str]] = (None, None, {})
     for prefix in sorted(prefixes):

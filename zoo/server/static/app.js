@@ -545,6 +545,7 @@ function showReport(r) {
       ${r.cast_from && r.cast_from.length ? `<p class="muted cast">Its float32 tensors${but} hold the recorded ${esc(r.cast_from.join(", "))} values exactly: a cast that loses nothing, as a float32 load and save makes.</p>` : ""}
       ${r.prefix_dropped ? `<p class="muted cast">Its tensor names are the artifact's without the prefix ${esc(r.prefix_dropped)} (its base model saved on its own, as AutoModel and sentence-transformers save it).</p>` : ""}
       ${r.prefix_added ? `<p class="muted cast">Its tensor names are the artifact's under the prefix ${esc(r.prefix_added)} (a model built on it, saved with its base model's prefix).</p>` : ""}
+      ${r.wrapper_prefix ? `<p class="muted cast">Its tensor names are the artifact's under the prefix ${esc(r.wrapper_prefix)} that a training wrapper (torch.compile, DDP) adds to a state dict; transformers loads none of them until it is stripped.</p>` : ""}
       ${r.norm_names_differ ? `<p class="muted cast">Some LayerNorm gains and biases are under the other of the names transformers loads them by (weight/bias for gamma/beta, or the reverse).</p>` : ""}
       ${r.rounded_to && r.rounded_to.length ? `<p class="muted cast">Its ${esc(r.rounded_to.join(", "))} tensors${but} are the recorded float32 values rounded to nearest: a cast that rounds, as a load in that dtype and a save make.</p>` : ""}
       ${r.differing.length ? `<details open><summary>Tensors that differ</summary><pre>${esc(r.differing.slice(0, 50).join("\n"))}</pre></details>` : ""}
