@@ -1301,3 +1301,33 @@ def test_a_wrapped_state_dict_imported_is_no_base_model_of_the_plain_checkpoint(
     report = reg.audit(unwrapped)
     assert (report.status, report.artifact.id, report.prefix_dropped) == ("known", plain.id, None)
     assert reg.audit(tmp_path / "wrapped").artifact.id == wrapped.id
+
+
+@pytest.mark.parametrize("inner", ["task model", "base model"])
+def test_a_model_saved_inside_a_users_own_module_is_named_by_the_bytes_it_holds(
+    inner, reg, tmp_path
+):
+    """A checkpoint saved as a module of the user's own (every name under its attribute,
+    a new head beside it) shares no name with any artifact: the one holding the most of
+    its matrices is named, not the one with the fewest tensors."""
+    import transformers
+
+    folder = save_tiny("bert", tmp_path / "mlm")
+    mlm = reg.import_checkpoint(folder, name="mlm")
+    model = transformers.BertForMaskedLM.from_pretrained(folder)
+    model.bert.save_pretrained(tmp_path / "base")
+    base = reg.import_checkpoint(tmp_path / "base", name="base")
+
+    class Classifier(torch.nn.Module):
+        def __init__(self, encoder):
+            super().__init__()
+            self.encoder, self.head = encoder, torch.nn.Linear(32, 3)
+
+    wrapped = Classifier(model if inner == "task model" else model.bert)
+    (tmp_path / "mine").mkdir()
+    shutil.copy(folder / "config.json", tmp_path / "mine" / "config.json")
+    state = {k: v.detach().contiguous().clone() for k, v in wrapped.state_dict().items()}
+    save_file(state, tmp_path / "mine" / "model.safetensors", metadata={"format": "pt"})
+    report = reg.audit(tmp_path / "mine")
+    expected = mlm if inner == "task model" else base
+    assert (report.status, report.artifact.id) == ("modified", expected.id), report.to_text()

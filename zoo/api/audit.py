@@ -488,13 +488,17 @@ def _identify_as_named(
             # own is its artifact's size, not another's that happens to share its names.
             ranked = sorted(candidates.items(), key=lambda kv: (-kv[1], kv[0]))
             best_id, best_score = None, None
-            for artifact_id, _ in ranked:
+            for artifact_id, shared in ranked:
                 records = queries.tensor_records(session, artifact_id)
                 names = _renaming(records, file_tensors, _family_name(session, artifact_id))[2]
                 mine = _renamed(file_tensors, names)
                 unmatched = len(records) - _overlap(records, mine)
                 unmatched += len(mine.keys() - {r.name for r in records})
-                score = (_overlap(records, _renamed(evidence, names)), -unmatched)
+                held = _overlap(records, _renamed(evidence, names))
+                # Where none holds the file's matrices under their names (a model saved
+                # inside a module of the user's own, every name prefixed), the most of its
+                # bytes held under other names is the evidence, not the fewest records.
+                score = (held, 0 if held else shared, -unmatched)
                 named = claimed_row is not None and artifact_id == claimed_row.id
                 if best_score is None or score > best_score or (score == best_score and named):
                     best_id, best_score = artifact_id, score
