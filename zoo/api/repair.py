@@ -18,11 +18,11 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select, union_all
+from sqlalchemy import null, select, union_all
 from sqlalchemy.orm import Session
 
 from zoo.db import queries
-from zoo.db.models import Artifact, ArtifactFile, ArtifactTensor
+from zoo.db.models import Artifact, ArtifactFile, ArtifactTensor, ImportRecord
 from zoo.errors import ZooError
 
 _CHUNK = 500
@@ -63,11 +63,11 @@ def holders(session: Session, digests) -> dict[str, list[Holder]]:
     found: dict[str, list[Holder]] = {}
     for start in range(0, len(digests), _CHUNK):
         refs = union_all(
-            select(ArtifactTensor.artifact_id, ArtifactTensor.digest),
-            select(ArtifactFile.artifact_id, ArtifactFile.digest),
+            select(ArtifactTensor.artifact_id, ArtifactTensor.digest, null().label("file")),
+            select(ArtifactFile.artifact_id, ArtifactFile.digest, ArtifactFile.name),
         ).subquery("refs")
         rows = session.execute(
-            select(refs.c.digest, Artifact)
+            select(refs.c.digest, Artifact, refs.c.file)
             .join(Artifact, Artifact.id == refs.c.artifact_id)
             .where(
                 refs.c.digest.in_(digests[start : start + _CHUNK]),
@@ -75,11 +75,19 @@ def holders(session: Session, digests) -> dict[str, list[Holder]]:
                 Artifact.virtual.is_(False),
             )
             .order_by(Artifact.id)
-        )
-        for digest, row in rows:
-            held = found.setdefault(digest, [])
-            if all(h.artifact_id != row.id for h in held):  # a tensor and a file alike
-                held.append(_unless_changed(session, _holder(session, row), digest))
+        ).all()
+        # A blob thousands of sources share (hard-linked copies, one base model under
+        # many configs): their imports in one query a few hundred at a time, not one each.
+        origins = _origins(session, sorted({row.id for _, row, _ in rows if row.kind == "source"}))
+        files = {(digest, row.id): file for digest, row, file in rows if file is not None}
+        seen: set[tuple[str, int]] = set()
+        for digest, row, _ in rows:
+            if (digest, row.id) in seen:  # a tensor and a file alike
+                continue
+            seen.add((digest, row.id))
+            holder = _holder(session, row, origins.get(row.id, []))
+            holder = _unless_file_changed(holder, digest, files.get((digest, row.id)))
+            found.setdefault(digest, []).append(holder)
     for digest, heir in [*_heirs(session, digests), *_removed_input_heirs(session, digests)]:
         found.setdefault(digest, []).append(heir)
     return {d: sorted(_blocked(session, h), key=lambda h: _ORDER[h.how]) for d, h in found.items()}
@@ -125,8 +133,6 @@ def _removed_input_heirs(session: Session, digests: list[str]) -> list[tuple[str
 def _unless_changed(session: Session, h: Holder, digest: str) -> Holder:
     """``h``, unable to read ``digest`` again when it is a side file its folder holds
     changed (side files are small: hashed here; a tensor is checked by the repair)."""
-    import hashlib
-
     if h.how != "reread":
         return h
     name = session.scalars(
@@ -134,7 +140,15 @@ def _unless_changed(session: Session, h: Holder, digest: str) -> Holder:
             ArtifactFile.artifact_id == h.artifact_id, ArtifactFile.digest == digest
         )
     ).first()
-    if name is None:
+    return _unless_file_changed(h, digest, name)
+
+
+def _unless_file_changed(h: Holder, digest: str, name: str | None) -> Holder:
+    """:func:`_unless_changed` where the side file ``digest`` is in ``h`` is known:
+    ``name``, or None for a tensor."""
+    import hashlib
+
+    if h.how != "reread" or name is None:
         return h
     try:
         same = hashlib.sha256((Path(h.origin) / name).read_bytes()).hexdigest() == digest
@@ -169,22 +183,41 @@ def _able(held: list[Holder]) -> list[Holder]:
 _ORDER = {"reread": 0, "recompute": 1, "rederive": 2, "": 3}
 
 
-def _holder(session: Session, row: Artifact) -> Holder:
+def _origins(session: Session, artifact_ids: list[int]) -> dict[int, list[tuple[str, str]]]:
+    """artifact id -> its imports' (origin, revision), oldest first."""
+    out: dict[int, list[tuple[str, str]]] = {}
+    for start in range(0, len(artifact_ids), _CHUNK):
+        for artifact_id, origin, revision in session.execute(
+            select(ImportRecord.artifact_id, ImportRecord.origin, ImportRecord.revision)
+            .where(ImportRecord.artifact_id.in_(artifact_ids[start : start + _CHUNK]))
+            .order_by(ImportRecord.artifact_id, ImportRecord.id)
+        ):
+            out.setdefault(artifact_id, []).append((origin, revision))
+    return out
+
+
+def _holder(
+    session: Session, row: Artifact, origins: list[tuple[str, str]] | None = None
+) -> Holder:
+    """How zoo can produce ``row``'s blobs again; ``origins``: a source's imports as
+    :func:`_origins` gives them, read here when not given."""
     if row.kind == "learngene":
         return Holder(row.id, row.name, row.kind, "recompute")
     if row.kind == "derived":
         return Holder(row.id, row.name, row.kind, "rederive")
-    info = queries.to_info(session, row, tensors=False)
+    if origins is None:
+        origins = _origins(session, [row.id]).get(row.id, [])
     # An upload's origin (upload:HOST:PATH) is on the uploader's machine, not this one.
-    local = [i.origin for i in info.imports if not i.origin.startswith(("hf://", "upload:"))]
-    uploaded = [i.origin for i in info.imports if i.origin.startswith("upload:")]
-    hub = [i for i in info.imports if i.origin.startswith("hf://")]
+    local = [o for o, _ in origins if not o.startswith(("hf://", "upload:"))]
+    uploaded = [o for o, _ in origins if o.startswith("upload:")]
+    hub = [(o, r) for o, r in origins if o.startswith("hf://")]
     here = [o for o in local if Path(o).exists()]
     if here:
         return Holder(row.id, row.name, row.kind, "reread", here[0])
     if hub:
-        repo = hub[-1].origin[len("hf://") :]
-        rev = f" --revision {hub[-1].revision}" if hub[-1].revision else ""
+        repo, revision = hub[-1]
+        repo = repo[len("hf://") :]
+        rev = f" --revision {revision}" if revision else ""
         return Holder(row.id, row.name, row.kind, "", f"{repo}{rev}")
     return Holder(row.id, row.name, row.kind, "", (local or uploaded or [""])[-1])
 
