@@ -207,10 +207,19 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
+def _first(names, field: str) -> str:
+    """``names`` for one line of a report: a blob thousands of artifacts share, a gc of a
+    library's worth of removed rows, would make that line megabytes long."""
+    shown = ", ".join(printable(n) for n in names[:NOTE_ENTRIES])
+    if len(names) > NOTE_ENTRIES:
+        shown += f" and {len(names) - NOTE_ENTRIES} more, listed in full by --json as {field}"
+    return shown
+
+
 def _problems(problems) -> list[str]:
     lines = []
     for p in problems:
-        held = f" (held by {', '.join(p.artifacts)})" if p.artifacts else ""
+        held = f" (held by {_first(p.artifacts, 'artifacts')})" if p.artifacts else ""
         detail = f": {p.detail}" if p.detail and p.problem == "wrong-size" else ""
         lines.append(f"  {p.problem:<10} {p.digest[:16]}{held}{detail}")
         if p.fix:  # it may name a recorded folder: one line, whatever the folder's name
@@ -298,16 +307,18 @@ def gc_report(report) -> str:
     forgot = "would forget" if report.dry_run else "forgot"
     removed = [n for n in report.hard_deleted if n not in set(report.unused_placeholders)]
     if removed:
-        lines.append(f"{forgot} {len(removed)} removed artifacts: {', '.join(removed)}")
+        lines.append(
+            f"{forgot} {len(removed)} removed artifacts: {_first(removed, 'hard_deleted')}"
+        )
     if report.unused_placeholders:
         lines.append(
             f"{forgot} {len(report.unused_placeholders)} placeholders no model card names "
-            f"as a base any more: {', '.join(report.unused_placeholders)}"
+            f"as a base any more: {_first(report.unused_placeholders, 'unused_placeholders')}"
         )
     if report.kept_deleted:
         lines.append(
             f"kept {len(report.kept_deleted)} removed artifacts that kept ones derive "
-            f"from: {', '.join(report.kept_deleted)}"
+            f"from: {_first(report.kept_deleted, 'kept_deleted')}"
         )
     return "\n".join(lines)
 

@@ -298,6 +298,31 @@ def test_gc_sweeps_only_what_nothing_kept_needs(registry, family, tiny_dir, run_
     assert registry.import_checkpoint(tiny_dir("gpt2"), name="other").name == "other"
 
 
+def test_gc_names_the_first_removed_rows_it_forgets_and_json_all(registry, run_cli):
+    """A gc after a `zoo rm --cascade` of a wide tree printed every forgotten name on one
+    line (30 KB for 1,000 rows); it names the first few, as its other reports do."""
+    _add(registry, "root", kind="source", payloads=[b"root" * 16])
+    names = sorted(f"kid-{i:02d}" for i in range(20))
+    for name in names:
+        _add(registry, name, kind="derived", parent="root", virtual=True)
+    registry.rm("root", cascade=True)
+    for flag in ("--dry-run", None):
+        code, out, _ = run_cli("gc", *([flag] if flag else []))
+        verb = "would forget" if flag else "forgot"
+        assert code == 0
+        assert (
+            f"{verb} 21 removed artifacts: {', '.join(names[:8])} and 13 more, listed in "
+            "full by --json as hard_deleted"
+        ) in out
+    assert not _names(registry)
+    _add(registry, "root2", kind="source", payloads=[b"root" * 16])
+    for name in names:
+        _add(registry, name, kind="derived", parent="root2", virtual=True)
+    registry.rm("root2", cascade=True)
+    code, out, _ = run_cli("gc", "--json")
+    assert code == 0 and json.loads(out)["hard_deleted"] == sorted(["root2", *names])
+
+
 def test_gc_keeps_blobs_shared_with_kept_artifacts(registry, family):
     shared = b"lg-0" * 64  # also a tensor of lg
     _add(registry, "dup", parent="src", payloads=[shared, b"only dup" * 8])
@@ -837,7 +862,7 @@ def _copies(base: Path, root: Path, n: int) -> list[Path]:
 
 
 def test_verify_of_a_blob_many_sources_share_reads_their_imports_at_once(
-    registry, tiny_dir, tmp_path
+    registry, tiny_dir, tmp_path, run_cli
 ):
     """A damaged blob held by thousands of sources: verify named its holders with a
     query per holder and a scan of those found so far for each (16 s for 3,334 holders,
@@ -866,6 +891,14 @@ def test_verify_of_a_blob_many_sources_share_reads_their_imports_at_once(
     assert problem.problem == "missing"
     assert problem.artifacts == tuple(sorted(i.name for i in infos))
     assert problem.fix == f"`zoo verify --repair` reads it again from {folders[0]}"
+    # A report's line names the first few holders, --json every one.
+    names = sorted(i.name for i in infos)
+    held = f"held by {', '.join(names[:8])} and 52 more, listed in full by --json as artifacts"
+    for command in ("verify", "fsck"):
+        code, out, _ = run_cli(command)
+        assert code == 6 and held in out and names[8] not in out
+        code, out, _ = run_cli(command, "--json")
+        assert json.loads(out)["problems"][0]["artifacts"] == names
     # No more statements than with a tenth of the holders kept: none per holder.
     for info in infos[6:]:
         registry.rm(info.name)
