@@ -725,7 +725,8 @@ def default_cmd(family, name, as_json) -> None:
     type=click.Choice(["text", "json", "dot", "mermaid"]),
     default="text",
     show_default=True,
-    help="text for people, json for scripts, dot (Graphviz) or mermaid for a diagram.",
+    help="text for people (a parent's first 20 children by one relation, then how many "
+    "more), json for scripts, dot (Graphviz) or mermaid for a diagram.",
 )
 @click.option(
     "--depth", type=click.IntRange(min=0), help="At most this many edges away (default: all)."

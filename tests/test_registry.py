@@ -660,6 +660,40 @@ def test_declaring_a_link_again_returns_the_edge_recorded_first(registry, tiny_d
     assert sorted(e.id for e in edges) == sorted([first.id, other.id])
 
 
+def test_lineage_text_counts_a_parents_children_past_the_first_twenty(
+    registry, tiny_dir, tmp_path, run_cli
+):
+    """A base model with ten thousand declared fine-tunes printed 10,001 lines of text
+    lineage; the text names a parent's first 20 children by a relation and counts the
+    rest, json (and dot and mermaid, for tools) every edge."""
+    base = tiny_dir("bert")
+    config = json.loads((base / "config.json").read_text())
+    folders = []
+    for i in range(26):
+        folder = tmp_path / f"tune-{i:02d}"
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({**config, "tune": i}))
+        os.link(base / "model.safetensors", folder / "model.safetensors")
+        folders.append(folder)
+    parent, *tunes = registry.import_checkpoints(folders)
+    for t in tunes:
+        registry.link(t.name, parent.name, relation="finetune")
+    registry.link(tunes[0].name, parent.name, relation="distill")
+    code, out, _ = run_cli("lineage", parent.name, "--down")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[:20] == [f"{parent.name} --finetune--> {t.name}" for t in tunes[:20]]
+    assert lines[20:] == [
+        f"{parent.name} --distill--> {tunes[0].name}",
+        f"{parent.name} --finetune--> 5 more (--format json lists every edge; "
+        f"`zoo ls --derived-from {parent.name}` pages through its descendants)",
+    ]
+    code, out, _ = run_cli("lineage", parent.name, "--down", "--format", "json")
+    edges = json.loads(out)["edges"]
+    assert len(edges) == 26 and {e["child"] for e in edges} == {t.name for t in tunes}
+    assert run_cli("lineage", parent.name, "--format", "dot")[1].count(" -> n") == 27
+
+
 def test_a_link_between_two_named_artifacts_is_one_statement(registry, tiny_dir):
     """Two aliases or registry names of live artifacts: the names, the cycle check and the
     insert are one statement after the lineage lock (what a library's writes cost); any

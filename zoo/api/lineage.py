@@ -17,6 +17,8 @@ if TYPE_CHECKING:  # the graph's types render in a server's client without SQLAl
 #: relations zoo records itself; users declare others with `zoo link`.
 RECORDED = ("extract", "materialize", "import")
 _RELATION = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+#: Edges the text form shows from one parent by one relation before it counts the rest.
+TEXT_CHILDREN = 20
 
 
 @dataclass(frozen=True)
@@ -87,12 +89,23 @@ class Lineage:
                 lines.append(
                     f"{printable(imp.origin)}{rev} --import--> {self.nodes[node_id].label}"
                 )
+        # A base model fine-tuned ten thousand times: the first few of each parent's
+        # children by one relation, then how many more, not a line each.
+        shown: dict[tuple[int, str], int] = {}
         for e in self.edges:
-            detail = _recipe_summary(e)
-            lines.append(
-                f"{self.nodes[e.parent_id].label} --{e.relation}--> "
-                f"{self.nodes[e.child_id].label}{detail}"
-            )
+            n = shown[e.parent_id, e.relation] = shown.get((e.parent_id, e.relation), 0) + 1
+            if n <= TEXT_CHILDREN:
+                lines.append(
+                    f"{self.nodes[e.parent_id].label} --{e.relation}--> "
+                    f"{self.nodes[e.child_id].label}{_recipe_summary(e)}"
+                )
+        for (parent, relation), n in shown.items():
+            if n > TEXT_CHILDREN:
+                lines.append(
+                    f"{self.nodes[parent].label} --{relation}--> {n - TEXT_CHILDREN} more "
+                    "(--format json lists every edge; `zoo ls --derived-from "
+                    f"{self.nodes[parent].name}` pages through its descendants)"
+                )
         if not lines and self.depth == 0:  # every edge is one step away: none was walked
             lines.append(f"{self.nodes[self.root].label} (depth 0: no edges walked)")
         elif not lines:
