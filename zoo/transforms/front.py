@@ -93,10 +93,14 @@ def front_extract(
         means = flat.mean(dim=1)
         stds = flat.std(dim=1, correction=0) if flat.shape[1] > 1 else torch.zeros_like(means)
     stds = torch.where(stds > 0, stds, torch.ones_like(stds))
-    z = (xf - _bcast(means, xf.ndim, la)) / _bcast(stds, xf.ndim, la)
+    # A widened copy is z-scored in place (the same bits): a 16-bit role then holds one
+    # float32 copy, not three at once. The caller's float32 signal is left as it is.
+    z = xf.sub_(_bcast(means, xf.ndim, la)) if xf is not x else xf - _bcast(means, xf.ndim, la)
+    z = z.div_(_bcast(stds, xf.ndim, la))
+    del xf
     for a, m in enumerate(sizes):
         z = lowpass_coefficients(z, a, m)
-    return FrontBlock(z, means, stds, tuple(xf.shape), la, x.dtype)
+    return FrontBlock(z, means, stds, tuple(x.shape), la, x.dtype)
 
 
 def layer_stats(values: torch.Tensor, target_layers: int) -> torch.Tensor:
