@@ -1453,6 +1453,49 @@ def test_extract_refuses_a_taken_name_before_storing_any_band(registry, tiny_dir
     assert again.id == lg.id and not again.deleted
 
 
+@pytest.mark.parametrize("method", ["dwt", "dct"])
+def test_extract_refuses_a_source_whose_largest_role_does_not_fit_before_any_work(
+    registry, tiny_dir, monkeypatch, run_cli, method
+):
+    """A role (one weight over every layer) is read and banded whole: a source whose
+    largest role does not fit the memory there is is refused in one line, exit 2, before
+    any tensor is read or any band stored, as a materialization is; past it the kernel
+    killed the process with nothing said (a 70B Llama's FFN role alone is 38 GB in bf16)."""
+    import re
+
+    from safetensors.torch import load_file
+
+    from zoo import _memory
+    from zoo.api import tensors as tio
+    from zoo.api.materialize import MEMORY_MARGIN
+
+    folder = tiny_dir("llama")
+    src = registry.import_checkpoint(folder)
+    roles: dict[str, int] = {}
+    for f in folder.glob("*.safetensors"):
+        for name, t in load_file(f).items():
+            role = re.sub(r"\.\d+\.", ".*.", name)
+            roles[role] = roles.get(role, 0) + t.nbytes
+    largest = max(roles.values())
+    store = Path(registry.settings.store_url)
+    blobs = sorted(p.name for p in store.rglob("*") if p.is_file())
+    reads: list[int] = []
+    load = tio.load_tensors
+    monkeypatch.setattr(tio, "load_tensors", lambda *a, **kw: reads.append(1) or load(*a, **kw))
+    have = int(largest / MEMORY_MARGIN)  # room for the role itself, none to band it
+    monkeypatch.setattr(_memory, "available_bytes", lambda dev: have)
+    code, out, err = run_cli("extract", src.name, "--method", method)
+    assert (code, out) == (2, ""), err
+    assert err.startswith(f"zoo: error: A {method} learngene of {src.name} needs ") and (
+        err.endswith("available on cpu; extract it on a machine with more memory.\n")
+    ), err
+    assert err.count("\n") == 1
+    assert reads == [] and sorted(p.name for p in store.rglob("*") if p.is_file()) == blobs
+    assert registry.list(kind="learngene") == []
+    monkeypatch.setattr(_memory, "available_bytes", lambda dev: 10 * have)
+    assert registry.extract(src.name, method=method).kind == "learngene"
+
+
 def test_extract_names_the_groups_a_dwt_learngene_holds_no_band_for(registry, tmp_path, run_cli):
     """A band halves every resizable axis of its group, so a source of 3 layers gets no
     band for any per-layer group: extract says so on stderr (which groups, why, and that
