@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -1206,6 +1207,11 @@ def main(argv: list[str] | None = None) -> None:
             if _is_storage_error(exc):
                 click.echo(f"zoo: error: {_storage_message(exc)}", err=True)
                 sys.exit(EXIT_STORAGE)
+            if (message := _out_of_memory(exc)) is not None:
+                from zoo.errors import DeviceUnavailableError
+
+                click.echo(f"zoo: error: {message}", err=True)
+                sys.exit(DeviceUnavailableError.exit_code)
             raise
         click.echo(f"zoo: error: {_first_line(exc)}", err=True)
         sys.exit(exc.exit_code)
@@ -1294,6 +1300,32 @@ def _storage_message(exc: BaseException) -> str:
         return f"object store: {_first_line(exc)}"
     where = exc.filename if exc.filename is not None else ""
     return f"{exc.strerror}: {where}" if where != "" else str(exc.strerror)
+
+
+def _out_of_memory(exc: BaseException) -> str | None:
+    """The one line for an allocation the system refused (a memory limit such as
+    ``ulimit -v``, a GPU that is full), or None for any other error. Memory that runs
+    out under a limit zoo does not see is the machine's, not a fault of zoo's."""
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", ()) if torch is not None else ()
+    if isinstance(exc, oom):
+        text = _first_line(exc)
+    elif isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+    ):
+        text = str(exc)
+    else:
+        return None
+    asked = re.search(r"tried to allocate (\d+) bytes|Tried to allocate ([\d.]+ [KMGT]iB)", text)
+    if asked is None:
+        what = ""
+    elif asked.group(1) is not None:
+        from zoo.api.export import decimal_bytes
+
+        what = f" (an allocation of {decimal_bytes(int(asked.group(1)))} was refused)"
+    else:
+        what = f" (an allocation of {asked.group(2)} was refused)"
+    return f"out of memory{what}; free memory or raise the limit, or ask for a smaller size."
 
 
 def _is_database_error(exc: BaseException) -> bool:

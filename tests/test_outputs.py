@@ -1378,3 +1378,44 @@ def test_a_path_starting_with_a_tilde_is_the_users_home_in_every_call(
     assert list(elsewhere.iterdir()) == []
     with pytest.raises(ConflictError, match="home"):
         registry.materialize(src.name, layers=2, hidden=16, out="~", force=True)
+
+
+@pytest.mark.parametrize("refusal", ["torch", "python"])
+def test_memory_that_runs_out_is_one_line_and_leaves_no_output(
+    registry, tiny_dir, tmp_path, run_cli, monkeypatch, refusal
+):
+    """Under a memory limit zoo does not plan for (`ulimit -v`, a container's), an
+    allocation the system refuses ended a materialize --out with the allocator's
+    traceback, exit 1; it is one line, exit 7, and the output folder is not left."""
+    import torch
+
+    from zoo import _memory
+
+    src = registry.import_checkpoint(tiny_dir("llama"))
+    out = tmp_path / "outs" / "small"
+    empty = _memory.empty
+
+    def refused(shape, **kw):
+        if refusal == "python":
+            raise MemoryError
+        return torch.empty(1 << 46, dtype=torch.uint8)  # the allocator's own refusal
+
+    monkeypatch.setattr(_memory, "empty", refused)
+    code, text, err = run_cli(
+        "materialize", src.name, "--layers", "2", "--hidden", "16", "--method", "dct",
+        "--out", str(out),
+    )  # fmt: skip
+    asked = " (an allocation of 70.4 TB was refused)" if refusal == "torch" else ""
+    assert (code, text, err) == (
+        7,
+        "",
+        f"zoo: error: out of memory{asked}; free memory or raise the limit, or ask for a "
+        "smaller size.\n",
+    )
+    assert not (tmp_path / "outs").exists()  # nor the hidden folder, nor the one above
+    monkeypatch.setattr(_memory, "empty", empty)
+    code, _, err = run_cli(
+        "materialize", src.name, "--layers", "2", "--hidden", "16", "--method", "dct",
+        "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
