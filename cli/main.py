@@ -646,7 +646,7 @@ def materialize_cmd(name: str, as_json: bool, **options) -> None:
 def rederive_cmd(name, as_json, **options) -> None:
     """Re-derive a derived checkpoint from its recipe and verify it bit for bit."""
     reg = _registry()
-    result = reg.rederive(name, **options)
+    result = reg.rederive(name, return_weights=False, **options)
     text = f"{result.artifact.name}: re-derived bit for bit ({result.artifact.content_hash[:12]})"
     data = {
         "artifact": result.artifact.to_json(),

@@ -188,6 +188,54 @@ def test_materialize_is_deterministic_and_virtual_checkpoints_rederive(registry,
     assert again.artifact.content_hash == a.artifact.content_hash
 
 
+def test_a_checkpoint_larger_than_memory_is_verified_as_it_was_recorded(
+    registry, tiny_dir, tmp_path, monkeypatch, run_cli
+):
+    """`zoo materialize` records a target larger than memory, each tensor hashed and let
+    go; `zoo rederive` and `zoo audit --verify` held the whole of it to verify it, so the
+    same checkpoint was refused ("write it with --out") or took half its size in memory.
+    They verify it as it was recorded; a program asking for the weights still gets them
+    only where they fit."""
+    from zoo import _memory
+    from zoo.api import materialize as mat
+    from zoo.api.derivation import Derivation
+    from zoo.api.plan import MaterializeRequest, make_plan
+    from zoo.api.tensors import KnownDigests
+
+    src = registry.import_checkpoint(tiny_dir("llama"))
+    size = dict(layers=4, hidden=64)
+    m = registry.materialize(src.name, out=tmp_path / "out", **size)
+    plan = make_plan(registry, src.name, MaterializeRequest(**size))
+    planned = Derivation(registry, plan, torch.device("cpu"), known=KnownDigests())
+    assert planned.largest_working_set < planned.target_bytes
+    # Room for the largest group at once, not for the whole target.
+    have = int(planned.target_bytes / mat.MEMORY_MARGIN) - 1
+    monkeypatch.setattr(_memory, "available_bytes", lambda dev: have)
+    with pytest.raises(InvalidTargetError, match="of weights, more than"):
+        registry.rederive(m.artifact.name)
+    again = registry.rederive(m.artifact.name, return_weights=False)
+    assert again.state_dict is None and again.artifact.id == m.artifact.id
+    code, out, err = run_cli("rederive", m.artifact.name)
+    assert code == 0 and "re-derived bit for bit" in out, err
+    code, out, err = run_cli("audit", str(tmp_path / "out"), "--verify")
+    assert code == 0 and "verify: re-derived bit for bit" in out, err
+    # Each tensor is still checked as it is let go: a recorded digest the recipe does not
+    # give fails the verification.
+    from sqlalchemy import select
+
+    from zoo.db.models import ArtifactTensor
+
+    def tamper(session):
+        row = session.scalars(
+            select(ArtifactTensor).where(ArtifactTensor.artifact_id == m.artifact.id)
+        ).first()
+        row.digest = "0" * 64
+
+    registry.transaction(tamper)
+    code, out, err = run_cli("rederive", m.artifact.name)
+    assert code != 0 and "gave different tensors" in err, err
+
+
 @pytest.mark.parametrize("family", sorted(FAMILY_SIZES))
 @pytest.mark.parametrize("rescale", ["none", "fan"])
 def test_recorded_digests_are_the_sha256_of_the_returned_tensors(

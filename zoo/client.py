@@ -482,9 +482,16 @@ class RemoteRegistry:
         return RemoteMaterialized(self, body["config"], artifact, written, weights)
 
     def rederive(
-        self, name: str, *, out=None, force: bool = False, device=None, max_shard_size=None
+        self,
+        name: str,
+        *,
+        out=None,
+        force: bool = False,
+        device=None,
+        max_shard_size=None,
+        return_weights: bool = True,
     ):
-        _flags(force=force)
+        _flags(force=force, return_weights=return_weights)
         from zoo.api.arguments import check_device
 
         out = _check_out(out, force, max_shard_size)
@@ -492,7 +499,9 @@ class RemoteRegistry:
         body = self._call("POST", f"/api/artifacts/{_q(name)}/rederive", json={"device": device})
         artifact = artifact_from_json(body["artifact"])
         written = self._written(artifact, out, force, max_shard_size)
-        return RemoteMaterialized(self, artifact.config, artifact, written, out is None)
+        return RemoteMaterialized(
+            self, artifact.config, artifact, written, out is None and return_weights
+        )
 
     def export(self, name: str, *, out, force: bool = False, max_shard_size=None):
         _flags(force=force)

@@ -135,10 +135,12 @@ def rederive(
     force: bool = False,
     device: str | None = None,
     max_shard_size: int | str | None = None,
+    return_weights: bool = True,
 ) -> Materialized:
     """Re-derive a derived checkpoint from its recorded recipe and verify it bit for bit;
     with ``out``, each tensor is checked as it is written, and the folder appears only if
-    every one matches.
+    every one matches. ``return_weights=False``: each tensor is hashed, checked and let
+    go, so a target larger than memory is verified in what one written with ``out`` takes.
 
     Raises:
         VerificationError: the re-derived tensors do not hash to the recorded manifest.
@@ -151,7 +153,13 @@ def rederive(
         row = queries.resolve(session, query, kinds=("derived",))
         info = queries.to_info(session, row)
     plan, state = _verified(
-        reg, info, device, out=target, force=force, max_shard_size=max_shard_size
+        reg,
+        info,
+        device,
+        out=target,
+        force=force,
+        max_shard_size=max_shard_size,
+        keep=return_weights,
     )
     return Materialized(state, plan.target_config, info, target)
 
@@ -587,10 +595,11 @@ def _verified(
     force: bool = False,
     max_shard_size: int | str | None = None,
     as_parent: bool = False,
+    keep: bool = True,
 ):
     """``info``'s recorded recipe run again and checked against its manifest; returns the
-    plan and (when not written to ``out``) the state. ``as_parent``: it is read as the
-    source of another derivation (an error says so)."""
+    plan and (when not written to ``out``, and ``keep``) the state. ``as_parent``: it is
+    read as the source of another derivation (an error says so)."""
     from . import tensors as tio
 
     if not info.tensors:  # loaded without them (see plan.source_of)
@@ -623,8 +632,9 @@ def _verified(
             recorded_layer_digests=False,
             read_virtual=_reader(reg),
         )
-        workers = check_resources(derivation, dev, keep=out is None, out=out)
-        sink = Sink(known=known, keep=out is None, expected=expected)
+        held = out is None and keep
+        workers = check_resources(derivation, dev, keep=held, out=out)
+        sink = Sink(known=known, keep=held, expected=expected)
         try:
             _run(
                 reg,
@@ -642,7 +652,7 @@ def _verified(
             if i == len(candidates) - 1:
                 raise
             continue
-        return candidate, (sink.state if out is None else None)
+        return candidate, (sink.state if held else None)
     raise AssertionError("unreachable")
 
 

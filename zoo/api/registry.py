@@ -835,23 +835,34 @@ class Registry:
         force: bool = False,
         device: str | None = None,
         max_shard_size: int | str | None = None,
+        return_weights: bool = True,
     ):
         """Re-derive a derived checkpoint from its recipe and verify it bit for bit (with
         ``out``, every tensor as it is written: the folder appears only if all match).
 
+        Args:
+            return_weights: False: each tensor is hashed, checked and let go, so a
+                checkpoint larger than memory is verified in what one layer takes.
+
         Returns:
             A :class:`~zoo.api.materialize.Materialized` (weights in memory without
-            ``out``).
+            ``out``, unless ``return_weights`` is False).
 
         Raises:
             VerificationError: the re-derived tensors differ from the recorded ones.
         """
         from zoo.api.materialize import rederive
 
-        check_flags(force=force)
+        check_flags(force=force, return_weights=return_weights)
 
         return rederive(
-            self, name, out=out, force=force, device=device, max_shard_size=max_shard_size
+            self,
+            name,
+            out=out,
+            force=force,
+            device=device,
+            max_shard_size=max_shard_size,
+            return_weights=return_weights,
         )
 
     def family_default(self, family: str):

@@ -1212,7 +1212,9 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     async def rederive(name: str, body: RederiveRequest | None = None, _=read):
         """Re-derive a derived checkpoint and verify it bit for bit."""
         device = body.device if body else None
-        result = await server.work.call(server.reg.rederive, check_query(name), device=device)
+        result = await server.work.call(
+            server.reg.rederive, check_query(name), device=device, return_weights=False
+        )
         return {"artifact": result.artifact.to_json(with_tensors=True), "verified": True}
 
     # Registered after the routes below an artifact: a name with an unquoted slash (a Hub
