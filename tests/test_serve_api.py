@@ -242,6 +242,69 @@ def test_the_lineage_drawing_places_each_node_after_its_deepest_parent_at_any_de
         assert {k: columns[k] for k in expected} == expected, count
 
 
+def test_the_lineage_drawing_shows_a_parents_first_children_and_counts_the_rest(
+    served, tiny_dir, tmp_path
+):
+    """A base model with ten thousand fine-tunes was drawn as a column of every child
+    (6.4 MB, 800,000 px tall): the drawing shows a parent's first 20 children by one
+    relation, those the json lists first, then "+N more"; a hidden child's own child is
+    not drawn. The json still lists every edge."""
+    from zoo.api.lineage import SHOWN_CHILDREN
+
+    base = tiny_dir("bert")
+    config = json.loads((base / "config.json").read_text())
+    folders = []
+    for i in range(32):
+        folder = tmp_path / f"fan-{i:02d}"
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({**config, "fan": i}))
+        os.link(base / "model.safetensors", folder / "model.safetensors")
+        folders.append(folder)
+    parent, *tunes = served.reg.import_checkpoints(folders)
+    for t in tunes[:30]:
+        served.reg.link(t.name, parent.name, relation="finetune")
+    served.reg.link(tunes[0].name, parent.name, relation="distill")
+    served.reg.link(tunes[30].name, tunes[25].name, relation="finetune")
+    ns = "{http://www.w3.org/2000/svg}"
+    with _read(served) as http:
+        url = f"/api/artifacts/{parent.name}/lineage"
+        edges = http.get(url, params={"up": False}).json()["edges"]
+        svg = ET.fromstring(http.get(url, params={"format": "svg", "up": False}).text)
+    assert len(edges) == 32  # every edge, for scripts
+    first = [e["child"] for e in edges if e["relation"] == "finetune"][:SHOWN_CHILDREN]
+    kinds = {}
+    for g in svg.iter(f"{ns}g"):
+        kinds.setdefault(g.get("class"), []).append(g)
+    names = {g.get("data-name") for g in kinds["node node-source"]}
+    assert names == {parent.name, *first}  # tunes[0] is among them, by distill too
+    assert tunes[25].name not in names and tunes[30].name not in names
+    (more,) = kinds["more"]
+    assert next(more.iter(f"{ns}text")).text == f"+{30 - SHOWN_CHILDREN} more"
+    labels = [t.text for t in svg.iter(f"{ns}text") if t.text in ("finetune", "distill")]
+    assert sorted(labels) == ["distill"] + ["finetune"] * (SHOWN_CHILDREN + 1)
+    rows = (SHOWN_CHILDREN + 1) * (54 + 26)  # the children and their count, one column
+    assert float(svg.get("height")) < rows + 24
+
+
+def test_the_lineage_drawing_draws_the_roots_ancestry_whole():
+    """The root's own ancestors are every one drawn, however many children of one parent
+    they are (a merge of 25 fine-tunes of one base)."""
+    from zoo.api.lineage import Lineage, Node
+    from zoo.server.svg import lineage_svg
+
+    graph = Lineage(root=26)
+    for i in (26, *range(26)):
+        graph.nodes[i] = Node(i, "source", f"m{i}", None, "0" * 64, False, False)
+    graph.edges = [
+        *(SimpleNamespace(parent_id=0, child_id=c, relation="finetune") for c in range(1, 26)),
+        *(SimpleNamespace(parent_id=c, child_id=26, relation="merge") for c in range(1, 26)),
+    ]
+    svg = ET.fromstring(lineage_svg(graph))
+    ns = "{http://www.w3.org/2000/svg}"
+    assert {g.get("data-name") for g in svg.iter(f"{ns}g")} == {f"m{i}" for i in range(27)}
+    assert len([t for t in svg.iter(f"{ns}text") if t.text == "finetune"]) == 25
+
+
 def test_concurrent_requests_for_one_size_derive_it_once(served):
     with _write(served) as http:
         before = http.get("/api/stats").json()

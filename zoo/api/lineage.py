@@ -17,8 +17,9 @@ if TYPE_CHECKING:  # the graph's types render in a server's client without SQLAl
 #: relations zoo records itself; users declare others with `zoo link`.
 RECORDED = ("extract", "materialize", "import")
 _RELATION = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-#: Edges the text form shows from one parent by one relation before it counts the rest.
-TEXT_CHILDREN = 20
+#: Edges the text form and the web page's drawing show from one parent by one relation
+#: before they count the rest.
+SHOWN_CHILDREN = 20
 
 
 @dataclass(frozen=True)
@@ -94,15 +95,15 @@ class Lineage:
         shown: dict[tuple[int, str], int] = {}
         for e in self.edges:
             n = shown[e.parent_id, e.relation] = shown.get((e.parent_id, e.relation), 0) + 1
-            if n <= TEXT_CHILDREN:
+            if n <= SHOWN_CHILDREN:
                 lines.append(
                     f"{self.nodes[e.parent_id].label} --{e.relation}--> "
                     f"{self.nodes[e.child_id].label}{_recipe_summary(e)}"
                 )
         for (parent, relation), n in shown.items():
-            if n > TEXT_CHILDREN:
+            if n > SHOWN_CHILDREN:
                 lines.append(
-                    f"{self.nodes[parent].label} --{relation}--> {n - TEXT_CHILDREN} more "
+                    f"{self.nodes[parent].label} --{relation}--> {n - SHOWN_CHILDREN} more "
                     "(--format json lists every edge; `zoo ls --derived-from "
                     f"{self.nodes[parent].name}` pages through its descendants)"
                 )
