@@ -167,6 +167,35 @@ def test_a_page_left_before_its_answers_arrive_is_not_drawn_over_the_next(site, 
     assert page.locator("h1").inner_text() == "Defaults"
 
 
+def test_dot_and_mermaid_are_asked_for_when_their_panel_is_opened(site, page):
+    """Both list every edge (a base model with ten thousand fine-tunes: over a megabyte
+    between them), so an artifact's page asked for them with every visit, whether or not
+    anyone opened their panel: now the panel's first opening asks, and shows what the API
+    answers."""
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url))
+    page.goto(site.url + f"/#/artifact/{site.lg.name}")
+    page.wait_for_selector("#graph svg")
+    page.wait_for_function("() => document.getElementById('card')?.textContent !== '…'")
+    lineage = [u for u in asked if "/lineage?" in u]
+    assert len(lineage) == 1 and "format=svg" in lineage[0], lineage
+    assert page.locator("#dot").inner_text() == ""
+    page.click("#graph-text summary")
+    page.wait_for_function(
+        "() => document.getElementById('mermaid').textContent.startsWith('graph')"
+    )
+    page.wait_for_function("() => document.getElementById('dot').textContent.startsWith('digraph')")
+    url = f"{site.url}/api/artifacts/{site.lg.name}/lineage"
+    for format in ("dot", "mermaid"):
+        expected = httpx.get(url, params={"format": format, "all": "true"}).text
+        assert page.locator(f"#{format}").text_content() == expected
+    page.click("#graph-text summary")  # closed and opened again: asked once
+    page.click("#graph-text summary")
+    page.wait_for_timeout(300)
+    formats = sorted(u.split("format=")[1].split("&")[0] for u in asked if "/lineage?" in u)
+    assert formats == ["dot", "mermaid", "svg"]
+
+
 def test_browse_artifact_lineage_and_audit_in_a_browser(site, page, tmp_path):
     page.goto(site.url + "/")
     rows = page.locator("tr.row")

@@ -216,7 +216,7 @@ async function artifact(name) {
     <div class="head"><h1>${esc(a.name)}</h1>${badge(a)} <span class="muted">${esc(a.family)}${a.size ? " · " + esc(a.size) : ""}</span>
       ${a.aliases.map((x) => `<span class="alias">${esc(x)}</span>`).join("")}</div>
     <div class="card"><h2>Lineage</h2><div id="graph" class="graph muted">drawing…</div>
-      <details><summary>DOT and Mermaid</summary><div class="grid" style="margin-top:10px"><pre id="dot"></pre><pre id="mermaid"></pre></div></details></div>
+      <details id="graph-text"><summary>DOT and Mermaid</summary><div class="grid" style="margin-top:10px"><pre id="dot"></pre><pre id="mermaid"></pre></div></details></div>
     <div class="grid">
       <div class="card"><h2>Identity</h2>${factsTable({
         "content hash": a.content_hash, created: a.created_at.replace("T", " ").slice(0, 19), "created by": a.created_by,
@@ -245,8 +245,17 @@ model = AutoModel.from_pretrained("${esc(a.name)}", revision="${smallerSize(a)}"
   api(`/api/artifacts/${enc(a.name)}/lineage?format=svg&all=true`).then(
     (svg) => fill("graph", (el) => { el.innerHTML = svg; el.classList.remove("muted"); }),
     (e) => fill("graph", (el) => { el.textContent = e.message; }));
-  api(`/api/artifacts/${enc(a.name)}/lineage?format=dot&all=true`).then((t) => fill("dot", (el) => { el.textContent = t; }), () => {});
-  api(`/api/artifacts/${enc(a.name)}/lineage?format=mermaid&all=true`).then((t) => fill("mermaid", (el) => { el.textContent = t; }), () => {});
+  // DOT and Mermaid list every edge (a base model with ten thousand fine-tunes: a megabyte
+  // and more): fetched when their panel is first opened, not with every page.
+  const text = document.getElementById("graph-text");
+  text.addEventListener("toggle", () => {
+    for (const format of ["dot", "mermaid"]) {
+      fill(format, (el) => { el.textContent = "…"; });
+      api(`/api/artifacts/${enc(a.name)}/lineage?format=${format}&all=true`).then(
+        (t) => fill(format, (el) => { el.textContent = t; }),
+        (e) => fill(format, (el) => { el.textContent = e.message; }));
+    }
+  }, {once: true});
   if (a.deleted) {
     fill("card", (el) => { el.textContent = "Removed with zoo rm: its card and files are no longer served."; });
     return;
