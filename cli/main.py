@@ -188,6 +188,7 @@ def _lacking(reg, name: str, out) -> list[dict]:
 
 
 LS_PAGE = 50  # artifacts on a page of `zoo ls`
+HISTORY_PAGE = 50  # settings on a page of `zoo alias-history`
 
 
 @cli.command("ls")
@@ -372,10 +373,24 @@ def tag_cmd(name: str, alias: str, as_json: bool) -> None:
 
 @cli.command("alias-history")
 @click.argument("alias")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=HISTORY_PAGE,
+    show_default=True,
+    help="Settings per page (0: every one at once).",
+)
+@click.option("--after", "cursor", help="Continue after this cursor (the previous page's next).")
 @json_option
-def alias_history_cmd(alias: str, as_json: bool) -> None:
-    """Where ALIAS has pointed, newest first: when, by whom, which artifact."""
-    settings = _registry().alias_history(alias)
+def alias_history_cmd(alias: str, limit: int, cursor: str | None, as_json: bool) -> None:
+    """Where ALIAS has pointed, a page at a time (newest first): when, by whom, which
+    artifact."""
+    import shlex
+
+    settings = _registry().alias_history(alias, limit=limit or None, after=cursor)
+    if as_json:
+        _emit(True, settings.to_json(alias), "")
+        return
     lines = [
         (
             f"{s.set_at.isoformat(timespec='seconds')}  {s.set_by}"
@@ -389,7 +404,16 @@ def alias_history_cmd(alias: str, as_json: bool) -> None:
         )
         for s in settings
     ]
-    _emit(as_json, [s.to_json() for s in settings], "\n".join(lines))
+    click.echo("\n".join(lines) if lines else "(no more settings after this cursor)")
+    if settings.next is not None:
+        words = ["zoo", "alias-history", shlex.quote(alias)]
+        if limit != HISTORY_PAGE:
+            words += ["--limit", str(limit)]
+        click.echo(
+            f"{len(settings)} settings shown; older ones: {' '.join(words)} --after "
+            f"{settings.next}",
+            err=True,
+        )
 
 
 @cli.group("db")

@@ -587,7 +587,7 @@ def test_an_alias_keeps_where_it_pointed_after_the_artifacts_are_gone(registry, 
     assert (gone.artifact_name, gone.kind, gone.content_hash) == (None, None, None)
     assert gone.set_by == registry.user and gone.set_at >= history[0].set_at
     code, out, _ = run_cli("alias-history", "prod", "--json")
-    names = [s["artifact_name"] for s in json.loads(out)]
+    names = [s["artifact_name"] for s in json.loads(out)["history"]]
     assert code == 0 and names == [None, a.name, b.name, a.name]
     code, out, _ = run_cli("alias-history", "prod")
     lines = out.splitlines()
@@ -600,6 +600,68 @@ def test_an_alias_keeps_where_it_pointed_after_the_artifacts_are_gone(registry, 
     assert code == 3 and out == "" and "No alias 'never-set' was ever set" in err
     code, _, err = run_cli("alias-history", b.name)
     assert code == 3 and "registry name, not an alias" in err
+
+
+def test_an_alias_history_comes_a_page_at_a_time_newest_first(registry, run_cli, tiny_dir):
+    """Seven settings, three a page: each once, newest first, the last page without a
+    cursor, on each back end; the command line prints the command of the next page."""
+    import shlex
+
+    names = [
+        registry.import_checkpoint(tiny_dir("gpt2", seed=s), name=f"gpt2-{s}").name
+        for s in range(7)
+    ]
+    for name in names:
+        registry.tag(name, "prod")
+    newest_first = names[::-1]
+    whole = registry.alias_history("prod")  # no limit: every setting, as before pages
+    assert [s.artifact_name for s in whole] == newest_first and whole.next is None
+
+    pages, after = [], None
+    while True:
+        page = registry.alias_history("prod", limit=3, after=after)
+        pages.append([s.artifact_name for s in page])
+        assert len(pages) <= 3, pages  # a cursor that moves on
+        if page.next is None:
+            break
+        after = page.next
+    assert pages == [newest_first[0:3], newest_first[3:6], newest_first[6:7]]
+
+    # The command line: each page names the command of the next one, on stderr.
+    seen, command = [], ["alias-history", "prod", "--limit", "3"]
+    while command:
+        code, out, err = run_cli(*command)
+        assert code == 0, err
+        seen += [line.split(" -> ")[1].split(" (")[0] for line in out.splitlines()]
+        assert len(seen) <= 7, seen
+        told = err.rpartition("older ones: ")[2].strip()
+        command = shlex.split(told)[1:] if told else None
+        assert not command or err.startswith("3 settings shown;")
+    assert seen == newest_first
+    code, out, _ = run_cli("alias-history", "prod", "--limit", "3", "--json")
+    body = json.loads(out)
+    assert code == 0 and [s["artifact_name"] for s in body["history"]] == newest_first[:3]
+    code, out, _ = run_cli("alias-history", "prod", "--limit", "3", "--after", body["next"])
+    assert code == 0 and len(out.splitlines()) == 3
+    assert run_cli("alias-history", "prod")[1].count("\n") == 7  # under the default page
+
+    # Past the last setting: an empty page; a cursor past 32 bits is read, not refused.
+    assert registry.alias_history("prod", after="1") == []
+    assert run_cli("alias-history", "prod", "--after", "1") == (
+        0,
+        "(no more settings after this cursor)\n",
+        "",
+    )
+    assert len(registry.alias_history("prod", limit=2, after=str(2**40))) == 2
+
+    # A cursor no page gave, or a page of no setting: one line, exit 2.
+    for bad in ({"after": "abc"}, {"after": "-3"}, {"limit": 0}, {"limit": True}):
+        with pytest.raises(InvalidInputError):
+            registry.alias_history("prod", **bad)
+    code, out, err = run_cli("alias-history", "prod", "--after", "abc")
+    assert (code, out) == (2, "") and err.count("\n") == 1 and "not a listing cursor" in err
+    code, _, err = run_cli("alias-history", "never-set", "--after", "5")
+    assert code == 3 and "No alias 'never-set' was ever set" in err
 
 
 def test_show_reads_imports_aliases_and_files_as_their_tables_hold_them(

@@ -1004,12 +1004,76 @@ def test_an_alias_history_reads_the_same_through_the_server(both, served):
     assert code == 0 and out == f"history-prod -> {other.artifact.name} (was tiny-gpt2)\n"
     local, remote = both.run("alias-history", "history-prod", "--json")
     assert local[0] == 0 and remote == local
-    assert [s["artifact_name"] for s in json.loads(local[1])] == [
+    assert [s["artifact_name"] for s in json.loads(local[1])["history"]] == [
         other.artifact.name,
         "tiny-gpt2",
     ]
     local, remote = both.run("alias-history", "never-set")
     assert local[0] == 3 and remote == local
+
+
+def test_an_alias_history_pages_the_same_through_the_server(both, served):
+    """Seven settings, three a page, through the server as on its database: each once,
+    newest first; a page larger than the server's is asked for in parts; a bad cursor or
+    limit is refused in the registry's words."""
+    import zoo
+
+    names = [
+        served.reg.materialize(
+            "tiny-gpt2", layers=1, hidden=8, method="scratch", seed=s
+        ).artifact.name
+        for s in range(100, 107)
+    ]
+    for name in names:
+        served.reg.tag(name, "paged-prod")
+    newest_first = names[::-1]
+    remote = zoo.connect(endpoint=served.url, token=served.admin)
+    try:
+        for reg in (served.reg, remote):
+            pages, after = [], None
+            while True:
+                page = reg.alias_history("paged-prod", limit=3, after=after)
+                pages.append([s.artifact_name for s in page])
+                assert len(pages) <= 3, pages
+                if page.next is None:
+                    break
+                after = page.next
+            assert pages == [newest_first[0:3], newest_first[3:6], newest_first[6:7]]
+        # Every setting without a limit; 1,001 (past the server's page) in parts.
+        assert [s.artifact_name for s in remote.alias_history("paged-prod")] == newest_first
+        page = remote.alias_history("paged-prod", limit=1001)
+        assert [s.artifact_name for s in page] == newest_first and page.next is None
+        for bad in ({"after": "abc"}, {"limit": 0}, {"after": "9" * 30}):
+            said = []
+            for reg in (served.reg, remote):
+                with pytest.raises(InvalidInputError) as caught:
+                    reg.alias_history("paged-prod", **bad)
+                said.append(str(caught.value))
+            assert said[0] == said[1], said
+    finally:
+        remote.close()
+    with client(served.url, served.reader) as http:
+        body = http.get("/api/aliases/paged-prod", params={"limit": 3}).json()
+        assert [s["artifact_name"] for s in body["history"]] == newest_first[:3]
+        assert body["alias"] == "paged-prod" and body["next"]
+        # The REST default is a page of 50, as /api/artifacts answers.
+        whole = http.get("/api/aliases/paged-prod").json()
+        assert len(whole["history"]) == 7 and whole["next"] is None
+        answer = http.get("/api/aliases/paged-prod", params={"after": "abc"})
+        assert answer.status_code == 400 and "not a listing cursor" in answer.text, answer.text
+
+    command = ("alias-history", "paged-prod", "--limit", "3")
+    local, remote_said = both.run(*command)
+    assert local[0] == 0 and remote_said == local and len(local[1].splitlines()) == 3
+    after = local[2].rpartition("--after ")[2].strip()
+    local, remote_said = both.run(*command, "--after", after, "--json")
+    assert local[0] == 0 and remote_said == local
+    body = json.loads(local[1])
+    assert [s["artifact_name"] for s in body["history"]] == newest_first[3:6]
+    local, remote_said = both.run(*command, "--after", body["next"])
+    assert local[0] == 0 and remote_said == local and local[2] == ""
+    local, remote_said = both.run("alias-history", "paged-prod", "--after", "x")
+    assert local[0] == 2 and remote_said == local and local[2].count("\n") == 1
 
 
 def test_a_remote_registry_refuses_and_returns_what_the_local_one_does(

@@ -37,6 +37,22 @@ def test_a_server_over_postgres_and_s3_imports_serves_and_derives(
             weights = http.get("/tiny-llama/resolve/main/model.safetensors")
             assert weights.status_code == 200
         assert [i.hidden for i in reg.list(kind="derived")] == [16]
+        # An alias's history through the server, three settings a page.
+        derived = reg.list(kind="derived")[0].name
+        tagged = [("tiny-llama", derived)[i % 2] for i in range(7)]
+        for name in tagged:
+            assert run_cli("tag", name, "prod")[0] == 0
+        pages, after = [], None
+        with client(server.url, token) as http:
+            while True:
+                params = {"limit": 3, **({"after": after} if after else {})}
+                body = http.get("/api/aliases/prod", params=params).json()
+                pages.append([s["artifact_name"] for s in body["history"]])
+                assert len(pages) <= 3, pages
+                if body["next"] is None:
+                    break
+                after = body["next"]
+        assert pages == [tagged[::-1][0:3], tagged[::-1][3:6], tagged[::-1][6:7]]
         assert reg.fsck(grace=0).ok
     finally:
         server.stop()

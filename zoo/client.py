@@ -366,12 +366,24 @@ class RemoteRegistry:
         body = self._call("POST", f"/api/artifacts/{_q(name)}/aliases", json={"alias": alias})
         return artifact_from_json(body["artifact"]), body.get("previous")
 
-    def alias_history(self, alias: str):
-        from zoo.db.entities import AliasSetting
+    def alias_history(self, alias: str, *, limit=None, after=None):
+        from zoo.db.entities import AliasHistoryPage, AliasSetting, check_history_page
 
         missing = "No alias '' was ever set; `zoo show NAME` lists an artifact's aliases."
-        body = self._call("GET", f"/api/aliases/{_q(alias, missing, 'alias')}")
-        return [AliasSetting(**{**s, "set_at": _time(s["set_at"])}) for s in body["history"]]
+        path = f"/api/aliases/{_q(alias, missing, 'alias')}"
+        limit, _ = check_history_page(limit, after)  # refused here, in the registry's words
+        params = {"after": after} if after else {}
+        # As search: a page larger than the server's is asked for in parts.
+        settings: list = []
+        while True:
+            want = limit - len(settings) if limit else 0
+            body = self._call("GET", path, params={**params, "limit": min(want, _MAX_PAGE)})
+            settings += [
+                AliasSetting(**{**s, "set_at": _time(s["set_at"])}) for s in body["history"]
+            ]
+            if not want or len(settings) >= limit or body.get("next") is None:
+                return AliasHistoryPage(settings, body.get("next"))
+            params["after"] = body["next"]
 
     def rm(self, name: str, *, cascade: bool = False):
         _flags(cascade=cascade)

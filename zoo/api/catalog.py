@@ -22,12 +22,13 @@ from sqlalchemy.orm import Session
 from zoo import __version__
 from zoo.db import queries
 from zoo.db.entities import (
-    AliasSetting,
+    AliasHistoryPage,
     ArtifactInfo,
     ArtifactSummary,
     FileRecord,
     Page,
     TensorRecord,
+    check_history_page,
     check_search,
 )
 from zoo.errors import (
@@ -856,12 +857,18 @@ def tag(reg, query: str, alias: str) -> tuple[ArtifactInfo, str | None]:
     return reg.transaction(work)
 
 
-def alias_history(reg, alias: str) -> list[AliasSetting]:
-    """Every setting of ``alias``, newest first; see :meth:`zoo.Registry.alias_history`."""
+def alias_history(
+    reg, alias: str, *, limit: int | None = None, after: str | None = None
+) -> AliasHistoryPage:
+    """A page of ``alias``'s settings, newest first; see :meth:`zoo.Registry.alias_history`."""
     queries.check_lookup(alias, "alias")
+    limit, last = check_history_page(limit, after)
     with reg.session() as session:
-        settings = queries.alias_history(session, alias)
+        settings = queries.alias_history(session, alias, limit=limit, after=last)
         if settings:
+            return settings
+        # Past the last setting, a page is empty; an alias never set is not found.
+        if last is not None and queries.alias_history(session, alias, limit=1):
             return settings
         if session.scalar(queries.IS_NAME, {"alias": alias}):
             raise NotFoundError(

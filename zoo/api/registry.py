@@ -523,21 +523,33 @@ class Registry:
 
         return tag(self, name, alias)
 
-    def alias_history(self, alias: str):
+    def alias_history(self, alias: str, *, limit: int | None = None, after: str | None = None):
         """Where ``alias`` has pointed, newest first: one
         :class:`~zoo.db.entities.AliasSetting` (the artifact's name, kind and content hash,
         when and by whom) per time it was set or moved. It outlives the artifacts named.
 
+        Args:
+            limit: the page size (None: every setting, in one page).
+            after: the ``next`` cursor of the previous page (None gives the newest
+                settings: stop when ``next`` is None).
+
+        Returns:
+            An :class:`~zoo.db.entities.AliasHistoryPage`: a list of the settings, with
+            ``next``.
+
         Raises:
             NotFoundError: no alias of that name was ever set.
+            InvalidInputError: a limit under 1, or a cursor no page gave.
 
         Example:
             >>> [s.artifact_name for s in reg.alias_history("prod")]   # doctest: +SKIP
             ['bert-l6-h384-ws-1a2b3c4d', 'bert-base']
+            >>> page = reg.alias_history("prod", limit=50)              # doctest: +SKIP
+            >>> older = reg.alias_history("prod", limit=50, after=page.next)  # doctest: +SKIP
         """
         from zoo.api.catalog import alias_history
 
-        return alias_history(self, alias)
+        return alias_history(self, alias, limit=limit, after=after)
 
     # --- maintenance of a shared registry (zoo.api.maintenance) ----------------------
 

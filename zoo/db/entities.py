@@ -329,5 +329,32 @@ class AliasSetting:
         return {**asdict(self), "set_at": self.set_at.isoformat() if self.set_at else None}
 
 
+class AliasHistoryPage(list):
+    """One page of an alias's settings (:class:`AliasSetting`), newest first: a list, as
+    the whole history was before it came in pages. ``next`` is the cursor that continues
+    after the last setting, or None on the last page."""
+
+    def __init__(self, settings=(), next: str | None = None):
+        super().__init__(settings)
+        self.next = next
+
+    def to_json(self, alias: str) -> dict[str, Any]:
+        return {"alias": alias, "history": [s.to_json() for s in self], "next": self.next}
+
+
+def check_history_page(limit, after) -> tuple[int | None, int | None]:
+    """Refuse a page of an alias's history that :meth:`zoo.Registry.alias_history` does not
+    take, before any query: checked by the registry and by a client before any request,
+    in the same words. Returns the limit (None: every setting) and the id the cursor
+    names (None: the newest first)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InvalidInputError(f"A page holds at least 1 setting (got limit={limit!r}).")
+    if limit is not None and limit >= 1 << 62:  # more than a database holds: every one
+        limit = None
+    if after is not None:
+        check_name_text(after, "cursor")
+    return limit, parse_cursor(after)
+
+
 def loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)

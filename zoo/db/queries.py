@@ -13,12 +13,14 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Select,
     bindparam,
     cast,
     delete,
     func,
     insert,
+    literal,
     literal_column,
     null,
     select,
@@ -29,6 +31,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 
 from zoo.db.entities import (
     KINDS,
+    AliasHistoryPage,
     AliasSetting,
     ArtifactInfo,
     EdgeInfo,
@@ -622,12 +625,22 @@ def _insert_alias_setting_before():
 _INSERT_ALIAS_SETTING_BEFORE = _insert_alias_setting_before()
 
 
-def alias_history(session: Session, alias: str) -> list[AliasSetting]:
-    """Every setting of ``alias``, newest first."""
-    rows = session.scalars(
-        select(AliasHistory).where(AliasHistory.alias == alias).order_by(AliasHistory.id.desc())
-    )
-    return [
+def alias_history(
+    session: Session, alias: str, *, limit: int | None = None, after: int | None = None
+) -> AliasHistoryPage:
+    """The settings of ``alias``, newest first: ``limit`` of them (None: every one) set
+    before the setting of id ``after`` (None: from the newest). Read by the index on
+    (alias, id), so a page costs its own rows, however long the history."""
+    query = select(AliasHistory).where(AliasHistory.alias == alias)
+    if after is not None:  # a cursor past 32 bits is compared, not refused by PostgreSQL
+        query = query.where(AliasHistory.id < literal(after, BigInteger))
+    query = query.order_by(AliasHistory.id.desc())
+    if limit is not None:
+        query = query.limit(limit + 1)  # one more says whether a next page is there
+    rows = list(session.scalars(query))
+    more = limit is not None and len(rows) > limit
+    rows = rows[:limit] if more else rows
+    settings = [
         AliasSetting(
             r.alias,
             r.artifact_name,
@@ -638,6 +651,7 @@ def alias_history(session: Session, alias: str) -> list[AliasSetting]:
         )
         for r in rows
     ]
+    return AliasHistoryPage(settings, str(rows[-1].id) if more else None)
 
 
 def insert_or(dialect: str):

@@ -1185,10 +1185,21 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         }
 
     @app.get("/api/aliases/{alias}", tags=["artifacts"])
-    async def alias_history(alias: str, _=read):
-        """Where an alias has pointed, newest first (zoo alias-history)."""
-        settings = await server.db(server.reg.alias_history, check_query(alias, "alias"))
-        return {"alias": alias, "history": [s.to_json() for s in settings]}
+    async def alias_history(
+        alias: str,
+        limit: int = Query(50, ge=0, le=1000, description="Settings per page (0: all)."),
+        after: str | None = Query(None, max_length=256, description="The previous page's next."),
+        _=read,
+    ):
+        """A page of where an alias has pointed, newest first, with the cursor of the next
+        page (zoo alias-history)."""
+        settings = await server.db(
+            server.reg.alias_history,
+            check_query(alias, "alias"),
+            limit=limit or None,
+            after=after,
+        )
+        return settings.to_json(alias)
 
     @app.post("/api/artifacts/{name}/links", tags=["artifacts"])
     async def link(name: str, body: LinkRequest, _=write):
