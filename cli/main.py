@@ -191,6 +191,25 @@ LS_PAGE = 50  # artifacts on a page of `zoo ls`
 HISTORY_PAGE = 50  # settings on a page of `zoo alias-history`
 
 
+def _paging(page: int, limit_help: str):
+    """A listing's --limit (``page`` by default) and --after, as `_next_page_command`
+    repeats them."""
+
+    def options(command):
+        command = click.option(
+            "--after", "cursor", help="Continue after this cursor (the previous page's next)."
+        )(command)
+        return click.option(
+            "--limit",
+            type=click.IntRange(min=0),
+            default=page,
+            show_default=True,
+            help=limit_help,
+        )(command)
+
+    return options
+
+
 @cli.command("ls")
 @click.option(
     "--kind",
@@ -220,14 +239,7 @@ HISTORY_PAGE = 50  # settings on a page of `zoo alias-history`
     callback=_iso_moment,
     help="ISO 8601 date or time, exclusive (UTC unless given).",
 )
-@click.option(
-    "--limit",
-    type=click.IntRange(min=0),
-    default=LS_PAGE,
-    show_default=True,
-    help="Artifacts per page (0: every match at once).",
-)
-@click.option("--after", "cursor", help="Continue after this cursor (the previous page's next).")
+@_paging(LS_PAGE, "Artifacts per page (0: every match at once).")
 @click.option("--oldest-first", is_flag=True, help="Oldest first (default: newest first).")
 @json_option
 def ls_cmd(
@@ -305,16 +317,20 @@ def ls_cmd(
 
 
 def _next_page_command(cursor: str) -> str:
-    """The `zoo ls` just run, with its options, continued after ``cursor``."""
+    """The listing just run (`zoo ls`, `zoo alias-history`), with its arguments and
+    options, continued after ``cursor``."""
     import shlex
 
     ctx = click.get_current_context()
-    words = ["zoo", "ls"]
+    words = ["zoo", ctx.command.name]
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
         if param.name in ("cursor", "as_json") or value in (None, False):
             continue
-        if param.name == "limit" and value == LS_PAGE:
+        if isinstance(param, click.Argument):
+            words.append(shlex.quote(str(value)))
+            continue
+        if param.name == "limit" and value == param.default:
             continue
         flag = max(param.opts, key=len)
         words += [flag] if param.is_flag else [flag, shlex.quote(str(value))]
@@ -373,20 +389,11 @@ def tag_cmd(name: str, alias: str, as_json: bool) -> None:
 
 @cli.command("alias-history")
 @click.argument("alias")
-@click.option(
-    "--limit",
-    type=click.IntRange(min=0),
-    default=HISTORY_PAGE,
-    show_default=True,
-    help="Settings per page (0: every one at once).",
-)
-@click.option("--after", "cursor", help="Continue after this cursor (the previous page's next).")
+@_paging(HISTORY_PAGE, "Settings per page (0: every one at once).")
 @json_option
 def alias_history_cmd(alias: str, limit: int, cursor: str | None, as_json: bool) -> None:
     """Where ALIAS has pointed, a page at a time (newest first): when, by whom, which
     artifact."""
-    import shlex
-
     settings = _registry().alias_history(alias, limit=limit or None, after=cursor)
     if as_json:
         _emit(True, settings.to_json(alias), "")
@@ -406,12 +413,8 @@ def alias_history_cmd(alias: str, limit: int, cursor: str | None, as_json: bool)
     ]
     click.echo("\n".join(lines) if lines else "(no more settings after this cursor)")
     if settings.next is not None:
-        words = ["zoo", "alias-history", shlex.quote(alias)]
-        if limit != HISTORY_PAGE:
-            words += ["--limit", str(limit)]
         click.echo(
-            f"{len(settings)} settings shown; older ones: {' '.join(words)} --after "
-            f"{settings.next}",
+            f"{len(settings)} settings shown; older ones: {_next_page_command(settings.next)}",
             err=True,
         )
 

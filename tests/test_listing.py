@@ -20,24 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, func, inspect, select
+from tinymodels import copies
 
 from zoo.db.models import Alias, Artifact, ArtifactTensor, Edge
 from zoo.errors import InvalidInputError
 
 FAMILIES = ("bert", "gpt2", "llama")
-
-
-def copies(base: Path, root: Path, n: int, start: int = 0) -> list[Path]:
-    """``n`` distinct checkpoints sharing ``base``'s weights (each config names its copy)."""
-    config = json.loads((base / "config.json").read_text())
-    out = []
-    for i in range(start, start + n):
-        folder = root / f"{base.name}-copy-{i}"
-        folder.mkdir(parents=True)
-        (folder / "config.json").write_text(json.dumps({**config, "copy": i}))
-        os.link(base / "model.safetensors", folder / "model.safetensors")
-        out.append(folder)
-    return out
 
 
 def ids_of(items) -> list[int]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from tinymodels import copies
 
 from zoo.db import queries
 from zoo.db.entities import TensorRecord
@@ -847,20 +848,6 @@ def test_verify_finds_changed_bytes(registry, family, run_cli):
     assert {p.problem for p in registry.verify().problems} == {"corrupt", "missing"}
 
 
-def _copies(base: Path, root: Path, n: int) -> list[Path]:
-    """``n`` checkpoints holding ``base``'s weights (hard links) under configs of their
-    own: distinct artifacts that share every tensor, as a library of fine-tune configs."""
-    config = json.loads((base / "config.json").read_text())
-    out = []
-    for i in range(n):
-        folder = root / f"copy-{i:03d}"
-        folder.mkdir(parents=True)
-        (folder / "config.json").write_text(json.dumps({**config, "copy_index": i}))
-        os.link(base / "model.safetensors", folder / "model.safetensors")
-        out.append(folder)
-    return out
-
-
 def test_verify_of_a_blob_many_sources_share_reads_their_imports_at_once(
     registry, tiny_dir, tmp_path, run_cli
 ):
@@ -869,7 +856,7 @@ def test_verify_of_a_blob_many_sources_share_reads_their_imports_at_once(
     minutes for 10,000); its queries no longer grow with the holders."""
     from sqlalchemy import event
 
-    folders = _copies(tiny_dir("bert"), tmp_path / "copies", 60)
+    folders = copies(tiny_dir("bert"), tmp_path / "copies", 60)
     infos = registry.import_checkpoints(folders)
     shared = sorted({t.digest for t in infos[0].tensors})[0]
     registry.store.delete(shared)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from safetensors import safe_open
+from tinymodels import copies
 
 from zoo.errors import BlobCorruptError, ConflictError, InvalidInputError, InvalidNameError
 
@@ -728,16 +729,7 @@ def test_lineage_text_counts_a_parents_children_past_the_first_twenty(
     """A base model with ten thousand declared fine-tunes printed 10,001 lines of text
     lineage; the text names a parent's first 20 children by a relation and counts the
     rest, json (and dot and mermaid, for tools) every edge."""
-    base = tiny_dir("bert")
-    config = json.loads((base / "config.json").read_text())
-    folders = []
-    for i in range(26):
-        folder = tmp_path / f"tune-{i:02d}"
-        folder.mkdir()
-        (folder / "config.json").write_text(json.dumps({**config, "tune": i}))
-        os.link(base / "model.safetensors", folder / "model.safetensors")
-        folders.append(folder)
-    parent, *tunes = registry.import_checkpoints(folders)
+    parent, *tunes = registry.import_checkpoints(copies(tiny_dir("bert"), tmp_path, 26))
     for t in tunes:
         registry.link(t.name, parent.name, relation="finetune")
     registry.link(tunes[0].name, parent.name, relation="distill")

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
+from tinymodels import copies
 from zooserver import ZooServer, client, registry_for, server_env
 
 pytest.importorskip("fastapi")
@@ -251,16 +252,7 @@ def test_the_lineage_drawing_shows_a_parents_first_children_and_counts_the_rest(
     not drawn. The json still lists every edge."""
     from zoo.api.lineage import SHOWN_CHILDREN
 
-    base = tiny_dir("bert")
-    config = json.loads((base / "config.json").read_text())
-    folders = []
-    for i in range(32):
-        folder = tmp_path / f"fan-{i:02d}"
-        folder.mkdir()
-        (folder / "config.json").write_text(json.dumps({**config, "fan": i}))
-        os.link(base / "model.safetensors", folder / "model.safetensors")
-        folders.append(folder)
-    parent, *tunes = served.reg.import_checkpoints(folders)
+    parent, *tunes = served.reg.import_checkpoints(copies(tiny_dir("bert"), tmp_path, 32))
     for t in tunes[:30]:
         served.reg.link(t.name, parent.name, relation="finetune")
     served.reg.link(tunes[0].name, parent.name, relation="distill")

@@ -54,6 +54,21 @@ def both(served, run_cli, monkeypatch):
     return SimpleNamespace(run=lambda *a: (local(*a), remote(*a)), local=local, remote=remote)
 
 
+@pytest.fixture
+def sent(monkeypatch) -> list[str]:
+    """The path of every request the remote registry sends, in order."""
+    from zoo import client
+
+    call, paths = client.RemoteRegistry._call, []
+
+    def recording(self, method, path, **kwargs):
+        paths.append(path)
+        return call(self, method, path, **kwargs)
+
+    monkeypatch.setattr(client.RemoteRegistry, "_call", recording)
+    return paths
+
+
 def test_a_default_takes_its_family_in_any_case_both_ways(both, served):
     lg = served.reg.extract("tiny-gpt2", method="dct")
     local, remote = both.run("default", "GPT2", lg.name, "--json")
@@ -415,19 +430,10 @@ def test_a_shard_that_is_not_a_file_is_refused_by_a_client_as_a_local_import_ref
 
 @pytest.mark.parametrize("config", [None, '{"model_type": "llama",'])
 def test_a_config_a_local_import_refuses_is_refused_by_a_client_before_any_upload(
-    both, tiny_dir, tmp_path, monkeypatch, config
+    both, tiny_dir, tmp_path, sent, config
 ):
     """A folder without config.json, or with one that is not JSON: the client refuses it in
     a local import's words, before a byte of the weights is sent."""
-    from zoo import client
-
-    call, sent = client.RemoteRegistry._call, []
-
-    def recording(self, method, path, **kwargs):
-        sent.append(path)
-        return call(self, method, path, **kwargs)
-
-    monkeypatch.setattr(client.RemoteRegistry, "_call", recording)
     folder = tmp_path / "bad-config"
     shutil.copytree(tiny_dir("llama", seed=15), folder)
     (folder / "config.json").unlink()
@@ -439,20 +445,9 @@ def test_a_config_a_local_import_refuses_is_refused_by_a_client_before_any_uploa
     assert sent == [], sent
 
 
-def test_a_truncated_shard_is_refused_by_a_client_before_any_upload(
-    both, tiny_dir, tmp_path, monkeypatch
-):
+def test_a_truncated_shard_is_refused_by_a_client_before_any_upload(both, tiny_dir, tmp_path, sent):
     """A shard cut short inside its header (a download that stopped): the client refuses the
     folder in a local import's words, before the other shards are sent."""
-    from zoo import client
-
-    call, sent = client.RemoteRegistry._call, []
-
-    def recording(self, method, path, **kwargs):
-        sent.append(path)
-        return call(self, method, path, **kwargs)
-
-    monkeypatch.setattr(client.RemoteRegistry, "_call", recording)
     folder = tmp_path / "truncated-shard"
     shutil.copytree(tiny_dir("llama", sharded=True, seed=16), folder)
     shard = sorted(folder.glob("model-*.safetensors"))[-1]

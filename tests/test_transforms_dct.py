@@ -12,6 +12,7 @@ import scipy.fft as sfft
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from livememory import peak_live_bytes
 
 from zoo.errors import TransformError
 from zoo.transforms import dct, dct_resize, idct
@@ -119,33 +120,6 @@ def test_bad_arguments(call, word):
         call()
 
 
-def _peak_live_bytes(fn, given: torch.Tensor) -> int:
-    """The most bytes of tensors alive at once while ``fn`` runs on this thread, besides
-    the memory of ``given`` (its input)."""
-    import weakref
-
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils._pytree import tree_leaves
-
-    live: dict[int, int] = {given.untyped_storage().data_ptr(): 0}
-    peak = [0]
-
-    class Live(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for t in tree_leaves(out):
-                if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in live:
-                    ptr = t.untyped_storage().data_ptr()
-                    live[ptr] = t.untyped_storage().nbytes()
-                    weakref.finalize(t, live.pop, ptr, None)
-                    peak[0] = max(peak[0], sum(live.values()))
-            return out
-
-    with Live():
-        fn()
-    return peak[0]
-
-
 def test_a_middle_axis_is_resized_in_column_blocks_with_the_bits_of_whole_slabs(monkeypatch):
     """One layer of a large role along its middle axis: its slab along the first axis is the
     whole layer, and the FFT's temporaries were several times its size. It is cut into
@@ -154,19 +128,9 @@ def test_a_middle_axis_is_resized_in_column_blocks_with_the_bits_of_whole_slabs(
     x = torch.randn(1, 1200, 256, generator=torch.Generator().manual_seed(0))
     whole = dct_mod.resize_axis(x, 1, 1800)  # one slab of 1.2 MB: under the 2 MiB limit
     monkeypatch.setattr(dct_mod, "_SLAB_BYTES", 64 << 10)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # every block on this thread, where the allocations are seen
-    try:
-        got = [None]
-
-        def run():
-            got[0] = dct_mod.resize_axis(x, 1, 1800)
-
-        peak = _peak_live_bytes(run, x)
-    finally:
-        torch.set_num_threads(before)
-    assert torch.equal(got[0], whole)
-    result = got[0].nbytes
+    got, peak = peak_live_bytes(lambda: dct_mod.resize_axis(x, 1, 1800), x)
+    assert torch.equal(got, whole)
+    result = got.nbytes
     assert peak < result + 0.5 * result, (peak, result)
     for shape, axis, t in (((3, 300, 40), 1, 450), ((300, 7, 5), 0, 200), ((2, 5, 300, 9), 2, 160)):
         y = torch.randn(shape)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from livememory import peak_live_bytes
 
 from zoo.errors import TransformError
 from zoo.transforms import FrontBlock, front_extract, front_materialize
@@ -124,40 +125,15 @@ def test_a_half_precision_role_is_z_scored_in_one_float32_copy():
     alive at once (the widened role, its centred copy and the z-scores), 2.8 GB of peak
     memory to extract a 0.84B Llama's FFN role of 0.37 GB. The block is the bits of the
     out-of-place z-score, and a float32 signal given is left as it was."""
-    import weakref
-
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils._pytree import tree_leaves
-
     from zoo.transforms.dct import lowpass_coefficients
 
     x = _stack(layers=16, shape=(32, 24), dtype=torch.float32).to(torch.bfloat16)
-    live: dict[int, int] = {x.untyped_storage().data_ptr(): 0}
-    peak = [0]
-
-    class Live(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for t in tree_leaves(out):
-                if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in live:
-                    ptr = t.untyped_storage().data_ptr()
-                    live[ptr] = t.untyped_storage().nbytes()
-                    weakref.finalize(t, live.pop, ptr, None)
-                    peak[0] = max(peak[0], sum(live.values()))
-            return out
-
     front_extract(x, keep=0.5)  # the DCT matrices, cached, are not the role's copies
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # every allocation on this thread, where it is seen
-    try:
-        with Live():
-            fb = front_extract(x, keep=0.5)
-    finally:
-        torch.set_num_threads(before)
+    fb, peak = peak_live_bytes(lambda: front_extract(x, keep=0.5), x)
     # The widened copy, then the first low-pass (half of it) and what little follows;
     # the copies made before were three widened copies at once.
     widened = x.numel() * 4
-    assert peak[0] < 2.5 * widened, (peak[0], widened)
+    assert peak < 2.5 * widened, (peak, widened)
 
     xf = x.float()
     flat = xf.reshape(16, -1)

@@ -6,6 +6,8 @@ checkpoint is (config.json + model.safetensors, or shards with an index). No net
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 # ViT and DeiT share one configuration: 16 patches of 4x4.
@@ -181,3 +183,17 @@ def with_legacy_norm_names(folder: Path, dest: Path) -> Path:
     tensors = load_file(dest / "model.safetensors")
     save_file(legacy_norm_names(tensors), dest / "model.safetensors", metadata={"format": "pt"})
     return dest
+
+
+def copies(base: Path, root: Path, n: int, start: int = 0) -> list[Path]:
+    """``n`` distinct checkpoints sharing ``base``'s weights (hard links), each config
+    naming its copy: a library of fine-tune configs, artifacts that share every tensor."""
+    config = json.loads((base / "config.json").read_text())
+    out = []
+    for i in range(start, start + n):
+        folder = root / f"{base.name}-copy-{i}"
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({**config, "copy": i}))
+        os.link(base / "model.safetensors", folder / "model.safetensors")
+        out.append(folder)
+    return out

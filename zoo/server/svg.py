@@ -52,6 +52,17 @@ def _columns(nodes, edges) -> dict[str, int]:
     return column
 
 
+def _reach(start: int, step: dict[int, list[int]]) -> set[int]:
+    """``start`` and every node reached from it through ``step``."""
+    seen, frontier = {start}, [start]
+    while frontier:
+        for k in step.get(frontier.pop(), ()):
+            if k not in seen:
+                seen.add(k)
+                frontier.append(k)
+    return seen
+
+
 def _shown(graph) -> tuple[list, dict[tuple[int, str], int], set[int]]:
     """The edges drawn, how many more each (parent, relation) has, and the nodes drawn.
 
@@ -62,12 +73,7 @@ def _shown(graph) -> tuple[list, dict[tuple[int, str], int], set[int]]:
     parents: dict[int, list[int]] = {}
     for e in graph.edges:
         parents.setdefault(e.child_id, []).append(e.parent_id)
-    ancestry, frontier = {graph.root}, [graph.root]
-    while frontier:
-        for p in parents.get(frontier.pop(), ()):
-            if p not in ancestry:
-                ancestry.add(p)
-                frontier.append(p)
+    ancestry = _reach(graph.root, parents)
     counted: dict[tuple[int, str], int] = {}
     shown = []
     for e in graph.edges:
@@ -81,12 +87,7 @@ def _shown(graph) -> tuple[list, dict[tuple[int, str], int], set[int]]:
     for e in shown:
         joined.setdefault(e.parent_id, []).append(e.child_id)
         joined.setdefault(e.child_id, []).append(e.parent_id)
-    drawn, frontier = {graph.root}, [graph.root]
-    while frontier:
-        for k in joined.get(frontier.pop(), ()):
-            if k not in drawn:
-                drawn.add(k)
-                frontier.append(k)
+    drawn = _reach(graph.root, joined)
     more = {
         key: n - SHOWN_CHILDREN
         for key, n in counted.items()
