@@ -78,7 +78,55 @@ def _emit(ctx_json: bool, data, text: str) -> None:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _in_flags(exc, command: click.Command) -> str:
+    """The first line of a zoo error in the command's words: each Python parameter its
+    message names (``levels=``, ``method='dct'``, ``force=True``) as the command's option
+    (``--levels``, ``--method dct``, ``--force``) or argument (``NAME``); one that is not
+    the command's own is the option of the same name (``kv_heads``: ``--kv-heads``)."""
+    from zoo.errors import python_value, reworded
+
+    own = {p.name: p for p in command.params}
+
+    def word(name: str, value: str | None) -> str:
+        param = own.get(name)
+        if isinstance(param, click.Argument):
+            flag = param.human_readable_name
+        elif param is not None:
+            flag = max(param.opts, key=lambda o: o.startswith("--"))
+        else:
+            flag = "--" + name.replace("_", "-")
+        given = python_value(value)
+        if value is None or given is True:  # --force: a flag on, or the option itself
+            return flag
+        if given is False:
+            return f"no {flag}"
+        return f"{flag} {given}"
+
+    return reworded(exc, word)
+
+
+class _Command(click.Command):
+    """A zoo command: an error of the registry's that names its Python parameters names
+    this command's options instead."""
+
+    def invoke(self, ctx: click.Context):
+        from zoo.errors import ZooError
+
+        try:
+            return super().invoke(ctx)
+        except ZooError as exc:
+            if exc.params:
+                exc.args = (_in_flags(exc, self),)
+                exc.params = ()
+            raise
+
+
+class _Group(click.Group):
+    command_class = _Command
+    group_class = type  # its groups are zoo groups too
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="zoo", prog_name="zoo")
 def cli() -> None:
     """zoo: a model-zoo registry and lineage database.

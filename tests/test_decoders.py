@@ -572,7 +572,7 @@ def test_a_head_dim_set_apart_is_kept(family):
             fam.target_config(source, TargetSize(2, 16, heads=3, kv_heads=1))
     with pytest.raises(InvalidTargetError) as err:
         fam.target_config(source, TargetSize(2, 20))
-    assert "keeps head_dim 16" in str(err.value) and "use hidden 16 or 32" in str(err.value)
+    assert "keeps head_dim 16" in str(err.value) and "use hidden=16 or 32" in str(err.value)
     fam.target_config(source, TargetSize(2, 32))
 
 

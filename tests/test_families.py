@@ -782,22 +782,27 @@ BAD_TARGETS = [
     ("bert", TargetSize(0, 32), ["layers", "positive"], None),
     ("bert", TargetSize(2, 0), ["hidden", "positive"], None),
     ("bert", TargetSize(True, 32), ["layers"], None),
-    ("bert", TargetSize(2, 50), ["head_dim 8", "hidden 48 or 56"], TargetSize(2, 48)),
+    ("bert", TargetSize(2, 50), ["head_dim 8", "hidden=48 or 56"], TargetSize(2, 48)),
     (
         "bert",
         TargetSize(2, 32, heads=3),
-        ["3 heads", "heads 1, 2, 4 or 8", "hidden 30 or 33"],
+        ["heads=3", "heads=1, 2, 4 or 8", "hidden=30 or 33"],
         TargetSize(2, 33, heads=3),
     ),
     ("bert", TargetSize(2, 32, heads=0), ["heads", "positive"], None),
     ("bert", TargetSize(2, 32, intermediate=0), ["intermediate", "positive"], None),
-    ("bert", TargetSize(2, 32, kv_heads=2), ["grouped-query", "kv_heads unset"], TargetSize(2, 32)),
-    ("gpt2", TargetSize(2, 20), ["head_dim 8", "hidden 16 or 24"], TargetSize(2, 24)),
+    (
+        "bert",
+        TargetSize(2, 32, kv_heads=2),
+        ["grouped-query", "kv_heads= unset"],
+        TargetSize(2, 32),
+    ),
+    ("gpt2", TargetSize(2, 20), ["head_dim 8", "hidden=16 or 24"], TargetSize(2, 24)),
     ("vit", TargetSize(-1, 32), ["layers"], None),
     (
         "llama",
         TargetSize(2, 32, kv_heads=3),
-        ["kv_heads 3", "1, 2 or 4"],
+        ["kv_heads=3", "1, 2 or 4"],
         TargetSize(2, 32, kv_heads=4),
     ),
     (
@@ -809,10 +814,10 @@ BAD_TARGETS = [
     (
         "llama",
         TargetSize(2, 40, heads=8),
-        ["even head_dim", "gives 5", "heads 2, 4, 10 or 20, or hidden 32 or 48"],
+        ["even head_dim", "gives 5", "heads=2, 4, 10 or 20, or hidden=32 or 48"],
         TargetSize(2, 40, heads=10),
     ),
-    ("llama", TargetSize(2, 16, heads=2, kv_heads=0), ["kv_heads 0"], None),
+    ("llama", TargetSize(2, 16, heads=2, kv_heads=0), ["kv_heads=0"], None),
 ]
 
 
@@ -847,26 +852,26 @@ def _suggested_targets(message: str, target: TargetSize) -> list[TargetSize]:
 
     out = []
     kv = target.kv_heads
-    for heads, part in re.findall(r"heads (\d+) with kv_heads ([\d, or]+)", message):
+    for heads, part in re.findall(r"heads=(\d+) with kv_heads=([\d, or]+)", message):
         out += [
             TargetSize(target.layers, target.hidden, int(heads), kv_heads=k) for k in numbers(part)
         ]
-    message = re.sub(r"heads \d+ with kv_heads [\d, or]+", "", message)
-    for part in re.findall(r"hidden ([\d, or]+) with heads left unset", message):
+    message = re.sub(r"heads=\d+ with kv_heads=[\d, or]+", "", message)
+    for part in re.findall(r"hidden=([\d, or]+) with heads= left unset", message):
         out += [TargetSize(target.layers, h, None, kv_heads=kv) for h in numbers(part)]
-    message = re.sub(r"hidden [\d, or]+ with heads left unset", "", message)
-    for part in re.findall(r"use hidden ([\d, or]+)", message):
+    message = re.sub(r"hidden=[\d, or]+ with heads= left unset", "", message)
+    for part in re.findall(r"use hidden=([\d, or]+)", message):
         out += [TargetSize(target.layers, h, target.heads, kv_heads=kv) for h in numbers(part)]
-    for part in re.findall(r"set heads to one that divides \d+ \(([\d, or]+)\)", message):
+    for part in re.findall(r"set heads= to one that divides \d+ \(([\d, or]+)\)", message):
         out += [TargetSize(target.layers, target.hidden, n, kv_heads=kv) for n in numbers(part)]
-    for part in re.findall(r"use heads ([\d, or]+)", message):
+    for part in re.findall(r"use heads=([\d, or]+)", message):
         out += [TargetSize(target.layers, target.hidden, n, kv_heads=kv) for n in numbers(part)]
-    for part in re.findall(r"(?:set|use) kv_heads (?:to (?:one of )?)?([\d, or]+)", message):
+    for part in re.findall(r"(?:set|use) kv_heads=(?: to (?:one of )?)?([\d, or]+)", message):
         out += [
             TargetSize(target.layers, target.hidden, target.heads, kv_heads=k)
             for k in numbers(part)
         ]
-    for part in re.findall(r", or hidden ([\d, or]+)", message):
+    for part in re.findall(r", or hidden=([\d, or]+)", message):
         out += [TargetSize(target.layers, h, target.heads, kv_heads=kv) for h in numbers(part)]
     return out
 

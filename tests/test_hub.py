@@ -167,7 +167,7 @@ def test_ambiguous_commit_prefix_lists_the_candidates(cache: Path, tmp_path: Pat
     make_cached_repo(cache, REPO, C2, files)
     with pytest.raises(AmbiguousNameError) as info:
         resolve_snapshot(REPO, "11111111", offline=True)
-    assert info.value.candidates == [C1, C2] and "--revision" in str(info.value)
+    assert info.value.candidates == [C1, C2] and "revision=" in str(info.value)
 
 
 def test_without_refs_a_single_snapshot_is_used(cache: Path, tmp_path: Path) -> None:
@@ -182,7 +182,7 @@ def test_without_refs_several_snapshots_ask_for_a_revision(cache: Path, tmp_path
     with pytest.raises(AmbiguousNameError) as info:
         resolve_snapshot(REPO, offline=True)
     message = str(info.value)
-    assert C1 in message and C3 in message and "--revision" in message
+    assert C1 in message and C3 in message and "revision=" in message
     assert info.value.candidates == [C1, C3]
 
 

@@ -137,7 +137,7 @@ def test_rm_is_a_soft_delete(registry, family, run_cli):
 
 
 def test_rm_is_refused_while_something_derived_is_kept(registry, family, run_cli):
-    with pytest.raises(ConflictError, match=r"lg.*--cascade"):
+    with pytest.raises(ConflictError, match=r"lg.*cascade=True"):
         registry.rm("src")
     code, out, err = run_cli("rm", "lg")
     assert code == 4 and out == "" and err.count("\n") == 1 and "virt" in err
@@ -1582,7 +1582,7 @@ def test_a_store_from_before_registry_ids_is_not_swept_until_a_person_says(
     # A look claims nothing, and already counts the blobs as unclaimed.
     assert again.store.claims() == [] and again.fsck().shared_with == 1
     # The dry run names no file to delete that is not there: the first sweep writes it.
-    with pytest.raises(ConflictError, match=r"without --dry-run once \(it records the marker"):
+    with pytest.raises(ConflictError, match=r"without dry_run=True once \(it records the marker"):
         again.gc(grace=0, dry_run=True)
     assert again.store.claims() == []
     with pytest.raises(ConflictError, match="delete registries/unclaimed in it and run again"):

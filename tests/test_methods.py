@@ -148,8 +148,8 @@ def test_options_a_method_does_not_read_are_refused_by_name(registry, tiny_dir):
     _one_line_naming_all(err.value)
     for name in NAMES:
         if "wavelet" not in METHODS[name].options:
-            with pytest.raises(InvalidInputError, match="--wavelet applies to --method dwt"):
+            with pytest.raises(InvalidInputError, match="wavelet= applies to method=dwt"):
                 registry.materialize(src.name, layers=2, hidden=16, method=name, wavelet="db2")
         if "rescale" not in METHODS[name].options:
-            with pytest.raises(InvalidInputError, match="--rescale applies to --method dwt or dct"):
+            with pytest.raises(InvalidInputError, match="rescale= applies to method=dwt or dct"):
                 registry.materialize(src.name, layers=2, hidden=16, method=name, rescale="std")

@@ -1215,7 +1215,7 @@ def test_an_output_that_cannot_be_written_names_the_out_folder(tmp_path, monkeyp
     with pytest.raises(StorageError) as caught, export.staged(tmp_path / "out", force=False):
         pass
     message = str(caught.value)
-    assert message.startswith(f"Cannot write --out {tmp_path / 'out'}: Read-only file system")
+    assert message.startswith(f"Cannot write out={str(tmp_path / 'out')!r}: Read-only file system")
     assert ".zoo-tmp-" not in message and "\n" not in message
     assert caught.value.exit_code == 11
 

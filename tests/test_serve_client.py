@@ -1254,3 +1254,29 @@ def test_a_remote_registry_refuses_bad_arguments_in_the_local_registrys_words(
     # Local only, as `zoo release-claim` says in client mode: one line, not an AttributeError.
     with pytest.raises(InvalidInputError, match="where the database is"):
         remote.release_claim("0123abcd")
+
+
+def test_a_refused_argument_is_named_as_each_caller_gives_it(served, both, monkeypatch):
+    """The server's answer names the request's JSON field; through a client, a Python call
+    names the parameter and the CLI its option, as locally."""
+    import zoo
+
+    with client(served.url, served.admin) as http:
+        answer = http.post(
+            "/api/materialize",
+            json={"name": "tiny-gpt2", "layers": 1, "hidden": 16, "method": "scratch"}
+            | {"wavelet": "db2"},
+        )
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["message"] == '"wavelet" applies to "method": "dwt" only.', error
+    assert error["params"] == ["wavelet", "method"]
+    args = ("materialize", "tiny-gpt2", "--layers", "1", "--hidden", "16")
+    local, remote = both.run(*args, "--method", "scratch", "--wavelet", "db2")
+    said = "zoo: error: --wavelet applies to --method dwt only.\n"
+    assert local == remote == (2, "", said), (local, remote)
+    monkeypatch.delenv("ZOO_HOME", raising=False)
+    reg = zoo.connect(endpoint=served.url, token=served.admin)
+    with pytest.raises(InvalidInputError) as info:
+        reg.materialize("tiny-gpt2", layers=1, hidden=16, method="scratch", wavelet="db2")
+    assert str(info.value) == "wavelet= applies to method='dwt' only."

@@ -50,7 +50,14 @@ def _error_from(response) -> ZooError:
     if not (isinstance(cls, type) and issubclass(cls, ZooError)):
         # An error of the server's environment (its database, its disk): same exit code.
         cls = type(name, (ZooError,), {"exit_code": body.get("exit_code", 1)})
-    return cls(message)
+    params = body.get("params")
+    if not (isinstance(params, list) and all(isinstance(p, str) for p in params)):
+        return cls(message)
+    # The server names its JSON fields; the caller here, Python parameters (and the CLI,
+    # through them, its flags).
+    exc = cls(errors.from_json_words(message, params))
+    exc.params = tuple(params)
+    return exc
 
 
 class RemoteRegistry:
@@ -204,7 +211,10 @@ class RemoteRegistry:
         path = Path(source_text(source)).expanduser()
         if path.exists():
             if revision:
-                raise InvalidInputError("--revision applies to Hub repositories, not local paths.")
+                raise InvalidInputError(
+                    "revision= applies to Hub repositories, not local paths.",
+                    params=["revision"],
+                )
             if not path.is_dir():
                 from zoo.checkpoint.hf import needs_a_folder
 
@@ -518,7 +528,7 @@ class RemoteRegistry:
     def export(self, name: str, *, out, force: bool = False, max_shard_size=None):
         _flags(force=force)
         if out is None:
-            raise InvalidInputError("export writes a folder: give out (--out).")
+            raise InvalidInputError("export writes a folder: give out=.", params=["out"])
         out = _check_out(out, force, max_shard_size)
         info = self.show(name)
         return self._download(info, out, force=force, max_shard_size=max_shard_size)
@@ -1031,9 +1041,13 @@ def _check_out(out, force: bool, max_shard_size=None) -> Path | None:
 
     if out is None:
         if force:
-            raise InvalidInputError("--force replaces a previous --out folder; give --out.")
+            raise InvalidInputError(
+                "force=True replaces a previous out= folder; give out=.", params=["force", "out"]
+            )
         if max_shard_size is not None:
-            raise InvalidInputError("--max-shard-size applies to --out; give --out.")
+            raise InvalidInputError(
+                "max_shard_size= applies to out=; give out=.", params=["max_shard_size", "out"]
+            )
         return None
     if max_shard_size is not None:
         parse_size(max_shard_size)

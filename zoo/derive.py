@@ -113,10 +113,13 @@ class Recipe:
             )
         if self.depth == "identity" and "depth" not in method.options:
             raise InvalidInputError(
-                f"--depth identity repeats transferred layers; {self.method} has none to repeat."
+                f"depth='identity' repeats transferred layers; {self.method} has none to repeat.",
+                params=["depth"],
             )
         if self.order != "stored" and "order" not in method.options:
-            raise InvalidInputError(f"--order applies to transfers; {self.method} reads no units.")
+            raise InvalidInputError(
+                f"order= applies to transfers; {self.method} reads no units.", params=["order"]
+            )
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

@@ -11,6 +11,8 @@ or adding a class cannot silently change either.
 from __future__ import annotations
 
 import errno
+import re
+from collections.abc import Callable, Iterable
 
 
 class ZooError(Exception):
@@ -18,6 +20,16 @@ class ZooError(Exception):
 
     exit_code: int = 1
     http_status: int = 500
+    #: The Python parameters its message names, each as a call writes it: ``levels=``, or
+    #: with a value ``method='dct'``, ``force=True``. The CLI says its flags there instead
+    #: (``--levels``, ``--method dct``, ``--force``), a server its JSON fields
+    #: (:func:`reworded`), so each surface's message is in its caller's words.
+    params: tuple[str, ...] = ()
+
+    def __init__(self, *args, params: Iterable[str] = ()) -> None:
+        super().__init__(*args)
+        if params:
+            self.params = tuple(params)
 
 
 # --- input the user gave us -------------------------------------------------------------
@@ -89,8 +101,8 @@ class AmbiguousNameError(ZooError, LookupError):
     exit_code = 3
     http_status = 409
 
-    def __init__(self, message: str, *, candidates: list[str] | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, candidates: list[str] | None = None, params=()) -> None:
+        super().__init__(message, params=params)
         self.candidates = candidates or []
 
 
@@ -194,8 +206,10 @@ class NoRoomError(StorageError):
     """An output its file system has no room for, refused before any byte is written;
     with the numbers, so a server can say it without its own paths."""
 
-    def __init__(self, message: str, *, needed: int | None = None, free: int | None = None):
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, needed: int | None = None, free: int | None = None, params=()
+    ):
+        super().__init__(message, params=params)
         self.needed, self.free = needed, free
 
 
@@ -271,6 +285,67 @@ class InterruptedAfterWriting(KeyboardInterrupt):
     """Ctrl-C held back while an output folder was renamed into place and recorded, acted
     on once both were done: the work it interrupted is complete and kept. A
     KeyboardInterrupt still, so a loop of such calls stops."""
+
+
+# A parameter as a Python call names it: ``name=`` and its value, if any: quoted text, a
+# number, True/False/None, or a bare name (``method=dwt or dct``, a choice in words).
+_VALUE = r"""(?:'[^'\n]*'|"[^"\n]*"|-?\d+(?:\.\d+)?\b|[A-Za-z_][\w-]*(?:\.\w+)*)"""
+
+
+def reworded(exc: BaseException, word: Callable[[str, str | None], str]) -> str:
+    """The first line of ``exc``'s message with each parameter it names (its ``params``,
+    written as a Python call writes them) in another surface's words: ``word(name,
+    value)``, where value is the Python text of the value named with it, or None."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    params = getattr(exc, "params", ())
+    if not params:
+        return line
+    names = "|".join(re.escape(p) for p in sorted(params, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w.-])({names})=({_VALUE})?")
+    return pattern.sub(lambda m: word(m.group(1), m.group(2)), line)
+
+
+def python_value(value: str | None):
+    """The value a message's ``name=value`` names (its Python text), as an object."""
+    import ast
+
+    if value is None:
+        return None
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):  # a bare name: the text itself
+        return value
+
+
+def json_words(exc: BaseException) -> str:
+    """``exc``'s first line as a server answers it: each parameter as its request's JSON
+    field, ``"levels"``, ``"method": "dct"``."""
+    import json
+
+    def word(name: str, value: str | None) -> str:
+        shown = f'"{name}"'
+        return shown if value is None else f"{shown}: {json.dumps(python_value(value))}"
+
+    return reworded(exc, word)
+
+
+def from_json_words(message: str, params: Iterable[str]) -> str:
+    """A server's message (:func:`json_words`) in a Python call's words again."""
+    import json
+
+    names = "|".join(re.escape(p) for p in sorted(params, key=len, reverse=True))
+    if not names:
+        return message
+    value = r'"(?:[^"\\\n]|\\.)*"|-?\d+(?:\.\d+)?|true|false|null'
+    pattern = re.compile(rf'"({names})"(?:: ({value}))?')
+
+    def word(m: re.Match) -> str:
+        if m.group(2) is None:
+            return f"{m.group(1)}="
+        return f"{m.group(1)}={json.loads(m.group(2))!r}"
+
+    return pattern.sub(word, message)
 
 
 #: Exit codes for failures of the environment rather than of zoo's own checks: a database

@@ -274,8 +274,9 @@ def _resolve_in_cache(repo_id: str, revision: str | None, cache: Path) -> Snapsh
         if len(matches) > 1:
             raise AmbiguousNameError(
                 f"Revision {revision} of {repo_id} matches several cached commits "
-                f"({', '.join(matches)}); give more digits with --revision.",
+                f"({', '.join(matches)}); give more digits with revision=.",
                 candidates=matches,
+                params=["revision"],
             )
         commit = matches[0] if matches else None
     elif revision is None:
@@ -283,8 +284,9 @@ def _resolve_in_cache(repo_id: str, revision: str | None, cache: Path) -> Snapsh
         if len(cached) > 1:
             raise AmbiguousNameError(
                 f"{repo_id} has several snapshots in {cache} ({', '.join(cached)}) and no "
-                "refs/main; choose one with --revision.",
+                "refs/main; choose one with revision=.",
                 candidates=cached,
+                params=["revision"],
             )
         commit = cached[0] if cached else None
 

@@ -29,7 +29,7 @@ def check_flags(**flags) -> None:
     1 or None, which a caller meant as something else or mistyped."""
     for name, value in flags.items():
         if not isinstance(value, bool):
-            raise InvalidInputError(f"{name} is True or False, not {value!r:.40}.")
+            raise InvalidInputError(f"{name}= is True or False, not {value!r:.40}.", params=[name])
 
 
 def check_seed(seed) -> None:
@@ -37,7 +37,9 @@ def check_seed(seed) -> None:
     if seed is not None and (
         isinstance(seed, bool) or not isinstance(seed, int) or not low <= seed <= high
     ):
-        raise InvalidInputError(f"--seed is a whole number from {low} to {high}, not {seed!r}.")
+        raise InvalidInputError(
+            f"seed= is a whole number from {low} to {high}, not {seed!r}.", params=["seed"]
+        )
 
 
 def check_device(device) -> None:
@@ -65,7 +67,9 @@ def check_materialize(
     for option in NAMED_OPTIONS:
         value = named[option]
         if value is not None and not isinstance(value, str):  # a name, looked up in tables
-            raise InvalidInputError(f"--{option} is a name, not a {type(value).__name__}.")
+            raise InvalidInputError(
+                f"{option}= is a name, not a {type(value).__name__}.", params=[option]
+            )
     if named["dtype"] not in DTYPES:  # None too: its default is auto
         raise InvalidInputError(
             f"Unknown dtype {named['dtype']!r}; choose one of {', '.join(DTYPES)}."
@@ -91,18 +95,27 @@ def check_extract(*, method, wavelet, levels, keep, order, name, device) -> None
                 "(haar, db2, coif3, sym8, bior6.8...)."
             )
         if levels is not None and (isinstance(levels, bool) or not isinstance(levels, int)):
-            raise InvalidInputError(f"--levels must be a whole number, got {levels!r}.")
+            raise InvalidInputError(
+                f"levels= must be a whole number, got {levels!r}.", params=["levels"]
+            )
         if levels is not None and levels < 1:
-            raise InvalidInputError(f"--levels must be at least 1, got {levels}.")
+            raise InvalidInputError(f"levels= must be at least 1, got {levels}.", params=["levels"])
         if keep is not None:
-            raise InvalidInputError("--keep applies to --method dct, not dwt.")
+            raise InvalidInputError(
+                "keep= applies to method='dct', not dwt.", params=["keep", "method"]
+            )
     elif method == "dct":
         if keep is not None and (isinstance(keep, bool) or not isinstance(keep, (int, float))):
-            raise InvalidInputError(f"--keep is a number in (0, 1], not {keep!r:.40}.")
+            raise InvalidInputError(
+                f"keep= is a number in (0, 1], not {keep!r:.40}.", params=["keep"]
+            )
         if keep is not None and not 0 < keep <= 1:
-            raise InvalidInputError(f"--keep must be in (0, 1], got {keep}.")
+            raise InvalidInputError(f"keep= must be in (0, 1], got {keep}.", params=["keep"])
         if wavelet is not None or levels is not None:
-            raise InvalidInputError("--wavelet and --levels apply to --method dwt, not dct.")
+            raise InvalidInputError(
+                "wavelet= and levels= apply to method='dwt', not dct.",
+                params=["wavelet", "levels", "method"],
+            )
     else:
         raise InvalidInputError(
             f"Unknown extraction method {method!r}; choose one of {', '.join(LEARNGENE_METHODS)}."

@@ -548,7 +548,7 @@ def _create(reg, session: Session, ready: _Prepared) -> ArtifactInfo:
     name = ready.name
     clash = (
         f"The name {name!r} is already taken by other content"
-        f"{queries.removed_holder_note(session, name)}; choose another --name or "
+        f"{queries.removed_holder_note(session, name)}; choose another name= or "
         "move it with `zoo tag`."
         if name
         else ""
@@ -700,7 +700,9 @@ def _locate(
         raise InvalidInputError(f"{text[:80]!r}...: {exc.strerror}.") from None
     if exists:
         if revision:
-            raise InvalidInputError("--revision applies to Hub repositories, not local paths.")
+            raise InvalidInputError(
+                "revision= applies to Hub repositories, not local paths.", params=["revision"]
+            )
         resolved = str(path.resolve())
         if not is_utf8(resolved):  # met through a link or the current folder
             raise InvalidInputError(

@@ -1117,7 +1117,8 @@ class Sink:
         if self.finite and t.dtype == torch.float16 and bool(torch.isinf(t).any()):
             raise InvalidTargetError(
                 f"{name} holds values past float16's range (65504), which would be written "
-                "as inf: choose --dtype bfloat16 or float32."
+                "as inf: choose dtype=bfloat16 or float32.",
+                params=["dtype"],
             )
 
     def rows(self, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> RowWriter | None:

@@ -104,9 +104,11 @@ def out_path(out) -> Path:
     refused when it names no folder: not a path, empty (it would be the current folder),
     or holding NUL (no file system takes it)."""
     if isinstance(out, bytes) or not isinstance(out, (str, os.PathLike)):
-        raise InvalidInputError(f"--out is a folder's path, not a {type(out).__name__}.")
+        raise InvalidInputError(
+            f"out= is a folder's path, not a {type(out).__name__}.", params=["out"]
+        )
     if not os.fspath(out).strip() or "\x00" in os.fspath(out):
-        raise InvalidInputError(f"--out {os.fspath(out)!r} names no folder.")
+        raise InvalidInputError(f"out={os.fspath(out)!r} names no folder.", params=["out"])
     return Path(out).expanduser()
 
 
@@ -127,21 +129,27 @@ def check_out_dir(
     """
     _check_names(out, out.resolve())  # first: a name too long fails every look at the path
     if out.is_symlink():
-        raise InvalidInputError(f"--out {out} is a symbolic link; give the folder it points to.")
+        raise InvalidInputError(
+            f"out={str(out)!r} is a symbolic link; give the folder it points to.", params=["out"]
+        )
     here = Path.cwd().resolve()
     resolved = out.resolve()
     if resolved in (here, *here.parents):
         raise InvalidInputError(
-            f"--out {out} is the current folder or one above it; zoo renames the finished "
-            "folder into place, so give a folder below it."
+            f"out={str(out)!r} is the current folder or one above it; zoo renames the finished "
+            "folder into place, so give a folder below it.",
+            params=["out"],
         )
     if out.name == "..":
-        raise InvalidInputError(f"--out {out} ends in '..'; name the folder to write itself.")
+        raise InvalidInputError(
+            f"out={str(out)!r} ends in '..'; name the folder to write itself.", params=["out"]
+        )
     for i, part in enumerate(out.parts):
         if part == ".." and not Path(*out.parts[:i]).is_dir():
             raise InvalidInputError(
-                f"--out {out} goes up out of {Path(*out.parts[:i])}, which is not a folder; "
-                "name the folder to write without it."
+                f"out={str(out)!r} goes up out of {Path(*out.parts[:i])}, which is not a folder; "
+                "name the folder to write without it.",
+                params=["out"],
             )
     _check_names(out, resolved)
     home = Path.home().resolve()
@@ -149,38 +157,50 @@ def check_out_dir(
         kept = kept.resolve()
         if _inside(kept, resolved):
             raise ConflictError(
-                f"--out {out} would hold or replace {kept}, which zoo's registry uses "
+                f"out={str(out)!r} would hold or replace {kept}, which zoo's registry uses "
                 "(its home, its database, its blob store, or a folder a source was imported "
-                "from); give a folder outside it."
+                "from); give a folder outside it.",
+                params=["out"],
             )
     for store in stores:
         store = store.resolve()
         if _inside(resolved, store):
             raise ConflictError(
-                f"--out {out} lies inside the blob store {store}, which zoo's registry uses "
-                "(and collects); give a folder outside it."
+                f"out={str(out)!r} lies inside the blob store {store}, which zoo's registry uses "
+                "(and collects); give a folder outside it.",
+                params=["out"],
             )
     if resolved == home or _inside(home, resolved):
-        raise ConflictError(f"--out {out} is or holds your home folder; give a folder below it.")
+        raise ConflictError(
+            f"out={str(out)!r} is or holds your home folder; give a folder below it.",
+            params=["out"],
+        )
     if out.exists() and not out.is_dir():
-        raise ConflictError(f"--out {out} exists and is not a folder.")
+        raise ConflictError(f"out={str(out)!r} exists and is not a folder.", params=["out"])
     above = next(p for p in out.parents if p.exists())  # "." at the latest
     if not above.is_dir():  # else its folders' creation fails, as if on a full disk
-        raise ConflictError(f"--out {out} lies under {above}, which is not a folder.")
+        raise ConflictError(
+            f"out={str(out)!r} lies under {above}, which is not a folder.", params=["out"]
+        )
     if os.path.ismount(out):
         raise InvalidInputError(
-            f"--out {out} is a mount point; zoo renames the finished folder into place, "
-            "which a mount point cannot be, so give a folder inside it."
+            f"out={str(out)!r} is a mount point; zoo renames the finished folder into place, "
+            "which a mount point cannot be, so give a folder inside it.",
+            params=["out"],
         )
     if not (out.is_dir() and any(out.iterdir())):
         return
     if not force:
-        raise ConflictError(f"--out {out} exists and is not empty; pass --force to replace it.")
+        raise ConflictError(
+            f"out={str(out)!r} exists and is not empty; pass force=True to replace it.",
+            params=["out", "force"],
+        )
     problem = _not_a_zoo_output(out)
     if problem:
         raise ConflictError(
-            f"--out {out} {problem}; --force replaces only a folder zoo wrote, so move or "
-            "delete it yourself."
+            f"out={str(out)!r} {problem}; force=True replaces only a folder zoo wrote, so move or "
+            "delete it yourself.",
+            params=["out", "force"],
         )
 
 
@@ -189,15 +209,17 @@ def _check_names(out: Path, resolved: Path) -> None:
     keeps it) or whose file system takes none of its missing names (too long)."""
     if not is_utf8(str(resolved)):
         raise InvalidInputError(
-            f"--out {str(resolved)!a} is not UTF-8 text; zoo records where it writes, so "
-            "give a folder whose path is."
+            f"out= {str(resolved)!a} is not UTF-8 text; zoo records where it writes, so "
+            "give a folder whose path is.",
+            params=["out"],
         )
     limit = _name_max(out)
     for part in resolved.parts:
         if len(os.fsencode(part)) > limit:
             raise InvalidInputError(
-                f"--out {out} has a name of {len(os.fsencode(part))} bytes, more than the "
-                f"{limit} its file system takes; give a shorter one."
+                f"out={str(out)!r} has a name of {len(os.fsencode(part))} bytes, more than the "
+                f"{limit} its file system takes; give a shorter one.",
+                params=["out"],
             )
 
 
@@ -231,10 +253,11 @@ def check_room(out: Path, nbytes: int) -> None:
     free = shutil.disk_usage(existing).free
     if nbytes > free:
         raise NoRoomError(
-            f"--out {out} needs {decimal_bytes(nbytes)} and its file system has "
+            f"out={str(out)!r} needs {decimal_bytes(nbytes)} and its file system has "
             f"{decimal_bytes(free)} free; free some space or write elsewhere.",
             needed=nbytes,
             free=free,
+            params=["out"],
         )
 
 
@@ -476,7 +499,9 @@ def _remove_made(made: list[Path]) -> None:
 
 
 def _cannot_write(out: Path, exc: OSError, why: str = "nothing of it was kept") -> StorageError:
-    return StorageError(f"Cannot write --out {out}: {exc.strerror or exc} ({why}).")
+    return StorageError(
+        f"Cannot write out={str(out)!r}: {exc.strerror or exc} ({why}).", params=["out"]
+    )
 
 
 @contextlib.contextmanager
@@ -718,7 +743,9 @@ class OutputFolder:
                     or name == MARKER
                     or any(p in ("", ".", "..") or Path(p).name != p for p in parts)
                 ):
-                    raise InvalidInputError(f"{name!r} is not a side file zoo can write to --out.")
+                    raise InvalidInputError(
+                        f"{name!r} is not a side file zoo can write to out=.", params=["out"]
+                    )
                 (self.temp / name).parent.mkdir(parents=True, exist_ok=True)
                 (self.temp / name).write_bytes(data)
             _write_marker(self.temp, synced=self._fds)
@@ -833,13 +860,15 @@ def _check_replaceable(folder: Path, *, force: bool, shown: Path | None = None) 
     shown = shown or folder
     if not force:
         raise ConflictError(
-            f"--out {shown} appeared while zoo wrote it and is not empty; it was left as it "
-            "is and nothing was recorded: write elsewhere, or pass --force to replace an "
-            "output of zoo's."
+            f"out={str(shown)!r} appeared while zoo wrote it and is not empty; it was left as it "
+            "is and nothing was recorded: write elsewhere, or pass force=True to replace an "
+            "output of zoo's.",
+            params=["out", "force"],
         )
     problem = _not_a_zoo_output(folder)
     if problem:
         raise ConflictError(
-            f"--out {shown} changed while zoo wrote it: it {problem}; it was left as it is "
-            "and nothing was recorded (--force replaces only a folder zoo wrote)."
+            f"out={str(shown)!r} changed while zoo wrote it: it {problem}; it was left as it is "
+            "and nothing was recorded (force=True replaces only a folder zoo wrote).",
+            params=["out", "force"],
         )

@@ -48,11 +48,13 @@ def _check_levels(signals, sizes: dict[str, int], wanted: int, source_name: str)
         if reachable == 0:
             raise InvalidInputError(
                 f"No resizable axis of {source_name} halves exactly, so a dwt learngene would "
-                "hold no band; use --method dct."
+                "hold no band; use method='dct'.",
+                params=["method"],
             )
         raise InvalidInputError(
-            f"--levels {wanted}: the axes of {source_name} halve exactly at most {reachable} "
-            f"times; ask for {reachable} or fewer."
+            f"levels={wanted}: the axes of {source_name} halve exactly at most {reachable} "
+            f"times; ask for {reachable} or fewer.",
+            params=["levels"],
         )
 
 
@@ -144,7 +146,7 @@ def extract(
     created: list[int] = []
 
     def create(session: Session) -> ArtifactInfo:
-        clash = f"The name {name!r} is already taken; choose another --name."
+        clash = f"The name {name!r} is already taken; choose another name=."
         row = queries.insert_artifact(
             session,
             kind="learngene",
@@ -421,7 +423,9 @@ def _check_name_free(session: Session, name: str, identity: dict[str, Any]) -> N
     held = loads(holder.info_json) or {}
     settings = {k: v for k, v in held.items() if k not in ("signals", "source_name")}
     if holder.kind != "learngene" or settings != identity:
-        raise ConflictError(f"The name {name!r} is already taken; choose another --name.")
+        raise ConflictError(
+            f"The name {name!r} is already taken; choose another name=.", params=["name"]
+        )
 
 
 def _existing_extraction(session: Session, source_id: int, recipe: dict[str, Any]):

@@ -309,8 +309,9 @@ def check_link(child, parent, *, relation, note) -> None:
         raise InvalidInputError(f"The note is text, not {type(note).__name__} ({note!r:.40}).")
     if not isinstance(relation, str) or not _RELATION.fullmatch(relation) or relation in RECORDED:
         raise InvalidInputError(
-            f"--relation {relation!r} is not allowed; use a lowercase word such as finetune, "
-            f"distill, quantize or merge ({', '.join(RECORDED)} are recorded by zoo itself)."
+            f"relation={relation!r} is not allowed; use a lowercase word such as finetune, "
+            f"distill, quantize or merge ({', '.join(RECORDED)} are recorded by zoo itself).",
+            params=["relation"],
         )
 
 

@@ -249,7 +249,8 @@ def rm(reg, query: str, *, cascade: bool = False) -> list[ArtifactInfo]:
             raise ConflictError(
                 f"{row.name} cannot be removed: {shown} derived from it "
                 f"{'is' if len(names) == 1 else 'are'} still kept; remove "
-                f"{'it' if len(names) == 1 else 'them'} first or pass --cascade."
+                f"{'it' if len(names) == 1 else 'them'} first or pass cascade=True.",
+                params=["cascade"],
             )
         stamp = queries.now()
         doomed = [row, *_locked(session, sorted(below), removed=False)]  # less any gone
@@ -298,14 +299,15 @@ def _refuse_shared_store(reg, command: str, *, sweeps: bool = True) -> None:
             then = f"delete {marker} in it and run again"
         else:  # a look writes no marker: the first sweep does, then stops for a person
             then = (
-                f"run it without --dry-run once (it records the marker {marker} and stops), "
+                f"run it without dry_run=True once (it records the marker {marker} and stops), "
                 "delete that marker, and run again"
             )
         raise ConflictError(
             f"The store {reg.store.url} holds blobs no registry has claimed (from before zoo "
             f"recorded which registries use a store, or its {reg.store.CLAIMS} folder was "
             f"removed); {command} cannot tell whether another registry needs them. If no "
-            f"other registry uses this store, {then}."
+            f"other registry uses this store, {then}.",
+            params=["dry_run"],
         )
     if others:
         raise ConflictError(

@@ -176,7 +176,7 @@ def export(reg, query: str, out: str | Path, *, force: bool = False, max_shard_s
     from . import tensors as tio
 
     if out is None:
-        raise InvalidInputError("export writes a folder: give out (--out).")
+        raise InvalidInputError("export writes a folder: give out=.", params=["out"])
     target = _check_out(reg, out, force, max_shard_size)
     info = reg.show(query)
     if info.kind == "derived":
@@ -245,9 +245,13 @@ def _check_out(reg, out, force: bool, max_shard_size) -> Path | None:
 
     if out is None:
         if force:
-            raise InvalidInputError("--force replaces a previous --out folder; give --out.")
+            raise InvalidInputError(
+                "force=True replaces a previous out= folder; give out=.", params=["force", "out"]
+            )
         if max_shard_size is not None:
-            raise InvalidInputError("--max-shard-size applies to --out; give --out.")
+            raise InvalidInputError(
+                "max_shard_size= applies to out=; give out=.", params=["max_shard_size", "out"]
+            )
         return None
     if max_shard_size is not None:
         export.parse_size(max_shard_size)
@@ -333,8 +337,9 @@ def check_resources(derivation: Derivation, dev, *, keep: bool, out: Path | None
         raise InvalidTargetError(
             f"A {_what(plan)} holds {export.decimal_bytes(least)} of weights, "
             f"{_room(have, dev)}; "
-            "write it with --out (which streams it), or ask for fewer layers or a smaller "
-            "hidden size."
+            "write it with out= (which streams it), or ask for fewer layers or a smaller "
+            "hidden size.",
+            params=["out"],
         )
     group = derivation.largest_working_set
     whole = derivation.target_bytes if keep else 0
@@ -348,8 +353,9 @@ def check_resources(derivation: Derivation, dev, *, keep: bool, out: Path | None
                 raise InvalidTargetError(
                     f"A {what} holds {whole / 1e9:.1f} GB of weights and needs "
                     f"{(whole + group) / 1e9:.1f} GB while it is derived, {room}; write it "
-                    "with --out (which streams it), or ask for fewer layers or a smaller "
-                    "hidden size."
+                    "with out= (which streams it), or ask for fewer layers or a smaller "
+                    "hidden size.",
+                    params=["out"],
                 )
             raise InvalidTargetError(
                 f"A {what} needs {group / 1e9:.1f} GB for its largest part while it is "
@@ -546,8 +552,9 @@ def _recorded_plan(reg, info: ArtifactInfo, device: str | None, *, as_parent: bo
             f"{missing}; it is virtual: keep its weights on such a machine with the `zoo "
             "materialize` that made it plus --store, then use it anywhere."
             if as_parent
-            else f"{missing}; re-derive it on a machine with one, or pass --device cpu "
-            "(its bits may then differ and fail verification)."
+            else f"{missing}; re-derive it on a machine with one, or pass device='cpu' "
+            "(its bits may then differ and fail verification).",
+            params=() if as_parent else ["device"],
         ) from exc
     # Statistics over the whole tensor until transform version 4 (zoo.transforms.moments),
     # the amplitude rule, net2net's copies and the dtype a signal is derived in of the

@@ -188,8 +188,9 @@ def make_plan(reg, query: str, request: MaterializeRequest) -> Plan:
     elif learngene is not None and recipe.method != learngene.info["method"]:
         raise InvalidInputError(
             f"{learngene.name} holds {learngene.info['method']} data, not {recipe.method}; "
-            f"use --method {learngene.info['method']} or name the source "
-            f"{materialize_name(reg, source)}."
+            f"use method={learngene.info['method']} or name the source "
+            f"{materialize_name(reg, source)}.",
+            params=["method"],
         )
     plan = Plan(parent, source, learngene, recipe, target_config)
     check_target(recipe.method, plan.source_sizes, plan.method_sizes)
@@ -246,24 +247,30 @@ def _recipe(
         else:
             wavelet = d_wavelet if d_method == method else DEFAULT_WAVELET
     if "wavelet" not in takes and wavelet is not None:
-        raise InvalidInputError(f"--wavelet applies to --method {either(taking('wavelet'))} only.")
+        raise InvalidInputError(
+            f"wavelet= applies to method={either(taking('wavelet'))} only.",
+            params=["wavelet", "method"],
+        )
     if "wavelet" in takes:
         check_wavelet(wavelet)
     if rescale is not None and rescale != "none" and "rescale" not in takes:
         raise InvalidInputError(
-            f"--rescale applies to --method {either(taking('rescale'))}, not {method}; "
-            "use --norm match to match normalization layers to the source."
+            f"rescale= applies to method={either(taking('rescale'))}, not {method}; "
+            "use norm='match' to match normalization layers to the source.",
+            params=["rescale", "method", "norm"],
         )
     if request.seed is not None and "seed" not in takes:
         # A seed that changes nothing would record a second recipe for the same weights.
         raise InvalidInputError(
-            f"--seed seeds --method {either(taking('seed'))}; {method} draws no random numbers."
+            f"seed= seeds method={either(taking('seed'))}; {method} draws no random numbers.",
+            params=["seed", "method"],
         )
     if norm == "match" and "norm" not in takes:
         # Checked on the request, not the Recipe: recipes recorded before are re-derived.
         raise InvalidInputError(
-            f"--norm match sets transferred normalization layers to the source's; "
-            f"{method} transfers none."
+            f"norm='match' sets transferred normalization layers to the source's; "
+            f"{method} transfers none.",
+            params=["norm"],
         )
     if rescale is None:
         rescale = d_rescale if method == d_method else DEFAULT_RESCALE
@@ -275,8 +282,9 @@ def _recipe(
     deeper = target_sizes["layers"] > source_sizes["layers"]
     if depth == "identity" and not deeper:
         raise InvalidInputError(
-            f"--depth identity adds layers, but the target has {target_sizes['layers']} "
-            f"and the source {source_sizes['layers']}."
+            f"depth='identity' adds layers, but the target has {target_sizes['layers']} "
+            f"and the source {source_sizes['layers']}.",
+            params=["depth"],
         )
     if depth is None:
         # Without added layers the rule changes nothing: one recipe, one artifact.
@@ -308,7 +316,8 @@ def _order(learngene: ArtifactInfo | None, method: str, order: str | None) -> st
     if order is not None and order != extracted:
         raise InvalidInputError(
             f"{learngene.name} was extracted in unit order {extracted!r}, not {order!r}; "
-            f"extract one with --order {order}, or leave --order out."
+            f"extract one with order={order!r}, or leave order= out.",
+            params=["order"],
         )
     return extracted
 

@@ -604,7 +604,8 @@ def _run_alembic(
             connection.rollback()
             raise ConflictError(  # the registry's records refuse it, as --force refuses
                 f"zoo db {verb} {revision} would delete what the registry recorded: "
-                f"{'; '.join(lost)}; pass --drop-data if that is what you want."
+                f"{'; '.join(lost)}; pass drop_data=True if that is what you want.",
+                params=["drop_data"],
             )
         connection.commit()
     finally:

@@ -394,7 +394,7 @@ def free_name(
     ``default``, made unique with the content hash's first 8 digits when that is taken."""
     if asked is not None:
         if name_taken(session, asked):
-            raise ConflictError(clash)
+            raise ConflictError(clash, params=["name"])  # the caller's name=
         return asked
     return default if not name_taken(session, default) else f"{default}-{content_hash[:8]}"
 

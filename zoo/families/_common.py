@@ -335,7 +335,9 @@ def check_size(what: str, value: object) -> int:
     """A target size (layers, hidden, heads...): a positive integer, not 2.0, "2" or True.
     Also checked by a client before any request (:mod:`zoo.api.arguments`)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidTargetError(f"target {what} must be a positive integer, got {value!r}.")
+        raise InvalidTargetError(
+            f"target {what}= must be a positive integer, got {value!r}.", params=[what]
+        )
     return value
 
 
@@ -348,7 +350,9 @@ def _positive(
     """``value``, a positive integer no larger than ``most`` (a width: :data:`MAX_WIDTH`)."""
     check_size(what, value)
     if value > most:
-        raise InvalidTargetError(f"target {what} {value:,} is more than {most:,} ({why}).")
+        raise InvalidTargetError(
+            f"target {what}={value} is more than {most:,} ({why}).", params=[what]
+        )
     return value
 
 
@@ -416,15 +420,16 @@ def plan_target(
                 hidden, src_head_dim, lambda h: fits(h, h // src_head_dim)
             )
             raise InvalidTargetError(
-                f"hidden {hidden} is not a multiple of the source head_dim {src_head_dim}, "
-                f"which the default keeps (heads = hidden / head_dim); use hidden "
+                f"hidden={hidden} is not a multiple of the source head_dim {src_head_dim}, "
+                f"which the default keeps (heads = hidden / head_dim); use hidden="
                 f"{join_or(hiddens)}"
                 + (
-                    f", or set heads to one that divides {hidden} "
+                    f", or set heads= to one that divides {hidden} "
                     f"({join_or(closest(heads_ok, hidden / src_head_dim))})."
                     if heads_ok
                     else "."
-                )
+                ),
+                params=["hidden", "heads"],
             )
         heads = hidden // src_head_dim
     else:
@@ -432,29 +437,32 @@ def plan_target(
         if hidden % heads:
             heads_ok = [d for d in divisors(hidden) if fits(hidden, d)]
             hiddens = fitting_multiples_near(hidden, heads, lambda h: fits(h, heads))
-            options = [f"heads {join_or(closest(heads_ok, heads))}"] if heads_ok else []
-            options += [f"hidden {join_or(hiddens)}"] if hiddens else []
+            options = [f"heads={join_or(closest(heads_ok, heads))}"] if heads_ok else []
+            options += [f"hidden={join_or(hiddens)}"] if hiddens else []
             if not options:  # no hidden fits this head count: drop it, keep head_dim
                 defaults = fitting_multiples_near(
                     hidden, src_head_dim, lambda h: fits(h, h // src_head_dim)
                 )
-                options = [f"hidden {join_or(defaults)} with heads left unset"]
+                options = [f"hidden={join_or(defaults)} with heads= left unset"]
             raise InvalidTargetError(
-                f"hidden {hidden} is not divisible by {heads} heads; use {', or '.join(options)}."
+                f"hidden={hidden} is not divisible by heads={heads}; use {', or '.join(options)}.",
+                params=["hidden", "heads"],
             )
     if target.intermediate is None:
         ffn = round_ratio(hidden, src_ffn, src_hidden)
         if ffn < 1:
             raise InvalidTargetError(
                 f"the source's intermediate/hidden ratio {src_ffn}/{src_hidden} gives an "
-                f"intermediate size of 0 for hidden {hidden}; set intermediate explicitly."
+                f"intermediate size of 0 for hidden={hidden}; set intermediate= explicitly.",
+                params=["hidden", "intermediate"],
             )
     else:
         ffn = _positive("intermediate", target.intermediate)
     if target.kv_heads is not None and not gqa and target.kv_heads != heads:
         raise InvalidTargetError(
             f"{family} has no grouped-query attention (kv_heads always equals heads, here "
-            f"{heads}); leave kv_heads unset."
+            f"{heads}); leave kv_heads= unset.",
+            params=["kv_heads"],
         )
     return Plan(layers, hidden, heads, hidden // heads, ffn)
 

@@ -336,18 +336,19 @@ class DecoderFamily(TransformerFamily):
         if plan.head_dim % 2:
             even = [h for h in divisors(plan.hidden) if fits(plan.hidden, h)]
             hiddens = fitting_multiples_near(plan.hidden, plan.heads, lambda h: fits(h, plan.heads))
-            options = [f"heads {join_or(closest(even, plan.heads))}"] if even else []
-            options += [f"hidden {join_or(hiddens)}"] if hiddens else []
+            options = [f"heads={join_or(closest(even, plan.heads))}"] if even else []
+            options += [f"hidden={join_or(hiddens)}"] if hiddens else []
             if not options:
                 src_head_dim = hidden // heads
                 defaults = fitting_multiples_near(
                     plan.hidden, src_head_dim, lambda h: fits(h, h // src_head_dim)
                 )
-                options = [f"hidden {join_or(defaults)} with heads left unset"]
+                options = [f"hidden={join_or(defaults)} with heads= left unset"]
             raise InvalidTargetError(
-                f"{self.name}'s rotary embeddings need an even head_dim, but hidden "
-                f"{plan.hidden} / {plan.heads} heads gives {plan.head_dim}; use "
-                f"{', or '.join(options)}."
+                f"{self.name}'s rotary embeddings need an even head_dim, but hidden="
+                f"{plan.hidden} / heads={plan.heads} gives {plan.head_dim}; use "
+                f"{', or '.join(options)}.",
+                params=["hidden", "heads"],
             )
         return plan
 
@@ -362,40 +363,43 @@ class DecoderFamily(TransformerFamily):
                 hiddens = fitting_multiples_near(
                     t_hidden, step, lambda h: whole_groups(h * heads // hidden)
                 )
-                use = f"use hidden {join_or(hiddens)}, or set heads" if hiddens else "set heads"
+                use = f"use hidden={join_or(hiddens)}, or set heads=" if hiddens else "set heads="
                 if t_hidden % step == 0:
                     # Whole heads, but not whole groups of the source's: fewer query heads
                     # per kv head fit them.
                     t_heads = t_hidden * heads // hidden
-                    use += f", or set kv_heads to {join_or(divisors(t_heads))}"
+                    use += f", or set kv_heads= to {join_or(divisors(t_heads))}"
                 raise InvalidTargetError(
                     f"{self.name} keeps head_dim {head_dim}, and by default the source's "
-                    f"{heads} heads per {hidden} hidden units, which hidden {t_hidden} does not "
-                    f"give in whole query groups; {use}."
+                    f"{heads} heads per {hidden} hidden units, which hidden={t_hidden} does "
+                    f"not give in whole query groups; {use}.",
+                    params=["hidden", "heads", "kv_heads"],
                 )
             t_heads = t_hidden * heads // hidden
         else:
             t_heads = _positive("heads", target.heads)
             if self.decl.heads_divide_hidden and t_hidden % t_heads:
                 ok = [h for h in divisors(t_hidden) if whole_groups(h)]
-                options = [f"heads {join_or(closest(ok, t_heads))}"] if ok else []
+                options = [f"heads={join_or(closest(ok, t_heads))}"] if ok else []
                 if whole_groups(t_heads):  # another hidden size keeps these heads
                     hiddens = fitting_multiples_near(t_hidden, t_heads, lambda h: True)
-                    options.append(f"hidden {join_or(hiddens)}")
+                    options.append(f"hidden={join_or(hiddens)}")
                 if not options:  # no head count keeps the groups: fewer heads per kv head
                     near = min(divisors(t_hidden), key=lambda h: (abs(h - t_heads), h))
-                    options.append(f"heads {near} with kv_heads {join_or(divisors(near))}")
+                    options.append(f"heads={near} with kv_heads={join_or(divisors(near))}")
                 raise InvalidTargetError(
-                    f"{self.name} needs a hidden size that its head count divides, and hidden "
-                    f"{t_hidden} is not divisible by {t_heads} heads; use "
-                    f"{', or '.join(options)}."
+                    f"{self.name} needs a hidden size that its head count divides, and hidden="
+                    f"{t_hidden} is not divisible by heads={t_heads}; use "
+                    f"{', or '.join(options)}.",
+                    params=["hidden", "heads", "kv_heads"],
                 )
         if target.intermediate is None:
             ffn = round_ratio(t_hidden, self.sizes(config)["ffn"], hidden)
             if ffn < 1:
                 raise InvalidTargetError(
                     f"the source's intermediate/hidden ratio gives an intermediate size of 0 "
-                    f"for hidden {t_hidden}; set intermediate explicitly."
+                    f"for hidden={t_hidden}; set intermediate= explicitly.",
+                    params=["hidden", "intermediate"],
                 )
         else:
             ffn = _positive("intermediate", target.intermediate)
@@ -406,17 +410,19 @@ class DecoderFamily(TransformerFamily):
             kv = target.kv_heads
             if isinstance(kv, bool) or not isinstance(kv, int) or kv < 1 or plan.heads % kv:
                 raise InvalidTargetError(
-                    f"kv_heads {kv!r} does not divide the target's {plan.heads} attention "
-                    f"heads; use kv_heads {join_or(divisors(plan.heads))}."
+                    f"kv_heads={kv!r} does not divide the target's {plan.heads} attention "
+                    f"heads; use kv_heads={join_or(divisors(plan.heads))}.",
+                    params=["kv_heads"],
                 )
             return kv
         if plan.heads % group:
             fits = divisors(plan.heads)
             raise InvalidTargetError(
                 f"the target's {plan.heads} {'head' if plan.heads == 1 else 'heads'} cannot "
-                f"keep the source's {group} query heads per kv head; set kv_heads to "
+                f"keep the source's {group} query heads per kv head; set kv_heads= to "
                 f"{'one of ' if len(fits) > 1 else ''}{join_or(fits)}, or choose a size "
-                f"whose head count is a multiple of {group}."
+                f"whose head count is a multiple of {group}.",
+                params=["kv_heads"],
             )
         return plan.heads // group
 
@@ -512,5 +518,6 @@ def _check_rope_lists(name: str, config: Mapping[str, Any], src: int, target: in
         raise InvalidTargetError(
             f"this {name} config lists rope {' and '.join(sorted(lists))} per rotary "
             f"frequency of head_dim {src}, so the target must keep head_dim {src} (it would "
-            f"be {target}); leave heads unset, or use heads = hidden / {src}."
+            f"be {target}); leave heads= unset, or use heads= hidden / {src}.",
+            params=["heads"],
         )

@@ -44,6 +44,7 @@ from zoo.errors import (
     StorageError,
     StoreUnavailableError,
     ZooError,
+    json_words,
 )
 from zoo.server.checks import _UPLOAD_NAME, check_name, check_query, check_upload_name
 from zoo.server.hf import HUB_TAG, HUB_WRITES_REFUSED, is_hub_write
@@ -69,16 +70,17 @@ _REPO = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}")
 
 
 def error_body(exc: BaseException, status: int, exit_code: int) -> dict[str, Any]:
-    text = str(exc).strip()
-    message = text.splitlines()[0] if text else type(exc).__name__
-    return {
-        "error": {
-            "class": type(exc).__name__,
-            "message": message,
-            "status": status,
-            "exit_code": exit_code,
-        }
+    # The parameters a message names are the request's JSON fields ("levels"); params
+    # lists them, so a client says them in its own words again.
+    body = {
+        "class": type(exc).__name__,
+        "message": json_words(exc),
+        "status": status,
+        "exit_code": exit_code,
     }
+    if getattr(exc, "params", ()):
+        body["params"] = list(exc.params)
+    return {"error": body}
 
 
 @contextlib.contextmanager

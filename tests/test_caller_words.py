@@ -1,0 +1,117 @@
+"""Each surface names an argument in its caller's words: a Python call's message names the
+parameter (``levels=``), the CLI's the option (``--levels``), from one message."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from zoo.errors import ConflictError, InvalidInputError, InvalidTargetError
+
+# A flag of the CLI, or a Python parameter as a message names it.
+_FLAG = re.compile(r"(?<![\w-])--[a-z]")
+
+
+def _python(call, cls=InvalidInputError) -> str:
+    with pytest.raises(cls) as info:
+        call()
+    text = str(info.value)
+    assert "\n" not in text and not _FLAG.search(text), text
+    return text
+
+
+def _cli(run_cli, code: int, *args: str) -> str:
+    got, out, err = run_cli(*args)
+    assert (got, out) == (code, ""), (got, out, err)
+    assert err.count("\n") == 1 and err.startswith("zoo: error: "), err
+    line = err.removeprefix("zoo: error: ").strip()
+    assert not re.search(r"\b[a-z_]+=(?!\S*\))", line), line  # no Python keyword
+    return line
+
+
+def test_argument_checks_name_the_parameter_in_python_and_the_option_on_the_cli(
+    registry, tiny_dir, run_cli
+):
+    src = registry.import_checkpoint(tiny_dir("gpt2"), name="src").name
+    size = ("materialize", src, "--layers", "1", "--hidden", "16")
+    cases = [
+        # A whole number's type, then its range (zoo.api.arguments).
+        (
+            lambda: registry.extract(src, levels=0),
+            ("extract", src, "--levels", "0"),
+            "levels= must be at least 1, got 0.",
+            "--levels must be at least 1, got 0.",
+        ),
+        # Options with a value named with them.
+        (
+            lambda: registry.extract(src, method="dct", keep=0.5, levels=2),
+            ("extract", src, "--method", "dct", "--levels", "2"),
+            "wavelet= and levels= apply to method='dwt', not dct.",
+            "--wavelet and --levels apply to --method dwt, not dct.",
+        ),
+        # A size, whose option is spelled with a hyphen.
+        (
+            lambda: registry.materialize(src, layers=1, hidden=16, kv_heads=0),
+            (*size, "--kv-heads", "0"),
+            "target kv_heads= must be a positive integer, got 0.",
+            "target --kv-heads must be a positive integer, got 0.",
+        ),
+        # A yes-or-no option, and one whose value is a path.
+        (
+            lambda: registry.materialize(src, layers=1, hidden=16, force=True),
+            (*size, "--force"),
+            "force=True replaces a previous out= folder; give out=.",
+            "--force replaces a previous --out folder; give --out.",
+        ),
+        (
+            lambda: registry.materialize(src, layers=1, hidden=16, max_shard_size="1MB"),
+            (*size, "--max-shard-size", "1MB"),
+            "max_shard_size= applies to out=; give out=.",
+            "--max-shard-size applies to --out; give --out.",
+        ),
+        # Checked once the source is known (the method's options), and a family's rule.
+        (
+            lambda: registry.materialize(src, layers=1, hidden=16, method="scratch", wavelet="db2"),
+            (*size, "--method", "scratch", "--wavelet", "db2"),
+            "wavelet= applies to method=dwt only.",
+            "--wavelet applies to --method dwt only.",
+        ),
+        (
+            lambda: registry.materialize(src, layers=1, hidden=15, heads=4),
+            ("materialize", src, "--layers", "1", "--hidden", "15", "--heads", "4"),
+            "hidden=15 is not divisible by heads=4;",
+            "--hidden 15 is not divisible by --heads 4;",
+        ),
+        # An option the CLI spells as another word than the parameter (--from: parent).
+        (
+            lambda: registry.link(src, src, relation="Bad"),
+            ("link", src, "--from", src, "--relation", "Bad"),
+            "relation='Bad' is not allowed;",
+            "--relation Bad is not allowed;",
+        ),
+    ]
+    for call, args, python, flags in cases:
+        cls = InvalidTargetError if "divisible" in python or "target" in python else None
+        assert python in _python(call, cls or InvalidInputError)
+        assert flags in _cli(run_cli, 2, *args)
+
+
+def test_an_out_folder_is_named_as_each_caller_gave_it(registry, tiny_dir, run_cli, tmp_path):
+    src = registry.import_checkpoint(tiny_dir("gpt2"), name="src").name
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "mine.txt").write_text("not zoo's")
+    python = _python(
+        lambda: registry.export(src, out=out), ConflictError
+    )  # its value as Python writes it
+    assert python == f"out={str(out)!r} exists and is not empty; pass force=True to replace it."
+    line = _cli(run_cli, 4, "export", src, "--out", str(out))
+    assert line == f"--out {out} exists and is not empty; pass --force to replace it."
+    assert (out / "mine.txt").read_text() == "not zoo's"
+
+
+def test_a_yes_or_no_parameter_is_named_as_python_writes_it(registry):
+    assert _python(lambda: registry.list(include_deleted="no")) == (
+        "include_deleted= is True or False, not 'no'."
+    )
