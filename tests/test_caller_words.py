@@ -115,3 +115,11 @@ def test_a_yes_or_no_parameter_is_named_as_python_writes_it(registry):
     assert _python(lambda: registry.list(include_deleted="no")) == (
         "include_deleted= is True or False, not 'no'."
     )
+
+
+def test_list_refuses_an_unknown_keyword_in_its_own_name(registry):
+    with pytest.raises(TypeError, match=r"^list\(\) got an unexpected keyword argument 'foo'$"):
+        registry.list(foo=1)
+    with pytest.raises(TypeError, match=r"list\(\) returns every match.*search\(\) gives"):
+        registry.list(limit=5)
+    assert registry.list(name="nothing*") == []

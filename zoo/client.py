@@ -345,12 +345,9 @@ class RemoteRegistry:
 
     def list(self, *, kind=None, family=None, include_deleted=False, **filters):
         """Every match, oldest first."""
-        paging = sorted({"limit", "after", "newest_first"} & filters.keys())
-        if paging:  # as the local registry refuses them
-            raise TypeError(
-                f"list() returns every match, oldest first, and takes no {', '.join(paging)}; "
-                "search() gives one page."
-            )
+        from zoo.api.arguments import check_list_filters
+
+        check_list_filters(filters)  # as the local registry refuses them
         page = self.search(
             kind=kind,
             family=family,

@@ -24,6 +24,36 @@ CHECKED = ("layers", "hidden", "heads", "intermediate", "kv_heads", "seed", "dev
 CHECKED += NAMED_OPTIONS
 
 
+#: The filters :meth:`zoo.Registry.list` takes besides kind, family and include_deleted:
+#: search()'s, less its paging.
+LIST_FILTERS = (
+    "name",
+    "min_layers",
+    "max_layers",
+    "min_hidden",
+    "max_hidden",
+    "derived_from",
+    "created_by",
+    "created_after",
+    "created_before",
+)
+
+
+def check_list_filters(filters) -> None:
+    """The keywords of a list() call: a paging one is explained, any other unknown is
+    refused as Python refuses an unknown keyword, in list()'s name (not search()'s, which
+    list() reads with)."""
+    paging = sorted({"limit", "after", "newest_first"} & filters.keys())
+    if paging:
+        raise TypeError(
+            f"list() returns every match, oldest first, and takes no {', '.join(paging)}; "
+            "search() gives one page."
+        )
+    for key in filters:
+        if key not in LIST_FILTERS:
+            raise TypeError(f"list() got an unexpected keyword argument {key!r}")
+
+
 def check_flags(**flags) -> None:
     """Yes-or-no options: True or False, not "yes", "no" (true, as any non-empty text is),
     1 or None, which a caller meant as something else or mistyped."""

@@ -806,12 +806,9 @@ def list_artifacts(
     **filters,
 ) -> list[ArtifactSummary]:
     """Every match, oldest first (one page without a limit)."""
-    paging = sorted({"limit", "after", "newest_first"} & filters.keys())
-    if paging:
-        raise TypeError(
-            f"list() returns every match, oldest first, and takes no {', '.join(paging)}; "
-            "search() gives one page."
-        )
+    from zoo.api.arguments import check_list_filters
+
+    check_list_filters(filters)
     return list(
         search(
             reg,
