@@ -839,6 +839,8 @@ def lineage_cmd(name, up, down, fmt, depth, include_deleted) -> None:
 def link_cmd(child, parent, relation, note, as_json) -> None:
     """Declare that CHILD was made from a parent outside zoo (e.g. a fine-tune)."""
     edge = _registry().link(child, parent, relation=relation, note=note)
+    # The artifacts the names resolved to (an alias, a hash prefix), as `zoo tag` says.
+    parent, child = edge.parent_name or parent, edge.child_name or child
     _emit(as_json, edge.to_json(), f"{parent} --{relation}--> {child}")
     kept = (edge.recipe or {}).get("note") or ""
     if note is not None and note != kept:  # declared before: a declaration is not redone

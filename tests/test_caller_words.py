@@ -3,6 +3,7 @@ parameter (``levels=``), the CLI's the option (``--levels``), from one message."
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -123,3 +124,26 @@ def test_list_refuses_an_unknown_keyword_in_its_own_name(registry):
     with pytest.raises(TypeError, match=r"list\(\) returns every match.*search\(\) gives"):
         registry.list(limit=5)
     assert registry.list(name="nothing*") == []
+
+
+def test_link_prints_the_artifacts_its_names_resolved_to(registry, tiny_dir, run_cli):
+    base = registry.import_checkpoint(tiny_dir("bert"), name="bert-base")
+    tuned = registry.import_checkpoint(tiny_dir("bert", seed=1), name="bert-tuned")
+    registry.point_alias(tuned.name, "prod")
+    code, out, err = run_cli("link", "prod", "--from", base.content_hash[:10])
+    assert (code, out) == (0, "bert-base --finetune--> bert-tuned\n"), err
+    code, out, err = run_cli("link", "prod", "--from", base.content_hash[:10], "--note", "x")
+    assert code == 0 and out == "bert-base --finetune--> bert-tuned\n", err
+    assert (
+        err == "note: bert-base --finetune--> bert-tuned was declared before; its note stays ''\n"
+    )
+    code, out, _ = run_cli("link", "prod", "--from", "bert-base", "--json")
+    edge = json.loads(out)
+    assert (edge["parent_name"], edge["child_name"]) == ("bert-base", "bert-tuned")
+    # Names that are registry names and an alias, on a new edge: one statement adds it.
+    other = registry.import_checkpoint(tiny_dir("bert", seed=2), name="bert-other")
+    code, out, err = run_cli("link", other.name, "--from", "prod", "--relation", "distill")
+    assert (code, out) == (0, "bert-tuned --distill--> bert-other\n"), err
+    # zoo tag says the artifact its name resolved to as well.
+    code, out, _ = run_cli("tag", base.content_hash[:10], "stable")
+    assert (code, out) == (0, "stable -> bert-base\n")

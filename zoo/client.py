@@ -936,6 +936,8 @@ def _edge(e: dict[str, Any], cls):
         zoo_version=e["zoo_version"],
         created_at=_time(e["created_at"]),
         created_by=e["created_by"],
+        parent_name=e.get("parent_name"),
+        child_name=e.get("child_name"),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from zoo.db.entities import ArtifactInfo, EdgeInfo, ImportInfo
@@ -336,7 +336,7 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
         # again name by name, as every command reads names, to say what it is.
         added = link_named(session, parent=parent, child=child, **columns)
         if added is not None:
-            return queries.edge_info(added)
+            return _named(session, queries.edge_info(added))
         c = queries.resolve(session, child)
         p = queries.resolve(session, parent)
         if c.id == p.id:
@@ -346,9 +346,22 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
             raise InvalidInputError(
                 f"{c.name} is already an ancestor of {p.name}; the link would make a cycle."
             )
-        return queries.edge_info(edge)
+        return replace(queries.edge_info(edge), parent_name=p.name, child_name=c.name)
 
     return reg.transaction(work)
+
+
+def _named(session: Session, edge: EdgeInfo) -> EdgeInfo:
+    """``edge`` with its artifacts' registry names: what a link given an alias or a hash
+    prefix joined."""
+    from sqlalchemy import select
+
+    from zoo.db.models import Artifact
+
+    ids = (edge.parent_id, edge.child_id)
+    rows = session.execute(select(Artifact.id, Artifact.name).where(Artifact.id.in_(ids)))
+    names = dict(rows.all())
+    return replace(edge, parent_name=names[edge.parent_id], child_name=names[edge.child_id])
 
 
 def is_ancestor(session: Session, ancestor: int, node: int) -> bool:

@@ -306,9 +306,17 @@ class EdgeInfo:
     zoo_version: str
     created_at: datetime
     created_by: str
+    #: The two artifacts' registry names, where the caller resolved names to make it (a
+    #: link declared by alias or hash prefix says which artifacts it joined).
+    parent_name: str | None = None
+    child_name: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "created_at": self.created_at.isoformat()}
+        data = {**asdict(self), "created_at": self.created_at.isoformat()}
+        for end in ("parent_name", "child_name"):
+            if data[end] is None:
+                del data[end]
+        return data
 
 
 @dataclass(frozen=True)
