@@ -1141,7 +1141,7 @@ def test_a_disk_that_fills_during_a_build_is_told_by_kind_and_logged(tiny_dir, m
             logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
             assert len(logged) == len(builds), logged
             for line in logged:
-                assert line.startswith(f"storage error: Cannot write out='{cache}/"), line
+                assert line.startswith(f"storage error: Cannot write {cache}/"), line
                 assert line.endswith("No space left on device (nothing of it was kept).")
             for path in builds:
                 assert http.get(path).status_code == 200, path

@@ -45,6 +45,8 @@ from zoo.errors import (
     StoreUnavailableError,
     ZooError,
     json_words,
+    python_value,
+    reworded,
 )
 from zoo.server.checks import _UPLOAD_NAME, check_name, check_query, check_upload_name
 from zoo.server.hf import HUB_TAG, HUB_WRITES_REFUSED, is_hub_write
@@ -804,13 +806,19 @@ def _storage_said_plainly():
 def _storage_failed(exc: OSError) -> StorageError:
     """A failure of the server's own storage, told to the caller by kind (its reason,
     such as "No space left on device"); its text, with the server's paths, is logged."""
-    log.error("storage error: %s", exc)
+    # The server's own folders are no caller's parameter: the log names the path alone.
+    log.error("storage error: %s", reworded(exc, _path_alone))
     # zoo's own StorageError says the file system's reason in its text, from its cause.
     cause = exc if exc.strerror else exc.__cause__
     reason = getattr(cause, "strerror", None)
     if not reason:
         return StorageError("The server's storage failed; the server's log says why.")
     return StorageError(f"The server's storage failed: {reason}.")
+
+
+def _path_alone(name: str, value: str | None) -> str:
+    """A parameter a message names, as its value alone (``out='/cache/x'``: /cache/x)."""
+    return name if value is None else str(python_value(value))
 
 
 _STORE_FAILED = "The server's object store failed; the server's log says why."
