@@ -568,7 +568,7 @@ def test_a_head_dim_set_apart_is_kept(family):
     )
     assert model.model.layers[0].self_attn.q_proj.weight.shape == (16 * heads, 16)
     if fam.decl.heads_divide_hidden:
-        with pytest.raises(InvalidTargetError, match="not divisible by 3 heads; use heads"):
+        with pytest.raises(InvalidTargetError, match="not divisible by heads=3; use heads"):
             fam.target_config(source, TargetSize(2, 16, heads=3, kv_heads=1))
     with pytest.raises(InvalidTargetError) as err:
         fam.target_config(source, TargetSize(2, 20))

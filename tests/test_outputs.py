@@ -958,7 +958,7 @@ def test_the_cli_records_a_target_larger_than_memory_one_group_at_a_time(
     target = sum(r.nbytes for r in probe.artifact.tensors)
     # Room for half the target: a group fits, the whole target does not.
     monkeypatch.setattr(_memory, "available_bytes", lambda dev: int(target / 2 / MEMORY_MARGIN))
-    with pytest.raises(InvalidTargetError, match="with --out"):
+    with pytest.raises(InvalidTargetError, match="with out="):
         registry.materialize(src.name, **size)
     peak = _track_emitted_bytes(monkeypatch)
     code, out, err = run_cli(

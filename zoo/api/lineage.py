@@ -336,7 +336,8 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
         # again name by name, as every command reads names, to say what it is.
         added = link_named(session, parent=parent, child=child, **columns)
         if added is not None:
-            return _named(session, queries.edge_info(added))
+            edge = queries.edge_info(added)
+            return replace(edge, parent_name=added.parent_name, child_name=added.child_name)
         c = queries.resolve(session, child)
         p = queries.resolve(session, parent)
         if c.id == p.id:
@@ -349,19 +350,6 @@ def link(reg, child: str, parent: str, *, relation: str, note: str | None = None
         return replace(queries.edge_info(edge), parent_name=p.name, child_name=c.name)
 
     return reg.transaction(work)
-
-
-def _named(session: Session, edge: EdgeInfo) -> EdgeInfo:
-    """``edge`` with its artifacts' registry names: what a link given an alias or a hash
-    prefix joined."""
-    from sqlalchemy import select
-
-    from zoo.db.models import Artifact
-
-    ids = (edge.parent_id, edge.child_id)
-    rows = session.execute(select(Artifact.id, Artifact.name).where(Artifact.id.in_(ids)))
-    names = dict(rows.all())
-    return replace(edge, parent_name=names[edge.parent_id], child_name=names[edge.child_id])
 
 
 def is_ancestor(session: Session, ancestor: int, node: int) -> bool:

@@ -148,12 +148,19 @@ def _insert_unless_cycle_statement(dialect: str, *, by_name: bool = False):
     walk = _ancestors(parent, dialect)
     # NULL ids (a name not read here) compare unequal to nothing: no row, nothing added.
     row = select(*params.values()).where(parent != child, ~exists().where(walk.c.id == child))
+    returned = list(EDGE_COLUMNS)
+    if by_name:
+        # The artifacts the names resolved to (an alias, a hash prefix), in the statement.
+        # Written out: SQLAlchemy renders a returned subquery with the table in its FROM.
+        for end in ("parent", "child"):
+            name = f"(SELECT artifacts.name FROM artifacts WHERE artifacts.id = edges.{end}_id)"
+            returned.append(literal_column(name).label(f"{end}_name"))
     # The table, not the entity: the ORM would read the parameters as an edge's columns.
     return (
         insert_or(dialect)(table)
         .from_select(list(columns), row)
         .on_conflict_do_nothing(index_elements=["parent_id", "child_id", "relation"])
-        .returning(*EDGE_COLUMNS)
+        .returning(*returned)
     )
 
 
