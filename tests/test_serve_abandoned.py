@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import signal
 import socket
 import threading
 import time
@@ -191,3 +192,84 @@ def test_a_size_a_hub_download_left_before_its_answer_is_not_recorded(served):
         config = http.get(path).json()
     assert (config["num_hidden_layers"], config["hidden_size"]) == (2, 24)
     assert len(derived(served)) == 1
+
+
+# Each write of an output folder's weights waits: a build a test can stop midway, as one
+# of a large model.
+SLOW_WRITES = """
+import time
+import zoo.api.export as export
+_pwrite = export.OutputFolder._pwrite
+def _slow(self, *args):
+    time.sleep(0.2)
+    return _pwrite(self, *args)
+export.OutputFolder._pwrite = _slow
+"""
+
+
+def _build_cut(tmp_path, tiny_dir, stop: signal.Signals):
+    """A server stopped by ``stop`` while it writes a size a client asked for; returns
+    the server, its exit status, the client's answer and the cache."""
+    env = server_env(tmp_path)
+    reg = registry_for(env)
+    reg.import_checkpoint(tiny_dir("bert"), name="tiny-bert")
+    token = reg.create_token("w", role="write")[1]
+    reg.close()
+    log = tmp_path / "server.log"
+    server = ZooServer(env, "--shutdown-timeout", "1s", log=log, patch=SLOW_WRITES).start()
+    cache = tmp_path / "serve-cache"
+    # None of zoo's writing, whatever they are named: kept.
+    (cache / "notes.txt").write_text("mine")
+    (cache / ".pending-mine").mkdir()
+    got = []
+
+    def ask():
+        with client(server.url, token) as http:
+            try:
+                got.append(http.post("/api/materialize", json=SIZE))
+            except httpx.HTTPError as exc:  # SIGKILL: no answer
+                got.append(exc)
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    deadline = time.monotonic() + 60
+    while not any(".zoo-tmp-" in p.name for p in cache.iterdir()):
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.05)
+    time.sleep(0.5)  # some weights are written
+    server.proc.send_signal(stop)
+    code = server.proc.wait(timeout=60)
+    asking.join(timeout=60)
+    return SimpleNamespace(env=env, server=server, code=code, got=got, cache=cache, log=log)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopping_server_removes_the_builds_it_cut_and_nothing_else(tmp_path, tiny_dir, stop):
+    """SIGTERM or Ctrl-C while a size is written into the cache: once --shutdown-timeout
+    has passed the client hears the server stopped (503), nothing is recorded, and the
+    folders of the build are gone before the process ends, not left for its next start."""
+    cut = _build_cut(tmp_path, tiny_dir, stop)
+    assert cut.code == (143 if stop == signal.SIGTERM else 130), cut.log.read_text()[-2000:]
+    assert cut.got and cut.got[0].status_code == 503, cut.got
+    names = sorted(p.name for p in cut.cache.iterdir())
+    assert names == [".pending-mine", ".zoo-serve-cache", ".zoo-serve-writer", "notes.txt"]
+    assert "removed 1 unfinished builds of the stopping server" in cut.log.read_text()
+    reg = registry_for(cut.env)
+    try:
+        assert reg.list(kind="derived") == []
+    finally:
+        reg.close()
+
+
+def test_what_a_killed_server_was_building_goes_at_the_next_start(tmp_path, tiny_dir):
+    """SIGKILL leaves no time to clean: the next start removes the build's folders by
+    their names, and nothing else."""
+    cut = _build_cut(tmp_path, tiny_dir, signal.SIGKILL)
+    assert cut.code == -signal.SIGKILL
+    assert [p.name for p in cut.cache.iterdir() if ".zoo-tmp-" in p.name]
+    again = ZooServer(cut.env, log=cut.log).start()
+    try:
+        names = sorted(p.name for p in cut.cache.iterdir())
+        assert names == [".pending-mine", ".zoo-serve-cache", ".zoo-serve-writer", "notes.txt"]
+    finally:
+        again.stop()

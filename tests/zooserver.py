@@ -30,14 +30,21 @@ def server_env(home: Path, db_url: str | None = None, store_url: str | None = No
 class ZooServer:
     """``zoo serve`` in a subprocess; ``url`` once it answers."""
 
-    def __init__(self, env: dict, *args: str, log: Path, cwd: Path | None = None) -> None:
-        self.env, self.args, self.log, self.cwd = env, args, log, cwd
+    def __init__(
+        self, env: dict, *args: str, log: Path, cwd: Path | None = None, patch: str = ""
+    ) -> None:
+        """``patch``: Python run in the server's process before the command (a test's
+        stand-in for a slow disk)."""
+        self.env, self.args, self.log, self.cwd, self.patch = env, args, log, cwd, patch
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90) -> ZooServer:
         cmd = [sys.executable, "-m", "zoo_cli.main", "serve", "--port", str(self.port)]
+        if self.patch:
+            run = f"{self.patch}\nfrom zoo_cli.main import command\ncommand()\n"
+            cmd[1:3] = ["-c", run]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [*cmd, *self.args],

@@ -60,7 +60,6 @@ from zoo.server.work import (
     acting_user,
     commit_of,
     folder_key,
-    remove_tree,
 )
 from zoo.store.base import is_object_store_error
 from zoo.text import printable
@@ -624,7 +623,7 @@ class Server:
                 self.reg.export(info.name, out=pending)
             self.cache.adopt(pending, key)
         finally:
-            remove_tree(pending)
+            self.cache.done_building(pending)
 
     async def materialize(self, query: str, params: dict[str, Any], *, caller=None):
         """Materialize once per distinct request and keep its files; returns the result's
@@ -690,7 +689,7 @@ class Server:
             self.done[key] = (result.artifact, result.config, folder)
             return self.done[key]
         finally:
-            remove_tree(pending)
+            self.cache.done_building(pending)
 
     def file_response(self, request: Request, key: str, filename: str, headers=None):
         """One file of the cached folder ``key`` (:func:`folder_key`)."""

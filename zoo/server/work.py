@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from zoo.api.export import MARKER
 from zoo.api.registry import Registry
-from zoo.errors import ClientGoneError, InvalidInputError, OfflineError
+from zoo.errors import ClientGoneError, InvalidInputError, OfflineError, ServerUnavailableError
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -99,6 +99,7 @@ class SingleFlight:
     def __init__(self, workers: int) -> None:
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zoo-work")
         self._running: dict[Any, _Job] = {}
+        self._live: set[_Job] = set()  # every job not yet done, keyed or not (close)
         self.started: dict[Any, int] = {}  # key -> times its work succeeded (for the stats)
         self._lock = threading.Lock()
 
@@ -125,7 +126,10 @@ class SingleFlight:
         context = contextvars.copy_context()
         abandoned = threading.Event()
         context.run(_abandoned.set, abandoned)
-        return _Job(loop.run_in_executor(self.executor, context.run, fn), abandoned)
+        job = _Job(loop.run_in_executor(self.executor, context.run, fn), abandoned)
+        self._live.add(job)
+        job.future.add_done_callback(lambda _f: self._live.discard(job))
+        return job
 
     async def _wait(self, key, job: _Job, caller: Request | None):
         job.waiting += 1
@@ -147,6 +151,10 @@ class SingleFlight:
             del self._running[key]
 
     def close(self) -> None:
+        """Stop as the server stops: work not begun never starts, and work running records
+        nothing (its requests were cut; the process ends before it would finish)."""
+        for job in list(self._live):
+            job.abandoned.set()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -176,13 +184,17 @@ CACHE_MARK = ".zoo-serve-cache"
 #: The code that built the cache's folders (:func:`writer`), rewritten at a start that
 #: found them built by other code and dropped them.
 WRITER_MARK = ".zoo-serve-writer"
+# What an output folder's writer names its hidden folders beside ``.pending-HEX``, after
+# it (zoo.api.export: its temporary folder, and the output it set aside).
+_WRITER_TEMP = r"\.zoo-(tmp|old)-[0-9a-f]{8}-\d+-[0-9a-f]{8}"
 _LEFTOVER_NAMES = re.compile(
     r"\.(pending|upload)-[0-9a-f]{32}"  # a build or an upload a killed server left
-    r"|\.\.pending-[0-9a-f]{32}\.zoo-(tmp|old)-[0-9a-f]{8}-\d+-[0-9a-f]{8}"  # its output's
-    r"|\.[0-9a-f]{64}\.[a-z]+\.files\.zoo-tmp-[0-9a-f]{8}"  # a file index being written
+    + r"|\.\.pending-[0-9a-f]{32}"  # its output's
+    + _WRITER_TEMP
+    + r"|\.[0-9a-f]{64}\.[a-z]+\.files\.zoo-tmp-[0-9a-f]{8}"  # a file index being written
     # A folder named by a bare content hash, and its index: none this cache reads (a name
     # says its artifact's kind too); it may hold another artifact's card.
-    r"|[0-9a-f]{64}(\.files\.json)?"
+    + r"|[0-9a-f]{64}(\.files\.json)?"
 )
 
 
@@ -257,6 +269,8 @@ class FileCache:
         self._files: dict[str, dict[str, dict[str, Any]]] = {}
         self._used: dict[str, float] = {}  # key -> when last asked for (time.time())
         self._uploads: set[Path] = set()  # staging folders made here, removed at close
+        self._builds: set[Path] = set()  # pending builds not yet adopted, removed at close
+        self._closed = False
         self._lock = threading.Lock()
         self._trimming = threading.Lock()
 
@@ -283,11 +297,19 @@ class FileCache:
         fcntl.flock(self._in_use, fcntl.LOCK_SH)
 
     def close(self) -> None:
-        """Stop using the folder, removing the uploads still staged in it (requests cut as
-        the server stops, whose own cleanup may not get to run); another server starting
+        """Stop using the folder, removing the uploads still staged in it and the builds
+        still pending (requests cut as the server stops, whose own cleanup may not get to
+        run: the process exits under the threads writing them); another server starting
         then cleans what is left."""
+        with self._lock:
+            self._closed = True  # a build ending now is dropped, not adopted
+            builds = list(self._builds)
         for staging in list(self._uploads):
             self.remove_upload(staging)
+        for pending in builds:
+            self.done_building(pending)
+        if builds:
+            log.info("removed %d unfinished builds of the stopping server", len(builds))
         self._in_use.close()
 
     def clean_leftovers(self) -> list[str]:
@@ -343,8 +365,33 @@ class FileCache:
                 os.utime(self.root / key)
 
     def pending(self) -> Path:
-        """A fresh path to build a folder at (it does not exist yet)."""
+        """A fresh path to build a folder at (it does not exist yet); :meth:`done_building`
+        removes what is left of it once its build ends, or the server's stop does."""
+        path = self._fresh()
+        with self._lock:
+            if self._closed:
+                raise ServerUnavailableError(
+                    "The zoo server stopped before this request finished; send it again "
+                    "once the server is back."
+                )
+            self._builds.add(path)
+        return path
+
+    def _fresh(self) -> Path:
         return self.root / f"{_PENDING}{uuid.uuid4().hex}"
+
+    def done_building(self, path: Path) -> None:
+        """Remove what is left of the build at ``path`` (:meth:`pending`): the folder, and
+        the hidden folders its writer made beside it (:class:`zoo.api.export.OutputFolder`
+        names them after it), by their exact names."""
+        remove_tree(path)
+        beside = re.compile(re.escape(f".{path.name}") + _WRITER_TEMP)
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.root):
+                if beside.fullmatch(entry.name):
+                    remove_tree(Path(entry.path))
+        with self._lock:
+            self._builds.discard(path)
 
     def upload_dir(self) -> Path:
         path = self.root / f"{_UPLOAD}{uuid.uuid4().hex}"
@@ -359,7 +406,15 @@ class FileCache:
 
     def adopt(self, built: Path, key: str) -> Path:
         """Rename a complete build into place (another build of the same artifact may have
-        won the race: then this one is dropped)."""
+        won the race: then this one is dropped; so is one that ends as the server stops)."""
+        with self._lock:
+            closed = self._closed
+        if closed:
+            self.done_building(built)
+            raise ServerUnavailableError(
+                "The zoo server stopped before this request finished; send it again "
+                "once the server is back."
+            )
         final = self.root / key
         try:
             os.replace(built, final) if not final.exists() else shutil.rmtree(built)
@@ -419,7 +474,7 @@ class FileCache:
     def _evict(self, key: str) -> None:
         # Renamed first, so a request sees the folder gone (and builds it again) rather
         # than half removed.
-        gone = self.pending()
+        gone = self._fresh()
         try:
             os.replace(self.root / key, gone)
         except OSError:
