@@ -1188,14 +1188,24 @@ def token_group() -> None:
     help="read: list, show, download; write: also import, materialize, tag, rm; admin: "
     "also gc, fsck, verify, default, tokens.",
 )
+@click.option(
+    "--expires",
+    default=None,
+    help="When the server starts refusing it: a duration (30d, 12h, 2w) or an ISO date or "
+    "time in UTC (2027-01-31, 2027-01-31T18:00). Default: never (until revoked).",
+)
 @json_option
-def token_create(name: str, role: str, as_json: bool) -> None:
+def token_create(name: str, role: str, expires: str | None, as_json: bool) -> None:
     """Create a token and print its secret (shown only this once)."""
-    info, secret = _registry().create_token(name, role=role)
+    info, secret = _registry().create_token(name, role=role, expires=expires)
     _emit(as_json, {**info.to_json(), "secret": secret}, secret)
     if not as_json:
+        until = (
+            f", expires {info.expires_at.isoformat(timespec='seconds')}" if info.expires_at else ""
+        )
         click.echo(
-            f"token {info.name} ({info.role}): keep the line above, it is not stored", err=True
+            f"token {info.name} ({info.role}{until}): keep the line above, it is not stored",
+            err=True,
         )
 
 
@@ -1203,7 +1213,7 @@ def token_create(name: str, role: str, as_json: bool) -> None:
 @click.option("--all", "include_revoked", is_flag=True, help="Include revoked tokens.")
 @json_option
 def token_list(include_revoked: bool, as_json: bool) -> None:
-    """List tokens (never their secrets)."""
+    """List tokens (never their secrets), with when each expires and whether it has."""
     infos = _registry().list_tokens(include_revoked=include_revoked)
     _emit(as_json, [i.to_json() for i in infos], render.token_table(infos))
 

@@ -350,14 +350,16 @@ def verify_report(report) -> str:
 def token_table(infos) -> str:
     if not infos:
         return "(no tokens; create one with `zoo token create --name NAME --role read`)"
-    rows = [("NAME", "ROLE", "CREATED", "BY", "REVOKED")]
+    rows = [("NAME", "ROLE", "CREATED", "BY", "EXPIRES", "REVOKED")]
     for t in infos:
+        expires = t.expires_at.isoformat(timespec="seconds") if t.expires_at else "never"
         rows.append(
             (
                 t.name,
                 t.role,
                 t.created_at.isoformat(timespec="seconds"),
                 t.created_by,
+                f"{expires} (expired)" if t.expired else expires,
                 t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "",
             )
         )

@@ -191,7 +191,7 @@ def test_an_upgrade_goes_up_or_says_which_command_goes_down(run_cli, registry, t
     (Alembic does nothing and reports success), and `upgrade head+1` names nothing."""
     registry.import_checkpoint(tiny_dir("gpt2"))
     code, out, err = run_cli("db", "upgrade", "head+1")
-    assert code == 2 and out == "" and "nothing is above head (0011)" in err, err
+    assert code == 2 and out == "" and "nothing is above head (0012)" in err, err
     assert run_cli("db", "downgrade", "0009")[0] == 0
     code, out, err = run_cli("db", "upgrade", "0008")
     assert code == 2 and out == "" and err.count("\n") == 1, err
@@ -199,7 +199,7 @@ def test_an_upgrade_goes_up_or_says_which_command_goes_down(run_cli, registry, t
     code, out, err = run_cli("db", "upgrade", "0009")  # where it is: nothing to do
     assert code == 0 and out.strip() == "schema 0009: already there, nothing to upgrade", err
     code, out, err = run_cli("db", "upgrade")
-    assert code == 0 and out.strip() == "schema 0009 -> 0011", err
+    assert code == 0 and out.strip() == "schema 0009 -> 0012", err
 
 
 def test_sqlite_connection_settings(tmp_path):
@@ -378,7 +378,7 @@ def test_a_downgrade_counts_what_a_writer_in_flight_commits_before_it_deletes(re
     assert [s.set_by for s in registry.alias_history("prod")] == ["writer"]
 
 
-@pytest.mark.parametrize("target", ["head-2", "base+1", "-2"])
+@pytest.mark.parametrize("target", ["head-3", "base+1", "-3"])
 def test_a_relative_downgrade_target_is_checked_like_any_other(registry, tiny_dir, target):
     registry.tag(registry.import_checkpoint(tiny_dir("gpt2")).name, "prod")  # 0010 holds it
     registry.create_token("ci", role="read")
@@ -391,11 +391,11 @@ def test_a_relative_downgrade_target_is_checked_like_any_other(registry, tiny_di
 
 def test_a_relative_revision_is_taken_as_written(run_cli, registry, tiny_dir):
     registry.tag(registry.import_checkpoint(tiny_dir("gpt2")).name, "prod")
-    code, _, err = run_cli("db", "downgrade", "-2")
+    code, _, err = run_cli("db", "downgrade", "-3")
     assert code == 4 and "undoing 0010, the aliases' history (1 row)" in err, err
-    code, out, err = run_cli("db", "downgrade", "-2", "--drop-data")
+    code, out, err = run_cli("db", "downgrade", "-3", "--drop-data")
     assert code == 0 and out.strip().endswith("-> 0009"), err
-    assert run_cli("db", "downgrade", "-2", "--bogus")[0] == 2  # still refused
+    assert run_cli("db", "downgrade", "-3", "--bogus")[0] == 2  # still refused
 
 
 def test_an_empty_revision_is_one_line(run_cli, registry):
@@ -542,7 +542,7 @@ def test_another_projects_sqlite_file_is_left_byte_for_byte(tmp_path, monkeypatc
     connection.close()
 
 
-def test_a_postgresql_upgrade_waits_in_tries_naming_who_holds_its_tables(registry, tiny_dir):
+def test_a_postgresql_upgrade_waits_in_tries_naming_who_holds_its_tables(registry):
     """A transaction left open on the registry's tables (a psql session, a long import):
     the upgrade says which session it waits for, lets the registry's other work through
     between its tries (a change waiting for a table's lock would queue every later query
@@ -554,11 +554,11 @@ def test_a_postgresql_upgrade_waits_in_tries_naming_who_holds_its_tables(registr
 
     if registry.engine.dialect.name != "postgresql":
         pytest.skip("SQLite readers never block a schema change (WAL)")
-    src = registry.import_checkpoint(tiny_dir("gpt2"))
-    db_engine.downgrade(registry.engine, "-1")
+    registry.create_token("ci", role="read")
+    db_engine.downgrade(registry.engine, "-1")  # 0012 alters the tokens' table
     holder = registry.engine.connect()
     holder.execute(text("SET application_name = 'notebook'"))
-    holder.execute(text("SELECT count(*) FROM artifacts")).scalar()  # holds it till commit
+    holder.execute(text("SELECT count(*) FROM api_tokens")).scalar()  # holds it till commit
     pid = holder.execute(text("SELECT pg_backend_pid()")).scalar()
     told: list[str] = []
     done: list[tuple] = []
@@ -574,10 +574,53 @@ def test_a_postgresql_upgrade_waits_in_tries_naming_who_holds_its_tables(registr
         assert told[0].startswith("zoo db upgrade: waiting for 1 session")
         with registry.engine.connect() as reader:  # not queued behind the upgrade for good
             reader.execute(text("SET statement_timeout = 10000"))
-            assert reader.execute(text("SELECT name FROM artifacts")).scalars().all() == [src.name]
+            assert reader.execute(text("SELECT name FROM api_tokens")).scalars().all() == ["ci"]
         assert upgrade.is_alive() and not done
     finally:
         holder.commit()
         holder.close()
         upgrade.join(60)
     assert done == [(done[0][0], db_engine.head_revision())] and len(told) == 1
+
+
+def test_tokens_made_before_0012_stay_valid_and_a_downgrade_keeps_the_ends_it_would_drop(
+    registry, run_cli
+):
+    """0012 gives tokens an end. Tokens made at 0011 come up without one and stay valid;
+    going down would make an active token meant to end valid for good, so it is refused,
+    named, unless --drop-data (a revoked one loses nothing)."""
+
+    def columns():
+        return {c["name"] for c in inspect(registry.engine).get_columns("api_tokens")}
+
+    secret = registry.create_token("ci", role="write")[1]
+    db_engine.downgrade(registry.engine, "0011")  # nothing ends: nothing lost
+    assert "expires_at" not in columns()
+    with registry.engine.begin() as c:  # a token as zoo at 0011 records it
+        c.exec_driver_sql(
+            "INSERT INTO api_tokens (name, role, token_hash, created_at, created_by) "
+            "VALUES ('old', 'read', 'ab', '2026-12-01 10:00:00+00:00', 'alice')"
+        )
+    db_engine.upgrade(registry.engine)
+    assert "expires_at" in columns()
+    assert registry.check_token(secret).allows("write")
+    listed = {t.name: t for t in registry.list_tokens()}
+    assert [(t.expires_at, t.expired, t.active) for t in listed.values()] == [
+        (None, False, True)
+    ] * 2
+
+    _, ending = registry.create_token("short", role="read", expires="30d")
+    code, out, err = run_cli("db", "downgrade", "0011")
+    assert code == 4 and out == "" and err.count("\n") == 1, err
+    assert "undoing 0012, the ends of the active tokens that expire (1)" in err, err
+    assert registry.db_current()["current"] == db_engine.head_revision()
+    assert registry.check_token(ending).name == "short"
+    registry.revoke_token("short")  # revoked: refused either way, nothing lost
+    code, out, err = run_cli("db", "downgrade", "0011")
+    assert code == 0 and out.strip().endswith("-> 0011"), err
+    db_engine.upgrade(registry.engine)
+    assert registry.check_token(ending) is None
+    _, ending = registry.create_token("short", role="read", expires="30d")
+    assert run_cli("db", "downgrade", "0011", "--drop-data")[0] == 0
+    db_engine.upgrade(registry.engine)
+    assert registry.check_token(ending).expires_at is None  # the loss it was told of

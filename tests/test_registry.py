@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -1535,3 +1536,114 @@ def test_the_cli_prints_what_a_terminal_can_show_and_says_what_it_did_not_redo(
     )
     assert closed.returncode == 2 and b"standard output is closed" in closed.stderr
     assert "staging" not in registry.show(a.name).aliases  # refused before any work
+
+
+# --- tokens that expire ------------------------------------------------------------------
+
+
+def _utc(*args):
+    from datetime import datetime, timezone
+
+    return datetime(*args, tzinfo=timezone.utc)
+
+
+def test_a_token_that_expires_is_refused_from_its_end_saying_when(registry, monkeypatch, run_cli):
+    """A token made to last 30 days is accepted until its last second and refused from its
+    end in one line naming when (the clock moved, not waited for); one made without an
+    end stays valid. Both list with their end, and whether it has passed."""
+    from datetime import timedelta
+
+    from zoo.api import tokens
+    from zoo.errors import AuthenticationError
+
+    start = _utc(2027, 3, 1, 12, 0)
+    monkeypatch.setattr(tokens, "clock", lambda: start)
+    info, secret = registry.create_token("ci", role="write", expires="30d")
+    assert info.expires_at == _utc(2027, 3, 31, 12, 0) and info.active and not info.expired
+    forever = registry.create_token("ops", role="read")[1]
+    monkeypatch.setattr(tokens, "clock", lambda: start + timedelta(days=30, seconds=-1))
+    assert registry.check_token(secret).allows("write")
+    assert registry.active_token(info.id).name == "ci"
+    monkeypatch.setattr(tokens, "clock", lambda: start + timedelta(days=30))
+    said = r"^The token 'ci' expired at 2027-03-31T12:00:00\+00:00; an admin can create a new"
+    with pytest.raises(AuthenticationError, match=said):
+        registry.check_token(secret)
+    with pytest.raises(AuthenticationError, match="'ci' this download link was made for expired"):
+        registry.active_token(info.id)
+    assert registry.check_token(forever).name == "ops"
+
+    listed = {t.name: t for t in registry.list_tokens()}
+    assert listed["ci"].expired and not listed["ci"].active
+    assert listed["ops"].expires_at is None and listed["ops"].active
+    code, out, err = run_cli("token", "list")
+    assert code == 0, err
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert "EXPIRES" in lines["NAME"]
+    assert "2027-03-31T12:00:00+00:00 (expired)" in lines["ci"]
+    assert lines["ops"].split()[4] == "never"
+    code, out, err = run_cli("token", "list", "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert (rows["ci"]["expires_at"], rows["ci"]["expired"], rows["ci"]["active"]) == (
+        "2027-03-31T12:00:00+00:00",
+        True,
+        False,
+    )
+    assert (rows["ops"]["expires_at"], rows["ops"]["expired"], rows["ops"]["active"]) == (
+        None,
+        False,
+        True,
+    )
+
+    # An expired token's name may be given to a new one; revoking the name ends both.
+    again = registry.create_token("ci", role="write", expires="2027-06-01")[0]
+    assert again.expires_at == _utc(2027, 6, 1)
+    with pytest.raises(ConflictError, match="already named 'ci'"):
+        registry.create_token("ci", role="write")
+    assert len(registry.revoke_token("ci")) == 2
+
+
+@pytest.mark.parametrize(
+    ("expires", "end"),
+    [
+        ("30d", _utc(2027, 3, 31, 12)),
+        ("12h", _utc(2027, 3, 2, 0)),
+        ("90m", _utc(2027, 3, 1, 13, 30)),
+        ("2w", _utc(2027, 3, 15, 12)),
+        ("2027-04-01", _utc(2027, 4, 1)),
+        ("2027-04-01T18:00", _utc(2027, 4, 1, 18)),
+        ("2027-04-01T18:00Z", _utc(2027, 4, 1, 18)),
+        ("2027-04-01T18:00+02:00", _utc(2027, 4, 1, 16)),
+        (None, None),
+    ],
+)
+def test_a_tokens_end_is_read_in_utc(expires, end):
+    from zoo.api.tokens import parse_expiry
+
+    assert parse_expiry(expires, at=_utc(2027, 3, 1, 12)) == end
+
+
+@pytest.mark.parametrize(
+    ("expires", "said"),
+    [
+        ("2027-02-01", "ends at 2027-02-01T00:00:00+00:00, not after now"),
+        ("0d", "not after now"),
+        ("soon", "is not a duration or a date"),
+        ("3600", "is not a duration or a date"),  # seconds or a year: said with its unit
+        ("", "is not a duration or a date"),
+        ("99999999w", "ends after the year 9999"),
+        ("-1d", "is not a duration"),
+        (30, "An expiry is text such as 30d"),
+    ],
+)
+def test_an_end_that_is_not_one_is_refused_in_one_line(
+    registry, run_cli, monkeypatch, expires, said
+):
+    from zoo.api import tokens
+
+    monkeypatch.setattr(tokens, "clock", lambda: _utc(2027, 3, 1, 12))
+    with pytest.raises(InvalidInputError, match=re.escape(said)):
+        registry.create_token("ci", expires=expires)
+    if isinstance(expires, str):
+        code, out, err = run_cli("token", "create", "--name", "ci", "--expires", expires)
+        assert (code, out, err.count("\n")) == (2, "", 1) and said in err, err
+    assert registry.list_tokens(include_revoked=True) == []

@@ -211,6 +211,19 @@ def test_tokens_through_the_server_need_admin(both, served):
     assert remote == local and "ci" in local[1]
     assert both.remote("token", "revoke", "ci")[0] == 0
     assert served.reg.check_token(secret.strip()) is None
+    # An end is read by the server's clock; one that is none is refused alike both ways.
+    code, out, err = both.remote("token", "create", "--name", "ci", "--expires", "12h", "--json")
+    assert code == 0, err
+    made = json.loads(out)
+    hours = (_time(made["expires_at"]) - _time(made["created_at"])).total_seconds() / 3600
+    assert hours == 12 and not made["expired"]
+    assert served.reg.check_token(made["secret"]).expires_at == _time(made["expires_at"])
+    local, remote = both.run("token", "create", "--name", "x", "--expires", "2020-01-01")
+    assert (
+        local[0] == remote[0] == 2
+        and local[2].split("not after")[0] == remote[2].split("not after")[0]
+    )
+    assert both.remote("token", "revoke", "ci")[0] == 0
 
 
 def test_an_unreachable_server_is_one_line_and_exit_9(run_cli, monkeypatch):
@@ -1194,6 +1207,9 @@ def test_a_remote_registry_refuses_bad_arguments_in_the_local_registrys_words(
         "family NUL": lambda reg: reg.set_default("\x00", "tiny-gpt2"),
         "default None": lambda reg: reg.set_default("gpt2", None),
         "role None": lambda reg: reg.create_token("t", role=None),
+        "expires 5": lambda reg: reg.create_token("t", expires=5),
+        "expires soon": lambda reg: reg.create_token("t", expires="soon"),
+        "expires huge": lambda reg: reg.create_token("t", expires="99999999w"),
         # A yes-or-no option is True or False: "no" is not read as true (it was, locally:
         # rm(cascade="no") cascaded), nor refused in the server's words.
         "store 'no'": lambda reg: reg.materialize("tiny-gpt2", layers=1, hidden=16, store="no"),
@@ -1280,3 +1296,9 @@ def test_a_refused_argument_is_named_as_each_caller_gives_it(served, both, monke
     with pytest.raises(InvalidInputError) as info:
         reg.materialize("tiny-gpt2", layers=1, hidden=16, method="scratch", wavelet="db2")
     assert str(info.value) == "wavelet= applies to method='dwt' only."
+
+
+def _time(text: str):
+    from datetime import datetime
+
+    return datetime.fromisoformat(text)

@@ -846,3 +846,55 @@ def test_a_nul_in_a_listing_filter_is_refused_naming_the_filter(served, param, w
     error = answer.json()["error"]
     assert (answer.status_code, error["class"]) == (400, "InvalidInputError"), error
     assert error["message"] == f"The {what} cannot hold a NUL character."
+
+
+def test_an_expired_token_is_refused_saying_when_and_a_client_exits_12(
+    served, run_cli, monkeypatch
+):
+    """A token whose end has passed (set in the database, as a month later) is refused
+    like a revoked one, 401 on a read, on a request with a body before it is read, and
+    on a download link made while it was valid, in one line naming when it expired; the
+    CLI prints that line and exits 12."""
+    from datetime import datetime, timezone
+
+    from zoo.db.models import ApiToken
+
+    info, secret = served.reg.create_token("month", role="write", expires="30d")
+    url = served.server.url
+    with client(url, secret) as http:
+        assert http.get("/api/artifacts").status_code == 200
+        link = http.get("/api/artifacts/tiny-bert/files/config.json/link").json()["url"]
+
+    def ended(session):
+        session.get(ApiToken, info.id).expires_at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    served.reg.transaction(ended)
+    said = (
+        "The token 'month' expired at 2026-01-01T00:00:00+00:00; an admin can create a new "
+        "one (zoo token create)."
+    )
+    before = _state(served.reg)
+    with client(url, secret) as http:
+        for answer in (
+            http.get("/api/artifacts"),
+            http.get("/tiny-bert/resolve/main/config.json"),
+            http.post("/api/materialize", json={"name": "tiny-bert", "layers": 1}),
+        ):
+            assert answer.status_code == 401, answer.text
+            assert answer.json()["error"]["message"] == said
+            assert answer.headers["www-authenticate"].startswith("Bearer")
+    gone = httpx.get(f"{url}{link}")
+    assert gone.status_code == 401
+    assert gone.json()["error"]["message"] == said.replace(
+        "'month'", "'month' this download link was made for"
+    )
+    assert _state(served.reg) == before
+    monkeypatch.setenv("ZOO_ENDPOINT", url)
+    monkeypatch.setenv("ZOO_TOKEN", secret)
+    code, out, err = run_cli("ls")
+    assert (code, out, err) == (12, "", f"zoo: error: {said}\n")
+    monkeypatch.setenv("ZOO_TOKEN", served.tokens["admin"])
+    code, out, err = run_cli("token", "list", "--json")
+    month = next(t for t in json.loads(out) if t["name"] == "month")
+    assert month["expired"] and month["expires_at"] == "2026-01-01T00:00:00+00:00"
+    served.reg.revoke_token("month")

@@ -699,13 +699,22 @@ class RemoteRegistry:
             repair=body["repair"],
         )
 
-    def create_token(self, name: str, *, role: str = "read"):
-        from zoo.api.tokens import check_role
+    def create_token(self, name: str, *, role: str = "read", expires=None):
+        from datetime import datetime, timedelta
+
+        from zoo.api.tokens import check_role, clock, parse_expiry
         from zoo.checkpoint.names import validate_name
 
         validate_name(name, "token name")  # in the local registry's words
         check_role(role)
-        body = self._call("POST", "/api/tokens", json={"name": name, "role": role})
+        parse_expiry(expires, at=clock())  # refused here as the server would refuse it
+        # A duration runs from the server's clock, which makes the token.
+        if isinstance(expires, timedelta):
+            expires = f"{expires.total_seconds()}s"
+        elif isinstance(expires, datetime):
+            expires = expires.isoformat()
+        request = {"name": name, "role": role, "expires": expires}
+        body = self._call("POST", "/api/tokens", json=request)
         return token_from_json(body), body["secret"]
 
     def revoke_token(self, name: str):
@@ -997,6 +1006,8 @@ def token_from_json(d: dict[str, Any]):
         _time(d["created_at"]),
         d["created_by"],
         _time(d["revoked_at"]),
+        _time(d.get("expires_at")),  # none from a server older than token expiry
+        d.get("expired", False),
     )
 
 

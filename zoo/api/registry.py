@@ -934,15 +934,17 @@ class Registry:
 
     # --- bearer tokens of `zoo serve` (zoo.api.tokens) ----------------------------------
 
-    def create_token(self, name: str, *, role: str = "read"):
-        """A new bearer token with ``role`` (read, write or admin).
+    def create_token(self, name: str, *, role: str = "read", expires=None):
+        """A new bearer token with ``role`` (read, write or admin), valid until
+        ``expires``: a duration (``"30d"``, ``"12h"``), an ISO date or time
+        (``"2027-01-31"``: 00:00 UTC), a datetime or a timedelta; None: until revoked.
 
         Returns:
             ``(TokenInfo, secret)``: the secret is not stored and cannot be shown again.
         """
         from zoo.api.tokens import create_token
 
-        return create_token(self, name, role)
+        return create_token(self, name, role, expires)
 
     def revoke_token(self, name: str):
         """Revoke the active token named ``name``; returns the revoked records."""
@@ -959,7 +961,8 @@ class Registry:
         return list_tokens(self, include_revoked=include_revoked)
 
     def check_token(self, secret: str):
-        """The active :class:`~zoo.api.tokens.TokenInfo` a secret belongs to, or None."""
+        """The active :class:`~zoo.api.tokens.TokenInfo` a secret belongs to, or None;
+        an expired token is refused (AuthenticationError), saying when it expired."""
         from zoo.api.tokens import check_token
 
         return check_token(self, secret)

@@ -3,6 +3,8 @@
 A token is ``zoo_`` plus 43 characters of ``secrets.token_urlsafe(32)`` (256 random bits);
 only its sha256 is stored, so reading the database does not give anyone access. Roles are
 ordered: ``read`` < ``write`` < ``admin``; each endpoint names the least role it needs.
+A token may end (``expires_at``, UTC): from then on the server refuses it, saying when it
+expired, as it refuses a revoked one; one without an end is valid until revoked.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from zoo.errors import ConflictError, InvalidInputError, NotFoundError
+from zoo.errors import AuthenticationError, ConflictError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -32,10 +34,12 @@ class TokenInfo:
     created_at: datetime
     created_by: str
     revoked_at: datetime | None = None
+    expires_at: datetime | None = None  # None: until revoked
+    expired: bool = False  # when the record was read, by the registry's clock
 
     @property
     def active(self) -> bool:
-        return self.revoked_at is None
+        return self.revoked_at is None and not self.expired
 
     def allows(self, role: str) -> bool:
         return self.active and ROLES.index(self.role) >= ROLES.index(role)
@@ -48,8 +52,75 @@ class TokenInfo:
             "created_at": self.created_at.isoformat(),
             "created_by": self.created_by,
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "expired": self.expired,
             "active": self.active,
         }
+
+
+def clock() -> datetime:
+    """Now, in UTC: what a token's end is compared with (tests move it)."""
+    return datetime.now(timezone.utc)
+
+
+def parse_expiry(expires: str | datetime | timedelta | None, *, at: datetime) -> datetime | None:
+    """When a token made at ``at`` ends: None (never), a duration from ``at`` with its
+    unit (``30d``, ``12h``, ``2w``; as ``zoo gc --grace`` reads one), an ISO date
+    (``2027-01-31``: 00:00 UTC that day) or time (``2027-01-31T18:00``, UTC unless it
+    names its offset), a datetime (naive: UTC) or a timedelta. It must be after ``at``.
+
+    Example:
+        >>> parse_expiry("2027-01-31", at=datetime(2026, 12, 1, tzinfo=timezone.utc))
+        datetime.datetime(2027, 1, 31, 0, 0, tzinfo=datetime.timezone.utc)
+    """
+    from zoo.api.arguments import parse_duration
+
+    if expires is None:
+        return None
+    from zoo.text import printable
+
+    said = f"--expires {printable(str(expires))[:40]}"
+    try:
+        if isinstance(expires, timedelta):
+            end = at + expires
+        elif isinstance(expires, datetime):
+            end = expires
+        elif not isinstance(expires, str):
+            raise InvalidInputError(
+                f"An expiry is text such as 30d or 2027-01-31, not {expires!r:.40}."
+            )
+        elif expires.strip()[-1:] in ("s", "m", "h", "d", "w"):
+            end = at + timedelta(seconds=parse_duration(expires.strip()))
+        else:
+            try:
+                text = expires.strip()
+                # Python 3.10 reads no "Z" (UTC), which an ISO time may end with.
+                text = text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
+                end = datetime.fromisoformat(text)
+            except ValueError:
+                raise InvalidInputError(
+                    f"{said} is not a duration or a date; write a duration with its unit "
+                    "(30d, 12h, 2w) or an ISO date or time (2027-01-31, 2027-01-31T18:00Z)."
+                ) from None
+    except OverflowError:
+        raise InvalidInputError(f"{said} ends after the year 9999; give an earlier one.") from None
+    end = end.replace(tzinfo=timezone.utc) if end.tzinfo is None else end.astimezone(timezone.utc)
+    if end <= at:
+        raise InvalidInputError(
+            f"{said} ends at {end.isoformat(timespec='seconds')}, not after now "
+            f"({at.isoformat(timespec='seconds')}); give a later time or a duration (30d)."
+        )
+    return end
+
+
+def _refuse_expired(info: TokenInfo, made_for: str = "") -> None:
+    if info.expired:
+        assert info.expires_at is not None
+        raise AuthenticationError(
+            f"The token {info.name!r}{made_for} expired at "
+            f"{info.expires_at.isoformat(timespec='seconds')}; an admin can create a new one "
+            "(zoo token create)."
+        )
 
 
 def check_role(role: str) -> str:
@@ -62,9 +133,10 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _info(row) -> TokenInfo:
+def _info(row, now: datetime) -> TokenInfo:
     from zoo.db.queries import aware
 
+    expires_at = aware(row.expires_at) if row.expires_at else None
     return TokenInfo(
         row.id,
         row.name,
@@ -72,26 +144,32 @@ def _info(row) -> TokenInfo:
         aware(row.created_at),
         row.created_by,
         aware(row.revoked_at) if row.revoked_at else None,
+        expires_at,
+        expires_at is not None and expires_at <= now,
     )
 
 
-def create_token(reg, name: str, role: str) -> tuple[TokenInfo, str]:
-    """A new token; returns its record and the secret, which is shown only this once."""
+def create_token(
+    reg, name: str, role: str, expires: str | datetime | timedelta | None = None
+) -> tuple[TokenInfo, str]:
+    """A new token, valid until ``expires`` (:func:`parse_expiry`; None: until revoked);
+    returns its record and the secret, which is shown only this once."""
     from sqlalchemy import select
 
     from zoo.checkpoint import validate_name
     from zoo.db.models import ApiToken
-    from zoo.db.queries import now
 
     validate_name(name, "token name")
     check_role(role)
+    created = clock()
+    expires_at = parse_expiry(expires, at=created)
     secret = PREFIX + secrets.token_urlsafe(32)
 
     def work(session: Session) -> TokenInfo:
-        taken = session.scalar(
-            select(ApiToken.id).where(ApiToken.name == name, ApiToken.revoked_at.is_(None))
-        )
-        if taken is not None:
+        named = session.scalars(
+            select(ApiToken).where(ApiToken.name == name, ApiToken.revoked_at.is_(None))
+        ).all()
+        if any(_info(r, created).active for r in named):  # an expired one may be replaced
             raise ConflictError(
                 f"An active token is already named {name!r}; revoke it with "
                 f"`zoo token revoke {name}` or choose another name."
@@ -100,12 +178,13 @@ def create_token(reg, name: str, role: str) -> tuple[TokenInfo, str]:
             name=name,
             role=role,
             token_hash=hash_secret(secret),
-            created_at=now(),
+            created_at=created,
             created_by=reg.user,
+            expires_at=expires_at,
         )
         session.add(row)
         session.flush()
-        return _info(row)
+        return _info(row, created)
 
     return reg.transaction(work), secret
 
@@ -128,7 +207,7 @@ def revoke_token(reg, name: str) -> list[TokenInfo]:
         for row in rows:
             row.revoked_at = now()
         session.flush()
-        return [_info(r) for r in rows]
+        return [_info(r, clock()) for r in rows]
 
     return reg.transaction(work)
 
@@ -142,11 +221,16 @@ def list_tokens(reg, *, include_revoked: bool = False) -> list[TokenInfo]:
         query = select(ApiToken).order_by(ApiToken.id)
         if not include_revoked:
             query = query.where(ApiToken.revoked_at.is_(None))
-        return [_info(r) for r in session.scalars(query).all()]
+        now = clock()
+        return [_info(r, now) for r in session.scalars(query).all()]
 
 
 def check_token(reg, secret: str) -> TokenInfo | None:
-    """The active token whose secret this is, or None."""
+    """The active token whose secret this is, or None (unknown or revoked).
+
+    Raises:
+        AuthenticationError: the token has expired (saying when), read in the same query.
+    """
     from sqlalchemy import select
 
     from zoo.db.models import ApiToken
@@ -155,16 +239,28 @@ def check_token(reg, secret: str) -> TokenInfo | None:
         return None
     with reg.session() as session:
         row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_secret(secret)))
-        return _info(row) if row is not None and row.revoked_at is None else None
+        if row is None or row.revoked_at is not None:
+            return None
+        info = _info(row, clock())
+    _refuse_expired(info)
+    return info
 
 
 def active_token(reg, token_id: int) -> TokenInfo | None:
     """The token with id ``token_id`` while it is active, or None (a signed download link
-    names its token by id: :mod:`zoo.server.links`)."""
+    names its token by id: :mod:`zoo.server.links`).
+
+    Raises:
+        AuthenticationError: the token has expired (saying when).
+    """
     from zoo.db.models import ApiToken
 
     if type(token_id) is not int or not 0 < token_id < 2**63:  # no bool, text or overflow
         return None
     with reg.session() as session:
         row = session.get(ApiToken, token_id)
-        return _info(row) if row is not None and row.revoked_at is None else None
+        if row is None or row.revoked_at is not None:
+            return None
+        info = _info(row, clock())
+    _refuse_expired(info, " this download link was made for")
+    return info

@@ -250,3 +250,5 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_by: Mapped[str] = mapped_column(String(128))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Refused from then on; None: valid until revoked (migration 0012).
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

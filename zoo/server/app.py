@@ -464,6 +464,7 @@ class DefaultRequest(_Body):
 class TokenRequest(_Body):
     name: str
     role: str = "read"
+    expires: str | None = None  # zoo.api.tokens.parse_expiry, by the server's clock
 
 
 class GcRequest(_Body):
@@ -1481,7 +1482,9 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     @app.post("/api/tokens", tags=["tokens"])
     async def create_token(body: TokenRequest, _=admin):
         """Create a token; the secret is in this answer only."""
-        info, secret = await server.db(server.reg.create_token, body.name, role=body.role)
+        info, secret = await server.db(
+            server.reg.create_token, body.name, role=body.role, expires=body.expires
+        )
         return {**info.to_json(), "secret": secret}
 
     @app.delete("/api/tokens/{name}", tags=["tokens"])
