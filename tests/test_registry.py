@@ -1641,9 +1641,13 @@ def test_an_end_that_is_not_one_is_refused_in_one_line(
     from zoo.api import tokens
 
     monkeypatch.setattr(tokens, "clock", lambda: _utc(2027, 3, 1, 12))
-    with pytest.raises(InvalidInputError, match=re.escape(said)):
+    with pytest.raises(InvalidInputError, match=re.escape(said)) as refused:
         registry.create_token("ci", expires=expires)
     if isinstance(expires, str):
+        # Each caller's words: the parameter from Python, the option from the CLI.
+        assert "--expires" not in str(refused.value)
         code, out, err = run_cli("token", "create", "--name", "ci", "--expires", expires)
         assert (code, out, err.count("\n")) == (2, "", 1) and said in err, err
+        if "expires=" in str(refused.value):
+            assert f"--expires {expires}" in err and "expires=" not in err, err
     assert registry.list_tokens(include_revoked=True) == []

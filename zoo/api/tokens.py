@@ -79,7 +79,7 @@ def parse_expiry(expires: str | datetime | timedelta | None, *, at: datetime) ->
         return None
     from zoo.text import printable
 
-    said = f"--expires {printable(str(expires))[:40]}"
+    said = f"expires={printable(str(expires))[:40]!r}"
     try:
         if isinstance(expires, timedelta):
             end = at + expires
@@ -100,15 +100,19 @@ def parse_expiry(expires: str | datetime | timedelta | None, *, at: datetime) ->
             except ValueError:
                 raise InvalidInputError(
                     f"{said} is not a duration or a date; write a duration with its unit "
-                    "(30d, 12h, 2w) or an ISO date or time (2027-01-31, 2027-01-31T18:00Z)."
+                    "(30d, 12h, 2w) or an ISO date or time (2027-01-31, 2027-01-31T18:00Z).",
+                    params=["expires"],
                 ) from None
     except OverflowError:
-        raise InvalidInputError(f"{said} ends after the year 9999; give an earlier one.") from None
+        raise InvalidInputError(
+            f"{said} ends after the year 9999; give an earlier one.", params=["expires"]
+        ) from None
     end = end.replace(tzinfo=timezone.utc) if end.tzinfo is None else end.astimezone(timezone.utc)
     if end <= at:
         raise InvalidInputError(
             f"{said} ends at {end.isoformat(timespec='seconds')}, not after now "
-            f"({at.isoformat(timespec='seconds')}); give a later time or a duration (30d)."
+            f"({at.isoformat(timespec='seconds')}); give a later time or a duration (30d).",
+            params=["expires"],
         )
     return end
 
