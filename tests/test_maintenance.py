@@ -793,6 +793,29 @@ def test_an_artifact_deleted_by_hand_is_found_by_fsck_and_refused_by_lineage(
     assert code == 6 and err.count("\n") == 1 and "zoo fsck" in err
 
 
+def test_gc_keeps_the_blobs_of_rows_whose_artifact_was_deleted_by_hand(registry, family, run_cli):
+    """fsck counted the tensor rows of an artifact deleted with SQLite's shell as
+    references while gc's dry run listed their blobs (20 of them) to sweep, and gc swept
+    them: the backup that restores the row needs them. Both now keep them, and the dry
+    run lists what gc then sweeps: the orphans fsck lists."""
+    import sqlite3
+
+    url = registry.settings.db_url
+    if not url.startswith("sqlite"):
+        pytest.skip("PostgreSQL enforces foreign keys whoever deletes")
+    orphan, _ = registry.store.put(b"nobody points at me")
+    with sqlite3.connect(url.split("///", 1)[1]) as db:  # foreign keys off, as the shell has
+        db.execute("DELETE FROM artifacts WHERE id = ?", (family["other"].id,))
+    before = set(registry.store.digests())
+    assert {t.digest for t in family["other"].tensors} <= before
+    fsck = registry.fsck()
+    assert [o.name for o in fsck.orphans] == [orphan]
+    code, out, _ = run_cli("gc", "--dry-run", "--grace", "0", "--json")
+    assert code == 0 and [s["name"] for s in json.loads(out)["swept"]] == [orphan]
+    assert [s.name for s in registry.gc(grace=0).swept] == [orphan]
+    assert set(registry.store.digests()) == before - {orphan}
+
+
 def test_fsck_ignores_virtual_and_removed_rows(registry, family):
     # virt's tensors were never stored: not a problem. Nor is a removed row's missing blob.
     registry.rm("other")

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sqlalchemy import delete, exists, or_, select, union_all
+from sqlalchemy import and_, delete, exists, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from zoo.api.arguments import parse_duration
@@ -175,34 +175,15 @@ def _kept_ids(session: Session) -> list[int]:
 
 
 def _mark(session: Session) -> tuple[set[str], set[int]]:
-    """(digests kept rows need, ids of rows that must stay: kept ones and their ancestors).
+    """(digests that must stay: :func:`_needed`, ids of rows that must stay: kept ones and
+    their ancestors).
 
-    A digest is needed when a kept, stored (non-virtual) artifact holds it, when a kept
-    artifact needs it to be re-derived (every stored tensor of what it was made from, up
-    the edges zoo recorded: extract, materialize; a stored one too, which `zoo export`
-    and `zoo rederive` derive again, even where its parent was removed and it was brought
-    back by an import of its folder), or when a kept artifact takes
-    it as a side file from an ancestor (a base model saved alone, its task model's
-    tokenizer), even of artifacts that were removed. A row stays while a kept one
-    descends from it by any edge (a declared parent is the anchor of its child's
-    lineage), but its blobs go unless they are needed.
+    A row stays while a kept one descends from it by any edge (a declared parent is the
+    anchor of its child's lineage), but its blobs go unless they are needed.
     """
     kept = set(_kept_ids(session))
-    edges = _edges(session)
-    needed_rows = kept | _walk(kept, _parents_of(edges))
-    refs = _refs()
-    digests = set(
-        session.scalars(
-            select(refs.c.digest)
-            .join(Artifact, Artifact.id == refs.c.artifact_id)
-            .where(Artifact.deleted_at.is_(None), Artifact.virtual.is_(False))
-            .distinct()
-        )
-    )
-    # A kept ancestor's stored digests are counted above already: only removed ones add.
-    digests |= {digest for _, digest, _ in removed_inputs(session, kept)}
-    digests |= {digest for _, digest, _ in _inherited_refs(session, kept)}
-    return digests, needed_rows
+    needed_rows = kept | _walk(kept, _parents_of(_edges(session)))
+    return set(_needed(session)), needed_rows
 
 
 def _needed_by_virtual(session: Session, artifact_id: int) -> set[str]:
@@ -461,20 +442,36 @@ def _names_of(session: Session, artifact_ids: Iterable[int]) -> dict[int, str]:
 # --- fsck --------------------------------------------------------------------------------
 
 
-def _kept_tensors(session: Session) -> dict[str, int]:
-    """digest -> nbytes for every tensor and file of a kept, stored artifact, every side
-    file a kept artifact takes from an ancestor, and every blob of a removed ancestor a
-    kept artifact is derived again from (all of which gc keeps)."""
+def _needed(session: Session) -> dict[str, int]:
+    """digest -> nbytes of every blob that must stay: what gc keeps, fsck and verify
+    check, and fsck counts as no orphan (one definition for the three).
+
+    A blob is needed when a kept, stored (non-virtual) artifact holds it, when a kept
+    artifact needs it to be re-derived (every stored tensor of what it was made from, up
+    the edges zoo recorded: extract, materialize; a stored one too, which `zoo export`
+    and `zoo rederive` derive again, even where its parent was removed and it was brought
+    back by an import of its folder), or when a kept artifact takes it as a side file
+    from an ancestor (a base model saved alone, its task model's tokenizer), even of
+    artifacts that were removed. So is a blob named by a row whose artifact is not there
+    (deleted by a tool that does not check foreign keys): the backup that restores that
+    artifact needs its blobs, and fsck counts the row as a reference.
+    """
     refs = _refs()
     needed = dict(
         session.execute(
             select(refs.c.digest, refs.c.nbytes)
-            .join(Artifact, Artifact.id == refs.c.artifact_id)
-            .where(Artifact.deleted_at.is_(None), Artifact.virtual.is_(False))
+            .outerjoin(Artifact, Artifact.id == refs.c.artifact_id)
+            .where(
+                or_(
+                    Artifact.id.is_(None),
+                    and_(Artifact.deleted_at.is_(None), Artifact.virtual.is_(False)),
+                )
+            )
             .distinct()
         ).all()
     )
     kept = _kept_ids(session)
+    # A kept ancestor's stored digests are counted above already: only removed ones add.
     needed.update((d, n) for _, d, n in _inherited_refs(session, kept))
     needed.update((d, n) for _, d, n in removed_inputs(session, kept))
     return needed
@@ -516,7 +513,7 @@ def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> Fs
     # Rows first, then the listing: a row read here had its blobs written before it was
     # committed, so a blob absent from the later listing is really missing.
     with reg.session() as session:
-        needed = _kept_tensors(session)
+        needed = _needed(session)
         dangling = queries.dangling_rows(session)
     temps = list(store.temp_entries())
     listing = {e.digest: e for e in store.entries()}
@@ -529,7 +526,7 @@ def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> Fs
         missing = [d for d in needed if d not in listing and not store.has(d)]
         wrong = [d for d in needed if d in listing and listing[d].size != needed[d]]
         holders = _holders(session, missing + wrong)
-        still_needed = _kept_tensors(session) if missing else {}
+        still_needed = _needed(session) if missing else {}
     for d in sorted(missing):
         if d in still_needed:  # not removed (and swept) while we looked
             what = "not a file" if store.not_a_file(d) else "missing"  # as verify says
@@ -666,7 +663,7 @@ def _verify(reg, query: str | None, *, workers: int | None) -> VerifyReport:
     store = reg.store
     with reg.session() as session:
         if query is None:
-            needed = set(_kept_tensors(session))
+            needed = set(_needed(session))
             digests = sorted(set(store.digests()) | needed)
         else:
             row = queries.resolve(session, query)
