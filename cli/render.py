@@ -284,6 +284,8 @@ def fsck_report(report) -> str:
             f"removed {len(report.removed) - dead_writers} older than {_age(report.grace_s)}"
             + (f"; kept {kept} younger ones (a writer may still be using them)" if kept else "")
         )
+        if report.quarantined:
+            lines.append(_set_aside(report.quarantined, report.quarantine))
         if report.restored:  # a --force killed mid-swap: the previous output is back
             lines.append(
                 f"put back {len(report.restored)} previous --out folders a killed --force had "
@@ -297,6 +299,19 @@ def fsck_report(report) -> str:
     return "\n".join(lines)
 
 
+def _set_aside(digests, quarantine: str, would: bool = False) -> str:
+    """The line saying which files zoo moved (or would move) aside, and where to."""
+    names = [getattr(d, "name", d) for d in digests]
+    shown = ", ".join(n[:16] for n in names[:3]) + (
+        f" and {len(names) - 3} more" if len(names) > 3 else ""
+    )
+    return (
+        f"{'would move' if would else 'moved'} {len(names)} files whose bytes do not hash to "
+        f"their blob's name (not zoo's writing, so never deleted) into "
+        f"{printable(quarantine)}: {shown}"
+    )
+
+
 def gc_report(report) -> str:
     verb = "would sweep" if report.dry_run else "swept"
     lines = [
@@ -304,6 +319,8 @@ def gc_report(report) -> str:
         f"{report.marked} blobs still needed; {report.too_young} unneeded but younger "
         f"than {_age(report.grace_s)}"
     ]
+    if report.quarantined:
+        lines.append(_set_aside(report.quarantined, report.quarantine, report.dry_run))
     forgot = "would forget" if report.dry_run else "forgot"
     removed = [n for n in report.hard_deleted if n not in set(report.unused_placeholders)]
     if removed:
@@ -338,6 +355,8 @@ def claim_release(report) -> str:
 def verify_report(report) -> str:
     head = f"checked {report.checked} blobs ({human_bytes(report.checked_bytes)})"
     restored = [f"restored {len(report.repaired)} damaged blobs"] if report.repaired else []
+    if report.quarantined:
+        restored.append(_set_aside(report.quarantined, report.quarantine))
     if report.ok:
         return "\n".join([*restored, f"{head}: all intact"])
     lines = [*restored, f"{head}: {len(report.problems)} damaged", *_problems(report.problems)]

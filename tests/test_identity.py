@@ -707,7 +707,9 @@ def test_a_damaged_card_whose_folder_holds_it_changed_is_not_promised_from_that_
     assert code == 6 and changed in out, out
     assert run_cli("import", str(folder))[0] == 0  # the changed card becomes the card
     code, out, _ = run_cli("verify")
-    assert "no kept artifact holds it: `zoo gc` sweeps it" in out, out  # the old card's
+    assert (
+        "no kept artifact holds it: `zoo gc` moves the file into the store's quarantine" in out
+    ), out  # the old card's
     assert "has changed" not in out, out
 
 

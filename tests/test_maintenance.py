@@ -1019,6 +1019,9 @@ def test_an_unneeded_blob_of_the_wrong_size_is_written_again_not_reused(registry
     path.write_bytes(b"abc")
     registry.import_checkpoint(tiny_dir("gpt2"), name="tg-again")
     assert registry.store.verify(big.digest) and registry.verify("tg-again").ok
+    # Bytes that are not the blob's were not zoo's writing: set aside, not written over.
+    [kept] = (registry.store.root / "quarantine").iterdir()
+    assert kept.name.startswith(big.digest) and kept.read_bytes() == b"abc"
 
 
 # --- a store shared by two registries --------------------------------------------------------
@@ -1615,3 +1618,100 @@ def test_a_store_from_before_registry_ids_is_not_swept_until_a_person_says(
     (root / "registries" / "unclaimed").unlink()
     assert again.gc(grace=0).swept == ()  # its own store again: nothing to sweep
     again.close()
+
+
+# --- bytes zoo did not write ---------------------------------------------------------------
+
+
+@pytest.fixture(params=["folder", pytest.param("s3", marks=pytest.mark.s3)])
+def any_store_url(request, tmp_path):
+    """A folder store, and an S3 one on the test server."""
+    if request.param == "folder":
+        return str(tmp_path / "blobs")
+    return request.getfixturevalue("s3_store_url")
+
+
+def _put_raw(store, digest: str, data: bytes) -> None:
+    """Put ``data`` at the blob's name as a user would, not through zoo's writes."""
+    if store.remote:
+        store.fs.pipe_file(store._path(digest), data)
+    else:
+        store._path(digest).parent.mkdir(parents=True, exist_ok=True)
+        store._path(digest).write_bytes(data)
+
+
+def _read_raw(store, digest: str) -> bytes:
+    return (
+        store.fs.cat_file(store._path(digest)) if store.remote else store._path(digest).read_bytes()
+    )
+
+
+def _quarantined(store) -> dict[str, bytes]:
+    """name -> bytes of every file in the store's quarantine folder."""
+    if store.remote:
+        folder = f"{store.root}/{store.QUARANTINE}"
+        store.fs.invalidate_cache(folder)
+        try:
+            return {
+                p.rsplit("/", 1)[1]: store.fs.cat_file(p) for p in store.fs.ls(folder, detail=False)
+            }
+        except FileNotFoundError:
+            return {}
+    folder = store.root / store.QUARANTINE
+    return {p.name: p.read_bytes() for p in folder.iterdir()} if folder.is_dir() else {}
+
+
+def test_bytes_zoo_did_not_write_at_a_blobs_name_are_moved_aside_never_deleted(
+    db_url, any_store_url, tiny_dir, monkeypatch, run_cli
+):
+    """A file a user put in the store under a blob's name, with other bytes, was taken for
+    a damaged blob: zoo gc and zoo fsck --repair deleted it, and verify --repair wrote
+    over a needed blob's damaged bytes. Each now moves such bytes into the store's
+    quarantine folder (named by the digest, a time and a random part) and says where;
+    the dry run lists what gc then moves."""
+    import zoo
+
+    monkeypatch.setenv("ZOO_DB_URL", db_url)
+    monkeypatch.setenv("ZOO_STORE_URL", any_store_url)
+    reg = zoo.connect()
+    try:
+        src = reg.import_checkpoint(tiny_dir("bert"), name="src")
+        store = reg.store
+        theirs, also = sha256_hex(b"a name I chose"), sha256_hex(b"another")
+        _put_raw(store, theirs, b"my notes, not a blob")
+        victim = _own_digests(src)[0]
+        good = _read_raw(store, victim)
+        damaged = bytes([good[0] ^ 0xFF]) + good[1:]
+        _put_raw(store, victim, damaged)
+        time.sleep(1.1)  # older than --grace 0 wherever times are whole seconds (S3)
+
+        problems = {p.digest: p for p in reg.verify().problems}
+        assert problems[theirs].problem == "corrupt" and "quarantine" in problems[theirs].fix
+        assert problems[victim].problem == "corrupt"
+        code, out, _ = run_cli("gc", "--dry-run", "--grace", "0", "--json")
+        dry = json.loads(out)
+        assert (
+            code == 0 and dry["swept"] == [] and [q["name"] for q in dry["quarantined"]] == [theirs]
+        )
+        assert _quarantined(store) == {}
+        code, out, _ = run_cli("gc", "--grace", "0")
+        assert code == 0 and "moved 1 files" in out and f"{store.QUARANTINE}: {theirs[:16]}" in out
+        [(name, data)] = _quarantined(store).items()
+        assert name.startswith(f"{theirs}.") and data == b"my notes, not a blob"
+        assert not store.has(theirs)
+
+        _put_raw(store, also, b"more of mine")
+        time.sleep(1.1)
+        code, out, _ = run_cli("fsck", "--repair", "--grace", "0", "--json")
+        report = json.loads(out)
+        assert report["removed"] == [] and report["quarantined"] == [also], out
+        assert report["quarantine"] == store.quarantine_url
+
+        code, out, _ = run_cli("verify", "--repair")
+        assert code == 0 and "restored 1 damaged blobs" in out and "moved 1 files" in out, out
+        assert hashlib.sha256(_read_raw(store, victim)).hexdigest() == victim
+        assert sorted(_quarantined(store).values()) == sorted(
+            [b"my notes, not a blob", b"more of mine", damaged]
+        )
+    finally:
+        reg.close()

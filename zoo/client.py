@@ -656,6 +656,8 @@ class RemoteRegistry:
             hard_deleted=tuple(body["hard_deleted"]),
             kept_deleted=tuple(body["kept_deleted"]),
             unused_placeholders=tuple(body.get("unused_placeholders", ())),
+            quarantined=tuple(StoreItem(**s) for s in body.get("quarantined", ())),
+            quarantine=body.get("quarantine", ""),
         )
 
     def fsck(self, *, repair: bool = False, grace="24h"):
@@ -679,6 +681,8 @@ class RemoteRegistry:
             shared_with=body.get("shared_with", 0),
             dangling=tuple(body.get("dangling", ())),
             restored=tuple(body.get("restored", ())),
+            quarantined=tuple(body.get("quarantined", ())),
+            quarantine=body.get("quarantine", ""),
         )
 
     def verify(self, name: str | None = None, *, repair: bool = False):
@@ -697,6 +701,8 @@ class RemoteRegistry:
             problems=_problems(body["problems"]),
             repaired=tuple(body["repaired"]),
             repair=body["repair"],
+            quarantined=tuple(body.get("quarantined", ())),
+            quarantine=body.get("quarantine", ""),
         )
 
     def create_token(self, name: str, *, role: str = "read", expires=None):

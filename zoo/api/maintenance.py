@@ -338,16 +338,13 @@ def gc(reg, *, grace: str | float = DEFAULT_GRACE, dry_run: bool = False) -> GcR
     now = time.time()
     candidates = [e for e in listing if e.digest not in marked]
     old = [e for e in candidates if now - e.mtime > grace_s]
-    swept = []
+    swept, quarantined = [], []
     for entry in old:
-        if not dry_run:
-            try:
-                if time.time() - store.modified(entry.digest) <= grace_s:
-                    continue  # a writer is reusing it right now
-            except FileNotFoundError:
-                continue
-            store.delete(entry.digest)
-        swept.append(StoreItem(entry.digest, entry.size, now - entry.mtime))
+        done = _sweep(store, entry.digest, grace_s, dry_run=dry_run)
+        if done is not None:
+            (swept if done else quarantined).append(
+                StoreItem(entry.digest, entry.size, now - entry.mtime)
+            )
     hard, placeholders, kept_deleted = _forget_removed(reg, dry_run=dry_run)
     return GcReport(
         dry_run=dry_run,
@@ -358,7 +355,31 @@ def gc(reg, *, grace: str | float = DEFAULT_GRACE, dry_run: bool = False) -> GcR
         hard_deleted=tuple(hard),
         kept_deleted=tuple(kept_deleted),
         unused_placeholders=tuple(placeholders),
+        quarantined=tuple(quarantined),
+        quarantine=store.quarantine_url,
     )
+
+
+def _sweep(store, digest: str, grace_s: float, *, dry_run: bool = False) -> bool | None:
+    """Take an unneeded blob older than the grace period out of the store: True when it
+    is (or, with ``dry_run``, would be) deleted; False when the file at its name holds
+    bytes that do not hash to that name, which zoo did not write and so moves into the
+    store's quarantine folder rather than delete; None when it is left (gone, or a writer
+    reused it meanwhile)."""
+    intact = store.intact(digest)  # read first: a writer reusing it meanwhile freshens it
+    if intact is None:
+        return None
+    if not dry_run:
+        try:
+            if time.time() - store.modified(digest) <= grace_s:
+                return None  # a writer is reusing it right now
+        except FileNotFoundError:
+            return None
+        if intact:
+            store.delete(digest)
+        elif store.quarantine(digest) is None:
+            return None
+    return intact
 
 
 def _forget_removed(reg, *, dry_run: bool) -> tuple[list[str], list[str], list[str]]:
@@ -549,6 +570,7 @@ def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> Fs
     outputs, dead = _output_leftovers(reg)
     removed: list[str] = []
     restored: list[str] = []
+    quarantined: list[str] = []
     if repair:
         for path, back in _clean_outputs(reg, dead):
             (restored if back else removed).append(path)
@@ -556,7 +578,10 @@ def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> Fs
             if t.age_s > grace_s:
                 store.remove_temp(t.name)
                 removed.append(t.name)
-        removed += _remove_orphans(reg, [o for o in orphans if o.age_s > grace_s], grace_s)
+        swept, quarantined = _remove_orphans(
+            reg, [o for o in orphans if o.age_s > grace_s], grace_s
+        )
+        removed += swept
     return FsckReport(
         store_url=store.url,
         checked_rows=len(needed),
@@ -571,6 +596,8 @@ def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> Fs
         repair=repair,
         shared_with=len(store.others(reg.registry_id)),
         restored=tuple(restored),
+        quarantined=tuple(quarantined),
+        quarantine=store.quarantine_url,
     )
 
 
@@ -605,9 +632,10 @@ def _clean_outputs(reg, dead: list[tuple[int, str, int]]) -> list[str]:
     return handled
 
 
-def _remove_orphans(reg, orphans: list[StoreItem], grace_s: float) -> list[str]:
+def _remove_orphans(reg, orphans: list[StoreItem], grace_s: float) -> tuple[list[str], list[str]]:
+    """(the orphans deleted, those moved into quarantine: :func:`_sweep`)."""
     if not orphans:
-        return []
+        return [], []
     with reg.session() as session:
         referenced = set()
         names = [o.name for o in orphans]
@@ -620,18 +648,14 @@ def _remove_orphans(reg, orphans: list[StoreItem], grace_s: float) -> list[str]:
                     .distinct()
                 )
             )
-    removed = []
+    removed, quarantined = [], []
     for o in orphans:
         if o.name in referenced:
             continue  # a row appeared meanwhile
-        try:
-            if time.time() - reg.store.modified(o.name) <= grace_s:
-                continue
-        except FileNotFoundError:
-            continue
-        reg.store.delete(o.name)
-        removed.append(o.name)
-    return removed
+        done = _sweep(reg.store, o.name, grace_s)
+        if done is not None:
+            (removed if done else quarantined).append(o.name)
+    return removed, quarantined
 
 
 # --- verify ------------------------------------------------------------------------------
@@ -654,7 +678,16 @@ def verify(
         for p in after.problems
     )
     repaired = sorted({p.digest for p in report.problems} - {p.digest for p in problems})
-    return dataclasses.replace(after, problems=problems, repaired=tuple(repaired), repair=True)
+    # A damaged blob is rewritten only after its bytes are set aside (BlobStore.rewrite).
+    corrupt = {p.digest for p in report.problems if p.problem == "corrupt"}
+    return dataclasses.replace(
+        after,
+        problems=problems,
+        repaired=tuple(repaired),
+        repair=True,
+        quarantined=tuple(d for d in repaired if d in corrupt),
+        quarantine=reg.store.quarantine_url,
+    )
 
 
 def _verify(reg, query: str | None, *, workers: int | None) -> VerifyReport:
@@ -709,7 +742,7 @@ def _verify(reg, query: str | None, *, workers: int | None) -> VerifyReport:
             m,
             f"move what is at its name away, then: {fix_hint(held.get(d, []))}"
             if p == "not a file"
-            else fix_hint(held.get(d, [])),
+            else fix_hint(held.get(d, []), corrupt=p == "corrupt"),
         )
         for d, p, m in bad
     )

@@ -222,9 +222,15 @@ def _holder(
     return Holder(row.id, row.name, row.kind, "", (local or uploaded or [""])[-1])
 
 
-def fix_hint(holders_of_blob: list[Holder]) -> str:
-    """What restores one blob, in words a user can act on."""
+def fix_hint(holders_of_blob: list[Holder], *, corrupt: bool = False) -> str:
+    """What restores one blob, in words a user can act on (``corrupt``: the file at its
+    name holds other bytes, which zoo sets aside rather than delete)."""
     holders_of_blob = _able(holders_of_blob)
+    if not holders_of_blob and corrupt:
+        return (
+            "no kept artifact holds it: `zoo gc` moves the file into the store's quarantine "
+            "folder once past its grace period (bytes zoo did not write are never deleted)"
+        )
     if not holders_of_blob:
         return "no kept artifact holds it: `zoo gc` sweeps it once past its grace period"
     h = holders_of_blob[0]

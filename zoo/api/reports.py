@@ -52,6 +52,10 @@ class FsckReport:
     #: rows naming a row the database does not hold (``artifact_tensors`` naming a deleted
     #: artifact), one line per table and table it names, with the count
     dangling: tuple[str, ...] = ()
+    #: orphans ``--repair`` moved into :attr:`quarantine` instead of deleting them: the
+    #: file at the blob's name held bytes that do not hash to it, which zoo did not write
+    quarantined: tuple[str, ...] = ()
+    quarantine: str = ""
 
     @property
     def ok(self) -> bool:
@@ -77,6 +81,10 @@ class GcReport:
     #: The placeholders among ``hard_deleted``: no one removed them, but no model card's
     #: base_model edge uses them any more.
     unused_placeholders: tuple[str, ...] = field(default=())
+    #: Unneeded blobs whose file held bytes that do not hash to its name: moved (with
+    #: ``dry_run``, to be moved) into :attr:`quarantine`, never deleted; not in ``swept``.
+    quarantined: tuple[StoreItem, ...] = field(default=())
+    quarantine: str = ""
 
     @property
     def swept_bytes(self) -> int:
@@ -95,6 +103,9 @@ class VerifyReport:
     problems: tuple[BlobProblem, ...]
     repaired: tuple[str, ...] = ()
     repair: bool = False
+    #: the repaired blobs whose damaged bytes were moved into :attr:`quarantine` first
+    quarantined: tuple[str, ...] = ()
+    quarantine: str = ""
 
     @property
     def ok(self) -> bool:

@@ -295,6 +295,43 @@ class BlobStore(ABC):
         self._remove_claim(registry_id)
         self._claim_cache.discard(registry_id)
 
+    # --- what zoo did not write ----------------------------------------------------------
+
+    #: Folder beside the blob folders where a file found at a blob's name whose bytes do
+    #: not hash to that name goes when a sweep or a repair would remove or replace it: zoo
+    #: never wrote such bytes there (a user's file, or damage), so it never deletes them.
+    QUARANTINE = "quarantine"
+
+    @property
+    def quarantine_url(self) -> str:
+        """Where :meth:`quarantine` moves files, as the user names it."""
+        return f"{self.url.rstrip('/')}/{self.QUARANTINE}"
+
+    def intact(self, digest: str) -> bool | None:
+        """Whether the file at the blob's name hashes to that name, read in pieces (never
+        the whole blob in memory); None when no file is there."""
+        h = hashlib.sha256()
+        try:
+            for piece in self._pieces(check_digest(digest)):
+                h.update(piece)
+        except FileNotFoundError:  # gone, or not a file (BlobNotAFileError): not a blob
+            return None
+        return h.hexdigest() == digest
+
+    def _pieces(self, digest: str) -> Iterator[bytes]:
+        """The stored bytes, a piece at a time, unverified."""
+        yield self._read(digest)
+
+    def quarantine(self, digest: str) -> str | None:
+        """Move the file at the blob's name into :attr:`QUARANTINE`, under the name
+        ``DIGEST.UTCTIME.RANDOM`` (two moves of one name never meet); where it went, or
+        None when nothing was there."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        return self._move_aside(digest, f"{digest}.{stamp}.{uuid.uuid4().hex[:8]}")
+
+    @abstractmethod
+    def _move_aside(self, digest: str, name: str) -> str | None: ...
+
     def keep(self, digest: str, size: int | None = None) -> bool:
         """Whether the blob is stored; if it is, make sure a sweep will not take it now.
 
@@ -307,7 +344,12 @@ class BlobStore(ABC):
         """
         self._claim_for_write()  # a reused blob is this registry's as much as a new one
         found = self.stat(digest)
-        if found is None or (size is not None and found[0] != size):
+        if found is not None and size is not None and found[0] != size:
+            # Bytes that are not the blob's (its size says so): set aside, since the write
+            # that follows would replace them, and zoo did not write them.
+            self.quarantine(digest)
+            return False
+        if found is None:
             return False
         age = time.time() - found[1]
         if age > self.freshen_after_s:
@@ -404,6 +446,8 @@ class BlobStore(ABC):
                 digest=digest,
             )
         self._claim_for_write()
+        if self.intact(digest) is False:  # not zoo's bytes: kept, not written over
+            self.quarantine(digest)
         self._write(digest, data)
 
     def get(self, digest: str) -> bytes:

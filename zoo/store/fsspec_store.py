@@ -406,7 +406,7 @@ class FsspecStore(BlobStore):
             return None
         for path in sorted(entries):
             name = path.rstrip("/").rsplit("/", 1)[-1]
-            if not (is_blob_folder(name) or name == self.CLAIMS):
+            if not (is_blob_folder(name) or name in (self.CLAIMS, self.QUARANTINE)):
                 return name
         return None
 
@@ -434,6 +434,34 @@ class FsspecStore(BlobStore):
             return [p.rsplit("/", 1)[-1] for p in self.fs.ls(folder, detail=False)]
         except FileNotFoundError:
             return []
+
+    def _pieces(self, digest: str) -> Iterator[bytes]:
+        try:
+            with self.fs.open(self._path(digest), "rb", block_size=S3_PART_SIZE) as f:
+                while piece := f.read(S3_PART_SIZE):
+                    yield piece
+        except FileNotFoundError:
+            raise self._missing(digest) from None
+
+    def _move_aside(self, digest: str, name: str) -> str | None:
+        source = self._path(digest)
+        target = f"{self.root}/{self.QUARANTINE}/{name}"
+        try:
+            if self.s3:  # a copy inside the server, then the delete: no bytes travel
+                bucket, key, _ = self.fs.split_path(source)
+                self.fs.call_s3(
+                    "copy_object",
+                    Bucket=bucket,
+                    Key=self.fs.split_path(target)[1],
+                    CopySource={"Bucket": bucket, "Key": key},
+                )
+                self.fs.rm_file(source)
+            else:
+                self.fs.makedirs(f"{self.root}/{self.QUARANTINE}", exist_ok=True)
+                self.fs.mv(source, target)
+        except FileNotFoundError:
+            return None
+        return f"{self.protocol}://{target}"
 
     def delete(self, digest: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -131,6 +131,21 @@ class LocalStore(BlobStore):
             digest=digest,
         )
 
+    def _pieces(self, digest: str) -> Iterator[bytes]:
+        with os.fdopen(self._open(digest), "rb") as f:
+            while piece := f.read(8 << 20):
+                yield piece
+
+    def _move_aside(self, digest: str, name: str) -> str | None:
+        folder = self.root / self.QUARANTINE
+        folder.mkdir(exist_ok=True)
+        target = folder / name
+        try:
+            os.rename(self._file(digest), target)  # one file system: the bytes stay put
+        except FileNotFoundError:
+            return None
+        return str(target)
+
     def read_into(self, digest: str, buffer: memoryview) -> None:
         # Straight from the file into the caller's memory: one copy, no ``bytes`` object.
         digest = check_digest(digest)
@@ -212,7 +227,9 @@ class LocalStore(BlobStore):
             name = entry.name
             if name == "lost+found":  # a store kept at the root of its own file system
                 continue
-            if not ((is_blob_folder(name) or name == self.CLAIMS) and entry.is_dir()):
+            if not (
+                (is_blob_folder(name) or name in (self.CLAIMS, self.QUARANTINE)) and entry.is_dir()
+            ):
                 return name
         return None
 
