@@ -883,6 +883,8 @@ def audit_cmd(path, verify, convert_bin, as_json) -> None:
 # Exit status of fsck, verify and audit --verify when they find damage (the code of
 # BlobMissingError), and of audit when a file is not a known artifact.
 DAMAGE_FOUND = 6
+# verify's, when the worst it found is a blob this user may not read (StorageError's code).
+UNREADABLE = 11
 NOT_KNOWN = 10
 grace_option = click.option(
     "--grace",
@@ -945,11 +947,14 @@ def fsck_cmd(repair: bool, grace: str, as_json: bool) -> None:
 @json_option
 @_streams
 def verify_cmd(name: str | None, repair: bool, as_json: bool) -> None:
-    """Re-hash stored blobs (all, or those NAME needs); exit 6 on any damage left."""
+    """Re-hash stored blobs (all, or those NAME needs); exit 6 on any damage left, else
+    11 when a blob could not be read."""
     report = _registry().verify(name, repair=repair)
     _emit(as_json, report.to_json(), render.verify_report(report))
-    if not report.ok:
+    if report.damaged:
         sys.exit(DAMAGE_FOUND)
+    if not report.ok:
+        sys.exit(UNREADABLE)
 
 
 @cli.command("release-claim")

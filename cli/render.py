@@ -359,8 +359,10 @@ def verify_report(report) -> str:
         restored.append(_set_aside(report.quarantined, report.quarantine))
     if report.ok:
         return "\n".join([*restored, f"{head}: all intact"])
-    lines = [*restored, f"{head}: {len(report.problems)} damaged", *_problems(report.problems)]
-    fixable = sum("--repair" in p.fix for p in report.problems)
+    unreadable = len(report.problems) - len(report.damaged)
+    found = f"{len(report.damaged)} damaged" + (f", {unreadable} unreadable" if unreadable else "")
+    lines = [*restored, f"{head}: {found}", *_problems(report.problems)]
+    fixable = sum("--repair" in p.fix for p in report.damaged)
     if fixable and not report.repair:
         lines.append(f"run `zoo verify --repair` to restore {fixable} of them")
     return "\n".join(lines)

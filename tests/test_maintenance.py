@@ -871,6 +871,51 @@ def test_verify_finds_changed_bytes(registry, family, run_cli):
     assert {p.problem for p in registry.verify().problems} == {"corrupt", "missing"}
 
 
+def test_verify_checks_every_blob_and_names_each_it_could_not_read(
+    registry, family, run_cli, monkeypatch
+):
+    """A blob this user may not read stopped `zoo verify` at the first, exit 11, the
+    other blobs unchecked. Every blob is checked now: each unreadable one is listed (and
+    left alone by --repair), and the exit code is the worst finding's: 6 for damage,
+    else 11."""
+    locked = _own_digests(family["src"], family["other"])[:2]
+    victim = _own_digests(family["other"], family["src"])[0]
+    path = registry.store._path(victim)
+    good = path.read_bytes()
+    path.write_bytes(bytes([good[0] ^ 0xFF]) + good[1:])
+    paths = {str(registry.store._path(d)) for d in locked}
+    if os.geteuid() == 0:  # root reads whatever the mode: the kernel's refusal, emulated
+        real_open = os.open
+
+        def refused(target, flags, *args, **kw):
+            if str(target) in paths:
+                raise PermissionError(13, "Permission denied", str(target))
+            return real_open(target, flags, *args, **kw)
+
+        monkeypatch.setattr(os, "open", refused)
+    else:
+        for p in paths:
+            os.chmod(p, 0)
+    try:
+        code, out, _ = run_cli("verify", "--json")
+        report = json.loads(out)
+        assert code == 6, out
+        assert sorted((p["digest"], p["problem"]) for p in report["problems"]) == sorted(
+            [(d, "unreadable") for d in locked] + [(victim, "corrupt")]
+        )
+        code, out, _ = run_cli("verify", "--repair")
+        assert code == 11 and "0 damaged, 2 unreadable" in out, out
+        assert registry.store.verify(victim)  # the damage was repaired all the same
+        assert [(p.digest, p.problem) for p in registry.verify().problems] == [
+            (d, "unreadable") for d in sorted(locked)
+        ]
+    finally:
+        monkeypatch.undo()
+        for p in paths:
+            os.chmod(p, 0o644)
+    assert all(registry.store.verify(d) for d in locked)  # left as they were
+
+
 def test_verify_of_a_blob_many_sources_share_reads_their_imports_at_once(
     registry, tiny_dir, tmp_path, run_cli
 ):

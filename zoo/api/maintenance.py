@@ -666,11 +666,13 @@ def verify(
 ) -> VerifyReport:
     """Re-hash stored blobs; see :meth:`zoo.Registry.verify`."""
     report = _verify(reg, query, workers=workers)
-    if not repair or report.ok:
+    # A blob this user may not read is neither known damaged nor replaced: left alone.
+    damaged = [p.digest for p in report.problems if p.problem != "unreadable"]
+    if not repair or not damaged:
         return dataclasses.replace(report, repair=repair)
     from .repair import restore
 
-    _, failed = restore(reg, [p.digest for p in report.problems])
+    _, failed = restore(reg, damaged)
     # What is still damaged is whatever a fresh look finds, with why it was not restored.
     after = _verify(reg, query, workers=workers)
     problems = tuple(
@@ -688,6 +690,12 @@ def verify(
         quarantined=tuple(d for d in repaired if d in corrupt),
         quarantine=reg.store.quarantine_url,
     )
+
+
+_UNREADABLE_FIX = (
+    "let this user read it (or run as one who may), then run `zoo verify` again; "
+    "`--repair` leaves it as it is"
+)
 
 
 def _verify(reg, query: str | None, *, workers: int | None) -> VerifyReport:
@@ -722,6 +730,8 @@ def _verify(reg, query: str | None, *, workers: int | None) -> VerifyReport:
             return digest, 0, "not a file", str(exc)
         except FileNotFoundError:
             return digest, 0, "missing", ""
+        except PermissionError as exc:  # this user's, not the blob's: the others go on
+            return digest, 0, "unreadable", str(exc)
 
     workers = workers or min(8, (os.cpu_count() or 1) + 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -742,6 +752,8 @@ def _verify(reg, query: str | None, *, workers: int | None) -> VerifyReport:
             m,
             f"move what is at its name away, then: {fix_hint(held.get(d, []))}"
             if p == "not a file"
+            else _UNREADABLE_FIX
+            if p == "unreadable"
             else fix_hint(held.get(d, []), corrupt=p == "corrupt"),
         )
         for d, p, m in bad

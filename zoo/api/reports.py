@@ -10,10 +10,11 @@ from typing import Any
 
 @dataclass(frozen=True)
 class BlobProblem:
-    """A blob that kept rows need but that is missing, damaged or the wrong size."""
+    """A blob that kept rows need but that is missing, damaged or the wrong size, or
+    that verify could not read."""
 
     digest: str
-    problem: str  # missing | corrupt | wrong-size | not a file
+    problem: str  # missing | corrupt | wrong-size | not a file | unreadable
     artifacts: tuple[str, ...] = ()
     detail: str = ""
     fix: str = ""  # what restores it (see zoo.api.repair)
@@ -110,6 +111,11 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def damaged(self) -> tuple[BlobProblem, ...]:
+        """The problems that are damage (all but the blobs this user could not read)."""
+        return tuple(p for p in self.problems if p.problem != "unreadable")
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
