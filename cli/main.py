@@ -885,6 +885,9 @@ def audit_cmd(path, verify, convert_bin, as_json) -> None:
 DAMAGE_FOUND = 6
 # verify's, when the worst it found is a blob this user may not read (StorageError's code).
 UNREADABLE = 11
+# fsck's, with no damage, when orphans or killed writers' leftovers remain: a script
+# tells them from a clean store (0).
+LEFTOVERS_FOUND = 13
 NOT_KNOWN = 10
 grace_option = click.option(
     "--grace",
@@ -929,11 +932,16 @@ def gc_cmd(grace: str, dry_run: bool, as_json: bool) -> None:
 @grace_option
 @json_option
 def fsck_cmd(repair: bool, grace: str, as_json: bool) -> None:
-    """Check that every kept row's blobs are in the store; list orphans and leftovers."""
+    """Check that every kept row's blobs are in the store; list orphans and leftovers.
+
+    Exit 6 on damage, else 13 when orphans or leftovers remain that --repair or `zoo gc`
+    clears, 0 only for a clean store."""
     report = _registry().fsck(repair=repair, grace=grace)
     _emit(as_json, report.to_json(), render.fsck_report(report))
     if not report.ok:
         sys.exit(DAMAGE_FOUND)
+    if report.left:
+        sys.exit(LEFTOVERS_FOUND)
 
 
 @cli.command("verify")

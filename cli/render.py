@@ -271,7 +271,7 @@ def fsck_report(report) -> str:
         )
     found = len(report.temp_files) + len(report.orphans) + len(report.output_leftovers)
     if report.repair:
-        kept = found - len(report.removed) - len(report.restored)
+        kept = report.left
         # A dead writer's folders go whatever their age; the store's leftovers once older
         # than the grace period (a writer elsewhere may still be using them).
         outputs = set(report.output_leftovers)

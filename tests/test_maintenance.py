@@ -826,6 +826,8 @@ def test_fsck_ignores_virtual_and_removed_rows(registry, family):
 
 
 def test_fsck_repair_removes_old_leftovers_and_orphans_only(registry, family, run_cli):
+    """Leftovers are no damage (exit 6), but fsck exited 0 for them as for a clean
+    store; it exits 13 while some remain for --repair or gc to clear."""
     orphan, _ = registry.store.put(b"nobody points at me")
     temp = registry.store._path(orphan).parent / temp_name(orphan)
     temp.write_bytes(b"partial")
@@ -834,17 +836,20 @@ def test_fsck_repair_removes_old_leftovers_and_orphans_only(registry, family, ru
     assert [o.name for o in report.orphans] == [orphan] and len(report.temp_files) == 1
     referenced = set(registry.store.digests()) - {orphan}
     code, out, _ = run_cli("fsck")  # a full disk's leftovers: how to sweep them at once
-    assert code == 0 and "`zoo gc --grace 0` sweeps them at once when no writer" in out
+    assert code == 13 and "`zoo gc --grace 0` sweeps them at once when no writer" in out
+    code, out, _ = run_cli("fsck", "--json")
+    assert code == 13 and json.loads(out)["left"] == 2
     # Younger than the grace period: kept (a writer may still be between blob and row).
     assert registry.fsck(repair=True).removed == ()
     assert registry.store.has(orphan) and temp.exists()
     code, out, _ = run_cli("fsck", "--repair")
-    assert code == 0 and "removed 0 older than 1.0d; kept 2 younger ones" in out
+    assert code == 13 and "removed 0 older than 1.0d; kept 2 younger ones" in out
     assert "run `zoo fsck --repair`" not in out
     code, out, _ = run_cli("fsck", "--repair", "--grace", "0", "--json")
-    assert code == 0 and len(json.loads(out)["removed"]) == 2
+    assert code == 0 and len(json.loads(out)["removed"]) == 2 and json.loads(out)["left"] == 0
     assert not registry.store.has(orphan) and not temp.exists()
     assert set(registry.store.digests()) == referenced
+    assert run_cli("fsck")[0] == 0
 
 
 # --- verify --------------------------------------------------------------------------------

@@ -64,8 +64,18 @@ class FsckReport:
         (leftovers are harmless)."""
         return not self.problems and not self.dangling
 
+    @property
+    def left(self) -> int:
+        """How many of the leftovers and orphans found are still there for a later
+        ``--repair`` or ``zoo gc`` to clear (those younger than the grace period, after a
+        repair); none on a store another registry uses, which neither sweeps."""
+        if self.shared_with:
+            return 0
+        found = len(self.temp_files) + len(self.orphans) + len(self.output_leftovers)
+        return found - len(self.removed) - len(self.restored) - len(self.quarantined)
+
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
+        return {**asdict(self), "ok": self.ok, "left": self.left}
 
 
 @dataclass(frozen=True)
