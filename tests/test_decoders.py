@@ -706,8 +706,20 @@ def test_each_target_layer_attends_as_the_source_layer_it_is_made_from(family, r
         ("qwen2", dict(max_window_layers=2), [0, 1, 2, 3, 0, 1], ["f", "f", "s", "s", "f", "f"]),
         ("qwen2", dict(max_window_layers=2), [0, 1], None),
         ("qwen2", dict(max_window_layers=2), [2, 3], None),
-        # Sliding turned off: every layer full, whatever the map; max_window_layers kept.
+        # Sliding turned off: every layer full, whatever the map; max_window_layers moves
+        # to where sliding would start if turned on, never past the target's depth.
         ("qwen2", dict(max_window_layers=2, use_sliding_window=False), [0, 1, 2, 3, 0, 1], None),
+        ("qwen2", dict(max_window_layers=2, use_sliding_window=False), [0, 0, 1, 1, 2, 3], None),
+        ("qwen2", dict(max_window_layers=4, use_sliding_window=False), [0, 1], None),
+        ("qwen3", dict(max_window_layers=4, use_sliding_window=False), [0, 2], None),
+        ("qwen3", dict(max_window_layers=28, use_sliding_window=False), [0, 1, 2, 3] * 2, None),
+        # Sliding on, but from past the source's depth: no layer slides, at any depth.
+        (
+            "qwen3",
+            dict(max_window_layers=28, use_sliding_window=True, sliding_window=4),
+            [0, 1],
+            None,
+        ),
     ],
 )
 def test_attention_types_computed_from_the_index_are_listed_where_the_map_breaks_them(
@@ -730,13 +742,14 @@ def test_attention_types_computed_from_the_index_are_listed_where_the_map_breaks
         assert [short[t] for t in target["layer_types"]] == listed
     else:
         assert "layer_types" not in target
-    if family == "qwen2" and target.get("use_sliding_window"):
+    if family.startswith("qwen"):
+        # Where sliding starts (or would, turned on): the first layer made from a sliding one.
+        on = cls.from_dict({**config, "use_sliding_window": True, "sliding_window": 4})
+        would = [on.layer_types[i] for i in layer_map]
         first_sliding = (
-            want.index("sliding_attention") if "sliding_attention" in want else len(want)
+            would.index("sliding_attention") if "sliding_attention" in would else len(would)
         )
-        assert target["max_window_layers"] == first_sliding
-    elif family == "qwen2":
-        assert target["max_window_layers"] == 2
+        assert target["max_window_layers"] == first_sliding <= len(layer_map)
 
 
 def test_a_layer_map_names_a_source_layer_for_each_target_layer():

@@ -446,7 +446,7 @@ class DecoderFamily(TransformerFamily):
         per-layer lists take that layer's entry; attention types that transformers
         computes from each layer's index (a config that lists none) are listed where the
         map breaks that rule; and where sliding starts (Qwen's ``max_window_layers``)
-        moves to where the target's starts."""
+        moves to where the target's starts (:meth:`_write_sliding_start`)."""
         src_layers = config_int(source, "num_hidden_layers", self.name)
         for key in self.decl.per_layer_keys:
             values = source.get(key)
@@ -459,19 +459,43 @@ class DecoderFamily(TransformerFamily):
         else:
             types = [types[i] for i in layer_map]
         if not isinstance(types, list) or len(types) != len(layer_map):
+            types = None
+        if self.decl.sliding_from:
+            self._write_sliding_start(config, source, layer_map, types)
+        if types is None:
             return
-        if (
-            self.decl.sliding_from
-            and _slides(config)
-            and self._computed_layer_types(config, len(types)) != types
-        ):
-            # Sliding from the target's first sliding layer on: exact where its full layers
-            # come first (a depth grown in place); otherwise no index says it, and
-            # layer_types (below) does, which transformers reads instead.
-            key, _ = self.decl.sliding_from
-            config[key] = next((j for j, t in enumerate(types) if t != FULL), len(types))
         if not listed and self._computed_layer_types(config, len(types)) != types:
             config["layer_types"] = types
+
+    def _write_sliding_start(
+        self,
+        config: dict[str, Any],
+        source: Mapping[str, Any],
+        layer_map: Sequence[int],
+        types: list[str] | None,
+    ) -> None:
+        """Where sliding starts (Qwen's ``max_window_layers``) moved to the target's first
+        sliding layer (``types``), or to its depth when none slides. Exact where the
+        target's full layers come first (a depth grown in place); otherwise no index says
+        it, and ``layer_types`` does, which transformers reads instead. With sliding
+        turned off, transformers ignores it, but a value past the target's depth (a Qwen3
+        of 4 layers shrunk to 2 saying 4) is wrong for the file's size: it moves to the
+        first target layer made from a source layer at or past the source's start, where
+        sliding would start if turned on. A target made of the source's own layers in
+        order keeps the source's config, as it keeps its weights."""
+        key, default = self.decl.sliding_from
+        start = source.get(key, default)
+        if isinstance(start, bool) or not isinstance(start, int):
+            return
+        if list(layer_map) == list(range(config_int(source, self.layers_key, self.name))):
+            return
+        layers = len(layer_map)
+        if _slides(config) and types is not None:
+            slides = [t != FULL for t in types]
+        else:
+            slides = [i >= start for i in layer_map]
+        if slides != [j >= start for j in range(layers)] or start > layers:
+            config[key] = slides.index(True) if any(slides) else layers
 
     def _computed_layer_types(self, config: Mapping[str, Any], layers: int) -> list[str] | None:
         """The attention types transformers gives a config that lists none (the rule of
