@@ -489,8 +489,8 @@ def test_unknown_tensor_with_fixed_sizes_passes_through(tiny):
 @pytest.mark.parametrize(
     "key, shape, words",
     [
-        ("cls.adapter.weight", (32, 5), "size 32 (hidden)"),
-        ("cls.adapter.up", (5, 64), "size 64 (ffn)"),
+        ("cls.adapter.weight", (32, 5), "(32 equals the source's hidden size)"),
+        ("cls.adapter.up", (5, 64), "(64 equals the source's intermediate size)"),
         ("bert.encoder.layer.2.adapter.scale", (3,), "per-layer"),
     ],
 )
@@ -501,6 +501,21 @@ def test_unknown_tensor_that_could_change_is_refused(tiny, key, shape, words):
     with pytest.raises(InvalidCheckpointError) as err:
         get_family("bert").to_signals(state, t.config)
     assert key in str(err.value) and words in str(err.value)
+
+
+def test_an_unknown_tensor_sized_as_the_vocabulary_is_not_named_by_an_axis_it_may_not_have():
+    """A tensor no rule knows is known only to share a size with one the target changes:
+    a vocabulary of 96 beside an intermediate size of 96 is not called the ffn axis."""
+    model = build_model("bert", intermediate_size=96)
+    config = model.config.to_dict()
+    assert config["vocab_size"] == config["intermediate_size"] == 96
+    state = {**model.state_dict(), "cls.vocab_gate": torch.zeros(96, 5)}
+    with pytest.raises(InvalidCheckpointError) as err:
+        get_family("bert").to_signals(state, config)
+    message = str(err.value)
+    assert "'cls.vocab_gate' with shape (96, 5)" in message
+    assert "(96 equals the source's intermediate size)" in message
+    assert "ffn" not in message and "\n" not in message
 
 
 def test_gpt2_legacy_causal_mask_buffers_pass_through(tiny):

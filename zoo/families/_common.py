@@ -38,6 +38,15 @@ if TYPE_CHECKING:
 #: head_dim apart (Qwen3, Gemma); ``kv`` the width of keys and values (kv heads x head_dim).
 CHANGING_ROLES = ("layers", "hidden", "ffn", "kv", "attn")
 
+#: how a refusal names each changing size of the source
+SIZE_WORDS = {
+    "layers": "layer count",
+    "hidden": "hidden size",
+    "ffn": "intermediate size",
+    "kv": "key/value width",
+    "attn": "attention width",
+}
+
 #: signal-name prefix of tensors no rule knows that pass through unchanged.
 EXTRA_PREFIX = "extra:"
 
@@ -376,6 +385,11 @@ def closest(values: Sequence[int], around: float, k: int = 4) -> list[int]:
 def join_or(values: Sequence[int]) -> str:
     values = [str(v) for v in values]
     return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} or {values[-1]}"
+
+
+def join_and(values: Sequence[str]) -> str:
+    values = [str(v) for v in values]
+    return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} and {values[-1]}"
 
 
 def round_ratio(value: int, numerator: int, denominator: int) -> int:
@@ -728,12 +742,21 @@ class TransformerFamily(Family):
                         "does not know, so zoo cannot follow a change of depth; remove it "
                         "or add a rule for it in zoo/families."
                     )
-        hits = [f"{d} ({r})" for d in tensor.shape for r, s in changing.items() if d == s]
+        # A size is only known to equal one the target may change, not to be that axis
+        # (a vocabulary of 96 beside an intermediate size of 96): name the coincidence.
+        hits = {
+            d: [SIZE_WORDS.get(r, r) for r, s in changing.items() if d == s]
+            for d in dict.fromkeys(tensor.shape)
+        }
+        hits = {d: words for d, words in hits.items() if words}
         if hits:
+            equal = "; ".join(
+                f"{d} equals the source's {join_and(words)}" for d, words in hits.items()
+            )
             raise InvalidCheckpointError(
                 f"tensor {key!r} with shape {tuple(tensor.shape)} is not a {self.name} "
-                f"parameter zoo knows, and its size {hits[0]} may change with the target; "
-                "remove it or add a rule for it in zoo/families."
+                f"parameter zoo knows, so zoo cannot tell whether it would follow the target's "
+                f"sizes ({equal}); remove it or add a rule for it in zoo/families."
             )
         return Signal(tensor, ("fixed",) * tensor.dim(), "embedding")
 
