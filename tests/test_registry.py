@@ -1175,6 +1175,45 @@ def test_bad_input_gives_one_line_nonzero_and_writes_nothing(registry, tiny_dir,
     assert _blob_files(store_root) == []
 
 
+def test_a_peft_adapter_is_refused_as_one_naming_its_base_and_the_merge(
+    registry, tmp_path, run_cli
+):
+    """A PEFT adapter's folder (adapter_config.json and the adapter's low-rank weights, no
+    config.json) is not a model: import and audit say what it is, of which base, and how
+    to make the model it describes, in one line, exit 2, nothing recorded or stored."""
+    import torch
+    from safetensors.torch import save_file
+
+    store_root = Path(registry.settings.store_url)
+    adapter = tmp_path / "lora"
+    adapter.mkdir()
+    lora = "base_model.model.model.layers.0.self_attn.q_proj.lora_{}.weight"
+    save_file(
+        {lora.format("A"): torch.zeros(8, 32), lora.format("B"): torch.zeros(32, 8)},
+        adapter / "adapter_model.safetensors",
+    )
+    settings = {"peft_type": "LORA", "r": 8, "target_modules": ["q_proj"]}
+    for base, named in (
+        ("Qwen/Qwen2.5-0.5B", "a PEFT adapter of Qwen/Qwen2.5-0.5B ("),
+        (None, "a PEFT adapter ("),
+        ("evil\nbase", "a PEFT adapter of 'evil\\nbase' ("),
+    ):
+        config = {**settings, "base_model_name_or_path": base}
+        (adapter / "adapter_config.json").write_text(json.dumps(config))
+        for command in ("import", "audit"):
+            code, out, err = run_cli(command, str(adapter))
+            assert code == 2 and out == "", (command, err)
+            assert err.startswith("zoo: error: ") and err.count("\n") == 1, (command, err)
+            assert f"{adapter} is {named}adapter_config.json, no config.json)" in err, err
+            assert "merge_and_unload()" in err and "save_pretrained" in err, err
+            assert "import the merged folder" in err, err
+    assert registry.list() == []
+    assert _blob_files(store_root) == []
+    (adapter / "adapter_config.json").unlink()  # weights alone: the usual refusal
+    code, _, err = run_cli("import", str(adapter))
+    assert code == 2 and "PEFT" not in err and "has no config.json" in err, err
+
+
 def test_environment_errors_are_one_line_with_their_own_exit_code(
     registry, tiny_dir, tmp_path, run_cli, monkeypatch
 ):

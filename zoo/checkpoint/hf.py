@@ -65,6 +65,8 @@ __all__ = [
 ]
 
 CONFIG_NAME = "config.json"
+#: what marks a PEFT adapter's folder, which holds no config.json
+ADAPTER_CONFIG_NAME = "adapter_config.json"
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_INDEX_NAME = "model.safetensors.index.json"
 BIN_WEIGHTS_NAME = "pytorch_model.bin"
@@ -422,6 +424,9 @@ def read_config(root: Path) -> dict[str, Any]:
     if os.path.lexists(cfg) and not is_regular(cfg):
         raise not_a_file(cfg)
     if not cfg.is_file():
+        adapter = _peft_adapter(root)
+        if adapter is not None:
+            raise InvalidCheckpointError(adapter, path=str(root / ADAPTER_CONFIG_NAME))
         raise InvalidCheckpointError(
             f"{root} has no {CONFIG_NAME}; pass a folder saved with save_pretrained "
             "(`zoo audit` also reads a lone .safetensors file).",
@@ -430,6 +435,31 @@ def read_config(root: Path) -> dict[str, Any]:
     obj = _read_json(cfg)
     check_config(obj, str(cfg))
     return obj
+
+
+def _peft_adapter(root: Path) -> str | None:
+    """The refusal of a PEFT adapter's folder (adapter_config.json and the adapter's
+    weights, no config.json), or None for any other folder. An adapter holds low-rank
+    deltas for its base's layers, not a model: zoo does not resize or audit it, and says
+    how to make the model it describes."""
+    path = root / ADAPTER_CONFIG_NAME
+    if not is_regular(path):
+        return None
+    try:
+        base = _read_json(path).get("base_model_name_or_path")
+    except (InvalidCheckpointError, AttributeError):
+        base = None  # not a readable adapter config: still named as an adapter's
+    if not isinstance(base, str) or not base.strip():
+        of = ""
+    elif base.isprintable() and len(base) <= 200:
+        of = f" of {base}"
+    else:  # the refusal stays one readable line
+        of = f" of {base[:200]!r}"
+    return (
+        f"{root} is a PEFT adapter{of} ({ADAPTER_CONFIG_NAME}, no {CONFIG_NAME}), not a "
+        "model; merge it into its base with peft (PeftModel.from_pretrained(base, "
+        "folder).merge_and_unload(), then save_pretrained) and import the merged folder."
+    )
 
 
 def check_config(obj: Any, where: str) -> None:
