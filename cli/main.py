@@ -633,7 +633,12 @@ def extract_cmd(source, method, wavelet, levels, keep, order, name, device, as_j
 @click.option("--hidden", type=int, required=True, help="Target hidden size.")
 @click.option("--heads", type=int, help="Attention heads (default: keep head_dim).")
 @click.option("--intermediate", type=int, help="FFN size (default: keep the source's ratio).")
-@click.option("--kv-heads", type=int, help="Key/value heads (grouped-query attention).")
+@click.option(
+    "--kv-heads",
+    type=int,
+    help="Key/value heads (grouped-query attention); default: the source's query heads per "
+    "kv head, or more per kv head where the head count does not allow it.",
+)
 @click.option(
     "--method",
     type=_Names("zoo.methods", "METHODS"),

@@ -572,8 +572,11 @@ def test_a_head_dim_set_apart_is_kept(family):
             fam.target_config(source, TargetSize(2, 16, heads=3, kv_heads=1))
     with pytest.raises(InvalidTargetError) as err:
         fam.target_config(source, TargetSize(2, 20))
-    assert "keeps head_dim 16" in str(err.value) and "use hidden=16 or 32" in str(err.value)
+    assert "keeps head_dim 16" in str(err.value) and "use hidden=16 or 24" in str(err.value)
     fam.target_config(source, TargetSize(2, 32))
+    # 3 heads, which the source's 2 per kv head do not divide: one kv head of 3
+    config = fam.target_config(source, TargetSize(2, 24))
+    assert (config["num_attention_heads"], config["num_key_value_heads"]) == (3, 1)
 
 
 def test_a_query_scale_equal_to_head_dim_follows_it():
@@ -750,6 +753,24 @@ def test_attention_types_computed_from_the_index_are_listed_where_the_map_breaks
             would.index("sliding_attention") if "sliding_attention" in would else len(would)
         )
         assert target["max_window_layers"] == first_sliding <= len(layer_map)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_an_mqa_source_shrinks_below_one_query_group_without_kv_heads(family, registry, tmp_path):
+    """One kv head for 4 query heads (as Gemma 2B has): a target of 2 heads was refused
+    until --kv-heads was set. It keeps one kv head, by every method, and transformers
+    loads each output strictly, with finite logits."""
+    from tinymodels import save_tiny
+
+    src = registry.import_checkpoint(save_tiny(family, tmp_path / "src", num_key_value_heads=1))
+    for method in ("weight-selection", "dwt", "dct", "scratch"):
+        out = tmp_path / method
+        made = registry.materialize(src.name, layers=2, hidden=16, method=method, out=out)
+        assert (made.config["num_attention_heads"], made.config["num_key_value_heads"]) == (2, 1)
+        model, info = _load(out)
+        assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+        assert model.model.layers[0].self_attn.k_proj.weight.shape[0] == model.config.head_dim
+        assert torch.isfinite(_logits(model)).all()
 
 
 def test_a_layer_map_names_a_source_layer_for_each_target_layer():

@@ -784,6 +784,41 @@ def test_llama_target_config_keeps_group_ratio_and_head_dim(tiny):
     assert model.model.layers[0].self_attn.k_proj.weight.shape == (16, 32)
 
 
+@pytest.mark.parametrize(
+    "family, source_kv, target, heads, kv_heads",
+    [
+        # The source's grouping wherever the head count allows it, as before.
+        ("llama", 2, TargetSize(2, 64), 8, 4),
+        ("llama", 1, TargetSize(2, 64), 8, 2),
+        ("gemma3", 2, TargetSize(2, 16), 2, 1),
+        # Fewer heads than one of the source's groups, or not a multiple of it: the
+        # most kv heads that keep at least the source's query heads per kv head.
+        ("llama", 1, TargetSize(2, 16), 2, 1),  # MQA stays MQA
+        ("llama", 1, TargetSize(2, 32, heads=2), 2, 1),
+        ("llama", 1, TargetSize(2, 48), 6, 1),
+        ("llama", 2, TargetSize(2, 24), 3, 1),
+        ("llama", 2, TargetSize(2, 40), 5, 1),
+        ("llama", 2, TargetSize(2, 8), 1, 1),
+        ("gemma3", 1, TargetSize(2, 16), 2, 1),  # head_dim kept apart from hidden / heads
+        ("gemma3", 2, TargetSize(2, 24), 3, 1),
+        ("qwen3", 1, TargetSize(2, 48), 6, 1),
+    ],
+)
+def test_kv_heads_left_unset_are_chosen_for_any_head_count(
+    family, source_kv, target, heads, kv_heads
+):
+    """A target whose heads do not divide into the source's query groups was refused
+    until --kv-heads was set (an MQA source of 4 heads could not shrink to 2); zoo now
+    picks kv_heads as it picks the other sizes, and transformers builds the config."""
+    arch = arch_class({"architectures": [TINY[family]["arch"]]})
+    config = {**TINY[family]["config"], "num_key_value_heads": source_kv}
+    config["model_type"] = arch.config_class.model_type
+    out = get_family(family).target_config(config, target)
+    assert (out["num_attention_heads"], out["num_key_value_heads"]) == (heads, kv_heads)
+    attention = arch(arch.config_class(**out)).model.layers[0].self_attn
+    assert attention.k_proj.weight.shape == (kv_heads * attention.head_dim, target.hidden)
+
+
 def test_vit_target_config_follows_pooler_width(tiny):
     vit = tiny["vit"].config
     assert vit["pooler_output_size"] == vit["hidden_size"]
@@ -821,15 +856,16 @@ BAD_TARGETS = [
         TargetSize(2, 32, kv_heads=4),
     ),
     (
-        "llama",
-        TargetSize(2, 40),
-        ["5 heads", "2 query heads per kv head", "1 or 5"],
-        TargetSize(2, 40, kv_heads=5),
+        "gemma3",
+        TargetSize(2, 24, kv_heads=2),
+        ["keeps head_dim 16", "3 heads, which kv_heads=2 does not divide", "1 or 3"],
+        TargetSize(2, 24, kv_heads=3),
     ),
+    ("gemma3", TargetSize(2, 20), ["no whole number of heads", "hidden=16 or 24"], None),
     (
         "llama",
         TargetSize(2, 40, heads=8),
-        ["even head_dim", "gives 5", "heads=2, 4, 10 or 20, or hidden=32 or 48"],
+        ["even head_dim", "gives 5", "heads=2, 4, 5 or 10, or hidden=32 or 48"],
         TargetSize(2, 40, heads=10),
     ),
     ("llama", TargetSize(2, 16, heads=2, kv_heads=0), ["kv_heads=0"], None),

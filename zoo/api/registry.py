@@ -772,7 +772,8 @@ class Registry:
         Args:
             name: a learngene, a source, an alias, or a family name (its default learngene).
             layers, hidden, heads, intermediate, kv_heads: the target size; omitted ones
-                keep head_dim and the source's intermediate/hidden ratio.
+                keep head_dim and the source's intermediate/hidden ratio, and kv_heads the
+                source's query heads per kv head (more where the heads do not allow it).
             method: dwt, dct, weight-selection, hypercloning, net2net or scratch.
             method, wavelet, rescale: omitted ones take the learngene's settings, then
                 zoo's measured defaults for the family and direction (``zoo.defaults``).

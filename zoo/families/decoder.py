@@ -307,7 +307,8 @@ class DecoderFamily(TransformerFamily):
         kv_set = kv_set if isinstance(kv_set, int) and not isinstance(kv_set, bool) else None
 
         def whole_groups(t_heads: int) -> bool:
-            return t_heads % kv_set == 0 if kv_set and kv_set > 0 else t_heads % group == 0
+            # Left unset, kv_heads is zoo's to choose (_kv_heads), for any head count.
+            return t_heads % kv_set == 0 if kv_set and kv_set > 0 else True
 
         if self.keeps_head_dim(config):
             plan = self._plan_kept_head_dim(config, target, whole_groups)
@@ -318,7 +319,7 @@ class DecoderFamily(TransformerFamily):
 
     def _plan_tied_head_dim(self, config, target: TargetSize, whole_groups) -> Plan:
         """head_dim = hidden / heads, as in the source: bert's and gpt2's rules, plus an
-        even head_dim (rotary pairs) and whole query groups per kv head."""
+        even head_dim (rotary pairs) and whole query groups per kv head set."""
         hidden, heads, _, _ = self._heads(config)
 
         def fits(t_hidden: int, t_heads: int) -> bool:
@@ -359,23 +360,25 @@ class DecoderFamily(TransformerFamily):
         t_hidden = _positive("hidden", target.hidden)
         if target.heads is None:
             step = hidden // math.gcd(hidden, heads)  # hidden units per head, in lowest terms
-            if t_hidden % step or not whole_groups(t_hidden * heads // hidden):
+            t_heads = t_hidden * heads // hidden
+            if t_hidden % step or not whole_groups(t_heads):
                 hiddens = fitting_multiples_near(
                     t_hidden, step, lambda h: whole_groups(h * heads // hidden)
                 )
                 use = f"use hidden={join_or(hiddens)}, or set heads=" if hiddens else "set heads="
                 if t_hidden % step == 0:
-                    # Whole heads, but not whole groups of the source's: fewer query heads
-                    # per kv head fit them.
-                    t_heads = t_hidden * heads // hidden
+                    # Whole heads, but not whole groups of the kv heads set: other kv
+                    # counts fit them.
                     use += f", or set kv_heads= to {join_or(divisors(t_heads))}"
+                    what = f"{t_heads} heads, which kv_heads={target.kv_heads} does not divide"
+                else:
+                    what = "no whole number of heads"
                 raise InvalidTargetError(
                     f"{self.name} keeps head_dim {head_dim}, and by default the source's "
-                    f"{heads} heads per {hidden} hidden units, which hidden={t_hidden} does "
-                    f"not give in whole query groups; {use}.",
+                    f"{heads} heads per {hidden} hidden units, which at hidden={t_hidden} gives "
+                    f"{what}; {use}.",
                     params=["hidden", "heads", "kv_heads"],
                 )
-            t_heads = t_hidden * heads // hidden
         else:
             t_heads = _positive("heads", target.heads)
             if self.decl.heads_divide_hidden and t_hidden % t_heads:
@@ -415,16 +418,11 @@ class DecoderFamily(TransformerFamily):
                     params=["kv_heads"],
                 )
             return kv
-        if plan.heads % group:
-            fits = divisors(plan.heads)
-            raise InvalidTargetError(
-                f"the target's {plan.heads} {'head' if plan.heads == 1 else 'heads'} cannot "
-                f"keep the source's {group} query heads per kv head; set kv_heads= to "
-                f"{'one of ' if len(fits) > 1 else ''}{join_or(fits)}, or choose a size "
-                f"whose head count is a multiple of {group}.",
-                params=["kv_heads"],
-            )
-        return plan.heads // group
+        # The most kv heads that keep at least the source's query heads per kv head:
+        # the source's grouping wherever the head count allows it (8 heads from 4 of 2
+        # per kv head: 4), else larger groups, never more kv heads per query head than
+        # the source has (2 heads from an MQA source of 4: still one kv head).
+        return max(kv for kv in divisors(plan.heads) if kv == 1 or kv * group <= plan.heads)
 
     def write_config(self, config: dict[str, Any], plan: Plan, source: Mapping[str, Any]) -> None:
         src_head_dim = self._heads(source)[3]
