@@ -890,3 +890,52 @@ def test_hypercloning_to_twice_the_width_computes_the_source_logits(
     model, info = _load(wide.out)
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
     torch.testing.assert_close(_logits(model), _logits(source), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "family, source_heads, target",
+    [
+        # key/value heads grown alone: each repeated in place, the query heads unchanged
+        ("llama", (8, 2), dict(layers=4, hidden=32, kv_heads=4)),
+        ("qwen2", (8, 2), dict(layers=4, hidden=32, kv_heads=8)),
+        ("qwen3", (4, 2), dict(layers=4, hidden=32, kv_heads=4)),
+        ("mistral", (4, 2), dict(layers=4, hidden=32, kv_heads=4)),
+        ("phi3", (8, 2), dict(layers=4, hidden=32, kv_heads=4)),
+        ("gemma", (4, 2), dict(layers=4, hidden=32, kv_heads=4)),
+        ("gemma3", (4, 1), dict(layers=4, hidden=32, kv_heads=4)),
+        # with the width: key/value heads grown by more, or by less, than query heads
+        ("llama", (8, 2), dict(layers=4, hidden=64, heads=16, kv_heads=8)),
+        ("llama", (8, 2), dict(layers=4, hidden=64, heads=16, kv_heads=2)),
+        ("phi3", (8, 2), dict(layers=4, hidden=64, heads=16, kv_heads=2)),
+        ("qwen3", (4, 1), dict(layers=4, hidden=64, kv_heads=4)),
+        # multi-query attention, and identity layers for the depth
+        ("llama", (4, 1), dict(layers=4, hidden=32, kv_heads=2)),
+        ("llama", (8, 2), dict(layers=8, hidden=64, heads=16, kv_heads=8, depth="identity")),
+    ],
+)
+def test_hypercloning_growing_key_value_heads_keeps_the_logits(
+    family, source_heads, target, registry, tmp_path
+):
+    """Query head q of H reads key/value head q // (H / K) (transformers' repeat_kv). Where
+    key/value heads grow by another multiple than query heads, tiling both ([k0, k1, k0,
+    k1]) pairs query heads with other keys and values (logits 0.13-1.4 away from the
+    source's, relative); each target key/value head now copies the one its query heads
+    read, and transformers computes the source's logits from what zoo writes. (Gemma grown
+    in width scales its embeddings otherwise, so only its heads are grown here.)"""
+    from tinymodels import save_tiny
+
+    heads, kv_heads = source_heads
+    folder = save_tiny(
+        family, tmp_path / "src", num_attention_heads=heads, num_key_value_heads=kv_heads
+    )
+    src = registry.import_checkpoint(folder)
+    wide = registry.materialize(src.name, method="hypercloning", out=tmp_path / "w", **target)
+    config = wide.config
+    assert config["num_key_value_heads"] == target["kv_heads"]
+    assert config["num_attention_heads"] == target.get("heads", heads * target["hidden"] // 32)
+    (edge,) = registry.lineage(wide.artifact.name, down=False).edges
+    assert edge.recipe["hypercloning_version"] == "2"
+    source, _ = _load(folder)
+    model, info = _load(wide.out)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    torch.testing.assert_close(_logits(model), _logits(source), rtol=1e-5, atol=1e-5)

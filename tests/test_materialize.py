@@ -1370,6 +1370,57 @@ def test_a_net2net_checkpoint_recorded_with_random_key_value_copies_re_derives_b
     assert registry.rederive(now.artifact.name).artifact.content_hash == now.artifact.content_hash
 
 
+def test_a_hypercloning_checkpoint_recorded_with_tiled_key_value_heads_re_derives_by_that_rule(
+    registry, tmp_path, monkeypatch
+):
+    """HyperCloning recorded before its edges named a version tiled every attention axis,
+    so key/value heads grown alone (2 -> 4 under 8 query heads) came out k0 k1 k0 k1 and
+    query heads read another head's keys. A virtual checkpoint recorded then (its edge
+    naming no hypercloning_version) re-derives by that rule and verifies; one recorded
+    now repeats each key/value head in place (k0 k0 k1 k1), and records version 2."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from zoo.api import materialize as mat
+    from zoo.api import record
+
+    folder = save_tiny("llama", tmp_path / "src", num_attention_heads=8, num_key_value_heads=2)
+    src = registry.import_checkpoint(folder)
+    real_plan, real_recipe = mat.make_plan, record.edge_recipe
+
+    def unversioned(*a, **k):
+        recipe = real_recipe(*a, **k)
+        del recipe["hypercloning_version"]
+        return recipe
+
+    monkeypatch.setattr(
+        mat,
+        "make_plan",
+        lambda *a, **k: dataclasses.replace(real_plan(*a, **k), hypercloning_version=1),
+    )
+    monkeypatch.setattr(record, "edge_recipe", unversioned)
+    old = registry.materialize(src.name, layers=4, hidden=32, kv_heads=4, method="hypercloning")
+    monkeypatch.undo()
+    now = registry.materialize(src.name, layers=4, hidden=32, kv_heads=4, method="hypercloning")
+    (edge,) = registry.lineage(old.artifact.name, down=False).edges
+    assert "hypercloning_version" not in edge.recipe
+    (edge,) = registry.lineage(now.artifact.name, down=False).edges
+    assert edge.recipe["hypercloning_version"] == "2"
+    assert now.artifact.content_hash != old.artifact.content_hash
+
+    key = "model.layers.0.self_attn.k_proj.weight"
+    source_heads = load_file(folder / "model.safetensors")[key].reshape(2, -1, 32)
+    old_heads = old.state_dict[key].reshape(4, -1, 32)
+    now_heads = now.state_dict[key].reshape(4, -1, 32)
+    assert all(torch.equal(old_heads[h], source_heads[h % 2]) for h in range(4))
+    assert all(torch.equal(now_heads[h], source_heads[h // 2]) for h in range(4))
+    query = "model.layers.0.self_attn.q_proj.weight"
+    assert torch.equal(now.state_dict[query], load_file(folder / "model.safetensors")[query])
+    assert registry.rederive(old.artifact.name).artifact.content_hash == old.artifact.content_hash
+    assert registry.rederive(now.artifact.name).artifact.content_hash == now.artifact.content_hash
+
+
 def test_a_checkpoint_recorded_with_whole_tensor_statistics_re_derives_by_that_rule(
     registry, tiny_dir, monkeypatch
 ):

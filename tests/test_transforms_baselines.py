@@ -166,6 +166,35 @@ def test_net2net_copies_a_query_head_with_the_key_value_head_that_serves_it(size
     assert set(q_heads) == set(range(sh)), heads  # no source head is lost
 
 
+def test_hypercloning_pairs_each_query_head_with_the_key_value_head_it_read():
+    """Under grouped-query attention query head q of H reads key/value head q // (H / K)
+    (transformers' repeat_kv). For every whole multiple of query and of key/value heads,
+    each target query head copies a source query head whose key/value head is the one
+    the target's grouping hands it, and every source query head is copied as many times
+    as the heads grow (the fan-in division). Tiling both is kept where it pairs them."""
+    from zoo.methods.hypercloning import head_maps
+
+    tiled = 0
+    for sh in range(1, 13):
+        for skv in (k for k in range(1, sh + 1) if sh % k == 0):
+            for a in range(1, 5):
+                for b in range(1, 7):
+                    th, tkv = a * sh, b * skv
+                    if th % tkv:
+                        continue
+                    maps = head_maps(sh, skv, th, tkv)
+                    if maps is None:
+                        assert a == b
+                        tiled += 1
+                        maps = [j % sh for j in range(th)], [m % skv for m in range(tkv)]
+                    q, kv = maps
+                    for j, h in enumerate(q):
+                        assert h // (sh // skv) == kv[j // (th // tkv)], (sh, skv, th, tkv)
+                    assert sorted(q) == sorted(list(range(sh)) * a), (sh, skv, th, tkv)
+    assert tiled > 0
+    assert head_maps(8, 2, 8, 4) == (list(range(8)), [0, 0, 1, 1])  # query heads in place
+
+
 @pytest.mark.parametrize(
     ("call", "word"),
     [
@@ -177,6 +206,10 @@ def test_net2net_copies_a_query_head_with_the_key_value_head_that_serves_it(size
         (lambda: net2net_widen(torch.randn(4, 4), (6, 4), maps=(torch.arange(5), None)), "maps"),
         (lambda: net2net_widen(torch.randn(4, 4), (6, 4), maps=(torch.arange(6), None)), "maps"),
         (lambda: tile(torch.randn(4, 4), (8, 4), fan_in_axes=(3,)), "fan_in_axes"),
+        (lambda: tile(torch.randn(4, 4), (8, 4), maps=(None,)), "maps"),
+        (lambda: tile(torch.randn(4, 4), (8, 4), maps=(torch.arange(8) % 4 + 1, None)), "maps"),
+        # every source unit copied twice, or the fan-in division is not its copy count
+        (lambda: tile(torch.randn(4, 4), (8, 4), maps=(torch.arange(8) // 3, None)), "maps"),
         (lambda: weight_select(torch.randn(4, 4), (2, 4), layer_axis=5), "layer_axis"),
     ],
 )

@@ -394,7 +394,7 @@ class Derivation:
             # signal in name order: that order fixes the numbers, so these run one signal
             # at a time. Net2net's copy maps are drawn before any signal.
             generator = torch.Generator().manual_seed(self.plan.recipe.seed)
-            maps = self._copy_maps()
+            maps = self._copy_maps
             group_of = {k: g for g in self.groups for k in g.signals}
             pending: dict[str, torch.Tensor] = {}
             # Finished groups wait until their results add up to a batch: one pass of the
@@ -418,6 +418,7 @@ class Derivation:
             return
         if self._needs_whole_source():
             self._whole_source()  # load once, before the threads need it
+        self._copy_maps  # noqa: B018 (drawn once, before the threads read them)
         work = [(g, c) for g in self.groups if not g.two_pass for c in g.chunks or [None]]
         cost = [g.working_set for g, _ in work]
 
@@ -433,7 +434,8 @@ class Derivation:
             if writer is not None:
                 self._emit_rows(g, writer)
             else:
-                self._emit([g], {k: self._signal(k, None, g, None) for k in g.signals}, emit)
+                values = {k: self._signal(k, None, g, self._copy_maps) for k in g.signals}
+                self._emit([g], values, emit)
 
         # Half the largest group's working set more beside it: two large groups (the
         # embedding and the head) never run side by side; a large one and small ones do.
@@ -506,7 +508,7 @@ class Derivation:
         """Read ``source_layer`` of ``group`` and derive, one at a time, the target
         ``layers`` made from it (see :meth:`_layer_chunks`)."""
 
-        plan, family = self.plan, self.family
+        plan, family, maps = self.plan, self.family, self._copy_maps
         signals = self._layer_signals(group, source_layer)
         # A target layer is a function of its source layer alone, so the layers made from
         # this one hold the same values: derived once, laid out (and written) per layer.
@@ -521,6 +523,7 @@ class Derivation:
                 self.specs[k],
                 (1, *shape[1:]),
                 plan.recipe,
+                unit_maps=maps.for_signal(k, meta.axes) if maps is not None else None,
                 whole_moments=plan.legacy_whole_moments,
                 amplitude_version=plan.amplitude_version,
                 dtype_version=plan.dtype_version,
@@ -647,20 +650,29 @@ class Derivation:
         x = self._source_signal(key, group).tensor
         return signal_stats(x, whole=plan.legacy_whole_moments)
 
+    @functools.cached_property
     def _copy_maps(self) -> CopyMaps | None:
-        """Net2net's copy maps, one per set of units, drawn before any signal (None for
-        another method, or a checkpoint recorded when each tensor drew its own)."""
+        """Net2net's copy maps, one per set of units, drawn before any signal, or the
+        attention heads HyperCloning copies otherwise than by tiling (None for another
+        method, for a checkpoint recorded when each net2net tensor drew its own or when
+        HyperCloning tiled every head, and where tiling keeps the heads' pairing)."""
+        from zoo.methods.hypercloning import HYPERCLONING, head_copies
         from zoo.methods.net2net import NET2NET, CopyMaps
 
         plan = self.plan
+        heads = (
+            self.family.attention_heads(plan.source.config),
+            self.family.attention_heads(plan.target_config),
+        )
+        if plan.recipe.method == HYPERCLONING.name and plan.hypercloning_version >= 2:
+            return head_copies(plan.source_sizes, plan.method_sizes, *heads)
         if plan.recipe.method != NET2NET.name or plan.net2net_version < 2:
             return None
         return CopyMaps.draw(
             plan.recipe.seed,
             plan.source_sizes,
             plan.method_sizes,
-            self.family.attention_heads(plan.source.config),
-            self.family.attention_heads(plan.target_config),
+            *heads,
             version=plan.net2net_version,
         )
 
@@ -857,7 +869,12 @@ def _layout_key(plan: Plan) -> tuple:
         json.dumps(plan.target_config, sort_keys=True),
         dataclasses.replace(recipe, seed=0),  # every field a later recipe adds, too
         (plan.legacy_front_amplitude, plan.legacy_dct_unchanged, plan.legacy_whole_moments),
-        (plan.amplitude_version, plan.net2net_version, plan.dtype_version),
+        (
+            plan.amplitude_version,
+            plan.net2net_version,
+            plan.hypercloning_version,
+            plan.dtype_version,
+        ),
     )
 
 
@@ -943,7 +960,8 @@ def derive_one(
 ):
     """One target signal: from the learngene's stored band or block when it holds this
     shape, else computed from the source signal by the recipe; either way through the
-    recipe's amplitude rule. ``unit_maps``: net2net's copies along each axis."""
+    recipe's amplitude rule. ``unit_maps``: net2net's (or HyperCloning's attention
+    heads') copies along each axis."""
 
     recipe, learngene = plan.recipe, plan.learngene
     whole = plan.legacy_whole_moments

@@ -557,9 +557,9 @@ def _recorded_plan(reg, info: ArtifactInfo, device: str | None, *, as_parent: bo
             params=() if as_parent else ["device"],
         ) from exc
     # Statistics over the whole tensor until transform version 4 (zoo.transforms.moments),
-    # the amplitude rule, net2net's copies and the dtype a signal is derived in of the
-    # versions recorded (zoo.methods.amplitude, zoo.methods.net2net, zoo.derive; none
-    # recorded: 1).
+    # the amplitude rule, net2net's and HyperCloning's copies and the dtype a signal is
+    # derived in of the versions recorded (zoo.methods.amplitude, zoo.methods.net2net,
+    # zoo.methods.hypercloning, zoo.derive; none recorded: 1).
     version = r.get("transform_version")
     plan = Plan(
         parent,
@@ -570,6 +570,7 @@ def _recorded_plan(reg, info: ArtifactInfo, device: str | None, *, as_parent: bo
         legacy_whole_moments=version in ("1", "2", "3"),
         amplitude_version=int(r.get("amplitude_version", "1")),
         net2net_version=int(r.get("net2net_version", "1")),
+        hypercloning_version=int(r.get("hypercloning_version", "1")),
         dtype_version=int(r.get("dtype_version", "1")),
     )
     return plan, dev, r

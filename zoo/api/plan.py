@@ -22,6 +22,7 @@ from zoo.db.entities import ArtifactInfo
 from zoo.derive import DTYPE_VERSION, Recipe, layer_map
 from zoo.errors import AmbiguousNameError, InvalidInputError, NotFoundError
 from zoo.methods.amplitude import AMPLITUDE_VERSION
+from zoo.methods.hypercloning import HYPERCLONING_VERSION
 from zoo.methods.net2net import NET2NET_VERSION
 
 from .catalog import resizable
@@ -101,6 +102,9 @@ class Plan:
     # How net2net draws its copies (zoo.methods.net2net): 1, a map per tensor, for
     # checkpoints recorded before one map per set of units.
     net2net_version: int = int(NET2NET_VERSION)
+    # How HyperCloning copies attention heads (zoo.methods.hypercloning): 1, tiled like
+    # every axis, for checkpoints recorded before key/value heads kept their query heads.
+    hypercloning_version: int = int(HYPERCLONING_VERSION)
     # The dtype a target written in another dtype than its half-precision source's is
     # derived in (zoo.derive.DTYPE_VERSION): 1, the source's, for checkpoints recorded
     # before such signals were derived in float32 and rounded once.

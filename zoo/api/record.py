@@ -189,6 +189,7 @@ def edge_recipe(plan: Plan, dev) -> dict[str, Any]:
     from zoo._machine import cpu
     from zoo.derive import DTYPE_VERSION
     from zoo.methods.amplitude import AMPLITUDE_VERSION
+    from zoo.methods.hypercloning import HYPERCLONING, HYPERCLONING_VERSION
     from zoo.methods.net2net import NET2NET, NET2NET_VERSION
     from zoo.transforms import TRANSFORM_VERSION
 
@@ -203,6 +204,8 @@ def edge_recipe(plan: Plan, dev) -> dict[str, Any]:
     }
     if plan.recipe.method == NET2NET.name:
         recipe["net2net_version"] = NET2NET_VERSION
+    if plan.recipe.method == HYPERCLONING.name:
+        recipe["hypercloning_version"] = HYPERCLONING_VERSION
     if plan.recipe.dtype != "auto":
         recipe["dtype_version"] = DTYPE_VERSION
     if dev.type == "cpu":

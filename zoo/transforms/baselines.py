@@ -93,6 +93,7 @@ def tile(
     *,
     fan_in_axes: Sequence[int] = (),
     layer_axis: int | None = None,
+    maps: Sequence[torch.Tensor | None] | None = None,
 ) -> torch.Tensor:
     """HyperCloning-style expansion: ``W' = tile(W) / n_in`` along fan-in axes.
 
@@ -101,6 +102,11 @@ def tile(
     so a Linear layer fed a tiled input returns tiled outputs: the function is kept.
     The ``layer_axis`` (depth) grows by stacking the whole stack again (target layer
     ``i`` is source layer ``i % S``), which needs no integer multiple and no division.
+
+    ``maps``: per axis, None to tile, or the source unit each target unit copies (a
+    long tensor of length ``T`` naming every source unit ``n`` times), for units that
+    must be copied in another order than tiling's (attention heads:
+    :func:`zoo.methods.hypercloning.head_maps`).
     """
     xf, target, fan, la = _setup(x, shape, fan_in_axes, layer_axis, compute_dtype=False)
     growing = [a for a, (s, t) in enumerate(zip(xf.shape, target, strict=True)) if t != s]
@@ -111,6 +117,7 @@ def tile(
                 f"`shape` changes axis {a} from {s} to {t}; tiling needs an integer "
                 f"multiple (e.g. {s} -> {2 * s}). Use net2net, dwt or dct for other sizes."
             )
+    given = _tile_maps(maps, xf, target, growing, la)
     # Copies commute with the divisions, so the source is divided (in the compute dtype,
     # one fan-in axis after another) and cast back before it is copied: each element is
     # rounded exactly as if the copies were divided, and the large passes are block
@@ -127,12 +134,42 @@ def tile(
     del xf  # the float copy, once cast back, is not kept beside the copies made below
     for a in growing:
         s, t = y.shape[a], target[a]
+        if a in given:
+            y = y.index_select(a, given[a])
+            continue
         reps = [1] * y.ndim
         reps[a] = -(-t // s)
         y = y.repeat(reps)  # element j is element j % s: [W, W, ...]
         if y.shape[a] != t:  # the layer axis may stop part-way through a copy
             y = y.narrow(a, 0, t).contiguous()
     return y
+
+
+def _tile_maps(maps, x, target, growing, layer_axis) -> dict[int, torch.Tensor]:
+    """:func:`tile`'s ``maps`` by axis, checked: each names every source unit as many
+    times as the axis's multiplier, so the division along a fan-in axis is its count."""
+    if maps is None:
+        return {}
+    if len(maps) != x.ndim:
+        raise TransformError(f"`maps` has {len(maps)} entries for a {x.ndim}-d tensor.")
+    given = {}
+    for a in growing:
+        if maps[a] is None or a == layer_axis:
+            continue
+        s, t = x.shape[a], target[a]
+        m = maps[a].to(device=x.device, dtype=torch.long)
+        if (
+            tuple(m.shape) != (t,)
+            or int(m.min()) < 0
+            or int(m.max()) >= s
+            or bool((torch.bincount(m, minlength=s) != t // s).any())
+        ):
+            raise TransformError(
+                f"`maps` must name each of the {s} source units of axis {a} {t // s} "
+                f"times, in {t} target units."
+            )
+        given[a] = m
+    return given
 
 
 def net2net_widen(
