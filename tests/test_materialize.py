@@ -692,6 +692,26 @@ def test_link_declares_finetune_edges(registry, tiny_dir, run_cli):
     assert code == 2 and "cycle" in err
 
 
+def test_hypercloning_asks_a_whole_multiple_of_the_layers_unless_they_are_identities(
+    registry, tiny_dir
+):
+    """As README and docs/transforms.md say: HyperCloning stacks the whole source again,
+    so --method hypercloning refuses 4 -> 6 layers as it refuses any size that is not a
+    whole multiple; --depth identity adds the 2 layers as identities (any count) and
+    tiles the width; left to the defaults, 4x32 -> 6x64 takes the best dwt recipe."""
+    src = registry.import_checkpoint(tiny_dir("llama"))
+    with pytest.raises(InvalidTargetError, match="not layers 4 -> 6"):
+        registry.materialize(src.name, layers=6, hidden=64, method="hypercloning")
+    deep = registry.materialize(
+        src.name, layers=6, hidden=64, method="hypercloning", depth="identity"
+    )
+    assert deep.config["num_hidden_layers"] == 6
+    (edge,) = registry.lineage(
+        registry.materialize(src.name, layers=6, hidden=64).artifact.name, down=False
+    ).edges
+    assert edge.recipe["method"] == "dwt"
+
+
 def test_bad_requests_fail_cleanly(registry, tiny_dir, tmp_path, run_cli):
     src = registry.import_checkpoint(tiny_dir("bert"))
     with pytest.raises(InvalidTargetError, match="dwt, dct, hypercloning or net2net"):
