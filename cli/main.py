@@ -712,6 +712,9 @@ def materialize_cmd(name: str, as_json: bool, **options) -> None:
     if result.out:
         text += f"\nwrote {result.out}"
         data["not_kept"] = _lacking(reg, result.artifact.name, result.out)
+    data["warnings"] = list(result.warnings)
+    for line in result.warnings:
+        click.echo(f"warning: {line}", err=True)
     _emit(as_json, data, text)
 
 

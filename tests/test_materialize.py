@@ -712,6 +712,55 @@ def test_hypercloning_asks_a_whole_multiple_of_the_layers_unless_they_are_identi
     assert edge.recipe["method"] == "dwt"
 
 
+def test_a_function_keeping_method_warns_where_the_target_regroups_the_heads(
+    registry, tiny_dir, tmp_path, run_cli
+):
+    """--heads and --kv-heads that change head_dim (8 heads of 4 from 4 of 8 at hidden 32,
+    or 4 heads of 16 at hidden 64) regroup the attention matrices' rows into other heads,
+    which no method undoes. HyperCloning and net2net, documented as keeping the source's
+    function, say so in one line on stderr, exit 0 (and in --json's warnings); transformers
+    confirms the logits move. Heads copied whole (key/value heads grown alone) and the
+    methods that promise no function (dwt) are not warned about."""
+    import json
+
+    src = registry.import_checkpoint(tiny_dir("llama"))  # 4 heads of 8, 2 key/value heads
+    regroup = ("--layers", "4", "--hidden", "32", "--heads", "8", "--kv-heads", "4")
+    code, out, err = run_cli("materialize", src.name, *regroup, "--method", "hypercloning")
+    assert code == 0 and out.count("\n") == 1, err
+    assert err == (
+        "warning: 8 attention heads of 4 from the source's 4 of 8 regroup the attention "
+        "matrices' rows into other heads: this hypercloning result will not compute the "
+        "source's function (heads of 8 would: --heads 4)\n"
+    )
+    code, out, err = run_cli("materialize", src.name, *regroup, "--method", "net2net", "--json")
+    assert code == 0 and err.count("\n") == 1 and "this net2net result" in err, err
+    assert json.loads(out)["warnings"] == [err.removeprefix("warning: ").rstrip("\n")]
+    for quiet in (("--method", "dwt"), ("--method", "hypercloning", "--kv-heads", "4")):
+        args = regroup[:4] if "--kv-heads" in quiet else regroup
+        code, out, err = run_cli("materialize", src.name, *args, *quiet, "--json")
+        assert code == 0 and err == "" and json.loads(out)["warnings"] == [], (quiet, err)
+
+    wide = registry.materialize(
+        src.name,
+        layers=4,
+        hidden=64,
+        heads=4,
+        kv_heads=2,
+        method="hypercloning",
+        out=tmp_path / "wide",
+    )
+    assert wide.warnings == (
+        "4 attention heads of 16 from the source's 4 of 8 regroup the attention matrices' "
+        "rows into other heads: this hypercloning result will not compute the source's "
+        "function (heads of 8 would: --heads 8)",
+    )
+    ids = torch.tensor([[1, 5, 7, 9, 2, 4, 4, 8, 11, 3]])
+    with torch.no_grad():
+        before = transformers.AutoModelForCausalLM.from_pretrained(tiny_dir("llama"))(ids).logits
+        after = transformers.AutoModelForCausalLM.from_pretrained(wide.out)(ids).logits
+    assert float((after - before).abs().max() / before.abs().max()) > 0.1
+
+
 def test_bad_requests_fail_cleanly(registry, tiny_dir, tmp_path, run_cli):
     src = registry.import_checkpoint(tiny_dir("bert"))
     with pytest.raises(InvalidTargetError, match="dwt, dct, hypercloning or net2net"):

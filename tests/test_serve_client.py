@@ -660,6 +660,16 @@ def test_every_materialize_option_reaches_the_server(both, served, tmp_path):
     assert code == 2 and "give --out" in err and err.count("\n") == 1, err
 
 
+def test_a_client_is_warned_where_a_function_keeping_method_regroups_the_heads(both):
+    """The server sends the warnings of a materialization, and the client prints them as
+    the registry itself does: 8 heads of 4 from tiny-gpt2's 4 of 8 under HyperCloning."""
+    args = ("materialize", "tiny-gpt2", "--layers", "4", "--hidden", "32", "--heads", "8")
+    (lcode, _, lerr), (rcode, _, rerr) = both.run(*args, "--method", "hypercloning")
+    assert lcode == rcode == 0 and lerr == rerr, (lerr, rerr)
+    assert rerr.startswith("warning: 8 attention heads of 4 from the source's 4 of 8 ")
+    assert rerr.count("\n") == 1
+
+
 def test_a_download_without_room_is_refused_before_any_byte(both, tmp_path, monkeypatch):
     """A client compares the server's files with the free space where --out goes before
     it downloads them: their size, and twice that when it re-splits them beside --out."""

@@ -498,7 +498,9 @@ class RemoteRegistry:
             ) from None
         # As the local registry: weights in memory only when no folder was written.
         weights = return_weights and out is None
-        return RemoteMaterialized(self, body["config"], artifact, written, weights)
+        made = RemoteMaterialized(self, body["config"], artifact, written, weights)
+        made.warnings = tuple(body.get("warnings", ()))  # a server older than them sends none
+        return made
 
     def rederive(
         self,
@@ -757,6 +759,7 @@ class RemoteMaterialized:
     ) -> None:
         self._reg, self.config, self.artifact, self.out = reg, config, artifact, out
         self._weights = weights
+        self.warnings: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         from zoo.api.materialize import _summary

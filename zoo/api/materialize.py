@@ -59,12 +59,15 @@ class Materialized:
         config: the target's config.json as a dict.
         artifact: the derived checkpoint recorded in the registry.
         out: the HF folder written, if one was asked for.
+        warnings: one line for each way the result is not what its method promises (a
+            function-keeping method whose target regroups the attention heads).
     """
 
     state_dict: dict[str, torch.Tensor] | None
     config: dict[str, Any]
     artifact: ArtifactInfo
     out: Path | None = None
+    warnings: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         # What was made, not every tensor's values: a notebook shows a call's result, and
@@ -124,7 +127,7 @@ def materialize(reg, query: str, request: MaterializeRequest) -> Materialized:
         force=request.force,
         max_shard_size=request.max_shard_size,
     )
-    return Materialized(sink.state if keep else None, plan.target_config, info, out)
+    return Materialized(sink.state if keep else None, plan.target_config, info, out, plan.warnings)
 
 
 def rederive(

@@ -133,11 +133,44 @@ class Plan:
         )
 
     @cached_property
+    def warnings(self) -> tuple[str, ...]:
+        """One line for each way the result will not be what its method promises: a
+        method that keeps the source's function (HyperCloning, net2net) cannot where the
+        target's attention heads are not the source's heads, whole (another head_dim)."""
+        from zoo.methods import get
+
+        method = self.recipe.method
+        if not get(method).keeps_function:
+            return ()
+        source = _head_shape(self.family, self.source.config)
+        target = _head_shape(self.family, self.target_config)
+        if source is None or target is None or source[1] == target[1]:
+            return ()
+        (sh, sd, _), (th, td, t_width) = source, target
+        keep = f" (heads of {sd} would: --heads {t_width // sd})" if t_width % sd == 0 else ""
+        return (
+            f"{th} attention heads of {td} from the source's {sh} of {sd} regroup the "
+            f"attention matrices' rows into other heads: this {method} result will not "
+            f"compute the source's function{keep}",
+        )
+
+    @cached_property
     def method_sizes(self) -> dict[str, int]:
         """The sizes the method itself produces (identity layers add the rest)."""
         if self.deepen:
             return {**self.target_sizes, "layers": self.source_sizes["layers"]}
         return dict(self.target_sizes)
+
+
+def _head_shape(family: Family, config: dict[str, Any]) -> tuple[int, int, int] | None:
+    """(query heads, head_dim, attention width) of a model of ``config``; None without
+    attention or where the heads do not divide the width."""
+    heads = family.attention_heads(config)
+    sizes = family.axis_sizes(config)
+    width = sizes.get("attn", sizes.get("hidden"))
+    if heads is None or not width or width % heads[0]:
+        return None
+    return heads[0], width // heads[0], width
 
 
 def make_plan(reg, query: str, request: MaterializeRequest) -> Plan:

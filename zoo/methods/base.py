@@ -43,6 +43,9 @@ class Method:
             (:meth:`source_layer`), element by element (copies, selections, divisions by a
             whole number), so a signal can be derived one target layer at a time and give
             the same bits as derived whole.
+        keeps_function: whether a grown model computes the source's function (copies of
+            whole units, their readers divided), where each attention head is copied
+            whole: ``zoo materialize`` warns where the target regroups them.
         options: the recipe options that change its result (of :data:`OPTIONS`).
     """
 
@@ -56,6 +59,7 @@ class Method:
     first_layers: ClassVar[bool] = False
     in_source_dtype: ClassVar[bool] = False
     layer_local: ClassVar[bool] = False
+    keeps_function: ClassVar[bool] = False
     options: ClassVar[frozenset[str]] = frozenset({"norm", "depth", "order"})
 
     def resize(

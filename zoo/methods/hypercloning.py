@@ -37,6 +37,7 @@ class Hypercloning(Method):
     integer_multiples = True
     in_source_dtype = True
     layer_local = True
+    keeps_function = True
 
     def resize(self, x, target, *, fan_in_axes, layer_axis, unit_maps=None, **_) -> torch.Tensor:
         from zoo.transforms import tile

@@ -38,6 +38,7 @@ class Net2Net(Method):
     name = "net2net"
     shrinks = False
     random = True
+    keeps_function = True
     options = frozenset({"norm", "depth", "order", "seed"})
 
     def resize(

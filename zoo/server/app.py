@@ -628,7 +628,7 @@ class Server:
 
     async def materialize(self, query: str, params: dict[str, Any], *, caller=None):
         """Materialize once per distinct request and keep its files; returns the result's
-        artifact, config and cache folder. Derivation is deterministic, so a request
+        artifact, config, cache folder and warnings. Derivation is deterministic, so a request
         already answered (same parent content, same parameters) is answered again from
         memory while its files are in the cache; requests that arrive while it runs wait
         for it. Once every request waiting for it has left (``caller``: the request,
@@ -687,7 +687,7 @@ class Server:
             self.cache.adopt(pending, folder)
             # Recorded here, in the worker, before any waiter resumes: a request arriving
             # after the work ends finds the answer instead of starting it again.
-            self.done[key] = (result.artifact, result.config, folder)
+            self.done[key] = (result.artifact, result.config, folder, result.warnings)
             return self.done[key]
         finally:
             self.cache.done_building(pending)
@@ -1355,11 +1355,13 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         """Materialize a size (zoo materialize); its files are then under /files."""
         params = body.model_dump()
         query = check_query(params.pop("name"))
-        artifact, config, _folder = await server.materialize(query, params, caller=request)
+        made = await server.materialize(query, params, caller=request)
+        artifact, config, _folder, warnings = made
         return {
             "artifact": artifact.to_json(with_tensors=True),
             "config": config,
             "files": f"/api/artifacts/{artifact.content_hash}/files",
+            "warnings": list(warnings),
         }
 
     # --- auditing -----------------------------------------------------------------------------

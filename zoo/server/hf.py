@@ -358,7 +358,7 @@ def add_hf_routes(app, server, read) -> None:
         if spec:
             params = {"layers": int(spec.group(1)), "hidden": int(spec.group(2))}
             try:
-                made, _config, folder = await server.materialize(repo, params, caller=caller)
+                made, _config, folder, _ = await server.materialize(repo, params, caller=caller)
             except (InvalidInputError, NotFoundError, StorageError) as exc:
                 # A size this model cannot take, a family with nothing to make it from, a
                 # size the disk cannot hold: without the code huggingface_hub takes any
