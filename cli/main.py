@@ -105,6 +105,16 @@ def _in_flags(exc, command: click.Command) -> str:
     return reworded(exc, word)
 
 
+def _warning_in_flags(line: str) -> str:
+    """A registry's warning in the running command's words (``heads=4``: ``--heads 4``),
+    as its errors are (:func:`_in_flags`)."""
+    from zoo.errors import ZooError
+
+    command = click.get_current_context().command
+    named = [p.name for p in command.params if p.name and f"{p.name}=" in line]
+    return _in_flags(ZooError(line, params=named), command) if named else line
+
+
 class _Command(click.Command):
     """A zoo command: an error of the registry's that names its Python parameters names
     this command's options instead."""
@@ -712,8 +722,8 @@ def materialize_cmd(name: str, as_json: bool, **options) -> None:
     if result.out:
         text += f"\nwrote {result.out}"
         data["not_kept"] = _lacking(reg, result.artifact.name, result.out)
-    data["warnings"] = list(result.warnings)
-    for line in result.warnings:
+    data["warnings"] = [_warning_in_flags(line) for line in result.warnings]
+    for line in data["warnings"]:
         click.echo(f"warning: {line}", err=True)
     _emit(as_json, data, text)
 

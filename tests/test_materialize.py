@@ -752,7 +752,7 @@ def test_a_function_keeping_method_warns_where_the_target_regroups_the_heads(
     assert wide.warnings == (
         "4 attention heads of 16 from the source's 4 of 8 regroup the attention matrices' "
         "rows into other heads: this hypercloning result will not compute the source's "
-        "function (heads of 8 would: --heads 8)",
+        "function (heads of 8 would: heads=8)",
     )
     ids = torch.tensor([[1, 5, 7, 9, 2, 4, 4, 8, 11, 3]])
     with torch.no_grad():

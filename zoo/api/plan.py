@@ -147,7 +147,7 @@ class Plan:
         if source is None or target is None or source[1] == target[1]:
             return ()
         (sh, sd, _), (th, td, t_width) = source, target
-        keep = f" (heads of {sd} would: --heads {t_width // sd})" if t_width % sd == 0 else ""
+        keep = f" (heads of {sd} would: heads={t_width // sd})" if t_width % sd == 0 else ""
         return (
             f"{th} attention heads of {td} from the source's {sh} of {sd} regroup the "
             f"attention matrices' rows into other heads: this {method} result will not "
