@@ -1173,6 +1173,13 @@ def bench_transfer_cmd(
     "servers behind one load balancer, which then take each other's links, and links that "
     "outlive a restart (default: a key drawn at start).",
 )
+@click.option(
+    "--root-path",
+    default="",
+    help="The path a reverse proxy serves it under, e.g. /zoo for https://host/zoo/, whether "
+    "the proxy strips it or passes it on: the page's links, download links and redirects "
+    "carry it.",
+)
 @_streams
 def serve_cmd(
     host,
@@ -1184,6 +1191,7 @@ def serve_cmd(
     workers,
     shutdown_timeout,
     link_key_file,
+    root_path,
 ) -> None:
     """Serve the registry over HTTP: REST API, Hugging Face downloads, web page."""
     from zoo.server import ServerOptions, serve
@@ -1200,6 +1208,7 @@ def serve_cmd(
             workers=workers,
             shutdown_timeout=shutdown_timeout,
             link_key_file=link_key_file,
+            root_path=root_path,
         ),
     )
 

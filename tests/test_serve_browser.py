@@ -107,7 +107,7 @@ def test_a_late_answer_to_an_older_query_is_not_drawn(site, page):
         window.fetch = async (url, opts) => {
           const r = await realFetch(url, opts);
           const u = String(url);
-          if (u.startsWith("/api/artifacts") && !u.includes("kind=") && window.zooSlow) {
+          if (new URL(u).pathname === "/api/artifacts" && !u.includes("kind=") && window.zooSlow) {
             await new Promise((done) => setTimeout(done, 800));
           }
           return r;

@@ -265,8 +265,10 @@ class ServerUnavailableError(ZooError, ConnectionError):
 
 class NoSuchRouteError(ServerUnavailableError):
     """The server has no route for a request: the client's ZOO_ENDPOINT is not the zoo
-    server's root (a path after it), or the server's zoo is older than the client's. Not
-    a missing artifact (exit 3): the request never reached one."""
+    server's address (a path after its root that no proxy serves it under, or one a proxy
+    passes on to a server not started with that --root-path), or the server's zoo is
+    older than the client's. Not a missing artifact (exit 3): the request never reached
+    one."""
 
     http_status = 404
 

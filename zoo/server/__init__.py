@@ -52,8 +52,12 @@ def serve(registry, options: ServerOptions) -> None:
     _log_to_stderr()
     # uvicorn names the address only for a socket it bound itself.
     where = f"[{options.host}]" if ":" in options.host else options.host
+    root = app.state.server.root_path
     logging.getLogger("uvicorn.error").info(
-        "zoo serving on http://%s:%d (Ctrl-C stops it)", where, config.port
+        "zoo serving on http://%s:%d%s (Ctrl-C stops it)",
+        where,
+        config.port,
+        f", under {root} behind its proxy" if root else "",
     )
     uvicorn.Server(config).run(sockets=[sock])
 

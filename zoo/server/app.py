@@ -52,6 +52,7 @@ from zoo.server.checks import _UPLOAD_NAME, check_name, check_query, check_uploa
 from zoo.server.hf import HUB_TAG, HUB_WRITES_REFUSED, is_hub_write
 from zoo.server.links import DownloadLinks, read_link_key
 from zoo.server.options import ServerOptions
+from zoo.server.prefix import RootPath, check_root_path, route_path
 from zoo.server.uploads import check_room, receive
 from zoo.server.work import (
     FileCache,
@@ -176,7 +177,7 @@ class BodyLimit:
     def _refusal(self, scope) -> tuple[int, PayloadTooLargeError]:
         headers = dict(scope.get("headers") or ())
         kind = headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
-        if (scope["path"] in UPLOAD_ROUTES and kind == b"multipart/form-data") or (
+        if (route_path(scope) in UPLOAD_ROUTES and kind == b"multipart/form-data") or (
             self.limit <= JSON_BODY_LIMIT
         ):
             return self.limit, upload_too_large(self.limit)
@@ -357,7 +358,11 @@ async def known_query_only(request: Request) -> None:
     Face routes are left alone: hub clients send parameters of their own (``expand``)."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
-    if dependant is None or not request.url.path.startswith("/api/") or HUB_TAG in route.tags:
+    if (
+        dependant is None
+        or HUB_TAG in route.tags
+        or not route_path(request.scope).startswith("/api/")
+    ):
         return
     taken = _query_names(dependant)
     unknown = sorted(k for k in request.query_params if k not in taken)
@@ -526,6 +531,7 @@ class Server:
 
         settings = registry.settings if registry is not None else load_settings()
         self.options = options
+        self.root_path = check_root_path(options.root_path)
         # Read before anything is made: a key that cannot sign leaves no cache folder.
         key = None if options.link_key_file is None else read_link_key(options.link_key_file)
         self.reg = ServingRegistry(settings)
@@ -892,7 +898,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         where = f"{request.method} {request.url.path[:100]}"
-        if exc.status_code == 404 and is_hub_write(request.method, request.url.path):
+        if exc.status_code == 404 and is_hub_write(request.method, route_path(request.scope)):
             # huggingface_hub's create_repo, upload_file, create_branch...: the Hub's routes
             # for writing, which zoo does not take (405, Allow: what the path takes, none),
             # said in one line where huggingface_hub shows a server's message.
@@ -905,8 +911,9 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         if exc.status_code == 404:  # no route (a route's own misses are zoo's NotFoundError)
             err: ZooError = NoSuchRouteError(
                 f"{where}: this zoo server has no such path (ZOO_ENDPOINT is the server's "
-                "root, with no path after it; or this server's zoo is older than the "
-                "client's)."
+                "address: its root, or the path a proxy serves it under, which a proxy "
+                "that passes that path on needs the server to know: zoo serve --root-path; "
+                "or this server's zoo is older than the client's)."
             )
         else:
             err = InvalidInputError(f"{where}: {exc.detail}")
@@ -960,7 +967,9 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         return JSONResponse(error_body(err, 500, 1), status_code=500)
 
     app.add_middleware(Failures, answer=_unexpected)  # it sees every failure
-    app.add_middleware(AccessLog)  # outermost: the status a failure was answered with too
+    app.add_middleware(AccessLog)  # the status a failure was answered with too
+    # Outermost: every layer inside sees the path as the proxy's clients asked for it.
+    app.add_middleware(RootPath, root=server.root_path)
 
     def role(name: str):
         async def dep(request: Request):
@@ -1167,7 +1176,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         return server.file_response(request, key, filename.replace("%2F", "/"))
 
     @app.get("/api/artifacts/{name}/files/{filename}/link", tags=["artifacts"])
-    async def file_link(name: str, filename: str, token=read):
+    async def file_link(request: Request, name: str, filename: str, token=read):
         """A link to one file that downloads without a header (a browser saves it as it
         arrives), valid for a few minutes and only while the token is active."""
         info = await server.db(server.reg.show, check_query(name))
@@ -1176,6 +1185,8 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         if filename not in server.cache.files(key):
             raise _entry_missing(filename)
         path = f"/api/artifacts/{quote(info.name, safe='')}/files/{quote(filename, safe='')}"
+        # Under the server's --root-path: the path a client of the proxy in front asks for.
+        path = request.scope.get("root_path", "") + path
         if token is None:  # an anonymous reader of a --public-read server needs no link
             return {"url": path, "expires_at": None}
         link = server.links.sign(info.name, filename, token.id)
@@ -1360,7 +1371,8 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         return {
             "artifact": artifact.to_json(with_tensors=True),
             "config": config,
-            "files": f"/api/artifacts/{artifact.content_hash}/files",
+            "files": f"{request.scope.get('root_path', '')}/api/artifacts/"
+            f"{artifact.content_hash}/files",
             "warnings": list(warnings),
         }
 
@@ -1498,7 +1510,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
     from zoo.server.hf import add_hf_routes
     from zoo.server.ui import add_ui_routes
 
-    add_ui_routes(app)
+    add_ui_routes(app, server.root_path)
     add_hf_routes(app, server, read)  # last: its /{repo}/resolve/... routes are the widest
     return app
 

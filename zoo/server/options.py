@@ -23,6 +23,9 @@ class ServerOptions:
         link_key_file: a file holding the key download links are signed with (at least
             32 bytes), for servers that must take each other's links (replicas behind one
             load balancer) or keep them across a restart; None: a key drawn at start.
+        root_path: the path a reverse proxy serves the server under (``/zoo`` for
+            ``https://host/zoo/``), whether the proxy strips it or passes it on
+            (:mod:`zoo.server.prefix`); ``""``: the server is the host's root.
     """
 
     host: str = "127.0.0.1"
@@ -34,3 +37,4 @@ class ServerOptions:
     workers: int = 4
     shutdown_timeout: str | float = 20
     link_key_file: str | None = None
+    root_path: str = ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi.responses import FileResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 STATIC = Path(__file__).parent / "static"
@@ -29,6 +29,11 @@ PAGE_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 
+# Where the page's links start (index.html's %ROOT%): relative to the page, so a proxy
+# serving the server under a path the server was not told (https://host/zoo/) reaches
+# its script; under --root-path, that path, which also holds at https://host/zoo.
+_ROOT_MARK = "%ROOT%"
+
 
 class _PageFiles(StaticFiles):
     def file_response(self, *args, **kwargs):
@@ -37,9 +42,12 @@ class _PageFiles(StaticFiles):
         return response
 
 
-def add_ui_routes(app) -> None:
+def add_ui_routes(app, root_path: str = "") -> None:
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+    page = page.replace(_ROOT_MARK, f"{root_path}/" if root_path else "")
+
     @app.get("/", include_in_schema=False)
     async def index():
-        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+        return HTMLResponse(page, headers=PAGE_HEADERS)
 
     app.mount("/static", _PageFiles(directory=STATIC), name="static")

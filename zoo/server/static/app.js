@@ -4,6 +4,10 @@
 const view = document.getElementById("view");
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 const enc = encodeURIComponent;
+// The server's root as the browser reaches it, from this script's own address
+// (ROOT/static/app.js): behind a proxy that serves the server under a path
+// (host/zoo/), every request goes under it, whether or not the server knows it.
+const ROOT = new URL("..", document.currentScript.src).href;
 const tokenBox = document.getElementById("token");
 tokenBox.value = localStorage.getItem("zoo-token") || "";
 
@@ -17,7 +21,7 @@ function headers(extra) {
 async function api(path, options) {
   const opts = Object.assign({}, options || {});
   opts.headers = headers(opts.headers);
-  const r = await fetch(path, opts);
+  const r = await fetch(new URL(path, ROOT).href, opts);
   const type = r.headers.get("content-type") || "";
   const body = type.includes("json") ? await r.json() : await r.text();
   if (!r.ok) {
@@ -25,7 +29,7 @@ async function api(path, options) {
     const err = new Error(e.message);
     err.status = r.status;
     // A token revoked (or mistyped) since the page named its holder: say so at the top too.
-    if (r.status === 401 && path !== "/api/whoami") {
+    if (r.status === 401 && path !== "api/whoami") {
       const w = document.getElementById("whoami");
       if (w) w.textContent = "sign in with a token";
     }
@@ -84,7 +88,7 @@ async function browse(params) {
     </div>
     <div class="card" style="padding:0"><table><thead><tr><th>Name</th><th>Kind</th><th>Family</th><th>Size</th><th>Weights</th><th>Hash</th><th>Created</th></tr></thead><tbody id="rows"></tbody></table></div>
     <div class="more"><button id="more" type="button" hidden>Older artifacts</button></div>`;
-  const families = await api("/api/families");
+  const families = await api("api/families");
   if (!current(mine)) return;
   const fam = document.getElementById("family");
   fam.innerHTML += families.map((f) => `<option>${esc(f)}</option>`).join("");
@@ -121,7 +125,7 @@ async function browse(params) {
     if (append) p.set("after", next);
     if (rows > PAGE) p.set("limit", String(rows));
     let page;
-    try { page = await api("/api/artifacts?" + p.toString()); }
+    try { page = await api("api/artifacts?" + p.toString()); }
     catch (e) {
       if (ask !== asked || !current(mine)) return;
       if (append) {  // the rows shown stay; the button asks again
@@ -208,10 +212,10 @@ async function artifact(name) {
   const mine = navigation;
   // A removed artifact's page too (a lineage drawing links its removed nodes): its record
   // and lineage stay until `zoo gc` forgets it; its card and files are no longer served.
-  const a = await api(`/api/artifacts/${enc(name)}?all=true`);
+  const a = await api(`api/artifacts/${enc(name)}?all=true`);
   if (!current(mine)) return;
   const recipe = a.info.recipe || (a.kind === "learngene" ? Object.fromEntries(Object.entries(a.info).filter(([k]) => k !== "signals")) : null);
-  const origin = window.location.origin;
+  const endpoint = ROOT.replace(/\/$/, "");  // HF_ENDPOINT: the root, prefix and all
   view.innerHTML = `
     <div class="head"><h1>${esc(a.name)}</h1>${badge(a)} <span class="muted">${esc(a.family)}${a.size ? " · " + esc(a.size) : ""}</span>
       ${a.aliases.map((x) => `<span class="alias">${esc(x)}</span>`).join("")}</div>
@@ -232,17 +236,17 @@ async function artifact(name) {
         : a.kind === "learngene"
         ? `<p>Any size on demand, from Python:</p><pre>from transformers import AutoModel
 model = AutoModel.from_pretrained("${esc(a.name)}", revision="${a.size ? smallerSize(a) : "6x384"}")  # layers x hidden
-# with HF_ENDPOINT=${esc(origin)} and HF_TOKEN set</pre>`
+# with HF_ENDPOINT=${esc(endpoint)} and HF_TOKEN set</pre>`
         : `<pre>from transformers import AutoModel
 model = AutoModel.from_pretrained("${esc(a.name)}")${a.size && a.family ? `                      # ${esc(a.size)}
 model = AutoModel.from_pretrained("${esc(a.name)}", revision="${smallerSize(a)}")  # another size` : ""}
-# with HF_ENDPOINT=${esc(origin)} and HF_TOKEN set</pre><p id="files" class="muted snippet"></p>`}
+# with HF_ENDPOINT=${esc(endpoint)} and HF_TOKEN set</pre><p id="files" class="muted snippet"></p>`}
     </div>
     <div class="card"><h2>Model card</h2><pre id="card" class="muted">…</pre></div>`;
   // The page may be left before these arrive (for another artifact's page, with the same
   // ids): fill only while this page is the one shown.
   const fill = (id, f) => { const el = current(mine) && document.getElementById(id); if (el) f(el); };
-  api(`/api/artifacts/${enc(a.name)}/lineage?format=svg&all=true`).then(
+  api(`api/artifacts/${enc(a.name)}/lineage?format=svg&all=true`).then(
     (svg) => fill("graph", (el) => { el.innerHTML = svg; el.classList.remove("muted"); }),
     (e) => fill("graph", (el) => { el.textContent = e.message; }));
   // DOT and Mermaid list every edge (a base model with ten thousand fine-tunes: a megabyte
@@ -251,7 +255,7 @@ model = AutoModel.from_pretrained("${esc(a.name)}", revision="${smallerSize(a)}"
   text.addEventListener("toggle", () => {
     for (const format of ["dot", "mermaid"]) {
       fill(format, (el) => { el.textContent = "…"; });
-      api(`/api/artifacts/${enc(a.name)}/lineage?format=${format}&all=true`).then(
+      api(`api/artifacts/${enc(a.name)}/lineage?format=${format}&all=true`).then(
         (t) => fill(format, (el) => { el.textContent = t; }),
         (e) => fill(format, (el) => { el.textContent = e.message; }));
     }
@@ -260,13 +264,13 @@ model = AutoModel.from_pretrained("${esc(a.name)}", revision="${smallerSize(a)}"
     fill("card", (el) => { el.textContent = "Removed with zoo rm: its card and files are no longer served."; });
     return;
   }
-  api(`/api/artifacts/${enc(a.name)}/card`).then(
+  api(`api/artifacts/${enc(a.name)}/card`).then(
     (t) => fill("card", (el) => { el.textContent = t; el.classList.remove("muted"); }),
     (e) => fill("card", (el) => { el.textContent = e.message; }));
   if (a.kind !== "learngene" && a.kind !== "placeholder") {  // neither has files to list
-    api(`/api/artifacts/${enc(a.name)}/files`).then((f) => fill("files", (el) => {
+    api(`api/artifacts/${enc(a.name)}/files`).then((f) => fill("files", (el) => {
       el.innerHTML = "Files: " + Object.entries(f.files).map(([n, m]) =>
-        `<a class="file" href="/api/artifacts/${enc(a.name)}/files/${enc(n)}" download="${esc(n)}">${esc(n)}</a> (${bytes(m.size)})`).join(" · ");
+        `<a class="file" href="${esc(ROOT)}api/artifacts/${enc(a.name)}/files/${enc(n)}" download="${esc(n)}">${esc(n)}</a> (${bytes(m.size)})`).join(" · ");
       for (const link of el.querySelectorAll("a.file")) link.onclick = download;
     }), () => {});
   }
@@ -282,7 +286,7 @@ async function download(ev) {
   const link = ev.currentTarget;
   let url;
   try {
-    ({url} = await api(new URL(link.href).pathname + "/link"));
+    ({url} = await api(link.href + "/link"));
   } catch (e) {
     const hint = e.status === 401 ? " Paste a valid token in the box at the top right." : "";
     link.classList.add("failed");
@@ -295,7 +299,11 @@ async function download(ev) {
     return;
   }
   document.getElementById("download-error")?.remove();
-  const save = Object.assign(document.createElement("a"), {href: url, download: link.getAttribute("download")});
+  // The file's own address (under the root the page was reached at) with the link's
+  // signature: the server's path for it lacks a prefix it was not told.
+  const signed = new URL(link.href);
+  signed.search = new URL(url, ROOT).search;
+  const save = Object.assign(document.createElement("a"), {href: signed.href, download: link.getAttribute("download")});
   document.body.appendChild(save);
   save.click();
   save.remove();
@@ -498,7 +506,7 @@ async function runAudit(files) {
       // The config's text, read by the server as zoo reads the file (JSON.parse would
       // turn 10000.0 into 10000, another content hash), and checked there.
       const configText = configFile ? await configFile.text() : null;
-      const identify = (manifest) => api("/api/audit/hashes", {method: "POST", headers: {"Content-Type": "application/json"},
+      const identify = (manifest) => api("api/audit/hashes", {method: "POST", headers: {"Content-Type": "application/json"},
         body: JSON.stringify({label, tensors: manifest, config_text: configText, metadata: Object.keys(metadata).length ? metadata : null})});
       report = await identify(tensors);
       // No exact match: try the float32 tensors at the narrower dtype that holds them, then
@@ -509,7 +517,7 @@ async function runAudit(files) {
         let cast = await identify(manifest);
         if (cast.artifact) {
           // By digest and dtype: zeros have the same bytes in bf16 and fp16.
-          const recorded = Object.fromEntries((await api(`/api/artifacts/${enc(cast.artifact.name)}`)).tensors.map((t) => [t.name, t]));
+          const recorded = Object.fromEntries((await api(`api/artifacts/${enc(cast.artifact.name)}`)).tensors.map((t) => [t.name, t]));
           manifest = tensors.map((t) => {
             const want = recorded[t.name];
             if (want === undefined || (t.digest === want.digest && t.dtype === want.dtype)) return t;
@@ -524,7 +532,7 @@ async function runAudit(files) {
       const form = new FormData();
       for (const f of files) if (weights.includes(f) || f.name.endsWith(".json")) form.append("files", f, f.name);
       form.append("label", label);
-      report = await api("/api/audit", {method: "POST", body: form});
+      report = await api("api/audit", {method: "POST", body: form});
     }
     bar.style.width = "100%";
     showReport(report);
@@ -561,7 +569,7 @@ function showReport(r) {
       ${r.status === "modified" && r.missing.length ? `<details><summary>Tensors the file lacks</summary><pre>${esc(r.missing.slice(0, 50).join("\n"))}</pre></details>` : ""}
       ${r.extra.length ? `<details open><summary>Tensors the artifact lacks</summary><pre>${esc(r.extra.slice(0, 50).join("\n"))}</pre></details>` : ""}
       ${a ? `<h2 style="margin-top:14px">Ancestry</h2><div id="audit-graph" class="graph"></div>` : ""}</div>`;
-  if (a) api(`/api/artifacts/${enc(a.name)}/lineage?format=svg&down=false`).then((svg) => {
+  if (a) api(`api/artifacts/${enc(a.name)}/lineage?format=svg&down=false`).then((svg) => {
     const el = document.getElementById("audit-graph");
     if (el) el.innerHTML = svg;
   }, () => {});
@@ -571,7 +579,7 @@ function showReport(r) {
 
 async function defaultsPage() {
   const mine = navigation;
-  const rows = await api("/api/defaults");
+  const rows = await api("api/defaults");
   if (!current(mine)) return;
   view.innerHTML = `
     <div class="head"><h1>Defaults</h1><span class="muted">What <code>zoo materialize FAMILY</code> and a size revision use when no method is given, chosen by the transfer benchmark</span></div>
@@ -622,10 +630,10 @@ document.getElementById("token-form").onsubmit = (e) => { e.preventDefault(); };
 tokenBox.onchange = () => { localStorage.setItem("zoo-token", tokenBox.value.trim()); whoami(); route(); };
 async function whoami() {
   const w = document.getElementById("whoami");
-  try { const me = await api("/api/whoami"); w.textContent = `${me.name} · ${me.role}`; }
+  try { const me = await api("api/whoami"); w.textContent = `${me.name} · ${me.role}`; }
   catch (e) { w.textContent = e.status === 401 ? "sign in with a token" : ""; }
 }
-api("/api/health").then((h) => { document.getElementById("version").textContent = h.version; });
+api("api/health").then((h) => { document.getElementById("version").textContent = h.version; });
 window.addEventListener("hashchange", route);
 // Where this page of the history is scrolled to, for the back button to come back to.
 let scrollSaved = 0;
