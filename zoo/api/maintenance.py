@@ -366,7 +366,9 @@ def _sweep(store, digest: str, grace_s: float, *, dry_run: bool = False) -> bool
     bytes that do not hash to that name, which zoo did not write and so moves into the
     store's quarantine folder rather than delete; None when it is left (gone, or a writer
     reused it meanwhile)."""
-    intact = store.intact(digest)  # read first: a writer reusing it meanwhile freshens it
+    # Asked first: a writer reusing it meanwhile freshens it. On S3 the mark zoo wrote
+    # with the object answers, so a sweep costs no download of what it sweeps.
+    intact = store.written_here(digest)
     if intact is None:
         return None
     if not dry_run:

@@ -318,6 +318,13 @@ class BlobStore(ABC):
             return None
         return h.hexdigest() == digest
 
+    def written_here(self, digest: str) -> bool | None:
+        """Whether the file at the blob's name is the blob zoo wrote there, as a sweep asks
+        before it deletes one (False: move it aside); None when no file is there. By
+        default its bytes are read and hashed (:meth:`intact`); a store that marks what it
+        writes answers from that mark without reading the bytes."""
+        return self.intact(digest)
+
     def _pieces(self, digest: str) -> Iterator[bytes]:
         """The stored bytes, a piece at a time, unverified."""
         yield self._read(digest)
