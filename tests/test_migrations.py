@@ -15,7 +15,7 @@ from zoo.api import Registry
 from zoo.config import load_settings
 from zoo.db import engine as db_engine
 from zoo.db.models import Base
-from zoo.errors import ConflictError, SchemaOutdatedError
+from zoo.errors import AuthenticationError, ConflictError, SchemaOutdatedError
 
 TABLES = set(Base.metadata.tables)  # every table the models declare
 
@@ -624,3 +624,33 @@ def test_tokens_made_before_0012_stay_valid_and_a_downgrade_keeps_the_ends_it_wo
     assert run_cli("db", "downgrade", "0011", "--drop-data")[0] == 0
     db_engine.upgrade(registry.engine)
     assert registry.check_token(ending).expires_at is None  # the loss it was told of
+
+
+def test_a_downgrade_below_0012_says_an_expired_token_would_be_valid_again(registry, run_cli):
+    """An expired token is listed as not active, yet going below 0012 drops its end and
+    makes it valid again: the refusal says so rather than counting it among the active
+    tokens, which the list says it is not."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import update
+
+    from zoo.db.models import ApiToken
+
+    _, gone = registry.create_token("gone", role="read", expires="30d")
+    registry.create_token("later", role="read", expires="30d")
+    with registry.engine.begin() as c:  # ended in the past, as a token does after 30 days
+        c.execute(
+            update(ApiToken)
+            .where(ApiToken.name == "gone")
+            .values(expires_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+        )
+    assert [t.active for t in registry.list_tokens() if t.name == "gone"] == [False]
+    code, out, err = run_cli("db", "downgrade", "0011")
+    assert code == 4 and out == "" and err.count("\n") == 1, err
+    assert (
+        "undoing 0012, the ends of the unrevoked tokens that have one (2): none would end, "
+        "and the 1 expired would be valid again;" in err
+    ), err
+    assert registry.db_current()["current"] == db_engine.head_revision()
+    with pytest.raises(AuthenticationError, match="expired at 2026-01-01T00:00:00"):
+        registry.check_token(gone)
