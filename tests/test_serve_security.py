@@ -154,6 +154,28 @@ def test_the_servers_log_has_a_line_per_request_naming_who_and_never_a_secret(se
         assert secret not in text
 
 
+def test_the_servers_start_and_stop_lines_carry_their_time(tmp_path):
+    """An operator reads from the log when the server started and stopped (a restart, a
+    crash loop), as every request's line says when it came: uvicorn's own lines printed
+    "INFO:     Started server process [4793]" with no time."""
+    import re
+
+    env = server_env(tmp_path)
+    log = tmp_path / "server.log"
+    ZooServer(env, log=log).start().stop()
+    timed = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO [\w.]+: "
+    text = log.read_text()
+    for said in (
+        "zoo serving on http://127.0.0.1:",
+        "Started server process [",
+        "Application startup complete.",
+        "Shutting down",
+        "Finished server process [",
+    ):
+        line = next((x for x in text.splitlines() if said in x), None)
+        assert line is not None and re.match(timed, line), (said, text)
+
+
 def test_a_download_link_opens_its_one_file_without_a_header_while_its_token_is_active(served):
     """The web page follows a signed link so the browser saves a file as it arrives. The
     link reads that file only: not another file, not with its expiry or signature

@@ -41,6 +41,7 @@ def serve(registry, options: ServerOptions) -> None:
         host=options.host,
         port=sock.getsockname()[1],
         log_level="info",
+        log_config=_uvicorn_logging(),
         access_log=False,
         # Longer than clients keep idle pooled connections (httpx, requests: 5 s and up),
         # so the server never closes one just as a client reuses it.
@@ -53,7 +54,7 @@ def serve(registry, options: ServerOptions) -> None:
     # uvicorn names the address only for a socket it bound itself.
     where = f"[{options.host}]" if ":" in options.host else options.host
     root = app.state.server.root_path
-    logging.getLogger("uvicorn.error").info(
+    logging.getLogger("zoo.server").info(
         "zoo serving on http://%s:%d%s (Ctrl-C stops it)",
         where,
         config.port,
@@ -62,12 +63,29 @@ def serve(registry, options: ServerOptions) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
+# Every line of the log with its time, as zoo's own: an operator reads when the server
+# started and stopped (a restart, a crash loop) beside what it answered.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _uvicorn_logging() -> dict:
+    """uvicorn's own logging settings, its start and stop lines given their time."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    # Named uvicorn, not by its logger "uvicorn.error", which says its start and stop too.
+    config["formatters"]["default"] = {"format": LOG_FORMAT.replace("%(name)s", "uvicorn")}
+    return config
+
+
 def _log_to_stderr() -> None:
     """zoo's own lines (a line per request, failures, the cache's cleaning) on stderr
     beside uvicorn's, each with its time: uvicorn sets up its own loggers only, so zoo's
     went unprinted below a warning and without a time above."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logger = logging.getLogger("zoo.server")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
