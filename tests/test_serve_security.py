@@ -920,3 +920,29 @@ def test_an_expired_token_is_refused_saying_when_and_a_client_exits_12(
     month = next(t for t in json.loads(out) if t["name"] == "month")
     assert month["expired"] and month["expires_at"] == "2026-01-01T00:00:00+00:00"
     served.reg.revoke_token("month")
+
+
+def test_a_download_link_made_near_its_tokens_end_says_it_ends_then(served):
+    """A link asked for 90 seconds before its token ends works for those 90 seconds, not
+    the 5 minutes a link lasts: its answer's expires_at and the link itself end with the
+    token (the answer said five minutes, and the link was refused 401 after 90 seconds),
+    and a token without an end still gets the full 5 minutes."""
+    from datetime import datetime, timedelta
+    from urllib.parse import parse_qs, urlsplit
+
+    info, secret = served.reg.create_token("ending", role="read", expires="90s")
+    try:
+        with client(served.server.url, secret) as http:
+            answer = http.get("/api/artifacts/tiny-bert/files/config.json/link").json()
+        end = info.expires_at.replace(microsecond=0)
+        assert datetime.fromisoformat(answer["expires_at"]) == end
+        query = parse_qs(urlsplit(answer["url"]).query)
+        assert int(query["expires"][0]) == int(end.timestamp())
+        assert httpx.get(served.server.url + answer["url"]).status_code == 200
+        with client(served.server.url, served.tokens["admin"]) as http:
+            made = datetime.now(info.expires_at.tzinfo)
+            answer = http.get("/api/artifacts/tiny-bert/files/config.json/link").json()
+        lasts = datetime.fromisoformat(answer["expires_at"]) - made
+        assert timedelta(seconds=290) < lasts <= timedelta(seconds=301)
+    finally:
+        served.reg.revoke_token("ending")

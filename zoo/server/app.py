@@ -1189,7 +1189,7 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         path = request.scope.get("root_path", "") + path
         if token is None:  # an anonymous reader of a --public-read server needs no link
             return {"url": path, "expires_at": None}
-        link = server.links.sign(info.name, filename, token.id)
+        link = server.links.sign(info.name, filename, token.id, until=token.expires_at)
         expires_at = datetime.fromtimestamp(link.expires, timezone.utc).isoformat()
         return {"url": f"{path}?{link.query()}", "expires_at": expires_at}
 

@@ -18,9 +18,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from zoo.errors import AuthenticationError, InvalidInputError
@@ -48,10 +50,22 @@ class DownloadLinks:
         self._key = secrets.token_bytes(LINK_KEY_MIN_BYTES) if key is None else key
         self.ttl_s = ttl_s
 
-    def sign(self, name: str, filename: str, token: int, *, now: float | None = None) -> Link:
+    def sign(
+        self,
+        name: str,
+        filename: str,
+        token: int,
+        *,
+        now: float | None = None,
+        until: datetime | None = None,
+    ) -> Link:
         """A link to the file ``filename`` of the artifact ``name`` for the token with id
-        ``token``, valid for :attr:`ttl_s` seconds from ``now``."""
+        ``token``, valid for :attr:`ttl_s` seconds from ``now``, and no later than
+        ``until`` (the token's end: the link is refused from then on, so its answer says
+        so rather than a time it will not reach)."""
         expires = int(time.time() if now is None else now) + self.ttl_s
+        if until is not None:
+            expires = min(expires, math.floor(until.timestamp()))
         return Link(token, expires, self._mac(name, filename, token, expires))
 
     def check(
