@@ -163,7 +163,7 @@ def test_the_servers_start_and_stop_lines_carry_their_time(tmp_path):
     env = server_env(tmp_path)
     log = tmp_path / "server.log"
     ZooServer(env, log=log).start().stop()
-    timed = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO [\w.]+: "
+    timed = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 INFO [\w.]+: "
     text = log.read_text()
     for said in (
         "zoo serving on http://127.0.0.1:",
@@ -946,3 +946,29 @@ def test_a_download_link_made_near_its_tokens_end_says_it_ends_then(served):
         assert timedelta(seconds=290) < lasts <= timedelta(seconds=301)
     finally:
         served.reg.revoke_token("ending")
+
+
+def test_the_servers_log_writes_its_times_in_utc_as_its_refusals_do(served, tmp_path):
+    """A server run with TZ=Asia/Kolkata (UTC+05:30) writes each log line's time in UTC
+    with its offset, as a token's end is written in its 401: it wrote 07:32 in the
+    machine's zone, without one, for a refusal at 02:02 UTC of a token that "expired at
+    02:02+00:00"."""
+    import re
+    from datetime import datetime, timedelta, timezone
+
+    log = tmp_path / "kolkata.log"
+    server = ZooServer({**served.env, "TZ": "Asia/Kolkata"}, log=log, cwd=tmp_path).start()
+    try:
+        asked = datetime.now(timezone.utc)
+        assert httpx.get(f"{server.url}/api/artifacts").status_code == 401
+        deadline = time.monotonic() + 10
+        while '"GET /api/artifacts"' not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        server.stop()
+    line = next(x for x in log.read_text().splitlines() if '"GET /api/artifacts"' in x)
+    stamp = re.match(r"(\S+) INFO zoo\.server\.access: ", line)
+    assert stamp, line
+    logged = datetime.fromisoformat(stamp[1])
+    assert logged.utcoffset() == timedelta(0)
+    assert abs(logged - asked) < timedelta(seconds=30), (logged, asked)

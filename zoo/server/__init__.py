@@ -9,6 +9,7 @@ credentials; clients hold a bearer token (:mod:`zoo.api.tokens`).
 from __future__ import annotations
 
 import logging
+import time
 
 from zoo.errors import ConflictError, InvalidInputError, StorageError
 from zoo.server.options import ServerOptions
@@ -68,6 +69,16 @@ def serve(registry, options: ServerOptions) -> None:
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class _UtcFormatter(logging.Formatter):
+    """Times in UTC with their offset, as every time zoo writes (a token's end, a
+    record's): in the machine's zone, without one, a server run with TZ=Asia/Kolkata
+    logged a refusal at 07:32 of a token that "expired at 02:02+00:00"."""
+
+    converter = time.gmtime
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03d+00:00"
+
+
 def _uvicorn_logging() -> dict:
     """uvicorn's own logging settings, its start and stop lines given their time."""
     import copy
@@ -76,7 +87,10 @@ def _uvicorn_logging() -> dict:
 
     config = copy.deepcopy(LOGGING_CONFIG)
     # Named uvicorn, not by its logger "uvicorn.error", which says its start and stop too.
-    config["formatters"]["default"] = {"format": LOG_FORMAT.replace("%(name)s", "uvicorn")}
+    config["formatters"]["default"] = {
+        "()": _UtcFormatter,
+        "fmt": LOG_FORMAT.replace("%(name)s", "uvicorn"),
+    }
     return config
 
 
@@ -85,7 +99,7 @@ def _log_to_stderr() -> None:
     beside uvicorn's, each with its time: uvicorn sets up its own loggers only, so zoo's
     went unprinted below a warning and without a time above."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(_UtcFormatter(LOG_FORMAT))
     logger = logging.getLogger("zoo.server")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
