@@ -273,3 +273,71 @@ def test_what_a_killed_server_was_building_goes_at_the_next_start(tmp_path, tiny
         assert names == [".pending-mine", ".zoo-serve-cache", ".zoo-serve-writer", "notes.txt"]
     finally:
         again.stop()
+
+
+# Each piece of a blob the store writes waits: an import a test can stop midway, as one of
+# a large checkpoint.
+SLOW_BLOBS = """
+import time
+import zoo.store.local as local
+_write_file = local.LocalStore._write_file
+def _slow(self, digest, pieces, *, check):
+    def slowly():
+        for piece in pieces:
+            time.sleep(0.3)
+            yield piece
+    return _write_file(self, digest, slowly(), check=check)
+local.LocalStore._write_file = _slow
+"""
+
+
+def test_a_server_stopped_during_an_import_removes_the_blobs_it_was_writing(tmp_path, tiny_dir):
+    """SIGTERM while an uploaded checkpoint's blobs are written: the import records
+    nothing, and the temporary files of the blobs it was writing go before the process
+    ends (they were left, and zoo fsck exited 13 for them until --repair), while a
+    temporary file of another writer's, named as zoo names them, stays."""
+    from zoo.store.base import temp_name
+
+    env = server_env(tmp_path)
+    reg = registry_for(env)
+    reg.import_checkpoint(tiny_dir("bert"), name="tiny-bert")
+    token = reg.create_token("w", role="write")[1]
+    blobs = tmp_path / "blobs"
+    digest = "ab" * 32
+    other = blobs / "ab" / temp_name(digest)  # another process's write, under way
+    other.parent.mkdir(parents=True, exist_ok=True)
+    other.write_bytes(b"not this server's")
+    log = tmp_path / "server.log"
+    server = ZooServer(env, "--shutdown-timeout", "1s", log=log, patch=SLOW_BLOBS).start()
+    folder = tiny_dir("gpt2", seed=7)
+    files = [("files", (f.name, f.read_bytes())) for f in sorted(folder.iterdir()) if f.is_file()]
+    got = []
+
+    def upload():
+        with client(server.url, token) as http:
+            got.append(http.post("/api/import/upload", files=files, data={"folder": "g"}))
+
+    uploading = threading.Thread(target=upload)
+    uploading.start()
+
+    def writing():
+        return [p for p in blobs.glob("*/.tmp-*") if p != other]
+
+    deadline = time.monotonic() + 60
+    while not writing():
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.02)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=60) == 143, log.read_text()[-2000:]
+    uploading.join(timeout=60)
+    assert got and got[0].status_code == 503, got
+    assert writing() == [], log.read_text()[-2000:]
+    assert other.read_bytes() == b"not this server's"
+    assert "unfinished blob writes of the stopping server" in log.read_text()
+    try:
+        assert [a.name for a in reg.list()] == ["tiny-bert"]
+        assert [t.name for t in reg.fsck(grace=0).temp_files] == [
+            other.relative_to(blobs).as_posix()
+        ]
+    finally:
+        reg.close()

@@ -855,6 +855,12 @@ def create_app(registry, options: ServerOptions) -> FastAPI:
         yield
         server.work.close()
         server.cache.close()
+        # The cut work's threads end with the process, under the blobs they were writing
+        # (a store never opened has none).
+        store = vars(server.reg).get("store")
+        written = store.abandon_writes() if store is not None else 0
+        if written:
+            log.info("removed %d unfinished blob writes of the stopping server", written)
         server.reg.close()
 
     app = FastAPI(

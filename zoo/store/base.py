@@ -177,6 +177,12 @@ class BlobStore(ABC):
         """Remove one leftover listed by :meth:`temp_entries`."""
         raise NotImplementedError(f"{type(self).__name__} leaves no temporary files.")
 
+    def abandon_writes(self) -> int:
+        """Remove what this process's writers are writing now and will not finish (the
+        process ends under them); returns how many. A store that writes no temporary
+        files has none."""
+        return 0
+
     # --- the registries that use this store ---------------------------------------------
 
     #: Folder of one small marker object per registry that uses the store (blobs live in

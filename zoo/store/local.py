@@ -7,6 +7,7 @@ import errno
 import hashlib
 import os
 import stat
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -32,6 +33,9 @@ class LocalStore(BlobStore):
         self.root = Path(root).expanduser()
         self.url = str(self.root)
         self._root_text = os.fspath(self.root)
+        # The temporary files this process's writers are writing now (abandon_writes).
+        self._writing: set[Path] = set()
+        self._writing_lock = threading.Lock()
 
     @property
     def location(self) -> str:
@@ -80,6 +84,8 @@ class LocalStore(BlobStore):
         # A unique temporary name per writer: two processes storing the same blob each
         # write their own file, and the last rename wins with identical bytes.
         temp = final.parent / temp_name(digest)
+        with self._writing_lock:
+            self._writing.add(temp)
         try:
             h = hashlib.sha256()
             with open(temp, "wb") as f:
@@ -95,6 +101,22 @@ class LocalStore(BlobStore):
         finally:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
+            with self._writing_lock:
+                self._writing.discard(temp)
+
+    def abandon_writes(self) -> int:
+        """Remove the temporary files of the blobs this process is writing now, by their
+        names; returns how many. For a process about to end under its writing threads
+        (a stopping server's cut work, which would never finish them): a writer whose file
+        goes fails, or has just renamed it into place, a whole blob."""
+        with self._writing_lock:
+            writing = list(self._writing)
+        removed = 0
+        for temp in writing:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+                removed += 1
+        return removed
 
     def _read(self, digest: str) -> bytes:
         with os.fdopen(self._open(digest), "rb") as f:
