@@ -972,3 +972,38 @@ def test_the_servers_log_writes_its_times_in_utc_as_its_refusals_do(served, tmp_
     logged = datetime.fromisoformat(stamp[1])
     assert logged.utcoffset() == timedelta(0)
     assert abs(logged - asked) < timedelta(seconds=30), (logged, asked)
+
+
+def test_an_expired_admin_token_says_where_a_new_admin_token_is_made(served, run_cli, monkeypatch):
+    """An admin whose token ended was told "an admin can create a new one (zoo token
+    create)", which through the server needs the admin token that just ended. The line
+    says to make one where the database is, as the first was; done so, the server takes
+    the new token."""
+    from datetime import datetime, timezone
+
+    from zoo.db.models import ApiToken
+
+    info, secret = served.reg.create_token("boss", role="admin", expires="30d")
+
+    def ended(session):
+        session.get(ApiToken, info.id).expires_at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    served.reg.transaction(ended)
+    monkeypatch.setenv("ZOO_ENDPOINT", served.server.url)
+    monkeypatch.setenv("ZOO_TOKEN", secret)
+    code, out, err = run_cli("token", "create", "--name", "boss", "--role", "admin")
+    assert (code, out) == (12, "")
+    assert err == (
+        "zoo: error: The token 'boss' expired at 2026-01-01T00:00:00+00:00; make a new "
+        "admin token where the registry's database is reachable, as the first one was "
+        "(zoo token create --name NAME --role admin, without ZOO_ENDPOINT).\n"
+    )
+    monkeypatch.delenv("ZOO_ENDPOINT")
+    monkeypatch.delenv("ZOO_TOKEN")
+    for var in ("ZOO_HOME", "ZOO_DB_URL", "ZOO_STORE_URL"):
+        monkeypatch.setenv(var, served.env[var])
+    code, out, err = run_cli("token", "create", "--name", "boss", "--role", "admin")
+    assert code == 0, err
+    with client(served.server.url, out.strip()) as http:
+        assert http.get("/api/tokens").status_code == 200
+    served.reg.revoke_token("boss")

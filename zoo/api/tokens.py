@@ -120,10 +120,17 @@ def parse_expiry(expires: str | datetime | timedelta | None, *, at: datetime) ->
 def _refuse_expired(info: TokenInfo, made_for: str = "") -> None:
     if info.expired:
         assert info.expires_at is not None
+        # An admin's own token: the server takes no other way to make a token, so a new
+        # one is made where the database is, as the first was.
+        remedy = (
+            "make a new admin token where the registry's database is reachable, as the "
+            "first one was (zoo token create --name NAME --role admin, without ZOO_ENDPOINT)"
+            if info.role == "admin"
+            else "an admin can create a new one (zoo token create)"
+        )
         raise AuthenticationError(
             f"The token {info.name!r}{made_for} expired at "
-            f"{info.expires_at.isoformat(timespec='seconds')}; an admin can create a new one "
-            "(zoo token create)."
+            f"{info.expires_at.isoformat(timespec='seconds')}; {remedy}."
         )
 
 
