@@ -1670,7 +1670,10 @@ def test_a_tokens_end_is_read_in_utc(expires, end):
         ("3600", "is not a duration or a date"),  # seconds or a year: said with its unit
         ("", "is not a duration or a date"),
         ("99999999w", "ends after the year 9999"),
-        ("-1d", "is not a duration"),
+        ("-1d", "is not a duration or a date"),
+        # Ending as a duration ends (d, w): said as every other, naming the argument.
+        ("30days", "is not a duration or a date"),
+        ("tomorrow", "is not a duration or a date"),
         (30, "An expiry is text such as 30d"),
     ],
 )
@@ -1687,6 +1690,6 @@ def test_an_end_that_is_not_one_is_refused_in_one_line(
         assert "--expires" not in str(refused.value)
         code, out, err = run_cli("token", "create", "--name", "ci", "--expires", expires)
         assert (code, out, err.count("\n")) == (2, "", 1) and said in err, err
-        if "expires=" in str(refused.value):
-            assert f"--expires {expires}" in err and "expires=" not in err, err
+        assert "expires=" in str(refused.value)
+        assert f"--expires {expires}" in err and "expires=" not in err, err
     assert registry.list_tokens(include_revoked=True) == []

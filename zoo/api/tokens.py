@@ -80,6 +80,11 @@ def parse_expiry(expires: str | datetime | timedelta | None, *, at: datetime) ->
     from zoo.text import printable
 
     said = f"expires={printable(str(expires))[:40]!r}"
+    unread = InvalidInputError(
+        f"{said} is not a duration or a date; write a duration with its unit "
+        "(30d, 12h, 2w) or an ISO date or time (2027-01-31, 2027-01-31T18:00Z).",
+        params=["expires"],
+    )
     try:
         if isinstance(expires, timedelta):
             end = at + expires
@@ -90,7 +95,10 @@ def parse_expiry(expires: str | datetime | timedelta | None, *, at: datetime) ->
                 f"An expiry is text such as 30d or 2027-01-31, not {expires!r:.40}."
             )
         elif expires.strip()[-1:] in ("s", "m", "h", "d", "w"):
-            end = at + timedelta(seconds=parse_duration(expires.strip()))
+            try:
+                end = at + timedelta(seconds=parse_duration(expires.strip()))
+            except InvalidInputError:  # its words name no argument ("'30days' is not...")
+                raise unread from None
         else:
             try:
                 text = expires.strip()
@@ -98,11 +106,7 @@ def parse_expiry(expires: str | datetime | timedelta | None, *, at: datetime) ->
                 text = text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
                 end = datetime.fromisoformat(text)
             except ValueError:
-                raise InvalidInputError(
-                    f"{said} is not a duration or a date; write a duration with its unit "
-                    "(30d, 12h, 2w) or an ISO date or time (2027-01-31, 2027-01-31T18:00Z).",
-                    params=["expires"],
-                ) from None
+                raise unread from None
     except OverflowError:
         raise InvalidInputError(
             f"{said} ends after the year 9999; give an earlier one.", params=["expires"]
