@@ -341,3 +341,37 @@ def test_a_server_stopped_during_an_import_removes_the_blobs_it_was_writing(tmp_
         ]
     finally:
         reg.close()
+
+
+def test_a_token_ending_during_a_materialize_says_the_server_recorded_it(
+    served, run_cli, monkeypatch, tmp_path
+):
+    """A token that ends while the server makes a size: the request, begun before its end,
+    is finished and recorded, and its files' download is refused. The client said only
+    that the token expired (exit 12), as if nothing was kept; it now names what the server
+    recorded and how to write it, and leaves no folder."""
+    info, secret = served.reg.create_token("ending", role="write", expires="3s")
+    for var in ("ZOO_DB_URL", "ZOO_STORE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("ZOO_ENDPOINT", served.server.url)
+    monkeypatch.setenv("ZOO_TOKEN", secret)
+    out = tmp_path / "small"
+    args = [str(a) for k, a in SIZE.items() for a in (f"--{k}", a) if k != "name"]
+    got = []
+    asking = threading.Thread(
+        target=lambda: got.append(run_cli("materialize", "tiny-bert", *args, "--out", str(out)))
+    )
+    with writes_held(served):
+        asking.start()
+        time.sleep(4)  # the request was taken; its record waits past the token's end
+    asking.join(timeout=120)
+    [name] = derived(served)
+    code, stdout, stderr = got[0]
+    assert (code, stdout) == (12, ""), stderr
+    assert stderr == (
+        f"zoo: error: The token 'ending' expired at "
+        f"{info.expires_at.isoformat(timespec='seconds')}; an admin can create a new one "
+        f"(zoo token create). The server recorded {name} before: {out} was not written "
+        f"(zoo export {name} --out DIR writes it, with a token in force).\n"
+    )
+    assert not out.exists()

@@ -496,6 +496,13 @@ class RemoteRegistry:
                 f"interrupted after the server recorded {artifact.name}: it is kept there, "
                 f"and {out} was not written (zoo export NAME --out DIR writes it)"
             ) from None
+        except errors.AuthenticationError as exc:
+            # The token ended (or was revoked) while the server made the size: a request
+            # begun before is finished, so it is recorded there all the same.
+            raise errors.AuthenticationError(
+                f"{exc} The server recorded {artifact.name} before: {out} was not written "
+                f"(zoo export {artifact.name} --out DIR writes it, with a token in force)."
+            ) from None
         # As the local registry: weights in memory only when no folder was written.
         weights = return_weights and out is None
         made = RemoteMaterialized(self, body["config"], artifact, written, weights)
