@@ -676,6 +676,50 @@ def test_lineage_text_tells_seeds_and_dtypes_apart(registry, tiny_dir):
     assert "seed=" not in lines[made[2].name]  # weight selection draws nothing
 
 
+def test_lineage_text_names_the_earlier_rule_a_checkpoint_was_recorded_by(
+    registry, tmp_path, monkeypatch
+):
+    """A HyperCloning checkpoint recorded before its edges named a version (key/value
+    heads tiled), beside the one the same request makes now: the text named both
+    `[method=hypercloning, rescale=none, device=cpu]`, two children of one parent that
+    nothing told apart. The earlier one names its rule, hypercloning_version=1; the
+    current one, by this zoo's rule, names none."""
+    import dataclasses
+
+    from zoo.api import materialize as mat
+    from zoo.api import record
+
+    folder = save_tiny("llama", tmp_path / "src", num_attention_heads=8, num_key_value_heads=2)
+    src = registry.import_checkpoint(folder)
+    real_plan, real_recipe = mat.make_plan, record.edge_recipe
+
+    def unversioned(*a, **k):
+        recipe = real_recipe(*a, **k)
+        del recipe["hypercloning_version"]
+        return recipe
+
+    monkeypatch.setattr(
+        mat,
+        "make_plan",
+        lambda *a, **k: dataclasses.replace(real_plan(*a, **k), hypercloning_version=1),
+    )
+    monkeypatch.setattr(record, "edge_recipe", unversioned)
+    request = dict(layers=4, hidden=32, kv_heads=4, method="hypercloning")
+    old = registry.materialize(src.name, **request).artifact
+    monkeypatch.undo()
+    now = registry.materialize(src.name, **request).artifact
+    assert now.content_hash != old.content_hash
+    lines = {
+        line.split("--> ")[1].split()[0]: line
+        for line in registry.lineage(src.name, up=False).to_text().splitlines()
+        if "-->" in line
+    }
+    assert lines[old.name].endswith(
+        "[method=hypercloning, rescale=none, hypercloning_version=1, device=cpu]"
+    )
+    assert lines[now.name].endswith("[method=hypercloning, rescale=none, device=cpu]")
+
+
 def test_link_declares_finetune_edges(registry, tiny_dir, run_cli):
     base = registry.import_checkpoint(tiny_dir("bert"))
     tuned = registry.import_checkpoint(tiny_dir("bert", seed=1), name="bert-tuned")

@@ -167,7 +167,29 @@ def _recipe_summary(e: EdgeInfo) -> str:
         parts.insert(1, f"seed={r['seed']}")
     if r.get("dtype") not in (None, "", "auto"):
         parts.insert(-1 if "device" in r else len(parts), f"dtype={r['dtype']}")
+    if e.relation == "materialize":
+        for key, version in _earlier_rules(r):
+            parts.insert(-1 if "device" in r else len(parts), f"{key}={version}")
     return f"  [{', '.join(parts)}]" if parts else ""
+
+
+def _earlier_rules(recipe: dict[str, Any]) -> list[tuple[str, str]]:
+    """The versioned rules a materialize edge's bits come from where they are not this
+    zoo's (none recorded: 1): the same request made now may give other weights, a sibling
+    with the same options that only the rule tells apart."""
+    from zoo.derive import DTYPE_VERSION
+    from zoo.methods.hypercloning import HYPERCLONING_VERSION
+    from zoo.methods.net2net import NET2NET_VERSION
+
+    rules = {
+        "hypercloning": ("hypercloning_version", HYPERCLONING_VERSION),
+        "net2net": ("net2net_version", NET2NET_VERSION),
+    }
+    applies = [rules[m] for m in (recipe.get("method"),) if m in rules]
+    if recipe.get("dtype") not in (None, "", "auto"):
+        applies.append(("dtype_version", DTYPE_VERSION))
+    recorded = [(key, str(recipe.get(key, "1")), now) for key, now in applies]
+    return [(key, version) for key, version, now in recorded if version != now]
 
 
 def _draws(method: str | None) -> bool:
