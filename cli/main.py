@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 from zoo_cli import render
 
-from zoo.text import is_utf8
+from zoo.text import is_utf8, printable
 
 # click >= 8.2 raises this for a group called with nothing; older clicks print help themselves.
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
@@ -83,6 +83,8 @@ def _in_flags(exc, command: click.Command) -> str:
     message names (``levels=``, ``method='dct'``, ``force=True``) as the command's option
     (``--levels``, ``--method dct``, ``--force``) or argument (``NAME``); one that is not
     the command's own is the option of the same name (``kv_heads``: ``--kv-heads``)."""
+    import shlex
+
     from zoo.errors import python_value, reworded
 
     own = {p.name: p for p in command.params}
@@ -100,6 +102,9 @@ def _in_flags(exc, command: click.Command) -> str:
             return flag
         if given is False:
             return f"no {flag}"
+        if isinstance(given, str) and value[0] in "'\"":
+            # Text as a shell takes it back ('/a b/c'), on the message's one line.
+            return f"{flag} {shlex.quote(printable(given))}"
         return f"{flag} {given}"
 
     return reworded(exc, word)

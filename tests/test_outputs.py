@@ -143,8 +143,8 @@ def test_an_out_under_a_file_is_refused_in_one_line(registry, tiny_dir, tmp_path
         )
         assert (code, text) == (4, ""), err
         assert (
-            err
-            == f"zoo: error: --out {out} lies under {tmp_path / under}, which is not a folder.\n"
+            err == f"zoo: error: --out {out} lies under {str(tmp_path / under)!r}, which is not a "
+            "folder.\n"
         )
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert registry.list(kind="derived") == []

@@ -1308,6 +1308,54 @@ def test_a_refused_argument_is_named_as_each_caller_gives_it(served, both, monke
     assert str(info.value) == "wavelet= applies to method='dwt' only."
 
 
+@pytest.mark.parametrize("folder", ["two words", "it's", 'it\'s "so"', "new\nline", "runs out=3"])
+def test_a_path_a_refusal_names_is_said_alike_by_every_caller(
+    served, both, monkeypatch, tmp_path, folder
+):
+    """A path holding a space, quotes, a newline or what reads as a parameter (out=3) is
+    the user's text: a Python call's message names it as repr writes it, the CLI's as a
+    shell takes it back, on one line, locally and through a server alike."""
+    import shlex
+
+    import zoo
+    from zoo.errors import ConflictError
+    from zoo.text import printable
+
+    (tmp_path / folder).mkdir()
+    taken = tmp_path / folder / "model"
+    taken.mkdir()
+    (taken / "mine.txt").write_text("not zoo's")
+    (tmp_path / folder / "notes.txt").write_text("mine")
+    under = tmp_path / folder / "notes.txt" / "small"
+    said = [
+        (
+            taken,
+            4,
+            f"out={str(taken)!r} exists and is not empty; pass force=True to replace it.",
+            f"--out {shlex.quote(printable(str(taken)))} exists and is not empty; pass --force "
+            "to replace it.",
+        ),
+        (
+            under,
+            4,
+            f"out={str(under)!r} lies under {str(under.parent)!r}, which is not a folder.",
+            f"--out {shlex.quote(printable(str(under)))} lies under {str(under.parent)!r}, "
+            "which is not a folder.",
+        ),
+    ]
+    monkeypatch.delenv("ZOO_HOME", raising=False)
+    remote_reg = zoo.connect(endpoint=served.url, token=served.admin)
+    for out, code, python, flags in said:
+        for reg in (served.reg, remote_reg):
+            with pytest.raises(ConflictError) as info:
+                reg.export("tiny-gpt2", out=out)
+            assert str(info.value) == python
+        local, remote = both.run("export", "tiny-gpt2", "--out", str(out))
+        assert local == remote == (code, "", f"zoo: error: {flags}\n"), (local, remote)
+    assert (taken / "mine.txt").read_text() == "not zoo's"
+    assert (tmp_path / folder / "notes.txt").read_text() == "mine"
+
+
 def _time(text: str):
     from datetime import datetime
 

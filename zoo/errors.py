@@ -289,23 +289,29 @@ class InterruptedAfterWriting(KeyboardInterrupt):
     KeyboardInterrupt still, so a loop of such calls stops."""
 
 
-# A parameter as a Python call names it: ``name=`` and its value, if any: quoted text, a
-# number, True/False/None, or a bare name (``method=dwt or dct``, a choice in words).
-_VALUE = r"""(?:'[^'\n]*'|"[^"\n]*"|-?\d+(?:\.\d+)?\b|[A-Za-z_][\w-]*(?:\.\w+)*)"""
+# A parameter as a Python call names it: ``name=`` and its value, if any: quoted text (as
+# repr writes it, escapes and all: ``'a\\'b"c'``), a number, True/False/None, or a bare
+# name (``method=dwt or dct``, a choice in words).
+_QUOTED = r"'(?:[^'\\\n]|\\.)*'" + r'|"(?:[^"\\\n]|\\.)*"'
+_VALUE = rf"""(?:{_QUOTED}|-?\d+(?:\.\d+)?\b|[A-Za-z_][\w-]*(?:\.\w+)*)"""
+# Quoted text of the user's (a path, a name: ``'runs/out=3'``) is said as it is, whatever
+# it holds that looks like a parameter.
+_USER_TEXT = rf"(?<!\w)(?:{_QUOTED})(?!\w)"
 
 
 def reworded(exc: BaseException, word: Callable[[str, str | None], str]) -> str:
     """The first line of ``exc``'s message with each parameter it names (its ``params``,
     written as a Python call writes them) in another surface's words: ``word(name,
-    value)``, where value is the Python text of the value named with it, or None."""
+    value)``, where value is the Python text of the value named with it, or None. What
+    the message quotes is the user's text, and stays as it is."""
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
     params = getattr(exc, "params", ())
     if not params:
         return line
     names = "|".join(re.escape(p) for p in sorted(params, key=len, reverse=True))
-    pattern = re.compile(rf"(?<![\w.-])({names})=({_VALUE})?")
-    return pattern.sub(lambda m: word(m.group(1), m.group(2)), line)
+    pattern = re.compile(rf"(?<![\w.-])({names})=({_VALUE})?|{_USER_TEXT}")
+    return pattern.sub(lambda m: word(m[1], m[2]) if m[1] else m[0], line)
 
 
 def python_value(value: str | None):
@@ -340,9 +346,11 @@ def from_json_words(message: str, params: Iterable[str]) -> str:
     if not names:
         return message
     value = r'"(?:[^"\\\n]|\\.)*"|-?\d+(?:\.\d+)?|true|false|null'
-    pattern = re.compile(rf'"({names})"(?:: ({value}))?')
+    pattern = re.compile(rf'"({names})"(?:: ({value}))?|{_USER_TEXT}')
 
     def word(m: re.Match) -> str:
+        if m.group(1) is None:  # the user's quoted text
+            return m.group(0)
         if m.group(2) is None:
             return f"{m.group(1)}="
         return f"{m.group(1)}={json.loads(m.group(2))!r}"

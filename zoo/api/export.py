@@ -147,8 +147,8 @@ def check_out_dir(
     for i, part in enumerate(out.parts):
         if part == ".." and not Path(*out.parts[:i]).is_dir():
             raise InvalidInputError(
-                f"out={str(out)!r} goes up out of {Path(*out.parts[:i])}, which is not a folder; "
-                "name the folder to write without it.",
+                f"out={str(out)!r} goes up out of {str(Path(*out.parts[:i]))!r}, which is not a "
+                "folder; name the folder to write without it.",
                 params=["out"],
             )
     _check_names(out, resolved)
@@ -157,7 +157,7 @@ def check_out_dir(
         kept = kept.resolve()
         if _inside(kept, resolved):
             raise ConflictError(
-                f"out={str(out)!r} would hold or replace {kept}, which zoo's registry uses "
+                f"out={str(out)!r} would hold or replace {str(kept)!r}, which zoo's registry uses "
                 "(its home, its database, its blob store, or a folder a source was imported "
                 "from); give a folder outside it.",
                 params=["out"],
@@ -166,8 +166,8 @@ def check_out_dir(
         store = store.resolve()
         if _inside(resolved, store):
             raise ConflictError(
-                f"out={str(out)!r} lies inside the blob store {store}, which zoo's registry uses "
-                "(and collects); give a folder outside it.",
+                f"out={str(out)!r} lies inside the blob store {str(store)!r}, which zoo's registry "
+                "uses (and collects); give a folder outside it.",
                 params=["out"],
             )
     if resolved == home or _inside(home, resolved):
@@ -180,7 +180,7 @@ def check_out_dir(
     above = next(p for p in out.parents if p.exists())  # "." at the latest
     if not above.is_dir():  # else its folders' creation fails, as if on a full disk
         raise ConflictError(
-            f"out={str(out)!r} lies under {above}, which is not a folder.", params=["out"]
+            f"out={str(out)!r} lies under {str(above)!r}, which is not a folder.", params=["out"]
         )
     if os.path.ismount(out):
         raise InvalidInputError(
