@@ -78,36 +78,67 @@ def _emit(ctx_json: bool, data, text: str) -> None:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
+def _flag_word(command: click.Command, name: str, value: str | None) -> str:
+    """A Python parameter a message names (``levels``, with the Python text of its value
+    or None) as ``command``'s option (``--levels 2``) or argument (``NAME``); one that is
+    not the command's own is the option of the same name (``kv_heads``: ``--kv-heads``)."""
+    import shlex
+
+    from zoo.errors import python_value
+
+    param = next((p for p in command.params if p.name == name), None)
+    if isinstance(param, click.Argument):
+        flag = param.human_readable_name
+    elif param is not None:
+        flag = max(param.opts, key=lambda o: o.startswith("--"))
+    else:
+        flag = "--" + name.replace("_", "-")
+    given = python_value(value)
+    if value is None or given is True:  # --force: a flag on, or the option itself
+        return flag
+    if given is False:
+        return f"no {flag}"
+    if isinstance(given, str) and value[0] in "'\"":
+        # Text as a shell takes it back ('/a b/c'), on the message's one line.
+        return f"{flag} {shlex.quote(printable(given))}"
+    return f"{flag} {given}"
+
+
+# A registry method whose command has another name.
+_COMMAND_OF = {"search": "ls", "list": "ls", "import_checkpoint": "import"}
+
+
+def _command_words(method: str, arguments: str) -> str:
+    """A registry call a message names (``reg.verify(repair=True)``) as the command that
+    makes it (``zoo verify --repair``), each argument in that command's words; a bare
+    name among them is a placeholder, said as it is (``reg.release_claim(ID)``)."""
+    import ast
+    import shlex
+
+    name = _COMMAND_OF.get(method, method.replace("_", "-"))
+    command = cli.commands.get(name)
+    try:
+        call = ast.parse(f"f({arguments})", mode="eval").body
+        positional = [
+            a.id if isinstance(a, ast.Name) else shlex.quote(printable(str(ast.literal_eval(a))))
+            for a in call.args
+        ]
+    except (SyntaxError, ValueError):
+        command = None
+    if command is None:  # no command of that name: the call as it was written
+        return f"reg.{method}({arguments})"
+    options = [_flag_word(command, k.arg, ast.unparse(k.value)) for k in call.keywords]
+    return " ".join(["zoo", name, *positional, *options])
+
+
 def _in_flags(exc, command: click.Command) -> str:
     """The first line of a zoo error in the command's words: each Python parameter its
     message names (``levels=``, ``method='dct'``, ``force=True``) as the command's option
-    (``--levels``, ``--method dct``, ``--force``) or argument (``NAME``); one that is not
-    the command's own is the option of the same name (``kv_heads``: ``--kv-heads``)."""
-    import shlex
+    (``--levels``, ``--method dct``, ``--force``) or argument (``NAME``), and each registry
+    call it names (``reg.gc()``) as its command (``zoo gc``)."""
+    from zoo.errors import reworded
 
-    from zoo.errors import python_value, reworded
-
-    own = {p.name: p for p in command.params}
-
-    def word(name: str, value: str | None) -> str:
-        param = own.get(name)
-        if isinstance(param, click.Argument):
-            flag = param.human_readable_name
-        elif param is not None:
-            flag = max(param.opts, key=lambda o: o.startswith("--"))
-        else:
-            flag = "--" + name.replace("_", "-")
-        given = python_value(value)
-        if value is None or given is True:  # --force: a flag on, or the option itself
-            return flag
-        if given is False:
-            return f"no {flag}"
-        if isinstance(given, str) and value[0] in "'\"":
-            # Text as a shell takes it back ('/a b/c'), on the message's one line.
-            return f"{flag} {shlex.quote(printable(given))}"
-        return f"{flag} {given}"
-
-    return reworded(exc, word)
+    return reworded(exc, lambda name, value: _flag_word(command, name, value), _command_words)
 
 
 def _warning_in_flags(line: str) -> str:
@@ -117,7 +148,7 @@ def _warning_in_flags(line: str) -> str:
 
     command = click.get_current_context().command
     named = [p.name for p in command.params if p.name and f"{p.name}=" in line]
-    return _in_flags(ZooError(line, params=named), command) if named else line
+    return _in_flags(ZooError(line, params=named), command)
 
 
 class _Command(click.Command):
@@ -130,7 +161,7 @@ class _Command(click.Command):
         try:
             return super().invoke(ctx)
         except ZooError as exc:
-            if exc.params:
+            if exc.params or "reg." in str(exc):
                 exc.args = (_in_flags(exc, self),)
                 exc.params = ()
             raise
@@ -1355,8 +1386,10 @@ def _interruption(exc: BaseException | None, plain: str) -> str:
     work was complete and kept."""
     from zoo.errors import InterruptedAfterWriting
 
-    if isinstance(exc, InterruptedAfterWriting):
-        return str(exc)
+    if isinstance(exc, InterruptedAfterWriting):  # what to run next, as its command
+        from zoo.errors import reworded
+
+        return reworded(exc, lambda name, value: name, _command_words)
     if not _terminated:
         return plain
     return "hung up" if _terminated[0] == signal.SIGHUP else "terminated"

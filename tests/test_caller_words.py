@@ -147,3 +147,26 @@ def test_link_prints_the_artifacts_its_names_resolved_to(registry, tiny_dir, run
     # zoo tag says the artifact its name resolved to as well.
     code, out, _ = run_cli("tag", base.content_hash[:10], "stable")
     assert (code, out) == (0, "stable -> bert-base\n")
+
+
+def test_what_to_run_is_a_registry_call_in_python_and_a_command_on_the_cli(
+    registry, tiny_dir, run_cli, monkeypatch
+):
+    """A message that says what to run names the Registry call to a Python caller and the
+    command to the CLI's, from one text."""
+    from zoo.api import plan
+    from zoo.errors import NotFoundError
+
+    monkeypatch.setattr(plan, "LISTED", 1)
+    names = [registry.import_checkpoint(tiny_dir("bert", seed=s)).name for s in range(2)]
+    python = _python(lambda: registry.materialize("bert", layers=2, hidden=16), NotFoundError)
+    assert python.endswith(
+        f"Extract one with `reg.extract({names[0]!r})`, or name a source: {names[0]} and 1 "
+        "more (`reg.list(kind='source', family='bert')`)."
+    ), python
+    assert registry.list(kind="source", family="bert") != []  # the call it names works
+    line = _cli(run_cli, 3, "materialize", "bert", "--layers", "2", "--hidden", "16")
+    assert line.endswith(
+        f"Extract one with `zoo extract {names[0]}`, or name a source: {names[0]} and 1 "
+        "more (`zoo ls --kind source --family bert`)."
+    ), line

@@ -1144,6 +1144,10 @@ def test_a_claim_is_released_only_once_the_database_it_names_is_gone(
     code, _, err = run_cli("gc", "--grace", "0")
     assert code == 4 and f"zoo release-claim {b_id[:8]}" in err, err
     assert "delete registries/" not in err
+    with pytest.raises(ConflictError) as refused:  # a Python caller reads the call
+        a.gc(grace=0)
+    assert f"`reg.release_claim({b_id[:8]!r})` removes its claim" in str(refused.value)
+    assert "zoo gc" not in str(refused.value) and "zoo release-claim" not in str(refused.value)
     # B lives: its claim stands, from the API and the CLI (one line, exit 4).
     with pytest.raises(ConflictError, match=f"registry {b_id} in {b_db} is there"):
         a.release_claim(b_id[:8], retired=True)
@@ -1161,8 +1165,10 @@ def test_a_claim_is_released_only_once_the_database_it_names_is_gone(
     # Where zoo cannot look, the claim goes only once a person says the database is retired.
     for named in (f"elsewhere.example:{b_db}", ""):  # another host's; a PostgreSQL one's
         open_store(store)._write_claim(b_id, named)
-        with pytest.raises(ConflictError, match="run again with --retired"):
+        with pytest.raises(ConflictError, match="run again with retired=True"):
             a.release_claim(b_id)
+        code, out, err = run_cli("release-claim", b_id)
+        assert code == 4 and err.endswith("run again with --retired.\n"), err
         assert a.store.claims() == sorted([a.registry_id, b_id])
         released = a.release_claim(b_id, retired=True)
         assert released.outcome == "removed" and a.store.claims() == [a.registry_id]
@@ -1310,7 +1316,7 @@ def test_a_copy_never_sweeps_the_store_of_its_original_wherever_it_moved(
     copy.store._write_claim(registry_id, f"elsewhere.example:{copy_db}")
     with pytest.raises(ConflictError, match=r"on elsewhere\.example, which carries this one's id"):
         copy.gc(grace=0)
-    with pytest.raises(ConflictError, match="run again with --retired"):
+    with pytest.raises(ConflictError, match="run again with retired=True"):
         copy.release_claim(registry_id)
     assert copy.release_claim(registry_id, retired=True).outcome == "handed over"
     assert _claim_of(store, registry_id) == _identity(copy_db)
@@ -1415,7 +1421,7 @@ def test_a_copy_of_a_whole_home_is_told_its_store_is_a_copy_too(
         with pytest.raises(ConflictError) as raised:
             refused()
         assert str(raised.value).startswith(said), raised.value
-        assert f"`zoo release-claim {registry_id}` hands" in str(raised.value)
+        assert f"`reg.release_claim({registry_id!r})` hands" in str(raised.value)
         assert "ZOO_STORE_URL" not in str(raised.value)
     monkeypatch.setenv("ZOO_DB_URL", f"sqlite:///{copy_home / 'zoo.db'}")
     monkeypatch.setenv("ZOO_STORE_URL", str(copy_home / "blobs"))

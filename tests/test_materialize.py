@@ -524,13 +524,14 @@ def test_a_family_with_many_sources_or_learngenes_is_refused_naming_a_few(
     with pytest.raises(NotFoundError) as none:
         registry.materialize("bert", layers=2, hidden=16)
     assert str(none.value).endswith(
-        f"name a source: {names[0]}, {names[1]} and 1 more (`zoo ls --kind source --family bert`)."
+        f"name a source: {names[0]}, {names[1]} and 1 more "
+        "(`reg.list(kind='source', family='bert')`)."
     )
     assert none.value.suggestions == names[:2]
     genes = [registry.extract(n, method="dwt").name for n in names]
     with pytest.raises(AmbiguousNameError) as several:
         registry.materialize("bert", layers=2, hidden=16)
-    listed = f"{genes[0]}, {genes[1]} and 1 more (`zoo ls --kind learngene --family bert`)"
+    listed = f"{genes[0]}, {genes[1]} and 1 more (`reg.list(kind='learngene', family='bert')`)"
     assert f"qualify ({listed}); name one" in str(several.value)
     assert several.value.candidates == genes[:2]
     registry.rm(genes[2])  # two left: both named, nothing more to count

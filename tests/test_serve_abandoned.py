@@ -171,9 +171,19 @@ def test_ctrl_c_during_the_download_of_a_size_says_the_server_recorded_it(
     assert (code, stdout) == (130, "")
     assert stderr.strip() == (  # after the line end click writes on Ctrl-C
         f"zoo: interrupted after the server recorded {name}: it is kept there, and {out} "
-        "was not written (zoo export NAME --out DIR writes it)"
+        f"was not written (`zoo export {name} --out {out}` writes it)"
     )
     assert list(mine.iterdir()) == []  # nor any of its download staged
+    # A Python caller reads the registry call that writes it.
+    from zoo.errors import InterruptedAfterWriting
+
+    remote = RemoteRegistry(served.server.url, served.token)
+    with pytest.raises(InterruptedAfterWriting) as stopped:
+        remote.materialize(**SIZE, out=out)
+    assert str(stopped.value) == (
+        f"interrupted after the server recorded {name}: it is kept there, and {out} was not "
+        f"written (`reg.export({name!r}, out={str(out)!r})` writes it)"
+    )
 
 
 def test_a_size_a_hub_download_left_before_its_answer_is_not_recorded(served):

@@ -1356,6 +1356,27 @@ def test_a_path_a_refusal_names_is_said_alike_by_every_caller(
     assert (tmp_path / folder / "notes.txt").read_text() == "mine"
 
 
+def test_what_to_run_is_said_alike_through_a_server(served, both, monkeypatch, tiny_dir):
+    """A registry call a message tells the reader to make reaches a client as Python, and
+    its CLI says the command, as locally."""
+    import zoo
+    from zoo.errors import NotFoundError
+
+    served.reg.import_checkpoint(tiny_dir("roberta"), name="tiny-roberta")
+    python = (
+        "No roberta learngene is registered. Extract one with `reg.extract('tiny-roberta')`, "
+        "or name a source: tiny-roberta."
+    )
+    monkeypatch.delenv("ZOO_HOME", raising=False)
+    for reg in (served.reg, zoo.connect(endpoint=served.url, token=served.admin)):
+        with pytest.raises(NotFoundError) as info:
+            reg.materialize("roberta", layers=1, hidden=16)
+        assert str(info.value) == python
+    local, remote = both.run("materialize", "roberta", "--layers", "1", "--hidden", "16")
+    said = python.replace("reg.extract('tiny-roberta')", "zoo extract tiny-roberta")
+    assert local == remote == (3, "", f"zoo: error: {said}\n"), (local, remote)
+
+
 def _time(text: str):
     from datetime import datetime
 

@@ -494,7 +494,8 @@ class RemoteRegistry:
             # must not read as one that changed nothing, as a local one stopped would.
             raise errors.InterruptedAfterWriting(
                 f"interrupted after the server recorded {artifact.name}: it is kept there, "
-                f"and {out} was not written (zoo export NAME --out DIR writes it)"
+                f"and {out} was not written (`reg.export({artifact.name!r}, out={str(out)!r})` "
+                "writes it)"
             ) from None
         except errors.AuthenticationError as exc:
             # The token ended (or was revoked) while the server made the size: a request

@@ -297,21 +297,39 @@ _VALUE = rf"""(?:{_QUOTED}|-?\d+(?:\.\d+)?\b|[A-Za-z_][\w-]*(?:\.\w+)*)"""
 # Quoted text of the user's (a path, a name: ``'runs/out=3'``) is said as it is, whatever
 # it holds that looks like a parameter.
 _USER_TEXT = rf"(?<!\w)(?:{_QUOTED})(?!\w)"
+# A registry call a message tells its reader to make, as Python writes it: ``reg.gc()``,
+# ``reg.verify(repair=True)``. The CLI says its command (``zoo verify --repair``).
+_CALL = rf"(?<![\w.])reg\.([a-z_]+)\(((?:[^()'\"\n]|{_QUOTED})*)\)"
 
 
-def reworded(exc: BaseException, word: Callable[[str, str | None], str]) -> str:
+def reworded(
+    exc: BaseException,
+    word: Callable[[str, str | None], str],
+    call: Callable[[str, str], str] | None = None,
+) -> str:
     """The first line of ``exc``'s message with each parameter it names (its ``params``,
     written as a Python call writes them) in another surface's words: ``word(name,
-    value)``, where value is the Python text of the value named with it, or None. What
-    the message quotes is the user's text, and stays as it is."""
+    value)``, where value is the Python text of the value named with it, or None; and
+    with each registry call it names (``reg.gc()``) as ``call(method, arguments)`` says
+    it, where one is given. What the message quotes is the user's text, and stays as it
+    is, as do the arguments of a call (a server's client reads them as Python)."""
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
     params = getattr(exc, "params", ())
-    if not params:
+    if not params and call is None:
         return line
     names = "|".join(re.escape(p) for p in sorted(params, key=len, reverse=True))
-    pattern = re.compile(rf"(?<![\w.-])({names})=({_VALUE})?|{_USER_TEXT}")
-    return pattern.sub(lambda m: word(m[1], m[2]) if m[1] else m[0], line)
+    named = rf"(?<![\w.-])({names})=({_VALUE})?|" if names else ""
+    pattern = re.compile(rf"{_CALL}|{named}{_USER_TEXT}")
+
+    def said(m: re.Match) -> str:
+        if m[1]:
+            return call(m[1], m[2]) if call is not None else m[0]
+        if names and m[3]:
+            return word(m[3], m[4])
+        return m[0]
+
+    return pattern.sub(said, line)
 
 
 def python_value(value: str | None):

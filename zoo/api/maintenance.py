@@ -295,9 +295,9 @@ def _refuse_shared_store(reg, command: str, *, sweeps: bool = True) -> None:
             f"The store {reg.store.url} is also used by {len(others)} other registr"
             f"{'y' if len(others) == 1 else 'ies'} ({', '.join(o[:8] for o in others)}); "
             f"{command} would delete blobs they need. Give each registry its own store "
-            f"(ZOO_STORE_URL); for a registry that no longer exists, `zoo release-claim "
-            f"{others[0][:8] if len(others) == 1 else 'ID'}` removes its claim once it finds "
-            "its database gone."
+            f"(ZOO_STORE_URL); for a registry that no longer exists, `reg.release_claim("
+            f"{repr(others[0][:8]) if len(others) == 1 else 'ID'})` removes its claim once it "
+            "finds its database gone."
         )
 
 
@@ -328,7 +328,7 @@ def gc(reg, *, grace: str | float = DEFAULT_GRACE, dry_run: bool = False) -> GcR
     store = reg.store
     # A dry run too: it previews what gc does, and gc refuses (it listed the other
     # registries' blobs as ones it would sweep).
-    _refuse_shared_store(reg, "zoo gc", sweeps=not dry_run)
+    _refuse_shared_store(reg, "reg.gc()", sweeps=not dry_run)
     # List before marking: a blob written after the listing is not a candidate, and a
     # row committed after the mark refreshed its blobs' time (keep), which the re-check
     # just before each delete sees.
@@ -532,7 +532,7 @@ def fsck(reg, *, repair: bool = False, grace: str | float = DEFAULT_GRACE) -> Fs
     grace_s = parse_duration(grace)
     store = reg.store
     if repair:
-        _refuse_shared_store(reg, "zoo fsck --repair")
+        _refuse_shared_store(reg, "reg.fsck(repair=True)")
     # Rows first, then the listing: a row read here had its blobs written before it was
     # committed, so a blob absent from the later listing is really missing.
     with reg.session() as session:

@@ -552,12 +552,12 @@ def _recorded_plan(reg, info: ArtifactInfo, device: str | None, *, as_parent: bo
         # Its bits are reproduced on the recorded device; another may round differently.
         missing = f"{info.name} was derived on {r['device']}, which is not available here"
         raise DeviceUnavailableError(
-            f"{missing}; it is virtual: keep its weights on such a machine with the `zoo "
-            "materialize` that made it plus --store, then use it anywhere."
+            f"{missing}; it is virtual: keep its weights on such a machine with the "
+            "`reg.materialize()` that made it plus store=True, then use it anywhere."
             if as_parent
             else f"{missing}; re-derive it on a machine with one, or pass device='cpu' "
             "(its bits may then differ and fail verification).",
-            params=() if as_parent else ["device"],
+            params=["store"] if as_parent else ["device"],
         ) from exc
     # Statistics over the whole tensor until transform version 4 (zoo.transforms.moments),
     # the amplitude rule, net2net's and HyperCloning's copies and the dtype a signal is

@@ -388,7 +388,7 @@ def resolve_parent(session: Session, query: str):
     if not candidates:
         sources, listed = _listed(session, "source", query)
         hint = (
-            f" Extract one with `zoo extract {sources[0]}`, or name a source: {listed}."
+            f" Extract one with `reg.extract({sources[0]!r})`, or name a source: {listed}."
             if sources
             else f" Import a {query} checkpoint first."
         )
@@ -417,7 +417,7 @@ def _listed(session, kind: str, family: str) -> tuple[list[str], str]:
     if len(names) == LISTED:  # fewer: they are all there is
         more = queries.count_artifacts(session, kind=kind, family=family) - LISTED
         if more > 0:
-            listed += f" and {more:,} more (`zoo ls --kind {kind} --family {family}`)"
+            listed += f" and {more:,} more (`reg.list(kind={kind!r}, family={family!r})`)"
     return names, listed
 
 

@@ -194,8 +194,10 @@ def check(store, registry_id: str, recorded: str, this: Place, *, command: str |
             cannot be read; the message says what the command would do and how to go on.
     """
     claim = f"{store.CLAIMS}/{registry_id}"
-    handover = f"`zoo release-claim {registry_id}` hands the claim over to this one"
-    unchecked = f"`zoo release-claim {registry_id} --retired` hands the claim over to this one"
+    handover = f"`reg.release_claim({registry_id!r})` hands the claim over to this one"
+    unchecked = (
+        f"`reg.release_claim({registry_id!r}, retired=True)` hands the claim over to this one"
+    )
     try:
         there = parse(recorded)
     except UnreadableClaim:
@@ -343,8 +345,8 @@ def release(reg, query: str, *, retired: bool = False) -> ClaimRelease:
             f"and the file there now is this one, another (inode {here.inode}) carrying its "
             "id: a backup restored or a copy put there, while the claimed database may have "
             "been moved elsewhere, and gc here would sweep every blob it wrote since the "
-            f"copy. If it no longer exists anywhere, `zoo release-claim {registry_id} "
-            "--retired` hands the claim over to this one."
+            f"copy. If it no longer exists anywhere, `reg.release_claim({registry_id!r}, "
+            "retired=True)` hands the claim over to this one."
         )
     if own and _store_copied_from(there, here, registry_id):
         return done(taken, named)  # the original writes and sweeps a store of its own
@@ -372,7 +374,7 @@ def _claimed_id(store, query: str, *, own: str) -> str:
     if not found:
         mine = " (this registry's: its next write or sweep records it)" if wanted == own else ""
         raise NotFoundError(
-            f"The store {store.url} holds no claim of a registry {query}{mine}; `zoo gc` "
+            f"The store {store.url} holds no claim of a registry {query}{mine}; `reg.gc()` "
             "names the registries whose claims refuse it."
         )
     return found[0]
@@ -382,5 +384,6 @@ def _unchecked(store, registry_id: str, what: str) -> ConflictError:
     return ConflictError(
         f"The claim of registry {registry_id} on the store {store.url} {what}: zoo cannot "
         "look whether that database is gone. If it is retired for good, run again with "
-        "--retired."
+        "retired=True.",
+        params=["retired"],
     )

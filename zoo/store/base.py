@@ -496,8 +496,8 @@ class BlobStore(ABC):
 
     def _corrupt(self, digest: str, what: str) -> BlobCorruptError:
         return BlobCorruptError(
-            f"Blob {digest[:12]} in {self.url} is corrupt ({what}); `zoo verify` says what "
-            "restores it, and `zoo verify --repair` restores it if zoo can produce it again.",
+            f"Blob {digest[:12]} in {self.url} is corrupt ({what}); `reg.verify()` says what "
+            "restores it, and `reg.verify(repair=True)` restores it if zoo can produce it again.",
             digest=digest,
         )
 

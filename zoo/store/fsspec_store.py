@@ -181,8 +181,8 @@ class FsspecStore(BlobStore):
 
     def _missing(self, digest: str) -> BlobMissingError:
         return BlobMissingError(
-            f"Blob {digest[:12]} is missing from {self.url}; `zoo verify` says what "
-            "restores it, and `zoo verify --repair` restores it if zoo can produce it again.",
+            f"Blob {digest[:12]} is missing from {self.url}; `reg.verify()` says what "
+            "restores it, and `reg.verify(repair=True)` restores it if zoo can produce it again.",
             digest=digest,
         )
 

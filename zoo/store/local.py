@@ -148,8 +148,8 @@ class LocalStore(BlobStore):
         what = what_is(self._path(digest)) or "not a regular file"
         return BlobNotAFileError(
             f"Blob {digest[:12]} in {self.url} is {what}, not a file; zoo does not remove "
-            f"what it did not write: move {self._path(digest)} away, then `zoo verify "
-            "--repair` restores the blob if zoo can produce it again.",
+            f"what it did not write: move {self._path(digest)} away, then "
+            "`reg.verify(repair=True)` restores the blob if zoo can produce it again.",
             digest=digest,
         )
 
@@ -188,8 +188,8 @@ class LocalStore(BlobStore):
 
     def _missing(self, digest: str) -> BlobMissingError:
         return BlobMissingError(
-            f"Blob {digest[:12]} is missing from {self.url}; `zoo verify` says what "
-            "restores it, and `zoo verify --repair` restores it if zoo can produce it again.",
+            f"Blob {digest[:12]} is missing from {self.url}; `reg.verify()` says what "
+            "restores it, and `reg.verify(repair=True)` restores it if zoo can produce it again.",
             digest=digest,
         )
 
