@@ -892,7 +892,9 @@ def test_a_virtual_checkpoint_is_rederived_to_serve_as_a_parent(
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
-def test_a_virtual_parent_recorded_on_an_absent_device_is_explained(registry, tiny_dir, run_cli):
+def test_a_virtual_parent_recorded_on_an_absent_device_is_explained(
+    registry, tiny_dir, run_cli, tmp_path
+):
     """Its bits exist only on its recorded device: the error names it and the way out
     (not "use --device cpu" to a user who did)."""
     from sqlalchemy import select
@@ -915,6 +917,20 @@ def test_a_virtual_parent_recorded_on_an_absent_device_is_explained(registry, ti
     assert code == 7 and out == "" and "derived on cuda" in err and "--store" in err, err
     code, _, err = run_cli("rederive", mid.name)
     assert code == 7 and "derived on cuda" in err and "--device cpu" in err, err
+    # An export takes no device: it names the call that does (it said "pass device='cpu'"
+    # to reg.export, and "--device cpu" to `zoo export`, which has no such option).
+    out = tmp_path / "out"
+    with pytest.raises(DeviceUnavailableError) as refused:
+        registry.export(mid.name, out=out)
+    said = f"or here with `reg.rederive({mid.name!r}, device='cpu')`, with out= to write it"
+    assert said in str(refused.value), refused.value
+    code, _, err = run_cli("export", mid.name, "--out", str(out))
+    said = f"or here with `zoo rederive {mid.name} --device cpu`, with --out to write it"
+    assert code == 7 and said in err and err.count("\n") == 1, err
+    # What it names does it.
+    code, _, err = run_cli("rederive", mid.name, "--device", "cpu", "--out", str(out))
+    assert code == 0 and (out / "config.json").is_file(), err
+    assert registry.rederive(mid.name, device="cpu").artifact.name == mid.name
 
 
 def _outputs_journal(registry):

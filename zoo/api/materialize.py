@@ -555,9 +555,11 @@ def _recorded_plan(reg, info: ArtifactInfo, device: str | None, *, as_parent: bo
             f"{missing}; it is virtual: keep its weights on such a machine with the "
             "`reg.materialize()` that made it plus store=True, then use it anywhere."
             if as_parent
-            else f"{missing}; re-derive it on a machine with one, or pass device='cpu' "
-            "(its bits may then differ and fail verification).",
-            params=["store"] if as_parent else ["device"],
+            # The call that takes a device, whichever one read it (an export takes none).
+            else f"{missing}; re-derive it on a machine with one, or here with "
+            f"`reg.rederive({info.name!r}, device='cpu')`, with out= to write it (its bits may "
+            "then differ and fail verification).",
+            params=["store"] if as_parent else ["out"],
         ) from exc
     # Statistics over the whole tensor until transform version 4 (zoo.transforms.moments),
     # the amplitude rule, net2net's and HyperCloning's copies and the dtype a signal is
