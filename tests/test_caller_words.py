@@ -170,3 +170,25 @@ def test_what_to_run_is_a_registry_call_in_python_and_a_command_on_the_cli(
         f"Extract one with `zoo extract {names[0]}`, or name a source: {names[0]} and 1 "
         "more (`zoo ls --kind source --family bert`)."
     ), line
+
+
+def test_a_name_that_matches_nothing_says_what_lists_or_imports_it(registry, tiny_dir, run_cli):
+    """A Python caller is told the call that lists the registry or imports a Hub model; the
+    CLI's, the command; a removed artifact's name, the call that frees it."""
+    from zoo.errors import ConflictError, NotFoundError
+
+    python = _python(lambda: registry.show("nothing-here"), NotFoundError)
+    assert python.endswith("Run `reg.list()` to see what is registered."), python
+    line = _cli(run_cli, 3, "show", "nothing-here")
+    assert line.endswith("Run `zoo ls` to see what is registered."), line
+    python = _python(lambda: registry.show("org/model"), NotFoundError)
+    assert "it: `reg.import_checkpoint('org/model')`." in python, python
+    line = _cli(run_cli, 3, "show", "org/model")
+    assert "it: `zoo import org/model`." in line, line
+    registry.rm(registry.import_checkpoint(tiny_dir("bert"), name="model").name)
+    python = _python(
+        lambda: registry.import_checkpoint(tiny_dir("gpt2"), name="model"), ConflictError
+    )
+    assert "`reg.gc()` frees the name" in python, python
+    line = _cli(run_cli, 4, "import", str(tiny_dir("gpt2")), "--name", "model")
+    assert "`zoo gc` frees the name" in line, line

@@ -521,7 +521,7 @@ def test_default_name_collision_gets_a_hash_suffix(registry, tiny_dir, tmp_path)
         registry.import_checkpoint(tiny_dir("gpt2"), name="model")
     # A removed artifact keeps its name until gc: the refusals say so.
     registry.rm(first.name)
-    with pytest.raises(ConflictError, match=r"removed source .*`zoo gc` frees the name"):
+    with pytest.raises(ConflictError, match=r"removed source .*`reg\.gc\(\)` frees the name"):
         registry.import_checkpoint(tiny_dir("gpt2"), name="model")
     with pytest.raises(ConflictError, match="removed source"):
         registry.tag(second.name, "model")

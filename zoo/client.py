@@ -817,7 +817,7 @@ def _flags(**flags) -> None:
 
 def _q(
     name,
-    missing: str = "No artifact named ''. Run `zoo ls` to see what is registered.",
+    missing: str = "No artifact named ''. Run `reg.list()` to see what is registered.",
     what: str = "name",
 ) -> str:
     """A name in a URL path, refused here as the local registry refuses it, in its words

@@ -99,7 +99,7 @@ def resizable(info: ArtifactInfo):
         repo = info.info.get("repo_id", info.name)
         raise UnknownFamilyError(
             f"{info.name} is a placeholder for the Hub model {repo}, which a model card names "
-            f"as its base; import it first (`zoo import {repo}`)."
+            f"as its base; import it first (`reg.import_checkpoint({repo!r})`)."
         )
     model_type = (info.config or {}).get("model_type")
     what = f"a {model_type!r} checkpoint" if model_type else "a checkpoint without a model_type"

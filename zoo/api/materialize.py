@@ -189,7 +189,8 @@ def export(reg, query: str, out: str | Path, *, force: bool = False, max_shard_s
         repo = info.info.get("repo_id", info.name)
         raise InvalidInputError(  # as materialize, extract and rederive refuse it
             f"{info.name} is a placeholder for the Hub model {repo}, which a model card names "
-            f"as its base; it holds no weights: import it first (`zoo import {repo}`)."
+            f"as its base; it holds no weights: import it first "
+            f"(`reg.import_checkpoint({repo!r})`)."
         )
     if info.kind != "source":
         raise InvalidInputError(

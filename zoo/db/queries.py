@@ -405,7 +405,7 @@ def removed_holder_note(session: Session, name: str) -> str:
     if row is None or row.deleted_at is None:
         return ""
     return (
-        f" (by the removed {row.kind} {row.content_hash[:12]}: `zoo gc` frees the name once "
+        f" (by the removed {row.kind} {row.content_hash[:12]}: `reg.gc()` frees the name once "
         "nothing kept descends from it)"
     )
 
@@ -1024,14 +1024,17 @@ def not_found(session: Session, query: str, *, what: str = "artifact") -> NotFou
     close = close_names(session, query)
     repo = hub_repo_id(query)
     if repo is not None:
-        hint = f" A Hub repository id names what was imported from it: `zoo import {repo}`."
+        hint = (
+            " A Hub repository id names what was imported from it: "
+            f"`reg.import_checkpoint({repo!r})`."
+        )
         hint += f" Did you mean {', '.join(close)}?" if close else ""
     elif close:
         hint = f" Did you mean {', '.join(close)}?"
     elif len(query) < 8 and query and all(c in "0123456789abcdef" for c in query):
         hint = f" If {query!r} is a content-hash prefix, give at least 8 hex digits."
     else:
-        hint = " Run `zoo ls` to see what is registered."
+        hint = " Run `reg.list()` to see what is registered."
     return NotFoundError(f"No {what} named {query!r}.{hint}", query=query, suggestions=close)
 
 
