@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -539,10 +540,13 @@ def test_a_family_with_many_sources_or_learngenes_is_refused_naming_a_few(
         registry.materialize("bert", layers=2, hidden=16)
 
 
-def test_family_name_resolves_to_the_default_learngene(registry, tiny_dir):
+def test_family_name_resolves_to_the_default_learngene(registry, tiny_dir, run_cli):
     src = registry.import_checkpoint(tiny_dir("bert"))
-    with pytest.raises(NotFoundError, match="zoo extract"):
+    # What to run, in each caller's words: the Registry call, the command.
+    with pytest.raises(NotFoundError, match=re.escape(f"reg.extract({src.name!r})")):
         registry.materialize("bert", layers=2, hidden=16)
+    code, _, err = run_cli("materialize", "bert", "--layers", "2", "--hidden", "16")
+    assert code == NotFoundError.exit_code and f"`zoo extract {src.name}`" in err, err
     one = registry.extract(src.name, method="dwt")
     assert (
         registry.materialize("bert", layers=2, hidden=16).artifact.info["recipe"]["learngene"]
