@@ -681,6 +681,32 @@ def test_lineage_text_tells_seeds_and_dtypes_apart(registry, tiny_dir):
     assert "seed=" not in lines[made[2].name]  # weight selection draws nothing
 
 
+def _materialize_by_tiled_heads(registry, monkeypatch, name: str, **request):
+    """``registry.materialize(name, **request)`` as a zoo recorded it before HyperCloning
+    kept each query head's key/value head: derived by that rule (hypercloning_version 1),
+    its edge naming no version."""
+    import dataclasses
+
+    from zoo.api import materialize as mat
+    from zoo.api import record
+
+    real_plan, real_recipe = mat.make_plan, record.edge_recipe
+
+    def unversioned(*a, **k):
+        recipe = real_recipe(*a, **k)
+        del recipe["hypercloning_version"]
+        return recipe
+
+    with monkeypatch.context() as m:
+        m.setattr(
+            mat,
+            "make_plan",
+            lambda *a, **k: dataclasses.replace(real_plan(*a, **k), hypercloning_version=1),
+        )
+        m.setattr(record, "edge_recipe", unversioned)
+        return registry.materialize(name, **request)
+
+
 def test_lineage_text_names_the_earlier_rule_a_checkpoint_was_recorded_by(
     registry, tmp_path, monkeypatch
 ):
@@ -689,29 +715,10 @@ def test_lineage_text_names_the_earlier_rule_a_checkpoint_was_recorded_by(
     `[method=hypercloning, rescale=none, device=cpu]`, two children of one parent that
     nothing told apart. The earlier one names its rule, hypercloning_version=1; the
     current one, by this zoo's rule, names none."""
-    import dataclasses
-
-    from zoo.api import materialize as mat
-    from zoo.api import record
-
     folder = save_tiny("llama", tmp_path / "src", num_attention_heads=8, num_key_value_heads=2)
     src = registry.import_checkpoint(folder)
-    real_plan, real_recipe = mat.make_plan, record.edge_recipe
-
-    def unversioned(*a, **k):
-        recipe = real_recipe(*a, **k)
-        del recipe["hypercloning_version"]
-        return recipe
-
-    monkeypatch.setattr(
-        mat,
-        "make_plan",
-        lambda *a, **k: dataclasses.replace(real_plan(*a, **k), hypercloning_version=1),
-    )
-    monkeypatch.setattr(record, "edge_recipe", unversioned)
     request = dict(layers=4, hidden=32, kv_heads=4, method="hypercloning")
-    old = registry.materialize(src.name, **request).artifact
-    monkeypatch.undo()
+    old = _materialize_by_tiled_heads(registry, monkeypatch, src.name, **request).artifact
     now = registry.materialize(src.name, **request).artifact
     assert now.content_hash != old.content_hash
     lines = {
@@ -1512,31 +1519,13 @@ def test_a_hypercloning_checkpoint_recorded_with_tiled_key_value_heads_re_derive
     query heads read another head's keys. A virtual checkpoint recorded then (its edge
     naming no hypercloning_version) re-derives by that rule and verifies; one recorded
     now repeats each key/value head in place (k0 k0 k1 k1), and records version 2."""
-    import dataclasses
-
     from safetensors.torch import load_file
-
-    from zoo.api import materialize as mat
-    from zoo.api import record
 
     folder = save_tiny("llama", tmp_path / "src", num_attention_heads=8, num_key_value_heads=2)
     src = registry.import_checkpoint(folder)
-    real_plan, real_recipe = mat.make_plan, record.edge_recipe
-
-    def unversioned(*a, **k):
-        recipe = real_recipe(*a, **k)
-        del recipe["hypercloning_version"]
-        return recipe
-
-    monkeypatch.setattr(
-        mat,
-        "make_plan",
-        lambda *a, **k: dataclasses.replace(real_plan(*a, **k), hypercloning_version=1),
-    )
-    monkeypatch.setattr(record, "edge_recipe", unversioned)
-    old = registry.materialize(src.name, layers=4, hidden=32, kv_heads=4, method="hypercloning")
-    monkeypatch.undo()
-    now = registry.materialize(src.name, layers=4, hidden=32, kv_heads=4, method="hypercloning")
+    request = dict(layers=4, hidden=32, kv_heads=4, method="hypercloning")
+    old = _materialize_by_tiled_heads(registry, monkeypatch, src.name, **request)
+    now = registry.materialize(src.name, **request)
     (edge,) = registry.lineage(old.artifact.name, down=False).edges
     assert "hypercloning_version" not in edge.recipe
     (edge,) = registry.lineage(now.artifact.name, down=False).edges
